@@ -1,0 +1,133 @@
+"""What the pure mappers need besides the record: terminology, profiles, URLs and identifiers.
+
+Built once per run (:func:`mapping_context`), then passed to every mapper call. Nothing here
+does I/O after construction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fhir_cart.errors import ConfigError
+from fhir_cart.terminology import Terminology, default_mappings_dir, load_terminology
+
+__all__ = [
+    "KINDS",
+    "MappingContext",
+    "Profiles",
+    "RefStyle",
+    "load_profiles",
+    "mapping_context",
+]
+
+RefStyle = Literal["urn", "relative"]
+"""``urn``: references are ``urn:uuid:...`` (inside a transaction bundle);
+``relative``: ``Patient/<id>`` with ``id`` set on every resource (NDJSON)."""
+
+KINDS = (
+    "patient",
+    "condition",
+    "medication-administration",
+    "procedure",
+    "observation",
+    "adverse-event",
+)
+"""Kinds of business identifier; each has its own identifier system per centre."""
+
+_NAMESPACE = uuid.UUID("5b0a2f9e-2f43-4a53-9a4b-6b1f6f0c7c11")
+
+
+class Profiles(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profiles: dict[str, str]
+    extension_base: str
+    identifier_base: str
+
+
+def load_profiles(path: Path | None = None) -> Profiles:
+    path = path or default_mappings_dir() / "profiles.yaml"
+    try:
+        return Profiles.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"cannot load profiles file {path}: {exc}") from exc
+
+
+@dataclass
+class MappingContext:
+    """Terminology plus the URLs mappers stamp on resources."""
+
+    terminology: Terminology
+    profiles: Profiles
+    identifier_base: str
+    ref_style: RefStyle = "urn"
+    _systems: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def ext(self, name: str) -> str:
+        return f"{self.profiles.extension_base}/{name}"
+
+    def profile(self, kind: str) -> list[str] | None:
+        url = self.profiles.profiles.get(kind)
+        return [url] if url else None
+
+    def identifier_system(self, centre: str, kind: str) -> str:
+        key = (centre, kind)
+        found = self._systems.get(key)
+        if found is None:
+            found = self._systems[key] = f"{self.identifier_base.rstrip('/')}/{centre}/{kind}"
+        return found
+
+    def centre_of_system(self, system: str) -> str | None:
+        """Inverse of :meth:`identifier_system` (None for a foreign system)."""
+        base = self.identifier_base.rstrip("/") + "/"
+        if not system.startswith(base):
+            return None
+        parts = system[len(base) :].split("/")
+        return parts[0] if len(parts) == 2 and parts[1] in KINDS else None
+
+    def resource_id(self, system: str, value: str) -> str:
+        """Stable logical id (a UUID) from a business identifier."""
+        return str(uuid.uuid5(_NAMESPACE, f"{system}|{value}"))
+
+    def reference(self, resource_type: str, resource_id: str) -> str:
+        if self.ref_style == "urn":
+            return f"urn:uuid:{resource_id}"
+        return f"{resource_type}/{resource_id}"
+
+    def with_style(self, ref_style: RefStyle) -> MappingContext:
+        return MappingContext(
+            self.terminology, self.profiles, self.identifier_base, ref_style, self._systems
+        )
+
+
+def mapping_context(
+    *,
+    terminology: Terminology | None = None,
+    identifier_base: str | None = None,
+    ref_style: RefStyle = "urn",
+    strict: bool = False,
+    mappings_dir: Path | None = None,
+) -> MappingContext:
+    base = mappings_dir or default_mappings_dir()
+    terms = terminology or load_terminology(base / "terminology.yaml", strict=strict)
+    profiles = load_profiles(base / "profiles.yaml")
+    return MappingContext(
+        terminology=terms,
+        profiles=profiles,
+        identifier_base=identifier_base or profiles.identifier_base,
+        ref_style=ref_style,
+    )
+
+
+def extension_value(extensions: list[dict[str, Any]] | None, url: str) -> dict[str, Any] | None:
+    """The first extension with ``url`` (None when absent)."""
+    for ext in extensions or ():
+        if ext.get("url") == url:
+            return ext
+    return None

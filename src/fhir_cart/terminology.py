@@ -1,0 +1,273 @@
+"""Codes as data: loads ``mappings/terminology.yaml`` once and answers coding look-ups.
+
+Mappers ask for a concept by its canonical vocabulary word (``concept("agent", "blinatumomab")``)
+and get a ready FHIR CodeableConcept dict; they never contain a literal code. Reverse mappers
+ask which word a CodeableConcept stands for. Unverified codes are emitted with a warning (kept
+in :attr:`Terminology.unverified_used`) and refused under ``strict``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fhir_cart.errors import ConfigError, TerminologyError
+
+__all__ = [
+    "Coding",
+    "Terminology",
+    "default_mappings_dir",
+    "load_terminology",
+]
+
+log = logging.getLogger(__name__)
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Coding(BaseModel):
+    model_config = _STRICT
+
+    system: str
+    code: str = Field(min_length=1)
+    display: str
+    source: str = Field(min_length=1)
+    verified: bool
+    valid_from: dt.date | None = None
+    valid_to: dt.date | None = None
+
+    def valid_on(self, day: dt.date) -> bool:
+        after_start = self.valid_from is None or self.valid_from <= day
+        return after_start and (self.valid_to is None or day <= self.valid_to)
+
+
+class Concept(BaseModel):
+    model_config = _STRICT
+
+    text: str
+    codings: tuple[Coding, ...]
+
+
+class Unit(BaseModel):
+    model_config = _STRICT
+
+    code: str
+    display: str
+
+
+class OwnCodeSystem(BaseModel):
+    model_config = _STRICT
+
+    key: str
+    name: str
+    title: str
+    version: str
+    publisher: str
+
+
+class TerminologyFile(BaseModel):
+    model_config = _STRICT
+
+    systems: dict[str, str]
+    own_code_system: OwnCodeSystem
+    concepts: dict[str, dict[str, Concept]]
+    units: dict[str, Unit]
+
+    @model_validator(mode="after")
+    def _systems_known(self) -> TerminologyFile:
+        for group, words in self.concepts.items():
+            for word, concept in words.items():
+                for coding in concept.codings:
+                    if coding.system not in self.systems:
+                        raise ValueError(
+                            f"concepts.{group}.{word}: unknown system key {coding.system!r}"
+                        )
+        if self.own_code_system.key not in self.systems:
+            raise ValueError("own_code_system.key must name an entry of systems")
+        return self
+
+
+def default_mappings_dir() -> Path:
+    """``$FHIR_CART_MAPPINGS``, else the checkout's ``mappings/``, else the packaged copy."""
+    env = os.environ.get("FHIR_CART_MAPPINGS")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "mappings"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "_mappings"
+
+
+class Terminology:
+    """Look-ups over a validated terminology file. Build with :func:`load_terminology`."""
+
+    def __init__(
+        self, data: TerminologyFile, *, strict: bool = False, as_of: dt.date | None = None
+    ) -> None:
+        self.data = data
+        self.strict = strict
+        self.as_of = as_of or dt.date.today()
+        self.unverified_used: set[tuple[str, str, str]] = set()
+        self.own_system = data.systems[data.own_code_system.key]
+        self._concepts: dict[tuple[str, str], dict[str, Any]] = {}
+        self._unverified: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        self._reverse: dict[str, dict[tuple[str, str], set[str]]] = {}
+        self._build()
+
+    def _build(self) -> None:
+        for group, words in self.data.concepts.items():
+            reverse = self._reverse.setdefault(group, {})
+            for word, concept in words.items():
+                self._concepts[(group, word)] = self._codeable(concept)
+                self._unverified[(group, word)] = [
+                    (group, word, c.code) for c in concept.codings if not c.verified
+                ]
+                for coding in concept.codings:
+                    key = (self.data.systems[coding.system], coding.code)
+                    reverse.setdefault(key, set()).add(word)
+                reverse.setdefault(("#text", concept.text.casefold()), set()).add(word)
+
+    def _codeable(self, concept: Concept) -> dict[str, Any]:
+        codings = [
+            {"system": self.data.systems[c.system], "code": c.code, "display": c.display}
+            for c in concept.codings
+            if c.valid_on(self.as_of)
+        ]
+        out: dict[str, Any] = {"text": concept.text}
+        if codings:
+            out["coding"] = codings
+        return out
+
+    def concept(self, group: str, word: str) -> dict[str, Any]:
+        """The CodeableConcept for ``word``; a fresh shallow copy the caller may extend."""
+        key = (group, word)
+        try:
+            found = self._concepts[key]
+        except KeyError:
+            raise TerminologyError(
+                f"no concept {group}.{word} in mappings/terminology.yaml; add it there"
+            ) from None
+        unverified = self._unverified[key]
+        if unverified:
+            self._note_unverified(unverified)
+        return dict(found)
+
+    def coding(self, group: str, word: str) -> dict[str, Any]:
+        """The first coding of a concept, for elements typed Coding rather than CodeableConcept."""
+        codings = self.concept(group, word).get("coding")
+        if not codings:
+            raise TerminologyError(f"concept {group}.{word} has no coding valid today")
+        first: dict[str, Any] = codings[0]
+        return first
+
+    def _note_unverified(self, codes: list[tuple[str, str, str]]) -> None:
+        if self.strict:
+            group, word, code = codes[0]
+            raise TerminologyError(
+                f"code {code} for {group}.{word} is unverified and --strict is on; "
+                "confirm it or supply a verified code in mappings/terminology.yaml"
+            )
+        for item in codes:
+            if item not in self.unverified_used:
+                self.unverified_used.add(item)
+                log.warning("emitting unverified code %s for %s.%s", item[2], item[0], item[1])
+
+    def word(self, group: str, codeable: Mapping[str, Any] | None) -> str | None:
+        """Which vocabulary word of ``group`` a CodeableConcept stands for (None if unknown)."""
+        if not codeable:
+            return None
+        reverse = self._reverse.get(group, {})
+        # A code may stand for several words (C91.02 for relapsed and relapsed_refractory):
+        # the words every known coding agrees on win.
+        candidates: set[str] | None = None
+        for coding in codeable.get("coding", ()):
+            words = reverse.get((coding.get("system"), coding.get("code")))
+            if words:
+                candidates = set(words) if candidates is None else candidates & words
+        if not candidates:
+            text = codeable.get("text")
+            if isinstance(text, str):
+                candidates = reverse.get(("#text", text.casefold()))
+        if not candidates:
+            return None
+        return min(candidates) if len(candidates) > 1 else next(iter(candidates))
+
+    def word_of_coding(self, group: str, coding: Mapping[str, Any] | None) -> str | None:
+        return self.word(group, {"coding": [coding]}) if coding else None
+
+    def unit(self, unit: str) -> dict[str, Any]:
+        found = self.data.units.get(unit)
+        if found is None:
+            raise TerminologyError(f"unit {unit!r} is not in mappings/terminology.yaml units")
+        return {"unit": found.display, "system": self.data.systems["ucum"], "code": found.code}
+
+    def unit_word(self, quantity: Mapping[str, Any]) -> str | None:
+        code = quantity.get("code")
+        for word, unit in self.data.units.items():
+            if unit.code == code:
+                return word
+        return None
+
+    def system(self, key: str) -> str:
+        return self.data.systems[key]
+
+    def code_system_resource(self) -> dict[str, Any]:
+        """The project's own code system as a FHIR R4 CodeSystem resource."""
+        own = self.data.own_code_system
+        seen: dict[str, dict[str, str]] = {}
+        for words in self.data.concepts.values():
+            for concept in words.values():
+                for c in concept.codings:
+                    if c.system == own.key:
+                        seen.setdefault(c.code, {"code": c.code, "display": c.display})
+        return {
+            "resourceType": "CodeSystem",
+            "id": own.name.lower(),
+            "url": self.own_system,
+            "version": own.version,
+            "name": own.name,
+            "title": own.title,
+            "status": "active",
+            "experimental": False,
+            "publisher": own.publisher,
+            "content": "complete",
+            "caseSensitive": True,
+            "count": len(seen),
+            "concept": sorted(seen.values(), key=lambda c: c["code"]),
+        }
+
+    def unverified_report(self) -> list[dict[str, str]]:
+        return [
+            {"concept": f"{g}.{w}", "code": code} for g, w, code in sorted(self.unverified_used)
+        ]
+
+
+def load_terminology(
+    path: Path | None = None,
+    *,
+    strict: bool = False,
+    as_of: dt.date | None = None,
+) -> Terminology:
+    """Load and validate a terminology file (default ``mappings/terminology.yaml``)."""
+    data = _load_file(path or default_mappings_dir() / "terminology.yaml")
+    return Terminology(data, strict=strict, as_of=as_of)
+
+
+@cache
+def _load_file(path: Path) -> TerminologyFile:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read terminology file {path}: {exc}") from exc
+    try:
+        return TerminologyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"terminology file {path} is invalid:\n{exc}") from exc
