@@ -1,0 +1,251 @@
+"""The ``fhir-cart`` command line. ``main(argv)`` is what tests call; errors end here.
+
+Every command reports rejected input with file, row, column, value and reason, and exits
+non-zero unless told to continue.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
+from fhir_cart.errors import FatalError, InputError, Reject
+from fhir_cart.mappers.context import MappingContext, mapping_context
+from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
+from fhir_cart.records import Case
+from fhir_cart.summary import PAPER, Summary, summarise
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="fhir-cart",
+    help="Move clinical case-series data between study format and FHIR R4.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option("--mapping", "-m", help="Centre mapping YAML (not needed for canonical JSON)."),
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Refuse unverified codes instead of warning.")
+]
+ContinueOpt = Annotated[
+    bool,
+    typer.Option(
+        "--continue-on-error",
+        help="Go on past rejected rows (they are written to rejects.csv) and exit 0.",
+    ),
+]
+
+
+def _context(strict: bool, mapping: Any = None) -> MappingContext:
+    base = getattr(mapping, "identifier_base", None)
+    return mapping_context(strict=strict, identifier_base=base)
+
+
+def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:
+    """Read a study file with its mapping (CSV, XLSX, JSON)."""
+    from fhir_cart.readers import read_study
+    from fhir_cart.study_mapping import load_study_mapping
+
+    if not path.exists():
+        raise FatalError(f"{path}: no such file or folder", exit_code=2)
+    mapping = load_study_mapping(mapping_file) if mapping_file else None
+    if mapping is None and path.suffix.lower() != ".json":
+        raise FatalError(f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}")
+    result = read_study(path, mapping)  # type: ignore[arg-type]
+    return result.cases, result.rejects, mapping
+
+
+def _report_rejects(rejects: Sequence[Reject], out_dir: Path | None, keep_going: bool) -> None:
+    if not rejects:
+        return
+    for reject in rejects[:50]:
+        err.print(f"[red]rejected[/red] {reject.describe()}", highlight=False)
+    if len(rejects) > 50:
+        err.print(f"... and {len(rejects) - 50} more")
+    if out_dir is not None:
+        from fhir_cart.writers import write_rejects
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_rejects(rejects, out_dir / "rejects.csv")
+        err.print(f"{len(rejects)} rejected; all listed in {out_dir / 'rejects.csv'}")
+    if not keep_going:
+        raise InputError(f"{len(rejects)} rows or values rejected", list(rejects))
+
+
+def _warn_unverified(ctx: MappingContext) -> None:
+    for item in ctx.terminology.unverified_report():
+        err.print(
+            f"[yellow]warning[/yellow] unverified code {item['code']} emitted for "
+            f"{item['concept']} (see mappings/terminology.yaml; --strict refuses it)"
+        )
+
+
+@app.command("map")
+def map_command(
+    study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    mapping: MappingOpt = None,
+    bundle_size: Annotated[int, typer.Option(help="Entries per transaction bundle.")] = 100,
+    mode: Annotated[str, typer.Option(help="update (PUT) or create (POST ifNoneExist).")] = (
+        "update"
+    ),
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Validate every resource with fhir.resources.")
+    ] = False,
+    strict: StrictOpt = False,
+    keep_going: ContinueOpt = False,
+) -> None:
+    """Map a study file to FHIR R4: transaction bundles and NDJSON, one file per type."""
+    if mode not in ("update", "create"):
+        raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
+    cases, rejects, study_mapping = read_cases(study_file, mapping)
+    _report_rejects(rejects, out_dir, keep_going)
+    ctx = _context(strict, study_mapping)
+    with NdjsonWriter(out_dir / "ndjson") as writer:
+        for resources in map_cases(ctx.with_style("relative"), cases, validate=validate):
+            writer.write_all(resources)
+    bundles_dir = out_dir / "bundles"
+    bundles_dir.mkdir(parents=True, exist_ok=True)
+    per_patient = map_cases(ctx.with_style("urn"), cases)
+    bundles = transaction_bundles(per_patient, size=bundle_size, mode=mode)  # type: ignore[arg-type]
+    count = 0
+    for count, bundle in enumerate(bundles, start=1):
+        (bundles_dir / f"bundle-{count:04d}.json").write_bytes(
+            orjson.dumps(bundle, option=orjson.OPT_INDENT_2)
+        )
+    _write_code_system(ctx, out_dir)
+    _warn_unverified(ctx)
+    _print_counts(len(cases), writer.counts, count, out_dir)
+
+
+def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:
+    resource = ctx.terminology.code_system_resource()
+    (out_dir / "CodeSystem-fhir-cart.json").write_bytes(
+        orjson.dumps(resource, option=orjson.OPT_INDENT_2)
+    )
+
+
+def _print_counts(patients: int, counts: dict[str, int], bundles: int, out_dir: Path) -> None:
+    table = Table(title=f"{patients} patients mapped to FHIR R4")
+    table.add_column("resource type")
+    table.add_column("count", justify="right")
+    for rtype, n in sorted(counts.items()):
+        table.add_row(rtype, str(n))
+    table.add_row("[bold]total[/bold]", str(sum(counts.values())))
+    out.print(table)
+    out.print(
+        f"{bundles} transaction bundles in {out_dir / 'bundles'}; NDJSON in {out_dir / 'ndjson'}"
+    )
+
+
+def _fhir_paths(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(path.glob("*.ndjson"))
+        return found or sorted((path / "ndjson").glob("*.ndjson"))
+    return [path] if path.suffix == ".ndjson" else []
+
+
+def cases_from_path(
+    path: Path, mapping_file: Path | None, keep_going: bool
+) -> tuple[list[Case], list[Unmapped]]:
+    """Cases from a study file, or from FHIR NDJSON (file or folder) by reverse mapping."""
+    fhir_paths = _fhir_paths(path)
+    if fhir_paths:
+        result: ReverseResult = cases_from_fhir(_context(False), read_ndjson(fhir_paths))
+        return result.cases, result.unmapped
+    cases, rejects, _ = read_cases(path, mapping_file)
+    _report_rejects(rejects, None, keep_going)
+    return cases, []
+
+
+def summary_table(summary: Summary, compare: bool) -> Table:
+    table = Table(title="Case-series summary")
+    table.add_column("measure")
+    table.add_column("this data", justify="right")
+    if compare:
+        table.add_column("paper", justify="right")
+        table.add_column("", justify="center")
+    for name, value in summary.as_rows():
+        row = [name.replace("_", " "), value]
+        if compare:
+            expected = PAPER.get(name)
+            shown = "" if expected is None else str(expected)
+            agrees = expected is not None and float(value) == float(expected)
+            row += [shown, "" if expected is None else ("✓" if agrees else "✗")]
+        table.add_row(*row)
+    return table
+
+
+@app.command("summary")
+def summary_command(
+    source: Annotated[Path, typer.Argument(help="Study file, or FHIR NDJSON file/folder.")],
+    mapping: MappingOpt = None,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Show the numbers the seed paper reports beside.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    keep_going: ContinueOpt = False,
+) -> None:
+    """Print the counts a case-series paper would report."""
+    cases, unmapped = cases_from_path(source, mapping, keep_going)
+    for item in unmapped:
+        err.print(f"[yellow]not mapped[/yellow] {item.reference}: {item.reason}")
+    summary = summarise(cases)
+    if as_json:
+        sys.stdout.write(orjson.dumps(summary.__dict__, option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return
+    out.print(summary_table(summary, paper))
+
+
+@app.command("codesystem")
+def codesystem_command(
+    out_file: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+) -> None:
+    """Export the project's own code system as a FHIR CodeSystem resource."""
+    resource = _context(False).terminology.code_system_resource()
+    data = orjson.dumps(resource, option=orjson.OPT_INDENT_2)
+    if out_file is None:
+        sys.stdout.write(data.decode() + "\n")
+    else:
+        out_file.write_bytes(data)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; turn a FatalError into its message and exit code (no traceback)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except FatalError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        return exc.exit_code
+    except typer.Abort:
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            raise
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        return int(code)
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:  # pragma: no cover - console script
+    sys.exit(main())
