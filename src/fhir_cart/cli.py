@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
@@ -66,7 +67,7 @@ def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[
     mapping = load_study_mapping(mapping_file) if mapping_file else None
     if mapping is None and path.suffix.lower() != ".json":
         raise FatalError(f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}")
-    result = read_study(path, mapping)  # type: ignore[arg-type]
+    result = read_study(path, mapping)
     return result.cases, result.rejects, mapping
 
 
@@ -74,7 +75,7 @@ def _report_rejects(rejects: Sequence[Reject], out_dir: Path | None, keep_going:
     if not rejects:
         return
     for reject in rejects[:50]:
-        err.print(f"[red]rejected[/red] {reject.describe()}", highlight=False)
+        err.print(f"[red]rejected[/red] {escape(reject.describe())}", highlight=False)
     if len(rejects) > 50:
         err.print(f"... and {len(rejects) - 50} more")
     if out_dir is not None:
@@ -204,7 +205,7 @@ def summary_command(
     """Print the counts a case-series paper would report."""
     cases, unmapped = cases_from_path(source, mapping, keep_going)
     for item in unmapped:
-        err.print(f"[yellow]not mapped[/yellow] {item.reference}: {item.reason}")
+        err.print(f"[yellow]not mapped[/yellow] {item.reference}: {escape(item.reason)}")
     summary = summarise(cases)
     if as_json:
         sys.stdout.write(orjson.dumps(summary.__dict__, option=orjson.OPT_INDENT_2).decode())
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
     except FatalError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         return exc.exit_code
     except typer.Abort:
         return 130
