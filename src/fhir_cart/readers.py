@@ -239,9 +239,13 @@ def _pydantic_reason(exc: ValidationError) -> str:
     return f"{loc}: {first['msg']}" if loc else str(first["msg"])
 
 
-def _field_of(exc: ValidationError, spec: TableSpec) -> str | None:
+# Field blamed for a whole-record check (e.g. "a percentage cannot exceed 100").
+_RECORD_CHECK_FIELD = {"mrd": "result", "drugs": "dose", "procedures": "kind"}
+
+
+def _field_of(exc: ValidationError, spec: TableSpec, table: str) -> str | None:
     loc = exc.errors()[0]["loc"]
-    name = str(loc[0]) if loc else ""
+    name = str(loc[0]) if loc else _RECORD_CHECK_FIELD.get(table, "")
     for fld in spec.columns:
         if fld == name or fld.startswith(name + "_"):
             return fld
@@ -345,9 +349,8 @@ def _read_patient(where: _Where, mapping: StudyMapping, acc: _Assembly) -> None:
         sid = str(flat.get("study_id", ""))
         if not sid:
             raise _FieldError("study_id", "a patient row needs a study id")
-        if sid in acc.patients or sid in acc.rejected_patients:
-            acc.rejected_patients.add(sid)
-            raise _FieldError("study_id", "duplicate patient id (first row kept)")
+        if sid in acc.patients:
+            raise _FieldError("study_id", "duplicate patient id (the first row is kept)")
         anchor_date = flat.get("anchor_date")
         acc.patients[sid] = _model("patients", flat, mapping, anchor_date)
         acc.anchor_dates[sid] = anchor_date
@@ -356,7 +359,7 @@ def _read_patient(where: _Where, mapping: StudyMapping, acc: _Assembly) -> None:
         acc.rejects.append(where.reject(exc.field, str(exc)))
         _mark_rejected(where, acc)
     except ValidationError as exc:
-        acc.rejects.append(where.reject(_field_of(exc, where.spec), _pydantic_reason(exc)))
+        acc.rejects.append(where.reject(_field_of(exc, where.spec, where.table), _pydantic_reason(exc)))
         _mark_rejected(where, acc)
 
 
@@ -384,7 +387,7 @@ def _read_event(where: _Where, mapping: StudyMapping, acc: _Assembly) -> None:
     except _FieldError as exc:
         acc.rejects.append(where.reject(exc.field, str(exc)))
     except ValidationError as exc:
-        acc.rejects.append(where.reject(_field_of(exc, where.spec), _pydantic_reason(exc)))
+        acc.rejects.append(where.reject(_field_of(exc, where.spec, where.table), _pydantic_reason(exc)))
 
 
 def _wide_has_values(where: _Where) -> bool:

@@ -4,7 +4,7 @@ Definitions (documented in README, used by the seed acceptance test):
 
 - blinatumomab before apheresis / as bridging: patients with a blinatumomab administration of
   intent ``debulking`` / ``bridging``; responders: any blinatumomab administration with
-  response ``response``; non-responders: blinatumomab given, none with a response.
+  response ``response``; non-responders: only ``no_response`` recorded (unknown is neither).
 - at infusion / day +28: disease status ``complete_remission`` on that day relative to the
   CAR-T infusion (0 / 28), and the MRD result of timepoint ``infusion`` / ``day_28``.
   MRD is negative when reported ``negative``, or as a number below the limit ("<0.01 %")
@@ -116,10 +116,9 @@ def _blinatumomab(case: Case, summary: Summary) -> None:
     summary.blinatumomab_debulking += "debulking" in intents
     summary.blinatumomab_bridging += "bridging" in intents
     summary.blinatumomab_both += {"debulking", "bridging"} <= intents
-    if blina:
-        responded = any(d.response == "response" for d in blina)
-        summary.blinatumomab_responders += responded
-        summary.blinatumomab_non_responders += not responded
+    responses = {d.response for d in blina}
+    summary.blinatumomab_responders += "response" in responses
+    summary.blinatumomab_non_responders += responses == {"no_response"}
 
 
 def _timepoint(case: Case, summary: Summary, infusion: When | None) -> None:

@@ -178,7 +178,7 @@ class Terminology:
         for item in codes:
             if item not in self.unverified_used:
                 self.unverified_used.add(item)
-                log.warning("emitting unverified code %s for %s.%s", item[2], item[0], item[1])
+                log.info("emitting unverified code %s for %s.%s", item[2], item[0], item[1])
 
     def word(self, group: str, codeable: Mapping[str, Any] | None) -> str | None:
         """Which vocabulary word of ``group`` a CodeableConcept stands for (None if unknown)."""
