@@ -13,8 +13,12 @@ ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9\-\.]{0,11}", fullmatch=True)
 dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2035, 12, 31))
 days = st.integers(min_value=-400, max_value=4000)
 anchors = st.sampled_from(r.ANCHORS)
-# Values that survive JSON and spreadsheets unchanged: finite, not denormal.
-positive = st.floats(min_value=0.001, max_value=1e6, allow_nan=False, allow_infinity=False)
+# Measured values as labs report them: at most 12 significant digits (Excel keeps 15).
+def _sig(x: float) -> float:
+    return float(f"{x:.12g}")
+
+
+positive = st.floats(min_value=0.001, max_value=1e6, allow_nan=False).map(_sig)
 
 
 def _literal(name: str) -> st.SearchStrategy[Any]:
@@ -86,7 +90,7 @@ def mrd_results(draw: st.DrawFn, event_id: str) -> r.MrdResult:
     value = None
     if unit is not None:
         top = 100.0 if unit == "%" else 1.0
-        value = draw(st.floats(min_value=0, max_value=top, allow_nan=False))
+        value = draw(st.just(0.0) | st.floats(min_value=1e-9, max_value=top).map(_sig))
     qualitative = draw(_literal("MrdQualitative") if value is None else _opt(_literal("MrdQualitative")))
     return r.MrdResult(
         event_id=event_id,

@@ -3,7 +3,8 @@
 The canonical layout has one table per record kind (patients, drugs, procedures, mrd,
 statuses, adverse_events) with one column per canonical field; a time is three columns
 ``<name>_date``, ``<name>_day``, ``<name>_anchor``. :func:`canonical_mapping` reads these
-tables back, so ``read_study(write_study(cases))`` gives the same cases.
+tables back, so ``read_study(write_study(cases))`` gives the same cases (XLSX stores numbers
+with 15 significant digits, as Excel does; CSV, JSON and Parquet keep every digit).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _record_row(record: Any, study_id: str | None) -> dict[str, Any]:
     for name, value in record:
         if isinstance(value, When):
             row.update(_when_cells(name, value))
-        else:
+        elif value is not None:
             row[name] = value
     return row
 
