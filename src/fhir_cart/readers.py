@@ -359,7 +359,9 @@ def _read_patient(where: _Where, mapping: StudyMapping, acc: _Assembly) -> None:
         acc.rejects.append(where.reject(exc.field, str(exc)))
         _mark_rejected(where, acc)
     except ValidationError as exc:
-        acc.rejects.append(where.reject(_field_of(exc, where.spec, where.table), _pydantic_reason(exc)))
+        acc.rejects.append(
+            where.reject(_field_of(exc, where.spec, where.table), _pydantic_reason(exc))
+        )
         _mark_rejected(where, acc)
 
 
@@ -387,7 +389,9 @@ def _read_event(where: _Where, mapping: StudyMapping, acc: _Assembly) -> None:
     except _FieldError as exc:
         acc.rejects.append(where.reject(exc.field, str(exc)))
     except ValidationError as exc:
-        acc.rejects.append(where.reject(_field_of(exc, where.spec, where.table), _pydantic_reason(exc)))
+        acc.rejects.append(
+            where.reject(_field_of(exc, where.spec, where.table), _pydantic_reason(exc))
+        )
 
 
 def _wide_has_values(where: _Where) -> bool:

@@ -1,0 +1,5 @@
+"""The local SQL cache (SQLite by default, PostgreSQL by URL)."""
+
+from fhir_cart.cache.store import Cache, Key, Outcome, SentEntry, normalise_url, open_cache
+
+__all__ = ["Cache", "Key", "Outcome", "SentEntry", "normalise_url", "open_cache"]

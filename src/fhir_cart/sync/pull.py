@@ -1,0 +1,177 @@
+"""Pull a cohort from a FHIR server into the cache, then into study records.
+
+Selection: patient identifiers, a Group, or Patient search parameters. For each selected
+patient fhir_cart fetches the resource types it maps (by ``subject``/``patient`` search, paged)
+or uses Bulk Data ``$export`` for a Group. Every resource received goes into the cache first
+(with server id and version); study records are then built from the cache, so an incremental
+pull (``_lastUpdated`` / ``_since``) still yields complete patients.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = ["EVENT_TYPES", "PullSelection", "PullStats", "patient_searches", "pull_resources"]
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "Condition",
+    "MedicationAdministration",
+    "Procedure",
+    "Observation",
+    "AdverseEvent",
+)
+"""Resource types fetched for each patient (R4 search parameter ``subject`` on each)."""
+
+
+class SearchClient(Protocol):
+    def search(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]: ...
+
+    async def read(self, resource_type: str, resource_id: str) -> Json: ...
+
+    async def capabilities(self) -> Json: ...
+
+
+async def patient_params(client: SearchClient) -> dict[str, str | None]:
+    """Per event type, the search parameter that selects a patient's resources on this
+    server (``subject``, else ``patient``), or None where the server declares neither."""
+    rest = (await client.capabilities()).get("rest") or [{}]
+    declared = {
+        r.get("type"): {p.get("name") for p in r.get("searchParam", ())}
+        for r in rest[0].get("resource", ())
+    }
+    out: dict[str, str | None] = {}
+    for rtype in EVENT_TYPES:
+        names = declared.get(rtype, set())
+        out[rtype] = next((n for n in ("subject", "patient") if n in names), None)
+    return out
+
+
+@dataclass(frozen=True)
+class PullSelection:
+    kind: Literal["patients", "group", "search"]
+    identifiers: tuple[str, ...] = ()
+    group_id: str | None = None
+    query: str | None = None
+    since: str | None = None
+
+    @classmethod
+    def parse_query(cls, query: str) -> dict[str, str]:
+        """``a=1&b=2`` -> dict; values may contain ``|`` (token search)."""
+        params: dict[str, str] = {}
+        for part in query.split("&"):
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"search part {part!r} is not name=value")
+            params[name] = value
+        return params
+
+
+@dataclass
+class PullStats:
+    patients: int = 0
+    resources: dict[str, int] = field(default_factory=dict)
+
+    def count(self, resource: Json) -> None:
+        rtype = str(resource.get("resourceType"))
+        self.resources[rtype] = self.resources.get(rtype, 0) + 1
+
+
+def patient_searches(selection: PullSelection) -> Iterable[dict[str, str]]:
+    """The Patient searches that select the cohort."""
+    if selection.kind == "patients":
+        for identifier in selection.identifiers:
+            yield {"identifier": identifier}
+    elif selection.kind == "search":
+        yield PullSelection.parse_query(selection.query or "")
+
+
+async def _group_patients(client: SearchClient, group_id: str) -> AsyncIterator[Json]:
+    group = await client.read("Group", group_id)
+    for member in group.get("member", ()):
+        ref = (member.get("entity") or {}).get("reference", "")
+        rtype, _, rid = ref.rpartition("/")
+        if rtype.endswith("Patient") and rid:
+            yield await client.read("Patient", rid)
+
+
+async def selected_patients(client: SearchClient, selection: PullSelection) -> AsyncIterator[Json]:
+    if selection.kind == "group":
+        if not selection.group_id:
+            raise ValueError("a group pull needs a group id")
+        async for patient in _group_patients(client, selection.group_id):
+            yield patient
+        return
+    seen: set[str] = set()
+    for params in patient_searches(selection):
+        async for patient in client.search("Patient", params):
+            pid = str(patient.get("id"))
+            if pid not in seen:
+                seen.add(pid)
+                yield patient
+
+
+def _page(since: str | None) -> dict[str, str]:
+    params = {"_count": "200"}
+    if since:
+        params["_lastUpdated"] = f"gt{since}"
+    return params
+
+
+async def patient_resources(
+    client: SearchClient,
+    patient_id: str,
+    since: str | None,
+    params_by_type: dict[str, str | None],
+) -> AsyncIterator[Json]:
+    for rtype, param in params_by_type.items():
+        if param is None:
+            continue
+        params = {param: f"Patient/{patient_id}", **_page(since)}
+        async for resource in client.search(rtype, params):
+            yield resource
+
+
+def _subject_id(resource: Json) -> str:
+    subject = resource.get("subject") or resource.get("patient") or {}
+    ref = str(subject.get("reference", "")) if isinstance(subject, dict) else ""
+    return ref.rsplit("/", 1)[-1]
+
+
+async def by_type_scan(
+    client: SearchClient, types: list[str], since: str | None
+) -> dict[str, list[Json]]:
+    """Types the server cannot search by patient: read them by type once, group by subject."""
+    grouped: dict[str, list[Json]] = {}
+    for rtype in types:
+        log.warning("%s: server has no patient search parameter; reading by type", rtype)
+        async for resource in client.search(rtype, _page(since)):
+            grouped.setdefault(_subject_id(resource), []).append(resource)
+    return grouped
+
+
+async def pull_resources(
+    client: SearchClient, selection: PullSelection, stats: PullStats | None = None
+) -> AsyncIterator[tuple[Json, list[Json]]]:
+    """Yield each selected Patient with the resources that reference it, patient by patient."""
+    stats = stats or PullStats()
+    params_by_type = await patient_params(client)
+    unsearchable = [t for t, p in params_by_type.items() if p is None]
+    scanned = await by_type_scan(client, unsearchable, selection.since)
+    async for patient in selected_patients(client, selection):
+        stats.patients += 1
+        stats.count(patient)
+        pid = str(patient["id"])
+        resources = list(scanned.get(pid, ()))
+        async for resource in patient_resources(client, pid, selection.since, params_by_type):
+            resources.append(resource)
+        for resource in resources:
+            stats.count(resource)
+        yield patient, resources

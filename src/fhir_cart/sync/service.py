@@ -1,0 +1,211 @@
+"""Push and pull as whole jobs: study records <-> cache <-> FHIR server, each a recorded run.
+
+Used by the CLI, the web service's background jobs and the demo. A run that dies (crash,
+Ctrl-C, a server fault that outlasts the retries) is marked ``interrupted`` or ``failed``;
+running the same push again sends only what the server has not acknowledged.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from fhir_cart.auth import (
+    Auth,
+    BasicAuth,
+    BearerToken,
+    ClientCredentials,
+    NoAuth,
+    SmartBackendServices,
+)
+from fhir_cart.cache import Cache
+from fhir_cart.client import FhirClient
+from fhir_cart.errors import ConfigError
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.from_fhir import Unmapped, cases_from_fhir
+from fhir_cart.records import Case
+from fhir_cart.settings import AuthSettings, ServerSettings
+from fhir_cart.sync.pull import EVENT_TYPES, PullSelection, PullStats, pull_resources
+from fhir_cart.sync.push import PushPlan, PushReport, plan_push, push
+
+__all__ = ["PullOutcome", "auth_from_settings", "client_for", "run_pull", "run_push"]
+
+log = logging.getLogger(__name__)
+
+
+def _secret(value: SecretStr | None, what: str) -> SecretStr:
+    if value is None:
+        raise ConfigError(f"server auth needs {what}")
+    return value
+
+
+def auth_from_settings(auth: AuthSettings) -> Auth:
+    if auth.type == "none":
+        return NoAuth()
+    if auth.type == "basic":
+        return BasicAuth(auth.username or "", _secret(auth.password, "password"))
+    if auth.type == "bearer":
+        return BearerToken(_secret(auth.token, "token"))
+    if auth.type == "client_credentials":
+        if not auth.token_url or not auth.client_id:
+            raise ConfigError("client_credentials auth needs token_url and client_id")
+        secret = _secret(auth.client_secret, "client_secret")
+        return ClientCredentials(auth.token_url, auth.client_id, secret, auth.scope)
+    if not auth.client_id or not auth.private_key_file:
+        raise ConfigError("smart_backend auth needs client_id and private_key_file")
+    key = SecretStr(Path(auth.private_key_file).read_text(encoding="utf-8"))
+    return SmartBackendServices(
+        client_id=auth.client_id, private_key_pem=key, scope=auth.scope or "system/*.read",
+        key_id=auth.key_id, algorithm=auth.algorithm, token_url=auth.token_url,
+    )  # fmt: skip
+
+
+def client_for(server: ServerSettings) -> FhirClient:
+    return FhirClient(
+        base_url=server.base_url,
+        auth=auth_from_settings(server.auth),
+        timeout=server.timeout,
+        max_retries=server.max_retries,
+    )
+
+
+async def run_push(
+    *,
+    cases: Sequence[Case],
+    ctx: MappingContext,
+    server: ServerSettings,
+    cache: Cache,
+    dry_run: bool = False,
+    run_id: int | None = None,
+    on_bundle_done: Callable[[int, int], None] | None = None,
+) -> tuple[PushPlan, PushReport | None]:
+    """Plan (only what changed since the last push) and, unless ``dry_run``, send."""
+    key = server.base_url
+    cache.upsert_study_records(cases=cases)
+    plan = plan_push(
+        ctx,
+        cases,
+        changed=lambda items: cache.changed(server=key, items=items),
+        server_ids=lambda keys: cache.server_ids(server=key, keys=keys),
+    )
+    if dry_run:
+        return plan, None
+    if run_id is None:
+        run_id = cache.create_run(kind="push", server=key, params={"patients": len(cases)})
+    try:
+        async with client_for(server) as client:
+            report = await push(
+                plan, client=client, cache=cache, server=key, run_id=run_id,
+                bundle_size=server.bundle_size, concurrency=server.concurrency,
+                on_bundle_done=on_bundle_done,
+            )  # fmt: skip
+    except BaseException as exc:
+        cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
+        raise
+    status = "failed" if report.failures else "succeeded"
+    cache.finish_run(run_id, status=status, counts=report.counts)
+    return plan, report
+
+
+@dataclass
+class PullOutcome:
+    run_id: int
+    cases: list[Case] = field(default_factory=list)
+    unmapped: list[Unmapped] = field(default_factory=list)
+    stats: PullStats = field(default_factory=PullStats)
+
+
+async def _fetch(
+    client: FhirClient,
+    cache: Cache,
+    key: str,
+    selection: PullSelection,
+    stats: PullStats,
+    on_patient: Callable[[int], None] | None,
+) -> set[str]:
+    patient_ids: set[str] = set()
+    async for patient, resources in pull_resources(client, selection, stats):
+        patient_ids.add(str(patient["id"]))
+        cache.record_received(server=key, resources=[patient, *resources])
+        if on_patient is not None:
+            on_patient(len(patient_ids))
+    return patient_ids
+
+
+async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: PullSelection,
+                        stats: PullStats) -> set[str]:  # fmt: skip
+    outputs = await client.export(
+        group_id=selection.group_id, types=["Patient", *EVENT_TYPES], since=selection.since
+    )
+    patient_ids: set[str] = set()
+    for output in outputs:
+        batch: list[dict[str, Any]] = []
+        async for resource in client.stream_ndjson(str(output["url"])):
+            stats.count(resource)
+            if resource.get("resourceType") == "Patient":
+                patient_ids.add(str(resource["id"]))
+            batch.append(resource)
+            if len(batch) >= 1000:
+                cache.record_received(server=key, resources=batch)
+                batch = []
+        cache.record_received(server=key, resources=batch)
+    stats.patients = len(patient_ids)
+    return patient_ids
+
+
+def _belongs(resource: dict[str, Any], patient_ids: set[str]) -> bool:
+    if resource.get("resourceType") == "Patient":
+        return str(resource.get("id")) in patient_ids
+    subject = resource.get("subject") or resource.get("patient") or {}
+    ref = str(subject.get("reference", "")) if isinstance(subject, dict) else ""
+    return ref.rsplit("/", 1)[-1] in patient_ids
+
+
+async def run_pull(
+    *,
+    selection: PullSelection,
+    ctx: MappingContext,
+    server: ServerSettings,
+    cache: Cache,
+    use_export: bool = False,
+    default_centre: str = "ehr",
+    run_id: int | None = None,
+    on_patient: Callable[[int], None] | None = None,
+) -> PullOutcome:
+    """Fetch the cohort into the cache, then reverse-map it from the cache."""
+    key = server.base_url
+    if run_id is None:
+        run_id = cache.create_run(kind="pull", server=key, params={"selection": selection.kind})
+    stats = PullStats()
+    try:
+        async with client_for(server) as client:
+            if use_export:
+                ids = await _fetch_export(client, cache, key, selection, stats)
+            else:
+                ids = await _fetch(client, cache, key, selection, stats, on_patient)
+    except BaseException as exc:
+        cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
+        raise
+    resources = (r for r in cache.received(server=key) if _belongs(r, ids))
+    result = cases_from_fhir(ctx, resources, default_centre=default_centre)
+    unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
+    cache.mark_mapped(server=key, unmapped=unmapped)
+    counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
+    cache.finish_run(run_id, status="succeeded", counts=counts)
+    return PullOutcome(run_id, result.cases, result.unmapped, stats)
+
+
+def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["reference", "resource_type", "reason"])
+        for item in unmapped:
+            writer.writerow([item.reference, item.resource_type, item.reason])
+    return path
