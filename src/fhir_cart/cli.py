@@ -6,6 +6,7 @@ non-zero unless told to continue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,14 +17,20 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
+from fhir_cart.cache import open_cache
 from fhir_cart.errors import FatalError, InputError, Reject
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
+from fhir_cart.settings import ServerSettings, load_settings
 from fhir_cart.summary import PAPER, Summary, summarise
+from fhir_cart.sync.pull import PullSelection
+from fhir_cart.sync.push import PushPlan, PushReport
+from fhir_cart.sync.service import run_pull, run_push, write_unmapped
 
 __all__ = ["app", "main"]
 
@@ -225,6 +232,175 @@ def codesystem_command(
         sys.stdout.write(data.decode() + "\n")
     else:
         out_file.write_bytes(data)
+
+
+# -- sync -------------------------------------------------------------------------------------
+
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server", "-s",
+        help="Server name from settings (credentials live there), or a URL needing no auth.",
+    ),
+]  # fmt: skip
+CacheOpt = Annotated[
+    str | None,
+    typer.Option("--cache", help="Cache database URL (default: SQLite in ./fhir-cart-data)."),
+]
+
+
+def _server(name: str) -> ServerSettings:
+    try:
+        return load_settings().server(name)
+    except KeyError as exc:
+        raise FatalError(str(exc.args[0]), exit_code=2) from exc
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command("push")
+def push_command(
+    study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
+    server: ServerOpt,
+    mapping: MappingOpt = None,
+    cache_url: CacheOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be sent; send nothing.")
+    ] = False,
+    strict: StrictOpt = False,
+    keep_going: ContinueOpt = False,
+) -> None:
+    """Push a cohort: only what changed since the last push, as conditional updates."""
+    cases, rejects, study_mapping = read_cases(study_file, mapping)
+    target = _server(server)
+    cache = open_cache(cache_url or load_settings().cache_url)
+    try:
+        if rejects:
+            cache.add_rejects(run_id=None, rejects=rejects)
+        _report_rejects(rejects, Path(load_settings().data_dir), keep_going)
+        ctx = _context(strict, study_mapping)
+        with _progress() as progress:
+            task = progress.add_task("pushing bundles", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            plan, report = asyncio.run(
+                run_push(cases=cases, ctx=ctx, server=target, cache=cache, dry_run=dry_run,
+                         on_bundle_done=advance)
+            )  # fmt: skip
+        _warn_unverified(ctx)
+        _print_push(plan, report)
+    finally:
+        cache.close()
+    if report is not None and report.failures:
+        raise FatalError(f"{len(report.failures)} resources failed; see above", exit_code=5)
+
+
+def _print_push(plan: PushPlan, report: PushReport | None) -> None:
+    if report is None:
+        counts: dict[str, int] = {}
+        for resources in plan.to_send:
+            for resource in resources:
+                counts[resource["resourceType"]] = counts.get(resource["resourceType"], 0) + 1
+        out.print(f"dry run: would send {plan.resources_to_send} of {plan.total} resources")
+        for rtype, n in sorted(counts.items()):
+            out.print(f"  {rtype}: {n}")
+        return
+    table = Table(title=f"push run {report.run_id} ({report.mode}, {report.bundles} bundles)")
+    table.add_column("outcome")
+    table.add_column("resources", justify="right")
+    for outcome, n in sorted(report.counts.items()):
+        table.add_row(outcome, str(n))
+    out.print(table)
+    for key, status, reason in report.failures[:50]:
+        err.print(f"[red]failed[/red] {key[0]} (HTTP {status}): {escape(reason)}")
+
+
+def _selection(
+    patients: Path | None, group: str | None, search: str | None, since: str | None
+) -> PullSelection:
+    chosen = [x for x in (patients, group, search) if x is not None]
+    if len(chosen) != 1:
+        raise FatalError("choose exactly one of --patients, --group, --search", exit_code=2)
+    if patients is not None:
+        lines = patients.read_text(encoding="utf-8").splitlines()
+        ids = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        return PullSelection(kind="patients", identifiers=ids, since=since)
+    if group is not None:
+        return PullSelection(kind="group", group_id=group, since=since)
+    return PullSelection(kind="search", query=search, since=since)
+
+
+@app.command("pull")
+def pull_command(
+    server: ServerOpt,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    patients: Annotated[
+        Path | None, typer.Option(help="File of patient identifiers, one per line (system|value).")
+    ] = None,
+    group: Annotated[str | None, typer.Option(help="Group id whose members to pull.")] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Patient search, e.g. 'identifier=http://sys|'.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only resources changed after this instant (ISO).")
+    ] = None,
+    export: Annotated[
+        bool, typer.Option("--export", help="Use Bulk Data $export (with --group).")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, xlsx, parquet or json.")] = "csv",
+    centre: Annotated[str, typer.Option(help="Centre id for patients without one.")] = "ehr",
+    cache_url: CacheOpt = None,
+) -> None:
+    """Pull a cohort into study tables; resources not understood are listed, never dropped."""
+    from fhir_cart.writers import FORMATS, write_study
+
+    if fmt not in FORMATS:
+        raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
+    selection = _selection(patients, group, search, since)
+    target = _server(server)
+    cache = open_cache(cache_url or load_settings().cache_url)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("pulling patients", total=None)
+            result = asyncio.run(
+                run_pull(selection=selection, ctx=_context(False), server=target, cache=cache,
+                         use_export=export, default_centre=centre,
+                         on_patient=lambda n: progress.update(task, completed=n))
+            )  # fmt: skip
+    finally:
+        cache.close()
+    written = write_study(result.cases, out_dir, fmt)  # type: ignore[arg-type]
+    if result.unmapped:
+        path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
+        err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
+    out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
+              f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
+    out.print(f"wrote {len(written)} files to {out_dir}")
+    out.print(summary_table(summarise(result.cases), compare=False))
+
+
+@app.command("demo")
+def demo_command(
+    keep_server: Annotated[
+        bool, typer.Option(help="Leave the local FHIR server running (Ctrl-C to stop).")
+    ] = False,
+) -> None:
+    """The main job end to end: local FHIR server, push the seed cohort, pull it back, and
+    print the summary beside the numbers the paper reports."""
+    from fhir_cart.demo import run_demo
+
+    run_demo(out, keep_server=keep_server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
