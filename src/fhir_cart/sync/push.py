@@ -146,7 +146,14 @@ async def push(
             if on_bundle_done is not None:
                 on_bundle_done(done, len(bundles))
 
-    await asyncio.gather(*(one(n, b) for n, b in enumerate(bundles, start=1)))
+    try:
+        # A TaskGroup cancels and awaits the bundles still in flight when one fails, so a
+        # crash leaves no half-open request behind; their journal entries stay pending.
+        async with asyncio.TaskGroup() as group:
+            for number, bundle in enumerate(bundles, start=1):
+                group.create_task(one(number, bundle))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     report.bundles = len(bundles)
     return report
 

@@ -110,6 +110,10 @@ async def run_push(
         raise
     status = "failed" if report.failures else "succeeded"
     cache.finish_run(run_id, status=status, counts=report.counts)
+    if not report.failures:
+        resumed = cache.clear_stale_pending()
+        if resumed:
+            log.info("finished %d resources left in flight by an interrupted push", resumed)
     return plan, report
 
 

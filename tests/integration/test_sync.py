@@ -1,0 +1,234 @@
+"""Push and pull against a real FHIR R4 server, with the cache on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete
+
+from fhir_cart.cache import open_cache
+from fhir_cart.cache.models import FhirResource
+from fhir_cart.cli import main
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.readers import read_study
+from fhir_cart.records import Case
+from fhir_cart.settings import ServerSettings
+from fhir_cart.summary import PAPER, summarise
+from fhir_cart.sync.pull import PullSelection
+from fhir_cart.sync.service import run_pull, run_push
+from fhir_cart.writers import canonical_mapping
+from tests.conftest import SEED_FILE, SEED_MAPPING
+from tests.unit.test_mappers import normalise
+
+pytestmark = pytest.mark.integration
+TYPES = ("Patient", "Condition", "MedicationAdministration", "Procedure", "Observation",
+         "AdverseEvent")  # fmt: skip
+SEED_QUERY = "identifier=https://fhir-cart.dev/fhir/id/seed/patient|"
+
+
+def server_totals(base: str) -> dict[str, int]:
+    return {
+        t: httpx.get(f"{base}/{t}", params={"_summary": "count"}).json()["total"] for t in TYPES
+    }
+
+
+def expected_totals(ctx: MappingContext, cases: list[Case]) -> dict[str, int]:
+    from fhir_cart.mappers.to_fhir import case_to_fhir
+
+    counts = dict.fromkeys(TYPES, 0)
+    for case in cases:
+        for resource in case_to_fhir(ctx, case):
+            counts[resource["resourceType"]] += 1
+    return counts
+
+
+def push(cases: list[Case], ctx: MappingContext, base: str, cache: Any, **kw: Any) -> Any:
+    server = ServerSettings(base_url=base, bundle_size=kw.pop("bundle_size", 100),
+                            concurrency=kw.pop("concurrency", 4))  # fmt: skip
+    return asyncio.run(run_push(cases=cases, ctx=ctx, server=server, cache=cache, **kw))
+
+
+def by_id(cases: list[Case]) -> list[Case]:
+    return sorted((normalise(c) for c in cases), key=lambda c: c.patient.study_id)
+
+
+def test_push_twice_then_pull_back_gives_the_same_records_and_numbers(
+    fhir_server: str, cache_url: str, ctx: MappingContext, seed_cases: list[Case],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    expected = expected_totals(ctx, seed_cases)
+    total = sum(expected.values())
+    cache = open_cache(cache_url)
+    try:
+        _, first = push(seed_cases, ctx, fhir_server, cache)
+        assert first.counts == {"created": total, "unchanged": 0}
+        assert server_totals(fhir_server) == expected
+        _, second = push(seed_cases, ctx, fhir_server, cache)
+        assert second.counts == {"unchanged": total}
+        assert second.bundles == 0
+        # a machine with an empty cache pushes the same cohort: updates, no new resources
+        other = open_cache(f"sqlite:///{tmp_path / 'other.sqlite'}")
+        _, third = push(seed_cases, ctx, fhir_server, other)
+        other.close()
+        assert third.counts.get("created", 0) == 0
+        assert server_totals(fhir_server) == expected
+        server = ServerSettings(base_url=fhir_server)
+        selection = PullSelection(kind="search", query=SEED_QUERY)
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        assert pulled.unmapped == []
+        assert by_id(pulled.cases) == by_id(seed_cases)
+        summary = summarise(pulled.cases)
+        assert {k: getattr(summary, k) for k in PAPER} == PAPER
+        runs = cache.list_runs()
+        assert [r.status for r in runs] == ["succeeded"] * 3
+    finally:
+        cache.close()
+
+
+def _observation(base: str, identifier: str) -> dict[str, Any]:
+    bundle = httpx.get(f"{base}/Observation", params={"identifier": identifier}).json()
+    (entry,) = bundle["entry"]
+    resource: dict[str, Any] = entry["resource"]
+    return resource
+
+
+def test_changing_one_mrd_value_updates_exactly_that_observation(
+    fhir_server: str, ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    push(seed_cases, ctx, fhir_server, cache)
+    p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
+    mrd = next(m for m in p01.mrd if m.timepoint == "day_28")
+    changed_mrd = mrd.model_copy(update={"qualitative": "positive_below_quantification"})
+    changed = p01.model_copy(update={"mrd": tuple(changed_mrd if m is mrd else m for m in p01.mrd)})
+    cohort = [changed if c is p01 else c for c in seed_cases]
+    _, report = push(cohort, ctx, fhir_server, cache)
+    total = sum(expected_totals(ctx, seed_cases).values())
+    assert report.counts == {"updated": 1, "unchanged": total - 1}
+    system = ctx.identifier_system("seed", "observation")
+    touched = _observation(fhir_server, f"{system}|P01/{mrd.event_id}")
+    assert touched["meta"]["versionId"] == "2"
+    assert touched["valueCodeableConcept"]["coding"][0]["code"] == "mrd-positive-nq"
+    other = next(m for m in p01.mrd if m.timepoint == "infusion")
+    assert _observation(fhir_server, f"{system}|P01/{other.event_id}")["meta"]["versionId"] == "1"
+    assert server_totals(fhir_server) == expected_totals(ctx, seed_cases)
+    cache.close()
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_mid_push_then_a_rerun_finishes_without_duplicates(
+    fhir_server: str, cache_url: str, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    expected = expected_totals(ctx, seed_cases)
+    total = sum(expected.values())
+    cache = open_cache(cache_url)
+
+    def crash_after_two(done: int, _total: int) -> None:
+        if done == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        push(seed_cases, ctx, fhir_server, cache, bundle_size=15, concurrency=1,
+             on_bundle_done=crash_after_two)  # fmt: skip
+    (run,) = cache.list_runs()
+    assert run.status == "interrupted"
+    sent_before = sum(cache.count_resources(server=fhir_server, direction="sent").values())
+    assert 0 < sent_before < total
+    # worse: the server took a bundle whose answer never reached the cache
+    with cache.engine.begin() as conn:
+        conn.execute(delete(FhirResource).where(FhirResource.resource_type == "AdverseEvent"))
+    _, report = push(seed_cases, ctx, fhir_server, cache, bundle_size=15)
+    assert report.failures == []
+    assert (
+        report.counts.get("unchanged", 0)
+        + report.counts.get("created", 0)
+        + report.counts.get("updated", 0)
+        == total
+    )
+    assert server_totals(fhir_server) == expected
+    assert cache.pending() == []
+    cache.close()
+
+
+def test_dry_run_sends_nothing(
+    fhir_server: str, ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    plan, report = push(seed_cases, ctx, fhir_server, cache, dry_run=True)
+    assert report is None
+    assert plan.resources_to_send == sum(expected_totals(ctx, seed_cases).values())
+    assert sum(server_totals(fhir_server).values()) == 0
+    cache.close()
+
+
+def test_cli_push_and_pull_round_trip(
+    fhir_server: str, tmp_path: Path, seed_cases: list[Case], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    args = ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", fhir_server,
+            "--cache", cache]  # fmt: skip
+    assert main(args) == 0
+    assert "created" in capsys.readouterr().out
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"https://fhir-cart.dev/fhir/id/seed/patient|{c.patient.study_id}\n"
+                           for c in seed_cases[:3]))  # fmt: skip
+    out = tmp_path / "pulled"
+    assert main(["pull", "--server", fhir_server, "--patients", str(ids), "--out", str(out),
+                 "--cache", cache, "--format", "csv"]) == 0  # fmt: skip
+    result = read_study(out, canonical_mapping("seed"))
+    assert result.rejects == []
+    assert by_id(result.cases) == by_id(seed_cases[:3])
+
+
+def test_pull_by_group_with_bulk_export(
+    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    push(seed_cases, ctx, fhir_server, cache)
+    patients = httpx.get(f"{fhir_server}/Patient", params={"_count": "50"}).json()["entry"]
+    group = {"resourceType": "Group", "type": "person", "actual": True,
+             "member": [{"entity": {"reference": f"Patient/{e['resource']['id']}"}}
+                        for e in patients]}  # fmt: skip
+    created = httpx.post(f"{fhir_server}/Group", json=group,
+                         headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    group_id = created.json()["id"]
+    server = ServerSettings(base_url=fhir_server)
+    for use_export in (False, True):
+        selection = PullSelection(kind="group", group_id=group_id)
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache,
+                                      use_export=use_export))  # fmt: skip
+        assert by_id(pulled.cases) == by_id(seed_cases), f"export={use_export}"
+    cache.close()
+
+
+def test_resources_not_understood_are_kept_and_listed(
+    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    push(seed_cases[:1], ctx, fhir_server, cache)
+    patient = httpx.get(f"{fhir_server}/Patient").json()["entry"][0]["resource"]
+    haemoglobin = {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        "subject": {"reference": f"Patient/{patient['id']}"},
+        "valueQuantity": {"value": 11.2, "unit": "g/dL"},
+    }  # fmt: skip
+    httpx.post(f"{fhir_server}/Observation", json=haemoglobin,
+               headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    server = ServerSettings(base_url=fhir_server)
+    selection = PullSelection(kind="search", query=SEED_QUERY)
+    pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+    (unmapped,) = pulled.unmapped
+    assert unmapped.resource_type == "Observation"
+    assert "not one fhir_cart maps" in unmapped.reason
+    (kept,) = cache.unmapped(server=fhir_server)
+    assert kept.server_id == unmapped.reference.split("/")[1]
+    assert by_id(pulled.cases) == by_id(seed_cases[:1])
+    cache.close()

@@ -1,0 +1,310 @@
+"""The FHIR client's behaviour on faults, table-driven with respx (no server involved)."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import respx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from fhir_cart.auth import BearerToken, ClientCredentials, SmartBackendServices
+from fhir_cart.client import FhirClient, outcome_message
+from fhir_cart.errors import (
+    AuthError,
+    FatalHttpError,
+    PreconditionFailed,
+    RetryableError,
+)
+
+BASE = "https://fhir.test/r4"
+OUTCOME = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "invalid", "diagnostics": "bad thing",
+               "expression": ["Patient.birthDate"]}],
+}  # fmt: skip
+PATIENT = {"resourceType": "Patient", "id": "1"}
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def mock() -> respx.MockRouter:
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        yield router
+
+
+async def _client(sleeps: Sleeps, **kw: Any) -> AsyncIterator[FhirClient]:
+    async with FhirClient(base_url=BASE, sleep=sleeps, backoff=0.1, **kw) as client:
+        yield client
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_retryable_status_is_retried_then_succeeds(
+    mock: respx.MockRouter, sleeps: Sleeps, status: int
+) -> None:
+    route = mock.get("/Patient/1").mock(
+        side_effect=[httpx.Response(status), httpx.Response(200, json=PATIENT)]
+    )
+    async with FhirClient(base_url=BASE, sleep=sleeps, backoff=0.1) as client:
+        assert await client.read("Patient", "1") == PATIENT
+    assert route.call_count == 2
+    assert sleeps.calls == [0.1]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retries_give_up_with_a_retryable_error(
+    mock: respx.MockRouter, sleeps: Sleeps, status: int
+) -> None:
+    route = mock.get("/Patient/1").mock(return_value=httpx.Response(status, json=OUTCOME))
+    async with FhirClient(base_url=BASE, sleep=sleeps, max_retries=2, backoff=0.1) as client:
+        with pytest.raises(RetryableError, match="bad thing") as info:
+            await client.read("Patient", "1")
+    assert route.call_count == 3
+    assert info.value.status == status
+    assert sleeps.calls == [0.1, 0.2]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, FatalHttpError), (404, FatalHttpError), (409, FatalHttpError),
+     (422, FatalHttpError), (412, PreconditionFailed), (403, AuthError)],
+)  # fmt: skip
+async def test_fatal_status_is_not_retried_and_explains_itself(
+    mock: respx.MockRouter, sleeps: Sleeps, status: int, error: type[Exception]
+) -> None:
+    route = mock.get("/Patient/1").mock(return_value=httpx.Response(status, json=OUTCOME))
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        with pytest.raises(error) as info:
+            await client.read("Patient", "1")
+    assert route.call_count == 1
+    assert "error invalid: bad thing (at Patient.birthDate)" in str(info.value)
+    assert sleeps.calls == []
+
+
+@pytest.mark.parametrize("header", ["7", "http-date"])
+async def test_retry_after_is_honoured(mock: respx.MockRouter, sleeps: Sleeps, header: str) -> None:
+    value = header
+    if header == "http-date":
+        value = email.utils.formatdate(time.time() + 7, usegmt=True)
+    mock.get("/Patient/1").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": value}),
+                     httpx.Response(200, json=PATIENT)]
+    )  # fmt: skip
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        await client.read("Patient", "1")
+    assert len(sleeps.calls) == 1
+    assert 5.5 <= sleeps.calls[0] <= 7.0
+
+
+async def test_timeouts_are_retried(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    mock.get("/Patient/1").mock(
+        side_effect=[httpx.ReadTimeout("slow"), httpx.ConnectError("down"),
+                     httpx.Response(200, json=PATIENT)]
+    )  # fmt: skip
+    async with FhirClient(base_url=BASE, sleep=sleeps, backoff=0.1) as client:
+        assert await client.read("Patient", "1") == PATIENT
+    assert sleeps.calls == [0.1, 0.2]
+
+
+async def test_a_plain_post_is_not_retried(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    route = mock.post("/Patient").mock(return_value=httpx.Response(503))
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        with pytest.raises(RetryableError):
+            await client.create(PATIENT)
+    assert route.call_count == 1
+
+
+async def test_a_conditional_create_is_retried(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    route = mock.post("/Patient").mock(
+        side_effect=[httpx.Response(503), httpx.Response(201, json=PATIENT)]
+    )
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        await client.create(PATIENT, if_none_exist="identifier=a|b")
+    assert route.call_count == 2
+    assert route.calls[1].request.headers["If-None-Exist"] == "identifier=a|b"
+
+
+async def test_401_reauthenticates_once(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    token = mock.post("https://auth.test/token").mock(
+        side_effect=[httpx.Response(200, json={"access_token": "t1", "expires_in": 3600}),
+                     httpx.Response(200, json={"access_token": "t2", "expires_in": 3600})]
+    )  # fmt: skip
+    route = mock.get("/Patient/1").mock(
+        side_effect=[httpx.Response(401), httpx.Response(200, json=PATIENT)]
+    )
+    auth = ClientCredentials("https://auth.test/token", "study", SecretStr("s3cret"))
+    async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps) as client:
+        assert await client.read("Patient", "1") == PATIENT
+    assert token.call_count == 2
+    assert route.calls[0].request.headers["Authorization"] == "Bearer t1"
+    assert route.calls[1].request.headers["Authorization"] == "Bearer t2"
+
+
+async def test_401_twice_is_an_auth_error(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    mock.post("https://auth.test/token").mock(
+        return_value=httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+    )
+    mock.get("/Patient/1").mock(return_value=httpx.Response(401))
+    auth = ClientCredentials("https://auth.test/token", "study", SecretStr("s3cret"))
+    async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps) as client:
+        with pytest.raises(AuthError):
+            await client.read("Patient", "1")
+
+
+async def test_token_is_cached_between_requests(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    token = mock.post("https://auth.test/token").mock(
+        return_value=httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+    )
+    mock.get("/Patient/1").mock(return_value=httpx.Response(200, json=PATIENT))
+    auth = ClientCredentials("https://auth.test/token", "study", SecretStr("s3cret"))
+    async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps) as client:
+        await client.read("Patient", "1")
+        await client.read("Patient", "1")
+    assert token.call_count == 1
+
+
+def _page(ids: list[str], next_url: str | None) -> dict[str, Any]:
+    page: dict[str, Any] = {
+        "resourceType": "Bundle", "type": "searchset",
+        "entry": [{"resource": {"resourceType": "Patient", "id": i}, "search": {"mode": "match"}}
+                  for i in ids],
+    }  # fmt: skip
+    if next_url:
+        page["link"] = [{"relation": "next", "url": next_url}]
+    return page
+
+
+async def test_paging_follows_relative_next_links(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    second = mock.get("/Patient", params={"_count": "2", "page": "2"}).mock(
+        return_value=httpx.Response(200, json=_page(["c"], None))
+    )
+    mock.get("/Patient", params={"_count": "2"}).mock(
+        return_value=httpx.Response(200, json=_page(["a", "b"], "Patient?_count=2&page=2"))
+    )
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        got = [r["id"] async for r in client.search("Patient", {"_count": "2"})]
+    assert got == ["a", "b", "c"]
+    assert str(second.calls[0].request.url) == f"{BASE}/Patient?_count=2&page=2"
+    assert mock.calls[0].request.headers["Prefer"] == "handling=strict"
+
+
+async def test_paging_stops_on_a_next_link_cycle(
+    mock: respx.MockRouter, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = f"{BASE}/Patient?page=2"
+    mock.get("/Patient", params={"page": "2"}).mock(
+        return_value=httpx.Response(200, json=_page(["b"], loop))
+    )
+    mock.get("/Patient", params={"name": "x"}).mock(
+        return_value=httpx.Response(200, json=_page(["a"], loop))
+    )
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        got = [r["id"] async for r in client.search("Patient", {"name": "x"})]
+    assert got == ["a", "b"]
+    assert "repeats" in caplog.text
+
+
+async def test_stale_version_is_a_precondition_failure(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    route = mock.put("/Patient/1").mock(return_value=httpx.Response(412, json=OUTCOME))
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        with pytest.raises(PreconditionFailed):
+            await client.update(PATIENT, if_match='W/"1"')
+    assert route.calls[0].request.headers["If-Match"] == 'W/"1"'
+    assert route.call_count == 1
+
+
+def _capabilities(*codes: str) -> dict[str, Any]:
+    return {"resourceType": "CapabilityStatement",
+            "rest": [{"mode": "server", "interaction": [{"code": c} for c in codes]}]}  # fmt: skip
+
+
+async def test_batch_response_reports_each_entry(mock: respx.MockRouter, sleeps: Sleeps) -> None:
+    mock.get("/metadata").mock(return_value=httpx.Response(200, json=_capabilities("batch")))
+    answer = {
+        "resourceType": "Bundle", "type": "batch-response",
+        "entry": [
+            {"response": {"status": "201 Created", "location": "Patient/9/_history/1",
+                          "etag": 'W/"1"'}},
+            {"response": {"status": "422 Unprocessable Entity", "outcome": OUTCOME}},
+        ],
+    }  # fmt: skip
+    post = mock.post("/").mock(return_value=httpx.Response(200, json=answer))
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{}, {}]}
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        mode, results = await client.bundle_submit(bundle)
+    assert mode == "batch"
+    assert b'"type":"batch"' in post.calls[0].request.content
+    assert [r.status for r in results] == [201, 422]
+    assert results[0].server_id == "9"
+    assert results[0].version_id == "1"
+    assert not results[1].ok
+    assert outcome_message(results[1].outcome) == "error invalid: bad thing (at Patient.birthDate)"
+
+
+async def test_smart_backend_services_discovers_and_signs(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()  # fmt: skip
+    mock.get("/.well-known/smart-configuration").mock(
+        return_value=httpx.Response(200, json={"token_endpoint": "https://auth.test/smart"})
+    )
+    token = mock.post("https://auth.test/smart").mock(
+        return_value=httpx.Response(200, json={"access_token": "jwt-ok", "expires_in": 300})
+    )
+    read = mock.get("/Patient/1").mock(return_value=httpx.Response(200, json=PATIENT))
+    auth = SmartBackendServices(client_id="cart", private_key_pem=SecretStr(pem), key_id="k1")
+    async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps) as client:
+        await client.read("Patient", "1")
+    form = dict(httpx.QueryParams(token.calls[0].request.content.decode()))
+    assert form["grant_type"] == "client_credentials"
+    assert form["client_assertion_type"].endswith("jwt-bearer")
+    claims = jwt.decode(form["client_assertion"], key.public_key(), algorithms=["RS384"],
+                        audience="https://auth.test/smart")  # fmt: skip
+    assert claims["iss"] == claims["sub"] == "cart"
+    assert jwt.get_unverified_header(form["client_assertion"])["kid"] == "k1"
+    assert read.calls[0].request.headers["Authorization"] == "Bearer jwt-ok"
+
+
+async def test_secrets_and_identifiers_stay_out_of_repr_and_logs(
+    mock: respx.MockRouter, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fhir_cart")
+    auth = BearerToken(SecretStr("tok-SECRET"))
+    creds = ClientCredentials("https://auth.test/token", "study", SecretStr("pw-SECRET"))
+    assert "SECRET" not in repr(auth) + repr(creds)
+    mock.get("/Patient").mock(return_value=httpx.Response(200, json=_page([], None)))
+    async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps) as client:
+        _ = [r async for r in client.search("Patient", {"identifier": "urn:x|MRN-4711"})]
+    assert "GET /r4/Patient" in caplog.text
+    assert "SECRET" not in caplog.text
+    assert "MRN-4711" not in caplog.text
+
+
+async def test_client_refuses_use_outside_async_with() -> None:
+    client = FhirClient(base_url=BASE)
+    with pytest.raises(RuntimeError, match="async with"):
+        await client.read("Patient", "1")
