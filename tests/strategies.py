@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from fhir_cart import records as r
 
-ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9\-\.]{0,11}", fullmatch=True)
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_\-\.]{0,11}", fullmatch=True)
 dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2035, 12, 31))
 days = st.integers(min_value=-400, max_value=4000)
 anchors = st.sampled_from(r.ANCHORS)

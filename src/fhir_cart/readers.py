@@ -263,7 +263,7 @@ def _event_id(table: str, flat: dict[str, Any], counters: dict[str, int]) -> str
         base = f"status-{flat.get('status', 'x')}-{day}"
     else:
         base = str(flat.get("kind", table))
-    base = re.sub(r"[^A-Za-z0-9\-\.]", "-", base)[:56]
+    base = re.sub(r"[^A-Za-z0-9_\-\.]", "-", base)[:56]
     counters[base] += 1
     n = counters[base]
     if table in ("procedures", "adverse_events"):

@@ -64,7 +64,7 @@ AdverseEventKind = Literal["crs", "icans"]
 ADVERSE_EVENT_KINDS: tuple[str, ...] = AdverseEventKind.__args__  # type: ignore[attr-defined]
 
 _MODEL = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-_ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9\-\.]+$")
+_ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-\.]+$")
 
 
 class When(BaseModel):

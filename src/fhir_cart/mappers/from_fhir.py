@@ -37,7 +37,7 @@ __all__ = ["ReverseResult", "Unmapped", "cases_from_fhir", "reference_key"]
 Json = dict[str, Any]
 Event = DrugAdministration | ProcedureRecord | MrdResult | DiseaseStatus | AdverseEvent
 
-_SAFE_ID = re.compile(r"[^A-Za-z0-9\-\.]")
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_\-\.]")
 
 
 @dataclass(frozen=True, slots=True)
