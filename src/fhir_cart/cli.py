@@ -403,6 +403,53 @@ def demo_command(
     run_demo(out, keep_server=keep_server)
 
 
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    workers: Annotated[
+        bool, typer.Option(help="Run background jobs in this process (--no-workers: only API).")
+    ] = True,
+) -> None:
+    """Run the web service (API keys, data dir and servers come from settings)."""
+    import uvicorn
+
+    from fhir_cart.service.app import create_app
+
+    settings = load_settings()
+    if not settings.api_keys:
+        raise FatalError("set at least one API key (FHIR_CART_API_KEYS='[\"...\"]')", exit_code=2)
+    uvicorn.run(create_app(settings, run_workers=workers), host=host, port=port,
+                access_log=False)  # fmt: skip
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run background jobs only (several workers may share a PostgreSQL cache)."""
+    from fhir_cart.service.jobs import run_worker
+
+    settings = load_settings()
+    cache = open_cache(settings.effective_cache_url())
+    try:
+        asyncio.run(run_worker(settings, cache))
+    finally:
+        cache.close()
+
+
+@app.command("openapi")
+def openapi_command(
+    out_file: Annotated[Path, typer.Option("--out", "-o")] = Path("api/openapi.json"),
+) -> None:
+    """Write the web service's OpenAPI document (the published contract)."""
+    from fhir_cart.service.app import create_app
+
+    document = create_app(run_workers=False).openapi()
+    out_file.write_bytes(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+    out.print(f"wrote {out_file}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; turn a FatalError into its message and exit code (no traceback)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""The fhir_cart web service (FastAPI)."""

@@ -1,0 +1,121 @@
+"""Request and response models of the web service (its published contract)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fhir_cart.cache.models import SyncRun
+
+__all__ = [
+    "Health", "Job", "OutcomeOut", "PatientOut", "Preview", "PullRequest", "PushRequest",
+    "RejectOut", "ResourceOut", "UploadReport",
+]  # fmt: skip
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class RejectOut(BaseModel):
+    source: str
+    table: str | None
+    row: int | None
+    column: str | None
+    value: str | None
+    reason: str
+
+
+class UploadReport(BaseModel):
+    upload_id: str
+    patients: int
+    events: int
+    rejects: list[RejectOut]
+
+
+class Preview(BaseModel):
+    bundles: list[dict[str, Any]]
+    unverified_codes: list[dict[str, str]]
+
+
+class PushRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upload_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    server: str = Field(min_length=1, max_length=64, description="A server named in settings")
+
+
+class PullRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    server: str = Field(min_length=1, max_length=64, description="A server named in settings")
+    selection: Literal["patients", "group", "search"]
+    identifiers: list[str] = Field(default_factory=list, max_length=100_000)
+    group_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9\-\.]+$")
+    query: str | None = Field(default=None, max_length=2000)
+    since: str | None = Field(default=None, max_length=40)
+    use_export: bool = False
+
+    @model_validator(mode="after")
+    def _matches(self) -> PullRequest:
+        needed = {"patients": self.identifiers, "group": self.group_id, "search": self.query}
+        if not needed[self.selection]:
+            raise ValueError(f"selection {self.selection!r} needs its value")
+        return self
+
+
+class Job(BaseModel):
+    id: int
+    kind: str
+    status: str
+    progress_done: int
+    progress_total: int
+    counts: dict[str, int]
+    error: str | None
+    worker: str | None
+    created_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def from_run(cls, run: SyncRun) -> Job:
+        assert run.id is not None
+        return cls(
+            id=run.id, kind=run.kind, status=run.status, progress_done=run.progress_done,
+            progress_total=run.progress_total, counts=orjson.loads(run.counts or "{}"),
+            error=run.error, worker=run.worker, created_at=run.created_at,
+            started_at=run.started_at, finished_at=run.finished_at,
+        )  # fmt: skip
+
+
+class OutcomeOut(BaseModel):
+    resource_type: str
+    identifier_system: str
+    identifier_value: str
+    outcome: str
+    status_code: int | None
+    reason: str | None
+
+
+class PatientOut(BaseModel):
+    centre: str
+    study_id: str
+    events: int
+
+
+class ResourceOut(BaseModel):
+    server: str
+    direction: str
+    resource_type: str
+    identifier_system: str
+    identifier_value: str
+    server_id: str | None
+    version_id: str | None
+    etag: str | None
+    content_hash: str
+    mapped: bool | None
+    note: str | None
