@@ -63,7 +63,9 @@ def test_push_and_pull_jobs_end_to_end(client: TestClient) -> None:
     assert (body["patients"], body["rejects"]) == (7, [])
     preview = client.get(f"/uploads/{body['upload_id']}/preview", headers=KEY).json()
     assert preview["bundles"][0]["type"] == "transaction"
-    assert preview["unverified_codes"] == [{"concept": "procedure.cart_infusion", "code": "C126102"}]
+    assert preview["unverified_codes"] == [
+        {"concept": "procedure.cart_infusion", "code": "C126102"}
+    ]
     job = client.post("/jobs/push", headers=KEY, json={"upload_id": body["upload_id"],
                                                          "server": "local"}).json()  # fmt: skip
     done = wait(client, job["id"])

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -51,11 +52,15 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
 
 
 # -- dependencies ------------------------------------------------------------------------
@@ -89,6 +94,7 @@ def require_key(
     raise HTTPException(403, "API key not accepted")
 
 
+JobId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 Auth = [Depends(require_key)]
@@ -215,16 +221,16 @@ def _routes(app: FastAPI) -> None:
     def jobs(
         cache: CacheDep,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> list[s.Job]:
         return [s.Job.from_run(r) for r in cache.list_runs(limit=limit, offset=offset)]
 
-    @app.get("/jobs/{job_id}", response_model=s.Job, tags=["jobs"], dependencies=Auth)
-    def job(cache: CacheDep, job_id: int) -> s.Job:
+    @app.get("/jobs/{job_id:int}", response_model=s.Job, tags=["jobs"], dependencies=Auth)
+    def job(cache: CacheDep, job_id: JobId) -> s.Job:
         return _job(cache, job_id)
 
-    @app.post("/jobs/{job_id}/resume", response_model=s.Job, tags=["jobs"], dependencies=Auth)
-    def resume(cache: CacheDep, job_id: int) -> s.Job:
+    @app.post("/jobs/{job_id:int}/resume", response_model=s.Job, tags=["jobs"], dependencies=Auth)
+    def resume(cache: CacheDep, job_id: JobId) -> s.Job:
         current = _job(cache, job_id)
         if current.status not in ("interrupted", "failed"):
             raise HTTPException(
@@ -233,30 +239,30 @@ def _routes(app: FastAPI) -> None:
         cache.update_run(job_id, status="pending", error=None, worker=None)
         return _job(cache, job_id)
 
-    @app.get("/jobs/{job_id}/outcomes", response_model=list[s.OutcomeOut], tags=["jobs"],
+    @app.get("/jobs/{job_id:int}/outcomes", response_model=list[s.OutcomeOut], tags=["jobs"],
              dependencies=Auth)  # fmt: skip
     def outcomes(
         cache: CacheDep,
-        job_id: int,
+        job_id: JobId,
         limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> list[s.OutcomeOut]:
         _job(cache, job_id)
         rows = cache.outcomes(run_id=job_id, limit=limit, offset=offset)
         return [s.OutcomeOut.model_validate(r, from_attributes=True) for r in rows]
 
-    @app.get("/jobs/{job_id}/summary", tags=["cohort"], dependencies=Auth)
-    def job_summary(settings: SettingsDep, cache: CacheDep, job_id: int) -> dict[str, Any]:
+    @app.get("/jobs/{job_id:int}/summary", tags=["cohort"], dependencies=Auth)
+    def job_summary(settings: SettingsDep, cache: CacheDep, job_id: JobId) -> dict[str, Any]:
         path = _pull_output(settings, cache, job_id) / "summary.json"
         result: dict[str, Any] = orjson.loads(path.read_bytes())
         return result
 
-    @app.get("/jobs/{job_id}/export", tags=["cohort"], dependencies=Auth,
+    @app.get("/jobs/{job_id:int}/export", tags=["cohort"], dependencies=Auth,
              responses={200: {"content": {"application/zip": {}}}})  # fmt: skip
     def export(
         settings: SettingsDep,
         cache: CacheDep,
-        job_id: int,
+        job_id: JobId,
         format: Annotated[Literal["csv", "xlsx", "parquet", "json"], Query()] = "csv",
     ) -> Response:
         folder = _pull_output(settings, cache, job_id)
@@ -283,7 +289,7 @@ def _routes(app: FastAPI) -> None:
         cache: CacheDep,
         direction: Annotated[Literal["sent", "received"] | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> list[s.ResourceOut]:
         rows = cache.list_resources(direction=direction, limit=limit, offset=offset)
         return [s.ResourceOut.model_validate(r, from_attributes=True) for r in rows]
@@ -312,7 +318,8 @@ def _pull_output(settings: Settings, cache: Cache, job_id: int) -> Path:
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else None  # e.g. Allow on a 405
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -370,4 +377,45 @@ def create_app(
     app.state.settings = settings
     _handlers(app)
     _routes(app)
+    _document_problems(app)
     return app
+
+
+_PROBLEM_SCHEMA = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Every error is application/problem+json: say so in the contract (422 included)."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = plain()
+        document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
+        problem_content = {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }
+        for operation in (op for path in document["paths"].values() for op in path.values()):
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "Validation Error", "content": problem_content}
+            responses["default"] = {"description": "Error (RFC 9457)", "content": problem_content}
+        schemas = document["components"]["schemas"]
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
