@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
+from schemathesis.checks import positive_data_acceptance
 
 from fhir_cart.cache import open_cache
 from fhir_cart.service.app import create_app
@@ -30,7 +30,7 @@ _APP = create_app(
         api_keys=[SecretStr("fuzz-key")],
         max_upload_bytes=50_000,
         servers={"local": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
-    ),  # fmt: skip
+    ),
     cache=_CACHE,
     run_workers=False,
 )

@@ -28,9 +28,12 @@ KEY = {"X-API-Key": "test-key-123"}
 def make_settings(tmp_path: Path, cache_url: str, fhir_url: str | None = None) -> Settings:
     servers = {"local": ServerSettings(base_url=fhir_url)} if fhir_url else {}
     return Settings(
-        data_dir=tmp_path / "data", cache_url=cache_url, servers=servers,
-        api_keys=[SecretStr("test-key-123")], max_upload_bytes=200_000,
-    )  # fmt: skip
+        data_dir=tmp_path / "data",
+        cache_url=cache_url,
+        servers=servers,
+        api_keys=[SecretStr("test-key-123")],
+        max_upload_bytes=200_000,
+    )
 
 
 @pytest.fixture
@@ -66,20 +69,28 @@ def test_push_and_pull_jobs_end_to_end(client: TestClient) -> None:
     assert preview["unverified_codes"] == [
         {"concept": "procedure.cart_infusion", "code": "C126102"}
     ]
-    job = client.post("/jobs/push", headers=KEY, json={"upload_id": body["upload_id"],
-                                                         "server": "local"}).json()  # fmt: skip
+    job = client.post(
+        "/jobs/push", headers=KEY, json={"upload_id": body["upload_id"], "server": "local"}
+    ).json()
     done = wait(client, job["id"])
     assert done["status"] == "succeeded", done
     assert done["counts"]["created"] == 105
     outcomes = client.get(f"/jobs/{job['id']}/outcomes", headers=KEY).json()
     assert len(outcomes) == 105
     assert {o["outcome"] for o in outcomes} == {"created"}
-    again = client.post("/jobs/push", headers=KEY, json={"upload_id": body["upload_id"],
-                                                           "server": "local"}).json()  # fmt: skip
+    again = client.post(
+        "/jobs/push", headers=KEY, json={"upload_id": body["upload_id"], "server": "local"}
+    ).json()
     assert wait(client, again["id"])["counts"] == {"unchanged": 105}
-    pull = client.post("/jobs/pull", headers=KEY, json={
-        "server": "local", "selection": "search",
-        "query": "identifier=https://fhir-cart.dev/fhir/id/seed/patient|"}).json()  # fmt: skip
+    pull = client.post(
+        "/jobs/pull",
+        headers=KEY,
+        json={
+            "server": "local",
+            "selection": "search",
+            "query": "identifier=https://fhir-cart.dev/fhir/id/seed/patient|",
+        },
+    ).json()
     assert wait(client, pull["id"])["status"] == "succeeded"
     summary = client.get(f"/jobs/{pull['id']}/summary", headers=KEY).json()
     assert {k: summary[k] for k in PAPER} == PAPER
@@ -110,12 +121,20 @@ def test_auth_limits_and_problem_documents(client: TestClient, tmp_path: Path) -
     evil = tmp_path / "evil.csv"
     evil.write_text("study_id\n")
     with evil.open("rb") as handle:
-        response = client.post("/uploads", headers=KEY, data={"mapping": "bad"},
-                               files={"file": ("../../../../tmp/evil.csv", handle)})  # fmt: skip
+        response = client.post(
+            "/uploads",
+            headers=KEY,
+            data={"mapping": "bad"},
+            files={"file": ("../../../../tmp/evil.csv", handle)},
+        )
     assert response.status_code in (201, 422)
     assert not Path("/tmp/evil.csv").exists() or Path("/tmp/evil.csv").stat().st_size != 9
-    assert client.post("/jobs/push", headers=KEY,
-                       json={"upload_id": "0" * 32, "server": "elsewhere"}).status_code == 422  # fmt: skip
+    assert (
+        client.post(
+            "/jobs/push", headers=KEY, json={"upload_id": "0" * 32, "server": "elsewhere"}
+        ).status_code
+        == 422
+    )
     unknown = client.post("/jobs/pull", headers=KEY, json={"server": "local", "selection": "group"})
     assert unknown.status_code == 422
     assert "needs its value" in unknown.json()["detail"]
@@ -157,11 +176,16 @@ def test_two_workers_share_the_queue_without_running_a_job_twice(
         mapping = tmp_path / f"centre{n}.yaml"
         mapping.write_text(seed_mapping.replace("centre: seed", f"centre: centre-{n}"))
         params = {"study_file": str(SEED_FILE), "mapping_file": str(mapping), "server": "local"}
-        ids.append(cache.create_run(kind="push", server=fhir_server, params=params,
-                                    status="pending"))  # fmt: skip
+        ids.append(
+            cache.create_run(kind="push", server=fhir_server, params=params, status="pending")
+        )
     spawn = multiprocessing.get_context("spawn")
-    procs = [spawn.Process(target=_worker, args=(postgres_url, str(settings.data_dir),
-                                                 fhir_server, f"w{i}")) for i in range(2)]  # fmt: skip
+    procs = [
+        spawn.Process(
+            target=_worker, args=(postgres_url, str(settings.data_dir), fhir_server, f"w{i}")
+        )
+        for i in range(2)
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:

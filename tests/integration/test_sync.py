@@ -25,8 +25,14 @@ from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.unit.test_mappers import normalise
 
 pytestmark = pytest.mark.integration
-TYPES = ("Patient", "Condition", "MedicationAdministration", "Procedure", "Observation",
-         "AdverseEvent")  # fmt: skip
+TYPES = (
+    "Patient",
+    "Condition",
+    "MedicationAdministration",
+    "Procedure",
+    "Observation",
+    "AdverseEvent",
+)
 SEED_QUERY = "identifier=https://fhir-cart.dev/fhir/id/seed/patient|"
 
 
@@ -47,8 +53,9 @@ def expected_totals(ctx: MappingContext, cases: list[Case]) -> dict[str, int]:
 
 
 def push(cases: list[Case], ctx: MappingContext, base: str, cache: Any, **kw: Any) -> Any:
-    server = ServerSettings(base_url=base, bundle_size=kw.pop("bundle_size", 100),
-                            concurrency=kw.pop("concurrency", 4))  # fmt: skip
+    server = ServerSettings(
+        base_url=base, bundle_size=kw.pop("bundle_size", 100), concurrency=kw.pop("concurrency", 4)
+    )
     return asyncio.run(run_push(cases=cases, ctx=ctx, server=server, cache=cache, **kw))
 
 
@@ -57,9 +64,12 @@ def by_id(cases: list[Case]) -> list[Case]:
 
 
 def test_push_twice_then_pull_back_gives_the_same_records_and_numbers(
-    fhir_server: str, cache_url: str, ctx: MappingContext, seed_cases: list[Case],
+    fhir_server: str,
+    cache_url: str,
+    ctx: MappingContext,
+    seed_cases: list[Case],
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     expected = expected_totals(ctx, seed_cases)
     total = sum(expected.values())
     cache = open_cache(cache_url)
@@ -135,8 +145,15 @@ def test_a_crash_mid_push_then_a_rerun_finishes_without_duplicates(
             raise Crash
 
     with pytest.raises(Crash):
-        push(seed_cases, ctx, fhir_server, cache, bundle_size=15, concurrency=1,
-             on_bundle_done=crash_after_two)  # fmt: skip
+        push(
+            seed_cases,
+            ctx,
+            fhir_server,
+            cache,
+            bundle_size=15,
+            concurrency=1,
+            on_bundle_done=crash_after_two,
+        )
     (run,) = cache.list_runs()
     assert run.status == "interrupted"
     sent_before = sum(cache.count_resources(server=fhir_server, direction="sent").values())
@@ -172,16 +189,44 @@ def test_cli_push_and_pull_round_trip(
     fhir_server: str, tmp_path: Path, seed_cases: list[Case], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cache = f"sqlite:///{tmp_path / 'cli.sqlite'}"
-    args = ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", fhir_server,
-            "--cache", cache]  # fmt: skip
+    args = [
+        "push",
+        str(SEED_FILE),
+        "-m",
+        str(SEED_MAPPING),
+        "--server",
+        fhir_server,
+        "--cache",
+        cache,
+    ]
     assert main(args) == 0
     assert "created" in capsys.readouterr().out
     ids = tmp_path / "ids.txt"
-    ids.write_text("".join(f"https://fhir-cart.dev/fhir/id/seed/patient|{c.patient.study_id}\n"
-                           for c in seed_cases[:3]))  # fmt: skip
+    ids.write_text(
+        "".join(
+            f"https://fhir-cart.dev/fhir/id/seed/patient|{c.patient.study_id}\n"
+            for c in seed_cases[:3]
+        )
+    )
     out = tmp_path / "pulled"
-    assert main(["pull", "--server", fhir_server, "--patients", str(ids), "--out", str(out),
-                 "--cache", cache, "--format", "csv"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "pull",
+                "--server",
+                fhir_server,
+                "--patients",
+                str(ids),
+                "--out",
+                str(out),
+                "--cache",
+                cache,
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     result = read_study(out, canonical_mapping("seed"))
     assert result.rejects == []
     assert by_id(result.cases) == by_id(seed_cases[:3])
@@ -193,17 +238,24 @@ def test_pull_by_group_with_bulk_export(
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
     push(seed_cases, ctx, fhir_server, cache)
     patients = httpx.get(f"{fhir_server}/Patient", params={"_count": "50"}).json()["entry"]
-    group = {"resourceType": "Group", "type": "person", "actual": True,
-             "member": [{"entity": {"reference": f"Patient/{e['resource']['id']}"}}
-                        for e in patients]}  # fmt: skip
-    created = httpx.post(f"{fhir_server}/Group", json=group,
-                         headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    group = {
+        "resourceType": "Group",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{e['resource']['id']}"}} for e in patients],
+    }
+    created = httpx.post(
+        f"{fhir_server}/Group", json=group, headers={"Content-Type": "application/fhir+json"}
+    )
     group_id = created.json()["id"]
     server = ServerSettings(base_url=fhir_server)
     for use_export in (False, True):
         selection = PullSelection(kind="group", group_id=group_id)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache,
-                                      use_export=use_export))  # fmt: skip
+        pulled = asyncio.run(
+            run_pull(
+                selection=selection, ctx=ctx, server=server, cache=cache, use_export=use_export
+            )
+        )
         assert by_id(pulled.cases) == by_id(seed_cases), f"export={use_export}"
     cache.close()
 
@@ -215,13 +267,17 @@ def test_resources_not_understood_are_kept_and_listed(
     push(seed_cases[:1], ctx, fhir_server, cache)
     patient = httpx.get(f"{fhir_server}/Patient").json()["entry"][0]["resource"]
     haemoglobin = {
-        "resourceType": "Observation", "status": "final",
+        "resourceType": "Observation",
+        "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
         "subject": {"reference": f"Patient/{patient['id']}"},
         "valueQuantity": {"value": 11.2, "unit": "g/dL"},
-    }  # fmt: skip
-    httpx.post(f"{fhir_server}/Observation", json=haemoglobin,
-               headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    }
+    httpx.post(
+        f"{fhir_server}/Observation",
+        json=haemoglobin,
+        headers={"Content-Type": "application/fhir+json"},
+    )
     server = ServerSettings(base_url=fhir_server)
     selection = PullSelection(kind="search", query=SEED_QUERY)
     pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))

@@ -28,9 +28,15 @@ from fhir_cart.errors import (
 BASE = "https://fhir.test/r4"
 OUTCOME = {
     "resourceType": "OperationOutcome",
-    "issue": [{"severity": "error", "code": "invalid", "diagnostics": "bad thing",
-               "expression": ["Patient.birthDate"]}],
-}  # fmt: skip
+    "issue": [
+        {
+            "severity": "error",
+            "code": "invalid",
+            "diagnostics": "bad thing",
+            "expression": ["Patient.birthDate"],
+        }
+    ],
+}
 PATIENT = {"resourceType": "Patient", "id": "1"}
 
 
@@ -86,9 +92,15 @@ async def test_retries_give_up_with_a_retryable_error(
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(400, FatalHttpError), (404, FatalHttpError), (409, FatalHttpError),
-     (422, FatalHttpError), (412, PreconditionFailed), (403, AuthError)],
-)  # fmt: skip
+    [
+        (400, FatalHttpError),
+        (404, FatalHttpError),
+        (409, FatalHttpError),
+        (422, FatalHttpError),
+        (412, PreconditionFailed),
+        (403, AuthError),
+    ],
+)
 async def test_fatal_status_is_not_retried_and_explains_itself(
     mock: respx.MockRouter, sleeps: Sleeps, status: int, error: type[Exception]
 ) -> None:
@@ -107,9 +119,11 @@ async def test_retry_after_is_honoured(mock: respx.MockRouter, sleeps: Sleeps, h
     if header == "http-date":
         value = email.utils.formatdate(time.time() + 7, usegmt=True)
     mock.get("/Patient/1").mock(
-        side_effect=[httpx.Response(429, headers={"Retry-After": value}),
-                     httpx.Response(200, json=PATIENT)]
-    )  # fmt: skip
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": value}),
+            httpx.Response(200, json=PATIENT),
+        ]
+    )
     async with FhirClient(base_url=BASE, sleep=sleeps) as client:
         await client.read("Patient", "1")
     assert len(sleeps.calls) == 1
@@ -118,9 +132,12 @@ async def test_retry_after_is_honoured(mock: respx.MockRouter, sleeps: Sleeps, h
 
 async def test_timeouts_are_retried(mock: respx.MockRouter, sleeps: Sleeps) -> None:
     mock.get("/Patient/1").mock(
-        side_effect=[httpx.ReadTimeout("slow"), httpx.ConnectError("down"),
-                     httpx.Response(200, json=PATIENT)]
-    )  # fmt: skip
+        side_effect=[
+            httpx.ReadTimeout("slow"),
+            httpx.ConnectError("down"),
+            httpx.Response(200, json=PATIENT),
+        ]
+    )
     async with FhirClient(base_url=BASE, sleep=sleeps, backoff=0.1) as client:
         assert await client.read("Patient", "1") == PATIENT
     assert sleeps.calls == [0.1, 0.2]
@@ -146,9 +163,11 @@ async def test_a_conditional_create_is_retried(mock: respx.MockRouter, sleeps: S
 
 async def test_401_reauthenticates_once(mock: respx.MockRouter, sleeps: Sleeps) -> None:
     token = mock.post("https://auth.test/token").mock(
-        side_effect=[httpx.Response(200, json={"access_token": "t1", "expires_in": 3600}),
-                     httpx.Response(200, json={"access_token": "t2", "expires_in": 3600})]
-    )  # fmt: skip
+        side_effect=[
+            httpx.Response(200, json={"access_token": "t1", "expires_in": 3600}),
+            httpx.Response(200, json={"access_token": "t2", "expires_in": 3600}),
+        ]
+    )
     route = mock.get("/Patient/1").mock(
         side_effect=[httpx.Response(401), httpx.Response(200, json=PATIENT)]
     )
@@ -185,10 +204,13 @@ async def test_token_is_cached_between_requests(mock: respx.MockRouter, sleeps: 
 
 def _page(ids: list[str], next_url: str | None) -> dict[str, Any]:
     page: dict[str, Any] = {
-        "resourceType": "Bundle", "type": "searchset",
-        "entry": [{"resource": {"resourceType": "Patient", "id": i}, "search": {"mode": "match"}}
-                  for i in ids],
-    }  # fmt: skip
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": i}, "search": {"mode": "match"}}
+            for i in ids
+        ],
+    }
     if next_url:
         page["link"] = [{"relation": "next", "url": next_url}]
     return page
@@ -236,20 +258,28 @@ async def test_stale_version_is_a_precondition_failure(
 
 
 def _capabilities(*codes: str) -> dict[str, Any]:
-    return {"resourceType": "CapabilityStatement",
-            "rest": [{"mode": "server", "interaction": [{"code": c} for c in codes]}]}  # fmt: skip
+    return {
+        "resourceType": "CapabilityStatement",
+        "rest": [{"mode": "server", "interaction": [{"code": c} for c in codes]}],
+    }
 
 
 async def test_batch_response_reports_each_entry(mock: respx.MockRouter, sleeps: Sleeps) -> None:
     mock.get("/metadata").mock(return_value=httpx.Response(200, json=_capabilities("batch")))
     answer = {
-        "resourceType": "Bundle", "type": "batch-response",
+        "resourceType": "Bundle",
+        "type": "batch-response",
         "entry": [
-            {"response": {"status": "201 Created", "location": "Patient/9/_history/1",
-                          "etag": 'W/"1"'}},
+            {
+                "response": {
+                    "status": "201 Created",
+                    "location": "Patient/9/_history/1",
+                    "etag": 'W/"1"',
+                }
+            },
             {"response": {"status": "422 Unprocessable Entity", "outcome": OUTCOME}},
         ],
-    }  # fmt: skip
+    }
     post = mock.post("/").mock(return_value=httpx.Response(200, json=answer))
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{}, {}]}
     async with FhirClient(base_url=BASE, sleep=sleeps) as client:
@@ -267,8 +297,9 @@ async def test_smart_backend_services_discovers_and_signs(
     mock: respx.MockRouter, sleeps: Sleeps
 ) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()  # fmt: skip
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     mock.get("/.well-known/smart-configuration").mock(
         return_value=httpx.Response(200, json={"token_endpoint": "https://auth.test/smart"})
     )
@@ -282,8 +313,12 @@ async def test_smart_backend_services_discovers_and_signs(
     form = dict(httpx.QueryParams(token.calls[0].request.content.decode()))
     assert form["grant_type"] == "client_credentials"
     assert form["client_assertion_type"].endswith("jwt-bearer")
-    claims = jwt.decode(form["client_assertion"], key.public_key(), algorithms=["RS384"],
-                        audience="https://auth.test/smart")  # fmt: skip
+    claims = jwt.decode(
+        form["client_assertion"],
+        key.public_key(),
+        algorithms=["RS384"],
+        audience="https://auth.test/smart",
+    )
     assert claims["iss"] == claims["sub"] == "cart"
     assert jwt.get_unverified_header(form["client_assertion"])["kid"] == "k1"
     assert read.calls[0].request.headers["Authorization"] == "Bearer jwt-ok"

@@ -41,8 +41,11 @@ def test_worked_example_in_the_mapping_reference(tmp_path: Path) -> None:
     assert first.statuses == ()
     (mrd,) = second.mrd
     assert (mrd.value, mrd.unit, mrd.when.day, mrd.when.date) == (
-        0.02, "%", 28, dt.date(2022, 5, 30),
-    )  # fmt: skip
+        0.02,
+        "%",
+        28,
+        dt.date(2022, 5, 30),
+    )
     (relapse,) = second.statuses
     assert (relapse.status, relapse.cd19, relapse.when.day) == ("relapse", "negative", 180)
 
