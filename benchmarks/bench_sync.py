@@ -132,7 +132,7 @@ def bench_tables(patients: int, tmp: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--patients", type=int, default=1000)
-    parser.add_argument("--table-patients", type=int, default=10_000)
+    parser.add_argument("--table-patients", type=int, default=1_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = bench_push(args.patients, Path(tmp))

@@ -137,6 +137,11 @@ def map_command(
             orjson.dumps(bundle, option=orjson.OPT_INDENT_2)
         )
     _write_code_system(ctx, out_dir)
+    unverified = ctx.terminology.unverified_report()
+    if unverified:
+        (out_dir / "unverified-codes.json").write_bytes(
+            orjson.dumps(unverified, option=orjson.OPT_INDENT_2)
+        )
     _warn_unverified(ctx)
     _print_counts(len(cases), writer.counts, count, out_dir)
 

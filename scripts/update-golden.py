@@ -1,0 +1,37 @@
+"""Regenerate tests/golden/<case>/output.json from input.json (review the diff before committing).
+
+.venv/bin/python scripts/update-golden.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import orjson
+
+from fhir_cart.mappers.context import mapping_context
+from fhir_cart.mappers.to_fhir import case_to_fhir
+from fhir_cart.records import Case
+from fhir_cart.terminology import default_mappings_dir, load_terminology
+
+GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
+AS_OF = dt.date(2026, 1, 1)
+
+
+def render(case: Case) -> list[dict[str, object]]:
+    terms = load_terminology(default_mappings_dir() / "terminology.yaml", as_of=AS_OF)
+    ctx = mapping_context(terminology=terms, ref_style="relative")
+    return case_to_fhir(ctx, case)
+
+
+def main() -> None:
+    for folder in sorted(p for p in GOLDEN.iterdir() if p.is_dir()):
+        case = Case.model_validate_json((folder / "input.json").read_bytes())
+        output = orjson.dumps(render(case), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        (folder / "output.json").write_bytes(output + b"\n")
+        print(f"wrote {folder.name}/output.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The SQL cache on SQLite and PostgreSQL: migrations, change detection, journal, queue."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from fhir_cart.cache import Outcome, SentEntry, open_cache
+from fhir_cart.errors import Reject
+
+pytestmark = pytest.mark.integration
+KEY = ("Observation", "https://x/id/c/observation", "P1/mrd-1")
+
+
+def test_migrations_create_exactly_the_models(cache_url: str) -> None:
+    cache = open_cache(cache_url)
+    with cache.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    cache.close()
+    assert diff == []
+
+
+def test_migrate_twice_is_harmless(cache_url: str) -> None:
+    open_cache(cache_url).close()
+    cache = open_cache(cache_url)
+    assert cache.list_runs() == []
+    cache.close()
+
+
+def _sent(digest: str) -> SentEntry:
+    return SentEntry(KEY, "42", "1", 'W/"1"', None, digest, b"{}")
+
+
+def test_only_changed_content_is_sent_again(cache_url: str) -> None:
+    cache = open_cache(cache_url)
+    other = ("Patient", "https://x/id/c/patient", "P1")
+    assert cache.changed(server="s", items=[(KEY, "h1"), (other, "p1")]) == {KEY, other}
+    cache.record_sent(server="s", entries=[_sent("h1")])
+    cache.record_sent(server="s", entries=[_sent("h1")])  # idempotent upsert
+    assert cache.changed(server="s", items=[(KEY, "h1"), (other, "p1")]) == {other}
+    assert cache.changed(server="s", items=[(KEY, "h2")]) == {KEY}
+    assert cache.changed(server="elsewhere", items=[(KEY, "h1")]) == {KEY}
+    assert cache.server_ids(server="s", keys=[KEY]) == {KEY: "42"}
+    assert cache.count_resources(server="s", direction="sent") == {"Observation": 1}
+    many = [(("Observation", "sys", f"v{i}"), "h") for i in range(1200)]  # chunked lookups
+    assert len(cache.changed(server="s", items=many)) == 1200
+    cache.close()
+
+
+def test_journal_outcomes_and_rejects(cache_url: str) -> None:
+    cache = open_cache(cache_url)
+    run = cache.create_run(kind="push", server="s", params={})
+    cache.begin_pending(run_id=run, bundle_no=1, items=[(KEY, "h1")])
+    assert [p.identifier_value for p in cache.pending(run_id=run)] == ["P1/mrd-1"]
+    cache.clear_pending(run_id=run, bundle_no=1)
+    assert cache.pending(run_id=run) == []
+    cache.add_outcomes(run_id=run, outcomes=[Outcome(KEY, "failed", 422, "bad code")])
+    (outcome,) = cache.outcomes(run_id=run)
+    assert (outcome.outcome, outcome.status_code, outcome.reason) == ("failed", 422, "bad code")
+    cache.add_rejects(
+        run_id=run, rejects=[Reject("f.csv", 3, "dob", "x", "not a date", "patients")]
+    )
+    (reject,) = cache.rejects(run_id=run)
+    assert (reject.source, reject.row, reject.column_name) == ("f.csv", 3, "dob")
+    cache.finish_run(run, status="failed", counts={"failed": 1}, error="1 failed")
+    finished = cache.get_run(run)
+    assert finished is not None
+    assert finished.status == "failed"
+    cache.close()
+
+
+def test_two_claimers_never_take_the_same_run(cache_url: str) -> None:
+    cache = open_cache(cache_url)
+    ids = {
+        cache.create_run(kind="pull", server="s", params={}, status="pending") for _ in range(30)
+    }
+    claimed: dict[str, list[int]] = {"a": [], "b": []}
+
+    def claim(name: str) -> None:
+        mine = open_cache(cache_url, migrate=False)
+        while (run := mine.claim_next_run(worker=name)) is not None:
+            assert run.id is not None
+            claimed[name].append(run.id)
+        mine.close()
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    taken = claimed["a"] + claimed["b"]
+    assert sorted(taken) == sorted(ids)  # every run once, none twice
+    cache.close()

@@ -1,0 +1,68 @@
+"""The command line as a user meets it: outputs, exit codes and reject reports."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fhir_cart.cli import main
+from tests.conftest import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
+
+
+def test_map_writes_bundles_ndjson_codesystem_and_flags_unverified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path)]) == 0
+    ndjson = {p.name for p in (tmp_path / "ndjson").iterdir()}
+    assert "Observation.ndjson" in ndjson
+    assert "Patient.ndjson" in ndjson
+    lines = (tmp_path / "ndjson" / "Patient.ndjson").read_bytes().splitlines()
+    assert len(lines) == 7
+    bundle = orjson.loads((tmp_path / "bundles" / "bundle-0001.json").read_bytes())
+    assert bundle["type"] == "transaction"
+    unverified = orjson.loads((tmp_path / "unverified-codes.json").read_bytes())
+    assert unverified == [{"concept": "procedure.cart_infusion", "code": "C126102"}]
+    assert "unverified code C126102" in capsys.readouterr().err
+
+
+def test_map_refuses_unverified_codes_under_strict(tmp_path: Path) -> None:
+    args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path), "--strict"]
+    assert main(args) == 4
+
+
+def test_rejected_rows_stop_the_run_unless_told_to_continue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = [str(FIXTURES / "bad" / "tables"), "-m", str(MAPPINGS / "centres" / "bad.yaml")]
+    assert main(["map", *bad, "-o", str(tmp_path / "a")]) == 3
+    err = capsys.readouterr().err
+    assert "patients.csv [patients] row 3 column 'birth_date'" in err
+    with (tmp_path / "a" / "rejects.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6
+    assert main(["map", *bad, "-o", str(tmp_path / "b"), "--continue-on-error"]) == 0
+    assert (tmp_path / "b" / "rejects.csv").exists()
+    assert (tmp_path / "b" / "ndjson" / "Patient.ndjson").read_bytes().count(b"\n") == 2
+
+
+def test_summary_from_ndjson_matches_the_paper(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["summary", str(tmp_path / "ndjson"), "--json"]) == 0
+    summary = orjson.loads(capsys.readouterr().out)
+    assert summary["median_follow_up_days"] == 497
+    assert summary["relapses_cd19_negative"] == 3
+
+
+def test_usage_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["map", str(tmp_path / "missing.xlsx"), "-o", str(tmp_path)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["map", str(SEED_FILE), "-o", str(tmp_path)]) == 1
+    assert "--mapping" in capsys.readouterr().err
+    assert main(["pull", "--server", "http://127.0.0.1:9/fhir", "--out", str(tmp_path)]) == 2
+    assert main(["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", "nowhere"]) == 2
