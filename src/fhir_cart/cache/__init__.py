@@ -1,5 +1,13 @@
 """The local SQL cache (SQLite by default, PostgreSQL by URL)."""
 
-from fhir_cart.cache.store import Cache, Key, Outcome, SentEntry, normalise_url, open_cache
+from fhir_cart.cache.store import (
+    Cache,
+    Key,
+    Outcome,
+    SentEntry,
+    normalise_url,
+    open_cache,
+    worker_name,
+)
 
-__all__ = ["Cache", "Key", "Outcome", "SentEntry", "normalise_url", "open_cache"]
+__all__ = ["Cache", "Key", "Outcome", "SentEntry", "normalise_url", "open_cache", "worker_name"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ from fhir_cart.cache.models import (
 from fhir_cart.errors import Reject
 from fhir_cart.records import Case
 
-__all__ = ["Cache", "Key", "Outcome", "SentEntry", "normalise_url", "open_cache"]
+__all__ = [
+    "Cache", "Key", "Outcome", "SentEntry", "normalise_url", "open_cache", "worker_name",
+]  # fmt: skip
 
 Key = tuple[str, str, str]
 """(resource type, identifier system, identifier value)"""
@@ -247,9 +250,18 @@ class Cache:
     # -- runs (and the job queue) ----------------------------------------------------------
 
     def create_run(
-        self, *, kind: str, server: str, params: dict[str, Any], status: str = "running"
+        self,
+        *,
+        kind: str,
+        server: str,
+        params: dict[str, Any],
+        status: str = "running",
+        worker: str | None = None,
     ) -> int:
-        run = SyncRun(kind=kind, server=server, status=status, params=orjson.dumps(params).decode())
+        run = SyncRun(
+            kind=kind, server=server, status=status, params=orjson.dumps(params).decode(),
+            worker=worker,
+        )  # fmt: skip
         if status == "running":
             run.started_at = run.heartbeat_at = _now()
         with self.session() as s:
@@ -305,6 +317,22 @@ class Cache:
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return None
             return self.get_run(run.id)  # type: ignore[arg-type]
+
+    def mark_dead_workers(self) -> list[int]:
+        """Runs left ``running`` by a process of this host that no longer exists (killed)."""
+        prefix = f"{socket.gethostname()}-"
+        dead: list[int] = []
+        with self.session() as s:
+            running = s.exec(select(SyncRun).where(SyncRun.status == "running"))
+            for run in running:
+                worker = run.worker or ""
+                pid = worker.removeprefix(prefix)
+                local = worker.startswith(prefix) and pid.isdigit()
+                if local and run.id is not None and not _alive(int(pid)):
+                    dead.append(run.id)
+        for run_id in dead:
+            self.update_run(run_id, status="interrupted", error="process ended without finishing")
+        return dead
 
     def mark_interrupted(self, *, stale_after: float) -> list[int]:
         """Runs whose worker stopped sending heartbeats: marked interrupted (resumable)."""
@@ -390,6 +418,21 @@ class Cache:
             if run_id is not None:
                 query = query.where(RejectedInput.run_id == run_id)
             return list(s.exec(query))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_name() -> str:
+    """This process, as written in ``sync_run.worker``: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 _RESOURCE_KEY = ["server", "direction", "resource_type", "identifier_system", "identifier_value"]

@@ -356,6 +356,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_cache = cache is None
         app.state.cache = cache or open_cache(settings.effective_cache_url())
+        app.state.cache.mark_dead_workers()
         app.state.cache.mark_interrupted(stale_after=120)
         stop = asyncio.Event()
         task = None

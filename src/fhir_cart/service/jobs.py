@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from fhir_cart.cache import Cache
+from fhir_cart.cache import Cache, worker_name
 from fhir_cart.cache.models import SyncRun
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.readers import read_study
@@ -31,10 +29,6 @@ from fhir_cart.writers import write_study
 __all__ = ["execute", "job_dir", "run_worker", "worker_name"]
 
 log = logging.getLogger(__name__)
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def job_dir(settings: Settings, run_id: int) -> Path:

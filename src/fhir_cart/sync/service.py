@@ -24,7 +24,7 @@ from fhir_cart.auth import (
     NoAuth,
     SmartBackendServices,
 )
-from fhir_cart.cache import Cache
+from fhir_cart.cache import Cache, worker_name
 from fhir_cart.client import FhirClient
 from fhir_cart.errors import ConfigError
 from fhir_cart.mappers.context import MappingContext
@@ -97,7 +97,10 @@ async def run_push(
     if dry_run:
         return plan, None
     if run_id is None:
-        run_id = cache.create_run(kind="push", server=key, params={"patients": len(cases)})
+        cache.mark_dead_workers()  # a push killed earlier: its journal may now be cleared
+        run_id = cache.create_run(
+            kind="push", server=key, params={"patients": len(cases)}, worker=worker_name()
+        )
     try:
         async with client_for(server) as client:
             report = await push(
@@ -185,7 +188,10 @@ async def run_pull(
     """Fetch the cohort into the cache, then reverse-map it from the cache."""
     key = server.base_url
     if run_id is None:
-        run_id = cache.create_run(kind="pull", server=key, params={"selection": selection.kind})
+        cache.mark_dead_workers()
+        run_id = cache.create_run(
+            kind="pull", server=key, params={"selection": selection.kind}, worker=worker_name()
+        )
     stats = PullStats()
     try:
         async with client_for(server) as client:
