@@ -1,4 +1,11 @@
-"""Hypothesis strategies generating valid canonical records (every field, both time forms)."""
+"""Hypothesis strategies generating valid canonical records (every field, both time forms).
+
+``cases()`` draws one valid :class:`~fhir_cart.records.Case` with every optional field
+sometimes set and sometimes not, times as a date, a relative day, or both, ids and free text
+that look like numbers or formulas ('007', '1e5', '=1+1'), and MRD as words, values with
+comparators, percentages and fractions. ``cohorts()`` draws several cases with distinct
+study ids. Numbers keep at most 12 significant digits (Excel keeps 15).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,12 @@ from hypothesis import strategies as st
 
 from fhir_cart import records as r
 
-ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_\-\.]{0,11}", fullmatch=True)
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_\-\.]{0,11}", fullmatch=True) | st.sampled_from(
+    ["007", "1e5", "1.0", "12", "P-01"]
+)
+free_text = (
+    st.text("ABCTBIGyé +/-,;'\"=()0123456789", min_size=1, max_size=30).map(str.strip).filter(bool)
+)
 dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2035, 12, 31))
 days = st.integers(min_value=-400, max_value=4000)
 anchors = st.sampled_from(r.ANCHORS)
@@ -84,13 +96,7 @@ def procedures(draw: st.DrawFn, event_id: str) -> r.ProcedureRecord:
         fields["cell_dose_unit"] = None if dose is None else "10*6/kg"
     if kind == "hsct":
         fields["donor_type"] = draw(_opt(_literal("DonorType")))
-        fields["conditioning"] = draw(
-            _opt(
-                st.text("ABCTBIGy +/-0123456789", min_size=1, max_size=30)
-                .map(str.strip)
-                .filter(bool)
-            )
-        )
+        fields["conditioning"] = draw(_opt(free_text))
     return r.ProcedureRecord(**fields)
 
 
@@ -115,7 +121,7 @@ def mrd_results(draw: st.DrawFn, event_id: str) -> r.MrdResult:
         comparator=None if value is None else draw(_opt(_literal("Comparator"))),
         qualitative=qualitative,
         sensitivity=draw(_opt(st.sampled_from([1e-3, 1e-4, 1e-5, 1e-6]))),
-        marker=draw(_opt(st.sampled_from(["IGH", "TRG", "IGK-Kde"]))),
+        marker=draw(_opt(st.sampled_from(["IGH", "TRG", "IGK-Kde"]) | free_text)),
     )
 
 
@@ -140,8 +146,9 @@ def adverse_events(draw: st.DrawFn, event_id: str) -> r.AdverseEvent:
 
 
 def _events(draw: st.DrawFn, maker: Any, prefix: str, most: int) -> tuple[Any, ...]:
-    count = draw(st.integers(0, most))
-    return tuple(draw(maker(f"{prefix}-{i}")) for i in range(count))
+    """Up to ``most`` events with ids unique within their kind (as Case requires)."""
+    names = draw(st.lists(ids | st.just(prefix), max_size=most, unique=True))
+    return tuple(draw(maker(name)) for name in names)
 
 
 @st.composite

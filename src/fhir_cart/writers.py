@@ -2,9 +2,11 @@
 
 The canonical layout has one table per record kind (patients, drugs, procedures, mrd,
 statuses, adverse_events) with one column per canonical field; a time is three columns
-``<name>_date``, ``<name>_day``, ``<name>_anchor``. :func:`canonical_mapping` reads these
-tables back, so ``read_study(write_study(cases))`` gives the same cases (XLSX stores numbers
-with 15 significant digits, as Excel does; CSV, JSON and Parquet keep every digit).
+``<name>_date``, ``<name>_day``, ``<name>_anchor``. A CSV folder holds ``<table>.csv``, a
+workbook a sheet ``<table>``, a Parquet folder ``<table>.parquet`` (typed columns even when
+empty). :func:`canonical_mapping` reads the CSV folder and the workbook back, so
+``read_study(write_study(cases))`` gives the same cases (XLSX stores numbers with 15
+significant digits, as Excel does; CSV, JSON and Parquet keep every digit).
 """
 
 from __future__ import annotations
@@ -35,10 +37,7 @@ COLUMNS: dict[str, list[str]] = {
 def canonical_mapping(centre: str = "canonical") -> StudyMapping:
     """The mapping that reads what :func:`write_study` writes (CSV folder or XLSX)."""
     tables = {
-        table: TableSpec(
-            source=f"{table}.csv",
-            columns={c: c for c in cols},
-        )
+        table: TableSpec(source=table, columns={c: c for c in cols})
         for table, cols in COLUMNS.items()
     }
     return StudyMapping(centre=centre, layout="tables", tables=tables)
@@ -74,7 +73,7 @@ def table_rows(cases: Iterable[Case]) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield table, _record_row(event, sid)
 
 
-def _cell(value: Any) -> Any:
+def _text_cell(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
@@ -88,22 +87,35 @@ def _write_csv(cases: Iterable[Case], out: Path) -> list[Path]:
         for w in writers.values():
             w.writeheader()
         for table, row in table_rows(cases):
-            writers[table].writerow({k: _cell(v) for k, v in row.items()})
+            writers[table].writerow({k: _text_cell(v) for k, v in row.items()})
     finally:
         for handle in handles.values():
             handle.close()
     return [out / f"{t}.csv" for t in COLUMNS]
 
 
+def _xlsx_cell(sheet: Any, value: Any) -> Any:
+    """Text starting with '=' stays text: openpyxl would otherwise store it as a formula."""
+    if isinstance(value, str) and value.startswith("="):
+        from openpyxl.cell import WriteOnlyCell
+
+        cell = WriteOnlyCell(sheet, value)
+        cell.data_type = "s"
+        return cell
+    return value
+
+
 def _write_xlsx(cases: Iterable[Case], out: Path) -> list[Path]:
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)
-    sheets = {t: book.create_sheet(f"{t}.csv") for t in COLUMNS}
+    sheets = {t: book.create_sheet(t) for t in COLUMNS}
     for table, sheet in sheets.items():
         sheet.append(COLUMNS[table])
+    # Dates go in as real date cells, so Excel users can sort and compute with them.
     for table, row in table_rows(cases):
-        sheets[table].append([_cell(row.get(c)) for c in COLUMNS[table]])
+        sheet = sheets[table]
+        sheet.append([_xlsx_cell(sheet, row.get(c)) for c in COLUMNS[table]])
     path = out if out.suffix == ".xlsx" else out / "study.xlsx"
     path.parent.mkdir(parents=True, exist_ok=True)
     book.save(path)
@@ -150,7 +162,11 @@ def _write_parquet(cases: Iterable[Case], out: Path) -> list[Path]:
 
 
 def write_study(cases: Iterable[Case], out: Path, fmt: Format) -> list[Path]:
-    """Write cases in the canonical tables layout; returns the files written."""
+    """Write cases in the canonical tables layout; returns the files written.
+
+    ``csv`` and ``parquet`` write one file per table into the folder ``out``; ``xlsx`` and
+    ``json`` write ``out`` itself when it ends in ``.xlsx``/``.json``, else
+    ``out/study.xlsx``/``out/study.json``."""
     writer = {
         "csv": _write_csv,
         "xlsx": _write_xlsx,
@@ -163,6 +179,7 @@ def write_study(cases: Iterable[Case], out: Path, fmt: Format) -> list[Path]:
 
 
 def write_rejects(rejects: Iterable[Reject], path: Path) -> Path:
+    """The reject report as CSV: source, table, row, column, value, reason."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, ["source", "table", "row", "column", "value", "reason"])

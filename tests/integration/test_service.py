@@ -16,6 +16,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from fhir_cart.cache import open_cache
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.to_fhir import case_to_fhir
+from fhir_cart.records import Case
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import ServerSettings, Settings
 from fhir_cart.summary import PAPER
@@ -59,7 +62,15 @@ def wait(client: TestClient, job_id: int, timeout: float = 60) -> dict[str, Any]
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
-def test_push_and_pull_jobs_end_to_end(client: TestClient) -> None:
+def seed_resource_count(ctx: MappingContext, cases: list[Case]) -> int:
+    """How many resources the seed cohort maps to (what one push must create)."""
+    return sum(len(case_to_fhir(ctx, case)) for case in cases)
+
+
+def test_push_and_pull_jobs_end_to_end(
+    client: TestClient, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    total = seed_resource_count(ctx, seed_cases)
     report = upload(client, SEED_FILE)
     assert report.status_code == 201
     body = report.json()
@@ -74,14 +85,14 @@ def test_push_and_pull_jobs_end_to_end(client: TestClient) -> None:
     ).json()
     done = wait(client, job["id"])
     assert done["status"] == "succeeded", done
-    assert done["counts"]["created"] == 105
+    assert done["counts"]["created"] == total
     outcomes = client.get(f"/jobs/{job['id']}/outcomes", headers=KEY).json()
-    assert len(outcomes) == 105
+    assert len(outcomes) == total
     assert {o["outcome"] for o in outcomes} == {"created"}
     again = client.post(
         "/jobs/push", headers=KEY, json={"upload_id": body["upload_id"], "server": "local"}
     ).json()
-    assert wait(client, again["id"])["counts"] == {"unchanged": 105}
+    assert wait(client, again["id"])["counts"] == {"unchanged": total}
     pull = client.post(
         "/jobs/pull",
         headers=KEY,
@@ -166,8 +177,13 @@ def _worker(cache_url: str, data_dir: str, fhir_url: str, name: str) -> None:
 
 
 def test_two_workers_share_the_queue_without_running_a_job_twice(
-    postgres_url: str, fhir_server: str, tmp_path: Path
+    postgres_url: str,
+    fhir_server: str,
+    tmp_path: Path,
+    ctx: MappingContext,
+    seed_cases: list[Case],
 ) -> None:
+    total = seed_resource_count(ctx, seed_cases)
     settings = make_settings(tmp_path, postgres_url, fhir_server)
     cache = open_cache(postgres_url)
     seed_mapping = (ROOT / "mappings" / "centres" / "seed.yaml").read_text()
@@ -198,7 +214,7 @@ def test_two_workers_share_the_queue_without_running_a_job_twice(
     for run in runs:
         assert run is not None
         assert run.id is not None
-        assert len(cache.outcomes(run_id=run.id, limit=5000)) == 105  # ran once, not twice
-        assert orjson.loads(run.counts) == {"created": 105, "unchanged": 0}
+        assert len(cache.outcomes(run_id=run.id, limit=5000)) == total  # ran once, not twice
+        assert orjson.loads(run.counts) == {"created": total, "unchanged": 0}
         assert run.worker in ("w0", "w1")
     cache.close()
