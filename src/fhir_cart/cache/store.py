@@ -117,12 +117,12 @@ class Cache:
             return
         stmt = self._insert(model)
         updates = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+        # One statement run over many parameter sets: compiled once (and cached), where
+        # ``.values(rows)`` would compile a new statement with a placeholder per cell.
+        upsert = stmt.on_conflict_do_update(index_elements=keys, set_=updates)
         with self.engine.begin() as conn:
             for start in range(0, len(rows), _CHUNK):
-                chunk = rows[start : start + _CHUNK]
-                conn.execute(
-                    stmt.values(chunk).on_conflict_do_update(index_elements=keys, set_=updates)
-                )
+                conn.execute(upsert, rows[start : start + _CHUNK])
 
     def upsert_study_records(self, *, cases: Iterable[Case]) -> int:
         rows = []
@@ -351,13 +351,14 @@ class Cache:
     def begin_pending(
         self, *, run_id: int, bundle_no: int, items: Sequence[tuple[Key, str]]
     ) -> None:
-        with self.session() as s:
-            s.add_all(
-                PushPending(run_id=run_id, bundle_no=bundle_no, resource_type=k[0],
-                            identifier_system=k[1], identifier_value=k[2], content_hash=h)
-                for k, h in items
-            )  # fmt: skip
-            s.commit()
+        rows = [
+            {"run_id": run_id, "bundle_no": bundle_no, "resource_type": k[0],
+             "identifier_system": k[1], "identifier_value": k[2], "content_hash": h}
+            for k, h in items
+        ]  # fmt: skip
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(PushPending.__table__.insert(), rows)  # type: ignore[attr-defined]
 
     def clear_pending(self, *, run_id: int, bundle_no: int) -> None:
         with self.engine.begin() as conn:

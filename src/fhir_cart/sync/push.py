@@ -81,6 +81,10 @@ def _link_unchanged(resources: list[Json], known: dict[str, str]) -> list[Json]:
     return out
 
 
+_PLAN_BATCH = 250
+"""Patients whose change detection is asked of the cache in one query."""
+
+
 def plan_push(
     ctx: MappingContext,
     cases: Iterable[Case],
@@ -91,17 +95,33 @@ def plan_push(
     """Map cases and keep only resources whose hash differs from the last successful push."""
     plan = PushPlan()
     urn_ctx = ctx.with_style("urn")
+    batch: list[list[tuple[Key, str, Json]]] = []
     for resources in map_cases(urn_ctx, cases):
-        keyed = [(resource_key(r), content_hash(r), r) for r in resources]
+        batch.append([(resource_key(r), content_hash(r), r) for r in resources])
+        if len(batch) == _PLAN_BATCH:
+            _plan_batch(plan, batch, changed, server_ids)
+            batch = []
+    if batch:
+        _plan_batch(plan, batch, changed, server_ids)
+    return plan
+
+
+def _plan_batch(
+    plan: PushPlan,
+    batch: list[list[tuple[Key, str, Json]]],
+    changed: Callable[[list[tuple[Key, str]]], set[Key]],
+    server_ids: Callable[[list[Key]], dict[Key, str]],
+) -> None:
+    """Plan a batch of patients (each a list of keyed resources) with one change lookup."""
+    dirty = changed([(k, h) for keyed in batch for k, h, _ in keyed])
+    for keyed in batch:
         plan.total += len(keyed)
         for key, digest, _ in keyed:
             plan.hashes[key] = digest
-        dirty = changed([(k, h) for k, h, _ in keyed])
         send = [r for k, _, r in keyed if k in dirty]
         plan.unchanged.extend(k for k, _, _ in keyed if k not in dirty)
         if send:
             plan.to_send.append(_with_links(keyed, dirty, send, server_ids))
-    return plan
 
 
 def _with_links(
