@@ -60,3 +60,23 @@ def test_canonical_mapping_file_matches_the_code() -> None:
 def test_every_shipped_mapping_loads() -> None:
     for path in (ROOT / "mappings" / "centres").glob("*.yaml"):
         assert load_study_mapping(path).centre
+
+
+def test_cli_reference_names_every_command_and_option() -> None:
+    import typer
+    from typer.core import TyperGroup
+
+    from fhir_cart.cli import app
+
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    missing = [
+        f"{name} {option}"
+        for name, command in group.commands.items()
+        for param in command.params
+        for option in param.opts
+        if option.startswith("--") and option != "--help" and option not in doc
+    ]
+    missing += [name for name in group.commands if f"## `fhir-cart {name}" not in doc]
+    assert missing == [], f"docs/cli.md does not mention: {missing}"
