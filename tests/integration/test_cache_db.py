@@ -95,3 +95,21 @@ def test_two_claimers_never_take_the_same_run(cache_url: str) -> None:
     taken = claimed["a"] + claimed["b"]
     assert sorted(taken) == sorted(ids)  # every run once, none twice
     cache.close()
+
+
+def test_a_named_lock_has_one_holder_across_connections(cache_url: str) -> None:
+    first, second = open_cache(cache_url), open_cache(cache_url)
+    try:
+        release = first.try_lock("push http://a centre-1")
+        assert release is not None
+        assert second.try_lock("push http://a centre-1") is None  # held elsewhere
+        other = second.try_lock("push http://a centre-2")  # another name is free
+        assert other is not None
+        other()
+        release()
+        again = second.try_lock("push http://a centre-1")  # free once released
+        assert again is not None
+        again()
+    finally:
+        first.close()
+        second.close()

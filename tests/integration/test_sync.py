@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,35 @@ def test_resources_not_understood_are_kept_and_listed(
     assert kept.server_id == unmapped.reference.split("/")[1]
     assert by_id(pulled.cases) == by_id(seed_cases[:1])
     cache.close()
+
+
+def test_two_pushes_of_one_cohort_at_once_create_each_resource_once(
+    fhir_server: str, cache_url: str, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    """Two processes' worth of pushes (each its own cache connection pool) started together:
+    the second waits for the first, then finds nothing changed."""
+    expected = expected_totals(ctx, seed_cases)
+    total = sum(expected.values())
+    caches = [open_cache(cache_url) for _ in range(2)]
+    start = threading.Barrier(2)
+    reports: list[Any] = []
+
+    def one(cache: Any) -> None:
+        start.wait()
+        reports.append(push(seed_cases, ctx, fhir_server, cache, bundle_size=10)[1])
+
+    try:
+        threads = [threading.Thread(target=one, args=(c,)) for c in caches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        for cache in caches:
+            cache.close()
+    assert len(reports) == 2
+    assert sorted(tuple(sorted(r.counts.items())) for r in reports) == [
+        (("created", total), ("unchanged", 0)),
+        (("unchanged", total),),
+    ]
+    assert server_totals(fhir_server) == expected

@@ -11,13 +11,13 @@ import datetime as dt
 import hashlib
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, event, func, tuple_, update
+from sqlalchemy import Engine, event, func, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine, select
 
@@ -318,6 +318,42 @@ class Cache:
                 return None
             return self.get_run(run.id)  # type: ignore[arg-type]
 
+    # -- named locks shared by every process using this cache --------------------------------
+
+    def try_lock(self, name: str) -> Callable[[], None] | None:
+        """Take the lock ``name`` without waiting: its release function, or None if another
+        holder (this or another process) has it. PostgreSQL: a session advisory lock on a
+        connection held until release; SQLite file: ``flock`` on a file beside the database;
+        in-memory SQLite (one process): always free."""
+        digest = hashlib.sha256(name.encode()).digest()
+        if self.dialect == "postgresql":
+            return self._try_advisory_lock(int.from_bytes(digest[:8], "big", signed=True))
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return lambda: None
+        return _try_file_lock(Path(f"{database}.lock-{digest[:8].hex()}"))
+
+    def _try_advisory_lock(self, key: int) -> Callable[[], None] | None:
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return None
+
+        def release() -> None:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+            finally:
+                conn.close()
+
+        return release
+
     def mark_dead_workers(self) -> list[int]:
         """Runs left ``running`` by a process of this host that no longer exists (killed)."""
         prefix = f"{socket.gethostname()}-"
@@ -453,6 +489,26 @@ def _received_row(server: str, resource: dict[str, Any]) -> dict[str, Any]:
         "patient_ref": subject.get("reference") if isinstance(subject, dict) else None,
         "mapped": None, "note": None, "updated_at": _now(),
     }  # fmt: skip
+
+
+def _try_file_lock(path: Path) -> Callable[[], None] | None:
+    import fcntl
+
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    except BaseException:
+        handle.close()
+        raise
+
+    def release() -> None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+    return release
 
 
 def open_cache(url: str | None = None, *, migrate: bool = True) -> Cache:

@@ -7,9 +7,11 @@ running the same push again sends only what the server has not acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,10 @@ from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.pull import EVENT_TYPES, PullSelection, PullStats, pull_resources
 from fhir_cart.sync.push import PushPlan, PushReport, plan_push, push
 
-__all__ = ["PullOutcome", "auth_from_settings", "client_for", "run_pull", "run_push"]
+__all__ = [
+    "PullOutcome", "auth_from_settings", "client_for", "exclusive", "push_locks", "run_pull",
+    "run_push",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,45 @@ def client_for(server: ServerSettings) -> FhirClient:
     )
 
 
+_LOCK_POLL_S = 0.25
+
+
+@asynccontextmanager
+async def exclusive(cache: Cache, names: Iterable[str]) -> AsyncIterator[None]:
+    """Hold every lock in ``names`` across all processes sharing ``cache``.
+
+    All are taken at once or none (released and retried after a pause), so two holders
+    never deadlock, and a wait that is cancelled leaves nothing held."""
+    wanted = sorted(set(names))
+    said = False
+    while True:
+        held: list[Callable[[], None]] = []
+        for name in wanted:
+            release = cache.try_lock(name)
+            if release is None:
+                break
+            held.append(release)
+        else:
+            break
+        for release in reversed(held):
+            release()
+        if not said:
+            log.info("waiting for another push of the same centre to this server to finish")
+            said = True
+        await asyncio.sleep(_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        for release in reversed(held):
+            release()
+
+
+def push_locks(server: str, cases: Iterable[Case]) -> list[str]:
+    """One lock per (server, centre): two pushes of one cohort to one server never overlap
+    (their conditional updates could otherwise both create), other centres go side by side."""
+    return sorted({f"push {server} {case.patient.centre}" for case in cases})
+
+
 async def run_push(
     *,
     cases: Sequence[Case],
@@ -85,22 +129,41 @@ async def run_push(
     run_id: int | None = None,
     on_bundle_done: Callable[[int, int], None] | None = None,
 ) -> tuple[PushPlan, PushReport | None]:
-    """Plan (only what changed since the last push) and, unless ``dry_run``, send."""
+    """Plan (only what changed since the last push) and, unless ``dry_run``, send.
+
+    A push waits for any other push of the same centre to the same server (another job,
+    worker or process using this cache) and plans only once that one has finished."""
     key = server.base_url
     cache.upsert_study_records(cases=cases)
-    plan = plan_push(
+    if dry_run:
+        return _plan(ctx, cases, cache, key), None
+    async with exclusive(cache, push_locks(key, cases)):
+        plan = _plan(ctx, cases, cache, key)
+        if run_id is None:
+            cache.mark_dead_workers()  # a push killed earlier: its journal may now be cleared
+            run_id = cache.create_run(
+                kind="push", server=key, params={"patients": len(cases)}, worker=worker_name()
+            )
+        return plan, await _send(plan, server, cache, run_id, on_bundle_done)
+
+
+def _plan(ctx: MappingContext, cases: Sequence[Case], cache: Cache, key: str) -> PushPlan:
+    return plan_push(
         ctx,
         cases,
         changed=lambda items: cache.changed(server=key, items=items),
         server_ids=lambda keys: cache.server_ids(server=key, keys=keys),
     )
-    if dry_run:
-        return plan, None
-    if run_id is None:
-        cache.mark_dead_workers()  # a push killed earlier: its journal may now be cleared
-        run_id = cache.create_run(
-            kind="push", server=key, params={"patients": len(cases)}, worker=worker_name()
-        )
+
+
+async def _send(
+    plan: PushPlan,
+    server: ServerSettings,
+    cache: Cache,
+    run_id: int,
+    on_bundle_done: Callable[[int, int], None] | None,
+) -> PushReport:
+    key = server.base_url
     try:
         async with client_for(server) as client:
             report = await push(
@@ -117,7 +180,7 @@ async def run_push(
         resumed = cache.clear_stale_pending()
         if resumed:
             log.info("finished %d resources left in flight by an interrupted push", resumed)
-    return plan, report
+    return report
 
 
 @dataclass
