@@ -42,6 +42,7 @@ from fhir_cart.study_mapping import (
     TableSpec,
     field_words,
     normalise_word,
+    validation_reason,
 )
 
 __all__ = ["ReadResult", "parse_mrd_result", "read_study"]
@@ -168,15 +169,6 @@ def parse_mrd_result(text: Any, unit: str) -> dict[str, Any]:
     if match["cmp"]:
         out["comparator"] = match["cmp"]
     return out
-
-
-def _pydantic_reason(exc: ValidationError) -> str:
-    reasons = []
-    for error in exc.errors():
-        loc = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        reasons.append(f"{loc}: {message}" if loc else message)
-    return "; ".join(reasons)
 
 
 # -- a table spec made ready to read rows ----------------------------------------------------
@@ -466,7 +458,7 @@ def _record(
             when = _when(flat, name, mapping, anchor_date)
         except ValidationError as exc:
             blamed = where.first_mapped(f"{name}_date", f"{name}_day", f"{name}_anchor")
-            raise _FieldError(blamed, _pydantic_reason(exc)) from None
+            raise _FieldError(blamed, validation_reason(exc)) from None
         if when is not None:
             flat[name] = when
     if where.plan.table == "patients":
@@ -531,7 +523,7 @@ class _Assembly:
         except _FieldError as exc:
             self._refuse_patient(where, exc.field, str(exc))
         except ValidationError as exc:
-            self._refuse_patient(where, _blamed_field(exc, where), _pydantic_reason(exc))
+            self._refuse_patient(where, _blamed_field(exc, where), validation_reason(exc))
 
     def _refuse_patient(self, where: _Where, fld: str | None, reason: str) -> None:
         self.rejects.append(where.reject(fld, reason))
@@ -556,7 +548,7 @@ class _Assembly:
         except _FieldError as exc:
             self.rejects.append(where.reject(exc.field, str(exc)))
         except ValidationError as exc:
-            self.rejects.append(where.reject(_blamed_field(exc, where), _pydantic_reason(exc)))
+            self.rejects.append(where.reject(_blamed_field(exc, where), validation_reason(exc)))
 
     def _owner(self, sid: str | None) -> str:
         if sid is None:
@@ -576,7 +568,7 @@ class _Assembly:
             try:
                 cases.append(Case(patient=patient, **by_table))
             except ValidationError as exc:
-                self._refuse_case(sid, events, _pydantic_reason(exc))
+                self._refuse_case(sid, events, validation_reason(exc))
         return cases
 
     def _refuse_case(self, sid: str, events: list[_Event], reason: str) -> None:
@@ -681,7 +673,7 @@ def _read_json(path: Path) -> ReadResult:
         except ValidationError as exc:
             first = exc.errors()[0]
             column = ".".join(str(part) for part in first["loc"]) or None
-            reason = _pydantic_reason(exc)
+            reason = validation_reason(exc)
             result.rejects.append(Reject(path.name, index, column, None, reason, "cases"))
     return result
 

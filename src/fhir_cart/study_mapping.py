@@ -41,6 +41,7 @@ __all__ = [
     "field_words",
     "load_study_mapping",
     "normalise_word",
+    "validation_reason",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -318,7 +319,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _pydantic_problems(exc: ValidationError) -> str:
+def validation_reason(exc: ValidationError) -> str:
+    """A pydantic error as one readable line: ``field: message; field: message``."""
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"])
@@ -346,4 +348,4 @@ def load_study_mapping(path: Path) -> StudyMapping:
     try:
         return StudyMapping.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"mapping file {path} is invalid: {_pydantic_problems(exc)}") from exc
+        raise ConfigError(f"mapping file {path} is invalid: {validation_reason(exc)}") from exc
