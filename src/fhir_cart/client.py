@@ -37,6 +37,24 @@ __all__ = ["EntryResult", "FhirClient", "outcome_message"]
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 
+
+class _UrlsWithoutQuery(logging.Filter):
+    """httpx logs every request's full URL at INFO, and FHIR queries carry identifiers
+    (``Patient?identifier=system|MRN``): an application logging at INFO would write them out.
+    This filter, on httpx's logger, turns the URL arguments of its records into their path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _path(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
+
+
+_HTTPX_LOG = logging.getLogger("httpx")
+if not any(isinstance(f, _UrlsWithoutQuery) for f in _HTTPX_LOG.filters):
+    _HTTPX_LOG.addFilter(_UrlsWithoutQuery())
+
 # Statuses worth another try: timeout, throttling and server-side trouble
 # (RFC 9110 15.5.9, RFC 6585 4, RFC 9110 15.6).
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,30 @@ def test_two_pushes_of_one_cohort_at_once_create_each_resource_once(
         (("unchanged", total),),
     ]
     assert server_totals(fhir_server) == expected
+
+
+def test_push_and_pull_write_no_patient_identifier_to_any_log(
+    fhir_server: str,
+    ctx: MappingContext,
+    seed_cases: list[Case],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, httpx's and httpcore's included
+    cache = open_cache(f"sqlite:///{tmp_path / 'cache.sqlite'}")
+    try:
+        push(seed_cases, ctx, fhir_server, cache)
+        system = ctx.identifier_system("seed", "patient")
+        wanted = tuple(f"{system}|{case.patient.study_id}" for case in seed_cases)
+        selection = PullSelection(kind="patients", identifiers=wanted)  # ids in query strings
+        server = ServerSettings(base_url=fhir_server)
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+    finally:
+        cache.close()
+    assert len(pulled.cases) == len(seed_cases)
+    ids = [case.patient.study_id for case in seed_cases]
+    births = [str(c.patient.birth_date) for c in seed_cases if c.patient.birth_date]
+    assert len(ids) == len(births) == 7
+    leaked = [value for value in ids + births if value in caplog.text]
+    assert leaked == []
+    assert "HTTP Request: GET /fhir/Patient" in caplog.text  # httpx logged, without queries

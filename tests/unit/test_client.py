@@ -327,7 +327,7 @@ async def test_smart_backend_services_discovers_and_signs(
 async def test_secrets_and_identifiers_stay_out_of_repr_and_logs(
     mock: respx.MockRouter, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="fhir_cart")
+    caplog.set_level(logging.DEBUG)  # every logger: fhir_cart's, httpx's, httpcore's
     auth = BearerToken(SecretStr("tok-SECRET"))
     creds = ClientCredentials("https://auth.test/token", "study", SecretStr("pw-SECRET"))
     assert "SECRET" not in repr(auth) + repr(creds)
@@ -335,6 +335,7 @@ async def test_secrets_and_identifiers_stay_out_of_repr_and_logs(
     async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps) as client:
         _ = [r async for r in client.search("Patient", {"identifier": "urn:x|MRN-4711"})]
     assert "GET /r4/Patient" in caplog.text
+    assert "HTTP Request: GET /r4/Patient" in caplog.text  # httpx's own line, without query
     assert "SECRET" not in caplog.text
     assert "MRN-4711" not in caplog.text
 
