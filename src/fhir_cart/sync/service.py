@@ -92,16 +92,9 @@ async def exclusive(cache: Cache, names: Iterable[str]) -> AsyncIterator[None]:
     wanted = sorted(set(names))
     said = False
     while True:
-        held: list[Callable[[], None]] = []
-        for name in wanted:
-            release = cache.try_lock(name)
-            if release is None:
-                break
-            held.append(release)
-        else:
+        held = _take_all(cache, wanted)
+        if held is not None:
             break
-        for release in reversed(held):
-            release()
         if not said:
             log.info("waiting for another push of the same centre to this server to finish")
             said = True
@@ -111,6 +104,26 @@ async def exclusive(cache: Cache, names: Iterable[str]) -> AsyncIterator[None]:
     finally:
         for release in reversed(held):
             release()
+
+
+def _take_all(cache: Cache, names: Sequence[str]) -> list[Callable[[], None]] | None:
+    """Every lock in ``names`` (their release functions), or none held and None."""
+    held: list[Callable[[], None]] = []
+    try:
+        for name in names:
+            release = cache.try_lock(name)
+            if release is None:
+                break
+            held.append(release)
+        else:
+            return held
+    except BaseException:
+        for release in reversed(held):
+            release()
+        raise
+    for release in reversed(held):
+        release()
+    return None
 
 
 def push_locks(server: str, cases: Iterable[Case]) -> list[str]:
