@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "validation_reason",
     "AuthError",
     "ConfigError",
     "FatalError",
@@ -144,3 +145,13 @@ class AuthError(FatalHttpError):
 
 class PreconditionFailed(FatalHttpError):
     """HTTP 412: the resource's version on the server is not the one we expected."""
+
+
+def validation_reason(exc: Any) -> str:
+    """A pydantic ValidationError as one readable line: ``field: message; field: message``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)

@@ -1,9 +1,15 @@
 """The canonical case-series record: the hub every reader produces and every writer consumes.
 
-One :class:`Case` per patient: the patient row plus dated events. Vocabularies are closed
-(``Literal``) so that a typo in a study file is rejected at the edge, not mapped to a wrong code.
-Times are kept as given: an absolute date, a day relative to an anchor event, or both
-(:class:`When`). Nothing here knows about FHIR or files.
+The record is *open*: nothing here knows which study, drug or timepoint it carries. One
+:class:`Case` per patient holds the patient's demographics and a list of :class:`Event`\\ s.
+Each event names a concept of the concept library (``mappings/concepts.yaml``, plus any a
+study adds), a :class:`Value`, attributes the concept allows (cycle, intent, method,
+specimen, grade, ...), the original source text, and a :class:`When`.
+
+Which concepts, attributes and words exist is data (:mod:`fhir_cart.concepts`); this module
+only checks the shape of a record. Identity: ``event_id`` is a stable key made from the
+patient and the source row or declared key columns, never from clinical content, so a
+corrected value updates the same FHIR resource.
 """
 
 from __future__ import annotations
@@ -14,184 +20,147 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "ADVERSE_EVENT_KINDS",
-    "AGENTS",
-    "ANCHORS",
-    "AdverseEvent",
+    "COMPARATORS",
     "Case",
-    "DiseaseStatus",
-    "DrugAdministration",
-    "MrdResult",
+    "Event",
     "PatientRecord",
-    "ProcedureRecord",
+    "Scalar",
+    "Value",
     "When",
 ]
 
-Anchor = Literal[
-    "diagnosis", "relapse_diagnosis", "blinatumomab_start", "apheresis", "cart_infusion", "hsct"
-]
-ANCHORS: tuple[str, ...] = Anchor.__args__  # type: ignore[attr-defined]
-
+Scalar = str | int | float | bool
 Sex = Literal["female", "male", "other", "unknown"]
-DiseaseState = Literal["relapsed", "refractory", "relapsed_refractory"]
-Agent = Literal[
-    "blinatumomab",
-    "fludarabine",
-    "cyclophosphamide",
-    "chemotherapy_block_hib",
-    "chemotherapy_other",
-    "inotuzumab_ozogamicin",
-]
-AGENTS: tuple[str, ...] = Agent.__args__  # type: ignore[attr-defined]
-Intent = Literal["debulking", "bridging", "lymphodepletion", "salvage", "consolidation"]
-Response = Literal["response", "no_response"]
-ProcedureKind = Literal["apheresis", "cart_infusion", "hsct", "bone_marrow_aspiration"]
-DonorType = Literal[
-    "autologous", "matched_sibling", "matched_unrelated", "mismatched_unrelated", "haploidentical"
-]
-MrdTimepoint = Literal[
-    "before_blinatumomab", "apheresis", "infusion", "day_28", "day_90", "follow_up", "relapse"
-]
-MrdMethod = Literal["flow", "pcr", "ngs"]
-Specimen = Literal["bone_marrow", "peripheral_blood"]
-MrdQualitative = Literal["negative", "positive_below_quantification", "positive"]
 Comparator = Literal["<", "<=", ">=", ">"]
-Status = Literal[
-    "complete_remission", "partial_remission", "stable", "progression", "relapse", "refractory"
-]
-Cd19 = Literal["negative", "positive", "dim"]
-AdverseEventKind = Literal["crs", "icans"]
-ADVERSE_EVENT_KINDS: tuple[str, ...] = AdverseEventKind.__args__  # type: ignore[attr-defined]
+COMPARATORS: tuple[str, ...] = ("<", "<=", ">=", ">")
 
 _MODEL = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+_KEY = r"^[a-z][a-z0-9_]*$"
 _ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-\.]+$")
 
 
 class When(BaseModel):
-    """An absolute date, a day relative to an anchor event, or both (both are kept)."""
+    """When an event happened, as precisely as the source says.
+
+    - an absolute ``date``;
+    - a ``day`` relative to an ``anchor`` (a concept key: the patient's first event of that
+      concept is day 0), for example day +28 after ``cart_infusion``;
+    - a window relative to an anchor: ``earliest_day``/``latest_day`` (either may be open),
+      for example "before HSCT" is ``latest_day=-1, anchor=hsct``;
+    - a date and a relative day together (both kept).
+
+    An event whose time is unknown has ``when=None``.
+    """
 
     model_config = _MODEL
 
     date: dt.date | None = None
     day: int | None = Field(default=None, ge=-36500, le=36500)
-    anchor: Anchor | None = None
+    anchor: str | None = Field(default=None, pattern=_KEY, max_length=64)
+    earliest_day: int | None = Field(default=None, ge=-36500, le=36500)
+    latest_day: int | None = Field(default=None, ge=-36500, le=36500)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.date is None and self.day is None:
-            raise ValueError("needs a date or a relative day")
-        if (self.day is None) != (self.anchor is None):
-            raise ValueError("a relative day needs its anchor event, and an anchor needs a day")
+        window = self.earliest_day is not None or self.latest_day is not None
+        if self.date is None and self.day is None and not window:
+            raise ValueError("needs a date, a relative day or a window")
+        if (self.day is not None or window) and self.anchor is None:
+            raise ValueError("a relative day or window needs its anchor event")
+        if self.anchor is not None and self.day is None and not window:
+            raise ValueError("an anchor needs a relative day or a window")
+        if self.day is not None and window:
+            raise ValueError("give either a relative day or a window, not both")
+        if (
+            self.earliest_day is not None
+            and self.latest_day is not None
+            and self.earliest_day > self.latest_day
+        ):
+            raise ValueError("a window's earliest day is after its latest day")
+        return self
+
+    @property
+    def is_window(self) -> bool:
+        return self.earliest_day is not None or self.latest_day is not None
+
+
+class Value(BaseModel):
+    """An event's value: a quantity (``number`` in UCUM ``unit``, with a ``comparator`` for
+    results such as '<0.01 %'), a range (``low``-``high``), a ``code`` (a word of the
+    concept's value set), a ``boolean`` or free ``text``. A code may stand beside a number
+    (an MRD of 0.005 % read as 'positive, below quantification')."""
+
+    model_config = _MODEL
+
+    number: float | None = Field(default=None, allow_inf_nan=False)
+    unit: str | None = Field(default=None, min_length=1, max_length=40)
+    comparator: Comparator | None = None
+    low: float | None = Field(default=None, allow_inf_nan=False)
+    high: float | None = Field(default=None, allow_inf_nan=False)
+    code: str | None = Field(default=None, min_length=1, max_length=64)
+    boolean: bool | None = None
+    text: str | None = Field(default=None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        is_range = self.low is not None or self.high is not None
+        kinds = [self.number is not None, is_range, self.boolean is not None, self.text is not None]
+        if sum(kinds) > 1:
+            raise ValueError("a value is one of a number, a range, a boolean or a text")
+        if not any(kinds) and self.code is None:
+            raise ValueError("an empty value; leave the value out instead")
+        if self.unit is not None and self.number is None and not is_range:
+            raise ValueError("a unit needs a number or a range")
+        if self.comparator is not None and self.number is None:
+            raise ValueError("a comparator needs a number")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError("a range's low end is above its high end")
+        return self
+
+    @property
+    def is_range(self) -> bool:
+        return self.low is not None or self.high is not None
+
+
+class Event(BaseModel):
+    """One dated (or undated) fact about a patient: a drug given, a procedure, a result."""
+
+    model_config = _MODEL
+
+    event_id: str = _ID
+    concept: str = Field(pattern=_KEY, max_length=64)
+    when: When | None = None
+    end: When | None = None
+    value: Value | None = None
+    attributes: dict[str, Scalar] = Field(default_factory=dict)
+    source_text: str | None = Field(default=None, max_length=1000)
+    """The source's own words for this event (e.g. 'low pos', '1,5 g/m²'), kept as read."""
+    origin: str | None = Field(default=None, max_length=64)
+    """FHIR resource type an event was pulled from when it is not the concept's own
+    (e.g. ``MedicationRequest`` for a drug concept)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for name, value in self.attributes.items():
+            if not name or not name.replace("_", "a").isalnum() or not name[0].isalpha():
+                raise ValueError(f"attribute name {name!r} is not a key (a-z, 0-9, _)")
+            if isinstance(value, float) and value != value:  # NaN
+                raise ValueError(f"attribute {name} is not a number")
         return self
 
 
 class PatientRecord(BaseModel):
+    """A patient's identity and demographics; everything clinical is an :class:`Event`
+    (diagnosis, death and last follow-up included)."""
+
     model_config = _MODEL
 
     study_id: str = _ID
     centre: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9\-]*$")
     sex: Sex | None = None
     birth_date: dt.date | None = None
-    age_at_diagnosis: float | None = Field(default=None, ge=0, le=130)
-    diagnosis: Literal["b_all"] = "b_all"
-    diagnosis_date: dt.date | None = None
-    disease_state: DiseaseState | None = None
-    death: When | None = None
-    last_follow_up: When | None = None
-
-
-class DrugAdministration(BaseModel):
-    model_config = _MODEL
-
-    event_id: str = _ID
-    agent: Agent
-    cycle: int | None = Field(default=None, ge=1, le=99)
-    start: When
-    end: When | None = None
-    dose: float | None = Field(default=None, gt=0)
-    dose_unit: str | None = Field(default=None, min_length=1, max_length=32)
-    intent: Intent | None = None
-    response: Response | None = None
-
-    @model_validator(mode="after")
-    def _dose_unit(self) -> Self:
-        if (self.dose is None) != (self.dose_unit is None):
-            raise ValueError("dose and dose_unit go together")
-        return self
-
-
-class ProcedureRecord(BaseModel):
-    model_config = _MODEL
-
-    event_id: str = _ID
-    kind: ProcedureKind
-    when: When
-    product: Literal["tisagenlecleucel"] | None = None
-    cell_dose: float | None = Field(default=None, gt=0)
-    cell_dose_unit: str | None = Field(default=None, min_length=1, max_length=32)
-    donor_type: DonorType | None = None
-    conditioning: str | None = Field(default=None, max_length=200)
-
-    @model_validator(mode="after")
-    def _fits_kind(self) -> Self:
-        if (self.cell_dose is None) != (self.cell_dose_unit is None):
-            raise ValueError("cell_dose and cell_dose_unit go together")
-        if self.kind != "cart_infusion" and (self.product or self.cell_dose is not None):
-            raise ValueError("product and cell dose belong to a CAR-T infusion")
-        if self.kind != "hsct" and (self.donor_type or self.conditioning):
-            raise ValueError("donor type and conditioning belong to a stem-cell transplant")
-        return self
-
-
-class MrdResult(BaseModel):
-    """Minimal residual disease. ``value`` is in ``unit`` ('%' or '1' for a fraction);
-    ``comparator`` keeps results such as '<0.01 %' as reported."""
-
-    model_config = _MODEL
-
-    event_id: str = _ID
-    timepoint: MrdTimepoint
-    when: When
-    method: MrdMethod
-    specimen: Specimen = "bone_marrow"
-    value: float | None = Field(default=None, ge=0)
-    unit: Literal["%", "1"] | None = None
-    comparator: Comparator | None = None
-    qualitative: MrdQualitative | None = None
-    sensitivity: float | None = Field(default=None, gt=0, le=1)
-    marker: str | None = Field(default=None, max_length=100)
-
-    @model_validator(mode="after")
-    def _has_result(self) -> Self:
-        if self.value is None and self.qualitative is None:
-            raise ValueError("an MRD result needs a value or a qualitative result")
-        if (self.value is None) != (self.unit is None):
-            raise ValueError("an MRD value needs its unit ('%' or '1'), and a unit its value")
-        if self.comparator is not None and self.value is None:
-            raise ValueError("a comparator needs a value")
-        if self.unit == "%" and self.value is not None and self.value > 100:
-            raise ValueError("a percentage cannot exceed 100")
-        if self.unit == "1" and self.value is not None and self.value > 1:
-            raise ValueError("a fraction cannot exceed 1")
-        return self
-
-
-class DiseaseStatus(BaseModel):
-    model_config = _MODEL
-
-    event_id: str = _ID
-    when: When
-    status: Status
-    cd19: Cd19 | None = None
-
-
-class AdverseEvent(BaseModel):
-    model_config = _MODEL
-
-    event_id: str = _ID
-    kind: AdverseEventKind
-    grade: int = Field(ge=1, le=5)
-    when: When
+    attributes: dict[str, Scalar] = Field(default_factory=dict)
+    """Patient attributes the concept library declares (e.g. ``age_at_diagnosis``)."""
 
 
 class Case(BaseModel):
@@ -200,36 +169,18 @@ class Case(BaseModel):
     model_config = _MODEL
 
     patient: PatientRecord
-    drugs: tuple[DrugAdministration, ...] = ()
-    procedures: tuple[ProcedureRecord, ...] = ()
-    mrd: tuple[MrdResult, ...] = ()
-    statuses: tuple[DiseaseStatus, ...] = ()
-    adverse_events: tuple[AdverseEvent, ...] = ()
+    events: tuple[Event, ...] = ()
 
     @model_validator(mode="after")
     def _unique_event_ids(self) -> Self:
-        seen: set[tuple[str, str]] = set()
-        for kind, events in self.event_lists():
-            for event in events:
-                key = (kind, event.event_id)
-                if key in seen:
-                    raise ValueError(f"duplicate {kind} event id {event.event_id!r}")
-                seen.add(key)
+        seen: set[str] = set()
+        for event in self.events:
+            if event.event_id in seen:
+                raise ValueError(f"duplicate event id {event.event_id!r}")
+            seen.add(event.event_id)
         return self
 
-    def event_lists(
-        self,
-    ) -> tuple[
-        tuple[str, tuple[DrugAdministration, ...]],
-        tuple[str, tuple[ProcedureRecord, ...]],
-        tuple[str, tuple[MrdResult, ...]],
-        tuple[str, tuple[DiseaseStatus, ...]],
-        tuple[str, tuple[AdverseEvent, ...]],
-    ]:
-        return (
-            ("drug", self.drugs),
-            ("procedure", self.procedures),
-            ("mrd", self.mrd),
-            ("status", self.statuses),
-            ("adverse_event", self.adverse_events),
-        )
+    def of(self, *concepts: str) -> list[Event]:
+        """This patient's events of the given concepts, in record order."""
+        wanted = set(concepts)
+        return [e for e in self.events if e.concept in wanted]
