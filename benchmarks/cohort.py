@@ -1,4 +1,9 @@
-"""A generated synthetic cohort for benchmarks: ~9 resources per patient, made lazily."""
+"""A generated synthetic cohort for benchmarks: ~9 resources per patient, made lazily.
+
+The same clinical content as before the open model (issue 8): a diagnosis, blinatumomab,
+apheresis and CAR-T infusion, two MRD results, one or two disease statuses (the relapse
+with CD19 negative), CRS and the last follow-up, now as events of the concept library.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,7 @@ import datetime as dt
 import random
 from collections.abc import Iterator
 
-from fhir_cart.records import (
-    AdverseEvent,
-    Case,
-    DiseaseStatus,
-    DrugAdministration,
-    MrdResult,
-    PatientRecord,
-    ProcedureRecord,
-    When,
-)
+from fhir_cart.records import Case, Event, PatientRecord, Value, When
 
 
 def _when(infusion: dt.date, day: int) -> When:
@@ -32,37 +28,36 @@ def make_case(index: int, rng: random.Random, centre: str = "bench") -> Case:
         patient=PatientRecord(
             study_id=f"B{index:07d}", centre=centre, sex=rng.choice(["female", "male"]),
             birth_date=infusion - dt.timedelta(days=rng.randrange(700, 6500)),
-            age_at_diagnosis=round(rng.uniform(1, 17), 1), disease_state="relapsed",
-            last_follow_up=_when(infusion, rng.randrange(100, 1500)),
+            attributes={"age_at_diagnosis": round(rng.uniform(1, 17), 1)},
         ),
-        drugs=(
-            DrugAdministration(event_id="blinatumomab-c1", agent="blinatumomab", cycle=1,
-                               start=_when(infusion, -70), end=_when(infusion, -42),
-                               dose=15, dose_unit="ug/m2/d", intent="debulking",
-                               response="response"),
-        ),
-        procedures=(
-            ProcedureRecord(event_id="apheresis-1", kind="apheresis", when=_when(infusion, -35)),
-            ProcedureRecord(event_id="cart_infusion-1", kind="cart_infusion",
-                            when=_when(infusion, 0), product="tisagenlecleucel",
-                            cell_dose=round(rng.uniform(0.5, 4), 2), cell_dose_unit="10*6/kg"),
-        ),
-        mrd=(
-            MrdResult(event_id="mrd-infusion-pcr", timepoint="infusion", when=_when(infusion, 0),
-                      method="pcr", qualitative=rng.choice(MRD_WORDS),
-                      sensitivity=1e-4),
-            MrdResult(event_id="mrd-day_28-flow", timepoint="day_28", when=_when(infusion, 28),
-                      method="flow", value=0.01, unit="%", comparator="<"),
-        ),
-        statuses=(
-            DiseaseStatus(event_id="status-cr-28", when=_when(infusion, 28),
-                          status="complete_remission"),
-            *((DiseaseStatus(event_id="status-relapse", when=_when(infusion, 200),
-                             status="relapse", cd19="negative"),) if relapse else ()),
-        ),
-        adverse_events=(
-            AdverseEvent(event_id="crs-1", kind="crs", grade=rng.randint(1, 3),
-                         when=_when(infusion, 2)),
+        events=(
+            Event(event_id="diagnosis", concept="diagnosis", value=Value(code="b_all"),
+                  attributes={"disease_state": "relapsed"}),
+            Event(event_id="blinatumomab-c1", concept="blinatumomab",
+                  when=_when(infusion, -70), end=_when(infusion, -42),
+                  value=Value(number=15, unit="ug/m2/d"),
+                  attributes={"cycle": 1, "intent": "debulking", "response": "response"}),
+            Event(event_id="apheresis-1", concept="apheresis", when=_when(infusion, -35)),
+            Event(event_id="cart_infusion-1", concept="cart_infusion", when=_when(infusion, 0),
+                  attributes={"product": "tisagenlecleucel",
+                              "cell_dose": round(rng.uniform(0.5, 4), 2)}),
+            Event(event_id="mrd-infusion-pcr", concept="mrd", when=_when(infusion, 0),
+                  value=Value(code=rng.choice(MRD_WORDS)),
+                  attributes={"method": "pcr", "specimen": "bone_marrow",
+                              "sensitivity": 1e-4, "timepoint": "infusion"}),
+            Event(event_id="mrd-day_28-flow", concept="mrd", when=_when(infusion, 28),
+                  value=Value(number=0.01, unit="%", comparator="<"),
+                  attributes={"method": "flow", "specimen": "bone_marrow",
+                              "timepoint": "day_28"}),
+            Event(event_id="status-cr-28", concept="disease_status", when=_when(infusion, 28),
+                  value=Value(code="complete_remission")),
+            *((Event(event_id="status-relapse", concept="disease_status",
+                     when=_when(infusion, 200), value=Value(code="relapse"),
+                     attributes={"cd19": "negative"}),) if relapse else ()),
+            Event(event_id="crs-1", concept="crs", when=_when(infusion, 2),
+                  attributes={"grade": rng.randint(1, 3)}),
+            Event(event_id="last_follow_up", concept="last_follow_up",
+                  when=_when(infusion, rng.randrange(100, 1500))),
         ),
     )  # fmt: skip
 

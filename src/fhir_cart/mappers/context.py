@@ -1,4 +1,5 @@
-"""What the pure mappers need besides the record: terminology, profiles, URLs and identifiers.
+"""What the pure mappers need besides the record: the concept library (and its terminology),
+profiles, URLs and identifiers.
 
 Built once per run (:func:`mapping_context`), then passed to every mapper call. Nothing here
 does I/O after construction.
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fhir_cart.concepts import ConceptLibrary, ConceptsFile, load_concepts
 from fhir_cart.errors import ConfigError
 from fhir_cart.terminology import Terminology, default_mappings_dir, load_terminology
 
@@ -49,6 +51,8 @@ class Profiles(BaseModel):
     profiles: dict[str, str]
     extension_base: str
     identifier_base: str
+    data_absent_reason: str
+    """URL of the core extension that says why a required element has no value."""
 
 
 def load_profiles(path: Path | None = None) -> Profiles:
@@ -61,16 +65,29 @@ def load_profiles(path: Path | None = None) -> Profiles:
 
 @dataclass
 class MappingContext:
-    """Terminology plus the URLs mappers stamp on resources."""
+    """The concept library, its terminology and the URLs mappers stamp on resources.
 
-    terminology: Terminology
+    ``terminology`` is the library's own (``concepts.terminology``): it holds the value sets
+    of mappings/terminology.yaml plus the groups ``concept`` and ``attribute``."""
+
+    concepts: ConceptLibrary
     profiles: Profiles
     identifier_base: str
     ref_style: RefStyle = "urn"
     _systems: dict[tuple[str, str], str] = field(default_factory=dict)
+    _ext_urls: dict[str, str] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)
+    """Look-ups derived from the library, built on first use by the mappers (no I/O)."""
+
+    @property
+    def terminology(self) -> Terminology:
+        return self.concepts.terminology
 
     def ext(self, name: str) -> str:
-        return f"{self.profiles.extension_base}/{name}"
+        found = self._ext_urls.get(name)
+        if found is None:
+            found = self._ext_urls[name] = f"{self.profiles.extension_base}/{name}"
+        return found
 
     def profile(self, kind: str) -> list[str] | None:
         url = self.profiles.profiles.get(kind)
@@ -102,8 +119,9 @@ class MappingContext:
 
     def with_style(self, ref_style: RefStyle) -> MappingContext:
         return MappingContext(
-            self.terminology, self.profiles, self.identifier_base, ref_style, self._systems
-        )
+            self.concepts, self.profiles, self.identifier_base, ref_style, self._systems,
+            self._ext_urls, self.memo,
+        )  # fmt: skip
 
 
 def mapping_context(
@@ -113,12 +131,15 @@ def mapping_context(
     ref_style: RefStyle = "urn",
     strict: bool = False,
     mappings_dir: Path | None = None,
+    extra: ConceptsFile | None = None,
 ) -> MappingContext:
+    """The context of one run: ``extra`` holds a study mapping's own concepts and attributes
+    (added to mappings/concepts.yaml, never redefining a shared one)."""
     base = mappings_dir or default_mappings_dir()
     terms = terminology or load_terminology(base / "terminology.yaml", strict=strict)
     profiles = load_profiles(base / "profiles.yaml")
     return MappingContext(
-        terminology=terms,
+        concepts=load_concepts(terms, base / "concepts.yaml", extra),
         profiles=profiles,
         identifier_base=identifier_base or profiles.identifier_base,
         ref_style=ref_style,

@@ -1,43 +1,48 @@
 """FHIR R4 resources (JSON dicts) -> case-series records: the inverse of :mod:`to_fhir`.
 
-Resources are grouped by the patient they reference. Anything the mappers do not understand
-(an unknown code, a partial date, a reference to no known patient) is returned in
-``ReverseResult.unmapped`` with the reason: kept and listed, never dropped.
+Resources are grouped by the patient they reference. Each is classified BY ITS CODINGS
+through the concept library (``ConceptLibrary.classify``) and the value sets, never by a
+default: a resource that matches no concept (an unknown diagnosis, a lab test the library
+does not hold, a resource type fhir_cart does not map) becomes an :class:`OtherRow` and is
+listed in ``ReverseResult.unmapped`` with the reason. Nothing is dropped.
+
 Resources written by fhir_cart carry business identifiers from which study and event ids are
 recovered; resources from an EHR without them get event ids made from their server ids.
+Events come back in natural order of their ids (:func:`event_order`), since servers return
+resources in no particular order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
 
+from fhir_cart.concepts import KINDS, AttributeDef, ConceptDef
 from fhir_cart.errors import MappingError
 from fhir_cart.mappers.context import MappingContext, extension_value
-from fhir_cart.records import (
-    AdverseEvent,
-    Case,
-    DiseaseStatus,
-    DrugAdministration,
-    MrdResult,
-    PatientRecord,
-    ProcedureRecord,
-    When,
-)
+from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url
+from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 
-__all__ = ["ReverseResult", "Unmapped", "cases_from_fhir", "reference_key"]
+__all__ = [
+    "OtherRow",
+    "ReverseResult",
+    "Unmapped",
+    "cases_from_fhir",
+    "event_order",
+    "reference_key",
+]
 
 Json = dict[str, Any]
-Event = DrugAdministration | ProcedureRecord | MrdResult | DiseaseStatus | AdverseEvent
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_\-\.]")
+_DIGITS = re.compile(r"(\d+)")
+_OWN_EXTENSIONS = ("relative-day", "source-text", "origin", "value", "value-code", "event-id", "end")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +54,59 @@ class Unmapped:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class OtherRow:
+    """A pulled resource that matches no concept: one row of the ``other`` table (spec §3)."""
+
+    study_id: str | None
+    resource_type: str
+    resource_id: str | None
+    code_system: str | None
+    code: str | None
+    display: str | None
+    value: str | None
+    unit: str | None
+    time: str | None
+    reason: str
+
+
 @dataclass
 class ReverseResult:
     cases: list[Case] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
+    other: list[OtherRow] = field(default_factory=list)
+
+
+class _NoConcept(MappingError):
+    """The resource is understood but stands for nothing the library holds."""
 
 
 def reference_key(reference: str) -> str:
-    """``urn:uuid:X``, ``Patient/X``, ``http://host/fhir/Patient/X/_history/2`` -> ``X``."""
+    """The logical id a reference points at, whatever its form: ``Patient/p1``,
+    ``Patient/p1/_history/3``, ``http://host/fhir/Patient/p1[/_history/3]``, ``urn:uuid:X``,
+    ``#contained``."""
     if reference.startswith("urn:uuid:"):
         return reference[9:]
-    parts = reference.split("/")
+    if reference.startswith("urn:oid:"):
+        return reference[8:]
+    if reference.startswith("#"):
+        return reference[1:]
+    parts = reference.split("?", 1)[0].rstrip("/").split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
     return parts[-1]
+
+
+def event_order(event: Event) -> tuple[Any, ...]:
+    """Natural order of event ids ('drug-2' before 'drug-10')."""
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(event.event_id))
 
 
 def _ref_of(resource: Json) -> str:
     return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
 
 
-# -- small readers of FHIR elements ------------------------------------------------------
+# -- small readers of FHIR elements ---------------------------------------------------------
 
 
 def _parse_date(value: str, where: str) -> dt.date:
@@ -78,56 +115,47 @@ def _parse_date(value: str, where: str) -> dt.date:
     return dt.date.fromisoformat(value[:10])
 
 
-def _day_anchor(ctx: MappingContext, parts: list[Json]) -> tuple[int | None, str | None]:
-    day = extension_value(parts, "day")
-    anchor = extension_value(parts, "anchor")
-    if day is None:
-        return None, None
-    word = ctx.terminology.word_of_coding("anchor", anchor.get("valueCoding") if anchor else None)
-    return day.get("valueInteger"), word
+def _anchor_key(ctx: MappingContext, codeable: Json | None) -> str:
+    key = ctx.concepts.classify(codeable, KINDS)
+    if key is None:
+        raise ValueError(f"relative-day anchor {codeable!r} is no concept of the library")
+    return key
 
 
-def _when(ctx: MappingContext, obj: Json, name: str) -> When | None:
+def _relative(ctx: MappingContext, parts: list[Json]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        url = part.get("url")
+        if url == "day":
+            out["day"] = part.get("valueInteger")
+        elif url == "earliest-day":
+            out["earliest_day"] = part.get("valueInteger")
+        elif url == "latest-day":
+            out["latest_day"] = part.get("valueInteger")
+        elif url == "anchor":
+            out["anchor"] = _anchor_key(ctx, part.get("valueCodeableConcept"))
+    return out
+
+
+def _when(ctx: MappingContext, obj: Mapping[str, Any], name: str) -> When | None:
     value = obj.get(name)
-    ext = extension_value((obj.get("_" + name) or {}).get("extension"), ctx.ext("relative-day"))
-    day, anchor = _day_anchor(ctx, ext.get("extension", [])) if ext else (None, None)
-    if value is None and day is None:
+    primitive = obj.get("_" + name) or {}
+    ext = extension_value(primitive.get("extension"), ctx.ext("relative-day"))
+    fields = _relative(ctx, ext.get("extension", [])) if ext else {}
+    if isinstance(value, str):
+        fields["date"] = _parse_date(value, name)
+    return When(**fields) if fields else None
+
+
+def _time_extension(ctx: MappingContext, ext: Json | None) -> When | None:
+    if ext is None:
         return None
-    date = _parse_date(value, name) if isinstance(value, str) else None
-    return When(date=date, day=day, anchor=anchor)
-
-
-def _need_when(ctx: MappingContext, obj: Json, name: str) -> When:
-    when = _when(ctx, obj, name)
-    if when is None:
-        raise ValueError(f"{name} has neither a date nor a relative day")
-    return when
-
-
-def _word(ctx: MappingContext, group: str, codeable: Json | None, what: str) -> str:
-    word = ctx.terminology.word(group, codeable)
-    if word is None:
-        shown = [(c.get("system"), c.get("code")) for c in (codeable or {}).get("coding", ())]
-        raise ValueError(f"{what} {shown or (codeable or {}).get('text')} is not in terminology")
-    return word
-
-
-def _ext(ctx: MappingContext, resource: Json, name: str) -> Json | None:
-    return extension_value(resource.get("extension"), ctx.ext(name))
-
-
-def _ext_word(ctx: MappingContext, resource: Json, name: str, group: str) -> str | None:
-    ext = _ext(ctx, resource, name)
-    return _word(ctx, group, ext.get("valueCodeableConcept"), name) if ext else None
-
-
-def _quantity(ctx: MappingContext, quantity: Json | None) -> tuple[float | None, str | None]:
-    if not quantity or quantity.get("value") is None:
-        return None, None
-    unit = ctx.terminology.unit_word(quantity)
-    if unit is None:
-        raise ValueError(f"unit {quantity.get('code')!r} is not in terminology units")
-    return float(quantity["value"]), unit
+    parts = ext.get("extension", [])
+    fields = _relative(ctx, parts)
+    date = extension_value(parts, "date")
+    if date is not None:
+        fields["date"] = _parse_date(str(date.get("valueDate")), "date")
+    return When(**fields) if fields else None
 
 
 def _identifiers(resource: Json) -> list[Json]:
@@ -137,170 +165,503 @@ def _identifiers(resource: Json) -> list[Json]:
     return list(ident or ())
 
 
-def _event_id(ctx: MappingContext, resource: Json, study_id: str, kind: str) -> str:
+def _safe_id(text: str) -> str:
+    """An id made safe for records ([A-Za-z0-9_.-], at most 64 characters, a hash keeps
+    long ones apart)."""
+    safe = _SAFE_ID.sub("-", text)
+    if len(safe) <= 64:
+        return safe
+    return f"{safe[:55]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _event_id(ctx: MappingContext, resource: Json, study_id: str) -> str:
     prefix = study_id + "/"
     for ident in _identifiers(resource):
         system, value = ident.get("system", ""), ident.get("value", "")
         if ctx.centre_of_system(system) is not None and value.startswith(prefix):
             return str(value[len(prefix) :])
-    return _SAFE_ID.sub("-", f"{kind}-{resource.get('id', 'x')}")[:64]
+    rtype = str(resource.get("resourceType", ""))
+    kind = ID_KINDS.get(rtype) or re.sub(r"(?<!^)([A-Z])", r"-\1", rtype).lower()
+    return _safe_id(f"{kind}-{resource.get('id', 'x')}")
 
 
-# -- one function per resource kind -------------------------------------------------------
+def _quantity(quantity: Json | None) -> tuple[float | None, str | None]:
+    if not quantity or quantity.get("value") is None:
+        return None, None
+    unit = quantity.get("code") or quantity.get("unit")
+    return float(quantity["value"]), unit
 
 
-def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> PatientRecord:
-    centre, study_id = default_centre, None
-    for ident in _identifiers(resource):
-        found = ctx.centre_of_system(ident.get("system", ""))
-        if found is not None:
-            centre, study_id = found, ident.get("value")
-            break
-    age_ext = _ext(ctx, resource, "age-at-diagnosis")
-    return PatientRecord(
-        study_id=study_id or _SAFE_ID.sub("-", str(resource.get("id")))[:64],
-        centre=centre,
-        sex=resource.get("gender"),
-        birth_date=_parse_date(resource["birthDate"], "birthDate")
-        if resource.get("birthDate")
-        else None,
-        age_at_diagnosis=_quantity(ctx, age_ext.get("valueAge"))[0] if age_ext else None,
-        death=_when(ctx, resource, "deceasedDateTime"),
-        last_follow_up=_follow_up(ctx, resource),
-    )
+# -- values ---------------------------------------------------------------------------------
 
 
-def _follow_up(ctx: MappingContext, resource: Json) -> When | None:
-    ext = _ext(ctx, resource, "last-follow-up")
-    if ext is None:
-        return None
-    parts = ext.get("extension", [])
-    date = extension_value(parts, "date")
-    day, anchor = _day_anchor(ctx, parts)
-    parsed = _parse_date(date["valueDate"], "last-follow-up") if date else None
-    return When(date=parsed, day=day, anchor=anchor)
+def _code_word(ctx: MappingContext, concept: ConceptDef, codeable: Json | None) -> str:
+    value_set = concept.value.value_set
+    word = ctx.terminology.word(value_set, codeable) if value_set else None
+    if word is None:
+        shown = [(c.get("system"), c.get("code")) for c in (codeable or {}).get("coding", ())]
+        raise _NoConcept(
+            f"value {shown or (codeable or {}).get('text')} is not a word of value set "
+            f"{value_set!r} of concept {concept.label!r}"
+        )
+    return word
 
 
-def apply_condition(ctx: MappingContext, record: PatientRecord, resource: Json) -> PatientRecord:
-    code = resource.get("code")
-    diagnosis = _word(ctx, "diagnosis", code, "diagnosis code")
-    state = ctx.terminology.word("diagnosis_state", code)
-    onset = resource.get("onsetDateTime")
-    return record.model_copy(
-        update={
-            "diagnosis": diagnosis,
-            "disease_state": state,
-            "diagnosis_date": _parse_date(onset, "onsetDateTime") if onset else None,
-        }
-    )
+def _value_fields(ctx: MappingContext, concept: ConceptDef, holder: Json) -> dict[str, Any]:
+    """Value fields from a value[x] (on a resource, or on the ``value`` extension)."""
+    if "valueQuantity" in holder:
+        q = holder["valueQuantity"]
+        number, unit = _quantity(q)
+        return {"number": number, "unit": unit, "comparator": q.get("comparator")}
+    if "valueRange" in holder:
+        low, unit = _quantity(holder["valueRange"].get("low"))
+        high, high_unit = _quantity(holder["valueRange"].get("high"))
+        return {"low": low, "high": high, "unit": unit or high_unit}
+    if "valueCodeableConcept" in holder:
+        if concept.value.open and not holder["valueCodeableConcept"].get("coding"):
+            return {"text": holder["valueCodeableConcept"].get("text")}
+        return {"code": _code_word(ctx, concept, holder["valueCodeableConcept"])}
+    for name, field_name in (("valueBoolean", "boolean"), ("valueString", "text")):
+        if name in holder:
+            return {field_name: holder[name]}
+    if "valueInteger" in holder:
+        return {"number": float(holder["valueInteger"])}
+    return {}
 
 
-def drug_record(ctx: MappingContext, resource: Json, study_id: str) -> DrugAdministration:
-    period = resource.get("effectivePeriod") or {}
-    if "effectiveDateTime" in resource or "_effectiveDateTime" in resource:
-        period = {
-            "start": resource.get("effectiveDateTime"),
-            "_start": resource.get("_effectiveDateTime"),
-        }
-    dose, unit = _quantity(ctx, (resource.get("dosage") or {}).get("dose"))
-    cycle = _ext(ctx, resource, "cycle-number")
-    return DrugAdministration(
-        event_id=_event_id(ctx, resource, study_id, "drug"),
-        agent=_word(ctx, "agent", resource.get("medicationCodeableConcept"), "medication"),
-        cycle=cycle.get("valueInteger") if cycle else None,
-        start=_need_when(ctx, period, "start"),
-        end=_when(ctx, period, "end"),
-        dose=dose,
-        dose_unit=unit,
-        intent=_ext_word(ctx, resource, "treatment-intent", "intent"),
-        response=_ext_word(ctx, resource, "treatment-response", "response"),
-    )
+def _make_value(fields: dict[str, Any]) -> Value | None:
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return Value(**fields) if fields else None
 
 
-def procedure_record(ctx: MappingContext, resource: Json, study_id: str) -> ProcedureRecord:
-    used = resource.get("usedCode") or []
-    dose, unit = _quantity(ctx, (_ext(ctx, resource, "cell-dose") or {}).get("valueQuantity"))
-    conditioning = _ext(ctx, resource, "conditioning-regimen")
-    return ProcedureRecord(
-        event_id=_event_id(ctx, resource, study_id, "procedure"),
-        kind=_word(ctx, "procedure", resource.get("code"), "procedure code"),
-        when=_need_when(ctx, resource, "performedDateTime"),
-        product=_word(ctx, "product", used[0], "product") if used else None,
-        cell_dose=dose,
-        cell_dose_unit=unit,
-        donor_type=_ext_word(ctx, resource, "donor-type", "donor_type"),
-        conditioning=conditioning.get("valueString") if conditioning else None,
-    )
+def _extension_value(ctx: MappingContext, concept: ConceptDef, resource: Json) -> dict[str, Any]:
+    """Value fields from the extensions ``value`` and ``value-code``."""
+    fields: dict[str, Any] = {}
+    ext = _own(ctx, resource, "value")
+    if ext is not None:
+        fields.update(_value_fields(ctx, concept, ext))
+    code = _own(ctx, resource, "value-code")
+    if code is not None:
+        fields["code"] = _code_word(ctx, concept, code.get("valueCodeableConcept"))
+    return fields
 
 
-def mrd_record(ctx: MappingContext, resource: Json, study_id: str, method: str) -> MrdResult:
-    quantity = resource.get("valueQuantity")
-    value, unit = _quantity(ctx, quantity)
-    qualitative = resource.get("valueCodeableConcept") or next(
-        iter(resource.get("interpretation") or ()), None
-    )
-    marker = _ext(ctx, resource, "mrd-marker")
-    return MrdResult(
-        event_id=_event_id(ctx, resource, study_id, "mrd"),
-        timepoint=_ext_word(ctx, resource, "mrd-timepoint", "mrd_timepoint") or "follow_up",
-        when=_need_when(ctx, resource, "effectiveDateTime"),
-        method=method,
-        specimen=_specimen(ctx, resource),
-        value=value,
-        unit=unit,
-        comparator=(quantity or {}).get("comparator"),
-        qualitative=_word(ctx, "mrd_qualitative", qualitative, "MRD result")
-        if qualitative
-        else None,
-        sensitivity=_sensitivity(ctx, resource),
-        marker=marker.get("valueString") if marker else None,
-    )
+def _own(ctx: MappingContext, holder: Json, name: str) -> Json | None:
+    return extension_value(holder.get("extension"), ctx.ext(name))
 
 
-def _specimen(ctx: MappingContext, resource: Json) -> str:
-    ref = (resource.get("specimen") or {}).get("reference", "")
-    for contained in resource.get("contained", ()):
-        if ref == "#" + str(contained.get("id")) and contained.get("resourceType") == "Specimen":
-            return _word(ctx, "specimen", contained.get("type"), "specimen type")
-    return "bone_marrow"
+# -- attributes -----------------------------------------------------------------------------
 
 
-def _sensitivity(ctx: MappingContext, resource: Json) -> float | None:
-    for component in resource.get("component", ()):
-        if ctx.terminology.word("observation_code", component.get("code")) == "assay_sensitivity":
-            return _quantity(ctx, component.get("valueQuantity"))[0]
+def _attribute_urls(ctx: MappingContext, patient: bool = False) -> dict[str, str]:
+    """Extension URL -> attribute key (event attributes, or patient attributes)."""
+    memo_key = ("attribute-urls", patient)
+    found = ctx.memo.get(memo_key)
+    if found is None:
+        data = ctx.concepts.data
+        attrs = data.patient_attributes if patient else data.attributes
+        found = {attribute_url(ctx, k, a): k for k, a in attrs.items()}
+        ctx.memo[memo_key] = found
+    return found  # type: ignore[no-any-return]
+
+
+def _coded(ctx: MappingContext, attr: AttributeDef, codeable: Json | None) -> Scalar:
+    if codeable and not codeable.get("coding") and attr.open and codeable.get("text"):
+        return str(codeable["text"])
+    word = ctx.terminology.word(str(attr.value_set), codeable)
+    if word is None:
+        raise _NoConcept(f"{attr.label}: {codeable!r} is not in value set {attr.value_set!r}")
+    return word
+
+
+def _attribute_scalar(ctx: MappingContext, attr: AttributeDef | None, holder: Json) -> Scalar:
+    if attr is not None and attr.type == "coded":
+        return _coded(ctx, attr, holder.get("valueCodeableConcept"))
+    if "valueQuantity" in holder:
+        number, unit = _quantity(holder["valueQuantity"])
+        if attr is not None and attr.units and unit not in (None, attr.units[0]):
+            from fhir_cart.concepts import convert_unit
+
+            return convert_unit(float(number or 0), str(unit), attr.units[0])
+        return float(number or 0)
+    for name, value in holder.items():
+        if name.startswith("value") and not isinstance(value, dict | list):
+            if attr is not None and attr.type == "number":
+                return float(value)
+            return value  # type: ignore[no-any-return]
+    raise ValueError(f"attribute extension {holder.get('url')!r} has no value")
+
+
+def _extension_attributes(
+    ctx: MappingContext, extensions: list[Json] | None, *, patient: bool = False
+) -> dict[str, Scalar]:
+    urls = _attribute_urls(ctx, patient)
+    data = ctx.concepts.data
+    library = data.patient_attributes if patient else data.attributes
+    base = ctx.profiles.extension_base.rstrip("/") + "/"
+    out: dict[str, Scalar] = {}
+    for ext in extensions or ():
+        url = str(ext.get("url", ""))
+        key = urls.get(url)
+        if key is None and url.startswith(base) and not patient:
+            name = url[len(base) :]
+            if name not in _OWN_EXTENSIONS and re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                key = name  # an attribute the library does not declare, kept by its name
+        if key is not None:
+            out[key] = _attribute_scalar(ctx, library.get(key), ext)
+    return out
+
+
+def _placed(ctx: MappingContext, concept: ConceptDef, place: str) -> list[str]:
+    """Attribute keys written at ``place`` (method, specimen, ...): the concept's first."""
+    key = ("placed", concept.label, place)
+    found = ctx.memo.get(key)
+    if found is None:
+        attrs = ctx.concepts.data.attributes
+        mine = [k for k in concept.attributes if attrs[k].fhir == place]
+        found = mine + [k for k, a in attrs.items() if a.fhir == place and k not in mine]
+        ctx.memo[key] = found
+    return found  # type: ignore[no-any-return]
+
+
+def _placed_word(
+    ctx: MappingContext, concept: ConceptDef, place: str, codeable: Json | None
+) -> tuple[str, Scalar] | None:
+    attrs = ctx.concepts.data.attributes
+    for key in _placed(ctx, concept, place):
+        attr = attrs[key]
+        if codeable and not codeable.get("coding") and attr.open:
+            return key, str(codeable.get("text"))
+        word = ctx.terminology.word(str(attr.value_set), codeable)
+        if word is not None:
+            return key, word
     return None
 
 
-def status_record(ctx: MappingContext, resource: Json, study_id: str) -> DiseaseStatus:
-    return DiseaseStatus(
-        event_id=_event_id(ctx, resource, study_id, "status"),
-        when=_need_when(ctx, resource, "effectiveDateTime"),
-        status=_word(ctx, "disease_status", resource.get("valueCodeableConcept"), "status"),
-    )
-
-
-def adverse_record(ctx: MappingContext, resource: Json, study_id: str) -> AdverseEvent:
-    grade = _ext(ctx, resource, "adverse-event-grade")
-    if grade is None:
-        raise ValueError("adverse event has no grade extension")
-    return AdverseEvent(
-        event_id=_event_id(ctx, resource, study_id, "ae"),
-        kind=_word(ctx, "adverse_event", resource.get("event"), "adverse event"),
-        grade=grade.get("valueInteger"),
-        when=_need_when(ctx, resource, "date"),
-    )
-
-
-# -- assembling cases ---------------------------------------------------------------------
+# -- one function per resource type ---------------------------------------------------------
 
 
 @dataclass
 class _Patient:
     record: PatientRecord
     resource: Json
-    events: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
-    cd19: list[tuple[Json, str]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """What one reverse mapping needs besides the context."""
+
+    ctx: MappingContext
+    specimens: dict[str, Json]
+    used_specimens: set[str] = field(default_factory=set)
+    specimen_notes: dict[str, str] = field(default_factory=dict)
+
+
+def _event(
+    ctx: MappingContext, resource: Json, study_id: str, key: str, **fields: Any
+) -> Event:
+    concept = ctx.concepts.concept(key)
+    attributes = _extension_attributes(ctx, resource.get("extension"))
+    attributes.update(fields.pop("attributes", {}))
+    value = fields.pop("value", {})
+    value.update(_extension_value(ctx, concept, resource))
+    source = _own(ctx, resource, "source-text")
+    origin = _own(ctx, resource, "origin")
+    return Event(
+        event_id=_event_id(ctx, resource, study_id),
+        concept=key,
+        value=_make_value(value),
+        attributes=attributes,
+        source_text=source.get("valueString") if source else None,
+        origin=fields.pop("origin", None) or (origin.get("valueString") if origin else None),
+        **fields,
+    )
+
+
+def _classify(ctx: MappingContext, codeable: Json | None, kind: str, what: str) -> str:
+    key = ctx.concepts.classify(codeable, (kind,))
+    if key is None:
+        raise _NoConcept(f"{what} {_codes(codeable)} matches no {kind} concept of the library")
+    return key
+
+
+def _codes(codeable: Json | None) -> str:
+    codings = (codeable or {}).get("coding") or ()
+    shown = [f"{c.get('system')}|{c.get('code')}" for c in codings]
+    return ", ".join(shown) or repr((codeable or {}).get("text"))
+
+
+def condition_event(run: _Run, resource: Json, study_id: str) -> Event:
+    """A Condition: a condition concept by its own coding, or by the value set its code is
+    in (the diagnosis). An unknown diagnosis is no event."""
+    ctx = run.ctx
+    code = resource.get("code")
+    key = ctx.concepts.classify(code, ("condition",))
+    value: dict[str, Any] = {}
+    if key is None:
+        for candidate in ctx.concepts.keys("condition"):
+            value_set = ctx.concepts.concept(candidate).value.value_set
+            word = ctx.terminology.word(value_set, code) if value_set else None
+            if word is not None:
+                key, value = candidate, {"code": word}
+                break
+    if key is None:
+        raise _NoConcept(f"diagnosis code {_codes(code)} is in no value set of the library")
+    when, end = _when(ctx, resource, "onsetDateTime"), _when(ctx, resource, "abatementDateTime")
+    return _event(ctx, resource, study_id, key, value=value, when=when, end=end)
+
+
+def _period(ctx: MappingContext, resource: Json, single: str, period: str) -> dict[str, Any]:
+    if single in resource or "_" + single in resource:
+        return {"when": _when(ctx, resource, single)}
+    span = resource.get(period) or {}
+    return {"when": _when(ctx, span, "start"), "end": _when(ctx, span, "end")}
+
+
+def medication_administration_event(run: _Run, resource: Json, study_id: str) -> Event:
+    ctx = run.ctx
+    what = resource.get("medicationCodeableConcept")
+    key = _classify(ctx, what, "medication", "medication")
+    number, unit = _quantity((resource.get("dosage") or {}).get("dose"))
+    times = _period(ctx, resource, "effectiveDateTime", "effectivePeriod")
+    return _event(ctx, resource, study_id, key, value={"number": number, "unit": unit}, **times)
+
+
+def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
+    """A MedicationRequest read as the drug's event (origin MedicationRequest): time from
+    the dosage timing bounds, else authoredOn; value the first dose quantity."""
+    ctx = run.ctx
+    key = _classify(ctx, resource.get("medicationCodeableConcept"), "medication", "medication")
+    dosage = next(iter(resource.get("dosageInstruction") or ()), {})
+    bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
+    times = {"when": _when(ctx, bounds, "start"), "end": _when(ctx, bounds, "end")}
+    if times["when"] is None:
+        times["when"] = _when(ctx, resource, "authoredOn")
+    dose = next(iter(dosage.get("doseAndRate") or ()), {}).get("doseQuantity")
+    number, unit = _quantity(dose)
+    value = {"number": number, "unit": unit}
+    return _event(ctx, resource, study_id, key, value=value, origin="MedicationRequest", **times)
+
+
+def procedure_event(run: _Run, resource: Json, study_id: str) -> Event:
+    ctx = run.ctx
+    key = _classify(ctx, resource.get("code"), "procedure", "procedure code")
+    concept = ctx.concepts.concept(key)
+    attributes: dict[str, Scalar] = {}
+    for used in resource.get("usedCode") or ():
+        found = _placed_word(ctx, concept, "used_code", used)
+        if found is not None:
+            attributes[found[0]] = found[1]
+    times = _period(ctx, resource, "performedDateTime", "performedPeriod")
+    return _event(ctx, resource, study_id, key, attributes=attributes, **times)
+
+
+def adverse_event_event(run: _Run, resource: Json, study_id: str) -> Event:
+    ctx = run.ctx
+    key = _classify(ctx, resource.get("event"), "adverse_event", "adverse event")
+    when = _when(ctx, resource, "date")
+    end = _time_extension(ctx, _own(ctx, resource, "end"))
+    return _event(ctx, resource, study_id, key, when=when, end=end)
+
+
+def observation_event(run: _Run, resource: Json, study_id: str) -> Event:
+    ctx = run.ctx
+    key = _classify(ctx, resource.get("code"), "observation", "observation code")
+    concept = ctx.concepts.concept(key)
+    value = _value_fields(ctx, concept, resource)
+    attributes = _observation_attributes(run, concept, resource, value)
+    times = _period(ctx, resource, "effectiveDateTime", "effectivePeriod")
+    return _event(ctx, resource, study_id, key, value=value, attributes=attributes, **times)
+
+
+def _observation_attributes(
+    run: _Run, concept: ConceptDef, resource: Json, value: dict[str, Any]
+) -> dict[str, Scalar]:
+    ctx = run.ctx
+    out: dict[str, Scalar] = {}
+    for place, codeables in (
+        ("method", [resource["method"]] if resource.get("method") else []),
+        ("interpretation", _interpretations(ctx, concept, resource, value)),
+    ):
+        for codeable in codeables:
+            found = _placed_word(ctx, concept, place, codeable)
+            if found is not None:
+                out[found[0]] = found[1]
+    for component in resource.get("component") or ():
+        key = ctx.concepts.classify_attribute(component.get("code"))
+        if key is not None:
+            out[key] = _attribute_scalar(ctx, ctx.concepts.attribute(key), component)
+    specimen = _specimen_word(run, concept, resource)
+    if specimen is not None:
+        out[specimen[0]] = specimen[1]
+    return out
+
+
+def _interpretations(
+    ctx: MappingContext, concept: ConceptDef, resource: Json, value: dict[str, Any]
+) -> list[Json]:
+    """Interpretations that are attributes; the first one that is a word of the concept's
+    value set, beside a number, is the value's code."""
+    out = []
+    for codeable in resource.get("interpretation") or ():
+        vs = concept.value.value_set
+        if "code" not in value and vs and ctx.terminology.word(vs, codeable) is not None:
+            value["code"] = ctx.terminology.word(vs, codeable)
+        else:
+            out.append(codeable)
+    return out
+
+
+def _specimen_word(run: _Run, concept: ConceptDef, resource: Json) -> tuple[str, Scalar] | None:
+    ref = (resource.get("specimen") or {}).get("reference")
+    if not isinstance(ref, str):
+        return None
+    target = reference_key(ref)
+    if ref.startswith("#"):
+        found = next((c for c in resource.get("contained") or () if c.get("id") == target), None)
+    else:
+        found = run.specimens.get(target)
+    if found is None or found.get("resourceType") != "Specimen":
+        return None
+    word = _placed_word(run.ctx, concept, "specimen", found.get("type"))
+    if word is None:
+        run.specimen_notes[target] = (
+            f"Specimen type {_codes(found.get('type'))} is in no specimen value set "
+            f"(referenced by {_ref_of(resource)})"
+        )
+    elif not ref.startswith("#"):
+        run.used_specimens.add(target)
+    return word
+
+
+_EVENT_MAPPERS: dict[str, Callable[[_Run, Json, str], Event]] = {
+    "Condition": condition_event,
+    "MedicationAdministration": medication_administration_event,
+    "MedicationRequest": medication_request_event,
+    "Procedure": procedure_event,
+    "Observation": observation_event,
+    "AdverseEvent": adverse_event_event,
+}
+
+
+# -- the Patient ----------------------------------------------------------------------------
+
+
+def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> _Patient:
+    centre, study_id = default_centre, None
+    for ident in _identifiers(resource):
+        found = ctx.centre_of_system(ident.get("system", ""))
+        if found is not None:
+            centre, study_id = found, ident.get("value")
+            break
+    birth = resource.get("birthDate")
+    record = PatientRecord(
+        study_id=study_id or _safe_id(str(resource.get("id"))),
+        centre=centre,
+        sex=resource.get("gender"),
+        birth_date=_parse_date(birth, "birthDate") if birth else None,
+        attributes=_extension_attributes(ctx, resource.get("extension"), patient=True),
+    )
+    return _Patient(record, resource, _patient_events(ctx, resource, record.study_id))
+
+
+def _patient_events(ctx: MappingContext, resource: Json, study_id: str) -> list[Event]:
+    """Death (deceased[x]) and follow-up (extension named after the concept)."""
+    out: list[Event] = []
+    deaths = ctx.concepts.keys("death")
+    for name in ("deceasedDateTime", "deceasedBoolean"):
+        if (name in resource or "_" + name in resource) and deaths:
+            if resource.get(name) is False:
+                continue
+            holder = resource.get("_" + name) or {}
+            when = _when(ctx, resource, name) if name == "deceasedDateTime" else None
+            out.append(_detail_event(ctx, holder, deaths[0], when))
+    for key in ctx.concepts.keys("follow_up"):
+        url = ctx.ext(key.replace("_", "-"))
+        for ext in resource.get("extension") or ():
+            if ext.get("url") == url:
+                out.append(_detail_event(ctx, ext, key, _time_extension(ctx, ext)))
+    return out
+
+
+def _detail_event(ctx: MappingContext, holder: Json, key: str, when: When | None) -> Event:
+    concept = ctx.concepts.concept(key)
+    ident = _own(ctx, holder, "event-id")
+    source = _own(ctx, holder, "source-text")
+    origin = _own(ctx, holder, "origin")
+    return Event(
+        event_id=ident["valueString"] if ident else key,
+        concept=key,
+        when=when,
+        end=_time_extension(ctx, _own(ctx, holder, "end")),
+        value=_make_value(_extension_value(ctx, concept, holder)),
+        attributes=_extension_attributes(ctx, holder.get("extension")),
+        source_text=source.get("valueString") if source else None,
+        origin=origin.get("valueString") if origin else None,
+    )
+
+
+# -- other rows -----------------------------------------------------------------------------
+
+_CODE_ELEMENTS = ("code", "medicationCodeableConcept", "event", "type", "vaccineCode")
+_TIME_ELEMENTS = (
+    "effectiveDateTime", "performedDateTime", "onsetDateTime", "authoredOn", "date",
+    "recordedDate", "issued", "occurrenceDateTime",
+)  # fmt: skip
+_PERIODS = ("effectivePeriod", "performedPeriod", "onsetPeriod")
+
+
+def other_row(resource: Json, study_id: str | None, reason: str) -> OtherRow:
+    """A resource as one row of the ``other`` table: its first coding, value and time."""
+    coding: Json = {}
+    for name in _CODE_ELEMENTS:
+        element = resource.get(name)
+        if isinstance(element, dict) and element.get("coding"):
+            coding = element["coding"][0]
+            break
+    value, unit = _other_value(resource)
+    return OtherRow(
+        study_id=study_id,
+        resource_type=str(resource.get("resourceType", "?")),
+        resource_id=resource.get("id"),
+        code_system=coding.get("system"),
+        code=coding.get("code"),
+        display=coding.get("display"),
+        value=value,
+        unit=unit,
+        time=_other_time(resource),
+        reason=reason,
+    )
+
+
+def _other_value(resource: Json) -> tuple[str | None, str | None]:
+    if isinstance(resource.get("valueQuantity"), dict):
+        q = resource["valueQuantity"]
+        return f"{q.get('comparator', '')}{q.get('value')}", q.get("code") or q.get("unit")
+    if isinstance(resource.get("valueCodeableConcept"), dict):
+        cc = resource["valueCodeableConcept"]
+        first = next(iter(cc.get("coding") or ()), {})
+        return first.get("code") or cc.get("text"), None
+    for name in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
+        if name in resource:
+            return str(resource[name]).lower() if name == "valueBoolean" else str(resource[name]), None
+    return None, None
+
+
+def _other_time(resource: Json) -> str | None:
+    for name in _TIME_ELEMENTS:
+        if isinstance(resource.get(name), str):
+            return str(resource[name])
+    for name in _PERIODS:
+        start = (resource.get(name) or {}).get("start")
+        if isinstance(start, str):
+            return start
+    collected = (resource.get("collection") or {}).get("collectedDateTime")
+    return collected if isinstance(collected, str) else None
+
+
+# -- assembling cases -----------------------------------------------------------------------
 
 
 def _subject_key(resource: Json) -> str | None:
@@ -309,117 +670,84 @@ def _subject_key(resource: Json) -> str | None:
     return reference_key(ref) if isinstance(ref, str) else None
 
 
-def _observation(ctx: MappingContext, resource: Json, patient: _Patient) -> None:
-    word = ctx.terminology.word("observation_code", resource.get("code"))
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return str(exc)
+
+
+def _keep(result: ReverseResult, resource: Json, study_id: str | None, reason: str) -> None:
+    """A resource that is no event: listed with its reason and kept as an ``other`` row."""
+    rtype = str(resource.get("resourceType", "?"))
+    result.unmapped.append(Unmapped(_ref_of(resource), rtype, reason))
+    result.other.append(other_row(resource, study_id, reason))
+
+
+def _map_resource(run: _Run, result: ReverseResult, resource: Json, patient: _Patient) -> None:
     study_id = patient.record.study_id
-    if word == "disease_status":
-        patient.events["statuses"].append(status_record(ctx, resource, study_id))
-    elif word == "cd19":
-        cd19 = _word(ctx, "cd19", resource.get("valueCodeableConcept"), "CD19 result")
-        patient.cd19.append((resource, cd19))
-    elif word is not None and word.startswith("mrd_"):
-        patient.events["mrd"].append(mrd_record(ctx, resource, study_id, word[4:]))
-    else:
-        raise ValueError(f"observation code {resource.get('code')!r} is not one fhir_cart maps")
-
-
-_EVENT_MAPPERS: dict[str, tuple[str, Callable[[MappingContext, Json, str], Event]]] = {
-    "MedicationAdministration": ("drugs", drug_record),
-    "Procedure": ("procedures", procedure_record),
-    "AdverseEvent": ("adverse_events", adverse_record),
-}
-
-
-def _map_event(ctx: MappingContext, resource: Json, patient: _Patient) -> None:
-    rtype = resource.get("resourceType", "")
-    if rtype == "Observation":
-        _observation(ctx, resource, patient)
-    elif rtype == "Condition":
-        patient.record = apply_condition(ctx, patient.record, resource)
-    elif rtype in _EVENT_MAPPERS:
-        slot, mapper = _EVENT_MAPPERS[rtype]
-        patient.events[slot].append(mapper(ctx, resource, patient.record.study_id))
-    else:
-        raise ValueError(f"resource type {rtype} is not one fhir_cart maps")
-
-
-def _merge_cd19(ctx: MappingContext, patient: _Patient, result: ReverseResult) -> None:
-    statuses = patient.events["statuses"]
-    by_id = {s.event_id: i for i, s in enumerate(statuses)}
-    for resource, cd19 in patient.cd19:
-        status_id = _event_id(ctx, resource, patient.record.study_id, "status").removesuffix(
-            "/cd19"
-        )
-        index = by_id.get(status_id)
-        if index is None:
-            reason = "CD19 observation with no matching disease-status observation"
-            result.unmapped.append(Unmapped(_ref_of(resource), "Observation", reason))
-            continue
-        statuses[index] = statuses[index].model_copy(update={"cd19": cd19})
-
-
-def _sorted(events: list[Event]) -> tuple[Any, ...]:
-    return tuple(sorted(events, key=lambda e: e.event_id))
-
-
-def _build_case(ctx: MappingContext, patient: _Patient, result: ReverseResult) -> None:
-    _merge_cd19(ctx, patient, result)
-    ev = patient.events
+    mapper = _EVENT_MAPPERS.get(str(resource.get("resourceType")))
+    if mapper is None:
+        reason = f"resource type {resource.get('resourceType')} is not one fhir_cart maps"
+        _keep(result, resource, study_id, reason)
+        return
     try:
-        case = Case(
-            patient=patient.record,
-            drugs=_sorted(ev["drugs"]),
-            procedures=_sorted(ev["procedures"]),
-            mrd=_sorted(ev["mrd"]),
-            statuses=_sorted(ev["statuses"]),
-            adverse_events=_sorted(ev["adverse_events"]),
-        )
+        patient.events.append(mapper(run, resource, study_id))
+    except (ValueError, MappingError) as exc:  # ValidationError is a ValueError
+        _keep(result, resource, study_id, _reason(exc))
+
+
+def _build_case(result: ReverseResult, patient: _Patient) -> None:
+    events = tuple(sorted(patient.events, key=event_order))
+    try:
+        case = Case(patient=patient.record, events=events)
     except ValidationError as exc:
-        reason = f"patient's events do not form a valid case: {exc.errors()[0]['msg']}"
-        result.unmapped.append(Unmapped(_ref_of(patient.resource), "Patient", reason))
+        reason = f"patient's events do not form a valid case: {_reason(exc)}"
+        _keep(result, patient.resource, patient.record.study_id, reason)
         return
     result.cases.append(case)
 
 
-def _add_patient(
-    ctx: MappingContext, resource: Json, centre: str, patients: dict[str, _Patient]
-) -> None:
-    record = patient_record(ctx, resource, centre)
-    entry = _Patient(record, resource)
-    patients[str(resource.get("id"))] = entry
+def _patients(
+    ctx: MappingContext, resources: Iterable[Json], centre: str, result: ReverseResult
+) -> tuple[dict[str, _Patient], dict[str, Json], list[Json]]:
+    patients: dict[str, _Patient] = {}
+    specimens: dict[str, Json] = {}
+    others: list[Json] = []
+    for resource in resources:
+        rtype = resource.get("resourceType")
+        if rtype == "Patient":
+            try:
+                patients[str(resource.get("id"))] = patient_record(ctx, resource, centre)
+            except (ValueError, MappingError) as exc:
+                _keep(result, resource, None, _reason(exc))
+        elif rtype == "Specimen":
+            specimens[str(resource.get("id"))] = resource
+        else:
+            others.append(resource)
+    return patients, specimens, others
 
 
 def cases_from_fhir(
     ctx: MappingContext, resources: Iterable[Json], *, default_centre: str = "ehr"
 ) -> ReverseResult:
-    """Group resources by patient and reverse-map them. Events come sorted by event id."""
+    """Group resources by patient and reverse-map them; every resource becomes part of an
+    event or an ``other`` row (listed in ``unmapped`` with the reason)."""
     result = ReverseResult()
-    patients: dict[str, _Patient] = {}
-    others: list[Json] = []
-    for resource in resources:
-        if resource.get("resourceType") != "Patient":
-            others.append(resource)
-            continue
-        _guard(result, resource, partial(_add_patient, ctx, resource, default_centre, patients))
+    patients, specimens, others = _patients(ctx, resources, default_centre, result)
+    run = _Run(ctx, specimens)
     for resource in others:
         patient = patients.get(_subject_key(resource) or "")
         if patient is None:
-            reason = "references no patient in this data set"
-            result.unmapped.append(
-                Unmapped(_ref_of(resource), resource.get("resourceType", "?"), reason)
-            )
+            _keep(result, resource, None, "references no patient in this data set")
             continue
-        _guard(result, resource, partial(_map_event, ctx, resource, patient))
+        _map_resource(run, result, resource, patient)
+    for sid, specimen in specimens.items():
+        if sid not in run.used_specimens:
+            owner = patients.get(_subject_key(specimen) or "")
+            reason = run.specimen_notes.get(sid, "Specimen referenced by no mapped Observation")
+            _keep(result, specimen, owner.record.study_id if owner else None, reason)
     for patient in patients.values():
-        _build_case(ctx, patient, result)
+        _build_case(result, patient)
     return result
-
-
-def _guard(result: ReverseResult, resource: Json, action: Callable[[], None]) -> None:
-    """Run one mapping step; a failure is recorded against the resource, never swallowed."""
-    try:
-        action()
-    except (ValueError, MappingError) as exc:  # ValidationError is a ValueError
-        reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        rtype = str(resource.get("resourceType", "?"))
-        result.unmapped.append(Unmapped(_ref_of(resource), rtype, reason))

@@ -1,342 +1,548 @@
 """Case-series record -> FHIR R4 resources, as plain JSON-ready dicts.
 
 Why dicts and not ``fhir.resources`` models: a registry maps millions of resources and
-fhir.resources validates about 10,000 per second, so the hot path builds the JSON shape
+fhir.resources validates about 2,000 per second, so the hot path builds the JSON shape
 directly. That shape is proven valid by the tests (fhir.resources R4B *and* the HL7 R4 JSON
 Schema over the fixtures and generated records), and ``validate=True`` in
 :func:`fhir_cart.bundle.map_cases` pushes every emitted resource through fhir.resources.
 
+Generic by concept kind (:mod:`fhir_cart.concepts`): a ``condition`` event is a Condition,
+``medication`` a MedicationAdministration, ``procedure`` a Procedure, ``observation`` an
+Observation, ``adverse_event`` an AdverseEvent; ``death`` and ``follow_up`` live on the
+Patient. Codes come from the concept library and its terminology only.
+
 Every resource gets a business identifier ``<base>/<centre>/<kind>|<study_id>[/<event_id>]``
 and a stable id derived from it, so a re-push is a conditional update of the same resource.
-Times: an absolute date goes in the FHIR element; a relative day (and its anchor) rides on
-the same element as the ``relative-day`` extension (primitive extension, ``_element``), so
-both are kept.
+Times: an absolute date goes in the FHIR element; a relative day or a window (and its
+anchor) rides on the same element as the ``relative-day`` primitive extension (``_element``),
+so both are kept. docs/fhir-model.md describes every choice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from fhir_cart.concepts import AttributeDef, ConceptDef
+from fhir_cart.errors import TerminologyError
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.records import (
-    AdverseEvent,
-    Case,
-    DiseaseStatus,
-    DrugAdministration,
-    MrdResult,
-    PatientRecord,
-    ProcedureRecord,
-    When,
-)
+from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 
 __all__ = [
+    "ID_KINDS",
     "adverse_event",
     "case_to_fhir",
     "condition",
-    "disease_status",
     "medication_administration",
-    "mrd_observation",
+    "observation",
     "patient",
     "procedure",
 ]
 
 Json = dict[str, Any]
 
+ID_KINDS: dict[str, str] = {
+    "Patient": "patient",
+    "Condition": "condition",
+    "MedicationAdministration": "medication-administration",
+    "Procedure": "procedure",
+    "Observation": "observation",
+    "AdverseEvent": "adverse-event",
+}
+"""Identifier kind (``<base>/<centre>/<kind>``) of each resource type fhir_cart writes."""
+
+# Where an attribute may go on each resource type besides an extension (AttributeDef.fhir).
+_PLACES: dict[str, frozenset[str]] = {
+    "Observation": frozenset({"method", "specimen", "component", "interpretation"}),
+    "Procedure": frozenset({"used_code"}),
+}
+_NO_PLACES: frozenset[str] = frozenset()
+
 
 class _Refs:
     """Identifiers and references shared by one patient's resources."""
 
-    __slots__ = ("centre", "condition", "study_id")
+    __slots__ = ("centre", "condition", "patient_id", "study_id", "subject")
 
-    def __init__(self, ctx: MappingContext, record: PatientRecord) -> None:
+    def __init__(self, ctx: MappingContext, case: Case) -> None:
+        record = case.patient
         self.centre = record.centre
         self.study_id = record.study_id
-        cond_id = _resource_id(ctx, record.centre, "condition", f"{record.study_id}/diagnosis")
-        self.condition = {"reference": ctx.reference("Condition", cond_id)}
-
-    def subject(self, ctx: MappingContext) -> Json:
-        pid = _resource_id(ctx, self.centre, "patient", self.study_id)
-        return {"reference": ctx.reference("Patient", pid)}
+        self.patient_id = _resource_id(ctx, record.centre, "patient", record.study_id)
+        self.subject = {"reference": ctx.reference("Patient", self.patient_id)}
+        self.condition: Json | None = None
+        for event in case.events:
+            if ctx.concepts.concept(event.concept).kind == "condition":
+                value = f"{record.study_id}/{event.event_id}"
+                cid = _resource_id(ctx, record.centre, "condition", value)
+                self.condition = {"reference": ctx.reference("Condition", cid)}
+                break
 
 
 def _resource_id(ctx: MappingContext, centre: str, kind: str, value: str) -> str:
     return ctx.resource_id(ctx.identifier_system(centre, kind), value)
 
 
-def _identity(ctx: MappingContext, centre: str, kind: str, value: str) -> tuple[str, Json]:
-    system = ctx.identifier_system(centre, kind)
-    return ctx.resource_id(system, value), {"system": system, "value": value}
-
-
-def _day_parts(ctx: MappingContext, when: When) -> list[Json]:
-    if when.day is None or when.anchor is None:
-        return []
-    return [
-        {"url": "day", "valueInteger": when.day},
-        {"url": "anchor", "valueCoding": ctx.terminology.coding("anchor", when.anchor)},
-    ]
-
-
-def _relative_day(ctx: MappingContext, when: When) -> Json | None:
-    parts = _day_parts(ctx, when)
-    return {"url": ctx.ext("relative-day"), "extension": parts} if parts else None
-
-
-def _put_time(ctx: MappingContext, target: Json, name: str, when: When) -> None:
-    """Set ``target[name]`` to the date and ``target['_'+name]`` to the relative day."""
-    if when.date is not None:
-        target[name] = when.date.isoformat()
-    ext = _relative_day(ctx, when)
-    if ext is not None:
-        target["_" + name] = {"extension": [ext]}
-
-
-def _base(resource_type: str, rid: str, profile: list[str] | None) -> Json:
-    out: Json = {"resourceType": resource_type, "id": rid}
+def _start(ctx: MappingContext, rtype: str, event: Event, concept: ConceptDef, refs: _Refs) -> Json:
+    """id, meta.profile and the business identifier of an event's resource."""
+    system = ctx.identifier_system(refs.centre, ID_KINDS[rtype])
+    value = f"{refs.study_id}/{event.event_id}"
+    out: Json = {"resourceType": rtype, "id": ctx.resource_id(system, value)}
+    profile = ctx.profile(concept.profile) if concept.profile else None
     if profile:
         out["meta"] = {"profile": profile}
+    ident = {"system": system, "value": value}
+    out["identifier"] = ident if rtype == "AdverseEvent" else [ident]  # 0..1 in R4 AdverseEvent
     return out
 
 
-def _quantity(ctx: MappingContext, value: float, unit: str) -> Json:
-    return {"value": value, **ctx.terminology.unit(unit)}
+# -- times ----------------------------------------------------------------------------------
 
 
-def patient(ctx: MappingContext, record: PatientRecord) -> Json:
-    rid, ident = _identity(ctx, record.centre, "patient", record.study_id)
-    ident["assigner"] = {"display": record.centre}
-    out = _base("Patient", rid, ctx.profile("patient"))
-    out["identifier"] = [ident]
-    extensions = _patient_extensions(ctx, record)
+def _anchor(ctx: MappingContext, key: str) -> Json:
+    memo = ctx.memo
+    found = memo.get(("anchor", key))
+    if found is None:
+        found = memo[("anchor", key)] = ctx.concepts.codeable(key)
+    return dict(found)
+
+
+def _time_parts(ctx: MappingContext, when: When) -> list[Json]:
+    """Sub-extensions of ``relative-day``: day, earliest-day, latest-day and the anchor
+    concept (the patient's first event of it is day 0)."""
+    parts: list[Json] = []
+    if when.day is not None:
+        parts.append({"url": "day", "valueInteger": when.day})
+    if when.earliest_day is not None:
+        parts.append({"url": "earliest-day", "valueInteger": when.earliest_day})
+    if when.latest_day is not None:
+        parts.append({"url": "latest-day", "valueInteger": when.latest_day})
+    if when.anchor is not None:
+        parts.append({"url": "anchor", "valueCodeableConcept": _anchor(ctx, when.anchor)})
+    return parts
+
+
+def _put_time(ctx: MappingContext, target: Json, name: str, when: When) -> None:
+    """``target[name]`` = the date, ``target['_' + name]`` = the relative day or window."""
+    if when.date is not None:
+        target[name] = when.date.isoformat()
+    parts = _time_parts(ctx, when)
+    if parts:
+        target["_" + name] = {"extension": [{"url": ctx.ext("relative-day"), "extension": parts}]}
+
+
+def _time_extension(ctx: MappingContext, url: str, when: When) -> Json:
+    """A time where FHIR has no element for it: complex extension (date + relative parts)."""
+    parts = _time_parts(ctx, when)
+    if when.date is not None:
+        parts.insert(0, {"url": "date", "valueDate": when.date.isoformat()})
+    return {"url": url, "extension": parts}
+
+
+def _put_times(ctx: MappingContext, out: Json, event: Event, single: str, period: str) -> None:
+    """One time in ``single`` (effectiveDateTime...), a start and an end in ``period``."""
+    if event.end is None:
+        if event.when is not None:
+            _put_time(ctx, out, single, event.when)
+        return
+    span: Json = {}
+    if event.when is not None:
+        _put_time(ctx, span, "start", event.when)
+    _put_time(ctx, span, "end", event.end)
+    out[period] = span
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def _unit(ctx: MappingContext, unit: str) -> Json:
+    memo = ctx.memo
+    found = memo.get(("unit", unit))
+    if found is None:
+        try:
+            found = ctx.terminology.unit(unit)
+        except TerminologyError:  # a study's own UCUM unit: the code is its own display
+            found = {"unit": unit, "system": ctx.terminology.system("ucum"), "code": unit}
+        memo[("unit", unit)] = found
+    return found
+
+
+def _quantity(ctx: MappingContext, number: float, unit: str | None, cmp: str | None = None) -> Json:
+    out: Json = {"value": number}
+    if cmp is not None:
+        out["comparator"] = cmp
+    if unit is not None:
+        out.update(_unit(ctx, unit))
+    return out
+
+
+def _value_x(ctx: MappingContext, concept: ConceptDef, value: Value) -> tuple[str, Any] | None:
+    """The value[x] of a value's number, range, boolean or text (its code is separate)."""
+    if value.number is not None:
+        whole = value.unit is None and value.comparator is None and value.number.is_integer()
+        if whole and concept.value.type == "integer":
+            return "valueInteger", int(value.number)
+        return "valueQuantity", _quantity(ctx, value.number, value.unit, value.comparator)
+    if value.low is not None or value.high is not None:
+        bounds = {"low": value.low, "high": value.high}
+        return "valueRange", {
+            end: _quantity(ctx, number, value.unit)
+            for end, number in bounds.items()
+            if number is not None
+        }
+    if value.boolean is not None:
+        return "valueBoolean", value.boolean
+    if value.text is not None:
+        return "valueString", value.text
+    return None
+
+
+def _value_code(ctx: MappingContext, concept: ConceptDef, code: str) -> Json:
+    if concept.value.value_set is None:
+        raise TerminologyError(f"value code {code!r} but concept {concept.label!r} has no value set")
+    return ctx.terminology.concept(concept.value.value_set, code)
+
+
+def _value_extensions(
+    ctx: MappingContext, concept: ConceptDef, value: Value | None, *, code: bool = True
+) -> list[Json]:
+    """Extensions ``value`` (number, range, boolean, text) and ``value-code`` for resources
+    with no value element (Procedure, AdverseEvent, ...)."""
+    if value is None:
+        return []
+    out: list[Json] = []
+    pair = _value_x(ctx, concept, value)
+    if pair is not None:
+        out.append({"url": ctx.ext("value"), pair[0]: pair[1]})
+    if code and value.code is not None:
+        out.append({"url": ctx.ext("value-code"), "valueCodeableConcept": _value_code(ctx, concept, value.code)})  # fmt: skip
+    return out
+
+
+# -- attributes -----------------------------------------------------------------------------
+
+
+def _attribute_codeable(ctx: MappingContext, attr: AttributeDef, word: Scalar) -> Json:
+    try:
+        return ctx.terminology.concept(str(attr.value_set), str(word))
+    except TerminologyError:
+        if attr.open:  # a word outside an open value set is kept by its name
+            return {"text": str(word)}
+        raise
+
+
+_EXT_TYPES: dict[str, str] = {
+    "integer": "valueInteger",
+    "number": "valueDecimal",
+    "text": "valueString",
+    "boolean": "valueBoolean",
+    "date": "valueDate",
+}
+_PY_TYPES: dict[type, str] = {
+    bool: "valueBoolean",
+    int: "valueInteger",
+    float: "valueDecimal",
+    str: "valueString",
+}
+
+
+def _attribute_value(
+    ctx: MappingContext, attr: AttributeDef | None, value: Scalar, *, component: bool = False
+) -> tuple[str, Any]:
+    """value[x] of an attribute by its declared type (a component has no valueDecimal)."""
+    if attr is None:  # an attribute the library does not know: by the value's own type
+        return _PY_TYPES[type(value)], value
+    if attr.type == "coded":
+        return "valueCodeableConcept", _attribute_codeable(ctx, attr, value)
+    if attr.type == "quantity":
+        return "valueQuantity", _quantity(ctx, float(value), attr.units[0])
+    if attr.type == "number" and component:
+        return "valueQuantity", {"value": value}
+    if attr.type == "date" and component:
+        return "valueDateTime", value
+    return _EXT_TYPES[attr.type], value
+
+
+def attribute_url(ctx: MappingContext, key: str, attr: AttributeDef | None) -> str:
+    if attr is not None and attr.extension_url:
+        return attr.extension_url
+    return ctx.ext(key)
+
+
+def _put_attributes(ctx: MappingContext, out: Json, event: Event, extensions: list[Json]) -> None:
+    places = _PLACES.get(out["resourceType"], _NO_PLACES)
+    library = ctx.concepts.data.attributes
+    for key, value in event.attributes.items():
+        attr = library.get(key)
+        place = attr.fhir if attr is not None and attr.fhir in places else "extension"
+        if place == "extension":
+            name, element = _attribute_value(ctx, attr, value)
+            extensions.append({"url": attribute_url(ctx, key, attr), name: element})
+        else:
+            _PLACERS[place](ctx, out, key, attr, value)  # type: ignore[arg-type]
+
+
+def _put_method(ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar) -> None:
+    out["method"] = _attribute_codeable(ctx, attr, value)
+
+
+def _put_specimen(
+    ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
+) -> None:
+    specimen = {"resourceType": "Specimen", "id": key, "type": _attribute_codeable(ctx, attr, value)}
+    out.setdefault("contained", []).append(specimen)
+    out["specimen"] = {"reference": f"#{key}"}
+
+
+def _put_component(
+    ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
+) -> None:
+    name, element = _attribute_value(ctx, attr, value, component=True)
+    component = {"code": ctx.concepts.attribute_codeable(key), name: element}
+    out.setdefault("component", []).append(component)
+
+
+def _put_used_code(
+    ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
+) -> None:
+    out.setdefault("usedCode", []).append(_attribute_codeable(ctx, attr, value))
+
+
+def _put_interpretation(
+    ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
+) -> None:
+    out.setdefault("interpretation", []).append(_attribute_codeable(ctx, attr, value))
+
+
+_PLACERS: dict[str, Callable[[MappingContext, Json, str, AttributeDef, Scalar], None]] = {
+    "method": _put_method,
+    "specimen": _put_specimen,
+    "component": _put_component,
+    "used_code": _put_used_code,
+    "interpretation": _put_interpretation,
+}
+
+
+def _details(ctx: MappingContext, event: Event) -> list[Json]:
+    """The source's own words and the resource type an event was pulled from."""
+    out: list[Json] = []
+    if event.source_text is not None:
+        out.append({"url": ctx.ext("source-text"), "valueString": event.source_text})
+    if event.origin is not None:
+        out.append({"url": ctx.ext("origin"), "valueString": event.origin})
+    return out
+
+
+def _finish(ctx: MappingContext, out: Json, event: Event, extensions: list[Json]) -> Json:
+    _put_attributes(ctx, out, event, extensions)
+    extensions.extend(_details(ctx, event))
     if extensions:
         out["extension"] = extensions
+    return out
+
+
+# -- one function per kind ------------------------------------------------------------------
+
+
+def patient(ctx: MappingContext, case: Case, refs: _Refs | None = None) -> Json:
+    """The Patient, with patient attributes, death and last follow-up."""
+    refs = refs or _Refs(ctx, case)
+    record = case.patient
+    system = ctx.identifier_system(record.centre, "patient")
+    out: Json = {"resourceType": "Patient", "id": refs.patient_id}
+    profile = ctx.profile("patient")
+    if profile:
+        out["meta"] = {"profile": profile}
+    ident = {"system": system, "value": record.study_id, "assigner": {"display": record.centre}}
+    out["identifier"] = [ident]
+    extensions = _patient_attributes(ctx, record)
     if record.sex is not None:
         out["gender"] = record.sex
     if record.birth_date is not None:
         out["birthDate"] = record.birth_date.isoformat()
-    if record.death is not None:
-        _put_time(ctx, out, "deceasedDateTime", record.death)
+    for event in case.events:
+        kind = ctx.concepts.concept(event.concept).kind
+        if kind == "death":
+            _put_death(ctx, out, event)
+        elif kind == "follow_up":
+            extensions.append(_follow_up(ctx, event))
+    if extensions:
+        out["extension"] = extensions
     return out
 
 
-def _patient_extensions(ctx: MappingContext, record: PatientRecord) -> list[Json]:
+def _patient_attributes(ctx: MappingContext, record: PatientRecord) -> list[Json]:
+    library = ctx.concepts.data.patient_attributes
     out: list[Json] = []
-    if record.age_at_diagnosis is not None:
-        age = _quantity(ctx, record.age_at_diagnosis, "a")
-        out.append({"url": ctx.ext("age-at-diagnosis"), "valueAge": age})
-    if record.last_follow_up is not None:
-        when = record.last_follow_up
-        parts = _day_parts(ctx, when)
-        if when.date is not None:
-            parts.insert(0, {"url": "date", "valueDate": when.date.isoformat()})
-        out.append({"url": ctx.ext("last-follow-up"), "extension": parts})
+    for key, value in record.attributes.items():
+        attr = library.get(key)
+        name, element = _attribute_value(ctx, attr, value)
+        out.append({"url": attribute_url(ctx, key, attr), name: element})
     return out
 
 
-def condition(ctx: MappingContext, record: PatientRecord, refs: _Refs) -> Json:
-    rid, ident = _identity(ctx, record.centre, "condition", f"{record.study_id}/diagnosis")
-    out = _base("Condition", rid, ctx.profile("condition"))
-    out["identifier"] = [ident]
+def _event_details(ctx: MappingContext, event: Event) -> list[Json]:
+    """What a Patient element cannot hold of an event: its id (when it is not the concept's
+    key), end, value, attributes, source text and origin, as extensions."""
+    concept = ctx.concepts.concept(event.concept)
+    out: list[Json] = []
+    if event.event_id != event.concept:
+        out.append({"url": ctx.ext("event-id"), "valueString": event.event_id})
+    if event.end is not None:
+        out.append(_time_extension(ctx, ctx.ext("end"), event.end))
+    out.extend(_value_extensions(ctx, concept, event.value))
+    holder: Json = {"resourceType": "Patient"}
+    return _finish(ctx, holder, event, out).get("extension", [])
+
+
+def _put_death(ctx: MappingContext, out: Json, event: Event) -> None:
+    if "deceasedDateTime" in out or "_deceasedDateTime" in out or "deceasedBoolean" in out:
+        raise ValueError(f"patient has two death events ({event.event_id!r} is the second)")
+    details = _event_details(ctx, event)
+    name = "deceasedDateTime" if event.when is not None else "deceasedBoolean"
+    if event.when is not None:
+        _put_time(ctx, out, name, event.when)
+    else:
+        out[name] = True
+    if details:
+        out.setdefault("_" + name, {"extension": []})["extension"].extend(details)
+
+
+def _follow_up(ctx: MappingContext, event: Event) -> Json:
+    url = ctx.ext(event.concept.replace("_", "-"))
+    if event.when is None:
+        ext: Json = {"url": url, "extension": []}
+    else:
+        ext = _time_extension(ctx, url, event.when)
+    ext["extension"].extend(_event_details(ctx, event))
+    if not ext["extension"]:  # an undated follow-up with nothing else: say so
+        ext["extension"].append({"url": ctx.ext("event-id"), "valueString": event.event_id})
+    return ext
+
+
+def condition(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef) -> Json:
+    """Condition: ``code`` is the value's coding (the diagnosis); attributes as extensions."""
     terms = ctx.terminology
-    clinical = (
-        "relapse" if record.disease_state in ("relapsed", "relapsed_refractory") else "active"
-    )
-    out["clinicalStatus"] = terms.concept("condition_clinical", clinical)
+    out = _start(ctx, "Condition", event, concept, refs)
+    out["clinicalStatus"] = terms.concept("condition_clinical", "active")
     out["verificationStatus"] = terms.concept("condition_verification", "confirmed")
     out["category"] = [terms.concept("condition_category", "problem_list_item")]
-    code = terms.concept("diagnosis", record.diagnosis)
-    if record.disease_state is not None:
-        state = terms.concept("diagnosis_state", record.disease_state)
-        code["coding"] = [*code.get("coding", ()), *state.get("coding", ())]
-    out["code"] = code
-    out["subject"] = refs.subject(ctx)
-    if record.diagnosis_date is not None:
-        out["onsetDateTime"] = record.diagnosis_date.isoformat()
-    return out
+    value = event.value
+    if value is not None and value.code is not None:
+        out["code"] = _value_code(ctx, concept, value.code)
+    else:
+        out["code"] = ctx.concepts.codeable(event.concept)
+    out["subject"] = refs.subject
+    if event.when is not None:
+        _put_time(ctx, out, "onsetDateTime", event.when)
+    if event.end is not None:
+        _put_time(ctx, out, "abatementDateTime", event.end)
+    return _finish(ctx, out, event, _value_extensions(ctx, concept, value, code=False))
 
 
-def medication_administration(ctx: MappingContext, drug: DrugAdministration, refs: _Refs) -> Json:
-    value = f"{refs.study_id}/{drug.event_id}"
-    rid, ident = _identity(ctx, refs.centre, "medication-administration", value)
-    out = _base("MedicationAdministration", rid, ctx.profile("medication_administration"))
-    out["identifier"] = [ident]
-    extensions = _drug_extensions(ctx, drug)
-    if extensions:
-        out["extension"] = extensions
+def medication_administration(
+    ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef
+) -> Json:
+    """MedicationAdministration; effective[x] is 1..1, so an undated one still has an
+    effectivePeriod, saying why it has no date (data-absent-reason)."""
+    out = _start(ctx, "MedicationAdministration", event, concept, refs)
     out["status"] = "completed"
-    out["medicationCodeableConcept"] = ctx.terminology.concept("agent", drug.agent)
-    out["subject"] = refs.subject(ctx)
+    out["medicationCodeableConcept"] = ctx.concepts.codeable(event.concept)
+    out["subject"] = refs.subject
     period: Json = {}
-    _put_time(ctx, period, "start", drug.start)
-    if drug.end is not None:
-        _put_time(ctx, period, "end", drug.end)
-    out["effectivePeriod"] = period
-    out["reasonReference"] = [refs.condition]
-    if drug.dose is not None and drug.dose_unit is not None:
-        out["dosage"] = {"dose": _quantity(ctx, drug.dose, drug.dose_unit)}
-    return out
+    if event.when is not None:
+        _put_time(ctx, period, "start", event.when)
+    if event.end is not None:
+        _put_time(ctx, period, "end", event.end)
+    out["effectivePeriod"] = period or {"extension": [_absent(ctx)]}
+    if refs.condition is not None:
+        out["reasonReference"] = [refs.condition]
+    value, extensions = event.value, []
+    if value is not None and value.number is not None and value.comparator is None:
+        out["dosage"] = {"dose": _quantity(ctx, value.number, value.unit)}  # SimpleQuantity
+        value = value.model_copy(update={"number": None, "unit": None})
+    if value is not None:
+        extensions = _value_extensions(ctx, concept, value)
+    return _finish(ctx, out, event, extensions)
 
 
-def _drug_extensions(ctx: MappingContext, drug: DrugAdministration) -> list[Json]:
-    terms = ctx.terminology
-    out: list[Json] = []
-    if drug.intent is not None:
-        intent = terms.concept("intent", drug.intent)
-        out.append({"url": ctx.ext("treatment-intent"), "valueCodeableConcept": intent})
-    if drug.cycle is not None:
-        out.append({"url": ctx.ext("cycle-number"), "valueInteger": drug.cycle})
-    if drug.response is not None:
-        response = terms.concept("response", drug.response)
-        out.append({"url": ctx.ext("treatment-response"), "valueCodeableConcept": response})
-    return out
+def _absent(ctx: MappingContext) -> Json:
+    code = ctx.terminology.coding("data_absent_reason", "unknown")["code"]
+    return {"url": ctx.profiles.data_absent_reason, "valueCode": code}
 
 
-def procedure(ctx: MappingContext, proc: ProcedureRecord, refs: _Refs) -> Json:
-    value = f"{refs.study_id}/{proc.event_id}"
-    rid, ident = _identity(ctx, refs.centre, "procedure", value)
-    out = _base("Procedure", rid, ctx.profile(f"procedure_{proc.kind}"))
-    out["identifier"] = [ident]
-    extensions = _procedure_extensions(ctx, proc)
-    if extensions:
-        out["extension"] = extensions
+def procedure(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef) -> Json:
+    out = _start(ctx, "Procedure", event, concept, refs)
     out["status"] = "completed"
-    out["code"] = ctx.terminology.concept("procedure", proc.kind)
-    out["subject"] = refs.subject(ctx)
-    _put_time(ctx, out, "performedDateTime", proc.when)
-    out["reasonReference"] = [refs.condition]
-    if proc.product is not None:
-        out["usedCode"] = [ctx.terminology.concept("product", proc.product)]
-    return out
+    out["code"] = ctx.concepts.codeable(event.concept)
+    out["subject"] = refs.subject
+    _put_times(ctx, out, event, "performedDateTime", "performedPeriod")
+    if refs.condition is not None:
+        out["reasonReference"] = [refs.condition]
+    return _finish(ctx, out, event, _value_extensions(ctx, concept, event.value))
 
 
-def _procedure_extensions(ctx: MappingContext, proc: ProcedureRecord) -> list[Json]:
-    out: list[Json] = []
-    if proc.cell_dose is not None and proc.cell_dose_unit is not None:
-        dose = _quantity(ctx, proc.cell_dose, proc.cell_dose_unit)
-        out.append({"url": ctx.ext("cell-dose"), "valueQuantity": dose})
-    if proc.donor_type is not None:
-        donor = ctx.terminology.concept("donor_type", proc.donor_type)
-        out.append({"url": ctx.ext("donor-type"), "valueCodeableConcept": donor})
-    if proc.conditioning is not None:
-        out.append({"url": ctx.ext("conditioning-regimen"), "valueString": proc.conditioning})
-    return out
-
-
-def mrd_observation(ctx: MappingContext, mrd: MrdResult, refs: _Refs) -> Json:
-    terms = ctx.terminology
-    rid, ident = _identity(ctx, refs.centre, "observation", f"{refs.study_id}/{mrd.event_id}")
-    out = _base("Observation", rid, ctx.profile("mrd"))
-    out["contained"] = [
-        {
-            "resourceType": "Specimen",
-            "id": "specimen",
-            "type": terms.concept("specimen", mrd.specimen),
-        }
-    ]
-    out["extension"] = _mrd_extensions(ctx, mrd)
-    out["identifier"] = [ident]
+def observation(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef) -> Json:
+    """Observation: value[x] from the value; a code beside another value is the first
+    ``interpretation``; attributes where their AttributeDef.fhir says."""
+    out = _start(ctx, "Observation", event, concept, refs)
     out["status"] = "final"
-    out["category"] = [terms.concept("observation_category", "laboratory")]
-    out["code"] = terms.concept("observation_code", f"mrd_{mrd.method}")
-    out["subject"] = refs.subject(ctx)
-    out["focus"] = [refs.condition]
-    _put_time(ctx, out, "effectiveDateTime", mrd.when)
-    _put_mrd_value(ctx, out, mrd)
-    out["method"] = terms.concept("mrd_method", mrd.method)
-    out["specimen"] = {"reference": "#specimen"}
-    if mrd.sensitivity is not None:
-        out["component"] = [
-            {
-                "code": terms.concept("observation_code", "assay_sensitivity"),
-                "valueQuantity": _quantity(ctx, mrd.sensitivity, "1"),
-            }
-        ]
-    return out
+    if concept.category is not None:
+        out["category"] = [ctx.terminology.concept("observation_category", concept.category)]
+    out["code"] = ctx.concepts.codeable(event.concept)
+    out["subject"] = refs.subject
+    if refs.condition is not None:
+        out["focus"] = [refs.condition]
+    _put_times(ctx, out, event, "effectiveDateTime", "effectivePeriod")
+    value = event.value
+    if value is not None:
+        pair = _value_x(ctx, concept, value)
+        code = _value_code(ctx, concept, value.code) if value.code is not None else None
+        if pair is not None:
+            out[pair[0]] = pair[1]
+            if code is not None:
+                out["interpretation"] = [code]
+        elif code is not None:
+            out["valueCodeableConcept"] = code
+    return _finish(ctx, out, event, [])
 
 
-def _mrd_extensions(ctx: MappingContext, mrd: MrdResult) -> list[Json]:
-    timepoint = ctx.terminology.concept("mrd_timepoint", mrd.timepoint)
-    out: list[Json] = [{"url": ctx.ext("mrd-timepoint"), "valueCodeableConcept": timepoint}]
-    if mrd.marker is not None:
-        out.append({"url": ctx.ext("mrd-marker"), "valueString": mrd.marker})
-    return out
-
-
-def _put_mrd_value(ctx: MappingContext, out: Json, mrd: MrdResult) -> None:
-    """A number goes in valueQuantity (with '<' kept as comparator); a qualitative result
-    alone is valueCodeableConcept, and beside a number it is the interpretation."""
-    qualitative = (
-        ctx.terminology.concept("mrd_qualitative", mrd.qualitative) if mrd.qualitative else None
-    )
-    if mrd.value is not None and mrd.unit is not None:
-        quantity = _quantity(ctx, mrd.value, mrd.unit)
-        if mrd.comparator is not None:
-            quantity["comparator"] = mrd.comparator
-        out["valueQuantity"] = quantity
-        if qualitative is not None:
-            out["interpretation"] = [qualitative]
-    elif qualitative is not None:
-        out["valueCodeableConcept"] = qualitative
-
-
-def disease_status(ctx: MappingContext, status: DiseaseStatus, refs: _Refs) -> Json:
-    terms = ctx.terminology
-    value = f"{refs.study_id}/{status.event_id}"
-    rid, ident = _identity(ctx, refs.centre, "observation", value)
-    out = _base("Observation", rid, ctx.profile("disease_status"))
-    out["identifier"] = [ident]
-    out["status"] = "final"
-    out["code"] = terms.concept("observation_code", "disease_status")
-    out["subject"] = refs.subject(ctx)
-    out["focus"] = [refs.condition]
-    _put_time(ctx, out, "effectiveDateTime", status.when)
-    out["valueCodeableConcept"] = terms.concept("disease_status", status.status)
-    return out
-
-
-def cd19_observation(ctx: MappingContext, status: DiseaseStatus, refs: _Refs) -> Json | None:
-    """CD19 expression at a status assessment (no single code for 'CD19-negative relapse')."""
-    if status.cd19 is None:
-        return None
-    terms = ctx.terminology
-    value = f"{refs.study_id}/{status.event_id}/cd19"
-    rid, ident = _identity(ctx, refs.centre, "observation", value)
-    out = _base("Observation", rid, ctx.profile("cd19"))
-    out["identifier"] = [ident]
-    out["status"] = "final"
-    out["category"] = [terms.concept("observation_category", "laboratory")]
-    out["code"] = terms.concept("observation_code", "cd19")
-    out["subject"] = refs.subject(ctx)
-    out["focus"] = [refs.condition]
-    _put_time(ctx, out, "effectiveDateTime", status.when)
-    out["valueCodeableConcept"] = terms.concept("cd19", status.cd19)
-    return out
-
-
-def adverse_event(ctx: MappingContext, event: AdverseEvent, refs: _Refs) -> Json:
-    value = f"{refs.study_id}/{event.event_id}"
-    rid, ident = _identity(ctx, refs.centre, "adverse-event", value)
-    out = _base("AdverseEvent", rid, ctx.profile("adverse_event"))
-    out["extension"] = [{"url": ctx.ext("adverse-event-grade"), "valueInteger": event.grade}]
-    out["identifier"] = ident  # 0..1 in R4
+def adverse_event(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef) -> Json:
+    """AdverseEvent (grade and the other attributes as extensions; an end as extension
+    ``end``: R4 AdverseEvent has no period)."""
+    out = _start(ctx, "AdverseEvent", event, concept, refs)
     out["actuality"] = "actual"
-    out["event"] = ctx.terminology.concept("adverse_event", event.kind)
-    out["subject"] = refs.subject(ctx)
-    _put_time(ctx, out, "date", event.when)
-    return out
+    out["event"] = ctx.concepts.codeable(event.concept)
+    out["subject"] = refs.subject
+    if event.when is not None:
+        _put_time(ctx, out, "date", event.when)
+    extensions = _value_extensions(ctx, concept, event.value)
+    if event.end is not None:
+        extensions.append(_time_extension(ctx, ctx.ext("end"), event.end))
+    return _finish(ctx, out, event, extensions)
+
+
+_MAPPERS: dict[str, Callable[[MappingContext, Event, _Refs, ConceptDef], Json]] = {
+    "condition": condition,
+    "medication": medication_administration,
+    "procedure": procedure,
+    "observation": observation,
+    "adverse_event": adverse_event,
+}
 
 
 def case_to_fhir(ctx: MappingContext, case: Case) -> list[Json]:
-    """All resources of one patient, Patient first then Condition, then events."""
-    refs = _Refs(ctx, case.patient)
-    out = [patient(ctx, case.patient), condition(ctx, case.patient, refs)]
-    out.extend(medication_administration(ctx, d, refs) for d in case.drugs)
-    out.extend(procedure(ctx, p, refs) for p in case.procedures)
-    out.extend(mrd_observation(ctx, m, refs) for m in case.mrd)
-    for status in case.statuses:
-        out.append(disease_status(ctx, status, refs))
-        cd19 = cd19_observation(ctx, status, refs)
-        if cd19 is not None:
-            out.append(cd19)
-    out.extend(adverse_event(ctx, a, refs) for a in case.adverse_events)
-    return out
+    """All resources of one patient: Patient first, then Condition(s), then the other events
+    in record order (death and follow-up are on the Patient)."""
+    refs = _Refs(ctx, case)
+    conditions: list[Json] = []
+    events: list[Json] = []
+    for event in case.events:
+        concept = ctx.concepts.concept(event.concept)
+        mapper = _MAPPERS.get(concept.kind)
+        if mapper is None:
+            continue
+        (conditions if concept.kind == "condition" else events).append(
+            mapper(ctx, event, refs, concept)
+        )
+    return [patient(ctx, case, refs), *conditions, *events]
