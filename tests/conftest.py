@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cart.mappers.context import MappingContext, mapping_context
-from fhir_cart.readers import read_study
 from fhir_cart.records import Case
-from fhir_cart.study_mapping import load_study_mapping
 from fhir_cart.terminology import load_terminology
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +50,9 @@ def ctx() -> MappingContext:
 
 @pytest.fixture(scope="session")
 def seed_cases() -> list[Case]:
+    from fhir_cart.readers import read_study  # imported here: tests that need no reader run alone
+    from fhir_cart.study_mapping import load_study_mapping
+
     result = read_study(SEED_FILE, load_study_mapping(SEED_MAPPING))
     assert result.rejects == []
     return result.cases
@@ -59,6 +60,9 @@ def seed_cases() -> list[Case]:
 
 @pytest.fixture(scope="session")
 def centre_b_cases() -> list[Case]:
+    from fhir_cart.readers import read_study
+    from fhir_cart.study_mapping import load_study_mapping
+
     result = read_study(CENTRE_B_FILE, load_study_mapping(CENTRE_B_MAPPING))
     assert result.rejects == []
     return result.cases

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from fhir_cart.concepts import KINDS, AttributeDef, ConceptDef
 from fhir_cart.errors import MappingError
 from fhir_cart.mappers.context import MappingContext, extension_value
-from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url
+from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url, event_order
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
 Json = dict[str, Any]
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_\-\.]")
-_DIGITS = re.compile(r"(\d+)")
 _OWN_EXTENSIONS = ("relative-day", "source-text", "origin", "value", "value-code", "event-id", "end")
 
 
@@ -77,7 +76,7 @@ class ReverseResult:
     other: list[OtherRow] = field(default_factory=list)
 
 
-class _NoConcept(MappingError):
+class _NoConcept(ValueError):
     """The resource is understood but stands for nothing the library holds."""
 
 
@@ -95,11 +94,6 @@ def reference_key(reference: str) -> str:
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
     return parts[-1]
-
-
-def event_order(event: Event) -> tuple[Any, ...]:
-    """Natural order of event ids ('drug-2' before 'drug-10')."""
-    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(event.event_id))
 
 
 def _ref_of(resource: Json) -> str:

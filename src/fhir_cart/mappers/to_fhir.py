@@ -20,6 +20,7 @@ so both are kept. docs/fhir-model.md describes every choice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "adverse_event",
     "case_to_fhir",
     "condition",
+    "event_order",
     "medication_administration",
     "observation",
     "patient",
@@ -71,12 +73,20 @@ class _Refs:
         self.patient_id = _resource_id(ctx, record.centre, "patient", record.study_id)
         self.subject = {"reference": ctx.reference("Patient", self.patient_id)}
         self.condition: Json | None = None
-        for event in case.events:
-            if ctx.concepts.concept(event.concept).kind == "condition":
-                value = f"{record.study_id}/{event.event_id}"
-                cid = _resource_id(ctx, record.centre, "condition", value)
-                self.condition = {"reference": ctx.reference("Condition", cid)}
-                break
+        conditions = [e for e in case.events if ctx.concepts.concept(e.concept).kind == "condition"]
+        if conditions:  # the first by event id, so the record's row order does not matter
+            first = min(conditions, key=event_order) if len(conditions) > 1 else conditions[0]
+            value = f"{record.study_id}/{first.event_id}"
+            cid = _resource_id(ctx, record.centre, "condition", value)
+            self.condition = {"reference": ctx.reference("Condition", cid)}
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def event_order(event: Event) -> tuple[Any, ...]:
+    """Natural order of event ids ('drug-2' before 'drug-10')."""
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(event.event_id))
 
 
 def _resource_id(ctx: MappingContext, centre: str, kind: str, value: str) -> str:
