@@ -34,7 +34,9 @@ __all__ = [
     "ReverseResult",
     "Unmapped",
     "cases_from_fhir",
+    "event_id_of",
     "event_order",
+    "other_row",
     "reference_key",
 ]
 
@@ -168,7 +170,9 @@ def _safe_id(text: str) -> str:
     return f"{safe[:55]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def _event_id(ctx: MappingContext, resource: Json, study_id: str) -> str:
+def event_id_of(ctx: MappingContext, resource: Json, study_id: str) -> str:
+    """The event id fhir_cart wrote in the business identifier, else ``<kind>-<server id>``
+    (kind as in identifiers, e.g. ``medication-request-mr1``; long ids end in a hash)."""
     prefix = study_id + "/"
     for ident in _identifiers(resource):
         system, value = ident.get("system", ""), ident.get("value", "")
@@ -363,7 +367,7 @@ def _event(
     source = _own(ctx, resource, "source-text")
     origin = _own(ctx, resource, "origin")
     return Event(
-        event_id=_event_id(ctx, resource, study_id),
+        event_id=event_id_of(ctx, resource, study_id),
         concept=key,
         value=_make_value(value),
         attributes=attributes,
