@@ -200,7 +200,7 @@ def convert_unit(number: float, source: str, target: str) -> float:
     value = number * _factor(source, target)
     if value == 0 or not math.isfinite(value):
         return value
-    return round(value, 11 - int(math.floor(math.log10(abs(value)))))
+    return round(value, 11 - math.floor(math.log10(abs(value))))
 
 
 def units_compatible(source: str, target: str) -> bool:
@@ -282,14 +282,14 @@ class ConceptLibrary:
 
 
 def _concept_group(data: ConceptsFile) -> dict[str, Concept]:
-    return {k: Concept(text=c.label, codings=c.codings) for k, c in data.concepts.items() if c.codings}
+    return {
+        k: Concept(text=c.label, codings=c.codings) for k, c in data.concepts.items() if c.codings
+    }
 
 
 def _attribute_group(data: ConceptsFile) -> dict[str, Concept]:
     return {
-        k: Concept(text=a.label, codings=a.codings)
-        for k, a in data.attributes.items()
-        if a.codings
+        k: Concept(text=a.label, codings=a.codings) for k, a in data.attributes.items() if a.codings
     }
 
 

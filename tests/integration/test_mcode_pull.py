@@ -189,10 +189,13 @@ def test_diagnoses_are_what_the_conditions_say(
         if resource not in primary:
             assert event is None  # a comorbidity or a metastasis is no cancer diagnosis
             continue
-        assert event is not None and event.concept == "diagnosis"
-        assert event.value is not None and event.value.code is not None
+        assert event is not None
+        assert event.concept == "diagnosis"
+        assert event.value is not None
+        assert event.value.code is not None
         assert _codings(resource["code"]) & _word_codings("diagnosis", event.value.code)
-        assert event.when is not None and str(event.when.date) == resource["onsetDateTime"][:10]
+        assert event.when is not None
+        assert str(event.when.date) == resource["onsetDateTime"][:10]
     other = {(o.resource_id, o.code) for o in mapped.other if o.resource_type == "Condition"}
     assert other == {
         (c["id"], c["code"]["coding"][0]["code"]) for c in conditions if c not in primary
@@ -209,8 +212,10 @@ def test_disease_statuses_are_what_the_observations_say(
     assert len(statuses) == 3
     for resource in statuses:
         event = _event_of(mapped, resource)
-        assert event is not None and event.concept == "disease_status"
-        assert event.value is not None and event.value.code is not None
+        assert event is not None
+        assert event.concept == "disease_status"
+        assert event.value is not None
+        assert event.value.code is not None
         said = _codings(resource["valueCodeableConcept"])
         assert said & _word_codings("disease_status", event.value.code)
         assert str(event.when.date if event.when else None) == resource["effectiveDateTime"]
@@ -242,7 +247,9 @@ def test_drugs_are_what_administrations_and_requests_say(
     pulled: tuple[list[Json], list[Json], dict[str, str]], mapped: ReverseResult
 ) -> None:
     drugs = [
-        r for r in pulled[1] if r["resourceType"] in ("MedicationAdministration", "MedicationRequest")
+        r
+        for r in pulled[1]
+        if r["resourceType"] in ("MedicationAdministration", "MedicationRequest")
     ]
     known = 0
     for resource in drugs:
@@ -252,11 +259,13 @@ def test_drugs_are_what_administrations_and_requests_say(
             assert event is None
             continue
         known += 1
-        assert event is not None and event.concept in expected
+        assert event is not None
+        assert event.concept in expected
         request = resource["resourceType"] == "MedicationRequest"
         assert event.origin == ("MedicationRequest" if request else None)
         day = _request_day(resource) if request else resource["effectiveDateTime"]
-        assert event.when is not None and str(event.when.date) == day[:10]
+        assert event.when is not None
+        assert str(event.when.date) == day[:10]
         dose = (resource.get("dosage") or {}).get("dose")
         if dose and not request:
             assert event.value is not None

@@ -43,7 +43,15 @@ __all__ = [
 Json = dict[str, Any]
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_\-\.]")
-_OWN_EXTENSIONS = ("relative-day", "source-text", "origin", "value", "value-code", "event-id", "end")
+_OWN_EXTENSIONS = (
+    "relative-day",
+    "source-text",
+    "origin",
+    "value",
+    "value-code",
+    "event-id",
+    "end",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +175,7 @@ def _safe_id(text: str) -> str:
     safe = _SAFE_ID.sub("-", text)
     if len(safe) <= 64:
         return safe
-    return f"{safe[:55]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return f"{safe[:55]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def event_id_of(ctx: MappingContext, resource: Json, study_id: str) -> str:
@@ -260,7 +268,7 @@ def _attribute_urls(ctx: MappingContext, patient: bool = False) -> dict[str, str
         attrs = data.patient_attributes if patient else data.attributes
         found = {attribute_url(ctx, k, a): k for k, a in attrs.items()}
         ctx.memo[memo_key] = found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _coded(ctx: MappingContext, attr: AttributeDef, codeable: Json | None) -> Scalar:
@@ -319,7 +327,7 @@ def _placed(ctx: MappingContext, concept: ConceptDef, place: str) -> list[str]:
         mine = [k for k in concept.attributes if attrs[k].fhir == place]
         found = mine + [k for k, a in attrs.items() if a.fhir == place and k not in mine]
         ctx.memo[key] = found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _placed_word(
@@ -356,9 +364,7 @@ class _Run:
     specimen_notes: dict[str, str] = field(default_factory=dict)
 
 
-def _event(
-    ctx: MappingContext, resource: Json, study_id: str, key: str, **fields: Any
-) -> Event:
+def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **fields: Any) -> Event:
     concept = ctx.concepts.concept(key)
     attributes = _extension_attributes(ctx, resource.get("extension"))
     attributes.update(fields.pop("attributes", {}))
@@ -431,12 +437,13 @@ def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
     the dosage timing bounds, else authoredOn; value the first dose quantity."""
     ctx = run.ctx
     key = _classify(ctx, resource.get("medicationCodeableConcept"), "medication", "medication")
-    dosage = next(iter(resource.get("dosageInstruction") or ()), {})
+    dosage: Json = next(iter(resource.get("dosageInstruction") or ()), {})
     bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
     times = {"when": _when(ctx, bounds, "start"), "end": _when(ctx, bounds, "end")}
     if times["when"] is None:
         times["when"] = _when(ctx, resource, "authoredOn")
-    dose = next(iter(dosage.get("doseAndRate") or ()), {}).get("doseQuantity")
+    rate: Json = next(iter(dosage.get("doseAndRate") or ()), {})
+    dose = rate.get("doseQuantity")
     number, unit = _quantity(dose)
     value = {"number": number, "unit": unit}
     return _event(ctx, resource, study_id, key, value=value, origin="MedicationRequest", **times)
@@ -639,11 +646,13 @@ def _other_value(resource: Json) -> tuple[str | None, str | None]:
         return f"{q.get('comparator', '')}{q.get('value')}", q.get("code") or q.get("unit")
     if isinstance(resource.get("valueCodeableConcept"), dict):
         cc = resource["valueCodeableConcept"]
-        first = next(iter(cc.get("coding") or ()), {})
+        first: Json = next(iter(cc.get("coding") or ()), {})
         return first.get("code") or cc.get("text"), None
     for name in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
         if name in resource:
-            return str(resource[name]).lower() if name == "valueBoolean" else str(resource[name]), None
+            return str(resource[name]).lower() if name == "valueBoolean" else str(
+                resource[name]
+            ), None
     return None, None
 
 

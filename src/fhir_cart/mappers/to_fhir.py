@@ -209,7 +209,9 @@ def _value_x(ctx: MappingContext, concept: ConceptDef, value: Value) -> tuple[st
 
 def _value_code(ctx: MappingContext, concept: ConceptDef, code: str) -> Json:
     if concept.value.value_set is None:
-        raise TerminologyError(f"value code {code!r} but concept {concept.label!r} has no value set")
+        raise TerminologyError(
+            f"value code {code!r} but concept {concept.label!r} has no value set"
+        )
     return ctx.terminology.concept(concept.value.value_set, code)
 
 
@@ -225,7 +227,8 @@ def _value_extensions(
     if pair is not None:
         out.append({"url": ctx.ext("value"), pair[0]: pair[1]})
     if code and value.code is not None:
-        out.append({"url": ctx.ext("value-code"), "valueCodeableConcept": _value_code(ctx, concept, value.code)})  # fmt: skip
+        codeable = _value_code(ctx, concept, value.code)
+        out.append({"url": ctx.ext("value-code"), "valueCodeableConcept": codeable})
     return out
 
 
@@ -292,14 +295,20 @@ def _put_attributes(ctx: MappingContext, out: Json, event: Event, extensions: li
             _PLACERS[place](ctx, out, key, attr, value)  # type: ignore[arg-type]
 
 
-def _put_method(ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar) -> None:
+def _put_method(
+    ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
+) -> None:
     out["method"] = _attribute_codeable(ctx, attr, value)
 
 
 def _put_specimen(
     ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
 ) -> None:
-    specimen = {"resourceType": "Specimen", "id": key, "type": _attribute_codeable(ctx, attr, value)}
+    specimen = {
+        "resourceType": "Specimen",
+        "id": key,
+        "type": _attribute_codeable(ctx, attr, value),
+    }
     out.setdefault("contained", []).append(specimen)
     out["specimen"] = {"reference": f"#{key}"}
 
@@ -402,7 +411,8 @@ def _event_details(ctx: MappingContext, event: Event) -> list[Json]:
         out.append(_time_extension(ctx, ctx.ext("end"), event.end))
     out.extend(_value_extensions(ctx, concept, event.value))
     holder: Json = {"resourceType": "Patient"}
-    return _finish(ctx, holder, event, out).get("extension", [])
+    found: list[Json] = _finish(ctx, holder, event, out).get("extension", [])
+    return found
 
 
 def _put_death(ctx: MappingContext, out: Json, event: Event) -> None:
