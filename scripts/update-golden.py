@@ -1,5 +1,8 @@
 """Regenerate tests/golden/<case>/output.json from input.json (review the diff before committing).
 
+input.json is a Case dump (records.Case), output.json the resources case_to_fhir makes of it
+(relative references, terminology as of 2026-01-01).
+
 .venv/bin/python scripts/update-golden.py
 """
 
