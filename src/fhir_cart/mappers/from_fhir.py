@@ -309,7 +309,7 @@ def _extension_attributes(
     for ext in extensions or ():
         url = str(ext.get("url", ""))
         key = urls.get(url)
-        if key is None and url.startswith(base) and not patient:
+        if key is None and url.startswith(base):
             name = url[len(base) :]
             if name not in _OWN_EXTENSIONS and re.fullmatch(r"[a-z][a-z0-9_]*", name):
                 key = name  # an attribute the library does not declare, kept by its name
