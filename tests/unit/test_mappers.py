@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from fhir_cart.bundle import content_hash, map_cases, transaction_bundles
 from fhir_cart.concepts import ConceptsFile
-from fhir_cart.errors import TerminologyError
+from fhir_cart.errors import ConfigError, TerminologyError
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import cases_from_fhir, event_order, reference_key
 from fhir_cart.mappers.to_fhir import case_to_fhir
@@ -324,6 +324,14 @@ def test_a_study_concept_maps_and_comes_back(ctx: MappingContext) -> None:
         f"procedure code {study.concepts.local_system}|gvhd_prophylaxis matches no "
         "procedure concept of the library"
     ]
+
+
+def test_a_study_may_not_redefine_a_shared_concept() -> None:
+    extra = ConceptsFile.model_validate(
+        {"concepts": {"mrd": {"label": "Mine", "kind": "procedure"}}}
+    )
+    with pytest.raises(ConfigError, match=r"concepts\.mrd: already defined"):
+        mapping_context(extra=extra)
 
 
 # -- back from EHR data --------------------------------------------------------------------
