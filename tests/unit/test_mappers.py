@@ -26,7 +26,7 @@ from fhir_cart.mappers.from_fhir import cases_from_fhir, event_order, reference_
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.terminology import load_terminology
-from tests.conftest import MAPPINGS, ROOT
+from tests.conftest import MAPPINGS, ROOT, need
 from tests.fhir_schema import SchemaChecker
 
 AS_OF = dt.date(2026, 1, 1)
@@ -195,6 +195,47 @@ def test_round_trip_fhir_record_fhir_is_identity(case: Case, style: str) -> None
     first = sorted(case_to_fhir(ctx, case), key=lambda r: r["id"])
     again = cases_from_fhir(ctx, first).cases[0]
     assert sorted(case_to_fhir(ctx, again), key=lambda r: r["id"]) == first
+
+
+try:  # the shared strategy for the open record (tests/strategies.py), once it is there
+    from tests.strategies import cases as shared_cases
+except (ImportError, AttributeError):  # until the rewrite of tests/strategies.py lands
+    shared_cases = None
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_round_trip_on_the_shared_case_strategy(data: st.DataObject) -> None:
+    need(shared_cases is not None, "tests/strategies.py has no cases() for the open record yet")
+    case = data.draw(shared_cases())  # type: ignore[misc]
+    result = cases_from_fhir(_ctx(), case_to_fhir(_ctx(), case))
+    assert (result.unmapped, result.other) == ([], [])
+    assert result.cases == [normalise(case)]
+
+
+def _readers_ready() -> bool:
+    try:
+        from fhir_cart.readers import read_study  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("style", ["urn", "relative"])
+def test_seed_and_centre_b_fixtures_round_trip(
+    ctx: MappingContext, request: pytest.FixtureRequest, style: str, schema: SchemaChecker
+) -> None:
+    need(_readers_ready(), "fhir_cart.readers does not read the open record yet")
+    styled = ctx.with_style(style)  # type: ignore[arg-type]
+    for name in ("seed_cases", "centre_b_cases"):
+        cohort: list[Case] = request.getfixturevalue(name)
+        resources = [r for c in cohort for r in case_to_fhir(styled, c)]
+        for resource in resources:
+            _valid(resource, schema)
+        result = cases_from_fhir(styled, resources)
+        assert (result.unmapped, result.other) == ([], [])
+        by_id = sorted(result.cases, key=lambda c: c.patient.study_id)
+        assert by_id == sorted((normalise(c) for c in cohort), key=lambda c: c.patient.study_id)
 
 
 def _case(*events: Event, **patient: Any) -> Case:
