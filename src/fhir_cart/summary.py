@@ -59,6 +59,7 @@ then latest day; ties keep record order); events whose time cannot be resolved a
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import math
 import statistics
@@ -368,9 +369,7 @@ def _default_library() -> ConceptLibrary:
     return load_concepts(load_terminology())
 
 
-def load_study(
-    name_or_path: str | Path, library: ConceptLibrary | None = None
-) -> StudyDefinition:
+def load_study(name_or_path: str | Path, library: ConceptLibrary | None = None) -> StudyDefinition:
     """Read and check a study definition. Concept keys, attribute keys and value-set words
     are checked against ``library`` (default: the shared concept library); any problem is a
     :class:`ConfigError` naming the file and the key path."""
@@ -592,6 +591,12 @@ class _Checker:
 _UNBOUNDED = math.inf
 
 
+def _date_of(event: Event) -> dt.date:
+    assert event.when is not None
+    assert event.when.date is not None
+    return event.when.date
+
+
 class TimeResolver:
     """Days of one patient's events relative to an anchor concept (module docstring)."""
 
@@ -607,7 +612,7 @@ class TimeResolver:
             return None
         dated = [e for e in events if e.when is not None and e.when.date is not None]
         if len(dated) == len(events):
-            return min(dated, key=lambda e: e.when.date)  # type: ignore[union-attr,return-value]
+            return min(dated, key=_date_of)
         return events[0]
 
     def _date_of_anchor(self) -> Any:
@@ -616,9 +621,12 @@ class TimeResolver:
             return first.when.date
         for event in self.case.events:
             when = event.when
-            if when is not None and when.date and when.anchor == self.anchor and when.day is not None:
-                import datetime as dt
-
+            if (
+                when is not None
+                and when.date
+                and when.anchor == self.anchor
+                and when.day is not None
+            ):
                 return when.date - dt.timedelta(days=when.day)
         return None
 
@@ -638,7 +646,9 @@ class TimeResolver:
         self._offsets[concept] = found
         return found
 
-    def interval(self, when: When | None, depth: int = 0, own: str | None = None) -> Interval | None:
+    def interval(
+        self, when: When | None, depth: int = 0, own: str | None = None
+    ) -> Interval | None:
         """The days (earliest, latest) of a time relative to the anchor; None: unresolved."""
         if when is None:
             return None
@@ -687,8 +697,10 @@ class _Patient:
     def passes(self, test: EventTest | str, event: Event) -> bool:
         if isinstance(test, str):
             return self.passes(self.study.predicates[test], event)
-        return self._value_ok(test, event) and self._time_ok(test, event) and self._logic_ok(
-            test, event
+        return (
+            self._value_ok(test, event)
+            and self._time_ok(test, event)
+            and self._logic_ok(test, event)
         )
 
     def _value_ok(self, test: EventTest, event: Event) -> bool:
@@ -706,7 +718,9 @@ class _Patient:
             return False
         if test.number_max is not None and (number is None or number > test.number_max):
             return False
-        if test.comparator is not None and (value is None or value.comparator not in test.comparator):
+        if test.comparator is not None and (
+            value is None or value.comparator not in test.comparator
+        ):
             return False
         if test.unit is not None and (value is None or value.unit not in test.unit):
             return False
@@ -769,7 +783,7 @@ class _Patient:
             return [e for _, e in sorted(placed, key=lambda p: p[0])]
         dated = [e for e in events if e.when is not None and e.when.date is not None]
         if events and len(dated) == len(events):
-            return sorted(dated, key=lambda e: e.when.date)  # type: ignore[union-attr,return-value]
+            return sorted(dated, key=_date_of)
         return []
 
     def pick(self, cond: Condition) -> Event | None:
@@ -859,8 +873,5 @@ def summarise(cases: Iterable[Case], study: StudyDefinition) -> list[MeasureResu
         expected = study.expected.get(measure.id)
         if expected is not None and float(expected).is_integer():
             expected = int(expected)
-        results.append(
-            MeasureResult(measure.id, measure.title, value, expected, tuple(ids))
-        )
+        results.append(MeasureResult(measure.id, measure.title, value, expected, tuple(ids)))
     return results
-
