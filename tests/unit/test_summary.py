@@ -430,6 +430,11 @@ def test_windows_match_only_when_wholly_inside() -> None:
     assert value_of(cohort, measure) == 1
     day_5 = {"count": {"event": {"concept": "mrd", "day": 5}}}
     assert value_of(cohort, day_5) == 0
+    # a window starting on day 5 is not day 5; it lies between 5 and 10
+    days_5_to_10 = [case("w", ev("mrd", code="negative", window=(5, 10)))]
+    assert value_of(days_5_to_10, day_5) == 0
+    assert value_of(days_5_to_10, {"count": {"event": {"concept": "mrd", "between": [5, 10]}}}) == 1
+    assert value_of(days_5_to_10, {"count": {"event": {"concept": "mrd", "between": [6, 10]}}}) == 0
     no_time = {"count": {"event": {"concept": "mrd", "value": "negative"}}}
     assert value_of(cohort, no_time) == 3
     before = {"count": {"event": {"concept": "mrd", "before": 0}}}
