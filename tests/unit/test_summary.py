@@ -605,3 +605,101 @@ def test_every_shipped_study_file_loads(name: str) -> None:
     assert loaded.measures
     assert loaded.plots.swimmer is not None
     assert loaded.plots.survival
+
+
+# -- plots -------------------------------------------------------------------------------
+
+
+PLOTS = {
+    "swimmer": {
+        "end": ["last_follow_up", "death"],
+        "markers": {"relapse": {"concept": "disease_status", "value": "relapse"}, "HSCT": "hsct"},
+    },
+    "survival": {
+        "overall": {"event": "death", "censor": "last_follow_up"},
+        "event_free": {
+            "event": [{"concept": "disease_status", "value": ["relapse", "progression"]}, "death"],
+            "censor": "last_follow_up",
+        },
+    },
+}
+
+
+def _km_cohort() -> list[Case]:
+    return [
+        case("A", ev("cart_infusion", 0), ev("death", 100), ev("last_follow_up", 100)),
+        case(
+            "B",
+            ev("disease_status", -30, code="relapse"),  # before day 0: not an event
+            ev("disease_status", 50, code="progression"),
+            ev("hsct", 80),
+            ev("last_follow_up", 400),
+        ),
+        case("C", ev("last_follow_up", 250)),
+        case("D", ev("death", date=dt.date(2022, 1, 1))),  # no day: left out
+        case("E", ev("death", 0), ev("disease_status", 0, code="relapse")),
+        case("F", ev("last_follow_up", window=(300, None))),  # a window only: left out
+        case(
+            "G",
+            ev("disease_status", 30, code="relapse"),
+            ev("last_follow_up", 20),
+            ev("last_follow_up", 365),
+        ),  # latest follow-up censors
+    ]
+
+
+def test_km_durations_and_events_hand_checked() -> None:
+    from fhir_cart.plots import survival_data
+
+    definition = study({"id": "n", "count": "all"}, plots=PLOTS)
+    overall = survival_data(_km_cohort(), definition, "overall")
+    assert overall.label == "Overall survival"
+    assert dict(
+        zip(overall.patients, zip(overall.durations, overall.events, strict=True), strict=True)
+    ) == {
+        "A": (100, True),
+        "B": (400, False),
+        "C": (250, False),
+        "E": (0, True),
+        "G": (365, False),
+    }
+    assert overall.excluded == ("D", "F")
+    efs = survival_data(_km_cohort(), definition, "event_free")
+    assert dict(zip(efs.patients, zip(efs.durations, efs.events, strict=True), strict=True)) == {
+        "A": (100, True),
+        "B": (50, True),
+        "C": (250, False),
+        "E": (0, True),
+        "G": (30, True),
+    }
+
+
+def test_swimmer_rows_hand_checked() -> None:
+    from fhir_cart.plots import swimmer_rows
+
+    rows = {
+        r.study_id: r
+        for r in swimmer_rows(_km_cohort(), study({"id": "n", "count": "all"}, plots=PLOTS))
+    }
+    assert set(rows) == {"A", "B", "C", "E", "G"}
+    assert (rows["A"].end, rows["A"].ended_by) == (100, "death")  # death wins a tie
+    assert rows["B"].markers == (("HSCT", 80), ("relapse", -30))
+    assert (rows["G"].end, rows["G"].markers) == (365, (("relapse", 30),))
+
+
+def test_plots_are_written_as_png_and_svg(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from fhir_cart.plots import write_plots
+
+    written = write_plots(seed_cases(), SEED, tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["km.png", "km.svg", "swimmer.png", "swimmer.svg"]
+    for path in written:
+        data = path.read_bytes()
+        assert len(data) > 5000, path
+        if path.suffix == ".png":
+            assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        else:
+            assert ET.fromstring(data).tag == "{http://www.w3.org/2000/svg}svg"
+    bare = study({"id": "n", "count": "all"})
+    assert write_plots(seed_cases(), bare, tmp_path / "none") == []
