@@ -52,11 +52,19 @@ def _filled(value: Any) -> bool:
 
 # -- HSCT series ---------------------------------------------------------------------------
 
-DONOR = {"MSD": "matched_sibling", "MUD": "matched_unrelated", "MMUD": "mismatched_unrelated",
-         "haplo": "haploidentical"}  # fmt: skip
+DONOR = {
+    "MSD": "matched_sibling",
+    "MUD": "matched_unrelated",
+    "MMUD": "mismatched_unrelated",
+    "haplo": "haploidentical",
+}
 SOURCE = {"BM": "bone_marrow", "PBSC": "peripheral_blood", "CB": "cord_blood"}
-CONDITIONING = {"TBI/VP16": "tbi_etoposide", "Flu/Thio/Treo": "flu_thiotepa_treosulfan",
-                "Flu/Thio/Bu": "flu_thiotepa_busulfan", "Flu/Treo": "flu_treosulfan"}  # fmt: skip
+CONDITIONING = {
+    "TBI/VP16": "tbi_etoposide",
+    "Flu/Thio/Treo": "flu_thiotepa_treosulfan",
+    "Flu/Thio/Bu": "flu_thiotepa_busulfan",
+    "Flu/Treo": "flu_treosulfan",
+}
 ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4}
 PROPHYLAXIS = {  # column suffix: (concept, when)
     "CsA": ("ciclosporin", {"day": -1}),
@@ -71,54 +79,103 @@ def hsct_cases() -> list[Case]:
     for row in generator("hsct_series/make_hsct_series.py").rows():
         pid = str(row["Patient"])
         b = _Builder("hsct", dt.date.fromisoformat(str(row["HSCT date"])))
-        b.add("diagnosis", "diagnosis", value=Value(code="b_all"),
-              when=When(date=dt.date.fromisoformat(str(row["Diagnosis date"]))))  # fmt: skip
+        b.add(
+            "diagnosis",
+            "diagnosis",
+            value=Value(code="b_all"),
+            when=When(date=dt.date.fromisoformat(str(row["Diagnosis date"]))),
+        )
         remission = int(str(row["Remission before HSCT"]).removeprefix("CR"))
-        b.add("remission_before_hsct", "disease_status", value=Value(code="complete_remission"),
-              attributes={"remission_number": remission}, when=b.window(None, -1))  # fmt: skip
+        b.add(
+            "remission_before_hsct",
+            "disease_status",
+            value=Value(code="complete_remission"),
+            attributes={"remission_number": remission},
+            when=b.window(None, -1),
+        )
         for cycle in (1, 2, 3):
             start = row[f"Blina cycle {cycle} start (day)"]
             if _filled(start):
-                b.add(f"blinatumomab_cycle_{cycle}", "blinatumomab", when=b.day(start),
-                      attributes={"cycle": cycle, "intent": "consolidation"})  # fmt: skip
-        b.add("mrd_before_hsct", "mrd", value=Value(code=str(row["MRD before HSCT"])),
-              when=b.window(None, -1), source_text=str(row["MRD before HSCT"]),
-              attributes={"timepoint": "before_hsct", "specimen": "bone_marrow"})  # fmt: skip
-        b.add("hsct", "hsct", when=b.day(0), attributes={
-            "donor_type": DONOR[str(row["Donor"])],
-            "stem_cell_source": SOURCE[str(row["Stem cell source"])],
-            "conditioning": CONDITIONING[str(row["Conditioning"])],
-        })  # fmt: skip
+                b.add(
+                    f"blinatumomab_cycle_{cycle}",
+                    "blinatumomab",
+                    when=b.day(start),
+                    attributes={"cycle": cycle, "intent": "consolidation"},
+                )
+        b.add(
+            "mrd_before_hsct",
+            "mrd",
+            value=Value(code=str(row["MRD before HSCT"])),
+            when=b.window(None, -1),
+            source_text=str(row["MRD before HSCT"]),
+            attributes={"timepoint": "before_hsct", "specimen": "bone_marrow"},
+        )
+        b.add(
+            "hsct",
+            "hsct",
+            when=b.day(0),
+            attributes={
+                "donor_type": DONOR[str(row["Donor"])],
+                "stem_cell_source": SOURCE[str(row["Stem cell source"])],
+                "conditioning": CONDITIONING[str(row["Conditioning"])],
+            },
+        )
         for suffix, (concept, when) in PROPHYLAXIS.items():
             if row[f"GvHD prophylaxis {suffix}"] == "x":
                 time = b.day(when["day"]) if "day" in when else b.window(*when["window"])
                 b.add(f"gvhd_prophylaxis_{suffix.lower()}", concept, when=time)
         if _filled(row["ANC engraftment (day)"]):
-            b.add("neutrophil_engraftment", "neutrophil_engraftment",
-                  when=b.day(row["ANC engraftment (day)"]))  # fmt: skip
+            b.add(
+                "neutrophil_engraftment",
+                "neutrophil_engraftment",
+                when=b.day(row["ANC engraftment (day)"]),
+            )
         if _filled(row["PLT engraftment (day)"]):
-            b.add("platelet_engraftment", "platelet_engraftment",
-                  when=b.day(row["PLT engraftment (day)"]))  # fmt: skip
+            b.add(
+                "platelet_engraftment",
+                "platelet_engraftment",
+                when=b.day(row["PLT engraftment (day)"]),
+            )
         if _filled(row["Donor chimerism d+100 (%)"]):
-            b.add("chimerism_day_100", "chimerism", when=b.day(100),
-                  value=Value(number=float(row["Donor chimerism d+100 (%)"]), unit="%"),  # type: ignore[arg-type]
-                  attributes={"timepoint": "day_100", "specimen": "peripheral_blood"})  # fmt: skip
+            b.add(
+                "chimerism_day_100",
+                "chimerism",
+                when=b.day(100),
+                value=Value(number=float(row["Donor chimerism d+100 (%)"]), unit="%"),  # type: ignore[arg-type]
+                attributes={"timepoint": "day_100", "specimen": "peripheral_blood"},
+            )
         if _filled(row["aGvHD grade"]):
-            b.add("acute_gvhd", "acute_gvhd", when=b.day(row["aGvHD onset (day)"]), attributes={
-                "grade": ROMAN[str(row["aGvHD grade"])], "grading_scale": "magic",
-                "steroid_refractory": row["Steroid-refractory GvHD"] == "yes",
-            })  # fmt: skip
-        for column, concept in (("Engraftment syndrome (day)", "engraftment_syndrome"),
-                                ("CMV reactivation (day)", "cmv_reactivation")):  # fmt: skip
+            b.add(
+                "acute_gvhd",
+                "acute_gvhd",
+                when=b.day(row["aGvHD onset (day)"]),
+                attributes={
+                    "grade": ROMAN[str(row["aGvHD grade"])],
+                    "grading_scale": "magic",
+                    "steroid_refractory": row["Steroid-refractory GvHD"] == "yes",
+                },
+            )
+        for column, concept in (
+            ("Engraftment syndrome (day)", "engraftment_syndrome"),
+            ("CMV reactivation (day)", "cmv_reactivation"),
+        ):
             if _filled(row[column]):
                 b.add(concept, concept, when=b.day(row[column]))
         if _filled(row["Relapse (day)"]):
-            b.add("relapse", "disease_status", when=b.day(row["Relapse (day)"]),
-                  value=Value(code="relapse"))  # fmt: skip
+            b.add(
+                "relapse",
+                "disease_status",
+                when=b.day(row["Relapse (day)"]),
+                value=Value(code="relapse"),
+            )
         if _filled(row["Death (day)"]):
             cause = {"relapse": "disease", "GvHD": "gvhd"}.get(str(row["Cause of death"]))
-            b.add("death", "death", when=b.day(row["Death (day)"]),
-                  attributes={"cause": cause or str(row["Cause of death"])})  # fmt: skip
+            b.add(
+                "death",
+                "death",
+                when=b.day(row["Death (day)"]),
+                attributes={"cause": cause or str(row["Cause of death"])},
+            )
         b.add("last_follow_up", "last_follow_up", when=b.day(row["Last follow-up (day)"]))
         patient = PatientRecord(
             study_id=pid,
@@ -157,48 +214,94 @@ def adult_cases() -> list[Case]:
     for row in module.patient_rows():
         pid = row["Patient ID"]
         b = _Builder("cart_infusion", _dmy(row["CAR-T date"]))
-        b.add("diagnosis", "diagnosis", value=Value(code="b_all"),
-              when=When(date=_dmy(row["Diagnosis date"])),
-              attributes={"cytogenetics": row["Cytogenetics"]})  # fmt: skip
-        b.add("prior_lines", "prior_lines", value=Value(number=row["Prior lines"]),
-              when=b.window(None, -1))  # fmt: skip
-        b.add("first_remission_duration", "first_remission_duration",
-              value=Value(number=row["CR1 duration (months)"], unit="mo"))  # fmt: skip
-        b.add("cart_infusion", "cart_infusion", when=When(date=b.anchor_date), attributes={
-            "product": row["CAR-T product"], "cell_dose": row["CAR-T dose (x10^6/kg)"]})  # fmt: skip
-        b.add("response_day_28", "disease_status", when=b.day(28),
-              value=Value(code="complete_remission"), attributes={"timepoint": "day_28"})  # fmt: skip
+        b.add(
+            "diagnosis",
+            "diagnosis",
+            value=Value(code="b_all"),
+            when=When(date=_dmy(row["Diagnosis date"])),
+            attributes={"cytogenetics": row["Cytogenetics"]},
+        )
+        b.add(
+            "prior_lines",
+            "prior_lines",
+            value=Value(number=row["Prior lines"]),
+            when=b.window(None, -1),
+        )
+        b.add(
+            "first_remission_duration",
+            "first_remission_duration",
+            value=Value(number=row["CR1 duration (months)"], unit="mo"),
+        )
+        b.add(
+            "cart_infusion",
+            "cart_infusion",
+            when=When(date=b.anchor_date),
+            attributes={"product": row["CAR-T product"], "cell_dose": row["CAR-T dose (x10^6/kg)"]},
+        )
+        b.add(
+            "response_day_28",
+            "disease_status",
+            when=b.day(28),
+            value=Value(code="complete_remission"),
+            attributes={"timepoint": "day_28"},
+        )
         assert row["MRD (NGS) after T cells"] in ("negative", "neg", "NGS neg")
-        b.add("mrd_after_t_cells", "mrd", value=Value(code="negative"), when=b.window(1, None),
-              source_text=row["MRD (NGS) after T cells"], attributes={
-                  "method": "ngs", "specimen": "bone_marrow", "timepoint": "after_cart"})  # fmt: skip
+        b.add(
+            "mrd_after_t_cells",
+            "mrd",
+            value=Value(code="negative"),
+            when=b.window(1, None),
+            source_text=row["MRD (NGS) after T cells"],
+            attributes={"method": "ngs", "specimen": "bone_marrow", "timepoint": "after_cart"},
+        )
         if row["Steroids"] == "yes":
             b.add("steroids", "corticosteroids", when=b.window(1, None))
         if _filled(row["HSCT after CAR-T (day)"]):
-            b.add("hsct_after_cart", "hsct", when=b.day(row["HSCT after CAR-T (day)"]),
-                  attributes={"donor_type": DONOR[row["HSCT donor"]]})  # fmt: skip
+            b.add(
+                "hsct_after_cart",
+                "hsct",
+                when=b.day(row["HSCT after CAR-T (day)"]),
+                attributes={"donor_type": DONOR[row["HSCT donor"]]},
+            )
         if _filled(row["Relapse (day)"]):
-            b.add("relapse", "disease_status", when=b.day(row["Relapse (day)"]),
-                  value=Value(code="relapse"))  # fmt: skip
+            b.add(
+                "relapse",
+                "disease_status",
+                when=b.day(row["Relapse (day)"]),
+                value=Value(code="relapse"),
+            )
         if _filled(row["Death (day)"]):
-            b.add("death", "death", when=b.day(row["Death (day)"]),
-                  attributes={"cause": "disease"})  # fmt: skip
+            b.add("death", "death", when=b.day(row["Death (day)"]), attributes={"cause": "disease"})
         b.add("last_follow_up", "last_follow_up", when=b.day(row["Last follow-up (day)"]))
         for p in (p for p in prior if p["Patient ID"] == pid):
             concept, attributes = REGIMEN[p["Regimen"]]
             attributes = {**attributes, "line": p["Line"]}
             if p["Best response"]:
                 attributes["response"] = {"CR": "response"}.get(p["Best response"], "no_response")
-            b.add(f"prior_therapy-{p['Line']}", concept, when=When(date=_dmy(p["Start date"])),
-                  attributes=attributes)  # fmt: skip
+            b.add(
+                f"prior_therapy-{p['Line']}",
+                concept,
+                when=When(date=_dmy(p["Start date"])),
+                attributes=attributes,
+            )
         for t in (t for t in ld if t["Patient ID"] == pid):
             concept, dose = LD[t["Agent"]]
-            b.add(f"lymphodepletion-{t['Agent'].lower()}", concept, when=b.day(t["Day from"]),
-                  end=b.day(t["Day to"]), value=Value(number=dose, unit="mg/m2"),
-                  source_text=t["Dose"], attributes={"intent": "lymphodepletion"})  # fmt: skip
+            b.add(
+                f"lymphodepletion-{t['Agent'].lower()}",
+                concept,
+                when=b.day(t["Day from"]),
+                end=b.day(t["Day to"]),
+                value=Value(number=dose, unit="mg/m2"),
+                source_text=t["Dose"],
+                attributes={"intent": "lymphodepletion"},
+            )
         for n, t in enumerate((t for t in tox if t["Patient ID"] == pid), start=1):
-            b.add(f"toxicity-{n}", t["Toxicity"].lower(), when=b.day(t["Onset (day)"]),
-                  attributes={"grade": t["Grade"], "grading_scale": "astct_2019"})  # fmt: skip
+            b.add(
+                f"toxicity-{n}",
+                t["Toxicity"].lower(),
+                when=b.day(t["Onset (day)"]),
+                attributes={"grade": t["Grade"], "grading_scale": "astct_2019"},
+            )
         patient = PatientRecord(
             study_id=pid,
             centre="adult-cart",
