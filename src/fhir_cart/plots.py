@@ -38,6 +38,9 @@ __all__ = [
 
 FORMATS = ("png", "svg")
 _MARKERS = ("v", "D", "X", "s", "^", "P", "*", "o", "<", ">")
+_COLOURS = ("#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22",
+            "#7f7f7f", "#1f77b4", "#000000")  # fmt: skip
+"""Marker colours: none is the red of a bar ended by death."""
 _LABELS = {"overall": "Overall survival", "event_free": "Event-free survival"}
 
 
@@ -142,6 +145,14 @@ def _save(figure: Any, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _anchor_label(study: StudyDefinition, library: ConceptLibrary | None) -> str:
+    if library is None:
+        from fhir_cart.errors import ConfigError
+        from fhir_cart.summary import _default_library
+
+        try:
+            library = _default_library()
+        except ConfigError:
+            library = None
     if library is not None and library.has(study.anchor):
         label = library.concept(study.anchor).label
         return label[:1].lower() + label[1:] if label[1:2].islower() else label
@@ -170,7 +181,8 @@ def plot_swimmer(
     for index, name in enumerate(config.markers):
         xs = [day for row in rows for marker, day in row.markers if marker == name]
         ys = [y for y, row in enumerate(rows) for marker, _ in row.markers if marker == name]
-        ax.scatter(xs, ys, marker=symbol[name], s=70, zorder=3, color=f"C{index + 1}",
+        colour = _COLOURS[index % len(_COLOURS)]
+        ax.scatter(xs, ys, marker=symbol[name], s=70, zorder=3, color=colour,
                    edgecolors="black", linewidths=0.6, label=name)  # fmt: skip
     from matplotlib.patches import Patch
 

@@ -342,6 +342,17 @@ class MeasureResult:
     patients: tuple[str, ...] = ()
     """Study ids counted (count) or contributing (medians)."""
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: id, label, value, expected, agrees, patients."""
+        return {
+            "id": self.id,
+            "label": self.label,
+            "value": self.value,
+            "expected": self.expected,
+            "agrees": self.agrees,
+            "patients": list(self.patients),
+        }
+
     @property
     def agrees(self) -> bool | None:
         """Whether value equals expected (None when nothing is expected)."""

@@ -21,7 +21,7 @@ from openpyxl import load_workbook
 
 from fhir_cart.concepts import load_concepts
 from fhir_cart.records import Case, Event
-from fhir_cart.summary import load_study, summarise
+from fhir_cart.summary import load_study, parse_study, summarise
 from fhir_cart.terminology import load_terminology
 from tests.unit.fixture_cases import adult_cases, generator, hsct_cases
 from tests.unit.seed_cases import seed_cases
@@ -343,7 +343,17 @@ def test_hsct_series_summary() -> None:
 
 
 def test_adult_series_summary() -> None:
-    results = {r.id: r for r in summarise(adult_cases(), load_study("adult_cart"))}
+    cases = adult_cases()
+    results = {r.id: r for r in summarise(cases, load_study("adult_cart"))}
+    # wrong rules give other numbers: MRD "on day 28" (the results have no day) and any HSCT
+    # (three had one before CAR-T, A01 both before and after)
+    wrong = {r.id: r.value for r in summarise(cases, parse_study({
+        "name": "wrong", "anchor": "cart_infusion", "measures": [
+            {"id": "mrd_day_28", "count": {"event": {"concept": "mrd", "value": "negative",
+                                                      "day": 28}}},
+            {"id": "any_hsct", "count": {"event": {"concept": "hsct"}}},
+        ]}))}  # fmt: skip
+    assert wrong == {"mrd_day_28": 0, "any_hsct": 5}
     negative = results["mrd_negative_after_t_cells"]
     assert negative.patients == tuple(f"A0{i}" for i in range(1, 9))  # every patient
     values = {k: r.value for k, r in results.items()}
