@@ -401,11 +401,39 @@ def parse_study(
     try:
         study = StudyDefinition.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{where} is invalid: {validation_reason(exc)}") from exc
+        raise ConfigError(f"{where} is invalid: {_reason(exc)}") from exc
     problems = _Checker(study, library or _default_library()).run()
     if problems:
         raise ConfigError(f"{where} is invalid: " + "; ".join(problems))
     return study
+
+
+_UNION_TAGS = {"int", "str", "float", "bool", "Condition", "EventTest", "MedianSpec"}
+
+
+def _reason(exc: ValidationError) -> str:
+    """A pydantic error as key paths (``measures[3].count.event.dya: ...``), without the
+    branches of unions the input was never meant for."""
+    found: dict[str, list[str]] = {}
+    for error in exc.errors():
+        path = ""
+        for part in error["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif "[" in part or part in _UNION_TAGS:
+                continue
+            else:
+                path += f".{part}" if path else part
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if message not in found.setdefault(path, []):
+            found[path].append(message)
+    deepest = [
+        p for p in found if not any(o != p and o.startswith(p) and o[len(p)] in ".[" for o in found)
+    ]
+    if not deepest:
+        return validation_reason(exc)
+    return "; ".join(f"{p}: {' or '.join(found[p])}" if p else " or ".join(found[p])
+                     for p in deepest)  # fmt: skip
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:

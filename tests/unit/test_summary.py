@@ -571,7 +571,14 @@ def _problem(**changes: Any) -> str:
             {"measures": [{"id": "m", "count": "all", "median_days": "death"}]},
             "give exactly one of count",
         ),
-        ({"measures": [{"id": "m", "count": {"event": {"concept": "crs", "dya": 0}}}]}, "dya"),
+        (
+            {"measures": [{"id": "m", "count": {"event": {"concept": "crs", "dya": 0}}}]},
+            "is invalid: measures[0].count.event.dya: Extra inputs are not permitted",
+        ),
+        (
+            {"measures": [{"id": "m", "count": "al"}]},
+            "measures[0].count: Input should be 'all' or",
+        ),
         (
             {"plots": {"swimmer": {"end": ["last_followup"]}}},
             "plots.swimmer.end[0].concept: unknown concept 'last_followup'",
