@@ -710,3 +710,37 @@ def test_plots_are_written_as_png_and_svg(tmp_path: Path) -> None:
             assert ET.fromstring(data).tag == "{http://www.w3.org/2000/svg}svg"
     bare = study({"id": "n", "count": "all"})
     assert write_plots(seed_cases(), bare, tmp_path / "none") == []
+
+
+SPEC_EXAMPLE = """
+name: Marschollek 2022 — blinatumomab before CAR-T
+anchor: cart_infusion          # days in measures are relative to this concept
+predicates:                    # named event tests, reusable
+  mrd_negative: {any: [{value: negative}, {comparator: ["<", "<="]}, {number: 0}]}
+measures:
+  - {id: patients, label: Patients, count: all}
+  - id: blinatumomab_debulking
+    label: Blinatumomab before apheresis
+    count: {event: {concept: blinatumomab, attributes: {intent: debulking}}}
+  - id: cr_at_infusion
+    count: {event: {concept: disease_status, day: 0}, test: {value: complete_remission}}
+  - id: relapses_cd19_negative
+    count: {event: {concept: disease_status, value: relapse, after: 0}, pick: first,
+            test: {attributes: {cd19: negative}}}
+  - id: cr_mrd_negative_at_last_follow_up
+    count: {all: [{event: {concept: disease_status}, pick: latest, test: {value: complete_remission}},
+                  {event: {concept: mrd}, pick: latest, test: mrd_negative},
+                  {not: {event: {concept: death}}}]}
+  - {id: median_follow_up_days, median_days: {concept: last_follow_up}}
+expected: {patients: 7}
+plots:
+  swimmer: {end: [last_follow_up, death], markers: {relapse: {concept: disease_status, value: relapse}, hsct: {concept: hsct}}}
+  survival: {overall: {event: death, censor: last_follow_up}, event_free: {event: [{concept: disease_status, value: [relapse, progression]}, {concept: death}], censor: last_follow_up}}
+"""  # noqa: E501 (verbatim from spec §5)
+
+
+def test_the_example_of_the_spec_loads_and_agrees_with_the_seed_study() -> None:
+    example = parse_study(yaml.safe_load(SPEC_EXAMPLE))
+    mine = {r.id: r.value for r in summarise(seed_cases(), SEED)}
+    theirs = {r.id: r.value for r in summarise(seed_cases(), example)}
+    assert theirs == {k: mine[k] for k in theirs}
