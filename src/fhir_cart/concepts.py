@@ -292,14 +292,14 @@ class ConceptLibrary:
 
 
 def _concept_group(data: ConceptsFile) -> dict[str, Concept]:
-    return {k: Concept(text=c.label, codings=c.codings) for k, c in data.concepts.items() if c.codings}
+    return {
+        k: Concept(text=c.label, codings=c.codings) for k, c in data.concepts.items() if c.codings
+    }
 
 
 def _attribute_group(data: ConceptsFile) -> dict[str, Concept]:
     return {
-        k: Concept(text=a.label, codings=a.codings)
-        for k, a in data.attributes.items()
-        if a.codings
+        k: Concept(text=a.label, codings=a.codings) for k, a in data.attributes.items() if a.codings
     }
 
 
