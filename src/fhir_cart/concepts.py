@@ -201,7 +201,7 @@ def convert_unit(number: float, source: str, target: str) -> float:
     value = number * _factor(source, target)
     if value == 0 or not math.isfinite(value):
         return value
-    return round(value, 11 - int(math.floor(math.log10(abs(value)))))
+    return round(value, 11 - math.floor(math.log10(abs(value))))
 
 
 def is_ucum(unit: str) -> bool:

@@ -341,10 +341,10 @@ def _typed_value(
                 return Value(text=_to_text(cell))
             raise ValueError(ctx.expected(value.value_set))
         try:
-            return _quantity(value, cell, unit, comparator)
-        except ValueError as exc:
+            parse_quantity(cell)
+        except ValueError:
             words = ", ".join(ctx.library.words(value.value_set))
-            raise ValueError(f"expected one of {words}, or a number ({exc})") from None
+            raise ValueError(f"expected one of {words}, or a number such as '<0.01 %'") from None
     return _quantity(value, cell, unit, comparator)
 
 
@@ -899,8 +899,10 @@ class _Assembly:
         if gathered is None:
             return
         cells, columns = gathered
-        if not plan.own_sheet and not set(columns) - {"study_id"}:
-            return
+        if not plan.own_sheet:
+            if not set(columns) - {"study_id"}:
+                return
+            columns["study_id"] = self.ctx.mapping.patients.columns["study_id"]
         where = _Where(where.sheet, plan, where.row, where.raw, columns)
         try:
             owner = self._owner(plan, where, cells)
