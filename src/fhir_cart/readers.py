@@ -797,8 +797,8 @@ def _event_id(plan: _Plan, where: _Where, cells: Mapping[str, Any], ordinal: int
         base = plan.name
     else:
         base = f"{plan.name}-{ordinal}"
-    event_id = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base).strip("-")[:64]
-    if not event_id:
+    event_id = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base)[:64]
+    if not event_id.strip("-"):
         raise _FieldError("event_id", "an event id needs letters or digits")
     return event_id
 
