@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from fhir_cart import records as r
 from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptLibrary, ValueDef, load_concepts
-from fhir_cart.study_mapping import normalise_word
+from fhir_cart.readers import word_key
 from fhir_cart.terminology import load_terminology
 
 __all__ = [
@@ -76,8 +76,8 @@ def _number(low: float | None, high: float | None, unit: str | None = None) -> s
 
 
 def _open_text(words: tuple[str, ...]) -> st.SearchStrategy[str]:
-    known = {normalise_word(w) for w in words}
-    return free_text.filter(lambda t: normalise_word(t) not in known)
+    known = {word_key(w) for w in words}
+    return free_text.filter(lambda t: word_key(t) not in known)
 
 
 @st.composite

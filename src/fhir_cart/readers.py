@@ -61,6 +61,7 @@ __all__ = [
     "fit_unit",
     "parse_quantity",
     "read_study",
+    "word_key",
 ]
 
 Row = dict[str, Any]
@@ -217,6 +218,12 @@ def _checked_number(number: float, unit: str | None, low: float | None, high: fl
         raise ValueError("a percentage cannot exceed 100")
 
 
+def word_key(word: Any) -> str:
+    """How a cell is matched to a canonical word: :func:`normalise_word`, and '_' read as
+    a space ('complete remission' is complete_remission)."""
+    return normalise_word(word).replace("_", " ")
+
+
 # -- the vocabulary of one read --------------------------------------------------------------
 
 
@@ -235,12 +242,12 @@ class _Context:
             self._concepts[normalise_word(self.library.concept(key).label)] = key
 
     def word(self, value_set: str, cell: Any) -> str | None:
-        """The value-set word a cell stands for (case and spaces ignored), else None."""
+        """The value-set word a cell stands for (case, spaces and '_' for ' ' ignored)."""
         lookup = self._words.get(value_set)
         if lookup is None:
-            lookup = {normalise_word(w): w for w in self.library.words(value_set)}
+            lookup = {word_key(w): w for w in self.library.words(value_set)}
             self._words[value_set] = lookup
-        return lookup.get(normalise_word(cell))
+        return lookup.get(word_key(cell))
 
     def expected(self, value_set: str) -> str:
         return "unknown word; expected one of " + ", ".join(self.library.words(value_set))
@@ -420,8 +427,10 @@ def _window(ctx: _Context, cells: Mapping[str, Any], name: str) -> tuple[Any, An
     parsed = _parsed(cells, f"{name}_window", lambda c: parse_window(_to_text(c)))
     if parsed is None:
         return earliest, latest, None
-    anchor = _parsed({"x": parsed[2]}, "x", ctx.concept_key) if parsed[2] else None
-    return parsed[0], parsed[1], anchor
+    try:
+        return parsed[0], parsed[1], ctx.concept_key(parsed[2])
+    except ValueError as exc:
+        raise _FieldError(f"{name}_window", str(exc)) from None
 
 
 def _agree(name: str, date: dt.date | None, day: int, anchor: str, anchor_date: dt.date) -> dt.date:
