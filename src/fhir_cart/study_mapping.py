@@ -443,6 +443,22 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+_PATH = re.compile(r"^[\w\[\]\.]+: ")
+
+
+def _reason(exc: ValidationError) -> str:
+    """Like :func:`validation_reason`, with list positions as ``[n]`` and the key paths of
+    the models' own checks joined on (``patients.columns.study_id: ...``)."""
+    problems = []
+    for error in exc.errors():
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        where = where.lstrip(".")
+        for message in str(error["msg"]).removeprefix("Value error, ").split("; "):
+            joined = f"{where}.{message}" if _PATH.match(message) else f"{where}: {message}"
+            problems.append(joined if where else message)
+    return "; ".join(problems)
+
+
 def dump_study_mapping(mapping: StudyMapping) -> str:
     """The mapping as YAML text that :func:`load_study_mapping` reads back unchanged."""
     data = mapping.model_dump(mode="json", exclude_defaults=True)
@@ -471,7 +487,7 @@ def load_study_mapping(path: Path, library: ConceptLibrary | None = None) -> Stu
     try:
         mapping = StudyMapping.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"mapping file {path} is invalid: {validation_reason(exc)}") from exc
+        raise ConfigError(f"mapping file {path} is invalid: {_reason(exc)}") from exc
     try:
         problems = check_mapping(mapping, library or default_library(mapping))
     except ConfigError as exc:
