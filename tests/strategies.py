@@ -65,7 +65,9 @@ def _opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | strategy
 
 
-def _number(low: float | None, high: float | None, unit: str | None = None) -> st.SearchStrategy[float]:
+def _number(
+    low: float | None, high: float | None, unit: str | None = None
+) -> st.SearchStrategy[float]:
     top = high if high is not None else 1e6
     if unit == "%":
         top = min(top, 100.0)
@@ -114,7 +116,9 @@ def _quantity(draw: st.DrawFn, value: ValueDef) -> r.Value:
 
 
 @st.composite
-def values(draw: st.DrawFn, concept: ConceptDef, lib: ConceptLibrary | None = None) -> r.Value | None:
+def values(
+    draw: st.DrawFn, concept: ConceptDef, lib: ConceptLibrary | None = None
+) -> r.Value | None:
     """A value of the concept's value type (None sometimes, and always for type none)."""
     value = concept.value
     words = (lib or library()).words(value.value_set) if value.value_set else ()
@@ -133,7 +137,9 @@ def values(draw: st.DrawFn, concept: ConceptDef, lib: ConceptLibrary | None = No
         return r.Value(code=code) if number is None else number.model_copy(update={"code": code})
     if kind == "range":
         unit = _unit(draw, value)
-        low, high = sorted(draw(st.lists(_number(value.min, value.max, unit), min_size=2, max_size=2)))
+        low, high = sorted(
+            draw(st.lists(_number(value.min, value.max, unit), min_size=2, max_size=2))
+        )
         return r.Value(low=low, high=high, unit=unit)
     if kind == "boolean":
         return r.Value(boolean=draw(st.booleans()))
@@ -141,7 +147,9 @@ def values(draw: st.DrawFn, concept: ConceptDef, lib: ConceptLibrary | None = No
 
 
 @st.composite
-def attribute_values(draw: st.DrawFn, attr: AttributeDef, lib: ConceptLibrary | None = None) -> r.Scalar:
+def attribute_values(
+    draw: st.DrawFn, attr: AttributeDef, lib: ConceptLibrary | None = None
+) -> r.Scalar:
     """A valid scalar of an attribute (quantity: a number in its first unit)."""
     if attr.type == "coded":
         assert attr.value_set is not None
@@ -168,7 +176,11 @@ def events(
     lib = lib or library()
     key = concept or draw(st.sampled_from(sorted(lib.data.concepts)))
     definition = lib.concept(key)
-    chosen = draw(st.lists(st.sampled_from(definition.attributes), unique=True)) if definition.attributes else []
+    chosen = (
+        draw(st.lists(st.sampled_from(definition.attributes), unique=True))
+        if definition.attributes
+        else []
+    )
     return r.Event(
         event_id=event_id,
         concept=key,
@@ -182,7 +194,9 @@ def events(
 
 
 @st.composite
-def patients(draw: st.DrawFn, centre: str | None = None, lib: ConceptLibrary | None = None) -> r.PatientRecord:
+def patients(
+    draw: st.DrawFn, centre: str | None = None, lib: ConceptLibrary | None = None
+) -> r.PatientRecord:
     lib = lib or library()
     chosen = draw(st.lists(st.sampled_from(sorted(lib.data.patient_attributes)), unique=True))
     return r.PatientRecord(
@@ -205,7 +219,9 @@ def cases(draw: st.DrawFn, centre: str | None = None, lib: ConceptLibrary | None
 
 
 @st.composite
-def cohorts(draw: st.DrawFn, centre: str = "gen", lib: ConceptLibrary | None = None) -> list[r.Case]:
+def cohorts(
+    draw: st.DrawFn, centre: str = "gen", lib: ConceptLibrary | None = None
+) -> list[r.Case]:
     """Several cases of one centre with distinct study ids."""
     items = draw(
         st.lists(cases(centre, lib), min_size=1, max_size=4, unique_by=lambda c: c.patient.study_id)

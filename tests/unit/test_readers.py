@@ -17,7 +17,14 @@ from fhir_cart.readers import ReadResult, UnmappedColumn, fit_unit, parse_quanti
 from fhir_cart.records import Case, Event, Value, When
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.writers import write_study
-from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
+from tests.conftest import (
+    CENTRE_B_FILE,
+    CENTRE_B_MAPPING,
+    FIXTURES,
+    MAPPINGS,
+    SEED_FILE,
+    SEED_MAPPING,
+)
 
 
 def _mapping(data: dict[str, Any]) -> StudyMapping:
@@ -119,19 +126,28 @@ def test_units_that_do_not_fit(unit: str, reason: str) -> None:
         fit_unit(1.0, unit, ("mg/m2", "mg/kg"), True)
 
 
-CYCLO = {"concept": "cyclophosphamide", "columns": {"value": "Dose", "unit": "Unit", "when_day": "Day"}}
+CYCLO = {
+    "concept": "cyclophosphamide",
+    "columns": {"value": "Dose", "unit": "Unit", "when_day": "Day"},
+}
 
 
 def test_cyclophosphamide_in_g_per_m2_becomes_mg_per_m2(tmp_path: Path) -> None:
-    rows = "ID,Day,Dose,Unit\nA,-6,\"1,5 g/m²\",\nA,-5,1.5,g/m2\nB,-6,500,\nB,-5,2,mg/kg\n"
+    rows = 'ID,Day,Dose,Unit\nA,-6,"1,5 g/m²",\nA,-5,1.5,g/m2\nB,-6,500,\nB,-5,2,mg/kg\n'
     result = _events_study(tmp_path, rows, CYCLO)
     assert result.rejects == []
     assert [(v.number, v.unit) for v in _values(result) if v] == [
-        (1500.0, "mg/m2"), (1500.0, "mg/m2"), (500.0, "mg/m2"), (2.0, "mg/kg"),
-    ]  # fmt: skip
+        (1500.0, "mg/m2"),
+        (1500.0, "mg/m2"),
+        (500.0, "mg/m2"),
+        (2.0, "mg/kg"),
+    ]
     assert result.cases[0].events[0].source_text == "1,5 g/m²"
-    units = _events_study(tmp_path / "u", "ID,Day,Dose\nA,-6,1.5\n", {**CYCLO, "units": {"value": "g/m2"},
-                          "columns": {"value": "Dose", "when_day": "Day"}})  # fmt: skip
+    units = _events_study(
+        tmp_path / "u",
+        "ID,Day,Dose\nA,-6,1.5\n",
+        {**CYCLO, "units": {"value": "g/m2"}, "columns": {"value": "Dose", "when_day": "Day"}},
+    )
     assert _values(units) == [Value(number=1500.0, unit="mg/m2")]
 
 
@@ -139,23 +155,38 @@ def test_an_unknown_unit_rejects_that_row_only(tmp_path: Path) -> None:
     rows = "ID,Day,Dose,Unit\nA,-6,500,mg/m2\nA,-5,1.5,g/qm\nB,-6,1.5,mg/L\nB,-5,400,\n"
     result = _events_study(tmp_path, rows, CYCLO)
     assert result.rejects == [
-        Reject("events.csv", 3, "Dose", "1.5", "unit 'g/qm' is not a UCUM unit", "cyclophosphamide"),
-        Reject("events.csv", 4, "Dose", "1.5",
-               "unit 'mg/L' is not one of mg/m2, mg/m2/d, mg/kg, mg/kg/d, mg nor convertible to them",
-               "cyclophosphamide"),
-    ]  # fmt: skip
-    assert [(v.number, v.unit) for v in _values(result) if v] == [(500.0, "mg/m2"), (400.0, "mg/m2")]
+        Reject(
+            "events.csv", 3, "Dose", "1.5", "unit 'g/qm' is not a UCUM unit", "cyclophosphamide"
+        ),
+        Reject(
+            "events.csv",
+            4,
+            "Dose",
+            "1.5",
+            "unit 'mg/L' is not one of mg/m2, mg/m2/d, mg/kg, mg/kg/d, mg nor convertible to them",
+            "cyclophosphamide",
+        ),
+    ]
+    assert [(v.number, v.unit) for v in _values(result) if v] == [
+        (500.0, "mg/m2"),
+        (400.0, "mg/m2"),
+    ]
 
 
 # -- values by type -------------------------------------------------------------------------
 
-MRD = {"concept": "mrd", "columns": {"value": "MRD", "when_day": "Day"},
-       "values": {"value": {"neg": "negative", "low pos": "positive_below_quantification"}},
-       "units": {"value": "1"}}  # fmt: skip
+MRD = {
+    "concept": "mrd",
+    "columns": {"value": "MRD", "when_day": "Day"},
+    "values": {"value": {"neg": "negative", "low pos": "positive_below_quantification"}},
+    "units": {"value": "1"},
+}
 
 
 def test_mrd_words_numbers_and_percent_over_100(tmp_path: Path) -> None:
-    rows = "ID,Day,MRD\nA,0,Low  POS\nA,28,<0.01%\nA,90,1e-4\nA,200,101%\nA,300,positive\nA,400,-1%\n"
+    rows = (
+        "ID,Day,MRD\nA,0,Low  POS\nA,28,<0.01%\nA,90,1e-4\nA,200,101%\nA,300,positive\nA,400,-1%\n"
+    )
     result = _events_study(tmp_path, rows, MRD)
     assert _values(result) == [
         Value(code="positive_below_quantification"),
@@ -171,7 +202,10 @@ def test_mrd_words_numbers_and_percent_over_100(tmp_path: Path) -> None:
 
 def test_a_word_beside_a_number_and_the_canonical_value_columns(tmp_path: Path) -> None:
     rows = "ID,N,U,Code\nA,0.005,%,positive_below_quantification\nA,,,negative\n"
-    spec = {"concept": "mrd", "columns": {"value_number": "N", "value_unit": "U", "value_code": "Code"}}
+    spec = {
+        "concept": "mrd",
+        "columns": {"value_number": "N", "value_unit": "U", "value_code": "Code"},
+    }
     result = _events_study(tmp_path, rows, spec)
     assert _values(result) == [
         Value(number=0.005, unit="%", code="positive_below_quantification"),
@@ -183,17 +217,24 @@ def test_boolean_range_integer_text_and_none_values(tmp_path: Path) -> None:
     own = {
         "concepts": {
             "fever": {"label": "Fever", "kind": "observation", "value": {"type": "boolean"}},
-            "platelets": {"label": "Platelets", "kind": "observation",
-                          "value": {"type": "range", "units": ["10*9/L"]}},
+            "platelets": {
+                "label": "Platelets",
+                "kind": "observation",
+                "value": {"type": "range", "units": ["10*9/L"]},
+            },
         }
-    }  # fmt: skip
-    rows = "ID,C,V\nA,fever,ja\nA,fever,No\nA,platelets,20–50\nA,prior_lines,3\nA,cytogenetics,KMT2A-r\n"
+    }
+    rows = "ID,C,V\nA,fever,ja\nA,fever,No\nA,platelets,20–50\nA,prior_lines,3\n"
+    rows += "A,cytogenetics,KMT2A-r\n"
     rows += "A,fever,maybe\nA,prior_lines,2.5\nA,apheresis,3\n"
     result = _events_study(tmp_path, rows, {"columns": {"concept": "C", "value": "V"}}, **own)
     assert _values(result) == [
-        Value(boolean=True), Value(boolean=False), Value(low=20, high=50, unit="10*9/L"),
-        Value(number=3), Value(text="KMT2A-r"),
-    ]  # fmt: skip
+        Value(boolean=True),
+        Value(boolean=False),
+        Value(low=20, high=50, unit="10*9/L"),
+        Value(number=3),
+        Value(text="KMT2A-r"),
+    ]
     assert [(r.row, r.reason) for r in result.rejects] == [
         (7, "expected yes or no (yes/no, true/false, 1/0, ja/nein, y/n)"),
         (8, "expected a whole number"),
@@ -203,8 +244,11 @@ def test_boolean_range_integer_text_and_none_values(tmp_path: Path) -> None:
 
 def test_coded_values_and_attributes_outside_their_value_set(tmp_path: Path) -> None:
     rows = "ID,Status,CD19,Regimen\nA,CR,neg,\nA,remission,,\nA,relapse,weird,\n"
-    spec = {"concept": "disease_status", "columns": {"value": "Status", "cd19": "CD19"},
-            "values": {"value": {"CR": "complete_remission"}, "cd19": {"neg": "negative"}}}  # fmt: skip
+    spec = {
+        "concept": "disease_status",
+        "columns": {"value": "Status", "cd19": "CD19"},
+        "values": {"value": {"CR": "complete_remission"}, "cd19": {"neg": "negative"}},
+    }
     result = _events_study(tmp_path, rows, spec, ignore={"Regimen": "test"})
     assert [(e.value, e.attributes) for c in result.cases for e in c.events] == [
         (Value(code="complete_remission"), {"cd19": "negative"})
@@ -217,22 +261,30 @@ def test_coded_values_and_attributes_outside_their_value_set(tmp_path: Path) -> 
         "unknown word; expected one of negative, positive, dim"
     )
     # an open value set keeps an unknown word as text
-    chemo = _events_study(tmp_path / "o", "ID,R\nA,FLAG-Ida\nA,hib block\n",
-                          {"concept": "chemotherapy", "columns": {"regimen": "R"}})  # fmt: skip
+    chemo = _events_study(
+        tmp_path / "o",
+        "ID,R\nA,FLAG-Ida\nA,hib block\n",
+        {"concept": "chemotherapy", "columns": {"regimen": "R"}},
+    )
     assert [e.attributes for e in chemo.cases[0].events] == [
-        {"regimen": "FLAG-Ida"}, {"regimen": "hib_block"},
-    ]  # fmt: skip
+        {"regimen": "FLAG-Ida"},
+        {"regimen": "hib_block"},
+    ]
 
 
 def test_attributes_by_type_and_not_allowed_per_row(tmp_path: Path) -> None:
     rows = "ID,C,Dose,Grade,Cycle\nA,cart_infusion,2.1 x10^6/kg,,\nA,cart_infusion,2100000,,\n"
     rows += "A,crs,,2,\nA,crs,,7,\nA,crs,,,1\n"
-    spec = {"columns": {"concept": "C", "cell_dose": "Dose", "grade": "Grade", "cycle": "Cycle"},
-            "units": {"cell_dose": "1/kg"}}  # fmt: skip
+    spec = {
+        "columns": {"concept": "C", "cell_dose": "Dose", "grade": "Grade", "cycle": "Cycle"},
+        "units": {"cell_dose": "1/kg"},
+    }
     result = _events_study(tmp_path, rows, spec)
     assert [e.attributes for e in result.cases[0].events] == [
-        {"cell_dose": 2.1}, {"cell_dose": 2.1}, {"grade": 2},
-    ]  # fmt: skip
+        {"cell_dose": 2.1},
+        {"cell_dose": 2.1},
+        {"grade": 2},
+    ]
     assert [(r.row, r.column, r.reason) for r in result.rejects] == [
         (5, "Grade", "must be at most 5"),
         (6, "Cycle", "concept crs has no attribute cycle; it allows grade, grading_scale"),
@@ -244,8 +296,10 @@ def test_attributes_by_type_and_not_allowed_per_row(tmp_path: Path) -> None:
 
 def test_a_word_mapping_to_null_makes_no_event(tmp_path: Path) -> None:
     rows = "ID,Drug,Day\nA,Blinatumomab,-30\nA,none,-20\nA,  NONE ,-10\nB,keine,-5\n"
-    spec = {"columns": {"concept": "Drug", "when_day": "Day"},
-            "values": {"concept": {"none": None, "keine": None}}}  # fmt: skip
+    spec = {
+        "columns": {"concept": "Drug", "when_day": "Day"},
+        "values": {"concept": {"none": None, "keine": None}},
+    }
     result = _events_study(tmp_path, rows, spec)
     assert result.rejects == []
     assert [[e.concept for e in c.events] for c in result.cases] == [["blinatumomab"], []]
@@ -253,9 +307,15 @@ def test_a_word_mapping_to_null_makes_no_event(tmp_path: Path) -> None:
 
 def test_a_word_setting_two_fields(tmp_path: Path) -> None:
     rows = "ID,Drug,Day\nA,HIB block,165\nA,Flag-Ida,180\nA,Fludarabine,-6\n"
-    spec = {"columns": {"concept": "Drug", "when_day": "Day"},
-            "values": {"concept": {"HIB block": {"concept": "chemotherapy", "regimen": "hib_block"},
-                                   "FLAG-Ida": {"concept": "chemotherapy", "regimen": "other"}}}}  # fmt: skip
+    spec = {
+        "columns": {"concept": "Drug", "when_day": "Day"},
+        "values": {
+            "concept": {
+                "HIB block": {"concept": "chemotherapy", "regimen": "hib_block"},
+                "FLAG-Ida": {"concept": "chemotherapy", "regimen": "other"},
+            }
+        },
+    }
     result = _events_study(tmp_path, rows, spec)
     assert result.rejects == []
     got = [(e.concept, e.attributes, e.source_text) for e in result.cases[0].events]
@@ -269,18 +329,35 @@ def test_a_word_setting_two_fields(tmp_path: Path) -> None:
 def test_canonical_words_are_matched_ignoring_case(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Sex\nA,Female\nB,f\n")
-    _csv(folder, "events.csv", "ID,Event,Grade\nA,CRS,1\nA,Icans,2\nA,Cytokine release syndrome,3\n")
-    mapping = _mapping({"patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}},
-                        "events": [{"source": "events", "key": ["Grade"],
-                                    "columns": {"study_id": "ID", "concept": "Event", "grade": "Grade"}}]})  # fmt: skip
+    _csv(
+        folder, "events.csv", "ID,Event,Grade\nA,CRS,1\nA,Icans,2\nA,Cytokine release syndrome,3\n"
+    )
+    mapping = _mapping(
+        {
+            "patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}},
+            "events": [
+                {
+                    "source": "events",
+                    "key": ["Grade"],
+                    "columns": {"study_id": "ID", "concept": "Event", "grade": "Grade"},
+                }
+            ],
+        }
+    )
     result = read_study(folder, mapping)
     (case,) = result.cases
     assert case.patient.sex == "female"
     assert [e.concept for e in case.events] == ["crs", "icans", "crs"]  # key or label
     assert result.rejects == [
-        Reject("patients.csv", 3, "Sex", "f",
-               "unknown word; expected one of female, male, other, unknown", "patients")
-    ]  # fmt: skip
+        Reject(
+            "patients.csv",
+            3,
+            "Sex",
+            "f",
+            "unknown word; expected one of female, male, other, unknown",
+            "patients",
+        )
+    ]
 
 
 # -- times and windows ----------------------------------------------------------------------
@@ -298,9 +375,10 @@ def test_canonical_words_are_matched_ignoring_case(tmp_path: Path) -> None:
     ],
 )
 def test_windows(tmp_path: Path, window: str, expected: When | None) -> None:
-    spec = {"concept": "mrd", "columns": {"value": "MRD"},
-            "constants": {"when_window": window}}  # fmt: skip
-    result = _events_study(tmp_path, "ID,MRD\nA,neg\n", {**spec, "values": {"value": {"neg": "negative"}}})
+    spec = {"concept": "mrd", "columns": {"value": "MRD"}, "constants": {"when_window": window}}
+    result = _events_study(
+        tmp_path, "ID,MRD\nA,neg\n", {**spec, "values": {"value": {"neg": "negative"}}}
+    )
     assert result.rejects == []
     assert result.cases[0].events[0].when == expected
 
@@ -320,15 +398,28 @@ def _timed_study(tmp_path: Path, rows: str) -> ReadResult:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Infusion,FU\nA,2020-01-10,100\n")
     _csv(folder, "statuses.csv", "ID,Day,Date,Status,Anchor\n" + rows)
-    mapping = _mapping({
-        "patients": {"source": "patients.csv", "columns": {"study_id": "ID", "anchor_date": "Infusion"}},
-        "events": [
-            {"concept": "last_follow_up", "columns": {"when_day": "FU"}},
-            {"concept": "disease_status", "source": "statuses.csv",
-             "columns": {"study_id": "ID", "when_day": "Day", "when_date": "Date",
-                         "value": "Status", "when_anchor": "Anchor"}},
-        ],
-    })  # fmt: skip
+    mapping = _mapping(
+        {
+            "patients": {
+                "source": "patients.csv",
+                "columns": {"study_id": "ID", "anchor_date": "Infusion"},
+            },
+            "events": [
+                {"concept": "last_follow_up", "columns": {"when_day": "FU"}},
+                {
+                    "concept": "disease_status",
+                    "source": "statuses.csv",
+                    "columns": {
+                        "study_id": "ID",
+                        "when_day": "Day",
+                        "when_date": "Date",
+                        "value": "Status",
+                        "when_anchor": "Anchor",
+                    },
+                },
+            ],
+        }
+    )
     return read_study(folder, mapping)
 
 
@@ -354,32 +445,52 @@ def test_a_date_that_disagrees_with_its_day_is_rejected(tmp_path: Path) -> None:
     result = _timed_study(tmp_path, "A,28,2020-02-08,complete_remission,\n")
     assert result.rejects == [
         Reject(
-            "statuses.csv", 2, "Date", "2020-02-08",
+            "statuses.csv",
+            2,
+            "Date",
+            "2020-02-08",
             "date 2020-02-08 is day 29 after the cart_infusion date 2020-01-10, "
             "but the row gives day 28",
             "disease_status",
         )
-    ]  # fmt: skip
+    ]
 
 
 def test_several_date_formats_and_excel_dates(tmp_path: Path) -> None:
     book = _xlsx(
         tmp_path / "s.xlsx",
-        {"P": [["ID", "DOB"], ["A", dt.datetime(2010, 3, 4)], ["B", "05.06.2011"],
-               ["C", "2012-07-08"], ["D", "8/7/2012"]]},
-    )  # fmt: skip
+        {
+            "P": [
+                ["ID", "DOB"],
+                ["A", dt.datetime(2010, 3, 4)],
+                ["B", "05.06.2011"],
+                ["C", "2012-07-08"],
+                ["D", "8/7/2012"],
+            ]
+        },
+    )
     mapping = _mapping(
-        {"date_formats": ["%d.%m.%Y", "%Y-%m-%d"],
-         "patients": {"columns": {"study_id": "ID", "birth_date": "DOB"}}}
-    )  # fmt: skip
+        {
+            "date_formats": ["%d.%m.%Y", "%Y-%m-%d"],
+            "patients": {"columns": {"study_id": "ID", "birth_date": "DOB"}},
+        }
+    )
     result = read_study(book, mapping)
     assert [c.patient.birth_date for c in result.cases] == [
-        dt.date(2010, 3, 4), dt.date(2011, 6, 5), dt.date(2012, 7, 8),
-    ]  # fmt: skip
+        dt.date(2010, 3, 4),
+        dt.date(2011, 6, 5),
+        dt.date(2012, 7, 8),
+    ]
     assert result.rejects == [
-        Reject("s.xlsx", 5, "DOB", "8/7/2012",
-               "not a date; expected one written as %d.%m.%Y or %Y-%m-%d", "P")
-    ]  # fmt: skip
+        Reject(
+            "s.xlsx",
+            5,
+            "DOB",
+            "8/7/2012",
+            "not a date; expected one written as %d.%m.%Y or %Y-%m-%d",
+            "P",
+        )
+    ]
 
 
 # -- the fixtures ---------------------------------------------------------------------------
@@ -396,7 +507,10 @@ def test_seed_reads_as_before(seed_cases: list[Case]) -> None:
     assert day28.value == Value(code="negative")
     assert (day28.attributes["method"], day28.attributes["specimen"]) == ("pcr", "bone_marrow")
     (diagnosis,) = p01.of("diagnosis")
-    assert (diagnosis.value, diagnosis.attributes) == (Value(code="b_all"), {"disease_state": "relapsed"})
+    assert (diagnosis.value, diagnosis.attributes) == (
+        Value(code="b_all"),
+        {"disease_state": "relapsed"},
+    )
     (follow_up,) = p01.of("last_follow_up")
     assert follow_up.when is not None
     assert follow_up.when.date == dt.date(2019, 5, 6) + dt.timedelta(days=497)
@@ -431,7 +545,9 @@ def test_centre_b_reads_percentages_and_dates(centre_b_cases: list[Case]) -> Non
     assert death.when == When(date=dt.date(2022, 6, 28))
 
 
-@pytest.mark.parametrize(("path", "mapping"), [(SEED_FILE, SEED_MAPPING), (CENTRE_B_FILE, CENTRE_B_MAPPING)])
+@pytest.mark.parametrize(
+    ("path", "mapping"), [(SEED_FILE, SEED_MAPPING), (CENTRE_B_FILE, CENTRE_B_MAPPING)]
+)
 def test_every_fixture_column_is_mapped_or_ignored(path: Path, mapping: Path) -> None:
     result = read_study(path, load_study_mapping(mapping))
     assert result.rejects == []
@@ -442,11 +558,13 @@ def test_unmapped_columns_are_reported(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Sex,Comment,Ward\nA,female,x,7B\n")
     _csv(folder, "events.csv", "ID,C,Note,Ward\nA,crs,x,7B\n")
-    mapping = _mapping({
-        "patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}},
-        "events": [{"source": "events", "columns": {"study_id": "ID", "concept": "C"}}],
-        "ignore": {"Comment": "free text"},
-    })  # fmt: skip
+    mapping = _mapping(
+        {
+            "patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}},
+            "events": [{"source": "events", "columns": {"study_id": "ID", "concept": "C"}}],
+            "ignore": {"Comment": "free text"},
+        }
+    )
     result = read_study(folder, mapping)
     assert result.rejects == []
     assert result.unmapped_columns == [
@@ -494,8 +612,9 @@ def test_bad_wide_sheet_rejects_events_not_patients() -> None:
     assert got[(source, 4, "CAR-T date", "31.02.2021")] == (
         "not a date; expected one written as %d.%m.%Y"
     )
-    patient_rejects = [(r.row, r.column, r.value, r.reason) for r in result.rejects
-                       if r.table == "patients"]  # fmt: skip
+    patient_rejects = [
+        (r.row, r.column, r.value, r.reason) for r in result.rejects if r.table == "patients"
+    ]
     assert patient_rejects == [
         (2, "Gender", "x", sex),
         (5, "Patient", "B-202", "duplicate patient id (row 3 is kept)"),
@@ -514,19 +633,24 @@ def test_bad_wide_sheet_rejects_events_not_patients() -> None:
 
 
 def test_event_ids_by_explicit_id_key_and_row(tmp_path: Path) -> None:
-    rows = "ID,EID,Drug,Cycle\nA,,blinatumomab,1\nA,,blinatumomab,2\nA,x1,fludarabine,\nA,x1,fludarabine,\nB,,blinatumomab,1\n"
+    rows = "ID,EID,Drug,Cycle\nA,,blinatumomab,1\nA,,blinatumomab,2\nA,x1,fludarabine,\n"
+    rows += "A,x1,fludarabine,\nB,,blinatumomab,1\n"
     spec = {"columns": {"concept": "Drug", "cycle": "Cycle", "event_id": "EID"}}
     keyed = _events_study(tmp_path / "k", rows, {**spec, "name": "drugs", "key": ["Drug", "Cycle"]})
     assert [[e.event_id for e in c.events] for c in keyed.cases] == [
-        ["drugs-blinatumomab-1", "drugs-blinatumomab-2", "x1"], ["drugs-blinatumomab-1"],
-    ]  # fmt: skip
+        ["drugs-blinatumomab-1", "drugs-blinatumomab-2", "x1"],
+        ["drugs-blinatumomab-1"],
+    ]
     assert keyed.rejects == [
-        Reject("events.csv", 5, "EID", "x1", "event id 'x1' already used (events.csv row 4)", "drugs")
+        Reject(
+            "events.csv", 5, "EID", "x1", "event id 'x1' already used (events.csv row 4)", "drugs"
+        )
     ]
     by_row = _events_study(tmp_path / "r", rows, spec)
     assert [[e.event_id for e in c.events] for c in by_row.cases] == [
-        ["events-1", "events-2", "x1"], ["events-1"],
-    ]  # fmt: skip
+        ["events-1", "events-2", "x1"],
+        ["events-1"],
+    ]
 
 
 def test_patient_sheet_events_are_named_by_their_spec(seed_cases: list[Case]) -> None:
@@ -570,15 +694,25 @@ def test_blank_rows_skipped_blank_cells_none_and_defaults(tmp_path: Path) -> Non
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Sex,Note\nA,F,SYNTHETIC\n,,\n\nB,,\n")
     _csv(folder, "mrd.csv", "ID,MRD,Method\nA,neg,\n,,\nB,neg,flow\n")
-    mapping = _mapping({
-        "patients": {"source": "patients.csv", "columns": {"study_id": "ID", "sex": "Sex"},
-                     "values": {"sex": {"F": "female"}}},
-        "events": [{"source": "mrd", "concept": "mrd",
+    mapping = _mapping(
+        {
+            "patients": {
+                "source": "patients.csv",
+                "columns": {"study_id": "ID", "sex": "Sex"},
+                "values": {"sex": {"F": "female"}},
+            },
+            "events": [
+                {
+                    "source": "mrd",
+                    "concept": "mrd",
                     "columns": {"study_id": "ID", "value": "MRD", "method": "Method"},
                     "values": {"value": {"neg": "negative"}},
-                    "constants": {"method": "pcr", "specimen": "bone_marrow"}}],
-        "ignore": {"Note": "synthetic"},
-    })  # fmt: skip
+                    "constants": {"method": "pcr", "specimen": "bone_marrow"},
+                }
+            ],
+            "ignore": {"Note": "synthetic"},
+        }
+    )
     result = read_study(folder, mapping)
     assert result.rejects == []
     a, b = result.cases
@@ -590,12 +724,23 @@ def test_blank_rows_skipped_blank_cells_none_and_defaults(tmp_path: Path) -> Non
 def test_a_bad_patient_value_rejects_the_patient(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Age\nA,7.5\nB,seven\nC,200\n")
-    mapping = _mapping({"patients": {"source": "patients",
-                                     "columns": {"study_id": "ID", "age_at_diagnosis": "Age"}}})  # fmt: skip
+    mapping = _mapping(
+        {
+            "patients": {
+                "source": "patients",
+                "columns": {"study_id": "ID", "age_at_diagnosis": "Age"},
+            }
+        }
+    )
     result = read_study(folder, mapping)
     assert [c.patient.attributes for c in result.cases] == [{"age_at_diagnosis": 7.5}]
     assert _reasons(result) == {
-        ("patients.csv", 3, "Age", "seven"): "expected a number, with a comparator and unit if any ('<0.01 %')",
+        (
+            "patients.csv",
+            3,
+            "Age",
+            "seven",
+        ): "expected a number, with a comparator and unit if any ('<0.01 %')",
         ("patients.csv", 4, "Age", "200"): "must be at most 130",
     }
 
@@ -606,14 +751,23 @@ def test_a_bad_patient_value_rejects_the_patient(tmp_path: Path) -> None:
 def test_xlsx_rejects_name_the_sheet_and_numbers_read_as_ids(tmp_path: Path) -> None:
     book = _xlsx(
         tmp_path / "study.xlsx",
-        {"Patients": [["UPN", "Sex"], [17, "F"], [23.0, "M"]],
-         "MRD": [["UPN", "MRD"], [17, "negative"], [99, "negative"]]},
-    )  # fmt: skip
-    mapping = _mapping({
-        "patients": {"source": "Patients", "columns": {"study_id": "UPN", "sex": "Sex"},
-                     "values": {"sex": {"F": "female", "M": "male"}}},
-        "events": [{"source": "MRD", "concept": "mrd", "columns": {"study_id": "UPN", "value": "MRD"}}],
-    })  # fmt: skip
+        {
+            "Patients": [["UPN", "Sex"], [17, "F"], [23.0, "M"]],
+            "MRD": [["UPN", "MRD"], [17, "negative"], [99, "negative"]],
+        },
+    )
+    mapping = _mapping(
+        {
+            "patients": {
+                "source": "Patients",
+                "columns": {"study_id": "UPN", "sex": "Sex"},
+                "values": {"sex": {"F": "female", "M": "male"}},
+            },
+            "events": [
+                {"source": "MRD", "concept": "mrd", "columns": {"study_id": "UPN", "value": "MRD"}}
+            ],
+        }
+    )
     result = read_study(book, mapping)
     assert [c.patient.study_id for c in result.cases] == ["17", "23"]
     assert result.rejects == [
@@ -635,14 +789,22 @@ def test_header_row_below_a_title(tmp_path: Path) -> None:
 def test_a_column_missing_from_the_header_stops_the_read(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Gender,Birth date\nA,F,2010-01-01\n")
-    mapping = _mapping({"patients": {"source": "patients.csv",
-                                     "columns": {"study_id": "ID", "sex": "Sex", "birth_date": "Birthdate"}},
-                        "events": [{"concept": "death", "key": [], "columns": {"when_date": "Died"}}]})  # fmt: skip
+    mapping = _mapping(
+        {
+            "patients": {
+                "source": "patients.csv",
+                "columns": {"study_id": "ID", "sex": "Sex", "birth_date": "Birthdate"},
+            },
+            "events": [{"concept": "death", "key": [], "columns": {"when_date": "Died"}}],
+        }
+    )
     with pytest.raises(InputError, match="does not fit") as caught:
         read_study(folder, mapping)
     assert [(r.source, r.row, r.column) for r in caught.value.rejects] == [
-        ("patients.csv", 1, "Sex"), ("patients.csv", 1, "Birthdate"), ("patients.csv", 1, "Died"),
-    ]  # fmt: skip
+        ("patients.csv", 1, "Sex"),
+        ("patients.csv", 1, "Birthdate"),
+        ("patients.csv", 1, "Died"),
+    ]
     assert "patients.sex is not in the header" in caught.value.rejects[0].reason
     assert "did you mean 'Birth date'" in caught.value.rejects[1].reason
     assert "events[0].when_date is not in the header" in caught.value.rejects[2].reason
@@ -651,14 +813,22 @@ def test_a_column_missing_from_the_header_stops_the_read(tmp_path: Path) -> None
 def test_a_column_given_twice_or_a_missing_key_column_stops_the_read(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Sex,Sex\nA,F,M\n")
-    mapping = _mapping({"patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}}})
+    mapping = _mapping(
+        {"patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}}}
+    )
     with pytest.raises(InputError) as caught:
         read_study(folder, mapping)
     assert caught.value.rejects[0].reason == "column for sex appears 2 times in the header"
     _csv(folder, "patients.csv", "ID\nA\n")
     _csv(folder, "e.csv", "ID,C\nA,crs\n")
-    keyed = _mapping({"patients": PATIENTS, "events": [
-        {"source": "e", "key": ["Kind"], "columns": {"study_id": "ID", "concept": "C"}}]})  # fmt: skip
+    keyed = _mapping(
+        {
+            "patients": PATIENTS,
+            "events": [
+                {"source": "e", "key": ["Kind"], "columns": {"study_id": "ID", "concept": "C"}}
+            ],
+        }
+    )
     with pytest.raises(InputError) as caught:
         read_study(folder, keyed)
     assert caught.value.rejects[0].column == "Kind"
@@ -677,25 +847,40 @@ def test_one_csv_reads_its_neighbours(tmp_path: Path) -> None:
     _csv(tmp_path, "patients.csv", "ID\nA\n")
     _csv(tmp_path, "mrd.csv", "ID,MRD\nA,negative\n")
     spec = {"source": "mrd", "concept": "mrd", "columns": {"study_id": "ID", "value": "MRD"}}
-    result = read_study(tmp_path / "patients.csv", _mapping({"patients": PATIENTS, "events": [spec]}))
+    result = read_study(
+        tmp_path / "patients.csv", _mapping({"patients": PATIENTS, "events": [spec]})
+    )
     assert [e.event_id for e in result.cases[0].events] == ["mrd-1"]
 
 
 def test_a_mapping_that_does_not_fit_the_library_is_a_config_error(tmp_path: Path) -> None:
     _csv(tmp_path, "patients.csv", "ID\nA\n")
     for spec, expected in [
-        ({"concept": "mrd", "columns": {"cycle": "ID"}}, r"events\[0\]\.columns\.cycle: concept mrd has no"),
-        ({"concept": "mrd", "constants": {"when_day": "soon"}}, r"events\[0\]\.constants\.when_day: 'soon'"),
-        ({"concept": "mrd", "constants": {"value": "weird"}}, r"events\[0\]\.constants\.value: 'weird'"),
+        (
+            {"concept": "mrd", "columns": {"cycle": "ID"}},
+            r"events\[0\]\.columns\.cycle: concept mrd has no",
+        ),
+        (
+            {"concept": "mrd", "constants": {"when_day": "soon"}},
+            r"events\[0\]\.constants\.when_day: 'soon'",
+        ),
+        (
+            {"concept": "mrd", "constants": {"value": "weird"}},
+            r"events\[0\]\.constants\.value: 'weird'",
+        ),
     ]:
         with pytest.raises(ConfigError, match=expected):
-            read_study(tmp_path / "patients.csv", _mapping({"patients": PATIENTS, "events": [spec]}))
+            read_study(
+                tmp_path / "patients.csv", _mapping({"patients": PATIENTS, "events": [spec]})
+            )
 
 
 # -- JSON and errors about the file itself --------------------------------------------------
 
 
-def test_json_needs_no_mapping_and_rejects_bad_cases(tmp_path: Path, seed_cases: list[Case]) -> None:
+def test_json_needs_no_mapping_and_rejects_bad_cases(
+    tmp_path: Path, seed_cases: list[Case]
+) -> None:
     (path,) = write_study(seed_cases[:2], tmp_path / "c.json", "json")
     items = orjson.loads(path.read_bytes())
     items[1]["events"][0]["when"] = {"day": 3}
@@ -704,8 +889,11 @@ def test_json_needs_no_mapping_and_rejects_bad_cases(tmp_path: Path, seed_cases:
     assert result.cases == seed_cases[:1]
     (reject,) = result.rejects
     assert (reject.source, reject.row, reject.column, reject.table) == (
-        "c.json", 2, "events.0.when", "cases",
-    )  # fmt: skip
+        "c.json",
+        2,
+        "events.0.when",
+        "cases",
+    )
     assert "needs its anchor event" in reject.reason
 
 
@@ -737,11 +925,21 @@ def test_semicolon_csv_in_another_encoding(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "patients.csv").write_bytes("ID;Geschlecht;Alter\nA;weiblich;7,5\n".encode("cp1252"))
     (folder / "other.csv").write_bytes("ID;Geschlecht\nB;männlich\n".encode("cp1252"))
-    spec = {"columns": {"study_id": "ID", "sex": "Geschlecht"},
-            "values": {"sex": {"weiblich": "female", "männlich": "male"}}}  # fmt: skip
-    mapping = _mapping({"csv_delimiter": ";", "encoding": "cp1252",
-                        "patients": {**spec, "source": "patients",
-                                     "columns": {**spec["columns"], "age_at_diagnosis": "Alter"}}})  # fmt: skip
+    spec = {
+        "columns": {"study_id": "ID", "sex": "Geschlecht"},
+        "values": {"sex": {"weiblich": "female", "männlich": "male"}},
+    }
+    mapping = _mapping(
+        {
+            "csv_delimiter": ";",
+            "encoding": "cp1252",
+            "patients": {
+                **spec,
+                "source": "patients",
+                "columns": {**spec["columns"], "age_at_diagnosis": "Alter"},
+            },
+        }
+    )
     (case,) = read_study(folder, mapping).cases
     assert (case.patient.sex, case.patient.attributes) == ("female", {"age_at_diagnosis": 7.5})
     utf8 = _mapping({"csv_delimiter": ";", "patients": {**spec, "source": "other"}})

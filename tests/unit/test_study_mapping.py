@@ -65,34 +65,93 @@ def test_defaults_of_a_minimal_mapping(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         (MINIMAL + "  colums: {sex: Sex}\n", r"patients\.colums: Extra inputs"),
-        (MINIMAL.replace("{study_id: ID}", "{sex: Sex}"), r"patients\.columns\.study_id: the patients spec needs"),
-        (MINIMAL.replace("{study_id: ID}", "{study_id: ID, sexx: Sex}"),
-         r"patients\.columns\.sexx: not a patient field; fields are study_id, centre"),
-        (MINIMAL + "  values: {sex: {F: femal}}\n", r"patients\.values\.sex\.F: 'femal' is not one of female"),
-        (MINIMAL + "  values: {sex: {F: female, ' f ': male}}\n", r"patients\.values\.sex: ' f ' is listed twice"),
-        (MINIMAL + "  units: {age_at_diagnosis: years}\n", r"patients\.units\.age_at_diagnosis: 'years' is not a UCUM unit"),
-        (EVENT + "    constants: {when_window: soon}\n", r"events\[0\]\.constants\.when_window: expected a window"),
-        (EVENT + "    constants: {when_window: before lunch}\n", r"events\[0\]\.constants\.when_window: no concept 'lunch'"),
-        (EVENT + "    constants: {when_anchor: infusion}\n", r"events\[0\]\.constants\.when_anchor: no concept 'infusion'"),
-        (EVENT + "    units: {method: mg}\n", r"events\[0\]\.units\.method: not a value or a quantity attribute"),
-        (EVENT + "    units: {value: furlong}\n", r"events\[0\]\.units\.value: 'furlong' is not a UCUM unit"),
-        (EVENT.replace("{study_id: ID}\n", "{study_id: ID, grade: G}\n"), r"events\[0\]\.columns\.grade: concept mrd has no attribute 'grade'"),
-        (EVENT.replace("{study_id: ID}\n", "{study_id: ID, colour: C}\n"), r"events\[0\]\.columns\.colour: not an event field or attribute"),
-        (EVENT + "    values: {specimen: {BM: marrow}}\n", r"events\[0\]\.values\.specimen\.BM: 'marrow' is not one of bone_marrow"),
-        (EVENT.replace("concept: mrd", "concept: mdr"), r"events\[0\]: no concept 'mdr' in the concept library"),
-        (EVENT.replace("concept: mrd", "concept: disease_status") + "    values: {value: {CR: remission}}\n",
-         r"events\[0\]\.values\.value\.CR: 'remission' is not one of complete_remission"),
-        (MINIMAL + "events:\n  - source: t.csv\n    columns: {study_id: ID, concept: Drug}\n"
-         "    values: {concept: {HIB: {concept: chemo, regimen: hib_block}}}\n", r"no concept 'chemo'"),
-        (MINIMAL + "events:\n  - source: t.csv\n    columns: {study_id: ID, concept: Drug}\n"
-         "    values: {concept: {HIB: {concept: chemotherapy, regime: hib_block}}}\n",
-         r"events\[0\]\.values\.concept\.HIB\.regime: not an event field or attribute"),
-        (MINIMAL + "events:\n  - {source: t.csv, columns: {concept: Drug}}\n",
-         r"events\[0\]\.columns\.study_id: a spec with its own source needs the patient id column"),
-        (MINIMAL + "events:\n  - {concept: death, header_row: 2, columns: {when_date: D}}\n",
-         r"events\[0\]: header_row, key: only for a spec with its own source"),
-        (MINIMAL + "events:\n  - {source: t.csv, columns: {study_id: ID}}\n", r"events\[0\]\.concept: give the concept"),
-        (MINIMAL + "events:\n  - {name: a, concept: death}\n  - {name: a, concept: death}\n", r"events: name 'a' is used twice"),
+        (
+            MINIMAL.replace("{study_id: ID}", "{sex: Sex}"),
+            r"patients\.columns\.study_id: the patients spec needs",
+        ),
+        (
+            MINIMAL.replace("{study_id: ID}", "{study_id: ID, sexx: Sex}"),
+            r"patients\.columns\.sexx: not a patient field; fields are study_id, centre",
+        ),
+        (
+            MINIMAL + "  values: {sex: {F: femal}}\n",
+            r"patients\.values\.sex\.F: 'femal' is not one of female",
+        ),
+        (
+            MINIMAL + "  values: {sex: {F: female, ' f ': male}}\n",
+            r"patients\.values\.sex: ' f ' is listed twice",
+        ),
+        (
+            MINIMAL + "  units: {age_at_diagnosis: years}\n",
+            r"patients\.units\.age_at_diagnosis: 'years' is not a UCUM unit",
+        ),
+        (
+            EVENT + "    constants: {when_window: soon}\n",
+            r"events\[0\]\.constants\.when_window: expected a window",
+        ),
+        (
+            EVENT + "    constants: {when_window: before lunch}\n",
+            r"events\[0\]\.constants\.when_window: no concept 'lunch'",
+        ),
+        (
+            EVENT + "    constants: {when_anchor: infusion}\n",
+            r"events\[0\]\.constants\.when_anchor: no concept 'infusion'",
+        ),
+        (
+            EVENT + "    units: {method: mg}\n",
+            r"events\[0\]\.units\.method: not a value or a quantity attribute",
+        ),
+        (
+            EVENT + "    units: {value: furlong}\n",
+            r"events\[0\]\.units\.value: 'furlong' is not a UCUM unit",
+        ),
+        (
+            EVENT.replace("{study_id: ID}\n", "{study_id: ID, grade: G}\n"),
+            r"events\[0\]\.columns\.grade: concept mrd has no attribute 'grade'",
+        ),
+        (
+            EVENT.replace("{study_id: ID}\n", "{study_id: ID, colour: C}\n"),
+            r"events\[0\]\.columns\.colour: not an event field or attribute",
+        ),
+        (
+            EVENT + "    values: {specimen: {BM: marrow}}\n",
+            r"events\[0\]\.values\.specimen\.BM: 'marrow' is not one of bone_marrow",
+        ),
+        (
+            EVENT.replace("concept: mrd", "concept: mdr"),
+            r"events\[0\]: no concept 'mdr' in the concept library",
+        ),
+        (
+            EVENT.replace("concept: mrd", "concept: disease_status")
+            + "    values: {value: {CR: remission}}\n",
+            r"events\[0\]\.values\.value\.CR: 'remission' is not one of complete_remission",
+        ),
+        (
+            MINIMAL + "events:\n  - source: t.csv\n    columns: {study_id: ID, concept: Drug}\n"
+            "    values: {concept: {HIB: {concept: chemo, regimen: hib_block}}}\n",
+            r"no concept 'chemo'",
+        ),
+        (
+            MINIMAL + "events:\n  - source: t.csv\n    columns: {study_id: ID, concept: Drug}\n"
+            "    values: {concept: {HIB: {concept: chemotherapy, regime: hib_block}}}\n",
+            r"events\[0\]\.values\.concept\.HIB\.regime: not an event field or attribute",
+        ),
+        (
+            MINIMAL + "events:\n  - {source: t.csv, columns: {concept: Drug}}\n",
+            r"events\[0\]\.columns\.study_id: a spec with its own source needs the patient id",
+        ),
+        (
+            MINIMAL + "events:\n  - {concept: death, header_row: 2, columns: {when_date: D}}\n",
+            r"events\[0\]: header_row, key: only for a spec with its own source",
+        ),
+        (
+            MINIMAL + "events:\n  - {source: t.csv, columns: {study_id: ID}}\n",
+            r"events\[0\]\.concept: give the concept",
+        ),
+        (
+            MINIMAL + "events:\n  - {name: a, concept: death}\n  - {name: a, concept: death}\n",
+            r"events: name 'a' is used twice",
+        ),
         (MINIMAL.replace("patients.csv", "../../etc/passwd"), r"must be a sheet name or a file"),
         (MINIMAL + "anchor: infusion\n", r"anchor: no concept 'infusion'"),
         (MINIMAL + "anchor: CAR-T\n", r"anchor: String should match pattern"),
@@ -105,12 +164,20 @@ def test_defaults_of_a_minimal_mapping(tmp_path: Path) -> None:
         (MINIMAL + "csv_delimiter: ';;'\n", r"csv_delimiter: String should have at most 1"),
         (MINIMAL + "header_row: 0\n", r"header_row: Input should be greater than or equal to 1"),
         (MINIMAL + "date_formats: []\n", r"date_formats: Tuple should have at least 1 item"),
-        (MINIMAL + "concepts: {mrd: {label: Mine, kind: observation}}\n",
-         r"concepts\.mrd: already defined in the shared concept library"),
-        (MINIMAL + "concepts: {Ferritin: {label: F, kind: observation}}\n", r"concepts: 'Ferritin' is not a key"),
-        (MINIMAL + "concepts: {ferritin: {label: F, kind: lab}}\n", r"concepts\.ferritin\.kind: Input should be"),
+        (
+            MINIMAL + "concepts: {mrd: {label: Mine, kind: observation}}\n",
+            r"concepts\.mrd: already defined in the shared concept library",
+        ),
+        (
+            MINIMAL + "concepts: {Ferritin: {label: F, kind: observation}}\n",
+            r"concepts: 'Ferritin' is not a key",
+        ),
+        (
+            MINIMAL + "concepts: {ferritin: {label: F, kind: lab}}\n",
+            r"concepts\.ferritin\.kind: Input should be",
+        ),
     ],
-)  # fmt: skip
+)
 def test_mapping_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected) as caught:
         _load(tmp_path, text)
@@ -120,7 +187,10 @@ def test_mapping_errors_name_file_and_key(tmp_path: Path, text: str, expected: s
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("centre: x\npatients: [unclosed\n", r"(?s)cannot read mapping file .*centre.yaml\", line 2"),
+        (
+            "centre: x\npatients: [unclosed\n",
+            r"(?s)cannot read mapping file .*centre.yaml\", line 2",
+        ),
         ("- just\n- a list\n", r"must hold a YAML mapping"),
         (MINIMAL + "centre: again\n", r"key 'centre' given twice \(line 5\)"),
     ],
@@ -173,13 +243,19 @@ def test_a_studys_own_concepts_are_checked_and_used(tmp_path: Path) -> None:
     (case,) = read_study(tmp_path, mapping).cases
     (event,) = case.events
     assert (event.concept, event.value, event.attributes) == (
-        "ferritin", event.value, {"ward": "7B"},
-    )  # fmt: skip
+        "ferritin",
+        event.value,
+        {"ward": "7B"},
+    )
     assert event.value is not None
     assert (event.value.number, event.value.unit) == (350.0, "ug/L")  # ng/mL is ug/L
     with pytest.raises(ConfigError, match=r"events\[0\]\.columns\.ward: not an event field"):
-        _load(tmp_path, text.replace("attributes:\n  ward: {label: Ward, type: text}\n", "")
-              .replace("attributes: [ward],", ""))  # fmt: skip
+        _load(
+            tmp_path,
+            text.replace("attributes:\n  ward: {label: Ward, type: text}\n", "").replace(
+                "attributes: [ward],", ""
+            ),
+        )
 
 
 def test_check_mapping_takes_the_library() -> None:
@@ -192,9 +268,12 @@ def test_check_mapping_takes_the_library() -> None:
         "events[0]: no concept 'ferritin' in the concept library"
     ]
     own = ConceptsFile(
-        concepts={"ferritin": ConceptDef(label="F", kind="observation",
-                                         value=ValueDef(type="quantity", units=("ug/L",)))}
-    )  # fmt: skip
+        concepts={
+            "ferritin": ConceptDef(
+                label="F", kind="observation", value=ValueDef(type="quantity", units=("ug/L",))
+            )
+        }
+    )
     from fhir_cart.concepts import load_concepts
     from fhir_cart.terminology import load_terminology
 
@@ -253,8 +332,15 @@ def test_validation_reason_is_re_exported() -> None:
 
 def test_the_reference_documents_every_key() -> None:
     text = (ROOT / "docs" / "mapping-file.md").read_text()
-    for model in (StudyMapping, PatientSpec, EventSpec, ConceptsFile, ConceptDef, ValueDef,
-                  AttributeDef):  # fmt: skip
+    for model in (
+        StudyMapping,
+        PatientSpec,
+        EventSpec,
+        ConceptsFile,
+        ConceptDef,
+        ValueDef,
+        AttributeDef,
+    ):
         for key in model.model_fields:
             assert f"| `{key}` |" in text, f"{model.__name__}.{key}"
     from fhir_cart.study_mapping import EVENT_FIELDS, PATIENT_FIELDS

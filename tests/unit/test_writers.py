@@ -116,8 +116,14 @@ def test_workbook_has_a_sheet_per_table_and_real_dates(
 
 
 def _case(**event: Any) -> Case:
-    base: dict[str, Any] = {"event_id": "1.0", "concept": "hsct", "when": When(day=0, anchor="hsct")}
-    return Case(patient=PatientRecord(study_id="007", centre="x"), events=(Event(**{**base, **event}),))
+    base: dict[str, Any] = {
+        "event_id": "1.0",
+        "concept": "hsct",
+        "when": When(day=0, anchor="hsct"),
+    }
+    return Case(
+        patient=PatientRecord(study_id="007", centre="x"), events=(Event(**{**base, **event}),)
+    )
 
 
 def test_text_that_looks_like_a_formula_stays_text(tmp_path: Path) -> None:
