@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -105,7 +105,7 @@ class _FieldError(ValueError):
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    return value is None or value == "" or (isinstance(value, str) and value.isspace())
 
 
 def _to_date(value: Any, formats: tuple[str, ...]) -> dt.date:
@@ -113,7 +113,11 @@ def _to_date(value: Any, formats: tuple[str, ...]) -> dt.date:
         return value.date()
     if isinstance(value, dt.date):
         return value
-    text = str(value).strip()
+    return _text_date(str(value).strip(), formats)
+
+
+@lru_cache(maxsize=65536)
+def _text_date(text: str, formats: tuple[str, ...]) -> dt.date:
     for fmt in formats:
         try:
             return dt.datetime.strptime(text, fmt).date()
@@ -247,12 +251,16 @@ class _Context:
         if lookup is None:
             lookup = {word_key(w): w for w in self.library.words(value_set)}
             self._words[value_set] = lookup
-        return lookup.get(word_key(cell))
+        found = lookup.get(cell) if isinstance(cell, str) else None
+        return found if found is not None else lookup.get(word_key(cell))
 
     def expected(self, value_set: str) -> str:
         return "unknown word; expected one of " + ", ".join(self.library.words(value_set))
 
     def concept_key(self, cell: Any) -> str:
+        found = self._concepts.get(cell) if isinstance(cell, str) else None
+        if found is not None:
+            return found
         text = normalise_word(cell)
         found = self._concepts.get(text) or self._concepts.get(re.sub(r"[\s\-]+", "_", text))
         if found is None:
@@ -481,6 +489,10 @@ class _Plan:
     words: dict[str, dict[str, WordTarget]]
     own_sheet: bool
     """False: an event spec reading the patients sheet."""
+    fields: tuple[tuple[str, str, dict[str, WordTarget] | None], ...]
+    """(field, column, its words) for every mapped column."""
+    defaults: tuple[tuple[str, Any], ...]
+    """Constants (and the spec's concept) filling blank fields."""
 
     @property
     def event(self) -> EventSpec | None:
@@ -497,7 +509,11 @@ def _plan(name: str, where: str, spec: PatientSpec | EventSpec) -> _Plan:
         for fld, listed in spec.values.items()
     }
     own = isinstance(spec, PatientSpec) or spec.source is not None
-    return _Plan(name, where, spec, words, own)
+    fields = tuple((fld, column, words.get(fld)) for fld, column in spec.columns.items())
+    defaults = dict(spec.constants)
+    if isinstance(spec, EventSpec) and spec.concept is not None:
+        defaults.setdefault("concept", spec.concept)
+    return _Plan(name, where, spec, words, own, fields, tuple(defaults.items()))
 
 
 def _plans(ctx: _Context) -> list[_Plan]:
@@ -709,13 +725,13 @@ def _gather(plan: _Plan, raw: Row) -> tuple[dict[str, Any], dict[str, str]] | No
     fields. None when a cell's word means 'no event'."""
     cells: dict[str, Any] = {}
     columns: dict[str, str] = {}
-    for fld, column in plan.spec.columns.items():
+    for fld, column, lookup in plan.fields:
         cell = raw.get(column)
         if _blank(cell):
             continue
-        lookup = plan.words.get(fld)
-        if lookup is not None and normalise_word(cell) in lookup:
-            target = lookup[normalise_word(cell)]
+        word = normalise_word(cell) if lookup is not None else None
+        if lookup is not None and word in lookup:
+            target = lookup[word]
             if target is None and plan.event is None:
                 continue  # a patient field: the word means 'no value'
             if target is None:
@@ -727,10 +743,8 @@ def _gather(plan: _Plan, raw: Row) -> tuple[dict[str, Any], dict[str, str]] | No
             cell = target
         cells[fld] = cell
         columns[fld] = column
-    for fld, value in plan.spec.constants.items():
+    for fld, value in plan.defaults:
         cells.setdefault(fld, value)
-    if plan.event is not None and plan.event.concept is not None:
-        cells.setdefault("concept", plan.event.concept)
     return cells, columns
 
 
