@@ -4,9 +4,10 @@
 attributes, and events of concepts drawn from the library (shared, or one given), each with
 a value of its concept's value type (numbers in a unit the reader keeps, words of the value
 set, ranges, booleans, text), some of the attributes its concept allows with valid values,
-and times as a date, a relative day, a window, or a date with a day. Ids and free text look
-like numbers or formulas at times ('007', '1e5', '=1+1'). ``cohorts()`` draws several cases
-with distinct study ids. Numbers keep at most 12 significant digits (Excel keeps 15).
+and times as a date, a relative day, a window, or a date with a day; ``origin`` only as
+MedicationRequest on drug concepts. Ids and free text look like numbers or formulas at times
+('007', '1e5', '=1+1'). ``cohorts()`` draws several cases with distinct study ids. Numbers
+keep at most 12 significant digits (Excel keeps 15).
 
 Other tests (the FHIR mappers') use ``cases()``/``cohorts()``/``events()`` too: keep them
 public and valid for the reader (tests/unit/test_writers.py reads every draw back).
@@ -84,10 +85,10 @@ def _open_text(words: tuple[str, ...]) -> st.SearchStrategy[str]:
 
 @st.composite
 def whens(draw: st.DrawFn, lib: ConceptLibrary | None = None) -> r.When:
-    """A time: date, day + anchor, window + anchor, or date with a day or window."""
+    """A time as records.When allows: date, day + anchor, window + anchor, date + day."""
     anchors = st.sampled_from(sorted((lib or library()).data.concepts))
-    form = draw(st.sampled_from(["date", "day", "both", "window", "dated_window"]))
-    date = draw(dates) if form in ("date", "both", "dated_window") else None
+    form = draw(st.sampled_from(["date", "day", "both", "window"]))
+    date = draw(dates) if form in ("date", "both") else None
     day = draw(days) if form in ("day", "both") else None
     earliest = latest = None
     if "window" in form:
@@ -189,7 +190,9 @@ def events(
         value=draw(values(definition, lib)),
         attributes={a: draw(attribute_values(lib.attribute(a), lib)) for a in chosen},
         source_text=draw(_opt(free_text)),
-        origin=draw(_opt(st.sampled_from(["MedicationRequest", "Observation"]))),
+        origin=draw(_opt(st.just("MedicationRequest")))
+        if definition.kind == "medication"
+        else None,
     )
 
 
