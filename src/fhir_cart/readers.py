@@ -847,10 +847,11 @@ def _patient(
     anchor_date = _parsed(cells, "anchor_date", ctx.date)
     for name, cell in cells.items():
         if name in attrs:
-            unit = where.plan.spec.units.get(name)
-            out["attributes"][name] = _parsed(
-                {name: cell}, name, lambda c, a=attrs[name], u=unit: _attribute(ctx, a, c, u)
-            )
+            try:
+                unit = where.plan.spec.units.get(name)
+                out["attributes"][name] = _attribute(ctx, attrs[name], cell, unit)
+            except ValueError as exc:
+                raise _FieldError(name, str(exc)) from None
     try:
         return PatientRecord(**out), anchor_date
     except ValidationError as exc:

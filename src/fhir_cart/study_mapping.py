@@ -305,6 +305,15 @@ class _Checker:
     def run(self) -> list[str]:
         if not self.lib.has(self.mapping.anchor):
             self.found.append(f"anchor: no concept {self.mapping.anchor!r}")
+        self.found += [
+            f"{where}.{key}: the name of a field; give the attribute another key"
+            for where, keys, fields in (
+                ("attributes", self.mapping.attributes, EVENT_FIELDS),
+                ("patient_attributes", self.mapping.patient_attributes, PATIENT_FIELDS),
+            )
+            for key in keys
+            if key in fields
+        ]
         self.patients(self.mapping.patients)
         for index, spec in enumerate(self.mapping.events):
             self.event(spec, f"events[{index}]")

@@ -169,6 +169,10 @@ def test_defaults_of_a_minimal_mapping(tmp_path: Path) -> None:
             r"concepts\.mrd: already defined in the shared concept library",
         ),
         (
+            MINIMAL + "attributes: {unit: {label: Unit}}\n",
+            r"attributes\.unit: the name of a field",
+        ),
+        (
             MINIMAL + "concepts: {Ferritin: {label: F, kind: observation}}\n",
             r"concepts: 'Ferritin' is not a key",
         ),
