@@ -351,3 +351,20 @@ def test_the_reference_documents_every_key() -> None:
 
     for name in (*EVENT_FIELDS, *PATIENT_FIELDS):
         assert f"`{name}`" in text, name
+
+
+def test_every_yaml_example_in_the_reference_loads(tmp_path: Path) -> None:
+    import re
+
+    import yaml
+
+    text = (ROOT / "docs" / "mapping-file.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 5
+    for index, block in enumerate(blocks):
+        data = yaml.safe_load(block)
+        data.setdefault("centre", "x")
+        data.setdefault("patients", {"columns": {"study_id": "ID"}})
+        path = tmp_path / f"example-{index}.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        assert load_study_mapping(path).centre, block
