@@ -183,13 +183,17 @@ def _unit_text(text: str) -> str:
     return unit.replace("10^", "10*")
 
 
+def _comparators(text: str) -> str:
+    return text.replace("≤", "<=").replace("≥", ">=")
+
+
 def parse_quantity(cell: Any) -> tuple[str | None, float, str | None]:
     """A cell as (comparator, number, unit as written in UCUM spelling or None):
     '<0.01%' -> ('<', 0.01, '%'), '1,5 g/m²' -> (None, 1.5, 'g/m2'), 1e-4 -> (None, 1e-4,
     None). ValueError when the cell is not a number."""
     if isinstance(cell, int | float) and not isinstance(cell, bool):
         return None, float(cell), None
-    match = _QUANTITY.match(str(cell).strip())
+    match = _QUANTITY.match(_comparators(str(cell).strip()))
     if match is None:
         raise ValueError("expected a number, with a comparator and unit if any ('<0.01 %')")
     unit = _unit_text(match["unit"]) if match["unit"] else None
@@ -381,7 +385,7 @@ def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any
         set_ = concept.value.value_set
         if set_ is None:
             raise ValueError(f"{concept.label} has no coded value")
-        got["code"] = _coded(ctx, set_, False, cells["value_code"])
+        got["code"] = _coded(ctx, set_, concept.value.open, cells["value_code"])
     value = Value(**got)
     if value.unit is not None and concept.value.units:
         number = value.number if value.number is not None else value.low
@@ -408,7 +412,7 @@ def _value(
         return None
     unit = _to_text(cells["unit"]) if "unit" in cells else units.get("value")
     unit = None if unit is None else _unit_text(unit)
-    cmp = _to_text(cells["comparator"]) if "comparator" in cells else None
+    cmp = _comparators(_to_text(cells["comparator"])) if "comparator" in cells else None
     try:
         return _typed_value(ctx, concept, cells[name], unit, cmp)
     except ValidationError as exc:
