@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +36,6 @@ from fhir_cart.concepts import (
     ValueDef,
     convert_unit,
     is_ucum,
-    load_concepts,
     units_compatible,
 )
 from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
@@ -49,6 +48,7 @@ from fhir_cart.study_mapping import (
     StudyMapping,
     WordTarget,
     check_mapping,
+    default_library,
     normalise_word,
     parse_window,
     spec_names,
@@ -950,24 +950,6 @@ class _Assembly:
 
     def cases(self) -> list[Case]:
         return [Case(patient=p.record, events=tuple(p.events)) for p in self.patients.values()]
-
-
-@cache
-def _shared_library() -> ConceptLibrary:
-    from fhir_cart.terminology import load_terminology
-
-    return load_concepts(load_terminology())
-
-
-def default_library(mapping: StudyMapping | None = None) -> ConceptLibrary:
-    """The shared concept library plus the mapping's own concepts (built once when the
-    mapping adds none)."""
-    extra = mapping.own_concepts() if mapping is not None else None
-    if extra is None:
-        return _shared_library()
-    from fhir_cart.terminology import load_terminology
-
-    return load_concepts(load_terminology(), extra=extra)
 
 
 def _read_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> ReadResult:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator, Mapping
+from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "StudyMapping",
     "WordTarget",
     "check_mapping",
+    "default_library",
     "dump_study_mapping",
     "load_study_mapping",
     "normalise_word",
@@ -475,12 +477,25 @@ def dump_study_mapping(mapping: StudyMapping) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def default_library(mapping: StudyMapping) -> ConceptLibrary:
-    """The shared concept library plus the mapping's own concepts."""
+@cache
+def _shared_library() -> ConceptLibrary:
     from fhir_cart.concepts import load_concepts
     from fhir_cart.terminology import load_terminology
 
-    return load_concepts(load_terminology(), extra=mapping.own_concepts())
+    return load_concepts(load_terminology())
+
+
+def default_library(mapping: StudyMapping | None = None) -> ConceptLibrary:
+    """The shared concept library plus the mapping's own concepts (the shared library alone
+    is built once per process). For reading and writing tables; FHIR mapping builds its own
+    with the run's terminology (strict, as-of date)."""
+    extra = mapping.own_concepts() if mapping is not None else None
+    if extra is None:
+        return _shared_library()
+    from fhir_cart.concepts import load_concepts
+    from fhir_cart.terminology import load_terminology
+
+    return load_concepts(load_terminology(), extra=extra)
 
 
 def load_study_mapping(path: Path, library: ConceptLibrary | None = None) -> StudyMapping:
