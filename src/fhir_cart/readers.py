@@ -70,9 +70,11 @@ _BOOLEANS = {
     **dict.fromkeys(("no", "false", "0", "nein", "n", "falsch"), False),
 }
 _NUM = r"[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?"
-_QUANTITY = re.compile(rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<unit>[^\d\s<>=].*)?$")
+_UNIT = r"(?:10[*^]\d+\S*|[^\d\s<>=.,\-–—].*|1)"
+"""A unit after a number: '%', 'g/m²', '10*6/kg', '10^9/L', 'x10^6/kg', or '1' alone."""
+_QUANTITY = re.compile(rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<unit>{_UNIT})?$")
 _RANGE = re.compile(
-    rf"^(?P<low>{_NUM})\s*(?:-|–|—|\.\.|to|bis)\s*(?P<high>{_NUM})\s*(?P<unit>[^\d\s].*)?$"
+    rf"^(?P<low>{_NUM})\s*(?:-|–|—|\.\.|to|bis)\s*(?P<high>{_NUM})\s*(?P<unit>{_UNIT})?$"
 )
 _UNIT_TEXT = str.maketrans({"²": "2", "³": "3", "µ": "u", "μ": "u", "×": "x"})
 

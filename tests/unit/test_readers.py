@@ -3,6 +3,7 @@ words, event ids, unmapped columns, rejects with file/row/column/value/reason.""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 
 from fhir_cart.errors import ConfigError, InputError, Reject
@@ -25,6 +28,7 @@ from tests.conftest import (
     SEED_FILE,
     SEED_MAPPING,
 )
+from tests.strategies import library, values
 
 
 def _mapping(data: dict[str, Any]) -> StudyMapping:
@@ -90,6 +94,9 @@ def _values(result: ReadResult) -> list[Value | None]:
         ("1,5 g/m²", (None, 1.5, "g/m2")),
         ("15 µg/m2/d", (None, 15.0, "ug/m2/d")),
         ("2.1 x10^6/kg", (None, 2.1, "10*6/kg")),
+        ("2.1 10*6/kg", (None, 2.1, "10*6/kg")),
+        ("0.5 1", (None, 0.5, "1")),
+        ("0.01", (None, 0.01, None)),
         (0.3, (None, 0.3, None)),
         (7, (None, 7.0, None)),
     ],
@@ -954,3 +961,39 @@ def test_events_of_a_case_are_in_spec_then_row_order(seed_cases: list[Case]) -> 
     assert concepts[:2] == ["diagnosis", "last_follow_up"]
     assert concepts.index("blinatumomab") < concepts.index("apheresis") < concepts.index("mrd")
     assert all(isinstance(e, Event) for e in seed_cases[0].events)
+
+
+# -- values written as people write them read back as they were ------------------------------
+
+
+def _as_written(value: Value) -> str:
+    unit = f" {value.unit}" if value.unit else ""
+    if value.low is not None:
+        return f"{value.low!r}–{value.high!r}{unit}"
+    if value.number is not None:
+        return f"{value.comparator or ''}{value.number!r}{unit}"
+    if value.boolean is not None:
+        return "ja" if value.boolean else "nein"
+    return value.code or value.text or ""
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_generated_values_written_in_a_cell_read_back(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    lib = library()
+    concept = data.draw(st.sampled_from(sorted(lib.data.concepts)))
+    value = data.draw(values(lib.concept(concept)))
+    assume(value is not None and not (value.code and value.number is not None))
+    assert value is not None
+    folder = tmp_path_factory.mktemp("v")
+    with (folder / "events.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["ID", "C", "V"], ["A", concept, _as_written(value)]])
+    _csv(folder, "patients.csv", "ID\nA\n")
+    spec = {"source": "events", "columns": {"study_id": "ID", "concept": "C", "value": "V"}}
+    result = read_study(folder, _mapping({"patients": PATIENTS, "events": [spec]}))
+    assert result.rejects == []
+    assert result.cases[0].events[0].value == value
