@@ -28,7 +28,7 @@ from tests.conftest import (
     SEED_FILE,
     SEED_MAPPING,
 )
-from tests.strategies import library, values
+from tests.strategies import attribute_values, library, values
 
 
 def _mapping(data: dict[str, Any]) -> StudyMapping:
@@ -997,3 +997,26 @@ def test_generated_values_written_in_a_cell_read_back(
     result = read_study(folder, _mapping({"patients": PATIENTS, "events": [spec]}))
     assert result.rejects == []
     assert result.cases[0].events[0].value == value
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_generated_attributes_written_in_a_cell_read_back(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    lib = library()
+    concept = data.draw(st.sampled_from([k for k, c in lib.data.concepts.items() if c.attributes]))
+    name = data.draw(st.sampled_from(lib.concept(concept).attributes))
+    scalar = data.draw(attribute_values(lib.attribute(name)))
+    cell = ("ja" if scalar else "nein") if isinstance(scalar, bool) else repr(scalar)
+    cell = scalar if isinstance(scalar, str) else cell
+    folder = tmp_path_factory.mktemp("a")
+    with (folder / "events.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["ID", "A"], ["A", cell]])
+    _csv(folder, "patients.csv", "ID\nA\n")
+    spec = {"source": "events", "concept": concept, "columns": {"study_id": "ID", name: "A"}}
+    result = read_study(folder, _mapping({"patients": PATIENTS, "events": [spec]}))
+    assert result.rejects == []
+    assert result.cases[0].events[0].attributes == {name: scalar}
