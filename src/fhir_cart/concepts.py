@@ -43,6 +43,7 @@ __all__ = [
     "ConceptsFile",
     "ValueDef",
     "convert_unit",
+    "is_ucum",
     "load_concepts",
     "units_compatible",
 ]
@@ -200,7 +201,16 @@ def convert_unit(number: float, source: str, target: str) -> float:
     value = number * _factor(source, target)
     if value == 0 or not math.isfinite(value):
         return value
-    return round(value, 11 - int(math.floor(math.log10(abs(value)))))
+    return round(value, 11 - math.floor(math.log10(abs(value))))
+
+
+def is_ucum(unit: str) -> bool:
+    """Whether ``unit`` is a UCUM unit (``mg/m2``, ``10*6/kg``, ``%``)."""
+    try:
+        _ucum(unit)
+    except ValueError:
+        return False
+    return True
 
 
 def units_compatible(source: str, target: str) -> bool:
@@ -282,14 +292,14 @@ class ConceptLibrary:
 
 
 def _concept_group(data: ConceptsFile) -> dict[str, Concept]:
-    return {k: Concept(text=c.label, codings=c.codings) for k, c in data.concepts.items() if c.codings}
+    return {
+        k: Concept(text=c.label, codings=c.codings) for k, c in data.concepts.items() if c.codings
+    }
 
 
 def _attribute_group(data: ConceptsFile) -> dict[str, Concept]:
     return {
-        k: Concept(text=a.label, codings=a.codings)
-        for k, a in data.attributes.items()
-        if a.codings
+        k: Concept(text=a.label, codings=a.codings) for k, a in data.attributes.items() if a.codings
     }
 
 
