@@ -1,20 +1,51 @@
-"""Hypothesis strategies generating valid canonical records (every field, both time forms).
+"""Hypothesis strategies generating valid open records over the concept library.
 
-``cases()`` draws one valid :class:`~fhir_cart.records.Case` with every optional field
-sometimes set and sometimes not, times as a date, a relative day, or both, ids and free text
-that look like numbers or formulas ('007', '1e5', '=1+1'), and MRD as words, values with
-comparators, percentages and fractions. ``cohorts()`` draws several cases with distinct
-study ids. Numbers keep at most 12 significant digits (Excel keeps 15).
+``cases()`` draws one valid :class:`~fhir_cart.records.Case`: a patient with some patient
+attributes, and events of concepts drawn from the library (shared, or one given), each with
+a value of its concept's value type (numbers in a unit the reader keeps, words of the value
+set, ranges, booleans, text), some of the attributes its concept allows with valid values,
+and times as a date, a relative day, a window, or a date with a day; ``origin`` only as
+MedicationRequest on drug concepts. Ids and free text look like numbers or formulas at times
+('007', '1e5', '=1+1'). ``cohorts()`` draws several cases with distinct study ids. Numbers
+keep at most 12 significant digits (Excel keeps 15).
+
+Other tests (the FHIR mappers') use ``cases()``/``cohorts()``/``events()`` too: keep them
+public and valid for the reader (tests/unit/test_writers.py reads every draw back).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, get_args
+from functools import cache
+from typing import Any
 
 from hypothesis import strategies as st
 
 from fhir_cart import records as r
+from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptLibrary, ValueDef, load_concepts
+from fhir_cart.readers import word_key
+from fhir_cart.terminology import load_terminology
+
+__all__ = [
+    "attribute_values",
+    "cases",
+    "cohorts",
+    "dates",
+    "events",
+    "free_text",
+    "ids",
+    "library",
+    "patients",
+    "values",
+    "whens",
+]
+
+
+@cache
+def library() -> ConceptLibrary:
+    """The shared concept library (built once)."""
+    return load_concepts(load_terminology())
+
 
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_\-\.]{0,11}", fullmatch=True) | st.sampled_from(
     ["007", "1e5", "1.0", "12", "P-01"]
@@ -24,149 +55,178 @@ free_text = (
 )
 dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2035, 12, 31))
 days = st.integers(min_value=-400, max_value=4000)
-anchors = st.sampled_from(r.ANCHORS)
 
 
-# Measured values as labs report them: at most 12 significant digits (Excel keeps 15).
 def _sig(x: float) -> float:
+    """At most 12 significant digits, as labs report them (Excel keeps 15)."""
     return float(f"{x:.12g}")
-
-
-positive = st.floats(min_value=0.001, max_value=1e6, allow_nan=False).map(_sig)
-
-
-def _literal(name: str) -> st.SearchStrategy[Any]:
-    return st.sampled_from(get_args(getattr(r, name)))
-
-
-@st.composite
-def whens(draw: st.DrawFn) -> r.When:
-    form = draw(st.sampled_from(["date", "day", "both"]))
-    date = draw(dates) if form in ("date", "both") else None
-    day = draw(days) if form in ("day", "both") else None
-    anchor = draw(anchors) if day is not None else None
-    return r.When(date=date, day=day, anchor=anchor)
 
 
 def _opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | strategy
 
 
+def _number(
+    low: float | None, high: float | None, unit: str | None = None
+) -> st.SearchStrategy[float]:
+    top = high if high is not None else 1e6
+    if unit == "%":
+        top = min(top, 100.0)
+    bottom = low if low is not None else 0.0
+    return st.just(bottom) | st.floats(min_value=bottom, max_value=top).map(_sig).filter(
+        lambda x: bottom <= x <= top
+    )
+
+
+def _open_text(words: tuple[str, ...]) -> st.SearchStrategy[str]:
+    known = {word_key(w) for w in words}
+    return free_text.filter(lambda t: word_key(t) not in known)
+
+
 @st.composite
-def patients(draw: st.DrawFn, centre: str | None = None) -> r.PatientRecord:
+def whens(draw: st.DrawFn, lib: ConceptLibrary | None = None) -> r.When:
+    """A time as records.When allows: date, day + anchor, window + anchor, date + day."""
+    anchors = st.sampled_from(sorted((lib or library()).data.concepts))
+    form = draw(st.sampled_from(["date", "day", "both", "window"]))
+    date = draw(dates) if form in ("date", "both") else None
+    day = draw(days) if form in ("day", "both") else None
+    earliest = latest = None
+    if "window" in form:
+        earliest, latest = sorted(draw(st.lists(days, min_size=2, max_size=2)))
+        side = draw(st.sampled_from(["both", "before", "after"]))
+        earliest = None if side == "before" else earliest
+        latest = None if side == "after" else latest
+    anchor = draw(anchors) if day is not None or "window" in form else None
+    return r.When(date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
+
+
+def _unit(draw: st.DrawFn, value: ValueDef) -> str | None:
+    if not value.units:
+        return None
+    return value.units[0] if value.convert else draw(st.sampled_from(value.units))
+
+
+@st.composite
+def _quantity(draw: st.DrawFn, value: ValueDef) -> r.Value:
+    unit = _unit(draw, value)
+    number = draw(_number(value.min, value.max, unit))
+    if value.type == "integer":
+        number = float(int(number))
+    comparator = draw(_opt(st.sampled_from(r.COMPARATORS))) if value.type != "integer" else None
+    return r.Value(number=number, unit=unit, comparator=comparator)
+
+
+@st.composite
+def values(
+    draw: st.DrawFn, concept: ConceptDef, lib: ConceptLibrary | None = None
+) -> r.Value | None:
+    """A value of the concept's value type (None sometimes, and always for type none)."""
+    value = concept.value
+    words = (lib or library()).words(value.value_set) if value.value_set else ()
+    kind = value.type
+    if kind == "none" or draw(st.integers(0, 5)) == 0:
+        return None
+    if kind in ("quantity", "integer"):
+        return draw(_quantity(value))
+    if kind == "coded":
+        if value.open and draw(st.booleans()):
+            return r.Value(text=draw(_open_text(words)))
+        return r.Value(code=draw(st.sampled_from(words)))
+    if kind == "quantity_or_coded":
+        number = draw(_opt(_quantity(value)))
+        code = draw(st.sampled_from(words) if number is None else _opt(st.sampled_from(words)))
+        return r.Value(code=code) if number is None else number.model_copy(update={"code": code})
+    if kind == "range":
+        unit = _unit(draw, value)
+        low, high = sorted(
+            draw(st.lists(_number(value.min, value.max, unit), min_size=2, max_size=2))
+        )
+        return r.Value(low=low, high=high, unit=unit)
+    if kind == "boolean":
+        return r.Value(boolean=draw(st.booleans()))
+    return r.Value(text=draw(free_text))
+
+
+@st.composite
+def attribute_values(
+    draw: st.DrawFn, attr: AttributeDef, lib: ConceptLibrary | None = None
+) -> r.Scalar:
+    """A valid scalar of an attribute (quantity: a number in its first unit)."""
+    if attr.type == "coded":
+        assert attr.value_set is not None
+        words = (lib or library()).words(attr.value_set)
+        if attr.open and draw(st.booleans()):
+            return draw(_open_text(words))
+        return draw(st.sampled_from(words))
+    if attr.type == "integer":
+        return draw(st.integers(int(attr.min or 0), int(attr.max if attr.max is not None else 999)))
+    if attr.type in ("number", "quantity"):
+        return draw(_number(attr.min, attr.max))
+    if attr.type == "boolean":
+        return draw(st.booleans())
+    if attr.type == "date":
+        return draw(dates).isoformat()
+    return draw(free_text)
+
+
+@st.composite
+def events(
+    draw: st.DrawFn, event_id: str, concept: str | None = None, lib: ConceptLibrary | None = None
+) -> r.Event:
+    """One valid event of ``concept`` (default: any concept of the library)."""
+    lib = lib or library()
+    key = concept or draw(st.sampled_from(sorted(lib.data.concepts)))
+    definition = lib.concept(key)
+    chosen = (
+        draw(st.lists(st.sampled_from(definition.attributes), unique=True))
+        if definition.attributes
+        else []
+    )
+    return r.Event(
+        event_id=event_id,
+        concept=key,
+        when=draw(_opt(whens(lib))),
+        end=draw(_opt(whens(lib))),
+        value=draw(values(definition, lib)),
+        attributes={a: draw(attribute_values(lib.attribute(a), lib)) for a in chosen},
+        source_text=draw(_opt(free_text)),
+        origin=draw(_opt(st.just("MedicationRequest")))
+        if definition.kind == "medication"
+        else None,
+    )
+
+
+@st.composite
+def patients(
+    draw: st.DrawFn, centre: str | None = None, lib: ConceptLibrary | None = None
+) -> r.PatientRecord:
+    lib = lib or library()
+    chosen = draw(st.lists(st.sampled_from(sorted(lib.data.patient_attributes)), unique=True))
     return r.PatientRecord(
         study_id=draw(ids),
         centre=centre or draw(st.from_regex(r"[a-z0-9][a-z0-9\-]{0,8}", fullmatch=True)),
-        sex=draw(_opt(_literal("Sex"))),
+        sex=draw(_opt(st.sampled_from(["female", "male", "other", "unknown"]))),
         birth_date=draw(_opt(dates)),
-        age_at_diagnosis=draw(
-            _opt(st.floats(min_value=0, max_value=30).map(lambda x: round(x, 1)))
-        ),
-        diagnosis_date=draw(_opt(dates)),
-        disease_state=draw(_opt(_literal("DiseaseState"))),
-        death=draw(_opt(whens())),
-        last_follow_up=draw(_opt(whens())),
+        attributes={a: draw(attribute_values(lib.attribute(a), lib)) for a in chosen},
     )
 
 
 @st.composite
-def drugs(draw: st.DrawFn, event_id: str) -> r.DrugAdministration:
-    dose = draw(_opt(positive))
-    return r.DrugAdministration(
-        event_id=event_id,
-        agent=draw(_literal("Agent")),
-        cycle=draw(_opt(st.integers(1, 99))),
-        start=draw(whens()),
-        end=draw(_opt(whens())),
-        dose=dose,
-        dose_unit=None if dose is None else draw(st.sampled_from(["ug/m2/d", "mg/m2", "mg"])),
-        intent=draw(_opt(_literal("Intent"))),
-        response=draw(_opt(_literal("Response"))),
-    )
-
-
-@st.composite
-def procedures(draw: st.DrawFn, event_id: str) -> r.ProcedureRecord:
-    kind = draw(_literal("ProcedureKind"))
-    fields: dict[str, Any] = {"event_id": event_id, "kind": kind, "when": draw(whens())}
-    if kind == "cart_infusion":
-        fields["product"] = draw(_opt(st.just("tisagenlecleucel")))
-        dose = draw(_opt(positive))
-        fields["cell_dose"] = dose
-        fields["cell_dose_unit"] = None if dose is None else "10*6/kg"
-    if kind == "hsct":
-        fields["donor_type"] = draw(_opt(_literal("DonorType")))
-        fields["conditioning"] = draw(_opt(free_text))
-    return r.ProcedureRecord(**fields)
-
-
-@st.composite
-def mrd_results(draw: st.DrawFn, event_id: str) -> r.MrdResult:
-    unit = draw(_opt(st.sampled_from(["%", "1"])))
-    value = None
-    if unit is not None:
-        top = 100.0 if unit == "%" else 1.0
-        value = draw(st.just(0.0) | st.floats(min_value=1e-9, max_value=top).map(_sig))
-    qualitative = draw(
-        _literal("MrdQualitative") if value is None else _opt(_literal("MrdQualitative"))
-    )
-    return r.MrdResult(
-        event_id=event_id,
-        timepoint=draw(_literal("MrdTimepoint")),
-        when=draw(whens()),
-        method=draw(_literal("MrdMethod")),
-        specimen=draw(_literal("Specimen")),
-        value=value,
-        unit=unit,
-        comparator=None if value is None else draw(_opt(_literal("Comparator"))),
-        qualitative=qualitative,
-        sensitivity=draw(_opt(st.sampled_from([1e-3, 1e-4, 1e-5, 1e-6]))),
-        marker=draw(_opt(st.sampled_from(["IGH", "TRG", "IGK-Kde"]) | free_text)),
-    )
-
-
-@st.composite
-def statuses(draw: st.DrawFn, event_id: str) -> r.DiseaseStatus:
-    return r.DiseaseStatus(
-        event_id=event_id,
-        when=draw(whens()),
-        status=draw(_literal("Status")),
-        cd19=draw(_opt(_literal("Cd19"))),
-    )
-
-
-@st.composite
-def adverse_events(draw: st.DrawFn, event_id: str) -> r.AdverseEvent:
-    return r.AdverseEvent(
-        event_id=event_id,
-        kind=draw(_literal("AdverseEventKind")),
-        grade=draw(st.integers(1, 5)),
-        when=draw(whens()),
-    )
-
-
-def _events(draw: st.DrawFn, maker: Any, prefix: str, most: int) -> tuple[Any, ...]:
-    """Up to ``most`` events with ids unique within their kind (as Case requires)."""
-    names = draw(st.lists(ids | st.just(prefix), max_size=most, unique=True))
-    return tuple(draw(maker(name)) for name in names)
-
-
-@st.composite
-def cases(draw: st.DrawFn, centre: str | None = None) -> r.Case:
+def cases(draw: st.DrawFn, centre: str | None = None, lib: ConceptLibrary | None = None) -> r.Case:
+    """One valid case: a patient and up to six events with ids unique in the case."""
+    names = draw(st.lists(ids, max_size=6, unique=True))
     return r.Case(
-        patient=draw(patients(centre)),
-        drugs=_events(draw, drugs, "drug", 3),
-        procedures=_events(draw, procedures, "proc", 3),
-        mrd=_events(draw, mrd_results, "mrd", 3),
-        statuses=_events(draw, statuses, "status", 3),
-        adverse_events=_events(draw, adverse_events, "ae", 2),
+        patient=draw(patients(centre, lib)),
+        events=tuple(draw(events(name, lib=lib)) for name in names),
     )
 
 
 @st.composite
-def cohorts(draw: st.DrawFn, centre: str = "gen") -> list[r.Case]:
+def cohorts(
+    draw: st.DrawFn, centre: str = "gen", lib: ConceptLibrary | None = None
+) -> list[r.Case]:
     """Several cases of one centre with distinct study ids."""
     items = draw(
-        st.lists(cases(centre), min_size=1, max_size=4, unique_by=lambda c: c.patient.study_id)
+        st.lists(cases(centre, lib), min_size=1, max_size=4, unique_by=lambda c: c.patient.study_id)
     )
     return items

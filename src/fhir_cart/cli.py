@@ -27,7 +27,8 @@ from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, load_settings
-from fhir_cart.summary import PAPER, Summary, summarise
+from fhir_cart.summary import StudyDefinition, load_study, summarise
+from fhir_cart.tables import summary_table
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.push import PushPlan, PushReport
 from fhir_cart.sync.service import run_pull, run_push, write_unmapped
@@ -61,7 +62,8 @@ ContinueOpt = Annotated[
 
 def _context(strict: bool, mapping: Any = None) -> MappingContext:
     base = getattr(mapping, "identifier_base", None)
-    return mapping_context(strict=strict, identifier_base=base)
+    extra = mapping.own_concepts() if mapping is not None else None
+    return mapping_context(strict=strict, identifier_base=base, extra=extra)
 
 
 def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:
@@ -75,6 +77,12 @@ def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[
     if mapping is None and path.suffix.lower() != ".json":
         raise FatalError(f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}")
     result = read_study(path, mapping)
+    for where in result.unmapped_columns:
+        err.print(
+            f"[yellow]warning[/yellow] column not mapped: {escape(str(where))} "
+            "(map it, or list it under `ignore:` with the reason)",
+            highlight=False,
+        )
     return result.cases, result.rejects, mapping
 
 
@@ -175,55 +183,68 @@ def _fhir_paths(path: Path) -> list[Path]:
 
 def cases_from_path(
     path: Path, mapping_file: Path | None, keep_going: bool
-) -> tuple[list[Case], list[Unmapped]]:
-    """Cases from a study file, or from FHIR NDJSON (file or folder) by reverse mapping."""
+) -> tuple[list[Case], list[Unmapped], Any]:
+    """Cases from a study file, or from FHIR NDJSON (file or folder) by reverse mapping;
+    with the mapping read (None for FHIR input)."""
     fhir_paths = _fhir_paths(path)
     if fhir_paths:
         result: ReverseResult = cases_from_fhir(_context(False), read_ndjson(fhir_paths))
-        return result.cases, result.unmapped
-    cases, rejects, _ = read_cases(path, mapping_file)
+        return result.cases, result.unmapped, None
+    cases, rejects, mapping = read_cases(path, mapping_file)
     _report_rejects(rejects, None, keep_going)
-    return cases, []
+    return cases, [], mapping
 
 
-def summary_table(summary: Summary, compare: bool) -> Table:
-    table = Table(title="Case-series summary")
-    table.add_column("measure")
-    table.add_column("this data", justify="right")
-    if compare:
-        table.add_column("paper", justify="right")
-        table.add_column("", justify="center")
-    for name, value in summary.as_rows():
-        row = [name.replace("_", " "), value]
-        if compare:
-            expected = PAPER.get(name)
-            shown = "" if expected is None else str(expected)
-            agrees = expected is not None and float(value) == float(expected)
-            row += [shown, "" if expected is None else ("✓" if agrees else "✗")]
-        table.add_row(*row)
-    return table
+def study_for(study: str | None, mapping: Any) -> StudyDefinition | None:
+    """The study definition named on the command line, else the one the mapping names."""
+    name = study or getattr(mapping, "study", None)
+    return None if name is None else load_study(name)
 
 
 @app.command("summary")
 def summary_command(
     source: Annotated[Path, typer.Argument(help="Study file, or FHIR NDJSON file/folder.")],
     mapping: MappingOpt = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study",
+            help="Study definition: a name in mappings/studies/ or a path (default: the "
+            "mapping's `study`).",
+        ),
+    ] = None,
     paper: Annotated[
-        bool, typer.Option("--paper", help="Show the numbers the seed paper reports beside.")
+        bool, typer.Option("--paper", help="Show the numbers the study reports beside.")
     ] = False,
+    plots: Annotated[
+        Path | None,
+        typer.Option("--plots", help="Write a swimmer plot and Kaplan-Meier curves (PNG, SVG)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     keep_going: ContinueOpt = False,
 ) -> None:
-    """Print the counts a case-series paper would report."""
-    cases, unmapped = cases_from_path(source, mapping, keep_going)
+    """Print the measures a case-series paper reports, as the study definition says."""
+    cases, unmapped, study_mapping = cases_from_path(source, mapping, keep_going)
     for item in unmapped:
         err.print(f"[yellow]not mapped[/yellow] {item.reference}: {escape(item.reason)}")
-    summary = summarise(cases)
+    definition = study_for(study, study_mapping)
+    if definition is None:
+        raise FatalError(
+            "name a study definition with --study (a file in mappings/studies/ or a path), "
+            "or set `study:` in the mapping file",
+            exit_code=2,
+        )
+    results = summarise(cases, definition)
+    if plots is not None:
+        from fhir_cart.plots import write_plots
+
+        for path in write_plots(cases, definition, plots):
+            err.print(f"wrote {path}")
     if as_json:
-        sys.stdout.write(orjson.dumps(summary.__dict__, option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
+        data = {r.id: r.value for r in results}
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    out.print(summary_table(summary, paper))
+    out.print(summary_table(results, paper, definition.name))
 
 
 @app.command("codesystem")
@@ -365,6 +386,10 @@ def pull_command(
     ] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv, xlsx, parquet or json.")] = "csv",
     centre: Annotated[str, typer.Option(help="Centre id for patients without one.")] = "ehr",
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study definition whose summary to print after the pull."),
+    ] = None,
     cache_url: CacheOpt = None,
 ) -> None:
     """Pull a cohort into study tables; resources not understood are listed, never dropped."""
@@ -385,14 +410,19 @@ def pull_command(
             )  # fmt: skip
     finally:
         cache.close()
-    written = write_study(result.cases, out_dir, fmt)  # type: ignore[arg-type]
+    written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
     out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
               f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
     out.print(f"wrote {len(written)} files to {out_dir}")
-    out.print(summary_table(summarise(result.cases), compare=False))
+    if result.other:
+        out.print(f"{len(result.other)} resources matched no concept: see the `other` table")
+    definition = study_for(study, None)
+    if definition is not None:
+        results = summarise(result.cases, definition)
+        out.print(summary_table(results, compare=False, title=definition.name))
 
 
 @app.command("demo")

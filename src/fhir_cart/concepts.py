@@ -43,6 +43,7 @@ __all__ = [
     "ConceptsFile",
     "ValueDef",
     "convert_unit",
+    "is_ucum",
     "load_concepts",
     "units_compatible",
 ]
@@ -201,6 +202,15 @@ def convert_unit(number: float, source: str, target: str) -> float:
     if value == 0 or not math.isfinite(value):
         return value
     return round(value, 11 - math.floor(math.log10(abs(value))))
+
+
+def is_ucum(unit: str) -> bool:
+    """Whether ``unit`` is a UCUM unit (``mg/m2``, ``10*6/kg``, ``%``)."""
+    try:
+        _ucum(unit)
+    except ValueError:
+        return False
+    return True
 
 
 def units_compatible(source: str, target: str) -> bool:

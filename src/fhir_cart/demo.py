@@ -22,10 +22,11 @@ from fhir_cart.readers import read_study
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
 from fhir_cart.study_mapping import load_study_mapping
-from fhir_cart.summary import PAPER, summarise
+from fhir_cart.summary import StudyDefinition, load_study, summarise
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.service import run_pull, run_push
 from fhir_cart.testing import SekmetServer
+from fhir_cart.tables import agrees, summary_table
 from fhir_cart.writers import write_study
 
 __all__ = ["run_demo"]
@@ -74,9 +75,9 @@ def run_demo(console: Console, *, keep_server: bool = False, work: Path | None =
                           f"{sum(pulled.stats.resources.values())} resources; "
                           f"{len(pulled.unmapped)} not mapped")  # fmt: skip
             for fmt in ("csv", "xlsx"):
-                write_study(pulled.cases, work / "pulled", fmt)
+                write_study(pulled.cases, work / "pulled", fmt, other=pulled.other)
             console.print(f"study tables written to {work / 'pulled'}")
-            _compare(console, pulled.cases)
+            _compare(console, pulled.cases, load_study(mapping.study or "seed"))
             if keep_server:
                 console.print("server running; Ctrl-C to stop")
                 while True:
@@ -85,12 +86,10 @@ def run_demo(console: Console, *, keep_server: bool = False, work: Path | None =
         cache.close()
 
 
-def _compare(console: Console, cases: list[Case]) -> None:
-    from fhir_cart.cli import summary_table
-
-    summary = summarise(cases)
-    console.print(summary_table(summary, compare=True))
-    wrong = [k for k, v in PAPER.items() if float(getattr(summary, k)) != float(v)]
+def _compare(console: Console, cases: list[Case], study: StudyDefinition) -> None:
+    results = summarise(cases, study)
+    console.print(summary_table(results, compare=True, title=study.name))
+    wrong = [r.id for r in results if r.expected is not None and not agrees(r.value, r.expected)]
     if wrong:
         raise FatalError(f"pulled data disagrees with the paper on: {', '.join(wrong)}")
     console.print(

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "validation_reason",
     "AuthError",
     "ConfigError",
     "FatalError",
@@ -34,6 +33,7 @@ __all__ = [
     "Reject",
     "RetryableError",
     "TerminologyError",
+    "validation_reason",
 ]
 
 

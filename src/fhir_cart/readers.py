@@ -1,11 +1,15 @@
-"""Study files (XLSX, CSV, a folder of CSVs, canonical JSON) -> canonical :class:`Case` records.
+"""Study files (XLSX, CSV, a folder of CSVs, canonical JSON) -> open :class:`Case` records.
 
-Every rejected row or value becomes a :class:`~fhir_cart.errors.Reject` naming the file, the
-sheet (xlsx) or canonical table (CSV), the spreadsheet row (header = row 1), the column, the
-value and what was expected. A bad event rejects that event only; a bad patient row rejects
-the patient and, with the reason said, each of their events. Nothing disappears without a line
-in the report. A mapping that does not fit the file (a column it names is not in the header, a
-sheet or file is missing) is an :class:`~fhir_cart.errors.InputError` before any row is read.
+A mapping (:mod:`fhir_cart.study_mapping`) says where the patient rows are and which columns
+make which events; the concept library (:mod:`fhir_cart.concepts`) says how each event's value
+and attributes are read. Every rejected row or value becomes a
+:class:`~fhir_cart.errors.Reject` naming the file, the sheet (xlsx) or spec, the spreadsheet
+row (header = row 1), the column, the value and what was expected. A bad event rejects that
+event only; a bad patient row rejects the patient and, with the reason said, each of their
+events. A mapping that does not fit the file (a column it names is not in the header, a sheet
+or file is missing) is an :class:`~fhir_cart.errors.InputError` before any row is read.
+Columns of a read sheet that the mapping neither maps nor ignores are listed in
+:attr:`ReadResult.unmapped_columns`.
 """
 
 from __future__ import annotations
@@ -15,75 +19,82 @@ import datetime as dt
 import difflib
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from fhir_cart.errors import ConfigError, InputError, Reject
-from fhir_cart.records import (
-    AdverseEvent,
-    Case,
-    DiseaseStatus,
-    DrugAdministration,
-    MrdResult,
-    PatientRecord,
-    ProcedureRecord,
-    When,
+from fhir_cart.concepts import (
+    AttributeDef,
+    ConceptDef,
+    ConceptLibrary,
+    ValueDef,
+    convert_unit,
+    is_ucum,
+    units_compatible,
 )
+from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
+from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.study_mapping import (
-    EVENT_TABLES,
-    NUMBER_UNITS,
+    CANONICAL_VALUE_FIELDS,
+    SEXES,
+    EventSpec,
+    PatientSpec,
     StudyMapping,
-    TableSpec,
-    field_words,
+    WordTarget,
+    check_mapping,
+    default_library,
     normalise_word,
-    validation_reason,
+    parse_window,
+    spec_names,
 )
 
-__all__ = ["ReadResult", "parse_mrd_result", "read_study"]
+__all__ = [
+    "ReadResult",
+    "UnmappedColumn",
+    "default_library",
+    "fit_unit",
+    "parse_quantity",
+    "read_study",
+    "word_key",
+]
 
 Row = dict[str, Any]
-
-_INT_FIELDS = frozenset({"cycle", "grade"})
-_FLOAT_FIELDS = frozenset({"age_at_diagnosis", "dose", "cell_dose", "value", "sensitivity"})
-_MRD_RESULT = re.compile(
-    r"^\s*(?P<cmp><=|>=|<|>)?\s*(?P<num>\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?)\s*(?P<pct>%)?\s*$"
+_BOOLEANS = {
+    **dict.fromkeys(("yes", "true", "1", "ja", "y", "j", "wahr"), True),
+    **dict.fromkeys(("no", "false", "0", "nein", "n", "falsch"), False),
+}
+_NUM = r"[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?"
+_UNIT = r"(?:10[*^]\d+\S*|[^\d\s<>=.,\-–—].*|1)"
+"""A unit after a number: '%', 'g/m²', '10*6/kg', '10^9/L', 'x10^6/kg', or '1' alone."""
+_QUANTITY = re.compile(rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<unit>{_UNIT})?$")
+_RANGE = re.compile(
+    rf"^(?P<low>{_NUM})\s*(?:-|–|—|\.\.|to|bis)\s*(?P<high>{_NUM})\s*(?P<unit>{_UNIT})?$"
 )
-_EVENT_MODELS: dict[str, type[BaseModel]] = {
-    "drugs": DrugAdministration,
-    "procedures": ProcedureRecord,
-    "mrd": MrdResult,
-    "statuses": DiseaseStatus,
-    "adverse_events": AdverseEvent,
-}
-_WHEN_NAMES = {
-    "patients": ("death", "last_follow_up"),
-    "drugs": ("start", "end"),
-    "procedures": ("when",),
-    "mrd": ("when",),
-    "statuses": ("when",),
-    "adverse_events": ("when",),
-}
-# Field blamed for a whole-record check (e.g. "a percentage cannot exceed 100").
-_RECORD_CHECK_FIELDS = {
-    "mrd": ("result", "value", "qualitative"),
-    "drugs": ("dose", "dose_unit"),
-    "procedures": ("kind", "cell_dose"),
-}
-_PENDING_ID = "pending"
+_UNIT_TEXT = str.maketrans({"²": "2", "³": "3", "µ": "u", "μ": "u", "×": "x"})
+
+
+class UnmappedColumn(NamedTuple):
+    """A column of a read sheet that the mapping neither maps nor ignores."""
+
+    file: str
+    sheet: str | None
+    column: str
 
 
 @dataclass
 class ReadResult:
-    """What a study file gave: the cases read, and every row or value rejected."""
+    """What a study file gave: the cases read, every row or value rejected, and the
+    columns nobody mapped (the CLI warns about them)."""
 
     cases: list[Case] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    unmapped_columns: list[UnmappedColumn] = field(default_factory=list)
 
 
 class _FieldError(ValueError):
@@ -92,11 +103,11 @@ class _FieldError(ValueError):
         self.field = fld
 
 
-# -- values ---------------------------------------------------------------------------------
+# -- cells ----------------------------------------------------------------------------------
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    return value is None or value == "" or (isinstance(value, str) and value.isspace())
 
 
 def _to_date(value: Any, formats: tuple[str, ...]) -> dt.date:
@@ -104,7 +115,11 @@ def _to_date(value: Any, formats: tuple[str, ...]) -> dt.date:
         return value.date()
     if isinstance(value, dt.date):
         return value
-    text = str(value).strip()
+    return _text_date(str(value).strip(), formats)
+
+
+@lru_cache(maxsize=65536)
+def _text_date(text: str, formats: tuple[str, ...]) -> dt.date:
     for fmt in formats:
         try:
             return dt.datetime.strptime(text, fmt).date()
@@ -132,98 +147,410 @@ def _to_int(value: Any) -> int:
 
 
 def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, dt.datetime) and value.time() == dt.time():
         return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
     return str(value).strip()
 
 
-def _convert(fld: str, value: Any, formats: tuple[str, ...]) -> Any:
-    if fld.endswith("_date"):
-        return _to_date(value, formats)
-    if fld.endswith("_day") or fld in _INT_FIELDS:
-        return _to_int(value)
-    if fld in _FLOAT_FIELDS:
-        return _to_float(value)
-    return _to_text(value)
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    found = _BOOLEANS.get(normalise_word(value))
+    if found is None:
+        raise ValueError("expected yes or no (yes/no, true/false, 1/0, ja/nein, y/n)")
+    return found
 
 
-def parse_mrd_result(text: Any, unit: str) -> dict[str, Any]:
-    """'<0.01%' -> value 0.01, unit '%', comparator '<'. A number without '%' is in ``unit``
-    ('percent' or 'fraction'); a decimal comma is read as a decimal point."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return {"value": float(text), "unit": "%" if unit == "percent" else "1"}
-    match = _MRD_RESULT.match(str(text))
+def _in_bounds(number: float, low: float | None, high: float | None) -> None:
+    if low is not None and number < low:
+        raise ValueError(f"must be at least {low:g}")
+    if high is not None and number > high:
+        raise ValueError(f"must be at most {high:g}")
+
+
+# -- quantities and units --------------------------------------------------------------------
+
+
+def _unit_text(text: str) -> str:
+    """A unit as written -> UCUM spelling: 'g/m²' -> 'g/m2', 'µg' -> 'ug',
+    'x10^6/kg' -> '10*6/kg'; spaces dropped."""
+    unit = "".join(text.translate(_UNIT_TEXT).split())
+    unit = re.sub(r"^x(?=10)", "", unit)
+    return unit.replace("10^", "10*")
+
+
+def _comparators(text: str) -> str:
+    return text.replace("≤", "<=").replace("≥", ">=")
+
+
+def parse_quantity(cell: Any) -> tuple[str | None, float, str | None]:
+    """A cell as (comparator, number, unit as written in UCUM spelling or None):
+    '<0.01%' -> ('<', 0.01, '%'), '1,5 g/m²' -> (None, 1.5, 'g/m2'), 1e-4 -> (None, 1e-4,
+    None). ValueError when the cell is not a number."""
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        return None, float(cell), None
+    match = _QUANTITY.match(_comparators(str(cell).strip()))
     if match is None:
-        raise ValueError(
-            "expected an MRD result: a word listed under values.result "
-            "(or negative, positive_below_quantification, positive), "
-            "or a number such as '<0.01%', '0.3 %' or '1e-4'"
+        raise ValueError("expected a number, with a comparator and unit if any ('<0.01 %')")
+    unit = _unit_text(match["unit"]) if match["unit"] else None
+    return match["cmp"], float(match["num"].replace(",", ".")), unit
+
+
+def fit_unit(number: float, unit: str, units: tuple[str, ...], convert: bool) -> tuple[float, str]:
+    """``number`` in ``unit`` expressed in one of ``units`` (the first is canonical): a unit
+    compatible with the first converts to it (unless it is listed and ``convert`` is
+    false); another listed unit is kept; a unit compatible with another listed one converts
+    to that. ValueError for a unit that is not UCUM or fits none."""
+    if not is_ucum(unit):
+        raise ValueError(f"unit {unit!r} is not a UCUM unit")
+    first = units[0]
+    if unit == first:
+        return number, first
+    if units_compatible(unit, first) and (convert or unit not in units):
+        return convert_unit(number, unit, first), first
+    if unit in units:
+        return number, unit
+    for other in units[1:]:
+        if units_compatible(unit, other):
+            return convert_unit(number, unit, other), other
+    raise ValueError(f"unit {unit!r} is not one of {', '.join(units)} nor convertible to them")
+
+
+def _checked_number(number: float, unit: str | None, low: float | None, high: float | None) -> None:
+    _in_bounds(number, low, high)
+    if unit == "%" and number > 100:
+        raise ValueError("a percentage cannot exceed 100")
+
+
+def word_key(word: Any) -> str:
+    """How a cell is matched to a canonical word: :func:`normalise_word`, and '_' read as
+    a space ('complete remission' is complete_remission)."""
+    return normalise_word(word).replace("_", " ")
+
+
+# -- the vocabulary of one read --------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """The mapping and concept library of one read, with word look-ups built once."""
+
+    mapping: StudyMapping
+    library: ConceptLibrary
+    _words: dict[str, dict[str, str]] = field(default_factory=dict)
+    _concepts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in self.library.data.concepts:
+            self._concepts[key] = key
+            self._concepts[normalise_word(self.library.concept(key).label)] = key
+
+    def word(self, value_set: str, cell: Any) -> str | None:
+        """The value-set word a cell stands for (case, spaces and '_' for ' ' ignored)."""
+        lookup = self._words.get(value_set)
+        if lookup is None:
+            lookup = {word_key(w): w for w in self.library.words(value_set)}
+            self._words[value_set] = lookup
+        found = lookup.get(cell) if isinstance(cell, str) else None
+        return found if found is not None else lookup.get(word_key(cell))
+
+    def expected(self, value_set: str) -> str:
+        return "unknown word; expected one of " + ", ".join(self.library.words(value_set))
+
+    def concept_key(self, cell: Any) -> str:
+        found = self._concepts.get(cell) if isinstance(cell, str) else None
+        if found is not None:
+            return found
+        text = normalise_word(cell)
+        found = self._concepts.get(text) or self._concepts.get(re.sub(r"[\s\-]+", "_", text))
+        if found is None:
+            raise ValueError(f"no concept {_to_text(cell)!r} in the concept library")
+        return found
+
+    def date(self, cell: Any) -> dt.date:
+        return _to_date(cell, self.mapping.date_formats)
+
+
+def _coded(ctx: _Context, value_set: str, is_open: bool, cell: Any) -> str:
+    word = ctx.word(value_set, cell)
+    if word is not None:
+        return word
+    if is_open:
+        return _to_text(cell)
+    raise ValueError(ctx.expected(value_set))
+
+
+def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -> Scalar:
+    """An attribute cell as its scalar (quantity: number in the attribute's first unit)."""
+    kind = attr.type
+    if kind == "coded":
+        assert attr.value_set is not None
+        return _coded(ctx, attr.value_set, attr.open, cell)
+    if kind in ("integer", "number", "quantity"):
+        number: float
+        if kind == "quantity":
+            _, number, written = parse_quantity(cell)
+            given = written or unit or attr.units[0]
+            number, _ = fit_unit(number, given, attr.units[:1], True)
+        else:
+            number = _to_int(cell) if kind == "integer" else _to_float(cell)
+        _in_bounds(number, attr.min, attr.max)
+        return int(number) if kind == "integer" else number
+    if kind == "boolean":
+        return _to_bool(cell)
+    if kind == "date":
+        return ctx.date(cell).isoformat()
+    return _to_text(cell)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def _quantity(value: ValueDef, cell: Any, unit: str | None, comparator: str | None) -> Value:
+    cmp, number, written = parse_quantity(cell)
+    given = written or unit
+    if value.type == "integer" and not number.is_integer():
+        raise ValueError("expected a whole number")
+    if value.units:
+        number, given = fit_unit(number, given or value.units[0], value.units, value.convert)
+    elif given is not None:
+        raise ValueError(f"this concept's value has no unit (got {given!r})")
+    _checked_number(number, given, value.min, value.max)
+    return Value(number=number, unit=given, comparator=cmp or comparator)
+
+
+def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
+    match = _RANGE.match(_to_text(cell))
+    if match is None:
+        raise ValueError("expected a range such as '1-2' or '1–2 mg'")
+    low, high = (float(match[k].replace(",", ".")) for k in ("low", "high"))
+    given = _unit_text(match["unit"]) if match["unit"] else unit or value.units[0]
+    low, fitted = fit_unit(low, given, value.units, value.convert)
+    high, _ = fit_unit(high, given, value.units, value.convert)
+    for number in (low, high):
+        _checked_number(number, fitted, value.min, value.max)
+    return Value(low=low, high=high, unit=fitted)
+
+
+def _typed_value(
+    ctx: _Context, concept: ConceptDef, cell: Any, unit: str | None, comparator: str | None
+) -> Value:
+    """One value cell read by the concept's value type."""
+    value = concept.value
+    kind = value.type
+    if kind == "none":
+        raise ValueError(f"{concept.label} takes no value")
+    if kind == "text":
+        return Value(text=_to_text(cell))
+    if kind == "boolean":
+        return Value(boolean=_to_bool(cell))
+    if kind == "range":
+        return _range(value, cell, unit)
+    if kind in ("coded", "quantity_or_coded"):
+        assert value.value_set is not None
+        word = ctx.word(value.value_set, cell)
+        if word is not None:
+            return Value(code=word)
+        if kind == "coded":
+            if value.open:
+                return Value(text=_to_text(cell))
+            raise ValueError(ctx.expected(value.value_set))
+        try:
+            parse_quantity(cell)
+        except ValueError:
+            words = ", ".join(ctx.library.words(value.value_set))
+            raise ValueError(f"expected one of {words}, or a number such as '<0.01 %'") from None
+    return _quantity(value, cell, unit, comparator)
+
+
+def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any]) -> Value:
+    """A value from the canonical columns (value_number, value_unit, ...)."""
+    got: dict[str, Any] = {}
+    for name in ("number", "low", "high"):
+        if f"value_{name}" in cells:
+            got[name] = _to_float(cells[f"value_{name}"])
+    if "value_unit" in cells:
+        got["unit"] = _to_text(cells["value_unit"])
+    if "value_comparator" in cells:
+        got["comparator"] = _to_text(cells["value_comparator"])
+    if "value_boolean" in cells:
+        got["boolean"] = _to_bool(cells["value_boolean"])
+    if "value_text" in cells:
+        got["text"] = _to_text(cells["value_text"])
+    if "value_code" in cells:
+        set_ = concept.value.value_set
+        if set_ is None:
+            raise ValueError(f"{concept.label} has no coded value")
+        got["code"] = _coded(ctx, set_, concept.value.open, cells["value_code"])
+    value = Value(**got)
+    if value.unit is not None and concept.value.units:
+        number = value.number if value.number is not None else value.low
+        assert number is not None
+        fit_unit(number, value.unit, concept.value.units, concept.value.convert)
+    return value
+
+
+def _value(
+    ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any], units: Mapping[str, str]
+) -> Value | None:
+    canonical = {k: cells[k] for k in CANONICAL_VALUE_FIELDS if k in cells}
+    if canonical:
+        try:
+            return _canonical_value(ctx, concept, canonical)
+        except (ValueError, ValidationError) as exc:
+            reason = validation_reason(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise _FieldError(next(iter(canonical)), reason) from None
+    name = "value" if "value" in cells else "text"
+    if name not in cells:
+        extra = [k for k in ("unit", "comparator") if k in cells]
+        if extra:
+            raise _FieldError(extra[0], "given without a value")
+        return None
+    unit = _to_text(cells["unit"]) if "unit" in cells else units.get("value")
+    unit = None if unit is None else _unit_text(unit)
+    cmp = _comparators(_to_text(cells["comparator"])) if "comparator" in cells else None
+    try:
+        return _typed_value(ctx, concept, cells[name], unit, cmp)
+    except ValidationError as exc:
+        raise _FieldError(name, validation_reason(exc)) from None
+    except ValueError as exc:
+        raise _FieldError(name, str(exc)) from None
+
+
+# -- times ----------------------------------------------------------------------------------
+
+
+def _parsed(cells: Mapping[str, Any], name: str, parse: Any) -> Any:
+    if name not in cells:
+        return None
+    try:
+        return parse(cells[name])
+    except ValueError as exc:
+        raise _FieldError(name, str(exc)) from None
+
+
+def _window(ctx: _Context, cells: Mapping[str, Any], name: str) -> tuple[Any, Any, str | None]:
+    earliest = _parsed(cells, f"{name}_earliest_day", _to_int)
+    latest = _parsed(cells, f"{name}_latest_day", _to_int)
+    parsed = _parsed(cells, f"{name}_window", lambda c: parse_window(_to_text(c)))
+    if parsed is None:
+        return earliest, latest, None
+    try:
+        return parsed[0], parsed[1], ctx.concept_key(parsed[2])
+    except ValueError as exc:
+        raise _FieldError(f"{name}_window", str(exc)) from None
+
+
+def _agree(name: str, date: dt.date | None, day: int, anchor: str, anchor_date: dt.date) -> dt.date:
+    derived = anchor_date + dt.timedelta(days=day)
+    if date is not None and date != derived:
+        raise _FieldError(
+            f"{name}_date",
+            f"date {date} is day {(date - anchor_date).days} after the {anchor} date "
+            f"{anchor_date}, but the row gives day {day}",
         )
-    pct = match["pct"] is not None or unit == "percent"
-    out: dict[str, Any] = {
-        "value": float(match["num"].replace(",", ".")),
-        "unit": "%" if pct else "1",
-    }
-    if match["cmp"]:
-        out["comparator"] = match["cmp"]
-    return out
+    return derived
 
 
-# -- a table spec made ready to read rows ----------------------------------------------------
+def _when(
+    ctx: _Context, cells: Mapping[str, Any], name: str, anchor_date: dt.date | None
+) -> When | None:
+    """The time ``name`` (when or end) of a row: date, relative day, window."""
+    date = _parsed(cells, f"{name}_date", ctx.date)
+    day = _parsed(cells, f"{name}_day", _to_int)
+    anchor = _parsed(cells, f"{name}_anchor", ctx.concept_key)
+    earliest, latest, window_anchor = _window(ctx, cells, name)
+    window = earliest is not None or latest is not None
+    if date is None and day is None and not window:
+        return None
+    relative = day is not None or window
+    anchor = (window_anchor or anchor or ctx.mapping.anchor) if relative else None
+    if day is not None and anchor == ctx.mapping.anchor and anchor_date is not None:
+        date = _agree(name, date, day, anchor, anchor_date)
+    try:
+        return When(date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
+    except ValidationError as exc:
+        blamed = next((f for f in cells if f.startswith(f"{name}_")), None)
+        raise _FieldError(blamed, validation_reason(exc)) from None
+
+
+# -- a spec made ready to read rows ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """One spec of one canonical table, with its vocabulary and constants prepared."""
+    """One spec with its word look-ups prepared."""
 
-    table: str
-    spec: TableSpec
-    words: dict[str, dict[str, str]]
-    constants: dict[str, Any]
+    name: str
+    """Spec name (event ids start with it); ``patients`` for the patients spec."""
+    where: str
+    """Key path in the mapping file."""
+    spec: PatientSpec | EventSpec
+    words: dict[str, dict[str, WordTarget]]
+    own_sheet: bool
+    """False: an event spec reading the patients sheet."""
+    fields: tuple[tuple[str, str, dict[str, WordTarget] | None], ...]
+    """(field, column, its words) for every mapped column."""
+    defaults: tuple[tuple[str, Any], ...]
+    """Constants (and the spec's concept) filling blank fields."""
 
     @property
-    def columns(self) -> dict[str, str]:
-        return self.spec.columns
+    def event(self) -> EventSpec | None:
+        return self.spec if isinstance(self.spec, EventSpec) else None
+
+    def sheet_key(self, mapping: StudyMapping) -> tuple[str | None, int]:
+        spec = self.spec if self.own_sheet else mapping.patients
+        return spec.source, spec.header_row or mapping.header_row
 
 
-def _plan(table: str, spec: TableSpec, mapping: StudyMapping, where: str) -> _Plan:
-    words: dict[str, dict[str, str]] = {}
-    for fld in set(spec.columns) | set(spec.values):
-        lookup = {normalise_word(w): w for w in field_words(table, fld)}
-        lookup.update({normalise_word(k): v for k, v in spec.values.get(fld, {}).items()})
-        if lookup:
-            words[fld] = lookup
-    constants: dict[str, Any] = {}
-    for fld, value in spec.constants.items():
-        try:
-            constants[fld] = _convert(fld, value, mapping.date_formats)
-        except ValueError as exc:
-            raise ConfigError(f"{where}.constants.{fld}: {value!r}: {exc}") from exc
-    return _Plan(table, spec, words, constants)
+def _plan(name: str, where: str, spec: PatientSpec | EventSpec) -> _Plan:
+    words = {
+        fld: {normalise_word(source): target for source, target in listed.items()}
+        for fld, listed in spec.values.items()
+    }
+    own = isinstance(spec, PatientSpec) or spec.source is not None
+    fields = tuple((fld, column, words.get(fld)) for fld, column in spec.columns.items())
+    defaults = dict(spec.constants)
+    if isinstance(spec, EventSpec) and spec.concept is not None:
+        defaults.setdefault("concept", spec.concept)
+    return _Plan(name, where, spec, words, own, fields, tuple(defaults.items()))
 
 
-def _plans(mapping: StudyMapping) -> list[_Plan]:
-    """Every spec, patients first; in a wide layout each group reads the patient id column."""
-    plans = []
-    for table in ("patients", *EVENT_TABLES):
-        for index, spec in enumerate(mapping.specs().get(table, [])):
-            if mapping.layout == "wide":
-                where = "patient" if table == "patients" else f"events.{table}[{index}]"
-                spec = _with_patient_id(spec, mapping)
-            else:
-                where = f"tables.{table}"
-            plans.append(_plan(table, spec, mapping, where))
+def _plans(ctx: _Context) -> list[_Plan]:
+    """Patients first, then every event spec; constants are checked once, here."""
+    mapping = ctx.mapping
+    problems = check_mapping(mapping, ctx.library)
+    if problems:
+        raise ConfigError("the mapping is invalid: " + "; ".join(problems))
+    plans = [_plan("patients", "patients", mapping.patients)]
+    for index, (name, spec) in enumerate(zip(spec_names(mapping), mapping.events, strict=True)):
+        plans.append(_plan(name, f"events[{index}]", spec))
+    for plan in plans[1:]:
+        _check_constants(ctx, plan)
     return plans
 
 
-def _with_patient_id(spec: TableSpec, mapping: StudyMapping) -> TableSpec:
-    assert mapping.patient is not None
-    if "study_id" in spec.columns:
-        return spec
-    columns = {"study_id": mapping.patient.columns["study_id"], **spec.columns}
-    return spec.model_copy(update={"columns": columns})
+def _check_constants(ctx: _Context, plan: _Plan) -> None:
+    spec = plan.event
+    assert spec is not None
+    constants = dict(spec.constants)
+    try:
+        for name in ("when", "end"):
+            _when(ctx, constants, name, None)
+        concept = spec.fixed_concept()
+        if concept is not None:
+            concept = ctx.concept_key(concept)
+            _value(ctx, ctx.library.concept(concept), constants, spec.units)
+            _attributes(ctx, concept, constants, spec.units)
+    except _FieldError as exc:
+        value = constants.get(exc.field or "")
+        raise ConfigError(f"{plan.where}.constants.{exc.field}: {value!r}: {exc}") from exc
 
 
 # -- sources: sheets and CSV files, each read once -------------------------------------------
@@ -268,11 +595,7 @@ class _Sources:
         self._book: Any = None
         self._cache: dict[tuple[str, str | None, int], _Sheet] = {}
 
-    def sheet(self, spec: TableSpec) -> _Sheet:
-        wide = self.mapping.layout == "wide"
-        name = self.mapping.source if wide else spec.source
-        own = self.mapping.patient if wide and self.mapping.patient is not None else spec
-        header_row = own.header_row or self.mapping.header_row
+    def sheet(self, name: str | None, header_row: int) -> _Sheet:
         xlsx = self.path.suffix.lower() == ".xlsx"
         file = self.path if xlsx else self._csv_path(name)
         key = (str(file), name, header_row)
@@ -311,7 +634,7 @@ class _Sources:
         else:
             folder = self.path
         if name is None:
-            raise InputError(f"{self.path}: a folder of CSVs needs a source file per table", [])
+            raise InputError(f"{self.path}: a folder of CSVs needs a source file per spec", [])
         for candidate in (folder / name, folder / f"{name}.csv"):
             if candidate.is_file():
                 return candidate
@@ -333,10 +656,18 @@ def _csv_rows(path: Path, mapping: StudyMapping) -> Iterator[list[str]]:
         ) from exc
 
 
+def _needed_columns(plan: _Plan) -> dict[str, str]:
+    """Source column -> what needs it (a field, or the event key)."""
+    needed = {column: fld for fld, column in plan.spec.columns.items()}
+    for column in plan.event.key if plan.event is not None else ():
+        needed.setdefault(column, "key")
+    return needed
+
+
 def _header_problems(sheet: _Sheet, plan: _Plan) -> list[Reject]:
-    """Columns the mapping names that the header lacks or holds twice."""
+    """Columns the spec names that the header lacks or holds twice."""
     problems = []
-    for fld, column in plan.columns.items():
+    for column, fld in _needed_columns(plan).items():
         count = sheet.header.count(column)
         if count == 1:
             continue
@@ -345,16 +676,30 @@ def _header_problems(sheet: _Sheet, plan: _Plan) -> list[Reject]:
         else:
             close = difflib.get_close_matches(column, [h for h in sheet.header if h], n=3)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            reason = (
-                f"column for {plan.table}.{fld} named in the mapping is not in the header{hint}"
-            )
+            reason = f"column for {plan.where}.{fld} is not in the header{hint}"
         problems.append(
-            Reject(sheet.source, sheet.header_row, column, None, reason, sheet.sheet or plan.table)
+            Reject(sheet.source, sheet.header_row, column, None, reason, sheet.sheet or plan.name)
         )
     return problems
 
 
-# -- one row -> one record -------------------------------------------------------------------
+def _unmapped(
+    sheets: list[_Sheet], plans: list[_Plan], ignore: Mapping[str, str]
+) -> list[UnmappedColumn]:
+    used: dict[int, set[str]] = defaultdict(set)
+    for sheet, plan in zip(sheets, plans, strict=True):
+        used[id(sheet)] |= set(_needed_columns(plan))
+    out: list[UnmappedColumn] = []
+    for sheet in {id(s): s for s in sheets}.values():
+        out += [
+            UnmappedColumn(sheet.source, sheet.sheet, column)
+            for column in dict.fromkeys(sheet.header)
+            if column and column not in used[id(sheet)] and column not in ignore
+        ]
+    return out
+
+
+# -- one row ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -365,298 +710,270 @@ class _Where:
     plan: _Plan
     row: int
     raw: Row
-
-    @property
-    def table(self) -> str:
-        return self.sheet.sheet or self.plan.table
+    columns: dict[str, str]
+    """field -> the source column it came from (fields set by a word follow their cell)."""
 
     def reject(self, fld: str | None, reason: str) -> Reject:
-        column = self.plan.columns.get(fld) if fld else None
+        column = self.columns.get(fld) if fld else None
         if column is not None:
             value = self.raw.get(column)
         else:
-            column, value = fld, self.plan.constants.get(fld) if fld else None
+            column = fld
+            value = self.plan.spec.constants.get(fld) if fld else None
         shown = None if _blank(value) else _to_text(value)
-        return Reject(self.sheet.source, self.row, column, shown, reason, self.table)
-
-    def first_mapped(self, *fields: str) -> str | None:
-        return next((f for f in fields if f in self.plan.columns), fields[0] if fields else None)
-
-
-def _translate(plan: _Plan, fld: str, value: Any) -> Any:
-    lookup = plan.words.get(fld)
-    if lookup is None:
-        return value
-    found = lookup.get(normalise_word(value))
-    if found is not None:
-        return found
-    if fld == "result" or not field_words(plan.table, fld):
-        return value
-    listed = ", ".join(dict.fromkeys([*plan.spec.values.get(fld, {}), *lookup.values()]))
-    raise _FieldError(fld, f"unknown word; expected one of {listed}")
+        return Reject(
+            self.sheet.source, self.row, column, shown, reason, self.sheet.sheet or self.plan.name
+        )
 
 
-def _mrd_fields(value: Any, mapping: StudyMapping) -> dict[str, Any]:
-    if isinstance(value, str) and value in field_words("mrd", "result"):
-        return {"qualitative": value}
-    try:
-        return parse_mrd_result(value, mapping.mrd_unit)
-    except ValueError as exc:
-        raise _FieldError("result", str(exc)) from None
-
-
-def _flat(where: _Where, mapping: StudyMapping) -> dict[str, Any]:
-    """Canonical field -> converted value for one row (constants fill blank cells)."""
-    out: dict[str, Any] = dict(where.plan.constants)
-    for fld, column in where.plan.columns.items():
-        raw = where.raw.get(column)
-        if _blank(raw):
+def _gather(plan: _Plan, raw: Row) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """field -> cell (translated by ``values``) and field -> column; constants fill blank
+    fields. None when a cell's word means 'no event'."""
+    cells: dict[str, Any] = {}
+    columns: dict[str, str] = {}
+    for fld, column, lookup in plan.fields:
+        cell = raw.get(column)
+        if _blank(cell):
             continue
-        value = _translate(where.plan, fld, raw)
-        if fld == "result":
-            out.update(_mrd_fields(value, mapping))
+        word = normalise_word(cell) if lookup is not None else None
+        if lookup is not None and word in lookup:
+            target = lookup[word]
+            if target is None and plan.event is None:
+                continue  # a patient field: the word means 'no value'
+            if target is None:
+                return None
+            if isinstance(target, dict):
+                cells.update(target)
+                columns.update(dict.fromkeys(target, column))
+                continue
+            cell = target
+        cells[fld] = cell
+        columns[fld] = column
+    for fld, value in plan.defaults:
+        cells.setdefault(fld, value)
+    return cells, columns
+
+
+def _attributes(
+    ctx: _Context, concept: str, cells: Mapping[str, Any], units: Mapping[str, str]
+) -> dict[str, Scalar]:
+    allowed = ctx.library.concept(concept).attributes
+    out: dict[str, Scalar] = {}
+    for name, cell in cells.items():
+        attr = ctx.library.data.attributes.get(name)
+        if attr is None:
             continue
+        if name not in allowed:
+            listed = ", ".join(allowed) or "none"
+            reason = f"concept {concept} has no attribute {name}; it allows {listed}"
+            raise _FieldError(name, reason)
         try:
-            out[fld] = _convert(fld, value, mapping.date_formats)
+            out[name] = _attribute(ctx, attr, cell, units.get(name))
         except ValueError as exc:
-            raise _FieldError(fld, str(exc)) from None
-    for number, unit_field in NUMBER_UNITS.get(where.plan.table, {}).items():
-        unit = where.plan.spec.units.get(number)
-        if unit is not None and number in out and unit_field not in out:
-            out[unit_field] = unit
+            raise _FieldError(name, str(exc)) from None
     return out
 
 
-def _when(
-    flat: dict[str, Any], name: str, mapping: StudyMapping, anchor_date: dt.date | None
-) -> When | None:
-    date = flat.pop(f"{name}_date", None)
-    day = flat.pop(f"{name}_day", None)
-    anchor = flat.pop(f"{name}_anchor", None) if day is not None else None
-    flat.pop(f"{name}_anchor", None)
-    if date is None and day is None:
-        return None
-    anchor = anchor or (mapping.anchor if day is not None else None)
-    if day is not None and anchor == mapping.anchor and anchor_date is not None:
-        derived = anchor_date + dt.timedelta(days=day)
-        if date is None:
-            date = derived
-        elif date != derived:
-            raise _FieldError(
-                f"{name}_date",
-                f"date {date} is day {(date - anchor_date).days} after the {anchor} date "
-                f"{anchor_date}, but the row gives day {day}",
-            )
-    return When(date=date, day=day, anchor=anchor)
+def _source_text(plan: _Plan, where: _Where, cells: Mapping[str, Any]) -> str | None:
+    if "source_text" in plan.spec.columns or "source_text" in cells:
+        return _to_text(cells["source_text"])[:1000] if "source_text" in cells else None
+    for fld in ("value", "text", "concept"):
+        column = plan.spec.columns.get(fld)
+        if column is not None and not _blank(where.raw.get(column)):
+            return _to_text(where.raw[column])[:1000]
+    return None
 
 
-def _record(
-    where: _Where, flat: dict[str, Any], mapping: StudyMapping, anchor_date: dt.date | None
-) -> Any:
-    for name in _WHEN_NAMES[where.plan.table]:
-        try:
-            when = _when(flat, name, mapping, anchor_date)
-        except ValidationError as exc:
-            blamed = where.first_mapped(f"{name}_date", f"{name}_day", f"{name}_anchor")
-            raise _FieldError(blamed, validation_reason(exc)) from None
-        if when is not None:
-            flat[name] = when
-    if where.plan.table == "patients":
-        flat.pop("anchor_date", None)
-        flat.setdefault("centre", mapping.centre)
-        return PatientRecord(**flat)
-    flat.pop("study_id", None)
-    return _EVENT_MODELS[where.plan.table](**flat)
+def _event(
+    ctx: _Context, where: _Where, cells: dict[str, Any], event_id: str, anchor_date: dt.date | None
+) -> Event:
+    """One event from one row's gathered cells."""
+    if "concept" not in cells:
+        raise _FieldError("concept", "no concept: the cell is blank")
+    concept = _parsed(cells, "concept", ctx.concept_key)
+    units = where.plan.spec.units
+    when = _when(ctx, cells, "when", anchor_date)
+    end = _when(ctx, cells, "end", anchor_date)
+    value = _value(ctx, ctx.library.concept(concept), cells, units)
+    attributes = _attributes(ctx, concept, cells, units)
+    origin = _to_text(cells["origin"]) if "origin" in cells else None
+    try:
+        return Event(
+            event_id=event_id, concept=concept, when=when, end=end, value=value,
+            attributes=attributes, source_text=_source_text(where.plan, where, cells),
+            origin=origin,
+        )  # fmt: skip
+    except ValidationError as exc:
+        loc = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
+        raise _FieldError(loc if loc in cells else None, validation_reason(exc)) from None
 
 
-def _blamed_field(exc: ValidationError, where: _Where) -> str | None:
-    loc = exc.errors()[0]["loc"]
-    if not loc:
-        return where.first_mapped(*_RECORD_CHECK_FIELDS.get(where.plan.table, ()))
-    name = str(loc[0])
-    if name in where.plan.columns or name in where.plan.constants:
-        return name
-    prefixed = [f for f in where.plan.columns if f.startswith(f"{name}_")]
-    return prefixed[0] if prefixed else name
+def _slug(cell: Any) -> str:
+    return re.sub(r"[^a-z0-9_.]+", "-", normalise_word(_to_text(cell))).strip("-")
 
 
-def _patient_id(where: _Where) -> str | None:
-    column = where.plan.columns.get("study_id")
-    value = where.raw.get(column) if column else None
-    return None if _blank(value) else _to_text(value)
+def _event_id(plan: _Plan, where: _Where, cells: Mapping[str, Any], ordinal: int) -> str:
+    """Explicit id, else ``<spec>-<key cells>``, else ``<spec>`` (patients sheet), else
+    ``<spec>-<n>`` (n: the patient's n-th row of this spec)."""
+    spec = plan.event
+    assert spec is not None
+    if "event_id" in cells:
+        base = _to_text(cells["event_id"])
+    elif spec.key:
+        parts = [_slug(where.raw.get(c)) for c in spec.key if not _blank(where.raw.get(c))]
+        base = "-".join([plan.name, *parts])
+    elif not plan.own_sheet:
+        base = plan.name
+    else:
+        base = f"{plan.name}-{ordinal}"
+    event_id = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base)[:64]
+    if not event_id.strip("-"):
+        raise _FieldError("event_id", "an event id needs letters or digits")
+    return event_id
+
+
+# -- patients --------------------------------------------------------------------------------
+
+
+def _patient(
+    ctx: _Context, where: _Where, cells: dict[str, Any]
+) -> tuple[PatientRecord, dt.date | None]:
+    if "study_id" not in cells:
+        raise _FieldError("study_id", "a patient row needs a patient id")
+    attrs = ctx.library.data.patient_attributes
+    out: dict[str, Any] = {"study_id": _to_text(cells["study_id"]), "attributes": {}}
+    out["centre"] = _to_text(cells["centre"]) if "centre" in cells else ctx.mapping.centre
+    if "sex" in cells:
+        sex = normalise_word(cells["sex"])
+        if sex not in SEXES:
+            listed = [*where.plan.spec.values.get("sex", {}), *SEXES]
+            raise _FieldError("sex", "unknown word; expected one of " + ", ".join(listed))
+        out["sex"] = sex
+    out["birth_date"] = _parsed(cells, "birth_date", ctx.date)
+    anchor_date = _parsed(cells, "anchor_date", ctx.date)
+    for name, cell in cells.items():
+        if name in attrs:
+            try:
+                unit = where.plan.spec.units.get(name)
+                out["attributes"][name] = _attribute(ctx, attrs[name], cell, unit)
+            except ValueError as exc:
+                raise _FieldError(name, str(exc)) from None
+    try:
+        return PatientRecord(**out), anchor_date
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        raise _FieldError(str(loc[0]) if loc else None, validation_reason(exc)) from None
 
 
 # -- the whole file ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Event:
-    where: _Where
-    record: Any
-    derived_id: bool
+@dataclass
+class _Patient:
+    record: PatientRecord
+    anchor_date: dt.date | None
+    row: int
+    events: list[Event] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)
+    """event id -> where it was first used."""
 
 
 @dataclass
 class _Assembly:
-    mapping: StudyMapping
-    patients: dict[str, PatientRecord] = field(default_factory=dict)
-    anchor_dates: dict[str, dt.date | None] = field(default_factory=dict)
-    patient_rows: dict[str, _Where] = field(default_factory=dict)
-    rejected_patients: set[str] = field(default_factory=set)
-    rejected_rows: set[tuple[str, int]] = field(default_factory=set)
-    events: dict[str, list[_Event]] = field(default_factory=lambda: defaultdict(list))
+    ctx: _Context
+    patients: dict[str, _Patient] = field(default_factory=dict)
+    by_row: dict[int, str] = field(default_factory=dict)
+    """patients-sheet row -> the patient read from it."""
+    refused_rows: dict[int, str] = field(default_factory=dict)
+    refused_ids: dict[str, str] = field(default_factory=dict)
+    ordinals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rejects: list[Reject] = field(default_factory=list)
 
     def patient(self, where: _Where) -> None:
+        cells, columns = _gather(where.plan, where.raw) or ({}, {})
+        where = _Where(where.sheet, where.plan, where.row, where.raw, columns)
         try:
-            flat = _flat(where, self.mapping)
-            sid = flat.get("study_id")
-            if sid is None:
-                raise _FieldError("study_id", "a patient row needs a patient id")
+            record, anchor_date = _patient(self.ctx, where, cells)
+            sid = record.study_id
             if sid in self.patients:
-                first = self.patient_rows[sid].row
+                first = self.patients[sid].row
                 raise _FieldError("study_id", f"duplicate patient id (row {first} is kept)")
-            anchor_date = flat.get("anchor_date")
-            self.patients[sid] = _record(where, flat, self.mapping, anchor_date)
-            self.anchor_dates[sid] = anchor_date
-            self.patient_rows[sid] = where
-        except _FieldError as exc:
-            self._refuse_patient(where, exc.field, str(exc))
-        except ValidationError as exc:
-            self._refuse_patient(where, _blamed_field(exc, where), validation_reason(exc))
-
-    def _refuse_patient(self, where: _Where, fld: str | None, reason: str) -> None:
-        self.rejects.append(where.reject(fld, reason))
-        self.rejected_rows.add((where.sheet.source, where.row))
-        sid = _patient_id(where)
-        if sid is not None and sid not in self.patients:
-            self.rejected_patients.add(sid)
-
-    def event(self, where: _Where) -> None:
-        try:
-            if (
-                self.mapping.layout == "wide"
-                and (where.sheet.source, where.row) in self.rejected_rows
-            ):
-                raise _FieldError("study_id", "the patient's own row was rejected")
-            flat = _flat(where, self.mapping)
-            sid = self._owner(flat.get("study_id"))
-            derived = "event_id" not in flat
-            flat.setdefault("event_id", _PENDING_ID)
-            record = _record(where, flat, self.mapping, self.anchor_dates[sid])
-            self.events[sid].append(_Event(where, record, derived))
+            self.patients[sid] = _Patient(record, anchor_date, where.row)
+            self.by_row[where.row] = sid
         except _FieldError as exc:
             self.rejects.append(where.reject(exc.field, str(exc)))
-        except ValidationError as exc:
-            self.rejects.append(where.reject(_blamed_field(exc, where), validation_reason(exc)))
+            reason = f"the patient's row {where.row} was rejected: {exc}"
+            self.refused_rows[where.row] = reason
+            sid_cell = cells.get("study_id")
+            refused = None if sid_cell is None else _to_text(sid_cell)
+            if refused is not None and refused not in self.patients:
+                self.refused_ids.setdefault(refused, reason)
 
-    def _owner(self, sid: str | None) -> str:
-        if sid is None:
+    def _owner(self, plan: _Plan, where: _Where, cells: Mapping[str, Any]) -> _Patient:
+        if not plan.own_sheet:
+            sid = self.by_row.get(where.row)
+            if sid is None:
+                raise _FieldError("study_id", self.refused_rows[where.row])
+            return self.patients[sid]
+        if "study_id" not in cells:
             raise _FieldError("study_id", "an event row needs a patient id")
-        if sid in self.rejected_patients and sid not in self.patients:
-            raise _FieldError("study_id", "the patient's own row was rejected")
+        sid = _to_text(cells["study_id"])
         if sid not in self.patients:
-            raise _FieldError("study_id", "no patient with this id in the patient table")
-        return sid
+            reason = self.refused_ids.get(sid, "no patient with this id in the patient table")
+            raise _FieldError("study_id", reason)
+        return self.patients[sid]
+
+    def event(self, where: _Where) -> None:
+        plan = where.plan
+        gathered = _gather(plan, where.raw)
+        if gathered is None:
+            return
+        cells, columns = gathered
+        if not plan.own_sheet:
+            if not set(columns) - {"study_id"}:
+                return
+            columns["study_id"] = self.ctx.mapping.patients.columns["study_id"]
+        where = _Where(where.sheet, plan, where.row, where.raw, columns)
+        try:
+            owner = self._owner(plan, where, cells)
+            self.ordinals[(plan.name, owner.record.study_id)] += 1
+            ordinal = self.ordinals[(plan.name, owner.record.study_id)]
+            event_id = _event_id(plan, where, cells, ordinal)
+            if event_id in owner.ids:
+                raise _FieldError(
+                    "event_id", f"event id {event_id!r} already used ({owner.ids[event_id]})"
+                )
+            event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
+        except _FieldError as exc:
+            self.rejects.append(where.reject(exc.field, str(exc)))
+            return
+        owner.ids[event_id] = f"{where.sheet.sheet or where.sheet.source} row {where.row}"
+        owner.events.append(event)
 
     def cases(self) -> list[Case]:
-        cases = []
-        for sid, patient in self.patients.items():
-            events = _with_event_ids(self.events.get(sid, []), self.rejects)
-            by_table = {t: tuple(e.record for e in events if e.where.plan.table == t)
-                        for t in EVENT_TABLES}  # fmt: skip
-            try:
-                cases.append(Case(patient=patient, **by_table))
-            except ValidationError as exc:
-                self._refuse_case(sid, events, validation_reason(exc))
-        return cases
-
-    def _refuse_case(self, sid: str, events: list[_Event], reason: str) -> None:
-        self.rejects.append(self.patient_rows[sid].reject("study_id", reason))
-        for event in events:
-            self.rejects.append(event.where.reject("study_id", "the patient was rejected"))
+        return [Case(patient=p.record, events=tuple(p.events)) for p in self.patients.values()]
 
 
-# -- event ids -------------------------------------------------------------------------------
-
-
-def _natural_key(table: str, record: Any) -> tuple[str, bool]:
-    """Base of a derived event id, and whether it is always numbered (``cart_infusion-1``)."""
-    if table == "drugs":
-        cycle = f"-c{record.cycle}" if record.cycle is not None else ""
-        return f"{record.agent}{cycle}", False
-    if table == "mrd":
-        return f"mrd-{record.timepoint}-{record.method}", False
-    if table == "statuses":
-        when = record.when
-        return f"status-{record.status}-{when.day if when.day is not None else when.date}", False
-    return str(record.kind), True
-
-
-def _with_event_ids(events: list[_Event], rejects: list[Reject]) -> list[_Event]:
-    """Derive missing event ids from each row's natural key; ids given in the file are kept
-    and never reused. Deterministic: the same file gives the same ids on every read."""
-    taken: dict[tuple[str, str], int] = {}
-    kept: list[_Event] = []
-    for event in events:
-        key = (event.where.plan.table, event.record.event_id)
-        if not event.derived_id and key in taken:
-            reason = f"event id already used in row {taken[key]}"
-            rejects.append(event.where.reject("event_id", reason))
-            continue
-        if not event.derived_id:
-            taken[key] = event.where.row
-        kept.append(event)
-    return [_derive_id(e, taken) if e.derived_id else e for e in kept]
-
-
-def _derive_id(event: _Event, taken: dict[tuple[str, str], int]) -> _Event:
-    table = event.where.plan.table
-    base, numbered = _natural_key(table, event.record)
-    base = re.sub(r"[^A-Za-z0-9_\-\.]", "-", base)[:56]
-    number = 1
-    while True:
-        candidate = f"{base}-{number}" if numbered or number > 1 else base
-        if (table, candidate) not in taken:
-            break
-        number += 1
-    taken[(table, candidate)] = event.where.row
-    record = event.record.model_copy(update={"event_id": candidate})
-    return _Event(event.where, record, derived_id=True)
-
-
-# -- entry points ----------------------------------------------------------------------------
-
-
-def _has_values(where: _Where) -> bool:
-    """In a wide sheet an event group makes an event only when one of its cells is filled."""
-    return any(
-        not _blank(where.raw.get(column))
-        for fld, column in where.plan.columns.items()
-        if fld != "study_id"
-    )
-
-
-def _read_mapped(path: Path, mapping: StudyMapping) -> ReadResult:
-    plans = _plans(mapping)
-    acc = _Assembly(mapping)
+def _read_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> ReadResult:
+    ctx = _Context(mapping, library)
+    plans = _plans(ctx)
     with ExitStack() as stack:
         sources = _Sources(path, mapping, stack)
-        sheets = [sources.sheet(plan.spec) for plan in plans]
+        sheets = [sources.sheet(*plan.sheet_key(mapping)) for plan in plans]
     problems = [p for sheet, plan in zip(sheets, plans, strict=True)
                 for p in _header_problems(sheet, plan)]  # fmt: skip
     if problems:
         raise InputError(f"{path.name}: the mapping does not fit the file", problems)
-    wide = mapping.layout == "wide"
+    acc = _Assembly(ctx)
     for sheet, plan in zip(sheets, plans, strict=True):
         for row, raw in sheet.rows:
-            where = _Where(sheet, plan, row, raw)
-            if plan.table == "patients":
+            where = _Where(sheet, plan, row, raw, {})
+            if plan.event is None:
                 acc.patient(where)
-            elif not wide or _has_values(where):
+            else:
                 acc.event(where)
-    cases = acc.cases()
-    return ReadResult(cases=cases, rejects=acc.rejects)
+    unmapped = _unmapped(sheets, plans, mapping.ignore)
+    return ReadResult(cases=acc.cases(), rejects=acc.rejects, unmapped_columns=unmapped)
 
 
 def _read_json(path: Path) -> ReadResult:
@@ -678,14 +995,18 @@ def _read_json(path: Path) -> ReadResult:
     return result
 
 
-def read_study(path: Path, mapping: StudyMapping | None = None) -> ReadResult:
+def read_study(
+    path: Path, mapping: StudyMapping | None = None, library: ConceptLibrary | None = None
+) -> ReadResult:
     """Read a study file: .xlsx, .csv (one file or a folder of them) with a mapping, or the
-    canonical .json (no mapping needed). Raises InputError when the file cannot be read at
-    all; rows and values that cannot be read are returned as rejects."""
+    canonical .json (no mapping needed). ``library`` defaults to the shared concept library
+    plus the mapping's own concepts. Raises ConfigError when the mapping does not fit the
+    library, InputError when the file cannot be read at all; rows and values that cannot be
+    read are returned as rejects."""
     if not path.exists():
         raise InputError(f"{path}: no such file or folder", [])
     if path.suffix.lower() == ".json":
         return _read_json(path)
     if mapping is None:
         raise InputError(f"{path.name}: a mapping file is needed for this file type", [])
-    return _read_mapped(path, mapping)
+    return _read_mapped(path, mapping, library or default_library(mapping))

@@ -1,97 +1,208 @@
-"""Canonical case records -> study tables (CSV folder, XLSX workbook, Parquet, JSON).
+"""Open case records -> the canonical tables (CSV folder, XLSX workbook, Parquet, JSON).
 
-The canonical layout has one table per record kind (patients, drugs, procedures, mrd,
-statuses, adverse_events) with one column per canonical field; a time is three columns
-``<name>_date``, ``<name>_day``, ``<name>_anchor``. A CSV folder holds ``<table>.csv``, a
-workbook a sheet ``<table>``, a Parquet folder ``<table>.parquet`` (typed columns even when
-empty). :func:`canonical_mapping` reads the CSV folder and the workbook back, so
-``read_study(write_study(cases))`` gives the same cases (XLSX stores numbers with 15
-significant digits, as Excel does; CSV, JSON and Parquet keep every digit).
+Two tables hold every case: ``patients`` (study_id, centre, sex, birth_date, then one column
+per patient attribute of the concept library) and ``events`` (one row per event: its id,
+concept, times as ``when_*``/``end_*`` columns, value as ``value_*`` columns, source text,
+origin, then one column per attribute key of the library, sorted). A third table, ``other``,
+holds what a pull found that matches no concept (written only when given). A CSV folder
+holds ``<table>.csv``, a workbook a sheet ``<table>``, a Parquet folder ``<table>.parquet``
+(typed columns even when empty). :func:`canonical_mapping` reads the CSV folder and the
+workbook back, so ``read_study(write_study(cases))`` gives the same cases (XLSX stores
+numbers with 15 significant digits, as Excel does; CSV, JSON and Parquet keep every digit).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
+from fhir_cart.concepts import ConceptLibrary, ConceptsFile
 from fhir_cart.errors import Reject
-from fhir_cart.records import Case, When
-from fhir_cart.study_mapping import TABLE_FIELDS, StudyMapping, TableSpec
+from fhir_cart.records import Case, Event, Value, When
+from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
 
-__all__ = ["FORMATS", "canonical_mapping", "table_rows", "write_rejects", "write_study"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "FORMATS",
+    "OTHER_COLUMNS",
+    "PATIENT_COLUMNS",
+    "canonical_mapping",
+    "table_columns",
+    "table_rows",
+    "write_rejects",
+    "write_study",
+]
 
 Format = Literal["csv", "xlsx", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("csv", "xlsx", "json", "parquet")
+Row = dict[str, Any]
 
-_DROP = {"result", "anchor_date"}
-COLUMNS: dict[str, list[str]] = {
-    table: [f for f in fields if f not in _DROP] for table, fields in TABLE_FIELDS.items()
-}
+PATIENT_COLUMNS: tuple[str, ...] = ("study_id", "centre", "sex", "birth_date")
+"""Fixed columns of ``patients`` (patient attributes follow)."""
+_TIME_PARTS = ("date", "day", "anchor", "earliest_day", "latest_day")
+_VALUE_PARTS = ("number", "unit", "comparator", "low", "high", "code", "boolean", "text")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "study_id",
+    "event_id",
+    "concept",
+    *(f"when_{p}" for p in _TIME_PARTS),
+    *(f"end_{p}" for p in _TIME_PARTS),
+    *(f"value_{p}" for p in _VALUE_PARTS),
+    "source_text",
+    "origin",
+)
+"""Fixed columns of ``events`` (attribute keys follow, sorted)."""
+OTHER_COLUMNS: tuple[str, ...] = (
+    "study_id", "resource_type", "resource_id", "code_system", "code", "display", "value",
+    "unit", "time", "reason",
+)  # fmt: skip
+"""Columns of ``other``: pulled resources that match no concept."""
 
 
-def canonical_mapping(centre: str = "canonical") -> StudyMapping:
-    """The mapping that reads what :func:`write_study` writes (CSV folder or XLSX)."""
-    tables = {
-        table: TableSpec(source=table, columns={c: c for c in cols})
-        for table, cols in COLUMNS.items()
+def _library(library: ConceptLibrary | None) -> ConceptLibrary:
+    if library is not None:
+        return library
+    from fhir_cart.readers import default_library
+
+    return default_library()
+
+
+def table_columns(library: ConceptLibrary | None = None) -> dict[str, list[str]]:
+    """Columns of ``patients`` and ``events`` for a concept library (default: shared)."""
+    data = _library(library).data
+    return {
+        "patients": [*PATIENT_COLUMNS, *data.patient_attributes],
+        "events": [*EVENT_COLUMNS, *sorted(data.attributes)],
     }
-    return StudyMapping(centre=centre, layout="tables", tables=tables)
 
 
-def _when_cells(name: str, when: When | None) -> dict[str, Any]:
+def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = None) -> StudyMapping:
+    """The mapping that reads what :func:`write_study` writes (CSV folder or XLSX);
+    ``extra``: the study's own concepts and attributes (their columns are read too)."""
+    from fhir_cart.concepts import merge_concepts
+
+    shared = _library(None).data
+    merged = merge_concepts(shared, extra)
+    patients = [*PATIENT_COLUMNS, *merged.patient_attributes]
+    events = [*EVENT_COLUMNS, *sorted(merged.attributes)]
+    own = {} if extra is None else extra.model_dump(exclude_defaults=True)
+    return StudyMapping(
+        centre=centre,
+        patients=PatientSpec(source="patients", columns={c: c for c in patients}),
+        events=(EventSpec(name="events", source="events", columns={c: c for c in events}),),
+        **own,
+    )
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def _time_cells(name: str, when: When | None) -> Row:
     if when is None:
         return {}
-    return {f"{name}_date": when.date, f"{name}_day": when.day, f"{name}_anchor": when.anchor}
+    return {f"{name}_{part}": getattr(when, part) for part in _TIME_PARTS}
 
 
-def _record_row(record: Any, study_id: str | None) -> dict[str, Any]:
-    row: dict[str, Any] = {} if study_id is None else {"study_id": study_id}
-    for name, value in record:
-        if isinstance(value, When):
-            row.update(_when_cells(name, value))
-        elif value is not None:
-            row[name] = value
-    return row
+def _value_cells(value: Value | None) -> Row:
+    if value is None:
+        return {}
+    return {f"value_{part}": getattr(value, part) for part in _VALUE_PARTS}
 
 
-def table_rows(cases: Iterable[Case]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(table, row) for every record, patients first within each case."""
+def _event_row(study_id: str, event: Event) -> Row:
+    row: Row = {"study_id": study_id, "event_id": event.event_id, "concept": event.concept}
+    row.update(_time_cells("when", event.when))
+    row.update(_time_cells("end", event.end))
+    row.update(_value_cells(event.value))
+    row.update(source_text=event.source_text, origin=event.origin)
+    row.update(event.attributes)
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def _patient_row(case: Case) -> Row:
+    patient = case.patient
+    row: Row = {"study_id": patient.study_id, "centre": patient.centre}
+    row.update(sex=patient.sex, birth_date=patient.birth_date, **patient.attributes)
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def _unknown(row: Row, columns: list[str], what: str) -> None:
+    extra = sorted(set(row) - set(columns))
+    if extra:
+        raise ValueError(
+            f"{what}: {', '.join(extra)} not in the concept library; "
+            "pass the library that defines them"
+        )
+
+
+def table_rows(
+    cases: Iterable[Case], library: ConceptLibrary | None = None
+) -> Iterator[tuple[str, Row]]:
+    """(table, row) for every patient and event, patients first within each case. Raises
+    ValueError for an attribute the library does not define (nothing is dropped)."""
+    columns = table_columns(library)
     for case in cases:
         sid = case.patient.study_id
-        yield "patients", _record_row(case.patient, None)
-        for table, events in zip(
-            ("drugs", "procedures", "mrd", "statuses", "adverse_events"),
-            (case.drugs, case.procedures, case.mrd, case.statuses, case.adverse_events),
-            strict=True,
-        ):
-            for event in events:
-                yield table, _record_row(event, sid)
+        row = _patient_row(case)
+        _unknown(row, columns["patients"], f"patient {sid}")
+        yield "patients", row
+        for event in case.events:
+            row = _event_row(sid, event)
+            _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
+            yield "events", row
 
 
-def _text_cell(value: Any) -> Any:
+def _all_rows(
+    cases: Iterable[Case], library: ConceptLibrary | None, other: list[Row]
+) -> Iterator[tuple[str, Row]]:
+    yield from table_rows(cases, library)
+    for row in other:
+        _unknown(row, list(OTHER_COLUMNS), "other")
+        yield "other", row
+
+
+def _tables(library: ConceptLibrary | None, other: list[Row]) -> dict[str, list[str]]:
+    tables = table_columns(library)
+    if other:
+        tables["other"] = list(OTHER_COLUMNS)
+    return tables
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+
+def _csv_cell(value: Any) -> str:
+    """How one value is written in a CSV cell (the one place CSV cells are made)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, dt.date):
         return value.isoformat()
-    return value
+    return str(value)
 
 
-def _write_csv(cases: Iterable[Case], out: Path) -> list[Path]:
+def _write_csv(
+    tables: dict[str, list[str]], rows: Iterable[tuple[str, Row]], out: Path
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    handles = {t: (out / f"{t}.csv").open("w", newline="", encoding="utf-8") for t in COLUMNS}
+    paths = {t: out / f"{t}.csv" for t in tables}
+    handles = {t: p.open("w", newline="", encoding="utf-8") for t, p in paths.items()}
     try:
-        writers = {t: csv.DictWriter(h, COLUMNS[t]) for t, h in handles.items()}
-        for w in writers.values():
-            w.writeheader()
-        for table, row in table_rows(cases):
-            writers[table].writerow({k: _text_cell(v) for k, v in row.items()})
+        writers = {t: csv.writer(h) for t, h in handles.items()}
+        for table, writer in writers.items():
+            writer.writerow(tables[table])
+        for table, row in rows:
+            writers[table].writerow([_csv_cell(row.get(c)) for c in tables[table]])
     finally:
         for handle in handles.values():
             handle.close()
-    return [out / f"{t}.csv" for t in COLUMNS]
+    return list(paths.values())
 
 
 def _xlsx_cell(sheet: Any, value: Any) -> Any:
@@ -105,77 +216,111 @@ def _xlsx_cell(sheet: Any, value: Any) -> Any:
     return value
 
 
-def _write_xlsx(cases: Iterable[Case], out: Path) -> list[Path]:
+def _write_xlsx(
+    tables: dict[str, list[str]], rows: Iterable[tuple[str, Row]], out: Path
+) -> list[Path]:
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)
-    sheets = {t: book.create_sheet(t) for t in COLUMNS}
+    sheets = {t: book.create_sheet(t) for t in tables}
     for table, sheet in sheets.items():
-        sheet.append(COLUMNS[table])
+        sheet.append(tables[table])
     # Dates go in as real date cells, so Excel users can sort and compute with them.
-    for table, row in table_rows(cases):
+    for table, row in rows:
         sheet = sheets[table]
-        sheet.append([_xlsx_cell(sheet, row.get(c)) for c in COLUMNS[table]])
+        sheet.append([_xlsx_cell(sheet, row.get(c)) for c in tables[table]])
     path = out if out.suffix == ".xlsx" else out / "study.xlsx"
     path.parent.mkdir(parents=True, exist_ok=True)
     book.save(path)
     return [path]
 
 
-def _write_json(cases: Iterable[Case], out: Path) -> list[Path]:
+def _write_json(cases: Iterable[Case], other: list[Row], out: Path) -> list[Path]:
     path = out if out.suffix == ".json" else out / "study.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     data = [c.model_dump(mode="json", exclude_none=True) for c in cases]
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    return [path]
+    if not other:
+        return [path]
+    other_path = path.with_name(f"{path.stem}.other.json")
+    other_path.write_bytes(orjson.dumps(other, option=orjson.OPT_INDENT_2, default=str))
+    return [path, other_path]
 
 
-def _arrow_type(column: str) -> Any:
+_ARROW_FIXED = {
+    **dict.fromkeys(("birth_date", "when_date", "end_date"), "date"),
+    **{f"{t}_{p}": "int" for t in ("when", "end") for p in ("day", "earliest_day", "latest_day")},
+    **dict.fromkeys(("value_number", "value_low", "value_high"), "number"),
+    "value_boolean": "boolean",
+}
+_ARROW_ATTRIBUTE = {
+    "integer": "int64",
+    "number": "number",
+    "quantity": "number",
+    "boolean": "boolean",
+}
+
+
+def _arrow_type(column: str, table: str, library: ConceptLibrary) -> Any:
     import pyarrow as pa
 
-    if column.endswith("_date") or column in ("birth_date", "diagnosis_date"):
-        return pa.date32()
-    if column.endswith("_day") or column in ("cycle", "grade"):
-        return pa.int32()
-    if column in ("age_at_diagnosis", "dose", "cell_dose", "value", "sensitivity"):
-        return pa.float64()
-    return pa.string()
+    kind = _ARROW_FIXED.get(column) if table != "other" else None
+    if kind is None and table != "other" and column not in EVENT_COLUMNS + PATIENT_COLUMNS:
+        kind = _ARROW_ATTRIBUTE.get(library.attribute(column).type)
+    types = {"date": pa.date32(), "int": pa.int32(), "int64": pa.int64(),
+             "number": pa.float64(), "boolean": pa.bool_()}  # fmt: skip
+    return types.get(kind or "", pa.string())
 
 
-def _write_parquet(cases: Iterable[Case], out: Path) -> list[Path]:
+def _write_parquet(
+    tables: dict[str, list[str]],
+    rows: Iterable[tuple[str, Row]],
+    out: Path,
+    library: ConceptLibrary,
+) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out.mkdir(parents=True, exist_ok=True)
-    columns: dict[str, dict[str, list[Any]]] = {
-        t: {c: [] for c in cols} for t, cols in COLUMNS.items()
-    }
-    for table, row in table_rows(cases):
+    columns: dict[str, dict[str, list[Any]]] = {t: {c: [] for c in cs} for t, cs in tables.items()}
+    for table, row in rows:
         for column, values in columns[table].items():
-            values.append(row.get(column))
+            value = row.get(column)
+            values.append(str(value) if table == "other" and value is not None else value)
     paths = []
     for table, data in columns.items():
-        schema = pa.schema([(c, _arrow_type(c)) for c in COLUMNS[table]])
+        schema = pa.schema([(c, _arrow_type(c, table, library)) for c in tables[table]])
         pq.write_table(pa.table(data, schema=schema), out / f"{table}.parquet")
         paths.append(out / f"{table}.parquet")
     return paths
 
 
-def write_study(cases: Iterable[Case], out: Path, fmt: Format) -> list[Path]:
-    """Write cases in the canonical tables layout; returns the files written.
+def write_study(
+    cases: Iterable[Case],
+    out: Path,
+    fmt: Format,
+    library: ConceptLibrary | None = None,
+    other: Iterable[Mapping[str, Any]] = (),
+) -> list[Path]:
+    """Write cases as the canonical tables; returns the files written.
 
     ``csv`` and ``parquet`` write one file per table into the folder ``out``; ``xlsx`` and
     ``json`` write ``out`` itself when it ends in ``.xlsx``/``.json``, else
-    ``out/study.xlsx``/``out/study.json``."""
-    writer = {
-        "csv": _write_csv,
-        "xlsx": _write_xlsx,
-        "json": _write_json,
-        "parquet": _write_parquet,
-    }.get(fmt)
-    if writer is None:
+    ``out/study.xlsx``/``out/study.json`` (JSON: the case list; ``other`` rows beside it in
+    ``<name>.other.json``). ``library``: the concept library whose attributes are columns
+    (default: the shared one); ``other``: pulled resources that match no concept."""
+    if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return writer(cases, out)
+    extra = [dict(row) for row in other]
+    if fmt == "json":
+        return _write_json(cases, extra, out)
+    tables = _tables(library, extra)
+    rows = _all_rows(cases, library, extra)
+    if fmt == "csv":
+        return _write_csv(tables, rows, out)
+    if fmt == "xlsx":
+        return _write_xlsx(tables, rows, out)
+    return _write_parquet(tables, rows, out, _library(library))
 
 
 def write_rejects(rejects: Iterable[Reject], path: Path) -> Path:

@@ -10,6 +10,7 @@ import yaml
 from openpyxl import Workbook
 
 from fhir_cart.readers import read_study
+from fhir_cart.records import Value, When
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from tests.conftest import ROOT
 
@@ -30,24 +31,40 @@ def test_worked_example_in_the_mapping_reference(tmp_path: Path) -> None:
     sheet = book.active
     assert sheet is not None
     sheet.title = "Cohort"
-    sheet.append(["UPN", "Gender", "Infusion", "MRD d28", "Relapse (day)", "CD19 at relapse"])
-    sheet.append([17, "F", "12/03/2022", "neg", None, None])
-    sheet.append([23, "M", "02/05/2022", "0.02%", 180, "negative"])
+    sheet.append(["UPN", "Gender", "Infusion", "Cyclo dose", "MRD d28", "MRD before HSCT",
+                  "Relapse (day)", "CD19 at relapse", "Comment"])  # fmt: skip
+    sheet.append([17, "F", "12/03/2022", "1,5 g/m²", "neg", None, None, None, None])
+    sheet.append(
+        [23, "M", "02/05/2022", 500, "0.02%", "negative", 180, "negative", "second opinion"]
+    )
     book.save(tmp_path / "cohort.xlsx")
     result = read_study(tmp_path / "cohort.xlsx", mapping)
     assert result.rejects == []
+    assert result.unmapped_columns == []
     first, second = sorted(result.cases, key=lambda c: c.patient.study_id)
-    assert first.patient.study_id == "17"
-    assert first.statuses == ()
-    (mrd,) = second.mrd
-    assert (mrd.value, mrd.unit, mrd.when.day, mrd.when.date) == (
-        0.02,
-        "%",
-        28,
-        dt.date(2022, 5, 30),
+    assert (first.patient.study_id, first.patient.sex) == ("17", "female")
+    assert [e.event_id for e in first.events] == ["infusion", "cyclophosphamide", "mrd-d28"]
+    (infusion,) = first.of("cart_infusion")
+    assert infusion.when == When(date=dt.date(2022, 3, 12), day=0, anchor="cart_infusion")
+    (cyclo,) = first.of("cyclophosphamide")
+    assert cyclo.value == Value(number=1500.0, unit="mg/m2")
+    assert cyclo.when == When(earliest_day=-6, latest_day=-3, anchor="cart_infusion")
+    (mrd,) = first.of("mrd")
+    assert (mrd.value, mrd.when) == (
+        Value(code="negative"),
+        When(date=dt.date(2022, 4, 9), day=28, anchor="cart_infusion"),
     )
-    (relapse,) = second.statuses
-    assert (relapse.status, relapse.cd19, relapse.when.day) == ("relapse", "negative", 180)
+    assert second.of("cyclophosphamide")[0].value == Value(number=500.0, unit="mg/m2")
+    d28, before_hsct = second.of("mrd")
+    assert (d28.value, d28.when.date if d28.when else None) == (
+        Value(number=0.02, unit="%"), dt.date(2022, 5, 30),
+    )  # fmt: skip
+    assert (before_hsct.value, before_hsct.when) == (
+        Value(code="negative"), When(latest_day=-1, anchor="hsct"),
+    )  # fmt: skip
+    (relapse,) = second.of("disease_status")
+    assert (relapse.value, relapse.attributes) == (Value(code="relapse"), {"cd19": "negative"})
+    assert relapse.when == When(date=dt.date(2022, 10, 29), day=180, anchor="cart_infusion")
 
 
 def test_canonical_mapping_file_matches_the_code() -> None:

@@ -26,6 +26,7 @@ from fhir_cart.mappers.from_fhir import cases_from_fhir, event_order, reference_
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.terminology import load_terminology
+from fhir_cart.writers import OTHER_COLUMNS
 from tests.conftest import MAPPINGS, ROOT, need
 from tests.fhir_schema import SchemaChecker
 
@@ -361,7 +362,7 @@ def test_a_study_concept_maps_and_comes_back(ctx: MappingContext) -> None:
     assert cases_from_fhir(study, resources).cases[0].events == (event,)
     plain = cases_from_fhir(ctx, resources)
     assert plain.cases[0].events == ()  # the shared library does not know it: an other row
-    assert [o.reason for o in plain.other] == [
+    assert [o["reason"] for o in plain.other] == [
         f"procedure code {study.concepts.local_system}|gvhd_prophylaxis matches no "
         "procedure concept of the library"
     ]
@@ -410,9 +411,14 @@ def test_unknown_diagnosis_gives_no_event_and_is_listed_and_kept(ctx: MappingCon
     assert unmapped.reference == "Condition/c1"
     assert "999999999" in unmapped.reason
     (row,) = result.other
-    assert (row.study_id, row.resource_type, row.resource_id) == ("ehr-1", "Condition", "c1")
-    assert (row.code_system, row.code, row.time) == (SCT, "999999999", "2019-04-01")
-    assert row.reason == unmapped.reason
+    assert (row["study_id"], row["resource_type"], row["resource_id"]) == (
+        "ehr-1",
+        "Condition",
+        "c1",
+    )
+    assert (row["code_system"], row["code"], row["time"]) == (SCT, "999999999", "2019-04-01")
+    assert row["reason"] == unmapped.reason
+    assert tuple(row) == OTHER_COLUMNS  # the columns the writers write
 
 
 def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContext) -> None:
@@ -453,10 +459,14 @@ def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContex
     assert "partial date" in reasons["Procedure/p1"]
     assert "not one fhir_cart maps" in reasons["Encounter/e1"]
     assert "references no patient" in reasons["Condition/c9"]
-    rows = {o.resource_id: o for o in result.other}
+    rows = {o["resource_id"]: o for o in result.other}
     assert set(rows) == {r.split("/")[1] for r in reasons}
-    assert (rows["hb"].value, rows["hb"].unit, rows["hb"].display) == ("6.7", "g/dL", "Hemoglobin")
-    assert rows["c9"].study_id is None
+    assert (rows["hb"]["value"], rows["hb"]["unit"], rows["hb"]["display"]) == (
+        "6.7",
+        "g/dL",
+        "Hemoglobin",
+    )
+    assert rows["c9"]["study_id"] is None
     assert len(case.events) + len(result.other) + 1 == len(resources)  # + the Patient
 
 
@@ -492,7 +502,7 @@ def test_medication_request_and_specimens(ctx: MappingContext) -> None:
     assert (mr2.when, mr2.end) == (When(date=dt.date(2024, 1, 10)), When(date=dt.date(2024, 1, 12)))
     assert mr2.value == Value(number=500, unit="mg")
     assert chim.attributes == {"specimen": "peripheral_blood"}
-    assert [(o.resource_id, o.reason) for o in result.other] == [
+    assert [(o["resource_id"], o["reason"]) for o in result.other] == [
         ("s2", "Specimen referenced by no mapped Observation")
     ]
 

@@ -1,21 +1,34 @@
-"""Reading study files: values, times, event ids, rejects with file/row/column/value/reason."""
+"""Reading study files into open records: values by concept type, units, times and windows,
+words, event ids, unmapped columns, rejects with file/row/column/value/reason."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from openpyxl import Workbook
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from openpyxl import Workbook, load_workbook
 
-from fhir_cart.errors import InputError, Reject
-from fhir_cart.readers import ReadResult, parse_mrd_result, read_study
-from fhir_cart.records import Case
+from fhir_cart.errors import ConfigError, InputError, Reject
+from fhir_cart.readers import ReadResult, UnmappedColumn, fit_unit, parse_quantity, read_study
+from fhir_cart.records import Case, Event, Value, When
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.writers import write_study
-from tests.conftest import CENTRE_B_MAPPING, FIXTURES, MAPPINGS
+from tests.conftest import (
+    CENTRE_B_FILE,
+    CENTRE_B_MAPPING,
+    FIXTURES,
+    MAPPINGS,
+    SEED_FILE,
+    SEED_MAPPING,
+)
+from tests.strategies import attribute_values, library, values
 
 
 def _mapping(data: dict[str, Any]) -> StudyMapping:
@@ -43,190 +56,379 @@ def _xlsx(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
 
 
 def _reasons(result: ReadResult) -> dict[tuple[str, int | None, str | None, str | None], str]:
-    return {(r.source, r.row, r.column, r.value): r.reason for r in result.rejects}
+    found: dict[tuple[str, int | None, str | None, str | None], str] = {}
+    for r in result.rejects:
+        found.setdefault((r.source, r.row, r.column, r.value), r.reason)
+    return found
 
 
-PATIENTS_ONLY = {"tables": {"patients": {"source": "patients", "columns": {"study_id": "ID"}}}}
-MRD_TABLE = {
-    "source": "mrd",
-    "columns": {"study_id": "ID", "timepoint": "TP", "when_day": "Day", "result": "MRD"},
-    "values": {"result": {"neg": "negative", "low pos": "positive_below_quantification"}},
-    "constants": {"method": "pcr"},
-}
+PATIENTS = {"source": "patients", "columns": {"study_id": "ID"}}
 
 
-# -- MRD strings ----------------------------------------------------------------------------
+def _events_study(tmp_path: Path, rows: str, spec: dict[str, Any], **top: Any) -> ReadResult:
+    """A folder with patients.csv (A, B) and events.csv; ``spec`` reads events.csv."""
+    folder = tmp_path / "study"
+    _csv(folder, "patients.csv", "ID\nA\nB\n")
+    _csv(folder, "events.csv", rows)
+    spec = {"source": "events", **spec}
+    spec["columns"] = {"study_id": "ID", **spec.get("columns", {})}
+    return read_study(folder, _mapping({"patients": PATIENTS, "events": [spec], **top}))
+
+
+def _values(result: ReadResult) -> list[Value | None]:
+    return [e.value for c in result.cases for e in c.events]
+
+
+# -- quantities and units -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("text", "unit", "expected"),
+    ("cell", "expected"),
     [
-        ("<0.01%", "percent", {"value": 0.01, "unit": "%", "comparator": "<"}),
-        ("0.005 %", "fraction", {"value": 0.005, "unit": "%"}),
-        ("1e-4", "fraction", {"value": 1e-4, "unit": "1"}),
-        ("1E-4", "percent", {"value": 1e-4, "unit": "%"}),
-        ("< 1e-4", "fraction", {"value": 1e-4, "unit": "1", "comparator": "<"}),
-        ("<= 0,5", "percent", {"value": 0.5, "unit": "%", "comparator": "<="}),
-        (">5%", "fraction", {"value": 5.0, "unit": "%", "comparator": ">"}),
-        (0.3, "percent", {"value": 0.3, "unit": "%"}),
-        (0.0001, "fraction", {"value": 0.0001, "unit": "1"}),
-        ("0", "percent", {"value": 0.0, "unit": "%"}),
+        ("<0.01%", ("<", 0.01, "%")),
+        ("0.008 %", (None, 0.008, "%")),
+        ("1e-4", (None, 1e-4, None)),
+        ("<= 0,5", ("<=", 0.5, None)),
+        ("≤ 0,5", ("<=", 0.5, None)),
+        ("≥5 %", (">=", 5.0, "%")),
+        ("1,5 g/m²", (None, 1.5, "g/m2")),
+        ("15 µg/m2/d", (None, 15.0, "ug/m2/d")),
+        ("2.1 x10^6/kg", (None, 2.1, "10*6/kg")),
+        ("2.1 10*6/kg", (None, 2.1, "10*6/kg")),
+        ("0.5 1", (None, 0.5, "1")),
+        ("0.01", (None, 0.01, None)),
+        (0.3, (None, 0.3, None)),
+        (7, (None, 7.0, None)),
     ],
 )
-def test_mrd_strings_become_value_unit_comparator(
-    text: object, unit: str, expected: dict[str, object]
+def test_quantities_as_written(cell: object, expected: tuple[object, ...]) -> None:
+    assert parse_quantity(cell) == expected
+
+
+@pytest.mark.parametrize("cell", ["abc", "x5", "%", "", "neg", True, "< >"])
+def test_cells_that_are_not_quantities(cell: object) -> None:
+    with pytest.raises(ValueError, match="expected a number"):
+        parse_quantity(cell)
+
+
+@pytest.mark.parametrize(
+    ("number", "unit", "units", "convert", "expected"),
+    [
+        (1.5, "g/m2", ("mg/m2", "mg/kg"), True, (1500.0, "mg/m2")),
+        (2.0, "mg/kg", ("mg/m2", "mg/kg"), True, (2.0, "mg/kg")),  # listed, not compatible
+        (0.5, "1", ("%", "1"), False, (0.5, "1")),  # listed and convert: false: kept
+        (0.5, "1", ("%",), False, (50.0, "%")),  # not listed: converted to the first
+        (3.0, "g", ("mg/m2", "mg"), True, (3000.0, "mg")),  # compatible with another listed
+    ],
+)
+def test_units_are_fitted_to_the_concept(
+    number: float, unit: str, units: tuple[str, ...], convert: bool, expected: tuple[float, str]
 ) -> None:
-    assert parse_mrd_result(text, unit) == expected
+    assert fit_unit(number, unit, units, convert) == expected
 
 
-@pytest.mark.parametrize("text", ["abc", "0.1 % %", "1/1000", "", "-0.1%", "neg", True])
-def test_mrd_strings_that_are_not_results(text: object) -> None:
-    with pytest.raises(ValueError, match="expected an MRD result"):
-        parse_mrd_result(text, "percent")
+@pytest.mark.parametrize(
+    ("unit", "reason"), [("g/qm", "is not a UCUM unit"), ("mg/L", "nor convertible")]
+)
+def test_units_that_do_not_fit(unit: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        fit_unit(1.0, unit, ("mg/m2", "mg/kg"), True)
+
+
+CYCLO = {
+    "concept": "cyclophosphamide",
+    "columns": {"value": "Dose", "unit": "Unit", "when_day": "Day"},
+}
+
+
+def test_cyclophosphamide_in_g_per_m2_becomes_mg_per_m2(tmp_path: Path) -> None:
+    rows = 'ID,Day,Dose,Unit\nA,-6,"1,5 g/m²",\nA,-5,1.5,g/m2\nB,-6,500,\nB,-5,2,mg/kg\n'
+    result = _events_study(tmp_path, rows, CYCLO)
+    assert result.rejects == []
+    assert [(v.number, v.unit) for v in _values(result) if v] == [
+        (1500.0, "mg/m2"),
+        (1500.0, "mg/m2"),
+        (500.0, "mg/m2"),
+        (2.0, "mg/kg"),
+    ]
+    assert result.cases[0].events[0].source_text == "1,5 g/m²"
+    units = _events_study(
+        tmp_path / "u",
+        "ID,Day,Dose\nA,-6,1.5\n",
+        {**CYCLO, "units": {"value": "g/m2"}, "columns": {"value": "Dose", "when_day": "Day"}},
+    )
+    assert _values(units) == [Value(number=1500.0, unit="mg/m2")]
+
+
+def test_an_unknown_unit_rejects_that_row_only(tmp_path: Path) -> None:
+    rows = "ID,Day,Dose,Unit\nA,-6,500,mg/m2\nA,-5,1.5,g/qm\nB,-6,1.5,mg/L\nB,-5,400,\n"
+    result = _events_study(tmp_path, rows, CYCLO)
+    assert result.rejects == [
+        Reject(
+            "events.csv", 3, "Dose", "1.5", "unit 'g/qm' is not a UCUM unit", "cyclophosphamide"
+        ),
+        Reject(
+            "events.csv",
+            4,
+            "Dose",
+            "1.5",
+            "unit 'mg/L' is not one of mg/m2, mg/m2/d, mg/kg, mg/kg/d, mg nor convertible to them",
+            "cyclophosphamide",
+        ),
+    ]
+    assert [(v.number, v.unit) for v in _values(result) if v] == [
+        (500.0, "mg/m2"),
+        (400.0, "mg/m2"),
+    ]
+
+
+# -- values by type -------------------------------------------------------------------------
+
+MRD = {
+    "concept": "mrd",
+    "columns": {"value": "MRD", "when_day": "Day"},
+    "values": {"value": {"neg": "negative", "low pos": "positive_below_quantification"}},
+    "units": {"value": "1"},
+}
 
 
 def test_mrd_words_numbers_and_percent_over_100(tmp_path: Path) -> None:
+    rows = (
+        "ID,Day,MRD\nA,0,Low  POS\nA,28,<0.01%\nA,90,1e-4\nA,200,101%\nA,300,positive\nA,400,-1%\n"
+    )
+    result = _events_study(tmp_path, rows, MRD)
+    assert _values(result) == [
+        Value(code="positive_below_quantification"),
+        Value(number=0.01, unit="%", comparator="<"),
+        Value(number=1e-4, unit="1"),
+        Value(code="positive"),
+    ]
+    assert result.rejects == [
+        Reject("events.csv", 5, "MRD", "101%", "a percentage cannot exceed 100", "mrd"),
+        Reject("events.csv", 7, "MRD", "-1%", "must be at least 0", "mrd"),
+    ]
+
+
+def test_a_word_beside_a_number_and_the_canonical_value_columns(tmp_path: Path) -> None:
+    rows = "ID,N,U,Code\nA,0.005,%,positive_below_quantification\nA,,,negative\n"
+    spec = {
+        "concept": "mrd",
+        "columns": {"value_number": "N", "value_unit": "U", "value_code": "Code"},
+    }
+    result = _events_study(tmp_path, rows, spec)
+    assert _values(result) == [
+        Value(number=0.005, unit="%", code="positive_below_quantification"),
+        Value(code="negative"),
+    ]
+
+
+def test_boolean_range_integer_text_and_none_values(tmp_path: Path) -> None:
+    own = {
+        "concepts": {
+            "fever": {"label": "Fever", "kind": "observation", "value": {"type": "boolean"}},
+            "platelets": {
+                "label": "Platelets",
+                "kind": "observation",
+                "value": {"type": "range", "units": ["10*9/L"]},
+            },
+        }
+    }
+    rows = "ID,C,V\nA,fever,ja\nA,fever,No\nA,platelets,20–50\nA,prior_lines,3\n"
+    rows += "A,cytogenetics,KMT2A-r\n"
+    rows += "A,fever,maybe\nA,prior_lines,2.5\nA,apheresis,3\n"
+    result = _events_study(tmp_path, rows, {"columns": {"concept": "C", "value": "V"}}, **own)
+    assert _values(result) == [
+        Value(boolean=True),
+        Value(boolean=False),
+        Value(low=20, high=50, unit="10*9/L"),
+        Value(number=3),
+        Value(text="KMT2A-r"),
+    ]
+    assert [(r.row, r.reason) for r in result.rejects] == [
+        (7, "expected yes or no (yes/no, true/false, 1/0, ja/nein, y/n)"),
+        (8, "expected a whole number"),
+        (9, "Apheresis (leukapheresis for CAR-T manufacturing) takes no value"),
+    ]
+
+
+def test_coded_values_and_attributes_outside_their_value_set(tmp_path: Path) -> None:
+    rows = "ID,Status,CD19,Regimen\nA,CR,neg,\nA,remission,,\nA,relapse,weird,\n"
+    spec = {
+        "concept": "disease_status",
+        "columns": {"value": "Status", "cd19": "CD19"},
+        "values": {"value": {"CR": "complete_remission"}, "cd19": {"neg": "negative"}},
+    }
+    result = _events_study(tmp_path, rows, spec, ignore={"Regimen": "test"})
+    assert [(e.value, e.attributes) for c in result.cases for e in c.events] == [
+        (Value(code="complete_remission"), {"cd19": "negative"})
+    ]
+    got = _reasons(result)
+    assert got[("events.csv", 3, "Status", "remission")].startswith(
+        "unknown word; expected one of complete_remission, partial_remission"
+    )
+    assert got[("events.csv", 4, "CD19", "weird")] == (
+        "unknown word; expected one of negative, positive, dim"
+    )
+    # an open value set keeps an unknown word as text
+    chemo = _events_study(
+        tmp_path / "o",
+        "ID,R\nA,FLAG-Ida\nA,hib block\n",
+        {"concept": "chemotherapy", "columns": {"regimen": "R"}},
+    )
+    assert [e.attributes for e in chemo.cases[0].events] == [
+        {"regimen": "FLAG-Ida"},
+        {"regimen": "hib_block"},
+    ]
+
+
+def test_attributes_by_type_and_not_allowed_per_row(tmp_path: Path) -> None:
+    rows = "ID,C,Dose,Grade,Cycle\nA,cart_infusion,2.1 x10^6/kg,,\nA,cart_infusion,2100000,,\n"
+    rows += "A,crs,,2,\nA,crs,,7,\nA,crs,,,1\n"
+    spec = {
+        "columns": {"concept": "C", "cell_dose": "Dose", "grade": "Grade", "cycle": "Cycle"},
+        "units": {"cell_dose": "1/kg"},
+    }
+    result = _events_study(tmp_path, rows, spec)
+    assert [e.attributes for e in result.cases[0].events] == [
+        {"cell_dose": 2.1},
+        {"cell_dose": 2.1},
+        {"grade": 2},
+    ]
+    assert [(r.row, r.column, r.reason) for r in result.rejects] == [
+        (5, "Grade", "must be at most 5"),
+        (6, "Cycle", "concept crs has no attribute cycle; it allows grade, grading_scale"),
+    ]
+
+
+# -- words ----------------------------------------------------------------------------------
+
+
+def test_a_word_mapping_to_null_makes_no_event(tmp_path: Path) -> None:
+    rows = "ID,Drug,Day\nA,Blinatumomab,-30\nA,none,-20\nA,  NONE ,-10\nB,keine,-5\n"
+    spec = {
+        "columns": {"concept": "Drug", "when_day": "Day"},
+        "values": {"concept": {"none": None, "keine": None}},
+    }
+    result = _events_study(tmp_path, rows, spec)
+    assert result.rejects == []
+    assert [[e.concept for e in c.events] for c in result.cases] == [["blinatumomab"], []]
+
+
+def test_a_word_setting_two_fields(tmp_path: Path) -> None:
+    rows = "ID,Drug,Day\nA,HIB block,165\nA,Flag-Ida,180\nA,Fludarabine,-6\n"
+    spec = {
+        "columns": {"concept": "Drug", "when_day": "Day"},
+        "values": {
+            "concept": {
+                "HIB block": {"concept": "chemotherapy", "regimen": "hib_block"},
+                "FLAG-Ida": {"concept": "chemotherapy", "regimen": "other"},
+            }
+        },
+    }
+    result = _events_study(tmp_path, rows, spec)
+    assert result.rejects == []
+    got = [(e.concept, e.attributes, e.source_text) for e in result.cases[0].events]
+    assert got == [
+        ("chemotherapy", {"regimen": "hib_block"}, "HIB block"),
+        ("chemotherapy", {"regimen": "other"}, "Flag-Ida"),
+        ("fludarabine", {}, "Fludarabine"),
+    ]
+
+
+def test_canonical_words_are_matched_ignoring_case(tmp_path: Path) -> None:
     folder = tmp_path / "study"
-    _csv(folder, "patients.csv", "ID\nA\n")
+    _csv(folder, "patients.csv", "ID,Sex\nA,Female\nB,f\n")
     _csv(
-        folder,
-        "mrd.csv",
-        "ID,TP,Day,MRD\nA,infusion,0,Low  POS\nA,day_28,28,<0.01%\nA,day_90,90,1e-4\n"
-        "A,follow_up,200,101%\nA,relapse,300,positive\n",
+        folder, "events.csv", "ID,Event,Grade\nA,CRS,1\nA,Icans,2\nA,Cytokine release syndrome,3\n"
     )
     mapping = _mapping(
-        {"mrd_unit": "fraction", "tables": {**PATIENTS_ONLY["tables"], "mrd": MRD_TABLE}}
+        {
+            "patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}},
+            "events": [
+                {
+                    "source": "events",
+                    "key": ["Grade"],
+                    "columns": {"study_id": "ID", "concept": "Event", "grade": "Grade"},
+                }
+            ],
+        }
     )
     result = read_study(folder, mapping)
     (case,) = result.cases
-    got = [(m.qualitative, m.value, m.unit, m.comparator) for m in case.mrd]
-    assert got == [
-        ("positive_below_quantification", None, None, None),
-        (None, 0.01, "%", "<"),
-        (None, 1e-4, "1", None),
-        ("positive", None, None, None),
-    ]
+    assert case.patient.sex == "female"
+    assert [e.concept for e in case.events] == ["crs", "icans", "crs"]  # key or label
     assert result.rejects == [
-        Reject("mrd.csv", 5, "MRD", "101%", "a percentage cannot exceed 100", "mrd")
+        Reject(
+            "patients.csv",
+            3,
+            "Sex",
+            "f",
+            "unknown word; expected one of female, male, other, unknown",
+            "patients",
+        )
     ]
 
 
-# -- the fixtures ---------------------------------------------------------------------------
+# -- times and windows ----------------------------------------------------------------------
 
 
-def test_seed_relative_days_also_get_dates(seed_cases: list[Case]) -> None:
-    p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
-    infusion = next(p for p in p01.procedures if p.kind == "cart_infusion")
-    assert (infusion.when.day, infusion.when.anchor) == (0, "cart_infusion")
-    assert infusion.when.date == dt.date(2019, 5, 6)
-    day28 = next(m for m in p01.mrd if m.timepoint == "day_28")
-    assert (day28.when.day, day28.when.date) == (28, dt.date(2019, 6, 3))
-    assert (day28.qualitative, day28.method, day28.specimen) == ("negative", "pcr", "bone_marrow")
-    assert p01.patient.last_follow_up is not None
-    assert p01.patient.last_follow_up.date == dt.date(2019, 5, 6) + dt.timedelta(days=497)
-
-
-def test_centre_b_reads_percentages_and_dates(centre_b_cases: list[Case]) -> None:
-    assert len(centre_b_cases) == 4
-    b101 = next(c for c in centre_b_cases if c.patient.study_id == "B-101")
-    assert (b101.patient.centre, b101.patient.sex) == ("centre-b", "female")
-    assert b101.patient.birth_date == dt.date(2012, 4, 3)
-    infusion = next(m for m in b101.mrd if m.timepoint == "infusion")
-    assert (infusion.value, infusion.unit, infusion.comparator) == (0.01, "%", "<")
-    assert (infusion.method, infusion.when.date, infusion.when.day) == (
-        "flow",
-        dt.date(2021, 5, 17),
-        None,
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        ("before hsct", When(latest_day=-1, anchor="hsct")),
+        ("Before HSCT", When(latest_day=-1, anchor="hsct")),
+        ("after cart_infusion", When(earliest_day=1, anchor="cart_infusion")),
+        ("0..28 cart_infusion", When(earliest_day=0, latest_day=28, anchor="cart_infusion")),
+        ("between -7 and 0 apheresis", When(earliest_day=-7, latest_day=0, anchor="apheresis")),
+        ("unknown", None),
+    ],
+)
+def test_windows(tmp_path: Path, window: str, expected: When | None) -> None:
+    spec = {"concept": "mrd", "columns": {"value": "MRD"}, "constants": {"when_window": window}}
+    result = _events_study(
+        tmp_path, "ID,MRD\nA,neg\n", {**spec, "values": {"value": {"neg": "negative"}}}
     )
-    cart = next(p for p in b101.procedures if p.kind == "cart_infusion")
-    assert (cart.cell_dose, cart.cell_dose_unit, cart.product) == (
-        2.1,
-        "10*6/kg",
-        "tisagenlecleucel",
-    )
-    b102 = next(c for c in centre_b_cases if c.patient.study_id == "B-102")
-    assert b102.drugs == ()  # empty event group: no event
-    relapse = next(s for s in b102.statuses if s.status == "relapse")
-    assert (relapse.cd19, relapse.when.date) == ("negative", dt.date(2022, 2, 11))
-    day28 = next(m for m in b102.mrd if m.timepoint == "day_28")
-    assert (day28.value, day28.unit, day28.comparator) == (0.008, "%", None)
-    assert b102.patient.death is not None
-    assert b102.patient.death.date == dt.date(2022, 6, 28)
+    assert result.rejects == []
+    assert result.cases[0].events[0].when == expected
 
 
-def test_bad_tables_are_reported_with_where_and_why() -> None:
-    mapping = load_study_mapping(MAPPINGS / "centres" / "bad.yaml")
-    result = read_study(FIXTURES / "bad" / "tables", mapping)
-    got = _reasons(result)
-    assert got[("patients.csv", 3, "birth_date", "2011-13-45")] == (
-        "not a date; expected one written as %Y-%m-%d"
-    )
-    assert got[("patients.csv", 5, "study_id", "X3")] == "duplicate patient id (row 4 is kept)"
-    assert got[("mrd.csv", 2, "result", "abc")].startswith("expected an MRD result")
-    assert got[("mrd.csv", 3, "result", "120%")] == "a percentage cannot exceed 100"
-    assert got[("mrd.csv", 5, "study_id", "X9")] == "no patient with this id in the patient table"
-    assert got[("mrd.csv", 6, "study_id", "X2")] == "the patient's own row was rejected"
-    assert len(result.rejects) == 6
-    assert {r.table for r in result.rejects} == {"patients", "mrd"}
-    # nothing disappears: every row is either read or rejected
-    assert len(result.cases) + sum(r.table == "patients" for r in result.rejects) == 4
-    assert (
-        sum(len(c.mrd) for c in result.cases) + sum(r.table == "mrd" for r in result.rejects) == 5
-    )
-
-
-def test_bad_wide_sheet_rejects_events_not_patients() -> None:
-    result = read_study(FIXTURES / "bad" / "centre_b_bad.csv", load_study_mapping(CENTRE_B_MAPPING))
-    got = _reasons(result)
-    source = "centre_b_bad.csv"
-    assert got[(source, 2, "Gender", "x")] == (
-        "unknown word; expected one of w, m, female, male, other, unknown"
-    )
-    assert got[(source, 3, "MRD infusion (%)", "abc")].startswith("expected an MRD result")
-    assert got[(source, 3, "MRD d28 (%)", "150%")] == "a percentage cannot exceed 100"
-    assert got[(source, 4, "CAR-T date", "31.02.2021")] == (
-        "not a date; expected one written as %d.%m.%Y"
-    )
-    patient_rejects = [(r.row, r.column, r.value, r.reason) for r in result.rejects
-                       if r.table == "patients"]  # fmt: skip
-    assert patient_rejects == [
-        (2, "Gender", "x", "unknown word; expected one of w, m, female, male, other, unknown"),
-        (5, "Patient", "B-202", "duplicate patient id (row 3 is kept)"),
+def test_a_window_in_a_column_and_a_bad_one(tmp_path: Path) -> None:
+    rows = "ID,When,MRD\nA,before HSCT,negative\nA,soon,negative\nA,before lunch,negative\n"
+    spec = {"concept": "mrd", "columns": {"when_window": "When", "value": "MRD"}}
+    result = _events_study(tmp_path, rows, spec)
+    assert [e.when for e in result.cases[0].events] == [When(latest_day=-1, anchor="hsct")]
+    assert [(r.row, r.column, r.reason[:20]) for r in result.rejects] == [
+        (3, "When", "expected a window: '"),
+        (4, "When", "no concept 'lunch' i"),
     ]
-    # the events on a rejected patient's row are reported, one line each, not attached elsewhere
-    own_row = [r for r in result.rejects if r.reason == "the patient's own row was rejected"]
-    assert {r.row for r in own_row} == {2, 5}
-    assert {r.table for r in own_row} == {"procedures", "mrd", "statuses"}
-    by_id = {c.patient.study_id: c for c in result.cases}
-    assert sorted(by_id) == ["B-202", "B-203"]
-    assert by_id["B-202"].mrd == ()  # both MRD values of row 3 were bad
-    assert [p.kind for p in by_id["B-202"].procedures] == ["apheresis", "cart_infusion"]
-    assert [p.kind for p in by_id["B-203"].procedures] == ["apheresis"]  # bad CAR-T date
 
 
-# -- times ----------------------------------------------------------------------------------
-
-
-def _timed_study(tmp_path: Path, status_rows: str) -> ReadResult:
+def _timed_study(tmp_path: Path, rows: str) -> ReadResult:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Infusion,FU\nA,2020-01-10,100\n")
-    _csv(folder, "statuses.csv", "ID,Day,Date,Status,Anchor\n" + status_rows)
+    _csv(folder, "statuses.csv", "ID,Day,Date,Status,Anchor\n" + rows)
     mapping = _mapping(
         {
-            "tables": {
-                "patients": {
-                    "source": "patients.csv",
-                    "columns": {"study_id": "ID", "anchor_date": "Infusion",
-                                "last_follow_up_day": "FU"},
-                },
-                "statuses": {
+            "patients": {
+                "source": "patients.csv",
+                "columns": {"study_id": "ID", "anchor_date": "Infusion"},
+            },
+            "events": [
+                {"concept": "last_follow_up", "columns": {"when_day": "FU"}},
+                {
+                    "concept": "disease_status",
                     "source": "statuses.csv",
-                    "columns": {"study_id": "ID", "when_day": "Day", "when_date": "Date",
-                                "status": "Status", "when_anchor": "Anchor"},
+                    "columns": {
+                        "study_id": "ID",
+                        "when_day": "Day",
+                        "when_date": "Date",
+                        "value": "Status",
+                        "when_anchor": "Anchor",
+                    },
                 },
-            }
+            ],
         }
-    )  # fmt: skip
+    )
     return read_study(folder, mapping)
 
 
@@ -238,14 +440,13 @@ def test_relative_days_get_dates_from_the_anchor_date(tmp_path: Path) -> None:
     )
     assert result.rejects == []
     (case,) = result.cases
-    assert case.patient.last_follow_up is not None
-    assert case.patient.last_follow_up.date == dt.date(2020, 4, 19)
-    whens = [(s.when.date, s.when.day, s.when.anchor) for s in case.statuses]
-    assert whens == [
-        (dt.date(2020, 2, 7), 28, "cart_infusion"),
-        (dt.date(2020, 5, 1), None, None),  # a date alone stays a date alone
-        (None, 5, "hsct"),  # another anchor: its date is not known
-        (dt.date(2020, 1, 10), 0, "cart_infusion"),
+    follow_up, *statuses = case.events
+    assert follow_up.when == When(date=dt.date(2020, 4, 19), day=100, anchor="cart_infusion")
+    assert [e.when for e in statuses] == [
+        When(date=dt.date(2020, 2, 7), day=28, anchor="cart_infusion"),
+        When(date=dt.date(2020, 5, 1)),  # a date alone stays a date alone
+        When(day=5, anchor="hsct"),  # another anchor: its date is not known
+        When(date=dt.date(2020, 1, 10), day=0, anchor="cart_infusion"),
     ]
 
 
@@ -253,24 +454,34 @@ def test_a_date_that_disagrees_with_its_day_is_rejected(tmp_path: Path) -> None:
     result = _timed_study(tmp_path, "A,28,2020-02-08,complete_remission,\n")
     assert result.rejects == [
         Reject(
-            "statuses.csv", 2, "Date", "2020-02-08",
+            "statuses.csv",
+            2,
+            "Date",
+            "2020-02-08",
             "date 2020-02-08 is day 29 after the cart_infusion date 2020-01-10, "
             "but the row gives day 28",
-            "statuses",
+            "disease_status",
         )
-    ]  # fmt: skip
+    ]
 
 
 def test_several_date_formats_and_excel_dates(tmp_path: Path) -> None:
     book = _xlsx(
         tmp_path / "s.xlsx",
-        {"P": [["ID", "DOB"], ["A", dt.datetime(2010, 3, 4)], ["B", "05.06.2011"],
-               ["C", "2012-07-08"], ["D", "8/7/2012"]]},
-    )  # fmt: skip
+        {
+            "P": [
+                ["ID", "DOB"],
+                ["A", dt.datetime(2010, 3, 4)],
+                ["B", "05.06.2011"],
+                ["C", "2012-07-08"],
+                ["D", "8/7/2012"],
+            ]
+        },
+    )
     mapping = _mapping(
         {
             "date_formats": ["%d.%m.%Y", "%Y-%m-%d"],
-            "tables": {"patients": {"columns": {"study_id": "ID", "birth_date": "DOB"}}},
+            "patients": {"columns": {"study_id": "ID", "birth_date": "DOB"}},
         }
     )
     result = read_study(book, mapping)
@@ -280,150 +491,267 @@ def test_several_date_formats_and_excel_dates(tmp_path: Path) -> None:
         dt.date(2012, 7, 8),
     ]
     assert result.rejects == [
-        Reject("s.xlsx", 5, "DOB", "8/7/2012",
-               "not a date; expected one written as %d.%m.%Y or %Y-%m-%d", "P")
-    ]  # fmt: skip
+        Reject(
+            "s.xlsx",
+            5,
+            "DOB",
+            "8/7/2012",
+            "not a date; expected one written as %d.%m.%Y or %Y-%m-%d",
+            "P",
+        )
+    ]
+
+
+# -- the fixtures ---------------------------------------------------------------------------
+
+
+def test_seed_reads_as_before(seed_cases: list[Case]) -> None:
+    p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
+    assert p01.patient.attributes == {"age_at_diagnosis": 6.2}
+    (infusion,) = p01.of("cart_infusion")
+    assert infusion.when == When(date=dt.date(2019, 5, 6), day=0, anchor="cart_infusion")
+    assert infusion.attributes == {"product": "tisagenlecleucel", "cell_dose": 1.5}
+    day28 = next(e for e in p01.of("mrd") if e.attributes["timepoint"] == "day_28")
+    assert day28.when == When(date=dt.date(2019, 6, 3), day=28, anchor="cart_infusion")
+    assert day28.value == Value(code="negative")
+    assert (day28.attributes["method"], day28.attributes["specimen"]) == ("pcr", "bone_marrow")
+    (diagnosis,) = p01.of("diagnosis")
+    assert (diagnosis.value, diagnosis.attributes) == (
+        Value(code="b_all"),
+        {"disease_state": "relapsed"},
+    )
+    (follow_up,) = p01.of("last_follow_up")
+    assert follow_up.when is not None
+    assert follow_up.when.date == dt.date(2019, 5, 6) + dt.timedelta(days=497)
+    assert p01.of("death") == []
+    p05 = next(c for c in seed_cases if c.patient.study_id == "P05")
+    assert [(e.event_id, e.attributes) for e in p05.of("chemotherapy")] == [
+        ("drugs-hib-block-1", {"regimen": "hib_block", "cycle": 1, "intent": "salvage"}),
+        ("drugs-hib-block-2", {"regimen": "hib_block", "cycle": 2, "intent": "salvage"}),
+    ]
+    (hsct,) = p05.of("hsct")
+    assert hsct.attributes == {"donor_type": "haploidentical", "conditioning": "tbi_etoposide"}
+    blasts = p05.events[[e.event_id for e in p05.events].index("mrd-pre-blina-flow")]
+    assert (blasts.value, blasts.source_text) == (Value(number=91.0, unit="%"), "91%")
+
+
+def test_centre_b_reads_percentages_and_dates(centre_b_cases: list[Case]) -> None:
+    assert len(centre_b_cases) == 4
+    b101 = next(c for c in centre_b_cases if c.patient.study_id == "B-101")
+    assert (b101.patient.centre, b101.patient.sex) == ("centre-b", "female")
+    infusion = next(e for e in b101.of("mrd") if e.attributes["timepoint"] == "infusion")
+    assert infusion.value == Value(number=0.01, unit="%", comparator="<")
+    assert infusion.when == When(date=dt.date(2021, 5, 17))
+    assert infusion.attributes["method"] == "flow"
+    (cart,) = b101.of("cart_infusion")
+    assert cart.attributes == {"cell_dose": 2.1, "product": "tisagenlecleucel"}
+    b102 = next(c for c in centre_b_cases if c.patient.study_id == "B-102")
+    assert b102.of("blinatumomab") == []  # empty group of cells: no event
+    relapse = next(e for e in b102.of("disease_status") if e.value == Value(code="relapse"))
+    assert relapse.attributes == {"cd19": "negative"}
+    assert relapse.when == When(date=dt.date(2022, 2, 11))
+    (death,) = b102.of("death")
+    assert death.when == When(date=dt.date(2022, 6, 28))
+
+
+@pytest.mark.parametrize(
+    ("path", "mapping"), [(SEED_FILE, SEED_MAPPING), (CENTRE_B_FILE, CENTRE_B_MAPPING)]
+)
+def test_every_fixture_column_is_mapped_or_ignored(path: Path, mapping: Path) -> None:
+    result = read_study(path, load_study_mapping(mapping))
+    assert result.rejects == []
+    assert result.unmapped_columns == []
+
+
+def test_unmapped_columns_are_reported(tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    _csv(folder, "patients.csv", "ID,Sex,Comment,Ward\nA,female,x,7B\n")
+    _csv(folder, "events.csv", "ID,C,Note,Ward\nA,crs,x,7B\n")
+    mapping = _mapping(
+        {
+            "patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}},
+            "events": [{"source": "events", "columns": {"study_id": "ID", "concept": "C"}}],
+            "ignore": {"Comment": "free text"},
+        }
+    )
+    result = read_study(folder, mapping)
+    assert result.rejects == []
+    assert result.unmapped_columns == [
+        UnmappedColumn("patients.csv", None, "Ward"),
+        UnmappedColumn("events.csv", None, "Note"),
+        UnmappedColumn("events.csv", None, "Ward"),
+    ]
+
+
+def test_bad_tables_are_reported_with_where_and_why() -> None:
+    mapping = load_study_mapping(MAPPINGS / "centres" / "bad.yaml")
+    result = read_study(FIXTURES / "bad" / "tables", mapping)
+    got = _reasons(result)
+    assert got[("patients.csv", 3, "birth_date", "2011-13-45")] == (
+        "not a date; expected one written as %Y-%m-%d"
+    )
+    assert got[("patients.csv", 5, "study_id", "X3")] == "duplicate patient id (row 4 is kept)"
+    assert got[("mrd.csv", 2, "result", "abc")].startswith("expected one of negative, ")
+    assert got[("mrd.csv", 3, "result", "120%")] == "a percentage cannot exceed 100"
+    assert got[("mrd.csv", 5, "study_id", "X9")] == "no patient with this id in the patient table"
+    assert got[("mrd.csv", 6, "study_id", "X2")] == (
+        "the patient's row 3 was rejected: not a date; expected one written as %Y-%m-%d"
+    )
+    # the patient's own events (its follow-up) are rejected with it, with the reason
+    follow_up = [r for r in result.rejects if r.table == "last_follow_up"]
+    assert [(r.row, r.value, r.reason) for r in follow_up] == [
+        (3, "X2", got[("mrd.csv", 6, "study_id", "X2")]),
+        (5, "X3", "the patient's row 5 was rejected: duplicate patient id (row 4 is kept)"),
+    ]
+    assert len(result.rejects) == 8
+    # nothing disappears: every row is either read or rejected
+    assert len(result.cases) + sum(r.table == "patients" for r in result.rejects) == 4
+    kept = sum(len(c.of("mrd")) for c in result.cases)
+    assert kept + sum(r.table == "mrd" for r in result.rejects) == 5
+
+
+def test_bad_wide_sheet_rejects_events_not_patients() -> None:
+    result = read_study(FIXTURES / "bad" / "centre_b_bad.csv", load_study_mapping(CENTRE_B_MAPPING))
+    got = _reasons(result)
+    source = "centre_b_bad.csv"
+    sex = "unknown word; expected one of w, m, female, male, other, unknown"
+    assert got[(source, 2, "Gender", "x")] == sex
+    assert got[(source, 3, "MRD infusion (%)", "abc")].startswith("expected one of negative")
+    assert got[(source, 3, "MRD d28 (%)", "150%")] == "a percentage cannot exceed 100"
+    assert got[(source, 4, "CAR-T date", "31.02.2021")] == (
+        "not a date; expected one written as %d.%m.%Y"
+    )
+    patient_rejects = [
+        (r.row, r.column, r.value, r.reason) for r in result.rejects if r.table == "patients"
+    ]
+    assert patient_rejects == [
+        (2, "Gender", "x", sex),
+        (5, "Patient", "B-202", "duplicate patient id (row 3 is kept)"),
+    ]
+    # the events on a rejected patient's row are reported, one line each, not attached elsewhere
+    own_row = [r for r in result.rejects if r.reason.startswith("the patient's row")]
+    assert {(r.row, r.column) for r in own_row} == {(2, "Patient"), (5, "Patient")}
+    assert len(own_row) == 2 * 7  # the 7 filled event groups of each of the two rows
+    by_id = {c.patient.study_id: c for c in result.cases}
+    assert sorted(by_id) == ["B-202", "B-203"]
+    assert by_id["B-202"].of("mrd") == []  # both MRD values of row 3 were bad
+    assert [e.concept for e in by_id["B-203"].of("apheresis", "cart_infusion")] == ["apheresis"]
 
 
 # -- event ids ------------------------------------------------------------------------------
 
 
-def _drug_study(tmp_path: Path, rows: str, with_ids: bool = False) -> ReadResult:
-    folder = tmp_path / "study"
-    _csv(folder, "patients.csv", "ID\nA\n")
-    header = "ID,Drug,Cycle,Start,EID\n" if with_ids else "ID,Drug,Cycle,Start\n"
-    _csv(folder, "drugs.csv", header + rows)
-    columns = {"study_id": "ID", "agent": "Drug", "cycle": "Cycle", "start_day": "Start"}
-    if with_ids:
-        columns["event_id"] = "EID"
-    mapping = _mapping(
-        {"tables": {**PATIENTS_ONLY["tables"], "drugs": {"source": "drugs", "columns": columns}}}
-    )
-    return read_study(folder, mapping)
-
-
-def test_event_ids_come_from_the_natural_key(tmp_path: Path) -> None:
-    rows = "A,blinatumomab,1,-60\nA,blinatumomab,2,-20\nA,fludarabine,,-6\nA,fludarabine,,-5\n"
-    result = _drug_study(tmp_path, rows)
-    ids = [d.event_id for d in result.cases[0].drugs]
-    assert ids == ["blinatumomab-c1", "blinatumomab-c2", "fludarabine", "fludarabine-2"]
-    again = _drug_study(tmp_path / "again", rows)
-    assert [d.event_id for d in again.cases[0].drugs] == ids
-
-
-def test_ids_in_the_file_are_kept_and_never_reused(tmp_path: Path) -> None:
-    rows = "A,fludarabine,,-6,\nA,fludarabine,,-5,fludarabine\nA,cyclophosphamide,,-6,x1\n"
-    rows += "A,cyclophosphamide,,-5,x1\n"
-    result = _drug_study(tmp_path, rows, with_ids=True)
-    ids = [d.event_id for d in result.cases[0].drugs]
-    assert ids == ["fludarabine-2", "fludarabine", "x1"]
-    assert result.rejects == [
-        Reject("drugs.csv", 5, "EID", "x1", "event id already used in row 4", "drugs")
+def test_event_ids_by_explicit_id_key_and_row(tmp_path: Path) -> None:
+    rows = "ID,EID,Drug,Cycle\nA,,blinatumomab,1\nA,,blinatumomab,2\nA,x1,fludarabine,\n"
+    rows += "A,x1,fludarabine,\nB,,blinatumomab,1\n"
+    spec = {"columns": {"concept": "Drug", "cycle": "Cycle", "event_id": "EID"}}
+    keyed = _events_study(tmp_path / "k", rows, {**spec, "name": "drugs", "key": ["Drug", "Cycle"]})
+    assert [[e.event_id for e in c.events] for c in keyed.cases] == [
+        ["drugs-blinatumomab-1", "drugs-blinatumomab-2", "x1"],
+        ["drugs-blinatumomab-1"],
+    ]
+    assert keyed.rejects == [
+        Reject(
+            "events.csv", 5, "EID", "x1", "event id 'x1' already used (events.csv row 4)", "drugs"
+        )
+    ]
+    by_row = _events_study(tmp_path / "r", rows, spec)
+    assert [[e.event_id for e in c.events] for c in by_row.cases] == [
+        ["events-1", "events-2", "x1"],
+        ["events-1"],
     ]
 
 
-def test_event_ids_of_every_kind(seed_cases: list[Case]) -> None:
-    p05 = next(c for c in seed_cases if c.patient.study_id == "P05")
-    assert [p.event_id for p in p05.procedures] == ["apheresis-1", "cart_infusion-1", "hsct-1"]
-    assert "mrd-day_28-pcr" in [m.event_id for m in p05.mrd]
-    assert "status-relapse-150" in [s.event_id for s in p05.statuses]
-    assert [d.event_id for d in p05.drugs if d.agent == "chemotherapy_block_hib"] == [
-        "chemotherapy_block_hib-c1",
-        "chemotherapy_block_hib-c2",
+def test_patient_sheet_events_are_named_by_their_spec(seed_cases: list[Case]) -> None:
+    p02 = next(c for c in seed_cases if c.patient.study_id == "P02")
+    ids = [e.event_id for e in p02.events]
+    assert ids[:3] == ["diagnosis", "death", "last_follow_up"]
+    assert "procedures-car-t-infusion" in ids
+    assert "mrd-d-28-pcr" in ids
+    assert "status-120" in ids
+    assert "toxicity-crs" in ids
+
+
+def test_correcting_a_value_keeps_every_event_id(tmp_path: Path, seed_cases: list[Case]) -> None:
+    copy = tmp_path / "seed.xlsx"
+    shutil.copy(SEED_FILE, copy)
+    book = load_workbook(copy)
+    sheet = book["Response"]
+    row = next(r for r in sheet.iter_rows(min_row=2) if r[0].value == "P05" and r[1].value == 28)
+    row[2].value = "PR"  # CR -> PR on day 28
+    book.save(copy)
+    again = read_study(copy, load_study_mapping(SEED_MAPPING))
+    assert again.rejects == []
+    assert [[e.event_id for e in c.events] for c in again.cases] == [
+        [e.event_id for e in c.events] for c in seed_cases
     ]
-    p04 = next(c for c in seed_cases if c.patient.study_id == "P04")
-    assert [a.event_id for a in p04.adverse_events] == ["crs-1", "icans-1"]
+    changed = [
+        (a.event_id, a.value, b.value)
+        for old, new in zip(seed_cases, again.cases, strict=True)
+        for a, b in zip(old.events, new.events, strict=True)
+        if a != b
+    ]
+    assert changed == [
+        ("status-28", Value(code="complete_remission"), Value(code="partial_remission"))
+    ]
 
 
-# -- rows, cells, words, defaults -----------------------------------------------------------
+# -- rows, cells, defaults ------------------------------------------------------------------
 
 
 def test_blank_rows_skipped_blank_cells_none_and_defaults(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Sex,Note\nA,F,SYNTHETIC\n,,\n\nB,,\n")
-    _csv(folder, "mrd.csv", "ID,TP,Day,MRD,Method\nA,infusion,0,neg,\n,,,,\nB,day_28,28,neg,flow\n")
-    mrd = {**MRD_TABLE, "columns": {**MRD_TABLE["columns"], "method": "Method"}}  # type: ignore[dict-item]
+    _csv(folder, "mrd.csv", "ID,MRD,Method\nA,neg,\n,,\nB,neg,flow\n")
     mapping = _mapping(
         {
-            "tables": {
-                "patients": {"source": "patients.csv",
-                             "columns": {"study_id": "ID", "sex": "Sex"},
-                             "values": {"sex": {"F": "female"}}},
-                "mrd": mrd,
-            }
+            "patients": {
+                "source": "patients.csv",
+                "columns": {"study_id": "ID", "sex": "Sex"},
+                "values": {"sex": {"F": "female"}},
+            },
+            "events": [
+                {
+                    "source": "mrd",
+                    "concept": "mrd",
+                    "columns": {"study_id": "ID", "value": "MRD", "method": "Method"},
+                    "values": {"value": {"neg": "negative"}},
+                    "constants": {"method": "pcr", "specimen": "bone_marrow"},
+                }
+            ],
+            "ignore": {"Note": "synthetic"},
         }
-    )  # fmt: skip
+    )
     result = read_study(folder, mapping)
     assert result.rejects == []
     a, b = result.cases
     assert (a.patient.sex, b.patient.sex) == ("female", None)
-    assert (a.mrd[0].method, b.mrd[0].method) == ("pcr", "flow")  # a cell wins over a default
-    assert a.mrd[0].specimen == "bone_marrow"
+    got = [(c.events[0].attributes["method"], c.events[0].attributes["specimen"]) for c in (a, b)]
+    assert got == [("pcr", "bone_marrow"), ("flow", "bone_marrow")]  # a cell wins over a default
 
 
-def test_units_fill_in_for_numbers_without_a_unit_column(tmp_path: Path) -> None:
+def test_a_bad_patient_value_rejects_the_patient(tmp_path: Path) -> None:
     folder = tmp_path / "study"
-    _csv(folder, "patients.csv", "ID\nA\n")
-    _csv(folder, "drugs.csv", "ID,Start,Dose\nA,-20,15\nA,-10,\n")
+    _csv(folder, "patients.csv", "ID,Age\nA,7.5\nB,seven\nC,200\n")
     mapping = _mapping(
         {
-            "tables": {
-                **PATIENTS_ONLY["tables"],
-                "drugs": {"source": "drugs", "columns": {"study_id": "ID", "start_day": "Start",
-                                                         "dose": "Dose"},
-                          "constants": {"agent": "blinatumomab"}, "units": {"dose": "ug/m2/d"}},
+            "patients": {
+                "source": "patients",
+                "columns": {"study_id": "ID", "age_at_diagnosis": "Age"},
             }
         }
-    )  # fmt: skip
-    result = read_study(folder, mapping)
-    assert result.rejects == []
-    drugs = result.cases[0].drugs
-    assert [(d.dose, d.dose_unit) for d in drugs] == [(15.0, "ug/m2/d"), (None, None)]
-    assert [d.event_id for d in drugs] == ["blinatumomab", "blinatumomab-2"]
-
-
-def test_canonical_words_are_matched_ignoring_case(tmp_path: Path) -> None:
-    folder = tmp_path / "study"
-    _csv(folder, "patients.csv", "ID,Sex,State\nA,Female,Relapsed\nB,f,refractory\n")
-    mapping = _mapping(
-        {"tables": {"patients": {"source": "patients",
-                                 "columns": {"study_id": "ID", "sex": "Sex",
-                                             "disease_state": "State"}}}}
-    )  # fmt: skip
-    result = read_study(folder, mapping)
-    assert [(c.patient.sex, c.patient.disease_state) for c in result.cases] == [
-        ("female", "relapsed")
-    ]
-    assert result.rejects == [
-        Reject("patients.csv", 3, "Sex", "f",
-               "unknown word; expected one of female, male, other, unknown", "patients")
-    ]  # fmt: skip
-
-
-def test_a_bad_number_rejects_the_event_only(tmp_path: Path) -> None:
-    folder = tmp_path / "study"
-    _csv(folder, "patients.csv", "ID,Age\nA,7.5\nB,seven\n")
-    _csv(folder, "adverse_events.csv", "ID,Kind,Grade,Day\nA,crs,2,3\nA,icans,6,5\nA,crs,two,9\n")
-    mapping = _mapping(
-        {
-            "tables": {
-                "patients": {"source": "patients", "columns": {"study_id": "ID",
-                                                               "age_at_diagnosis": "Age"}},
-                "adverse_events": {"source": "adverse_events",
-                                   "columns": {"study_id": "ID", "kind": "Kind",
-                                               "grade": "Grade", "when_day": "Day"}},
-            }
-        }
-    )  # fmt: skip
-    result = read_study(folder, mapping)
-    assert [c.patient.study_id for c in result.cases] == ["A"]
-    assert [(a.kind, a.grade) for a in result.cases[0].adverse_events] == [("crs", 2)]
-    got = _reasons(result)
-    assert got[("patients.csv", 3, "Age", "seven")] == "expected a number"
-    assert got[("adverse_events.csv", 3, "Grade", "6")] == (
-        "grade: Input should be less than or equal to 5"
     )
-    assert got[("adverse_events.csv", 4, "Grade", "two")] == "expected a number"
+    result = read_study(folder, mapping)
+    assert [c.patient.attributes for c in result.cases] == [{"age_at_diagnosis": 7.5}]
+    assert _reasons(result) == {
+        (
+            "patients.csv",
+            3,
+            "Age",
+            "seven",
+        ): "expected a number, with a comparator and unit if any ('<0.01 %')",
+        ("patients.csv", 4, "Age", "200"): "must be at most 130",
+    }
 
 
 # -- where rows come from -------------------------------------------------------------------
@@ -434,23 +762,21 @@ def test_xlsx_rejects_name_the_sheet_and_numbers_read_as_ids(tmp_path: Path) -> 
         tmp_path / "study.xlsx",
         {
             "Patients": [["UPN", "Sex"], [17, "F"], [23.0, "M"]],
-            "MRD": [
-                ["UPN", "TP", "Day", "MRD"],
-                [17, "infusion", 0, "neg"],
-                [99, "day_28", 28, "neg"],
-            ],
+            "MRD": [["UPN", "MRD"], [17, "negative"], [99, "negative"]],
         },
     )
     mapping = _mapping(
         {
-            "tables": {
-                "patients": {"source": "Patients", "columns": {"study_id": "UPN", "sex": "Sex"},
-                             "values": {"sex": {"F": "female", "M": "male"}}},
-                "mrd": {**MRD_TABLE, "source": "MRD",
-                        "columns": {**MRD_TABLE["columns"], "study_id": "UPN"}},  # type: ignore[dict-item]
-            }
+            "patients": {
+                "source": "Patients",
+                "columns": {"study_id": "UPN", "sex": "Sex"},
+                "values": {"sex": {"F": "female", "M": "male"}},
+            },
+            "events": [
+                {"source": "MRD", "concept": "mrd", "columns": {"study_id": "UPN", "value": "MRD"}}
+            ],
         }
-    )  # fmt: skip
+    )
     result = read_study(book, mapping)
     assert [c.patient.study_id for c in result.cases] == ["17", "23"]
     assert result.rejects == [
@@ -463,9 +789,7 @@ def test_header_row_below_a_title(tmp_path: Path) -> None:
         tmp_path / "study.xlsx",
         {"Cohort": [["CAR-T cohort (SYNTHETIC)"], [], ["ID", "Sex"], ["A", "female"], ["B", "x"]]},
     )
-    mapping = _mapping(
-        {"header_row": 3, "tables": {"patients": {"columns": {"study_id": "ID", "sex": "Sex"}}}}
-    )
+    mapping = _mapping({"header_row": 3, "patients": {"columns": {"study_id": "ID", "sex": "Sex"}}})
     result = read_study(book, mapping)
     assert [c.patient.study_id for c in result.cases] == ["A"]
     assert [(r.row, r.table) for r in result.rejects] == [(5, "Cohort")]
@@ -475,80 +799,89 @@ def test_a_column_missing_from_the_header_stops_the_read(tmp_path: Path) -> None
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Gender,Birth date\nA,F,2010-01-01\n")
     mapping = _mapping(
-        {"tables": {"patients": {"source": "patients.csv",
-                                 "columns": {"study_id": "ID", "sex": "Sex",
-                                             "birth_date": "Birthdate"}}}}
-    )  # fmt: skip
+        {
+            "patients": {
+                "source": "patients.csv",
+                "columns": {"study_id": "ID", "sex": "Sex", "birth_date": "Birthdate"},
+            },
+            "events": [{"concept": "death", "key": [], "columns": {"when_date": "Died"}}],
+        }
+    )
     with pytest.raises(InputError, match="does not fit") as caught:
         read_study(folder, mapping)
     assert [(r.source, r.row, r.column) for r in caught.value.rejects] == [
         ("patients.csv", 1, "Sex"),
         ("patients.csv", 1, "Birthdate"),
+        ("patients.csv", 1, "Died"),
     ]
-    assert "not in the header" in caught.value.rejects[0].reason
+    assert "patients.sex is not in the header" in caught.value.rejects[0].reason
     assert "did you mean 'Birth date'" in caught.value.rejects[1].reason
+    assert "events[0].when_date is not in the header" in caught.value.rejects[2].reason
 
 
-def test_a_column_given_twice_stops_the_read(tmp_path: Path) -> None:
+def test_a_column_given_twice_or_a_missing_key_column_stops_the_read(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     _csv(folder, "patients.csv", "ID,Sex,Sex\nA,F,M\n")
     mapping = _mapping(
-        {
-            "tables": {
-                "patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}}
-            }
-        }
+        {"patients": {"source": "patients", "columns": {"study_id": "ID", "sex": "Sex"}}}
     )
     with pytest.raises(InputError) as caught:
         read_study(folder, mapping)
     assert caught.value.rejects[0].reason == "column for sex appears 2 times in the header"
+    _csv(folder, "patients.csv", "ID\nA\n")
+    _csv(folder, "e.csv", "ID,C\nA,crs\n")
+    keyed = _mapping(
+        {
+            "patients": PATIENTS,
+            "events": [
+                {"source": "e", "key": ["Kind"], "columns": {"study_id": "ID", "concept": "C"}}
+            ],
+        }
+    )
+    with pytest.raises(InputError) as caught:
+        read_study(folder, keyed)
+    assert caught.value.rejects[0].column == "Kind"
 
 
 def test_missing_sheet_or_file_stops_the_read(tmp_path: Path) -> None:
     book = _xlsx(tmp_path / "s.xlsx", {"Pts": [["ID"], ["A"]]})
-    mapping = _mapping(
-        {"tables": {"patients": {"source": "Patients", "columns": {"study_id": "ID"}}}}
-    )
+    mapping = _mapping({"patients": {"source": "Patients", "columns": {"study_id": "ID"}}})
     with pytest.raises(InputError, match=r"no sheet 'Patients' \(sheets: Pts\)"):
         read_study(book, mapping)
     with pytest.raises(InputError, match="file named in the mapping is missing"):
         read_study(tmp_path, mapping)
 
 
-def test_one_csv_with_a_tables_layout_reads_its_neighbours(tmp_path: Path) -> None:
+def test_one_csv_reads_its_neighbours(tmp_path: Path) -> None:
     _csv(tmp_path, "patients.csv", "ID\nA\n")
-    _csv(tmp_path, "mrd.csv", "ID,TP,Day,MRD\nA,day_28,28,neg\n")
-    mapping = _mapping({"tables": {**PATIENTS_ONLY["tables"], "mrd": MRD_TABLE}})
-    result = read_study(tmp_path / "patients.csv", mapping)
-    assert [m.event_id for m in result.cases[0].mrd] == ["mrd-day_28-pcr"]
+    _csv(tmp_path, "mrd.csv", "ID,MRD\nA,negative\n")
+    spec = {"source": "mrd", "concept": "mrd", "columns": {"study_id": "ID", "value": "MRD"}}
+    result = read_study(
+        tmp_path / "patients.csv", _mapping({"patients": PATIENTS, "events": [spec]})
+    )
+    assert [e.event_id for e in result.cases[0].events] == ["mrd-1"]
 
 
-def test_wide_layout_in_a_folder_and_in_a_workbook(tmp_path: Path) -> None:
-    mapping = _mapping(
-        {
-            "layout": "wide",
-            "source": "cohort",
-            "patient": {"columns": {"study_id": "ID", "anchor_date": "Infusion"}},
-            "events": {
-                "mrd": [
-                    {"columns": {"result": "MRD d28 (%)"},
-                     "constants": {"timepoint": "day_28", "method": "flow", "when_day": 28}},
-                ]
-            },
-        }
-    )  # fmt: skip
-    _csv(tmp_path / "folder", "cohort.csv", "ID,Infusion,MRD d28 (%)\nA,2021-01-01,0.3\nB,,\n")
-    rows = [["ID", "Infusion", "MRD d28 (%)"], ["A", dt.datetime(2021, 1, 1), 0.3], ["B"]]
-    _xlsx(tmp_path / "cohort.xlsx", {"cohort": rows})
-    for path in (tmp_path / "folder", tmp_path / "cohort.xlsx"):
-        result = read_study(path, mapping)
-        assert result.rejects == []
-        a, b = result.cases
-        (mrd,) = a.mrd
-        assert (mrd.value, mrd.unit, mrd.when.day, mrd.when.date) == (
-            0.3, "%", 28, dt.date(2021, 1, 29),
-        )  # fmt: skip
-        assert b.mrd == ()
+def test_a_mapping_that_does_not_fit_the_library_is_a_config_error(tmp_path: Path) -> None:
+    _csv(tmp_path, "patients.csv", "ID\nA\n")
+    for spec, expected in [
+        (
+            {"concept": "mrd", "columns": {"cycle": "ID"}},
+            r"events\[0\]\.columns\.cycle: concept mrd has no",
+        ),
+        (
+            {"concept": "mrd", "constants": {"when_day": "soon"}},
+            r"events\[0\]\.constants\.when_day: 'soon'",
+        ),
+        (
+            {"concept": "mrd", "constants": {"value": "weird"}},
+            r"events\[0\]\.constants\.value: 'weird'",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=expected):
+            read_study(
+                tmp_path / "patients.csv", _mapping({"patients": PATIENTS, "events": [spec]})
+            )
 
 
 # -- JSON and errors about the file itself --------------------------------------------------
@@ -559,8 +892,7 @@ def test_json_needs_no_mapping_and_rejects_bad_cases(
 ) -> None:
     (path,) = write_study(seed_cases[:2], tmp_path / "c.json", "json")
     items = orjson.loads(path.read_bytes())
-    items[1]["mrd"][0]["value"] = -1
-    items[1]["mrd"][0]["unit"] = "%"
+    items[1]["events"][0]["when"] = {"day": 3}
     path.write_bytes(orjson.dumps(items))
     result = read_study(path)
     assert result.cases == seed_cases[:1]
@@ -568,10 +900,10 @@ def test_json_needs_no_mapping_and_rejects_bad_cases(
     assert (reject.source, reject.row, reject.column, reject.table) == (
         "c.json",
         2,
-        "mrd.0.value",
+        "events.0.when",
         "cases",
     )
-    assert "greater than or equal to 0" in reject.reason
+    assert "needs its anchor event" in reject.reason
 
 
 @pytest.mark.parametrize(
@@ -586,7 +918,7 @@ def test_json_that_is_not_a_case_list(tmp_path: Path, content: bytes, expected: 
 
 
 def test_files_that_cannot_be_read(tmp_path: Path) -> None:
-    mapping = _mapping(PATIENTS_ONLY)
+    mapping = _mapping({"patients": PATIENTS})
     with pytest.raises(InputError, match="no such file"):
         read_study(tmp_path / "nope.csv", mapping)
     _csv(tmp_path, "x.csv", "ID\nA\n")
@@ -602,18 +934,89 @@ def test_semicolon_csv_in_another_encoding(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "patients.csv").write_bytes("ID;Geschlecht;Alter\nA;weiblich;7,5\n".encode("cp1252"))
     (folder / "other.csv").write_bytes("ID;Geschlecht\nB;männlich\n".encode("cp1252"))
-    spec = {"columns": {"study_id": "ID", "sex": "Geschlecht"},
-            "values": {"sex": {"weiblich": "female", "männlich": "male"}}}  # fmt: skip
+    spec = {
+        "columns": {"study_id": "ID", "sex": "Geschlecht"},
+        "values": {"sex": {"weiblich": "female", "männlich": "male"}},
+    }
     mapping = _mapping(
         {
             "csv_delimiter": ";",
             "encoding": "cp1252",
-            "tables": {"patients": {**spec, "source": "patients",
-                                    "columns": {**spec["columns"], "age_at_diagnosis": "Alter"}}},
+            "patients": {
+                **spec,
+                "source": "patients",
+                "columns": {**spec["columns"], "age_at_diagnosis": "Alter"},
+            },
         }
-    )  # fmt: skip
+    )
     (case,) = read_study(folder, mapping).cases
-    assert (case.patient.sex, case.patient.age_at_diagnosis) == ("female", 7.5)
-    utf8 = _mapping({"csv_delimiter": ";", "tables": {"patients": {**spec, "source": "other"}}})
+    assert (case.patient.sex, case.patient.attributes) == ("female", {"age_at_diagnosis": 7.5})
+    utf8 = _mapping({"csv_delimiter": ";", "patients": {**spec, "source": "other"}})
     with pytest.raises(InputError, match="set `encoding` in the mapping"):
         read_study(folder, utf8)
+
+
+def test_events_of_a_case_are_in_spec_then_row_order(seed_cases: list[Case]) -> None:
+    concepts = [e.concept for e in seed_cases[0].events]
+    assert concepts[:2] == ["diagnosis", "last_follow_up"]
+    assert concepts.index("blinatumomab") < concepts.index("apheresis") < concepts.index("mrd")
+    assert all(isinstance(e, Event) for e in seed_cases[0].events)
+
+
+# -- values written as people write them read back as they were ------------------------------
+
+
+def _as_written(value: Value) -> str:
+    unit = f" {value.unit}" if value.unit else ""
+    if value.low is not None:
+        return f"{value.low!r}–{value.high!r}{unit}"
+    if value.number is not None:
+        return f"{value.comparator or ''}{value.number!r}{unit}"
+    if value.boolean is not None:
+        return "ja" if value.boolean else "nein"
+    return value.code or value.text or ""
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_generated_values_written_in_a_cell_read_back(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    lib = library()
+    concept = data.draw(st.sampled_from(sorted(lib.data.concepts)))
+    value = data.draw(values(lib.concept(concept)))
+    assume(value is not None and not (value.code and value.number is not None))
+    assert value is not None
+    folder = tmp_path_factory.mktemp("v")
+    with (folder / "events.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["ID", "C", "V"], ["A", concept, _as_written(value)]])
+    _csv(folder, "patients.csv", "ID\nA\n")
+    spec = {"source": "events", "columns": {"study_id": "ID", "concept": "C", "value": "V"}}
+    result = read_study(folder, _mapping({"patients": PATIENTS, "events": [spec]}))
+    assert result.rejects == []
+    assert result.cases[0].events[0].value == value
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_generated_attributes_written_in_a_cell_read_back(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    lib = library()
+    concept = data.draw(st.sampled_from([k for k, c in lib.data.concepts.items() if c.attributes]))
+    name = data.draw(st.sampled_from(lib.concept(concept).attributes))
+    scalar = data.draw(attribute_values(lib.attribute(name)))
+    cell = ("ja" if scalar else "nein") if isinstance(scalar, bool) else repr(scalar)
+    cell = scalar if isinstance(scalar, str) else cell
+    folder = tmp_path_factory.mktemp("a")
+    with (folder / "events.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["ID", "A"], ["A", cell]])
+    _csv(folder, "patients.csv", "ID\nA\n")
+    spec = {"source": "events", "concept": concept, "columns": {"study_id": "ID", name: "A"}}
+    result = read_study(folder, _mapping({"patients": PATIENTS, "events": [spec]}))
+    assert result.rejects == []
+    assert result.cases[0].events[0].attributes == {name: scalar}

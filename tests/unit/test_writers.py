@@ -1,4 +1,4 @@
-"""Writing the canonical tables layout, and reading it back unchanged."""
+"""Writing the canonical tables (patients, events, other), and reading them back unchanged."""
 
 from __future__ import annotations
 
@@ -13,11 +13,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
+from fhir_cart.concepts import ConceptsFile
 from fhir_cart.errors import Reject
 from fhir_cart.readers import read_study
-from fhir_cart.records import Case, PatientRecord, ProcedureRecord, When
-from fhir_cart.study_mapping import TABLES, load_study_mapping
-from fhir_cart.writers import COLUMNS, canonical_mapping, table_rows, write_rejects, write_study
+from fhir_cart.records import Case, Event, PatientRecord, Value, When
+from fhir_cart.study_mapping import load_study_mapping
+from fhir_cart.writers import (
+    EVENT_COLUMNS,
+    OTHER_COLUMNS,
+    canonical_mapping,
+    table_columns,
+    table_rows,
+    write_rejects,
+    write_study,
+)
 from tests.conftest import MAPPINGS
 from tests.strategies import cohorts
 
@@ -31,6 +40,7 @@ def _read_back(cases: list[Case], out: Path, fmt: str) -> list[Case]:
     path = out if fmt == "csv" else written[0]
     result = read_study(path, canonical_mapping("canonical") if fmt != "json" else None)
     assert result.rejects == []
+    assert result.unmapped_columns == []
     return result.cases
 
 
@@ -41,12 +51,16 @@ def test_canonical_mapping_file_is_the_one_in_code() -> None:
 
 
 def test_canonical_tables_and_columns() -> None:
-    assert tuple(COLUMNS) == TABLES
-    for table, columns in COLUMNS.items():
-        assert columns[0] == "study_id", table
-    assert "anchor_date" not in COLUMNS["patients"]
-    assert "result" not in COLUMNS["mrd"]
-    assert {"start_date", "start_day", "start_anchor"} <= set(COLUMNS["drugs"])
+    columns = table_columns()
+    assert list(columns) == ["patients", "events"]
+    assert columns["patients"][:4] == ["study_id", "centre", "sex", "birth_date"]
+    assert "age_at_diagnosis" in columns["patients"]
+    events = columns["events"]
+    assert events[: len(EVENT_COLUMNS)] == list(EVENT_COLUMNS)
+    attributes = events[len(EVENT_COLUMNS) :]
+    assert attributes == sorted(attributes)
+    assert {"cycle", "intent", "cd19", "grade", "cell_dose"} <= set(attributes)
+    assert {"when_earliest_day", "end_latest_day", "value_code", "origin"} <= set(events)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "json"])
@@ -58,7 +72,7 @@ def test_fixtures_read_back_unchanged(
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -72,14 +86,18 @@ def test_generated_cases_read_back_unchanged(
 
 def test_csv_folder_has_a_file_per_table(tmp_path: Path, seed_cases: list[Case]) -> None:
     paths = write_study(seed_cases, tmp_path, "csv")
-    assert paths == [tmp_path / f"{t}.csv" for t in TABLES]
-    with (tmp_path / "mrd.csv").open(newline="") as handle:
+    assert paths == [tmp_path / "patients.csv", tmp_path / "events.csv"]
+    with (tmp_path / "events.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == COLUMNS["mrd"]
-    assert len(rows) == sum(len(c.mrd) for c in seed_cases)
-    first = rows[0]
-    assert (first["when_day"], first["when_anchor"], first["unit"]) == ("-75", "cart_infusion", "%")
-    assert first["when_date"] == "2019-02-20"
+    assert list(rows[0]) == table_columns()["events"]
+    assert len(rows) == sum(len(c.events) for c in seed_cases)
+    cyclo = next(r for r in rows if r["concept"] == "cyclophosphamide")
+    assert (cyclo["value_number"], cyclo["value_unit"], cyclo["intent"]) == (
+        "500.0", "mg/m2", "lymphodepletion",
+    )  # fmt: skip
+    assert (cyclo["when_day"], cyclo["when_anchor"], cyclo["when_date"]) == (
+        "-6", "cart_infusion", "2019-04-30",
+    )  # fmt: skip
 
 
 def test_workbook_has_a_sheet_per_table_and_real_dates(
@@ -88,34 +106,105 @@ def test_workbook_has_a_sheet_per_table_and_real_dates(
     (path,) = write_study(seed_cases, tmp_path / "cohort.xlsx", "xlsx")
     assert path == tmp_path / "cohort.xlsx"
     book = load_workbook(path, read_only=True)
-    assert book.sheetnames == list(TABLES)
+    assert book.sheetnames == ["patients", "events"]
     patients = list(book["patients"].iter_rows(values_only=True))
-    assert list(patients[0]) == COLUMNS["patients"]
-    birth = patients[1][COLUMNS["patients"].index("birth_date")]
+    assert list(patients[0]) == table_columns()["patients"]
+    birth = patients[1][table_columns()["patients"].index("birth_date")]
     assert birth == dt.datetime(2011, 2, 14)
     book.close()
     assert write_study(seed_cases, tmp_path, "xlsx") == [tmp_path / "study.xlsx"]
 
 
+def _case(**event: Any) -> Case:
+    base: dict[str, Any] = {
+        "event_id": "1.0",
+        "concept": "hsct",
+        "when": When(day=0, anchor="hsct"),
+    }
+    return Case(
+        patient=PatientRecord(study_id="007", centre="x"), events=(Event(**{**base, **event}),)
+    )
+
+
 def test_text_that_looks_like_a_formula_stays_text(tmp_path: Path) -> None:
-    case = Case(
-        patient=PatientRecord(study_id="007", centre="x"),
-        procedures=(
-            ProcedureRecord(event_id="1.0", kind="hsct", when=When(day=0, anchor="hsct"),
-                            conditioning="=HYPERLINK(\"x\")"),
-        ),
-    )  # fmt: skip
+    case = _case(attributes={"conditioning": '=HYPERLINK("x")'})
     (path,) = write_study([case], tmp_path, "xlsx")
     book = load_workbook(path)
-    column = COLUMNS["procedures"].index("conditioning") + 1
-    cell = book["procedures"].cell(row=2, column=column)
+    column = table_columns()["events"].index("conditioning") + 1
+    cell = book["events"].cell(row=2, column=column)
     assert (cell.value, cell.data_type) == ('=HYPERLINK("x")', "s")
     assert _read_back([case], tmp_path / "again", "xlsx") == [case]
 
 
+OTHER = [
+    {"study_id": "007", "resource_type": "Observation", "resource_id": "o1", "code_system":
+     "http://loinc.org", "code": "718-7", "display": "Hemoglobin", "value": 12.5, "unit": "g/dL",
+     "time": "2021-01-01", "reason": "no concept has this code"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
+def test_other_rows_are_written_when_given(tmp_path: Path, fmt: str) -> None:
+    paths = write_study([_case()], tmp_path, fmt, other=OTHER)  # type: ignore[arg-type]
+    if fmt == "csv":
+        assert paths[-1] == tmp_path / "other.csv"
+        with paths[-1].open(newline="") as handle:
+            (row,) = csv.DictReader(handle)
+        assert list(row) == list(OTHER_COLUMNS)
+        assert (row["code"], row["value"]) == ("718-7", "12.5")
+    elif fmt == "xlsx":
+        book = load_workbook(paths[0], read_only=True)
+        assert book.sheetnames == ["patients", "events", "other"]
+        rows = list(book["other"].iter_rows(values_only=True))
+        assert rows[1][OTHER_COLUMNS.index("display")] == "Hemoglobin"
+    else:
+        assert pq.read_table(tmp_path / "other.parquet").to_pylist()[0]["value"] == "12.5"
+    # and the canonical tables still read back
+    if fmt != "parquet":
+        assert _read_back([_case()], tmp_path / "again", fmt) == [_case()]
+
+
+def test_no_other_table_without_other_rows(tmp_path: Path) -> None:
+    assert write_study([_case()], tmp_path, "csv") == [
+        tmp_path / "patients.csv", tmp_path / "events.csv",
+    ]  # fmt: skip
+
+
+def test_an_attribute_the_library_lacks_is_an_error_not_a_drop(tmp_path: Path) -> None:
+    case = _case(attributes={"ward": "7B"})
+    with pytest.raises(ValueError, match="ward not in the concept library"):
+        write_study([case], tmp_path, "csv")
+
+
+def test_a_studys_own_concepts_are_columns_and_read_back(tmp_path: Path) -> None:
+    own = ConceptsFile.model_validate(
+        {
+            "attributes": {"ward": {"label": "Ward", "type": "text"}},
+            "concepts": {"ferritin": {"label": "Ferritin", "kind": "observation",
+                                      "value": {"type": "quantity", "units": ["ug/L"]},
+                                      "attributes": ["ward"]}},
+        }
+    )  # fmt: skip
+    mapping = canonical_mapping("own", extra=own)
+    assert mapping.own_concepts() == own
+    from fhir_cart.readers import default_library
+
+    library = default_library(mapping)
+    case = Case(
+        patient=PatientRecord(study_id="A", centre="own"),
+        events=(Event(event_id="f1", concept="ferritin", value=Value(number=350.0, unit="ug/L"),
+                      attributes={"ward": "7B"}),),
+    )  # fmt: skip
+    write_study([case], tmp_path, "csv", library=library)
+    result = read_study(tmp_path, mapping)
+    assert result.rejects == []
+    assert result.cases == [case]
+
+
 def _arrow_rows(table: str, cases: list[Case]) -> list[dict[str, Any]]:
+    columns = table_columns()[table]
     return [
-        {column: row.get(column) for column in COLUMNS[table]}
+        {column: row.get(column) for column in columns}
         for name, row in table_rows(cases)
         if name == table
     ]
@@ -126,10 +215,10 @@ def test_parquet_gives_the_same_rows(
 ) -> None:
     cases = [*seed_cases, *centre_b_cases]
     paths = write_study(cases, tmp_path, "parquet")
-    assert paths == [tmp_path / f"{t}.parquet" for t in TABLES]
-    for table in TABLES:
+    assert paths == [tmp_path / "patients.parquet", tmp_path / "events.parquet"]
+    for table in ("patients", "events"):
         read = pq.read_table(tmp_path / f"{table}.parquet")
-        assert read.column_names == COLUMNS[table]
+        assert read.column_names == table_columns()[table]
         assert read.to_pylist() == _arrow_rows(table, cases), table
 
 
@@ -140,26 +229,33 @@ def test_parquet_gives_the_same_rows_generated(
 ) -> None:
     out = tmp_path_factory.mktemp("p")
     write_study(cohort, out, "parquet")
-    for table in TABLES:
+    for table in ("patients", "events"):
         assert pq.read_table(out / f"{table}.parquet").to_pylist() == _arrow_rows(table, cohort)
 
 
 def test_empty_parquet_tables_keep_their_types(tmp_path: Path) -> None:
     write_study([Case(patient=PatientRecord(study_id="A", centre="x"))], tmp_path, "parquet")
-    events = pq.read_table(tmp_path / "adverse_events.parquet")
+    events = pq.read_table(tmp_path / "events.parquet")
     assert events.num_rows == 0
     types = {f.name: str(f.type) for f in events.schema}
-    assert types["grade"] == "int32"
+    assert types["grade"] == "int64"
+    assert types["cell_dose"] == "double"
+    assert types["steroid_refractory"] == "bool"
     assert types["when_date"] == "date32[day]"
-    assert types["kind"] == "string"
-    mrd = pq.read_table(tmp_path / "mrd.parquet").schema
-    assert str(mrd.field("value").type) == "double"
+    assert types["when_day"] == "int32"
+    assert types["value_number"] == "double"
+    assert types["value_boolean"] == "bool"
+    assert types["concept"] == "string"
+    patients = pq.read_table(tmp_path / "patients.parquet").schema
+    assert str(patients.field("age_at_diagnosis").type) == "double"
 
 
 def test_json_is_the_case_list(tmp_path: Path, seed_cases: list[Case]) -> None:
     (path,) = write_study(seed_cases, tmp_path, "json")
     assert path == tmp_path / "study.json"
     assert read_study(path).cases == seed_cases
+    paths = write_study(seed_cases, tmp_path / "o", "json", other=OTHER)
+    assert [p.name for p in paths] == ["study.json", "study.other.json"]
 
 
 def test_unknown_format(tmp_path: Path) -> None:
@@ -169,7 +265,7 @@ def test_unknown_format(tmp_path: Path) -> None:
 
 def test_rejects_report(tmp_path: Path) -> None:
     rejects = [
-        Reject("s.xlsx", 3, "MRD", "abc", "expected an MRD result", "MRD"),
+        Reject("s.xlsx", 3, "MRD", "abc", "expected a number", "MRD"),
         Reject("c.json", None, None, None, 'not JSON, "quoted"'),
     ]
     path = write_rejects(rejects, tmp_path / "out" / "rejects.csv")
@@ -177,6 +273,6 @@ def test_rejects_report(tmp_path: Path) -> None:
         rows = list(csv.reader(handle))
     assert rows == [
         ["source", "table", "row", "column", "value", "reason"],
-        ["s.xlsx", "MRD", "3", "MRD", "abc", "expected an MRD result"],
+        ["s.xlsx", "MRD", "3", "MRD", "abc", "expected a number"],
         ["c.json", "", "", "", "", 'not JSON, "quoted"'],
     ]

@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
@@ -63,9 +63,9 @@ class Unmapped:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class OtherRow:
-    """A pulled resource that matches no concept: one row of the ``other`` table (spec §3)."""
+class OtherRow(TypedDict):
+    """A pulled resource that matches no concept: one row of the ``other`` table (spec §3,
+    columns ``writers.OTHER_COLUMNS``)."""
 
     study_id: str | None
     resource_type: str
@@ -84,6 +84,8 @@ class ReverseResult:
     cases: list[Case] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
     other: list[OtherRow] = field(default_factory=list)
+    """Rows of the ``other`` table, one per resource that is no event (each also listed in
+    ``unmapped`` with the same reason)."""
 
 
 class _NoConcept(ValueError):
@@ -311,11 +313,21 @@ def _extension_attributes(
         key = urls.get(url)
         if key is None and url.startswith(base):
             name = url[len(base) :]
-            if name not in _OWN_EXTENSIONS and re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            if name not in _reserved(ctx) and re.fullmatch(r"[a-z][a-z0-9_]*", name):
                 key = name  # an attribute the library does not declare, kept by its name
         if key is not None:
             out[key] = _attribute_scalar(ctx, library.get(key), ext)
     return out
+
+
+def _reserved(ctx: MappingContext) -> frozenset[str]:
+    """Extension names fhir_cart uses itself: never read as an undeclared attribute."""
+    found = ctx.memo.get("reserved")
+    if found is None:
+        kinds = ctx.concepts.keys("death") + ctx.concepts.keys("follow_up")
+        found = frozenset(_OWN_EXTENSIONS) | {k.replace("_", "-") for k in kinds}
+        ctx.memo["reserved"] = found
+    return found
 
 
 def _placed(ctx: MappingContext, concept: ConceptDef, place: str) -> list[str]:
@@ -582,7 +594,7 @@ def _patient_events(ctx: MappingContext, resource: Json, study_id: str) -> list[
             holder = resource.get("_" + name) or {}
             when = _when(ctx, resource, name) if name == "deceasedDateTime" else None
             out.append(_detail_event(ctx, holder, deaths[0], when))
-    for key in ctx.concepts.keys("follow_up"):
+    for key in ctx.concepts.keys("follow_up") + deaths:
         url = ctx.ext(key.replace("_", "-"))
         for ext in resource.get("extension") or ():
             if ext.get("url") == url:

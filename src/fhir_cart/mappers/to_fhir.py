@@ -379,12 +379,20 @@ def patient(ctx: MappingContext, case: Case, refs: _Refs | None = None) -> Json:
         out["gender"] = record.sex
     if record.birth_date is not None:
         out["birthDate"] = record.birth_date.isoformat()
+    deaths, others = [], []
     for event in case.events:
         kind = ctx.concepts.concept(event.concept).kind
         if kind == "death":
-            _put_death(ctx, out, event)
+            deaths.append(event)
         elif kind == "follow_up":
-            extensions.append(_follow_up(ctx, event))
+            others.append(event)
+    if deaths:  # the first death (by event id) is deceased[x]; a second one is kept beside
+        deaths.sort(key=event_order)
+        _put_death(ctx, out, deaths[0])
+        others += deaths[1:]
+    if len(others) > 1:  # in event-id order, so the record's row order does not matter
+        others.sort(key=event_order)
+    extensions.extend(_patient_event(ctx, event) for event in others)
     if extensions:
         out["extension"] = extensions
     return out
@@ -416,8 +424,6 @@ def _event_details(ctx: MappingContext, event: Event) -> list[Json]:
 
 
 def _put_death(ctx: MappingContext, out: Json, event: Event) -> None:
-    if "deceasedDateTime" in out or "_deceasedDateTime" in out or "deceasedBoolean" in out:
-        raise ValueError(f"patient has two death events ({event.event_id!r} is the second)")
     details = _event_details(ctx, event)
     name = "deceasedDateTime" if event.when is not None else "deceasedBoolean"
     if event.when is not None:
@@ -428,14 +434,15 @@ def _put_death(ctx: MappingContext, out: Json, event: Event) -> None:
         out.setdefault("_" + name, {"extension": []})["extension"].extend(details)
 
 
-def _follow_up(ctx: MappingContext, event: Event) -> Json:
+def _patient_event(ctx: MappingContext, event: Event) -> Json:
+    """A follow-up (or a second death) as a Patient extension named after its concept."""
     url = ctx.ext(event.concept.replace("_", "-"))
     if event.when is None:
         ext: Json = {"url": url, "extension": []}
     else:
         ext = _time_extension(ctx, url, event.when)
     ext["extension"].extend(_event_details(ctx, event))
-    if not ext["extension"]:  # an undated follow-up with nothing else: say so
+    if not ext["extension"]:  # an undated event with nothing else: its id says it is there
         ext["extension"].append({"url": ctx.ext("event-id"), "valueString": event.event_id})
     return ext
 

@@ -267,8 +267,10 @@ def _routes(app: FastAPI) -> None:
     ) -> Response:
         folder = _pull_output(settings, cache, job_id)
         cases = read_study(folder / "study.json").cases
+        other_file = folder / "other.json"
+        other = orjson.loads(other_file.read_bytes()) if other_file.exists() else []
         target = folder / f"export-{format}"
-        files = [*write_study(cases, target, format), folder / "unmapped.csv"]
+        files = [*write_study(cases, target, format, other=other), folder / "unmapped.csv"]
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in files:
@@ -280,7 +282,7 @@ def _routes(app: FastAPI) -> None:
              dependencies=Auth)  # fmt: skip
     def cache_patients(cache: CacheDep) -> list[s.PatientOut]:
         return [s.PatientOut(centre=c.patient.centre, study_id=c.patient.study_id,
-                             events=sum(len(e) for _, e in c.event_lists()))
+                             events=len(c.events))
                 for c in cache.study_records()]  # fmt: skip
 
     @app.get("/cache/resources", response_model=list[s.ResourceOut], tags=["cache"],

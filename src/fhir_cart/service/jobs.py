@@ -21,7 +21,7 @@ from fhir_cart.mappers.context import mapping_context
 from fhir_cart.readers import read_study
 from fhir_cart.settings import Settings
 from fhir_cart.study_mapping import load_study_mapping
-from fhir_cart.summary import summarise
+from fhir_cart.summary import load_study, summarise
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.service import run_pull, run_push, write_unmapped
 from fhir_cart.writers import write_study
@@ -47,6 +47,7 @@ async def _push(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
     ctx = mapping_context(
         identifier_base=mapping.identifier_base if mapping else None,
         strict=settings.strict_terminology,
+        extra=mapping.own_concepts() if mapping else None,
     )
     server = settings.servers[params["server"]]
     await run_push(cases=result.cases, ctx=ctx, server=server, cache=cache, run_id=run.id)
@@ -66,9 +67,13 @@ async def _pull(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
     )  # fmt: skip
     out = job_dir(settings, run.id)
     write_study(outcome.cases, out, "json")
+    (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")
-    summary = summarise(outcome.cases)
-    (out / "summary.json").write_bytes(orjson.dumps(summary.__dict__))
+    study = params.get("study")
+    summary: dict[str, Any] = {"patients": len(outcome.cases)}
+    if study:
+        summary = {r.id: r.value for r in summarise(outcome.cases, load_study(study))}
+    (out / "summary.json").write_bytes(orjson.dumps(summary))
 
 
 async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:

@@ -59,6 +59,10 @@ class PullRequest(BaseModel):
     query: str | None = Field(default=None, max_length=2000)
     since: str | None = Field(default=None, max_length=40)
     use_export: bool = False
+    study: str | None = Field(
+        default=None, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$",
+        description="Study definition (a name in mappings/studies/) whose summary to compute",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _matches(self) -> PullRequest:

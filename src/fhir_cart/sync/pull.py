@@ -25,8 +25,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "Procedure",
     "Observation",
     "AdverseEvent",
+    "MedicationRequest",
+    "Specimen",
 )
-"""Resource types fetched for each patient (R4 search parameter ``subject`` on each)."""
+"""Resource types fetched for each patient (R4 search parameter ``subject`` or ``patient``).
+Specimens give the specimen of an Observation; MedicationRequests are read as drug events
+when a server records no administrations."""
 
 
 class SearchClient(Protocol):

@@ -202,6 +202,8 @@ class PullOutcome:
     cases: list[Case] = field(default_factory=list)
     unmapped: list[Unmapped] = field(default_factory=list)
     stats: PullStats = field(default_factory=PullStats)
+    other: list[dict[str, Any]] = field(default_factory=list)
+    """Rows for resources that match no concept (the ``other`` table): nothing is dropped."""
 
 
 async def _fetch(
@@ -284,7 +286,7 @@ async def run_pull(
     cache.mark_mapped(server=key, unmapped=unmapped)
     counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
     cache.finish_run(run_id, status="succeeded", counts=counts)
-    return PullOutcome(run_id, result.cases, result.unmapped, stats)
+    return PullOutcome(run_id, result.cases, result.unmapped, stats, list(result.other))
 
 
 def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
