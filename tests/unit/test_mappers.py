@@ -222,21 +222,41 @@ def _readers_ready() -> bool:
     return True
 
 
+FIXTURE_COHORTS = {
+    "seed": ("seed/seed_cohort.xlsx", "seed.yaml"),
+    "centre_b": ("centre_b/centre_b.csv", "centre_b.yaml"),
+    "hsct_series": ("hsct_series/hsct_series.csv", "hsct_series.yaml"),
+    "adult_cart": ("adult_cart", "adult_cart.yaml"),
+}
+
+
 @pytest.mark.parametrize("style", ["urn", "relative"])
-def test_seed_and_centre_b_fixtures_round_trip(
-    ctx: MappingContext, request: pytest.FixtureRequest, style: str, schema: SchemaChecker
+@pytest.mark.parametrize("name", sorted(FIXTURE_COHORTS))
+def test_fixture_cohorts_are_valid_r4_and_round_trip(
+    name: str, style: str, schema: SchemaChecker
 ) -> None:
     need(_readers_ready(), "fhir_cart.readers does not read the open record yet")
-    styled = ctx.with_style(style)  # type: ignore[arg-type]
-    for name in ("seed_cases", "centre_b_cases"):
-        cohort: list[Case] = request.getfixturevalue(name)
-        resources = [r for c in cohort for r in case_to_fhir(styled, c)]
-        for resource in resources:
-            _valid(resource, schema)
-        result = cases_from_fhir(styled, resources)
-        assert (result.unmapped, result.other) == ([], [])
-        by_id = sorted(result.cases, key=lambda c: c.patient.study_id)
-        assert by_id == sorted((normalise(c) for c in cohort), key=lambda c: c.patient.study_id)
+    from fhir_cart.readers import read_study
+    from fhir_cart.study_mapping import load_study_mapping
+
+    path, mapping_file = FIXTURE_COHORTS[name]
+    mapping = load_study_mapping(MAPPINGS / "centres" / mapping_file)
+    read = read_study(ROOT / "fixtures" / path, mapping)
+    assert read.rejects == []
+    ctx = mapping_context(
+        terminology=load_terminology(MAPPINGS / "terminology.yaml", as_of=AS_OF),
+        extra=mapping.own_concepts(),
+        ref_style=style,  # type: ignore[arg-type]
+    )
+    cohort = list(read.cases)
+    resources = [r for c in cohort for r in case_to_fhir(ctx, c)]
+    assert len(resources) > 2 * len(cohort) > 0
+    for resource in resources:
+        _valid(resource, schema)
+    result = cases_from_fhir(ctx, resources)
+    assert (result.unmapped, result.other) == ([], [])
+    by_id = sorted(result.cases, key=lambda c: c.patient.study_id)
+    assert by_id == sorted((normalise(c) for c in cohort), key=lambda c: c.patient.study_id)
 
 
 def _case(*events: Event, **patient: Any) -> Case:
