@@ -490,6 +490,19 @@ def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContex
     assert len(case.events) + len(result.other) + 1 == len(resources)  # + the Patient
 
 
+def test_malformed_resources_are_kept_with_a_reason(ctx: MappingContext) -> None:
+    resources = _ehr(
+        _on({"resourceType": "Observation", "id": "bad1", "code": "718-7"}),
+        _on({"resourceType": "Procedure", "id": "bad2", "code": {"coding": ["x"]}}),
+        _on({"resourceType": "Condition", "id": "bad3", "code": {"coding": [{"code": 1}]},
+             "onsetDateTime": 20200101}),
+    )  # fmt: skip
+    result = cases_from_fhir(ctx, resources)
+    assert [c.events for c in result.cases] == [()]
+    assert {o["resource_id"] for o in result.other} == {"bad1", "bad2", "bad3"}
+    assert all(o["reason"] for o in result.other)
+
+
 def test_medication_request_and_specimens(ctx: MappingContext) -> None:
     rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
     cyclo = {"coding": [{"system": rxnorm, "code": "3002"}]}
