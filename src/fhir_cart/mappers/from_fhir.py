@@ -633,9 +633,8 @@ def other_row(resource: Json, study_id: str | None, reason: str) -> OtherRow:
     """A resource as one row of the ``other`` table: its first coding, value and time."""
     coding: Json = {}
     for name in _CODE_ELEMENTS:
-        element = resource.get(name)
-        if isinstance(element, dict) and element.get("coding"):
-            coding = element["coding"][0]
+        coding = _first_coding(resource.get(name))
+        if coding:
             break
     value, unit = _other_value(resource)
     return OtherRow(
@@ -652,14 +651,20 @@ def other_row(resource: Json, study_id: str | None, reason: str) -> OtherRow:
     )
 
 
+def _first_coding(element: Any) -> Json:
+    """The first coding of a CodeableConcept, {} for anything else (even malformed data)."""
+    codings = element.get("coding") if isinstance(element, dict) else None
+    first = codings[0] if isinstance(codings, list) and codings else None
+    return first if isinstance(first, dict) else {}
+
+
 def _other_value(resource: Json) -> tuple[str | None, str | None]:
     if isinstance(resource.get("valueQuantity"), dict):
         q = resource["valueQuantity"]
         return f"{q.get('comparator', '')}{q.get('value')}", q.get("code") or q.get("unit")
     if isinstance(resource.get("valueCodeableConcept"), dict):
         cc = resource["valueCodeableConcept"]
-        first: Json = next(iter(cc.get("coding") or ()), {})
-        return first.get("code") or cc.get("text"), None
+        return _first_coding(cc).get("code") or cc.get("text"), None
     for name in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
         if name in resource:
             return str(resource[name]).lower() if name == "valueBoolean" else str(
@@ -689,7 +694,14 @@ def _subject_key(resource: Json) -> str | None:
     return reference_key(ref) if isinstance(ref, str) else None
 
 
+_BAD_INPUT = (ValueError, MappingError, TypeError, AttributeError, KeyError)
+"""What malformed resources raise in the readers above (a string where an object belongs,
+a missing element): the resource is kept as an ``other`` row with the reason."""
+
+
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, TypeError | AttributeError | KeyError):
+        return f"malformed resource ({exc.__class__.__name__}: {exc})"
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -713,7 +725,7 @@ def _map_resource(run: _Run, result: ReverseResult, resource: Json, patient: _Pa
         return
     try:
         patient.events.append(mapper(run, resource, study_id))
-    except (ValueError, MappingError) as exc:  # ValidationError is a ValueError
+    except _BAD_INPUT as exc:  # ValidationError is a ValueError
         _keep(result, resource, study_id, _reason(exc))
 
 
@@ -739,7 +751,7 @@ def _patients(
         if rtype == "Patient":
             try:
                 patients[str(resource.get("id"))] = patient_record(ctx, resource, centre)
-            except (ValueError, MappingError) as exc:
+            except _BAD_INPUT as exc:
                 _keep(result, resource, None, _reason(exc))
         elif rtype == "Specimen":
             specimens[str(resource.get("id"))] = resource
