@@ -332,7 +332,7 @@ def _reserved(ctx: MappingContext) -> frozenset[str]:
 
 def _placed(ctx: MappingContext, concept: ConceptDef, place: str) -> list[str]:
     """Attribute keys written at ``place`` (method, specimen, ...): the concept's first."""
-    key = ("placed", concept.label, place)
+    key = ("placed", id(concept), place)  # concepts live as long as the context
     found = ctx.memo.get(key)
     if found is None:
         attrs = ctx.concepts.data.attributes
