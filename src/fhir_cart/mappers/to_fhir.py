@@ -190,7 +190,7 @@ def _value_x(ctx: MappingContext, concept: ConceptDef, value: Value) -> tuple[st
     """The value[x] of a value's number, range, boolean or text (its code is separate)."""
     if value.number is not None:
         whole = value.unit is None and value.comparator is None and value.number.is_integer()
-        if whole and concept.value.type == "integer":
+        if whole and concept.value.type == "integer" and abs(value.number) < 2**31:  # int32
             return "valueInteger", int(value.number)
         return "valueQuantity", _quantity(ctx, value.number, value.unit, value.comparator)
     if value.low is not None or value.high is not None:
