@@ -28,10 +28,10 @@ from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, load_settings
 from fhir_cart.summary import StudyDefinition, load_study, summarise
-from fhir_cart.tables import summary_table
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.push import PushPlan, PushReport
 from fhir_cart.sync.service import run_pull, run_push, write_unmapped
+from fhir_cart.tables import summary_table
 
 __all__ = ["app", "main"]
 

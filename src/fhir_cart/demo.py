@@ -25,8 +25,8 @@ from fhir_cart.study_mapping import load_study_mapping
 from fhir_cart.summary import StudyDefinition, load_study, summarise
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.service import run_pull, run_push
-from fhir_cart.testing import SekmetServer
 from fhir_cart.tables import agrees, summary_table
+from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
 __all__ = ["run_demo"]

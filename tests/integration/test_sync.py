@@ -170,7 +170,8 @@ def test_correcting_a_value_in_the_study_file_updates_the_same_resource(
     corrected = tmp_path / "corrected.xlsx"
     book.save(corrected)
     after = read_study(corrected, mapping)
-    assert after.rejects == [] and before.rejects == []
+    assert after.rejects == []
+    assert before.rejects == []
     ids_before = sorted((c.patient.study_id, e.event_id) for c in before.cases for e in c.events)
     ids_after = sorted((c.patient.study_id, e.event_id) for c in after.cases for e in c.events)
     assert ids_after == ids_before
@@ -185,7 +186,9 @@ def test_correcting_a_value_in_the_study_file_updates_the_same_resource(
     assert report.counts == {"updated": 1, "unchanged": total - 1}
     assert server_totals(fhir_server) == totals
     (case,) = [c for c in after.cases if c.patient.study_id == str(patient)]
-    partial = [e for e in case.events if e.value is not None and e.value.code == "partial_remission"]
+    partial = [
+        e for e in case.events if e.value is not None and e.value.code == "partial_remission"
+    ]
     assert partial, "the corrected status is read"
 
 

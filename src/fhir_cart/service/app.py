@@ -179,7 +179,7 @@ def _routes(app: FastAPI) -> None:
         cache.add_rejects(run_id=None, rejects=result.rejects)
         return s.UploadReport(
             upload_id=upload_id, patients=len(result.cases),
-            events=sum(sum(len(e) for _, e in c.event_lists()) for c in result.cases),
+            events=sum(len(c.events) for c in result.cases),
             rejects=[s.RejectOut(**r.as_dict()) for r in result.rejects],
         )  # fmt: skip
 

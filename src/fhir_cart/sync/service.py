@@ -286,7 +286,8 @@ async def run_pull(
     cache.mark_mapped(server=key, unmapped=unmapped)
     counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
     cache.finish_run(run_id, status="succeeded", counts=counts)
-    return PullOutcome(run_id, result.cases, result.unmapped, stats, list(result.other))
+    other = [dict(row) for row in result.other]
+    return PullOutcome(run_id, result.cases, result.unmapped, stats, other)
 
 
 def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
