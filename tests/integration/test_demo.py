@@ -21,5 +21,5 @@ def test_readme_first_command_runs_the_main_job(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "all numbers the paper reports are reproduced" in done.stdout
-    assert "median follow up days" in done.stdout
+    assert "Median follow-up (days after infusion)" in done.stdout
     assert (tmp_path / "fhir-cart-data" / "demo" / "pulled" / "patients.csv").is_file()

@@ -109,7 +109,7 @@ def test_push_and_pull_jobs_end_to_end(
     exported = client.get(f"/jobs/{pull['id']}/export", params={"format": "csv"}, headers=KEY)
     names = zipfile.ZipFile(io.BytesIO(exported.content)).namelist()
     assert "patients.csv" in names
-    assert {"unmapped.csv", "events.csv", "other.csv"} <= set(names)
+    assert {"unmapped.csv", "patients.csv", "events.csv"} <= set(names)
     patients = client.get("/cache/patients", headers=KEY).json()
     assert len(patients) == 7
     sent = client.get("/cache/resources", params={"direction": "sent"}, headers=KEY).json()
