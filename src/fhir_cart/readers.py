@@ -471,6 +471,13 @@ def _when(
         return None
     relative = day is not None or window
     anchor = (window_anchor or anchor or ctx.mapping.anchor) if relative else None
+    if relative and anchor is None:
+        blamed = f"{name}_day" if day is not None else f"{name}_window"
+        raise _FieldError(
+            blamed,
+            "a relative day needs the event it counts from: set `anchor` in the mapping "
+            f"or map `{name}_anchor`",
+        )
     if day is not None and anchor == ctx.mapping.anchor and anchor_date is not None:
         date = _agree(name, date, day, anchor, anchor_date)
     try:

@@ -216,7 +216,7 @@ class StudyMapping(BaseModel):
     csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
     encoding: str = "utf-8-sig"
     date_formats: tuple[str, ...] = Field(default=("%Y-%m-%d",), min_length=1)
-    anchor: str = Field(default="cart_infusion", pattern=_KEY)
+    anchor: str | None = Field(default=None, pattern=_KEY)
     """Concept whose first event is day 0 of ``*_day`` fields that name no anchor."""
     concepts: dict[str, ConceptDef] = Field(default_factory=dict)
     attributes: dict[str, AttributeDef] = Field(default_factory=dict)
@@ -305,7 +305,7 @@ class _Checker:
         self.found: list[str] = []
 
     def run(self) -> list[str]:
-        if not self.lib.has(self.mapping.anchor):
+        if self.mapping.anchor is not None and not self.lib.has(self.mapping.anchor):
             self.found.append(f"anchor: no concept {self.mapping.anchor!r}")
         self.found += [
             f"{where}.{key}: the name of a field; give the attribute another key"

@@ -32,7 +32,7 @@ from tests.strategies import attribute_values, library, values
 
 
 def _mapping(data: dict[str, Any]) -> StudyMapping:
-    return StudyMapping.model_validate({"centre": "test", **data})
+    return StudyMapping.model_validate({"centre": "test", "anchor": "cart_infusion", **data})
 
 
 def _csv(folder: Path, name: str, text: str) -> Path:
@@ -1020,3 +1020,23 @@ def test_generated_attributes_written_in_a_cell_read_back(
     result = read_study(folder, _mapping({"patients": PATIENTS, "events": [spec]}))
     assert result.rejects == []
     assert result.cases[0].events[0].attributes == {name: scalar}
+
+
+def test_a_relative_day_without_any_anchor_is_rejected_with_the_remedy(tmp_path: Path) -> None:
+    """No study-specific default anchor: a day that counts from nothing is a reject that says
+    how to fix it, not a day silently counted from a CAR-T infusion."""
+    (tmp_path / "p.csv").write_text("id,fu\nA,30\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "centre: x\npatients: {columns: {study_id: id}}\n"
+        "events:\n  - {concept: last_follow_up, columns: {when_day: fu}}\n"
+    )
+    result = read_study(tmp_path / "p.csv", load_study_mapping(mapping))
+    (reject,) = result.rejects
+    assert (reject.column, reject.value) == ("fu", "30")
+    assert "set `anchor` in the mapping" in reject.reason
+    mapping.write_text(mapping.read_text().replace("centre: x", "centre: x\nanchor: hsct"))
+    (case,) = read_study(tmp_path / "p.csv", load_study_mapping(mapping)).cases
+    (event,) = case.events
+    assert event.when is not None
+    assert (event.when.day, event.when.anchor) == (30, "hsct")

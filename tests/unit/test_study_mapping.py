@@ -55,7 +55,7 @@ def test_defaults_of_a_minimal_mapping(tmp_path: Path) -> None:
     assert (mapping.identifier_base, mapping.study, mapping.header_row) == (None, None, 1)
     assert (mapping.csv_delimiter, mapping.encoding) == (",", "utf-8-sig")
     assert mapping.date_formats == ("%Y-%m-%d",)
-    assert mapping.anchor == "cart_infusion"
+    assert mapping.anchor is None  # no study-specific default: relative days need one named
     assert (mapping.events, mapping.ignore, mapping.own_concepts()) == ((), {}, None)
     spec = mapping.patients
     assert (spec.values, spec.constants, spec.units, spec.header_row) == ({}, {}, {}, None)
