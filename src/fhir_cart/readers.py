@@ -464,13 +464,13 @@ def _when(
     """The time ``name`` (when or end) of a row: date, relative day, window."""
     date = _parsed(cells, f"{name}_date", ctx.date)
     day = _parsed(cells, f"{name}_day", _to_int)
-    anchor = _parsed(cells, f"{name}_anchor", ctx.concept_key)
+    named: str | None = _parsed(cells, f"{name}_anchor", ctx.concept_key)
     earliest, latest, window_anchor = _window(ctx, cells, name)
     window = earliest is not None or latest is not None
     if date is None and day is None and not window:
         return None
     relative = day is not None or window
-    anchor = (window_anchor or anchor or ctx.mapping.anchor) if relative else None
+    anchor = (window_anchor or named or ctx.mapping.anchor) if relative else None
     if relative and anchor is None:
         blamed = f"{name}_day" if day is not None else f"{name}_window"
         raise _FieldError(
@@ -478,13 +478,18 @@ def _when(
             "a relative day needs the event it counts from: set `anchor` in the mapping "
             f"or map `{name}_anchor`",
         )
-    if day is not None and anchor == ctx.mapping.anchor and anchor_date is not None:
+    if (
+        day is not None
+        and anchor is not None
+        and anchor == ctx.mapping.anchor
+        and anchor_date is not None
+    ):
         date = _agree(name, date, day, anchor, anchor_date)
     try:
         return When(date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
     except ValidationError as exc:
-        blamed = next((f for f in cells if f.startswith(f"{name}_")), None)
-        raise _FieldError(blamed, validation_reason(exc)) from None
+        first = next((f for f in cells if f.startswith(f"{name}_")), None)
+        raise _FieldError(first, validation_reason(exc)) from None
 
 
 # -- a spec made ready to read rows ----------------------------------------------------------
