@@ -10,7 +10,7 @@ import yaml
 from openpyxl import Workbook
 
 from fhir_cart.readers import read_study
-from fhir_cart.records import Value, When
+from fhir_cart.records import Case, Value, When
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from tests.conftest import ROOT
 
@@ -97,3 +97,34 @@ def test_cli_reference_names_every_command_and_option() -> None:
     ]
     missing += [name for name in group.commands if f"## `fhir-cart {name}" not in doc]
     assert missing == [], f"docs/cli.md does not mention: {missing}"
+
+
+def test_design_excerpts_in_the_mapping_reference_are_the_shipped_files() -> None:
+    """The three-designs section quotes the shipped mapping files: each excerpt must still be
+    in the file its heading names, and each file must read its fixture cleanly."""
+    text = (ROOT / "docs" / "mapping-file.md").read_text()
+    section = text.split("## Three designs, three mapping files", 1)[1]
+    checked = 0
+    for part in section.split("\n### ")[1:]:
+        name = re.search(r"`(mappings/centres/[a-z_]+\.yaml)`", part.splitlines()[0])
+        assert name is not None, part.splitlines()[0]
+        shipped = (ROOT / name.group(1)).read_text()
+        for block in re.findall(r"```yaml\n(.*?)```", part, re.S):
+            assert block in shipped, f"{name.group(1)} no longer holds:\n{block}"
+            checked += 1
+    assert checked >= 5
+
+
+def test_worked_example_of_the_study_file_reference_reproduces_its_numbers(
+    seed_cases: list[Case],
+) -> None:
+    from fhir_cart.summary import parse_study, summarise
+
+    text = (ROOT / "docs" / "study-file.md").read_text()
+    section = text.split("## Worked example", 1)[1]
+    match = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert match is not None
+    study = parse_study(yaml.safe_load(match.group(1)))
+    results = summarise(seed_cases, study)
+    assert len(study.expected) == 5
+    assert {r.id: r.value for r in results if r.expected is not None} == study.expected
