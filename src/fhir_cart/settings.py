@@ -57,6 +57,15 @@ class ServerSettings(BaseModel):
     max_retries: int = Field(default=4, ge=0, le=10)
     bundle_size: int = Field(default=100, ge=1, le=5000)
     concurrency: int = Field(default=4, ge=1, le=64)
+    # What a server may make a pull do (a hostile or broken server otherwise pages forever,
+    # or sends pages of any size): exceeding one stops the pull with a clear error.
+    max_pages_per_pull: int = Field(default=10_000, ge=1)
+    max_entries_per_page: int = Field(default=1_000, ge=1)
+    max_resources_per_pull: int = Field(default=1_000_000, ge=1)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Bulk export files on another origin are fetched (without credentials) only when the
+    # manifest says requiresAccessToken: false and this is set.
+    allow_foreign_export_files: bool = False
 
     @field_validator("base_url")
     @classmethod

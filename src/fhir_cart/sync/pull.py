@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from fhir_cart.errors import LimitExceeded
+
 __all__ = ["EVENT_TYPES", "PullSelection", "PullStats", "patient_searches", "pull_resources"]
 
 log = logging.getLogger(__name__)
@@ -78,10 +80,15 @@ class PullSelection:
 class PullStats:
     patients: int = 0
     resources: dict[str, int] = field(default_factory=dict)
+    limit: int | None = None
+    """Most resources one pull may receive (``max_resources_per_pull``)."""
 
     def count(self, resource: Json) -> None:
         rtype = str(resource.get("resourceType"))
         self.resources[rtype] = self.resources.get(rtype, 0) + 1
+        if self.limit is not None and sum(self.resources.values()) > self.limit:
+            raise LimitExceeded(f"the pull received more than {self.limit} resources "
+                                "(setting max_resources_per_pull)")  # fmt: skip
 
 
 def patient_searches(selection: PullSelection) -> Iterable[dict[str, str]]:

@@ -77,6 +77,10 @@ def client_for(server: ServerSettings) -> FhirClient:
         auth=auth_from_settings(server.auth),
         timeout=server.timeout,
         max_retries=server.max_retries,
+        max_pages=server.max_pages_per_pull,
+        max_entries_per_page=server.max_entries_per_page,
+        max_response_bytes=server.max_response_bytes,
+        allow_foreign_export_files=server.allow_foreign_export_files,
     )
 
 
@@ -223,13 +227,15 @@ async def _fetch(
 
 async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: PullSelection,
                         stats: PullStats) -> set[str]:  # fmt: skip
-    outputs = await client.export(
+    manifest = await client.export_manifest(
         group_id=selection.group_id, types=["Patient", *EVENT_TYPES], since=selection.since
     )
+    requires_token = manifest.get("requiresAccessToken") is not False
     patient_ids: set[str] = set()
-    for output in outputs:
+    for output in manifest.get("output", ()):
         batch: list[dict[str, Any]] = []
-        async for resource in client.stream_ndjson(str(output["url"])):
+        url = str(output["url"])
+        async for resource in client.stream_ndjson(url, requires_access_token=requires_token):
             stats.count(resource)
             if resource.get("resourceType") == "Patient":
                 patient_ids.add(str(resource["id"]))
@@ -268,7 +274,7 @@ async def run_pull(
         run_id = cache.create_run(
             kind="pull", server=key, params={"selection": selection.kind}, worker=worker_name()
         )
-    stats = PullStats()
+    stats = PullStats(limit=server.max_resources_per_pull)
     try:
         async with client_for(server) as client:
             if use_export:
