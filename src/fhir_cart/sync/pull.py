@@ -10,16 +10,19 @@ pull (``_lastUpdated`` / ``_since``) still yields complete patients.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from fhir_cart.errors import LimitExceeded
+from fhir_cart.references import patient_id, subject_patient_id
 
 __all__ = ["EVENT_TYPES", "PullSelection", "PullStats", "patient_searches", "pull_resources"]
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 EVENT_TYPES: tuple[str, ...] = (
     "Condition",
@@ -83,6 +86,26 @@ class PullStats:
     limit: int | None = None
     """Most resources one pull may receive (``max_resources_per_pull``)."""
 
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
+    """Resources received but not kept: (reference or what is known, type, reason)."""
+
+    def keep(self, resource: Any, *, needs_subject: bool = False) -> bool:
+        """Whether a received resource can be kept; if not, it is listed in ``dropped``."""
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            self.dropped.append(("(unknown)", "(unknown)", "resource without resourceType"))
+            return False
+        rtype = resource["resourceType"]
+        rid = resource.get("id")
+        if not isinstance(rid, str) or not _ID.match(rid):
+            # without an id, resources would overwrite each other in the cache
+            self.dropped.append((f"{rtype}/(no id)", rtype, "resource without a valid id"))
+            return False
+        if needs_subject and subject_patient_id(resource) is None:
+            reason = "no subject or patient reference to a Patient"
+            self.dropped.append((f"{rtype}/{rid}", rtype, reason))
+            return False
+        return True
+
     def count(self, resource: Json) -> None:
         rtype = str(resource.get("resourceType"))
         self.resources[rtype] = self.resources.get(rtype, 0) + 1
@@ -103,9 +126,8 @@ def patient_searches(selection: PullSelection) -> Iterable[dict[str, str]]:
 async def _group_patients(client: SearchClient, group_id: str) -> AsyncIterator[Json]:
     group = await client.read("Group", group_id)
     for member in group.get("member", ()):
-        ref = (member.get("entity") or {}).get("reference", "")
-        rtype, _, rid = ref.rpartition("/")
-        if rtype.endswith("Patient") and rid:
+        rid = patient_id((member.get("entity") or {}).get("reference"))
+        if rid is not None:
             yield await client.read("Patient", rid)
 
 
@@ -119,8 +141,10 @@ async def selected_patients(client: SearchClient, selection: PullSelection) -> A
     seen: set[str] = set()
     for params in patient_searches(selection):
         async for patient in client.search("Patient", params):
-            pid = str(patient.get("id"))
-            if pid not in seen:
+            pid = patient.get("id") if isinstance(patient, dict) else None
+            if not isinstance(pid, str):
+                yield patient  # pull_resources lists it as dropped
+            elif pid not in seen:
                 seen.add(pid)
                 yield patient
 
@@ -146,21 +170,18 @@ async def patient_resources(
             yield resource
 
 
-def _subject_id(resource: Json) -> str:
-    subject = resource.get("subject") or resource.get("patient") or {}
-    ref = str(subject.get("reference", "")) if isinstance(subject, dict) else ""
-    return ref.rsplit("/", 1)[-1]
-
-
 async def by_type_scan(
-    client: SearchClient, types: list[str], since: str | None
+    client: SearchClient, types: list[str], since: str | None, stats: PullStats
 ) -> dict[str, list[Json]]:
-    """Types the server cannot search by patient: read them by type once, group by subject."""
+    """Types the server cannot search by patient: read them by type once, group by subject
+    (those without a Patient subject are listed in ``stats.dropped``)."""
     grouped: dict[str, list[Json]] = {}
     for rtype in types:
         log.warning("%s: server has no patient search parameter; reading by type", rtype)
         async for resource in client.search(rtype, _page(since)):
-            grouped.setdefault(_subject_id(resource), []).append(resource)
+            if stats.keep(resource, needs_subject=True):
+                pid = subject_patient_id(resource)
+                grouped.setdefault(str(pid), []).append(resource)
     return grouped
 
 
@@ -171,14 +192,17 @@ async def pull_resources(
     stats = stats or PullStats()
     params_by_type = await patient_params(client)
     unsearchable = [t for t, p in params_by_type.items() if p is None]
-    scanned = await by_type_scan(client, unsearchable, selection.since)
+    scanned = await by_type_scan(client, unsearchable, selection.since, stats)
     async for patient in selected_patients(client, selection):
+        if not stats.keep(patient):
+            continue
         stats.patients += 1
         stats.count(patient)
         pid = str(patient["id"])
         resources = list(scanned.get(pid, ()))
         async for resource in patient_resources(client, pid, selection.since, params_by_type):
-            resources.append(resource)
+            if stats.keep(resource, needs_subject=True):
+                resources.append(resource)
         for resource in resources:
             stats.count(resource)
         yield patient, resources

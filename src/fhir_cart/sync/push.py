@@ -24,7 +24,7 @@ import orjson
 from fhir_cart.bundle import business_identifier, content_hash, map_cases, transaction_bundles
 from fhir_cart.cache import Cache, Outcome, SentEntry
 from fhir_cart.client import EntryResult, FhirClient, outcome_message
-from fhir_cart.errors import FhirClientError
+from fhir_cart.errors import AuthError, BadResponse, FhirClientError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 
@@ -194,6 +194,8 @@ async def _send_bundle(
     try:
         report.mode, results = await client.bundle_submit(bundle)
     except FhirClientError as exc:
+        if not _about_this_bundle(exc):
+            raise  # unreachable, refused credentials, unusable answer: stop the whole run
         results = [EntryResult(exc.status or 0, None, None, None, exc.outcome)] * len(keys)
         reason: str | None = exc.message
     else:
@@ -206,6 +208,12 @@ async def _send_bundle(
         report.add(outcome.outcome)
         if outcome.outcome == "failed":
             report.failures.append((outcome.key, outcome.status_code, outcome.reason or ""))
+
+
+def _about_this_bundle(exc: FhirClientError) -> bool:
+    """Whether the server judged this bundle (an HTTP status about its content), rather than
+    the push failing as a whole (no answer, credentials refused, an answer not FHIR)."""
+    return exc.status is not None and not isinstance(exc, AuthError | BadResponse)
 
 
 def _interpret(

@@ -32,6 +32,7 @@ from fhir_cart.errors import ConfigError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import Unmapped, cases_from_fhir
 from fhir_cart.records import Case
+from fhir_cart.references import subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.pull import EVENT_TYPES, PullSelection, PullStats, pull_resources
 from fhir_cart.sync.push import PushPlan, PushReport, plan_push, push
@@ -236,8 +237,11 @@ async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: P
         batch: list[dict[str, Any]] = []
         url = str(output["url"])
         async for resource in client.stream_ndjson(url, requires_access_token=requires_token):
+            is_patient = resource.get("resourceType") == "Patient"
+            if not stats.keep(resource, needs_subject=not is_patient):
+                continue
             stats.count(resource)
-            if resource.get("resourceType") == "Patient":
+            if is_patient:
                 patient_ids.add(str(resource["id"]))
             batch.append(resource)
             if len(batch) >= 1000:
@@ -251,9 +255,7 @@ async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: P
 def _belongs(resource: dict[str, Any], patient_ids: set[str]) -> bool:
     if resource.get("resourceType") == "Patient":
         return str(resource.get("id")) in patient_ids
-    subject = resource.get("subject") or resource.get("patient") or {}
-    ref = str(subject.get("reference", "")) if isinstance(subject, dict) else ""
-    return ref.rsplit("/", 1)[-1] in patient_ids
+    return subject_patient_id(resource) in patient_ids
 
 
 async def run_pull(
@@ -286,6 +288,8 @@ async def run_pull(
         raise
     resources = (r for r in cache.received(server=key) if _belongs(r, ids))
     result = cases_from_fhir(ctx, resources, default_centre=default_centre)
+    dropped = [Unmapped(ref, rtype, reason) for ref, rtype, reason in stats.dropped]
+    result.unmapped[:0] = dropped
     unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
     cache.mark_mapped(server=key, unmapped=unmapped)
     counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
