@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     servers: dict[str, ServerSettings] = Field(default_factory=dict)
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Request bodies other than uploads (job requests are a few hundred bytes).
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # An .xlsx is a zip: its members may unpack to at most this many bytes (zip bombs).
+    max_unpacked_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     strict_terminology: bool = False
 
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ async def run_worker(
     *,
     name: str | None = None,
     poll: float = 0.5,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | threading.Event | None = None,
     until_empty: bool = False,
 ) -> int:
     """Claim and run jobs until ``stop`` is set (or the queue is empty, with until_empty)."""
