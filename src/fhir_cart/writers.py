@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import orjson
 
+from fhir_cart.csv_safety import safe_csv_cell
 from fhir_cart.errors import Reject
 from fhir_cart.records import Case, When
 from fhir_cart.study_mapping import TABLE_FIELDS, StudyMapping, TableSpec
@@ -87,7 +88,7 @@ def _write_csv(cases: Iterable[Case], out: Path) -> list[Path]:
         for w in writers.values():
             w.writeheader()
         for table, row in table_rows(cases):
-            writers[table].writerow({k: _text_cell(v) for k, v in row.items()})
+            writers[table].writerow({k: safe_csv_cell(_text_cell(v)) for k, v in row.items()})
     finally:
         for handle in handles.values():
             handle.close()
@@ -185,5 +186,5 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> Path:
         writer = csv.DictWriter(handle, ["source", "table", "row", "column", "value", "reason"])
         writer.writeheader()
         for reject in rejects:
-            writer.writerow(reject.as_dict())
+            writer.writerow({k: safe_csv_cell(v) for k, v in reject.as_dict().items()})
     return path

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
+from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import Reject
 from fhir_cart.readers import read_study
 from fhir_cart.records import Case, PatientRecord, ProcedureRecord, When
@@ -31,7 +32,23 @@ def _read_back(cases: list[Case], out: Path, fmt: str) -> list[Case]:
     path = out if fmt == "csv" else written[0]
     result = read_study(path, canonical_mapping("canonical") if fmt != "json" else None)
     assert result.rejects == []
-    return result.cases
+    return [_unescaped(c) for c in result.cases] if fmt == "csv" else result.cases
+
+
+def _unescaped(case: Case) -> Case:
+    """A case read from CSV with the formula escape undone: the reader keeps the ``'``
+    that csv_safety puts before text starting with = + - @ (the only change CSV makes)."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return unescape_csv_cell(value)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    return Case.model_validate(walk(case.model_dump()))
 
 
 def test_canonical_mapping_file_is_the_one_in_code() -> None:
@@ -180,3 +197,36 @@ def test_rejects_report(tmp_path: Path) -> None:
         ["s.xlsx", "MRD", "3", "MRD", "abc", "expected an MRD result"],
         ["c.json", "", "", "", "", 'not JSON, "quoted"'],
     ]
+
+
+FORMULAS = ['=HYPERLINK("http://x.test","y")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
+
+
+@pytest.mark.parametrize("text", FORMULAS)
+def test_csv_cells_that_look_like_formulas_are_escaped(tmp_path: Path, text: str) -> None:
+    case = Case(
+        patient=PatientRecord(study_id="007", centre="x"),
+        procedures=(
+            ProcedureRecord(event_id="1.0", kind="hsct", when=When(day=-3, anchor="hsct"),
+                            conditioning=text),
+        ),
+    )  # fmt: skip
+    write_study([case], tmp_path, "csv")
+    with (tmp_path / "procedures.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["conditioning"] == "'" + str(case.procedures[0].conditioning)  # records strip
+    assert row["when_day"] == "-3"  # numbers keep their sign
+    path = write_rejects([Reject(text, 2, text, text, text, text)], tmp_path / "rejects.csv")
+    with path.open(newline="") as handle:
+        (cells,) = list(csv.reader(handle))[1:]
+    assert cells == ["'" + text, "'" + text, "2", "'" + text, "'" + text, "'" + text]
+
+
+def test_unmapped_report_escapes_formulas(tmp_path: Path) -> None:
+    from fhir_cart.mappers.from_fhir import Unmapped
+    from fhir_cart.sync.service import write_unmapped
+
+    item = Unmapped("=cmd|'/c calc'!A1", "@Observation", "-no code")
+    with write_unmapped([item], tmp_path / "unmapped.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == ["'=cmd|'/c calc'!A1", "'@Observation", "'-no code"]

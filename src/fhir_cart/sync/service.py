@@ -28,6 +28,7 @@ from fhir_cart.auth import (
 )
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.client import FhirClient
+from fhir_cart.csv_safety import safe_csv_cell
 from fhir_cart.errors import ConfigError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import Unmapped, cases_from_fhir
@@ -303,5 +304,6 @@ def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["reference", "resource_type", "reason"])
         for item in unmapped:
-            writer.writerow([item.reference, item.resource_type, item.reason])
+            row = [item.reference, item.resource_type, item.reason]
+            writer.writerow([safe_csv_cell(cell) for cell in row])
     return path
