@@ -6,10 +6,12 @@ at; an unexpected error is a 500 problem logged by class name, never a traceback
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from fhir_cart.settings import Settings
 from tests.conftest import CENTRE_B_FILE
 
 KEY = {"X-API-Key": "test-key-123"}
-LIMIT = 100_000
+LIMIT = 200_000
 
 
 def make_settings(tmp_path: Path, keys: list[str] | None = None) -> Settings:
@@ -209,13 +211,27 @@ def test_a_traversing_file_name_writes_only_inside_the_upload_folder(
     assert [p for p in tmp_path.rglob("*") if name in p.name] == []
 
 
+def _zip_bomb() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", b"0" * 150_000_000)
+    return buffer.getvalue()
+
+
 def test_refused_uploads_leave_nothing_on_disk(app: FastAPI, tmp_path: Path) -> None:
+    bomb = _zip_bomb()
+    assert len(bomb) < LIMIT
     with TestClient(app) as client:
-        for name, content in [("a.xlsx", b"not a zip"), ("b.csv", b"x" * (LIMIT + 1)),
-                              ("c.csv", b"study_id\n" + b"y" * 140_000 + b"\n")]:  # fmt: skip
+        for name, content, status, words in [
+            ("a.xlsx", b"not a zip", 422, "not a workbook"),
+            ("b.xlsx", bomb, 413, "unpacks to more than"),
+            ("c.csv", b"x" * (LIMIT + 1), 413, "larger than"),
+            ("d.csv", b"study_id\n" + b"y" * 140_000 + b"\n", 422, "field larger"),
+        ]:
             answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
                                  files={"file": (name, content)})  # fmt: skip
-            assert answer.status_code in (413, 422), (name, answer.status_code)
+            assert answer.status_code == status, (name, answer.text)
+            assert words in answer.json()["detail"]
     uploads = tmp_path / "data" / "uploads"
     assert not uploads.exists() or list(uploads.iterdir()) == []
 
