@@ -246,7 +246,8 @@ def _routes(app: FastAPI) -> None:
     def start_push(settings: SettingsDep, cache: CacheDep, body: s.PushRequest) -> s.Job:
         server = _server(settings, body.server)
         _, _, meta = _read_upload(settings, body.upload_id)
-        params = {**meta, "server": body.server, "upload_id": body.upload_id}
+        params = {**meta, "server": body.server, "upload_id": body.upload_id,
+                  "continue_on_error": body.continue_on_error}  # fmt: skip
         run_id = cache.create_run(kind="push", server=server, params=params, status="pending")
         return _job(cache, run_id)
 

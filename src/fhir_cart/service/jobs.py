@@ -18,6 +18,7 @@ import orjson
 
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.cache.models import SyncRun
+from fhir_cart.errors import InputError
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.readers import read_study
 from fhir_cart.settings import Settings
@@ -45,6 +46,13 @@ async def _push(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
     result = read_study(study, mapping)
     if result.rejects:
         cache.add_rejects(run_id=run.id, rejects=result.rejects)
+        if not params.get("continue_on_error"):
+            # as the CLI: a file with rejected rows is not pushed in part unless asked
+            raise InputError(
+                f"{len(result.rejects)} rows or values rejected (see the upload's report); "
+                "nothing was sent. Fix the file, or push with continue_on_error: true",
+                list(result.rejects),
+            )
     ctx = mapping_context(
         identifier_base=mapping.identifier_base if mapping else None,
         strict=settings.strict_terminology,

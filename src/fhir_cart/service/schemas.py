@@ -47,6 +47,10 @@ class PushRequest(BaseModel):
 
     upload_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     server: str = Field(min_length=1, max_length=64, description="A server named in settings")
+    continue_on_error: bool = Field(
+        default=False,
+        description="Push the good rows of a file with rejected rows (else the job fails)",
+    )
 
 
 class PullRequest(BaseModel):
