@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,39 @@ def test_push_and_pull_write_no_patient_identifier_to_any_log(
     leaked = [value for value in ids + births if value in caplog.text]
     assert leaked == []
     assert "HTTP Request: GET /fhir/Patient" in caplog.text  # httpx logged, without queries
+
+
+def test_a_wiped_server_gets_everything_again_and_no_dangling_reference(
+    ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    """The cache says "unchanged", the server was wiped and restarted at the same address:
+    the push checks, re-sends everything, and an edited Observation's Patient exists."""
+    from fhir_cart.testing import SekmetServer
+
+    total = sum(expected_totals(ctx, seed_cases).values())
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    server = SekmetServer()
+    try:
+        server.start()
+        push(seed_cases, ctx, server.base_url, cache)
+        server.stop()
+        shutil.rmtree(server.workdir / "data")
+        server.start()
+        assert set(server_totals(server.base_url).values()) == {0}
+        p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
+        mrd = p01.mrd[0].model_copy(update={"qualitative": "positive_below_quantification"})
+        edited = p01.model_copy(update={"mrd": (mrd, *p01.mrd[1:])})
+        cohort = [edited if c is p01 else c for c in seed_cases]
+        _, report = push(cohort, ctx, server.base_url, cache)
+        assert report.counts == {"created": total, "unchanged": 0}
+        assert server_totals(server.base_url) == expected_totals(ctx, seed_cases)
+        system = ctx.identifier_system("seed", "observation")
+        observation = _observation(server.base_url, f"{system}|P01/{mrd.event_id}")
+        patient = httpx.get(f"{server.base_url}/{observation['subject']['reference']}")
+        assert patient.status_code == 200
+        _, again = push(cohort, ctx, server.base_url, cache)
+        assert again.counts == {"unchanged": total}
+    finally:
+        server.stop()
+        server.cleanup()
+        cache.close()

@@ -163,6 +163,16 @@ class Cache:
         }
         return {key for key, digest in items if sent.get(key) != digest}
 
+    def sent_versions(
+        self, *, server: str, keys: Sequence[Key]
+    ) -> dict[Key, tuple[str, str | None]]:
+        """(server id, version id) the server last acknowledged for each key it has."""
+        return {
+            (r.resource_type, r.identifier_system, r.identifier_value): (r.server_id, r.version_id)
+            for r in self._lookup(server, "sent", keys)
+            if r.server_id
+        }
+
     def server_ids(self, *, server: str, keys: Sequence[Key]) -> dict[Key, str]:
         return {
             (r.resource_type, r.identifier_system, r.identifier_value): r.server_id

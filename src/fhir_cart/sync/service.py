@@ -11,6 +11,7 @@ import asyncio
 import csv
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from fhir_cart.records import Case
 from fhir_cart.references import subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.pull import EVENT_TYPES, PullSelection, PullStats, pull_resources
-from fhir_cart.sync.push import PushPlan, PushReport, plan_push, push
+from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
 
 __all__ = [
     "PullOutcome", "auth_from_settings", "client_for", "exclusive", "push_locks", "run_pull",
@@ -157,34 +158,63 @@ async def run_push(
     if dry_run:
         return _plan(ctx, cases, cache, key), None
     async with exclusive(cache, push_locks(key, cases)):
-        plan = _plan(ctx, cases, cache, key)
         if run_id is None:
             cache.mark_dead_workers()  # a push killed earlier: its journal may now be cleared
             run_id = cache.create_run(
                 kind="push", server=key, params={"patients": len(cases)}, worker=worker_name()
             )
-        return plan, await _send(plan, server, cache, run_id, on_bundle_done)
+        return await _send(ctx, cases, server, cache, run_id, on_bundle_done)
 
 
-def _plan(ctx: MappingContext, cases: Sequence[Case], cache: Cache, key: str) -> PushPlan:
+def _plan(
+    ctx: MappingContext,
+    cases: Sequence[Case],
+    cache: Cache,
+    key: str,
+    gone: AbstractSet[Key] = frozenset(),
+) -> PushPlan:
+    """What changed since the last push; ``gone`` are resources the server no longer holds
+    as the cache recorded them: sent again, and never linked to by their old server id."""
     return plan_push(
         ctx,
         cases,
-        changed=lambda items: cache.changed(server=key, items=items),
-        server_ids=lambda keys: cache.server_ids(server=key, keys=keys),
+        changed=lambda items: (
+            cache.changed(server=key, items=items) | {k for k, _ in items if k in gone}
+        ),
+        server_ids=lambda keys: {
+            k: v for k, v in cache.server_ids(server=key, keys=keys).items() if k not in gone
+        },
     )
 
 
+async def _verified_plan(
+    ctx: MappingContext, cases: Sequence[Case], cache: Cache, key: str, client: FhirClient
+) -> PushPlan:
+    """Plan, then check the server still holds what the plan would skip as unchanged."""
+    plan = _plan(ctx, cases, cache, key)
+    if not plan.unchanged:
+        return plan
+    believed = cache.sent_versions(server=key, keys=plan.unchanged)
+    gone = await verify_on_server(client, believed)
+    if not gone:
+        return plan
+    log.warning("%d resources the cache recorded are not on the server as recorded "
+                "(wiped, restored or changed there): sending them again", len(gone))  # fmt: skip
+    return _plan(ctx, cases, cache, key, gone)
+
+
 async def _send(
-    plan: PushPlan,
+    ctx: MappingContext,
+    cases: Sequence[Case],
     server: ServerSettings,
     cache: Cache,
     run_id: int,
     on_bundle_done: Callable[[int, int], None] | None,
-) -> PushReport:
+) -> tuple[PushPlan, PushReport]:
     key = server.base_url
     try:
         async with client_for(server) as client:
+            plan = await _verified_plan(ctx, cases, cache, key, client)
             report = await push(
                 plan, client=client, cache=cache, server=key, run_id=run_id,
                 bundle_size=server.bundle_size, concurrency=server.concurrency,
@@ -199,7 +229,7 @@ async def _send(
         resumed = cache.clear_stale_pending()
         if resumed:
             log.info("finished %d resources left in flight by an interrupted push", resumed)
-    return report
+    return plan, report
 
 
 @dataclass
