@@ -386,3 +386,43 @@ def test_a_wiped_server_gets_everything_again_and_no_dangling_reference(
         server.stop()
         server.cleanup()
         cache.close()
+
+
+def _events(cases: list[Case]) -> int:
+    return sum(len(events) for case in cases for _, events in case.event_lists())
+
+
+def test_pulls_reflect_resources_deleted_on_the_server(
+    fhir_server: str, ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    push(seed_cases, ctx, fhir_server, cache)
+    server = ServerSettings(base_url=fhir_server)
+
+    def pull(since: str | None = None) -> Any:
+        selection = PullSelection(kind="search", query=SEED_QUERY, since=since)
+        return asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+
+    first = pull()
+    observations = httpx.get(f"{fhir_server}/Observation", params={"_count": "2"}).json()
+    one, two = (e["resource"]["id"] for e in observations["entry"])
+    assert httpx.delete(f"{fhir_server}/Observation/{one}").status_code in (200, 204)
+    full = pull()
+    assert _events(full.cases) == _events(first.cases) - 1
+    assert cache.get_run(full.run_id).counts == orjson_counts(full, deleted=1)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)).isoformat()
+    assert httpx.delete(f"{fhir_server}/Observation/{two}").status_code in (200, 204)
+    incremental = pull(since)
+    assert _events(incremental.cases) == _events(first.cases) - 2
+    assert '"deleted_on_server":1' in cache.get_run(incremental.run_id).counts
+    cache.close()
+
+
+def orjson_counts(outcome: Any, deleted: int) -> str:
+    import orjson
+
+    run_counts = {"patients": len(outcome.cases), "unmapped": len(outcome.unmapped),
+                  **outcome.stats.resources, "deleted_on_server": deleted}  # fmt: skip
+    return orjson.dumps(run_counts).decode()

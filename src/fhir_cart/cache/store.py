@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, event, func, text, tuple_, update
+from sqlalchemy import Engine, delete, event, func, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine, select
 
@@ -239,6 +239,20 @@ class Cache:
                     )
                     .values(mapped=False, note=reason)
                 )  # fmt: skip
+
+    def forget_received(self, *, server: str, ids: Iterable[tuple[str, str]]) -> int:
+        """Drop received resources ((type, server id)) the server no longer has."""
+        removed = 0
+        with self.engine.begin() as conn:
+            for rtype, rid in ids:
+                result = conn.execute(
+                    delete(FhirResource).where(
+                        FhirResource.server == server, FhirResource.direction == "received",
+                        FhirResource.resource_type == rtype, FhirResource.server_id == rid,
+                    )
+                )  # fmt: skip
+                removed += result.rowcount
+        return removed
 
     def received(self, *, server: str) -> Iterator[dict[str, Any]]:
         with self.session() as s:

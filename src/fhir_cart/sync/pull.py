@@ -18,7 +18,10 @@ from typing import Any, Literal, Protocol
 from fhir_cart.errors import LimitExceeded
 from fhir_cart.references import patient_id, subject_patient_id
 
-__all__ = ["EVENT_TYPES", "PullSelection", "PullStats", "patient_searches", "pull_resources"]
+__all__ = [
+    "EVENT_TYPES", "PullSelection", "PullStats", "deleted_since", "patient_searches",
+    "pull_resources",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -106,9 +109,13 @@ class PullStats:
             return False
         return True
 
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    """(type, id) of every resource received in this pull."""
+
     def count(self, resource: Json) -> None:
         rtype = str(resource.get("resourceType"))
         self.resources[rtype] = self.resources.get(rtype, 0) + 1
+        self.seen.add((rtype, str(resource.get("id"))))
         if self.limit is not None and sum(self.resources.values()) > self.limit:
             raise LimitExceeded(f"the pull received more than {self.limit} resources "
                                 "(setting max_resources_per_pull)")  # fmt: skip
@@ -206,3 +213,24 @@ async def pull_resources(
         for resource in resources:
             stats.count(resource)
         yield patient, resources
+
+
+class HistoryClient(Protocol):
+    def search_bundles(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]: ...
+
+
+async def deleted_since(client: HistoryClient, since: str) -> set[tuple[str, str]]:
+    """(type, id) of resources deleted on the server since ``since``: an incremental search
+    (``_lastUpdated``) cannot see deletions, the type's ``_history`` can
+    (https://hl7.org/fhir/R4/http.html#history: a deletion is an entry with request DELETE)."""
+    deleted: set[tuple[str, str]] = set()
+    for rtype in ("Patient", *EVENT_TYPES):
+        async for page in client.search_bundles(f"{rtype}/_history", {"_since": since}):
+            for entry in page.get("entry", ()):
+                request = entry.get("request") or {}
+                if request.get("method") == "DELETE":
+                    url = str(request.get("url", "")).split("?", 1)[0].rstrip("/")
+                    parts = url.split("/")
+                    if len(parts) >= 2 and parts[-2] == rtype:
+                        deleted.add((rtype, parts[-1]))
+    return deleted

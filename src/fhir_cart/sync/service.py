@@ -36,7 +36,13 @@ from fhir_cart.mappers.from_fhir import Unmapped, cases_from_fhir
 from fhir_cart.records import Case
 from fhir_cart.references import subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
-from fhir_cart.sync.pull import EVENT_TYPES, PullSelection, PullStats, pull_resources
+from fhir_cart.sync.pull import (
+    EVENT_TYPES,
+    PullSelection,
+    PullStats,
+    deleted_since,
+    pull_resources,
+)
 from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
 
 __all__ = [
@@ -289,6 +295,29 @@ def _belongs(resource: dict[str, Any], patient_ids: set[str]) -> bool:
     return subject_patient_id(resource) in patient_ids
 
 
+def _current(
+    cache: Cache,
+    key: str,
+    ids: set[str],
+    stats: PullStats,
+    gone: set[tuple[str, str]],
+    *,
+    full: bool,
+) -> tuple[list[dict[str, Any]], int]:
+    """The selected patients' resources as the server holds them now, and how many the
+    cache held that the server has deleted (dropped from the cache). A full pull received
+    every resource of its patients, so anything else the cache holds for them is gone; an
+    incremental one learns deletions from ``_history`` (``gone``)."""
+    held = [r for r in cache.received(server=key) if _belongs(r, ids)]
+    if full:
+        gone = {(str(r["resourceType"]), str(r.get("id"))) for r in held} - stats.seen
+    deleted = cache.forget_received(server=key, ids=sorted(gone)) if gone else 0
+    if deleted:
+        log.info("%d resources deleted on the server since the last pull: removed", deleted)
+    keep = [r for r in held if (str(r["resourceType"]), str(r.get("id"))) not in gone]
+    return keep, deleted
+
+
 async def run_pull(
     *,
     selection: PullSelection,
@@ -314,16 +343,19 @@ async def run_pull(
                 ids = await _fetch_export(client, cache, key, selection, stats)
             else:
                 ids = await _fetch(client, cache, key, selection, stats, on_patient)
+            gone = await deleted_since(client, selection.since) if selection.since else set()
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
-    resources = (r for r in cache.received(server=key) if _belongs(r, ids))
+    resources, deleted = _current(cache, key, ids, stats, gone, full=selection.since is None)
     result = cases_from_fhir(ctx, resources, default_centre=default_centre)
     dropped = [Unmapped(ref, rtype, reason) for ref, rtype, reason in stats.dropped]
     result.unmapped[:0] = dropped
     unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
     cache.mark_mapped(server=key, unmapped=unmapped)
     counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
+    if deleted:
+        counts["deleted_on_server"] = deleted
     cache.finish_run(run_id, status="succeeded", counts=counts)
     return PullOutcome(run_id, result.cases, result.unmapped, stats)
 
