@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # An .xlsx is a zip: its members may unpack to at most this many bytes (zip bombs).
     max_unpacked_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     strict_terminology: bool = False
+    # A worker renews its lease on a job every quarter of this; a job whose worker sent no
+    # heartbeat for this long is taken over by any worker.
+    job_lease_seconds: float = Field(default=60.0, ge=1.0)
 
     @classmethod
     def settings_customise_sources(

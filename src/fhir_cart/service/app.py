@@ -247,7 +247,7 @@ def _routes(app: FastAPI) -> None:
         server = _server(settings, body.server)
         _, _, meta = _read_upload(settings, body.upload_id)
         params = {**meta, "server": body.server, "upload_id": body.upload_id,
-                  "continue_on_error": body.continue_on_error}  # fmt: skip
+                  "continue_on_error": body.continue_on_error, "job": True}  # fmt: skip
         run_id = cache.create_run(kind="push", server=server, params=params, status="pending")
         return _job(cache, run_id)
 
@@ -255,7 +255,7 @@ def _routes(app: FastAPI) -> None:
               dependencies=Auth)  # fmt: skip
     def start_pull(settings: SettingsDep, cache: CacheDep, body: s.PullRequest) -> s.Job:
         server = _server(settings, body.server)
-        params = body.model_dump()
+        params = {**body.model_dump(), "job": True}
         run_id = cache.create_run(kind="pull", server=server, params=params, status="pending")
         return _job(cache, run_id)
 
@@ -398,8 +398,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_cache = cache is None
         app.state.cache = cache or open_cache(settings.effective_cache_url())
-        app.state.cache.mark_dead_workers()
-        app.state.cache.mark_interrupted(stale_after=120)
+        # No start-up sweep: a job whose worker died is taken over by any worker once its
+        # lease expires (jobs.execute), and a live worker's job is never touched.
         stop = threading.Event()
         worker = None
         if run_workers:
