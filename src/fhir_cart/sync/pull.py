@@ -111,6 +111,9 @@ class PullStats:
 
     seen: set[tuple[str, str]] = field(default_factory=set)
     """(type, id) of every resource received in this pull."""
+    complete: set[str] = field(default_factory=set)
+    """Types received in full for the selected patients: any other of their resources of
+    these types the cache holds was deleted on the server."""
 
     def count(self, resource: Json) -> None:
         rtype = str(resource.get("resourceType"))

@@ -255,6 +255,7 @@ async def _fetch(
     on_patient: Callable[[int], None] | None,
 ) -> set[str]:
     patient_ids: set[str] = set()
+    stats.complete = {"Patient", *EVENT_TYPES}  # each searched per patient or read by type
     async for patient, resources in pull_resources(client, selection, stats):
         patient_ids.add(str(patient["id"]))
         cache.record_received(server=key, resources=[patient, *resources])
@@ -269,6 +270,9 @@ async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: P
         group_id=selection.group_id, types=["Patient", *EVENT_TYPES], since=selection.since
     )
     requires_token = manifest.get("requiresAccessToken") is not False
+    # a type without an output file may be empty or not exported at all (sekmet leaves out
+    # AdverseEvent): only types with a file were received in full
+    stats.complete = {str(o.get("type")) for o in manifest.get("output", ())}
     patient_ids: set[str] = set()
     for output in manifest.get("output", ()):
         batch: list[dict[str, Any]] = []
@@ -310,7 +314,8 @@ def _current(
     incremental one learns deletions from ``_history`` (``gone``)."""
     held = [r for r in cache.received(server=key) if _belongs(r, ids)]
     if full:
-        gone = {(str(r["resourceType"]), str(r.get("id"))) for r in held} - stats.seen
+        known = {(str(r["resourceType"]), str(r.get("id"))) for r in held}
+        gone = {(t, i) for t, i in known if t in stats.complete} - stats.seen
     deleted = cache.forget_received(server=key, ids=sorted(gone)) if gone else 0
     if deleted:
         log.info("%d resources deleted on the server since the last pull: removed", deleted)
