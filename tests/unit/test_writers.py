@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
-from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import Reject
 from fhir_cart.readers import read_study
 from fhir_cart.records import Case, PatientRecord, ProcedureRecord, When
 from fhir_cart.study_mapping import TABLES, load_study_mapping
 from fhir_cart.writers import COLUMNS, canonical_mapping, table_rows, write_rejects, write_study
 from tests.conftest import MAPPINGS
+from tests.roundtrip import unescaped
 from tests.strategies import cohorts
 
 
@@ -32,23 +32,7 @@ def _read_back(cases: list[Case], out: Path, fmt: str) -> list[Case]:
     path = out if fmt == "csv" else written[0]
     result = read_study(path, canonical_mapping("canonical") if fmt != "json" else None)
     assert result.rejects == []
-    return [_unescaped(c) for c in result.cases] if fmt == "csv" else result.cases
-
-
-def _unescaped(case: Case) -> Case:
-    """A case read from CSV with the formula escape undone: the reader keeps the ``'``
-    that csv_safety puts before text starting with = + - @ (the only change CSV makes)."""
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return unescape_csv_cell(value)
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [walk(v) for v in value]
-        return value
-
-    return Case.model_validate(walk(case.model_dump()))
+    return [unescaped(c) for c in result.cases] if fmt == "csv" else result.cases
 
 
 def test_canonical_mapping_file_is_the_one_in_code() -> None:
