@@ -66,6 +66,9 @@ class ServerSettings(BaseModel):
     # Bulk export files on another origin are fetched (without credentials) only when the
     # manifest says requiresAccessToken: false and this is set.
     allow_foreign_export_files: bool = False
+    # What a push does with records removed from the study file (of patients still in it):
+    # mark them entered-in-error (AdverseEvent: deleted, R4 has no such status), or delete.
+    on_removed: Literal["entered-in-error", "delete"] = "entered-in-error"
 
     @field_validator("base_url")
     @classmethod

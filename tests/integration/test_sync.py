@@ -426,3 +426,37 @@ def orjson_counts(outcome: Any, deleted: int) -> str:
     run_counts = {"patients": len(outcome.cases), "unmapped": len(outcome.unmapped),
                   **outcome.stats.resources, "deleted_on_server": deleted}  # fmt: skip
     return orjson.dumps(run_counts).decode()
+
+
+@pytest.mark.parametrize("mode", ["entered-in-error", "delete"])
+def test_records_removed_from_the_study_file_are_withdrawn_and_reported(
+    fhir_server: str, ctx: MappingContext, seed_cases: list[Case], tmp_path: Path, mode: str
+) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    server = ServerSettings(base_url=fhir_server, on_removed=mode)
+    asyncio.run(run_push(cases=seed_cases, ctx=ctx, server=server, cache=cache))
+    p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
+    mrd = p01.mrd[0]
+    fewer = p01.model_copy(update={"mrd": p01.mrd[1:], "adverse_events": ()})
+    gone_ae = len(p01.adverse_events)
+    # P02 is left out of the file altogether: a partial file, nothing of P02 is touched
+    cohort = [fewer if c is p01 else c for c in seed_cases if c.patient.study_id != "P02"]
+    _, report = asyncio.run(run_push(cases=cohort, ctx=ctx, server=server, cache=cache))
+    withdrawn = 1 if mode == "entered-in-error" else 0
+    assert report.counts.get("entered-in-error", 0) == withdrawn
+    assert report.counts.get("deleted", 0) == gone_ae + 1 - withdrawn
+    assert not report.failures
+    system = ctx.identifier_system("seed", "observation")
+    found = httpx.get(f"{fhir_server}/Observation",
+                      params={"identifier": f"{system}|P01/{mrd.event_id}"}).json()  # fmt: skip
+    if mode == "delete":
+        assert found.get("entry", []) == []
+    else:
+        assert found["entry"][0]["resource"]["status"] == "entered-in-error"
+    totals = server_totals(fhir_server)
+    expected = expected_totals(ctx, seed_cases)
+    assert totals["AdverseEvent"] == expected["AdverseEvent"] - gone_ae
+    assert totals["Patient"] == expected["Patient"]  # P02 still there
+    _, again = asyncio.run(run_push(cases=cohort, ctx=ctx, server=server, cache=cache))
+    assert set(again.counts) == {"unchanged"}
+    cache.close()

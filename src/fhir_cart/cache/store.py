@@ -184,6 +184,29 @@ class Cache:
             if r.server_id
         }
 
+    def sent(self, *, server: str) -> Iterator[tuple[Key, str, str | None, dict[str, Any]]]:
+        """Every resource the server acknowledged: key, server id, version, content sent."""
+        with self.session() as s:
+            query = select(FhirResource).where(
+                FhirResource.server == server, FhirResource.direction == "sent"
+            )
+            for r in s.exec(query):
+                if r.server_id and r.content:
+                    key = (r.resource_type, r.identifier_system, r.identifier_value)
+                    yield key, r.server_id, r.version_id, orjson.loads(r.content)
+
+    def forget_sent(self, *, server: str, keys: Iterable[Key]) -> None:
+        with self.engine.begin() as conn:
+            for rtype, system, value in keys:
+                conn.execute(
+                    delete(FhirResource).where(
+                        FhirResource.server == server, FhirResource.direction == "sent",
+                        FhirResource.resource_type == rtype,
+                        FhirResource.identifier_system == system,
+                        FhirResource.identifier_value == value,
+                    )
+                )  # fmt: skip
+
     def server_ids(self, *, server: str, keys: Sequence[Key]) -> dict[Key, str]:
         return {
             (r.resource_type, r.identifier_system, r.identifier_value): r.server_id

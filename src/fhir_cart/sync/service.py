@@ -44,6 +44,7 @@ from fhir_cart.sync.pull import (
     pull_resources,
 )
 from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
+from fhir_cart.sync.retract import removed_records, retract
 
 __all__ = [
     "PullOutcome", "auth_from_settings", "client_for", "exclusive", "push_locks", "run_pull",
@@ -226,6 +227,8 @@ async def _send(
                 bundle_size=server.bundle_size, concurrency=server.concurrency,
                 on_bundle_done=on_bundle_done,
             )  # fmt: skip
+            if not report.failures:
+                await _retract_removed(plan, client, cache, server, report, ctx.resource_id)
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
@@ -236,6 +239,28 @@ async def _send(
         if resumed:
             log.info("finished %d resources left in flight by an interrupted push", resumed)
     return plan, report
+
+
+async def _retract_removed(
+    plan: PushPlan,
+    client: FhirClient,
+    cache: Cache,
+    server: ServerSettings,
+    report: PushReport,
+    resource_id: Callable[[str, str], str],
+) -> None:
+    """Records of the file's patients that the file no longer has: withdrawn and reported."""
+    key = server.base_url
+    removed, urns = removed_records(cache, key, plan.hashes, resource_id)
+    if not removed:
+        return
+    outcomes = await retract(removed, urns, client=client, mode=server.on_removed)
+    cache.add_outcomes(run_id=report.run_id, outcomes=outcomes)
+    cache.forget_sent(server=key, keys=[o.key for o in outcomes if o.outcome != "failed"])
+    for outcome in outcomes:
+        report.add(outcome.outcome)
+        if outcome.outcome == "failed":
+            report.failures.append((outcome.key, outcome.status_code, outcome.reason or ""))
 
 
 @dataclass
