@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # An .xlsx is a zip: its members may unpack to at most this many bytes (zip bombs).
     max_unpacked_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    # Rejects of one upload or job listed and stored (all are counted): a broken file of
+    # 100,000 bad rows otherwise fills the cache and the answer.
+    max_rejects_reported: int = Field(default=1000, ge=1)
     strict_terminology: bool = False
     # A worker renews its lease on a job every quarter of this; a job whose worker sent no
     # heartbeat for this long is taken over by any worker.

@@ -55,3 +55,23 @@ def test_a_file_with_rejects_is_not_pushed_in_part_unless_asked(tmp_path: Path) 
         body["continue_on_error"] = True
         tried = _wait(client, client.post("/jobs/push", headers=KEY, json=body).json()["id"])
         assert "rejected" not in (tried["error"] or "")  # it went on, to a server that is not there
+
+
+def test_an_upload_lists_and_stores_at_most_max_rejects_reported(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        api_keys=[SecretStr("k-123")], max_rejects_reported=3,
+    )  # fmt: skip
+    header, row = CENTRE_B_FILE.read_text(encoding="utf-8").splitlines()[:2]
+    bad_rows = [row.replace("B-101,w,03.04.2012", f"B-9{i:02d},w,99.99.2012") for i in range(40)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([header, *bad_rows]) + "\n", encoding="utf-8")
+    with TestClient(create_app(settings, run_workers=False)) as client:
+        with bad.open("rb") as handle:
+            answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
+                                 files={"file": ("bad.csv", handle)})  # fmt: skip
+        report = answer.json()
+        assert answer.status_code == 201, report
+        assert len(report["rejects"]) == 3
+        assert report["rejects_total"] >= 40
+        assert len(client.app.state.cache.rejects()) == 3  # type: ignore[attr-defined]

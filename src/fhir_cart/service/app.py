@@ -175,14 +175,16 @@ def _accept_upload(
             raise HTTPException(422, str(exc)) from exc
         except csv.Error as exc:  # e.g. a field over the csv module's 131,072 characters
             raise HTTPException(422, f"the CSV file cannot be read: {exc}") from exc
-        cache.add_rejects(run_id=None, rejects=result.rejects)
+        listed = result.rejects[: settings.max_rejects_reported]
+        cache.add_rejects(run_id=None, rejects=listed)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return s.UploadReport(
         upload_id=upload_id, patients=len(result.cases),
         events=sum(sum(len(e) for _, e in c.event_lists()) for c in result.cases),
-        rejects=[s.RejectOut(**r.as_dict()) for r in result.rejects],
+        rejects=[s.RejectOut(**r.as_dict()) for r in listed],
+        rejects_total=len(result.rejects),
     )  # fmt: skip
 
 

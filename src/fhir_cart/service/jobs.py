@@ -50,7 +50,7 @@ async def _push(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
     )
     result = read_study(study, mapping)
     if result.rejects:
-        cache.add_rejects(run_id=run.id, rejects=result.rejects)
+        cache.add_rejects(run_id=run.id, rejects=result.rejects[: settings.max_rejects_reported])
         if not params.get("continue_on_error"):
             # as the CLI: a file with rejected rows is not pushed in part unless asked
             raise InputError(

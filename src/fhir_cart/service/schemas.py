@@ -34,7 +34,8 @@ class UploadReport(BaseModel):
     upload_id: str
     patients: int
     events: int
-    rejects: list[RejectOut]
+    rejects: list[RejectOut] = Field(description="The first max_rejects_reported rejects")
+    rejects_total: int = Field(description="Every reject, including those not listed")
 
 
 class Preview(BaseModel):
