@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
 from fhir_cart.cache import open_cache
-from fhir_cart.errors import FatalError, InputError, Reject
+from fhir_cart.errors import FatalError, FhirClientError, InputError, Reject, RetryableError
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
@@ -493,17 +494,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatalError as exc:
         err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         return exc.exit_code
+    except FhirClientError as exc:
+        err.print(f"[red]error:[/red] {escape(_server_problem(exc))}", highlight=False)
+        return SERVER_EXIT
     except typer.Abort:
         return 130
     except Exception as exc:  # click usage errors carry their own exit code
         code = getattr(exc, "exit_code", None)
         if code is None:
-            raise
+            return _internal_error(exc)
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         return int(code)
     return result if isinstance(result, int) else 0
+
+
+SERVER_EXIT = 6
+"""The server could not be used: unreachable, refused our credentials, or answered with
+something that is not FHIR (5 is kept for resources the server refused one by one)."""
+INTERNAL_EXIT = 70  # EX_SOFTWARE (sysexits.h)
+
+
+def _server_problem(exc: FhirClientError) -> str:
+    if isinstance(exc, RetryableError) and exc.status is None:
+        return f"the FHIR server could not be reached ({exc.message}); nothing more was sent"
+    return f"the FHIR server cannot be used: {exc.message}"
+
+
+def _internal_error(exc: Exception) -> int:
+    """A bug: the class name only, since a message or traceback may quote study data.
+    ``FHIR_CART_DEBUG=1`` shows the traceback to whoever runs the command."""
+    if os.environ.get("FHIR_CART_DEBUG"):
+        raise exc
+    err.print(f"[red]internal error[/red] ({exc.__class__.__name__}); "
+              "FHIR_CART_DEBUG=1 shows the traceback", highlight=False)  # fmt: skip
+    return INTERNAL_EXIT
 
 
 def entry() -> None:  # pragma: no cover - console script

@@ -6,6 +6,13 @@ create/update, transactions made only of conditional entries). Errors are sorted
 caller should do (see :mod:`fhir_cart.errors`). Log lines carry the method, the resource path
 without its query string (identifiers sit there), the status and the time: never bodies,
 query strings or tokens.
+
+Trust: credentials go only to the origin of ``base_url``. A URL the server names (a search
+``next`` link, an ``$export`` status URL, an export file) on any other origin is refused
+with :class:`ForeignOriginError`; export files alone may be fetched from elsewhere, without
+credentials, when the manifest says ``requiresAccessToken: false`` and the caller allows it.
+Every answer is read with a byte limit, search paging with a page budget and an entries
+per page limit, and an answer that is not the JSON expected is a :class:`BadResponse`.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ import orjson
 from fhir_cart.auth import Auth, NoAuth
 from fhir_cart.errors import (
     AuthError,
+    BadResponse,
     FatalHttpError,
     FhirClientError,
+    ForeignOriginError,
+    LimitExceeded,
     PreconditionFailed,
     RetryableError,
 )
 
-__all__ = ["EntryResult", "FhirClient", "outcome_message"]
+__all__ = ["EntryResult", "FhirClient", "origin", "outcome_message"]
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -60,6 +70,18 @@ if not any(isinstance(f, _UrlsWithoutQuery) for f in _HTTPX_LOG.filters):
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_WAIT = 60.0
 FHIR_JSON = "application/fhir+json"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL, RFC 6454 style: what credentials are bound to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: an origin nothing matches
+        return scheme, "", -1
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +173,10 @@ def _path(url: str) -> str:
 
 
 class FhirClient:
-    """``async with FhirClient(base_url=...) as fhir:`` — refuses use outside ``async with``."""
+    """``async with FhirClient(base_url=...) as fhir:`` — refuses use outside ``async with``.
+
+    ``max_pages`` is a budget for the client's whole life (one pull), ``max_entries_per_page``
+    and ``max_response_bytes`` hold for each answer."""
 
     def __init__(
         self,
@@ -165,12 +190,22 @@ class FhirClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_connections: int = 10,
+        max_pages: int = 10_000,
+        max_entries_per_page: int = 1_000,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        allow_foreign_export_files: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.origin = origin(self.base_url)
         self.auth: Auth = auth or NoAuth()
         self.max_retries = max_retries
         self.backoff = backoff
         self.strict = strict
+        self.max_pages = max_pages
+        self.max_entries_per_page = max_entries_per_page
+        self.max_response_bytes = max_response_bytes
+        self.allow_foreign_export_files = allow_foreign_export_files
+        self.pages = 0
         self._sleep = sleep
         self._timeout = timeout
         self._transport = transport
@@ -201,9 +236,18 @@ class FhirClient:
         return self._http
 
     def url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
+        """The absolute URL of ``path``; an absolute URL must be on the server's origin."""
+        if path.startswith(("http://", "https://")) or "://" in path.split("?", 1)[0]:
+            if not self.same_origin(path):
+                raise ForeignOriginError(
+                    f"the server named a URL on another origin ({_host(path)}); refused: "
+                    "credentials and requests go only to the configured server"
+                )
             return path
         return f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
+
+    def same_origin(self, url: str) -> bool:
+        return origin(url) == self.origin
 
     # -- the one request path ------------------------------------------------------------
 
@@ -217,16 +261,36 @@ class FhirClient:
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
-        """Send with auth, retries (when safe) and one re-authentication on 401."""
+        """Send with auth, retries (when safe) and one re-authentication on 401; the answer
+        is read whole, up to ``max_response_bytes``."""
         safe = method in ("GET", "HEAD") if idempotent is None else idempotent
         url = self.url(path)
         content = orjson.dumps(body) if body is not None else None
+        response = await self._open(method, url, params, content, headers, safe=safe)
+        try:
+            await self._read(response)
+        finally:
+            await response.aclose()
+        return response
+
+    async def _open(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None,
+        *,
+        safe: bool,
+        credentials: bool = True,
+    ) -> httpx.Response:
+        """A response with status < 400 whose body is still to be read (caller closes it)."""
         reauthed = False
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = await self._send(method, url, params, content, headers)
+                response = await self._send(method, url, params, content, headers, credentials)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 if not safe or attempt > self.max_retries:
                     raise RetryableError(
@@ -234,16 +298,44 @@ class FhirClient:
                     ) from exc
                 await self._sleep(self._delay(attempt, None))
                 continue
-            if response.status_code == 401 and self.auth.refreshable and not reauthed:
+            if response.status_code < 400:
+                return response
+            try:
+                await self._read(response)
+            finally:
+                await response.aclose()
+            refresh = credentials and self.auth.refreshable and not reauthed
+            if response.status_code == 401 and refresh:
                 reauthed = True
                 self.auth.invalidate()
                 continue
             if response.status_code in RETRYABLE_STATUSES and safe and attempt <= self.max_retries:
                 await self._sleep(self._delay(attempt, retry_after(response)))
                 continue
-            if response.status_code >= 400:
-                raise _error_for(response, f"{method} {_path(url)}")
-            return response
+            raise _error_for(response, f"{method} {_path(url)}")
+
+    async def _read(self, response: httpx.Response) -> None:
+        """Read the body, refusing more than ``max_response_bytes`` (a 50,000-entry page is
+        about 1 GB in memory once parsed)."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise LimitExceeded(f"the server's answer is larger than {limit} bytes "
+                                "(setting max_response_bytes)")  # fmt: skip
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise LimitExceeded(f"the server's answer is larger than {limit} bytes "
+                                        "(setting max_response_bytes)")  # fmt: skip
+                chunks.append(chunk)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            what = f"{response.request.method} {_path(str(response.request.url))}"
+            raise RetryableError(f"{what}: {exc.__class__.__name__} while reading") from exc
+        # what httpx's own Response.aread() stores: .content and .json() work as usual
+        response._content = b"".join(chunks)
 
     def _delay(self, attempt: int, hinted: float | None) -> float:
         if hinted is not None:
@@ -257,15 +349,22 @@ class FhirClient:
         params: dict[str, str] | None,
         content: bytes | None,
         extra: dict[str, str] | None,
+        credentials: bool = True,
     ) -> httpx.Response:
-        headers = {"Accept": FHIR_JSON, **(await self.auth.headers(self.http, self.base_url))}
+        headers = {"Accept": FHIR_JSON}
+        if credentials:
+            # the one place credentials are attached: only ever for the configured origin
+            if not self.same_origin(url):
+                raise ForeignOriginError(f"credentials refused for {_host(url)}")
+            headers.update(await self.auth.headers(self.http, self.base_url))
         if content is not None:
             headers["Content-Type"] = FHIR_JSON
         headers.update(extra or {})
         started = time.perf_counter()
-        response = await self.http.request(
+        request = self.http.build_request(
             method, url, params=params, content=content, headers=headers
         )
+        response = await self.http.send(request, stream=True)
         elapsed = (time.perf_counter() - started) * 1000
         log.debug("%s %s -> %s in %.0f ms", method, _path(url), response.status_code, elapsed)
         return response
@@ -274,7 +373,7 @@ class FhirClient:
 
     async def capabilities(self) -> Json:
         if self._capabilities is None:
-            self._capabilities = orjson.loads((await self.request("GET", "metadata")).content)
+            self._capabilities = _json(await self.request("GET", "metadata"))
         return self._capabilities
 
     async def read(self, resource_type: str, resource_id: str) -> Json:
@@ -302,7 +401,7 @@ class FhirClient:
 
     async def transaction(self, bundle: Json, *, idempotent: bool = True) -> list[EntryResult]:
         response = await self.request("POST", "", body=bundle, idempotent=idempotent)
-        return entry_results(_json(response))
+        return entry_results(_bundle(response))
 
     async def supports(self, interaction: str) -> bool:
         rest = (await self.capabilities()).get("rest") or [{}]
@@ -323,12 +422,16 @@ class FhirClient:
     async def search_bundles(
         self, resource_type: str, params: dict[str, str]
     ) -> AsyncIterator[Json]:
-        """Each page Bundle of a search, following ``next`` links (relative ones too)."""
+        """Each page Bundle of a search, following ``next`` links (relative ones too) on
+        the server's origin, within the page budget and the entries per page limit."""
         headers = {"Prefer": "handling=strict"} if self.strict else None
-        response = await self.request("GET", resource_type, params=params, headers=headers)
+        response = await self._page("GET", resource_type, params, headers)
         seen: set[str] = set()
         while True:
-            page = _json(response)
+            page = _bundle(response)
+            if len(page.get("entry", ())) > self.max_entries_per_page:
+                raise LimitExceeded(f"a search page holds more than {self.max_entries_per_page}"
+                                    " entries (setting max_entries_per_page)")  # fmt: skip
             yield page
             next_url = _next_link(page, str(response.url))
             if next_url is None:
@@ -337,7 +440,16 @@ class FhirClient:
                 log.warning("search paging: next link repeats an earlier page; stopping")
                 return
             seen.add(next_url)
-            response = await self.request("GET", next_url, headers=headers)
+            response = await self._page("GET", next_url, None, headers)
+
+    async def _page(
+        self, method: str, path: str, params: dict[str, str] | None, headers: dict[str, str] | None
+    ) -> httpx.Response:
+        self.pages += 1
+        if self.pages > self.max_pages:
+            raise LimitExceeded(f"more than {self.max_pages} search pages in one pull "
+                                "(setting max_pages_per_pull)")  # fmt: skip
+        return await self.request(method, path, params=params, headers=headers)
 
     async def search(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]:
         """Matched resources (``search.mode`` match or unspecified), across all pages."""
@@ -359,6 +471,21 @@ class FhirClient:
         poll_limit: int = 600,
     ) -> list[Json]:
         """Bulk Data ``$export``: kick off, poll honouring Retry-After, return the outputs."""
+        manifest = await self.export_manifest(
+            group_id=group_id, types=types, since=since, poll_limit=poll_limit
+        )
+        return list(manifest.get("output", ()))
+
+    async def export_manifest(
+        self,
+        *,
+        group_id: str | None = None,
+        types: list[str] | None = None,
+        since: str | None = None,
+        poll_limit: int = 600,
+    ) -> Json:
+        """Bulk Data ``$export`` to its completion manifest (``output``,
+        ``requiresAccessToken``). The status URL must be on the server's origin."""
         path = f"Group/{group_id}/$export" if group_id else "Patient/$export"
         params = {"_type": ",".join(types)} if types else {}
         if since:
@@ -369,33 +496,102 @@ class FhirClient:
             raise FatalHttpError(
                 f"$export kick-off answered {kick.status_code} without a status URL"
             )
+        status_url = urljoin(str(kick.url), status_url)
         for _ in range(poll_limit):
             poll = await self.request("GET", status_url)
             if poll.status_code == 200:
-                return list(_json(poll).get("output", ()))
+                manifest = _json(poll)
+                outputs = manifest.get("output", [])
+                if not isinstance(outputs, list) or not all(
+                    isinstance(o, dict) and isinstance(o.get("url"), str) for o in outputs
+                ):
+                    raise BadResponse("$export manifest: output is not a list of files")
+                return manifest
             await self._sleep(min(retry_after(poll) or 1.0, _MAX_WAIT))
         raise RetryableError("$export did not finish in time")
 
-    async def stream_ndjson(self, url: str) -> AsyncIterator[Json]:
-        """Resources of an NDJSON file, line by line, never the whole file in memory."""
-        headers = {"Accept": "application/fhir+ndjson",
-                   **(await self.auth.headers(self.http, self.base_url))}  # fmt: skip
-        async with self.http.stream("GET", self.url(url), headers=headers) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise _error_for(response, f"GET {_path(url)}")
-            async for line in response.aiter_lines():
-                if line.strip():
-                    yield orjson.loads(line)
+    async def stream_ndjson(
+        self, url: str, *, requires_access_token: bool = True
+    ) -> AsyncIterator[Json]:
+        """Resources of an NDJSON file, line by line, never the whole file in memory, with
+        the client's retries and re-authentication (before the first byte).
+
+        A file on the server's origin is fetched with credentials. One elsewhere only
+        without them, when the manifest says ``requiresAccessToken: false`` and
+        ``allow_foreign_export_files`` is set; otherwise it is refused."""
+        target = url if url.startswith(("http://", "https://")) else self.url(url)
+        credentials = self.same_origin(target)
+        if not credentials:
+            if requires_access_token:
+                raise ForeignOriginError(
+                    f"export file on another origin ({_host(target)}) needs the access token,"
+                    " which goes only to the configured server; refused"
+                )
+            if not self.allow_foreign_export_files:
+                raise ForeignOriginError(
+                    f"export file on another origin ({_host(target)}); refused (setting "
+                    "allow_foreign_export_files allows such files, fetched without credentials)"
+                )
+        headers = {"Accept": "application/fhir+ndjson"}
+        response = await self._open("GET", target, None, None, headers, safe=True,
+                                    credentials=credentials)  # fmt: skip
+        try:
+            async for line in _lines(response, self.max_response_bytes):
+                yield line
+        finally:
+            await response.aclose()
+
+
+async def _lines(response: httpx.Response, max_line: int) -> AsyncIterator[Json]:
+    what = f"GET {_path(str(response.request.url))}"
+    number = 0
+    try:
+        async for line in response.aiter_lines():
+            number += 1
+            if len(line) > max_line:
+                raise LimitExceeded(f"{what}: line {number} is longer than {max_line} bytes")
+            if not line.strip():
+                continue
+            try:
+                resource = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise BadResponse(f"{what}: line {number} is not JSON") from None
+            if not isinstance(resource, dict):
+                raise BadResponse(f"{what}: line {number} is not a JSON object")
+            yield resource
+    except (httpx.TimeoutException, httpx.TransportError) as exc:
+        raise RetryableError(f"{what}: {exc.__class__.__name__} while reading") from exc
+
+
+def _host(url: str) -> str:
+    """Scheme and host of a URL, for messages (no path, no query, no user info)."""
+    scheme, host, port = origin(url)
+    return f"{scheme}://{host}:{port}"
 
 
 def _json(response: httpx.Response) -> Json:
     if not response.content:
         return {}
-    body = orjson.loads(response.content)
+    what = f"{response.request.method} {_path(str(response.request.url))}"
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        raise BadResponse(f"{what}: the server's answer is not JSON ({kind})") from None
     if not isinstance(body, dict):
-        raise FatalHttpError("server answered with JSON that is not an object")
+        raise BadResponse(f"{what}: the server answered with JSON that is not an object")
     return body
+
+
+def _bundle(response: httpx.Response) -> Json:
+    page = _json(response)
+    entries = page.get("entry", [])
+    if page.get("resourceType") != "Bundle" or not isinstance(entries, list):
+        what = f"{response.request.method} {_path(str(response.request.url))}"
+        raise BadResponse(f"{what}: the server's answer is not a Bundle")
+    if not all(isinstance(e, dict) for e in entries):
+        raise BadResponse("a Bundle entry is not a JSON object")
+    return page
 
 
 def _next_link(page: Json, current: str) -> str | None:

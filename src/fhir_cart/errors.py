@@ -12,7 +12,11 @@ Exception tree::
         ├── RetryableError         transient (408, 429, 5xx, connection): safe to try again
         └── FatalHttpError         4xx and other faults that repeat if retried
             ├── AuthError          401/403 after re-authentication, or token endpoint refused
-            └── PreconditionFailed 412: the resource changed on the server (stale If-Match)
+            ├── PreconditionFailed 412: the resource changed on the server (stale If-Match)
+            ├── ForeignOriginError the server named a URL on another origin (never followed
+            │                      with credentials)
+            ├── BadResponse        the server's answer is not the FHIR JSON it should be
+            └── LimitExceeded      a paging, size or count limit from settings was reached
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "BadResponse",
     "ConfigError",
     "FatalError",
     "FatalHttpError",
     "FhirCartError",
     "FhirClientError",
+    "ForeignOriginError",
     "InputError",
+    "LimitExceeded",
     "MappingError",
     "PreconditionFailed",
     "Reject",
@@ -155,3 +162,17 @@ def validation_reason(exc: Any) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
+
+
+class ForeignOriginError(FatalHttpError):
+    """The server named a URL (next link, status URL, file) on another origin: refused, so
+    its credentials never reach a host the settings do not name."""
+
+
+class BadResponse(FatalHttpError):
+    """The server answered with something that is not the FHIR JSON expected (HTML, truncated
+    JSON, a Bundle that is not one, a resource without ``resourceType`` or ``id``)."""
+
+
+class LimitExceeded(FatalHttpError):
+    """A limit from settings (pages, entries per page, resources per pull, response bytes)."""

@@ -38,6 +38,7 @@ from fhir_cart.concepts import (
     is_ucum,
     units_compatible,
 )
+from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.study_mapping import (
@@ -659,7 +660,9 @@ class _Sources:
 def _csv_rows(path: Path, mapping: StudyMapping) -> Iterator[list[str]]:
     try:
         with path.open(newline="", encoding=mapping.encoding) as handle:
-            yield from csv.reader(handle, delimiter=mapping.csv_delimiter)
+            for row in csv.reader(handle, delimiter=mapping.csv_delimiter):
+                # a cell escaped against formula injection ('=..., '-...) reads as written
+                yield [unescape_csv_cell(cell) if cell[:1] == "'" else cell for cell in row]
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{path.name}: not {mapping.encoding} text ({exc.reason} at byte {exc.start}); "

@@ -57,6 +57,18 @@ class ServerSettings(BaseModel):
     max_retries: int = Field(default=4, ge=0, le=10)
     bundle_size: int = Field(default=100, ge=1, le=5000)
     concurrency: int = Field(default=4, ge=1, le=64)
+    # What a server may make a pull do (a hostile or broken server otherwise pages forever,
+    # or sends pages of any size): exceeding one stops the pull with a clear error.
+    max_pages_per_pull: int = Field(default=10_000, ge=1)
+    max_entries_per_page: int = Field(default=1_000, ge=1)
+    max_resources_per_pull: int = Field(default=1_000_000, ge=1)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Bulk export files on another origin are fetched (without credentials) only when the
+    # manifest says requiresAccessToken: false and this is set.
+    allow_foreign_export_files: bool = False
+    # What a push does with records removed from the study file (of patients still in it):
+    # mark them entered-in-error (AdverseEvent: deleted, R4 has no such status), or delete.
+    on_removed: Literal["entered-in-error", "delete"] = "entered-in-error"
 
     @field_validator("base_url")
     @classmethod
@@ -77,7 +89,17 @@ class Settings(BaseSettings):
     servers: dict[str, ServerSettings] = Field(default_factory=dict)
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Request bodies other than uploads (job requests are a few hundred bytes).
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # An .xlsx is a zip: its members may unpack to at most this many bytes (zip bombs).
+    max_unpacked_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    # Rejects of one upload or job listed and stored (all are counted): a broken file of
+    # 100,000 bad rows otherwise fills the cache and the answer.
+    max_rejects_reported: int = Field(default=1000, ge=1)
     strict_terminology: bool = False
+    # A worker renews its lease on a job every quarter of this; a job whose worker sent no
+    # heartbeat for this long is taken over by any worker.
+    job_lease_seconds: float = Field(default=60.0, ge=1.0)
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import orjson
 
 from fhir_cart.concepts import ConceptLibrary, ConceptsFile
+from fhir_cart.csv_safety import safe_csv_cell
 from fhir_cart.errors import Reject
 from fhir_cart.records import Case, Event, Value, When
 from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
@@ -184,6 +185,8 @@ def _csv_cell(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, str):
+        return str(safe_csv_cell(value))  # text a spreadsheet would run as a formula
     return str(value)
 
 
@@ -330,5 +333,5 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> Path:
         writer = csv.DictWriter(handle, ["source", "table", "row", "column", "value", "reason"])
         writer.writeheader()
         for reject in rejects:
-            writer.writerow(reject.as_dict())
+            writer.writerow({k: safe_csv_cell(v) for k, v in reject.as_dict().items()})
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -412,3 +413,113 @@ def test_push_and_pull_write_no_patient_identifier_to_any_log(
     leaked = [value for value in ids + births if value in caplog.text]
     assert leaked == []
     assert "HTTP Request: GET /fhir/Patient" in caplog.text  # httpx logged, without queries
+
+
+def test_a_wiped_server_gets_everything_again_and_no_dangling_reference(
+    ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    """The cache says "unchanged", the server was wiped and restarted at the same address:
+    the push checks, re-sends everything, and an edited Observation's Patient exists."""
+    from fhir_cart.testing import SekmetServer
+
+    total = sum(expected_totals(ctx, seed_cases).values())
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    server = SekmetServer()
+    try:
+        server.start()
+        push(seed_cases, ctx, server.base_url, cache)
+        server.stop()
+        shutil.rmtree(server.workdir / "data")
+        server.start()
+        assert set(server_totals(server.base_url).values()) == {0}
+        p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
+        mrd = p01.mrd[0].model_copy(update={"qualitative": "positive_below_quantification"})
+        edited = p01.model_copy(update={"mrd": (mrd, *p01.mrd[1:])})
+        cohort = [edited if c is p01 else c for c in seed_cases]
+        _, report = push(cohort, ctx, server.base_url, cache)
+        assert report.counts == {"created": total, "unchanged": 0}
+        assert server_totals(server.base_url) == expected_totals(ctx, seed_cases)
+        system = ctx.identifier_system("seed", "observation")
+        observation = _observation(server.base_url, f"{system}|P01/{mrd.event_id}")
+        patient = httpx.get(f"{server.base_url}/{observation['subject']['reference']}")
+        assert patient.status_code == 200
+        _, again = push(cohort, ctx, server.base_url, cache)
+        assert again.counts == {"unchanged": total}
+    finally:
+        server.stop()
+        server.cleanup()
+        cache.close()
+
+
+def _events(cases: list[Case]) -> int:
+    return sum(len(events) for case in cases for _, events in case.event_lists())
+
+
+def test_pulls_reflect_resources_deleted_on_the_server(
+    fhir_server: str, ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    push(seed_cases, ctx, fhir_server, cache)
+    server = ServerSettings(base_url=fhir_server)
+
+    def pull(since: str | None = None) -> Any:
+        selection = PullSelection(kind="search", query=SEED_QUERY, since=since)
+        return asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+
+    first = pull()
+    observations = httpx.get(f"{fhir_server}/Observation", params={"_count": "2"}).json()
+    one, two = (e["resource"]["id"] for e in observations["entry"])
+    assert httpx.delete(f"{fhir_server}/Observation/{one}").status_code in (200, 204)
+    full = pull()
+    assert _events(full.cases) == _events(first.cases) - 1
+    assert cache.get_run(full.run_id).counts == orjson_counts(full, deleted=1)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)).isoformat()
+    assert httpx.delete(f"{fhir_server}/Observation/{two}").status_code in (200, 204)
+    incremental = pull(since)
+    assert _events(incremental.cases) == _events(first.cases) - 2
+    assert '"deleted_on_server":1' in cache.get_run(incremental.run_id).counts
+    cache.close()
+
+
+def orjson_counts(outcome: Any, deleted: int) -> str:
+    import orjson
+
+    run_counts = {"patients": len(outcome.cases), "unmapped": len(outcome.unmapped),
+                  **outcome.stats.resources, "deleted_on_server": deleted}  # fmt: skip
+    return orjson.dumps(run_counts).decode()
+
+
+@pytest.mark.parametrize("mode", ["entered-in-error", "delete"])
+def test_records_removed_from_the_study_file_are_withdrawn_and_reported(
+    fhir_server: str, ctx: MappingContext, seed_cases: list[Case], tmp_path: Path, mode: str
+) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    server = ServerSettings(base_url=fhir_server, on_removed=mode)
+    asyncio.run(run_push(cases=seed_cases, ctx=ctx, server=server, cache=cache))
+    p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
+    mrd = p01.mrd[0]
+    fewer = p01.model_copy(update={"mrd": p01.mrd[1:], "adverse_events": ()})
+    gone_ae = len(p01.adverse_events)
+    # P02 is left out of the file altogether: a partial file, nothing of P02 is touched
+    cohort = [fewer if c is p01 else c for c in seed_cases if c.patient.study_id != "P02"]
+    _, report = asyncio.run(run_push(cases=cohort, ctx=ctx, server=server, cache=cache))
+    withdrawn = 1 if mode == "entered-in-error" else 0
+    assert report.counts.get("entered-in-error", 0) == withdrawn
+    assert report.counts.get("deleted", 0) == gone_ae + 1 - withdrawn
+    assert not report.failures
+    system = ctx.identifier_system("seed", "observation")
+    found = httpx.get(f"{fhir_server}/Observation",
+                      params={"identifier": f"{system}|P01/{mrd.event_id}"}).json()  # fmt: skip
+    if mode == "delete":
+        assert found.get("entry", []) == []
+    else:
+        assert found["entry"][0]["resource"]["status"] == "entered-in-error"
+    totals = server_totals(fhir_server)
+    expected = expected_totals(ctx, seed_cases)
+    assert totals["AdverseEvent"] == expected["AdverseEvent"] - gone_ae
+    assert totals["Patient"] == expected["Patient"]  # P02 still there
+    _, again = asyncio.run(run_push(cases=cohort, ctx=ctx, server=server, cache=cache))
+    assert set(again.counts) == {"unchanged"}
+    cache.close()

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
 import respx
 from cryptography.hazmat.primitives import serialization
@@ -20,7 +21,10 @@ from fhir_cart.auth import BearerToken, ClientCredentials, SmartBackendServices
 from fhir_cart.client import FhirClient, outcome_message
 from fhir_cart.errors import (
     AuthError,
+    BadResponse,
     FatalHttpError,
+    ForeignOriginError,
+    LimitExceeded,
     PreconditionFailed,
     RetryableError,
 )
@@ -344,3 +348,164 @@ async def test_client_refuses_use_outside_async_with() -> None:
     client = FhirClient(base_url=BASE)
     with pytest.raises(RuntimeError, match="async with"):
         await client.read("Patient", "1")
+
+
+# -- trust: credentials only for the configured origin, limits, malformed answers ---------
+
+EVIL = "https://evil.test"
+TOKEN = BearerToken(SecretStr("tok-SECRET"))
+
+
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        f"{EVIL}/r4/Patient?page=2",  # another host
+        "http://fhir.test/r4/Patient?page=2",  # same host, plain http
+        "https://fhir.test:8443/r4/Patient?page=2",  # same host, another port
+        "//evil.test/r4/Patient?page=2",  # scheme-relative
+    ],
+)
+async def test_a_next_link_to_another_origin_is_refused(
+    mock: respx.MockRouter, sleeps: Sleeps, next_url: str
+) -> None:
+    mock.get("/Patient").mock(return_value=httpx.Response(200, json=_page(["a"], next_url)))
+    async with FhirClient(base_url=BASE, auth=TOKEN, sleep=sleeps) as client:
+        with pytest.raises(ForeignOriginError, match="another origin"):
+            _ = [r async for r in client.search("Patient", {})]
+    assert [str(call.request.url) for call in mock.calls] == [f"{BASE}/Patient"]
+
+
+def _export_routes(mock: respx.MockRouter, status_url: str, manifest: dict[str, Any]) -> None:
+    mock.get("/Patient/$export").mock(
+        return_value=httpx.Response(202, headers={"Content-Location": status_url})
+    )
+    mock.get("/status/1").mock(return_value=httpx.Response(200, json=manifest))
+
+
+async def test_an_export_status_url_on_another_origin_is_refused(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    foreign = mock.get(f"{EVIL}/status/1").mock(return_value=httpx.Response(200, json={}))
+    _export_routes(mock, f"{EVIL}/status/1", {})
+    async with FhirClient(base_url=BASE, auth=TOKEN, sleep=sleeps) as client:
+        with pytest.raises(ForeignOriginError):
+            await client.export_manifest()
+    assert not foreign.called
+
+
+NDJSON = b'{"resourceType": "Patient", "id": "a"}\n\n{"resourceType": "Patient", "id": "b"}\n'
+
+
+@pytest.mark.parametrize(
+    ("requires_token", "allow", "fetched"),
+    [(True, True, False), (False, False, False), (False, True, True)],
+)
+async def test_export_files_on_another_origin(
+    mock: respx.MockRouter, sleeps: Sleeps, requires_token: bool, allow: bool, fetched: bool
+) -> None:
+    file = mock.get(f"{EVIL}/files/p.ndjson").mock(return_value=httpx.Response(200, content=NDJSON))
+    async with FhirClient(
+        base_url=BASE, auth=TOKEN, sleep=sleeps, allow_foreign_export_files=allow
+    ) as client:
+        stream = client.stream_ndjson(
+            f"{EVIL}/files/p.ndjson", requires_access_token=requires_token
+        )
+        if not fetched:
+            with pytest.raises(ForeignOriginError):
+                _ = [r async for r in stream]
+            assert not file.called
+            return
+        assert [r["id"] async for r in stream] == ["a", "b"]
+    assert "Authorization" not in file.calls[0].request.headers
+
+
+async def test_export_files_on_the_server_get_credentials_retries_and_reauth(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    token = mock.post("https://auth.test/token").mock(
+        side_effect=[
+            httpx.Response(200, json={"access_token": f"t{i}", "expires_in": 3600}) for i in (1, 2)
+        ]
+    )
+    file = mock.get("/files/p.ndjson").mock(
+        side_effect=[httpx.Response(503), httpx.Response(401), httpx.Response(200, content=NDJSON)]
+    )
+    auth = ClientCredentials("https://auth.test/token", "study", SecretStr("s3cret"))
+    async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps, backoff=0.1) as client:
+        got = [r["id"] async for r in client.stream_ndjson(f"{BASE}/files/p.ndjson")]
+    assert got == ["a", "b"]
+    assert (file.call_count, token.call_count) == (3, 2)
+    assert file.calls[2].request.headers["Authorization"] == "Bearer t2"
+    assert sleeps.calls == [0.1]
+
+
+async def test_endless_distinct_next_links_stop_at_the_page_budget(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    def page(request: httpx.Request) -> httpx.Response:
+        n = int(request.url.params.get("page", "0"))
+        return httpx.Response(200, json=_page([str(n)], f"Patient?page={n + 1}"))
+
+    route = mock.get("/Patient").mock(side_effect=page)
+    async with FhirClient(base_url=BASE, sleep=sleeps, max_pages=25) as client:
+        with pytest.raises(LimitExceeded, match="max_pages_per_pull"):
+            _ = [r async for r in client.search("Patient", {})]
+    assert route.call_count == 25
+
+
+async def test_a_page_with_too_many_entries_is_refused(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    ids = [str(i) for i in range(11)]
+    mock.get("/Patient").mock(return_value=httpx.Response(200, json=_page(ids, None)))
+    async with FhirClient(base_url=BASE, sleep=sleeps, max_entries_per_page=10) as client:
+        with pytest.raises(LimitExceeded, match="max_entries_per_page"):
+            _ = [r async for r in client.search("Patient", {})]
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_an_answer_larger_than_the_limit_is_refused(
+    mock: respx.MockRouter, sleeps: Sleeps, declared: bool
+) -> None:
+    body = orjson.dumps(_page([str(i) for i in range(200)], None))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    answer = httpx.Response(200, content=body if declared else chunks())
+    mock.get("/Patient").mock(return_value=answer)
+    async with FhirClient(base_url=BASE, sleep=sleeps, max_response_bytes=4096) as client:
+        with pytest.raises(LimitExceeded, match="max_response_bytes"):
+            _ = [r async for r in client.search("Patient", {})]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (httpx.Response(200, text="<html>login</html>", headers={"Content-Type": "text/html"}),
+         "not JSON \\(text/html\\)"),
+        (httpx.Response(200, content=b'{"resourceType": "Bundle", "entry": [{"res'),
+         "not JSON"),
+        (httpx.Response(200, json=[1, 2]), "not an object"),
+        (httpx.Response(200, json={"resourceType": "Patient", "id": "x"}), "not a Bundle"),
+        (httpx.Response(200, json={"resourceType": "Bundle", "entry": {"a": 1}}), "not a Bundle"),
+        (httpx.Response(200, json={"resourceType": "Bundle", "entry": [1]}), "not a JSON object"),
+    ],
+)  # fmt: skip
+async def test_a_malformed_search_answer_is_a_bad_response(
+    mock: respx.MockRouter, sleeps: Sleeps, answer: httpx.Response, message: str
+) -> None:
+    mock.get("/Patient").mock(return_value=answer)
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        with pytest.raises(BadResponse, match=message):
+            _ = [r async for r in client.search("Patient", {})]
+
+
+async def test_a_malformed_ndjson_line_is_a_bad_response(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    mock.get("/files/p.ndjson").mock(return_value=httpx.Response(200, content=b'{"a": 1}\n{"tr'))
+    async with FhirClient(base_url=BASE, sleep=sleeps) as client:
+        with pytest.raises(BadResponse, match="line 2 is not JSON"):
+            _ = [r async for r in client.stream_ndjson("files/p.ndjson")]

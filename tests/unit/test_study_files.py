@@ -139,7 +139,8 @@ def test_write_then_read_is_identity_generated(
     path = out if fmt == "csv" else written[0]
     result = read_study(path, canonical_mapping("gen"))
     assert result.rejects == []
-    assert _by_id(result.cases) == _by_id(cohort)
+    cases = result.cases
+    assert _by_id(cases) == _by_id(cohort)
 
 
 def test_parquet_tables_hold_every_row(tmp_path: Path, seed_cases: list[Case]) -> None:

@@ -359,6 +359,8 @@ def test_every_yaml_example_in_the_reference_loads(tmp_path: Path) -> None:
     import yaml
 
     text = (ROOT / "docs" / "mapping-file.md").read_text()
+    # the three-designs section quotes parts of shipped files (test_docs checks those)
+    text = text.split("## Three designs, three mapping files", 1)[0]
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     assert len(blocks) >= 5
     for index, block in enumerate(blocks):

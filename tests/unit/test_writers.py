@@ -276,3 +276,36 @@ def test_rejects_report(tmp_path: Path) -> None:
         ["s.xlsx", "MRD", "3", "MRD", "abc", "expected a number"],
         ["c.json", "", "", "", "", 'not JSON, "quoted"'],
     ]
+
+
+FORMULAS = ['=HYPERLINK("http://x.test","y")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
+
+
+@pytest.mark.parametrize("text", FORMULAS)
+def test_csv_cells_that_look_like_formulas_are_escaped(tmp_path: Path, text: str) -> None:
+    event = Event(
+        event_id="1.0", concept="hsct", when=When(day=-3, anchor="hsct"),
+        attributes={"conditioning": text},
+    )  # fmt: skip
+    case = Case(patient=PatientRecord(study_id="007", centre="x"), events=(event,))
+    write_study([case], tmp_path, "csv")
+    with (tmp_path / "events.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["conditioning"] == "'" + str(event.attributes["conditioning"])  # records strip
+    assert row["when_day"] == "-3"  # numbers keep their sign
+    (back,) = read_study(tmp_path, canonical_mapping("x")).cases
+    assert back == case  # the reader undoes the escape: the round trip is the identity
+    path = write_rejects([Reject(text, 2, text, text, text, text)], tmp_path / "rejects.csv")
+    with path.open(newline="") as handle:
+        (cells,) = list(csv.reader(handle))[1:]
+    assert cells == ["'" + text, "'" + text, "2", "'" + text, "'" + text, "'" + text]
+
+
+def test_unmapped_report_escapes_formulas(tmp_path: Path) -> None:
+    from fhir_cart.mappers.from_fhir import Unmapped
+    from fhir_cart.sync.service import write_unmapped
+
+    item = Unmapped("=cmd|'/c calc'!A1", "@Observation", "-no code")
+    with write_unmapped([item], tmp_path / "unmapped.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == ["'=cmd|'/c calc'!A1", "'@Observation", "'-no code"]

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, event, func, text, tuple_, update
+from sqlalchemy import Engine, and_, delete, event, func, or_, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine, select
 
@@ -39,6 +41,15 @@ __all__ = [
 Key = tuple[str, str, str]
 """(resource type, identifier system, identifier value)"""
 _CHUNK = 400
+
+
+log = logging.getLogger(__name__)
+run_owner: ContextVar[str | None] = ContextVar("run_owner", default=None)
+"""Set while a worker runs a job: that job's run row is written only while the worker still
+holds it (after its lease expired, another worker may have taken the job over)."""
+JOB_MARK = '"job":true'
+"""In the params of runs queued by the service (jobs a worker may take over); CLI runs
+have no lease to expire."""
 
 
 def _now() -> dt.datetime:
@@ -163,6 +174,39 @@ class Cache:
         }
         return {key for key, digest in items if sent.get(key) != digest}
 
+    def sent_versions(
+        self, *, server: str, keys: Sequence[Key]
+    ) -> dict[Key, tuple[str, str | None]]:
+        """(server id, version id) the server last acknowledged for each key it has."""
+        return {
+            (r.resource_type, r.identifier_system, r.identifier_value): (r.server_id, r.version_id)
+            for r in self._lookup(server, "sent", keys)
+            if r.server_id
+        }
+
+    def sent(self, *, server: str) -> Iterator[tuple[Key, str, str | None, dict[str, Any]]]:
+        """Every resource the server acknowledged: key, server id, version, content sent."""
+        with self.session() as s:
+            query = select(FhirResource).where(
+                FhirResource.server == server, FhirResource.direction == "sent"
+            )
+            for r in s.exec(query):
+                if r.server_id and r.content:
+                    key = (r.resource_type, r.identifier_system, r.identifier_value)
+                    yield key, r.server_id, r.version_id, orjson.loads(r.content)
+
+    def forget_sent(self, *, server: str, keys: Iterable[Key]) -> None:
+        with self.engine.begin() as conn:
+            for rtype, system, value in keys:
+                conn.execute(
+                    delete(FhirResource).where(
+                        FhirResource.server == server, FhirResource.direction == "sent",
+                        FhirResource.resource_type == rtype,
+                        FhirResource.identifier_system == system,
+                        FhirResource.identifier_value == value,
+                    )
+                )  # fmt: skip
+
     def server_ids(self, *, server: str, keys: Sequence[Key]) -> dict[Key, str]:
         return {
             (r.resource_type, r.identifier_system, r.identifier_value): r.server_id
@@ -230,6 +274,20 @@ class Cache:
                     .values(mapped=False, note=reason)
                 )  # fmt: skip
 
+    def forget_received(self, *, server: str, ids: Iterable[tuple[str, str]]) -> int:
+        """Drop received resources ((type, server id)) the server no longer has."""
+        removed = 0
+        with self.engine.begin() as conn:
+            for rtype, rid in ids:
+                result = conn.execute(
+                    delete(FhirResource).where(
+                        FhirResource.server == server, FhirResource.direction == "received",
+                        FhirResource.resource_type == rtype, FhirResource.server_id == rid,
+                    )
+                )  # fmt: skip
+                removed += result.rowcount
+        return removed
+
     def received(self, *, server: str) -> Iterator[dict[str, Any]]:
         with self.session() as s:
             query = select(FhirResource.content).where(
@@ -280,11 +338,27 @@ class Cache:
             return list(s.exec(query))
 
     def update_run(self, run_id: int, **values: Any) -> None:
+        """Write to a run; inside a job (``run_owner`` set) only while the worker holds it."""
         if "counts" in values and not isinstance(values["counts"], str):
             values["counts"] = orjson.dumps(values["counts"]).decode()
         values["heartbeat_at"] = _now()
+        query = update(SyncRun).where(SyncRun.id == run_id)
+        owner = run_owner.get()
+        if owner is not None:
+            query = query.where(SyncRun.worker == owner)
         with self.engine.begin() as conn:
-            conn.execute(update(SyncRun).where(SyncRun.id == run_id).values(**values))  # type: ignore[arg-type]
+            conn.execute(query.values(**values))  # type: ignore[arg-type]
+
+    def heartbeat(self, run_id: int, *, worker: str) -> bool:
+        """Renew ``worker``'s lease on a running job; False when it no longer holds it."""
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(SyncRun)
+                .where(SyncRun.id == run_id, SyncRun.worker == worker,
+                       SyncRun.status == "running")
+                .values(heartbeat_at=_now())
+            )  # fmt: skip
+            return bool(renewed.rowcount == 1)
 
     def finish_run(
         self, run_id: int, *, status: str, counts: dict[str, int], error: str | None = None
@@ -292,14 +366,27 @@ class Cache:
         self.update_run(run_id, status=status, counts=counts, error=error, finished_at=_now())
 
     def claim_next_run(
-        self, *, worker: str | None = None, kinds: Sequence[str] = ("push", "pull")
+        self,
+        *,
+        worker: str | None = None,
+        kinds: Sequence[str] = ("push", "pull"),
+        lease: float | None = None,
     ) -> SyncRun | None:
-        """Atomically take one pending run; two workers never take the same one."""
+        """Atomically take one pending job, or, with ``lease``, a running job whose worker
+        sent no heartbeat for ``lease`` seconds (dead or cut off: its lease expired). Two
+        workers never take the same one, and a job with a live lease is never taken."""
         worker = worker or f"{socket.gethostname()}"
+        takeable: Any = SyncRun.status == "pending"
+        if lease is not None:
+            expired = _now() - dt.timedelta(seconds=lease)
+            takeable = or_(takeable, and_(
+                SyncRun.status == "running", SyncRun.heartbeat_at < expired,
+                SyncRun.params.like(f"%{JOB_MARK}%"),  # service jobs, not CLI runs
+            ))  # fmt: skip
         with self.session() as s:
             query = (
                 select(SyncRun)
-                .where(SyncRun.status == "pending", SyncRun.kind.in_(kinds))  # type: ignore[attr-defined]
+                .where(takeable, SyncRun.kind.in_(kinds))  # type: ignore[attr-defined]
                 .order_by(SyncRun.id)  # type: ignore[arg-type]
                 .limit(1)
             )
@@ -308,9 +395,11 @@ class Cache:
             run = s.exec(query).first()
             if run is None:
                 return None
+            if run.status == "running":
+                log.warning("job %s: lease expired; taken over", run.id)
             claimed = s.execute(
                 update(SyncRun)
-                .where(SyncRun.id == run.id, SyncRun.status == "pending")  # type: ignore[arg-type]
+                .where(SyncRun.id == run.id, takeable)  # type: ignore[arg-type]
                 .values(status="running", worker=worker, started_at=_now(), heartbeat_at=_now())
             )
             s.commit()

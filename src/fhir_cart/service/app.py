@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import csv
 import io
 import logging
 import re
+import shutil
+import threading
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -28,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_cart import __version__
@@ -38,6 +41,7 @@ from fhir_cart.mappers.context import mapping_context
 from fhir_cart.readers import read_study
 from fhir_cart.records import Case
 from fhir_cart.service import schemas as s
+from fhir_cart.service.guard import Guard, key_accepted
 from fhir_cart.service.jobs import job_dir, run_worker
 from fhir_cart.settings import Settings
 from fhir_cart.study_mapping import load_study_mapping
@@ -85,13 +89,13 @@ def require_key(
     key: Annotated[str | None, Depends(_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> None:
+    """The key check again, per route: it documents the scheme in the contract, and holds
+    should the Guard middleware ever be left out. The Guard checks first, before bodies."""
     given = key or (bearer.credentials if bearer else None)
     if given is None:
         raise HTTPException(401, "an API key is required (X-API-Key or Authorization: Bearer)")
-    for allowed in settings.api_keys:
-        if hmac.compare_digest(given.encode(), allowed.get_secret_value().encode()):
-            return
-    raise HTTPException(403, "API key not accepted")
+    if not key_accepted(given, settings):
+        raise HTTPException(403, "API key not accepted")
 
 
 JobId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
@@ -122,18 +126,66 @@ def _upload_dir(settings: Settings, upload_id: str) -> Path:
     return path
 
 
-async def _save_upload(settings: Settings, upload: UploadFile, folder: Path) -> Path:
+def _suffix(upload: UploadFile) -> str:
     suffix = Path(upload.filename or "").suffix.lower()
     if suffix not in _SUFFIXES:
         raise HTTPException(415, f"study files are {', '.join(sorted(_SUFFIXES))}")
-    data = await upload.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
+    return suffix
+
+
+def _save_upload(settings: Settings, data: BinaryIO, folder: Path, suffix: str) -> Path:
+    content = data.read(settings.max_upload_bytes + 1)
+    if len(content) > settings.max_upload_bytes:
         raise HTTPException(413, f"upload larger than {settings.max_upload_bytes} bytes")
-    folder.mkdir(parents=True)
     # The stored name is ours, never the client's: nothing is written outside data_dir.
     path = folder / f"study{suffix}"
-    path.write_bytes(data)
+    path.write_bytes(content)
+    if suffix == ".xlsx":
+        _check_workbook(settings, path)
     return path
+
+
+def _check_workbook(settings: Settings, path: Path) -> None:
+    """An .xlsx is a zip: refuse one that is not, or that unpacks to more than the limit
+    (a 182 KB zip bomb otherwise took 27 s and 265 MB to read)."""
+    if not zipfile.is_zipfile(path):
+        raise HTTPException(422, "the .xlsx file is not a workbook (not a zip archive)")
+    with zipfile.ZipFile(path) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > settings.max_unpacked_bytes:
+        raise HTTPException(413, f"the workbook unpacks to more than "
+                            f"{settings.max_unpacked_bytes} bytes")  # fmt: skip
+
+
+def _accept_upload(
+    settings: Settings, cache: Cache, data: BinaryIO, suffix: str, mapping_file: Path | None
+) -> s.UploadReport:
+    """Store, check and read an upload (blocking work: runs in a worker thread). A refused
+    upload leaves nothing on disk."""
+    upload_id = uuid.uuid4().hex
+    folder = settings.data_dir / "uploads" / upload_id
+    folder.mkdir(parents=True)
+    try:
+        study = _save_upload(settings, data, folder, suffix)
+        meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None}
+        (folder / "meta.json").write_bytes(orjson.dumps(meta))
+        try:
+            result = read_study(study, load_study_mapping(mapping_file) if mapping_file else None)
+        except FhirCartError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except csv.Error as exc:  # e.g. a field over the csv module's 131,072 characters
+            raise HTTPException(422, f"the CSV file cannot be read: {exc}") from exc
+        listed = result.rejects[: settings.max_rejects_reported]
+        cache.add_rejects(run_id=None, rejects=listed)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return s.UploadReport(
+        upload_id=upload_id, patients=len(result.cases),
+        events=sum(len(c.events) for c in result.cases),
+        rejects=[s.RejectOut(**r.as_dict()) for r in listed],
+        rejects_total=len(result.rejects),
+    )  # fmt: skip
 
 
 def _read_upload(settings: Settings, upload_id: str) -> tuple[list[Case], Any, dict[str, Any]]:
@@ -167,21 +219,12 @@ def _routes(app: FastAPI) -> None:
         mapping: Annotated[str | None, Form(description="Mapping name (mappings/centres)")] = None,
     ) -> s.UploadReport:
         mapping_file = _mapping_path(settings, mapping) if mapping else None
-        upload_id = uuid.uuid4().hex
-        folder = settings.data_dir / "uploads" / upload_id
-        study = await _save_upload(settings, file, folder)
-        meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None}
-        (folder / "meta.json").write_bytes(orjson.dumps(meta))
-        try:
-            result = read_study(study, load_study_mapping(mapping_file) if mapping_file else None)
-        except FhirCartError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        cache.add_rejects(run_id=None, rejects=result.rejects)
-        return s.UploadReport(
-            upload_id=upload_id, patients=len(result.cases),
-            events=sum(len(c.events) for c in result.cases),
-            rejects=[s.RejectOut(**r.as_dict()) for r in result.rejects],
-        )  # fmt: skip
+        suffix = _suffix(file)
+        # reading a study file is blocking work: off the event loop, so /health and every
+        # other request keep answering while a large upload is checked
+        return await run_in_threadpool(
+            _accept_upload, settings, cache, file.file, suffix, mapping_file
+        )
 
     @app.get("/uploads/{upload_id}/preview", tags=["study"], dependencies=Auth,
              response_model=s.Preview)  # fmt: skip
@@ -205,7 +248,8 @@ def _routes(app: FastAPI) -> None:
     def start_push(settings: SettingsDep, cache: CacheDep, body: s.PushRequest) -> s.Job:
         server = _server(settings, body.server)
         _, _, meta = _read_upload(settings, body.upload_id)
-        params = {**meta, "server": body.server, "upload_id": body.upload_id}
+        params = {**meta, "server": body.server, "upload_id": body.upload_id,
+                  "continue_on_error": body.continue_on_error, "job": True}  # fmt: skip
         run_id = cache.create_run(kind="push", server=server, params=params, status="pending")
         return _job(cache, run_id)
 
@@ -213,7 +257,7 @@ def _routes(app: FastAPI) -> None:
               dependencies=Auth)  # fmt: skip
     def start_pull(settings: SettingsDep, cache: CacheDep, body: s.PullRequest) -> s.Job:
         server = _server(settings, body.server)
-        params = body.model_dump()
+        params = {**body.model_dump(), "job": True}
         run_id = cache.create_run(kind="pull", server=server, params=params, status="pending")
         return _job(cache, run_id)
 
@@ -358,16 +402,20 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_cache = cache is None
         app.state.cache = cache or open_cache(settings.effective_cache_url())
-        app.state.cache.mark_dead_workers()
-        app.state.cache.mark_interrupted(stale_after=120)
-        stop = asyncio.Event()
-        task = None
+        # No start-up sweep: a job whose worker died is taken over by any worker once its
+        # lease expires (jobs.execute), and a live worker's job is never touched.
+        stop = threading.Event()
+        worker = None
         if run_workers:
-            task = asyncio.create_task(run_worker(settings, app.state.cache, stop=stop))
+            # Jobs read study files and write the cache, blocking work: they run on a loop
+            # of their own in a thread, so the API's loop only ever serves requests.
+            job_loop = run_worker(settings, app.state.cache, stop=stop)
+            worker = threading.Thread(target=asyncio.run, args=(job_loop,), name="jobs")
+            worker.start()
         yield
         stop.set()
-        if task is not None:
-            await task
+        if worker is not None:
+            await asyncio.to_thread(worker.join)
         if own_cache:
             app.state.cache.close()
 
@@ -378,6 +426,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(Guard, settings=settings)
     _handlers(app)
     _routes(app)
     _document_problems(app)

@@ -2,21 +2,28 @@
 
 A worker claims a pending run with row locking (PostgreSQL ``FOR UPDATE SKIP LOCKED``), so
 several service processes can share one queue and no job runs twice. A run's state lives in
-the cache, so jobs survive a restart: runs left ``running`` by a dead worker are marked
-``interrupted`` and can be resumed (a resumed push sends only what was not acknowledged).
+the cache, so jobs survive a restart. A worker holds a lease on its job, renewed by
+heartbeats from a thread every quarter of ``job_lease_seconds``; when they stop (the worker
+was killed, or cut off) any worker takes the job over and resumes it (a push sends only
+what was not acknowledged). A live worker's job is never taken, and a worker that finds its
+job taken stops it and writes nothing more to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from fhir_cart.cache import Cache, worker_name
+from fhir_cart.cache import Cache, run_owner, worker_name
 from fhir_cart.cache.models import SyncRun
+from fhir_cart.errors import InputError
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.readers import read_study
 from fhir_cart.settings import Settings
@@ -43,7 +50,14 @@ async def _push(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
     )
     result = read_study(study, mapping)
     if result.rejects:
-        cache.add_rejects(run_id=run.id, rejects=result.rejects)
+        cache.add_rejects(run_id=run.id, rejects=result.rejects[: settings.max_rejects_reported])
+        if not params.get("continue_on_error"):
+            # as the CLI: a file with rejected rows is not pushed in part unless asked
+            raise InputError(
+                f"{len(result.rejects)} rows or values rejected (see the upload's report); "
+                "nothing was sent. Fix the file, or push with continue_on_error: true",
+                list(result.rejects),
+            )
     ctx = mapping_context(
         identifier_base=mapping.identifier_base if mapping else None,
         strict=settings.strict_terminology,
@@ -77,7 +91,25 @@ async def _pull(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
 
 
 async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:
-    """Run one claimed job to its end; failures are recorded on the run, never raised."""
+    """Run one claimed job to its end, holding its lease; failures are recorded on the run,
+    never raised. A worker that loses the lease (another took the job over after it sent
+    no heartbeat for ``job_lease_seconds``) stops the job and writes nothing more to it."""
+    assert run.id is not None
+    assert run.worker is not None
+    owner = run_owner.set(run.worker)
+    try:
+        async with _lease(cache, run.id, run.worker, settings.job_lease_seconds) as lost:
+            try:
+                await _job(run, settings, cache)
+            except asyncio.CancelledError:
+                if not lost.is_set():
+                    raise
+                log.warning("job %s: lease lost to another worker; stopped here", run.id)
+    finally:
+        run_owner.reset(owner)
+
+
+async def _job(run: SyncRun, settings: Settings, cache: Cache) -> None:
     assert run.id is not None
     params = orjson.loads(run.params)
     try:
@@ -88,6 +120,35 @@ async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:
     except Exception as exc:  # the job's failure belongs to the job, not to the worker
         log.warning("job %s failed: %s", run.id, exc.__class__.__name__)
         cache.finish_run(run.id, status="failed", counts={}, error=_safe_error(exc))
+
+
+@contextlib.asynccontextmanager
+async def _lease(
+    cache: Cache, run_id: int, worker: str, seconds: float
+) -> AsyncIterator[threading.Event]:
+    """Heartbeats every quarter lease from a thread of their own (a job's blocking work
+    cannot delay them); if one finds the job taken over, the job's task is cancelled."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    stop, lost = threading.Event(), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(seconds / 4):
+            if not cache.heartbeat(run_id, worker=worker):
+                lost.set()
+                loop.call_soon_threadsafe(task.cancel)
+                return
+
+    thread = threading.Thread(target=beat, name=f"lease-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield lost
+    finally:
+        stop.set()
+        thread.join()  # at most one heartbeat in flight: never long, and no await to cancel
+        if lost.is_set():
+            task.uncancel()
 
 
 def _safe_error(exc: Exception) -> str:
@@ -105,14 +166,14 @@ async def run_worker(
     *,
     name: str | None = None,
     poll: float = 0.5,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | threading.Event | None = None,
     until_empty: bool = False,
 ) -> int:
     """Claim and run jobs until ``stop`` is set (or the queue is empty, with until_empty)."""
     name = name or worker_name()
     done = 0
     while stop is None or not stop.is_set():
-        run = cache.claim_next_run(worker=name)
+        run = cache.claim_next_run(worker=name, lease=settings.job_lease_seconds)
         if run is None:
             if until_empty:
                 return done

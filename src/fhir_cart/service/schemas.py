@@ -34,7 +34,8 @@ class UploadReport(BaseModel):
     upload_id: str
     patients: int
     events: int
-    rejects: list[RejectOut]
+    rejects: list[RejectOut] = Field(description="The first max_rejects_reported rejects")
+    rejects_total: int = Field(description="Every reject, including those not listed")
 
 
 class Preview(BaseModel):
@@ -47,6 +48,10 @@ class PushRequest(BaseModel):
 
     upload_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     server: str = Field(min_length=1, max_length=64, description="A server named in settings")
+    continue_on_error: bool = Field(
+        default=False,
+        description="Push the good rows of a file with rejected rows (else the job fails)",
+    )
 
 
 class PullRequest(BaseModel):

@@ -10,14 +10,22 @@ pull (``_lastUpdated`` / ``_since``) still yields complete patients.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["EVENT_TYPES", "PullSelection", "PullStats", "patient_searches", "pull_resources"]
+from fhir_cart.errors import LimitExceeded
+from fhir_cart.references import patient_id, subject_patient_id
+
+__all__ = [
+    "EVENT_TYPES", "PullSelection", "PullStats", "deleted_since", "patient_searches",
+    "pull_resources",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 EVENT_TYPES: tuple[str, ...] = (
     "Condition",
@@ -82,10 +90,42 @@ class PullSelection:
 class PullStats:
     patients: int = 0
     resources: dict[str, int] = field(default_factory=dict)
+    limit: int | None = None
+    """Most resources one pull may receive (``max_resources_per_pull``)."""
+
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
+    """Resources received but not kept: (reference or what is known, type, reason)."""
+
+    def keep(self, resource: Any, *, needs_subject: bool = False) -> bool:
+        """Whether a received resource can be kept; if not, it is listed in ``dropped``."""
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            self.dropped.append(("(unknown)", "(unknown)", "resource without resourceType"))
+            return False
+        rtype = resource["resourceType"]
+        rid = resource.get("id")
+        if not isinstance(rid, str) or not _ID.match(rid):
+            # without an id, resources would overwrite each other in the cache
+            self.dropped.append((f"{rtype}/(no id)", rtype, "resource without a valid id"))
+            return False
+        if needs_subject and subject_patient_id(resource) is None:
+            reason = "no subject or patient reference to a Patient"
+            self.dropped.append((f"{rtype}/{rid}", rtype, reason))
+            return False
+        return True
+
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    """(type, id) of every resource received in this pull."""
+    complete: set[str] = field(default_factory=set)
+    """Types received in full for the selected patients: any other of their resources of
+    these types the cache holds was deleted on the server."""
 
     def count(self, resource: Json) -> None:
         rtype = str(resource.get("resourceType"))
         self.resources[rtype] = self.resources.get(rtype, 0) + 1
+        self.seen.add((rtype, str(resource.get("id"))))
+        if self.limit is not None and sum(self.resources.values()) > self.limit:
+            raise LimitExceeded(f"the pull received more than {self.limit} resources "
+                                "(setting max_resources_per_pull)")  # fmt: skip
 
 
 def patient_searches(selection: PullSelection) -> Iterable[dict[str, str]]:
@@ -100,9 +140,8 @@ def patient_searches(selection: PullSelection) -> Iterable[dict[str, str]]:
 async def _group_patients(client: SearchClient, group_id: str) -> AsyncIterator[Json]:
     group = await client.read("Group", group_id)
     for member in group.get("member", ()):
-        ref = (member.get("entity") or {}).get("reference", "")
-        rtype, _, rid = ref.rpartition("/")
-        if rtype.endswith("Patient") and rid:
+        rid = patient_id((member.get("entity") or {}).get("reference"))
+        if rid is not None:
             yield await client.read("Patient", rid)
 
 
@@ -116,8 +155,10 @@ async def selected_patients(client: SearchClient, selection: PullSelection) -> A
     seen: set[str] = set()
     for params in patient_searches(selection):
         async for patient in client.search("Patient", params):
-            pid = str(patient.get("id"))
-            if pid not in seen:
+            pid = patient.get("id") if isinstance(patient, dict) else None
+            if not isinstance(pid, str):
+                yield patient  # pull_resources lists it as dropped
+            elif pid not in seen:
                 seen.add(pid)
                 yield patient
 
@@ -143,21 +184,18 @@ async def patient_resources(
             yield resource
 
 
-def _subject_id(resource: Json) -> str:
-    subject = resource.get("subject") or resource.get("patient") or {}
-    ref = str(subject.get("reference", "")) if isinstance(subject, dict) else ""
-    return ref.rsplit("/", 1)[-1]
-
-
 async def by_type_scan(
-    client: SearchClient, types: list[str], since: str | None
+    client: SearchClient, types: list[str], since: str | None, stats: PullStats
 ) -> dict[str, list[Json]]:
-    """Types the server cannot search by patient: read them by type once, group by subject."""
+    """Types the server cannot search by patient: read them by type once, group by subject
+    (those without a Patient subject are listed in ``stats.dropped``)."""
     grouped: dict[str, list[Json]] = {}
     for rtype in types:
         log.warning("%s: server has no patient search parameter; reading by type", rtype)
         async for resource in client.search(rtype, _page(since)):
-            grouped.setdefault(_subject_id(resource), []).append(resource)
+            if stats.keep(resource, needs_subject=True):
+                pid = subject_patient_id(resource)
+                grouped.setdefault(str(pid), []).append(resource)
     return grouped
 
 
@@ -168,14 +206,38 @@ async def pull_resources(
     stats = stats or PullStats()
     params_by_type = await patient_params(client)
     unsearchable = [t for t, p in params_by_type.items() if p is None]
-    scanned = await by_type_scan(client, unsearchable, selection.since)
+    scanned = await by_type_scan(client, unsearchable, selection.since, stats)
     async for patient in selected_patients(client, selection):
+        if not stats.keep(patient):
+            continue
         stats.patients += 1
         stats.count(patient)
         pid = str(patient["id"])
         resources = list(scanned.get(pid, ()))
         async for resource in patient_resources(client, pid, selection.since, params_by_type):
-            resources.append(resource)
+            if stats.keep(resource, needs_subject=True):
+                resources.append(resource)
         for resource in resources:
             stats.count(resource)
         yield patient, resources
+
+
+class HistoryClient(Protocol):
+    def search_bundles(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]: ...
+
+
+async def deleted_since(client: HistoryClient, since: str) -> set[tuple[str, str]]:
+    """(type, id) of resources deleted on the server since ``since``: an incremental search
+    (``_lastUpdated``) cannot see deletions, the type's ``_history`` can
+    (https://hl7.org/fhir/R4/http.html#history: a deletion is an entry with request DELETE)."""
+    deleted: set[tuple[str, str]] = set()
+    for rtype in ("Patient", *EVENT_TYPES):
+        async for page in client.search_bundles(f"{rtype}/_history", {"_since": since}):
+            for entry in page.get("entry", ()):
+                request = entry.get("request") or {}
+                if request.get("method") == "DELETE":
+                    url = str(request.get("url", "")).split("?", 1)[0].rstrip("/")
+                    parts = url.split("/")
+                    if len(parts) >= 2 and parts[-2] == rtype:
+                        deleted.add((rtype, parts[-1]))
+    return deleted

@@ -24,11 +24,11 @@ import orjson
 from fhir_cart.bundle import business_identifier, content_hash, map_cases, transaction_bundles
 from fhir_cart.cache import Cache, Outcome, SentEntry
 from fhir_cart.client import EntryResult, FhirClient, outcome_message
-from fhir_cart.errors import FhirClientError
+from fhir_cart.errors import AuthError, BadResponse, FhirClientError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 
-__all__ = ["PushPlan", "PushReport", "plan_push", "push"]
+__all__ = ["PushPlan", "PushReport", "plan_push", "push", "verify_on_server"]
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -64,6 +64,35 @@ class PushReport:
 
     def add(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
+
+
+_VERIFY_CHUNK = 100
+"""Ids asked for in one ``_id`` search when checking what the cache believes."""
+
+
+async def verify_on_server(
+    client: FhirClient, believed: dict[Key, tuple[str, str | None]]
+) -> set[Key]:
+    """Keys the cache believes the server holds but it does not, or holds at another
+    version (wiped, restored from a backup, deleted or edited there): these must be sent
+    again. One ``_id`` search per 100 resources, answering ids and versions only."""
+    by_type: dict[str, list[tuple[Key, str, str | None]]] = {}
+    for key, (server_id, version) in believed.items():
+        by_type.setdefault(key[0], []).append((key, server_id, version))
+    gone: set[Key] = set()
+    for rtype, items in by_type.items():
+        for start in range(0, len(items), _VERIFY_CHUNK):
+            chunk = items[start : start + _VERIFY_CHUNK]
+            params = {"_id": ",".join(i for _, i, _ in chunk), "_elements": "id,meta",
+                      "_count": str(_VERIFY_CHUNK)}  # fmt: skip
+            held = {
+                str(r.get("id")): (r.get("meta") or {}).get("versionId")
+                async for r in client.search(rtype, params)
+            }
+            for key, server_id, version in chunk:
+                if server_id not in held or (version and held[server_id] != version):
+                    gone.add(key)
+    return gone
 
 
 def _link_unchanged(resources: list[Json], known: dict[str, str]) -> list[Json]:
@@ -194,6 +223,8 @@ async def _send_bundle(
     try:
         report.mode, results = await client.bundle_submit(bundle)
     except FhirClientError as exc:
+        if not _about_this_bundle(exc):
+            raise  # unreachable, refused credentials, unusable answer: stop the whole run
         results = [EntryResult(exc.status or 0, None, None, None, exc.outcome)] * len(keys)
         reason: str | None = exc.message
     else:
@@ -206,6 +237,12 @@ async def _send_bundle(
         report.add(outcome.outcome)
         if outcome.outcome == "failed":
             report.failures.append((outcome.key, outcome.status_code, outcome.reason or ""))
+
+
+def _about_this_bundle(exc: FhirClientError) -> bool:
+    """Whether the server judged this bundle (an HTTP status about its content), rather than
+    the push failing as a whole (no answer, credentials refused, an answer not FHIR)."""
+    return exc.status is not None and not isinstance(exc, AuthError | BadResponse)
 
 
 def _interpret(

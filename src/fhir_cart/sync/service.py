@@ -11,6 +11,7 @@ import asyncio
 import csv
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +29,22 @@ from fhir_cart.auth import (
 )
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.client import FhirClient
+from fhir_cart.csv_safety import safe_csv_cell
 from fhir_cart.errors import ConfigError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import Unmapped, cases_from_fhir
 from fhir_cart.records import Case
+from fhir_cart.references import subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
-from fhir_cart.sync.pull import EVENT_TYPES, PullSelection, PullStats, pull_resources
-from fhir_cart.sync.push import PushPlan, PushReport, plan_push, push
+from fhir_cart.sync.pull import (
+    EVENT_TYPES,
+    PullSelection,
+    PullStats,
+    deleted_since,
+    pull_resources,
+)
+from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
+from fhir_cart.sync.retract import removed_records, retract
 
 __all__ = [
     "PullOutcome", "auth_from_settings", "client_for", "exclusive", "push_locks", "run_pull",
@@ -77,6 +87,10 @@ def client_for(server: ServerSettings) -> FhirClient:
         auth=auth_from_settings(server.auth),
         timeout=server.timeout,
         max_retries=server.max_retries,
+        max_pages=server.max_pages_per_pull,
+        max_entries_per_page=server.max_entries_per_page,
+        max_response_bytes=server.max_response_bytes,
+        allow_foreign_export_files=server.allow_foreign_export_files,
     )
 
 
@@ -151,39 +165,70 @@ async def run_push(
     if dry_run:
         return _plan(ctx, cases, cache, key), None
     async with exclusive(cache, push_locks(key, cases)):
-        plan = _plan(ctx, cases, cache, key)
         if run_id is None:
             cache.mark_dead_workers()  # a push killed earlier: its journal may now be cleared
             run_id = cache.create_run(
                 kind="push", server=key, params={"patients": len(cases)}, worker=worker_name()
             )
-        return plan, await _send(plan, server, cache, run_id, on_bundle_done)
+        return await _send(ctx, cases, server, cache, run_id, on_bundle_done)
 
 
-def _plan(ctx: MappingContext, cases: Sequence[Case], cache: Cache, key: str) -> PushPlan:
+def _plan(
+    ctx: MappingContext,
+    cases: Sequence[Case],
+    cache: Cache,
+    key: str,
+    gone: AbstractSet[Key] = frozenset(),
+) -> PushPlan:
+    """What changed since the last push; ``gone`` are resources the server no longer holds
+    as the cache recorded them: sent again, and never linked to by their old server id."""
     return plan_push(
         ctx,
         cases,
-        changed=lambda items: cache.changed(server=key, items=items),
-        server_ids=lambda keys: cache.server_ids(server=key, keys=keys),
+        changed=lambda items: (
+            cache.changed(server=key, items=items) | {k for k, _ in items if k in gone}
+        ),
+        server_ids=lambda keys: {
+            k: v for k, v in cache.server_ids(server=key, keys=keys).items() if k not in gone
+        },
     )
 
 
+async def _verified_plan(
+    ctx: MappingContext, cases: Sequence[Case], cache: Cache, key: str, client: FhirClient
+) -> PushPlan:
+    """Plan, then check the server still holds what the plan would skip as unchanged."""
+    plan = _plan(ctx, cases, cache, key)
+    if not plan.unchanged:
+        return plan
+    believed = cache.sent_versions(server=key, keys=plan.unchanged)
+    gone = await verify_on_server(client, believed)
+    if not gone:
+        return plan
+    log.warning("%d resources the cache recorded are not on the server as recorded "
+                "(wiped, restored or changed there): sending them again", len(gone))  # fmt: skip
+    return _plan(ctx, cases, cache, key, gone)
+
+
 async def _send(
-    plan: PushPlan,
+    ctx: MappingContext,
+    cases: Sequence[Case],
     server: ServerSettings,
     cache: Cache,
     run_id: int,
     on_bundle_done: Callable[[int, int], None] | None,
-) -> PushReport:
+) -> tuple[PushPlan, PushReport]:
     key = server.base_url
     try:
         async with client_for(server) as client:
+            plan = await _verified_plan(ctx, cases, cache, key, client)
             report = await push(
                 plan, client=client, cache=cache, server=key, run_id=run_id,
                 bundle_size=server.bundle_size, concurrency=server.concurrency,
                 on_bundle_done=on_bundle_done,
             )  # fmt: skip
+            if not report.failures:
+                await _retract_removed(plan, client, cache, server, report, ctx.resource_id)
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
@@ -193,7 +238,29 @@ async def _send(
         resumed = cache.clear_stale_pending()
         if resumed:
             log.info("finished %d resources left in flight by an interrupted push", resumed)
-    return report
+    return plan, report
+
+
+async def _retract_removed(
+    plan: PushPlan,
+    client: FhirClient,
+    cache: Cache,
+    server: ServerSettings,
+    report: PushReport,
+    resource_id: Callable[[str, str], str],
+) -> None:
+    """Records of the file's patients that the file no longer has: withdrawn and reported."""
+    key = server.base_url
+    removed, urns = removed_records(cache, key, plan.hashes, resource_id)
+    if not removed:
+        return
+    outcomes = await retract(removed, urns, client=client, mode=server.on_removed)
+    cache.add_outcomes(run_id=report.run_id, outcomes=outcomes)
+    cache.forget_sent(server=key, keys=[o.key for o in outcomes if o.outcome != "failed"])
+    for outcome in outcomes:
+        report.add(outcome.outcome)
+        if outcome.outcome == "failed":
+            report.failures.append((outcome.key, outcome.status_code, outcome.reason or ""))
 
 
 @dataclass
@@ -215,6 +282,7 @@ async def _fetch(
     on_patient: Callable[[int], None] | None,
 ) -> set[str]:
     patient_ids: set[str] = set()
+    stats.complete = {"Patient", *EVENT_TYPES}  # each searched per patient or read by type
     async for patient, resources in pull_resources(client, selection, stats):
         patient_ids.add(str(patient["id"]))
         cache.record_received(server=key, resources=[patient, *resources])
@@ -225,15 +293,23 @@ async def _fetch(
 
 async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: PullSelection,
                         stats: PullStats) -> set[str]:  # fmt: skip
-    outputs = await client.export(
+    manifest = await client.export_manifest(
         group_id=selection.group_id, types=["Patient", *EVENT_TYPES], since=selection.since
     )
+    requires_token = manifest.get("requiresAccessToken") is not False
+    # a type without an output file may be empty or not exported at all (sekmet leaves out
+    # AdverseEvent): only types with a file were received in full
+    stats.complete = {str(o.get("type")) for o in manifest.get("output", ())}
     patient_ids: set[str] = set()
-    for output in outputs:
+    for output in manifest.get("output", ()):
         batch: list[dict[str, Any]] = []
-        async for resource in client.stream_ndjson(str(output["url"])):
+        url = str(output["url"])
+        async for resource in client.stream_ndjson(url, requires_access_token=requires_token):
+            is_patient = resource.get("resourceType") == "Patient"
+            if not stats.keep(resource, needs_subject=not is_patient):
+                continue
             stats.count(resource)
-            if resource.get("resourceType") == "Patient":
+            if is_patient:
                 patient_ids.add(str(resource["id"]))
             batch.append(resource)
             if len(batch) >= 1000:
@@ -247,9 +323,31 @@ async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: P
 def _belongs(resource: dict[str, Any], patient_ids: set[str]) -> bool:
     if resource.get("resourceType") == "Patient":
         return str(resource.get("id")) in patient_ids
-    subject = resource.get("subject") or resource.get("patient") or {}
-    ref = str(subject.get("reference", "")) if isinstance(subject, dict) else ""
-    return ref.rsplit("/", 1)[-1] in patient_ids
+    return subject_patient_id(resource) in patient_ids
+
+
+def _current(
+    cache: Cache,
+    key: str,
+    ids: set[str],
+    stats: PullStats,
+    gone: set[tuple[str, str]],
+    *,
+    full: bool,
+) -> tuple[list[dict[str, Any]], int]:
+    """The selected patients' resources as the server holds them now, and how many the
+    cache held that the server has deleted (dropped from the cache). A full pull received
+    every resource of its patients, so anything else the cache holds for them is gone; an
+    incremental one learns deletions from ``_history`` (``gone``)."""
+    held = [r for r in cache.received(server=key) if _belongs(r, ids)]
+    if full:
+        known = {(str(r["resourceType"]), str(r.get("id"))) for r in held}
+        gone = {(t, i) for t, i in known if t in stats.complete} - stats.seen
+    deleted = cache.forget_received(server=key, ids=sorted(gone)) if gone else 0
+    if deleted:
+        log.info("%d resources deleted on the server since the last pull: removed", deleted)
+    keep = [r for r in held if (str(r["resourceType"]), str(r.get("id"))) not in gone]
+    return keep, deleted
 
 
 async def run_pull(
@@ -270,21 +368,26 @@ async def run_pull(
         run_id = cache.create_run(
             kind="pull", server=key, params={"selection": selection.kind}, worker=worker_name()
         )
-    stats = PullStats()
+    stats = PullStats(limit=server.max_resources_per_pull)
     try:
         async with client_for(server) as client:
             if use_export:
                 ids = await _fetch_export(client, cache, key, selection, stats)
             else:
                 ids = await _fetch(client, cache, key, selection, stats, on_patient)
+            gone = await deleted_since(client, selection.since) if selection.since else set()
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
-    resources = (r for r in cache.received(server=key) if _belongs(r, ids))
+    resources, deleted = _current(cache, key, ids, stats, gone, full=selection.since is None)
     result = cases_from_fhir(ctx, resources, default_centre=default_centre)
+    dropped = [Unmapped(ref, rtype, reason) for ref, rtype, reason in stats.dropped]
+    result.unmapped[:0] = dropped
     unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
     cache.mark_mapped(server=key, unmapped=unmapped)
     counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
+    if deleted:
+        counts["deleted_on_server"] = deleted
     cache.finish_run(run_id, status="succeeded", counts=counts)
     other = [dict(row) for row in result.other]
     return PullOutcome(run_id, result.cases, result.unmapped, stats, other)
@@ -296,5 +399,6 @@ def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["reference", "resource_type", "reason"])
         for item in unmapped:
-            writer.writerow([item.reference, item.resource_type, item.reason])
+            row = [item.reference, item.resource_type, item.reason]
+            writer.writerow([safe_csv_cell(cell) for cell in row])
     return path
