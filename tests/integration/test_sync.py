@@ -433,8 +433,13 @@ def test_a_wiped_server_gets_everything_again_and_no_dangling_reference(
         server.start()
         assert set(server_totals(server.base_url).values()) == {0}
         p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
-        mrd = p01.mrd[0].model_copy(update={"qualitative": "positive_below_quantification"})
-        edited = p01.model_copy(update={"mrd": (mrd, *p01.mrd[1:])})
+        mrd = p01.of("mrd")[0]
+        assert mrd.value is not None
+        low = mrd.value.model_copy(update={"code": "positive_below_quantification"})
+        changed = mrd.model_copy(update={"value": low})
+        edited = p01.model_copy(
+            update={"events": tuple(changed if e is mrd else e for e in p01.events)}
+        )
         cohort = [edited if c is p01 else c for c in seed_cases]
         _, report = push(cohort, ctx, server.base_url, cache)
         assert report.counts == {"created": total, "unchanged": 0}
@@ -452,7 +457,7 @@ def test_a_wiped_server_gets_everything_again_and_no_dangling_reference(
 
 
 def _events(cases: list[Case]) -> int:
-    return sum(len(events) for case in cases for _, events in case.event_lists())
+    return sum(len(case.events) for case in cases)
 
 
 def test_pulls_reflect_resources_deleted_on_the_server(
@@ -499,9 +504,12 @@ def test_records_removed_from_the_study_file_are_withdrawn_and_reported(
     server = ServerSettings(base_url=fhir_server, on_removed=mode)
     asyncio.run(run_push(cases=seed_cases, ctx=ctx, server=server, cache=cache))
     p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
-    mrd = p01.mrd[0]
-    fewer = p01.model_copy(update={"mrd": p01.mrd[1:], "adverse_events": ()})
-    gone_ae = len(p01.adverse_events)
+    mrd = p01.of("mrd")[0]
+    adverse = set(ctx.concepts.keys("adverse_event"))
+    kept = tuple(e for e in p01.events if e is not mrd and e.concept not in adverse)
+    fewer = p01.model_copy(update={"events": kept})
+    gone_ae = sum(e.concept in adverse for e in p01.events)
+    assert gone_ae > 0
     # P02 is left out of the file altogether: a partial file, nothing of P02 is touched
     cohort = [fewer if c is p01 else c for c in seed_cases if c.patient.study_id != "P02"]
     _, report = asyncio.run(run_push(cases=cohort, ctx=ctx, server=server, cache=cache))
