@@ -1,8 +1,13 @@
-"""Run the real FHIR R4 server ``sekmet-fhir`` on 127.0.0.1 for tests and the demo.
+"""Run real FHIR R4 servers on 127.0.0.1 for tests and the demo.
 
-It lives in a virtualenv of its own (it pins its own fhir.resources), made on first use.
-Settings follow ../shared/TESTING.md: ``host: 127.0.0.1`` (it listens on every interface
-otherwise), a fresh ``data_dir``, and the built-in simulator off.
+Two independent implementations, so that nothing depends on one server's quirks:
+
+- ``sekmet-fhir`` (Python, SQLite), in a virtualenv of its own (it pins its own
+  fhir.resources), made on first use. Settings follow ../shared/TESTING.md: ``host:
+  127.0.0.1`` (it listens on every interface otherwise), a fresh ``data_dir``, and the
+  built-in simulator off.
+- Medplum's FHIR router on its in-memory repository (Node), see
+  :mod:`fhir_cart.testing.medplum_server`.
 """
 
 from __future__ import annotations
@@ -21,19 +26,25 @@ from typing import Any
 import httpx
 import yaml
 
-__all__ = ["SEKMET_VERSION", "SekmetServer", "default_venv", "ensure_sekmet"]
+__all__ = [
+    "SEKMET_VERSION", "LocalFhirServer", "SekmetServer", "default_venv", "ensure_sekmet",
+    "free_port",
+]  # fmt: skip
 
 SEKMET_VERSION = "0.1.1"
 
 
-def default_venv() -> Path:
-    env = os.environ.get("FHIR_CART_SEKMET_VENV")
-    if env:
-        return Path(env)
+def cache_dir(name: str) -> Path:
+    """``.cache/<name>`` in a checkout, else ``~/.cache/fhir-cart/<name>``."""
     checkout = Path(__file__).resolve().parents[3]
     if (checkout / "pyproject.toml").exists():
-        return checkout / ".cache" / "sekmet-venv"
-    return Path.home() / ".cache" / "fhir-cart" / "sekmet-venv"
+        return checkout / ".cache" / name
+    return Path.home() / ".cache" / "fhir-cart" / name
+
+
+def default_venv() -> Path:
+    env = os.environ.get("FHIR_CART_SEKMET_VENV")
+    return Path(env) if env else cache_dir("sekmet-venv")
 
 
 def ensure_sekmet(venv: Path | None = None) -> Path:
@@ -58,45 +69,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class SekmetServer:
-    """``with SekmetServer() as server: server.base_url`` — started fresh, stopped on exit."""
+class LocalFhirServer:
+    """A server process on 127.0.0.1: ``with Server() as server: server.base_url``,
+    started fresh (empty) and stopped on exit."""
 
-    def __init__(
-        self,
-        *,
-        venv: Path | None = None,
-        extra_settings: dict[str, Any] | None = None,
-        startup_timeout: float = 60.0,
-    ) -> None:
-        self.exe = ensure_sekmet(venv)
-        self.port = free_port()
+    name = "fhir"
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 60.0) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
-        self.extra = extra_settings or {}
         self.timeout = startup_timeout
-        self.workdir = Path(tempfile.mkdtemp(prefix="sekmet-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         self.log_path = self.workdir / "server.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def _write_settings(self) -> Path:
-        settings = {
-            "base_url": self.base_url,
-            "host": "127.0.0.1",
-            "port": self.port,
-            "data_dir": str(self.workdir / "data"),
-            "simulator": {"enabled": False},
-            "log_inbound": False,
-            **self.extra,
-        }
-        path = self.workdir / "sekmet.yaml"
-        path.write_text(yaml.safe_dump(settings))
-        return path
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that start the server."""
+        raise NotImplementedError
 
-    def start(self) -> SekmetServer:
-        config = self._write_settings()
-        env = {**os.environ, "SEKMET_CONFIG": str(config)}
+    def start(self) -> LocalFhirServer:
+        argv, env = self.command()
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
-                [str(self.exe), "serve"], cwd=self.workdir, env=env, stdout=log,
+                argv, cwd=self.workdir, env={**os.environ, **env}, stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
         self._wait_ready()
@@ -117,6 +112,16 @@ class SekmetServer:
         self.stop()
         raise RuntimeError(f"FHIR server did not start at {self.base_url}:\n{tail}")
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait(self) -> int:
+        """Block until the server process ends; its exit status."""
+        if self._proc is None:
+            return 0
+        return self._proc.wait()
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
@@ -131,7 +136,7 @@ class SekmetServer:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> SekmetServer:
+    def __enter__(self) -> LocalFhirServer:
         return self.start()
 
     def __exit__(
@@ -141,3 +146,38 @@ class SekmetServer:
         tb: TracebackType | None,
     ) -> None:
         self.cleanup()
+
+
+class SekmetServer(LocalFhirServer):
+    """sekmet-fhir, with its data in a fresh folder."""
+
+    name = "sekmet"
+
+    def __init__(
+        self,
+        *,
+        venv: Path | None = None,
+        extra_settings: dict[str, Any] | None = None,
+        port: int | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.exe = ensure_sekmet(venv)
+        super().__init__(port=port, startup_timeout=startup_timeout)
+        self.extra = extra_settings or {}
+
+    def _write_settings(self) -> Path:
+        settings = {
+            "base_url": self.base_url,
+            "host": "127.0.0.1",
+            "port": self.port,
+            "data_dir": str(self.workdir / "data"),
+            "simulator": {"enabled": False},
+            "log_inbound": False,
+            **self.extra,
+        }
+        path = self.workdir / "sekmet.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        return path
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return [str(self.exe), "serve"], {"SEKMET_CONFIG": str(self._write_settings())}
