@@ -57,6 +57,10 @@ class ServerSettings(BaseModel):
     max_retries: int = Field(default=4, ge=0, le=10)
     bundle_size: int = Field(default=100, ge=1, le=5000)
     concurrency: int = Field(default=4, ge=1, le=64)
+    bundle_type: Literal["auto", "transaction", "batch"] = "auto"
+    """``auto``: transactions where the CapabilityStatement declares them, else batches."""
+    max_transaction_entries: int | None = Field(default=None, ge=1)
+    """The server's largest transaction, where known (otherwise learned from a refusal)."""
 
     @field_validator("base_url")
     @classmethod
