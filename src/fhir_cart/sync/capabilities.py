@@ -30,7 +30,8 @@ BundleType = Literal["auto", "transaction", "batch"]
 
 # Wording of size refusals seen on real servers; 413 is the HTTP way of saying it.
 _SIZE_WORDS = re.compile(
-    r"too many|too large|too big|more \w+( \w+)? than allowed|exceeds|maximum (bundle|entries|size)",
+    r"too many|too large|too big|more \w+( \w+)? than allowed|exceeds"
+    r"|maximum (bundle|entries|size)",
     re.IGNORECASE,
 )
 _UNKNOWN_PARAM = re.compile(

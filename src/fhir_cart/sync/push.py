@@ -25,9 +25,9 @@ from fhir_cart.bundle import business_identifier, content_hash, entry_for, map_c
 from fhir_cart.cache import Cache, Outcome, SentEntry
 from fhir_cart.client import EntryResult, FhirClient, outcome_message
 from fhir_cart.errors import FatalError, FatalHttpError, FhirClientError
-from fhir_cart.sync.capabilities import ServerCapabilities, is_size_refusal
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
+from fhir_cart.sync.capabilities import ServerCapabilities, is_size_refusal
 
 __all__ = ["PushPlan", "PushReport", "plan_push", "push"]
 
