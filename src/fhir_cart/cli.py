@@ -29,7 +29,7 @@ from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, load_settings
 from fhir_cart.summary import PAPER, Summary, summarise
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.push import PushPlan, PushReport
+from fhir_cart.sync.push import PushPlan, PushReport, failure_causes
 from fhir_cart.sync.service import run_pull, run_push, write_unmapped
 
 __all__ = ["app", "main"]
@@ -308,7 +308,12 @@ def push_command(
     finally:
         cache.close()
     if report is not None and report.failures:
-        raise FatalError(f"{len(report.failures)} resources failed; see above", exit_code=5)
+        causes = len(failure_causes(report.failures))
+        raise FatalError(
+            f"{len(report.failures)} resources failed ({causes} "
+            f"{'cause' if causes == 1 else 'causes'}); see above",
+            exit_code=5,
+        )
 
 
 def _print_push(plan: PushPlan, report: PushReport | None) -> None:
@@ -327,8 +332,14 @@ def _print_push(plan: PushPlan, report: PushReport | None) -> None:
     for outcome, n in sorted(report.counts.items()):
         table.add_row(outcome, str(n))
     out.print(table)
-    for key, status, reason in report.failures[:50]:
-        err.print(f"[red]failed[/red] {key[0]} (HTTP {status}): {escape(reason)}")
+    for note in report.learned:
+        err.print(f"note: {escape(note)}")
+    for cause in failure_causes(report.failures):
+        types = ", ".join(f"{t} {n}" for t, n in sorted(cause.types.items()))
+        status = f"HTTP {cause.status}" if cause.status else "no answer"
+        err.print(f"[red]{cause.count} failed[/red] ({status}; {types}): {escape(cause.reason)}")
+        if cause.hint:
+            err.print(f"  hint: {escape(cause.hint)}")
 
 
 def _selection(

@@ -29,7 +29,7 @@ from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.sync.capabilities import ServerCapabilities, is_size_refusal
 
-__all__ = ["PushPlan", "PushReport", "plan_push", "push"]
+__all__ = ["FailureCause", "PushPlan", "PushReport", "failure_causes", "plan_push", "push"]
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -66,6 +66,48 @@ class PushReport:
 
     def add(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
+
+
+@dataclass(frozen=True)
+class FailureCause:
+    """Resources that failed for one reason: reported once, with what to do about it."""
+
+    status: int | None
+    reason: str
+    count: int
+    types: dict[str, int]
+    hint: str | None
+
+
+_HINTS: tuple[tuple[Callable[[int | None, str], bool], str], ...] = (
+    (lambda status, reason: reason.startswith("not sent: it refers to"),
+     "these depend on a resource that failed for another reason listed here; fix that one"),
+    (lambda status, reason: status == 413 or "too many" in reason.lower(),
+     "the server limits the size of a transaction: set max_transaction_entries (or a smaller "
+     "bundle_size) in this server's settings"),
+    (lambda status, reason: status in (401, 403),
+     "the server refused the credentials: check this server's auth settings"),
+    (lambda status, reason: status == 404,
+     "the server does not know this URL or resource type: check the server's base_url"),
+    (lambda status, reason: status in (400, 422),
+     "the server refused the content: 'fhir-cart map --validate' checks resources locally"),
+    (lambda status, reason: status is not None and status >= 500,
+     "a fault on the server: push again later (only what failed is sent again)"),
+)  # fmt: skip
+
+
+def failure_causes(failures: Sequence[tuple[Key, int | None, str]]) -> list[FailureCause]:
+    """Failures grouped by (status, reason), biggest group first."""
+    groups: dict[tuple[int | None, str], dict[str, int]] = {}
+    for key, status, reason in failures:
+        types = groups.setdefault((status, reason), {})
+        types[key[0]] = types.get(key[0], 0) + 1
+    causes = [
+        FailureCause(status, reason, sum(types.values()), types,
+                     next((h for test, h in _HINTS if test(status, reason)), None))
+        for (status, reason), types in groups.items()
+    ]  # fmt: skip
+    return sorted(causes, key=lambda c: -c.count)
 
 
 def _link_unchanged(resources: list[Json], known: dict[str, str]) -> list[Json]:

@@ -1,0 +1,96 @@
+"""Push fits each server: transaction size limits (declared, learned from a refusal), a
+patient split across transactions, batches in dependency order, one error per cause."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_cart.cache import open_cache
+from fhir_cart.cli import main
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.records import Case
+from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.pull import PullSelection
+from fhir_cart.sync.service import run_pull, run_push
+from fhir_cart.testing.fhir_server import free_port
+from tests.conftest import SEED_FILE, SEED_MAPPING
+from tests.integration.test_sync import (
+    SEED_QUERY,
+    by_id,
+    expected_totals,
+    server_totals,
+    written,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _push(cases: list[Case], ctx: MappingContext, server: ServerSettings, cache: Any) -> Any:
+    return asyncio.run(run_push(cases=cases, ctx=ctx, server=server, cache=cache))[1]
+
+
+@pytest.mark.parametrize(
+    ("bundle_type", "bundle_size"), [("auto", 100), ("auto", 8), ("batch", 100)]
+)
+def test_seed_cohort_arrives_whole_and_pulls_back(
+    fhir_server: str,
+    tmp_path: Path,
+    ctx: MappingContext,
+    seed_cases: list[Case],
+    bundle_type: str,
+    bundle_size: int,
+) -> None:
+    """Medplum's router refuses transactions of conditional writes above 8 entries and a seed
+    patient has about 16 resources: before splitting, all 112 failed there, with any size.
+    The pull back resolves every reference (subject searches), so references made literal
+    across parts and batches are checked too."""
+    server = ServerSettings(base_url=fhir_server, bundle_type=bundle_type, bundle_size=bundle_size)
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        report = _push(seed_cases, ctx, server, cache)
+        expected = expected_totals(ctx, seed_cases)
+        assert report.failures == []
+        assert written(report) == sum(expected.values())
+        assert server_totals(fhir_server) == expected
+        assert report.mode == ("batch" if bundle_type == "batch" else "transaction")
+        assert _push(seed_cases, ctx, server, cache).counts == {"unchanged": sum(expected.values())}
+        selection = PullSelection(kind="search", query=SEED_QUERY)
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        assert pulled.unmapped == []
+        assert by_id(pulled.cases) == by_id(seed_cases)
+    finally:
+        cache.close()
+
+
+def test_a_declared_limit_is_respected_without_a_refusal(
+    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    server = ServerSettings(base_url=fhir_server, max_transaction_entries=8)
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        report = _push(seed_cases, ctx, server, cache)
+    finally:
+        cache.close()
+    assert report.failures == []
+    assert report.learned == []  # nothing refused: settings said it first
+    assert report.bundles >= sum(expected_totals(ctx, seed_cases).values()) // 8
+
+
+def test_unreachable_server_is_one_error_with_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing listens on the port: one message and exit 6, not one line per bundle."""
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    cache = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    code = main(
+        ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", url, "--cache", cache]
+    )
+    err = capsys.readouterr().err
+    assert code == 6
+    assert err.count("cannot reach the FHIR server") == 1
+    assert "fhir-cart fhir-server" in err
+    assert err.count("ConnectError") <= 1
