@@ -44,6 +44,7 @@ def test_a_size_refusal_halves_the_limit_once_per_size() -> None:
     assert caps.learn_size_refusal(98) == 49
     assert caps.learn_size_refusal(98) == 49  # an older bundle refused late changes nothing
     assert caps.learn_size_refusal(14) == 7
+    assert caps.learn_size_refusal(20) == 7  # a bigger bundle sent before the lower limit
     assert not caps.fits(8)
     assert len(caps.learned) == 2
 
