@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
 from fhir_cart.cache import open_cache
@@ -34,7 +35,28 @@ from fhir_cart.sync.service import run_pull, run_push, write_unmapped
 
 __all__ = ["app", "main"]
 
+
+def _no_flag_metavar(params: list[Any]) -> list[Any]:
+    """Flags show no value placeholder in help (typer 0.29 prints ``<bool>`` beside
+    ``--validate``, which reads as if it took a value)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="fhir-cart",
     help="Move clinical case-series data between study format and FHIR R4.",
     no_args_is_help=True,
@@ -59,6 +81,11 @@ ContinueOpt = Annotated[
 ]
 
 
+def _table(title: str) -> Table:
+    """A table at least as wide as its title, so the title never wraps mid-phrase."""
+    return Table(title=title, min_width=len(title) + 2)
+
+
 def _context(strict: bool, mapping: Any = None) -> MappingContext:
     base = getattr(mapping, "identifier_base", None)
     return mapping_context(strict=strict, identifier_base=base)
@@ -73,7 +100,9 @@ def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[
         raise FatalError(f"{path}: no such file or folder", exit_code=2)
     mapping = load_study_mapping(mapping_file) if mapping_file else None
     if mapping is None and path.suffix.lower() != ".json":
-        raise FatalError(f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}")
+        raise FatalError(
+            f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}", exit_code=2
+        )
     result = read_study(path, mapping)
     return result.cases, result.rejects, mapping
 
@@ -103,7 +132,7 @@ def _warn_unverified(ctx: MappingContext) -> None:
         )
 
 
-@app.command("map")
+@app.command("map", cls=_Command)
 def map_command(
     study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -154,7 +183,7 @@ def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:
 
 
 def _print_counts(patients: int, counts: dict[str, int], bundles: int, out_dir: Path) -> None:
-    table = Table(title=f"{patients} patients mapped to FHIR R4")
+    table = _table(f"{patients} patients mapped to FHIR R4")
     table.add_column("resource type")
     table.add_column("count", justify="right")
     for rtype, n in sorted(counts.items()):
@@ -187,7 +216,7 @@ def cases_from_path(
 
 
 def summary_table(summary: Summary, compare: bool) -> Table:
-    table = Table(title="Case-series summary")
+    table = _table("Case-series summary")
     table.add_column("measure")
     table.add_column("this data", justify="right")
     if compare:
@@ -204,7 +233,7 @@ def summary_table(summary: Summary, compare: bool) -> Table:
     return table
 
 
-@app.command("summary")
+@app.command("summary", cls=_Command)
 def summary_command(
     source: Annotated[Path, typer.Argument(help="Study file, or FHIR NDJSON file/folder.")],
     mapping: MappingOpt = None,
@@ -226,7 +255,7 @@ def summary_command(
     out.print(summary_table(summary, paper))
 
 
-@app.command("codesystem")
+@app.command("codesystem", cls=_Command)
 def codesystem_command(
     out_file: Annotated[Path | None, typer.Option("--out", "-o")] = None,
 ) -> None:
@@ -272,7 +301,7 @@ def _progress() -> Progress:
     )
 
 
-@app.command("push")
+@app.command("push", cls=_Command)
 def push_command(
     study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
     server: ServerOpt,
@@ -326,7 +355,8 @@ def _print_push(plan: PushPlan, report: PushReport | None) -> None:
         for rtype, n in sorted(counts.items()):
             out.print(f"  {rtype}: {n}")
         return
-    table = Table(title=f"push run {report.run_id} ({report.mode}, {report.bundles} bundles)")
+    bundles = _plural(report.bundles, "bundle")
+    table = _table(f"push run {report.run_id} ({report.mode}, {bundles})")
     table.add_column("outcome")
     table.add_column("resources", justify="right")
     for outcome, n in sorted(report.counts.items()):
@@ -357,7 +387,7 @@ def _selection(
     return PullSelection(kind="search", query=search, since=since)
 
 
-@app.command("pull")
+@app.command("pull", cls=_Command)
 def pull_command(
     server: ServerOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -402,11 +432,11 @@ def pull_command(
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
     out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
               f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
-    out.print(f"wrote {len(written)} files to {out_dir}")
+    out.print(f"wrote {_plural(len(written), 'file')} to {out_dir}")
     out.print(summary_table(summarise(result.cases), compare=False))
 
 
-@app.command("demo")
+@app.command("demo", cls=_Command)
 def demo_command(
     keep_server: Annotated[
         bool, typer.Option(help="Leave the local FHIR server running (Ctrl-C to stop).")
@@ -419,7 +449,7 @@ def demo_command(
     run_demo(out, keep_server=keep_server)
 
 
-@app.command("serve")
+@app.command("serve", cls=_Command)
 def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8765,
@@ -439,20 +469,22 @@ def serve_command(
                 access_log=False)  # fmt: skip
 
 
-@app.command("worker")
+@app.command("worker", cls=_Command)
 def worker_command() -> None:
     """Run background jobs only (several workers may share a PostgreSQL cache)."""
     from fhir_cart.service.jobs import run_worker
 
     settings = load_settings()
     cache = open_cache(settings.effective_cache_url())
+    where = cache.engine.url.render_as_string(hide_password=True)
+    out.print(f"worker started: taking jobs from the cache at {where} (Ctrl-C to stop)")
     try:
         asyncio.run(run_worker(settings, cache))
     finally:
         cache.close()
 
 
-@app.command("openapi")
+@app.command("openapi", cls=_Command)
 def openapi_command(
     out_file: Annotated[Path, typer.Option("--out", "-o")] = Path("api/openapi.json"),
 ) -> None:
@@ -460,17 +492,72 @@ def openapi_command(
     from fhir_cart.service.app import create_app
 
     document = create_app(run_workers=False).openapi()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_bytes(
         orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
     )
     out.print(f"wrote {out_file}")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def flag_values(argv: Sequence[str]) -> list[str]:
+    """``--validate true`` / ``--validate false`` as ``--validate`` / nothing: flags take no
+    value, but writing one is a common reflex and click would refuse the stray word."""
+    command = typer.main.get_command(app)
+    flags: dict[str, bool] = {}
+    for sub in getattr(command, "commands", {}).values():
+        for param in sub.params:
+            if isinstance(param, TyperOption) and param.is_flag:
+                flags.update(dict.fromkeys(param.opts, True))
+                flags.update(dict.fromkeys(param.secondary_opts, False))
+    out: list[str] = []
+    for arg in argv:
+        word = arg.lower()
+        if out and out[-1] in flags and (word in _TRUE or word in _FALSE):
+            if (word in _TRUE) != flags[out[-1]]:
+                out.pop()
+            continue
+        out.append(arg)
+    return out
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"fhir-cart {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fhir-cart")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Move clinical case-series data between study format and FHIR R4."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; turn a FatalError into its message and exit code (no traceback)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = flag_values(list(argv) if argv is not None else sys.argv[1:])
     try:
-        result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except FatalError as exc:
         err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         return exc.exit_code

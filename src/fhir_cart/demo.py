@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("outcome")
     table.add_column("resources", justify="right")
     for name, n in sorted(counts.items()):

@@ -177,6 +177,7 @@ def _worker(cache_url: str, data_dir: str, fhir_url: str, name: str) -> None:
     cache.close()
 
 
+@pytest.mark.postgres
 def test_two_workers_share_the_queue_without_running_a_job_twice(
     postgres_url: str,
     fhir_server: str,

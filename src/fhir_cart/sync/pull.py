@@ -151,7 +151,8 @@ async def by_type_scan(
     """Types the server cannot search by patient: read them by type once, group by subject."""
     grouped: dict[str, list[Json]] = {}
     for rtype in types:
-        log.warning("%s: server has no patient search parameter; reading by type", rtype)
+        # expected, not alarming: sekmet declares no patient search for AdverseEvent
+        log.info("%s: server has no patient search parameter; reading by type", rtype)
         async for resource in client.search(rtype, _page(since)):
             grouped.setdefault(_subject_id(resource), []).append(resource)
     return grouped

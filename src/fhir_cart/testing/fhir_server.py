@@ -57,7 +57,11 @@ def ensure_sekmet(venv: Path | None = None) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
            "--disable-pip-version-check", f"sekmet-fhir=={SEKMET_VERSION}"]  # fmt: skip
-    subprocess.run(pip, check=True)
+    # pip's output (dozens of "Location ... is ignored" warnings on some machines) is shown
+    # only when the install fails
+    done = subprocess.run(pip, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"installing sekmet-fhir failed:\n{done.stdout}{done.stderr}")
     if not exe.exists():
         raise RuntimeError(f"sekmet-fhir installed but {exe} is missing")
     return exe
