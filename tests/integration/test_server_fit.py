@@ -77,6 +77,7 @@ def test_a_declared_limit_is_respected_without_a_refusal(
         cache.close()
     assert report.failures == []
     assert report.learned == []  # nothing refused: settings said it first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite"]  # no lock files left
     assert report.bundles >= sum(expected_totals(ctx, seed_cases).values()) // 8
 
 
