@@ -25,12 +25,21 @@ from fhir_cart.study_mapping import load_study_mapping
 from fhir_cart.summary import PAPER, summarise
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.service import run_pull, run_push
+from fhir_cart.terminology import default_mappings_dir
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
 __all__ = ["run_demo"]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def seed_paths() -> tuple[Path, Path]:
+    """The seed cohort and its mapping: the checkout's, else the copies in the package."""
+    study = ROOT / "fixtures" / "seed" / "seed_cohort.xlsx"
+    if not study.exists():
+        study = Path(__file__).resolve().parent / "_fixtures" / "seed" / "seed_cohort.xlsx"
+    return study, default_mappings_dir() / "centres" / "seed.yaml"
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -46,8 +55,9 @@ def run_demo(console: Console, *, keep_server: bool = False, work: Path | None =
     work = work or Path("fhir-cart-data") / "demo"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    mapping = load_study_mapping(ROOT / "mappings" / "centres" / "seed.yaml")
-    study = read_study(ROOT / "fixtures" / "seed" / "seed_cohort.xlsx", mapping)
+    seed_file, seed_mapping = seed_paths()
+    mapping = load_study_mapping(seed_mapping)
+    study = read_study(seed_file, mapping)
     if study.rejects:
         raise FatalError(f"seed fixture has {len(study.rejects)} rejected rows")
     ctx = mapping_context(identifier_base=mapping.identifier_base)
