@@ -441,12 +441,16 @@ def demo_command(
     keep_server: Annotated[
         bool, typer.Option(help="Leave the local FHIR server running (Ctrl-C to stop).")
     ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Port for the local FHIR server (default: any free)."),
+    ] = None,
 ) -> None:
     """The main job end to end: local FHIR server, push the seed cohort, pull it back, and
     print the summary beside the numbers the paper reports."""
     from fhir_cart.demo import run_demo
 
-    run_demo(out, keep_server=keep_server)
+    run_demo(out, keep_server=keep_server, port=port)
 
 
 @app.command("serve", cls=_Command)
@@ -467,6 +471,46 @@ def serve_command(
         raise FatalError("set at least one API key (FHIR_CART_API_KEYS='[\"...\"]')", exit_code=2)
     uvicorn.run(create_app(settings, run_workers=workers), host=host, port=port,
                 access_log=False)  # fmt: skip
+
+
+fhir_server_app = typer.Typer(
+    cls=_Group,
+    help="Start or stop a local FHIR R4 server on 127.0.0.1 to try fhir_cart against.",
+    no_args_is_help=True,
+)
+app.add_typer(fhir_server_app, name="fhir-server")
+PortOpt = Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")]
+
+
+@fhir_server_app.command("start", cls=_Command)
+def fhir_server_start(
+    port: PortOpt = 8080,
+    kind: Annotated[
+        str, typer.Option("--kind", help="sekmet (Python) or medplum (Node 20, npm).")
+    ] = "sekmet",
+) -> None:
+    """Start an empty FHIR R4 server at http://127.0.0.1:PORT/fhir and leave it running."""
+    from fhir_cart.testing import SERVERS
+    from fhir_cart.testing.fhir_server import port_in_use, start_detached
+
+    if kind not in SERVERS:
+        raise FatalError(f"--kind must be one of {', '.join(sorted(SERVERS))}", exit_code=2)
+    if port_in_use(port):
+        raise FatalError(f"port {port} on 127.0.0.1 is already in use", exit_code=2)
+    url = start_detached(SERVERS[kind](port=port), Path(load_settings().data_dir))
+    out.print(f"FHIR R4 server ({kind}) running at {url}; "
+              f"'fhir-cart fhir-server stop --port {port}' stops it")  # fmt: skip
+
+
+@fhir_server_app.command("stop", cls=_Command)
+def fhir_server_stop(port: PortOpt = 8080) -> None:
+    """Stop the server 'fhir-server start' left on PORT and delete its data."""
+    from fhir_cart.testing.fhir_server import stop_detached
+
+    url = stop_detached(Path(load_settings().data_dir), port)
+    if url is None:
+        raise FatalError(f"no FHIR server was started on port {port} from here", exit_code=2)
+    out.print(f"stopped the FHIR server at {url}")
 
 
 @app.command("worker", cls=_Command)

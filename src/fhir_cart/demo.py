@@ -51,7 +51,10 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
-def run_demo(console: Console, *, keep_server: bool = False, work: Path | None = None) -> None:
+def run_demo(
+    console: Console, *, keep_server: bool = False, work: Path | None = None,
+    port: int | None = None,
+) -> None:  # fmt: skip
     work = work or Path("fhir-cart-data") / "demo"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -64,7 +67,7 @@ def run_demo(console: Console, *, keep_server: bool = False, work: Path | None =
     cache = open_cache(f"sqlite:///{work / 'cache.sqlite'}")
     console.print("[bold]fhir_cart demo[/bold]: synthetic seed cohort (7 patients), SQLite cache")
     try:
-        with SekmetServer() as fhir:
+        with SekmetServer(port=port) as fhir:
             console.print(f"local FHIR R4 server (sekmet-fhir) at {fhir.base_url}")
             server = ServerSettings(base_url=fhir.base_url)
             for attempt in ("first push", "second push (changes only)"):

@@ -12,8 +12,10 @@ Two independent implementations, so that nothing depends on one server's quirks:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +30,7 @@ import yaml
 
 __all__ = [
     "SEKMET_VERSION", "LocalFhirServer", "SekmetServer", "default_venv", "ensure_sekmet",
-    "free_port",
+    "free_port", "port_in_use", "start_detached", "stop_detached",
 ]  # fmt: skip
 
 SEKMET_VERSION = "0.1.1"
@@ -86,6 +88,7 @@ class LocalFhirServer:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         self.log_path = self.workdir / "server.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.detached = False
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         """The command line and environment that start the server."""
@@ -96,7 +99,7 @@ class LocalFhirServer:
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
                 argv, cwd=self.workdir, env={**os.environ, **env}, stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT, start_new_session=self.detached,
             )  # fmt: skip
         self._wait_ready()
         return self
@@ -185,3 +188,59 @@ class SekmetServer(LocalFhirServer):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         return [str(self.exe), "serve"], {"SEKMET_CONFIG": str(self._write_settings())}
+
+
+# -- a server left running between commands (README's Quick start) ----------------------------
+
+
+_DETACHED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _state_file(state_dir: Path, port: int) -> Path:
+    return state_dir / f"fhir-server-{port}.json"
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_detached(server: LocalFhirServer, state_dir: Path) -> str:
+    """Start ``server`` in a session of its own, so it outlives this process (and a Ctrl-C in
+    this terminal), and note its pid and data folder for :func:`stop_detached`."""
+    server.detached = True
+    server.start()
+    assert server._proc is not None
+    state = {"pid": server._proc.pid, "workdir": str(server.workdir), "kind": server.name,
+             "base_url": server.base_url}  # fmt: skip
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _state_file(state_dir, server.port).write_text(json.dumps(state))
+    _DETACHED[server._proc.pid] = server._proc  # this process may stop it again (tests)
+    server._proc = None  # leave it running
+    return server.base_url
+
+
+def stop_detached(state_dir: Path, port: int, timeout: float = 10.0) -> str | None:
+    """Stop the server :func:`start_detached` left on ``port`` and remove its data; its
+    base URL, or None when no server was started there."""
+    path = _state_file(state_dir, port)
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    pid = int(state["pid"])
+    own = _DETACHED.pop(pid, None)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if own is not None:
+            own.wait(timeout=timeout)
+        else:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)  # ProcessLookupError once it is gone
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    shutil.rmtree(state["workdir"], ignore_errors=True)
+    path.unlink()
+    return str(state["base_url"])
