@@ -61,6 +61,8 @@ class ServerSettings(BaseModel):
     """``auto``: transactions where the CapabilityStatement declares them, else batches."""
     max_transaction_entries: int | None = Field(default=None, ge=1)
     """The server's largest transaction, where known (otherwise learned from a refusal)."""
+    search_params: dict[str, list[str]] = Field(default_factory=dict)
+    """Search parameters per resource type, replacing what the CapabilityStatement says."""
 
     @field_validator("base_url")
     @classmethod

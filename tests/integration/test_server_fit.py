@@ -95,3 +95,19 @@ def test_unreachable_server_is_one_error_with_a_hint(
     assert err.count("cannot reach the FHIR server") == 1
     assert "fhir-cart fhir-server" in err
     assert err.count("ConnectError") <= 1
+
+
+def test_a_search_parameter_the_server_refuses_is_learned(
+    sekmet_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    """Settings claim AdverseEvent?subject, which sekmet (asked for strict handling) refuses:
+    the pull reads AdverseEvents by type instead and loses nothing."""
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        _push(seed_cases, ctx, ServerSettings(base_url=sekmet_server), cache)
+        server = ServerSettings(base_url=sekmet_server, search_params={"AdverseEvent": ["subject"]})
+        selection = PullSelection(kind="search", query=SEED_QUERY)
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+    finally:
+        cache.close()
+    assert by_id(pulled.cases) == by_id(seed_cases)

@@ -246,9 +246,10 @@ async def _fetch(
     selection: PullSelection,
     stats: PullStats,
     on_patient: Callable[[int], None] | None,
+    search_params: dict[str, list[str]] | None = None,
 ) -> set[str]:
     patient_ids: set[str] = set()
-    async for patient, resources in pull_resources(client, selection, stats):
+    async for patient, resources in pull_resources(client, selection, stats, search_params):
         patient_ids.add(str(patient["id"]))
         cache.record_received(server=key, resources=[patient, *resources])
         if on_patient is not None:
@@ -335,7 +336,8 @@ async def run_pull(
             if use_export:
                 ids = await _fetch_export(client, cache, key, selection, stats)
             else:
-                ids = await _fetch(client, cache, key, selection, stats, on_patient)
+                ids = await _fetch(client, cache, key, selection, stats, on_patient,
+                                   server.search_params)  # fmt: skip
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
