@@ -45,9 +45,12 @@ def ensure_medplum(target: Path | None = None) -> Path:
         npm = shutil.which("npm")
         if npm is None:
             raise RuntimeError("the Medplum test server needs Node.js 20 and npm on PATH")
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target, check=True
-        )
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target,
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"npm ci for the Medplum test server failed:\n{done.stderr}")
     return target / "server.js"
 
 
