@@ -111,3 +111,28 @@ def test_a_search_parameter_the_server_refuses_is_learned(
     finally:
         cache.close()
     assert by_id(pulled.cases) == by_id(seed_cases)
+
+
+def test_a_transaction_is_all_or_nothing(fhir_server: str) -> None:
+    """Medplum's in-memory repository has no rollback of its own: the test wrapper snapshots
+    it. A transaction whose second entry is invalid leaves no trace of its first."""
+    import httpx
+
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:t", "value": "1"}]}
+    bad = {"resourceType": "Observation", "identifier": [{"system": "urn:t", "value": "2"}],
+           "status": "final", "code": {"text": "x"}, "foo": 1}  # fmt: skip
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:9f3c1a8e-0000-4000-8000-000000000001", "resource": patient,
+             "request": {"method": "PUT", "url": "Patient?identifier=urn:t|1"}},
+            {"fullUrl": "urn:uuid:9f3c1a8e-0000-4000-8000-000000000002", "resource": bad,
+             "request": {"method": "PUT", "url": "Observation?identifier=urn:t|2"}},
+        ],
+    }  # fmt: skip
+    headers = {"Content-Type": "application/fhir+json"}
+    answer = httpx.post(fhir_server, json=bundle, headers=headers, timeout=30)
+    assert answer.status_code >= 400
+    count = httpx.get(f"{fhir_server}/Patient", params={"_summary": "count"}).json()["total"]
+    assert count == 0

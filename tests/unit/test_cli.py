@@ -90,3 +90,16 @@ def test_openapi_writes_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)  # no api/ folder here
     assert main(["openapi"]) == 0
     assert orjson.loads((tmp_path / "api" / "openapi.json").read_bytes())["openapi"]
+
+
+def test_table_titles_do_not_wrap() -> None:
+    from rich.console import Console
+
+    from fhir_cart.cli import _table
+
+    table = _table("push run 12 (transaction, 19 bundles)")
+    table.add_column("outcome")
+    table.add_row("created")
+    console = Console(width=80, record=True)
+    console.print(table)
+    assert "push run 12 (transaction, 19 bundles)" in console.export_text()
