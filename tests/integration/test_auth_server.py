@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 import fhir_cart.auth
 from fhir_cart.cache import open_cache
+from fhir_cart.cli import main
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import AuthSettings, ServerSettings
@@ -23,6 +24,7 @@ from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.push import failure_causes
 from fhir_cart.sync.service import run_pull, run_push
 from fhir_cart.testing import SekmetServer
+from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.integration.test_sync import SEED_QUERY, by_id, expected_totals, written
 
 pytestmark = pytest.mark.integration
@@ -143,3 +145,25 @@ def test_a_static_bearer_token_pushes_and_a_wrong_one_is_refused(
     assert (cause.status, cause.count) == (401, len(refused.failures))
     assert "auth" in str(cause.hint)
     assert len(refused.failures) == sum(expected_totals(ctx, seed_cases[2:]).values())
+
+
+def test_cli_reports_a_refusal_once_with_a_hint(
+    smart_server: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every resource refused for one reason: one line for the cause, not one per resource."""
+    base, _ = smart_server
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.setenv("FHIR_CART_SERVERS__LOCAL__BASE_URL", base)
+    monkeypatch.setenv("FHIR_CART_SERVERS__LOCAL__AUTH__TYPE", "bearer")
+    monkeypatch.setenv("FHIR_CART_SERVERS__LOCAL__AUTH__TOKEN", "wrong")
+    cache = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    args = ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", "local", "--cache", cache]
+    assert main(args) == 5
+    err = capsys.readouterr().err
+    assert err.count("failed (HTTP 401") == 1
+    assert err.count("hint:") == 1
+    assert "112 resources failed (1 cause)" in " ".join(err.split())
+    assert "wrong" not in err  # the token is never printed
