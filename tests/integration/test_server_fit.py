@@ -136,3 +136,41 @@ def test_a_transaction_is_all_or_nothing(fhir_server: str) -> None:
     assert answer.status_code >= 400
     count = httpx.get(f"{fhir_server}/Patient", params={"_summary": "count"}).json()["total"]
     assert count == 0
+
+
+def test_what_refers_to_a_failed_resource_is_not_sent(
+    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    """A patient sent in parts whose first part (the Patient) the server refuses: the rest of
+    that patient is reported as not sent because of it, once; other patients arrive."""
+    from fhir_cart.client import FhirClient
+    from fhir_cart.sync.capabilities import ServerCapabilities
+    from fhir_cart.sync.push import failure_causes, plan_push, push
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        plan = plan_push(ctx, seed_cases[:2], changed=lambda items: {k for k, _ in items},
+                         server_ids=lambda keys: {})  # fmt: skip
+        first = plan.to_send[0]
+        patient = next(r for r in first if r["resourceType"] == "Patient")
+        patient["notAnElement"] = True  # every server refuses this one
+
+        async def send() -> Any:
+            async with FhirClient(base_url=fhir_server) as client:
+                caps = ServerCapabilities.from_statement(
+                    await client.capabilities(), max_transaction_entries=4
+                )
+                run_id = cache.create_run(kind="push", server=fhir_server, params={})
+                return await push(plan, client=client, cache=cache, server=fhir_server,
+                                  run_id=run_id, capabilities=caps)  # fmt: skip
+
+        report = asyncio.run(send())
+    finally:
+        cache.close()
+    causes = failure_causes(report.failures)
+    blocked = [c for c in causes if c.reason.startswith("not sent: it refers to a Patient")]
+    assert len(blocked) == 1
+    # the Patient's own part fails with it (a transaction), the rest is not sent at all
+    assert sum(c.count for c in causes) == len(first)
+    assert blocked[0].count >= len(first) - 4
+    assert report.counts["created"] + report.counts.get("updated", 0) == len(plan.to_send[1])

@@ -331,9 +331,8 @@ class _Sender:
                 del queue[: len(part)]
                 continue
             kind = "transaction" if self.caps.transaction else "batch"
-            results = await self._submit(sendable, kind, known=known, failed=failed)
-            if results is _REFUSED:
-                continue  # the limit was lowered: cut the part again
+            if await self._submit(sendable, kind, known=known, failed=failed):
+                continue  # refused for its size, the limit is now lower: cut the part again
             del queue[: len(part)]
 
     def _next_part(self, queue: list[tuple[int, Json]]) -> list[tuple[int, Json]]:
@@ -346,7 +345,7 @@ class _Sender:
 
     def _fail_blocked(self, blocked: list[tuple[Json, str]]) -> None:
         outcomes = [
-            Outcome(resource_key(r), "failed", None, f"not sent: it refers to {what}, which failed")
+            Outcome(resource_key(r), "failed", None, f"not sent: it refers to a {what} that failed")
             for r, what in blocked
         ]
         self._record([], outcomes)
@@ -358,9 +357,9 @@ class _Sender:
         *,
         known: dict[str, str] | None = None,
         failed: dict[str, str] | None = None,
-    ) -> object:
-        """Send one bundle; record outcomes. ``_REFUSED`` when a transaction was refused
-        for its size (nothing recorded: the caller sends it again in smaller parts)."""
+    ) -> bool:
+        """Send one bundle and record its outcomes; True when a transaction was refused for
+        its size (nothing recorded: the caller sends it again in smaller parts)."""
         bundle = {"resourceType": "Bundle", "type": kind,
                   "entry": [entry_for(r, "update") for r in resources]}  # fmt: skip
         keys = [resource_key(r) for r in resources]
@@ -370,7 +369,7 @@ class _Sender:
         except FhirClientError as exc:
             if kind == "transaction" and len(resources) > 1 and is_size_refusal(exc):
                 self.caps.learn_size_refusal(len(resources))
-                return _REFUSED
+                return True
             results = [EntryResult(exc.status or 0, None, None, None, exc.outcome)] * len(keys)
             reason = exc.message
         self.report.bundles += 1
@@ -379,8 +378,8 @@ class _Sender:
         sent, outcomes = _interpret(keys, resources, results, self.plan, reason)
         self._record(sent, outcomes)
         if known is not None and failed is not None:
-            _learn_ids(resources, sent, outcomes, known, failed)
-        return None
+            _learn_ids(resources, sent, known, failed)
+        return False
 
     def _record(self, sent: list[SentEntry], outcomes: list[Outcome]) -> None:
         self.cache.record_sent(server=self.server, entries=sent)
@@ -391,9 +390,6 @@ class _Sender:
                 self.report.failures.append(
                     (outcome.key, outcome.status_code, outcome.reason or "")
                 )
-
-
-_REFUSED = object()
 
 
 def _resolve(
@@ -407,7 +403,7 @@ def _resolve(
         data = orjson.dumps(resource)
         broken = next((what for urn, what in failed.items() if urn.encode() in data), None)
         if broken is not None:
-            failed[_urn(resource)] = f"{resource['resourceType']}"
+            failed[_urn(resource)] = str(resource["resourceType"])
             blocked.append((resource, broken))
             continue
         sendable.append(resource)
@@ -415,12 +411,10 @@ def _resolve(
 
 
 def _learn_ids(
-    resources: list[Json],
-    sent: list[SentEntry],
-    outcomes: list[Outcome],
-    known: dict[str, str],
-    failed: dict[str, str],
+    resources: list[Json], sent: list[SentEntry], known: dict[str, str], failed: dict[str, str]
 ) -> None:
+    """Where the server put each resource (for references from later parts), or that it
+    failed (so what refers to it is not sent)."""
     by_key = {entry.key: entry for entry in sent}
     for resource in resources:
         key = resource_key(resource)
@@ -428,7 +422,7 @@ def _learn_ids(
         if entry is not None and entry.server_id:
             known[_urn(resource)] = f"{key[0]}/{entry.server_id}"
         else:
-            failed[_urn(resource)] = f"its {key[0]}"
+            failed[_urn(resource)] = key[0]
 
 
 def _interpret(
