@@ -4,6 +4,7 @@ authorisation server): push and pull through it, a token that expires mid-run, o
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 from pydantic import SecretStr
 
 import fhir_cart.auth
@@ -46,15 +48,21 @@ def _key_pair(tmp_path: Path) -> tuple[Path, Path]:
     return private, public
 
 
-@pytest.fixture
-def smart_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@pytest.fixture(params=["public_key", "jwks"])
+def smart_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """sekmet's SMART clients carry a public key file or a JWKS."""
     private, public = _key_pair(tmp_path)
+    client: dict[str, Any] = {"client_id": CLIENT, "scopes": "system/*.*"}
+    if request.param == "public_key":
+        client["public_key_path"] = str(public)
+    else:
+        key = serialization.load_pem_public_key(public.read_bytes())
+        jwk = json.loads(RSAAlgorithm.to_jwk(key))
+        client["jwks"] = {"keys": [{**jwk, "kid": "test-1", "alg": "RS384", "use": "sig"}]}
     auth = {
         "types": ["smart", "bearer"],
         "tokens": ["static-test-token"],
-        "smart_clients": [
-            {"client_id": CLIENT, "public_key_path": str(public), "scopes": "system/*.*"}
-        ],
+        "smart_clients": [client],
         "token_lifetime": TOKEN_LIFETIME_S,
     }
     with SekmetServer(extra_settings={"server_auth": auth}) as server:
