@@ -93,7 +93,7 @@ def test_unreachable_server_is_one_error_with_a_hint(
     err = capsys.readouterr().err
     assert code == 6
     assert err.count("cannot reach the FHIR server") == 1
-    assert "fhir-cart fhir-server" in err
+    assert "fhir-cart fhir-server start" in err
     assert err.count("ConnectError") <= 1
 
 

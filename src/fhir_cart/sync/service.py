@@ -28,7 +28,7 @@ from fhir_cart.auth import (
 )
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.client import FhirClient
-from fhir_cart.errors import ConfigError, FatalError, RetryableError
+from fhir_cart.errors import ConfigError, RetryableError, ServerUnreachable
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import Unmapped, cases_from_fhir
 from fhir_cart.records import Case
@@ -78,17 +78,6 @@ def auth_from_settings(auth: AuthSettings) -> Auth:
         client_id=auth.client_id, private_key_pem=key, scope=auth.scope or "system/*.read",
         key_id=auth.key_id, algorithm=auth.algorithm, token_url=auth.token_url,
     )  # fmt: skip
-
-
-class ServerUnreachable(FatalError):
-    """The FHIR server did not answer at all (exit code 6)."""
-
-    def __init__(self, base_url: str, cause: str) -> None:
-        super().__init__(
-            f"cannot reach the FHIR server at {base_url} ({cause}). Is it running? "
-            "'fhir-cart fhir-server --port PORT' starts a local one for trying fhir_cart out.",
-            exit_code=6,
-        )
 
 
 async def discover(client: FhirClient, server: ServerSettings) -> ServerCapabilities:
