@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
 from fhir_cart.cache import open_cache
@@ -30,13 +31,34 @@ from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, load_settings
 from fhir_cart.summary import StudyDefinition, load_study, summarise
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.push import PushPlan, PushReport
+from fhir_cart.sync.push import PushPlan, PushReport, failure_causes
 from fhir_cart.sync.service import run_pull, run_push, write_unmapped
 from fhir_cart.tables import summary_table
 
 __all__ = ["app", "main"]
 
+
+def _no_flag_metavar(params: list[Any]) -> list[Any]:
+    """Flags show no value placeholder in help (typer 0.29 prints ``<bool>`` beside
+    ``--validate``, which reads as if it took a value)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_flag_metavar(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="fhir-cart",
     help="Move clinical case-series data between study format and FHIR R4.",
     no_args_is_help=True,
@@ -61,6 +83,11 @@ ContinueOpt = Annotated[
 ]
 
 
+def _table(title: str) -> Table:
+    """A table at least as wide as its title, so the title never wraps mid-phrase."""
+    return Table(title=title, min_width=len(title) + 2)
+
+
 def _context(strict: bool, mapping: Any = None) -> MappingContext:
     base = getattr(mapping, "identifier_base", None)
     extra = mapping.own_concepts() if mapping is not None else None
@@ -76,7 +103,9 @@ def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[
         raise FatalError(f"{path}: no such file or folder", exit_code=2)
     mapping = load_study_mapping(mapping_file) if mapping_file else None
     if mapping is None and path.suffix.lower() != ".json":
-        raise FatalError(f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}")
+        raise FatalError(
+            f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}", exit_code=2
+        )
     result = read_study(path, mapping)
     for where in result.unmapped_columns:
         err.print(
@@ -112,7 +141,7 @@ def _warn_unverified(ctx: MappingContext) -> None:
         )
 
 
-@app.command("map")
+@app.command("map", cls=_Command)
 def map_command(
     study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -163,7 +192,7 @@ def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:
 
 
 def _print_counts(patients: int, counts: dict[str, int], bundles: int, out_dir: Path) -> None:
-    table = Table(title=f"{patients} patients mapped to FHIR R4")
+    table = _table(f"{patients} patients mapped to FHIR R4")
     table.add_column("resource type")
     table.add_column("count", justify="right")
     for rtype, n in sorted(counts.items()):
@@ -202,7 +231,7 @@ def study_for(study: str | None, mapping: Any) -> StudyDefinition | None:
     return None if name is None else load_study(name)
 
 
-@app.command("summary")
+@app.command("summary", cls=_Command)
 def summary_command(
     source: Annotated[Path, typer.Argument(help="Study file, or FHIR NDJSON file/folder.")],
     mapping: MappingOpt = None,
@@ -248,7 +277,7 @@ def summary_command(
     out.print(summary_table(results, paper, definition.name))
 
 
-@app.command("codesystem")
+@app.command("codesystem", cls=_Command)
 def codesystem_command(
     out_file: Annotated[Path | None, typer.Option("--out", "-o")] = None,
 ) -> None:
@@ -294,7 +323,7 @@ def _progress() -> Progress:
     )
 
 
-@app.command("push")
+@app.command("push", cls=_Command)
 def push_command(
     study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
     server: ServerOpt,
@@ -330,7 +359,12 @@ def push_command(
     finally:
         cache.close()
     if report is not None and report.failures:
-        raise FatalError(f"{len(report.failures)} resources failed; see above", exit_code=5)
+        causes = len(failure_causes(report.failures))
+        raise FatalError(
+            f"{len(report.failures)} resources failed ({causes} "
+            f"{'cause' if causes == 1 else 'causes'}); see above",
+            exit_code=5,
+        )
 
 
 def _print_push(plan: PushPlan, report: PushReport | None) -> None:
@@ -343,14 +377,21 @@ def _print_push(plan: PushPlan, report: PushReport | None) -> None:
         for rtype, n in sorted(counts.items()):
             out.print(f"  {rtype}: {n}")
         return
-    table = Table(title=f"push run {report.run_id} ({report.mode}, {report.bundles} bundles)")
+    bundles = _plural(report.bundles, "bundle")
+    table = _table(f"push run {report.run_id} ({report.mode}, {bundles})")
     table.add_column("outcome")
     table.add_column("resources", justify="right")
     for outcome, n in sorted(report.counts.items()):
         table.add_row(outcome, str(n))
     out.print(table)
-    for key, status, reason in report.failures[:50]:
-        err.print(f"[red]failed[/red] {key[0]} (HTTP {status}): {escape(reason)}")
+    for note in report.learned:
+        err.print(f"note: {escape(note)}")
+    for cause in failure_causes(report.failures):
+        types = ", ".join(f"{t} {n}" for t, n in sorted(cause.types.items()))
+        status = f"HTTP {cause.status}" if cause.status else "no answer"
+        err.print(f"[red]{cause.count} failed[/red] ({status}; {types}): {escape(cause.reason)}")
+        if cause.hint:
+            err.print(f"  hint: {escape(cause.hint)}")
 
 
 def _selection(
@@ -368,7 +409,7 @@ def _selection(
     return PullSelection(kind="search", query=search, since=since)
 
 
-@app.command("pull")
+@app.command("pull", cls=_Command)
 def pull_command(
     server: ServerOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -417,7 +458,7 @@ def pull_command(
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
     out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
               f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
-    out.print(f"wrote {len(written)} files to {out_dir}")
+    out.print(f"wrote {_plural(len(written), 'file')} to {out_dir}")
     if result.other:
         out.print(f"{len(result.other)} resources matched no concept: see the `other` table")
     definition = study_for(study, None)
@@ -426,20 +467,24 @@ def pull_command(
         out.print(summary_table(results, compare=False, title=definition.name))
 
 
-@app.command("demo")
+@app.command("demo", cls=_Command)
 def demo_command(
     keep_server: Annotated[
         bool, typer.Option(help="Leave the local FHIR server running (Ctrl-C to stop).")
     ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Port for the local FHIR server (default: any free)."),
+    ] = None,
 ) -> None:
     """The main job end to end: local FHIR server, push the seed cohort, pull it back, and
     print the summary beside the numbers the paper reports."""
     from fhir_cart.demo import run_demo
 
-    run_demo(out, keep_server=keep_server)
+    run_demo(out, keep_server=keep_server, port=port)
 
 
-@app.command("serve")
+@app.command("serve", cls=_Command)
 def serve_command(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8765,
@@ -459,20 +504,62 @@ def serve_command(
                 access_log=False)  # fmt: skip
 
 
-@app.command("worker")
+fhir_server_app = typer.Typer(
+    cls=_Group,
+    help="Start or stop a local FHIR R4 server on 127.0.0.1 to try fhir_cart against.",
+    no_args_is_help=True,
+)
+app.add_typer(fhir_server_app, name="fhir-server")
+PortOpt = Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")]
+
+
+@fhir_server_app.command("start", cls=_Command)
+def fhir_server_start(
+    port: PortOpt = 8080,
+    kind: Annotated[
+        str, typer.Option("--kind", help="sekmet (Python) or medplum (Node 20, npm).")
+    ] = "sekmet",
+) -> None:
+    """Start an empty FHIR R4 server at http://127.0.0.1:PORT/fhir and leave it running."""
+    from fhir_cart.testing import SERVERS
+    from fhir_cart.testing.fhir_server import port_in_use, start_detached
+
+    if kind not in SERVERS:
+        raise FatalError(f"--kind must be one of {', '.join(sorted(SERVERS))}", exit_code=2)
+    if port_in_use(port):
+        raise FatalError(f"port {port} on 127.0.0.1 is already in use", exit_code=2)
+    url = start_detached(SERVERS[kind](port=port), Path(load_settings().data_dir))
+    out.print(f"FHIR R4 server ({kind}) running at {url}; "
+              f"'fhir-cart fhir-server stop --port {port}' stops it")  # fmt: skip
+
+
+@fhir_server_app.command("stop", cls=_Command)
+def fhir_server_stop(port: PortOpt = 8080) -> None:
+    """Stop the server 'fhir-server start' left on PORT and delete its data."""
+    from fhir_cart.testing.fhir_server import stop_detached
+
+    url = stop_detached(Path(load_settings().data_dir), port)
+    if url is None:
+        raise FatalError(f"no FHIR server was started on port {port} from here", exit_code=2)
+    out.print(f"stopped the FHIR server at {url}")
+
+
+@app.command("worker", cls=_Command)
 def worker_command() -> None:
     """Run background jobs only (several workers may share a PostgreSQL cache)."""
     from fhir_cart.service.jobs import run_worker
 
     settings = load_settings()
     cache = open_cache(settings.effective_cache_url())
+    where = cache.engine.url.render_as_string(hide_password=True)
+    out.print(f"worker started: taking jobs from the cache at {where} (Ctrl-C to stop)")
     try:
         asyncio.run(run_worker(settings, cache))
     finally:
         cache.close()
 
 
-@app.command("openapi")
+@app.command("openapi", cls=_Command)
 def openapi_command(
     out_file: Annotated[Path, typer.Option("--out", "-o")] = Path("api/openapi.json"),
 ) -> None:
@@ -480,17 +567,72 @@ def openapi_command(
     from fhir_cart.service.app import create_app
 
     document = create_app(run_workers=False).openapi()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_bytes(
         orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
     )
     out.print(f"wrote {out_file}")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def flag_values(argv: Sequence[str]) -> list[str]:
+    """``--validate true`` / ``--validate false`` as ``--validate`` / nothing: flags take no
+    value, but writing one is a common reflex and click would refuse the stray word."""
+    command = typer.main.get_command(app)
+    flags: dict[str, bool] = {}
+    for sub in getattr(command, "commands", {}).values():
+        for param in sub.params:
+            if isinstance(param, TyperOption) and param.is_flag:
+                flags.update(dict.fromkeys(param.opts, True))
+                flags.update(dict.fromkeys(param.secondary_opts, False))
+    out: list[str] = []
+    for arg in argv:
+        word = arg.lower()
+        if out and out[-1] in flags and (word in _TRUE or word in _FALSE):
+            if (word in _TRUE) != flags[out[-1]]:
+                out.pop()
+            continue
+        out.append(arg)
+    return out
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"fhir-cart {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fhir-cart")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Move clinical case-series data between study format and FHIR R4."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; turn a FatalError into its message and exit code (no traceback)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = flag_values(list(argv) if argv is not None else sys.argv[1:])
     try:
-        result = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except FatalError as exc:
         err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         return exc.exit_code

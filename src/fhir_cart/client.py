@@ -106,6 +106,8 @@ class EntryResult:
     def version_id(self) -> str | None:
         if self.location and "/_history/" in self.location:
             return self.location.rsplit("/", 1)[-1]
+        if self.etag:  # W/"3" (http://hl7.org/fhir/R4/http.html#versioning)
+            return self.etag.removeprefix("W/").strip('"') or None
         return None
 
 
@@ -601,6 +603,13 @@ def _next_link(page: Json, current: str) -> str | None:
     return None
 
 
+def _etag_of(resource: Json | None) -> str | None:
+    """A returned resource's version as an ETag, for servers whose entry response has
+    neither ``etag`` nor a versioned ``location`` (Medplum's router)."""
+    version = ((resource or {}).get("meta") or {}).get("versionId")
+    return f'W/"{version}"' if version else None
+
+
 def entry_results(bundle: Json) -> list[EntryResult]:
     """Per-entry results of a batch/transaction response; a 4xx/5xx entry is kept as such."""
     out = []
@@ -612,7 +621,7 @@ def entry_results(bundle: Json) -> list[EntryResult]:
             EntryResult(
                 status=status,
                 location=response.get("location"),
-                etag=response.get("etag"),
+                etag=response.get("etag") or _etag_of(entry.get("resource")),
                 last_modified=response.get("lastModified"),
                 outcome=response.get("outcome"),
             )

@@ -26,6 +26,7 @@ from fhir_cart.summary import StudyDefinition, load_study, summarise
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.service import run_pull, run_push
 from fhir_cart.tables import agrees, summary_table
+from fhir_cart.terminology import default_mappings_dir
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
@@ -34,8 +35,16 @@ __all__ = ["run_demo"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def seed_paths() -> tuple[Path, Path]:
+    """The seed cohort and its mapping: the checkout's, else the copies in the package."""
+    study = ROOT / "fixtures" / "seed" / "seed_cohort.xlsx"
+    if not study.exists():
+        study = Path(__file__).resolve().parent / "_fixtures" / "seed" / "seed_cohort.xlsx"
+    return study, default_mappings_dir() / "centres" / "seed.yaml"
+
+
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("outcome")
     table.add_column("resources", justify="right")
     for name, n in sorted(counts.items()):
@@ -43,19 +52,23 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
-def run_demo(console: Console, *, keep_server: bool = False, work: Path | None = None) -> None:
+def run_demo(
+    console: Console, *, keep_server: bool = False, work: Path | None = None,
+    port: int | None = None,
+) -> None:  # fmt: skip
     work = work or Path("fhir-cart-data") / "demo"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    mapping = load_study_mapping(ROOT / "mappings" / "centres" / "seed.yaml")
-    study = read_study(ROOT / "fixtures" / "seed" / "seed_cohort.xlsx", mapping)
+    seed_file, seed_mapping = seed_paths()
+    mapping = load_study_mapping(seed_mapping)
+    study = read_study(seed_file, mapping)
     if study.rejects:
         raise FatalError(f"seed fixture has {len(study.rejects)} rejected rows")
     ctx = mapping_context(identifier_base=mapping.identifier_base)
     cache = open_cache(f"sqlite:///{work / 'cache.sqlite'}")
     console.print("[bold]fhir_cart demo[/bold]: synthetic seed cohort (7 patients), SQLite cache")
     try:
-        with SekmetServer() as fhir:
+        with SekmetServer(port=port) as fhir:
             console.print(f"local FHIR R4 server (sekmet-fhir) at {fhir.base_url}")
             server = ServerSettings(base_url=fhir.base_url)
             for attempt in ("first push", "second push (changes only)"):

@@ -6,7 +6,8 @@ Exception tree::
     ├── FatalError                 stop the run; carries a message and a process exit code
     │   ├── ConfigError            settings or mapping file is wrong
     │   ├── InputError             a study file was rejected (carries the Reject list)
-    │   └── TerminologyError       a code is missing, or unverified under --strict
+    │   ├── TerminologyError       a code is missing, or unverified under --strict
+    │   └── ServerUnreachable      the FHIR server did not answer at all (exit code 6)
     ├── MappingError               a FHIR resource cannot be reverse-mapped (kept, never dropped)
     └── FhirClientError            talking to a FHIR server failed
         ├── RetryableError         transient (408, 429, 5xx, connection): safe to try again
@@ -39,6 +40,7 @@ __all__ = [
     "PreconditionFailed",
     "Reject",
     "RetryableError",
+    "ServerUnreachable",
     "TerminologyError",
     "validation_reason",
 ]
@@ -109,6 +111,16 @@ class InputError(FatalError):
 
 class TerminologyError(FatalError):
     exit_code = 4
+
+
+class ServerUnreachable(FatalError):
+    exit_code = 6
+
+    def __init__(self, base_url: str, cause: str) -> None:
+        super().__init__(
+            f"cannot reach the FHIR server at {base_url} ({cause}). Is it running? "
+            "'fhir-cart fhir-server start --port PORT' starts a local one to try fhir_cart on."
+        )
 
 
 class MappingError(FhirCartError):

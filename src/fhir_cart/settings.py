@@ -69,6 +69,12 @@ class ServerSettings(BaseModel):
     # What a push does with records removed from the study file (of patients still in it):
     # mark them entered-in-error (AdverseEvent: deleted, R4 has no such status), or delete.
     on_removed: Literal["entered-in-error", "delete"] = "entered-in-error"
+    bundle_type: Literal["auto", "transaction", "batch"] = "auto"
+    """``auto``: transactions where the CapabilityStatement declares them, else batches."""
+    max_transaction_entries: int | None = Field(default=None, ge=1)
+    """The server's largest transaction, where known (otherwise learned from a refusal)."""
+    search_params: dict[str, list[str]] = Field(default_factory=dict)
+    """Search parameters per resource type, replacing what the CapabilityStatement says."""
 
     @field_validator("base_url")
     @classmethod

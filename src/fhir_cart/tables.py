@@ -32,7 +32,7 @@ def agrees(value: Any, expected: Any) -> bool:
 
 def summary_table(results: Sequence[MeasureResult], compare: bool, title: str) -> Table:
     """Measures beside the numbers the study reports (``compare``), with a tick or cross."""
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)  # a title never wraps mid-phrase
     table.add_column("measure")
     table.add_column("this data", justify="right")
     if compare:

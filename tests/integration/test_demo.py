@@ -23,3 +23,5 @@ def test_readme_first_command_runs_the_main_job(tmp_path: Path) -> None:
     assert "all numbers the paper reports are reproduced" in done.stdout
     assert "Median follow-up (days after infusion)" in done.stdout
     assert (tmp_path / "fhir-cart-data" / "demo" / "pulled" / "patients.csv").is_file()
+    assert "WARNING" not in done.stderr  # nothing alarming on the happy path
+    assert list((tmp_path / "fhir-cart-data" / "demo").glob("*.lock-*")) == []

@@ -83,10 +83,11 @@ def test_push_and_pull_jobs_end_to_end(
     ).json()
     done = wait(client, job["id"])
     assert done["status"] == "succeeded", done
-    assert done["counts"]["created"] == total
+    assert done["counts"].get("created", 0) + done["counts"].get("updated", 0) == total
     outcomes = client.get(f"/jobs/{job['id']}/outcomes", headers=KEY).json()
     assert len(outcomes) == total
-    assert {o["outcome"] for o in outcomes} == {"created"}
+    # a PUT to a new id is 201 on sekmet, 200 on Medplum (http://hl7.org/fhir/R4/http.html#update)
+    assert {o["outcome"] for o in outcomes} <= {"created", "updated"}
     again = client.post(
         "/jobs/push", headers=KEY, json={"upload_id": body["upload_id"], "server": "local"}
     ).json()
@@ -167,6 +168,7 @@ def _worker(cache_url: str, data_dir: str, fhir_url: str, name: str) -> None:
     cache.close()
 
 
+@pytest.mark.postgres
 def test_two_workers_share_the_queue_without_running_a_job_twice(
     postgres_url: str,
     fhir_server: str,
@@ -206,6 +208,8 @@ def test_two_workers_share_the_queue_without_running_a_job_twice(
         assert run is not None
         assert run.id is not None
         assert len(cache.outcomes(run_id=run.id, limit=5000)) == total  # ran once, not twice
-        assert orjson.loads(run.counts) == {"created": total, "unchanged": 0}
+        counts = orjson.loads(run.counts)
+        assert counts.get("created", 0) + counts.get("updated", 0) == total
+        assert counts["unchanged"] == 0
         assert run.worker in ("w0", "w1")
     cache.close()

@@ -66,6 +66,12 @@ def normalise(case: Case) -> Case:
     return case.model_copy(update={"events": tuple(sorted(case.events, key=lambda e: e.event_id))})
 
 
+def written(report: Any) -> int:
+    """Resources created or updated (a PUT to a new id is a 201 on one server, 200 on another,
+    http://hl7.org/fhir/R4/http.html#update)."""
+    return int(report.counts.get("created", 0) + report.counts.get("updated", 0))
+
+
 def by_id(cases: list[Case]) -> list[Case]:
     return sorted((normalise(c) for c in cases), key=lambda c: c.patient.study_id)
 
@@ -82,7 +88,8 @@ def test_push_twice_then_pull_back_gives_the_same_records_and_numbers(
     cache = open_cache(cache_url)
     try:
         _, first = push(seed_cases, ctx, fhir_server, cache)
-        assert first.counts == {"created": total, "unchanged": 0}
+        assert first.failures == []
+        assert written(first) == total
         assert server_totals(fhir_server) == expected
         _, second = push(seed_cases, ctx, fhir_server, cache)
         assert second.counts == {"unchanged": total}
@@ -127,6 +134,12 @@ def test_changing_one_mrd_value_updates_exactly_that_observation(
     push(seed_cases, ctx, fhir_server, cache)
     p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
     mrd = _mrd(p01, "day_28")
+    other = _mrd(p01, "infusion")
+    system = ctx.identifier_system("seed", "observation")
+    before = {
+        m.event_id: _observation(fhir_server, f"{system}|P01/{m.event_id}")["meta"]["versionId"]
+        for m in (mrd, other)
+    }
     assert mrd.value is not None
     new_value = mrd.value.model_copy(update={"code": "positive_below_quantification"})
     changed_mrd = mrd.model_copy(update={"value": new_value})
@@ -137,15 +150,14 @@ def test_changing_one_mrd_value_updates_exactly_that_observation(
     _, report = push(cohort, ctx, fhir_server, cache)
     total = sum(expected_totals(ctx, seed_cases).values())
     assert report.counts == {"updated": 1, "unchanged": total - 1}
-    system = ctx.identifier_system("seed", "observation")
     touched = _observation(fhir_server, f"{system}|P01/{mrd.event_id}")
-    assert touched["meta"]["versionId"] == "2"
+    assert touched["meta"]["versionId"] != before[mrd.event_id]
     low_positive = ctx.concepts.terminology.concept("mrd_result", "positive_below_quantification")
     codes = {c["code"] for c in touched.get("valueCodeableConcept", {}).get("coding", ())}
     codes |= {c["code"] for i in touched.get("interpretation", ()) for c in i.get("coding", ())}
     assert low_positive["coding"][0]["code"] in codes
-    other = _mrd(p01, "infusion")
-    assert _observation(fhir_server, f"{system}|P01/{other.event_id}")["meta"]["versionId"] == "1"
+    untouched = _observation(fhir_server, f"{system}|P01/{other.event_id}")
+    assert untouched["meta"]["versionId"] == before[other.event_id]
     assert server_totals(fhir_server) == expected_totals(ctx, seed_cases)
     cache.close()
 
@@ -296,12 +308,8 @@ def test_cli_push_and_pull_round_trip(
     assert by_id(result.cases) == by_id(seed_cases[:3])
 
 
-def test_pull_by_group_with_bulk_export(
-    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
-) -> None:
-    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
-    push(seed_cases, ctx, fhir_server, cache)
-    patients = httpx.get(f"{fhir_server}/Patient", params={"_count": "50"}).json()["entry"]
+def _group_of_everyone(base: str) -> str:
+    patients = httpx.get(f"{base}/Patient", params={"_count": "50"}).json()["entry"]
     group = {
         "resourceType": "Group",
         "type": "person",
@@ -309,18 +317,35 @@ def test_pull_by_group_with_bulk_export(
         "member": [{"entity": {"reference": f"Patient/{e['resource']['id']}"}} for e in patients],
     }
     created = httpx.post(
-        f"{fhir_server}/Group", json=group, headers={"Content-Type": "application/fhir+json"}
+        f"{base}/Group", json=group, headers={"Content-Type": "application/fhir+json"}
     )
-    group_id = created.json()["id"]
+    return str(created.json()["id"])
+
+
+def test_pull_by_group(
+    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    push(seed_cases, ctx, fhir_server, cache)
+    selection = PullSelection(kind="group", group_id=_group_of_everyone(fhir_server))
     server = ServerSettings(base_url=fhir_server)
-    for use_export in (False, True):
-        selection = PullSelection(kind="group", group_id=group_id)
-        pulled = asyncio.run(
-            run_pull(
-                selection=selection, ctx=ctx, server=server, cache=cache, use_export=use_export
-            )
-        )
-        assert by_id(pulled.cases) == by_id(seed_cases), f"export={use_export}"
+    pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+    assert by_id(pulled.cases) == by_id(seed_cases)
+    cache.close()
+
+
+def test_pull_by_group_with_bulk_export(
+    sekmet_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    """Medplum's in-memory repository has no $export (TESTING.md): sekmet only."""
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    push(seed_cases, ctx, sekmet_server, cache)
+    selection = PullSelection(kind="group", group_id=_group_of_everyone(sekmet_server))
+    server = ServerSettings(base_url=sekmet_server)
+    pulled = asyncio.run(
+        run_pull(selection=selection, ctx=ctx, server=server, cache=cache, use_export=True)
+    )
+    assert by_id(pulled.cases) == by_id(seed_cases)
     cache.close()
 
 
@@ -381,10 +406,9 @@ def test_two_pushes_of_one_cohort_at_once_create_each_resource_once(
         for cache in caches:
             cache.close()
     assert len(reports) == 2
-    assert sorted(tuple(sorted(r.counts.items())) for r in reports) == [
-        (("created", total), ("unchanged", 0)),
-        (("unchanged", total),),
-    ]
+    first, second = sorted(reports, key=lambda r: r.counts.get("unchanged", 0))
+    assert (written(first), first.counts["unchanged"], first.failures) == (total, 0, [])
+    assert second.counts == {"unchanged": total}
     assert server_totals(fhir_server) == expected
 
 

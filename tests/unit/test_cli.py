@@ -74,7 +74,44 @@ def test_summary_plots_are_written(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_usage_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["map", str(tmp_path / "missing.xlsx"), "-o", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["map", str(SEED_FILE), "-o", str(tmp_path)]) == 1
+    assert main(["map", str(SEED_FILE), "-o", str(tmp_path)]) == 2  # docs/cli.md: config error
     assert "--mapping" in capsys.readouterr().err
     assert main(["pull", "--server", "http://127.0.0.1:9/fhir", "--out", str(tmp_path)]) == 2
     assert main(["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", "nowhere"]) == 2
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"fhir-cart {version('fhir-cart')}"
+
+
+def test_flags_show_no_value_in_help_and_accept_a_written_boolean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["map", "--help"]) == 0
+    assert "<bool>" not in capsys.readouterr().out
+    args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "--bundle-size", "500"]
+    assert main([*args, "-o", str(tmp_path / "a"), "--validate", "true"]) == 0
+    assert main([*args, "-o", str(tmp_path / "b"), "--validate", "false"]) == 0
+    assert main([*args, "-o", str(tmp_path / "c"), "--strict", "no"]) == 0
+
+
+def test_openapi_writes_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no api/ folder here
+    assert main(["openapi"]) == 0
+    assert orjson.loads((tmp_path / "api" / "openapi.json").read_bytes())["openapi"]
+
+
+def test_table_titles_do_not_wrap() -> None:
+    from rich.console import Console
+
+    from fhir_cart.cli import _table
+
+    table = _table("push run 12 (transaction, 19 bundles)")
+    table.add_column("outcome")
+    table.add_row("created")
+    console = Console(width=80, record=True)
+    console.print(table)
+    assert "push run 12 (transaction, 19 bundles)" in console.export_text()

@@ -592,10 +592,24 @@ def _try_file_lock(path: Path) -> Callable[[], None] | None:
     except BaseException:
         handle.close()
         raise
-
-    def release() -> None:
+    # The holder removes the file when it lets go, so no lock files pile up beside the
+    # database. Whoever locked a file that was removed meanwhile holds a lock on nothing:
+    # it reports the lock as busy and the caller tries again (on a fresh file).
+    try:
+        current = os.stat(path).st_ino
+    except FileNotFoundError:
+        current = None
+    if current != os.fstat(handle.fileno()).st_ino:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+        return None
+
+    def release() -> None:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     return release
 

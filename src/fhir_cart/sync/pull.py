@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from fhir_cart.errors import LimitExceeded
+from fhir_cart.errors import FhirClientError, LimitExceeded
 from fhir_cart.references import patient_id, subject_patient_id
+from fhir_cart.sync.capabilities import ServerCapabilities, is_unknown_search_param
 
 __all__ = [
     "EVENT_TYPES", "PullSelection", "PullStats", "deleted_since", "patient_searches",
@@ -49,19 +50,25 @@ class SearchClient(Protocol):
     async def capabilities(self) -> Json: ...
 
 
-async def patient_params(client: SearchClient) -> dict[str, str | None]:
+async def patient_params(
+    client: SearchClient, declared: dict[str, list[str]] | None = None
+) -> dict[str, str | None]:
     """Per event type, the search parameter that selects a patient's resources on this
-    server (``subject``, else ``patient``), or None where the server declares neither."""
-    rest = (await client.capabilities()).get("rest") or [{}]
-    declared = {
-        r.get("type"): {p.get("name") for p in r.get("searchParam", ())}
-        for r in rest[0].get("resource", ())
-    }
-    out: dict[str, str | None] = {}
-    for rtype in EVENT_TYPES:
-        names = declared.get(rtype, set())
-        out[rtype] = next((n for n in ("subject", "patient") if n in names), None)
-    return out
+    server (``subject``, else ``patient``), or None where the server has neither. What
+    settings declare for a type (``search_params``) replaces the CapabilityStatement's."""
+    caps = ServerCapabilities.from_statement(await client.capabilities())
+    for rtype, names in (declared or {}).items():
+        caps.search_params[rtype] = set(names)
+    return {rtype: caps.patient_param(rtype) for rtype in EVENT_TYPES}
+
+
+class SearchParamRefused(Exception):
+    """The server refused a patient search parameter it was thought to have."""
+
+    def __init__(self, resource_type: str, param: str) -> None:
+        super().__init__(f"{resource_type}?{param}")
+        self.resource_type = resource_type
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -180,8 +187,13 @@ async def patient_resources(
         if param is None:
             continue
         params = {param: f"Patient/{patient_id}", **_page(since)}
-        async for resource in client.search(rtype, params):
-            yield resource
+        try:
+            async for resource in client.search(rtype, params):
+                yield resource
+        except FhirClientError as exc:
+            if is_unknown_search_param(exc):
+                raise SearchParamRefused(rtype, param) from exc
+            raise
 
 
 async def by_type_scan(
@@ -191,7 +203,8 @@ async def by_type_scan(
     (those without a Patient subject are listed in ``stats.dropped``)."""
     grouped: dict[str, list[Json]] = {}
     for rtype in types:
-        log.warning("%s: server has no patient search parameter; reading by type", rtype)
+        # expected, not alarming: sekmet declares no patient search for AdverseEvent
+        log.info("%s: server has no patient search parameter; reading by type", rtype)
         async for resource in client.search(rtype, _page(since)):
             if stats.keep(resource, needs_subject=True):
                 pid = subject_patient_id(resource)
@@ -200,11 +213,14 @@ async def by_type_scan(
 
 
 async def pull_resources(
-    client: SearchClient, selection: PullSelection, stats: PullStats | None = None
+    client: SearchClient,
+    selection: PullSelection,
+    stats: PullStats | None = None,
+    search_params: dict[str, list[str]] | None = None,
 ) -> AsyncIterator[tuple[Json, list[Json]]]:
     """Yield each selected Patient with the resources that reference it, patient by patient."""
     stats = stats or PullStats()
-    params_by_type = await patient_params(client)
+    params_by_type = await patient_params(client, search_params)
     unsearchable = [t for t, p in params_by_type.items() if p is None]
     scanned = await by_type_scan(client, unsearchable, selection.since, stats)
     async for patient in selected_patients(client, selection):
@@ -213,10 +229,21 @@ async def pull_resources(
         stats.patients += 1
         stats.count(patient)
         pid = str(patient["id"])
+        while True:
+            try:
+                found = [
+                    r async for r in patient_resources(client, pid, selection.since, params_by_type)
+                ]
+                break
+            except SearchParamRefused as refused:
+                # learned from the refusal: read that type once by type, as if undeclared
+                log.info("server refused search parameter %s; reading by type", refused)
+                params_by_type[refused.resource_type] = None
+                extra = await by_type_scan(client, [refused.resource_type], selection.since, stats)
+                for owner, items in extra.items():
+                    scanned.setdefault(owner, []).extend(items)
         resources = list(scanned.get(pid, ()))
-        async for resource in patient_resources(client, pid, selection.since, params_by_type):
-            if stats.keep(resource, needs_subject=True):
-                resources.append(resource)
+        resources += [r for r in found if stats.keep(r, needs_subject=True)]
         for resource in resources:
             stats.count(resource)
         yield patient, resources

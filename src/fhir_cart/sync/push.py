@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from fhir_cart.bundle import business_identifier, content_hash, map_cases, transaction_bundles
+from fhir_cart.bundle import business_identifier, content_hash, entry_for, map_cases
 from fhir_cart.cache import Cache, Outcome, SentEntry
 from fhir_cart.client import EntryResult, FhirClient, outcome_message
-from fhir_cart.errors import AuthError, BadResponse, FhirClientError
+from fhir_cart.errors import AuthError, BadResponse, FatalError, FatalHttpError, FhirClientError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
+from fhir_cart.sync.capabilities import ServerCapabilities, is_size_refusal
 
-__all__ = ["PushPlan", "PushReport", "plan_push", "push", "verify_on_server"]
+__all__ = [
+    "FailureCause", "PushPlan", "PushReport", "failure_causes", "plan_push", "push",
+    "verify_on_server",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -61,6 +65,7 @@ class PushReport:
     failures: list[tuple[Key, int | None, str]] = field(default_factory=list)
     bundles: int = 0
     mode: str = "transaction"
+    learned: list[str] = field(default_factory=list)
 
     def add(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
@@ -93,6 +98,54 @@ async def verify_on_server(
                 if server_id not in held or (version and held[server_id] != version):
                     gone.add(key)
     return gone
+
+
+def _about_this_bundle(exc: FhirClientError) -> bool:
+    """Whether the server judged this bundle (an HTTP status about its content), rather than
+    the push failing as a whole (no answer, credentials refused, an answer not FHIR)."""
+    return exc.status is not None and not isinstance(exc, AuthError | BadResponse)
+
+
+@dataclass(frozen=True)
+class FailureCause:
+    """Resources that failed for one reason: reported once, with what to do about it."""
+
+    status: int | None
+    reason: str
+    count: int
+    types: dict[str, int]
+    hint: str | None
+
+
+_HINTS: tuple[tuple[Callable[[int | None, str], bool], str], ...] = (
+    (lambda status, reason: reason.startswith("not sent: it refers to"),
+     "these depend on a resource that failed for another reason listed here; fix that one"),
+    (lambda status, reason: status == 413 or "too many" in reason.lower(),
+     "the server limits the size of a transaction: set max_transaction_entries (or a smaller "
+     "bundle_size) in this server's settings"),
+    (lambda status, reason: status in (401, 403),
+     "the server refused the credentials: check this server's auth settings"),
+    (lambda status, reason: status == 404,
+     "the server does not know this URL or resource type: check the server's base_url"),
+    (lambda status, reason: status in (400, 422),
+     "the server refused the content: 'fhir-cart map --validate' checks resources locally"),
+    (lambda status, reason: status is not None and status >= 500,
+     "a fault on the server: push again later (only what failed is sent again)"),
+)  # fmt: skip
+
+
+def failure_causes(failures: Sequence[tuple[Key, int | None, str]]) -> list[FailureCause]:
+    """Failures grouped by (status, reason), biggest group first."""
+    groups: dict[tuple[int | None, str], dict[str, int]] = {}
+    for key, status, reason in failures:
+        types = groups.setdefault((status, reason), {})
+        types[key[0]] = types.get(key[0], 0) + 1
+    causes = [
+        FailureCause(status, reason, sum(types.values()), types,
+                     next((h for test, h in _HINTS if test(status, reason)), None))
+        for (status, reason), types in groups.items()
+    ]  # fmt: skip
+    return sorted(causes, key=lambda c: -c.count)
 
 
 def _link_unchanged(resources: list[Json], known: dict[str, str]) -> list[Json]:
@@ -177,72 +230,239 @@ async def push(
     bundle_size: int = 100,
     concurrency: int = 4,
     on_bundle_done: Callable[[int, int], None] | None = None,
+    capabilities: ServerCapabilities | None = None,
 ) -> PushReport:
-    """Send the plan in transaction bundles, at most ``concurrency`` in flight."""
-    report = PushReport(run_id=run_id)
+    """Send the plan in bundles that fit the server, at most ``concurrency`` in flight.
+
+    Patients are packed into transactions of at most ``bundle_size`` entries (and at most
+    the server's largest transaction). A patient whose resources do not fit one transaction
+    is sent in parts, in dependency order (what is referred to before what refers to it),
+    with references to resources of earlier parts rewritten to the ids the server gave them;
+    a server without transactions gets batches in the same order."""
+    caps = capabilities or ServerCapabilities.from_statement(await client.capabilities())
+    if not caps.transaction and not caps.batch:
+        raise FatalHttpError("the server declares neither transaction nor batch support")
+    report = PushReport(run_id=run_id, mode="transaction" if caps.transaction else "batch")
     report.add("unchanged", len(plan.unchanged))
     cache.add_outcomes(run_id=run_id, outcomes=(Outcome(k, "unchanged") for k in plan.unchanged))
-    bundles = list(transaction_bundles(plan.to_send, size=bundle_size, mode="update"))
+    size = (
+        bundle_size
+        if caps.max_transaction_entries is None
+        else min(bundle_size, caps.max_transaction_entries)
+    )
+    groups = list(pack_patients(plan.to_send, size))
+    sender = _Sender(plan, client, cache, server, report, caps, bundle_size)
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
-    async def one(number: int, bundle: Json) -> None:
+    async def one(number: int, patients: list[list[Json]]) -> None:
         nonlocal done
         async with gate:
-            await _send_bundle(number, bundle, plan, client, cache, server, report)
+            await sender.send_group(number, patients)
             done += 1
-            cache.update_run(run_id, progress_done=done, progress_total=len(bundles))
+            cache.update_run(run_id, progress_done=done, progress_total=len(groups))
             if on_bundle_done is not None:
-                on_bundle_done(done, len(bundles))
+                on_bundle_done(done, len(groups))
 
     try:
         # A TaskGroup cancels and awaits the bundles still in flight when one fails, so a
         # crash leaves no half-open request behind; their journal entries stay pending.
         async with asyncio.TaskGroup() as group:
-            for number, bundle in enumerate(bundles, start=1):
-                group.create_task(one(number, bundle))
+            for number, patients in enumerate(groups, start=1):
+                group.create_task(one(number, patients))
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
-    report.bundles = len(bundles)
+    report.learned = list(caps.learned)
     return report
 
 
-async def _send_bundle(
-    number: int,
-    bundle: Json,
-    plan: PushPlan,
-    client: FhirClient,
-    cache: Cache,
-    server: str,
-    report: PushReport,
+def pack_patients(per_patient: Iterable[list[Json]], size: int) -> Iterator[list[list[Json]]]:
+    """Patients packed into groups of at most ``size`` resources (a bigger patient alone)."""
+    group: list[list[Json]] = []
+    count = 0
+    for resources in per_patient:
+        if group and count + len(resources) > size:
+            yield group
+            group, count = [], 0
+        group.append(resources)
+        count += len(resources)
+    if group:
+        yield group
+
+
+def _urn(resource: Json) -> str:
+    return f"urn:uuid:{resource['id']}"
+
+
+def dependency_order(resources: list[Json]) -> list[tuple[int, Json]]:
+    """Each resource with its depth: 0 for one that refers to no other in the list, else one
+    more than the deepest it refers to. Sorted by depth (stable), so parts sent in this order
+    only ever refer back."""
+    urns = {_urn(r): r for r in resources}
+    refers = {
+        _urn(r): [u for u in urns if u != _urn(r) and u.encode() in orjson.dumps(r)]
+        for r in resources
+    }
+    depth: dict[str, int] = {}
+
+    def of(urn: str, seen: frozenset[str]) -> int:
+        if urn not in depth:
+            if urn in seen:
+                raise FatalError(f"{urns[urn]['resourceType']} is part of a reference cycle")
+            depth[urn] = 1 + max((of(u, seen | {urn}) for u in refers[urn]), default=-1)
+        return depth[urn]
+
+    ordered = [(of(_urn(r), frozenset()), r) for r in resources]
+    return sorted(ordered, key=lambda item: item[0])
+
+
+class _Sender:
+    """Sends groups of patients, splitting and falling back as the server requires."""
+
+    def __init__(
+        self,
+        plan: PushPlan,
+        client: FhirClient,
+        cache: Cache,
+        server: str,
+        report: PushReport,
+        caps: ServerCapabilities,
+        bundle_size: int,
+    ) -> None:
+        self.plan, self.client, self.cache, self.server = plan, client, cache, server
+        self.report, self.caps, self.bundle_size = report, caps, bundle_size
+
+    async def send_group(self, number: int, patients: list[list[Json]]) -> None:
+        """Journal the group, send it (in as many bundles as it takes), clear the journal."""
+        keys = [resource_key(r) for resources in patients for r in resources]
+        self.cache.begin_pending(run_id=self.report.run_id, bundle_no=number,
+                                 items=[(k, self.plan.hashes[k]) for k in keys])  # fmt: skip
+        await self._patients(patients)
+        self.cache.clear_pending(run_id=self.report.run_id, bundle_no=number)
+
+    async def _patients(self, patients: list[list[Json]]) -> None:
+        resources = [r for group in patients for r in group]
+        if self.caps.transaction and self.caps.fits(len(resources)):
+            refused = await self._submit(resources, "transaction")
+            if not refused:
+                return
+        if len(patients) > 1 and self.caps.transaction:
+            limit = self.caps.max_transaction_entries or len(resources)
+            for group in pack_patients(patients, limit):
+                await self._patients(group)
+            return
+        for one in patients:
+            await self._in_parts(one)
+
+    async def _in_parts(self, resources: list[Json]) -> None:
+        """One patient's resources in dependency order: transactions of at most the largest
+        the server takes, or batches of one depth each (batch entries may not refer to each
+        other, http://hl7.org/fhir/R4/http.html#brules)."""
+        queue = dependency_order(resources)
+        known: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        while queue:
+            part = self._next_part(queue)
+            sendable, blocked = _resolve(part, known, failed)
+            self._fail_blocked(blocked)
+            if not sendable:
+                del queue[: len(part)]
+                continue
+            kind = "transaction" if self.caps.transaction else "batch"
+            if await self._submit(sendable, kind, known=known, failed=failed):
+                continue  # refused for its size, the limit is now lower: cut the part again
+            del queue[: len(part)]
+
+    def _next_part(self, queue: list[tuple[int, Json]]) -> list[tuple[int, Json]]:
+        if self.caps.transaction:
+            limit = self.caps.max_transaction_entries or self.bundle_size
+            return queue[:limit]
+        depth = queue[0][0]
+        same = [item for item in queue[: self.bundle_size] if item[0] == depth]
+        return same
+
+    def _fail_blocked(self, blocked: list[tuple[Json, str]]) -> None:
+        outcomes = [
+            Outcome(resource_key(r), "failed", None, f"not sent: it refers to a {what} that failed")
+            for r, what in blocked
+        ]
+        self._record([], outcomes)
+
+    async def _submit(
+        self,
+        resources: list[Json],
+        kind: str,
+        *,
+        known: dict[str, str] | None = None,
+        failed: dict[str, str] | None = None,
+    ) -> bool:
+        """Send one bundle and record its outcomes; True when a transaction was refused for
+        its size (nothing recorded: the caller sends it again in smaller parts)."""
+        bundle = {"resourceType": "Bundle", "type": kind,
+                  "entry": [entry_for(r, "update") for r in resources]}  # fmt: skip
+        keys = [resource_key(r) for r in resources]
+        reason: str | None = None
+        try:
+            results = await self.client.transaction(bundle)
+        except FhirClientError as exc:
+            if kind == "transaction" and len(resources) > 1 and is_size_refusal(exc):
+                self.caps.learn_size_refusal(len(resources))
+                return True
+            if not _about_this_bundle(exc):
+                raise  # unreachable, refused credentials, unusable answer: stop the whole run
+            results = [EntryResult(exc.status or 0, None, None, None, exc.outcome)] * len(keys)
+            reason = exc.message
+        self.report.bundles += 1
+        if kind == "batch":
+            self.report.mode = "batch"
+        sent, outcomes = _interpret(keys, resources, results, self.plan, reason)
+        self._record(sent, outcomes)
+        if known is not None and failed is not None:
+            _learn_ids(resources, sent, known, failed)
+        return False
+
+    def _record(self, sent: list[SentEntry], outcomes: list[Outcome]) -> None:
+        self.cache.record_sent(server=self.server, entries=sent)
+        self.cache.add_outcomes(run_id=self.report.run_id, outcomes=outcomes)
+        for outcome in outcomes:
+            self.report.add(outcome.outcome)
+            if outcome.outcome == "failed":
+                self.report.failures.append(
+                    (outcome.key, outcome.status_code, outcome.reason or "")
+                )
+
+
+def _resolve(
+    part: list[tuple[int, Json]], known: dict[str, str], failed: dict[str, str]
+) -> tuple[list[Json], list[tuple[Json, str]]]:
+    """The part's resources with references to earlier parts made literal, and those that
+    refer to a resource that failed (not sent)."""
+    sendable: list[Json] = []
+    blocked: list[tuple[Json, str]] = []
+    for _, resource in part:
+        data = orjson.dumps(resource)
+        broken = next((what for urn, what in failed.items() if urn.encode() in data), None)
+        if broken is not None:
+            failed[_urn(resource)] = str(resource["resourceType"])
+            blocked.append((resource, broken))
+            continue
+        sendable.append(resource)
+    return _link_unchanged(sendable, known), blocked
+
+
+def _learn_ids(
+    resources: list[Json], sent: list[SentEntry], known: dict[str, str], failed: dict[str, str]
 ) -> None:
-    resources = [e["resource"] for e in bundle["entry"]]
-    keys = [resource_key(r) for r in resources]
-    cache.begin_pending(run_id=report.run_id, bundle_no=number,
-                        items=[(k, plan.hashes[k]) for k in keys])  # fmt: skip
-    try:
-        report.mode, results = await client.bundle_submit(bundle)
-    except FhirClientError as exc:
-        if not _about_this_bundle(exc):
-            raise  # unreachable, refused credentials, unusable answer: stop the whole run
-        results = [EntryResult(exc.status or 0, None, None, None, exc.outcome)] * len(keys)
-        reason: str | None = exc.message
-    else:
-        reason = None
-    sent, outcomes = _interpret(keys, resources, results, plan, reason)
-    cache.record_sent(server=server, entries=sent)
-    cache.add_outcomes(run_id=report.run_id, outcomes=outcomes)
-    cache.clear_pending(run_id=report.run_id, bundle_no=number)
-    for outcome in outcomes:
-        report.add(outcome.outcome)
-        if outcome.outcome == "failed":
-            report.failures.append((outcome.key, outcome.status_code, outcome.reason or ""))
-
-
-def _about_this_bundle(exc: FhirClientError) -> bool:
-    """Whether the server judged this bundle (an HTTP status about its content), rather than
-    the push failing as a whole (no answer, credentials refused, an answer not FHIR)."""
-    return exc.status is not None and not isinstance(exc, AuthError | BadResponse)
+    """Where the server put each resource (for references from later parts), or that it
+    failed (so what refers to it is not sent)."""
+    by_key = {entry.key: entry for entry in sent}
+    for resource in resources:
+        key = resource_key(resource)
+        entry = by_key.get(key)
+        if entry is not None and entry.server_id:
+            known[_urn(resource)] = f"{key[0]}/{entry.server_id}"
+        else:
+            failed[_urn(resource)] = key[0]
 
 
 def _interpret(

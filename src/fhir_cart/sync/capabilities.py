@@ -1,0 +1,115 @@
+"""What one FHIR server can take, discovered once per run and corrected as it answers.
+
+Three sources, in this order of trust:
+
+1. settings (``ServerSettings.bundle_type``, ``max_transaction_entries``): what an operator
+   knows about the server;
+2. the CapabilityStatement (http://hl7.org/fhir/R4/capabilitystatement.html):
+   ``rest.interaction`` transaction/batch, ``resource.conditionalUpdate`` and
+   ``resource.searchParam``;
+3. refusals: a transaction refused for its size lowers the largest transaction this run
+   sends (R4 has no element for that limit: Medplum's router, for one, refuses more than
+   8 entries in a transaction of conditional writes), and a search parameter the server
+   refuses is not asked again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fhir_cart.errors import FhirClientError
+
+__all__ = ["BundleType", "ServerCapabilities", "is_size_refusal", "is_unknown_search_param"]
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+BundleType = Literal["auto", "transaction", "batch"]
+
+# Wording of size refusals seen on real servers; 413 is the HTTP way of saying it.
+_SIZE_WORDS = re.compile(
+    r"too many|too large|too big|more \w+( \w+)? than allowed|exceeds"
+    r"|maximum (bundle|entries|size)",
+    re.IGNORECASE,
+)
+_UNKNOWN_PARAM = re.compile(
+    r"(unknown|unsupported|invalid|not supported).{0,40}search param|search param\w*.{0,40}"
+    r"(unknown|not supported|not found)",
+    re.IGNORECASE,
+)
+
+
+def is_size_refusal(exc: FhirClientError) -> bool:
+    """The whole bundle was refused for its size (not for what is in it)."""
+    if exc.status == 413:
+        return True
+    return exc.status in (400, 422) and bool(_SIZE_WORDS.search(exc.message))
+
+
+def is_unknown_search_param(exc: FhirClientError) -> bool:
+    return exc.status in (400, 422) and bool(_UNKNOWN_PARAM.search(exc.message))
+
+
+@dataclass
+class ServerCapabilities:
+    transaction: bool = True
+    batch: bool = True
+    max_transaction_entries: int | None = None
+    """Largest transaction known to be accepted; None while no limit is known."""
+    conditional_update: dict[str, bool] = field(default_factory=dict)
+    search_params: dict[str, set[str]] = field(default_factory=dict)
+    learned: list[str] = field(default_factory=list)
+    """What this run learned from refusals, in words (for the report)."""
+
+    @classmethod
+    def from_statement(
+        cls,
+        statement: Json,
+        *,
+        bundle_type: BundleType = "auto",
+        max_transaction_entries: int | None = None,
+    ) -> ServerCapabilities:
+        rest = (statement.get("rest") or [{}])[0]
+        codes = {i.get("code") for i in rest.get("interaction", ())}
+        caps = cls(
+            transaction="transaction" in codes,
+            batch="batch" in codes,
+            max_transaction_entries=max_transaction_entries,
+        )
+        for resource in rest.get("resource", ()):
+            rtype = str(resource.get("type"))
+            caps.conditional_update[rtype] = bool(resource.get("conditionalUpdate", False))
+            caps.search_params[rtype] = {
+                str(p.get("name")) for p in resource.get("searchParam", ())
+            }
+        if bundle_type != "auto":
+            caps.transaction = bundle_type == "transaction"
+            caps.batch = caps.batch or bundle_type == "batch"
+        return caps
+
+    def fits(self, entries: int) -> bool:
+        limit = self.max_transaction_entries
+        return limit is None or entries <= limit
+
+    def learn_size_refusal(self, refused: int) -> int:
+        """A transaction of ``refused`` entries was refused for its size: the largest one
+        this run sends from now on (halving until one is accepted)."""
+        current = self.max_transaction_entries
+        new = max(1, refused // 2) if current is None or current >= refused else current
+        if new != current:
+            self.max_transaction_entries = new
+            note = f"the server refused a transaction of {refused} entries; sending at most {new}"
+            self.learned.append(note)
+            log.info("%s", note)
+        return new
+
+    def patient_param(self, resource_type: str) -> str | None:
+        """The search parameter that selects a patient's resources of this type."""
+        names = self.search_params.get(resource_type, set())
+        return next((n for n in ("subject", "patient") if n in names), None)
+
+    def forget_search_param(self, resource_type: str, name: str) -> None:
+        self.search_params.get(resource_type, set()).discard(name)
+        self.learned.append(f"the server refused search parameter {resource_type}.{name}")

@@ -1,0 +1,177 @@
+"""SMART Backend Services and a static bearer token against a real server (sekmet-fhir's own
+authorisation server): push and pull through it, a token that expires mid-run, one re-auth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from pydantic import SecretStr
+
+import fhir_cart.auth
+from fhir_cart.cache import open_cache
+from fhir_cart.cli import main
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.records import Case
+from fhir_cart.settings import AuthSettings, ServerSettings
+from fhir_cart.sync.pull import PullSelection
+from fhir_cart.sync.push import failure_causes
+from fhir_cart.sync.service import run_pull, run_push
+from fhir_cart.testing import SekmetServer
+from tests.conftest import SEED_FILE, SEED_MAPPING
+from tests.integration.test_sync import SEED_QUERY, by_id, expected_totals, written
+
+pytestmark = pytest.mark.integration
+CLIENT = "fhir-cart-tests"
+TOKEN_LIFETIME_S = 2
+
+
+def _key_pair(tmp_path: Path) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = tmp_path / "client.pem"
+    private.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))  # fmt: skip
+    public = tmp_path / "client.pub.pem"
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+    ))  # fmt: skip
+    return private, public
+
+
+@pytest.fixture(params=["public_key", "jwks"])
+def smart_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """sekmet's SMART clients carry a public key file or a JWKS."""
+    private, public = _key_pair(tmp_path)
+    client: dict[str, Any] = {"client_id": CLIENT, "scopes": "system/*.*"}
+    if request.param == "public_key":
+        client["public_key_path"] = str(public)
+    else:
+        key = serialization.load_pem_public_key(public.read_bytes())
+        jwk = json.loads(RSAAlgorithm.to_jwk(key))
+        client["jwks"] = {"keys": [{**jwk, "kid": "test-1", "alg": "RS384", "use": "sig"}]}
+    auth = {
+        "types": ["smart", "bearer"],
+        "tokens": ["static-test-token"],
+        "smart_clients": [client],
+        "token_lifetime": TOKEN_LIFETIME_S,
+    }
+    with SekmetServer(extra_settings={"server_auth": auth}) as server:
+        yield server.base_url, private
+
+
+class _TokenRequests:
+    def __init__(self) -> None:
+        self.count = 0
+        self.real = fhir_cart.auth._request_token
+
+    async def __call__(self, *args: Any) -> tuple[str, float]:
+        self.count += 1
+        return await self.real(*args)
+
+
+def test_push_and_pull_with_smart_backend_services_and_a_token_that_expires(
+    smart_server: tuple[str, Path],
+    tmp_path: Path,
+    ctx: MappingContext,
+    seed_cases: list[Case],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client's clock is frozen (it believes its token fresh); the server's is not, so the
+    token really expires part-way through the pull: the server answers 401, the client asks
+    for one new token and goes on."""
+    base, private = smart_server
+    requests = _TokenRequests()
+    monkeypatch.setattr(fhir_cart.auth, "_request_token", requests)
+    monkeypatch.setattr(fhir_cart.auth, "_EARLY", 0.0)
+    frozen = time.monotonic()
+    monkeypatch.setattr(fhir_cart.auth, "time", _FrozenMonotonic(frozen))
+    auth = AuthSettings(type="smart_backend", client_id=CLIENT, private_key_file=private,
+                        scope="system/*.read system/*.write")  # fmt: skip
+    server = ServerSettings(base_url=base, auth=auth)
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        _, report = asyncio.run(run_push(cases=seed_cases, ctx=ctx, server=server, cache=cache))
+        assert report is not None
+        assert report.failures == []
+        assert written(report) == 112
+        assert requests.count == 1
+
+        def wait_out_the_token(patients: int) -> None:
+            if patients == 1:  # mid-pull, with the same client and token
+                time.sleep(TOKEN_LIFETIME_S + 1)
+
+        selection = PullSelection(kind="search", query=SEED_QUERY)
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache,
+                                      on_patient=wait_out_the_token))  # fmt: skip
+    finally:
+        cache.close()
+    assert by_id(pulled.cases) == by_id(seed_cases)
+    # the pull's own token, then one more when the server said it had expired: not per request
+    assert requests.count == 3
+
+
+class _FrozenMonotonic:
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def monotonic(self) -> float:
+        return self.at
+
+    def time(self) -> float:
+        return time.time()
+
+
+def test_a_static_bearer_token_pushes_and_a_wrong_one_is_refused(
+    smart_server: tuple[str, Path], tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    base, _ = smart_server
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        good = AuthSettings(type="bearer", token=SecretStr("static-test-token"))
+        server = ServerSettings(base_url=base, auth=good)
+        _, report = asyncio.run(run_push(cases=seed_cases[:2], ctx=ctx, server=server, cache=cache))
+        assert report is not None
+        assert report.failures == []
+        bad = ServerSettings(
+            base_url=base, auth=AuthSettings(type="bearer", token=SecretStr("wrong"))
+        )
+        _, refused = asyncio.run(run_push(cases=seed_cases[2:], ctx=ctx, server=bad, cache=cache))
+    finally:
+        cache.close()
+    assert refused is not None
+    (cause,) = failure_causes(refused.failures)  # one cause, reported once
+    assert (cause.status, cause.count) == (401, len(refused.failures))
+    assert "auth" in str(cause.hint)
+    assert len(refused.failures) == sum(expected_totals(ctx, seed_cases[2:]).values())
+
+
+def test_cli_reports_a_refusal_once_with_a_hint(
+    smart_server: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every resource refused for one reason: one line for the cause, not one per resource."""
+    base, _ = smart_server
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.setenv("FHIR_CART_SERVERS__LOCAL__BASE_URL", base)
+    monkeypatch.setenv("FHIR_CART_SERVERS__LOCAL__AUTH__TYPE", "bearer")
+    monkeypatch.setenv("FHIR_CART_SERVERS__LOCAL__AUTH__TOKEN", "wrong")
+    cache = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    args = ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", "local", "--cache", cache]
+    assert main(args) == 5
+    err = capsys.readouterr().err
+    assert err.count("failed (HTTP 401") == 1
+    assert err.count("hint:") == 1
+    assert "112 resources failed (1 cause)" in " ".join(err.split())
+    assert "wrong" not in err  # the token is never printed
