@@ -201,5 +201,5 @@ def test_a_push_to_an_unreachable_server_says_so_in_one_line(
     settings_env(monkeypatch, tmp_path, f"http://127.0.0.1:{port}/fhir")
     code = main(["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", "h"])
     assert code == 6
-    err = one_clean_error(capsys, "could not be reached")
+    err = one_clean_error(capsys, "cannot reach the FHIR server")
     assert "failed" not in err

@@ -30,7 +30,7 @@ from fhir_cart.settings import Settings
 from fhir_cart.study_mapping import load_study_mapping
 from fhir_cart.summary import load_study, summarise
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import run_pull, run_push, write_unmapped
+from fhir_cart.sync.service import PullOutcome, run_pull, run_push, write_unmapped
 from fhir_cart.writers import write_study
 
 __all__ = ["execute", "job_dir", "run_worker", "worker_name"]
@@ -74,16 +74,20 @@ async def _pull(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
         group_id=params.get("group_id"), query=params.get("query"), since=params.get("since"),
     )  # fmt: skip
     server = settings.servers[params["server"]]
-    outcome = await run_pull(
+    out, study = job_dir(settings, run.id), params.get("study")
+    await run_pull(
         selection=selection, ctx=mapping_context(), server=server, cache=cache, run_id=run.id,
         use_export=bool(params.get("use_export")),
         on_patient=lambda n: cache.update_run(run.id, progress_done=n),  # type: ignore[arg-type]
+        on_mapped=lambda outcome: _write_pull_outputs(outcome, out, study),
     )  # fmt: skip
-    out = job_dir(settings, run.id)
+
+
+def _write_pull_outputs(outcome: PullOutcome, out: Path, study: str | None) -> None:
+    """A pull job's files: the study records, other rows, unmapped list and summary."""
     write_study(outcome.cases, out, "json")
     (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")
-    study = params.get("study")
     summary: dict[str, Any] = {"patients": len(outcome.cases)}
     if study:
         summary = {r.id: r.value for r in summarise(outcome.cases, load_study(study))}

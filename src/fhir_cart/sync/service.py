@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from fhir_cart.auth import (
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.client import FhirClient
 from fhir_cart.csv_safety import safe_csv_cell
-from fhir_cart.errors import ConfigError, RetryableError, ServerUnreachable
+from fhir_cart.errors import ConfigError, FhirClientError, RetryableError, ServerUnreachable
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import Unmapped, cases_from_fhir
 from fhir_cart.records import Case
@@ -401,6 +401,27 @@ def _current(
     return keep, deleted
 
 
+_NO_HISTORY = frozenset({400, 404, 405, 501})
+"""Statuses of a server that keeps no type-level ``_history`` (Medplum's in-memory router)."""
+
+
+async def _deletions(
+    client: FhirClient, selection: PullSelection
+) -> tuple[PullSelection, set[tuple[str, str]]]:
+    """For an incremental pull, what was deleted on the server since its instant. A server
+    without type history cannot say: the pull then reads everything, and deletions are found
+    by comparing with the cache, never silently missed."""
+    if not selection.since:
+        return selection, set()
+    try:
+        return selection, await deleted_since(client, selection.since)
+    except FhirClientError as exc:
+        if exc.status not in _NO_HISTORY:
+            raise
+    log.info("the server keeps no type history: reading everything to see deletions")
+    return replace(selection, since=None), set()
+
+
 async def run_pull(
     *,
     selection: PullSelection,
@@ -411,8 +432,11 @@ async def run_pull(
     default_centre: str = "ehr",
     run_id: int | None = None,
     on_patient: Callable[[int], None] | None = None,
+    on_mapped: Callable[[PullOutcome], None] | None = None,
 ) -> PullOutcome:
-    """Fetch the cohort into the cache, then reverse-map it from the cache."""
+    """Fetch the cohort into the cache, then reverse-map it from the cache. ``on_mapped``
+    (writing the study tables, say) runs before the run is marked succeeded, so whoever sees
+    a succeeded run finds its outputs complete."""
     key = server.base_url
     if run_id is None:
         cache.mark_dead_workers()
@@ -422,12 +446,12 @@ async def run_pull(
     stats = PullStats(limit=server.max_resources_per_pull)
     try:
         async with client_for(server) as client:
+            selection, gone = await _deletions(client, selection)
             if use_export:
                 ids = await _fetch_export(client, cache, key, selection, stats)
             else:
                 ids = await _fetch(client, cache, key, selection, stats, on_patient,
                                    server.search_params)  # fmt: skip
-            gone = await deleted_since(client, selection.since) if selection.since else set()
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
@@ -440,9 +464,12 @@ async def run_pull(
     counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
     if deleted:
         counts["deleted_on_server"] = deleted
-    cache.finish_run(run_id, status="succeeded", counts=counts)
     other = [dict(row) for row in result.other]
-    return PullOutcome(run_id, result.cases, result.unmapped, stats, other)
+    outcome = PullOutcome(run_id, result.cases, result.unmapped, stats, other)
+    if on_mapped is not None:
+        on_mapped(outcome)
+    cache.finish_run(run_id, status="succeeded", counts=counts)
+    return outcome
 
 
 def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
