@@ -24,12 +24,12 @@ __all__ = ["Corruption", "SyntheticRegistry", "make_registry", "true_pairs"]
 class Corruption:
     """Per-record, per-field probabilities."""
 
-    missing: float = 0.03
+    missing: float = 0.02
     typo: float = 0.02
     transposed: float = 0.015
     shifted: float = 0.01
     sex_flip: float = 0.005
-    no_infusion_at_referrer: float = 0.3
+    no_infusion_at_referrer: float = 0.2
 
 
 @dataclass
@@ -40,6 +40,9 @@ class SyntheticRegistry:
     names: dict[tuple[str, str], str] = field(default_factory=dict)
     """(centre, study_id) -> the invented name the centre's sheet would hold."""
 
+
+LAST_DATE = dt.date(2025, 12, 31)
+"""No invented date is later (so none can be mistaken for a build's own timestamp)."""
 
 _FIRST = ["Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hugo", "Ida", "Jonas"]
 _LAST = ["Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quinn", "Rossi"]
@@ -61,8 +64,12 @@ def _person(number: int, rng: random.Random) -> _Person:
     birth = dt.date(2004, 1, 1) + dt.timedelta(days=rng.randrange(18 * 365))
     latest = min(16 * 365, (dt.date(2025, 6, 30) - birth).days)
     diagnosis = birth + dt.timedelta(days=rng.randrange(300, latest))
-    infusion = diagnosis + dt.timedelta(days=rng.randrange(150, 1500)) if rng.random() < 0.6 else None
+    infusion = diagnosis + dt.timedelta(days=rng.randrange(150, 1500)) if rng.random() < 0.75 else None
     transplant = diagnosis + dt.timedelta(days=rng.randrange(90, 1200)) if rng.random() < 0.3 else None
+    if infusion is not None and infusion > LAST_DATE:
+        infusion = None
+    if transplant is not None and transplant > LAST_DATE:
+        transplant = None
     return _Person(
         number=number,
         sex=rng.choice(["female", "male"]),
@@ -186,14 +193,15 @@ def make_registry(
         homes = [home]
         if centres > 1 and rng.random() < shared:
             if person.infusion is None:  # shared patients were referred for CAR-T
-                later = dt.timedelta(days=rng.randrange(150, 1500))
-                person = dataclasses.replace(person, infusion=person.diagnosis + later)
+                room = (LAST_DATE - person.diagnosis).days
+                infusion = person.diagnosis + dt.timedelta(days=rng.randrange(min(150, room), room + 1))
+                person = dataclasses.replace(person, infusion=infusion)
             extra = 2 if centres > 2 and rng.random() < 0.1 else 1
             others = [n for n in range(centres) if n != home]
             homes += rng.sample(others, extra)
         for order, index in enumerate(homes):
             centre = names[index]
-            study_id = f"{centre[-1]}{len(result.cases[centre]) + 1:06}"
+            study_id = f"PT{index + 1}-{len(result.cases[centre]) + 1:06}"
             case = _case(person, centre, study_id, rng, corruption if order else None, order > 0)
             if rng.random() >= identifiers:
                 attributes = {k: v for k, v in case.patient.attributes.items() if k != "national_id"}
