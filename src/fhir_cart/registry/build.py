@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,7 @@ def _sources(definition: RegistryDef) -> dict[str, fhir.SourceInfo]:
         for path in (data, mapping):
             if not path.exists():
                 raise ConfigError(f"centre {centre.id}: {path} does not exist")
-        newest = max(_mtime(data), _mtime(mapping))
+        newest = float(os.environ.get("SOURCE_DATE_EPOCH") or max(_mtime(data), _mtime(mapping)))
         recorded = dt.datetime.fromtimestamp(int(newest), tz=dt.UTC).isoformat()
         found[centre.id] = fhir.SourceInfo(
             centre.id, data.name, _sha256(data), mapping.name, _sha256(mapping), recorded

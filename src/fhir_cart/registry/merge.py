@@ -98,7 +98,10 @@ def _patient(
         chosen[name] = None if centre is None else values[centre]
         conflicts += [conflict] if conflict else []
     attributes: dict[str, Scalar] = {}
-    keys = sorted({k for c in members for k in c.patient.attributes})
+    dropped = set(definition.linkage.identifiers) | set(
+        definition.pseudonymisation.drop_patient_attributes
+    )
+    keys = sorted({k for c in members for k in c.patient.attributes} - dropped)
     for key in keys:
         values = {c.patient.centre: c.patient.attributes[key] for c in members if key in c.patient.attributes}
         centre, conflict = _pick(patient, f"attributes.{key}", values, definition)
