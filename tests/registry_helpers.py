@@ -71,7 +71,11 @@ def definition(folder: Path, **overrides: Any) -> RegistryDef:
     """A registry file's content for the three centres; data and mapping files are made
     (their bytes only feed the input hashes: the test reader returns Cases)."""
     centres = []
-    for centre, roles in (("berlin", ("referring",)), ("london", ("treating",)), ("rotterdam", ("treating",))):
+    for centre, roles in (
+        ("berlin", ("referring",)),
+        ("london", ("treating",)),
+        ("rotterdam", ("treating",)),
+    ):
         for name in (f"{centre}.csv", f"{centre}.yaml"):
             path = folder / "inputs" / name
             path.parent.mkdir(parents=True, exist_ok=True)

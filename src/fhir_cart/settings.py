@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     strict_terminology: bool = False
+    registry_key: SecretStr | None = None
+    """HMAC key of registry pseudonyms (``FHIR_CART_REGISTRY_KEY``); never in a registry file."""
 
     @classmethod
     def settings_customise_sources(

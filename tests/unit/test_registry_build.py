@@ -28,7 +28,9 @@ def build(folder: Path, library: ConceptLibrary, key: bytes = KEY, **overrides: 
     )  # fmt: skip
 
 
-def test_links_shared_children_and_keeps_the_others(tmp_path: Path, library: ConceptLibrary) -> None:
+def test_links_shared_children_and_keeps_the_others(
+    tmp_path: Path, library: ConceptLibrary
+) -> None:
     result = build(tmp_path, library)
     registry = result.registry
     assert registry is not None
@@ -46,9 +48,12 @@ def test_source_of_truth_rules_and_conflict_report(tmp_path: Path, library: Conc
     infusion = next(r for r in result.registry.conflicts if r["field"] == "cart_infusion")
     assert infusion["rule"] == "prefer treating"
     assert infusion["values"]["berlin"] != infusion["values"]["rotterdam"]
-    assert "day" in infusion["result"] and "2018" not in infusion["result"]
+    assert "day" in infusion["result"]
+    assert "2018" not in infusion["result"]
     ben = next(m for m in result.registry.merged if m.centres == ("berlin", "rotterdam"))
-    assert [e.when.date.isoformat() for e in ben.case.of("cart_infusion") if e.when and e.when.date] == ["2018-09-03"]
+    assert [
+        e.when.date.isoformat() for e in ben.case.of("cart_infusion") if e.when and e.when.date
+    ] == ["2018-09-03"]
     assert ben.case.patient.sex == "male"
     csv = (tmp_path / "out" / "reports" / "conflicts.csv").read_text()
     assert csv.splitlines()[0] == "patient,field,centre,value,rule,chosen,result"
@@ -61,11 +66,19 @@ def test_pooled_events_keep_their_centre_and_words(tmp_path: Path, library: Conc
     rows = events.to_pylist()
     assert {r["centre"] for r in rows} == {"berlin", "london", "rotterdam"}
     mrd = [r for r in rows if r["concept"] == "mrd"]
-    assert {(r["centre"], r["source_text"]) for r in mrd} == {("london", "neg"), ("rotterdam", "<0,01 %")}
-    assert all(r["when_date"] is None and r["when_anchor"] == "diagnosis" for r in rows if r["when_day"] is not None)
+    assert {(r["centre"], r["source_text"]) for r in mrd} == {
+        ("london", "neg"),
+        ("rotterdam", "<0,01 %"),
+    }
+    assert all(
+        r["when_date"] is None and r["when_anchor"] == "diagnosis"
+        for r in rows
+        if r["when_day"] is not None
+    )
     patients = ds.dataset(tmp_path / "out" / "tables" / "patients", partitioning="hive").to_table()
     assert patients.num_rows == 5
-    assert "national_id" not in patients.column_names and "patient_name" not in patients.column_names
+    assert "national_id" not in patients.column_names
+    assert "patient_name" not in patients.column_names
     assert set(patients.column("birth_date").to_pylist()) == {None}
 
 
@@ -82,7 +95,9 @@ def test_reports_summaries_and_fhir(tmp_path: Path, library: ConceptLibrary) -> 
     elements = {e["code"]: e for g in concept_map["group"] for e in g["element"]}
     assert elements["neg"]["target"][0]["code"] == "mrd-negative"
     assert elements["ALL"]["target"][0]["code"] == "277571004"
-    provenance = [json.loads(line) for line in (out / "fhir" / "Provenance.ndjson").read_text().splitlines()]
+    provenance = [
+        json.loads(line) for line in (out / "fhir" / "Provenance.ndjson").read_text().splitlines()
+    ]
     assert len(provenance) == 7  # one per patient and centre
     from fhir.resources.R4B.conceptmap import ConceptMap
     from fhir.resources.R4B.provenance import Provenance
@@ -92,11 +107,14 @@ def test_reports_summaries_and_fhir(tmp_path: Path, library: ConceptLibrary) -> 
         Provenance.model_validate(item)
 
 
-def test_same_inputs_same_bytes_and_nothing_rewritten(tmp_path: Path, library: ConceptLibrary) -> None:
+def test_same_inputs_same_bytes_and_nothing_rewritten(
+    tmp_path: Path, library: ConceptLibrary
+) -> None:
     first = build(tmp_path / "a", library)
     second = build(tmp_path / "b", library)
     assert output_files(tmp_path / "a" / "out") == output_files(tmp_path / "b" / "out")
-    assert not first.skipped and not second.skipped
+    assert not first.skipped
+    assert not second.skipped
     again = build(tmp_path / "a", library)
     assert again.skipped
 
@@ -106,7 +124,8 @@ def test_changed_key_changes_every_pseudonym(tmp_path: Path, library: ConceptLib
 
     one = build(tmp_path / "a", library)
     two = build(tmp_path / "b", library, key=OTHER_KEY)
-    assert one.registry is not None and two.registry is not None
+    assert one.registry is not None
+    assert two.registry is not None
     names_one = {c.patient.study_id for c in one.registry.cases}
     names_two = {c.patient.study_id for c in two.registry.cases}
     assert names_one.isdisjoint(names_two)

@@ -102,7 +102,11 @@ def test_cluster_never_joins_two_records_of_one_centre() -> None:
 
 
 def test_identifier_links_win_over_probabilistic_ones() -> None:
-    records = [record("a", "a1", identifiers=("x",)), record("a", "a2"), record("b", "b1", identifiers=("x",))]
+    records = [
+        record("a", "a1", identifiers=("x",)),
+        record("a", "a2"),
+        record("b", "b1", identifiers=("x",)),
+    ]
     links = [Link("a2", "b1", 0.999, "probabilistic"), *deterministic_links(records)]
     found = cluster(records, links, 0.9)
     assert found.patient_of["a1"] == found.patient_of["b1"]
@@ -122,9 +126,23 @@ def test_typed_again_patient_links_with_priors(swap: bool) -> None:
     base = {"sex": "female", "birth_year": 2012, "birth_month": 5}
     records = [
         record("a", "a1", dates={"diagnosis_date": diagnosis}, **base),
-        record("a", "a2", dates={"diagnosis_date": dt.date(2016, 1, 2)}, sex="male", birth_year=2008, birth_month=1),
+        record(
+            "a",
+            "a2",
+            dates={"diagnosis_date": dt.date(2016, 1, 2)},
+            sex="male",
+            birth_year=2008,
+            birth_month=1,
+        ),
         record("b", "b1", dates={"diagnosis_date": again}, **base),
-        record("b", "b2", dates={"diagnosis_date": dt.date(2020, 11, 30)}, sex="male", birth_year=2010, birth_month=9),
+        record(
+            "b",
+            "b2",
+            dates={"diagnosis_date": dt.date(2020, 11, 30)},
+            sex="male",
+            birth_year=2010,
+            birth_month=9,
+        ),
     ]
     found = link_records(records, LinkageDef(dates={"diagnosis_date": "diagnosis"}, threshold=0.9))
     assert found.patient_of["a1"] == found.patient_of["b1"]

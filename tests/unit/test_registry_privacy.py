@@ -36,7 +36,9 @@ def centres() -> tuple[dict[str, list[Case]], set[str], set[dt.date]]:
         for case in items:
             name = data.names[(centre, case.patient.study_id)]
             attributes = dict(case.patient.attributes) | {"patient_name": name}
-            patient = case.patient.model_copy(update={"centre": renamed[centre], "attributes": attributes})
+            patient = case.patient.model_copy(
+                update={"centre": renamed[centre], "attributes": attributes}
+            )
             events = tuple(
                 e.model_copy(update={"attributes": {**e.attributes, "subtype": f"note on {name}"}})
                 if e.concept == "diagnosis" else e
@@ -74,10 +76,16 @@ def leaks(text: str, needles: set[str]) -> list[str]:
     return sorted(set(re.findall(rf"(?<![A-Za-z0-9])(?:{pattern})(?![A-Za-z0-9])", text)))
 
 
-def run(tmp: Path, cases: dict[str, list[Case]], library: ConceptLibrary, key: bytes, dates: str) -> BuildResult:
+def run(
+    tmp: Path, cases: dict[str, list[Case]], library: ConceptLibrary, key: bytes, dates: str
+) -> BuildResult:
     registry = definition(
         tmp,
-        pseudonymisation={"dates": dates, "anchor": "diagnosis", "drop_patient_attributes": ["patient_name"]},
+        pseudonymisation={
+            "dates": dates,
+            "anchor": "diagnosis",
+            "drop_patient_attributes": ["patient_name"],
+        },
     )
     return build_registry(registry, tmp / "out", key=key, reader=reader_of(cases), library=library)
 
@@ -90,7 +98,8 @@ def test_no_identifier_name_or_date_in_any_output(
     caplog.set_level(logging.DEBUG)
     cases, secrets, dates = centres()
     result = run(tmp_path, cases, library, KEY, mode)
-    assert result.registry is not None and len(result.registry.conflicts) > 0
+    assert result.registry is not None
+    assert len(result.registry.conflicts) > 0
     outputs = texts(tmp_path / "out")
     outputs["logs"] = "\n".join(r.getMessage() for r in caplog.records)
     outputs["printed"] = "".join(capsys.readouterr())
@@ -101,7 +110,9 @@ def test_no_identifier_name_or_date_in_any_output(
     assert {k: v for k, v in found.items() if v} == {}
 
 
-def test_shifted_dates_move_by_one_nonzero_offset_per_patient(tmp_path: Path, library: ConceptLibrary) -> None:
+def test_shifted_dates_move_by_one_nonzero_offset_per_patient(
+    tmp_path: Path, library: ConceptLibrary
+) -> None:
     cases, _, _ = centres()
     result = run(tmp_path, cases, library, KEY, "shift")
     assert result.registry is not None
@@ -111,7 +122,8 @@ def test_shifted_dates_move_by_one_nonzero_offset_per_patient(tmp_path: Path, li
             for before, after in zip(merged.case.events, protected.events, strict=True)
             if before.when and before.when.date and after.when and after.when.date
         }
-        assert len(shifts) <= 1 and 0 not in shifts
+        assert len(shifts) <= 1
+        assert 0 not in shifts
 
 
 def test_pseudonyms_depend_on_the_key(tmp_path: Path, library: ConceptLibrary) -> None:
@@ -123,12 +135,12 @@ def test_pseudonyms_depend_on_the_key(tmp_path: Path, library: ConceptLibrary) -
         set(re.findall(r"[pr][0-9a-f]{32}", "".join(texts(tmp_path / side / "out").values())))
         for side in ("a", "b")
     ]
-    assert tokens[0] and tokens[1] and tokens[0].isdisjoint(tokens[1])
+    assert tokens[0]
+    assert tokens[1]
+    assert tokens[0].isdisjoint(tokens[1])
 
 
 def test_the_key_is_never_written(tmp_path: Path, library: ConceptLibrary) -> None:
     cases, _, _ = centres()
     run(tmp_path, cases, library, KEY, "relative")
     assert all(KEY.decode() not in text for text in texts(tmp_path / "out").values())
-
-

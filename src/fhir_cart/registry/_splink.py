@@ -64,7 +64,11 @@ def _swapped(value: dt.date | None) -> str | None:
 
 
 def _level(level: Any, priors: tuple[float, float] | None) -> Any:
-    return level if priors is None else level.configure(m_probability=priors[0], u_probability=priors[1])
+    return (
+        level
+        if priors is None
+        else level.configure(m_probability=priors[0], u_probability=priors[1])
+    )
 
 
 def _date_comparison(name: str, priors: bool) -> Any:
@@ -134,7 +138,7 @@ def _settings(linkage: LinkageDef, names: list[str], priors: bool, prior_match: 
         comparisons.insert(0, _birth_comparison(priors))
     if linkage.sex:
         comparisons.insert(1 if linkage.birth else 0, _sex_comparison(priors))
-    blocking = [block_on(name) for name in names]
+    blocking: list[Any] = [block_on(name) for name in names]
     if linkage.birth:
         blocking.insert(0, block_on("birth_ym", "sex") if linkage.sex else block_on("birth_ym"))
     return SettingsCreator(
@@ -161,7 +165,7 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
             from pyspark.sql import SparkSession
 
             spark = SparkSession.builder.master("local[1]").appName("fhir-cart").getOrCreate()
-        return SparkAPI(spark_session=spark), spark
+        return SparkAPI(spark_session=spark), spark  # type: ignore[no-untyped-call]
     import duckdb
     from splink import DuckDBAPI
 
@@ -171,10 +175,12 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
 
 
 def _tables(columns: dict[str, list[Any]], centres: list[str], spark: Any) -> list[Any]:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     frame = pd.DataFrame(columns)
-    tables = [frame[frame["centre"] == c].drop(columns=["centre"]).reset_index(drop=True) for c in centres]
+    tables = [
+        frame[frame["centre"] == c].drop(columns=["centre"]).reset_index(drop=True) for c in centres
+    ]
     if spark is None:
         return tables
     return [spark.createDataFrame(t.astype(object).where(t.notna(), None)) for t in tables]
@@ -219,7 +225,7 @@ def predict(records: Sequence[Any], linkage: LinkageDef, *, spark: Any = None) -
     if train:
         _train(linker, linkage, names)
     found = linker.inference.predict(threshold_match_probability=linkage.threshold)
-    frame = found.as_pandas_dataframe()
+    frame = found.as_pandas_dataframe()  # type: ignore[no-untyped-call]
     links = [
         Link(min(a, b), max(a, b), round(float(p), 6), "probabilistic")
         for a, b, p in zip(

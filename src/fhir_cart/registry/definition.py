@@ -145,8 +145,6 @@ class FhirDef(BaseModel):
     model_config = _STRICT
 
     identifier_base: str = "https://fhir-cart.example.org/registry"
-    server: str | None = None
-    """A server name in settings (or a URL) that ``registry build --push`` pushes to."""
 
 
 class RegistryDef(BaseModel):

@@ -44,7 +44,9 @@ class SourceInfo:
     rebuild of the same inputs says the same)."""
 
 
-def local_words(cases: Sequence[Case], library: ConceptLibrary | None) -> dict[tuple[str, str], str]:
+def local_words(
+    cases: Sequence[Case], library: ConceptLibrary | None
+) -> dict[tuple[str, str], str]:
     """(value set, local word) -> registry word, for every coded value read from a word
     other than the registry's own."""
     found: dict[tuple[str, str], str] = {}
@@ -66,20 +68,30 @@ def _value_set(concept: str, library: ConceptLibrary | None) -> str:
     return concept
 
 
-def _target(value_set: str, word: str, library: ConceptLibrary | None, local: str) -> dict[str, str]:
+def _target(
+    value_set: str, word: str, library: ConceptLibrary | None, local: str
+) -> dict[str, str]:
     if library is not None:
         try:
             codings = library.terminology.concept(value_set, word).get("coding", [])
-        except Exception:  # noqa: BLE001 - a word without a standard code keeps the local one
+        except Exception:
             codings = []
         if codings:
             first = codings[0]
-            return {"system": first["system"], "code": first["code"], "display": first.get("display", word)}
+            return {
+                "system": first["system"],
+                "code": first["code"],
+                "display": first.get("display", word),
+            }
     return {"system": local, "code": word, "display": word}
 
 
 def concept_map(
-    registry: str, centre: str, words: dict[tuple[str, str], str], base: str, library: ConceptLibrary | None
+    registry: str,
+    centre: str,
+    words: dict[tuple[str, str], str],
+    base: str,
+    library: ConceptLibrary | None,
 ) -> dict[str, Any]:
     """The centre's local words mapped to the registry's codes, one group per target system."""
     source_system = f"{base}/{registry}/CodeSystem/{centre}-words"
@@ -129,10 +141,15 @@ def provenance(
     patient = case.patient.study_id
     targets = [{"identifier": {"system": f"{base}/{registry}/patient", "value": patient}}]
     for event_id, concept in sorted(centre_events):
-        kind = library.concept(concept).kind if library is not None and library.has(concept) else "observation"
+        kind = (
+            library.concept(concept).kind
+            if library is not None and library.has(concept)
+            else "observation"
+        )
         if kind in _KIND_PART:
             system = f"{base}/{registry}/{_KIND_PART[kind]}"
             targets.append({"identifier": {"system": system, "value": f"{patient}/{event_id}"}})
+    centre = {"system": f"{base}/{registry}/centre", "value": source.centre}
     return {
         "resourceType": "Provenance",
         "id": _id(registry, patient, source.centre),
@@ -140,7 +157,7 @@ def provenance(
         "recorded": source.recorded,
         "activity": {"text": "registry harmonisation (fhir-cart registry build)"},
         "agent": [
-            {"type": _participant("author"), "who": {"identifier": {"system": f"{base}/{registry}/centre", "value": source.centre}}},
+            {"type": _participant("author"), "who": {"identifier": centre}},
             {"type": _participant("assembler"), "who": {"display": f"fhir_cart {version}"}},
         ],
         "entity": [

@@ -11,7 +11,6 @@ two centres recorded identically kept once. Where centres disagree on a field, a
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +102,11 @@ def _patient(
     )
     keys = sorted({k for c in members for k in c.patient.attributes} - dropped)
     for key in keys:
-        values = {c.patient.centre: c.patient.attributes[key] for c in members if key in c.patient.attributes}
+        values = {
+            c.patient.centre: c.patient.attributes[key]
+            for c in members
+            if key in c.patient.attributes
+        }
         centre, conflict = _pick(patient, f"attributes.{key}", values, definition)
         if centre is not None:
             attributes[key] = values[centre]
@@ -165,5 +168,3 @@ def _assemble(
         origin_of[new_id] = (centre, event.event_id)
     case = Case(patient=record, events=tuple(events))
     return MergedPatient(case, source_of, origin_of, tuple(sorted(centres)), conflicts)
-
-

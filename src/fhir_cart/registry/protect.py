@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event, Scalar, Value, When
@@ -92,7 +91,9 @@ class Protection:
             source = None
         if source is not None and _DATE_LIKE.search(source):
             source = None
-        return moved.model_copy(update={"attributes": attributes, "value": value, "source_text": source})
+        return moved.model_copy(
+            update={"attributes": attributes, "value": value, "source_text": source}
+        )
 
     def conflict(self, conflict: Conflict, transform: DateTransform) -> dict[str, str]:
         """A conflict as the report shows it: values rendered through the transform."""
@@ -128,7 +129,9 @@ def render_value(value: Value | None) -> str:
         return ""
     parts: list[str] = []
     if value.number is not None:
-        parts.append(f"{value.comparator or ''}{value.number:g}{' ' + value.unit if value.unit else ''}")
+        parts.append(
+            f"{value.comparator or ''}{value.number:g}{' ' + value.unit if value.unit else ''}"
+        )
     if value.is_range:
         parts.append(f"{value.low}-{value.high}{' ' + value.unit if value.unit else ''}")
     if value.code is not None:
@@ -143,5 +146,3 @@ def render_event(event: Event) -> str:
     shown = render_value(event.value)
     extras = ", ".join(f"{k}={v}" for k, v in sorted(event.attributes.items()))
     return " ".join(part for part in (text, shown, f"({extras})" if extras else "") if part)
-
-

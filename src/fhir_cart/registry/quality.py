@@ -18,7 +18,9 @@ from fhir_cart.registry.pseudonyms import Pseudonymiser
 
 __all__ = ["CentreQuality", "centre_quality"]
 
-_UNIT_IN_TEXT = re.compile(r"^\s*[<>=]*\s*[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?\s*(?P<unit>\S.*?)\s*$")
+_UNIT_IN_TEXT = re.compile(
+    r"^\s*[<>=]*\s*[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?\s*(?P<unit>\S.*?)\s*$"
+)
 
 
 @dataclass
@@ -81,8 +83,12 @@ def _range_problems(
     low, high = _limits(event, library)
     number = None if event.value is None else event.value.number
     found = []
-    if number is not None and ((low is not None and number < low) or (high is not None and number > high)):
-        found.append({"patient": pseudonym, "field": event.concept, "value": number, "allowed": [low, high]})
+    if number is not None and (
+        (low is not None and number < low) or (high is not None and number > high)
+    ):
+        found.append(
+            {"patient": pseudonym, "field": event.concept, "value": number, "allowed": [low, high]}
+        )
     for key, value in event.attributes.items():
         if library is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
@@ -90,9 +96,16 @@ def _range_problems(
             spec = library.attribute(key)
         except KeyError:
             continue
-        if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+        if (spec.min is not None and value < spec.min) or (
+            spec.max is not None and value > spec.max
+        ):
             found.append(
-                {"patient": pseudonym, "field": f"{event.concept}.{key}", "value": value, "allowed": [spec.min, spec.max]}
+                {
+                    "patient": pseudonym,
+                    "field": f"{event.concept}.{key}",
+                    "value": value,
+                    "allowed": [spec.min, spec.max],
+                }
             )
     return found
 
@@ -104,14 +117,17 @@ def _conversion(event: Event) -> str | None:
     if match is None:
         return None
     written = match.group("unit").replace(" ", "")
-    return None if written == event.value.unit else f"{event.concept}: {written} -> {event.value.unit}"
+    return (
+        None if written == event.value.unit else f"{event.concept}: {written} -> {event.value.unit}"
+    )
 
 
 def _unmapped(event: Event, library: ConceptLibrary | None) -> list[str]:
     found = []
-    if event.value is not None and event.value.text is not None and library is not None:
-        if library.has(event.concept) and library.concept(event.concept).value.value_set:
-            found.append(f"{event.concept}.value: {event.value.text}")
+    text = None if event.value is None else event.value.text
+    known = library is not None and library.has(event.concept)
+    if text is not None and known and library.concept(event.concept).value.value_set:  # type: ignore[union-attr]
+        found.append(f"{event.concept}.value: {text}")
     for key, value in event.attributes.items():
         if library is None or not isinstance(value, str):
             continue

@@ -31,9 +31,21 @@ EVENT_COLUMNS = (
     "value_number", "value_unit", "value_comparator", "value_low", "value_high", "value_code",
     "value_boolean", "value_text", "source_text", "origin",
 )  # fmt: skip
-_INT = {"when_day", "when_earliest_day", "when_latest_day", "end_day", "end_earliest_day", "end_latest_day"}
+_INT = {
+    "when_day",
+    "when_earliest_day",
+    "when_latest_day",
+    "end_day",
+    "end_earliest_day",
+    "end_latest_day",
+}
 _FLOAT = {"value_number", "value_low", "value_high"}
-_TYPES = {"integer": pa.int64(), "number": pa.float64(), "quantity": pa.float64(), "boolean": pa.bool_()}
+_TYPES = {
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "quantity": pa.float64(),
+    "boolean": pa.bool_(),
+}
 
 
 def _when(prefix: str, when: When | None) -> dict[str, Any]:
@@ -48,7 +60,11 @@ def _when(prefix: str, when: When | None) -> dict[str, Any]:
 
 def _event_row(study_id: str, event: Event) -> dict[str, Any]:
     value = event.value
-    row: dict[str, Any] = {"study_id": study_id, "event_id": event.event_id, "concept": event.concept}
+    row: dict[str, Any] = {
+        "study_id": study_id,
+        "event_id": event.event_id,
+        "concept": event.concept,
+    }
     row |= _when("when", event.when) | _when("end", event.end)
     for name in ("number", "unit", "comparator", "low", "high", "code", "boolean", "text"):
         row[f"value_{name}"] = None if value is None else getattr(value, name)
@@ -71,7 +87,9 @@ def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str], types: dict[str, pa.DataType]) -> pa.Table:
+def _table(
+    rows: list[dict[str, Any]], columns: list[str], types: dict[str, pa.DataType]
+) -> pa.Table:
     arrays = [_column([r.get(c) for r in rows], types.get(c, pa.string())) for c in columns]
     return pa.Table.from_arrays(arrays, names=columns)
 
@@ -103,8 +121,9 @@ def patient_table(
         centres = list(centres_of.get(patient.study_id, [patient.centre]))
         birth = None if patient.birth_date is None else patient.birth_date.isoformat()
         rows.append(
-            {"centre": centres[0], "study_id": patient.study_id, "centres": ";".join(sorted(centres)),
-             "sex": patient.sex, "birth_date": birth} | dict(patient.attributes)
+            {"centre": centres[0], "study_id": patient.study_id,
+             "centres": ";".join(sorted(centres)), "sex": patient.sex, "birth_date": birth,
+             **patient.attributes}
         )  # fmt: skip
     known = set(library.data.patient_attributes) if library is not None else set()
     attributes = sorted(known | {k for c in cases for k in c.patient.attributes})
@@ -166,7 +185,9 @@ def _zip_normalised(data: bytes) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             content = source.read(item.filename)
             if item.filename == "docProps/core.xml":  # openpyxl stamps the save time here
-                content = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", content)
+                content = re.sub(
+                    rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", content
+                )
             target.writestr(info, content)
     return sink.getvalue()
 

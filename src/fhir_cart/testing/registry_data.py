@@ -64,8 +64,12 @@ def _person(number: int, rng: random.Random) -> _Person:
     birth = dt.date(2004, 1, 1) + dt.timedelta(days=rng.randrange(18 * 365))
     latest = min(16 * 365, (dt.date(2025, 6, 30) - birth).days)
     diagnosis = birth + dt.timedelta(days=rng.randrange(300, latest))
-    infusion = diagnosis + dt.timedelta(days=rng.randrange(150, 1500)) if rng.random() < 0.75 else None
-    transplant = diagnosis + dt.timedelta(days=rng.randrange(90, 1200)) if rng.random() < 0.3 else None
+    infusion = (
+        diagnosis + dt.timedelta(days=rng.randrange(150, 1500)) if rng.random() < 0.75 else None
+    )
+    transplant = (
+        diagnosis + dt.timedelta(days=rng.randrange(90, 1200)) if rng.random() < 0.3 else None
+    )
     if infusion is not None and infusion > LAST_DATE:
         infusion = None
     if transplant is not None and transplant > LAST_DATE:
@@ -165,7 +169,7 @@ def _case(
     patient = PatientRecord(
         study_id=study_id,
         centre=centre,
-        sex=sex,  # type: ignore[arg-type]
+        sex=sex,
         birth_date=d(person.birth),
         attributes={"national_id": person.national_id},
     )
@@ -183,7 +187,7 @@ def make_registry(
 ) -> SyntheticRegistry:
     """``persons`` invented persons spread over ``centres``; ``shared`` of them recorded by
     a second centre too. ``identifiers``: share of records that keep the national id."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - invented data, not secrets
     corruption = corruption or Corruption()
     names = [f"centre-{n + 1}" for n in range(centres)]
     result = SyntheticRegistry(cases={name: [] for name in names}, truth={})
@@ -194,7 +198,9 @@ def make_registry(
         if centres > 1 and rng.random() < shared:
             if person.infusion is None:  # shared patients were referred for CAR-T
                 room = (LAST_DATE - person.diagnosis).days
-                infusion = person.diagnosis + dt.timedelta(days=rng.randrange(min(150, room), room + 1))
+                infusion = person.diagnosis + dt.timedelta(
+                    days=rng.randrange(min(150, room), room + 1)
+                )
                 person = dataclasses.replace(person, infusion=infusion)
             extra = 2 if centres > 2 and rng.random() < 0.1 else 1
             others = [n for n in range(centres) if n != home]
@@ -204,7 +210,9 @@ def make_registry(
             study_id = f"PT{index + 1}-{len(result.cases[centre]) + 1:06}"
             case = _case(person, centre, study_id, rng, corruption if order else None, order > 0)
             if rng.random() >= identifiers:
-                attributes = {k: v for k, v in case.patient.attributes.items() if k != "national_id"}
+                attributes = {
+                    k: v for k, v in case.patient.attributes.items() if k != "national_id"
+                }
                 case = case.model_copy(
                     update={"patient": case.patient.model_copy(update={"attributes": attributes})}
                 )

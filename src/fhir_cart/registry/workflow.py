@@ -1,0 +1,91 @@
+"""The registry use case as every front end calls it: settings -> key, library, summaries
+-> :func:`~fhir_cart.registry.build.build_registry` -> optional push."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fhir_cart.records import Case
+from fhir_cart.registry.build import BuildResult, Progress, Summariser, build_registry
+from fhir_cart.registry.definition import RegistryDef, load_registry
+from fhir_cart.registry.pseudonyms import registry_key
+from fhir_cart.settings import Settings, load_settings
+
+__all__ = ["push_registry", "run_registry_build", "study_summariser"]
+
+
+def study_summariser(definition: RegistryDef) -> Summariser | None:
+    """The measures of the registry's study definition (spec §5), as plain dicts."""
+    if definition.study is None:
+        return None
+    summary: Any = importlib.import_module("fhir_cart.summary")  # spec §5, its own branch
+    path = definition.resolve(Path(definition.study))
+    study = summary.load_study(str(path) if path.exists() else definition.study)
+
+    def measures(cases: Sequence[Case]) -> list[dict[str, Any]]:
+        return [
+            {"id": getattr(r, "id", r.label), "label": r.label, "value": r.value}
+            for r in summary.summarise(list(cases), study)
+        ]
+
+    return measures
+
+
+def run_registry_build(
+    registry_file: Path,
+    out: Path,
+    *,
+    push: str | None = None,
+    force: bool = False,
+    spark: bool = False,
+    progress: Progress | None = None,
+    settings: Settings | None = None,
+) -> tuple[BuildResult, str | None]:
+    from fhir_cart.concepts import load_concepts
+    from fhir_cart.terminology import load_terminology
+
+    settings = settings or load_settings()
+    definition = load_registry(registry_file)
+    if spark:
+        definition = definition.model_copy(
+            update={"linkage": definition.linkage.model_copy(update={"backend": "spark"})}
+        )
+    configured = settings.registry_key.get_secret_value() if settings.registry_key else None
+    key = registry_key(configured)
+    result = build_registry(
+        definition, out, key=key, library=load_concepts(load_terminology()),
+        summariser=study_summariser(definition), progress=progress, force=force,
+    )  # fmt: skip
+    if push is None:
+        return result, None
+    if result.registry is None:
+        return result, "no input changed: nothing to push"
+    return result, push_registry(result, definition, push, settings)
+
+
+def push_registry(
+    result: BuildResult, definition: RegistryDef, server: str, settings: Settings
+) -> str:
+    """The registry's patients through the idempotent push (only what changed is sent)."""
+    from fhir_cart.cache import open_cache
+    from fhir_cart.mappers.context import mapping_context
+    from fhir_cart.sync.service import run_push
+
+    assert result.registry is not None
+    ctx = mapping_context(identifier_base=definition.fhir.identifier_base)
+    cache = open_cache(settings.effective_cache_url())
+    try:
+        plan, report = asyncio.run(
+            run_push(
+                cases=result.registry.cases, ctx=ctx, server=settings.server(server), cache=cache
+            )
+        )
+    finally:
+        cache.close()
+    changed = sum(len(resources) for resources in plan.to_send)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) if report else ""
+    return f"pushed to {server}: {changed} of {plan.total} resources changed; {counts}"
