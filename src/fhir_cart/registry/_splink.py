@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,9 +164,13 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
 
         if spark is None:
             from pyspark.sql import SparkSession
+            from splink.backends.spark import similarity_jar_location
 
-            spark = SparkSession.builder.master("local[1]").appName("fhir-cart").getOrCreate()
-        return SparkAPI(spark_session=spark), spark  # type: ignore[no-untyped-call]
+            builder = SparkSession.builder.appName("fhir-cart-registry")
+            spark = builder.config("spark.jars", similarity_jar_location()).getOrCreate()
+        # persist: no checkpoint folder to configure (set one and use "checkpoint" on a cluster)
+        api = SparkAPI(spark_session=spark, break_lineage_method="persist")  # type: ignore[no-untyped-call]
+        return api, spark
     import duckdb
     from splink import DuckDBAPI
 
@@ -177,13 +182,19 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
 def _tables(columns: dict[str, list[Any]], centres: list[str], spark: Any) -> list[Any]:
     import pandas as pd  # type: ignore[import-untyped]
 
+    if spark is not None:  # rows straight to Spark: no pandas conversion on the way
+        names = [n for n in columns if n != "centre"]
+        schema = ", ".join(f"{n} string" for n in names)
+        rows = list(
+            zip(columns["centre"], zip(*(columns[n] for n in names), strict=True), strict=True)
+        )
+        return [
+            spark.createDataFrame([r for c, r in rows if c == centre], schema) for centre in centres
+        ]
     frame = pd.DataFrame(columns)
-    tables = [
+    return [
         frame[frame["centre"] == c].drop(columns=["centre"]).reset_index(drop=True) for c in centres
     ]
-    if spark is None:
-        return tables
-    return [spark.createDataFrame(t.astype(object).where(t.notna(), None)) for t in tables]
 
 
 def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
@@ -220,7 +231,8 @@ def predict(records: Sequence[Any], linkage: LinkageDef, *, spark: Any = None) -
         settings,
         db_api,
         set_up_basic_logging=False,
-        input_table_aliases=[f"centre_{n}" for n in range(len(centres))],
+        # unique per call: a Spark session keeps the views of earlier calls
+        input_table_aliases=[f"centre_{uuid.uuid4().hex[:12]}_{n}" for n in range(len(centres))],
     )
     if train:
         _train(linker, linkage, names)
