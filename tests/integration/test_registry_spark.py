@@ -58,8 +58,8 @@ def test_spark_backend_finds_the_duckdb_links(spark: Any) -> None:
     jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
     on_spark = probabilistic_links(
         records, duck.model_copy(update={"backend": "spark"}), spark=spark
-    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) > jobs_before
     )
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) > jobs_before
     assert on_duckdb, "the generated centres share patients"
     assert [(k.left, k.right) for k in on_spark] == [(k.left, k.right) for k in on_duckdb]
     for a, b in zip(on_spark, on_duckdb, strict=True):
