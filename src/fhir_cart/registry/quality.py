@@ -19,7 +19,7 @@ from fhir_cart.registry.pseudonyms import Pseudonymiser
 __all__ = ["CentreQuality", "centre_quality"]
 
 _UNIT_IN_TEXT = re.compile(
-    r"^\s*[<>=]*\s*[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?\s*(?P<unit>\S.*?)\s*$"
+    r"^\s*[<>=]*\s*[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?\s*(?P<unit>[^\d\s.,].*?)\s*$"
 )
 
 
@@ -114,12 +114,21 @@ def _conversion(event: Event) -> str | None:
     if event.value is None or event.value.unit is None or not event.source_text:
         return None
     match = _UNIT_IN_TEXT.match(event.source_text)
-    if match is None:
-        return None
+    if match is None:  # a bare number: its unit came from a unit column or the mapping
+        written = _number(event.source_text)
+        changed = written is not None and written != event.value.number
+        return f"{event.concept}: converted to {event.value.unit}" if changed else None
     written = match.group("unit").replace(" ", "")
     return (
         None if written == event.value.unit else f"{event.concept}: {written} -> {event.value.unit}"
     )
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip().lstrip("<>=").replace(",", "."))
+    except ValueError:
+        return None
 
 
 def _unmapped(event: Event, library: ConceptLibrary | None) -> list[str]:
