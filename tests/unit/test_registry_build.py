@@ -131,3 +131,42 @@ def test_changed_key_changes_every_pseudonym(tmp_path: Path, library: ConceptLib
     assert names_one.isdisjoint(names_two)
     state = json.loads((tmp_path / "a" / "out" / "state.json").read_text())
     assert KEY.decode() not in json.dumps(state)
+
+
+def test_one_changed_centre_is_read_and_scored_again(
+    tmp_path: Path, library: ConceptLibrary
+) -> None:
+    from fhir_cart.records import Event, Value, When
+    from fhir_cart.registry.build import build_registry as build_it
+
+    cases = three_centres()
+    registry = definition(tmp_path)
+    out, work = tmp_path / "out", tmp_path / "work"
+    first = build_it(registry, out, key=KEY, reader=reader_of(cases), library=library, work=work)
+    assert first.centres_read == ["berlin", "london", "rotterdam"]
+    assert first.registry is not None
+    assert first.registry.link_state is not None
+    assert first.registry.link_state.scored == ["berlin", "london", "rotterdam"]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.parquet")}
+
+    (tmp_path / "inputs" / "rotterdam.csv").write_text("synthetic rotterdam, one row more\n")
+    greta = cases["rotterdam"][1]
+    extra = Event(
+        event_id="mrd-2",
+        concept="mrd",
+        when=When(date=greta.events[0].when.date),
+        value=Value(code="negative"),
+    )  # type: ignore[union-attr]
+    cases["rotterdam"][1] = greta.model_copy(update={"events": (*greta.events, extra)})
+    second = build_it(registry, out, key=KEY, reader=reader_of(cases), library=library, work=work)
+
+    assert second.centres_read == ["rotterdam"]
+    assert second.registry is not None
+    assert second.registry.link_state is not None
+    assert second.registry.link_state.scored == ["rotterdam"]
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.parquet")}
+    untouched = {p for p in before if before[p] == after.get(p)}
+    assert {p.parent.name for p in untouched} >= {"centre=berlin", "centre=london"}
+    assert out / "tables" / "events" / "centre=rotterdam" / "part-0.parquet" not in untouched
+    build_it(registry, tmp_path / "fresh", key=KEY, reader=reader_of(cases), library=library)
+    assert output_files(out) == output_files(tmp_path / "fresh")

@@ -200,7 +200,7 @@ def _tables(columns: dict[str, list[Any]], centres: list[str], spark: Any) -> li
 def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
     from splink import block_on
 
-    linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=linkage.seed)
+    linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=linkage.seed)
     if linkage.birth and names:
         linker.training.estimate_parameters_using_expectation_maximisation(
             block_on(names[0]), fix_u_probabilities=True
@@ -210,21 +210,37 @@ def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
         )
 
 
-def predict(records: Sequence[Any], linkage: LinkageDef, *, spark: Any = None) -> list[Any]:
-    """Links between records of different centres with probability >= the threshold."""
+def predict(
+    records: Sequence[Any],
+    linkage: LinkageDef,
+    *,
+    spark: Any = None,
+    only: set[str] | None = None,
+    model: dict[str, Any] | None = None,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Links between records of different centres with probability >= the threshold, and
+    the model used (splink settings with its parameters, to score later runs alike).
+
+    ``only``: score just the pairs that touch these centres (the others are one table, so
+    splink does not compare them with each other). ``model``: a model of an earlier run."""
     from splink import Linker
 
     from fhir_cart.registry.linkage import Link
 
-    centres = sorted({r.centre for r in records})
     names = list(linkage.dates)
     columns = _rows(records, names)
     columns["centre"] = [r.centre for r in records]
+    if only is not None:
+        columns["centre"] = [c if c in only else "~others" for c in columns["centre"]]
+    centres = sorted(set(columns["centre"]))
     sizes = [columns["centre"].count(c) for c in centres]
-    train = linkage.train == "always" or (
-        linkage.train == "auto" and len(records) >= linkage.min_records_to_train
+    train = model is None and (
+        linkage.train == "always"
+        or (linkage.train == "auto" and len(records) >= linkage.min_records_to_train)
     )
-    settings = _settings(linkage, names, priors=not train, prior_match=_prior_match(sizes))
+    settings: Any = model or _settings(
+        linkage, names, priors=not train, prior_match=_prior_match(sizes)
+    )
     db_api, spark = _db_api(linkage, spark)
     linker = Linker(
         _tables(columns, centres, spark),
@@ -245,4 +261,4 @@ def predict(records: Sequence[Any], linkage: LinkageDef, *, spark: Any = None) -
         )
     ]
     found.drop_table_from_database_and_remove_from_cache()
-    return sorted(links)
+    return sorted(links), dict(linker.misc.save_model_to_json())

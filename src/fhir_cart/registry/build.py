@@ -87,7 +87,56 @@ def read_centre(centre: CentreDef, definition: RegistryDef) -> CentreData:
         )
     library = load_concepts(load_terminology(), extra=mapping.own_concepts())
     result = readers.read_study(definition.resolve(centre.data), mapping, library)
-    return CentreData(list(result.cases), list(result.rejects), list(result.unmapped_columns))
+    unmapped = [_column_name(u) for u in result.unmapped_columns]
+    return CentreData(list(result.cases), list(result.rejects), unmapped)
+
+
+def _column_name(where: Any) -> str:
+    parts = [getattr(where, name, None) for name in ("file", "sheet", "column")]
+    if any(parts):
+        return " / ".join(str(p) for p in parts if p)
+    return str(where)
+
+
+class WorkFolder:
+    """The registry holder's working copy, so that a rebuild reads again only the centres
+    whose files changed and scores only the pairs that touch them.
+
+    It holds each centre's records as read (identifiers and dates included): keep it where
+    the centre files are kept, never beside the registry output."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def centre(self, centre_id: str, inputs: str) -> CentreData | None:
+        path = self.folder / "centres" / f"{centre_id}.json"
+        if not path.exists():
+            return None
+        raw = orjson.loads(path.read_bytes())
+        if raw.get("inputs") != inputs or raw.get("fhir_cart") != __version__:
+            return None
+        return CentreData(
+            [Case.model_validate(c) for c in raw["cases"]],
+            [Reject(**r) for r in raw["rejects"]],
+            list(raw["unmapped"]),
+        )
+
+    def save_centre(self, centre_id: str, inputs: str, data: CentreData) -> None:
+        raw = {
+            "inputs": inputs,
+            "fhir_cart": __version__,
+            "cases": [c.model_dump(mode="json") for c in data.cases],
+            "rejects": [r.as_dict() for r in data.rejects],
+            "unmapped": [str(u) for u in data.unmapped_columns],
+        }
+        tables._write_if_changed(self.folder / "centres" / f"{centre_id}.json", orjson.dumps(raw))
+
+    def link_state(self) -> LinkState | None:
+        path = self.folder / "links.json"
+        return LinkState.from_json(orjson.loads(path.read_bytes())) if path.exists() else None
+
+    def save_link_state(self, state: LinkState) -> None:
+        tables._write_if_changed(self.folder / "links.json", orjson.dumps(state.as_json()))
 
 
 @dataclass
@@ -105,6 +154,7 @@ class Registry:
     concept_maps: list[dict[str, Any]]
     provenance: list[dict[str, Any]]
     centre_records: dict[str, int]
+    link_state: LinkState | None = None
 
 
 @dataclass
@@ -151,6 +201,18 @@ def _sources(definition: RegistryDef) -> dict[str, fhir.SourceInfo]:
     return found
 
 
+def _inputs(sources: dict[str, fhir.SourceInfo]) -> dict[str, str]:
+    return {
+        c: hashlib.sha256(f"{s.file_sha256}:{s.mapping_sha256}".encode()).hexdigest()
+        for c, s in sorted(sources.items())
+    }
+
+
+def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
+    text = definition.linkage.model_dump_json() + pseudonyms.fingerprint() + __version__
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _state(
     definition: RegistryDef, sources: dict[str, fhir.SourceInfo], key: Pseudonymiser
 ) -> dict[str, Any]:
@@ -168,16 +230,77 @@ def _state(
 # -- the pipeline ----------------------------------------------------------------------
 
 
+@dataclass
+class LinkState:
+    """What a later run may reuse: the probabilistic links (pseudonyms and probabilities
+    only) scored for each centre's inputs, and the model that scored them."""
+
+    linkage: str
+    centres: dict[str, str]
+    links: list[Link] = field(default_factory=list)
+    model: dict[str, Any] | None = None
+    scored: list[str] = field(default_factory=list)
+    """Centres whose pairs this run scored (all of them on a first run)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "linkage": self.linkage,
+            "centres": self.centres,
+            "links": [[k.left, k.right, k.probability] for k in self.links],
+            "model": self.model,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LinkState:
+        links = [Link(a, b, float(p), "probabilistic") for a, b, p in raw["links"]]
+        return cls(raw["linkage"], dict(raw["centres"]), links, raw.get("model"))
+
+
+def _probabilistic(
+    records: list[LinkRecord],
+    definition: RegistryDef,
+    state: LinkState,
+    previous: LinkState | None,
+    spark: Any,
+) -> LinkState:
+    """Score the pairs that touch a centre whose inputs changed; reuse the others."""
+    from fhir_cart.registry import _splink
+
+    if not definition.linkage.probabilistic or len({r.centre for r in records}) < 2:
+        return state
+    reuse = previous is not None and previous.linkage == state.linkage and previous.model
+    if not reuse or previous is None:
+        links, model = _splink.predict(records, definition.linkage, spark=spark)
+        return LinkState(state.linkage, state.centres, links, model, sorted(state.centres))
+    same = {c for c, h in state.centres.items() if previous.centres.get(c) == h}
+    centre_of = {r.pseudonym: r.centre for r in records}
+    kept = [
+        k
+        for k in previous.links
+        if centre_of.get(k.left) in same and centre_of.get(k.right) in same
+    ]
+    changed = set(state.centres) - same
+    new: list[Link] = []
+    if changed:
+        new, _ = _splink.predict(
+            records, definition.linkage, spark=spark, only=changed, model=previous.model
+        )
+    return LinkState(
+        state.linkage, state.centres, sorted(kept + new), previous.model, sorted(changed)
+    )
+
+
 def _link(
     data: dict[str, CentreData],
     definition: RegistryDef,
     pseudonyms: Pseudonymiser,
     spark: Any,
     progress: Progress,
-) -> tuple[dict[str, list[Case]], list[Link], list[Link]]:
-    """Registry pseudonym -> that patient's centre records, and the links."""
-    from fhir_cart.registry.linkage import probabilistic_links
-
+    state: LinkState,
+    previous: LinkState | None = None,
+) -> tuple[dict[str, list[Case]], list[Link], list[Link], LinkState]:
+    """Registry pseudonym -> that patient's centre records, the links, and what a later run
+    may reuse."""
     records: list[LinkRecord] = []
     case_of: dict[str, Case] = {}
     for centre in sorted(data):
@@ -186,16 +309,15 @@ def _link(
             records.append(record)
             case_of[record.pseudonym] = case
     progress("link", 0, 1)
-    links = deterministic_links(records)
-    if definition.linkage.probabilistic and len({r.centre for r in records}) > 1:
-        links += probabilistic_links(records, definition.linkage, spark=spark)
+    state = _probabilistic(records, definition, state, previous, spark)
+    links = deterministic_links(records) + state.links
     found = cluster(records, links, definition.linkage.threshold)
     progress("link", 1, 1)
     patients = {
         pseudonyms.registry_patient(members): [case_of[m] for m in members]
         for members in found.members().values()
     }
-    return dict(sorted(patients.items())), found.links, found.refused
+    return dict(sorted(patients.items())), found.links, found.refused, state
 
 
 def _merge(
@@ -297,10 +419,16 @@ def assemble(
     summariser: Summariser | None = None,
     spark: Any = None,
     progress: Progress | None = None,
+    previous: LinkState | None = None,
 ) -> Registry:
-    """The registry in memory from each centre's records (pure but for splink's engine)."""
+    """The registry in memory from each centre's records (pure but for splink's engine).
+    ``previous``: the link state of an earlier run, whose scores of unchanged centres'
+    pairs are reused."""
     step = progress or (lambda *_: None)
-    patients, links, refused = _link(data, definition, pseudonyms, spark, step)
+    state = LinkState(_linkage_fingerprint(definition, pseudonyms), _inputs(sources))
+    patients, links, refused, state = _link(
+        data, definition, pseudonyms, spark, step, state, previous
+    )
     protection = Protection(definition, pseudonyms, library)
     merged, protected, conflicts = _merge(patients, definition, protection, step)
     maps, provenance = _fhir(definition, merged, protected, data, sources, library)
@@ -315,6 +443,7 @@ def assemble(
         concept_maps=maps,
         provenance=provenance,
         centre_records={c: len(d.cases) for c, d in sorted(data.items())},
+        link_state=state,
     )
 
 
@@ -403,8 +532,11 @@ def build_registry(
     spark: Any = None,
     progress: Progress | None = None,
     force: bool = False,
+    work: Path | None = None,
 ) -> BuildResult:
-    """Build (or bring up to date) the registry in ``out``."""
+    """Build (or bring up to date) the registry in ``out``. With a ``work`` folder, centres
+    whose inputs did not change since the last build are not read again, and only the
+    pairs that touch a changed centre are scored again."""
     pseudonyms = Pseudonymiser(key)
     sources = _sources(definition)
     state = _state(definition, sources, pseudonyms)
@@ -412,14 +544,26 @@ def build_registry(
     if not force and state_file.exists() and orjson.loads(state_file.read_bytes()) == state:
         return BuildResult(out=out, skipped=True)
     step = progress or (lambda *_: None)
+    folder = None if work is None else WorkFolder(work)
+    inputs = _inputs(sources)
     data: dict[str, CentreData] = {}
+    read: list[str] = []
     for n, centre in enumerate(definition.centres, start=1):
-        data[centre.id] = reader(centre, definition)
+        cached = None if folder is None else folder.centre(centre.id, inputs[centre.id])
+        if cached is None:
+            cached = reader(centre, definition)
+            read.append(centre.id)
+            if folder is not None:
+                folder.save_centre(centre.id, inputs[centre.id], cached)
+        data[centre.id] = cached
         step("read", n, len(definition.centres))
     registry = assemble(
         definition, data, sources, pseudonyms=pseudonyms, library=library,
         summariser=summariser, spark=spark, progress=progress,
+        previous=None if folder is None else folder.link_state(),
     )  # fmt: skip
+    if folder is not None and registry.link_state is not None:
+        folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, _json(state))
-    return BuildResult(out, False, registry, [*files, state_file], sorted(data))
+    return BuildResult(out, False, registry, [*files, state_file], sorted(read))

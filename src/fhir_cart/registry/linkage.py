@@ -179,4 +179,4 @@ def probabilistic_links(
     threshold (splink on DuckDB, or on Spark when ``linkage.backend`` says so)."""
     from fhir_cart.registry import _splink
 
-    return _splink.predict(records, linkage, spark=spark)
+    return list(_splink.predict(records, linkage, spark=spark)[0])

@@ -115,8 +115,8 @@ def _conversion(event: Event) -> str | None:
         return None
     match = _UNIT_IN_TEXT.match(event.source_text)
     if match is None:  # a bare number: its unit came from a unit column or the mapping
-        written = _number(event.source_text)
-        changed = written is not None and written != event.value.number
+        number = _number(event.source_text)
+        changed = number is not None and number != event.value.number
         return f"{event.concept}: converted to {event.value.unit}" if changed else None
     written = match.group("unit").replace(" ", "")
     return (
