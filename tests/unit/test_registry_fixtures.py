@@ -49,8 +49,13 @@ def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     assert registry is not None
     assert registry.centre_records == {"berlin": 4, "london": 3, "rotterdam": 3}
     assert len(registry.cases) == 8  # Anna (Berlin + London) and Ben (Berlin + Rotterdam)
-    conflicts = {(c["field"], c["chosen"]) for c in registry.conflicts}
-    assert conflicts == {
+    conflicts = sorted((c["field"], c["chosen"]) for c in registry.conflicts)
+    assert conflicts == [
+        ("cart_infusion", "rotterdam"),  # Ben: day +224 (Berlin) or +226 (Rotterdam)
+        ("diagnosis", "berlin"),  # Anna: 07.03.2019 or 2019-07-03
+        ("diagnosis", "berlin"),  # Ben: disease state only in Berlin
+        ("sex", "rotterdam"),  # Ben: a typo in Berlin
+    ]
         ("diagnosis", "berlin"),
         ("cart_infusion", "rotterdam"),
         ("sex", "rotterdam"),

@@ -29,6 +29,11 @@ registry_app = typer.Typer(
 )
 out = Console()
 
+@registry_app.callback()
+def registry_group() -> None:
+    """Pool several centres into one pseudonymised, linked registry (docs/registry.md)."""
+
+
 _STEPS = {"read": "reading centres", "link": "linking patients", "merge": "merging and protecting"}
 
 
@@ -41,6 +46,13 @@ def build_command(
         typer.Option(help="Push the registry to this server (a name in settings, or a URL)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Build even when no input changed.")] = False,
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            help="Working copy of the centres' records (default: <data_dir>/registry/<id>); "
+            "it holds source records: keep it beside the centre files, not the output."
+        ),
+    ] = None,
     spark: Annotated[bool, typer.Option(help="Link on Spark instead of DuckDB.")] = False,
 ) -> None:
     """Read every centre, pseudonymise, link, merge, and write tables, reports and FHIR.
@@ -60,8 +72,9 @@ def build_command(
             progress.update(tasks[name], completed=done, total=total)
 
         result, pushed = run_registry_build(
-            registry_file, out_dir, push=push, force=force, spark=spark, progress=step
-        )
+            registry_file, out_dir, push=push, force=force, spark=spark, work=work,
+            progress=step,
+        )  # fmt: skip
     _report(result, pushed)
 
 

@@ -42,9 +42,11 @@ def run_registry_build(
     push: str | None = None,
     force: bool = False,
     spark: bool = False,
+    work: Path | None = None,
     progress: Progress | None = None,
     settings: Settings | None = None,
 ) -> tuple[BuildResult, str | None]:
+    """Build the registry of ``registry_file`` into ``out`` (and push it when asked)."""
     from fhir_cart.concepts import load_concepts
     from fhir_cart.terminology import load_terminology
 
@@ -59,6 +61,7 @@ def run_registry_build(
     result = build_registry(
         definition, out, key=key, library=load_concepts(load_terminology()),
         summariser=study_summariser(definition), progress=progress, force=force,
+        work=work or settings.data_dir / "registry" / definition.id,
     )  # fmt: skip
     if push is None:
         return result, None
