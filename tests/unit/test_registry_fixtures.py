@@ -56,10 +56,6 @@ def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
         ("diagnosis", "berlin"),  # Ben: disease state only in Berlin
         ("sex", "rotterdam"),  # Ben: a typo in Berlin
     ]
-        ("diagnosis", "berlin"),
-        ("cart_infusion", "rotterdam"),
-        ("sex", "rotterdam"),
-    }
     quality = registry.quality
     assert quality["rotterdam"]["unit_conversions"] == {"cyclophosphamide: converted to mg/m2": 1}
     words = {e["code"] for m in registry.concept_maps if m["id"].endswith("london")
