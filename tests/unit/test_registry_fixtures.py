@@ -26,7 +26,7 @@ def _open_reader() -> bool:
     return "library" in inspect.signature(read_study).parameters
 
 
-pytestmark = pytest.mark.skipif(
+needs_reader = pytest.mark.skipif(
     not _open_reader(), reason="needs the open model's reader (read_study with a library)"
 )
 
@@ -43,6 +43,7 @@ def build(out: Path):  # type: ignore[no-untyped-def]
     return build_registry(definition, out, key=KEY, library=load_concepts(load_terminology()))
 
 
+@needs_reader
 def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     result = build(tmp_path / "out")
     registry = result.registry
@@ -63,6 +64,7 @@ def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     assert {"neg", "low pos"} <= words
 
 
+@needs_reader
 def test_outputs_hold_no_name_identifier_or_date(tmp_path: Path) -> None:
     build(tmp_path / "out")
     for name, data in output_files(tmp_path / "out").items():
@@ -72,6 +74,7 @@ def test_outputs_hold_no_name_identifier_or_date(tmp_path: Path) -> None:
         assert [s for s in SECRETS if s in text] == [], name
 
 
+@needs_reader
 def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     build(tmp_path / "a")
     build(tmp_path / "b")
@@ -79,3 +82,26 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "a" / "state.json").read_text())["centres"].keys() == {
         "berlin", "london", "rotterdam"
     }  # fmt: skip
+
+
+def _study_definitions() -> bool:
+    try:
+        from fhir_cart import summary
+    except ImportError:
+        return False
+    return hasattr(summary, "load_study")
+
+
+@pytest.mark.skipif(not _study_definitions(), reason="needs summaries by study definition")
+def test_summaries_come_from_the_registry_study_definition() -> None:
+    from fhir_cart.registry.workflow import study_summariser
+    from tests.registry_helpers import three_centres
+
+    summariser = study_summariser(load_registry(FIXTURES / "registry.yaml"))
+    assert summariser is not None
+    measures = {
+        m["id"]: m["value"] for m in summariser([c for v in three_centres().values() for c in v])
+    }
+    assert measures["patients"] == 7
+    assert measures["infused"] == 3
+    assert measures["mrd_negative_latest"] == 2
