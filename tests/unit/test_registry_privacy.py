@@ -40,7 +40,8 @@ def centres() -> tuple[dict[str, list[Case]], set[str], set[dt.date]]:
                 update={"centre": renamed[centre], "attributes": attributes}
             )
             events = tuple(
-                e.model_copy(update={"attributes": {**e.attributes, "subtype": f"note on {name}"}})
+                e.model_copy(update={"attributes": {**e.attributes, "subtype": f"note on {name}"},
+                                     "event_id": f"{case.patient.study_id}-dx"})
                 if e.concept == "diagnosis" else e
                 for e in case.events
             )  # fmt: skip

@@ -39,7 +39,12 @@ from fhir_cart.registry.linkage import (
     deterministic_links,
     linkage_record,
 )
-from fhir_cart.registry.merge import Conflict, MergedPatient, merge_patient
+from fhir_cart.registry.merge import (
+    Conflict,
+    MergedPatient,
+    merge_patient,
+    registry_event_namer,
+)
 from fhir_cart.registry.protect import Protection
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.quality import centre_quality
@@ -327,9 +332,10 @@ def _merge(
     progress: Progress,
 ) -> tuple[list[MergedPatient], list[Case], list[dict[str, Any]]]:
     merged, protected, conflicts = [], [], []
+    namer = registry_event_namer(protection.pseudonyms.token)
     total = len(patients)
     for n, (name, members) in enumerate(patients.items(), start=1):
-        patient = merge_patient(name, members, definition)
+        patient = merge_patient(name, members, definition, namer)
         transform = protection.transform_for(patient.case)
         merged.append(patient)
         protected.append(protection.case(patient.case, transform))

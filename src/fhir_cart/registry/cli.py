@@ -29,6 +29,7 @@ registry_app = typer.Typer(
 )
 out = Console()
 
+
 @registry_app.callback()
 def registry_group() -> None:
     """Pool several centres into one pseudonymised, linked registry (docs/registry.md)."""

@@ -11,7 +11,7 @@ two centres recorded identically kept once. Where centres disagree on a field, a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +121,30 @@ def _patient(
     return record, conflicts
 
 
-def merge_patient(patient: str, members: Sequence[Case], definition: RegistryDef) -> MergedPatient:
+EventNamer = Callable[[str, str, str], str]
+"""(centre, centre's patient id, centre's event id) -> the registry's event id."""
+
+
+def registry_event_namer(token: Callable[[str, str], str]) -> EventNamer:
+    """``<centre>.<event id>``, unless the event id holds the patient's number (an explicit
+    event id column may): then a keyed token (``token(namespace, value)``) stands for it."""
+
+    def name(centre: str, study_id: str, event_id: str) -> str:
+        if study_id.lower() not in event_id.lower():
+            return registry_event_id(centre, event_id)
+        return registry_event_id(
+            centre, "e" + token("event", f"{centre}\x1f{study_id}\x1f{event_id}")[:24]
+        )
+
+    return name
+
+
+def merge_patient(
+    patient: str,
+    members: Sequence[Case],
+    definition: RegistryDef,
+    namer: EventNamer | None = None,
+) -> MergedPatient:
     """One registry patient from their centres' records (at most one per centre)."""
     record, conflicts = _patient(patient, members, definition)
     single = definition.single_concepts()
@@ -149,7 +172,11 @@ def merge_patient(patient: str, members: Sequence[Case], definition: RegistryDef
                 if _signature(event) not in seen:
                     seen.add(_signature(event))
                     kept.append((centre, event))
-    return _assemble(record, kept, default_order, conflicts)
+    study_ids = {c: case.patient.study_id for c, case in by_centre.items()}
+    rename = namer or (lambda centre, _, event_id: registry_event_id(centre, event_id))
+    return _assemble(
+        record, kept, default_order, conflicts, lambda c, e: rename(c, study_ids[c], e)
+    )
 
 
 def _assemble(
@@ -157,12 +184,13 @@ def _assemble(
     kept: list[tuple[str, Event]],
     centres: list[str],
     conflicts: list[Conflict],
+    rename: Callable[[str, str], str],
 ) -> MergedPatient:
     events: list[Event] = []
     source_of: dict[str, str] = {}
     origin_of: dict[str, tuple[str, str]] = {}
     for centre, event in sorted(kept, key=lambda ce: (ce[0], ce[1].event_id)):
-        new_id = registry_event_id(centre, event.event_id)
+        new_id = rename(centre, event.event_id)
         events.append(event.model_copy(update={"event_id": new_id}))
         source_of[new_id] = centre
         origin_of[new_id] = (centre, event.event_id)
