@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,28 +68,43 @@ def run_registry_build(
         return result, None
     if result.registry is None:
         return result, "no input changed: nothing to push"
-    return result, push_registry(result, definition, push, settings)
+    folder = work or settings.data_dir / "registry" / definition.id
+    return result, push_registry(result, definition, push, settings, folder)
 
 
 def push_registry(
-    result: BuildResult, definition: RegistryDef, server: str, settings: Settings
+    result: BuildResult, definition: RegistryDef, server: str, settings: Settings, work: Path
 ) -> str:
-    """The registry's patients through the idempotent push (only what changed is sent)."""
+    """The registry's patients through the idempotent push (only what changed is sent), then
+    its ConceptMaps and Provenance (only those whose content changed)."""
     from fhir_cart.cache import open_cache
     from fhir_cart.mappers.context import mapping_context
-    from fhir_cart.sync.service import run_push
+    from fhir_cart.registry.artefacts import PushedHashes, push_artefacts
+    from fhir_cart.sync.service import client_for, run_push
 
-    assert result.registry is not None
+    registry = result.registry
+    assert registry is not None
+    target = settings.server(server)
     ctx = mapping_context(identifier_base=definition.fhir.identifier_base)
     cache = open_cache(settings.effective_cache_url())
     try:
         plan, report = asyncio.run(
-            run_push(
-                cases=result.registry.cases, ctx=ctx, server=settings.server(server), cache=cache
-            )
+            run_push(cases=registry.cases, ctx=ctx, server=target, cache=cache)
         )
     finally:
         cache.close()
+    name = hashlib.sha256(target.base_url.encode()).hexdigest()[:16]
+    pushed = PushedHashes(work / f"pushed-artefacts-{name}.json")
+
+    async def artefacts() -> int:
+        async with client_for(target) as client:
+            resources = [*registry.concept_maps, *registry.provenance]
+            return await push_artefacts(client, resources, pushed)
+
+    extra = asyncio.run(artefacts())
     changed = sum(len(resources) for resources in plan.to_send)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) if report else ""
-    return f"pushed to {server}: {changed} of {plan.total} resources changed; {counts}"
+    return (
+        f"pushed to {server}: {changed} of {plan.total} resources changed; {counts}; "
+        f"{extra} ConceptMap/Provenance resources sent"
+    )
