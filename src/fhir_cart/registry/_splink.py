@@ -252,6 +252,8 @@ def predict(
     )
     if train:
         _train(linker, linkage, names)
+    if linkage.backend == "duckdb":  # scores do not depend on threads, only sampling does
+        db_api._con.execute("RESET threads")
     found = linker.inference.predict(threshold_match_probability=linkage.threshold)
     frame = found.as_pandas_dataframe()  # type: ignore[no-untyped-call]
     links = [
