@@ -118,3 +118,12 @@ def test_preference_order() -> None:
 def test_a_rule_must_name_a_centre_or_role() -> None:
     with pytest.raises(ValueError, match="neither a centre nor a role"):
         registry(conflicts={"rules": [{"field": "sex", "prefer": "nobody"}]})
+
+
+def test_public_names() -> None:
+    import fhir_cart.registry as registry
+
+    assert registry.__all__ == [
+        "BuildResult", "CentreData", "Pseudonymiser", "Registry", "RegistryDef",
+        "build_registry", "load_registry", "registry_key",
+    ]  # fmt: skip
