@@ -76,6 +76,32 @@ async def _pull(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
     (out / "summary.json").write_bytes(orjson.dumps(summary))
 
 
+async def _registry(run: SyncRun, params: dict[str, Any], settings: Settings, cache: Cache) -> None:
+    """``registry build`` as a job: params ``registry_file``, optional ``server`` to push to
+    (a name in settings); the registry goes to the job's folder."""
+    from fhir_cart.registry.workflow import run_registry_build
+
+    assert run.id is not None
+    run_id = run.id
+
+    def progress(step: str, done: int, total: int) -> None:
+        cache.update_run(run_id, progress_done=done, progress_total=total)
+
+    result, _ = await asyncio.to_thread(
+        run_registry_build, Path(params["registry_file"]), job_dir(settings, run_id),
+        push=params.get("server"), settings=settings, progress=progress,
+    )  # fmt: skip
+    registry = result.registry
+    counts = {} if registry is None else {
+        "patients": len(registry.cases), "links": len(registry.links),
+        "conflicts": len(registry.conflicts),
+    }  # fmt: skip
+    cache.finish_run(run_id, status="succeeded", counts=counts)
+
+
+JOB_KINDS = ("push", "pull", "registry")
+
+
 async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:
     """Run one claimed job to its end; failures are recorded on the run, never raised."""
     assert run.id is not None
@@ -83,6 +109,8 @@ async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:
     try:
         if run.kind == "push":
             await _push(run, params, settings, cache)
+        elif run.kind == "registry":
+            await _registry(run, params, settings, cache)
         else:
             await _pull(run, params, settings, cache)
     except Exception as exc:  # the job's failure belongs to the job, not to the worker
@@ -112,7 +140,7 @@ async def run_worker(
     name = name or worker_name()
     done = 0
     while stop is None or not stop.is_set():
-        run = cache.claim_next_run(worker=name)
+        run = cache.claim_next_run(worker=name, kinds=JOB_KINDS)
         if run is None:
             if until_empty:
                 return done
