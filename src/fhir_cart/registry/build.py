@@ -555,7 +555,7 @@ def build_registry(
     data: dict[str, CentreData] = {}
     read: list[str] = []
     for n, centre in enumerate(definition.centres, start=1):
-        cached = None if folder is None else folder.centre(centre.id, inputs[centre.id])
+        cached = None if folder is None or force else folder.centre(centre.id, inputs[centre.id])
         if cached is None:
             cached = reader(centre, definition)
             read.append(centre.id)
@@ -566,7 +566,7 @@ def build_registry(
     registry = assemble(
         definition, data, sources, pseudonyms=pseudonyms, library=library,
         summariser=summariser, spark=spark, progress=progress,
-        previous=None if folder is None else folder.link_state(),
+        previous=None if folder is None or force else folder.link_state(),
     )  # fmt: skip
     if folder is not None and registry.link_state is not None:
         folder.save_link_state(registry.link_state)
