@@ -201,12 +201,14 @@ def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
     from splink import block_on
 
     linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=linkage.seed)
-    if linkage.birth and names:
+    # Each pass learns m of the fields its blocking rule leaves free. Exact-date blocks are
+    # small (a few records per day); the birth month block is large, so it comes last.
+    rules = [block_on(name) for name in names[:2]]
+    if len(rules) < 2 and linkage.birth:
+        rules.append(block_on("birth_ym", *(["sex"] if linkage.sex else [])))
+    for rule in rules:
         linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on(names[0]), fix_u_probabilities=True
-        )
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("birth_ym", *(["sex"] if linkage.sex else [])), fix_u_probabilities=True
+            rule, fix_u_probabilities=True
         )
 
 
