@@ -127,3 +127,26 @@ def test_public_names() -> None:
         "BuildResult", "CentreData", "Pseudonymiser", "Registry", "RegistryDef",
         "build_registry", "load_registry", "registry_key",
     ]  # fmt: skip
+
+
+def test_concept_map_words_for_values_and_for_concepts() -> None:
+    from fhir.resources.R4B.conceptmap import ConceptMap
+
+    from fhir_cart.registry.fhir import concept_map, local_words
+
+    library = load_concepts(load_terminology())
+    events = (
+        Event(event_id="m", concept="mrd", value=Value(code="negative"), source_text="neg"),
+        Event(event_id="c", concept="cart_infusion", source_text="CAR-T infusion"),
+        Event(event_id="q", concept="mrd", value=Value(number=0.1, unit="%"), source_text="0,1 %"),
+    )
+    cases = [Case(patient=PatientRecord(study_id="A", centre="c"), events=events)]
+    words = local_words(cases, library)
+    assert words == {
+        ("concept", "CAR-T infusion"): "cart_infusion",
+        ("mrd_result", "neg"): "negative",
+    }
+    found = concept_map("reg", "c", words, "https://r.example.org", library)
+    ConceptMap.model_validate(found)
+    targets = {e["code"]: e["target"][0]["code"] for g in found["group"] for e in g["element"]}
+    assert targets == {"CAR-T infusion": "C126102", "neg": "mrd-negative"}

@@ -48,17 +48,20 @@ def local_words(
     cases: Sequence[Case], library: ConceptLibrary | None
 ) -> dict[tuple[str, str], str]:
     """(value set, local word) -> registry word, for every coded value read from a word
-    other than the registry's own."""
+    other than the registry's own, and (``concept``, local word) -> concept key for events
+    without a value whose source word named the concept (a long format's item column)."""
     found: dict[tuple[str, str], str] = {}
     for case in cases:
         for event in case.events:
-            value, word = event.value, event.source_text
-            if value is None or value.code is None or not word or value.number is not None:
+            value, word = event.value, (event.source_text or "").strip()
+            if not word:
                 continue
-            if word.strip() == value.code:
-                continue
-            value_set = _value_set(event.concept, library)
-            found.setdefault((value_set, word.strip()), value.code)
+            if value is None and word != event.concept:
+                found.setdefault(("concept", word), event.concept)
+            elif value is not None and value.code is not None and value.number is None:
+                coded = value.code
+                if word != coded:
+                    found.setdefault((_value_set(event.concept, library), word), coded)
     return dict(sorted(found.items()))
 
 
