@@ -68,7 +68,8 @@ class Linkage:
     """The outcome: each record's registry patient and the links that made it."""
 
     patient_of: dict[str, str]
-    """Centre pseudonym -> registry pseudonym."""
+    """Centre pseudonym -> the smallest centre pseudonym of its patient (the caller names
+    the registry patient, see :meth:`Pseudonymiser.registry_patient`)."""
     links: list[Link]
     refused: list[Link]
     """Links not taken because they would join two records of one centre."""
