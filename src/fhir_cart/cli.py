@@ -627,6 +627,15 @@ def _root(
     """Move clinical case-series data between study format and FHIR R4."""
 
 
+def _register_registry() -> None:
+    from fhir_cart.registry.cli import registry_app
+
+    app.add_typer(registry_app, name="registry")
+
+
+_register_registry()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; turn a FatalError into its message and exit code (no traceback)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

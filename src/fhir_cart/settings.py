@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # A worker renews its lease on a job every quarter of this; a job whose worker sent no
     # heartbeat for this long is taken over by any worker.
     job_lease_seconds: float = Field(default=60.0, ge=1.0)
+    registry_key: SecretStr | None = None
+    """HMAC key of registry pseudonyms (``FHIR_CART_REGISTRY_KEY``); never in a registry file."""
 
     @classmethod
     def settings_customise_sources(

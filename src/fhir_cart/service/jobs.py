@@ -94,6 +94,32 @@ def _write_pull_outputs(outcome: PullOutcome, out: Path, study: str | None) -> N
     (out / "summary.json").write_bytes(orjson.dumps(summary))
 
 
+async def _registry(run: SyncRun, params: dict[str, Any], settings: Settings, cache: Cache) -> None:
+    """``registry build`` as a job: params ``registry_file``, optional ``server`` to push to
+    (a name in settings); the registry goes to the job's folder."""
+    from fhir_cart.registry.workflow import run_registry_build
+
+    assert run.id is not None
+    run_id = run.id
+
+    def progress(step: str, done: int, total: int) -> None:
+        cache.update_run(run_id, progress_done=done, progress_total=total)
+
+    result, _ = await asyncio.to_thread(
+        run_registry_build, Path(params["registry_file"]), job_dir(settings, run_id),
+        push=params.get("server"), settings=settings, progress=progress,
+    )  # fmt: skip
+    registry = result.registry
+    counts = {} if registry is None else {
+        "patients": len(registry.cases), "links": len(registry.links),
+        "conflicts": len(registry.conflicts),
+    }  # fmt: skip
+    cache.finish_run(run_id, status="succeeded", counts=counts)
+
+
+JOB_KINDS = ("push", "pull", "registry")
+
+
 async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:
     """Run one claimed job to its end, holding its lease; failures are recorded on the run,
     never raised. A worker that loses the lease (another took the job over after it sent
@@ -119,6 +145,8 @@ async def _job(run: SyncRun, settings: Settings, cache: Cache) -> None:
     try:
         if run.kind == "push":
             await _push(run, params, settings, cache)
+        elif run.kind == "registry":
+            await _registry(run, params, settings, cache)
         else:
             await _pull(run, params, settings, cache)
     except Exception as exc:  # the job's failure belongs to the job, not to the worker
@@ -177,7 +205,7 @@ async def run_worker(
     name = name or worker_name()
     done = 0
     while stop is None or not stop.is_set():
-        run = cache.claim_next_run(worker=name, lease=settings.job_lease_seconds)
+        run = cache.claim_next_run(worker=name, lease=settings.job_lease_seconds, kinds=JOB_KINDS)
         if run is None:
             if until_empty:
                 return done

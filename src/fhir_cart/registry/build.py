@@ -1,0 +1,575 @@
+"""``registry build``: every centre's file to one pseudonymised, linked, merged registry.
+
+centre files --mappings--> records per centre --keyed pseudonyms--> linkage (identifiers,
+then splink) --source-of-truth rules--> one record per patient + conflicts --> protected
+(identifiers and free text dropped, dates relative or shifted) --> tables, reports,
+summaries, FHIR artefacts.
+
+Repeatable: rows, files and JSON keys are sorted, and nothing reads the clock, so the same
+inputs give the same bytes. A rebuild whose inputs (files, mappings, registry file, key,
+fhir_cart version) are unchanged writes nothing (``state.json`` holds their hashes; never the
+key). With a work folder, a centre whose inputs did not change is not read again, and only
+links that touch a changed centre are computed again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_cart import __version__
+from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.errors import ConfigError, Reject
+from fhir_cart.records import Case
+from fhir_cart.registry import fhir, tables
+from fhir_cart.registry.definition import CentreDef, RegistryDef
+from fhir_cart.registry.linkage import (
+    Link,
+    LinkRecord,
+    cluster,
+    deterministic_links,
+    linkage_record,
+)
+from fhir_cart.registry.merge import (
+    Conflict,
+    MergedPatient,
+    merge_patient,
+    registry_event_namer,
+)
+from fhir_cart.registry.protect import Protection
+from fhir_cart.registry.pseudonyms import Pseudonymiser
+from fhir_cart.registry.quality import centre_quality
+
+__all__ = [
+    "BuildResult",
+    "CentreData",
+    "Registry",
+    "build_registry",
+    "read_centre",
+]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""(step, done, total)."""
+Summariser = Callable[[Sequence[Case]], list[dict[str, Any]]]
+"""Cases -> measures ({id, label, value}) of the registry's study definition."""
+
+
+@dataclass
+class CentreData:
+    """What a centre's reader gives (spec: ``ReadResult(cases, rejects, unmapped_columns)``)."""
+
+    cases: list[Case]
+    rejects: list[Reject] = field(default_factory=list)
+    unmapped_columns: list[Any] = field(default_factory=list)
+
+
+CentreReader = Callable[[CentreDef, RegistryDef], CentreData]
+
+
+def read_centre(centre: CentreDef, definition: RegistryDef) -> CentreData:
+    """The centre's file read with its mapping (the open model's reader, spec §2)."""
+    from fhir_cart.concepts import load_concepts
+    from fhir_cart.terminology import load_terminology
+
+    # Through importlib: the reader of the open model (spec §2) is typed by its own branch.
+    readers: Any = importlib.import_module("fhir_cart.readers")
+    mappings: Any = importlib.import_module("fhir_cart.study_mapping")
+    mapping = mappings.load_study_mapping(definition.resolve(centre.mapping))
+    if mapping.centre != centre.id:
+        raise ConfigError(
+            f"centre {centre.id}: its mapping file {centre.mapping} says centre {mapping.centre}"
+        )
+    library = load_concepts(load_terminology(), extra=mapping.own_concepts())
+    result = readers.read_study(definition.resolve(centre.data), mapping, library)
+    unmapped = [_column_name(u) for u in result.unmapped_columns]
+    return CentreData(list(result.cases), list(result.rejects), unmapped)
+
+
+def _column_name(where: Any) -> str:
+    parts = [getattr(where, name, None) for name in ("file", "sheet", "column")]
+    if any(parts):
+        return " / ".join(str(p) for p in parts if p)
+    return str(where)
+
+
+class WorkFolder:
+    """The registry holder's working copy, so that a rebuild reads again only the centres
+    whose files changed and scores only the pairs that touch them.
+
+    It holds each centre's records as read (identifiers and dates included): keep it where
+    the centre files are kept, never beside the registry output."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def centre(self, centre_id: str, inputs: str) -> CentreData | None:
+        path = self.folder / "centres" / f"{centre_id}.json"
+        if not path.exists():
+            return None
+        raw = orjson.loads(path.read_bytes())
+        if raw.get("inputs") != inputs or raw.get("fhir_cart") != __version__:
+            return None
+        return CentreData(
+            [Case.model_validate(c) for c in raw["cases"]],
+            [Reject(**r) for r in raw["rejects"]],
+            list(raw["unmapped"]),
+        )
+
+    def save_centre(self, centre_id: str, inputs: str, data: CentreData) -> None:
+        raw = {
+            "inputs": inputs,
+            "fhir_cart": __version__,
+            "cases": [c.model_dump(mode="json") for c in data.cases],
+            "rejects": [r.as_dict() for r in data.rejects],
+            "unmapped": [str(u) for u in data.unmapped_columns],
+        }
+        tables._write_if_changed(self.folder / "centres" / f"{centre_id}.json", orjson.dumps(raw))
+
+    def link_state(self) -> LinkState | None:
+        path = self.folder / "links.json"
+        return LinkState.from_json(orjson.loads(path.read_bytes())) if path.exists() else None
+
+    def save_link_state(self, state: LinkState) -> None:
+        tables._write_if_changed(self.folder / "links.json", orjson.dumps(state.as_json()))
+
+
+@dataclass
+class Registry:
+    """The outcome in memory (tests and the push use it)."""
+
+    cases: list[Case]
+    """Protected registry patients (pseudonyms, no identifiers, protected dates)."""
+    merged: list[MergedPatient]
+    conflicts: list[dict[str, Any]]
+    links: list[Link]
+    refused: list[Link]
+    quality: dict[str, Any]
+    summaries: dict[str, Any]
+    concept_maps: list[dict[str, Any]]
+    provenance: list[dict[str, Any]]
+    centre_records: dict[str, int]
+    link_state: LinkState | None = None
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    skipped: bool
+    """Nothing changed since the last build: nothing was written."""
+    registry: Registry | None = None
+    files: list[Path] = field(default_factory=list)
+    centres_read: list[str] = field(default_factory=list)
+
+
+# -- inputs ----------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mtime(path: Path) -> float:
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return max((f.stat().st_mtime for f in files), default=0.0)
+
+
+def _sources(definition: RegistryDef) -> dict[str, fhir.SourceInfo]:
+    found = {}
+    for centre in definition.centres:
+        data, mapping = definition.resolve(centre.data), definition.resolve(centre.mapping)
+        for path in (data, mapping):
+            if not path.exists():
+                raise ConfigError(f"centre {centre.id}: {path} does not exist")
+        newest = float(os.environ.get("SOURCE_DATE_EPOCH") or max(_mtime(data), _mtime(mapping)))
+        recorded = dt.datetime.fromtimestamp(int(newest), tz=dt.UTC).isoformat()
+        found[centre.id] = fhir.SourceInfo(
+            centre.id, data.name, _sha256(data), mapping.name, _sha256(mapping), recorded
+        )
+    return found
+
+
+def _inputs(sources: dict[str, fhir.SourceInfo]) -> dict[str, str]:
+    return {
+        c: hashlib.sha256(f"{s.file_sha256}:{s.mapping_sha256}".encode()).hexdigest()
+        for c, s in sorted(sources.items())
+    }
+
+
+def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
+    text = definition.linkage.model_dump_json() + pseudonyms.fingerprint() + __version__
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _state(
+    definition: RegistryDef, sources: dict[str, fhir.SourceInfo], key: Pseudonymiser
+) -> dict[str, Any]:
+    return {
+        "fhir_cart": __version__,
+        "definition": definition.fingerprint(),
+        "key": key.fingerprint(),
+        "centres": {
+            c: {"data": s.file_sha256, "mapping": s.mapping_sha256}
+            for c, s in sorted(sources.items())
+        },
+    }
+
+
+# -- the pipeline ----------------------------------------------------------------------
+
+
+@dataclass
+class LinkState:
+    """What a later run may reuse: the probabilistic links (pseudonyms and probabilities
+    only) scored for each centre's inputs, and the model that scored them."""
+
+    linkage: str
+    centres: dict[str, str]
+    links: list[Link] = field(default_factory=list)
+    model: dict[str, Any] | None = None
+    scored: list[str] = field(default_factory=list)
+    """Centres whose pairs this run scored (all of them on a first run)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "linkage": self.linkage,
+            "centres": self.centres,
+            "links": [[k.left, k.right, k.probability] for k in self.links],
+            "model": self.model,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LinkState:
+        links = [Link(a, b, float(p), "probabilistic") for a, b, p in raw["links"]]
+        return cls(raw["linkage"], dict(raw["centres"]), links, raw.get("model"))
+
+
+def _probabilistic(
+    records: list[LinkRecord],
+    definition: RegistryDef,
+    state: LinkState,
+    previous: LinkState | None,
+    spark: Any,
+) -> LinkState:
+    """Score the pairs that touch a centre whose inputs changed; reuse the others."""
+    from fhir_cart.registry import _splink
+
+    if not definition.linkage.probabilistic or len({r.centre for r in records}) < 2:
+        return state
+    reuse = previous is not None and previous.linkage == state.linkage and previous.model
+    if not reuse or previous is None:
+        links, model = _splink.predict(records, definition.linkage, spark=spark)
+        return LinkState(state.linkage, state.centres, links, model, sorted(state.centres))
+    same = {c for c, h in state.centres.items() if previous.centres.get(c) == h}
+    centre_of = {r.pseudonym: r.centre for r in records}
+    kept = [
+        k
+        for k in previous.links
+        if centre_of.get(k.left) in same and centre_of.get(k.right) in same
+    ]
+    changed = set(state.centres) - same
+    new: list[Link] = []
+    if changed:
+        new, _ = _splink.predict(
+            records, definition.linkage, spark=spark, only=changed, model=previous.model
+        )
+    return LinkState(
+        state.linkage, state.centres, sorted(kept + new), previous.model, sorted(changed)
+    )
+
+
+def _link(
+    data: dict[str, CentreData],
+    definition: RegistryDef,
+    pseudonyms: Pseudonymiser,
+    spark: Any,
+    progress: Progress,
+    state: LinkState,
+    previous: LinkState | None = None,
+) -> tuple[dict[str, list[Case]], list[Link], list[Link], LinkState]:
+    """Registry pseudonym -> that patient's centre records, the links, and what a later run
+    may reuse."""
+    records: list[LinkRecord] = []
+    case_of: dict[str, Case] = {}
+    for centre in sorted(data):
+        for case in data[centre].cases:
+            record = linkage_record(case, definition.linkage, pseudonyms)
+            records.append(record)
+            case_of[record.pseudonym] = case
+    progress("link", 0, 1)
+    state = _probabilistic(records, definition, state, previous, spark)
+    links = deterministic_links(records) + state.links
+    found = cluster(records, links, definition.linkage.threshold)
+    progress("link", 1, 1)
+    patients = {
+        pseudonyms.registry_patient(members): [case_of[m] for m in members]
+        for members in found.members().values()
+    }
+    return dict(sorted(patients.items())), found.links, found.refused, state
+
+
+def _merge(
+    patients: dict[str, list[Case]],
+    definition: RegistryDef,
+    protection: Protection,
+    progress: Progress,
+) -> tuple[list[MergedPatient], list[Case], list[dict[str, Any]]]:
+    merged, protected, conflicts = [], [], []
+    namer = registry_event_namer(protection.pseudonyms.token)
+    total = len(patients)
+    for n, (name, members) in enumerate(patients.items(), start=1):
+        patient = merge_patient(name, members, definition, namer)
+        transform = protection.transform_for(patient.case)
+        merged.append(patient)
+        protected.append(protection.case(patient.case, transform))
+        conflicts += [
+            _conflict_row(c, protection.conflict(c, transform), patient) for c in patient.conflicts
+        ]
+        if n % 1000 == 0 or n == total:
+            progress("merge", n, total)
+    return merged, protected, conflicts
+
+
+def _conflict_row(
+    conflict: Conflict, shown: dict[str, str], patient: MergedPatient
+) -> dict[str, Any]:
+    return {
+        "patient": conflict.patient,
+        "field": conflict.field,
+        "values": shown,
+        "rule": conflict.rule,
+        "chosen": conflict.chosen,
+        "result": shown[conflict.chosen],
+    }
+
+
+def _quality(
+    data: dict[str, CentreData], library: ConceptLibrary | None, pseudonyms: Pseudonymiser
+) -> dict[str, Any]:
+    return {
+        centre: centre_quality(
+            centre,
+            data[centre].cases,
+            library=library,
+            pseudonyms=pseudonyms,
+            unmapped_columns=data[centre].unmapped_columns,
+            reject_reasons=[r.reason for r in data[centre].rejects],
+        ).as_dict()
+        for centre in sorted(data)
+    }
+
+
+def _summaries(
+    summariser: Summariser | None, merged: list[MergedPatient], data: dict[str, CentreData]
+) -> dict[str, Any]:
+    if summariser is None:
+        return {}
+    return {
+        "pooled": summariser([m.case for m in merged]),
+        "centres": {c: summariser(data[c].cases) for c in sorted(data)},
+    }
+
+
+def _fhir(
+    definition: RegistryDef,
+    merged: list[MergedPatient],
+    protected: list[Case],
+    data: dict[str, CentreData],
+    sources: dict[str, fhir.SourceInfo],
+    library: ConceptLibrary | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    base = definition.fhir.identifier_base.rstrip("/")
+    maps = [
+        fhir.concept_map(definition.id, c, fhir.local_words(data[c].cases, library), base, library)
+        for c in sorted(data)
+    ]
+    provenance = []
+    for patient, case in zip(merged, protected, strict=True):
+        for centre in patient.centres:
+            events = [
+                (e.event_id, e.concept)
+                for e in case.events
+                if patient.source_of[e.event_id] == centre
+            ]
+            provenance.append(
+                fhir.provenance(case, events, sources[centre], registry=definition.id, base=base,
+                                library=library, version=__version__)
+            )  # fmt: skip
+    return maps, provenance
+
+
+def assemble(
+    definition: RegistryDef,
+    data: dict[str, CentreData],
+    sources: dict[str, fhir.SourceInfo],
+    *,
+    pseudonyms: Pseudonymiser,
+    library: ConceptLibrary | None = None,
+    summariser: Summariser | None = None,
+    spark: Any = None,
+    progress: Progress | None = None,
+    previous: LinkState | None = None,
+) -> Registry:
+    """The registry in memory from each centre's records (pure but for splink's engine).
+    ``previous``: the link state of an earlier run, whose scores of unchanged centres'
+    pairs are reused."""
+    step = progress or (lambda *_: None)
+    state = LinkState(_linkage_fingerprint(definition, pseudonyms), _inputs(sources))
+    patients, links, refused, state = _link(
+        data, definition, pseudonyms, spark, step, state, previous
+    )
+    protection = Protection(definition, pseudonyms, library)
+    merged, protected, conflicts = _merge(patients, definition, protection, step)
+    maps, provenance = _fhir(definition, merged, protected, data, sources, library)
+    return Registry(
+        cases=protected,
+        merged=merged,
+        conflicts=conflicts,
+        links=links,
+        refused=refused,
+        quality=_quality(data, library, pseudonyms),
+        summaries=_summaries(summariser, merged, data),
+        concept_maps=maps,
+        provenance=provenance,
+        centre_records={c: len(d.cases) for c, d in sorted(data.items())},
+        link_state=state,
+    )
+
+
+# -- outputs ---------------------------------------------------------------------------
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
+
+
+def _ndjson(items: Sequence[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(i, option=orjson.OPT_SORT_KEYS) + b"\n" for i in items)
+
+
+def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["patient", "field", "centre", "value", "rule", "chosen", "result"])
+    for row in sorted(rows, key=lambda r: (r["patient"], r["field"])):
+        for centre, value in sorted(row["values"].items()):
+            writer.writerow(
+                [
+                    row["patient"],
+                    row["field"],
+                    centre,
+                    value,
+                    row["rule"],
+                    row["chosen"],
+                    row["result"],
+                ]
+            )
+    return text.getvalue().encode()
+
+
+def _links_csv(links: list[Link], refused: list[Link]) -> bytes:
+    lines = ["left,right,method,probability,taken"]
+    lines += [f"{k.left},{k.right},{k.method},{k.probability:.6f},yes" for k in links]
+    lines += [
+        f"{k.left},{k.right},{k.method},{k.probability:.6f},no (same centre)" for k in refused
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_registry(
+    out: Path, registry: Registry, definition: RegistryDef, library: ConceptLibrary | None
+) -> list[Path]:
+    source_of = {m.case.patient.study_id: m.source_of for m in registry.merged}
+    order = definition.centre_order()
+    centres_of: dict[str, Sequence[str]] = {
+        m.case.patient.study_id: sorted(m.centres, key=order.index) for m in registry.merged
+    }
+    built = {
+        "patients": tables.patient_table(registry.cases, centres_of, library),
+        "events": tables.event_table(registry.cases, source_of, library),
+    }
+    files = tables.write_tables(out / "tables", built, definition.outputs.formats)
+    outputs = {
+        "reports/conflicts.csv": _conflicts_csv(registry.conflicts),
+        "reports/conflicts.json": _json(
+            sorted(registry.conflicts, key=lambda r: (r["patient"], r["field"]))
+        ),
+        "reports/quality.json": _json(registry.quality),
+        "reports/links.csv": _links_csv(registry.links, registry.refused),
+        "summaries.json": _json(registry.summaries),
+        "fhir/Provenance.ndjson": _ndjson(registry.provenance),
+        **{f"fhir/ConceptMap-{m['id']}.json": _json(m) for m in registry.concept_maps},
+    }
+    for name, data in outputs.items():
+        path = out / name
+        tables._write_if_changed(path, data)
+        files.append(path)
+    return files
+
+
+def build_registry(
+    definition: RegistryDef,
+    out: Path,
+    *,
+    key: bytes,
+    reader: CentreReader = read_centre,
+    library: ConceptLibrary | None = None,
+    summariser: Summariser | None = None,
+    spark: Any = None,
+    progress: Progress | None = None,
+    force: bool = False,
+    work: Path | None = None,
+) -> BuildResult:
+    """Build (or bring up to date) the registry in ``out``. With a ``work`` folder, centres
+    whose inputs did not change since the last build are not read again, and only the
+    pairs that touch a changed centre are scored again."""
+    pseudonyms = Pseudonymiser(key)
+    sources = _sources(definition)
+    state = _state(definition, sources, pseudonyms)
+    state_file = out / "state.json"
+    if not force and state_file.exists() and orjson.loads(state_file.read_bytes()) == state:
+        return BuildResult(out=out, skipped=True)
+    step = progress or (lambda *_: None)
+    folder = None if work is None else WorkFolder(work)
+    inputs = _inputs(sources)
+    data: dict[str, CentreData] = {}
+    read: list[str] = []
+    for n, centre in enumerate(definition.centres, start=1):
+        cached = None if folder is None or force else folder.centre(centre.id, inputs[centre.id])
+        if cached is None:
+            cached = reader(centre, definition)
+            read.append(centre.id)
+            if folder is not None:
+                folder.save_centre(centre.id, inputs[centre.id], cached)
+        data[centre.id] = cached
+        step("read", n, len(definition.centres))
+    registry = assemble(
+        definition, data, sources, pseudonyms=pseudonyms, library=library,
+        summariser=summariser, spark=spark, progress=progress,
+        previous=None if folder is None or force else folder.link_state(),
+    )  # fmt: skip
+    if folder is not None and registry.link_state is not None:
+        folder.save_link_state(registry.link_state)
+    files = write_registry(out, registry, definition, library)
+    tables._write_if_changed(state_file, _json(state))
+    return BuildResult(out, False, registry, [*files, state_file], sorted(read))

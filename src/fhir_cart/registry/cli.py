@@ -1,0 +1,105 @@
+"""``fhir-cart registry ...``: build a registry from its registry file (docs/registry.md).
+
+Only parses, shows progress and prints the outcome; the work is
+:func:`fhir_cart.registry.workflow.run_registry_build`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from fhir_cart.registry.build import BuildResult
+
+__all__ = ["registry_app"]
+
+registry_app = typer.Typer(
+    help="Pool several centres into one pseudonymised, linked registry.", no_args_is_help=True
+)
+out = Console()
+
+
+@registry_app.callback()
+def registry_group() -> None:
+    """Pool several centres into one pseudonymised, linked registry (docs/registry.md)."""
+
+
+_STEPS = {"read": "reading centres", "link": "linking patients", "merge": "merging and protecting"}
+
+
+@registry_app.command("build")
+def build_command(
+    registry_file: Annotated[Path, typer.Argument(help="The registry file (registry.yaml).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder of the registry.")],
+    push: Annotated[
+        str | None,
+        typer.Option(help="Push the registry to this server (a name in settings, or a URL)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Build even when no input changed.")] = False,
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            help="Working copy of the centres' records (default: <data_dir>/registry/<id>); "
+            "it holds source records: keep it beside the centre files, not the output."
+        ),
+    ] = None,
+    spark: Annotated[bool, typer.Option(help="Link on Spark instead of DuckDB.")] = False,
+) -> None:
+    """Read every centre, pseudonymise, link, merge, and write tables, reports and FHIR.
+
+    The key comes from FHIR_CART_REGISTRY_KEY (or registry_key in settings)."""
+    from fhir_cart.registry.workflow import run_registry_build
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=out, transient=False,
+    ) as progress:  # fmt: skip
+        tasks: dict[str, TaskID] = {}
+
+        def step(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(_STEPS.get(name, name), total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        result, pushed = run_registry_build(
+            registry_file, out_dir, push=push, force=force, spark=spark, work=work,
+            progress=step,
+        )  # fmt: skip
+    _report(result, pushed)
+
+
+def _report(result: BuildResult, pushed: str | None) -> None:
+    if result.skipped:
+        out.print(f"{result.out}: up to date (no input changed); nothing written")
+    registry = result.registry
+    if registry is not None:
+        table = Table(title=f"registry {result.out}")
+        table.add_column("centre")
+        table.add_column("records", justify="right")
+        table.add_column("completeness (mean)", justify="right")
+        table.add_column("unmapped words", justify="right")
+        for centre, count in registry.centre_records.items():
+            quality = registry.quality.get(centre, {})
+            values = list(quality.get("completeness", {}).values()) or [0.0]
+            words = sum(quality.get("unmapped_words", {}).values())
+            table.add_row(centre, str(count), f"{sum(values) / len(values):.0%}", str(words))
+        out.print(table)
+        shared = sum(1 for m in registry.merged if len(m.centres) > 1)
+        out.print(
+            f"{len(registry.cases)} patients ({shared} in more than one centre), "
+            f"{len(registry.links)} links, {len(registry.conflicts)} conflicts "
+            f"(reports/conflicts.csv), quality in reports/quality.json"
+        )
+    if pushed:
+        out.print(pushed)

@@ -1,0 +1,183 @@
+"""Linking one patient's records across centres.
+
+1. Deterministic: records whose shared identifiers (compared as keyed pseudonyms) agree.
+2. Probabilistic (Fellegi-Sunter, with splink): birth year and month, sex and the first date
+   of key events (diagnosis, CAR-T infusion, transplant). Each date comparison knows the
+   usual corruptions: exact, day and month transposed, one typed character, within 30 days.
+   splink runs embedded on DuckDB; the same model runs on Spark (``backend: spark``) when a
+   registry outgrows one machine.
+3. Clusters: links are taken strongest first (identifiers, then probability), and a link is
+   refused when it would put two records of the same centre into one patient, so a cluster
+   holds at most one record per centre.
+
+The linkage table (:class:`LinkRecord`) holds exact dates and lives in memory only; what
+leaves this module is pseudonyms and probabilities.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fhir_cart.records import Case
+from fhir_cart.registry.definition import LinkageDef
+from fhir_cart.registry.pseudonyms import Pseudonymiser
+
+__all__ = [
+    "Link",
+    "LinkRecord",
+    "Linkage",
+    "cluster",
+    "deterministic_links",
+    "link_records",
+    "linkage_record",
+    "probabilistic_links",
+]
+
+log = logging.getLogger(__name__)
+
+Method = Literal["identifier", "probabilistic"]
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    """One centre patient's linkage keys (in memory only: it holds exact dates)."""
+
+    centre: str
+    pseudonym: str
+    sex: str | None = None
+    birth_year: int | None = None
+    birth_month: int | None = None
+    dates: dict[str, dt.date | None] = field(default_factory=dict)
+    identifiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, order=True)
+class Link:
+    left: str
+    right: str
+    probability: float
+    method: Method
+
+
+@dataclass
+class Linkage:
+    """The outcome: each record's registry patient and the links that made it."""
+
+    patient_of: dict[str, str]
+    """Centre pseudonym -> the smallest centre pseudonym of its patient (the caller names
+    the registry patient, see :meth:`Pseudonymiser.registry_patient`)."""
+    links: list[Link]
+    refused: list[Link]
+    """Links not taken because they would join two records of one centre."""
+
+    def members(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for record, patient in sorted(self.patient_of.items()):
+            found.setdefault(patient, []).append(record)
+        return found
+
+
+def _first_date(case: Case, concept: str) -> dt.date | None:
+    dates = [e.when.date for e in case.of(concept) if e.when is not None and e.when.date]
+    return min(dates) if dates else None
+
+
+def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -> LinkRecord:
+    """The linkage keys of one centre's patient."""
+    patient = case.patient
+    identifiers = []
+    for kind in linkage.identifiers:
+        raw = patient.study_id if kind == "study_id" else patient.attributes.get(kind)
+        if raw is not None and str(raw).strip():
+            identifiers.append(pseudonyms.identifier(kind, str(raw)))
+    birth = patient.birth_date if linkage.birth else None
+    sex = patient.sex if linkage.sex and patient.sex not in (None, "unknown") else None
+    return LinkRecord(
+        centre=patient.centre,
+        pseudonym=pseudonyms.patient(patient.centre, patient.study_id),
+        sex=sex,
+        birth_year=birth.year if birth else None,
+        birth_month=birth.month if birth else None,
+        dates={name: _first_date(case, concept) for name, concept in linkage.dates.items()},
+        identifiers=tuple(identifiers),
+    )
+
+
+def deterministic_links(records: Iterable[LinkRecord]) -> list[Link]:
+    """Records of different centres that share an identifier pseudonym."""
+    holders: dict[str, list[LinkRecord]] = {}
+    for record in records:
+        for token in record.identifiers:
+            holders.setdefault(token, []).append(record)
+    links = set()
+    for group in holders.values():
+        for a in group:
+            for b in group:
+                if a.centre < b.centre:
+                    links.add(Link(a.pseudonym, b.pseudonym, 1.0, "identifier"))
+    return sorted(links)
+
+
+def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: float) -> Linkage:
+    """Registry patients from links: strongest first, never two records of one centre."""
+    parent = {r.pseudonym: r.pseudonym for r in records}
+    centres = {r.pseudonym: {r.centre} for r in records}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    taken: list[Link] = []
+    refused: list[Link] = []
+    order = sorted(links, key=lambda k: (k.method != "identifier", -k.probability, k.left, k.right))
+    for link in order:
+        if link.probability < threshold or link.left not in parent or link.right not in parent:
+            continue
+        a, b = root(link.left), root(link.right)
+        if a == b:
+            taken.append(link)
+        elif centres[a] & centres[b]:
+            refused.append(link)
+        else:
+            a, b = min(a, b), max(a, b)
+            parent[b] = a
+            centres[a] |= centres.pop(b)
+            taken.append(link)
+    groups: dict[str, list[str]] = {}
+    for record in records:
+        groups.setdefault(root(record.pseudonym), []).append(record.pseudonym)
+    return Linkage(
+        patient_of={m: r for r, members in groups.items() for m in members},
+        links=sorted(taken),
+        refused=sorted(refused),
+    )
+
+
+def link_records(
+    records: Sequence[LinkRecord],
+    linkage: LinkageDef,
+    *,
+    spark: Any = None,
+) -> Linkage:
+    """Deterministic and (when the definition asks) probabilistic links, clustered.
+    Registry pseudonyms are assigned by the caller from :meth:`Linkage.members`."""
+    links = deterministic_links(records)
+    if linkage.probabilistic and len({r.centre for r in records}) > 1:
+        links += probabilistic_links(records, linkage, spark=spark)
+    return cluster(records, links, linkage.threshold)
+
+
+def probabilistic_links(
+    records: Sequence[LinkRecord], linkage: LinkageDef, *, spark: Any = None
+) -> list[Link]:
+    """Pairs of records of different centres whose match probability reaches the
+    threshold (splink on DuckDB, or on Spark when ``linkage.backend`` says so)."""
+    from fhir_cart.registry import _splink
+
+    return list(_splink.predict(records, linkage, spark=spark)[0])

@@ -1,0 +1,198 @@
+"""Merging one patient's records from several centres, field by field.
+
+A *field* is a patient field (``sex``, ``birth_date``, ``attributes.<key>``) or a concept.
+Concepts named by a conflict rule (or listed under ``conflicts.single``) are facts a patient
+has once, such as the diagnosis or the CAR-T infusion: they are taken from the most trusted
+centre that has them. Every other concept is pooled: events from all centres, an event that
+two centres recorded identically kept once. Where centres disagree on a field, a
+:class:`Conflict` says who said what, the rule applied and the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_cart.records import Case, Event, PatientRecord, Scalar
+from fhir_cart.registry.definition import RegistryDef
+
+__all__ = ["Conflict", "MergedPatient", "merge_patient", "registry_event_id"]
+
+PATIENT_FIELDS = ("sex", "birth_date")
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Centres disagree on one field of one registry patient."""
+
+    patient: str
+    field: str
+    values: dict[str, Any]
+    """Centre -> its value (a scalar, a date, or that centre's events of the concept)."""
+    rule: str
+    chosen: str
+    """The centre whose value the registry keeps."""
+
+
+@dataclass
+class MergedPatient:
+    case: Case
+    source_of: dict[str, str]
+    """Registry event id -> the centre it came from."""
+    origin_of: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Registry event id -> (centre, the centre's own event id)."""
+    centres: tuple[str, ...] = ()
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def registry_event_id(centre: str, event_id: str) -> str:
+    """``<centre>.<event id>``, within the 64 characters an event id may have."""
+    joined = f"{centre}.{event_id}"
+    if len(joined) <= 64:
+        return joined
+    digest = hashlib.sha256(joined.encode()).hexdigest()[:12]
+    return f"{joined[:51]}-{digest}"
+
+
+def _signature(event: Event) -> tuple[Any, ...]:
+    """What makes two centres' events the same fact (identity and wording aside)."""
+    return (
+        event.concept,
+        event.when,
+        event.end,
+        event.value,
+        tuple(sorted(event.attributes.items())),
+    )
+
+
+def _pick(
+    patient: str, name: str, values: dict[str, Any], definition: RegistryDef
+) -> tuple[str | None, Conflict | None]:
+    """The trusted centre for ``name`` among those that have a value, and the conflict
+    when they do not all agree."""
+    if not values:
+        return None, None
+    order, rule = definition.preference(name)
+    chosen = next(c for c in order if c in values)
+    distinct = {repr(v) for v in values.values()}
+    conflict = (
+        Conflict(patient, name, dict(sorted(values.items())), rule, chosen)
+        if len(distinct) > 1
+        else None
+    )
+    return chosen, conflict
+
+
+def _patient(
+    patient: str, members: Sequence[Case], definition: RegistryDef
+) -> tuple[PatientRecord, list[Conflict]]:
+    conflicts: list[Conflict] = []
+    chosen: dict[str, Any] = {}
+    for name in PATIENT_FIELDS:
+        values = {c.patient.centre: getattr(c.patient, name) for c in members}
+        values = {k: v for k, v in values.items() if v is not None and v != "unknown"}
+        centre, conflict = _pick(patient, name, values, definition)
+        chosen[name] = None if centre is None else values[centre]
+        conflicts += [conflict] if conflict else []
+    attributes: dict[str, Scalar] = {}
+    dropped = set(definition.linkage.identifiers) | set(
+        definition.pseudonymisation.drop_patient_attributes
+    )
+    keys = sorted({k for c in members for k in c.patient.attributes} - dropped)
+    for key in keys:
+        values = {
+            c.patient.centre: c.patient.attributes[key]
+            for c in members
+            if key in c.patient.attributes
+        }
+        centre, conflict = _pick(patient, f"attributes.{key}", values, definition)
+        if centre is not None:
+            attributes[key] = values[centre]
+        conflicts += [conflict] if conflict else []
+    record = PatientRecord(
+        study_id=patient,
+        centre=definition.id,
+        sex=chosen["sex"],
+        birth_date=chosen["birth_date"],
+        attributes=attributes,
+    )
+    return record, conflicts
+
+
+EventNamer = Callable[[str, str, str], str]
+"""(centre, centre's patient id, centre's event id) -> the registry's event id."""
+
+
+def registry_event_namer(token: Callable[[str, str], str]) -> EventNamer:
+    """``<centre>.<event id>``, unless the event id holds the patient's number (an explicit
+    event id column may): then a keyed token (``token(namespace, value)``) stands for it."""
+
+    def name(centre: str, study_id: str, event_id: str) -> str:
+        if study_id.lower() not in event_id.lower():
+            return registry_event_id(centre, event_id)
+        return registry_event_id(
+            centre, "e" + token("event", f"{centre}\x1f{study_id}\x1f{event_id}")[:24]
+        )
+
+    return name
+
+
+def merge_patient(
+    patient: str,
+    members: Sequence[Case],
+    definition: RegistryDef,
+    namer: EventNamer | None = None,
+) -> MergedPatient:
+    """One registry patient from their centres' records (at most one per centre)."""
+    record, conflicts = _patient(patient, members, definition)
+    single = definition.single_concepts()
+    by_centre = {c.patient.centre: c for c in members}
+    default_order = [c for c in definition.centre_order() if c in by_centre]
+    kept: list[tuple[str, Event]] = []
+    concepts = sorted({e.concept for c in members for e in c.events})
+    for concept in concepts:
+        events = {
+            centre: tuple(by_centre[centre].of(concept))
+            for centre in default_order
+            if by_centre[centre].of(concept)
+        }
+        if concept in single:
+            signatures = {k: tuple(_signature(e) for e in v) for k, v in events.items()}
+            centre, conflict = _pick(patient, concept, signatures, definition)
+            if conflict is not None:
+                conflict = Conflict(patient, concept, events, conflict.rule, conflict.chosen)
+                conflicts.append(conflict)
+            kept += [(centre, e) for e in events[centre]] if centre else []
+            continue
+        seen: set[tuple[Any, ...]] = set()
+        for centre, centre_events in events.items():
+            for event in centre_events:
+                if _signature(event) not in seen:
+                    seen.add(_signature(event))
+                    kept.append((centre, event))
+    study_ids = {c: case.patient.study_id for c, case in by_centre.items()}
+    rename = namer or (lambda centre, _, event_id: registry_event_id(centre, event_id))
+    return _assemble(
+        record, kept, default_order, conflicts, lambda c, e: rename(c, study_ids[c], e)
+    )
+
+
+def _assemble(
+    record: PatientRecord,
+    kept: list[tuple[str, Event]],
+    centres: list[str],
+    conflicts: list[Conflict],
+    rename: Callable[[str, str], str],
+) -> MergedPatient:
+    events: list[Event] = []
+    source_of: dict[str, str] = {}
+    origin_of: dict[str, tuple[str, str]] = {}
+    for centre, event in sorted(kept, key=lambda ce: (ce[0], ce[1].event_id)):
+        new_id = rename(centre, event.event_id)
+        events.append(event.model_copy(update={"event_id": new_id}))
+        source_of[new_id] = centre
+        origin_of[new_id] = (centre, event.event_id)
+    case = Case(patient=record, events=tuple(events))
+    return MergedPatient(case, source_of, origin_of, tuple(sorted(centres)), conflicts)

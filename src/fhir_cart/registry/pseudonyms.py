@@ -1,0 +1,156 @@
+"""Keyed pseudonyms and date protection: pure functions of a secret key and the data.
+
+- Identifiers become HMAC-SHA256 pseudonyms (RFC 2104) under the registry's key, each in its
+  own namespace (a centre's patient number and a shared national identifier never collide).
+  Without the key nobody can recompute a pseudonym from a guessed identifier, and a new key
+  gives new pseudonyms everywhere.
+- Dates either become days relative to a per-patient anchor event or move by a keyed,
+  per-patient offset that is the same for every date of that patient (intervals survive).
+
+The key comes from settings or the environment (:func:`registry_key`), never from the
+registry file, and is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from fhir_cart.errors import ConfigError
+from fhir_cart.records import Case, Event, PatientRecord, Scalar, When
+
+__all__ = [
+    "KEY_ENV",
+    "DateTransform",
+    "Pseudonymiser",
+    "registry_key",
+]
+
+KEY_ENV = "FHIR_CART_REGISTRY_KEY"
+MIN_KEY_BYTES = 32
+"""NIST SP 800-107 asks for an HMAC key at least as long as the security strength wanted."""
+_PSEUDONYM_HEX = 32
+
+
+def registry_key(configured: str | None = None) -> bytes:
+    """The pseudonymisation key: ``configured`` (settings' ``registry_key``), else the
+    environment. ConfigError when there is none or it is too short to be safe."""
+    text = configured if configured is not None else os.environ.get(KEY_ENV)
+    if not text:
+        raise ConfigError(
+            f"no registry key: set {KEY_ENV} (or registry_key in settings) to a secret of at "
+            f"least {MIN_KEY_BYTES} bytes, e.g. the output of `openssl rand -hex 32`"
+        )
+    key = text.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"the registry key is shorter than {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def normalise_identifier(value: str) -> str:
+    """'123 456-789' and '123456789' are the same identifier."""
+    return re.sub(r"[\s\-./]", "", value).upper()
+
+
+@dataclass(frozen=True)
+class Pseudonymiser:
+    """Keyed pseudonyms. ``repr`` never shows the key."""
+
+    key: bytes
+
+    def __repr__(self) -> str:
+        return "Pseudonymiser(key=***)"
+
+    def token(self, namespace: str, value: str) -> str:
+        message = f"{namespace}\x1f{value}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:_PSEUDONYM_HEX]
+
+    def patient(self, centre: str, study_id: str) -> str:
+        """A centre's patient, as the registry sees them."""
+        return "p" + self.token("patient", f"{centre}\x1f{study_id}")
+
+    def identifier(self, kind: str, value: str) -> str:
+        """A shared identifier (compared across centres, never stored)."""
+        return self.token(f"identifier:{kind}", normalise_identifier(value))
+
+    def registry_patient(self, members: list[str]) -> str:
+        """A linked patient: named after the smallest of its centre pseudonyms, so the name
+        does not depend on the order centres were read in."""
+        return "r" + self.token("registry", min(members))
+
+    def offset(self, patient: str, max_days: int) -> int:
+        """A per-patient date shift in ±[1, max_days] (never 0: a date must never stay)."""
+        number = int(self.token("date-shift", patient), 16)
+        magnitude = 1 + number % max_days
+        return magnitude if (number >> 64) % 2 else -magnitude
+
+    def fingerprint(self) -> str:
+        """Tells two keys apart (to notice a changed key) without revealing either."""
+        return self.token("fingerprint", "fhir-cart-registry")[:16]
+
+
+@dataclass(frozen=True)
+class DateTransform:
+    """How one patient's dates leave the registry."""
+
+    mode: Literal["relative", "shift"]
+    anchor: str
+    anchor_date: dt.date | None = None
+    offset: int = 0
+
+    def date(self, value: dt.date | None) -> dt.date | None:
+        if value is None or self.mode == "relative":
+            return None
+        return value + dt.timedelta(days=self.offset)
+
+    def when(self, when: When | None) -> When | None:
+        if when is None or when.date is None:
+            return when
+        if self.mode == "shift":
+            return when.model_copy(update={"date": self.date(when.date)})
+        if when.day is not None or when.is_window:
+            return when.model_copy(update={"date": None})
+        if self.anchor_date is None:
+            return None
+        return When(day=(when.date - self.anchor_date).days, anchor=self.anchor)
+
+    def iso(self, value: Scalar) -> Scalar | None:
+        """A date attribute (ISO text)."""
+        try:
+            parsed = dt.date.fromisoformat(str(value))
+        except ValueError:
+            return None
+        shifted = self.date(parsed)
+        return None if shifted is None else shifted.isoformat()
+
+
+def anchor_date(case: Case, anchor: str) -> dt.date | None:
+    """The date of the patient's first ``anchor`` event (day 0), if it has one."""
+    dates = [e.when.date for e in case.of(anchor) if e.when is not None and e.when.date]
+    return min(dates) if dates else None
+
+
+def transform_event(event: Event, transform: DateTransform, date_attributes: set[str]) -> Event:
+    attributes = dict(event.attributes)
+    for name in date_attributes & set(attributes):
+        moved = transform.iso(attributes[name])
+        if moved is None:
+            del attributes[name]
+        else:
+            attributes[name] = moved
+    return event.model_copy(
+        update={
+            "when": transform.when(event.when),
+            "end": transform.when(event.end),
+            "attributes": attributes,
+        }
+    )
+
+
+def transform_patient(patient: PatientRecord, transform: DateTransform) -> PatientRecord:
+    return patient.model_copy(update={"birth_date": transform.date(patient.birth_date)})

@@ -1,0 +1,225 @@
+"""Registry tables as Arrow: ``patients`` and ``events`` in the canonical column order
+(spec §3) with the registry's own columns (``centre`` partitions them: the centre an event
+came from, a patient's most trusted centre; ``centres`` lists every centre of a patient).
+
+Written as Parquet partitioned by centre (``<table>/centre=<id>/part-0.parquet``, hive
+style), and optionally as one CSV per table and one XLSX workbook. Rows are sorted and the
+writers are given no clock, so the same registry gives the same bytes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.records import Case, Event, When
+
+__all__ = ["EVENT_COLUMNS", "event_table", "patient_table", "write_tables"]
+
+EVENT_COLUMNS = (
+    "study_id", "event_id", "concept",
+    "when_date", "when_day", "when_anchor", "when_earliest_day", "when_latest_day",
+    "end_date", "end_day", "end_anchor", "end_earliest_day", "end_latest_day",
+    "value_number", "value_unit", "value_comparator", "value_low", "value_high", "value_code",
+    "value_boolean", "value_text", "source_text", "origin",
+)  # fmt: skip
+_INT = {
+    "when_day",
+    "when_earliest_day",
+    "when_latest_day",
+    "end_day",
+    "end_earliest_day",
+    "end_latest_day",
+}
+_FLOAT = {"value_number", "value_low", "value_high"}
+_TYPES = {
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "quantity": pa.float64(),
+    "boolean": pa.bool_(),
+}
+
+
+def _when(prefix: str, when: When | None) -> dict[str, Any]:
+    return {
+        f"{prefix}_date": None if when is None or when.date is None else when.date.isoformat(),
+        f"{prefix}_day": None if when is None else when.day,
+        f"{prefix}_anchor": None if when is None else when.anchor,
+        f"{prefix}_earliest_day": None if when is None else when.earliest_day,
+        f"{prefix}_latest_day": None if when is None else when.latest_day,
+    }
+
+
+def _event_row(study_id: str, event: Event) -> dict[str, Any]:
+    value = event.value
+    row: dict[str, Any] = {
+        "study_id": study_id,
+        "event_id": event.event_id,
+        "concept": event.concept,
+    }
+    row |= _when("when", event.when) | _when("end", event.end)
+    for name in ("number", "unit", "comparator", "low", "high", "code", "boolean", "text"):
+        row[f"value_{name}"] = None if value is None else getattr(value, name)
+    row |= {"source_text": event.source_text, "origin": event.origin}
+    return row | dict(event.attributes)
+
+
+def _type(key: str, library: ConceptLibrary | None) -> pa.DataType:
+    if library is None:
+        return pa.string()
+    try:
+        return _TYPES.get(library.attribute(key).type, pa.string())
+    except KeyError:
+        return pa.string()
+
+
+def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
+    if kind == pa.string():
+        values = [None if v is None else str(v) for v in values]
+    return pa.array(values, type=kind)
+
+
+def _table(
+    rows: list[dict[str, Any]], columns: list[str], types: dict[str, pa.DataType]
+) -> pa.Table:
+    arrays = [_column([r.get(c) for r in rows], types.get(c, pa.string())) for c in columns]
+    return pa.Table.from_arrays(arrays, names=columns)
+
+
+def event_table(
+    cases: Sequence[Case], source_of: dict[str, dict[str, str]], library: ConceptLibrary | None
+) -> pa.Table:
+    """Events of registry patients; ``source_of[patient][event_id]`` is the centre."""
+    rows = []
+    for case in sorted(cases, key=lambda c: c.patient.study_id):
+        sources = source_of.get(case.patient.study_id, {})
+        for event in sorted(case.events, key=lambda e: e.event_id):
+            row = _event_row(case.patient.study_id, event)
+            rows.append(row | {"centre": sources.get(event.event_id, case.patient.centre)})
+    known = set(library.data.attributes) if library is not None else set()
+    attributes = sorted(known | {k for c in cases for e in c.events for k in e.attributes})
+    types = {c: pa.int64() for c in _INT} | {c: pa.float64() for c in _FLOAT}
+    types |= {"value_boolean": pa.bool_()} | {k: _type(k, library) for k in attributes}
+    return _table(rows, ["centre", *EVENT_COLUMNS, *attributes], types)
+
+
+def patient_table(
+    cases: Sequence[Case], centres_of: dict[str, Sequence[str]], library: ConceptLibrary | None
+) -> pa.Table:
+    """Registry patients; ``centres_of[patient]`` are their centres, most trusted first."""
+    rows = []
+    for case in sorted(cases, key=lambda c: c.patient.study_id):
+        patient = case.patient
+        centres = list(centres_of.get(patient.study_id, [patient.centre]))
+        birth = None if patient.birth_date is None else patient.birth_date.isoformat()
+        rows.append(
+            {"centre": centres[0], "study_id": patient.study_id,
+             "centres": ";".join(sorted(centres)), "sex": patient.sex, "birth_date": birth,
+             **patient.attributes}
+        )  # fmt: skip
+    known = set(library.data.patient_attributes) if library is not None else set()
+    attributes = sorted(known | {k for c in cases for k in c.patient.attributes})
+    types = {k: _type(k, library) for k in attributes}
+    return _table(rows, ["centre", "study_id", "centres", "sex", "birth_date", *attributes], types)
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    return sink.getvalue()
+
+
+def csv_bytes(table: pa.Table) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(table.column_names)
+    for row in table.to_pylist():
+        writer.writerow(["" if v is None else v for v in row.values()])
+    return text.getvalue().encode("utf-8")
+
+
+def xlsx_bytes(tables: dict[str, pa.Table]) -> bytes:
+    import datetime as dt
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.remove(book.active)
+    for name, table in tables.items():
+        sheet = book.create_sheet(name)
+        sheet.append(table.column_names)
+        for row in table.to_pylist():
+            sheet.append(list(row.values()))
+    fixed = dt.datetime(2000, 1, 1)  # no clock in the file, so two builds give the same bytes
+    book.properties.created = fixed
+    book.properties.modified = fixed
+    sink = io.BytesIO()
+    book.save(sink)
+    return _zip_normalised(sink.getvalue())
+
+
+def _zip_normalised(data: bytes) -> bytes:
+    """The same zip with every member's timestamp fixed (openpyxl stamps the clock)."""
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(data))
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            info = zipfile.ZipInfo(item.filename, date_time=(2000, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            content = source.read(item.filename)
+            if item.filename == "docProps/core.xml":  # openpyxl stamps the save time here
+                content = re.sub(
+                    rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2000-01-01T00:00:00Z", content
+                )
+            target.writestr(info, content)
+    return sink.getvalue()
+
+
+def write_tables(out: Path, tables: dict[str, pa.Table], formats: Sequence[str]) -> list[Path]:
+    """Parquet per table partitioned by centre; CSV and XLSX pooled. Returns the files."""
+    written: list[Path] = []
+    for name, table in tables.items():
+        centres = sorted(set(table.column("centre").to_pylist()))
+        folder = out / name
+        for centre in centres:
+            part = table.filter(pc.equal(table.column("centre"), centre)).drop(["centre"])
+            path = folder / f"centre={centre}" / "part-0.parquet"
+            _write_if_changed(path, parquet_bytes(part))
+            written.append(path)
+        _remove_stale(folder, {f"centre={c}" for c in centres})
+        if "csv" in formats:
+            path = out / f"{name}.csv"
+            _write_if_changed(path, csv_bytes(table))
+            written.append(path)
+    if "xlsx" in formats:
+        path = out / "registry.xlsx"
+        _write_if_changed(path, xlsx_bytes(tables))
+        written.append(path)
+    return written
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    if not folder.exists():
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and child.name not in keep:
+            for file in child.iterdir():
+                file.unlink()
+            child.rmdir()

@@ -1,0 +1,78 @@
+"""`fhir-cart registry build` as a user runs it (the sub-app; fhir_cart.cli registers it)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fhir_cart.errors import ConfigError
+from fhir_cart.registry.cli import registry_app
+from fhir_cart.registry.definition import load_registry
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"
+KEY = "cli-test-key-0123456789abcdef0123456789"
+
+
+def _open_reader() -> bool:
+    try:
+        from fhir_cart import readers
+    except ImportError:
+        return False
+    return "library" in inspect.signature(readers.read_study).parameters
+
+
+def test_without_a_key_nothing_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FHIR_CART_REGISTRY_KEY", raising=False)
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    result = CliRunner().invoke(
+        registry_app, ["build", str(FIXTURES / "registry.yaml"), "-o", str(tmp_path / "out")]
+    )
+    assert isinstance(result.exception, ConfigError)
+    assert "FHIR_CART_REGISTRY_KEY" in result.exception.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_short_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FHIR_CART_REGISTRY_KEY", "short")
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    result = CliRunner().invoke(
+        registry_app, ["build", str(FIXTURES / "registry.yaml"), "-o", str(tmp_path / "out")]
+    )
+    assert isinstance(result.exception, ConfigError)
+    assert "shorter than 32 bytes" in result.exception.message
+
+
+def test_a_key_in_the_registry_file_is_refused(tmp_path: Path) -> None:
+    text = (FIXTURES / "registry.yaml").read_text()
+    bad = tmp_path / "registry.yaml"
+    bad.write_text(text.replace("  anchor: diagnosis", "  anchor: diagnosis\n  key: abc"))
+    with pytest.raises(ConfigError, match=r"pseudonymisation\.key: a key never goes"):
+        load_registry(bad)
+
+
+def test_the_documented_example_loads() -> None:
+    registry = load_registry(FIXTURES / "registry.yaml")
+    assert [c.id for c in registry.centres] == ["berlin", "london", "rotterdam"]
+    assert registry.preference("cart_infusion")[0][:2] == ["london", "rotterdam"]
+    assert registry.preference("diagnosis")[0][0] == "berlin"
+
+
+@pytest.mark.skipif(not _open_reader(), reason="needs the open model's reader")
+def test_build_prints_the_outcome_and_is_up_to_date_the_second_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_CART_REGISTRY_KEY", KEY)
+    monkeypatch.setenv("FHIR_CART_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    args = ["build", str(FIXTURES / "registry.yaml"), "-o", str(tmp_path / "out")]
+    first = CliRunner().invoke(registry_app, args)
+    assert first.exit_code == 0, first.output
+    assert "8 patients (2 in more than one centre)" in first.output
+    assert "4 conflicts" in first.output
+    assert (tmp_path / "out" / "reports" / "conflicts.csv").exists()
+    assert (tmp_path / "data" / "registry" / "ped-cart" / "centres" / "berlin.json").exists()
+    second = CliRunner().invoke(registry_app, args)
+    assert "up to date" in second.output

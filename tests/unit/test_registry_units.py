@@ -1,0 +1,152 @@
+"""Pure parts of the registry: pseudonyms and date transforms, the quality report, the
+registry file's rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from fhir_cart.concepts import load_concepts
+from fhir_cart.errors import ConfigError
+from fhir_cart.records import Case, Event, PatientRecord, Value, When
+from fhir_cart.registry.definition import RegistryDef
+from fhir_cart.registry.pseudonyms import DateTransform, Pseudonymiser, registry_key
+from fhir_cart.registry.quality import centre_quality
+from fhir_cart.terminology import load_terminology
+
+KEY = Pseudonymiser(b"unit-test-key-0123456789abcdef0123")
+
+
+def test_pseudonyms_are_keyed_namespaced_and_normalised() -> None:
+    other = Pseudonymiser(b"unit-test-key-0123456789abcdef0124")
+    assert KEY.patient("berlin", "B-01") != other.patient("berlin", "B-01")
+    assert KEY.patient("berlin", "B-01") != KEY.patient("london", "B-01")
+    assert KEY.identifier("national_id", "12 34-5") == KEY.identifier("national_id", "12345")
+    assert KEY.identifier("national_id", "12345") != KEY.identifier("other_id", "12345")
+    assert "unit-test-key" not in repr(KEY)
+
+
+def test_offsets_are_never_zero_and_stay_in_range() -> None:
+    offsets = {KEY.offset(f"r{n}", 30) for n in range(2000)}
+    assert 0 not in offsets
+    assert min(offsets) == -30
+    assert max(offsets) == 30
+
+
+def test_relative_dates() -> None:
+    transform = DateTransform("relative", "diagnosis", anchor_date=dt.date(2020, 1, 10))
+    assert transform.when(When(date=dt.date(2020, 1, 1))) == When(day=-9, anchor="diagnosis")
+    kept = When(date=dt.date(2020, 2, 1), day=28, anchor="cart_infusion")
+    assert transform.when(kept) == When(day=28, anchor="cart_infusion")
+    window = When(latest_day=-1, anchor="hsct")
+    assert transform.when(window) == window
+    assert transform.date(dt.date(2012, 5, 14)) is None
+    no_anchor = DateTransform("relative", "diagnosis")
+    assert no_anchor.when(When(date=dt.date(2020, 1, 1))) is None
+
+
+def test_shifted_dates() -> None:
+    transform = DateTransform("shift", "diagnosis", offset=-12)
+    assert transform.when(When(date=dt.date(2020, 1, 10))) == When(date=dt.date(2019, 12, 29))
+    assert transform.iso("2020-01-10") == "2019-12-29"
+
+
+def test_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FHIR_CART_REGISTRY_KEY", "k" * 40)
+    assert registry_key() == b"k" * 40
+    assert registry_key("s" * 32) == b"s" * 32
+    monkeypatch.delenv("FHIR_CART_REGISTRY_KEY")
+    with pytest.raises(ConfigError, match="no registry key"):
+        registry_key()
+
+
+def test_quality_report() -> None:
+    library = load_concepts(load_terminology())
+    events = (
+        Event(event_id="b1", concept="marrow_blasts", when=When(date=dt.date(2020, 1, 1)),
+              value=Value(number=120, unit="%"), source_text="120"),
+        Event(event_id="c1", concept="cyclophosphamide", when=When(date=dt.date(2020, 1, 2)),
+              value=Value(number=1500, unit="mg/m2"), source_text="1,5 g/m²"),
+        Event(event_id="k1", concept="chemotherapy", attributes={"regimen": "local block X"}),
+    )  # fmt: skip
+    cases = [
+        Case(patient=PatientRecord(study_id="A", centre="c", sex="female"), events=events),
+        Case(patient=PatientRecord(study_id="B", centre="c")),
+    ]
+    report = centre_quality(
+        "c", cases, library=library, pseudonyms=KEY, reject_reasons=["bad date"]
+    )
+    assert report.completeness["sex"] == 0.5
+    assert report.completeness["cyclophosphamide.value"] == 0.5
+    assert report.out_of_range == [
+        {
+            "patient": KEY.patient("c", "A"),
+            "field": "marrow_blasts",
+            "value": 120,
+            "allowed": [0, 100],
+        }
+    ]
+    assert report.conversions == {"cyclophosphamide: g/m² -> mg/m2": 1}
+    assert report.unmapped_words == {"chemotherapy.regimen: local block X": 1}
+    assert report.rejects == {"bad date": 1}
+
+
+def registry(**overrides: object) -> RegistryDef:
+    raw: dict[str, object] = {
+        "name": "r",
+        "centres": [
+            {"id": "a", "mapping": "a.yaml", "data": "a.csv", "roles": ["referring"]},
+            {"id": "b", "mapping": "b.yaml", "data": "b.csv", "roles": ["treating"]},
+            {"id": "c", "mapping": "c.yaml", "data": "c.csv", "roles": ["treating"]},
+        ],
+        "base_dir": Path(),
+    }
+    return RegistryDef.model_validate(raw | overrides)
+
+
+def test_preference_order() -> None:
+    found = registry(
+        conflicts={"default": ["c"], "rules": [{"field": "cart_infusion", "prefer": ["treating"]}]}
+    )
+    assert found.preference("cart_infusion") == (["c", "b", "a"], "prefer treating")
+    assert found.preference("sex") == (["c", "a", "b"], "default order c, a, b")
+    assert found.single_concepts() == {"cart_infusion"}
+
+
+def test_a_rule_must_name_a_centre_or_role() -> None:
+    with pytest.raises(ValueError, match="neither a centre nor a role"):
+        registry(conflicts={"rules": [{"field": "sex", "prefer": "nobody"}]})
+
+
+def test_public_names() -> None:
+    import fhir_cart.registry as registry
+
+    assert registry.__all__ == [
+        "BuildResult", "CentreData", "Pseudonymiser", "Registry", "RegistryDef",
+        "build_registry", "load_registry", "registry_key",
+    ]  # fmt: skip
+
+
+def test_concept_map_words_for_values_and_for_concepts() -> None:
+    from fhir.resources.R4B.conceptmap import ConceptMap
+
+    from fhir_cart.registry.fhir import concept_map, local_words
+
+    library = load_concepts(load_terminology())
+    events = (
+        Event(event_id="m", concept="mrd", value=Value(code="negative"), source_text="neg"),
+        Event(event_id="c", concept="cart_infusion", source_text="CAR-T infusion"),
+        Event(event_id="q", concept="mrd", value=Value(number=0.1, unit="%"), source_text="0,1 %"),
+    )
+    cases = [Case(patient=PatientRecord(study_id="A", centre="c"), events=events)]
+    words = local_words(cases, library)
+    assert words == {
+        ("concept", "CAR-T infusion"): "cart_infusion",
+        ("mrd_result", "neg"): "negative",
+    }
+    found = concept_map("reg", "c", words, "https://r.example.org", library)
+    ConceptMap.model_validate(found)
+    targets = {e["code"]: e["target"][0]["code"] for g in found["group"] for e in g["element"]}
+    assert targets == {"CAR-T infusion": "C126102", "neg": "mrd-negative"}
