@@ -79,6 +79,10 @@ class ValueDef(BaseModel):
     """A word outside the value set is kept as text instead of rejecting the row."""
     min: float | None = None
     max: float | None = None
+    interpretations: dict[str, str] = Field(default_factory=dict)
+    """Word of the value set -> word of terminology group ``result_interpretation``: the
+    R4 ObservationInterpretation coding written first when the word sits beside a number
+    in ``Observation.interpretation`` (R4 binding: extensible)."""
 
     @model_validator(mode="after")
     def _check(self) -> ValueDef:

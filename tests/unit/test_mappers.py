@@ -341,14 +341,20 @@ def test_observation_values_and_attribute_places(
         "value": 0.005, "comparator": "<", "unit": "%",
         "system": "http://unitsofmeasure.org", "code": "%",
     }  # fmt: skip
-    assert [i["coding"][0]["code"] for i in obs["interpretation"]] == ["mrd-positive-nq", "POS"]
-    assert obs["method"]["coding"][0]["code"] == "pcr-ig-tr"
-    assert obs["contained"][0]["type"]["coding"][0]["code"] == "specimen-peripheral-blood"
+    # R4 ObservationInterpretation first, then the word's own codings (positive below the
+    # quantitative range: SNOMED positive + the own code that tells it from positive)
+    codes = [[c["code"] for c in i["coding"]] for i in obs["interpretation"]]
+    assert codes == [["POS", "10828004", "mrd-positive-nq"], ["POS"]]
+    assert obs["method"]["coding"][0]["code"] == "258066000"
+    assert obs["contained"][0]["type"]["coding"][0]["code"] == "BLD"  # HL7 v2-0487
     assert obs["specimen"] == {"reference": "#specimen"}
-    assert obs["component"][0]["valueQuantity"] == {"value": 1e-4}
+    assert "component" not in obs
     exts = {e["url"].rsplit("/", 1)[1]: e for e in obs["extension"]}
     assert exts["marker"]["valueString"] == "IGH"
-    assert st_obs["valueCodeableConcept"]["coding"][0]["code"] == "263855007"
+    assert exts["sensitivity"]["valueDecimal"] == 1e-4
+    # relapse: mCODE max value set code first, the finer phase beside it
+    status_codes = [c["code"] for c in st_obs["valueCodeableConcept"]["coding"]]
+    assert status_codes == ["271299001", "263855007"]
     assert st_obs["component"][0]["code"]["coding"][0]["code"] == "cd19-expression"
     assert st_obs["extension"][0]["valueInteger"] == 2
     assert lines_obs["valueInteger"] == 3
@@ -360,9 +366,19 @@ def test_source_text_and_origin_are_kept(ctx: MappingContext) -> None:
     event = Event(event_id="b", concept="blinatumomab", value=Value(number=15, unit="ug/m2/d"),
                   source_text="15 µg/m²/d", origin="MedicationRequest")  # fmt: skip
     _, drug = case_to_fhir(ctx, _case(event))
-    urls = {e["url"].rsplit("/", 1)[1]: e["valueString"] for e in drug["extension"]}
+    urls = {e["url"].rsplit("/", 1)[1]: e["valueString"] for e in drug["extension"][1:]}
     assert urls == {"source-text": "15 µg/m²/d", "origin": "MedicationRequest"}
-    assert drug["dosage"]["dose"]["code"] == "ug/m2/d"
+    assert drug["dosage"] == {
+        "rateQuantity": {
+            "value": 15,
+            "unit": "microgram per square metre per day",
+            "system": "http://unitsofmeasure.org",
+            "code": "ug/m2/d",
+        }
+    }  # a daily dose is a rate
+    basis = drug["extension"][0]
+    assert basis["url"].endswith("mcode-normalization-basis")
+    assert basis["valueCodeableConcept"]["coding"][0]["code"] == "301898006"
     assert cases_from_fhir(ctx, case_to_fhir(ctx, _case(event))).cases[0].events == (event,)
 
 
@@ -714,3 +730,23 @@ def test_mapper_functions_stay_small(path: Path) -> None:
         if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60  # type: ignore[operator]
     ]
     assert long == []
+
+
+def test_a_death_known_only_as_a_relative_day_is_a_death(ctx: MappingContext) -> None:
+    death = Event(event_id="death", concept="death", when=_day(120))
+    patient = case_to_fhir(ctx, _case(death))[0]
+    assert patient["deceasedBoolean"] is True  # a standard reader sees a dead patient
+    assert "deceasedDateTime" not in patient
+    day = patient["_deceasedBoolean"]["extension"][0]["extension"][0]
+    assert day == {"url": "day", "valueInteger": 120}
+    assert cases_from_fhir(ctx, [patient]).cases[0].events == (death,)
+
+
+def test_the_patient_claims_cancer_patient_with_a_masked_name(ctx: MappingContext) -> None:
+    patient = case_to_fhir(ctx, _case())[0]
+    assert patient["meta"]["profile"] == [
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-patient"
+    ]
+    assert patient["name"] == [{"extension": [{
+        "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+        "valueCode": "masked"}]}]  # fmt: skip

@@ -53,6 +53,8 @@ class Profiles(BaseModel):
     identifier_base: str
     data_absent_reason: str
     """URL of the core extension that says why a required element has no value."""
+    normalization_basis: str
+    """URL of mCODE's extension naming the basis of a normalised dose."""
 
 
 def load_profiles(path: Path | None = None) -> Profiles:

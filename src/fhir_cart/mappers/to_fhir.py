@@ -374,6 +374,10 @@ def patient(ctx: MappingContext, case: Case, refs: _Refs | None = None) -> Json:
         out["meta"] = {"profile": profile}
     ident = {"system": system, "value": record.study_id, "assigner": {"display": record.centre}}
     out["identifier"] = [ident]
+    # Study data are pseudonymous: US Core / mCODE CancerPatient require name (1..*), so the
+    # name says it is masked (core data-absent-reason extension).
+    masked = ctx.terminology.coding("data_absent_masked", "masked")["code"]
+    out["name"] = [{"extension": [{"url": ctx.profiles.data_absent_reason, "valueCode": masked}]}]
     extensions = _patient_attributes(ctx, record)
     if record.sex is not None:
         out["gender"] = record.sex
@@ -425,11 +429,14 @@ def _event_details(ctx: MappingContext, event: Event) -> list[Json]:
 
 def _put_death(ctx: MappingContext, out: Json, event: Event) -> None:
     details = _event_details(ctx, event)
-    name = "deceasedDateTime" if event.when is not None else "deceasedBoolean"
-    if event.when is not None:
+    dated = event.when is not None and event.when.date is not None
+    name = "deceasedDateTime" if dated else "deceasedBoolean"
+    if dated and event.when is not None:
         _put_time(ctx, out, name, event.when)
-    else:
+    else:  # no date (perhaps a relative day): deceased all the same, the day rides along
         out[name] = True
+        if event.when is not None:
+            _put_time(ctx, out, name, event.when)
     if details:
         out.setdefault("_" + name, {"extension": []})["extension"].extend(details)
 
@@ -486,11 +493,28 @@ def medication_administration(
         out["reasonReference"] = [refs.condition]
     value, extensions = event.value, []
     if value is not None and value.number is not None and value.comparator is None:
-        out["dosage"] = {"dose": _quantity(ctx, value.number, value.unit)}  # SimpleQuantity
+        quantity = _quantity(ctx, value.number, value.unit)  # SimpleQuantity
+        # A dose per day is a rate (R4 Dosage.rate[x]), an amount per administration a dose.
+        per_day = value.unit is not None and value.unit.endswith("/d")
+        out["dosage"] = {"rateQuantity" if per_day else "dose": quantity}
+        if value.unit is not None:
+            extensions.append(_normalization_basis(ctx, value.unit))
         value = value.model_copy(update={"number": None, "unit": None})
     if value is not None:
-        extensions = _value_extensions(ctx, concept, value)
+        extensions.extend(_value_extensions(ctx, concept, value))
     return _finish(ctx, out, event, extensions)
+
+
+def _normalization_basis(ctx: MappingContext, unit: str) -> Json:
+    """mCODE normalization-basis extension: per m2 (BSA), per kg (weight), else fixed."""
+    parts = unit.split("/")[1:]
+    word = "fixed_dose"
+    if "m2" in parts:
+        word = "body_surface_area"
+    elif "kg" in parts:
+        word = "body_weight"
+    codeable = ctx.terminology.concept("normalization_basis", word)
+    return {"url": ctx.profiles.normalization_basis, "valueCodeableConcept": codeable}
 
 
 def _absent(ctx: MappingContext) -> Json:
@@ -527,11 +551,21 @@ def observation(ctx: MappingContext, event: Event, refs: _Refs, concept: Concept
         code = _value_code(ctx, concept, value.code) if value.code is not None else None
         if pair is not None:
             out[pair[0]] = pair[1]
-            if code is not None:
-                out["interpretation"] = [code]
+            if code is not None and value.code is not None:
+                out["interpretation"] = [_interpretation(ctx, concept, value.code, code)]
         elif code is not None:
             out["valueCodeableConcept"] = code
     return _finish(ctx, out, event, [])
+
+
+def _interpretation(ctx: MappingContext, concept: ConceptDef, word: str, code: Json) -> Json:
+    """A value word beside a number as Observation.interpretation: the R4
+    ObservationInterpretation coding first (extensible binding), then the word's codings."""
+    mapped = concept.value.interpretations.get(word)
+    if mapped is None:
+        return code
+    v3 = ctx.terminology.concept("result_interpretation", mapped).get("coding", [])
+    return {**code, "coding": [*v3, *code.get("coding", [])]}
 
 
 def adverse_event(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef) -> Json:
