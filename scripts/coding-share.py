@@ -12,12 +12,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.unit.fixture_cases import adult_cases, hsct_cases  # noqa: E402
+from tests.unit.seed_cases import seed_cases  # noqa: E402
+
 from fhir_cart.conformance.codings import coding_counts, own_share  # noqa: E402
 from fhir_cart.mappers.context import mapping_context  # noqa: E402
 from fhir_cart.mappers.to_fhir import case_to_fhir  # noqa: E402
 from fhir_cart.terminology import default_mappings_dir, load_terminology  # noqa: E402
-from tests.unit.fixture_cases import adult_cases, hsct_cases  # noqa: E402
-from tests.unit.seed_cases import seed_cases  # noqa: E402
 
 
 def main() -> None:

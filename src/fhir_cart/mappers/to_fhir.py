@@ -381,6 +381,8 @@ def patient(ctx: MappingContext, case: Case, refs: _Refs | None = None) -> Json:
     extensions = _patient_attributes(ctx, record)
     if record.sex is not None:
         out["gender"] = record.sex
+    else:  # gender is 1..1 in US Core / mCODE: say why it is missing (R4 json.html#primitive)
+        out["_gender"] = {"extension": [_absent(ctx)]}
     if record.birth_date is not None:
         out["birthDate"] = record.birth_date.isoformat()
     deaths, others = [], []
