@@ -155,7 +155,9 @@ def map_command(
 
 
 def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:
-    resource = ctx.terminology.code_system_resource()
+    from fhir_cart.conformance.artefacts import own_code_system
+
+    resource = own_code_system(ctx)
     (out_dir / "CodeSystem-fhir-cart.json").write_bytes(
         orjson.dumps(resource, option=orjson.OPT_INDENT_2)
     )
@@ -252,7 +254,9 @@ def codesystem_command(
     out_file: Annotated[Path | None, typer.Option("--out", "-o")] = None,
 ) -> None:
     """Export the project's own code system as a FHIR CodeSystem resource."""
-    resource = _context(False).terminology.code_system_resource()
+    from fhir_cart.conformance.artefacts import own_code_system
+
+    resource = own_code_system(_context(False))
     data = orjson.dumps(resource, option=orjson.OPT_INDENT_2)
     if out_file is None:
         sys.stdout.write(data.decode() + "\n")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from fhir_cart.bundle import content_hash, map_cases, transaction_bundles
 from fhir_cart.concepts import ConceptsFile
+from fhir_cart.conformance.artefacts import own_code_system
 from fhir_cart.errors import ConfigError, TerminologyError
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import cases_from_fhir, event_order, reference_key
@@ -684,8 +685,9 @@ def test_atc_code_follows_its_dated_history() -> None:
 def test_own_code_system_covers_the_codes_emitted(
     ctx: MappingContext, schema: SchemaChecker
 ) -> None:
-    resource = ctx.terminology.code_system_resource()
+    resource = own_code_system(ctx)
     _valid(resource, schema)
+    assert all(c["definition"] for c in resource["concept"])
     defined = {c["code"] for c in resource["concept"]}
     used = {
         coding["code"]

@@ -25,7 +25,7 @@ from fhir_cart.mappers.context import MappingContext
 from fhir_cart.study_mapping import StudyMapping, normalise_word
 from fhir_cart.terminology import Coding
 
-__all__ = ["Artefact", "build_artefacts", "extension_urls"]
+__all__ = ["Artefact", "build_artefacts", "extension_urls", "load_centres", "own_code_system"]
 
 Json = dict[str, Any]
 CANONICAL = "https://fhir-cart.dev/fhir"
@@ -197,7 +197,8 @@ def _own_codes(ctx: MappingContext) -> dict[str, Json]:
     return dict(sorted(found.items()))
 
 
-def _code_system(ctx: MappingContext) -> Json:
+def own_code_system(ctx: MappingContext) -> Json:
+    """The own code system (terminology words and library concepts), with definitions."""
     own = ctx.terminology.data.own_code_system
     concepts = list(_own_codes(ctx).values())
     return {
@@ -340,7 +341,7 @@ def build_artefacts(ctx: MappingContext, centres: dict[str, StudyMapping]) -> li
     out = [
         Artefact(f"StructureDefinition-{sd['id']}.json", sd) for sd in _extensions(ctx, mappings)
     ]
-    cs = _code_system(ctx)
+    cs = own_code_system(ctx)
     out.append(Artefact(f"CodeSystem-{cs['id']}.json", cs))
     out += [Artefact(f"ValueSet-{vs['id']}.json", vs) for vs in _value_sets(ctx)]
     for name in sorted(centres):
