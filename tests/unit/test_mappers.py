@@ -656,7 +656,7 @@ def test_bundles_keep_each_patient_together_and_entries_are_conditional(
 # -- terminology ----------------------------------------------------------------------------
 
 
-def test_unverified_code_is_reported_and_refused_under_strict() -> None:
+def test_unverified_code_is_reported_and_refused_under_strict(unverified_mappings: Path) -> None:
     case = _case(Event(event_id="i", concept="cart_infusion", when=When(date=dt.date(2020, 1, 1))))
     ctx = mapping_context()
     case_to_fhir(ctx, case)
@@ -752,3 +752,15 @@ def test_the_patient_claims_cancer_patient_with_a_masked_name(ctx: MappingContex
     assert patient["name"] == [{"extension": [{
         "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
         "valueCode": "masked"}]}]  # fmt: skip
+
+
+def test_an_adverse_event_timed_from_the_infusion_names_it_as_suspect(
+    ctx: MappingContext,
+) -> None:
+    infusion = Event(event_id="cart", concept="cart_infusion", when=When(date=dt.date(2020, 1, 1)))
+    crs = Event(event_id="crs", concept="crs", when=_day(3), attributes={"grade": 2})
+    _, proc, ae = case_to_fhir(ctx, _case(infusion, crs))
+    assert ae["suspectEntity"] == [{"instance": {"reference": f"urn:uuid:{proc['id']}"}}]
+    assert proc["code"]["coding"][0]["code"] == "C70601"  # NCIt Cellular Therapy
+    back = cases_from_fhir(ctx, [case_to_fhir(ctx, _case(infusion, crs))[0], proc, ae])
+    assert back.cases[0].events == (infusion, crs)

@@ -61,10 +61,13 @@ _PLACES: dict[str, frozenset[str]] = {
 _NO_PLACES: frozenset[str] = frozenset()
 
 
+_SUSPECT_TYPES = {"procedure": "Procedure", "medication": "MedicationAdministration"}
+
+
 class _Refs:
     """Identifiers and references shared by one patient's resources."""
 
-    __slots__ = ("centre", "condition", "patient_id", "study_id", "subject")
+    __slots__ = ("anchors", "centre", "condition", "patient_id", "study_id", "subject")
 
     def __init__(self, ctx: MappingContext, case: Case) -> None:
         record = case.patient
@@ -79,6 +82,18 @@ class _Refs:
             value = f"{record.study_id}/{first.event_id}"
             cid = _resource_id(ctx, record.centre, "condition", value)
             self.condition = {"reference": ctx.reference("Condition", cid)}
+        # The first procedure or drug event of each concept: what a relative day counts from,
+        # and the suspect of an adverse event timed from it.
+        self.anchors: dict[str, Json] = {}
+        for event in sorted(case.events, key=event_order):
+            kind = ctx.concepts.concept(event.concept).kind
+            if event.concept in self.anchors or kind not in _SUSPECT_TYPES:
+                continue
+            rtype = _SUSPECT_TYPES[kind]
+            rid = _resource_id(
+                ctx, record.centre, ID_KINDS[rtype], f"{record.study_id}/{event.event_id}"
+            )
+            self.anchors[event.concept] = {"reference": ctx.reference(rtype, rid)}
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -579,6 +594,9 @@ def adverse_event(ctx: MappingContext, event: Event, refs: _Refs, concept: Conce
     out["subject"] = refs.subject
     if event.when is not None:
         _put_time(ctx, out, "date", event.when)
+        suspect = refs.anchors.get(event.when.anchor) if event.when.anchor else None
+        if suspect is not None:  # CRS timed from the CAR-T infusion names the infusion
+            out["suspectEntity"] = [{"instance": suspect}]
     extensions = _value_extensions(ctx, concept, event.value)
     if event.end is not None:
         extensions.append(_time_extension(ctx, ctx.ext("end"), event.end))
