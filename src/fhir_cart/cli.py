@@ -63,7 +63,8 @@ ContinueOpt = Annotated[
 def _context(strict: bool, mapping: Any = None) -> MappingContext:
     base = getattr(mapping, "identifier_base", None)
     extra = mapping.own_concepts() if mapping is not None else None
-    return mapping_context(strict=strict, identifier_base=base, extra=extra)
+    country = getattr(mapping, "country", None)
+    return mapping_context(strict=strict, identifier_base=base, extra=extra, country=country)
 
 
 def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:

@@ -388,7 +388,9 @@ def build_library(
     groups["concept"] = _concept_group(data)
     groups["attribute"] = _attribute_group(data)
     merged = terminology.data.model_copy(update={"concepts": groups})
-    terms = Terminology(merged, strict=terminology.strict, as_of=terminology.as_of)
+    terms = Terminology(
+        merged, strict=terminology.strict, as_of=terminology.as_of, country=terminology.country
+    )
     terms.unverified_used = terminology.unverified_used
     local = terminology.own_system.rstrip("/") + "-local"
     return ConceptLibrary(data=data, terminology=terms, local_system=local)

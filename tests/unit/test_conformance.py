@@ -32,7 +32,7 @@ from fhir_cart.mappers.context import mapping_context
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
 from fhir_cart.terminology import default_mappings_dir, load_terminology
-from tests.conftest import need
+from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, need
 from tests.fhir_schema import SchemaChecker
 from tests.unit.fixture_cases import adult_cases, hsct_cases
 from tests.unit.seed_cases import seed_cases
@@ -46,8 +46,10 @@ GOLDEN = ROOT / "tests" / "golden"
 Json = dict[str, Any]
 
 
-def _resources(cases: list[Case]) -> list[Json]:
-    terms = load_terminology(default_mappings_dir() / "terminology.yaml", as_of=dt.date(2026, 1, 1))
+def _resources(cases: list[Case], country: str | None = None) -> list[Json]:
+    terms = load_terminology(
+        default_mappings_dir() / "terminology.yaml", as_of=dt.date(2026, 1, 1), country=country
+    )
     ctx = mapping_context(terminology=terms, ref_style="relative")
     return [r for case in cases for r in case_to_fhir(ctx, case)]
 
@@ -60,7 +62,17 @@ def emitted() -> dict[str, list[Json]]:
         "hsct": _resources(hsct_cases()),
         "adult": _resources(adult_cases()),
         "golden": _resources(golden),
+        "centre_b": _resources(_read(CENTRE_B_FILE, CENTRE_B_MAPPING), "DE"),
     }
+
+
+def _read(study: Path, mapping: Path) -> list[Case]:
+    from fhir_cart.readers import read_study
+    from fhir_cart.study_mapping import load_study_mapping
+
+    result = read_study(study, load_study_mapping(mapping))
+    assert result.rejects == []
+    return list(result.cases)
 
 
 def _everything() -> Iterator[tuple[str, list[Json]]]:
@@ -97,20 +109,20 @@ def medplum_errors(resources: list[Json]) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden"])
+@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_medplum_finds_no_error(name: str) -> None:
     errors = medplum_errors(emitted()[name])
     assert errors == [], "\n".join(errors[:30])
 
 
-@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden"])
+@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_json_schema_finds_no_error(name: str, fhir_schema_path: Path) -> None:
     schema = SchemaChecker(fhir_schema_path)
     errors = [e for r in emitted()[name] for e in schema.errors(r)]
     assert errors == [], "\n".join(errors[:30])
 
 
-@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden"])
+@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_coded_values_are_inside_required_and_maximum_bindings(
     name: str, definitions: Definitions
 ) -> None:
@@ -118,7 +130,7 @@ def test_coded_values_are_inside_required_and_maximum_bindings(
     assert issues == [], "\n".join(issues[:30])
 
 
-@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden"])
+@pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_references_meet_the_profiles_they_require(name: str, definitions: Definitions) -> None:
     issues = reference_issues(definitions, emitted()[name])
     assert issues == [], "\n".join(issues[:30])
@@ -148,3 +160,9 @@ def test_own_codes_are_at_most_a_fifth_of_the_seeds_codings() -> None:
     own = load_terminology().own_system
     counts = coding_counts(emitted()["seed"])
     assert own_share(counts, own) <= 0.20, counts
+
+
+def test_the_german_centre_writes_no_icd_10_cm() -> None:
+    systems = coding_counts(emitted()["centre_b"])
+    assert systems["http://fhir.de/CodeSystem/bfarm/icd-10-gm"] > 0
+    assert systems["http://hl7.org/fhir/sid/icd-10-cm"] == 0

@@ -764,3 +764,31 @@ def test_an_adverse_event_timed_from_the_infusion_names_it_as_suspect(
     assert proc["code"]["coding"][0]["code"] == "C70601"  # NCIt Cellular Therapy
     back = cases_from_fhir(ctx, [case_to_fhir(ctx, _case(infusion, crs))[0], proc, ae])
     assert back.cases[0].events == (infusion, crs)
+
+
+def test_a_german_centre_gets_icd_10_gm_and_never_icd_10_cm() -> None:
+    """ICD-10-GM's fifth digit means something else than ICD-10-CM's: a DE centre's
+    disease state is coded in GM (with the crosswalk of terminology.yaml), the rest in CM."""
+    cm, gm = "http://hl7.org/fhir/sid/icd-10-cm", "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+    german = mapping_context(country="DE")
+    anywhere = mapping_context()
+    for word, codes in (
+        ("relapsed", [(gm, "C91.00"), ("own", "state-relapsed")]),
+        ("refractory", [(gm, "C91.00"), (gm, "C95.8!")]),
+        (
+            "relapsed_refractory",
+            [(gm, "C91.00"), (gm, "C95.8!"), ("own", "state-relapsed-refractory")],
+        ),
+    ):
+        event = Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"),
+                      attributes={"disease_state": word})  # fmt: skip
+        case = _case(event)
+        condition = case_to_fhir(german, case)[1]
+        state = condition["extension"][0]["valueCodeableConcept"]["coding"]
+        own = german.terminology.own_system
+        assert [("own" if c["system"] == own else c["system"], c["code"]) for c in state] == codes
+        assert all(c["system"] != cm for c in state)
+        assert cases_from_fhir(german, case_to_fhir(german, case)).cases[0].events == (event,)
+        us = case_to_fhir(anywhere, case)[1]["extension"][0]["valueCodeableConcept"]["coding"]
+        assert all(c["system"] != gm for c in us)
+        assert us[0]["system"] == cm

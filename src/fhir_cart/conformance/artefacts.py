@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cart.concepts import AttributeDef, ConceptLibrary
-from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.study_mapping import StudyMapping, normalise_word
 from fhir_cart.terminology import Coding
 
@@ -345,10 +345,81 @@ def build_artefacts(ctx: MappingContext, centres: dict[str, StudyMapping]) -> li
     out.append(Artefact(f"CodeSystem-{cs['id']}.json", cs))
     out += [Artefact(f"ValueSet-{vs['id']}.json", vs) for vs in _value_sets(ctx)]
     for name in sorted(centres):
-        cm = _concept_map(ctx, name, centres[name])
+        mapping = centres[name]
+        local = ctx if mapping.country is None else mapping_context(country=mapping.country)
+        cm = _concept_map(local, name, mapping)
         if cm is not None:
             out.append(Artefact(f"ConceptMap-{cm['id']}.json", cm))
+    crosswalk = _country_crosswalk(ctx)
+    if crosswalk is not None:
+        out.append(Artefact(f"ConceptMap-{crosswalk['id']}.json", crosswalk))
     return out
+
+
+def _country_crosswalk(ctx: MappingContext) -> Json | None:
+    """ICD-10-CM -> ICD-10-GM (any excluded -> country system): each excluded code to the
+    country codes every word carrying it agrees on (the intersection)."""
+    data = ctx.terminology.data
+    found: dict[tuple[str, str, str], set[tuple[str, str]] | None] = {}
+    for country, excluded in sorted(data.country_excluded_systems.items()):
+        for words in data.concepts.values():
+            for concept in words.values():
+                theirs = {
+                    (c.code, c.display)
+                    for c in concept.codings
+                    if country in c.countries and c.system != data.own_code_system.key
+                }
+                systems = {c.system for c in concept.codings if country in c.countries}
+                for source in (c for c in concept.codings if c.system in excluded):
+                    for target_system in systems - {data.own_code_system.key}:
+                        key = (source.system, target_system, source.code)
+                        before = found.get(key)
+                        found[key] = set(theirs) if before is None else before & theirs
+    groups: dict[tuple[str, str], dict[str, Json]] = {}
+    displays = {
+        (c.system, c.code): c.display
+        for words in data.concepts.values()
+        for concept in words.values()
+        for c in concept.codings
+    }
+    for (source_system, target_system, code), targets in sorted(found.items()):
+        pair = (data.systems[source_system], data.systems[target_system])
+        groups.setdefault(pair, {})[code] = {
+            "code": code,
+            "display": displays[(source_system, code)],
+            "target": [
+                {
+                    "code": t_code,
+                    "display": t_display,
+                    # the GM fifth digit 0 is wider than CM's; a secondary code goes with it
+                    "equivalence": "relatedto" if t_code.endswith("!") else "wider",
+                    **(
+                        {"comment": "secondary code, written with the primary code"}
+                        if t_code.endswith("!")
+                        else {}
+                    ),
+                }
+                for t_code, t_display in sorted(targets or ())
+            ],
+        }
+    if not groups:
+        return None
+    return {
+        "resourceType": "ConceptMap",
+        "id": "icd-10-cm-to-icd-10-gm",
+        "url": f"{CANONICAL}/ConceptMap/icd-10-cm-to-icd-10-gm",
+        "version": VERSION,
+        "name": "Icd10CmToIcd10Gm",
+        "title": "ICD-10-CM -> ICD-10-GM crosswalk of the disease-state codes",
+        "status": "active",
+        "publisher": PUBLISHER,
+        "description": "What a centre of a country excluding ICD-10-CM gets instead "
+        "(mappings/terminology.yaml country_excluded_systems; BfArM ICD-10-GM, DKR 0208c).",
+        "group": [
+            {"source": s, "target": t, "element": list(elements.values())}
+            for (s, t), elements in sorted(groups.items())
+        ],
+    }
 
 
 def load_centres(folder: Path) -> dict[str, StudyMapping]:

@@ -134,11 +134,14 @@ def mapping_context(
     strict: bool = False,
     mappings_dir: Path | None = None,
     extra: ConceptsFile | None = None,
+    country: str | None = None,
 ) -> MappingContext:
     """The context of one run: ``extra`` holds a study mapping's own concepts and attributes
     (added to mappings/concepts.yaml, never redefining a shared one)."""
     base = mappings_dir or default_mappings_dir()
-    terms = terminology or load_terminology(base / "terminology.yaml", strict=strict)
+    terms = terminology or load_terminology(
+        base / "terminology.yaml", strict=strict, country=country
+    )
     profiles = load_profiles(base / "profiles.yaml")
     return MappingContext(
         concepts=load_concepts(terms, base / "concepts.yaml", extra),
