@@ -62,17 +62,19 @@ def emitted() -> dict[str, list[Json]]:
         "hsct": _resources(hsct_cases()),
         "adult": _resources(adult_cases()),
         "golden": _resources(golden),
-        "centre_b": _resources(_read(CENTRE_B_FILE, CENTRE_B_MAPPING), "DE"),
+        "centre_b": _resources(*_read(CENTRE_B_FILE, CENTRE_B_MAPPING)),
     }
 
 
-def _read(study: Path, mapping: Path) -> list[Case]:
+def _read(study: Path, mapping_file: Path) -> tuple[list[Case], str | None]:
+    """A centre's cases and its country (which picks its diagnosis code systems)."""
     from fhir_cart.readers import read_study
     from fhir_cart.study_mapping import load_study_mapping
 
-    result = read_study(study, load_study_mapping(mapping))
+    mapping = load_study_mapping(mapping_file)
+    result = read_study(study, mapping)
     assert result.rejects == []
-    return list(result.cases)
+    return list(result.cases), mapping.country
 
 
 def _everything() -> Iterator[tuple[str, list[Json]]]:
