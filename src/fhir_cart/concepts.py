@@ -83,6 +83,9 @@ class ValueDef(BaseModel):
     """Word of the value set -> word of terminology group ``result_interpretation``: the
     R4 ObservationInterpretation coding written first when the word sits beside a number
     in ``Observation.interpretation`` (R4 binding: extensible)."""
+    condition_status: dict[str, str] = Field(default_factory=dict)
+    """Word of the value set -> word of ``condition_clinical``: the patient's latest event of
+    this concept sets the cancer Condition's clinicalStatus (relapse, remission, active)."""
 
     @model_validator(mode="after")
     def _check(self) -> ValueDef:

@@ -792,3 +792,26 @@ def test_a_german_centre_gets_icd_10_gm_and_never_icd_10_cm() -> None:
         us = case_to_fhir(anywhere, case)[1]["extension"][0]["valueCodeableConcept"]["coding"]
         assert all(c["system"] != gm for c in us)
         assert us[0]["system"] == cm
+
+
+def test_clinical_status_follows_the_latest_disease_status(ctx: MappingContext) -> None:
+    dx = Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"))
+    cr = Event(
+        event_id="s1",
+        concept="disease_status",
+        when=_day(28),
+        value=Value(code="complete_remission"),
+    )
+    relapse = Event(
+        event_id="s2", concept="disease_status", when=_day(200), value=Value(code="relapse")
+    )
+
+    def status(*events: Event) -> str:
+        condition = case_to_fhir(ctx, _case(*events))[1]
+        return str(condition["clinicalStatus"]["coding"][0]["code"])
+
+    assert status(dx) == "active"
+    assert status(dx, cr) == "remission"
+    assert status(dx, relapse, cr) == "relapse"  # the latest by time, not by row
+    both = case_to_fhir(ctx, _case(dx, cr, relapse))
+    assert cases_from_fhir(ctx, both).cases[0].events == (dx, cr, relapse)

@@ -64,10 +64,36 @@ _NO_PLACES: frozenset[str] = frozenset()
 _SUSPECT_TYPES = {"procedure": "Procedure", "medication": "MedicationAdministration"}
 
 
+def _clinical_status(ctx: MappingContext, events: tuple[Event, ...] | list[Event]) -> str:
+    """condition_clinical word of the latest dated status event (its concept's value
+    ``condition_status``), else ``active``: clinicalStatus is not frozen at enrolment."""
+    latest: tuple[Any, ...] | None = None
+    found = "active"
+    for event in events:
+        value, when = event.value, event.when
+        if value is None or value.code is None or when is None:
+            continue
+        status = ctx.concepts.concept(event.concept).value.condition_status.get(value.code)
+        if status is None or (when.date is None and when.day is None):
+            continue
+        key = (when.date is not None, when.date or when.day, when.day or 0)
+        if latest is None or key >= latest:
+            latest, found = key, status
+    return found
+
+
 class _Refs:
     """Identifiers and references shared by one patient's resources."""
 
-    __slots__ = ("anchors", "centre", "condition", "patient_id", "study_id", "subject")
+    __slots__ = (
+        "anchors",
+        "centre",
+        "clinical_status",
+        "condition",
+        "patient_id",
+        "study_id",
+        "subject",
+    )
 
     def __init__(self, ctx: MappingContext, case: Case) -> None:
         record = case.patient
@@ -82,6 +108,7 @@ class _Refs:
             value = f"{record.study_id}/{first.event_id}"
             cid = _resource_id(ctx, record.centre, "condition", value)
             self.condition = {"reference": ctx.reference("Condition", cid)}
+        self.clinical_status = _clinical_status(ctx, case.events)
         # The first procedure or drug event of each concept: what a relative day counts from,
         # and the suspect of an adverse event timed from it.
         self.anchors: dict[str, Json] = {}
@@ -475,7 +502,7 @@ def condition(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDe
     """Condition: ``code`` is the value's coding (the diagnosis); attributes as extensions."""
     terms = ctx.terminology
     out = _start(ctx, "Condition", event, concept, refs)
-    out["clinicalStatus"] = terms.concept("condition_clinical", "active")
+    out["clinicalStatus"] = terms.concept("condition_clinical", refs.clinical_status)
     out["verificationStatus"] = terms.concept("condition_verification", "confirmed")
     out["category"] = [terms.concept("condition_category", "problem_list_item")]
     value = event.value
