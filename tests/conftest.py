@@ -112,3 +112,26 @@ def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'cache.sqlite'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+UNVERIFIED_CODING = (
+    "      - {system: ncit, code: C126102, display: Chimeric Antigen Receptor T-Cell Therapy, "
+    "source: test only, verified: false}\n"
+)
+
+
+@pytest.fixture
+def unverified_mappings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of mappings/ whose CAR-T infusion also carries an unverified code (C126102),
+    selected with FHIR_CART_MAPPINGS: the shipped library has no unverified code left."""
+    import shutil
+
+    folder = tmp_path / "mappings-unverified"
+    shutil.copytree(ROOT / "mappings", folder)
+    concepts = folder / "concepts.yaml"
+    text = concepts.read_text(encoding="utf-8")
+    anchor = 'CellularTherapy (TERMINOLOGY.md)", verified: true}\n'
+    assert text.count(anchor) == 1
+    concepts.write_text(text.replace(anchor, anchor + UNVERIFIED_CODING), encoding="utf-8")
+    monkeypatch.setenv("FHIR_CART_MAPPINGS", str(folder))
+    return folder

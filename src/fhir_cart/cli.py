@@ -91,7 +91,8 @@ def _table(title: str) -> Table:
 def _context(strict: bool, mapping: Any = None) -> MappingContext:
     base = getattr(mapping, "identifier_base", None)
     extra = mapping.own_concepts() if mapping is not None else None
-    return mapping_context(strict=strict, identifier_base=base, extra=extra)
+    country = getattr(mapping, "country", None)
+    return mapping_context(strict=strict, identifier_base=base, extra=extra, country=country)
 
 
 def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:
@@ -185,7 +186,9 @@ def map_command(
 
 
 def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:
-    resource = ctx.terminology.code_system_resource()
+    from fhir_cart.conformance.artefacts import own_code_system
+
+    resource = own_code_system(ctx)
     (out_dir / "CodeSystem-fhir-cart.json").write_bytes(
         orjson.dumps(resource, option=orjson.OPT_INDENT_2)
     )
@@ -282,12 +285,77 @@ def codesystem_command(
     out_file: Annotated[Path | None, typer.Option("--out", "-o")] = None,
 ) -> None:
     """Export the project's own code system as a FHIR CodeSystem resource."""
-    resource = _context(False).terminology.code_system_resource()
+    from fhir_cart.conformance.artefacts import own_code_system
+
+    resource = own_code_system(_context(False))
     data = orjson.dumps(resource, option=orjson.OPT_INDENT_2)
     if out_file is None:
         sys.stdout.write(data.decode() + "\n")
     else:
         out_file.write_bytes(data)
+
+
+@app.command("artefacts")
+def artefacts_command(
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder of the artefacts (checked in).")
+    ] = Path("api/fhir"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Only compare with the folder; exit 1 on a difference.")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option("--server", "-s", help="Also PUT them to this server.")
+    ] = None,
+) -> None:
+    """Write the conformance artefacts (extension StructureDefinitions, the own CodeSystem,
+    ValueSets, per-centre ConceptMaps) generated from the mapping data; push them with
+    --server (PUT <type>/<id>, so a re-push updates the same resources)."""
+    from fhir_cart.conformance.artefacts import build_artefacts, load_centres
+    from fhir_cart.terminology import default_mappings_dir
+
+    ctx = _context(False)
+    artefacts = build_artefacts(ctx, load_centres(default_mappings_dir() / "centres"))
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+    wanted = {a.filename: orjson.dumps(a.resource, option=option) + b"\n" for a in artefacts}
+    if check:
+        present = {p.name for p in out_dir.glob("*.json")} if out_dir.is_dir() else set()
+        stale = sorted(
+            name
+            for name in present | set(wanted)
+            if name not in wanted
+            or name not in present
+            or (out_dir / name).read_bytes() != wanted[name]
+        )
+        if stale:
+            err.print(f"{out_dir}: out of date (run fhir-cart artefacts): {', '.join(stale)}")
+            raise typer.Exit(1)
+        out.print(f"{out_dir}: {len(wanted)} artefacts up to date")
+        return
+    if server is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in out_dir.glob("*.json"):
+            if old.name not in wanted:
+                old.unlink()
+        for name, data in wanted.items():
+            (out_dir / name).write_bytes(data)
+        out.print(f"wrote {len(wanted)} artefacts to {out_dir}")
+        return
+    from fhir_cart.sync.service import client_for
+
+    async def put_all() -> int:
+        async with client_for(_server(server)) as client:
+            for artefact in artefacts:
+                r = artefact.resource
+                response = await client.request(
+                    "PUT", f"{r['resourceType']}/{r['id']}", body=r, idempotent=True
+                )
+                if response.status_code >= 300:
+                    raise FatalError(
+                        f"PUT {r['resourceType']}/{r['id']}: HTTP {response.status_code}"
+                    )
+        return len(artefacts)
+
+    out.print(f"pushed {asyncio.run(put_all())} artefacts to {server}")
 
 
 # -- sync -------------------------------------------------------------------------------------

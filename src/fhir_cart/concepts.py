@@ -79,6 +79,13 @@ class ValueDef(BaseModel):
     """A word outside the value set is kept as text instead of rejecting the row."""
     min: float | None = None
     max: float | None = None
+    interpretations: dict[str, str] = Field(default_factory=dict)
+    """Word of the value set -> word of terminology group ``result_interpretation``: the
+    R4 ObservationInterpretation coding written first when the word sits beside a number
+    in ``Observation.interpretation`` (R4 binding: extensible)."""
+    condition_status: dict[str, str] = Field(default_factory=dict)
+    """Word of the value set -> word of ``condition_clinical``: the patient's latest event of
+    this concept sets the cancer Condition's clinicalStatus (relapse, remission, active)."""
 
     @model_validator(mode="after")
     def _check(self) -> ValueDef:
@@ -384,7 +391,9 @@ def build_library(
     groups["concept"] = _concept_group(data)
     groups["attribute"] = _attribute_group(data)
     merged = terminology.data.model_copy(update={"concepts": groups})
-    terms = Terminology(merged, strict=terminology.strict, as_of=terminology.as_of)
+    terms = Terminology(
+        merged, strict=terminology.strict, as_of=terminology.as_of, country=terminology.country
+    )
     terms.unverified_used = terminology.unverified_used
     local = terminology.own_system.rstrip("/") + "-local"
     return ConceptLibrary(data=data, terminology=terms, local_system=local)

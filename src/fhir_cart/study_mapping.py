@@ -210,6 +210,8 @@ class StudyMapping(BaseModel):
 
     centre: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=32)
     identifier_base: str | None = Field(default=None, pattern=r"^(https?|urn):\S+$")
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    """ISO 3166 country of the centre: picks its diagnosis code system (ICD-10-GM for DE)."""
     study: str | None = Field(default=None, min_length=1)
     """Study definition: a name in mappings/studies/ or a path."""
     header_row: int = Field(default=1, ge=1)

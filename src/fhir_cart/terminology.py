@@ -43,6 +43,14 @@ class Coding(BaseModel):
     verified: bool
     valid_from: dt.date | None = None
     valid_to: dt.date | None = None
+    countries: tuple[str, ...] = ()
+    """ISO 3166 codes of the centres this coding is written for (empty: every centre not
+    excluding its system, see ``TerminologyFile.country_excluded_systems``)."""
+
+    def for_country(self, country: str | None, excluded: dict[str, tuple[str, ...]]) -> bool:
+        if self.countries:
+            return country in self.countries
+        return country is None or self.system not in excluded.get(country, ())
 
     def valid_on(self, day: dt.date) -> bool:
         after_start = self.valid_from is None or self.valid_from <= day
@@ -80,6 +88,9 @@ class TerminologyFile(BaseModel):
     own_code_system: OwnCodeSystem
     concepts: dict[str, dict[str, Concept]]
     units: dict[str, Unit]
+    country_excluded_systems: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Country -> system keys never written for its centres (the code means something else
+    there: ICD-10-CM's fifth digit in Germany, where ICD-10-GM is the diagnosis code)."""
 
     @model_validator(mode="after")
     def _systems_known(self) -> TerminologyFile:
@@ -110,9 +121,15 @@ class Terminology:
     """Look-ups over a validated terminology file. Build with :func:`load_terminology`."""
 
     def __init__(
-        self, data: TerminologyFile, *, strict: bool = False, as_of: dt.date | None = None
+        self,
+        data: TerminologyFile,
+        *,
+        strict: bool = False,
+        as_of: dt.date | None = None,
+        country: str | None = None,
     ) -> None:
         self.data = data
+        self.country = country
         self.strict = strict
         self.as_of = as_of or dt.date.today()
         self.unverified_used: set[tuple[str, str, str]] = set()
@@ -140,6 +157,7 @@ class Terminology:
             {"system": self.data.systems[c.system], "code": c.code, "display": c.display}
             for c in concept.codings
             if c.valid_on(self.as_of)
+            and c.for_country(self.country, self.data.country_excluded_systems)
         ]
         out: dict[str, Any] = {"text": concept.text}
         if codings:
@@ -255,10 +273,12 @@ def load_terminology(
     *,
     strict: bool = False,
     as_of: dt.date | None = None,
+    country: str | None = None,
 ) -> Terminology:
-    """Load and validate a terminology file (default ``mappings/terminology.yaml``)."""
+    """Load and validate a terminology file (default ``mappings/terminology.yaml``);
+    ``country``: the centre's country, which picks its diagnosis code systems."""
     data = _load_file(path or default_mappings_dir() / "terminology.yaml")
-    return Terminology(data, strict=strict, as_of=as_of)
+    return Terminology(data, strict=strict, as_of=as_of, country=country)
 
 
 @cache

@@ -132,7 +132,7 @@ def seed_cases() -> list[Case]:
         add(
             pid,
             "mrd",
-            "mrd",
+            "marrow_blasts" if timepoint == "pre-blina" else "mrd",  # blasts, not MRD
             when=_when(infusion[pid], day),
             value=value,
             attributes=attributes,

@@ -13,7 +13,7 @@ from tests.conftest import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
 
 
 def test_map_writes_bundles_ndjson_codesystem_and_flags_unverified(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], unverified_mappings: Path
 ) -> None:
     assert main(["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path)]) == 0
     ndjson = {p.name for p in (tmp_path / "ndjson").iterdir()}
@@ -28,9 +28,18 @@ def test_map_writes_bundles_ndjson_codesystem_and_flags_unverified(
     assert "unverified code C126102" in capsys.readouterr().err
 
 
-def test_map_refuses_unverified_codes_under_strict(tmp_path: Path) -> None:
+def test_map_refuses_unverified_codes_under_strict(
+    tmp_path: Path, unverified_mappings: Path
+) -> None:
     args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path), "--strict"]
     assert main(args) == 4
+
+
+def test_the_shipped_library_maps_the_seed_under_strict(tmp_path: Path) -> None:
+    """Every code the seed needs is verified (no unverified code left in mappings/)."""
+    args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path), "--strict"]
+    assert main(args) == 0
+    assert not (tmp_path / "unverified-codes.json").exists()
 
 
 def test_rejected_rows_stop_the_run_unless_told_to_continue(

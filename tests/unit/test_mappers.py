@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from fhir_cart.bundle import content_hash, map_cases, transaction_bundles
 from fhir_cart.concepts import ConceptsFile
+from fhir_cart.conformance.artefacts import own_code_system
 from fhir_cart.errors import ConfigError, TerminologyError
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import cases_from_fhir, event_order, reference_key
@@ -341,14 +342,20 @@ def test_observation_values_and_attribute_places(
         "value": 0.005, "comparator": "<", "unit": "%",
         "system": "http://unitsofmeasure.org", "code": "%",
     }  # fmt: skip
-    assert [i["coding"][0]["code"] for i in obs["interpretation"]] == ["mrd-positive-nq", "POS"]
-    assert obs["method"]["coding"][0]["code"] == "pcr-ig-tr"
-    assert obs["contained"][0]["type"]["coding"][0]["code"] == "specimen-peripheral-blood"
+    # R4 ObservationInterpretation first, then the word's own codings (positive below the
+    # quantitative range: SNOMED positive + the own code that tells it from positive)
+    codes = [[c["code"] for c in i["coding"]] for i in obs["interpretation"]]
+    assert codes == [["POS", "10828004", "mrd-positive-nq"], ["POS"]]
+    assert obs["method"]["coding"][0]["code"] == "258066000"
+    assert obs["contained"][0]["type"]["coding"][0]["code"] == "BLD"  # HL7 v2-0487
     assert obs["specimen"] == {"reference": "#specimen"}
-    assert obs["component"][0]["valueQuantity"] == {"value": 1e-4}
+    assert "component" not in obs
     exts = {e["url"].rsplit("/", 1)[1]: e for e in obs["extension"]}
     assert exts["marker"]["valueString"] == "IGH"
-    assert st_obs["valueCodeableConcept"]["coding"][0]["code"] == "263855007"
+    assert exts["sensitivity"]["valueDecimal"] == 1e-4
+    # relapse: mCODE max value set code first, the finer phase beside it
+    status_codes = [c["code"] for c in st_obs["valueCodeableConcept"]["coding"]]
+    assert status_codes == ["271299001", "263855007"]
     assert st_obs["component"][0]["code"]["coding"][0]["code"] == "cd19-expression"
     assert st_obs["extension"][0]["valueInteger"] == 2
     assert lines_obs["valueInteger"] == 3
@@ -360,9 +367,19 @@ def test_source_text_and_origin_are_kept(ctx: MappingContext) -> None:
     event = Event(event_id="b", concept="blinatumomab", value=Value(number=15, unit="ug/m2/d"),
                   source_text="15 µg/m²/d", origin="MedicationRequest")  # fmt: skip
     _, drug = case_to_fhir(ctx, _case(event))
-    urls = {e["url"].rsplit("/", 1)[1]: e["valueString"] for e in drug["extension"]}
+    urls = {e["url"].rsplit("/", 1)[1]: e["valueString"] for e in drug["extension"][1:]}
     assert urls == {"source-text": "15 µg/m²/d", "origin": "MedicationRequest"}
-    assert drug["dosage"]["dose"]["code"] == "ug/m2/d"
+    assert drug["dosage"] == {
+        "rateQuantity": {
+            "value": 15,
+            "unit": "microgram per square metre per day",
+            "system": "http://unitsofmeasure.org",
+            "code": "ug/m2/d",
+        }
+    }  # a daily dose is a rate
+    basis = drug["extension"][0]
+    assert basis["url"].endswith("mcode-normalization-basis")
+    assert basis["valueCodeableConcept"]["coding"][0]["code"] == "301898006"
     assert cases_from_fhir(ctx, case_to_fhir(ctx, _case(event))).cases[0].events == (event,)
 
 
@@ -639,7 +656,7 @@ def test_bundles_keep_each_patient_together_and_entries_are_conditional(
 # -- terminology ----------------------------------------------------------------------------
 
 
-def test_unverified_code_is_reported_and_refused_under_strict() -> None:
+def test_unverified_code_is_reported_and_refused_under_strict(unverified_mappings: Path) -> None:
     case = _case(Event(event_id="i", concept="cart_infusion", when=When(date=dt.date(2020, 1, 1))))
     ctx = mapping_context()
     case_to_fhir(ctx, case)
@@ -668,8 +685,9 @@ def test_atc_code_follows_its_dated_history() -> None:
 def test_own_code_system_covers_the_codes_emitted(
     ctx: MappingContext, schema: SchemaChecker
 ) -> None:
-    resource = ctx.terminology.code_system_resource()
+    resource = own_code_system(ctx)
     _valid(resource, schema)
+    assert all(c["definition"] for c in resource["concept"])
     defined = {c["code"] for c in resource["concept"]}
     used = {
         coding["code"]
@@ -714,3 +732,86 @@ def test_mapper_functions_stay_small(path: Path) -> None:
         if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60  # type: ignore[operator]
     ]
     assert long == []
+
+
+def test_a_death_known_only_as_a_relative_day_is_a_death(ctx: MappingContext) -> None:
+    death = Event(event_id="death", concept="death", when=_day(120))
+    patient = case_to_fhir(ctx, _case(death))[0]
+    assert patient["deceasedBoolean"] is True  # a standard reader sees a dead patient
+    assert "deceasedDateTime" not in patient
+    day = patient["_deceasedBoolean"]["extension"][0]["extension"][0]
+    assert day == {"url": "day", "valueInteger": 120}
+    assert cases_from_fhir(ctx, [patient]).cases[0].events == (death,)
+
+
+def test_the_patient_claims_cancer_patient_with_a_masked_name(ctx: MappingContext) -> None:
+    patient = case_to_fhir(ctx, _case())[0]
+    assert patient["meta"]["profile"] == [
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-patient"
+    ]
+    assert patient["name"] == [{"extension": [{
+        "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+        "valueCode": "masked"}]}]  # fmt: skip
+
+
+def test_an_adverse_event_timed_from_the_infusion_names_it_as_suspect(
+    ctx: MappingContext,
+) -> None:
+    infusion = Event(event_id="cart", concept="cart_infusion", when=When(date=dt.date(2020, 1, 1)))
+    crs = Event(event_id="crs", concept="crs", when=_day(3), attributes={"grade": 2})
+    _, proc, ae = case_to_fhir(ctx, _case(infusion, crs))
+    assert ae["suspectEntity"] == [{"instance": {"reference": f"urn:uuid:{proc['id']}"}}]
+    assert proc["code"]["coding"][0]["code"] == "C70601"  # NCIt Cellular Therapy
+    back = cases_from_fhir(ctx, [case_to_fhir(ctx, _case(infusion, crs))[0], proc, ae])
+    assert back.cases[0].events == (infusion, crs)
+
+
+def test_a_german_centre_gets_icd_10_gm_and_never_icd_10_cm() -> None:
+    """ICD-10-GM's fifth digit means something else than ICD-10-CM's: a DE centre's
+    disease state is coded in GM (with the crosswalk of terminology.yaml), the rest in CM."""
+    cm, gm = "http://hl7.org/fhir/sid/icd-10-cm", "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
+    german = mapping_context(country="DE")
+    anywhere = mapping_context()
+    for word, codes in (
+        ("relapsed", [(gm, "C91.00"), ("own", "state-relapsed")]),
+        ("refractory", [(gm, "C91.00"), (gm, "C95.8!")]),
+        (
+            "relapsed_refractory",
+            [(gm, "C91.00"), (gm, "C95.8!"), ("own", "state-relapsed-refractory")],
+        ),
+    ):
+        event = Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"),
+                      attributes={"disease_state": word})  # fmt: skip
+        case = _case(event)
+        condition = case_to_fhir(german, case)[1]
+        state = condition["extension"][0]["valueCodeableConcept"]["coding"]
+        own = german.terminology.own_system
+        assert [("own" if c["system"] == own else c["system"], c["code"]) for c in state] == codes
+        assert all(c["system"] != cm for c in state)
+        assert cases_from_fhir(german, case_to_fhir(german, case)).cases[0].events == (event,)
+        us = case_to_fhir(anywhere, case)[1]["extension"][0]["valueCodeableConcept"]["coding"]
+        assert all(c["system"] != gm for c in us)
+        assert us[0]["system"] == cm
+
+
+def test_clinical_status_follows_the_latest_disease_status(ctx: MappingContext) -> None:
+    dx = Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"))
+    cr = Event(
+        event_id="s1",
+        concept="disease_status",
+        when=_day(28),
+        value=Value(code="complete_remission"),
+    )
+    relapse = Event(
+        event_id="s2", concept="disease_status", when=_day(200), value=Value(code="relapse")
+    )
+
+    def status(*events: Event) -> str:
+        condition = case_to_fhir(ctx, _case(*events))[1]
+        return str(condition["clinicalStatus"]["coding"][0]["code"])
+
+    assert status(dx) == "active"
+    assert status(dx, cr) == "remission"
+    assert status(dx, relapse, cr) == "relapse"  # the latest by time, not by row
+    both = case_to_fhir(ctx, _case(dx, cr, relapse))
+    assert cases_from_fhir(ctx, both).cases[0].events == (dx, cr, relapse)

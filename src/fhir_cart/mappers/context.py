@@ -53,6 +53,8 @@ class Profiles(BaseModel):
     identifier_base: str
     data_absent_reason: str
     """URL of the core extension that says why a required element has no value."""
+    normalization_basis: str
+    """URL of mCODE's extension naming the basis of a normalised dose."""
 
 
 def load_profiles(path: Path | None = None) -> Profiles:
@@ -132,11 +134,14 @@ def mapping_context(
     strict: bool = False,
     mappings_dir: Path | None = None,
     extra: ConceptsFile | None = None,
+    country: str | None = None,
 ) -> MappingContext:
     """The context of one run: ``extra`` holds a study mapping's own concepts and attributes
     (added to mappings/concepts.yaml, never redefining a shared one)."""
     base = mappings_dir or default_mappings_dir()
-    terms = terminology or load_terminology(base / "terminology.yaml", strict=strict)
+    terms = terminology or load_terminology(
+        base / "terminology.yaml", strict=strict, country=country
+    )
     profiles = load_profiles(base / "profiles.yaml")
     return MappingContext(
         concepts=load_concepts(terms, base / "concepts.yaml", extra),

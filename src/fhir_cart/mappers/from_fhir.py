@@ -439,7 +439,8 @@ def medication_administration_event(run: _Run, resource: Json, study_id: str) ->
     ctx = run.ctx
     what = resource.get("medicationCodeableConcept")
     key = _classify(ctx, what, "medication", "medication")
-    number, unit = _quantity((resource.get("dosage") or {}).get("dose"))
+    dosage = resource.get("dosage") or {}
+    number, unit = _quantity(dosage.get("dose") or dosage.get("rateQuantity"))
     times = _period(ctx, resource, "effectiveDateTime", "effectivePeriod")
     return _event(ctx, resource, study_id, key, value={"number": number, "unit": unit}, **times)
 
@@ -592,7 +593,10 @@ def _patient_events(ctx: MappingContext, resource: Json, study_id: str) -> list[
             if resource.get(name) is False:
                 continue
             holder = resource.get("_" + name) or {}
-            when = _when(ctx, resource, name) if name == "deceasedDateTime" else None
+            if name == "deceasedDateTime":
+                when = _when(ctx, resource, name)
+            else:  # deceasedBoolean true, perhaps with the relative day of death
+                when = _when(ctx, {"_" + name: holder}, name)
             out.append(_detail_event(ctx, holder, deaths[0], when))
     for key in ctx.concepts.keys("follow_up") + deaths:
         url = ctx.ext(key.replace("_", "-"))

@@ -61,10 +61,39 @@ _PLACES: dict[str, frozenset[str]] = {
 _NO_PLACES: frozenset[str] = frozenset()
 
 
+_SUSPECT_TYPES = {"procedure": "Procedure", "medication": "MedicationAdministration"}
+
+
+def _clinical_status(ctx: MappingContext, events: tuple[Event, ...] | list[Event]) -> str:
+    """condition_clinical word of the latest dated status event (its concept's value
+    ``condition_status``), else ``active``: clinicalStatus is not frozen at enrolment."""
+    latest: tuple[Any, ...] | None = None
+    found = "active"
+    for event in events:
+        value, when = event.value, event.when
+        if value is None or value.code is None or when is None:
+            continue
+        status = ctx.concepts.concept(event.concept).value.condition_status.get(value.code)
+        if status is None or (when.date is None and when.day is None):
+            continue
+        key = (when.date is not None, when.date or when.day, when.day or 0)
+        if latest is None or key >= latest:
+            latest, found = key, status
+    return found
+
+
 class _Refs:
     """Identifiers and references shared by one patient's resources."""
 
-    __slots__ = ("centre", "condition", "patient_id", "study_id", "subject")
+    __slots__ = (
+        "anchors",
+        "centre",
+        "clinical_status",
+        "condition",
+        "patient_id",
+        "study_id",
+        "subject",
+    )
 
     def __init__(self, ctx: MappingContext, case: Case) -> None:
         record = case.patient
@@ -79,6 +108,19 @@ class _Refs:
             value = f"{record.study_id}/{first.event_id}"
             cid = _resource_id(ctx, record.centre, "condition", value)
             self.condition = {"reference": ctx.reference("Condition", cid)}
+        self.clinical_status = _clinical_status(ctx, case.events)
+        # The first procedure or drug event of each concept: what a relative day counts from,
+        # and the suspect of an adverse event timed from it.
+        self.anchors: dict[str, Json] = {}
+        for event in sorted(case.events, key=event_order):
+            kind = ctx.concepts.concept(event.concept).kind
+            if event.concept in self.anchors or kind not in _SUSPECT_TYPES:
+                continue
+            rtype = _SUSPECT_TYPES[kind]
+            rid = _resource_id(
+                ctx, record.centre, ID_KINDS[rtype], f"{record.study_id}/{event.event_id}"
+            )
+            self.anchors[event.concept] = {"reference": ctx.reference(rtype, rid)}
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -374,9 +416,15 @@ def patient(ctx: MappingContext, case: Case, refs: _Refs | None = None) -> Json:
         out["meta"] = {"profile": profile}
     ident = {"system": system, "value": record.study_id, "assigner": {"display": record.centre}}
     out["identifier"] = [ident]
+    # Study data are pseudonymous: US Core / mCODE CancerPatient require name (1..*), so the
+    # name says it is masked (core data-absent-reason extension).
+    masked = ctx.terminology.coding("data_absent_masked", "masked")["code"]
+    out["name"] = [{"extension": [{"url": ctx.profiles.data_absent_reason, "valueCode": masked}]}]
     extensions = _patient_attributes(ctx, record)
     if record.sex is not None:
         out["gender"] = record.sex
+    else:  # gender is 1..1 in US Core / mCODE: say why it is missing (R4 json.html#primitive)
+        out["_gender"] = {"extension": [_absent(ctx)]}
     if record.birth_date is not None:
         out["birthDate"] = record.birth_date.isoformat()
     deaths, others = [], []
@@ -425,11 +473,14 @@ def _event_details(ctx: MappingContext, event: Event) -> list[Json]:
 
 def _put_death(ctx: MappingContext, out: Json, event: Event) -> None:
     details = _event_details(ctx, event)
-    name = "deceasedDateTime" if event.when is not None else "deceasedBoolean"
-    if event.when is not None:
+    dated = event.when is not None and event.when.date is not None
+    name = "deceasedDateTime" if dated else "deceasedBoolean"
+    if dated and event.when is not None:
         _put_time(ctx, out, name, event.when)
-    else:
+    else:  # no date (perhaps a relative day): deceased all the same, the day rides along
         out[name] = True
+        if event.when is not None:
+            _put_time(ctx, out, name, event.when)
     if details:
         out.setdefault("_" + name, {"extension": []})["extension"].extend(details)
 
@@ -451,7 +502,7 @@ def condition(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDe
     """Condition: ``code`` is the value's coding (the diagnosis); attributes as extensions."""
     terms = ctx.terminology
     out = _start(ctx, "Condition", event, concept, refs)
-    out["clinicalStatus"] = terms.concept("condition_clinical", "active")
+    out["clinicalStatus"] = terms.concept("condition_clinical", refs.clinical_status)
     out["verificationStatus"] = terms.concept("condition_verification", "confirmed")
     out["category"] = [terms.concept("condition_category", "problem_list_item")]
     value = event.value
@@ -486,11 +537,28 @@ def medication_administration(
         out["reasonReference"] = [refs.condition]
     value, extensions = event.value, []
     if value is not None and value.number is not None and value.comparator is None:
-        out["dosage"] = {"dose": _quantity(ctx, value.number, value.unit)}  # SimpleQuantity
+        quantity = _quantity(ctx, value.number, value.unit)  # SimpleQuantity
+        # A dose per day is a rate (R4 Dosage.rate[x]), an amount per administration a dose.
+        per_day = value.unit is not None and value.unit.endswith("/d")
+        out["dosage"] = {"rateQuantity" if per_day else "dose": quantity}
+        if value.unit is not None:
+            extensions.append(_normalization_basis(ctx, value.unit))
         value = value.model_copy(update={"number": None, "unit": None})
     if value is not None:
-        extensions = _value_extensions(ctx, concept, value)
+        extensions.extend(_value_extensions(ctx, concept, value))
     return _finish(ctx, out, event, extensions)
+
+
+def _normalization_basis(ctx: MappingContext, unit: str) -> Json:
+    """mCODE normalization-basis extension: per m2 (BSA), per kg (weight), else fixed."""
+    parts = unit.split("/")[1:]
+    word = "fixed_dose"
+    if "m2" in parts:
+        word = "body_surface_area"
+    elif "kg" in parts:
+        word = "body_weight"
+    codeable = ctx.terminology.concept("normalization_basis", word)
+    return {"url": ctx.profiles.normalization_basis, "valueCodeableConcept": codeable}
 
 
 def _absent(ctx: MappingContext) -> Json:
@@ -527,11 +595,21 @@ def observation(ctx: MappingContext, event: Event, refs: _Refs, concept: Concept
         code = _value_code(ctx, concept, value.code) if value.code is not None else None
         if pair is not None:
             out[pair[0]] = pair[1]
-            if code is not None:
-                out["interpretation"] = [code]
+            if code is not None and value.code is not None:
+                out["interpretation"] = [_interpretation(ctx, concept, value.code, code)]
         elif code is not None:
             out["valueCodeableConcept"] = code
     return _finish(ctx, out, event, [])
+
+
+def _interpretation(ctx: MappingContext, concept: ConceptDef, word: str, code: Json) -> Json:
+    """A value word beside a number as Observation.interpretation: the R4
+    ObservationInterpretation coding first (extensible binding), then the word's codings."""
+    mapped = concept.value.interpretations.get(word)
+    if mapped is None:
+        return code
+    v3 = ctx.terminology.concept("result_interpretation", mapped).get("coding", [])
+    return {**code, "coding": [*v3, *code.get("coding", [])]}
 
 
 def adverse_event(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef) -> Json:
@@ -543,6 +621,9 @@ def adverse_event(ctx: MappingContext, event: Event, refs: _Refs, concept: Conce
     out["subject"] = refs.subject
     if event.when is not None:
         _put_time(ctx, out, "date", event.when)
+        suspect = refs.anchors.get(event.when.anchor) if event.when.anchor else None
+        if suspect is not None:  # CRS timed from the CAR-T infusion names the infusion
+            out["suspectEntity"] = [{"instance": suspect}]
     extensions = _value_extensions(ctx, concept, event.value)
     if event.end is not None:
         extensions.append(_time_extension(ctx, ctx.ext("end"), event.end))

@@ -235,7 +235,10 @@ def _routes(app: FastAPI) -> None:
         limit: Annotated[int, Query(ge=1, le=20)] = 1,
     ) -> s.Preview:
         cases, mapping, _ = _read_upload(settings, upload_id)
-        ctx = mapping_context(identifier_base=mapping.identifier_base if mapping else None)
+        ctx = mapping_context(
+            identifier_base=mapping.identifier_base if mapping else None,
+            country=mapping.country if mapping else None,
+        )
         bundles = []
         for bundle in transaction_bundles(map_cases(ctx, cases), size=bundle_size):
             bundles.append(bundle)

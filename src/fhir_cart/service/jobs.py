@@ -62,6 +62,7 @@ async def _push(run: SyncRun, params: dict[str, Any], settings: Settings, cache:
         identifier_base=mapping.identifier_base if mapping else None,
         strict=settings.strict_terminology,
         extra=mapping.own_concepts() if mapping else None,
+        country=mapping.country if mapping else None,
     )
     server = settings.servers[params["server"]]
     await run_push(cases=result.cases, ctx=ctx, server=server, cache=cache, run_id=run.id)
