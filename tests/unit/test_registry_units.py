@@ -149,4 +149,6 @@ def test_concept_map_words_for_values_and_for_concepts() -> None:
     found = concept_map("reg", "c", words, "https://r.example.org", library)
     ConceptMap.model_validate(found)
     targets = {e["code"]: e["target"][0]["code"] for g in found["group"] for e in g["element"]}
-    assert targets == {"CAR-T infusion": "C126102", "neg": "mrd-negative"}
+    infusion = library.codeable("cart_infusion")["coding"][0]["code"]
+    negative = library.terminology.concept("mrd_result", "negative")["coding"][0]["code"]
+    assert targets == {"CAR-T infusion": infusion, "neg": negative}
