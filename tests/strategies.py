@@ -53,7 +53,10 @@ ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_\-\.]{0,11}", fullmatch=True) | st.s
 free_text = (
     st.text("ABCTBIGyé +/-,;'\"=()0123456789", min_size=1, max_size=30).map(str.strip).filter(bool)
 )
-dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2035, 12, 31))
+# plausible times (the reader rejects dates in the future or before birth): events from 1990
+# to 2025, patients born before 1990
+dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2025, 12, 31))
+birth_dates = st.dates(min_value=dt.date(1930, 1, 1), max_value=dt.date(1989, 12, 31))
 days = st.integers(min_value=-400, max_value=4000)
 
 
@@ -182,11 +185,16 @@ def events(
         if definition.attributes
         else []
     )
+    when, end = draw(_opt(whens(lib))), draw(_opt(whens(lib)))
+    if when and end and when.date and end.date and end.date < when.date:  # ends before it starts
+        when, end = end, when
+    if definition.kind == "follow_up" and when and when.day is not None and when.day < 0:
+        when = when.model_copy(update={"day": -when.day})  # no follow-up before day 0
     return r.Event(
         event_id=event_id,
         concept=key,
-        when=draw(_opt(whens(lib))),
-        end=draw(_opt(whens(lib))),
+        when=when,
+        end=end,
         value=draw(values(definition, lib)),
         attributes={a: draw(attribute_values(lib.attribute(a), lib)) for a in chosen},
         source_text=draw(_opt(free_text)),
@@ -206,7 +214,7 @@ def patients(
         study_id=draw(ids),
         centre=centre or draw(st.from_regex(r"[a-z0-9][a-z0-9\-]{0,8}", fullmatch=True)),
         sex=draw(_opt(st.sampled_from(["female", "male", "other", "unknown"]))),
-        birth_date=draw(_opt(dates)),
+        birth_date=draw(_opt(birth_dates)),
         attributes={a: draw(attribute_values(lib.attribute(a), lib)) for a in chosen},
     )
 

@@ -880,6 +880,30 @@ def _patient(
         raise _FieldError(str(loc[0]) if loc else None, validation_reason(exc)) from None
 
 
+# -- plausibility -------------------------------------------------------------------------------
+
+
+def _plausible(ctx: _Context, event: Event, birth: dt.date | None) -> None:
+    """Times no patient can have: in the future, before birth, an end before its start, a
+    last follow-up before day 0. Rejected with the reason, never passed on silently."""
+    today = dt.date.today()
+    for name, when in (("when", event.when), ("end", event.end)):
+        if when is None or when.date is None:
+            continue
+        if when.date > today:
+            raise _FieldError(f"{name}_date", f"date {when.date} is in the future")
+        if birth is not None and when.date < birth:
+            raise _FieldError(f"{name}_date", f"date {when.date} is before the birth date {birth}")
+    start, end = event.when, event.end
+    if start and end and start.date and end.date and end.date < start.date:
+        raise _FieldError("end_date", f"ends ({end.date}) before it starts ({start.date})")
+    follow_up = ctx.library.concept(event.concept).kind == "follow_up"
+    if follow_up and start is not None and start.day is not None and start.day < 0:
+        raise _FieldError(
+            "when_day", f"last follow-up on day {start.day}, before day 0 of {start.anchor}"
+        )
+
+
 # -- the whole file ----------------------------------------------------------------------------
 
 
@@ -959,6 +983,7 @@ class _Assembly:
                     "event_id", f"event id {event_id!r} already used ({owner.ids[event_id]})"
                 )
             event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
+            _plausible(self.ctx, event, owner.record.birth_date)
         except _FieldError as exc:
             self.rejects.append(where.reject(exc.field, str(exc)))
             return

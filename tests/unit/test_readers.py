@@ -1040,3 +1040,38 @@ def test_a_relative_day_without_any_anchor_is_rejected_with_the_remedy(tmp_path:
     (event,) = case.events
     assert event.when is not None
     assert (event.when.day, event.when.anchor) == (30, "hsct")
+
+
+def test_impossible_times_are_rejected_with_the_reason(tmp_path: Path) -> None:
+    """Issue 11 (low): a future date, a date before birth, an end before its start and a last
+    follow-up before day 0 passed silently; each now rejects its event with the reason."""
+    (tmp_path / "p.csv").write_text(
+        "id,dob,start,end,fu\n"
+        "A,2010-01-01,2999-01-01,,10\n"
+        "B,2010-01-01,2009-12-31,,10\n"
+        "C,2010-01-01,2020-05-10,2020-05-01,10\n"
+        "D,2010-01-01,2020-05-10,2020-05-12,-3\n"
+    )
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "centre: x\nanchor: cart_infusion\n"
+        "patients: {columns: {study_id: id, birth_date: dob}}\n"
+        "events:\n"
+        "  - {concept: blinatumomab, columns: {when_date: start, end_date: end}}\n"
+        "  - {concept: last_follow_up, columns: {when_day: fu}}\n"
+    )
+    result = read_study(tmp_path / "p.csv", load_study_mapping(mapping))
+    reasons = {(r.row, r.column): r.reason for r in result.rejects}
+    assert reasons == {
+        (2, "start"): "date 2999-01-01 is in the future",
+        (3, "start"): "date 2009-12-31 is before the birth date 2010-01-01",
+        (4, "end"): "ends (2020-05-01) before it starts (2020-05-10)",
+        (5, "fu"): "last follow-up on day -3, before day 0 of cart_infusion",
+    }
+    kept = {c.patient.study_id: [e.concept for e in c.events] for c in result.cases}
+    assert kept == {
+        "A": ["last_follow_up"],
+        "B": ["last_follow_up"],
+        "C": ["last_follow_up"],
+        "D": ["blinatumomab"],
+    }
