@@ -580,6 +580,31 @@ class _Sheet:
     rows: list[tuple[int, Row]]
 
 
+class Uncomputed(str):
+    """A formula cell with no saved result (its text is the formula)."""
+
+    __slots__ = ()
+
+
+def _mark_uncomputed(values: tuple[Any, ...], formulas: tuple[Any, ...]) -> tuple[Any, ...]:
+    if all(v is not None for v in values):
+        return values
+    return tuple(
+        Uncomputed(f) if v is None and isinstance(f, str) and f.startswith("=") else v
+        for v, f in zip(values, formulas, strict=False)
+    ) + values[len(formulas) :]
+
+
+def _computed(cells: Mapping[str, Any]) -> None:
+    for fld, cell in cells.items():
+        if isinstance(cell, Uncomputed):
+            raise _FieldError(
+                fld,
+                "a formula whose result was never saved; open the file in a spreadsheet "
+                "program and save it (or write the value instead of the formula)",
+            )
+
+
 def _read_rows(
     rows: Iterable[Iterable[Any]], header_row: int
 ) -> tuple[list[str], list[tuple[int, Row]]]:
@@ -606,6 +631,7 @@ class _Sources:
         self.mapping = mapping
         self._stack = stack
         self._book: Any = None
+        self._formulas: Any = None
         self._cache: dict[tuple[str, str | None, int], _Sheet] = {}
 
     def sheet(self, name: str | None, header_row: int) -> _Sheet:
@@ -627,7 +653,23 @@ class _Sources:
                 [Reject(self.path.name, None, None, sheet, f"no such sheet; sheets: {names}")],
             )
         worksheet = book[sheet] if sheet is not None else book.worksheets[0]
-        return worksheet.title, iter(worksheet.iter_rows(values_only=True))
+        values = worksheet.iter_rows(values_only=True)
+        formulas = self._formula_book()[worksheet.title].iter_rows(values_only=True)
+        return worksheet.title, (
+            _mark_uncomputed(row, formula_row)
+            for row, formula_row in zip(values, formulas, strict=False)
+        )
+
+    def _formula_book(self) -> Any:
+        """The same workbook with formulas instead of their saved results: a formula cell
+        whose result was never saved (a file written by a program, not by a spreadsheet)
+        reads as blank otherwise, and its value would be lost without a word."""
+        if self._formulas is None:
+            from openpyxl import load_workbook
+
+            self._formulas = load_workbook(self.path, read_only=True, data_only=False)
+            self._stack.callback(self._formulas.close)
+        return self._formulas
 
     def _workbook(self) -> Any:
         if self._book is None:
@@ -932,6 +974,7 @@ class _Assembly:
         cells, columns = _gather(where.plan, where.raw) or ({}, {})
         where = _Where(where.sheet, where.plan, where.row, where.raw, columns)
         try:
+            _computed(cells)
             record, anchor_date = _patient(self.ctx, where, cells)
             sid = record.study_id
             if sid in self.patients:
@@ -982,6 +1025,7 @@ class _Assembly:
                 raise _FieldError(
                     "event_id", f"event id {event_id!r} already used ({owner.ids[event_id]})"
                 )
+            _computed(cells)
             event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
             _plausible(self.ctx, event, owner.record.birth_date)
         except _FieldError as exc:

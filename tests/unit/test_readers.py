@@ -1075,3 +1075,32 @@ def test_impossible_times_are_rejected_with_the_reason(tmp_path: Path) -> None:
         "C": ["last_follow_up"],
         "D": ["blinatumomab"],
     }
+
+
+def test_a_formula_without_a_saved_result_is_rejected_not_read_as_blank(tmp_path: Path) -> None:
+    """Issue 11 (low): openpyxl writes formulas without their results, as many programs do;
+    such a cell read as blank and the dose was silently lost. Now the row is rejected."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["id", "dose", "start"])
+    sheet.append(["A", "=10*15", "2020-05-01"])
+    sheet.append(["B", 150, "2020-05-02"])
+    book.save(tmp_path / "s.xlsx")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "centre: x\npatients: {columns: {study_id: id}}\n"
+        "events:\n  - {concept: fludarabine, columns: {value: dose, when_date: start},"
+        " units: {value: mg}}\n"
+    )
+    result = read_study(tmp_path / "s.xlsx", load_study_mapping(mapping))
+    (reject,) = result.rejects
+    assert (reject.row, reject.column, reject.value) == (2, "dose", "=10*15")
+    assert "formula whose result was never saved" in reject.reason
+    by_id = {c.patient.study_id: c for c in result.cases}
+    assert by_id["A"].events == ()
+    (given,) = by_id["B"].events
+    assert given.value is not None
+    assert given.value.number == 150
