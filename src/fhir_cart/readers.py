@@ -589,10 +589,13 @@ class Uncomputed(str):
 def _mark_uncomputed(values: tuple[Any, ...], formulas: tuple[Any, ...]) -> tuple[Any, ...]:
     if all(v is not None for v in values):
         return values
-    return tuple(
-        Uncomputed(f) if v is None and isinstance(f, str) and f.startswith("=") else v
-        for v, f in zip(values, formulas, strict=False)
-    ) + values[len(formulas) :]
+    return (
+        tuple(
+            Uncomputed(f) if v is None and isinstance(f, str) and f.startswith("=") else v
+            for v, f in zip(values, formulas, strict=False)
+        )
+        + values[len(formulas) :]
+    )
 
 
 def _computed(cells: Mapping[str, Any]) -> None:
