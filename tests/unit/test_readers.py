@@ -1104,3 +1104,20 @@ def test_a_formula_without_a_saved_result_is_rejected_not_read_as_blank(tmp_path
     (given,) = by_id["B"].events
     assert given.value is not None
     assert given.value.number == 150
+
+
+def test_an_infinite_dose_is_rejected_not_written_as_null(tmp_path: Path) -> None:
+    """Issue 11 (low): '1e309' and 'inf' became "value": null on the wire."""
+    (tmp_path / "s.csv").write_text("id,dose,start\nA,1e309,2020-05-01\nB,inf,2020-05-01\n")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "centre: x\npatients: {columns: {study_id: id}}\n"
+        "events:\n  - {concept: fludarabine, columns: {value: dose, when_date: start},"
+        " units: {value: mg}}\n"
+    )
+    result = read_study(tmp_path / "s.csv", load_study_mapping(mapping))
+    assert [(r.row, r.column, r.value) for r in result.rejects] == [
+        (2, "dose", "1e309"),
+        (3, "dose", "inf"),
+    ]
+    assert all(c.events == () for c in result.cases)
