@@ -29,11 +29,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fhir_cart.errors import ConfigError, validation_reason
 from fhir_cart.terminology import Coding, Concept, Terminology, TerminologyFile
+from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
     "KINDS",
@@ -371,10 +371,7 @@ def library_problems(data: ConceptsFile, terms: TerminologyFile) -> list[str]:
 
 
 def read_concepts_file(path: Path) -> ConceptsFile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read concept library {path}: {exc}") from exc
+    raw = read_yaml(path, "concept library")
     try:
         return ConceptsFile.model_validate(raw)
     except ValidationError as exc:

@@ -68,12 +68,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.errors import ConfigError, validation_reason
 from fhir_cart.records import COMPARATORS, Case, Event, Scalar, When
+from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
     "Condition",
@@ -385,10 +385,7 @@ def load_study(name_or_path: str | Path, library: ConceptLibrary | None = None) 
     are checked against ``library`` (default: the shared concept library); any problem is a
     :class:`ConfigError` naming the file and the key path."""
     path = study_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read study definition {path}: {exc}") from exc
+    raw = read_yaml(path, "study definition")
     return parse_study(raw, library, where=f"study definition {path}")
 
 

@@ -16,10 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fhir_cart.errors import ConfigError, TerminologyError
+from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
     "Coding",
@@ -283,10 +283,7 @@ def load_terminology(
 
 @cache
 def _load_file(path: Path) -> TerminologyFile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read terminology file {path}: {exc}") from exc
+    raw = read_yaml(path, "terminology file")
     try:
         return TerminologyFile.model_validate(raw)
     except ValidationError as exc:

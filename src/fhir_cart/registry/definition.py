@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fhir_cart.errors import ConfigError, validation_reason
+from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
     "CentreDef",
@@ -242,10 +242,7 @@ def _secrets(raw: Any, where: str = "") -> list[str]:
 
 def load_registry(path: Path) -> RegistryDef:
     """Read and check a registry file (ConfigError naming the key path when it is wrong)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read registry file {path}: {exc}") from exc
+    raw = read_yaml(path, "registry file")
     if not isinstance(raw, dict):
         raise ConfigError(f"registry file {path} is not a mapping of keys")
     secrets = _secrets(raw)
