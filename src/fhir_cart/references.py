@@ -6,9 +6,10 @@ Forms allowed by the spec and seen from servers: relative ``Patient/p1``, versio
 server-side patient here; neither does a reference to any other resource type, a bare id,
 or a contained one (``#p1``).
 
-Used by the sync code. ``fhir_cart.mappers.from_fhir.reference_key`` still parses on its
-own (that module is being rewritten elsewhere); it should call :func:`patient_id` for
-Patient references once that work lands.
+:func:`reference_key` answers the wider question the reverse mappers ask inside one data
+set (which resource a reference, ``urn:uuid:`` and ``#contained`` included, points at);
+:func:`patient_id` the sync code's (which server Patient). Both take the reference apart
+with the same :func:`_path`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,38 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["patient_id", "subject_patient_id"]
+__all__ = ["patient_id", "reference_key", "subject_patient_id"]
 
 # https://hl7.org/fhir/R4/datatypes.html#id: [A-Za-z0-9\-\.]{1,64}
-_ID = r"[A-Za-z0-9\-.]{1,64}"
-_PATIENT = re.compile(rf"(?:^|/)Patient/({_ID})(?:/_history/{_ID})?/?$")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _path(reference: str) -> list[str]:
+    """The reference's path segments, without query and without ``/_history/<version>``."""
+    parts = reference.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return parts
+
+
+def reference_key(reference: str) -> str:
+    """The logical id a reference points at, whatever its form: ``Patient/p1``,
+    ``Patient/p1/_history/3``, ``http://host/fhir/Patient/p1[/_history/3]``, ``urn:uuid:X``,
+    ``#contained``."""
+    for prefix in ("urn:uuid:", "urn:oid:", "#"):
+        if reference.startswith(prefix):
+            return reference[len(prefix) :]
+    return _path(reference)[-1]
 
 
 def patient_id(reference: str | None) -> str | None:
     """The Patient id a reference points to, or None when it names no server Patient."""
     if not reference or reference.startswith(("#", "urn:")):
         return None
-    match = _PATIENT.search(reference.split("?", 1)[0])
-    return match.group(1) if match else None
+    parts = _path(reference)
+    if len(parts) < 2 or parts[-2] != "Patient" or not _ID.fullmatch(parts[-1]):
+        return None
+    return parts[-1]
 
 
 def subject_patient_id(resource: dict[str, Any]) -> str | None:

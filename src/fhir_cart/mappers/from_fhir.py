@@ -28,6 +28,7 @@ from fhir_cart.errors import MappingError
 from fhir_cart.mappers.context import MappingContext, extension_value
 from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url, event_order
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.references import reference_key
 
 __all__ = [
     "OtherRow",
@@ -90,22 +91,6 @@ class ReverseResult:
 
 class _NoConcept(ValueError):
     """The resource is understood but stands for nothing the library holds."""
-
-
-def reference_key(reference: str) -> str:
-    """The logical id a reference points at, whatever its form: ``Patient/p1``,
-    ``Patient/p1/_history/3``, ``http://host/fhir/Patient/p1[/_history/3]``, ``urn:uuid:X``,
-    ``#contained``."""
-    if reference.startswith("urn:uuid:"):
-        return reference[9:]
-    if reference.startswith("urn:oid:"):
-        return reference[8:]
-    if reference.startswith("#"):
-        return reference[1:]
-    parts = reference.split("?", 1)[0].rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    return parts[-1]
 
 
 def _ref_of(resource: Json) -> str:
