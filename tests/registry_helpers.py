@@ -67,6 +67,19 @@ def three_centres() -> dict[str, list[Case]]:
     return {"berlin": berlin, "london": london, "rotterdam": rotterdam}
 
 
+def add_negative_mrd(
+    cases: dict[str, list[Case]], centre: str = "rotterdam", index: int = 1
+) -> None:
+    """One centre's data changes: a second (negative) MRD for one of its patients, on the
+    date of that patient's first event."""
+    case = cases[centre][index]
+    first = case.events[0].when
+    assert first is not None
+    extra = Event(event_id="mrd-2", concept="mrd", when=When(date=first.date),
+                  value=Value(code="negative"))  # fmt: skip
+    cases[centre][index] = case.model_copy(update={"events": (*case.events, extra)})
+
+
 def definition(folder: Path, **overrides: Any) -> RegistryDef:
     """A registry file's content for the three centres; data and mapping files are made
     (their bytes only feed the input hashes: the test reader returns Cases)."""

@@ -1,10 +1,9 @@
 """A registry pushed to a real FHIR server on 127.0.0.1: patients, ConceptMaps and
 Provenance arrive; a rebuild with one centre changed sends only that centre's changes; an
-unchanged rebuild sends nothing. Needs the open model's reader and mappers."""
+unchanged rebuild sends nothing."""
 
 from __future__ import annotations
 
-import inspect
 import re
 import shutil
 from pathlib import Path
@@ -18,18 +17,7 @@ from fhir_cart.settings import Settings
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"
 
 
-def _open_model() -> bool:
-    try:
-        from fhir_cart.readers import read_study
-    except ImportError:
-        return False
-    return "library" in inspect.signature(read_study).parameters
-
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not _open_model(), reason="needs the open model's reader and mappers"),
-]
+pytestmark = pytest.mark.integration
 
 
 def total(base: str, resource_type: str) -> int:

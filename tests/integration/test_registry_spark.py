@@ -15,6 +15,7 @@ from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import cluster, linkage_record, probabilistic_links
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.testing.registry_data import make_registry
+from tests.conftest import need
 
 pytestmark = [
     pytest.mark.integration,
@@ -23,13 +24,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:is_datetime64tz_dtype is deprecated:DeprecationWarning"),
     # py4j leaves its gateway socket to the garbage collector
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime"),
 ]
 
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    pyspark_sql = pytest.importorskip("pyspark.sql")
+    need(shutil.which("java") is not None, "Spark needs a Java runtime (java on PATH)")
+    import pyspark.sql as pyspark_sql
     from splink.backends.spark import similarity_jar_location
 
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # only the loopback interface

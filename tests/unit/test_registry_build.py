@@ -12,7 +12,14 @@ import pytest
 from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.registry.build import build_registry
 from fhir_cart.terminology import load_terminology
-from tests.registry_helpers import KEY, definition, output_files, reader_of, three_centres
+from tests.registry_helpers import (
+    KEY,
+    add_negative_mrd,
+    definition,
+    output_files,
+    reader_of,
+    three_centres,
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +144,6 @@ def test_changed_key_changes_every_pseudonym(tmp_path: Path, library: ConceptLib
 def test_one_changed_centre_is_read_and_scored_again(
     tmp_path: Path, library: ConceptLibrary
 ) -> None:
-    from fhir_cart.records import Event, Value, When
     from fhir_cart.registry.build import build_registry as build_it
 
     cases = three_centres()
@@ -151,14 +157,7 @@ def test_one_changed_centre_is_read_and_scored_again(
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.parquet")}
 
     (tmp_path / "inputs" / "rotterdam.csv").write_text("synthetic rotterdam, one row more\n")
-    greta = cases["rotterdam"][1]
-    extra = Event(
-        event_id="mrd-2",
-        concept="mrd",
-        when=When(date=greta.events[0].when.date),
-        value=Value(code="negative"),
-    )  # type: ignore[union-attr]
-    cases["rotterdam"][1] = greta.model_copy(update={"events": (*greta.events, extra)})
+    add_negative_mrd(cases)
     second = build_it(registry, out, key=KEY, reader=reader_of(cases), library=library, work=work)
 
     assert second.centres_read == ["rotterdam"]

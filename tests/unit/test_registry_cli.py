@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from fhir_cart.registry.definition import load_registry
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"
 KEY = "cli-test-key-0123456789abcdef0123456789"
-
-
-def _open_reader() -> bool:
-    try:
-        from fhir_cart import readers
-    except ImportError:
-        return False
-    return "library" in inspect.signature(readers.read_study).parameters
 
 
 def test_without_a_key_nothing_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +51,6 @@ def test_the_documented_example_loads() -> None:
     assert registry.preference("diagnosis")[0][0] == "berlin"
 
 
-@pytest.mark.skipif(not _open_reader(), reason="needs the open model's reader")
 def test_build_prints_the_outcome_and_is_up_to_date_the_second_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,30 +5,14 @@ Needs the open model's reader (``read_study(path, mapping, library)``, spec §2)
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
-
-import pytest
 
 from fhir_cart.concepts import load_concepts
 from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.definition import load_registry
 from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY, output_files
-
-
-def _open_reader() -> bool:
-    try:
-        from fhir_cart.readers import read_study
-    except ImportError:
-        return False
-    return "library" in inspect.signature(read_study).parameters
-
-
-needs_reader = pytest.mark.skipif(
-    not _open_reader(), reason="needs the open model's reader (read_study with a library)"
-)
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"
 SECRETS = [
@@ -43,7 +27,6 @@ def build(out: Path):  # type: ignore[no-untyped-def]
     return build_registry(definition, out, key=KEY, library=load_concepts(load_terminology()))
 
 
-@needs_reader
 def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     result = build(tmp_path / "out")
     registry = result.registry
@@ -64,7 +47,6 @@ def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     assert {"neg", "low pos"} <= words
 
 
-@needs_reader
 def test_outputs_hold_no_name_identifier_or_date(tmp_path: Path) -> None:
     build(tmp_path / "out")
     for name, data in output_files(tmp_path / "out").items():
@@ -74,7 +56,6 @@ def test_outputs_hold_no_name_identifier_or_date(tmp_path: Path) -> None:
         assert [s for s in SECRETS if s in text] == [], name
 
 
-@needs_reader
 def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     build(tmp_path / "a")
     build(tmp_path / "b")
@@ -84,15 +65,6 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
-def _study_definitions() -> bool:
-    try:
-        from fhir_cart import summary
-    except ImportError:
-        return False
-    return hasattr(summary, "load_study")
-
-
-@pytest.mark.skipif(not _study_definitions(), reason="needs summaries by study definition")
 def test_summaries_come_from_the_registry_study_definition() -> None:
     from fhir_cart.registry.workflow import study_summariser
     from tests.registry_helpers import three_centres

@@ -12,15 +12,6 @@ from pydantic import SecretStr
 from fhir_cart.settings import Settings
 
 
-def _service_imports() -> bool:
-    try:
-        import fhir_cart.service.jobs  # noqa: F401 - imports the open model's reader
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _service_imports(), reason="needs the open model's reader")
 async def test_a_worker_runs_a_queued_registry_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,29 +6,13 @@ Needs the open model's FHIR mappers (``mapping_context(..., extra=...)``, spec Â
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
-import pytest
-
 from fhir_cart.concepts import ConceptLibrary, load_concepts
-from fhir_cart.records import Case, Event, Value, When
+from fhir_cart.records import Case
 from fhir_cart.registry.build import build_registry
 from fhir_cart.terminology import load_terminology
-from tests.registry_helpers import KEY, definition, reader_of, three_centres
-
-
-def _open_mappers() -> bool:
-    try:
-        from fhir_cart.mappers.context import mapping_context
-    except ImportError:
-        return False
-    return "extra" in inspect.signature(mapping_context).parameters
-
-
-pytestmark = pytest.mark.skipif(
-    not _open_mappers(), reason="needs the open model's mappers (mapping_context with extra)"
-)
+from tests.registry_helpers import KEY, add_negative_mrd, definition, reader_of, three_centres
 
 
 def plan(cases: list[Case], last: dict[object, str]):  # type: ignore[no-untyped-def]
@@ -60,14 +44,7 @@ def test_rebuild_pushes_nothing_and_a_change_pushes_only_its_patient(tmp_path: P
     assert again.registry is not None
     assert plan(again.registry.cases, pushed.hashes).to_send == []
 
-    greta = cases["rotterdam"][1]
-    extra = Event(
-        event_id="mrd-2",
-        concept="mrd",
-        when=When(date=greta.events[0].when.date),
-        value=Value(code="negative"),
-    )  # type: ignore[union-attr]
-    cases["rotterdam"][1] = greta.model_copy(update={"events": (*greta.events, extra)})
+    add_negative_mrd(cases)
     (tmp_path / "inputs" / "rotterdam.csv").write_text("one row more\n")
     changed = build_registry(
         registry, tmp_path / "c", key=KEY, reader=reader_of(cases), library=library
