@@ -405,20 +405,6 @@ class FhirClient:
         response = await self.request("POST", "", body=bundle, idempotent=idempotent)
         return entry_results(_bundle(response))
 
-    async def supports(self, interaction: str) -> bool:
-        rest = (await self.capabilities()).get("rest") or [{}]
-        codes = {i.get("code") for i in rest[0].get("interaction", ())}
-        return interaction in codes
-
-    async def bundle_submit(self, bundle: Json) -> tuple[str, list[EntryResult]]:
-        """Send as a transaction, or as a batch where the server has no transactions."""
-        if await self.supports("transaction"):
-            return "transaction", await self.transaction(bundle)
-        if not await self.supports("batch"):
-            raise FatalHttpError("server supports neither transaction nor batch")
-        log.warning("server does not support transactions: sending a batch instead")
-        return "batch", await self.transaction({**bundle, "type": "batch"})
-
     # -- search and paging ------------------------------------------------------------------
 
     async def search_bundles(

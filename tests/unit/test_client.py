@@ -261,15 +261,7 @@ async def test_stale_version_is_a_precondition_failure(
     assert route.call_count == 1
 
 
-def _capabilities(*codes: str) -> dict[str, Any]:
-    return {
-        "resourceType": "CapabilityStatement",
-        "rest": [{"mode": "server", "interaction": [{"code": c} for c in codes]}],
-    }
-
-
 async def test_batch_response_reports_each_entry(mock: respx.MockRouter, sleeps: Sleeps) -> None:
-    mock.get("/metadata").mock(return_value=httpx.Response(200, json=_capabilities("batch")))
     answer = {
         "resourceType": "Bundle",
         "type": "batch-response",
@@ -285,10 +277,9 @@ async def test_batch_response_reports_each_entry(mock: respx.MockRouter, sleeps:
         ],
     }
     post = mock.post("/").mock(return_value=httpx.Response(200, json=answer))
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{}, {}]}
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [{}, {}]}
     async with FhirClient(base_url=BASE, sleep=sleeps) as client:
-        mode, results = await client.bundle_submit(bundle)
-    assert mode == "batch"
+        results = await client.transaction(bundle)
     assert b'"type":"batch"' in post.calls[0].request.content
     assert [r.status for r in results] == [201, 422]
     assert results[0].server_id == "9"
