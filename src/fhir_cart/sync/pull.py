@@ -1,27 +1,39 @@
 """Pull a cohort from a FHIR server into the cache, then into study records.
 
-Selection: patient identifiers, a Group, or Patient search parameters. For each selected
-patient fhir_cart fetches the resource types it maps (by ``subject``/``patient`` search, paged)
-or uses Bulk Data ``$export`` for a Group. Every resource received goes into the cache first
-(with server id and version); study records are then built from the cache, so an incremental
-pull (``_lastUpdated`` / ``_since``) still yields complete patients.
+Selection: patient identifiers, a Group, or Patient search parameters. The selected patients
+are read in pages; their resources of every type fhir_cart maps are fetched a chunk of
+patients at a time, by one multi-valued search per type (``subject=Patient/a,Patient/b,...``,
+https://hl7.org/fhir/R4/search.html#combining), paged, with bounded concurrency: about one
+request per type per 100 patients instead of one per type per patient. Types the server cannot
+search by patient are read by type once. Bulk Data ``$export`` serves a Group.
+
+The plan fits the server and corrects itself as it answers (see
+:mod:`fhir_cart.sync.capabilities`): a search parameter refused is not asked again (its type is
+read by type); a multi-valued search refused (400/413/414/422: too long, or OR not supported),
+cut short (fewer matches than the ``total`` it states, with no next link: servers that do not
+page), or not understood (one of its values alone finds what the OR search did not) is split
+into smaller chunks, down to one patient per search. Every resource received goes into the
+cache first (with server id and version); study records are then built from the cache, so an
+incremental pull (``_lastUpdated`` / ``_since``) still yields complete patients.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from fhir_cart.errors import FhirClientError, LimitExceeded
+from fhir_cart.errors import BadResponse, FhirClientError, LimitExceeded
 from fhir_cart.references import patient_id, subject_patient_id
 from fhir_cart.sync.capabilities import ServerCapabilities, is_unknown_search_param
 
 __all__ = [
-    "EVENT_TYPES", "PullSelection", "PullStats", "deleted_since", "patient_searches",
-    "pull_resources",
+    "CHUNK", "EVENT_TYPES", "PatientSearch", "PullSelection", "PullStats", "ResourceFetcher",
+    "deleted_since", "patient_searches", "pull_resources",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -37,13 +49,24 @@ EVENT_TYPES: tuple[str, ...] = (
     "MedicationRequest",
     "Specimen",
 )
-"""Resource types fetched for each patient (R4 search parameter ``subject`` or ``patient``).
-Specimens give the specimen of an Observation; MedicationRequests are read as drug events
-when a server records no administrations."""
+"""Resource types fetched for the selected patients (R4 search parameter ``subject`` or
+``patient``). Specimens give the specimen of an Observation; MedicationRequests are read as
+drug events when a server records no administrations."""
+
+CHUNK = 100
+"""Most patients one multi-valued search names (also the Patient ``_id``/``identifier``
+chunks of a Group or identifier-list selection)."""
+MAX_VALUE_CHARS = 3_600
+"""Longest value of one multi-valued parameter: with the rest, URLs stay under about 4 KB,
+which servers and proxies take (many refuse above 8 KB)."""
+PAGE_SIZE = 500
+"""``_count`` asked for each search (capped by the client's ``max_entries_per_page``)."""
 
 
 class SearchClient(Protocol):
     def search(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]: ...
+
+    def search_bundles(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]: ...
 
     async def read(self, resource_type: str, resource_id: str) -> Json: ...
 
@@ -103,6 +126,9 @@ class PullStats:
     dropped: list[tuple[str, str, str]] = field(default_factory=list)
     """Resources received but not kept: (reference or what is known, type, reason)."""
 
+    learned: list[str] = field(default_factory=list)
+    """What this pull learned about the server from its answers, in words."""
+
     def keep(self, resource: Any, *, needs_subject: bool = False) -> bool:
         """Whether a received resource can be kept; if not, it is listed in ``dropped``."""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -134,9 +160,14 @@ class PullStats:
             raise LimitExceeded(f"the pull received more than {self.limit} resources "
                                 "(setting max_resources_per_pull)")  # fmt: skip
 
+    def learn(self, note: str) -> None:
+        if note not in self.learned:
+            self.learned.append(note)
+            log.info("%s", note)
+
 
 def patient_searches(selection: PullSelection) -> Iterable[dict[str, str]]:
-    """The Patient searches that select the cohort."""
+    """The Patient searches that select the cohort (a search selection: one)."""
     if selection.kind == "patients":
         for identifier in selection.identifiers:
             yield {"identifier": identifier}
@@ -144,56 +175,167 @@ def patient_searches(selection: PullSelection) -> Iterable[dict[str, str]]:
         yield PullSelection.parse_query(selection.query or "")
 
 
-async def _group_patients(client: SearchClient, group_id: str) -> AsyncIterator[Json]:
-    group = await client.read("Group", group_id)
-    for member in group.get("member", ()):
-        rid = patient_id((member.get("entity") or {}).get("reference"))
-        if rid is not None:
-            yield await client.read("Patient", rid)
+def _page_size(client: SearchClient) -> int:
+    return min(PAGE_SIZE, int(getattr(client, "max_entries_per_page", PAGE_SIZE)))
 
 
-async def selected_patients(client: SearchClient, selection: PullSelection) -> AsyncIterator[Json]:
-    if selection.kind == "group":
-        if not selection.group_id:
-            raise ValueError("a group pull needs a group id")
-        async for patient in _group_patients(client, selection.group_id):
-            yield patient
-        return
-    seen: set[str] = set()
-    for params in patient_searches(selection):
-        async for patient in client.search("Patient", params):
-            pid = patient.get("id") if isinstance(patient, dict) else None
-            if not isinstance(pid, str):
-                yield patient  # pull_resources lists it as dropped
-            elif pid not in seen:
-                seen.add(pid)
-                yield patient
+def _escape(value: str) -> str:
+    """One value of a multi-valued search parameter (https://hl7.org/fhir/R4/search.html#escaping)."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$")
 
 
-def _page(since: str | None) -> dict[str, str]:
-    params = {"_count": "200"}
-    if since:
-        params["_lastUpdated"] = f"gt{since}"
-    return params
+async def matches(client: SearchClient, resource_type: str, params: dict[str, str]) -> list[Json]:
+    """Every matched resource of a search across its pages; :class:`Truncated` when the
+    server states a ``total`` larger than what its pages held and offers no next page (a
+    server that does not page cuts the answer at ``_count``)."""
+    found: list[Json] = []
+    total: int | None = None
+    async for page in client.search_bundles(resource_type, params):
+        if total is None and isinstance(page.get("total"), int):
+            total = int(page["total"])
+        for entry in page.get("entry", ()):
+            mode = (entry.get("search") or {}).get("mode", "match")
+            resource = entry.get("resource")
+            if resource is not None and mode == "match":
+                found.append(resource)
+    if total is not None and len(found) < total:
+        raise Truncated(resource_type, len(found), total)
+    return found
 
 
-async def patient_resources(
-    client: SearchClient,
-    patient_id: str,
-    since: str | None,
-    params_by_type: dict[str, str | None],
-) -> AsyncIterator[Json]:
-    for rtype, param in params_by_type.items():
-        if param is None:
-            continue
-        params = {param: f"Patient/{patient_id}", **_page(since)}
+class Truncated(Exception):
+    """A search answered fewer matches than the total it stated, without a next page."""
+
+    def __init__(self, resource_type: str, got: int, total: int) -> None:
+        super().__init__(f"{resource_type}: {got} of {total} matches, no next page")
+        self.got = got
+        self.total = total
+
+
+_SPLIT_STATUSES = frozenset({400, 413, 414, 422})
+"""Answers to a multi-valued search that smaller chunks may avoid (too long a URL, too many
+values, or OR not supported)."""
+
+
+@dataclass
+class PatientSearch:
+    """Fetches resources of many patients in few requests (multi-valued searches, split and
+    corrected as the server answers); shared by every chunk of one pull."""
+
+    client: SearchClient
+    stats: PullStats
+    since: str | None = None
+    concurrency: int = 4
+    chunk: int = CHUNK
+    limits: dict[str, int] = field(default_factory=dict)
+    """Per (type, parameter), the most values one search may name: lowered on refusals."""
+    verified: set[str] = field(default_factory=set)
+    """(type, parameter) keys whose multi-valued searches were seen to work."""
+
+    def __post_init__(self) -> None:
+        self.gate = asyncio.Semaphore(self.concurrency)
+
+    def _params(self, param: str, values: Sequence[str], extra: dict[str, str]) -> dict[str, str]:
+        params = {param: ",".join(values), "_count": str(_page_size(self.client)), **extra}
+        if self.since:
+            params["_lastUpdated"] = f"gt{self.since}"
+        return params
+
+    def parts(self, key: str, values: Sequence[str]) -> list[list[str]]:
+        """``values`` in chunks of at most ``limits[key]`` values and MAX_VALUE_CHARS."""
+        most = self.limits.get(key, self.chunk)
+        out: list[list[str]] = []
+        current: list[str] = []
+        size = 0
+        for value in values:
+            if current and (len(current) >= most or size + len(value) + 1 > MAX_VALUE_CHARS):
+                out.append(current)
+                current, size = [], 0
+            current.append(value)
+            size += len(value) + 1
+        if current:
+            out.append(current)
+        return out
+
+    async def search(
+        self,
+        rtype: str,
+        param: str,
+        values: Sequence[str],
+        owner: Callable[[Json], str | None],
+        extra: dict[str, str] | None = None,
+    ) -> list[Json]:
+        """Matches of ``param`` = any of ``values`` (already escaped), chunk by chunk;
+        ``owner`` says which value a match belongs to (to check a server understood OR)."""
+        key = f"{rtype}.{param}"
+        found: list[Json] = []
+        for part in self.parts(key, values):
+            found += await self._part(rtype, param, part, owner, extra or {})
+        return found
+
+    async def _part(
+        self,
+        rtype: str,
+        param: str,
+        part: list[str],
+        owner: Callable[[Json], str | None],
+        extra: dict[str, str],
+    ) -> list[Json]:
+        key = f"{rtype}.{param}"
         try:
-            async for resource in client.search(rtype, params):
-                yield resource
+            async with self.gate:
+                got = await matches(self.client, rtype, self._params(param, part, extra))
+        except Truncated as cut:
+            if len(part) == 1:
+                raise BadResponse(
+                    f"{rtype} search: the server answered {cut.got} of {cut.total} matches "
+                    "with no next page"
+                ) from None
+            why = f"answered {cut.got} of {cut.total} matches, no next page"
+            return await self._split(rtype, param, part, owner, extra, why)
         except FhirClientError as exc:
             if is_unknown_search_param(exc):
                 raise SearchParamRefused(rtype, param) from exc
+            if len(part) > 1 and exc.status in _SPLIT_STATUSES:
+                return await self._split(rtype, param, part, owner, extra,
+                                         f"refused it (HTTP {exc.status})")  # fmt: skip
             raise
+        if len(part) > 1 and key not in self.verified:
+            if len({owner(r) for r in got}) >= 2:
+                self.verified.add(key)
+            elif await self._or_ignored(rtype, param, part, got, extra):
+                self.limits[key] = 1
+                self.stats.learn(f"the server does not combine values of {key} with commas "
+                                 "(OR); searching one value at a time")  # fmt: skip
+                return await self.search(rtype, param, part, owner, extra)
+        return got
+
+    async def _split(
+        self,
+        rtype: str,
+        param: str,
+        part: list[str],
+        owner: Callable[[Json], str | None],
+        extra: dict[str, str],
+        why: str,
+    ) -> list[Json]:
+        key = f"{rtype}.{param}"
+        smaller = max(1, len(part) // 2)
+        if self.limits.get(key, self.chunk) > smaller:
+            self.limits[key] = smaller
+            self.stats.learn(f"a search of {key} naming {len(part)} values: the server {why}; "
+                             f"naming at most {smaller} from now on")  # fmt: skip
+        return await self.search(rtype, param, part, owner, extra)
+
+    async def _or_ignored(
+        self, rtype: str, param: str, part: list[str], got: list[Json], extra: dict[str, str]
+    ) -> bool:
+        """Whether one value alone finds what the multi-valued search did not: a server that
+        reads ``a,b`` as one literal value (or only its first) would lose data silently."""
+        ids = {(r.get("resourceType"), r.get("id")) for r in got}
+        async with self.gate:
+            alone = await matches(self.client, rtype, self._params(param, part[-1:], extra))
+        return any((r.get("resourceType"), r.get("id")) not in ids for r in alone)
 
 
 async def by_type_scan(
@@ -205,11 +347,159 @@ async def by_type_scan(
     for rtype in types:
         # expected, not alarming: sekmet declares no patient search for AdverseEvent
         log.info("%s: server has no patient search parameter; reading by type", rtype)
-        async for resource in client.search(rtype, _page(since)):
+        params = {"_count": str(_page_size(client))}
+        if since:
+            params["_lastUpdated"] = f"gt{since}"
+        try:
+            found = await matches(client, rtype, params)
+        except Truncated as cut:
+            raise BadResponse(f"{rtype} search: the server answered {cut.got} of {cut.total} "
+                              "matches with no next page") from None  # fmt: skip
+        for resource in found:
             if stats.keep(resource, needs_subject=True):
                 pid = subject_patient_id(resource)
                 grouped.setdefault(str(pid), []).append(resource)
     return grouped
+
+
+@dataclass
+class ResourceFetcher:
+    """The selected patients' resources of every event type, a chunk of patients at a time."""
+
+    search: PatientSearch
+    params_by_type: dict[str, str | None]
+    scanned: dict[str, list[Json]] = field(default_factory=dict)
+
+    @classmethod
+    async def start(
+        cls, search: PatientSearch, params_by_type: dict[str, str | None]
+    ) -> ResourceFetcher:
+        fetcher = cls(search, dict(params_by_type))
+        await fetcher._scan([t for t, p in fetcher.params_by_type.items() if p is None])
+        return fetcher
+
+    async def _scan(self, types: list[str]) -> None:
+        if not types:
+            return
+        found = await by_type_scan(self.search.client, types, self.search.since, self.search.stats)
+        for owner, items in found.items():
+            self.scanned.setdefault(owner, []).extend(items)
+
+    async def of(self, patient_ids: list[str]) -> dict[str, list[Json]]:
+        """Per patient id: resources read by type first, then each type's search matches,
+        in EVENT_TYPES order (as a per-patient pull had them)."""
+        while True:
+            searched = [(t, p) for t, p in self.params_by_type.items() if p is not None]
+            try:
+                results = await asyncio.gather(
+                    *(self._type(rtype, param, patient_ids) for rtype, param in searched)
+                )
+                break
+            except SearchParamRefused as refused:
+                # learned from the refusal: read that type once by type, as if undeclared
+                self.search.stats.learn(
+                    f"the server refused search parameter {refused}; reading "
+                    f"{refused.resource_type} by type"
+                )
+                if self.params_by_type.get(refused.resource_type) is not None:
+                    # another chunk may have learned it meanwhile: one scan only
+                    self.params_by_type[refused.resource_type] = None
+                    await self._scan([refused.resource_type])
+        out: dict[str, list[Json]] = {pid: list(self.scanned.get(pid, ())) for pid in patient_ids}
+        for found in results:
+            for resource in found:
+                if not self.search.stats.keep(resource, needs_subject=True):
+                    continue
+                pid = subject_patient_id(resource)
+                # a match whose subject names none of these patients (a server matching
+                # through another path): kept with the chunk's first patient, as the
+                # per-patient search that found it would have
+                out[pid if pid in out else patient_ids[0]].append(resource)
+        return out
+
+    async def _type(self, rtype: str, param: str, patient_ids: list[str]) -> list[Json]:
+        refs = [f"Patient/{pid}" for pid in patient_ids]
+
+        def owner(resource: Json) -> str | None:
+            return subject_patient_id(resource)
+
+        return await self.search.search(rtype, param, refs, owner)
+
+
+async def _group_patients(search: PatientSearch, group_id: str) -> AsyncIterator[list[Json]]:
+    group = await search.client.read("Group", group_id)
+    ids: list[str] = []
+    for member in group.get("member", ()):
+        rid = patient_id((member.get("entity") or {}).get("reference"))
+        if rid is not None and rid not in ids:
+            ids.append(rid)
+    for part in search.parts("Patient._id", ids):
+
+        def owner(patient: Json) -> str | None:
+            return str(patient.get("id"))
+
+        found = await search.search("Patient", "_id", part, owner)
+        by_id = {str(p.get("id")): p for p in found if isinstance(p, dict)}
+        missing = [rid for rid in part if rid not in by_id]
+        for rid in missing:  # read one by one: the read says why it is missing
+            by_id[rid] = await search.client.read("Patient", rid)
+        yield [by_id[rid] for rid in part]
+
+
+async def _selected_chunks(
+    search: PatientSearch, selection: PullSelection
+) -> AsyncIterator[list[Json]]:
+    """The selected patients, in chunks of at most ``search.chunk``, each patient once."""
+    if selection.kind == "group":
+        if not selection.group_id:
+            raise ValueError("a group pull needs a group id")
+        async for chunk in _group_patients(search, selection.group_id):
+            yield chunk
+        return
+    seen: set[str] = set()
+    batch: list[Json] = []
+
+    def fresh(found: Iterable[Any]) -> Iterable[Any]:
+        for patient in found:
+            pid = patient.get("id") if isinstance(patient, dict) else None
+            if not isinstance(pid, str):
+                yield patient  # pull_resources lists it as dropped
+            elif pid not in seen:
+                seen.add(pid)
+                yield patient
+
+    if selection.kind == "patients":
+        values = [_escape(i) for i in selection.identifiers]
+
+        def owner(patient: Json) -> str | None:
+            return str(patient.get("id"))
+
+        for part in search.parts("Patient.identifier", values):
+            batch += fresh(await search.search("Patient", "identifier", part, owner))
+            while len(batch) >= search.chunk:
+                yield batch[: search.chunk]
+                batch = batch[search.chunk :]
+    else:
+        params = PullSelection.parse_query(selection.query or "")
+        params.setdefault("_count", str(_page_size(search.client)))
+        async for page in search.client.search_bundles("Patient", params):
+            for entry in page.get("entry", ()):
+                if (entry.get("search") or {}).get("mode", "match") != "match":
+                    continue
+                batch += fresh([entry.get("resource")])
+                if len(batch) >= search.chunk:
+                    yield batch
+                    batch = []
+            total = page.get("total")
+            if isinstance(total, int) and not _next(page) and len(seen) < total:
+                raise BadResponse(f"Patient search: the server answered {len(seen)} of {total}"
+                                  " matches with no next page")  # fmt: skip
+    if batch:
+        yield batch
+
+
+def _next(page: Json) -> bool:
+    return any(link.get("relation") == "next" for link in page.get("link", ()))
 
 
 async def pull_resources(
@@ -217,36 +507,51 @@ async def pull_resources(
     selection: PullSelection,
     stats: PullStats | None = None,
     search_params: dict[str, list[str]] | None = None,
+    *,
+    concurrency: int = 4,
+    chunk: int = CHUNK,
 ) -> AsyncIterator[tuple[Json, list[Json]]]:
-    """Yield each selected Patient with the resources that reference it, patient by patient."""
+    """Yield each selected Patient with the resources that reference it, in the order the
+    selection names them; the resources of up to ``concurrency`` chunks of patients are
+    fetched at once, at most ``concurrency`` requests at a time."""
     stats = stats or PullStats()
-    params_by_type = await patient_params(client, search_params)
-    unsearchable = [t for t, p in params_by_type.items() if p is None]
-    scanned = await by_type_scan(client, unsearchable, selection.since, stats)
-    async for patient in selected_patients(client, selection):
-        if not stats.keep(patient):
-            continue
+    search = PatientSearch(client, stats, selection.since, concurrency, chunk)
+    fetcher = await ResourceFetcher.start(search, await patient_params(client, search_params))
+    pending: deque[tuple[list[Json], asyncio.Task[dict[str, list[Json]]]]] = deque()
+    try:
+        async for patients in _selected_chunks(search, selection):
+            kept = [p for p in patients if stats.keep(p)]
+            if not kept:
+                continue
+            ids = [str(p["id"]) for p in kept]
+            pending.append((kept, asyncio.ensure_future(fetcher.of(ids))))
+            while pending and (len(pending) > concurrency or pending[0][1].done()):
+                for item in await _done(pending.popleft(), stats):
+                    yield item
+        while pending:
+            for item in await _done(pending.popleft(), stats):
+                yield item
+    finally:
+        for _, task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+
+
+async def _done(
+    item: tuple[list[Json], asyncio.Task[dict[str, list[Json]]]], stats: PullStats
+) -> list[tuple[Json, list[Json]]]:
+    patients, task = item
+    found = await task
+    out = []
+    for patient in patients:
         stats.patients += 1
         stats.count(patient)
-        pid = str(patient["id"])
-        while True:
-            try:
-                found = [
-                    r async for r in patient_resources(client, pid, selection.since, params_by_type)
-                ]
-                break
-            except SearchParamRefused as refused:
-                # learned from the refusal: read that type once by type, as if undeclared
-                log.info("server refused search parameter %s; reading by type", refused)
-                params_by_type[refused.resource_type] = None
-                extra = await by_type_scan(client, [refused.resource_type], selection.since, stats)
-                for owner, items in extra.items():
-                    scanned.setdefault(owner, []).extend(items)
-        resources = list(scanned.get(pid, ()))
-        resources += [r for r in found if stats.keep(r, needs_subject=True)]
+        resources = found.get(str(patient["id"]), [])
         for resource in resources:
             stats.count(resource)
-        yield patient, resources
+        out.append((patient, resources))
+    return out
 
 
 class HistoryClient(Protocol):

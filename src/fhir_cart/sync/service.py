@@ -38,13 +38,14 @@ from fhir_cart.references import subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.capabilities import ServerCapabilities
 from fhir_cart.sync.pull import (
+    CHUNK,
     EVENT_TYPES,
+    PatientSearch,
     PullSelection,
     PullStats,
-    by_type_scan,
+    ResourceFetcher,
     deleted_since,
     patient_params,
-    patient_resources,
     pull_resources,
 )
 from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
@@ -300,10 +301,12 @@ async def _fetch(
     stats: PullStats,
     on_patient: Callable[[int], None] | None,
     search_params: dict[str, list[str]] | None = None,
+    concurrency: int = 4,
 ) -> set[str]:
     patient_ids: set[str] = set()
-    stats.complete = {"Patient", *EVENT_TYPES}  # each searched per patient or read by type
-    async for patient, resources in pull_resources(client, selection, stats, search_params):
+    stats.complete = {"Patient", *EVENT_TYPES}  # each searched by patient or read by type
+    pulled = pull_resources(client, selection, stats, search_params, concurrency=concurrency)
+    async for patient, resources in pulled:
         patient_ids.add(str(patient["id"]))
         cache.record_received(server=key, resources=[patient, *resources])
         if on_patient is not None:
@@ -312,7 +315,7 @@ async def _fetch(
 
 
 async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: PullSelection,
-                        stats: PullStats) -> set[str]:  # fmt: skip
+                        stats: PullStats, concurrency: int = 4) -> set[str]:  # fmt: skip
     manifest = await client.export_manifest(
         group_id=selection.group_id, types=["Patient", *EVENT_TYPES], since=selection.since
     )
@@ -339,7 +342,8 @@ async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: P
     stats.patients = len(patient_ids)
     missing = [t for t in EVENT_TYPES if t not in stats.complete]
     if missing and patient_ids:
-        await _search_missing(client, cache, key, missing, patient_ids, selection, stats)
+        await _search_missing(client, cache, key, missing, patient_ids, selection, stats,
+                              concurrency)  # fmt: skip
         stats.complete |= set(missing)  # searched per patient: received in full now
     return patient_ids
 
@@ -352,23 +356,22 @@ async def _search_missing(
     patient_ids: set[str],
     selection: PullSelection,
     stats: PullStats,
+    concurrency: int = 4,
 ) -> None:
     """Types an export left out (sekmet 0.1.1 exports no AdverseEvent, for one; an empty
-    type has no output either): searched per patient, so nothing is silently missing."""
+    type has no output either): searched for the patients, a chunk at a time, so nothing
+    is silently missing."""
     params = await patient_params(client)
-    wanted = {t: params[t] for t in types}
-    scanned = await by_type_scan(client, [t for t, p in wanted.items() if p is None],
-                                 selection.since, stats)  # fmt: skip
-    for pid in sorted(patient_ids):
-        found = list(scanned.get(pid, ()))
-        found += [
-            r
-            async for r in patient_resources(client, pid, selection.since, wanted)
-            if stats.keep(r, needs_subject=True)
-        ]
-        for resource in found:
+    search = PatientSearch(client, stats, selection.since, concurrency)
+    fetcher = await ResourceFetcher.start(search, {t: params[t] for t in types})
+    ids = sorted(patient_ids)
+    for start in range(0, len(ids), CHUNK):
+        part = ids[start : start + CHUNK]
+        found = await fetcher.of(part)
+        resources = [r for pid in part for r in found[pid]]
+        for resource in resources:
             stats.count(resource)
-        cache.record_received(server=key, resources=found)
+        cache.record_received(server=key, resources=resources)
 
 
 def _belongs(resource: dict[str, Any], patient_ids: set[str]) -> bool:
@@ -448,10 +451,11 @@ async def run_pull(
         async with client_for(server) as client:
             selection, gone = await _deletions(client, selection)
             if use_export:
-                ids = await _fetch_export(client, cache, key, selection, stats)
+                ids = await _fetch_export(client, cache, key, selection, stats,
+                                          server.concurrency)  # fmt: skip
             else:
                 ids = await _fetch(client, cache, key, selection, stats, on_patient,
-                                   server.search_params)  # fmt: skip
+                                   server.search_params, server.concurrency)  # fmt: skip
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
