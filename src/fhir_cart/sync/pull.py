@@ -56,9 +56,9 @@ drug events when a server records no administrations."""
 CHUNK = 100
 """Most patients one multi-valued search names (also the Patient ``_id``/``identifier``
 chunks of a Group or identifier-list selection)."""
-MAX_VALUE_CHARS = 3_600
-"""Longest value of one multi-valued parameter: with the rest, URLs stay under about 4 KB,
-which servers and proxies take (many refuse above 8 KB)."""
+MAX_VALUE_CHARS = 6_000
+"""Longest value of one multi-valued parameter: 100 references to UUID ids take 4,500, and
+URLs stay under 8 KB, which servers and proxies commonly take (a refusal splits further)."""
 PAGE_SIZE = 500
 """``_count`` asked for each search (capped by the client's ``max_entries_per_page``)."""
 
@@ -230,7 +230,9 @@ class PatientSearch:
     limits: dict[str, int] = field(default_factory=dict)
     """Per (type, parameter), the most values one search may name: lowered on refusals."""
     verified: set[str] = field(default_factory=set)
-    """(type, parameter) keys whose multi-valued searches were seen to work."""
+    """Scopes whose multi-valued searches were seen to work: a (type, parameter) key, or
+    ``"patient reference"`` for the reference parameters that select a patient's resources
+    of every type (one search engine reads them all: seen on one type, trusted on all)."""
 
     def __post_init__(self) -> None:
         self.gate = asyncio.Semaphore(self.concurrency)
@@ -264,13 +266,15 @@ class PatientSearch:
         values: Sequence[str],
         owner: Callable[[Json], str | None],
         extra: dict[str, str] | None = None,
+        scope: str | None = None,
     ) -> list[Json]:
         """Matches of ``param`` = any of ``values`` (already escaped), chunk by chunk;
-        ``owner`` says which value a match belongs to (to check a server understood OR)."""
+        ``owner`` says which value a match belongs to (to check a server understood OR, once
+        per ``scope``, by default the type and parameter)."""
         key = f"{rtype}.{param}"
         found: list[Json] = []
         for part in self.parts(key, values):
-            found += await self._part(rtype, param, part, owner, extra or {})
+            found += await self._part(rtype, param, part, owner, extra or {}, scope or key)
         return found
 
     async def _part(
@@ -280,6 +284,7 @@ class PatientSearch:
         part: list[str],
         owner: Callable[[Json], str | None],
         extra: dict[str, str],
+        scope: str,
     ) -> list[Json]:
         key = f"{rtype}.{param}"
         try:
@@ -292,22 +297,22 @@ class PatientSearch:
                     "with no next page"
                 ) from None
             why = f"answered {cut.got} of {cut.total} matches, no next page"
-            return await self._split(rtype, param, part, owner, extra, why)
+            return await self._split(rtype, param, part, owner, extra, scope, why)
         except FhirClientError as exc:
             if is_unknown_search_param(exc):
                 raise SearchParamRefused(rtype, param) from exc
             if len(part) > 1 and exc.status in _SPLIT_STATUSES:
-                return await self._split(rtype, param, part, owner, extra,
-                                         f"refused it (HTTP {exc.status})")  # fmt: skip
+                why = f"refused it (HTTP {exc.status})"
+                return await self._split(rtype, param, part, owner, extra, scope, why)
             raise
-        if len(part) > 1 and key not in self.verified:
+        if len(part) > 1 and scope not in self.verified:
             if len({owner(r) for r in got}) >= 2:
-                self.verified.add(key)
+                self.verified.add(scope)
             elif await self._or_ignored(rtype, param, part, got, extra):
                 self.limits[key] = 1
                 self.stats.learn(f"the server does not combine values of {key} with commas "
                                  "(OR); searching one value at a time")  # fmt: skip
-                return await self.search(rtype, param, part, owner, extra)
+                return await self.search(rtype, param, part, owner, extra, key)
         return got
 
     async def _split(
@@ -317,6 +322,7 @@ class PatientSearch:
         part: list[str],
         owner: Callable[[Json], str | None],
         extra: dict[str, str],
+        scope: str,
         why: str,
     ) -> list[Json]:
         key = f"{rtype}.{param}"
@@ -325,7 +331,7 @@ class PatientSearch:
             self.limits[key] = smaller
             self.stats.learn(f"a search of {key} naming {len(part)} values: the server {why}; "
                              f"naming at most {smaller} from now on")  # fmt: skip
-        return await self.search(rtype, param, part, owner, extra)
+        return await self.search(rtype, param, part, owner, extra, scope)
 
     async def _or_ignored(
         self, rtype: str, param: str, part: list[str], got: list[Json], extra: dict[str, str]
@@ -423,7 +429,7 @@ class ResourceFetcher:
         def owner(resource: Json) -> str | None:
             return subject_patient_id(resource)
 
-        return await self.search.search(rtype, param, refs, owner)
+        return await self.search.search(rtype, param, refs, owner, scope="patient reference")
 
 
 async def _group_patients(search: PatientSearch, group_id: str) -> AsyncIterator[list[Json]]:
