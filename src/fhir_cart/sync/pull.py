@@ -59,7 +59,7 @@ chunks of a Group or identifier-list selection)."""
 MAX_VALUE_CHARS = 6_000
 """Longest value of one multi-valued parameter: 100 references to UUID ids take 4,500, and
 URLs stay under 8 KB, which servers and proxies commonly take (a refusal splits further)."""
-PAGE_SIZE = 500
+PAGE_SIZE = 1_000
 """``_count`` asked for each search (capped by the client's ``max_entries_per_page``)."""
 
 
