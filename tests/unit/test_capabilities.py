@@ -38,6 +38,26 @@ def test_capabilities_come_from_the_statement_and_settings_override() -> None:
     assert (forced.transaction, forced.max_transaction_entries) == (True, 8)
 
 
+def test_the_search_side_is_read_and_gives_the_pull_plan() -> None:
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "rest": [{
+            "operation": [{"name": "export"}],
+            "resource": [
+                {"type": "Patient", "searchRevInclude": ["Observation:subject"],
+                 "operation": [{"name": "everything"}]},
+                {"type": "Observation", "searchParam": [{"name": "subject"}]},
+            ],
+        }],
+    }  # fmt: skip
+    caps = ServerCapabilities.from_statement(statement)
+    assert caps.search_rev_include["Patient"] == {"Observation:subject"}
+    assert caps.operations == {"": {"export"}, "Patient": {"everything"}, "Observation": set()}
+    plan = caps.pull_plan(["Observation", "AdverseEvent"])
+    assert plan["Observation"].startswith("Observation?subject=Patient/a,Patient/b")
+    assert "read by type" in plan["AdverseEvent"]
+
+
 def test_a_size_refusal_halves_the_limit_once_per_size() -> None:
     caps = ServerCapabilities()
     assert caps.fits(500)

@@ -11,6 +11,19 @@ Three sources, in this order of trust:
    sends (R4 has no element for that limit: Medplum's router, for one, refuses more than
    8 entries in a transaction of conditional writes), and a search parameter the server
    refuses is not asked again.
+
+The search side (what a pull may ask): ``searchParam``, ``searchInclude``/
+``searchRevInclude`` and ``operation`` per type. A pull selects each type's resources by
+the patient reference parameter (``subject``, else ``patient``) with many patients per
+search (R4 search: a comma is OR; nothing in a CapabilityStatement says whether a server
+honours it, so :mod:`fhir_cart.sync.pull` checks the answers), and reads a type without
+such a parameter by type. It does not use ``Patient/[id]/$everything``: it is one request
+per patient, and a type-level ``Patient/$everything`` is rare (sekmet 0.1.1 declares the
+operation and refuses it without an id; Medplum's test router has neither). Nor
+``_revinclude`` on the Patient search: it would save one request per type per 100
+patients, but how many included resources a page may hold is the server's own choice,
+with no total to check against (Medplum's router ignores ``_revinclude`` without a word,
+and declares none).
 """
 
 from __future__ import annotations
@@ -60,6 +73,10 @@ class ServerCapabilities:
     """Largest transaction known to be accepted; None while no limit is known."""
     conditional_update: dict[str, bool] = field(default_factory=dict)
     search_params: dict[str, set[str]] = field(default_factory=dict)
+    search_rev_include: dict[str, set[str]] = field(default_factory=dict)
+    """Per type, the ``_revinclude`` values a search of that type declares."""
+    operations: dict[str, set[str]] = field(default_factory=dict)
+    """Operations by type (``""``: system level), e.g. ``{"Patient": {"everything"}}``."""
     learned: list[str] = field(default_factory=list)
     """What this run learned from refusals, in words (for the report)."""
 
@@ -78,12 +95,15 @@ class ServerCapabilities:
             batch="batch" in codes,
             max_transaction_entries=max_transaction_entries,
         )
+        caps.operations[""] = {str(o.get("name")) for o in rest.get("operation", ())}
         for resource in rest.get("resource", ()):
             rtype = str(resource.get("type"))
             caps.conditional_update[rtype] = bool(resource.get("conditionalUpdate", False))
             caps.search_params[rtype] = {
                 str(p.get("name")) for p in resource.get("searchParam", ())
             }
+            caps.search_rev_include[rtype] = {str(v) for v in resource.get("searchRevInclude", ())}
+            caps.operations[rtype] = {str(o.get("name")) for o in resource.get("operation", ())}
         if bundle_type != "auto":
             caps.transaction = bundle_type == "transaction"
             caps.batch = caps.batch or bundle_type == "batch"
@@ -109,6 +129,18 @@ class ServerCapabilities:
         """The search parameter that selects a patient's resources of this type."""
         names = self.search_params.get(resource_type, set())
         return next((n for n in ("subject", "patient") if n in names), None)
+
+    def pull_plan(self, types: tuple[str, ...] | list[str]) -> dict[str, str]:
+        """In words, per type, how a pull reads the selected patients' resources."""
+        plan = {}
+        for rtype in types:
+            param = self.patient_param(rtype)
+            plan[rtype] = (
+                f"{rtype}?{param}=Patient/a,Patient/b,... (many patients per search)"
+                if param
+                else f"{rtype} read by type (no patient search parameter declared)"
+            )
+        return plan
 
     def forget_search_param(self, resource_type: str, name: str) -> None:
         self.search_params.get(resource_type, set()).discard(name)

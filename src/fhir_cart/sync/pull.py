@@ -82,6 +82,8 @@ async def patient_params(
     caps = ServerCapabilities.from_statement(await client.capabilities())
     for rtype, names in (declared or {}).items():
         caps.search_params[rtype] = set(names)
+    for step in caps.pull_plan(EVENT_TYPES).values():
+        log.debug("pull plan: %s", step)
     return {rtype: caps.patient_param(rtype) for rtype in EVENT_TYPES}
 
 
