@@ -524,6 +524,8 @@ def pull_command(
     if result.unmapped:
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
+    for note in result.stats.learned:
+        err.print(f"note: {escape(note)}")
     out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
               f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
     out.print(f"wrote {_plural(len(written), 'file')} to {out_dir}")
