@@ -306,12 +306,22 @@ async def _fetch(
     patient_ids: set[str] = set()
     stats.complete = {"Patient", *EVENT_TYPES}  # each searched by patient or read by type
     pulled = pull_resources(client, selection, stats, search_params, concurrency=concurrency)
+    batch: list[dict[str, Any]] = []
     async for patient, resources in pulled:
         patient_ids.add(str(patient["id"]))
-        cache.record_received(server=key, resources=[patient, *resources])
+        batch += [patient, *resources]
+        if len(batch) >= _RECORD_BATCH:  # one transaction per batch, not per patient
+            cache.record_received(server=key, resources=batch)
+            batch = []
         if on_patient is not None:
             on_patient(len(patient_ids))
+    cache.record_received(server=key, resources=batch)
     return patient_ids
+
+
+_RECORD_BATCH = 2_000
+"""Resources received written to the cache in one transaction (a commit per patient made
+the cache, not the server, the bottleneck of a pull)."""
 
 
 async def _fetch_export(client: FhirClient, cache: Cache, key: str, selection: PullSelection,
