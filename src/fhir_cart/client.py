@@ -214,6 +214,9 @@ class FhirClient:
         self._limits = httpx.Limits(max_connections=max_connections)
         self._http: httpx.AsyncClient | None = None
         self._capabilities: Json | None = None
+        self._auth_lock = asyncio.Lock()
+        self._auth_generation = 0
+        """Bumped each time a refused token is forgotten."""
 
     async def __aenter__(self) -> FhirClient:
         self._http = httpx.AsyncClient(
@@ -291,6 +294,7 @@ class FhirClient:
         attempt = 0
         while True:
             attempt += 1
+            generation = self._auth_generation
             try:
                 response = await self._send(method, url, params, content, headers, credentials)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -309,7 +313,11 @@ class FhirClient:
             refresh = credentials and self.auth.refreshable and not reauthed
             if response.status_code == 401 and refresh:
                 reauthed = True
-                self.auth.invalidate()
+                if generation == self._auth_generation:
+                    # the token this request went with is refused: forget it, once (requests
+                    # that were in flight with it take the next one, not one each)
+                    self._auth_generation += 1
+                    self.auth.invalidate()
                 continue
             if response.status_code in RETRYABLE_STATUSES and safe and attempt <= self.max_retries:
                 await self._sleep(self._delay(attempt, retry_after(response)))
@@ -358,7 +366,8 @@ class FhirClient:
             # the one place credentials are attached: only ever for the configured origin
             if not self.same_origin(url):
                 raise ForeignOriginError(f"credentials refused for {_host(url)}")
-            headers.update(await self.auth.headers(self.http, self.base_url))
+            async with self._auth_lock:  # one token request at a time, shared by all
+                headers.update(await self.auth.headers(self.http, self.base_url))
         if content is not None:
             headers["Content-Type"] = FHIR_JSON
         headers.update(extra or {})

@@ -17,6 +17,7 @@ from jwt.algorithms import RSAAlgorithm
 from pydantic import SecretStr
 
 import fhir_cart.auth
+import fhir_cart.sync.pull
 from fhir_cart.cache import open_cache
 from fhir_cart.cli import main
 from fhir_cart.errors import AuthError
@@ -106,13 +107,17 @@ def test_push_and_pull_with_smart_backend_services_and_a_token_that_expires(
         assert written(report) == sum(expected_totals(ctx, seed_cases).values())
         assert requests.count == 1
 
-        def wait_out_the_token(patients: int) -> None:
-            if patients == 1:  # mid-pull, with the same client and token
-                time.sleep(TOKEN_LIFETIME_S + 1)
+        searched = fhir_cart.sync.pull.matches
 
+        async def wait_out_the_token(client: Any, rtype: str, params: dict[str, str]) -> Any:
+            if rtype == "Condition":  # mid-pull, after the Patient search, same client and token
+                time.sleep(TOKEN_LIFETIME_S + 1)
+            return await searched(client, rtype, params)
+
+        # the other types' searches go at the same time, all with the expired token
+        monkeypatch.setattr(fhir_cart.sync.pull, "matches", wait_out_the_token)
         selection = PullSelection(kind="search", query=SEED_QUERY)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache,
-                                      on_patient=wait_out_the_token))  # fmt: skip
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
     assert by_id(pulled.cases) == by_id(seed_cases)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
@@ -181,6 +182,35 @@ async def test_401_reauthenticates_once(mock: respx.MockRouter, sleeps: Sleeps) 
     assert token.call_count == 2
     assert route.calls[0].request.headers["Authorization"] == "Bearer t1"
     assert route.calls[1].request.headers["Authorization"] == "Bearer t2"
+
+
+async def test_an_expired_token_refused_to_requests_in_flight_is_renewed_once(
+    mock: respx.MockRouter, sleeps: Sleeps
+) -> None:
+    """A pull sends several searches at once: when the token expires, each is refused, and
+    one new token serves them all."""
+    token = mock.post("https://auth.test/token").mock(
+        side_effect=[
+            httpx.Response(200, json={"access_token": f"t{i}", "expires_in": 3600})
+            for i in range(1, 6)
+        ]
+    )
+    first: list[str] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] == "Bearer t1":
+            first.append(request.url.path)
+            await asyncio.sleep(0.05)  # all four are in flight with t1 before any answer
+            return httpx.Response(401)
+        return httpx.Response(200, json=PATIENT)
+
+    mock.get(url__regex=r"/Patient/\d").mock(side_effect=answer)
+    auth = ClientCredentials("https://auth.test/token", "study", SecretStr("s3cret"))
+    async with FhirClient(base_url=BASE, auth=auth, sleep=sleeps) as client:
+        got = await asyncio.gather(*(client.read("Patient", str(i)) for i in range(4)))
+    assert got == [PATIENT] * 4
+    assert len(first) == 4
+    assert token.call_count == 2
 
 
 async def test_401_twice_is_an_auth_error(mock: respx.MockRouter, sleeps: Sleeps) -> None:
