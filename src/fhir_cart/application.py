@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from fhir_cart.cache import Cache, open_cache
 from fhir_cart.client import FhirClient
 from fhir_cart.errors import ConfigError, InputError, Reject
-from fhir_cart.mappers.context import MappingContext, mapping_context
+from fhir_cart.mappers.context import MappingContext, RefStyle, mapping_context
 from fhir_cart.readers import ReadResult, read_study
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, Settings, load_settings
@@ -61,6 +61,11 @@ class PullContext(MappingContext):
             if found is not None:
                 return found
         return None
+
+    def with_style(self, ref_style: RefStyle) -> PullContext:
+        plain = super().with_style(ref_style)
+        return PullContext(plain.concepts, plain.profiles, plain.identifier_base,
+                           plain.ref_style, other_bases=self.other_bases)  # fmt: skip
 
 
 def _centre_under(base: str, system: str) -> str | None:

@@ -388,7 +388,10 @@ ServerOpt = Annotated[
 ]  # fmt: skip
 CacheOpt = Annotated[
     str | None,
-    typer.Option("--cache", help="Cache database URL (default: settings' cache_url, else SQLite in data_dir)."),
+    typer.Option(
+        "--cache",
+        help="Cache database URL (default: settings' cache_url, else SQLite in data_dir).",
+    ),
 ]
 
 

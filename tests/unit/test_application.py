@@ -103,8 +103,9 @@ def test_a_pull_keeps_a_centres_own_identifier_base(tmp_path: Path) -> None:
     resources = [r for rs in map_cases(ctx.with_style("relative"), cases) for r in rs]
     wanted = sorted((c.patient.centre, c.patient.study_id) for c in cases)
     assert {centre for centre, _ in wanted} == {"own"}
-    pulled = cases_from_fhir(application.pull_context(), resources).cases
-    assert sorted((c.patient.centre, c.patient.study_id) for c in pulled) == wanted
+    for pull_ctx in (application.pull_context(), application.pull_context().with_style("urn")):
+        pulled = cases_from_fhir(pull_ctx, resources).cases
+        assert sorted((c.patient.centre, c.patient.study_id) for c in pulled) == wanted
     # what a context of the default base alone made of them (the bug this guards against)
     lost = cases_from_fhir(application.mapping_context(), resources).cases
     assert {c.patient.centre for c in lost} == {"ehr"}
