@@ -13,12 +13,15 @@ servers are decided here once, the same way for all of them:
   mapping's own identifier base (a centre's patients keep their centre and study id);
 - ``server(name)`` / ``client(name)``: servers named in settings (or, where allowed, a URL
   needing no authentication);
-- ``push``, ``pull``, ``registry_build``: the use cases, on a cache the caller holds.
+- ``push``, ``pull``: the use cases, on a cache the caller holds; ``registry_build`` (which
+  pushes through the cache settings name).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ from fhir_cart.yamlfile import read_yaml
 
 if TYPE_CHECKING:
     from fhir_cart.registry.build import BuildResult, Progress
+    from fhir_cart.registry.definition import RegistryDef
 
 __all__ = ["Application", "PullContext", "PushOutcome"]
 
@@ -265,13 +269,62 @@ class Application:
         work: Path | None = None,
         progress: Progress | None = None,
     ) -> tuple[BuildResult, str | None]:
-        """Build the registry of ``registry_file`` into ``out`` (and push it when asked)."""
-        from fhir_cart.registry import workflow
+        """Build the registry of ``registry_file`` into ``out`` (and push it to the server
+        ``push`` names, when asked). The key comes from settings' ``registry_key`` or the
+        environment; the working copy defaults to ``<data_dir>/registry/<id>``."""
+        from fhir_cart.concepts import load_concepts
+        from fhir_cart.registry.build import build_registry
+        from fhir_cart.registry.definition import load_registry
+        from fhir_cart.registry.pseudonyms import registry_key
+        from fhir_cart.registry.workflow import study_summariser
+        from fhir_cart.terminology import load_terminology
 
-        return workflow.run_registry_build(
-            registry_file, out, push=push, force=force, spark=spark, work=work,
-            progress=progress, settings=self.settings,
+        definition = load_registry(registry_file)
+        if spark:
+            linkage = definition.linkage.model_copy(update={"backend": "spark"})
+            definition = definition.model_copy(update={"linkage": linkage})
+        configured = self.settings.registry_key
+        key = registry_key(configured.get_secret_value() if configured else None)
+        work = work or self.data_dir / "registry" / definition.id
+        terms = load_terminology(self.mappings_dir / "terminology.yaml")
+        library = load_concepts(terms, self.mappings_dir / "concepts.yaml")
+        result = build_registry(
+            definition, out, key=key, library=library,
+            summariser=study_summariser(definition), progress=progress, force=force, work=work,
         )  # fmt: skip
+        if push is None:
+            return result, None
+        if result.registry is None:
+            return result, "no input changed: nothing to push"
+        return result, asyncio.run(self._push_registry(result, definition, push, work))
+
+    async def _push_registry(
+        self, result: BuildResult, definition: RegistryDef, server: str, work: Path
+    ) -> str:
+        """The registry's patients through the idempotent push (only what changed is sent),
+        then its ConceptMaps and Provenance (only those whose content changed)."""
+        from fhir_cart.registry.artefacts import PushedHashes, push_artefacts
+
+        registry = result.registry
+        assert registry is not None
+        target = self.server(server)
+        ctx = mapping_context(
+            identifier_base=definition.fhir.identifier_base, mappings_dir=self.mappings_dir,
+            strict=self.settings.strict_terminology,
+        )  # fmt: skip
+        with self.opened_cache() as cache:
+            plan, report = await run_push(cases=registry.cases, ctx=ctx, server=target, cache=cache)
+        name = hashlib.sha256(target.base_url.encode()).hexdigest()[:16]
+        pushed = PushedHashes(work / f"pushed-artefacts-{name}.json")
+        async with self.client(target) as client:
+            resources = [*registry.concept_maps, *registry.provenance]
+            extra = await push_artefacts(client, resources, pushed)
+        changed = sum(len(resources) for resources in plan.to_send)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) if report else ""
+        return (
+            f"pushed to {server}: {changed} of {plan.total} resources changed; {counts}; "
+            f"{extra} ConceptMap/Provenance resources sent"
+        )
 
     def failure_causes(self, cache: Cache, run_id: int) -> list[FailureCause]:
         """A run's failed resources grouped by cause, biggest first, each with a hint."""
