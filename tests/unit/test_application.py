@@ -121,6 +121,7 @@ def test_every_front_end_goes_through_the_application_layer() -> None:
     # builds a mapping context or runs a push or pull itself
     src = Path(fhir_cart.__file__).parent
     front_ends = [src / "cli.py", src / "demo.py", src / "registry" / "cli.py",
+                  src / "registry" / "workflow.py",
                   *sorted((src / "service").rglob("*.py"))]  # fmt: skip
     own_calls = re.compile(r"(?<![.\w])(open_cache|mapping_context|run_push|run_pull|client_for)\(")
     for path in front_ends:
