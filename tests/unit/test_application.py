@@ -127,3 +127,22 @@ def test_every_front_end_goes_through_the_application_layer() -> None:
     for path in front_ends:
         found = own_calls.findall(path.read_text(encoding="utf-8"))
         assert not found, (path.name, found)
+
+
+def test_every_loader_reads_the_mappings_dir_settings_name(
+    no_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Study definitions, the readers' concept library and the centre mappings by name all
+    come from settings' mappings_dir, not only the mapping context."""
+    folder = no_config / "mappings"
+    shutil.copytree(MAPPINGS, folder)
+    shutil.copy(folder / "studies" / "seed.yaml", folder / "studies" / "only-here.yaml")
+    args = ["summary", str(SEED_FILE), "-m", str(SEED_MAPPING), "--study", "only-here", "--json"]
+    assert main(args) == 2  # not in the shipped mappings
+    monkeypatch.setenv("FHIR_CART_MAPPINGS_DIR", str(folder))
+    assert main(args) == 0
+    application = Application(Settings())
+    assert application.mapping_file("seed") == folder / "centres" / "seed.yaml"
+    from fhir_cart.terminology import default_mappings_dir
+
+    assert default_mappings_dir() == folder
