@@ -1,10 +1,14 @@
-"""The fhir_cart web service: uploads, previews, push/pull jobs, exports, cache browsing.
+"""The fhir_cart web service: uploads, previews, push/pull/registry jobs, exports, cache
+browsing.
 
-``create_app(settings)`` builds the app (tests pass their own settings and override
-dependencies); ``fhir-cart serve`` runs it with uvicorn. Every endpoint but ``/health`` needs
-an API key from settings (``X-API-Key`` header or ``Authorization: Bearer``). Errors are RFC
-9457 problem documents, never stack traces. Servers are named in settings: clients cannot
-make the service call arbitrary URLs.
+``create_app(settings)`` builds the app over one application layer
+(:class:`fhir_cart.application.Application`; tests pass their own settings and override
+dependencies); ``fhir-cart serve`` runs it with uvicorn. The routes are one APIRouter per
+area (``service/routers``), their shared dependencies in ``service/deps.py``.
+
+Every endpoint but ``/health`` needs an API key from settings (``X-API-Key`` header or
+``Authorization: Bearer``). Errors are RFC 9457 problem documents, never stack traces.
+Servers are named in settings: clients cannot make the service call arbitrary URLs.
 """
 
 from __future__ import annotations
@@ -104,7 +108,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.application = application
-    app.state.settings = settings
     app.add_middleware(Guard, settings=settings)
     _handlers(app)
     for router in ROUTERS:
