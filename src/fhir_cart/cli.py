@@ -36,7 +36,7 @@ from fhir_cart.errors import (
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
-from fhir_cart.settings import ServerSettings, load_settings
+from fhir_cart.settings import load_settings
 from fhir_cart.summary import StudyDefinition, summarise
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.push import PushPlan, PushReport, failure_causes
@@ -393,10 +393,6 @@ CacheOpt = Annotated[
         help="Cache database URL (default: settings' cache_url, else SQLite in data_dir).",
     ),
 ]
-
-
-def _server(name: str) -> ServerSettings:
-    return _app().server(name)
 
 
 def _progress() -> Progress:
