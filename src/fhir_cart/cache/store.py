@@ -165,12 +165,26 @@ class Cache:
                 done, total = progress
                 self.runs.update_run(run_id, conn, progress_done=done, progress_total=total)
 
-    def begin_pending_groups(
-        self, *, run_id: int, groups: Sequence[tuple[int, Sequence[tuple[Key, str]]]]
-    ) -> None:
-        """Journal many bundle groups ((bundle number, (key, hash) items)) in one
-        transaction, before any of them is sent."""
+    def record_retracted(self, *, server: str, run_id: int, outcomes: Sequence[Outcome]) -> None:
+        """Records withdrawn from the server: their outcomes, and (unless that failed) the
+        cache forgets them as sent, in one transaction."""
         with self.engine.begin() as conn:
+            self.runs.add_outcomes(run_id=run_id, outcomes=outcomes, conn=conn)
+            gone = [o.key for o in outcomes if o.outcome != "failed"]
+            self.records.forget_sent(server=server, keys=gone, conn=conn)
+
+    def journal_push(
+        self,
+        *,
+        run_id: int,
+        unchanged: Sequence[Outcome],
+        groups: Sequence[tuple[int, Sequence[tuple[Key, str]]]],
+    ) -> None:
+        """Before a push sends anything, in one transaction: the outcomes of the resources
+        it leaves alone (``unchanged``), and every bundle group it will send journaled as
+        pending ((bundle number, (key, hash) of each resource))."""
+        with self.engine.begin() as conn:
+            self.runs.add_outcomes(run_id=run_id, outcomes=unchanged, conn=conn)
             for number, items in groups:
                 self.runs.begin_pending(run_id=run_id, bundle_no=number, items=items, conn=conn)
 
