@@ -97,7 +97,7 @@ class RunStore(Store):
         with self.session() as s:
             return list(s.scalars(query))
 
-    def update_run(self, run_id: int, conn: Connection | None = None, **values: Any) -> None:
+    def update_run(self, run_id: int, conn: Connection | None = None, /, **values: Any) -> None:
         """Write to a run; inside a job (``run_owner`` set) only while the worker holds it."""
         if "counts" in values and not isinstance(values["counts"], str):
             values["counts"] = orjson.dumps(values["counts"]).decode()

@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlmodel import Session, create_engine
@@ -62,6 +62,32 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _records(
+    method: Callable[Concatenate[RecordStore, P], T],
+) -> Callable[Concatenate[Cache, P], T]:
+    @functools.wraps(method)
+    def delegate(self: Cache, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return method(self.records, *args, **kwargs)
+
+    return delegate
+
+
+def _runs(method: Callable[Concatenate[RunStore, P], T]) -> Callable[Concatenate[Cache, P], T]:
+    @functools.wraps(method)
+    def delegate(self: Cache, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return method(self.runs, *args, **kwargs)
+
+    return delegate
+
+
+def _locks(method: Callable[Concatenate[LockStore, P], T]) -> Callable[Concatenate[Cache, P], T]:
+    @functools.wraps(method)
+    def delegate(self: Cache, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return method(self.locks, *args, **kwargs)
+
+    return delegate
+
+
 class Cache:
     """The cache's parts over one engine. ``close()`` disposes of the pool."""
 
@@ -72,43 +98,44 @@ class Cache:
         self.runs = RunStore(engine)
         self.locks = LockStore(engine)
         self._thread: ThreadPoolExecutor | None = None
-        # The names other modules call, each bound to the part that has it.
-        records, runs = self.records, self.runs
-        self.upsert_study_records = records.upsert_study_records
-        self.study_records = records.study_records
-        self.changed = records.changed
-        self.sent_versions = records.sent_versions
-        self.server_ids = records.server_ids
-        self.sent = records.sent
-        self.sent_ids = records.sent_ids
-        self.sent_content = records.sent_content
-        self.forget_sent = records.forget_sent
-        self.record_sent = records.record_sent
-        self.count_resources = records.count_resources
-        self.list_resources = records.list_resources
-        self.record_received = records.record_received
-        self.mark_mapped = records.mark_mapped
-        self.forget_received = records.forget_received
-        self.received = records.received
-        self.unmapped = records.unmapped
-        self.create_run = runs.create_run
-        self.get_run = runs.get_run
-        self.list_runs = runs.list_runs
-        self.update_run = runs.update_run
-        self.heartbeat = runs.heartbeat
-        self.finish_run = runs.finish_run
-        self.claim_next_run = runs.claim_next_run
-        self.mark_dead_workers = runs.mark_dead_workers
-        self.mark_interrupted = runs.mark_interrupted
-        self.begin_pending = runs.begin_pending
-        self.clear_pending = runs.clear_pending
-        self.clear_stale_pending = runs.clear_stale_pending
-        self.pending = runs.pending
-        self.add_outcomes = runs.add_outcomes
-        self.outcomes = runs.outcomes
-        self.add_rejects = runs.add_rejects
-        self.rejects = runs.rejects
-        self.try_lock = self.locks.try_lock
+
+    # The names other modules call, each delegating to the part that has it (methods of
+    # the class, so they can be replaced on it, as tests do).
+    upsert_study_records = _records(RecordStore.upsert_study_records)
+    study_records = _records(RecordStore.study_records)
+    changed = _records(RecordStore.changed)
+    sent_versions = _records(RecordStore.sent_versions)
+    server_ids = _records(RecordStore.server_ids)
+    sent = _records(RecordStore.sent)
+    sent_ids = _records(RecordStore.sent_ids)
+    sent_content = _records(RecordStore.sent_content)
+    forget_sent = _records(RecordStore.forget_sent)
+    record_sent = _records(RecordStore.record_sent)
+    count_resources = _records(RecordStore.count_resources)
+    list_resources = _records(RecordStore.list_resources)
+    record_received = _records(RecordStore.record_received)
+    mark_mapped = _records(RecordStore.mark_mapped)
+    forget_received = _records(RecordStore.forget_received)
+    received = _records(RecordStore.received)
+    unmapped = _records(RecordStore.unmapped)
+    create_run = _runs(RunStore.create_run)
+    get_run = _runs(RunStore.get_run)
+    list_runs = _runs(RunStore.list_runs)
+    update_run = _runs(RunStore.update_run)
+    heartbeat = _runs(RunStore.heartbeat)
+    finish_run = _runs(RunStore.finish_run)
+    claim_next_run = _runs(RunStore.claim_next_run)
+    mark_dead_workers = _runs(RunStore.mark_dead_workers)
+    mark_interrupted = _runs(RunStore.mark_interrupted)
+    begin_pending = _runs(RunStore.begin_pending)
+    clear_pending = _runs(RunStore.clear_pending)
+    clear_stale_pending = _runs(RunStore.clear_stale_pending)
+    pending = _runs(RunStore.pending)
+    add_outcomes = _runs(RunStore.add_outcomes)
+    outcomes = _runs(RunStore.outcomes)
+    add_rejects = _runs(RunStore.add_rejects)
+    rejects = _runs(RunStore.rejects)
+    try_lock = _locks(LockStore.try_lock)
 
     def close(self) -> None:
         if self._thread is not None:
