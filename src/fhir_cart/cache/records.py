@@ -94,15 +94,21 @@ class RecordStore(Store):
     def _sent_columns(
         self, server: str, keys: Sequence[Key], *columns: Mapped[Any]
     ) -> Iterator[Sequence[Any]]:
-        """(type, system, value, *columns) of the sent resources among ``keys``, asked for
-        ``CHUNK`` keys at a time."""
+        """(type, system, value, *columns) of the sent resources among ``keys``: per
+        (type, system), ``CHUNK`` values in one ``IN``, a range of the unique index."""
+        by_system: dict[tuple[str, str], list[str]] = {}
+        for rtype, system, value in keys:
+            by_system.setdefault((rtype, system), []).append(value)
         with self.engine.connect() as conn:
-            for start in range(0, len(keys), CHUNK):
-                chunk = list(keys[start : start + CHUNK])
-                query = select(*_KEY_COLUMNS, *columns).where(
-                    *_of(server, "sent"), tuple_(*_KEY_COLUMNS).in_(chunk)
-                )
-                yield from conn.execute(query)
+            for (rtype, system), values in by_system.items():
+                for start in range(0, len(values), CHUNK):
+                    query = select(*_KEY_COLUMNS, *columns).where(
+                        *_of(server, "sent"),
+                        col(FhirResource.resource_type) == rtype,
+                        col(FhirResource.identifier_system) == system,
+                        col(FhirResource.identifier_value).in_(values[start : start + CHUNK]),
+                    )
+                    yield from conn.execute(query).all()
 
     def changed(self, *, server: str, items: Sequence[tuple[Key, str]]) -> set[Key]:
         """Keys whose content hash differs from the last one the server accepted (reads

@@ -196,8 +196,12 @@ def _plan_batch(
     changed: Callable[[list[tuple[Key, str]]], set[Key]],
     server_ids: Callable[[list[Key]], dict[Key, str]],
 ) -> None:
-    """Plan a batch of patients (each a list of keyed resources) with one change lookup."""
+    """Plan a batch of patients (each a list of keyed resources) with one change lookup,
+    and one look-up of the server ids of unchanged resources that changed ones refer to."""
     dirty = changed([(k, h) for keyed in batch for k, h, _ in keyed])
+    mixed = [keyed for keyed in batch if any(k in dirty for k, _, _ in keyed)]
+    stay = [k for keyed in mixed for k, _, _ in keyed if k not in dirty]
+    ids = server_ids(stay) if stay else {}
     for keyed in batch:
         plan.total += len(keyed)
         for key, digest, _ in keyed:
@@ -205,20 +209,15 @@ def _plan_batch(
         send = [r for k, _, r in keyed if k in dirty]
         plan.unchanged.extend(k for k, _, _ in keyed if k not in dirty)
         if send:
-            plan.to_send.append(_with_links(keyed, dirty, send, server_ids))
+            plan.to_send.append(_with_links(keyed, dirty, send, ids))
 
 
 def _with_links(
-    keyed: list[tuple[Key, str, Json]],
-    dirty: set[Key],
-    send: list[Json],
-    server_ids: Callable[[list[Key]], dict[Key, str]],
+    keyed: list[tuple[Key, str, Json]], dirty: set[Key], send: list[Json], ids: dict[Key, str]
 ) -> list[Json]:
-    stay = [(k, r) for k, _, r in keyed if k not in dirty]
-    if not stay:
-        return send
-    ids = server_ids([k for k, _ in stay])
-    known = {f"urn:uuid:{r['id']}": f"{k[0]}/{ids[k]}" for k, r in stay if k in ids}
+    """The patient's resources to send, referring to its unchanged ones by server id."""
+    known = {f"urn:uuid:{r['id']}": f"{k[0]}/{ids[k]}" for k, _, r in keyed
+             if k not in dirty and k in ids}  # fmt: skip
     return _link_unchanged(send, known)
 
 
