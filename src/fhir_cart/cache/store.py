@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Engine, event
 from sqlmodel import Session, create_engine
 
-from fhir_cart.cache.base import Key, Store
+from fhir_cart.cache.base import Key
 from fhir_cart.cache.locks import LockStore
 from fhir_cart.cache.records import RecordStore, SentEntry
 from fhir_cart.cache.runs import JOB_MARK, Outcome, RunStore, run_owner, worker_name
@@ -98,6 +99,7 @@ class Cache:
         self.runs = RunStore(engine)
         self.locks = LockStore(engine)
         self._thread: ThreadPoolExecutor | None = None
+        self._thread_pid = os.getpid()
 
     # The names other modules call, each delegating to the part that has it (methods of
     # the class, so they can be replaced on it, as tests do).
@@ -144,7 +146,7 @@ class Cache:
         self.engine.dispose()
 
     def session(self) -> Session:
-        return Store(self.engine).session()
+        return Session(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
         from alembic import command
@@ -163,8 +165,9 @@ class Cache:
         database per thread: there it runs here."""
         if self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:"):
             return fn(*args, **kwargs)
-        if self._thread is None:
+        if self._thread is None or self._thread_pid != os.getpid():  # none yet, or forked
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fhir-cart-cache")
+            self._thread_pid = os.getpid()
         context = contextvars.copy_context()
         call = functools.partial(context.run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
