@@ -1,5 +1,5 @@
 """What the SQL cache costs a push: time of a first and an unchanged second push, commits
-and statements, and time spent in cache calls on the event loop's thread.
+and statements (how many ran on the event loop's thread, and the time spent in them).
 
     .venv/bin/python benchmarks/push_cache_cost.py [--patients 1000] [--cache URL]
 
@@ -7,6 +7,9 @@ Pushes a synthetic cohort (benchmarks/cohort.py) to a fresh local sekmet server 
 this process, through ``run_push`` (the code path of ``fhir-cart push`` after reading the
 study), with a fresh SQLite cache (or ``--cache``). Mapping the same cohort alone is timed
 for reference (issue 13's target: an unchanged second push at most 0.5x its cost).
+Then, without a server, the cache's share of an unchanged push, operation by operation
+(best of three): study records, change detection, versions to verify, the outcomes, the
+check for records to retract; beside mapping and hashing the same cohort.
 Not a timed test: run it by hand, on a quiet machine if possible.
 """
 
@@ -24,13 +27,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import orjson
 from cohort import cohort
 from sqlalchemy import event
 
-from fhir_cart.bundle import map_cases
-from fhir_cart.cache import open_cache
+from fhir_cart.bundle import content_hash, map_cases
+from fhir_cart.cache import Outcome, SentEntry, open_cache
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.push import resource_key
+from fhir_cart.sync.retract import removed_records
 from fhir_cart.sync.service import run_push
 from fhir_cart.testing import SekmetServer
 
@@ -43,9 +49,12 @@ class Counter:
         self.statements = 0
         self.loop_statements = 0
         self.loop_thread: int | None = None
+        self.db_s = 0.0
+        self._started: dict[int, float] = {}
 
     def reset(self) -> None:
         self.commits = self.statements = self.loop_statements = 0
+        self.db_s = 0.0
 
     def on_commit(self, _conn: Any) -> None:
         self.commits += 1
@@ -54,6 +63,10 @@ class Counter:
         self.statements += 1
         if threading.get_ident() == self.loop_thread:
             self.loop_statements += 1
+        self._started[threading.get_ident()] = time.perf_counter()
+
+    def after_execute(self, *_args: Any) -> None:
+        self.db_s += time.perf_counter() - self._started.pop(threading.get_ident())
 
 
 def main() -> None:
@@ -72,6 +85,7 @@ def main() -> None:
         counter = Counter()
         event.listen(cache.engine, "commit", counter.on_commit)
         event.listen(cache.engine, "before_cursor_execute", counter.on_execute)
+        event.listen(cache.engine, "after_cursor_execute", counter.after_execute)
         settings = ServerSettings(base_url=server.base_url)
         figures: dict[str, Any] = {
             "patients": args.patients, "resources": resources, "map_s": round(map_s, 3),
@@ -92,6 +106,7 @@ def main() -> None:
                 "commits": counter.commits,
                 "statements": counter.statements,
                 "statements_on_loop": counter.loop_statements,
+                "in_statements_s": round(counter.db_s, 3),
                 "counts": report.counts if report else None,
             }
         figures["second_over_map"] = round(figures["second"]["wall_s"] / map_s, 2)
@@ -99,6 +114,51 @@ def main() -> None:
         cache.close()
     for key, value in figures.items():
         print(f"{key}: {value}")
+    print("cache share of an unchanged push:", cache_share(cases))
+
+
+def cache_share(cases: list[Any]) -> dict[str, float]:
+    ctx = mapping_context()
+    started = time.perf_counter()
+    keyed = [
+        (resource_key(r), content_hash(r), r)
+        for resources in map_cases(ctx.with_style("urn"), cases)
+        for r in resources
+    ]
+    map_s = time.perf_counter() - started
+    items, keys = [(k, h) for k, h, _ in keyed], [k for k, _, _ in keyed]
+    best: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = open_cache(f"sqlite:///{Path(tmp) / 'cache.sqlite'}")
+        cache.upsert_study_records(cases=cases)
+        cache.record_sent(server="s", entries=[
+            SentEntry(k, f"id{n}", "1", None, None, h, orjson.dumps(r))
+            for n, (k, h, r) in enumerate(keyed)
+        ])  # fmt: skip
+        run = cache.create_run(kind="push", server="s", params={})
+        steps = {
+            "study_records": lambda: cache.upsert_study_records(cases=cases),
+            "changed": lambda: [
+                cache.changed(server="s", items=items[i : i + 2300])
+                for i in range(0, len(items), 2300)  # as planned: 250 patients at a time
+            ],
+            "sent_versions": lambda: cache.sent_versions(server="s", keys=keys),
+            "outcomes": lambda: cache.add_outcomes(
+                run_id=run, outcomes=[Outcome(k, "unchanged") for k in keys]
+            ),
+            "retraction_check": lambda: removed_records(cache, "s", keys, ctx.resource_id),
+        }
+        for _ in range(3):
+            for name, step in steps.items():
+                started = time.perf_counter()
+                step()
+                best[name] = min(best.get(name, 1e9), time.perf_counter() - started)
+        cache.close()
+    share = {name: round(value, 3) for name, value in best.items()}
+    share["total"] = round(sum(best.values()), 3)
+    share["map_and_hash"] = round(map_s, 3)
+    share["total_over_map"] = round(sum(best.values()) / map_s, 2)
+    return share
 
 
 if __name__ == "__main__":
