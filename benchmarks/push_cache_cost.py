@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def cache_share(cases: list[Any]) -> dict[str, float]:
             for n, (k, h, r) in enumerate(keyed)
         ])  # fmt: skip
         run = cache.create_run(kind="push", server="s", params={})
-        steps = {
+        steps: dict[str, Callable[[], object]] = {
             "study_records": lambda: cache.upsert_study_records(cases=cases),
             "changed": lambda: [
                 cache.changed(server="s", items=items[i : i + 2300])
