@@ -26,6 +26,16 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True)
+def _default_mappings_dir() -> Iterator[None]:
+    """An Application built from settings naming a mappings folder makes it the process's
+    (terminology.use_mappings_dir): back to the defaults after every test."""
+    from fhir_cart.terminology import use_mappings_dir
+
+    yield
+    use_mappings_dir(None)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

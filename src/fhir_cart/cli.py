@@ -16,23 +16,31 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
+from fhir_cart.application import Application
 from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
-from fhir_cart.cache import open_cache
-from fhir_cart.errors import FatalError, FhirClientError, InputError, Reject, RetryableError
-from fhir_cart.mappers.context import MappingContext, mapping_context
+from fhir_cart.errors import (
+    ConfigError,
+    FatalError,
+    FhirClientError,
+    InputError,
+    Reject,
+    RetryableError,
+)
+from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
-from fhir_cart.settings import ServerSettings, load_settings
-from fhir_cart.summary import StudyDefinition, load_study, summarise
+from fhir_cart.settings import load_settings
+from fhir_cart.summary import StudyDefinition, summarise
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.push import PushPlan, PushReport, failure_causes
-from fhir_cart.sync.service import run_pull, run_push, write_unmapped
+from fhir_cart.sync.service import write_unmapped
 from fhir_cart.tables import summary_table
 
 __all__ = ["app", "main"]
@@ -88,11 +96,22 @@ def _table(title: str) -> Table:
     return Table(title=title, min_width=len(title) + 2)
 
 
+def _app() -> Application:
+    """The application under the settings of this run (environment and fhir-cart.yaml);
+    settings that do not validate are a configuration error, exit code 2."""
+    try:
+        return Application(load_settings())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"settings are invalid: {problems}") from exc
+
+
 def _context(strict: bool, mapping: Any = None) -> MappingContext:
-    base = getattr(mapping, "identifier_base", None)
-    extra = mapping.own_concepts() if mapping is not None else None
-    country = getattr(mapping, "country", None)
-    return mapping_context(strict=strict, identifier_base=base, extra=extra, country=country)
+    """The mapping context: settings' mappings folder, ``--strict`` or settings'
+    ``strict_terminology``, and the centre mapping's own identifier base and concepts."""
+    return _app().mapping_context(mapping, strict=strict)
 
 
 def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:
@@ -221,7 +240,8 @@ def cases_from_path(
     with the mapping read (None for FHIR input)."""
     fhir_paths = _fhir_paths(path)
     if fhir_paths:
-        result: ReverseResult = cases_from_fhir(_context(False), read_ndjson(fhir_paths))
+        ctx = _app().pull_context()
+        result: ReverseResult = cases_from_fhir(ctx, read_ndjson(fhir_paths))
         return result.cases, result.unmapped, None
     cases, rejects, mapping = read_cases(path, mapping_file)
     _report_rejects(rejects, None, keep_going)
@@ -231,7 +251,7 @@ def cases_from_path(
 def study_for(study: str | None, mapping: Any) -> StudyDefinition | None:
     """The study definition named on the command line, else the one the mapping names."""
     name = study or getattr(mapping, "study", None)
-    return None if name is None else load_study(name)
+    return None if name is None else _app().study(name)
 
 
 @app.command("summary", cls=_Command)
@@ -311,10 +331,10 @@ def artefacts_command(
     ValueSets, per-centre ConceptMaps) generated from the mapping data; push them with
     --server (PUT <type>/<id>, so a re-push updates the same resources)."""
     from fhir_cart.conformance.artefacts import build_artefacts, load_centres
-    from fhir_cart.terminology import default_mappings_dir
 
-    ctx = _context(False)
-    artefacts = build_artefacts(ctx, load_centres(default_mappings_dir() / "centres"))
+    application = _app()
+    ctx = application.mapping_context()
+    artefacts = build_artefacts(ctx, load_centres(application.mappings_dir / "centres"))
     option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
     wanted = {a.filename: orjson.dumps(a.resource, option=option) + b"\n" for a in artefacts}
     if check:
@@ -340,10 +360,9 @@ def artefacts_command(
             (out_dir / name).write_bytes(data)
         out.print(f"wrote {len(wanted)} artefacts to {out_dir}")
         return
-    from fhir_cart.sync.service import client_for
 
     async def put_all() -> int:
-        async with client_for(_server(server)) as client:
+        async with application.client(server) as client:
             for artefact in artefacts:
                 r = artefact.resource
                 response = await client.request(
@@ -369,15 +388,11 @@ ServerOpt = Annotated[
 ]  # fmt: skip
 CacheOpt = Annotated[
     str | None,
-    typer.Option("--cache", help="Cache database URL (default: SQLite in ./fhir-cart-data)."),
+    typer.Option(
+        "--cache",
+        help="Cache database URL (default: settings' cache_url, else SQLite in data_dir).",
+    ),
 ]
-
-
-def _server(name: str) -> ServerSettings:
-    try:
-        return load_settings().server(name)
-    except KeyError as exc:
-        raise FatalError(str(exc.args[0]), exit_code=2) from exc
 
 
 def _progress() -> Progress:
@@ -404,28 +419,26 @@ def push_command(
     keep_going: ContinueOpt = False,
 ) -> None:
     """Push a cohort: only what changed since the last push, as conditional updates."""
+    application = _app()
     cases, rejects, study_mapping = read_cases(study_file, mapping)
-    target = _server(server)
-    cache = open_cache(cache_url or load_settings().cache_url)
-    try:
-        if rejects:
-            cache.add_rejects(run_id=None, rejects=rejects)
-        _report_rejects(rejects, Path(load_settings().data_dir), keep_going)
-        ctx = _context(strict, study_mapping)
+    target = application.server(server)
+    with application.opened_cache(cache_url) as cache:
+        application.keep_rejects(cache, rejects)
+        _report_rejects(rejects, application.data_dir, keep_going)
         with _progress() as progress:
             task = progress.add_task("pushing bundles", total=None)
 
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            plan, report = asyncio.run(
-                run_push(cases=cases, ctx=ctx, server=target, cache=cache, dry_run=dry_run,
-                         on_bundle_done=advance)
+            pushed = asyncio.run(
+                application.push(cases, mapping=study_mapping, server=target, cache=cache,
+                                 strict=strict, dry_run=dry_run, on_bundle_done=advance,
+                                 rejects=rejects, continue_on_error=keep_going)
             )  # fmt: skip
-        _warn_unverified(ctx)
-        _print_push(plan, report)
-    finally:
-        cache.close()
+        _warn_unverified(pushed.ctx)
+        _print_push(pushed.plan, pushed.report)
+    report = pushed.report
     if report is not None and report.failures:
         causes = len(failure_causes(report.failures))
         raise FatalError(
@@ -507,19 +520,16 @@ def pull_command(
 
     if fmt not in FORMATS:
         raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
+    application = _app()
     selection = _selection(patients, group, search, since)
-    target = _server(server)
-    cache = open_cache(cache_url or load_settings().cache_url)
-    try:
-        with _progress() as progress:
-            task = progress.add_task("pulling patients", total=None)
-            result = asyncio.run(
-                run_pull(selection=selection, ctx=_context(False), server=target, cache=cache,
-                         use_export=export, default_centre=centre,
-                         on_patient=lambda n: progress.update(task, completed=n))
-            )  # fmt: skip
-    finally:
-        cache.close()
+    target = application.server(server)
+    with application.opened_cache(cache_url) as cache, _progress() as progress:
+        task = progress.add_task("pulling patients", total=None)
+        result = asyncio.run(
+            application.pull(selection, server=target, cache=cache, use_export=export,
+                             default_centre=centre,
+                             on_patient=lambda n: progress.update(task, completed=n))
+        )  # fmt: skip
     written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
@@ -551,7 +561,7 @@ def demo_command(
     print the summary beside the numbers the paper reports."""
     from fhir_cart.demo import run_demo
 
-    run_demo(out, keep_server=keep_server, port=port)
+    run_demo(out, keep_server=keep_server, port=port, application=_app())
 
 
 @app.command("serve", cls=_Command)
@@ -567,10 +577,10 @@ def serve_command(
 
     from fhir_cart.service.app import create_app
 
-    settings = load_settings()
-    if not settings.api_keys:
+    application = _app()
+    if not application.settings.api_keys:
         raise FatalError("set at least one API key (FHIR_CART_API_KEYS='[\"...\"]')", exit_code=2)
-    uvicorn.run(create_app(settings, run_workers=workers), host=host, port=port,
+    uvicorn.run(create_app(application=application, run_workers=workers), host=host, port=port,
                 access_log=False)  # fmt: skip
 
 
@@ -598,7 +608,7 @@ def fhir_server_start(
         raise FatalError(f"--kind must be one of {', '.join(sorted(SERVERS))}", exit_code=2)
     if port_in_use(port):
         raise FatalError(f"port {port} on 127.0.0.1 is already in use", exit_code=2)
-    url = start_detached(SERVERS[kind](port=port), Path(load_settings().data_dir))
+    url = start_detached(SERVERS[kind](port=port), _app().data_dir)
     out.print(f"FHIR R4 server ({kind}) running at {url}; "
               f"'fhir-cart fhir-server stop --port {port}' stops it")  # fmt: skip
 
@@ -608,7 +618,7 @@ def fhir_server_stop(port: PortOpt = 8080) -> None:
     """Stop the server 'fhir-server start' left on PORT and delete its data."""
     from fhir_cart.testing.fhir_server import stop_detached
 
-    url = stop_detached(Path(load_settings().data_dir), port)
+    url = stop_detached(_app().data_dir, port)
     if url is None:
         raise FatalError(f"no FHIR server was started on port {port} from here", exit_code=2)
     out.print(f"stopped the FHIR server at {url}")
@@ -619,14 +629,11 @@ def worker_command() -> None:
     """Run background jobs only (several workers may share a PostgreSQL cache)."""
     from fhir_cart.service.jobs import run_worker
 
-    settings = load_settings()
-    cache = open_cache(settings.effective_cache_url())
-    where = cache.engine.url.render_as_string(hide_password=True)
-    out.print(f"worker started: taking jobs from the cache at {where} (Ctrl-C to stop)")
-    try:
-        asyncio.run(run_worker(settings, cache))
-    finally:
-        cache.close()
+    application = _app()
+    with application.opened_cache() as cache:
+        where = application.describe_cache(cache)
+        out.print(f"worker started: taking jobs from the cache at {where} (Ctrl-C to stop)")
+        asyncio.run(run_worker(application, cache))
 
 
 @app.command("openapi", cls=_Command)

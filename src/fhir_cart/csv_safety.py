@@ -14,20 +14,24 @@ __all__ = ["FORMULA_STARTS", "safe_csv_cell", "unescape_csv_cell"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-_ESCAPED = (*FORMULA_STARTS, "'")
-"""Text starting with these gets the ``'``: formula starts, and ``'`` itself, so that text
-which really begins with ``'=`` survives the round trip (written ``''=``)."""
+def _formula_after_quotes(value: str) -> bool:
+    """Whether ``value``, after any leading ``'``, starts like a formula."""
+    return value.lstrip("'").startswith(FORMULA_STARTS)
 
 
 def safe_csv_cell(value: Any) -> Any:
-    """``value`` as it may go into a CSV cell: formula-looking text escaped with ``'``."""
-    if isinstance(value, str) and value.startswith(_ESCAPED):
+    """``value`` as it may go into a CSV cell: formula-looking text escaped with ``'``.
+    Text that already starts with ``'`` before a formula start gets one more (``'=x`` is
+    written ``''=x``), so the escape is undone exactly; any other text is left as it is
+    (``''`` or ``'tis`` stay as they are)."""
+    if isinstance(value, str) and _formula_after_quotes(value):
         return "'" + value
     return value
 
 
 def unescape_csv_cell(value: str) -> str:
-    """The inverse of :func:`safe_csv_cell` for a cell read back from a file it wrote."""
-    if value.startswith("'") and value[1:].startswith(_ESCAPED):
+    """The inverse of :func:`safe_csv_cell`: one leading ``'`` is dropped only where it
+    escapes a formula start; a cell such as ``''`` or ``'tis`` is read as written."""
+    if value.startswith("'") and _formula_after_quotes(value):
         return value[1:]
     return value

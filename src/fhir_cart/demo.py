@@ -15,18 +15,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fhir_cart.cache import open_cache
+from fhir_cart.application import Application
 from fhir_cart.errors import FatalError
-from fhir_cart.mappers.context import mapping_context
-from fhir_cart.readers import read_study
 from fhir_cart.records import Case
-from fhir_cart.settings import ServerSettings
-from fhir_cart.study_mapping import load_study_mapping
-from fhir_cart.summary import StudyDefinition, load_study, summarise
+from fhir_cart.summary import StudyDefinition, summarise
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import run_pull, run_push
 from fhir_cart.tables import agrees, summary_table
-from fhir_cart.terminology import default_mappings_dir
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
@@ -35,12 +29,13 @@ __all__ = ["run_demo"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def seed_paths() -> tuple[Path, Path]:
-    """The seed cohort and its mapping: the checkout's, else the copies in the package."""
+def seed_paths(application: Application) -> tuple[Path, Path]:
+    """The seed cohort (the checkout's, else the copy in the package) and its mapping (in
+    the mappings folder settings name)."""
     study = ROOT / "fixtures" / "seed" / "seed_cohort.xlsx"
     if not study.exists():
         study = Path(__file__).resolve().parent / "_fixtures" / "seed" / "seed_cohort.xlsx"
-    return study, default_mappings_dir() / "centres" / "seed.yaml"
+    return study, application.mapping_file("seed")
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -54,35 +49,38 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
 
 def run_demo(
     console: Console, *, keep_server: bool = False, work: Path | None = None,
-    port: int | None = None,
+    port: int | None = None, application: Application | None = None,
 ) -> None:  # fmt: skip
-    work = work or Path("fhir-cart-data") / "demo"
+    """The demo through the application layer, on a cache of its own in ``work`` (default
+    ``<data_dir>/demo``), so it never mixes with a real cohort's cache."""
+    application = application or Application()
+    work = work or application.data_dir / "demo"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    seed_file, seed_mapping = seed_paths()
-    mapping = load_study_mapping(seed_mapping)
-    study = read_study(seed_file, mapping)
+    seed_file, seed_mapping = seed_paths(application)
+    mapping = application.load_mapping(seed_mapping)
+    assert mapping is not None
+    study = application.read_study(seed_file, mapping)
     if study.rejects:
         raise FatalError(f"seed fixture has {len(study.rejects)} rejected rows")
-    ctx = mapping_context(identifier_base=mapping.identifier_base)
-    cache = open_cache(f"sqlite:///{work / 'cache.sqlite'}")
+    cache = application.cache(f"sqlite:///{work / 'cache.sqlite'}")
     console.print("[bold]fhir_cart demo[/bold]: synthetic seed cohort (7 patients), SQLite cache")
     try:
         with SekmetServer(port=port) as fhir:
             console.print(f"local FHIR R4 server (sekmet-fhir) at {fhir.base_url}")
-            server = ServerSettings(base_url=fhir.base_url)
             for attempt in ("first push", "second push (changes only)"):
                 started = time.perf_counter()
-                _, report = asyncio.run(
-                    run_push(cases=study.cases, ctx=ctx, server=server, cache=cache)
-                )
-                assert report is not None
+                pushed = asyncio.run(
+                    application.push(study.cases, mapping=mapping, server=fhir.base_url,
+                                     cache=cache)
+                )  # fmt: skip
+                assert pushed.report is not None
                 took = time.perf_counter() - started
-                console.print(_counts_table(f"{attempt}: {took:.2f} s", report.counts))
-            query = f"identifier={ctx.identifier_system(mapping.centre, 'patient')}|"
+                console.print(_counts_table(f"{attempt}: {took:.2f} s", pushed.report.counts))
+            patients = pushed.ctx.identifier_system(mapping.centre, "patient")
             pulled = asyncio.run(
-                run_pull(selection=PullSelection(kind="search", query=query), ctx=ctx,
-                         server=server, cache=cache)
+                application.pull(PullSelection(kind="search", query=f"identifier={patients}|"),
+                                 server=fhir.base_url, cache=cache)
             )  # fmt: skip
             console.print(f"pulled {len(pulled.cases)} patients, "
                           f"{sum(pulled.stats.resources.values())} resources; "
@@ -90,7 +88,7 @@ def run_demo(
             for fmt in ("csv", "xlsx"):
                 write_study(pulled.cases, work / "pulled", fmt, other=pulled.other)
             console.print(f"study tables written to {work / 'pulled'}")
-            _compare(console, pulled.cases, load_study(mapping.study or "seed"))
+            _compare(console, pulled.cases, application.study(mapping.study or "seed"))
             if keep_server:
                 console.print("server running; Ctrl-C to stop")
                 while True:

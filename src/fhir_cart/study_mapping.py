@@ -480,11 +480,13 @@ def dump_study_mapping(mapping: StudyMapping) -> str:
 
 
 @cache
-def _shared_library() -> ConceptLibrary:
+def _shared_library(mappings_dir: Path) -> ConceptLibrary:
+    """Built once per mappings folder (settings may name another one)."""
     from fhir_cart.concepts import load_concepts
     from fhir_cart.terminology import load_terminology
 
-    return load_concepts(load_terminology())
+    return load_concepts(load_terminology(mappings_dir / "terminology.yaml"),
+                         mappings_dir / "concepts.yaml")  # fmt: skip
 
 
 def default_library(mapping: StudyMapping | None = None) -> ConceptLibrary:
@@ -492,8 +494,10 @@ def default_library(mapping: StudyMapping | None = None) -> ConceptLibrary:
     is built once per process). For reading and writing tables; FHIR mapping builds its own
     with the run's terminology (strict, as-of date)."""
     extra = mapping.own_concepts() if mapping is not None else None
+    from fhir_cart.terminology import default_mappings_dir
+
     if extra is None:
-        return _shared_library()
+        return _shared_library(default_mappings_dir())
     from fhir_cart.concepts import load_concepts
     from fhir_cart.terminology import load_terminology
 

@@ -26,6 +26,7 @@ __all__ = [
     "Terminology",
     "default_mappings_dir",
     "load_terminology",
+    "use_mappings_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,22 @@ class TerminologyFile(BaseModel):
         return self
 
 
+_configured_mappings_dir: Path | None = None
+
+
+def use_mappings_dir(path: Path | None) -> None:
+    """Make ``path`` (settings' ``mappings_dir``) the mappings folder of this process, for
+    every loader that is not handed a path (None: back to the defaults). The application
+    layer calls it when it is built from settings."""
+    global _configured_mappings_dir
+    _configured_mappings_dir = path
+
+
 def default_mappings_dir() -> Path:
-    """``$FHIR_CART_MAPPINGS``, else the checkout's ``mappings/``, else the packaged copy."""
+    """Settings' ``mappings_dir`` (see :func:`use_mappings_dir`), else ``$FHIR_CART_MAPPINGS``,
+    else the checkout's ``mappings/``, else the packaged copy."""
+    if _configured_mappings_dir is not None:
+        return _configured_mappings_dir
     env = os.environ.get("FHIR_CART_MAPPINGS")
     if env:
         return Path(env)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from fhir_cart.cache import Outcome, SentEntry, open_cache
+from fhir_cart.cache import Cache, Outcome, SentEntry, open_cache
 from fhir_cart.errors import Reject
 
 pytestmark = pytest.mark.integration
@@ -113,3 +114,31 @@ def test_a_named_lock_has_one_holder_across_connections(cache_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_no_lock_files_are_left_beside_a_sqlite_cache(tmp_path: Path) -> None:
+    cache = open_cache(f"sqlite:///{tmp_path / 'cache.sqlite'}")
+    try:
+        release = cache.try_lock("push http://a centre-1")
+        assert release is not None
+        assert len(list(tmp_path.glob("cache.sqlite.lock-*"))) == 1  # held: its file is there
+        release()
+        assert list(tmp_path.glob("cache.sqlite.lock-*")) == []
+        # a holder killed (SIGKILL) leaves its file, unlocked: the next holder takes it over
+        # and removes it when it lets go
+        _lock_file_of(cache, "push http://a centre-2").touch()
+        again = cache.try_lock("push http://a centre-2")
+        assert again is not None
+        again()
+        assert list(tmp_path.glob("cache.sqlite.lock-*")) == []
+    finally:
+        cache.close()
+
+
+def _lock_file_of(cache: Cache, name: str) -> Path:
+    """Where the lock ``name`` of a SQLite cache lives (as ``LockStore.try_lock`` names it)."""
+    import hashlib
+
+    path = cache.locks.lock_path(hashlib.sha256(name.encode()).digest()[:8].hex())
+    assert path is not None
+    return path

@@ -28,7 +28,7 @@ def total(base: str, resource_type: str) -> int:
 def test_push_sends_only_what_changed(
     fhir_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_cart.registry.workflow import run_registry_build
+    from fhir_cart.application import Application
 
     monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
     registry = tmp_path / "registry"
@@ -40,8 +40,8 @@ def test_push_sends_only_what_changed(
     )
 
     def build() -> str | None:
-        _, message = run_registry_build(
-            registry / "registry.yaml", tmp_path / "out", push=fhir_server, settings=settings
+        _, message = Application(settings).registry_build(
+            registry / "registry.yaml", tmp_path / "out", push=fhir_server
         )
         return message
 

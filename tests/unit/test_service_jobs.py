@@ -75,3 +75,35 @@ def test_an_upload_lists_and_stores_at_most_max_rejects_reported(tmp_path: Path)
         assert len(report["rejects"]) == 3
         assert report["rejects_total"] >= 40
         assert len(client.app.state.cache.rejects()) == 3  # type: ignore[attr-defined]
+
+
+def test_a_jobs_failures_are_grouped_by_cause_with_a_hint(tmp_path: Path) -> None:
+    from fhir_cart.cache import Outcome
+
+    settings = Settings(
+        data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        api_keys=[SecretStr("k-123")],
+    )  # fmt: skip
+    too_many = "Transaction requires strict isolation but has too many entries"
+    with TestClient(create_app(settings, run_workers=False)) as client:
+        cache = client.app.state.cache  # type: ignore[attr-defined]
+        run_id = cache.create_run(kind="push", server="http://h", params={}, status="failed")
+        outcomes = [
+            *(Outcome(("Observation", "s", f"o{i}"), "failed", 400, too_many) for i in range(3)),
+            Outcome(("Patient", "s", "p1"), "failed", 400, too_many),
+            Outcome(("Procedure", "s", "x1"), "failed", 503, "Service Unavailable"),
+            Outcome(("Patient", "s", "p2"), "created", 201),
+        ]
+        cache.add_outcomes(run_id=run_id, outcomes=outcomes)
+        answer = client.get(f"/jobs/{run_id}/failures", headers=KEY)
+        assert answer.status_code == 200, answer.text
+        causes = answer.json()
+        assert [(c["status"], c["count"], c["types"]) for c in causes] == [
+            (400, 4, {"Observation": 3, "Patient": 1}),
+            (503, 1, {"Procedure": 1}),
+        ]
+        assert causes[0]["reason"] == too_many
+        assert "max_transaction_entries" in causes[0]["hint"]
+        assert "push again later" in causes[1]["hint"]
+        assert len(client.get(f"/jobs/{run_id}/outcomes", headers=KEY).json()) == 6
+        assert client.get("/jobs/999/failures", headers=KEY).status_code == 404

@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from pydantic import SecretStr
 from starlette.routing import Route
 
 from fhir_cart.cache import open_cache
-from fhir_cart.service import app as service_app
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
 from tests.conftest import CENTRE_B_FILE
@@ -54,11 +53,22 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
 def every_request(app: FastAPI) -> list[tuple[str, str]]:
     """(method, concrete path) for every route the app serves, path parameters filled."""
     out = []
-    for route in app.routes:
-        assert isinstance(route, Route)
-        path = re.sub(r"\{[^}]+\}", "1", route.path)
+    for prefix, route in _routes(app.routes):
+        path = re.sub(r"\{[^}]+\}", "1", prefix + route.path)
         out += [(m, path) for m in sorted(route.methods or ()) if m != "HEAD"]
     return out
+
+
+def _routes(routes: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, Route]]:
+    """Every route, also those of included routers (FastAPI keeps an included router as one
+    entry of ``app.routes``, its ``original_router`` holding the routes)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes, prefix + route.include_context.prefix)
+            continue
+        assert isinstance(route, Route), route
+        yield prefix, route
 
 
 def test_every_route_but_health_needs_a_key(app: FastAPI) -> None:
@@ -239,13 +249,15 @@ def test_refused_uploads_leave_nothing_on_disk(app: FastAPI, tmp_path: Path) -> 
 async def test_a_slow_upload_does_not_block_health(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = service_app.read_study
+    from fhir_cart.application import Application
+
+    real = Application.read_study
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         time.sleep(1.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service_app, "read_study", slow)
+    monkeypatch.setattr(Application, "read_study", slow)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         files = {"file": ("c.csv", CENTRE_B_FILE.read_bytes())}

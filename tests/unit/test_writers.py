@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 
 from fhir_cart.concepts import ConceptsFile
+from fhir_cart.csv_safety import FORMULA_STARTS, safe_csv_cell, unescape_csv_cell
 from fhir_cart.errors import Reject
 from fhir_cart.readers import read_study
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
@@ -309,3 +310,16 @@ def test_unmapped_report_escapes_formulas(tmp_path: Path) -> None:
     with write_unmapped([item], tmp_path / "unmapped.csv").open(newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[1] == ["'=cmd|'/c calc'!A1", "'@Observation", "'-no code"]
+
+
+@given(st.text(alphabet="'=+-@\t\rab1 ", max_size=8))
+def test_csv_escape_round_trips_any_text(text: str) -> None:
+    written = safe_csv_cell(text)
+    assert unescape_csv_cell(written) == text
+    assert not written.startswith(FORMULA_STARTS)  # nothing a spreadsheet would run
+
+
+@pytest.mark.parametrize("cell", ["''", "'tis", "'", "a'=b"])
+def test_a_quote_that_escapes_no_formula_is_read_as_written(cell: str) -> None:
+    assert safe_csv_cell(cell) == cell
+    assert unescape_csv_cell(cell) == cell

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhir_cart.registry.definition import LinkageDef
+from fhir_cart.registry.links import Link
 
 __all__ = ["predict"]
 
@@ -226,8 +227,6 @@ def predict(
     ``only``: score just the pairs that touch these centres (the others are one table, so
     splink does not compare them with each other). ``model``: a model of an earlier run."""
     from splink import Linker
-
-    from fhir_cart.registry.linkage import Link
 
     names = list(linkage.dates)
     columns = _rows(records, names)

@@ -1,7 +1,7 @@
 """``fhir-cart registry ...``: build a registry from its registry file (docs/registry.md).
 
-Only parses, shows progress and prints the outcome; the work is
-:func:`fhir_cart.registry.workflow.run_registry_build`."""
+Only parses, shows progress and prints the outcome; the work is the application layer's
+:meth:`fhir_cart.application.Application.registry_build`."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def build_command(
     """Read every centre, pseudonymise, link, merge, and write tables, reports and FHIR.
 
     The key comes from FHIR_CART_REGISTRY_KEY (or registry_key in settings)."""
-    from fhir_cart.registry.workflow import run_registry_build
+    from fhir_cart.application import Application
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -72,7 +72,7 @@ def build_command(
                 tasks[name] = progress.add_task(_STEPS.get(name, name), total=total)
             progress.update(tasks[name], completed=done, total=total)
 
-        result, pushed = run_registry_build(
+        result, pushed = Application().registry_build(
             registry_file, out_dir, push=push, force=force, spark=spark, work=work,
             progress=step,
         )  # fmt: skip

@@ -20,16 +20,18 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fhir_cart.records import Case
 from fhir_cart.registry.definition import LinkageDef
+from fhir_cart.registry.links import Link, Method
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 
 __all__ = [
     "Link",
     "LinkRecord",
     "Linkage",
+    "Method",
     "cluster",
     "deterministic_links",
     "link_records",
@@ -38,8 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Method = Literal["identifier", "probabilistic"]
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,6 @@ class LinkRecord:
     birth_month: int | None = None
     dates: dict[str, dt.date | None] = field(default_factory=dict)
     identifiers: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, order=True)
-class Link:
-    left: str
-    right: str
-    probability: float
-    method: Method
 
 
 @dataclass

@@ -21,19 +21,16 @@ from typing import Any
 
 import orjson
 
+from fhir_cart.application import Application
 from fhir_cart.cache import Cache, run_owner, worker_name
 from fhir_cart.cache.models import SyncRun
-from fhir_cart.errors import InputError
-from fhir_cart.mappers.context import mapping_context
-from fhir_cart.readers import read_study
 from fhir_cart.settings import Settings
-from fhir_cart.study_mapping import load_study_mapping
-from fhir_cart.summary import load_study, summarise
+from fhir_cart.summary import summarise
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import PullOutcome, run_pull, run_push, write_unmapped
+from fhir_cart.sync.service import PullOutcome, write_unmapped
 from fhir_cart.writers import write_study
 
-__all__ = ["execute", "job_dir", "run_worker", "worker_name"]
+__all__ = ["JOB_KINDS", "execute", "job_dir", "run_worker", "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -42,64 +39,56 @@ def job_dir(settings: Settings, run_id: int) -> Path:
     return settings.data_dir / "jobs" / str(run_id)
 
 
-async def _push(run: SyncRun, params: dict[str, Any], settings: Settings, cache: Cache) -> None:
-    assert run.id is not None
-    study = Path(params["study_file"])
-    mapping = (
-        load_study_mapping(Path(params["mapping_file"])) if params.get("mapping_file") else None
-    )
-    result = read_study(study, mapping)
-    if result.rejects:
-        cache.add_rejects(run_id=run.id, rejects=result.rejects[: settings.max_rejects_reported])
-        if not params.get("continue_on_error"):
-            # as the CLI: a file with rejected rows is not pushed in part unless asked
-            raise InputError(
-                f"{len(result.rejects)} rows or values rejected (see the upload's report); "
-                "nothing was sent. Fix the file, or push with continue_on_error: true",
-                list(result.rejects),
-            )
-    ctx = mapping_context(
-        identifier_base=mapping.identifier_base if mapping else None,
-        strict=settings.strict_terminology,
-        extra=mapping.own_concepts() if mapping else None,
-        country=mapping.country if mapping else None,
-    )
-    server = settings.servers[params["server"]]
-    await run_push(cases=result.cases, ctx=ctx, server=server, cache=cache, run_id=run.id)
+def _application(app: Application | Settings) -> Application:
+    return app if isinstance(app, Application) else Application(app)
 
 
-async def _pull(run: SyncRun, params: dict[str, Any], settings: Settings, cache: Cache) -> None:
+async def _push(run: SyncRun, params: dict[str, Any], app: Application, cache: Cache) -> None:
     assert run.id is not None
+    mapping_file = params.get("mapping_file")
+    mapping = app.load_mapping(Path(mapping_file) if mapping_file else None)
+    result = app.read_study(Path(params["study_file"]), mapping)
+    app.keep_rejects(cache, result.rejects, run_id=run.id)
+    # as the CLI: a file with rejected rows is not pushed in part unless asked
+    await app.push(
+        result.cases, mapping=mapping, server=app.server(params["server"], url_allowed=False),
+        cache=cache, run_id=run.id, rejects=result.rejects,
+        continue_on_error=bool(params.get("continue_on_error")),
+    )  # fmt: skip
+
+
+async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: Cache) -> None:
+    assert run.id is not None
+    run_id = run.id
     selection = PullSelection(
         kind=params["selection"], identifiers=tuple(params.get("identifiers") or ()),
         group_id=params.get("group_id"), query=params.get("query"), since=params.get("since"),
     )  # fmt: skip
-    server = settings.servers[params["server"]]
-    out, study = job_dir(settings, run.id), params.get("study")
-    await run_pull(
-        selection=selection, ctx=mapping_context(), server=server, cache=cache, run_id=run.id,
-        use_export=bool(params.get("use_export")),
-        on_patient=lambda n: cache.update_run(run.id, progress_done=n),  # type: ignore[arg-type]
-        on_mapped=lambda outcome: _write_pull_outputs(outcome, out, study),
+    out, study = job_dir(app.settings, run_id), params.get("study")
+    await app.pull(
+        selection, server=app.server(params["server"], url_allowed=False), cache=cache,
+        run_id=run_id, use_export=bool(params.get("use_export")),
+        on_patient=lambda n: cache.update_run(run_id, progress_done=n),
+        on_mapped=lambda outcome: _write_pull_outputs(app, outcome, out, study),
     )  # fmt: skip
 
 
-def _write_pull_outputs(outcome: PullOutcome, out: Path, study: str | None) -> None:
+def _write_pull_outputs(
+    app: Application, outcome: PullOutcome, out: Path, study: str | None
+) -> None:
     """A pull job's files: the study records, other rows, unmapped list and summary."""
     write_study(outcome.cases, out, "json")
     (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")
     summary: dict[str, Any] = {"patients": len(outcome.cases)}
     if study:
-        summary = {r.id: r.value for r in summarise(outcome.cases, load_study(study))}
+        summary = {r.id: r.value for r in summarise(outcome.cases, app.study(study))}
     (out / "summary.json").write_bytes(orjson.dumps(summary))
 
 
-async def _registry(run: SyncRun, params: dict[str, Any], settings: Settings, cache: Cache) -> None:
+async def _registry(run: SyncRun, params: dict[str, Any], app: Application, cache: Cache) -> None:
     """``registry build`` as a job: params ``registry_file``, optional ``server`` to push to
-    (a name in settings); the registry goes to the job's folder."""
-    from fhir_cart.registry.workflow import run_registry_build
-
+    (a name in settings), ``force``; the registry goes to the job's folder."""
     assert run.id is not None
     run_id = run.id
 
@@ -107,8 +96,8 @@ async def _registry(run: SyncRun, params: dict[str, Any], settings: Settings, ca
         cache.update_run(run_id, progress_done=done, progress_total=total)
 
     result, _ = await asyncio.to_thread(
-        run_registry_build, Path(params["registry_file"]), job_dir(settings, run_id),
-        push=params.get("server"), settings=settings, progress=progress,
+        app.registry_build, Path(params["registry_file"]), job_dir(app.settings, run_id),
+        push=params.get("server"), force=bool(params.get("force")), progress=progress,
     )  # fmt: skip
     registry = result.registry
     counts = {} if registry is None else {
@@ -121,17 +110,18 @@ async def _registry(run: SyncRun, params: dict[str, Any], settings: Settings, ca
 JOB_KINDS = ("push", "pull", "registry")
 
 
-async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:
+async def execute(run: SyncRun, app: Application | Settings, cache: Cache) -> None:
     """Run one claimed job to its end, holding its lease; failures are recorded on the run,
     never raised. A worker that loses the lease (another took the job over after it sent
     no heartbeat for ``job_lease_seconds``) stops the job and writes nothing more to it."""
     assert run.id is not None
     assert run.worker is not None
+    app = _application(app)
     owner = run_owner.set(run.worker)
     try:
-        async with _lease(cache, run.id, run.worker, settings.job_lease_seconds) as lost:
+        async with _lease(cache, run.id, run.worker, app.settings.job_lease_seconds) as lost:
             try:
-                await _job(run, settings, cache)
+                await _job(run, app, cache)
             except asyncio.CancelledError:
                 if not lost.is_set():
                     raise
@@ -140,16 +130,16 @@ async def execute(run: SyncRun, settings: Settings, cache: Cache) -> None:
         run_owner.reset(owner)
 
 
-async def _job(run: SyncRun, settings: Settings, cache: Cache) -> None:
+async def _job(run: SyncRun, app: Application, cache: Cache) -> None:
     assert run.id is not None
     params = orjson.loads(run.params)
     try:
         if run.kind == "push":
-            await _push(run, params, settings, cache)
+            await _push(run, params, app, cache)
         elif run.kind == "registry":
-            await _registry(run, params, settings, cache)
+            await _registry(run, params, app, cache)
         else:
-            await _pull(run, params, settings, cache)
+            await _pull(run, params, app, cache)
     except Exception as exc:  # the job's failure belongs to the job, not to the worker
         log.warning("job %s failed: %s", run.id, exc.__class__.__name__)
         cache.finish_run(run.id, status="failed", counts={}, error=_safe_error(exc))
@@ -194,7 +184,7 @@ def _safe_error(exc: Exception) -> str:
 
 
 async def run_worker(
-    settings: Settings,
+    app: Application | Settings,
     cache: Cache,
     *,
     name: str | None = None,
@@ -203,15 +193,17 @@ async def run_worker(
     until_empty: bool = False,
 ) -> int:
     """Claim and run jobs until ``stop`` is set (or the queue is empty, with until_empty)."""
+    app = _application(app)
     name = name or worker_name()
     done = 0
     while stop is None or not stop.is_set():
-        run = cache.claim_next_run(worker=name, lease=settings.job_lease_seconds, kinds=JOB_KINDS)
+        lease = app.settings.job_lease_seconds
+        run = cache.claim_next_run(worker=name, lease=lease, kinds=JOB_KINDS)
         if run is None:
             if until_empty:
                 return done
             await asyncio.sleep(poll)
             continue
-        await execute(run, settings, cache)
+        await execute(run, app, cache)
         done += 1
     return done

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from fhir_cart.cache.models import SyncRun
 
 __all__ = [
-    "Health", "Job", "OutcomeOut", "PatientOut", "Preview", "PullRequest", "PushRequest",
-    "RejectOut", "ResourceOut", "UploadReport",
+    "FailureCauseOut", "Health", "Job", "OutcomeOut", "PatientOut", "Preview", "PullRequest",
+    "PushRequest", "RegistryRequest", "RejectOut", "ResourceOut", "UploadReport",
 ]  # fmt: skip
 
 
@@ -77,6 +77,20 @@ class PullRequest(BaseModel):
         return self
 
 
+class RegistryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    registry: str = Field(
+        min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$",
+        description="A registry file the service holds: <data_dir>/registries/<registry>.yaml",
+    )  # fmt: skip
+    server: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Push the built registry to this server (a name in settings)",
+    )  # fmt: skip
+    force: bool = Field(default=False, description="Build even when no input changed")
+
+
 class Job(BaseModel):
     id: int
     kind: str
@@ -108,6 +122,16 @@ class OutcomeOut(BaseModel):
     outcome: str
     status_code: int | None
     reason: str | None
+
+
+class FailureCauseOut(BaseModel):
+    """Failed resources of one job that failed for one cause (status and reason)."""
+
+    status: int | None = Field(description="HTTP status of the failure (null: no answer)")
+    reason: str
+    count: int
+    types: dict[str, int] = Field(description="How many of each resource type")
+    hint: str | None = Field(description="What to do about it, where known")
 
 
 class PatientOut(BaseModel):

@@ -1,14 +1,16 @@
 """Push a cohort to a FHIR server: only what changed, idempotently, resumably.
 
-Order of work for each bundle (the cache is written before and after the wire):
+Order of work (the cache is written before and after the wire):
 
-1. journal the bundle's resources as pending (``push_pending``),
-2. send it as a transaction of conditional updates on business identifiers,
-3. record what the server answered (server id, version, ETag, content hash) and the outcome
-   of every entry, then clear the journal.
+1. journal every bundle group's resources as pending (``push_pending``), in one transaction,
+2. send each group (as transactions of conditional updates on business identifiers),
+3. record what the server answered for the group (server id, version, ETag, content hash),
+   the outcome of every entry, the group's journal cleared and the run's progress, in one
+   transaction per group.
 
-A crash between 1 and 3 leaves the resources unrecorded, so a re-run sends them again; the
-conditional update finds them on the server and nothing is duplicated.
+A crash between 1 and 3 leaves the group's resources unrecorded, so a re-run sends them
+again; the conditional update finds them on the server and nothing is duplicated. The cache
+is written on its own thread (``Cache.call``), so concurrent sends go on meanwhile.
 """
 
 from __future__ import annotations
@@ -194,8 +196,12 @@ def _plan_batch(
     changed: Callable[[list[tuple[Key, str]]], set[Key]],
     server_ids: Callable[[list[Key]], dict[Key, str]],
 ) -> None:
-    """Plan a batch of patients (each a list of keyed resources) with one change lookup."""
+    """Plan a batch of patients (each a list of keyed resources) with one change lookup,
+    and one look-up of the server ids of unchanged resources that changed ones refer to."""
     dirty = changed([(k, h) for keyed in batch for k, h, _ in keyed])
+    mixed = [keyed for keyed in batch if any(k in dirty for k, _, _ in keyed)]
+    stay = [k for keyed in mixed for k, _, _ in keyed if k not in dirty]
+    ids = server_ids(stay) if stay else {}
     for keyed in batch:
         plan.total += len(keyed)
         for key, digest, _ in keyed:
@@ -203,20 +209,15 @@ def _plan_batch(
         send = [r for k, _, r in keyed if k in dirty]
         plan.unchanged.extend(k for k, _, _ in keyed if k not in dirty)
         if send:
-            plan.to_send.append(_with_links(keyed, dirty, send, server_ids))
+            plan.to_send.append(_with_links(keyed, dirty, send, ids))
 
 
 def _with_links(
-    keyed: list[tuple[Key, str, Json]],
-    dirty: set[Key],
-    send: list[Json],
-    server_ids: Callable[[list[Key]], dict[Key, str]],
+    keyed: list[tuple[Key, str, Json]], dirty: set[Key], send: list[Json], ids: dict[Key, str]
 ) -> list[Json]:
-    stay = [(k, r) for k, _, r in keyed if k not in dirty]
-    if not stay:
-        return send
-    ids = server_ids([k for k, _ in stay])
-    known = {f"urn:uuid:{r['id']}": f"{k[0]}/{ids[k]}" for k, r in stay if k in ids}
+    """The patient's resources to send, referring to its unchanged ones by server id."""
+    known = {f"urn:uuid:{r['id']}": f"{k[0]}/{ids[k]}" for k, _, r in keyed
+             if k not in dirty and k in ids}  # fmt: skip
     return _link_unchanged(send, known)
 
 
@@ -244,25 +245,32 @@ async def push(
         raise FatalHttpError("the server declares neither transaction nor batch support")
     report = PushReport(run_id=run_id, mode="transaction" if caps.transaction else "batch")
     report.add("unchanged", len(plan.unchanged))
-    cache.add_outcomes(run_id=run_id, outcomes=(Outcome(k, "unchanged") for k in plan.unchanged))
     size = (
         bundle_size
         if caps.max_transaction_entries is None
         else min(bundle_size, caps.max_transaction_entries)
     )
     groups = list(pack_patients(plan.to_send, size))
+    journal = [
+        (number, [(k, plan.hashes[k]) for k in _keys(patients)])
+        for number, patients in enumerate(groups, start=1)
+    ]
+    unchanged = [Outcome(k, "unchanged") for k in plan.unchanged]
+    await cache.call(cache.journal_push, run_id=run_id, unchanged=unchanged, groups=journal)
     sender = _Sender(plan, client, cache, server, report, caps, bundle_size)
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
-    async def one(number: int, patients: list[list[Json]]) -> None:
+    def advance() -> tuple[int, int]:
         nonlocal done
+        done += 1
+        return done, len(groups)
+
+    async def one(number: int, patients: list[list[Json]]) -> None:
         async with gate:
-            await sender.send_group(number, patients)
-            done += 1
-            cache.update_run(run_id, progress_done=done, progress_total=len(groups))
+            progress = await sender.send_group(number, patients, advance)
             if on_bundle_done is not None:
-                on_bundle_done(done, len(groups))
+                on_bundle_done(*progress)
 
     try:
         # A TaskGroup cancels and awaits the bundles still in flight when one fails, so a
@@ -274,6 +282,18 @@ async def push(
         raise failed.exceptions[0] from None
     report.learned = list(caps.learned)
     return report
+
+
+def _keys(patients: list[list[Json]]) -> list[Key]:
+    return [resource_key(r) for resources in patients for r in resources]
+
+
+@dataclass
+class _Answers:
+    """What the server answered for one group so far (written to the cache at its end)."""
+
+    sent: list[SentEntry] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
 
 
 def pack_patients(per_patient: Iterable[list[Json]], size: int) -> Iterator[list[list[Json]]]:
@@ -332,29 +352,46 @@ class _Sender:
         self.plan, self.client, self.cache, self.server = plan, client, cache, server
         self.report, self.caps, self.bundle_size = report, caps, bundle_size
 
-    async def send_group(self, number: int, patients: list[list[Json]]) -> None:
-        """Journal the group, send it (in as many bundles as it takes), clear the journal."""
-        keys = [resource_key(r) for resources in patients for r in resources]
-        self.cache.begin_pending(run_id=self.report.run_id, bundle_no=number,
-                                 items=[(k, self.plan.hashes[k]) for k in keys])  # fmt: skip
-        await self._patients(patients)
-        self.cache.clear_pending(run_id=self.report.run_id, bundle_no=number)
+    async def send_group(
+        self, number: int, patients: list[list[Json]], advance: Callable[[], tuple[int, int]]
+    ) -> tuple[int, int]:
+        """Send a journaled group (in as many bundles as it takes), then record every answer,
+        clear its journal and move the run's progress on (``advance``: groups done, of how
+        many), in one transaction. A group that fails part-way records the answers it had
+        (its journal stays)."""
+        answers = _Answers()
+        try:
+            await self._patients(patients, answers)
+        except BaseException:
+            # Answers received are recorded even now (a re-run then need not send those
+            # again), here on the loop's thread: a cancelled task may not await again.
+            self.cache.record_bundle_group(
+                server=self.server, run_id=self.report.run_id, sent=answers.sent,
+                outcomes=answers.outcomes,
+            )  # fmt: skip
+            raise
+        progress = advance()
+        await self.cache.call(
+            self.cache.record_bundle_group, server=self.server, run_id=self.report.run_id,
+            sent=answers.sent, outcomes=answers.outcomes, done_bundle=number, progress=progress,
+        )  # fmt: skip
+        return progress
 
-    async def _patients(self, patients: list[list[Json]]) -> None:
+    async def _patients(self, patients: list[list[Json]], answers: _Answers) -> None:
         resources = [r for group in patients for r in group]
         if self.caps.transaction and self.caps.fits(len(resources)):
-            refused = await self._submit(resources, "transaction")
+            refused = await self._submit(resources, "transaction", answers)
             if not refused:
                 return
         if len(patients) > 1 and self.caps.transaction:
             limit = self.caps.max_transaction_entries or len(resources)
             for group in pack_patients(patients, limit):
-                await self._patients(group)
+                await self._patients(group, answers)
             return
         for one in patients:
-            await self._in_parts(one)
+            await self._in_parts(one, answers)
 
-    async def _in_parts(self, resources: list[Json]) -> None:
+    async def _in_parts(self, resources: list[Json], answers: _Answers) -> None:
         """One patient's resources in dependency order: transactions of at most the largest
         the server takes, or batches of one depth each (batch entries may not refer to each
         other, http://hl7.org/fhir/R4/http.html#brules)."""
@@ -364,12 +401,12 @@ class _Sender:
         while queue:
             part = self._next_part(queue)
             sendable, blocked = _resolve(part, known, failed)
-            self._fail_blocked(blocked)
+            self._fail_blocked(blocked, answers)
             if not sendable:
                 del queue[: len(part)]
                 continue
             kind = "transaction" if self.caps.transaction else "batch"
-            if await self._submit(sendable, kind, known=known, failed=failed):
+            if await self._submit(sendable, kind, answers, known=known, failed=failed):
                 continue  # refused for its size, the limit is now lower: cut the part again
             del queue[: len(part)]
 
@@ -381,17 +418,18 @@ class _Sender:
         same = [item for item in queue[: self.bundle_size] if item[0] == depth]
         return same
 
-    def _fail_blocked(self, blocked: list[tuple[Json, str]]) -> None:
+    def _fail_blocked(self, blocked: list[tuple[Json, str]], answers: _Answers) -> None:
         outcomes = [
             Outcome(resource_key(r), "failed", None, f"not sent: it refers to a {what} that failed")
             for r, what in blocked
         ]
-        self._record([], outcomes)
+        self._record([], outcomes, answers)
 
     async def _submit(
         self,
         resources: list[Json],
         kind: str,
+        answers: _Answers,
         *,
         known: dict[str, str] | None = None,
         failed: dict[str, str] | None = None,
@@ -416,14 +454,14 @@ class _Sender:
         if kind == "batch":
             self.report.mode = "batch"
         sent, outcomes = _interpret(keys, resources, results, self.plan, reason)
-        self._record(sent, outcomes)
+        self._record(sent, outcomes, answers)
         if known is not None and failed is not None:
             _learn_ids(resources, sent, known, failed)
         return False
 
-    def _record(self, sent: list[SentEntry], outcomes: list[Outcome]) -> None:
-        self.cache.record_sent(server=self.server, entries=sent)
-        self.cache.add_outcomes(run_id=self.report.run_id, outcomes=outcomes)
+    def _record(self, sent: list[SentEntry], outcomes: list[Outcome], answers: _Answers) -> None:
+        answers.sent.extend(sent)
+        answers.outcomes.extend(outcomes)
         for outcome in outcomes:
             self.report.add(outcome.outcome)
             if outcome.outcome == "failed":

@@ -48,15 +48,18 @@ def removed_records(
 ) -> tuple[list[Removed], dict[str, str]]:
     """Resources of the file's patients that the file no longer produces, and the map from
     each urn:uuid the cache's contents use to its ``Type/server-id`` (to fix references).
-    ``resource_id`` gives the stable id a business identifier maps to (the urn's uuid)."""
+    ``resource_id`` gives the stable id a business identifier maps to (the urn's uuid).
+    Only keys and server ids are read, and the content of resources the file lacks; with
+    none removed, both are empty."""
     in_file = set(planned)
-    rows = list(cache.sent(server=server))
-    urns = {f"urn:uuid:{resource_id(k[1], k[2])}": f"{k[0]}/{sid}" for k, sid, _, _ in rows}
-    patients = {sid for k, sid, _, _ in rows if k[0] == "Patient" and k in in_file}
+    ids = cache.sent_ids(server=server)
+    patients = {sid for k, sid in ids.items() if k[0] == "Patient" and k in in_file}
+    others = [k for k in ids if k not in in_file and k[0] != "Patient"]
+    if not patients or not others:
+        return [], {}
+    urns = {f"urn:uuid:{resource_id(k[1], k[2])}": f"{k[0]}/{sid}" for k, sid in ids.items()}
     out = []
-    for key, sid, version, content in rows:
-        if key in in_file or key[0] == "Patient":
-            continue
+    for key, sid, version, content in cache.sent_content(server=server, keys=others):
         subject = content.get("subject") or content.get("patient") or {}
         ref = str(subject.get("reference", "")) if isinstance(subject, dict) else ""
         if patient_id(urns.get(ref, ref)) in patients:

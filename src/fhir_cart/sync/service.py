@@ -181,15 +181,16 @@ async def run_push(
     A push waits for any other push of the same centre to the same server (another job,
     worker or process using this cache) and plans only once that one has finished."""
     key = server.base_url
-    cache.upsert_study_records(cases=cases)
+    await cache.call(cache.upsert_study_records, cases=cases)
     if dry_run:
-        return _plan(ctx, cases, cache, key), None
+        return await cache.call(_plan, ctx, cases, cache, key), None
     async with exclusive(cache, push_locks(key, cases)):
         if run_id is None:
-            cache.mark_dead_workers()  # a push killed earlier: its journal may now be cleared
-            run_id = cache.create_run(
-                kind="push", server=key, params={"patients": len(cases)}, worker=worker_name()
-            )
+            await cache.call(cache.mark_dead_workers)  # a push killed earlier: its journal
+            run_id = await cache.call(  # may now be cleared
+                cache.create_run, kind="push", server=key, params={"patients": len(cases)},
+                worker=worker_name(),
+            )  # fmt: skip
         return await _send(ctx, cases, server, cache, run_id, on_bundle_done)
 
 
@@ -217,17 +218,18 @@ def _plan(
 async def _verified_plan(
     ctx: MappingContext, cases: Sequence[Case], cache: Cache, key: str, client: FhirClient
 ) -> PushPlan:
-    """Plan, then check the server still holds what the plan would skip as unchanged."""
-    plan = _plan(ctx, cases, cache, key)
+    """Plan, then check the server still holds what the plan would skip as unchanged.
+    Planning (mapping, and change detection in the cache) runs on the cache's thread."""
+    plan = await cache.call(_plan, ctx, cases, cache, key)
     if not plan.unchanged:
         return plan
-    believed = cache.sent_versions(server=key, keys=plan.unchanged)
+    believed = await cache.call(cache.sent_versions, server=key, keys=plan.unchanged)
     gone = await verify_on_server(client, believed)
     if not gone:
         return plan
     log.warning("%d resources the cache recorded are not on the server as recorded "
                 "(wiped, restored or changed there): sending them again", len(gone))  # fmt: skip
-    return _plan(ctx, cases, cache, key, gone)
+    return await cache.call(_plan, ctx, cases, cache, key, gone)
 
 
 async def _send(
@@ -253,9 +255,9 @@ async def _send(
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
     status = "failed" if report.failures else "succeeded"
-    cache.finish_run(run_id, status=status, counts=report.counts)
+    await cache.call(cache.finish_run, run_id, status=status, counts=report.counts)
     if not report.failures:
-        resumed = cache.clear_stale_pending()
+        resumed = await cache.call(cache.clear_stale_pending)
         if resumed:
             log.info("finished %d resources left in flight by an interrupted push", resumed)
     return plan, report
@@ -271,12 +273,11 @@ async def _retract_removed(
 ) -> None:
     """Records of the file's patients that the file no longer has: withdrawn and reported."""
     key = server.base_url
-    removed, urns = removed_records(cache, key, plan.hashes, resource_id)
+    removed, urns = await cache.call(removed_records, cache, key, plan.hashes, resource_id)
     if not removed:
         return
     outcomes = await retract(removed, urns, client=client, mode=server.on_removed)
-    cache.add_outcomes(run_id=report.run_id, outcomes=outcomes)
-    cache.forget_sent(server=key, keys=[o.key for o in outcomes if o.outcome != "failed"])
+    await cache.call(cache.record_retracted, server=key, run_id=report.run_id, outcomes=outcomes)
     for outcome in outcomes:
         report.add(outcome.outcome)
         if outcome.outcome == "failed":

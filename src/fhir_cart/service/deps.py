@@ -1,0 +1,81 @@
+"""What every router of the service depends on: the application (its settings, the cache
+it opened), the API key check, and problem documents. Each router keeps the dependencies
+only it needs beside its routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from fhir_cart.application import Application
+from fhir_cart.cache import Cache
+from fhir_cart.service import schemas as s
+from fhir_cart.service.guard import key_accepted
+from fhir_cart.settings import Settings
+
+__all__ = [
+    "AppDep", "Auth", "CacheDep", "JobId", "SettingsDep", "get_app", "get_cache", "get_job",
+    "get_settings", "problem", "require_key",
+]  # fmt: skip
+
+
+def problem(
+    status: int, title: str, detail: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
+
+
+def get_app(request: Request) -> Application:
+    application: Application = request.app.state.application
+    return application
+
+
+def get_settings(request: Request) -> Settings:
+    return get_app(request).settings
+
+
+def get_cache(request: Request) -> Cache:
+    cache: Cache = request.app.state.cache
+    return cache
+
+
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    key: Annotated[str | None, Depends(_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> None:
+    """The key check again, per route: it documents the scheme in the contract, and holds
+    should the Guard middleware ever be left out. The Guard checks first, before bodies."""
+    given = key or (bearer.credentials if bearer else None)
+    if given is None:
+        raise HTTPException(401, "an API key is required (X-API-Key or Authorization: Bearer)")
+    if not key_accepted(given, settings):
+        raise HTTPException(403, "API key not accepted")
+
+
+JobId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+AppDep = Annotated[Application, Depends(get_app)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
+Auth = [Depends(require_key)]
+
+
+def get_job(cache: Cache, job_id: int) -> s.Job:
+    """The job, or 404."""
+    run = cache.get_run(job_id)
+    if run is None:
+        raise HTTPException(404, "no such job")
+    return s.Job.from_run(run)

@@ -1,0 +1,17 @@
+"""The service's routes, one APIRouter per area, each with its own dependencies:
+``health`` (liveness, readiness), ``study`` (uploads and previews), ``jobs`` (queueing
+push, pull and registry jobs; status, outcomes, failures by cause), ``cohort`` (what a pull
+job produced) and ``cache`` (browsing the cache)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from fhir_cart.service.routers import cache, cohort, health, jobs, study
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router, study.router, jobs.router, cohort.router, cache.router,
+)  # fmt: skip
+"""In the order the routes were always declared (the OpenAPI document lists them so)."""

@@ -1,0 +1,158 @@
+"""Study files: uploads (stored, checked and read, with their rejects) and previews of the
+FHIR they would become."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+import orjson
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from fhir_cart.application import Application
+from fhir_cart.bundle import map_cases, transaction_bundles
+from fhir_cart.cache import Cache
+from fhir_cart.errors import FhirCartError
+from fhir_cart.records import Case
+from fhir_cart.service import schemas as s
+from fhir_cart.service.deps import AppDep, Auth, CacheDep
+from fhir_cart.settings import Settings
+
+__all__ = ["mapping_path", "read_upload", "router"]
+
+router = APIRouter(tags=["study"], dependencies=Auth)
+
+_SUFFIXES = {".csv", ".xlsx", ".json"}
+NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+"""Names clients give for files the service holds (mappings, registries)."""
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def mapping_path(app: Application, name: str) -> Path:
+    """A centre mapping by name, from the mappings folder settings name (404 if none)."""
+    if not NAME.match(name):
+        raise HTTPException(422, "mapping name: lower-case letters, digits, '-' and '_' only")
+    path = app.mapping_file(name)
+    if not path.is_file():
+        raise HTTPException(404, f"no mapping named {name!r}")
+    return path
+
+
+def upload_dir(settings: Settings, upload_id: str) -> Path:
+    if not _UPLOAD_ID.match(upload_id):
+        raise HTTPException(404, "no such upload")
+    path = settings.data_dir / "uploads" / upload_id
+    if not path.is_dir():
+        raise HTTPException(404, "no such upload")
+    return path
+
+
+def _suffix(upload: UploadFile) -> str:
+    suffix = Path(upload.filename or "").suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise HTTPException(415, f"study files are {', '.join(sorted(_SUFFIXES))}")
+    return suffix
+
+
+def _save_upload(settings: Settings, data: BinaryIO, folder: Path, suffix: str) -> Path:
+    content = data.read(settings.max_upload_bytes + 1)
+    if len(content) > settings.max_upload_bytes:
+        raise HTTPException(413, f"upload larger than {settings.max_upload_bytes} bytes")
+    # The stored name is ours, never the client's: nothing is written outside data_dir.
+    path = folder / f"study{suffix}"
+    path.write_bytes(content)
+    if suffix == ".xlsx":
+        _check_workbook(settings, path)
+    return path
+
+
+def _check_workbook(settings: Settings, path: Path) -> None:
+    """An .xlsx is a zip: refuse one that is not, or that unpacks to more than the limit
+    (a 182 KB zip bomb otherwise took 27 s and 265 MB to read)."""
+    if not zipfile.is_zipfile(path):
+        raise HTTPException(422, "the .xlsx file is not a workbook (not a zip archive)")
+    with zipfile.ZipFile(path) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > settings.max_unpacked_bytes:
+        raise HTTPException(413, f"the workbook unpacks to more than "
+                            f"{settings.max_unpacked_bytes} bytes")  # fmt: skip
+
+
+def _accept_upload(
+    app: Application, cache: Cache, data: BinaryIO, suffix: str, mapping_file: Path | None
+) -> s.UploadReport:
+    """Store, check and read an upload (blocking work: runs in a worker thread). A refused
+    upload leaves nothing on disk."""
+    settings = app.settings
+    upload_id = uuid.uuid4().hex
+    folder = settings.data_dir / "uploads" / upload_id
+    folder.mkdir(parents=True)
+    try:
+        study = _save_upload(settings, data, folder, suffix)
+        meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None}
+        (folder / "meta.json").write_bytes(orjson.dumps(meta))
+        try:
+            result = app.read_study(study, app.load_mapping(mapping_file))
+        except FhirCartError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except csv.Error as exc:  # e.g. a field over the csv module's 131,072 characters
+            raise HTTPException(422, f"the CSV file cannot be read: {exc}") from exc
+        listed = app.keep_rejects(cache, result.rejects)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return s.UploadReport(
+        upload_id=upload_id, patients=len(result.cases),
+        events=sum(len(c.events) for c in result.cases),
+        rejects=[s.RejectOut(**r.as_dict()) for r in listed],
+        rejects_total=len(result.rejects),
+    )  # fmt: skip
+
+
+def read_upload(app: Application, upload_id: str) -> tuple[list[Case], Any, dict[str, Any]]:
+    """An upload's cases, mapping and stored facts (404 for an unknown id)."""
+    folder = upload_dir(app.settings, upload_id)
+    meta = orjson.loads((folder / "meta.json").read_bytes())
+    mapping = app.load_mapping(Path(meta["mapping_file"]) if meta["mapping_file"] else None)
+    result = app.read_study(Path(meta["study_file"]), mapping)
+    return result.cases, mapping, meta
+
+
+@router.post("/uploads", response_model=s.UploadReport, status_code=201)
+async def upload(
+    app: AppDep,
+    cache: CacheDep,
+    file: Annotated[UploadFile, File(description="Study file: .csv, .xlsx or .json")],
+    mapping: Annotated[str | None, Form(description="Mapping name (mappings/centres)")] = None,
+) -> s.UploadReport:
+    mapping_file = mapping_path(app, mapping) if mapping else None
+    suffix = _suffix(file)
+    # reading a study file is blocking work: off the event loop, so /health and every
+    # other request keep answering while a large upload is checked
+    return await run_in_threadpool(_accept_upload, app, cache, file.file, suffix, mapping_file)
+
+
+@router.get("/uploads/{upload_id}/preview", response_model=s.Preview)
+def preview(
+    app: AppDep,
+    upload_id: str,
+    bundle_size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=20)] = 1,
+) -> s.Preview:
+    cases, mapping, _ = read_upload(app, upload_id)
+    ctx = app.mapping_context(mapping)
+    bundles = []
+    try:
+        for bundle in transaction_bundles(map_cases(ctx, cases), size=bundle_size):
+            bundles.append(bundle)
+            if len(bundles) >= limit:
+                break
+    except FhirCartError as exc:  # e.g. an unverified code under strict_terminology
+        raise HTTPException(422, str(exc)) from exc
+    return s.Preview(bundles=bundles, unverified_codes=ctx.terminology.unverified_report())

@@ -1,0 +1,148 @@
+"""The application layer: one Settings decides the cache, the mappings folder, the
+terminology's strictness and the identifier bases, the same for every front end (issue 12's
+drift: each of these was once decided differently by the CLI, the service and the demo)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import fhir_cart
+from fhir_cart.application import Application
+from fhir_cart.bundle import map_cases
+from fhir_cart.cache import open_cache
+from fhir_cart.cli import main
+from fhir_cart.mappers.from_fhir import cases_from_fhir
+from fhir_cart.service.app import create_app
+from fhir_cart.settings import Settings
+from tests.conftest import MAPPINGS, SEED_FILE, SEED_MAPPING
+from tests.unit.test_import_cycles import import_graph
+
+
+@pytest.fixture
+def no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings from the environment only, in an empty working folder."""
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _nowhere() -> str:
+    return "http://127.0.0.1:9/fhir"  # discard port: nothing answers
+
+
+def test_cli_push_and_pull_use_the_data_dir_cache_as_serve_and_worker_do(
+    no_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = no_config / "data"
+    monkeypatch.setenv("FHIR_CART_DATA_DIR", str(data))
+    push = ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", _nowhere(), "--dry-run"]
+    assert main(push) == 0
+    pull = ["pull", "--server", _nowhere(), "--search", "_id=x", "--out", str(no_config / "o")]
+    assert main(pull) == 6  # the server cannot be reached; the run is recorded all the same
+    assert not (no_config / "fhir-cart-data").exists()
+    cache = open_cache(f"sqlite:///{data / 'cache.sqlite'}")
+    try:
+        assert len(cache.study_records()) == 7  # the dry run's records
+        assert [r.kind for r in cache.list_runs(limit=5, offset=0)] == ["pull"]
+    finally:
+        cache.close()
+    # serve and worker open the cache through the same application method
+    application = Application(Settings())
+    assert application.cache_url() == f"sqlite:///{data / 'cache.sqlite'}"
+    service = create_app(run_workers=False)
+    assert service.state.application.cache_url() == application.cache_url()
+
+
+@pytest.fixture
+def unverified_copy(unverified_mappings: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The mappings folder with an unverified code, NOT chosen by $FHIR_CART_MAPPINGS: only
+    settings can choose it."""
+    monkeypatch.delenv("FHIR_CART_MAPPINGS")
+    return unverified_mappings
+
+
+def test_cli_map_reads_the_mappings_dir_settings_name(
+    no_config: Path, unverified_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = no_config / "out"
+    args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(out)]
+    assert main(args) == 0
+    assert not (out / "unverified-codes.json").exists()  # the shipped library
+    (no_config / "none.yaml").write_text(f"mappings_dir: {unverified_copy}\n", encoding="utf-8")
+    assert main(args) == 0
+    assert "C126102" in (out / "unverified-codes.json").read_text(encoding="utf-8")
+
+
+def test_strict_terminology_in_settings_is_strict_for_the_cli(
+    no_config: Path, unverified_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FHIR_CART_MAPPINGS_DIR", str(unverified_copy))
+    map_args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(no_config / "out")]
+    push_args = ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "-s", _nowhere(), "--dry-run"]
+    assert main(map_args) == 0
+    monkeypatch.setenv("FHIR_CART_STRICT_TERMINOLOGY", "true")
+    assert main(map_args) == 4
+    assert main(push_args) == 4
+
+
+def test_a_pull_keeps_a_centres_own_identifier_base(tmp_path: Path) -> None:
+    folder = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS, folder)
+    own = folder / "centres" / "own.yaml"
+    text = SEED_MAPPING.read_text(encoding="utf-8").replace("centre: seed\n", "centre: own\n")
+    own.write_text(text + "identifier_base: https://own.example.org/ids\n", encoding="utf-8")
+    application = Application(Settings(data_dir=tmp_path, mappings_dir=folder))
+    mapping = application.load_mapping(own)
+    cases = application.read_study(SEED_FILE, mapping).cases
+    ctx = application.mapping_context(mapping)
+    assert ctx.identifier_system("own", "patient") == "https://own.example.org/ids/own/patient"
+    resources = [r for rs in map_cases(ctx.with_style("relative"), cases) for r in rs]
+    wanted = sorted((c.patient.centre, c.patient.study_id) for c in cases)
+    assert {centre for centre, _ in wanted} == {"own"}
+    for pull_ctx in (application.pull_context(), application.pull_context().with_style("urn")):
+        pulled = cases_from_fhir(pull_ctx, resources).cases
+        assert sorted((c.patient.centre, c.patient.study_id) for c in pulled) == wanted
+    # what a context of the default base alone made of them (the bug this guards against)
+    lost = cases_from_fhir(application.mapping_context(), resources).cases
+    assert {c.patient.centre for c in lost} == {"ehr"}
+
+
+def test_every_front_end_goes_through_the_application_layer() -> None:
+    graph = import_graph()
+    for front_end in ("cli", "demo", "service.jobs", "service.deps", "registry.cli"):
+        assert "fhir_cart.application" in graph[f"fhir_cart.{front_end}"], front_end
+    for module in ("demo", "service.app", "service.jobs", "application"):
+        assert "fhir_cart.cli" not in graph[f"fhir_cart.{module}"], module  # no borrowing
+    # what settings decide is decided by the application only: no front end opens a cache,
+    # builds a mapping context or runs a push or pull itself
+    src = Path(fhir_cart.__file__).parent
+    front_ends = [src / "cli.py", src / "demo.py", src / "registry" / "cli.py",
+                  src / "registry" / "workflow.py",
+                  *sorted((src / "service").rglob("*.py"))]  # fmt: skip
+    own_calls = re.compile(r"(?<![.\w])(open_cache|mapping_context|run_push|run_pull|client_for)\(")
+    for path in front_ends:
+        found = own_calls.findall(path.read_text(encoding="utf-8"))
+        assert not found, (path.name, found)
+
+
+def test_every_loader_reads_the_mappings_dir_settings_name(
+    no_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Study definitions, the readers' concept library and the centre mappings by name all
+    come from settings' mappings_dir, not only the mapping context."""
+    folder = no_config / "mappings"
+    shutil.copytree(MAPPINGS, folder)
+    shutil.copy(folder / "studies" / "seed.yaml", folder / "studies" / "only-here.yaml")
+    args = ["summary", str(SEED_FILE), "-m", str(SEED_MAPPING), "--study", "only-here", "--json"]
+    assert main(args) == 2  # not in the shipped mappings
+    monkeypatch.setenv("FHIR_CART_MAPPINGS_DIR", str(folder))
+    assert main(args) == 0
+    application = Application(Settings())
+    assert application.mapping_file("seed") == folder / "centres" / "seed.yaml"
+    from fhir_cart.terminology import default_mappings_dir
+
+    assert default_mappings_dir() == folder

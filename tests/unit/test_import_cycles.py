@@ -1,0 +1,131 @@
+"""No import cycle among fhir_cart's modules: each imports only what sits below it.
+
+The graph is read from the source with ``ast``: every ``import`` of a ``fhir_cart`` module,
+at module level or inside a function (a deferred import hides a cycle, it does not remove
+it). ``if TYPE_CHECKING:`` imports are left out: they never run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGE = "fhir_cart"
+
+
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _type_checking_only(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
+    """The fhir_cart modules ``module`` imports (``from x import y`` counts ``x.y`` when that
+    is a module, else ``x``)."""
+    found: set[str] = set()
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _type_checking_only(node):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                here = module.split(".") if is_package else module.split(".")[:-1]
+                here = here[: len(here) - (node.level - 1)]
+                base = ".".join([*here, base] if base else here)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                found.add(full if full in known else base)
+        stack.extend(ast.iter_child_nodes(node))
+    return {name for name in found if name in known and name != module}
+
+
+def import_graph(src: Path = SRC) -> dict[str, set[str]]:
+    paths = {module_name(p, src): p for p in (src / PACKAGE).rglob("*.py")}
+    known = set(paths)
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        graph[name] = _imports(tree, name, path.name == "__init__.py", known)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+
+    def visit(node: str) -> None:
+        nonlocal counter
+        index[node] = low[node] = counter
+        counter += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def _edges(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    members = set(component)
+    return [f"{a} -> {b}" for a in component for b in sorted(graph[a] & members)]
+
+
+def test_src_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert len(graph) > 50  # the walk found the package
+    assert "fhir_cart.settings" in graph["fhir_cart.service.guard"]
+    found = cycles(graph)
+    assert not found, "import cycles in src/:\n" + "\n".join(
+        "  " + "; ".join(_edges(graph, component)) for component in found
+    )
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_deferred_import(tmp_path: Path) -> None:
+    package = tmp_path / PACKAGE
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from fhir_cart.sub import b\n")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "b.py").write_text("def f():\n    from .. import c\n")
+    (package / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import fhir_cart.d\n"
+        "import fhir_cart.a\n"
+    )
+    (package / "d.py").write_text("import fhir_cart.c\n")
+    graph = import_graph(tmp_path)
+    assert cycles(graph) == [["fhir_cart.a", "fhir_cart.c", "fhir_cart.sub.b"]]
