@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fhir_cart.cache import Cache, open_cache
-from fhir_cart.client import FhirClient
 from fhir_cart.errors import ConfigError, InputError, Reject
 from fhir_cart.mappers.context import MappingContext, RefStyle, mapping_context
 from fhir_cart.readers import ReadResult, read_study
@@ -36,15 +34,17 @@ from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, Settings, load_settings
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.summary import StudyDefinition, load_study
-from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.push import FailureCause, PushPlan, PushReport, failure_causes
-from fhir_cart.sync.service import PullOutcome, client_for, run_pull, run_push
 from fhir_cart.terminology import default_mappings_dir, use_mappings_dir
 from fhir_cart.yamlfile import read_yaml
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command needs them
+    from fhir_cart.cache import Cache
+    from fhir_cart.client import FhirClient
     from fhir_cart.registry.build import BuildResult, Progress
     from fhir_cart.registry.definition import RegistryDef
+    from fhir_cart.sync.pull import PullSelection
+    from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
+    from fhir_cart.sync.service import PullOutcome
 
 __all__ = ["Application", "PullContext", "PushOutcome"]
 
@@ -115,6 +115,8 @@ class Application:
 
     def cache(self, override: str | None = None) -> Cache:
         """The cache settings name (``override``: a URL given on the command line)."""
+        from fhir_cart.cache import open_cache
+
         return open_cache(self.cache_url(override))
 
     @contextlib.contextmanager
@@ -143,6 +145,8 @@ class Application:
 
     def client(self, name_or_url: str | ServerSettings) -> FhirClient:
         """A FHIR client for a server (its auth, timeouts and limits from settings)."""
+        from fhir_cart.sync.service import client_for
+
         return client_for(self.server(name_or_url))
 
     def mapping_file(self, name: str) -> Path:
@@ -232,6 +236,8 @@ class Application:
                 "push the good rows (--continue-on-error, or continue_on_error: true)",
                 list(rejects),
             )
+        from fhir_cart.sync.service import run_push
+
         ctx = self.mapping_context(mapping, strict=strict)
         plan, report = await run_push(
             cases=cases, ctx=ctx, server=target, cache=cache, dry_run=dry_run, run_id=run_id,
@@ -252,6 +258,8 @@ class Application:
         on_mapped: Callable[[PullOutcome], None] | None = None,
     ) -> PullOutcome:
         """Pull a cohort into the cache and read it back as study records."""
+        from fhir_cart.sync.service import run_pull
+
         return await run_pull(
             selection=selection, ctx=self.pull_context(), server=self.server(server),
             cache=cache, use_export=use_export, default_centre=default_centre, run_id=run_id,
@@ -304,6 +312,7 @@ class Application:
         """The registry's patients through the idempotent push (only what changed is sent),
         then its ConceptMaps and Provenance (only those whose content changed)."""
         from fhir_cart.registry.artefacts import PushedHashes, push_artefacts
+        from fhir_cart.sync.service import run_push
 
         registry = result.registry
         assert registry is not None
@@ -328,6 +337,8 @@ class Application:
 
     def failure_causes(self, cache: Cache, run_id: int) -> list[FailureCause]:
         """A run's failed resources grouped by cause, biggest first, each with a hint."""
+        from fhir_cart.sync.push import failure_causes
+
         failed: list[tuple[tuple[str, str, str], int | None, str]] = []
         offset, page = 0, 5000
         while True:

@@ -5,19 +5,7 @@ Reference: docs/registry.md. Modules: ``definition`` (the registry file), ``pseu
 ``links`` holds the Link both use), ``merge`` (source-of-truth rules, conflicts),
 ``protect``, ``quality``, ``tables``, ``fhir`` (ConceptMap, Provenance), ``artefacts`` (their
 push), ``build`` (the build), ``workflow`` (the study's summaries), ``cli`` (``fhir-cart
-registry``). Settings to build and push: ``fhir_cart.application.Application.registry_build``."""
+registry``). Settings to build and push: ``fhir_cart.application.Application.registry_build``.
 
-from fhir_cart.registry.build import BuildResult, CentreData, Registry, build_registry
-from fhir_cart.registry.definition import RegistryDef, load_registry
-from fhir_cart.registry.pseudonyms import Pseudonymiser, registry_key
-
-__all__ = [
-    "BuildResult",
-    "CentreData",
-    "Pseudonymiser",
-    "Registry",
-    "RegistryDef",
-    "build_registry",
-    "load_registry",
-    "registry_key",
-]
+Nothing is imported here, so that ``fhir-cart --help`` does not load pyarrow and splink:
+import from the modules (``fhir_cart.registry.build.build_registry``)."""

@@ -6,7 +6,7 @@ Only parses, shows progress and prints the outcome; the work is the application 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,7 +20,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from fhir_cart.registry.build import BuildResult
+if TYPE_CHECKING:  # the build (pyarrow, splink) loads when a registry command runs
+    from fhir_cart.registry.build import BuildResult
+
 
 __all__ = ["registry_app"]
 
