@@ -22,7 +22,7 @@ MRD_WORDS = ["negative", "positive_below_quantification"]
 
 
 def make_case(index: int, rng: random.Random, centre: str = "bench") -> Case:
-    infusion = dt.date(2018, 1, 1) + dt.timedelta(days=rng.randrange(2500))
+    infusion = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(2500))  # all in the past
     relapse = rng.random() < 0.4
     return Case(
         patient=PatientRecord(
