@@ -18,13 +18,15 @@ import csv
 import datetime as dt
 import difflib
 import re
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from pydantic import ValidationError
@@ -57,11 +59,13 @@ from fhir_cart.study_mapping import (
 
 __all__ = [
     "ReadResult",
+    "StudyStream",
     "UnmappedColumn",
     "default_library",
     "fit_unit",
     "parse_quantity",
     "read_study",
+    "stream_study",
     "word_key",
 ]
 
@@ -577,7 +581,28 @@ class _Sheet:
     """Sheet name (xlsx), None for CSV."""
     header_row: int
     header: list[str]
-    rows: list[tuple[int, Row]]
+    held: list[tuple[int, Row]] | None = None
+    """The rows of a workbook sheet (held in memory); None for a CSV file, read again on
+    each pass so that it is never held."""
+    file: Path | None = None
+    mapping: StudyMapping | None = None
+
+    def rows(self) -> Iterator[tuple[int, Row]]:
+        """(spreadsheet row number, column -> cell) of every row that is not blank."""
+        if self.held is not None:
+            return iter(self.held)
+        assert self.file is not None
+        assert self.mapping is not None
+        return _data_rows(_csv_rows(self.file, self.mapping), self.header_row, self.header)
+
+    def column(self, name: str) -> Iterator[Any]:
+        """The cells of one column, row by row (blank rows skipped), without building rows."""
+        if self.held is not None:
+            return (raw.get(name) for _, raw in self.held)
+        assert self.file is not None
+        assert self.mapping is not None
+        index = len(self.header) - 1 - self.header[::-1].index(name)  # as dict(zip()) reads
+        return _column_cells(_csv_rows(self.file, self.mapping), self.header_row, index)
 
 
 class Uncomputed(str):
@@ -608,6 +633,10 @@ def _computed(cells: Mapping[str, Any]) -> None:
             )
 
 
+def _row_is_blank(cells: list[Any]) -> bool:
+    return all(_blank(v) for v in cells)
+
+
 def _read_rows(
     rows: Iterable[Iterable[Any]], header_row: int
 ) -> tuple[list[str], list[tuple[int, Row]]]:
@@ -620,10 +649,35 @@ def _read_rows(
         if header is None:
             header = [_to_text(h) if h is not None else "" for h in cells]
             continue
-        if all(_blank(v) for v in cells):
+        if _row_is_blank(cells):
             continue
         out.append((number, dict(zip(header, cells, strict=False))))
     return header or [], out
+
+
+def _header_of(rows: Iterable[list[Any]], header_row: int) -> list[str]:
+    for number, cells in enumerate(rows, start=1):
+        if number == header_row:
+            return [_to_text(h) if h is not None else "" for h in cells]
+    return []
+
+
+def _data_rows(
+    rows: Iterable[list[Any]], header_row: int, header: list[str]
+) -> Iterator[tuple[int, Row]]:
+    """The rows after the header as (row number, column -> cell), streaming (what
+    :func:`_read_rows` holds)."""
+    for number, cells in enumerate(rows, start=1):
+        if number <= header_row or _row_is_blank(cells):
+            continue
+        yield number, dict(zip(header, cells, strict=False))
+
+
+def _column_cells(rows: Iterable[list[Any]], header_row: int, index: int) -> Iterator[Any]:
+    for number, cells in enumerate(rows, start=1):
+        if number <= header_row or _row_is_blank(cells):
+            continue
+        yield cells[index] if index < len(cells) else None
 
 
 class _Sources:
@@ -642,9 +696,14 @@ class _Sources:
         file = self.path if xlsx else self._csv_path(name)
         key = (str(file), name, header_row)
         if key not in self._cache:
-            title, rows = self._xlsx_rows(name) if xlsx else (None, _csv_rows(file, self.mapping))
-            header, data = _read_rows(rows, header_row)
-            self._cache[key] = _Sheet(file.name, title, header_row, header, data)
+            if xlsx:
+                title, rows = self._xlsx_rows(name)
+                header, data = _read_rows(rows, header_row)
+                self._cache[key] = _Sheet(file.name, title, header_row, header, data)
+            else:
+                header = _header_of(_csv_rows(file, self.mapping), header_row)
+                sheet = _Sheet(file.name, None, header_row, header, None, file, self.mapping)
+                self._cache[key] = sheet
         return self._cache[key]
 
     def _xlsx_rows(self, sheet: str | None) -> tuple[str, Iterator[tuple[Any, ...]]]:
@@ -964,6 +1023,9 @@ class _Patient:
 
 @dataclass
 class _Assembly:
+    """Patients and their events as rows are read; rejects keyed by (spec, row) so that they
+    come out in file order however the rows were visited."""
+
     ctx: _Context
     patients: dict[str, _Patient] = field(default_factory=dict)
     by_row: dict[int, str] = field(default_factory=dict)
@@ -971,7 +1033,8 @@ class _Assembly:
     refused_rows: dict[int, str] = field(default_factory=dict)
     refused_ids: dict[str, str] = field(default_factory=dict)
     ordinals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    rejects: list[Reject] = field(default_factory=list)
+    rejects: list[tuple[int, int, Reject]] = field(default_factory=list)
+    """(spec index, row, reject)."""
 
     def patient(self, where: _Where) -> None:
         cells, columns = _gather(where.plan, where.raw) or ({}, {})
@@ -986,7 +1049,7 @@ class _Assembly:
             self.patients[sid] = _Patient(record, anchor_date, where.row)
             self.by_row[where.row] = sid
         except _FieldError as exc:
-            self.rejects.append(where.reject(exc.field, str(exc)))
+            self.rejects.append((0, where.row, where.reject(exc.field, str(exc))))
             reason = f"the patient's row {where.row} was rejected: {exc}"
             self.refused_rows[where.row] = reason
             sid_cell = cells.get("study_id")
@@ -1008,7 +1071,7 @@ class _Assembly:
             raise _FieldError("study_id", reason)
         return self.patients[sid]
 
-    def event(self, where: _Where) -> None:
+    def event(self, order: int, where: _Where) -> None:
         plan = where.plan
         gathered = _gather(plan, where.raw)
         if gathered is None:
@@ -1032,7 +1095,7 @@ class _Assembly:
             event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
             _plausible(self.ctx, event, owner.record.birth_date)
         except _FieldError as exc:
-            self.rejects.append(where.reject(exc.field, str(exc)))
+            self.rejects.append((order, where.row, where.reject(exc.field, str(exc))))
             return
         owner.ids[event_id] = f"{where.sheet.sheet or where.sheet.source} row {where.row}"
         owner.events.append(event)
@@ -1040,8 +1103,231 @@ class _Assembly:
     def cases(self) -> list[Case]:
         return [Case(patient=p.record, events=tuple(p.events)) for p in self.patients.values()]
 
+    def release(self) -> list[Case]:
+        """The cases assembled so far, forgetting them and every row read (streaming: each
+        patient's rows have all been read when this is called)."""
+        done = self.cases()
+        self.patients.clear()
+        self.by_row.clear()
+        self.refused_rows.clear()
+        self.refused_ids.clear()
+        self.ordinals.clear()
+        return done
 
-def _read_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> ReadResult:
+
+# -- streaming: each patient's rows together -----------------------------------------------------
+#
+# A study in long format keeps events in their own sheet or file, where one patient's rows may
+# be anywhere. To read patient by patient, each event source is a *feed* that hands over the
+# rows of one patient id at a time:
+#
+# - a CSV file whose rows come grouped by patient in the patient table's order (checked by a
+#   first pass over the patient id column only, holding nothing) is read once, alongside
+#   the patient table (_MergedFeed): flat memory;
+# - any other CSV file is sorted by patient id on disk, in a temporary SQLite database, and
+#   each patient's rows are fetched by id (_SortedFeed): flat memory, one more pass;
+# - a workbook sheet, which is held in memory anyway, is indexed by patient id (_IndexedFeed).
+#
+# Rows of no patient (a blank or unknown id) are read after the last patient: they are
+# rejected. Rejects are sorted back into file order at the end. Patient ids that repeat in
+# the patient table, or a patient id set by a word or a constant of the mapping, make the
+# reader hold the whole file (the result depends on every row): those files are read as
+# before streaming, by _Assembly over all rows.
+
+
+class _Feed(Protocol):
+    def take(self, sid: str) -> Iterable[tuple[int, Row]]: ...
+
+    def loose(self) -> Iterable[tuple[int, Row]]: ...
+
+
+def _sid(cell: Any) -> str | None:
+    return None if _blank(cell) else _to_text(cell)
+
+
+class _MergedFeed:
+    """A source whose rows come grouped by patient, in the patient table's order."""
+
+    def __init__(self, sheet: _Sheet, column: str) -> None:
+        self._rows = sheet.rows()
+        self._column = column
+        self._next = next(self._rows, None)
+
+    def take(self, sid: str) -> list[tuple[int, Row]]:
+        out: list[tuple[int, Row]] = []
+        column = self._column
+        while self._next is not None:
+            cell = self._next[1].get(column)
+            if not _blank(cell) and _to_text(cell) != sid:
+                break
+            out.append(self._next)  # a row without a patient id is rejected where it is
+            self._next = next(self._rows, None)
+        return out
+
+    def loose(self) -> list[tuple[int, Row]]:
+        rest = [] if self._next is None else [self._next]
+        rest.extend(self._rows)
+        self._next = None
+        return rest
+
+
+class _IndexedFeed:
+    """A source held in memory (a workbook sheet), its rows indexed by patient id."""
+
+    def __init__(self, sheet: _Sheet, column: str) -> None:
+        self._by_sid: dict[str | None, list[tuple[int, Row]]] = defaultdict(list)
+        for number, raw in sheet.rows():
+            self._by_sid[_sid(raw.get(column))].append((number, raw))
+
+    def take(self, sid: str) -> list[tuple[int, Row]]:
+        return self._by_sid.pop(sid, [])
+
+    def loose(self) -> list[tuple[int, Row]]:
+        rest = sorted((r for rows in self._by_sid.values() for r in rows), key=itemgetter(0))
+        self._by_sid.clear()
+        return rest
+
+
+class _SortedFeed:
+    """A CSV file in any order, sorted by patient id on disk (a temporary SQLite file)."""
+
+    def __init__(self, sheet: _Sheet, column: str, stack: ExitStack) -> None:
+        import sqlite3
+        import tempfile
+
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="fhir-cart-sort-"))
+        self._db = sqlite3.connect(Path(folder) / "rows.sqlite")
+        stack.callback(self._db.close)
+        self._header = sheet.header
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE r (sid TEXT, n INTEGER, cells BLOB, taken INTEGER)")
+        index = len(sheet.header) - 1 - sheet.header[::-1].index(column)
+        assert sheet.file is not None
+        assert sheet.mapping is not None
+        self._db.executemany(
+            "INSERT INTO r VALUES (?, ?, ?, 0)",
+            (
+                (_sid(cells[index]) if index < len(cells) else None, n, orjson.dumps(cells))
+                for n, cells in _numbered(_csv_rows(sheet.file, sheet.mapping), sheet.header_row)
+            ),
+        )
+        self._db.execute("CREATE INDEX r_sid ON r (sid, n)")
+
+    def _rows(self, found: Iterable[tuple[int, bytes]]) -> list[tuple[int, Row]]:
+        header = self._header
+        return [(n, dict(zip(header, orjson.loads(cells), strict=False))) for n, cells in found]
+
+    def take(self, sid: str) -> list[tuple[int, Row]]:
+        found = self._db.execute("SELECT n, cells FROM r WHERE sid = ? ORDER BY n", (sid,))
+        rows = self._rows(found.fetchall())
+        if rows:
+            self._db.execute("UPDATE r SET taken = 1 WHERE sid = ?", (sid,))
+        return rows
+
+    def loose(self) -> list[tuple[int, Row]]:
+        found = self._db.execute("SELECT n, cells FROM r WHERE taken = 0 ORDER BY n")
+        return self._rows(found.fetchall())
+
+
+def _numbered(rows: Iterable[list[Any]], header_row: int) -> Iterator[tuple[int, list[Any]]]:
+    for number, cells in enumerate(rows, start=1):
+        if number > header_row and not _row_is_blank(cells):
+            yield number, cells
+
+
+def _plain_sid(plan: _Plan) -> str | None:
+    """The column of a spec's patient id when its cells are the ids as written (no word or
+    constant of the mapping makes one)."""
+    column = plan.spec.columns.get("study_id")
+    if column is None or "study_id" in plan.words:
+        return None
+    if any(fld == "study_id" for fld, _ in plan.defaults):
+        return None
+    for targets in plan.words.values():
+        if any(isinstance(t, dict) and "study_id" in t for t in targets.values()):
+            return None
+    return column
+
+
+def _distinct(ids: Iterable[str | None]) -> bool:
+    """No patient id twice (8 bytes a patient: hashes, sorted; a collision says no)."""
+    hashes = array("q", (hash(i) for i in ids if i is not None))
+    if len(hashes) < 100_000:
+        return len(set(hashes)) == len(hashes)
+    import numpy as np
+
+    ordered = np.frombuffer(hashes, dtype=np.int64).copy()
+    del hashes
+    ordered.sort()
+    return not bool((ordered[1:] == ordered[:-1]).any())
+
+
+def _grouped(cells: Iterable[Any], patient_ids: Iterable[str | None]) -> bool:
+    """Whether every non-blank id of ``cells`` is a patient's and they come grouped, in
+    the patient table's order."""
+    ids = (i for i in patient_ids if i is not None)
+    current = next(ids, None)
+    for cell in cells:
+        if _blank(cell):
+            continue
+        sid = _to_text(cell)
+        while sid != current:
+            current = next(ids, None)
+            if current is None:
+                return False
+    return True
+
+
+def _feeds(plans: list[_Plan], sheets: list[_Sheet], stack: ExitStack) -> dict[int, _Feed] | None:
+    """A feed for each event spec with its own sheet, or None when the file must be held."""
+    patient_column = _plain_sid(plans[0])
+    if patient_column is None:
+        return None
+    own = [
+        (i, p, s) for i, (p, s) in enumerate(zip(plans, sheets, strict=True)) if i and p.own_sheet
+    ]
+    columns = {i: _plain_sid(p) for i, p, _ in own}
+    if any(c is None for c in columns.values()):
+        return None
+    patients = sheets[0]
+    if not _distinct(_sid(c) for c in patients.column(patient_column)):
+        return None
+    feeds: dict[int, _Feed] = {}
+    for i, _, sheet in own:
+        column = columns[i]
+        assert column is not None
+        if sheet.held is not None:
+            feeds[i] = _IndexedFeed(sheet, column)
+        elif _grouped(sheet.column(column), map(_sid, patients.column(patient_column))):
+            feeds[i] = _MergedFeed(sheet, column)
+        else:
+            feeds[i] = _SortedFeed(sheet, column, stack)
+    return feeds
+
+
+class StudyStream:
+    """A study file read patient by patient: iterate it for the cases (once); after that,
+    :attr:`rejects` holds every rejected row or value in file order. :attr:`streamed` says
+    whether the file was read patient by patient (else it was held, see above)."""
+
+    def __init__(
+        self,
+        cases: Iterator[Case],
+        rejects: list[Reject],
+        unmapped_columns: list[UnmappedColumn],
+        streamed: bool,
+    ) -> None:
+        self._cases = cases
+        self.rejects = rejects
+        self.unmapped_columns = unmapped_columns
+        self.streamed = streamed
+
+    def __iter__(self) -> Iterator[Case]:
+        return self._cases
+
+
+def _stream_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> StudyStream:
     ctx = _Context(mapping, library)
     plans = _plans(ctx)
     with ExitStack() as stack:
@@ -1051,16 +1337,64 @@ def _read_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> 
                 for p in _header_problems(sheet, plan)]  # fmt: skip
     if problems:
         raise InputError(f"{path.name}: the mapping does not fit the file", problems)
-    acc = _Assembly(ctx)
-    for sheet, plan in zip(sheets, plans, strict=True):
-        for row, raw in sheet.rows:
-            where = _Where(sheet, plan, row, raw, {})
-            if plan.event is None:
-                acc.patient(where)
-            else:
-                acc.event(where)
     unmapped = _unmapped(sheets, plans, mapping.ignore)
-    return ReadResult(cases=acc.cases(), rejects=acc.rejects, unmapped_columns=unmapped)
+    rejects: list[Reject] = []
+    stack = ExitStack()
+    try:
+        feeds = _feeds(plans, sheets, stack)  # the first passes, before any case
+    except BaseException:
+        stack.close()
+        raise
+    cases = _assemble(_Assembly(ctx), plans, sheets, feeds, stack, rejects)
+    return StudyStream(cases, rejects, unmapped, feeds is not None)
+
+
+def _assemble(
+    acc: _Assembly,
+    plans: list[_Plan],
+    sheets: list[_Sheet],
+    feeds: dict[int, _Feed] | None,
+    stack: ExitStack,
+    rejects: list[Reject],
+) -> Iterator[Case]:
+    """The cases; at the end, ``rejects`` gets every reject in file order."""
+    with stack:
+        if feeds is None:
+            for order, (sheet, plan) in enumerate(zip(sheets, plans, strict=True)):
+                for row, raw in sheet.rows():
+                    where = _Where(sheet, plan, row, raw, {})
+                    if order == 0:
+                        acc.patient(where)
+                    else:
+                        acc.event(order, where)
+            yield from acc.cases()
+        else:
+            yield from _assemble_streamed(acc, plans, sheets, feeds)
+    acc.rejects.sort(key=itemgetter(0, 1))
+    rejects.extend(r for _, _, r in acc.rejects)
+
+
+def _assemble_streamed(
+    acc: _Assembly, plans: list[_Plan], sheets: list[_Sheet], feeds: dict[int, _Feed]
+) -> Iterator[Case]:
+    patients, plan = sheets[0], plans[0]
+    column = _plain_sid(plan)
+    assert column is not None
+    events = list(enumerate(zip(plans, sheets, strict=True)))[1:]
+    for row, raw in patients.rows():
+        acc.patient(_Where(patients, plan, row, raw, {}))
+        sid = _sid(raw.get(column))
+        for order, (spec, sheet) in events:
+            if not spec.own_sheet:
+                acc.event(order, _Where(patients, spec, row, raw, {}))
+            elif sid is not None:
+                for number, cells in feeds[order].take(sid):
+                    acc.event(order, _Where(sheet, spec, number, cells, {}))
+        yield from acc.release()
+    for order, (spec, sheet) in events:
+        if spec.own_sheet:
+            for number, cells in feeds[order].loose():
+                acc.event(order, _Where(sheet, spec, number, cells, {}))
 
 
 def _read_json(path: Path) -> ReadResult:
@@ -1082,6 +1416,22 @@ def _read_json(path: Path) -> ReadResult:
     return result
 
 
+def stream_study(
+    path: Path, mapping: StudyMapping | None = None, library: ConceptLibrary | None = None
+) -> StudyStream:
+    """:func:`read_study`, patient by patient: the file is checked against the mapping now
+    (ConfigError, InputError as for read_study); cases come as the stream is iterated, and
+    its ``rejects`` are complete once it has been iterated to the end."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder", [])
+    if path.suffix.lower() == ".json":
+        result = _read_json(path)
+        return StudyStream(iter(result.cases), result.rejects, [], False)
+    if mapping is None:
+        raise InputError(f"{path.name}: a mapping file is needed for this file type", [])
+    return _stream_mapped(path, mapping, library or default_library(mapping))
+
+
 def read_study(
     path: Path, mapping: StudyMapping | None = None, library: ConceptLibrary | None = None
 ) -> ReadResult:
@@ -1090,10 +1440,6 @@ def read_study(
     plus the mapping's own concepts. Raises ConfigError when the mapping does not fit the
     library, InputError when the file cannot be read at all; rows and values that cannot be
     read are returned as rejects."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder", [])
-    if path.suffix.lower() == ".json":
-        return _read_json(path)
-    if mapping is None:
-        raise InputError(f"{path.name}: a mapping file is needed for this file type", [])
-    return _read_mapped(path, mapping, library or default_library(mapping))
+    stream = stream_study(path, mapping, library)
+    cases = list(stream)
+    return ReadResult(cases=cases, rejects=stream.rejects, unmapped_columns=stream.unmapped_columns)
