@@ -20,7 +20,7 @@ import difflib
 import re
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -152,6 +152,8 @@ def _to_int(value: Any) -> int:
 
 
 def _to_text(value: Any) -> str:
+    if type(value) is str:
+        return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -250,6 +252,8 @@ class _Context:
     library: ConceptLibrary
     _words: dict[str, dict[str, str]] = field(default_factory=dict)
     _concepts: dict[str, str] = field(default_factory=dict)
+    today: dt.date = field(default_factory=dt.date.today)
+    """The day of the read (a date after it is in the future)."""
 
     def __post_init__(self) -> None:
         for key in self.library.data.concepts:
@@ -463,10 +467,19 @@ def _agree(name: str, date: dt.date | None, day: int, anchor: str, anchor_date: 
     return derived
 
 
+_WINDOW_PARTS = ("earliest_day", "latest_day", "window")
+_TIME_FIELDS = {
+    name: tuple(f"{name}_{part}" for part in ("date", "day", "anchor", *_WINDOW_PARTS))
+    for name in ("when", "end")
+}
+
+
 def _when(
     ctx: _Context, cells: Mapping[str, Any], name: str, anchor_date: dt.date | None
 ) -> When | None:
     """The time ``name`` (when or end) of a row: date, relative day, window."""
+    if not any(f in cells for f in _TIME_FIELDS[name]):
+        return None
     date = _parsed(cells, f"{name}_date", ctx.date)
     day = _parsed(cells, f"{name}_day", _to_int)
     named: str | None = _parsed(cells, f"{name}_anchor", ctx.concept_key)
@@ -516,6 +529,8 @@ class _Plan:
     """(field, column, its words) for every mapped column."""
     defaults: tuple[tuple[str, Any], ...]
     """Constants (and the spec's concept) filling blank fields."""
+    by_column: dict[str, tuple[tuple[int, str, str, dict[str, WordTarget] | None], ...]]
+    """column -> (position in ``fields``, field, column, words) of the fields it fills."""
 
     @property
     def event(self) -> EventSpec | None:
@@ -536,7 +551,11 @@ def _plan(name: str, where: str, spec: PatientSpec | EventSpec) -> _Plan:
     defaults = dict(spec.constants)
     if isinstance(spec, EventSpec) and spec.concept is not None:
         defaults.setdefault("concept", spec.concept)
-    return _Plan(name, where, spec, words, own, fields, tuple(defaults.items()))
+    by_column: dict[str, list[tuple[int, str, str, dict[str, WordTarget] | None]]] = {}
+    for position, (fld, column, lookup) in enumerate(fields):
+        by_column.setdefault(column, []).append((position, fld, column, lookup))
+    columns = {c: tuple(found) for c, found in by_column.items()}
+    return _Plan(name, where, spec, words, own, fields, tuple(defaults.items()), columns)
 
 
 def _plans(ctx: _Context) -> list[_Plan]:
@@ -662,20 +681,27 @@ def _header_of(rows: Iterable[list[Any]], header_row: int) -> list[str]:
     return []
 
 
+def _blank_text(cells: list[str]) -> bool:
+    """Whether a CSV row (text cells) is blank: :func:`_row_is_blank` at C speed."""
+    text = "".join(cells)
+    return not text or text.isspace()
+
+
 def _data_rows(
-    rows: Iterable[list[Any]], header_row: int, header: list[str]
+    rows: Iterable[list[str]], header_row: int, header: list[str]
 ) -> Iterator[tuple[int, Row]]:
-    """The rows after the header as (row number, column -> cell), streaming (what
-    :func:`_read_rows` holds)."""
+    """The rows of a CSV file after the header as (row number, column -> cell), streaming
+    (what :func:`_read_rows` holds). Empty cells are left out: a missing column reads as
+    None, blank as an empty cell does."""
     for number, cells in enumerate(rows, start=1):
-        if number <= header_row or _row_is_blank(cells):
+        if number <= header_row or _blank_text(cells):
             continue
-        yield number, dict(zip(header, cells, strict=False))
+        yield number, {h: c for h, c in zip(header, cells, strict=False) if c}
 
 
-def _column_cells(rows: Iterable[list[Any]], header_row: int, index: int) -> Iterator[Any]:
+def _column_cells(rows: Iterable[list[str]], header_row: int, index: int) -> Iterator[Any]:
     for number, cells in enumerate(rows, start=1):
-        if number <= header_row or _row_is_blank(cells):
+        if number <= header_row or _blank_text(cells):
             continue
         yield cells[index] if index < len(cells) else None
 
@@ -766,7 +792,9 @@ def _csv_rows(path: Path, mapping: StudyMapping) -> Iterator[list[str]]:
         with path.open(newline="", encoding=mapping.encoding) as handle:
             for row in csv.reader(handle, delimiter=mapping.csv_delimiter):
                 # a cell escaped against formula injection ('=..., '-...) reads as written
-                yield [unescape_csv_cell(cell) if cell[:1] == "'" else cell for cell in row]
+                if "'" in "".join(row):
+                    row = [unescape_csv_cell(cell) if cell[:1] == "'" else cell for cell in row]
+                yield row
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{path.name}: not {mapping.encoding} text ({exc.reason} at byte {exc.start}); "
@@ -850,10 +878,16 @@ def _gather(plan: _Plan, raw: Row) -> tuple[dict[str, Any], dict[str, str]] | No
     fields. None when a cell's word means 'no event'."""
     cells: dict[str, Any] = {}
     columns: dict[str, str] = {}
-    for fld, column, lookup in plan.fields:
+    fields: Sequence[tuple[str, str, dict[str, WordTarget] | None]] = plan.fields
+    if len(raw) < len(fields):  # a CSV row holds its non-empty cells only: visit those
+        by_column = plan.by_column
+        hits = [hit for column in raw for hit in by_column.get(column, ())]
+        hits.sort(key=itemgetter(0))
+        fields = [hit[1:] for hit in hits]
+    for fld, column, lookup in fields:
         cell = raw.get(column)
-        if _blank(cell):
-            continue
+        if cell is None or cell == "" or (type(cell) is str and cell.isspace()):
+            continue  # blank
         word = normalise_word(cell) if lookup is not None else None
         if lookup is not None and word in lookup:
             target = lookup[word]
@@ -990,7 +1024,7 @@ def _patient(
 def _plausible(ctx: _Context, event: Event, birth: dt.date | None) -> None:
     """Times no patient can have: in the future, before birth, an end before its start, a
     last follow-up before day 0. Rejected with the reason, never passed on silently."""
-    today = dt.date.today()
+    today = ctx.today
     for name, when in (("when", event.when), ("end", event.end)):
         if when is None or when.date is None:
             continue
@@ -1230,9 +1264,9 @@ class _SortedFeed:
         return self._rows(found.fetchall())
 
 
-def _numbered(rows: Iterable[list[Any]], header_row: int) -> Iterator[tuple[int, list[Any]]]:
+def _numbered(rows: Iterable[list[str]], header_row: int) -> Iterator[tuple[int, list[str]]]:
     for number, cells in enumerate(rows, start=1):
-        if number > header_row and not _row_is_blank(cells):
+        if number > header_row and not _blank_text(cells):
             yield number, cells
 
 
