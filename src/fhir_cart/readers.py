@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import difflib
+import math
 import re
 from array import array
 from collections import defaultdict
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -42,7 +43,7 @@ from fhir_cart.concepts import (
 )
 from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
-from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.records import COMPARATORS, Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.study_mapping import (
     CANONICAL_VALUE_FIELDS,
     SEXES,
@@ -318,6 +319,111 @@ def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -
     return _to_text(cell)
 
 
+# -- records built once ----------------------------------------------------------------------
+#
+# The reader has read and checked every field already; pydantic's pass over the same values
+# is skipped when each field is exactly what it would accept unchanged (type, range, length,
+# pattern, no surrounding whitespace to strip). The model's own check (its model validator)
+# still runs, and anything else goes through pydantic, for its error and message.
+
+_KEY_TEXT = re.compile(r"[a-z][a-z0-9_]*")
+_ID_TEXT = re.compile(r"[A-Za-z0-9_\-\.]+")
+_SCALARS = (str, int, float, bool)
+
+
+_CHECK = "_check"
+_Model = TypeVar("_Model", When, Value, Event)
+
+
+def _checked(model: _Model) -> _Model:
+    """The model after its own model validator (``_check``), which raises ValueError."""
+    getattr(model, _CHECK)()
+    return model
+
+
+def _day(value: Any) -> bool:
+    return value is None or (type(value) is int and -36500 <= value <= 36500)
+
+
+def _text(value: Any, longest: int, shortest: int = 1) -> bool:
+    return value is None or (
+        type(value) is str and shortest <= len(value) <= longest and value == value.strip()
+    )
+
+
+def _key(value: Any, pattern: re.Pattern[str] = _KEY_TEXT) -> bool:
+    return type(value) is str and len(value) <= 64 and pattern.fullmatch(value) is not None
+
+
+def _finite(value: Any) -> bool:
+    return value is None or (type(value) is float and math.isfinite(value))
+
+
+def _make_when(
+    date: dt.date | None, day: int | None, anchor: str | None, earliest: Any, latest: Any
+) -> When:
+    fields = {"date": date, "day": day, "anchor": anchor, "earliest_day": earliest,
+              "latest_day": latest}  # fmt: skip
+    if (
+        (date is None or type(date) is dt.date)
+        and _day(day)
+        and _day(earliest)
+        and _day(latest)
+        and (anchor is None or _key(anchor))
+    ):
+        try:
+            return _checked(When.model_construct(**fields))
+        except ValueError:
+            pass
+    return When(**fields)
+
+
+_VALUE_FIELDS: dict[str, Any] = {
+    "number": _finite,
+    "low": _finite,
+    "high": _finite,
+    "unit": lambda v: _text(v, 40),
+    "comparator": lambda v: v is None or (type(v) is str and v in COMPARATORS),
+    "code": lambda v: _text(v, 64),
+    "boolean": lambda v: v is None or type(v) is bool,
+    "text": lambda v: _text(v, 1000),
+}
+
+
+def _make_value(**fields: Any) -> Value:
+    if all(_VALUE_FIELDS[k](v) for k, v in fields.items()):
+        try:
+            return _checked(Value.model_construct(**fields))
+        except ValueError:
+            pass
+    return Value(**fields)
+
+
+def _make_event(**fields: Any) -> Event:
+    when, end, value = fields["when"], fields["end"], fields["value"]
+    attributes = fields["attributes"]
+    if (
+        _key(fields["event_id"], _ID_TEXT)
+        and _key(fields["concept"])
+        and (when is None or type(when) is When)
+        and (end is None or type(end) is When)
+        and (value is None or type(value) is Value)
+        and _text(fields["source_text"], 1000, 0)
+        and _text(fields["origin"], 64, 0)
+        and all(
+            _text(k, len(k), 0)
+            and type(v) in _SCALARS
+            and (type(v) is not str or _text(v, len(v), 0))
+            for k, v in attributes.items()
+        )
+    ):
+        try:
+            return _checked(Event.model_construct(**fields))
+        except ValueError:
+            pass
+    return Event(**fields)
+
+
 # -- values ---------------------------------------------------------------------------------
 
 
@@ -331,7 +437,7 @@ def _quantity(value: ValueDef, cell: Any, unit: str | None, comparator: str | No
     elif given is not None:
         raise ValueError(f"this concept's value has no unit (got {given!r})")
     _checked_number(number, given, value.min, value.max)
-    return Value(number=number, unit=given, comparator=cmp or comparator)
+    return _make_value(number=number, unit=given, comparator=cmp or comparator)
 
 
 def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
@@ -344,7 +450,7 @@ def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
     high, _ = fit_unit(high, given, value.units, value.convert)
     for number in (low, high):
         _checked_number(number, fitted, value.min, value.max)
-    return Value(low=low, high=high, unit=fitted)
+    return _make_value(low=low, high=high, unit=fitted)
 
 
 def _typed_value(
@@ -356,19 +462,19 @@ def _typed_value(
     if kind == "none":
         raise ValueError(f"{concept.label} takes no value")
     if kind == "text":
-        return Value(text=_to_text(cell))
+        return _make_value(text=_to_text(cell))
     if kind == "boolean":
-        return Value(boolean=_to_bool(cell))
+        return _make_value(boolean=_to_bool(cell))
     if kind == "range":
         return _range(value, cell, unit)
     if kind in ("coded", "quantity_or_coded"):
         assert value.value_set is not None
         word = ctx.word(value.value_set, cell)
         if word is not None:
-            return Value(code=word)
+            return _make_value(code=word)
         if kind == "coded":
             if value.open:
-                return Value(text=_to_text(cell))
+                return _make_value(text=_to_text(cell))
             raise ValueError(ctx.expected(value.value_set))
         try:
             parse_quantity(cell)
@@ -397,7 +503,7 @@ def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any
         if set_ is None:
             raise ValueError(f"{concept.label} has no coded value")
         got["code"] = _coded(ctx, set_, concept.value.open, cells["value_code"])
-    value = Value(**got)
+    value = _make_value(**got)
     if value.unit is not None and concept.value.units:
         number = value.number if value.number is not None else value.low
         assert number is not None
@@ -478,12 +584,16 @@ def _when(
     ctx: _Context, cells: Mapping[str, Any], name: str, anchor_date: dt.date | None
 ) -> When | None:
     """The time ``name`` (when or end) of a row: date, relative day, window."""
-    if not any(f in cells for f in _TIME_FIELDS[name]):
+    names = _TIME_FIELDS[name]
+    if not any(f in cells for f in names):
         return None
-    date = _parsed(cells, f"{name}_date", ctx.date)
-    day = _parsed(cells, f"{name}_day", _to_int)
-    named: str | None = _parsed(cells, f"{name}_anchor", ctx.concept_key)
-    earliest, latest, window_anchor = _window(ctx, cells, name)
+    date = _parsed(cells, names[0], ctx.date)
+    day = _parsed(cells, names[1], _to_int)
+    named: str | None = _parsed(cells, names[2], ctx.concept_key)
+    if any(f in cells for f in names[3:]):
+        earliest, latest, window_anchor = _window(ctx, cells, name)
+    else:
+        earliest = latest = window_anchor = None
     window = earliest is not None or latest is not None
     if date is None and day is None and not window:
         return None
@@ -504,7 +614,7 @@ def _when(
     ):
         date = _agree(name, date, day, anchor, anchor_date)
     try:
-        return When(date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
+        return _make_when(date, day, anchor, earliest, latest)
     except ValidationError as exc:
         first = next((f for f in cells if f.startswith(f"{name}_")), None)
         raise _FieldError(first, validation_reason(exc)) from None
@@ -951,7 +1061,7 @@ def _event(
     attributes = _attributes(ctx, concept, cells, units)
     origin = _to_text(cells["origin"]) if "origin" in cells else None
     try:
-        return Event(
+        return _make_event(
             event_id=event_id, concept=concept, when=when, end=end, value=value,
             attributes=attributes, source_text=_source_text(where.plan, where, cells),
             origin=origin,
