@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fhir_cart.concepts import (
     AttributeDef,
@@ -335,6 +335,25 @@ _CHECK = "_check"
 _Model = TypeVar("_Model", When, Value, Event)
 
 
+_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {
+    model: {name: info.default for name, info in model.model_fields.items()}
+    for model in (When, Value, Event)
+}
+"""Each field with its default, in declared order (Event.attributes is always given)."""
+
+
+def _construct(model: type[_Model], fields: dict[str, Any]) -> _Model:
+    """``model.model_construct(**fields)`` as pydantic does it, without its general loop."""
+    made = model.__new__(model)
+    values = dict(_DEFAULTS[model])
+    values.update(fields)
+    object.__setattr__(made, "__dict__", values)
+    object.__setattr__(made, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
+
+
 def _checked(model: _Model) -> _Model:
     """The model after its own model validator (``_check``), which raises ValueError."""
     getattr(model, _CHECK)()
@@ -372,7 +391,7 @@ def _make_when(
         and (anchor is None or _key(anchor))
     ):
         try:
-            return _checked(When.model_construct(**fields))
+            return _checked(_construct(When, fields))
         except ValueError:
             pass
     return When(**fields)
@@ -393,7 +412,7 @@ _VALUE_FIELDS: dict[str, Any] = {
 def _make_value(**fields: Any) -> Value:
     if all(_VALUE_FIELDS[k](v) for k, v in fields.items()):
         try:
-            return _checked(Value.model_construct(**fields))
+            return _checked(_construct(Value, fields))
         except ValueError:
             pass
     return Value(**fields)
@@ -418,7 +437,7 @@ def _make_event(**fields: Any) -> Event:
         )
     ):
         try:
-            return _checked(Event.model_construct(**fields))
+            return _checked(_construct(Event, fields))
         except ValueError:
             pass
     return Event(**fields)
