@@ -978,16 +978,20 @@ def _unmapped(
 # -- one row ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Where:
-    """A source row being read, and how to blame one of its fields."""
+    """A source row being read, and how to blame one of its fields. ``columns``: field ->
+    the source column it came from (fields set by a word follow their cell)."""
 
-    sheet: _Sheet
-    plan: _Plan
-    row: int
-    raw: Row
-    columns: dict[str, str]
-    """field -> the source column it came from (fields set by a word follow their cell)."""
+    __slots__ = ("columns", "plan", "raw", "row", "sheet")
+
+    def __init__(
+        self, sheet: _Sheet, plan: _Plan, row: int, raw: Row, columns: dict[str, str]
+    ) -> None:
+        self.sheet = sheet
+        self.plan = plan
+        self.row = row
+        self.raw = raw
+        self.columns = columns
 
     def reject(self, fld: str | None, reason: str) -> Reject:
         column = self.columns.get(fld) if fld else None
@@ -1040,9 +1044,10 @@ def _attributes(
     ctx: _Context, concept: str, cells: Mapping[str, Any], units: Mapping[str, str]
 ) -> dict[str, Scalar]:
     allowed = ctx.library.concept(concept).attributes
+    library = ctx.library.data.attributes
     out: dict[str, Scalar] = {}
     for name, cell in cells.items():
-        attr = ctx.library.data.attributes.get(name)
+        attr = library.get(name)
         if attr is None:
             continue
         if name not in allowed:
