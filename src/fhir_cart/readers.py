@@ -328,6 +328,7 @@ def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -
 
 _KEY_TEXT = re.compile(r"[a-z][a-z0-9_]*")
 _ID_TEXT = re.compile(r"[A-Za-z0-9_\-\.]+")
+_NOT_ID = re.compile(r"[^A-Za-z0-9_.\-]+")
 _SCALARS = (str, int, float, bool)
 
 
@@ -1113,7 +1114,7 @@ def _event_id(plan: _Plan, where: _Where, cells: Mapping[str, Any], ordinal: int
         base = plan.name
     else:
         base = f"{plan.name}-{ordinal}"
-    event_id = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base)[:64]
+    event_id = base[:64] if _ID_TEXT.fullmatch(base) else _NOT_ID.sub("-", base)[:64]
     if not event_id.strip("-"):
         raise _FieldError("event_id", "an event id needs letters or digits")
     return event_id

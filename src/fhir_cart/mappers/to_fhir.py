@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from fhir_cart.concepts import AttributeDef, ConceptDef
@@ -151,7 +152,12 @@ _DIGITS = re.compile(r"(\d+)")
 
 def event_order(event: Event) -> tuple[Any, ...]:
     """Natural order of event ids ('drug-2' before 'drug-10')."""
-    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(event.event_id))
+    return _id_order(event.event_id)
+
+
+@lru_cache(maxsize=4096)
+def _id_order(event_id: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(event_id))
 
 
 def _resource_id(ctx: MappingContext, centre: str, kind: str, value: str) -> str:
