@@ -79,3 +79,12 @@ def test_a_stopped_job_leaves_only_the_reject_report(tmp_path: Path) -> None:
     bad = [str(FIXTURES / "bad" / "tables"), "-m", str(MAPPINGS / "centres" / "bad.yaml")]
     assert main(["map", *bad, "-o", str(tmp_path)]) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["rejects.csv"]
+
+
+@given(st.text(), st.text())
+def test_bundle_search_quotes_as_urllib_does(system: str, value: str) -> None:
+    from urllib.parse import quote
+
+    from fhir_cart.bundle import _quoted
+
+    assert _quoted(system) + "%7C" + _quoted(value) == quote(f"{system}|{value}", safe=":/")
