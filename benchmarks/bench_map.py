@@ -214,7 +214,7 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patients", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--patients", type=int, nargs="*", default=[1_000, 10_000])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--memory-only", type=int, nargs="*", default=[])
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_map.json")
