@@ -857,7 +857,10 @@ class _Sources:
                 header, data = _read_rows(rows, header_row)
                 self._cache[key] = _Sheet(file.name, title, header_row, header, data)
             else:
-                header = _header_of(_csv_rows(file, self.mapping), header_row)
+                lines = _csv_rows(file, self.mapping)
+                header = _header_of(lines, header_row)
+                for _ in lines:  # the whole file parses (encoding, csv's field limit) before
+                    pass  # the mapping is checked against it, as when the file was held
                 sheet = _Sheet(file.name, None, header_row, header, None, file, self.mapping)
                 self._cache[key] = sheet
         return self._cache[key]
