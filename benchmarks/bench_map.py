@@ -1,195 +1,87 @@
-"""Benchmark: the whole `fhir-cart map` job beside its plain-Python floor, in alternating pairs.
+"""Benchmark: the whole `fhir-cart map` job beside its plain-Python floor, both as processes.
 
-    .venv/bin/python benchmarks/bench_map.py [--patients 10000] [--pairs 5]
+    .venv/bin/python benchmarks/bench_map.py --patients 1000 10000 100000 [--pairs 5]
+        [--memory-only 1000000]
 
-Once, untimed: writes a synthetic study of N patients (benchmarks/cohort.py) as the canonical
-CSV tables (``writers.write_study``: patients.csv, events.csv), and runs the job once to warm
-caches, build the floor's lookup tables and check that both sides write identical bytes.
+For each size N, once and untimed: a synthetic study of N patients (benchmarks/cohort.py)
+is written as the canonical CSV tables (patients.csv, events.csv), `fhir-cart map` runs once
+(warm-up, and the reference output), and the floor runs once and must write the same files,
+byte for byte (checked).
 
-Then K pairs, alternating which side runs first, each into an emptied output folder:
+Then ``--pairs`` alternating pairs (which side runs first alternates), each into an emptied
+output folder:
 
-(a) fhir_cart: ``fhir_cart.cli.main(["map", STUDY, "-m", mappings/centres/canonical.yaml,
-    "-o", OUT])`` in this process -- exactly what ``fhir-cart map`` runs (read and check the
-    study with its mapping, map to FHIR, write ndjson/<Type>.ndjson, bundles/bundle-NNNN.json
-    transactions of 100 entries, CodeSystem-fhir-cart.json). Interpreter start-up and imports
-    are not in it; one cold ``fhir-cart map`` subprocess is timed once, for reference.
-(b) the floor: ``csv.DictReader`` over the same patients.csv and events.csv; every row is
-    looked up by its key (study_id; study_id + event_id) in tables of the resources and
-    bundle entries that fhir_cart produced in the untimed warm-up, so the floor does no
-    mapping and no checking at all -- only reading the input, grouping a patient's rows,
-    chunking bundles, ``orjson.dumps`` and writing: the same files, byte for byte.
+(a) fhir_cart: ``fhir-cart map STUDY -m mappings/centres/canonical.yaml -o OUT``, the real
+    command as a subprocess: interpreter start-up, imports, reading and checking the study,
+    mapping, writing ndjson/<Type>.ndjson, bundles/bundle-NNNN.json (100 entries),
+    CodeSystem-fhir-cart.json.
+(b) the floor: ``python benchmarks/floor_map.py STUDY REFERENCE OUT`` as a subprocess: reads
+    the same CSVs with csv.reader and writes the same bytes with orjson, getting each row's
+    resources by parsing fhir_cart's output instead of reading values, checking and mapping
+    (see that file).
 
-Ratio = fhir_cart resources/s / floor resources/s (the cost of reading, checking and mapping
-on top of pure I/O and serialisation). Also reported: min-median-max of the ratio over the
-pairs, where the time of one fhir_cart run goes (one extra run, by stage), peak RSS of the
-job in fresh subprocesses at N/5 and N patients (growth with N means the job holds the
-cohort in memory), fhir.resources validation rate, load averages at start and end.
+For each run: wall time, CPU time (user + system) and peak RSS of that process alone
+(``os.wait4``'s resource usage; this script keeps itself small and imports no fhir_cart, so
+a child's peak is its own). Reported per size: min-median-max over the pairs of the ratios
+fhir_cart / floor of wall time and of CPU time, the median resources/s of each, peak RSS of
+each, load averages at start and end, and the machine. ``--memory-only`` sizes run
+`fhir-cart map` once each for peak RSS only (no floor, no pairs).
 Results: benchmarks/results/bench_map.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import filecmp
-import gc
-import io
-import itertools
-import json
+import os
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
-from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cohort import cohort
-from pairs import alternate, load
+from pairs import load, spread
 
-from fhir_cart import cli
-from fhir_cart.bundle import (
-    NdjsonWriter,
-    business_identifier,
-    entry_for,
-    map_cases,
-    transaction_bundles,
-    validate_resource,
-)
-from fhir_cart.mappers.context import mapping_context
-from fhir_cart.readers import read_study
-from fhir_cart.study_mapping import load_study_mapping
-from fhir_cart.writers import write_study
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
 CANONICAL = ROOT / "mappings" / "centres" / "canonical.yaml"
-BUNDLE = 100  # the CLI's default --bundle-size
-Json = dict[str, Any]
+PYTHON = Path(sys.executable)
+FHIR_CART = PYTHON.with_name("fhir-cart")
 
 
-def run_cli(study: Path, out: Path) -> None:
-    sink = io.StringIO()  # its summary table and the unverified-code warning, not figures
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        code = cli.main(["map", str(study), "-m", str(CANONICAL), "-o", str(out)])
-    if code != 0:
-        raise SystemExit(f"fhir-cart map exited {code}")
+def run(argv: list[str]) -> dict[str, float]:
+    """Run a process to its end: wall s, CPU s (user + system) and peak RSS MiB of it alone."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {err.decode()[-2000:]}")
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    }
 
 
-# -- the floor ---------------------------------------------------------------------------------
+def ours(study: Path, out: Path) -> list[str]:
+    return [str(FHIR_CART), "map", str(study), "-m", str(CANONICAL), "-o", str(out)]
 
 
-@dataclass
-class Floor:
-    """What fhir_cart produced once, keyed by source row, for the floor to look up."""
-
-    patients: dict[str, Json] = field(default_factory=dict)  # study_id -> Patient
-    patient_entries: dict[str, Json] = field(default_factory=dict)
-    events: dict[tuple[str, str], Json] = field(default_factory=dict)  # (sid, event_id) -> res
-    event_entries: dict[tuple[str, str], tuple[int, Json]] = field(default_factory=dict)
-    """(sid, event_id) -> (0 for a Condition, which goes first in its patient's entries, else
-    1; bundle entry). Rows absent here (death, follow-up) are on the Patient."""
-    extra_files: dict[str, Any] = field(default_factory=dict)  # CodeSystem, unverified codes
-
-
-def build_floor(study: Path, reference_out: Path) -> tuple[Floor, int]:
-    """Key fhir_cart's resources by row; returns the floor and the resource count."""
-    mapping = load_study_mapping(CANONICAL)
-    cases = read_study(study, mapping).cases
-    ctx = mapping_context(extra=mapping.own_concepts())
-    floor = Floor()
-    total = 0
-    relative = map_cases(ctx.with_style("relative"), cases)
-    urn = map_cases(ctx.with_style("urn"), cases)
-    for case, rel_resources, urn_resources in zip(cases, relative, urn, strict=True):
-        sid = case.patient.study_id
-        for rel, res in zip(rel_resources, urn_resources, strict=True):
-            total += 1
-            value = business_identifier(rel)[1]
-            entry = entry_for(res, "update")
-            if rel["resourceType"] == "Patient":
-                floor.patients[sid] = rel
-                floor.patient_entries[sid] = entry
-                continue
-            key = (sid, value.removeprefix(f"{sid}/"))
-            floor.events[key] = rel
-            floor.event_entries[key] = (0 if rel["resourceType"] == "Condition" else 1, entry)
-    for name in ("CodeSystem-fhir-cart.json", "unverified-codes.json"):
-        path = reference_out / name
-        if path.exists():
-            floor.extra_files[name] = orjson.loads(path.read_bytes())
-    return floor, total
-
-
-def run_floor(study: Path, out: Path, floor: Floor) -> None:
-    """Read the CSVs, look every row up, write the same NDJSON, bundles and files."""
-    ndjson = out / "ndjson"
-    bundles = out / "bundles"
-    ndjson.mkdir(parents=True)
-    bundles.mkdir()
-    handles: dict[str, IO[bytes]] = {}
-
-    def put(res: Json) -> None:
-        rtype = res["resourceType"]
-        handle = handles.get(rtype)
-        if handle is None:
-            handle = handles[rtype] = (ndjson / f"{rtype}.ndjson").open("wb")
-        handle.write(orjson.dumps(res))
-        handle.write(b"\n")
-
-    count = 0
-    entries: list[Json] = []
-
-    def flush() -> None:
-        nonlocal count, entries
-        count += 1
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        path = bundles / f"bundle-{count:04d}.json"
-        path.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
-        entries = []
-
-    with (
-        (study / "patients.csv").open(newline="", encoding="utf-8-sig") as pfile,
-        (study / "events.csv").open(newline="", encoding="utf-8-sig") as efile,
-    ):
-        sids = [row["study_id"] for row in csv.DictReader(pfile)]
-        groups = itertools.groupby(csv.DictReader(efile), key=itemgetter("study_id"))
-        pending = next(groups, None)
-        for sid in sids:
-            rows: list[dict[str, str]] = []
-            if pending is not None and pending[0] == sid:
-                rows = list(pending[1])
-                pending = next(groups, None)
-            put(floor.patients[sid])
-            mine = [floor.patient_entries[sid]]
-            ranked = []
-            for row in rows:
-                key = (sid, row["event_id"])
-                res = floor.events.get(key)
-                if res is not None:
-                    put(res)
-                    ranked.append(floor.event_entries[key])
-            ranked.sort(key=itemgetter(0))
-            mine += [entry for _, entry in ranked]
-            if entries and len(entries) + len(mine) > BUNDLE:
-                flush()
-            entries.extend(mine)
-        if pending is not None:
-            raise SystemExit(f"events of an unknown patient: {pending[0]}")
-    if entries:
-        flush()
-    for handle in handles.values():
-        handle.close()
-    for name, data in floor.extra_files.items():
-        (out / name).write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+def floor(study: Path, reference: Path, out: Path) -> list[str]:
+    return [str(PYTHON), str(HERE / "floor_map.py"), str(study), str(reference), str(out)]
 
 
 def same_tree(left: Path, right: Path) -> None:
@@ -202,185 +94,168 @@ def same_tree(left: Path, right: Path) -> None:
             raise SystemExit(f"the floor wrote other bytes in {name}")
 
 
-# -- other figures -----------------------------------------------------------------------------
+def resources_in(folder: Path) -> int:
+    total = 0
+    for path in (folder / "ndjson").glob("*.ndjson"):
+        with path.open("rb") as handle:
+            total += sum(1 for _ in handle)
+    return total
 
 
-def stages(study: Path, out: Path) -> dict[str, float]:
-    """One run of the job's own steps, timed apart (what cli.map_command calls)."""
-    started = time.perf_counter()
-    mapping = load_study_mapping(CANONICAL)
-    cases = read_study(study, mapping).cases
-    read = time.perf_counter()
-    ctx = mapping_context(extra=mapping.own_concepts())
-    with NdjsonWriter(out / "ndjson") as writer:
-        for resources in map_cases(ctx.with_style("relative"), cases):
-            writer.write_all(resources)
-    mapped = time.perf_counter()
-    (out / "bundles").mkdir()
-    bundles = transaction_bundles(map_cases(ctx.with_style("urn"), cases), size=BUNDLE)
-    for n, bundle in enumerate(bundles, start=1):
-        data = orjson.dumps(bundle, option=orjson.OPT_INDENT_2)
-        (out / "bundles" / f"bundle-{n:04d}.json").write_bytes(data)
-    done = time.perf_counter()
+def study_of(patients: int, base: Path) -> Path:
+    study = base / f"study-{patients}"
+    argv = [str(PYTHON), str(HERE / "cohort.py"), str(patients), str(study)]
+    subprocess.run(argv, check=True)
+    return study
+
+
+def bench_size(patients: int, pairs: int, base: Path) -> dict[str, Any]:
+    study = study_of(patients, base)
+    reference, out = base / "reference", base / "out"
+    warm = run(ours(study, reference))
+    resources = resources_in(reference)
+    run(floor(study, reference, out))
+    same_tree(reference, out)
+    output_mib = sum(p.stat().st_size for p in reference.rglob("*")) / 2**20
+    input_mib = sum(p.stat().st_size for p in study.iterdir()) / 2**20
+    print(f"{patients:,} patients, {resources:,} resources; {pairs} pairs", flush=True)
+    load_start = load()
+    rows = []
+    for index in range(pairs):
+        sides = [("ours", ours(study, out)), ("floor", floor(study, reference, out))]
+        if index % 2:
+            sides.reverse()
+        got: dict[str, dict[str, float]] = {}
+        for name, argv in sides:
+            shutil.rmtree(out, ignore_errors=True)
+            got[name] = run(argv)
+        row = {
+            "first": sides[0][0],
+            "ours": got["ours"],
+            "floor": got["floor"],
+            "wall_ratio": round(got["ours"]["wall_s"] / got["floor"]["wall_s"], 3),
+            "cpu_ratio": round(got["ours"]["cpu_s"] / got["floor"]["cpu_s"], 3),
+        }
+        rows.append(row)
+        print(
+            f"  pair {index + 1} ({row['first']} first): fhir-cart map "
+            f"{got['ours']['wall_s']:.2f} s wall / {got['ours']['cpu_s']:.2f} s CPU / "
+            f"{got['ours']['peak_rss_mib']} MiB; floor {got['floor']['wall_s']:.2f} s / "
+            f"{got['floor']['cpu_s']:.2f} s / {got['floor']['peak_rss_mib']} MiB; "
+            f"ratio wall {row['wall_ratio']}, CPU {row['cpu_ratio']}",
+            flush=True,
+        )
+    load_end = load()
+    for folder in (study, reference, out):
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def median(side: str, key: str) -> float:
+        return round(statistics.median(r[side][key] for r in rows), 3)
+
     return {
-        "read_study_s": round(read - started, 3),
-        "map_and_write_ndjson_s": round(mapped - read, 3),
-        "map_again_and_write_bundles_s": round(done - mapped, 3),
+        "patients": patients,
+        "resources": resources,
+        "input_mib": round(input_mib, 1),
+        "output_mib": round(output_mib, 1),
+        "pairs": pairs,
+        "ratio_wall_time_ours_over_floor": spread([r["wall_ratio"] for r in rows]),
+        "ratio_cpu_time_ours_over_floor": spread([r["cpu_ratio"] for r in rows]),
+        "ours_wall_s_median": median("ours", "wall_s"),
+        "floor_wall_s_median": median("floor", "wall_s"),
+        "ours_resources_per_s_median": round(resources / median("ours", "wall_s")),
+        "floor_resources_per_s_median": round(resources / median("floor", "wall_s")),
+        "ours_peak_rss_mib": spread([r["ours"]["peak_rss_mib"] for r in rows], 1),
+        "floor_peak_rss_mib": spread([r["floor"]["peak_rss_mib"] for r in rows], 1),
+        "warm_up_run": warm,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
+        "per_pair": rows,
     }
 
 
-def _status_mib(field: str) -> float:
-    """VmRSS (now) or VmHWM (peak) of this process. Not getrusage's ru_maxrss: Linux keeps
-    that across fork and exec, so a child would report the parent's peak."""
-    with open("/proc/self/status") as handle:
+def memory_only(patients: int, base: Path) -> dict[str, Any]:
+    study = study_of(patients, base)
+    out = base / "out"
+    load_start = load()
+    got = run(ours(study, out))
+    load_end = load()
+    resources = resources_in(out)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(study, ignore_errors=True)
+    print(f"{patients:,} patients (memory only): {got}", flush=True)
+    return {
+        "patients": patients,
+        "resources": resources,
+        "runs": 1,
+        "ours": got,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo") as handle:
         for line in handle:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def memory_child(study: Path, out: Path, trace: bool) -> None:
-    """In a fresh process: RSS before the job, peak RSS (the process's high-water mark),
-    or with ``trace`` the peak of Python allocations during the job (tracemalloc)."""
-    gc.collect()
-    got: dict[str, float] = {"rss_before_mib": _status_mib("VmRSS")}
-    if trace:
-        tracemalloc.start()
-    run_cli(study, out)
-    if trace:
-        got["traced_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-    else:
-        got["rss_peak_mib"] = _status_mib("VmHWM")
-    print(json.dumps(got))
-
-
-def peak_memory(study: Path, out: Path) -> dict[str, float]:
-    got: dict[str, float] = {}
-    for trace in (False, True):
-        argv = [sys.executable, __file__, "--memory-child", str(study), str(out)]
-        argv += ["--trace"] if trace else []
-        done = subprocess.run(argv, check=True, capture_output=True, text=True)
-        got |= json.loads(done.stdout.strip().splitlines()[-1])
-        shutil.rmtree(out, ignore_errors=True)
-    return {k: round(v, 1) for k, v in got.items()}
-
-
-def cold_cli(study: Path, out: Path) -> float:
-    exe = Path(sys.executable).with_name("fhir-cart")
-    started = time.perf_counter()
-    argv = [str(exe), "map", str(study), "-m", str(CANONICAL), "-o", str(out)]
-    subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - started
-
-
-def validate_rate(floor: Floor, sample: int) -> float:
-    built = list(itertools.islice(floor.events.values(), sample))
-    started = time.perf_counter()
-    for res in built:
-        validate_resource(res)
-    return len(built) / (time.perf_counter() - started)
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        total_kib = int(handle.readline().split()[1])
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "ram_gib": round(total_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "shared": "the machine is shared with other jobs: judge noise by the load averages",
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--patients", type=int, default=10_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--patients", type=int, nargs="*", default=[1_000, 10_000])
     parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--validate-sample", type=int, default=2_000)
-    parser.add_argument("--memory-child", nargs=2, type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-only", type=int, nargs="*", default=[])
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_map.json")
+    parser.add_argument("--tmp", type=Path, default=None, help="folder for studies and outputs")
     args = parser.parse_args()
-    if args.memory_child:
-        study, out = args.memory_child
-        memory_child(study, out, args.trace)
-        return
-    load_start = load()
-    print(f"load average at start: {load_start}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-map-") as tmp:
-        base = Path(tmp)
-        study = base / "study"
-        small = base / "study-small"
-        write_study(cohort(args.patients), study, "csv")
-        write_study(cohort(args.patients // 5), small, "csv")
-        input_mib = sum(p.stat().st_size for p in study.iterdir()) / 2**20
-        run_cli(study, base / "reference")  # warm-up, and what the floor must reproduce
-        floor, total = build_floor(study, base / "reference")
-        run_floor(study, base / "floor-check", floor)
-        same_tree(base / "reference", base / "floor-check")
-        output_mib = sum(p.stat().st_size for p in (base / "reference").rglob("*")) / 2**20
-        for name in ("reference", "floor-check"):
-            shutil.rmtree(base / name)
-        gc.collect()
-        gc.freeze()  # the floor's tables are not the job's garbage to scan
-        out = base / "out"
-
-        def clear() -> None:
-            shutil.rmtree(out, ignore_errors=True)
-
-        def ours() -> int:
-            run_cli(study, out)
-            return total
-
-        def theirs() -> int:
-            run_floor(study, out, floor)
-            return total
-
-        print(f"{args.patients:,} patients, {total:,} resources; {args.pairs} pairs", flush=True)
-        pairs = alternate(args.pairs, ours, theirs, before=clear, label="map")
-        clear()
-        by_stage = stages(study, out)
-        clear()
-        cold = cold_cli(study, out)
-        clear()
-        memory = {
-            str(args.patients // 5): peak_memory(small, base / "m1"),
-            str(args.patients): peak_memory(study, base / "m2"),
-        }
-        validated = validate_rate(floor, args.validate_sample)
-    load_end = load()
-    ratio = pairs["ratio"]
+    started = load()
+    print(f"load average at start: {started}", flush=True)
+    sizes, memory = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-map-", dir=args.tmp) as tmp:
+        for patients in args.patients:
+            sizes.append(bench_size(patients, args.pairs, Path(tmp)))
+        for patients in args.memory_only:
+            memory.append(memory_only(patients, Path(tmp)))
     result = {
-        "job": "fhir-cart map STUDY(canonical CSV) -m canonical.yaml -o OUT, in-process",
-        "floor": "csv.DictReader over the same CSVs, row -> pre-built resource/entry lookup, "
-        "orjson.dumps of the same NDJSON, bundles and files (byte-identical, checked)",
-        "patients": args.patients,
-        "resources": total,
-        "input_mib": round(input_mib, 1),
-        "output_mib": round(output_mib, 1),
-        "pairs": args.pairs,
-        "ratio_fhir_cart_over_floor": ratio,
-        "fhir_cart_resources_per_s_median": pairs["ours_per_s_median"],
-        "floor_resources_per_s_median": pairs["theirs_per_s_median"],
-        "per_pair": pairs["pairs"],
-        "fhir_cart_stages_one_run": by_stage,
-        "cold_cli_subprocess_s": round(cold, 2),
-        "memory_mib_by_patients": memory,
-        "fhir_resources_validate_per_s": round(validated),
-        "load_average_start": load_start,
-        "load_average_end": load_end,
-        "python": sys.version.split()[0],
+        "command": "benchmarks/bench_map.py " + " ".join(sys.argv[1:]),
+        "job": "fhir-cart map STUDY -m mappings/centres/canonical.yaml -o OUT (subprocess)",
+        "floor": "benchmarks/floor_map.py STUDY REFERENCE OUT (subprocess): csv.reader over "
+        "the same CSVs, each row's resources parsed from fhir_cart's output (orjson.loads), "
+        "the same NDJSON, bundles and files written with orjson (byte-identical, checked)",
+        "ratios": "fhir_cart / floor, of wall time and of CPU time (lower is better; 1 = floor)",
+        "machine": machine(),
+        "load_average_start": started,
+        "load_average_end": load(),
+        "sizes": sizes,
+        "memory_only": memory,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_map.json").write_bytes(
-        orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
-    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     print()
-    print(f"{'patients / resources':<38}{args.patients:>10,} / {total:,}")
-    print(f"{'input CSV / output':<38}{input_mib:>10.1f} MiB / {output_mib:.1f} MiB")
-    ours_rate = result["fhir_cart_resources_per_s_median"]
-    floor_rate = result["floor_resources_per_s_median"]
-    print(f"{'fhir-cart map, whole job (median)':<38}{ours_rate:>10,} resources/s")
-    print(f"{'plain-Python floor (median)':<38}{floor_rate:>10,} resources/s")
-    print(
-        f"{'ratio fhir_cart/floor min-med-max':<38}"
-        f"{ratio['min']:>10} - {ratio['median']} - {ratio['max']}  ({args.pairs} pairs)"
-    )
-    print(f"{'one run by stage (s)':<38}{by_stage}")
-    print(f"{'cold `fhir-cart map` subprocess':<38}{cold:>10.2f} s")
-    for n, mem in memory.items():
-        print(f"{'memory, ' + n + ' patients (MiB)':<38}{mem}")
-    print(f"{'fhir.resources validation':<38}{round(validated):>10,} resources/s")
-    print(f"{'load average start / end':<38}{load_start} / {load_end}")
+    for size in sizes:
+        wall, cpu = size["ratio_wall_time_ours_over_floor"], size["ratio_cpu_time_ours_over_floor"]
+        print(
+            f"{size['patients']:>9,} patients: ratio wall {wall['min']}-{wall['median']}-"
+            f"{wall['max']}, CPU {cpu['min']}-{cpu['median']}-{cpu['max']}; peak RSS "
+            f"{size['ours_peak_rss_mib']['max']} MiB (floor "
+            f"{size['floor_peak_rss_mib']['max']} MiB); load "
+            f"{size['load_average_start']} -> {size['load_average_end']}"
+        )
+    for size in memory:
+        print(f"{size['patients']:>9,} patients: peak RSS {size['ours']['peak_rss_mib']} MiB")
+    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ MRD_WORDS = ["negative", "positive_below_quantification"]
 
 
 def make_case(index: int, rng: random.Random, centre: str = "bench") -> Case:
-    infusion = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(2500))
+    infusion = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(2500))  # all in the past
     relapse = rng.random() < 0.4
     return Case(
         patient=PatientRecord(
@@ -66,3 +66,19 @@ def cohort(patients: int, seed: int = 42, centre: str = "bench") -> Iterator[Cas
     rng = random.Random(seed)
     for index in range(patients):
         yield make_case(index, rng, centre)
+
+
+def main() -> None:
+    """``python benchmarks/cohort.py N FOLDER``: the cohort of N patients as the canonical
+    CSV tables (patients.csv, events.csv) in FOLDER, streaming."""
+    import sys
+    from pathlib import Path
+
+    from fhir_cart.writers import write_study
+
+    patients, folder = int(sys.argv[1]), Path(sys.argv[2])
+    write_study(cohort(patients), folder, "csv")
+
+
+if __name__ == "__main__":
+    main()

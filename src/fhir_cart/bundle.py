@@ -9,6 +9,7 @@ inside the transaction (http://hl7.org/fhir/R4/bundle.html#references).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -95,7 +96,7 @@ def entry_for(resource: Json, mode: BundleMode) -> Json:
             "request": {"method": "PUT", "url": url},
         }
     system, value = business_identifier(resource)
-    search = "identifier=" + quote(f"{system}|{value}", safe=":/")
+    search = "identifier=" + _quoted(system) + "%7C" + _quoted(value)
     body = {k: v for k, v in resource.items() if k != "id"}
     entry: Json = {"fullUrl": f"urn:uuid:{resource['id']}", "resource": body}
     if mode == "update":
@@ -103,6 +104,15 @@ def entry_for(resource: Json, mode: BundleMode) -> Json:
     else:
         entry["request"] = {"method": "POST", "url": rtype, "ifNoneExist": search}
     return entry
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.~/:-]*")
+"""Text that ``quote(text, safe=":/")`` leaves as it is."""
+
+
+def _quoted(text: str) -> str:
+    """``quote(text, safe=":/")``, skipping the work for text that needs no quoting."""
+    return text if _PLAIN.fullmatch(text) else quote(text, safe=":/")
 
 
 def transaction_bundles(

@@ -24,7 +24,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from fhir_cart.application import Application
-from fhir_cart.bundle import NdjsonWriter, map_cases, read_ndjson, transaction_bundles
+from fhir_cart.bundle import read_ndjson
 from fhir_cart.errors import (
     ConfigError,
     FatalError,
@@ -116,24 +116,22 @@ def _context(strict: bool, mapping: Any = None) -> MappingContext:
 
 def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:
     """Read a study file with its mapping (CSV, XLSX, JSON)."""
-    from fhir_cart.readers import read_study
-    from fhir_cart.study_mapping import load_study_mapping
+    from fhir_cart.mapjob import open_study
 
-    if not path.exists():
-        raise FatalError(f"{path}: no such file or folder", exit_code=2)
-    mapping = load_study_mapping(mapping_file) if mapping_file else None
-    if mapping is None and path.suffix.lower() != ".json":
-        raise FatalError(
-            f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}", exit_code=2
-        )
-    result = read_study(path, mapping)
-    for where in result.unmapped_columns:
+    _app()  # settings first: their mappings folder is where mappings are read
+    stream, mapping = open_study(path, mapping_file)
+    _warn_unmapped(stream.unmapped_columns)
+    cases = list(stream)
+    return cases, stream.rejects, mapping
+
+
+def _warn_unmapped(columns: Sequence[Any]) -> None:
+    for where in columns:
         err.print(
             f"[yellow]warning[/yellow] column not mapped: {escape(str(where))} "
             "(map it, or list it under `ignore:` with the reason)",
             highlight=False,
         )
-    return result.cases, result.rejects, mapping
 
 
 def _report_rejects(rejects: Sequence[Reject], out_dir: Path | None, keep_going: bool) -> None:
@@ -177,31 +175,30 @@ def map_command(
     keep_going: ContinueOpt = False,
 ) -> None:
     """Map a study file to FHIR R4: transaction bundles and NDJSON, one file per type."""
+    from fhir_cart.mapjob import open_study, run_map
+
     if mode not in ("update", "create"):
         raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
-    cases, rejects, study_mapping = read_cases(study_file, mapping)
-    _report_rejects(rejects, out_dir, keep_going)
-    ctx = _context(strict, study_mapping)
-    with NdjsonWriter(out_dir / "ndjson") as writer:
-        for resources in map_cases(ctx.with_style("relative"), cases, validate=validate):
-            writer.write_all(resources)
-    bundles_dir = out_dir / "bundles"
-    bundles_dir.mkdir(parents=True, exist_ok=True)
-    per_patient = map_cases(ctx.with_style("urn"), cases)
-    bundles = transaction_bundles(per_patient, size=bundle_size, mode=mode)  # type: ignore[arg-type]
-    count = 0
-    for count, bundle in enumerate(bundles, start=1):
-        (bundles_dir / f"bundle-{count:04d}.json").write_bytes(
-            orjson.dumps(bundle, option=orjson.OPT_INDENT_2)
-        )
-    _write_code_system(ctx, out_dir)
-    unverified = ctx.terminology.unverified_report()
-    if unverified:
-        (out_dir / "unverified-codes.json").write_bytes(
-            orjson.dumps(unverified, option=orjson.OPT_INDENT_2)
-        )
+    application = _app()  # settings first: their mappings folder is where mappings are read
+    stream, study_mapping = open_study(study_file, mapping)
+    _warn_unmapped(stream.unmapped_columns)
+    ctx = application.mapping_context(study_mapping, strict=strict)
+
+    def extras(folder: Path) -> None:
+        _write_code_system(ctx, folder)
+        unverified = ctx.terminology.unverified_report()
+        if unverified:
+            (folder / "unverified-codes.json").write_bytes(
+                orjson.dumps(unverified, option=orjson.OPT_INDENT_2)
+            )
+
+    result = run_map(
+        stream, ctx, out_dir, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
+        validate=validate, write_extras=extras,
+        check_rejects=lambda rejects: _report_rejects(rejects, out_dir, keep_going),
+    )  # fmt: skip
     _warn_unverified(ctx)
-    _print_counts(len(cases), writer.counts, count, out_dir)
+    _print_counts(result.patients, result.counts, result.bundles, out_dir)
 
 
 def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:

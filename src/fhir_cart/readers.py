@@ -17,17 +17,20 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import difflib
+import math
 import re
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fhir_cart.concepts import (
     AttributeDef,
@@ -40,7 +43,7 @@ from fhir_cart.concepts import (
 )
 from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
-from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.records import COMPARATORS, Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.study_mapping import (
     CANONICAL_VALUE_FIELDS,
     SEXES,
@@ -57,11 +60,13 @@ from fhir_cart.study_mapping import (
 
 __all__ = [
     "ReadResult",
+    "StudyStream",
     "UnmappedColumn",
     "default_library",
     "fit_unit",
     "parse_quantity",
     "read_study",
+    "stream_study",
     "word_key",
 ]
 
@@ -148,6 +153,8 @@ def _to_int(value: Any) -> int:
 
 
 def _to_text(value: Any) -> str:
+    if type(value) is str:
+        return value.strip()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -246,6 +253,8 @@ class _Context:
     library: ConceptLibrary
     _words: dict[str, dict[str, str]] = field(default_factory=dict)
     _concepts: dict[str, str] = field(default_factory=dict)
+    today: dt.date = field(default_factory=dt.date.today)
+    """The day of the read (a date after it is in the future)."""
 
     def __post_init__(self) -> None:
         for key in self.library.data.concepts:
@@ -310,6 +319,131 @@ def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -
     return _to_text(cell)
 
 
+# -- records built once ----------------------------------------------------------------------
+#
+# The reader has read and checked every field already; pydantic's pass over the same values
+# is skipped when each field is exactly what it would accept unchanged (type, range, length,
+# pattern, no surrounding whitespace to strip). The model's own check (its model validator)
+# still runs, and anything else goes through pydantic, for its error and message.
+
+_KEY_TEXT = re.compile(r"[a-z][a-z0-9_]*")
+_ID_TEXT = re.compile(r"[A-Za-z0-9_\-\.]+")
+_NOT_ID = re.compile(r"[^A-Za-z0-9_.\-]+")
+_SCALARS = (str, int, float, bool)
+
+
+_CHECK = "_check"
+_Model = TypeVar("_Model", When, Value, Event)
+
+
+_DEFAULTS: dict[type[BaseModel], dict[str, Any]] = {
+    model: {name: info.default for name, info in model.model_fields.items()}
+    for model in (When, Value, Event)
+}
+"""Each field with its default, in declared order (Event.attributes is always given)."""
+
+
+def _construct(model: type[_Model], fields: dict[str, Any]) -> _Model:
+    """``model.model_construct(**fields)`` as pydantic does it, without its general loop."""
+    made = model.__new__(model)
+    values = dict(_DEFAULTS[model])
+    values.update(fields)
+    object.__setattr__(made, "__dict__", values)
+    object.__setattr__(made, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
+
+
+def _checked(model: _Model) -> _Model:
+    """The model after its own model validator (``_check``), which raises ValueError."""
+    getattr(model, _CHECK)()
+    return model
+
+
+def _day(value: Any) -> bool:
+    return value is None or (type(value) is int and -36500 <= value <= 36500)
+
+
+def _text(value: Any, longest: int, shortest: int = 1) -> bool:
+    return value is None or (
+        type(value) is str and shortest <= len(value) <= longest and value == value.strip()
+    )
+
+
+def _key(value: Any, pattern: re.Pattern[str] = _KEY_TEXT) -> bool:
+    return type(value) is str and len(value) <= 64 and pattern.fullmatch(value) is not None
+
+
+def _finite(value: Any) -> bool:
+    return value is None or (type(value) is float and math.isfinite(value))
+
+
+def _make_when(
+    date: dt.date | None, day: int | None, anchor: str | None, earliest: Any, latest: Any
+) -> When:
+    fields = {"date": date, "day": day, "anchor": anchor, "earliest_day": earliest,
+              "latest_day": latest}  # fmt: skip
+    if (
+        (date is None or type(date) is dt.date)
+        and _day(day)
+        and _day(earliest)
+        and _day(latest)
+        and (anchor is None or _key(anchor))
+    ):
+        try:
+            return _checked(_construct(When, fields))
+        except ValueError:
+            pass
+    return When(**fields)
+
+
+_VALUE_FIELDS: dict[str, Any] = {
+    "number": _finite,
+    "low": _finite,
+    "high": _finite,
+    "unit": lambda v: _text(v, 40),
+    "comparator": lambda v: v is None or (type(v) is str and v in COMPARATORS),
+    "code": lambda v: _text(v, 64),
+    "boolean": lambda v: v is None or type(v) is bool,
+    "text": lambda v: _text(v, 1000),
+}
+
+
+def _make_value(**fields: Any) -> Value:
+    if all(_VALUE_FIELDS[k](v) for k, v in fields.items()):
+        try:
+            return _checked(_construct(Value, fields))
+        except ValueError:
+            pass
+    return Value(**fields)
+
+
+def _make_event(**fields: Any) -> Event:
+    when, end, value = fields["when"], fields["end"], fields["value"]
+    attributes = fields["attributes"]
+    if (
+        _key(fields["event_id"], _ID_TEXT)
+        and _key(fields["concept"])
+        and (when is None or type(when) is When)
+        and (end is None or type(end) is When)
+        and (value is None or type(value) is Value)
+        and _text(fields["source_text"], 1000, 0)
+        and _text(fields["origin"], 64, 0)
+        and all(
+            _text(k, len(k), 0)
+            and type(v) in _SCALARS
+            and (type(v) is not str or _text(v, len(v), 0))
+            for k, v in attributes.items()
+        )
+    ):
+        try:
+            return _checked(_construct(Event, fields))
+        except ValueError:
+            pass
+    return Event(**fields)
+
+
 # -- values ---------------------------------------------------------------------------------
 
 
@@ -323,7 +457,7 @@ def _quantity(value: ValueDef, cell: Any, unit: str | None, comparator: str | No
     elif given is not None:
         raise ValueError(f"this concept's value has no unit (got {given!r})")
     _checked_number(number, given, value.min, value.max)
-    return Value(number=number, unit=given, comparator=cmp or comparator)
+    return _make_value(number=number, unit=given, comparator=cmp or comparator)
 
 
 def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
@@ -336,7 +470,7 @@ def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
     high, _ = fit_unit(high, given, value.units, value.convert)
     for number in (low, high):
         _checked_number(number, fitted, value.min, value.max)
-    return Value(low=low, high=high, unit=fitted)
+    return _make_value(low=low, high=high, unit=fitted)
 
 
 def _typed_value(
@@ -348,19 +482,19 @@ def _typed_value(
     if kind == "none":
         raise ValueError(f"{concept.label} takes no value")
     if kind == "text":
-        return Value(text=_to_text(cell))
+        return _make_value(text=_to_text(cell))
     if kind == "boolean":
-        return Value(boolean=_to_bool(cell))
+        return _make_value(boolean=_to_bool(cell))
     if kind == "range":
         return _range(value, cell, unit)
     if kind in ("coded", "quantity_or_coded"):
         assert value.value_set is not None
         word = ctx.word(value.value_set, cell)
         if word is not None:
-            return Value(code=word)
+            return _make_value(code=word)
         if kind == "coded":
             if value.open:
-                return Value(text=_to_text(cell))
+                return _make_value(text=_to_text(cell))
             raise ValueError(ctx.expected(value.value_set))
         try:
             parse_quantity(cell)
@@ -389,7 +523,7 @@ def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any
         if set_ is None:
             raise ValueError(f"{concept.label} has no coded value")
         got["code"] = _coded(ctx, set_, concept.value.open, cells["value_code"])
-    value = Value(**got)
+    value = _make_value(**got)
     if value.unit is not None and concept.value.units:
         number = value.number if value.number is not None else value.low
         assert number is not None
@@ -459,14 +593,27 @@ def _agree(name: str, date: dt.date | None, day: int, anchor: str, anchor_date: 
     return derived
 
 
+_WINDOW_PARTS = ("earliest_day", "latest_day", "window")
+_TIME_FIELDS = {
+    name: tuple(f"{name}_{part}" for part in ("date", "day", "anchor", *_WINDOW_PARTS))
+    for name in ("when", "end")
+}
+
+
 def _when(
     ctx: _Context, cells: Mapping[str, Any], name: str, anchor_date: dt.date | None
 ) -> When | None:
     """The time ``name`` (when or end) of a row: date, relative day, window."""
-    date = _parsed(cells, f"{name}_date", ctx.date)
-    day = _parsed(cells, f"{name}_day", _to_int)
-    named: str | None = _parsed(cells, f"{name}_anchor", ctx.concept_key)
-    earliest, latest, window_anchor = _window(ctx, cells, name)
+    names = _TIME_FIELDS[name]
+    if not any(f in cells for f in names):
+        return None
+    date = _parsed(cells, names[0], ctx.date)
+    day = _parsed(cells, names[1], _to_int)
+    named: str | None = _parsed(cells, names[2], ctx.concept_key)
+    if any(f in cells for f in names[3:]):
+        earliest, latest, window_anchor = _window(ctx, cells, name)
+    else:
+        earliest = latest = window_anchor = None
     window = earliest is not None or latest is not None
     if date is None and day is None and not window:
         return None
@@ -487,7 +634,7 @@ def _when(
     ):
         date = _agree(name, date, day, anchor, anchor_date)
     try:
-        return When(date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
+        return _make_when(date, day, anchor, earliest, latest)
     except ValidationError as exc:
         first = next((f for f in cells if f.startswith(f"{name}_")), None)
         raise _FieldError(first, validation_reason(exc)) from None
@@ -512,6 +659,8 @@ class _Plan:
     """(field, column, its words) for every mapped column."""
     defaults: tuple[tuple[str, Any], ...]
     """Constants (and the spec's concept) filling blank fields."""
+    by_column: dict[str, tuple[tuple[int, str, str, dict[str, WordTarget] | None], ...]]
+    """column -> (position in ``fields``, field, column, words) of the fields it fills."""
 
     @property
     def event(self) -> EventSpec | None:
@@ -532,7 +681,11 @@ def _plan(name: str, where: str, spec: PatientSpec | EventSpec) -> _Plan:
     defaults = dict(spec.constants)
     if isinstance(spec, EventSpec) and spec.concept is not None:
         defaults.setdefault("concept", spec.concept)
-    return _Plan(name, where, spec, words, own, fields, tuple(defaults.items()))
+    by_column: dict[str, list[tuple[int, str, str, dict[str, WordTarget] | None]]] = {}
+    for position, (fld, column, lookup) in enumerate(fields):
+        by_column.setdefault(column, []).append((position, fld, column, lookup))
+    columns = {c: tuple(found) for c, found in by_column.items()}
+    return _Plan(name, where, spec, words, own, fields, tuple(defaults.items()), columns)
 
 
 def _plans(ctx: _Context) -> list[_Plan]:
@@ -577,7 +730,28 @@ class _Sheet:
     """Sheet name (xlsx), None for CSV."""
     header_row: int
     header: list[str]
-    rows: list[tuple[int, Row]]
+    held: list[tuple[int, Row]] | None = None
+    """The rows of a workbook sheet (held in memory); None for a CSV file, read again on
+    each pass so that it is never held."""
+    file: Path | None = None
+    mapping: StudyMapping | None = None
+
+    def rows(self) -> Iterator[tuple[int, Row]]:
+        """(spreadsheet row number, column -> cell) of every row that is not blank."""
+        if self.held is not None:
+            return iter(self.held)
+        assert self.file is not None
+        assert self.mapping is not None
+        return _data_rows(_csv_rows(self.file, self.mapping), self.header_row, self.header)
+
+    def column(self, name: str) -> Iterator[Any]:
+        """The cells of one column, row by row (blank rows skipped), without building rows."""
+        if self.held is not None:
+            return (raw.get(name) for _, raw in self.held)
+        assert self.file is not None
+        assert self.mapping is not None
+        index = len(self.header) - 1 - self.header[::-1].index(name)  # as dict(zip()) reads
+        return _column_cells(_csv_rows(self.file, self.mapping), self.header_row, index)
 
 
 class Uncomputed(str):
@@ -608,6 +782,10 @@ def _computed(cells: Mapping[str, Any]) -> None:
             )
 
 
+def _row_is_blank(cells: list[Any]) -> bool:
+    return all(_blank(v) for v in cells)
+
+
 def _read_rows(
     rows: Iterable[Iterable[Any]], header_row: int
 ) -> tuple[list[str], list[tuple[int, Row]]]:
@@ -620,10 +798,42 @@ def _read_rows(
         if header is None:
             header = [_to_text(h) if h is not None else "" for h in cells]
             continue
-        if all(_blank(v) for v in cells):
+        if _row_is_blank(cells):
             continue
         out.append((number, dict(zip(header, cells, strict=False))))
     return header or [], out
+
+
+def _header_of(rows: Iterable[list[Any]], header_row: int) -> list[str]:
+    for number, cells in enumerate(rows, start=1):
+        if number == header_row:
+            return [_to_text(h) if h is not None else "" for h in cells]
+    return []
+
+
+def _blank_text(cells: list[str]) -> bool:
+    """Whether a CSV row (text cells) is blank: :func:`_row_is_blank` at C speed."""
+    text = "".join(cells)
+    return not text or text.isspace()
+
+
+def _data_rows(
+    rows: Iterable[list[str]], header_row: int, header: list[str]
+) -> Iterator[tuple[int, Row]]:
+    """The rows of a CSV file after the header as (row number, column -> cell), streaming
+    (what :func:`_read_rows` holds). Empty cells are left out: a missing column reads as
+    None, blank as an empty cell does."""
+    for number, cells in enumerate(rows, start=1):
+        if number <= header_row or _blank_text(cells):
+            continue
+        yield number, {h: c for h, c in zip(header, cells, strict=False) if c}
+
+
+def _column_cells(rows: Iterable[list[str]], header_row: int, index: int) -> Iterator[Any]:
+    for number, cells in enumerate(rows, start=1):
+        if number <= header_row or _blank_text(cells):
+            continue
+        yield cells[index] if index < len(cells) else None
 
 
 class _Sources:
@@ -642,9 +852,17 @@ class _Sources:
         file = self.path if xlsx else self._csv_path(name)
         key = (str(file), name, header_row)
         if key not in self._cache:
-            title, rows = self._xlsx_rows(name) if xlsx else (None, _csv_rows(file, self.mapping))
-            header, data = _read_rows(rows, header_row)
-            self._cache[key] = _Sheet(file.name, title, header_row, header, data)
+            if xlsx:
+                title, rows = self._xlsx_rows(name)
+                header, data = _read_rows(rows, header_row)
+                self._cache[key] = _Sheet(file.name, title, header_row, header, data)
+            else:
+                lines = _csv_rows(file, self.mapping)
+                header = _header_of(lines, header_row)
+                for _ in lines:  # the whole file parses (encoding, csv's field limit) before
+                    pass  # the mapping is checked against it, as when the file was held
+                sheet = _Sheet(file.name, None, header_row, header, None, file, self.mapping)
+                self._cache[key] = sheet
         return self._cache[key]
 
     def _xlsx_rows(self, sheet: str | None) -> tuple[str, Iterator[tuple[Any, ...]]]:
@@ -707,7 +925,9 @@ def _csv_rows(path: Path, mapping: StudyMapping) -> Iterator[list[str]]:
         with path.open(newline="", encoding=mapping.encoding) as handle:
             for row in csv.reader(handle, delimiter=mapping.csv_delimiter):
                 # a cell escaped against formula injection ('=..., '-...) reads as written
-                yield [unescape_csv_cell(cell) if cell[:1] == "'" else cell for cell in row]
+                if "'" in "".join(row):
+                    row = [unescape_csv_cell(cell) if cell[:1] == "'" else cell for cell in row]
+                yield row
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{path.name}: not {mapping.encoding} text ({exc.reason} at byte {exc.start}); "
@@ -762,16 +982,20 @@ def _unmapped(
 # -- one row ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Where:
-    """A source row being read, and how to blame one of its fields."""
+    """A source row being read, and how to blame one of its fields. ``columns``: field ->
+    the source column it came from (fields set by a word follow their cell)."""
 
-    sheet: _Sheet
-    plan: _Plan
-    row: int
-    raw: Row
-    columns: dict[str, str]
-    """field -> the source column it came from (fields set by a word follow their cell)."""
+    __slots__ = ("columns", "plan", "raw", "row", "sheet")
+
+    def __init__(
+        self, sheet: _Sheet, plan: _Plan, row: int, raw: Row, columns: dict[str, str]
+    ) -> None:
+        self.sheet = sheet
+        self.plan = plan
+        self.row = row
+        self.raw = raw
+        self.columns = columns
 
     def reject(self, fld: str | None, reason: str) -> Reject:
         column = self.columns.get(fld) if fld else None
@@ -791,10 +1015,16 @@ def _gather(plan: _Plan, raw: Row) -> tuple[dict[str, Any], dict[str, str]] | No
     fields. None when a cell's word means 'no event'."""
     cells: dict[str, Any] = {}
     columns: dict[str, str] = {}
-    for fld, column, lookup in plan.fields:
+    fields: Sequence[tuple[str, str, dict[str, WordTarget] | None]] = plan.fields
+    if len(raw) < len(fields):  # a CSV row holds its non-empty cells only: visit those
+        by_column = plan.by_column
+        hits = [hit for column in raw for hit in by_column.get(column, ())]
+        hits.sort(key=itemgetter(0))
+        fields = [hit[1:] for hit in hits]
+    for fld, column, lookup in fields:
         cell = raw.get(column)
-        if _blank(cell):
-            continue
+        if cell is None or cell == "" or (type(cell) is str and cell.isspace()):
+            continue  # blank
         word = normalise_word(cell) if lookup is not None else None
         if lookup is not None and word in lookup:
             target = lookup[word]
@@ -818,9 +1048,10 @@ def _attributes(
     ctx: _Context, concept: str, cells: Mapping[str, Any], units: Mapping[str, str]
 ) -> dict[str, Scalar]:
     allowed = ctx.library.concept(concept).attributes
+    library = ctx.library.data.attributes
     out: dict[str, Scalar] = {}
     for name, cell in cells.items():
-        attr = ctx.library.data.attributes.get(name)
+        attr = library.get(name)
         if attr is None:
             continue
         if name not in allowed:
@@ -858,7 +1089,7 @@ def _event(
     attributes = _attributes(ctx, concept, cells, units)
     origin = _to_text(cells["origin"]) if "origin" in cells else None
     try:
-        return Event(
+        return _make_event(
             event_id=event_id, concept=concept, when=when, end=end, value=value,
             attributes=attributes, source_text=_source_text(where.plan, where, cells),
             origin=origin,
@@ -886,7 +1117,7 @@ def _event_id(plan: _Plan, where: _Where, cells: Mapping[str, Any], ordinal: int
         base = plan.name
     else:
         base = f"{plan.name}-{ordinal}"
-    event_id = re.sub(r"[^A-Za-z0-9_.\-]+", "-", base)[:64]
+    event_id = base[:64] if _ID_TEXT.fullmatch(base) else _NOT_ID.sub("-", base)[:64]
     if not event_id.strip("-"):
         raise _FieldError("event_id", "an event id needs letters or digits")
     return event_id
@@ -931,7 +1162,7 @@ def _patient(
 def _plausible(ctx: _Context, event: Event, birth: dt.date | None) -> None:
     """Times no patient can have: in the future, before birth, an end before its start, a
     last follow-up before day 0. Rejected with the reason, never passed on silently."""
-    today = dt.date.today()
+    today = ctx.today
     for name, when in (("when", event.when), ("end", event.end)):
         if when is None or when.date is None:
             continue
@@ -964,6 +1195,9 @@ class _Patient:
 
 @dataclass
 class _Assembly:
+    """Patients and their events as rows are read; rejects keyed by (spec, row) so that they
+    come out in file order however the rows were visited."""
+
     ctx: _Context
     patients: dict[str, _Patient] = field(default_factory=dict)
     by_row: dict[int, str] = field(default_factory=dict)
@@ -971,7 +1205,8 @@ class _Assembly:
     refused_rows: dict[int, str] = field(default_factory=dict)
     refused_ids: dict[str, str] = field(default_factory=dict)
     ordinals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
-    rejects: list[Reject] = field(default_factory=list)
+    rejects: list[tuple[int, int, Reject]] = field(default_factory=list)
+    """(spec index, row, reject)."""
 
     def patient(self, where: _Where) -> None:
         cells, columns = _gather(where.plan, where.raw) or ({}, {})
@@ -986,7 +1221,7 @@ class _Assembly:
             self.patients[sid] = _Patient(record, anchor_date, where.row)
             self.by_row[where.row] = sid
         except _FieldError as exc:
-            self.rejects.append(where.reject(exc.field, str(exc)))
+            self.rejects.append((0, where.row, where.reject(exc.field, str(exc))))
             reason = f"the patient's row {where.row} was rejected: {exc}"
             self.refused_rows[where.row] = reason
             sid_cell = cells.get("study_id")
@@ -1008,7 +1243,7 @@ class _Assembly:
             raise _FieldError("study_id", reason)
         return self.patients[sid]
 
-    def event(self, where: _Where) -> None:
+    def event(self, order: int, where: _Where) -> None:
         plan = where.plan
         gathered = _gather(plan, where.raw)
         if gathered is None:
@@ -1032,7 +1267,7 @@ class _Assembly:
             event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
             _plausible(self.ctx, event, owner.record.birth_date)
         except _FieldError as exc:
-            self.rejects.append(where.reject(exc.field, str(exc)))
+            self.rejects.append((order, where.row, where.reject(exc.field, str(exc))))
             return
         owner.ids[event_id] = f"{where.sheet.sheet or where.sheet.source} row {where.row}"
         owner.events.append(event)
@@ -1040,8 +1275,231 @@ class _Assembly:
     def cases(self) -> list[Case]:
         return [Case(patient=p.record, events=tuple(p.events)) for p in self.patients.values()]
 
+    def release(self) -> list[Case]:
+        """The cases assembled so far, forgetting them and every row read (streaming: each
+        patient's rows have all been read when this is called)."""
+        done = self.cases()
+        self.patients.clear()
+        self.by_row.clear()
+        self.refused_rows.clear()
+        self.refused_ids.clear()
+        self.ordinals.clear()
+        return done
 
-def _read_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> ReadResult:
+
+# -- streaming: each patient's rows together -----------------------------------------------------
+#
+# A study in long format keeps events in their own sheet or file, where one patient's rows may
+# be anywhere. To read patient by patient, each event source is a *feed* that hands over the
+# rows of one patient id at a time:
+#
+# - a CSV file whose rows come grouped by patient in the patient table's order (checked by a
+#   first pass over the patient id column only, holding nothing) is read once, alongside
+#   the patient table (_MergedFeed): flat memory;
+# - any other CSV file is sorted by patient id on disk, in a temporary SQLite database, and
+#   each patient's rows are fetched by id (_SortedFeed): flat memory, one more pass;
+# - a workbook sheet, which is held in memory anyway, is indexed by patient id (_IndexedFeed).
+#
+# Rows of no patient (a blank or unknown id) are read after the last patient: they are
+# rejected. Rejects are sorted back into file order at the end. Patient ids that repeat in
+# the patient table, or a patient id set by a word or a constant of the mapping, make the
+# reader hold the whole file (the result depends on every row): those files are read as
+# before streaming, by _Assembly over all rows.
+
+
+class _Feed(Protocol):
+    def take(self, sid: str) -> Iterable[tuple[int, Row]]: ...
+
+    def loose(self) -> Iterable[tuple[int, Row]]: ...
+
+
+def _sid(cell: Any) -> str | None:
+    return None if _blank(cell) else _to_text(cell)
+
+
+class _MergedFeed:
+    """A source whose rows come grouped by patient, in the patient table's order."""
+
+    def __init__(self, sheet: _Sheet, column: str) -> None:
+        self._rows = sheet.rows()
+        self._column = column
+        self._next = next(self._rows, None)
+
+    def take(self, sid: str) -> list[tuple[int, Row]]:
+        out: list[tuple[int, Row]] = []
+        column = self._column
+        while self._next is not None:
+            cell = self._next[1].get(column)
+            if not _blank(cell) and _to_text(cell) != sid:
+                break
+            out.append(self._next)  # a row without a patient id is rejected where it is
+            self._next = next(self._rows, None)
+        return out
+
+    def loose(self) -> list[tuple[int, Row]]:
+        rest = [] if self._next is None else [self._next]
+        rest.extend(self._rows)
+        self._next = None
+        return rest
+
+
+class _IndexedFeed:
+    """A source held in memory (a workbook sheet), its rows indexed by patient id."""
+
+    def __init__(self, sheet: _Sheet, column: str) -> None:
+        self._by_sid: dict[str | None, list[tuple[int, Row]]] = defaultdict(list)
+        for number, raw in sheet.rows():
+            self._by_sid[_sid(raw.get(column))].append((number, raw))
+
+    def take(self, sid: str) -> list[tuple[int, Row]]:
+        return self._by_sid.pop(sid, [])
+
+    def loose(self) -> list[tuple[int, Row]]:
+        rest = sorted((r for rows in self._by_sid.values() for r in rows), key=itemgetter(0))
+        self._by_sid.clear()
+        return rest
+
+
+class _SortedFeed:
+    """A CSV file in any order, sorted by patient id on disk (a temporary SQLite file)."""
+
+    def __init__(self, sheet: _Sheet, column: str, stack: ExitStack) -> None:
+        import sqlite3
+        import tempfile
+
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="fhir-cart-sort-"))
+        self._db = sqlite3.connect(Path(folder) / "rows.sqlite")
+        stack.callback(self._db.close)
+        self._header = sheet.header
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE r (sid TEXT, n INTEGER, cells BLOB, taken INTEGER)")
+        index = len(sheet.header) - 1 - sheet.header[::-1].index(column)
+        assert sheet.file is not None
+        assert sheet.mapping is not None
+        self._db.executemany(
+            "INSERT INTO r VALUES (?, ?, ?, 0)",
+            (
+                (_sid(cells[index]) if index < len(cells) else None, n, orjson.dumps(cells))
+                for n, cells in _numbered(_csv_rows(sheet.file, sheet.mapping), sheet.header_row)
+            ),
+        )
+        self._db.execute("CREATE INDEX r_sid ON r (sid, n)")
+
+    def _rows(self, found: Iterable[tuple[int, bytes]]) -> list[tuple[int, Row]]:
+        header = self._header
+        return [(n, dict(zip(header, orjson.loads(cells), strict=False))) for n, cells in found]
+
+    def take(self, sid: str) -> list[tuple[int, Row]]:
+        found = self._db.execute("SELECT n, cells FROM r WHERE sid = ? ORDER BY n", (sid,))
+        rows = self._rows(found.fetchall())
+        if rows:
+            self._db.execute("UPDATE r SET taken = 1 WHERE sid = ?", (sid,))
+        return rows
+
+    def loose(self) -> list[tuple[int, Row]]:
+        found = self._db.execute("SELECT n, cells FROM r WHERE taken = 0 ORDER BY n")
+        return self._rows(found.fetchall())
+
+
+def _numbered(rows: Iterable[list[str]], header_row: int) -> Iterator[tuple[int, list[str]]]:
+    for number, cells in enumerate(rows, start=1):
+        if number > header_row and not _blank_text(cells):
+            yield number, cells
+
+
+def _plain_sid(plan: _Plan) -> str | None:
+    """The column of a spec's patient id when its cells are the ids as written (no word or
+    constant of the mapping makes one)."""
+    column = plan.spec.columns.get("study_id")
+    if column is None or "study_id" in plan.words:
+        return None
+    if any(fld == "study_id" for fld, _ in plan.defaults):
+        return None
+    for targets in plan.words.values():
+        if any(isinstance(t, dict) and "study_id" in t for t in targets.values()):
+            return None
+    return column
+
+
+def _distinct(ids: Iterable[str | None]) -> bool:
+    """No patient id twice (8 bytes a patient: hashes, sorted; a collision says no)."""
+    hashes = array("q", (hash(i) for i in ids if i is not None))
+    if len(hashes) < 100_000:
+        return len(set(hashes)) == len(hashes)
+    import numpy as np
+
+    ordered = np.frombuffer(hashes, dtype=np.int64).copy()
+    del hashes
+    ordered.sort()
+    return not bool((ordered[1:] == ordered[:-1]).any())
+
+
+def _grouped(cells: Iterable[Any], patient_ids: Iterable[str | None]) -> bool:
+    """Whether every non-blank id of ``cells`` is a patient's and they come grouped, in
+    the patient table's order."""
+    ids = (i for i in patient_ids if i is not None)
+    current = next(ids, None)
+    for cell in cells:
+        if _blank(cell):
+            continue
+        sid = _to_text(cell)
+        while sid != current:
+            current = next(ids, None)
+            if current is None:
+                return False
+    return True
+
+
+def _feeds(plans: list[_Plan], sheets: list[_Sheet], stack: ExitStack) -> dict[int, _Feed] | None:
+    """A feed for each event spec with its own sheet, or None when the file must be held."""
+    patient_column = _plain_sid(plans[0])
+    if patient_column is None:
+        return None
+    own = [
+        (i, p, s) for i, (p, s) in enumerate(zip(plans, sheets, strict=True)) if i and p.own_sheet
+    ]
+    columns = {i: _plain_sid(p) for i, p, _ in own}
+    if any(c is None for c in columns.values()):
+        return None
+    patients = sheets[0]
+    if not _distinct(_sid(c) for c in patients.column(patient_column)):
+        return None
+    feeds: dict[int, _Feed] = {}
+    for i, _, sheet in own:
+        column = columns[i]
+        assert column is not None
+        if sheet.held is not None:
+            feeds[i] = _IndexedFeed(sheet, column)
+        elif _grouped(sheet.column(column), map(_sid, patients.column(patient_column))):
+            feeds[i] = _MergedFeed(sheet, column)
+        else:
+            feeds[i] = _SortedFeed(sheet, column, stack)
+    return feeds
+
+
+class StudyStream:
+    """A study file read patient by patient: iterate it for the cases (once); after that,
+    :attr:`rejects` holds every rejected row or value in file order. :attr:`streamed` says
+    whether the file was read patient by patient (else it was held, see above)."""
+
+    def __init__(
+        self,
+        cases: Iterator[Case],
+        rejects: list[Reject],
+        unmapped_columns: list[UnmappedColumn],
+        streamed: bool,
+    ) -> None:
+        self._cases = cases
+        self.rejects = rejects
+        self.unmapped_columns = unmapped_columns
+        self.streamed = streamed
+
+    def __iter__(self) -> Iterator[Case]:
+        return self._cases
+
+
+def _stream_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> StudyStream:
     ctx = _Context(mapping, library)
     plans = _plans(ctx)
     with ExitStack() as stack:
@@ -1051,16 +1509,64 @@ def _read_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> 
                 for p in _header_problems(sheet, plan)]  # fmt: skip
     if problems:
         raise InputError(f"{path.name}: the mapping does not fit the file", problems)
-    acc = _Assembly(ctx)
-    for sheet, plan in zip(sheets, plans, strict=True):
-        for row, raw in sheet.rows:
-            where = _Where(sheet, plan, row, raw, {})
-            if plan.event is None:
-                acc.patient(where)
-            else:
-                acc.event(where)
     unmapped = _unmapped(sheets, plans, mapping.ignore)
-    return ReadResult(cases=acc.cases(), rejects=acc.rejects, unmapped_columns=unmapped)
+    rejects: list[Reject] = []
+    stack = ExitStack()
+    try:
+        feeds = _feeds(plans, sheets, stack)  # the first passes, before any case
+    except BaseException:
+        stack.close()
+        raise
+    cases = _assemble(_Assembly(ctx), plans, sheets, feeds, stack, rejects)
+    return StudyStream(cases, rejects, unmapped, feeds is not None)
+
+
+def _assemble(
+    acc: _Assembly,
+    plans: list[_Plan],
+    sheets: list[_Sheet],
+    feeds: dict[int, _Feed] | None,
+    stack: ExitStack,
+    rejects: list[Reject],
+) -> Iterator[Case]:
+    """The cases; at the end, ``rejects`` gets every reject in file order."""
+    with stack:
+        if feeds is None:
+            for order, (sheet, plan) in enumerate(zip(sheets, plans, strict=True)):
+                for row, raw in sheet.rows():
+                    where = _Where(sheet, plan, row, raw, {})
+                    if order == 0:
+                        acc.patient(where)
+                    else:
+                        acc.event(order, where)
+            yield from acc.cases()
+        else:
+            yield from _assemble_streamed(acc, plans, sheets, feeds)
+    acc.rejects.sort(key=itemgetter(0, 1))
+    rejects.extend(r for _, _, r in acc.rejects)
+
+
+def _assemble_streamed(
+    acc: _Assembly, plans: list[_Plan], sheets: list[_Sheet], feeds: dict[int, _Feed]
+) -> Iterator[Case]:
+    patients, plan = sheets[0], plans[0]
+    column = _plain_sid(plan)
+    assert column is not None
+    events = list(enumerate(zip(plans, sheets, strict=True)))[1:]
+    for row, raw in patients.rows():
+        acc.patient(_Where(patients, plan, row, raw, {}))
+        sid = _sid(raw.get(column))
+        for order, (spec, sheet) in events:
+            if not spec.own_sheet:
+                acc.event(order, _Where(patients, spec, row, raw, {}))
+            elif sid is not None:
+                for number, cells in feeds[order].take(sid):
+                    acc.event(order, _Where(sheet, spec, number, cells, {}))
+        yield from acc.release()
+    for order, (spec, sheet) in events:
+        if spec.own_sheet:
+            for number, cells in feeds[order].loose():
+                acc.event(order, _Where(sheet, spec, number, cells, {}))
 
 
 def _read_json(path: Path) -> ReadResult:
@@ -1082,6 +1588,22 @@ def _read_json(path: Path) -> ReadResult:
     return result
 
 
+def stream_study(
+    path: Path, mapping: StudyMapping | None = None, library: ConceptLibrary | None = None
+) -> StudyStream:
+    """:func:`read_study`, patient by patient: the file is checked against the mapping now
+    (ConfigError, InputError as for read_study); cases come as the stream is iterated, and
+    its ``rejects`` are complete once it has been iterated to the end."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder", [])
+    if path.suffix.lower() == ".json":
+        result = _read_json(path)
+        return StudyStream(iter(result.cases), result.rejects, [], False)
+    if mapping is None:
+        raise InputError(f"{path.name}: a mapping file is needed for this file type", [])
+    return _stream_mapped(path, mapping, library or default_library(mapping))
+
+
 def read_study(
     path: Path, mapping: StudyMapping | None = None, library: ConceptLibrary | None = None
 ) -> ReadResult:
@@ -1090,10 +1612,6 @@ def read_study(
     plus the mapping's own concepts. Raises ConfigError when the mapping does not fit the
     library, InputError when the file cannot be read at all; rows and values that cannot be
     read are returned as rejects."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder", [])
-    if path.suffix.lower() == ".json":
-        return _read_json(path)
-    if mapping is None:
-        raise InputError(f"{path.name}: a mapping file is needed for this file type", [])
-    return _read_mapped(path, mapping, library or default_library(mapping))
+    stream = stream_study(path, mapping, library)
+    cases = list(stream)
+    return ReadResult(cases=cases, rejects=stream.rejects, unmapped_columns=stream.unmapped_columns)

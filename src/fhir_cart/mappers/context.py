@@ -7,6 +7,7 @@ does I/O after construction.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,18 @@ KINDS = (
 """Kinds of business identifier; each has its own identifier system per centre."""
 
 _NAMESPACE = uuid.UUID("5b0a2f9e-2f43-4a53-9a4b-6b1f6f0c7c11")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
+def uuid5_text(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name))``, about three times faster."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Profiles(BaseModel):
@@ -111,8 +124,9 @@ class MappingContext:
         return parts[0] if len(parts) == 2 and parts[1] in KINDS else None
 
     def resource_id(self, system: str, value: str) -> str:
-        """Stable logical id (a UUID) from a business identifier."""
-        return str(uuid.uuid5(_NAMESPACE, f"{system}|{value}"))
+        """Stable logical id (a UUID) from a business identifier: ``uuid5`` (RFC 4122 name
+        based, SHA-1) of ``system|value``, computed without building UUID objects."""
+        return uuid5_text(f"{system}|{value}")
 
     def reference(self, resource_type: str, resource_id: str) -> str:
         if self.ref_style == "urn":

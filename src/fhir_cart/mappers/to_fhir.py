@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from fhir_cart.concepts import AttributeDef, ConceptDef
 from fhir_cart.errors import TerminologyError
-from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.context import MappingContext, RefStyle
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "case_to_fhir",
     "condition",
     "event_order",
+    "map_case",
     "medication_administration",
     "observation",
     "patient",
@@ -83,9 +85,15 @@ def _clinical_status(ctx: MappingContext, events: tuple[Event, ...] | list[Event
 
 
 class _Refs:
-    """Identifiers and references shared by one patient's resources."""
+    """Identifiers and references shared by one patient's resources.
+
+    Every reference is one dict shared by all resources that hold it, so :meth:`restyle`
+    turns a patient's resources from one reference style to the other in place: a case is
+    mapped once and written both as NDJSON (relative) and in a transaction (urn)."""
 
     __slots__ = (
+        "_ids",
+        "_made",
         "anchors",
         "centre",
         "clinical_status",
@@ -99,15 +107,16 @@ class _Refs:
         record = case.patient
         self.centre = record.centre
         self.study_id = record.study_id
-        self.patient_id = _resource_id(ctx, record.centre, "patient", record.study_id)
-        self.subject = {"reference": ctx.reference("Patient", self.patient_id)}
+        self._ids: dict[tuple[str, str], str] = {}
+        self._made: list[tuple[Json, str, str]] = []
+        self.patient_id = self.resource_id(ctx, "patient", record.study_id)
+        self.subject = self._reference(ctx, "Patient", self.patient_id)
         self.condition: Json | None = None
         conditions = [e for e in case.events if ctx.concepts.concept(e.concept).kind == "condition"]
         if conditions:  # the first by event id, so the record's row order does not matter
             first = min(conditions, key=event_order) if len(conditions) > 1 else conditions[0]
-            value = f"{record.study_id}/{first.event_id}"
-            cid = _resource_id(ctx, record.centre, "condition", value)
-            self.condition = {"reference": ctx.reference("Condition", cid)}
+            cid = self.resource_id(ctx, "condition", f"{record.study_id}/{first.event_id}")
+            self.condition = self._reference(ctx, "Condition", cid)
         self.clinical_status = _clinical_status(ctx, case.events)
         # The first procedure or drug event of each concept: what a relative day counts from,
         # and the suspect of an adverse event timed from it.
@@ -117,10 +126,25 @@ class _Refs:
             if event.concept in self.anchors or kind not in _SUSPECT_TYPES:
                 continue
             rtype = _SUSPECT_TYPES[kind]
-            rid = _resource_id(
-                ctx, record.centre, ID_KINDS[rtype], f"{record.study_id}/{event.event_id}"
-            )
-            self.anchors[event.concept] = {"reference": ctx.reference(rtype, rid)}
+            rid = self.resource_id(ctx, ID_KINDS[rtype], f"{record.study_id}/{event.event_id}")
+            self.anchors[event.concept] = self._reference(ctx, rtype, rid)
+
+    def resource_id(self, ctx: MappingContext, kind: str, value: str) -> str:
+        """The id of this patient's resource of identifier kind ``kind`` (computed once)."""
+        found = self._ids.get((kind, value))
+        if found is None:
+            found = self._ids[(kind, value)] = _resource_id(ctx, self.centre, kind, value)
+        return found
+
+    def _reference(self, ctx: MappingContext, rtype: str, rid: str) -> Json:
+        ref = {"reference": ctx.reference(rtype, rid)}
+        self._made.append((ref, rtype, rid))
+        return ref
+
+    def restyle(self, style: RefStyle) -> None:
+        """Every reference of this patient's resources in ``style`` from now on."""
+        for ref, rtype, rid in self._made:
+            ref["reference"] = f"urn:uuid:{rid}" if style == "urn" else f"{rtype}/{rid}"
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -128,7 +152,12 @@ _DIGITS = re.compile(r"(\d+)")
 
 def event_order(event: Event) -> tuple[Any, ...]:
     """Natural order of event ids ('drug-2' before 'drug-10')."""
-    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(event.event_id))
+    return _id_order(event.event_id)
+
+
+@lru_cache(maxsize=4096)
+def _id_order(event_id: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(event_id))
 
 
 def _resource_id(ctx: MappingContext, centre: str, kind: str, value: str) -> str:
@@ -137,9 +166,10 @@ def _resource_id(ctx: MappingContext, centre: str, kind: str, value: str) -> str
 
 def _start(ctx: MappingContext, rtype: str, event: Event, concept: ConceptDef, refs: _Refs) -> Json:
     """id, meta.profile and the business identifier of an event's resource."""
-    system = ctx.identifier_system(refs.centre, ID_KINDS[rtype])
+    kind = ID_KINDS[rtype]
+    system = ctx.identifier_system(refs.centre, kind)
     value = f"{refs.study_id}/{event.event_id}"
-    out: Json = {"resourceType": rtype, "id": ctx.resource_id(system, value)}
+    out: Json = {"resourceType": rtype, "id": refs.resource_id(ctx, kind, value)}
     profile = ctx.profile(concept.profile) if concept.profile else None
     if profile:
         out["meta"] = {"profile": profile}
@@ -642,6 +672,12 @@ _MAPPERS: dict[str, Callable[[MappingContext, Event, _Refs, ConceptDef], Json]] 
 def case_to_fhir(ctx: MappingContext, case: Case) -> list[Json]:
     """All resources of one patient: Patient first, then Condition(s), then the other events
     in record order (death and follow-up are on the Patient)."""
+    return map_case(ctx, case)[0]
+
+
+def map_case(ctx: MappingContext, case: Case) -> tuple[list[Json], Callable[[RefStyle], None]]:
+    """:func:`case_to_fhir`, with what turns the resources' references (made in the
+    context's style) to the other style in place: map once, write both forms."""
     refs = _Refs(ctx, case)
     conditions: list[Json] = []
     events: list[Json] = []
@@ -653,4 +689,4 @@ def case_to_fhir(ctx: MappingContext, case: Case) -> list[Json]:
         (conditions if concept.kind == "condition" else events).append(
             mapper(ctx, event, refs, concept)
         )
-    return [patient(ctx, case, refs), *conditions, *events]
+    return [patient(ctx, case, refs), *conditions, *events], refs.restyle

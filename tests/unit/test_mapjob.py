@@ -1,0 +1,90 @@
+"""The streaming map job: one mapping per case, both reference styles, patients written as
+they are read, nothing left behind on a stop."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fhir_cart import mapjob
+from fhir_cart.bundle import NdjsonWriter, map_cases
+from fhir_cart.cli import main
+from fhir_cart.mappers.context import _NAMESPACE, MappingContext, uuid5_text
+from fhir_cart.mappers.to_fhir import map_case
+from fhir_cart.records import Case
+from tests.conftest import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
+
+
+@given(st.text())
+def test_uuid5_text_is_uuid5(name: str) -> None:
+    assert uuid5_text(name) == str(uuid.uuid5(_NAMESPACE, name))
+
+
+def test_one_mapping_restyled_is_each_style_mapped_apart(
+    ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    relative = list(map_cases(ctx.with_style("relative"), seed_cases))
+    urn = list(map_cases(ctx.with_style("urn"), seed_cases))
+    for case, rel, un in zip(seed_cases, relative, urn, strict=True):
+        resources, restyle = map_case(ctx.with_style("relative"), case)
+        assert resources == rel
+        restyle("urn")
+        assert resources == un
+        restyle("relative")
+        assert resources == rel
+    assert any("urn:uuid:" in str(r) for rs in urn for r in rs)
+
+
+def test_patients_are_written_before_the_study_is_read_to_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job takes a case, writes it, then takes the next: the log of a generator in front
+    of the reader and of the NDJSON writer interleaves."""
+    log: list[str] = []
+    opened = mapjob.open_study
+
+    def logged_open(*args: Any) -> Any:
+        stream, mapping = opened(*args)
+        cases = iter(stream)
+
+        def logged() -> Iterator[Case]:
+            for case in cases:
+                log.append(f"read {case.patient.study_id}")
+                yield case
+
+        stream._cases = logged()
+        return stream, mapping
+
+    write = NdjsonWriter.write
+
+    def logged_write(self: NdjsonWriter, resource: dict[str, Any]) -> None:
+        if resource["resourceType"] == "Patient":
+            log.append(f"wrote {resource['identifier'][0]['value']}")
+        write(self, resource)
+
+    monkeypatch.setattr(mapjob, "open_study", logged_open)
+    monkeypatch.setattr(NdjsonWriter, "write", logged_write)
+    assert main(["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path)]) == 0
+    ids = [f"P0{i}" for i in range(1, 8)]
+    assert log == [line for sid in ids for line in (f"read {sid}", f"wrote {sid}")]
+
+
+def test_a_stopped_job_leaves_only_the_reject_report(tmp_path: Path) -> None:
+    bad = [str(FIXTURES / "bad" / "tables"), "-m", str(MAPPINGS / "centres" / "bad.yaml")]
+    assert main(["map", *bad, "-o", str(tmp_path)]) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["rejects.csv"]
+
+
+@given(st.text(), st.text())
+def test_bundle_search_quotes_as_urllib_does(system: str, value: str) -> None:
+    from urllib.parse import quote
+
+    from fhir_cart.bundle import _quoted
+
+    assert _quoted(system) + "%7C" + _quoted(value) == quote(f"{system}|{value}", safe=":/")
