@@ -29,6 +29,7 @@ __all__ = [
     "business_identifier",
     "content_hash",
     "entry_for",
+    "has_identifier_search",
     "map_cases",
     "read_ndjson",
     "transaction_bundles",
@@ -85,10 +86,18 @@ def map_cases(
         yield resources
 
 
-def entry_for(resource: Json, mode: BundleMode) -> Json:
-    """A transaction entry: conditional update (PUT) or conditional create (POST)."""
+def has_identifier_search(resource_type: str) -> bool:
+    """Whether a resource of this type is found by its business identifier (AdverseEvent
+    has no identifier search parameter in R4)."""
+    return resource_type not in _NO_IDENTIFIER_SEARCH
+
+
+def entry_for(resource: Json, mode: BundleMode, *, by_id: bool = False) -> Json:
+    """A transaction entry: conditional update (PUT) or conditional create (POST) on the
+    business identifier; ``by_id`` (or a type without identifier search): PUT by the
+    resource's stable id."""
     rtype = resource["resourceType"]
-    if rtype in _NO_IDENTIFIER_SEARCH:
+    if by_id or rtype in _NO_IDENTIFIER_SEARCH:
         url = f"{rtype}/{resource['id']}"
         return {
             "fullUrl": f"urn:uuid:{resource['id']}",

@@ -174,3 +174,75 @@ def test_what_refers_to_a_failed_resource_is_not_sent(
     assert sum(c.count for c in causes) == len(first)
     assert blocked[0].count >= len(first) - 4
     assert report.counts["created"] + report.counts.get("updated", 0) == len(plan.to_send[1])
+
+
+def _declared(statement: dict[str, Any], rtype: str, **flags: bool) -> dict[str, Any]:
+    """The server's own statement with ``flags`` declared for one resource type."""
+    rest = statement["rest"][0]
+    resources = [r for r in rest.get("resource", ()) if r.get("type") != rtype]
+    own = next((r for r in rest.get("resource", ()) if r.get("type") == rtype), {"type": rtype})
+    return {**statement, "rest": [{**rest, "resource": [*resources, {**own, **flags}]}]}
+
+
+def _push_declared(fhir_server: str, cache: Any, plan: Any, **flags: bool) -> Any:
+    from fhir_cart.client import FhirClient
+    from fhir_cart.sync.capabilities import ServerCapabilities
+    from fhir_cart.sync.push import push
+
+    async def send() -> Any:
+        async with FhirClient(base_url=fhir_server) as client:
+            statement = _declared(await client.capabilities(), "Procedure", **flags)
+            caps = ServerCapabilities.from_statement(statement)
+            run_id = cache.create_run(kind="push", server=fhir_server, params={})
+            return await push(plan, client=client, cache=cache, server=fhir_server,
+                              run_id=run_id, capabilities=caps)  # fmt: skip
+
+    return asyncio.run(send())
+
+
+def test_a_type_without_conditional_update_is_written_by_its_stable_id(
+    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    """A statement saying Procedure has no conditional update but updateCreate: Procedures
+    go as PUT Procedure/<fhir_cart's id> (the server keeps that id), the other types as
+    conditional updates on their identifier; a second push of the same plan adds nothing."""
+    import httpx
+
+    from fhir_cart.sync.push import plan_push
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        plan = plan_push(ctx, seed_cases[:3], changed=lambda items: {k for k, _ in items},
+                         server_ids=lambda keys: {})  # fmt: skip
+        ours = {r["id"] for p in plan.to_send for r in p if r["resourceType"] == "Procedure"}
+        assert ours
+        for _ in range(2):
+            report = _push_declared(
+                fhir_server, cache, plan, conditionalUpdate=False, updateCreate=True
+            )
+            assert report.failures == []
+    finally:
+        cache.close()
+    found = httpx.get(f"{fhir_server}/Procedure", params={"_count": 500}).json()
+    ids = {e["resource"]["id"] for e in found.get("entry", ())}
+    assert ids == ours  # by id, and not duplicated by the second push
+    observations = httpx.get(f"{fhir_server}/Observation", params={"_count": 500}).json()
+    sent = {r["id"] for p in plan.to_send for r in p if r["resourceType"] == "Observation"}
+    assert {e["resource"]["id"] for e in observations["entry"]}.isdisjoint(sent)  # conditional
+
+
+def test_a_type_the_server_cannot_write_idempotently_stops_the_push_before_sending(
+    fhir_server: str, tmp_path: Path, ctx: MappingContext, seed_cases: list[Case]
+) -> None:
+    from fhir_cart.errors import FatalHttpError
+    from fhir_cart.sync.push import plan_push
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        plan = plan_push(ctx, seed_cases[:2], changed=lambda items: {k for k, _ in items},
+                         server_ids=lambda keys: {})  # fmt: skip
+        with pytest.raises(FatalHttpError, match=r"Procedure.*nothing was sent"):
+            _push_declared(fhir_server, cache, plan, conditionalUpdate=False, updateCreate=False)
+    finally:
+        cache.close()
+    assert sum(server_totals(fhir_server).values()) == 0

@@ -28,7 +28,7 @@ STATEMENT: dict[str, Any] = {
 def test_capabilities_come_from_the_statement_and_settings_override() -> None:
     caps = ServerCapabilities.from_statement(STATEMENT)
     assert (caps.transaction, caps.batch, caps.max_transaction_entries) == (False, True, None)
-    assert caps.conditional_update == {"Observation": True, "AdverseEvent": False}
+    assert caps.conditional_update == {"Observation": True}  # AdverseEvent's is not said
     assert caps.patient_param("Observation") == "patient"
     assert caps.patient_param("AdverseEvent") == "subject"
     assert caps.patient_param("Procedure") is None
@@ -103,3 +103,37 @@ def test_failures_are_grouped_once_per_cause_with_a_hint() -> None:
     assert causes[0].types == {"Observation": 54}
     assert "max_transaction_entries" in str(causes[0].hint)
     assert "auth" in str(causes[1].hint)
+
+
+def _statement(**types: dict[str, bool]) -> dict[str, Any]:
+    resources = [{"type": t, **flags} for t, flags in types.items()]
+    return {
+        "resourceType": "CapabilityStatement",
+        "rest": [{"interaction": [{"code": "transaction"}], "resource": resources}],
+    }
+
+
+def test_how_each_type_is_written_follows_conditional_update_and_update_create() -> None:
+    caps = ServerCapabilities.from_statement(_statement(
+        Observation={"conditionalUpdate": True},
+        Procedure={"conditionalUpdate": False, "updateCreate": True},
+        Condition={},  # not said: tried as a conditional update, as before
+    ))  # fmt: skip
+    assert not caps.writes_by_id("Observation")
+    assert caps.writes_by_id("Procedure")
+    assert not caps.writes_by_id("Condition")
+    assert not caps.writes_by_id("Patient")  # not listed at all
+    assert caps.writes_by_id("AdverseEvent", by_identifier=False)
+    assert caps.unwritable(["Observation", "Procedure", "Condition", "AdverseEvent"],
+                           ["AdverseEvent"]) == ""  # fmt: skip
+
+
+def test_a_type_with_neither_conditional_update_nor_update_create_is_refused() -> None:
+    caps = ServerCapabilities.from_statement(_statement(
+        Observation={"conditionalUpdate": False, "updateCreate": False},
+        AdverseEvent={"conditionalUpdate": True, "updateCreate": False},
+        Procedure={"conditionalUpdate": True, "updateCreate": False},
+    ))  # fmt: skip
+    problem = caps.unwritable(["Observation", "AdverseEvent", "Procedure"], ["AdverseEvent"])
+    assert "AdverseEvent, Observation:" in problem  # Procedure has its conditional update
+    assert "Hint:" in problem

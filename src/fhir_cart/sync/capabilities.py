@@ -6,6 +6,8 @@ Three sources, in this order of trust:
    knows about the server;
 2. the CapabilityStatement (http://hl7.org/fhir/R4/capabilitystatement.html):
    ``rest.interaction`` transaction/batch, ``resource.conditionalUpdate`` and
+   ``resource.updateCreate`` (how a push writes each type: a conditional update on the
+   business identifier, else a PUT by the stable id, else nothing is sent) and
    ``resource.searchParam``;
 3. refusals: a transaction refused for its size lowers the largest transaction this run
    sends (R4 has no element for that limit: Medplum's router, for one, refuses more than
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,6 +75,11 @@ class ServerCapabilities:
     max_transaction_entries: int | None = None
     """Largest transaction known to be accepted; None while no limit is known."""
     conditional_update: dict[str, bool] = field(default_factory=dict)
+    """``conditionalUpdate`` per type, where the statement says it (R4 gives no default: a
+    type missing here is not known either way, and is tried)."""
+    update_create: dict[str, bool] = field(default_factory=dict)
+    """``updateCreate`` (a client may choose a new resource's id), where the statement
+    says it."""
     search_params: dict[str, set[str]] = field(default_factory=dict)
     search_rev_include: dict[str, set[str]] = field(default_factory=dict)
     """Per type, the ``_revinclude`` values a search of that type declares."""
@@ -98,7 +106,10 @@ class ServerCapabilities:
         caps.operations[""] = {str(o.get("name")) for o in rest.get("operation", ())}
         for resource in rest.get("resource", ()):
             rtype = str(resource.get("type"))
-            caps.conditional_update[rtype] = bool(resource.get("conditionalUpdate", False))
+            for name, known in (("conditionalUpdate", caps.conditional_update),
+                                ("updateCreate", caps.update_create)):  # fmt: skip
+                if isinstance(resource.get(name), bool):
+                    known[rtype] = resource[name]
             caps.search_params[rtype] = {
                 str(p.get("name")) for p in resource.get("searchParam", ())
             }
@@ -108,6 +119,35 @@ class ServerCapabilities:
             caps.transaction = bundle_type == "transaction"
             caps.batch = caps.batch or bundle_type == "batch"
         return caps
+
+    def writes_by_id(self, resource_type: str, *, by_identifier: bool = True) -> bool:
+        """Whether a resource of this type is written by its stable id (``PUT Type/id``)
+        rather than by a conditional update on its business identifier (``PUT
+        Type?identifier=...``): when the statement says the type has no conditional update,
+        or the type has no identifier search (``by_identifier=False``). Both writes are
+        idempotent: a re-run creates no duplicate."""
+        return not by_identifier or self.conditional_update.get(resource_type) is False
+
+    def unwritable(self, resource_types: Iterable[str], no_identifier: Iterable[str] = ()) -> str:
+        """Why resources of these types cannot be written idempotently here ('' if they can):
+        the statement says a type has no conditional update (or it has no identifier
+        search) and no updateCreate either. fhir_cart does not fall back to a plain POST,
+        which would create a duplicate on every re-run."""
+        plain = set(no_identifier)
+        refused = sorted(
+            t
+            for t in set(resource_types)
+            if self.update_create.get(t) is False
+            and (t in plain or self.conditional_update.get(t) is False)
+        )
+        if not refused:
+            return ""
+        return (
+            f"the server's CapabilityStatement allows neither conditional update nor update "
+            f"with a client-chosen id (updateCreate) for {', '.join(refused)}: fhir_cart "
+            "writes only idempotently (a re-run must not create duplicates), so nothing was "
+            "sent. Hint: enable conditionalUpdate or updateCreate for these types on the server"
+        )
 
     def fits(self, entries: int) -> bool:
         limit = self.max_transaction_entries

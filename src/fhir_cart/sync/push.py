@@ -23,7 +23,13 @@ from typing import Any
 
 import orjson
 
-from fhir_cart.bundle import business_identifier, content_hash, entry_for, map_cases
+from fhir_cart.bundle import (
+    business_identifier,
+    content_hash,
+    entry_for,
+    has_identifier_search,
+    map_cases,
+)
 from fhir_cart.cache import Cache, Outcome, SentEntry
 from fhir_cart.client import EntryResult, FhirClient, outcome_message
 from fhir_cart.errors import AuthError, BadResponse, FatalError, FatalHttpError, FhirClientError
@@ -243,6 +249,10 @@ async def push(
     caps = capabilities or ServerCapabilities.from_statement(await client.capabilities())
     if not caps.transaction and not caps.batch:
         raise FatalHttpError("the server declares neither transaction nor batch support")
+    types = {r["resourceType"] for patient in plan.to_send for r in patient}
+    problem = caps.unwritable(types, [t for t in types if not has_identifier_search(t)])
+    if problem:
+        raise FatalHttpError(problem)
     report = PushReport(run_id=run_id, mode="transaction" if caps.transaction else "batch")
     report.add("unchanged", len(plan.unchanged))
     size = (
@@ -437,7 +447,7 @@ class _Sender:
         """Send one bundle and record its outcomes; True when a transaction was refused for
         its size (nothing recorded: the caller sends it again in smaller parts)."""
         bundle = {"resourceType": "Bundle", "type": kind,
-                  "entry": [entry_for(r, "update") for r in resources]}  # fmt: skip
+                  "entry": [self._entry(r) for r in resources]}  # fmt: skip
         keys = [resource_key(r) for r in resources]
         reason: str | None = None
         try:
@@ -458,6 +468,11 @@ class _Sender:
         if known is not None and failed is not None:
             _learn_ids(resources, sent, known, failed)
         return False
+
+    def _entry(self, resource: Json) -> Json:
+        rtype = resource["resourceType"]
+        by_id = self.caps.writes_by_id(rtype, by_identifier=has_identifier_search(rtype))
+        return entry_for(resource, "update", by_id=by_id)
 
     def _record(self, sent: list[SentEntry], outcomes: list[Outcome], answers: _Answers) -> None:
         answers.sent.extend(sent)
