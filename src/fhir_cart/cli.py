@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -38,10 +38,11 @@ from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
 from fhir_cart.settings import load_settings
 from fhir_cart.summary import StudyDefinition, summarise
-from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.push import PushPlan, PushReport, failure_causes
-from fhir_cart.sync.service import write_unmapped
 from fhir_cart.tables import summary_table
+
+if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
+    from fhir_cart.sync.pull import PullSelection
+    from fhir_cart.sync.push import PushPlan, PushReport
 
 __all__ = ["app", "main"]
 
@@ -437,6 +438,8 @@ def push_command(
         _print_push(pushed.plan, pushed.report)
     report = pushed.report
     if report is not None and report.failures:
+        from fhir_cart.sync.push import failure_causes
+
         causes = len(failure_causes(report.failures))
         raise FatalError(
             f"{len(report.failures)} resources failed ({causes} "
@@ -446,6 +449,8 @@ def push_command(
 
 
 def _print_push(plan: PushPlan, report: PushReport | None) -> None:
+    from fhir_cart.sync.push import failure_causes
+
     if report is None:
         counts: dict[str, int] = {}
         for resources in plan.to_send:
@@ -475,6 +480,8 @@ def _print_push(plan: PushPlan, report: PushReport | None) -> None:
 def _selection(
     patients: Path | None, group: str | None, search: str | None, since: str | None
 ) -> PullSelection:
+    from fhir_cart.sync.pull import PullSelection
+
     chosen = [x for x in (patients, group, search) if x is not None]
     if len(chosen) != 1:
         raise FatalError("choose exactly one of --patients, --group, --search", exit_code=2)
@@ -529,6 +536,8 @@ def pull_command(
         )  # fmt: skip
     written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
+        from fhir_cart.sync.service import write_unmapped
+
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
     for note in result.stats.learned:

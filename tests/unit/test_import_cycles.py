@@ -129,3 +129,20 @@ def test_the_cycle_finder_finds_a_cycle_through_a_deferred_import(tmp_path: Path
     (package / "d.py").write_text("import fhir_cart.c\n")
     graph = import_graph(tmp_path)
     assert cycles(graph) == [["fhir_cart.a", "fhir_cart.c", "fhir_cart.sub.b"]]
+
+
+def test_the_cli_loads_no_database_arrow_or_linkage_library_until_a_command_needs_it() -> None:
+    """`fhir-cart --help` and `map` start without SQLAlchemy (the cache), pyarrow or splink
+    (issue 13: importing the CLI took 0.53 s, half of it the SQL cache)."""
+    import subprocess
+    import sys
+
+    heavy = ("sqlalchemy", "sqlmodel", "pyarrow", "splink", "duckdb", "fhir_cart.cache")
+    code = (
+        "import sys, fhir_cart.cli, fhir_cart.mapjob; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"
