@@ -101,6 +101,8 @@ class ReadResult:
     cases: list[Case] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     unmapped_columns: list[UnmappedColumn] = field(default_factory=list)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    """With ``keep_sources``: study id -> {"" and event id -> ``file, sheet S, row N``}."""
 
 
 class _FieldError(ValueError):
@@ -997,6 +999,11 @@ class _Where:
         self.raw = raw
         self.columns = columns
 
+    def location(self) -> str:
+        """Where this row is, in words: ``file, sheet S, row N`` (no cell content)."""
+        sheet = f", sheet {self.sheet.sheet}" if self.sheet.sheet else ""
+        return f"{self.sheet.source}{sheet}, row {self.row}"
+
     def reject(self, fld: str | None, reason: str) -> Reject:
         column = self.columns.get(fld) if fld else None
         if column is not None:
@@ -1191,6 +1198,9 @@ class _Patient:
     events: list[Event] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)
     """event id -> where it was first used."""
+    located: dict[str, str] = field(default_factory=dict)
+    """With ``keep_sources``: "" (the patient's row) and each event id -> its row's
+    :meth:`_Where.location`."""
 
 
 @dataclass
@@ -1207,6 +1217,9 @@ class _Assembly:
     ordinals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rejects: list[tuple[int, int, Reject]] = field(default_factory=list)
     """(spec index, row, reject)."""
+    keep_sources: bool = False
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    """With ``keep_sources``: study id -> :attr:`_Patient.located` of each case given out."""
 
     def patient(self, where: _Where) -> None:
         cells, columns = _gather(where.plan, where.raw) or ({}, {})
@@ -1219,6 +1232,8 @@ class _Assembly:
                 first = self.patients[sid].row
                 raise _FieldError("study_id", f"duplicate patient id (row {first} is kept)")
             self.patients[sid] = _Patient(record, anchor_date, where.row)
+            if self.keep_sources:
+                self.patients[sid].located[""] = where.location()
             self.by_row[where.row] = sid
         except _FieldError as exc:
             self.rejects.append((0, where.row, where.reject(exc.field, str(exc))))
@@ -1271,8 +1286,12 @@ class _Assembly:
             return
         owner.ids[event_id] = f"{where.sheet.sheet or where.sheet.source} row {where.row}"
         owner.events.append(event)
+        if self.keep_sources:
+            owner.located[event_id] = where.location()
 
     def cases(self) -> list[Case]:
+        if self.keep_sources:
+            self.sources.update((sid, p.located) for sid, p in self.patients.items())
         return [Case(patient=p.record, events=tuple(p.events)) for p in self.patients.values()]
 
     def release(self) -> list[Case]:
@@ -1489,17 +1508,23 @@ class StudyStream:
         rejects: list[Reject],
         unmapped_columns: list[UnmappedColumn],
         streamed: bool,
+        sources: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self._cases = cases
         self.rejects = rejects
         self.unmapped_columns = unmapped_columns
         self.streamed = streamed
+        self.sources: dict[str, dict[str, str]] = {} if sources is None else sources
+        """With ``keep_sources``: study id -> {"" (the patient's row) and event id -> where
+        its row is (``file, sheet S, row N``)}, filled as cases are given out."""
 
     def __iter__(self) -> Iterator[Case]:
         return self._cases
 
 
-def _stream_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -> StudyStream:
+def _stream_mapped(
+    path: Path, mapping: StudyMapping, library: ConceptLibrary, keep_sources: bool = False
+) -> StudyStream:
     ctx = _Context(mapping, library)
     plans = _plans(ctx)
     with ExitStack() as stack:
@@ -1517,8 +1542,9 @@ def _stream_mapped(path: Path, mapping: StudyMapping, library: ConceptLibrary) -
     except BaseException:
         stack.close()
         raise
-    cases = _assemble(_Assembly(ctx), plans, sheets, feeds, stack, rejects)
-    return StudyStream(cases, rejects, unmapped, feeds is not None)
+    acc = _Assembly(ctx, keep_sources=keep_sources)
+    cases = _assemble(acc, plans, sheets, feeds, stack, rejects)
+    return StudyStream(cases, rejects, unmapped, feeds is not None, acc.sources)
 
 
 def _assemble(
@@ -1589,11 +1615,17 @@ def _read_json(path: Path) -> ReadResult:
 
 
 def stream_study(
-    path: Path, mapping: StudyMapping | None = None, library: ConceptLibrary | None = None
+    path: Path,
+    mapping: StudyMapping | None = None,
+    library: ConceptLibrary | None = None,
+    *,
+    keep_sources: bool = False,
 ) -> StudyStream:
     """:func:`read_study`, patient by patient: the file is checked against the mapping now
     (ConfigError, InputError as for read_study); cases come as the stream is iterated, and
-    its ``rejects`` are complete once it has been iterated to the end."""
+    its ``rejects`` are complete once it has been iterated to the end. ``keep_sources``:
+    the stream's ``sources`` says which row each patient and event came from (the registry's
+    Provenance cites them; off by default, as it grows with the file)."""
     if not path.exists():
         raise InputError(f"{path}: no such file or folder", [])
     if path.suffix.lower() == ".json":
@@ -1601,17 +1633,26 @@ def stream_study(
         return StudyStream(iter(result.cases), result.rejects, [], False)
     if mapping is None:
         raise InputError(f"{path.name}: a mapping file is needed for this file type", [])
-    return _stream_mapped(path, mapping, library or default_library(mapping))
+    return _stream_mapped(path, mapping, library or default_library(mapping), keep_sources)
 
 
 def read_study(
-    path: Path, mapping: StudyMapping | None = None, library: ConceptLibrary | None = None
+    path: Path,
+    mapping: StudyMapping | None = None,
+    library: ConceptLibrary | None = None,
+    *,
+    keep_sources: bool = False,
 ) -> ReadResult:
     """Read a study file: .xlsx, .csv (one file or a folder of them) with a mapping, or the
     canonical .json (no mapping needed). ``library`` defaults to the shared concept library
     plus the mapping's own concepts. Raises ConfigError when the mapping does not fit the
     library, InputError when the file cannot be read at all; rows and values that cannot be
     read are returned as rejects."""
-    stream = stream_study(path, mapping, library)
+    stream = stream_study(path, mapping, library, keep_sources=keep_sources)
     cases = list(stream)
-    return ReadResult(cases=cases, rejects=stream.rejects, unmapped_columns=stream.unmapped_columns)
+    return ReadResult(
+        cases=cases,
+        rejects=stream.rejects,
+        unmapped_columns=stream.unmapped_columns,
+        sources=stream.sources,
+    )

@@ -77,3 +77,32 @@ def test_summaries_come_from_the_registry_study_definition() -> None:
     assert measures["patients"] == 7
     assert measures["infused"] == 3
     assert measures["mrd_negative_latest"] == 2
+
+
+def test_provenance_names_the_file_sheet_and_row_of_every_fact(
+    tmp_path: Path,
+) -> None:
+    """Ben (R-100 at Rotterdam, also seen in Berlin): Rotterdam's Provenance for him cites
+    his row of patients.csv and the rows of events.csv his kept facts came from, and no row
+    of another patient (issue 10: which centre, file, sheet and row)."""
+    import csv
+
+    result = build(tmp_path / "out")
+    assert result.registry is not None
+    ben = next(m for m in result.registry.merged if m.centres == ("berlin", "rotterdam"))
+    folder = FIXTURES / "rotterdam"
+    with (folder / "events.csv").open(newline="") as handle:
+        his = {n for n, row in enumerate(csv.DictReader(handle), 2) if row["patient"] == "R-100"}
+    provenance = next(
+        p
+        for p in result.registry.provenance
+        if p["target"][0]["identifier"]["value"] == ben.case.patient.study_id
+        and p["agent"][0]["who"]["identifier"]["value"] == "rotterdam"
+    )
+    rows = [e["what"]["display"] for e in provenance["entity"] if "identifier" not in e["what"]]
+    assert rows[0] == "rotterdam: patients.csv, row 2"
+    cited = {int(r.rsplit("row ", 1)[1]) for r in rows[1:]}
+    assert all(r.startswith("rotterdam: events.csv, row ") for r in rows[1:])
+    kept = sum(1 for centre, _ in ben.origin_of.values() if centre == "rotterdam")
+    assert cited <= his
+    assert len(cited) == kept > 0

@@ -72,6 +72,8 @@ class CentreData:
     cases: list[Case]
     rejects: list[Reject] = field(default_factory=list)
     unmapped_columns: list[Any] = field(default_factory=list)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Study id -> {"" (the patient's row) and event id -> ``file, sheet S, row N``}."""
 
 
 CentreReader = Callable[[CentreDef, RegistryDef], CentreData]
@@ -91,9 +93,11 @@ def read_centre(centre: CentreDef, definition: RegistryDef) -> CentreData:
             f"centre {centre.id}: its mapping file {centre.mapping} says centre {mapping.centre}"
         )
     library = load_concepts(load_terminology(), extra=mapping.own_concepts())
-    result = readers.read_study(definition.resolve(centre.data), mapping, library)
+    result = readers.read_study(
+        definition.resolve(centre.data), mapping, library, keep_sources=True
+    )
     unmapped = [_column_name(u) for u in result.unmapped_columns]
-    return CentreData(list(result.cases), list(result.rejects), unmapped)
+    return CentreData(list(result.cases), list(result.rejects), unmapped, dict(result.sources))
 
 
 def _column_name(where: Any) -> str:
@@ -124,6 +128,7 @@ class WorkFolder:
             [Case.model_validate(c) for c in raw["cases"]],
             [Reject(**r) for r in raw["rejects"]],
             list(raw["unmapped"]),
+            dict(raw.get("sources", {})),
         )
 
     def save_centre(self, centre_id: str, inputs: str, data: CentreData) -> None:
@@ -133,6 +138,7 @@ class WorkFolder:
             "cases": [c.model_dump(mode="json") for c in data.cases],
             "rejects": [r.as_dict() for r in data.rejects],
             "unmapped": [str(u) for u in data.unmapped_columns],
+            "sources": data.sources,
         }
         tables._write_if_changed(self.folder / "centres" / f"{centre_id}.json", orjson.dumps(raw))
 
@@ -387,10 +393,28 @@ def _summaries(
     }
 
 
+def _rows(
+    patient: MergedPatient, members: Sequence[Case], centre: str, data: CentreData
+) -> list[str]:
+    """Where in the centre's file this registry patient's facts were read: the patient's
+    row, then each kept event's row (``file, sheet S, row N``), each once."""
+    member = next((m for m in members if m.patient.centre == centre), None)
+    if member is None:
+        return []
+    located = data.sources.get(member.patient.study_id, {})
+    rows = [located[""]] if "" in located else []
+    for origin, event_id in sorted(patient.origin_of.values()):
+        row = located.get(event_id) if origin == centre else None
+        if row is not None and row not in rows:
+            rows.append(row)
+    return rows
+
+
 def _fhir(
     definition: RegistryDef,
     merged: list[MergedPatient],
     protected: list[Case],
+    members: list[list[Case]],
     data: dict[str, CentreData],
     sources: dict[str, fhir.SourceInfo],
     library: ConceptLibrary | None,
@@ -401,16 +425,17 @@ def _fhir(
         for c in sorted(data)
     ]
     provenance = []
-    for patient, case in zip(merged, protected, strict=True):
+    for patient, case, cases in zip(merged, protected, members, strict=True):
         for centre in patient.centres:
             events = [
                 (e.event_id, e.concept)
                 for e in case.events
                 if patient.source_of[e.event_id] == centre
             ]
+            rows = _rows(patient, cases, centre, data[centre])
             provenance.append(
                 fhir.provenance(case, events, sources[centre], registry=definition.id, base=base,
-                                library=library, version=__version__)
+                                library=library, version=__version__, rows=rows)
             )  # fmt: skip
     return maps, provenance
 
@@ -437,7 +462,8 @@ def assemble(
     )
     protection = Protection(definition, pseudonyms, library)
     merged, protected, conflicts = _merge(patients, definition, protection, step)
-    maps, provenance = _fhir(definition, merged, protected, data, sources, library)
+    members = list(patients.values())
+    maps, provenance = _fhir(definition, merged, protected, members, data, sources, library)
     return Registry(
         cases=protected,
         merged=merged,

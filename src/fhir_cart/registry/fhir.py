@@ -138,9 +138,13 @@ def provenance(
     base: str,
     library: ConceptLibrary | None,
     version: str,
+    rows: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Provenance of one registry patient's resources that came from one centre.
-    ``centre_events``: (registry event id, concept) of those resources."""
+    ``centre_events``: (registry event id, concept) of those resources; ``rows``: where in
+    the centre's file they were read (``file, sheet S, row N``), each an entity of role
+    ``source`` naming the row (R4 Provenance.entity.what is a Reference, here by display:
+    a spreadsheet row is no FHIR resource)."""
     patient = case.patient.study_id
     targets = [{"identifier": {"system": f"{base}/{registry}/patient", "value": patient}}]
     for event_id, concept in sorted(centre_events):
@@ -166,6 +170,7 @@ def provenance(
         "entity": [
             _entity(source.file_name, source.file_sha256, "source data file"),
             _entity(source.mapping_name, source.mapping_sha256, "centre mapping file"),
+            *({"role": "source", "what": {"display": f"{source.centre}: {row}"}} for row in rows),
         ],
     }  # fmt: skip
 
