@@ -1013,7 +1013,7 @@ def test_generated_attributes_written_in_a_cell_read_back(
     name = data.draw(st.sampled_from(lib.concept(concept).attributes))
     scalar = data.draw(attribute_values(lib.attribute(name)))
     cell = ("ja" if scalar else "nein") if isinstance(scalar, bool) else repr(scalar)
-    cell = safe_csv_cell(scalar) if isinstance(scalar, str) else cell  # as fhir_cart writes
+    cell = scalar if isinstance(scalar, str) else cell
     folder = tmp_path_factory.mktemp("a")
     with (folder / "events.csv").open("w", newline="", encoding="utf-8") as handle:
         # the cell as fhir_cart's own tables write it (a formula start escaped with ')
