@@ -267,6 +267,28 @@ class RecordStore(Store):
                 removed += result.rowcount
         return removed
 
+    def received_ids(self, *, server: str) -> list[tuple[str, str]]:
+        """(type, server id) of every resource received from ``server`` (no content read)."""
+        query = select(col(FhirResource.resource_type), col(FhirResource.server_id)).where(
+            *_of(server, "received")
+        )
+        with self.engine.connect() as conn:
+            return [(str(rtype), str(rid)) for rtype, rid in conn.execute(query)]
+
+    def received_content(
+        self, *, server: str, ids: Sequence[tuple[str, str]]
+    ) -> Iterator[dict[str, Any]]:
+        """The content of the received resources ``ids`` ((type, server id)), in no
+        particular order."""
+        pair = tuple_(col(FhirResource.resource_type), col(FhirResource.server_id))
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), CHUNK):
+                query = select(col(FhirResource.content)).where(
+                    *_of(server, "received"), pair.in_(list(ids[start : start + CHUNK]))
+                )
+                for content in conn.execute(query).scalars():
+                    yield orjson.loads(content)
+
     def received(self, *, server: str) -> Iterator[dict[str, Any]]:
         query = select(col(FhirResource.content)).where(*_of(server, "received"))
         with self.engine.connect() as conn:
