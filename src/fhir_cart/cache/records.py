@@ -6,6 +6,7 @@ never whole rows (a resource's content is read only where it is used)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -226,7 +227,8 @@ class RecordStore(Store):
     # -- what was received -----------------------------------------------------------------
 
     def record_received(self, *, server: str, resources: Iterable[dict[str, Any]]) -> int:
-        rows = [_received_row(server, r) for r in resources]
+        stamp = now()  # one transaction, one time
+        rows = [_received_row(server, r, stamp) for r in resources]
         if rows:
             with self.engine.begin() as conn:
                 self.upsert(conn, FhirResource, rows, _RESOURCE_KEY)
@@ -303,7 +305,7 @@ class RecordStore(Store):
             return list(s.scalars(query))
 
 
-def _received_row(server: str, resource: dict[str, Any]) -> dict[str, Any]:
+def _received_row(server: str, resource: dict[str, Any], stamp: dt.datetime) -> dict[str, Any]:
     content = orjson.dumps(resource)
     subject = resource.get("subject") or resource.get("patient") or {}
     meta = resource.get("meta") or {}
@@ -315,5 +317,5 @@ def _received_row(server: str, resource: dict[str, Any]) -> dict[str, Any]:
         "last_modified": meta.get("lastUpdated"),
         "content_hash": hashlib.sha256(content).hexdigest(), "content": content.decode(),
         "patient_ref": subject.get("reference") if isinstance(subject, dict) else None,
-        "mapped": None, "note": None, "updated_at": now(),
+        "mapped": None, "note": None, "updated_at": stamp,
     }  # fmt: skip
