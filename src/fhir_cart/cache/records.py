@@ -269,6 +269,12 @@ class RecordStore(Store):
                 removed += result.rowcount
         return removed
 
+    def received_count(self, *, server: str) -> int:
+        """How many resources received from ``server`` the cache holds."""
+        query = select(func.count()).where(*_of(server, "received"))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def received_ids(self, *, server: str) -> list[tuple[str, str]]:
         """(type, server id) of every resource received from ``server`` (no content read)."""
         query = select(col(FhirResource.resource_type), col(FhirResource.server_id)).where(

@@ -451,7 +451,9 @@ def _current(
     (``gone``). What this pull received (``received``) is not read back from the cache:
     only the content of resources the cache held before it."""
     held = [r for r in received.values() if _belongs(r, ids)]
-    older = [k for k in cache.records.received_ids(server=key) if k not in received]
+    older: list[tuple[str, str]] = []
+    if cache.records.received_count(server=key) > len(received):  # it holds more than these
+        older = [k for k in cache.records.received_ids(server=key) if k not in received]
     if older:
         held += [r for r in cache.records.received_content(server=key, ids=older)
                  if _belongs(r, ids)]  # fmt: skip
