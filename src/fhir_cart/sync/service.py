@@ -330,6 +330,14 @@ class _Received:
         if writing is not None:
             await writing
 
+    async def settle(self) -> None:
+        """After a failure: wait for the batch being written (whole, or not at all), with
+        an error of its own logged, not raised over the failure."""
+        try:
+            await self.flush()
+        except Exception:
+            log.warning("writing received resources to the cache failed", exc_info=True)
+
 
 async def _fetch(
     client: FhirClient,
@@ -565,8 +573,10 @@ async def _run_pull(
                 else:
                     ids = await _fetch(client, received, selection, stats, on_patient, stream,
                                        server.search_params, server.concurrency)  # fmt: skip
-        finally:
-            await received.flush()  # a batch on its way to the cache: written whole, or not
+        except BaseException:
+            await received.settle()  # a batch on its way to the cache: written whole, or not
+            raise
+        await received.flush()
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
