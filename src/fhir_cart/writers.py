@@ -147,14 +147,17 @@ def table_rows(
     """(table, row) for every patient and event, patients first within each case. Raises
     ValueError for an attribute the library does not define (nothing is dropped)."""
     columns = table_columns(library)
+    patients, events = frozenset(columns["patients"]), frozenset(columns["events"])
     for case in cases:
         sid = case.patient.study_id
         row = _patient_row(case)
-        _unknown(row, columns["patients"], f"patient {sid}")
+        if not patients.issuperset(row):
+            _unknown(row, columns["patients"], f"patient {sid}")
         yield "patients", row
         for event in case.events:
             row = _event_row(sid, event)
-            _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
+            if not events.issuperset(row):
+                _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
             yield "events", row
 
 
@@ -162,8 +165,10 @@ def _all_rows(
     cases: Iterable[Case], library: ConceptLibrary | None, other: list[Row]
 ) -> Iterator[tuple[str, Row]]:
     yield from table_rows(cases, library)
+    known = frozenset(OTHER_COLUMNS)
     for row in other:
-        _unknown(row, list(OTHER_COLUMNS), "other")
+        if not known.issuperset(row):
+            _unknown(row, list(OTHER_COLUMNS), "other")
         yield "other", row
 
 
@@ -196,12 +201,22 @@ def _write_csv(
     out.mkdir(parents=True, exist_ok=True)
     paths = {t: out / f"{t}.csv" for t in tables}
     handles = {t: p.open("w", newline="", encoding="utf-8") for t, p in paths.items()}
+    # rows are sparse (an event fills a few of the columns): cells start blank, as None is
+    # written, and only the row's own values are turned into text
+    where = {t: {c: i for i, c in enumerate(columns)} for t, columns in tables.items()}
+    blank = {t: [""] * len(columns) for t, columns in tables.items()}
     try:
         writers = {t: csv.writer(h) for t, h in handles.items()}
         for table, writer in writers.items():
             writer.writerow(tables[table])
         for table, row in rows:
-            writers[table].writerow([_csv_cell(row.get(c)) for c in tables[table]])
+            cells = blank[table].copy()
+            index = where[table]
+            for column, value in row.items():
+                at = index.get(column)
+                if at is not None:
+                    cells[at] = _csv_cell(value)
+            writers[table].writerow(cells)
     finally:
         for handle in handles.values():
             handle.close()

@@ -6,6 +6,7 @@ never whole rows (a resource's content is read only where it is used)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -226,7 +227,8 @@ class RecordStore(Store):
     # -- what was received -----------------------------------------------------------------
 
     def record_received(self, *, server: str, resources: Iterable[dict[str, Any]]) -> int:
-        rows = [_received_row(server, r) for r in resources]
+        stamp = now()  # one transaction, one time
+        rows = [_received_row(server, r, stamp) for r in resources]
         if rows:
             with self.engine.begin() as conn:
                 self.upsert(conn, FhirResource, rows, _RESOURCE_KEY)
@@ -267,6 +269,34 @@ class RecordStore(Store):
                 removed += result.rowcount
         return removed
 
+    def received_count(self, *, server: str) -> int:
+        """How many resources received from ``server`` the cache holds."""
+        query = select(func.count()).where(*_of(server, "received"))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def received_ids(self, *, server: str) -> list[tuple[str, str]]:
+        """(type, server id) of every resource received from ``server`` (no content read)."""
+        query = select(col(FhirResource.resource_type), col(FhirResource.server_id)).where(
+            *_of(server, "received")
+        )
+        with self.engine.connect() as conn:
+            return [(str(rtype), str(rid)) for rtype, rid in conn.execute(query)]
+
+    def received_content(
+        self, *, server: str, ids: Sequence[tuple[str, str]]
+    ) -> Iterator[dict[str, Any]]:
+        """The content of the received resources ``ids`` ((type, server id)), in no
+        particular order."""
+        pair = tuple_(col(FhirResource.resource_type), col(FhirResource.server_id))
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), CHUNK):
+                query = select(col(FhirResource.content)).where(
+                    *_of(server, "received"), pair.in_(list(ids[start : start + CHUNK]))
+                )
+                for content in conn.execute(query).scalars():
+                    yield orjson.loads(content)
+
     def received(self, *, server: str) -> Iterator[dict[str, Any]]:
         query = select(col(FhirResource.content)).where(*_of(server, "received"))
         with self.engine.connect() as conn:
@@ -281,7 +311,7 @@ class RecordStore(Store):
             return list(s.scalars(query))
 
 
-def _received_row(server: str, resource: dict[str, Any]) -> dict[str, Any]:
+def _received_row(server: str, resource: dict[str, Any], stamp: dt.datetime) -> dict[str, Any]:
     content = orjson.dumps(resource)
     subject = resource.get("subject") or resource.get("patient") or {}
     meta = resource.get("meta") or {}
@@ -293,5 +323,5 @@ def _received_row(server: str, resource: dict[str, Any]) -> dict[str, Any]:
         "last_modified": meta.get("lastUpdated"),
         "content_hash": hashlib.sha256(content).hexdigest(), "content": content.decode(),
         "patient_ref": subject.get("reference") if isinstance(subject, dict) else None,
-        "mapped": None, "note": None, "updated_at": now(),
+        "mapped": None, "note": None, "updated_at": stamp,
     }  # fmt: skip

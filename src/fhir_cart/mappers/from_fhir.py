@@ -33,6 +33,7 @@ from fhir_cart.references import reference_key
 __all__ = [
     "OtherRow",
     "ReverseResult",
+    "ReverseStream",
     "Unmapped",
     "cases_from_fhir",
     "event_id_of",
@@ -771,3 +772,139 @@ def cases_from_fhir(
     for patient in patients.values():
         _build_case(result, patient)
     return result
+
+
+# -- mapping as resources arrive ------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    """What one resource other than a Patient or Specimen became: an event of ``patient``,
+    or an ``other`` row (``reason``); and what its mapping noted of Specimens."""
+
+    patient: _Patient | None
+    event: Event | None = None
+    reason: str | None = None
+    used: set[str] = field(default_factory=set)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _names_missing_specimen(resource: Json, specimens: Mapping[str, Json]) -> bool:
+    """Whether the resource names a Specimen (not a contained one) not received yet."""
+    specimen = resource.get("specimen")
+    ref = specimen.get("reference") if isinstance(specimen, dict) else None
+    return isinstance(ref, str) and not ref.startswith("#") and reference_key(ref) not in specimens
+
+
+class ReverseStream:
+    """:func:`cases_from_fhir`, fed as resources arrive (a pull maps while it fetches).
+
+    Each resource is mapped once its patient (and any Specimen it names) has arrived; the
+    others wait for :meth:`result`. ``result(resources)`` gives exactly what
+    ``cases_from_fhir(ctx, resources)`` gives (same cases, rows and order), for any list of
+    the resources added (the same objects, each once) that holds every Patient and Specimen
+    added; for anything else (a resource added twice, one not added) it runs
+    ``cases_from_fhir`` itself."""
+
+    def __init__(self, ctx: MappingContext, *, default_centre: str = "ehr") -> None:
+        self.ctx = ctx
+        self.default_centre = default_centre
+        self.added: dict[tuple[str, str], Json] = {}
+        self.patients: dict[str, _Patient] = {}
+        self.failed_patients: dict[str, str] = {}
+        self.specimens: dict[str, Json] = {}
+        self.outcomes: dict[tuple[str, str], _Outcome] = {}
+        self.waiting: dict[tuple[str, str], Json] = {}
+        self.twice = False
+
+    def add(self, resources: Iterable[Json]) -> None:
+        others: list[tuple[tuple[str, str], Json]] = []
+        for resource in resources:
+            key = (str(resource.get("resourceType")), str(resource.get("id")))
+            if key in self.added:
+                self.twice = True  # result() maps everything again
+                continue
+            self.added[key] = resource
+            if key[0] == "Patient":
+                try:
+                    self.patients[key[1]] = patient_record(self.ctx, resource, self.default_centre)
+                except _BAD_INPUT as exc:
+                    self.failed_patients[key[1]] = _reason(exc)
+            elif key[0] == "Specimen":
+                self.specimens[key[1]] = resource
+            else:
+                others.append((key, resource))
+        if self.twice:
+            return
+        for key, resource in others:
+            patient = self.patients.get(_subject_key(resource) or "")
+            if patient is None or _names_missing_specimen(resource, self.specimens):
+                self.waiting[key] = resource  # its patient or specimen may come later
+            else:
+                self.outcomes[key] = self._map(resource, patient)
+
+    def _map(self, resource: Json, patient: _Patient | None) -> _Outcome:
+        """As ``cases_from_fhir`` maps one resource (see ``_map_resource``)."""
+        if patient is None:
+            return _Outcome(None, reason="references no patient in this data set")
+        run = _Run(self.ctx, self.specimens)
+        outcome = _Outcome(patient, used=run.used_specimens, notes=run.specimen_notes)
+        mapper = _EVENT_MAPPERS.get(str(resource.get("resourceType")))
+        if mapper is None:
+            rtype = resource.get("resourceType")
+            outcome.reason = f"resource type {rtype} is not one fhir_cart maps"
+            return outcome
+        try:
+            outcome.event = mapper(run, resource, patient.record.study_id)
+        except _BAD_INPUT as exc:  # ValidationError is a ValueError
+            outcome.reason = _reason(exc)
+        return outcome
+
+    def _same(self, resources: list[Json]) -> bool:
+        """Whether ``resources`` are added ones, each once, with every Patient and
+        Specimen added."""
+        keys = set()
+        for resource in resources:
+            key = (str(resource.get("resourceType")), str(resource.get("id")))
+            if self.added.get(key) is not resource or key in keys:
+                return False
+            keys.add(key)
+        return all(k in keys for k in self.added if k[0] in ("Patient", "Specimen"))
+
+    def result(self, resources: Iterable[Json]) -> ReverseResult:
+        final = list(resources)
+        if self.twice or not self._same(final):
+            return cases_from_fhir(self.ctx, final, default_centre=self.default_centre)
+        result = ReverseResult()
+        keyed = [((str(r.get("resourceType")), str(r.get("id"))), r) for r in final]
+        for (rtype, rid), resource in keyed:
+            if rtype == "Patient" and rid in self.failed_patients:
+                _keep(result, resource, None, self.failed_patients[rid])
+        events: dict[int, list[Event]] = {}  # by id() of the patient's _Patient
+        used: set[str] = set()
+        notes: dict[str, str] = {}
+        for key, resource in keyed:
+            if key[0] in ("Patient", "Specimen"):
+                continue
+            outcome = self.outcomes.get(key)
+            if outcome is None:  # it waited: every patient and specimen is here now
+                outcome = self._map(resource, self.patients.get(_subject_key(resource) or ""))
+            used |= outcome.used
+            notes.update(outcome.notes)
+            if outcome.event is not None and outcome.patient is not None:
+                events.setdefault(id(outcome.patient), []).append(outcome.event)
+                continue
+            study_id = outcome.patient.record.study_id if outcome.patient else None
+            _keep(result, resource, study_id, str(outcome.reason))
+        for (rtype, sid), specimen in keyed:
+            if rtype == "Specimen" and sid not in used:
+                owner = self.patients.get(_subject_key(specimen) or "")
+                reason = notes.get(sid, "Specimen referenced by no mapped Observation")
+                _keep(result, specimen, owner.record.study_id if owner else None, reason)
+        for (rtype, rid), _ in keyed:
+            patient = self.patients.get(rid) if rtype == "Patient" else None
+            if patient is not None:
+                mine = events.get(id(patient), [])
+                _build_case(result, _Patient(patient.record, patient.resource,
+                                             [*patient.events, *mine]))  # fmt: skip
+        return result

@@ -13,8 +13,9 @@ read by type); a multi-valued search refused (400/413/414/422: too long, or OR n
 cut short (fewer matches than the ``total`` it states, with no next link: servers that do not
 page), or not understood (one of its values alone finds what the OR search did not) is split
 into smaller chunks, down to one patient per search. Every resource received goes into the
-cache first (with server id and version); study records are then built from the cache, so an
-incremental pull (``_lastUpdated`` / ``_since``) still yields complete patients.
+cache (with server id and version); study records are built from what was received and what
+the cache held of the same patients before, so an incremental pull (``_lastUpdated`` /
+``_since``) still yields complete patients.
 """
 
 from __future__ import annotations
