@@ -527,6 +527,22 @@ def fhiry_tables(ndjson: Path, out: Path) -> int:
     return rows
 
 
+def normalize_tables(ndjson: Path, out: Path) -> int:
+    """The plain flatten: orjson lines -> pandas.json_normalize -> DataFrame.to_csv, one
+    table per resource type (no checking, no concepts: the floor of FHIR -> tables)."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for path in sorted(ndjson.glob("*.ndjson")):
+        with path.open("rb") as handle:
+            items = [orjson.loads(line) for line in handle if line.strip()]
+        frame = pd.json_normalize(items)
+        frame.to_csv(out / f"{path.stem}.csv", index=False)
+        rows += len(frame)
+    return rows
+
+
 def fhiry_ndjson_reader(ndjson: Path) -> float:
     """fhiry's own NDJSON path (Fhirndjson.process_source), resources/s, one run."""
     from fhiry import Fhirndjson
@@ -577,11 +593,54 @@ def bench_tables(patients: int, pairs: int, tmp: Path) -> dict[str, Any]:
     def clear() -> None:
         shutil.rmtree(out, ignore_errors=True)
 
+    def plain() -> int:
+        rows = normalize_tables(ndjson, out)
+        if rows != total:
+            raise SystemExit(f"json_normalize gave {rows} rows for {total} resources")
+        return total
+
     got = alternate(pairs, ours, theirs, before=clear, label="tables")
+    got["normalize"] = alternate(pairs, ours, plain, before=clear, label="tables/normalize")
     got["resources"] = total
     got["fhiry_ndjson_reader_per_s_one_run"] = round(fhiry_ndjson_reader(small))
     got["fhiry_ndjson_reader_resources"] = sum(writer.counts.values())
     return got
+
+
+def tables_only(patients: int, pairs: int) -> None:
+    load_start = load()
+    with tempfile.TemporaryDirectory() as folder:
+        got = bench_tables(patients, pairs, Path(folder))
+    result = {
+        "command": ".venv/bin/python benchmarks/bench_sync.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "job": "cases_from_fhir + write_study(csv) over NDJSON (in this process)",
+        "patients": patients,
+        "resources": got["resources"],
+        "fhiry": {
+            "baseline": "orjson lines -> one Bundle per file -> Fhiry.process_bundle_dict -> "
+            "DataFrame.to_csv",
+            "ratio_fhir_cart_over_fhiry": got["ratio"],
+            "fhir_cart_resources_per_s_median": got["ours_per_s_median"],
+            "fhiry_resources_per_s_median": got["theirs_per_s_median"],
+        },
+        "plain_flatten": {
+            "baseline": "orjson lines -> pandas.json_normalize -> DataFrame.to_csv per type",
+            "ratio_fhir_cart_over_plain": got["normalize"]["ratio"],
+            "fhir_cart_resources_per_s_median": got["normalize"]["ours_per_s_median"],
+            "plain_resources_per_s_median": got["normalize"]["theirs_per_s_median"],
+        },
+        "load_average_start": load_start,
+        "load_average_end": load(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_tables.json").write_bytes(
+        orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
+    )
+    for name, key in (("fhiry", "ratio_fhir_cart_over_fhiry"),
+                      ("plain_flatten", "ratio_fhir_cart_over_plain")):  # fmt: skip
+        ratio = result[name][key]  # type: ignore[index]
+        print(f"NDJSON->tables vs {name}: {ratio['min']} - {ratio['median']} - {ratio['max']}")
 
 
 def main() -> None:
@@ -593,8 +652,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5, help="pairs for push and pull")
     parser.add_argument("--table-patients", type=int, default=1000)
     parser.add_argument("--table-pairs", type=int, default=5, help="0: skip NDJSON -> tables")
+    parser.add_argument(
+        "--tables-only", action="store_true",
+        help="only NDJSON -> tables (vs fhiry and a plain json_normalize flatten), written to "
+        "results/bench_tables.json",
+    )  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
+    if args.tables_only:
+        tables_only(args.table_patients, args.table_pairs)
+        return
     from cohort import cohort
 
     from fhir_cart.testing.fhir_server import SEKMET_VERSION
@@ -667,6 +734,13 @@ def main() -> None:
             "per_pair": tables["pairs"],
             "fhiry_ndjson_reader_per_s_one_run": tables["fhiry_ndjson_reader_per_s_one_run"],
             "fhiry_ndjson_reader_resources": tables["fhiry_ndjson_reader_resources"],
+            "plain_flatten": {
+                "baseline": "orjson lines -> pandas.json_normalize -> DataFrame.to_csv per type",
+                "ratio_fhir_cart_over_plain": tables["normalize"]["ratio"],
+                "fhir_cart_resources_per_s_median": tables["normalize"]["ours_per_s_median"],
+                "plain_resources_per_s_median": tables["normalize"]["theirs_per_s_median"],
+                "per_pair": tables["normalize"]["pairs"],
+            },
         }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_sync.json").write_bytes(
