@@ -32,6 +32,40 @@ def test_migrate_twice_is_harmless(cache_url: str) -> None:
     cache.close()
 
 
+def test_schema_head_is_alembic_head_and_a_current_cache_skips_alembic(
+    cache_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cache.migrate skips alembic when the cache records SCHEMA_HEAD: that constant must be
+    the newest migration, or a new migration would never run on existing caches."""
+    from pathlib import Path as _Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import fhir_cart.cache.store as store
+
+    config = Config()
+    folder = _Path(store.__file__).parent / "migrations"
+    config.set_main_option("script_location", str(folder))
+    assert ScriptDirectory.from_config(config).get_heads() == [store.SCHEMA_HEAD]
+    cache = open_cache(cache_url)
+    try:
+        assert cache.schema_is_current()
+        import alembic.command
+
+        def refuse(*_: object, **__: object) -> None:
+            raise AssertionError("alembic ran on a current cache")
+
+        monkeypatch.setattr(alembic.command, "upgrade", refuse)
+        cache.migrate()  # current: alembic is not run
+        monkeypatch.setattr(store, "SCHEMA_HEAD", "0002")
+        assert not cache.schema_is_current()
+        with pytest.raises(AssertionError, match="alembic ran"):
+            cache.migrate()  # behind the code's head: alembic runs
+    finally:
+        cache.close()
+
+
 def _sent(digest: str) -> SentEntry:
     return SentEntry(KEY, "42", "1", 'W/"1"', None, digest, b"{}")
 
