@@ -607,6 +607,37 @@ def bench_tables(patients: int, pairs: int, tmp: Path) -> dict[str, Any]:
     return got
 
 
+def tables_result(got: dict[str, Any], patients: int) -> dict[str, Any]:
+    """The NDJSON -> tables figures of :func:`bench_tables`, as written to the results."""
+    normalize = got["normalize"]
+    return {
+        "job": "cases_from_fhir + write_study(csv) over NDJSON (in this process)",
+        "baseline": "fhiry: orjson lines -> one Bundle per file -> "
+        "Fhiry.process_bundle_dict -> DataFrame.to_csv",
+        "patients": patients,
+        "resources": got["resources"],
+        "ratio_fhir_cart_over_fhiry": got["ratio"],
+        "fhir_cart_resources_per_s_median": got["ours_per_s_median"],
+        "fhiry_resources_per_s_median": got["theirs_per_s_median"],
+        "per_pair": got["pairs"],
+        "fhiry_ndjson_reader_per_s_one_run": got["fhiry_ndjson_reader_per_s_one_run"],
+        "fhiry_ndjson_reader_resources": got["fhiry_ndjson_reader_resources"],
+        "plain_flatten": {
+            "baseline": "orjson lines -> pandas.json_normalize -> DataFrame.to_csv per type",
+            "ratio_fhir_cart_over_plain": normalize["ratio"],
+            "fhir_cart_resources_per_s_median": normalize["ours_per_s_median"],
+            "plain_resources_per_s_median": normalize["theirs_per_s_median"],
+            "per_pair": normalize["pairs"],
+        },
+    }
+
+
+def print_tables(tables: dict[str, Any]) -> None:
+    plain = tables["plain_flatten"]["ratio_fhir_cart_over_plain"]
+    for name, ratio in (("fhiry", tables["ratio_fhir_cart_over_fhiry"]), ("plain", plain)):
+        print(f"NDJSON->tables vs {name}: {ratio['min']} - {ratio['median']} - {ratio['max']}")
+
+
 def tables_only(patients: int, pairs: int) -> None:
     load_start = load()
     with tempfile.TemporaryDirectory() as folder:
@@ -614,22 +645,7 @@ def tables_only(patients: int, pairs: int) -> None:
     result = {
         "command": ".venv/bin/python benchmarks/bench_sync.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
-        "job": "cases_from_fhir + write_study(csv) over NDJSON (in this process)",
-        "patients": patients,
-        "resources": got["resources"],
-        "fhiry": {
-            "baseline": "orjson lines -> one Bundle per file -> Fhiry.process_bundle_dict -> "
-            "DataFrame.to_csv",
-            "ratio_fhir_cart_over_fhiry": got["ratio"],
-            "fhir_cart_resources_per_s_median": got["ours_per_s_median"],
-            "fhiry_resources_per_s_median": got["theirs_per_s_median"],
-        },
-        "plain_flatten": {
-            "baseline": "orjson lines -> pandas.json_normalize -> DataFrame.to_csv per type",
-            "ratio_fhir_cart_over_plain": got["normalize"]["ratio"],
-            "fhir_cart_resources_per_s_median": got["normalize"]["ours_per_s_median"],
-            "plain_resources_per_s_median": got["normalize"]["theirs_per_s_median"],
-        },
+        **tables_result(got, patients),
         "load_average_start": load_start,
         "load_average_end": load(),
     }
@@ -637,10 +653,7 @@ def tables_only(patients: int, pairs: int) -> None:
     (RESULTS / "bench_tables.json").write_bytes(
         orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
     )
-    for name, key in (("fhiry", "ratio_fhir_cart_over_fhiry"),
-                      ("plain_flatten", "ratio_fhir_cart_over_plain")):  # fmt: skip
-        ratio = result[name][key]  # type: ignore[index]
-        print(f"NDJSON->tables vs {name}: {ratio['min']} - {ratio['median']} - {ratio['max']}")
+    print_tables(result)
 
 
 def main() -> None:
@@ -722,26 +735,7 @@ def main() -> None:
         "uptime_end": uptime_end,
     }
     if tables is not None:
-        result["tables"] = {
-            "job": "cases_from_fhir + write_study(csv) over NDJSON (in this process)",
-            "baseline": "fhiry: orjson lines -> one Bundle per file -> "
-            "Fhiry.process_bundle_dict -> DataFrame.to_csv",
-            "patients": args.table_patients,
-            "resources": tables["resources"],
-            "ratio_fhir_cart_over_fhiry": tables["ratio"],
-            "fhir_cart_resources_per_s_median": tables["ours_per_s_median"],
-            "fhiry_resources_per_s_median": tables["theirs_per_s_median"],
-            "per_pair": tables["pairs"],
-            "fhiry_ndjson_reader_per_s_one_run": tables["fhiry_ndjson_reader_per_s_one_run"],
-            "fhiry_ndjson_reader_resources": tables["fhiry_ndjson_reader_resources"],
-            "plain_flatten": {
-                "baseline": "orjson lines -> pandas.json_normalize -> DataFrame.to_csv per type",
-                "ratio_fhir_cart_over_plain": tables["normalize"]["ratio"],
-                "fhir_cart_resources_per_s_median": tables["normalize"]["ours_per_s_median"],
-                "plain_resources_per_s_median": tables["normalize"]["theirs_per_s_median"],
-                "per_pair": tables["normalize"]["pairs"],
-            },
-        }
+        result["tables"] = tables_result(tables, args.table_patients)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_sync.json").write_bytes(
         orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
@@ -760,8 +754,7 @@ def main() -> None:
     print(f"pull requests: {pull['requests']}; vs the per-patient plan: "
           f"{pull['ratio_fhir_cart_over_per_patient_plan']}")  # fmt: skip
     if tables is not None:
-        ratio = result["tables"]["ratio_fhir_cart_over_fhiry"]
-        print(f"NDJSON->tables vs fhiry: {ratio['min']} - {ratio['median']} - {ratio['max']}")
+        print_tables(result["tables"])
     print(f"load average start / end: {load_start} / {load_end}; wall {result['wall_s']} s")
 
 

@@ -97,7 +97,7 @@ def entry_for(resource: Json, mode: BundleMode, *, by_id: bool = False) -> Json:
     business identifier; ``by_id`` (or a type without identifier search): PUT by the
     resource's stable id."""
     rtype = resource["resourceType"]
-    if by_id or rtype in _NO_IDENTIFIER_SEARCH:
+    if by_id or not has_identifier_search(rtype):
         url = f"{rtype}/{resource['id']}"
         return {
             "fullUrl": f"urn:uuid:{resource['id']}",

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fhir_cart.concepts import ConceptLibrary, ConceptsFile, load_concepts
 from fhir_cart.errors import ConfigError
 from fhir_cart.terminology import Terminology, default_mappings_dir, load_terminology
+from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
     "KINDS",
@@ -72,9 +72,10 @@ class Profiles(BaseModel):
 
 def load_profiles(path: Path | None = None) -> Profiles:
     path = path or default_mappings_dir() / "profiles.yaml"
+    raw = read_yaml(path, "profiles file")
     try:
-        return Profiles.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        return Profiles.model_validate(raw)
+    except ValidationError as exc:
         raise ConfigError(f"cannot load profiles file {path}: {exc}") from exc
 
 

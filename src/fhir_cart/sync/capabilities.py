@@ -138,7 +138,7 @@ class ServerCapabilities:
             t
             for t in set(resource_types)
             if self.update_create.get(t) is False
-            and (t in plain or self.conditional_update.get(t) is False)
+            and self.writes_by_id(t, by_identifier=t not in plain)
         )
         if not refused:
             return ""
