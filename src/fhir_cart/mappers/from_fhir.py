@@ -88,6 +88,9 @@ class ReverseResult:
     other: list[OtherRow] = field(default_factory=list)
     """Rows of the ``other`` table, one per resource that is no event (each also listed in
     ``unmapped`` with the same reason)."""
+    excluded: list[Unmapped] = field(default_factory=list)
+    """Resources deliberately not read as events (entered-in-error, refuted, not-done,
+    cancelled, ...), each with the reason: neither events nor ``other`` rows."""
 
 
 class _NoConcept(ValueError):
