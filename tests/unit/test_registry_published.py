@@ -111,3 +111,85 @@ def test_event_ids_are_keyed_and_stable(tmp_path: Path, library: ConceptLibrary)
 
     assert ids(first) == ids(again)
     assert ids(first).isdisjoint(ids(other))
+
+
+def with_product(product: str) -> dict[str, list[Case]]:
+    """London types the product of Anna's infusion as free text."""
+    cases = three_centres()
+    anna = cases["london"][0]
+    events = tuple(
+        e.model_copy(update={"attributes": {**e.attributes, "product": product}})
+        if e.concept == "cart_infusion"
+        else e
+        for e in anna.events
+    )
+    cases["london"][0] = anna.model_copy(update={"events": events})
+    return cases
+
+
+def products(result) -> set[object]:  # type: ignore[no-untyped-def]
+    return {
+        e.attributes.get("product")
+        for c in result.registry.cases
+        for e in c.events
+        if e.concept == "cart_infusion"
+    }
+
+
+@pytest.mark.parametrize("keep", [(), ("product",)])
+def test_open_text_that_names_a_child_never_leaves(
+    tmp_path: Path, library: ConceptLibrary, keep: tuple[str, ...]
+) -> None:
+    pseudonymisation = {"dates": "relative", "anchor": "diagnosis", "keep_text": list(keep),
+                        "drop_patient_attributes": ["patient_name"]}  # fmt: skip
+    result = build(tmp_path, library, with_product(LEAKY_TEXT), pseudonymisation=pseudonymisation)
+    assert LEAKY_TEXT not in products(result)
+    text = every_output(tmp_path / "out")
+    for word in ("Kymriah", "Kowalski", "lot 12", "2012"):
+        assert word not in text, word
+
+
+def test_open_text_leaves_only_when_kept_and_clean(tmp_path: Path, library: ConceptLibrary) -> None:
+    dropped = build(tmp_path / "a", library, with_product("kymriah-batch"))
+    assert "kymriah-batch" not in products(dropped)
+    pseudonymisation = {"dates": "relative", "anchor": "diagnosis", "keep_text": ["product"],
+                        "drop_patient_attributes": ["patient_name"]}  # fmt: skip
+    kept = build(
+        tmp_path / "b", library, with_product("kymriah-batch"), pseudonymisation=pseudonymisation
+    )
+    assert "kymriah-batch" in products(kept)
+    known = build(tmp_path / "c", library, with_product("tisagenlecleucel"))
+    assert "tisagenlecleucel" in products(known)  # a word of the library's value set is data
+
+
+def test_quality_report_quotes_no_source_value(tmp_path: Path, library: ConceptLibrary) -> None:
+    cases = three_centres()
+    bad = Reject("berlin.csv", 7, "Diagnosedatum", "31.02.2019", "'31.02.2019' is not a date",
+                 table="diagnosis")  # fmt: skip
+    high = event("blasts", "marrow_blasts", dt.date(2019, 3, 20),
+                 value=Value(number=4711081542.0, unit="%"))  # fmt: skip
+    cases["berlin"][0] = cases["berlin"][0].model_copy(
+        update={"events": (*cases["berlin"][0].events, high)}
+    )
+    berlin = CentreData(cases["berlin"], rejects=[bad])
+    result = build(tmp_path, library, cases, extra={"berlin": berlin})
+    assert result.registry is not None
+    quality = (tmp_path / "out" / "reports" / "quality.json").read_text()
+    for needle in ("31.02.2019", "4711081542", "is not a date", "row 7", "berlin.csv"):
+        assert needle not in quality, needle
+    assert result.registry.quality["berlin"]["rejects"] == {"diagnosis.Diagnosedatum": 1}
+    assert result.registry.quality["berlin"]["out_of_range"][0]["direction"] == "above"
+
+
+def test_birth_date_conflict_shows_no_age_in_days(tmp_path: Path, library: ConceptLibrary) -> None:
+    cases = three_centres()
+    anna = cases["london"][0]
+    cases["london"][0] = anna.model_copy(
+        update={"patient": anna.patient.model_copy(update={"birth_date": dt.date(2012, 5, 20)})}
+    )
+    result = build(tmp_path, library, cases)
+    assert result.registry is not None
+    [conflict] = [r for r in result.registry.conflicts if r["field"] == "birth_date"]
+    assert set(conflict["values"].values()) == {"aged 6 years at diagnosis"}
+    days = str((dt.date(2019, 3, 7) - dt.date(2012, 5, 14)).days)
+    assert days not in (tmp_path / "out" / "reports" / "conflicts.csv").read_text()

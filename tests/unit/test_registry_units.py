@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cart.concepts import load_concepts
-from fhir_cart.errors import ConfigError
+from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.registry.definition import RegistryDef
 from fhir_cart.registry.pseudonyms import DateTransform, Pseudonymiser, registry_key
@@ -75,22 +75,36 @@ def test_quality_report() -> None:
         Case(patient=PatientRecord(study_id="A", centre="c", sex="female"), events=events),
         Case(patient=PatientRecord(study_id="B", centre="c")),
     ]
-    report = centre_quality(
-        "c", cases, library=library, pseudonyms=KEY, reject_reasons=["bad date"]
-    )
+    bad = Reject("c.csv", 4, "Diagnosedatum", "14.05.2012", "'14.05.2012' is not a date",
+                 table="diagnosis")  # fmt: skip
+    report = centre_quality("c", cases, library=library, pseudonyms=KEY, rejects=[bad])
     assert report.completeness["sex"] == 0.5
     assert report.completeness["cyclophosphamide.value"] == 0.5
     assert report.out_of_range == [
         {
             "patient": KEY.patient("c", "A"),
             "field": "marrow_blasts",
-            "value": 120,
             "allowed": [0, 100],
+            "direction": "above",
         }
     ]
     assert report.conversions == {"cyclophosphamide: g/m² -> mg/m2": 1}
-    assert report.unmapped_words == {"chemotherapy.regimen: local block X": 1}
-    assert report.rejects == {"bad date": 1}
+    assert report.unmapped_words == {"chemotherapy.regimen: (withheld)": 1}
+    assert report.rejects == {"diagnosis.Diagnosedatum": 1}
+    assert "14.05.2012" not in repr(report.as_dict())
+
+
+@pytest.mark.parametrize(
+    ("word", "shown"),
+    [("local block x", "local block x"), ("local block for Anna", "(withheld)"),
+     ("block 14.05.2012", "(withheld)"), ("block 4711081542", "(withheld)")],
+)  # fmt: skip
+def test_quality_shows_a_kept_words_only_when_it_passes_the_screen(word: str, shown: str) -> None:
+    library = load_concepts(load_terminology())
+    event = Event(event_id="k1", concept="chemotherapy", attributes={"regimen": word})
+    cases = [Case(patient=PatientRecord(study_id="A", centre="c"), events=(event,))]
+    report = centre_quality("c", cases, library=library, pseudonyms=KEY, keep_text=["regimen"])
+    assert report.unmapped_words == {f"chemotherapy.regimen: {shown}": 1}
 
 
 def registry(**overrides: object) -> RegistryDef:

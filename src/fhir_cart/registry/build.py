@@ -367,7 +367,10 @@ def _conflict_row(
 
 
 def _quality(
-    data: dict[str, CentreData], library: ConceptLibrary | None, pseudonyms: Pseudonymiser
+    data: dict[str, CentreData],
+    library: ConceptLibrary | None,
+    pseudonyms: Pseudonymiser,
+    keep_text: Sequence[str],
 ) -> dict[str, Any]:
     return {
         centre: centre_quality(
@@ -376,7 +379,8 @@ def _quality(
             library=library,
             pseudonyms=pseudonyms,
             unmapped_columns=data[centre].unmapped_columns,
-            reject_reasons=[r.reason for r in data[centre].rejects],
+            rejects=data[centre].rejects,
+            keep_text=keep_text,
         ).as_dict()
         for centre in sorted(data)
     }
@@ -470,7 +474,7 @@ def assemble(
         conflicts=conflicts,
         links=links,
         refused=refused,
-        quality=_quality(data, library, pseudonyms),
+        quality=_quality(data, library, pseudonyms, definition.pseudonymisation.keep_text),
         summaries=_summaries(summariser, merged, data),
         concept_maps=maps,
         provenance=provenance,

@@ -17,6 +17,7 @@ from typing import Any
 
 from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.records import Case
+from fhir_cart.registry.screen import screened
 
 __all__ = ["SourceInfo", "concept_map", "local_words", "provenance"]
 
@@ -54,7 +55,7 @@ def local_words(
     for case in cases:
         for event in case.events:
             value, word = event.value, (event.source_text or "").strip()
-            if not word:
+            if not word or not screened(word):  # open text never reaches a ConceptMap
                 continue
             if value is None and word != event.concept:
                 found.setdefault(("concept", word), event.concept)
