@@ -306,6 +306,20 @@ class Application:
             return result, "no input changed: nothing to push"
         return result, asyncio.run(self._push_registry(result, definition, push, work))
 
+    def registry_resolve(
+        self, registry_file: Path, tokens: Sequence[str], centres: Sequence[str] = ()
+    ) -> dict[str, tuple[str, str] | None]:
+        """At a centre: which row of its file each Provenance row token stands for (the key
+        as for the build; reads the centre's file with its mapping)."""
+        from fhir_cart.registry.build import resolve_rows
+        from fhir_cart.registry.definition import load_registry
+        from fhir_cart.registry.pseudonyms import registry_key
+
+        definition = load_registry(registry_file)
+        configured = self.settings.registry_key
+        key = registry_key(configured.get_secret_value() if configured else None)
+        return resolve_rows(definition, tokens, key=key, centres=centres)
+
     async def _push_registry(
         self, result: BuildResult, definition: RegistryDef, server: str, work: Path
     ) -> str:

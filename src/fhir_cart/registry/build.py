@@ -55,6 +55,7 @@ __all__ = [
     "Registry",
     "build_registry",
     "read_centre",
+    "resolve_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -398,10 +399,15 @@ def _summaries(
 
 
 def _rows(
-    patient: MergedPatient, members: Sequence[Case], centre: str, data: CentreData
+    patient: MergedPatient,
+    members: Sequence[Case],
+    centre: str,
+    data: CentreData,
+    pseudonyms: Pseudonymiser,
 ) -> list[str]:
     """Where in the centre's file this registry patient's facts were read: the patient's
-    row, then each kept event's row (``file, sheet S, row N``), each once."""
+    row, then each kept event's row, each once, as keyed tokens
+    (:meth:`Pseudonymiser.source_row`: never the file and row themselves)."""
     member = next((m for m in members if m.patient.centre == centre), None)
     if member is None:
         return []
@@ -411,7 +417,7 @@ def _rows(
         row = located.get(event_id) if origin == centre else None
         if row is not None and row not in rows:
             rows.append(row)
-    return rows
+    return [pseudonyms.source_row(centre, row) for row in rows]
 
 
 def _fhir(
@@ -422,6 +428,7 @@ def _fhir(
     data: dict[str, CentreData],
     sources: dict[str, fhir.SourceInfo],
     library: ConceptLibrary | None,
+    pseudonyms: Pseudonymiser,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     base = definition.fhir.identifier_base.rstrip("/")
     maps = [
@@ -436,7 +443,7 @@ def _fhir(
                 for e in case.events
                 if patient.source_of[e.event_id] == centre
             ]
-            rows = _rows(patient, cases, centre, data[centre])
+            rows = _rows(patient, cases, centre, data[centre], pseudonyms)
             provenance.append(
                 fhir.provenance(case, events, sources[centre], registry=definition.id, base=base,
                                 library=library, version=__version__, rows=rows)
@@ -467,7 +474,9 @@ def assemble(
     protection = Protection(definition, pseudonyms, library)
     merged, protected, conflicts = _merge(patients, definition, protection, step)
     members = list(patients.values())
-    maps, provenance = _fhir(definition, merged, protected, members, data, sources, library)
+    maps, provenance = _fhir(
+        definition, merged, protected, members, data, sources, library, pseudonyms
+    )
     return Registry(
         cases=protected,
         merged=merged,
@@ -555,6 +564,36 @@ def write_registry(
         tables._write_if_changed(path, data)
         files.append(path)
     return files
+
+
+def resolve_rows(
+    definition: RegistryDef,
+    tokens: Sequence[str],
+    *,
+    key: bytes,
+    centres: Sequence[str] = (),
+    reader: CentreReader = read_centre,
+) -> dict[str, tuple[str, str] | None]:
+    """At a centre: each Provenance row token -> (centre, ``file, sheet S, row N``), or None
+    when no row of the centres read (``centres``, default all whose files are here) gives
+    it. Reads the centre's file with its mapping and recomputes every row's token."""
+    pseudonyms = Pseudonymiser(key)
+    wanted = set(tokens)
+    found: dict[str, tuple[str, str] | None] = dict.fromkeys(tokens)
+    chosen = [c for c in definition.centres if not centres or c.id in centres]
+    unknown = sorted(set(centres) - {c.id for c in definition.centres})
+    if unknown:
+        raise ConfigError(f"registry file: no centre {', '.join(unknown)}")
+    for centre in chosen:
+        if not centres and not definition.resolve(centre.data).exists():
+            continue  # another centre's file: not held here
+        data = reader(centre, definition)
+        for located in data.sources.values():
+            for location in located.values():
+                token = pseudonyms.source_row(centre.id, location)
+                if token in wanted:
+                    found[token] = (centre.id, location)
+    return found
 
 
 def build_registry(

@@ -81,6 +81,30 @@ def build_command(
     _report(result, pushed)
 
 
+@registry_app.command("resolve")
+def resolve_command(
+    registry_file: Annotated[Path, typer.Argument(help="The registry file (registry.yaml).")],
+    tokens: Annotated[list[str], typer.Argument(help="Row tokens from Provenance (s...).")],
+    centre: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this centre (repeatable; default: every centre whose file "
+                     "is here)."),
+    ] = None,
+) -> None:
+    """At a centre: print the file, sheet and row each Provenance row token stands for.
+
+    Needs the registry key (FHIR_CART_REGISTRY_KEY) and the centre's own file and mapping,
+    as named in the registry file. Exit code 1 when a token matches no row read here."""
+    from fhir_cart.application import Application
+
+    found = Application().registry_resolve(registry_file, tokens, centre or ())
+    for token, where in found.items():
+        out.print(f"{token}: " + ("not a row of the files read here" if where is None
+                                  else f"{where[0]}: {where[1]}"), highlight=False)
+    if any(where is None for where in found.values()):
+        raise typer.Exit(1)
+
+
 def _report(result: BuildResult, pushed: str | None) -> None:
     if result.skipped:
         out.print(f"{result.out}: up to date (no input changed); nothing written")
