@@ -15,7 +15,7 @@ from fhir_cart.records import Case, Value
 from fhir_cart.registry.build import CentreData, build_registry
 from fhir_cart.registry.definition import CentreDef, RegistryDef
 from fhir_cart.terminology import load_terminology
-from tests.registry_helpers import KEY, OTHER_KEY, definition, event, patient, three_centres
+from tests.registry_helpers import KEY, OTHER_KEY, definition, event, three_centres
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,11 @@ def build(tmp: Path, library: ConceptLibrary, cases: dict[str, list[Case]], **kw
     key = kw.pop("key", KEY)
     registry = definition(tmp, **kw)
     return build_registry(
-        registry, tmp / "out", key=key, reader=reader(cases, **extra), library=library  # type: ignore[arg-type]
+        registry,
+        tmp / "out",
+        key=key,
+        reader=reader(cases, **extra),
+        library=library,  # type: ignore[arg-type]
     )
 
 
@@ -104,7 +108,9 @@ def test_event_ids_are_keyed_and_stable(tmp_path: Path, library: ConceptLibrary)
     first = build(tmp_path / "a", library, dated_ids())
     again = build(tmp_path / "b", library, dated_ids())
     other = build(tmp_path / "c", library, dated_ids(), key=OTHER_KEY)
-    assert first.registry and again.registry and other.registry
+    assert first.registry
+    assert again.registry
+    assert other.registry
 
     def ids(result) -> set[str]:  # type: ignore[no-untyped-def]
         return {e.event_id for c in result.registry.cases for e in c.events}

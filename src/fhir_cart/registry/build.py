@@ -28,6 +28,7 @@ import orjson
 
 from fhir_cart import __version__
 from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
@@ -504,35 +505,26 @@ def _ndjson(items: Sequence[dict[str, Any]]) -> bytes:
 
 
 def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
-    import csv
-    import io
-
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["patient", "field", "centre", "value", "rule", "chosen", "result"])
-    for row in sorted(rows, key=lambda r: (r["patient"], r["field"])):
-        for centre, value in sorted(row["values"].items()):
-            writer.writerow(
-                [
-                    row["patient"],
-                    row["field"],
-                    centre,
-                    value,
-                    row["rule"],
-                    row["chosen"],
-                    row["result"],
-                ]
-            )
-    return text.getvalue().encode()
+    return csv_bytes(
+        ["patient", "field", "centre", "value", "rule", "chosen", "result"],
+        (
+            [row["patient"], row["field"], centre, value, row["rule"], row["chosen"],
+             row["result"]]
+            for row in sorted(rows, key=lambda r: (r["patient"], r["field"]))
+            for centre, value in sorted(row["values"].items())
+        ),
+    )  # fmt: skip
 
 
 def _links_csv(links: list[Link], refused: list[Link]) -> bytes:
-    lines = ["left,right,method,probability,taken"]
-    lines += [f"{k.left},{k.right},{k.method},{k.probability:.6f},yes" for k in links]
-    lines += [
-        f"{k.left},{k.right},{k.method},{k.probability:.6f},no (same centre)" for k in refused
-    ]
-    return ("\n".join(lines) + "\n").encode()
+    return csv_bytes(
+        ["left", "right", "method", "probability", "taken"],
+        [
+            *([k.left, k.right, k.method, f"{k.probability:.6f}", "yes"] for k in links),
+            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (same centre)"]
+              for k in refused),
+        ],
+    )  # fmt: skip
 
 
 def write_registry(

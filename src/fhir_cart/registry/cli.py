@@ -87,8 +87,9 @@ def resolve_command(
     tokens: Annotated[list[str], typer.Argument(help="Row tokens from Provenance (s...).")],
     centre: Annotated[
         list[str] | None,
-        typer.Option(help="Only this centre (repeatable; default: every centre whose file "
-                     "is here)."),
+        typer.Option(
+            help="Only this centre (repeatable; default: every centre whose file is here)."
+        ),
     ] = None,
 ) -> None:
     """At a centre: print the file, sheet and row each Provenance row token stands for.
@@ -99,8 +100,11 @@ def resolve_command(
 
     found = Application().registry_resolve(registry_file, tokens, centre or ())
     for token, where in found.items():
-        out.print(f"{token}: " + ("not a row of the files read here" if where is None
-                                  else f"{where[0]}: {where[1]}"), highlight=False)
+        out.print(
+            f"{token}: "
+            + ("not a row of the files read here" if where is None else f"{where[0]}: {where[1]}"),
+            highlight=False,
+        )
     if any(where is None for where in found.values()):
         raise typer.Exit(1)
 

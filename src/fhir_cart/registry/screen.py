@@ -33,9 +33,7 @@ _MONTHS = (
     "janv|févr|fevr|mars|avr|avril|sept|déc"
 )
 _NUMERIC_DATE = re.compile(r"\d{1,4}\s*[./\-]\s*\d{1,2}\s*[./\-]\s*\d{1,4}")
-_WORD_DATE = re.compile(
-    rf"(?i)(?:\d{{1,4}}\.?\s*(?:{_MONTHS})\b|\b(?:{_MONTHS})\.?\s*\d{{1,4}})"
-)
+_WORD_DATE = re.compile(rf"(?i)(?:\d{{1,4}}\.?\s*(?:{_MONTHS})\b|\b(?:{_MONTHS})\.?\s*\d{{1,4}})")
 _YEAR = re.compile(r"(?<!\d)(?:19|20)\d{2}(?!\d)")
 _LONG_NUMBER = re.compile(r"\d(?:[\s\-./]?\d){4,}")
 _CAPITALISED = re.compile(r"(?<=[\s,;:()/\-])[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+")
