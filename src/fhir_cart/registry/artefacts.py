@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from fhir_cart.client import FhirClient
+from fhir_cart.registry.files import write_atomically
 
 __all__ = ["PushedHashes", "push_artefacts"]
 
@@ -30,12 +31,14 @@ class PushedHashes:
         self.path = path
         self.hashes: dict[str, str] = {}
         if path is not None and path.exists():
-            self.hashes = dict(orjson.loads(path.read_bytes()))
+            try:
+                self.hashes = dict(orjson.loads(path.read_bytes()))
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                self.hashes = {}  # unreadable (killed mid-write): everything is sent again
 
     def save(self) -> None:
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_bytes(orjson.dumps(self.hashes, option=orjson.OPT_SORT_KEYS))
+            write_atomically(self.path, orjson.dumps(self.hashes, option=orjson.OPT_SORT_KEYS))
 
 
 async def push_artefacts(

@@ -118,20 +118,34 @@ class WorkFolder:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.notes: list[str] = []
+        """What could not be reused, and why (a work file that could not be read)."""
+
+    def _unreadable(self, path: Path, exc: Exception, then: str) -> None:
+        note = f"work file {path.name} could not be read ({type(exc).__name__}): {then}"
+        log.warning("registry %s", note)
+        self.notes.append(note)
 
     def centre(self, centre_id: str, inputs: str) -> CentreData | None:
+        """The centre's records as last read, or None when they must be read again: the
+        inputs changed, or the work file is missing or unreadable (a truncated file from an
+        older version killed mid-write is treated as stale, never as an error)."""
         path = self.folder / "centres" / f"{centre_id}.json"
         if not path.exists():
             return None
-        raw = orjson.loads(path.read_bytes())
-        if raw.get("inputs") != inputs or raw.get("fhir_cart") != __version__:
+        try:
+            raw = orjson.loads(path.read_bytes())
+            if raw.get("inputs") != inputs or raw.get("fhir_cart") != __version__:
+                return None
+            return CentreData(
+                [Case.model_validate(c) for c in raw["cases"]],
+                [Reject(**r) for r in raw["rejects"]],
+                list(raw["unmapped"]),
+                dict(raw.get("sources", {})),
+            )
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._unreadable(path, exc, f"centre {centre_id} is read again")
             return None
-        return CentreData(
-            [Case.model_validate(c) for c in raw["cases"]],
-            [Reject(**r) for r in raw["rejects"]],
-            list(raw["unmapped"]),
-            dict(raw.get("sources", {})),
-        )
 
     def save_centre(self, centre_id: str, inputs: str, data: CentreData) -> None:
         raw = {
@@ -146,7 +160,13 @@ class WorkFolder:
 
     def link_state(self) -> LinkState | None:
         path = self.folder / "links.json"
-        return LinkState.from_json(orjson.loads(path.read_bytes())) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return LinkState.from_json(orjson.loads(path.read_bytes()))
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._unreadable(path, exc, "every pair is scored again")
+            return None
 
     def save_link_state(self, state: LinkState) -> None:
         tables._write_if_changed(self.folder / "links.json", orjson.dumps(state.as_json()))
@@ -178,6 +198,8 @@ class BuildResult:
     registry: Registry | None = None
     files: list[Path] = field(default_factory=list)
     centres_read: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the work folder could not give (read again instead), for the user to see."""
 
 
 # -- inputs ----------------------------------------------------------------------------
@@ -633,4 +655,5 @@ def build_registry(
         folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, _json(state))
-    return BuildResult(out, False, registry, [*files, state_file], sorted(read))
+    notes = [] if folder is None else folder.notes
+    return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)

@@ -112,6 +112,8 @@ def resolve_command(
 def _report(result: BuildResult, pushed: str | None) -> None:
     if result.skipped:
         out.print(f"{result.out}: up to date (no input changed); nothing written")
+    for note in result.notes:
+        out.print(note, highlight=False)
     registry = result.registry
     if registry is not None:
         table = Table(title=f"registry {result.out}")

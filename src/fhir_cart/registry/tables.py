@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from fhir_cart import csv_safety as safe
 from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event, When
+from fhir_cart.registry.files import write_atomically
 
 __all__ = ["EVENT_COLUMNS", "event_table", "patient_table", "write_tables"]
 
@@ -132,10 +133,12 @@ def patient_table(
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` unless it already holds them; atomically (a temporary file
+    beside it, then ``os.replace``), so a kill mid-write leaves the old file or the new one,
+    never a truncated one."""
     if path.exists() and path.read_bytes() == data:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    write_atomically(path, data)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
