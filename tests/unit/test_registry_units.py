@@ -166,3 +166,62 @@ def test_concept_map_words_for_values_and_for_concepts() -> None:
     infusion = library.codeable("cart_infusion")["coding"][0]["code"]
     negative = library.terminology.concept("mrd_result", "negative")["coding"][0]["code"]
     assert targets == {"CAR-T infusion": infusion, "neg": negative}
+
+
+def _typed_library():  # type: ignore[no-untyped-def]
+    from fhir_cart.concepts import AttributeDef, ConceptsFile
+
+    extra = ConceptsFile(
+        patient_attributes={
+            "insurance_number": AttributeDef(label="Insurance number", type="integer"),
+            "hospital": AttributeDef(label="Hospital", type="coded", value_set="cart_product"),
+            "chart_number": AttributeDef(label="Chart number", type="number"),
+        }
+    )
+    return load_concepts(load_terminology(), extra=extra)
+
+
+def test_identifiers_are_dropped_whatever_their_type() -> None:
+    """An integer or coded identifier is data by type: only the linkage list and
+    ``drop_patient_attributes`` keep it out (mutation protect.py:68)."""
+    from fhir_cart.registry.protect import Protection
+
+    definition = registry(
+        linkage={"identifiers": ["insurance_number", "hospital"]},
+        pseudonymisation={"drop_patient_attributes": ["chart_number"]},
+    )
+    protection = Protection(definition, KEY, _typed_library())
+    attributes = {"insurance_number": 4711081542, "hospital": "tisagenlecleucel",
+                  "chart_number": 120455.0, "age_at_diagnosis": 7.5}  # fmt: skip
+    case = Case(patient=PatientRecord(study_id="A", centre="a", attributes=attributes))
+    kept = protection.case(case, protection.transform_for(case))
+    assert kept.patient.attributes == {"age_at_diagnosis": 7.5}
+
+
+@pytest.mark.parametrize(
+    ("word", "kept"),
+    [("14.05.2012", False), ("2012-05-14", False), ("14 May 2012", False), ("neg", True),
+     ("<0,01 %", True), ("seen by Dr Anna Kowalski", False), ("4711 0815 42", False)],
+)  # fmt: skip
+def test_source_words_that_hold_a_date_name_or_number_are_dropped(word: str, kept: bool) -> None:
+    """Mutation protect.py:92 (date-like source words kept)."""
+    from fhir_cart.registry.protect import Protection
+
+    protection = Protection(registry(), KEY, load_concepts(load_terminology()))
+    event = Event(event_id="m", concept="mrd", value=Value(code="negative"), source_text=word)
+    case = Case(patient=PatientRecord(study_id="A", centre="a"), events=(event,))
+    [shown] = protection.case(case, protection.transform_for(case)).events
+    assert (shown.source_text == word) is kept
+    assert shown.value == Value(code="negative")
+
+
+def test_identifier_links_win_over_probabilistic_ones_of_equal_probability() -> None:
+    """Mutation linkage.py:130: sorted by probability and name only, the probabilistic a-b
+    (p = 1.0, named first) would be taken and the identifier link a-c refused."""
+    from fhir_cart.registry.linkage import Link, LinkRecord, cluster
+
+    records = [LinkRecord("x", "a"), LinkRecord("y", "b"), LinkRecord("y", "c")]
+    links = [Link("a", "b", 1.0, "probabilistic"), Link("a", "c", 1.0, "identifier")]
+    found = cluster(records, links, 0.9)
+    assert found.patient_of["a"] == found.patient_of["c"] != found.patient_of["b"]
+    assert found.refused == [Link("a", "b", 1.0, "probabilistic")]
