@@ -242,7 +242,7 @@ outputs: {{formats: [parquet, csv, xlsx]}}
     sids = {f"B-{i + 1:03}" for i in range(len(berlin))}
     sids |= {f"R-{100 + i}" for i in range(len(rotterdam))} | {
         f"L{i + 7}" for i in range(len(london))
-    }  # noqa: E501
+    }
     ids = {p.national_id for p in crowd} | {p.national_id.lower() for p in crowd}
     ids |= {f"{p.national_id[0]} {p.national_id[1:5]} {p.national_id[5:]}" for p in crowd}
     names = {p.name for p in crowd} | {part for p in crowd for part in p.name.split()}

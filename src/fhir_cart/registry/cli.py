@@ -57,6 +57,13 @@ def build_command(
         ),
     ] = None,
     spark: Annotated[bool, typer.Option(help="Link on Spark instead of DuckDB.")] = False,
+    allow_new_key: Annotated[
+        bool,
+        typer.Option(
+            help="Push even though the key changed since the last push to this server and "
+            "the server still holds the old key's patients (they stay: both sets)."
+        ),
+    ] = False,
 ) -> None:
     """Read every centre, pseudonymise, link, merge, and write tables, reports and FHIR.
 
@@ -76,7 +83,7 @@ def build_command(
 
         result, pushed = Application().registry_build(
             registry_file, out_dir, push=push, force=force, spark=spark, work=work,
-            progress=step,
+            progress=step, allow_new_key=allow_new_key,
         )  # fmt: skip
     _report(result, pushed)
 
