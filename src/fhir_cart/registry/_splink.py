@@ -58,6 +58,22 @@ def _rows(records: Sequence[Any], names: list[str]) -> dict[str, list[Any]]:
     return columns
 
 
+def _content_order(records: Sequence[Any], names: list[str]) -> list[Any]:
+    """Records ordered by what is compared, not by pseudonym (their row numbers become
+    splink's unique ids). splink samples for training (u by random sampling) by position in
+    unique id order: with pseudonyms as ids, the model, and so the links, depended on the
+    key. Records that tie here are identical in every compared field, so whichever of them
+    a sample picks, the comparisons are the same."""
+
+    def order(record: Any) -> tuple[Any, ...]:
+        dates = tuple("" if record.dates.get(n) is None else record.dates[n].isoformat()
+                      for n in names)  # fmt: skip
+        return (record.centre, record.sex or "", record.birth_year or 0,
+                record.birth_month or 0, dates, record.pseudonym)  # fmt: skip
+
+    return sorted(records, key=order)
+
+
 def _swapped(value: dt.date | None) -> str | None:
     """The date with day and month exchanged, when that is a date and a different one."""
     if value is None or value.day > 12 or value.day == value.month:
@@ -229,8 +245,13 @@ def predict(
     from splink import Linker
 
     names = list(linkage.dates)
-    columns = _rows(records, names)
-    columns["centre"] = [r.centre for r in records]
+    ordered = _content_order(records, names)
+    columns = _rows(ordered, names)
+    # splink orders by unique_id before it samples: a row number in content order, not the
+    # pseudonym, so that the sample (and the model, and the links) do not depend on the key
+    pseudonym_of = {f"{n:09d}": r.pseudonym for n, r in enumerate(ordered)}
+    columns["unique_id"] = list(pseudonym_of)
+    columns["centre"] = [r.centre for r in ordered]
     if only is not None:
         columns["centre"] = [c if c in only else "~others" for c in columns["centre"]]
     centres = sorted(set(columns["centre"]))
@@ -260,7 +281,10 @@ def predict(
     links = [
         Link(min(a, b), max(a, b), round(float(p), 6), "probabilistic")
         for a, b, p in zip(
-            frame["unique_id_l"], frame["unique_id_r"], frame["match_probability"], strict=True
+            (pseudonym_of[str(u)] for u in frame["unique_id_l"]),
+            (pseudonym_of[str(u)] for u in frame["unique_id_r"]),
+            frame["match_probability"],
+            strict=True,
         )
     ]
     found.drop_table_from_database_and_remove_from_cache()
