@@ -225,3 +225,23 @@ def test_identifier_links_win_over_probabilistic_ones_of_equal_probability() -> 
     found = cluster(records, links, 0.9)
     assert found.patient_of["a"] == found.patient_of["c"] != found.patient_of["b"]
     assert found.refused == [Link("a", "b", 1.0, "probabilistic")]
+
+
+@pytest.mark.parametrize("mode", ["relative", "shift"])
+def test_a_date_attribute_in_a_conflict_is_shown_as_the_table_holds_it(mode: str) -> None:
+    from fhir_cart.concepts import AttributeDef, ConceptsFile
+    from fhir_cart.registry.merge import Conflict
+    from fhir_cart.registry.protect import Protection
+
+    extra = ConceptsFile(
+        patient_attributes={"enrolled": AttributeDef(label="Enrolled on", type="date")}
+    )
+    library = load_concepts(load_terminology(), extra=extra)
+    protection = Protection(registry(pseudonymisation={"dates": mode}), KEY, library)
+    conflict = Conflict("r1", "attributes.enrolled", {"a": "2019-03-07", "b": "2019-03-09"},
+                        "prefer a", "a")  # fmt: skip
+    case = Case(patient=PatientRecord(study_id="r1", centre="r"))
+    shown = protection.conflict(conflict, protection.transform_for(case))
+    assert not {"2019-03-07", "2019-03-09"} & set(shown.values())
+    if mode == "relative":
+        assert set(shown.values()) == {"(withheld)"}

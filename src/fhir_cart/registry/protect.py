@@ -122,6 +122,9 @@ class Protection:
                 shown[centre] = render_birth(value, transform)
             elif isinstance(value, dt.date):
                 shown[centre] = render_when(transform.when(When(date=value)))
+            elif conflict.field.startswith("attributes.") and conflict.field[11:] in dates:
+                moved = transform.iso(value)  # as the table holds it (none with relative dates)
+                shown[centre] = "(withheld)" if moved is None else str(moved)
             elif conflict.field.startswith("attributes.") and not self.publishable(
                 conflict.field[11:], value
             ):
