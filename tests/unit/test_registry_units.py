@@ -245,3 +245,18 @@ def test_a_date_attribute_in_a_conflict_is_shown_as_the_table_holds_it(mode: str
     assert not {"2019-03-07", "2019-03-09"} & set(shown.values())
     if mode == "relative":
         assert set(shown.values()) == {"(withheld)"}
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("Kymriah lot 12 for Anna Kowalski born 14 May 2012", "date"), ("14.05.2012", "date"),
+     ("5/14/12", "date"), ("Mai 2012", "date"), ("since 2019", "date"),
+     ("A123456789", "identifier-like number"), ("0176 4400012", "identifier-like number"),
+     ("seen by Dr Wagner", "name-like word"), ("for anna Kowalski", "name-like word"),
+     ("Kymriah", None), ("tisagenlecleucel", None), ("CAR-T infusion", None),
+     ("0.5 g/m2", None), ("<0,01 %", None), ("lot 12", None), ("Rezidiv/refraktaer", None)],
+)  # fmt: skip
+def test_the_open_text_screen(text: str, why: str | None) -> None:
+    from fhir_cart.registry.screen import refusal
+
+    assert refusal(text) == why
