@@ -168,3 +168,23 @@ def test_links_do_not_depend_on_the_key() -> None:
         found.append({(frozenset((back[k.left], back[k.right])), k.probability) for k in links})
     assert len(found[0]) > 400
     assert found[0] == found[1]
+
+
+def test_equally_likely_links_are_chosen_alike_under_any_key() -> None:
+    """Berlin's child could be London's L1 or L2 (the same probability): which one joins
+    must not depend on the pseudonyms, so on the key. Twenty keys: always the same."""
+    chosen = set()
+    for n in range(20):
+        pseudonyms = Pseudonymiser(f"key-{n:02}-0123456789abcdef0123456789".encode())
+        a = LinkRecord("berlin", pseudonyms.patient("berlin", "B1"), birth_year=2012)
+        one = LinkRecord("london", pseudonyms.patient("london", "L1"), birth_year=2012)
+        two = LinkRecord("london", pseudonyms.patient("london", "L2"), birth_year=2013)
+        links = [
+            Link(*sorted((a.pseudonym, one.pseudonym)), 0.97, "probabilistic"),
+            Link(*sorted((a.pseudonym, two.pseudonym)), 0.97, "probabilistic"),
+        ]
+        found = cluster([a, one, two], links, 0.9)
+        back = {a.pseudonym: "B1", one.pseudonym: "L1", two.pseudonym: "L2"}
+        chosen.add(back[next(m for m in found.members()[found.patient_of[a.pseudonym]]
+                             if m != a.pseudonym)])  # fmt: skip
+    assert len(chosen) == 1

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhir_cart.registry.definition import LinkageDef
-from fhir_cart.registry.links import Link
+from fhir_cart.registry.links import Link, content_order
 
 __all__ = ["predict"]
 
@@ -56,22 +56,6 @@ def _rows(records: Sequence[Any], names: list[str]) -> dict[str, list[Any]]:
             columns[name].append(None if value is None else value.isoformat())
             columns[f"{name}_swap"].append(_swapped(value))
     return columns
-
-
-def _content_order(records: Sequence[Any], names: list[str]) -> list[Any]:
-    """Records ordered by what is compared, not by pseudonym (their row numbers become
-    splink's unique ids). splink samples for training (u by random sampling) by position in
-    unique id order: with pseudonyms as ids, the model, and so the links, depended on the
-    key. Records that tie here are identical in every compared field, so whichever of them
-    a sample picks, the comparisons are the same."""
-
-    def order(record: Any) -> tuple[Any, ...]:
-        dates = tuple("" if record.dates.get(n) is None else record.dates[n].isoformat()
-                      for n in names)  # fmt: skip
-        return (record.centre, record.sex or "", record.birth_year or 0,
-                record.birth_month or 0, dates, record.pseudonym)  # fmt: skip
-
-    return sorted(records, key=order)
 
 
 def _swapped(value: dt.date | None) -> str | None:
@@ -245,10 +229,12 @@ def predict(
     from splink import Linker
 
     names = list(linkage.dates)
-    ordered = _content_order(records, names)
+    # splink orders by unique_id before it samples for training (u by random sampling):
+    # with pseudonyms as ids the model, and so the links, depended on the key. The ids are
+    # row numbers in the order of what is compared; records that tie there are identical in
+    # every compared field, so whichever a sample picks, the comparisons are the same.
+    ordered = sorted(records, key=content_order)
     columns = _rows(ordered, names)
-    # splink orders by unique_id before it samples: a row number in content order, not the
-    # pseudonym, so that the sample (and the model, and the links) do not depend on the key
     pseudonym_of = {f"{n:09d}": r.pseudonym for n, r in enumerate(ordered)}
     columns["unique_id"] = list(pseudonym_of)
     columns["centre"] = [r.centre for r in ordered]
