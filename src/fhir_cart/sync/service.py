@@ -8,7 +8,6 @@ running the same push again sends only what the server has not acknowledged.
 from __future__ import annotations
 
 import asyncio
-import csv
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -30,7 +29,7 @@ from fhir_cart.auth import (
 )
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.client import FhirClient
-from fhir_cart.csv_safety import safe_csv_cell
+from fhir_cart.csv_safety import csv_writer
 from fhir_cart.errors import ConfigError, FhirClientError, RetryableError, ServerUnreachable
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseStream, Unmapped, cases_from_fhir
@@ -604,9 +603,8 @@ async def _run_pull(
 def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv_writer(handle)
         writer.writerow(["reference", "resource_type", "reason"])
         for item in unmapped:
-            row = [item.reference, item.resource_type, item.reason]
-            writer.writerow([safe_csv_cell(cell) for cell in row])
+            writer.writerow([item.reference, item.resource_type, item.reason])
     return path
