@@ -170,6 +170,13 @@ class ServerCapabilities:
         names = self.search_params.get(resource_type, set())
         return next((n for n in ("subject", "patient") if n in names), None)
 
+    def compartment_types(self) -> list[str]:
+        """Types the server can search by patient (``patient`` or ``subject`` declared),
+        Patient itself left out: the selected patients' record, as this server holds it."""
+        return sorted(
+            t for t in self.search_params if t != "Patient" and self.patient_param(t) is not None
+        )
+
     def pull_plan(self, types: tuple[str, ...] | list[str]) -> dict[str, str]:
         """In words, per type, how a pull reads the selected patients' resources."""
         plan = {}
