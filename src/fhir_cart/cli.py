@@ -527,6 +527,10 @@ def _print_account(result: Any) -> None:
         out.print(f"excluded {number}: {escape(reason)}")
     if result.stats.not_asked:
         out.print(f"not asked for (--types): {escape(', '.join(result.stats.not_asked))}")
+    if result.stats.not_searchable:
+        names = escape(", ".join(result.stats.not_searchable))
+        out.print("not asked for (the server declares no patient search for them; "
+                  f"--types reads one by type): {names}")  # fmt: skip
     for rtype, number in sorted(result.stats.not_selected.items()):
         out.print(f"{rtype}: read by type (no patient search); {number} resources of patients "
                   "not selected left out")  # fmt: skip

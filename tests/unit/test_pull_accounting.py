@@ -210,7 +210,7 @@ def test_the_pull_asks_every_compartment_type_and_accounts_for_each(
     assert _row(text, "AllergyIntolerance") == ["AllergyIntolerance", "1", "0", "0", "0", "1", "0"]
     assert _row(text, "Observation") == ["Observation", "1", "0", "0", "0", "1", "0"]
     assert _row(text, "Patient") == ["Patient", "1", "1", "0", "0", "0", "0"]
-    assert "not asked for" not in text
+    assert "not asked for (--types)" not in text
 
 
 def test_types_left_out_are_listed_and_not_asked(
@@ -233,3 +233,18 @@ def test_a_bad_types_option_names_the_part_and_the_fix(
     err = capsys.readouterr().err
     assert "'allergy' is not a resource type" in err
     assert "library,AllergyIntolerance" in err
+
+
+def test_compartment_types_the_server_cannot_search_by_patient_are_named(
+    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The scripted server declares no patient search for Goal, FamilyMemberHistory, ...:
+    it may hold them, so the pull says it did not ask for them."""
+    assert _pull(tmp_path, monkeypatch, f"{server.url}/fhir") == 0
+    text = capsys.readouterr().out
+    line = " ".join(text.split()).split("declares no patient search", 1)[1]  # wrapped
+    assert "FamilyMemberHistory" in line
+    assert "Goal" in line
+    assert "AllergyIntolerance" not in line  # asked
+    assert "Observation" not in line

@@ -116,6 +116,11 @@ class Job(BaseModel):
         description="Resource types the server holds for patients that the pull did not ask "
         "for (its types option)",
     )
+    not_searchable: list[str] = Field(
+        default_factory=list,
+        description="Types of R4's Patient compartment the server declares no patient search "
+        "for: not asked (it may hold them; the types option naming one reads it by type)",
+    )
     error: str | None
     worker: str | None
     created_at: dt.datetime | None
@@ -131,6 +136,7 @@ class Job(BaseModel):
             progress_total=run.progress_total,
             counts={k: v for k, v in counts.items() if isinstance(v, int)},
             by_type=counts.get("by_type") or {}, not_asked=counts.get("not_asked") or [],
+            not_searchable=counts.get("not_searchable") or [],
             error=run.error, worker=run.worker, created_at=run.created_at,
             started_at=run.started_at, finished_at=run.finished_at,
         )  # fmt: skip

@@ -30,11 +30,16 @@ from typing import Any, Literal, Protocol
 
 from fhir_cart.errors import BadResponse, FhirClientError, LimitExceeded
 from fhir_cart.references import patient_id, subject_patient_id
-from fhir_cart.sync.capabilities import ServerCapabilities, is_unknown_search_param
+from fhir_cart.sync.capabilities import (
+    PATIENT_COMPARTMENT,
+    ServerCapabilities,
+    is_unknown_search_param,
+)
 
 __all__ = [
     "CHUNK", "EVENT_TYPES", "PatientSearch", "PullSelection", "PullStats", "ResourceFetcher",
     "asked_types", "deleted_since", "parse_types", "patient_searches", "pull_resources",
+    "unsearchable",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -94,6 +99,15 @@ def asked_types(
         asked = list(wanted)
     left = sorted({*compartment, *EVENT_TYPES} - set(asked))
     return asked, left
+
+
+def unsearchable(caps: ServerCapabilities, asked: Sequence[str]) -> list[str]:
+    """Types of R4's Patient compartment, not asked for, that this server declares no
+    ``patient`` or ``subject`` search for: it may hold them all the same (a pull cannot tell
+    without reading every one of them), so the pull names them."""
+    return sorted(
+        t for t in PATIENT_COMPARTMENT if t not in asked and caps.patient_param(t) is None
+    )
 
 
 CHUNK = 100
@@ -191,6 +205,9 @@ class PullStats:
     """Resource types asked for the selected patients."""
     not_asked: list[str] = field(default_factory=list)
     """Types the server can search by patient that this pull did not ask for (``types``)."""
+    not_searchable: list[str] = field(default_factory=list)
+    """Patient-compartment types the server declares no patient search for (not asked:
+    ``types`` naming one reads it by type)."""
     unowned: list[tuple[Json, str]] = field(default_factory=list)
     """Resources received that name no Patient as subject or patient, with the reason: not
     cached, but listed (``other`` rows) and counted."""
@@ -604,8 +621,7 @@ async def pull_resources(
     search = PatientSearch(client, stats, selection.since, concurrency, chunk)
     caps = await server_capabilities(client, search_params)
     stats.asked, stats.not_asked = asked_types(caps, selection.types)
-    if stats.not_asked:
-        log.info("not asked for (--types): %s", ", ".join(stats.not_asked))
+    stats.not_searchable = unsearchable(caps, stats.asked)
     params = await patient_params(client, search_params, stats.asked)
     fetcher = await ResourceFetcher.start(search, params)
     pending: deque[tuple[list[Json], asyncio.Task[dict[str, list[Json]]]]] = deque()

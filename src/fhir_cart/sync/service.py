@@ -621,6 +621,8 @@ async def _run_pull(
     counts["by_type"] = {t: c.as_dict() for t, c in accounted.items()}
     if stats.not_asked:
         counts["not_asked"] = stats.not_asked
+    if stats.not_searchable:
+        counts["not_searchable"] = stats.not_searchable
     other = [dict(row) for row in result.other]
     outcome = PullOutcome(run_id, result.cases, result.unmapped, stats, other,
                           list(result.excluded), accounted)  # fmt: skip
