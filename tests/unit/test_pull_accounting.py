@@ -248,3 +248,40 @@ def test_compartment_types_the_server_cannot_search_by_patient_are_named(
     assert "Goal" in line
     assert "AllergyIntolerance" not in line  # asked
     assert "Observation" not in line
+
+
+def test_a_type_read_by_type_keeps_only_the_selected_patients_and_counts_the_rest(
+    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """AdverseEvent without a patient search (as on sekmet) is read by type: the server's
+    others, of another patient or of none, are no part of the cohort: counted, not listed."""
+    declared = [t for t in EVENT_TYPES if t != "AdverseEvent"]
+    server.routes["/fhir/metadata"] = fhir_json({
+        "resourceType": "CapabilityStatement",
+        "rest": [{"mode": "server", "resource": [
+            *({"type": t, "searchParam": [{"name": "subject"}]} for t in declared),
+            {"type": "AdverseEvent", "searchParam": [{"name": "date"}]},
+        ]}],
+    })  # fmt: skip
+    event = {"resourceType": "AdverseEvent", "actuality": "actual", "event": {"text": "x"}}
+    server.routes["/fhir/AdverseEvent"] = bundle([
+        _on({**event, "id": "ae-mine"}, "p1"),
+        _on({**event, "id": "ae-theirs"}, "someone-else"),
+        {**event, "id": "ae-nobody"},
+    ])  # fmt: skip
+    assert _pull(tmp_path, monkeypatch, f"{server.url}/fhir", "--types", "library") == 0
+    other = _other(tmp_path)
+    assert ("AdverseEvent", "ae-mine") in other
+    assert not {("AdverseEvent", "ae-theirs"), ("AdverseEvent", "ae-nobody")} & set(other)
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "AdverseEvent: read by type (no patient search); 2 resources of patients not "
+        "selected left out" in text
+    )
+    assert _row_flat(text, "AdverseEvent")[:2] == ["AdverseEvent", "1"]
+
+
+def _row_flat(text: str, rtype: str) -> list[str]:
+    after = text.split(f"│ {rtype} │", 1)[1].split("│")[:6]
+    return [rtype, *(cell.strip() for cell in after)]

@@ -435,7 +435,8 @@ async def by_type_scan(
     client: SearchClient, types: list[str], since: str | None, stats: PullStats
 ) -> dict[str, list[Json]]:
     """Types the server cannot search by patient: read them by type once, group by subject
-    (those without a Patient subject are listed in ``stats.dropped``)."""
+    (those naming no Patient are of no selected patient: counted in
+    ``stats.not_selected``, as the selected patients' resources are found later)."""
     grouped: dict[str, list[Json]] = {}
     for rtype in types:
         # expected, not alarming: sekmet declares no patient search for AdverseEvent
@@ -449,9 +450,13 @@ async def by_type_scan(
             raise BadResponse(f"{rtype} search: the server answered {cut.got} of {cut.total} "
                               "matches with no next page") from None  # fmt: skip
         for resource in found:
-            if stats.keep(resource, needs_subject=True):
-                pid = subject_patient_id(resource)
-                grouped.setdefault(str(pid), []).append(resource)
+            if not stats.keep(resource):
+                continue
+            pid = subject_patient_id(resource)
+            if pid is None:  # of no patient, so of none selected: counted, not kept
+                stats.not_selected[rtype] = stats.not_selected.get(rtype, 0) + 1
+                continue
+            grouped.setdefault(pid, []).append(resource)
     return grouped
 
 
