@@ -43,6 +43,7 @@ from fhir_cart.tables import summary_table
 if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import PushPlan, PushReport
+    from fhir_cart.sync.service import PullOutcome
 
 __all__ = ["app", "main"]
 
@@ -502,7 +503,7 @@ def _selection(
     return PullSelection(kind="search", query=search, since=since, types=asked)
 
 
-def _account_table(outcome: Any) -> Table:
+def _account_table(outcome: PullOutcome) -> Table:
     """The pull's account per resource type (``PullOutcome.by_type``)."""
     table = _table("Resources by type")
     columns = ["fetched", "patients", "events", "used", "other", "excluded"]
@@ -516,7 +517,7 @@ def _account_table(outcome: Any) -> Table:
     return table
 
 
-def _print_account(result: Any) -> None:
+def _print_account(result: PullOutcome) -> None:
     """Where every fetched resource ended, per type, and what was not asked for."""
     if result.by_type:
         out.print(_account_table(result))

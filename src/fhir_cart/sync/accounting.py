@@ -106,11 +106,12 @@ def places(
         if study_id in events and event_id_of(ctx, resource, study_id) in events[study_id]:
             found.append("events")
             as_events.append(resource)
-    referenced = {reference_key(ref) for r in as_events for ref in _references(r)}
-    for resource in resources:
-        key = _key(resource)
-        if not out[key] and key[1] in referenced:
-            out[key].append("used")
+    placeless = [k for k, where in out.items() if not where]
+    if placeless:  # walked only when needed: most pulls have nothing left by now
+        referenced = {reference_key(ref) for r in as_events for ref in _references(r)}
+        for key in placeless:
+            if key[1] in referenced:
+                out[key].append("used")
     return out
 
 

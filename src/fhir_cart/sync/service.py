@@ -415,13 +415,13 @@ async def _fetch_export(client: FhirClient, received: _Received, selection: Pull
                 batch = []
         await received.add(batch)
     stats.patients = len(patient_ids)
-    stats.asked = sorted(stats.complete - {"Patient"})
     wanted = EVENT_TYPES if selection.types is None else selection.types
     missing = [t for t in wanted if t not in stats.complete]
     if missing and patient_ids:
         await _search_missing(client, received, missing, patient_ids, selection, stats,
                               concurrency)  # fmt: skip
         stats.complete |= set(missing)  # searched per patient: received in full now
+    stats.asked = sorted(stats.complete - {"Patient"})
     return patient_ids
 
 
@@ -437,7 +437,7 @@ async def _search_missing(
     """Types an export left out (sekmet 0.1.1 exports no AdverseEvent, for one; an empty
     type has no output either): searched for the patients, a chunk at a time, so nothing
     is silently missing."""
-    params = await patient_params(client)
+    params = await patient_params(client, types=types)
     search = PatientSearch(client, stats, selection.since, concurrency)
     fetcher = await ResourceFetcher.start(search, {t: params[t] for t in types})
     ids = sorted(patient_ids)
