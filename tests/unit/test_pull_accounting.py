@@ -285,3 +285,33 @@ def test_a_type_read_by_type_keeps_only_the_selected_patients_and_counts_the_res
 def _row_flat(text: str, rtype: str) -> list[str]:
     after = text.split(f"│ {rtype} │", 1)[1].split("│")[:6]
     return [rtype, *(cell.strip() for cell in after)]
+
+
+def test_the_pull_end_sums_exclusions_by_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    from fhir_cart.cli import _print_account
+    from fhir_cart.sync.service import PullOutcome
+
+    excluded = [
+        Unmapped("Condition/c1", "Condition", "verificationStatus entered-in-error"),
+        Unmapped("Condition/c2", "Condition", "verificationStatus entered-in-error"),
+        Unmapped("Procedure/p1", "Procedure", "status not-done"),
+    ]
+    outcome = PullOutcome(1, excluded=excluded,
+                          by_type={"Condition": TypeCount(fetched=2, excluded=2),
+                                   "Procedure": TypeCount(fetched=1, excluded=1)})  # fmt: skip
+    _print_account(outcome)
+    text = capsys.readouterr().out
+    assert "excluded 2: verificationStatus entered-in-error" in text
+    assert "excluded 1: status not-done" in text
+    assert "unaccounted" not in text
+
+
+def test_a_resource_not_accounted_for_is_shown_in_red(capsys: pytest.CaptureFixture[str]) -> None:
+    from fhir_cart.cli import _print_account
+    from fhir_cart.sync.service import PullOutcome
+
+    outcome = PullOutcome(1, by_type={"Encounter": TypeCount(fetched=2, other=1, unaccounted=1)})
+    _print_account(outcome)
+    got = capsys.readouterr()
+    assert "unacc" in got.out  # the column appears only when needed (narrow: cut short)
+    assert "1 resources not accounted for exactly once" in got.err
