@@ -315,3 +315,34 @@ def test_a_resource_not_accounted_for_is_shown_in_red(capsys: pytest.CaptureFixt
     got = capsys.readouterr()
     assert "unacc" in got.out  # the column appears only when needed (narrow: cut short)
     assert "1 resources not accounted for exactly once" in got.err
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("library,allergy", "'allergy' is not a resource type"), ("library,", "'' is not"),
+     ("Patient", "Patient is always pulled"), (" , ", "is not a resource type")],
+)  # fmt: skip
+def test_types_are_checked_before_anything_is_asked(text: str, words: str) -> None:
+    from fhir_cart.sync.pull import parse_types
+
+    with pytest.raises(ValueError, match=words):
+        parse_types(text)
+
+
+def test_types_read_library_all_and_lists() -> None:
+    from fhir_cart.sync.pull import parse_types
+
+    assert parse_types(None) is None
+    assert parse_types("all") is None
+    assert parse_types("library") == EVENT_TYPES
+    assert parse_types("Goal, library,Goal") == ("Goal", *EVENT_TYPES)
+
+
+def test_a_pull_job_with_bad_types_is_refused_with_the_part_named() -> None:
+    from pydantic import ValidationError
+
+    from fhir_cart.service.schemas import PullRequest
+
+    with pytest.raises(ValidationError, match="'allergy' is not a resource type"):
+        PullRequest(server="s", selection="search", query="_id=a", types="library,allergy")
+    assert PullRequest(server="s", selection="search", query="_id=a", types="library").types

@@ -73,6 +73,9 @@ def parse_types(text: str | None) -> tuple[str, ...] | None:
     out: list[str] = []
     for part in (p.strip() for p in text.split(",")):
         names = EVENT_TYPES if part == "library" else (part,)
+        if part == "Patient":
+            raise ValueError("--types: Patient is always pulled (it is the selection); name "
+                             "the other types, e.g. 'library,AllergyIntolerance'")  # fmt: skip
         if not all(_TYPE_NAME.match(n) for n in names):
             raise ValueError(
                 f"--types: {part!r} is not a resource type; expected 'all', 'library' or "
