@@ -149,7 +149,7 @@ def _report_rejects(rejects: Sequence[Reject], out_dir: Path | None, keep_going:
         write_rejects(rejects, out_dir / "rejects.csv")
         err.print(f"{len(rejects)} rejected; all listed in {out_dir / 'rejects.csv'}")
     if not keep_going:
-        raise InputError(f"{len(rejects)} rows or values rejected", list(rejects))
+        raise InputError(f"{len(rejects)} rows or values rejected", list(rejects), listed=True)
 
 
 def _warn_unverified(ctx: MappingContext) -> None:
@@ -726,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = app(args=args, standalone_mode=False)
     except FatalError as exc:
-        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(exc.describe())}", highlight=False)
         return exc.exit_code
     except FhirClientError as exc:
         err.print(f"[red]error:[/red] {escape(_server_problem(exc))}", highlight=False)

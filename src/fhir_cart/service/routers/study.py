@@ -21,7 +21,7 @@ from fhir_cart.cache import Cache
 from fhir_cart.errors import FhirCartError
 from fhir_cart.records import Case
 from fhir_cart.service import schemas as s
-from fhir_cart.service.deps import AppDep, Auth, CacheDep
+from fhir_cart.service.deps import AppDep, Auth, CacheDep, unprocessable
 from fhir_cart.settings import Settings
 
 __all__ = ["mapping_path", "read_upload", "router"]
@@ -100,7 +100,7 @@ def _accept_upload(
         try:
             result = app.read_study(study, app.load_mapping(mapping_file))
         except FhirCartError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise unprocessable(exc) from exc
         except csv.Error as exc:  # e.g. a field over the csv module's 131,072 characters
             raise HTTPException(422, f"the CSV file cannot be read: {exc}") from exc
         listed = app.keep_rejects(cache, result.rejects)
@@ -154,5 +154,5 @@ def preview(
             if len(bundles) >= limit:
                 break
     except FhirCartError as exc:  # e.g. an unverified code under strict_terminology
-        raise HTTPException(422, str(exc)) from exc
+        raise unprocessable(exc) from exc
     return s.Preview(bundles=bundles, unverified_codes=ctx.terminology.unverified_report())
