@@ -82,6 +82,8 @@ _QUANTITY = re.compile(rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<unit>{_UN
 _RANGE = re.compile(
     rf"^(?P<low>{_NUM})\s*(?:-|–|—|\.\.|to|bis)\s*(?P<high>{_NUM})\s*(?P<unit>{_UNIT})?$"
 )
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+_EXPONENT = re.compile(r"[eE]")
 _UNIT_TEXT = str.maketrans({"²": "2", "³": "3", "µ": "u", "μ": "u", "×": "x"})
 
 
@@ -136,13 +138,37 @@ def _text_date(text: str, formats: tuple[str, ...]) -> dt.date:
     raise ValueError(f"not a date; expected one written as {' or '.join(formats)}")
 
 
+class _Unholdable(ValueError):
+    """A number written in a cell that a double cannot hold."""
+
+
+def _number(text: str) -> float:
+    """A number written as text ('1,5', '1e-4') as a float; ValueError for one a double
+    cannot hold: too large (1e309 would read as infinity) or too small (1e-400 would read
+    as 0), and for 'inf' or 'nan'."""
+    number = float(text.replace(",", "."))
+    if not math.isfinite(number):
+        raise _Unholdable(
+            f"the number {text} is too large to be a measured value; check the cell "
+            "(a typo in the exponent?)"
+        )
+    if number == 0.0 and _NONZERO_DIGIT.search(_EXPONENT.split(text, maxsplit=1)[0]):
+        raise _Unholdable(
+            f"the number {text} is too small to hold (it would read as 0); check the cell "
+            "(a typo in the exponent?)"
+        )
+    return number
+
+
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number")
     if isinstance(value, int | float):
         return float(value)
     try:
-        return float(str(value).strip().replace(",", "."))
+        return _number(str(value).strip())
+    except _Unholdable:
+        raise
     except ValueError:
         raise ValueError("expected a number") from None
 
@@ -209,7 +235,7 @@ def parse_quantity(cell: Any) -> tuple[str | None, float, str | None]:
     if match is None:
         raise ValueError("expected a number, with a comparator and unit if any ('<0.01 %')")
     unit = _unit_text(match["unit"]) if match["unit"] else None
-    return match["cmp"], float(match["num"].replace(",", ".")), unit
+    return match["cmp"], _number(match["num"]), unit
 
 
 def fit_unit(number: float, unit: str, units: tuple[str, ...], convert: bool) -> tuple[float, str]:
@@ -466,7 +492,7 @@ def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
     match = _RANGE.match(_to_text(cell))
     if match is None:
         raise ValueError("expected a range such as '1-2' or '1–2 mg'")
-    low, high = (float(match[k].replace(",", ".")) for k in ("low", "high"))
+    low, high = (_number(match[k]) for k in ("low", "high"))
     given = _unit_text(match["unit"]) if match["unit"] else unit or value.units[0]
     low, fitted = fit_unit(low, given, value.units, value.convert)
     high, _ = fit_unit(high, given, value.units, value.convert)
@@ -500,6 +526,8 @@ def _typed_value(
             raise ValueError(ctx.expected(value.value_set))
         try:
             parse_quantity(cell)
+        except _Unholdable:
+            raise
         except ValueError:
             words = ", ".join(ctx.library.words(value.value_set))
             raise ValueError(f"expected one of {words}, or a number such as '<0.01 %'") from None
@@ -963,6 +991,21 @@ def _header_problems(sheet: _Sheet, plan: _Plan) -> list[Reject]:
             Reject(sheet.source, sheet.header_row, column, None, reason, sheet.sheet or plan.name)
         )
     return problems
+
+
+def _check_patient_rows(sheet: _Sheet) -> None:
+    """A patient table with a header and no row is an error, never "0 patients"."""
+    if next(iter(sheet.rows()), None) is not None:
+        return
+    place = f"{sheet.source}" + (f", sheet {sheet.sheet}" if sheet.sheet else "")
+    reason = (
+        f"no patient rows below the header (row {sheet.header_row}); fill in the patient "
+        "rows, or set `header_row` in the mapping if the header is further down"
+    )
+    raise InputError(
+        f"{place}: {reason}",
+        [Reject(sheet.source, sheet.header_row, None, None, reason, sheet.sheet or "patients")],
+    )
 
 
 def _unmapped(
@@ -1534,6 +1577,7 @@ def _stream_mapped(
                 for p in _header_problems(sheet, plan)]  # fmt: skip
     if problems:
         raise InputError(f"{path.name}: the mapping does not fit the file", problems)
+    _check_patient_rows(sheets[0])
     unmapped = _unmapped(sheets, plans, mapping.ignore)
     rejects: list[Reject] = []
     stack = ExitStack()
