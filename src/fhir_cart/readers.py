@@ -14,6 +14,7 @@ Columns of a read sheet that the mapping neither maps nor ignores are listed in
 
 from __future__ import annotations
 
+import calendar
 import csv
 import datetime as dt
 import difflib
@@ -135,7 +136,54 @@ def _text_date(text: str, formats: tuple[str, ...]) -> dt.date:
             return dt.datetime.strptime(text, fmt).date()
         except ValueError:
             continue
+    for fmt in formats:
+        impossible = _impossible_date(text, fmt)
+        if impossible is not None:
+            raise ValueError(f"{impossible} (read as {fmt})")
     raise ValueError(f"not a date; expected one written as {' or '.join(formats)}")
+
+
+_DATE_PARTS = {"%d": r"(?P<d>\d{1,2})", "%m": r"(?P<m>\d{1,2})", "%Y": r"(?P<Y>\d{4})",
+               "%y": r"(?P<y>\d{2})", "%H": r"\d{1,2}", "%M": r"\d{1,2}", "%S": r"\d{1,2}"}  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _date_shape(fmt: str) -> re.Pattern[str] | None:
+    """A format's shape with its day, month and year as groups (None: a format with other
+    directives, e.g. month names, whose slips are not explained)."""
+    parts = re.split(r"(%.)", fmt)
+    if any(p.startswith("%") and p not in _DATE_PARTS for p in parts if len(p) == 2):
+        return None
+    pattern = "".join(_DATE_PARTS.get(p, re.escape(p)) for p in parts)
+    return re.compile(pattern) if "(?P<d>" in pattern and "(?P<m>" in pattern else None
+
+
+def _impossible_date(text: str, fmt: str) -> str | None:
+    """Why ``text``, written in the shape of ``fmt``, is no date ('day 31 does not exist in
+    February 2024'); None when it is not written in that shape."""
+    shape = _date_shape(fmt)
+    match = shape.fullmatch(text) if shape is not None else None
+    if match is None:
+        return None
+    day, month = int(match["d"]), int(match["m"])
+    if not 1 <= month <= 12:
+        return f"month {month} does not exist"
+    groups = match.groupdict()
+    if groups.get("Y") is not None:
+        year = int(groups["Y"])
+    elif groups.get("y") is not None:
+        year = dt.datetime.strptime(groups["y"], "%y").year
+    else:
+        return None
+    if year < 1:
+        return f"year {year} does not exist"
+    if 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None  # the date exists: something else in the text is wrong
+    return f"day {day} does not exist in {_MONTHS[month - 1]} {year}"
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
 
 
 class _Unholdable(ValueError):
@@ -995,8 +1043,9 @@ def _header_problems(sheet: _Sheet, plan: _Plan) -> list[Reject]:
 
 def _check_patient_rows(sheet: _Sheet) -> None:
     """A patient table with a header and no row is an error, never "0 patients"."""
-    if next(iter(sheet.rows()), None) is not None:
-        return
+    none = object()
+    if sheet.header and next(sheet.column(sheet.header[0]), none) is not none:
+        return  # a row that is not blank (read by column: no row is built twice)
     place = f"{sheet.source}" + (f", sheet {sheet.sheet}" if sheet.sheet else "")
     reason = (
         f"no patient rows below the header (row {sheet.header_row}); fill in the patient "
@@ -1252,14 +1301,16 @@ class _Assembly:
     come out in file order however the rows were visited."""
 
     ctx: _Context
+    plans: list[_Plan]
     patients: dict[str, _Patient] = field(default_factory=dict)
     by_row: dict[int, str] = field(default_factory=dict)
     """patients-sheet row -> the patient read from it."""
-    refused_rows: dict[int, str] = field(default_factory=dict)
     refused_ids: dict[str, str] = field(default_factory=dict)
     ordinals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rejects: list[tuple[int, int, Reject]] = field(default_factory=list)
     """(spec index, row, reject)."""
+    seen: set[tuple[Any, ...]] = field(default_factory=set)
+    """Each reject's place and reason (one reject per cause)."""
     keep_sources: bool = False
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
     """With ``keep_sources``: study id -> :attr:`_Patient.located` of each case given out."""
@@ -1279,20 +1330,31 @@ class _Assembly:
                 self.patients[sid].located[""] = where.location()
             self.by_row[where.row] = sid
         except _FieldError as exc:
-            self.rejects.append((0, where.row, where.reject(exc.field, str(exc))))
+            said = str(exc)
+            if any(not p.own_sheet for p in self.plans[1:]):
+                said += "; the patient and their events on this row are not read"
+            self._reject(0, where, exc.field, said)
             reason = f"the patient's row {where.row} was rejected: {exc}"
-            self.refused_rows[where.row] = reason
             sid_cell = cells.get("study_id")
             refused = None if sid_cell is None else _to_text(sid_cell)
             if refused is not None and refused not in self.patients:
                 self.refused_ids.setdefault(refused, reason)
 
-    def _owner(self, plan: _Plan, where: _Where, cells: Mapping[str, Any]) -> _Patient:
+    def _reject(self, order: int, where: _Where, fld: str | None, reason: str) -> None:
+        """Keep one reject per cause: a cell that two specs read is listed once."""
+        reject = where.reject(fld, reason)
+        key = (where.sheet.source, where.sheet.sheet, reject.row, reject.column, reject.value,
+               reject.reason)  # fmt: skip
+        if key not in self.seen:
+            self.seen.add(key)
+            self.rejects.append((order, where.row, reject))
+
+    def _owner(self, plan: _Plan, where: _Where, cells: Mapping[str, Any]) -> _Patient | None:
+        """The patient a row belongs to; None for an event on a rejected patient's own row
+        (that row's reject says so)."""
         if not plan.own_sheet:
             sid = self.by_row.get(where.row)
-            if sid is None:
-                raise _FieldError("study_id", self.refused_rows[where.row])
-            return self.patients[sid]
+            return None if sid is None else self.patients[sid]
         if "study_id" not in cells:
             raise _FieldError("study_id", "an event row needs a patient id")
         sid = _to_text(cells["study_id"])
@@ -1314,6 +1376,8 @@ class _Assembly:
         where = _Where(where.sheet, plan, where.row, where.raw, columns)
         try:
             owner = self._owner(plan, where, cells)
+            if owner is None:
+                return
             self.ordinals[(plan.name, owner.record.study_id)] += 1
             ordinal = self.ordinals[(plan.name, owner.record.study_id)]
             event_id = _event_id(plan, where, cells, ordinal)
@@ -1325,7 +1389,7 @@ class _Assembly:
             event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
             _plausible(self.ctx, event, owner.record.birth_date)
         except _FieldError as exc:
-            self.rejects.append((order, where.row, where.reject(exc.field, str(exc))))
+            self._reject(order, where, exc.field, str(exc))
             return
         owner.ids[event_id] = f"{where.sheet.sheet or where.sheet.source} row {where.row}"
         owner.events.append(event)
@@ -1343,9 +1407,9 @@ class _Assembly:
         done = self.cases()
         self.patients.clear()
         self.by_row.clear()
-        self.refused_rows.clear()
         self.refused_ids.clear()
         self.ordinals.clear()
+        self.seen.clear()
         return done
 
 
@@ -1586,7 +1650,7 @@ def _stream_mapped(
     except BaseException:
         stack.close()
         raise
-    acc = _Assembly(ctx, keep_sources=keep_sources)
+    acc = _Assembly(ctx, plans, keep_sources=keep_sources)
     cases = _assemble(acc, plans, sheets, feeds, stack, rejects)
     return StudyStream(cases, rejects, unmapped, feeds is not None, acc.sources)
 

@@ -15,7 +15,7 @@ from fhir_cart.errors import InputError
 from fhir_cart.readers import ReadResult, read_study
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
-from fhir_cart.study_mapping import StudyMapping
+from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING
 
 KEY = {"X-API-Key": "k-123"}
@@ -156,3 +156,62 @@ def test_a_file_whose_rows_are_all_blank_is_an_error_too(tmp_path: Path) -> None
         (folder / "patients.csv").write_text("ID\n\n , \n", encoding="utf-8")
         mapping = {"centre": "test", "patients": {"source": "patients", "columns": {"study_id": "ID"}}}
         read_study(folder, StudyMapping.model_validate(mapping))
+
+
+# -- 3. impossible dates say why; one reject per cause ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "formats", "reason"),
+    [
+        ("31.02.2024", ["%d.%m.%Y"], "day 31 does not exist in February 2024"),
+        ("29.02.2023", ["%d.%m.%Y"], "day 29 does not exist in February 2023"),
+        ("2024-04-31", ["%d.%m.%Y", "%Y-%m-%d"], "day 31 does not exist in April 2024"),
+        ("15.13.2024", ["%d.%m.%Y"], "month 13 does not exist"),
+        ("00.01.2024", ["%d.%m.%Y"], "day 0 does not exist in January 2024"),
+        ("2024/01/05", ["%d.%m.%Y"], "not a date; expected one written as %d.%m.%Y"),
+    ],
+)
+def test_an_impossible_date_says_why(
+    tmp_path: Path, cell: str, formats: list[str], reason: str
+) -> None:
+    result = _events(tmp_path, f"ID,C,D\nA,apheresis,{cell}\n",
+                     {"columns": {"concept": "C", "when_date": "D"}},
+                     date_formats=formats)  # fmt: skip
+    assert [(r.row, r.column, r.value) for r in result.rejects] == [(2, "D", cell)]
+    assert result.rejects[0].reason.startswith(reason)
+
+
+def test_a_bad_anchor_date_is_one_reject(tmp_path: Path) -> None:
+    """The infusion date is the patient's anchor date and the date of two events on the same
+    row: one cause, one reject (it printed three times)."""
+    study = tmp_path / "cohort.csv"
+    study.write_text("UPN,Infusion,MRD d28\n17,31.02.2024,neg\n23,02.05.2022,0.02%\n",
+                     encoding="utf-8")  # fmt: skip
+    mapping = StudyMapping.model_validate({
+        "centre": "st-elsewhere", "date_formats": ["%d.%m.%Y"], "anchor": "cart_infusion",
+        "patients": {"columns": {"study_id": "UPN", "anchor_date": "Infusion"}},
+        "events": [
+            {"name": "infusion", "concept": "cart_infusion", "columns": {"when_date": "Infusion"},
+             "constants": {"when_day": 0}},
+            {"name": "mrd-d28", "concept": "mrd", "columns": {"value": "MRD d28"},
+             "values": {"value": {"neg": "negative"}}, "constants": {"when_day": 28}},
+        ],
+    })  # fmt: skip
+    result = read_study(study, mapping)
+    assert [(r.row, r.column, r.value, r.reason) for r in result.rejects] == [
+        (2, "Infusion", "31.02.2024",
+         "day 31 does not exist in February 2024 (read as %d.%m.%Y); the patient and their "
+         "events on this row are not read"),
+    ]  # fmt: skip
+    assert [c.patient.study_id for c in result.cases] == ["23"]
+
+
+def test_one_bad_cell_read_by_two_specs_is_one_reject(tmp_path: Path) -> None:
+    """centre_b reads `CAR-T date` for the infusion and for the MRD at infusion."""
+    study = _centre_b(tmp_path, "12.04.2021,17.05.2021", "12.04.2021,31.04.2021")
+    result = read_study(study, load_study_mapping(CENTRE_B_MAPPING))
+    assert [(r.row, r.column, r.value, r.table) for r in result.rejects] == [
+        (2, "CAR-T date", "31.04.2021", "cart_infusion")
+    ]
+    assert result.rejects[0].reason.startswith("day 31 does not exist in April 2021")
