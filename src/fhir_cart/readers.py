@@ -143,8 +143,10 @@ def _text_date(text: str, formats: tuple[str, ...]) -> dt.date:
     raise ValueError(f"not a date; expected one written as {' or '.join(formats)}")
 
 
-_DATE_PARTS = {"%d": r"(?P<d>\d{1,2})", "%m": r"(?P<m>\d{1,2})", "%Y": r"(?P<Y>\d{4})",
-               "%y": r"(?P<y>\d{2})", "%H": r"\d{1,2}", "%M": r"\d{1,2}", "%S": r"\d{1,2}"}  # fmt: skip
+_DATE_PARTS = {
+    "%d": r"(?P<d>\d{1,2})", "%m": r"(?P<m>\d{1,2})", "%Y": r"(?P<Y>\d{4})",
+    "%y": r"(?P<y>\d{2})", "%H": r"\d{1,2}", "%M": r"\d{1,2}", "%S": r"\d{1,2}",
+}  # fmt: skip
 
 
 @lru_cache(maxsize=64)
@@ -306,6 +308,22 @@ def fit_unit(number: float, unit: str, units: tuple[str, ...], convert: bool) ->
     raise ValueError(f"unit {unit!r} is not one of {', '.join(units)} nor convertible to them")
 
 
+def _column_kind(written: str | None, declared: tuple[str, ...], name: str = "value") -> None:
+    """A unit written in a cell must measure what the column's declared unit (or another
+    unit the mapping lists for the column) measures: '1,5 g' in a mg/m2 column is a
+    reject, not a fixed dose of 1,500 mg."""
+    if written is None or not declared or not is_ucum(written):
+        return  # no unit written, none declared, or not UCUM (fit_unit says so)
+    if any(units_compatible(written, unit) for unit in declared):
+        return
+    listed = ", ".join([*declared, written])
+    raise ValueError(
+        f"unit {written!r} does not measure what this column's unit {declared[0]!r} measures; "
+        f"correct the cell, or, if {written} is right for this column, list it in the "
+        f"mapping: units: {{{name}: [{listed}]}}"
+    )
+
+
 def _checked_number(number: float, unit: str | None, low: float | None, high: float | None) -> None:
     _in_bounds(number, low, high)
     if unit == "%" and number > 100:
@@ -372,8 +390,11 @@ def _coded(ctx: _Context, value_set: str, is_open: bool, cell: Any) -> str:
     raise ValueError(ctx.expected(value_set))
 
 
-def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -> Scalar:
-    """An attribute cell as its scalar (quantity: number in the attribute's first unit)."""
+def _attribute(
+    ctx: _Context, attr: AttributeDef, cell: Any, declared: tuple[str, ...] = ()
+) -> Scalar:
+    """An attribute cell as its scalar (quantity: number in the attribute's first unit;
+    ``declared``: the column's units, from the mapping)."""
     kind = attr.type
     if kind == "coded":
         assert attr.value_set is not None
@@ -382,7 +403,8 @@ def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -
         number: float
         if kind == "quantity":
             _, number, written = parse_quantity(cell)
-            given = written or unit or attr.units[0]
+            _column_kind(written, declared)
+            given = written or (declared[0] if declared else attr.units[0])
             number, _ = fit_unit(number, given, attr.units[:1], True)
         else:
             number = _to_int(cell) if kind == "integer" else _to_float(cell)
@@ -523,8 +545,11 @@ def _make_event(**fields: Any) -> Event:
 # -- values ---------------------------------------------------------------------------------
 
 
-def _quantity(value: ValueDef, cell: Any, unit: str | None, comparator: str | None) -> Value:
+def _quantity(
+    value: ValueDef, cell: Any, unit: str | None, comparator: str | None, declared: tuple[str, ...]
+) -> Value:
     cmp, number, written = parse_quantity(cell)
+    _column_kind(written, declared)
     given = written or unit
     if value.type == "integer" and not number.is_integer():
         raise ValueError("expected a whole number")
@@ -536,12 +561,14 @@ def _quantity(value: ValueDef, cell: Any, unit: str | None, comparator: str | No
     return _make_value(number=number, unit=given, comparator=cmp or comparator)
 
 
-def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
+def _range(value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ...]) -> Value:
     match = _RANGE.match(_to_text(cell))
     if match is None:
         raise ValueError("expected a range such as '1-2' or '1–2 mg'")
     low, high = (_number(match[k]) for k in ("low", "high"))
-    given = _unit_text(match["unit"]) if match["unit"] else unit or value.units[0]
+    written = _unit_text(match["unit"]) if match["unit"] else None
+    _column_kind(written, declared)
+    given = written or unit or value.units[0]
     low, fitted = fit_unit(low, given, value.units, value.convert)
     high, _ = fit_unit(high, given, value.units, value.convert)
     for number in (low, high):
@@ -550,9 +577,14 @@ def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
 
 
 def _typed_value(
-    ctx: _Context, concept: ConceptDef, cell: Any, unit: str | None, comparator: str | None
+    ctx: _Context,
+    concept: ConceptDef,
+    cell: Any,
+    unit: str | None,
+    comparator: str | None,
+    declared: tuple[str, ...] = (),
 ) -> Value:
-    """One value cell read by the concept's value type."""
+    """One value cell read by the concept's value type (``declared``: the column's units)."""
     value = concept.value
     kind = value.type
     if kind == "none":
@@ -562,7 +594,7 @@ def _typed_value(
     if kind == "boolean":
         return _make_value(boolean=_to_bool(cell))
     if kind == "range":
-        return _range(value, cell, unit)
+        return _range(value, cell, unit, declared)
     if kind in ("coded", "quantity_or_coded"):
         assert value.value_set is not None
         word = ctx.word(value.value_set, cell)
@@ -579,7 +611,7 @@ def _typed_value(
         except ValueError:
             words = ", ".join(ctx.library.words(value.value_set))
             raise ValueError(f"expected one of {words}, or a number such as '<0.01 %'") from None
-    return _quantity(value, cell, unit, comparator)
+    return _quantity(value, cell, unit, comparator, declared)
 
 
 def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any]) -> Value:
@@ -610,7 +642,10 @@ def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any
 
 
 def _value(
-    ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any], units: Mapping[str, str]
+    ctx: _Context,
+    concept: ConceptDef,
+    cells: Mapping[str, Any],
+    units: Mapping[str, tuple[str, ...]],
 ) -> Value | None:
     canonical = {k: cells[k] for k in CANONICAL_VALUE_FIELDS if k in cells}
     if canonical:
@@ -625,11 +660,15 @@ def _value(
         if extra:
             raise _FieldError(extra[0], "given without a value")
         return None
-    unit = _to_text(cells["unit"]) if "unit" in cells else units.get("value")
-    unit = None if unit is None else _unit_text(unit)
+    declared = units.get("value", ())
+    if "unit" in cells:  # the row states its unit: the column's default does not apply
+        unit: str | None = _unit_text(_to_text(cells["unit"]))
+        declared = ()
+    else:
+        unit = _unit_text(declared[0]) if declared else None
     cmp = _comparators(_to_text(cells["comparator"])) if "comparator" in cells else None
     try:
-        return _typed_value(ctx, concept, cells[name], unit, cmp)
+        return _typed_value(ctx, concept, cells[name], unit, cmp, declared)
     except ValidationError as exc:
         raise _FieldError(name, validation_reason(exc)) from None
     except ValueError as exc:
@@ -1144,7 +1183,7 @@ def _gather(plan: _Plan, raw: Row) -> tuple[dict[str, Any], dict[str, str]] | No
 
 
 def _attributes(
-    ctx: _Context, concept: str, cells: Mapping[str, Any], units: Mapping[str, str]
+    ctx: _Context, concept: str, cells: Mapping[str, Any], units: Mapping[str, tuple[str, ...]]
 ) -> dict[str, Scalar]:
     allowed = ctx.library.concept(concept).attributes
     library = ctx.library.data.attributes
@@ -1158,7 +1197,7 @@ def _attributes(
             reason = f"concept {concept} has no attribute {name}; it allows {listed}"
             raise _FieldError(name, reason)
         try:
-            out[name] = _attribute(ctx, attr, cell, units.get(name))
+            out[name] = _attribute(ctx, attr, cell, units.get(name, ()))
         except ValueError as exc:
             raise _FieldError(name, str(exc)) from None
     return out
@@ -1244,8 +1283,8 @@ def _patient(
     for name, cell in cells.items():
         if name in attrs:
             try:
-                unit = where.plan.spec.units.get(name)
-                out["attributes"][name] = _attribute(ctx, attrs[name], cell, unit)
+                declared = where.plan.spec.units.get(name, ())
+                out["attributes"][name] = _attribute(ctx, attrs[name], cell, declared)
             except ValueError as exc:
                 raise _FieldError(name, str(exc)) from None
     try:

@@ -23,7 +23,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
 from fhir_cart.errors import ConfigError, validation_reason
@@ -139,8 +146,18 @@ class _Spec(BaseModel):
     """field -> {source word: canonical value, several fields, or null}."""
     constants: dict[str, Cell] = Field(default_factory=dict)
     """field -> value used when the row has none (no column, or a blank cell)."""
-    units: dict[str, str] = Field(default_factory=dict)
-    """number field -> UCUM unit of a bare number in it."""
+    units: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """number field -> UCUM unit of a bare number in it (the column's unit), or a list: that
+    unit first, then the units of other kinds the column may also hold. A unit written in a
+    cell must measure what one of them measures (``1,5 g`` in a mg/m2 column is rejected
+    unless a mass unit is listed)."""
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _unit_lists(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
 
     def words(self, where: str) -> list[str]:
         """Words listed twice with different meanings."""
@@ -346,12 +363,15 @@ class _Checker:
             self.found += _word_problems(where, words, allowed, attr.open)
 
     def units(self, where: str, spec: _Spec, attrs: Mapping[str, AttributeDef]) -> None:
-        for name, unit in spec.units.items():
+        for name, units in spec.units.items():
             attr = attrs.get(name)
             if name not in ("value", "value_number") and (attr is None or attr.type != "quantity"):
                 self.found.append(f"{where}.units.{name}: not a value or a quantity attribute")
-            if not is_ucum(unit):
-                self.found.append(f"{where}.units.{name}: {unit!r} is not a UCUM unit")
+            if not units:
+                self.found.append(f"{where}.units.{name}: list at least one unit")
+            for unit in units:
+                if not is_ucum(unit):
+                    self.found.append(f"{where}.units.{name}: {unit!r} is not a UCUM unit")
 
     def event(self, spec: EventSpec, where: str) -> None:
         concepts = self.concepts(spec, where)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from fhir_cart.cli import main
-from fhir_cart.errors import InputError
+from fhir_cart.errors import ConfigError, InputError
 from fhir_cart.readers import ReadResult, read_study
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
@@ -41,11 +41,11 @@ def _centre_b(tmp_path: Path, old: str, new: str, *, rows: int | None = None) ->
     return path
 
 
-def _upload(tmp_path: Path, study: Path, mapping: str = "centre_b") -> tuple[int, dict]:  # type: ignore[type-arg]
-    with TestClient(create_app(_settings(tmp_path), run_workers=False)) as client:
-        with study.open("rb") as handle:
-            answer = client.post("/uploads", headers=KEY, data={"mapping": mapping},
-                                 files={"file": (study.name, handle)})  # fmt: skip
+def _upload(tmp_path: Path, study: Path, mapping: str = "centre_b") -> tuple[int, Any]:
+    app = create_app(_settings(tmp_path), run_workers=False)
+    with TestClient(app) as client, study.open("rb") as handle:
+        answer = client.post("/uploads", headers=KEY, data={"mapping": mapping},
+                             files={"file": (study.name, handle)})  # fmt: skip
     return answer.status_code, answer.json()
 
 
@@ -110,7 +110,8 @@ def _events(tmp_path: Path, rows: str, spec: dict[str, Any], **top: Any) -> Read
 def test_numbers_a_double_cannot_hold_are_rejects_with_their_place(
     tmp_path: Path, cell: str, says: str | None
 ) -> None:
-    result = _events(tmp_path, f"ID,MRD\nA,{cell}\n", {"concept": "mrd", "columns": {"value": "MRD"}})
+    spec = {"concept": "mrd", "columns": {"value": "MRD"}}
+    result = _events(tmp_path, f"ID,MRD\nA,{cell}\n", spec)
     if says is None:
         assert result.rejects == []
         assert result.cases[0].events[0].value.number == 0.0  # type: ignore[union-attr]
@@ -150,12 +151,13 @@ def test_a_header_only_file_is_an_error_in_the_service(tmp_path: Path) -> None:
 
 
 def test_a_file_whose_rows_are_all_blank_is_an_error_too(tmp_path: Path) -> None:
+    folder = tmp_path / "blank"
+    folder.mkdir()
+    (folder / "patients.csv").write_text("ID\n\n , \n", encoding="utf-8")
+    patients = {"source": "patients", "columns": {"study_id": "ID"}}
+    mapping = StudyMapping.model_validate({"centre": "test", "patients": patients})
     with pytest.raises(InputError, match="no patient rows"):
-        folder = tmp_path / "blank"
-        folder.mkdir()
-        (folder / "patients.csv").write_text("ID\n\n , \n", encoding="utf-8")
-        mapping = {"centre": "test", "patients": {"source": "patients", "columns": {"study_id": "ID"}}}
-        read_study(folder, StudyMapping.model_validate(mapping))
+        read_study(folder, mapping)
 
 
 # -- 3. impossible dates say why; one reject per cause ----------------------------------------
@@ -215,3 +217,72 @@ def test_one_bad_cell_read_by_two_specs_is_one_reject(tmp_path: Path) -> None:
         (2, "CAR-T date", "31.04.2021", "cart_infusion")
     ]
     assert result.rejects[0].reason.startswith("day 31 does not exist in April 2021")
+
+
+# -- 2. a unit of another kind than the column's is a reject unless the mapping allows it -----
+
+CYCLO = {"concept": "cyclophosphamide", "columns": {"value": "Dose"}}
+
+
+@pytest.mark.parametrize(
+    ("cell", "declared", "got"),
+    [
+        ("1,5 g/m²", "mg/m2", (1500.0, "mg/m2")),  # same kind: converted
+        ("800", "mg/m2", (800.0, "mg/m2")),  # bare number: the column's unit
+        ("1,5 g", ["mg/m2", "mg"], (1500.0, "mg")),  # listed kind: allowed
+        ("1,5 g", ["mg/m2", "g"], (1500.0, "mg")),
+        ("30 mg/kg", ["mg/m2", "mg/kg"], (30.0, "mg/kg")),
+    ],
+)
+def test_a_unit_of_the_columns_kind_or_a_listed_one_is_read(
+    tmp_path: Path, cell: str, declared: Any, got: tuple[float, str]
+) -> None:
+    result = _events(tmp_path, f'ID,Dose\nA,"{cell}"\n', {**CYCLO, "units": {"value": declared}})
+    assert result.rejects == []
+    value = result.cases[0].events[0].value
+    assert value is not None
+    assert (value.number, value.unit) == got
+
+
+def test_a_fixed_dose_in_a_per_area_column_is_a_reject_with_the_fix(tmp_path: Path) -> None:
+    """`1,5 g` in a column of mg/m²: almost surely a typo for g/m² (it became 1,500 mg)."""
+    result = _events(tmp_path, 'ID,Dose\nA,"1,5 g"\nB,"1,5 g/m²"\n',
+                     {**CYCLO, "units": {"value": "mg/m2"}})  # fmt: skip
+    assert [(r.source, r.row, r.column, r.value) for r in result.rejects] == [
+        ("events.csv", 2, "Dose", "1,5 g")
+    ]
+    reason = result.rejects[0].reason
+    assert "unit 'g' does not measure what this column's unit 'mg/m2' measures" in reason
+    assert "units: {value: [mg/m2, g]}" in reason
+    assert [len(c.events) for c in result.cases] == [0, 1]
+
+
+def test_a_unit_column_is_not_checked_against_the_columns_default(tmp_path: Path) -> None:
+    """A unit the row states in its own unit column is the source's word: kept as before."""
+    result = _events(tmp_path, "ID,Dose,Unit\nA,2,mg\n",
+                     {**CYCLO, "columns": {"value": "Dose", "unit": "Unit"},
+                      "units": {"value": "mg/m2"}})  # fmt: skip
+    assert result.rejects == []
+
+
+def test_cells_in_a_cells_per_kg_attribute_column_are_a_reject(tmp_path: Path) -> None:
+    spec = {"concept": "cart_infusion", "columns": {"cell_dose": "Cells"},
+            "units": {"cell_dose": "10*6/kg"}}  # fmt: skip
+    result = _events(tmp_path, "ID,Cells\nA,200 x10^6\nB,2.1\n", spec)
+    assert [(r.row, r.column, r.value) for r in result.rejects] == [(2, "Cells", "200 x10^6")]
+    assert "does not measure what this column's unit '10*6/kg' measures" in (
+        result.rejects[0].reason
+    )
+    assert result.cases[1].events[0].attributes["cell_dose"] == 2.1
+
+
+def test_allowed_units_are_checked_when_the_mapping_is_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("centre: x\npatients: {columns: {study_id: ID}}\nevents:\n"
+                    "  - {concept: cyclophosphamide, columns: {value: Dose},"
+                    " units: {value: [mg/m2, gramm]}}\n", encoding="utf-8")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"events\[0\]\.units\.value: 'gramm' is not a UCUM"):
+        load_study_mapping(path)
+    path.write_text(path.read_text().replace("[mg/m2, gramm]", "[]"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"units"):
+        load_study_mapping(path)
