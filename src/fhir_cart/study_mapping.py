@@ -524,6 +524,17 @@ def default_library(mapping: StudyMapping | None = None) -> ConceptLibrary:
     return load_concepts(load_terminology(), extra=extra)
 
 
+def _beside(mapping: StudyMapping, folder: Path) -> StudyMapping:
+    """The mapping with a relative ``study`` path resolved from its file's folder, not the
+    current directory (a study *name* stays a name: mappings/studies)."""
+    from fhir_cart.summary import names_a_file
+
+    study = mapping.study
+    if study is None or not names_a_file(study) or Path(study).is_absolute():
+        return mapping
+    return mapping.model_copy(update={"study": str(folder / study)})
+
+
 def load_study_mapping(path: Path, library: ConceptLibrary | None = None) -> StudyMapping:
     """Read and validate a centre mapping, also against the concept library (default: the
     shared library plus the mapping's own concepts); errors name the file and the key."""
@@ -535,7 +546,7 @@ def load_study_mapping(path: Path, library: ConceptLibrary | None = None) -> Stu
     if not isinstance(raw, dict):
         raise ConfigError(f"mapping file {path} must hold a YAML mapping (key: value) at the top")
     try:
-        mapping = StudyMapping.model_validate(raw)
+        mapping = _beside(StudyMapping.model_validate(raw), path.parent)
     except ValidationError as exc:
         raise ConfigError(f"mapping file {path} is invalid: {_reason(exc)}") from exc
     try:

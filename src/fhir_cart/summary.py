@@ -86,6 +86,7 @@ __all__ = [
     "SwimmerPlot",
     "TimeResolver",
     "load_study",
+    "names_a_file",
     "study_path",
     "summarise",
 ]
@@ -368,10 +369,15 @@ def study_path(name_or_path: str | Path) -> Path:
     """A study name (``mappings/studies/<name>.yaml``) or a path to a study file."""
     from fhir_cart.terminology import default_mappings_dir
 
-    text = str(name_or_path)
-    if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
+    if isinstance(name_or_path, Path) or names_a_file(name_or_path):
         return Path(name_or_path)
-    return default_mappings_dir() / "studies" / f"{text}.yaml"
+    return default_mappings_dir() / "studies" / f"{name_or_path}.yaml"
+
+
+def names_a_file(study: str) -> bool:
+    """Whether a study reference is a path (``.yaml``/``.yml``, or with a ``/``), not a name
+    in ``mappings/studies``."""
+    return study.endswith((".yaml", ".yml")) or "/" in study
 
 
 def _default_library() -> ConceptLibrary:

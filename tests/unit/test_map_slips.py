@@ -16,7 +16,7 @@ from fhir_cart.readers import ReadResult, read_study
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
-from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING
+from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
 
 KEY = {"X-API-Key": "k-123"}
 
@@ -286,3 +286,52 @@ def test_allowed_units_are_checked_when_the_mapping_is_loaded(tmp_path: Path) ->
     path.write_text(path.read_text().replace("[mg/m2, gramm]", "[]"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"units"):
         load_study_mapping(path)
+
+
+# -- 7. paths inside a mapping file resolve from that file ------------------------------------
+
+
+def test_a_mappings_study_path_resolves_from_the_mapping_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "centre" / "mappings"
+    (folder / "studies").mkdir(parents=True)
+    seed = (MAPPINGS / "studies" / "seed.yaml").read_text(encoding="utf-8")
+    assert "\nname: Marschollek 2022" in seed
+    ours = seed.replace("\nname: Marschollek 2022", "\nname: Our own study 2022")
+    (folder / "studies" / "ours.yaml").write_text(ours, encoding="utf-8")
+    text = CENTRE_B_MAPPING.read_text(encoding="utf-8").replace(
+        "study: seed", "study: studies/ours.yaml"
+    )
+    mapping = folder / "centre_b.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["summary", str(CENTRE_B_FILE), "-m", str(mapping)]) == 0
+    assert "Our own study 2022" in capsys.readouterr().out
+    # an absolute path keeps working
+    mapping.write_text(text.replace("studies/ours.yaml", str(folder / "studies" / "ours.yaml")),
+                       encoding="utf-8")  # fmt: skip
+    assert load_study_mapping(mapping).study == str(folder / "studies" / "ours.yaml")
+    # a study name stays a name (mappings/studies)
+    mapping.write_text(CENTRE_B_MAPPING.read_text(encoding="utf-8"), encoding="utf-8")
+    assert load_study_mapping(mapping).study == "seed"
+
+
+def test_a_registrys_study_path_never_falls_back_to_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_cart.registry.definition import load_registry
+    from fhir_cart.registry.workflow import study_summariser
+
+    registry = load_registry(ROOT / "fixtures" / "registry" / "registry.yaml")
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "s.yaml").write_text(
+        (MAPPINGS / "studies" / "seed.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)  # holds studies/s.yaml; the registry's folder does not
+    named = registry.model_copy(update={"study": "studies/s.yaml"})
+    with pytest.raises(ConfigError, match=r"fixtures/registry/studies/s\.yaml"):
+        study_summariser(named)
+    assert study_summariser(registry.model_copy(update={"study": "seed"})) is not None
