@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -13,9 +14,17 @@ from pydantic import SecretStr
 from fhir_cart.cli import main
 from fhir_cart.errors import ConfigError, InputError
 from fhir_cart.readers import ReadResult, read_study
+from fhir_cart.records import Case, Event, PatientRecord, Value
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
+from fhir_cart.summary import (
+    StudyDefinition,
+    missing_anchor,
+    parse_study,
+    summarise,
+    unmatched_text_tests,
+)
 from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
 
 KEY = {"X-API-Key": "k-123"}
@@ -57,7 +66,7 @@ def test_a_misspelt_column_names_the_column_spec_and_close_match_in_the_cli(
 ) -> None:
     study = _centre_b(tmp_path, ",Birth,", ",Brith,")
     code = main(["map", str(study), "-m", str(CENTRE_B_MAPPING), "-o", str(tmp_path / "o")])
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert code == 3
     assert "the mapping does not fit the file" in err
     assert "column 'Birth'" in err
@@ -136,7 +145,7 @@ def test_a_header_only_file_is_an_error_in_the_cli(
 ) -> None:
     study = _centre_b(tmp_path, "Patient,", "Patient,", rows=0)
     code = main(["map", str(study), "-m", str(CENTRE_B_MAPPING), "-o", str(tmp_path / "o")])
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert code == 3
     assert "centre_b.csv" in err
     assert "no patient rows below the header (row 1)" in err
@@ -335,3 +344,105 @@ def test_a_registrys_study_path_never_falls_back_to_the_current_directory(
     with pytest.raises(ConfigError, match=r"fixtures/registry/studies/s\.yaml"):
         study_summariser(named)
     assert study_summariser(registry.model_copy(update={"study": "seed"})) is not None
+
+
+# -- 5. text tests ignore case and spaces, and say when they match nothing --------------------
+
+
+def _ae(sid: str, text: str | None = None, concept: str = "adverse_event_other",
+        **attributes: Any) -> Case:  # fmt: skip
+    value = Value(text=text) if text is not None else None
+    event = Event(event_id="e1", concept=concept, value=value, attributes=attributes)
+    return Case(patient=PatientRecord(study_id=sid, centre="test"), events=(event,))
+
+
+def _measure(count: dict[str, Any]) -> StudyDefinition:
+    return parse_study({"name": "t", "anchor": "cart_infusion",
+                        "measures": [{"id": "m", "count": count}]})  # fmt: skip
+
+
+def test_a_text_test_ignores_case_and_spaces() -> None:
+    texts = ["Hypotension", "hypotension", " HYPOTENSION ", "Hypotension  ", "Hypoxia", "hypo x"]
+    cases = [_ae(f"P{n}", text) for n, text in enumerate(texts, start=1)]
+    study = _measure({"event": {"concept": "adverse_event_other", "value": "Hypotension"}})
+    (result,) = summarise(cases, study)
+    assert (result.value, result.patients) == (4, ("P1", "P2", "P3", "P4"))
+    assert unmatched_text_tests(cases, study) == []
+
+
+def test_an_open_attributes_text_test_ignores_case_and_spaces() -> None:
+    causes = ["Sepsis", "sepsis ", "relapse"]
+    cases = [_ae(f"P{n}", concept="death", cause=c) for n, c in enumerate(causes, start=1)]
+    study = _measure({"event": {"concept": "death", "attributes": {"cause": "SEPSIS"}}})
+    assert summarise(cases, study)[0].value == 2
+
+
+def test_a_text_test_that_matches_nothing_warns_with_the_closest_values() -> None:
+    cases = [_ae("P1", "Hypotension"), _ae("P2", "Hypoxia"), _ae("P3", "Fever")]
+    study = _measure({"event": {"concept": "adverse_event_other", "value": "Hypotensoin"}})
+    assert summarise(cases, study)[0].value == 0
+    assert unmatched_text_tests(cases, study) == [
+        "measures[0] (m).count.event.value: 'Hypotensoin' matches no event; closest values "
+        "present: 'Hypotension'"
+    ]
+    far = _measure({"event": {"concept": "adverse_event_other", "value": "Seizure"}})
+    assert unmatched_text_tests(cases, far) == [
+        "measures[0] (m).count.event.value: 'Seizure' matches no event; values present: "
+        "'Fever', 'Hypotension', 'Hypoxia'"
+    ]
+    # a coded word of a closed value set is no text test: zero is an answer, not a slip
+    coded = _measure({"event": {"concept": "disease_status", "value": "relapse"}})
+    assert unmatched_text_tests(cases, coded) == []
+
+
+def test_the_summary_command_prints_unmatched_text_tests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [_ae("P1", "Hypotension"), _ae("P2", "Hypoxia")]
+    data = tmp_path / "cases.json"
+    data.write_bytes(orjson.dumps([c.model_dump(mode="json") for c in cases]))
+    study = tmp_path / "study.yaml"
+    study.write_text("name: t\nanchor: cart_infusion\nmeasures:\n  - id: m\n    count: "
+                     "{event: {concept: adverse_event_other, value: Hypotensoin}}\n",
+                     encoding="utf-8")  # fmt: skip
+    assert main(["summary", str(data), "--study", str(study), "--json"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "'Hypotensoin' matches no event; closest values present: 'Hypotension'" in err
+
+
+# -- 6. a patient with no anchor event is named -----------------------------------------------
+
+
+def test_missing_anchor_names_each_patient() -> None:
+    cases = [_ae("P1", concept="cart_infusion"), _ae("P2", "x"), _ae("P3", concept="hsct")]
+    assert missing_anchor(cases, "cart_infusion") == [
+        "patient P2: no cart_infusion event, the anchor every day of the study counts from; "
+        "add it to the file (its relative days cannot be placed)",
+        "patient P3: no cart_infusion event, the anchor every day of the study counts from; "
+        "add it to the file (its relative days cannot be placed)",
+    ]
+
+
+def test_map_and_summary_warn_of_a_patient_without_the_anchor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """centre_b names the seed study (anchor: cart_infusion); B-101's infusion cells are
+    blank."""
+    study = _centre_b(tmp_path, "12.04.2021,17.05.2021,2.1,", "12.04.2021,,,")
+    args = [str(study), "-m", str(CENTRE_B_MAPPING)]
+    assert main(["map", *args, "-o", str(tmp_path / "o")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "patient B-101: no cart_infusion event" in err
+    assert "B-102" not in err
+    assert main(["summary", *args]) == 0
+    assert "patient B-101: no cart_infusion event" in " ".join(capsys.readouterr().err.split())
+
+
+def test_an_upload_warns_of_a_patient_without_the_anchor(tmp_path: Path) -> None:
+    study = _centre_b(tmp_path, "12.04.2021,17.05.2021,2.1,", "12.04.2021,,,")
+    status, body = _upload(tmp_path, study)
+    assert status == 201, body
+    assert [w for w in body["warnings"] if "cart_infusion" in w] == [
+        "patient B-101: no cart_infusion event, the anchor every day of the study counts "
+        "from; add it to the file (its relative days cannot be placed)"
+    ]
