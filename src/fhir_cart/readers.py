@@ -46,6 +46,7 @@ from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
 from fhir_cart.records import COMPARATORS, Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.study_mapping import (
+    ASSUMABLE,
     CANONICAL_VALUE_FIELDS,
     SEXES,
     EventSpec,
@@ -528,6 +529,7 @@ def _make_event(**fields: Any) -> Event:
         and (value is None or type(value) is Value)
         and _text(fields["source_text"], 1000, 0)
         and _text(fields["origin"], 64, 0)
+        and _text(fields["assumed"], 1000)
         and all(
             _text(k, len(k), 0)
             and type(v) in _SCALARS
@@ -1064,9 +1066,10 @@ def _needed_columns(plan: _Plan) -> dict[str, str]:
 def _header_problems(sheet: _Sheet, plan: _Plan) -> list[Reject]:
     """Columns the spec names that the header lacks or holds twice."""
     problems = []
+    optional = plan.spec.optional
     for column, fld in _needed_columns(plan).items():
         count = sheet.header.count(column)
-        if count == 1:
+        if count == 1 or (count == 0 and fld in optional):
             continue
         if count > 1:
             reason = f"column for {fld} appears {count} times in the header"
@@ -1230,11 +1233,24 @@ def _event(
         return _make_event(
             event_id=event_id, concept=concept, when=when, end=end, value=value,
             attributes=attributes, source_text=_source_text(where.plan, where, cells),
-            origin=origin,
+            origin=origin, assumed=_assumed(where, cells),
         )  # fmt: skip
     except ValidationError as exc:
         loc = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
         raise _FieldError(loc if loc in cells else None, validation_reason(exc)) from None
+
+
+def _assumed(where: _Where, cells: Mapping[str, Any]) -> str | None:
+    """The spec's ``assumed`` reason when one of its constants gave this event a time or
+    value (a filled cell wins over a constant: then nothing was assumed); an ``assumed``
+    column (canonical tables) as read."""
+    if "assumed" in cells:
+        return _to_text(cells["assumed"])
+    spec = where.plan.event
+    if spec is None or spec.assumed is None:
+        return None
+    from_constants = (f for f in cells if f not in where.columns and f in spec.constants)
+    return spec.assumed if any(f in ASSUMABLE for f in from_constants) else None
 
 
 def _slug(cell: Any) -> str:

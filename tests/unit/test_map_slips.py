@@ -446,3 +446,133 @@ def test_an_upload_warns_of_a_patient_without_the_anchor(tmp_path: Path) -> None
         "patient B-101: no cart_infusion event, the anchor every day of the study counts "
         "from; add it to the file (its relative days cannot be placed)"
     ]
+
+
+# -- 4. a constant the source does not state is refused, or marked as assumed ----------------
+
+CSA = {"name": "csa", "columns": {"concept": "CsA"}, "values": {"concept": {"x": "ciclosporin"}},
+       "constants": {"when_day": -1}}  # fmt: skip
+REASON = "the file marks only that ciclosporin was given; day -1 is the protocol's start day"
+
+
+def _csa_mapping(tmp_path: Path, **spec: Any) -> Path:
+    path = tmp_path / "csa.yaml"
+    data = {"centre": "test", "anchor": "hsct",
+            "patients": {"columns": {"study_id": "ID", "anchor_date": "HSCT"}},
+            "events": [{**CSA, **spec}]}  # fmt: skip
+    path.write_text(orjson.dumps(data).decode(), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+def test_a_constant_day_for_a_row_that_only_says_x_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_study_mapping(_csa_mapping(tmp_path))
+    message = str(caught.value)
+    assert "events[0].constants.when_day: -1 supplies a time the file does not state" in message
+    assert "`assumed: <reason>`" in message
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"concept": "mrd", "columns": {"value": "MRD d28"}, "constants": {"when_day": 28}},
+        {"concept": "disease_status", "columns": {"when_day": "Relapse"},
+         "constants": {"value": "relapse"}},
+        {"concept": "hsct", "columns": {"donor_type": "Donor"}, "constants": {"when_day": 0}},
+        {"concept": "disease_status", "columns": {"value": "Status"},
+         "values": {"value": {"CR1": {"value": "complete_remission", "remission_number": 1}}},
+         "constants": {"when_window": "before hsct"}},
+    ],
+)  # fmt: skip
+def test_a_constant_beside_a_stated_time_or_value_is_no_assumption(
+    tmp_path: Path, spec: dict[str, Any]
+) -> None:
+    """A day beside a value cell is what the column states (MRD d28); the anchor's own day 0
+    is its definition."""
+    path = tmp_path / "m.yaml"
+    data = {"centre": "test", "anchor": "hsct", "patients": {"columns": {"study_id": "ID"}},
+            "events": [spec]}  # fmt: skip
+    path.write_text(orjson.dumps(data).decode(), encoding="utf-8")
+    assert load_study_mapping(path).events[0].assumed is None
+
+
+def test_an_assumed_constant_is_marked_on_the_event_the_tables_and_fhir(tmp_path: Path) -> None:
+    from fhir_cart.mappers.context import mapping_context
+    from fhir_cart.mappers.from_fhir import cases_from_fhir
+    from fhir_cart.mappers.to_fhir import map_case
+    from fhir_cart.writers import canonical_mapping, write_study
+
+    mapping = load_study_mapping(_csa_mapping(tmp_path, assumed=REASON))
+    study = tmp_path / "s.csv"
+    study.write_text("ID,HSCT,CsA\nP1,2020-01-10,x\nP2,2020-02-10,\n", encoding="utf-8")
+    result = read_study(study, mapping)
+    assert result.rejects == []
+    (event,) = result.cases[0].events
+    assert (event.concept, event.when.day, event.assumed) == ("ciclosporin", -1, REASON)  # type: ignore[union-attr]
+    assert result.cases[1].events == ()
+    # tables: an `assumed` column, read back as it was
+    folder = tmp_path / "tables"
+    write_study(result.cases, folder, "csv")
+    header, row = (folder / "events.csv").read_text(encoding="utf-8").splitlines()[:2]
+    assert "assumed" in header.split(",")
+    assert REASON in row
+    assert read_study(folder, canonical_mapping()).cases == result.cases
+    # FHIR: an extension with the reason on the resource, read back
+    ctx = mapping_context()
+    resources, _ = map_case(ctx, result.cases[0])
+    (drug,) = [r for r in resources if r["resourceType"] == "MedicationAdministration"]
+    assumed = [e for e in drug["extension"] if e["url"] == ctx.ext("assumed")]
+    assert assumed == [{"url": ctx.ext("assumed"), "valueString": REASON}]
+    back = cases_from_fhir(ctx, resources).cases
+    assert back[0].events[0].assumed == REASON
+
+
+def test_a_filled_cell_is_never_marked_as_assumed(tmp_path: Path) -> None:
+    spec = {"concept": "ciclosporin", "columns": {"concept": "CsA", "when_day": "Day"},
+            "constants": {"when_day": -1}, "assumed": REASON}  # fmt: skip
+    spec["concept"] = None
+    spec.pop("concept")
+    spec["values"] = {"concept": {"x": "ciclosporin"}}
+    result = _events(tmp_path, "ID,CsA,Day\nA,x,-3\nB,x,\n", spec, anchor="hsct")
+    assert result.rejects == []
+    assert [(e.when.day, e.assumed) for c in result.cases for e in c.events] == [  # type: ignore[union-attr]
+        (-3, None),
+        (-1, REASON),
+    ]
+
+
+def test_the_assumed_extension_has_a_structure_definition() -> None:
+    from fhir_cart.conformance.artefacts import build_artefacts, load_centres
+    from fhir_cart.mappers.context import mapping_context
+
+    ctx = mapping_context()
+    artefacts = build_artefacts(ctx, load_centres(MAPPINGS / "centres"))
+    urls = {a.resource.get("url") for a in artefacts}
+    assert ctx.ext("assumed") in urls
+
+
+def test_the_shipped_hsct_series_marks_its_prophylaxis_days_as_assumed() -> None:
+    mapping = load_study_mapping(MAPPINGS / "centres" / "hsct_series.yaml")
+    result = read_study(ROOT / "fixtures" / "hsct_series" / "hsct_series.csv", mapping)
+    marked = {e.concept for c in result.cases for e in c.events if e.assumed}
+    assert marked == {"ciclosporin", "methotrexate", "mycophenolate_mofetil", "cyclophosphamide"}
+    unmarked = {e.concept for c in result.cases for e in c.events if not e.assumed}
+    assert {"hsct", "mrd", "chimerism", "disease_status"} <= unmarked
+
+
+def test_canonical_tables_written_before_assumed_existed_still_read(tmp_path: Path) -> None:
+    from fhir_cart.writers import canonical_mapping, write_study
+
+    cases = [_ae("P1", "Hypotension")]
+    folder = tmp_path / "tables"
+    write_study(cases, folder, "csv")
+    events = folder / "events.csv"
+    rows = [line.split(",") for line in events.read_text(encoding="utf-8").splitlines()]
+    index = rows[0].index("assumed")
+    events.write_text("\n".join(",".join(r[:index] + r[index + 1 :]) for r in rows) + "\n",
+                      encoding="utf-8")  # fmt: skip
+    assert read_study(folder, canonical_mapping()).cases == cases
+    bad = canonical_mapping().events[0].model_copy(update={"optional": ("nothing",)})
+    mapping = canonical_mapping().model_copy(update={"events": (bad,)})
+    with pytest.raises(ConfigError, match=r"events\[0\]\.optional\.nothing: not a field"):
+        read_study(folder, mapping)
