@@ -392,10 +392,10 @@ def _coded(ctx: _Context, value_set: str, is_open: bool, cell: Any) -> str:
 
 
 def _attribute(
-    ctx: _Context, attr: AttributeDef, cell: Any, declared: tuple[str, ...] = ()
+    ctx: _Context, attr: AttributeDef, cell: Any, declared: tuple[str, ...] = (), name: str = ""
 ) -> Scalar:
     """An attribute cell as its scalar (quantity: number in the attribute's first unit;
-    ``declared``: the column's units, from the mapping)."""
+    ``declared``: the units the mapping gives the column of field ``name``)."""
     kind = attr.type
     if kind == "coded":
         assert attr.value_set is not None
@@ -404,7 +404,7 @@ def _attribute(
         number: float
         if kind == "quantity":
             _, number, written = parse_quantity(cell)
-            _column_kind(written, declared)
+            _column_kind(written, declared, name)
             given = written or (declared[0] if declared else attr.units[0])
             number, _ = fit_unit(number, given, attr.units[:1], True)
         else:
@@ -1200,7 +1200,7 @@ def _attributes(
             reason = f"concept {concept} has no attribute {name}; it allows {listed}"
             raise _FieldError(name, reason)
         try:
-            out[name] = _attribute(ctx, attr, cell, units.get(name, ()))
+            out[name] = _attribute(ctx, attr, cell, units.get(name, ()), name)
         except ValueError as exc:
             raise _FieldError(name, str(exc)) from None
     return out
@@ -1300,7 +1300,7 @@ def _patient(
         if name in attrs:
             try:
                 declared = where.plan.spec.units.get(name, ())
-                out["attributes"][name] = _attribute(ctx, attrs[name], cell, declared)
+                out["attributes"][name] = _attribute(ctx, attrs[name], cell, declared, name)
             except ValueError as exc:
                 raise _FieldError(name, str(exc)) from None
     try:

@@ -279,9 +279,9 @@ def test_cells_in_a_cells_per_kg_attribute_column_are_a_reject(tmp_path: Path) -
             "units": {"cell_dose": "10*6/kg"}}  # fmt: skip
     result = _events(tmp_path, "ID,Cells\nA,200 x10^6\nB,2.1\n", spec)
     assert [(r.row, r.column, r.value) for r in result.rejects] == [(2, "Cells", "200 x10^6")]
-    assert "does not measure what this column's unit '10*6/kg' measures" in (
-        result.rejects[0].reason
-    )
+    reason = result.rejects[0].reason
+    assert "does not measure what this column's unit '10*6/kg' measures" in reason
+    assert "units: {cell_dose: [10*6/kg, 10*6]}" in reason
     assert result.cases[1].events[0].attributes["cell_dose"] == 2.1
 
 
