@@ -199,6 +199,15 @@ class Application:
         """A study definition: a name in ``<mappings_dir>/studies/`` or a path."""
         return load_study(name_or_path)
 
+    def anchor_of(self, mapping: StudyMapping | None) -> str | None:
+        """The concept every day counts from: the anchor of the study the mapping names,
+        else the mapping's own ``anchor`` (None: neither)."""
+        if mapping is None:
+            return None
+        if mapping.study is not None:
+            return self.study(mapping.study).anchor
+        return mapping.anchor
+
     # -- use cases ------------------------------------------------------------------------
 
     def read_study(self, path: Path, mapping: StudyMapping | None) -> ReadResult:

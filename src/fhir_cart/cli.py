@@ -37,7 +37,12 @@ from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
 from fhir_cart.settings import load_settings
-from fhir_cart.summary import StudyDefinition, summarise
+from fhir_cart.summary import (
+    StudyDefinition,
+    missing_anchor,
+    summarise,
+    unmatched_text_tests,
+)
 from fhir_cart.tables import summary_table
 
 if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
@@ -127,6 +132,11 @@ def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[
     return cases, stream.rejects, mapping
 
 
+def _warn(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        err.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False)
+
+
 def _warn_unmapped(columns: Sequence[Any]) -> None:
     for where in columns:
         err.print(
@@ -150,7 +160,7 @@ def _report_rejects(rejects: Sequence[Reject], out_dir: Path | None, keep_going:
         write_rejects(rejects, out_dir / "rejects.csv")
         err.print(f"{len(rejects)} rejected; all listed in {out_dir / 'rejects.csv'}")
     if not keep_going:
-        raise InputError(f"{len(rejects)} rows or values rejected", list(rejects))
+        raise InputError(f"{len(rejects)} rows or values rejected", list(rejects), listed=True)
 
 
 def _warn_unverified(ctx: MappingContext) -> None:
@@ -194,9 +204,15 @@ def map_command(
                 orjson.dumps(unverified, option=orjson.OPT_INDENT_2)
             )
 
+    anchor = application.anchor_of(study_mapping)
+
+    def check_anchor(case: Case) -> None:
+        if anchor is not None:
+            _warn(missing_anchor([case], anchor))
+
     result = run_map(
         stream, ctx, out_dir, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
-        validate=validate, write_extras=extras,
+        validate=validate, write_extras=extras, on_case=check_anchor,
         check_rejects=lambda rejects: _report_rejects(rejects, out_dir, keep_going),
     )  # fmt: skip
     _warn_unverified(ctx)
@@ -287,6 +303,8 @@ def summary_command(
             exit_code=2,
         )
     results = summarise(cases, definition)
+    _warn(missing_anchor(cases, definition.anchor))
+    _warn(unmatched_text_tests(cases, definition))
     if plots is not None:
         from fhir_cart.plots import write_plots
 
@@ -788,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = app(args=args, standalone_mode=False)
     except FatalError as exc:
-        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(exc.describe())}", highlight=False)
         return exc.exit_code
     except FhirClientError as exc:
         err.print(f"[red]error:[/red] {escape(_server_problem(exc))}", highlight=False)

@@ -96,17 +96,39 @@ class FatalError(FhirCartError):
         if exit_code is not None:
             self.exit_code = exit_code
 
+    def describe(self) -> str:
+        """What the CLI prints for it."""
+        return self.message
+
 
 class ConfigError(FatalError):
     exit_code = 2
 
 
 class InputError(FatalError):
-    exit_code = 3
+    """A study file was rejected. ``str()`` is the headline and every reject under it (the
+    CLI, the service's problem documents and job errors all show the whole list);
+    ``listed``: the caller has shown the rejects already (the CLI prints only the
+    headline then)."""
 
-    def __init__(self, message: str, rejects: list[Reject]) -> None:
+    exit_code = 3
+    shown = 50
+    """Rejects written out in ``str()``; the rest are counted (all are in ``rejects``)."""
+
+    def __init__(self, message: str, rejects: list[Reject], *, listed: bool = False) -> None:
         super().__init__(message)
         self.rejects = rejects
+        self.listed = listed
+
+    def __str__(self) -> str:
+        lines = [self.message]
+        lines += [f"  - {r.describe()}" for r in self.rejects[: self.shown]]
+        if len(self.rejects) > self.shown:
+            lines.append(f"  ... and {len(self.rejects) - self.shown} more")
+        return "\n".join(lines)
+
+    def describe(self) -> str:
+        return self.message if self.listed else str(self)
 
 
 class TerminologyError(FatalError):

@@ -30,6 +30,7 @@ from fhir_cart.errors import FatalError, Reject
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import map_case
 from fhir_cart.readers import StudyStream, stream_study
+from fhir_cart.records import Case
 
 __all__ = ["BundleWriter", "MapResult", "open_study", "run_map"]
 
@@ -100,11 +101,13 @@ def run_map(
     validate: bool = False,
     check_rejects: Callable[[list[Reject]], None] = lambda rejects: None,
     write_extras: Callable[[Path], None] = lambda staging: None,
+    on_case: Callable[[Case], None] = lambda case: None,
 ) -> MapResult:
     """Map and write the stream into ``out_dir`` (ndjson/, bundles/). ``check_rejects`` is
     given every reject once the file is read; it raises to stop the job, and then nothing
     but what it wrote itself is left in ``out_dir``. ``write_extras`` writes further files
-    into the staging folder, after the mapping (it may use what the mapping learned)."""
+    into the staging folder, after the mapping (it may use what the mapping learned).
+    ``on_case`` sees each case as it is read (e.g. to warn of a missing anchor)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fhir-cart-map-", dir=out_dir))
     result = MapResult()
@@ -113,6 +116,7 @@ def run_map(
         with NdjsonWriter(staging / "ndjson") as writer:
             bundles = BundleWriter(staging / "bundles", bundle_size, mode)
             for case in stream:
+                on_case(case)
                 resources, restyle = map_case(relative, case)
                 if validate:
                     for resource in resources:

@@ -14,6 +14,7 @@ Columns of a read sheet that the mapping neither maps nor ignores are listed in
 
 from __future__ import annotations
 
+import calendar
 import csv
 import datetime as dt
 import difflib
@@ -45,6 +46,7 @@ from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
 from fhir_cart.records import COMPARATORS, Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.study_mapping import (
+    ASSUMABLE,
     CANONICAL_VALUE_FIELDS,
     SEXES,
     EventSpec,
@@ -82,6 +84,8 @@ _QUANTITY = re.compile(rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<unit>{_UN
 _RANGE = re.compile(
     rf"^(?P<low>{_NUM})\s*(?:-|–|—|\.\.|to|bis)\s*(?P<high>{_NUM})\s*(?P<unit>{_UNIT})?$"
 )
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+_EXPONENT = re.compile(r"[eE]")
 _UNIT_TEXT = str.maketrans({"²": "2", "³": "3", "µ": "u", "μ": "u", "×": "x"})
 
 
@@ -133,7 +137,78 @@ def _text_date(text: str, formats: tuple[str, ...]) -> dt.date:
             return dt.datetime.strptime(text, fmt).date()
         except ValueError:
             continue
+    for fmt in formats:
+        impossible = _impossible_date(text, fmt)
+        if impossible is not None:
+            raise ValueError(f"{impossible} (read as {fmt})")
     raise ValueError(f"not a date; expected one written as {' or '.join(formats)}")
+
+
+_DATE_PARTS = {
+    "%d": r"(?P<d>\d{1,2})", "%m": r"(?P<m>\d{1,2})", "%Y": r"(?P<Y>\d{4})",
+    "%y": r"(?P<y>\d{2})", "%H": r"\d{1,2}", "%M": r"\d{1,2}", "%S": r"\d{1,2}",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _date_shape(fmt: str) -> re.Pattern[str] | None:
+    """A format's shape with its day, month and year as groups (None: a format with other
+    directives, e.g. month names, whose slips are not explained)."""
+    parts = re.split(r"(%.)", fmt)
+    if any(p.startswith("%") and p not in _DATE_PARTS for p in parts if len(p) == 2):
+        return None
+    pattern = "".join(_DATE_PARTS.get(p, re.escape(p)) for p in parts)
+    return re.compile(pattern) if "(?P<d>" in pattern and "(?P<m>" in pattern else None
+
+
+def _impossible_date(text: str, fmt: str) -> str | None:
+    """Why ``text``, written in the shape of ``fmt``, is no date ('day 31 does not exist in
+    February 2024'); None when it is not written in that shape."""
+    shape = _date_shape(fmt)
+    match = shape.fullmatch(text) if shape is not None else None
+    if match is None:
+        return None
+    day, month = int(match["d"]), int(match["m"])
+    if not 1 <= month <= 12:
+        return f"month {month} does not exist"
+    groups = match.groupdict()
+    if groups.get("Y") is not None:
+        year = int(groups["Y"])
+    elif groups.get("y") is not None:
+        year = dt.datetime.strptime(groups["y"], "%y").year
+    else:
+        return None
+    if year < 1:
+        return f"year {year} does not exist"
+    if 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None  # the date exists: something else in the text is wrong
+    return f"day {day} does not exist in {_MONTHS[month - 1]} {year}"
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+
+
+class _Unholdable(ValueError):
+    """A number written in a cell that a double cannot hold."""
+
+
+def _number(text: str) -> float:
+    """A number written as text ('1,5', '1e-4') as a float; ValueError for one a double
+    cannot hold: too large (1e309 would read as infinity) or too small (1e-400 would read
+    as 0), and for 'inf' or 'nan'."""
+    number = float(text.replace(",", "."))
+    if not math.isfinite(number):
+        raise _Unholdable(
+            f"the number {text} is too large to be a measured value; check the cell "
+            "(a typo in the exponent?)"
+        )
+    if number == 0.0 and _NONZERO_DIGIT.search(_EXPONENT.split(text, maxsplit=1)[0]):
+        raise _Unholdable(
+            f"the number {text} is too small to hold (it would read as 0); check the cell "
+            "(a typo in the exponent?)"
+        )
+    return number
 
 
 def _to_float(value: Any) -> float:
@@ -142,7 +217,9 @@ def _to_float(value: Any) -> float:
     if isinstance(value, int | float):
         return float(value)
     try:
-        return float(str(value).strip().replace(",", "."))
+        return _number(str(value).strip())
+    except _Unholdable:
+        raise
     except ValueError:
         raise ValueError("expected a number") from None
 
@@ -209,7 +286,7 @@ def parse_quantity(cell: Any) -> tuple[str | None, float, str | None]:
     if match is None:
         raise ValueError("expected a number, with a comparator and unit if any ('<0.01 %')")
     unit = _unit_text(match["unit"]) if match["unit"] else None
-    return match["cmp"], float(match["num"].replace(",", ".")), unit
+    return match["cmp"], _number(match["num"]), unit
 
 
 def fit_unit(number: float, unit: str, units: tuple[str, ...], convert: bool) -> tuple[float, str]:
@@ -230,6 +307,22 @@ def fit_unit(number: float, unit: str, units: tuple[str, ...], convert: bool) ->
         if units_compatible(unit, other):
             return convert_unit(number, unit, other), other
     raise ValueError(f"unit {unit!r} is not one of {', '.join(units)} nor convertible to them")
+
+
+def _column_kind(written: str | None, declared: tuple[str, ...], name: str = "value") -> None:
+    """A unit written in a cell must measure what the column's declared unit (or another
+    unit the mapping lists for the column) measures: '1,5 g' in a mg/m2 column is a
+    reject, not a fixed dose of 1,500 mg."""
+    if written is None or not declared or not is_ucum(written):
+        return  # no unit written, none declared, or not UCUM (fit_unit says so)
+    if any(units_compatible(written, unit) for unit in declared):
+        return
+    listed = ", ".join([*declared, written])
+    raise ValueError(
+        f"unit {written!r} does not measure what this column's unit {declared[0]!r} measures; "
+        f"correct the cell, or, if {written} is right for this column, list it in the "
+        f"mapping: units: {{{name}: [{listed}]}}"
+    )
 
 
 def _checked_number(number: float, unit: str | None, low: float | None, high: float | None) -> None:
@@ -298,8 +391,11 @@ def _coded(ctx: _Context, value_set: str, is_open: bool, cell: Any) -> str:
     raise ValueError(ctx.expected(value_set))
 
 
-def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -> Scalar:
-    """An attribute cell as its scalar (quantity: number in the attribute's first unit)."""
+def _attribute(
+    ctx: _Context, attr: AttributeDef, cell: Any, declared: tuple[str, ...] = (), name: str = ""
+) -> Scalar:
+    """An attribute cell as its scalar (quantity: number in the attribute's first unit;
+    ``declared``: the units the mapping gives the column of field ``name``)."""
     kind = attr.type
     if kind == "coded":
         assert attr.value_set is not None
@@ -308,7 +404,8 @@ def _attribute(ctx: _Context, attr: AttributeDef, cell: Any, unit: str | None) -
         number: float
         if kind == "quantity":
             _, number, written = parse_quantity(cell)
-            given = written or unit or attr.units[0]
+            _column_kind(written, declared, name)
+            given = written or (declared[0] if declared else attr.units[0])
             number, _ = fit_unit(number, given, attr.units[:1], True)
         else:
             number = _to_int(cell) if kind == "integer" else _to_float(cell)
@@ -432,6 +529,7 @@ def _make_event(**fields: Any) -> Event:
         and (value is None or type(value) is Value)
         and _text(fields["source_text"], 1000, 0)
         and _text(fields["origin"], 64, 0)
+        and _text(fields["assumed"], 1000)
         and all(
             _text(k, len(k), 0)
             and type(v) in _SCALARS
@@ -449,8 +547,11 @@ def _make_event(**fields: Any) -> Event:
 # -- values ---------------------------------------------------------------------------------
 
 
-def _quantity(value: ValueDef, cell: Any, unit: str | None, comparator: str | None) -> Value:
+def _quantity(
+    value: ValueDef, cell: Any, unit: str | None, comparator: str | None, declared: tuple[str, ...]
+) -> Value:
     cmp, number, written = parse_quantity(cell)
+    _column_kind(written, declared)
     given = written or unit
     if value.type == "integer" and not number.is_integer():
         raise ValueError("expected a whole number")
@@ -462,12 +563,14 @@ def _quantity(value: ValueDef, cell: Any, unit: str | None, comparator: str | No
     return _make_value(number=number, unit=given, comparator=cmp or comparator)
 
 
-def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
+def _range(value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ...]) -> Value:
     match = _RANGE.match(_to_text(cell))
     if match is None:
         raise ValueError("expected a range such as '1-2' or '1–2 mg'")
-    low, high = (float(match[k].replace(",", ".")) for k in ("low", "high"))
-    given = _unit_text(match["unit"]) if match["unit"] else unit or value.units[0]
+    low, high = (_number(match[k]) for k in ("low", "high"))
+    written = _unit_text(match["unit"]) if match["unit"] else None
+    _column_kind(written, declared)
+    given = written or unit or value.units[0]
     low, fitted = fit_unit(low, given, value.units, value.convert)
     high, _ = fit_unit(high, given, value.units, value.convert)
     for number in (low, high):
@@ -476,9 +579,14 @@ def _range(value: ValueDef, cell: Any, unit: str | None) -> Value:
 
 
 def _typed_value(
-    ctx: _Context, concept: ConceptDef, cell: Any, unit: str | None, comparator: str | None
+    ctx: _Context,
+    concept: ConceptDef,
+    cell: Any,
+    unit: str | None,
+    comparator: str | None,
+    declared: tuple[str, ...] = (),
 ) -> Value:
-    """One value cell read by the concept's value type."""
+    """One value cell read by the concept's value type (``declared``: the column's units)."""
     value = concept.value
     kind = value.type
     if kind == "none":
@@ -488,7 +596,7 @@ def _typed_value(
     if kind == "boolean":
         return _make_value(boolean=_to_bool(cell))
     if kind == "range":
-        return _range(value, cell, unit)
+        return _range(value, cell, unit, declared)
     if kind in ("coded", "quantity_or_coded"):
         assert value.value_set is not None
         word = ctx.word(value.value_set, cell)
@@ -500,10 +608,12 @@ def _typed_value(
             raise ValueError(ctx.expected(value.value_set))
         try:
             parse_quantity(cell)
+        except _Unholdable:
+            raise
         except ValueError:
             words = ", ".join(ctx.library.words(value.value_set))
             raise ValueError(f"expected one of {words}, or a number such as '<0.01 %'") from None
-    return _quantity(value, cell, unit, comparator)
+    return _quantity(value, cell, unit, comparator, declared)
 
 
 def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any]) -> Value:
@@ -534,7 +644,10 @@ def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any
 
 
 def _value(
-    ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any], units: Mapping[str, str]
+    ctx: _Context,
+    concept: ConceptDef,
+    cells: Mapping[str, Any],
+    units: Mapping[str, tuple[str, ...]],
 ) -> Value | None:
     canonical = {k: cells[k] for k in CANONICAL_VALUE_FIELDS if k in cells}
     if canonical:
@@ -549,11 +662,15 @@ def _value(
         if extra:
             raise _FieldError(extra[0], "given without a value")
         return None
-    unit = _to_text(cells["unit"]) if "unit" in cells else units.get("value")
-    unit = None if unit is None else _unit_text(unit)
+    declared = units.get("value", ())
+    if "unit" in cells:  # the row states its unit: the column's default does not apply
+        unit: str | None = _unit_text(_to_text(cells["unit"]))
+        declared = ()
+    else:
+        unit = _unit_text(declared[0]) if declared else None
     cmp = _comparators(_to_text(cells["comparator"])) if "comparator" in cells else None
     try:
-        return _typed_value(ctx, concept, cells[name], unit, cmp)
+        return _typed_value(ctx, concept, cells[name], unit, cmp, declared)
     except ValidationError as exc:
         raise _FieldError(name, validation_reason(exc)) from None
     except ValueError as exc:
@@ -949,9 +1066,10 @@ def _needed_columns(plan: _Plan) -> dict[str, str]:
 def _header_problems(sheet: _Sheet, plan: _Plan) -> list[Reject]:
     """Columns the spec names that the header lacks or holds twice."""
     problems = []
+    optional = plan.spec.optional
     for column, fld in _needed_columns(plan).items():
         count = sheet.header.count(column)
-        if count == 1:
+        if count == 1 or (count == 0 and fld in optional):
             continue
         if count > 1:
             reason = f"column for {fld} appears {count} times in the header"
@@ -963,6 +1081,22 @@ def _header_problems(sheet: _Sheet, plan: _Plan) -> list[Reject]:
             Reject(sheet.source, sheet.header_row, column, None, reason, sheet.sheet or plan.name)
         )
     return problems
+
+
+def _check_patient_rows(sheet: _Sheet) -> None:
+    """A patient table with a header and no row is an error, never "0 patients"."""
+    none = object()
+    if sheet.header and next(sheet.column(sheet.header[0]), none) is not none:
+        return  # a row that is not blank (read by column: no row is built twice)
+    place = f"{sheet.source}" + (f", sheet {sheet.sheet}" if sheet.sheet else "")
+    reason = (
+        f"no patient rows below the header (row {sheet.header_row}); fill in the patient "
+        "rows, or set `header_row` in the mapping if the header is further down"
+    )
+    raise InputError(
+        f"{place}: {reason}",
+        [Reject(sheet.source, sheet.header_row, None, None, reason, sheet.sheet or "patients")],
+    )
 
 
 def _unmapped(
@@ -1052,7 +1186,7 @@ def _gather(plan: _Plan, raw: Row) -> tuple[dict[str, Any], dict[str, str]] | No
 
 
 def _attributes(
-    ctx: _Context, concept: str, cells: Mapping[str, Any], units: Mapping[str, str]
+    ctx: _Context, concept: str, cells: Mapping[str, Any], units: Mapping[str, tuple[str, ...]]
 ) -> dict[str, Scalar]:
     allowed = ctx.library.concept(concept).attributes
     library = ctx.library.data.attributes
@@ -1066,7 +1200,7 @@ def _attributes(
             reason = f"concept {concept} has no attribute {name}; it allows {listed}"
             raise _FieldError(name, reason)
         try:
-            out[name] = _attribute(ctx, attr, cell, units.get(name))
+            out[name] = _attribute(ctx, attr, cell, units.get(name, ()), name)
         except ValueError as exc:
             raise _FieldError(name, str(exc)) from None
     return out
@@ -1099,11 +1233,24 @@ def _event(
         return _make_event(
             event_id=event_id, concept=concept, when=when, end=end, value=value,
             attributes=attributes, source_text=_source_text(where.plan, where, cells),
-            origin=origin,
+            origin=origin, assumed=_assumed(where, cells),
         )  # fmt: skip
     except ValidationError as exc:
         loc = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
         raise _FieldError(loc if loc in cells else None, validation_reason(exc)) from None
+
+
+def _assumed(where: _Where, cells: Mapping[str, Any]) -> str | None:
+    """The spec's ``assumed`` reason when one of its constants gave this event a time or
+    value (a filled cell wins over a constant: then nothing was assumed); an ``assumed``
+    column (canonical tables) as read."""
+    if "assumed" in cells:
+        return _to_text(cells["assumed"])
+    spec = where.plan.event
+    if spec is None or spec.assumed is None:
+        return None
+    from_constants = (f for f in cells if f not in where.columns and f in spec.constants)
+    return spec.assumed if any(f in ASSUMABLE for f in from_constants) else None
 
 
 def _slug(cell: Any) -> str:
@@ -1152,8 +1299,8 @@ def _patient(
     for name, cell in cells.items():
         if name in attrs:
             try:
-                unit = where.plan.spec.units.get(name)
-                out["attributes"][name] = _attribute(ctx, attrs[name], cell, unit)
+                declared = where.plan.spec.units.get(name, ())
+                out["attributes"][name] = _attribute(ctx, attrs[name], cell, declared, name)
             except ValueError as exc:
                 raise _FieldError(name, str(exc)) from None
     try:
@@ -1209,14 +1356,16 @@ class _Assembly:
     come out in file order however the rows were visited."""
 
     ctx: _Context
+    plans: list[_Plan]
     patients: dict[str, _Patient] = field(default_factory=dict)
     by_row: dict[int, str] = field(default_factory=dict)
     """patients-sheet row -> the patient read from it."""
-    refused_rows: dict[int, str] = field(default_factory=dict)
     refused_ids: dict[str, str] = field(default_factory=dict)
     ordinals: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rejects: list[tuple[int, int, Reject]] = field(default_factory=list)
     """(spec index, row, reject)."""
+    seen: set[tuple[Any, ...]] = field(default_factory=set)
+    """Each reject's place and reason (one reject per cause)."""
     keep_sources: bool = False
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
     """With ``keep_sources``: study id -> :attr:`_Patient.located` of each case given out."""
@@ -1236,20 +1385,31 @@ class _Assembly:
                 self.patients[sid].located[""] = where.location()
             self.by_row[where.row] = sid
         except _FieldError as exc:
-            self.rejects.append((0, where.row, where.reject(exc.field, str(exc))))
+            said = str(exc)
+            if any(not p.own_sheet for p in self.plans[1:]):
+                said += "; the patient and their events on this row are not read"
+            self._reject(0, where, exc.field, said)
             reason = f"the patient's row {where.row} was rejected: {exc}"
-            self.refused_rows[where.row] = reason
             sid_cell = cells.get("study_id")
             refused = None if sid_cell is None else _to_text(sid_cell)
             if refused is not None and refused not in self.patients:
                 self.refused_ids.setdefault(refused, reason)
 
-    def _owner(self, plan: _Plan, where: _Where, cells: Mapping[str, Any]) -> _Patient:
+    def _reject(self, order: int, where: _Where, fld: str | None, reason: str) -> None:
+        """Keep one reject per cause: a cell that two specs read is listed once."""
+        reject = where.reject(fld, reason)
+        key = (where.sheet.source, where.sheet.sheet, reject.row, reject.column, reject.value,
+               reject.reason)  # fmt: skip
+        if key not in self.seen:
+            self.seen.add(key)
+            self.rejects.append((order, where.row, reject))
+
+    def _owner(self, plan: _Plan, where: _Where, cells: Mapping[str, Any]) -> _Patient | None:
+        """The patient a row belongs to; None for an event on a rejected patient's own row
+        (that row's reject says so)."""
         if not plan.own_sheet:
             sid = self.by_row.get(where.row)
-            if sid is None:
-                raise _FieldError("study_id", self.refused_rows[where.row])
-            return self.patients[sid]
+            return None if sid is None else self.patients[sid]
         if "study_id" not in cells:
             raise _FieldError("study_id", "an event row needs a patient id")
         sid = _to_text(cells["study_id"])
@@ -1271,6 +1431,8 @@ class _Assembly:
         where = _Where(where.sheet, plan, where.row, where.raw, columns)
         try:
             owner = self._owner(plan, where, cells)
+            if owner is None:
+                return
             self.ordinals[(plan.name, owner.record.study_id)] += 1
             ordinal = self.ordinals[(plan.name, owner.record.study_id)]
             event_id = _event_id(plan, where, cells, ordinal)
@@ -1282,7 +1444,7 @@ class _Assembly:
             event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
             _plausible(self.ctx, event, owner.record.birth_date)
         except _FieldError as exc:
-            self.rejects.append((order, where.row, where.reject(exc.field, str(exc))))
+            self._reject(order, where, exc.field, str(exc))
             return
         owner.ids[event_id] = f"{where.sheet.sheet or where.sheet.source} row {where.row}"
         owner.events.append(event)
@@ -1300,9 +1462,9 @@ class _Assembly:
         done = self.cases()
         self.patients.clear()
         self.by_row.clear()
-        self.refused_rows.clear()
         self.refused_ids.clear()
         self.ordinals.clear()
+        self.seen.clear()
         return done
 
 
@@ -1534,6 +1696,7 @@ def _stream_mapped(
                 for p in _header_problems(sheet, plan)]  # fmt: skip
     if problems:
         raise InputError(f"{path.name}: the mapping does not fit the file", problems)
+    _check_patient_rows(sheets[0])
     unmapped = _unmapped(sheets, plans, mapping.ignore)
     rejects: list[Reject] = []
     stack = ExitStack()
@@ -1542,7 +1705,7 @@ def _stream_mapped(
     except BaseException:
         stack.close()
         raise
-    acc = _Assembly(ctx, keep_sources=keep_sources)
+    acc = _Assembly(ctx, plans, keep_sources=keep_sources)
     cases = _assemble(acc, plans, sheets, feeds, stack, rejects)
     return StudyStream(cases, rejects, unmapped, feeds is not None, acc.sources)
 

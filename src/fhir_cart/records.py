@@ -138,6 +138,9 @@ class Event(BaseModel):
     origin: str | None = Field(default=None, max_length=64)
     """FHIR resource type an event was pulled from when it is not the concept's own
     (e.g. ``MedicationRequest`` for a drug concept)."""
+    assumed: str | None = Field(default=None, min_length=1, max_length=1000)
+    """Why the mapping supplied a time or value the source does not state (the mapping's
+    ``assumed:``); None: everything came from the source."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

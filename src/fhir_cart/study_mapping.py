@@ -23,7 +23,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
 from fhir_cart.errors import ConfigError, validation_reason
@@ -74,7 +81,7 @@ CANONICAL_VALUE_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 EVENT_FIELDS: tuple[str, ...] = (
     "study_id", "concept", "event_id", *WHEN_FIELDS, "value", "unit", "comparator", "text",
-    "source_text", "origin", *CANONICAL_VALUE_FIELDS,
+    "source_text", "origin", "assumed", *CANONICAL_VALUE_FIELDS,
 )  # fmt: skip
 """Fixed event fields (any attribute key of the library is a field too)."""
 
@@ -139,8 +146,21 @@ class _Spec(BaseModel):
     """field -> {source word: canonical value, several fields, or null}."""
     constants: dict[str, Cell] = Field(default_factory=dict)
     """field -> value used when the row has none (no column, or a blank cell)."""
-    units: dict[str, str] = Field(default_factory=dict)
-    """number field -> UCUM unit of a bare number in it."""
+    optional: tuple[str, ...] = ()
+    """Fields whose column may be missing from the header (then read as blank), e.g. a
+    column that files written by an older version lack."""
+    units: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """number field -> UCUM unit of a bare number in it (the column's unit), or a list: that
+    unit first, then the units of other kinds the column may also hold. A unit written in a
+    cell must measure what one of them measures (``1,5 g`` in a mg/m2 column is rejected
+    unless a mass unit is listed)."""
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _unit_lists(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
 
     def words(self, where: str) -> list[str]:
         """Words listed twice with different meanings."""
@@ -177,6 +197,9 @@ class EventSpec(_Spec):
     """The concept of every event of this spec (else map or set ``concept`` as a field)."""
     key: tuple[str, ...] = ()
     """Source columns whose cells make the stable event key."""
+    assumed: str | None = Field(default=None, min_length=3, max_length=1000)
+    """Why a constant time or value of this spec is a fair assumption although the source
+    does not state it (e.g. the unit's protocol); its events are marked as assumed."""
 
     @model_validator(mode="after")
     def _check(self) -> EventSpec:
@@ -346,12 +369,20 @@ class _Checker:
             self.found += _word_problems(where, words, allowed, attr.open)
 
     def units(self, where: str, spec: _Spec, attrs: Mapping[str, AttributeDef]) -> None:
-        for name, unit in spec.units.items():
+        self.found += [
+            f"{where}.optional.{name}: not a field of `columns`"
+            for name in spec.optional
+            if name not in spec.columns
+        ]
+        for name, units in spec.units.items():
             attr = attrs.get(name)
             if name not in ("value", "value_number") and (attr is None or attr.type != "quantity"):
                 self.found.append(f"{where}.units.{name}: not a value or a quantity attribute")
-            if not is_ucum(unit):
-                self.found.append(f"{where}.units.{name}: {unit!r} is not a UCUM unit")
+            if not units:
+                self.found.append(f"{where}.units.{name}: list at least one unit")
+            for unit in units:
+                if not is_ucum(unit):
+                    self.found.append(f"{where}.units.{name}: {unit!r} is not a UCUM unit")
 
     def event(self, spec: EventSpec, where: str) -> None:
         concepts = self.concepts(spec, where)
@@ -421,6 +452,54 @@ class _Checker:
                     self.found.append(f"{where}.constants.{name}: no concept {window[2]!r}")
             elif name.endswith("_anchor") and not self.lib.has(str(value)):
                 self.found.append(f"{where}.constants.{name}: no concept {value!r}")
+        self.found += assumption_problems(spec, where, self.mapping.anchor)
+
+
+_ASSUMABLE_TIME = frozenset(WHEN_FIELDS)
+_ASSUMABLE_VALUE = frozenset(("value", "text", "unit", "comparator", *CANONICAL_VALUE_FIELDS))
+ASSUMABLE: frozenset[str] = _ASSUMABLE_TIME | _ASSUMABLE_VALUE
+"""Fields whose constant supplies a time or a value of the event."""
+
+
+def _from_cells(spec: EventSpec) -> set[str]:
+    """Fields a row's cells set: mapped columns and the fields their words stand for."""
+    found = set(spec.columns)
+    for words in spec.values.values():
+        for target in words.values():
+            if isinstance(target, dict):
+                found.update(target)
+    return found
+
+
+def _definitional(spec: EventSpec, anchor: str | None) -> bool:
+    """The anchor concept's own event on its day 0: a time by definition, not assumed."""
+    times = {k: v for k, v in spec.constants.items() if k in _ASSUMABLE_TIME}
+    return (
+        anchor is not None
+        and spec.fixed_concept() == anchor
+        and times.get("when_day") == 0
+        and set(times) <= {"when_day", "when_anchor"}
+        and times.get("when_anchor", anchor) == anchor
+    )
+
+
+def assumption_problems(spec: EventSpec, where: str, anchor: str | None) -> list[str]:
+    """A constant time or value on a spec whose row states neither (the row only says that
+    the event happened: a concept word such as 'x', or attributes) is an assumption: refused
+    unless the spec says ``assumed: <reason>``."""
+    supplied = [k for k in spec.constants if k in ASSUMABLE]
+    if spec.assumed is not None and not supplied:
+        return [f"{where}.assumed: no constant of this spec supplies a time or value"]
+    if spec.assumed is not None or _from_cells(spec) & ASSUMABLE or _definitional(spec, anchor):
+        return []
+    return [
+        f"{where}.constants.{name}: {spec.constants[name]!r} supplies a "
+        f"{'time' if name in _ASSUMABLE_TIME else 'value'} the file does not state (its "
+        "row only says that the event happened); map the column that holds it, or say why "
+        "it is a fair assumption with `assumed: <reason>` on this spec (its events are then "
+        "marked as assumed)"
+        for name in supplied
+    ]
 
 
 def check_mapping(mapping: StudyMapping, library: ConceptLibrary) -> list[str]:
@@ -504,6 +583,17 @@ def default_library(mapping: StudyMapping | None = None) -> ConceptLibrary:
     return load_concepts(load_terminology(), extra=extra)
 
 
+def _beside(mapping: StudyMapping, folder: Path) -> StudyMapping:
+    """The mapping with a relative ``study`` path resolved from its file's folder, not the
+    current directory (a study *name* stays a name: mappings/studies)."""
+    from fhir_cart.summary import names_a_file
+
+    study = mapping.study
+    if study is None or not names_a_file(study) or Path(study).is_absolute():
+        return mapping
+    return mapping.model_copy(update={"study": str(folder / study)})
+
+
 def load_study_mapping(path: Path, library: ConceptLibrary | None = None) -> StudyMapping:
     """Read and validate a centre mapping, also against the concept library (default: the
     shared library plus the mapping's own concepts); errors name the file and the key."""
@@ -515,7 +605,7 @@ def load_study_mapping(path: Path, library: ConceptLibrary | None = None) -> Stu
     if not isinstance(raw, dict):
         raise ConfigError(f"mapping file {path} must hold a YAML mapping (key: value) at the top")
     try:
-        mapping = StudyMapping.model_validate(raw)
+        mapping = _beside(StudyMapping.model_validate(raw), path.parent)
     except ValidationError as exc:
         raise ConfigError(f"mapping file {path} is invalid: {_reason(exc)}") from exc
     try:

@@ -65,6 +65,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,10 +85,15 @@ __all__ = [
     "StudyDefinition",
     "SurvivalCurve",
     "SwimmerPlot",
+    "TextTest",
     "TimeResolver",
+    "fold",
     "load_study",
+    "missing_anchor",
+    "names_a_file",
     "study_path",
     "summarise",
+    "unmatched_text_tests",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -368,10 +374,15 @@ def study_path(name_or_path: str | Path) -> Path:
     """A study name (``mappings/studies/<name>.yaml``) or a path to a study file."""
     from fhir_cart.terminology import default_mappings_dir
 
-    text = str(name_or_path)
-    if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
+    if isinstance(name_or_path, Path) or names_a_file(name_or_path):
         return Path(name_or_path)
-    return default_mappings_dir() / "studies" / f"{text}.yaml"
+    return default_mappings_dir() / "studies" / f"{name_or_path}.yaml"
+
+
+def names_a_file(study: str) -> bool:
+    """Whether a study reference is a path (``.yaml``/``.yml``, or with a ``/``), not a name
+    in ``mappings/studies``."""
+    return study.endswith((".yaml", ".yml")) or "/" in study
 
 
 def _default_library() -> ConceptLibrary:
@@ -438,6 +449,18 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+@dataclass(frozen=True)
+class TextTest:
+    """A word of a study file matched against free text (case and spaces ignored)."""
+
+    where: str
+    word: str
+    attribute: str | None
+    """None: the event's value text; else the attribute's key."""
+    concepts: tuple[str, ...] | None
+    """The concepts whose events it tests (None: any)."""
+
+
 class _Checker:
     """Cross-checks a parsed study against the concept library."""
 
@@ -445,6 +468,8 @@ class _Checker:
         self.study = study
         self.lib = library
         self.problems: list[str] = []
+        self.text_tests: list[TextTest] = []
+        """Words matched against free text (an open value set, a text value or attribute)."""
 
     def run(self) -> list[str]:
         study = self.study
@@ -576,10 +601,13 @@ class _Checker:
             if value.value_set is not None:
                 pool.update(self.lib.words(value.value_set))
                 is_open = is_open or value.open
+            elif value.type == "text" and concepts is not None:
+                is_open = True  # a text value: the words are matched against its text
         if concepts is not None and not pool and not is_open:
-            self.problems.append(f"{where}: {', '.join(concepts)} has no coded value")
+            self.problems.append(f"{where}: {', '.join(concepts)} has no coded value or text")
             return
         if is_open:
+            self.text_tests += [TextTest(where, w, None, concepts) for w in words if w not in pool]
             return
         for word in words:
             if word not in pool:
@@ -607,6 +635,12 @@ class _Checker:
         for value in values or ():
             if value is None:
                 continue
+            listed = self.lib.words(attr.value_set) if attr.value_set else ()
+            free = attr.type == "text" or (
+                attr.type == "coded" and attr.open and value not in listed
+            )
+            if free and isinstance(value, str):
+                self.text_tests.append(TextTest(where, value, key, concepts))
             if attr.type == "coded" and not attr.open:
                 words = self.lib.words(attr.value_set or "")
                 if value not in words:
@@ -744,7 +778,8 @@ class _Patient:
             return False
         value = event.value
         if test.value is not None and (
-            value is None or not (value.code in test.value or value.text in test.value)
+            value is None
+            or not (value.code in test.value or _folded_in(value.text, _folded(test.value)))
         ):
             return False
         number = value.number if value is not None else None
@@ -762,7 +797,8 @@ class _Patient:
             return False
         if test.boolean is not None and (value is None or value.boolean is not test.boolean):
             return False
-        return all(event.attributes.get(k) in allowed for k, allowed in test.attributes.items())
+        attributes = event.attributes
+        return all(_attribute_in(attributes.get(k), ok) for k, ok in test.attributes.items())
 
     def _time_ok(self, test: EventTest, event: Event) -> bool:
         if not test.time_bound:
@@ -866,6 +902,27 @@ class _Patient:
         return float(found)
 
 
+def fold(text: str) -> str:
+    """How a text test compares words: case and runs of spaces ignored ('Hypotension ' is
+    'hypotension')."""
+    return " ".join(text.split()).casefold()
+
+
+@lru_cache(maxsize=4096)
+def _folded(words: tuple[Any, ...]) -> frozenset[Any]:
+    return frozenset(fold(w) if isinstance(w, str) else w for w in words)
+
+
+def _folded_in(text: str | None, folded: frozenset[Any]) -> bool:
+    return text is not None and fold(text) in folded
+
+
+def _attribute_in(found: Scalar | None, allowed: tuple[Scalar | None, ...]) -> bool:
+    if found in allowed:
+        return True
+    return isinstance(found, str) and fold(found) in _folded(allowed)
+
+
 def _median(values: list[float]) -> float | None:
     if not values:
         return None
@@ -911,3 +968,56 @@ def summarise(cases: Iterable[Case], study: StudyDefinition) -> list[MeasureResu
             expected = int(expected)
         results.append(MeasureResult(measure.id, measure.title, value, expected, tuple(ids)))
     return results
+
+
+# -- what a summary cannot say ----------------------------------------------------------
+
+
+def _texts(cases: Iterable[Case], test: TextTest) -> dict[str, str]:
+    """Folded -> as written, of every text the test could match in the cases."""
+    found: dict[str, str] = {}
+    for case in cases:
+        for event in case.events:
+            if test.concepts is not None and event.concept not in test.concepts:
+                continue
+            texts: list[Scalar | None]
+            if test.attribute is None:
+                texts = [] if event.value is None else [event.value.text, event.value.code]
+            else:
+                texts = [event.attributes.get(test.attribute)]
+            for text in texts:
+                if isinstance(text, str):
+                    found.setdefault(fold(text), text)
+    return found
+
+
+def unmatched_text_tests(
+    cases: Sequence[Case], study: StudyDefinition, library: ConceptLibrary | None = None
+) -> list[str]:
+    """A warning for each text test of the study that matches no event, with the closest
+    values present (a spelling that matches nothing counts 0 without a word otherwise)."""
+    checker = _Checker(study, library or _default_library())
+    checker.run()
+    warnings = []
+    for test in checker.text_tests:
+        present = _texts(cases, test)
+        if fold(test.word) in present:
+            continue
+        close = difflib.get_close_matches(fold(test.word), list(present), n=3, cutoff=0.6)
+        shown = [present[c] for c in close] or sorted(present.values())[:5]
+        hint = ("closest values present: " if close else "values present: ") + (
+            ", ".join(map(repr, shown)) if shown else "none"
+        )
+        warnings.append(f"{test.where}: {test.word!r} matches no event; {hint}")
+    return warnings
+
+
+def missing_anchor(cases: Iterable[Case], anchor: str) -> list[str]:
+    """A warning for each patient with no event of the anchor concept: no day of theirs can
+    count from it (study ids are pseudonymous study numbers)."""
+    return [
+        f"patient {case.patient.study_id}: no {anchor} event, the anchor every day of the "
+        "study counts from; add it to the file (its relative days cannot be placed)"
+        for case in cases
+        if not any(e.concept == anchor for e in case.events)
+    ]

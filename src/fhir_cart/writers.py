@@ -55,6 +55,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     *(f"value_{p}" for p in _VALUE_PARTS),
     "source_text",
     "origin",
+    "assumed",
 )
 """Fixed columns of ``events`` (attribute keys follow, sorted)."""
 OTHER_COLUMNS: tuple[str, ...] = (
@@ -94,7 +95,14 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
     return StudyMapping(
         centre=centre,
         patients=PatientSpec(source="patients", columns={c: c for c in patients}),
-        events=(EventSpec(name="events", source="events", columns={c: c for c in events}),),
+        events=(
+            EventSpec(
+                name="events",
+                source="events",
+                columns={c: c for c in events},
+                optional=("assumed",),  # tables written before events could be assumed
+            ),
+        ),
         **own,
     )
 
@@ -119,7 +127,7 @@ def _event_row(study_id: str, event: Event) -> Row:
     row.update(_time_cells("when", event.when))
     row.update(_time_cells("end", event.end))
     row.update(_value_cells(event.value))
-    row.update(source_text=event.source_text, origin=event.origin)
+    row.update(source_text=event.source_text, origin=event.origin, assumed=event.assumed)
     row.update(event.attributes)
     return {k: v for k, v in row.items() if v is not None}
 

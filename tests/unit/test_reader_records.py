@@ -81,11 +81,19 @@ def test_value(fields: dict[str, Any]) -> None:
     ),
     texts,
     texts,
+    texts,
 )
 def test_event(
-    event_id: Any, concept: Any, when: Any, value: Any, attributes: Any, source: Any, origin: Any
+    event_id: Any,
+    concept: Any,
+    when: Any,
+    value: Any,
+    attributes: Any,
+    source: Any,
+    origin: Any,
+    assumed: Any,
 ) -> None:
     same(
         _make_event, Event, event_id=event_id, concept=concept, when=when, end=None,
-        value=value, attributes=attributes, source_text=source, origin=origin,
+        value=value, attributes=attributes, source_text=source, origin=origin, assumed=assumed,
     )  # fmt: skip

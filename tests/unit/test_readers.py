@@ -588,23 +588,23 @@ def test_bad_tables_are_reported_with_where_and_why() -> None:
     mapping = load_study_mapping(MAPPINGS / "centres" / "bad.yaml")
     result = read_study(FIXTURES / "bad" / "tables", mapping)
     got = _reasons(result)
+    also = "; the patient and their events on this row are not read"
     assert got[("patients.csv", 3, "birth_date", "2011-13-45")] == (
-        "not a date; expected one written as %Y-%m-%d"
+        "month 13 does not exist (read as %Y-%m-%d)" + also
     )
-    assert got[("patients.csv", 5, "study_id", "X3")] == "duplicate patient id (row 4 is kept)"
+    assert got[("patients.csv", 5, "study_id", "X3")] == (
+        "duplicate patient id (row 4 is kept)" + also
+    )
     assert got[("mrd.csv", 2, "result", "abc")].startswith("expected one of negative, ")
     assert got[("mrd.csv", 3, "result", "120%")] == "a percentage cannot exceed 100"
     assert got[("mrd.csv", 5, "study_id", "X9")] == "no patient with this id in the patient table"
     assert got[("mrd.csv", 6, "study_id", "X2")] == (
-        "the patient's row 3 was rejected: not a date; expected one written as %Y-%m-%d"
+        "the patient's row 3 was rejected: month 13 does not exist (read as %Y-%m-%d)"
     )
-    # the patient's own events (its follow-up) are rejected with it, with the reason
-    follow_up = [r for r in result.rejects if r.table == "last_follow_up"]
-    assert [(r.row, r.value, r.reason) for r in follow_up] == [
-        (3, "X2", got[("mrd.csv", 6, "study_id", "X2")]),
-        (5, "X3", "the patient's row 5 was rejected: duplicate patient id (row 4 is kept)"),
-    ]
-    assert len(result.rejects) == 8
+    # the patient's own events on its row (its follow-up) go with it: the row's reject says
+    # so, and they are not listed once more (one reject per cause)
+    assert [r for r in result.rejects if r.table == "last_follow_up"] == []
+    assert len(result.rejects) == 6
     # nothing disappears: every row is either read or rejected
     assert len(result.cases) + sum(r.table == "patients" for r in result.rejects) == 4
     kept = sum(len(c.of("mrd")) for c in result.cases)
@@ -615,24 +615,26 @@ def test_bad_wide_sheet_rejects_events_not_patients() -> None:
     result = read_study(FIXTURES / "bad" / "centre_b_bad.csv", load_study_mapping(CENTRE_B_MAPPING))
     got = _reasons(result)
     source = "centre_b_bad.csv"
+    also = "; the patient and their events on this row are not read"
     sex = "unknown word; expected one of w, m, female, male, other, unknown"
-    assert got[(source, 2, "Gender", "x")] == sex
+    assert got[(source, 2, "Gender", "x")] == sex + also
     assert got[(source, 3, "MRD infusion (%)", "abc")].startswith("expected one of negative")
     assert got[(source, 3, "MRD d28 (%)", "150%")] == "a percentage cannot exceed 100"
-    assert got[(source, 4, "CAR-T date", "31.02.2021")] == (
-        "not a date; expected one written as %d.%m.%Y"
-    )
+    # read for the infusion and for the MRD at infusion: one cause, one reject
+    assert [r.reason for r in result.rejects if r.value == "31.02.2021"] == [
+        "day 31 does not exist in February 2021 (read as %d.%m.%Y)"
+    ]
     patient_rejects = [
         (r.row, r.column, r.value, r.reason) for r in result.rejects if r.table == "patients"
     ]
     assert patient_rejects == [
-        (2, "Gender", "x", sex),
-        (5, "Patient", "B-202", "duplicate patient id (row 3 is kept)"),
+        (2, "Gender", "x", sex + also),
+        (5, "Patient", "B-202", "duplicate patient id (row 3 is kept)" + also),
     ]
-    # the events on a rejected patient's row are reported, one line each, not attached elsewhere
-    own_row = [r for r in result.rejects if r.reason.startswith("the patient's row")]
-    assert {(r.row, r.column) for r in own_row} == {(2, "Patient"), (5, "Patient")}
-    assert len(own_row) == 2 * 7  # the 7 filled event groups of each of the two rows
+    # the events on a rejected patient's row are not listed once more each: the row's
+    # reject says they are not read (one reject per cause; it was 7 more lines a row)
+    assert not [r for r in result.rejects if r.reason.startswith("the patient's row")]
+    assert {r.row for r in result.rejects} == {2, 3, 4, 5}
     by_id = {c.patient.study_id: c for c in result.cases}
     assert sorted(by_id) == ["B-202", "B-203"]
     assert by_id["B-202"].of("mrd") == []  # both MRD values of row 3 were bad

@@ -59,6 +59,8 @@ _STRUCTURAL: dict[str, tuple[list[str], str]] = {
     "value-code": (["CodeableConcept"], "A coded value beside (or instead of) the value."),
     "source-text": (["string"], "The source's own words for the event (e.g. 'low pos')."),
     "origin": (["string"], "Resource type the event was pulled from (e.g. MedicationRequest)."),
+    "assumed": (["string"], "Why the mapping supplied a time or value the source does not "
+                "state (its `assumed:` reason): the element it set is an assumption."),
     "event-id": (["string"], "The event's stable id where the resource has no identifier."),
 }  # fmt: skip
 _PATIENT_EVENTS = {

@@ -49,6 +49,7 @@ _OWN_EXTENSIONS = (
     "relative-day",
     "source-text",
     "origin",
+    "assumed",
     "value",
     "value-code",
     "event-id",
@@ -373,6 +374,7 @@ def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **field
     value.update(_extension_value(ctx, concept, resource))
     source = _own(ctx, resource, "source-text")
     origin = _own(ctx, resource, "origin")
+    assumed = _own(ctx, resource, "assumed")
     return Event(
         event_id=event_id_of(ctx, resource, study_id),
         concept=key,
@@ -380,6 +382,7 @@ def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **field
         attributes=attributes,
         source_text=source.get("valueString") if source else None,
         origin=fields.pop("origin", None) or (origin.get("valueString") if origin else None),
+        assumed=assumed.get("valueString") if assumed else None,
         **fields,
     )
 
@@ -600,6 +603,7 @@ def _detail_event(ctx: MappingContext, holder: Json, key: str, when: When | None
     ident = _own(ctx, holder, "event-id")
     source = _own(ctx, holder, "source-text")
     origin = _own(ctx, holder, "origin")
+    assumed = _own(ctx, holder, "assumed")
     return Event(
         event_id=ident["valueString"] if ident else key,
         concept=key,
@@ -609,6 +613,7 @@ def _detail_event(ctx: MappingContext, holder: Json, key: str, when: When | None
         attributes=_extension_attributes(ctx, holder.get("extension")),
         source_text=source.get("valueString") if source else None,
         origin=origin.get("valueString") if origin else None,
+        assumed=assumed.get("valueString") if assumed else None,
     )
 
 

@@ -415,12 +415,15 @@ _PLACERS: dict[str, Callable[[MappingContext, Json, str, AttributeDef, Scalar], 
 
 
 def _details(ctx: MappingContext, event: Event) -> list[Json]:
-    """The source's own words and the resource type an event was pulled from."""
+    """The source's own words, the resource type an event was pulled from, and why the
+    mapping assumed a time or value the source does not state."""
     out: list[Json] = []
     if event.source_text is not None:
         out.append({"url": ctx.ext("source-text"), "valueString": event.source_text})
     if event.origin is not None:
         out.append({"url": ctx.ext("origin"), "valueString": event.origin})
+    if event.assumed is not None:
+        out.append({"url": ctx.ext("assumed"), "valueString": event.assumed})
     return out
 
 

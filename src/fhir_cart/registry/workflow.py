@@ -22,8 +22,10 @@ def study_summariser(definition: RegistryDef) -> Summariser | None:
     if definition.study is None:
         return None
     summary: Any = importlib.import_module("fhir_cart.summary")  # spec §5, its own branch
-    path = definition.resolve(Path(definition.study))
-    study = summary.load_study(str(path) if path.exists() else definition.study)
+    name = definition.study  # a path resolves from the registry file, never the cwd
+    study = summary.load_study(
+        definition.resolve(Path(name)) if summary.names_a_file(name) else name
+    )
 
     def measures(cases: Sequence[Case]) -> list[dict[str, Any]]:
         return [

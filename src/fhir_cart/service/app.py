@@ -43,7 +43,8 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None  # e.g. Allow on a 405
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers)
+        members = getattr(exc, "members", None)  # ProblemError's extension members
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers, members)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -126,6 +127,12 @@ _PROBLEM_SCHEMA = {
         "title": {"type": "string"},
         "status": {"type": "integer"},
         "detail": {"type": "string"},
+        "errors": {
+            "description": "A rejected study file: each reject with its place (file, table "
+            "or sheet, row, column, value) and reason",
+            "type": "array",
+            "items": {"type": "object"},
+        },
     },
 }
 

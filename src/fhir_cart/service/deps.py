@@ -13,22 +13,28 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from fhir_cart.application import Application
 from fhir_cart.cache import Cache
+from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.service import schemas as s
 from fhir_cart.service.guard import key_accepted
 from fhir_cart.settings import Settings
 
 __all__ = [
-    "AppDep", "Auth", "CacheDep", "JobId", "SettingsDep", "get_app", "get_cache", "get_job",
-    "get_settings", "problem", "require_key",
+    "AppDep", "Auth", "CacheDep", "JobId", "ProblemError", "SettingsDep", "get_app", "get_cache",
+    "get_job", "get_settings", "problem", "require_key", "unprocessable",
 ]  # fmt: skip
 
 
 def problem(
-    status: int, title: str, detail: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    members: dict[str, Any] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
+    body.update(members or {})
     return JSONResponse(
         body, status_code=status, media_type="application/problem+json", headers=headers
     )
@@ -79,3 +85,22 @@ def get_job(cache: Cache, job_id: int) -> s.Job:
     if run is None:
         raise HTTPException(404, "no such job")
     return s.Job.from_run(run)
+
+
+class ProblemError(HTTPException):
+    """An HTTP error whose problem document carries extension members (RFC 9457 section
+    3.2), e.g. ``errors``: every reject of a study file, with its place."""
+
+    def __init__(self, status: int, detail: str, **members: Any) -> None:
+        super().__init__(status, detail)
+        self.members = members
+
+
+def unprocessable(exc: FhirCartError) -> HTTPException:
+    """422 for an error of ours: the whole message (an InputError's headline and its list)
+    in ``detail``, and an InputError's rejects as ``errors`` (file, table, row, column,
+    value, reason), as many as its message shows."""
+    if isinstance(exc, InputError):
+        listed = exc.rejects[: InputError.shown]
+        return ProblemError(422, str(exc), errors=[r.as_dict() for r in listed])
+    return HTTPException(422, str(exc))

@@ -37,6 +37,11 @@ class UploadReport(BaseModel):
     events: int
     rejects: list[RejectOut] = Field(description="The first max_rejects_reported rejects")
     rejects_total: int = Field(description="Every reject, including those not listed")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What was read but cannot be used as is, e.g. a patient with no event "
+        "of the study's anchor concept (named by study id)",
+    )
 
 
 class Preview(BaseModel):

@@ -21,8 +21,9 @@ from fhir_cart.cache import Cache
 from fhir_cart.errors import FhirCartError
 from fhir_cart.records import Case
 from fhir_cart.service import schemas as s
-from fhir_cart.service.deps import AppDep, Auth, CacheDep
+from fhir_cart.service.deps import AppDep, Auth, CacheDep, unprocessable
 from fhir_cart.settings import Settings
+from fhir_cart.summary import missing_anchor
 
 __all__ = ["mapping_path", "read_upload", "router"]
 
@@ -98,9 +99,11 @@ def _accept_upload(
         meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None}
         (folder / "meta.json").write_bytes(orjson.dumps(meta))
         try:
-            result = app.read_study(study, app.load_mapping(mapping_file))
+            mapping = app.load_mapping(mapping_file)
+            result = app.read_study(study, mapping)
+            anchor = app.anchor_of(mapping)
         except FhirCartError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise unprocessable(exc) from exc
         except csv.Error as exc:  # e.g. a field over the csv module's 131,072 characters
             raise HTTPException(422, f"the CSV file cannot be read: {exc}") from exc
         listed = app.keep_rejects(cache, result.rejects)
@@ -112,6 +115,7 @@ def _accept_upload(
         events=sum(len(c.events) for c in result.cases),
         rejects=[s.RejectOut(**r.as_dict()) for r in listed],
         rejects_total=len(result.rejects),
+        warnings=missing_anchor(result.cases, anchor) if anchor is not None else [],
     )  # fmt: skip
 
 
@@ -154,5 +158,5 @@ def preview(
             if len(bundles) >= limit:
                 break
     except FhirCartError as exc:  # e.g. an unverified code under strict_terminology
-        raise HTTPException(422, str(exc)) from exc
+        raise unprocessable(exc) from exc
     return s.Preview(bundles=bundles, unverified_codes=ctx.terminology.unverified_report())
