@@ -1,0 +1,323 @@
+"""Dates at the precision the source gives (issue 17, item 2): a year or a month is kept as
+such in the record, the FHIR written back, the tables and the summary's arithmetic, and
+never drops a patient or an event."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+from openpyxl import load_workbook
+
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir, event_id_of
+from fhir_cart.mappers.to_fhir import case_to_fhir, event_order
+from fhir_cart.readers import ReadResult, read_study
+from fhir_cart.records import (
+    Case,
+    Event,
+    PatientRecord,
+    Value,
+    When,
+    date_span,
+    parse_partial_date,
+)
+from fhir_cart.study_mapping import StudyMapping
+from fhir_cart.writers import canonical_mapping, table_rows, write_study
+from tests.conftest import ROOT
+from tests.fhir_schema import SchemaChecker
+
+Json = dict[str, Any]
+FIXTURE = ROOT / "fixtures" / "ehr" / "partial_dates.json"
+
+
+@pytest.fixture(scope="module")
+def schema(fhir_schema_path: Path) -> SchemaChecker:
+    return SchemaChecker(fhir_schema_path)
+
+
+def _load(path: Path) -> Json:
+    data: Json = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+# -- the record -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "date", "precision"),
+    [
+        ("2012", dt.date(2012, 1, 1), "year"),
+        ("2012-05", dt.date(2012, 5, 1), "month"),
+        ("2012-05-17", dt.date(2012, 5, 17), "day"),
+        ("2012-05-17T23:30:00-05:00", dt.date(2012, 5, 17), "day"),
+    ],
+)
+def test_partial_dates_parse_at_their_precision(text: str, date: dt.date, precision: str) -> None:
+    assert parse_partial_date(text) == (date, precision)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("2019-13", "month 13"), ("2019-00", "month 0"), ("2019-02-30", "out of range"),
+     ("2019-5", "not a date"), ("19", "not a date"), ("20.12.2019", "not a date")],
+)  # fmt: skip
+def test_impossible_dates_are_refused_with_the_reason(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_partial_date(text)
+
+
+@pytest.mark.parametrize(
+    ("date", "precision", "span"),
+    [
+        (dt.date(2012, 1, 1), "year", (dt.date(2012, 1, 1), dt.date(2012, 12, 31))),
+        (dt.date(2024, 2, 1), "month", (dt.date(2024, 2, 1), dt.date(2024, 2, 29))),
+        (dt.date(2023, 12, 1), "month", (dt.date(2023, 12, 1), dt.date(2023, 12, 31))),
+        (dt.date(2023, 12, 5), "day", (dt.date(2023, 12, 5), dt.date(2023, 12, 5))),
+    ],
+)
+def test_a_partial_date_spans_its_year_or_month(
+    date: dt.date, precision: Any, span: tuple[dt.date, dt.date]
+) -> None:
+    assert date_span(date, precision) == span
+    assert When(date=date, precision=precision).span == span
+
+
+def test_a_partial_date_is_the_first_day_of_its_period() -> None:
+    with pytest.raises(ValueError, match="first day of its month"):
+        When(date=dt.date(2019, 5, 3), precision="month")
+    with pytest.raises(ValueError, match="first day of its year"):
+        PatientRecord(study_id="a", centre="c", birth_date=dt.date(2012, 5, 1),
+                      birth_precision="year")  # fmt: skip
+
+
+def test_records_dump_partial_dates_as_written_and_day_dates_as_before() -> None:
+    month = When(date=dt.date(2019, 5, 1), precision="month")
+    assert month.model_dump(mode="json", exclude_none=True) == {"date": "2019-05"}
+    assert When.model_validate({"date": "2019-05"}) == month
+    day = When(date=dt.date(2019, 5, 1))
+    assert day.model_dump(mode="json", exclude_none=True) == {"date": "2019-05-01"}
+    assert When.model_validate({"date": "2019-05-01"}) == day
+    born = PatientRecord(study_id="a", centre="c", birth_date="2012")  # type: ignore[arg-type]
+    assert born.birth_precision == "year"
+    assert born.model_dump(mode="json")["birth_date"] == "2012"
+    assert "birth_precision" not in born.model_dump(mode="json")
+    assert PatientRecord.model_validate(born.model_dump(mode="json")) == born
+
+
+# -- pulled resources: fixtures/ehr/partial_dates.json ---------------------------------------
+
+
+def _pulled(ctx: MappingContext) -> tuple[Json, ReverseResult]:
+    data = _load(FIXTURE)
+    return data, cases_from_fhir(ctx, data["resources"])
+
+
+def test_fixture_has_one_expectation_per_resource() -> None:
+    data = _load(FIXTURE)
+    keys = [f"{r['resourceType']}/{r['id']}" for r in data["resources"]]
+    assert len(keys) == len(set(keys)) >= 15
+    assert set(keys) == set(data["expect"])
+
+
+def _tables(result: ReverseResult) -> tuple[dict[str, Json], dict[str, Json]]:
+    patients: dict[str, Json] = {}
+    events: dict[str, Json] = {}
+    for table, row in table_rows(result.cases):
+        if table == "patients":
+            patients[row["study_id"]] = row
+        else:
+            events[f"{row['study_id']}/{row['event_id']}"] = row
+    return patients, events
+
+
+def _cell(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def test_partial_dates_fixture_pulls_as_expected(ctx: MappingContext) -> None:
+    data, result = _pulled(ctx)
+    patients, events = _tables(result)
+    other = {f"{o['resource_type']}/{o['resource_id']}": o for o in result.other}
+    subjects = {f"Patient/{r['id']}" for r in data["resources"] if r["resourceType"] == "Patient"}
+    for resource in data["resources"]:
+        key = f"{resource['resourceType']}/{resource['id']}"
+        want = data["expect"][key]
+        if want["in"] == "patients":
+            row = patients[resource["id"]]
+            assert _cell(row.get("birth_date")) == want.get("birth_date"), key
+            assert row.get("sex") == want.get("sex"), key
+            continue
+        if want["in"] == "other":
+            assert key in other, key
+            assert want["reason"] in other[key]["reason"], (key, other[key]["reason"])
+            continue
+        assert want["in"] == "events", key
+        study_id = resource["subject"]["reference"].split("/")[1]
+        assert f"Patient/{study_id}" in subjects
+        row = events[f"{study_id}/{event_id_of(ctx, resource, study_id)}"]
+        assert row["concept"] == want["concept"], key
+        assert _cell(row.get("when_date")) == want["date"], key
+        if "code" in want:
+            assert row.get("value_code") == want["code"], key
+    assert len(result.other) == sum(1 for w in data["expect"].values() if w["in"] == "other")
+
+
+def test_no_patient_or_event_is_lost_to_a_partial_date(ctx: MappingContext) -> None:
+    _, result = _pulled(ctx)
+    assert sorted(c.patient.study_id for c in result.cases) == ["pd-p1", "pd-p2", "pd-p4"]
+    assert not any("partial" in o["reason"] for o in result.other)
+    by_id = {c.patient.study_id: c for c in result.cases}
+    onset = next(e for e in by_id["pd-p1"].events if e.concept == "diagnosis")
+    assert onset.when == When(date=dt.date(2019, 5, 1), precision="month")
+    assert by_id["pd-p1"].patient.birth_precision == "year"
+    assert by_id["pd-p2"].patient.birth_date == dt.date(2010, 7, 1)
+
+
+# -- written back: FHIR and the tables ---------------------------------------------------------
+
+
+def _partial_case() -> Case:
+    return Case(
+        patient=PatientRecord(study_id="P1", centre="ehr", sex="female",
+                              birth_date=dt.date(2012, 1, 1), birth_precision="year"),
+        events=(
+            Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"),
+                  when=When(date=dt.date(2019, 5, 1), precision="month")),
+            Event(event_id="blin1", concept="blinatumomab",
+                  when=When(date=dt.date(2019, 9, 1), precision="month"),
+                  end=When(date=dt.date(2019, 10, 12))),
+            Event(event_id="cart", concept="cart_infusion",
+                  when=When(date=dt.date(2020, 1, 1), precision="year")),
+            Event(event_id="fu", concept="last_follow_up",
+                  when=When(date=dt.date(2021, 6, 1), precision="month")),
+        ),
+    )  # fmt: skip
+
+
+def test_fhir_output_keeps_the_precision_and_round_trips(
+    ctx: MappingContext, schema: SchemaChecker
+) -> None:
+    case = _partial_case()
+    resources = case_to_fhir(ctx, case)
+    by_type = {r["resourceType"]: r for r in resources}
+    assert by_type["Patient"]["birthDate"] == "2012"
+    assert by_type["Condition"]["onsetDateTime"] == "2019-05"
+    assert by_type["MedicationAdministration"]["effectivePeriod"] == {
+        "start": "2019-09", "end": "2019-10-12"}  # fmt: skip
+    assert by_type["Procedure"]["performedDateTime"] == "2020"
+    follow_up = [e for e in by_type["Patient"]["extension"] if "follow-up" in e["url"]]
+    assert {"url": "date", "valueDate": "2021-06"} in follow_up[0]["extension"]
+    for resource in resources:
+        assert schema.errors(resource) == []
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    (back,) = cases_from_fhir(ctx, resources).cases
+    assert back == case.model_copy(update={"events": tuple(sorted(case.events, key=event_order))})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "json"])
+def test_tables_write_a_year_or_month_as_written_and_read_it_back(tmp_path: Path, fmt: str) -> None:
+    case = _partial_case()
+    written = write_study([case], tmp_path / "out", fmt)  # type: ignore[arg-type]
+    if fmt == "csv":
+        with (tmp_path / "out" / "patients.csv").open(newline="") as handle:
+            assert next(csv.DictReader(handle))["birth_date"] == "2012"
+        with (tmp_path / "out" / "events.csv").open(newline="") as handle:
+            dates = {r["event_id"]: (r["when_date"], r["end_date"]) for r in csv.DictReader(handle)}
+        assert dates == {"dx": ("2019-05", ""), "blin1": ("2019-09", "2019-10-12"),
+                         "cart": ("2020", ""), "fu": ("2021-06", "")}  # fmt: skip
+    elif fmt == "xlsx":
+        sheet = load_workbook(written[0], read_only=True)["patients"]
+        rows = list(sheet.iter_rows(values_only=True))
+        assert rows[1][rows[0].index("birth_date")] == "2012"  # text, not 2012-01-01
+    path = tmp_path / "out" if fmt == "csv" else written[0]
+    result = read_study(path, canonical_mapping("canonical") if fmt != "json" else None)
+    assert result.rejects == []
+    assert result.cases == [case]
+
+
+def test_parquet_writes_a_date_column_with_a_partial_date_as_text(tmp_path: Path) -> None:
+    write_study([_partial_case()], tmp_path, "parquet")
+    patients = pq.read_table(tmp_path / "patients.parquet")
+    assert str(patients.schema.field("birth_date").type) == "string"
+    assert patients.to_pylist()[0]["birth_date"] == "2012"
+    events = pq.read_table(tmp_path / "events.parquet").to_pylist()
+    assert {e["event_id"]: e["when_date"] for e in events}["cart"] == "2020"
+    # a column of days only stays a date column
+    assert {e["event_id"]: e["end_date"] for e in events}["blin1"] == dt.date(2019, 10, 12)
+
+
+# -- study files --------------------------------------------------------------------------------
+
+
+def _study(tmp_path: Path, patients: str, events: str, formats: list[str]) -> ReadResult:
+    folder = tmp_path / "study"
+    folder.mkdir(parents=True)
+    (folder / "patients.csv").write_text(patients, encoding="utf-8")
+    (folder / "events.csv").write_text(events, encoding="utf-8")
+    mapping = StudyMapping.model_validate({
+        "centre": "test", "anchor": "cart_infusion", "date_formats": formats,
+        "patients": {"source": "patients.csv",
+                     "columns": {"study_id": "ID", "birth_date": "DOB", "anchor_date": "CART"}},
+        "events": [{"source": "events.csv", "concept": "disease_status",
+                    "columns": {"study_id": "ID", "when_date": "Date", "when_day": "Day",
+                                "value": "Status"}}],
+    })  # fmt: skip
+    return read_study(folder, mapping)
+
+
+def test_study_files_read_partial_dates_where_the_formats_allow(tmp_path: Path) -> None:
+    result = _study(
+        tmp_path,
+        "ID,DOB,CART\nA,2012,\nB,03/2011,14.02.2020\nC,1.2.2011,\n",
+        "ID,Date,Day,Status\nA,05/2019,,relapse\nB,02/2020,12,complete_remission\n"
+        "C,2020,,relapse\n",
+        ["%d.%m.%Y", "%m/%Y", "%Y"],
+    )
+    assert result.rejects == []
+    cases = {c.patient.study_id: c for c in result.cases}
+    assert cases["A"].patient.birth_text == "2012"
+    assert cases["B"].patient.birth_text == "2011-03"
+    assert cases["C"].patient.birth_text == "2011-02-01"
+    assert cases["A"].events[0].when == When(date=dt.date(2019, 5, 1), precision="month")
+    assert cases["C"].events[0].when == When(date=dt.date(2020, 1, 1), precision="year")
+    # a month beside a day from a full anchor date: the day is stated, so the date is a day
+    assert cases["B"].events[0].when == When(
+        date=dt.date(2020, 2, 26), day=12, anchor="cart_infusion"
+    )
+
+
+def test_study_files_refuse_what_the_formats_do_not_allow(tmp_path: Path) -> None:
+    result = _study(tmp_path, "ID,DOB,CART\nA,2012,2020\n", "ID,Date,Day,Status\n",
+                    ["%d.%m.%Y", "%Y"])  # fmt: skip
+    reasons = {(r.column, r.value): r.reason for r in result.rejects}
+    assert "gives no day" in reasons[("CART", "2020")]
+    result = _study(tmp_path / "b", "ID,DOB,CART\nA,05/2012,\n", "ID,Date,Day,Status\n",
+                    ["%d.%m.%Y"])  # fmt: skip
+    assert [r.column for r in result.rejects] == ["DOB"]
+
+
+def test_a_partial_date_must_hold_the_day_given_beside_it(tmp_path: Path) -> None:
+    result = _study(
+        tmp_path, "ID,DOB,CART\nB,2011,14.02.2020\n",
+        "ID,Date,Day,Status\nB,03/2020,12,complete_remission\n", ["%d.%m.%Y", "%m/%Y", "%Y"],
+    )  # fmt: skip
+    (reject,) = result.rejects
+    assert (reject.column, reject.value) == ("Date", "03/2020")
+    assert "2020-03 is days 16 to 46 after" in reject.reason
+
+
+def test_plausibility_uses_the_whole_span(tmp_path: Path) -> None:
+    # born in 2019, an event in May 2019: possible; an event in 2018: not
+    result = _study(
+        tmp_path, "ID,DOB,CART\nA,2019,\n",
+        "ID,Date,Day,Status\nA,05/2019,,relapse\nA,2018,,relapse\n", ["%m/%Y", "%Y"],
+    )  # fmt: skip
+    assert [(r.column, r.value) for r in result.rejects] == [("Date", "2018")]
+    assert "before the birth date 2019" in result.rejects[0].reason
