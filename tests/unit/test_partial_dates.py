@@ -314,10 +314,11 @@ def test_a_partial_date_must_hold_the_day_given_beside_it(tmp_path: Path) -> Non
 
 
 def test_plausibility_uses_the_whole_span(tmp_path: Path) -> None:
-    # born in 2019, an event in May 2019: possible; an event in 2018: not
+    # born in May 2019: an event in 2019 may be after it (its first day is not); one in
+    # April 2019 cannot
     result = _study(
-        tmp_path, "ID,DOB,CART\nA,2019,\n",
-        "ID,Date,Day,Status\nA,05/2019,,relapse\nA,2018,,relapse\n", ["%m/%Y", "%Y"],
+        tmp_path, "ID,DOB,CART\nA,05/2019,\n",
+        "ID,Date,Day,Status\nA,2019,,relapse\nA,04/2019,,relapse\n", ["%m/%Y", "%Y"],
     )  # fmt: skip
-    assert [(r.column, r.value) for r in result.rejects] == [("Date", "2018")]
-    assert "before the birth date 2019" in result.rejects[0].reason
+    assert [(r.column, r.value) for r in result.rejects] == [("Date", "04/2019")]
+    assert "2019-04 is before the birth date 2019-05" in result.rejects[0].reason
