@@ -29,6 +29,7 @@ from fhir_cart.records import (
     parse_partial_date,
 )
 from fhir_cart.study_mapping import StudyMapping
+from fhir_cart.summary import MeasureResult, TimeResolver, parse_study, summarise
 from fhir_cart.writers import canonical_mapping, table_rows, write_study
 from tests.conftest import ROOT
 from tests.fhir_schema import SchemaChecker
@@ -322,3 +323,98 @@ def test_plausibility_uses_the_whole_span(tmp_path: Path) -> None:
     )  # fmt: skip
     assert [(r.column, r.value) for r in result.rejects] == [("Date", "04/2019")]
     assert "2019-04 is before the birth date 2019-05" in result.rejects[0].reason
+
+
+# -- the summary's arithmetic ---------------------------------------------------------------
+
+INFUSION = dt.date(2021, 3, 8)
+_serial = iter(range(1, 10_000))
+
+
+def _ev(
+    concept: str, text: str | None = None, *, code: str | None = None, day: int | None = None
+) -> Event:
+    """An event dated by ISO text at any precision, or by a day after the infusion."""
+    fields: dict[str, Any] = {}
+    if text is not None:
+        fields["date"], fields["precision"] = parse_partial_date(text)
+    if day is not None:
+        fields.update(day=day, anchor="cart_infusion")
+    value = Value(code=code) if code else None
+    return Event(event_id=f"e{next(_serial)}", concept=concept, when=When(**fields), value=value)
+
+
+def _case(study_id: str, *events: Event) -> Case:
+    return Case(patient=PatientRecord(study_id=study_id, centre="test"), events=events)
+
+
+def _measure(cases: list[Case], measure: dict[str, Any]) -> MeasureResult:
+    definition = parse_study(
+        {"name": "t", "anchor": "cart_infusion", "measures": [{"id": "m", **measure}]}
+    )
+    (result,) = summarise(cases, definition)
+    return result
+
+
+def test_days_from_a_partial_date_are_a_window_not_its_first_day() -> None:
+    c = _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("crs", "2021-04"),
+              _ev("death", "2021"), _ev("icans", "2021-03-20"))  # fmt: skip
+    time = TimeResolver(c, "cart_infusion")
+    spans = [time.interval(e.when) for e in c.events]
+    assert spans == [(0, 0), (24, 53), (-66, 298), (12, 12)]
+    assert [time.day(e) for e in c.events] == [0, None, None, 12]
+
+
+def test_relative_days_from_a_partial_anchor_are_a_window() -> None:
+    c = _case("A", _ev("cart_infusion", "2021-03"), _ev("crs", "2021-04-15"),
+              _ev("icans", day=5))  # fmt: skip
+    time = TimeResolver(c, "cart_infusion")
+    assert time.interval(c.events[1].when) == (15, 45)  # 15 April after 1 to 31 March
+    assert time.day(c.events[2]) == 5  # stated relative to the infusion: exact
+
+
+def test_a_day_test_holds_only_for_the_whole_span_and_says_it_rested_on_one() -> None:
+    cohort = [
+        _case("A", _ev("cart_infusion", INFUSION.isoformat()),
+              _ev("disease_status", "2021-03-20", code="relapse")),
+        # April 2021 is days 24 to 53: not wholly within the first 30 days (its 1st is)
+        _case("B", _ev("cart_infusion", INFUSION.isoformat()),
+              _ev("disease_status", "2021-04", code="relapse")),
+        _case("C", _ev("cart_infusion", INFUSION.isoformat())),
+    ]  # fmt: skip
+    test = {"event": {"concept": "disease_status", "value": "relapse"},
+            "test": {"between": [0, 30]}}  # fmt: skip
+    result = _measure(cohort, {"count": test})
+    assert (result.value, result.patients, result.partial) == (1, ("A",), ("B",))
+    assert result.as_dict()["partial"] == ["B"]
+    assert "partial" not in _measure(cohort[:1], {"count": test}).as_dict()
+
+
+def test_a_median_of_days_leaves_out_a_partial_day_and_says_so() -> None:
+    cohort = [
+        _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=100)),
+        _case("B", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", "2021-05")),
+        _case("C", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=200)),
+    ]
+    result = _measure(cohort, {"median_days": "last_follow_up"})
+    assert (result.value, result.patients, result.partial) == (150, ("A", "C"), ("B",))
+
+
+def test_km_leaves_out_an_event_known_only_to_a_month(tmp_path: Path) -> None:
+    from fhir_cart.plots import survival_data
+
+    cohort = [
+        _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("death", day=90)),
+        # died in June 2021, followed up to day 60: not censored at 60, and no event day
+        _case("B", _ev("cart_infusion", INFUSION.isoformat()), _ev("death", "2021-06"),
+              _ev("last_follow_up", day=60)),
+        _case("C", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=120)),
+    ]  # fmt: skip
+    definition = parse_study({
+        "name": "t", "anchor": "cart_infusion", "measures": [{"id": "n", "count": "all"}],
+        "plots": {"survival": {"overall": {"event": "death", "censor": "last_follow_up"}}},
+    })  # fmt: skip
+    data = survival_data(cohort, definition, "overall")
+    assert dict(zip(data.patients, zip(data.durations, data.events, strict=True), strict=True)) == {
+        "A": (90, True), "C": (120, False)}  # fmt: skip
+    assert (data.excluded, data.partial) == (("B",), ("B",))
