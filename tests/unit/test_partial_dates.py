@@ -418,3 +418,76 @@ def test_km_leaves_out_an_event_known_only_to_a_month(tmp_path: Path) -> None:
     assert dict(zip(data.patients, zip(data.durations, data.events, strict=True), strict=True)) == {
         "A": (90, True), "C": (120, False)}  # fmt: skip
     assert (data.excluded, data.partial) == (("B",), ("B",))
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+
+def test_relative_days_from_a_partial_date_or_anchor_are_a_window() -> None:
+    from fhir_cart.registry.pseudonyms import DateTransform
+
+    day_anchor = DateTransform("relative", "diagnosis", anchor_date=dt.date(2020, 1, 10))
+    assert day_anchor.when(When(date=dt.date(2020, 2, 1), precision="month")) == When(
+        earliest_day=22, latest_day=50, anchor="diagnosis")  # fmt: skip
+    month_anchor = DateTransform("relative", "diagnosis", anchor_date=dt.date(2020, 1, 1),
+                                 anchor_precision="month")  # fmt: skip
+    assert month_anchor.when(When(date=dt.date(2020, 2, 15))) == When(
+        earliest_day=15, latest_day=45, anchor="diagnosis")  # fmt: skip
+    # a day relative to an anchor stays as the source said it
+    kept = When(date=dt.date(2020, 2, 1), precision="month", day=28, anchor="cart_infusion")
+    assert day_anchor.when(kept) == When(day=28, anchor="cart_infusion")
+
+
+def test_a_shift_by_days_never_turns_a_year_or_month_into_a_day() -> None:
+    from fhir_cart.registry.pseudonyms import DateTransform, transform_patient
+
+    shift = DateTransform("shift", "diagnosis", anchor_date=dt.date(2020, 1, 10), offset=-12)
+    assert shift.when(When(date=dt.date(2020, 1, 10))) == When(date=dt.date(2019, 12, 29))
+    # the month is kept as the window of days after the anchor it may be, not shifted
+    assert shift.when(When(date=dt.date(2020, 2, 1), precision="month")) == When(
+        earliest_day=22, latest_day=50, anchor="diagnosis")  # fmt: skip
+    no_anchor = DateTransform("shift", "diagnosis", offset=-12)
+    assert no_anchor.when(When(date=dt.date(2020, 2, 1), precision="month")) is None
+    born = PatientRecord(study_id="a", centre="c", birth_date=dt.date(2012, 1, 1),
+                         birth_precision="year")  # fmt: skip
+    moved = transform_patient(born, shift)
+    assert (moved.birth_date, moved.birth_precision) == (None, "day")
+    assert PatientRecord.model_validate(moved.model_dump(mode="json")) == moved
+    day_born = born.model_copy(update={"birth_date": dt.date(2012, 3, 4), "birth_precision": "day"})
+    assert transform_patient(day_born, shift).birth_date == dt.date(2012, 2, 21)
+
+
+def test_merge_keeps_the_birth_precision_and_a_year_is_not_a_day_in_it() -> None:
+    from fhir_cart.registry.definition import RegistryDef
+    from fhir_cart.registry.merge import merge_patient
+
+    definition = RegistryDef.model_validate({
+        "name": "r", "base_dir": Path(),
+        "centres": [{"id": "a", "mapping": "a.yaml", "data": "a.csv"},
+                    {"id": "b", "mapping": "b.yaml", "data": "b.csv"}],
+        "conflicts": {"default": ["a", "b"]},
+    })  # fmt: skip
+    a = Case(patient=PatientRecord(study_id="A1", centre="a", birth_date=dt.date(2012, 1, 1),
+                                   birth_precision="year"))  # fmt: skip
+    b = Case(patient=PatientRecord(study_id="B1", centre="b", birth_date=dt.date(2012, 1, 1)))
+    merged = merge_patient("r1", [a, b], definition)
+    assert merged.case.patient.birth_text == "2012"  # not 2012-01-01
+    (conflict,) = merged.conflicts  # "2012" and 1 January 2012 are not the same fact
+    assert conflict.field == "birth_date"
+
+
+def test_linkage_takes_no_month_from_a_birth_year_and_no_day_from_a_month() -> None:
+    from fhir_cart.registry.definition import LinkageDef
+    from fhir_cart.registry.linkage import linkage_record
+    from fhir_cart.registry.pseudonyms import Pseudonymiser
+
+    linkage = LinkageDef.model_validate({"birth": True, "dates": {"diagnosis": "diagnosis"}})
+    case = Case(
+        patient=PatientRecord(study_id="A1", centre="a", birth_date=dt.date(2012, 1, 1),
+                              birth_precision="year"),
+        events=(Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"),
+                      when=When(date=dt.date(2019, 5, 1), precision="month")),),
+    )  # fmt: skip
+    record = linkage_record(case, linkage, Pseudonymiser(b"k" * 32))
+    assert (record.birth_year, record.birth_month) == (2012, None)
+    assert record.dates == {"diagnosis": None}

@@ -37,10 +37,12 @@ class Protection:
 
     def transform_for(self, case: Case) -> DateTransform:
         settings = self.definition.pseudonymisation
+        anchored = anchor_date(case, settings.anchor)
         return DateTransform(
             mode=settings.dates,
             anchor=settings.anchor,
-            anchor_date=anchor_date(case, settings.anchor),
+            anchor_date=None if anchored is None else anchored[0],
+            anchor_precision="day" if anchored is None else anchored[1],
             offset=self.pseudonyms.offset(case.patient.study_id, settings.max_shift_days),
         )
 
@@ -77,7 +79,7 @@ class Protection:
             if moved is not None:
                 attributes[key] = moved
         patient = case.patient.model_copy(
-            update={"birth_date": transform.date(case.patient.birth_date), "attributes": attributes}
+            update={**transform.birth(case.patient), "attributes": attributes}
         )
         events = tuple(self.event(e, transform, dates) for e in case.events)
         return Case(patient=patient, events=events)
@@ -105,6 +107,8 @@ class Protection:
                 shown[centre] = "; ".join(render_event(e) for e in events)
             elif isinstance(value, dt.date):
                 shown[centre] = render_when(transform.when(When(date=value)))
+            elif isinstance(value, When):  # a birth date at its precision
+                shown[centre] = render_when(transform.when(value))
             elif conflict.field.startswith("attributes.") and not self._keep(conflict.field[11:]):
                 shown[centre] = "(withheld)"
             else:
@@ -115,8 +119,8 @@ class Protection:
 def render_when(when: When | None) -> str:
     if when is None:
         return "no date"
-    if when.date is not None:
-        return when.date.isoformat()
+    if when.date_text is not None:
+        return when.date_text
     if when.day is not None:
         return f"day {when.day:+d} from {when.anchor}"
     low = "" if when.earliest_day is None else f"{when.earliest_day:+d}"
