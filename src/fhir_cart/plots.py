@@ -125,9 +125,7 @@ def survival_data(
         patient = _Patient(case, study)
         hits = [day for day, _ in _days(patient, curve.event) if day >= 0]
         censor = [day for day, _ in _days(patient, curve.censor)]
-        if _only_window(patient, curve.event) or (
-            not hits and _only_window(patient, curve.censor)
-        ):
+        if _only_window(patient, curve.event) or (not hits and _only_window(patient, curve.censor)):
             excluded.append(case.patient.study_id)
             partial.append(case.patient.study_id)
             continue

@@ -425,7 +425,9 @@ def _make_when(
     precision: Precision = "day",
 ) -> When:
     fields = {"date": date, "day": day, "anchor": anchor, "earliest_day": earliest,
-              "latest_day": latest, "precision": precision}  # fmt: skip
+              "latest_day": latest}  # fmt: skip
+    if precision != "day":  # a day is the default: set only what the source said
+        fields["precision"] = precision
     if (
         precision == "day"
         and (date is None or type(date) is dt.date)
