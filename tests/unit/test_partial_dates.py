@@ -455,3 +455,40 @@ def test_linkage_takes_no_month_from_a_birth_year_and_no_day_from_a_month() -> N
     record = linkage_record(case, linkage, Pseudonymiser(b"k" * 32))
     assert (record.birth_year, record.birth_month) == (2012, None)
     assert record.dates == {"diagnosis": None}
+
+
+def test_a_pull_job_summary_lists_answers_resting_on_partial_dates(tmp_path: Path) -> None:
+    from fhir_cart.application import Application
+    from fhir_cart.service.jobs import _write_pull_outputs
+    from fhir_cart.settings import Settings
+    from fhir_cart.sync.service import PullOutcome
+
+    definition = tmp_path / "study.yaml"
+    definition.write_text(
+        "name: t\nanchor: cart_infusion\nmeasures:\n"
+        "  - {id: fu, median_days: last_follow_up}\n  - {id: n, count: all}\n",
+        encoding="utf-8",
+    )
+    cases = [
+        _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=100)),
+        _case("B", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", "2021-05")),
+    ]
+    app = Application(Settings(data_dir=tmp_path / "data"))
+    _write_pull_outputs(app, PullOutcome(run_id=1, cases=cases), tmp_path, str(definition))
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary == {"fu": 100, "n": 2, "partial-dates": {"fu": ["B"]}}
+
+
+def test_the_printed_summary_marks_a_value_resting_on_a_partial_date() -> None:
+    from rich.console import Console
+
+    from fhir_cart.tables import summary_table
+
+    results = [MeasureResult("fu", "Median follow-up", 100, patients=("A",), partial=("B",)),
+               MeasureResult("n", "Patients", 2, patients=("A", "B"))]  # fmt: skip
+    console = Console(width=120, record=True)
+    console.print(summary_table(results, compare=False, title="t"))
+    text = " ".join(console.export_text().split())  # the caption wraps to the table's width
+    assert "100 †" in text
+    assert "rests on a partial date (a year or a month; days taken as a window) for B" in text
+    assert "2 †" not in text
