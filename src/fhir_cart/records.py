@@ -18,15 +18,7 @@ import datetime as dt
 import re
 from typing import Any, Literal, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 __all__ = [
     "COMPARATORS",
@@ -113,24 +105,18 @@ def _partial_input(data: Any, name: str, precision_name: str) -> Any:
     read as the first day with its precision."""
     if isinstance(data, dict):
         value = data.get(name)
-        if isinstance(value, str) and len(value) < 10 and precision_name not in data:
+        if isinstance(value, str) and len(value.strip()) < 10:
             date, precision = parse_partial_date(value.strip())
+            given = data.get(precision_name, precision)
+            if given != precision:
+                raise ValueError(f"{name} {value!r} is of {precision} precision, not {given}")
             return {**data, name: date, precision_name: precision}
     return data
 
 
-def _partial_output(
-    data: dict[str, Any], info: SerializationInfo, name: str, precision_name: str
-) -> dict[str, Any]:
-    """Day precision is left out (so day-precise records dump as before); in JSON a partial
-    date is written at its precision (``2012``) and the precision is the text's."""
-    precision = data.get(precision_name, "day")
-    if precision == "day":
-        data.pop(precision_name, None)
-    elif info.mode_is_json() and isinstance(data.get(name), str):
-        data[name] = date_text(dt.date.fromisoformat(data[name]), precision)
-        del data[precision_name]
-    return data
+def _is_day(precision: str) -> bool:
+    """Day precision is left out of dumps, so day-precise records dump exactly as before."""
+    return precision == "day"
 
 
 class When(BaseModel):
@@ -153,7 +139,7 @@ class When(BaseModel):
     model_config = _MODEL
 
     date: dt.date | None = None
-    precision: Precision = "day"
+    precision: Precision = Field(default="day", exclude_if=_is_day)
     day: int | None = Field(default=None, ge=-36500, le=36500)
     anchor: str | None = Field(default=None, pattern=_KEY, max_length=64)
     earliest_day: int | None = Field(default=None, ge=-36500, le=36500)
@@ -164,9 +150,9 @@ class When(BaseModel):
     def _partial(cls, data: Any) -> Any:
         return _partial_input(data, "date", "precision")
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return _partial_output(handler(self), info, "date", "precision")
+    @field_serializer("date", when_used="json-unless-none")
+    def _date_json(self, value: dt.date) -> str:
+        return date_text(value, self.precision)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -283,7 +269,7 @@ class PatientRecord(BaseModel):
     centre: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9\-]*$")
     sex: Sex | None = None
     birth_date: dt.date | None = None
-    birth_precision: Precision = "day"
+    birth_precision: Precision = Field(default="day", exclude_if=_is_day)
     """Year or month: the source gives only the birth year or month (``birth_date`` is then
     its first day), as de-identified data usually does."""
     attributes: dict[str, Scalar] = Field(default_factory=dict)
@@ -294,9 +280,9 @@ class PatientRecord(BaseModel):
     def _partial(cls, data: Any) -> Any:
         return _partial_input(data, "birth_date", "birth_precision")
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return _partial_output(handler(self), info, "birth_date", "birth_precision")
+    @field_serializer("birth_date", when_used="json-unless-none")
+    def _birth_json(self, value: dt.date) -> str:
+        return date_text(value, self.birth_precision)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

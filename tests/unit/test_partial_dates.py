@@ -101,15 +101,19 @@ def test_a_partial_date_is_the_first_day_of_its_period() -> None:
 
 def test_records_dump_partial_dates_as_written_and_day_dates_as_before() -> None:
     month = When(date=dt.date(2019, 5, 1), precision="month")
-    assert month.model_dump(mode="json", exclude_none=True) == {"date": "2019-05"}
+    assert month.model_dump(mode="json", exclude_none=True) == {
+        "date": "2019-05", "precision": "month"}  # fmt: skip
     assert When.model_validate({"date": "2019-05"}) == month
+    assert When.model_validate_json(month.model_dump_json()) == month
+    with pytest.raises(ValueError, match="of month precision, not year"):
+        When.model_validate({"date": "2019-05", "precision": "year"})
     day = When(date=dt.date(2019, 5, 1))
     assert day.model_dump(mode="json", exclude_none=True) == {"date": "2019-05-01"}
     assert When.model_validate({"date": "2019-05-01"}) == day
     born = PatientRecord(study_id="a", centre="c", birth_date="2012")  # type: ignore[arg-type]
     assert born.birth_precision == "year"
     assert born.model_dump(mode="json")["birth_date"] == "2012"
-    assert "birth_precision" not in born.model_dump(mode="json")
+    assert "birth_precision" not in born.model_copy(update={"birth_precision": "day"}).model_dump()
     assert PatientRecord.model_validate(born.model_dump(mode="json")) == born
 
 
