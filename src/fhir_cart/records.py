@@ -50,6 +50,9 @@ month *together with* its precision, and every reader of it uses the span
 (:func:`date_span`), never that first day alone."""
 
 _PARTIAL = re.compile(r"(\d{4})(?:-(\d{2}))?")
+_DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
 
 
 def parse_partial_date(text: str) -> tuple[dt.date, Precision]:
@@ -57,19 +60,30 @@ def parse_partial_date(text: str) -> tuple[dt.date, Precision]:
     ignored: the date is the one written) as (first day, precision). ValueError otherwise,
     e.g. for month 13 or 30 February."""
     if len(text) >= 10:
+        found = _DAY.fullmatch(text[:10])
+        if found is None or (len(text) > 10 and text[10] != "T"):
+            raise ValueError(f"{text!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
+        year, month, day = (int(part) for part in found.groups())
+        _month_exists(text, month)
         try:
-            return dt.date.fromisoformat(text[:10]), "day"
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a date: {exc}") from None
+            return dt.date(year, month, day), "day"
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a date: day {day} does not exist in {_MONTHS[month - 1]} {year}"
+            ) from None
     found = _PARTIAL.fullmatch(text)
     if found is None:
         raise ValueError(f"{text!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
     year, month = int(found.group(1)), found.group(2)
     if month is None:
         return dt.date(year, 1, 1), "year"
-    if not 1 <= int(month) <= 12:
-        raise ValueError(f"{text!r} is not a date: month {int(month)} does not exist")
+    _month_exists(text, int(month))
     return dt.date(year, int(month), 1), "month"
+
+
+def _month_exists(text: str, month: int) -> None:
+    if not 1 <= month <= 12:
+        raise ValueError(f"{text!r} is not a date: month {month} does not exist")
 
 
 def date_text(date: dt.date, precision: Precision = "day") -> str:

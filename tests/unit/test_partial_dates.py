@@ -67,8 +67,10 @@ def test_partial_dates_parse_at_their_precision(text: str, date: dt.date, precis
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("2019-13", "month 13"), ("2019-00", "month 0"), ("2019-02-30", "out of range"),
-     ("2019-5", "not a date"), ("19", "not a date"), ("20.12.2019", "not a date")],
+    [("2019-13", "month 13"), ("2019-00", "month 0"),
+     ("2019-02-30", "day 30 does not exist in February 2019"), ("2019-5", "not a date"),
+     ("19", "not a date"), ("20.12.2019", "not a date"),
+     ("2019-05-03x", "not a date"), ("2019-00-01", "month 0")],
 )  # fmt: skip
 def test_impossible_dates_are_refused_with_the_reason(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
