@@ -60,17 +60,7 @@ def parse_partial_date(text: str) -> tuple[dt.date, Precision]:
     ignored: the date is the one written) as (first day, precision). ValueError otherwise,
     e.g. for month 13 or 30 February."""
     if len(text) >= 10:
-        found = _DAY.fullmatch(text[:10])
-        if found is None or (len(text) > 10 and text[10] != "T"):
-            raise ValueError(f"{text!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
-        year, month, day = (int(part) for part in found.groups())
-        _month_exists(text, month)
-        try:
-            return dt.date(year, month, day), "day"
-        except ValueError:
-            raise ValueError(
-                f"{text!r} is not a date: day {day} does not exist in {_MONTHS[month - 1]} {year}"
-            ) from None
+        return _day(text), "day"
     found = _PARTIAL.fullmatch(text)
     if found is None:
         raise ValueError(f"{text!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
@@ -79,6 +69,20 @@ def parse_partial_date(text: str) -> tuple[dt.date, Precision]:
         return dt.date(year, 1, 1), "year"
     _month_exists(text, int(month))
     return dt.date(year, int(month), 1), "month"
+
+
+def _day(text: str) -> dt.date:
+    """``YYYY-MM-DD``, perhaps followed by ``T`` and a time."""
+    found = _DAY.fullmatch(text[:10])
+    if found is None or (len(text) > 10 and text[10] != "T"):
+        raise ValueError(f"{text!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
+    year, month, day = (int(part) for part in found.groups())
+    _month_exists(text, month)
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        where = f"{_MONTHS[month - 1]} {year}"
+        raise ValueError(f"{text!r} is not a date: day {day} does not exist in {where}") from None
 
 
 def _month_exists(text: str, month: int) -> None:
