@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
@@ -498,3 +499,28 @@ def test_the_printed_summary_marks_a_value_resting_on_a_partial_date() -> None:
     assert "100 †" in text
     assert "rests on a partial date (a year or a month; days taken as a window) for B" in text
     assert "2 †" not in text
+
+
+def test_cli_summary_of_partial_dates_says_so_beside_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pulled fixture as NDJSON: three patients (none lost to a year-only birth date), and
+    the days after a CAR-T infusion known only to January 2020 rest on a partial date."""
+    from fhir_cart.cli import main
+
+    data = _load(FIXTURE)
+    lines = b"".join(orjson.dumps(r) + b"\n" for r in data["resources"])
+    (tmp_path / "all.ndjson").write_bytes(lines)
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: t\nanchor: cart_infusion\nmeasures:\n  - {id: n, count: all}\n"
+        "  - {id: status_after, count: {event: {concept: disease_status}, test: {after: 0}}}\n",
+        encoding="utf-8",
+    )
+    assert main(["summary", str(tmp_path / "all.ndjson"), "--json", "--study", str(study)]) == 0
+    captured = capsys.readouterr()
+    # March 2020 after January 2020: days 30 to 90, after day 0 whichever days they were
+    assert orjson.loads(captured.out) == {"n": 3, "status_after": 1}
+    assert "status_after rests on a partial date (a year or a month) for pd-p1" in " ".join(
+        captured.err.split()
+    )
