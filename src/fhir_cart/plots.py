@@ -3,7 +3,8 @@
 
 - Swimmer: one bar per patient from day 0 (the study's anchor) to the latest of the ``end``
   events (e.g. last follow-up, death); each marker (a named event selector) is drawn at the
-  day of every matching event, with a legend. Patients with no resolvable end are left out.
+  day of every matching event, with a legend. Patients with no resolvable end are left out,
+  and so are patients with an end known only to a year or a month (a partial date).
 - Kaplan-Meier: per curve, the duration is the day of the first ``event`` on or after day 0
   (observed), else the day of the latest ``censor`` event (censored). Events before day 0
   (e.g. a relapse before the infusion) are not events of the curve. Patients with neither a
@@ -95,7 +96,8 @@ def _only_window(patient: _Patient, selectors: Sequence[EventTest]) -> bool:
 
 
 def swimmer_rows(cases: Iterable[Case], study: StudyDefinition) -> list[SwimmerRow]:
-    """One row per patient with a resolvable end, in input order."""
+    """One row per patient with a resolvable end, in input order; none for a patient with
+    an end event known only to a year or a month (where the bar ends cannot be told)."""
     config = study.plots.swimmer
     if config is None:
         return []
@@ -103,7 +105,7 @@ def swimmer_rows(cases: Iterable[Case], study: StudyDefinition) -> list[SwimmerR
     for case in cases:
         patient = _Patient(case, study)
         ends = _days(patient, config.end)
-        if not ends:
+        if not ends or _only_window(patient, config.end):
             continue
         end, ended_by = max(ends, key=lambda d: (d[0], d[1] == "death"))  # death wins a tie
         marks = [

@@ -524,3 +524,19 @@ def test_cli_summary_of_partial_dates_says_so_beside_the_json(
     assert "status_after rests on a partial date (a year or a month) for pd-p1" in " ".join(
         captured.err.split()
     )
+
+
+def test_swimmer_draws_no_bar_whose_end_is_known_only_to_a_month() -> None:
+    from fhir_cart.plots import swimmer_rows
+
+    cohort = [
+        _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=90)),
+        # followed up to day 60 and died in June 2021: the bar's end cannot be told
+        _case("B", _ev("cart_infusion", INFUSION.isoformat()), _ev("death", "2021-06"),
+              _ev("last_follow_up", day=60)),
+    ]  # fmt: skip
+    definition = parse_study({
+        "name": "t", "anchor": "cart_infusion", "measures": [{"id": "n", "count": "all"}],
+        "plots": {"swimmer": {"end": ["last_follow_up", "death"], "markers": {}}},
+    })  # fmt: skip
+    assert [(r.study_id, r.end) for r in swimmer_rows(cohort, definition)] == [("A", 90)]
