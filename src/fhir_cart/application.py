@@ -276,10 +276,16 @@ class Application:
         spark: bool = False,
         work: Path | None = None,
         progress: Progress | None = None,
+        allow_new_key: bool = False,
     ) -> tuple[BuildResult, str | None]:
         """Build the registry of ``registry_file`` into ``out`` (and push it to the server
         ``push`` names, when asked). The key comes from settings' ``registry_key`` or the
-        environment; the working copy defaults to ``<data_dir>/registry/<id>``."""
+        environment; the working copy defaults to ``<data_dir>/registry/<id>``.
+
+        A push under a key other than the one of the last push to that server is refused
+        (ConfigError, before anything is built) while the server still holds patients pushed
+        under the old key: every patient would arrive a second time under new pseudonyms.
+        ``allow_new_key`` pushes anyway (both sets stay on the server)."""
         from fhir_cart.concepts import load_concepts
         from fhir_cart.registry.build import build_registry
         from fhir_cart.registry.definition import load_registry
@@ -294,6 +300,8 @@ class Application:
         configured = self.settings.registry_key
         key = registry_key(configured.get_secret_value() if configured else None)
         work = work or self.data_dir / "registry" / definition.id
+        if push is not None and not allow_new_key:
+            asyncio.run(self._check_registry_key(definition, key, push, work))
         terms = load_terminology(self.mappings_dir / "terminology.yaml")
         library = load_concepts(terms, self.mappings_dir / "concepts.yaml")
         result = build_registry(
@@ -304,7 +312,76 @@ class Application:
             return result, None
         if result.registry is None:
             return result, "no input changed: nothing to push"
-        return result, asyncio.run(self._push_registry(result, definition, push, work))
+        message = asyncio.run(self._push_registry(result, definition, push, work))
+        self._record_registry_key(result, key, push, work)
+        return result, message
+
+    def registry_resolve(
+        self, registry_file: Path, tokens: Sequence[str], centres: Sequence[str] = ()
+    ) -> dict[str, tuple[str, str] | None]:
+        """At a centre: which row of its file each Provenance row token stands for (the key
+        as for the build; reads the centre's file with its mapping)."""
+        from fhir_cart.registry.build import resolve_rows
+        from fhir_cart.registry.definition import load_registry
+        from fhir_cart.registry.pseudonyms import registry_key
+
+        definition = load_registry(registry_file)
+        configured = self.settings.registry_key
+        key = registry_key(configured.get_secret_value() if configured else None)
+        return resolve_rows(definition, tokens, key=key, centres=centres)
+
+    def _pushed_key_file(self, work: Path, server: str) -> Path:
+        name = hashlib.sha256(self.server(server).base_url.encode()).hexdigest()[:16]
+        return work / f"pushed-key-{name}.json"
+
+    async def _check_registry_key(
+        self, definition: RegistryDef, key: bytes, server: str, work: Path
+    ) -> None:
+        """Refuse a push under a new key while the server holds the old key's patients."""
+        import orjson
+
+        from fhir_cart.registry.pseudonyms import Pseudonymiser
+
+        record = self._pushed_key_file(work, server)
+        if not record.exists():
+            return
+        try:
+            last = orjson.loads(record.read_bytes())
+            fingerprint, patients = str(last["key"]), [str(p) for p in last["patients"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return  # unreadable: nothing known about the last push
+        current = Pseudonymiser(key).fingerprint()
+        if fingerprint == current or not patients:
+            return
+        system = f"{definition.fhir.identifier_base.rstrip('/')}/{definition.id}/patient"
+        held = 0
+        async with self.client(server) as client:
+            for patient in patients:
+                params = {"identifier": f"{system}|{patient}", "_elements": "id"}
+                held += sum([1 async for _ in client.search("Patient", params)])
+        if held:
+            raise ConfigError(
+                f"registry {definition.id}: the registry key changed since the last push to "
+                f"{server} (key fingerprint {fingerprint} -> {current}), and the server still "
+                f"holds patients pushed under the old key ({held} of {len(patients)} checked). "
+                "Pushing now would add every patient a second time under new pseudonyms. "
+                "Fix: build with the old key again; or first remove from the server the "
+                f"patients of identifier system {system} and the resources that refer to them; "
+                "or pass --allow-new-key to push anyway and keep both sets."
+            )
+
+    def _record_registry_key(
+        self, result: BuildResult, key: bytes, server: str, work: Path
+    ) -> None:
+        import orjson
+
+        from fhir_cart.registry.files import write_atomically
+        from fhir_cart.registry.pseudonyms import Pseudonymiser
+
+        assert result.registry is not None
+        patients = sorted(c.patient.study_id for c in result.registry.cases)[:20]
+        data = {"key": Pseudonymiser(key).fingerprint(), "patients": patients}
+        write_atomically(self._pushed_key_file(work, server), orjson.dumps(data))
 
     async def _push_registry(
         self, result: BuildResult, definition: RegistryDef, server: str, work: Path

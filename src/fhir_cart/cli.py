@@ -43,6 +43,7 @@ from fhir_cart.tables import summary_table
 if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import PushPlan, PushReport
+    from fhir_cart.sync.service import PullOutcome
 
 __all__ = ["app", "main"]
 
@@ -482,20 +483,66 @@ def _print_push(plan: PushPlan, report: PushReport | None) -> None:
 
 
 def _selection(
-    patients: Path | None, group: str | None, search: str | None, since: str | None
+    patients: Path | None,
+    group: str | None,
+    search: str | None,
+    since: str | None,
+    types: str | None = None,
 ) -> PullSelection:
-    from fhir_cart.sync.pull import PullSelection
+    from fhir_cart.sync.pull import PullSelection, parse_types
 
     chosen = [x for x in (patients, group, search) if x is not None]
     if len(chosen) != 1:
         raise FatalError("choose exactly one of --patients, --group, --search", exit_code=2)
+    try:
+        asked = parse_types(types)
+    except ValueError as exc:
+        raise FatalError(str(exc), exit_code=2) from None
     if patients is not None:
         lines = patients.read_text(encoding="utf-8").splitlines()
         ids = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
-        return PullSelection(kind="patients", identifiers=ids, since=since)
+        return PullSelection(kind="patients", identifiers=ids, since=since, types=asked)
     if group is not None:
-        return PullSelection(kind="group", group_id=group, since=since)
-    return PullSelection(kind="search", query=search, since=since)
+        return PullSelection(kind="group", group_id=group, since=since, types=asked)
+    return PullSelection(kind="search", query=search, since=since, types=asked)
+
+
+def _account_table(outcome: PullOutcome) -> Table:
+    """The pull's account per resource type (``PullOutcome.by_type``)."""
+    table = _table("Resources by type")
+    columns = ["fetched", "patients", "events", "used", "other", "excluded"]
+    faults = [c for c in ("unaccounted", "twice")
+              if any(getattr(n, c) for n in outcome.by_type.values())]  # fmt: skip
+    table.add_column("type")
+    for column in [*columns, *faults]:
+        table.add_column(column, justify="right")
+    for rtype, count in outcome.by_type.items():
+        table.add_row(escape(rtype), *(str(getattr(count, c)) for c in [*columns, *faults]))
+    return table
+
+
+def _print_account(result: PullOutcome) -> None:
+    """Where every fetched resource ended, per type, and what was not asked for."""
+    if result.by_type:
+        out.print(_account_table(result))
+    reasons: dict[str, int] = {}
+    for item in result.excluded:
+        reasons[item.reason] = reasons.get(item.reason, 0) + 1
+    for reason, number in sorted(reasons.items()):
+        out.print(f"excluded {number}: {escape(reason)}")
+    if result.stats.not_asked:
+        out.print(f"not asked for (--types): {escape(', '.join(result.stats.not_asked))}")
+    if result.stats.not_searchable:
+        names = escape(", ".join(result.stats.not_searchable))
+        out.print("not asked for (the server declares no patient search for them; "
+                  f"--types reads one by type): {names}")  # fmt: skip
+    for rtype, number in sorted(result.stats.not_selected.items()):
+        out.print(f"{rtype}: read by type (no patient search); {number} resources of patients "
+                  "not selected left out")  # fmt: skip
+    faults = sum(c.unaccounted + c.twice for c in result.by_type.values())
+    if faults:
+        err.print(f"[red]{faults} resources not accounted for exactly once[/red] (a fhir_cart "
+                  "fault: please report it)")  # fmt: skip
 
 
 @app.command("pull", cls=_Command)
@@ -515,6 +562,15 @@ def pull_command(
     export: Annotated[
         bool, typer.Option("--export", help="Use Bulk Data $export (with --group).")
     ] = False,
+    types: Annotated[
+        str | None,
+        typer.Option(
+            "--types",
+            help="Resource types to ask for: 'all' (default: every type the server can search "
+            "by patient), 'library' (the types the concept library reads) or a comma list, "
+            "e.g. 'library,AllergyIntolerance'. Types left out are listed.",
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv, xlsx, parquet or json.")] = "csv",
     centre: Annotated[str, typer.Option(help="Centre id for patients without one.")] = "ehr",
     study: Annotated[
@@ -529,7 +585,7 @@ def pull_command(
     if fmt not in FORMATS:
         raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
     application = _app()
-    selection = _selection(patients, group, search, since)
+    selection = _selection(patients, group, search, since, types)
     target = application.server(server)
     with application.opened_cache(cache_url) as cache, _progress() as progress:
         task = progress.add_task("pulling patients", total=None)
@@ -544,6 +600,11 @@ def pull_command(
 
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
+    if result.excluded:
+        from fhir_cart.sync.service import write_unmapped
+
+        path = write_unmapped(result.excluded, out_dir / "excluded.csv")
+        err.print(f"{len(result.excluded)} resources excluded (with reasons): {path}")
     for note in result.stats.learned:
         err.print(f"note: {escape(note)}")
     out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
@@ -551,6 +612,7 @@ def pull_command(
     out.print(f"wrote {_plural(len(written), 'file')} to {out_dir}")
     if result.other:
         out.print(f"{len(result.other)} resources matched no concept: see the `other` table")
+    _print_account(result)
     definition = study_for(study, None)
     if definition is not None:
         results = summarise(result.cases, definition)

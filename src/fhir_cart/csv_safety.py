@@ -1,15 +1,32 @@
-"""CSV cells a spreadsheet would run as formulas ("CSV injection", OWASP): text starting
-with ``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``, which Excel,
+"""The one place CSV and XLSX cells are written (every CSV and workbook fhir_cart writes goes
+through :func:`csv_writer`, :func:`csv_bytes` or :func:`xlsx_book`; a test keeps it so).
+
+CSV cells a spreadsheet would run as formulas ("CSV injection", OWASP): text starting with
+``=``, ``+``, ``-``, ``@``, tab or carriage return gets a leading ``'``, which Excel,
 LibreOffice and Google Sheets show as text and do not display. Numbers are left alone
-(``-3`` is a number, not a formula), so relative days keep their sign.
-https://owasp.org/www-community/attacks/CSV_Injection
+(``-3`` is a number, not a formula), so relative days keep their sign. In a workbook every
+text cell is stored as a string (``t="s"``/inline), never as a formula, whatever it starts
+with. https://owasp.org/www-community/attacks/CSV_Injection
 """
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
 
-__all__ = ["FORMULA_STARTS", "safe_csv_cell", "unescape_csv_cell"]
+__all__ = [
+    "FORMULA_STARTS",
+    "SafeCsvWriter",
+    "XlsxBook",
+    "csv_bytes",
+    "csv_writer",
+    "safe_csv_cell",
+    "unescape_csv_cell",
+    "xlsx_book",
+]
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -35,3 +52,76 @@ def unescape_csv_cell(value: str) -> str:
     if value.startswith("'") and _formula_after_quotes(value):
         return value[1:]
     return value
+
+
+class SafeCsvWriter:
+    """``csv.writer`` whose every text cell goes through :func:`safe_csv_cell`. ``None`` is
+    an empty cell; numbers are written as numbers."""
+
+    def __init__(self, handle: IO[str], lineterminator: str = "\r\n") -> None:
+        self._writer = csv.writer(handle, lineterminator=lineterminator)
+
+    def writerow(self, cells: Iterable[Any]) -> None:
+        self._writer.writerow(["" if c is None else safe_csv_cell(c) for c in cells])
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
+def csv_writer(handle: IO[str], lineterminator: str = "\r\n") -> SafeCsvWriter:
+    return SafeCsvWriter(handle, lineterminator)
+
+
+def csv_bytes(
+    header: Sequence[str], rows: Iterable[Iterable[Any]], lineterminator: str = "\n"
+) -> bytes:
+    """A whole CSV file (UTF-8) from a header and rows, through the safe writer."""
+    text = io.StringIO()
+    writer = SafeCsvWriter(text, lineterminator)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8")
+
+
+class XlsxBook:
+    """A write-only workbook whose text cells are always strings, never formulas."""
+
+    def __init__(self, created: dt.datetime | None = None) -> None:
+        from openpyxl import Workbook
+
+        self._book = Workbook(write_only=True)
+        if created is not None:  # a fixed time: two saves of the same data, the same bytes
+            self._book.properties.created = created
+            self._book.properties.modified = created
+        self._sheets: dict[str, Any] = {}
+
+    def sheet(self, name: str, header: Sequence[str]) -> None:
+        self._sheets[name] = self._book.create_sheet(name)
+        self.append(name, header)
+
+    def append(self, name: str, values: Iterable[Any]) -> None:
+        sheet = self._sheets[name]
+        sheet.append([self._cell(sheet, v) for v in values])
+
+    @staticmethod
+    def _cell(sheet: Any, value: Any) -> Any:
+        if isinstance(value, str):
+            from openpyxl.cell import WriteOnlyCell
+
+            cell = WriteOnlyCell(sheet, value)
+            cell.data_type = "s"  # openpyxl would store text starting with '=' as a formula
+            return cell
+        return value  # numbers, booleans, dates: real typed cells
+
+    def save(self, target: Any) -> None:
+        self._book.save(target)
+
+    def to_bytes(self) -> bytes:
+        sink = io.BytesIO()
+        self._book.save(sink)
+        return sink.getvalue()
+
+
+def xlsx_book(created: dt.datetime | None = None) -> XlsxBook:
+    return XlsxBook(created)

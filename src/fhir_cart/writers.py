@@ -13,7 +13,6 @@ numbers with 15 significant digits, as Excel does; CSV, JSON and Parquet keep ev
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Literal
 import orjson
 
 from fhir_cart.concepts import ConceptLibrary, ConceptsFile
-from fhir_cart.csv_safety import safe_csv_cell
+from fhir_cart.csv_safety import csv_writer, xlsx_book
 from fhir_cart.errors import Reject
 from fhir_cart.records import Case, Event, Precision, Value, When, date_text
 from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
@@ -198,7 +197,7 @@ def _tables(library: ConceptLibrary | None, other: list[Row]) -> dict[str, list[
 # -- formats ---------------------------------------------------------------------------------
 
 
-def _csv_cell(value: Any) -> str:
+def _csv_cell(value: Any) -> Any:
     """How one value is written in a CSV cell (the one place CSV cells are made)."""
     if value is None:
         return ""
@@ -206,9 +205,7 @@ def _csv_cell(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dt.date):
         return value.isoformat()
-    if isinstance(value, str):
-        return str(safe_csv_cell(value))  # text a spreadsheet would run as a formula
-    return str(value)
+    return value  # text is escaped by the safe writer; numbers stay numbers
 
 
 def _write_csv(
@@ -222,7 +219,7 @@ def _write_csv(
     where = {t: {c: i for i, c in enumerate(columns)} for t, columns in tables.items()}
     blank = {t: [""] * len(columns) for t, columns in tables.items()}
     try:
-        writers = {t: csv.writer(h) for t, h in handles.items()}
+        writers = {t: csv_writer(h) for t, h in handles.items()}
         for table, writer in writers.items():
             writer.writerow(tables[table])
         for table, row in rows:
@@ -239,30 +236,15 @@ def _write_csv(
     return list(paths.values())
 
 
-def _xlsx_cell(sheet: Any, value: Any) -> Any:
-    """Text starting with '=' stays text: openpyxl would otherwise store it as a formula."""
-    if isinstance(value, str) and value.startswith("="):
-        from openpyxl.cell import WriteOnlyCell
-
-        cell = WriteOnlyCell(sheet, value)
-        cell.data_type = "s"
-        return cell
-    return value
-
-
 def _write_xlsx(
     tables: dict[str, list[str]], rows: Iterable[tuple[str, Row]], out: Path
 ) -> list[Path]:
-    from openpyxl import Workbook
-
-    book = Workbook(write_only=True)
-    sheets = {t: book.create_sheet(t) for t in tables}
-    for table, sheet in sheets.items():
-        sheet.append(tables[table])
+    book = xlsx_book()
+    for table, columns in tables.items():
+        book.sheet(table, columns)
     # Dates go in as real date cells, so Excel users can sort and compute with them.
     for table, row in rows:
-        sheet = sheets[table]
-        sheet.append([_xlsx_cell(sheet, row.get(c)) for c in tables[table]])
+        book.append(table, [row.get(c) for c in tables[table]])
     path = out if out.suffix == ".xlsx" else out / "study.xlsx"
     path.parent.mkdir(parents=True, exist_ok=True)
     book.save(path)
@@ -367,8 +349,10 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> Path:
     """The reject report as CSV: source, table, row, column, value, reason."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, ["source", "table", "row", "column", "value", "reason"])
-        writer.writeheader()
+        columns = ["source", "table", "row", "column", "value", "reason"]
+        writer = csv_writer(handle)
+        writer.writerow(columns)
         for reject in rejects:
-            writer.writerow({k: safe_csv_cell(v) for k, v in reject.as_dict().items()})
+            found = reject.as_dict()
+            writer.writerow(found.get(c) for c in columns)
     return path

@@ -3,8 +3,9 @@
 The examples ship in the npm package ``hl7.fhir.us.mcode@4.0.0`` (``package/example``);
 scripts/fetch-mcode-examples.sh puts them in .cache/mcode-4.0.0 (scripts/setup runs it).
 They are sent as one batch of PUTs to their own ids, then each patient's resources are
-fetched with fhir_cart's pull (``pull_resources``, plus the types of the examples the pull
-does not fetch: DiagnosticReport, FamilyMemberHistory, ...) and reverse-mapped. Expectations
+fetched with fhir_cart's pull (``pull_resources``: every type the server can search by
+patient; sekmet-fhir 0.1.1 declares no patient search for FamilyMemberHistory and
+BodyStructure, which the pull names and the test reads by type) and reverse-mapped. Expectations
 come from the resources themselves: what each one says (its profile, codes, dates) against
 what fhir_cart made of it.
 """
@@ -25,7 +26,7 @@ from fhir_cart.client import FhirClient
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir, event_id_of
 from fhir_cart.records import Case, Event
-from fhir_cart.sync.pull import EVENT_TYPES, PullSelection, pull_resources
+from fhir_cart.sync.pull import PullSelection, PullStats, pull_resources
 from fhir_cart.terminology import load_terminology
 from fhir_cart.testing import SekmetServer
 from tests.conftest import MAPPINGS, ROOT, need
@@ -34,12 +35,6 @@ pytestmark = pytest.mark.integration
 Json = dict[str, Any]
 
 EXAMPLES = ROOT / ".cache" / "mcode-4.0.0"
-EXTRA_TYPES = tuple(
-    t
-    for t in ("MedicationRequest", "Specimen", "DiagnosticReport", "FamilyMemberHistory",
-              "ServiceRequest", "BodyStructure")
-    if t not in EVENT_TYPES
-)  # fmt: skip
 PRIMARY = "mcode-primary-cancer-condition"
 STATUS = "mcode-cancer-disease-status"
 
@@ -71,28 +66,19 @@ def _load(base: str, resources: list[Json]) -> dict[str, str]:
     }
 
 
-async def _pull(base: str, patient_ids: list[str]) -> list[Json]:
-    """Each patient with their resources, as fhir_cart's pull fetches them, plus the types
-    the pull does not fetch yet (by the patient search parameter the server declares, else
-    read by type and grouped by subject, as the pull does)."""
+async def _pull(base: str, patient_ids: list[str], held: set[str]) -> list[Json]:
+    """Each patient with their resources, as fhir_cart's pull fetches them (every type the
+    server can search by patient), plus the examples' types the server declares no patient
+    search for, which the pull names (``not_searchable``) and the test reads by type."""
     out: list[Json] = []
+    stats = PullStats()
     async with FhirClient(base_url=base) as client:
-        rest = (await client.capabilities())["rest"][0]["resource"]
-        declared = {r["type"]: {p["name"] for p in r.get("searchParam", ())} for r in rest}
-        by_type: list[Json] = []
-        for rtype in EXTRA_TYPES:
-            if not {"subject", "patient"} & declared.get(rtype, set()):
-                by_type += [r async for r in client.search(rtype, {"_count": "200"})]
         selection = PullSelection(kind="search", query="_id=" + ",".join(patient_ids))
-        async for patient, resources in pull_resources(client, selection):
+        async for patient, resources in pull_resources(client, selection, stats):
             out += [patient, *resources]
-            out += [r for r in by_type if _subject(r) == patient["id"]]
-            for rtype in EXTRA_TYPES:
-                names = declared.get(rtype, set())
-                param = next((n for n in ("subject", "patient") if n in names), None)
-                if param is not None:
-                    params = {param: f"Patient/{patient['id']}", "_count": "200"}
-                    out += [r async for r in client.search(rtype, params)]
+        for rtype in sorted(held & set(stats.not_searchable)):
+            found = [r async for r in client.search(rtype, {"_count": "200"})]
+            out += [r for r in found if _subject(r) in patient_ids]
     return out
 
 
@@ -101,7 +87,8 @@ def pulled(examples: list[Json]) -> tuple[list[Json], list[Json], dict[str, str]
     with SekmetServer() as server:
         statuses = _load(server.base_url, examples)
         patient_ids = [r["id"] for r in examples if r["resourceType"] == "Patient"]
-        resources = asyncio.run(_pull(server.base_url, patient_ids))
+        held = {r["resourceType"] for r in _clinical(examples)}
+        resources = asyncio.run(_pull(server.base_url, patient_ids, held))
     return examples, resources, statuses
 
 

@@ -64,3 +64,66 @@ def test_push_sends_only_what_changed(
     assert total(fhir_server, "Patient") == 8
     sent = int(re.search(r"(\d+) ConceptMap/Provenance", third).group(1))  # type: ignore[union-attr]
     assert sent == 3  # Rotterdam's three Provenance (its file's hash and time changed)
+
+
+def _application(tmp_path: Path, key: str):  # type: ignore[no-untyped-def]
+    from fhir_cart.application import Application
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        registry_key=SecretStr(key),
+    )
+    return Application(settings)
+
+
+def test_a_new_key_does_not_double_the_patients_on_the_server(
+    fhir_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_cart.errors import ConfigError
+
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    registry = tmp_path / "registry"
+    shutil.copytree(FIXTURES, registry)
+    old = _application(tmp_path, "integration-test-key-0123456789abcdef")
+    old.registry_build(registry / "registry.yaml", tmp_path / "out", push=fhir_server)
+    assert total(fhir_server, "Patient") == 8
+    new = _application(tmp_path, "a-new-integration-key-0123456789abcdef")
+    with pytest.raises(ConfigError, match="the registry key changed") as refused:
+        new.registry_build(registry / "registry.yaml", tmp_path / "out", push=fhir_server)
+    assert "--allow-new-key" in refused.value.message
+    assert total(fhir_server, "Patient") == 8
+    new.registry_build(
+        registry / "registry.yaml", tmp_path / "out", push=fhir_server, allow_new_key=True
+    )
+    assert total(fhir_server, "Patient") == 16  # asked for: both sets
+
+
+def test_a_wiped_server_gets_the_concept_maps_and_provenance_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_cart.testing import SekmetServer
+
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    registry = tmp_path / "registry"
+    shutil.copytree(FIXTURES, registry)
+    app = _application(tmp_path, "integration-test-key-0123456789abcdef")
+    server = SekmetServer()
+    try:
+        server.start()
+        app.registry_build(registry / "registry.yaml", tmp_path / "out", push=server.base_url)
+        server.stop()
+        shutil.rmtree(server.workdir / "data")
+        server.start()
+        assert total(server.base_url, "Patient") == 0
+        _, message = app.registry_build(
+            registry / "registry.yaml", tmp_path / "out", push=server.base_url, force=True
+        )
+        assert message is not None
+        assert "13 ConceptMap/Provenance resources sent" in message
+        assert total(server.base_url, "Patient") == 8
+        assert total(server.base_url, "ConceptMap") == 3
+        assert total(server.base_url, "Provenance") == 10
+    finally:
+        server.stop()
+        server.cleanup()

@@ -102,7 +102,15 @@ def test_push_and_pull_jobs_end_to_end(
             "study": "seed",
         },
     ).json()
-    assert wait(client, pull["id"])["status"] == "succeeded"
+    pulled = wait(client, pull["id"])
+    assert pulled["status"] == "succeeded"
+    # the job records where every fetched resource ended, per type
+    by_type = pulled["by_type"]
+    assert by_type["Patient"]["patients"] == by_type["Patient"]["fetched"] == 7
+    assert sum(c["events"] for c in by_type.values()) > 7
+    for rtype, count in by_type.items():
+        places = sum(count[p] for p in ("patients", "events", "used", "other", "excluded"))
+        assert (count["fetched"], count["unaccounted"], count["twice"]) == (places, 0, 0), rtype
     summary = client.get(f"/jobs/{pull['id']}/summary", headers=KEY).json()
     expected = load_study("seed").expected
     assert len(expected) >= 15

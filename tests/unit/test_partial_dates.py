@@ -540,3 +540,16 @@ def test_swimmer_draws_no_bar_whose_end_is_known_only_to_a_month() -> None:
         "plots": {"swimmer": {"end": ["last_follow_up", "death"], "markers": {}}},
     })  # fmt: skip
     assert [(r.study_id, r.end) for r in swimmer_rows(cohort, definition)] == [("A", 90)]
+
+
+def test_a_birth_conflict_report_gives_an_age_range_for_a_partial_birth_date() -> None:
+    from fhir_cart.registry.protect import render_birth
+    from fhir_cart.registry.pseudonyms import DateTransform
+
+    relative = DateTransform("relative", "diagnosis", anchor_date=dt.date(2020, 6, 15))
+    year = When(date=dt.date(2012, 1, 1), precision="year")
+    assert render_birth(year, relative) == "aged 7-8 years at diagnosis"
+    assert render_birth(When(date=dt.date(2012, 3, 4)), relative) == "aged 8 years at diagnosis"
+    shift = DateTransform("shift", "diagnosis", anchor_date=dt.date(2020, 6, 15), offset=-12)
+    assert render_birth(year, shift) == "(withheld)"
+    assert render_birth(When(date=dt.date(2012, 3, 4)), shift) == "2012-02-21"

@@ -206,3 +206,28 @@ def test_a_refused_patient_parameter_reads_the_type_once_by_type() -> None:
     assert any("refused search parameter Observation?subject" in n for n in stats.learned)
     # one refused search, then the type read once by type (pages of 1,000)
     assert server.per_type()["Observation"] <= 2 + 1
+
+
+def test_compartment_types_are_asked_by_the_same_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Types beyond the library's (every one the server can search by patient) go by the
+    same multi-valued searches: one per type per 100 patients, never one per patient."""
+    extra = ("AllergyIntolerance", "Encounter")
+    statement = capabilities()
+    statement["rest"][0]["resource"] += [
+        {"type": t, "searchParam": [{"name": "subject"}]} for t in extra
+    ]
+    monkeypatch.setattr(f"{__name__}.capabilities", lambda: statement)
+    server = Scripted(patients=250)
+    server.data["AllergyIntolerance"] = [
+        {"resourceType": "AllergyIntolerance", "id": f"a{i}",
+         "subject": {"reference": f"Patient/p{i}"}}
+        for i in range(0, 250, 2)
+    ]  # fmt: skip
+    got, stats = run(server)
+    want = expected(250)
+    for i in range(0, 250, 2):
+        want[f"p{i}"] = sorted([*want[f"p{i}"], f"a{i}"])
+    assert got == want
+    assert {server.per_type()[t] for t in extra} == {3}
+    assert stats.asked == [*EVENT_TYPES, *extra]
+    assert stats.not_asked == []

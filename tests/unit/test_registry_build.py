@@ -170,3 +170,53 @@ def test_one_changed_centre_is_read_and_scored_again(
     assert out / "tables" / "events" / "centre=rotterdam" / "part-0.parquet" not in untouched
     build_it(registry, tmp_path / "fresh", key=KEY, reader=reader_of(cases), library=library)
     assert output_files(out) == output_files(tmp_path / "fresh")
+
+
+@pytest.mark.parametrize("damaged", ["centres/berlin.json", "links.json"])
+def test_a_truncated_work_file_is_stale_not_fatal(
+    tmp_path: Path, library: ConceptLibrary, damaged: str
+) -> None:
+    """What a kill during a non-atomic write leaves: half a JSON file. The next incremental
+    build reads that centre again (or scores every pair again) and says so."""
+    from fhir_cart.registry.build import build_registry as build_it
+
+    cases = three_centres()
+    registry = definition(tmp_path)
+    out, work = tmp_path / "out", tmp_path / "work"
+    build_it(registry, out, key=KEY, reader=reader_of(cases), library=library, work=work)
+    file = work / damaged
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    (tmp_path / "inputs" / "rotterdam.csv").write_text("synthetic rotterdam, one row more\n")
+    add_negative_mrd(cases)
+    again = build_it(registry, out, key=KEY, reader=reader_of(cases), library=library, work=work)
+    assert again.registry is not None
+    assert [n for n in again.notes if file.name in n and "could not be read" in n]
+    if damaged.startswith("centres"):
+        assert again.centres_read == ["berlin", "rotterdam"]
+    else:
+        assert again.registry.link_state is not None
+        assert again.registry.link_state.scored == ["berlin", "london", "rotterdam"]
+    build_it(registry, tmp_path / "fresh", key=KEY, reader=reader_of(cases), library=library)
+    assert output_files(out) == output_files(tmp_path / "fresh")
+
+
+def test_files_are_replaced_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that dies before it completes leaves the old content (and no temporary)."""
+    import os
+
+    from fhir_cart.registry import tables
+
+    path = tmp_path / "state.json"
+    path.write_bytes(b'{"old": true}')
+
+    def killed(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tables._write_if_changed(path, b'{"new": true, "longer": "than the old one"}')
+    assert path.read_bytes() == b'{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]

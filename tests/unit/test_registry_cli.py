@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,38 @@ def test_build_prints_the_outcome_and_is_up_to_date_the_second_time(
     assert (tmp_path / "data" / "registry" / "ped-cart" / "centres" / "berlin.json").exists()
     second = CliRunner().invoke(registry_app, args)
     assert "up to date" in second.output
+
+
+def test_provenance_cites_rows_by_token_that_only_the_centre_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("FHIR_CART_REGISTRY_KEY", KEY)
+    monkeypatch.setenv("FHIR_CART_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    registry = str(FIXTURES / "registry.yaml")
+    built = CliRunner().invoke(registry_app, ["build", registry, "-o", str(tmp_path / "out")])
+    assert built.exit_code == 0, built.output
+    text = (tmp_path / "out" / "fhir" / "Provenance.ndjson").read_text()
+    for needle in ("berlin.csv", "events.csv", "london.csv", "patients.csv"):
+        assert needle not in text, needle
+    assert not re.search(r"row \d", text)
+    tokens = sorted(
+        entity["what"]["identifier"]["value"]
+        for line in text.splitlines()
+        for entity in json.loads(line)["entity"]
+        if entity["what"]["identifier"]["system"].endswith("/source-row")
+    )
+    assert len(tokens) >= 8
+    resolved = CliRunner().invoke(registry_app, ["resolve", registry, *tokens])
+    assert resolved.exit_code == 0, resolved.output
+    assert "berlin: berlin.csv, row 2\n" in resolved.output  # Anna's row (header is row 1)
+    assert resolved.output.count(": rotterdam: events.csv, row ") >= 3
+    only = CliRunner().invoke(registry_app, ["resolve", registry, *tokens, "--centre", "london"])
+    assert only.exit_code == 1  # the other centres' tokens are not London's rows
+    assert "london: london.csv, row 2" in only.output
+    monkeypatch.setenv("FHIR_CART_REGISTRY_KEY", "another-key-0123456789abcdef0123456789")
+    other = CliRunner().invoke(registry_app, ["resolve", registry, tokens[0]])
+    assert other.exit_code == 1
+    assert "not a row of the files read here" in other.output

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from fhir_cart.concepts import load_concepts
-from fhir_cart.registry.build import build_registry
+from fhir_cart.registry.build import build_registry, resolve_rows
 from fhir_cart.registry.definition import load_registry
 from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY, output_files
@@ -79,12 +79,13 @@ def test_summaries_come_from_the_registry_study_definition() -> None:
     assert measures["mrd_negative_latest"] == 2
 
 
-def test_provenance_names_the_file_sheet_and_row_of_every_fact(
+def test_provenance_tokens_resolve_to_the_file_sheet_and_row_of_every_fact(
     tmp_path: Path,
 ) -> None:
     """Ben (R-100 at Rotterdam, also seen in Berlin): Rotterdam's Provenance for him cites
     his row of patients.csv and the rows of events.csv his kept facts came from, and no row
-    of another patient (issue 10: which centre, file, sheet and row)."""
+    of another patient (issue 10: which centre, file, sheet and row), as keyed tokens that
+    the centre resolves with the key and its files (issue 20)."""
     import csv
 
     result = build(tmp_path / "out")
@@ -99,7 +100,13 @@ def test_provenance_names_the_file_sheet_and_row_of_every_fact(
         if p["target"][0]["identifier"]["value"] == ben.case.patient.study_id
         and p["agent"][0]["who"]["identifier"]["value"] == "rotterdam"
     )
-    rows = [e["what"]["display"] for e in provenance["entity"] if "identifier" not in e["what"]]
+    tokens = [
+        e["what"]["identifier"]["value"]
+        for e in provenance["entity"]
+        if e["what"]["identifier"]["system"].endswith("/source-row")
+    ]
+    found = resolve_rows(load_registry(FIXTURES / "registry.yaml"), tokens, key=KEY)
+    rows = [f"{found[t][0]}: {found[t][1]}" for t in tokens]  # type: ignore[index]
     assert rows[0] == "rotterdam: patients.csv, row 2"
     cited = {int(r.rsplit("row ", 1)[1]) for r in rows[1:]}
     assert all(r.startswith("rotterdam: events.csv, row ") for r in rows[1:])

@@ -54,7 +54,7 @@ def test_rebuild_pushes_nothing_and_a_change_pushes_only_its_patient(tmp_path: P
     greta_id = next(
         m.case.patient.study_id
         for m in changed.registry.merged
-        if m.centres == ("rotterdam",) and any(e.event_id.endswith("mrd-2") for e in m.case.events)
+        if m.centres == ("rotterdam",) and ("rotterdam", "mrd-2") in m.origin_of.values()
     )
     assert len(sent) == 1
     assert all(greta_id in str(resource) for resource in sent[0])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cart.concepts import load_concepts
-from fhir_cart.errors import ConfigError
+from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.registry.definition import RegistryDef
 from fhir_cart.registry.pseudonyms import DateTransform, Pseudonymiser, registry_key
@@ -75,22 +75,36 @@ def test_quality_report() -> None:
         Case(patient=PatientRecord(study_id="A", centre="c", sex="female"), events=events),
         Case(patient=PatientRecord(study_id="B", centre="c")),
     ]
-    report = centre_quality(
-        "c", cases, library=library, pseudonyms=KEY, reject_reasons=["bad date"]
-    )
+    bad = Reject("c.csv", 4, "Diagnosedatum", "14.05.2012", "'14.05.2012' is not a date",
+                 table="diagnosis")  # fmt: skip
+    report = centre_quality("c", cases, library=library, pseudonyms=KEY, rejects=[bad])
     assert report.completeness["sex"] == 0.5
     assert report.completeness["cyclophosphamide.value"] == 0.5
     assert report.out_of_range == [
         {
             "patient": KEY.patient("c", "A"),
             "field": "marrow_blasts",
-            "value": 120,
             "allowed": [0, 100],
+            "direction": "above",
         }
     ]
     assert report.conversions == {"cyclophosphamide: g/m² -> mg/m2": 1}
-    assert report.unmapped_words == {"chemotherapy.regimen: local block X": 1}
-    assert report.rejects == {"bad date": 1}
+    assert report.unmapped_words == {"chemotherapy.regimen: (withheld)": 1}
+    assert report.rejects == {"diagnosis.Diagnosedatum": 1}
+    assert "14.05.2012" not in repr(report.as_dict())
+
+
+@pytest.mark.parametrize(
+    ("word", "shown"),
+    [("local block x", "local block x"), ("local block for Anna", "(withheld)"),
+     ("block 14.05.2012", "(withheld)"), ("block 4711081542", "(withheld)")],
+)  # fmt: skip
+def test_quality_shows_a_kept_words_only_when_it_passes_the_screen(word: str, shown: str) -> None:
+    library = load_concepts(load_terminology())
+    event = Event(event_id="k1", concept="chemotherapy", attributes={"regimen": word})
+    cases = [Case(patient=PatientRecord(study_id="A", centre="c"), events=(event,))]
+    report = centre_quality("c", cases, library=library, pseudonyms=KEY, keep_text=["regimen"])
+    assert report.unmapped_words == {f"chemotherapy.regimen: {shown}": 1}
 
 
 def registry(**overrides: object) -> RegistryDef:
@@ -152,3 +166,97 @@ def test_concept_map_words_for_values_and_for_concepts() -> None:
     infusion = library.codeable("cart_infusion")["coding"][0]["code"]
     negative = library.terminology.concept("mrd_result", "negative")["coding"][0]["code"]
     assert targets == {"CAR-T infusion": infusion, "neg": negative}
+
+
+def _typed_library():  # type: ignore[no-untyped-def]
+    from fhir_cart.concepts import AttributeDef, ConceptsFile
+
+    extra = ConceptsFile(
+        patient_attributes={
+            "insurance_number": AttributeDef(label="Insurance number", type="integer"),
+            "hospital": AttributeDef(label="Hospital", type="coded", value_set="cart_product"),
+            "chart_number": AttributeDef(label="Chart number", type="number"),
+        }
+    )
+    return load_concepts(load_terminology(), extra=extra)
+
+
+def test_identifiers_are_dropped_whatever_their_type() -> None:
+    """An integer or coded identifier is data by type: only the linkage list and
+    ``drop_patient_attributes`` keep it out (mutation protect.py:68)."""
+    from fhir_cart.registry.protect import Protection
+
+    definition = registry(
+        linkage={"identifiers": ["insurance_number", "hospital"]},
+        pseudonymisation={"drop_patient_attributes": ["chart_number"]},
+    )
+    protection = Protection(definition, KEY, _typed_library())
+    attributes = {"insurance_number": 4711081542, "hospital": "tisagenlecleucel",
+                  "chart_number": 120455.0, "age_at_diagnosis": 7.5}  # fmt: skip
+    case = Case(patient=PatientRecord(study_id="A", centre="a", attributes=attributes))
+    kept = protection.case(case, protection.transform_for(case))
+    assert kept.patient.attributes == {"age_at_diagnosis": 7.5}
+
+
+@pytest.mark.parametrize(
+    ("word", "kept"),
+    [("14.05.2012", False), ("2012-05-14", False), ("14 May 2012", False), ("neg", True),
+     ("<0,01 %", True), ("seen by Dr Anna Kowalski", False), ("4711 0815 42", False)],
+)  # fmt: skip
+def test_source_words_that_hold_a_date_name_or_number_are_dropped(word: str, kept: bool) -> None:
+    """Mutation protect.py:92 (date-like source words kept)."""
+    from fhir_cart.registry.protect import Protection
+
+    protection = Protection(registry(), KEY, load_concepts(load_terminology()))
+    event = Event(event_id="m", concept="mrd", value=Value(code="negative"), source_text=word)
+    case = Case(patient=PatientRecord(study_id="A", centre="a"), events=(event,))
+    [shown] = protection.case(case, protection.transform_for(case)).events
+    assert (shown.source_text == word) is kept
+    assert shown.value == Value(code="negative")
+
+
+def test_identifier_links_win_over_probabilistic_ones_of_equal_probability() -> None:
+    """Mutation linkage.py:130: sorted by probability and name only, the probabilistic a-b
+    (p = 1.0, named first) would be taken and the identifier link a-c refused."""
+    from fhir_cart.registry.linkage import Link, LinkRecord, cluster
+
+    records = [LinkRecord("x", "a"), LinkRecord("y", "b"), LinkRecord("y", "c")]
+    links = [Link("a", "b", 1.0, "probabilistic"), Link("a", "c", 1.0, "identifier")]
+    found = cluster(records, links, 0.9)
+    assert found.patient_of["a"] == found.patient_of["c"] != found.patient_of["b"]
+    assert found.refused == [Link("a", "b", 1.0, "probabilistic")]
+
+
+@pytest.mark.parametrize("mode", ["relative", "shift"])
+def test_a_date_attribute_in_a_conflict_is_shown_as_the_table_holds_it(mode: str) -> None:
+    from fhir_cart.concepts import AttributeDef, ConceptsFile
+    from fhir_cart.registry.merge import Conflict
+    from fhir_cart.registry.protect import Protection
+
+    extra = ConceptsFile(
+        patient_attributes={"enrolled": AttributeDef(label="Enrolled on", type="date")}
+    )
+    library = load_concepts(load_terminology(), extra=extra)
+    protection = Protection(registry(pseudonymisation={"dates": mode}), KEY, library)
+    conflict = Conflict("r1", "attributes.enrolled", {"a": "2019-03-07", "b": "2019-03-09"},
+                        "prefer a", "a")  # fmt: skip
+    case = Case(patient=PatientRecord(study_id="r1", centre="r"))
+    shown = protection.conflict(conflict, protection.transform_for(case))
+    assert not {"2019-03-07", "2019-03-09"} & set(shown.values())
+    if mode == "relative":
+        assert set(shown.values()) == {"(withheld)"}
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("Kymriah lot 12 for Anna Kowalski born 14 May 2012", "date"), ("14.05.2012", "date"),
+     ("5/14/12", "date"), ("Mai 2012", "date"), ("since 2019", "date"),
+     ("A123456789", "identifier-like number"), ("0176 4400012", "identifier-like number"),
+     ("seen by Dr Wagner", "name-like word"), ("for anna Kowalski", "name-like word"),
+     ("Kymriah", None), ("tisagenlecleucel", None), ("CAR-T infusion", None),
+     ("0.5 g/m2", None), ("<0,01 %", None), ("lot 12", None), ("Rezidiv/refraktaer", None)],
+)  # fmt: skip
+def test_the_open_text_screen(text: str, why: str | None) -> None:
+    from fhir_cart.registry.screen import refusal
+
+    assert refusal(text) == why

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +121,7 @@ class RunStore(Store):
             return renewed.rowcount == 1
 
     def finish_run(
-        self, run_id: int, *, status: str, counts: dict[str, int], error: str | None = None
+        self, run_id: int, *, status: str, counts: Mapping[str, object], error: str | None = None
     ) -> None:
         self.update_run(run_id, status=status, counts=counts, error=error, finished_at=now())
 

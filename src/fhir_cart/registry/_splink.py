@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhir_cart.registry.definition import LinkageDef
-from fhir_cart.registry.links import Link
+from fhir_cart.registry.links import Link, content_order
 
 __all__ = ["predict"]
 
@@ -229,8 +229,15 @@ def predict(
     from splink import Linker
 
     names = list(linkage.dates)
-    columns = _rows(records, names)
-    columns["centre"] = [r.centre for r in records]
+    # splink orders by unique_id before it samples for training (u by random sampling):
+    # with pseudonyms as ids the model, and so the links, depended on the key. The ids are
+    # row numbers in the order of what is compared; records that tie there are identical in
+    # every compared field, so whichever a sample picks, the comparisons are the same.
+    ordered = sorted(records, key=content_order)
+    columns = _rows(ordered, names)
+    pseudonym_of = {f"{n:09d}": r.pseudonym for n, r in enumerate(ordered)}
+    columns["unique_id"] = list(pseudonym_of)
+    columns["centre"] = [r.centre for r in ordered]
     if only is not None:
         columns["centre"] = [c if c in only else "~others" for c in columns["centre"]]
     centres = sorted(set(columns["centre"]))
@@ -260,7 +267,10 @@ def predict(
     links = [
         Link(min(a, b), max(a, b), round(float(p), 6), "probabilistic")
         for a, b, p in zip(
-            frame["unique_id_l"], frame["unique_id_r"], frame["match_probability"], strict=True
+            (pseudonym_of[str(u)] for u in frame["unique_id_l"]),
+            (pseudonym_of[str(u)] for u in frame["unique_id_r"]),
+            frame["match_probability"],
+            strict=True,
         )
     ]
     found.drop_table_from_database_and_remove_from_cache()

@@ -28,6 +28,7 @@ import orjson
 
 from fhir_cart import __version__
 from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
@@ -55,6 +56,7 @@ __all__ = [
     "Registry",
     "build_registry",
     "read_centre",
+    "resolve_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,20 +118,34 @@ class WorkFolder:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.notes: list[str] = []
+        """What could not be reused, and why (a work file that could not be read)."""
+
+    def _unreadable(self, path: Path, exc: Exception, then: str) -> None:
+        note = f"work file {path.name} could not be read ({type(exc).__name__}): {then}"
+        log.warning("registry %s", note)
+        self.notes.append(note)
 
     def centre(self, centre_id: str, inputs: str) -> CentreData | None:
+        """The centre's records as last read, or None when they must be read again: the
+        inputs changed, or the work file is missing or unreadable (a truncated file from an
+        older version killed mid-write is treated as stale, never as an error)."""
         path = self.folder / "centres" / f"{centre_id}.json"
         if not path.exists():
             return None
-        raw = orjson.loads(path.read_bytes())
-        if raw.get("inputs") != inputs or raw.get("fhir_cart") != __version__:
+        try:
+            raw = orjson.loads(path.read_bytes())
+            if raw.get("inputs") != inputs or raw.get("fhir_cart") != __version__:
+                return None
+            return CentreData(
+                [Case.model_validate(c) for c in raw["cases"]],
+                [Reject(**r) for r in raw["rejects"]],
+                list(raw["unmapped"]),
+                dict(raw.get("sources", {})),
+            )
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._unreadable(path, exc, f"centre {centre_id} is read again")
             return None
-        return CentreData(
-            [Case.model_validate(c) for c in raw["cases"]],
-            [Reject(**r) for r in raw["rejects"]],
-            list(raw["unmapped"]),
-            dict(raw.get("sources", {})),
-        )
 
     def save_centre(self, centre_id: str, inputs: str, data: CentreData) -> None:
         raw = {
@@ -144,7 +160,13 @@ class WorkFolder:
 
     def link_state(self) -> LinkState | None:
         path = self.folder / "links.json"
-        return LinkState.from_json(orjson.loads(path.read_bytes())) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return LinkState.from_json(orjson.loads(path.read_bytes()))
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._unreadable(path, exc, "every pair is scored again")
+            return None
 
     def save_link_state(self, state: LinkState) -> None:
         tables._write_if_changed(self.folder / "links.json", orjson.dumps(state.as_json()))
@@ -176,6 +198,8 @@ class BuildResult:
     registry: Registry | None = None
     files: list[Path] = field(default_factory=list)
     centres_read: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the work folder could not give (read again instead), for the user to see."""
 
 
 # -- inputs ----------------------------------------------------------------------------
@@ -367,7 +391,10 @@ def _conflict_row(
 
 
 def _quality(
-    data: dict[str, CentreData], library: ConceptLibrary | None, pseudonyms: Pseudonymiser
+    data: dict[str, CentreData],
+    library: ConceptLibrary | None,
+    pseudonyms: Pseudonymiser,
+    keep_text: Sequence[str],
 ) -> dict[str, Any]:
     return {
         centre: centre_quality(
@@ -376,7 +403,8 @@ def _quality(
             library=library,
             pseudonyms=pseudonyms,
             unmapped_columns=data[centre].unmapped_columns,
-            reject_reasons=[r.reason for r in data[centre].rejects],
+            rejects=data[centre].rejects,
+            keep_text=keep_text,
         ).as_dict()
         for centre in sorted(data)
     }
@@ -394,10 +422,15 @@ def _summaries(
 
 
 def _rows(
-    patient: MergedPatient, members: Sequence[Case], centre: str, data: CentreData
+    patient: MergedPatient,
+    members: Sequence[Case],
+    centre: str,
+    data: CentreData,
+    pseudonyms: Pseudonymiser,
 ) -> list[str]:
     """Where in the centre's file this registry patient's facts were read: the patient's
-    row, then each kept event's row (``file, sheet S, row N``), each once."""
+    row, then each kept event's row, each once, as keyed tokens
+    (:meth:`Pseudonymiser.source_row`: never the file and row themselves)."""
     member = next((m for m in members if m.patient.centre == centre), None)
     if member is None:
         return []
@@ -407,7 +440,7 @@ def _rows(
         row = located.get(event_id) if origin == centre else None
         if row is not None and row not in rows:
             rows.append(row)
-    return rows
+    return [pseudonyms.source_row(centre, row) for row in rows]
 
 
 def _fhir(
@@ -418,6 +451,7 @@ def _fhir(
     data: dict[str, CentreData],
     sources: dict[str, fhir.SourceInfo],
     library: ConceptLibrary | None,
+    pseudonyms: Pseudonymiser,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     base = definition.fhir.identifier_base.rstrip("/")
     maps = [
@@ -432,7 +466,7 @@ def _fhir(
                 for e in case.events
                 if patient.source_of[e.event_id] == centre
             ]
-            rows = _rows(patient, cases, centre, data[centre])
+            rows = _rows(patient, cases, centre, data[centre], pseudonyms)
             provenance.append(
                 fhir.provenance(case, events, sources[centre], registry=definition.id, base=base,
                                 library=library, version=__version__, rows=rows)
@@ -463,14 +497,16 @@ def assemble(
     protection = Protection(definition, pseudonyms, library)
     merged, protected, conflicts = _merge(patients, definition, protection, step)
     members = list(patients.values())
-    maps, provenance = _fhir(definition, merged, protected, members, data, sources, library)
+    maps, provenance = _fhir(
+        definition, merged, protected, members, data, sources, library, pseudonyms
+    )
     return Registry(
         cases=protected,
         merged=merged,
         conflicts=conflicts,
         links=links,
         refused=refused,
-        quality=_quality(data, library, pseudonyms),
+        quality=_quality(data, library, pseudonyms, definition.pseudonymisation.keep_text),
         summaries=_summaries(summariser, merged, data),
         concept_maps=maps,
         provenance=provenance,
@@ -491,35 +527,26 @@ def _ndjson(items: Sequence[dict[str, Any]]) -> bytes:
 
 
 def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
-    import csv
-    import io
-
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["patient", "field", "centre", "value", "rule", "chosen", "result"])
-    for row in sorted(rows, key=lambda r: (r["patient"], r["field"])):
-        for centre, value in sorted(row["values"].items()):
-            writer.writerow(
-                [
-                    row["patient"],
-                    row["field"],
-                    centre,
-                    value,
-                    row["rule"],
-                    row["chosen"],
-                    row["result"],
-                ]
-            )
-    return text.getvalue().encode()
+    return csv_bytes(
+        ["patient", "field", "centre", "value", "rule", "chosen", "result"],
+        (
+            [row["patient"], row["field"], centre, value, row["rule"], row["chosen"],
+             row["result"]]
+            for row in sorted(rows, key=lambda r: (r["patient"], r["field"]))
+            for centre, value in sorted(row["values"].items())
+        ),
+    )  # fmt: skip
 
 
 def _links_csv(links: list[Link], refused: list[Link]) -> bytes:
-    lines = ["left,right,method,probability,taken"]
-    lines += [f"{k.left},{k.right},{k.method},{k.probability:.6f},yes" for k in links]
-    lines += [
-        f"{k.left},{k.right},{k.method},{k.probability:.6f},no (same centre)" for k in refused
-    ]
-    return ("\n".join(lines) + "\n").encode()
+    return csv_bytes(
+        ["left", "right", "method", "probability", "taken"],
+        [
+            *([k.left, k.right, k.method, f"{k.probability:.6f}", "yes"] for k in links),
+            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (same centre)"]
+              for k in refused),
+        ],
+    )  # fmt: skip
 
 
 def write_registry(
@@ -551,6 +578,36 @@ def write_registry(
         tables._write_if_changed(path, data)
         files.append(path)
     return files
+
+
+def resolve_rows(
+    definition: RegistryDef,
+    tokens: Sequence[str],
+    *,
+    key: bytes,
+    centres: Sequence[str] = (),
+    reader: CentreReader = read_centre,
+) -> dict[str, tuple[str, str] | None]:
+    """At a centre: each Provenance row token -> (centre, ``file, sheet S, row N``), or None
+    when no row of the centres read (``centres``, default all whose files are here) gives
+    it. Reads the centre's file with its mapping and recomputes every row's token."""
+    pseudonyms = Pseudonymiser(key)
+    wanted = set(tokens)
+    found: dict[str, tuple[str, str] | None] = dict.fromkeys(tokens)
+    chosen = [c for c in definition.centres if not centres or c.id in centres]
+    unknown = sorted(set(centres) - {c.id for c in definition.centres})
+    if unknown:
+        raise ConfigError(f"registry file: no centre {', '.join(unknown)}")
+    for centre in chosen:
+        if not centres and not definition.resolve(centre.data).exists():
+            continue  # another centre's file: not held here
+        data = reader(centre, definition)
+        for located in data.sources.values():
+            for location in located.values():
+                token = pseudonyms.source_row(centre.id, location)
+                if token in wanted:
+                    found[token] = (centre.id, location)
+    return found
 
 
 def build_registry(
@@ -598,4 +655,5 @@ def build_registry(
         folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, _json(state))
-    return BuildResult(out, False, registry, [*files, state_file], sorted(read))
+    notes = [] if folder is None else folder.notes
+    return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)

@@ -57,6 +57,13 @@ def build_command(
         ),
     ] = None,
     spark: Annotated[bool, typer.Option(help="Link on Spark instead of DuckDB.")] = False,
+    allow_new_key: Annotated[
+        bool,
+        typer.Option(
+            help="Push even though the key changed since the last push to this server and "
+            "the server still holds the old key's patients (they stay: both sets)."
+        ),
+    ] = False,
 ) -> None:
     """Read every centre, pseudonymise, link, merge, and write tables, reports and FHIR.
 
@@ -76,14 +83,44 @@ def build_command(
 
         result, pushed = Application().registry_build(
             registry_file, out_dir, push=push, force=force, spark=spark, work=work,
-            progress=step,
+            progress=step, allow_new_key=allow_new_key,
         )  # fmt: skip
     _report(result, pushed)
+
+
+@registry_app.command("resolve")
+def resolve_command(
+    registry_file: Annotated[Path, typer.Argument(help="The registry file (registry.yaml).")],
+    tokens: Annotated[list[str], typer.Argument(help="Row tokens from Provenance (s...).")],
+    centre: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only this centre (repeatable; default: every centre whose file is here)."
+        ),
+    ] = None,
+) -> None:
+    """At a centre: print the file, sheet and row each Provenance row token stands for.
+
+    Needs the registry key (FHIR_CART_REGISTRY_KEY) and the centre's own file and mapping,
+    as named in the registry file. Exit code 1 when a token matches no row read here."""
+    from fhir_cart.application import Application
+
+    found = Application().registry_resolve(registry_file, tokens, centre or ())
+    for token, where in found.items():
+        out.print(
+            f"{token}: "
+            + ("not a row of the files read here" if where is None else f"{where[0]}: {where[1]}"),
+            highlight=False,
+        )
+    if any(where is None for where in found.values()):
+        raise typer.Exit(1)
 
 
 def _report(result: BuildResult, pushed: str | None) -> None:
     if result.skipped:
         out.print(f"{result.out}: up to date (no input changed); nothing written")
+    for note in result.notes:
+        out.print(note, highlight=False)
     registry = result.registry
     if registry is not None:
         table = Table(title=f"registry {result.out}")

@@ -17,6 +17,7 @@ from typing import Any
 
 from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.records import Case
+from fhir_cart.registry.screen import screened
 
 __all__ = ["SourceInfo", "concept_map", "local_words", "provenance"]
 
@@ -54,7 +55,7 @@ def local_words(
     for case in cases:
         for event in case.events:
             value, word = event.value, (event.source_text or "").strip()
-            if not word:
+            if not word or not screened(word):  # open text never reaches a ConceptMap
                 continue
             if value is None and word != event.concept:
                 found.setdefault(("concept", word), event.concept)
@@ -141,10 +142,12 @@ def provenance(
     rows: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Provenance of one registry patient's resources that came from one centre.
-    ``centre_events``: (registry event id, concept) of those resources; ``rows``: where in
-    the centre's file they were read (``file, sheet S, row N``), each an entity of role
-    ``source`` naming the row (R4 Provenance.entity.what is a Reference, here by display:
-    a spreadsheet row is no FHIR resource)."""
+    ``centre_events``: (registry event id, concept) of those resources; ``rows``: keyed
+    tokens of the rows of the centre's file they were read from
+    (:meth:`~fhir_cart.registry.pseudonyms.Pseudonymiser.source_row`), each an entity of
+    role ``source`` whose ``what`` is a Reference by identifier (a spreadsheet row is no FHIR
+    resource). Neither the data file's name nor a row number is written: only the centre,
+    with the key and its file, resolves a token (``fhir-cart registry resolve``)."""
     patient = case.patient.study_id
     targets = [{"identifier": {"system": f"{base}/{registry}/patient", "value": patient}}]
     for event_id, concept in sorted(centre_events):
@@ -157,6 +160,7 @@ def provenance(
             system = f"{base}/{registry}/{_KIND_PART[kind]}"
             targets.append({"identifier": {"system": system, "value": f"{patient}/{event_id}"}})
     centre = {"system": f"{base}/{registry}/centre", "value": source.centre}
+    rows_system = f"{base}/{registry}/source-row"
     return {
         "resourceType": "Provenance",
         "id": _id(registry, patient, source.centre),
@@ -168,9 +172,11 @@ def provenance(
             {"type": _participant("assembler"), "who": {"display": f"fhir_cart {version}"}},
         ],
         "entity": [
-            _entity(source.file_name, source.file_sha256, "source data file"),
-            _entity(source.mapping_name, source.mapping_sha256, "centre mapping file"),
-            *({"role": "source", "what": {"display": f"{source.centre}: {row}"}} for row in rows),
+            _entity(source.file_sha256, "source data file"),
+            _entity(source.mapping_sha256, "centre mapping file"),
+            *({"role": "source", "what": {"identifier": {"system": rows_system, "value": row},
+                                          "display": f"a row of centre {source.centre}'s file"}}
+              for row in rows),
         ],
     }  # fmt: skip
 
@@ -179,11 +185,11 @@ def _participant(code: str) -> dict[str, Any]:
     return {"coding": [{"system": PARTICIPANT, "code": code}]}
 
 
-def _entity(name: str, digest: str, what: str) -> dict[str, Any]:
+def _entity(digest: str, what: str) -> dict[str, Any]:
     return {
         "role": "source",
         "what": {
             "identifier": {"system": "urn:ietf:rfc:6920", "value": f"ni:///sha-256;{digest}"},
-            "display": f"{what} {name}",
+            "display": what,
         },
     }

@@ -24,7 +24,7 @@ from typing import Any
 
 from fhir_cart.records import Case
 from fhir_cart.registry.definition import LinkageDef
-from fhir_cart.registry.links import Link, Method
+from fhir_cart.registry.links import Link, Method, content_order
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 
 __all__ = [
@@ -133,7 +133,15 @@ def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: flo
 
     taken: list[Link] = []
     refused: list[Link] = []
-    order = sorted(links, key=lambda k: (k.method != "identifier", -k.probability, k.left, k.right))
+    # ties broken by the records' content, not their pseudonyms: which of two equally
+    # likely links is taken must not depend on the key
+    rank = {r.pseudonym: n for n, r in enumerate(sorted(records, key=content_order))}
+
+    def strength(k: Link) -> tuple[Any, ...]:
+        ends = sorted((rank.get(k.left, -1), rank.get(k.right, -1)))
+        return (k.method != "identifier", -k.probability, ends, k.left, k.right)
+
+    order = sorted(links, key=strength)
     for link in order:
         if link.probability < threshold or link.left not in parent or link.right not in parent:
             continue

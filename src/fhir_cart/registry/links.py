@@ -5,9 +5,9 @@ without importing each other)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["Link", "Method"]
+__all__ = ["Link", "Method", "content_order"]
 
 Method = Literal["identifier", "probabilistic"]
 
@@ -18,3 +18,12 @@ class Link:
     right: str
     probability: float
     method: Method
+
+
+def content_order(record: Any) -> tuple[Any, ...]:
+    """A linkage record's place in an order of what linkage compares (centre, sex, birth,
+    dates), the pseudonym last: sorting by it does not depend on the key, except between
+    records identical in every compared field."""
+    dates = tuple("" if v is None else v.isoformat() for _, v in sorted(record.dates.items()))
+    return (record.centre, record.sex or "", record.birth_year or 0, record.birth_month or 0,
+            dates, record.pseudonym)  # fmt: skip

@@ -133,20 +133,22 @@ def _field(patient: PatientRecord, name: str) -> Any:
     return getattr(patient, name)
 
 
-EventNamer = Callable[[str, str, str], str]
-"""(centre, centre's patient id, centre's event id) -> the registry's event id."""
+EventNamer = Callable[[str, str, Event], str]
+"""(centre, centre's patient id, the centre's event) -> the registry's event id."""
 
 
 def registry_event_namer(token: Callable[[str, str], str]) -> EventNamer:
-    """``<centre>.<event id>``, unless the event id holds the patient's number (an explicit
-    event id column may): then a keyed token (``token(namespace, value)``) stands for it."""
+    """``<centre>.<concept>-<keyed token>``: a centre's event id is made of its source cells
+    (an explicit id column, or the ``key`` columns of a long format: a date, an item), so it
+    never leaves as written. The token is ``token(namespace, value)`` (the registry's HMAC,
+    :meth:`~fhir_cart.registry.pseudonyms.Pseudonymiser.token`) of the centre, the patient
+    and the event id: the same event keeps its id from build to build under one key, and
+    without the key nothing of the source id can be recovered or confirmed. The concept is
+    a key of the concept library (mapping data, not a source value)."""
 
-    def name(centre: str, study_id: str, event_id: str) -> str:
-        if study_id.lower() not in event_id.lower():
-            return registry_event_id(centre, event_id)
-        return registry_event_id(
-            centre, "e" + token("event", f"{centre}\x1f{study_id}\x1f{event_id}")[:24]
-        )
+    def name(centre: str, study_id: str, event: Event) -> str:
+        keyed = token("event", f"{centre}\x1f{study_id}\x1f{event.event_id}")[:20]
+        return registry_event_id(centre, f"{event.concept}-e{keyed}")
 
     return name
 
@@ -185,7 +187,7 @@ def merge_patient(
                     seen.add(_signature(event))
                     kept.append((centre, event))
     study_ids = {c: case.patient.study_id for c, case in by_centre.items()}
-    rename = namer or (lambda centre, _, event_id: registry_event_id(centre, event_id))
+    rename = namer or (lambda centre, _, event: registry_event_id(centre, event.event_id))
     return _assemble(
         record, kept, default_order, conflicts, lambda c, e: rename(c, study_ids[c], e)
     )
@@ -196,13 +198,13 @@ def _assemble(
     kept: list[tuple[str, Event]],
     centres: list[str],
     conflicts: list[Conflict],
-    rename: Callable[[str, str], str],
+    rename: Callable[[str, Event], str],
 ) -> MergedPatient:
     events: list[Event] = []
     source_of: dict[str, str] = {}
     origin_of: dict[str, tuple[str, str]] = {}
     for centre, event in sorted(kept, key=lambda ce: (ce[0], ce[1].event_id)):
-        new_id = rename(centre, event.event_id)
+        new_id = rename(centre, event)
         events.append(event.model_copy(update={"event_id": new_id}))
         source_of[new_id] = centre
         origin_of[new_id] = (centre, event.event_id)

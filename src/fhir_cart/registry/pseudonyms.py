@@ -89,6 +89,12 @@ class Pseudonymiser:
         does not depend on the order centres were read in."""
         return "r" + self.token("registry", min(members))
 
+    def source_row(self, centre: str, location: str) -> str:
+        """A row of a centre's file (``file, sheet S, row N``) as Provenance cites it: only
+        whoever holds the key and the centre's file can tell which row it is
+        (``fhir-cart registry resolve``)."""
+        return "s" + self.token("source-row", f"{centre}\x1f{location}")
+
     def offset(self, patient: str, max_days: int) -> int:
         """A per-patient date shift in ±[1, max_days] (never 0: a date must never stay)."""
         number = int(self.token("date-shift", patient), 16)

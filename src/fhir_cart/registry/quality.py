@@ -2,19 +2,26 @@
 values outside the range the concept library allows, unit conversions the reader did, local
 words the mappings did not map (kept as text), unmapped columns and rejected rows.
 
-It names records by pseudonym only and shows no date."""
+It is published with the registry, so it carries pseudonyms and field names only: no date, no
+source value (an out-of-range value is named by its field and direction, not shown: a
+number out of range is often an identifier typed in the wrong column), no reject text (it
+quotes the cell) and no source row. A local word is shown only when the registry file's
+``keep_text`` lists its attribute (or, for a value, its concept) and the word passes
+:mod:`~fhir_cart.registry.screen`; every other is counted as ``(withheld)``."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.errors import Reject
 from fhir_cart.records import Case, Event
 from fhir_cart.registry.pseudonyms import Pseudonymiser
+from fhir_cart.registry.screen import screened
 
 __all__ = ["CentreQuality", "centre_quality"]
 
@@ -37,7 +44,8 @@ class CentreQuality:
     """'concept.field: word' -> count."""
     unmapped_columns: list[str] = field(default_factory=list)
     rejects: dict[str, int] = field(default_factory=dict)
-    """Reason -> count (values and rows are not repeated here: they may identify)."""
+    """``table.column`` (``table`` for a whole row) -> count of rejected cells or rows (the
+    reasons, values and rows are not repeated here: they quote the source)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,8 +95,9 @@ def _range_problems(
         (low is not None and number < low) or (high is not None and number > high)
     ):
         found.append(
-            {"patient": pseudonym, "field": event.concept, "value": number, "allowed": [low, high]}
-        )
+            {"patient": pseudonym, "field": event.concept, "allowed": [low, high],
+             "direction": "below" if low is not None and number < low else "above"}
+        )  # fmt: skip
     for key, value in event.attributes.items():
         if library is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
@@ -103,8 +112,8 @@ def _range_problems(
                 {
                     "patient": pseudonym,
                     "field": f"{event.concept}.{key}",
-                    "value": value,
                     "allowed": [spec.min, spec.max],
+                    "direction": "below" if spec.min is not None and value < spec.min else "above",
                 }
             )
     return found
@@ -131,12 +140,18 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _unmapped(event: Event, library: ConceptLibrary | None) -> list[str]:
+def _shown(name: str, word: str, keep_text: Collection[str]) -> str:
+    return word if name in keep_text and screened(word) else "(withheld)"
+
+
+def _unmapped(
+    event: Event, library: ConceptLibrary | None, keep_text: Collection[str] = ()
+) -> list[str]:
     found = []
     text = None if event.value is None else event.value.text
     known = library is not None and library.has(event.concept)
     if text is not None and known and library.concept(event.concept).value.value_set:  # type: ignore[union-attr]
-        found.append(f"{event.concept}.value: {text}")
+        found.append(f"{event.concept}.value: {_shown(event.concept, text, keep_text)}")
     for key, value in event.attributes.items():
         if library is None or not isinstance(value, str):
             continue
@@ -145,7 +160,7 @@ def _unmapped(event: Event, library: ConceptLibrary | None) -> list[str]:
         except KeyError:
             continue
         if spec.type == "coded" and spec.value_set and value not in library.words(spec.value_set):
-            found.append(f"{event.concept}.{key}: {value}")
+            found.append(f"{event.concept}.{key}: {_shown(key, value, keep_text)}")
     return found
 
 
@@ -156,7 +171,8 @@ def centre_quality(
     library: ConceptLibrary | None,
     pseudonyms: Pseudonymiser,
     unmapped_columns: Sequence[Any] = (),
-    reject_reasons: Sequence[str] = (),
+    rejects: Sequence[Reject] = (),
+    keep_text: Collection[str] = (),
 ) -> CentreQuality:
     report = CentreQuality(centre, len(cases), sum(len(c.events) for c in cases))
     report.completeness = _completeness(cases, library)
@@ -168,15 +184,21 @@ def centre_quality(
             report.out_of_range += _range_problems(case, event, library, pseudonym)
             converted = _conversion(event)
             conversions.update([converted] if converted else [])
-            words.update(_unmapped(event, library))
+            words.update(_unmapped(event, library, keep_text))
     report.conversions = dict(conversions)
     report.unmapped_words = dict(words)
     report.unmapped_columns = [_column(c) for c in unmapped_columns]
-    report.rejects = dict(Counter(reject_reasons))
+    report.rejects = dict(Counter(_reject_field(r) for r in rejects))
     return report
 
 
+def _reject_field(reject: Reject) -> str:
+    return ".".join(str(p) for p in (reject.table, reject.column) if p) or "row"
+
+
 def _column(where: Any) -> str:
+    """An unmapped column by its header only (the file and sheet names stay at the centre)."""
     if isinstance(where, tuple | list):
-        return " / ".join(str(part) for part in where[1:] if part) or str(where[0])
-    return str(where)
+        return str(where[-1])
+    column = getattr(where, "column", None)
+    return str(column) if column else str(where).rsplit(" / ", 1)[-1]

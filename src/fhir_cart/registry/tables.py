@@ -8,7 +8,6 @@ writers are given no clock, so the same registry gives the same bytes."""
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from collections.abc import Sequence
@@ -19,8 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fhir_cart import csv_safety as safe
 from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event, When
+from fhir_cart.registry.files import write_atomically
 
 __all__ = ["EVENT_COLUMNS", "event_table", "patient_table", "write_tables"]
 
@@ -132,10 +133,12 @@ def patient_table(
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` unless it already holds them; atomically (a temporary file
+    beside it, then ``os.replace``), so a kill mid-write leaves the old file or the new one,
+    never a truncated one."""
     if path.exists() and path.read_bytes() == data:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    write_atomically(path, data)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -145,32 +148,21 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def csv_bytes(table: pa.Table) -> bytes:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(table.column_names)
-    for row in table.to_pylist():
-        writer.writerow(["" if v is None else v for v in row.values()])
-    return text.getvalue().encode("utf-8")
+    """Through the project's one safe writer (formula-looking text escaped)."""
+    return safe.csv_bytes(table.column_names, (row.values() for row in table.to_pylist()))
 
 
 def xlsx_bytes(tables: dict[str, pa.Table]) -> bytes:
+    """Through the project's one safe writer (text cells are strings, never formulas)."""
     import datetime as dt
 
-    from openpyxl import Workbook
-
-    book = Workbook()
-    book.remove(book.active)
+    # no clock in the file, so two builds give the same bytes
+    book = safe.xlsx_book(created=dt.datetime(2000, 1, 1))
     for name, table in tables.items():
-        sheet = book.create_sheet(name)
-        sheet.append(table.column_names)
+        book.sheet(name, table.column_names)
         for row in table.to_pylist():
-            sheet.append(list(row.values()))
-    fixed = dt.datetime(2000, 1, 1)  # no clock in the file, so two builds give the same bytes
-    book.properties.created = fixed
-    book.properties.modified = fixed
-    sink = io.BytesIO()
-    book.save(sink)
-    return _zip_normalised(sink.getvalue())
+            book.append(name, row.values())
+    return _zip_normalised(book.to_bytes())
 
 
 def _zip_normalised(data: bytes) -> bytes:

@@ -26,7 +26,7 @@ from fhir_cart.cache import Cache, run_owner, worker_name
 from fhir_cart.cache.models import SyncRun
 from fhir_cart.settings import Settings
 from fhir_cart.summary import summarise
-from fhir_cart.sync.pull import PullSelection
+from fhir_cart.sync.pull import PullSelection, parse_types
 from fhir_cart.sync.service import PullOutcome, write_unmapped
 from fhir_cart.writers import write_study
 
@@ -63,6 +63,7 @@ async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: C
     selection = PullSelection(
         kind=params["selection"], identifiers=tuple(params.get("identifiers") or ()),
         group_id=params.get("group_id"), query=params.get("query"), since=params.get("since"),
+        types=parse_types(params.get("types")),
     )  # fmt: skip
     out, study = job_dir(app.settings, run_id), params.get("study")
     await app.pull(
@@ -80,6 +81,7 @@ def _write_pull_outputs(
     write_study(outcome.cases, out, "json")
     (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")
+    write_unmapped(outcome.excluded, out / "excluded.csv")
     summary: dict[str, Any] = {"patients": len(outcome.cases)}
     if study:
         results = summarise(outcome.cases, app.study(study))

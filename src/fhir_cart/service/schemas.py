@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fhir_cart.cache.models import SyncRun
+from fhir_cart.sync.pull import parse_types
 
 __all__ = [
     "FailureCauseOut", "Health", "Job", "OutcomeOut", "PatientOut", "Preview", "PullRequest",
@@ -64,6 +65,12 @@ class PullRequest(BaseModel):
     query: str | None = Field(default=None, max_length=2000)
     since: str | None = Field(default=None, max_length=40)
     use_export: bool = False
+    types: str | None = Field(
+        default=None, max_length=2000,
+        description="Resource types to ask for: 'all' (default: every type the server can "
+        "search by patient), 'library' (the types the concept library reads) or a comma "
+        "list such as 'library,AllergyIntolerance'; types left out are listed in the job",
+    )  # fmt: skip
     study: str | None = Field(
         default=None, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$",
         description="Study definition (a name in mappings/studies/) whose summary to compute",
@@ -74,6 +81,7 @@ class PullRequest(BaseModel):
         needed = {"patients": self.identifiers, "group": self.group_id, "search": self.query}
         if not needed[self.selection]:
             raise ValueError(f"selection {self.selection!r} needs its value")
+        parse_types(self.types)  # its ValueError names the part at fault: a 422
         return self
 
 
@@ -98,6 +106,21 @@ class Job(BaseModel):
     progress_done: int
     progress_total: int
     counts: dict[str, int]
+    by_type: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="A pull's account per resource type: fetched, patients, events, used, "
+        "other, excluded (unaccounted and twice are 0 unless fhir_cart is at fault)",
+    )
+    not_asked: list[str] = Field(
+        default_factory=list,
+        description="Resource types the server holds for patients that the pull did not ask "
+        "for (its types option)",
+    )
+    not_searchable: list[str] = Field(
+        default_factory=list,
+        description="Types of R4's Patient compartment the server declares no patient search "
+        "for: not asked (it may hold them; the types option naming one reads it by type)",
+    )
     error: str | None
     worker: str | None
     created_at: dt.datetime | None
@@ -107,9 +130,13 @@ class Job(BaseModel):
     @classmethod
     def from_run(cls, run: SyncRun) -> Job:
         assert run.id is not None
+        counts = orjson.loads(run.counts or "{}")
         return cls(
             id=run.id, kind=run.kind, status=run.status, progress_done=run.progress_done,
-            progress_total=run.progress_total, counts=orjson.loads(run.counts or "{}"),
+            progress_total=run.progress_total,
+            counts={k: v for k, v in counts.items() if isinstance(v, int)},
+            by_type=counts.get("by_type") or {}, not_asked=counts.get("not_asked") or [],
+            not_searchable=counts.get("not_searchable") or [],
             error=run.error, worker=run.worker, created_at=run.created_at,
             started_at=run.started_at, finished_at=run.finished_at,
         )  # fmt: skip

@@ -38,7 +38,10 @@ from typing import Any, Literal
 
 from fhir_cart.errors import FhirClientError
 
-__all__ = ["BundleType", "ServerCapabilities", "is_size_refusal", "is_unknown_search_param"]
+__all__ = [
+    "PATIENT_COMPARTMENT", "BundleType", "ServerCapabilities", "is_size_refusal",
+    "is_unknown_search_param",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -55,6 +58,29 @@ _UNKNOWN_PARAM = re.compile(
     r"(unknown|not supported|not found)",
     re.IGNORECASE,
 )
+
+
+PATIENT_COMPARTMENT: tuple[str, ...] = (
+    "Account", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse",
+    "AuditEvent", "Basic", "BodyStructure", "CarePlan", "CareTeam", "ChargeItem", "Claim",
+    "ClaimResponse", "ClinicalImpression", "Communication", "CommunicationRequest",
+    "Composition", "Condition", "Consent", "Coverage", "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse", "DetectedIssue", "DeviceRequest", "DeviceUseStatement",
+    "DiagnosticReport", "DocumentManifest", "DocumentReference", "Encounter",
+    "EnrollmentRequest", "EpisodeOfCare", "ExplanationOfBenefit", "FamilyMemberHistory",
+    "Flag", "Goal", "ImagingStudy", "Immunization", "ImmunizationEvaluation",
+    "ImmunizationRecommendation", "Invoice", "List", "MeasureReport", "Media",
+    "MedicationAdministration", "MedicationDispense", "MedicationRequest",
+    "MedicationStatement", "MolecularSequence", "NutritionOrder", "Observation", "Person",
+    "Procedure", "Provenance", "QuestionnaireResponse", "RelatedPerson", "RequestGroup",
+    "ResearchSubject", "RiskAssessment", "ServiceRequest", "Specimen", "SupplyDelivery",
+    "SupplyRequest", "VisionPrescription",
+)  # fmt: skip
+"""Resource types of R4's Patient compartment
+(https://hl7.org/fhir/R4/compartmentdefinition-patient.html; Group and Schedule, which hold
+patients only as members or actors, left out). A server that declares no patient search for
+one of them may still hold it (sekmet-fhir 0.1.1 stores FamilyMemberHistory and Goal without
+declaring them): a pull names such types instead of missing them without a word."""
 
 
 def is_size_refusal(exc: FhirClientError) -> bool:
@@ -169,6 +195,13 @@ class ServerCapabilities:
         """The search parameter that selects a patient's resources of this type."""
         names = self.search_params.get(resource_type, set())
         return next((n for n in ("subject", "patient") if n in names), None)
+
+    def compartment_types(self) -> list[str]:
+        """Types the server can search by patient (``patient`` or ``subject`` declared),
+        Patient itself left out: the selected patients' record, as this server holds it."""
+        return sorted(
+            t for t in self.search_params if t != "Patient" and self.patient_param(t) is not None
+        )
 
     def pull_plan(self, types: tuple[str, ...] | list[str]) -> dict[str, str]:
         """In words, per type, how a pull reads the selected patients' resources."""

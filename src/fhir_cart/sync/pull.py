@@ -30,11 +30,16 @@ from typing import Any, Literal, Protocol
 
 from fhir_cart.errors import BadResponse, FhirClientError, LimitExceeded
 from fhir_cart.references import patient_id, subject_patient_id
-from fhir_cart.sync.capabilities import ServerCapabilities, is_unknown_search_param
+from fhir_cart.sync.capabilities import (
+    PATIENT_COMPARTMENT,
+    ServerCapabilities,
+    is_unknown_search_param,
+)
 
 __all__ = [
     "CHUNK", "EVENT_TYPES", "PatientSearch", "PullSelection", "PullStats", "ResourceFetcher",
-    "deleted_since", "patient_searches", "pull_resources",
+    "asked_types", "deleted_since", "parse_types", "patient_searches", "pull_resources",
+    "unsearchable",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -50,9 +55,63 @@ EVENT_TYPES: tuple[str, ...] = (
     "MedicationRequest",
     "Specimen",
 )
-"""Resource types fetched for the selected patients (R4 search parameter ``subject`` or
-``patient``). Specimens give the specimen of an Observation; MedicationRequests are read as
-drug events when a server records no administrations."""
+"""Resource types the concept library reads, always fetched for the selected patients (R4
+search parameter ``subject`` or ``patient``, else read by type). Specimens give the specimen
+of an Observation; MedicationRequests are read as drug events when a server records no
+administrations. By default a pull also asks for every other type of the server's Patient
+compartment (:func:`asked_types`)."""
+
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+
+
+def parse_types(text: str | None) -> tuple[str, ...] | None:
+    """``--types``: ``all`` (None: the library's types and every type the server can search
+    by patient), or a comma list of resource types where ``library`` stands for
+    :data:`EVENT_TYPES` (``library,AllergyIntolerance``)."""
+    if text is None or text.strip() == "all":
+        return None
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        names = EVENT_TYPES if part == "library" else (part,)
+        if part == "Patient":
+            raise ValueError("--types: Patient is always pulled (it is the selection); name "
+                             "the other types, e.g. 'library,AllergyIntolerance'")  # fmt: skip
+        if not all(_TYPE_NAME.match(n) for n in names):
+            raise ValueError(
+                f"--types: {part!r} is not a resource type; expected 'all', 'library' or "
+                "resource types such as 'library,AllergyIntolerance,Immunization'"
+            )
+        out += [n for n in names if n not in out]
+    if not out:
+        raise ValueError("--types names no resource type; expected 'all', 'library' or types")
+    return tuple(out)
+
+
+def asked_types(
+    caps: ServerCapabilities, wanted: tuple[str, ...] | None
+) -> tuple[list[str], list[str]]:
+    """The types a pull asks for, and the server's Patient-compartment types it does not
+    ask for (listed in the pull's report). ``wanted`` None: the library's types, then every
+    type the server declares a ``patient`` or ``subject`` search parameter for (R4 keeps a
+    patient's record in those: https://hl7.org/fhir/R4/compartmentdefinition-patient.html);
+    else exactly ``wanted``."""
+    compartment = caps.compartment_types()
+    if wanted is None:
+        asked = [*EVENT_TYPES, *(t for t in compartment if t not in EVENT_TYPES)]
+    else:
+        asked = list(wanted)
+    left = sorted({*compartment, *EVENT_TYPES} - set(asked))
+    return asked, left
+
+
+def unsearchable(caps: ServerCapabilities, asked: Sequence[str]) -> list[str]:
+    """Types of R4's Patient compartment, not asked for, that this server declares no
+    ``patient`` or ``subject`` search for: it may hold them all the same (a pull cannot tell
+    without reading every one of them), so the pull names them."""
+    return sorted(
+        t for t in PATIENT_COMPARTMENT if t not in asked and caps.patient_param(t) is None
+    )
+
 
 CHUNK = 100
 """Most patients one multi-valued search names (also the Patient ``_id``/``identifier``
@@ -74,18 +133,28 @@ class SearchClient(Protocol):
     async def capabilities(self) -> Json: ...
 
 
-async def patient_params(
+async def server_capabilities(
     client: SearchClient, declared: dict[str, list[str]] | None = None
-) -> dict[str, str | None]:
-    """Per event type, the search parameter that selects a patient's resources on this
-    server (``subject``, else ``patient``), or None where the server has neither. What
-    settings declare for a type (``search_params``) replaces the CapabilityStatement's."""
+) -> ServerCapabilities:
+    """The server's search side; what settings declare for a type (``search_params``)
+    replaces the CapabilityStatement's."""
     caps = ServerCapabilities.from_statement(await client.capabilities())
     for rtype, names in (declared or {}).items():
         caps.search_params[rtype] = set(names)
-    for step in caps.pull_plan(EVENT_TYPES).values():
+    return caps
+
+
+async def patient_params(
+    client: SearchClient,
+    declared: dict[str, list[str]] | None = None,
+    types: tuple[str, ...] | list[str] = EVENT_TYPES,
+) -> dict[str, str | None]:
+    """Per type asked for, the search parameter that selects a patient's resources on this
+    server (``subject``, else ``patient``), or None where the server has neither."""
+    caps = await server_capabilities(client, declared)
+    for step in caps.pull_plan(types).values():
         log.debug("pull plan: %s", step)
-    return {rtype: caps.patient_param(rtype) for rtype in EVENT_TYPES}
+    return {rtype: caps.patient_param(rtype) for rtype in types}
 
 
 class SearchParamRefused(Exception):
@@ -104,6 +173,9 @@ class PullSelection:
     group_id: str | None = None
     query: str | None = None
     since: str | None = None
+    types: tuple[str, ...] | None = None
+    """Resource types to ask for (:func:`parse_types`); None: every type the server keeps
+    in the selected patients' compartment."""
 
     @classmethod
     def parse_query(cls, query: str) -> dict[str, str]:
@@ -132,6 +204,20 @@ class PullStats:
     learned: list[str] = field(default_factory=list)
     """What this pull learned about the server from its answers, in words."""
 
+    asked: list[str] = field(default_factory=list)
+    """Resource types asked for the selected patients."""
+    not_asked: list[str] = field(default_factory=list)
+    """Types the server can search by patient that this pull did not ask for (``types``)."""
+    not_searchable: list[str] = field(default_factory=list)
+    """Patient-compartment types the server declares no patient search for (not asked:
+    ``types`` naming one reads it by type)."""
+    unowned: list[tuple[Json, str]] = field(default_factory=list)
+    """Resources received that name no Patient as subject or patient, with the reason: not
+    cached, but listed (``other`` rows) and counted."""
+    not_selected: dict[str, int] = field(default_factory=dict)
+    """Per type read by type, how many resources of patients not selected were read and
+    left out (neither kept nor listed: they are no part of the cohort)."""
+
     def keep(self, resource: Any, *, needs_subject: bool = False) -> bool:
         """Whether a received resource can be kept; if not, it is listed in ``dropped``."""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -146,6 +232,7 @@ class PullStats:
         if needs_subject and subject_patient_id(resource) is None:
             reason = "no subject or patient reference to a Patient"
             self.dropped.append((f"{rtype}/{rid}", rtype, reason))
+            self.unowned.append((resource, reason))
             return False
         return True
 
@@ -351,7 +438,8 @@ async def by_type_scan(
     client: SearchClient, types: list[str], since: str | None, stats: PullStats
 ) -> dict[str, list[Json]]:
     """Types the server cannot search by patient: read them by type once, group by subject
-    (those without a Patient subject are listed in ``stats.dropped``)."""
+    (those naming no Patient are of no selected patient: counted in
+    ``stats.not_selected``, as the selected patients' resources are found later)."""
     grouped: dict[str, list[Json]] = {}
     for rtype in types:
         # expected, not alarming: sekmet declares no patient search for AdverseEvent
@@ -365,9 +453,13 @@ async def by_type_scan(
             raise BadResponse(f"{rtype} search: the server answered {cut.got} of {cut.total} "
                               "matches with no next page") from None  # fmt: skip
         for resource in found:
-            if stats.keep(resource, needs_subject=True):
-                pid = subject_patient_id(resource)
-                grouped.setdefault(str(pid), []).append(resource)
+            if not stats.keep(resource):
+                continue
+            pid = subject_patient_id(resource)
+            if pid is None:  # of no patient, so of none selected: counted, not kept
+                stats.not_selected[rtype] = stats.not_selected.get(rtype, 0) + 1
+                continue
+            grouped.setdefault(pid, []).append(resource)
     return grouped
 
 
@@ -394,9 +486,19 @@ class ResourceFetcher:
         for owner, items in found.items():
             self.scanned.setdefault(owner, []).extend(items)
 
+    def count_not_selected(self, pulled: set[str]) -> None:
+        """Resources read by type whose patient was not selected: counted per type in
+        ``stats.not_selected``, never kept (they are no part of the cohort)."""
+        for owner, items in self.scanned.items():
+            if owner not in pulled:
+                for resource in items:
+                    rtype = str(resource.get("resourceType"))
+                    counts = self.search.stats.not_selected
+                    counts[rtype] = counts.get(rtype, 0) + 1
+
     async def of(self, patient_ids: list[str]) -> dict[str, list[Json]]:
         """Per patient id: resources read by type first, then each type's search matches,
-        in EVENT_TYPES order (as a per-patient pull had them)."""
+        in the order the types are asked (as a per-patient pull had them)."""
         while True:
             searched = [(t, p) for t, p in self.params_by_type.items() if p is not None]
             try:
@@ -525,14 +627,20 @@ async def pull_resources(
     fetched at once, at most ``concurrency`` requests at a time."""
     stats = stats or PullStats()
     search = PatientSearch(client, stats, selection.since, concurrency, chunk)
-    fetcher = await ResourceFetcher.start(search, await patient_params(client, search_params))
+    caps = await server_capabilities(client, search_params)
+    stats.asked, stats.not_asked = asked_types(caps, selection.types)
+    stats.not_searchable = unsearchable(caps, stats.asked)
+    params = await patient_params(client, search_params, stats.asked)
+    fetcher = await ResourceFetcher.start(search, params)
     pending: deque[tuple[list[Json], asyncio.Task[dict[str, list[Json]]]]] = deque()
+    pulled: set[str] = set()
     try:
         async for patients in _selected_chunks(search, selection):
             kept = [p for p in patients if stats.keep(p)]
             if not kept:
                 continue
             ids = [str(p["id"]) for p in kept]
+            pulled.update(ids)
             pending.append((kept, asyncio.ensure_future(fetcher.of(ids))))
             while pending and (len(pending) > concurrency or pending[0][1].done()):
                 for item in await _done(pending.popleft(), stats):
@@ -540,6 +648,7 @@ async def pull_resources(
         while pending:
             for item in await _done(pending.popleft(), stats):
                 yield item
+        fetcher.count_not_selected(pulled)
     finally:
         for _, task in pending:
             task.cancel()
@@ -567,12 +676,15 @@ class HistoryClient(Protocol):
     def search_bundles(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]: ...
 
 
-async def deleted_since(client: HistoryClient, since: str) -> set[tuple[str, str]]:
-    """(type, id) of resources deleted on the server since ``since``: an incremental search
-    (``_lastUpdated``) cannot see deletions, the type's ``_history`` can
-    (https://hl7.org/fhir/R4/http.html#history: a deletion is an entry with request DELETE)."""
+async def deleted_since(
+    client: HistoryClient, since: str, types: Sequence[str] = EVENT_TYPES
+) -> set[tuple[str, str]]:
+    """(type, id) of resources of ``types`` (and Patients) deleted on the server since
+    ``since``: an incremental search (``_lastUpdated``) cannot see deletions, the type's
+    ``_history`` can (https://hl7.org/fhir/R4/http.html#history: a deletion is an entry with
+    request DELETE)."""
     deleted: set[tuple[str, str]] = set()
-    for rtype in ("Patient", *EVENT_TYPES):
+    for rtype in ("Patient", *types):
         async for page in client.search_bundles(f"{rtype}/_history", {"_since": since}):
             for entry in page.get("entry", ()):
                 request = entry.get("request") or {}

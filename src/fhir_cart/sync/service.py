@@ -8,7 +8,6 @@ running the same push again sends only what the server has not acknowledged.
 from __future__ import annotations
 
 import asyncio
-import csv
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -30,13 +29,20 @@ from fhir_cart.auth import (
 )
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.client import FhirClient
-from fhir_cart.csv_safety import safe_csv_cell
+from fhir_cart.csv_safety import csv_writer
 from fhir_cart.errors import ConfigError, FhirClientError, RetryableError, ServerUnreachable
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.mappers.from_fhir import ReverseStream, Unmapped, cases_from_fhir
+from fhir_cart.mappers.from_fhir import (
+    ReverseResult,
+    ReverseStream,
+    Unmapped,
+    cases_from_fhir,
+    other_row,
+)
 from fhir_cart.records import Case
 from fhir_cart.references import subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
+from fhir_cart.sync.accounting import TypeCount, by_type, places
 from fhir_cart.sync.capabilities import ServerCapabilities
 from fhir_cart.sync.pull import (
     CHUNK,
@@ -45,9 +51,11 @@ from fhir_cart.sync.pull import (
     PullSelection,
     PullStats,
     ResourceFetcher,
+    asked_types,
     deleted_since,
     patient_params,
     pull_resources,
+    server_capabilities,
 )
 from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
 from fhir_cart.sync.retract import removed_records, retract
@@ -293,6 +301,11 @@ class PullOutcome:
     stats: PullStats = field(default_factory=PullStats)
     other: list[dict[str, Any]] = field(default_factory=list)
     """Rows for resources that match no concept (the ``other`` table): nothing is dropped."""
+    excluded: list[Unmapped] = field(default_factory=list)
+    """Resources deliberately not read as events, each with its reason."""
+    by_type: dict[str, TypeCount] = field(default_factory=dict)
+    """Per resource type: fetched, and where each ended (patients, events, used, other,
+    excluded); ``unaccounted`` and ``twice`` are 0 unless fhir_cart is at fault."""
 
     def __repr__(self) -> str:
         # counts only: asyncio.run reprs the finished task's result when it restores its
@@ -352,7 +365,6 @@ async def _fetch(
     """Fetch the selected patients' resources into the cache, mapping each patient's as
     they arrive (while the next are fetched); the ids of the patients received."""
     patient_ids: set[str] = set()
-    stats.complete = {"Patient", *EVENT_TYPES}  # each searched by patient or read by type
     pulled = pull_resources(client, selection, stats, search_params, concurrency=concurrency)
     batch: list[dict[str, Any]] = []
     async for patient, resources in pulled:
@@ -365,6 +377,7 @@ async def _fetch(
         if on_patient is not None:
             on_patient(len(patient_ids))
     await received.add(batch)
+    stats.complete = {"Patient", *stats.asked}  # each searched by patient or read by type
     return patient_ids
 
 
@@ -375,8 +388,10 @@ the cache, not the server, the bottleneck of a pull)."""
 
 async def _fetch_export(client: FhirClient, received: _Received, selection: PullSelection,
                         stats: PullStats, concurrency: int = 4) -> set[str]:  # fmt: skip
+    # every type of the group's compartment by default (no _type): Bulk Data exports all
+    types = None if selection.types is None else ["Patient", *selection.types]
     manifest = await client.export_manifest(
-        group_id=selection.group_id, types=["Patient", *EVENT_TYPES], since=selection.since
+        group_id=selection.group_id, types=types, since=selection.since
     )
     requires_token = manifest.get("requiresAccessToken") is not False
     # a type without an output file may be empty or not exported at all (sekmet leaves out
@@ -399,11 +414,13 @@ async def _fetch_export(client: FhirClient, received: _Received, selection: Pull
                 batch = []
         await received.add(batch)
     stats.patients = len(patient_ids)
-    missing = [t for t in EVENT_TYPES if t not in stats.complete]
+    wanted = EVENT_TYPES if selection.types is None else selection.types
+    missing = [t for t in wanted if t not in stats.complete]
     if missing and patient_ids:
         await _search_missing(client, received, missing, patient_ids, selection, stats,
                               concurrency)  # fmt: skip
         stats.complete |= set(missing)  # searched per patient: received in full now
+    stats.asked = sorted(stats.complete - {"Patient"})
     return patient_ids
 
 
@@ -419,7 +436,7 @@ async def _search_missing(
     """Types an export left out (sekmet 0.1.1 exports no AdverseEvent, for one; an empty
     type has no output either): searched for the patients, a chunk at a time, so nothing
     is silently missing."""
-    params = await patient_params(client)
+    params = await patient_params(client, types=types)
     search = PatientSearch(client, stats, selection.since, concurrency)
     fetcher = await ResourceFetcher.start(search, {t: params[t] for t in types})
     ids = sorted(patient_ids)
@@ -458,7 +475,9 @@ def _current(
     holds for them is gone; an incremental one learns deletions from ``_history``
     (``gone``). What this pull received (``received``) is not read back from the cache:
     only the content of resources the cache held before it."""
-    held = [r for r in received.values() if _belongs(r, ids)]
+    # what this pull received, all of it: a resource whose subject is a Patient not pulled
+    # (a server matching it through another path) is listed as an ``other`` row, not lost
+    held = list(received.values())
     older: list[tuple[str, str]] = []
     if cache.records.received_count(server=key) > len(received):  # it holds more than these
         older = [k for k in cache.records.received_ids(server=key) if k not in received]
@@ -481,15 +500,16 @@ _NO_HISTORY = frozenset({400, 404, 405, 501})
 
 
 async def _deletions(
-    client: FhirClient, selection: PullSelection
+    client: FhirClient, selection: PullSelection, search_params: dict[str, list[str]] | None
 ) -> tuple[PullSelection, set[tuple[str, str]]]:
     """For an incremental pull, what was deleted on the server since its instant. A server
     without type history cannot say: the pull then reads everything, and deletions are found
     by comparing with the cache, never silently missed."""
     if not selection.since:
         return selection, set()
+    types, _ = asked_types(await server_capabilities(client, search_params), selection.types)
     try:
-        return selection, await deleted_since(client, selection.since)
+        return selection, await deleted_since(client, selection.since, types)
     except FhirClientError as exc:
         if exc.status not in _NO_HISTORY:
             raise
@@ -566,7 +586,7 @@ async def _run_pull(
     try:
         try:
             async with client_for(server) as client:
-                selection, gone = await _deletions(client, selection)
+                selection, gone = await _deletions(client, selection, server.search_params)
                 if use_export:
                     ids = await _fetch_export(client, received, selection, stats,
                                               server.concurrency)  # fmt: skip
@@ -588,25 +608,57 @@ async def _run_pull(
         result = stream.result(resources)
     dropped = [Unmapped(ref, rtype, reason) for ref, rtype, reason in stats.dropped]
     result.unmapped[:0] = dropped
+    result.other[:0] = [other_row(r, None, reason) for r, reason in stats.unowned]
     unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
     cache.mark_mapped(server=key, unmapped=unmapped)
-    counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
+    accounted = _account(ctx, resources, result, stats, default_centre)
+    counts: dict[str, Any] = {
+        "patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources,
+    }  # fmt: skip
     if deleted:
         counts["deleted_on_server"] = deleted
+    counts["by_type"] = {t: c.as_dict() for t, c in accounted.items()}
+    if stats.not_asked:
+        counts["not_asked"] = stats.not_asked
+    if stats.not_searchable:
+        counts["not_searchable"] = stats.not_searchable
     other = [dict(row) for row in result.other]
-    outcome = PullOutcome(run_id, result.cases, result.unmapped, stats, other)
+    outcome = PullOutcome(run_id, result.cases, result.unmapped, stats, other,
+                          list(result.excluded), accounted)  # fmt: skip
     if on_mapped is not None:
         on_mapped(outcome)
     cache.finish_run(run_id, status="succeeded", counts=counts)
     return outcome
 
 
+def _account(
+    ctx: MappingContext,
+    resources: list[dict[str, Any]],
+    result: ReverseResult,
+    stats: PullStats,
+    centre: str,
+) -> dict[str, TypeCount]:
+    """The pull's account per type (see :mod:`fhir_cart.sync.accounting`): the resources
+    mapped and those received without a Patient subject (``other`` rows)."""
+    unowned = [r for r, _ in stats.unowned if isinstance(r, dict)]
+    found = places(ctx, [*resources, *unowned], result, centre=centre)
+    fetched = dict(stats.resources)
+    for resource in unowned:
+        rtype = str(resource.get("resourceType", "(unknown)"))
+        fetched[rtype] = fetched.get(rtype, 0) + 1
+    accounted = by_type(found, fetched)
+    faults = {t: c for t, c in accounted.items() if c.unaccounted or c.twice}
+    if faults:
+        log.warning("resources not accounted for exactly once (a fhir_cart fault): %s",
+                    {t: (c.unaccounted, c.twice) for t, c in faults.items()})  # fmt: skip
+    return accounted
+
+
 def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv_writer(handle)
         writer.writerow(["reference", "resource_type", "reason"])
         for item in unmapped:
-            row = [item.reference, item.resource_type, item.reason]
-            writer.writerow([safe_csv_cell(cell) for cell in row])
+            writer.writerow([item.reference, item.resource_type, item.reason])
     return path
