@@ -58,6 +58,15 @@ free_text = (
 dates = st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2025, 12, 31))
 birth_dates = st.dates(min_value=dt.date(1930, 1, 1), max_value=dt.date(1989, 12, 31))
 days = st.integers(min_value=-400, max_value=4000)
+# a date as a source may give it: mostly a day, else only its month or year
+precisions = st.sampled_from(["day", "day", "month", "year"])
+
+
+def _at(date: dt.date, precision: str) -> dt.date:
+    """The first day of the date's month or year (how a partial date is held)."""
+    if precision == "year":
+        return date.replace(month=1, day=1)
+    return date.replace(day=1) if precision == "month" else date
 
 
 def _sig(x: float) -> float:
@@ -100,7 +109,10 @@ def whens(draw: st.DrawFn, lib: ConceptLibrary | None = None) -> r.When:
         earliest = None if side == "before" else earliest
         latest = None if side == "after" else latest
     anchor = draw(anchors) if day is not None or "window" in form else None
-    return r.When(date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
+    precision = draw(precisions) if date is not None else "day"
+    date = None if date is None else _at(date, precision)
+    return r.When(date=date, precision=precision, day=day, anchor=anchor, earliest_day=earliest,
+                  latest_day=latest)  # fmt: skip
 
 
 def _unit(draw: st.DrawFn, value: ValueDef) -> str | None:
@@ -204,6 +216,12 @@ def events(
     )
 
 
+def _birth(date: dt.date | None, precision: str) -> dict[str, Any]:
+    if date is None:
+        return {}
+    return {"birth_date": _at(date, precision), "birth_precision": precision}
+
+
 @st.composite
 def patients(
     draw: st.DrawFn, centre: str | None = None, lib: ConceptLibrary | None = None
@@ -214,7 +232,7 @@ def patients(
         study_id=draw(ids),
         centre=centre or draw(st.from_regex(r"[a-z0-9][a-z0-9\-]{0,8}", fullmatch=True)),
         sex=draw(_opt(st.sampled_from(["female", "male", "other", "unknown"]))),
-        birth_date=draw(_opt(birth_dates)),
+        **_birth(draw(_opt(birth_dates)), draw(precisions)),
         attributes={a: draw(attribute_values(lib.attribute(a), lib)) for a in chosen},
     )
 

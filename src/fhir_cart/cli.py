@@ -311,6 +311,10 @@ def summary_command(
         for path in write_plots(cases, definition, plots):
             err.print(f"wrote {path}")
     if as_json:
+        for result in results:  # stdout keeps its shape; the caveat goes beside it
+            if result.partial:
+                err.print(f"[yellow]{result.id}[/yellow] rests on a partial date (a year or a "
+                          f"month) for {', '.join(result.partial)}")  # fmt: skip
         data = {r.id: r.value for r in results}
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return

@@ -3,11 +3,13 @@
 
 - Swimmer: one bar per patient from day 0 (the study's anchor) to the latest of the ``end``
   events (e.g. last follow-up, death); each marker (a named event selector) is drawn at the
-  day of every matching event, with a legend. Patients with no resolvable end are left out.
+  day of every matching event, with a legend. Patients with no resolvable end are left out,
+  and so are patients with an end known only to a year or a month (a partial date).
 - Kaplan-Meier: per curve, the duration is the day of the first ``event`` on or after day 0
   (observed), else the day of the latest ``censor`` event (censored). Events before day 0
   (e.g. a relapse before the infusion) are not events of the curve. Patients with neither a
-  day-resolved event nor a censor day are left out (listed in :class:`SurvivalData`).
+  day-resolved event nor a censor day are left out (listed in :class:`SurvivalData`), and so
+  are patients whose event (or, with no event, censor) is known only to a year or a month.
 
 Days are resolved as in :mod:`fhir_cart.summary` (only exact days: windows are not drawn).
 Drawn with matplotlib's Agg canvas (no display needed); the survival estimate is lifelines'
@@ -66,21 +68,36 @@ class SurvivalData:
     events: tuple[bool, ...]
     """True: the event was observed at that duration; False: censored."""
     excluded: tuple[str, ...] = ()
-    """Patients with neither an event day nor a censor day."""
+    """Patients with neither an event day nor a censor day, and those of ``partial``."""
+    partial: tuple[str, ...] = ()
+    """Patients left out because an event (or, with no event, a censor) is known only to a
+    year or a month: its day after the anchor is a window, and neither an event day nor a
+    censoring before it can be told."""
 
 
 def _days(patient: _Patient, selectors: Sequence[EventTest]) -> list[tuple[float, str]]:
     found = []
     for event in patient.case.events:
         if any(patient.passes(s, event) for s in selectors):
-            day = patient.time.day(event)
+            day = patient.day(event)
             if day is not None:
                 found.append((day, event.concept))
     return found
 
 
+def _only_window(patient: _Patient, selectors: Sequence[EventTest]) -> bool:
+    """Whether a selected event has no exact day because it rests on a partial date."""
+    for event in patient.case.events:
+        if any(patient.passes(s, event) for s in selectors):
+            patient.time.partial = False
+            if patient.day(event) is None and patient.time.partial:
+                return True
+    return False
+
+
 def swimmer_rows(cases: Iterable[Case], study: StudyDefinition) -> list[SwimmerRow]:
-    """One row per patient with a resolvable end, in input order."""
+    """One row per patient with a resolvable end, in input order; none for a patient with
+    an end event known only to a year or a month (where the bar ends cannot be told)."""
     config = study.plots.swimmer
     if config is None:
         return []
@@ -88,7 +105,7 @@ def swimmer_rows(cases: Iterable[Case], study: StudyDefinition) -> list[SwimmerR
     for case in cases:
         patient = _Patient(case, study)
         ends = _days(patient, config.end)
-        if not ends:
+        if not ends or _only_window(patient, config.end):
             continue
         end, ended_by = max(ends, key=lambda d: (d[0], d[1] == "death"))  # death wins a tie
         marks = [
@@ -105,11 +122,15 @@ def survival_data(
 ) -> SurvivalData:
     """Durations (days after the anchor) and event flags of one survival curve."""
     curve = curve or study.plots.survival[name]
-    ids, durations, events, excluded = [], [], [], []
+    ids, durations, events, excluded, partial = [], [], [], [], []
     for case in cases:
         patient = _Patient(case, study)
         hits = [day for day, _ in _days(patient, curve.event) if day >= 0]
         censor = [day for day, _ in _days(patient, curve.censor)]
+        if _only_window(patient, curve.event) or (not hits and _only_window(patient, curve.censor)):
+            excluded.append(case.patient.study_id)
+            partial.append(case.patient.study_id)
+            continue
         if hits:
             durations.append(min(hits))
             events.append(True)
@@ -121,7 +142,9 @@ def survival_data(
             continue
         ids.append(case.patient.study_id)
     label = curve.label or _LABELS.get(name, name.replace("_", " ").capitalize())
-    return SurvivalData(name, label, tuple(ids), tuple(durations), tuple(events), tuple(excluded))
+    return SurvivalData(
+        name, label, tuple(ids), tuple(durations), tuple(events), tuple(excluded), tuple(partial)
+    )
 
 
 def _figure(width: float, height: float) -> Any:

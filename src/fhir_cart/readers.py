@@ -44,7 +44,18 @@ from fhir_cart.concepts import (
 )
 from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import ConfigError, InputError, Reject, validation_reason
-from fhir_cart.records import COMPARATORS, Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.records import (
+    COMPARATORS,
+    Case,
+    Event,
+    PatientRecord,
+    Precision,
+    Scalar,
+    Value,
+    When,
+    date_span,
+    date_text,
+)
 from fhir_cart.study_mapping import (
     ASSUMABLE,
     CANONICAL_VALUE_FIELDS,
@@ -122,19 +133,32 @@ def _blank(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, str) and value.isspace())
 
 
-def _to_date(value: Any, formats: tuple[str, ...]) -> dt.date:
+def _to_date(value: Any, formats: tuple[str, ...]) -> tuple[dt.date, Precision]:
+    """A date cell as (date, precision): a date cell is a day; text is read by the first of
+    the mapping's ``date_formats`` that fits, at that format's precision."""
     if isinstance(value, dt.datetime):
-        return value.date()
+        return value.date(), "day"
     if isinstance(value, dt.date):
-        return value
+        return value, "day"
     return _text_date(str(value).strip(), formats)
 
 
+def _format_precision(fmt: str) -> Precision:
+    """What a strptime format states: a day (``%d``, ``%j``), else a month (``%m``, ``%b``,
+    ``%B``), else a year. A partial date is the first day of its year or month *with* that
+    precision, never a guessed day."""
+    if "%d" in fmt or "%j" in fmt:
+        return "day"
+    if any(code in fmt for code in ("%m", "%b", "%B")):
+        return "month"
+    return "year"
+
+
 @lru_cache(maxsize=65536)
-def _text_date(text: str, formats: tuple[str, ...]) -> dt.date:
+def _text_date(text: str, formats: tuple[str, ...]) -> tuple[dt.date, Precision]:
     for fmt in formats:
         try:
-            return dt.datetime.strptime(text, fmt).date()
+            return dt.datetime.strptime(text, fmt).date(), _format_precision(fmt)
         except ValueError:
             continue
     for fmt in formats:
@@ -378,8 +402,19 @@ class _Context:
             raise ValueError(f"no concept {_to_text(cell)!r} in the concept library")
         return found
 
-    def date(self, cell: Any) -> dt.date:
+    def date(self, cell: Any) -> tuple[dt.date, Precision]:
+        """A date cell at the precision it is written (year, month or day)."""
         return _to_date(cell, self.mapping.date_formats)
+
+    def day(self, cell: Any) -> dt.date:
+        """A date cell that must name a day (e.g. the anchor date days count from)."""
+        date, precision = self.date(cell)
+        if precision != "day":
+            raise ValueError(
+                f"{date_text(date, precision)} gives no day; days are counted from a full date "
+                "(write the day, or leave the cell blank)"
+            )
+        return date
 
 
 def _coded(ctx: _Context, value_set: str, is_open: bool, cell: Any) -> str:
@@ -414,7 +449,7 @@ def _attribute(
     if kind == "boolean":
         return _to_bool(cell)
     if kind == "date":
-        return ctx.date(cell).isoformat()
+        return date_text(*ctx.date(cell))
     return _to_text(cell)
 
 
@@ -479,12 +514,20 @@ def _finite(value: Any) -> bool:
 
 
 def _make_when(
-    date: dt.date | None, day: int | None, anchor: str | None, earliest: Any, latest: Any
+    date: dt.date | None,
+    day: int | None,
+    anchor: str | None,
+    earliest: Any,
+    latest: Any,
+    precision: Precision = "day",
 ) -> When:
     fields = {"date": date, "day": day, "anchor": anchor, "earliest_day": earliest,
               "latest_day": latest}  # fmt: skip
+    if precision != "day":  # a day is the default: set only what the source said
+        fields["precision"] = precision
     if (
-        (date is None or type(date) is dt.date)
+        precision == "day"
+        and (date is None or type(date) is dt.date)
         and _day(day)
         and _day(earliest)
         and _day(latest)
@@ -701,13 +744,24 @@ def _window(ctx: _Context, cells: Mapping[str, Any], name: str) -> tuple[Any, An
         raise _FieldError(f"{name}_window", str(exc)) from None
 
 
-def _agree(name: str, date: dt.date | None, day: int, anchor: str, anchor_date: dt.date) -> dt.date:
+def _agree(
+    name: str, date: tuple[dt.date, Precision] | None, day: int, anchor: str, anchor_date: dt.date
+) -> dt.date:
+    """The day ``day`` after the anchor date; a date given beside it must be that day (or,
+    when it is only a year or a month, hold it)."""
     derived = anchor_date + dt.timedelta(days=day)
-    if date is not None and date != derived:
+    if date is None:
+        return derived
+    first, last = date_span(*date)
+    if not first <= derived <= last:
+        shown = date_text(*date)
+        if date[1] == "day":
+            said = f"day {(date[0] - anchor_date).days} after"
+        else:
+            said = f"days {(first - anchor_date).days} to {(last - anchor_date).days} after"
         raise _FieldError(
             f"{name}_date",
-            f"date {date} is day {(date - anchor_date).days} after the {anchor} date "
-            f"{anchor_date}, but the row gives day {day}",
+            f"date {shown} is {said} the {anchor} date {anchor_date}, but the row gives day {day}",
         )
     return derived
 
@@ -726,7 +780,11 @@ def _when(
     names = _TIME_FIELDS[name]
     if not any(f in cells for f in names):
         return None
-    date = _parsed(cells, names[0], ctx.date)
+    dated: tuple[dt.date, Precision] | None = _parsed(cells, names[0], ctx.date)
+    date: dt.date | None = None
+    precision: Precision = "day"
+    if dated is not None:
+        date, precision = dated
     day = _parsed(cells, names[1], _to_int)
     named: str | None = _parsed(cells, names[2], ctx.concept_key)
     if any(f in cells for f in names[3:]):
@@ -751,9 +809,9 @@ def _when(
         and anchor == ctx.mapping.anchor
         and anchor_date is not None
     ):
-        date = _agree(name, date, day, anchor, anchor_date)
+        date, precision = _agree(name, dated, day, anchor, anchor_date), "day"
     try:
-        return _make_when(date, day, anchor, earliest, latest)
+        return _make_when(date, day, anchor, earliest, latest, precision)
     except ValidationError as exc:
         first = next((f for f in cells if f.startswith(f"{name}_")), None)
         raise _FieldError(first, validation_reason(exc)) from None
@@ -1294,8 +1352,10 @@ def _patient(
             listed = [*where.plan.spec.values.get("sex", {}), *SEXES]
             raise _FieldError("sex", "unknown word; expected one of " + ", ".join(listed))
         out["sex"] = sex
-    out["birth_date"] = _parsed(cells, "birth_date", ctx.date)
-    anchor_date = _parsed(cells, "anchor_date", ctx.date)
+    born = _parsed(cells, "birth_date", ctx.date)
+    if born is not None:
+        out["birth_date"], out["birth_precision"] = born
+    anchor_date = _parsed(cells, "anchor_date", ctx.day)
     for name, cell in cells.items():
         if name in attrs:
             try:
@@ -1313,20 +1373,32 @@ def _patient(
 # -- plausibility -------------------------------------------------------------------------------
 
 
-def _plausible(ctx: _Context, event: Event, birth: dt.date | None) -> None:
+def _plausible(ctx: _Context, event: Event, patient: PatientRecord) -> None:
     """Times no patient can have: in the future, before birth, an end before its start, a
-    last follow-up before day 0. Rejected with the reason, never passed on silently."""
+    last follow-up before day 0. Rejected with the reason, never passed on silently. A
+    year or a month is impossible only when all of it is (its span, :func:`date_span`)."""
     today = ctx.today
+    birth = None
+    if patient.birth_date is not None:
+        birth = date_span(patient.birth_date, patient.birth_precision)
     for name, when in (("when", event.when), ("end", event.end)):
-        if when is None or when.date is None:
+        span = None if when is None else when.span
+        if when is None or span is None:
             continue
-        if when.date > today:
-            raise _FieldError(f"{name}_date", f"date {when.date} is in the future")
-        if birth is not None and when.date < birth:
-            raise _FieldError(f"{name}_date", f"date {when.date} is before the birth date {birth}")
+        if span[0] > today:
+            raise _FieldError(f"{name}_date", f"date {when.date_text} is in the future")
+        if birth is not None and span[1] < birth[0]:
+            raise _FieldError(
+                f"{name}_date",
+                f"date {when.date_text} is before the birth date {patient.birth_text}",
+            )
     start, end = event.when, event.end
-    if start and end and start.date and end.date and end.date < start.date:
-        raise _FieldError("end_date", f"ends ({end.date}) before it starts ({start.date})")
+    first = None if start is None else start.span
+    last = None if end is None else end.span
+    if start and end and first and last and last[1] < first[0]:
+        raise _FieldError(
+            "end_date", f"ends ({end.date_text}) before it starts ({start.date_text})"
+        )
     follow_up = ctx.library.concept(event.concept).kind == "follow_up"
     if follow_up and start is not None and start.day is not None and start.day < 0:
         raise _FieldError(
@@ -1442,7 +1514,7 @@ class _Assembly:
                 )
             _computed(cells)
             event = _event(self.ctx, where, cells, event_id, owner.anchor_date)
-            _plausible(self.ctx, event, owner.record.birth_date)
+            _plausible(self.ctx, event, owner.record)
         except _FieldError as exc:
             self._reject(order, where, exc.field, str(exc))
             return

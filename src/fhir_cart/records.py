@@ -15,18 +15,23 @@ corrected value updates the same FHIR resource.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Self
+import re
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 __all__ = [
     "COMPARATORS",
     "Case",
     "Event",
     "PatientRecord",
+    "Precision",
     "Scalar",
     "Value",
     "When",
+    "date_span",
+    "date_text",
+    "parse_partial_date",
 ]
 
 Scalar = str | int | float | bool
@@ -37,6 +42,99 @@ COMPARATORS: tuple[str, ...] = ("<", "<=", ">=", ">")
 _MODEL = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 _KEY = r"^[a-z][a-z0-9_]*$"
 _ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-\.]+$")
+
+Precision = Literal["year", "month", "day"]
+"""How much of a date the source states: FHIR ``date``/``dateTime`` may be ``YYYY`` or
+``YYYY-MM`` (R4 datatypes.html#date). A partial date is held as the first day of its year or
+month *together with* its precision, and every reader of it uses the span
+(:func:`date_span`), never that first day alone."""
+
+_PARTIAL = re.compile(r"(\d{4})(?:-(\d{2}))?")
+_DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+
+
+def parse_partial_date(text: str) -> tuple[dt.date, Precision]:
+    """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (a dateTime's time and zone after the day are
+    ignored: the date is the one written) as (first day, precision). ValueError otherwise,
+    e.g. for month 13 or 30 February."""
+    if len(text) >= 10:
+        return _day(text), "day"
+    found = _PARTIAL.fullmatch(text)
+    if found is None:
+        raise ValueError(f"{text!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
+    year, month = int(found.group(1)), found.group(2)
+    if month is None:
+        return dt.date(year, 1, 1), "year"
+    _month_exists(text, int(month))
+    return dt.date(year, int(month), 1), "month"
+
+
+def _day(text: str) -> dt.date:
+    """``YYYY-MM-DD``, perhaps followed by ``T`` and a time."""
+    found = _DAY.fullmatch(text[:10])
+    if found is None or (len(text) > 10 and text[10] != "T"):
+        raise ValueError(f"{text!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
+    year, month, day = (int(part) for part in found.groups())
+    _month_exists(text, month)
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        where = f"{_MONTHS[month - 1]} {year}"
+        raise ValueError(f"{text!r} is not a date: day {day} does not exist in {where}") from None
+
+
+def _month_exists(text: str, month: int) -> None:
+    if not 1 <= month <= 12:
+        raise ValueError(f"{text!r} is not a date: month {month} does not exist")
+
+
+def date_text(date: dt.date, precision: Precision = "day") -> str:
+    """ISO text at the precision: ``2012``, ``2012-05`` or ``2012-05-03``."""
+    if precision == "year":
+        return f"{date.year:04d}"
+    if precision == "month":
+        return f"{date.year:04d}-{date.month:02d}"
+    return date.isoformat()
+
+
+def date_span(date: dt.date, precision: Precision = "day") -> tuple[dt.date, dt.date]:
+    """The first and last day the date may stand for (the same day at day precision)."""
+    if precision == "year":
+        return date, dt.date(date.year, 12, 31)
+    if precision == "month":
+        following = dt.date(date.year + date.month // 12, date.month % 12 + 1, 1)
+        return date, following - dt.timedelta(days=1)
+    return date, date
+
+
+def _check_partial(date: dt.date | None, precision: Precision, name: str) -> None:
+    if precision == "day":
+        return
+    if date is None:
+        raise ValueError(f"a {precision} precision needs a {name}")
+    if date.day != 1 or (precision == "year" and date.month != 1):
+        raise ValueError(f"a {name} of {precision} precision is the first day of its {precision}")
+
+
+def _partial_input(data: Any, name: str, precision_name: str) -> Any:
+    """Input ``{name: "2012"}`` or ``"2012-05"`` (as the JSON dump writes a partial date)
+    read as the first day with its precision."""
+    if isinstance(data, dict):
+        value = data.get(name)
+        if isinstance(value, str) and len(value.strip()) < 10:
+            date, precision = parse_partial_date(value.strip())
+            given = data.get(precision_name, precision)
+            if given != precision:
+                raise ValueError(f"{name} {value!r} is of {precision} precision, not {given}")
+            return {**data, name: date, precision_name: precision}
+    return data
+
+
+def _is_day(precision: str) -> bool:
+    """Day precision is left out of dumps, so day-precise records dump exactly as before."""
+    return precision == "day"
 
 
 class When(BaseModel):
@@ -49,19 +147,34 @@ class When(BaseModel):
       for example "before HSCT" is ``latest_day=-1, anchor=hsct``;
     - a date and a relative day together (both kept).
 
+    A ``date`` may be partial (``precision`` year or month: the source says only "2019" or
+    "May 2019"); it is then the first day of that year or month, and :attr:`span` is what it
+    stands for.
+
     An event whose time is unknown has ``when=None``.
     """
 
     model_config = _MODEL
 
     date: dt.date | None = None
+    precision: Precision = Field(default="day", exclude_if=_is_day)
     day: int | None = Field(default=None, ge=-36500, le=36500)
     anchor: str | None = Field(default=None, pattern=_KEY, max_length=64)
     earliest_day: int | None = Field(default=None, ge=-36500, le=36500)
     latest_day: int | None = Field(default=None, ge=-36500, le=36500)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _partial(cls, data: Any) -> Any:
+        return _partial_input(data, "date", "precision")
+
+    @field_serializer("date", when_used="json-unless-none")
+    def _date_json(self, value: dt.date) -> str:
+        return date_text(value, self.precision)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
+        _check_partial(self.date, self.precision, "date")
         window = self.earliest_day is not None or self.latest_day is not None
         if self.date is None and self.day is None and not window:
             raise ValueError("needs a date, a relative day or a window")
@@ -82,6 +195,21 @@ class When(BaseModel):
     @property
     def is_window(self) -> bool:
         return self.earliest_day is not None or self.latest_day is not None
+
+    @property
+    def is_partial(self) -> bool:
+        """Whether the date is only a year or a month."""
+        return self.precision != "day"
+
+    @property
+    def span(self) -> tuple[dt.date, dt.date] | None:
+        """First and last day the date stands for (None: no date)."""
+        return None if self.date is None else date_span(self.date, self.precision)
+
+    @property
+    def date_text(self) -> str | None:
+        """The date as ISO text at its precision (``2019``, ``2019-05``, ``2019-05-03``)."""
+        return None if self.date is None else date_text(self.date, self.precision)
 
 
 class Value(BaseModel):
@@ -162,8 +290,32 @@ class PatientRecord(BaseModel):
     centre: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9\-]*$")
     sex: Sex | None = None
     birth_date: dt.date | None = None
+    birth_precision: Precision = Field(default="day", exclude_if=_is_day)
+    """Year or month: the source gives only the birth year or month (``birth_date`` is then
+    its first day), as de-identified data usually does."""
     attributes: dict[str, Scalar] = Field(default_factory=dict)
     """Patient attributes the concept library declares (e.g. ``age_at_diagnosis``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial(cls, data: Any) -> Any:
+        return _partial_input(data, "birth_date", "birth_precision")
+
+    @field_serializer("birth_date", when_used="json-unless-none")
+    def _birth_json(self, value: dt.date) -> str:
+        return date_text(value, self.birth_precision)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_partial(self.birth_date, self.birth_precision, "birth date")
+        return self
+
+    @property
+    def birth_text(self) -> str | None:
+        """The birth date as ISO text at its precision."""
+        if self.birth_date is None:
+            return None
+        return date_text(self.birth_date, self.birth_precision)
 
 
 class Case(BaseModel):

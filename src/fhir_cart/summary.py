@@ -347,10 +347,15 @@ class MeasureResult:
     expected: int | float | None = None
     patients: tuple[str, ...] = ()
     """Study ids counted (count) or contributing (medians)."""
+    partial: tuple[str, ...] = ()
+    """Study ids whose answer rests on a partial date (a year or a month, of an event or of
+    the anchor): their time was the whole span of days it may be, so a day test held only
+    if it held for every one of those days, and a median of days left them out."""
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: id, label, value, expected, agrees, patients."""
-        return {
+        """JSON-ready: id, label, value, expected, agrees, patients (and ``partial`` when
+        some answer rests on a partial date)."""
+        out: dict[str, Any] = {
             "id": self.id,
             "label": self.label,
             "value": self.value,
@@ -358,6 +363,9 @@ class MeasureResult:
             "agrees": self.agrees,
             "patients": list(self.patients),
         }
+        if self.partial:
+            out["partial"] = list(self.partial)
+        return out
 
     @property
     def agrees(self) -> bool | None:
@@ -661,20 +669,31 @@ class _Checker:
 _UNBOUNDED = math.inf
 
 
-def _date_of(event: Event) -> dt.date:
+def _span_of(event: Event) -> tuple[dt.date, dt.date]:
+    """The first and last day an event's date may be (a day: that day twice)."""
     assert event.when is not None
-    assert event.when.date is not None
-    return event.when.date
+    span = event.when.span
+    assert span is not None
+    return span
+
+
+def _partial(*events: Event | None) -> bool:
+    return any(e is not None and e.when is not None and e.when.is_partial for e in events)
 
 
 class TimeResolver:
-    """Days of one patient's events relative to an anchor concept (module docstring)."""
+    """Days of one patient's events relative to an anchor concept (module docstring).
+
+    ``partial`` turns True when a time resolved since it was last reset rests on a year or a
+    month (the event's date or the anchor's): its interval is then the whole span of days it
+    may be, never its first day."""
 
     def __init__(self, case: Case, anchor: str) -> None:
         self.case = case
         self.anchor = anchor
-        self._offsets: dict[str, float | None] = {}
-        self._anchor_date = self._date_of_anchor()
+        self.partial = False
+        self._offsets: dict[str, tuple[float | None, bool]] = {}
+        self._anchor_span, self._anchor_partial = self._date_of_anchor()
 
     def _first(self, concept: str) -> Event | None:
         events = self.case.of(concept)
@@ -682,51 +701,57 @@ class TimeResolver:
             return None
         dated = [e for e in events if e.when is not None and e.when.date is not None]
         if len(dated) == len(events):
-            return min(dated, key=_date_of)
+            return min(dated, key=_span_of)
         return events[0]
 
-    def _date_of_anchor(self) -> Any:
+    def _date_of_anchor(self) -> tuple[tuple[dt.date, dt.date] | None, bool]:
+        """The days the anchor event may be on (one day, or a year's or month's), and
+        whether that rests on a partial date."""
         first = self._first(self.anchor)
-        if first is not None and first.when is not None and first.when.date is not None:
-            return first.when.date
+        if first is not None and first.when is not None and first.when.span is not None:
+            return first.when.span, first.when.is_partial
         for event in self.case.events:
             when = event.when
-            if (
-                when is not None
-                and when.date
-                and when.anchor == self.anchor
-                and when.day is not None
-            ):
-                return when.date - dt.timedelta(days=when.day)
-        return None
+            span = None if when is None else when.span
+            if when is not None and span and when.anchor == self.anchor and when.day is not None:
+                back = dt.timedelta(days=when.day)
+                return (span[0] - back, span[1] - back), when.is_partial
+        return None, False
 
     def offset(self, concept: str, depth: int = 0) -> float | None:
         """Day of ``concept``'s first event relative to the anchor."""
         if concept == self.anchor:
-            return 0.0 if self._first(concept) is not None or self._anchor_date else None
+            return 0.0 if self._first(concept) is not None or self._anchor_span else None
         if concept in self._offsets:
-            return self._offsets[concept]
-        self._offsets[concept] = None  # guards cycles
+            found, partial = self._offsets[concept]
+            self.partial |= partial
+            return found
+        self._offsets[concept] = (None, False)  # guards cycles
+        before, self.partial = self.partial, False
         first = self._first(concept)
-        found: float | None = None
+        found = None
         if first is not None and first.when is not None and depth < 8:
             span = self.interval(first.when, depth + 1, own=concept)
             if span is not None and span[0] == span[1]:
                 found = span[0]
-        self._offsets[concept] = found
+        self._offsets[concept] = (found, self.partial)
+        self.partial |= before
         return found
 
     def interval(
         self, when: When | None, depth: int = 0, own: str | None = None
     ) -> Interval | None:
-        """The days (earliest, latest) of a time relative to the anchor; None: unresolved."""
+        """The days (earliest, latest) of a time relative to the anchor; None: unresolved.
+        A year or a month (of the event or of the anchor) gives every day it may be."""
         if when is None:
             return None
         if when.anchor == self.anchor:
             return self._span(when, 0.0)
-        if when.date is not None and self._anchor_date is not None:
-            day = float((when.date - self._anchor_date).days)
-            return (day, day)
+        span = when.span
+        if span is not None and self._anchor_span is not None:
+            self.partial |= when.is_partial or self._anchor_partial
+            low, high = self._anchor_span
+            return (float((span[0] - high).days), float((span[1] - low).days))
         if when.anchor is not None and when.anchor != own:
             shift = self.offset(when.anchor, depth)
             if shift is not None:
@@ -755,12 +780,24 @@ class _Patient:
         self.case = case
         self.study = study
         self.time = TimeResolver(case, study.anchor)
-        self._spans: dict[str, Interval | None] = {}
+        self._spans: dict[str, tuple[Interval | None, bool]] = {}
 
     def span(self, event: Event) -> Interval | None:
-        if event.event_id not in self._spans:
-            self._spans[event.event_id] = self.time.interval(event.when)
-        return self._spans[event.event_id]
+        """The event's interval of days; marks the patient's answer as resting on a partial
+        date (``self.time.partial``) when it does."""
+        found = self._spans.get(event.event_id)
+        if found is None:
+            before, self.time.partial = self.time.partial, False
+            found = (self.time.interval(event.when), self.time.partial)
+            self._spans[event.event_id] = found
+            self.time.partial = before
+        self.time.partial |= found[1]
+        return found[0]
+
+    def day(self, event: Event) -> float | None:
+        """The exact day of an event (None: unresolved, or only a window of days)."""
+        span = self.span(event)
+        return span[0] if span is not None and span[0] == span[1] else None
 
     # tests
 
@@ -829,11 +866,12 @@ class _Patient:
         ref_span = self.span(ref)
         if span is not None and ref_span is not None:
             return span[0] > ref_span[1] if after else span[1] < ref_span[0]
-        mine = event.when.date if event.when is not None else None
-        theirs = ref.when.date if ref.when is not None else None
+        mine = event.when.span if event.when is not None else None
+        theirs = ref.when.span if ref.when is not None else None
         if mine is None or theirs is None:
             return False
-        return mine > theirs if after else mine < theirs
+        self.time.partial |= _partial(event, ref)
+        return mine[0] > theirs[1] if after else mine[1] < theirs[0]
 
     def _logic_ok(self, test: EventTest, event: Event) -> bool:
         if test.all_ is not None and not all(self.passes(t, event) for t in test.all_):
@@ -855,7 +893,8 @@ class _Patient:
             return [e for _, e in sorted(placed, key=lambda p: p[0])]
         dated = [e for e in events if e.when is not None and e.when.date is not None]
         if events and len(dated) == len(events):
-            return sorted(dated, key=_date_of)
+            self.time.partial |= _partial(*dated)
+            return sorted(dated, key=_span_of)
         return []
 
     def pick(self, cond: Condition) -> Event | None:
@@ -947,7 +986,7 @@ def _evaluate(measure: Measure, patients: list[_Patient]) -> tuple[int | float |
         found: float | None
         if measure.median_days is not None:
             chosen = patient.pick(measure.median_days)
-            found = None if chosen is None else patient.time.day(chosen)
+            found = None if chosen is None else patient.day(chosen)
         else:
             assert measure.median is not None
             found = patient.number_of(measure.median)
@@ -962,11 +1001,16 @@ def summarise(cases: Iterable[Case], study: StudyDefinition) -> list[MeasureResu
     patients = [_Patient(case, study) for case in cases]
     results = []
     for measure in study.measures:
+        for patient in patients:
+            patient.time.partial = False
         value, ids = _evaluate(measure, patients)
+        partial = tuple(p.case.patient.study_id for p in patients if p.time.partial)
         expected = study.expected.get(measure.id)
         if expected is not None and float(expected).is_integer():
             expected = int(expected)
-        results.append(MeasureResult(measure.id, measure.title, value, expected, tuple(ids)))
+        results.append(
+            MeasureResult(measure.id, measure.title, value, expected, tuple(ids), partial)
+        )
     return results
 
 

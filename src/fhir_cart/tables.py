@@ -38,8 +38,14 @@ def summary_table(results: Sequence[MeasureResult], compare: bool, title: str) -
     if compare:
         table.add_column("reported", justify="right")
         table.add_column("", justify="center")
+    partial = sorted({pid for result in results for pid in result.partial})
+    if partial:
+        table.caption = (
+            "† rests on a partial date (a year or a month; days taken as a window) for "
+            + ", ".join(partial)
+        )
     for result in results:
-        row = [result.label, shown(result.value)]
+        row = [result.label, shown(result.value) + (" †" if result.partial else "")]
         if compare:
             expected = result.expected
             mark = "" if expected is None else ("✓" if agrees(result.value, expected) else "✗")

@@ -23,7 +23,7 @@ import orjson
 from fhir_cart.concepts import ConceptLibrary, ConceptsFile
 from fhir_cart.csv_safety import csv_writer, xlsx_book
 from fhir_cart.errors import Reject
-from fhir_cart.records import Case, Event, Value, When
+from fhir_cart.records import Case, Event, Precision, Value, When, date_text
 from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
 
 __all__ = [
@@ -65,6 +65,10 @@ OTHER_COLUMNS: tuple[str, ...] = (
 """Columns of ``other``: pulled resources that match no concept."""
 
 
+CANONICAL_DATE_FORMATS: tuple[str, ...] = ("%Y-%m-%d", "%Y-%m", "%Y")
+"""How the tables write dates: a day, or a month or a year the source gave no day for."""
+
+
 def _library(library: ConceptLibrary | None) -> ConceptLibrary:
     if library is not None:
         return library
@@ -94,6 +98,7 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
     own = {} if extra is None else extra.model_dump(exclude_defaults=True)
     return StudyMapping(
         centre=centre,
+        date_formats=CANONICAL_DATE_FORMATS,
         patients=PatientSpec(source="patients", columns={c: c for c in patients}),
         events=(
             EventSpec(
@@ -110,10 +115,20 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
 # -- rows ------------------------------------------------------------------------------------
 
 
+def _date_cell(date: dt.date | None, precision: Precision) -> dt.date | str | None:
+    """A day as a date (a date cell in XLSX, date32 in Parquet); a year or a month as the
+    ISO text at its precision ("2012", "2012-05"), never as its first day."""
+    if date is None or precision == "day":
+        return date
+    return date_text(date, precision)
+
+
 def _time_cells(name: str, when: When | None) -> Row:
     if when is None:
         return {}
-    return {f"{name}_{part}": getattr(when, part) for part in _TIME_PARTS}
+    row = {f"{name}_{part}": getattr(when, part) for part in _TIME_PARTS}
+    row[f"{name}_date"] = _date_cell(when.date, when.precision)
+    return row
 
 
 def _value_cells(value: Value | None) -> Row:
@@ -135,7 +150,8 @@ def _event_row(study_id: str, event: Event) -> Row:
 def _patient_row(case: Case) -> Row:
     patient = case.patient
     row: Row = {"study_id": patient.study_id, "centre": patient.centre}
-    row.update(sex=patient.sex, birth_date=patient.birth_date, **patient.attributes)
+    birth = _date_cell(patient.birth_date, patient.birth_precision)
+    row.update(sex=patient.sex, birth_date=birth, **patient.attributes)
     return {k: v for k, v in row.items() if v is not None}
 
 
@@ -297,7 +313,13 @@ def _write_parquet(
             values.append(str(value) if table == "other" and value is not None else value)
     paths = []
     for table, data in columns.items():
-        schema = pa.schema([(c, _arrow_type(c, table, library)) for c in tables[table]])
+        types = {c: _arrow_type(c, table, library) for c in tables[table]}
+        for column, values in data.items():
+            if types[column] == pa.date32() and any(isinstance(v, str) for v in values):
+                # a year or month ("2012") is no date32: the column is ISO text throughout
+                data[column] = [v.isoformat() if isinstance(v, dt.date) else v for v in values]
+                types[column] = pa.string()
+        schema = pa.schema(list(types.items()))
         pq.write_table(pa.table(data, schema=schema), out / f"{table}.parquet")
         paths.append(out / f"{table}.parquet")
     return paths

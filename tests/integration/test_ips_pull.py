@@ -76,7 +76,6 @@ def test_the_ips_sections_are_fetched_and_accounted_for(
         assert count.fetched == sum(getattr(count, p) for p in PLACES), rtype
 
 
-@pytest.mark.xfail(strict=True, reason="year-only birthDate: partial-dates branch")
 def test_three_of_three_patients_are_pulled(pulled: tuple[Pulled, list[Json]]) -> None:
     got, _ = pulled
     # Patient/eumfh-39-07 is born "1957": a year-only birthDate, valid FHIR

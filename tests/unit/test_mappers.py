@@ -474,7 +474,7 @@ def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContex
              "valueCodeableConcept": {"coding": [{"system": SCT, "code": "1"}]}}),
         _on({"resourceType": "Procedure", "id": "p1", "status": "completed",
              "code": {"text": "Apheresis (leukapheresis for CAR-T manufacturing)"},
-             "performedDateTime": "2021-03"}),
+             "performedDateTime": "2021-13"}),
         _on({"resourceType": "Encounter", "id": "e1"}),
         _on({"resourceType": "Condition", "id": "c9"}, "Patient/gone"),
         {"resourceType": "Practitioner", "id": "dr"},
@@ -493,7 +493,7 @@ def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContex
     }  # fmt: skip
     assert "matches no observation concept" in reasons["Observation/hb"]
     assert "not a word of value set 'disease_status'" in reasons["Observation/ds2"]
-    assert "partial date" in reasons["Procedure/p1"]
+    assert "month 13 does not exist" in reasons["Procedure/p1"]
     assert "not one fhir_cart maps" in reasons["Encounter/e1"]
     assert "references no patient" in reasons["Condition/c9"]
     rows = {o["resource_id"]: o for o in result.other}

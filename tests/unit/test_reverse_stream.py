@@ -38,7 +38,7 @@ def _resources(ctx: MappingContext, seed_cases: list[Case]) -> list[Json]:
     out += [
         {"resourceType": "Patient", "id": "ehr-1", "gender": "female", "birthDate": "2010-02-03"},
         {"resourceType": "Patient", "id": "ehr-2", "gender": "male"},
-        {"resourceType": "Patient", "id": "ehr-bad", "birthDate": "2010"},  # partial date
+        {"resourceType": "Patient", "id": "ehr-bad", "birthDate": "2010-02-30"},  # no such day
         {"resourceType": "Patient", "id": "twin-a", "identifier": seed_identifier},
         {"resourceType": "Patient", "id": "twin-b", "identifier": seed_identifier},
         _on({"resourceType": "Observation", "id": "hb", "status": "final",

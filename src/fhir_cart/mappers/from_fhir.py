@@ -27,7 +27,16 @@ from fhir_cart.concepts import KINDS, AttributeDef, ConceptDef
 from fhir_cart.errors import MappingError
 from fhir_cart.mappers.context import MappingContext, extension_value
 from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url, event_order
-from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.records import (
+    Case,
+    Event,
+    PatientRecord,
+    Precision,
+    Scalar,
+    Value,
+    When,
+    parse_partial_date,
+)
 from fhir_cart.references import reference_key
 
 __all__ = [
@@ -105,10 +114,16 @@ def _ref_of(resource: Json) -> str:
 # -- small readers of FHIR elements ---------------------------------------------------------
 
 
-def _parse_date(value: str, where: str) -> dt.date:
-    if len(value) < 10:
-        raise ValueError(f"{where} is a partial date {value!r}; a full date is needed")
-    return dt.date.fromisoformat(value[:10])
+def _parse_date(value: Any, where: str) -> tuple[dt.date, Precision]:
+    """A FHIR date or dateTime at the precision it is written (R4 datatypes.html#dateTime:
+    ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``, or a day with time and zone, whose date is the one
+    written). ValueError naming the element for anything else (``2019-13``, ``2019-02-30``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} {value!r} is not a date")
+    try:
+        return parse_partial_date(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _anchor_key(ctx: MappingContext, codeable: Json | None) -> str:
@@ -139,7 +154,7 @@ def _when(ctx: MappingContext, obj: Mapping[str, Any], name: str) -> When | None
     ext = extension_value(primitive.get("extension"), ctx.ext("relative-day"))
     fields = _relative(ctx, ext.get("extension", [])) if ext else {}
     if isinstance(value, str):
-        fields["date"] = _parse_date(value, name)
+        fields["date"], fields["precision"] = _parse_date(value, name)
     return When(**fields) if fields else None
 
 
@@ -150,7 +165,7 @@ def _time_extension(ctx: MappingContext, ext: Json | None) -> When | None:
     fields = _relative(ctx, parts)
     date = extension_value(parts, "date")
     if date is not None:
-        fields["date"] = _parse_date(str(date.get("valueDate")), "date")
+        fields["date"], fields["precision"] = _parse_date(date.get("valueDate"), "date")
     return When(**fields) if fields else None
 
 
@@ -566,11 +581,13 @@ def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> 
             centre, study_id = found, ident.get("value")
             break
     birth = resource.get("birthDate")
+    born, precision = _parse_date(birth, "birthDate") if birth else (None, "day")
     record = PatientRecord(
         study_id=study_id or _safe_id(str(resource.get("id"))),
         centre=centre,
         sex=resource.get("gender"),
-        birth_date=_parse_date(birth, "birthDate") if birth else None,
+        birth_date=born,
+        birth_precision=precision,
         attributes=_extension_attributes(ctx, resource.get("extension"), patient=True),
     )
     return _Patient(record, resource, _patient_events(ctx, resource, record.study_id))

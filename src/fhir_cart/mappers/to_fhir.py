@@ -206,8 +206,8 @@ def _time_parts(ctx: MappingContext, when: When) -> list[Json]:
 
 def _put_time(ctx: MappingContext, target: Json, name: str, when: When) -> None:
     """``target[name]`` = the date, ``target['_' + name]`` = the relative day or window."""
-    if when.date is not None:
-        target[name] = when.date.isoformat()
+    if when.date_text is not None:  # at its precision: "2019", never "2019-01-01"
+        target[name] = when.date_text
     parts = _time_parts(ctx, when)
     if parts:
         target["_" + name] = {"extension": [{"url": ctx.ext("relative-day"), "extension": parts}]}
@@ -216,8 +216,8 @@ def _put_time(ctx: MappingContext, target: Json, name: str, when: When) -> None:
 def _time_extension(ctx: MappingContext, url: str, when: When) -> Json:
     """A time where FHIR has no element for it: complex extension (date + relative parts)."""
     parts = _time_parts(ctx, when)
-    if when.date is not None:
-        parts.insert(0, {"url": "date", "valueDate": when.date.isoformat()})
+    if when.date_text is not None:
+        parts.insert(0, {"url": "date", "valueDate": when.date_text})
     return {"url": url, "extension": parts}
 
 
@@ -458,8 +458,8 @@ def patient(ctx: MappingContext, case: Case, refs: _Refs | None = None) -> Json:
         out["gender"] = record.sex
     else:  # gender is 1..1 in US Core / mCODE: say why it is missing (R4 json.html#primitive)
         out["_gender"] = {"extension": [_absent(ctx)]}
-    if record.birth_date is not None:
-        out["birthDate"] = record.birth_date.isoformat()
+    if record.birth_text is not None:
+        out["birthDate"] = record.birth_text
     deaths, others = [], []
     for event in case.events:
         kind = ctx.concepts.concept(event.concept).kind

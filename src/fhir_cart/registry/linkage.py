@@ -74,7 +74,13 @@ class Linkage:
 
 
 def _first_date(case: Case, concept: str) -> dt.date | None:
-    dates = [e.when.date for e in case.of(concept) if e.when is not None and e.when.date]
+    """The first day of the concept's events; a year or a month is no day to compare, so
+    an event known only to one gives no evidence (as a missing date does)."""
+    dates = [
+        e.when.date
+        for e in case.of(concept)
+        if e.when is not None and e.when.date and not e.when.is_partial
+    ]
     return min(dates) if dates else None
 
 
@@ -93,7 +99,7 @@ def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -
         pseudonym=pseudonyms.patient(patient.centre, patient.study_id),
         sex=sex,
         birth_year=birth.year if birth else None,
-        birth_month=birth.month if birth else None,
+        birth_month=birth.month if birth and patient.birth_precision != "year" else None,
         dates={name: _first_date(case, concept) for name, concept in linkage.dates.items()},
         identifiers=tuple(identifiers),
     )

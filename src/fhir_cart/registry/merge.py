@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_cart.records import Case, Event, PatientRecord, Scalar
+from fhir_cart.records import Case, Event, PatientRecord, Scalar, When
 from fhir_cart.registry.definition import RegistryDef
 
 __all__ = ["Conflict", "MergedPatient", "merge_patient", "registry_event_id"]
@@ -91,7 +91,7 @@ def _patient(
     conflicts: list[Conflict] = []
     chosen: dict[str, Any] = {}
     for name in PATIENT_FIELDS:
-        values = {c.patient.centre: getattr(c.patient, name) for c in members}
+        values = {c.patient.centre: _field(c.patient, name) for c in members}
         values = {k: v for k, v in values.items() if v is not None and v != "unknown"}
         centre, conflict = _pick(patient, name, values, definition)
         chosen[name] = None if centre is None else values[centre]
@@ -111,14 +111,26 @@ def _patient(
         if centre is not None:
             attributes[key] = values[centre]
         conflicts += [conflict] if conflict else []
+    birth: When | None = chosen["birth_date"]
     record = PatientRecord(
         study_id=patient,
         centre=definition.id,
         sex=chosen["sex"],
-        birth_date=chosen["birth_date"],
+        birth_date=None if birth is None else birth.date,
+        birth_precision="day" if birth is None else birth.precision,
         attributes=attributes,
     )
     return record, conflicts
+
+
+def _field(patient: PatientRecord, name: str) -> Any:
+    """A patient field as centres are compared on it: the birth date with its precision
+    (a year and a day in it are two values, never the same one)."""
+    if name == "birth_date":
+        if patient.birth_date is None:
+            return None
+        return When(date=patient.birth_date, precision=patient.birth_precision)
+    return getattr(patient, name)
 
 
 EventNamer = Callable[[str, str, Event], str]

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from fhir_cart.concepts import ConceptLibrary
-from fhir_cart.records import Case, Event, Scalar, Value, When
+from fhir_cart.records import Case, Event, Scalar, Value, When, date_span
 from fhir_cart.registry.definition import RegistryDef
 from fhir_cart.registry.merge import Conflict
 from fhir_cart.registry.pseudonyms import (
@@ -40,10 +40,12 @@ class Protection:
 
     def transform_for(self, case: Case) -> DateTransform:
         settings = self.definition.pseudonymisation
+        anchored = anchor_date(case, settings.anchor)
         return DateTransform(
             mode=settings.dates,
             anchor=settings.anchor,
-            anchor_date=anchor_date(case, settings.anchor),
+            anchor_date=None if anchored is None else anchored[0],
+            anchor_precision="day" if anchored is None else anchored[1],
             offset=self.pseudonyms.offset(case.patient.study_id, settings.max_shift_days),
         )
 
@@ -92,7 +94,7 @@ class Protection:
             if moved is not None:
                 attributes[key] = moved
         patient = case.patient.model_copy(
-            update={"birth_date": transform.date(case.patient.birth_date), "attributes": attributes}
+            update={**transform.birth(case.patient), "attributes": attributes}
         )
         events = tuple(self.event(e, transform, dates) for e in case.events)
         return Case(patient=patient, events=events)
@@ -118,8 +120,8 @@ class Protection:
             if isinstance(value, tuple):
                 events = [self.event(e, transform, dates) for e in value]
                 shown[centre] = "; ".join(render_event(e) for e in events)
-            elif isinstance(value, dt.date) and conflict.field == "birth_date":
-                shown[centre] = render_birth(value, transform)
+            elif isinstance(value, When) and conflict.field == "birth_date":
+                shown[centre] = render_birth(value, transform)  # at its precision
             elif isinstance(value, dt.date):
                 shown[centre] = render_when(transform.when(When(date=value)))
             elif conflict.field.startswith("attributes.") and conflict.field[11:] in dates:
@@ -134,24 +136,34 @@ class Protection:
         return shown
 
 
-def render_birth(birth: dt.date, transform: DateTransform) -> str:
-    """A birth date in a report: shifted in ``shift`` mode (as the tables hold it); with
-    relative dates (where the tables hold none) only the age in whole years at the anchor,
-    never days, which would give the birth date away."""
+def render_birth(birth: When, transform: DateTransform) -> str:
+    """A birth date (at its precision) in a report: shifted in ``shift`` mode (as the tables
+    hold it; a year or a month is withheld there, as in the tables); with relative dates
+    (where the tables hold none) only the age in whole years at the anchor, never days, which
+    would give the birth date away: a range when a partial birth or anchor date leaves it
+    open."""
+    assert birth.date is not None
     if transform.mode == "shift":
-        return render_when(transform.when(When(date=birth)))
-    anchor = transform.anchor_date
-    if anchor is None:
+        moved = transform.date(birth.date, birth.precision)
+        return "(withheld)" if moved is None else moved.isoformat()
+    if transform.anchor_date is None:
         return "(withheld)"
-    years = anchor.year - birth.year - ((anchor.month, anchor.day) < (birth.month, birth.day))
+    first, last = date_span(birth.date, birth.precision)
+    low, high = date_span(transform.anchor_date, transform.anchor_precision)
+    youngest, oldest = _age(low, last), _age(high, first)
+    years = str(youngest) if youngest == oldest else f"{youngest}-{oldest}"
     return f"aged {years} years at {transform.anchor}"
+
+
+def _age(at: dt.date, born: dt.date) -> int:
+    return at.year - born.year - ((at.month, at.day) < (born.month, born.day))
 
 
 def render_when(when: When | None) -> str:
     if when is None:
         return "no date"
-    if when.date is not None:
-        return when.date.isoformat()
+    if when.date_text is not None:
+        return when.date_text
     if when.day is not None:
         return f"day {when.day:+d} from {when.anchor}"
     low = "" if when.earliest_day is None else f"{when.earliest_day:+d}"

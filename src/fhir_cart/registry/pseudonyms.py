@@ -6,6 +6,12 @@
   gives new pseudonyms everywhere.
 - Dates either become days relative to a per-patient anchor event or move by a keyed,
   per-patient offset that is the same for every date of that patient (intervals survive).
+- A partial date (only a year or a month, :attr:`When.precision`) is never turned into a
+  guessed day: relative to the anchor it is the window of days it may be (and a partial
+  anchor widens every window to all the days it may be); shifted by days it would be no year
+  or month any more, so in ``shift`` mode an event's partial date becomes that same window
+  relative to the anchor (none without an anchor date), and a partial birth date is
+  withheld.
 
 The key comes from settings or the environment (:func:`registry_key`), never from the
 registry file, and is never written anywhere.
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fhir_cart.errors import ConfigError
-from fhir_cart.records import Case, Event, PatientRecord, Scalar, When
+from fhir_cart.records import Case, Event, PatientRecord, Precision, Scalar, When, date_span
 
 __all__ = [
     "KEY_ENV",
@@ -108,22 +114,40 @@ class DateTransform:
     anchor: str
     anchor_date: dt.date | None = None
     offset: int = 0
+    anchor_precision: Precision = "day"
 
-    def date(self, value: dt.date | None) -> dt.date | None:
-        if value is None or self.mode == "relative":
+    def date(self, value: dt.date | None, precision: Precision = "day") -> dt.date | None:
+        """A day moved by the offset; nothing in relative mode, nor for a year or a month
+        (moved by days it is no year or month any more)."""
+        if value is None or self.mode == "relative" or precision != "day":
             return None
         return value + dt.timedelta(days=self.offset)
 
     def when(self, when: When | None) -> When | None:
         if when is None or when.date is None:
             return when
-        if self.mode == "shift":
+        if self.mode == "shift" and not when.is_partial:
             return when.model_copy(update={"date": self.date(when.date)})
         if when.day is not None or when.is_window:
-            return when.model_copy(update={"date": None})
+            return when.model_copy(update={"date": None, "precision": "day"})
+        return self._relative(when.date, when.precision)
+
+    def _relative(self, date: dt.date, precision: Precision) -> When | None:
+        """Days after the anchor: one day, or the window a year or month (of the date or of
+        the anchor) may be; None without an anchor date."""
         if self.anchor_date is None:
             return None
-        return When(day=(when.date - self.anchor_date).days, anchor=self.anchor)
+        first, last = date_span(date, precision)
+        low, high = date_span(self.anchor_date, self.anchor_precision)
+        earliest, latest = (first - high).days, (last - low).days
+        if earliest == latest:
+            return When(day=earliest, anchor=self.anchor)
+        return When(earliest_day=earliest, latest_day=latest, anchor=self.anchor)
+
+    def birth(self, patient: PatientRecord) -> dict[str, object]:
+        """The patient's birth date fields as they leave (a partial one is withheld)."""
+        moved = self.date(patient.birth_date, patient.birth_precision)
+        return {"birth_date": moved, "birth_precision": "day"}
 
     def iso(self, value: Scalar) -> Scalar | None:
         """A date attribute (ISO text)."""
@@ -135,10 +159,15 @@ class DateTransform:
         return None if shifted is None else shifted.isoformat()
 
 
-def anchor_date(case: Case, anchor: str) -> dt.date | None:
-    """The date of the patient's first ``anchor`` event (day 0), if it has one."""
-    dates = [e.when.date for e in case.of(anchor) if e.when is not None and e.when.date]
-    return min(dates) if dates else None
+def anchor_date(case: Case, anchor: str) -> tuple[dt.date, Precision] | None:
+    """The date of the patient's first ``anchor`` event (day 0) with its precision, if it
+    has one (the earliest by the first day it may be)."""
+    dates = [
+        (e.when.date, e.when.precision)
+        for e in case.of(anchor)
+        if e.when is not None and e.when.date
+    ]
+    return min(dates, key=lambda d: date_span(*d)) if dates else None
 
 
 def transform_event(event: Event, transform: DateTransform, date_attributes: set[str]) -> Event:
@@ -159,4 +188,4 @@ def transform_event(event: Event, transform: DateTransform, date_attributes: set
 
 
 def transform_patient(patient: PatientRecord, transform: DateTransform) -> PatientRecord:
-    return patient.model_copy(update={"birth_date": transform.date(patient.birth_date)})
+    return patient.model_copy(update=transform.birth(patient))

@@ -51,7 +51,7 @@ _TYPES = {
 
 def _when(prefix: str, when: When | None) -> dict[str, Any]:
     return {
-        f"{prefix}_date": None if when is None or when.date is None else when.date.isoformat(),
+        f"{prefix}_date": None if when is None else when.date_text,
         f"{prefix}_day": None if when is None else when.day,
         f"{prefix}_anchor": None if when is None else when.anchor,
         f"{prefix}_earliest_day": None if when is None else when.earliest_day,
@@ -120,7 +120,7 @@ def patient_table(
     for case in sorted(cases, key=lambda c: c.patient.study_id):
         patient = case.patient
         centres = list(centres_of.get(patient.study_id, [patient.centre]))
-        birth = None if patient.birth_date is None else patient.birth_date.isoformat()
+        birth = patient.birth_text
         rows.append(
             {"centre": centres[0], "study_id": patient.study_id,
              "centres": ";".join(sorted(centres)), "sex": patient.sex, "birth_date": birth,

@@ -84,7 +84,11 @@ def _write_pull_outputs(
     write_unmapped(outcome.excluded, out / "excluded.csv")
     summary: dict[str, Any] = {"patients": len(outcome.cases)}
     if study:
-        summary = {r.id: r.value for r in summarise(outcome.cases, app.study(study))}
+        results = summarise(outcome.cases, app.study(study))
+        summary = {r.id: r.value for r in results}
+        partial = {r.id: list(r.partial) for r in results if r.partial}
+        if partial:  # "-" is in no measure id: the key cannot be taken by a measure
+            summary["partial-dates"] = partial
     (out / "summary.json").write_bytes(orjson.dumps(summary))
 
 
