@@ -540,6 +540,12 @@ def pull_command(
 
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
+    if result.excluded:
+        from fhir_cart.sync.service import write_unmapped
+
+        path = write_unmapped(result.excluded, out_dir / "excluded.csv")
+        err.print(f"{len(result.excluded)} resources excluded by their status "
+                  f"(entered-in-error, refuted, not done, ...): {path}")  # fmt: skip
     for note in result.stats.learned:
         err.print(f"note: {escape(note)}")
     out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "

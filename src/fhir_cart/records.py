@@ -138,6 +138,10 @@ class Event(BaseModel):
     origin: str | None = Field(default=None, max_length=64)
     """FHIR resource type an event was pulled from when it is not the concept's own
     (e.g. ``MedicationRequest`` for a drug concept)."""
+    status: str | None = Field(default=None, max_length=200)
+    """What a pull flags about the source resource (``preliminary``, ``unconfirmed``,
+    ``stopped``, ``read from text``; ``; ``-separated), empty when it is the plain
+    final/completed/confirmed one (mappings/statuses.yaml)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -56,6 +56,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     *(f"value_{p}" for p in _VALUE_PARTS),
     "source_text",
     "origin",
+    "status",
 )
 """Fixed columns of ``events`` (attribute keys follow, sorted)."""
 OTHER_COLUMNS: tuple[str, ...] = (
@@ -120,7 +121,7 @@ def _event_row(study_id: str, event: Event) -> Row:
     row.update(_time_cells("when", event.when))
     row.update(_time_cells("end", event.end))
     row.update(_value_cells(event.value))
-    row.update(source_text=event.source_text, origin=event.origin)
+    row.update(source_text=event.source_text, origin=event.origin, status=event.status)
     row.update(event.attributes)
     return {k: v for k, v in row.items() if v is not None}
 

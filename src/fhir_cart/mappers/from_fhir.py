@@ -29,6 +29,7 @@ from fhir_cart.mappers.context import MappingContext, extension_value
 from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url, event_order
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.references import reference_key
+from fhir_cart.statuses import StatusTable, StatusVerdict, load_statuses
 
 __all__ = [
     "OtherRow",
@@ -40,6 +41,7 @@ __all__ = [
     "event_order",
     "other_row",
     "reference_key",
+    "study_id_of",
 ]
 
 Json = dict[str, Any]
@@ -555,17 +557,27 @@ _EVENT_MAPPERS: dict[str, Callable[[_Run, Json, str], Event]] = {
 # -- the Patient ----------------------------------------------------------------------------
 
 
-def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> _Patient:
-    centre, study_id = default_centre, None
+def _centre_and_study_id(ctx: MappingContext, resource: Json) -> tuple[str | None, str]:
     for ident in _identifiers(resource):
         found = ctx.centre_of_system(ident.get("system", ""))
         if found is not None:
-            centre, study_id = found, ident.get("value")
-            break
+            value = ident.get("value")
+            return found, str(value) if value else _safe_id(str(resource.get("id")))
+    return None, _safe_id(str(resource.get("id")))
+
+
+def study_id_of(ctx: MappingContext, patient: Json) -> str:
+    """The study id a Patient resource is read with: fhir_cart's business identifier, else
+    its server id made safe."""
+    return _centre_and_study_id(ctx, patient)[1]
+
+
+def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> _Patient:
+    centre, study_id = _centre_and_study_id(ctx, resource)
     birth = resource.get("birthDate")
     record = PatientRecord(
-        study_id=study_id or _safe_id(str(resource.get("id"))),
-        centre=centre,
+        study_id=study_id,
+        centre=centre or default_centre,
         sex=resource.get("gender"),
         birth_date=_parse_date(birth, "birthDate") if birth else None,
         attributes=_extension_attributes(ctx, resource.get("extension"), patient=True),
@@ -709,17 +721,52 @@ def _keep(result: ReverseResult, resource: Json, study_id: str | None, reason: s
     result.other.append(other_row(resource, study_id, reason))
 
 
+def _statuses(ctx: MappingContext) -> StatusTable:
+    found: StatusTable | None = ctx.memo.get("statuses")
+    if found is None:
+        found = ctx.memo["statuses"] = load_statuses()
+    return found
+
+
+def _mapped(run: _Run, resource: Json, study_id: str) -> tuple[Event | None, str | None, str]:
+    """One resource other than a Patient or Specimen: (its event, None, "") or (None, the
+    reason, ``"other"`` or ``"excluded"``). Its status decides first (mappings/statuses.yaml):
+    an excluded status is never an event, a flagged one is written in the event's status."""
+    rtype = resource.get("resourceType")
+    mapper = _EVENT_MAPPERS.get(str(rtype))
+    if mapper is None:
+        return None, f"resource type {rtype} is not one fhir_cart maps", "other"
+    verdict = _statuses(run.ctx).verdict(resource)
+    if verdict.excluded is not None:
+        return None, verdict.excluded, "excluded"
+    if verdict.unknown is not None:
+        return None, verdict.unknown, "other"
+    try:
+        event = mapper(run, resource, study_id)
+    except _BAD_INPUT as exc:  # ValidationError is a ValueError
+        return None, _reason(exc), "other"
+    return _flagged(event, verdict), None, ""
+
+
+def _flagged(event: Event, verdict: StatusVerdict) -> Event:
+    flags = [*verdict.flags, *([event.status] if event.status else [])]
+    return event.model_copy(update={"status": "; ".join(flags)}) if verdict.flags else event
+
+
+def _exclude(result: ReverseResult, resource: Json, reason: str) -> None:
+    rtype = str(resource.get("resourceType", "?"))
+    result.excluded.append(Unmapped(_ref_of(resource), rtype, reason))
+
+
 def _map_resource(run: _Run, result: ReverseResult, resource: Json, patient: _Patient) -> None:
     study_id = patient.record.study_id
-    mapper = _EVENT_MAPPERS.get(str(resource.get("resourceType")))
-    if mapper is None:
-        reason = f"resource type {resource.get('resourceType')} is not one fhir_cart maps"
-        _keep(result, resource, study_id, reason)
-        return
-    try:
-        patient.events.append(mapper(run, resource, study_id))
-    except _BAD_INPUT as exc:  # ValidationError is a ValueError
-        _keep(result, resource, study_id, _reason(exc))
+    event, reason, where = _mapped(run, resource, study_id)
+    if event is not None:
+        patient.events.append(event)
+    elif where == "excluded":
+        _exclude(result, resource, str(reason))
+    else:
+        _keep(result, resource, study_id, str(reason))
 
 
 def _build_case(result: ReverseResult, patient: _Patient) -> None:
@@ -788,6 +835,7 @@ class _Outcome:
     patient: _Patient | None
     event: Event | None = None
     reason: str | None = None
+    excluded: bool = False
     used: set[str] = field(default_factory=set)
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -852,15 +900,8 @@ class ReverseStream:
             return _Outcome(None, reason="references no patient in this data set")
         run = _Run(self.ctx, self.specimens)
         outcome = _Outcome(patient, used=run.used_specimens, notes=run.specimen_notes)
-        mapper = _EVENT_MAPPERS.get(str(resource.get("resourceType")))
-        if mapper is None:
-            rtype = resource.get("resourceType")
-            outcome.reason = f"resource type {rtype} is not one fhir_cart maps"
-            return outcome
-        try:
-            outcome.event = mapper(run, resource, patient.record.study_id)
-        except _BAD_INPUT as exc:  # ValidationError is a ValueError
-            outcome.reason = _reason(exc)
+        event, reason, where = _mapped(run, resource, patient.record.study_id)
+        outcome.event, outcome.reason, outcome.excluded = event, reason, where == "excluded"
         return outcome
 
     def _same(self, resources: list[Json]) -> bool:
@@ -896,6 +937,9 @@ class ReverseStream:
             notes.update(outcome.notes)
             if outcome.event is not None and outcome.patient is not None:
                 events.setdefault(id(outcome.patient), []).append(outcome.event)
+                continue
+            if outcome.excluded:
+                _exclude(result, resource, str(outcome.reason))
                 continue
             study_id = outcome.patient.record.study_id if outcome.patient else None
             _keep(result, resource, study_id, str(outcome.reason))

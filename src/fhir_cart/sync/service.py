@@ -293,13 +293,17 @@ class PullOutcome:
     stats: PullStats = field(default_factory=PullStats)
     other: list[dict[str, Any]] = field(default_factory=list)
     """Rows for resources that match no concept (the ``other`` table): nothing is dropped."""
+    excluded: list[Unmapped] = field(default_factory=list)
+    """Resources whose status says they did not happen (entered-in-error, refuted, not-done,
+    cancelled, ...: mappings/statuses.yaml), each with the reason: no event, no other row."""
 
     def __repr__(self) -> str:
         # counts only: asyncio.run reprs the finished task's result when it restores its
         # SIGINT handler (Python 3.11), and the whole cohort's repr took 0.3 s per 1,000
         # patients
         return (f"PullOutcome(run_id={self.run_id}, cases={len(self.cases)}, "
-                f"unmapped={len(self.unmapped)}, other={len(self.other)})")  # fmt: skip
+                f"unmapped={len(self.unmapped)}, other={len(self.other)}, "
+                f"excluded={len(self.excluded)})")  # fmt: skip
 
 
 class _Received:
@@ -590,11 +594,12 @@ async def _run_pull(
     result.unmapped[:0] = dropped
     unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
     cache.mark_mapped(server=key, unmapped=unmapped)
-    counts = {"patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources}
+    counts = {"patients": len(result.cases), "unmapped": len(result.unmapped),
+              "excluded": len(result.excluded), **stats.resources}  # fmt: skip
     if deleted:
         counts["deleted_on_server"] = deleted
     other = [dict(row) for row in result.other]
-    outcome = PullOutcome(run_id, result.cases, result.unmapped, stats, other)
+    outcome = PullOutcome(run_id, result.cases, result.unmapped, stats, other, result.excluded)
     if on_mapped is not None:
         on_mapped(outcome)
     cache.finish_run(run_id, status="succeeded", counts=counts)
