@@ -493,7 +493,8 @@ def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContex
     }  # fmt: skip
     assert "matches no observation concept" in reasons["Observation/hb"]
     assert "not a word of value set 'disease_status'" in reasons["Observation/ds2"]
-    assert "partial date" in reasons["Procedure/p1"]
+    # text only (no coding): not read unless settings' classify_by_text is on
+    assert "matches no procedure concept" in reasons["Procedure/p1"]
     assert "not one fhir_cart maps" in reasons["Encounter/e1"]
     assert "references no patient" in reasons["Condition/c9"]
     rows = {o["resource_id"]: o for o in result.other}

@@ -365,6 +365,8 @@ class _Run:
     specimens: dict[str, Json]
     used_specimens: set[str] = field(default_factory=set)
     specimen_notes: dict[str, str] = field(default_factory=dict)
+    from_text: bool = False
+    """The resource being mapped was classified by its text (it has no coding at all)."""
 
 
 def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **fields: Any) -> Event:
@@ -386,11 +388,20 @@ def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **field
     )
 
 
-def _classify(ctx: MappingContext, codeable: Json | None, kind: str, what: str) -> str:
-    key = ctx.concepts.classify(codeable, (kind,))
+def _classify(run: _Run, codeable: Json | None, kind: str, what: str) -> str:
+    key = run.ctx.concepts.classify(codeable, (kind,))
     if key is None:
         raise _NoConcept(f"{what} {_codes(codeable)} matches no {kind} concept of the library")
+    run.from_text = run.from_text or _text_only(codeable)
     return key
+
+
+def _text_only(codeable: Json | None) -> bool:
+    return isinstance(codeable, dict) and not codeable.get("coding")
+
+
+FROM_TEXT = "read from text"
+"""The ``status`` flag of an event classified by the text of a resource with no coding."""
 
 
 def _codes(codeable: Json | None) -> str:
@@ -415,6 +426,7 @@ def condition_event(run: _Run, resource: Json, study_id: str) -> Event:
                 break
     if key is None:
         raise _NoConcept(f"diagnosis code {_codes(code)} is in no value set of the library")
+    run.from_text = _text_only(code)
     when, end = _when(ctx, resource, "onsetDateTime"), _when(ctx, resource, "abatementDateTime")
     return _event(ctx, resource, study_id, key, value=value, when=when, end=end)
 
@@ -429,7 +441,7 @@ def _period(ctx: MappingContext, resource: Json, single: str, period: str) -> di
 def medication_administration_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
     what = resource.get("medicationCodeableConcept")
-    key = _classify(ctx, what, "medication", "medication")
+    key = _classify(run, what, "medication", "medication")
     dosage = resource.get("dosage") or {}
     number, unit = _quantity(dosage.get("dose") or dosage.get("rateQuantity"))
     times = _period(ctx, resource, "effectiveDateTime", "effectivePeriod")
@@ -440,7 +452,7 @@ def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
     """A MedicationRequest read as the drug's event (origin MedicationRequest): time from
     the dosage timing bounds, else authoredOn; value the first dose quantity."""
     ctx = run.ctx
-    key = _classify(ctx, resource.get("medicationCodeableConcept"), "medication", "medication")
+    key = _classify(run, resource.get("medicationCodeableConcept"), "medication", "medication")
     dosage: Json = next(iter(resource.get("dosageInstruction") or ()), {})
     bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
     times = {"when": _when(ctx, bounds, "start"), "end": _when(ctx, bounds, "end")}
@@ -455,7 +467,7 @@ def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
 
 def procedure_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
-    key = _classify(ctx, resource.get("code"), "procedure", "procedure code")
+    key = _classify(run, resource.get("code"), "procedure", "procedure code")
     concept = ctx.concepts.concept(key)
     attributes: dict[str, Scalar] = {}
     for used in resource.get("usedCode") or ():
@@ -468,7 +480,7 @@ def procedure_event(run: _Run, resource: Json, study_id: str) -> Event:
 
 def adverse_event_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
-    key = _classify(ctx, resource.get("event"), "adverse_event", "adverse event")
+    key = _classify(run, resource.get("event"), "adverse_event", "adverse event")
     when = _when(ctx, resource, "date")
     end = _time_extension(ctx, _own(ctx, resource, "end"))
     return _event(ctx, resource, study_id, key, when=when, end=end)
@@ -476,7 +488,7 @@ def adverse_event_event(run: _Run, resource: Json, study_id: str) -> Event:
 
 def observation_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
-    key = _classify(ctx, resource.get("code"), "observation", "observation code")
+    key = _classify(run, resource.get("code"), "observation", "observation code")
     concept = ctx.concepts.concept(key)
     value = _value_fields(ctx, concept, resource)
     attributes = _observation_attributes(run, concept, resource, value)
@@ -741,16 +753,17 @@ def _mapped(run: _Run, resource: Json, study_id: str) -> tuple[Event | None, str
         return None, verdict.excluded, "excluded"
     if verdict.unknown is not None:
         return None, verdict.unknown, "other"
+    run.from_text = False
     try:
         event = mapper(run, resource, study_id)
     except _BAD_INPUT as exc:  # ValidationError is a ValueError
         return None, _reason(exc), "other"
-    return _flagged(event, verdict), None, ""
+    return _flagged(event, verdict, run.from_text), None, ""
 
 
-def _flagged(event: Event, verdict: StatusVerdict) -> Event:
-    flags = [*verdict.flags, *([event.status] if event.status else [])]
-    return event.model_copy(update={"status": "; ".join(flags)}) if verdict.flags else event
+def _flagged(event: Event, verdict: StatusVerdict, from_text: bool) -> Event:
+    flags = [*verdict.flags, *([FROM_TEXT] if from_text else [])]
+    return event.model_copy(update={"status": "; ".join(flags)}) if flags else event
 
 
 def _exclude(result: ReverseResult, resource: Json, reason: str) -> None:
