@@ -48,6 +48,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "Observation",
     "AdverseEvent",
     "MedicationRequest",
+    "MedicationStatement",
+    "MedicationDispense",
     "Specimen",
 )
 """Resource types fetched for the selected patients (R4 search parameter ``subject`` or

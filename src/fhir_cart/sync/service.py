@@ -35,7 +35,7 @@ from fhir_cart.errors import ConfigError, FhirClientError, RetryableError, Serve
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseStream, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
-from fhir_cart.references import subject_patient_id
+from fhir_cart.references import server_id, subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.capabilities import ServerCapabilities
 from fhir_cart.sync.pull import (
@@ -372,6 +372,46 @@ async def _fetch(
     return patient_ids
 
 
+async def _fetch_medications(
+    client: FhirClient, received: _Received, stats: PullStats, stream: ReverseStream
+) -> None:
+    """The Medications the received resources name in ``medicationReference`` (not in the
+    patient compartment, so no patient search finds them): ``Medication?_id=a,b,...``."""
+    wanted = sorted(medication_ids(received.resources.values()) - {
+        rid for rtype, rid in received.resources if rtype == "Medication"
+    })  # fmt: skip
+    for start in range(0, len(wanted), _MEDICATIONS_PER_SEARCH):
+        ids = wanted[start : start + _MEDICATIONS_PER_SEARCH]
+        batch = []
+        async for resource in client.search("Medication", {"_id": ",".join(ids)}):
+            if stats.keep(resource) and resource.get("resourceType") == "Medication":
+                stats.count(resource)
+                batch.append(resource)
+        await received.add(batch)
+        stream.add(batch)
+
+
+_MEDICATIONS_PER_SEARCH = 50
+
+MEDICATION_TYPES = frozenset(
+    {"MedicationAdministration", "MedicationRequest", "MedicationStatement", "MedicationDispense"}
+)
+
+
+def medication_ids(resources: Iterable[dict[str, Any]]) -> set[str]:
+    """Ids of the Medications (not contained ones) that medication resources reference."""
+    out: set[str] = set()
+    for resource in resources:
+        if resource.get("resourceType") not in MEDICATION_TYPES:
+            continue
+        reference = resource.get("medicationReference")
+        found = server_id(reference.get("reference") if isinstance(reference, dict) else None,
+                          "Medication")  # fmt: skip
+        if found is not None:
+            out.add(found)
+    return out
+
+
 _RECORD_BATCH = 2_000
 """Resources received written to the cache in one transaction (a commit per patient made
 the cache, not the server, the bottleneck of a pull)."""
@@ -462,13 +502,16 @@ def _current(
     holds for them is gone; an incremental one learns deletions from ``_history``
     (``gone``). What this pull received (``received``) is not read back from the cache:
     only the content of resources the cache held before it."""
-    held = [r for r in received.values() if _belongs(r, ids)]
+    candidates = list(received.values())
     older: list[tuple[str, str]] = []
     if cache.records.received_count(server=key) > len(received):  # it holds more than these
         older = [k for k in cache.records.received_ids(server=key) if k not in received]
     if older:
-        held += [r for r in cache.records.received_content(server=key, ids=older)
-                 if _belongs(r, ids)]  # fmt: skip
+        candidates += cache.records.received_content(server=key, ids=older)
+    held = [r for r in candidates if _belongs(r, ids)]
+    drugs = medication_ids(held)  # Medications belong to the patients whose resources name them
+    held += [r for r in candidates
+             if r.get("resourceType") == "Medication" and str(r.get("id")) in drugs]  # fmt: skip
     held.sort(key=_cache_order)
     if full:
         known = {(str(r["resourceType"]), str(r.get("id"))) for r in held}
@@ -577,6 +620,7 @@ async def _run_pull(
                 else:
                     ids = await _fetch(client, received, selection, stats, on_patient, stream,
                                        server.search_params, server.concurrency)  # fmt: skip
+                    await _fetch_medications(client, received, stats, stream)
         except BaseException:
             await received.settle()  # a batch on its way to the cache: written whole, or not
             raise

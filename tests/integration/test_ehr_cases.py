@@ -1,0 +1,70 @@
+"""The hostile EHR cases (fixtures/ehr/*.json) through real servers: every file's resources
+are PUT to sekmet-fhir and to Medplum, pulled back by fhir_cart's pull with a fresh cache,
+and checked against the same expectations as the offline unit test (tests/ehr_cases.py).
+Referenced Medications are not in the patient compartment: the pull fetches them itself."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_cart.cache import open_cache
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.from_fhir import ReverseResult
+from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.pull import PullSelection
+from fhir_cart.sync.service import run_pull
+from tests.ehr_cases import EhrCase, check, key_of, load_cases
+
+pytestmark = pytest.mark.integration
+Json = dict[str, Any]
+
+INVALID_ON_PURPOSE = {"Procedure/st-pr-done", "MedicationAdministration/md-ma-nodrug"}
+"""Resources that are not valid FHIR R4 (a status outside its required value set, no
+medication[x]): a server may refuse them; the offline test covers them."""
+
+NEVER_PULLED = {"Medication/md-med-unused"}
+"""In no patient's compartment and referenced by nothing: a pull never asks for it."""
+
+
+def _load(base: str, resources: list[Json]) -> dict[str, str]:
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in resources
+    ]
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+    answer = httpx.post(base, json=bundle, timeout=120).json()
+    return {
+        key_of(r): e["response"]["status"] for r, e in zip(resources, answer["entry"], strict=True)
+    }
+
+
+def _without(case: EhrCase, refused: set[str]) -> EhrCase:
+    kept = [r for r in case.resources if key_of(r) not in refused]
+    expect = {k: v for k, v in case.expect.items() if k not in refused}
+    return EhrCase(case.path, case.about, kept, expect)
+
+
+@pytest.mark.parametrize("case", load_cases(), ids=lambda c: c.name)
+def test_case_pulled_from_a_real_server(
+    case: EhrCase, fhir_server: str, ctx: MappingContext, tmp_path: Path
+) -> None:
+    statuses = _load(fhir_server, copy.deepcopy(case.resources))
+    refused = {k for k, s in statuses.items() if not s.startswith(("200", "201"))}
+    assert refused <= INVALID_ON_PURPOSE, {k: statuses[k] for k in refused}
+    patients = [str(r["id"]) for r in case.resources if r["resourceType"] == "Patient"]
+    selection = PullSelection(kind="search", query="_id=" + ",".join(patients))
+    server = ServerSettings(base_url=fhir_server)
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+    finally:
+        cache.close()
+    other: Any = pulled.other
+    result = ReverseResult(pulled.cases, pulled.unmapped, other, pulled.excluded)
+    assert check(result, _without(case, refused | NEVER_PULLED), ctx) == []
