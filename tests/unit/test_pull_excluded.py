@@ -17,9 +17,10 @@ RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 def _given(rid: str, status: str) -> dict[str, Any]:
+    drug = {"coding": [{"system": RX, "code": "1597258"}]}
     return {"resourceType": "MedicationAdministration", "id": rid, "status": status,
             "subject": {"reference": "Patient/p1"}, "effectivePeriod": {"start": "2021-01-02"},
-            "medicationCodeableConcept": {"coding": [{"system": RX, "code": "1597258"}]}}  # fmt: skip
+            "medicationCodeableConcept": drug}  # fmt: skip
 
 
 def test_pull_writes_the_excluded_list_and_counts_it(
