@@ -50,7 +50,23 @@ def _without(case: EhrCase, refused: set[str]) -> EhrCase:
     return EhrCase(case.path, case.about, kept, expect)
 
 
-@pytest.mark.parametrize("case", load_cases(), ids=lambda c: c.name)
+NOT_YET = {
+    "shapes.json": "the pull does not ask for AllergyIntolerance, Immunization or Encounter "
+    "yet (issue 17 item 4, pull coverage, another branch): remove this when it does",
+}
+"""Files whose resources a pull cannot reach yet, marked strict xfail (an XPASS fails)."""
+
+
+def _params() -> list[Any]:
+    return [
+        pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=NOT_YET[c.name])])
+        if c.name in NOT_YET
+        else pytest.param(c, id=c.name)
+        for c in load_cases()
+    ]
+
+
+@pytest.mark.parametrize("case", _params())
 def test_case_pulled_from_a_real_server(
     case: EhrCase, fhir_server: str, ctx: MappingContext, tmp_path: Path
 ) -> None:
