@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 from fhir_cart.errors import ConfigError, validation_reason
 from fhir_cart.yamlfile import read_yaml
 
-__all__ = ["StatusTable", "StatusVerdict", "load_statuses"]
+__all__ = ["StatusTable", "StatusVerdict", "load_statuses", "statuses_in"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +56,19 @@ class StatusVerdict:
 class StatusTable:
     elements: Mapping[str, Mapping[str, _Element]]
 
+    def written(self, resource_type: str, element: str, flags: str | None) -> str | None:
+        """The first of an event's status flags (``; ``-separated) that is a kept or flagged
+        code of ``element`` of ``resource_type``: what a push writes back, so that a pulled
+        ``preliminary`` is not pushed as ``final`` (None: write the plain status)."""
+        found = self.elements.get(resource_type, {}).get(element)
+        if found is None or not flags:
+            return None
+        for flag in flags.split("; "):
+            rule = found.codes.get(flag)
+            if rule is not None and not isinstance(rule, _Exclude):
+                return flag
+        return None
+
     def verdict(self, resource: Mapping[str, Any]) -> StatusVerdict:
         """Flags, exclusion or an unknown status of ``resource`` (types not in the table:
         nothing to say)."""
@@ -87,6 +100,14 @@ def _code(value: Any, element: _Element) -> str | None:
             code = coding.get("code")
             return code if isinstance(code, str) else None
     return None
+
+
+def statuses_in(memo: dict[Any, Any]) -> StatusTable:
+    """The default status table, kept in a mapping context's ``memo``."""
+    found: StatusTable | None = memo.get("statuses")
+    if found is None:
+        found = memo["statuses"] = load_statuses()
+    return found
 
 
 def load_statuses(path: Path | None = None) -> StatusTable:

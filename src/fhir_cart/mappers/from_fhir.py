@@ -29,7 +29,7 @@ from fhir_cart.mappers.context import MappingContext, extension_value
 from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url, event_order
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
 from fhir_cart.references import reference_key
-from fhir_cart.statuses import StatusTable, StatusVerdict, load_statuses
+from fhir_cart.statuses import StatusTable, StatusVerdict, statuses_in
 
 __all__ = [
     "OtherRow",
@@ -812,10 +812,7 @@ def _keep(result: ReverseResult, resource: Json, study_id: str | None, reason: s
 
 
 def _statuses(ctx: MappingContext) -> StatusTable:
-    found: StatusTable | None = ctx.memo.get("statuses")
-    if found is None:
-        found = ctx.memo["statuses"] = load_statuses()
-    return found
+    return statuses_in(ctx.memo)
 
 
 def _mapped(run: _Run, resource: Json, study_id: str) -> tuple[Event | None, str | None, str]:
