@@ -579,7 +579,9 @@ def test_withdrawn_rows_stay_withdrawn_when_pulled_with_a_fresh_cache(
     fresh = open_cache(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
     selection = PullSelection(kind="search", query=SEED_QUERY)
     pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=fresh))
+    notes = [r.note for r in fresh.records.unmapped(server=fhir_server)]
     fresh.close()
+    assert sorted(notes) == ["excluded: status entered-in-error: recorded in error"] * 3
     (back,) = [c for c in pulled.cases if c.patient.study_id == "P01"]
     assert {e.event_id for e in back.events} == {e.event_id for e in fewer.events}
     assert len(pulled.excluded) == 3

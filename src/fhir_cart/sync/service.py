@@ -637,6 +637,8 @@ async def _run_pull(
     dropped = [Unmapped(ref, rtype, reason) for ref, rtype, reason in stats.dropped]
     result.unmapped[:0] = dropped
     unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
+    unmapped |= {(u.resource_type, u.reference.split("/", 1)[-1]): f"excluded: {u.reason}"
+                 for u in result.excluded}  # fmt: skip
     cache.mark_mapped(server=key, unmapped=unmapped)
     counts = {"patients": len(result.cases), "unmapped": len(result.unmapped),
               "excluded": len(result.excluded), **stats.resources}  # fmt: skip
