@@ -81,11 +81,13 @@ def test_value(fields: dict[str, Any]) -> None:
     ),
     texts,
     texts,
+    st.one_of(texts, st.text(alphabet="ab; -", min_size=195, max_size=205)),
 )
 def test_event(
-    event_id: Any, concept: Any, when: Any, value: Any, attributes: Any, source: Any, origin: Any
-) -> None:
+    event_id: Any, concept: Any, when: Any, value: Any, attributes: Any, source: Any, origin: Any,
+    status: Any,
+) -> None:  # fmt: skip
     same(
         _make_event, Event, event_id=event_id, concept=concept, when=when, end=None,
-        value=value, attributes=attributes, source_text=source, origin=origin,
+        value=value, attributes=attributes, source_text=source, origin=origin, status=status,
     )  # fmt: skip
