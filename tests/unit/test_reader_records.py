@@ -91,3 +91,11 @@ def test_event(
         _make_event, Event, event_id=event_id, concept=concept, when=when, end=None,
         value=value, attributes=attributes, source_text=source, origin=origin, status=status,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [None, "", "preliminary", " x", "a" * 200, "a" * 201])
+def test_event_status(status: Any) -> None:
+    same(
+        _make_event, Event, event_id="e1", concept="mrd", when=None, end=None, value=None,
+        attributes={}, source_text=None, origin=None, status=status,
+    )  # fmt: skip
