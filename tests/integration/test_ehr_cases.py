@@ -84,3 +84,30 @@ def test_case_pulled_from_a_real_server(
     other: Any = pulled.other
     result = ReverseResult(pulled.cases, pulled.unmapped, other, pulled.excluded)
     assert check(result, _without(case, refused | NEVER_PULLED), ctx) == []
+
+
+def test_medications_pulled_by_bulk_export(
+    sekmet_server: str, ctx: MappingContext, tmp_path: Path
+) -> None:
+    """$export (sekmet only: Medplum's in-memory router has none) sends no Medication (it is
+    in no patient's compartment): the pull fetches the referenced ones after the export."""
+    (case,) = [c for c in load_cases() if c.name == "medications.json"]
+    statuses = _load(sekmet_server, copy.deepcopy(case.resources))
+    refused = {k for k, s in statuses.items() if not s.startswith(("200", "201"))}
+    assert refused <= INVALID_ON_PURPOSE
+    patients = [r["id"] for r in case.resources if r["resourceType"] == "Patient"]
+    group = {"resourceType": "Group", "type": "person", "actual": True,
+             "member": [{"entity": {"reference": f"Patient/{p}"}} for p in patients]}  # fmt: skip
+    created = httpx.post(f"{sekmet_server}/Group", json=group,
+                         headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    selection = PullSelection(kind="group", group_id=str(created.json()["id"]))
+    server = ServerSettings(base_url=sekmet_server)
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    try:
+        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache,
+                                      use_export=True))  # fmt: skip
+    finally:
+        cache.close()
+    other: Any = pulled.other
+    result = ReverseResult(pulled.cases, pulled.unmapped, other, pulled.excluded)
+    assert check(result, _without(case, refused | NEVER_PULLED), ctx) == []

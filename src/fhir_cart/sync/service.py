@@ -617,6 +617,7 @@ async def _run_pull(
                 if use_export:
                     ids = await _fetch_export(client, received, selection, stats,
                                               server.concurrency)  # fmt: skip
+                    await _fetch_medications(client, received, stats, stream)
                 else:
                     ids = await _fetch(client, received, selection, stats, on_patient, stream,
                                        server.search_params, server.concurrency)  # fmt: skip
