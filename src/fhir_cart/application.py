@@ -161,13 +161,15 @@ class Application:
     ) -> MappingContext:
         """The context of one mapping run: ``strict`` (a command's ``--strict``) or
         settings' ``strict_terminology`` refuses unverified codes."""
-        return mapping_context(
+        ctx = mapping_context(
             strict=strict or self.settings.strict_terminology,
             identifier_base=mapping.identifier_base if mapping is not None else None,
             extra=mapping.own_concepts() if mapping is not None else None,
             country=mapping.country if mapping is not None else None,
             mappings_dir=self.mappings_dir,
         )
+        ctx.terminology.read_text = self.settings.classify_by_text
+        return ctx
 
     def pull_context(self) -> PullContext:
         """The context FHIR is read back with: every centre mapping's own identifier base is

@@ -622,7 +622,8 @@ def pull_command(
         from fhir_cart.sync.service import write_unmapped
 
         path = write_unmapped(result.excluded, out_dir / "excluded.csv")
-        err.print(f"{len(result.excluded)} resources excluded (with reasons): {path}")
+        err.print(f"{len(result.excluded)} resources excluded by their status "
+                  f"(entered-in-error, refuted, not done, ...): {path}")  # fmt: skip
     for note in result.stats.learned:
         err.print(f"note: {escape(note)}")
     out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "

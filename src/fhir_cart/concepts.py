@@ -281,7 +281,9 @@ class ConceptLibrary:
 
     def classify(self, codeable: Mapping[str, Any] | None, kinds: Sequence[str]) -> str | None:
         """The concept of one of ``kinds`` that a CodeableConcept stands for (None: unknown).
-        Standard codings decide; the local code and the text only when no coding is known."""
+        The local code decides first, then the standard codings (:meth:`Terminology.word`:
+        AmbiguousCode when two concepts fit equally); the text only when there is no coding
+        at all and the terminology's ``read_text`` is on."""
         if not codeable:
             return None
         for coding in codeable.get("coding", ()):
@@ -392,6 +394,7 @@ def build_library(
         merged, strict=terminology.strict, as_of=terminology.as_of, country=terminology.country
     )
     terms.unverified_used = terminology.unverified_used
+    terms.read_text = terminology.read_text
     local = terminology.own_system.rstrip("/") + "-local"
     return ConceptLibrary(data=data, terminology=terms, local_system=local)
 

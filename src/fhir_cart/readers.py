@@ -573,6 +573,7 @@ def _make_event(**fields: Any) -> Event:
         and _text(fields["source_text"], 1000, 0)
         and _text(fields["origin"], 64, 0)
         and _text(fields["assumed"], 1000)
+        and _text(fields["status"], 200, 0)
         and all(
             _text(k, len(k), 0)
             and type(v) in _SCALARS
@@ -1287,11 +1288,12 @@ def _event(
     value = _value(ctx, ctx.library.concept(concept), cells, units)
     attributes = _attributes(ctx, concept, cells, units)
     origin = _to_text(cells["origin"]) if "origin" in cells else None
+    status = _to_text(cells["status"]) if "status" in cells else None
     try:
         return _make_event(
             event_id=event_id, concept=concept, when=when, end=end, value=value,
             attributes=attributes, source_text=_source_text(where.plan, where, cells),
-            origin=origin, assumed=_assumed(where, cells),
+            origin=origin, assumed=_assumed(where, cells), status=status,
         )  # fmt: skip
     except ValidationError as exc:
         loc = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None

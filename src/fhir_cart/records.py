@@ -269,6 +269,10 @@ class Event(BaseModel):
     assumed: str | None = Field(default=None, min_length=1, max_length=1000)
     """Why the mapping supplied a time or value the source does not state (the mapping's
     ``assumed:``); None: everything came from the source."""
+    status: str | None = Field(default=None, max_length=200)
+    """What a pull flags about the source resource (``preliminary``, ``unconfirmed``,
+    ``stopped``, ``read from text``; ``; ``-separated), empty when it is the plain
+    final/completed/confirmed one (mappings/statuses.yaml)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

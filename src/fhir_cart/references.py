@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["patient_id", "reference_key", "subject_patient_id"]
+__all__ = ["patient_id", "reference_key", "server_id", "subject_patient_id"]
 
 # https://hl7.org/fhir/R4/datatypes.html#id: [A-Za-z0-9\-\.]{1,64}
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -43,10 +43,16 @@ def reference_key(reference: str) -> str:
 
 def patient_id(reference: str | None) -> str | None:
     """The Patient id a reference points to, or None when it names no server Patient."""
+    return server_id(reference, "Patient")
+
+
+def server_id(reference: str | None, resource_type: str) -> str | None:
+    """The id of the server resource of ``resource_type`` a reference points to (None for
+    another type, a contained one, a ``urn:``, or an id that is not a FHIR id)."""
     if not reference or reference.startswith(("#", "urn:")):
         return None
     parts = _path(reference)
-    if len(parts) < 2 or parts[-2] != "Patient" or not _ID.fullmatch(parts[-1]):
+    if len(parts) < 2 or parts[-2] != resource_type or not _ID.fullmatch(parts[-1]):
         return None
     return parts[-1]
 

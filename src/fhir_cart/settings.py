@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # 100,000 bad rows otherwise fills the cache and the answer.
     max_rejects_reported: int = Field(default=1000, ge=1)
     strict_terminology: bool = False
+    # A pulled resource with no coding at all is classified by its text (case and spaces
+    # aside) only when this is on; its event then says "read from text" in its status.
+    classify_by_text: bool = False
     # A worker renews its lease on a job every quarter of this; a job whose worker sent no
     # heartbeat for this long is taken over by any worker.
     job_lease_seconds: float = Field(default=60.0, ge=1.0)

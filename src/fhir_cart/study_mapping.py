@@ -81,7 +81,7 @@ CANONICAL_VALUE_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 EVENT_FIELDS: tuple[str, ...] = (
     "study_id", "concept", "event_id", *WHEN_FIELDS, "value", "unit", "comparator", "text",
-    "source_text", "origin", "assumed", *CANONICAL_VALUE_FIELDS,
+    "source_text", "origin", "assumed", "status", *CANONICAL_VALUE_FIELDS,
 )  # fmt: skip
 """Fixed event fields (any attribute key of the library is a field too)."""
 

@@ -22,6 +22,7 @@ from fhir_cart.errors import ConfigError, TerminologyError
 from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
+    "AmbiguousCode",
     "Coding",
     "Terminology",
     "default_mappings_dir",
@@ -47,6 +48,15 @@ class Coding(BaseModel):
     countries: tuple[str, ...] = ()
     """ISO 3166 codes of the centres this coding is written for (empty: every centre not
     excluding its system, see ``TerminologyFile.country_excluded_systems``)."""
+    prefix: bool = False
+    """On the way back, the code also stands for every code that starts with it (ICD-10
+    C91.0 for C91.00, C91.01, C91.02: a category and its children). Never written."""
+    read_only: bool = False
+    """Read back only, never written: a code other systems use for the word."""
+
+    @property
+    def written(self) -> bool:
+        return not (self.prefix or self.read_only)
 
     def for_country(self, country: str | None, excluded: dict[str, tuple[str, ...]]) -> bool:
         if self.countries:
@@ -63,6 +73,17 @@ class Concept(BaseModel):
 
     text: str
     codings: tuple[Coding, ...]
+    within: str | None = None
+    """A broader word of the same group (b_all within all): a resource coded with both is
+    the narrower one, not an ambiguity."""
+
+
+class AmbiguousCode(ValueError):
+    """A CodeableConcept that fits two or more words equally well: never decided."""
+
+    def __init__(self, group: str, words: list[str]) -> None:
+        self.words = words
+        super().__init__(f"ambiguous: matches {' and '.join(words)} ({group})")
 
 
 class Unit(BaseModel):
@@ -97,6 +118,8 @@ class TerminologyFile(BaseModel):
     def _systems_known(self) -> TerminologyFile:
         for group, words in self.concepts.items():
             for word, concept in words.items():
+                if concept.within is not None and concept.within not in words:
+                    raise ValueError(f"concepts.{group}.{word}.within: no word {concept.within!r}")
                 for coding in concept.codings:
                     if coding.system not in self.systems:
                         raise ValueError(
@@ -148,30 +171,41 @@ class Terminology:
         self.strict = strict
         self.as_of = as_of or dt.date.today()
         self.unverified_used: set[tuple[str, str, str]] = set()
+        self.read_text = False
+        """Whether a CodeableConcept with no coding at all may be read by its text (settings'
+        ``classify_by_text``); a coded one is never read by its text."""
         self.own_system = data.systems[data.own_code_system.key]
         self._concepts: dict[tuple[str, str], dict[str, Any]] = {}
         self._unverified: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self._reverse: dict[str, dict[tuple[str, str], set[str]]] = {}
+        self._prefixes: dict[str, list[tuple[str, str, str]]] = {}
+        self._all_codings: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
         self._build()
 
     def _build(self) -> None:
         for group, words in self.data.concepts.items():
             reverse = self._reverse.setdefault(group, {})
+            prefixes = self._prefixes.setdefault(group, [])
             for word, concept in words.items():
                 self._concepts[(group, word)] = self._codeable(concept)
                 self._unverified[(group, word)] = [
-                    (group, word, c.code) for c in concept.codings if not c.verified
+                    (group, word, c.code) for c in concept.codings if not c.verified and c.written
                 ]
+                mine = self._all_codings.setdefault((group, word), [])
                 for coding in concept.codings:
-                    key = (self.data.systems[coding.system], coding.code)
-                    reverse.setdefault(key, set()).add(word)
-                reverse.setdefault(("#text", concept.text.casefold()), set()).add(word)
+                    system = self.data.systems[coding.system]
+                    mine.append((system, coding.code, coding.prefix))
+                    reverse.setdefault((system, coding.code), set()).add(word)
+                    if coding.prefix:
+                        prefixes.append((system, coding.code, word))
+                reverse.setdefault(("#text", _text_key(concept.text)), set()).add(word)
 
     def _codeable(self, concept: Concept) -> dict[str, Any]:
         codings = [
             {"system": self.data.systems[c.system], "code": c.code, "display": c.display}
             for c in concept.codings
-            if c.valid_on(self.as_of)
+            if c.written
+            and c.valid_on(self.as_of)
             and c.for_country(self.country, self.data.country_excluded_systems)
         ]
         out: dict[str, Any] = {"text": concept.text}
@@ -214,24 +248,85 @@ class Terminology:
                 log.info("emitting unverified code %s for %s.%s", item[2], item[0], item[1])
 
     def word(self, group: str, codeable: Mapping[str, Any] | None) -> str | None:
-        """Which vocabulary word of ``group`` a CodeableConcept stands for (None if unknown)."""
+        """Which vocabulary word of ``group`` a CodeableConcept stands for, by its codings
+        only (None: no coding is known). Raises :class:`AmbiguousCode` when it fits several
+        words equally well. Its text is read only when it has no coding at all and
+        :attr:`read_text` is on (docs/fhir-model.md, "Classification")."""
         if not codeable:
             return None
-        reverse = self._reverse.get(group, {})
-        # A code may stand for several words (C91.02 for relapsed and relapsed_refractory):
-        # the words every known coding agrees on win.
-        candidates: set[str] | None = None
-        for coding in codeable.get("coding", ()):
-            words = reverse.get((coding.get("system"), coding.get("code")))
-            if words:
-                candidates = set(words) if candidates is None else candidates & words
-        if not candidates:
-            text = codeable.get("text")
-            if isinstance(text, str):
-                candidates = reverse.get(("#text", text.casefold()))
-        if not candidates:
+        codings = [c for c in codeable.get("coding") or () if isinstance(c, dict)]
+        if not codings:
+            return self._text_word(group, codeable.get("text"))
+        per_coding = [w for w in (self._words_of(group, c) for c in codings) if w]
+        if not per_coding:
+            return None  # codes none of the words holds: the text never overrides them
+        every = set().union(*per_coding)
+        fits = [w for w in sorted(every) if all(self._agrees(group, w, s) for s in per_coding)]
+        fits = [w for w in fits if not any(w in self._broader(group, o) for o in fits)]
+        if not fits:  # the codings disagree (two drugs, two diagnoses)
+            raise AmbiguousCode(group, sorted(every))
+        if len(fits) == 1:
+            return fits[0]
+        given = {(c.get("system"), c.get("code")) for c in codings}
+        missing = {w: self._missing(group, w, given) for w in fits}
+        least = min(missing.values())
+        best = [w for w in fits if missing[w] == least]
+        if len(best) > 1:
+            raise AmbiguousCode(group, best)
+        return best[0]
+
+    def _words_of(self, group: str, coding: Mapping[str, Any]) -> set[str]:
+        """Words one coding stands for: by its exact code, else by the longest code declared
+        ``prefix`` that it starts with."""
+        system, code = coding.get("system"), coding.get("code")
+        exact = self._reverse.get(group, {}).get((system, code))  # type: ignore[arg-type]
+        if exact:
+            return set(exact)
+        if not isinstance(code, str):
+            return set()
+        found: dict[str, int] = {}
+        for p_system, prefix, word in self._prefixes.get(group, ()):
+            if p_system == system and code.startswith(prefix):
+                found[word] = max(found.get(word, 0), len(prefix))
+        longest = max(found.values(), default=0)
+        return {w for w, n in found.items() if n == longest}
+
+    def _broader(self, group: str, word: str) -> set[str]:
+        out: set[str] = set()
+        words = self.data.concepts.get(group, {})
+        up = words[word].within if word in words else None
+        while up is not None and up not in out:
+            out.add(up)
+            up = words[up].within
+        return out
+
+    def _agrees(self, group: str, word: str, words: set[str]) -> bool:
+        """Whether a coding standing for ``words`` agrees with ``word`` (names it or a
+        broader word)."""
+        return word in words or bool(words & self._broader(group, word))
+
+    def _missing(self, group: str, word: str, given: set[tuple[Any, Any]]) -> int:
+        """How many of the word's codings the CodeableConcept lacks (the word it fits most
+        closely has the fewest: a lone SNOMED 271299001 is ``progression``, whose only
+        coding it is, not ``relapse``, which adds Relapse phase 263855007)."""
+        count = 0
+        for system, code, prefix in self._all_codings[(group, word)]:
+            if prefix:
+                present = any(s == system and str(c).startswith(code) for s, c in given)
+            else:
+                present = (system, code) in given
+            count += not present
+        return count
+
+    def _text_word(self, group: str, text: Any) -> str | None:
+        if not self.read_text or not isinstance(text, str):
             return None
-        return min(candidates) if len(candidates) > 1 else next(iter(candidates))
+        words = self._reverse.get(group, {}).get(("#text", _text_key(text)))
+        if not words:
+            return None
+        if len(words) > 1:
+            raise AmbiguousCode(group, sorted(words))
+        return next(iter(words))
 
     def word_of_coding(self, group: str, coding: Mapping[str, Any] | None) -> str | None:
         return self.word(group, {"coding": [coding]}) if coding else None
@@ -281,6 +376,11 @@ class Terminology:
         return [
             {"concept": f"{g}.{w}", "code": code} for g, w, code in sorted(self.unverified_used)
         ]
+
+
+def _text_key(text: str) -> str:
+    """Text as compared: case and runs of white space do not count."""
+    return " ".join(text.casefold().split())
 
 
 def load_terminology(

@@ -56,6 +56,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "source_text",
     "origin",
     "assumed",
+    "status",
 )
 """Fixed columns of ``events`` (attribute keys follow, sorted)."""
 OTHER_COLUMNS: tuple[str, ...] = (
@@ -105,7 +106,7 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
                 name="events",
                 source="events",
                 columns={c: c for c in events},
-                optional=("assumed",),  # tables written before events could be assumed
+                optional=("assumed", "status"),  # tables written before these columns existed
             ),
         ),
         **own,
@@ -143,6 +144,7 @@ def _event_row(study_id: str, event: Event) -> Row:
     row.update(_time_cells("end", event.end))
     row.update(_value_cells(event.value))
     row.update(source_text=event.source_text, origin=event.origin, assumed=event.assumed)
+    row.update(status=event.status)
     row.update(event.attributes)
     return {k: v for k, v in row.items() if v is not None}
 

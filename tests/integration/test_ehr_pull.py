@@ -8,14 +8,12 @@ with a fresh cache, and
     type, which the pull names);
 (b) the pulled tables equal what ``cases_from_fhir`` makes offline of the same resources:
     the server round trip loses and changes nothing;
-(c) each resource ends where its file expects (``in`` and ``reason`` here; the rest by
-    ``tests/ehr_cases.py`` when it exists).
+(c) each resource ends where its file expects (``in`` and ``reason`` here; every key of
+    the format by ``tests/ehr_cases.check``, the checker of the offline unit test).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir
 from fhir_cart.sync.accounting import PLACES, places
 from tests.conftest import FIXTURES
+from tests.ehr_cases import EhrCase, check
 from tests.integration.pulling import Key, Pulled, key, load, pull_fresh, reasons, subject
 
 pytestmark = pytest.mark.integration
@@ -137,11 +136,9 @@ def test_ehr_resources_round_trip_a_real_server(
     assert sorted(result.excluded, key=str) == sorted(offline.excluded, key=str)
     # (c) each resource where its file says
     assert _check(where, reasons(result), _expected(files)) == []
-    if importlib.util.find_spec("tests.ehr_cases") is not None:
-        cases = importlib.import_module("tests.ehr_cases")
-        for case in files:
-            here = [r for r in case["resources"] if key(r) in got.fetched]
-            names = {"/".join(key(r)) for r in here}
-            part = {**case, "resources": here,
-                    "expect": {k: v for k, v in case["expect"].items() if k in names}}  # fmt: skip
-            assert cases.check(result, part) == [], case["about"]
+    for path, case in zip(FILES, files, strict=True):
+        here = [r for r in case["resources"] if key(r) in got.fetched]
+        names = {"/".join(key(r)) for r in here}
+        part = EhrCase(path, case["about"], here,
+                       {k: v for k, v in case["expect"].items() if k in names})  # fmt: skip
+        assert check(result, part, ctx) == [], path.name

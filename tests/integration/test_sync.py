@@ -519,7 +519,8 @@ def test_pulls_reflect_resources_deleted_on_the_server(
 
 def orjson_counts(outcome: Any, deleted: int) -> str:
     run_counts = {"patients": len(outcome.cases), "unmapped": len(outcome.unmapped),
-                  **outcome.stats.resources, "deleted_on_server": deleted}  # fmt: skip
+                  "excluded": len(outcome.excluded), **outcome.stats.resources,
+                  "deleted_on_server": deleted}  # fmt: skip
     return orjson.dumps(run_counts).decode()
 
 
@@ -558,3 +559,35 @@ def test_records_removed_from_the_study_file_are_withdrawn_and_reported(
     _, again = asyncio.run(run_push(cases=cohort, ctx=ctx, server=server, cache=cache))
     assert set(again.counts) == {"unchanged"}
     cache.close()
+
+
+def test_withdrawn_rows_stay_withdrawn_when_pulled_with_a_fresh_cache(
+    fhir_server: str, ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    """Push the seed, push again with three of one patient's rows removed (marked
+    entered-in-error on the server), pull with a fresh cache: the three rows are not events,
+    and each is listed as excluded with its reason; every other row comes back."""
+    cache = open_cache(f"sqlite:///{tmp_path / 'push.sqlite'}")
+    server = ServerSettings(base_url=fhir_server, on_removed="entered-in-error")
+    asyncio.run(run_push(cases=seed_cases, ctx=ctx, server=server, cache=cache))
+    p01 = next(c for c in seed_cases if c.patient.study_id == "P01")
+    # three rows of types that have an entered-in-error status (AdverseEvent has none)
+    gone = [e for e in p01.events if e.concept in ("mrd", "blinatumomab", "hsct", "apheresis")][:3]
+    assert len(gone) == 3, [e.concept for e in p01.events]
+    fewer = p01.model_copy(update={"events": tuple(e for e in p01.events if e not in gone)})
+    cohort = [fewer if c is p01 else c for c in seed_cases]
+    _, report = asyncio.run(run_push(cases=cohort, ctx=ctx, server=server, cache=cache))
+    cache.close()
+    assert report.counts.get("entered-in-error", 0) == 3
+    fresh = open_cache(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
+    selection = PullSelection(kind="search", query=SEED_QUERY)
+    pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=fresh))
+    notes = [r.note for r in fresh.records.unmapped(server=fhir_server)]
+    fresh.close()
+    assert sorted(notes) == ["excluded: status entered-in-error: recorded in error"] * 3
+    (back,) = [c for c in pulled.cases if c.patient.study_id == "P01"]
+    assert {e.event_id for e in back.events} == {e.event_id for e in fewer.events}
+    assert len(pulled.excluded) == 3
+    assert all("entered-in-error: recorded in error" in x.reason for x in pulled.excluded)
+    assert pulled.unmapped == []
+    assert by_id(pulled.cases) == by_id(cohort)

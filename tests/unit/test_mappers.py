@@ -473,8 +473,11 @@ def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContex
              "code": {"coding": [{"system": loinc, "code": "97509-4"}]},
              "valueCodeableConcept": {"coding": [{"system": SCT, "code": "1"}]}}),
         _on({"resourceType": "Procedure", "id": "p1", "status": "completed",
-             "code": {"text": "Apheresis (leukapheresis for CAR-T manufacturing)"},
+             "code": {"coding": [{"system": SCT, "code": "127788007"}]},
              "performedDateTime": "2021-13"}),
+        _on({"resourceType": "Procedure", "id": "p2", "status": "completed",
+             "code": {"text": "Apheresis (leukapheresis for CAR-T manufacturing)"},
+             "performedDateTime": "2021-05-03"}),
         _on({"resourceType": "Encounter", "id": "e1"}),
         _on({"resourceType": "Condition", "id": "c9"}, "Patient/gone"),
         {"resourceType": "Practitioner", "id": "dr"},
@@ -488,12 +491,14 @@ def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContex
     )  # fmt: skip
     reasons = {u.reference: u.reason for u in result.unmapped}
     assert set(reasons) == {
-        "Observation/hb", "Observation/ds2", "Procedure/p1", "Encounter/e1", "Condition/c9",
-        "Practitioner/dr",
+        "Observation/hb", "Observation/ds2", "Procedure/p1", "Procedure/p2", "Encounter/e1",
+        "Condition/c9", "Practitioner/dr",
     }  # fmt: skip
     assert "matches no observation concept" in reasons["Observation/hb"]
     assert "not a word of value set 'disease_status'" in reasons["Observation/ds2"]
     assert "month 13 does not exist" in reasons["Procedure/p1"]
+    # text only (no coding): not read unless settings' classify_by_text is on
+    assert "matches no procedure concept" in reasons["Procedure/p2"]
     assert "not one fhir_cart maps" in reasons["Encounter/e1"]
     assert "references no patient" in reasons["Condition/c9"]
     rows = {o["resource_id"]: o for o in result.other}

@@ -33,7 +33,6 @@ from fhir_cart.study_mapping import StudyMapping
 from fhir_cart.summary import MeasureResult, TimeResolver, parse_study, summarise
 from fhir_cart.writers import canonical_mapping, write_study
 from tests.conftest import ROOT
-from tests.ehr_expect import problems
 from tests.fhir_schema import SchemaChecker
 
 Json = dict[str, Any]
@@ -133,12 +132,6 @@ def test_fixture_has_one_expectation_per_resource() -> None:
     keys = [f"{r['resourceType']}/{r['id']}" for r in data["resources"]]
     assert len(keys) == len(set(keys)) >= 15
     assert set(keys) == set(data["expect"])
-
-
-def test_partial_dates_fixture_pulls_as_expected(ctx: MappingContext) -> None:
-    data, result = _pulled(ctx)
-    assert problems(ctx, data["resources"], data["expect"], result) == []
-    assert len(result.other) == sum(1 for w in data["expect"].values() if w["in"] == "other")
 
 
 def test_no_patient_or_event_is_lost_to_a_partial_date(ctx: MappingContext) -> None:

@@ -227,15 +227,23 @@ def _value_sets(ctx: MappingContext) -> list[Json]:
     out = []
     for group, words in terms.data.concepts.items():
         by_system: dict[str, dict[str, Json]] = {}
+        families: set[tuple[str, str]] = set()
         for concept in words.values():
             for c in concept.codings:
                 system = terms.system(c.system)
+                if c.prefix:  # the code and its children
+                    families.add((system, c.code))
+                    continue
                 by_system.setdefault(system, {}).setdefault(
                     c.code, {"code": c.code, "display": c.display}
                 )
-        include = [
+        include: list[Json] = [
             {"system": system, "concept": list(codes.values())}
             for system, codes in sorted(by_system.items())
+        ]
+        include += [
+            {"system": system, "filter": [{"property": "concept", "op": "is-a", "value": code}]}
+            for system, code in sorted(families)
         ]
         out.append(
             {

@@ -38,6 +38,7 @@ from fhir_cart.records import (
     parse_partial_date,
 )
 from fhir_cart.references import reference_key
+from fhir_cart.statuses import StatusTable, StatusVerdict, statuses_in
 
 __all__ = [
     "OtherRow",
@@ -49,6 +50,7 @@ __all__ = [
     "event_order",
     "other_row",
     "reference_key",
+    "study_id_of",
 ]
 
 Json = dict[str, Any]
@@ -379,6 +381,11 @@ class _Run:
     specimens: dict[str, Json]
     used_specimens: set[str] = field(default_factory=set)
     specimen_notes: dict[str, str] = field(default_factory=dict)
+    medications: Mapping[str, Json] = field(default_factory=dict)
+    """Medication resources received, by id (read through ``medicationReference``)."""
+    used_medications: set[str] = field(default_factory=set)
+    from_text: bool = False
+    """The resource being mapped was classified by its text (it has no coding at all)."""
 
 
 def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **fields: Any) -> Event:
@@ -402,11 +409,20 @@ def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **field
     )
 
 
-def _classify(ctx: MappingContext, codeable: Json | None, kind: str, what: str) -> str:
-    key = ctx.concepts.classify(codeable, (kind,))
+def _classify(run: _Run, codeable: Json | None, kind: str, what: str) -> str:
+    key = run.ctx.concepts.classify(codeable, (kind,))
     if key is None:
         raise _NoConcept(f"{what} {_codes(codeable)} matches no {kind} concept of the library")
+    run.from_text = run.from_text or _text_only(codeable)
     return key
+
+
+def _text_only(codeable: Json | None) -> bool:
+    return isinstance(codeable, dict) and not codeable.get("coding")
+
+
+FROM_TEXT = "read from text"
+"""The ``status`` flag of an event classified by the text of a resource with no coding."""
 
 
 def _codes(codeable: Json | None) -> str:
@@ -431,6 +447,7 @@ def condition_event(run: _Run, resource: Json, study_id: str) -> Event:
                 break
     if key is None:
         raise _NoConcept(f"diagnosis code {_codes(code)} is in no value set of the library")
+    run.from_text = _text_only(code)
     when, end = _when(ctx, resource, "onsetDateTime"), _when(ctx, resource, "abatementDateTime")
     return _event(ctx, resource, study_id, key, value=value, when=when, end=end)
 
@@ -442,10 +459,56 @@ def _period(ctx: MappingContext, resource: Json, single: str, period: str) -> di
     return {"when": _when(ctx, span, "start"), "end": _when(ctx, span, "end")}
 
 
+def _medication_key(run: _Run, resource: Json) -> str:
+    """The drug concept of a medication resource however its drug is written: its
+    ``medicationCodeableConcept``, or the Medication its ``medicationReference`` names (a
+    contained one, ``#id``, or one pulled with the cohort), by that Medication's code, else by
+    its ingredients' codes (one drug concept among them)."""
+    if "medicationCodeableConcept" in resource:
+        return _classify(run, resource["medicationCodeableConcept"], "medication", "medication")
+    ref = (resource.get("medicationReference") or {}).get("reference")
+    if not isinstance(ref, str):
+        raise _NoConcept("no medicationCodeableConcept and no medicationReference")
+    target = reference_key(ref)
+    if ref.startswith("#"):
+        contained = resource.get("contained") or ()
+        medication = next((c for c in contained if c.get("id") == target), None)
+    else:
+        medication = run.medications.get(target)
+    if medication is None or medication.get("resourceType") != "Medication":
+        raise _NoConcept(f"medicationReference {ref} is not among the pulled resources")
+    key = _medication_resource_key(run, medication, ref)
+    if not ref.startswith("#"):
+        run.used_medications.add(target)
+    return key
+
+
+def _medication_resource_key(run: _Run, medication: Json, ref: str) -> str:
+    key = run.ctx.concepts.classify(medication.get("code"), ("medication",))
+    if key is not None:
+        run.from_text = run.from_text or _text_only(medication.get("code"))
+        return key
+    found: dict[str, Json] = {}
+    for ingredient in medication.get("ingredient") or ():
+        item = ingredient.get("itemCodeableConcept")
+        ingredient_key = run.ctx.concepts.classify(item, ("medication",))
+        if ingredient_key is not None:
+            found.setdefault(ingredient_key, item)
+    if len(found) > 1:
+        raise _NoConcept(f"ambiguous: ingredients of {ref} match {' and '.join(sorted(found))}")
+    if not found:
+        codes = _codes(medication.get("code"))
+        raise _NoConcept(
+            f"Medication {ref} (code {codes}) and its ingredients match no medication concept"
+        )
+    ((key, item),) = found.items()
+    run.from_text = run.from_text or _text_only(item)
+    return key
+
+
 def medication_administration_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
-    what = resource.get("medicationCodeableConcept")
-    key = _classify(ctx, what, "medication", "medication")
+    key = _medication_key(run, resource)
     dosage = resource.get("dosage") or {}
     number, unit = _quantity(dosage.get("dose") or dosage.get("rateQuantity"))
     times = _period(ctx, resource, "effectiveDateTime", "effectivePeriod")
@@ -456,7 +519,7 @@ def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
     """A MedicationRequest read as the drug's event (origin MedicationRequest): time from
     the dosage timing bounds, else authoredOn; value the first dose quantity."""
     ctx = run.ctx
-    key = _classify(ctx, resource.get("medicationCodeableConcept"), "medication", "medication")
+    key = _medication_key(run, resource)
     dosage: Json = next(iter(resource.get("dosageInstruction") or ()), {})
     bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
     times = {"when": _when(ctx, bounds, "start"), "end": _when(ctx, bounds, "end")}
@@ -469,9 +532,36 @@ def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
     return _event(ctx, resource, study_id, key, value=value, origin="MedicationRequest", **times)
 
 
+def _first_dose(dosages: Any) -> dict[str, Any]:
+    dosage: Json = next(iter(dosages or ()), {})
+    rate: Json = next(iter(dosage.get("doseAndRate") or ()), {})
+    number, unit = _quantity(rate.get("doseQuantity"))
+    return {"number": number, "unit": unit}
+
+
+def medication_statement_event(run: _Run, resource: Json, study_id: str) -> Event:
+    """A MedicationStatement (the IPS medication summary) read as the drug's event (origin
+    MedicationStatement): time ``effective[x]``, value the first dosage's dose."""
+    key = _medication_key(run, resource)
+    times = _period(run.ctx, resource, "effectiveDateTime", "effectivePeriod")
+    value = _first_dose(resource.get("dosage"))
+    return _event(run.ctx, resource, study_id, key, value=value, origin="MedicationStatement",
+                  **times)  # fmt: skip
+
+
+def medication_dispense_event(run: _Run, resource: Json, study_id: str) -> Event:
+    """A MedicationDispense read as the drug's event (origin MedicationDispense): time
+    ``whenHandedOver``, else ``whenPrepared``; value the first dosage instruction's dose."""
+    key = _medication_key(run, resource)
+    name = "whenHandedOver" if "whenHandedOver" in resource else "whenPrepared"
+    value = _first_dose(resource.get("dosageInstruction"))
+    return _event(run.ctx, resource, study_id, key, value=value, origin="MedicationDispense",
+                  when=_when(run.ctx, resource, name))  # fmt: skip
+
+
 def procedure_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
-    key = _classify(ctx, resource.get("code"), "procedure", "procedure code")
+    key = _classify(run, resource.get("code"), "procedure", "procedure code")
     concept = ctx.concepts.concept(key)
     attributes: dict[str, Scalar] = {}
     for used in resource.get("usedCode") or ():
@@ -484,7 +574,7 @@ def procedure_event(run: _Run, resource: Json, study_id: str) -> Event:
 
 def adverse_event_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
-    key = _classify(ctx, resource.get("event"), "adverse_event", "adverse event")
+    key = _classify(run, resource.get("event"), "adverse_event", "adverse event")
     when = _when(ctx, resource, "date")
     end = _time_extension(ctx, _own(ctx, resource, "end"))
     return _event(ctx, resource, study_id, key, when=when, end=end)
@@ -492,7 +582,7 @@ def adverse_event_event(run: _Run, resource: Json, study_id: str) -> Event:
 
 def observation_event(run: _Run, resource: Json, study_id: str) -> Event:
     ctx = run.ctx
-    key = _classify(ctx, resource.get("code"), "observation", "observation code")
+    key = _classify(run, resource.get("code"), "observation", "observation code")
     concept = ctx.concepts.concept(key)
     value = _value_fields(ctx, concept, resource)
     attributes = _observation_attributes(run, concept, resource, value)
@@ -564,6 +654,8 @@ _EVENT_MAPPERS: dict[str, Callable[[_Run, Json, str], Event]] = {
     "Condition": condition_event,
     "MedicationAdministration": medication_administration_event,
     "MedicationRequest": medication_request_event,
+    "MedicationStatement": medication_statement_event,
+    "MedicationDispense": medication_dispense_event,
     "Procedure": procedure_event,
     "Observation": observation_event,
     "AdverseEvent": adverse_event_event,
@@ -573,18 +665,28 @@ _EVENT_MAPPERS: dict[str, Callable[[_Run, Json, str], Event]] = {
 # -- the Patient ----------------------------------------------------------------------------
 
 
-def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> _Patient:
-    centre, study_id = default_centre, None
+def _centre_and_study_id(ctx: MappingContext, resource: Json) -> tuple[str | None, str]:
     for ident in _identifiers(resource):
         found = ctx.centre_of_system(ident.get("system", ""))
         if found is not None:
-            centre, study_id = found, ident.get("value")
-            break
+            value = ident.get("value")
+            return found, str(value) if value else _safe_id(str(resource.get("id")))
+    return None, _safe_id(str(resource.get("id")))
+
+
+def study_id_of(ctx: MappingContext, patient: Json) -> str:
+    """The study id a Patient resource is read with: fhir_cart's business identifier, else
+    its server id made safe."""
+    return _centre_and_study_id(ctx, patient)[1]
+
+
+def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> _Patient:
+    centre, study_id = _centre_and_study_id(ctx, resource)
     birth = resource.get("birthDate")
     born, precision = _parse_date(birth, "birthDate") if birth else (None, "day")
     record = PatientRecord(
-        study_id=study_id or _safe_id(str(resource.get("id"))),
-        centre=centre,
+        study_id=study_id,
+        centre=centre or default_centre,
         sex=resource.get("gender"),
         birth_date=born,
         birth_precision=precision,
@@ -731,17 +833,52 @@ def _keep(result: ReverseResult, resource: Json, study_id: str | None, reason: s
     result.other.append(other_row(resource, study_id, reason))
 
 
+def _statuses(ctx: MappingContext) -> StatusTable:
+    return statuses_in(ctx.memo)
+
+
+def _mapped(run: _Run, resource: Json, study_id: str) -> tuple[Event | None, str | None, str]:
+    """One resource other than a Patient or Specimen: (its event, None, "") or (None, the
+    reason, ``"other"`` or ``"excluded"``). Its status decides first (mappings/statuses.yaml):
+    an excluded status is never an event, a flagged one is written in the event's status."""
+    rtype = resource.get("resourceType")
+    mapper = _EVENT_MAPPERS.get(str(rtype))
+    if mapper is None:
+        return None, f"resource type {rtype} is not one fhir_cart maps", "other"
+    verdict = _statuses(run.ctx).verdict(resource)
+    if verdict.excluded is not None:
+        return None, verdict.excluded, "excluded"
+    if verdict.unknown is not None:
+        return None, verdict.unknown, "other"
+    run.from_text = False
+    used = set(run.used_medications)
+    try:
+        event = mapper(run, resource, study_id)
+    except _BAD_INPUT as exc:  # ValidationError is a ValueError
+        run.used_medications.intersection_update(used)  # a drug of no event is not used
+        return None, _reason(exc), "other"
+    return _flagged(event, verdict, run.from_text), None, ""
+
+
+def _flagged(event: Event, verdict: StatusVerdict, from_text: bool) -> Event:
+    flags = [*verdict.flags, *([FROM_TEXT] if from_text else [])]
+    return event.model_copy(update={"status": "; ".join(flags)}) if flags else event
+
+
+def _exclude(result: ReverseResult, resource: Json, reason: str) -> None:
+    rtype = str(resource.get("resourceType", "?"))
+    result.excluded.append(Unmapped(_ref_of(resource), rtype, reason))
+
+
 def _map_resource(run: _Run, result: ReverseResult, resource: Json, patient: _Patient) -> None:
     study_id = patient.record.study_id
-    mapper = _EVENT_MAPPERS.get(str(resource.get("resourceType")))
-    if mapper is None:
-        reason = f"resource type {resource.get('resourceType')} is not one fhir_cart maps"
-        _keep(result, resource, study_id, reason)
-        return
-    try:
-        patient.events.append(mapper(run, resource, study_id))
-    except _BAD_INPUT as exc:  # ValidationError is a ValueError
-        _keep(result, resource, study_id, _reason(exc))
+    event, reason, where = _mapped(run, resource, study_id)
+    if event is not None:
+        patient.events.append(event)
+    elif where == "excluded":
+        _exclude(result, resource, str(reason))
+    else:
+        _keep(result, resource, study_id, str(reason))
 
 
 def _build_case(result: ReverseResult, patient: _Patient) -> None:
@@ -757,9 +894,10 @@ def _build_case(result: ReverseResult, patient: _Patient) -> None:
 
 def _patients(
     ctx: MappingContext, resources: Iterable[Json], centre: str, result: ReverseResult
-) -> tuple[dict[str, _Patient], dict[str, Json], list[Json]]:
+) -> tuple[dict[str, _Patient], dict[str, Json], dict[str, Json], list[Json]]:
     patients: dict[str, _Patient] = {}
     specimens: dict[str, Json] = {}
+    medications: dict[str, Json] = {}
     others: list[Json] = []
     for resource in resources:
         rtype = resource.get("resourceType")
@@ -770,9 +908,14 @@ def _patients(
                 _keep(result, resource, None, _reason(exc))
         elif rtype == "Specimen":
             specimens[str(resource.get("id"))] = resource
+        elif rtype == "Medication":
+            medications[str(resource.get("id"))] = resource
         else:
             others.append(resource)
-    return patients, specimens, others
+    return patients, specimens, medications, others
+
+
+_UNUSED_MEDICATION = "Medication referenced by no mapped medication resource"
 
 
 def cases_from_fhir(
@@ -781,8 +924,8 @@ def cases_from_fhir(
     """Group resources by patient and reverse-map them; every resource becomes part of an
     event or an ``other`` row (listed in ``unmapped`` with the reason)."""
     result = ReverseResult()
-    patients, specimens, others = _patients(ctx, resources, default_centre, result)
-    run = _Run(ctx, specimens)
+    patients, specimens, medications, others = _patients(ctx, resources, default_centre, result)
+    run = _Run(ctx, specimens, medications=medications)
     for resource in others:
         patient = patients.get(_subject_key(resource) or "")
         if patient is None:
@@ -794,6 +937,9 @@ def cases_from_fhir(
             owner = patients.get(_subject_key(specimen) or "")
             reason = run.specimen_notes.get(sid, "Specimen referenced by no mapped Observation")
             _keep(result, specimen, owner.record.study_id if owner else None, reason)
+    for mid, medication in medications.items():
+        if mid not in run.used_medications:
+            _keep(result, medication, None, _UNUSED_MEDICATION)
     for patient in patients.values():
         _build_case(result, patient)
     return result
@@ -810,15 +956,22 @@ class _Outcome:
     patient: _Patient | None
     event: Event | None = None
     reason: str | None = None
+    excluded: bool = False
     used: set[str] = field(default_factory=set)
     notes: dict[str, str] = field(default_factory=dict)
+    used_medications: set[str] = field(default_factory=set)
 
 
-def _names_missing_specimen(resource: Json, specimens: Mapping[str, Json]) -> bool:
-    """Whether the resource names a Specimen (not a contained one) not received yet."""
-    specimen = resource.get("specimen")
-    ref = specimen.get("reference") if isinstance(specimen, dict) else None
-    return isinstance(ref, str) and not ref.startswith("#") and reference_key(ref) not in specimens
+def _names_missing(resource: Json, name: str, received: Mapping[str, Json]) -> bool:
+    """Whether the resource's ``name`` reference names a resource (not a contained one) not
+    received yet (its Specimen, its Medication)."""
+    element = resource.get(name)
+    ref = element.get("reference") if isinstance(element, dict) else None
+    return isinstance(ref, str) and not ref.startswith("#") and reference_key(ref) not in received
+
+
+_HELD = ("Patient", "Specimen", "Medication")
+"""Types a stream holds until the end: others are mapped once these have arrived."""
 
 
 class ReverseStream:
@@ -838,6 +991,7 @@ class ReverseStream:
         self.patients: dict[str, _Patient] = {}
         self.failed_patients: dict[str, str] = {}
         self.specimens: dict[str, Json] = {}
+        self.medications: dict[str, Json] = {}
         self.outcomes: dict[tuple[str, str], _Outcome] = {}
         self.waiting: dict[tuple[str, str], Json] = {}
         self.twice = False
@@ -857,14 +1011,20 @@ class ReverseStream:
                     self.failed_patients[key[1]] = _reason(exc)
             elif key[0] == "Specimen":
                 self.specimens[key[1]] = resource
+            elif key[0] == "Medication":
+                self.medications[key[1]] = resource
             else:
                 others.append((key, resource))
         if self.twice:
             return
         for key, resource in others:
             patient = self.patients.get(_subject_key(resource) or "")
-            if patient is None or _names_missing_specimen(resource, self.specimens):
-                self.waiting[key] = resource  # its patient or specimen may come later
+            if (
+                patient is None
+                or _names_missing(resource, "specimen", self.specimens)
+                or _names_missing(resource, "medicationReference", self.medications)
+            ):
+                self.waiting[key] = resource  # its patient, specimen or drug may come later
             else:
                 self.outcomes[key] = self._map(resource, patient)
 
@@ -872,29 +1032,23 @@ class ReverseStream:
         """As ``cases_from_fhir`` maps one resource (see ``_map_resource``)."""
         if patient is None:
             return _Outcome(None, reason="references no patient in this data set")
-        run = _Run(self.ctx, self.specimens)
-        outcome = _Outcome(patient, used=run.used_specimens, notes=run.specimen_notes)
-        mapper = _EVENT_MAPPERS.get(str(resource.get("resourceType")))
-        if mapper is None:
-            rtype = resource.get("resourceType")
-            outcome.reason = f"resource type {rtype} is not one fhir_cart maps"
-            return outcome
-        try:
-            outcome.event = mapper(run, resource, patient.record.study_id)
-        except _BAD_INPUT as exc:  # ValidationError is a ValueError
-            outcome.reason = _reason(exc)
+        run = _Run(self.ctx, self.specimens, medications=self.medications)
+        outcome = _Outcome(patient, used=run.used_specimens, notes=run.specimen_notes,
+                           used_medications=run.used_medications)  # fmt: skip
+        event, reason, where = _mapped(run, resource, patient.record.study_id)
+        outcome.event, outcome.reason, outcome.excluded = event, reason, where == "excluded"
         return outcome
 
     def _same(self, resources: list[Json]) -> bool:
-        """Whether ``resources`` are added ones, each once, with every Patient and
-        Specimen added."""
+        """Whether ``resources`` are added ones, each once, with every Patient, Specimen and
+        Medication added."""
         keys = set()
         for resource in resources:
             key = (str(resource.get("resourceType")), str(resource.get("id")))
             if self.added.get(key) is not resource or key in keys:
                 return False
             keys.add(key)
-        return all(k in keys for k in self.added if k[0] in ("Patient", "Specimen"))
+        return all(k in keys for k in self.added if k[0] in _HELD)
 
     def result(self, resources: Iterable[Json]) -> ReverseResult:
         final = list(resources)
@@ -907,17 +1061,22 @@ class ReverseStream:
                 _keep(result, resource, None, self.failed_patients[rid])
         events: dict[int, list[Event]] = {}  # by id() of the patient's _Patient
         used: set[str] = set()
+        used_medications: set[str] = set()
         notes: dict[str, str] = {}
         for key, resource in keyed:
-            if key[0] in ("Patient", "Specimen"):
+            if key[0] in _HELD:
                 continue
             outcome = self.outcomes.get(key)
-            if outcome is None:  # it waited: every patient and specimen is here now
+            if outcome is None:  # it waited: every patient, specimen and drug is here now
                 outcome = self._map(resource, self.patients.get(_subject_key(resource) or ""))
             used |= outcome.used
+            used_medications |= outcome.used_medications
             notes.update(outcome.notes)
             if outcome.event is not None and outcome.patient is not None:
                 events.setdefault(id(outcome.patient), []).append(outcome.event)
+                continue
+            if outcome.excluded:
+                _exclude(result, resource, str(outcome.reason))
                 continue
             study_id = outcome.patient.record.study_id if outcome.patient else None
             _keep(result, resource, study_id, str(outcome.reason))
@@ -926,6 +1085,9 @@ class ReverseStream:
                 owner = self.patients.get(_subject_key(specimen) or "")
                 reason = notes.get(sid, "Specimen referenced by no mapped Observation")
                 _keep(result, specimen, owner.record.study_id if owner else None, reason)
+        for (rtype, mid), medication in keyed:
+            if rtype == "Medication" and mid not in used_medications:
+                _keep(result, medication, None, _UNUSED_MEDICATION)
         for (rtype, rid), _ in keyed:
             patient = self.patients.get(rid) if rtype == "Patient" else None
             if patient is not None:

@@ -29,6 +29,7 @@ from fhir_cart.concepts import AttributeDef, ConceptDef
 from fhir_cart.errors import TerminologyError
 from fhir_cart.mappers.context import MappingContext, RefStyle
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.statuses import statuses_in
 
 __all__ = [
     "ID_KINDS",
@@ -536,7 +537,8 @@ def condition(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDe
     terms = ctx.terminology
     out = _start(ctx, "Condition", event, concept, refs)
     out["clinicalStatus"] = terms.concept("condition_clinical", refs.clinical_status)
-    out["verificationStatus"] = terms.concept("condition_verification", "confirmed")
+    verification = _status(ctx, "Condition", "verificationStatus", event) or "confirmed"
+    out["verificationStatus"] = terms.concept("condition_verification", verification)
     out["category"] = [terms.concept("condition_category", "problem_list_item")]
     value = event.value
     if value is not None and value.code is not None:
@@ -551,13 +553,19 @@ def condition(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDe
     return _finish(ctx, out, event, _value_extensions(ctx, concept, value, code=False))
 
 
+def _status(ctx: MappingContext, resource_type: str, element: str, event: Event) -> str | None:
+    """The status the event's source gave (its ``status`` flag, e.g. ``preliminary``) where
+    this resource type holds it (mappings/statuses.yaml); None: the plain final one."""
+    return statuses_in(ctx.memo).written(resource_type, element, event.status)
+
+
 def medication_administration(
     ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef
 ) -> Json:
     """MedicationAdministration; effective[x] is 1..1, so an undated one still has an
     effectivePeriod, saying why it has no date (data-absent-reason)."""
     out = _start(ctx, "MedicationAdministration", event, concept, refs)
-    out["status"] = "completed"
+    out["status"] = _status(ctx, "MedicationAdministration", "status", event) or "completed"
     out["medicationCodeableConcept"] = ctx.concepts.codeable(event.concept)
     out["subject"] = refs.subject
     period: Json = {}
@@ -601,7 +609,7 @@ def _absent(ctx: MappingContext) -> Json:
 
 def procedure(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDef) -> Json:
     out = _start(ctx, "Procedure", event, concept, refs)
-    out["status"] = "completed"
+    out["status"] = _status(ctx, "Procedure", "status", event) or "completed"
     out["code"] = ctx.concepts.codeable(event.concept)
     out["subject"] = refs.subject
     _put_times(ctx, out, event, "performedDateTime", "performedPeriod")
@@ -614,7 +622,7 @@ def observation(ctx: MappingContext, event: Event, refs: _Refs, concept: Concept
     """Observation: value[x] from the value; a code beside another value is the first
     ``interpretation``; attributes where their AttributeDef.fhir says."""
     out = _start(ctx, "Observation", event, concept, refs)
-    out["status"] = "final"
+    out["status"] = _status(ctx, "Observation", "status", event) or "final"
     if concept.category is not None:
         out["category"] = [ctx.terminology.concept("observation_category", concept.category)]
     out["code"] = ctx.concepts.codeable(event.concept)

@@ -30,7 +30,7 @@ EVENT_COLUMNS = (
     "when_date", "when_day", "when_anchor", "when_earliest_day", "when_latest_day",
     "end_date", "end_day", "end_anchor", "end_earliest_day", "end_latest_day",
     "value_number", "value_unit", "value_comparator", "value_low", "value_high", "value_code",
-    "value_boolean", "value_text", "source_text", "origin", "assumed",
+    "value_boolean", "value_text", "source_text", "origin", "assumed", "status",
 )  # fmt: skip
 _INT = {
     "when_day",
@@ -69,7 +69,8 @@ def _event_row(study_id: str, event: Event) -> dict[str, Any]:
     row |= _when("when", event.when) | _when("end", event.end)
     for name in ("number", "unit", "comparator", "low", "high", "code", "boolean", "text"):
         row[f"value_{name}"] = None if value is None else getattr(value, name)
-    row |= {"source_text": event.source_text, "origin": event.origin, "assumed": event.assumed}
+    row |= {"source_text": event.source_text, "origin": event.origin, "assumed": event.assumed,
+            "status": event.status}  # fmt: skip
     return row | dict(event.attributes)
 
 

@@ -77,7 +77,8 @@ async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: C
 def _write_pull_outputs(
     app: Application, outcome: PullOutcome, out: Path, study: str | None
 ) -> None:
-    """A pull job's files: the study records, other rows, unmapped list and summary."""
+    """A pull job's files: the study records, other rows, unmapped and excluded lists and
+    summary."""
     write_study(outcome.cases, out, "json")
     (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")

@@ -53,6 +53,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "Observation",
     "AdverseEvent",
     "MedicationRequest",
+    "MedicationStatement",
+    "MedicationDispense",
     "Specimen",
 )
 """Resource types the concept library reads, always fetched for the selected patients (R4

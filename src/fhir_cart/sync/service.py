@@ -40,7 +40,7 @@ from fhir_cart.mappers.from_fhir import (
     other_row,
 )
 from fhir_cart.records import Case
-from fhir_cart.references import subject_patient_id
+from fhir_cart.references import server_id, subject_patient_id
 from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.accounting import TypeCount, by_type, places
 from fhir_cart.sync.capabilities import ServerCapabilities
@@ -302,7 +302,8 @@ class PullOutcome:
     other: list[dict[str, Any]] = field(default_factory=list)
     """Rows for resources that match no concept (the ``other`` table): nothing is dropped."""
     excluded: list[Unmapped] = field(default_factory=list)
-    """Resources deliberately not read as events, each with its reason."""
+    """Resources whose status says they did not happen (entered-in-error, refuted, not-done,
+    cancelled, ...: mappings/statuses.yaml), each with the reason: no event, no other row."""
     by_type: dict[str, TypeCount] = field(default_factory=dict)
     """Per resource type: fetched, and where each ended (patients, events, used, other,
     excluded); ``unaccounted`` and ``twice`` are 0 unless fhir_cart is at fault."""
@@ -312,7 +313,8 @@ class PullOutcome:
         # SIGINT handler (Python 3.11), and the whole cohort's repr took 0.3 s per 1,000
         # patients
         return (f"PullOutcome(run_id={self.run_id}, cases={len(self.cases)}, "
-                f"unmapped={len(self.unmapped)}, other={len(self.other)})")  # fmt: skip
+                f"unmapped={len(self.unmapped)}, other={len(self.other)}, "
+                f"excluded={len(self.excluded)})")  # fmt: skip
 
 
 class _Received:
@@ -379,6 +381,46 @@ async def _fetch(
     await received.add(batch)
     stats.complete = {"Patient", *stats.asked}  # each searched by patient or read by type
     return patient_ids
+
+
+async def _fetch_medications(
+    client: FhirClient, received: _Received, stats: PullStats, stream: ReverseStream
+) -> None:
+    """The Medications the received resources name in ``medicationReference`` (not in the
+    patient compartment, so no patient search finds them): ``Medication?_id=a,b,...``."""
+    wanted = sorted(medication_ids(received.resources.values()) - {
+        rid for rtype, rid in received.resources if rtype == "Medication"
+    })  # fmt: skip
+    for start in range(0, len(wanted), _MEDICATIONS_PER_SEARCH):
+        ids = wanted[start : start + _MEDICATIONS_PER_SEARCH]
+        batch = []
+        async for resource in client.search("Medication", {"_id": ",".join(ids)}):
+            if stats.keep(resource) and resource.get("resourceType") == "Medication":
+                stats.count(resource)
+                batch.append(resource)
+        await received.add(batch)
+        stream.add(batch)
+
+
+_MEDICATIONS_PER_SEARCH = 50
+
+MEDICATION_TYPES = frozenset(
+    {"MedicationAdministration", "MedicationRequest", "MedicationStatement", "MedicationDispense"}
+)
+
+
+def medication_ids(resources: Iterable[dict[str, Any]]) -> set[str]:
+    """Ids of the Medications (not contained ones) that medication resources reference."""
+    out: set[str] = set()
+    for resource in resources:
+        if resource.get("resourceType") not in MEDICATION_TYPES:
+            continue
+        reference = resource.get("medicationReference")
+        found = server_id(reference.get("reference") if isinstance(reference, dict) else None,
+                          "Medication")  # fmt: skip
+        if found is not None:
+            out.add(found)
+    return out
 
 
 _RECORD_BATCH = 2_000
@@ -482,8 +524,12 @@ def _current(
     if cache.records.received_count(server=key) > len(received):  # it holds more than these
         older = [k for k in cache.records.received_ids(server=key) if k not in received]
     if older:
-        held += [r for r in cache.records.received_content(server=key, ids=older)
-                 if _belongs(r, ids)]  # fmt: skip
+        earlier = cache.records.received_content(server=key, ids=older)
+        held += [r for r in earlier if _belongs(r, ids)]
+        # Medications belong to the patients whose resources name them (those this pull
+        # received are in ``held`` already)
+        drugs = medication_ids(held)
+        held += [r for r in earlier if _is_medication_of(r, drugs)]
     held.sort(key=_cache_order)
     if full:
         known = {(str(r["resourceType"]), str(r.get("id"))) for r in held}
@@ -493,6 +539,10 @@ def _current(
         log.info("%d resources deleted on the server since the last pull: removed", deleted)
     keep = [r for r in held if (str(r["resourceType"]), str(r.get("id"))) not in gone]
     return keep, deleted
+
+
+def _is_medication_of(resource: dict[str, Any], drugs: set[str]) -> bool:
+    return resource.get("resourceType") == "Medication" and str(resource.get("id")) in drugs
 
 
 _NO_HISTORY = frozenset({400, 404, 405, 501})
@@ -590,9 +640,11 @@ async def _run_pull(
                 if use_export:
                     ids = await _fetch_export(client, received, selection, stats,
                                               server.concurrency)  # fmt: skip
+                    await _fetch_medications(client, received, stats, stream)
                 else:
                     ids = await _fetch(client, received, selection, stats, on_patient, stream,
                                        server.search_params, server.concurrency)  # fmt: skip
+                    await _fetch_medications(client, received, stats, stream)
         except BaseException:
             await received.settle()  # a batch on its way to the cache: written whole, or not
             raise
@@ -610,10 +662,13 @@ async def _run_pull(
     result.unmapped[:0] = dropped
     result.other[:0] = [other_row(r, None, reason) for r, reason in stats.unowned]
     unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
+    unmapped |= {(u.resource_type, u.reference.split("/", 1)[-1]): f"excluded: {u.reason}"
+                 for u in result.excluded}  # fmt: skip
     cache.mark_mapped(server=key, unmapped=unmapped)
     accounted = _account(ctx, resources, result, stats, default_centre)
     counts: dict[str, Any] = {
-        "patients": len(result.cases), "unmapped": len(result.unmapped), **stats.resources,
+        "patients": len(result.cases), "unmapped": len(result.unmapped),
+        "excluded": len(result.excluded), **stats.resources,
     }  # fmt: skip
     if deleted:
         counts["deleted_on_server"] = deleted
