@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,7 +29,7 @@ from fhir_cart.application import Application
 from fhir_cart.cache import Cache
 from fhir_cart.service.deps import problem
 from fhir_cart.service.guard import Guard
-from fhir_cart.service.jobs import run_worker
+from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
 from fhir_cart.settings import Settings
 
@@ -86,18 +85,17 @@ def create_app(
         app.state.cache = cache or application.cache()
         # No start-up sweep: a job whose worker died is taken over by any worker once its
         # lease expires (jobs.execute), and a live worker's job is never touched.
-        stop = threading.Event()
-        worker = None
+        workers = None
         if run_workers:
             # Jobs read study files and write the cache, blocking work: they run on a loop
-            # of their own in a thread, so the API's loop only ever serves requests.
-            job_loop = run_worker(application, app.state.cache, stop=stop)
-            worker = threading.Thread(target=asyncio.run, args=(job_loop,), name="jobs")
-            worker.start()
+            # of their own in a thread, so the API's loop only ever serves requests. The
+            # thread is watched and restarted should it die (/health says so meanwhile).
+            workers = Workers(application, app.state.cache)
+            workers.start()
+        app.state.workers = workers
         yield
-        stop.set()
-        if worker is not None:
-            await asyncio.to_thread(worker.join)
+        if workers is not None:
+            await asyncio.to_thread(workers.close)
         if own_cache:
             app.state.cache.close()
 

@@ -30,7 +30,7 @@ from fhir_cart.sync.pull import PullSelection
 from fhir_cart.sync.service import PullOutcome, write_unmapped
 from fhir_cart.writers import write_study
 
-__all__ = ["JOB_KINDS", "execute", "job_dir", "run_worker", "worker_name"]
+__all__ = ["JOB_KINDS", "Workers", "execute", "job_dir", "run_worker", "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +150,40 @@ async def _lease(
     cache: Cache, run_id: int, worker: str, seconds: float
 ) -> AsyncIterator[threading.Event]:
     """Heartbeats every quarter lease from a thread of their own (a job's blocking work
-    cannot delay them); if one finds the job taken over, the job's task is cancelled."""
+    cannot delay them); if one finds the job taken over, the job's task is cancelled.
+
+    The cancel is delivered on the loop, only while the job still runs inside this lease:
+    one that arrives after the job ended (its own ``finish_run`` made the next heartbeat
+    fail) is dropped, so it can never reach the worker's loop or its next job."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     stop, lost = threading.Event(), threading.Event()
+    state = {"inside": True, "cancelled": False}
+
+    def cancel_job() -> None:  # runs on the loop, so never while the finally below runs
+        if state["inside"]:
+            state["cancelled"] = True
+            task.cancel()
 
     def beat() -> None:
         while not stop.wait(seconds / 4):
-            if not cache.heartbeat(run_id, worker=worker):
+            if cache.heartbeat(run_id, worker=worker):
+                continue
+            if not cache.finished_by(run_id, worker=worker):
                 lost.set()
-                loop.call_soon_threadsafe(task.cancel)
-                return
+                loop.call_soon_threadsafe(cancel_job)
+            return
 
     thread = threading.Thread(target=beat, name=f"lease-{run_id}", daemon=True)
     thread.start()
     try:
         yield lost
     finally:
+        state["inside"] = False
         stop.set()
         thread.join()  # at most one heartbeat in flight: never long, and no await to cancel
-        if lost.is_set():
+        if state["cancelled"]:
             task.uncancel()
 
 
@@ -192,18 +205,73 @@ async def run_worker(
     stop: asyncio.Event | threading.Event | None = None,
     until_empty: bool = False,
 ) -> int:
-    """Claim and run jobs until ``stop`` is set (or the queue is empty, with until_empty)."""
+    """Claim and run jobs until ``stop`` is set (or the queue is empty, with until_empty).
+    An error outside a job (the cache not answering, say) is logged by class and the loop
+    goes on after ``poll`` seconds: it never ends the worker."""
     app = _application(app)
     name = name or worker_name()
     done = 0
     while stop is None or not stop.is_set():
-        lease = app.settings.job_lease_seconds
-        run = cache.claim_next_run(worker=name, lease=lease, kinds=JOB_KINDS)
-        if run is None:
-            if until_empty:
-                return done
-            await asyncio.sleep(poll)
-            continue
-        await execute(run, app, cache)
-        done += 1
+        lease, run = app.settings.job_lease_seconds, None
+        try:
+            run = cache.claim_next_run(worker=name, lease=lease, kinds=JOB_KINDS)
+            if run is not None:
+                await execute(run, app, cache)
+                done += 1
+                continue
+        except Exception as exc:  # the worker outlives any one failure
+            log.error("job worker %s: %s outside a job; going on", name, exc.__class__.__name__)
+        if until_empty:
+            return done
+        await asyncio.sleep(poll)
     return done
+
+
+class Workers:
+    """The job worker on a loop of its own in a thread, watched: a worker that dies (an
+    exception or a cancellation reached its loop) is logged by class name and restarted
+    within ``check`` seconds. ``alive()`` and ``restarts`` are what ``/health`` reports."""
+
+    def __init__(
+        self, app: Application | Settings, cache: Cache, *, poll: float = 0.5, check: float = 1.0
+    ) -> None:
+        self.app, self.cache, self.poll, self.check = _application(app), cache, poll, check
+        self.stop = threading.Event()
+        self.restarts = 0
+        self.last_death: str | None = None
+        self._thread: threading.Thread | None = None
+        self._watch = threading.Thread(target=self._watch_loop, name="jobs-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread = self._spawn()
+        self._watch.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self._watch.is_alive():
+            self._watch.join()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _spawn(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="jobs")
+        thread.start()
+        return thread
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(run_worker(self.app, self.cache, poll=self.poll, stop=self.stop))
+        except BaseException as exc:  # recorded; the watcher restarts it
+            self.last_death = exc.__class__.__name__
+            log.error("job worker died: %s", self.last_death)
+
+    def _watch_loop(self) -> None:
+        while not self.stop.wait(self.check):
+            if self.alive() or self.stop.is_set():
+                continue
+            self.restarts += 1
+            log.error("job worker was dead (%s): restart %d", self.last_death, self.restarts)
+            self._thread = self._spawn()

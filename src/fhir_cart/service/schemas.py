@@ -19,6 +19,12 @@ __all__ = [
 class Health(BaseModel):
     status: str
     version: str
+    worker: str | None = None
+    """``alive``, ``dead`` (503: being restarted), or ``separate`` (jobs run by ``fhir-cart
+    worker`` processes, not by this one); only on ``/health``."""
+    worker_restarts: int | None = None
+    oldest_pending_seconds: float | None = None
+    """Age of the oldest job waiting for a worker (None: none waits)."""
 
 
 class RejectOut(BaseModel):
