@@ -289,3 +289,32 @@ def test_two_workers_with_a_one_second_lease_finish_200_jobs(
         assert sorted(done) == runs  # each ran once
     finally:
         opened.close()
+
+
+def test_outcomes_after_a_takeover_are_one_per_resource(cache_url: str) -> None:
+    """The first worker recorded 3 of 5 resources, then went silent; the worker that took
+    the job over resumes it: the 3 are unchanged now, the 2 others created. One row each,
+    with the latest answer (a resource was counted twice: 23,821 rows for 18,683)."""
+    from fhir_cart.cache import Outcome
+
+    opened = open_cache(cache_url)
+    try:
+        run_id = queue(opened)
+        keys = [("Observation", "https://x/id/c/observation", f"P1/mrd-{i}") for i in range(5)]
+        assert opened.claim_next_run(worker="a", lease=1.0) is not None
+        created = [Outcome(k, "created", 201) for k in keys[:3]]
+        opened.record_bundle_group(server="s", run_id=run_id, sent=[], outcomes=created)
+        time.sleep(1.1)
+        taken = opened.claim_next_run(worker="b", lease=1.0)
+        assert taken is not None
+        assert taken.id == run_id
+        opened.journal_push(run_id=run_id, groups=[],
+                            unchanged=[Outcome(k, "unchanged") for k in keys[:3]])  # fmt: skip
+        created = [Outcome(k, "created", 201) for k in keys[3:]]
+        opened.record_bundle_group(server="s", run_id=run_id, sent=[], outcomes=created)
+        rows = opened.outcomes(run_id=run_id)
+        assert sorted((r.identifier_value, r.outcome) for r in rows) == [
+            (k[2], "unchanged" if i < 3 else "created") for i, k in enumerate(keys)
+        ]
+    finally:
+        opened.close()

@@ -262,14 +262,18 @@ class RunStore(Store):
     def add_outcomes(
         self, *, run_id: int, outcomes: Iterable[Outcome], conn: Connection | None = None
     ) -> None:
+        """One row per (run, resource), holding the latest answer: a job resumed or taken
+        over records a resource again without counting it twice."""
         at = now()
-        rows = [
-            {"run_id": run_id, "resource_type": o.key[0], "identifier_system": o.key[1],
-             "identifier_value": o.key[2], "outcome": o.outcome, "status_code": o.status_code,
-             "reason": o.reason, "at": at}
+        latest = {
+            o.key: {"run_id": run_id, "resource_type": o.key[0], "identifier_system": o.key[1],
+                    "identifier_value": o.key[2], "outcome": o.outcome,
+                    "status_code": o.status_code, "reason": o.reason, "at": at}
             for o in outcomes
-        ]  # fmt: skip
-        _insert_many(self, conn, ResourceOutcome, rows)
+        }  # fmt: skip
+        if latest:
+            with self.begin(conn) as c:
+                self.upsert(c, ResourceOutcome, list(latest.values()), _OUTCOME_KEY)
 
     def outcomes(self, *, run_id: int, limit: int = 1000, offset: int = 0) -> list[ResourceOutcome]:
         query = (
@@ -294,6 +298,9 @@ class RunStore(Store):
             query = query.where(col(RejectedInput.run_id) == run_id)
         with self.session() as s:
             return list(s.scalars(query))
+
+
+_OUTCOME_KEY = ("run_id", "resource_type", "identifier_system", "identifier_value")
 
 
 def _insert_many(

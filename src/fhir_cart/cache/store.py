@@ -32,7 +32,7 @@ from fhir_cart.cache.locks import LockStore
 from fhir_cart.cache.records import RecordStore, SentEntry
 from fhir_cart.cache.runs import JOB_MARK, Outcome, RunStore, run_owner, worker_name
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 """Revision of the newest migration in migrations/versions (a test checks it is alembic's
 head, so a new migration cannot be skipped by :meth:`Cache.migrate`)."""
 __all__ = [
