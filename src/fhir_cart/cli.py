@@ -477,19 +477,39 @@ def _print_push(plan: PushPlan, report: PushReport | None) -> None:
             err.print(f"  hint: {escape(cause.hint)}")
 
 
+def _patients_file(path: Path) -> list[str]:
+    """The lines of ``--patients``: a missing, unreadable or non-UTF-8 file is a usage error
+    naming it and what the file should be."""
+    expected = "give a UTF-8 text file with one patient identifier per line"
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FatalError(f"--patients {path.name}: no such file; {expected}", exit_code=2) from None
+    except UnicodeDecodeError as exc:
+        raise FatalError(f"--patients {path.name}: not UTF-8 text (byte {exc.start}); {expected}",
+                         exit_code=2) from None  # fmt: skip
+    except OSError as exc:
+        raise FatalError(f"--patients {path.name}: cannot be read ({exc.strerror}); {expected}",
+                         exit_code=2) from None  # fmt: skip
+
+
 def _selection(
     patients: Path | None, group: str | None, search: str | None, since: str | None
 ) -> PullSelection:
+    from fhir_cart.references import id_problem
     from fhir_cart.sync.pull import PullSelection
 
     chosen = [x for x in (patients, group, search) if x is not None]
     if len(chosen) != 1:
         raise FatalError("choose exactly one of --patients, --group, --search", exit_code=2)
     if patients is not None:
-        lines = patients.read_text(encoding="utf-8").splitlines()
+        lines = _patients_file(patients)
         ids = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
         return PullSelection(kind="patients", identifiers=ids, since=since)
     if group is not None:
+        if problem := id_problem(group):
+            raise FatalError(f"--group {group[:70]!r}: {problem}; give the Group's id on the "
+                             "server (as in Group/<id>)", exit_code=2)  # fmt: skip
         return PullSelection(kind="group", group_id=group, since=since)
     return PullSelection(kind="search", query=search, since=since)
 

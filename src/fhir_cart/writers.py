@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +28,8 @@ from fhir_cart.csv_safety import safe_csv_cell
 from fhir_cart.errors import Reject
 from fhir_cart.records import Case, Event, Value, When
 from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -223,9 +227,33 @@ def _write_csv(
     return list(paths.values())
 
 
-def _xlsx_cell(sheet: Any, value: Any) -> Any:
-    """Text starting with '=' stays text: openpyxl would otherwise store it as a formula."""
-    if isinstance(value, str) and value.startswith("="):
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
+"""What XML 1.0 cannot hold (C0 controls but tab, newline and return; U+FFFE/FFFF), and
+text that already looks like an escape of it."""
+
+
+def _xml_escape(match: re.Match[str]) -> str:
+    """ECMA-376 part 1, 22.9.2.19 (ST_Xstring): a character XML cannot hold is written
+    ``_xHHHH_``, as Excel writes and reads it; a literal ``_xHHHH_`` gets its '_' escaped."""
+    found = match.group()
+    return "_x005F_" + found[1:] if len(found) > 1 else f"_x{ord(found):04X}_"
+
+
+def xlsx_text(value: str) -> tuple[str, bool]:
+    """``value`` as a workbook can hold it, and whether anything was escaped."""
+    escaped = _XML_ILLEGAL.sub(_xml_escape, value)
+    return escaped, escaped != value
+
+
+def _xlsx_cell(sheet: Any, value: Any, escaped: list[int]) -> Any:
+    """Text starting with '=' stays text: openpyxl would otherwise store it as a formula.
+    Control characters are escaped (openpyxl refuses them, and one broke the whole export):
+    ``escaped`` counts the cells that held any."""
+    if not isinstance(value, str):
+        return value
+    value, changed = xlsx_text(value)
+    escaped[0] += changed
+    if value.startswith("="):
         from openpyxl.cell import WriteOnlyCell
 
         cell = WriteOnlyCell(sheet, value)
@@ -241,15 +269,19 @@ def _write_xlsx(
 
     book = Workbook(write_only=True)
     sheets = {t: book.create_sheet(t) for t in tables}
+    escaped = [0]
     for table, sheet in sheets.items():
-        sheet.append(tables[table])
+        sheet.append([_xlsx_cell(sheet, c, escaped) for c in tables[table]])
     # Dates go in as real date cells, so Excel users can sort and compute with them.
     for table, row in rows:
         sheet = sheets[table]
-        sheet.append([_xlsx_cell(sheet, row.get(c)) for c in tables[table]])
+        sheet.append([_xlsx_cell(sheet, row.get(c), escaped) for c in tables[table]])
     path = out if out.suffix == ".xlsx" else out / "study.xlsx"
     path.parent.mkdir(parents=True, exist_ok=True)
     book.save(path)
+    if escaped[0]:
+        log.warning("%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
+                    "(as Excel writes them)", path.name, escaped[0])  # fmt: skip
     return [path]
 
 

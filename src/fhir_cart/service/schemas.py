@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fhir_cart.cache.models import SyncRun
+from fhir_cart.references import id_problem
 
 __all__ = [
     "FailureCauseOut", "Health", "Job", "OutcomeOut", "PatientOut", "Preview", "PullRequest",
@@ -80,6 +81,8 @@ class PullRequest(BaseModel):
         needed = {"patients": self.identifiers, "group": self.group_id, "search": self.query}
         if not needed[self.selection]:
             raise ValueError(f"selection {self.selection!r} needs its value")
+        if self.group_id is not None and (problem := id_problem(self.group_id)):
+            raise ValueError(f"group_id {self.group_id!r}: {problem}")
         return self
 
 
