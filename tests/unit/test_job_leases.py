@@ -33,7 +33,7 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
 
 def settings(tmp_path: Path, lease: float = 1.0) -> Settings:
     return Settings(data_dir=tmp_path, cache_url=f"sqlite:///{tmp_path / 'c.sqlite'}",
-                    api_keys=[SecretStr("k")], job_lease_seconds=lease)  # fmt: skip
+                    api_keys=[SecretStr("k" * 32)], job_lease_seconds=lease)  # fmt: skip
 
 
 def queue(cache: Cache) -> int:

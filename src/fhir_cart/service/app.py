@@ -27,8 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fhir_cart import __version__
 from fhir_cart.application import Application
 from fhir_cart.cache import Cache
+from fhir_cart.errors import ConfigError
 from fhir_cart.service.deps import problem
-from fhir_cart.service.guard import Guard
+from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
 from fhir_cart.settings import Settings
@@ -78,6 +79,8 @@ def create_app(
     to separate workers; ``cache``: a cache the caller opened (and closes)."""
     application = application or Application(settings)
     settings = application.settings
+    if problem := weak_keys(settings):
+        raise ConfigError(problem)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
