@@ -606,6 +606,7 @@ def serve_command(
     application = _app()
     if not application.settings.api_keys:
         raise FatalError("set at least one API key (FHIR_CART_API_KEYS='[\"...\"]')", exit_code=2)
+    os.umask(0o077)  # what the service writes (cache, uploads, job outputs) is its own only
     uvicorn.run(create_app(application=application, run_workers=workers), host=host, port=port,
                 access_log=False)  # fmt: skip
 
@@ -656,6 +657,7 @@ def worker_command() -> None:
     from fhir_cart.service.jobs import run_worker
 
     application = _app()
+    os.umask(0o077)  # what the worker writes (cache, job outputs) is its own only
     with application.opened_cache() as cache:
         where = application.describe_cache(cache)
         out.print(f"worker started: taking jobs from the cache at {where} (Ctrl-C to stop)")

@@ -22,7 +22,7 @@ from fhir_cart.client import bundle_links, entry_results
 from fhir_cart.errors import AuthError, BadResponse, ConfigError
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
-from tests.conftest import CENTRE_B_FILE, MAPPINGS, SEED_FILE
+from tests.conftest import CENTRE_B_FILE, MAPPINGS, ROOT, SEED_FILE
 
 KEY = {"X-API-Key": "bad-inputs-key-0123456789abcdef0123"}
 
@@ -226,3 +226,92 @@ async def test_an_undeclared_oversized_answer_is_cut_off_while_it_streams() -> N
         with pytest.raises(AuthError, match="smart-configuration answered with more than"):
             await smart.headers(http, "https://fhir.test/r4")
     assert len(sent) <= MAX_AUTH_ANSWER // 65536 + 1
+
+
+def test_errors_name_files_relative_to_the_data_folder_not_by_server_path(
+    service: FastAPI, tmp_path: Path
+) -> None:
+    from fhir_cart.errors import InputError
+    from fhir_cart.service.jobs import _safe_error
+
+    patients = (ROOT / "fixtures" / "adult_cart" / "patients.csv").read_bytes()
+    with TestClient(service) as client:  # a mapping of four CSVs, one uploaded
+        answer = client.post("/uploads", headers=KEY, data={"mapping": "adult_cart"},
+                             files={"file": ("patients.csv", patients)})  # fmt: skip
+    detail = answer.json()["detail"]
+    assert answer.status_code == 422, detail
+    assert detail.startswith("uploads/")
+    assert "file named in the mapping is missing" in detail
+    assert str(tmp_path) not in detail
+    app = service.state.application
+    mapping = app.mapping_file("seed")
+    error = InputError(f"{app.settings.data_dir / 'jobs' / '7' / 'x.csv'} and {mapping}", [])
+    assert _safe_error(error, app) == "jobs/7/x.csv and mappings/centres/seed.yaml"
+
+
+def test_the_data_folder_uploads_and_cache_are_the_owners_only(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0o022)  # a usual umask: without care, folders 0755 and files 0644
+    try:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o755)
+        data = shared / "data"
+        settings = Settings(data_dir=data, api_keys=[SecretStr(KEY["X-API-Key"])])
+        with TestClient(create_app(settings, run_workers=False)) as client:
+            answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
+                                 files={"file": ("b.csv", CENTRE_B_FILE.read_bytes())})  # fmt: skip
+            assert answer.status_code == 201, answer.text
+        (upload,) = (data / "uploads").iterdir()
+        assert [mode(p) for p in (data, data / "uploads", upload)] == [0o700] * 3
+        assert {p.name: mode(p) for p in upload.iterdir()} == {"study.csv": 0o600,
+                                                               "meta.json": 0o600}  # fmt: skip
+        assert mode(data / "cache.sqlite") == 0o600
+        wide = tmp_path / "wide"
+        wide.mkdir(mode=0o755)
+        os.chmod(wide, 0o755)
+        with TestClient(create_app(settings.model_copy(update={"data_dir": wide}),
+                                   run_workers=False)):  # fmt: skip
+            pass
+        assert mode(wide) == 0o700  # an existing data folder is tightened at start-up
+        assert mode(shared) == 0o755  # what the service did not create is left alone
+    finally:
+        os.umask(old)
+
+
+def test_uploads_expire_after_their_ttl(service: FastAPI) -> None:
+    import os
+    import time
+
+    settings = service.state.application.settings
+    assert settings.upload_ttl_hours == 24
+
+    def upload(client: TestClient) -> str:
+        answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
+                             files={"file": ("b.csv", CENTRE_B_FILE.read_bytes())})  # fmt: skip
+        assert answer.status_code == 201, answer.text
+        upload_id: str = answer.json()["upload_id"]
+        return upload_id
+
+    def age(upload_id: str, hours: float) -> None:
+        then = time.time() - hours * 3600
+        os.utime(settings.data_dir / "uploads" / upload_id, (then, then))
+
+    with TestClient(service) as client:
+        old, young = upload(client), upload(client)
+        age(old, 24.1)
+        age(young, 23.9)
+        fresh = upload(client)  # each upload first clears the expired ones
+        assert client.get(f"/uploads/{old}/preview", headers=KEY).status_code == 404
+        for kept in (young, fresh):
+            assert client.get(f"/uploads/{kept}/preview", headers=KEY).status_code == 200
+        age(young, 25)
+    with TestClient(service) as client:  # and the service, at start-up
+        time.sleep(0.2)
+        assert client.get(f"/uploads/{young}/preview", headers=KEY).status_code == 404
+        assert client.get(f"/uploads/{fresh}/preview", headers=KEY).status_code == 200

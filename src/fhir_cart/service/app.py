@@ -28,10 +28,12 @@ from fhir_cart import __version__
 from fhir_cart.application import Application
 from fhir_cart.cache import Cache
 from fhir_cart.errors import ConfigError
-from fhir_cart.service.deps import problem
+from fhir_cart.private import tighten
+from fhir_cart.service.deps import problem, public_paths
 from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
+from fhir_cart.service.routers.study import expire_uploads
 from fhir_cart.settings import Settings
 
 __all__ = ["create_app", "problem"]
@@ -41,9 +43,10 @@ log = logging.getLogger(__name__)
 
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None  # e.g. Allow on a 405
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers)
+        detail = public_paths(str(exc.detail), request.app.state.application)
+        return problem(exc.status_code, _title(exc.status_code), detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,6 +70,18 @@ def _title(status: int) -> str:
         return "Error"
 
 
+async def _sweep_uploads(settings: Settings) -> None:
+    """Expired uploads deleted at start-up and then every tenth of their lifetime (at
+    most hourly, at least a minute apart)."""
+    every = min(max(settings.upload_ttl_hours * 360, 60.0), 3600.0)
+    while True:
+        try:
+            await asyncio.to_thread(expire_uploads, settings)
+        except OSError as exc:  # a folder that vanished meanwhile: next time
+            log.warning("upload clean-up: %s", exc.__class__.__name__)
+        await asyncio.sleep(every)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -85,6 +100,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_cache = cache is None
+        tighten(settings.data_dir)  # uploads, job folders and a SQLite cache live here
         app.state.cache = cache or application.cache()
         # No start-up sweep: a job whose worker died is taken over by any worker once its
         # lease expires (jobs.execute), and a live worker's job is never touched.
@@ -96,7 +112,9 @@ def create_app(
             workers = Workers(application, app.state.cache)
             workers.start()
         app.state.workers = workers
+        sweeper = asyncio.create_task(_sweep_uploads(settings))
         yield
+        sweeper.cancel()
         if workers is not None:
             await asyncio.to_thread(workers.close)
         if own_cache:

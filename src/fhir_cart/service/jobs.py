@@ -24,6 +24,7 @@ import orjson
 from fhir_cart.application import Application
 from fhir_cart.cache import Cache, run_owner, worker_name
 from fhir_cart.cache.models import SyncRun
+from fhir_cart.private import private_dir
 from fhir_cart.settings import Settings
 from fhir_cart.summary import summarise
 from fhir_cart.sync.pull import PullSelection
@@ -64,7 +65,7 @@ async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: C
         kind=params["selection"], identifiers=tuple(params.get("identifiers") or ()),
         group_id=params.get("group_id"), query=params.get("query"), since=params.get("since"),
     )  # fmt: skip
-    out, study = job_dir(app.settings, run_id), params.get("study")
+    out, study = private_dir(job_dir(app.settings, run_id)), params.get("study")
     await app.pull(
         selection, server=app.server(params["server"], url_allowed=False), cache=cache,
         run_id=run_id, use_export=bool(params.get("use_export")),
@@ -95,8 +96,9 @@ async def _registry(run: SyncRun, params: dict[str, Any], app: Application, cach
     def progress(step: str, done: int, total: int) -> None:
         cache.update_run(run_id, progress_done=done, progress_total=total)
 
+    out = private_dir(job_dir(app.settings, run_id))
     result, _ = await asyncio.to_thread(
-        app.registry_build, Path(params["registry_file"]), job_dir(app.settings, run_id),
+        app.registry_build, Path(params["registry_file"]), out,
         push=params.get("server"), force=bool(params.get("force")), progress=progress,
     )  # fmt: skip
     registry = result.registry
@@ -142,7 +144,7 @@ async def _job(run: SyncRun, app: Application, cache: Cache) -> None:
             await _pull(run, params, app, cache)
     except Exception as exc:  # the job's failure belongs to the job, not to the worker
         log.warning("job %s failed: %s", run.id, exc.__class__.__name__)
-        cache.finish_run(run.id, status="failed", counts={}, error=_safe_error(exc))
+        cache.finish_run(run.id, status="failed", counts={}, error=_safe_error(exc, app))
 
 
 @contextlib.asynccontextmanager
@@ -187,12 +189,14 @@ async def _lease(
             task.uncancel()
 
 
-def _safe_error(exc: Exception) -> str:
-    """Error text for clients: the message of our own errors, the class name otherwise."""
+def _safe_error(exc: Exception, app: Application) -> str:
+    """Error text for clients: the message of our own errors (paths relative to the data
+    and mappings folders), the class name otherwise."""
     from fhir_cart.errors import FhirCartError
+    from fhir_cart.service.deps import public_paths
 
     if isinstance(exc, FhirCartError):
-        return str(exc)[:2000]
+        return public_paths(str(exc), app)[:2000]
     return exc.__class__.__name__
 
 

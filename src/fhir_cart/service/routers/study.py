@@ -3,8 +3,10 @@ FHIR they would become."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -17,14 +19,16 @@ from fhir_cart.application import Application
 from fhir_cart.bundle import map_cases, transaction_bundles
 from fhir_cart.cache import Cache
 from fhir_cart.errors import FhirCartError, InputError
+from fhir_cart.private import private_dir, write_private
 from fhir_cart.records import Case
 from fhir_cart.service import schemas as s
 from fhir_cart.service.deps import AppDep, Auth, CacheDep
 from fhir_cart.settings import Settings
 from fhir_cart.workbook import WorkbookTooLarge, check_workbook
 
-__all__ = ["mapping_path", "read_upload", "router"]
+__all__ = ["expire_uploads", "mapping_path", "read_upload", "router"]
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["study"], dependencies=Auth)
 
 _SUFFIXES = {".csv", ".xlsx", ".json"}
@@ -64,8 +68,7 @@ def _save_upload(settings: Settings, data: BinaryIO, folder: Path, suffix: str) 
     if len(content) > settings.max_upload_bytes:
         raise HTTPException(413, f"upload larger than {settings.max_upload_bytes} bytes")
     # The stored name is ours, never the client's: nothing is written outside data_dir.
-    path = folder / f"study{suffix}"
-    path.write_bytes(content)
+    path = write_private(folder / f"study{suffix}", content)
     if suffix == ".xlsx":
         _check_workbook(settings, path)
     return path
@@ -83,19 +86,37 @@ def _check_workbook(settings: Settings, path: Path) -> None:
         raise HTTPException(422, str(exc)) from None
 
 
+def expire_uploads(settings: Settings, now: float | None = None) -> int:
+    """Delete the uploads older than ``upload_ttl_hours`` (by their folder's time); how many.
+    Run at start-up, before each upload and every few minutes by the service."""
+    folder = settings.data_dir / "uploads"
+    if not folder.is_dir():
+        return 0
+    limit = (time.time() if now is None else now) - settings.upload_ttl_hours * 3600
+    expired = [
+        p for p in folder.iterdir() if _UPLOAD_ID.match(p.name) and p.stat().st_mtime < limit
+    ]
+    for path in expired:
+        shutil.rmtree(path, ignore_errors=True)
+    if expired:
+        log.info("%d upload(s) older than %g h deleted", len(expired), settings.upload_ttl_hours)
+    return len(expired)
+
+
 def _accept_upload(
     app: Application, cache: Cache, data: BinaryIO, suffix: str, mapping_file: Path | None
 ) -> s.UploadReport:
     """Store, check and read an upload (blocking work: runs in a worker thread). A refused
     upload leaves nothing on disk."""
     settings = app.settings
+    expire_uploads(settings)
     upload_id = uuid.uuid4().hex
-    folder = settings.data_dir / "uploads" / upload_id
-    folder.mkdir(parents=True)
+    folder = private_dir(settings.data_dir / "uploads") / upload_id
+    folder.mkdir(mode=0o700)
     try:
         study = _save_upload(settings, data, folder, suffix)
         meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None}
-        (folder / "meta.json").write_bytes(orjson.dumps(meta))
+        write_private(folder / "meta.json", orjson.dumps(meta))
         try:
             result = app.read_study(study, app.load_mapping(mapping_file))
         except FhirCartError as exc:
