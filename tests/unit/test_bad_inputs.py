@@ -315,3 +315,86 @@ def test_uploads_expire_after_their_ttl(service: FastAPI) -> None:
         time.sleep(0.2)
         assert client.get(f"/uploads/{young}/preview", headers=KEY).status_code == 404
         assert client.get(f"/uploads/{fresh}/preview", headers=KEY).status_code == 200
+
+
+# -- servers answering what is not FHIR: the CLI and a service job say so -------------------
+
+FAKE = "https://fhir.test/r4"
+_TYPES = ["Patient", "Observation", "Condition", "Procedure", "MedicationAdministration",
+          "MedicationRequest", "AdverseEvent", "Encounter", "Group"]  # fmt: skip
+_CAPABILITIES = {
+    "resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
+    "fhirVersion": "4.0.1", "format": ["json"],
+    "rest": [{"mode": "server", "interaction": [{"code": "transaction"}], "resource": [
+        {"type": t, "interaction": [{"code": c} for c in ("read", "search-type", "update")],
+         "searchParam": [{"name": n, "type": "token"} for n in ("identifier", "patient", "_id")]}
+        for t in _TYPES]}],
+}  # fmt: skip
+
+
+def _not_fhir(request: httpx.Request) -> httpx.Response:
+    """Searches answer a Bundle whose ``link`` is a string; transactions answer entries
+    whose status is 'OK'."""
+    import orjson
+
+    if request.url.path.endswith("/metadata"):
+        return httpx.Response(200, json=_CAPABILITIES)
+    if request.method == "GET":
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
+                                         "link": "next", "entry": []})  # fmt: skip
+    entries = [{"response": {"status": "OK"}} for _ in orjson.loads(request.content)["entry"]]
+    return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response",
+                                     "entry": entries})  # fmt: skip
+
+
+SERVER_ANSWERS = [
+    ("pull", "the server's Bundle has a 'link' that is not a list of links"),
+    ("push", "entry 1 of the server's answer has response.status 'OK'"),
+]
+
+
+@pytest.mark.parametrize(("command", "words"), SERVER_ANSWERS)
+def test_a_server_answer_that_is_not_fhir_is_a_clear_error_in_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, words: str
+) -> None:
+    cache = ["--cache", f"sqlite:///{tmp_path / 'c.sqlite'}"]
+    args = {
+        "pull": ["pull", "--search", "identifier=x|", "--out", str(tmp_path / "o")],
+        "push": ["push", str(SEED_FILE), "-m", str(MAPPINGS / "centres" / "seed.yaml")],
+    }[command]
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="fhir.test").mock(side_effect=_not_fhir)
+        code = main([*args, "--server", FAKE, *cache])
+    err = _flat(capsys.readouterr().err)
+    assert code == 6, err  # the server cannot be used (docs/cli.md), not 70
+    assert f"error: the FHIR server cannot be used: {words}" in err
+
+
+@pytest.mark.parametrize(("command", "words"), SERVER_ANSWERS)
+def test_a_server_answer_that_is_not_fhir_fails_the_job_with_its_reason(
+    tmp_path: Path, command: str, words: str
+) -> None:
+    import time
+
+    from fhir_cart.settings import ServerSettings
+
+    settings = Settings(data_dir=tmp_path / "data", api_keys=[SecretStr(KEY["X-API-Key"])],
+                        servers={"h": ServerSettings(base_url=FAKE, max_retries=0)})  # fmt: skip
+    with respx.mock(assert_all_called=False) as mock, \
+            TestClient(create_app(settings)) as client:  # fmt: skip
+        mock.route(host="fhir.test").mock(side_effect=_not_fhir)
+        mock.route(host="testserver").pass_through()
+        if command == "push":
+            files = {"file": ("s.xlsx", SEED_FILE.read_bytes())}
+            mapping = {"mapping": "seed"}
+            upload = client.post("/uploads", headers=KEY, data=mapping, files=files).json()
+            body: dict[str, object] = {"upload_id": upload["upload_id"], "server": "h"}
+        else:
+            body = {"server": "h", "selection": "search", "query": "identifier=x|"}
+        job = client.post(f"/jobs/{command}", headers=KEY, json=body).json()
+        deadline = time.monotonic() + 30
+        while job["status"] in ("pending", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = client.get(f"/jobs/{job['id']}", headers=KEY).json()
+    assert job["status"] == "failed", job
+    assert words in job["error"]
