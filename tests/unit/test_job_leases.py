@@ -318,3 +318,25 @@ def test_outcomes_after_a_takeover_are_one_per_resource(cache_url: str) -> None:
         ]
     finally:
         opened.close()
+
+
+def test_a_job_that_recorded_its_end_is_not_cancelled_as_if_taken_over(
+    cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its next heartbeat fails (the run is no longer running), but the run is still this
+    worker's: the job goes on to its end (writing its outputs, say), nothing is cancelled."""
+    done: list[int] = []
+
+    async def job(run: SyncRun, params: dict[str, Any], settings: Settings, cache: Cache) -> None:
+        assert run.id is not None
+        cache.finish_run(run.id, status="succeeded", counts={"created": 1})
+        await asyncio.sleep(0.8)  # past three heartbeats of a 1 s lease
+        done.append(run.id)
+
+    monkeypatch.setattr(jobs, "_push", job)
+    run_id = queue(cache)
+    claimed = cache.claim_next_run(worker="a", lease=1.0)
+    assert claimed is not None
+    asyncio.run(jobs.execute(claimed, settings(tmp_path), cache))
+    assert done == [run_id]
+    assert "lease lost" not in caplog.text

@@ -115,6 +115,8 @@ def create_app(
         sweeper = asyncio.create_task(_sweep_uploads(settings))
         yield
         sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         if workers is not None:
             await asyncio.to_thread(workers.close)
         if own_cache:
