@@ -661,7 +661,13 @@ def worker_command() -> None:
     with application.opened_cache() as cache:
         where = application.describe_cache(cache)
         out.print(f"worker started: taking jobs from the cache at {where} (Ctrl-C to stop)")
-        asyncio.run(run_worker(application, cache))
+        while True:  # Ctrl-C ends asyncio.run with KeyboardInterrupt, never CancelledError
+            try:
+                asyncio.run(run_worker(application, cache))
+                return
+            except asyncio.CancelledError:  # a cancellation that belongs to no job
+                err.print("the worker's loop was cancelled by something outside any job; "
+                          "restarted", highlight=False)  # fmt: skip
 
 
 @app.command("openapi", cls=_Command)

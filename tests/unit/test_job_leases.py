@@ -340,3 +340,24 @@ def test_a_job_that_recorded_its_end_is_not_cancelled_as_if_taken_over(
     asyncio.run(jobs.execute(claimed, settings(tmp_path), cache))
     assert done == [run_id]
     assert "lease lost" not in caplog.text
+
+
+def test_the_worker_command_restarts_a_loop_that_was_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fhir_cart.cli import main
+
+    calls: list[int] = []
+
+    async def once_cancelled(*args: Any, **kwargs: Any) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise asyncio.CancelledError
+        return 0
+
+    monkeypatch.setattr(jobs, "run_worker", once_cancelled)
+    monkeypatch.setenv("FHIR_CART_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    assert main(["worker"]) == 0
+    assert len(calls) == 2
+    assert "restarted" in capsys.readouterr().err
