@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import respx
 from fastapi import FastAPI
@@ -21,7 +22,7 @@ from fhir_cart.cli import main
 from fhir_cart.client import bundle_links, entry_results
 from fhir_cart.errors import AuthError, BadResponse, ConfigError
 from fhir_cart.service.app import create_app
-from fhir_cart.settings import Settings
+from fhir_cart.settings import AuthSettings, ServerSettings, Settings
 from tests.conftest import CENTRE_B_FILE, MAPPINGS, ROOT, SEED_FILE
 
 KEY = {"X-API-Key": "bad-inputs-key-0123456789abcdef0123"}
@@ -337,6 +338,8 @@ def _not_fhir(request: httpx.Request) -> httpx.Response:
     whose status is 'OK'."""
     import orjson
 
+    if request.url.path.endswith("/.well-known/smart-configuration"):
+        return httpx.Response(200, json={"capabilities": ["client-confidential-asymmetric"]})
     if request.url.path.endswith("/metadata"):
         return httpx.Response(200, json=_CAPABILITIES)
     if request.method == "GET":
@@ -350,21 +353,39 @@ def _not_fhir(request: httpx.Request) -> httpx.Response:
 SERVER_ANSWERS = [
     ("pull", "the server's Bundle has a 'link' that is not a list of links"),
     ("push", "entry 1 of the server's answer has response.status 'OK'"),
+    ("smart", "the server's /.well-known/smart-configuration names no token_endpoint"),
 ]
+
+
+def _fake_server(command: str, tmp_path: Path) -> ServerSettings:
+    """The fake server in settings; for ``smart``, with SMART Backend Services credentials
+    (the key is never used: discovery fails first)."""
+    if command != "smart":
+        return ServerSettings(base_url=FAKE, max_retries=0)
+    key = tmp_path / "key.pem"
+    key.write_text("not used")
+    auth = AuthSettings(type="smart_backend", client_id="c", private_key_file=key)
+    return ServerSettings(base_url=FAKE, max_retries=0, auth=auth)
 
 
 @pytest.mark.parametrize(("command", "words"), SERVER_ANSWERS)
 def test_a_server_answer_that_is_not_fhir_is_a_clear_error_in_the_cli(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, words: str
-) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    command: str, words: str,
+) -> None:  # fmt: skip
     cache = ["--cache", f"sqlite:///{tmp_path / 'c.sqlite'}"]
+    pull = ["pull", "--search", "identifier=x|", "--out", str(tmp_path / "o")]
     args = {
-        "pull": ["pull", "--search", "identifier=x|", "--out", str(tmp_path / "o")],
+        "pull": pull, "smart": pull,
         "push": ["push", str(SEED_FILE), "-m", str(MAPPINGS / "centres" / "seed.yaml")],
-    }[command]
+    }[command]  # fmt: skip
+    config = tmp_path / "fhir-cart.yaml"
+    server = _fake_server(command, tmp_path).model_dump(mode="json", exclude_defaults=True)
+    config.write_bytes(orjson.dumps({"servers": {"fake": server}}))  # JSON is YAML
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(config))
     with respx.mock(assert_all_called=False) as mock:
         mock.route(host="fhir.test").mock(side_effect=_not_fhir)
-        code = main([*args, "--server", FAKE, *cache])
+        code = main([*args, "--server", "fake", *cache])
     err = _flat(capsys.readouterr().err)
     assert code == 6, err  # the server cannot be used (docs/cli.md), not 70
     assert f"error: the FHIR server cannot be used: {words}" in err
@@ -376,10 +397,8 @@ def test_a_server_answer_that_is_not_fhir_fails_the_job_with_its_reason(
 ) -> None:
     import time
 
-    from fhir_cart.settings import ServerSettings
-
     settings = Settings(data_dir=tmp_path / "data", api_keys=[SecretStr(KEY["X-API-Key"])],
-                        servers={"h": ServerSettings(base_url=FAKE, max_retries=0)})  # fmt: skip
+                        servers={"h": _fake_server(command, tmp_path)})  # fmt: skip
     with respx.mock(assert_all_called=False) as mock, \
             TestClient(create_app(settings)) as client:  # fmt: skip
         mock.route(host="fhir.test").mock(side_effect=_not_fhir)
@@ -391,7 +410,8 @@ def test_a_server_answer_that_is_not_fhir_fails_the_job_with_its_reason(
             body: dict[str, object] = {"upload_id": upload["upload_id"], "server": "h"}
         else:
             body = {"server": "h", "selection": "search", "query": "identifier=x|"}
-        job = client.post(f"/jobs/{command}", headers=KEY, json=body).json()
+        kind = "pull" if command == "smart" else command
+        job = client.post(f"/jobs/{kind}", headers=KEY, json=body).json()
         deadline = time.monotonic() + 30
         while job["status"] in ("pending", "running") and time.monotonic() < deadline:
             time.sleep(0.1)
