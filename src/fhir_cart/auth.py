@@ -11,7 +11,7 @@ import base64
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -92,17 +92,52 @@ class _TokenCache:
         return self.token is not None and time.monotonic() < self.expires_at - _EARLY
 
 
+MAX_AUTH_ANSWER = 1024 * 1024
+"""SMART configurations and token answers are a few hundred bytes: a larger answer is
+refused while it streams in, never held whole."""
+
+
+async def _capped(http: httpx.AsyncClient, what: str, method: str, url: str,
+                  **kwargs: Any) -> tuple[int, bytes]:  # fmt: skip
+    """(status, body) of a request to an authorisation endpoint, reading at most
+    :data:`MAX_AUTH_ANSWER` bytes of the answer."""
+    async with http.stream(method, url, **kwargs) as response:
+        declared = response.headers.get("content-length", "")
+        size, chunks = int(declared) if declared.isdigit() else 0, []
+        if size <= MAX_AUTH_ANSWER:
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_AUTH_ANSWER:
+                    break
+                chunks.append(chunk)
+        if size > MAX_AUTH_ANSWER:
+            raise AuthError(f"{what} answered with more than {MAX_AUTH_ANSWER} bytes; such "
+                            "an answer is a few hundred: check the server's address in the "
+                            "settings")  # fmt: skip
+        return response.status_code, b"".join(chunks)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 async def _request_token(
     http: httpx.AsyncClient, url: str, form: dict[str, str], headers: dict[str, str]
 ) -> tuple[str, float]:
-    response = await http.post(url, data=form, headers=headers)
-    if response.status_code != 200:
-        raise AuthError(f"token endpoint refused the credentials (HTTP {response.status_code})",
-                        status=response.status_code)  # fmt: skip
+    status, content = await _capped(http, "the token endpoint", "POST", url, data=form,
+                                    headers=headers)  # fmt: skip
+    if status != 200:
+        raise AuthError(f"token endpoint refused the credentials (HTTP {status})",
+                        status=status)  # fmt: skip
+    body = _json_object(content) or {}
     try:
-        body = orjson.loads(response.content)
         return str(body["access_token"]), float(body.get("expires_in", 300))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise AuthError("token endpoint answered without an access_token") from exc
 
 
@@ -152,10 +187,16 @@ class SmartBackendServices:
     async def _discover(self, http: httpx.AsyncClient, base_url: str) -> str:
         if self.token_url:
             return self.token_url
-        response = await http.get(f"{base_url}/.well-known/smart-configuration")
-        if response.status_code != 200:
-            raise AuthError(f"no SMART configuration at the server (HTTP {response.status_code})")
-        self.token_url = str(orjson.loads(response.content)["token_endpoint"])
+        where = "/.well-known/smart-configuration"
+        status, content = await _capped(http, f"the server's {where}", "GET",
+                                        f"{base_url}{where}")  # fmt: skip
+        if status != 200:
+            raise AuthError(f"no SMART configuration at the server (HTTP {status})")
+        endpoint = (_json_object(content) or {}).get("token_endpoint")
+        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+            fix = "set the token URL in the server's auth settings (token_url)"
+            raise AuthError(f"the server's {where} names no token_endpoint (an http(s) URL); {fix}")
+        self.token_url = endpoint
         return self.token_url
 
     def assertion(self, token_url: str) -> str:

@@ -500,6 +500,22 @@ def _print_push(plan: PushPlan, report: PushReport | None) -> None:
             err.print(f"  hint: {escape(cause.hint)}")
 
 
+def _patients_file(path: Path) -> list[str]:
+    """The lines of ``--patients``: a missing, unreadable or non-UTF-8 file is a usage error
+    naming it and what the file should be."""
+    expected = "give a UTF-8 text file with one patient identifier per line"
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FatalError(f"--patients {path.name}: no such file; {expected}", exit_code=2) from None
+    except UnicodeDecodeError as exc:
+        raise FatalError(f"--patients {path.name}: not UTF-8 text (byte {exc.start}); {expected}",
+                         exit_code=2) from None  # fmt: skip
+    except OSError as exc:
+        raise FatalError(f"--patients {path.name}: cannot be read ({exc.strerror}); {expected}",
+                         exit_code=2) from None  # fmt: skip
+
+
 def _selection(
     patients: Path | None,
     group: str | None,
@@ -507,6 +523,7 @@ def _selection(
     since: str | None,
     types: str | None = None,
 ) -> PullSelection:
+    from fhir_cart.references import id_problem
     from fhir_cart.sync.pull import PullSelection, parse_types
 
     chosen = [x for x in (patients, group, search) if x is not None]
@@ -517,10 +534,13 @@ def _selection(
     except ValueError as exc:
         raise FatalError(str(exc), exit_code=2) from None
     if patients is not None:
-        lines = patients.read_text(encoding="utf-8").splitlines()
+        lines = _patients_file(patients)
         ids = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
         return PullSelection(kind="patients", identifiers=ids, since=since, types=asked)
     if group is not None:
+        if problem := id_problem(group):
+            raise FatalError(f"--group {group[:70]!r}: {problem}; give the Group's id on the "
+                             "server (as in Group/<id>)", exit_code=2)  # fmt: skip
         return PullSelection(kind="group", group_id=group, since=since, types=asked)
     return PullSelection(kind="search", query=search, since=since, types=asked)
 
@@ -671,6 +691,7 @@ def serve_command(
     application = _app()
     if not application.settings.api_keys:
         raise FatalError("set at least one API key (FHIR_CART_API_KEYS='[\"...\"]')", exit_code=2)
+    os.umask(0o077)  # what the service writes (cache, uploads, job outputs) is its own only
     uvicorn.run(create_app(application=application, run_workers=workers), host=host, port=port,
                 access_log=False)  # fmt: skip
 
@@ -721,10 +742,17 @@ def worker_command() -> None:
     from fhir_cart.service.jobs import run_worker
 
     application = _app()
+    os.umask(0o077)  # what the worker writes (cache, job outputs) is its own only
     with application.opened_cache() as cache:
         where = application.describe_cache(cache)
         out.print(f"worker started: taking jobs from the cache at {where} (Ctrl-C to stop)")
-        asyncio.run(run_worker(application, cache))
+        while True:  # Ctrl-C ends asyncio.run with KeyboardInterrupt, never CancelledError
+            try:
+                asyncio.run(run_worker(application, cache))
+                return
+            except asyncio.CancelledError:  # a cancellation that belongs to no job
+                err.print("the worker's loop was cancelled by something outside any job; "
+                          "restarted", highlight=False)  # fmt: skip
 
 
 @app.command("openapi", cls=_Command)

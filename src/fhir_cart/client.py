@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from fhir_cart.auth import Auth, NoAuth
 from fhir_cart.errors import (
     AuthError,
     BadResponse,
+    ConfigError,
     FatalHttpError,
     FhirClientError,
     ForeignOriginError,
@@ -41,6 +43,7 @@ from fhir_cart.errors import (
     PreconditionFailed,
     RetryableError,
 )
+from fhir_cart.references import id_problem
 
 __all__ = ["EntryResult", "FhirClient", "origin", "outcome_message"]
 
@@ -388,6 +391,7 @@ class FhirClient:
         return self._capabilities
 
     async def read(self, resource_type: str, resource_id: str) -> Json:
+        _check_id(resource_type, resource_id)
         response = await self.request("GET", f"{resource_type}/{resource_id}")
         return _json(response)
 
@@ -483,6 +487,8 @@ class FhirClient:
     ) -> Json:
         """Bulk Data ``$export`` to its completion manifest (``output``,
         ``requiresAccessToken``). The status URL must be on the server's origin."""
+        if group_id:
+            _check_id("Group", group_id)
         path = f"Group/{group_id}/$export" if group_id else "Patient/$export"
         params = {"_type": ",".join(types)} if types else {}
         if since:
@@ -591,8 +597,25 @@ def _bundle(response: httpx.Response) -> Json:
     return page
 
 
+def _check_id(resource_type: str, resource_id: str) -> None:
+    """An id put into a request path (a Group named by a user, say) must be a FHIR id."""
+    problem = id_problem(resource_id)
+    if problem:
+        raise ConfigError(f"{resource_type} id {resource_id[:70]!r}: {problem}")
+
+
+def bundle_links(page: Json) -> list[Json]:
+    """A Bundle's ``link`` (0..*: a JSON array of objects); anything else is BadResponse."""
+    links = page.get("link", [])
+    if not isinstance(links, list) or not all(isinstance(x, dict) for x in links):
+        raise BadResponse("the server's Bundle has a 'link' that is not a list of links "
+                          f"(got {type(links).__name__}): not FHIR R4 JSON; the server "
+                          "cannot be paged")  # fmt: skip
+    return links
+
+
 def _next_link(page: Json, current: str) -> str | None:
-    for link in page.get("link", ()):
+    for link in bundle_links(page):
         if link.get("relation") == "next" and link.get("url"):
             return urljoin(current, str(link["url"]))
     return None
@@ -605,13 +628,30 @@ def _etag_of(resource: Json | None) -> str | None:
     return f'W/"{version}"' if version else None
 
 
+_STATUS = re.compile(r"^([1-5][0-9][0-9])(?: .*)?$")
+
+
+def entry_status(given: object, number: int) -> int:
+    """``Bundle.entry.response.status``: an HTTP status code, optionally with its text
+    ('201 Created'); anything else ('OK') is BadResponse naming the entry. A missing one
+    reads as 0 (no answer for the entry)."""
+    text = str(given).strip()
+    if text == "0":
+        return 0
+    match = _STATUS.match(text)
+    if match is None:
+        raise BadResponse(f"entry {number} of the server's answer has response.status "
+                          f"{text[:40]!r}, not an HTTP status code such as '201 Created': "
+                          "the server's answer is not FHIR R4")  # fmt: skip
+    return int(match.group(1))
+
+
 def entry_results(bundle: Json) -> list[EntryResult]:
     """Per-entry results of a batch/transaction response; a 4xx/5xx entry is kept as such."""
     out = []
-    for entry in bundle.get("entry", ()):
+    for number, entry in enumerate(bundle.get("entry", ()), start=1):
         response = entry.get("response") or {}
-        status_text = str(response.get("status", "0"))
-        status = int(status_text.split()[0]) if status_text.split() else 0
+        status = entry_status(response.get("status", "0"), number)
         out.append(
             EntryResult(
                 status=status,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
@@ -84,8 +85,28 @@ def csv_bytes(
     return text.getvalue().encode("utf-8")
 
 
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
+"""What XML 1.0 cannot hold (C0 controls but tab, newline and return; U+FFFE/FFFF), and
+text that already looks like an escape of it."""
+
+
+def _xml_escape(match: re.Match[str]) -> str:
+    """ECMA-376 part 1, 22.9.2.19 (ST_Xstring): a character XML cannot hold is written
+    ``_xHHHH_``, as Excel writes and reads it; a literal ``_xHHHH_`` gets its '_' escaped."""
+    found = match.group()
+    return "_x005F_" + found[1:] if len(found) > 1 else f"_x{ord(found):04X}_"
+
+
+def xlsx_text(value: str) -> tuple[str, bool]:
+    """``value`` as a workbook can hold it, and whether anything was escaped."""
+    escaped = _XML_ILLEGAL.sub(_xml_escape, value)
+    return escaped, escaped != value
+
+
 class XlsxBook:
-    """A write-only workbook whose text cells are always strings, never formulas."""
+    """A write-only workbook whose text cells are always strings, never formulas, with
+    what XML cannot hold escaped (openpyxl refuses control characters, and one broke a
+    whole export): ``escaped`` counts the cells that held any."""
 
     def __init__(self, created: dt.datetime | None = None) -> None:
         from openpyxl import Workbook
@@ -95,6 +116,7 @@ class XlsxBook:
             self._book.properties.created = created
             self._book.properties.modified = created
         self._sheets: dict[str, Any] = {}
+        self.escaped = 0
 
     def sheet(self, name: str, header: Sequence[str]) -> None:
         self._sheets[name] = self._book.create_sheet(name)
@@ -104,11 +126,12 @@ class XlsxBook:
         sheet = self._sheets[name]
         sheet.append([self._cell(sheet, v) for v in values])
 
-    @staticmethod
-    def _cell(sheet: Any, value: Any) -> Any:
+    def _cell(self, sheet: Any, value: Any) -> Any:
         if isinstance(value, str):
             from openpyxl.cell import WriteOnlyCell
 
+            value, changed = xlsx_text(value)
+            self.escaped += changed
             cell = WriteOnlyCell(sheet, value)
             cell.data_type = "s"  # openpyxl would store text starting with '=' as a formula
             return cell

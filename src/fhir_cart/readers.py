@@ -70,6 +70,7 @@ from fhir_cart.study_mapping import (
     parse_window,
     spec_names,
 )
+from fhir_cart.workbook import check_workbook
 
 __all__ = [
     "ReadResult",
@@ -1064,17 +1065,13 @@ class _Sources:
         whose result was never saved (a file written by a program, not by a spreadsheet)
         reads as blank otherwise, and its value would be lost without a word."""
         if self._formulas is None:
-            from openpyxl import load_workbook
-
-            self._formulas = load_workbook(self.path, read_only=True, data_only=False)
+            self._formulas = _load_workbook(self.path, data_only=False)
             self._stack.callback(self._formulas.close)
         return self._formulas
 
     def _workbook(self) -> Any:
         if self._book is None:
-            from openpyxl import load_workbook
-
-            self._book = load_workbook(self.path, read_only=True, data_only=True)
+            self._book = _load_workbook(self.path, data_only=True)
             self._stack.callback(self._book.close)
         return self._book
 
@@ -1098,14 +1095,43 @@ class _Sources:
         )
 
 
+def _load_workbook(path: Path, *, data_only: bool) -> Any:
+    """openpyxl's read-only workbook, once the archive passed :func:`check_workbook` (size,
+    members, a workbook in it); what openpyxl still cannot read is an InputError."""
+    import zipfile
+    from xml.etree.ElementTree import ParseError
+
+    from openpyxl import load_workbook
+
+    check_workbook(path)
+    try:
+        return load_workbook(path, read_only=True, data_only=data_only)
+    except (zipfile.BadZipFile, KeyError, ValueError, ParseError, OSError, EOFError) as exc:
+        reason = f"the workbook cannot be read ({exc.__class__.__name__})"
+        raise InputError(
+            f"{path.name}: {reason}; open it in the spreadsheet program and save it again "
+            "as an Excel workbook (.xlsx), or export a CSV",
+            [Reject(path.name, None, None, None, reason)],
+        ) from None
+
+
 def _csv_rows(path: Path, mapping: StudyMapping) -> Iterator[list[str]]:
     try:
         with path.open(newline="", encoding=mapping.encoding) as handle:
-            for row in csv.reader(handle, delimiter=mapping.csv_delimiter):
-                # a cell escaped against formula injection ('=..., '-...) reads as written
-                if "'" in "".join(row):
-                    row = [unescape_csv_cell(cell) if cell[:1] == "'" else cell for cell in row]
-                yield row
+            reader = csv.reader(handle, delimiter=mapping.csv_delimiter)
+            try:
+                for row in reader:
+                    # a cell escaped against formula injection ('=..., '-...) reads as written
+                    if "'" in "".join(row):
+                        row = [unescape_csv_cell(c) if c[:1] == "'" else c for c in row]
+                    yield row
+            except csv.Error as exc:  # a field over csv's 131,072 characters, say
+                reason = f"the CSV file cannot be read at line {reader.line_num}: {exc}"
+                raise InputError(
+                    f"{path.name}: {reason}; a cell this long is not study data: check the "
+                    "line (an unclosed quote joins every line after it into one cell)",
+                    [Reject(path.name, reader.line_num, None, None, reason)],
+                ) from None
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{path.name}: not {mapping.encoding} text ({exc.reason} at byte {exc.start}); "

@@ -17,10 +17,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["patient_id", "reference_key", "server_id", "subject_patient_id"]
+__all__ = ["id_problem", "patient_id", "reference_key", "server_id", "subject_patient_id"]
 
 # https://hl7.org/fhir/R4/datatypes.html#id: [A-Za-z0-9\-\.]{1,64}
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a resource id in a URL path, or None. The FHIR id pattern
+    admits '.' and '..', but in a path they are dot-segments: ``Group/../$export`` is the
+    system-wide ``/$export`` (RFC 3986 5.2.4), so ids of dots only are refused too."""
+    if not _ID.fullmatch(value):
+        return "not a FHIR id (1-64 letters, digits, '-' and '.')"
+    if not value.strip("."):
+        return "only dots: in a URL it would name another path, not a resource"
+    return None
 
 
 def _path(reference: str) -> list[str]:

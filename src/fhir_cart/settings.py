@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # An .xlsx is a zip: its members may unpack to at most this many bytes (zip bombs).
     max_unpacked_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    # Uploaded study files (and their folders) are deleted this many hours after upload.
+    upload_ttl_hours: float = Field(default=24.0, gt=0)
     # Rejects of one upload or job listed and stored (all are counted): a broken file of
     # 100,000 bad rows otherwise fills the cache and the answer.
     max_rejects_reported: int = Field(default=1000, ge=1)

@@ -14,6 +14,7 @@ numbers with 15 significant digits, as Excel does; CSV, JSON and Parquet keep ev
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,8 @@ from fhir_cart.csv_safety import csv_writer, xlsx_book
 from fhir_cart.errors import Reject
 from fhir_cart.records import Case, Event, Precision, Value, When, date_text
 from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -258,6 +261,9 @@ def _write_xlsx(
     path = out if out.suffix == ".xlsx" else out / "study.xlsx"
     path.parent.mkdir(parents=True, exist_ok=True)
     book.save(path)
+    if book.escaped:
+        log.warning("%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
+                    "(as Excel writes them)", path.name, book.escaped)  # fmt: skip
     return [path]
 
 

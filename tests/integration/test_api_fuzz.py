@@ -27,7 +27,7 @@ _CACHE = open_cache(f"sqlite:///{_DATA / 'cache.sqlite'}")
 _APP = create_app(
     Settings(
         data_dir=_DATA,
-        api_keys=[SecretStr("fuzz-key")],
+        api_keys=[SecretStr("fuzz-key-0123456789abcdef0123456789")],
         max_upload_bytes=50_000,
         servers={"local": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
     ),
@@ -48,4 +48,5 @@ EXCLUDED = [positive_data_acceptance]
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_contract(case: schemathesis.Case) -> None:
-    case.call_and_validate(app=_APP, headers={"X-API-Key": "fuzz-key"}, excluded_checks=EXCLUDED)
+    headers = {"X-API-Key": "fuzz-key-0123456789abcdef0123456789"}
+    case.call_and_validate(app=_APP, headers=headers, excluded_checks=EXCLUDED)

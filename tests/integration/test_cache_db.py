@@ -58,7 +58,7 @@ def test_schema_head_is_alembic_head_and_a_current_cache_skips_alembic(
 
         monkeypatch.setattr(alembic.command, "upgrade", refuse)
         cache.migrate()  # current: alembic is not run
-        monkeypatch.setattr(store, "SCHEMA_HEAD", "0002")
+        monkeypatch.setattr(store, "SCHEMA_HEAD", "9999")
         assert not cache.schema_is_current()
         with pytest.raises(AssertionError, match="alembic ran"):
             cache.migrate()  # behind the code's head: alembic runs
@@ -176,3 +176,40 @@ def _lock_file_of(cache: Cache, name: str) -> Path:
     path = cache.locks.lock_path(hashlib.sha256(name.encode()).digest()[:8].hex())
     assert path is not None
     return path
+
+
+def test_a_cache_with_outcomes_counted_twice_keeps_the_latest_of_each(cache_url: str) -> None:
+    """Migration 0002 on a cache written before it: duplicate outcome rows of a (run,
+    resource) are reduced to the latest, then the unique constraint holds."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, insert, text
+
+    import fhir_cart.cache.store as store
+    from fhir_cart.cache.models import ResourceOutcome, SyncRun
+    from fhir_cart.cache.store import normalise_url
+
+    engine = create_engine(normalise_url(cache_url))
+    config = Config()
+    config.set_main_option("script_location", str(Path(store.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    import datetime as dt
+
+    at = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(SyncRun).values(id=1, kind="push", server="s", status="succeeded",
+                                            params="{}", counts="{}", created_at=at))  # fmt: skip
+        for outcome in ("created", "unchanged", "updated"):
+            conn.execute(insert(ResourceOutcome).values(
+                run_id=1, resource_type=KEY[0], identifier_system=KEY[1],
+                identifier_value=KEY[2], outcome=outcome, at=at))  # fmt: skip
+    engine.dispose()
+    cache = open_cache(cache_url)
+    try:
+        assert [r.outcome for r in cache.outcomes(run_id=1)] == ["updated"]
+        with cache.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    finally:
+        cache.close()

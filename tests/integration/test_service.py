@@ -25,7 +25,7 @@ from fhir_cart.summary import load_study
 from tests.conftest import FIXTURES, ROOT, SEED_FILE
 
 pytestmark = pytest.mark.integration
-KEY = {"X-API-Key": "test-key-123"}
+KEY = {"X-API-Key": "test-key-123-0123456789abcdef0123"}
 
 
 def make_settings(tmp_path: Path, cache_url: str, fhir_url: str | None = None) -> Settings:
@@ -34,7 +34,7 @@ def make_settings(tmp_path: Path, cache_url: str, fhir_url: str | None = None) -
         data_dir=tmp_path / "data",
         cache_url=cache_url,
         servers=servers,
-        api_keys=[SecretStr("test-key-123")],
+        api_keys=[SecretStr("test-key-123-0123456789abcdef0123")],
         max_upload_bytes=200_000,
     )
 
@@ -132,7 +132,8 @@ def test_auth_limits_and_problem_documents(client: TestClient, tmp_path: Path) -
     assert client.get("/health").status_code == 200
     assert client.get("/ready").status_code == 401
     assert client.get("/ready", headers={"X-API-Key": "wrong"}).status_code == 403
-    assert client.get("/ready", headers={"Authorization": "Bearer test-key-123"}).status_code == 200
+    bearer = {"Authorization": f"Bearer {KEY['X-API-Key']}"}
+    assert client.get("/ready", headers=bearer).status_code == 200
     big = tmp_path / "big.csv"
     big.write_bytes(b"x" * 300_000)
     too_big = upload(client, big, None)

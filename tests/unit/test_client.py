@@ -530,3 +530,45 @@ async def test_a_malformed_ndjson_line_is_a_bad_response(
     async with FhirClient(base_url=BASE, sleep=sleeps) as client:
         with pytest.raises(BadResponse, match="line 2 is not JSON"):
             _ = [r async for r in client.stream_ndjson("files/p.ndjson")]
+
+
+class _CountingAuth:
+    """Credentials that count how often they are asked for."""
+
+    refreshable = False
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def headers(self, http: httpx.AsyncClient, base_url: str) -> dict[str, str]:
+        self.asked += 1
+        return {"Authorization": "Bearer secret-token"}
+
+    def invalidate(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("url", [
+    "https://elsewhere.test/r4/Patient",  # another host
+    "http://fhir.test:8443/r4/Patient",  # same host and port, another scheme
+    "https://fhir.test:9443/r4/Patient",  # another port
+])  # fmt: skip
+@respx.mock
+async def test_send_never_attaches_credentials_off_origin(url: str) -> None:
+    """The one place credentials are attached checks the origin itself, whoever calls it."""
+    seen = respx.route().mock(return_value=httpx.Response(200, json={}))
+    auth = _CountingAuth()
+    async with FhirClient(base_url="https://fhir.test:8443/r4", auth=auth, max_retries=0) as c:
+        with pytest.raises(ForeignOriginError):
+            await c._send("GET", url, None, None, None)
+        assert (auth.asked, seen.call_count) == (0, 0)
+        await c._send("GET", "https://fhir.test:8443/r4/Patient", None, None, None)
+        assert (auth.asked, seen.call_count) == (1, 1)
+
+
+def test_an_origin_is_scheme_host_and_port() -> None:
+    from fhir_cart.client import origin
+
+    assert origin("https://FHIR.test/r4") == ("https", "fhir.test", 443)
+    assert origin("http://fhir.test:443/r4") == ("http", "fhir.test", 443)
+    assert origin("http://fhir.test:443/r4") != origin("https://fhir.test/r4")

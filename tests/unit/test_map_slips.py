@@ -27,13 +27,13 @@ from fhir_cart.summary import (
 )
 from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
 
-KEY = {"X-API-Key": "k-123"}
+KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        api_keys=[SecretStr("k-123")],
+        api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
     )  # fmt: skip
 
 

@@ -15,13 +15,14 @@ from fhir_cart.service.jobs import run_worker
 from fhir_cart.settings import ServerSettings, Settings
 from tests.conftest import FIXTURES
 
-KEY = {"X-API-Key": "k-123"}
+KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        api_keys=[SecretStr("k-123")], registry_key=SecretStr("r" * 64),
+        api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
+        registry_key=SecretStr("r" * 64),
         servers={"registry": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
     )  # fmt: skip
 

@@ -14,7 +14,7 @@ from fhir_cart.service.app import create_app
 from fhir_cart.settings import ServerSettings, Settings
 from tests.conftest import CENTRE_B_FILE
 
-KEY = {"X-API-Key": "k-123"}
+KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 
 
 def _nowhere() -> str:
@@ -36,7 +36,7 @@ def _wait(client: TestClient, job_id: int) -> dict[str, Any]:
 def test_a_file_with_rejects_is_not_pushed_in_part_unless_asked(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        api_keys=[SecretStr("k-123")],
+        api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
         servers={"h": ServerSettings(base_url=_nowhere(), max_retries=0)},
     )  # fmt: skip
     bad = tmp_path / "bad.csv"
@@ -60,7 +60,7 @@ def test_a_file_with_rejects_is_not_pushed_in_part_unless_asked(tmp_path: Path) 
 def test_an_upload_lists_and_stores_at_most_max_rejects_reported(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        api_keys=[SecretStr("k-123")], max_rejects_reported=3,
+        api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")], max_rejects_reported=3,
     )  # fmt: skip
     header, row = CENTRE_B_FILE.read_text(encoding="utf-8").splitlines()[:2]
     bad_rows = [row.replace("B-101,w,03.04.2012", f"B-9{i:02d},w,99.99.2012") for i in range(40)]
@@ -82,7 +82,7 @@ def test_a_jobs_failures_are_grouped_by_cause_with_a_hint(tmp_path: Path) -> Non
 
     settings = Settings(
         data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        api_keys=[SecretStr("k-123")],
+        api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
     )  # fmt: skip
     too_many = "Transaction requires strict isolation but has too many entries"
     with TestClient(create_app(settings, run_workers=False)) as client:

@@ -28,7 +28,7 @@ from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
 from tests.conftest import CENTRE_B_FILE
 
-KEY = {"X-API-Key": "test-key-123"}
+KEY = {"X-API-Key": "test-key-123-0123456789abcdef0123"}
 LIMIT = 200_000
 
 
@@ -36,7 +36,7 @@ def make_settings(tmp_path: Path, keys: list[str] | None = None) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        api_keys=[SecretStr(k) for k in (["test-key-123"] if keys is None else keys)],
+        api_keys=[SecretStr(k) for k in ([KEY["X-API-Key"]] if keys is None else keys)],
         max_upload_bytes=LIMIT,
         max_body_bytes=10_000,
     )
@@ -233,8 +233,8 @@ def test_refused_uploads_leave_nothing_on_disk(app: FastAPI, tmp_path: Path) -> 
     assert len(bomb) < LIMIT
     with TestClient(app) as client:
         for name, content, status, words in [
-            ("a.xlsx", b"not a zip", 422, "not a workbook"),
-            ("b.xlsx", bomb, 413, "unpacks to more than"),
+            ("a.xlsx", b"not a zip", 422, "not an .xlsx workbook"),
+            ("b.xlsx", bomb, 413, "unpacks to"),
             ("c.csv", b"x" * (LIMIT + 1), 413, "larger than"),
             ("d.csv", b"study_id\n" + b"y" * 140_000 + b"\n", 422, "field larger"),
         ]:
@@ -271,3 +271,50 @@ async def test_a_slow_upload_does_not_block_health(
         assert (await upload).status_code == 201
     assert health.status_code == 200
     assert waited < 0.5
+
+
+def _near_misses() -> list[dict[str, str]]:
+    """Headers that hold the key almost, or in the wrong place: each must be refused."""
+    key = KEY["X-API-Key"]
+    return [
+        {"X-API-Key": key[:8] + "x" * (len(key) - 8)},  # the first 8 bytes of the real key
+        {"X-API-Key": key[:-1]},  # all but its last
+        {"X-API-Key": key + "x"},
+        {"Authorization": f"Basic {key}"},  # the key under another scheme
+        {"Authorization": f"Token {key}"},
+        {"Authorization": key},
+    ]
+
+
+@pytest.mark.parametrize("headers", _near_misses())
+def test_a_near_miss_key_is_refused_by_the_guard(app: FastAPI, headers: dict[str, str]) -> None:
+    with TestClient(app) as client:
+        # /openapi.json and /docs have no route-level check: the Guard alone decides there
+        for path in ("/jobs", "/openapi.json", "/docs"):
+            answer = client.get(path, headers=headers)
+            assert answer.status_code in (401, 403), (path, headers)
+            assert client.get(path, headers=KEY).status_code == 200
+        assert client.get("/jobs", headers={"Authorization": f"bearer {KEY['X-API-Key']}"}
+                          ).status_code == 200  # fmt: skip
+
+
+@pytest.mark.parametrize("headers", [{}, *_near_misses()])
+def test_the_route_level_key_check_refuses_on_its_own(
+    app: FastAPI, headers: dict[str, str]
+) -> None:
+    """Without the Guard middleware (left out by mistake), each route still checks the key."""
+    from fhir_cart.service.guard import Guard
+
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not Guard]
+    with TestClient(app) as client:
+        assert client.get("/jobs", headers=headers).status_code in (401, 403), headers
+        assert client.get("/jobs", headers=KEY).status_code == 200
+
+
+@pytest.mark.parametrize("keys", [["x" * 31], [KEY["X-API-Key"], "short"]])
+def test_the_service_refuses_to_start_with_a_short_key(tmp_path: Path, keys: list[str]) -> None:
+    from fhir_cart.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"api_keys: key \d of \d is shorter than 32"):
+        create_app(make_settings(tmp_path, keys=keys), run_workers=False)
+    create_app(make_settings(tmp_path, keys=["x" * 32]), run_workers=False)

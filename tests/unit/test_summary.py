@@ -744,3 +744,16 @@ def test_the_example_of_the_spec_loads_and_agrees_with_the_seed_study() -> None:
     mine = {r.id: r.value for r in summarise(seed_cases(), SEED)}
     theirs = {r.id: r.value for r in summarise(seed_cases(), example)}
     assert theirs == {k: mine[k] for k in theirs}
+
+
+def test_a_zero_is_a_value_of_a_median_not_a_missing_one() -> None:
+    """Day 0 (the anchor's own day) and a measured 0 count: [0, 10, 20] has median 10,
+    where leaving the 0 out gives 15."""
+    cohort = [
+        case("A", ev("last_follow_up", 0), ev("chimerism", 5, number=0, unit="%")),
+        case("B", ev("last_follow_up", 10), ev("chimerism", 5, number=10, unit="%")),
+        case("C", ev("last_follow_up", 20), ev("chimerism", 5, number=20, unit="%")),
+    ]
+    (fu,) = summarise(cohort, study({"id": "fu", "median_days": {"concept": "last_follow_up"}}))
+    assert (fu.value, fu.patients) == (10, ("A", "B", "C"))
+    assert value_of(cohort, {"median": {"event": {"concept": "chimerism"}}}) == 10

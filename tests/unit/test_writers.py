@@ -331,3 +331,20 @@ def test_csv_escape_round_trips_any_text(text: str) -> None:
 def test_a_quote_that_escapes_no_formula_is_read_as_written(cell: str) -> None:
     assert safe_csv_cell(cell) == cell
     assert unescape_csv_cell(cell) == cell
+
+
+def test_control_characters_are_escaped_in_a_workbook_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One control character broke the whole export (openpyxl refuses it): it is written as
+    Excel writes it (_xHHHH_), a literal escape keeps its own, and the log says how many."""
+    texts = ["Flu\x07 _x0041_ ok", "line\nbreak\ttab"]
+    cases = [_case(event_id=f"1.{i}", attributes={"conditioning": t}) for i, t in enumerate(texts)]
+    (path,) = write_study(cases, tmp_path, "xlsx")
+    column = table_columns()["events"].index("conditioning") + 1
+    sheet = load_workbook(path)["events"]
+    assert [sheet.cell(row=r, column=column).value for r in (2, 3)] == [
+        "Flu_x0007_ _x005F_x0041_ ok", "line\nbreak\ttab",
+    ]  # fmt: skip
+    assert "1 cell(s) held control characters" in caplog.text
+    assert "Flu" not in caplog.text

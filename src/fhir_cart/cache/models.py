@@ -89,6 +89,12 @@ class SyncRun(SQLModel, table=True):
 
 class ResourceOutcome(SQLModel, table=True):
     __tablename__ = "resource_outcome"
+    __table_args__ = (
+        UniqueConstraint(
+            "run_id", "resource_type", "identifier_system", "identifier_value",
+            name="uq_resource_outcome",
+        ),
+    )  # fmt: skip
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="sync_run.id", index=True)

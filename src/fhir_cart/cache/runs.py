@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, update
 from sqlmodel import col
 
 from fhir_cart.cache.base import CHUNK, Key, Store, now
@@ -120,6 +120,12 @@ class RunStore(Store):
             )  # fmt: skip
             return renewed.rowcount == 1
 
+    def finished_by(self, run_id: int, *, worker: str) -> bool:
+        """Whether ``worker`` still holds the run and recorded its end (a heartbeat that
+        fails because the job itself finished is not a lost lease)."""
+        run = self.get_run(run_id)
+        return run is not None and run.worker == worker and run.finished_at is not None
+
     def finish_run(
         self, run_id: int, *, status: str, counts: Mapping[str, object], error: str | None = None
     ) -> None:
@@ -161,11 +167,28 @@ class RunStore(Store):
             claimed = conn.execute(
                 update(SyncRun)
                 .where(col(SyncRun.id) == run_id, takeable)
-                .values(status="running", worker=worker, started_at=now(), heartbeat_at=now())
+                .values(
+                    status="running",
+                    worker=worker,
+                    started_at=now(),
+                    heartbeat_at=now(),
+                    finished_at=None,
+                )
             )
             if claimed.rowcount != 1:
                 return None
         return self.get_run(run_id)
+
+    def oldest_pending(self, *, kinds: Sequence[str] = ("push", "pull")) -> dt.datetime | None:
+        """When the oldest job still waiting for a worker was queued (None: none waits)."""
+        query = select(func.min(col(SyncRun.created_at))).where(
+            col(SyncRun.status) == "pending", col(SyncRun.kind).in_(kinds)
+        )
+        with self.engine.connect() as conn:
+            oldest: dt.datetime | None = conn.execute(query).scalar_one()
+        if oldest is not None and oldest.tzinfo is None:  # SQLite keeps no zone: stored UTC
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        return oldest
 
     def mark_dead_workers(self) -> list[int]:
         """Runs left ``running`` by a process of this host that no longer exists (killed)."""
@@ -239,14 +262,18 @@ class RunStore(Store):
     def add_outcomes(
         self, *, run_id: int, outcomes: Iterable[Outcome], conn: Connection | None = None
     ) -> None:
+        """One row per (run, resource), holding the latest answer: a job resumed or taken
+        over records a resource again without counting it twice."""
         at = now()
-        rows = [
-            {"run_id": run_id, "resource_type": o.key[0], "identifier_system": o.key[1],
-             "identifier_value": o.key[2], "outcome": o.outcome, "status_code": o.status_code,
-             "reason": o.reason, "at": at}
+        latest = {
+            o.key: {"run_id": run_id, "resource_type": o.key[0], "identifier_system": o.key[1],
+                    "identifier_value": o.key[2], "outcome": o.outcome,
+                    "status_code": o.status_code, "reason": o.reason, "at": at}
             for o in outcomes
-        ]  # fmt: skip
-        _insert_many(self, conn, ResourceOutcome, rows)
+        }  # fmt: skip
+        if latest:
+            with self.begin(conn) as c:
+                self.upsert(c, ResourceOutcome, list(latest.values()), _OUTCOME_KEY)
 
     def outcomes(self, *, run_id: int, limit: int = 1000, offset: int = 0) -> list[ResourceOutcome]:
         query = (
@@ -271,6 +298,9 @@ class RunStore(Store):
             query = query.where(col(RejectedInput.run_id) == run_id)
         with self.session() as s:
             return list(s.scalars(query))
+
+
+_OUTCOME_KEY = ("run_id", "resource_type", "identifier_system", "identifier_value")
 
 
 def _insert_many(

@@ -31,8 +31,9 @@ from fhir_cart.cache.base import Key
 from fhir_cart.cache.locks import LockStore
 from fhir_cart.cache.records import RecordStore, SentEntry
 from fhir_cart.cache.runs import JOB_MARK, Outcome, RunStore, run_owner, worker_name
+from fhir_cart.private import private_dir, touch_private
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 """Revision of the newest migration in migrations/versions (a test checks it is alembic's
 head, so a new migration cannot be skipped by :meth:`Cache.migrate`)."""
 __all__ = [
@@ -46,12 +47,14 @@ T = TypeVar("T")
 
 def normalise_url(url: str | None, data_dir: Path = Path("fhir-cart-data")) -> str:
     if not url:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        touch_private(private_dir(data_dir) / "cache.sqlite")
         return f"sqlite:///{data_dir / 'cache.sqlite'}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(url[len("sqlite:///") :].split("?", 1)[0])
+        if str(database) not in ("", ":memory:"):
+            touch_private(private_dir(database.parent) / database.name)
     return url
 
 
@@ -129,9 +132,11 @@ class Cache:
     list_runs = _runs(RunStore.list_runs)
     update_run = _runs(RunStore.update_run)
     heartbeat = _runs(RunStore.heartbeat)
+    finished_by = _runs(RunStore.finished_by)
     finish_run = _runs(RunStore.finish_run)
     claim_next_run = _runs(RunStore.claim_next_run)
     mark_dead_workers = _runs(RunStore.mark_dead_workers)
+    oldest_pending = _runs(RunStore.oldest_pending)
     mark_interrupted = _runs(RunStore.mark_interrupted)
     begin_pending = _runs(RunStore.begin_pending)
     clear_pending = _runs(RunStore.clear_pending)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,10 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fhir_cart import __version__
 from fhir_cart.application import Application
 from fhir_cart.cache import Cache
-from fhir_cart.service.deps import problem
-from fhir_cart.service.guard import Guard
-from fhir_cart.service.jobs import run_worker
+from fhir_cart.errors import ConfigError
+from fhir_cart.private import tighten
+from fhir_cart.service.deps import problem, public_paths
+from fhir_cart.service.guard import Guard, weak_keys
+from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
+from fhir_cart.service.routers.study import expire_uploads
 from fhir_cart.settings import Settings
 
 __all__ = ["create_app", "problem"]
@@ -41,10 +43,11 @@ log = logging.getLogger(__name__)
 
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None  # e.g. Allow on a 405
         members = getattr(exc, "members", None)  # ProblemError's extension members
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers, members)
+        detail = public_paths(str(exc.detail), request.app.state.application)
+        return problem(exc.status_code, _title(exc.status_code), detail, headers, members)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -68,6 +71,18 @@ def _title(status: int) -> str:
         return "Error"
 
 
+async def _sweep_uploads(settings: Settings) -> None:
+    """Expired uploads deleted at start-up and then every tenth of their lifetime (at
+    most hourly, at least a minute apart)."""
+    every = min(max(settings.upload_ttl_hours * 360, 60.0), 3600.0)
+    while True:
+        try:
+            await asyncio.to_thread(expire_uploads, settings)
+        except OSError as exc:  # a folder that vanished meanwhile: next time
+            log.warning("upload clean-up: %s", exc.__class__.__name__)
+        await asyncio.sleep(every)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -80,25 +95,31 @@ def create_app(
     to separate workers; ``cache``: a cache the caller opened (and closes)."""
     application = application or Application(settings)
     settings = application.settings
+    if problem := weak_keys(settings):
+        raise ConfigError(problem)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_cache = cache is None
+        tighten(settings.data_dir)  # uploads, job folders and a SQLite cache live here
         app.state.cache = cache or application.cache()
         # No start-up sweep: a job whose worker died is taken over by any worker once its
         # lease expires (jobs.execute), and a live worker's job is never touched.
-        stop = threading.Event()
-        worker = None
+        workers = None
         if run_workers:
             # Jobs read study files and write the cache, blocking work: they run on a loop
-            # of their own in a thread, so the API's loop only ever serves requests.
-            job_loop = run_worker(application, app.state.cache, stop=stop)
-            worker = threading.Thread(target=asyncio.run, args=(job_loop,), name="jobs")
-            worker.start()
+            # of their own in a thread, so the API's loop only ever serves requests. The
+            # thread is watched and restarted should it die (/health says so meanwhile).
+            workers = Workers(application, app.state.cache)
+            workers.start()
+        app.state.workers = workers
+        sweeper = asyncio.create_task(_sweep_uploads(settings))
         yield
-        stop.set()
-        if worker is not None:
-            await asyncio.to_thread(worker.join)
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        if workers is not None:
+            await asyncio.to_thread(workers.close)
         if own_cache:
             app.state.cache.close()
 

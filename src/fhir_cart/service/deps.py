@@ -20,7 +20,7 @@ from fhir_cart.settings import Settings
 
 __all__ = [
     "AppDep", "Auth", "CacheDep", "JobId", "ProblemError", "SettingsDep", "get_app", "get_cache",
-    "get_job", "get_settings", "problem", "require_key", "unprocessable",
+    "get_job", "get_settings", "problem", "public_paths", "require_key", "unprocessable",
 ]  # fmt: skip
 
 
@@ -38,6 +38,20 @@ def problem(
     return JSONResponse(
         body, status_code=status, media_type="application/problem+json", headers=headers
     )
+
+
+def public_paths(text: str, app: Application) -> str:
+    """``text`` with the service's own folders taken out: a path under the data folder is
+    shown relative to it (``uploads/<id>/study.csv``), one under the mappings folder as
+    ``mappings/...``. Clients never learn where the server keeps its files."""
+    roots: dict[str, str] = {}
+    for folder, shown in ((app.settings.data_dir, ""), (app.mappings_dir, "mappings/")):
+        for form in {str(folder), str(folder.resolve())}:
+            if form not in (".", "/", ""):
+                roots[form.rstrip("/") + "/"] = shown
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root, roots[root])
+    return text
 
 
 def get_app(request: Request) -> Application:

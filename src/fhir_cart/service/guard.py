@@ -22,7 +22,7 @@ import orjson
 
 from fhir_cart.settings import Settings
 
-__all__ = ["OPEN_PATHS", "Guard", "key_accepted"]
+__all__ = ["MIN_KEY_LENGTH", "OPEN_PATHS", "Guard", "key_accepted", "weak_keys"]
 
 log = logging.getLogger(__name__)
 Message = MutableMapping[str, Any]
@@ -34,6 +34,23 @@ OPEN_PATHS = frozenset({"/health"})
 """The only paths served without an API key."""
 _MULTIPART_SLACK = 64 * 1024
 """Room for the multipart envelope and form fields around an upload's file."""
+
+
+MIN_KEY_LENGTH = 32
+"""Characters an API key needs at least (a random 32-character key is ~190 bits)."""
+
+
+def weak_keys(settings: Settings) -> str | None:
+    """Why the configured API keys cannot be used, or None: the service refuses to start
+    with a key shorter than :data:`MIN_KEY_LENGTH` (a guessable key guards nothing)."""
+    short = [n for n, k in enumerate(settings.api_keys, 1)
+             if len(k.get_secret_value()) < MIN_KEY_LENGTH]  # fmt: skip
+    if not short:
+        return None
+    which = ", ".join(map(str, short))
+    return (f"api_keys: key {which} of {len(settings.api_keys)} is shorter than "
+            f"{MIN_KEY_LENGTH} characters; make one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'")  # fmt: skip
 
 
 def key_accepted(given: str | None, settings: Settings) -> bool:

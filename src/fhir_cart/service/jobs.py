@@ -24,13 +24,14 @@ import orjson
 from fhir_cart.application import Application
 from fhir_cart.cache import Cache, run_owner, worker_name
 from fhir_cart.cache.models import SyncRun
+from fhir_cart.private import private_dir
 from fhir_cart.settings import Settings
 from fhir_cart.summary import summarise
 from fhir_cart.sync.pull import PullSelection, parse_types
 from fhir_cart.sync.service import PullOutcome, write_unmapped
 from fhir_cart.writers import write_study
 
-__all__ = ["JOB_KINDS", "execute", "job_dir", "run_worker", "worker_name"]
+__all__ = ["JOB_KINDS", "Workers", "execute", "job_dir", "run_worker", "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: C
         group_id=params.get("group_id"), query=params.get("query"), since=params.get("since"),
         types=parse_types(params.get("types")),
     )  # fmt: skip
-    out, study = job_dir(app.settings, run_id), params.get("study")
+    out, study = private_dir(job_dir(app.settings, run_id)), params.get("study")
     await app.pull(
         selection, server=app.server(params["server"], url_allowed=False), cache=cache,
         run_id=run_id, use_export=bool(params.get("use_export")),
@@ -102,8 +103,9 @@ async def _registry(run: SyncRun, params: dict[str, Any], app: Application, cach
     def progress(step: str, done: int, total: int) -> None:
         cache.update_run(run_id, progress_done=done, progress_total=total)
 
+    out = private_dir(job_dir(app.settings, run_id))
     result, _ = await asyncio.to_thread(
-        app.registry_build, Path(params["registry_file"]), job_dir(app.settings, run_id),
+        app.registry_build, Path(params["registry_file"]), out,
         push=params.get("server"), force=bool(params.get("force")), progress=progress,
     )  # fmt: skip
     registry = result.registry
@@ -149,7 +151,7 @@ async def _job(run: SyncRun, app: Application, cache: Cache) -> None:
             await _pull(run, params, app, cache)
     except Exception as exc:  # the job's failure belongs to the job, not to the worker
         log.warning("job %s failed: %s", run.id, exc.__class__.__name__)
-        cache.finish_run(run.id, status="failed", counts={}, error=_safe_error(exc))
+        cache.finish_run(run.id, status="failed", counts={}, error=_safe_error(exc, app))
 
 
 @contextlib.asynccontextmanager
@@ -157,36 +159,51 @@ async def _lease(
     cache: Cache, run_id: int, worker: str, seconds: float
 ) -> AsyncIterator[threading.Event]:
     """Heartbeats every quarter lease from a thread of their own (a job's blocking work
-    cannot delay them); if one finds the job taken over, the job's task is cancelled."""
+    cannot delay them); if one finds the job taken over, the job's task is cancelled.
+
+    The cancel is delivered on the loop, only while the job still runs inside this lease:
+    one that arrives after the job ended (its own ``finish_run`` made the next heartbeat
+    fail) is dropped, so it can never reach the worker's loop or its next job."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     stop, lost = threading.Event(), threading.Event()
+    state = {"inside": True, "cancelled": False}
+
+    def cancel_job() -> None:  # runs on the loop, so never while the finally below runs
+        if state["inside"]:
+            state["cancelled"] = True
+            task.cancel()
 
     def beat() -> None:
         while not stop.wait(seconds / 4):
-            if not cache.heartbeat(run_id, worker=worker):
+            if cache.heartbeat(run_id, worker=worker):
+                continue
+            if not cache.finished_by(run_id, worker=worker):
                 lost.set()
-                loop.call_soon_threadsafe(task.cancel)
-                return
+                loop.call_soon_threadsafe(cancel_job)
+            return
 
     thread = threading.Thread(target=beat, name=f"lease-{run_id}", daemon=True)
     thread.start()
     try:
         yield lost
     finally:
+        state["inside"] = False
         stop.set()
         thread.join()  # at most one heartbeat in flight: never long, and no await to cancel
-        if lost.is_set():
+        if state["cancelled"]:
             task.uncancel()
 
 
-def _safe_error(exc: Exception) -> str:
-    """Error text for clients: the message of our own errors, the class name otherwise."""
+def _safe_error(exc: Exception, app: Application) -> str:
+    """Error text for clients: the message of our own errors (paths relative to the data
+    and mappings folders), the class name otherwise."""
     from fhir_cart.errors import FhirCartError
+    from fhir_cart.service.deps import public_paths
 
     if isinstance(exc, FhirCartError):
-        return str(exc)[:2000]
+        return public_paths(str(exc), app)[:2000]
     return exc.__class__.__name__
 
 
@@ -199,18 +216,73 @@ async def run_worker(
     stop: asyncio.Event | threading.Event | None = None,
     until_empty: bool = False,
 ) -> int:
-    """Claim and run jobs until ``stop`` is set (or the queue is empty, with until_empty)."""
+    """Claim and run jobs until ``stop`` is set (or the queue is empty, with until_empty).
+    An error outside a job (the cache not answering, say) is logged by class and the loop
+    goes on after ``poll`` seconds: it never ends the worker."""
     app = _application(app)
     name = name or worker_name()
     done = 0
     while stop is None or not stop.is_set():
-        lease = app.settings.job_lease_seconds
-        run = cache.claim_next_run(worker=name, lease=lease, kinds=JOB_KINDS)
-        if run is None:
-            if until_empty:
-                return done
-            await asyncio.sleep(poll)
-            continue
-        await execute(run, app, cache)
-        done += 1
+        lease, run = app.settings.job_lease_seconds, None
+        try:
+            run = cache.claim_next_run(worker=name, lease=lease, kinds=JOB_KINDS)
+            if run is not None:
+                await execute(run, app, cache)
+                done += 1
+                continue
+        except Exception as exc:  # the worker outlives any one failure
+            log.error("job worker %s: %s outside a job; going on", name, exc.__class__.__name__)
+        if until_empty:
+            return done
+        await asyncio.sleep(poll)
     return done
+
+
+class Workers:
+    """The job worker on a loop of its own in a thread, watched: a worker that dies (an
+    exception or a cancellation reached its loop) is logged by class name and restarted
+    within ``check`` seconds. ``alive()`` and ``restarts`` are what ``/health`` reports."""
+
+    def __init__(
+        self, app: Application | Settings, cache: Cache, *, poll: float = 0.5, check: float = 1.0
+    ) -> None:
+        self.app, self.cache, self.poll, self.check = _application(app), cache, poll, check
+        self.stop = threading.Event()
+        self.restarts = 0
+        self.last_death: str | None = None
+        self._thread: threading.Thread | None = None
+        self._watch = threading.Thread(target=self._watch_loop, name="jobs-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread = self._spawn()
+        self._watch.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self._watch.is_alive():
+            self._watch.join()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _spawn(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="jobs")
+        thread.start()
+        return thread
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(run_worker(self.app, self.cache, poll=self.poll, stop=self.stop))
+        except BaseException as exc:  # recorded; the watcher restarts it
+            self.last_death = exc.__class__.__name__
+            log.error("job worker died: %s", self.last_death)
+
+    def _watch_loop(self) -> None:
+        while not self.stop.wait(self.check):
+            if self.alive() or self.stop.is_set():
+                continue
+            self.restarts += 1
+            log.error("job worker was dead (%s): restart %d", self.last_death, self.restarts)
+            self._thread = self._spawn()

@@ -9,6 +9,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fhir_cart.cache.models import SyncRun
+from fhir_cart.references import id_problem
 from fhir_cart.sync.pull import parse_types
 
 __all__ = [
@@ -20,6 +21,12 @@ __all__ = [
 class Health(BaseModel):
     status: str
     version: str
+    worker: str | None = None
+    """``alive``, ``dead`` (503: being restarted), or ``separate`` (jobs run by ``fhir-cart
+    worker`` processes, not by this one); only on ``/health``."""
+    worker_restarts: int | None = None
+    oldest_pending_seconds: float | None = None
+    """Age of the oldest job waiting for a worker (None: none waits)."""
 
 
 class RejectOut(BaseModel):
@@ -87,6 +94,8 @@ class PullRequest(BaseModel):
         if not needed[self.selection]:
             raise ValueError(f"selection {self.selection!r} needs its value")
         parse_types(self.types)  # its ValueError names the part at fault: a 422
+        if self.group_id is not None and (problem := id_problem(self.group_id)):
+            raise ValueError(f"group_id {self.group_id!r}: {problem}")
         return self
 
 

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from fhir_cart.client import bundle_links
 from fhir_cart.errors import BadResponse, FhirClientError, LimitExceeded
 from fhir_cart.references import patient_id, subject_patient_id
 from fhir_cart.sync.capabilities import (
@@ -612,7 +613,7 @@ async def _selected_chunks(
 
 
 def _next(page: Json) -> bool:
-    return any(link.get("relation") == "next" for link in page.get("link", ()))
+    return any(link.get("relation") == "next" for link in bundle_links(page))
 
 
 async def pull_resources(
