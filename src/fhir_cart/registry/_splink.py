@@ -18,7 +18,7 @@ from typing import Any
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, content_order
 
-__all__ = ["predict"]
+__all__ = ["comparison_vectors", "predict"]
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,18 @@ def _date_comparison(name: str, priors: bool) -> Any:
     import splink.comparison_library as cl
 
     p = _DATE_PRIORS if priors else (None,) * 6
-    swapped = f'("{name}_swap_l" = "{name}_r" OR "{name}_l" = "{name}_swap_r")'
+    # splink's own levels quote the columns for the backend's dialect (a hand-written
+    # "name_l" is an identifier in DuckDB but a string literal in Spark SQL)
+    swapped = cll.Or(
+        cll.ColumnsReversedLevel(f"{name}_swap", name),
+        cll.ColumnsReversedLevel(name, f"{name}_swap"),
+    ).configure(label_for_charts="day and month transposed")
     return cl.CustomComparison(
         output_column_name=name,
         comparison_levels=[
             cll.NullLevel(name),
             _level(cll.ExactMatchLevel(name), p[0]),
-            _level(cll.CustomLevel(swapped, label_for_charts="day and month transposed"), p[1]),
+            _level(swapped, p[1]),
             _level(cll.LevenshteinLevel(name, 1), p[2]),
             *(
                 _level(
@@ -132,7 +137,9 @@ def _sex_comparison(priors: bool) -> Any:
     )
 
 
-def _settings(linkage: LinkageDef, names: list[str], priors: bool, prior_match: float) -> Any:
+def _settings(
+    linkage: LinkageDef, names: list[str], priors: bool, prior_match: float, levels: bool = False
+) -> Any:
     from splink import SettingsCreator, block_on
 
     comparisons = [_date_comparison(name, priors) for name in names]
@@ -148,8 +155,10 @@ def _settings(linkage: LinkageDef, names: list[str], priors: bool, prior_match: 
         comparisons=comparisons,
         blocking_rules_to_generate_predictions=blocking,
         probability_two_random_records_match=prior_match,
-        retain_matching_columns=False,
-        retain_intermediate_calculation_columns=False,
+        # splink keeps the levels (gamma) only beside the compared values; those stay in
+        # memory (:func:`comparison_vectors` reads the levels alone)
+        retain_matching_columns=levels,
+        retain_intermediate_calculation_columns=levels,
     )
 
 
@@ -168,7 +177,10 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
             from splink.backends.spark import similarity_jar_location
 
             builder = SparkSession.builder.appName("fhir-cart-registry")
-            spark = builder.config("spark.jars", similarity_jar_location()).getOrCreate()
+            builder = builder.config("spark.jars", similarity_jar_location())
+            # date differences are taken in seconds: in a zone with summer time, two dates
+            # a week apart across the change would be an hour more or less than a week
+            spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
         # persist: no checkpoint folder to configure (set one and use "checkpoint" on a cluster)
         api = SparkAPI(spark_session=spark, break_lineage_method="persist")  # type: ignore[no-untyped-call]
         return api, spark
@@ -213,19 +225,16 @@ def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
         )
 
 
-def predict(
+def _linker(
     records: Sequence[Any],
     linkage: LinkageDef,
-    *,
-    spark: Any = None,
-    only: set[str] | None = None,
-    model: dict[str, Any] | None = None,
-) -> tuple[list[Any], dict[str, Any]]:
-    """Links between records of different centres with probability >= the threshold, and
-    the model used (splink settings with its parameters, to score later runs alike).
-
-    ``only``: score just the pairs that touch these centres (the others are one table, so
-    splink does not compare them with each other). ``model``: a model of an earlier run."""
+    spark: Any,
+    only: set[str] | None,
+    model: dict[str, Any] | None,
+    levels: bool = False,
+) -> tuple[Any, dict[str, str]]:
+    """A splink Linker over the records (trained when the definition asks), and splink's
+    row ids -> pseudonyms."""
     from splink import Linker
 
     names = list(linkage.dates)
@@ -247,7 +256,7 @@ def predict(
         or (linkage.train == "auto" and len(records) >= linkage.min_records_to_train)
     )
     settings: Any = model or _settings(
-        linkage, names, priors=not train, prior_match=_prior_match(sizes)
+        linkage, names, priors=not train, prior_match=_prior_match(sizes), levels=levels
     )
     db_api, spark = _db_api(linkage, spark)
     linker = Linker(
@@ -262,8 +271,25 @@ def predict(
         _train(linker, linkage, names)
     if linkage.backend == "duckdb":  # scores do not depend on threads, only sampling does
         db_api._con.execute("RESET threads")
+    return linker, pseudonym_of
+
+
+def predict(
+    records: Sequence[Any],
+    linkage: LinkageDef,
+    *,
+    spark: Any = None,
+    only: set[str] | None = None,
+    model: dict[str, Any] | None = None,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Links between records of different centres with probability >= the threshold, and
+    the model used (splink settings with its parameters, to score later runs alike).
+
+    ``only``: score just the pairs that touch these centres (the others are one table, so
+    splink does not compare them with each other). ``model``: a model of an earlier run."""
+    linker, pseudonym_of = _linker(records, linkage, spark, only, model)
     found = linker.inference.predict(threshold_match_probability=linkage.threshold)
-    frame = found.as_pandas_dataframe()  # type: ignore[no-untyped-call]
+    frame = found.as_pandas_dataframe()
     links = [
         Link(min(a, b), max(a, b), round(float(p), 6), "probabilistic")
         for a, b, p in zip(
@@ -275,3 +301,21 @@ def predict(
     ]
     found.drop_table_from_database_and_remove_from_cache()
     return sorted(links), dict(linker.misc.save_model_to_json())
+
+
+def comparison_vectors(
+    records: Sequence[Any], linkage: LinkageDef, *, spark: Any = None
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Every candidate pair (pseudonyms, smaller first) -> the level each comparison gave
+    it (splink's gamma: -1 null, then levels from the weakest, 0, up to exact): what the
+    model saw, whatever the probability."""
+    linker, pseudonym_of = _linker(records, linkage, spark, None, None, levels=True)
+    found = linker.inference.predict()
+    frame = found.as_pandas_dataframe()
+    gammas = [c for c in frame.columns if str(c).startswith("gamma_")]
+    vectors = {}
+    for row in frame.to_dict("records"):
+        a, b = pseudonym_of[str(row["unique_id_l"])], pseudonym_of[str(row["unique_id_r"])]
+        vectors[(min(a, b), max(a, b))] = {str(g)[6:]: int(row[g]) for g in gammas}
+    found.drop_table_from_database_and_remove_from_cache()
+    return dict(sorted(vectors.items()))
