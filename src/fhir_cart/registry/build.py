@@ -33,6 +33,7 @@ from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
 from fhir_cart.registry.definition import CentreDef, RegistryDef
+from fhir_cart.registry.ids import IdLedger, assign_ids
 from fhir_cart.registry.linkage import (
     Link,
     LinkRecord,
@@ -188,6 +189,8 @@ class Registry:
     provenance: list[dict[str, Any]]
     centre_records: dict[str, int]
     link_state: LinkState | None = None
+    ids: IdLedger | None = None
+    """Registry id -> its centre records, and every id retired (see :mod:`.ids`)."""
 
 
 @dataclass
@@ -333,9 +336,10 @@ def _link(
     progress: Progress,
     state: LinkState,
     previous: LinkState | None = None,
-) -> tuple[dict[str, list[Case]], list[Link], list[Link], LinkState]:
-    """Registry pseudonym -> that patient's centre records, the links, and what a later run
-    may reuse."""
+    ids: IdLedger | None = None,
+) -> tuple[dict[str, list[Case]], list[Link], list[Link], LinkState, IdLedger]:
+    """Registry pseudonym -> that patient's centre records, the links, what a later run
+    may reuse, and the registry ids' ledger (``ids``: the last build's)."""
     records: list[LinkRecord] = []
     case_of: dict[str, Case] = {}
     for centre in sorted(data):
@@ -348,11 +352,12 @@ def _link(
     links = deterministic_links(records) + state.links
     found = cluster(records, links, definition.linkage.threshold)
     progress("link", 1, 1)
+    clusters = list(found.members().values())
+    names, ledger = assign_ids(clusters, ids, pseudonyms)
     patients = {
-        pseudonyms.registry_patient(members): [case_of[m] for m in members]
-        for members in found.members().values()
+        name: [case_of[m] for m in members] for name, members in zip(names, clusters, strict=True)
     }
-    return dict(sorted(patients.items())), found.links, found.refused, state
+    return dict(sorted(patients.items())), found.links, found.refused, state, ledger
 
 
 def _merge(
@@ -485,14 +490,15 @@ def assemble(
     spark: Any = None,
     progress: Progress | None = None,
     previous: LinkState | None = None,
+    ids: IdLedger | None = None,
 ) -> Registry:
     """The registry in memory from each centre's records (pure but for splink's engine).
     ``previous``: the link state of an earlier run, whose scores of unchanged centres'
-    pairs are reused."""
+    pairs are reused; ``ids``: the ledger of the last build, whose ids are kept."""
     step = progress or (lambda *_: None)
     state = LinkState(_linkage_fingerprint(definition, pseudonyms), _inputs(sources))
-    patients, links, refused, state = _link(
-        data, definition, pseudonyms, spark, step, state, previous
+    patients, links, refused, state, ledger = _link(
+        data, definition, pseudonyms, spark, step, state, previous, ids
     )
     protection = Protection(definition, pseudonyms, library)
     merged, protected, conflicts = _merge(patients, definition, protection, step)
@@ -512,6 +518,7 @@ def assemble(
         provenance=provenance,
         centre_records={c: len(d.cases) for c, d in sorted(data.items())},
         link_state=state,
+        ids=ledger,
     )
 
 
@@ -549,6 +556,38 @@ def _links_csv(links: list[Link], refused: list[Link]) -> bytes:
     )  # fmt: skip
 
 
+def _crosswalk_csv(ledger: IdLedger | None) -> bytes:
+    retired = {} if ledger is None else ledger.retired
+    return csv_bytes(
+        ["old_id", "new_id", "change"],
+        (
+            [old, new, entry.reason]
+            for old, entry in sorted(retired.items())
+            for new in (entry.successors or ("",))
+        ),
+    )
+
+
+IDS_FILE = "registry-ids.json"
+
+
+def read_ids(out: Path) -> tuple[IdLedger | None, list[str]]:
+    """The last build's id ledger in ``out`` (None on a first build), and a note when it
+    could not be read (every patient then gets a fresh id, which the note says)."""
+    path = out / IDS_FILE
+    if not path.exists():
+        return None, []
+    try:
+        return IdLedger.from_json(orjson.loads(path.read_bytes())), []
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        note = (
+            f"{IDS_FILE} could not be read ({type(exc).__name__}): registry ids start afresh "
+            "(restore the file from a backup and build again with --force to keep them)"
+        )
+        log.warning("registry %s", note)
+        return None, [note]
+
+
 def write_registry(
     out: Path, registry: Registry, definition: RegistryDef, library: ConceptLibrary | None
 ) -> list[Path]:
@@ -569,6 +608,8 @@ def write_registry(
         ),
         "reports/quality.json": _json(registry.quality),
         "reports/links.csv": _links_csv(registry.links, registry.refused),
+        "reports/crosswalk.csv": _crosswalk_csv(registry.ids),
+        IDS_FILE: _json(None if registry.ids is None else registry.ids.as_json()),
         "summaries.json": _json(registry.summaries),
         "fhir/Provenance.ndjson": _ndjson(registry.provenance),
         **{f"fhir/ConceptMap-{m['id']}.json": _json(m) for m in registry.concept_maps},
@@ -633,6 +674,7 @@ def build_registry(
     if not force and state_file.exists() and orjson.loads(state_file.read_bytes()) == state:
         return BuildResult(out=out, skipped=True)
     step = progress or (lambda *_: None)
+    ids, id_notes = read_ids(out)
     folder = None if work is None else WorkFolder(work)
     inputs = _inputs(sources)
     data: dict[str, CentreData] = {}
@@ -649,11 +691,11 @@ def build_registry(
     registry = assemble(
         definition, data, sources, pseudonyms=pseudonyms, library=library,
         summariser=summariser, spark=spark, progress=progress,
-        previous=None if folder is None or force else folder.link_state(),
+        previous=None if folder is None or force else folder.link_state(), ids=ids,
     )  # fmt: skip
     if folder is not None and registry.link_state is not None:
         folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, _json(state))
-    notes = [] if folder is None else folder.notes
+    notes = id_notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)

@@ -61,7 +61,7 @@ class Linkage:
 
     patient_of: dict[str, str]
     """Centre pseudonym -> the smallest centre pseudonym of its patient (the caller names
-    the registry patient, see :meth:`Pseudonymiser.registry_patient`)."""
+    the registry patient, see :func:`fhir_cart.registry.ids.assign_ids`)."""
     links: list[Link]
     refused: list[Link]
     """Links not taken because they would join two records of one centre."""
