@@ -415,6 +415,22 @@ def _quality(
     }
 
 
+def _gaps(quality: dict[str, Any], merged: Sequence[MergedPatient]) -> dict[str, Any]:
+    """Each centre's quality with ``missing_where_a_linked_centre_has``: field -> how many
+    of its linked patients lack it (or a detail of it) while another centre has it."""
+    counts: dict[str, dict[str, int]] = {centre: {} for centre in quality}
+    for patient in merged:
+        for centre, name in patient.gaps:
+            counts[centre][name] = counts[centre].get(name, 0) + 1
+    return {
+        centre: {
+            **report,
+            "missing_where_a_linked_centre_has": dict(sorted(counts[centre].items())),
+        }
+        for centre, report in quality.items()
+    }
+
+
 def _summaries(
     summariser: Summariser | None, merged: list[MergedPatient], data: dict[str, CentreData]
 ) -> dict[str, Any]:
@@ -512,7 +528,9 @@ def assemble(
         conflicts=conflicts,
         links=links,
         refused=refused,
-        quality=_quality(data, library, pseudonyms, definition.pseudonymisation.keep_text),
+        quality=_gaps(
+            _quality(data, library, pseudonyms, definition.pseudonymisation.keep_text), merged
+        ),
         summaries=_summaries(summariser, merged, data),
         concept_maps=maps,
         provenance=provenance,
