@@ -79,7 +79,7 @@ def _signature(event: Event) -> tuple[Any, ...]:
 
 def _parts(event: Event) -> dict[str, Any]:
     """What an event states, part by part (parts it leaves empty are absent)."""
-    found = {"when": event.when, "end": event.end, "value": event.value}
+    found: dict[str, Any] = {"when": event.when, "end": event.end, "value": event.value}
     found.update({f"attributes.{k}": v for k, v in event.attributes.items()})
     return {k: v for k, v in found.items() if v is not None}
 
