@@ -18,7 +18,7 @@ from typing import Any
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, content_order
 
-__all__ = ["comparison_vectors", "predict"]
+__all__ = ["comparison_vectors", "identifier_evidence", "predict"]
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,12 @@ def _linker(
     settings: Any = model or _settings(
         linkage, names, priors=not train, prior_match=_prior_match(sizes), levels=levels
     )
+    if model is not None:  # the levels are kept only when asked for, whatever the model said
+        settings = {
+            **model,
+            "retain_matching_columns": levels,
+            "retain_intermediate_calculation_columns": levels,
+        }
     db_api, spark = _db_api(linkage, spark)
     linker = Linker(
         _tables(columns, centres, spark),
@@ -282,25 +288,81 @@ def predict(
     only: set[str] | None = None,
     model: dict[str, Any] | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Links between records of different centres with probability >= the threshold, and
-    the model used (splink settings with its parameters, to score later runs alike).
+    """Links between records of different centres with probability >= the threshold (or
+    >= ``linkage.review``, then with each comparison's level as evidence), and the model
+    used (splink settings with its parameters, to score later runs alike).
 
     ``only``: score just the pairs that touch these centres (the others are one table, so
     splink does not compare them with each other). ``model``: a model of an earlier run."""
-    linker, pseudonym_of = _linker(records, linkage, spark, only, model)
-    found = linker.inference.predict(threshold_match_probability=linkage.threshold)
-    frame = found.as_pandas_dataframe()
-    links = [
-        Link(min(a, b), max(a, b), round(float(p), 6), "probabilistic")
-        for a, b, p in zip(
-            (pseudonym_of[str(u)] for u in frame["unique_id_l"]),
-            (pseudonym_of[str(u)] for u in frame["unique_id_r"]),
-            frame["match_probability"],
-            strict=True,
-        )
-    ]
+    levels = linkage.review is not None
+    linker, pseudonym_of = _linker(records, linkage, spark, only, model, levels)
+    lowest = linkage.threshold if linkage.review is None else linkage.review
+    found = linker.inference.predict(threshold_match_probability=lowest)
+    links = _links(found.as_pandas_dataframe(), pseudonym_of)
     found.drop_table_from_database_and_remove_from_cache()
-    return sorted(links), dict(linker.misc.save_model_to_json())
+    saved = dict(linker.misc.save_model_to_json())
+    saved.update(retain_matching_columns=False, retain_intermediate_calculation_columns=False)
+    return links, saved
+
+
+def _links(frame: Any, pseudonym_of: dict[str, str]) -> list[Link]:
+    gammas = [str(c) for c in frame.columns if str(c).startswith("gamma_")]
+    found = []
+    for row in frame[["unique_id_l", "unique_id_r", "match_probability", *gammas]].itertuples(
+        index=False, name=None
+    ):
+        a, b = pseudonym_of[str(row[0])], pseudonym_of[str(row[1])]
+        evidence = tuple((g[6:], int(v)) for g, v in zip(gammas, row[3:], strict=True))
+        found.append(Link(min(a, b), max(a, b), round(float(row[2]), 6), "probabilistic",
+                          evidence))  # fmt: skip
+    return sorted(found)
+
+
+def identifier_evidence(
+    records: Sequence[Any],
+    pairs: Sequence[tuple[str, str]],
+    linkage: LinkageDef,
+    model: dict[str, Any],
+    *,
+    spark: Any = None,
+) -> dict[tuple[str, str], Link]:
+    """What the other fields say of pairs linked by an identifier: each pair scored by the
+    model from even odds (probability 0.5 before the comparisons), with its levels."""
+    if not pairs:
+        return {}
+    from splink import Linker, block_on
+
+    by_name = {r.pseudonym: r for r in records}
+    names = list(linkage.dates)
+    sides = []
+    for side in (0, 1):
+        chosen = [by_name[pair[side]] for pair in pairs]
+        columns = _rows(chosen, names)
+        columns["unique_id"] = [f"{n:09d}{'lr'[side]}" for n in range(len(pairs))]
+        columns["pair"] = [f"{n:09d}" for n in range(len(pairs))]
+        columns["centre"] = [str(side)] * len(pairs)
+        sides.append(columns)
+    merged = {k: sides[0][k] + sides[1][k] for k in sides[0]}
+    pseudonym_of = {
+        **{f"{n:09d}l": a for n, (a, _) in enumerate(pairs)},
+        **{f"{n:09d}r": b for n, (_, b) in enumerate(pairs)},
+    }
+    settings = {
+        **model,
+        "blocking_rules_to_generate_predictions": [block_on("pair")],
+        "probability_two_random_records_match": 0.5,
+        "retain_matching_columns": True,
+        "retain_intermediate_calculation_columns": True,
+    }
+    db_api, spark = _db_api(linkage, spark)
+    linker = Linker(
+        _tables(merged, ["0", "1"], spark), settings, db_api, set_up_basic_logging=False,
+        input_table_aliases=[f"ids_{uuid.uuid4().hex[:12]}_{n}" for n in range(2)],
+    )  # fmt: skip
+    found = linker.inference.predict()
+    links = _links(found.as_pandas_dataframe(), pseudonym_of)  # type: ignore[no-untyped-call]
+    found.drop_table_from_database_and_remove_from_cache()
+    return {(k.left, k.right): k for k in links}
 
 
 def comparison_vectors(

@@ -32,10 +32,12 @@ from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
+from fhir_cart.registry.decisions import Decision, read_decisions
 from fhir_cart.registry.definition import CentreDef, RegistryDef
 from fhir_cart.registry.ids import IdLedger, assign_ids
 from fhir_cart.registry.linkage import (
     Link,
+    Linkage,
     LinkRecord,
     cluster,
     deterministic_links,
@@ -50,6 +52,7 @@ from fhir_cart.registry.merge import (
 from fhir_cart.registry.protect import Protection
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.quality import centre_quality
+from fhir_cart.registry.review import REVIEW_HEADER, ReviewItem, Settled, settle
 
 __all__ = [
     "BuildResult",
@@ -191,6 +194,11 @@ class Registry:
     link_state: LinkState | None = None
     ids: IdLedger | None = None
     """Registry id -> its centre records, and every id retired (see :mod:`.ids`)."""
+    review: list[ReviewItem] = field(default_factory=list)
+    """Pairs for people to decide (``reports/review.csv``)."""
+    blocked: list[Link] = field(default_factory=list)
+    """Links not taken because people decided the records apart."""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -254,9 +262,11 @@ def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> 
 def _state(
     definition: RegistryDef, sources: dict[str, fhir.SourceInfo], key: Pseudonymiser
 ) -> dict[str, Any]:
+    decisions = definition.resolve(definition.linkage.decisions)
     return {
         "fhir_cart": __version__,
         "definition": definition.fingerprint(),
+        "decisions": _sha256(decisions) if decisions.is_file() else None,
         "key": key.fingerprint(),
         "centres": {
             c: {"data": s.file_sha256, "mapping": s.mapping_sha256}
@@ -284,13 +294,17 @@ class LinkState:
         return {
             "linkage": self.linkage,
             "centres": self.centres,
-            "links": [[k.left, k.right, k.probability] for k in self.links],
+            "links": [[k.left, k.right, k.probability, dict(k.evidence)] for k in self.links],
             "model": self.model,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> LinkState:
-        links = [Link(a, b, float(p), "probabilistic") for a, b, p in raw["links"]]
+        links = [
+            Link(k[0], k[1], float(k[2]), "probabilistic",
+                 tuple((str(n), int(v)) for n, v in (k[3] if len(k) > 3 else {}).items()))
+            for k in raw["links"]
+        ]  # fmt: skip
         return cls(raw["linkage"], dict(raw["centres"]), links, raw.get("model"))
 
 
@@ -337,9 +351,11 @@ def _link(
     state: LinkState,
     previous: LinkState | None = None,
     ids: IdLedger | None = None,
-) -> tuple[dict[str, list[Case]], list[Link], list[Link], LinkState, IdLedger]:
-    """Registry pseudonym -> that patient's centre records, the links, what a later run
-    may reuse, and the registry ids' ledger (``ids``: the last build's)."""
+    decisions: dict[tuple[str, str], Decision] | None = None,
+) -> tuple[dict[str, list[Case]], Linkage, LinkState, IdLedger, Settled]:
+    """Registry pseudonym -> that patient's centre records, the clusters, what a later run
+    may reuse, the registry ids' ledger (``ids``: the last build's), and what people
+    decided and are asked to decide."""
     records: list[LinkRecord] = []
     case_of: dict[str, Case] = {}
     for centre in sorted(data):
@@ -349,15 +365,38 @@ def _link(
             case_of[record.pseudonym] = case
     progress("link", 0, 1)
     state = _probabilistic(records, definition, state, previous, spark)
-    links = deterministic_links(records) + state.links
-    found = cluster(records, links, definition.linkage.threshold)
+    identifier = deterministic_links(records)
+    settled = settle(
+        identifier, state.links, _contradicted(records, identifier, definition, state, spark),
+        decisions or {}, set(case_of), definition.linkage.threshold,
+    )  # fmt: skip
+    found = cluster(records, settled.links, definition.linkage.threshold, settled.apart)
     progress("link", 1, 1)
     clusters = list(found.members().values())
     names, ledger = assign_ids(clusters, ids, pseudonyms)
     patients = {
         name: [case_of[m] for m in members] for name, members in zip(names, clusters, strict=True)
     }
-    return dict(sorted(patients.items())), found.links, found.refused, state, ledger
+    return dict(sorted(patients.items())), found, state, ledger, settled
+
+
+def _contradicted(
+    records: list[LinkRecord],
+    identifier: list[Link],
+    definition: RegistryDef,
+    state: LinkState,
+    spark: Any,
+) -> dict[tuple[str, str], Link]:
+    """Identifier pairs whose other fields, from even odds, give a probability below
+    ``linkage.contradiction`` (a twin's number typed into the co-twin's record)."""
+    from fhir_cart.registry import _splink
+
+    linkage = definition.linkage
+    if not identifier or state.model is None or linkage.contradiction <= 0:
+        return {}
+    pairs = [(k.left, k.right) for k in identifier]
+    scored = _splink.identifier_evidence(records, pairs, linkage, state.model, spark=spark)
+    return {p: k for p, k in scored.items() if k.probability < linkage.contradiction}
 
 
 def _merge(
@@ -507,14 +546,15 @@ def assemble(
     progress: Progress | None = None,
     previous: LinkState | None = None,
     ids: IdLedger | None = None,
+    decisions: dict[tuple[str, str], Decision] | None = None,
 ) -> Registry:
     """The registry in memory from each centre's records (pure but for splink's engine).
     ``previous``: the link state of an earlier run, whose scores of unchanged centres'
     pairs are reused; ``ids``: the ledger of the last build, whose ids are kept."""
     step = progress or (lambda *_: None)
     state = LinkState(_linkage_fingerprint(definition, pseudonyms), _inputs(sources))
-    patients, links, refused, state, ledger = _link(
-        data, definition, pseudonyms, spark, step, state, previous, ids
+    patients, found, state, ledger, settled = _link(
+        data, definition, pseudonyms, spark, step, state, previous, ids, decisions
     )
     protection = Protection(definition, pseudonyms, library)
     merged, protected, conflicts = _merge(patients, definition, protection, step)
@@ -526,8 +566,8 @@ def assemble(
         cases=protected,
         merged=merged,
         conflicts=conflicts,
-        links=links,
-        refused=refused,
+        links=found.links,
+        refused=found.refused,
         quality=_gaps(
             _quality(data, library, pseudonyms, definition.pseudonymisation.keep_text), merged
         ),
@@ -537,6 +577,13 @@ def assemble(
         centre_records={c: len(d.cases) for c, d in sorted(data.items())},
         link_state=state,
         ids=ledger,
+        review=settled.review,
+        blocked=found.blocked,
+        notes=[
+            f"decision on {d.left} and {d.right} ({'link' if d.link else 'no-link'}, by "
+            f"{d.by}): not both records are in this build (removed, or another key); not used"
+            for d in settled.unknown
+        ],
     )
 
 
@@ -563,13 +610,15 @@ def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
     )  # fmt: skip
 
 
-def _links_csv(links: list[Link], refused: list[Link]) -> bytes:
+def _links_csv(links: list[Link], refused: list[Link], blocked: list[Link]) -> bytes:
     return csv_bytes(
         ["left", "right", "method", "probability", "taken"],
         [
             *([k.left, k.right, k.method, f"{k.probability:.6f}", "yes"] for k in links),
             *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (same centre)"]
               for k in refused),
+            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (decided apart)"]
+              for k in blocked),
         ],
     )  # fmt: skip
 
@@ -625,7 +674,8 @@ def write_registry(
             sorted(registry.conflicts, key=lambda r: (r["patient"], r["field"]))
         ),
         "reports/quality.json": _json(registry.quality),
-        "reports/links.csv": _links_csv(registry.links, registry.refused),
+        "reports/links.csv": _links_csv(registry.links, registry.refused, registry.blocked),
+        "reports/review.csv": csv_bytes(REVIEW_HEADER, (r.row() for r in registry.review)),
         "reports/crosswalk.csv": _crosswalk_csv(registry.ids),
         IDS_FILE: _json(None if registry.ids is None else registry.ids.as_json()),
         "summaries.json": _json(registry.summaries),
@@ -693,6 +743,7 @@ def build_registry(
         return BuildResult(out=out, skipped=True)
     step = progress or (lambda *_: None)
     ids, id_notes = read_ids(out)
+    decisions = read_decisions(definition.resolve(definition.linkage.decisions))
     folder = None if work is None else WorkFolder(work)
     inputs = _inputs(sources)
     data: dict[str, CentreData] = {}
@@ -710,10 +761,11 @@ def build_registry(
         definition, data, sources, pseudonyms=pseudonyms, library=library,
         summariser=summariser, spark=spark, progress=progress,
         previous=None if folder is None or force else folder.link_state(), ids=ids,
+        decisions=decisions,
     )  # fmt: skip
     if folder is not None and registry.link_state is not None:
         folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, _json(state))
-    notes = id_notes + ([] if folder is None else folder.notes)
+    notes = id_notes + registry.notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)

@@ -6,9 +6,10 @@
    usual corruptions: exact, day and month transposed, one typed character, within 30 days.
    splink runs embedded on DuckDB; the same model runs on Spark (``backend: spark``) when a
    registry outgrows one machine.
-3. Clusters: links are taken strongest first (identifiers, then probability), and a link is
-   refused when it would put two records of the same centre into one patient, so a cluster
-   holds at most one record per centre.
+3. Clusters: links are taken strongest first (people's must-link decisions, identifiers,
+   then probability), and a link is refused when it would put two records of the same
+   centre into one patient (so a cluster holds at most one record per centre), or two
+   records people decided are not one patient (cannot-link).
 
 The linkage table (:class:`LinkRecord`) holds exact dates and lives in memory only; what
 leaves this module is pseudonyms and probabilities.
@@ -65,6 +66,8 @@ class Linkage:
     links: list[Link]
     refused: list[Link]
     """Links not taken because they would join two records of one centre."""
+    blocked: list[Link] = field(default_factory=list)
+    """Links not taken because they would join two records decided apart (cannot-link)."""
 
     def members(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -114,10 +117,24 @@ def deterministic_links(records: Iterable[LinkRecord]) -> list[Link]:
     return sorted(links)
 
 
-def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: float) -> Linkage:
-    """Registry patients from links: strongest first, never two records of one centre."""
+_RANK = {"decided": 0, "identifier": 1, "probabilistic": 2}
+
+
+def cluster(
+    records: Sequence[LinkRecord],
+    links: Iterable[Link],
+    threshold: float,
+    apart: Iterable[tuple[str, str]] = (),
+) -> Linkage:
+    """Registry patients from links: strongest first, never two records of one centre,
+    never two records of a pair in ``apart`` (cannot-link decisions)."""
     parent = {r.pseudonym: r.pseudonym for r in records}
     centres = {r.pseudonym: {r.centre} for r in records}
+    members = {r.pseudonym: {r.pseudonym} for r in records}
+    never: dict[str, set[str]] = {}
+    for a, b in apart:
+        never.setdefault(a, set()).add(b)
+        never.setdefault(b, set()).add(a)
 
     def root(name: str) -> str:
         while parent[name] != name:
@@ -127,13 +144,14 @@ def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: flo
 
     taken: list[Link] = []
     refused: list[Link] = []
+    blocked: list[Link] = []
     # ties broken by the records' content, not their pseudonyms: which of two equally
     # likely links is taken must not depend on the key
     rank = {r.pseudonym: n for n, r in enumerate(sorted(records, key=content_order))}
 
     def strength(k: Link) -> tuple[Any, ...]:
         ends = sorted((rank.get(k.left, -1), rank.get(k.right, -1)))
-        return (k.method != "identifier", -k.probability, ends, k.left, k.right)
+        return (_RANK[k.method], -k.probability, ends, k.left, k.right)
 
     order = sorted(links, key=strength)
     for link in order:
@@ -144,10 +162,13 @@ def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: flo
             taken.append(link)
         elif centres[a] & centres[b]:
             refused.append(link)
+        elif any(never.get(m, set()) & members[b] for m in members[a]):
+            blocked.append(link)
         else:
             a, b = min(a, b), max(a, b)
             parent[b] = a
             centres[a] |= centres.pop(b)
+            members[a] |= members.pop(b)
             taken.append(link)
     groups: dict[str, list[str]] = {}
     for record in records:
@@ -156,6 +177,7 @@ def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: flo
         patient_of={m: r for r, members in groups.items() for m in members},
         links=sorted(taken),
         refused=sorted(refused),
+        blocked=sorted(blocked),
     )
 
 
