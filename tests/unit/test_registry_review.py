@@ -182,3 +182,17 @@ def test_a_bad_decision_row_is_named(row: str, says: str) -> None:
 def test_review_must_be_below_the_threshold(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not below threshold"):
         definition(tmp_path, linkage={"threshold": 0.9, "review": 0.95})
+
+
+def test_a_pair_an_identifier_links_is_not_put_to_review() -> None:
+    from fhir_cart.registry.links import Link
+    from fhir_cart.registry.review import settle
+
+    a, b = sorted((P.patient("berlin", "X"), P.patient("london", "Y")))
+    identifier = [Link(b, a, 1.0, "identifier")]
+    band = [Link(a, b, 0.5, "probabilistic")]
+    settled = settle(identifier, band, {}, {}, {a, b}, 0.9)
+    assert settled.review == []
+    assert [k.method for k in settled.links] == ["identifier"]
+    contradicted = settle(identifier, band, {(a, b): band[0]}, {}, {a, b}, 0.9)
+    assert [r.reason for r in contradicted.review] == ["identifier contradicted"]

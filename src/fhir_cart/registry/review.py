@@ -82,8 +82,10 @@ def settle(
     links = [Link(*p, 1.0, "decided") for p, d in sorted(decided.items()) if d.link]
     apart = sorted(p for p, d in decided.items() if not d.link)
     review = []
+    listed = set(decided)
     for link in identifier:
         pair = (min(link.left, link.right), max(link.left, link.right))
+        listed.add(pair)  # in review once at most, and never when an identifier links it
         if pair in contradicted and pair not in decided:
             review.append(ReviewItem(contradicted[pair], "identifier contradicted"))
         elif pair not in contradicted:
@@ -91,7 +93,7 @@ def settle(
     for link in probabilistic:
         if link.probability >= threshold:
             links.append(link)
-        elif (link.left, link.right) not in decided:
+        elif (link.left, link.right) not in listed:
             review.append(ReviewItem(link, "review band"))
     unknown = [d for p, d in sorted(decisions.items()) if p not in decided]
     return Settled(links, apart, sorted(review, key=lambda r: r.link), unknown)
