@@ -179,6 +179,13 @@ def test_a_bad_decision_row_is_named(row: str, says: str) -> None:
     assert f"decisions.csv, {says}" in caught.value.message
 
 
+def test_a_bad_pair_on_the_command_line_is_named_and_nothing_written(tmp_path: Path) -> None:
+    result = decide(tmp_path, "p123", HARD[0], "--link", "--by", "Dr Weber")
+    assert isinstance(result.exception, ConfigError)
+    assert result.exception.message.startswith("the pair given, column left: 'p123'")
+    assert not (tmp_path / "decisions.csv").exists()
+
+
 def test_review_must_be_below_the_threshold(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not below threshold"):
         definition(tmp_path, linkage={"threshold": 0.9, "review": 0.95})

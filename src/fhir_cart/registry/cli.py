@@ -133,16 +133,15 @@ def decide_command(
     import datetime as dt
 
     from fhir_cart.registry import tables
-    from fhir_cart.registry.decisions import Decision, parse_decisions, with_decision
+    from fhir_cart.registry.decisions import Decision, check_decision, with_decision
     from fhir_cart.registry.definition import load_registry
 
     definition = load_registry(registry_file)
     path = definition.resolve(definition.linkage.decisions)
     when = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     decision = Decision(left.strip(), right.strip(), link, by.strip(), when)
-    data = with_decision(path, decision)
-    parse_decisions(data.decode(), path.name)  # the new row is checked like any other
-    tables._write_if_changed(path, data)
+    check_decision(decision, "the pair given")
+    tables._write_if_changed(path, with_decision(path, decision))
     verb = "one patient" if link else "not one patient"
     out.print(f"{path.name}: {decision.left} and {decision.right}: {verb} (by {by})",
               highlight=False)  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Literal
 from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.errors import ConfigError
 
-__all__ = ["Decision", "parse_decisions", "read_decisions", "with_decision"]
+__all__ = ["Decision", "check_decision", "parse_decisions", "read_decisions", "with_decision"]
 
 HEADER = ("left", "right", "decision", "by", "when")
 _PSEUDONYM = re.compile(r"^p[0-9a-f]{32}$")
@@ -68,6 +68,11 @@ def _checked(row: dict[str, str | None], where: str) -> Decision:
             f"{where}, column when: {cell('when')!r}: write the UTC time, e.g. 2026-12-07T14:00:00Z"
         )
     return Decision(cell("left"), cell("right"), decision == "link", cell("by"), cell("when"))
+
+
+def check_decision(decision: Decision, where: str) -> Decision:
+    """The decision, checked like a row of the file (ConfigError naming ``where``)."""
+    return _checked(dict(zip(HEADER, decision.row(), strict=True)), where)
 
 
 def parse_decisions(text: str, name: str) -> dict[tuple[str, str], Decision]:
