@@ -36,8 +36,36 @@ _DATE_PRIORS = (
 )
 _BIRTH_PRIORS = ((0.9, 0.005), (0.06, 0.06), (0.02, 0.05), (0.02, 0.885))
 _SEX_PRIORS = ((0.98, 0.5), (0.02, 0.5))
+# A name: the same spelling (random pairs share a common one a few times in a hundred; the
+# term frequencies adjust this per name when trained), the same sound, else.
+_NAME_PRIORS = ((0.9, 0.03), (0.07, 0.02), (0.03, 0.95))
 EXPECTED_SHARED = 0.15
 """Share of records expected to have a match in another centre (prior of the model)."""
+
+
+def _name_columns(records: Sequence[Any], kinds: Sequence[str]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {}
+    for kind in kinds:
+        tokens = [getattr(r, "names", {}).get(kind) for r in records]
+        columns[f"name_{kind}"] = [None if t is None else t[0] for t in tokens]
+        columns[f"name_{kind}_sound"] = [None if t is None else t[1] for t in tokens]
+    return columns
+
+
+def _name_comparison(kind: str, priors: bool) -> Any:
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    p = _NAME_PRIORS if priors else (None,) * 3
+    return cl.CustomComparison(
+        output_column_name=f"name_{kind}",
+        comparison_levels=[
+            cll.NullLevel(f"name_{kind}"),
+            _level(cll.ExactMatchLevel(f"name_{kind}", term_frequency_adjustments=True), p[0]),
+            _level(cll.ExactMatchLevel(f"name_{kind}_sound"), p[1]),
+            _level(cll.ElseLevel(), p[2]),
+        ],
+    )
 
 
 def _rows(records: Sequence[Any], names: list[str]) -> dict[str, list[Any]]:
@@ -143,6 +171,7 @@ def _settings(
     from splink import SettingsCreator, block_on
 
     comparisons = [_date_comparison(name, priors) for name in names]
+    comparisons += [_name_comparison(kind, priors) for kind in linkage.names]
     if linkage.birth:
         comparisons.insert(0, _birth_comparison(priors))
     if linkage.sex:
@@ -243,7 +272,7 @@ def _linker(
     # row numbers in the order of what is compared; records that tie there are identical in
     # every compared field, so whichever a sample picks, the comparisons are the same.
     ordered = sorted(records, key=content_order)
-    columns = _rows(ordered, names)
+    columns = {**_rows(ordered, names), **_name_columns(ordered, linkage.names)}
     pseudonym_of = {f"{n:09d}": r.pseudonym for n, r in enumerate(ordered)}
     columns["unique_id"] = list(pseudonym_of)
     columns["centre"] = [r.centre for r in ordered]
@@ -337,7 +366,7 @@ def identifier_evidence(
     sides = []
     for side in (0, 1):
         chosen = [by_name[pair[side]] for pair in pairs]
-        columns = _rows(chosen, names)
+        columns = {**_rows(chosen, names), **_name_columns(chosen, linkage.names)}
         columns["unique_id"] = [f"{n:09d}{'lr'[side]}" for n in range(len(pairs))]
         columns["pair"] = [f"{n:09d}" for n in range(len(pairs))]
         columns["centre"] = [str(side)] * len(pairs)

@@ -68,6 +68,9 @@ class LinkageDef(BaseModel):
     identifiers: tuple[str, ...] = ()
     """Shared identifiers compared as pseudonyms (deterministic linkage): patient attribute
     keys, or ``study_id`` when centres share the trial number."""
+    names: tuple[str, ...] = ()
+    """Patient attributes holding names (given, family, birth name), each compared in keyed
+    form: its normalised spelling and its sound. Never written to any output."""
     birth: bool = True
     """Birth year and month (from the birth date) as quasi-identifiers."""
     sex: bool = True
@@ -93,9 +96,9 @@ class LinkageDef(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LinkageDef:
-        bad = [name for name in self.dates if not re.match(_KEY, name)]
+        bad = [name for name in (*self.dates, *self.names) if not re.match(_KEY, name)]
         if bad:
-            raise ValueError(f"dates: {', '.join(bad)} are not keys (a-z, 0-9, _)")
+            raise ValueError(f"dates, names: {', '.join(bad)} are not keys (a-z, 0-9, _)")
         if self.review is not None and self.review >= self.threshold:
             raise ValueError(
                 f"review: {self.review} is not below threshold {self.threshold} (pairs from "

@@ -26,6 +26,7 @@ from typing import Any
 from fhir_cart.records import Case
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, Method, content_order
+from fhir_cart.registry.names import normalise_name, soundex
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 
 __all__ = [
@@ -54,6 +55,8 @@ class LinkRecord:
     birth_month: int | None = None
     dates: dict[str, dt.date | None] = field(default_factory=dict)
     identifiers: tuple[str, ...] = ()
+    names: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    """Name attribute -> keyed tokens of its normalised spelling and of its sound."""
 
 
 @dataclass
@@ -89,6 +92,14 @@ def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -
         raw = patient.study_id if kind == "study_id" else patient.attributes.get(kind)
         if raw is not None and str(raw).strip():
             identifiers.append(pseudonyms.identifier(kind, str(raw)))
+    names: dict[str, tuple[str, str] | None] = {}
+    for kind in linkage.names:
+        clear = normalise_name(str(patient.attributes.get(kind) or ""))
+        names[kind] = (
+            (pseudonyms.token(f"name:{kind}", clear),
+             pseudonyms.token(f"name-sound:{kind}", soundex(clear)))
+            if clear else None
+        )  # fmt: skip
     birth = patient.birth_date if linkage.birth else None
     sex = patient.sex if linkage.sex and patient.sex not in (None, "unknown") else None
     return LinkRecord(
@@ -99,6 +110,7 @@ def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -
         birth_month=birth.month if birth else None,
         dates={name: _first_date(case, concept) for name, concept in linkage.dates.items()},
         identifiers=tuple(identifiers),
+        names=names,
     )
 
 

@@ -150,8 +150,10 @@ def _patient(
         conflicts += [conflict] if conflict else []
         gaps += _gaps(name, centres, values)
     attributes: dict[str, Scalar] = {}
-    dropped = set(definition.linkage.identifiers) | set(
-        definition.pseudonymisation.drop_patient_attributes
+    dropped = (
+        set(definition.linkage.identifiers)
+        | set(definition.linkage.names)
+        | set(definition.pseudonymisation.drop_patient_attributes)
     )
     keys = sorted({k for c in members for k in c.patient.attributes} - dropped)
     for key in keys:
