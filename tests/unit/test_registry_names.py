@@ -3,14 +3,19 @@ the spelling and the sound."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fhir_cart.records import Case, PatientRecord
+from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import LinkRecord, link_records, linkage_record
 from fhir_cart.registry.names import normalise_name, soundex
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.testing.registry_data import make_registry, true_pairs
+from tests.registry_helpers import KEY as KEY_BYTES
+from tests.registry_helpers import definition, output_files, reader_of, three_centres
 
 KEY = Pseudonymiser(b"0123456789abcdef0123456789abcdef")
 NAMES = LinkageDef(names=("given_name", "family_name"))
@@ -90,3 +95,21 @@ def test_names_lift_pair_f1_at_3000() -> None:
     at the second centre): F1 0.987 without names (seed 12), 0.99 or more with them."""
     assert _f1(NAMES, seed=12) >= 0.99
     assert _f1(LinkageDef(), seed=12) < 0.99
+
+
+def test_a_name_used_for_linkage_is_in_no_output(tmp_path: Path) -> None:
+    """Even listed in keep_text and written in lower case (which the open-text screen
+    cannot tell from a word), a linkage name never reaches an output."""
+    cases = three_centres()
+    anna = cases["berlin"][0]
+    cases["berlin"][0] = anna.model_copy(update={"patient": anna.patient.model_copy(
+        update={"attributes": {"patient_name": "kowalski"}})})  # fmt: skip
+    registry = definition(
+        tmp_path,
+        linkage={"identifiers": ["national_id"], "names": ["patient_name"], "threshold": 0.9},
+        pseudonymisation={"dates": "relative", "keep_text": ["patient_name"]},
+    )
+    build_registry(registry, tmp_path / "out", key=KEY_BYTES, reader=reader_of(cases))
+    files = output_files(tmp_path / "out")
+    assert files
+    assert [n for n, data in files.items() if b"kowalski" in data] == []
