@@ -37,10 +37,11 @@ def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     assert conflicts == [
         ("cart_infusion", "rotterdam"),  # Ben: day +224 (Berlin) or +226 (Rotterdam)
         ("diagnosis", "berlin"),  # Anna: 07.03.2019 or 2019-07-03
-        ("diagnosis", "berlin"),  # Ben: disease state only in Berlin
         ("sex", "rotterdam"),  # Ben: a typo in Berlin
     ]
     quality = registry.quality
+    # Ben's disease state is only in Berlin: a gap in Rotterdam's record, not a conflict
+    assert quality["rotterdam"]["missing_where_a_linked_centre_has"] == {"diagnosis": 1}
     assert quality["rotterdam"]["unit_conversions"] == {"cyclophosphamide: converted to mg/m2": 1}
     words = {e["code"] for m in registry.concept_maps if m["id"].endswith("london")
              for g in m["group"] for e in g["element"]}  # fmt: skip

@@ -188,3 +188,14 @@ def test_equally_likely_links_are_chosen_alike_under_any_key() -> None:
         chosen.add(back[next(m for m in found.members()[found.patient_of[a.pseudonym]]
                              if m != a.pseudonym)])  # fmt: skip
     assert len(chosen) == 1
+
+
+def test_records_decided_apart_are_never_joined_through_a_third() -> None:
+    """a1 and c1 were decided apart: b1 may join one of them, never both."""
+    records = [record("a", "a1"), record("b", "b1"), record("c", "c1")]
+    links = [Link("a1", "b1", 0.99, "probabilistic"), Link("b1", "c1", 0.98, "probabilistic")]
+    found = cluster(records, links, 0.9, apart=[("a1", "c1")])
+    assert found.patient_of["a1"] == found.patient_of["b1"]
+    assert found.patient_of["c1"] != found.patient_of["a1"]
+    assert found.blocked == [Link("b1", "c1", 0.98, "probabilistic")]
+    assert len(set(cluster(records, links, 0.9).patient_of.values())) == 1

@@ -18,7 +18,7 @@ from typing import Any
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, content_order
 
-__all__ = ["predict"]
+__all__ = ["comparison_vectors", "identifier_evidence", "predict"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,36 @@ _DATE_PRIORS = (
 )
 _BIRTH_PRIORS = ((0.9, 0.005), (0.06, 0.06), (0.02, 0.05), (0.02, 0.885))
 _SEX_PRIORS = ((0.98, 0.5), (0.02, 0.5))
+# A name: the same spelling (random pairs share a common one a few times in a hundred; the
+# term frequencies adjust this per name when trained), the same sound, else.
+_NAME_PRIORS = ((0.9, 0.03), (0.07, 0.02), (0.03, 0.95))
 EXPECTED_SHARED = 0.15
 """Share of records expected to have a match in another centre (prior of the model)."""
+
+
+def _name_columns(records: Sequence[Any], kinds: Sequence[str]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {}
+    for kind in kinds:
+        tokens = [getattr(r, "names", {}).get(kind) for r in records]
+        columns[f"name_{kind}"] = [None if t is None else t[0] for t in tokens]
+        columns[f"name_{kind}_sound"] = [None if t is None else t[1] for t in tokens]
+    return columns
+
+
+def _name_comparison(kind: str, priors: bool) -> Any:
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    p = _NAME_PRIORS if priors else (None,) * 3
+    return cl.CustomComparison(
+        output_column_name=f"name_{kind}",
+        comparison_levels=[
+            cll.NullLevel(f"name_{kind}"),
+            _level(cll.ExactMatchLevel(f"name_{kind}", term_frequency_adjustments=True), p[0]),
+            _level(cll.ExactMatchLevel(f"name_{kind}_sound"), p[1]),
+            _level(cll.ElseLevel(), p[2]),
+        ],
+    )
 
 
 def _rows(records: Sequence[Any], names: list[str]) -> dict[str, list[Any]]:
@@ -78,13 +106,18 @@ def _date_comparison(name: str, priors: bool) -> Any:
     import splink.comparison_library as cl
 
     p = _DATE_PRIORS if priors else (None,) * 6
-    swapped = f'("{name}_swap_l" = "{name}_r" OR "{name}_l" = "{name}_swap_r")'
+    # splink's own levels quote the columns for the backend's dialect (a hand-written
+    # "name_l" is an identifier in DuckDB but a string literal in Spark SQL)
+    swapped = cll.Or(
+        cll.ColumnsReversedLevel(f"{name}_swap", name),
+        cll.ColumnsReversedLevel(name, f"{name}_swap"),
+    ).configure(label_for_charts="day and month transposed")
     return cl.CustomComparison(
         output_column_name=name,
         comparison_levels=[
             cll.NullLevel(name),
             _level(cll.ExactMatchLevel(name), p[0]),
-            _level(cll.CustomLevel(swapped, label_for_charts="day and month transposed"), p[1]),
+            _level(swapped, p[1]),
             _level(cll.LevenshteinLevel(name, 1), p[2]),
             *(
                 _level(
@@ -132,10 +165,13 @@ def _sex_comparison(priors: bool) -> Any:
     )
 
 
-def _settings(linkage: LinkageDef, names: list[str], priors: bool, prior_match: float) -> Any:
+def _settings(
+    linkage: LinkageDef, names: list[str], priors: bool, prior_match: float, levels: bool = False
+) -> Any:
     from splink import SettingsCreator, block_on
 
     comparisons = [_date_comparison(name, priors) for name in names]
+    comparisons += [_name_comparison(kind, priors) for kind in linkage.names]
     if linkage.birth:
         comparisons.insert(0, _birth_comparison(priors))
     if linkage.sex:
@@ -148,8 +184,10 @@ def _settings(linkage: LinkageDef, names: list[str], priors: bool, prior_match: 
         comparisons=comparisons,
         blocking_rules_to_generate_predictions=blocking,
         probability_two_random_records_match=prior_match,
-        retain_matching_columns=False,
-        retain_intermediate_calculation_columns=False,
+        # splink keeps the levels (gamma) only beside the compared values; those stay in
+        # memory (:func:`comparison_vectors` reads the levels alone)
+        retain_matching_columns=levels,
+        retain_intermediate_calculation_columns=levels,
     )
 
 
@@ -168,7 +206,10 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
             from splink.backends.spark import similarity_jar_location
 
             builder = SparkSession.builder.appName("fhir-cart-registry")
-            spark = builder.config("spark.jars", similarity_jar_location()).getOrCreate()
+            builder = builder.config("spark.jars", similarity_jar_location())
+            # date differences are taken in seconds: in a zone with summer time, two dates
+            # a week apart across the change would be an hour more or less than a week
+            spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
         # persist: no checkpoint folder to configure (set one and use "checkpoint" on a cluster)
         api = SparkAPI(spark_session=spark, break_lineage_method="persist")  # type: ignore[no-untyped-call]
         return api, spark
@@ -213,19 +254,16 @@ def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
         )
 
 
-def predict(
+def _linker(
     records: Sequence[Any],
     linkage: LinkageDef,
-    *,
-    spark: Any = None,
-    only: set[str] | None = None,
-    model: dict[str, Any] | None = None,
-) -> tuple[list[Any], dict[str, Any]]:
-    """Links between records of different centres with probability >= the threshold, and
-    the model used (splink settings with its parameters, to score later runs alike).
-
-    ``only``: score just the pairs that touch these centres (the others are one table, so
-    splink does not compare them with each other). ``model``: a model of an earlier run."""
+    spark: Any,
+    only: set[str] | None,
+    model: dict[str, Any] | None,
+    levels: bool = False,
+) -> tuple[Any, dict[str, str]]:
+    """A splink Linker over the records (trained when the definition asks), and splink's
+    row ids -> pseudonyms."""
     from splink import Linker
 
     names = list(linkage.dates)
@@ -234,7 +272,7 @@ def predict(
     # row numbers in the order of what is compared; records that tie there are identical in
     # every compared field, so whichever a sample picks, the comparisons are the same.
     ordered = sorted(records, key=content_order)
-    columns = _rows(ordered, names)
+    columns = {**_rows(ordered, names), **_name_columns(ordered, linkage.names)}
     pseudonym_of = {f"{n:09d}": r.pseudonym for n, r in enumerate(ordered)}
     columns["unique_id"] = list(pseudonym_of)
     columns["centre"] = [r.centre for r in ordered]
@@ -247,8 +285,14 @@ def predict(
         or (linkage.train == "auto" and len(records) >= linkage.min_records_to_train)
     )
     settings: Any = model or _settings(
-        linkage, names, priors=not train, prior_match=_prior_match(sizes)
+        linkage, names, priors=not train, prior_match=_prior_match(sizes), levels=levels
     )
+    if model is not None:  # the levels are kept only when asked for, whatever the model said
+        settings = {
+            **model,
+            "retain_matching_columns": levels,
+            "retain_intermediate_calculation_columns": levels,
+        }
     db_api, spark = _db_api(linkage, spark)
     linker = Linker(
         _tables(columns, centres, spark),
@@ -262,16 +306,107 @@ def predict(
         _train(linker, linkage, names)
     if linkage.backend == "duckdb":  # scores do not depend on threads, only sampling does
         db_api._con.execute("RESET threads")
-    found = linker.inference.predict(threshold_match_probability=linkage.threshold)
-    frame = found.as_pandas_dataframe()  # type: ignore[no-untyped-call]
-    links = [
-        Link(min(a, b), max(a, b), round(float(p), 6), "probabilistic")
-        for a, b, p in zip(
-            (pseudonym_of[str(u)] for u in frame["unique_id_l"]),
-            (pseudonym_of[str(u)] for u in frame["unique_id_r"]),
-            frame["match_probability"],
-            strict=True,
-        )
-    ]
+    return linker, pseudonym_of
+
+
+def predict(
+    records: Sequence[Any],
+    linkage: LinkageDef,
+    *,
+    spark: Any = None,
+    only: set[str] | None = None,
+    model: dict[str, Any] | None = None,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Links between records of different centres with probability >= the threshold (or
+    >= ``linkage.review``, then with each comparison's level as evidence), and the model
+    used (splink settings with its parameters, to score later runs alike).
+
+    ``only``: score just the pairs that touch these centres (the others are one table, so
+    splink does not compare them with each other). ``model``: a model of an earlier run."""
+    levels = linkage.review is not None
+    linker, pseudonym_of = _linker(records, linkage, spark, only, model, levels)
+    lowest = linkage.threshold if linkage.review is None else linkage.review
+    found = linker.inference.predict(threshold_match_probability=lowest)
+    links = _links(found.as_pandas_dataframe(), pseudonym_of)
     found.drop_table_from_database_and_remove_from_cache()
-    return sorted(links), dict(linker.misc.save_model_to_json())
+    saved = dict(linker.misc.save_model_to_json())
+    saved.update(retain_matching_columns=False, retain_intermediate_calculation_columns=False)
+    return links, saved
+
+
+def _links(frame: Any, pseudonym_of: dict[str, str]) -> list[Link]:
+    gammas = [str(c) for c in frame.columns if str(c).startswith("gamma_")]
+    found = []
+    for row in frame[["unique_id_l", "unique_id_r", "match_probability", *gammas]].itertuples(
+        index=False, name=None
+    ):
+        a, b = pseudonym_of[str(row[0])], pseudonym_of[str(row[1])]
+        evidence = tuple((g[6:], int(v)) for g, v in zip(gammas, row[3:], strict=True))
+        found.append(Link(min(a, b), max(a, b), round(float(row[2]), 6), "probabilistic",
+                          evidence))  # fmt: skip
+    return sorted(found)
+
+
+def identifier_evidence(
+    records: Sequence[Any],
+    pairs: Sequence[tuple[str, str]],
+    linkage: LinkageDef,
+    model: dict[str, Any],
+    *,
+    spark: Any = None,
+) -> dict[tuple[str, str], Link]:
+    """What the other fields say of pairs linked by an identifier: each pair scored by the
+    model from even odds (probability 0.5 before the comparisons), with its levels."""
+    if not pairs:
+        return {}
+    from splink import Linker, block_on
+
+    by_name = {r.pseudonym: r for r in records}
+    names = list(linkage.dates)
+    sides = []
+    for side in (0, 1):
+        chosen = [by_name[pair[side]] for pair in pairs]
+        columns = {**_rows(chosen, names), **_name_columns(chosen, linkage.names)}
+        columns["unique_id"] = [f"{n:09d}{'lr'[side]}" for n in range(len(pairs))]
+        columns["pair"] = [f"{n:09d}" for n in range(len(pairs))]
+        columns["centre"] = [str(side)] * len(pairs)
+        sides.append(columns)
+    merged = {k: sides[0][k] + sides[1][k] for k in sides[0]}
+    pseudonym_of = {
+        **{f"{n:09d}l": a for n, (a, _) in enumerate(pairs)},
+        **{f"{n:09d}r": b for n, (_, b) in enumerate(pairs)},
+    }
+    settings = {
+        **model,
+        "blocking_rules_to_generate_predictions": [block_on("pair")],
+        "probability_two_random_records_match": 0.5,
+        "retain_matching_columns": True,
+        "retain_intermediate_calculation_columns": True,
+    }
+    db_api, spark = _db_api(linkage, spark)
+    linker = Linker(
+        _tables(merged, ["0", "1"], spark), settings, db_api, set_up_basic_logging=False,
+        input_table_aliases=[f"ids_{uuid.uuid4().hex[:12]}_{n}" for n in range(2)],
+    )  # fmt: skip
+    found = linker.inference.predict()
+    links = _links(found.as_pandas_dataframe(), pseudonym_of)  # type: ignore[no-untyped-call]
+    found.drop_table_from_database_and_remove_from_cache()
+    return {(k.left, k.right): k for k in links}
+
+
+def comparison_vectors(
+    records: Sequence[Any], linkage: LinkageDef, *, spark: Any = None
+) -> dict[tuple[str, str], dict[str, int]]:
+    """Every candidate pair (pseudonyms, smaller first) -> the level each comparison gave
+    it (splink's gamma: -1 null, then levels from the weakest, 0, up to exact): what the
+    model saw, whatever the probability."""
+    linker, pseudonym_of = _linker(records, linkage, spark, None, None, levels=True)
+    found = linker.inference.predict()
+    frame = found.as_pandas_dataframe()
+    gammas = [c for c in frame.columns if str(c).startswith("gamma_")]
+    vectors = {}
+    for row in frame.to_dict("records"):
+        a, b = pseudonym_of[str(row["unique_id_l"])], pseudonym_of[str(row["unique_id_r"])]
+        vectors[(min(a, b), max(a, b))] = {str(g)[6:]: int(row[g]) for g in gammas}
+    found.drop_table_from_database_and_remove_from_cache()
+    return dict(sorted(vectors.items()))

@@ -32,9 +32,12 @@ from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
+from fhir_cart.registry.decisions import Decision, read_decisions
 from fhir_cart.registry.definition import CentreDef, RegistryDef
+from fhir_cart.registry.ids import IdLedger, assign_ids
 from fhir_cart.registry.linkage import (
     Link,
+    Linkage,
     LinkRecord,
     cluster,
     deterministic_links,
@@ -49,6 +52,7 @@ from fhir_cart.registry.merge import (
 from fhir_cart.registry.protect import Protection
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.quality import centre_quality
+from fhir_cart.registry.review import REVIEW_HEADER, ReviewItem, Settled, settle
 
 __all__ = [
     "BuildResult",
@@ -188,6 +192,13 @@ class Registry:
     provenance: list[dict[str, Any]]
     centre_records: dict[str, int]
     link_state: LinkState | None = None
+    ids: IdLedger | None = None
+    """Registry id -> its centre records, and every id retired (see :mod:`.ids`)."""
+    review: list[ReviewItem] = field(default_factory=list)
+    """Pairs for people to decide (``reports/review.csv``)."""
+    blocked: list[Link] = field(default_factory=list)
+    """Links not taken because people decided the records apart."""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -251,9 +262,11 @@ def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> 
 def _state(
     definition: RegistryDef, sources: dict[str, fhir.SourceInfo], key: Pseudonymiser
 ) -> dict[str, Any]:
+    decisions = definition.resolve(definition.linkage.decisions)
     return {
         "fhir_cart": __version__,
         "definition": definition.fingerprint(),
+        "decisions": _sha256(decisions) if decisions.is_file() else None,
         "key": key.fingerprint(),
         "centres": {
             c: {"data": s.file_sha256, "mapping": s.mapping_sha256}
@@ -281,13 +294,17 @@ class LinkState:
         return {
             "linkage": self.linkage,
             "centres": self.centres,
-            "links": [[k.left, k.right, k.probability] for k in self.links],
+            "links": [[k.left, k.right, k.probability, dict(k.evidence)] for k in self.links],
             "model": self.model,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> LinkState:
-        links = [Link(a, b, float(p), "probabilistic") for a, b, p in raw["links"]]
+        links = [
+            Link(k[0], k[1], float(k[2]), "probabilistic",
+                 tuple((str(n), int(v)) for n, v in (k[3] if len(k) > 3 else {}).items()))
+            for k in raw["links"]
+        ]  # fmt: skip
         return cls(raw["linkage"], dict(raw["centres"]), links, raw.get("model"))
 
 
@@ -333,9 +350,12 @@ def _link(
     progress: Progress,
     state: LinkState,
     previous: LinkState | None = None,
-) -> tuple[dict[str, list[Case]], list[Link], list[Link], LinkState]:
-    """Registry pseudonym -> that patient's centre records, the links, and what a later run
-    may reuse."""
+    ids: IdLedger | None = None,
+    decisions: dict[tuple[str, str], Decision] | None = None,
+) -> tuple[dict[str, list[Case]], Linkage, LinkState, IdLedger, Settled]:
+    """Registry pseudonym -> that patient's centre records, the clusters, what a later run
+    may reuse, the registry ids' ledger (``ids``: the last build's), and what people
+    decided and are asked to decide."""
     records: list[LinkRecord] = []
     case_of: dict[str, Case] = {}
     for centre in sorted(data):
@@ -345,14 +365,38 @@ def _link(
             case_of[record.pseudonym] = case
     progress("link", 0, 1)
     state = _probabilistic(records, definition, state, previous, spark)
-    links = deterministic_links(records) + state.links
-    found = cluster(records, links, definition.linkage.threshold)
+    identifier = deterministic_links(records)
+    settled = settle(
+        identifier, state.links, _contradicted(records, identifier, definition, state, spark),
+        decisions or {}, set(case_of), definition.linkage.threshold,
+    )  # fmt: skip
+    found = cluster(records, settled.links, definition.linkage.threshold, settled.apart)
     progress("link", 1, 1)
+    clusters = list(found.members().values())
+    names, ledger = assign_ids(clusters, ids, pseudonyms)
     patients = {
-        pseudonyms.registry_patient(members): [case_of[m] for m in members]
-        for members in found.members().values()
+        name: [case_of[m] for m in members] for name, members in zip(names, clusters, strict=True)
     }
-    return dict(sorted(patients.items())), found.links, found.refused, state
+    return dict(sorted(patients.items())), found, state, ledger, settled
+
+
+def _contradicted(
+    records: list[LinkRecord],
+    identifier: list[Link],
+    definition: RegistryDef,
+    state: LinkState,
+    spark: Any,
+) -> dict[tuple[str, str], Link]:
+    """Identifier pairs whose other fields, from even odds, give a probability below
+    ``linkage.contradiction`` (a twin's number typed into the co-twin's record)."""
+    from fhir_cart.registry import _splink
+
+    linkage = definition.linkage
+    if not identifier or state.model is None or linkage.contradiction <= 0:
+        return {}
+    pairs = [(k.left, k.right) for k in identifier]
+    scored = _splink.identifier_evidence(records, pairs, linkage, state.model, spark=spark)
+    return {p: k for p, k in scored.items() if k.probability < linkage.contradiction}
 
 
 def _merge(
@@ -407,6 +451,22 @@ def _quality(
             keep_text=keep_text,
         ).as_dict()
         for centre in sorted(data)
+    }
+
+
+def _gaps(quality: dict[str, Any], merged: Sequence[MergedPatient]) -> dict[str, Any]:
+    """Each centre's quality with ``missing_where_a_linked_centre_has``: field -> how many
+    of its linked patients lack it (or a detail of it) while another centre has it."""
+    counts: dict[str, dict[str, int]] = {centre: {} for centre in quality}
+    for patient in merged:
+        for centre, name in patient.gaps:
+            counts[centre][name] = counts[centre].get(name, 0) + 1
+    return {
+        centre: {
+            **report,
+            "missing_where_a_linked_centre_has": dict(sorted(counts[centre].items())),
+        }
+        for centre, report in quality.items()
     }
 
 
@@ -485,14 +545,16 @@ def assemble(
     spark: Any = None,
     progress: Progress | None = None,
     previous: LinkState | None = None,
+    ids: IdLedger | None = None,
+    decisions: dict[tuple[str, str], Decision] | None = None,
 ) -> Registry:
     """The registry in memory from each centre's records (pure but for splink's engine).
     ``previous``: the link state of an earlier run, whose scores of unchanged centres'
-    pairs are reused."""
+    pairs are reused; ``ids``: the ledger of the last build, whose ids are kept."""
     step = progress or (lambda *_: None)
     state = LinkState(_linkage_fingerprint(definition, pseudonyms), _inputs(sources))
-    patients, links, refused, state = _link(
-        data, definition, pseudonyms, spark, step, state, previous
+    patients, found, state, ledger, settled = _link(
+        data, definition, pseudonyms, spark, step, state, previous, ids, decisions
     )
     protection = Protection(definition, pseudonyms, library)
     merged, protected, conflicts = _merge(patients, definition, protection, step)
@@ -504,14 +566,24 @@ def assemble(
         cases=protected,
         merged=merged,
         conflicts=conflicts,
-        links=links,
-        refused=refused,
-        quality=_quality(data, library, pseudonyms, definition.pseudonymisation.keep_text),
+        links=found.links,
+        refused=found.refused,
+        quality=_gaps(
+            _quality(data, library, pseudonyms, definition.pseudonymisation.keep_text), merged
+        ),
         summaries=_summaries(summariser, merged, data),
         concept_maps=maps,
         provenance=provenance,
         centre_records={c: len(d.cases) for c, d in sorted(data.items())},
         link_state=state,
+        ids=ledger,
+        review=settled.review,
+        blocked=found.blocked,
+        notes=[
+            f"decision on {d.left} and {d.right} ({'link' if d.link else 'no-link'}, by "
+            f"{d.by}): not both records are in this build (removed, or another key); not used"
+            for d in settled.unknown
+        ],
     )
 
 
@@ -538,15 +610,49 @@ def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
     )  # fmt: skip
 
 
-def _links_csv(links: list[Link], refused: list[Link]) -> bytes:
+def _links_csv(links: list[Link], refused: list[Link], blocked: list[Link]) -> bytes:
     return csv_bytes(
         ["left", "right", "method", "probability", "taken"],
         [
             *([k.left, k.right, k.method, f"{k.probability:.6f}", "yes"] for k in links),
             *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (same centre)"]
               for k in refused),
+            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (decided apart)"]
+              for k in blocked),
         ],
     )  # fmt: skip
+
+
+def _crosswalk_csv(ledger: IdLedger | None) -> bytes:
+    retired = {} if ledger is None else ledger.retired
+    return csv_bytes(
+        ["old_id", "new_id", "change"],
+        (
+            [old, new, entry.reason]
+            for old, entry in sorted(retired.items())
+            for new in (entry.successors or ("",))
+        ),
+    )
+
+
+IDS_FILE = "registry-ids.json"
+
+
+def read_ids(out: Path) -> tuple[IdLedger | None, list[str]]:
+    """The last build's id ledger in ``out`` (None on a first build), and a note when it
+    could not be read (every patient then gets a fresh id, which the note says)."""
+    path = out / IDS_FILE
+    if not path.exists():
+        return None, []
+    try:
+        return IdLedger.from_json(orjson.loads(path.read_bytes())), []
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        note = (
+            f"{IDS_FILE} could not be read ({type(exc).__name__}): registry ids start afresh "
+            "(restore the file from a backup and build again with --force to keep them)"
+        )
+        log.warning("registry %s", note)
+        return None, [note]
 
 
 def write_registry(
@@ -568,7 +674,10 @@ def write_registry(
             sorted(registry.conflicts, key=lambda r: (r["patient"], r["field"]))
         ),
         "reports/quality.json": _json(registry.quality),
-        "reports/links.csv": _links_csv(registry.links, registry.refused),
+        "reports/links.csv": _links_csv(registry.links, registry.refused, registry.blocked),
+        "reports/review.csv": csv_bytes(REVIEW_HEADER, (r.row() for r in registry.review)),
+        "reports/crosswalk.csv": _crosswalk_csv(registry.ids),
+        IDS_FILE: _json(None if registry.ids is None else registry.ids.as_json()),
         "summaries.json": _json(registry.summaries),
         "fhir/Provenance.ndjson": _ndjson(registry.provenance),
         **{f"fhir/ConceptMap-{m['id']}.json": _json(m) for m in registry.concept_maps},
@@ -633,6 +742,8 @@ def build_registry(
     if not force and state_file.exists() and orjson.loads(state_file.read_bytes()) == state:
         return BuildResult(out=out, skipped=True)
     step = progress or (lambda *_: None)
+    ids, id_notes = read_ids(out)
+    decisions = read_decisions(definition.resolve(definition.linkage.decisions))
     folder = None if work is None else WorkFolder(work)
     inputs = _inputs(sources)
     data: dict[str, CentreData] = {}
@@ -649,11 +760,12 @@ def build_registry(
     registry = assemble(
         definition, data, sources, pseudonyms=pseudonyms, library=library,
         summariser=summariser, spark=spark, progress=progress,
-        previous=None if folder is None or force else folder.link_state(),
+        previous=None if folder is None or force else folder.link_state(), ids=ids,
+        decisions=decisions,
     )  # fmt: skip
     if folder is not None and registry.link_state is not None:
         folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, _json(state))
-    notes = [] if folder is None else folder.notes
+    notes = id_notes + registry.notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)

@@ -116,6 +116,37 @@ def resolve_command(
         raise typer.Exit(1)
 
 
+@registry_app.command("decide")
+def decide_command(
+    registry_file: Annotated[Path, typer.Argument(help="The registry file (registry.yaml).")],
+    left: Annotated[str, typer.Argument(help="One record's pseudonym (p..., as review.csv).")],
+    right: Annotated[str, typer.Argument(help="The other record's pseudonym.")],
+    link: Annotated[
+        bool, typer.Option("--link/--no-link", help="Must link, or must not link.")
+    ] = ...,  # type: ignore[assignment]
+    by: Annotated[str, typer.Option(help="Who decides (kept with the decision).")] = ...,  # type: ignore[assignment]
+) -> None:
+    """Decide a pair of centre records: one patient (--link) or not (--no-link).
+
+    Kept in the registry's decisions file (linkage.decisions, default decisions.csv beside
+    the registry file) with who and when; every later build honours it."""
+    import datetime as dt
+
+    from fhir_cart.registry import tables
+    from fhir_cart.registry.decisions import Decision, check_decision, with_decision
+    from fhir_cart.registry.definition import load_registry
+
+    definition = load_registry(registry_file)
+    path = definition.resolve(definition.linkage.decisions)
+    when = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    decision = Decision(left.strip(), right.strip(), link, by.strip(), when)
+    check_decision(decision, "the pair given")
+    tables._write_if_changed(path, with_decision(path, decision))
+    verb = "one patient" if link else "not one patient"
+    out.print(f"{path.name}: {decision.left} and {decision.right}: {verb} (by {by})",
+              highlight=False)  # fmt: skip
+
+
 def _report(result: BuildResult, pushed: str | None) -> None:
     if result.skipped:
         out.print(f"{result.out}: up to date (no input changed); nothing written")
@@ -140,5 +171,10 @@ def _report(result: BuildResult, pushed: str | None) -> None:
             f"{len(registry.links)} links, {len(registry.conflicts)} conflicts "
             f"(reports/conflicts.csv), quality in reports/quality.json"
         )
+        if registry.review:
+            out.print(
+                f"{len(registry.review)} pairs for people to decide (reports/review.csv): "
+                "fhir-cart registry decide REGISTRY LEFT RIGHT --link/--no-link --by NAME"
+            )
     if pushed:
         out.print(pushed)

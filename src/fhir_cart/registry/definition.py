@@ -68,6 +68,9 @@ class LinkageDef(BaseModel):
     identifiers: tuple[str, ...] = ()
     """Shared identifiers compared as pseudonyms (deterministic linkage): patient attribute
     keys, or ``study_id`` when centres share the trial number."""
+    names: tuple[str, ...] = ()
+    """Patient attributes holding names (given, family, birth name), each compared in keyed
+    form: its normalised spelling and its sound. Never written to any output."""
     birth: bool = True
     """Birth year and month (from the birth date) as quasi-identifiers."""
     sex: bool = True
@@ -76,6 +79,14 @@ class LinkageDef(BaseModel):
     probabilistic: bool = True
     threshold: float = Field(default=0.95, gt=0, lt=1)
     """Lowest match probability that links two records."""
+    review: float | None = Field(default=None, gt=0, lt=1)
+    """Lowest match probability a pair is listed for people to decide
+    (``reports/review.csv``): pairs from ``review`` up to below ``threshold``."""
+    contradiction: float = Field(default=0.05, ge=0, lt=1)
+    """An identifier link goes to review instead of merging when the other fields alone,
+    from even odds, give the pair a match probability below this (0: never)."""
+    decisions: Path = Path("decisions.csv")
+    """Must-link and cannot-link decisions, relative to the registry file."""
     backend: Literal["duckdb", "spark"] = "duckdb"
     train: Literal["auto", "always", "never"] = "auto"
     """Estimate the model from the data (``auto``: when there are enough records) or use the
@@ -85,9 +96,14 @@ class LinkageDef(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> LinkageDef:
-        bad = [name for name in self.dates if not re.match(_KEY, name)]
+        bad = [name for name in (*self.dates, *self.names) if not re.match(_KEY, name)]
         if bad:
-            raise ValueError(f"dates: {', '.join(bad)} are not keys (a-z, 0-9, _)")
+            raise ValueError(f"dates, names: {', '.join(bad)} are not keys (a-z, 0-9, _)")
+        if self.review is not None and self.review >= self.threshold:
+            raise ValueError(
+                f"review: {self.review} is not below threshold {self.threshold} (pairs from "
+                "review up to threshold are listed for review)"
+            )
         return self
 
 

@@ -6,9 +6,10 @@
    usual corruptions: exact, day and month transposed, one typed character, within 30 days.
    splink runs embedded on DuckDB; the same model runs on Spark (``backend: spark``) when a
    registry outgrows one machine.
-3. Clusters: links are taken strongest first (identifiers, then probability), and a link is
-   refused when it would put two records of the same centre into one patient, so a cluster
-   holds at most one record per centre.
+3. Clusters: links are taken strongest first (people's must-link decisions, identifiers,
+   then probability), and a link is refused when it would put two records of the same
+   centre into one patient (so a cluster holds at most one record per centre), or two
+   records people decided are not one patient (cannot-link).
 
 The linkage table (:class:`LinkRecord`) holds exact dates and lives in memory only; what
 leaves this module is pseudonyms and probabilities.
@@ -25,6 +26,7 @@ from typing import Any
 from fhir_cart.records import Case
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, Method, content_order
+from fhir_cart.registry.names import normalise_name, soundex
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 
 __all__ = [
@@ -53,6 +55,8 @@ class LinkRecord:
     birth_month: int | None = None
     dates: dict[str, dt.date | None] = field(default_factory=dict)
     identifiers: tuple[str, ...] = ()
+    names: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    """Name attribute -> keyed tokens of its normalised spelling and of its sound."""
 
 
 @dataclass
@@ -61,10 +65,12 @@ class Linkage:
 
     patient_of: dict[str, str]
     """Centre pseudonym -> the smallest centre pseudonym of its patient (the caller names
-    the registry patient, see :meth:`Pseudonymiser.registry_patient`)."""
+    the registry patient, see :func:`fhir_cart.registry.ids.assign_ids`)."""
     links: list[Link]
     refused: list[Link]
     """Links not taken because they would join two records of one centre."""
+    blocked: list[Link] = field(default_factory=list)
+    """Links not taken because they would join two records decided apart (cannot-link)."""
 
     def members(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -92,6 +98,14 @@ def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -
         raw = patient.study_id if kind == "study_id" else patient.attributes.get(kind)
         if raw is not None and str(raw).strip():
             identifiers.append(pseudonyms.identifier(kind, str(raw)))
+    names: dict[str, tuple[str, str] | None] = {}
+    for kind in linkage.names:
+        clear = normalise_name(str(patient.attributes.get(kind) or ""))
+        names[kind] = (
+            (pseudonyms.token(f"name:{kind}", clear),
+             pseudonyms.token(f"name-sound:{kind}", soundex(clear)))
+            if clear else None
+        )  # fmt: skip
     birth = patient.birth_date if linkage.birth else None
     sex = patient.sex if linkage.sex and patient.sex not in (None, "unknown") else None
     return LinkRecord(
@@ -102,6 +116,7 @@ def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -
         birth_month=birth.month if birth and patient.birth_precision != "year" else None,
         dates={name: _first_date(case, concept) for name, concept in linkage.dates.items()},
         identifiers=tuple(identifiers),
+        names=names,
     )
 
 
@@ -120,10 +135,24 @@ def deterministic_links(records: Iterable[LinkRecord]) -> list[Link]:
     return sorted(links)
 
 
-def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: float) -> Linkage:
-    """Registry patients from links: strongest first, never two records of one centre."""
+_RANK = {"decided": 0, "identifier": 1, "probabilistic": 2}
+
+
+def cluster(
+    records: Sequence[LinkRecord],
+    links: Iterable[Link],
+    threshold: float,
+    apart: Iterable[tuple[str, str]] = (),
+) -> Linkage:
+    """Registry patients from links: strongest first, never two records of one centre,
+    never two records of a pair in ``apart`` (cannot-link decisions)."""
     parent = {r.pseudonym: r.pseudonym for r in records}
     centres = {r.pseudonym: {r.centre} for r in records}
+    members = {r.pseudonym: {r.pseudonym} for r in records}
+    never: dict[str, set[str]] = {}
+    for a, b in apart:
+        never.setdefault(a, set()).add(b)
+        never.setdefault(b, set()).add(a)
 
     def root(name: str) -> str:
         while parent[name] != name:
@@ -133,13 +162,14 @@ def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: flo
 
     taken: list[Link] = []
     refused: list[Link] = []
+    blocked: list[Link] = []
     # ties broken by the records' content, not their pseudonyms: which of two equally
     # likely links is taken must not depend on the key
     rank = {r.pseudonym: n for n, r in enumerate(sorted(records, key=content_order))}
 
     def strength(k: Link) -> tuple[Any, ...]:
         ends = sorted((rank.get(k.left, -1), rank.get(k.right, -1)))
-        return (k.method != "identifier", -k.probability, ends, k.left, k.right)
+        return (_RANK[k.method], -k.probability, ends, k.left, k.right)
 
     order = sorted(links, key=strength)
     for link in order:
@@ -150,10 +180,13 @@ def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: flo
             taken.append(link)
         elif centres[a] & centres[b]:
             refused.append(link)
+        elif any(never.get(m, set()) & members[b] for m in members[a]):
+            blocked.append(link)
         else:
             a, b = min(a, b), max(a, b)
             parent[b] = a
             centres[a] |= centres.pop(b)
+            members[a] |= members.pop(b)
             taken.append(link)
     groups: dict[str, list[str]] = {}
     for record in records:
@@ -162,6 +195,7 @@ def cluster(records: Sequence[LinkRecord], links: Iterable[Link], threshold: flo
         patient_of={m: r for r, members in groups.items() for m in members},
         links=sorted(taken),
         refused=sorted(refused),
+        blocked=sorted(blocked),
     )
 
 

@@ -4,12 +4,12 @@ without importing each other)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = ["Link", "Method", "content_order"]
 
-Method = Literal["identifier", "probabilistic"]
+Method = Literal["decided", "identifier", "probabilistic"]
 
 
 @dataclass(frozen=True, order=True)
@@ -18,6 +18,9 @@ class Link:
     right: str
     probability: float
     method: Method
+    evidence: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    """Each comparison's level for this pair (splink's gamma: -1 missing, 0 differs, up
+    to the exact level), when it was asked for (the review band)."""
 
 
 def content_order(record: Any) -> tuple[Any, ...]:

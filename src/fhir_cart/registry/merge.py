@@ -6,6 +6,13 @@ has once, such as the diagnosis or the CAR-T infusion: they are taken from the m
 centre that has them. Every other concept is pooled: events from all centres, an event that
 two centres recorded identically kept once. Where centres disagree on a field, a
 :class:`Conflict` says who said what, the rule applied and the result.
+
+A conflict is a disagreement: two centres state the same part of a fact (a value, a date,
+an attribute of the event) differently, or record a once-only fact a different number of
+times. A centre that lacks a value or a detail another centre of the patient has is a gap
+in its completeness (:attr:`MergedPatient.gaps`, counted in the quality report), not a
+conflict; the trusted centre's value is kept as it is either way (nothing is combined from
+two centres' records of one fact).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ class MergedPatient:
     """Registry event id -> (centre, the centre's own event id)."""
     centres: tuple[str, ...] = ()
     conflicts: list[Conflict] = field(default_factory=list)
+    gaps: list[tuple[str, str]] = field(default_factory=list)
+    """(centre, field): the centre lacks a value or detail of the field that another centre
+    of this patient has (completeness, not a conflict)."""
 
 
 def registry_event_id(centre: str, event_id: str) -> str:
@@ -67,28 +77,70 @@ def _signature(event: Event) -> tuple[Any, ...]:
     )
 
 
+def _parts(event: Event) -> dict[str, Any]:
+    """What an event states, part by part (parts it leaves empty are absent)."""
+    found: dict[str, Any] = {"when": event.when, "end": event.end, "value": event.value}
+    found.update({f"attributes.{k}": v for k, v in event.attributes.items()})
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _disagree(a: Any, b: Any) -> bool:
+    """Whether two centres' values of one field state something different. Events (a
+    centre's records of a once-only fact) disagree when their numbers differ or a part
+    both state differs; a part only one states is completeness."""
+    if isinstance(a, tuple) and a and isinstance(a[0], Event):
+        if len(a) != len(b):
+            return True
+        for x, y in zip(a, b, strict=True):
+            left, right = _parts(x), _parts(y)
+            if any(repr(left[k]) != repr(right[k]) for k in left.keys() & right.keys()):
+                return True
+        return False
+    return repr(a) != repr(b)
+
+
+def _lacks(value: Any, others: list[Any]) -> bool:
+    """Whether a centre's events of a fact lack a part that another centre states."""
+    if not (isinstance(value, tuple) and value and isinstance(value[0], Event)):
+        return False
+    have = {k for e in value for k in _parts(e)}
+    return any(k not in have for other in others for e in other for k in _parts(e))
+
+
 def _pick(
     patient: str, name: str, values: dict[str, Any], definition: RegistryDef
 ) -> tuple[str | None, Conflict | None]:
     """The trusted centre for ``name`` among those that have a value, and the conflict
-    when they do not all agree."""
+    when two of them disagree."""
     if not values:
         return None, None
     order, rule = definition.preference(name)
     chosen = next(c for c in order if c in values)
-    distinct = {repr(v) for v in values.values()}
+    items = list(values.values())
+    disagree = any(_disagree(a, b) for n, a in enumerate(items) for b in items[n + 1 :])
     conflict = (
-        Conflict(patient, name, dict(sorted(values.items())), rule, chosen)
-        if len(distinct) > 1
-        else None
+        Conflict(patient, name, dict(sorted(values.items())), rule, chosen) if disagree else None
     )
     return chosen, conflict
 
 
+def _gaps(name: str, centres: Sequence[str], values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Centres that lack ``name``, or a part of it, while another centre has it."""
+    if not values:
+        return []
+    return [
+        (c, name)
+        for c in centres
+        if c not in values or _lacks(values[c], [v for k, v in values.items() if k != c])
+    ]
+
+
 def _patient(
     patient: str, members: Sequence[Case], definition: RegistryDef
-) -> tuple[PatientRecord, list[Conflict]]:
+) -> tuple[PatientRecord, list[Conflict], list[tuple[str, str]]]:
     conflicts: list[Conflict] = []
+    gaps: list[tuple[str, str]] = []
+    centres = [c.patient.centre for c in members]
     chosen: dict[str, Any] = {}
     for name in PATIENT_FIELDS:
         values = {c.patient.centre: _field(c.patient, name) for c in members}
@@ -96,9 +148,12 @@ def _patient(
         centre, conflict = _pick(patient, name, values, definition)
         chosen[name] = None if centre is None else values[centre]
         conflicts += [conflict] if conflict else []
+        gaps += _gaps(name, centres, values)
     attributes: dict[str, Scalar] = {}
-    dropped = set(definition.linkage.identifiers) | set(
-        definition.pseudonymisation.drop_patient_attributes
+    dropped = (
+        set(definition.linkage.identifiers)
+        | set(definition.linkage.names)
+        | set(definition.pseudonymisation.drop_patient_attributes)
     )
     keys = sorted({k for c in members for k in c.patient.attributes} - dropped)
     for key in keys:
@@ -111,6 +166,7 @@ def _patient(
         if centre is not None:
             attributes[key] = values[centre]
         conflicts += [conflict] if conflict else []
+        gaps += _gaps(f"attributes.{key}", centres, values)
     birth: When | None = chosen["birth_date"]
     record = PatientRecord(
         study_id=patient,
@@ -120,7 +176,7 @@ def _patient(
         birth_precision="day" if birth is None else birth.precision,
         attributes=attributes,
     )
-    return record, conflicts
+    return record, conflicts, gaps
 
 
 def _field(patient: PatientRecord, name: str) -> Any:
@@ -160,7 +216,7 @@ def merge_patient(
     namer: EventNamer | None = None,
 ) -> MergedPatient:
     """One registry patient from their centres' records (at most one per centre)."""
-    record, conflicts = _patient(patient, members, definition)
+    record, conflicts, gaps = _patient(patient, members, definition)
     single = definition.single_concepts()
     by_centre = {c.patient.centre: c for c in members}
     default_order = [c for c in definition.centre_order() if c in by_centre]
@@ -173,11 +229,9 @@ def merge_patient(
             if by_centre[centre].of(concept)
         }
         if concept in single:
-            signatures = {k: tuple(_signature(e) for e in v) for k, v in events.items()}
-            centre, conflict = _pick(patient, concept, signatures, definition)
-            if conflict is not None:
-                conflict = Conflict(patient, concept, events, conflict.rule, conflict.chosen)
-                conflicts.append(conflict)
+            centre, conflict = _pick(patient, concept, events, definition)
+            conflicts += [conflict] if conflict else []
+            gaps += _gaps(concept, default_order, events)
             kept += [(centre, e) for e in events[centre]] if centre else []
             continue
         seen: set[tuple[Any, ...]] = set()
@@ -188,9 +242,11 @@ def merge_patient(
                     kept.append((centre, event))
     study_ids = {c: case.patient.study_id for c, case in by_centre.items()}
     rename = namer or (lambda centre, _, event: registry_event_id(centre, event.event_id))
-    return _assemble(
+    found = _assemble(
         record, kept, default_order, conflicts, lambda c, e: rename(c, study_ids[c], e)
     )
+    found.gaps = sorted(set(gaps))
+    return found
 
 
 def _assemble(

@@ -82,8 +82,10 @@ class Protection:
 
     def case(self, case: Case, transform: DateTransform) -> Case:
         """The patient as the registry writes them."""
-        dropped = set(self.definition.linkage.identifiers) | set(
-            self.definition.pseudonymisation.drop_patient_attributes
+        dropped = (
+            set(self.definition.linkage.identifiers)
+            | set(self.definition.linkage.names)
+            | set(self.definition.pseudonymisation.drop_patient_attributes)
         )
         dates = self._dates()
         attributes: dict[str, Scalar] = {}

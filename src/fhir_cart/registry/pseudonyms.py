@@ -84,11 +84,6 @@ class Pseudonymiser:
         """A shared identifier (compared across centres, never stored)."""
         return self.token(f"identifier:{kind}", normalise_identifier(value))
 
-    def registry_patient(self, members: list[str]) -> str:
-        """A linked patient: named after the smallest of its centre pseudonyms, so the name
-        does not depend on the order centres were read in."""
-        return "r" + self.token("registry", min(members))
-
     def source_row(self, centre: str, location: str) -> str:
         """A row of a centre's file (``file, sheet S, row N``) as Provenance cites it: only
         whoever holds the key and the centre's file can tell which row it is

@@ -46,6 +46,46 @@ LAST_DATE = dt.date(2025, 12, 31)
 
 _FIRST = ["Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hugo", "Ida", "Jonas"]
 _LAST = ["Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quinn", "Rossi"]
+# Invented given and family names for ``names=True``: a few common ones drawn often, with
+# accents and umlauts that centres write differently.
+_GIVEN = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Emma",
+    "Felix",
+    "Greta",
+    "Hugo",
+    "Ida",
+    "Jonas",
+    "Léa",
+    "Jürgen",
+    "Sören",
+    "Zoë",
+    "Mia",
+    "Noah",
+    "Lina",
+    "Elias",
+    "Maja",
+    "Paul",
+    "Sofia",
+    "Luca",
+    "Nora",
+    "Omar",
+    "Yusuf",
+    "Aylin",
+    "Milan",
+    "Ella",
+    "Tim",
+    "Lotte",
+]
+_FAMILY = ["Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quinn",
+           "Rossi", "Müller", "Schäfer", "Van den Berg", "Öztürk", "García", "Nowak", "Janssen",
+           "De Vries", "Bauer", "Łukasik", "Hansen", "Novák", "Jensen", "Fischer", "Weiß",
+           "Smits", "Peeters", "Dubois", "Bianchi", "Silva", "Ivanova", "Horváth"]  # fmt: skip
+_SPELLED = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "é": "e", "ë": "e",
+                          "á": "a", "Ł": "L", "Ö": "Oe"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -184,15 +224,21 @@ def make_registry(
     seed: int = 1,
     corruption: Corruption | None = None,
     identifiers: float = 0.0,
+    with_names: bool = False,
 ) -> SyntheticRegistry:
     """``persons`` invented persons spread over ``centres``; ``shared`` of them recorded by
-    a second centre too. ``identifiers``: share of records that keep the national id."""
+    a second centre too. ``identifiers``: share of records that keep the national id.
+    ``with_names``: records carry ``given_name`` and ``family_name`` attributes (drawn and
+    corrupted with a random generator of their own, so the rest of the data is the same
+    as without them)."""
     rng = random.Random(seed)  # noqa: S311 - invented data, not secrets
+    name_rng = random.Random(seed * 7919 + 1)  # noqa: S311 - invented data, not secrets
     corruption = corruption or Corruption()
     names = [f"centre-{n + 1}" for n in range(centres)]
     result = SyntheticRegistry(cases={name: [] for name in names}, truth={})
     for number in range(persons):
         person = _person(number, rng)
+        given, family = name_rng.choice(_GIVEN), name_rng.choice(_FAMILY)
         home = rng.randrange(centres)
         homes = [home]
         if centres > 1 and rng.random() < shared:
@@ -216,10 +262,35 @@ def make_registry(
                 case = case.model_copy(
                     update={"patient": case.patient.model_copy(update={"attributes": attributes})}
                 )
+            if with_names:
+                case = _named(case, given, family, name_rng, corrupt=order > 0)
             result.cases[centre].append(case)
             result.truth[(centre, study_id)] = number
             result.names[(centre, study_id)] = person.name
     return result
+
+
+def _misspelt(name: str, rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.3:  # written without accents or umlauts, the other way
+        return name.translate(_SPELLED)
+    if roll < 0.34 and len(name) > 3:  # one letter mistyped
+        at = rng.randrange(1, len(name))
+        return name[:at] + rng.choice("aeinorstl") + name[at + 1 :]
+    if roll < 0.36:  # in capitals
+        return name.upper()
+    return name
+
+
+def _named(case: Case, given: str, family: str, rng: random.Random, corrupt: bool) -> Case:
+    attributes = dict(case.patient.attributes)
+    for key, name in (("given_name", given), ("family_name", family)):
+        if corrupt and rng.random() < 0.02:
+            continue  # not recorded
+        attributes[key] = _misspelt(name, rng) if corrupt else name
+    return case.model_copy(
+        update={"patient": case.patient.model_copy(update={"attributes": attributes})}
+    )
 
 
 def true_pairs(truth: dict[tuple[str, str], int]) -> set[frozenset[tuple[str, str]]]:

@@ -1,0 +1,99 @@
+"""The pairs people decide: the review band and identifier links the other fields
+contradict, with the evidence for and against in encoded form (which comparison agreed, and
+how), never a compared value; and the decisions that settle them.
+
+Pure: links and decisions in, links to cluster, pairs kept apart and review rows out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from fhir_cart.registry.decisions import Decision
+from fhir_cart.registry.links import Link
+
+__all__ = ["ReviewItem", "Settled", "describe", "settle"]
+
+_DATE_LEVELS = {
+    5: "exact",
+    4: "day and month transposed",
+    3: "one character off",
+    2: "within 7 days",
+    1: "within 30 days",
+}
+_LEVELS: dict[str, dict[int, str]] = {
+    "sex": {1: "same"},
+    "birth_ym": {3: "same year and month", 2: "same year", 1: "one character off"},
+}
+
+
+def describe(evidence: Iterable[tuple[str, int]]) -> tuple[list[str], list[str], list[str]]:
+    """Evidence -> (for: ``field: how it agrees``, against: fields that differ, missing:
+    fields one record lacks)."""
+    agree, differ, missing = [], [], []
+    for name, level in evidence:
+        if level < 0:
+            missing.append(name)
+        elif level == 0:
+            differ.append(name)
+        else:
+            label = _LEVELS.get(name, _DATE_LEVELS).get(level, f"level {level}")
+            agree.append(f"{name}: {label}")
+    return agree, differ, missing
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    link: Link
+    reason: str
+    """``review band`` or ``identifier contradicted``."""
+
+    def row(self) -> list[str]:
+        agree, differ, missing = describe(self.link.evidence)
+        return [self.link.left, self.link.right, f"{self.link.probability:.6f}", self.reason,
+                "; ".join(agree), "; ".join(differ), "; ".join(missing)]  # fmt: skip
+
+
+REVIEW_HEADER = ["left", "right", "probability", "reason", "agree", "differ", "missing"]
+
+
+@dataclass
+class Settled:
+    links: list[Link]
+    """What the clusters are made of: decided links, identifier links not contradicted,
+    probabilistic links (those below the threshold are not taken)."""
+    apart: list[tuple[str, str]]
+    review: list[ReviewItem]
+    unknown: list[Decision]
+    """Decisions on records that are not in this build."""
+
+
+def settle(
+    identifier: Sequence[Link],
+    probabilistic: Sequence[Link],
+    contradicted: Mapping[tuple[str, str], Link],
+    decisions: Mapping[tuple[str, str], Decision],
+    records: set[str],
+    threshold: float,
+) -> Settled:
+    """Links after people's decisions. ``contradicted``: identifier pairs the other fields
+    speak against (their evidence), which go to review unless decided."""
+    decided = {p: d for p, d in decisions.items() if p[0] in records and p[1] in records}
+    links = [Link(*p, 1.0, "decided") for p, d in sorted(decided.items()) if d.link]
+    apart = sorted(p for p, d in decided.items() if not d.link)
+    review = []
+    listed = set(decided)
+    for link in identifier:
+        pair = (min(link.left, link.right), max(link.left, link.right))
+        listed.add(pair)  # in review once at most, and never when an identifier links it
+        if pair in contradicted and pair not in decided:
+            review.append(ReviewItem(contradicted[pair], "identifier contradicted"))
+        elif pair not in contradicted:
+            links.append(link)
+    for link in probabilistic:
+        if link.probability >= threshold:
+            links.append(link)
+        elif (link.left, link.right) not in listed:
+            review.append(ReviewItem(link, "review band"))
+    unknown = [d for p, d in sorted(decisions.items()) if p not in decided]
+    return Settled(links, apart, sorted(review, key=lambda r: r.link), unknown)

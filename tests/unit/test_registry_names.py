@@ -1,0 +1,115 @@
+"""Names as linkage keys (issue 19, item 1): normalised, compared only as keyed tokens of
+the spelling and the sound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fhir_cart.records import Case, PatientRecord
+from fhir_cart.registry.build import build_registry
+from fhir_cart.registry.definition import LinkageDef
+from fhir_cart.registry.linkage import LinkRecord, link_records, linkage_record
+from fhir_cart.registry.names import normalise_name, soundex
+from fhir_cart.registry.pseudonyms import Pseudonymiser
+from fhir_cart.testing.registry_data import make_registry, true_pairs
+from tests.registry_helpers import KEY as KEY_BYTES
+from tests.registry_helpers import definition, output_files, reader_of, three_centres
+
+KEY = Pseudonymiser(b"0123456789abcdef0123456789abcdef")
+NAMES = LinkageDef(names=("given_name", "family_name"))
+
+
+@pytest.mark.parametrize(
+    ("written", "normalised"),
+    [
+        ("Müller", "mueller"),
+        ("MUELLER", "mueller"),
+        ("Schäfer-Weiß", "schaeferweiss"),
+        ("José", "jose"),
+        ("van den Berg", "berg"),
+        ("Van", "van"),  # a particle alone is the name
+        ("Łukasik", "lukasik"),
+        (" de Vries ", "vries"),
+    ],
+)
+def test_names_are_normalised(written: str, normalised: str) -> None:
+    assert normalise_name(written) == normalised
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("robert", "r163"), ("rupert", "r163"), ("rubin", "r150"), ("ashcraft", "a261"),
+     ("tymczak", "t522"), ("pfister", "p236"), ("honeyman", "h555"), ("", "")],
+)  # fmt: skip
+def test_soundex_as_the_national_archives_define_it(name: str, code: str) -> None:
+    assert soundex(name) == code
+
+
+def _record(given: str, key: Pseudonymiser = KEY) -> LinkRecord:
+    attributes = {"given_name": given, "family_name": "Weiß"}
+    case = Case(patient=PatientRecord(study_id="1", centre="a", attributes=attributes))
+    return linkage_record(case, NAMES, key)
+
+
+def test_names_reach_linkage_only_as_keyed_tokens() -> None:
+    one, two = _record("Zoë"), _record("ZOE")
+    assert one.names == two.names
+    tokens = " ".join(t for pair in one.names.values() if pair for t in pair)
+    assert "zo" not in tokens.lower()
+    assert "wei" not in tokens.lower()
+    other = _record("Zoë", Pseudonymiser(b"another-key-0123456789abcdef0123"))
+    assert other.names != one.names
+    sounds_alike = _record("Zoey")
+    alike, same = sounds_alike.names["given_name"], one.names["given_name"]
+    assert alike is not None
+    assert same is not None
+    assert alike[1] == same[1]
+    assert alike[0] != same[0]
+
+
+def _f1(linkage: LinkageDef, seed: int) -> float:
+    registry = make_registry(3000, centres=5, seed=seed, with_names=True)
+    records, back = [], {}
+    for cases in registry.cases.values():
+        for case in cases:
+            record = linkage_record(case, linkage, KEY)
+            records.append(record)
+            back[record.pseudonym] = (case.patient.centre, case.patient.study_id)
+    found = link_records(records, linkage)
+    predicted = {
+        frozenset((back[a], back[b]))
+        for members in found.members().values()
+        for i, a in enumerate(members)
+        for b in members[i + 1 :]
+    }
+    truth = true_pairs(registry.truth)
+    hits = len(predicted & truth)
+    precision, recall = hits / max(len(predicted), 1), hits / len(truth)
+    return 2 * precision * recall / (precision + recall)
+
+
+def test_names_lift_pair_f1_at_3000() -> None:
+    """The project's generator with names (misspelt, transliterated, in capitals, missing
+    at the second centre): F1 0.987 without names (seed 12), 0.99 or more with them."""
+    assert _f1(NAMES, seed=12) >= 0.99
+    assert _f1(LinkageDef(), seed=12) < 0.99
+
+
+def test_a_name_used_for_linkage_is_in_no_output(tmp_path: Path) -> None:
+    """Even listed in keep_text and written in lower case (which the open-text screen
+    cannot tell from a word), a linkage name never reaches an output."""
+    cases = three_centres()
+    anna = cases["berlin"][0]
+    cases["berlin"][0] = anna.model_copy(update={"patient": anna.patient.model_copy(
+        update={"attributes": {"patient_name": "kowalski"}})})  # fmt: skip
+    registry = definition(
+        tmp_path,
+        linkage={"identifiers": ["national_id"], "names": ["patient_name"], "threshold": 0.9},
+        pseudonymisation={"dates": "relative", "keep_text": ["patient_name"]},
+    )
+    build_registry(registry, tmp_path / "out", key=KEY_BYTES, reader=reader_of(cases))
+    files = output_files(tmp_path / "out")
+    assert files
+    assert [n for n, data in files.items() if b"kowalski" in data] == []

@@ -1,0 +1,205 @@
+"""People decide the hard cases (issue 19): a review band and contradicted identifier links
+listed with encoded evidence, must-link and cannot-link decisions honoured by every build,
+kept beside the registry file with who and when."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fhir_cart.errors import ConfigError
+from fhir_cart.records import Case
+from fhir_cart.registry.build import BuildResult, build_registry
+from fhir_cart.registry.cli import registry_app
+from fhir_cart.registry.decisions import parse_decisions
+from fhir_cart.registry.pseudonyms import Pseudonymiser
+from tests.registry_helpers import KEY, definition, diagnosis, event, patient, reader_of
+
+D = dt.date
+P = Pseudonymiser(KEY)
+
+
+def _case(centre: str, sid: str, sex: str, birth: D, dx: D, inf: D | None = None,
+          nid: str | None = None) -> Case:  # fmt: skip
+    events = [diagnosis(dx)] + ([event("cart", "cart_infusion", inf)] if inf else [])
+    attributes = {"national_id": nid} if nid else {}
+    return patient(centre, sid, *events, sex=sex, birth_date=birth, attributes=attributes)
+
+
+def centres() -> dict[str, list[Case]]:
+    """Twins' mix-up: London typed twin T1's national id into co-twin T2's record (same
+    birth date; another sex, diagnosis and infusion). S1/S2 share an id and are one child
+    (diagnosis typed ten days off). N1/N2 have no id in common and one date nearly
+    agreeing: a hard case. F1/F2 are two other children."""
+    return {
+        "berlin": [
+            _case("berlin", "T1", "female", D(2012, 5, 14), D(2019, 3, 7), D(2019, 9, 1), "111"),
+            _case("berlin", "S1", "male", D(2010, 1, 20), D(2016, 2, 2), nid="222"),
+            _case("berlin", "N1", "female", D(2014, 6, 10), D(2020, 5, 5), D(2021, 1, 4)),
+            _case("berlin", "F1", "male", D(2009, 3, 3), D(2015, 4, 4)),
+        ],
+        "london": [
+            _case("london", "T2", "male", D(2012, 5, 14), D(2020, 10, 1), D(2021, 2, 2), "111"),
+            _case("london", "S2", "male", D(2010, 1, 20), D(2016, 2, 12), nid="222"),
+            _case("london", "N2", "female", D(2014, 6, 10), D(2020, 5, 25), D(2021, 9, 9)),
+            _case("london", "F2", "female", D(2011, 8, 8), D(2018, 8, 8)),
+        ],
+        "rotterdam": [],
+    }
+
+
+def pair(a: tuple[str, str], b: tuple[str, str]) -> tuple[str, str]:
+    x, y = P.patient(*a), P.patient(*b)
+    return (min(x, y), max(x, y))
+
+
+TWINS = pair(("berlin", "T1"), ("london", "T2"))
+SAME = pair(("berlin", "S1"), ("london", "S2"))
+HARD = pair(("berlin", "N1"), ("london", "N2"))
+
+
+def build(tmp_path: Path, **linkage: Any) -> BuildResult:
+    settings = {"identifiers": ["national_id"], "threshold": 0.9, "review": 0.01, **linkage}
+    return build_registry(definition(tmp_path, linkage=settings), tmp_path / "out", key=KEY,
+                          reader=reader_of(centres()))  # fmt: skip
+
+
+def together(result: BuildResult) -> set[tuple[str, str]]:
+    """Pairs of centre records in one registry patient."""
+    assert result.registry is not None
+    found = set()
+    ids = result.registry.ids
+    assert ids is not None
+    for records in ids.patients.values():
+        found |= {(a, b) for a in records for b in records if a < b}
+    return found
+
+
+def review(tmp_path: Path) -> list[dict[str, str]]:
+    text = (tmp_path / "out" / "reports" / "review.csv").read_text()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_an_identifier_link_the_other_fields_contradict_goes_to_review(tmp_path: Path) -> None:
+    result = build(tmp_path)
+    joined = together(result)
+    assert TWINS not in joined
+    assert SAME in joined  # the id link the other fields do not contradict still holds
+    rows = {(r["left"], r["right"]): r for r in review(tmp_path)}
+    twins = rows[TWINS]
+    assert twins["reason"] == "identifier contradicted"
+    assert twins["agree"] == "birth_ym: same year and month"
+    assert twins["differ"].split("; ") == ["sex", "diagnosis_date", "infusion_date"]
+
+
+def test_without_the_contradiction_check_the_twins_merge(tmp_path: Path) -> None:
+    """The fixture tells the rule apart: unchecked, the mixed-up id merges the twins."""
+    assert TWINS in together(build(tmp_path, contradiction=0))
+
+
+def test_the_review_band_lists_pairs_with_encoded_evidence_only(tmp_path: Path) -> None:
+    result = build(tmp_path)
+    assert HARD not in together(result)
+    rows = {(r["left"], r["right"]): r for r in review(tmp_path)}
+    hard = rows[HARD]
+    assert hard["reason"] == "review band"
+    assert 0.01 <= float(hard["probability"]) < 0.9
+    assert hard["agree"].split("; ") == [
+        "birth_ym: same year and month", "sex: same", "diagnosis_date: one character off"
+    ]  # fmt: skip
+    assert hard["differ"] == "infusion_date"
+    text = (tmp_path / "out" / "reports" / "review.csv").read_text()
+    for clear in ("2014", "2020", "05-05", "N1", "N2", "111", "female"):
+        assert clear not in text
+    assert build(tmp_path / "no-band", review=None).registry is not None
+    assert review(tmp_path / "no-band") == [
+        r for r in review(tmp_path) if r["reason"] != "review band"
+    ]
+
+
+def decide(tmp_path: Path, left: str, right: str, *flags: str) -> Any:
+    registry = tmp_path / "registry.yaml"
+    if not registry.exists():
+        registry.write_text(yaml.safe_dump({"name": "T", "centres": [
+            {"id": "berlin", "mapping": "m.yaml", "data": "b.csv"}]}))  # fmt: skip
+    return CliRunner().invoke(registry_app, ["decide", str(registry), left, right, *flags])
+
+
+def test_decisions_are_kept_with_who_and_when_and_honoured(tmp_path: Path) -> None:
+    assert decide(tmp_path, *HARD, "--link", "--by", "Dr Weber").exit_code == 0
+    assert decide(tmp_path, *SAME, "--no-link", "--by", "Dr Weber").exit_code == 0
+    assert decide(tmp_path, *SAME, "--no-link", "--by", "Dr Okoye").exit_code == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "decisions.csv").read_text())))
+    assert [(r["left"], r["right"], r["decision"], r["by"]) for r in rows] == sorted(
+        [(*HARD, "link", "Dr Weber"), (*SAME, "no-link", "Dr Okoye")]
+    )
+    assert all(r["when"].endswith("Z") for r in rows)
+    result = build(tmp_path)
+    joined = together(result)
+    assert HARD in joined
+    assert SAME not in joined
+    assert result.registry is not None
+    decided = [k for k in result.registry.links if k.method == "decided"]
+    assert [(k.left, k.right) for k in decided] == [HARD]
+    links = (tmp_path / "out" / "reports" / "links.csv").read_text()
+    assert f"{SAME[0]},{SAME[1]},identifier,1.000000,no (decided apart)" in links
+    assert HARD not in {(r["left"], r["right"]) for r in review(tmp_path)}
+    # a changed decision makes the next build run again
+    decide(tmp_path, *SAME, "--link", "--by", "Dr Okoye")
+    assert SAME in together(build(tmp_path))
+
+
+def test_a_decision_on_records_not_in_the_build_is_reported(tmp_path: Path) -> None:
+    other = P.patient("berlin", "gone")
+    assert decide(tmp_path, other, HARD[0], "--link", "--by", "Dr Weber").exit_code == 0
+    result = build(tmp_path)
+    assert [n for n in result.notes if other in n and "not used" in n]
+    assert HARD not in together(result)
+
+
+@pytest.mark.parametrize(
+    ("row", "says"),
+    [
+        ("p1,p2,link,A,2026-12-07T10:00:00Z", "row 2, column left"),
+        (f"{HARD[0]},{HARD[1]},yes,A,2026-12-07T10:00:00Z", "row 2, column decision"),
+        (f"{HARD[0]},{HARD[1]},link,,2026-12-07T10:00:00Z", "row 2, column by"),
+        (f"{HARD[0]},{HARD[1]},link,A,yesterday", "row 2, column when"),
+    ],
+)
+def test_a_bad_decision_row_is_named(row: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_decisions(f"left,right,decision,by,when\n{row}\n", "decisions.csv")
+    assert f"decisions.csv, {says}" in caught.value.message
+
+
+def test_a_bad_pair_on_the_command_line_is_named_and_nothing_written(tmp_path: Path) -> None:
+    result = decide(tmp_path, "p123", HARD[0], "--link", "--by", "Dr Weber")
+    assert isinstance(result.exception, ConfigError)
+    assert result.exception.message.startswith("the pair given, column left: 'p123'")
+    assert not (tmp_path / "decisions.csv").exists()
+
+
+def test_review_must_be_below_the_threshold(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not below threshold"):
+        definition(tmp_path, linkage={"threshold": 0.9, "review": 0.95})
+
+
+def test_a_pair_an_identifier_links_is_not_put_to_review() -> None:
+    from fhir_cart.registry.links import Link
+    from fhir_cart.registry.review import settle
+
+    a, b = sorted((P.patient("berlin", "X"), P.patient("london", "Y")))
+    identifier = [Link(b, a, 1.0, "identifier")]
+    band = [Link(a, b, 0.5, "probabilistic")]
+    settled = settle(identifier, band, {}, {}, {a, b}, 0.9)
+    assert settled.review == []
+    assert [k.method for k in settled.links] == ["identifier"]
+    contradicted = settle(identifier, band, {(a, b): band[0]}, {}, {a, b}, 0.9)
+    assert [r.reason for r in contradicted.review] == ["identifier contradicted"]
