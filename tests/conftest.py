@@ -60,7 +60,7 @@ def ctx() -> MappingContext:
 
 @pytest.fixture(scope="session")
 def seed_cases() -> list[Case]:
-    from fhir_cart.readers import read_study  # imported here: tests that need no reader run alone
+    from fhir_cart.study import read_study  # imported here: tests that need no reader run alone
     from fhir_cart.study_mapping import load_study_mapping
 
     result = read_study(SEED_FILE, load_study_mapping(SEED_MAPPING))
@@ -70,7 +70,7 @@ def seed_cases() -> list[Case]:
 
 @pytest.fixture(scope="session")
 def centre_b_cases() -> list[Case]:
-    from fhir_cart.readers import read_study
+    from fhir_cart.study import read_study
     from fhir_cart.study_mapping import load_study_mapping
 
     result = read_study(CENTRE_B_FILE, load_study_mapping(CENTRE_B_MAPPING))

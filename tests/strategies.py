@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from fhir_cart import records as r
 from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptLibrary, ValueDef, load_concepts
-from fhir_cart.readers import word_key
+from fhir_cart.study import word_key
 from fhir_cart.terminology import load_terminology
 
 __all__ = [

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 
 from fhir_cart.errors import ConfigError, InputError, Reject
 from fhir_cart.mappers.context import MappingContext, RefStyle, mapping_context
-from fhir_cart.readers import ReadResult, read_study
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, Settings, load_settings
+from fhir_cart.study import ReadResult, read_study
 from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.summary import StudyDefinition, load_study
 from fhir_cart.terminology import default_mappings_dir, use_mappings_dir

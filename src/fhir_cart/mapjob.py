@@ -1,6 +1,6 @@
 """The `fhir-cart map` job, streaming: read, map and write patient by patient.
 
-The study is read as a stream of cases (:func:`fhir_cart.readers.stream_study`; how a file in
+The study is read as a stream of cases (:func:`fhir_cart.study.stream_study`; how a file in
 long format is read patient by patient is said there). Each case is mapped once
 (:func:`fhir_cart.mappers.to_fhir.map_case`): its resources are written to the NDJSON files
 with relative references, then their references are turned to ``urn:uuid:`` in place and
@@ -29,8 +29,8 @@ from fhir_cart.bundle import BundleMode, NdjsonWriter, entry_for, validate_resou
 from fhir_cart.errors import FatalError, Reject
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import map_case
-from fhir_cart.readers import StudyStream, stream_study
 from fhir_cart.records import Case
+from fhir_cart.study import StudyStream, stream_study
 
 __all__ = ["BundleWriter", "MapResult", "open_study", "run_map"]
 

@@ -76,7 +76,7 @@ CANONICAL_DATE_FORMATS: tuple[str, ...] = ("%Y-%m-%d", "%Y-%m", "%Y")
 def _library(library: ConceptLibrary | None) -> ConceptLibrary:
     if library is not None:
         return library
-    from fhir_cart.readers import default_library
+    from fhir_cart.study_mapping import default_library
 
     return default_library()
 

@@ -68,7 +68,7 @@ def emitted() -> dict[str, list[Json]]:
 
 def _read(study: Path, mapping_file: Path) -> tuple[list[Case], str | None]:
     """A centre's cases and its country (which picks its diagnosis code systems)."""
-    from fhir_cart.readers import read_study
+    from fhir_cart.study import read_study
     from fhir_cart.study_mapping import load_study_mapping
 
     mapping = load_study_mapping(mapping_file)

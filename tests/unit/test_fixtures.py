@@ -4,7 +4,7 @@ generators rebuild the shipped files; every column of every fixture is mapped or
 
 Cases come two ways: converted straight from the generators' rows (tests/unit/seed_cases.py,
 fixture_cases.py), and read from the files with the open-model reader (spec §2). The reading
-tests skip only while the reader is not merged (fhir_cart.readers cannot be imported); from
+tests skip only while the reader is not merged (fhir_cart.study cannot be imported); from
 then on they run and must agree with the converted cases."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ CONVERTED: dict[str, Callable[[], list[Case]]] = {
 def read_with_reader(path: Path, mapping: Path) -> list[Case]:
     """Read a fixture with the open-model reader; skip while it is not merged."""
     try:
-        from fhir_cart.readers import read_study
+        from fhir_cart.study import read_study
         from fhir_cart.study_mapping import load_study_mapping
     except ImportError as exc:  # the closed-model reader imports names records no longer has
         pytest.skip(f"open-model reader (spec §2) not merged yet: {exc}")

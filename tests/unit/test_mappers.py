@@ -217,7 +217,7 @@ def test_round_trip_on_the_shared_case_strategy(data: st.DataObject) -> None:
 
 def _readers_ready() -> bool:
     try:
-        from fhir_cart.readers import read_study  # noqa: F401
+        from fhir_cart.study import read_study  # noqa: F401
     except ImportError:
         return False
     return True
@@ -236,8 +236,8 @@ FIXTURE_COHORTS = {
 def test_fixture_cohorts_are_valid_r4_and_round_trip(
     name: str, style: str, schema: SchemaChecker
 ) -> None:
-    need(_readers_ready(), "fhir_cart.readers does not read the open record yet")
-    from fhir_cart.readers import read_study
+    need(_readers_ready(), "fhir_cart.study does not read the open record yet")
+    from fhir_cart.study import read_study
     from fhir_cart.study_mapping import load_study_mapping
 
     path, mapping_file = FIXTURE_COHORTS[name]

@@ -19,7 +19,6 @@ from openpyxl import load_workbook
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir
 from fhir_cart.mappers.to_fhir import case_to_fhir, event_order
-from fhir_cart.readers import ReadResult, read_study
 from fhir_cart.records import (
     Case,
     Event,
@@ -29,6 +28,7 @@ from fhir_cart.records import (
     date_span,
     parse_partial_date,
 )
+from fhir_cart.study import ReadResult, read_study
 from fhir_cart.study_mapping import StudyMapping
 from fhir_cart.summary import MeasureResult, TimeResolver, parse_study, summarise
 from fhir_cart.writers import canonical_mapping, write_study

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from fhir_cart.readers import _make_event, _make_value, _make_when
 from fhir_cart.records import Event, Value, When
+from fhir_cart.study.build import _make_event, _make_value, _make_when
 
 texts = st.one_of(
     st.none(),

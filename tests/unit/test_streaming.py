@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from fhir_cart import readers
-from fhir_cart.readers import read_study, stream_study
+from fhir_cart.study import ReadResult, read, read_study, sources, stream_study
 from fhir_cart.study_mapping import load_study_mapping
 from tests.conftest import FIXTURES, MAPPINGS
 
@@ -56,9 +55,9 @@ def _long_study(tmp_path: Path, order: str) -> Path:
     return folder
 
 
-def _held(monkeypatch: pytest.MonkeyPatch, path: Path, mapping: Path) -> readers.ReadResult:
+def _held(monkeypatch: pytest.MonkeyPatch, path: Path, mapping: Path) -> ReadResult:
     with monkeypatch.context() as patched:
-        patched.setattr(readers, "_feeds", lambda *args: None)
+        patched.setattr(read, "_feeds", lambda *args: None)
         return read_study(path, load_study_mapping(mapping))
 
 
@@ -76,14 +75,14 @@ def test_streaming_reads_what_holding_the_file_reads(
 ) -> None:
     path = _long_study(tmp_path, study) if mapping == BAD else FIXTURES / study
     used: list[str] = []
-    feeds = readers._feeds
+    feeds = read._feeds
 
     def spy(*args: Any) -> Any:
         found = feeds(*args)
         used.extend(type(f).__name__ for f in (found or {}).values())
         return found
 
-    monkeypatch.setattr(readers, "_feeds", spy)
+    monkeypatch.setattr(read, "_feeds", spy)
     stream = stream_study(path, load_study_mapping(mapping))
     cases = list(stream)
     assert stream.streamed
@@ -127,7 +126,7 @@ def test_the_first_case_comes_before_the_rest_of_the_file_is_read(
             out.writerow([f"P{i:03d}", "day_28", "28", "pcr", "negative", "x"])
             out.writerow([f"P{i:03d}", "infusion", "0", "pcr", "negative", "x"])
     pulled = 0
-    rows = readers._data_rows
+    rows = sources._data_rows
 
     def counted(*args: Any) -> Iterator[Any]:
         nonlocal pulled
@@ -135,7 +134,7 @@ def test_the_first_case_comes_before_the_rest_of_the_file_is_read(
             pulled += 1
             yield row
 
-    monkeypatch.setattr(readers, "_data_rows", counted)
+    monkeypatch.setattr(sources, "_data_rows", counted)
     stream = stream_study(folder, load_study_mapping(BAD))
     cases = iter(stream)
     first = next(cases)

@@ -8,12 +8,13 @@ import pytest
 
 from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptsFile, ValueDef
 from fhir_cart.errors import ConfigError
-from fhir_cart.readers import default_library, read_study
+from fhir_cart.study import read_study
 from fhir_cart.study_mapping import (
     EventSpec,
     PatientSpec,
     StudyMapping,
     check_mapping,
+    default_library,
     dump_study_mapping,
     load_study_mapping,
     normalise_word,

@@ -91,7 +91,7 @@ def read_centre(centre: CentreDef, definition: RegistryDef) -> CentreData:
     from fhir_cart.terminology import load_terminology
 
     # Through importlib: the reader of the open model (spec §2) is typed by its own branch.
-    readers: Any = importlib.import_module("fhir_cart.readers")
+    readers: Any = importlib.import_module("fhir_cart.study")
     mappings: Any = importlib.import_module("fhir_cart.study_mapping")
     mapping = mappings.load_study_mapping(definition.resolve(centre.mapping))
     if mapping.centre != centre.id:

@@ -12,10 +12,10 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from fhir_cart.cache import Cache
-from fhir_cart.readers import read_study
 from fhir_cart.service.deps import Auth, CacheDep, JobId, SettingsDep, get_job
 from fhir_cart.service.jobs import job_dir
 from fhir_cart.settings import Settings
+from fhir_cart.study import read_study
 from fhir_cart.writers import write_study
 
 __all__ = ["router"]

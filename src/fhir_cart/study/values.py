@@ -1,0 +1,276 @@
+"""Cells as values: blanks, dates at their written precision, numbers a double can hold,
+yes/no words, text; quantities and UCUM units; how a cell is matched to a word. Pure
+functions of the cell (and the mapping's date formats); a bad cell is a ValueError saying
+what was expected."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import math
+import re
+from functools import lru_cache
+from typing import Any
+
+from fhir_cart.concepts import convert_unit, is_ucum, units_compatible
+from fhir_cart.records import Precision
+from fhir_cart.study_mapping import normalise_word
+
+__all__ = ["fit_unit", "parse_quantity", "word_key"]
+
+Row = dict[str, Any]
+_BOOLEANS = {
+    **dict.fromkeys(("yes", "true", "1", "ja", "y", "j", "wahr"), True),
+    **dict.fromkeys(("no", "false", "0", "nein", "n", "falsch"), False),
+}
+_NUM = r"[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?"
+_UNIT = r"(?:10[*^]\d+\S*|[^\d\s<>=.,\-–—].*|1)"
+"""A unit after a number: '%', 'g/m²', '10*6/kg', '10^9/L', 'x10^6/kg', or '1' alone."""
+_QUANTITY = re.compile(rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<unit>{_UNIT})?$")
+_RANGE = re.compile(
+    rf"^(?P<low>{_NUM})\s*(?:-|–|—|\.\.|to|bis)\s*(?P<high>{_NUM})\s*(?P<unit>{_UNIT})?$"
+)
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+_EXPONENT = re.compile(r"[eE]")
+_UNIT_TEXT = str.maketrans({"²": "2", "³": "3", "µ": "u", "μ": "u", "×": "x"})
+
+
+class _FieldError(ValueError):
+    def __init__(self, fld: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = fld
+
+
+# -- cells ----------------------------------------------------------------------------------
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, str) and value.isspace())
+
+
+def _to_date(value: Any, formats: tuple[str, ...]) -> tuple[dt.date, Precision]:
+    """A date cell as (date, precision): a date cell is a day; text is read by the first of
+    the mapping's ``date_formats`` that fits, at that format's precision."""
+    if isinstance(value, dt.datetime):
+        return value.date(), "day"
+    if isinstance(value, dt.date):
+        return value, "day"
+    return _text_date(str(value).strip(), formats)
+
+
+def _format_precision(fmt: str) -> Precision:
+    """What a strptime format states: a day (``%d``, ``%j``), else a month (``%m``, ``%b``,
+    ``%B``), else a year. A partial date is the first day of its year or month *with* that
+    precision, never a guessed day."""
+    if "%d" in fmt or "%j" in fmt:
+        return "day"
+    if any(code in fmt for code in ("%m", "%b", "%B")):
+        return "month"
+    return "year"
+
+
+@lru_cache(maxsize=65536)
+def _text_date(text: str, formats: tuple[str, ...]) -> tuple[dt.date, Precision]:
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime(text, fmt).date(), _format_precision(fmt)
+        except ValueError:
+            continue
+    for fmt in formats:
+        impossible = _impossible_date(text, fmt)
+        if impossible is not None:
+            raise ValueError(f"{impossible} (read as {fmt})")
+    raise ValueError(f"not a date; expected one written as {' or '.join(formats)}")
+
+
+_DATE_PARTS = {
+    "%d": r"(?P<d>\d{1,2})", "%m": r"(?P<m>\d{1,2})", "%Y": r"(?P<Y>\d{4})",
+    "%y": r"(?P<y>\d{2})", "%H": r"\d{1,2}", "%M": r"\d{1,2}", "%S": r"\d{1,2}",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _date_shape(fmt: str) -> re.Pattern[str] | None:
+    """A format's shape with its day, month and year as groups (None: a format with other
+    directives, e.g. month names, whose slips are not explained)."""
+    parts = re.split(r"(%.)", fmt)
+    if any(p.startswith("%") and p not in _DATE_PARTS for p in parts if len(p) == 2):
+        return None
+    pattern = "".join(_DATE_PARTS.get(p, re.escape(p)) for p in parts)
+    return re.compile(pattern) if "(?P<d>" in pattern and "(?P<m>" in pattern else None
+
+
+def _impossible_date(text: str, fmt: str) -> str | None:
+    """Why ``text``, written in the shape of ``fmt``, is no date ('day 31 does not exist in
+    February 2024'); None when it is not written in that shape."""
+    shape = _date_shape(fmt)
+    match = shape.fullmatch(text) if shape is not None else None
+    if match is None:
+        return None
+    day, month = int(match["d"]), int(match["m"])
+    if not 1 <= month <= 12:
+        return f"month {month} does not exist"
+    groups = match.groupdict()
+    if groups.get("Y") is not None:
+        year = int(groups["Y"])
+    elif groups.get("y") is not None:
+        year = dt.datetime.strptime(groups["y"], "%y").year
+    else:
+        return None
+    if year < 1:
+        return f"year {year} does not exist"
+    if 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None  # the date exists: something else in the text is wrong
+    return f"day {day} does not exist in {_MONTHS[month - 1]} {year}"
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+
+
+class _Unholdable(ValueError):
+    """A number written in a cell that a double cannot hold."""
+
+
+def _number(text: str) -> float:
+    """A number written as text ('1,5', '1e-4') as a float; ValueError for one a double
+    cannot hold: too large (1e309 would read as infinity) or too small (1e-400 would read
+    as 0), and for 'inf' or 'nan'."""
+    number = float(text.replace(",", "."))
+    if not math.isfinite(number):
+        raise _Unholdable(
+            f"the number {text} is too large to be a measured value; check the cell "
+            "(a typo in the exponent?)"
+        )
+    if number == 0.0 and _NONZERO_DIGIT.search(_EXPONENT.split(text, maxsplit=1)[0]):
+        raise _Unholdable(
+            f"the number {text} is too small to hold (it would read as 0); check the cell "
+            "(a typo in the exponent?)"
+        )
+    return number
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return _number(str(value).strip())
+    except _Unholdable:
+        raise
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _to_int(value: Any) -> int:
+    number = _to_float(value)
+    if not number.is_integer():
+        raise ValueError("expected a whole number")
+    return int(number)
+
+
+def _to_text(value: Any) -> str:
+    if type(value) is str:
+        return value.strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime) and value.time() == dt.time():
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value).strip()
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    found = _BOOLEANS.get(normalise_word(value))
+    if found is None:
+        raise ValueError("expected yes or no (yes/no, true/false, 1/0, ja/nein, y/n)")
+    return found
+
+
+def _in_bounds(number: float, low: float | None, high: float | None) -> None:
+    if low is not None and number < low:
+        raise ValueError(f"must be at least {low:g}")
+    if high is not None and number > high:
+        raise ValueError(f"must be at most {high:g}")
+
+
+# -- quantities and units --------------------------------------------------------------------
+
+
+def _unit_text(text: str) -> str:
+    """A unit as written -> UCUM spelling: 'g/m²' -> 'g/m2', 'µg' -> 'ug',
+    'x10^6/kg' -> '10*6/kg'; spaces dropped."""
+    unit = "".join(text.translate(_UNIT_TEXT).split())
+    unit = re.sub(r"^x(?=10)", "", unit)
+    return unit.replace("10^", "10*")
+
+
+def _comparators(text: str) -> str:
+    return text.replace("≤", "<=").replace("≥", ">=")
+
+
+def parse_quantity(cell: Any) -> tuple[str | None, float, str | None]:
+    """A cell as (comparator, number, unit as written in UCUM spelling or None):
+    '<0.01%' -> ('<', 0.01, '%'), '1,5 g/m²' -> (None, 1.5, 'g/m2'), 1e-4 -> (None, 1e-4,
+    None). ValueError when the cell is not a number."""
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        return None, float(cell), None
+    match = _QUANTITY.match(_comparators(str(cell).strip()))
+    if match is None:
+        raise ValueError("expected a number, with a comparator and unit if any ('<0.01 %')")
+    unit = _unit_text(match["unit"]) if match["unit"] else None
+    return match["cmp"], _number(match["num"]), unit
+
+
+def fit_unit(number: float, unit: str, units: tuple[str, ...], convert: bool) -> tuple[float, str]:
+    """``number`` in ``unit`` expressed in one of ``units`` (the first is canonical): a unit
+    compatible with the first converts to it (unless it is listed and ``convert`` is
+    false); another listed unit is kept; a unit compatible with another listed one converts
+    to that. ValueError for a unit that is not UCUM or fits none."""
+    if not is_ucum(unit):
+        raise ValueError(f"unit {unit!r} is not a UCUM unit")
+    first = units[0]
+    if unit == first:
+        return number, first
+    if units_compatible(unit, first) and (convert or unit not in units):
+        return convert_unit(number, unit, first), first
+    if unit in units:
+        return number, unit
+    for other in units[1:]:
+        if units_compatible(unit, other):
+            return convert_unit(number, unit, other), other
+    raise ValueError(f"unit {unit!r} is not one of {', '.join(units)} nor convertible to them")
+
+
+def _column_kind(written: str | None, declared: tuple[str, ...], name: str = "value") -> None:
+    """A unit written in a cell must measure what the column's declared unit (or another
+    unit the mapping lists for the column) measures: '1,5 g' in a mg/m2 column is a
+    reject, not a fixed dose of 1,500 mg."""
+    if written is None or not declared or not is_ucum(written):
+        return  # no unit written, none declared, or not UCUM (fit_unit says so)
+    if any(units_compatible(written, unit) for unit in declared):
+        return
+    listed = ", ".join([*declared, written])
+    raise ValueError(
+        f"unit {written!r} does not measure what this column's unit {declared[0]!r} measures; "
+        f"correct the cell, or, if {written} is right for this column, list it in the "
+        f"mapping: units: {{{name}: [{listed}]}}"
+    )
+
+
+def _checked_number(number: float, unit: str | None, low: float | None, high: float | None) -> None:
+    _in_bounds(number, low, high)
+    if unit == "%" and number > 100:
+        raise ValueError("a percentage cannot exceed 100")
+
+
+def word_key(word: Any) -> str:
+    """How a cell is matched to a canonical word: :func:`normalise_word`, and '_' read as
+    a space ('complete remission' is complete_remission)."""
+    return normalise_word(word).replace("_", " ")
