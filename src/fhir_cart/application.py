@@ -42,9 +42,9 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.client import FhirClient
     from fhir_cart.registry.build import BuildResult, Progress
     from fhir_cart.registry.definition import RegistryDef
+    from fhir_cart.sync.jobs import PullOutcome
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
-    from fhir_cart.sync.service import PullOutcome
 
 __all__ = ["Application", "PullContext", "PushOutcome"]
 
@@ -145,7 +145,7 @@ class Application:
 
     def client(self, name_or_url: str | ServerSettings) -> FhirClient:
         """A FHIR client for a server (its auth, timeouts and limits from settings)."""
-        from fhir_cart.sync.service import client_for
+        from fhir_cart.sync.connect import client_for
 
         return client_for(self.server(name_or_url))
 
@@ -247,7 +247,7 @@ class Application:
                 "push the good rows (--continue-on-error, or continue_on_error: true)",
                 list(rejects),
             )
-        from fhir_cart.sync.service import run_push
+        from fhir_cart.sync.jobs import run_push
 
         ctx = self.mapping_context(mapping, strict=strict)
         plan, report = await run_push(
@@ -269,7 +269,7 @@ class Application:
         on_mapped: Callable[[PullOutcome], None] | None = None,
     ) -> PullOutcome:
         """Pull a cohort into the cache and read it back as study records."""
-        from fhir_cart.sync.service import run_pull
+        from fhir_cart.sync.jobs import run_pull
 
         return await run_pull(
             selection=selection, ctx=self.pull_context(), server=self.server(server),
@@ -400,7 +400,7 @@ class Application:
         """The registry's patients through the idempotent push (only what changed is sent),
         then its ConceptMaps and Provenance (only those whose content changed)."""
         from fhir_cart.registry.artefacts import PushedHashes, push_artefacts
-        from fhir_cart.sync.service import run_push
+        from fhir_cart.sync.jobs import run_push
 
         registry = result.registry
         assert registry is not None

@@ -46,9 +46,9 @@ from fhir_cart.summary import (
 from fhir_cart.tables import summary_table
 
 if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
+    from fhir_cart.sync.jobs import PullOutcome
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import PushPlan, PushReport
-    from fhir_cart.sync.service import PullOutcome
 
 __all__ = ["app", "main"]
 
@@ -618,7 +618,7 @@ def pull_command(
     cache_url: CacheOpt = None,
 ) -> None:
     """Pull a cohort into study tables; resources not understood are listed, never dropped."""
-    from fhir_cart.writers import FORMATS, write_study
+    from fhir_cart.writers import FORMATS, write_study, write_unmapped
 
     if fmt not in FORMATS:
         raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
@@ -634,13 +634,9 @@ def pull_command(
         )  # fmt: skip
     written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
-        from fhir_cart.sync.service import write_unmapped
-
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
     if result.excluded:
-        from fhir_cart.sync.service import write_unmapped
-
         path = write_unmapped(result.excluded, out_dir / "excluded.csv")
         err.print(f"{len(result.excluded)} resources excluded by their status "
                   f"(entered-in-error, refuted, not done, ...): {path}")  # fmt: skip

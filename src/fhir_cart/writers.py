@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -26,6 +26,9 @@ from fhir_cart.csv_safety import csv_writer, xlsx_book
 from fhir_cart.errors import Reject
 from fhir_cart.records import Case, Event, Precision, Value, When, date_text
 from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
+
+if TYPE_CHECKING:
+    from fhir_cart.mappers.from_fhir import Unmapped
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ __all__ = [
     "table_rows",
     "write_rejects",
     "write_study",
+    "write_unmapped",
 ]
 
 Format = Literal["csv", "xlsx", "json", "parquet"]
@@ -371,4 +375,15 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> Path:
         for reject in rejects:
             found = reject.as_dict()
             writer.writerow(found.get(c) for c in columns)
+    return path
+
+
+def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
+    """What a pull could not map, as CSV: reference, resource_type, reason."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv_writer(handle)
+        writer.writerow(["reference", "resource_type", "reason"])
+        for item in unmapped:
+            writer.writerow([item.reference, item.resource_type, item.reason])
     return path

@@ -14,8 +14,8 @@ from fhir_cart.cache import open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped
 from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.jobs import PullOutcome, run_pull
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import PullOutcome, run_pull
 
 Json = dict[str, Any]
 Key = tuple[str, str]

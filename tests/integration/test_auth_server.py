@@ -24,8 +24,8 @@ from fhir_cart.errors import AuthError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import AuthSettings, ServerSettings
+from fhir_cart.sync.jobs import run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import run_pull, run_push
 from fhir_cart.testing import SekmetServer
 from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.integration.test_sync import SEED_QUERY, by_id, expected_totals, written

@@ -17,8 +17,8 @@ from fhir_cart.cache import open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult
 from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.jobs import run_pull
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import run_pull
 from tests.ehr_cases import EhrCase, check, key_of, load_cases
 
 pytestmark = pytest.mark.integration

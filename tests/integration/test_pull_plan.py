@@ -19,8 +19,8 @@ from fhir_cart.cache import open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.jobs import run_pull, run_push
 from fhir_cart.sync.pull import EVENT_TYPES, PullSelection
-from fhir_cart.sync.service import run_pull, run_push
 from tests.integration.test_sync import SEED_QUERY, by_id
 
 pytestmark = pytest.mark.integration

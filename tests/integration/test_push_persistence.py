@@ -16,8 +16,9 @@ from fhir_cart.cache import Cache, open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.connect import client_for
+from fhir_cart.sync.jobs import run_push
 from fhir_cart.sync.push import PushReport, plan_push, push
-from fhir_cart.sync.service import client_for, run_push
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from fhir_cart.cli import main
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
+from fhir_cart.sync.jobs import run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import run_pull, run_push
 from fhir_cart.testing.fhir_server import free_port
 from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.integration.test_sync import (

@@ -22,8 +22,8 @@ from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
 from fhir_cart.study import read_study
 from fhir_cart.summary import load_study, summarise
+from fhir_cart.sync.jobs import run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.sync.service import run_pull, run_push
 from fhir_cart.writers import canonical_mapping
 from tests.conftest import SEED_FILE, SEED_MAPPING
 

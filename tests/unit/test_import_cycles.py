@@ -146,3 +146,14 @@ def test_the_cli_loads_no_database_arrow_or_linkage_library_until_a_command_need
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_reader_and_the_sync_jobs_have_no_module_over_700_lines() -> None:
+    """Issue 21: the reader (once one 1,900-line module) and the sync jobs (once one module
+    of seven jobs) stay split along their seams."""
+    paths = [*(SRC / PACKAGE / "study").glob("*.py"), *(SRC / PACKAGE / "sync").glob("*.py")]
+    assert len(paths) > 10  # the walk found both packages
+    long = {
+        p.name: n for p in paths if (n := len(p.read_text(encoding="utf-8").splitlines())) > 700
+    }
+    assert not long, long

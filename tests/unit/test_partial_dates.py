@@ -461,7 +461,7 @@ def test_a_pull_job_summary_lists_answers_resting_on_partial_dates(tmp_path: Pat
     from fhir_cart.application import Application
     from fhir_cart.service.jobs import _write_pull_outputs
     from fhir_cart.settings import Settings
-    from fhir_cart.sync.service import PullOutcome
+    from fhir_cart.sync.jobs import PullOutcome
 
     definition = tmp_path / "study.yaml"
     definition.write_text(

@@ -289,7 +289,7 @@ def _row_flat(text: str, rtype: str) -> list[str]:
 
 def test_the_pull_end_sums_exclusions_by_reason(capsys: pytest.CaptureFixture[str]) -> None:
     from fhir_cart.cli import _print_account
-    from fhir_cart.sync.service import PullOutcome
+    from fhir_cart.sync.jobs import PullOutcome
 
     excluded = [
         Unmapped("Condition/c1", "Condition", "verificationStatus entered-in-error"),
@@ -308,7 +308,7 @@ def test_the_pull_end_sums_exclusions_by_reason(capsys: pytest.CaptureFixture[st
 
 def test_a_resource_not_accounted_for_is_shown_in_red(capsys: pytest.CaptureFixture[str]) -> None:
     from fhir_cart.cli import _print_account
-    from fhir_cart.sync.service import PullOutcome
+    from fhir_cart.sync.jobs import PullOutcome
 
     outcome = PullOutcome(1, by_type={"Encounter": TypeCount(fetched=2, other=1, unaccounted=1)})
     _print_account(outcome)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from fhir_cart.sync import service
+from fhir_cart.sync import jobs
 from tests.hostile import Answer, HostileServer, Seen, bundle, capabilities, fhir_json
 from tests.unit.test_untrusted_server import EVENTS, pull, settings_env
 
@@ -41,7 +41,7 @@ def observations(broken: bool) -> Callable[[Seen], Answer]:
 def test_a_pull_that_dies_part_way_leaves_whole_patients_and_an_interrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "_RECORD_BATCH", 10)  # many transactions, not one
+    monkeypatch.setattr(jobs, "_RECORD_BATCH", 10)  # many transactions, not one
     with HostileServer() as server:
         server.routes["/fhir/metadata"] = capabilities(*EVENTS)
         for rtype in EVENTS:

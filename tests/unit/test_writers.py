@@ -312,7 +312,7 @@ def test_csv_cells_that_look_like_formulas_are_escaped(tmp_path: Path, text: str
 
 def test_unmapped_report_escapes_formulas(tmp_path: Path) -> None:
     from fhir_cart.mappers.from_fhir import Unmapped
-    from fhir_cart.sync.service import write_unmapped
+    from fhir_cart.writers import write_unmapped
 
     item = Unmapped("=cmd|'/c calc'!A1", "@Observation", "-no code")
     with write_unmapped([item], tmp_path / "unmapped.csv").open(newline="") as handle:

@@ -3,22 +3,35 @@
 PostgreSQL: a session advisory lock on a connection held until release. SQLite file:
 ``flock`` on a file beside the database, removed by its holder on release (so none are left
 behind; a process killed while holding one leaves its file, which the next holder takes
-over and removes). In-memory SQLite (one process): always free."""
+over and removes). In-memory SQLite (one process): always free. :func:`exclusive` holds
+several at once, waiting without blocking the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import text
 
 from fhir_cart.cache.base import Store
 
-__all__ = ["LockStore", "Release"]
+__all__ = ["LockStore", "Lockable", "Release", "exclusive"]
+
+log = logging.getLogger(__name__)
 
 Release = Callable[[], None]
+
+
+class Lockable(Protocol):
+    """What holds named locks: a :class:`LockStore`, or the cache that delegates to one."""
+
+    def try_lock(self, name: str) -> Release | None: ...
 
 
 class LockStore(Store):
@@ -94,3 +107,50 @@ def _try_file_lock(path: Path) -> Release | None:
             handle.close()
 
     return release
+
+
+_LOCK_POLL_S = 0.25
+
+
+@asynccontextmanager
+async def exclusive(cache: Lockable, names: Iterable[str], *, waiting: str) -> AsyncIterator[None]:
+    """Hold every lock in ``names`` across all processes sharing ``cache``.
+
+    All are taken at once or none (released and retried after a pause), so two holders
+    never deadlock, and a wait that is cancelled leaves nothing held. ``waiting`` is logged
+    (once) when another holder makes this one wait."""
+    wanted = sorted(set(names))
+    said = False
+    while True:
+        held = _take_all(cache, wanted)
+        if held is not None:
+            break
+        if not said:
+            log.info(waiting)
+            said = True
+        await asyncio.sleep(_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        for release in reversed(held):
+            release()
+
+
+def _take_all(cache: Lockable, names: Sequence[str]) -> list[Release] | None:
+    """Every lock in ``names`` (their release functions), or none held and None."""
+    held: list[Release] = []
+    try:
+        for name in names:
+            release = cache.try_lock(name)
+            if release is None:
+                break
+            held.append(release)
+        else:
+            return held
+    except BaseException:
+        for release in reversed(held):
+            release()
+        raise
+    for release in reversed(held):
+        release()
+    return None

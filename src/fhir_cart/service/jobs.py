@@ -27,9 +27,9 @@ from fhir_cart.cache.models import SyncRun
 from fhir_cart.private import private_dir
 from fhir_cart.settings import Settings
 from fhir_cart.summary import summarise
+from fhir_cart.sync.jobs import PullOutcome
 from fhir_cart.sync.pull import PullSelection, parse_types
-from fhir_cart.sync.service import PullOutcome, write_unmapped
-from fhir_cart.writers import write_study
+from fhir_cart.writers import write_study, write_unmapped
 
 __all__ = ["JOB_KINDS", "Workers", "execute", "job_dir", "run_worker", "worker_name"]
 

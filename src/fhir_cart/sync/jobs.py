@@ -10,27 +10,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
-from fhir_cart.auth import (
-    Auth,
-    BasicAuth,
-    BearerToken,
-    ClientCredentials,
-    NoAuth,
-    SmartBackendServices,
-)
 from fhir_cart.cache import Cache, worker_name
+from fhir_cart.cache.locks import exclusive
 from fhir_cart.client import FhirClient
-from fhir_cart.csv_safety import csv_writer
-from fhir_cart.errors import ConfigError, FhirClientError, RetryableError, ServerUnreachable
+from fhir_cart.errors import FhirClientError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import (
     ReverseResult,
@@ -41,9 +30,9 @@ from fhir_cart.mappers.from_fhir import (
 )
 from fhir_cart.records import Case
 from fhir_cart.references import server_id, subject_patient_id
-from fhir_cart.settings import AuthSettings, ServerSettings
+from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.accounting import TypeCount, by_type, places
-from fhir_cart.sync.capabilities import ServerCapabilities
+from fhir_cart.sync.connect import client_for, discover
 from fhir_cart.sync.pull import (
     CHUNK,
     EVENT_TYPES,
@@ -60,113 +49,12 @@ from fhir_cart.sync.pull import (
 from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
 from fhir_cart.sync.retract import removed_records, retract
 
-__all__ = [
-    "PullOutcome", "auth_from_settings", "client_for", "exclusive", "push_locks", "run_pull",
-    "run_push",
-]  # fmt: skip
+__all__ = ["PullOutcome", "push_locks", "run_pull", "run_push"]
 
 log = logging.getLogger(__name__)
 
 
-def _secret(value: SecretStr | None, what: str) -> SecretStr:
-    if value is None:
-        raise ConfigError(f"server auth needs {what}")
-    return value
-
-
-def auth_from_settings(auth: AuthSettings) -> Auth:
-    if auth.type == "none":
-        return NoAuth()
-    if auth.type == "basic":
-        return BasicAuth(auth.username or "", _secret(auth.password, "password"))
-    if auth.type == "bearer":
-        return BearerToken(_secret(auth.token, "token"))
-    if auth.type == "client_credentials":
-        if not auth.token_url or not auth.client_id:
-            raise ConfigError("client_credentials auth needs token_url and client_id")
-        secret = _secret(auth.client_secret, "client_secret")
-        return ClientCredentials(auth.token_url, auth.client_id, secret, auth.scope)
-    if not auth.client_id or not auth.private_key_file:
-        raise ConfigError("smart_backend auth needs client_id and private_key_file")
-    key = SecretStr(Path(auth.private_key_file).read_text(encoding="utf-8"))
-    return SmartBackendServices(
-        client_id=auth.client_id, private_key_pem=key, scope=auth.scope or "system/*.read",
-        key_id=auth.key_id, algorithm=auth.algorithm, token_url=auth.token_url,
-    )  # fmt: skip
-
-
-async def discover(client: FhirClient, server: ServerSettings) -> ServerCapabilities:
-    """The server's capabilities: its CapabilityStatement, corrected by settings."""
-    try:
-        statement = await client.capabilities()
-    except RetryableError as exc:
-        if exc.status is None:  # no HTTP answer at all: connection refused, DNS, timeout
-            raise ServerUnreachable(server.base_url, exc.message.rsplit(": ", 1)[-1]) from exc
-        raise
-    return ServerCapabilities.from_statement(
-        statement,
-        bundle_type=server.bundle_type,
-        max_transaction_entries=server.max_transaction_entries,
-    )
-
-
-def client_for(server: ServerSettings) -> FhirClient:
-    return FhirClient(
-        base_url=server.base_url,
-        auth=auth_from_settings(server.auth),
-        timeout=server.timeout,
-        max_retries=server.max_retries,
-        max_pages=server.max_pages_per_pull,
-        max_entries_per_page=server.max_entries_per_page,
-        max_response_bytes=server.max_response_bytes,
-        allow_foreign_export_files=server.allow_foreign_export_files,
-    )
-
-
-_LOCK_POLL_S = 0.25
-
-
-@asynccontextmanager
-async def exclusive(cache: Cache, names: Iterable[str]) -> AsyncIterator[None]:
-    """Hold every lock in ``names`` across all processes sharing ``cache``.
-
-    All are taken at once or none (released and retried after a pause), so two holders
-    never deadlock, and a wait that is cancelled leaves nothing held."""
-    wanted = sorted(set(names))
-    said = False
-    while True:
-        held = _take_all(cache, wanted)
-        if held is not None:
-            break
-        if not said:
-            log.info("waiting for another push of the same centre to this server to finish")
-            said = True
-        await asyncio.sleep(_LOCK_POLL_S)
-    try:
-        yield
-    finally:
-        for release in reversed(held):
-            release()
-
-
-def _take_all(cache: Cache, names: Sequence[str]) -> list[Callable[[], None]] | None:
-    """Every lock in ``names`` (their release functions), or none held and None."""
-    held: list[Callable[[], None]] = []
-    try:
-        for name in names:
-            release = cache.try_lock(name)
-            if release is None:
-                break
-            held.append(release)
-        else:
-            return held
-    except BaseException:
-        for release in reversed(held):
-            release()
-        raise
-    for release in reversed(held):
-        release()
-    return None
+_WAITING = "waiting for another push of the same centre to this server to finish"
 
 
 def push_locks(server: str, cases: Iterable[Case]) -> list[str]:
@@ -193,7 +81,7 @@ async def run_push(
     await cache.call(cache.upsert_study_records, cases=cases)
     if dry_run:
         return await cache.call(_plan, ctx, cases, cache, key), None
-    async with exclusive(cache, push_locks(key, cases)):
+    async with exclusive(cache, push_locks(key, cases), waiting=_WAITING):
         if run_id is None:
             await cache.call(cache.mark_dead_workers)  # a push killed earlier: its journal
             run_id = await cache.call(  # may now be cleared
@@ -707,13 +595,3 @@ def _account(
         log.warning("resources not accounted for exactly once (a fhir_cart fault): %s",
                     {t: (c.unaccounted, c.twice) for t, c in faults.items()})  # fmt: skip
     return accounted
-
-
-def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv_writer(handle)
-        writer.writerow(["reference", "resource_type", "reason"])
-        for item in unmapped:
-            writer.writerow([item.reference, item.resource_type, item.reason])
-    return path
