@@ -27,7 +27,7 @@ import gzip
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +47,7 @@ Json = dict[str, Any]
 Key = tuple[str, str]
 _HELD = frozenset({"Specimen", "Medication"})
 _BATCH = 2000  # rows per SQLite insert
+_COUNTS = tuple(f.name for f in fields(TypeCount))
 
 
 @dataclass
@@ -172,8 +173,8 @@ def _orphans(db: sqlite3.Connection) -> Iterator[Json]:
 def _add_counts(total: dict[str, TypeCount], part: dict[str, TypeCount]) -> None:
     for rtype, count in part.items():
         into = total.setdefault(rtype, TypeCount())
-        for name, value in count.as_dict().items():
-            setattr(into, name, getattr(into, name) + value)
+        for name in _COUNTS:
+            setattr(into, name, getattr(into, name) + getattr(count, name))
 
 
 def _held_places(mapper: PatientByPatient, result: ReverseResult) -> dict[Key, list[str]]:

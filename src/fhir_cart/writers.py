@@ -177,18 +177,22 @@ def table_rows(
     """(table, row) for every patient and event, patients first within each case. Raises
     ValueError for an attribute the library does not define (nothing is dropped)."""
     columns = table_columns(library)
-    patients, events = frozenset(columns["patients"]), frozenset(columns["events"])
     for case in cases:
-        sid = case.patient.study_id
-        row = _patient_row(case)
-        if not patients.issuperset(row):
-            _unknown(row, columns["patients"], f"patient {sid}")
-        yield "patients", row
-        for event in case.events:
-            row = _event_row(sid, event)
-            if not events.issuperset(row):
-                _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
-            yield "events", row
+        yield from _case_rows(case, columns)
+
+
+def _case_rows(case: Case, columns: dict[str, list[str]]) -> Iterator[tuple[str, Row]]:
+    sid = case.patient.study_id
+    row = _patient_row(case)
+    if not set(columns["patients"]).issuperset(row):
+        _unknown(row, columns["patients"], f"patient {sid}")
+    yield "patients", row
+    events = set(columns["events"])
+    for event in case.events:
+        row = _event_row(sid, event)
+        if not events.issuperset(row):
+            _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
+        yield "events", row
 
 
 def _all_rows(
@@ -390,6 +394,9 @@ class StudyTableWriter:
         self.columns = table_columns(library)
         self._known = {t: frozenset(c) for t, c in self.columns.items()}
         self._known["other"] = frozenset(OTHER_COLUMNS)
+        every = {**self.columns, "other": list(OTHER_COLUMNS)}
+        self._where = {t: {c: i for i, c in enumerate(cs)} for t, cs in every.items()}
+        self._blank = {t: [""] * len(cs) for t, cs in every.items()}
         self._cases: list[Case] = []
         self._other: list[Row] = []
         self._csv: dict[str, tuple[Any, Any]] = {}
@@ -414,8 +421,11 @@ class StudyTableWriter:
         if self.fmt == "csv":
             if table not in self._csv:
                 self._open_csv(table, list(OTHER_COLUMNS))
-            columns = self.columns.get(table, list(OTHER_COLUMNS))
-            self._csv[table][1].writerow([_csv_cell(row.get(c)) for c in columns])
+            cells = self._blank[table].copy()  # rows are sparse: see _write_csv
+            index = self._where[table]
+            for column, value in row.items():
+                cells[index[column]] = _csv_cell(value)
+            self._csv[table][1].writerow(cells)
         else:
             if table not in self._sheets:
                 self._book.sheet(table, list(OTHER_COLUMNS))
@@ -427,7 +437,7 @@ class StudyTableWriter:
         if self.fmt in ("json", "parquet"):
             self._cases.append(case)
             return
-        for table, row in table_rows([case], self.library):
+        for table, row in _case_rows(case, self.columns):
             self._row(table, row)
 
     def add_other(self, row: Mapping[str, Any]) -> None:
