@@ -148,13 +148,12 @@ def _index(paths: Iterable[Path], db: sqlite3.Connection) -> _Index:
 
 def _patients(db: sqlite3.Connection) -> Iterator[tuple[Json, list[Json]]]:
     """Pass 2's input: each Patient (in the order read) with the resources naming it."""
-    patients = db.execute("SELECT patient, body FROM r WHERE is_patient = 1 ORDER BY seq")
+    patients = db.execute(
+        "SELECT patient, body FROM r WHERE seq IN (SELECT MAX(seq) FROM r WHERE is_patient = 1 "
+        "GROUP BY patient) ORDER BY seq"
+    )  # a Patient listed twice: its last copy, as a pull keeps the last version received
     reader = db.cursor()
-    seen: set[str] = set()
     for pid, body in patients:
-        if pid in seen:
-            continue  # a Patient listed twice: mapped once, with its resources
-        seen.add(pid)
         rows = reader.execute("SELECT body FROM r WHERE patient = ? AND is_patient = 0 "
                               "ORDER BY seq", (pid,))  # fmt: skip
         yield orjson.loads(body), [orjson.loads(b) for (b,) in rows]

@@ -160,3 +160,17 @@ def test_command_prints_the_account_and_names_a_bad_line(
     assert "Condition.ndjson line 8" in said
     assert "not JSON" in said
     assert main(["tables", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_a_patient_listed_twice_is_read_from_its_last_copy(
+    ctx: MappingContext, seed_cases: list[Case], tmp_path: Path
+) -> None:
+    """As a pull keeps the last version it receives (and cases_from_fhir the last Patient)."""
+    resources = _seed_resources(ctx, seed_cases)
+    first = next(r for r in resources if r["resourceType"] == "Patient")
+    changed = {**first, "gender": "other" if first.get("gender") != "other" else "male"}
+    resources.append(changed)
+    _same_as_pull(resources, tmp_path, _write_ndjson(resources, tmp_path / "ndjson"),
+                  account=False)  # fmt: skip
+    rows = _file_rows(tmp_path / "tables" / "patients.csv")
+    assert len(rows) == len(seed_cases) + 1
