@@ -3,6 +3,7 @@ OUT``), beside fhiry's fastest path and a plain orjson + pandas flatten, each a 
 its own, in alternating pairs; with every side's peak RSS.
 
     .venv/bin/python benchmarks/bench_tables.py [--patients 1000 10000] [--pairs 3]
+        [--sides ours fhiry plain] [--out benchmarks/results/bench_tables_cmd.json]
 
 Input: a synthetic cohort of N patients (benchmarks/cohort.py) mapped to one NDJSON file
 per resource type (untimed). Sides (each started with this machine's Python, timed from
@@ -17,7 +18,8 @@ start to exit; CPU time from ``os.wait4``, peak RSS from the process's VmHWM rea
   floor of FHIR -> tables: no checking, no concepts).
 
 Each pair alternates which side runs first. Ratios are baseline wall time / ours (above 1:
-ours is faster), min-median-max over the pairs. Results: benchmarks/results/bench_tables_cmd.json.
+ours is faster), min-median-max over the pairs. Results: ``--out`` (default
+benchmarks/results/bench_tables_cmd.json).
 
 This file is also the baselines' program (``_fhiry DIR OUT``, ``_plain DIR OUT``).
 """
@@ -67,7 +69,7 @@ def _side(ran: Any) -> dict[str, float]:
             "peak_rss_mib": round(ran.rss_mib, 1)}  # fmt: skip
 
 
-def bench(patients: int, pairs: int, tmp: Path) -> dict[str, Any]:
+def bench(patients: int, pairs: int, tmp: Path, only: list[str]) -> dict[str, Any]:
     from bench_sync import run_process, spread
     from pairs import load
 
@@ -79,6 +81,7 @@ def bench(patients: int, pairs: int, tmp: Path) -> dict[str, Any]:
         "fhiry": [PYTHON, str(Path(__file__)), "_fhiry", str(ndjson), str(out)],
         "plain": [PYTHON, str(Path(__file__)), "_plain", str(ndjson), str(out)],
     }
+    sides = {name: argv for name, argv in sides.items() if name in only}
     rows: list[dict[str, Any]] = []
     for index in range(pairs):
         order = list(sides)
@@ -92,14 +95,14 @@ def bench(patients: int, pairs: int, tmp: Path) -> dict[str, Any]:
             said = f"{patients} patients from {resources} resources"
             if name == "ours" and said not in ran.stdout:
                 raise SystemExit(f"fhir-cart tables did not read every patient:\n{ran.stdout}")
-        for name in ("fhiry", "plain"):
+        for name in set(sides) - {"ours"}:
             row[f"ratio_{name}"] = round(row[name]["wall_s"] / row["ours"]["wall_s"], 3)
         print(f"  {patients:,} pair {index + 1} ({row['first']} first): "
               + ", ".join(f"{n} {row[n]['wall_s']} s {row[n]['peak_rss_mib']} MiB"
                           for n in sides), flush=True)  # fmt: skip
         rows.append(row)
     got: dict[str, Any] = {"patients": patients, "resources": resources}
-    for name in ("fhiry", "plain"):
+    for name in sorted(set(sides) - {"ours"}):
         got[f"ratio_{name}_wall_over_ours"] = spread([r[f"ratio_{name}"] for r in rows])
     for name in sides:
         walls = [r[name]["wall_s"] for r in rows]
@@ -124,7 +127,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--patients", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--sides", nargs="+", default=["ours", "fhiry", "plain"],
+        help="which processes to run (e.g. only 'ours' at 100,000: the baselines hold every "
+        "resource, several GB)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_tables_cmd.json")
     args = parser.parse_args()
+    if "ours" not in args.sides:
+        parser.error("--sides must include ours")
     result: dict[str, Any] = {
         "command": ".venv/bin/python benchmarks/bench_tables.py " + " ".join(sys.argv[1:]),
         "job": "fhir-cart tables DIR --out OUT (a process; CSV tables out)",
@@ -142,21 +153,20 @@ def main() -> None:
     started = time.perf_counter()
     for patients in args.patients:
         with tempfile.TemporaryDirectory(prefix="bench-tables-") as name:
-            result["sizes"].append(bench(patients, args.pairs, Path(name)))
+            result["sizes"].append(bench(patients, args.pairs, Path(name), args.sides))
     result["load_average_end"] = load()
     result["uptime_end"] = uptime()
     result["wall_s"] = round(time.perf_counter() - started, 1)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_tables_cmd.json").write_bytes(
-        orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n"
-    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     for size in result["sizes"]:
-        fhiry, plain = size["ratio_fhiry_wall_over_ours"], size["ratio_plain_wall_over_ours"]
-        rss = {n: size[n]["peak_rss_mib"]["max"] for n in ("ours", "fhiry", "plain")}
-        print(f"{size['patients']:,} patients ({size['resources']:,} resources): vs fhiry "
-              f"{fhiry['min']}-{fhiry['median']}-{fhiry['max']}, vs plain {plain['min']}-"
-              f"{plain['median']}-{plain['max']}; peak RSS MiB ours {rss['ours']}, fhiry "
-              f"{rss['fhiry']}, plain {rss['plain']}")  # fmt: skip
+        said = [f"{size['patients']:,} patients ({size['resources']:,} resources):"]
+        for name in args.sides:
+            ratio = size.get(f"ratio_{name}_wall_over_ours")
+            if ratio is not None:
+                said.append(f"vs {name} {ratio['min']}-{ratio['median']}-{ratio['max']};")
+        said += [f"peak RSS {n} {size[n]['peak_rss_mib']['max']} MiB" for n in args.sides]
+        print(" ".join(said))
 
 
 if __name__ == "__main__":
