@@ -174,3 +174,12 @@ def test_a_patient_listed_twice_is_read_from_its_last_copy(
                   account=False)  # fmt: skip
     rows = _file_rows(tmp_path / "tables" / "patients.csv")
     assert len(rows) == len(seed_cases) + 1
+
+
+def test_centre_names_patients_whose_identifiers_name_none(tmp_path: Path) -> None:
+    resources = [r for case in load_cases() for r in case.resources]
+    folder = _write_ndjson(resources, tmp_path / "ndjson")
+    assert main(["tables", str(folder), "--out", str(tmp_path / "out"), "--centre", "uhx"]) == 0
+    with (tmp_path / "out" / "patients.csv").open(newline="", encoding="utf-8") as handle:
+        centres = {row["centre"] for row in csv.DictReader(handle)}
+    assert centres == {"uhx"}
