@@ -460,6 +460,9 @@ class StudyTableWriter:
         path = self.out if self.out.suffix == ".xlsx" else self.out / "study.xlsx"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._book.save(path)
+        if self._book.escaped:
+            log.warning("%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
+                        "(as Excel writes them)", path.name, self._book.escaped)  # fmt: skip
         return [path]
 
 
