@@ -29,7 +29,8 @@ fhir_cart throughput / baseline throughput (resources/s), min-median-max over th
    one at a time) is timed in each pair too. Requests are counted for each side (fhir_cart's
    in one extra, untimed run through a counting wrapper of httpx's transport).
 3. NDJSON -> tables (``--table-pairs``, 0 to skip): fhir_cart's reverse mapping and CSV
-   writer (``cases_from_fhir`` + ``write_study``; no CLI command does only this) vs fhiry's
+   writer (``cases_from_fhir`` + ``write_study``, in this process, all resources in memory;
+   ``fhir-cart tables`` as a process: benchmarks/bench_tables.py) vs fhiry's
    fastest path for the same NDJSON (each file's lines parsed with orjson into one Bundle,
    ``Fhiry.process_bundle_dict``, ``DataFrame.to_csv``), in this process. fhiry's own
    NDJSON reader is timed once on a tenth of the cohort, for reference.

@@ -13,8 +13,9 @@ servers are decided here once, the same way for all of them:
   mapping's own identifier base (a centre's patients keep their centre and study id);
 - ``server(name)`` / ``client(name)``: servers named in settings (or, where allowed, a URL
   needing no authentication);
-- ``push``, ``pull``: the use cases, on a cache the caller holds; ``registry_build`` (which
-  pushes through the cache settings name).
+- ``push``, ``pull``: the use cases, on a cache the caller holds; ``tables`` (a folder of
+  NDJSON -> study tables, patient by patient); ``registry_build`` (which pushes through the
+  cache settings name).
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ from fhir_cart.yamlfile import read_yaml
 if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command needs them
     from fhir_cart.cache import Cache
     from fhir_cart.client import FhirClient
+    from fhir_cart.ndjson_tables import TablesOutcome
     from fhir_cart.registry.build import BuildResult, Progress
     from fhir_cart.registry.definition import RegistryDef
     from fhir_cart.sync.jobs import PullOutcome
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
+    from fhir_cart.writers import Format
 
 __all__ = ["Application", "PullContext", "PushOutcome"]
 
@@ -275,6 +278,27 @@ class Application:
             selection=selection, ctx=self.pull_context(), server=self.server(server),
             cache=cache, use_export=use_export, default_centre=default_centre, run_id=run_id,
             on_patient=on_patient, on_mapped=on_mapped,
+        )  # fmt: skip
+
+    def tables(
+        self,
+        folder: Path,
+        out: Path,
+        fmt: Format = "csv",
+        *,
+        default_centre: str = "ehr",
+        keep_cases: bool = False,
+        on_patient: Callable[[int], None] | None = None,
+    ) -> TablesOutcome:
+        """A folder of FHIR NDJSON (a bulk export, or ``fhir-cart map`` output) -> the study
+        tables, ``unmapped.csv`` and ``excluded.csv`` a pull writes for the same resources,
+        read with the pull's context, patient by patient (the temporary index goes to the
+        system's temporary folder)."""
+        from fhir_cart.ndjson_tables import tables_from_ndjson
+
+        return tables_from_ndjson(
+            self.pull_context(), folder, out, fmt, default_centre=default_centre,
+            keep_cases=keep_cases, on_patient=on_patient,
         )  # fmt: skip
 
     def registry_build(

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -46,6 +46,7 @@ from fhir_cart.summary import (
 from fhir_cart.tables import summary_table
 
 if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
+    from fhir_cart.sync.accounting import TypeCount
     from fhir_cart.sync.jobs import PullOutcome
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import PushPlan, PushReport
@@ -545,29 +546,41 @@ def _selection(
     return PullSelection(kind="search", query=search, since=since, types=asked)
 
 
-def _account_table(outcome: PullOutcome) -> Table:
-    """The pull's account per resource type (``PullOutcome.by_type``)."""
+def _account_table(counts: Mapping[str, TypeCount]) -> Table:
+    """The account per resource type (``PullOutcome.by_type``, ``TablesOutcome.by_type``)."""
     table = _table("Resources by type")
     columns = ["fetched", "patients", "events", "used", "other", "excluded"]
     faults = [c for c in ("unaccounted", "twice")
-              if any(getattr(n, c) for n in outcome.by_type.values())]  # fmt: skip
+              if any(getattr(n, c) for n in counts.values())]  # fmt: skip
     table.add_column("type")
     for column in [*columns, *faults]:
         table.add_column(column, justify="right")
-    for rtype, count in outcome.by_type.items():
+    for rtype, count in counts.items():
         table.add_row(escape(rtype), *(str(getattr(count, c)) for c in [*columns, *faults]))
     return table
 
 
+def _print_types(counts: Mapping[str, TypeCount], excluded: Mapping[str, int]) -> None:
+    """The account per type, then how many were excluded for each reason."""
+    if counts:
+        out.print(_account_table(counts))
+    for reason, number in sorted(excluded.items()):
+        out.print(f"excluded {number}: {escape(reason)}")
+
+
+def _print_faults(counts: Mapping[str, TypeCount]) -> None:
+    faults = sum(c.unaccounted + c.twice for c in counts.values())
+    if faults:
+        err.print(f"[red]{faults} resources not accounted for exactly once[/red] (a fhir_cart "
+                  "fault: please report it)")  # fmt: skip
+
+
 def _print_account(result: PullOutcome) -> None:
     """Where every fetched resource ended, per type, and what was not asked for."""
-    if result.by_type:
-        out.print(_account_table(result))
     reasons: dict[str, int] = {}
     for item in result.excluded:
         reasons[item.reason] = reasons.get(item.reason, 0) + 1
-    for reason, number in sorted(reasons.items()):
-        out.print(f"excluded {number}: {escape(reason)}")
+    _print_types(result.by_type, reasons)
     if result.stats.not_asked:
         out.print(f"not asked for (--types): {escape(', '.join(result.stats.not_asked))}")
     if result.stats.not_searchable:
@@ -577,10 +590,7 @@ def _print_account(result: PullOutcome) -> None:
     for rtype, number in sorted(result.stats.not_selected.items()):
         out.print(f"{rtype}: read by type (no patient search); {number} resources of patients "
                   "not selected left out")  # fmt: skip
-    faults = sum(c.unaccounted + c.twice for c in result.by_type.values())
-    if faults:
-        err.print(f"[red]{faults} resources not accounted for exactly once[/red] (a fhir_cart "
-                  "fault: please report it)")  # fmt: skip
+    _print_faults(result.by_type)
 
 
 @app.command("pull", cls=_Command)
@@ -649,6 +659,52 @@ def pull_command(
         out.print(f"{len(result.other)} resources matched no concept: see the `other` table")
     _print_account(result)
     definition = study_for(study, None)
+    if definition is not None:
+        results = summarise(result.cases, definition)
+        out.print(summary_table(results, compare=False, title=definition.name))
+
+
+@app.command("tables", cls=_Command)
+def tables_command(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of FHIR NDJSON files (*.ndjson, *.ndjson.gz).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, xlsx, parquet or json.")] = "csv",
+    centre: Annotated[str, typer.Option(help="Centre id for patients without one.")] = "ehr",
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study definition whose summary to print afterwards."),
+    ] = None,
+) -> None:
+    """Turn a folder of FHIR NDJSON (a bulk export, or `fhir-cart map` output) into study
+    tables, as a pull of the same resources gives them, patient by patient."""
+    from fhir_cart.writers import FORMATS
+
+    if fmt not in FORMATS:
+        raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
+    application = _app()
+    definition = study_for(study, None)
+    with _progress() as progress:
+        task = progress.add_task("mapping patients", total=None)
+        result = application.tables(
+            folder, out_dir, fmt, default_centre=centre,  # type: ignore[arg-type]
+            keep_cases=definition is not None,
+            on_patient=lambda n: progress.update(task, completed=n),
+        )  # fmt: skip
+    if result.unmapped_file is not None:
+        err.print(f"[yellow]{result.unmapped} resources not mapped[/yellow]: "
+                  f"{result.unmapped_file}")  # fmt: skip
+    if result.excluded_file is not None:
+        err.print(f"{result.excluded} resources excluded by their status (entered-in-error, "
+                  f"refuted, not done, ...): {result.excluded_file}")  # fmt: skip
+    out.print(f"{result.patients} patients from {result.resources} resources in "
+              f"{_plural(len(result.files), 'file')}")  # fmt: skip
+    out.print(f"wrote {_plural(len(result.written), 'file')} to {out_dir}")
+    if result.other:
+        out.print(f"{result.other} resources matched no concept: see the `other` table")
+    _print_types(result.by_type, result.excluded_reasons)
+    _print_faults(result.by_type)
     if definition is not None:
         results = summarise(result.cases, definition)
         out.print(summary_table(results, compare=False, title=definition.name))

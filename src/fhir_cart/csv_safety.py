@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_RISKY_FIRST = frozenset([*FORMULA_STARTS, "'"])
+"""What a cell :func:`safe_csv_cell` may change starts with (a cheap first test: most cells
+of a table are blank or plain)."""
 
 
 def _formula_after_quotes(value: str) -> bool:
@@ -42,7 +45,7 @@ def safe_csv_cell(value: Any) -> Any:
     Text that already starts with ``'`` before a formula start gets one more (``'=x`` is
     written ``''=x``), so the escape is undone exactly; any other text is left as it is
     (``''`` or ``'tis`` stay as they are)."""
-    if isinstance(value, str) and _formula_after_quotes(value):
+    if isinstance(value, str) and value[:1] in _RISKY_FIRST and _formula_after_quotes(value):
         return "'" + value
     return value
 

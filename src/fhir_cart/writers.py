@@ -37,6 +37,8 @@ __all__ = [
     "FORMATS",
     "OTHER_COLUMNS",
     "PATIENT_COLUMNS",
+    "StudyTableWriter",
+    "UnmappedWriter",
     "canonical_mapping",
     "table_columns",
     "table_rows",
@@ -179,18 +181,22 @@ def table_rows(
     """(table, row) for every patient and event, patients first within each case. Raises
     ValueError for an attribute the library does not define (nothing is dropped)."""
     columns = table_columns(library)
-    patients, events = frozenset(columns["patients"]), frozenset(columns["events"])
     for case in cases:
-        sid = case.patient.study_id
-        row = _patient_row(case)
-        if not patients.issuperset(row):
-            _unknown(row, columns["patients"], f"patient {sid}")
-        yield "patients", row
-        for event in case.events:
-            row = _event_row(sid, event)
-            if not events.issuperset(row):
-                _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
-            yield "events", row
+        yield from _case_rows(case, columns)
+
+
+def _case_rows(case: Case, columns: dict[str, list[str]]) -> Iterator[tuple[str, Row]]:
+    sid = case.patient.study_id
+    row = _patient_row(case)
+    if not set(columns["patients"]).issuperset(row):
+        _unknown(row, columns["patients"], f"patient {sid}")
+    yield "patients", row
+    events = set(columns["events"])
+    for event in case.events:
+        row = _event_row(sid, event)
+        if not events.issuperset(row):
+            _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
+        yield "events", row
 
 
 def _all_rows(
@@ -387,3 +393,113 @@ def write_unmapped(unmapped: Sequence[Unmapped], path: Path) -> Path:
         for item in unmapped:
             writer.writerow([item.reference, item.resource_type, item.reason])
     return path
+
+
+class StudyTableWriter:
+    """:func:`write_study`, fed case by case: CSV rows are appended to their files and XLSX
+    rows go to a write-only workbook as they come, so memory does not grow with the cohort;
+    Parquet and JSON keep the cases and write them at :meth:`close` (their writers need
+    every row first). The files are those ``write_study(cases, out, fmt, other=rows)``
+    writes for the same cases and rows (``other`` only when it has a row)."""
+
+    def __init__(self, out: Path, fmt: Format, library: ConceptLibrary | None = None) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        self.out, self.fmt, self.library = out, fmt, library
+        self.columns = table_columns(library)
+        self._known = {t: frozenset(c) for t, c in self.columns.items()}
+        self._known["other"] = frozenset(OTHER_COLUMNS)
+        every = {**self.columns, "other": list(OTHER_COLUMNS)}
+        self._where = {t: {c: i for i, c in enumerate(cs)} for t, cs in every.items()}
+        self._blank = {t: [""] * len(cs) for t, cs in every.items()}
+        self._cases: list[Case] = []
+        self._other: list[Row] = []
+        self._csv: dict[str, tuple[Any, Any]] = {}
+        self._book: Any = None
+        if fmt == "csv":
+            out.mkdir(parents=True, exist_ok=True)
+            for table in self.columns:
+                self._open_csv(table, self.columns[table])
+        elif fmt == "xlsx":
+            self._book = xlsx_book()
+            for table, columns in self.columns.items():
+                self._book.sheet(table, columns)
+        self._sheets = set(self.columns)
+
+    def _open_csv(self, table: str, columns: list[str]) -> None:
+        handle = (self.out / f"{table}.csv").open("w", newline="", encoding="utf-8")
+        writer = csv_writer(handle)
+        writer.writerow(columns)
+        self._csv[table] = (handle, writer)
+
+    def _row(self, table: str, row: Row) -> None:
+        if self.fmt == "csv":
+            if table not in self._csv:
+                self._open_csv(table, list(OTHER_COLUMNS))
+            cells = self._blank[table].copy()  # rows are sparse: see _write_csv
+            index = self._where[table]
+            for column, value in row.items():
+                cells[index[column]] = _csv_cell(value)
+            self._csv[table][1].writerow(cells)
+        else:
+            if table not in self._sheets:
+                self._book.sheet(table, list(OTHER_COLUMNS))
+                self._sheets.add(table)
+            columns = self.columns.get(table, list(OTHER_COLUMNS))
+            self._book.append(table, [row.get(c) for c in columns])
+
+    def add_case(self, case: Case) -> None:
+        if self.fmt in ("json", "parquet"):
+            self._cases.append(case)
+            return
+        for table, row in _case_rows(case, self.columns):
+            self._row(table, row)
+
+    def add_other(self, row: Mapping[str, Any]) -> None:
+        found = dict(row)
+        if not self._known["other"].issuperset(found):
+            _unknown(found, list(OTHER_COLUMNS), "other")
+        if self.fmt in ("json", "parquet"):
+            self._other.append(found)
+            return
+        self._row("other", found)
+
+    def close(self) -> list[Path]:
+        """Finish the files; the files written."""
+        if self.fmt in ("json", "parquet"):
+            return write_study(self._cases, self.out, self.fmt, self.library, self._other)
+        if self.fmt == "csv":
+            for handle, _ in self._csv.values():
+                handle.close()
+            return [self.out / f"{t}.csv" for t in self._csv]
+        path = self.out if self.out.suffix == ".xlsx" else self.out / "study.xlsx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._book.save(path)
+        if self._book.escaped:
+            log.warning("%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
+                        "(as Excel writes them)", path.name, self._book.escaped)  # fmt: skip
+        return [path]
+
+
+class UnmappedWriter:
+    """A list of resources with reasons (reference, resource_type, reason) as CSV, the file
+    made when its first row comes (none for no rows), as ``write_unmapped`` writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: Any = None
+        self._writer: Any = None
+
+    def add(self, item: Any) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("w", newline="", encoding="utf-8")
+            self._writer = csv_writer(self._handle)
+            self._writer.writerow(["reference", "resource_type", "reason"])
+        self._writer.writerow([item.reference, item.resource_type, item.reason])
+
+    def close(self) -> Path | None:
+        if self._handle is None:
+            return None
+        self._handle.close()
+        return self.path

@@ -42,6 +42,7 @@ from fhir_cart.statuses import StatusTable, StatusVerdict, statuses_in
 
 __all__ = [
     "OtherRow",
+    "PatientByPatient",
     "ReverseResult",
     "ReverseStream",
     "Unmapped",
@@ -1094,4 +1095,67 @@ class ReverseStream:
                 mine = events.get(id(patient), [])
                 _build_case(result, _Patient(patient.record, patient.resource,
                                              [*patient.events, *mine]))  # fmt: skip
+        return result
+
+
+# -- mapping patient by patient ---------------------------------------------------------------
+
+
+class PatientByPatient:
+    """:func:`cases_from_fhir`, one patient at a time, for inputs too big to hold.
+
+    Specimens and Medications are held whole (``specimens``, ``medications``: they are read
+    through references from any patient's resources); each :meth:`patient` call maps one
+    Patient with every resource whose subject is that patient, :meth:`orphans` the
+    resources whose subject is no Patient of the data set, and :meth:`held` (last) the
+    Specimens and Medications no mapped resource used. The union of the results holds what
+    ``cases_from_fhir`` over all those resources gives (the same cases, rows and reasons;
+    in patient order rather than input order)."""
+
+    def __init__(
+        self,
+        ctx: MappingContext,
+        specimens: dict[str, Json],
+        medications: dict[str, Json],
+        *,
+        default_centre: str = "ehr",
+    ) -> None:
+        self.ctx = ctx
+        self.default_centre = default_centre
+        self.run = _Run(ctx, specimens, medications=medications)
+        self.study_ids: dict[str, str] = {}
+        """Patient id -> study id of each Patient read (a Specimen's owner is named by it)."""
+
+    def patient(self, resource: Json, resources: Iterable[Json]) -> ReverseResult:
+        result = ReverseResult()
+        try:
+            patient = patient_record(self.ctx, resource, self.default_centre)
+        except _BAD_INPUT as exc:
+            _keep(result, resource, None, _reason(exc))
+            for other in resources:
+                _keep(result, other, None, "references no patient in this data set")
+            return result
+        self.study_ids[str(resource.get("id"))] = patient.record.study_id
+        for other in resources:
+            _map_resource(self.run, result, other, patient)
+        _build_case(result, patient)
+        return result
+
+    def orphans(self, resources: Iterable[Json]) -> ReverseResult:
+        result = ReverseResult()
+        for resource in resources:
+            _keep(result, resource, None, "references no patient in this data set")
+        return result
+
+    def held(self) -> ReverseResult:
+        result = ReverseResult()
+        run = self.run
+        for sid, specimen in run.specimens.items():
+            if sid not in run.used_specimens:
+                owner = self.study_ids.get(_subject_key(specimen) or "")
+                reason = run.specimen_notes.get(sid, "Specimen referenced by no mapped Observation")
+                _keep(result, specimen, owner, reason)
+        for mid, medication in run.medications.items():
+            if mid not in run.used_medications:
+                _keep(result, medication, None, _UNUSED_MEDICATION)
         return result
