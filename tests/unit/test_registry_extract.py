@@ -96,8 +96,17 @@ def test_a_build_from_extracts_gives_the_same_links_and_outputs_as_from_files(
     assert {n for n in files if files[n] != extracts[n]} == set()
 
 
+FREE_VALUE = "B-ALL laut Dr Wagner, Telefon 0176 4499123"
+
+
 def test_no_source_value_is_in_an_extract(tmp_path: Path, library: ConceptLibrary) -> None:
     centres = write_centres(tmp_path / "centres", "relative")
+    # free text where a coded value belongs (kept by the reader as the value's text)
+    berlin = tmp_path / "centres" / "berlin" / "berlin.csv"
+    lines = berlin.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace(";B-ALL;", f";{FREE_VALUE};", 1)
+    berlin.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    centres.free_text.add(FREE_VALUE)  # the reader rejects it: a reject keeps no value
     made = _extracts(tmp_path, centres, library)
     shift = Shift.of(Pseudonymiser(KEY))
     # a moved date may fall on another child's real date: that is no leak of the real one
@@ -213,3 +222,35 @@ def test_a_moved_date_comes_back_exactly(tmp_path: Path) -> None:
     assert shift.date(year, "year").month == 1
     assert shift.date(year, "year").day == 1
     assert shift.date(shift.date(year, "year"), "year", back=True) == year
+
+
+def test_open_text_leaves_only_as_a_keyed_token_and_a_measurement_as_written() -> None:
+    """Text the reader kept (a value's own text, a source word, an event's status) that the
+    screen refuses is a keyed token, the same at every centre; a number's text stays."""
+    from fhir_cart.records import Case, Event, PatientRecord, Value, When
+    from fhir_cart.registry.definition import RegistryDef
+    from fhir_cart.registry.extract import seal
+
+    free = "seen by Dr Wagner on 07.03.2019"
+    events = (
+        Event(event_id="d1", concept="diagnosis", value=Value(text=free), source_text=free,
+              when=When(date=dt.date(2019, 3, 7)), status=free),
+        Event(event_id="m1", concept="weight", value=Value(number=125000.0),
+              source_text="125.000"),
+    )  # fmt: skip
+    case = Case(patient=PatientRecord(study_id="B-1", centre="berlin"), events=events)
+    definition = RegistryDef.model_validate(
+        {"name": "x", "centres": [{"id": "berlin", "extract": "b.zip"}]}
+    )
+    key = Pseudonymiser(KEY)
+    one = seal("berlin", [case], [], [], {}, definition, key, None)
+    other = seal("london", [case.model_copy(update={"patient": case.patient.model_copy(
+        update={"centre": "london"})})], [], [], {}, definition, key, None)  # fmt: skip
+    sealed = one.cases[0].events
+    text = repr(one)
+    assert "Wagner" not in text and "07.03.2019" not in text and "2019-03-07" not in text
+    assert sealed[0].value is not None and sealed[0].value.text is not None
+    assert re.fullmatch(r"#\d{24}", sealed[0].value.text)
+    assert sealed[0].source_text == sealed[0].status == sealed[0].value.text
+    assert other.cases[0].events[0].source_text == sealed[0].source_text  # centre-independent
+    assert sealed[1].source_text == "125.000"  # five digits: the screen alone refuses it
