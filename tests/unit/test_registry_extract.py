@@ -257,3 +257,17 @@ def test_open_text_leaves_only_as_a_keyed_token_and_a_measurement_as_written() -
     assert sealed[0].source_text == sealed[0].status == sealed[0].value.text
     assert other.cases[0].events[0].source_text == sealed[0].source_text  # centre-independent
     assert sealed[1].source_text == "125.000"  # five digits: the screen alone refuses it
+
+
+def test_a_date_attribute_moves_and_one_that_is_no_date_is_withheld() -> None:
+    from fhir_cart.registry.extract import _attributes
+
+    key = Pseudonymiser(KEY)
+    shift = Shift.of(key)
+    found = _attributes(
+        {"relapse_date": "2019-05-14", "surgery_date": "05/2019", "stage": 2},
+        key, shift, {"relapse_date", "surgery_date"}, set(),
+    )  # fmt: skip
+    assert found["relapse_date"] == shift.date(dt.date(2019, 5, 14), "day").isoformat()
+    assert re.fullmatch(r"#\d{24}", str(found["surgery_date"]))
+    assert found["stage"] == 2

@@ -150,7 +150,8 @@ def _attributes(
         if key in hidden:
             found[key] = withheld(pseudonyms, str(value))
         elif key in dates:
-            found[key] = shift.iso(value)
+            moved = shift.iso(value)  # a value that is no ISO date cannot move: withheld
+            found[key] = withheld(pseudonyms, str(value)) if moved == value else moved
         elif isinstance(value, str):
             found[key] = _text(pseudonyms, value) or value
         else:
