@@ -53,6 +53,7 @@ __all__ = [
     "RecordKeys",
     "Sealed",
     "Shift",
+    "event_key",
     "read_extract",
     "seal",
     "unseal",
