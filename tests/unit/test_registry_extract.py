@@ -271,3 +271,23 @@ def test_a_date_attribute_moves_and_one_that_is_no_date_is_withheld() -> None:
     assert found["relapse_date"] == shift.date(dt.date(2019, 5, 14), "day").isoformat()
     assert re.fullmatch(r"#\d{24}", str(found["surgery_date"]))
     assert found["stage"] == 2
+
+
+def test_a_changed_extract_is_built_again(tmp_path: Path, library: ConceptLibrary) -> None:
+    centres = write_centres(tmp_path / "centres", "relative")
+    made = _extracts(tmp_path, centres, library)
+    registry = load_registry(_with_extracts(centres.registry, made))
+    first = build_registry(registry, tmp_path / "out", key=KEY, library=library)
+    assert first.registry is not None
+    assert build_registry(registry, tmp_path / "out", key=KEY, library=library).skipped
+    # the same centre file, but the extract holds one record fewer (its manifest unchanged)
+    with zipfile.ZipFile(made["berlin"]) as archive:
+        manifest, raw = archive.read("manifest.json"), orjson.loads(archive.read("records.json"))
+    raw["records"] = raw["records"][:-1]
+    with zipfile.ZipFile(made["berlin"], "w") as archive:
+        archive.writestr("manifest.json", manifest)
+        archive.writestr("records.json", orjson.dumps(raw))
+    again = build_registry(registry, tmp_path / "out", key=KEY, library=library)
+    assert not again.skipped
+    assert again.registry is not None
+    assert again.registry.centre_records["berlin"] == first.registry.centre_records["berlin"] - 1

@@ -319,7 +319,13 @@ def _state(
     definition: RegistryDef, sources: dict[str, fhir.SourceInfo], key: Pseudonymiser
 ) -> dict[str, Any]:
     decisions = definition.resolve(definition.linkage.decisions)
+    extracts = {
+        c.id: _sha256(definition.resolve(c.extract))
+        for c in definition.centres
+        if c.extract is not None
+    }
     return {
+        **({"extracts": extracts} if extracts else {}),  # a new extract of the same file
         "fhir_cart": __version__,
         "definition": definition.fingerprint(),
         "decisions": _sha256(decisions) if decisions.is_file() else None,
