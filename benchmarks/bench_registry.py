@@ -236,12 +236,15 @@ def measure(persons: int, centres: int) -> dict[str, Any]:
 
 
 _STAGES = {
+    "the whole build (build_registry)": "build_registry",
     "read centre files (readers, mapping)": "read_centre",
+    "seal every centre's records (the extract form)": "sealed_centre",
     "linkage (pseudonyms, splink, clusters)": "_link",
     "  splink predict (DuckDB)": "predict",
     "merge and protection": "_merge",
     "quality report": "_quality",
     "FHIR artefacts (ConceptMaps, Provenance)": "_fhir",
+    "study summaries": "_summaries",
     "write tables and reports": "write_registry",
 }
 
@@ -273,7 +276,7 @@ def profile(persons: int, centres: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--persons", type=int, nargs="+", default=[3_000, 30_000])
+    parser.add_argument("--persons", type=int, nargs="*", default=[3_000, 30_000])
     parser.add_argument("--centres", type=int, default=10)
     parser.add_argument("--profile", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_registry.json")
