@@ -291,3 +291,24 @@ def test_a_changed_extract_is_built_again(tmp_path: Path, library: ConceptLibrar
     assert not again.skipped
     assert again.registry is not None
     assert again.registry.centre_records["berlin"] == first.registry.centre_records["berlin"] - 1
+
+
+def test_registry_event_ids_are_those_of_the_clear_records(tmp_path: Path) -> None:
+    """The build works on sealed records, yet names every event as it named it from the
+    clear ones (a server the registry was pushed to keeps its resources)."""
+    from fhir_cart.registry.merge import registry_event_namer
+    from tests.registry_helpers import definition, reader_of, three_centres
+
+    cases = three_centres()
+    built = build_registry(definition(tmp_path), tmp_path / "out", key=KEY, reader=reader_of(cases))
+    assert built.registry is not None
+    namer = registry_event_namer(Pseudonymiser(KEY).token)
+    expected = {
+        namer(centre, case.patient.study_id, event)
+        for centre, centre_cases in cases.items()
+        for case in centre_cases
+        for event in case.events
+    }
+    found = {e.event_id for case in built.registry.cases for e in case.events}
+    assert found
+    assert found <= expected

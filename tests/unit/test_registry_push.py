@@ -55,8 +55,7 @@ def test_rebuild_pushes_nothing_and_a_change_pushes_only_its_patient(tmp_path: P
     sent = plan(changed.registry.cases, pushed.hashes).to_send
     # the build works on sealed records: Greta's new event by its keyed id
     keys = Pseudonymiser(KEY)
-    greta = keys.patient("rotterdam", cases["rotterdam"][1].patient.study_id)
-    mrd = event_key(keys, "rotterdam", greta, "mrd-2")
+    mrd = event_key(keys, "rotterdam", cases["rotterdam"][1].patient.study_id, "mrd-2")
     greta_id = next(
         m.case.patient.study_id
         for m in changed.registry.merged

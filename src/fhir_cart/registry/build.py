@@ -55,6 +55,7 @@ from fhir_cart.registry.merge import (
     Conflict,
     MergedPatient,
     merge_patient,
+    registry_event_id,
     registry_event_namer,
 )
 from fhir_cart.registry.protect import Protection
@@ -469,9 +470,16 @@ def _merge(
     definition: RegistryDef,
     protection: Protection,
     progress: Progress,
+    sealed: bool = False,
 ) -> tuple[list[MergedPatient], list[Case], list[dict[str, Any]]]:
+    """``sealed``: the records' event ids are already the keyed tokens
+    (:func:`~fhir_cart.registry.extract.event_key`)."""
     merged, protected, conflicts = [], [], []
-    namer = registry_event_namer(protection.pseudonyms.token)
+    namer = (
+        (lambda centre, _, e: registry_event_id(centre, f"{e.concept}-{e.event_id}"))
+        if sealed
+        else registry_event_namer(protection.pseudonyms.token)
+    )
     total = len(patients)
     for n, (name, members) in enumerate(patients.items(), start=1):
         patient = merge_patient(name, members, definition, namer)
@@ -625,7 +633,8 @@ def assemble(
         data, definition, pseudonyms, spark, step, state, previous, ids, decisions
     )
     protection = Protection(definition, pseudonyms, library)
-    merged, protected, conflicts = _merge(patients, definition, protection, step)
+    sealed = bool(data) and all(d.keys is not None for d in data.values())
+    merged, protected, conflicts = _merge(patients, definition, protection, step, sealed)
     members = list(patients.values())
     maps, provenance = _fhir(
         definition, merged, protected, members, data, sources, library, pseudonyms

@@ -171,7 +171,7 @@ def _source_text(event: Event, pseudonyms: Pseudonymiser) -> str | None:
 def _event(
     event: Event,
     centre: str,
-    pseudonym: str,
+    study_id: str,
     pseudonyms: Pseudonymiser,
     shift: Shift,
     dates: set[str],
@@ -181,7 +181,7 @@ def _event(
         value = value.model_copy(update={"text": _text(pseudonyms, value.text)})
     return event.model_copy(
         update={
-            "event_id": event_key(pseudonyms, centre, pseudonym, event.event_id),
+            "event_id": event_key(pseudonyms, centre, study_id, event.event_id),
             "when": shift.when(event.when),
             "end": shift.when(event.end),
             "value": value,
@@ -193,8 +193,11 @@ def _event(
     )
 
 
-def event_key(pseudonyms: Pseudonymiser, centre: str, pseudonym: str, event_id: str) -> str:
-    return "e" + pseudonyms.token("extract-event", f"{centre}\x1f{pseudonym}\x1f{event_id}")
+def event_key(pseudonyms: Pseudonymiser, centre: str, study_id: str, event_id: str) -> str:
+    """A sealed event's id: the keyed token the registry's event ids are made of
+    (:func:`~fhir_cart.registry.merge.registry_event_namer`), so a registry built from
+    sealed records names its events as one built from the clear ones did."""
+    return "e" + pseudonyms.token("event", f"{centre}\x1f{study_id}\x1f{event_id}")[:20]
 
 
 def seal(
@@ -228,11 +231,13 @@ def seal(
                 "attributes": _attributes(patient.attributes, pseudonyms, shift, dates, hidden),
             }
         )
-        events = tuple(_event(e, centre, name, pseudonyms, shift, dates) for e in case.events)
+        events = tuple(
+            _event(e, centre, patient.study_id, pseudonyms, shift, dates) for e in case.events
+        )
         sealed_cases.append(Case(patient=sealed_patient, events=events))
         rows = sources.get(patient.study_id, {})
         located[name] = {
-            ("" if event_id == "" else event_key(pseudonyms, centre, name, event_id)):
+            ("" if event_id == "" else event_key(pseudonyms, centre, patient.study_id, event_id)):
                 pseudonyms.source_row(centre, row)
             for event_id, row in rows.items()
         }  # fmt: skip
