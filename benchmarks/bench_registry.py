@@ -1,178 +1,303 @@
-"""Benchmark: a registry build beside plain reading and writing of the same data, and the
-linkage quality on generated centres.
+"""Benchmark: the real ``fhir-cart registry build`` process on truth-labelled centre files,
+with the linkage quality it reaches, its wall time and its peak memory.
 
-    .venv/bin/python benchmarks/bench_registry.py [--patients 100000] [--centres 10]
-        [--quality-patients 10000] [--skip-scale]
+    .venv/bin/python benchmarks/bench_registry.py [--persons 3000 30000] [--centres 10]
+        [--profile 3000]
 
-Each phase runs in its own process (peak RSS is that process's): `baseline` writes every
-centre's records as Parquet tables and reads them back (pyarrow, no linkage); `registry`
-builds the registry from the same records (pseudonyms, linkage on DuckDB, merge,
-protection, tables, reports, FHIR artefacts). Generating the SYNTHETIC records is not timed
-in either. `quality` links 10,000 generated persons over 5 centres (15 % shared, typos,
-transposed day/month, missing fields) and prints precision, recall and F1, with the prior
-model and with the model estimated from the data. Results: benchmarks/results/
-bench_registry.json.
+For each size, the project's generator (:func:`fhir_cart.testing.registry_data.make_registry`,
+``with_names``: names misspelt, transliterated, in capitals or missing; dates mistyped,
+transposed, shifted or missing; sex flipped; 15 % of persons at 2-3 centres; 30 % of records
+with the shared insurance number) writes one CSV per centre and a mapping for it (one
+layout, SYNTHETIC). Generating and writing the files is not timed. Then ``fhir-cart registry
+build`` runs as its own process (start-up, reading the files, linkage, merge, protection and
+every output included); its wall time is measured around the process, its peak RSS is the
+child's own (``os.wait4``), and its RSS is sampled every 0.5 s from /proc to show when the
+peak comes. Quality is computed from the build's own output (``registry-ids.json``: registry
+id -> centre record pseudonyms) against the generator's truth:
+
+- pair precision / recall / F1: over every pair of centre records put in one patient;
+- cluster precision / recall / F1: the share of the build's patients whose records are
+  exactly one true person's records, and the share of true persons recovered exactly
+  (singletons included).
+
+``--profile N``: one more build of N persons under cProfile, cumulative seconds of the
+build's stages (reading, linkage, merge and protection, quality, FHIR artefacts, writing).
+
+Results: benchmarks/results/bench_registry.json (machine, load averages, commands).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import platform
-import resource
+import pstats
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
-KEY = b"benchmark-key-not-secret-0123456789"
+KEY = "benchmark-key-not-secret-0123456789abcdef"
+FHIR_CART = Path(sys.executable).parent / "fhir-cart"
+SEED = 2026
+
+MAPPING = """# SYNTHETIC benchmark centre: one wide row per patient, ISO dates.
+centre: {centre}
+date_formats: ["%Y-%m-%d"]
+patient_attributes:
+  national_id: {{label: Insurance number (shared identifier), type: text}}
+  given_name: {{label: Given name, type: text}}
+  family_name: {{label: Family name, type: text}}
+patients:
+  columns: {{study_id: id, sex: sex, birth_date: born, national_id: insurance,
+            given_name: given, family_name: family}}
+events:
+  - name: diagnosis
+    concept: diagnosis
+    columns: {{value: diagnosis, when_date: diagnosed}}
+    values:
+      value: {{B-ALL: b_all}}
+  - name: cart_infusion
+    concept: cart_infusion
+    columns: {{when_date: infused, cell_dose: dose}}
+    units: {{cell_dose: "10*6/kg"}}
+  - name: hsct
+    concept: hsct
+    columns: {{when_date: transplanted}}
+"""
+
+HEADER = ["id", "sex", "born", "insurance", "given", "family", "diagnosis", "diagnosed",
+          "infused", "dose", "transplanted"]  # fmt: skip
 
 
-def _peak_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _cases(patients: int, centres: int) -> Any:
+def _write_centres(persons: int, centres: int, folder: Path) -> dict[tuple[str, str], int]:
+    """Centre files, mappings and the registry file in ``folder``; the truth returned."""
     from fhir_cart.testing.registry_data import make_registry
 
-    return make_registry(patients, centres=centres, seed=2026, identifiers=0.3)
-
-
-def phase_baseline(patients: int, centres: int) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
-    from fhir_cart.registry import tables
-
-    data = _cases(patients, centres)
-    records = sum(len(v) for v in data.cases.values())
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        for centre, cases in data.cases.items():
-            sources = {c.patient.study_id: {} for c in cases}
-            built = {
-                "patients": tables.patient_table(cases, {}, None),
-                "events": tables.event_table(cases, sources, None),
-            }
-            tables.write_tables(Path(folder) / centre, built, ("parquet",))
-        rows = sum(pq.read_table(p).num_rows for p in Path(folder).rglob("*.parquet"))
-    seconds = round(time.perf_counter() - started, 2)
-    return {"records": records, "rows_read_back": rows, "seconds": seconds,
-            "peak_rss_mib": _peak_mib()}  # fmt: skip
-
-
-def phase_registry(patients: int, centres: int) -> dict[str, Any]:
-    from fhir_cart.concepts import load_concepts
-    from fhir_cart.registry.build import CentreData, build_registry
-    from fhir_cart.registry.definition import RegistryDef
-    from fhir_cart.terminology import load_terminology
-
-    data = _cases(patients, centres)
-    library = load_concepts(load_terminology())
-    with tempfile.TemporaryDirectory() as folder:
-        base = Path(folder)
-        for centre in data.cases:
-            (base / f"{centre}.csv").write_text("generated\n")
-            (base / f"{centre}.yaml").write_text("generated\n")
-        definition = RegistryDef.model_validate({
-            "name": "benchmark", "base_dir": base,
-            "centres": [{"id": c, "mapping": f"{c}.yaml", "data": f"{c}.csv"} for c in data.cases],
-            "linkage": {"identifiers": ["national_id"]},
-            "conflicts": {"rules": [{"field": "diagnosis", "prefer": "centre-1"},
-                                    {"field": "cart_infusion", "prefer": "centre-2"}]},
-        })  # fmt: skip
-        steps: dict[str, float] = {}
-        started = time.perf_counter()
-
-        def progress(step: str, done: int, total: int) -> None:
-            steps[step] = round(time.perf_counter() - started, 2)
-
-        result = build_registry(
-            definition, base / "out", key=KEY, library=library, progress=progress,
-            reader=lambda c, _: CentreData(data.cases[c.id]),
-        )  # fmt: skip
-        seconds = round(time.perf_counter() - started, 2)
-        assert result.registry is not None
-        return {"records": sum(len(v) for v in data.cases.values()),
-                "registry_patients": len(result.registry.cases),
-                "links": len(result.registry.links), "conflicts": len(result.registry.conflicts),
-                "seconds": seconds, "steps_done_at_s": steps,
-                "peak_rss_mib": _peak_mib()}  # fmt: skip
-
-
-def phase_quality(patients: int, train: str) -> dict[str, Any]:
-    from fhir_cart.registry.definition import LinkageDef
-    from fhir_cart.registry.linkage import link_records, linkage_record
-    from fhir_cart.registry.pseudonyms import Pseudonymiser
-    from fhir_cart.testing.registry_data import make_registry, true_pairs
-
-    data = make_registry(patients, centres=5, seed=99)
-    linkage = LinkageDef(train=train)  # type: ignore[arg-type]
-    key = Pseudonymiser(KEY)
-    records, back = [], {}
-    for cases in data.cases.values():
-        for case in cases:
-            record = linkage_record(case, linkage, key)
-            records.append(record)
-            back[record.pseudonym] = (case.patient.centre, case.patient.study_id)
-    started = time.perf_counter()
-    found = link_records(records, linkage)
-    seconds = round(time.perf_counter() - started, 2)
-    predicted = {frozenset((back[a], back[b])) for m in found.members().values()
-                 for i, a in enumerate(m) for b in m[i + 1:]}  # fmt: skip
-    truth = true_pairs(data.truth)
-    hits = len(predicted & truth)
-    precision, recall = hits / max(len(predicted), 1), hits / len(truth)
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return {"persons": patients, "records": len(records), "true_pairs": len(truth),
-            "model": "estimated" if train == "always" else "priors",
-            "precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "seconds": seconds, "peak_rss_mib": _peak_mib()}  # fmt: skip
-
-
-def _child(*args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--phase", *args], check=True, capture_output=True, text=True
+    data = make_registry(persons, centres=centres, seed=SEED, identifiers=0.3, with_names=True)
+    (folder / "mappings").mkdir()
+    for centre, cases in data.cases.items():
+        (folder / "mappings" / f"{centre}.yaml").write_text(MAPPING.format(centre=centre))
+        with (folder / f"{centre}.csv").open("w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(HEADER)
+            for case in cases:
+                writer.writerow(_row(case))
+    centre_list = "\n".join(
+        f"  - {{id: {c}, mapping: mappings/{c}.yaml, data: {c}.csv}}" for c in data.cases
     )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    (folder / "registry.yaml").write_text(
+        "name: Benchmark registry (SYNTHETIC)\nid: bench\ncentres:\n"
+        f"{centre_list}\n"
+        "linkage:\n  identifiers: [national_id]\n  names: [given_name, family_name]\n"
+        "outputs:\n  formats: [parquet]\n"
+    )
+    return data.truth
+
+
+def _row(case: Any) -> list[str]:
+    patient = case.patient
+    first = {e.concept: e for e in case.events}
+
+    def day(concept: str) -> str:
+        event = first.get(concept)
+        return "" if event is None or event.when is None else event.when.date.isoformat()
+
+    cart = first.get("cart_infusion")
+    return [
+        patient.study_id,
+        patient.sex or "",
+        "" if patient.birth_date is None else patient.birth_date.isoformat(),
+        str(patient.attributes.get("national_id", "")),
+        str(patient.attributes.get("given_name", "")),
+        str(patient.attributes.get("family_name", "")),
+        "B-ALL" if "diagnosis" in first else "",
+        day("diagnosis"),
+        day("cart_infusion"),
+        "" if cart is None else str(cart.attributes.get("cell_dose", "")),
+        day("hsct"),
+    ]
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _run(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """The command as a process: wall seconds, its peak RSS (wait4), CPU seconds, and
+    its RSS sampled every 0.5 s."""
+    samples: list[tuple[float, float]] = []
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[bytes] = []
+    reader = threading.Thread(target=lambda: output.append(child.stdout.read()))  # type: ignore[union-attr]
+    reader.start()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            rss = _rss_mib(child.pid)
+            if rss is not None:
+                samples.append((round(time.perf_counter() - started, 1), round(rss, 1)))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    reader.join()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    text = b"".join(output).decode(errors="replace")
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({child.returncode}):\n{text[-3000:]}")
+    peak_at = max(samples, key=lambda s: s[1])[0] if samples else None
+    return {
+        "wall_seconds": round(seconds, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_sampled_at_s": peak_at,
+        "rss_samples_mib": samples[:: max(1, len(samples) // 40)],
+        "output_tail": text.strip().splitlines()[-3:],
+    }
+
+
+def _quality(truth: dict[tuple[str, str], int], out: Path) -> dict[str, Any]:
+    from fhir_cart.registry.pseudonyms import Pseudonymiser
+
+    key = Pseudonymiser(KEY.encode())
+    person_of = {key.patient(c, s): person for (c, s), person in truth.items()}
+    ledger = json.loads((out / "registry-ids.json").read_text())
+    clusters = [sorted(members) for members in ledger["patients"].values()]
+    predicted = {(a, b) for m in clusters for i, a in enumerate(m) for b in m[i + 1 :]}
+    by_person: dict[int, list[str]] = {}
+    for pseudonym, person in person_of.items():
+        by_person.setdefault(person, []).append(pseudonym)
+    true_clusters = {tuple(sorted(m)) for m in by_person.values()}
+    actual = {(a, b) for m in true_clusters for i, a in enumerate(m) for b in m[i + 1 :]}
+    found = {tuple(m) for m in clusters}
+    missing = set(person_of) - {p for m in clusters for p in m}
+    return {
+        "records": len(person_of),
+        "records_missing_from_output": len(missing),
+        "true_pairs": len(actual),
+        "predicted_pairs": len(predicted),
+        **_prf("pair", len(predicted & actual), len(predicted), len(actual)),
+        "true_clusters": len(true_clusters),
+        "predicted_clusters": len(found),
+        **_prf("cluster", len(found & true_clusters), len(found), len(true_clusters)),
+    }
+
+
+def _prf(prefix: str, hits: int, predicted: int, actual: int) -> dict[str, float]:
+    precision = hits / predicted if predicted else 0.0
+    recall = hits / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return {f"{prefix}_precision": round(precision, 4), f"{prefix}_recall": round(recall, 4),
+            f"{prefix}_f1": round(f1, 4)}  # fmt: skip
+
+
+def _env(folder: Path) -> dict[str, str]:
+    return {**os.environ, "FHIR_CART_REGISTRY_KEY": KEY, "FHIR_CART_DATA_DIR": str(folder / "data"),
+            "COLUMNS": "120", "SOURCE_DATE_EPOCH": "1764547200"}  # fmt: skip
+
+
+def measure(persons: int, centres: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        truth = _write_centres(persons, centres, folder)
+        size = sum(p.stat().st_size for p in folder.glob("*.csv"))
+        command = [str(FHIR_CART), "registry", "build", str(folder / "registry.yaml"),
+                   "-o", str(folder / "out"), "--work", str(folder / "work")]  # fmt: skip
+        load = os.getloadavg()[0]
+        run = _run(command, _env(folder))
+        return {
+            "persons": persons,
+            "centres": centres,
+            "centre_files_mib": round(size / 2**20, 1),
+            "command": "fhir-cart registry build registry.yaml -o out --work work",
+            "load_at_start": round(load, 1),
+            "load_at_end": round(os.getloadavg()[0], 1),
+            **run,
+            **_quality(truth, folder / "out"),
+        }
+
+
+_STAGES = {
+    "the whole build (build_registry)": "build_registry",
+    "read centre files (readers, mapping)": "read_centre",
+    "seal every centre's records (the extract form)": "sealed_centre",
+    "linkage (pseudonyms, splink, clusters)": "_link",
+    "  splink predict (DuckDB)": "predict",
+    "merge and protection": "_merge",
+    "quality report": "_quality",
+    "FHIR artefacts (ConceptMaps, Provenance)": "_fhir",
+    "study summaries": "_summaries",
+    "write tables and reports": "write_registry",
+}
+
+
+def profile(persons: int, centres: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        _write_centres(persons, centres, folder)
+        stats_file = folder / "build.prof"
+        command = [sys.executable, "-m", "cProfile", "-o", str(stats_file), str(FHIR_CART),
+                   "registry", "build", str(folder / "registry.yaml"), "-o",
+                   str(folder / "out"), "--work", str(folder / "work")]  # fmt: skip
+        run = _run(command, _env(folder))
+        stats = pstats.Stats(str(stats_file))
+        cumulative: dict[str, float] = {}
+        for (file, _, function), row in stats.stats.items():  # type: ignore[attr-defined]
+            if "fhir_cart/registry" in file or "fhir_cart/registry" in file.replace("\\", "/"):
+                for label, wanted in _STAGES.items():
+                    if function == wanted and (wanted != "predict" or "_splink" in file):
+                        cumulative[label] = round(cumulative.get(label, 0.0) + row[3], 1)
+        return {
+            "persons": persons,
+            "centres": centres,
+            "wall_seconds_under_cprofile": run["wall_seconds"],
+            "peak_rss_mib": run["peak_rss_mib"],
+            "cumulative_seconds": cumulative,
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--persons", type=int, nargs="*", default=[3_000, 30_000])
     parser.add_argument("--centres", type=int, default=10)
-    parser.add_argument("--quality-patients", type=int, default=10_000)
-    parser.add_argument("--skip-scale", action="store_true")
-    parser.add_argument("--phase", nargs="+")
+    parser.add_argument("--profile", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_registry.json")
     args = parser.parse_args()
-    if args.phase:
-        name, *rest = args.phase
-        found = {
-            "baseline": lambda: phase_baseline(int(rest[0]), int(rest[1])),
-            "registry": lambda: phase_registry(int(rest[0]), int(rest[1])),
-            "quality": lambda: phase_quality(int(rest[0]), rest[1]),
-        }[name]()
-        print(json.dumps(found))
-        return
-    results: dict[str, Any] = {"python": platform.python_version(), "cpus": 2}
-    for train in ("never", "always"):
-        quality = _child("quality", str(args.quality_patients), train)
-        results[f"linkage_{quality['model']}"] = quality
-        print(f"linkage ({quality['model']}): precision {quality['precision']} recall "
-              f"{quality['recall']} F1 {quality['f1']} in {quality['seconds']} s")  # fmt: skip
-    if not args.skip_scale:
-        for phase in ("baseline", "registry"):
-            results[phase] = _child(phase, str(args.patients), str(args.centres))
-            print(f"{phase}: {results[phase]}")
-        results["time_ratio"] = round(
-            results["registry"]["seconds"] / results["baseline"]["seconds"], 1
-        )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "bench_registry.json"
-    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {out}")
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work",
+        "python": platform.python_version(),
+        "generator": "fhir_cart.testing.registry_data.make_registry(persons, centres, "
+        f"seed={SEED}, identifiers=0.3, with_names=True)",
+        "builds": [],
+    }
+    for persons in args.persons:
+        found = measure(persons, args.centres)
+        results["builds"].append(found)
+        print(json.dumps({k: v for k, v in found.items() if k != "rss_samples_mib"}), flush=True)
+    if args.profile:
+        results["profile"] = profile(args.profile, args.centres)
+        print(json.dumps(results["profile"]), flush=True)
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

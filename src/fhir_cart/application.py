@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.cache import Cache
     from fhir_cart.client import FhirClient
     from fhir_cart.ndjson_tables import TablesOutcome
-    from fhir_cart.registry.build import BuildResult, Progress
+    from fhir_cart.registry.build import BuildResult, ExtractResult, Progress
     from fhir_cart.registry.definition import RegistryDef
     from fhir_cart.sync.jobs import PullOutcome
     from fhir_cart.sync.pull import PullSelection
@@ -350,6 +350,26 @@ class Application:
         message = asyncio.run(self._push_registry(result, definition, push, work))
         self._record_registry_key(result, key, push, work)
         return result, message
+
+    def registry_extract(
+        self, centre_file: Path, mapping: Path, registry_file: Path, centre: str, out: Path
+    ) -> ExtractResult:
+        """At a centre: its file and mapping sealed under the registry key into one extract
+        (``ExtractResult``), what the centre sends instead of its file."""
+        from fhir_cart.concepts import load_concepts
+        from fhir_cart.registry.build import extract_centre
+        from fhir_cart.registry.definition import load_registry
+        from fhir_cart.registry.pseudonyms import registry_key
+        from fhir_cart.terminology import load_terminology
+
+        definition = load_registry(registry_file)
+        configured = self.settings.registry_key
+        key = registry_key(configured.get_secret_value() if configured else None)
+        terms = load_terminology(self.mappings_dir / "terminology.yaml")
+        library = load_concepts(terms, self.mappings_dir / "concepts.yaml")
+        return extract_centre(
+            definition, centre, centre_file, mapping, out, key=key, library=library
+        )
 
     def registry_resolve(
         self, registry_file: Path, tokens: Sequence[str], centres: Sequence[str] = ()

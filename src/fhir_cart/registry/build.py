@@ -34,6 +34,14 @@ from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
 from fhir_cart.registry.decisions import Decision, read_decisions
 from fhir_cart.registry.definition import CentreDef, RegistryDef
+from fhir_cart.registry.extract import (
+    RecordKeys,
+    Sealed,
+    read_extract,
+    read_manifest,
+    seal,
+    unseal,
+)
 from fhir_cart.registry.ids import IdLedger, assign_ids
 from fhir_cart.registry.linkage import (
     Link,
@@ -47,6 +55,7 @@ from fhir_cart.registry.merge import (
     Conflict,
     MergedPatient,
     merge_patient,
+    registry_event_id,
     registry_event_namer,
 )
 from fhir_cart.registry.protect import Protection
@@ -80,6 +89,9 @@ class CentreData:
     unmapped_columns: list[Any] = field(default_factory=list)
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
     """Study id -> {"" (the patient's row) and event id -> ``file, sheet S, row N``}."""
+    keys: dict[str, RecordKeys] | None = None
+    """Sealed records (:mod:`.extract`): record pseudonym -> its keyed linkage keys; study
+    ids are then pseudonyms and ``sources`` holds row tokens."""
 
 
 CentreReader = Callable[[CentreDef, RegistryDef], CentreData]
@@ -93,6 +105,8 @@ def read_centre(centre: CentreDef, definition: RegistryDef) -> CentreData:
     # Through importlib: the reader of the open model (spec §2) is typed by its own branch.
     readers: Any = importlib.import_module("fhir_cart.study")
     mappings: Any = importlib.import_module("fhir_cart.study_mapping")
+    if centre.data is None or centre.mapping is None:
+        raise ConfigError(f"centre {centre.id}: the registry file names no data and mapping")
     mapping = mappings.load_study_mapping(definition.resolve(centre.mapping))
     if mapping.centre != centre.id:
         raise ConfigError(
@@ -216,6 +230,29 @@ class BuildResult:
 # -- inputs ----------------------------------------------------------------------------
 
 
+def sealed_centre(
+    centre: str,
+    data: CentreData,
+    definition: RegistryDef,
+    pseudonyms: Pseudonymiser,
+    library: ConceptLibrary | None,
+) -> CentreData:
+    """A centre's records as its extract would give them (sealed, dates moved back in
+    memory): the build works on this form only, so a file and an extract build alike."""
+    sealed = seal(
+        centre, data.cases, data.rejects, [str(c) for c in data.unmapped_columns],
+        data.sources, definition, pseudonyms, library,
+    )  # fmt: skip
+    return _opened(unseal(sealed, pseudonyms))
+
+
+def _opened(sealed: Sealed) -> CentreData:
+    return CentreData(
+        sealed.cases, sealed.rejects, list(sealed.unmapped_columns), sealed.sources,
+        sealed.keys,
+    )  # fmt: skip
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -235,16 +272,36 @@ def _mtime(path: Path) -> float:
 def _sources(definition: RegistryDef) -> dict[str, fhir.SourceInfo]:
     found = {}
     for centre in definition.centres:
+        if centre.extract is not None:
+            found[centre.id] = _extract_source(centre.id, definition.resolve(centre.extract))
+            continue
+        assert centre.data is not None
+        assert centre.mapping is not None
         data, mapping = definition.resolve(centre.data), definition.resolve(centre.mapping)
-        for path in (data, mapping):
-            if not path.exists():
-                raise ConfigError(f"centre {centre.id}: {path} does not exist")
-        newest = float(os.environ.get("SOURCE_DATE_EPOCH") or max(_mtime(data), _mtime(mapping)))
-        recorded = dt.datetime.fromtimestamp(int(newest), tz=dt.UTC).isoformat()
-        found[centre.id] = fhir.SourceInfo(
-            centre.id, data.name, _sha256(data), mapping.name, _sha256(mapping), recorded
-        )
+        found[centre.id] = source_info(centre.id, data, mapping)
     return found
+
+
+def source_info(centre: str, data: Path, mapping: Path) -> fhir.SourceInfo:
+    """A centre file and its mapping as Provenance cites them."""
+    for path in (data, mapping):
+        if not path.exists():
+            raise ConfigError(f"centre {centre}: {path} does not exist")
+    newest = float(os.environ.get("SOURCE_DATE_EPOCH") or max(_mtime(data), _mtime(mapping)))
+    recorded = dt.datetime.fromtimestamp(int(newest), tz=dt.UTC).isoformat()
+    return fhir.SourceInfo(
+        centre, data.name, _sha256(data), mapping.name, _sha256(mapping), recorded
+    )
+
+
+def _extract_source(centre: str, path: Path) -> fhir.SourceInfo:
+    """What the extract's manifest says of the centre's file (the build never sees it)."""
+    if not path.exists():
+        raise ConfigError(f"centre {centre}: extract {path} does not exist")
+    source = read_manifest(path)["source"]
+    return fhir.SourceInfo(
+        centre, "", source["file_sha256"], "", source["mapping_sha256"], source["recorded"]
+    )  # fmt: skip
 
 
 def _inputs(sources: dict[str, fhir.SourceInfo]) -> dict[str, str]:
@@ -263,7 +320,13 @@ def _state(
     definition: RegistryDef, sources: dict[str, fhir.SourceInfo], key: Pseudonymiser
 ) -> dict[str, Any]:
     decisions = definition.resolve(definition.linkage.decisions)
+    extracts = {
+        c.id: _sha256(definition.resolve(c.extract))
+        for c in definition.centres
+        if c.extract is not None
+    }
     return {
+        **({"extracts": extracts} if extracts else {}),  # a new extract of the same file
         "fhir_cart": __version__,
         "definition": definition.fingerprint(),
         "decisions": _sha256(decisions) if decisions.is_file() else None,
@@ -359,8 +422,11 @@ def _link(
     records: list[LinkRecord] = []
     case_of: dict[str, Case] = {}
     for centre in sorted(data):
+        keys = data[centre].keys
         for case in data[centre].cases:
-            record = linkage_record(case, definition.linkage, pseudonyms)
+            given = None if keys is None else keys[case.patient.study_id]
+            keyed = None if given is None else (given.identifiers, given.names)
+            record = linkage_record(case, definition.linkage, pseudonyms, keyed)
             records.append(record)
             case_of[record.pseudonym] = case
     progress("link", 0, 1)
@@ -404,9 +470,16 @@ def _merge(
     definition: RegistryDef,
     protection: Protection,
     progress: Progress,
+    sealed: bool = False,
 ) -> tuple[list[MergedPatient], list[Case], list[dict[str, Any]]]:
+    """``sealed``: the records' event ids are already the keyed tokens
+    (:func:`~fhir_cart.registry.extract.event_key`)."""
     merged, protected, conflicts = [], [], []
-    namer = registry_event_namer(protection.pseudonyms.token)
+    namer = (
+        (lambda centre, _, e: registry_event_id(centre, f"{e.concept}-{e.event_id}"))
+        if sealed
+        else registry_event_namer(protection.pseudonyms.token)
+    )
     total = len(patients)
     for n, (name, members) in enumerate(patients.items(), start=1):
         patient = merge_patient(name, members, definition, namer)
@@ -449,6 +522,7 @@ def _quality(
             unmapped_columns=data[centre].unmapped_columns,
             rejects=data[centre].rejects,
             keep_text=keep_text,
+            sealed=data[centre].keys is not None,
         ).as_dict()
         for centre in sorted(data)
     }
@@ -500,6 +574,8 @@ def _rows(
         row = located.get(event_id) if origin == centre else None
         if row is not None and row not in rows:
             rows.append(row)
+    if data.keys is not None:
+        return rows  # sealed: already row tokens
     return [pseudonyms.source_row(centre, row) for row in rows]
 
 
@@ -557,7 +633,8 @@ def assemble(
         data, definition, pseudonyms, spark, step, state, previous, ids, decisions
     )
     protection = Protection(definition, pseudonyms, library)
-    merged, protected, conflicts = _merge(patients, definition, protection, step)
+    sealed = bool(data) and all(d.keys is not None for d in data.values())
+    merged, protected, conflicts = _merge(patients, definition, protection, step, sealed)
     members = list(patients.values())
     maps, provenance = _fhir(
         definition, merged, protected, members, data, sources, library, pseudonyms
@@ -708,7 +785,7 @@ def resolve_rows(
     if unknown:
         raise ConfigError(f"registry file: no centre {', '.join(unknown)}")
     for centre in chosen:
-        if not centres and not definition.resolve(centre.data).exists():
+        if centre.data is None or (not centres and not definition.resolve(centre.data).exists()):
             continue  # another centre's file: not held here
         data = reader(centre, definition)
         for located in data.sources.values():
@@ -749,13 +826,19 @@ def build_registry(
     data: dict[str, CentreData] = {}
     read: list[str] = []
     for n, centre in enumerate(definition.centres, start=1):
+        if centre.extract is not None:
+            path = definition.resolve(centre.extract)
+            data[centre.id] = _opened(unseal(read_extract(path, centre.id, pseudonyms), pseudonyms))
+            read.append(centre.id)
+            step("read", n, len(definition.centres))
+            continue
         cached = None if folder is None or force else folder.centre(centre.id, inputs[centre.id])
         if cached is None:
             cached = reader(centre, definition)
             read.append(centre.id)
             if folder is not None:
                 folder.save_centre(centre.id, inputs[centre.id], cached)
-        data[centre.id] = cached
+        data[centre.id] = sealed_centre(centre.id, cached, definition, pseudonyms, library)
         step("read", n, len(definition.centres))
     registry = assemble(
         definition, data, sources, pseudonyms=pseudonyms, library=library,
@@ -769,3 +852,58 @@ def build_registry(
     tables._write_if_changed(state_file, _json(state))
     notes = id_notes + registry.notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)
+
+
+@dataclass
+class ExtractResult:
+    out: Path
+    records: int
+    rejects: int
+    key_fingerprint: str
+
+
+def extract_centre(
+    definition: RegistryDef,
+    centre_id: str,
+    data_path: Path,
+    mapping_path: Path,
+    out: Path,
+    *,
+    key: bytes,
+    library: ConceptLibrary | None = None,
+    reader: CentreReader = read_centre,
+) -> ExtractResult:
+    """At a centre: its file read with its mapping, sealed under the registry key and
+    written as one extract (:mod:`.extract`) for the registry holder."""
+    from fhir_cart.registry.extract import Manifest, write_extract
+
+    try:
+        known = definition.centre(centre_id)
+    except KeyError:
+        names = ", ".join(c.id for c in definition.centres)
+        raise ConfigError(
+            f"registry file: no centre {centre_id} (it names {names}); use --centre with one "
+            "of these"
+        ) from None
+    pseudonyms = Pseudonymiser(key)
+    source = source_info(centre_id, data_path, mapping_path)
+    centre = known.model_copy(update={"data": data_path.resolve(), "mapping":
+                                      mapping_path.resolve(), "extract": None})  # fmt: skip
+    data = reader(centre, definition)
+    sealed = seal(
+        centre_id, data.cases, data.rejects, [str(c) for c in data.unmapped_columns],
+        data.sources, definition, pseudonyms, library,
+    )  # fmt: skip
+    manifest = Manifest(
+        centre=centre_id,
+        registry=definition.id,
+        key=pseudonyms.fingerprint(),
+        records=len(sealed.cases),
+        source={
+            "file_sha256": source.file_sha256,
+            "mapping_sha256": source.mapping_sha256,
+            "recorded": source.recorded,
+        },
+    )
+    write_extract(out, sealed, manifest)
+    return ExtractResult(out, len(sealed.cases), len(data.rejects), pseudonyms.fingerprint())

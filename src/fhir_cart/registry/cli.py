@@ -88,6 +88,32 @@ def build_command(
     _report(result, pushed)
 
 
+@registry_app.command("extract")
+def extract_command(
+    centre_file: Annotated[Path, typer.Argument(help="The centre's own study file or folder.")],
+    mapping: Annotated[Path, typer.Option(help="The centre's mapping file.")],
+    registry_file: Annotated[
+        Path, typer.Option("--registry", help="The registry file (registry.yaml).")
+    ],
+    centre: Annotated[str, typer.Option(help="This centre's id in the registry file.")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="The extract to write (.zip).")],
+) -> None:
+    """At a centre: write the pseudonymised extract the centre sends to the registry.
+
+    Names and identifiers only as keyed tokens, dates moved by the registry's keyed offset,
+    open text withheld, rows as keyed tokens (docs/registry.md, "Centre-side extracts").
+    Needs the registry key (FHIR_CART_REGISTRY_KEY)."""
+    from fhir_cart.application import Application
+
+    result = Application().registry_extract(centre_file, mapping, registry_file, centre, out_file)
+    out.print(
+        f"{result.out}: extract of centre {centre}, {result.records} records "
+        f"({result.rejects} rejected values, counted by field), key fingerprint "
+        f"{result.key_fingerprint}",
+        highlight=False,
+    )
+
+
 @registry_app.command("resolve")
 def resolve_command(
     registry_file: Annotated[Path, typer.Argument(help="The registry file (registry.yaml).")],

@@ -51,13 +51,26 @@ class CentreDef(BaseModel):
 
     id: str = Field(pattern=_CENTRE, max_length=32)
     """The centre's key; the same as ``centre:`` in its mapping file."""
-    mapping: Path
+    mapping: Path | None = None
     """Its mapping file (spec §2), relative to the registry file."""
-    data: Path
+    data: Path | None = None
     """Its study file or folder (XLSX, CSV, folder of CSVs), relative to the registry file."""
+    extract: Path | None = None
+    """Instead of ``data`` and ``mapping``: the extract the centre made and sent
+    (``fhir-cart registry extract``), relative to the registry file."""
     name: str | None = None
     roles: tuple[str, ...] = ()
     """Words the conflict rules can name, e.g. ``referring`` or ``treating``."""
+
+    @model_validator(mode="after")
+    def _source(self) -> CentreDef:
+        if self.extract is None and (self.data is None or self.mapping is None):
+            raise ValueError(f"centre {self.id}: give its data and mapping, or the extract it sent")
+        if self.extract is not None and self.data is not None:
+            raise ValueError(
+                f"centre {self.id}: give its data (with mapping) or its extract, not both"
+            )
+        return self
 
 
 class LinkageDef(BaseModel):

@@ -90,9 +90,18 @@ def _first_date(case: Case, concept: str) -> dt.date | None:
     return min(dates) if dates else None
 
 
-def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -> LinkRecord:
-    """The linkage keys of one centre's patient."""
+def linkage_record(
+    case: Case,
+    linkage: LinkageDef,
+    pseudonyms: Pseudonymiser,
+    keyed: tuple[tuple[str, ...], dict[str, tuple[str, str] | None]] | None = None,
+) -> LinkRecord:
+    """The linkage keys of one centre's patient. ``keyed``: the record is sealed
+    (:mod:`.extract`): its study id is already its pseudonym, and these are its identifier
+    pseudonyms and name tokens."""
     patient = case.patient
+    if keyed is not None:
+        return _record(case, linkage, patient.study_id, keyed[0], keyed[1])
     identifiers = []
     for kind in linkage.identifiers:
         raw = patient.study_id if kind == "study_id" else patient.attributes.get(kind)
@@ -106,11 +115,23 @@ def linkage_record(case: Case, linkage: LinkageDef, pseudonyms: Pseudonymiser) -
              pseudonyms.token(f"name-sound:{kind}", soundex(clear)))
             if clear else None
         )  # fmt: skip
+    pseudonym = pseudonyms.patient(patient.centre, patient.study_id)
+    return _record(case, linkage, pseudonym, tuple(identifiers), names)
+
+
+def _record(
+    case: Case,
+    linkage: LinkageDef,
+    pseudonym: str,
+    identifiers: tuple[str, ...],
+    names: dict[str, tuple[str, str] | None],
+) -> LinkRecord:
+    patient = case.patient
     birth = patient.birth_date if linkage.birth else None
     sex = patient.sex if linkage.sex and patient.sex not in (None, "unknown") else None
     return LinkRecord(
         centre=patient.centre,
-        pseudonym=pseudonyms.patient(patient.centre, patient.study_id),
+        pseudonym=pseudonym,
         sex=sex,
         birth_year=birth.year if birth else None,
         birth_month=birth.month if birth and patient.birth_precision != "year" else None,

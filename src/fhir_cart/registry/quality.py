@@ -173,13 +173,15 @@ def centre_quality(
     unmapped_columns: Sequence[Any] = (),
     rejects: Sequence[Reject] = (),
     keep_text: Collection[str] = (),
+    sealed: bool = False,
 ) -> CentreQuality:
     report = CentreQuality(centre, len(cases), sum(len(c.events) for c in cases))
     report.completeness = _completeness(cases, library)
     conversions: Counter[str] = Counter()
     words: Counter[str] = Counter()
     for case in cases:
-        pseudonym = pseudonyms.patient(centre, case.patient.study_id)
+        study_id = case.patient.study_id
+        pseudonym = study_id if sealed else pseudonyms.patient(centre, study_id)
         for event in case.events:
             report.out_of_range += _range_problems(case, event, library, pseudonym)
             converted = _conversion(event)
