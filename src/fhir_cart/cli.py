@@ -658,9 +658,13 @@ def pull_command(
     if result.other:
         out.print(f"{len(result.other)} resources matched no concept: see the `other` table")
     _print_account(result)
-    definition = study_for(study, None)
+    _print_pulled_summary(result.cases, study_for(study, None))
+
+
+def _print_pulled_summary(cases: Sequence[Case], definition: StudyDefinition | None) -> None:
+    """The study's measures over pulled cases (no reported numbers beside them)."""
     if definition is not None:
-        results = summarise(result.cases, definition)
+        results = summarise(cases, definition)
         out.print(summary_table(results, compare=False, title=definition.name))
 
 
@@ -705,9 +709,7 @@ def tables_command(
         out.print(f"{result.other} resources matched no concept: see the `other` table")
     _print_types(result.by_type, result.excluded_reasons)
     _print_faults(result.by_type)
-    if definition is not None:
-        results = summarise(result.cases, definition)
-        out.print(summary_table(results, compare=False, title=definition.name))
+    _print_pulled_summary(result.cases, definition)
 
 
 @app.command("demo", cls=_Command)

@@ -20,6 +20,7 @@ from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.jobs import run_pull
 from fhir_cart.sync.pull import PullSelection
 from tests.ehr_cases import EhrCase, check, key_of, load_cases
+from tests.integration.pulling import load
 
 pytestmark = pytest.mark.integration
 Json = dict[str, Any]
@@ -30,18 +31,6 @@ medication[x]): a server may refuse them; the offline test covers them."""
 
 NEVER_PULLED = {"Medication/md-med-unused"}
 """In no patient's compartment and referenced by nothing: a pull never asks for it."""
-
-
-def _load(base: str, resources: list[Json]) -> dict[str, str]:
-    entries = [
-        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-        for r in resources
-    ]
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
-    answer = httpx.post(base, json=bundle, timeout=120).json()
-    return {
-        key_of(r): e["response"]["status"] for r, e in zip(resources, answer["entry"], strict=True)
-    }
 
 
 def _without(case: EhrCase, refused: set[str]) -> EhrCase:
@@ -56,8 +45,7 @@ def test_medications_pulled_by_bulk_export(
     """$export (sekmet only: Medplum's in-memory router has none) sends no Medication (it is
     in no patient's compartment): the pull fetches the referenced ones after the export."""
     (case,) = [c for c in load_cases() if c.name == "medications.json"]
-    statuses = _load(sekmet_server, copy.deepcopy(case.resources))
-    refused = {k for k, s in statuses.items() if not s.startswith(("200", "201"))}
+    refused = set(load(sekmet_server, copy.deepcopy(case.resources)))
     assert refused <= INVALID_ON_PURPOSE
     patients = [r["id"] for r in case.resources if r["resourceType"] == "Patient"]
     group = {"resourceType": "Group", "type": "person", "actual": True,

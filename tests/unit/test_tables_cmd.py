@@ -151,6 +151,7 @@ def test_command_prints_the_account_and_names_a_bad_line(
     printed = capsys.readouterr().out
     assert f"{len(seed_cases)} patients from" in printed
     assert "Resources by type" in printed
+    assert "blinatumomab before CAR-T" in printed  # --study: the study's summary, titled
     assert (tmp_path / "out" / "patients.csv").exists()
     with (folder / "Condition.ndjson").open("ab") as handle:
         handle.write(b'{"resourceType": "Condition", "id": \n')
