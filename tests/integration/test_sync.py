@@ -40,8 +40,12 @@ SEED_QUERY = "identifier=https://fhir-cart.dev/fhir/id/seed/patient|"
 
 
 def server_totals(base: str) -> dict[str, int]:
+    """Each type's count on the server. A generous read timeout: right after a push is
+    killed mid-transaction the server may still be finishing it on a loaded 2-core machine
+    (httpx's default of 5 s once timed out there)."""
     return {
-        t: httpx.get(f"{base}/{t}", params={"_summary": "count"}).json()["total"] for t in TYPES
+        t: httpx.get(f"{base}/{t}", params={"_summary": "count"}, timeout=60).json()["total"]
+        for t in TYPES
     }
 
 
