@@ -340,7 +340,7 @@ def codesystem_command(
 @app.command("artefacts")
 def artefacts_command(
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder of the artefacts (checked in).")
+        Path, typer.Option("--out", "-o", help="Folder of the package (checked in).")
     ] = Path("api/fhir"),
     check: Annotated[
         bool, typer.Option("--check", help="Only compare with the folder; exit 1 on a difference.")
@@ -348,45 +348,42 @@ def artefacts_command(
     server: Annotated[
         str | None, typer.Option("--server", "-s", help="Also PUT them to this server.")
     ] = None,
+    mapping_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping", "-m", help="A study's mapping: package only what it adds to the library."
+        ),
+    ] = None,
 ) -> None:
-    """Write the conformance artefacts (extension StructureDefinitions, the own CodeSystem,
-    ValueSets, per-centre ConceptMaps) generated from the mapping data; push them with
-    --server (PUT <type>/<id>, so a re-push updates the same resources)."""
-    from fhir_cart.conformance.artefacts import build_artefacts, load_centres
+    """Write the conformance artefacts as a FHIR NPM package (package/package.json,
+    .index.json, an ImplementationGuide, StructureDefinitions with snapshots, CodeSystems,
+    ValueSets, ConceptMaps) and its data dictionary, generated from the mapping data; push
+    the resources with --server (PUT <type>/<id>, so a re-push updates the same resources)."""
+    from fhir_cart.conformance.artefacts import load_centres
+    from fhir_cart.conformance.package import build_package, build_study_package, package_files
 
     application = _app()
     ctx = application.mapping_context()
-    artefacts = build_artefacts(ctx, load_centres(application.mappings_dir / "centres"))
-    option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-    wanted = {a.filename: orjson.dumps(a.resource, option=option) + b"\n" for a in artefacts}
+    if mapping_file is None:
+        package = build_package(ctx, load_centres(application.mappings_dir / "centres"))
+    else:
+        from fhir_cart.study_mapping import load_study_mapping
+
+        mapping = load_study_mapping(mapping_file)
+        package = build_study_package(ctx, mapping_file.name, mapping)
+    wanted = package_files(ctx, package)
     if check:
-        present = {p.name for p in out_dir.glob("*.json")} if out_dir.is_dir() else set()
-        stale = sorted(
-            name
-            for name in present | set(wanted)
-            if name not in wanted
-            or name not in present
-            or (out_dir / name).read_bytes() != wanted[name]
-        )
-        if stale:
-            err.print(f"{out_dir}: out of date (run fhir-cart artefacts): {', '.join(stale)}")
-            raise typer.Exit(1)
-        out.print(f"{out_dir}: {len(wanted)} artefacts up to date")
+        _check_package(out_dir, wanted)
         return
     if server is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for old in out_dir.glob("*.json"):
-            if old.name not in wanted:
-                old.unlink()
-        for name, data in wanted.items():
-            (out_dir / name).write_bytes(data)
-        out.print(f"wrote {len(wanted)} artefacts to {out_dir}")
+        _write_package(out_dir, wanted)
+        out.print(f"wrote package {package.package_id} ({len(wanted)} files) to {out_dir}")
         return
+    resources = [r for r in package.resources if r["resourceType"] != "ImplementationGuide"]
 
     async def put_all() -> int:
         async with application.client(server) as client:
-            for artefact in artefacts:
-                r = artefact.resource
+            for r in resources:
                 response = await client.request(
                     "PUT", f"{r['resourceType']}/{r['id']}", body=r, idempotent=True
                 )
@@ -394,9 +391,43 @@ def artefacts_command(
                     raise FatalError(
                         f"PUT {r['resourceType']}/{r['id']}: HTTP {response.status_code}"
                     )
-        return len(artefacts)
+        return len(resources)
 
     out.print(f"pushed {asyncio.run(put_all())} artefacts to {server}")
+
+
+def _package_present(out_dir: Path) -> set[str]:
+    """Files of a package folder (and JSON files left at its top by older versions)."""
+    if not out_dir.is_dir():
+        return set()
+    found = {p.name for p in out_dir.glob("*.json")} | {p.name for p in out_dir.glob("*.md")}
+    package = out_dir / "package"
+    if package.is_dir():
+        found |= {f"package/{p.name}" for p in package.iterdir() if p.is_file()}
+    return found
+
+
+def _check_package(out_dir: Path, wanted: dict[str, bytes]) -> None:
+    present = _package_present(out_dir)
+    stale = sorted(
+        name
+        for name in present | set(wanted)
+        if name not in wanted
+        or name not in present
+        or (out_dir / name).read_bytes() != wanted[name]
+    )
+    if stale:
+        err.print(f"{out_dir}: out of date (run fhir-cart artefacts): {', '.join(stale)}")
+        raise typer.Exit(1)
+    out.print(f"{out_dir}: {len(wanted)} files up to date")
+
+
+def _write_package(out_dir: Path, wanted: dict[str, bytes]) -> None:
+    (out_dir / "package").mkdir(parents=True, exist_ok=True)
+    for old in _package_present(out_dir) - set(wanted):
+        (out_dir / old).unlink()
+    for name, data in wanted.items():
+        (out_dir / name).write_bytes(data)
 
 
 # -- sync -------------------------------------------------------------------------------------

@@ -101,6 +101,8 @@ class OwnCodeSystem(BaseModel):
     title: str
     version: str
     publisher: str
+    date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    """Publication date of the artefacts of this version (YYYY-MM-DD)."""
 
 
 class TerminologyFile(BaseModel):

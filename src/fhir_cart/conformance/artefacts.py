@@ -7,10 +7,12 @@
   ``death``);
 - the own CodeSystem, with a definition for every code;
 - a ValueSet for every vocabulary (terminology group) of mappings/terminology.yaml;
-- a ConceptMap per centre mapping file: the centre's local words -> the standard codes of the
-  canonical words they map to.
+- a ConceptMap per centre mapping file (fhir_cart.conformance.conceptmaps).
 
-``fhir-cart artefacts`` writes them; a test checks the checked-in files equal the output.
+Every artefact's id is its URL's tail, and all carry the version and date of the own code
+system (mappings/terminology.yaml ``own_code_system``): one version everywhere.
+``fhir-cart artefacts`` writes them as a FHIR package (fhir_cart.conformance.package); a
+test checks the checked-in files equal the output.
 """
 
 from __future__ import annotations
@@ -21,16 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cart.concepts import AttributeDef, ConceptLibrary
-from fhir_cart.mappers.context import MappingContext, mapping_context
-from fhir_cart.study_mapping import StudyMapping, normalise_word
+from fhir_cart.conformance.contexts import PATIENT_EVENT_KINDS, build_contexts
+from fhir_cart.mappers.context import MappingContext
+from fhir_cart.study_mapping import StudyMapping
 from fhir_cart.terminology import Coding
 
-__all__ = ["Artefact", "build_artefacts", "extension_urls", "load_centres", "own_code_system"]
+__all__ = [
+    "CANONICAL",
+    "Artefact",
+    "common",
+    "extension_sds",
+    "extension_urls",
+    "load_centres",
+    "own_code_system",
+    "value_sets",
+]
 
 Json = dict[str, Any]
 CANONICAL = "https://fhir-cart.dev/fhir"
-VERSION = "0.2.0"
-PUBLISHER = "fhir_cart"
 _EXT_TYPES = {
     "coded": ["CodeableConcept"],
     "integer": ["integer"],
@@ -64,8 +74,9 @@ _STRUCTURAL: dict[str, tuple[list[str], str]] = {
     "event-id": (["string"], "The event's stable id where the resource has no identifier."),
 }  # fmt: skip
 _PATIENT_EVENTS = {
-    "last-follow-up": "Last follow-up of the patient: a date and/or a relative day.",
-    "death": "A second death event of one patient (a data problem kept beside deceased[x]).",
+    "follow_up": "{label} of the patient: a date and/or a relative day, and its details.",
+    "death": "A second {label} event of one patient (a data problem kept beside "
+    "deceased[x]): a date and/or a relative day, and its details.",
 }
 
 
@@ -85,12 +96,46 @@ def _attribute_defs(library: ConceptLibrary, mappings: Iterable[StudyMapping]) -
     return dict(sorted(out.items()))
 
 
+def common(ctx: MappingContext) -> Json:
+    """Version, date, status and publisher every artefact carries (the own code system's)."""
+    own = ctx.terminology.data.own_code_system
+    out: Json = {"version": own.version, "status": "active"}
+    if own.date is not None:
+        out["date"] = own.date
+    out["publisher"] = own.publisher
+    return out
+
+
+def _name(tail: str) -> str:
+    """A computable name (R4 inv-0: starts upper case, letters and digits) from an id."""
+    return "".join(p[:1].upper() + p[1:] for p in tail.replace("_", "-").split("-"))
+
+
+def _patient_events(
+    library: ConceptLibrary, mappings: Iterable[StudyMapping]
+) -> dict[str, tuple[str, str]]:
+    """Extension name of each Patient event concept -> (label, description)."""
+    concepts = dict(library.data.concepts)
+    for mapping in mappings:
+        concepts.update(mapping.concepts)
+    return {
+        key.replace("_", "-"): (c.label, _PATIENT_EVENTS[c.kind].format(label=c.label))
+        for key, c in sorted(concepts.items())
+        if c.kind in PATIENT_EVENT_KINDS
+    }
+
+
+def _attribute_url(ctx: MappingContext, key: str, attr: AttributeDef) -> str:
+    return attr.extension_url or ctx.ext(key.replace("_", "-"))
+
+
 def extension_urls(ctx: MappingContext, mappings: Iterable[StudyMapping] = ()) -> list[str]:
     """URLs of every extension fhir_cart may emit under its extension base."""
-    names = [*_STRUCTURAL, *_PATIENT_EVENTS]
+    mappings = list(mappings)
+    names = [*_STRUCTURAL, *_patient_events(ctx.concepts, mappings)]
     urls = [ctx.ext(n) for n in names]
     for key, attr in _attribute_defs(ctx.concepts, mappings).items():
-        urls.append(attr.extension_url or ctx.ext(key))
+        urls.append(_attribute_url(ctx, key, attr))
     return sorted(set(urls))
 
 
@@ -102,16 +147,21 @@ def _types(names: list[str]) -> list[Json]:
     return [{"code": n} for n in names]
 
 
-def _extension_sd(url: str, title: str, description: str, types: list[str]) -> Json:
+def _extension_sd(
+    url: str, title: str, description: str, types: list[str], binding: Json | None = None
+) -> Json:
     name = url.rsplit("/", 1)[1]
     elements: list[Json] = [
         _element("Extension", short=title, definition=description, min=0, max="*")
     ]
     if types:
+        value = _element("Extension.value[x]", min=1, type=_types(types))
+        if binding is not None:
+            value["binding"] = binding
         elements += [
             _element("Extension.extension", max="0"),
             _element("Extension.url", fixedUri=url),
-            _element("Extension.value[x]", min=1, type=_types(types)),
+            value,
         ]
     else:
         parts = list(_TIME_PARTS)
@@ -134,21 +184,16 @@ def _extension_sd(url: str, title: str, description: str, types: list[str]) -> J
             _element("Extension.url", fixedUri=url),
             _element("Extension.value[x]", max="0"),
         ]
-    sid = "".join(c if c.isalnum() or c == "-" else "-" for c in name)
     return {
         "resourceType": "StructureDefinition",
-        "id": sid,
+        "id": name,
         "url": url,
-        "version": VERSION,
-        "name": "".join(p.capitalize() for p in sid.replace("_", "-").split("-")),
+        "name": _name(name),
         "title": title,
-        "status": "active",
-        "publisher": PUBLISHER,
         "description": description,
         "fhirVersion": "4.0.1",
         "kind": "complex-type",
         "abstract": False,
-        "context": [{"type": "element", "expression": "Element"}],
         "type": "Extension",
         "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Extension",
         "derivation": "constraint",
@@ -156,19 +201,45 @@ def _extension_sd(url: str, title: str, description: str, types: list[str]) -> J
     }
 
 
-def _extensions(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Json]:
-    out = []
+def _binding(attr: AttributeDef) -> Json | None:
+    """A coded attribute's value set: required when the vocabulary is closed, extensible when
+    it is open (a word outside it is kept as text, R4 terminologies.html#extensible)."""
+    if attr.type != "coded" or attr.value_set is None:
+        return None
+    return {
+        "strength": "extensible" if attr.open else "required",
+        "valueSet": value_set_url(attr.value_set),
+    }
+
+
+def value_set_url(group: str) -> str:
+    return f"{CANONICAL}/ValueSet/{group.replace('_', '-')}"
+
+
+def extension_sds(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Json]:
+    """The StructureDefinitions (differential only) of every own extension, with contexts."""
+    events = _patient_events(ctx.concepts, mappings)
+    urls = {name: ctx.ext(name) for name in [*_STRUCTURAL, *events]}
+    contexts = build_contexts(ctx.concepts, mappings, urls)
+    found: list[tuple[str, Json]] = []
     for name, (types, text) in _STRUCTURAL.items():
-        out.append(_extension_sd(ctx.ext(name), name, text, types))
-    for name, text in _PATIENT_EVENTS.items():
-        out.append(_extension_sd(ctx.ext(name), name, text, []))
+        found.append((name, _extension_sd(urls[name], name, text, types)))
+    for name, (label, text) in events.items():
+        found.append((name, _extension_sd(urls[name], label, text, [])))
     for key, attr in _attribute_defs(ctx.concepts, mappings).items():
         text = f"Attribute '{key}' of the fhir_cart concept library: {attr.label}."
         if attr.value_set:
             text += f" Words of vocabulary '{attr.value_set}' (ValueSet {attr.value_set})."
-        url = attr.extension_url or ctx.ext(key)
+        url = _attribute_url(ctx, key, attr)
         if url.startswith(ctx.profiles.extension_base):
-            out.append(_extension_sd(url, attr.label, text, _EXT_TYPES[attr.type]))
+            sd = _extension_sd(url, attr.label, text, _EXT_TYPES[attr.type], _binding(attr))
+            found.append((key, sd))
+    out = []
+    for name, sd in found:
+        context = contexts.of(name)
+        if not context:
+            continue  # an attribute no concept carries and no resource has room for
+        out.append({**sd, **common(ctx), "context": context})
     return out
 
 
@@ -203,16 +274,15 @@ def own_code_system(ctx: MappingContext) -> Json:
     """The own code system (terminology words and library concepts), with definitions."""
     own = ctx.terminology.data.own_code_system
     concepts = list(_own_codes(ctx).values())
+    url = ctx.terminology.own_system
     return {
         "resourceType": "CodeSystem",
-        "id": own.key,
-        "url": ctx.terminology.own_system,
-        "version": own.version,
+        "id": url.rsplit("/", 1)[1],
+        "url": url,
+        **common(ctx),
         "name": own.name,
         "title": own.title,
-        "status": "active",
         "experimental": False,
-        "publisher": own.publisher,
         "description": "Concepts of fhir_cart case series for which no standard code was "
         "verified in a published artefact (mappings/terminology.yaml, mappings/concepts.yaml).",
         "caseSensitive": True,
@@ -222,7 +292,8 @@ def own_code_system(ctx: MappingContext) -> Json:
     }
 
 
-def _value_sets(ctx: MappingContext) -> list[Json]:
+def value_sets(ctx: MappingContext) -> list[Json]:
+    """A ValueSet per vocabulary (terminology group)."""
     terms = ctx.terminology
     out = []
     for group, words in terms.data.concepts.items():
@@ -249,187 +320,16 @@ def _value_sets(ctx: MappingContext) -> list[Json]:
             {
                 "resourceType": "ValueSet",
                 "id": group.replace("_", "-"),
-                "url": f"{CANONICAL}/ValueSet/{group.replace('_', '-')}",
-                "version": VERSION,
-                "name": "".join(p.capitalize() for p in group.split("_")),
+                "url": value_set_url(group),
+                **common(ctx),
+                "name": _name(group),
                 "title": f"fhir_cart vocabulary {group}",
-                "status": "active",
-                "publisher": PUBLISHER,
                 "description": f"Codes of the words of vocabulary '{group}' "
                 f"({', '.join(words)}); mappings/terminology.yaml.",
                 "compose": {"include": include},
             }
         )
     return out
-
-
-def _word_vocabulary(ctx: MappingContext, concept_key: str | None, field: str) -> str | None:
-    library = ctx.concepts
-    if concept_key is None or not library.has(concept_key):
-        return None
-    if field == "value":
-        return library.concept(concept_key).value.value_set
-    attr = library.data.attributes.get(field)
-    return attr.value_set if attr is not None else None
-
-
-def _shared(ctx: MappingContext, vocabulary: str, coding: Json) -> bool:
-    words = ctx.terminology.data.concepts[vocabulary].values()
-    system, code = coding["system"], coding["code"]
-    return (
-        sum(
-            any(ctx.terminology.system(c.system) == system and c.code == code for c in w.codings)
-            for w in words
-        )
-        > 1
-    )
-
-
-def _concept_map(ctx: MappingContext, name: str, mapping: StudyMapping) -> Json | None:
-    terms = ctx.terminology
-    source_base = f"{CANONICAL}/CodeSystem/local/{mapping.centre}"
-    groups: dict[tuple[str, str], list[Json]] = {}
-    for spec in mapping.events:
-        concept_key = spec.fixed_concept()
-        for field, words in spec.values.items():
-            vocabulary = _word_vocabulary(ctx, concept_key, field)
-            if vocabulary is None:
-                continue
-            by_target: dict[str, list[str]] = {}
-            for source, target in words.items():
-                if isinstance(target, str):
-                    by_target.setdefault(target, []).append(str(source))
-            for target, sources in by_target.items():
-                if target not in terms.data.concepts.get(vocabulary, {}):
-                    continue  # a word outside an open vocabulary: kept as text
-                codeable = terms.concept(vocabulary, target)
-                for source in sources:
-                    code = normalise_word(source)
-                    for coding in codeable.get("coding", ()):
-                        # wider: the standard code also stands for another word of the
-                        # vocabulary, or several local words share the canonical word
-                        shared = len(sources) > 1 or _shared(ctx, vocabulary, coding)
-                        groups.setdefault((f"{source_base}/{vocabulary}", coding["system"]), [])
-                        groups[(f"{source_base}/{vocabulary}", coding["system"])].append(
-                            {
-                                "code": code,
-                                "display": str(source),
-                                "target": [
-                                    {
-                                        "code": coding["code"],
-                                        "display": coding["display"],
-                                        "equivalence": "wider" if shared else "equivalent",
-                                    }
-                                ],
-                            }
-                        )
-    if not groups:
-        return None
-    out_groups = []
-    for (source, target), elements in sorted(groups.items()):
-        unique = {(e["code"], e["target"][0]["code"]): e for e in elements}
-        out_groups.append({"source": source, "target": target, "element": list(unique.values())})
-    cid = f"centre-{mapping.centre}"
-    return {
-        "resourceType": "ConceptMap",
-        "id": cid,
-        "url": f"{CANONICAL}/ConceptMap/{cid}",
-        "version": VERSION,
-        "name": "Centre" + "".join(p.capitalize() for p in mapping.centre.split("-")),
-        "title": f"Local words of centre {mapping.centre} -> standard codes",
-        "status": "active",
-        "publisher": PUBLISHER,
-        "description": f"From mappings/centres/{name}: each local word (as normalised by "
-        "the reader) to the codes of the canonical word it stands for.",
-        "group": out_groups,
-    }
-
-
-def build_artefacts(ctx: MappingContext, centres: dict[str, StudyMapping]) -> list[Artefact]:
-    """All artefacts, in a stable order; ``centres``: file name -> centre mapping."""
-    mappings = [centres[k] for k in sorted(centres)]
-    out = [
-        Artefact(f"StructureDefinition-{sd['id']}.json", sd) for sd in _extensions(ctx, mappings)
-    ]
-    cs = own_code_system(ctx)
-    out.append(Artefact(f"CodeSystem-{cs['id']}.json", cs))
-    out += [Artefact(f"ValueSet-{vs['id']}.json", vs) for vs in _value_sets(ctx)]
-    for name in sorted(centres):
-        mapping = centres[name]
-        local = ctx if mapping.country is None else mapping_context(country=mapping.country)
-        cm = _concept_map(local, name, mapping)
-        if cm is not None:
-            out.append(Artefact(f"ConceptMap-{cm['id']}.json", cm))
-    crosswalk = _country_crosswalk(ctx)
-    if crosswalk is not None:
-        out.append(Artefact(f"ConceptMap-{crosswalk['id']}.json", crosswalk))
-    return out
-
-
-def _country_crosswalk(ctx: MappingContext) -> Json | None:
-    """ICD-10-CM -> ICD-10-GM (any excluded -> country system): each excluded code to the
-    country codes every word carrying it agrees on (the intersection)."""
-    data = ctx.terminology.data
-    found: dict[tuple[str, str, str], set[tuple[str, str]] | None] = {}
-    for country, excluded in sorted(data.country_excluded_systems.items()):
-        for words in data.concepts.values():
-            for concept in words.values():
-                theirs = {
-                    (c.code, c.display)
-                    for c in concept.codings
-                    if country in c.countries and c.system != data.own_code_system.key
-                }
-                systems = {c.system for c in concept.codings if country in c.countries}
-                for source in (c for c in concept.codings if c.system in excluded):
-                    for target_system in systems - {data.own_code_system.key}:
-                        key = (source.system, target_system, source.code)
-                        before = found.get(key)
-                        found[key] = set(theirs) if before is None else before & theirs
-    groups: dict[tuple[str, str], dict[str, Json]] = {}
-    displays = {
-        (c.system, c.code): c.display
-        for words in data.concepts.values()
-        for concept in words.values()
-        for c in concept.codings
-    }
-    for (source_system, target_system, code), targets in sorted(found.items()):
-        pair = (data.systems[source_system], data.systems[target_system])
-        groups.setdefault(pair, {})[code] = {
-            "code": code,
-            "display": displays[(source_system, code)],
-            "target": [
-                {
-                    "code": t_code,
-                    "display": t_display,
-                    # the GM fifth digit 0 is wider than CM's; a secondary code goes with it
-                    "equivalence": "relatedto" if t_code.endswith("!") else "wider",
-                    **(
-                        {"comment": "secondary code, written with the primary code"}
-                        if t_code.endswith("!")
-                        else {}
-                    ),
-                }
-                for t_code, t_display in sorted(targets or ())
-            ],
-        }
-    if not groups:
-        return None
-    return {
-        "resourceType": "ConceptMap",
-        "id": "icd-10-cm-to-icd-10-gm",
-        "url": f"{CANONICAL}/ConceptMap/icd-10-cm-to-icd-10-gm",
-        "version": VERSION,
-        "name": "Icd10CmToIcd10Gm",
-        "title": "ICD-10-CM -> ICD-10-GM crosswalk of the disease-state codes",
-        "status": "active",
-        "publisher": PUBLISHER,
-        "description": "What a centre of a country excluding ICD-10-CM gets instead "
-        "(mappings/terminology.yaml country_excluded_systems; BfArM ICD-10-GM, DKR 0208c).",
-        "group": [
-            {"source": s, "target": t, "element": list(elements.values())}
-            for (s, t), elements in sorted(groups.items())
-        ],
-    }
 
 
 def load_centres(folder: Path) -> dict[str, StudyMapping]:

@@ -276,7 +276,9 @@ def _attribute_urls(ctx: MappingContext, patient: bool = False) -> dict[str, str
     if found is None:
         data = ctx.concepts.data
         attrs = data.patient_attributes if patient else data.attributes
-        found = {attribute_url(ctx, k, a): k for k, a in attrs.items()}
+        # fhir_cart before 0.2.0 wrote the key as it is (age_at_diagnosis): still read
+        found = {ctx.ext(k): k for k in attrs}
+        found.update({attribute_url(ctx, k, a): k for k, a in attrs.items()})
         ctx.memo[memo_key] = found
     return found
 

@@ -350,9 +350,11 @@ def _attribute_value(
 
 
 def attribute_url(ctx: MappingContext, key: str, attr: AttributeDef | None) -> str:
+    """``<extension_base>/<key with hyphens>``: the URL's tail is the StructureDefinition's
+    id, and FHIR ids allow no underscore (R4 datatypes.html#id)."""
     if attr is not None and attr.extension_url:
         return attr.extension_url
-    return ctx.ext(key)
+    return ctx.ext(key.replace("_", "-"))
 
 
 def _put_attributes(ctx: MappingContext, out: Json, event: Event, extensions: list[Json]) -> None:
