@@ -12,7 +12,8 @@
 // - every extension whose URL a StructureDefinition of the package defines is validated by
 //   validateTypedValue against that StructureDefinition's snapshot (value types,
 //   cardinality, sub-extension slices, fixed url): a package StructureDefinition without a
-//   snapshot is an error, as in validators that read packages;
+//   snapshot is an error, as in validators that read packages, and so is an extension
+//   under the package's canonical URL that it does not define;
 // - what Medplum 4.5.2 does not check, done here from the same StructureDefinitions: the
 //   value[x] types a profile narrows (Medplum accepts any R4 type there), the extension's
 //   context (R4 extensibility.html#context: the element path the extension
@@ -50,6 +51,7 @@ for (const sd of readPackage(mcodeDir).filter((r) => r.resourceType === 'Structu
   profiles.set(sd.url, sd);
   if (sd.type === 'Extension') core.loadDataType(sd);
 }
+const canonical = JSON.parse(fs.readFileSync(path.join(packageDir, 'package.json'), 'utf8')).canonical;
 const ownExtensions = new Map();
 const valueSets = new Map();
 const loadIssues = [];
@@ -189,6 +191,9 @@ function walk(node, base, where, parentUrl, issues) {
         const at = `${where}.${key}[${i}]`;
         const sd = ownExtensions.get(ext && ext.url);
         if (sd) issues.push(...checkExtension(sd, ext, base, parentUrl, at));
+        else if (ext && String(ext.url).startsWith(`${canonical}/`)) {
+          issues.push(issue(at, `extension ${ext.url} is not defined in the package`, 'not-found'));
+        }
         walk(ext, 'Extension', at, ext && ext.url, issues);
       });
       continue;
