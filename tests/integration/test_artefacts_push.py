@@ -12,7 +12,9 @@ from tests.conftest import ROOT
 def test_artefacts_are_pushed_and_read_back(fhir_server: str) -> None:
     assert main(["artefacts", "--server", fhir_server]) == 0
     assert main(["artefacts", "--server", fhir_server]) == 0  # a re-push updates, not duplicates
-    local = orjson.loads((ROOT / "api" / "fhir" / "package" / "CodeSystem-case-series.json").read_bytes())
+    local = orjson.loads(
+        (ROOT / "api" / "fhir" / "package" / "CodeSystem-case-series.json").read_bytes()
+    )
     with httpx.Client(base_url=fhir_server, timeout=10) as http:
         cs = http.get("CodeSystem/case-series").json()
         assert cs["concept"] == local["concept"]
