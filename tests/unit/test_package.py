@@ -262,3 +262,22 @@ def test_a_structure_definition_without_snapshot_is_reported(tmp_path: Path) -> 
     grade.write_bytes(orjson.dumps(sd))
     errors = validate(emitted()["seed"][:1], folder)
     assert any(f"StructureDefinition {EXT}grade has no snapshot" in e for e in errors), errors
+
+
+def test_pull_still_reads_the_underscore_urls_of_before_0_2_0() -> None:
+    from fhir_cart.mappers.context import mapping_context
+    from fhir_cart.mappers.from_fhir import cases_from_fhir
+    from fhir_cart.mappers.to_fhir import case_to_fhir
+    from tests.unit.seed_cases import seed_cases
+
+    ctx = mapping_context()
+    case = next(c for c in seed_cases() if "age_at_diagnosis" in c.patient.attributes)
+    resources = case_to_fhir(ctx, case)
+    old = json.loads(
+        json.dumps(resources).replace(EXT + "age-at-diagnosis", EXT + "age_at_diagnosis")
+    )
+    assert old != resources
+    back = cases_from_fhir(ctx, old).cases[0]
+    assert (
+        back.patient.attributes["age_at_diagnosis"] == case.patient.attributes["age_at_diagnosis"]
+    )
