@@ -264,7 +264,7 @@ def test_a_structure_definition_without_snapshot_is_reported(tmp_path: Path) -> 
     assert any(f"StructureDefinition {EXT}grade has no snapshot" in e for e in errors), errors
 
 
-def test_pull_still_reads_the_underscore_urls_of_before_0_2_0() -> None:
+def test_pull_reads_old_underscore_and_undeclared_hyphen_urls() -> None:
     from fhir_cart.mappers.context import mapping_context
     from fhir_cart.mappers.from_fhir import cases_from_fhir
     from fhir_cart.mappers.to_fhir import case_to_fhir
@@ -277,7 +277,8 @@ def test_pull_still_reads_the_underscore_urls_of_before_0_2_0() -> None:
         json.dumps(resources).replace(EXT + "age-at-diagnosis", EXT + "age_at_diagnosis")
     )
     assert old != resources
+    old[0]["extension"].append({"url": EXT + "frailty-score", "valueInteger": 3})
     back = cases_from_fhir(ctx, old).cases[0]
-    assert (
-        back.patient.attributes["age_at_diagnosis"] == case.patient.attributes["age_at_diagnosis"]
-    )
+    attributes = back.patient.attributes
+    assert attributes["age_at_diagnosis"] == case.patient.attributes["age_at_diagnosis"]
+    assert attributes["frailty_score"] == 3  # undeclared: kept by its key

@@ -276,9 +276,7 @@ def _attribute_urls(ctx: MappingContext, patient: bool = False) -> dict[str, str
     if found is None:
         data = ctx.concepts.data
         attrs = data.patient_attributes if patient else data.attributes
-        # fhir_cart before 0.2.0 wrote the key as it is (age_at_diagnosis): still read
-        found = {ctx.ext(k): k for k in attrs}
-        found.update({attribute_url(ctx, k, a): k for k, a in attrs.items()})
+        found = {attribute_url(ctx, k, a): k for k, a in attrs.items()}
         ctx.memo[memo_key] = found
     return found
 
@@ -323,8 +321,11 @@ def _extension_attributes(
         key = urls.get(url)
         if key is None and url.startswith(base):
             name = url[len(base) :]
-            if name not in _reserved(ctx) and re.fullmatch(r"[a-z][a-z0-9_]*", name):
-                key = name  # an attribute the library does not declare, kept by its name
+            if name not in _reserved(ctx) and re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+                # an attribute the library does not declare, kept by its key (URL tails
+                # have hyphens since 0.2.0, FHIR ids allow no underscore), and the URLs of
+                # before 0.2.0 (age_at_diagnosis), read as the key they name
+                key = name.replace("-", "_")
         if key is not None:
             out[key] = _attribute_scalar(ctx, library.get(key), ext)
     return out
