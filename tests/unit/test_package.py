@@ -101,6 +101,14 @@ def test_every_structure_definition_has_a_snapshot_from_the_r4_extension() -> No
         snap = {e["id"]: e for e in sd["snapshot"]["element"]}
         for eid, element in diff.items():
             assert {k: snap[eid][k] for k in element} == element, (sd["id"], eid)
+        for i, eid in enumerate(ids):  # each slice, then its own Extension elements
+            if eid.startswith("Extension.extension:") and "." not in eid.split(":")[1]:
+                tails = [".id", ".extension", ".url", ".value[x]"]
+                assert ids[i + 1 : i + 5] == [eid + t for t in tails], (sd["id"], eid)
+                assert snap[eid + ".url"]["path"] == "Extension.extension.url"
+    relative = next(sd for sd in sds if sd["id"] == "relative-day")
+    slices = [e["sliceName"] for e in relative["snapshot"]["element"] if "sliceName" in e]
+    assert slices == ["day", "earliest-day", "latest-day", "anchor"]
 
 
 def test_ids_are_url_tails_and_one_version_and_date_everywhere() -> None:

@@ -139,8 +139,10 @@ def extension_urls(ctx: MappingContext, mappings: Iterable[StudyMapping] = ()) -
     return sorted(set(urls))
 
 
-def _element(path: str, **fields: Any) -> Json:
-    return {"id": path, "path": path, **fields}
+def _element(element_id: str, **fields: Any) -> Json:
+    """An element by id; its path is the id without slice names (R4 elementdefinition.html#id)."""
+    path = ".".join(part.split(":", 1)[0] for part in element_id.split("."))
+    return {"id": element_id, "path": path, **fields}
 
 
 def _types(names: list[str]) -> list[Json]:

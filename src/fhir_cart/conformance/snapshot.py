@@ -73,7 +73,7 @@ def _slice_elements(base: list[Json], sliced: str, name: str) -> list[Json]:
 
 def _merge(target: Json, diff: Json) -> None:
     for key, value in diff.items():
-        if key != "id":
+        if key not in ("id", "path"):
             target[key] = copy.deepcopy(value)
 
 
