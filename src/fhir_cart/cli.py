@@ -360,7 +360,13 @@ def artefacts_command(
     ValueSets, ConceptMaps) and its data dictionary, generated from the mapping data; push
     the resources with --server (PUT <type>/<id>, so a re-push updates the same resources)."""
     from fhir_cart.conformance.artefacts import load_centres
-    from fhir_cart.conformance.package import build_package, build_study_package, package_files
+    from fhir_cart.conformance.package import (
+        build_package,
+        build_study_package,
+        package_files,
+        stale_files,
+        write_files,
+    )
 
     application = _app()
     ctx = application.mapping_context()
@@ -373,10 +379,14 @@ def artefacts_command(
         package = build_study_package(ctx, mapping_file.name, mapping)
     wanted = package_files(ctx, package)
     if check:
-        _check_package(out_dir, wanted)
+        stale = stale_files(out_dir, wanted)
+        if stale:
+            err.print(f"{out_dir}: out of date (run fhir-cart artefacts): {', '.join(stale)}")
+            raise typer.Exit(1)
+        out.print(f"{out_dir}: {len(wanted)} files up to date")
         return
     if server is None:
-        _write_package(out_dir, wanted)
+        write_files(out_dir, wanted)
         out.print(f"wrote package {package.package_id} ({len(wanted)} files) to {out_dir}")
         return
     resources = [r for r in package.resources if r["resourceType"] != "ImplementationGuide"]
@@ -394,40 +404,6 @@ def artefacts_command(
         return len(resources)
 
     out.print(f"pushed {asyncio.run(put_all())} artefacts to {server}")
-
-
-def _package_present(out_dir: Path) -> set[str]:
-    """Files of a package folder (and JSON files left at its top by older versions)."""
-    if not out_dir.is_dir():
-        return set()
-    found = {p.name for p in out_dir.glob("*.json")} | {p.name for p in out_dir.glob("*.md")}
-    package = out_dir / "package"
-    if package.is_dir():
-        found |= {f"package/{p.name}" for p in package.iterdir() if p.is_file()}
-    return found
-
-
-def _check_package(out_dir: Path, wanted: dict[str, bytes]) -> None:
-    present = _package_present(out_dir)
-    stale = sorted(
-        name
-        for name in present | set(wanted)
-        if name not in wanted
-        or name not in present
-        or (out_dir / name).read_bytes() != wanted[name]
-    )
-    if stale:
-        err.print(f"{out_dir}: out of date (run fhir-cart artefacts): {', '.join(stale)}")
-        raise typer.Exit(1)
-    out.print(f"{out_dir}: {len(wanted)} files up to date")
-
-
-def _write_package(out_dir: Path, wanted: dict[str, bytes]) -> None:
-    (out_dir / "package").mkdir(parents=True, exist_ok=True)
-    for old in _package_present(out_dir) - set(wanted):
-        (out_dir / old).unlink()
-    for name, data in wanted.items():
-        (out_dir / name).write_bytes(data)
 
 
 # -- sync -------------------------------------------------------------------------------------

@@ -542,12 +542,13 @@ def test_a_filled_cell_is_never_marked_as_assumed(tmp_path: Path) -> None:
 
 
 def test_the_assumed_extension_has_a_structure_definition() -> None:
-    from fhir_cart.conformance.artefacts import build_artefacts, load_centres
+    from fhir_cart.conformance.artefacts import load_centres
+    from fhir_cart.conformance.package import build_package
     from fhir_cart.mappers.context import mapping_context
 
     ctx = mapping_context()
-    artefacts = build_artefacts(ctx, load_centres(MAPPINGS / "centres"))
-    urls = {a.resource.get("url") for a in artefacts}
+    package = build_package(ctx, load_centres(MAPPINGS / "centres"))
+    urls = {r.get("url") for r in package.resources}
     assert ctx.ext("assumed") in urls
 
 

@@ -18,7 +18,6 @@ test checks the checked-in files equal the output.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from fhir_cart.terminology import Coding
 
 __all__ = [
     "CANONICAL",
-    "Artefact",
     "common",
     "extension_sds",
     "extension_urls",
@@ -78,12 +76,6 @@ _PATIENT_EVENTS = {
     "death": "A second {label} event of one patient (a data problem kept beside "
     "deceased[x]): a date and/or a relative day, and its details.",
 }
-
-
-@dataclass(frozen=True)
-class Artefact:
-    filename: str
-    resource: Json
 
 
 def _attribute_defs(library: ConceptLibrary, mappings: Iterable[StudyMapping]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ adds its own concepts or attributes gets its own package the same way
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,6 +40,8 @@ __all__ = [
     "build_package",
     "build_study_package",
     "package_files",
+    "stale_files",
+    "write_files",
 ]
 
 Json = dict[str, Any]
@@ -174,3 +177,35 @@ def package_files(ctx: MappingContext, package: Package) -> dict[str, bytes]:
         out[f"package/{_filename(resource)}"] = orjson.dumps(resource, option=_DUMP) + b"\n"
     out["data-dictionary.md"] = data_dictionary(ctx, package.package_id, package.resources)
     return dict(sorted(out.items()))
+
+
+def _present(out_dir: Path) -> set[str]:
+    """Files of a package folder (and JSON files left at its top by older versions)."""
+    if not out_dir.is_dir():
+        return set()
+    found = {p.name for p in out_dir.glob("*.json")} | {p.name for p in out_dir.glob("*.md")}
+    package = out_dir / "package"
+    if package.is_dir():
+        found |= {f"package/{p.name}" for p in package.iterdir() if p.is_file()}
+    return found
+
+
+def stale_files(out_dir: Path, wanted: dict[str, bytes]) -> list[str]:
+    """Files of ``out_dir`` that differ from ``wanted``, are missing or are not wanted."""
+    present = _present(out_dir)
+    return sorted(
+        name
+        for name in present | set(wanted)
+        if name not in wanted
+        or name not in present
+        or (out_dir / name).read_bytes() != wanted[name]
+    )
+
+
+def write_files(out_dir: Path, wanted: dict[str, bytes]) -> None:
+    """Write the package folder, removing files of it that are no longer wanted."""
+    (out_dir / "package").mkdir(parents=True, exist_ok=True)
+    for old in _present(out_dir) - set(wanted):
+        (out_dir / old).unlink()
+    for name, data in wanted.items():
+        (out_dir / name).write_bytes(data)
