@@ -486,3 +486,18 @@ class Application:
 
     def describe_cache(self, cache: Cache) -> str:
         return str(cache.engine.url.render_as_string(hide_password=True))
+
+    # -- workbench (issue 22): what the web pages ask for ----------------------------------
+
+    def preview_patient(self, case: Case, mapping: StudyMapping | None) -> dict[str, object]:
+        """The FHIR transaction bundle of one patient (nothing is sent anywhere)."""
+        from fhir_cart.bundle import map_cases, transaction_bundles
+
+        ctx = self.mapping_context(mapping)
+        patients = list(map_cases(ctx, [case]))
+        bundle: dict[str, object] = next(iter(transaction_bundles(patients, size=1)))
+        return bundle
+
+    def mapping_names(self) -> list[str]:
+        """The centre mappings the mappings folder holds, by name."""
+        return sorted(p.stem for p in (self.mappings_dir / "centres").glob("*.yaml"))
