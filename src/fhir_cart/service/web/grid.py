@@ -58,8 +58,8 @@ def read_sheets(
     try:
         out = []
         for sheet in book.worksheets:
-            rows = islice(sheet.iter_rows(values_only=True), limit)
-            out.append((str(sheet.title), [[_text(c) for c in row] for row in rows]))
+            cells = islice(sheet.iter_rows(values_only=True), limit)
+            out.append((str(sheet.title), [[_text(c) for c in row] for row in cells]))
         return out
     finally:
         book.close()
