@@ -134,9 +134,9 @@ def test_the_job_list_holds_only_the_jobs_in_scope(
     assert role != "admin" or listed == {j["id"] for j in everything}
     paged = client.get("/jobs", headers=headers(role), params={"limit": 1, "offset": 1}).json()
     assert [j["id"] for j in paged] == sorted(listed, reverse=True)[1:2]
-    page = client.get("/ui/", headers=headers(role)).text
-    for job, roles in SEES_JOB.items():
-        assert (f'href="/ui/jobs/{made[job]}"' in page) == (role in roles), (job, role)
+    for page in (client.get(p, headers=headers(role)).text for p in ("/ui/", "/ui/jobs-table")):
+        for job, roles in SEES_JOB.items():
+            assert (f'href="/ui/jobs/{made[job]}"' in page) == (role in roles), (job, role)
 
 
 SEES_UPLOAD = {"upload_centre_a": {"admin", "centre_a"}, "upload_centre_b": {"admin", "centre_b"}}

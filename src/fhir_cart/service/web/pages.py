@@ -183,6 +183,13 @@ def home(request: Request, app: AppDep, cache: CacheDep, principal: PrincipalDep
                  mappings=app.mapping_names(), servers=sorted(app.settings.servers))  # fmt: skip
 
 
+@router.get("/ui/jobs-table")
+def jobs_table(request: Request, cache: CacheDep, principal: PrincipalDep) -> Response:
+    """The home page's job table, which htmx refreshes every few seconds."""
+    jobs = [s.Job.from_run(r) for r in job_routes.visible_runs(cache, principal, 20, 0)]
+    return _page(request, "_jobs.html", jobs=jobs)
+
+
 @router.post("/ui/uploads")
 async def upload(
     request: Request,
