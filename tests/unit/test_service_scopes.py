@@ -74,12 +74,12 @@ def world(app: FastAPI) -> Iterator[tuple[TestClient, dict[str, Any]]]:
             answer = upload(client, centre)
             assert answer.status_code == 201, answer.text
             made[f"upload_{centre}"] = answer.json()["upload_id"]
-            push = client.post("/jobs/push", headers=headers(centre),
-                               json={"upload_id": made[f"upload_{centre}"], "server": "local"})  # fmt: skip
+            body = {"upload_id": made[f"upload_{centre}"], "server": "local"}
+            push = client.post("/jobs/push", headers=headers(centre), json=body)
             assert push.status_code == 202, push.text
             made[f"push_{centre}"] = push.json()["id"]
-        pull = client.post("/jobs/pull", headers=headers("centre_b"),
-                           json={"server": "local", "selection": "search", "query": "_id=x"})  # fmt: skip
+        search = {"server": "local", "selection": "search", "query": "_id=x"}
+        pull = client.post("/jobs/pull", headers=headers("centre_b"), json=search)
         assert pull.status_code == 202, pull.text
         made["pull_centre_b"] = pull.json()["id"]
         build = client.post("/jobs/registry", headers=headers("registry"), json={"registry": "net"})

@@ -71,8 +71,13 @@ def _routes(routes: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, Rout
         yield prefix, route
 
 
-OPEN = {("GET", "/health"): 200, ("GET", "/"): 303, ("GET", "/ui/login"): 200,
-        ("POST", "/ui/login"): 403, ("GET", "/ui/static/1"): 404}
+OPEN = {
+    ("GET", "/health"): 200,
+    ("GET", "/"): 303,
+    ("GET", "/ui/login"): 200,
+    ("POST", "/ui/login"): 403,
+    ("GET", "/ui/static/1"): 404,
+}
 """Served without a key: liveness, the redirect to the pages, the sign-in page (its post
 refused without the form's CSRF token) and the pages' own scripts and styles."""
 
