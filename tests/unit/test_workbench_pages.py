@@ -215,3 +215,23 @@ def test_grids_mark_the_rejected_cells_of_their_sheet() -> None:
     assert [n for n, _ in grid.rows] == [2, 3, 4]
     assert fix_for(rejects[0]).startswith("write one of the expected words")
     assert "date" in fix_for(rejects[1])
+
+
+def test_the_pages_import_no_sync_cache_or_study_internals() -> None:
+    """The pages go through the application layer (and the API's own route functions):
+    nothing of the sync jobs, the cache, the study reader or the bundle builder directly."""
+    import ast
+
+    import fhir_cart.service.web as web
+
+    folder = Path(web.__file__).parent
+    imported = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "fhir_cart.service.deps" in imported  # never vacuous
+    forbidden = ("fhir_cart.sync", "fhir_cart.cache", "fhir_cart.study", "fhir_cart.bundle")
+    assert sorted(m for m in imported if m.startswith(forbidden)) == []
