@@ -235,3 +235,15 @@ def test_the_pages_import_no_sync_cache_or_study_internals() -> None:
     assert "fhir_cart.service.deps" in imported  # never vacuous
     forbidden = ("fhir_cart.sync", "fhir_cart.cache", "fhir_cart.study", "fhir_cart.bundle")
     assert sorted(m for m in imported if m.startswith(forbidden)) == []
+
+
+def test_the_check_of_a_workbook_shows_its_sheets(app: FastAPI) -> None:
+    with TestClient(app) as client:
+        csrf = sign_in(client)
+        workbook = (FIXTURES / "seed" / "seed_cohort.xlsx").read_bytes()
+        answer = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "seed"},
+                             files={"file": ("seed.xlsx", workbook)})  # fmt: skip
+        assert answer.status_code == 200, answer.text[:2000]
+        captions = re.findall(r"<caption>([^<(]+)", answer.text)
+        assert len([c for c in captions if not c.startswith("The first")]) >= 2  # sheets
+        assert "No problems found." in answer.text
