@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.ndjson_tables import TablesOutcome
     from fhir_cart.registry.build import BuildResult, ExtractResult, Progress
     from fhir_cart.registry.definition import RegistryDef
+    from fhir_cart.summary import MeasureResult
     from fhir_cart.sync.jobs import PullOutcome
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
@@ -501,3 +502,18 @@ class Application:
     def mapping_names(self) -> list[str]:
         """The centre mappings the mappings folder holds, by name."""
         return sorted(p.stem for p in (self.mappings_dir / "centres").glob("*.yaml"))
+
+    def study_summary(
+        self, cases: Sequence[Case], study: str, plots_dir: Path | None = None
+    ) -> tuple[StudyDefinition, list[MeasureResult], list[Path]]:
+        """A study's measures over the cases (beside the paper's numbers), and its plots as
+        SVG in ``plots_dir`` when given (PNG beside them, as ``summary --plots`` writes)."""
+        from fhir_cart.plots import write_plots
+        from fhir_cart.summary import summarise
+
+        definition = self.study(study)
+        results = summarise(cases, definition)
+        plots: list[Path] = []
+        if plots_dir is not None:
+            plots = [p for p in write_plots(cases, definition, plots_dir) if p.suffix == ".svg"]
+        return definition, results, plots

@@ -154,6 +154,9 @@ def test_an_upload_is_seen_and_pushed_only_within_its_scope(
     push = client.post("/jobs/push", headers=headers(role),
                        json={"upload_id": upload_id, "server": "local"})  # fmt: skip
     home = client.get("/ui/", headers=headers(role)).text
+    plot = client.get(f"/ui/uploads/{upload_id}/plots/swimmer.svg", headers=headers(role))
+    assert plot.status_code == 404  # no plot drawn yet; whose upload it is decides the why
+    assert ("no such upload" in plot.text) == (role not in SEES_UPLOAD[which])
     if role in SEES_UPLOAD[which]:
         assert (preview.status_code, page.status_code, push.status_code) == (200, 200, 202)
         assert f"/ui/uploads/{upload_id}" in home
@@ -163,6 +166,8 @@ def test_an_upload_is_seen_and_pushed_only_within_its_scope(
         assert job.status_code == 200
     else:
         assert (preview.status_code, page.status_code) == (404, 404)
+        summary = client.get(f"/ui/uploads/{upload_id}/summary", headers=headers(role))
+        assert summary.status_code == 404
         assert push.status_code == (403 if role == "registry" else 404)
         assert upload_id not in home
 

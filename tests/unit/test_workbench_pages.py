@@ -247,3 +247,27 @@ def test_the_check_of_a_workbook_shows_its_sheets(app: FastAPI) -> None:
         captions = re.findall(r"<caption>([^<(]+)", answer.text)
         assert len([c for c in captions if not c.startswith("The first")]) >= 2  # sheets
         assert "No problems found." in answer.text
+
+
+@pytest.mark.slow
+def test_the_summary_page_shows_the_measures_beside_the_paper_and_the_plots(
+    app: FastAPI,
+) -> None:
+    with TestClient(app) as client:
+        csrf = sign_in(client)
+        workbook = (FIXTURES / "seed" / "seed_cohort.xlsx").read_bytes()
+        check = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "seed"},
+                            files={"file": ("seed.xlsx", workbook)})  # fmt: skip
+        upload_id = str(check.url).rsplit("/", 1)[1]
+        page = client.get(f"/ui/uploads/{upload_id}/summary")
+        assert page.status_code == 200
+        rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>",
+                          page.text)  # fmt: skip
+        assert len(rows) >= 5
+        assert any(paper != "not reported" for _, _, paper in rows)
+        plots = re.findall(r'<img src="([^"]+\.svg)"', page.text)
+        assert plots
+        for src in plots:
+            svg = client.get(src)
+            assert svg.headers["content-type"] == "image/svg+xml"
+            assert svg.text.lstrip().startswith(("<?xml", "<svg"))

@@ -271,6 +271,41 @@ async def check_page(
     return _page(request, "check.html", servers=sorted(app.settings.servers), **context)
 
 
+def _summary(app: Any, upload_id: str, principal: Principal) -> dict[str, Any]:
+    meta = study_routes.visible_upload(app, upload_id, principal)
+    mapping = app.load_mapping(Path(meta["mapping_file"]) if meta["mapping_file"] else None)
+    study = mapping.study if mapping is not None else None
+    if study is None:
+        return {"upload_id": upload_id, "study": None}
+    cases = app.read_study(Path(meta["study_file"]), mapping).cases
+    plots_dir = study_routes.upload_dir(app.settings, upload_id) / "plots"
+    definition, results, plots = app.study_summary(cases, study, plots_dir)
+    return {"upload_id": upload_id, "study": definition, "results": results,
+            "plots": [p.name for p in plots], "patients": len(cases)}  # fmt: skip
+
+
+@router.get("/ui/uploads/{upload_id}/summary")
+async def summary_page(
+    request: Request, app: AppDep, principal: PrincipalDep, upload_id: str
+) -> Response:
+    """The study's measures over the upload beside the paper's, and its plots (SVG)."""
+    _with_session(request)
+    try:
+        context = await run_in_threadpool(_summary, app, upload_id, principal)
+    except FhirCartError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return _page(request, "summary.html", **context)
+
+
+@router.get("/ui/uploads/{upload_id}/plots/{name}")
+def plot(app: AppDep, principal: PrincipalDep, upload_id: str, name: str) -> Response:
+    study_routes.visible_upload(app, upload_id, principal)
+    path = study_routes.upload_dir(app.settings, upload_id) / "plots" / name
+    if "/" in name or not name.endswith(".svg") or not path.is_file():
+        raise HTTPException(404, "no such plot")
+    return FileResponse(path, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
 @router.post("/ui/uploads/{upload_id}/push")
 def push(
     request: Request,
