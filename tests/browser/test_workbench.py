@@ -85,6 +85,24 @@ def test_sign_in_upload_check_push(service: Service, browser: Any) -> None:
     shot(page, "job")
     assert fhir_patients(service) == 2
 
+    # the study's measures and plots for the file
+    page.go_back()
+    page.click("text=The study's measures and plots for this file")
+    page.wait_for_selector("#measures")
+    assert page.locator("img.plot").count() >= 1
+    accessible(page)
+    shot(page, "summary")
+
+    # pull the centre's patients back, followed live as well
+    page.goto(service.url + "/ui/")
+    page.select_option("#pull-server", "local")
+    page.fill("#pull-query", "identifier=https://fhir-cart.dev/fhir/id/centre-b/patient|")
+    page.click("button:has-text('Start the pull')")
+    page.wait_for_selector("#job[data-finished=yes]", timeout=120_000)
+    assert page.inner_text("#job-status") == "succeeded"
+    assert "pull" in page.inner_text("h1")
+    accessible(page)
+
     # the API documentation, from the wheel, after sign-in; this time with the pages'
     # Content-Security-Policy in force (the journey above bypasses it to inject axe-core),
     # which keeps ReDoc's one CDN image (its footer's logo) from being fetched
