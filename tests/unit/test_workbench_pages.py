@@ -261,7 +261,7 @@ def test_the_summary_page_shows_the_measures_beside_the_paper_and_the_plots(
         upload_id = str(check.url).rsplit("/", 1)[1]
         page = client.get(f"/ui/uploads/{upload_id}/summary")
         assert page.status_code == 200
-        assert re.search(r'<p id="study">Study <strong>seed</strong>', page.text)
+        assert re.search(r'<p id="study">Study <strong>Marschollek 2022', page.text)
         rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>",
                           page.text)  # fmt: skip
         assert len(rows) >= 5
