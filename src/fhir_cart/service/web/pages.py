@@ -31,13 +31,13 @@ from fhir_cart.service.access import (
     principal_for_key,
     principal_for_password,
 )  # fmt: skip
-from fhir_cart.service.deps import AppDep, CacheDep, PrincipalDep, ProblemError, get_job
+from fhir_cart.service.deps import AppDep, CacheDep, PrincipalDep, get_job, visible_job
 from fhir_cart.service.routers import jobs as job_routes
 from fhir_cart.service.routers import study as study_routes
 from fhir_cart.service.web.grid import fix_for, grids, read_sheets
 from fhir_cart.service.web.session import COOKIE, LOGIN_COOKIE, Session, Sessions, same_token
 
-__all__ = ["router"]
+__all__ = ["problem_page", "router"]
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -348,9 +348,7 @@ def pull(
 
 
 def _visible_job(request: Request, cache: Any, principal: Principal, job_id: int) -> s.Job:
-    request.state.principal = principal
-    from fhir_cart.service.deps import visible_job
-
+    """The job, 404 outside the principal's scope (the API's own check)."""
     visible_job(request, principal)
     return get_job(cache, job_id)
 
@@ -443,6 +441,3 @@ def problem_page(request: Request, status: int, detail: str, errors: list[Any]) 
     """An error of a page, as a page (the API answers problem documents)."""
     _with_session(request)
     return _page(request, "error.html", status=status, detail=detail, errors=errors)
-
-
-__all__ += ["ProblemError", "problem_page"]
