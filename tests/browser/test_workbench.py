@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import re
+import zipfile
 from typing import Any
 
 import httpx
@@ -102,6 +103,11 @@ def test_sign_in_upload_check_push(service: Service, browser: Any) -> None:
     assert page.inner_text("#job-status") == "succeeded"
     assert "pull" in page.inner_text("h1")
     accessible(page)
+    with page.expect_download() as download:
+        page.click("text=Download the tables (csv, zip)")
+    tables = zipfile.ZipFile(download.value.path())
+    assert "patients.csv" in tables.namelist()
+    assert "B-203" in tables.read("patients.csv").decode()
 
     # the API documentation, from the wheel, after sign-in; this time with the pages'
     # Content-Security-Policy in force (the journey above bypasses it to inject axe-core),

@@ -97,7 +97,7 @@ SEES_JOB = {
 JOB_ROUTES = [
     ("GET", "/jobs/{id}"), ("GET", "/jobs/{id}/outcomes"), ("GET", "/jobs/{id}/failures"),
     ("POST", "/jobs/{id}/resume"), ("GET", "/jobs/{id}/summary"), ("GET", "/jobs/{id}/export"),
-    ("GET", "/ui/jobs/{id}"),
+    ("GET", "/ui/jobs/{id}"), ("GET", "/ui/jobs/{id}/export"),
 ]  # fmt: skip
 
 
@@ -118,6 +118,19 @@ def test_a_job_is_seen_only_within_its_scope(
             404, answer.headers["content-type"])  # fmt: skip
         if not route.startswith("/ui/"):
             assert answer.json() == none.json()
+
+
+@pytest.mark.parametrize(
+    ("role", "job"), [(r, j) for j, seen in sorted(SEES_JOB.items()) for r in ROLES if r not in seen]
+)
+def test_job_events_are_not_streamed_outside_the_scope(
+    world: tuple[TestClient, dict[str, Any]], role: str, job: str
+) -> None:
+    """(A job in scope streams until it ends: tests/unit/test_workbench_pages.py.)"""
+    client, made = world
+    answer = client.get(f"/ui/jobs/{made[job]}/events", headers=headers(role))
+    assert answer.status_code == 404
+    assert answer.headers["content-type"].startswith("text/html")
 
 
 @pytest.mark.parametrize("role", ROLES)

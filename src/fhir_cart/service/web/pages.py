@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
@@ -32,6 +32,7 @@ from fhir_cart.service.access import (
     principal_for_password,
 )  # fmt: skip
 from fhir_cart.service.deps import AppDep, CacheDep, PrincipalDep, get_job, visible_job
+from fhir_cart.service.routers import cohort as cohort_routes
 from fhir_cart.service.routers import jobs as job_routes
 from fhir_cart.service.routers import study as study_routes
 from fhir_cart.service.web.grid import fix_for, grids, read_sheets
@@ -375,6 +376,20 @@ def resume(
     _visible_job(request, cache, principal, job_id)
     job_routes.resume(cache, job_id)
     return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
+
+
+@router.get("/ui/jobs/{job_id:int}/export")
+def job_export(
+    request: Request,
+    app: AppDep,
+    cache: CacheDep,
+    principal: PrincipalDep,
+    job_id: int,
+    format: Literal["csv", "xlsx", "parquet", "json"] = "csv",
+) -> Response:
+    """A succeeded pull job's study tables (zip), as ``GET /jobs/{id}/export`` answers."""
+    _visible_job(request, cache, principal, job_id)
+    return cohort_routes.export(app.settings, cache, job_id, format)
 
 
 @router.get("/ui/jobs/{job_id:int}/events")
