@@ -120,9 +120,10 @@ def test_a_job_is_seen_only_within_its_scope(
             assert answer.json() == none.json()
 
 
-@pytest.mark.parametrize(
-    ("role", "job"), [(r, j) for j, seen in sorted(SEES_JOB.items()) for r in ROLES if r not in seen]
-)
+OUT_OF_SCOPE = [(r, j) for j, seen in sorted(SEES_JOB.items()) for r in ROLES if r not in seen]
+
+
+@pytest.mark.parametrize(("role", "job"), OUT_OF_SCOPE)
 def test_job_events_are_not_streamed_outside_the_scope(
     world: tuple[TestClient, dict[str, Any]], role: str, job: str
 ) -> None:
