@@ -272,3 +272,16 @@ def test_the_summary_page_shows_the_measures_beside_the_paper_and_the_plots(
             svg = client.get(src)
             assert svg.headers["content-type"] == "image/svg+xml"
             assert svg.text.lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_sign_ins_stop_after_five_failures_from_one_address(app: FastAPI) -> None:
+    with TestClient(app, follow_redirects=False) as client:
+        token = csrf_of(client.get("/ui/login").text)
+        for _ in range(5):
+            wrong = client.post("/ui/login", data={"csrf": token, "user": "ana",
+                                                   "password": "wrong password!"})  # fmt: skip
+            assert wrong.status_code == 401
+        right = client.post("/ui/login", data={"csrf": token, "user": "ana",
+                                               "password": PASSWORD})  # fmt: skip
+        assert right.status_code == 429
+        assert "fhir_cart_session" not in client.cookies

@@ -129,6 +129,10 @@ def login(
 ) -> Response:
     if not same_token(csrf, request.cookies.get(LOGIN_COOKIE) or ""):
         raise HTTPException(403, "the sign-in form's CSRF token is missing or wrong: reload it")
+    client = request.client.host if request.client else "unknown"
+    if _sessions(request).refused(client):
+        log.warning("page sign-in refused: too many failed attempts from one address")
+        raise HTTPException(429, "too many failed sign-ins from this address: wait 15 minutes")
     principal = (
         principal_for_key(api_key, app.settings)
         if api_key
@@ -137,6 +141,7 @@ def login(
         else None
     )
     if principal is None:
+        _sessions(request).failed(client)
         log.info("page sign-in refused")
         return _page(request, "login.html", status=401, login_csrf=csrf,
                      error="Not signed in: the name and password, or the key, are not "

@@ -41,6 +41,7 @@ class Sessions:
     def __init__(self, hours: float) -> None:
         self.seconds = hours * 3600
         self._held: dict[str, Session] = {}
+        self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     def create(self, principal: Principal) -> tuple[str, Session]:
@@ -63,6 +64,22 @@ class Sessions:
                 return None
             session.expires = time.time() + self.seconds
             return session
+
+    MAX_FAILURES = 5
+    FAILURE_WINDOW = 900.0
+
+    def refused(self, client: str) -> bool:
+        """Whether sign-ins from ``client`` are refused for now: after
+        :attr:`MAX_FAILURES` failed attempts within :attr:`FAILURE_WINDOW` seconds."""
+        now = time.time()
+        with self._lock:
+            recent = [t for t in self._failures.get(client, []) if now - t < self.FAILURE_WINDOW]
+            self._failures[client] = recent
+            return len(recent) >= self.MAX_FAILURES
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            self._failures.setdefault(client, []).append(time.time())
 
     def drop(self, token: str | None) -> None:
         if token:
