@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.ndjson_tables import TablesOutcome
     from fhir_cart.registry.build import BuildResult, ExtractResult, Progress
     from fhir_cart.registry.definition import RegistryDef
+    from fhir_cart.summary import MeasureResult
     from fhir_cart.sync.jobs import PullOutcome
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
@@ -486,3 +487,33 @@ class Application:
 
     def describe_cache(self, cache: Cache) -> str:
         return str(cache.engine.url.render_as_string(hide_password=True))
+
+    # -- workbench (issue 22): what the web pages ask for ----------------------------------
+
+    def preview_patient(self, case: Case, mapping: StudyMapping | None) -> dict[str, object]:
+        """The FHIR transaction bundle of one patient (nothing is sent anywhere)."""
+        from fhir_cart.bundle import map_cases, transaction_bundles
+
+        ctx = self.mapping_context(mapping)
+        patients = list(map_cases(ctx, [case]))
+        bundle: dict[str, object] = next(iter(transaction_bundles(patients, size=1)))
+        return bundle
+
+    def mapping_names(self) -> list[str]:
+        """The centre mappings the mappings folder holds, by name."""
+        return sorted(p.stem for p in (self.mappings_dir / "centres").glob("*.yaml"))
+
+    def study_summary(
+        self, cases: Sequence[Case], study: str, plots_dir: Path | None = None
+    ) -> tuple[StudyDefinition, list[MeasureResult], list[Path]]:
+        """A study's measures over the cases (beside the paper's numbers), and its plots as
+        SVG in ``plots_dir`` when given (PNG beside them, as ``summary --plots`` writes)."""
+        from fhir_cart.plots import write_plots
+        from fhir_cart.summary import summarise
+
+        definition = self.study(study)
+        results = summarise(cases, definition)
+        plots: list[Path] = []
+        if plots_dir is not None:
+            plots = [p for p in write_plots(cases, definition, plots_dir) if p.suffix == ".svg"]
+        return definition, results, plots

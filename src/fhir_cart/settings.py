@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,7 +29,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["AuthSettings", "ServerSettings", "Settings", "load_settings"]
+__all__ = ["AuthSettings", "ServerSettings", "Settings", "UserSettings", "load_settings"]
 
 
 class AuthSettings(BaseModel):
@@ -84,6 +84,28 @@ class ServerSettings(BaseModel):
         return value.rstrip("/")
 
 
+class UserSettings(BaseModel):
+    """A person or client of the web service, with its scope (issue 22): ``centre`` sees
+    only its own centre's uploads, jobs and outputs; ``registry`` the registry's jobs and
+    their pseudonymised outputs; ``admin`` everything. Signs in with ``api_key`` (API and
+    pages) or ``password_hash`` (pages; make one with ``python -m
+    fhir_cart.service.access``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@\-]*$")
+    role: Literal["centre", "registry", "admin"]
+    centre: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    api_key: SecretStr | None = None
+    password_hash: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _centre_named(self) -> UserSettings:
+        if (self.role == "centre") != (self.centre is not None):
+            raise ValueError(f"user {self.name!r}: a centre user names its centre, others none")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FHIR_CART_", env_nested_delimiter="__", extra="forbid"
@@ -111,6 +133,10 @@ class Settings(BaseSettings):
     # A worker renews its lease on a job every quarter of this; a job whose worker sent no
     # heartbeat for this long is taken over by any worker.
     job_lease_seconds: float = Field(default=60.0, ge=1.0)
+    users: list[UserSettings] = Field(default_factory=list)
+    """Scoped keys and sign-ins (``api_keys`` are admins); see docs/service.md."""
+    session_hours: float = Field(default=8.0, gt=0)
+    """A page sign-in lasts this long without use."""
     registry_key: SecretStr | None = None
     """HMAC key of registry pseudonyms (``FHIR_CART_REGISTRY_KEY``); never in a registry file."""
 

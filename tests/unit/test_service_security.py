@@ -71,32 +71,50 @@ def _routes(routes: Sequence[Any], prefix: str = "") -> Iterator[tuple[str, Rout
         yield prefix, route
 
 
+OPEN = {
+    ("GET", "/health"): 200,
+    ("GET", "/"): 303,
+    ("GET", "/ui/login"): 200,
+    ("POST", "/ui/login"): 403,
+    ("GET", "/ui/static/1"): 404,
+}
+"""Served without a key: liveness, the redirect to the pages, the sign-in page (its post
+refused without the form's CSRF token) and the pages' own scripts and styles."""
+
+
 def test_every_route_but_health_needs_a_key(app: FastAPI) -> None:
     requests = every_request(app)
     assert len(requests) >= 17  # the API, /docs, /redoc, /openapi.json: never vacuous
-    open_ = []
-    with TestClient(app) as client:
+    open_, pages = {}, []
+    with TestClient(app, follow_redirects=False) as client:
         for method, path in requests:
             anonymous = client.request(method, path)
-            if anonymous.status_code != 401:
-                open_.append((method, path, anonymous.status_code))
+            if path.startswith("/ui/") and anonymous.status_code == 303:
+                # a page without a key or a session: to the sign-in page, nothing shown
+                assert anonymous.headers["location"] == "/ui/login", (method, path)
+                assert anonymous.content == b""
+                pages.append((method, path))
+            elif anonymous.status_code != 401:
+                open_[(method, path)] = anonymous.status_code
                 continue
-            assert anonymous.headers["content-type"] == "application/problem+json"
+            else:
+                assert anonymous.headers["content-type"] == "application/problem+json"
             wrong = client.request(method, path, headers={"X-API-Key": "wrong"})
             assert wrong.status_code == 403, (method, path)
             bearer = client.request(method, path, headers={"Authorization": "Bearer wrong"})
             assert bearer.status_code == 403, (method, path)
-    assert open_ == [("GET", "/health", 200)]
+    assert open_ == OPEN
+    assert len(pages) >= 8
 
 
 def test_with_no_keys_configured_everything_but_health_is_refused(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path, keys=[]), run_workers=False)
-    with TestClient(app) as client:
+    with TestClient(app, follow_redirects=False) as client:
         for method, path in every_request(app):
             for headers in ({}, KEY, {"Authorization": "Bearer "}, {"X-API-Key": ""}):
                 answer = client.request(method, path, headers=headers)
-                if path == "/health":
-                    assert answer.status_code == 200
+                if (method, path) in OPEN:
+                    assert answer.status_code == OPEN[method, path]
                 else:
                     assert answer.status_code == 403, (method, path, headers)
                     assert "no API keys are configured" in answer.json()["detail"]

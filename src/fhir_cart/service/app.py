@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_cart import __version__
@@ -34,6 +34,8 @@ from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
 from fhir_cart.service.routers.study import expire_uploads
+from fhir_cart.service.web import pages
+from fhir_cart.service.web.session import Sessions
 from fhir_cart.settings import Settings
 
 __all__ = ["create_app", "problem"]
@@ -43,10 +45,13 @@ log = logging.getLogger(__name__)
 
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         headers = dict(exc.headers) if exc.headers else None  # e.g. Allow on a 405
         members = getattr(exc, "members", None)  # ProblemError's extension members
         detail = public_paths(str(exc.detail), request.app.state.application)
+        if request.url.path.startswith("/ui/"):  # a page's error is a page
+            errors = (members or {}).get("errors", [])
+            return pages.problem_page(request, exc.status_code, detail, errors)
         return problem(exc.status_code, _title(exc.status_code), detail, headers, members)
 
     @app.exception_handler(RequestValidationError)
@@ -128,12 +133,16 @@ def create_app(
         version=__version__,
         summary="Move clinical case-series data between study format and FHIR R4.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are the workbench's, with assets from the wheel
+        redoc_url=None,
     )
     app.state.application = application
-    app.add_middleware(Guard, settings=settings)
+    app.state.sessions = Sessions(settings.session_hours)
+    app.add_middleware(Guard, settings=settings, sessions=app.state.sessions)
     _handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(pages.router)
     _document_problems(app)
     return app
 

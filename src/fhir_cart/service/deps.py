@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
@@ -15,12 +16,14 @@ from fhir_cart.application import Application
 from fhir_cart.cache import Cache
 from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.service import schemas as s
+from fhir_cart.service.access import Principal, can_see_job, principal_for_key
 from fhir_cart.service.guard import key_accepted
 from fhir_cart.settings import Settings
 
 __all__ = [
-    "AppDep", "Auth", "CacheDep", "JobId", "ProblemError", "SettingsDep", "get_app", "get_cache",
-    "get_job", "get_settings", "problem", "public_paths", "require_key", "unprocessable",
+    "AppDep", "Auth", "CacheDep", "JobId", "PrincipalDep", "ProblemError", "SettingsDep",
+    "admin_only", "get_app", "get_cache", "get_job", "get_principal", "get_settings",
+    "problem", "public_paths", "require_key", "unprocessable", "visible_job",
 ]  # fmt: skip
 
 
@@ -91,6 +94,39 @@ AppDep = Annotated[Application, Depends(get_app)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 Auth = [Depends(require_key)]
+
+
+def get_principal(request: Request) -> Principal:
+    """Who is asking: set by the Guard from a key or a page session (else from the key
+    headers here, should the Guard be left out)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        key = request.headers.get("x-api-key")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = key or (token.strip() if scheme.lower() == "bearer" else None)
+        principal = principal_for_key(given, get_settings(request))
+    if principal is None:
+        raise HTTPException(401, "an API key is required (X-API-Key or Authorization: Bearer)")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def visible_job(request: Request, principal: PrincipalDep) -> None:
+    """A route with a ``job_id`` answers 404 for a job outside the caller's scope, as for
+    one that does not exist."""
+    job_id = request.path_params.get("job_id")
+    if job_id is None or principal.role == "admin":
+        return
+    run = get_cache(request).get_run(int(job_id))
+    if run is not None and not can_see_job(principal, run.kind, orjson.loads(run.params or "{}")):
+        raise HTTPException(404, "no such job")
+
+
+def admin_only(principal: PrincipalDep) -> None:
+    if principal.role != "admin":
+        raise HTTPException(403, f"the {principal.role} role cannot use this route")
 
 
 def get_job(cache: Cache, job_id: int) -> s.Job:

@@ -4,6 +4,9 @@
 2. Every path but ``/health`` needs an API key from settings (401 without one, 403 with a
    wrong one, or with none configured: a service without keys refuses everything), checked
    on the headers, so an unauthenticated body is never read, parsed or spooled to disk.
+   The pages (``/ui/...``) and the API documentation also take a page session's cookie
+   instead; a page asked for without either is sent to the sign-in page. Who is asking
+   (:class:`~fhir_cart.service.access.Principal`) goes to ``request.state.principal``.
 3. The body is counted while it streams in: past the limit the application sees the client
    disconnect and the client gets a 413, whatever the application was doing with it.
 4. An exception no handler took becomes a 500 problem document, logged by class name only;
@@ -13,13 +16,15 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+from starlette.requests import cookie_parser
 
+from fhir_cart.service.access import Principal, principal_for_key
+from fhir_cart.service.web.session import COOKIE, Sessions
 from fhir_cart.settings import Settings
 
 __all__ = ["MIN_KEY_LENGTH", "OPEN_PATHS", "Guard", "key_accepted", "weak_keys"]
@@ -30,8 +35,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/health"})
-"""The only paths served without an API key."""
+OPEN_PATHS = frozenset({"/health", "/", "/ui/login"})
+"""The only paths served without an API key or a page session (``/`` only redirects to
+the pages); besides them the pages' own scripts and styles (``/ui/static/``)."""
+SESSION_PATHS = ("/ui/", "/docs", "/redoc", "/openapi.json")
+"""Paths a page session opens, as well as a key (its cookie is never read elsewhere)."""
 _MULTIPART_SLACK = 64 * 1024
 """Room for the multipart envelope and form fields around an upload's file."""
 
@@ -45,6 +53,11 @@ def weak_keys(settings: Settings) -> str | None:
     with a key shorter than :data:`MIN_KEY_LENGTH` (a guessable key guards nothing)."""
     short = [n for n, k in enumerate(settings.api_keys, 1)
              if len(k.get_secret_value()) < MIN_KEY_LENGTH]  # fmt: skip
+    for user in settings.users:
+        if user.api_key is not None and len(user.api_key.get_secret_value()) < MIN_KEY_LENGTH:
+            return (f"users: the api_key of {user.name!r} is shorter than {MIN_KEY_LENGTH} "
+                    "characters; make one with: python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))'")  # fmt: skip
     if not short:
         return None
     which = ", ".join(map(str, short))
@@ -54,13 +67,9 @@ def weak_keys(settings: Settings) -> str | None:
 
 
 def key_accepted(given: str | None, settings: Settings) -> bool:
-    """Constant-time comparison against every configured key; no keys accept nothing."""
-    if not given:
-        return False
-    ok = False
-    for allowed in settings.api_keys:
-        ok |= hmac.compare_digest(given.encode(), allowed.get_secret_value().encode())
-    return ok
+    """Constant-time comparison against every configured key (``api_keys`` and users'
+    keys); no keys accept nothing."""
+    return principal_for_key(given, settings) is not None
 
 
 def _given_key(headers: dict[bytes, bytes]) -> str | None:
@@ -82,10 +91,17 @@ async def _problem(send: Send, status: int, title: str, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _redirect(send: Send, location: str) -> None:
+    headers = [(b"location", location.encode()), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 class Guard:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, sessions: Sessions | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.sessions = sessions
 
     def limit(self, path: str) -> int:
         if path.rstrip("/") == "/uploads":
@@ -102,24 +118,38 @@ class Guard:
         if declared.isdigit() and int(declared) > limit:
             await _problem(send, 413, "Content Too Large", f"request body over {limit} bytes")
             return
-        if scope["path"] not in OPEN_PATHS and not await self._authorised(headers, send):
-            return
+        path = scope["path"]
+        if path not in OPEN_PATHS and not path.startswith("/ui/static/"):
+            principal = await self._authorised(path, headers, send)
+            if principal is None:
+                return
+            scope.setdefault("state", {})["principal"] = principal
         await self._run(scope, receive, send, limit)
 
-    async def _authorised(self, headers: dict[bytes, bytes], send: Send) -> bool:
+    async def _authorised(
+        self, path: str, headers: dict[bytes, bytes], send: Send
+    ) -> Principal | None:
         given = _given_key(headers)
-        if not self.settings.api_keys:
+        if not self.settings.api_keys and not self.settings.users:
             await _problem(send, 403, "Forbidden", "no API keys are configured: every request "
                            "is refused (set api_keys)")  # fmt: skip
-            return False
+            return None
+        if given is None and self.sessions is not None and path.startswith(SESSION_PATHS):
+            cookies = cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
+            session = self.sessions.get(cookies.get(COOKIE))
+            if session is not None:
+                return session.principal
+            if path.startswith("/ui/"):
+                await _redirect(send, "/ui/login")
+                return None
         if given is None:
             detail = "an API key is required (X-API-Key or Authorization: Bearer)"
             await _problem(send, 401, "Unauthorized", detail)
-            return False
-        if not key_accepted(given, self.settings):
+            return None
+        principal = principal_for_key(given, self.settings)
+        if principal is None:
             await _problem(send, 403, "Forbidden", "API key not accepted")
-            return False
-        return True
+        return principal
 
     async def _run(
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send, limit: int

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from fhir_cart.service import schemas as s
-from fhir_cart.service.deps import Auth, CacheDep
+from fhir_cart.service.deps import Auth, CacheDep, admin_only
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["cache"], dependencies=Auth)
+router = APIRouter(tags=["cache"], dependencies=[*Auth, Depends(admin_only)])
 
 
 @router.get("/cache/patients", response_model=list[s.PatientOut])

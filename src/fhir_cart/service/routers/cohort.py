@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 
 from fhir_cart.cache import Cache
-from fhir_cart.service.deps import Auth, CacheDep, JobId, SettingsDep, get_job
+from fhir_cart.service.deps import Auth, CacheDep, JobId, SettingsDep, get_job, visible_job
 from fhir_cart.service.jobs import job_dir
 from fhir_cart.settings import Settings
 from fhir_cart.study import read_study
@@ -20,7 +20,7 @@ from fhir_cart.writers import write_study
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["cohort"], dependencies=Auth)
+router = APIRouter(tags=["cohort"], dependencies=[*Auth, Depends(visible_job)])
 
 
 def pull_output(settings: Settings, cache: Cache, job_id: int) -> Path:

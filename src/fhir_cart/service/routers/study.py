@@ -23,12 +23,13 @@ from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.private import private_dir, write_private
 from fhir_cart.records import Case
 from fhir_cart.service import schemas as s
-from fhir_cart.service.deps import AppDep, Auth, CacheDep, unprocessable
+from fhir_cart.service.access import Principal, can_see_upload, owner_params
+from fhir_cart.service.deps import AppDep, Auth, CacheDep, PrincipalDep, unprocessable
 from fhir_cart.settings import Settings
 from fhir_cart.summary import missing_anchor
 from fhir_cart.workbook import WorkbookTooLarge, check_workbook
 
-__all__ = ["expire_uploads", "mapping_path", "read_upload", "router"]
+__all__ = ["expire_uploads", "mapping_path", "read_upload", "router", "visible_upload"]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["study"], dependencies=Auth)
@@ -56,6 +57,16 @@ def upload_dir(settings: Settings, upload_id: str) -> Path:
     if not path.is_dir():
         raise HTTPException(404, "no such upload")
     return path
+
+
+def visible_upload(app: Application, upload_id: str, principal: Principal) -> dict[str, Any]:
+    """An upload's stored facts, 404 for one outside the caller's scope (as for none)."""
+    meta: dict[str, Any] = orjson.loads(
+        (upload_dir(app.settings, upload_id) / "meta.json").read_bytes()
+    )
+    if not can_see_upload(principal, meta):
+        raise HTTPException(404, "no such upload")
+    return meta
 
 
 def _suffix(upload: UploadFile) -> str:
@@ -106,10 +117,17 @@ def expire_uploads(settings: Settings, now: float | None = None) -> int:
 
 
 def _accept_upload(
-    app: Application, cache: Cache, data: BinaryIO, suffix: str, mapping_file: Path | None
+    app: Application,
+    cache: Cache,
+    data: BinaryIO,
+    suffix: str,
+    mapping_file: Path | None,
+    principal: Principal | None = None,
+    mapping_text: bytes | None = None,
 ) -> s.UploadReport:
     """Store, check and read an upload (blocking work: runs in a worker thread). A refused
-    upload leaves nothing on disk."""
+    upload leaves nothing on disk. ``principal``: who uploads (the upload is in their
+    scope); ``mapping_text``: a mapping file sent with the upload (kept beside it)."""
     settings = app.settings
     expire_uploads(settings)
     upload_id = uuid.uuid4().hex
@@ -117,7 +135,10 @@ def _accept_upload(
     folder.mkdir(mode=0o700)
     try:
         study = _save_upload(settings, data, folder, suffix)
-        meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None}
+        if mapping_text is not None:
+            mapping_file = write_private(folder / "mapping.yaml", mapping_text)
+        meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None,
+                **(owner_params(principal) if principal else {})}  # fmt: skip
         write_private(folder / "meta.json", orjson.dumps(meta))
         try:
             mapping = app.load_mapping(mapping_file)
@@ -153,23 +174,30 @@ def read_upload(app: Application, upload_id: str) -> tuple[list[Case], Any, dict
 async def upload(
     app: AppDep,
     cache: CacheDep,
+    principal: PrincipalDep,
     file: Annotated[UploadFile, File(description="Study file: .csv, .xlsx or .json")],
     mapping: Annotated[str | None, Form(description="Mapping name (mappings/centres)")] = None,
 ) -> s.UploadReport:
+    if principal.role == "registry":
+        raise HTTPException(403, "the registry role cannot upload a centre's study file")
     mapping_file = mapping_path(app, mapping) if mapping else None
     suffix = _suffix(file)
     # reading a study file is blocking work: off the event loop, so /health and every
     # other request keep answering while a large upload is checked
-    return await run_in_threadpool(_accept_upload, app, cache, file.file, suffix, mapping_file)
+    return await run_in_threadpool(
+        _accept_upload, app, cache, file.file, suffix, mapping_file, principal
+    )
 
 
 @router.get("/uploads/{upload_id}/preview", response_model=s.Preview)
 def preview(
     app: AppDep,
+    principal: PrincipalDep,
     upload_id: str,
     bundle_size: Annotated[int, Query(ge=1, le=1000)] = 100,
     limit: Annotated[int, Query(ge=1, le=20)] = 1,
 ) -> s.Preview:
+    visible_upload(app, upload_id, principal)
     cases, mapping, _ = read_upload(app, upload_id)
     ctx = app.mapping_context(mapping)
     bundles = []

@@ -1,0 +1,112 @@
+"""Browser tests: Debian's chromium (scripts/setup installs it) driven by playwright, a real
+``fhir-cart serve`` on 127.0.0.1 and a real FHIR server; axe-core (fetched by scripts/setup
+into .cache/axe-core) checks each page. Without chromium or axe-core they skip, with the
+reason, except under CI=true, where they fail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from fhir_cart.service.access import hash_password
+from fhir_cart.testing import SekmetServer
+from fhir_cart.testing.fhir_server import free_port
+from tests.conftest import need
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / ".cache" / "axe-core" / "4.10.3" / "axe.min.js"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ADMIN_KEY = "browser-admin-key-0123456789abcdef0123"
+PASSWORD = "a long synthetic password"
+
+
+SERVE = (
+    "import logging, sys; logging.basicConfig(level=logging.WARNING); "
+    "logging.getLogger('fhir_cart').setLevel(logging.DEBUG); "
+    "sys.argv[0] = 'fhir-cart'; from fhir_cart.cli import entry; entry()"
+)
+"""``fhir-cart serve`` with every log line of fhir_cart's own written (the CLI shows
+warnings only): the test reads all that the service could log."""
+
+
+@dataclass
+class Service:
+    url: str
+    fhir: str
+    log: Path
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """``fhir-cart serve`` as a user runs it, its settings in a YAML file, its output (the
+    server log) in a file the test reads."""
+    with SekmetServer() as fhir:
+        port = free_port()
+        config = tmp_path / "fhir-cart.yaml"
+        config.write_text(yaml.safe_dump({
+            "data_dir": str(tmp_path / "data"),
+            "api_keys": [ADMIN_KEY],
+            "users": [{"name": "ana", "role": "centre", "centre": "centre_b",
+                       "password_hash": hash_password(PASSWORD)}],
+            "servers": {"local": {"base_url": fhir.base_url}},
+        }))  # fmt: skip
+        env = {**os.environ, "FHIR_CART_CONFIG": str(config)}
+        log = tmp_path / "service.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-c", SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            )  # fmt: skip
+            try:
+                url = f"http://127.0.0.1:{port}"
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        time.sleep(0.2)
+                else:
+                    raise RuntimeError(f"the service did not start:\n{log.read_text()[-2000:]}")
+                yield Service(url, fhir.base_url, log)
+            finally:
+                process.terminate()
+                process.wait(timeout=20)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    need(CHROMIUM.exists(), f"{CHROMIUM} missing: run scripts/setup (apt-get install chromium)")
+    need(AXE.exists(), f"{AXE} missing: run scripts/setup (scripts/fetch-browser-tools.sh)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations of the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
