@@ -73,7 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.errors import ConfigError, validation_reason
-from fhir_cart.records import COMPARATORS, Case, Event, Scalar, When
+from fhir_cart.records import COMPARATORS, Case, Event, Scalar, When, band_of
 from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
@@ -959,6 +959,9 @@ def _folded_in(text: str | None, folded: frozenset[Any]) -> bool:
 def _attribute_in(found: Scalar | None, allowed: tuple[Scalar | None, ...]) -> bool:
     if found in allowed:
         return True
+    band = band_of(found)
+    if band is not None:  # a band counts only when every value of it is allowed
+        return all(v in allowed for v in range(band[0], band[1] + 1))
     return isinstance(found, str) and fold(found) in _folded(allowed)
 
 

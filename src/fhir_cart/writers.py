@@ -115,7 +115,9 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
                 name="events",
                 source="events",
                 columns={c: c for c in events},
-                optional=("assumed", "status"),  # tables written before these columns existed
+                # tables written before these columns existed: the attribute columns grow
+                # with the library, so a table without one of them has none of it
+                optional=("assumed", "status", *sorted(merged.attributes)),
             ),
         ),
         **own,
