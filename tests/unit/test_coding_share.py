@@ -58,5 +58,11 @@ def test_counts_clinical_concepts_not_anchors() -> None:
 def test_the_script_reports_each_fixture(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(ROOT / "scripts" / "coding-share.py"), run_name="__main__")
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
-    assert [line.split(":")[0] for line in lines] == ["seed", "hsct", "adult", "lymphoma", "myeloma"]
+    assert [line.split(":")[0] for line in lines] == [
+        "seed",
+        "hsct",
+        "adult",
+        "lymphoma",
+        "myeloma",
+    ]
     assert all("clinical CodeableConcepts without a standard code" in line for line in lines)

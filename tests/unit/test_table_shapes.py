@@ -69,6 +69,8 @@ def test_a_bare_time_takes_the_columns_unit_and_days_are_whole() -> None:
         parse_time("<3 mo")  # below a bound: no event time
     with pytest.raises(ValueError, match="not a time unit"):
         parse_time("6 mg")
+    with pytest.raises(ValueError, match="not a time unit"):
+        parse_time("6 m")  # metre or minute, never guessed to be months
 
 
 @pytest.mark.parametrize(
@@ -96,14 +98,14 @@ def test_a_plus_beside_a_comparator_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("cell", "expected"),
-    [("3", 3), ("grade 3–4", (3, 4)), ("1–2 cycles", (1, 2)), ("3/4", (3, 4)),
+    [("3", 3), ("3.0", 3), ("grade 3–4", (3, 4)), ("1–2 cycles", (1, 2)), ("3/4", (3, 4)),
      ("3 or 4", (3, 4)), ("Grade 2", 2), (4.0, 4)],
 )  # fmt: skip
 def test_bands_stay_bands(cell: object, expected: object) -> None:
     assert parse_band(cell) == expected
 
 
-@pytest.mark.parametrize("cell", ["4-3", "3-3", "3-4-5", "2.5", True])
+@pytest.mark.parametrize("cell", ["4-3", "3-3", "3-4-5", "2.5", "≥3", True])
 def test_what_is_no_band_is_refused(cell: object) -> None:
     with pytest.raises(ValueError, match=r"band|whole number"):
         parse_band(cell)

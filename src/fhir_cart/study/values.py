@@ -306,7 +306,8 @@ def parse_quantity(cell: Any) -> tuple[str | None, float, str | None]:
 _TIME_UNITS = {
     **dict.fromkeys(("d", "day", "days", "tag", "tage", "tg"), "d"),
     **dict.fromkeys(("wk", "w", "week", "weeks", "wo", "woche", "wochen"), "wk"),
-    **dict.fromkeys(("mo", "m", "mon", "month", "months", "mo.", "monat", "monate", "mos"), "mo"),
+    # not 'm' (metre in UCUM, minute to some): months are 'mo', 'mon', 'month(s)'
+    **dict.fromkeys(("mo", "mon", "month", "months", "mo.", "monat", "monate", "mos"), "mo"),
     **dict.fromkeys(("a", "y", "yr", "yrs", "year", "years", "jahr", "jahre"), "a"),
 }
 _TIME = re.compile(
@@ -381,6 +382,12 @@ def parse_band(cell: Any) -> int | tuple[int, int]:
             raise ValueError("expected a whole number")
         return int(cell)
     text = str(cell).strip()
+    try:
+        return _to_int(text)  # '3', '3.0', '3,0' as before
+    except _Unholdable:
+        raise
+    except ValueError:
+        pass
     band = _BAND.match(text)
     if band is not None:
         low, high = int(band["low"]), int(band["high"])
