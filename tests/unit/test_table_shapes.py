@@ -13,7 +13,7 @@ import pytest
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.mappers.from_fhir import cases_from_fhir
 from fhir_cart.mappers.to_fhir import case_to_fhir
-from fhir_cart.records import Case, Event, PatientRecord, When
+from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.study import ReadResult, read_study
 from fhir_cart.study.values import parse_band, parse_quantity, parse_time
 from fhir_cart.study_mapping import StudyMapping
@@ -223,3 +223,31 @@ def test_stated_times_and_bands_survive_fhir_both_ways() -> None:
 def test_a_stated_time_must_be_its_day() -> None:
     with pytest.raises(ValueError, match="day 457, not day 450"):
         When(day=450, anchor="cart_infusion", stated=15, stated_unit="mo")
+
+
+def test_at_least_counts_only_where_it_is_known_to_pass() -> None:
+    """'15+' months (>= 15) is known to be over 12, not known to be under 20; a range
+    10-14 is under 14 and not known to be under 12."""
+
+    def case(study_id: str, value: Value) -> Case:
+        event = Event(event_id="cr1", concept="first_remission_duration", value=value)
+        return Case(patient=PatientRecord(study_id=study_id, centre="test"), events=(event,))
+
+    cases = [
+        case("A", Value(number=15, comparator=">=", unit="mo")),
+        case("B", Value(low=10, high=14, unit="mo")),
+        case("C", Value(number=8, unit="mo")),
+    ]
+
+    def within(**bounds: float) -> dict[str, Any]:
+        return {"event": {"concept": "first_remission_duration", **bounds}}
+
+    study = parse_study({"name": "t", "anchor": "cart_infusion", "measures": [
+        {"id": "over_12", "label": "> 12", "count": within(number_min=12)},
+        {"id": "under_20", "label": "<= 20", "count": within(number_max=20)},
+        {"id": "under_14", "label": "<= 14", "count": within(number_max=14)},
+        {"id": "under_12", "label": "<= 12", "count": within(number_max=12)},
+    ]})  # fmt: skip
+    found = {r.id: list(r.patients) for r in summarise(cases, study)}
+    assert found == {"over_12": ["A"], "under_20": ["B", "C"], "under_14": ["B", "C"],
+                     "under_12": ["C"]}  # fmt: skip
