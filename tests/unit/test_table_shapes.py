@@ -251,3 +251,21 @@ def test_at_least_counts_only_where_it_is_known_to_pass() -> None:
     found = {r.id: list(r.patients) for r in summarise(cases, study)}
     assert found == {"over_12": ["A"], "under_20": ["B", "C"], "under_14": ["B", "C"],
                      "under_12": ["C"]}  # fmt: skip
+
+
+def test_a_count_or_a_duration_written_as_a_range_stays_a_range(tmp_path: Path) -> None:
+    specs = [
+        {"name": "lines", "concept": "prior_lines", "columns": {"value": "Lines"}},
+        {"name": "cr1", "concept": "first_remission_duration", "columns": {"value": "CR1"},
+         "units": {"value": "mo"}},
+    ]  # fmt: skip
+    rows = "ID,Lines,CR1\nA,2–3 lines,10 to 14\nB,4,6\nC,3-2,1\n"
+    result = _read(tmp_path, rows, specs, "ID\nA\nB\nC\n")
+    assert [(r.row, r.column) for r in result.rejects] == [(4, "Lines")]  # low above high
+    a, b, _ = result.cases
+    assert [e.value for e in a.events] == [Value(low=2, high=3), Value(low=10, high=14, unit="mo")]
+    assert [e.value for e in b.events] == [Value(number=4), Value(number=6, unit="mo")]
+    ctx = mapping_context(ref_style="relative")
+    back = cases_from_fhir(ctx, case_to_fhir(ctx, a)).cases[0]
+    values = {e.event_id: e.value for e in back.events}
+    assert [values[e.event_id] for e in a.events] == [e.value for e in a.events]

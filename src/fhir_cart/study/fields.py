@@ -166,6 +166,11 @@ def _quantity(
     return _make_value(number=number, unit=given, comparator=cmp or comparator)
 
 
+def _is_band(cell: Any) -> bool:
+    """A cell written as a range of two numbers ('1–2', '2-3 lines', '10 to 14 mo')."""
+    return isinstance(cell, str) and _RANGE.match(cell.strip()) is not None
+
+
 def _range(value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ...]) -> Value:
     match = _RANGE.match(_to_text(cell))
     if match is None:
@@ -173,6 +178,12 @@ def _range(value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ..
     low, high = (_number(match[k]) for k in ("low", "high"))
     written = _unit_text(match["unit"]) if match["unit"] else None
     _column_kind(written, declared)
+    if not value.units:  # a count ('1–2 cycles', '2-3 lines'): the word after it is no unit
+        if value.type == "integer" and not (low.is_integer() and high.is_integer()):
+            raise ValueError("expected whole numbers")
+        for number in (low, high):
+            _checked_number(number, None, value.min, value.max)
+        return _make_value(low=low, high=high)
     given = written or unit or value.units[0]
     low, fitted = fit_unit(low, given, value.units, value.convert)
     high, _ = fit_unit(high, given, value.units, value.convert)
@@ -198,8 +209,8 @@ def _typed_value(
         return _make_value(text=_to_text(cell))
     if kind == "boolean":
         return _make_value(boolean=_to_bool(cell))
-    if kind == "range":
-        return _range(value, cell, unit, declared)
+    if kind == "range" or (kind in ("quantity", "integer") and _is_band(cell)):
+        return _range(value, cell, unit, declared)  # '1–2 cycles' stays a range
     if kind in ("coded", "quantity_or_coded"):
         assert value.value_set is not None
         word = ctx.word(value.value_set, cell)
