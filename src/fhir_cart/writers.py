@@ -339,6 +339,10 @@ def _write_parquet(
                 # a year or month ("2012") is no date32: the column is ISO text throughout
                 data[column] = [v.isoformat() if isinstance(v, dt.date) else v for v in values]
                 types[column] = pa.string()
+            if types[column] == pa.int64() and any(isinstance(v, str) for v in values):
+                # a band ('3-4') of a whole-number attribute: the column is text throughout
+                data[column] = [None if v is None else str(v) for v in values]
+                types[column] = pa.string()
         schema = pa.schema(list(types.items()))
         pq.write_table(pa.table(data, schema=schema), out / f"{table}.parquet")
         paths.append(out / f"{table}.parquet")

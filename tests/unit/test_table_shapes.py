@@ -269,3 +269,29 @@ def test_a_count_or_a_duration_written_as_a_range_stays_a_range(tmp_path: Path) 
     back = cases_from_fhir(ctx, case_to_fhir(ctx, a)).cases[0]
     values = {e.event_id: e.value for e in back.events}
     assert [values[e.event_id] for e in a.events] == [e.value for e in a.events]
+
+
+def test_a_band_is_written_to_the_tables_and_read_back(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from fhir_cart.writers import canonical_mapping, write_study
+
+    spec = {"concept": "crs", "columns": {"grade": "Grade", "when_day": "Day"}}
+    result = _read(tmp_path, "ID,Grade,Day\nA,grade 3–4,2\nB,2,3\n", [spec])
+    write_study(result.cases, tmp_path / "parquet", "parquet")
+    events = pq.read_table(tmp_path / "parquet" / "events.parquet").to_pylist()
+    assert [e["grade"] for e in events] == ["3-4", "2"]
+    write_study(result.cases, tmp_path / "csv", "csv")
+    back = read_study(tmp_path / "csv", canonical_mapping("canonical"))
+    assert back.rejects == []
+    assert [c.events[0].attributes["grade"] for c in back.cases] == ["3-4", 2]
+
+
+def test_a_band_goes_into_the_registry_tables() -> None:
+    from fhir_cart.registry.tables import event_table
+    from fhir_cart.study_mapping import default_library
+
+    events = (Event(event_id="crs", concept="crs", attributes={"grade": "3-4"}),)
+    case = Case(patient=PatientRecord(study_id="R1", centre="test"), events=events)
+    table = event_table([case], {}, default_library())
+    assert table.column("grade").to_pylist() == ["3-4"]
