@@ -56,7 +56,9 @@ ValueType = Literal[
     "none", "quantity", "coded", "quantity_or_coded", "range", "boolean", "integer", "text"
 ]
 AttributeType = Literal["coded", "integer", "number", "quantity", "text", "boolean", "date"]
-FhirPlace = Literal["extension", "method", "specimen", "component", "used_code", "interpretation"]
+FhirPlace = Literal[
+    "extension", "method", "specimen", "component", "used_code", "interpretation", "reason"
+]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 _KEY = r"^[a-z][a-z0-9_]*$"
@@ -112,11 +114,14 @@ class AttributeDef(BaseModel):
     fhir: FhirPlace = "extension"
     """Where the attribute goes: an extension (default, ``<extension_base>/<key>`` unless
     ``extension_url``), ``Observation.method``, a contained Specimen's type, an Observation
-    ``component`` coded with ``codings``, ``Procedure.usedCode`` or
-    ``Observation.interpretation``."""
+    ``component`` coded with ``codings``, ``Procedure.usedCode``,
+    ``Observation.interpretation`` or ``reasonCode`` (MedicationAdministration, Procedure)."""
     extension_url: str | None = None
     codings: tuple[Coding, ...] = ()
     """The component's code (``fhir: component``)."""
+    by_unit: dict[str, str] = Field(default_factory=dict)
+    """Quantity only: a value in one of these units (not the first) is kept under the named
+    attribute instead (a flat ``10*6`` cell dose in a ``10*6/kg`` column is ``cell_dose_flat``)."""
 
     @model_validator(mode="after")
     def _check(self) -> AttributeDef:

@@ -15,6 +15,7 @@ corrected value updates the same FHIR resource.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Any, Literal, Self
 
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_valid
 
 __all__ = [
     "COMPARATORS",
+    "DAYS_PER",
     "Case",
     "Event",
     "PatientRecord",
@@ -29,6 +31,8 @@ __all__ = [
     "Scalar",
     "Value",
     "When",
+    "band_of",
+    "band_text",
     "date_span",
     "date_text",
     "parse_partial_date",
@@ -132,6 +136,37 @@ def _partial_input(data: Any, name: str, precision_name: str) -> Any:
     return data
 
 
+DAYS_PER: dict[str, float] = {"d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
+"""Days in each UCUM time unit a table writes times in: a month is the calendar-neutral
+30.4375 days (365.25 / 12), a year 365.25 days."""
+StatedUnit = Literal["wk", "mo", "a"]
+
+
+def days_of(amount: float, unit: str) -> int:
+    """The whole day ``amount`` ``unit`` stands for, half days rounded away from zero
+    (15 mo = 456.5625 days is day 457)."""
+    exact = amount * DAYS_PER[unit]
+    return int(math.copysign(math.floor(abs(exact) + 0.5), exact))
+
+
+_BAND_TEXT = re.compile(r"^(\d+)-(\d+)$")
+
+
+def band_text(low: int, high: int) -> str:
+    """A band as the record keeps it in a whole-number attribute: '3-4'."""
+    return f"{low}-{high}"
+
+
+def band_of(value: Any) -> tuple[int, int] | None:
+    """(low, high) of a band attribute value ('3-4'); None for anything else."""
+    found = _BAND_TEXT.match(value) if isinstance(value, str) else None
+    return None if found is None else (int(found[1]), int(found[2]))
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 def _is_day(precision: str) -> bool:
     """Day precision is left out of dumps, so day-precise records dump exactly as before."""
     return precision == "day"
@@ -162,6 +197,11 @@ class When(BaseModel):
     anchor: str | None = Field(default=None, pattern=_KEY, max_length=64)
     earliest_day: int | None = Field(default=None, ge=-36500, le=36500)
     latest_day: int | None = Field(default=None, ge=-36500, le=36500)
+    stated: float | None = Field(default=None, allow_inf_nan=False, exclude_if=_is_none)
+    """The relative time as the source wrote it when that was weeks, months or years
+    (``stated`` ``stated_unit``, e.g. 15 mo); ``day`` is then that time in whole days
+    (:func:`days_of`: a month is 30.4375 days), kept beside it."""
+    stated_unit: StatedUnit | None = Field(default=None, exclude_if=_is_none)
 
     @model_validator(mode="before")
     @classmethod
@@ -190,6 +230,16 @@ class When(BaseModel):
             and self.earliest_day > self.latest_day
         ):
             raise ValueError("a window's earliest day is after its latest day")
+        if (self.stated is None) != (self.stated_unit is None):
+            raise ValueError("a stated time needs both its amount and its unit")
+        if (
+            self.stated is not None
+            and self.stated_unit is not None
+            and self.day != days_of(self.stated, self.stated_unit)
+        ):
+            shown = f"{self.stated:g} {self.stated_unit}"
+            days = days_of(self.stated, self.stated_unit)
+            raise ValueError(f"{shown} is day {days}, not day {self.day}")
         return self
 
     @property

@@ -34,6 +34,7 @@ from pydantic import (
 
 from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
 from fhir_cart.errors import ConfigError, validation_reason
+from fhir_cart.records import DAYS_PER
 
 if TYPE_CHECKING:
     from fhir_cart.concepts import ConceptLibrary
@@ -200,6 +201,10 @@ class EventSpec(_Spec):
     assumed: str | None = Field(default=None, min_length=3, max_length=1000)
     """Why a constant time or value of this spec is a fair assumption although the source
     does not state it (e.g. the unit's protocol); its events are marked as assumed."""
+    censored: str | None = Field(default=None, pattern=_KEY)
+    """The concept a censored time ('15+' in ``when_day``: the event had not happened by
+    then) records instead of this spec's event, e.g. ``last_follow_up``; without it such a
+    cell is refused."""
 
     @model_validator(mode="after")
     def _check(self) -> EventSpec:
@@ -376,6 +381,13 @@ class _Checker:
         ]
         for name, units in spec.units.items():
             attr = attrs.get(name)
+            if name in ("when_day", "end_day"):
+                self.found += [
+                    f"{where}.units.{name}: {unit!r} is not a time unit (d, wk, mo or a)"
+                    for unit in units
+                    if unit not in DAYS_PER
+                ]
+                continue
             if name not in ("value", "value_number") and (attr is None or attr.type != "quantity"):
                 self.found.append(f"{where}.units.{name}: not a value or a quantity attribute")
             if not units:
@@ -386,6 +398,8 @@ class _Checker:
 
     def event(self, spec: EventSpec, where: str) -> None:
         concepts = self.concepts(spec, where)
+        if spec.censored is not None and spec.censored not in self.lib.data.concepts:
+            self.found.append(f"{where}.censored: {spec.censored!r} is no concept of the library")
         attrs = self.lib.data.attributes
         for section, name in _items(spec):
             if name not in EVENT_FIELDS and name not in attrs:

@@ -73,7 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.errors import ConfigError, validation_reason
-from fhir_cart.records import COMPARATORS, Case, Event, Scalar, When
+from fhir_cart.records import COMPARATORS, Case, Event, Scalar, Value, When, band_of
 from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
@@ -819,12 +819,7 @@ class _Patient:
             or not (value.code in test.value or _folded_in(value.text, _folded(test.value)))
         ):
             return False
-        number = value.number if value is not None else None
-        if test.number is not None and number != test.number:
-            return False
-        if test.number_min is not None and (number is None or number < test.number_min):
-            return False
-        if test.number_max is not None and (number is None or number > test.number_max):
+        if not _number_ok(test, value):
             return False
         if test.comparator is not None and (
             value is None or value.comparator not in test.comparator
@@ -956,9 +951,35 @@ def _folded_in(text: str | None, folded: frozenset[Any]) -> bool:
     return text is not None and fold(text) in folded
 
 
+def _number_ok(test: EventTest, value: Value | None) -> bool:
+    """The number tests, passed only by what is known to pass them: '>=15' (written '15+')
+    is at least 15, so it passes ``number_min: 12`` but not ``number_max: 20``; a range
+    passes when both its ends do; '<0.01' passes ``number_max: 0.01``."""
+    if test.number is None and test.number_min is None and test.number_max is None:
+        return True
+    if value is None:
+        return False
+    if value.is_range:
+        low, high = value.low, value.high
+    else:
+        low = high = value.number
+        if value.comparator in (">", ">="):
+            high = None  # no upper bound known
+        elif value.comparator in ("<", "<="):
+            low = None
+    if test.number is not None and not (low == high == test.number):
+        return False
+    if test.number_min is not None and (low is None or low < test.number_min):
+        return False
+    return not (test.number_max is not None and (high is None or high > test.number_max))
+
+
 def _attribute_in(found: Scalar | None, allowed: tuple[Scalar | None, ...]) -> bool:
     if found in allowed:
         return True
+    band = band_of(found)
+    if band is not None:  # a band counts only when every value of it is allowed
+        return all(v in allowed for v in range(band[0], band[1] + 1))
     return isinstance(found, str) and fold(found) in _folded(allowed)
 
 

@@ -264,12 +264,20 @@ class Terminology:
             return None  # codes none of the words holds: the text never overrides them
         every = set().union(*per_coding)
         fits = [w for w in sorted(every) if all(self._agrees(group, w, s) for s in per_coding)]
-        fits = [w for w in fits if not any(w in self._broader(group, o) for o in fits)]
+        given = {(c.get("system"), c.get("code")) for c in codings}
+        # a broader word gives way to a narrower one only when a coding of the narrower
+        # one says more (a lone In partial remission is partial_remission, not VGPR)
+        fits = [
+            w
+            for w in fits
+            if not any(
+                w in self._broader(group, o) and self._says_more(group, o, w, given) for o in fits
+            )
+        ]
         if not fits:  # the codings disagree (two drugs, two diagnoses)
             raise AmbiguousCode(group, sorted(every))
         if len(fits) == 1:
             return fits[0]
-        given = {(c.get("system"), c.get("code")) for c in codings}
         missing = {w: self._missing(group, w, given) for w in fits}
         least = min(missing.values())
         best = [w for w in fits if missing[w] == least]
@@ -292,6 +300,12 @@ class Terminology:
                 found[word] = max(found.get(word, 0), len(prefix))
         longest = max(found.values(), default=0)
         return {w for w, n in found.items() if n == longest}
+
+    def _says_more(self, group: str, narrow: str, broad: str, given: set[Any]) -> bool:
+        """Whether a given coding is the narrower word's and not the broader word's."""
+        mine = {(s, c) for s, c, _ in self._all_codings[(group, narrow)]}
+        theirs = {(s, c) for s, c, _ in self._all_codings[(group, broad)]}
+        return bool((given & mine) - theirs)
 
     def _broader(self, group: str, word: str) -> set[str]:
         out: set[str] = set()

@@ -115,7 +115,9 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
                 name="events",
                 source="events",
                 columns={c: c for c in events},
-                optional=("assumed", "status"),  # tables written before these columns existed
+                # tables written before these columns existed: the attribute columns grow
+                # with the library, so a table without one of them has none of it
+                optional=("assumed", "status", *sorted(merged.attributes)),
             ),
         ),
         **own,
@@ -336,6 +338,10 @@ def _write_parquet(
             if types[column] == pa.date32() and any(isinstance(v, str) for v in values):
                 # a year or month ("2012") is no date32: the column is ISO text throughout
                 data[column] = [v.isoformat() if isinstance(v, dt.date) else v for v in values]
+                types[column] = pa.string()
+            if types[column] == pa.int64() and any(isinstance(v, str) for v in values):
+                # a band ('3-4') of a whole-number attribute: the column is text throughout
+                data[column] = [None if v is None else str(v) for v in values]
                 types[column] = pa.string()
         schema = pa.schema(list(types.items()))
         pq.write_table(pa.table(data, schema=schema), out / f"{table}.parquet")

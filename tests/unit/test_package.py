@@ -108,7 +108,7 @@ def test_every_structure_definition_has_a_snapshot_from_the_r4_extension() -> No
                 assert snap[eid + ".url"]["path"] == "Extension.extension.url"
     relative = next(sd for sd in sds if sd["id"] == "relative-day")
     slices = [e["sliceName"] for e in relative["snapshot"]["element"] if "sliceName" in e]
-    assert slices == ["day", "earliest-day", "latest-day", "anchor"]
+    assert slices == ["day", "earliest-day", "latest-day", "anchor", "stated"]
 
 
 def test_ids_are_url_tails_and_one_version_and_date_everywhere() -> None:

@@ -53,6 +53,12 @@ _TIME_PARTS: list[tuple[str, list[str], str]] = [
     ("earliest-day", ["integer"], "Earliest relative day of a window"),
     ("latest-day", ["integer"], "Latest relative day of a window"),
     ("anchor", ["CodeableConcept"], "The anchor concept (its codings, from the library)"),
+    (
+        "stated",
+        ["Quantity"],
+        "The time as the source wrote it in weeks, months or years "
+        "(UCUM wk, mo, a); day is then that time in whole days (a month is 30.4375 days)",
+    ),
 ]
 # Extensions the mappers write besides the attributes: name -> (value types, description);
 # an empty type list is a complex extension (sub-extensions in _COMPLEX).

@@ -6,7 +6,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["coding_counts", "iter_codings", "own_share"]
+__all__ = [
+    "codeable_concepts",
+    "coding_counts",
+    "iter_codings",
+    "own_share",
+    "without_standard_code",
+]
 
 
 def iter_codings(node: Any) -> Iterator[dict[str, Any]]:
@@ -30,3 +36,45 @@ def coding_counts(resources: Iterable[dict[str, Any]]) -> Counter[str]:
 def own_share(counts: Counter[str], own_system: str) -> float:
     total = sum(counts.values())
     return counts[own_system] / total if total else 0.0
+
+
+_CODEABLE_KEYS = frozenset(
+    ("code", "valueCodeableConcept", "usedCode", "reasonCode", "event", "category", "method",
+     "type", "interpretation", "medicationCodeableConcept", "clinicalStatus",
+     "verificationStatus", "bodySite", "severity", "outcome", "seriousness")
+)  # fmt: skip
+"""Elements whose value is a CodeableConcept (or a list of them) on the resources written:
+a dict there with only ``text`` is a CodeableConcept without any coding."""
+
+
+def codeable_concepts(node: Any, key: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every CodeableConcept in ``node``: an object with a ``coding`` list, or one with only
+    ``text`` where the element is a CodeableConcept. The ``anchor`` part of a time extension
+    (relative-day, end, last-follow-up: which event day 0 is) is a reference to a concept
+    written elsewhere, not a clinical statement, and is skipped."""
+    if isinstance(node, dict):
+        if node.get("url") == "anchor":
+            return
+        if isinstance(node.get("coding"), list) or (
+            key in _CODEABLE_KEYS and set(node) == {"text"}
+        ):
+            yield node
+            return
+        for name, value in node.items():
+            yield from codeable_concepts(value, name)
+    elif isinstance(node, list):
+        for item in node:
+            yield from codeable_concepts(item, key)
+
+
+def without_standard_code(resources: Iterable[dict[str, Any]], own_system: str) -> tuple[int, int]:
+    """(CodeableConcepts with no coding of a standard system, all CodeableConcepts) over
+    ``resources``: one whose codings are all the project's own (or that has none) counts as
+    without; one with a standard coding beside an own one does not."""
+    without = total = 0
+    for resource in resources:
+        for concept in codeable_concepts(resource):
+            total += 1
+            systems = {c.get("system") for c in concept.get("coding") or () if isinstance(c, dict)}
+            without += not (systems - {own_system})
+    return without, total

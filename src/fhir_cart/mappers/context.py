@@ -68,6 +68,14 @@ class Profiles(BaseModel):
     """URL of the core extension that says why a required element has no value."""
     normalization_basis: str
     """URL of mCODE's extension naming the basis of a normalised dose."""
+    cancer_related_reasons: frozenset[str] = frozenset()
+    """Words of the ``reason`` attribute that make a drug or procedure cancer-related: only
+    with one of them (or no reason) does it claim the cancer profile and point its
+    ``reasonReference`` at the cancer diagnosis."""
+
+    def cancer_related(self, reason: object) -> bool:
+        """Whether an event given for this ``reason`` (a word) is about the cancer."""
+        return reason in self.cancer_related_reasons
 
 
 def load_profiles(path: Path | None = None) -> Profiles:

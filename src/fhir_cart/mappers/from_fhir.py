@@ -35,6 +35,7 @@ from fhir_cart.records import (
     Scalar,
     Value,
     When,
+    band_text,
     parse_partial_date,
 )
 from fhir_cart.references import reference_key
@@ -148,6 +149,9 @@ def _relative(ctx: MappingContext, parts: list[Json]) -> dict[str, Any]:
             out["latest_day"] = part.get("valueInteger")
         elif url == "anchor":
             out["anchor"] = _anchor_key(ctx, part.get("valueCodeableConcept"))
+        elif url == "stated":  # the time as the source wrote it (15 mo)
+            stated = part.get("valueQuantity") or {}
+            out["stated"], out["stated_unit"] = stated.get("value"), stated.get("code")
     return out
 
 
@@ -293,6 +297,9 @@ def _coded(ctx: MappingContext, attr: AttributeDef, codeable: Json | None) -> Sc
 def _attribute_scalar(ctx: MappingContext, attr: AttributeDef | None, holder: Json) -> Scalar:
     if attr is not None and attr.type == "coded":
         return _coded(ctx, attr, holder.get("valueCodeableConcept"))
+    if "valueRange" in holder and attr is not None and attr.type == "integer":
+        low, high = holder["valueRange"].get("low", {}), holder["valueRange"].get("high", {})
+        return band_text(int(low.get("value")), int(high.get("value")))
     if "valueQuantity" in holder:
         number, unit = _quantity(holder["valueQuantity"])
         if attr is not None and attr.units and unit not in (None, attr.units[0]):
@@ -396,6 +403,10 @@ def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **field
     concept = ctx.concepts.concept(key)
     attributes = _extension_attributes(ctx, resource.get("extension"))
     attributes.update(fields.pop("attributes", {}))
+    for codeable in resource.get("reasonCode") or ():  # why it was given (GVHD prophylaxis)
+        found = _placed_word(ctx, concept, "reason", codeable)
+        if found is not None:
+            attributes[found[0]] = found[1]
     value = fields.pop("value", {})
     value.update(_extension_value(ctx, concept, resource))
     source = _own(ctx, resource, "source-text")

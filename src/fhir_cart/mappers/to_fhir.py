@@ -28,7 +28,7 @@ from typing import Any
 from fhir_cart.concepts import AttributeDef, ConceptDef
 from fhir_cart.errors import TerminologyError
 from fhir_cart.mappers.context import MappingContext, RefStyle
-from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When, band_of
 from fhir_cart.statuses import statuses_in
 
 __all__ = [
@@ -59,7 +59,8 @@ ID_KINDS: dict[str, str] = {
 # Where an attribute may go on each resource type besides an extension (AttributeDef.fhir).
 _PLACES: dict[str, frozenset[str]] = {
     "Observation": frozenset({"method", "specimen", "component", "interpretation"}),
-    "Procedure": frozenset({"used_code"}),
+    "Procedure": frozenset({"used_code", "reason"}),
+    "MedicationAdministration": frozenset({"reason"}),
 }
 _NO_PLACES: frozenset[str] = frozenset()
 
@@ -165,6 +166,14 @@ def _resource_id(ctx: MappingContext, centre: str, kind: str, value: str) -> str
     return ctx.resource_id(ctx.identifier_system(centre, kind), value)
 
 
+def _about_the_cancer(ctx: MappingContext, event: Event, unless_said: bool = True) -> bool:
+    """Whether the event is about the cancer: its ``reason`` says so (profiles.yaml
+    ``cancer_related_reasons``: GVHD prophylaxis, CRS treatment, ... are not); with no
+    reason, ``unless_said`` (a drug: whether its concept claims the cancer profile)."""
+    reason = event.attributes.get("reason")
+    return unless_said if reason is None else ctx.profiles.cancer_related(reason)
+
+
 def _start(ctx: MappingContext, rtype: str, event: Event, concept: ConceptDef, refs: _Refs) -> Json:
     """id, meta.profile and the business identifier of an event's resource."""
     kind = ID_KINDS[rtype]
@@ -172,7 +181,7 @@ def _start(ctx: MappingContext, rtype: str, event: Event, concept: ConceptDef, r
     value = f"{refs.study_id}/{event.event_id}"
     out: Json = {"resourceType": rtype, "id": refs.resource_id(ctx, kind, value)}
     profile = ctx.profile(concept.profile) if concept.profile else None
-    if profile:
+    if profile and _about_the_cancer(ctx, event):  # the reason decides, not the drug
         out["meta"] = {"profile": profile}
     ident = {"system": system, "value": value}
     out["identifier"] = ident if rtype == "AdverseEvent" else [ident]  # 0..1 in R4 AdverseEvent
@@ -202,6 +211,10 @@ def _time_parts(ctx: MappingContext, when: When) -> list[Json]:
         parts.append({"url": "latest-day", "valueInteger": when.latest_day})
     if when.anchor is not None:
         parts.append({"url": "anchor", "valueCodeableConcept": _anchor(ctx, when.anchor)})
+    if when.stated is not None and when.stated_unit is not None:
+        parts.append(
+            {"url": "stated", "valueQuantity": _quantity(ctx, when.stated, when.stated_unit)}
+        )
     return parts
 
 
@@ -342,6 +355,9 @@ def _attribute_value(
         return "valueCodeableConcept", _attribute_codeable(ctx, attr, value)
     if attr.type == "quantity":
         return "valueQuantity", _quantity(ctx, float(value), attr.units[0])
+    band = band_of(value) if attr.type == "integer" else None
+    if band is not None:  # a band ('grade 3-4') stays a band
+        return "valueRange", {"low": {"value": band[0]}, "high": {"value": band[1]}}
     if attr.type == "number" and component:
         return "valueQuantity", {"value": value}
     if attr.type == "date" and component:
@@ -396,6 +412,12 @@ def _put_component(
     out.setdefault("component", []).append(component)
 
 
+def _put_reason(
+    ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
+) -> None:
+    out.setdefault("reasonCode", []).append(_attribute_codeable(ctx, attr, value))
+
+
 def _put_used_code(
     ctx: MappingContext, out: Json, key: str, attr: AttributeDef, value: Scalar
 ) -> None:
@@ -413,6 +435,7 @@ _PLACERS: dict[str, Callable[[MappingContext, Json, str, AttributeDef, Scalar], 
     "specimen": _put_specimen,
     "component": _put_component,
     "used_code": _put_used_code,
+    "reason": _put_reason,
     "interpretation": _put_interpretation,
 }
 
@@ -576,7 +599,7 @@ def medication_administration(
     if event.end is not None:
         _put_time(ctx, period, "end", event.end)
     out["effectivePeriod"] = period or {"extension": [_absent(ctx)]}
-    if refs.condition is not None:
+    if refs.condition is not None and _about_the_cancer(ctx, event, concept.profile is not None):
         out["reasonReference"] = [refs.condition]
     value, extensions = event.value, []
     if value is not None and value.number is not None and value.comparator is None:
@@ -615,7 +638,7 @@ def procedure(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDe
     out["code"] = ctx.concepts.codeable(event.concept)
     out["subject"] = refs.subject
     _put_times(ctx, out, event, "performedDateTime", "performedPeriod")
-    if refs.condition is not None:
+    if refs.condition is not None and _about_the_cancer(ctx, event):
         out["reasonReference"] = [refs.condition]
     return _finish(ctx, out, event, _value_extensions(ctx, concept, event.value))
 

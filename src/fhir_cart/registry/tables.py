@@ -84,6 +84,8 @@ def _type(key: str, library: ConceptLibrary | None) -> pa.DataType:
 
 
 def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
+    if kind == pa.int64() and any(isinstance(v, str) for v in values):
+        kind = pa.string()  # a band ('3-4') of a whole-number attribute: the column is text
     if kind == pa.string():
         values = [None if v is None else str(v) for v in values]
     return pa.array(values, type=kind)

@@ -16,7 +16,15 @@ from pydantic import ValidationError
 from fhir_cart.errors import Reject, validation_reason
 from fhir_cart.records import Case, Event, PatientRecord, date_span
 from fhir_cart.study.build import _ID_TEXT, _NOT_ID, _make_event
-from fhir_cart.study.fields import _attribute, _attributes, _Context, _parsed, _value, _when
+from fhir_cart.study.fields import (
+    _attribute,
+    _attributes,
+    _Context,
+    _parsed,
+    _value,
+    _when,
+    is_censored,
+)
 from fhir_cart.study.plan import _Plan
 from fhir_cart.study.sources import _computed, _Sheet
 from fhir_cart.study.values import Row, _blank, _FieldError, _to_text
@@ -110,8 +118,11 @@ def _event(
         raise _FieldError("concept", "no concept: the cell is blank")
     concept = _parsed(cells, "concept", ctx.concept_key)
     units = where.plan.spec.units
-    when = _when(ctx, cells, "when", anchor_date)
-    end = _when(ctx, cells, "end", anchor_date)
+    censor = where.plan.event.censored if where.plan.event is not None else None
+    when = _when(ctx, cells, "when", anchor_date, units, censor)
+    end = _when(ctx, cells, "end", anchor_date, units)
+    if censor is not None and is_censored(cells, units):
+        return _censored_event(ctx, where, cells, event_id, censor, when)
     value = _value(ctx, ctx.library.concept(concept), cells, units)
     attributes = _attributes(ctx, concept, cells, units)
     origin = _to_text(cells["origin"]) if "origin" in cells else None
@@ -125,6 +136,34 @@ def _event(
     except ValidationError as exc:
         loc = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
         raise _FieldError(loc if loc in cells else None, validation_reason(exc)) from None
+
+
+def _censored_event(
+    ctx: _Context,
+    where: _Where,
+    cells: Mapping[str, Any],
+    event_id: str,
+    censor: str,
+    when: Any,
+) -> Event:
+    """A row whose time is censored ('15+'): not the spec's event but the censoring concept
+    (e.g. last follow-up) at that time; a value or attribute of the event that did not happen
+    is a contradiction, refused."""
+    stray = [f for f in cells if f not in _CENSOR_FIELDS and f in where.columns]
+    if stray:
+        raise _FieldError(
+            stray[0],
+            f"the time {_to_text(cells['when_day'])!r} is censored (the event had not happened), "
+            f"yet {stray[0]} is filled; correct one of the two cells",
+        )
+    return _make_event(
+        event_id=event_id, concept=ctx.concept_key(censor), when=when, end=None, value=None,
+        attributes={}, source_text=_to_text(cells["when_day"])[:1000], origin=None,
+        assumed=None, status=None,
+    )  # fmt: skip
+
+
+_CENSOR_FIELDS = frozenset(("concept", "when_day", "when_anchor", "study_id", "when_date"))
 
 
 def _assumed(where: _Where, cells: Mapping[str, Any]) -> str | None:

@@ -79,11 +79,15 @@ def _make_when(
     earliest: Any,
     latest: Any,
     precision: Precision = "day",
+    stated: tuple[float, str] | None = None,
 ) -> When:
     fields = {"date": date, "day": day, "anchor": anchor, "earliest_day": earliest,
               "latest_day": latest}  # fmt: skip
     if precision != "day":  # a day is the default: set only what the source said
         fields["precision"] = precision
+    if stated is not None:  # weeks or months as written, beside the day
+        fields["stated"], fields["stated_unit"] = stated
+        return When(**fields)
     if (
         precision == "day"
         and (date is None or type(date) is dt.date)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptLibrary, ValueDef
 from fhir_cart.errors import validation_reason
-from fhir_cart.records import Precision, Scalar, Value, When, date_span, date_text
+from fhir_cart.records import Precision, Scalar, Value, When, band_text, date_span, date_text
 from fhir_cart.study.build import _make_value, _make_when
 from fhir_cart.study.values import (
     _RANGE,
@@ -32,7 +32,10 @@ from fhir_cart.study.values import (
     _Unholdable,
     _unit_text,
     fit_unit,
+    parse_band,
     parse_quantity,
+    parse_time,
+    per_column,
     word_key,
 )
 from fhir_cart.study_mapping import (
@@ -120,11 +123,20 @@ def _attribute(
         number: float
         if kind == "quantity":
             _, number, written = parse_quantity(cell)
-            _column_kind(written, declared, name)
+            written = per_column(written, declared)
+            if not attr.by_unit:
+                _column_kind(written, declared, name)
             given = written or (declared[0] if declared else attr.units[0])
-            number, _ = fit_unit(number, given, attr.units[:1], True)
+            number, _ = fit_unit(number, given, (attr.units[0], *attr.by_unit), True)
+        elif kind == "integer":
+            found = parse_band(cell)
+            if isinstance(found, tuple):  # a band stays a band: '3-4', never 3 or 3.5
+                for end in found:
+                    _in_bounds(end, attr.min, attr.max)
+                return band_text(*found)
+            number = found
         else:
-            number = _to_int(cell) if kind == "integer" else _to_float(cell)
+            number = _to_float(cell)
         _in_bounds(number, attr.min, attr.max)
         return int(number) if kind == "integer" else number
     if kind == "boolean":
@@ -141,6 +153,7 @@ def _quantity(
     value: ValueDef, cell: Any, unit: str | None, comparator: str | None, declared: tuple[str, ...]
 ) -> Value:
     cmp, number, written = parse_quantity(cell)
+    written = per_column(written, declared)
     _column_kind(written, declared)
     given = written or unit
     if value.type == "integer" and not number.is_integer():
@@ -153,6 +166,11 @@ def _quantity(
     return _make_value(number=number, unit=given, comparator=cmp or comparator)
 
 
+def _is_band(cell: Any) -> bool:
+    """A cell written as a range of two numbers ('1–2', '2-3 lines', '10 to 14 mo')."""
+    return isinstance(cell, str) and _RANGE.match(cell.strip()) is not None
+
+
 def _range(value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ...]) -> Value:
     match = _RANGE.match(_to_text(cell))
     if match is None:
@@ -160,6 +178,12 @@ def _range(value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ..
     low, high = (_number(match[k]) for k in ("low", "high"))
     written = _unit_text(match["unit"]) if match["unit"] else None
     _column_kind(written, declared)
+    if not value.units:  # a count ('1–2 cycles', '2-3 lines'): the word after it is no unit
+        if value.type == "integer" and not (low.is_integer() and high.is_integer()):
+            raise ValueError("expected whole numbers")
+        for number in (low, high):
+            _checked_number(number, None, value.min, value.max)
+        return _make_value(low=low, high=high)
     given = written or unit or value.units[0]
     low, fitted = fit_unit(low, given, value.units, value.convert)
     high, _ = fit_unit(high, given, value.units, value.convert)
@@ -185,8 +209,8 @@ def _typed_value(
         return _make_value(text=_to_text(cell))
     if kind == "boolean":
         return _make_value(boolean=_to_bool(cell))
-    if kind == "range":
-        return _range(value, cell, unit, declared)
+    if kind == "range" or (kind in ("quantity", "integer") and _is_band(cell)):
+        return _range(value, cell, unit, declared)  # '1–2 cycles' stays a range
     if kind in ("coded", "quantity_or_coded"):
         assert value.value_set is not None
         word = ctx.word(value.value_set, cell)
@@ -320,10 +344,54 @@ _TIME_FIELDS = {
 }
 
 
+class Censored(_FieldError):
+    """A relative time written '15+': the event had not happened by then."""
+
+
+def is_censored(cells: Mapping[str, Any], units: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether the row's ``when_day`` is written censored ('15+', '>12 mo')."""
+    if "when_day" not in cells:
+        return False
+    unit = units.get("when_day", ())
+    try:
+        return parse_time(cells["when_day"], unit[0] if unit else None).censored
+    except ValueError:
+        return False  # the time itself is wrong: _when says why
+
+
+def _relative_day(
+    cells: Mapping[str, Any], fld: str, unit: tuple[str, ...], censor: str | None
+) -> tuple[int | None, tuple[float, str] | None, bool]:
+    """A ``*_day`` cell as (day, (amount, unit) when written in weeks/months/years, censored):
+    the column's unit (``units: {when_day: mo}``) or the cell's own ('6 mo') says which."""
+    if fld not in cells:
+        return None, None, False
+    try:
+        time = parse_time(cells[fld], unit[0] if unit else None)
+    except ValueError as exc:
+        raise _FieldError(fld, str(exc)) from None
+    if time.censored and censor is None:
+        raise Censored(
+            fld,
+            f"{_to_text(cells[fld])!r} says the event had not happened by {time.amount:g} "
+            f"{time.unit} (censored); name the concept that records it in this event's "
+            "mapping, e.g. `censored: last_follow_up`",
+        )
+    stated = (time.amount, time.unit) if time.unit != "d" else None
+    return time.days, stated, time.censored
+
+
 def _when(
-    ctx: _Context, cells: Mapping[str, Any], name: str, anchor_date: dt.date | None
+    ctx: _Context,
+    cells: Mapping[str, Any],
+    name: str,
+    anchor_date: dt.date | None,
+    units: Mapping[str, tuple[str, ...]] | None = None,
+    censor: str | None = None,
 ) -> When | None:
-    """The time ``name`` (when or end) of a row: date, relative day, window."""
+    """The time ``name`` (when or end) of a row: date, relative day (in days, weeks or
+    months, per ``units``), window. A censored day ('15+') is allowed only with ``censor``
+    (the concept that records it); :func:`is_censored` tells the caller."""
     names = _TIME_FIELDS[name]
     if not any(f in cells for f in names):
         return None
@@ -332,7 +400,7 @@ def _when(
     precision: Precision = "day"
     if dated is not None:
         date, precision = dated
-    day = _parsed(cells, names[1], _to_int)
+    day, stated, _ = _relative_day(cells, names[1], (units or {}).get(names[1], ()), censor)
     named: str | None = _parsed(cells, names[2], ctx.concept_key)
     if any(f in cells for f in names[3:]):
         earliest, latest, window_anchor = _window(ctx, cells, name)
@@ -355,10 +423,11 @@ def _when(
         and anchor is not None
         and anchor == ctx.mapping.anchor
         and anchor_date is not None
+        and (stated is None or stated[1] == "wk")  # months and years name no exact day
     ):
         date, precision = _agree(name, dated, day, anchor, anchor_date), "day"
     try:
-        return _make_when(date, day, anchor, earliest, latest, precision)
+        return _make_when(date, day, anchor, earliest, latest, precision, stated)
     except ValidationError as exc:
         first = next((f for f in cells if f.startswith(f"{name}_")), None)
         raise _FieldError(first, validation_reason(exc)) from None
@@ -379,7 +448,24 @@ def _attributes(
             reason = f"concept {concept} has no attribute {name}; it allows {listed}"
             raise _FieldError(name, reason)
         try:
-            out[name] = _attribute(ctx, attr, cell, units.get(name, ()), name)
+            key, attr = _routed(ctx, name, attr, cell, units.get(name, ()))
+            if key != name and key not in allowed:
+                raise ValueError(f"concept {concept} has no attribute {key} for this unit")
+            out[key] = _attribute(ctx, attr, cell, units.get(name, ()), name)
         except ValueError as exc:
             raise _FieldError(name, str(exc)) from None
     return out
+
+
+def _routed(
+    ctx: _Context, name: str, attr: AttributeDef, cell: Any, declared: tuple[str, ...]
+) -> tuple[str, AttributeDef]:
+    """The attribute a quantity cell goes to: its own, or the one its ``by_unit`` names for
+    the cell's unit (a flat dose '10^8 cells' in a cell_dose column is cell_dose_flat)."""
+    if not attr.by_unit:
+        return name, attr
+    _, number, written = parse_quantity(cell)
+    given = per_column(written, declared) or (declared[0] if declared else attr.units[0])
+    _, fitted = fit_unit(number, given, (attr.units[0], *attr.by_unit), True)
+    key = attr.by_unit.get(fitted, name)
+    return key, ctx.library.data.attributes[key]

@@ -9,14 +9,23 @@ import calendar
 import datetime as dt
 import math
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from fhir_cart.concepts import convert_unit, is_ucum, units_compatible
-from fhir_cart.records import Precision
+from fhir_cart.records import DAYS_PER, Precision, days_of
 from fhir_cart.study_mapping import normalise_word
 
-__all__ = ["fit_unit", "parse_quantity", "word_key"]
+__all__ = [
+    "TimeAmount",
+    "fit_unit",
+    "parse_band",
+    "parse_quantity",
+    "parse_time",
+    "per_column",
+    "word_key",
+]
 
 Row = dict[str, Any]
 _BOOLEANS = {
@@ -24,9 +33,17 @@ _BOOLEANS = {
     **dict.fromkeys(("no", "false", "0", "nein", "n", "falsch"), False),
 }
 _NUM = r"[-+]?\d+(?:[.,]\d+)?(?:[eE][-+]?\d+)?"
-_UNIT = r"(?:10[*^]\d+\S*|[^\d\s<>=.,\-–—].*|1)"
+_UNIT = r"(?:10[*^]\d+\S*|[^\d\s<>=.,+\-–—].*|1)"
 """A unit after a number: '%', 'g/m²', '10*6/kg', '10^9/L', 'x10^6/kg', or '1' alone."""
-_QUANTITY = re.compile(rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<unit>{_UNIT})?$")
+_QUANTITY = re.compile(
+    rf"^(?P<cmp><=|>=|<|>)?\s*(?P<num>{_NUM})\s*(?P<plus>\+)?\s*(?P<unit>{_UNIT})?$"
+)
+_POWER = re.compile(
+    r"^(?P<num>[-+]?\d+(?:[.,]\d+)?)?\s*(?:[x×*·]\s*)?10\s*(?:\^|\*|\*\*)\s*(?P<exp>[-+]?\d+)"
+)
+"""A number in scientific notation as tables write it: '0.4 × 10^6', '10^8', '2x10^7'."""
+_CELLS = re.compile(r"^(?:CAR[+\- ]?T?\s*)?(?:T[- ]?)?cells?\b", re.IGNORECASE)
+"""'cells', 'CAR-T cells', 'T cells' written as a unit: a count (UCUM unity, '1')."""
 _RANGE = re.compile(
     rf"^(?P<low>{_NUM})\s*(?:-|–|—|\.\.|to|bis)\s*(?P<high>{_NUM})\s*(?P<unit>{_UNIT})?$"
 )
@@ -215,17 +232,172 @@ def _comparators(text: str) -> str:
     return text.replace("≤", "<=").replace("≥", ">=")
 
 
+def _scientific(text: str) -> tuple[float, str] | None:
+    """A number times a power of ten as tables write it, as (number, unit): the power is a
+    count unit, '0.4 × 10^6' -> (0.4, '10*6'), '10^8 cells' -> (1, '10*8'), '2.1 x10^6/kg'
+    and '0.4 × 10^6 cells/kg' -> (2.1 or 0.4, '10*6/kg'). None when the text does not start
+    so ('0.4 10^6/kg', no ×: a unit after a number, read by the plain rule)."""
+    match = _POWER.match(text)
+    if match is None:
+        return None
+    head = match["num"]
+    between = text[len(head or "") : match.end()]
+    if head is not None and not re.search(r"[x×*·]", between):
+        return None
+    mantissa = _number(head) if head is not None else 1.0
+    power = f"10*{int(match['exp'])}"
+    rest = text[match.end() :].strip()
+    unit = _written_unit(rest) if rest else "1"
+    if unit == "1":
+        return mantissa, power
+    return mantissa, f"{power}{unit}" if unit.startswith("/") else f"{power}.{unit}"
+
+
+def per_column(written: str | None, declared: tuple[str, ...]) -> str | None:
+    """A count written in the cell ('× 10^6', 'cells') in a column whose unit is per
+    something ('/kg', '/m2': the header says 'cells/kg') is that count per it: '10*6' in a
+    '/kg' column is '10*6/kg'. Any other unit is as written."""
+    if written is None or not declared or not declared[0].startswith("/"):
+        return written
+    if written == "1" or re.fullmatch(r"10\*-?\d+", written):
+        return f"{written}{declared[0]}" if written != "1" else declared[0]
+    return written
+
+
+def _written_unit(text: str) -> str:
+    """A unit as written, in UCUM spelling; 'cells' (a count) is unity '1', which converts
+    to '10*6' (million cells), and 'cells/kg' is '/kg'."""
+    cells = _CELLS.match(text)
+    if cells is not None:
+        rest = text[cells.end() :].strip()
+        return _unit_text(rest) if rest else "1"
+    return _unit_text(text)
+
+
 def parse_quantity(cell: Any) -> tuple[str | None, float, str | None]:
     """A cell as (comparator, number, unit as written in UCUM spelling or None):
     '<0.01%' -> ('<', 0.01, '%'), '1,5 g/m²' -> (None, 1.5, 'g/m2'), 1e-4 -> (None, 1e-4,
-    None). ValueError when the cell is not a number."""
+    None), '4e5' -> (None, 400000, None), '0.4 × 10^6' -> (None, 0.4, '10*6'),
+    '10^8 cells' -> (None, 1, '10*8'),
+    '15+' (ongoing at 15: at least 15) -> ('>=', 15, None). ValueError when the cell is not
+    a number."""
     if isinstance(cell, int | float) and not isinstance(cell, bool):
         return None, float(cell), None
-    match = _QUANTITY.match(_comparators(str(cell).strip()))
+    text = _comparators(str(cell).strip())
+    cmp = next((c for c in ("<=", ">=", "<", ">") if text.startswith(c)), None)
+    body = text[len(cmp) :].strip() if cmp else text
+    sci = _scientific(body)
+    if sci is not None:
+        return cmp, *sci
+    match = _QUANTITY.match(text)
     if match is None:
         raise ValueError("expected a number, with a comparator and unit if any ('<0.01 %')")
-    unit = _unit_text(match["unit"]) if match["unit"] else None
-    return match["cmp"], _number(match["num"]), unit
+    unit = _written_unit(match["unit"]) if match["unit"] else None
+    cmp = match["cmp"]
+    if match["plus"]:
+        if cmp is not None:
+            raise ValueError(f"both {cmp!r} and '+' given; write one ('15+' or '>=15')")
+        cmp = ">="
+    return cmp, _number(match["num"]), unit
+
+
+# -- times in days, weeks and months ------------------------------------------------------
+
+_TIME_UNITS = {
+    **dict.fromkeys(("d", "day", "days", "tag", "tage", "tg"), "d"),
+    **dict.fromkeys(("wk", "w", "week", "weeks", "wo", "woche", "wochen"), "wk"),
+    # not 'm' (metre in UCUM, minute to some): months are 'mo', 'mon', 'month(s)'
+    **dict.fromkeys(("mo", "mon", "month", "months", "mo.", "monat", "monate", "mos"), "mo"),
+    **dict.fromkeys(("a", "y", "yr", "yrs", "year", "years", "jahr", "jahre"), "a"),
+}
+_TIME = re.compile(
+    r"^(?P<cmp>>=|>)?\s*(?P<num>[-+]?\d+(?:[.,]\d+)?)\s*(?P<plus>\+)?\s*(?P<unit>[^\d\s+][^\d+]*)?(?P<plus2>\+)?$"
+)
+
+
+@dataclass(frozen=True)
+class TimeAmount:
+    """A time as a table writes it: ``amount`` in UCUM ``unit`` (d, wk, mo, a) after the
+    anchor; ``censored``: written '15+' (or '>15', '≥15'), the event had not happened by then
+    (the patient was last seen event-free at that time)."""
+
+    amount: float
+    unit: str
+    censored: bool = False
+
+    @property
+    def days(self) -> int:
+        """The whole day the amount stands for (:func:`fhir_cart.records.days_of`: a month
+        is 30.4375 days, 15 months is day 457)."""
+        return days_of(self.amount, self.unit)
+
+
+def parse_time(cell: Any, unit: str | None = None) -> TimeAmount:
+    """A time cell in days, weeks or months: '28', '6 mo', '3 weeks', '15+' (censored at 15),
+    '≥ 12 months' (censored at 12). ``unit``: the column's unit when the cell states none
+    (default days). ValueError for anything else, '<' included (a time known only to be
+    below a bound is not an event time)."""
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        amount, written, censored = float(cell), None, False
+    else:
+        text = _comparators(str(cell).strip())
+        match = _TIME.match(text)
+        if match is None or (match["plus"] and match["plus2"]):
+            raise ValueError(
+                "expected a time such as '28', '6 mo', '3 weeks' or '15+' (censored at 15)"
+            )
+        amount = _number(match["num"])
+        written = match["unit"].strip().lower() if match["unit"] else None
+        censored = bool(match["cmp"] or match["plus"] or match["plus2"])
+    chosen = unit or "d"
+    if written is not None:
+        found = _TIME_UNITS.get(written)
+        if found is None:
+            raise ValueError(f"unit {written!r} is not a time unit; use d, wk, mo or a")
+        chosen = found
+    if chosen not in DAYS_PER:
+        raise ValueError(f"unit {chosen!r} is not a time unit; use d, wk, mo or a")
+    if chosen == "d" and not amount.is_integer():
+        raise ValueError(f"{amount:g} is not a whole day; write days as whole numbers")
+    return TimeAmount(amount, chosen, censored)
+
+
+# -- bands --------------------------------------------------------------------------------
+
+_BAND = re.compile(
+    r"^(?P<word>[^\d<>≤≥+\-]*?)\s*(?P<low>\d+)\s*(?:-|–|—|/|or|oder|to|bis|\.\.)\s*(?P<high>\d+)\s*(?P<tail>[^\d]*)$"
+)
+_ONE = re.compile(r"^(?P<word>[^\d<>≤≥+\-]*?)\s*(?P<num>\d+)\s*(?P<tail>[^\d]*)$")
+
+
+def parse_band(cell: Any) -> int | tuple[int, int]:
+    """A whole-number cell that may be a band, with a word before or after it: '3' -> 3,
+    'grade 3–4' -> (3, 4), '1-2 cycles' -> (1, 2), '3/4' -> (3, 4), '3 or 4' -> (3, 4).
+    A band is never narrowed to one number (not its midpoint, not an end). ValueError for
+    anything else and for a band whose low end is not below its high end."""
+    if isinstance(cell, bool):
+        raise ValueError("expected a whole number or a band such as '3-4'")
+    if isinstance(cell, int | float):
+        if not float(cell).is_integer():
+            raise ValueError("expected a whole number")
+        return int(cell)
+    text = str(cell).strip()
+    try:
+        return _to_int(text)  # '3', '3.0', '3,0' as before
+    except _Unholdable:
+        raise
+    except ValueError:
+        pass
+    band = _BAND.match(text)
+    if band is not None:
+        low, high = int(band["low"]), int(band["high"])
+        if low >= high:
+            raise ValueError(f"a band's low end {low} is not below its high end {high}")
+        return low, high
+    one = _ONE.match(text)
+    if one is None:
+        raise ValueError("expected a whole number or a band such as '3-4' or 'grade 3–4'")
+    return int(one["num"])
 
 
 def fit_unit(number: float, unit: str, units: tuple[str, ...], convert: bool) -> tuple[float, str]:

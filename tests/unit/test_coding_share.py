@@ -1,0 +1,68 @@
+"""The share of clinical CodeableConcepts without a standard code (issue 18, item 5):
+anchor codes inside time extensions are not counted; a standard coding beside an own one
+makes the concept standard; a text-only concept has none."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from fhir_cart.conformance.codings import codeable_concepts, without_standard_code
+
+OWN = "https://fhir-cart.dev/fhir/CodeSystem/case-series"
+SNOMED = "http://snomed.info/sct"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _own(code: str) -> dict[str, object]:
+    return {"coding": [{"system": OWN, "code": code}], "text": code}
+
+
+RESOURCES = [
+    {
+        "resourceType": "Observation",
+        "code": _own("mrd"),  # own only: without
+        "valueCodeableConcept": {  # standard beside own: standard
+            "coding": [{"system": SNOMED, "code": "260385009"}, {"system": OWN, "code": "x"}]
+        },
+        "valueQuantity": {"value": 1, "system": "http://unitsofmeasure.org", "code": "%"},
+        "_effectiveDateTime": {
+            "extension": [
+                {
+                    "url": "https://fhir-cart.dev/fhir/StructureDefinition/relative-day",
+                    "extension": [
+                        {"url": "day", "valueInteger": 28},
+                        {"url": "anchor", "valueCodeableConcept": _own("cart-infusion")},
+                    ],
+                }
+            ]
+        },
+    },
+    {"resourceType": "Procedure", "code": {"coding": [{"system": SNOMED, "code": "1"}]},
+     "usedCode": [{"text": "ACAD-CAR19"}]},  # text only: without
+]  # fmt: skip
+
+
+def test_counts_clinical_concepts_not_anchors() -> None:
+    assert without_standard_code(RESOURCES, OWN) == (2, 4)
+    assert without_standard_code(RESOURCES[:1], OWN) == (1, 2)  # own beside standard: standard
+    assert without_standard_code(RESOURCES[1:], OWN) == (1, 2)  # text only: without
+    texts = [c.get("text") for c in codeable_concepts(RESOURCES)]
+    assert "cart-infusion" not in texts
+    assert "ACAD-CAR19" in texts
+
+
+@pytest.mark.slow
+def test_the_script_reports_each_fixture(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(ROOT / "scripts" / "coding-share.py"), run_name="__main__")
+    lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert [line.split(":")[0] for line in lines] == [
+        "seed",
+        "hsct",
+        "adult",
+        "lymphoma",
+        "myeloma",
+    ]
+    assert all("clinical CodeableConcepts without a standard code" in line for line in lines)
