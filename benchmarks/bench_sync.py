@@ -406,9 +406,9 @@ sys.exit(code)
 def prepare(study: Path, tmp: Path) -> tuple[int, Path, str]:
     """(resources, file of serialised bundles, patient query): what fhir_cart sends."""
     from fhir_cart.bundle import map_cases, transaction_bundles
+    from fhir_cart.library.study_mapping import load_study_mapping
     from fhir_cart.mappers.context import mapping_context
     from fhir_cart.study import read_study
-    from fhir_cart.study_mapping import load_study_mapping
     from fhir_cart.sync.pull import EVENT_TYPES as PULLED
 
     if tuple(PULLED) != EVENT_TYPES:

@@ -16,13 +16,14 @@ from tests.unit.fixture_cases import adult_cases, hsct_cases  # noqa: E402
 from tests.unit.seed_cases import seed_cases  # noqa: E402
 
 from fhir_cart.conformance.codings import coding_counts, own_share  # noqa: E402
+from fhir_cart.library import shipped_folder  # noqa: E402
+from fhir_cart.library.terminology import load_terminology  # noqa: E402
 from fhir_cart.mappers.context import mapping_context  # noqa: E402
 from fhir_cart.mappers.to_fhir import case_to_fhir  # noqa: E402
-from fhir_cart.terminology import default_mappings_dir, load_terminology  # noqa: E402
 
 
 def main() -> None:
-    terms = load_terminology(default_mappings_dir() / "terminology.yaml", as_of=dt.date(2026, 1, 1))
+    terms = load_terminology(shipped_folder() / "terminology.yaml", as_of=dt.date(2026, 1, 1))
     ctx = mapping_context(terminology=terms, ref_style="relative")
     own = terms.system("fhir-cart")
     for name, cases in (("seed", seed_cases()), ("hsct", hsct_cases()), ("adult", adult_cases())):

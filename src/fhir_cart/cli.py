@@ -126,8 +126,7 @@ def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[
     """Read a study file with its mapping (CSV, XLSX, JSON)."""
     from fhir_cart.mapjob import open_study
 
-    _app()  # settings first: their mappings folder is where mappings are read
-    stream, mapping = open_study(path, mapping_file)
+    stream, mapping = open_study(path, mapping_file, _app().library)
     _warn_unmapped(stream.unmapped_columns)
     cases = list(stream)
     return cases, stream.rejects, mapping
@@ -192,8 +191,8 @@ def map_command(
 
     if mode not in ("update", "create"):
         raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
-    application = _app()  # settings first: their mappings folder is where mappings are read
-    stream, study_mapping = open_study(study_file, mapping)
+    application = _app()
+    stream, study_mapping = open_study(study_file, mapping, application.library)
     _warn_unmapped(stream.unmapped_columns)
     ctx = application.mapping_context(study_mapping, strict=strict)
 
@@ -304,12 +303,13 @@ def summary_command(
             exit_code=2,
         )
     results = summarise(cases, definition)
+    concepts = _app().library.for_mapping(study_mapping)
     _warn(missing_anchor(cases, definition.anchor))
-    _warn(unmatched_text_tests(cases, definition))
+    _warn(unmatched_text_tests(cases, definition, concepts))
     if plots is not None:
         from fhir_cart.plots import write_plots
 
-        for path in write_plots(cases, definition, plots):
+        for path in write_plots(cases, definition, plots, concepts):
             err.print(f"wrote {path}")
     if as_json:
         for result in results:  # stdout keeps its shape; the caveat goes beside it
@@ -642,7 +642,13 @@ def pull_command(
                              default_centre=centre,
                              on_patient=lambda n: progress.update(task, completed=n))
         )  # fmt: skip
-    written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
+    written = write_study(
+        result.cases,
+        out_dir,
+        fmt,
+        application.library.concepts(),  # type: ignore[arg-type]
+        other=result.other,
+    )
     if result.unmapped:
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")

@@ -86,7 +86,13 @@ def run_demo(
                           f"{sum(pulled.stats.resources.values())} resources; "
                           f"{len(pulled.unmapped)} not mapped")  # fmt: skip
             for fmt in ("csv", "xlsx"):
-                write_study(pulled.cases, work / "pulled", fmt, other=pulled.other)
+                write_study(
+                    pulled.cases,
+                    work / "pulled",
+                    fmt,
+                    application.library.concepts(),
+                    other=pulled.other,
+                )
             console.print(f"study tables written to {work / 'pulled'}")
             _compare(console, pulled.cases, application.study(mapping.study or "seed"))
             if keep_server:

@@ -253,7 +253,7 @@ def tables_from_ndjson(
             outcome.resources = sum(index.fetched.values())
             mapper = PatientByPatient(ctx, index.specimens, index.medications,
                                       default_centre=default_centre)  # fmt: skip
-            sink = _Sink(out, StudyTableWriter(out, fmt), outcome)
+            sink = _Sink(out, StudyTableWriter(out, fmt, ctx.concepts), outcome)
             counts: dict[str, TypeCount] = {}
             try:
                 for number, (patient, resources) in enumerate(_patients(db), start=1):

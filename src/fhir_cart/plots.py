@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case
 from fhir_cart.summary import EventTest, StudyDefinition, SurvivalCurve, _Patient
 

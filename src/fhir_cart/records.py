@@ -6,7 +6,7 @@ Each event names a concept of the concept library (``mappings/concepts.yaml``, p
 study adds), a :class:`Value`, attributes the concept allows (cycle, intent, method,
 specimen, grade, ...), the original source text, and a :class:`When`.
 
-Which concepts, attributes and words exist is data (:mod:`fhir_cart.concepts`); this module
+Which concepts, attributes and words exist is data (:mod:`fhir_cart.library.concepts`); this module
 only checks the shape of a record. Identity: ``event_id`` is a stable key made from the
 patient and the source row or declared key columns, never from clinical content, so a
 corrected value updates the same FHIR resource.

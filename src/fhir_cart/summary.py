@@ -71,10 +71,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.errors import ConfigError, validation_reason
+from fhir_cart.library import Library, names_a_file
+from fhir_cart.library.concepts import ConceptLibrary
+from fhir_cart.library.yamlfile import read_yaml
 from fhir_cart.records import COMPARATORS, Case, Event, Scalar, When
-from fhir_cart.yamlfile import read_yaml
 
 __all__ = [
     "Condition",
@@ -378,34 +379,30 @@ class MeasureResult:
 # -- loading and checking ---------------------------------------------------------------
 
 
-def study_path(name_or_path: str | Path) -> Path:
-    """A study name (``mappings/studies/<name>.yaml``) or a path to a study file."""
-    from fhir_cart.terminology import default_mappings_dir
-
-    if isinstance(name_or_path, Path) or names_a_file(name_or_path):
-        return Path(name_or_path)
-    return default_mappings_dir() / "studies" / f"{name_or_path}.yaml"
-
-
-def names_a_file(study: str) -> bool:
-    """Whether a study reference is a path (``.yaml``/``.yml``, or with a ``/``), not a name
-    in ``mappings/studies``."""
-    return study.endswith((".yaml", ".yml")) or "/" in study
+def study_path(name_or_path: str | Path, library: Library | None = None) -> Path:
+    """A study name (``<library>/studies/<name>.yaml``; default: the shipped library) or a
+    path to a study file."""
+    return (library or Library.default()).study_path(name_or_path)
 
 
 def _default_library() -> ConceptLibrary:
-    from fhir_cart.terminology import load_terminology
-
-    return load_concepts(load_terminology())
+    return Library.default().concepts()
 
 
-def load_study(name_or_path: str | Path, library: ConceptLibrary | None = None) -> StudyDefinition:
-    """Read and check a study definition. Concept keys, attribute keys and value-set words
-    are checked against ``library`` (default: the shared concept library); any problem is a
-    :class:`ConfigError` naming the file and the key path."""
-    path = study_path(name_or_path)
+def load_study(
+    name_or_path: str | Path,
+    library: Library | None = None,
+    *,
+    concepts: ConceptLibrary | None = None,
+) -> StudyDefinition:
+    """Read and check a study definition: a name in ``library`` (default: the shipped
+    one) or a path. Concept keys, attribute keys and value-set words are checked against
+    ``concepts`` (default: the library's concepts); any problem is a :class:`ConfigError`
+    naming the file and the key path."""
+    library = library or Library.default()
+    path = library.study_path(name_or_path)
     raw = read_yaml(path, "study definition")
-    return parse_study(raw, library, where=f"study definition {path}")
+    return parse_study(raw, concepts or library.concepts(), where=f"study definition {path}")
 
 
 def parse_study(

@@ -174,7 +174,7 @@ def test_correcting_a_value_in_the_study_file_updates_the_same_resource(
     the push updates that one Observation and creates nothing (ids never come from content)."""
     from openpyxl import load_workbook
 
-    from fhir_cart.study_mapping import load_study_mapping
+    from fhir_cart.library.study_mapping import load_study_mapping
 
     mapping = load_study_mapping(SEED_MAPPING)
     before = read_study(SEED_FILE, mapping)

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from openpyxl import Workbook
 
+from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.records import Case, Value, When
 from fhir_cart.study import read_study
-from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from tests.conftest import ROOT
 
 

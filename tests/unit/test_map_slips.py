@@ -13,11 +13,11 @@ from pydantic import SecretStr
 
 from fhir_cart.cli import main
 from fhir_cart.errors import ConfigError, InputError
+from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.records import Case, Event, PatientRecord, Value
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
 from fhir_cart.study import ReadResult, read_study
-from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.summary import (
     StudyDefinition,
     missing_anchor,

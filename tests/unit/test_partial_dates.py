@@ -16,6 +16,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from openpyxl import load_workbook
 
+from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir
 from fhir_cart.mappers.to_fhir import case_to_fhir, event_order
@@ -29,7 +30,6 @@ from fhir_cart.records import (
     parse_partial_date,
 )
 from fhir_cart.study import ReadResult, read_study
-from fhir_cart.study_mapping import StudyMapping
 from fhir_cart.summary import MeasureResult, TimeResolver, parse_study, summarise
 from fhir_cart.writers import canonical_mapping, write_study
 from tests.conftest import ROOT

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir_cart.concepts import AttributeDef, ConceptLibrary
+from fhir_cart.library.concepts import AttributeDef, ConceptLibrary
+from fhir_cart.library.study_mapping import StudyMapping, normalise_word
+from fhir_cart.library.terminology import Coding
 from fhir_cart.mappers.context import MappingContext, mapping_context
-from fhir_cart.study_mapping import StudyMapping, normalise_word
-from fhir_cart.terminology import Coding
 
 __all__ = ["Artefact", "build_artefacts", "extension_urls", "load_centres", "own_code_system"]
 
@@ -435,7 +435,7 @@ def _country_crosswalk(ctx: MappingContext) -> Json | None:
 def load_centres(folder: Path) -> dict[str, StudyMapping]:
     """The valid centre mappings of a folder (a deliberately broken example is skipped)."""
     from fhir_cart.errors import ConfigError
-    from fhir_cart.study_mapping import load_study_mapping
+    from fhir_cart.library.study_mapping import load_study_mapping
 
     out = {}
     for path in sorted(folder.glob("*.yaml")):

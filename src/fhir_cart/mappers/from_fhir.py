@@ -23,10 +23,12 @@ from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
-from fhir_cart.concepts import KINDS, AttributeDef, ConceptDef
 from fhir_cart.errors import MappingError
+from fhir_cart.library.concepts import KINDS, AttributeDef, ConceptDef
+from fhir_cart.library.statuses import StatusTable, StatusVerdict
 from fhir_cart.mappers.context import MappingContext, extension_value
-from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url, event_order
+from fhir_cart.mappers.kinds import ID_KINDS
+from fhir_cart.mappers.to_fhir import attribute_url, event_order
 from fhir_cart.records import (
     Case,
     Event,
@@ -38,7 +40,6 @@ from fhir_cart.records import (
     parse_partial_date,
 )
 from fhir_cart.references import reference_key
-from fhir_cart.statuses import StatusTable, StatusVerdict, statuses_in
 
 __all__ = [
     "OtherRow",
@@ -296,7 +297,7 @@ def _attribute_scalar(ctx: MappingContext, attr: AttributeDef | None, holder: Js
     if "valueQuantity" in holder:
         number, unit = _quantity(holder["valueQuantity"])
         if attr is not None and attr.units and unit not in (None, attr.units[0]):
-            from fhir_cart.concepts import convert_unit
+            from fhir_cart.library.concepts import convert_unit
 
             return convert_unit(float(number or 0), str(unit), attr.units[0])
         return float(number or 0)
@@ -835,7 +836,7 @@ def _keep(result: ReverseResult, resource: Json, study_id: str | None, reason: s
 
 
 def _statuses(ctx: MappingContext) -> StatusTable:
-    return statuses_in(ctx.memo)
+    return ctx.statuses
 
 
 def _mapped(run: _Run, resource: Json, study_id: str) -> tuple[Event | None, str | None, str]:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fhir_cart.errors import ConfigError, validation_reason
-from fhir_cart.yamlfile import read_yaml
+from fhir_cart.library.yamlfile import read_yaml
 
 __all__ = [
     "CentreDef",

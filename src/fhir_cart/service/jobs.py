@@ -80,7 +80,7 @@ def _write_pull_outputs(
 ) -> None:
     """A pull job's files: the study records, other rows, unmapped and excluded lists and
     summary."""
-    write_study(outcome.cases, out, "json")
+    write_study(outcome.cases, out, "json", app.library.concepts())
     (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")
     write_unmapped(outcome.excluded, out / "excluded.csv")

@@ -14,13 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from fhir_cart.errors import Reject, validation_reason
+from fhir_cart.library.study_mapping import ASSUMABLE, SEXES, WordTarget, normalise_word
 from fhir_cart.records import Case, Event, PatientRecord, date_span
 from fhir_cart.study.build import _ID_TEXT, _NOT_ID, _make_event
 from fhir_cart.study.fields import _attribute, _attributes, _Context, _parsed, _value, _when
 from fhir_cart.study.plan import _Plan
 from fhir_cart.study.sources import _computed, _Sheet
 from fhir_cart.study.values import Row, _blank, _FieldError, _to_text
-from fhir_cart.study_mapping import ASSUMABLE, SEXES, WordTarget, normalise_word
 
 # -- one row ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from fhir_cart.cache import Cache, Outcome
 from fhir_cart.client import FhirClient
 from fhir_cart.errors import FhirClientError
+from fhir_cart.mappers.kinds import RESOURCE_KINDS
 from fhir_cart.references import patient_id
 
 __all__ = ["Removed", "removed_records", "retract"]
@@ -27,11 +28,7 @@ Json = dict[str, Any]
 Key = tuple[str, str, str]
 Mode = Literal["entered-in-error", "delete"]
 
-_STATUS = {
-    "Observation": "status",
-    "Procedure": "status",
-    "MedicationAdministration": "status",
-}
+_WITHDRAWAL = {k.type: k.withdrawal for k in RESOURCE_KINDS}
 _CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 
@@ -72,11 +69,11 @@ def _withdrawn(item: Removed, urns: dict[str, str]) -> Json | None:
     text: Json = _replace_urns(item.content, urns)
     text["id"] = item.server_id
     text.pop("meta", None)
-    rtype = item.key[0]
-    if rtype in _STATUS:
-        text[_STATUS[rtype]] = "entered-in-error"
+    withdrawal = _WITHDRAWAL.get(item.key[0])
+    if withdrawal == "status":
+        text["status"] = "entered-in-error"
         return text
-    if rtype == "Condition":
+    if withdrawal == "verification":
         text.pop("clinicalStatus", None)  # con-5: none when entered-in-error
         text["verificationStatus"] = {"coding": [
             {"system": _CONDITION_VERIFICATION, "code": "entered-in-error"}
