@@ -642,13 +642,8 @@ def pull_command(
                              default_centre=centre,
                              on_patient=lambda n: progress.update(task, completed=n))
         )  # fmt: skip
-    written = write_study(
-        result.cases,
-        out_dir,
-        fmt,
-        application.library.concepts(),  # type: ignore[arg-type]
-        other=result.other,
-    )
+    concepts = application.library.concepts()
+    written = write_study(result.cases, out_dir, fmt, concepts, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
