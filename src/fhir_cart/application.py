@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 from fhir_cart.errors import ConfigError, InputError, Reject
 from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
+from fhir_cart.library.studies import StudyDefinition, load_study
 from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.library.yamlfile import read_yaml
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, Settings, load_settings
 from fhir_cart.study import ReadResult, read_study
-from fhir_cart.summary import StudyDefinition, load_study
 
 if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command needs them
     from fhir_cart.cache import Cache

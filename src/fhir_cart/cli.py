@@ -33,17 +33,13 @@ from fhir_cart.errors import (
     Reject,
     RetryableError,
 )
+from fhir_cart.library.studies import StudyDefinition
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
+from fhir_cart.report.evaluate import missing_anchor, summarise, unmatched_text_tests
+from fhir_cart.report.tables import summary_table
 from fhir_cart.settings import load_settings
-from fhir_cart.summary import (
-    StudyDefinition,
-    missing_anchor,
-    summarise,
-    unmatched_text_tests,
-)
-from fhir_cart.tables import summary_table
 
 if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
     from fhir_cart.sync.accounting import TypeCount
@@ -307,7 +303,7 @@ def summary_command(
     _warn(missing_anchor(cases, definition.anchor))
     _warn(unmatched_text_tests(cases, definition, concepts))
     if plots is not None:
-        from fhir_cart.plots import write_plots
+        from fhir_cart.report.plots import write_plots
 
         for path in write_plots(cases, definition, plots, concepts):
             err.print(f"wrote {path}")

@@ -17,10 +17,11 @@ from rich.table import Table
 
 from fhir_cart.application import Application
 from fhir_cart.errors import FatalError
+from fhir_cart.library.studies import StudyDefinition
 from fhir_cart.records import Case
-from fhir_cart.summary import StudyDefinition, summarise
+from fhir_cart.report.evaluate import summarise
+from fhir_cart.report.tables import agrees, summary_table
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.tables import agrees, summary_table
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 

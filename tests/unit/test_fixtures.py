@@ -20,9 +20,10 @@ import yaml
 from openpyxl import load_workbook
 
 from fhir_cart.library.concepts import load_concepts
+from fhir_cart.library.studies import load_study, parse_study
 from fhir_cart.library.terminology import load_terminology
 from fhir_cart.records import Case, Event
-from fhir_cart.summary import load_study, parse_study, summarise
+from fhir_cart.report.evaluate import summarise
 from tests.unit.fixture_cases import adult_cases, generator, hsct_cases
 from tests.unit.seed_cases import seed_cases
 

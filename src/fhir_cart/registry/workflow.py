@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fhir_cart import summary
 from fhir_cart.library import Library, names_a_file
+from fhir_cart.library.studies import load_study
 from fhir_cart.records import Case
 from fhir_cart.registry.build import Summariser
 from fhir_cart.registry.definition import RegistryDef
+from fhir_cart.report.evaluate import summarise
 
 __all__ = ["study_summariser"]
 
@@ -24,14 +25,12 @@ def study_summariser(definition: RegistryDef, library: Library | None = None) ->
     if definition.study is None:
         return None
     name = definition.study  # a path resolves from the registry file, never the cwd
-    study = summary.load_study(
-        definition.resolve(Path(name)) if names_a_file(name) else name, library
-    )
+    study = load_study(definition.resolve(Path(name)) if names_a_file(name) else name, library)
 
     def measures(cases: Sequence[Case]) -> list[dict[str, Any]]:
         return [
             {"id": getattr(r, "id", r.label), "label": r.label, "value": r.value}
-            for r in summary.summarise(list(cases), study)
+            for r in summarise(list(cases), study)
         ]
 
     return measures

@@ -17,7 +17,8 @@ from typing import Any
 
 from fhir_cart.errors import MappingError
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.mappers.from_fhir import ReverseResult, event_id_of, patient_record
+from fhir_cart.mappers.from_fhir import ReverseResult, event_id_of
+from fhir_cart.mappers.from_resources import patient_record
 from fhir_cart.references import reference_key
 
 __all__ = ["PLACES", "TypeCount", "by_type", "places"]
