@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import IO, Literal
 from urllib.parse import quote
 
 import orjson
@@ -23,6 +23,7 @@ from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.kinds import RESOURCE_KINDS
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
+from fhir_cart.types import Json
 
 __all__ = [
     "BundleMode",
@@ -37,7 +38,6 @@ __all__ = [
     "validate_resource",
 ]
 
-Json = dict[str, Any]
 BundleMode = Literal["update", "create"]
 
 # A type with no `identifier` search parameter in R4 (AdverseEvent,

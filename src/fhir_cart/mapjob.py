@@ -32,10 +32,9 @@ from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import map_case
 from fhir_cart.records import Case
 from fhir_cart.study import StudyStream, stream_study
+from fhir_cart.types import Json
 
 __all__ = ["BundleWriter", "MapResult", "open_study", "run_map"]
-
-Json = dict[str, Any]
 
 
 def open_study(

@@ -51,8 +51,20 @@ month *together with* its precision, and every reader of it uses the span
 
 _PARTIAL = re.compile(r"(\d{4})(?:-(\d{2}))?")
 _DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")  # fmt: skip
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def parse_partial_date(text: str) -> tuple[dt.date, Precision]:

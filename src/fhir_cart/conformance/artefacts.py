@@ -24,10 +24,10 @@ from fhir_cart.library.concepts import AttributeDef, ConceptLibrary
 from fhir_cart.library.study_mapping import StudyMapping, normalise_word
 from fhir_cart.library.terminology import Coding
 from fhir_cart.mappers.context import MappingContext, mapping_context
+from fhir_cart.types import Json
 
 __all__ = ["Artefact", "build_artefacts", "extension_urls", "load_centres", "own_code_system"]
 
-Json = dict[str, Any]
 CANONICAL = "https://fhir-cart.dev/fhir"
 VERSION = "0.2.0"
 PUBLISHER = "fhir_cart"

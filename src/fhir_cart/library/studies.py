@@ -92,7 +92,6 @@ __all__ = [
 _STRICT = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 _KEY = r"^[a-z][a-z0-9_]*$"
 Pick = Literal["any", "all", "first", "latest"]
-Number = int | float
 Interval = tuple[float, float]
 
 
@@ -168,10 +167,14 @@ class Condition(BaseModel):
     def _check(self) -> Condition:
         given = [
             k
-            for k, v in (("event", self.event), ("all", self.all_), ("any", self.any_),
-                         ("not", self.not_))
+            for k, v in (
+                ("event", self.event),
+                ("all", self.all_),
+                ("any", self.any_),
+                ("not", self.not_),
+            )
             if v is not None
-        ]  # fmt: skip
+        ]
         if len(given) != 1:
             raise ValueError("give exactly one of event, all, any, not")
         if self.event is None and (self.test is not None or "pick" in self.model_fields_set):
@@ -399,8 +402,9 @@ def _reason(exc: ValidationError) -> str:
     ]
     if not deepest:
         return validation_reason(exc)
-    return "; ".join(f"{p}: {' or '.join(found[p])}" if p else " or ".join(found[p])
-                     for p in deepest)  # fmt: skip
+    return "; ".join(
+        f"{p}: {' or '.join(found[p])}" if p else " or ".join(found[p]) for p in deepest
+    )
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:

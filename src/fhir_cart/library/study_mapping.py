@@ -76,13 +76,30 @@ def _time_fields(name: str) -> tuple[str, ...]:
 
 WHEN_FIELDS: tuple[str, ...] = (*_time_fields("when"), *_time_fields("end"))
 CANONICAL_VALUE_FIELDS: tuple[str, ...] = (
-    "value_number", "value_unit", "value_comparator", "value_low", "value_high",
-    "value_code", "value_boolean", "value_text",
-)  # fmt: skip
+    "value_number",
+    "value_unit",
+    "value_comparator",
+    "value_low",
+    "value_high",
+    "value_code",
+    "value_boolean",
+    "value_text",
+)
 EVENT_FIELDS: tuple[str, ...] = (
-    "study_id", "concept", "event_id", *WHEN_FIELDS, "value", "unit", "comparator", "text",
-    "source_text", "origin", "assumed", "status", *CANONICAL_VALUE_FIELDS,
-)  # fmt: skip
+    "study_id",
+    "concept",
+    "event_id",
+    *WHEN_FIELDS,
+    "value",
+    "unit",
+    "comparator",
+    "text",
+    "source_text",
+    "origin",
+    "assumed",
+    "status",
+    *CANONICAL_VALUE_FIELDS,
+)
 """Fixed event fields (any attribute key of the library is a field too)."""
 
 
@@ -263,8 +280,9 @@ class StudyMapping(BaseModel):
         except ValidationError as exc:
             found.append(validation_reason(exc))
         names = [spec.name for spec in self.events if spec.name is not None]
-        found += [f"events: name {n!r} is used twice" for n in sorted(set(names))
-                  if names.count(n) > 1]  # fmt: skip
+        found += [
+            f"events: name {n!r} is used twice" for n in sorted(set(names)) if names.count(n) > 1
+        ]
         if found:
             raise ValueError("; ".join(found))
         return self

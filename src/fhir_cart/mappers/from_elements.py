@@ -23,8 +23,7 @@ from fhir_cart.records import (
     When,
     parse_partial_date,
 )
-
-Json = dict[str, Any]
+from fhir_cart.types import Json
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_\-\.]")
 _OWN_EXTENSIONS = (

@@ -23,7 +23,6 @@ from fhir_cart.errors import MappingError
 from fhir_cart.library.statuses import StatusTable, StatusVerdict
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_elements import (
-    Json,
     OtherRow,
     ReverseResult,
     Unmapped,
@@ -45,6 +44,7 @@ from fhir_cart.records import (
     Event,
 )
 from fhir_cart.references import reference_key
+from fhir_cart.types import Json
 
 __all__ = [
     "OtherRow",
@@ -292,8 +292,12 @@ class ReverseStream:
         if patient is None:
             return _Outcome(None, reason="references no patient in this data set")
         run = _Run(self.ctx, self.specimens, medications=self.medications)
-        outcome = _Outcome(patient, used=run.used_specimens, notes=run.specimen_notes,
-                           used_medications=run.used_medications)  # fmt: skip
+        outcome = _Outcome(
+            patient,
+            used=run.used_specimens,
+            notes=run.specimen_notes,
+            used_medications=run.used_medications,
+        )
         event, reason, where = _mapped(run, resource, patient.record.study_id)
         outcome.event, outcome.reason, outcome.excluded = event, reason, where == "excluded"
         return outcome
@@ -351,8 +355,9 @@ class ReverseStream:
             patient = self.patients.get(rid) if rtype == "Patient" else None
             if patient is not None:
                 mine = events.get(id(patient), [])
-                _build_case(result, _Patient(patient.record, patient.resource,
-                                             [*patient.events, *mine]))  # fmt: skip
+                _build_case(
+                    result, _Patient(patient.record, patient.resource, [*patient.events, *mine])
+                )
         return result
 
 

@@ -10,7 +10,6 @@ from typing import Any
 from fhir_cart.library.concepts import ConceptDef
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_elements import (
-    Json,
     OtherRow,
     _attribute_scalar,
     _extension_attributes,
@@ -36,6 +35,7 @@ from fhir_cart.records import (
     When,
 )
 from fhir_cart.references import reference_key
+from fhir_cart.types import Json
 
 # -- one function per resource type ---------------------------------------------------------
 
@@ -219,8 +219,9 @@ def medication_statement_event(run: _Run, resource: Json, study_id: str) -> Even
     key = _medication_key(run, resource)
     times = _period(run.ctx, resource, "effectiveDateTime", "effectivePeriod")
     value = _first_dose(resource.get("dosage"))
-    return _event(run.ctx, resource, study_id, key, value=value, origin="MedicationStatement",
-                  **times)  # fmt: skip
+    return _event(
+        run.ctx, resource, study_id, key, value=value, origin="MedicationStatement", **times
+    )
 
 
 def medication_dispense_event(run: _Run, resource: Json, study_id: str) -> Event:
@@ -229,8 +230,15 @@ def medication_dispense_event(run: _Run, resource: Json, study_id: str) -> Event
     key = _medication_key(run, resource)
     name = "whenHandedOver" if "whenHandedOver" in resource else "whenPrepared"
     value = _first_dose(resource.get("dosageInstruction"))
-    return _event(run.ctx, resource, study_id, key, value=value, origin="MedicationDispense",
-                  when=_when(run.ctx, resource, name))  # fmt: skip
+    return _event(
+        run.ctx,
+        resource,
+        study_id,
+        key,
+        value=value,
+        origin="MedicationDispense",
+        when=_when(run.ctx, resource, name),
+    )
 
 
 def procedure_event(run: _Run, resource: Json, study_id: str) -> Event:
@@ -414,9 +422,15 @@ def _detail_event(ctx: MappingContext, holder: Json, key: str, when: When | None
 
 _CODE_ELEMENTS = ("code", "medicationCodeableConcept", "event", "type", "vaccineCode")
 _TIME_ELEMENTS = (
-    "effectiveDateTime", "performedDateTime", "onsetDateTime", "authoredOn", "date",
-    "recordedDate", "issued", "occurrenceDateTime",
-)  # fmt: skip
+    "effectiveDateTime",
+    "performedDateTime",
+    "onsetDateTime",
+    "authoredOn",
+    "date",
+    "recordedDate",
+    "issued",
+    "occurrenceDateTime",
+)
 _PERIODS = ("effectivePeriod", "performedPeriod", "onsetPeriod")
 
 

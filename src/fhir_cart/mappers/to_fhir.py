@@ -30,6 +30,7 @@ from fhir_cart.library.concepts import AttributeDef, ConceptDef
 from fhir_cart.mappers.context import MappingContext, RefStyle
 from fhir_cart.mappers.kinds import ID_KINDS, RESOURCE_KINDS
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When
+from fhir_cart.types import Json
 
 __all__ = [
     "ID_KINDS",
@@ -44,7 +45,6 @@ __all__ = [
     "procedure",
 ]
 
-Json = dict[str, Any]
 
 _SINGLE_IDENTIFIER = {k.type: k.single_identifier for k in RESOURCE_KINDS}
 

@@ -42,8 +42,18 @@ __all__ = [
 
 FORMATS = ("png", "svg")
 _MARKERS = ("v", "D", "X", "s", "^", "P", "*", "o", "<", ">")
-_COLOURS = ("#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22",
-            "#7f7f7f", "#1f77b4", "#000000")  # fmt: skip
+_COLOURS = (
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#7f7f7f",
+    "#1f77b4",
+    "#000000",
+)
 """Marker colours: none is the red of a bar ended by death."""
 _LABELS = {"overall": "Overall survival", "event_free": "Event-free survival"}
 
@@ -207,13 +217,24 @@ def plot_swimmer(
         xs = [day for row in rows for marker, day in row.markers if marker == name]
         ys = [y for y, row in enumerate(rows) for marker, _ in row.markers if marker == name]
         colour = _COLOURS[index % len(_COLOURS)]
-        ax.scatter(xs, ys, marker=symbol[name], s=70, zorder=3, color=colour,
-                   edgecolors="black", linewidths=0.6, label=name)  # fmt: skip
+        ax.scatter(
+            xs,
+            ys,
+            marker=symbol[name],
+            s=70,
+            zorder=3,
+            color=colour,
+            edgecolors="black",
+            linewidths=0.6,
+            label=name,
+        )
     from matplotlib.patches import Patch
 
     handles, _ = ax.get_legend_handles_labels()
-    handles += [Patch(color="#4393c3", label="alive at last follow-up"),
-                Patch(color="#b2182b", label="ended by death")]  # fmt: skip
+    handles += [
+        Patch(color="#4393c3", label="alive at last follow-up"),
+        Patch(color="#b2182b", label="ended by death"),
+    ]
     ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.9)
     ax.set_yticks(range(len(rows)), [r.study_id for r in rows])
     ax.axvline(0, color="black", linewidth=0.8)
@@ -248,10 +269,22 @@ def plot_km(
         band = fitter.confidence_interval_survival_function_
         colour = f"C{index}"
         observed = sum(data.events)
-        ax.step(times, survival, where="post", color=colour,
-                label=f"{data.label} (n={len(data.durations)}, events={observed})")  # fmt: skip
-        ax.fill_between(times, list(band.iloc[:, 0]), list(band.iloc[:, 1]), step="post",
-                        color=colour, alpha=0.15, linewidth=0)  # fmt: skip
+        ax.step(
+            times,
+            survival,
+            where="post",
+            color=colour,
+            label=f"{data.label} (n={len(data.durations)}, events={observed})",
+        )
+        ax.fill_between(
+            times,
+            list(band.iloc[:, 0]),
+            list(band.iloc[:, 1]),
+            step="post",
+            color=colour,
+            alpha=0.15,
+            linewidth=0,
+        )
         censored = [d for d, e in zip(data.durations, data.events, strict=True) if not e]
         heights = [float(fitter.predict(d)) for d in censored]
         ax.scatter(censored, heights, marker="|", s=120, color=colour, zorder=3)

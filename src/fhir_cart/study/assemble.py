@@ -118,10 +118,17 @@ def _event(
     status = _to_text(cells["status"]) if "status" in cells else None
     try:
         return _make_event(
-            event_id=event_id, concept=concept, when=when, end=end, value=value,
-            attributes=attributes, source_text=_source_text(where.plan, where, cells),
-            origin=origin, assumed=_assumed(where, cells), status=status,
-        )  # fmt: skip
+            event_id=event_id,
+            concept=concept,
+            when=when,
+            end=end,
+            value=value,
+            attributes=attributes,
+            source_text=_source_text(where.plan, where, cells),
+            origin=origin,
+            assumed=_assumed(where, cells),
+            status=status,
+        )
     except ValidationError as exc:
         loc = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
         raise _FieldError(loc if loc in cells else None, validation_reason(exc)) from None
@@ -299,8 +306,14 @@ class _Assembly:
     def _reject(self, order: int, where: _Where, fld: str | None, reason: str) -> None:
         """Keep one reject per cause: a cell that two specs read is listed once."""
         reject = where.reject(fld, reason)
-        key = (where.sheet.source, where.sheet.sheet, reject.row, reject.column, reject.value,
-               reject.reason)  # fmt: skip
+        key = (
+            where.sheet.source,
+            where.sheet.sheet,
+            reject.row,
+            reject.column,
+            reject.value,
+            reject.reason,
+        )
         if key not in self.seen:
             self.seen.add(key)
             self.rejects.append((order, where.row, reject))

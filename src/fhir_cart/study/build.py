@@ -80,8 +80,13 @@ def _make_when(
     latest: Any,
     precision: Precision = "day",
 ) -> When:
-    fields = {"date": date, "day": day, "anchor": anchor, "earliest_day": earliest,
-              "latest_day": latest}  # fmt: skip
+    fields = {
+        "date": date,
+        "day": day,
+        "anchor": anchor,
+        "earliest_day": earliest,
+        "latest_day": latest,
+    }
     if precision != "day":  # a day is the default: set only what the source said
         fields["precision"] = precision
     if (

@@ -88,8 +88,9 @@ def _stream_mapped(
     with ExitStack() as stack:
         sources = _Sources(path, mapping, stack)
         sheets = [sources.sheet(*plan.sheet_key(mapping)) for plan in plans]
-    problems = [p for sheet, plan in zip(sheets, plans, strict=True)
-                for p in _header_problems(sheet, plan)]  # fmt: skip
+    problems = [
+        p for sheet, plan in zip(sheets, plans, strict=True) for p in _header_problems(sheet, plan)
+    ]
     if problems:
         raise InputError(f"{path.name}: the mapping does not fit the file", problems)
     _check_patient_rows(sheets[0])

@@ -37,6 +37,7 @@ from fhir_cart.sync.capabilities import (
     ServerCapabilities,
     is_unknown_search_param,
 )
+from fhir_cart.types import Json
 
 __all__ = [
     "CHUNK", "EVENT_TYPES", "PatientSearch", "PullSelection", "PullStats", "ResourceFetcher",
@@ -45,7 +46,6 @@ __all__ = [
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-Json = dict[str, Any]
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 # EVENT_TYPES (mappers/kinds.py): the resource types the concept library reads, always
