@@ -29,12 +29,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fhir_cart.errors import ConfigError, validation_reason
+from fhir_cart.errors import ConfigError
 from fhir_cart.library.folder import shipped_folder
 from fhir_cart.library.terminology import Coding, Concept, Terminology, TerminologyFile
-from fhir_cart.library.yamlfile import read_yaml
+from fhir_cart.library.yamlfile import load_model
 
 __all__ = [
     "KINDS",
@@ -374,11 +374,7 @@ def library_problems(data: ConceptsFile, terms: TerminologyFile) -> list[str]:
 
 
 def read_concepts_file(path: Path) -> ConceptsFile:
-    raw = read_yaml(path, "concept library")
-    try:
-        return ConceptsFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"concept library {path} is invalid: {validation_reason(exc)}") from exc
+    return load_model(path, ConceptsFile, "concept library")
 
 
 def build_library(

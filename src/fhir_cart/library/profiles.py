@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from fhir_cart.errors import ConfigError
-from fhir_cart.library.yamlfile import read_yaml
+from fhir_cart.library.yamlfile import load_model
 
 __all__ = ["Profiles", "load_profiles"]
 
@@ -25,8 +24,4 @@ class Profiles(BaseModel):
 
 
 def load_profiles(path: Path) -> Profiles:
-    raw = read_yaml(path, "profiles file")
-    try:
-        return Profiles.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"cannot load profiles file {path}: {exc}") from exc
+    return load_model(path, Profiles, "profiles file")

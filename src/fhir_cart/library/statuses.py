@@ -13,11 +13,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from fhir_cart.errors import ConfigError, validation_reason
+from fhir_cart.errors import ConfigError
 from fhir_cart.library.folder import shipped_folder
-from fhir_cart.library.yamlfile import read_yaml
+from fhir_cart.library.yamlfile import load_model
 
 __all__ = ["StatusTable", "StatusVerdict", "load_statuses"]
 
@@ -110,11 +110,7 @@ def load_statuses(path: Path | None = None) -> StatusTable:
 
 @cache
 def _load(path: Path) -> StatusTable:
-    raw = read_yaml(path, "status table")
-    try:
-        data = _File.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"status table {path} is invalid: {validation_reason(exc)}") from exc
+    data = load_model(path, _File, "status table")
     for rtype, elements in data.root.items():
         for name, element in elements.items():
             if element.coded and element.system is None:

@@ -66,12 +66,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fhir_cart.errors import ConfigError, validation_reason
+from fhir_cart.errors import ConfigError
 from fhir_cart.library import Library, names_a_file
 from fhir_cart.library.concepts import ConceptLibrary
-from fhir_cart.library.yamlfile import read_yaml
+from fhir_cart.library.yamlfile import read_yaml, validate_model
 from fhir_cart.records import COMPARATORS, Scalar
 
 __all__ = [
@@ -359,52 +359,23 @@ def load_study(
     library = library or Library.default()
     path = library.study_path(name_or_path)
     raw = read_yaml(path, "study definition")
-    return parse_study(raw, concepts or library.concepts(), where=f"study definition {path}")
+    return parse_study(raw, concepts or library.concepts(), path=path)
 
 
 def parse_study(
-    raw: Any, library: ConceptLibrary | None = None, *, where: str = "study definition"
+    raw: Any,
+    library: ConceptLibrary | None = None,
+    *,
+    where: str = "study definition",
+    path: Path | None = None,
 ) -> StudyDefinition:
-    """:func:`load_study` on already-parsed YAML."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of keys at the top")
-    try:
-        study = StudyDefinition.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{where} is invalid: {_reason(exc)}") from exc
+    """:func:`load_study` on already-parsed YAML (``path``: the file it came from)."""
+    study = validate_model(raw, StudyDefinition, where, path)
+    where = f"{where} {path}" if path is not None else where
     problems = _Checker(study, library or _default_library()).run()
     if problems:
         raise ConfigError(f"{where} is invalid: " + "; ".join(problems))
     return study
-
-
-_UNION_TAGS = {"int", "str", "float", "bool", "Condition", "EventTest", "MedianSpec"}
-
-
-def _reason(exc: ValidationError) -> str:
-    """A pydantic error as key paths (``measures[3].count.event.dya: ...``), without the
-    branches of unions the input was never meant for."""
-    found: dict[str, list[str]] = {}
-    for error in exc.errors():
-        path = ""
-        for part in error["loc"]:
-            if isinstance(part, int):
-                path += f"[{part}]"
-            elif "[" in part or part in _UNION_TAGS:
-                continue
-            else:
-                path += f".{part}" if path else part
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if message not in found.setdefault(path, []):
-            found[path].append(message)
-    deepest = [
-        p for p in found if not any(o != p and o.startswith(p) and o[len(p)] in ".[" for o in found)
-    ]
-    if not deepest:
-        return validation_reason(exc)
-    return "; ".join(
-        f"{p}: {' or '.join(found[p])}" if p else " or ".join(found[p]) for p in deepest
-    )
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -34,6 +34,7 @@ from pydantic import (
 from fhir_cart.errors import ConfigError, validation_reason
 from fhir_cart.library.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
 from fhir_cart.library.core import Library, names_a_file
+from fhir_cart.library.yamlfile import validate_model
 
 if TYPE_CHECKING:
     from fhir_cart.library.concepts import ConceptLibrary
@@ -553,22 +554,6 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-_PATH = re.compile(r"^[\w\[\]\.]+: ")
-
-
-def _reason(exc: ValidationError) -> str:
-    """Like :func:`validation_reason`, with list positions as ``[n]`` and the key paths of
-    the models' own checks joined on (``patients.columns.study_id: ...``)."""
-    problems = []
-    for error in exc.errors():
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-        where = where.lstrip(".")
-        for message in str(error["msg"]).removeprefix("Value error, ").split("; "):
-            joined = f"{where}.{message}" if _PATH.match(message) else f"{where}: {message}"
-            problems.append(joined if where else message)
-    return "; ".join(problems)
-
-
 def dump_study_mapping(mapping: StudyMapping) -> str:
     """The mapping as YAML text that :func:`load_study_mapping` reads back unchanged."""
     data = mapping.model_dump(mode="json", exclude_defaults=True)
@@ -603,12 +588,7 @@ def load_study_mapping(path: Path, library: Library | None = None) -> StudyMappi
             raw = yaml.load(handle, Loader=_Loader)  # noqa: S506 - a SafeLoader
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read mapping file {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"mapping file {path} must hold a YAML mapping (key: value) at the top")
-    try:
-        mapping = _beside(StudyMapping.model_validate(raw), path.parent)
-    except ValidationError as exc:
-        raise ConfigError(f"mapping file {path} is invalid: {_reason(exc)}") from exc
+    mapping = _beside(validate_model(raw, StudyMapping, "mapping file", path), path.parent)
     try:
         problems = check_mapping(mapping, default_library(mapping, library))
     except ConfigError as exc:

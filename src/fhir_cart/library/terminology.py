@@ -15,11 +15,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fhir_cart.errors import ConfigError, TerminologyError
+from fhir_cart.errors import TerminologyError
 from fhir_cart.library.folder import shipped_folder
-from fhir_cart.library.yamlfile import read_yaml
+from fhir_cart.library.yamlfile import load_model
 
 __all__ = [
     "AmbiguousCode",
@@ -371,8 +371,4 @@ def load_terminology(
 
 @cache
 def _load_file(path: Path) -> TerminologyFile:
-    raw = read_yaml(path, "terminology file")
-    try:
-        return TerminologyFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"terminology file {path} is invalid:\n{exc}") from exc
+    return load_model(path, TerminologyFile, "terminology file")
