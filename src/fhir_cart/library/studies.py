@@ -60,8 +60,7 @@ then latest day; ties keep record order); events whose time cannot be resolved a
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fhir_cart.errors import ConfigError
 from fhir_cart.library import Library, names_a_file
+from fhir_cart.library.checks import Checker, did_you_mean
 from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.library.yamlfile import read_yaml, validate_model
 from fhir_cart.records import COMPARATORS, Scalar
@@ -372,15 +372,10 @@ def parse_study(
     """:func:`load_study` on already-parsed YAML (``path``: the file it came from)."""
     study = validate_model(raw, StudyDefinition, where, path)
     where = f"{where} {path}" if path is not None else where
-    problems = _Checker(study, library or _default_library()).run()
+    problems = _StudyChecker(study, library or _default_library()).run()
     if problems:
         raise ConfigError(f"{where} is invalid: " + "; ".join(problems))
     return study
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -395,20 +390,19 @@ class TextTest:
     """The concepts whose events it tests (None: any)."""
 
 
-class _Checker:
+class _StudyChecker(Checker):
     """Cross-checks a parsed study against the concept library."""
 
     def __init__(self, study: StudyDefinition, library: ConceptLibrary) -> None:
+        super().__init__(library)
         self.study = study
-        self.lib = library
-        self.problems: list[str] = []
         self.text_tests: list[TextTest] = []
         """Words matched against free text (an open value set, a text value or attribute)."""
 
     def run(self) -> list[str]:
         study = self.study
         if not self.lib.has(study.anchor):
-            self._unknown_concept("anchor", study.anchor)
+            self.unknown_concept("anchor", study.anchor)
         for name, test in study.predicates.items():
             self._test(f"predicates.{name}", test, None, (name,))
         for index, measure in enumerate(study.measures):
@@ -434,11 +428,6 @@ class _Checker:
         return self.problems
 
     # -- pieces -----------------------------------------------------------------------
-
-    def _unknown_concept(self, where: str, key: str) -> None:
-        self.problems.append(
-            f"{where}: unknown concept {key!r}{_did_you_mean(key, self.lib.keys())}"
-        )
 
     def _median(self, where: str, spec: MedianSpec) -> None:
         if spec.patient_attribute is not None:
@@ -492,9 +481,7 @@ class _Checker:
         if isinstance(test, str):
             if test not in self.study.predicates:
                 choices = self.study.predicates
-                self.problems.append(
-                    f"{where}: no predicate {test!r}{_did_you_mean(test, choices)}"
-                )
+                self.problems.append(f"{where}: no predicate {test!r}{did_you_mean(test, choices)}")
             elif test in seen:
                 self.problems.append(f"{where}: predicate {test!r} refers to itself")
             else:
@@ -503,7 +490,7 @@ class _Checker:
         if test.concept is not None:
             for key in test.concept:
                 if not self.lib.has(key):
-                    self._unknown_concept(f"{where}.concept", key)
+                    self.unknown_concept(f"{where}.concept", key)
             known = tuple(k for k in test.concept if self.lib.has(k))
             concepts = known if concepts is None else tuple(k for k in concepts if k in known)
         if test.value is not None:
@@ -548,7 +535,7 @@ class _Checker:
                 self.problems.append(
                     f"{where}: {word!r} is not a value word of "
                     f"{', '.join(candidates) if concepts is not None else 'any concept'}"
-                    f"{_did_you_mean(word, pool)}"
+                    f"{did_you_mean(word, pool)}"
                 )
 
     def _attribute(
@@ -562,7 +549,7 @@ class _Checker:
             attr = self.lib.attribute(key)
         except KeyError:
             known = [*self.lib.data.attributes, *self.lib.data.patient_attributes]
-            self.problems.append(f"{where}: unknown attribute {key!r}{_did_you_mean(key, known)}")
+            self.problems.append(f"{where}: unknown attribute {key!r}{did_you_mean(key, known)}")
             return
         if concepts and not any(key in self.lib.concept(c).attributes for c in concepts):
             self.problems.append(f"{where}: {', '.join(concepts)} has no attribute {key!r}")
@@ -580,7 +567,7 @@ class _Checker:
                 if value not in words:
                     self.problems.append(
                         f"{where}: {value!r} is not a word of {attr.value_set}"
-                        f"{_did_you_mean(str(value), words)}"
+                        f"{did_you_mean(str(value), words)}"
                     )
             elif attr.type in ("integer", "number", "quantity") and (
                 isinstance(value, bool) or not isinstance(value, int | float)

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from fhir_cart.errors import ConfigError, validation_reason
+from fhir_cart.library.checks import Checker
 from fhir_cart.library.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
 from fhir_cart.library.core import Library, names_a_file
 from fhir_cart.library.yamlfile import validate_model
@@ -340,18 +341,17 @@ def _word_problems(
     ]
 
 
-class _Checker:
+class _MappingChecker(Checker):
     """Checks one mapping against a concept library; collects problems with key paths."""
 
     def __init__(self, mapping: StudyMapping, library: ConceptLibrary) -> None:
+        super().__init__(library)
         self.mapping = mapping
-        self.lib = library
-        self.found: list[str] = []
 
     def run(self) -> list[str]:
         if self.mapping.anchor is not None and not self.lib.has(self.mapping.anchor):
-            self.found.append(f"anchor: no concept {self.mapping.anchor!r}")
-        self.found += [
+            self.problems.append(f"anchor: no concept {self.mapping.anchor!r}")
+        self.problems += [
             f"{where}.{key}: the name of a field; give the attribute another key"
             for where, keys, fields in (
                 ("attributes", self.mapping.attributes, EVENT_FIELDS),
@@ -363,13 +363,13 @@ class _Checker:
         self.patients(self.mapping.patients)
         for index, spec in enumerate(self.mapping.events):
             self.event(spec, f"events[{index}]")
-        return self.found
+        return self.problems
 
     def patients(self, spec: PatientSpec) -> None:
         attrs = self.lib.data.patient_attributes
         for section, name in _items(spec):
             if name not in PATIENT_FIELDS and name not in attrs:
-                self.found.append(
+                self.problems.append(
                     f"patients.{section}.{name}: not a patient field; fields are "
                     f"{', '.join(PATIENT_FIELDS)} and the patient attributes "
                     f"{', '.join(attrs)}"
@@ -377,7 +377,7 @@ class _Checker:
         for name, words in spec.values.items():
             where = f"patients.values.{name}"
             if name == "sex":
-                self.found += _word_problems(where, words, SEXES, False)
+                self.problems += _word_problems(where, words, SEXES, False)
             elif name in attrs:
                 self.attribute_words(where, words, attrs[name])
         self.units("patients", spec, attrs)
@@ -385,10 +385,10 @@ class _Checker:
     def attribute_words(self, where: str, words: Mapping[str, Any], attr: AttributeDef) -> None:
         if attr.type == "coded" and attr.value_set is not None:
             allowed = self.lib.words(attr.value_set)
-            self.found += _word_problems(where, words, allowed, attr.open)
+            self.problems += _word_problems(where, words, allowed, attr.open)
 
     def units(self, where: str, spec: _Spec, attrs: Mapping[str, AttributeDef]) -> None:
-        self.found += [
+        self.problems += [
             f"{where}.optional.{name}: not a field of `columns`"
             for name in spec.optional
             if name not in spec.columns
@@ -396,26 +396,26 @@ class _Checker:
         for name, units in spec.units.items():
             attr = attrs.get(name)
             if name not in ("value", "value_number") and (attr is None or attr.type != "quantity"):
-                self.found.append(f"{where}.units.{name}: not a value or a quantity attribute")
+                self.problems.append(f"{where}.units.{name}: not a value or a quantity attribute")
             if not units:
-                self.found.append(f"{where}.units.{name}: list at least one unit")
+                self.problems.append(f"{where}.units.{name}: list at least one unit")
             for unit in units:
                 if not is_ucum(unit):
-                    self.found.append(f"{where}.units.{name}: {unit!r} is not a UCUM unit")
+                    self.problems.append(f"{where}.units.{name}: {unit!r} is not a UCUM unit")
 
     def event(self, spec: EventSpec, where: str) -> None:
         concepts = self.concepts(spec, where)
         attrs = self.lib.data.attributes
         for section, name in _items(spec):
             if name not in EVENT_FIELDS and name not in attrs:
-                self.found.append(
+                self.problems.append(
                     f"{where}.{section}.{name}: not an event field or attribute; fields are "
                     f"{', '.join(EVENT_FIELDS)} and the attributes of mappings/concepts.yaml"
                 )
             elif name in attrs and len(concepts) == 1 and concepts[0] is not None:
                 allowed = self.lib.concept(concepts[0]).attributes
                 if name not in allowed:
-                    self.found.append(
+                    self.problems.append(
                         f"{where}.{section}.{name}: concept {concepts[0]} has no attribute "
                         f"{name!r}; it allows {', '.join(allowed) or 'none'}"
                     )
@@ -433,7 +433,7 @@ class _Checker:
                 named.append(target["concept"])
         for key in {str(n) for n in named if n is not None}:
             if not self.lib.has(key) and not self.lib.has(normalise_word(key)):
-                self.found.append(f"{where}: no concept {key!r} in the concept library")
+                self.problems.append(f"{where}: no concept {key!r} in the concept library")
         fixed = spec.fixed_concept()
         if fixed is not None and self.lib.has(fixed):
             return [fixed]
@@ -450,10 +450,10 @@ class _Checker:
                 if value.type in ("coded", "quantity_or_coded") and value.value_set:
                     allowed = self.lib.words(value.value_set)
                     if value.type == "coded":
-                        self.found += _word_problems(at, words, allowed, value.open)
+                        self.problems += _word_problems(at, words, allowed, value.open)
             for source, target in words.items():
                 if isinstance(target, dict):
-                    self.found += [
+                    self.problems += [
                         f"{at}.{source}.{k}: not an event field or attribute"
                         for k in target
                         if k not in EVENT_FIELDS and k not in attrs
@@ -465,13 +465,13 @@ class _Checker:
                 try:
                     window = parse_window(str(value))
                 except ValueError as exc:
-                    self.found.append(f"{where}.constants.{name}: {exc}")
+                    self.problems.append(f"{where}.constants.{name}: {exc}")
                     continue
                 if window is not None and not self.lib.has(window[2]):
-                    self.found.append(f"{where}.constants.{name}: no concept {window[2]!r}")
+                    self.problems.append(f"{where}.constants.{name}: no concept {window[2]!r}")
             elif name.endswith("_anchor") and not self.lib.has(str(value)):
-                self.found.append(f"{where}.constants.{name}: no concept {value!r}")
-        self.found += assumption_problems(spec, where, self.mapping.anchor)
+                self.problems.append(f"{where}.constants.{name}: no concept {value!r}")
+        self.problems += assumption_problems(spec, where, self.mapping.anchor)
 
 
 _ASSUMABLE_TIME = frozenset(WHEN_FIELDS)
@@ -524,7 +524,7 @@ def assumption_problems(spec: EventSpec, where: str, anchor: str | None) -> list
 def check_mapping(mapping: StudyMapping, library: ConceptLibrary) -> list[str]:
     """What is wrong with ``mapping`` given the concept library (key paths and reasons).
     Values of constants are checked again, typed, when a study file is read."""
-    return _Checker(mapping, library).run()
+    return _MappingChecker(mapping, library).run()
 
 
 # -- YAML ------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from fhir_cart.library.studies import (
     MedianSpec,
     StudyDefinition,
     TextTest,
-    _Checker,
     _default_library,
+    _StudyChecker,
 )
 from fhir_cart.records import Case, Event, Scalar, When
 
@@ -455,7 +455,7 @@ def unmatched_text_tests(
 ) -> list[str]:
     """A warning for each text test of the study that matches no event, with the closest
     values present (a spelling that matches nothing counts 0 without a word otherwise)."""
-    checker = _Checker(study, library or _default_library())
+    checker = _StudyChecker(study, library or _default_library())
     checker.run()
     warnings = []
     for test in checker.text_tests:

@@ -74,3 +74,21 @@ def test_one_library_object_per_folder_reads_each_file_once(own_folder: Path) ->
     assert library.profiles() is library.profiles()
     assert library.study_path("x") == own_folder / "studies" / "x.yaml"
     assert library.centre("seed") == own_folder / "centres" / "seed.yaml"
+
+
+def test_both_cross_checks_build_on_the_one_checker() -> None:
+    """The centre mapping's and the study definition's checks share one helper: the same
+    problem (a misspelt concept) is said the same way by both."""
+    from fhir_cart.library import studies, study_mapping
+    from fhir_cart.library.checks import Checker
+
+    checkers = [
+        c
+        for module in (studies, study_mapping)
+        for c in vars(module).values()
+        if isinstance(c, type) and c.__name__.endswith("Checker") and c is not Checker
+    ]
+    assert len(checkers) == 2
+    assert all(issubclass(c, Checker) for c in checkers)
+    with pytest.raises(ConfigError, match=r"anchor: unknown concept 'cart_infusio' \(did you"):
+        studies.parse_study({"name": "s", "anchor": "cart_infusio", "measures": []})
