@@ -179,9 +179,13 @@ class Application:
         (clients name registries; they never give a path)."""
         return self.data_dir / "registries" / f"{name}.yaml"
 
-    def study(self, name_or_path: str | Path) -> StudyDefinition:
-        """A study definition: a name in ``<mappings_dir>/studies/`` or a path."""
-        return load_study(name_or_path, self.library)
+    def study(
+        self, name_or_path: str | Path, mapping: StudyMapping | None = None
+    ) -> StudyDefinition:
+        """A study definition: a name in ``<mappings_dir>/studies/`` or a path, checked
+        against the library plus the concepts ``mapping`` adds (its own library file)."""
+        concepts = self.library.for_mapping(mapping) if mapping is not None else None
+        return load_study(name_or_path, self.library, concepts=concepts)
 
     def anchor_of(self, mapping: StudyMapping | None) -> str | None:
         """The concept every day counts from: the anchor of the study the mapping names,
@@ -189,7 +193,7 @@ class Application:
         if mapping is None:
             return None
         if mapping.study is not None:
-            return self.study(mapping.study).anchor
+            return self.study(mapping.study, mapping).anchor
         return mapping.anchor
 
     # -- use cases ------------------------------------------------------------------------

@@ -262,7 +262,7 @@ def cases_from_path(
 def study_for(study: str | None, mapping: Any) -> StudyDefinition | None:
     """The study definition named on the command line, else the one the mapping names."""
     name = study or getattr(mapping, "study", None)
-    return None if name is None else _app().study(name)
+    return None if name is None else _app().study(name, mapping)
 
 
 @app.command("summary", cls=_Command)

@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -35,7 +36,7 @@ from fhir_cart.errors import ConfigError, validation_reason
 from fhir_cart.library.checks import Checker
 from fhir_cart.library.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
 from fhir_cart.library.core import Library, names_a_file
-from fhir_cart.library.yamlfile import validate_model
+from fhir_cart.library.yamlfile import load_model, validate_model
 
 if TYPE_CHECKING:
     from fhir_cart.library.concepts import ConceptLibrary
@@ -256,6 +257,11 @@ class StudyMapping(BaseModel):
     """ISO 3166 country of the centre: picks its diagnosis code system (ICD-10-GM for DE)."""
     study: str | None = Field(default=None, min_length=1)
     """Study definition: a name in mappings/studies/ or a path."""
+    library: str | None = Field(default=None, min_length=1)
+    """The study's own library file (``concepts``, ``attributes``, ``patient_attributes`` as
+    in mappings/concepts.yaml), a path from the mapping file's folder: overlaid on the shared
+    library for this study (its mapping, tables, mapping to FHIR, study file and summary),
+    never redefining a shared concept."""
     header_row: int = Field(default=1, ge=1)
     csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
     encoding: str = "utf-8-sig"
@@ -269,6 +275,8 @@ class StudyMapping(BaseModel):
     events: tuple[EventSpec, ...] = ()
     ignore: dict[str, str] = Field(default_factory=dict)
     """Source columns deliberately not mapped -> why."""
+    _additions: ConceptsFile | None = PrivateAttr(default=None)
+    """What the ``library`` file adds (read by :func:`load_study_mapping`)."""
 
     @model_validator(mode="after")
     def _check(self) -> StudyMapping:
@@ -290,14 +298,35 @@ class StudyMapping(BaseModel):
         return self
 
     def own_concepts(self) -> ConceptsFile | None:
-        """The study's own concepts and attributes (None when it adds none)."""
-        if not (self.concepts or self.attributes or self.patient_attributes):
+        """The study's own concepts and attributes: those of its ``library`` file and of the
+        mapping itself (None when it adds none)."""
+        extra = self._additions or ConceptsFile()
+        concepts = {**extra.concepts, **self.concepts}
+        attributes = {**extra.attributes, **self.attributes}
+        patient_attributes = {**extra.patient_attributes, **self.patient_attributes}
+        if not (concepts or attributes or patient_attributes):
             return None
         return ConceptsFile(
-            concepts=self.concepts,
-            attributes=self.attributes,
-            patient_attributes=self.patient_attributes,
+            concepts=concepts, attributes=attributes, patient_attributes=patient_attributes
         )
+
+    def with_additions(self, additions: ConceptsFile, where: str) -> StudyMapping:
+        """The mapping with its library file's concepts (``where``: that file); a key the
+        mapping itself defines too is refused."""
+        twice = sorted(
+            {*additions.concepts} & {*self.concepts}
+            | {*additions.attributes} & {*self.attributes}
+            | {*additions.patient_attributes} & {*self.patient_attributes}
+        )
+        if twice:
+            raise ConfigError(
+                f"{', '.join(twice)}: defined both in the mapping and in its library file "
+                f"{where}; keep one of the two"
+            )
+        copy = self.model_copy()
+        copy._additions = additions
+        copy.own_concepts()  # the merged concepts check as one file
+        return copy
 
 
 def spec_names(mapping: StudyMapping) -> list[str]:
@@ -573,10 +602,13 @@ def default_library(
 def _beside(mapping: StudyMapping, folder: Path) -> StudyMapping:
     """The mapping with a relative ``study`` path resolved from its file's folder, not the
     current directory (a study *name* stays a name: mappings/studies)."""
+    update = {}
     study = mapping.study
-    if study is None or not names_a_file(study) or Path(study).is_absolute():
-        return mapping
-    return mapping.model_copy(update={"study": str(folder / study)})
+    if study is not None and names_a_file(study) and not Path(study).is_absolute():
+        update["study"] = str(folder / study)
+    if mapping.library is not None and not Path(mapping.library).is_absolute():
+        update["library"] = str(folder / mapping.library)
+    return mapping.model_copy(update=update) if update else mapping
 
 
 def load_study_mapping(path: Path, library: Library | None = None) -> StudyMapping:
@@ -589,6 +621,14 @@ def load_study_mapping(path: Path, library: Library | None = None) -> StudyMappi
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read mapping file {path}: {exc}") from exc
     mapping = _beside(validate_model(raw, StudyMapping, "mapping file", path), path.parent)
+    if mapping.library is not None:
+        own = Path(mapping.library)
+        additions = load_model(own, ConceptsFile, "library file")
+        try:
+            mapping = mapping.with_additions(additions, str(own))
+        except (ConfigError, ValidationError) as exc:
+            reason = exc.message if isinstance(exc, ConfigError) else validation_reason(exc)
+            raise ConfigError(f"mapping file {path} is invalid: library: {reason}") from exc
     try:
         problems = check_mapping(mapping, default_library(mapping, library))
     except ConfigError as exc:
