@@ -59,8 +59,13 @@ MIX = (("status", 40), ("list", 10), ("upload", 15), ("preview", 20), ("push", 1
 
 
 class Client:
-    def __init__(self, http: httpx.AsyncClient, key: str, record: dict[str, list[float]],
-                 errors: dict[str, int]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        key: str,
+        record: dict[str, list[float]],
+        errors: dict[str, int],
+    ) -> None:
         self.http, self.key, self.record, self.errors = http, key, record, errors
         self.uploads: list[str] = []
         self.jobs: list[int] = []
@@ -68,8 +73,9 @@ class Client:
     async def call(self, route: str, method: str, path: str, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            answer = await self.http.request(method, path, headers={"X-API-Key": self.key},
-                                             **kwargs)  # fmt: skip
+            answer = await self.http.request(
+                method, path, headers={"X-API-Key": self.key}, **kwargs
+            )
         except httpx.HTTPError:
             self.errors[route] = self.errors.get(route, 0) + 1
             return None
@@ -81,8 +87,9 @@ class Client:
 
     async def upload(self) -> None:
         files = {"file": ("centre_b.csv", STUDY.read_bytes(), "text/csv")}
-        body = await self.call("upload", "POST", "/uploads", data={"mapping": "centre_b"},
-                               files=files)  # fmt: skip
+        body = await self.call(
+            "upload", "POST", "/uploads", data={"mapping": "centre_b"}, files=files
+        )
         if body:
             self.uploads.append(body["upload_id"])
 
@@ -128,12 +135,19 @@ async def _load(url: str, key: str, clients: int, seconds: float) -> dict[str, A
         await asyncio.gather(*(run(c) for c in pool))
         elapsed = time.monotonic() - started
         jobs: list[dict[str, Any]] = []
-        while page := (await http.get("/jobs", params={"limit": 500, "offset": len(jobs)},
-                                      headers={"X-API-Key": key})).json():  # fmt: skip
+        while page := (
+            await http.get(
+                "/jobs", params={"limit": 500, "offset": len(jobs)}, headers={"X-API-Key": key}
+            )
+        ).json():
             jobs += page
-    return {"elapsed_s": round(elapsed, 2), "record": record, "errors": errors,
-            "jobs_pending_at_end": sum(j["status"] == "pending" for j in jobs),
-            "jobs_running_at_end": sum(j["status"] == "running" for j in jobs)}  # fmt: skip
+    return {
+        "elapsed_s": round(elapsed, 2),
+        "record": record,
+        "errors": errors,
+        "jobs_pending_at_end": sum(j["status"] == "pending" for j in jobs),
+        "jobs_running_at_end": sum(j["status"] == "running" for j in jobs),
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -148,20 +162,35 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         times = raw["record"].get(route, [])
         ms = [t * 1000 for t in times]
         routes[route] = {
-            "requests": len(times), "per_s": round(len(times) / elapsed, 1),
+            "requests": len(times),
+            "per_s": round(len(times) / elapsed, 1),
             "errors": raw["errors"].get(route, 0),
-            **({"p50_ms": round(statistics.median(ms), 1), "p90_ms": round(_percentile(ms, 0.9), 1),
-                "p99_ms": round(_percentile(ms, 0.99), 1), "max_ms": round(max(ms), 1)}
-               if ms else {}),
-        }  # fmt: skip
+            **(
+                {
+                    "p50_ms": round(statistics.median(ms), 1),
+                    "p90_ms": round(_percentile(ms, 0.9), 1),
+                    "p99_ms": round(_percentile(ms, 0.99), 1),
+                    "max_ms": round(max(ms), 1),
+                }
+                if ms
+                else {}
+            ),
+        }
     every = [t * 1000 for times in raw["record"].values() for t in times]
-    total = {"requests": len(every), "per_s": round(len(every) / elapsed, 1),
-             "errors": sum(raw["errors"].values()),
-             "p50_ms": round(statistics.median(every), 1),
-             "p99_ms": round(_percentile(every, 0.99), 1)}  # fmt: skip
-    return {"elapsed_s": elapsed, "routes": routes, "all": total,
-            "jobs_pending_at_end": raw["jobs_pending_at_end"],
-            "jobs_running_at_end": raw["jobs_running_at_end"]}  # fmt: skip
+    total = {
+        "requests": len(every),
+        "per_s": round(len(every) / elapsed, 1),
+        "errors": sum(raw["errors"].values()),
+        "p50_ms": round(statistics.median(every), 1),
+        "p99_ms": round(_percentile(every, 0.99), 1),
+    }
+    return {
+        "elapsed_s": elapsed,
+        "routes": routes,
+        "all": total,
+        "jobs_pending_at_end": raw["jobs_pending_at_end"],
+        "jobs_running_at_end": raw["jobs_running_at_end"],
+    }
 
 
 # -- one service, one database --------------------------------------------------------------
@@ -190,8 +219,9 @@ def _fresh_schema(url: str) -> tuple[str, str]:
 def _drop_schema(url: str, schema: str) -> None:
     import psycopg
 
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"),
-                         autocommit=True) as conn:  # fmt: skip
+    with psycopg.connect(
+        url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    ) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
@@ -217,26 +247,36 @@ def run_one(database: str, args: argparse.Namespace, fhir_url: str) -> dict[str,
     if database == "postgresql":
         cache_url, schema = _fresh_schema(args.postgres)
     port = _free_port()
-    env = {**os.environ, "FHIR_CART_DATA_DIR": str(work / "data"),
-           "FHIR_CART_CACHE_URL": cache_url, "FHIR_CART_API_KEYS": orjson.dumps([key]).decode(),
-           "FHIR_CART_SERVERS__SEKMET__BASE_URL": fhir_url,
-           "FHIR_CART_CONFIG": str(work / "none.yaml")}  # fmt: skip
+    env = {
+        **os.environ,
+        "FHIR_CART_DATA_DIR": str(work / "data"),
+        "FHIR_CART_CACHE_URL": cache_url,
+        "FHIR_CART_API_KEYS": orjson.dumps([key]).decode(),
+        "FHIR_CART_SERVERS__SEKMET__BASE_URL": fhir_url,
+        "FHIR_CART_CONFIG": str(work / "none.yaml"),
+    }
     cli = str(Path(sys.executable).with_name("fhir-cart"))
     serve = [cli, "serve", "--port", str(port), *(["--no-workers"] if args.separate_worker else [])]
-    service = subprocess.Popen(serve, env=env, stdout=subprocess.DEVNULL,
-                               stderr=(work / "service.log").open("wb"))  # fmt: skip
+    service = subprocess.Popen(
+        serve, env=env, stdout=subprocess.DEVNULL, stderr=(work / "service.log").open("wb")
+    )
     worker = None
     if args.separate_worker:
-        worker = subprocess.Popen([cli, "worker"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=(work / "worker.log").open("wb"))  # fmt: skip
+        worker = subprocess.Popen(
+            [cli, "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(work / "worker.log").open("wb"),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, service)
         before = os.getloadavg()
         load = subprocess.run(
             [sys.executable, __file__, "_load", url, key, str(args.clients), str(args.seconds)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+        )
         after = os.getloadavg()
         raw = orjson.loads(load.stdout)
     finally:
@@ -251,9 +291,13 @@ def run_one(database: str, args: argparse.Namespace, fhir_url: str) -> dict[str,
         if schema is not None:
             _drop_schema(args.postgres, schema)
         shutil.rmtree(work, ignore_errors=True)
-    return {"database": database, "worker": "process" if args.separate_worker else "thread",
-            "load_before": before, "load_after": after,
-            **summarise(raw)}  # fmt: skip
+    return {
+        "database": database,
+        "worker": "process" if args.separate_worker else "thread",
+        "load_before": before,
+        "load_after": after,
+        **summarise(raw),
+    }
 
 
 def _machine() -> dict[str, Any]:
@@ -292,14 +336,26 @@ def main() -> None:
         runs.append(result)
         status = result["routes"]["status"]
         every = result["all"]
-        print(f"{database} ({result['worker']}): {every['per_s']} requests/s, p50 "
-              f"{every['p50_ms']} ms, p99 {every['p99_ms']} ms, {every['errors']} errors; status "
-              f"reads p99 {status.get('p99_ms')} ms; pending at end "
-              f"{result['jobs_pending_at_end']}")  # fmt: skip
+        print(
+            f"{database} ({result['worker']}): {every['per_s']} requests/s, p50 "
+            f"{every['p50_ms']} ms, p99 {every['p99_ms']} ms, {every['errors']} errors; status "
+            f"reads p99 {status.get('p99_ms')} ms; pending at end "
+            f"{result['jobs_pending_at_end']}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(orjson.dumps(
-        {"clients": args.clients, "seconds": args.seconds, "mix_percent": dict(MIX),
-         "machine": _machine(), "runs": runs}, option=orjson.OPT_INDENT_2) + b"\n")  # fmt: skip
+    args.out.write_bytes(
+        orjson.dumps(
+            {
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "mix_percent": dict(MIX),
+                "machine": _machine(),
+                "runs": runs,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+        + b"\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -72,8 +72,19 @@ events:
     columns: {{when_date: transplanted}}
 """
 
-HEADER = ["id", "sex", "born", "insurance", "given", "family", "diagnosis", "diagnosed",
-          "infused", "dose", "transplanted"]  # fmt: skip
+HEADER = [
+    "id",
+    "sex",
+    "born",
+    "insurance",
+    "given",
+    "family",
+    "diagnosis",
+    "diagnosed",
+    "infused",
+    "dose",
+    "transplanted",
+]
 
 
 def _write_centres(persons: int, centres: int, folder: Path) -> dict[tuple[str, str], int]:
@@ -205,13 +216,21 @@ def _prf(prefix: str, hits: int, predicted: int, actual: int) -> dict[str, float
     precision = hits / predicted if predicted else 0.0
     recall = hits / actual if actual else 0.0
     f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return {f"{prefix}_precision": round(precision, 4), f"{prefix}_recall": round(recall, 4),
-            f"{prefix}_f1": round(f1, 4)}  # fmt: skip
+    return {
+        f"{prefix}_precision": round(precision, 4),
+        f"{prefix}_recall": round(recall, 4),
+        f"{prefix}_f1": round(f1, 4),
+    }
 
 
 def _env(folder: Path) -> dict[str, str]:
-    return {**os.environ, "FHIR_CART_REGISTRY_KEY": KEY, "FHIR_CART_DATA_DIR": str(folder / "data"),
-            "COLUMNS": "120", "SOURCE_DATE_EPOCH": "1764547200"}  # fmt: skip
+    return {
+        **os.environ,
+        "FHIR_CART_REGISTRY_KEY": KEY,
+        "FHIR_CART_DATA_DIR": str(folder / "data"),
+        "COLUMNS": "120",
+        "SOURCE_DATE_EPOCH": "1764547200",
+    }
 
 
 def measure(persons: int, centres: int) -> dict[str, Any]:
@@ -219,8 +238,16 @@ def measure(persons: int, centres: int) -> dict[str, Any]:
         folder = Path(name)
         truth = _write_centres(persons, centres, folder)
         size = sum(p.stat().st_size for p in folder.glob("*.csv"))
-        command = [str(FHIR_CART), "registry", "build", str(folder / "registry.yaml"),
-                   "-o", str(folder / "out"), "--work", str(folder / "work")]  # fmt: skip
+        command = [
+            str(FHIR_CART),
+            "registry",
+            "build",
+            str(folder / "registry.yaml"),
+            "-o",
+            str(folder / "out"),
+            "--work",
+            str(folder / "work"),
+        ]
         load = os.getloadavg()[0]
         run = _run(command, _env(folder))
         return {
@@ -254,9 +281,21 @@ def profile(persons: int, centres: int) -> dict[str, Any]:
         folder = Path(name)
         _write_centres(persons, centres, folder)
         stats_file = folder / "build.prof"
-        command = [sys.executable, "-m", "cProfile", "-o", str(stats_file), str(FHIR_CART),
-                   "registry", "build", str(folder / "registry.yaml"), "-o",
-                   str(folder / "out"), "--work", str(folder / "work")]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(stats_file),
+            str(FHIR_CART),
+            "registry",
+            "build",
+            str(folder / "registry.yaml"),
+            "-o",
+            str(folder / "out"),
+            "--work",
+            str(folder / "work"),
+        ]
         run = _run(command, _env(folder))
         stats = pstats.Stats(str(stats_file))
         cumulative: dict[str, float] = {}

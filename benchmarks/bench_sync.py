@@ -87,7 +87,7 @@ EVENT_TYPES = (
     "AdverseEvent",
     "MedicationRequest",
     "Specimen",
-)  # fmt: skip  (fhir_cart.sync.pull.EVENT_TYPES; checked equal in main)
+)
 
 
 # -- the bare baselines (run as processes of their own) ------------------------------------------
@@ -151,10 +151,14 @@ def _next(page: Json) -> str | None:
 
 def _patient_params(caps: Json) -> dict[str, str | None]:
     rest = (caps.get("rest") or [{}])[0]
-    declared = {r.get("type"): {p.get("name") for p in r.get("searchParam", ())}
-                for r in rest.get("resource", ())}  # fmt: skip
-    return {t: next((n for n in ("subject", "patient") if n in declared.get(t, ())), None)
-            for t in EVENT_TYPES}  # fmt: skip
+    declared = {
+        r.get("type"): {p.get("name") for p in r.get("searchParam", ())}
+        for r in rest.get("resource", ())
+    }
+    return {
+        t: next((n for n in ("subject", "patient") if n in declared.get(t, ())), None)
+        for t in EVENT_TYPES
+    }
 
 
 async def bare_pull(base: str, query: str, out: Path, concurrency: int) -> tuple[int, int]:
@@ -197,9 +201,13 @@ async def bare_pull(base: str, query: str, out: Path, concurrency: int) -> tuple
                 return await search(rtype, {param: refs, "_count": str(PAGE)})
 
         searched = [(t, p) for t, p in params.items() if p is not None]
-        found = await asyncio.gather(*(
-            chunk(t, p, ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK) for t, p in searched
-        ))  # fmt: skip
+        found = await asyncio.gather(
+            *(
+                chunk(t, p, ids[i : i + CHUNK])
+                for i in range(0, len(ids), CHUNK)
+                for t, p in searched
+            )
+        )
         for resources in found:
             for resource in resources:
                 sink.put(resource)
@@ -315,8 +323,11 @@ def load() -> list[float]:
 
 
 def spread(values: list[float], digits: int = 3) -> dict[str, float]:
-    return {"min": round(min(values), digits), "median": round(statistics.median(values), digits),
-            "max": round(max(values), digits)}  # fmt: skip
+    return {
+        "min": round(min(values), digits),
+        "median": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -351,13 +362,18 @@ def pair(index: int, sides: dict[str, Callable[[], Ran]], label: str) -> dict[st
     row: dict[str, Any] = {"first": order[0], "load_1m": load()[0]}
     for name in order:
         ran = sides[name]()
-        row[name] = {"wall_s": round(ran.wall_s, 3), "cpu_s": round(ran.cpu_s, 3),
-                     "peak_rss_mib": round(ran.rss_mib, 1)}  # fmt: skip
+        row[name] = {
+            "wall_s": round(ran.wall_s, 3),
+            "cpu_s": round(ran.cpu_s, 3),
+            "peak_rss_mib": round(ran.rss_mib, 1),
+        }
     row["ratio"] = round(row["bare"]["wall_s"] / row["ours"]["wall_s"], 4)
     row["cpu_ratio"] = round(row["ours"]["cpu_s"] / row["bare"]["cpu_s"], 3)
     text = ", ".join(f"{n} {row[n]['wall_s']} s (cpu {row[n]['cpu_s']} s)" for n in sides)
-    print(f"  {label} pair {index + 1} ({row['first']} first): {text}; "
-          f"ratio {row['ratio']}", flush=True)  # fmt: skip
+    print(
+        f"  {label} pair {index + 1} ({row['first']} first): {text}; ratio {row['ratio']}",
+        flush=True,
+    )
     return row
 
 
@@ -406,9 +422,9 @@ sys.exit(code)
 def prepare(study: Path, tmp: Path) -> tuple[int, Path, str]:
     """(resources, file of serialised bundles, patient query): what fhir_cart sends."""
     from fhir_cart.bundle import map_cases, transaction_bundles
+    from fhir_cart.library.study_mapping import load_study_mapping
     from fhir_cart.mappers.context import mapping_context
     from fhir_cart.study import read_study
-    from fhir_cart.study_mapping import load_study_mapping
     from fhir_cart.sync.pull import EVENT_TYPES as PULLED
 
     if tuple(PULLED) != EVENT_TYPES:
@@ -432,12 +448,30 @@ def bench_push(study: Path, bundles: Path, resources: int, pairs: int, tmp: Path
     for index in range(pairs):
         with SekmetServer() as ours_server, SekmetServer() as bare_server:
             cache = f"sqlite:///{tmp / f'push-{index}.sqlite'}"
-            ours = [FHIR_CART, "push", str(study), "-m", str(CANONICAL), "--server",
-                    ours_server.base_url, "--cache", cache]  # fmt: skip
-            bare = [PYTHON, __file__, "_bare-push", bare_server.base_url, str(study),
-                    str(bundles), str(CONCURRENCY)]  # fmt: skip
-            sides = {"ours": lambda a=ours: run_process(a, tmp),
-                     "bare": lambda a=bare: run_process(a, tmp)}  # fmt: skip
+            ours = [
+                FHIR_CART,
+                "push",
+                str(study),
+                "-m",
+                str(CANONICAL),
+                "--server",
+                ours_server.base_url,
+                "--cache",
+                cache,
+            ]
+            bare = [
+                PYTHON,
+                __file__,
+                "_bare-push",
+                bare_server.base_url,
+                str(study),
+                str(bundles),
+                str(CONCURRENCY),
+            ]
+            sides = {
+                "ours": lambda a=ours: run_process(a, tmp),
+                "bare": lambda a=bare: run_process(a, tmp),
+            }
             rows.append(pair(index, sides, "push"))
             for server in (ours_server, bare_server):
                 held = server_total(server.base_url, ("Patient", *EVENT_TYPES))
@@ -464,8 +498,23 @@ def bench_pull(
             shutil.rmtree(out, ignore_errors=True)
             # --types library: the library's types, as the bare baselines ask (by default a
             # pull also asks every other type the server can search by patient)
-            ran = run_process([FHIR_CART, "pull", "--server", url, "--search", query, "--out",
-                               str(out), "--cache", cache, "--types", "library"], tmp)  # fmt: skip
+            ran = run_process(
+                [
+                    FHIR_CART,
+                    "pull",
+                    "--server",
+                    url,
+                    "--search",
+                    query,
+                    "--out",
+                    str(out),
+                    "--cache",
+                    cache,
+                    "--types",
+                    "library",
+                ],
+                tmp,
+            )
             with (out / "patients.csv").open() as handle:
                 got = sum(1 for _ in handle) - 1
             if got != patients:
@@ -485,8 +534,11 @@ def bench_pull(
             return ran
 
         for index in range(pairs):
-            sides = {"ours": ours, "bare": lambda: bare("_bare-pull"),
-                     "per_patient": lambda: bare("_bare-pull-per-patient")}  # fmt: skip
+            sides = {
+                "ours": ours,
+                "bare": lambda: bare("_bare-pull"),
+                "per_patient": lambda: bare("_bare-pull-per-patient"),
+            }
             row = pair(index, sides, "pull")
             row["ratio_vs_per_patient"] = round(
                 row["per_patient"]["wall_s"] / row["ours"]["wall_s"], 4
@@ -494,9 +546,25 @@ def bench_pull(
             rows.append(row)
         # fhir_cart's requests, counted in one more (untimed) run
         shutil.rmtree(out, ignore_errors=True)
-        counted = run_process([PYTHON, "-c", COUNTING, "pull", "--server", url, "--search", query,
-                               "--out", str(out), "--cache", f"sqlite:///{tmp / 'count.sqlite'}",
-                               "--types", "library"], tmp)  # fmt: skip
+        counted = run_process(
+            [
+                PYTHON,
+                "-c",
+                COUNTING,
+                "pull",
+                "--server",
+                url,
+                "--search",
+                query,
+                "--out",
+                str(out),
+                "--cache",
+                f"sqlite:///{tmp / 'count.sqlite'}",
+                "--types",
+                "library",
+            ],
+            tmp,
+        )
         requests["fhir_cart"] = int(counted.stdout.strip().rsplit(" ", 1)[-1])
     got = summarise(rows, resources, ["ours", "bare", "per_patient"])
     got["ratio_fhir_cart_over_per_patient_plan"] = spread([r["ratio_vs_per_patient"] for r in rows])
@@ -669,10 +737,11 @@ def main() -> None:
     parser.add_argument("--table-patients", type=int, default=1000)
     parser.add_argument("--table-pairs", type=int, default=5, help="0: skip NDJSON -> tables")
     parser.add_argument(
-        "--tables-only", action="store_true",
+        "--tables-only",
+        action="store_true",
         help="only NDJSON -> tables (vs fhiry and a plain json_normalize flatten), written to "
         "results/bench_tables.json",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     if args.tables_only:
@@ -748,14 +817,18 @@ def main() -> None:
     for part in ("push", "pull"):
         got = result[part]
         ratio, cpu = got["ratio_fhir_cart_over_bare"], got["cpu_ratio_fhir_cart_over_bare"]
-        print(f"{part}: fhir_cart {got['ours']['resources_per_s_median']:,}/s, bare "
-              f"{got['bare']['resources_per_s_median']:,}/s, ratio {ratio['min']} - "
-              f"{ratio['median']} - {ratio['max']}; CPU fhir_cart/bare {cpu['median']}; "
-              f"peak RSS {got['ours']['peak_rss_mib']['max']} / "
-              f"{got['bare']['peak_rss_mib']['max']} MiB")  # fmt: skip
+        print(
+            f"{part}: fhir_cart {got['ours']['resources_per_s_median']:,}/s, bare "
+            f"{got['bare']['resources_per_s_median']:,}/s, ratio {ratio['min']} - "
+            f"{ratio['median']} - {ratio['max']}; CPU fhir_cart/bare {cpu['median']}; "
+            f"peak RSS {got['ours']['peak_rss_mib']['max']} / "
+            f"{got['bare']['peak_rss_mib']['max']} MiB"
+        )
     pull = result["pull"]
-    print(f"pull requests: {pull['requests']}; vs the per-patient plan: "
-          f"{pull['ratio_fhir_cart_over_per_patient_plan']}")  # fmt: skip
+    print(
+        f"pull requests: {pull['requests']}; vs the per-patient plan: "
+        f"{pull['ratio_fhir_cart_over_per_patient_plan']}"
+    )
     if tables is not None:
         print_tables(result["tables"])
     print(f"load average start / end: {load_start} / {load_end}; wall {result['wall_s']} s")

@@ -65,8 +65,11 @@ def _make(patients: int, folder: Path) -> int:
 
 
 def _side(ran: Any) -> dict[str, float]:
-    return {"wall_s": round(ran.wall_s, 3), "cpu_s": round(ran.cpu_s, 3),
-            "peak_rss_mib": round(ran.rss_mib, 1)}  # fmt: skip
+    return {
+        "wall_s": round(ran.wall_s, 3),
+        "cpu_s": round(ran.cpu_s, 3),
+        "peak_rss_mib": round(ran.rss_mib, 1),
+    }
 
 
 def bench(patients: int, pairs: int, tmp: Path, only: list[str]) -> dict[str, Any]:
@@ -97,9 +100,11 @@ def bench(patients: int, pairs: int, tmp: Path, only: list[str]) -> dict[str, An
                 raise SystemExit(f"fhir-cart tables did not read every patient:\n{ran.stdout}")
         for name in set(sides) - {"ours"}:
             row[f"ratio_{name}"] = round(row[name]["wall_s"] / row["ours"]["wall_s"], 3)
-        print(f"  {patients:,} pair {index + 1} ({row['first']} first): "
-              + ", ".join(f"{n} {row[n]['wall_s']} s {row[n]['peak_rss_mib']} MiB"
-                          for n in sides), flush=True)  # fmt: skip
+        print(
+            f"  {patients:,} pair {index + 1} ({row['first']} first): "
+            + ", ".join(f"{n} {row[n]['wall_s']} s {row[n]['peak_rss_mib']} MiB" for n in sides),
+            flush=True,
+        )
         rows.append(row)
     got: dict[str, Any] = {"patients": patients, "resources": resources}
     for name in sorted(set(sides) - {"ours"}):
@@ -128,10 +133,12 @@ def main() -> None:
     parser.add_argument("--patients", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument(
-        "--sides", nargs="+", default=["ours", "fhiry", "plain"],
+        "--sides",
+        nargs="+",
+        default=["ours", "fhiry", "plain"],
         help="which processes to run (e.g. only 'ours' at 100,000: the baselines hold every "
         "resource, several GB)",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_tables_cmd.json")
     args = parser.parse_args()
     if "ours" not in args.sides:

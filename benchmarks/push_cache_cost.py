@@ -89,9 +89,12 @@ def main() -> None:
         event.listen(cache.engine, "after_cursor_execute", counter.after_execute)
         settings = ServerSettings(base_url=server.base_url)
         figures: dict[str, Any] = {
-            "patients": args.patients, "resources": resources, "map_s": round(map_s, 3),
-            "cache": url.split(":", 1)[0], "load_start": os.getloadavg()[0],
-        }  # fmt: skip
+            "patients": args.patients,
+            "resources": resources,
+            "map_s": round(map_s, 3),
+            "cache": url.split(":", 1)[0],
+            "load_start": os.getloadavg()[0],
+        }
         for name in ("first", "second"):
             counter.reset()
 
@@ -132,10 +135,13 @@ def cache_share(cases: list[Any]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cache = open_cache(f"sqlite:///{Path(tmp) / 'cache.sqlite'}")
         cache.upsert_study_records(cases=cases)
-        cache.record_sent(server="s", entries=[
-            SentEntry(k, f"id{n}", "1", None, None, h, orjson.dumps(r))
-            for n, (k, h, r) in enumerate(keyed)
-        ])  # fmt: skip
+        cache.record_sent(
+            server="s",
+            entries=[
+                SentEntry(k, f"id{n}", "1", None, None, h, orjson.dumps(r))
+                for n, (k, h, r) in enumerate(keyed)
+            ],
+        )
         run = cache.create_run(kind="push", server="s", params={})
         steps: dict[str, Callable[[], object]] = {
             "study_records": lambda: cache.upsert_study_records(cases=cases),

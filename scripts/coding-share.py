@@ -28,13 +28,14 @@ from fhir_cart.conformance.codings import (  # noqa: E402
     own_share,
     without_standard_code,
 )
+from fhir_cart.library import shipped_folder  # noqa: E402
+from fhir_cart.library.terminology import load_terminology  # noqa: E402
 from fhir_cart.mappers.context import mapping_context  # noqa: E402
 from fhir_cart.mappers.to_fhir import case_to_fhir  # noqa: E402
-from fhir_cart.terminology import default_mappings_dir, load_terminology  # noqa: E402
 
 
 def main() -> None:
-    terms = load_terminology(default_mappings_dir() / "terminology.yaml", as_of=dt.date(2026, 1, 1))
+    terms = load_terminology(shipped_folder() / "terminology.yaml", as_of=dt.date(2026, 1, 1))
     ctx = mapping_context(terminology=terms, ref_style="relative")
     own = terms.system("fhir-cart")
     fixtures = {

@@ -13,17 +13,18 @@ from pathlib import Path
 
 import orjson
 
+from fhir_cart.library import shipped_folder
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
-from fhir_cart.terminology import default_mappings_dir, load_terminology
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 AS_OF = dt.date(2026, 1, 1)
 
 
 def render(case: Case) -> list[dict[str, object]]:
-    terms = load_terminology(default_mappings_dir() / "terminology.yaml", as_of=AS_OF)
+    terms = load_terminology(shipped_folder() / "terminology.yaml", as_of=AS_OF)
     ctx = mapping_context(terminology=terms, ref_style="relative")
     return case_to_fhir(ctx, case)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.records import Case
-from fhir_cart.terminology import load_terminology
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -24,16 +24,6 @@ CENTRE_B_MAPPING = MAPPINGS / "centres" / "centre_b.yaml"
 POSTGRES_URL = os.environ.get(
     "FHIR_CART_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-
-
-@pytest.fixture(autouse=True)
-def _default_mappings_dir() -> Iterator[None]:
-    """An Application built from settings naming a mappings folder makes it the process's
-    (terminology.use_mappings_dir): back to the defaults after every test."""
-    from fhir_cart.terminology import use_mappings_dir
-
-    yield
-    use_mappings_dir(None)
 
 
 def in_ci() -> bool:
@@ -60,8 +50,8 @@ def ctx() -> MappingContext:
 
 @pytest.fixture(scope="session")
 def seed_cases() -> list[Case]:
+    from fhir_cart.library.study_mapping import load_study_mapping
     from fhir_cart.study import read_study  # imported here: tests that need no reader run alone
-    from fhir_cart.study_mapping import load_study_mapping
 
     result = read_study(SEED_FILE, load_study_mapping(SEED_MAPPING))
     assert result.rejects == []
@@ -70,8 +60,8 @@ def seed_cases() -> list[Case]:
 
 @pytest.fixture(scope="session")
 def centre_b_cases() -> list[Case]:
+    from fhir_cart.library.study_mapping import load_study_mapping
     from fhir_cart.study import read_study
-    from fhir_cart.study_mapping import load_study_mapping
 
     result = read_study(CENTRE_B_FILE, load_study_mapping(CENTRE_B_MAPPING))
     assert result.rejects == []

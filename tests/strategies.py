@@ -22,9 +22,15 @@ from typing import Any
 from hypothesis import strategies as st
 
 from fhir_cart import records as r
-from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptLibrary, ValueDef, load_concepts
+from fhir_cart.library.concepts import (
+    AttributeDef,
+    ConceptDef,
+    ConceptLibrary,
+    ValueDef,
+    load_concepts,
+)
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.study import word_key
-from fhir_cart.terminology import load_terminology
 
 __all__ = [
     "attribute_values",

@@ -22,27 +22,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fhir_cart.errors import ConfigError, InputError, Reject
-from fhir_cart.mappers.context import MappingContext, RefStyle, mapping_context
+from fhir_cart.library import Library
+from fhir_cart.library.concepts import ConceptLibrary
+from fhir_cart.library.studies import StudyDefinition, load_study
+from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
+from fhir_cart.library.yamlfile import read_yaml
+from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, Settings, load_settings
 from fhir_cart.study import ReadResult, read_study
-from fhir_cart.study_mapping import StudyMapping, load_study_mapping
-from fhir_cart.summary import StudyDefinition, load_study
-from fhir_cart.terminology import default_mappings_dir, use_mappings_dir
-from fhir_cart.yamlfile import read_yaml
 
 if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command needs them
     from fhir_cart.cache import Cache
     from fhir_cart.client import FhirClient
     from fhir_cart.ndjson_tables import TablesOutcome
-    from fhir_cart.registry.build import BuildResult, ExtractResult, Progress
+    from fhir_cart.registry.build import BuildResult, CentreReader, ExtractResult, Progress
     from fhir_cart.registry.definition import RegistryDef
     from fhir_cart.summary import MeasureResult
     from fhir_cart.sync.jobs import PullOutcome
@@ -50,40 +52,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
     from fhir_cart.writers import Format
 
-__all__ = ["Application", "PullContext", "PushOutcome"]
-
-
-@dataclass
-class PullContext(MappingContext):
-    """A mapping context for reading FHIR back: a business identifier system is a centre's
-    under the default identifier base or under any centre mapping's own one."""
-
-    other_bases: tuple[str, ...] = ()
-
-    def centre_of_system(self, system: str) -> str | None:
-        found = super().centre_of_system(system)
-        if found is not None:
-            return found
-        for base in self.other_bases:
-            found = _centre_under(base, system)
-            if found is not None:
-                return found
-        return None
-
-    def with_style(self, ref_style: RefStyle) -> PullContext:
-        plain = super().with_style(ref_style)
-        return PullContext(plain.concepts, plain.profiles, plain.identifier_base,
-                           plain.ref_style, other_bases=self.other_bases)  # fmt: skip
-
-
-def _centre_under(base: str, system: str) -> str | None:
-    from fhir_cart.mappers.context import KINDS
-
-    prefix = base.rstrip("/") + "/"
-    if not system.startswith(prefix):
-        return None
-    parts = system[len(prefix) :].split("/")
-    return parts[0] if len(parts) == 2 and parts[1] in KINDS else None
+__all__ = ["Application", "PushOutcome"]
 
 
 @dataclass
@@ -101,14 +70,16 @@ class Application:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else load_settings()
-        # every loader not handed a folder (readers, summaries, terminology) reads this one
-        use_mappings_dir(self.settings.mappings_dir)
+        folder = self.settings.mappings_dir
+        self.library = Library.at(folder) if folder is not None else Library.default()
+        """The mappings folder settings name (default: the shipped one), passed to every
+        loader: concepts, terminology, profiles, statuses, studies, centre mappings."""
 
     # -- what settings decide -----------------------------------------------------------
 
     @property
     def mappings_dir(self) -> Path:
-        return self.settings.mappings_dir or default_mappings_dir()
+        return self.library.folder
 
     @property
     def data_dir(self) -> Path:
@@ -155,10 +126,10 @@ class Application:
 
     def mapping_file(self, name: str) -> Path:
         """A centre mapping by name: ``<mappings_dir>/centres/<name>.yaml``."""
-        return self.mappings_dir / "centres" / f"{name}.yaml"
+        return self.library.centre(name)
 
     def load_mapping(self, path: Path | None) -> StudyMapping | None:
-        return load_study_mapping(path) if path is not None else None
+        return load_study_mapping(path, self.library) if path is not None else None
 
     def mapping_context(
         self, mapping: StudyMapping | None = None, *, strict: bool = False
@@ -170,23 +141,21 @@ class Application:
             identifier_base=mapping.identifier_base if mapping is not None else None,
             extra=mapping.own_concepts() if mapping is not None else None,
             country=mapping.country if mapping is not None else None,
-            mappings_dir=self.mappings_dir,
+            library=self.library,
         )
         ctx.terminology.read_text = self.settings.classify_by_text
         return ctx
 
-    def pull_context(self) -> PullContext:
+    def pull_context(self) -> MappingContext:
         """The context FHIR is read back with: every centre mapping's own identifier base is
         known, so a centre's patients keep their centre and study id."""
-        base = self.mapping_context()
-        return PullContext(base.concepts, base.profiles, base.identifier_base,
-                           other_bases=self.centre_identifier_bases())  # fmt: skip
+        return replace(self.mapping_context(), other_bases=self.centre_identifier_bases())
 
     def centre_identifier_bases(self) -> tuple[str, ...]:
         """The ``identifier_base`` of each centre mapping in the mappings folder (read as
         plain YAML: a broken mapping elsewhere does not stop a pull)."""
         found: set[str] = set()
-        for path in sorted((self.mappings_dir / "centres").glob("*.yaml")):
+        for path in sorted(self.library.centres.glob("*.yaml")):
             try:
                 data = read_yaml(path, "mapping file")
             except ConfigError:
@@ -196,14 +165,28 @@ class Application:
                 found.add(base)
         return tuple(sorted(found))
 
+    def _fresh_concepts(self) -> ConceptLibrary:
+        """The library's concepts with a terminology of their own (what one build emits)."""
+        return self.library.concepts(terminology=self.library.terminology())
+
+    def _reader(self) -> CentreReader:
+        """The registry's centre reader, reading with this library."""
+        from fhir_cart.registry.build import read_centre
+
+        return functools.partial(read_centre, library=self.library)
+
     def registry_file(self, name: str) -> Path:
         """A registry file the service may build by name: ``<data_dir>/registries/<name>.yaml``
         (clients name registries; they never give a path)."""
         return self.data_dir / "registries" / f"{name}.yaml"
 
-    def study(self, name_or_path: str | Path) -> StudyDefinition:
-        """A study definition: a name in ``<mappings_dir>/studies/`` or a path."""
-        return load_study(name_or_path)
+    def study(
+        self, name_or_path: str | Path, mapping: StudyMapping | None = None
+    ) -> StudyDefinition:
+        """A study definition: a name in ``<mappings_dir>/studies/`` or a path, checked
+        against the library plus the concepts ``mapping`` adds (its own library file)."""
+        concepts = self.library.for_mapping(mapping) if mapping is not None else None
+        return load_study(name_or_path, self.library, concepts=concepts)
 
     def anchor_of(self, mapping: StudyMapping | None) -> str | None:
         """The concept every day counts from: the anchor of the study the mapping names,
@@ -211,13 +194,13 @@ class Application:
         if mapping is None:
             return None
         if mapping.study is not None:
-            return self.study(mapping.study).anchor
+            return self.study(mapping.study, mapping).anchor
         return mapping.anchor
 
     # -- use cases ------------------------------------------------------------------------
 
     def read_study(self, path: Path, mapping: StudyMapping | None) -> ReadResult:
-        return read_study(path, mapping)
+        return read_study(path, mapping, self.library.for_mapping(mapping))
 
     def keep_rejects(
         self, cache: Cache, rejects: Sequence[Reject], *, run_id: int | None = None
@@ -322,12 +305,10 @@ class Application:
         (ConfigError, before anything is built) while the server still holds patients pushed
         under the old key: every patient would arrive a second time under new pseudonyms.
         ``allow_new_key`` pushes anyway (both sets stay on the server)."""
-        from fhir_cart.concepts import load_concepts
         from fhir_cart.registry.build import build_registry
         from fhir_cart.registry.definition import load_registry
         from fhir_cart.registry.pseudonyms import registry_key
         from fhir_cart.registry.workflow import study_summariser
-        from fhir_cart.terminology import load_terminology
 
         definition = load_registry(registry_file)
         if spark:
@@ -338,11 +319,10 @@ class Application:
         work = work or self.data_dir / "registry" / definition.id
         if push is not None and not allow_new_key:
             asyncio.run(self._check_registry_key(definition, key, push, work))
-        terms = load_terminology(self.mappings_dir / "terminology.yaml")
-        library = load_concepts(terms, self.mappings_dir / "concepts.yaml")
         result = build_registry(
-            definition, out, key=key, library=library,
-            summariser=study_summariser(definition), progress=progress, force=force, work=work,
+            definition, out, key=key, library=self._fresh_concepts(), reader=self._reader(),
+            summariser=study_summariser(definition, self.library), progress=progress,
+            force=force, work=work,
         )  # fmt: skip
         if push is None:
             return result, None
@@ -357,20 +337,17 @@ class Application:
     ) -> ExtractResult:
         """At a centre: its file and mapping sealed under the registry key into one extract
         (``ExtractResult``), what the centre sends instead of its file."""
-        from fhir_cart.concepts import load_concepts
         from fhir_cart.registry.build import extract_centre
         from fhir_cart.registry.definition import load_registry
         from fhir_cart.registry.pseudonyms import registry_key
-        from fhir_cart.terminology import load_terminology
 
         definition = load_registry(registry_file)
         configured = self.settings.registry_key
         key = registry_key(configured.get_secret_value() if configured else None)
-        terms = load_terminology(self.mappings_dir / "terminology.yaml")
-        library = load_concepts(terms, self.mappings_dir / "concepts.yaml")
         return extract_centre(
-            definition, centre, centre_file, mapping, out, key=key, library=library
-        )
+            definition, centre, centre_file, mapping, out, key=key,
+            library=self._fresh_concepts(), reader=self._reader(),
+        )  # fmt: skip
 
     def registry_resolve(
         self, registry_file: Path, tokens: Sequence[str], centres: Sequence[str] = ()
@@ -384,7 +361,7 @@ class Application:
         definition = load_registry(registry_file)
         configured = self.settings.registry_key
         key = registry_key(configured.get_secret_value() if configured else None)
-        return resolve_rows(definition, tokens, key=key, centres=centres)
+        return resolve_rows(definition, tokens, key=key, centres=centres, reader=self._reader())
 
     def _pushed_key_file(self, work: Path, server: str) -> Path:
         name = hashlib.sha256(self.server(server).base_url.encode()).hexdigest()[:16]
@@ -451,7 +428,7 @@ class Application:
         assert registry is not None
         target = self.server(server)
         ctx = mapping_context(
-            identifier_base=definition.fhir.identifier_base, mappings_dir=self.mappings_dir,
+            identifier_base=definition.fhir.identifier_base, library=self.library,
             strict=self.settings.strict_terminology,
         )  # fmt: skip
         with self.opened_cache() as cache:

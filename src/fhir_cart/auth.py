@@ -97,8 +97,9 @@ MAX_AUTH_ANSWER = 1024 * 1024
 refused while it streams in, never held whole."""
 
 
-async def _capped(http: httpx.AsyncClient, what: str, method: str, url: str,
-                  **kwargs: Any) -> tuple[int, bytes]:  # fmt: skip
+async def _capped(
+    http: httpx.AsyncClient, what: str, method: str, url: str, **kwargs: Any
+) -> tuple[int, bytes]:
     """(status, body) of a request to an authorisation endpoint, reading at most
     :data:`MAX_AUTH_ANSWER` bytes of the answer."""
     async with http.stream(method, url, **kwargs) as response:
@@ -112,9 +113,11 @@ async def _capped(http: httpx.AsyncClient, what: str, method: str, url: str,
                     break
                 chunks.append(chunk)
         if size > MAX_AUTH_ANSWER:
-            raise AuthError(f"{what} answered with more than {MAX_AUTH_ANSWER} bytes; such "
-                            "an answer is a few hundred: check the server's address in the "
-                            "settings")  # fmt: skip
+            raise AuthError(
+                f"{what} answered with more than {MAX_AUTH_ANSWER} bytes; such "
+                "an answer is a few hundred: check the server's address in the "
+                "settings"
+            )
         return response.status_code, b"".join(chunks)
 
 
@@ -129,11 +132,11 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 async def _request_token(
     http: httpx.AsyncClient, url: str, form: dict[str, str], headers: dict[str, str]
 ) -> tuple[str, float]:
-    status, content = await _capped(http, "the token endpoint", "POST", url, data=form,
-                                    headers=headers)  # fmt: skip
+    status, content = await _capped(
+        http, "the token endpoint", "POST", url, data=form, headers=headers
+    )
     if status != 200:
-        raise AuthError(f"token endpoint refused the credentials (HTTP {status})",
-                        status=status)  # fmt: skip
+        raise AuthError(f"token endpoint refused the credentials (HTTP {status})", status=status)
     body = _json_object(content) or {}
     try:
         return str(body["access_token"]), float(body.get("expires_in", 300))
@@ -188,8 +191,7 @@ class SmartBackendServices:
         if self.token_url:
             return self.token_url
         where = "/.well-known/smart-configuration"
-        status, content = await _capped(http, f"the server's {where}", "GET",
-                                        f"{base_url}{where}")  # fmt: skip
+        status, content = await _capped(http, f"the server's {where}", "GET", f"{base_url}{where}")
         if status != 200:
             raise AuthError(f"no SMART configuration at the server (HTTP {status})")
         endpoint = (_json_object(content) or {}).get("token_endpoint")
@@ -203,8 +205,13 @@ class SmartBackendServices:
         import jwt
 
         now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": token_url,
-                  "exp": now + 300, "jti": str(uuid.uuid4())}  # fmt: skip
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": token_url,
+            "exp": now + 300,
+            "jti": str(uuid.uuid4()),
+        }
         headers = {"kid": self.key_id} if self.key_id else None
         key = self.private_key_pem.get_secret_value()
         return jwt.encode(claims, key, algorithm=self.algorithm, headers=headers)

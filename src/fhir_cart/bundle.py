@@ -13,15 +13,17 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import IO, Literal
 from urllib.parse import quote
 
 import orjson
 
 from fhir_cart.errors import FatalError
 from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.kinds import RESOURCE_KINDS
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
+from fhir_cart.types import Json
 
 __all__ = [
     "BundleMode",
@@ -36,13 +38,12 @@ __all__ = [
     "validate_resource",
 ]
 
-Json = dict[str, Any]
 BundleMode = Literal["update", "create"]
 
-# R4 AdverseEvent has an identifier element but no `identifier` search parameter
-# (http://hl7.org/fhir/R4/adverseevent.html#search), so no conditional write can find it:
+# A type with no `identifier` search parameter in R4 (AdverseEvent,
+# http://hl7.org/fhir/R4/adverseevent.html#search) cannot be found by a conditional write:
 # it is written with PUT to its stable id (update-as-create), which is idempotent too.
-_NO_IDENTIFIER_SEARCH = frozenset({"AdverseEvent"})
+_NO_IDENTIFIER_SEARCH = frozenset(k.type for k in RESOURCE_KINDS if not k.identifier_search)
 
 
 def business_identifier(resource: Json) -> tuple[str, str]:

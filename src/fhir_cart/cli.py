@@ -33,17 +33,13 @@ from fhir_cart.errors import (
     Reject,
     RetryableError,
 )
+from fhir_cart.library.studies import StudyDefinition
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, cases_from_fhir
 from fhir_cart.records import Case
+from fhir_cart.report.evaluate import missing_anchor, summarise, unmatched_text_tests
+from fhir_cart.report.tables import summary_table
 from fhir_cart.settings import load_settings
-from fhir_cart.summary import (
-    StudyDefinition,
-    missing_anchor,
-    summarise,
-    unmatched_text_tests,
-)
-from fhir_cart.tables import summary_table
 
 if TYPE_CHECKING:  # the sync modules load the cache (SQLAlchemy): only for push and pull
     from fhir_cart.sync.accounting import TypeCount
@@ -126,8 +122,7 @@ def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[
     """Read a study file with its mapping (CSV, XLSX, JSON)."""
     from fhir_cart.mapjob import open_study
 
-    _app()  # settings first: their mappings folder is where mappings are read
-    stream, mapping = open_study(path, mapping_file)
+    stream, mapping = open_study(path, mapping_file, _app().library)
     _warn_unmapped(stream.unmapped_columns)
     cases = list(stream)
     return cases, stream.rejects, mapping
@@ -192,8 +187,8 @@ def map_command(
 
     if mode not in ("update", "create"):
         raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
-    application = _app()  # settings first: their mappings folder is where mappings are read
-    stream, study_mapping = open_study(study_file, mapping)
+    application = _app()
+    stream, study_mapping = open_study(study_file, mapping, application.library)
     _warn_unmapped(stream.unmapped_columns)
     ctx = application.mapping_context(study_mapping, strict=strict)
 
@@ -267,7 +262,7 @@ def cases_from_path(
 def study_for(study: str | None, mapping: Any) -> StudyDefinition | None:
     """The study definition named on the command line, else the one the mapping names."""
     name = study or getattr(mapping, "study", None)
-    return None if name is None else _app().study(name)
+    return None if name is None else _app().study(name, mapping)
 
 
 @app.command("summary", cls=_Command)
@@ -304,12 +299,13 @@ def summary_command(
             exit_code=2,
         )
     results = summarise(cases, definition)
+    concepts = _app().library.for_mapping(study_mapping)
     _warn(missing_anchor(cases, definition.anchor))
-    _warn(unmatched_text_tests(cases, definition))
+    _warn(unmatched_text_tests(cases, definition, concepts))
     if plots is not None:
-        from fhir_cart.plots import write_plots
+        from fhir_cart.report.plots import write_plots
 
-        for path in write_plots(cases, definition, plots):
+        for path in write_plots(cases, definition, plots, concepts):
             err.print(f"wrote {path}")
     if as_json:
         for result in results:  # stdout keeps its shape; the caveat goes beside it
@@ -649,7 +645,8 @@ def pull_command(
                              default_centre=centre,
                              on_patient=lambda n: progress.update(task, completed=n))
         )  # fmt: skip
-    written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
+    concepts = application.library.concepts()
+    written = write_study(result.cases, out_dir, fmt, concepts, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
         err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")

@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -44,11 +43,11 @@ from fhir_cart.errors import (
     RetryableError,
 )
 from fhir_cart.references import id_problem
+from fhir_cart.types import Json
 
 __all__ = ["EntryResult", "FhirClient", "origin", "outcome_message"]
 
 log = logging.getLogger(__name__)
-Json = dict[str, Any]
 
 
 class _UrlsWithoutQuery(logging.Filter):
@@ -333,16 +332,19 @@ class FhirClient:
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise LimitExceeded(f"the server's answer is larger than {limit} bytes "
-                                "(setting max_response_bytes)")  # fmt: skip
+            raise LimitExceeded(
+                f"the server's answer is larger than {limit} bytes (setting max_response_bytes)"
+            )
         chunks: list[bytes] = []
         size = 0
         try:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > limit:
-                    raise LimitExceeded(f"the server's answer is larger than {limit} bytes "
-                                        "(setting max_response_bytes)")  # fmt: skip
+                    raise LimitExceeded(
+                        f"the server's answer is larger than {limit} bytes "
+                        "(setting max_response_bytes)"
+                    )
                 chunks.append(chunk)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             what = f"{response.request.method} {_path(str(response.request.url))}"
@@ -398,9 +400,12 @@ class FhirClient:
     async def create(self, resource: Json, *, if_none_exist: str | None = None) -> Json:
         headers = {"If-None-Exist": if_none_exist} if if_none_exist else None
         response = await self.request(
-            "POST", resource["resourceType"], body=resource, headers=headers,
+            "POST",
+            resource["resourceType"],
+            body=resource,
+            headers=headers,
             idempotent=if_none_exist is not None,
-        )  # fmt: skip
+        )
         return _json(response)
 
     async def update(self, resource: Json, *, if_match: str | None = None) -> Json:
@@ -431,8 +436,10 @@ class FhirClient:
         while True:
             page = _bundle(response)
             if len(page.get("entry", ())) > self.max_entries_per_page:
-                raise LimitExceeded(f"a search page holds more than {self.max_entries_per_page}"
-                                    " entries (setting max_entries_per_page)")  # fmt: skip
+                raise LimitExceeded(
+                    f"a search page holds more than {self.max_entries_per_page}"
+                    " entries (setting max_entries_per_page)"
+                )
             yield page
             next_url = _next_link(page, str(response.url))
             if next_url is None:
@@ -448,8 +455,9 @@ class FhirClient:
     ) -> httpx.Response:
         self.pages += 1
         if self.pages > self.max_pages:
-            raise LimitExceeded(f"more than {self.max_pages} search pages in one pull "
-                                "(setting max_pages_per_pull)")  # fmt: skip
+            raise LimitExceeded(
+                f"more than {self.max_pages} search pages in one pull (setting max_pages_per_pull)"
+            )
         return await self.request(method, path, params=params, headers=headers)
 
     async def search(self, resource_type: str, params: dict[str, str]) -> AsyncIterator[Json]:
@@ -536,8 +544,9 @@ class FhirClient:
                     "allow_foreign_export_files allows such files, fetched without credentials)"
                 )
         headers = {"Accept": "application/fhir+ndjson"}
-        response = await self._open("GET", target, None, None, headers, safe=True,
-                                    credentials=credentials)  # fmt: skip
+        response = await self._open(
+            "GET", target, None, None, headers, safe=True, credentials=credentials
+        )
         try:
             async for line in _lines(response, self.max_response_bytes):
                 yield line
@@ -608,9 +617,11 @@ def bundle_links(page: Json) -> list[Json]:
     """A Bundle's ``link`` (0..*: a JSON array of objects); anything else is BadResponse."""
     links = page.get("link", [])
     if not isinstance(links, list) or not all(isinstance(x, dict) for x in links):
-        raise BadResponse("the server's Bundle has a 'link' that is not a list of links "
-                          f"(got {type(links).__name__}): not FHIR R4 JSON; the server "
-                          "cannot be paged")  # fmt: skip
+        raise BadResponse(
+            "the server's Bundle has a 'link' that is not a list of links "
+            f"(got {type(links).__name__}): not FHIR R4 JSON; the server "
+            "cannot be paged"
+        )
     return links
 
 
@@ -640,9 +651,11 @@ def entry_status(given: object, number: int) -> int:
         return 0
     match = _STATUS.match(text)
     if match is None:
-        raise BadResponse(f"entry {number} of the server's answer has response.status "
-                          f"{text[:40]!r}, not an HTTP status code such as '201 Created': "
-                          "the server's answer is not FHIR R4")  # fmt: skip
+        raise BadResponse(
+            f"entry {number} of the server's answer has response.status "
+            f"{text[:40]!r}, not an HTTP status code such as '201 Created': "
+            "the server's answer is not FHIR R4"
+        )
     return int(match.group(1))
 
 

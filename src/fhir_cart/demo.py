@@ -17,10 +17,11 @@ from rich.table import Table
 
 from fhir_cart.application import Application
 from fhir_cart.errors import FatalError
+from fhir_cart.library.studies import StudyDefinition
 from fhir_cart.records import Case
-from fhir_cart.summary import StudyDefinition, summarise
+from fhir_cart.report.evaluate import summarise
+from fhir_cart.report.tables import agrees, summary_table
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.tables import agrees, summary_table
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
@@ -86,7 +87,13 @@ def run_demo(
                           f"{sum(pulled.stats.resources.values())} resources; "
                           f"{len(pulled.unmapped)} not mapped")  # fmt: skip
             for fmt in ("csv", "xlsx"):
-                write_study(pulled.cases, work / "pulled", fmt, other=pulled.other)
+                write_study(
+                    pulled.cases,
+                    work / "pulled",
+                    fmt,
+                    application.library.concepts(),
+                    other=pulled.other,
+                )
             console.print(f"study tables written to {work / 'pulled'}")
             _compare(console, pulled.cases, application.study(mapping.study or "seed"))
             if keep_server:

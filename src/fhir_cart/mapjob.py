@@ -27,28 +27,32 @@ import orjson
 
 from fhir_cart.bundle import BundleMode, NdjsonWriter, entry_for, validate_resource
 from fhir_cart.errors import FatalError, Reject
+from fhir_cart.library import Library
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import map_case
 from fhir_cart.records import Case
 from fhir_cart.study import StudyStream, stream_study
+from fhir_cart.types import Json
 
 __all__ = ["BundleWriter", "MapResult", "open_study", "run_map"]
 
-Json = dict[str, Any]
 
-
-def open_study(path: Path, mapping_file: Path | None) -> tuple[StudyStream, Any]:
-    """The study file as a stream of cases, and its mapping (None for canonical JSON)."""
-    from fhir_cart.study_mapping import load_study_mapping
+def open_study(
+    path: Path, mapping_file: Path | None, library: Library | None = None
+) -> tuple[StudyStream, Any]:
+    """The study file as a stream of cases, and its mapping (None for canonical JSON), read
+    against ``library`` (default: the shipped one)."""
+    from fhir_cart.library.study_mapping import load_study_mapping
 
     if not path.exists():
         raise FatalError(f"{path}: no such file or folder", exit_code=2)
-    mapping = load_study_mapping(mapping_file) if mapping_file else None
+    library = library or Library.default()
+    mapping = load_study_mapping(mapping_file, library) if mapping_file else None
     if mapping is None and path.suffix.lower() != ".json":
         raise FatalError(
             f"{path}: a --mapping file is needed for {path.suffix or 'a folder'}", exit_code=2
         )
-    return stream_study(path, mapping), mapping
+    return stream_study(path, mapping, library.for_mapping(mapping)), mapping
 
 
 class BundleWriter:

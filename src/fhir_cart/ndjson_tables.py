@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
@@ -39,11 +39,11 @@ from fhir_cart.mappers.from_fhir import PatientByPatient, ReverseResult, Unmappe
 from fhir_cart.records import Case
 from fhir_cart.references import reference_key
 from fhir_cart.sync.accounting import TypeCount, by_type, places
+from fhir_cart.types import Json
 from fhir_cart.writers import Format, StudyTableWriter, UnmappedWriter
 
 __all__ = ["TablesOutcome", "ndjson_files", "tables_from_ndjson"]
 
-Json = dict[str, Any]
 Key = tuple[str, str]
 _HELD = frozenset({"Specimen", "Medication"})
 _BATCH = 2000  # rows per SQLite insert
@@ -253,7 +253,7 @@ def tables_from_ndjson(
             outcome.resources = sum(index.fetched.values())
             mapper = PatientByPatient(ctx, index.specimens, index.medications,
                                       default_centre=default_centre)  # fmt: skip
-            sink = _Sink(out, StudyTableWriter(out, fmt), outcome)
+            sink = _Sink(out, StudyTableWriter(out, fmt, ctx.concepts), outcome)
             counts: dict[str, TypeCount] = {}
             try:
                 for number, (patient, resources) in enumerate(_patients(db), start=1):

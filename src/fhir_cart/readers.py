@@ -2,6 +2,7 @@
 reader was split into :mod:`fhir_cart.study`): its public names, re-exported. New code
 imports from :mod:`fhir_cart.study`."""
 
+from fhir_cart.library.study_mapping import default_library
 from fhir_cart.study import (
     ReadResult,
     StudyStream,
@@ -12,7 +13,6 @@ from fhir_cart.study import (
     stream_study,
     word_key,
 )
-from fhir_cart.study_mapping import default_library
 
 __all__ = [
     "ReadResult",

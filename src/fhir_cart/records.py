@@ -6,7 +6,7 @@ Each event names a concept of the concept library (``mappings/concepts.yaml``, p
 study adds), a :class:`Value`, attributes the concept allows (cycle, intent, method,
 specimen, grade, ...), the original source text, and a :class:`When`.
 
-Which concepts, attributes and words exist is data (:mod:`fhir_cart.concepts`); this module
+Which concepts, attributes and words exist is data (:mod:`fhir_cart.library.concepts`); this module
 only checks the shape of a record. Identity: ``event_id`` is a stable key made from the
 patient and the source row or declared key columns, never from clinical content, so a
 corrected value updates the same FHIR resource.
@@ -55,8 +55,20 @@ month *together with* its precision, and every reader of it uses the span
 
 _PARTIAL = re.compile(r"(\d{4})(?:-(\d{2}))?")
 _DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")  # fmt: skip
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def parse_partial_date(text: str) -> tuple[dt.date, Precision]:

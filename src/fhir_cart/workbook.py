@@ -24,8 +24,12 @@ from pathlib import Path
 from fhir_cart.errors import InputError, Reject
 
 __all__ = [
-    "MAX_MEMBERS", "MAX_RATIO", "MAX_UNPACKED", "WorkbookTooLarge", "check_workbook",
-]  # fmt: skip
+    "MAX_MEMBERS",
+    "MAX_RATIO",
+    "MAX_UNPACKED",
+    "WorkbookTooLarge",
+    "check_workbook",
+]
 
 MAX_MEMBERS = 1000
 MAX_RATIO = 100
@@ -52,33 +56,49 @@ def check_workbook(path: Path, *, max_unpacked: int = MAX_UNPACKED) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        raise _refuse(name, "not an .xlsx workbook (not a zip archive, or cut short)",
-                      _SAVE_AS) from None  # fmt: skip
+        raise _refuse(
+            name, "not an .xlsx workbook (not a zip archive, or cut short)", _SAVE_AS
+        ) from None
     if len(members) > MAX_MEMBERS:
-        raise _refuse(name, f"the workbook archive holds {len(members)} files (at most "
-                      f"{MAX_MEMBERS})", _SAVE_AS, too_large=True)  # fmt: skip
+        raise _refuse(
+            name,
+            f"the workbook archive holds {len(members)} files (at most {MAX_MEMBERS})",
+            _SAVE_AS,
+            too_large=True,
+        )
     unpacked = sum(m.file_size for m in members)
     if unpacked > max_unpacked:
-        raise _refuse(name, f"the workbook unpacks to {unpacked} bytes (at most "
-                      f"{max_unpacked})", "split the file or export a CSV",
-                      too_large=True)  # fmt: skip
+        raise _refuse(
+            name,
+            f"the workbook unpacks to {unpacked} bytes (at most {max_unpacked})",
+            "split the file or export a CSV",
+            too_large=True,
+        )
     for member in members:
         if member.file_size > RATIO_FLOOR_BYTES and (
             member.file_size > MAX_RATIO * max(member.compress_size, 1)
         ):
             ratio = member.file_size // max(member.compress_size, 1)
-            raise _refuse(name, f"{member.filename} unpacks to {ratio} times its packed size "
-                          f"(at most {MAX_RATIO}: a zip bomb?)", _SAVE_AS,
-                          too_large=True)  # fmt: skip
+            raise _refuse(
+                name,
+                f"{member.filename} unpacks to {ratio} times its packed size "
+                f"(at most {MAX_RATIO}: a zip bomb?)",
+                _SAVE_AS,
+                too_large=True,
+            )
     if "xl/workbook.xml" not in {m.filename for m in members}:
-        raise _refuse(name, "a zip archive, but no Excel workbook in it (no xl/workbook.xml)",
-                      _SAVE_AS)  # fmt: skip
+        raise _refuse(
+            name, "a zip archive, but no Excel workbook in it (no xl/workbook.xml)", _SAVE_AS
+        )
     with zipfile.ZipFile(path) as archive:
         for member in members:
             if _declares_dtd(archive, member):
-                raise _refuse(name, f"{member.filename} declares a DTD (<!DOCTYPE>), which no "
-                              "workbook has (the package format forbids them)",
-                              _SAVE_AS)  # fmt: skip
+                raise _refuse(
+                    name,
+                    f"{member.filename} declares a DTD (<!DOCTYPE>), which no "
+                    "workbook has (the package format forbids them)",
+                    _SAVE_AS,
+                )
 
 
 def _declares_dtd(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bool:

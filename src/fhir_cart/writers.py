@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from fhir_cart.concepts import ConceptLibrary, ConceptsFile
 from fhir_cart.csv_safety import csv_writer, xlsx_book
 from fhir_cart.errors import Reject
+from fhir_cart.library.concepts import ConceptLibrary, ConceptsFile
+from fhir_cart.library.study_mapping import EventSpec, PatientSpec, StudyMapping
 from fhir_cart.records import Case, Event, Precision, Value, When, date_text
-from fhir_cart.study_mapping import EventSpec, PatientSpec, StudyMapping
 
 if TYPE_CHECKING:
     from fhir_cart.mappers.from_fhir import Unmapped
@@ -82,7 +82,7 @@ CANONICAL_DATE_FORMATS: tuple[str, ...] = ("%Y-%m-%d", "%Y-%m", "%Y")
 def _library(library: ConceptLibrary | None) -> ConceptLibrary:
     if library is not None:
         return library
-    from fhir_cart.study_mapping import default_library
+    from fhir_cart.library.study_mapping import default_library
 
     return default_library()
 
@@ -99,7 +99,7 @@ def table_columns(library: ConceptLibrary | None = None) -> dict[str, list[str]]
 def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = None) -> StudyMapping:
     """The mapping that reads what :func:`write_study` writes (CSV folder or XLSX);
     ``extra``: the study's own concepts and attributes (their columns are read too)."""
-    from fhir_cart.concepts import merge_concepts
+    from fhir_cart.library.concepts import merge_concepts
 
     shared = _library(None).data
     merged = merge_concepts(shared, extra)

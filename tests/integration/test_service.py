@@ -16,12 +16,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from fhir_cart.cache import open_cache
+from fhir_cart.library.studies import load_study
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import ServerSettings, Settings
-from fhir_cart.summary import load_study
 from tests.conftest import FIXTURES, ROOT, SEED_FILE
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,12 @@ from sqlalchemy import delete
 from fhir_cart.cache import open_cache
 from fhir_cart.cache.models import FhirResource
 from fhir_cart.cli import main
+from fhir_cart.library.studies import load_study
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
+from fhir_cart.report.evaluate import summarise
 from fhir_cart.settings import ServerSettings
 from fhir_cart.study import read_study
-from fhir_cart.summary import load_study, summarise
 from fhir_cart.sync.jobs import run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.writers import canonical_mapping
@@ -174,7 +175,7 @@ def test_correcting_a_value_in_the_study_file_updates_the_same_resource(
     the push updates that one Observation and creates nothing (ids never come from content)."""
     from openpyxl import load_workbook
 
-    from fhir_cart.study_mapping import load_study_mapping
+    from fhir_cart.library.study_mapping import load_study_mapping
 
     mapping = load_study_mapping(SEED_MAPPING)
     before = read_study(SEED_FILE, mapping)

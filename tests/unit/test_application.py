@@ -143,6 +143,4 @@ def test_every_loader_reads_the_mappings_dir_settings_name(
     assert main(args) == 0
     application = Application(Settings())
     assert application.mapping_file("seed") == folder / "centres" / "seed.yaml"
-    from fhir_cart.terminology import default_mappings_dir
-
-    assert default_mappings_dir() == folder
+    assert application.library.folder == folder

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from fhir_cart.application import Application
+from fhir_cart.library.terminology import AmbiguousCode, Terminology, TerminologyFile
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import cases_from_fhir
 from fhir_cart.settings import Settings
-from fhir_cart.terminology import AmbiguousCode, Terminology, TerminologyFile
 
 SYS = "urn:test:codes"
 

@@ -28,10 +28,11 @@ import pytest
 
 from fhir_cart.conformance.checks import Definitions, binding_issues, reference_issues
 from fhir_cart.conformance.codings import coding_counts, own_share
+from fhir_cart.library import shipped_folder
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
-from fhir_cart.terminology import default_mappings_dir, load_terminology
 from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, need
 from tests.fhir_schema import SchemaChecker
 from tests.unit.fixture_cases import adult_cases, hsct_cases
@@ -48,7 +49,7 @@ Json = dict[str, Any]
 
 def _resources(cases: list[Case], country: str | None = None) -> list[Json]:
     terms = load_terminology(
-        default_mappings_dir() / "terminology.yaml", as_of=dt.date(2026, 1, 1), country=country
+        shipped_folder() / "terminology.yaml", as_of=dt.date(2026, 1, 1), country=country
     )
     ctx = mapping_context(terminology=terms, ref_style="relative")
     return [r for case in cases for r in case_to_fhir(ctx, case)]
@@ -68,8 +69,8 @@ def emitted() -> dict[str, list[Json]]:
 
 def _read(study: Path, mapping_file: Path) -> tuple[list[Case], str | None]:
     """A centre's cases and its country (which picks its diagnosis code systems)."""
+    from fhir_cart.library.study_mapping import load_study_mapping
     from fhir_cart.study import read_study
-    from fhir_cart.study_mapping import load_study_mapping
 
     mapping = load_study_mapping(mapping_file)
     result = read_study(study, mapping)

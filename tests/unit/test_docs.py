@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from openpyxl import Workbook
 
+from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.records import Case, Value, When
 from fhir_cart.study import read_study
-from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from tests.conftest import ROOT
 
 
@@ -124,7 +124,8 @@ def test_design_excerpts_in_the_mapping_reference_are_the_shipped_files() -> Non
 def test_worked_example_of_the_study_file_reference_reproduces_its_numbers(
     seed_cases: list[Case],
 ) -> None:
-    from fhir_cart.summary import parse_study, summarise
+    from fhir_cart.library.studies import parse_study
+    from fhir_cart.report.evaluate import summarise
 
     text = (ROOT / "docs" / "study-file.md").read_text()
     section = text.split("## Worked example", 1)[1]

@@ -13,18 +13,13 @@ from pydantic import SecretStr
 
 from fhir_cart.cli import main
 from fhir_cart.errors import ConfigError, InputError
+from fhir_cart.library.studies import StudyDefinition, parse_study
+from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.records import Case, Event, PatientRecord, Value
+from fhir_cart.report.evaluate import missing_anchor, summarise, unmatched_text_tests
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
 from fhir_cart.study import ReadResult, read_study
-from fhir_cart.study_mapping import StudyMapping, load_study_mapping
-from fhir_cart.summary import (
-    StudyDefinition,
-    missing_anchor,
-    parse_study,
-    summarise,
-    unmatched_text_tests,
-)
 from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
 
 KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}

@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_cart.bundle import content_hash, map_cases, transaction_bundles
-from fhir_cart.concepts import ConceptsFile
 from fhir_cart.conformance.artefacts import own_code_system
 from fhir_cart.errors import ConfigError, TerminologyError
+from fhir_cart.library.concepts import ConceptsFile
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import cases_from_fhir, event_order, reference_key
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
-from fhir_cart.terminology import load_terminology
 from fhir_cart.writers import OTHER_COLUMNS
 from tests.conftest import MAPPINGS, ROOT, need
 from tests.fhir_schema import SchemaChecker
@@ -237,8 +237,8 @@ def test_fixture_cohorts_are_valid_r4_and_round_trip(
     name: str, style: str, schema: SchemaChecker
 ) -> None:
     need(_readers_ready(), "fhir_cart.study does not read the open record yet")
+    from fhir_cart.library.study_mapping import load_study_mapping
     from fhir_cart.study import read_study
-    from fhir_cart.study_mapping import load_study_mapping
 
     path, mapping_file = FIXTURE_COHORTS[name]
     mapping = load_study_mapping(MAPPINGS / "centres" / mapping_file)

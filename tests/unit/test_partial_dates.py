@@ -16,6 +16,8 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from openpyxl import load_workbook
 
+from fhir_cart.library.studies import parse_study
+from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir
 from fhir_cart.mappers.to_fhir import case_to_fhir, event_order
@@ -28,9 +30,8 @@ from fhir_cart.records import (
     date_span,
     parse_partial_date,
 )
+from fhir_cart.report.evaluate import MeasureResult, TimeResolver, summarise
 from fhir_cart.study import ReadResult, read_study
-from fhir_cart.study_mapping import StudyMapping
-from fhir_cart.summary import MeasureResult, TimeResolver, parse_study, summarise
 from fhir_cart.writers import canonical_mapping, write_study
 from tests.conftest import ROOT
 from tests.fhir_schema import SchemaChecker
@@ -365,7 +366,7 @@ def test_a_median_of_days_leaves_out_a_partial_day_and_says_so() -> None:
 
 
 def test_km_leaves_out_an_event_known_only_to_a_month(tmp_path: Path) -> None:
-    from fhir_cart.plots import survival_data
+    from fhir_cart.report.plots import survival_data
 
     cohort = [
         _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("death", day=90)),
@@ -482,7 +483,7 @@ def test_a_pull_job_summary_lists_answers_resting_on_partial_dates(tmp_path: Pat
 def test_the_printed_summary_marks_a_value_resting_on_a_partial_date() -> None:
     from rich.console import Console
 
-    from fhir_cart.tables import summary_table
+    from fhir_cart.report.tables import summary_table
 
     results = [MeasureResult("fu", "Median follow-up", 100, patients=("A",), partial=("B",)),
                MeasureResult("n", "Patients", 2, patients=("A", "B"))]  # fmt: skip
@@ -520,7 +521,7 @@ def test_cli_summary_of_partial_dates_says_so_beside_the_json(
 
 
 def test_swimmer_draws_no_bar_whose_end_is_known_only_to_a_month() -> None:
-    from fhir_cart.plots import swimmer_rows
+    from fhir_cart.report.plots import swimmer_rows
 
     cohort = [
         _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=90)),

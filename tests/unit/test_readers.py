@@ -17,9 +17,9 @@ from openpyxl import Workbook, load_workbook
 
 from fhir_cart.csv_safety import safe_csv_cell
 from fhir_cart.errors import ConfigError, InputError, Reject
+from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.records import Case, Event, Value, When
 from fhir_cart.study import ReadResult, UnmappedColumn, fit_unit, parse_quantity, read_study
-from fhir_cart.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.writers import write_study
 from tests.conftest import (
     CENTRE_B_FILE,
@@ -1131,9 +1131,9 @@ def test_an_infinite_dose_is_rejected_not_written_as_null(tmp_path: Path) -> Non
 def test_the_old_readers_module_still_gives_every_public_name_of_the_reader() -> None:
     """``fhir_cart.readers`` was the documented entry point before the reader became the
     ``fhir_cart.study`` package (issue 21): code written against it keeps working."""
+    import fhir_cart.library.study_mapping as mapping
     import fhir_cart.readers as old
     import fhir_cart.study as study
-    import fhir_cart.study_mapping as mapping
 
     assert set(old.__all__) == {*study.__all__, "default_library"}
     for name in old.__all__:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from fhir_cart.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.registry.build import build_registry
-from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import (
     KEY,
     add_negative_mrd,

@@ -16,13 +16,13 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.errors import ConfigError
+from fhir_cart.library.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.registry.build import build_registry, extract_centre
 from fhir_cart.registry.definition import load_registry
 from fhir_cart.registry.extract import Shift
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY
 from tests.unit.test_registry_privacy_files import Centres, leaks, renderings, write_centres
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fhir_cart.concepts import load_concepts
+from fhir_cart.library.concepts import load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.registry.build import build_registry, resolve_rows
 from fhir_cart.registry.definition import load_registry
-from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY, output_files
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"

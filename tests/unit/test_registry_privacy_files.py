@@ -21,10 +21,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fhir_cart.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.definition import load_registry
-from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY
 
 FIRST = ["Anna", "Bruno", "Carla", "Dmitri", "Elif", "Fatima", "Gustav", "Helga", "Ilse", "Jan"]

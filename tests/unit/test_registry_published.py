@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.errors import Reject
+from fhir_cart.library.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.records import Case, Value
 from fhir_cart.registry.build import CentreData, build_registry
 from fhir_cart.registry.definition import CentreDef, RegistryDef
-from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY, OTHER_KEY, definition, event, three_centres
 
 

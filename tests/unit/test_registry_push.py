@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fhir_cart.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.records import Case
 from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.extract import event_key
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY, add_negative_mrd, definition, reader_of, three_centres
 
 

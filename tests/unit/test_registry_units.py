@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from fhir_cart.concepts import load_concepts
 from fhir_cart.errors import ConfigError, Reject
+from fhir_cart.library.concepts import load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.registry.definition import RegistryDef
 from fhir_cart.registry.pseudonyms import DateTransform, Pseudonymiser, registry_key
 from fhir_cart.registry.quality import centre_quality
-from fhir_cart.terminology import load_terminology
 
 KEY = Pseudonymiser(b"unit-test-key-0123456789abcdef0123")
 
@@ -169,7 +169,7 @@ def test_concept_map_words_for_values_and_for_concepts() -> None:
 
 
 def _typed_library():  # type: ignore[no-untyped-def]
-    from fhir_cart.concepts import AttributeDef, ConceptsFile
+    from fhir_cart.library.concepts import AttributeDef, ConceptsFile
 
     extra = ConceptsFile(
         patient_attributes={
@@ -229,7 +229,7 @@ def test_identifier_links_win_over_probabilistic_ones_of_equal_probability() -> 
 
 @pytest.mark.parametrize("mode", ["relative", "shift"])
 def test_a_date_attribute_in_a_conflict_is_shown_as_the_table_holds_it(mode: str) -> None:
-    from fhir_cart.concepts import AttributeDef, ConceptsFile
+    from fhir_cart.library.concepts import AttributeDef, ConceptsFile
     from fhir_cart.registry.merge import Conflict
     from fhir_cart.registry.protect import Protection
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fhir_cart.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.concepts import ConceptLibrary, load_concepts
+from fhir_cart.library.terminology import load_terminology
 from fhir_cart.registry.build import build_registry
-from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY, definition, reader_of, three_centres
 
 SRC = Path(__file__).parents[2] / "src" / "fhir_cart"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from fhir_cart.errors import ConfigError
-from fhir_cart.statuses import load_statuses
+from fhir_cart.library.statuses import load_statuses
 from tests.conftest import ROOT, need
 
 TABLE = yaml.safe_load((ROOT / "mappings" / "statuses.yaml").read_text())

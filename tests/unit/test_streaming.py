@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from fhir_cart.library.study_mapping import load_study_mapping
 from fhir_cart.study import ReadResult, read, read_study, sources, stream_study
-from fhir_cart.study_mapping import load_study_mapping
 from tests.conftest import FIXTURES, MAPPINGS
 
 BAD = MAPPINGS / "centres" / "bad.yaml"

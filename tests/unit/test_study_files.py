@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_cart.errors import ConfigError
+from fhir_cart.library.study_mapping import load_study_mapping
 from fhir_cart.records import Case, When
 from fhir_cart.study import read_study
-from fhir_cart.study_mapping import load_study_mapping
 from fhir_cart.writers import canonical_mapping, write_study
 from tests.conftest import (
     CENTRE_B_FILE,

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptsFile, ValueDef
 from fhir_cart.errors import ConfigError
-from fhir_cart.study import read_study
-from fhir_cart.study_mapping import (
+from fhir_cart.library.concepts import AttributeDef, ConceptDef, ConceptsFile, ValueDef
+from fhir_cart.library.study_mapping import (
     EventSpec,
     PatientSpec,
     StudyMapping,
@@ -22,6 +21,7 @@ from fhir_cart.study_mapping import (
     spec_names,
     validation_reason,
 )
+from fhir_cart.study import read_study
 from tests.conftest import MAPPINGS, ROOT
 
 MINIMAL = """\
@@ -279,8 +279,8 @@ def test_check_mapping_takes_the_library() -> None:
             )
         }
     )
-    from fhir_cart.concepts import load_concepts
-    from fhir_cart.terminology import load_terminology
+    from fhir_cart.library.concepts import load_concepts
+    from fhir_cart.library.terminology import load_terminology
 
     assert check_mapping(mapping, load_concepts(load_terminology(), extra=own)) == []
 
@@ -348,7 +348,7 @@ def test_the_reference_documents_every_key() -> None:
     ):
         for key in model.model_fields:
             assert f"| `{key}` |" in text, f"{model.__name__}.{key}"
-    from fhir_cart.study_mapping import EVENT_FIELDS, PATIENT_FIELDS
+    from fhir_cart.library.study_mapping import EVENT_FIELDS, PATIENT_FIELDS
 
     for name in (*EVENT_FIELDS, *PATIENT_FIELDS):
         assert f"`{name}`" in text, name

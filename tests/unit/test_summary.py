@@ -1,4 +1,4 @@
-"""Summaries as data (fhir_cart.summary): the seed study gives the paper's numbers, and each
+"""Summaries as data (fhir_cart.report.evaluate): the seed study gives the paper's numbers, and each
 selector feature is pinned by a purpose-built cohort on which a plausible wrong rule gives a
 different number. Cases are built from the open record model directly (no reader needed)."""
 
@@ -13,16 +13,9 @@ import pytest
 import yaml
 
 from fhir_cart.errors import ConfigError
+from fhir_cart.library.studies import StudyDefinition, load_study, parse_study, study_path
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
-from fhir_cart.summary import (
-    MeasureResult,
-    StudyDefinition,
-    TimeResolver,
-    load_study,
-    parse_study,
-    study_path,
-    summarise,
-)
+from fhir_cart.report.evaluate import MeasureResult, TimeResolver, summarise
 from tests.unit.seed_cases import seed_cases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -656,7 +649,7 @@ def _km_cohort() -> list[Case]:
 
 
 def test_km_durations_and_events_hand_checked() -> None:
-    from fhir_cart.plots import survival_data
+    from fhir_cart.report.plots import survival_data
 
     definition = study({"id": "n", "count": "all"}, plots=PLOTS)
     overall = survival_data(_km_cohort(), definition, "overall")
@@ -682,7 +675,7 @@ def test_km_durations_and_events_hand_checked() -> None:
 
 
 def test_swimmer_rows_hand_checked() -> None:
-    from fhir_cart.plots import swimmer_rows
+    from fhir_cart.report.plots import swimmer_rows
 
     rows = {
         r.study_id: r
@@ -697,7 +690,7 @@ def test_swimmer_rows_hand_checked() -> None:
 def test_plots_are_written_as_png_and_svg(tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 
-    from fhir_cart.plots import write_plots
+    from fhir_cart.report.plots import write_plots
 
     written = write_plots(seed_cases(), SEED, tmp_path / "plots")
     assert sorted(p.name for p in written) == ["km.png", "km.svg", "swimmer.png", "swimmer.svg"]

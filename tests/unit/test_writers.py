@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
-from fhir_cart.concepts import ConceptsFile
 from fhir_cart.csv_safety import FORMULA_STARTS, safe_csv_cell, unescape_csv_cell
 from fhir_cart.errors import Reject
+from fhir_cart.library.concepts import ConceptsFile
+from fhir_cart.library.study_mapping import load_study_mapping
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.study import read_study
-from fhir_cart.study_mapping import load_study_mapping
 from fhir_cart.writers import (
     EVENT_COLUMNS,
     OTHER_COLUMNS,
@@ -188,7 +188,7 @@ def test_a_studys_own_concepts_are_columns_and_read_back(tmp_path: Path) -> None
     )  # fmt: skip
     mapping = canonical_mapping("own", extra=own)
     assert mapping.own_concepts() == own
-    from fhir_cart.study_mapping import default_library
+    from fhir_cart.library.study_mapping import default_library
 
     library = default_library(mapping)
     case = Case(

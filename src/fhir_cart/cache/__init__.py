@@ -13,6 +13,13 @@ from fhir_cart.cache.store import (
 )
 
 __all__ = [
-    "JOB_MARK", "Cache", "Key", "Outcome", "SentEntry", "normalise_url", "open_cache",
-    "run_owner", "worker_name",
-]  # fmt: skip
+    "JOB_MARK",
+    "Cache",
+    "Key",
+    "Outcome",
+    "SentEntry",
+    "normalise_url",
+    "open_cache",
+    "run_owner",
+    "worker_name",
+]

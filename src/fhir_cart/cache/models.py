@@ -41,11 +41,15 @@ class FhirResource(SQLModel, table=True):
     __tablename__ = "fhir_resource"
     __table_args__ = (
         UniqueConstraint(
-            "server", "direction", "resource_type", "identifier_system", "identifier_value",
+            "server",
+            "direction",
+            "resource_type",
+            "identifier_system",
+            "identifier_value",
             name="uq_fhir_resource",
         ),
         Index("ix_fhir_resource_server_id", "server", "resource_type", "server_id"),
-    )  # fmt: skip
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     server: str = Field(max_length=500)
@@ -91,10 +95,13 @@ class ResourceOutcome(SQLModel, table=True):
     __tablename__ = "resource_outcome"
     __table_args__ = (
         UniqueConstraint(
-            "run_id", "resource_type", "identifier_system", "identifier_value",
+            "run_id",
+            "resource_type",
+            "identifier_system",
+            "identifier_value",
             name="uq_resource_outcome",
         ),
-    )  # fmt: skip
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="sync_run.id", index=True)

@@ -64,19 +64,23 @@ class RecordStore(Store):
             content = orjson.dumps(case.model_dump(mode="json"))
             key = (case.patient.centre, case.patient.study_id)
             rows[key] = {
-                "centre": key[0], "study_id": key[1], "content": content.decode(),
-                "content_hash": hashlib.sha256(content).hexdigest(), "updated_at": now(),
-            }  # fmt: skip
+                "centre": key[0],
+                "study_id": key[1],
+                "content": content.decode(),
+                "content_hash": hashlib.sha256(content).hexdigest(),
+                "updated_at": now(),
+            }
         with self.engine.connect() as conn:
             stored = {
                 (str(centre), str(study_id)): str(digest)
                 for centre, study_id, digest in conn.execute(
                     select(
-                        col(StudyRecord.centre), col(StudyRecord.study_id),
+                        col(StudyRecord.centre),
+                        col(StudyRecord.study_id),
                         col(StudyRecord.content_hash),
                     ).where(col(StudyRecord.centre).in_({c for c, _ in rows}))
                 )
-            }  # fmt: skip
+            }
         changed = [row for key, row in rows.items() if stored.get(key) != row["content_hash"]]
         if changed:
             with self.engine.begin() as conn:
@@ -154,8 +158,11 @@ class RecordStore(Store):
         self, *, server: str, keys: Sequence[Key]
     ) -> Iterator[tuple[Key, str, str | None, dict[str, Any]]]:
         """Key, server id, version and content sent, of the acknowledged ``keys``."""
-        columns = (col(FhirResource.server_id), col(FhirResource.version_id),
-                   col(FhirResource.content))  # fmt: skip
+        columns = (
+            col(FhirResource.server_id),
+            col(FhirResource.version_id),
+            col(FhirResource.content),
+        )
         for row in self._sent_columns(server, keys, *columns):
             if row[3] and row[5]:
                 yield _key(row), str(row[3]), row[4], orjson.loads(row[5])
@@ -163,9 +170,11 @@ class RecordStore(Store):
     def sent(self, *, server: str) -> Iterator[tuple[Key, str, str | None, dict[str, Any]]]:
         """Every resource the server acknowledged: key, server id, version, content sent."""
         query = select(
-            *_KEY_COLUMNS, col(FhirResource.server_id), col(FhirResource.version_id),
+            *_KEY_COLUMNS,
+            col(FhirResource.server_id),
+            col(FhirResource.version_id),
             col(FhirResource.content),
-        ).where(*_of(server, "sent"))  # fmt: skip
+        ).where(*_of(server, "sent"))
         with self.engine.connect() as conn:
             rows: Iterator[Sequence[Any]] = iter(conn.execute(query))
             for row in rows:
@@ -190,15 +199,24 @@ class RecordStore(Store):
     ) -> None:
         rows = [
             {
-                "server": server, "direction": "sent", "resource_type": e.key[0],
-                "identifier_system": e.key[1], "identifier_value": e.key[2],
-                "server_id": e.server_id, "version_id": e.version_id, "etag": e.etag,
-                "last_modified": e.last_modified, "content_hash": e.content_hash,
-                "content": e.content.decode(), "patient_ref": e.patient_ref, "mapped": None,
-                "note": None, "updated_at": now(),
+                "server": server,
+                "direction": "sent",
+                "resource_type": e.key[0],
+                "identifier_system": e.key[1],
+                "identifier_value": e.key[2],
+                "server_id": e.server_id,
+                "version_id": e.version_id,
+                "etag": e.etag,
+                "last_modified": e.last_modified,
+                "content_hash": e.content_hash,
+                "content": e.content.decode(),
+                "patient_ref": e.patient_ref,
+                "mapped": None,
+                "note": None,
+                "updated_at": now(),
             }
             for e in entries
-        ]  # fmt: skip
+        ]
         if rows:
             with self.begin(conn) as c:
                 self.upsert(c, FhirResource, rows, _RESOURCE_KEY)
@@ -213,9 +231,13 @@ class RecordStore(Store):
             return {str(t): int(n) for t, n in conn.execute(query)}
 
     def list_resources(
-        self, *, server: str | None = None, direction: str | None = None,
-        limit: int = 100, offset: int = 0,
-    ) -> list[FhirResource]:  # fmt: skip
+        self,
+        *,
+        server: str | None = None,
+        direction: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[FhirResource]:
         query = select(FhirResource).order_by(col(FhirResource.id))
         if server is not None:
             query = query.where(col(FhirResource.server) == server)
@@ -317,11 +339,19 @@ def _received_row(server: str, resource: dict[str, Any], stamp: dt.datetime) -> 
     meta = resource.get("meta") or {}
     rid = str(resource.get("id"))
     return {
-        "server": server, "direction": "received", "resource_type": resource["resourceType"],
-        "identifier_system": "", "identifier_value": rid, "server_id": rid,
-        "version_id": meta.get("versionId"), "etag": None,
+        "server": server,
+        "direction": "received",
+        "resource_type": resource["resourceType"],
+        "identifier_system": "",
+        "identifier_value": rid,
+        "server_id": rid,
+        "version_id": meta.get("versionId"),
+        "etag": None,
         "last_modified": meta.get("lastUpdated"),
-        "content_hash": hashlib.sha256(content).hexdigest(), "content": content.decode(),
+        "content_hash": hashlib.sha256(content).hexdigest(),
+        "content": content.decode(),
         "patient_ref": subject.get("reference") if isinstance(subject, dict) else None,
-        "mapped": None, "note": None, "updated_at": stamp,
-    }  # fmt: skip
+        "mapped": None,
+        "note": None,
+        "updated_at": stamp,
+    }

@@ -79,12 +79,18 @@ class RunStore(Store):
         query = (
             insert(SyncRun)
             .values(
-                kind=kind, server=server, status=status, params=orjson.dumps(params).decode(),
-                counts="{}", worker=worker, created_at=now(), started_at=started,
+                kind=kind,
+                server=server,
+                status=status,
+                params=orjson.dumps(params).decode(),
+                counts="{}",
+                worker=worker,
+                created_at=now(),
+                started_at=started,
                 heartbeat_at=started,
             )
             .returning(col(SyncRun.id))
-        )  # fmt: skip
+        )
         with self.engine.begin() as conn:
             return _id(conn.execute(query).scalar_one())
 
@@ -114,10 +120,13 @@ class RunStore(Store):
         with self.engine.begin() as conn:
             renewed = conn.execute(
                 update(SyncRun)
-                .where(col(SyncRun.id) == run_id, col(SyncRun.worker) == worker,
-                       col(SyncRun.status) == "running")
+                .where(
+                    col(SyncRun.id) == run_id,
+                    col(SyncRun.worker) == worker,
+                    col(SyncRun.status) == "running",
+                )
                 .values(heartbeat_at=now())
-            )  # fmt: skip
+            )
             return renewed.rowcount == 1
 
     def finished_by(self, run_id: int, *, worker: str) -> bool:
@@ -145,10 +154,14 @@ class RunStore(Store):
         takeable: ColumnElement[bool] = col(SyncRun.status) == "pending"
         if lease is not None:
             expired = now() - dt.timedelta(seconds=lease)
-            takeable = or_(takeable, and_(
-                col(SyncRun.status) == "running", col(SyncRun.heartbeat_at) < expired,
-                col(SyncRun.params).like(f"%{JOB_MARK}%"),  # service jobs, not CLI runs
-            ))  # fmt: skip
+            takeable = or_(
+                takeable,
+                and_(
+                    col(SyncRun.status) == "running",
+                    col(SyncRun.heartbeat_at) < expired,
+                    col(SyncRun.params).like(f"%{JOB_MARK}%"),  # service jobs, not CLI runs
+                ),
+            )
         query = (
             select(col(SyncRun.id), col(SyncRun.status))
             .where(takeable, col(SyncRun.kind).in_(kinds))
@@ -230,10 +243,16 @@ class RunStore(Store):
         conn: Connection | None = None,
     ) -> None:
         rows = [
-            {"run_id": run_id, "bundle_no": bundle_no, "resource_type": k[0],
-             "identifier_system": k[1], "identifier_value": k[2], "content_hash": h}
+            {
+                "run_id": run_id,
+                "bundle_no": bundle_no,
+                "resource_type": k[0],
+                "identifier_system": k[1],
+                "identifier_value": k[2],
+                "content_hash": h,
+            }
             for k, h in items
-        ]  # fmt: skip
+        ]
         _insert_many(self, conn, PushPending, rows)
 
     def clear_pending(self, *, run_id: int, bundle_no: int, conn: Connection | None = None) -> None:
@@ -266,30 +285,48 @@ class RunStore(Store):
         over records a resource again without counting it twice."""
         at = now()
         latest = {
-            o.key: {"run_id": run_id, "resource_type": o.key[0], "identifier_system": o.key[1],
-                    "identifier_value": o.key[2], "outcome": o.outcome,
-                    "status_code": o.status_code, "reason": o.reason, "at": at}
+            o.key: {
+                "run_id": run_id,
+                "resource_type": o.key[0],
+                "identifier_system": o.key[1],
+                "identifier_value": o.key[2],
+                "outcome": o.outcome,
+                "status_code": o.status_code,
+                "reason": o.reason,
+                "at": at,
+            }
             for o in outcomes
-        }  # fmt: skip
+        }
         if latest:
             with self.begin(conn) as c:
                 self.upsert(c, ResourceOutcome, list(latest.values()), _OUTCOME_KEY)
 
     def outcomes(self, *, run_id: int, limit: int = 1000, offset: int = 0) -> list[ResourceOutcome]:
         query = (
-            select(ResourceOutcome).where(col(ResourceOutcome.run_id) == run_id)
-            .order_by(col(ResourceOutcome.id)).offset(offset).limit(limit)
-        )  # fmt: skip
+            select(ResourceOutcome)
+            .where(col(ResourceOutcome.run_id) == run_id)
+            .order_by(col(ResourceOutcome.id))
+            .offset(offset)
+            .limit(limit)
+        )
         with self.session() as s:
             return list(s.scalars(query))
 
     def add_rejects(self, *, run_id: int | None, rejects: Iterable[Reject]) -> None:
         at = now()
         rows = [
-            {"run_id": run_id, "source": r.source, "table_name": r.table, "row": r.row,
-             "column_name": r.column, "value": r.value, "reason": r.reason, "at": at}
+            {
+                "run_id": run_id,
+                "source": r.source,
+                "table_name": r.table,
+                "row": r.row,
+                "column_name": r.column,
+                "value": r.value,
+                "reason": r.reason,
+                "at": at,
+            }
             for r in rejects
-        ]  # fmt: skip
+        ]
         _insert_many(self, None, RejectedInput, rows)
 
     def rejects(self, *, run_id: int | None = None) -> list[RejectedInput]:

@@ -37,9 +37,16 @@ SCHEMA_HEAD = "0002"
 """Revision of the newest migration in migrations/versions (a test checks it is alembic's
 head, so a new migration cannot be skipped by :meth:`Cache.migrate`)."""
 __all__ = [
-    "JOB_MARK", "Cache", "Key", "Outcome", "SentEntry", "normalise_url", "open_cache",
-    "run_owner", "worker_name",
-]  # fmt: skip
+    "JOB_MARK",
+    "Cache",
+    "Key",
+    "Outcome",
+    "SentEntry",
+    "normalise_url",
+    "open_cache",
+    "run_owner",
+    "worker_name",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -21,11 +21,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fhir_cart.concepts import AttributeDef, ConceptLibrary
 from fhir_cart.conformance.contexts import PATIENT_EVENT_KINDS, build_contexts
+from fhir_cart.library.concepts import AttributeDef, ConceptLibrary
+from fhir_cart.library.study_mapping import StudyMapping
+from fhir_cart.library.terminology import Coding
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.study_mapping import StudyMapping
-from fhir_cart.terminology import Coding
+from fhir_cart.types import Json
 
 __all__ = [
     "CANONICAL",
@@ -37,7 +38,6 @@ __all__ = [
     "value_sets",
 ]
 
-Json = dict[str, Any]
 CANONICAL = "https://fhir-cart.dev/fhir"
 _EXT_TYPES = {
     "coded": ["CodeableConcept"],
@@ -352,7 +352,7 @@ def value_sets(ctx: MappingContext) -> list[Json]:
 def load_centres(folder: Path) -> dict[str, StudyMapping]:
     """The valid centre mappings of a folder (a deliberately broken example is skipped)."""
     from fhir_cart.errors import ConfigError
-    from fhir_cart.study_mapping import load_study_mapping
+    from fhir_cart.library.study_mapping import load_study_mapping
 
     out = {}
     for path in sorted(folder.glob("*.yaml")):

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
+from fhir_cart.types import Json
+
 __all__ = ["BindingIssue", "Definitions", "binding_issues", "reference_issues"]
 
-Json = dict[str, Any]
 MAX_VS = "http://hl7.org/fhir/StructureDefinition/elementdefinition-maxValueSet"
 CORE = "http://hl7.org/fhir/StructureDefinition/"
 

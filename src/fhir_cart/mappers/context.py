@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from fhir_cart.concepts import ConceptLibrary, ConceptsFile, load_concepts
-from fhir_cart.errors import ConfigError
-from fhir_cart.terminology import Terminology, default_mappings_dir, load_terminology
-from fhir_cart.yamlfile import read_yaml
+from fhir_cart.library import Library
+from fhir_cart.library.concepts import ConceptLibrary, ConceptsFile
+from fhir_cart.library.profiles import Profiles, load_profiles
+from fhir_cart.library.statuses import StatusTable
+from fhir_cart.library.terminology import Terminology
+from fhir_cart.mappers.kinds import IDENTIFIER_KINDS
 
 __all__ = [
-    "KINDS",
     "MappingContext",
     "Profiles",
     "RefStyle",
@@ -33,15 +31,6 @@ RefStyle = Literal["urn", "relative"]
 """``urn``: references are ``urn:uuid:...`` (inside a transaction bundle);
 ``relative``: ``Patient/<id>`` with ``id`` set on every resource (NDJSON)."""
 
-KINDS = (
-    "patient",
-    "condition",
-    "medication-administration",
-    "procedure",
-    "observation",
-    "adverse-event",
-)
-"""Kinds of business identifier; each has its own identifier system per centre."""
 
 _NAMESPACE = uuid.UUID("5b0a2f9e-2f43-4a53-9a4b-6b1f6f0c7c11")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
@@ -58,46 +47,22 @@ def uuid5_text(name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-class Profiles(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    profiles: dict[str, str]
-    extension_base: str
-    identifier_base: str
-    data_absent_reason: str
-    """URL of the core extension that says why a required element has no value."""
-    normalization_basis: str
-    """URL of mCODE's extension naming the basis of a normalised dose."""
-    cancer_related_reasons: frozenset[str] = frozenset()
-    """Words of the ``reason`` attribute that make a drug or procedure cancer-related: only
-    with one of them (or no reason) does it claim the cancer profile and point its
-    ``reasonReference`` at the cancer diagnosis."""
-
-    def cancer_related(self, reason: object) -> bool:
-        """Whether an event given for this ``reason`` (a word) is about the cancer."""
-        return reason in self.cancer_related_reasons
-
-
-def load_profiles(path: Path | None = None) -> Profiles:
-    path = path or default_mappings_dir() / "profiles.yaml"
-    raw = read_yaml(path, "profiles file")
-    try:
-        return Profiles.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"cannot load profiles file {path}: {exc}") from exc
-
-
 @dataclass
 class MappingContext:
     """The concept library, its terminology and the URLs mappers stamp on resources.
 
     ``terminology`` is the library's own (``concepts.terminology``): it holds the value sets
-    of mappings/terminology.yaml plus the groups ``concept`` and ``attribute``."""
+    of mappings/terminology.yaml plus the groups ``concept`` and ``attribute``. ``library``
+    is the folder they came from (its status table decides what a pull keeps).
+    ``other_bases``: identifier bases besides ``identifier_base`` whose systems are read
+    back as a centre's (a pull knows every centre mapping's own base)."""
 
     concepts: ConceptLibrary
     profiles: Profiles
     identifier_base: str
+    library: Library
     ref_style: RefStyle = "urn"
+    other_bases: tuple[str, ...] = ()
     _systems: dict[tuple[str, str], str] = field(default_factory=dict)
     _ext_urls: dict[str, str] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
@@ -124,13 +89,20 @@ class MappingContext:
             found = self._systems[key] = f"{self.identifier_base.rstrip('/')}/{centre}/{kind}"
         return found
 
+    @property
+    def statuses(self) -> StatusTable:
+        return self.library.statuses()
+
     def centre_of_system(self, system: str) -> str | None:
-        """Inverse of :meth:`identifier_system` (None for a foreign system)."""
-        base = self.identifier_base.rstrip("/") + "/"
-        if not system.startswith(base):
-            return None
-        parts = system[len(base) :].split("/")
-        return parts[0] if len(parts) == 2 and parts[1] in KINDS else None
+        """Inverse of :meth:`identifier_system`, under ``identifier_base`` or one of
+        ``other_bases`` (None for a foreign system)."""
+        for base in (self.identifier_base, *self.other_bases):
+            prefix = base.rstrip("/") + "/"
+            if system.startswith(prefix):
+                parts = system[len(prefix) :].split("/")
+                if len(parts) == 2 and parts[1] in IDENTIFIER_KINDS:
+                    return parts[0]
+        return None
 
     def resource_id(self, system: str, value: str) -> str:
         """Stable logical id (a UUID) from a business identifier: ``uuid5`` (RFC 4122 name
@@ -143,34 +115,34 @@ class MappingContext:
         return f"{resource_type}/{resource_id}"
 
     def with_style(self, ref_style: RefStyle) -> MappingContext:
-        return MappingContext(
-            self.concepts, self.profiles, self.identifier_base, ref_style, self._systems,
-            self._ext_urls, self.memo,
-        )  # fmt: skip
+        """The same context (its look-ups shared) writing references in ``ref_style``."""
+        return replace(self, ref_style=ref_style)
 
 
 def mapping_context(
     *,
+    library: Library | None = None,
     terminology: Terminology | None = None,
     identifier_base: str | None = None,
     ref_style: RefStyle = "urn",
     strict: bool = False,
-    mappings_dir: Path | None = None,
     extra: ConceptsFile | None = None,
     country: str | None = None,
+    other_bases: tuple[str, ...] = (),
 ) -> MappingContext:
-    """The context of one run: ``extra`` holds a study mapping's own concepts and attributes
-    (added to mappings/concepts.yaml, never redefining a shared one)."""
-    base = mappings_dir or default_mappings_dir()
-    terms = terminology or load_terminology(
-        base / "terminology.yaml", strict=strict, country=country
-    )
-    profiles = load_profiles(base / "profiles.yaml")
+    """The context of one run with ``library`` (default: the shipped one): ``extra`` holds a
+    study mapping's own concepts and attributes (added to the library's concepts, never
+    redefining a shared one)."""
+    library = library or Library.default()
+    terms = terminology or library.terminology(strict=strict, country=country)
+    profiles = library.profiles()
     return MappingContext(
-        concepts=load_concepts(terms, base / "concepts.yaml", extra),
+        concepts=library.concepts(extra, terminology=terms),
         profiles=profiles,
         identifier_base=identifier_base or profiles.identifier_base,
+        library=library,
         ref_style=ref_style,
+        other_bases=other_bases,
     )
 
 

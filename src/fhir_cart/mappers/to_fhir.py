@@ -6,7 +6,7 @@ directly. That shape is proven valid by the tests (fhir.resources R4B *and* the 
 Schema over the fixtures and generated records), and ``validate=True`` in
 :func:`fhir_cart.bundle.map_cases` pushes every emitted resource through fhir.resources.
 
-Generic by concept kind (:mod:`fhir_cart.concepts`): a ``condition`` event is a Condition,
+Generic by concept kind (:mod:`fhir_cart.library.concepts`): a ``condition`` event is a Condition,
 ``medication`` a MedicationAdministration, ``procedure`` a Procedure, ``observation`` an
 Observation, ``adverse_event`` an AdverseEvent; ``death`` and ``follow_up`` live on the
 Patient. Codes come from the concept library and its terminology only.
@@ -25,11 +25,12 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from fhir_cart.concepts import AttributeDef, ConceptDef
 from fhir_cart.errors import TerminologyError
+from fhir_cart.library.concepts import AttributeDef, ConceptDef
 from fhir_cart.mappers.context import MappingContext, RefStyle
+from fhir_cart.mappers.kinds import ID_KINDS, RESOURCE_KINDS
 from fhir_cart.records import Case, Event, PatientRecord, Scalar, Value, When, band_of
-from fhir_cart.statuses import statuses_in
+from fhir_cart.types import Json
 
 __all__ = [
     "ID_KINDS",
@@ -44,17 +45,8 @@ __all__ = [
     "procedure",
 ]
 
-Json = dict[str, Any]
 
-ID_KINDS: dict[str, str] = {
-    "Patient": "patient",
-    "Condition": "condition",
-    "MedicationAdministration": "medication-administration",
-    "Procedure": "procedure",
-    "Observation": "observation",
-    "AdverseEvent": "adverse-event",
-}
-"""Identifier kind (``<base>/<centre>/<kind>``) of each resource type fhir_cart writes."""
+_SINGLE_IDENTIFIER = {k.type: k.single_identifier for k in RESOURCE_KINDS}
 
 # Where an attribute may go on each resource type besides an extension (AttributeDef.fhir).
 _PLACES: dict[str, frozenset[str]] = {
@@ -184,7 +176,7 @@ def _start(ctx: MappingContext, rtype: str, event: Event, concept: ConceptDef, r
     if profile and _about_the_cancer(ctx, event):  # the reason decides, not the drug
         out["meta"] = {"profile": profile}
     ident = {"system": system, "value": value}
-    out["identifier"] = ident if rtype == "AdverseEvent" else [ident]  # 0..1 in R4 AdverseEvent
+    out["identifier"] = ident if _SINGLE_IDENTIFIER.get(rtype) else [ident]
     return out
 
 
@@ -581,7 +573,7 @@ def condition(ctx: MappingContext, event: Event, refs: _Refs, concept: ConceptDe
 def _status(ctx: MappingContext, resource_type: str, element: str, event: Event) -> str | None:
     """The status the event's source gave (its ``status`` flag, e.g. ``preliminary``) where
     this resource type holds it (mappings/statuses.yaml); None: the plain final one."""
-    return statuses_in(ctx.memo).written(resource_type, element, event.status)
+    return ctx.statuses.written(resource_type, element, event.status)
 
 
 def medication_administration(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -27,9 +26,10 @@ from typing import Any
 import orjson
 
 from fhir_cart import __version__
-from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.errors import ConfigError, Reject
+from fhir_cart.library import Library
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
 from fhir_cart.registry.decisions import Decision, read_decisions
@@ -97,24 +97,24 @@ class CentreData:
 CentreReader = Callable[[CentreDef, RegistryDef], CentreData]
 
 
-def read_centre(centre: CentreDef, definition: RegistryDef) -> CentreData:
-    """The centre's file read with its mapping (the open model's reader, spec §2)."""
-    from fhir_cart.concepts import load_concepts
-    from fhir_cart.terminology import load_terminology
+def read_centre(
+    centre: CentreDef, definition: RegistryDef, library: Library | None = None
+) -> CentreData:
+    """The centre's file read with its mapping (the open model's reader, spec §2), against
+    ``library`` (default: the shipped one)."""
+    from fhir_cart.library.study_mapping import load_study_mapping
+    from fhir_cart.study import read_study
 
-    # Through importlib: the reader of the open model (spec §2) is typed by its own branch.
-    readers: Any = importlib.import_module("fhir_cart.study")
-    mappings: Any = importlib.import_module("fhir_cart.study_mapping")
     if centre.data is None or centre.mapping is None:
         raise ConfigError(f"centre {centre.id}: the registry file names no data and mapping")
-    mapping = mappings.load_study_mapping(definition.resolve(centre.mapping))
+    library = library or Library.default()
+    mapping = load_study_mapping(definition.resolve(centre.mapping), library)
     if mapping.centre != centre.id:
         raise ConfigError(
             f"centre {centre.id}: its mapping file {centre.mapping} says centre {mapping.centre}"
         )
-    library = load_concepts(load_terminology(), extra=mapping.own_concepts())
-    result = readers.read_study(
-        definition.resolve(centre.data), mapping, library, keep_sources=True
+    result = read_study(
+        definition.resolve(centre.data), mapping, library.for_mapping(mapping), keep_sources=True
     )
     unmapped = [_column_name(u) for u in result.unmapped_columns]
     return CentreData(list(result.cases), list(result.rejects), unmapped, dict(result.sources))

@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fhir_cart.errors import ConfigError, validation_reason
-from fhir_cart.yamlfile import read_yaml
+from fhir_cart.errors import ConfigError
+from fhir_cart.library.yamlfile import read_yaml, validate_model
 
 __all__ = [
     "CentreDef",
@@ -280,7 +280,5 @@ def load_registry(path: Path) -> RegistryDef:
             f"registry file {path}: {', '.join(secrets)}: a key never goes in the registry "
             "file; set FHIR_CART_REGISTRY_KEY (or registry_key in settings) instead"
         )
-    try:
-        return RegistryDef.model_validate({**raw, "base_dir": path.resolve().parent})
-    except ValidationError as exc:
-        raise ConfigError(f"registry file {path} is invalid: {validation_reason(exc)}") from exc
+    extra = {"base_dir": path.resolve().parent}
+    return validate_model(raw, RegistryDef, "registry file", path, extra=extra)

@@ -39,8 +39,8 @@ from typing import Any
 import orjson
 
 from fhir_cart import __version__
-from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.errors import ConfigError, Reject
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event, Precision, Scalar, When
 from fhir_cart.registry.definition import RegistryDef
 from fhir_cart.registry.files import write_atomically

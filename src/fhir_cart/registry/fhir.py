@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case
 from fhir_cart.registry.screen import screened
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event, Scalar, Value, When, date_span
 from fhir_cart.registry.definition import RegistryDef
 from fhir_cart.registry.merge import Conflict

@@ -17,8 +17,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.errors import Reject
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.screen import screened

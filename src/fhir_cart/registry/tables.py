@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fhir_cart import csv_safety as safe
-from fhir_cart.concepts import ConceptLibrary
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event, When
 from fhir_cart.registry.files import write_atomically
 

@@ -5,32 +5,32 @@ calls."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fhir_cart.library import Library, names_a_file
+from fhir_cart.library.studies import load_study
 from fhir_cart.records import Case
 from fhir_cart.registry.build import Summariser
 from fhir_cart.registry.definition import RegistryDef
+from fhir_cart.report.evaluate import summarise
 
 __all__ = ["study_summariser"]
 
 
-def study_summariser(definition: RegistryDef) -> Summariser | None:
-    """The measures of the registry's study definition (spec §5), as plain dicts."""
+def study_summariser(definition: RegistryDef, library: Library | None = None) -> Summariser | None:
+    """The measures of the registry's study definition (spec §5), as plain dicts; a study
+    name is one of ``library`` (default: the shipped one)."""
     if definition.study is None:
         return None
-    summary: Any = importlib.import_module("fhir_cart.summary")  # spec §5, its own branch
     name = definition.study  # a path resolves from the registry file, never the cwd
-    study = summary.load_study(
-        definition.resolve(Path(name)) if summary.names_a_file(name) else name
-    )
+    study = load_study(definition.resolve(Path(name)) if names_a_file(name) else name, library)
 
     def measures(cases: Sequence[Case]) -> list[dict[str, Any]]:
         return [
             {"id": getattr(r, "id", r.label), "label": r.label, "value": r.value}
-            for r in summary.summarise(list(cases), study)
+            for r in summarise(list(cases), study)
         ]
 
     return measures

@@ -25,8 +25,8 @@ from fhir_cart.application import Application
 from fhir_cart.cache import Cache, run_owner, worker_name
 from fhir_cart.cache.models import SyncRun
 from fhir_cart.private import private_dir
+from fhir_cart.report.evaluate import summarise
 from fhir_cart.settings import Settings
-from fhir_cart.summary import summarise
 from fhir_cart.sync.jobs import PullOutcome
 from fhir_cart.sync.pull import PullSelection, parse_types
 from fhir_cart.writers import write_study, write_unmapped
@@ -80,7 +80,7 @@ def _write_pull_outputs(
 ) -> None:
     """A pull job's files: the study records, other rows, unmapped and excluded lists and
     summary."""
-    write_study(outcome.cases, out, "json")
+    write_study(outcome.cases, out, "json", app.library.concepts())
     (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")
     write_unmapped(outcome.excluded, out / "excluded.csv")

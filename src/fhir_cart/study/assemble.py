@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fhir_cart.errors import Reject, validation_reason
+from fhir_cart.library.study_mapping import ASSUMABLE, SEXES, WordTarget, normalise_word
 from fhir_cart.records import Case, Event, PatientRecord, date_span
 from fhir_cart.study.build import _ID_TEXT, _NOT_ID, _make_event
 from fhir_cart.study.fields import (
@@ -28,7 +29,6 @@ from fhir_cart.study.fields import (
 from fhir_cart.study.plan import _Plan
 from fhir_cart.study.sources import _computed, _Sheet
 from fhir_cart.study.values import Row, _blank, _FieldError, _to_text
-from fhir_cart.study_mapping import ASSUMABLE, SEXES, WordTarget, normalise_word
 
 # -- one row ---------------------------------------------------------------------------------
 
@@ -129,10 +129,17 @@ def _event(
     status = _to_text(cells["status"]) if "status" in cells else None
     try:
         return _make_event(
-            event_id=event_id, concept=concept, when=when, end=end, value=value,
-            attributes=attributes, source_text=_source_text(where.plan, where, cells),
-            origin=origin, assumed=_assumed(where, cells), status=status,
-        )  # fmt: skip
+            event_id=event_id,
+            concept=concept,
+            when=when,
+            end=end,
+            value=value,
+            attributes=attributes,
+            source_text=_source_text(where.plan, where, cells),
+            origin=origin,
+            assumed=_assumed(where, cells),
+            status=status,
+        )
     except ValidationError as exc:
         loc = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else None
         raise _FieldError(loc if loc in cells else None, validation_reason(exc)) from None
@@ -338,8 +345,14 @@ class _Assembly:
     def _reject(self, order: int, where: _Where, fld: str | None, reason: str) -> None:
         """Keep one reject per cause: a cell that two specs read is listed once."""
         reject = where.reject(fld, reason)
-        key = (where.sheet.source, where.sheet.sheet, reject.row, reject.column, reject.value,
-               reject.reason)  # fmt: skip
+        key = (
+            where.sheet.source,
+            where.sheet.sheet,
+            reject.row,
+            reject.column,
+            reject.value,
+            reject.reason,
+        )
         if key not in self.seen:
             self.seen.add(key)
             self.rejects.append((order, where.row, reject))

@@ -81,8 +81,13 @@ def _make_when(
     precision: Precision = "day",
     stated: tuple[float, str] | None = None,
 ) -> When:
-    fields = {"date": date, "day": day, "anchor": anchor, "earliest_day": earliest,
-              "latest_day": latest}  # fmt: skip
+    fields = {
+        "date": date,
+        "day": day,
+        "anchor": anchor,
+        "earliest_day": earliest,
+        "latest_day": latest,
+    }
     if precision != "day":  # a day is the default: set only what the source said
         fields["precision"] = precision
     if stated is not None:  # weeks or months as written, beside the day

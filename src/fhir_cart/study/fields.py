@@ -12,8 +12,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fhir_cart.concepts import AttributeDef, ConceptDef, ConceptLibrary, ValueDef
 from fhir_cart.errors import validation_reason
+from fhir_cart.library.concepts import AttributeDef, ConceptDef, ConceptLibrary, ValueDef
+from fhir_cart.library.study_mapping import (
+    CANONICAL_VALUE_FIELDS,
+    StudyMapping,
+    normalise_word,
+    parse_window,
+)
 from fhir_cart.records import Precision, Scalar, Value, When, band_text, date_span, date_text
 from fhir_cart.study.build import _make_value, _make_when
 from fhir_cart.study.values import (
@@ -37,12 +43,6 @@ from fhir_cart.study.values import (
     parse_time,
     per_column,
     word_key,
-)
-from fhir_cart.study_mapping import (
-    CANONICAL_VALUE_FIELDS,
-    StudyMapping,
-    normalise_word,
-    parse_window,
 )
 
 # -- the vocabulary of one read --------------------------------------------------------------

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_cart.errors import ConfigError
-from fhir_cart.study.fields import _attributes, _Context, _value, _when
-from fhir_cart.study.values import _FieldError
-from fhir_cart.study_mapping import (
+from fhir_cart.library.study_mapping import (
     EventSpec,
     PatientSpec,
     StudyMapping,
@@ -18,6 +16,8 @@ from fhir_cart.study_mapping import (
     normalise_word,
     spec_names,
 )
+from fhir_cart.study.fields import _attributes, _Context, _value, _when
+from fhir_cart.study.values import _FieldError
 
 # -- a spec made ready to read rows ----------------------------------------------------------
 

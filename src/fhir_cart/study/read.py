@@ -1,8 +1,8 @@
 """Study files (XLSX, CSV, a folder of CSVs, canonical JSON) -> open :class:`Case` records.
 
-A mapping (:mod:`fhir_cart.study_mapping`) says where the patient rows are and which columns
-make which events; the concept library (:mod:`fhir_cart.concepts`) says how each event's value
-and attributes are read. Every rejected row or value becomes a
+A mapping (:mod:`fhir_cart.library.study_mapping`) says where the patient rows are and which
+columns make which events; the concept library (:mod:`fhir_cart.library.concepts`) says how
+each event's value and attributes are read. Every rejected row or value becomes a
 :class:`~fhir_cart.errors.Reject` naming the file, the sheet (xlsx) or spec, the spreadsheet
 row (header = row 1), the column, the value and what was expected. A bad event rejects that
 event only; a bad patient row rejects the patient and, with the reason said, each of their
@@ -23,8 +23,9 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from fhir_cart.concepts import ConceptLibrary
 from fhir_cart.errors import InputError, Reject, validation_reason
+from fhir_cart.library.concepts import ConceptLibrary
+from fhir_cart.library.study_mapping import StudyMapping, default_library
 from fhir_cart.records import Case
 from fhir_cart.study.assemble import _Assembly, _Where
 from fhir_cart.study.fields import _Context
@@ -38,7 +39,6 @@ from fhir_cart.study.sources import (
     _unmapped,
 )
 from fhir_cart.study.stream import _Feed, _feeds, _plain_sid, _sid
-from fhir_cart.study_mapping import StudyMapping, default_library
 
 __all__ = ["ReadResult", "StudyStream", "read_study", "stream_study"]
 
@@ -88,8 +88,9 @@ def _stream_mapped(
     with ExitStack() as stack:
         sources = _Sources(path, mapping, stack)
         sheets = [sources.sheet(*plan.sheet_key(mapping)) for plan in plans]
-    problems = [p for sheet, plan in zip(sheets, plans, strict=True)
-                for p in _header_problems(sheet, plan)]  # fmt: skip
+    problems = [
+        p for sheet, plan in zip(sheets, plans, strict=True) for p in _header_problems(sheet, plan)
+    ]
     if problems:
         raise InputError(f"{path.name}: the mapping does not fit the file", problems)
     _check_patient_rows(sheets[0])

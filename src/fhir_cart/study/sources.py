@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 
 from fhir_cart.csv_safety import unescape_csv_cell
 from fhir_cart.errors import InputError, Reject
+from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.study.plan import _Plan
 from fhir_cart.study.values import Row, _blank, _FieldError, _to_text
-from fhir_cart.study_mapping import StudyMapping
 from fhir_cart.workbook import check_workbook
 
 __all__ = ["Uncomputed", "UnmappedColumn"]

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from fhir_cart.concepts import convert_unit, is_ucum, units_compatible
+from fhir_cart.library.concepts import convert_unit, is_ucum, units_compatible
+from fhir_cart.library.study_mapping import normalise_word
 from fhir_cart.records import DAYS_PER, Precision, days_of
-from fhir_cart.study_mapping import normalise_word
 
 __all__ = [
     "TimeAmount",

@@ -17,12 +17,13 @@ from typing import Any
 
 from fhir_cart.errors import MappingError
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.mappers.from_fhir import ReverseResult, event_id_of, patient_record
+from fhir_cart.mappers.from_fhir import ReverseResult, event_id_of
+from fhir_cart.mappers.from_resources import patient_record
 from fhir_cart.references import reference_key
+from fhir_cart.types import Json
 
 __all__ = ["PLACES", "TypeCount", "by_type", "places"]
 
-Json = dict[str, Any]
 Key = tuple[str, str]
 
 PLACES = ("patients", "events", "used", "other", "excluded")
@@ -96,8 +97,7 @@ def places(
     for resource in resources:
         key = _key(resource)
         found = out.setdefault(key, [])
-        found += [name for name, keys in (("other", other), ("excluded", excluded))
-                  if key in keys]  # fmt: skip
+        found += [name for name, keys in (("other", other), ("excluded", excluded)) if key in keys]
         if key[0] == "Patient":
             if study_ids.get(key[1]) in events:
                 found.append("patients")

@@ -34,17 +34,20 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from fhir_cart.errors import FhirClientError
+from fhir_cart.types import Json
 
 __all__ = [
-    "PATIENT_COMPARTMENT", "BundleType", "ServerCapabilities", "is_size_refusal",
+    "PATIENT_COMPARTMENT",
+    "BundleType",
+    "ServerCapabilities",
+    "is_size_refusal",
     "is_unknown_search_param",
-]  # fmt: skip
+]
 
 log = logging.getLogger(__name__)
-Json = dict[str, Any]
 BundleType = Literal["auto", "transaction", "batch"]
 
 # Wording of size refusals seen on real servers; 413 is the HTTP way of saying it.
@@ -61,21 +64,70 @@ _UNKNOWN_PARAM = re.compile(
 
 
 PATIENT_COMPARTMENT: tuple[str, ...] = (
-    "Account", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse",
-    "AuditEvent", "Basic", "BodyStructure", "CarePlan", "CareTeam", "ChargeItem", "Claim",
-    "ClaimResponse", "ClinicalImpression", "Communication", "CommunicationRequest",
-    "Composition", "Condition", "Consent", "Coverage", "CoverageEligibilityRequest",
-    "CoverageEligibilityResponse", "DetectedIssue", "DeviceRequest", "DeviceUseStatement",
-    "DiagnosticReport", "DocumentManifest", "DocumentReference", "Encounter",
-    "EnrollmentRequest", "EpisodeOfCare", "ExplanationOfBenefit", "FamilyMemberHistory",
-    "Flag", "Goal", "ImagingStudy", "Immunization", "ImmunizationEvaluation",
-    "ImmunizationRecommendation", "Invoice", "List", "MeasureReport", "Media",
-    "MedicationAdministration", "MedicationDispense", "MedicationRequest",
-    "MedicationStatement", "MolecularSequence", "NutritionOrder", "Observation", "Person",
-    "Procedure", "Provenance", "QuestionnaireResponse", "RelatedPerson", "RequestGroup",
-    "ResearchSubject", "RiskAssessment", "ServiceRequest", "Specimen", "SupplyDelivery",
-    "SupplyRequest", "VisionPrescription",
-)  # fmt: skip
+    "Account",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "BodyStructure",
+    "CarePlan",
+    "CareTeam",
+    "ChargeItem",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "Communication",
+    "CommunicationRequest",
+    "Composition",
+    "Condition",
+    "Consent",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "Encounter",
+    "EnrollmentRequest",
+    "EpisodeOfCare",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "Invoice",
+    "List",
+    "MeasureReport",
+    "Media",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MolecularSequence",
+    "NutritionOrder",
+    "Observation",
+    "Person",
+    "Procedure",
+    "Provenance",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchSubject",
+    "RiskAssessment",
+    "ServiceRequest",
+    "Specimen",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "VisionPrescription",
+)
 """Resource types of R4's Patient compartment
 (https://hl7.org/fhir/R4/compartmentdefinition-patient.html; Group and Schedule, which hold
 patients only as members or actors, left out). A server that declares no patient search for
@@ -132,8 +184,10 @@ class ServerCapabilities:
         caps.operations[""] = {str(o.get("name")) for o in rest.get("operation", ())}
         for resource in rest.get("resource", ()):
             rtype = str(resource.get("type"))
-            for name, known in (("conditionalUpdate", caps.conditional_update),
-                                ("updateCreate", caps.update_create)):  # fmt: skip
+            for name, known in (
+                ("conditionalUpdate", caps.conditional_update),
+                ("updateCreate", caps.update_create),
+            ):
                 if isinstance(resource.get(name), bool):
                     known[rtype] = resource[name]
             caps.search_params[rtype] = {

@@ -45,9 +45,13 @@ def auth_from_settings(auth: AuthSettings) -> Auth:
         raise ConfigError("smart_backend auth needs client_id and private_key_file")
     key = SecretStr(Path(auth.private_key_file).read_text(encoding="utf-8"))
     return SmartBackendServices(
-        client_id=auth.client_id, private_key_pem=key, scope=auth.scope or "system/*.read",
-        key_id=auth.key_id, algorithm=auth.algorithm, token_url=auth.token_url,
-    )  # fmt: skip
+        client_id=auth.client_id,
+        private_key_pem=key,
+        scope=auth.scope or "system/*.read",
+        key_id=auth.key_id,
+        algorithm=auth.algorithm,
+        token_url=auth.token_url,
+    )
 
 
 async def discover(client: FhirClient, server: ServerSettings) -> ServerCapabilities:

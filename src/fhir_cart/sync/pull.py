@@ -30,12 +30,14 @@ from typing import Any, Literal, Protocol
 
 from fhir_cart.client import bundle_links
 from fhir_cart.errors import BadResponse, FhirClientError, LimitExceeded
+from fhir_cart.mappers.kinds import EVENT_TYPES
 from fhir_cart.references import patient_id, subject_patient_id
 from fhir_cart.sync.capabilities import (
     PATIENT_COMPARTMENT,
     ServerCapabilities,
     is_unknown_search_param,
 )
+from fhir_cart.types import Json
 
 __all__ = [
     "CHUNK", "EVENT_TYPES", "PatientSearch", "PullSelection", "PullStats", "ResourceFetcher",
@@ -44,25 +46,13 @@ __all__ = [
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-Json = dict[str, Any]
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-EVENT_TYPES: tuple[str, ...] = (
-    "Condition",
-    "MedicationAdministration",
-    "Procedure",
-    "Observation",
-    "AdverseEvent",
-    "MedicationRequest",
-    "MedicationStatement",
-    "MedicationDispense",
-    "Specimen",
-)
-"""Resource types the concept library reads, always fetched for the selected patients (R4
-search parameter ``subject`` or ``patient``, else read by type). Specimens give the specimen
-of an Observation; MedicationRequests are read as drug events when a server records no
-administrations. By default a pull also asks for every other type of the server's Patient
-compartment (:func:`asked_types`)."""
+# EVENT_TYPES (mappers/kinds.py): the resource types the concept library reads, always
+# fetched for the selected patients (R4 search parameter ``subject`` or ``patient``, else read
+# by type). Specimens give the specimen of an Observation; MedicationRequests are read as drug
+# events when a server records no administrations. By default a pull also asks for every
+# other type of the server's Patient compartment (:func:`asked_types`).
 
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 

@@ -19,7 +19,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -36,14 +35,19 @@ from fhir_cart.errors import AuthError, BadResponse, FatalError, FatalHttpError,
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.sync.capabilities import ServerCapabilities, is_size_refusal
+from fhir_cart.types import Json
 
 __all__ = [
-    "FailureCause", "PushPlan", "PushReport", "failure_causes", "plan_push", "push",
+    "FailureCause",
+    "PushPlan",
+    "PushReport",
+    "failure_causes",
+    "plan_push",
+    "push",
     "verify_on_server",
-]  # fmt: skip
+]
 
 log = logging.getLogger(__name__)
-Json = dict[str, Any]
 Key = tuple[str, str, str]
 
 
@@ -96,8 +100,11 @@ async def verify_on_server(
     for rtype, items in by_type.items():
         for start in range(0, len(items), _VERIFY_CHUNK):
             chunk = items[start : start + _VERIFY_CHUNK]
-            params = {"_id": ",".join(i for _, i, _ in chunk), "_elements": "id,meta",
-                      "_count": str(_VERIFY_CHUNK)}  # fmt: skip
+            params = {
+                "_id": ",".join(i for _, i, _ in chunk),
+                "_elements": "id,meta",
+                "_count": str(_VERIFY_CHUNK),
+            }
             held = {
                 str(r.get("id")): (r.get("meta") or {}).get("versionId")
                 async for r in client.search(rtype, params)
@@ -126,20 +133,32 @@ class FailureCause:
 
 
 _HINTS: tuple[tuple[Callable[[int | None, str], bool], str], ...] = (
-    (lambda status, reason: reason.startswith("not sent: it refers to"),
-     "these depend on a resource that failed for another reason listed here; fix that one"),
-    (lambda status, reason: status == 413 or "too many" in reason.lower(),
-     "the server limits the size of a transaction: set max_transaction_entries (or a smaller "
-     "bundle_size) in this server's settings"),
-    (lambda status, reason: status in (401, 403),
-     "the server refused the credentials: check this server's auth settings"),
-    (lambda status, reason: status == 404,
-     "the server does not know this URL or resource type: check the server's base_url"),
-    (lambda status, reason: status in (400, 422),
-     "the server refused the content: 'fhir-cart map --validate' checks resources locally"),
-    (lambda status, reason: status is not None and status >= 500,
-     "a fault on the server: push again later (only what failed is sent again)"),
-)  # fmt: skip
+    (
+        lambda status, reason: reason.startswith("not sent: it refers to"),
+        "these depend on a resource that failed for another reason listed here; fix that one",
+    ),
+    (
+        lambda status, reason: status == 413 or "too many" in reason.lower(),
+        "the server limits the size of a transaction: set max_transaction_entries (or a smaller "
+        "bundle_size) in this server's settings",
+    ),
+    (
+        lambda status, reason: status in (401, 403),
+        "the server refused the credentials: check this server's auth settings",
+    ),
+    (
+        lambda status, reason: status == 404,
+        "the server does not know this URL or resource type: check the server's base_url",
+    ),
+    (
+        lambda status, reason: status in (400, 422),
+        "the server refused the content: 'fhir-cart map --validate' checks resources locally",
+    ),
+    (
+        lambda status, reason: status is not None and status >= 500,
+        "a fault on the server: push again later (only what failed is sent again)",
+    ),
+)
 
 
 def failure_causes(failures: Sequence[tuple[Key, int | None, str]]) -> list[FailureCause]:
@@ -149,10 +168,15 @@ def failure_causes(failures: Sequence[tuple[Key, int | None, str]]) -> list[Fail
         types = groups.setdefault((status, reason), {})
         types[key[0]] = types.get(key[0], 0) + 1
     causes = [
-        FailureCause(status, reason, sum(types.values()), types,
-                     next((h for test, h in _HINTS if test(status, reason)), None))
+        FailureCause(
+            status,
+            reason,
+            sum(types.values()),
+            types,
+            next((h for test, h in _HINTS if test(status, reason)), None),
+        )
         for (status, reason), types in groups.items()
-    ]  # fmt: skip
+    ]
     return sorted(causes, key=lambda c: -c.count)
 
 
@@ -222,8 +246,11 @@ def _with_links(
     keyed: list[tuple[Key, str, Json]], dirty: set[Key], send: list[Json], ids: dict[Key, str]
 ) -> list[Json]:
     """The patient's resources to send, referring to its unchanged ones by server id."""
-    known = {f"urn:uuid:{r['id']}": f"{k[0]}/{ids[k]}" for k, _, r in keyed
-             if k not in dirty and k in ids}  # fmt: skip
+    known = {
+        f"urn:uuid:{r['id']}": f"{k[0]}/{ids[k]}"
+        for k, _, r in keyed
+        if k not in dirty and k in ids
+    }
     return _link_unchanged(send, known)
 
 
@@ -376,15 +403,22 @@ class _Sender:
             # Answers received are recorded even now (a re-run then need not send those
             # again), here on the loop's thread: a cancelled task may not await again.
             self.cache.record_bundle_group(
-                server=self.server, run_id=self.report.run_id, sent=answers.sent,
+                server=self.server,
+                run_id=self.report.run_id,
+                sent=answers.sent,
                 outcomes=answers.outcomes,
-            )  # fmt: skip
+            )
             raise
         progress = advance()
         await self.cache.call(
-            self.cache.record_bundle_group, server=self.server, run_id=self.report.run_id,
-            sent=answers.sent, outcomes=answers.outcomes, done_bundle=number, progress=progress,
-        )  # fmt: skip
+            self.cache.record_bundle_group,
+            server=self.server,
+            run_id=self.report.run_id,
+            sent=answers.sent,
+            outcomes=answers.outcomes,
+            done_bundle=number,
+            progress=progress,
+        )
         return progress
 
     async def _patients(self, patients: list[list[Json]], answers: _Answers) -> None:
@@ -446,8 +480,11 @@ class _Sender:
     ) -> bool:
         """Send one bundle and record its outcomes; True when a transaction was refused for
         its size (nothing recorded: the caller sends it again in smaller parts)."""
-        bundle = {"resourceType": "Bundle", "type": kind,
-                  "entry": [self._entry(r) for r in resources]}  # fmt: skip
+        bundle = {
+            "resourceType": "Bundle",
+            "type": kind,
+            "entry": [self._entry(r) for r in resources],
+        }
         keys = [resource_key(r) for r in resources]
         reason: str | None = None
         try:
@@ -537,7 +574,14 @@ def _interpret(
         kind = "created" if result.status == 201 else "updated"
         outcomes.append(Outcome(key, kind, result.status))
         sent.append(
-            SentEntry(key, result.server_id, result.version_id, result.etag,
-                      result.last_modified, plan.hashes[key], orjson.dumps(resource))
-        )  # fmt: skip
+            SentEntry(
+                key,
+                result.server_id,
+                result.version_id,
+                result.etag,
+                result.last_modified,
+                plan.hashes[key],
+                orjson.dumps(resource),
+            )
+        )
     return sent, outcomes

@@ -18,20 +18,17 @@ from typing import Any, Literal
 from fhir_cart.cache import Cache, Outcome
 from fhir_cart.client import FhirClient
 from fhir_cart.errors import FhirClientError
+from fhir_cart.mappers.kinds import RESOURCE_KINDS
 from fhir_cart.references import patient_id
+from fhir_cart.types import Json
 
 __all__ = ["Removed", "removed_records", "retract"]
 
 log = logging.getLogger(__name__)
-Json = dict[str, Any]
 Key = tuple[str, str, str]
 Mode = Literal["entered-in-error", "delete"]
 
-_STATUS = {
-    "Observation": "status",
-    "Procedure": "status",
-    "MedicationAdministration": "status",
-}
+_WITHDRAWAL = {k.type: k.withdrawal for k in RESOURCE_KINDS}
 _CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 
@@ -72,15 +69,15 @@ def _withdrawn(item: Removed, urns: dict[str, str]) -> Json | None:
     text: Json = _replace_urns(item.content, urns)
     text["id"] = item.server_id
     text.pop("meta", None)
-    rtype = item.key[0]
-    if rtype in _STATUS:
-        text[_STATUS[rtype]] = "entered-in-error"
+    withdrawal = _WITHDRAWAL.get(item.key[0])
+    if withdrawal == "status":
+        text["status"] = "entered-in-error"
         return text
-    if rtype == "Condition":
+    if withdrawal == "verification":
         text.pop("clinicalStatus", None)  # con-5: none when entered-in-error
-        text["verificationStatus"] = {"coding": [
-            {"system": _CONDITION_VERIFICATION, "code": "entered-in-error"}
-        ]}  # fmt: skip
+        text["verificationStatus"] = {
+            "coding": [{"system": _CONDITION_VERIFICATION, "code": "entered-in-error"}]
+        }
         return text
     return None
 
@@ -107,8 +104,7 @@ async def retract(
         try:
             if withdrawn is not None:
                 headers = {"If-Match": f'W/"{item.version_id}"'} if item.version_id else None
-                await client.request("PUT", path, body=withdrawn, headers=headers,
-                                     idempotent=True)  # fmt: skip
+                await client.request("PUT", path, body=withdrawn, headers=headers, idempotent=True)
                 outcomes.append(Outcome(item.key, "entered-in-error", 200))
             else:
                 await client.request("DELETE", path, idempotent=True)
@@ -119,6 +115,7 @@ async def retract(
                 continue
             outcomes.append(Outcome(item.key, "failed", exc.status, exc.message))
     if outcomes:
-        log.warning("%d records removed from the study file were withdrawn on the server",
-                    len(outcomes))  # fmt: skip
+        log.warning(
+            "%d records removed from the study file were withdrawn on the server", len(outcomes)
+        )
     return outcomes

@@ -4,9 +4,13 @@ from fhir_cart.testing.fhir_server import LocalFhirServer, SekmetServer, ensure_
 from fhir_cart.testing.medplum_server import MedplumServer, ensure_medplum
 
 __all__ = [
-    "SERVERS", "LocalFhirServer", "MedplumServer", "SekmetServer", "ensure_medplum",
+    "SERVERS",
+    "LocalFhirServer",
+    "MedplumServer",
+    "SekmetServer",
+    "ensure_medplum",
     "ensure_sekmet",
-]  # fmt: skip
+]
 
 SERVERS: dict[str, type[LocalFhirServer]] = {"sekmet": SekmetServer, "medplum": MedplumServer}
 """The local FHIR server implementations, by name."""

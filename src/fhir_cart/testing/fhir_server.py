@@ -29,9 +29,16 @@ import httpx
 import yaml
 
 __all__ = [
-    "SEKMET_VERSION", "LocalFhirServer", "SekmetServer", "default_venv", "ensure_sekmet",
-    "free_port", "port_in_use", "start_detached", "stop_detached",
-]  # fmt: skip
+    "SEKMET_VERSION",
+    "LocalFhirServer",
+    "SekmetServer",
+    "default_venv",
+    "ensure_sekmet",
+    "free_port",
+    "port_in_use",
+    "start_detached",
+    "stop_detached",
+]
 
 SEKMET_VERSION = "0.1.1"
 
@@ -57,8 +64,15 @@ def ensure_sekmet(venv: Path | None = None) -> Path:
         return exe
     venv.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-           "--disable-pip-version-check", f"sekmet-fhir=={SEKMET_VERSION}"]  # fmt: skip
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        f"sekmet-fhir=={SEKMET_VERSION}",
+    ]
     # pip's output (dozens of "Location ... is ignored" warnings on some machines) is shown
     # only when the install fails
     done = subprocess.run(pip, capture_output=True, text=True, check=False)
@@ -98,9 +112,13 @@ class LocalFhirServer:
         argv, env = self.command()
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
-                argv, cwd=self.workdir, env={**os.environ, **env}, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=self.detached,
-            )  # fmt: skip
+                argv,
+                cwd=self.workdir,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.detached,
+            )
         self._wait_ready()
         return self
 
@@ -211,8 +229,12 @@ def start_detached(server: LocalFhirServer, state_dir: Path) -> str:
     server.detached = True
     server.start()
     assert server._proc is not None
-    state = {"pid": server._proc.pid, "workdir": str(server.workdir), "kind": server.name,
-             "base_url": server.base_url}  # fmt: skip
+    state = {
+        "pid": server._proc.pid,
+        "workdir": str(server.workdir),
+        "kind": server.name,
+        "base_url": server.base_url,
+    }
     state_dir.mkdir(parents=True, exist_ok=True)
     _state_file(state_dir, server.port).write_text(json.dumps(state))
     _DETACHED[server._proc.pid] = server._proc  # this process may stop it again (tests)

@@ -46,9 +46,12 @@ def ensure_medplum(target: Path | None = None) -> Path:
         if npm is None:
             raise RuntimeError("the Medplum test server needs Node.js 20 and npm on PATH")
         done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=target,
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=target,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"npm ci for the Medplum test server failed:\n{done.stderr}")
     return target / "server.js"
@@ -60,9 +63,12 @@ class MedplumServer(LocalFhirServer):
     name = "medplum"
 
     def __init__(
-        self, *, install_dir: Path | None = None, port: int | None = None,
+        self,
+        *,
+        install_dir: Path | None = None,
+        port: int | None = None,
         startup_timeout: float = 60.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.script = ensure_medplum(install_dir)
         node = shutil.which("node")
         if node is None:

@@ -80,12 +80,41 @@ _GIVEN = [
     "Tim",
     "Lotte",
 ]
-_FAMILY = ["Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quinn",
-           "Rossi", "Müller", "Schäfer", "Van den Berg", "Öztürk", "García", "Nowak", "Janssen",
-           "De Vries", "Bauer", "Łukasik", "Hansen", "Novák", "Jensen", "Fischer", "Weiß",
-           "Smits", "Peeters", "Dubois", "Bianchi", "Silva", "Ivanova", "Horváth"]  # fmt: skip
-_SPELLED = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "é": "e", "ë": "e",
-                          "á": "a", "Ł": "L", "Ö": "Oe"})  # fmt: skip
+_FAMILY = [
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Quinn",
+    "Rossi",
+    "Müller",
+    "Schäfer",
+    "Van den Berg",
+    "Öztürk",
+    "García",
+    "Nowak",
+    "Janssen",
+    "De Vries",
+    "Bauer",
+    "Łukasik",
+    "Hansen",
+    "Novák",
+    "Jensen",
+    "Fischer",
+    "Weiß",
+    "Smits",
+    "Peeters",
+    "Dubois",
+    "Bianchi",
+    "Silva",
+    "Ivanova",
+    "Horváth",
+]
+_SPELLED = str.maketrans(
+    {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "é": "e", "ë": "e", "á": "a", "Ł": "L", "Ö": "Oe"}
+)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 
 from fhir_cart.cache import Cache
-from fhir_cart.service.deps import Auth, CacheDep, JobId, SettingsDep, get_job, visible_job
+from fhir_cart.service.deps import (
+    AppDep,
+    Auth,
+    CacheDep,
+    JobId,
+    SettingsDep,
+    get_job,
+    visible_job,
+)
 from fhir_cart.service.jobs import job_dir
 from fhir_cart.settings import Settings
 from fhir_cart.study import read_study
@@ -40,6 +48,7 @@ def job_summary(settings: SettingsDep, cache: CacheDep, job_id: JobId) -> dict[s
 
 @router.get("/jobs/{job_id:int}/export", responses={200: {"content": {"application/zip": {}}}})
 def export(
+    app: AppDep,
     settings: SettingsDep,
     cache: CacheDep,
     job_id: JobId,
@@ -50,7 +59,10 @@ def export(
     other_file = folder / "other.json"
     other = orjson.loads(other_file.read_bytes()) if other_file.exists() else []
     target = folder / f"export-{format}"
-    files = [*write_study(cases, target, format, other=other), folder / "unmapped.csv"]
+    files = [
+        *write_study(cases, target, format, app.library.concepts(), other=other),
+        folder / "unmapped.csv",
+    ]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in files:

@@ -22,11 +22,11 @@ from fhir_cart.cache import Cache
 from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.private import private_dir, write_private
 from fhir_cart.records import Case
+from fhir_cart.report.evaluate import missing_anchor
 from fhir_cart.service import schemas as s
 from fhir_cart.service.access import Principal, can_see_upload, owner_params
 from fhir_cart.service.deps import AppDep, Auth, CacheDep, PrincipalDep, unprocessable
 from fhir_cart.settings import Settings
-from fhir_cart.summary import missing_anchor
 from fhir_cart.workbook import WorkbookTooLarge, check_workbook
 
 __all__ = ["expire_uploads", "mapping_path", "read_upload", "router", "visible_upload"]

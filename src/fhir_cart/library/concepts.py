@@ -1,0 +1,411 @@
+"""The concept library: which clinical concepts exist, how each becomes FHIR, and back.
+
+Loaded from ``mappings/concepts.yaml`` (shared by every study) plus the concepts and
+attributes a study's mapping file adds. Each concept names its FHIR target (``kind``: a
+resource type or a Patient element), its standard codings (with source and verified flag),
+its value type (units, value set) and the attributes it allows. Coded words and their
+codings live in the terminology (``mappings/terminology.yaml``): a value set there is a
+group of words. Nothing about any one study is in this module.
+
+Kinds and their FHIR targets (docs/fhir-model.md):
+
+=============  =====================================================================
+condition      Condition; ``code`` is the value's coding (e.g. the diagnosis)
+medication     MedicationAdministration (MedicationRequest read back too)
+procedure      Procedure
+observation    Observation
+adverse_event  AdverseEvent
+death          Patient.deceasedDateTime
+follow_up      Patient extension ``last-follow-up``
+=============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fhir_cart.errors import ConfigError
+from fhir_cart.library.folder import shipped_folder
+from fhir_cart.library.terminology import Coding, Concept, Terminology, TerminologyFile
+from fhir_cart.library.yamlfile import load_model
+
+__all__ = [
+    "KINDS",
+    "AttributeDef",
+    "ConceptDef",
+    "ConceptLibrary",
+    "ConceptsFile",
+    "ValueDef",
+    "convert_unit",
+    "is_ucum",
+    "load_concepts",
+    "units_compatible",
+]
+
+Kind = Literal[
+    "condition", "medication", "procedure", "observation", "adverse_event", "death", "follow_up"
+]
+KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+ValueType = Literal[
+    "none", "quantity", "coded", "quantity_or_coded", "range", "boolean", "integer", "text"
+]
+AttributeType = Literal["coded", "integer", "number", "quantity", "text", "boolean", "date"]
+FhirPlace = Literal[
+    "extension", "method", "specimen", "component", "used_code", "interpretation", "reason"
+]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+_KEY = r"^[a-z][a-z0-9_]*$"
+
+
+class ValueDef(BaseModel):
+    """What an event's value may be."""
+
+    model_config = _STRICT
+
+    type: ValueType = "none"
+    units: tuple[str, ...] = ()
+    """UCUM units accepted (the first is the canonical unit values are converted to, unless
+    ``convert: false``); any unit compatible with one of them converts."""
+    convert: bool = True
+    """False keeps each value in the unit it was given (when it is one of ``units``)."""
+    value_set: str | None = None
+    """Terminology group holding the coded words."""
+    open: bool = False
+    """A word outside the value set is kept as text instead of rejecting the row."""
+    min: float | None = None
+    max: float | None = None
+    interpretations: dict[str, str] = Field(default_factory=dict)
+    """Word of the value set -> word of terminology group ``result_interpretation``: the
+    R4 ObservationInterpretation coding written first when the word sits beside a number
+    in ``Observation.interpretation`` (R4 binding: extensible)."""
+    condition_status: dict[str, str] = Field(default_factory=dict)
+    """Word of the value set -> word of ``condition_clinical``: the patient's latest event of
+    this concept sets the cancer Condition's clinicalStatus (relapse, remission, active)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ValueDef:
+        coded = self.type in ("coded", "quantity_or_coded")
+        if coded and self.value_set is None:
+            raise ValueError(f"a {self.type} value needs a value_set")
+        if self.type in ("quantity", "range") and not self.units:
+            raise ValueError(f"a {self.type} value needs units")
+        return self
+
+
+class AttributeDef(BaseModel):
+    """An attribute an event (or a patient) may carry, and where it goes in FHIR."""
+
+    model_config = _STRICT
+
+    label: str
+    type: AttributeType = "text"
+    value_set: str | None = None
+    open: bool = False
+    units: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    fhir: FhirPlace = "extension"
+    """Where the attribute goes: an extension (default, ``<extension_base>/<key>`` unless
+    ``extension_url``), ``Observation.method``, a contained Specimen's type, an Observation
+    ``component`` coded with ``codings``, ``Procedure.usedCode``,
+    ``Observation.interpretation`` or ``reasonCode`` (MedicationAdministration, Procedure)."""
+    extension_url: str | None = None
+    codings: tuple[Coding, ...] = ()
+    """The component's code (``fhir: component``)."""
+    by_unit: dict[str, str] = Field(default_factory=dict)
+    """Quantity only: a value in one of these units (not the first) is kept under the named
+    attribute instead (a flat ``10*6`` cell dose in a ``10*6/kg`` column is ``cell_dose_flat``)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AttributeDef:
+        if self.type == "coded" and self.value_set is None:
+            raise ValueError("a coded attribute needs a value_set")
+        if self.type == "quantity" and not self.units:
+            raise ValueError("a quantity attribute needs units")
+        if self.fhir == "component" and not self.codings:
+            raise ValueError("an attribute written as a component needs codings")
+        return self
+
+
+class ConceptDef(BaseModel):
+    """One concept: its FHIR target, codings, value and attributes."""
+
+    model_config = _STRICT
+
+    label: str
+    kind: Kind
+    codings: tuple[Coding, ...] = ()
+    """Standard codings (none: the concept is written with a local code and its label)."""
+    category: str | None = None
+    """Observation category word (terminology group ``observation_category``)."""
+    value: ValueDef = Field(default_factory=ValueDef)
+    attributes: tuple[str, ...] = ()
+    profile: str | None = None
+    """Key in ``mappings/profiles.yaml`` of the profile to claim."""
+
+
+class ConceptsFile(BaseModel):
+    """``mappings/concepts.yaml`` (and the ``concepts``/``attributes`` of a mapping file)."""
+
+    model_config = _STRICT
+
+    attributes: dict[str, AttributeDef] = Field(default_factory=dict)
+    patient_attributes: dict[str, AttributeDef] = Field(default_factory=dict)
+    concepts: dict[str, ConceptDef] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ConceptsFile:
+        import re
+
+        problems = [
+            f"{where}: {key!r} is not a key (lower case letters, digits, _)"
+            for where, keys in (
+                ("attributes", self.attributes),
+                ("patient_attributes", self.patient_attributes),
+                ("concepts", self.concepts),
+            )
+            for key in keys
+            if not re.match(_KEY, key)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+@cache
+def _ureg() -> Any:
+    from ucumvert import PintUcumRegistry
+
+    return PintUcumRegistry()
+
+
+@cache
+def _ucum(unit: str) -> Any:
+    try:
+        return _ureg().from_ucum(unit)
+    except Exception as exc:  # ucumvert raises lark and pint errors alike
+        raise ValueError(f"{unit!r} is not a UCUM unit") from exc
+
+
+@cache
+def _factor(source: str, target: str) -> float:
+    if source == target:
+        return 1.0
+    try:
+        return float((1 * _ucum(source)).to(_ucum(target)).magnitude)
+    except ValueError:
+        raise
+    except Exception as exc:  # pint's DimensionalityError
+        raise ValueError(f"{source!r} cannot be converted to {target!r}") from exc
+
+
+def convert_unit(number: float, source: str, target: str) -> float:
+    """``number`` in UCUM ``source`` expressed in UCUM ``target`` (ValueError when either is
+    not UCUM or they measure different things). Rounded to 12 significant digits so that
+    1.5 g/m2 is 1500 mg/m2, not 1499.9999999999998."""
+    value = number * _factor(source, target)
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, 11 - math.floor(math.log10(abs(value))))
+
+
+def is_ucum(unit: str) -> bool:
+    """Whether ``unit`` is a UCUM unit (``mg/m2``, ``10*6/kg``, ``%``)."""
+    try:
+        _ucum(unit)
+    except ValueError:
+        return False
+    return True
+
+
+def units_compatible(source: str, target: str) -> bool:
+    try:
+        _factor(source, target)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class ConceptLibrary:
+    """The merged concept library with look-ups both ways. Build with :func:`load_concepts`."""
+
+    data: ConceptsFile
+    terminology: Terminology
+    local_system: str
+    _by_kind: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, concept in self.data.concepts.items():
+            self._by_kind.setdefault(concept.kind, []).append(key)
+
+    # -- what exists --------------------------------------------------------------------
+
+    def concept(self, key: str) -> ConceptDef:
+        try:
+            return self.data.concepts[key]
+        except KeyError:
+            raise KeyError(f"unknown concept {key!r}") from None
+
+    def has(self, key: str) -> bool:
+        return key in self.data.concepts
+
+    def keys(self, kind: str | None = None) -> list[str]:
+        return list(self.data.concepts) if kind is None else list(self._by_kind.get(kind, ()))
+
+    def attribute(self, key: str) -> AttributeDef:
+        found = self.data.attributes.get(key) or self.data.patient_attributes.get(key)
+        if found is None:
+            raise KeyError(f"unknown attribute {key!r}")
+        return found
+
+    def words(self, value_set: str) -> tuple[str, ...]:
+        return tuple(self.terminology.data.concepts.get(value_set, {}))
+
+    # -- to FHIR ------------------------------------------------------------------------
+
+    def codeable(self, key: str) -> dict[str, Any]:
+        """The CodeableConcept of a concept (its standard codings, or its local code)."""
+        concept = self.concept(key)
+        if concept.codings:
+            return self.terminology.concept("concept", key)
+        coding = {"system": self.local_system, "code": key, "display": concept.label}
+        return {"text": concept.label, "coding": [coding]}
+
+    def attribute_codeable(self, key: str) -> dict[str, Any]:
+        return self.terminology.concept("attribute", key)
+
+    # -- from FHIR ----------------------------------------------------------------------
+
+    def classify(self, codeable: Mapping[str, Any] | None, kinds: Sequence[str]) -> str | None:
+        """The concept of one of ``kinds`` that a CodeableConcept stands for (None: unknown).
+        The local code decides first, then the standard codings (:meth:`Terminology.word`:
+        AmbiguousCode when two concepts fit equally); the text only when there is no coding
+        at all and the terminology's ``read_text`` is on."""
+        if not codeable:
+            return None
+        for coding in codeable.get("coding", ()):
+            if coding.get("system") == self.local_system:
+                key = coding.get("code")
+                if isinstance(key, str) and self.has(key) and self.concept(key).kind in kinds:
+                    return key
+        word = self.terminology.word("concept", codeable)
+        if word is not None and self.concept(word).kind in kinds:
+            return word
+        return None
+
+    def classify_attribute(self, codeable: Mapping[str, Any] | None) -> str | None:
+        return self.terminology.word("attribute", codeable)
+
+
+def _concept_group(data: ConceptsFile) -> dict[str, Concept]:
+    return {
+        k: Concept(text=c.label, codings=c.codings) for k, c in data.concepts.items() if c.codings
+    }
+
+
+def _attribute_group(data: ConceptsFile) -> dict[str, Concept]:
+    return {
+        k: Concept(text=a.label, codings=a.codings) for k, a in data.attributes.items() if a.codings
+    }
+
+
+def merge_concepts(base: ConceptsFile, extra: ConceptsFile | None) -> ConceptsFile:
+    """The library with a study's own concepts and attributes added (a study may not
+    redefine a shared one: that would change what other studies' data means)."""
+    if extra is None:
+        return base
+    clashes = [
+        f"{where}.{key}"
+        for where, mine, theirs in (
+            ("concepts", base.concepts, extra.concepts),
+            ("attributes", base.attributes, extra.attributes),
+            ("patient_attributes", base.patient_attributes, extra.patient_attributes),
+        )
+        for key in theirs
+        if key in mine
+    ]
+    if clashes:
+        raise ConfigError(
+            f"{', '.join(clashes)}: already defined in the shared concept library; "
+            "use it as it is, or give the study's own concept another key"
+        )
+    return ConceptsFile(
+        attributes={**base.attributes, **extra.attributes},
+        patient_attributes={**base.patient_attributes, **extra.patient_attributes},
+        concepts={**base.concepts, **extra.concepts},
+    )
+
+
+def library_problems(data: ConceptsFile, terms: TerminologyFile) -> list[str]:
+    """Cross-references that must hold: value sets exist, attributes exist, codings' systems
+    are known."""
+    found: list[str] = []
+    systems = terms.systems
+    groups = terms.concepts
+
+    def value_set(where: str, name: str | None) -> None:
+        if name is not None and name not in groups:
+            found.append(f"{where}.value_set: no terminology group {name!r}")
+
+    for key, attr in {**data.attributes, **data.patient_attributes}.items():
+        value_set(f"attributes.{key}", attr.value_set)
+        found += [
+            f"attributes.{key}.codings: unknown system {c.system!r}"
+            for c in attr.codings
+            if c.system not in systems
+        ]
+    for key, concept in data.concepts.items():
+        value_set(f"concepts.{key}.value", concept.value.value_set)
+        found += [
+            f"concepts.{key}.attributes: no attribute {a!r}"
+            for a in concept.attributes
+            if a not in data.attributes
+        ]
+        found += [
+            f"concepts.{key}.codings: unknown system {c.system!r}"
+            for c in concept.codings
+            if c.system not in systems
+        ]
+    return found
+
+
+def read_concepts_file(path: Path) -> ConceptsFile:
+    return load_model(path, ConceptsFile, "concept library")
+
+
+def build_library(
+    data: ConceptsFile, terminology: Terminology, *, where: str = "concept library"
+) -> ConceptLibrary:
+    problems = library_problems(data, terminology.data)
+    if problems:
+        raise ConfigError(f"{where} is invalid: " + "; ".join(problems))
+    groups = dict(terminology.data.concepts)
+    groups["concept"] = _concept_group(data)
+    groups["attribute"] = _attribute_group(data)
+    merged = terminology.data.model_copy(update={"concepts": groups})
+    terms = Terminology(
+        merged, strict=terminology.strict, as_of=terminology.as_of, country=terminology.country
+    )
+    terms.unverified_used = terminology.unverified_used
+    terms.read_text = terminology.read_text
+    local = terminology.own_system.rstrip("/") + "-local"
+    return ConceptLibrary(data=data, terminology=terms, local_system=local)
+
+
+def load_concepts(
+    terminology: Terminology,
+    path: Path | None = None,
+    extra: ConceptsFile | None = None,
+) -> ConceptLibrary:
+    """The shared library (``mappings/concepts.yaml``) plus a study's own concepts."""
+    data = read_concepts_file(path or shipped_folder() / "concepts.yaml")
+    return build_library(merge_concepts(data, extra), terminology)

@@ -1,0 +1,35 @@
+"""Profile choices and base URLs (``mappings/profiles.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from fhir_cart.library.yamlfile import load_model
+
+__all__ = ["Profiles", "load_profiles"]
+
+
+class Profiles(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profiles: dict[str, str]
+    extension_base: str
+    identifier_base: str
+    data_absent_reason: str
+    """URL of the core extension that says why a required element has no value."""
+    normalization_basis: str
+    """URL of mCODE's extension naming the basis of a normalised dose."""
+    cancer_related_reasons: frozenset[str] = frozenset()
+    """Words of the ``reason`` attribute that make a drug or procedure cancer-related: only
+    with one of them (or no reason) does it claim the cancer profile and point its
+    ``reasonReference`` at the cancer diagnosis."""
+
+    def cancer_related(self, reason: object) -> bool:
+        """Whether an event given for this ``reason`` (a word) is about the cancer."""
+        return reason in self.cancer_related_reasons
+
+
+def load_profiles(path: Path) -> Profiles:
+    return load_model(path, Profiles, "profiles file")

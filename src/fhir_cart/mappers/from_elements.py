@@ -1,0 +1,343 @@
+"""Reading FHIR elements back (the inverse of :mod:`.to_fhir`'s builders): dates, relative
+days, identifiers, values and attributes, and the results a reverse mapping gives
+(:class:`ReverseResult`, :class:`Unmapped`, :class:`OtherRow`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from fhir_cart.library.concepts import KINDS, AttributeDef, ConceptDef
+from fhir_cart.mappers.context import MappingContext, extension_value
+from fhir_cart.mappers.kinds import ID_KINDS
+from fhir_cart.mappers.to_fhir import attribute_url
+from fhir_cart.records import (
+    Case,
+    Precision,
+    Scalar,
+    Value,
+    When,
+    band_text,
+    parse_partial_date,
+)
+from fhir_cart.types import Json
+
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_\-\.]")
+_OWN_EXTENSIONS = (
+    "relative-day",
+    "source-text",
+    "origin",
+    "assumed",
+    "value",
+    "value-code",
+    "event-id",
+    "end",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """A resource kept but not turned into a record, and why."""
+
+    reference: str
+    resource_type: str
+    reason: str
+
+
+class OtherRow(TypedDict):
+    """A pulled resource that matches no concept: one row of the ``other`` table (spec §3,
+    columns ``writers.OTHER_COLUMNS``)."""
+
+    study_id: str | None
+    resource_type: str
+    resource_id: str | None
+    code_system: str | None
+    code: str | None
+    display: str | None
+    value: str | None
+    unit: str | None
+    time: str | None
+    reason: str
+
+
+@dataclass
+class ReverseResult:
+    cases: list[Case] = field(default_factory=list)
+    unmapped: list[Unmapped] = field(default_factory=list)
+    other: list[OtherRow] = field(default_factory=list)
+    """Rows of the ``other`` table, one per resource that is no event (each also listed in
+    ``unmapped`` with the same reason)."""
+    excluded: list[Unmapped] = field(default_factory=list)
+    """Resources deliberately not read as events (entered-in-error, refuted, not-done,
+    cancelled, ...), each with the reason: neither events nor ``other`` rows."""
+
+
+class _NoConcept(ValueError):
+    """The resource is understood but stands for nothing the library holds."""
+
+
+def _ref_of(resource: Json) -> str:
+    return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+
+
+# -- small readers of FHIR elements ---------------------------------------------------------
+
+
+def _parse_date(value: Any, where: str) -> tuple[dt.date, Precision]:
+    """A FHIR date or dateTime at the precision it is written (R4 datatypes.html#dateTime:
+    ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD``, or a day with time and zone, whose date is the one
+    written). ValueError naming the element for anything else (``2019-13``, ``2019-02-30``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} {value!r} is not a date")
+    try:
+        return parse_partial_date(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _anchor_key(ctx: MappingContext, codeable: Json | None) -> str:
+    key = ctx.concepts.classify(codeable, KINDS)
+    if key is None:
+        raise ValueError(f"relative-day anchor {codeable!r} is no concept of the library")
+    return key
+
+
+def _relative(ctx: MappingContext, parts: list[Json]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        url = part.get("url")
+        if url == "day":
+            out["day"] = part.get("valueInteger")
+        elif url == "earliest-day":
+            out["earliest_day"] = part.get("valueInteger")
+        elif url == "latest-day":
+            out["latest_day"] = part.get("valueInteger")
+        elif url == "anchor":
+            out["anchor"] = _anchor_key(ctx, part.get("valueCodeableConcept"))
+        elif url == "stated":  # the time as the source wrote it (15 mo)
+            stated = part.get("valueQuantity") or {}
+            out["stated"], out["stated_unit"] = stated.get("value"), stated.get("code")
+    return out
+
+
+def _when(ctx: MappingContext, obj: Mapping[str, Any], name: str) -> When | None:
+    value = obj.get(name)
+    primitive = obj.get("_" + name) or {}
+    ext = extension_value(primitive.get("extension"), ctx.ext("relative-day"))
+    fields = _relative(ctx, ext.get("extension", [])) if ext else {}
+    if isinstance(value, str):
+        fields["date"], fields["precision"] = _parse_date(value, name)
+    return When(**fields) if fields else None
+
+
+def _time_extension(ctx: MappingContext, ext: Json | None) -> When | None:
+    if ext is None:
+        return None
+    parts = ext.get("extension", [])
+    fields = _relative(ctx, parts)
+    date = extension_value(parts, "date")
+    if date is not None:
+        fields["date"], fields["precision"] = _parse_date(date.get("valueDate"), "date")
+    return When(**fields) if fields else None
+
+
+def _identifiers(resource: Json) -> list[Json]:
+    ident = resource.get("identifier")
+    if isinstance(ident, dict):
+        return [ident]
+    return list(ident or ())
+
+
+def _safe_id(text: str) -> str:
+    """An id made safe for records ([A-Za-z0-9_.-], at most 64 characters, a hash keeps
+    long ones apart)."""
+    safe = _SAFE_ID.sub("-", text)
+    if len(safe) <= 64:
+        return safe
+    return f"{safe[:55]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def event_id_of(ctx: MappingContext, resource: Json, study_id: str) -> str:
+    """The event id fhir_cart wrote in the business identifier, else ``<kind>-<server id>``
+    (kind as in identifiers, e.g. ``medication-request-mr1``; long ids end in a hash)."""
+    prefix = study_id + "/"
+    for ident in _identifiers(resource):
+        system, value = ident.get("system", ""), ident.get("value", "")
+        if ctx.centre_of_system(system) is not None and value.startswith(prefix):
+            return str(value[len(prefix) :])
+    rtype = str(resource.get("resourceType", ""))
+    kind = ID_KINDS.get(rtype) or re.sub(r"(?<!^)([A-Z])", r"-\1", rtype).lower()
+    return _safe_id(f"{kind}-{resource.get('id', 'x')}")
+
+
+def _quantity(quantity: Json | None) -> tuple[float | None, str | None]:
+    if not quantity or quantity.get("value") is None:
+        return None, None
+    unit = quantity.get("code") or quantity.get("unit")
+    return float(quantity["value"]), unit
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def _code_word(ctx: MappingContext, concept: ConceptDef, codeable: Json | None) -> str:
+    value_set = concept.value.value_set
+    word = ctx.terminology.word(value_set, codeable) if value_set else None
+    if word is None:
+        shown = [(c.get("system"), c.get("code")) for c in (codeable or {}).get("coding", ())]
+        raise _NoConcept(
+            f"value {shown or (codeable or {}).get('text')} is not a word of value set "
+            f"{value_set!r} of concept {concept.label!r}"
+        )
+    return word
+
+
+def _value_fields(ctx: MappingContext, concept: ConceptDef, holder: Json) -> dict[str, Any]:
+    """Value fields from a value[x] (on a resource, or on the ``value`` extension)."""
+    if "valueQuantity" in holder:
+        q = holder["valueQuantity"]
+        number, unit = _quantity(q)
+        return {"number": number, "unit": unit, "comparator": q.get("comparator")}
+    if "valueRange" in holder:
+        low, unit = _quantity(holder["valueRange"].get("low"))
+        high, high_unit = _quantity(holder["valueRange"].get("high"))
+        return {"low": low, "high": high, "unit": unit or high_unit}
+    if "valueCodeableConcept" in holder:
+        if concept.value.open and not holder["valueCodeableConcept"].get("coding"):
+            return {"text": holder["valueCodeableConcept"].get("text")}
+        return {"code": _code_word(ctx, concept, holder["valueCodeableConcept"])}
+    for name, field_name in (("valueBoolean", "boolean"), ("valueString", "text")):
+        if name in holder:
+            return {field_name: holder[name]}
+    if "valueInteger" in holder:
+        return {"number": float(holder["valueInteger"])}
+    return {}
+
+
+def _make_value(fields: dict[str, Any]) -> Value | None:
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return Value(**fields) if fields else None
+
+
+def _extension_value(ctx: MappingContext, concept: ConceptDef, resource: Json) -> dict[str, Any]:
+    """Value fields from the extensions ``value`` and ``value-code``."""
+    fields: dict[str, Any] = {}
+    ext = _own(ctx, resource, "value")
+    if ext is not None:
+        fields.update(_value_fields(ctx, concept, ext))
+    code = _own(ctx, resource, "value-code")
+    if code is not None:
+        fields["code"] = _code_word(ctx, concept, code.get("valueCodeableConcept"))
+    return fields
+
+
+def _own(ctx: MappingContext, holder: Json, name: str) -> Json | None:
+    return extension_value(holder.get("extension"), ctx.ext(name))
+
+
+# -- attributes -----------------------------------------------------------------------------
+
+
+def _attribute_urls(ctx: MappingContext, patient: bool = False) -> dict[str, str]:
+    """Extension URL -> attribute key (event attributes, or patient attributes)."""
+    memo_key = ("attribute-urls", patient)
+    found = ctx.memo.get(memo_key)
+    if found is None:
+        data = ctx.concepts.data
+        attrs = data.patient_attributes if patient else data.attributes
+        found = {attribute_url(ctx, k, a): k for k, a in attrs.items()}
+        ctx.memo[memo_key] = found
+    return found
+
+
+def _coded(ctx: MappingContext, attr: AttributeDef, codeable: Json | None) -> Scalar:
+    if codeable and not codeable.get("coding") and attr.open and codeable.get("text"):
+        return str(codeable["text"])
+    word = ctx.terminology.word(str(attr.value_set), codeable)
+    if word is None:
+        raise _NoConcept(f"{attr.label}: {codeable!r} is not in value set {attr.value_set!r}")
+    return word
+
+
+def _attribute_scalar(ctx: MappingContext, attr: AttributeDef | None, holder: Json) -> Scalar:
+    if attr is not None and attr.type == "coded":
+        return _coded(ctx, attr, holder.get("valueCodeableConcept"))
+    if "valueRange" in holder and attr is not None and attr.type == "integer":
+        low, high = holder["valueRange"].get("low", {}), holder["valueRange"].get("high", {})
+        return band_text(int(low.get("value")), int(high.get("value")))
+    if "valueQuantity" in holder:
+        number, unit = _quantity(holder["valueQuantity"])
+        if attr is not None and attr.units and unit not in (None, attr.units[0]):
+            from fhir_cart.library.concepts import convert_unit
+
+            return convert_unit(float(number or 0), str(unit), attr.units[0])
+        return float(number or 0)
+    for name, value in holder.items():
+        if name.startswith("value") and not isinstance(value, dict | list):
+            if attr is not None and attr.type == "number":
+                return float(value)
+            return value  # type: ignore[no-any-return]
+    raise ValueError(f"attribute extension {holder.get('url')!r} has no value")
+
+
+def _extension_attributes(
+    ctx: MappingContext, extensions: list[Json] | None, *, patient: bool = False
+) -> dict[str, Scalar]:
+    urls = _attribute_urls(ctx, patient)
+    data = ctx.concepts.data
+    library = data.patient_attributes if patient else data.attributes
+    base = ctx.profiles.extension_base.rstrip("/") + "/"
+    out: dict[str, Scalar] = {}
+    for ext in extensions or ():
+        url = str(ext.get("url", ""))
+        key = urls.get(url)
+        if key is None and url.startswith(base):
+            name = url[len(base) :]
+            if name not in _reserved(ctx) and re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+                # an attribute the library does not declare, kept by its key (URL tails
+                # have hyphens since 0.2.0, FHIR ids allow no underscore), and the URLs of
+                # before 0.2.0 (age_at_diagnosis), read as the key they name
+                key = name.replace("-", "_")
+        if key is not None:
+            out[key] = _attribute_scalar(ctx, library.get(key), ext)
+    return out
+
+
+def _reserved(ctx: MappingContext) -> frozenset[str]:
+    """Extension names fhir_cart uses itself: never read as an undeclared attribute."""
+    found = ctx.memo.get("reserved")
+    if found is None:
+        kinds = ctx.concepts.keys("death") + ctx.concepts.keys("follow_up")
+        found = frozenset(_OWN_EXTENSIONS) | {k.replace("_", "-") for k in kinds}
+        ctx.memo["reserved"] = found
+    return found
+
+
+def _placed(ctx: MappingContext, concept: ConceptDef, place: str) -> list[str]:
+    """Attribute keys written at ``place`` (method, specimen, ...): the concept's first."""
+    key = ("placed", id(concept), place)  # concepts live as long as the context
+    found = ctx.memo.get(key)
+    if found is None:
+        attrs = ctx.concepts.data.attributes
+        mine = [k for k in concept.attributes if attrs[k].fhir == place]
+        found = mine + [k for k, a in attrs.items() if a.fhir == place and k not in mine]
+        ctx.memo[key] = found
+    return found
+
+
+def _placed_word(
+    ctx: MappingContext, concept: ConceptDef, place: str, codeable: Json | None
+) -> tuple[str, Scalar] | None:
+    attrs = ctx.concepts.data.attributes
+    for key in _placed(ctx, concept, place):
+        attr = attrs[key]
+        if codeable and not codeable.get("coding") and attr.open:
+            return key, str(codeable.get("text"))
+        word = ctx.terminology.word(str(attr.value_set), codeable)
+        if word is not None:
+            return key, word
+    return None

@@ -1,0 +1,310 @@
+"""Swimmer plot and Kaplan-Meier curves of a case series, configured by the study file's
+``plots`` (:mod:`fhir_cart.library.studies`).
+
+- Swimmer: one bar per patient from day 0 (the study's anchor) to the latest of the ``end``
+  events (e.g. last follow-up, death); each marker (a named event selector) is drawn at the
+  day of every matching event, with a legend. Patients with no resolvable end are left out,
+  and so are patients with an end known only to a year or a month (a partial date).
+- Kaplan-Meier: per curve, the duration is the day of the first ``event`` on or after day 0
+  (observed), else the day of the latest ``censor`` event (censored). Events before day 0
+  (e.g. a relapse before the infusion) are not events of the curve. Patients with neither a
+  day-resolved event nor a censor day are left out (listed in :class:`SurvivalData`), and so
+  are patients whose event (or, with no event, censor) is known only to a year or a month.
+
+Days are resolved as in :mod:`fhir_cart.report.evaluate` (only exact days: windows are not
+drawn).
+Drawn with matplotlib's Agg canvas (no display needed); the survival estimate is lifelines'
+KaplanMeierFitter. The pure functions :func:`swimmer_rows` and :func:`survival_data` give
+what is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fhir_cart.library.concepts import ConceptLibrary
+from fhir_cart.library.studies import EventTest, StudyDefinition, SurvivalCurve
+from fhir_cart.records import Case
+from fhir_cart.report.evaluate import _Patient
+
+__all__ = [
+    "SurvivalData",
+    "SwimmerRow",
+    "plot_km",
+    "plot_swimmer",
+    "survival_data",
+    "swimmer_rows",
+    "write_plots",
+]
+
+FORMATS = ("png", "svg")
+_MARKERS = ("v", "D", "X", "s", "^", "P", "*", "o", "<", ">")
+_COLOURS = (
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#7f7f7f",
+    "#1f77b4",
+    "#000000",
+)
+"""Marker colours: none is the red of a bar ended by death."""
+_LABELS = {"overall": "Overall survival", "event_free": "Event-free survival"}
+
+
+@dataclass(frozen=True)
+class SwimmerRow:
+    study_id: str
+    end: float
+    """Day of the bar's end (latest ``end`` event)."""
+    ended_by: str
+    """Concept of the event that ends the bar."""
+    markers: tuple[tuple[str, float], ...]
+    """(marker name, day) for every marker event with an exact day."""
+
+
+@dataclass(frozen=True)
+class SurvivalData:
+    """What a Kaplan-Meier curve is fitted on."""
+
+    name: str
+    label: str
+    patients: tuple[str, ...]
+    durations: tuple[float, ...]
+    events: tuple[bool, ...]
+    """True: the event was observed at that duration; False: censored."""
+    excluded: tuple[str, ...] = ()
+    """Patients with neither an event day nor a censor day, and those of ``partial``."""
+    partial: tuple[str, ...] = ()
+    """Patients left out because an event (or, with no event, a censor) is known only to a
+    year or a month: its day after the anchor is a window, and neither an event day nor a
+    censoring before it can be told."""
+
+
+def _days(patient: _Patient, selectors: Sequence[EventTest]) -> list[tuple[float, str]]:
+    found = []
+    for event in patient.case.events:
+        if any(patient.passes(s, event) for s in selectors):
+            day = patient.day(event)
+            if day is not None:
+                found.append((day, event.concept))
+    return found
+
+
+def _only_window(patient: _Patient, selectors: Sequence[EventTest]) -> bool:
+    """Whether a selected event has no exact day because it rests on a partial date."""
+    for event in patient.case.events:
+        if any(patient.passes(s, event) for s in selectors):
+            patient.time.partial = False
+            if patient.day(event) is None and patient.time.partial:
+                return True
+    return False
+
+
+def swimmer_rows(cases: Iterable[Case], study: StudyDefinition) -> list[SwimmerRow]:
+    """One row per patient with a resolvable end, in input order; none for a patient with
+    an end event known only to a year or a month (where the bar ends cannot be told)."""
+    config = study.plots.swimmer
+    if config is None:
+        return []
+    rows = []
+    for case in cases:
+        patient = _Patient(case, study)
+        ends = _days(patient, config.end)
+        if not ends or _only_window(patient, config.end):
+            continue
+        end, ended_by = max(ends, key=lambda d: (d[0], d[1] == "death"))  # death wins a tie
+        marks = [
+            (name, day)
+            for name, selector in config.markers.items()
+            for day, _ in _days(patient, [selector])
+        ]
+        rows.append(SwimmerRow(case.patient.study_id, end, ended_by, tuple(sorted(marks))))
+    return rows
+
+
+def survival_data(
+    cases: Iterable[Case], study: StudyDefinition, name: str, curve: SurvivalCurve | None = None
+) -> SurvivalData:
+    """Durations (days after the anchor) and event flags of one survival curve."""
+    curve = curve or study.plots.survival[name]
+    ids, durations, events, excluded, partial = [], [], [], [], []
+    for case in cases:
+        patient = _Patient(case, study)
+        hits = [day for day, _ in _days(patient, curve.event) if day >= 0]
+        censor = [day for day, _ in _days(patient, curve.censor)]
+        if _only_window(patient, curve.event) or (not hits and _only_window(patient, curve.censor)):
+            excluded.append(case.patient.study_id)
+            partial.append(case.patient.study_id)
+            continue
+        if hits:
+            durations.append(min(hits))
+            events.append(True)
+        elif censor:
+            durations.append(max(censor))
+            events.append(False)
+        else:
+            excluded.append(case.patient.study_id)
+            continue
+        ids.append(case.patient.study_id)
+    label = curve.label or _LABELS.get(name, name.replace("_", " ").capitalize())
+    return SurvivalData(
+        name, label, tuple(ids), tuple(durations), tuple(events), tuple(excluded), tuple(partial)
+    )
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in FORMATS:
+        path = out_dir / f"{stem}.{fmt}"
+        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+        figure.savefig(path, format=fmt, metadata=metadata)
+        written.append(path)
+    return written
+
+
+def _anchor_label(study: StudyDefinition, library: ConceptLibrary | None) -> str:
+    if library is None:
+        from fhir_cart.errors import ConfigError
+        from fhir_cart.library.studies import _default_library
+
+        try:
+            library = _default_library()
+        except ConfigError:
+            library = None
+    if library is not None and library.has(study.anchor):
+        label = library.concept(study.anchor).label
+        return label[:1].lower() + label[1:] if label[1:2].islower() else label
+    return study.anchor.replace("_", " ")
+
+
+def plot_swimmer(
+    cases: Iterable[Case],
+    study: StudyDefinition,
+    out_dir: Path,
+    library: ConceptLibrary | None = None,
+) -> list[Path]:
+    """swimmer.png and swimmer.svg (nothing when the study has no swimmer plot)."""
+    config = study.plots.swimmer
+    rows = swimmer_rows(cases, study)
+    if config is None or not rows:
+        return []
+    rows.sort(key=lambda r: r.end)
+    figure = _figure(8, 1.2 + 0.45 * len(rows))
+    ax = figure.add_subplot()
+    colours = {"death": "#b2182b"}
+    for y, row in enumerate(rows):
+        colour = colours.get(row.ended_by, "#4393c3")
+        ax.barh(y, row.end, left=0, height=0.55, color=colour, alpha=0.85)
+    symbol = dict(zip(config.markers, _MARKERS * 3, strict=False))
+    for index, name in enumerate(config.markers):
+        xs = [day for row in rows for marker, day in row.markers if marker == name]
+        ys = [y for y, row in enumerate(rows) for marker, _ in row.markers if marker == name]
+        colour = _COLOURS[index % len(_COLOURS)]
+        ax.scatter(
+            xs,
+            ys,
+            marker=symbol[name],
+            s=70,
+            zorder=3,
+            color=colour,
+            edgecolors="black",
+            linewidths=0.6,
+            label=name,
+        )
+    from matplotlib.patches import Patch
+
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Patch(color="#4393c3", label="alive at last follow-up"),
+        Patch(color="#b2182b", label="ended by death"),
+    ]
+    ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.9)
+    ax.set_yticks(range(len(rows)), [r.study_id for r in rows])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"Days after {_anchor_label(study, library)}")
+    ax.set_ylabel("Patient")
+    ax.set_title(config.title or f"{study.name} — course after {_anchor_label(study, library)}")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(figure, out_dir, "swimmer")
+
+
+def plot_km(
+    cases: Iterable[Case],
+    study: StudyDefinition,
+    out_dir: Path,
+    library: ConceptLibrary | None = None,
+) -> list[Path]:
+    """km.png and km.svg: every survival curve of the study on one axes (nothing when the
+    study defines none)."""
+    curves = [survival_data(list(cases), study, n) for n in study.plots.survival]
+    curves = [c for c in curves if c.durations]
+    if not curves:
+        return []
+    from lifelines import KaplanMeierFitter
+
+    figure = _figure(7, 4.5)
+    ax = figure.add_subplot()
+    for index, data in enumerate(curves):
+        fitter = KaplanMeierFitter()
+        fitter.fit(list(data.durations), event_observed=list(data.events), label=data.label)
+        times = list(fitter.survival_function_.index)
+        survival = list(fitter.survival_function_.iloc[:, 0])
+        band = fitter.confidence_interval_survival_function_
+        colour = f"C{index}"
+        observed = sum(data.events)
+        ax.step(
+            times,
+            survival,
+            where="post",
+            color=colour,
+            label=f"{data.label} (n={len(data.durations)}, events={observed})",
+        )
+        ax.fill_between(
+            times,
+            list(band.iloc[:, 0]),
+            list(band.iloc[:, 1]),
+            step="post",
+            color=colour,
+            alpha=0.15,
+            linewidth=0,
+        )
+        censored = [d for d, e in zip(data.durations, data.events, strict=True) if not e]
+        heights = [float(fitter.predict(d)) for d in censored]
+        ax.scatter(censored, heights, marker="|", s=120, color=colour, zorder=3)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(f"Days after {_anchor_label(study, library)}")
+    ax.set_ylabel("Probability")
+    ax.set_title(f"{study.name} — Kaplan-Meier (| censored)")
+    ax.legend(loc="lower left", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(figure, out_dir, "km")
+
+
+def write_plots(
+    cases: Iterable[Case],
+    study: StudyDefinition,
+    out_dir: Path,
+    library: ConceptLibrary | None = None,
+) -> list[Path]:
+    """Every plot the study configures, as PNG and SVG in ``out_dir``; the files written
+    (``library``: only for the anchor's label on the axes)."""
+    cases = list(cases)
+    return plot_swimmer(cases, study, out_dir, library) + plot_km(cases, study, out_dir, library)

@@ -1,0 +1,91 @@
+"""A study's own library file, named from its mapping file and overlaid on the shipped
+library without copying it (issue 18 item 1, its core): concepts added there work in that
+study's mapping, study file and summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fhir_cart.application import Application
+from fhir_cart.cli import main
+from fhir_cart.errors import ConfigError
+from fhir_cart.library import Library
+from fhir_cart.library.study_mapping import load_study_mapping
+from fhir_cart.settings import Settings
+from tests.conftest import MAPPINGS, SEED_FILE, SEED_MAPPING
+
+ADDITIONS = """\
+concepts:
+  bridging_note:
+    label: Note on bridging therapy
+    kind: observation
+    value: {type: text}
+"""
+MEASURE = """\
+  - id: bridging_notes
+    label: Patients with a note on bridging therapy
+    count: {event: {concept: bridging_note}}
+"""
+
+
+@pytest.fixture
+def study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder with the seed mapping naming ``library: additions.yaml`` and a study
+    file whose last measure counts the added concept."""
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "additions.yaml").write_text(ADDITIONS, encoding="utf-8")
+    text = SEED_MAPPING.read_text(encoding="utf-8")
+    mapping = text.replace("study: seed\n", "study: study.yaml\nlibrary: additions.yaml\n", 1)
+    (tmp_path / "mapping.yaml").write_text(mapping, encoding="utf-8")
+    seed_study = (MAPPINGS / "studies" / "seed.yaml").read_text(encoding="utf-8")
+    assert seed_study.count("\nmeasures:\n") == 1
+    added = seed_study.replace("\nmeasures:\n", "\nmeasures:\n" + MEASURE, 1)
+    (tmp_path / "study.yaml").write_text(added, encoding="utf-8")
+    return tmp_path
+
+
+def test_the_added_concept_is_known_to_the_mapping_and_its_study(study: Path) -> None:
+    mapping = load_study_mapping(study / "mapping.yaml")
+    assert mapping.library == str(study / "additions.yaml")  # from the mapping's folder
+    application = Application(Settings(data_dir=study))
+    assert application.library.for_mapping(mapping).has("bridging_note")
+    assert not application.library.concepts().has("bridging_note")  # overlaid, not copied
+    assert application.mapping_context(mapping).concepts.has("bridging_note")
+    definition = application.study(mapping.study or "", mapping)
+    assert definition.measures[0].id == "bridging_notes"
+    with pytest.raises(ConfigError, match=r"unknown concept 'bridging_note'"):
+        application.study(mapping.study or "")  # the study file alone does not know it
+
+
+def test_summary_counts_a_measure_of_the_added_concept(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["summary", str(SEED_FILE), "-m", str(study / "mapping.yaml"), "--json"]
+    assert main(args) == 0
+    assert orjson.loads(capsys.readouterr().out)["bridging_notes"] == 0
+    plain = study / "mapping.yaml"
+    plain.write_text(plain.read_text().replace("library: additions.yaml\n", ""))
+    assert main(args) == 2  # without its library file the study names an unknown concept
+
+
+def test_a_library_file_may_not_redefine_what_the_mapping_or_the_shipped_library_has(
+    study: Path,
+) -> None:
+    mapping = study / "mapping.yaml"
+    inline = "concepts:\n  bridging_note:\n    label: Twice\n    kind: observation\n"
+    mapping.write_text(mapping.read_text() + inline + "    value: {type: text}\n")
+    with pytest.raises(ConfigError, match=r"bridging_note: defined both in the mapping and"):
+        load_study_mapping(mapping)
+    (study / "additions.yaml").write_text(ADDITIONS.replace("bridging_note", "cart_infusion"))
+    mapping.write_text(mapping.read_text().split("concepts:\n")[0])
+    with pytest.raises(ConfigError, match=r"cart_infusion"):
+        load_study_mapping(mapping, Library.default())
+
+
+def test_map_reads_the_study_anchor_with_the_added_concepts(study: Path) -> None:
+    args = ["map", str(SEED_FILE), "-m", str(study / "mapping.yaml"), "-o", str(study / "out")]
+    assert main(args) == 0
