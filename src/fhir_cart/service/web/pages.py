@@ -394,7 +394,7 @@ def job_export(
 ) -> Response:
     """A succeeded pull job's study tables (zip), as ``GET /jobs/{id}/export`` answers."""
     _visible_job(request, cache, principal, job_id)
-    return cohort_routes.export(app.settings, cache, job_id, format)
+    return cohort_routes.export(app, app.settings, cache, job_id, format)
 
 
 @router.get("/ui/jobs/{job_id:int}/events")
