@@ -412,7 +412,7 @@ def test_a_server_answer_that_is_not_fhir_fails_the_job_with_its_reason(
             body = {"server": "h", "selection": "search", "query": "identifier=x|"}
         kind = "pull" if command == "smart" else command
         job = client.post(f"/jobs/{kind}", headers=KEY, json=body).json()
-        deadline = time.monotonic() + 120  # the loop ends as soon as the job does; CI load can be high
+        deadline = time.monotonic() + 120  # ends as soon as the job does; load can be high
         while job["status"] in ("pending", "running") and time.monotonic() < deadline:
             time.sleep(0.1)
             job = client.get(f"/jobs/{job['id']}", headers=KEY).json()
