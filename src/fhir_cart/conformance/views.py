@@ -160,16 +160,33 @@ def _concept_match(ctx: MappingContext, key: str, concept: ConceptDef) -> str | 
     return _matches(tests)
 
 
+def _fits(element: str, mine: Sequence[str], known: Sequence[str]) -> str | None:
+    """FHIRPath: a coding at ``element`` is one of ``mine``, and every coding there that is
+    ``known`` (any coding of the group) is one of ``mine`` (Terminology.word: all codings
+    must agree on the word)."""
+    if not mine:
+        return None
+    own, every = " or ".join(mine), " or ".join(known)
+    return (
+        f"{element}.coding.where({own}).exists() and "
+        f"{element}.coding.where(({every}) and ({own}).not()).empty()"
+    )
+
+
 def _word(ctx: MappingContext, value_set: str, element: str, *, open_text: bool = False) -> str:
     """The word of ``value_set`` that the CodeableConcept(s) at ``element`` stand for, as a
-    chain of ``iif`` (first word whose coding is there); with ``open_text`` a CodeableConcept
-    with no coding gives its text."""
+    chain of ``iif``: the first word all of whose known codings there agree on it, words
+    with fewer codings first (Terminology.word takes the word missing the fewest of its
+    codings); with ``open_text`` a CodeableConcept with no coding gives its text."""
     expr = f"{element}.where(coding.empty()).text.first()" if open_text else "{}"
     words = ctx.terminology.data.concepts.get(value_set, {})
-    for word, concept in reversed(list(words.items())):
-        test = _matches(_coding_test(ctx, concept.codings))
+    tests = {word: _coding_test(ctx, concept.codings) for word, concept in words.items()}
+    known = [t for found in tests.values() for t in found]
+    ordered = sorted(words, key=lambda w: len(tests[w]))
+    for word in reversed(ordered):
+        test = _fits(element, tests[word], known)
         if test is not None:
-            expr = f"iif({element}.{test}, {fhirpath_string(word)}, {expr})"
+            expr = f"iif({test}, {fhirpath_string(word)}, {expr})"
     return expr
 
 
