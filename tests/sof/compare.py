@@ -5,12 +5,15 @@ Only what a view expresses is compared (fhir_cart.conformance.views.NOT_EXPRESSE
 it does not): the columns each view has, after three documented normalisations, the same
 a hospital's SQL does: an event's ``study_id`` is its patient's (joined on
 ``patient_key``), ``event_id`` loses the ``<study_id>/`` the identifier holds, and
-``when_date``/``end_date`` keep the day of a dateTime (first 10 characters).
+``when_date``/``end_date`` keep the day of a dateTime (first 10 characters); an event id
+longer than 64 characters is shortened as fhir_cart shortens it (55 characters, ``-``,
+the first 8 hex digits of its SHA-256).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -68,6 +71,9 @@ def _event(row: Row, study_ids: dict[str, str]) -> Row:
     event_id = row.get("event_id")
     if sid is not None and event_id is not None and event_id.startswith(sid + "/"):
         out["event_id"] = event_id[len(sid) + 1 :]
+    elif event_id is not None and len(event_id) > 64:  # fhir_cart shortens long ids
+        digest = hashlib.sha256(event_id.encode()).hexdigest()[:8]
+        out["event_id"] = f"{event_id[:55]}-{digest}"
     for name in _DATES:
         if out.get(name) is not None:
             out[name] = str(out[name])[:10]

@@ -117,9 +117,7 @@ def _check(engine: str, ndjson: Path, views: Path, tmp_path: Path) -> tuple[int,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
-def test_engines_give_the_seed_tables(
-    engine: str, seed: Path, views: Path, tmp_path: Path
-) -> None:
+def test_engines_give_the_seed_tables(engine: str, seed: Path, views: Path, tmp_path: Path) -> None:
     _engines()
     patients, compared = _check(engine, seed, views, tmp_path)
     assert (patients, compared) == (7, len(compare.table_rows(tmp_path / "tables" / "events.csv")))
@@ -155,7 +153,14 @@ def _wrong(views: Path, out: Path, name: str, column: str, path: str) -> Path:
         # the first of a Period's dates instead of the last: a plausible slip
         ("events_medication", "end_date", "effective.ofType(Period).start", "end_date table"),
         ("patients", "sex", "gender.where($this = 'female')", "sex table 'male' view None"),
-        ("events_observation", "value_unit", "value.ofType(Quantity).unit", "value_unit"),
+        # the relative day read from the extension's other part
+        (
+            "events_observation",
+            "when_day",
+            "effective.ofType(dateTime).extension('https://fhir-cart.dev/fhir/StructureDefinition/"
+            "relative-day').extension('latest-day').value.ofType(integer)",
+            "when_day table",
+        ),
     ],
 )
 def test_a_wrong_view_path_fails_the_comparison(

@@ -55,7 +55,8 @@ NOT_EXPRESSED: dict[str, str] = {
     "the attribute's first unit",
     "events.study_id": "join the event's patient_key with patients.patient_key",
     "events.event_id": "the view gives the identifier whole, '<study_id>/<event_id>' (no "
-    "string slicing in FHIRPath's SQL-on-FHIR set), or '<kind>-<resource id>'",
+    "string slicing in FHIRPath's SQL-on-FHIR set), or '<kind>-<resource id>'; fhir_cart "
+    "shortens an id over 64 characters to its first 55, '-' and 8 hex digits of its SHA-256",
     "events.concept": "by exact codings (and prefix codings) of the library; fhir_cart also "
     "reads text-only codes (classify_by_text), refuses a resource whose codings fit two "
     "concepts (the view gives both rows), and reads drugs given by medicationReference",
