@@ -93,7 +93,7 @@ def view_events(rows: dict[str, list[Row]]) -> list[Row]:
 def _differences(label: str, want: Row, got: Row) -> list[str]:
     out = []
     for column, value in got.items():
-        if column in ("patient_key", "_view") or column not in want and value is None:
+        if column in ("patient_key", "_view") or (column not in want and value is None):
             continue
         if column not in want:
             out.append(f"{label}: view column {column} is no column of the table")
@@ -120,13 +120,13 @@ def _event_key(row: Row) -> tuple[Any, ...]:
 
 def compare_events(
     table: list[Row], events: list[Row], *, not_covered: Any = lambda row: False
-) -> tuple[list[str], int]:
-    """Differences, and how many table rows were compared; ``not_covered(row)``: a table
-    row no view is meant to give (NOT_EXPRESSED), left out and counted by the caller."""
+) -> tuple[list[str], int, int]:
+    """Differences, how many table rows were compared and how many left out:
+    ``not_covered(row)`` says a table row no view is meant to give (NOT_EXPRESSED)."""
     keyed = {_event_key(r): r for r in events}
     ids = {(r["study_id"], r["event_id"]): r for r in table}
     by_concept = {(r["study_id"], r["concept"]): r for r in table}
-    out, compared = [], 0
+    out, compared, left_out = [], 0, 0
     for key, got in sorted(keyed.items(), key=lambda kv: str(kv[0])):
         want = ids.get(key) if got.get("event_id") is not None else by_concept.get(key)
         if want is None:
@@ -138,6 +138,8 @@ def compare_events(
     for row in table:
         if (row["study_id"], row["event_id"]) in keyed or (row["study_id"], row["concept"]) in seen:
             continue
-        if not not_covered(row):
+        if not_covered(row):
+            left_out += 1
+        else:
             out.append(f"event {(row['study_id'], row['event_id'])}: in the table, not in a view")
-    return out, compared
+    return out, compared, left_out

@@ -108,10 +108,13 @@ def _check(engine: str, ndjson: Path, views: Path, tmp_path: Path) -> tuple[int,
     patients, events = _tables(ndjson, tmp_path / "tables")
     rows = compare.engine_rows(engine, ndjson, views)
     problems = compare.compare_patients(patients, rows["patients"])
-    found, compared = compare.compare_events(
+    found, compared, left_out = compare.compare_events(
         events, compare.view_events(rows), not_covered=_not_covered(ndjson)
     )
     assert problems + found == [], "\n".join(problems + found)
+    print(f"{engine}: {len(patients)} patients, {compared} of {len(events)} events compared, "
+          f"{left_out} no view gives (NOT_EXPRESSED)")  # fmt: skip
+    assert compared + left_out == len(events)
     return len(patients), compared
 
 
@@ -130,7 +133,8 @@ def test_engines_give_the_mcode_tables(
 ) -> None:
     _engines()
     patients, compared = _check(engine, mcode, views, tmp_path)
-    assert patients >= 7 and compared > 0
+    assert patients >= 7
+    assert compared > 0
 
 
 def _wrong(views: Path, out: Path, name: str, column: str, path: str) -> Path:
@@ -186,7 +190,7 @@ def test_every_concept_of_the_library_is_matched_by_its_codings() -> None:
     ctx = Application().pull_context()
     views = view_definitions(ctx, [Centre("seed", ctx.identifier_base)])
     text = {name: _paths(view) for name, view in views.items()}
-    for key in ctx.concepts.keys():
+    for key in ctx.concepts.keys():  # noqa: SIM118 (ConceptLibrary.keys, not a dict)
         concept = ctx.concepts.concept(key)
         if concept.kind in ("death", "follow_up"):
             assert f"'{key}'" in text[f"events_{concept.kind}"]
@@ -209,7 +213,8 @@ def test_a_study_concept_gets_its_branch_and_an_unknown_status_no_row() -> None:
     assert "code = '2276-4'" in branch[0]["forEach"]
     assert "system = 'http://loinc.org'" in branch[0]["forEach"]
     where = " ".join(w["path"] for w in view["where"])
-    assert "status = 'final'" in where and "'entered-in-error'" not in where
+    assert "status = 'final'" in where
+    assert "'entered-in-error'" not in where
 
 
 def test_views_are_written_one_file_per_table(tmp_path: Path) -> None:
@@ -220,7 +225,8 @@ def test_views_are_written_one_file_per_table(tmp_path: Path) -> None:
     written = write_views(views, tmp_path)
     assert sorted(p.stem for p in written) == sorted(views)
     patients = json.loads((tmp_path / "patients.json").read_text())
-    assert patients["resourceType"] == VIEW_TYPE and patients["resource"] == "Patient"
+    assert patients["resourceType"] == VIEW_TYPE
+    assert patients["resource"] == "Patient"
     centre = next(c for c in patients["select"][0]["column"] if c["name"] == "centre")
     assert centre["path"].endswith("'uk-x'" + ")" * len(centres))
     assert set(NOT_EXPRESSED) >= {"events.when_anchor", "events.status"}
