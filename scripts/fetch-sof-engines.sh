@@ -6,7 +6,7 @@
 # fhirpathpy). Pinned: the comparison's figures are for these versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=.cache/sof-venv
+VENV=${SOF_VENV:-.cache/sof-venv}
 PINS="fhir4ds-v2==0.0.17 sqlonfhir==0.0.2 fhirpathpy==2.1.0"
 if [ -f "$VENV/pins" ] && [ "$(cat "$VENV/pins")" = "$PINS" ]; then
   exit 0
