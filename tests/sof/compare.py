@@ -4,10 +4,11 @@ study tables `fhir-cart tables` writes for the same NDJSON (tests/unit/test_view
 Only what a view expresses is compared (fhir_cart.conformance.views.NOT_EXPRESSED says what
 it does not): the columns each view has, after three documented normalisations, the same
 a hospital's SQL does: an event's ``study_id`` is its patient's (joined on
-``patient_key``), ``event_id`` loses the ``<study_id>/`` the identifier holds, and
-``when_date``/``end_date`` keep the day of a dateTime (first 10 characters); an event id
-longer than 64 characters is shortened as fhir_cart shortens it (55 characters, ``-``,
-the first 8 hex digits of its SHA-256).
+``patient_key``), ``event_id`` loses the ``<study_id>/`` the identifier holds (an event
+with no fhir_cart identifier, given by its resource id, gets fhir_cart's ``<kind>-``
+before it, and an id longer than 64 characters is shortened as fhir_cart shortens it: 55
+characters, ``-``, the first 8 hex digits of its SHA-256), and ``when_date``/``end_date``
+keep the day of a dateTime (first 10 characters).
 """
 
 from __future__ import annotations
@@ -63,7 +64,15 @@ def _same(want: str | None, got: str | None) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _event(row: Row, study_ids: dict[str, str]) -> Row:
+_ID_KINDS = {
+    "events_condition": "condition", "events_medication": "medication-administration",
+    "events_procedure": "procedure", "events_observation": "observation",
+    "events_adverse_event": "adverse-event",
+}  # fmt: skip
+"""View -> the kind fhir_cart puts before a resource id in an EHR event's id."""
+
+
+def _event(row: Row, study_ids: dict[str, str], view: str) -> Row:
     out = dict(row)
     key = row.get("patient_key")
     sid = study_ids.get(str(key))
@@ -71,9 +80,12 @@ def _event(row: Row, study_ids: dict[str, str]) -> Row:
     event_id = row.get("event_id")
     if sid is not None and event_id is not None and event_id.startswith(sid + "/"):
         out["event_id"] = event_id[len(sid) + 1 :]
-    elif event_id is not None and len(event_id) > 64:  # fhir_cart shortens long ids
-        digest = hashlib.sha256(event_id.encode()).hexdigest()[:8]
-        out["event_id"] = f"{event_id[:55]}-{digest}"
+    elif event_id is not None:  # the resource id: fhir_cart's id is <kind>-<id>, shortened
+        event_id = f"{_ID_KINDS[view]}-{event_id}"
+        if len(event_id) > 64:
+            digest = hashlib.sha256(event_id.encode()).hexdigest()[:8]
+            event_id = f"{event_id[:55]}-{digest}"
+        out["event_id"] = event_id
     for name in _DATES:
         if out.get(name) is not None:
             out[name] = str(out[name])[:10]
@@ -86,7 +98,7 @@ def view_events(rows: dict[str, list[Row]]) -> list[Row]:
     out = []
     for name, found in rows.items():
         if name.startswith("events_"):
-            out += [_event(r, study_ids) | {"_view": name} for r in found]
+            out += [_event(r, study_ids, name) | {"_view": name} for r in found]
     return out
 
 

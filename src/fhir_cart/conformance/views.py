@@ -11,9 +11,13 @@ A view gives the columns of fhir_cart's table that FHIRPath can express, named a
 names them, plus the keys to join them (``patient_key``: ``getResourceKey()`` of the
 Patient, ``getReferenceKey(Patient)`` of an event's subject). What it cannot express is
 listed in :data:`NOT_EXPRESSED` (and docs/cli.md, "fhir-cart views"): a SQL-on-FHIR engine
-gives the rows of those columns only approximately or not at all. The FHIRPath used is the
-SQL-on-FHIR v2 set plus ``iif``, ``startsWith`` and string ``+`` (all three supported by
-Pathling, fhir4ds and the reference implementation).
+gives the rows of those columns only approximately or not at all. The FHIRPath used is what
+Pathling (Spark) implements: the SQL-on-FHIR v2 set (``where``, ``exists``, ``empty``,
+``first``, ``not``, ``ofType``, ``extension``, ``getResourceKey``, ``getReferenceKey``), ``and``,
+``or``, ``=`` and the union ``|`` (of the elements of one choice type, or a Quantity's
+``code | unit``); no ``iif``, ``startsWith`` or string ``+``, which Pathling lacks: a
+choice among values is a ``unionAll`` of branches whose ``where`` conditions exclude each
+other.
 """
 
 from __future__ import annotations
@@ -55,17 +59,19 @@ NOT_EXPRESSED: dict[str, str] = {
     "the attribute's first unit",
     "events.study_id": "join the event's patient_key with patients.patient_key",
     "events.event_id": "the view gives the identifier whole, '<study_id>/<event_id>' (no "
-    "string slicing in FHIRPath's SQL-on-FHIR set), or '<kind>-<resource id>'; fhir_cart "
-    "shortens an id over 64 characters to its first 55, '-' and 8 hex digits of its SHA-256",
-    "events.concept": "by exact codings (and prefix codings) of the library; fhir_cart also "
+    "string slicing in FHIRPath's SQL-on-FHIR set), or the resource id where the table has "
+    "'<kind>-<resource id>'; fhir_cart shortens an id over 64 characters to its first 55, "
+    "'-' and 8 hex digits of its SHA-256",
+    "events.concept": "by exact codings of the library, not its prefix codings (ICD-10 C91.0 "
+    "for its children: no startsWith in Pathling); fhir_cart also "
     "reads text-only codes (classify_by_text), refuses a resource whose codings fit two "
     "concepts (the view gives both rows), and reads drugs given by medicationReference",
     "events.when_date": "the dateTime as written; the table holds its day (the first 10 "
     "characters)",
     "events.when_anchor": "the anchor is a concept classified by its codings: not given",
-    "events.value_code": "by exact and prefix codings; not the rules for broader words and "
-    "codings that fit several words; an Observation's coded result given in interpretation "
-    "is not read",
+    "events.value_code": "by exact codings, not prefix codings; not the rules for broader "
+    "words and codings that fit several words; an Observation's coded result given in "
+    "interpretation is not read",
     "events.status": "excluded statuses are filtered out (where); the flags are not given",
     "events.specimen": "a Specimen (contained or referenced) is read through a reference: "
     "not given",
@@ -129,24 +135,17 @@ def _column(name: str, path: str, kind: str | None = None) -> Json:
     return column
 
 
-def _first(paths: Sequence[str], suffix: str = "") -> str:
-    """The first of ``paths`` that exists (then ``suffix`` applied to it), as FHIRPath."""
-    expr = paths[-1] + suffix
-    for path in reversed(paths[:-1]):
-        expr = f"iif({path}.exists(), {path}{suffix}, {expr})"
-    return expr
-
-
 # -- codings ----------------------------------------------------------------------------------
 
 
 def _coding_test(ctx: MappingContext, codings: Iterable[Coding]) -> list[str]:
+    """One test per exact coding; prefix codings (ICD-10 ``C91.0`` for its children) need
+    ``startsWith``, which Pathling lacks: left out (NOT_EXPRESSED)."""
     out = []
     for coding in codings:
-        system = fhirpath_string(ctx.terminology.system(coding.system))
-        code = fhirpath_string(coding.code)
-        test = f"code.startsWith({code})" if coding.prefix else f"code = {code}"
-        out.append(f"(system = {system} and {test})")
+        if not coding.prefix:
+            system = fhirpath_string(ctx.terminology.system(coding.system))
+            out.append(f"(system = {system} and code = {fhirpath_string(coding.code)})")
     return out
 
 
@@ -161,12 +160,10 @@ def _concept_match(ctx: MappingContext, key: str, concept: ConceptDef) -> str | 
     return _matches(tests)
 
 
-def _fits(element: str, mine: Sequence[str], known: Sequence[str]) -> str | None:
+def _fits(element: str, mine: Sequence[str], known: Sequence[str]) -> str:
     """FHIRPath: a coding at ``element`` is one of ``mine``, and every coding there that is
     ``known`` (any coding of the group) is one of ``mine`` (Terminology.word: all codings
     must agree on the word)."""
-    if not mine:
-        return None
     own, every = " or ".join(mine), " or ".join(known)
     return (
         f"{element}.coding.where({own}).exists() and "
@@ -174,21 +171,46 @@ def _fits(element: str, mine: Sequence[str], known: Sequence[str]) -> str | None
     )
 
 
-def _word(ctx: MappingContext, value_set: str, element: str, *, open_text: bool = False) -> str:
-    """The word of ``value_set`` that the CodeableConcept(s) at ``element`` stand for, as a
-    chain of ``iif``: the first word all of whose known codings there agree on it, words
-    with fewer codings first (Terminology.word takes the word missing the fewest of its
-    codings); with ``open_text`` a CodeableConcept with no coding gives its text."""
-    expr = f"{element}.where(coding.empty()).text.first()" if open_text else "{}"
+def _word_tests(
+    ctx: MappingContext, value_set: str, element: str, *, open_text: bool = False
+) -> tuple[list[tuple[str, str]], str]:
+    """(condition, word literal) per word of ``value_set``, at most one of them true for a
+    resource, and the condition that none is. A word fits when all known codings at
+    ``element`` agree on it; of two that fit, the one with fewer codings wins (it misses
+    fewer: Terminology.word). With ``open_text`` a CodeableConcept with no coding gives its
+    text. Written as conditions, not ``iif`` (which Pathling lacks)."""
     words = ctx.terminology.data.concepts.get(value_set, {})
-    tests = {word: _coding_test(ctx, concept.codings) for word, concept in words.items()}
+    tests = {w: _coding_test(ctx, c.codings) for w, c in words.items()}
     known = [t for found in tests.values() for t in found]
-    ordered = sorted(words, key=lambda w: len(tests[w]))
-    for word in reversed(ordered):
-        test = _fits(element, tests[word], known)
-        if test is not None:
-            expr = f"iif({test}, {fhirpath_string(word)}, {expr})"
-    return expr
+    ordered = sorted((w for w in words if tests[w]), key=lambda w: len(tests[w]))
+    fits = {w: _fits(element, tests[w], known) for w in ordered}
+    out = []
+    for i, word in enumerate(ordered):
+        before = [fits[v] for v in ordered[:i] if set(tests[v]) & set(tests[word])]
+        cond = f"({fits[word]}) and ({' or '.join(before)}).not()" if before else fits[word]
+        out.append((cond, fhirpath_string(word)))
+    every = list(fits.values())
+    if open_text:
+        text = f"{element}.where(coding.empty()).text"
+        out.append((f"{text}.exists()", f"{text}.first()"))
+        every.append(f"{text}.exists()")
+    none = f"({' or '.join(every)}).not()" if every else "true"
+    return out, none
+
+
+def _one_of(branches: Sequence[tuple[str, list[Json]]]) -> Json:
+    """A select of exactly one row per resource: the branch whose condition holds (the
+    conditions exclude each other and cover every case)."""
+    return {"unionAll": [{"forEach": f"where({cond})", "column": cols} for cond, cols in branches]}
+
+
+def _word_select(
+    ctx: MappingContext, value_set: str, element: str, name: str, *, open_text: bool = False
+) -> Json:
+    """The column ``name``: the word of ``value_set`` at ``element`` (or empty)."""
+    tests, none = _word_tests(ctx, value_set, element, open_text=open_text)
+    branches = [(cond, [_column(name, word)]) for cond, word in tests]
+    return _one_of([*branches, (none, [_column(name, "{}")])])
 
 
 # -- columns ----------------------------------------------------------------------------------
@@ -198,83 +220,91 @@ def _own(ctx: MappingContext, name: str, kind: str) -> str:
     return f"extension({fhirpath_string(ctx.ext(name))}).value.ofType({kind})"
 
 
-def _attribute_path(ctx: MappingContext, key: str, attr: AttributeDef) -> str | None:
+def _holder(ctx: MappingContext, key: str, attr: AttributeDef) -> str | None:
     """Where an event attribute is, for the places FHIRPath reaches without a reference."""
     if attr.fhir == "extension":
-        holder = f"extension({fhirpath_string(attribute_url(ctx, key, attr))}).value"
-    elif attr.fhir == "method":
-        holder = "method"
-    elif attr.fhir == "used_code":
-        holder = "usedCode"
-    elif attr.fhir == "component":
+        url = fhirpath_string(attribute_url(ctx, key, attr))
+        return f"extension({url}).value" + (
+            ".ofType(CodeableConcept)" if attr.type == "coded" else ""
+        )
+    if attr.fhir == "method":
+        return "method"
+    if attr.fhir == "used_code":
+        return "usedCode"
+    if attr.fhir == "component":
         test = _matches(_coding_test(ctx, attr.codings))
-        holder = f"component.where(code.{test}).value"
-    else:
-        return None  # specimen (through a reference), interpretation: NOT_EXPRESSED
-    return _typed(ctx, holder, attr, plain=attr.fhir in ("method", "used_code"))
+        value = ".ofType(CodeableConcept)" if attr.type == "coded" else ""
+        return f"component.where(code.{test}).value{value}"
+    return None  # specimen (through a reference), interpretation: NOT_EXPRESSED
 
 
-def _typed(ctx: MappingContext, holder: str, attr: AttributeDef, *, plain: bool) -> str:
-    if attr.type == "coded":
-        element = holder if plain else f"{holder}.ofType(CodeableConcept)"
-        return _word(ctx, str(attr.value_set), element, open_text=attr.open)
-    fhir_type = {"integer": "integer", "number": "decimal", "text": "string",
-                 "boolean": "boolean", "date": "date"}.get(attr.type)  # fmt: skip
-    if fhir_type is None:  # quantity: the number as written (NOT_EXPRESSED: no conversion)
-        return f"{holder}.ofType(Quantity).value"
+def _scalar(holder: str, attr: AttributeDef) -> str:
     if attr.type == "number":
-        return _first([f"{holder}.ofType(decimal)", f"{holder}.ofType(integer)"])
-    return f"{holder}.ofType({fhir_type})"
+        return f"({holder}.ofType(decimal) | {holder}.ofType(integer)).first()"
+    if attr.type == "quantity":  # the number as written (NOT_EXPRESSED: no conversion)
+        return f"{holder}.ofType(Quantity).value"
+    fhir_type = {"integer": "integer", "text": "string", "boolean": "boolean", "date": "date"}
+    return f"{holder}.ofType({fhir_type[attr.type]})"
 
 
-def _attribute_columns(ctx: MappingContext, shape: Shape | None) -> list[Json]:
-    out = []
-    for key, attr in sorted(ctx.concepts.data.attributes.items()):
-        if attr.fhir == "method" and (shape is None or shape.resource != "Observation"):
+_ONLY_ON = {"method": "Observation", "component": "Observation", "used_code": "Procedure"}
+
+
+def _attributes(
+    ctx: MappingContext, attrs: Mapping[str, AttributeDef], resource: str
+) -> tuple[list[Json], list[Json]]:
+    """Columns of the plain attributes, and a select per coded one."""
+    columns, selects = [], []
+    for key, attr in sorted(attrs.items()):
+        if _ONLY_ON.get(attr.fhir, resource) != resource:
             continue
-        if attr.fhir == "component" and (shape is None or shape.resource != "Observation"):
+        holder = _holder(ctx, key, attr)
+        if holder is None:
             continue
-        if attr.fhir == "used_code" and (shape is None or shape.resource != "Procedure"):
-            continue
-        path = _attribute_path(ctx, key, attr)
-        if path is not None:
-            out.append(_column(key, path))
-    return out
+        if attr.type == "coded":
+            selects.append(_word_select(ctx, str(attr.value_set), holder, key, open_text=attr.open))
+        else:
+            columns.append(_column(key, _scalar(holder, attr)))
+    return columns, selects
+
+
+def _either(paths: Sequence[str], suffix: str = "") -> str:
+    """The first of ``paths`` (elements of one choice type: at most one is there)."""
+    if len(paths) == 1:
+        return paths[0] + suffix
+    return "(" + " | ".join(p + suffix for p in paths) + ").first()"
 
 
 def _time_columns(ctx: MappingContext, name: str, paths: Sequence[str]) -> list[Json]:
     if not paths:
         return []
     day = f".extension({fhirpath_string(ctx.ext('relative-day'))})"
-    return [
-        _column(f"{name}_date", _first(paths)),
-        _column(f"{name}_day", _first(paths, f"{day}.extension('day').value.ofType(integer)")),
-        _column(f"{name}_earliest_day",
-                _first(paths, f"{day}.extension('earliest-day').value.ofType(integer)")),
-        _column(f"{name}_latest_day",
-                _first(paths, f"{day}.extension('latest-day').value.ofType(integer)")),
+    return [_column(f"{name}_date", _either(paths))] + [
+        _column(f"{name}_{part.replace('-', '_')}",
+                _either(paths, f"{day}.extension('{part}').value.ofType(integer)"))
+        for part in ("day", "earliest-day", "latest-day")
     ]  # fmt: skip
 
 
 def _value_columns(shape: Shape) -> list[Json]:
-    if shape.value == "dose":
-        dose = _first(["dosage.dose", "dosage.rate.ofType(Quantity)"])
+    if shape.value == "dose":  # the dose, else the rate (from_fhir: dose or rateQuantity)
+        dose = "(dosage.dose | dosage.rate.ofType(Quantity)).first()"
         return [
-            _column("value_number", f"({dose}).value"),
-            _column("value_unit", f"iif(({dose}).code.exists(), ({dose}).code, ({dose}).unit)"),
+            _column("value_number", f"{dose}.value"),
+            _column("value_unit", f"({dose}.code | {dose}.unit).first()"),
         ]
     if shape.value != "result":
         return []
     quantity = "value.ofType(Quantity)"
     return [
-        _column("value_number", _first([f"{quantity}.value", "value.ofType(integer)"])),
-        _column("value_unit", f"iif({quantity}.code.exists(), {quantity}.code, {quantity}.unit)"),
+        _column("value_number", f"({quantity}.value | value.ofType(integer)).first()"),
+        _column("value_unit", f"({quantity}.code | {quantity}.unit).first()"),
         _column("value_comparator", f"{quantity}.comparator"),
         _column("value_low", "value.ofType(Range).low.value"),
         _column("value_high", "value.ofType(Range).high.value"),
         _column("value_boolean", "value.ofType(boolean)"),
         _column("value_text", "value.ofType(string)"),
-    ]  # fmt: skip
+    ]
 
 
 def _text_columns(ctx: MappingContext) -> list[Json]:
@@ -285,11 +315,20 @@ def _text_columns(ctx: MappingContext) -> list[Json]:
     ]
 
 
-def _identifier(centres: Sequence[Centre], id_kind: str, fallback: str) -> str:
-    """The identifier value under a known centre's system, else ``fallback``."""
-    systems = " or ".join(f"system = {fhirpath_string(c.system(id_kind))}" for c in centres)
-    found = f"identifier.where({systems})"
-    return f"iif({found}.exists(), {found}.value.first(), {fallback})"
+def _systems(centres: Sequence[Centre], id_kind: str) -> str:
+    return " or ".join(f"system = {fhirpath_string(c.system(id_kind))}" for c in centres)
+
+
+def _event_id(centres: Sequence[Centre], id_kind: str) -> Json:
+    """The identifier value under a known centre's system, else the resource id (the
+    table's ``<kind>-<id>``: FHIRPath in Pathling has no string ``+``)."""
+    if not centres:
+        return {"column": [_column("event_id", "id")]}
+    found = f"identifier.where({_systems(centres, id_kind)})"
+    return _one_of([
+        (f"{found}.exists()", [_column("event_id", f"{found}.value.first()")]),
+        (f"{found}.empty()", [_column("event_id", "id")]),
+    ])  # fmt: skip
 
 
 # -- where: statuses ----------------------------------------------------------------------------
@@ -327,65 +366,75 @@ def _view(name: str, resource: str, title: str, select: list[Json]) -> Json:
 
 
 def patients_view(ctx: MappingContext, centres: Sequence[Centre], default_centre: str) -> Json:
-    expr = fhirpath_string(default_centre)
-    for centre in reversed(centres):
-        system = fhirpath_string(centre.system("patient"))
-        name = fhirpath_string(centre.name)
-        expr = f"iif(identifier.where(system = {system}).exists(), {name}, {expr})"
+    names = sorted({c.name for c in centres})
+    branches = []
+    for name in names:
+        found = f"identifier.where({_systems([c for c in centres if c.name == name], 'patient')})"
+        cols = [_column("study_id", f"{found}.value.first()"),
+                _column("centre", fhirpath_string(name))]  # fmt: skip
+        branches.append((f"{found}.exists()", cols))
+    known = f"identifier.where({_systems(centres, 'patient')}).empty()" if centres else "true"
+    default = [_column("study_id", "id"), _column("centre", fhirpath_string(default_centre))]
     columns = [
         _column("patient_key", "getResourceKey()"),
-        _column("study_id", _identifier(centres, "patient", "id")),
-        _column("centre", expr),
         _column("sex", "gender"),
         _column("birth_date", "birthDate"),
     ]
-    for key, attr in ctx.concepts.data.patient_attributes.items():
-        url = fhirpath_string(attribute_url(ctx, key, attr))
-        columns.append(_column(key, _typed(ctx, f"extension({url}).value", attr, plain=False)))
-    return _view("patients", "Patient", "fhir_cart patients table", [{"column": columns}])
+    plain, coded = _attributes(ctx, ctx.concepts.data.patient_attributes, "Patient")
+    select = [{"column": columns + plain}, _one_of([*branches, (known, default)]), *coded]
+    return _view("patients", "Patient", "fhir_cart patients table", select)
+
+
+def _concept_branch(ctx: MappingContext, shape: Shape, key: str) -> Json:
+    """The resource itself where its code is the concept ``key``, with its coded value."""
+    concept = ctx.concepts.concept(key)
+    test = _concept_match(ctx, key, concept)
+    branch: Json = {"forEach": f"where({shape.code}.{test})"}
+    branch["column"] = [_column("concept", fhirpath_string(key))]
+    value_set = concept.value.value_set
+    if value_set and shape.value == "result":
+        element, open_text = "value.ofType(CodeableConcept)", concept.value.open
+        branch["select"] = [
+            _word_select(ctx, value_set, element, "value_code", open_text=open_text)
+        ]
+    else:
+        branch["column"].append(_column("value_code", "{}"))
+    return branch
 
 
 def _concept_branches(ctx: MappingContext, shape: Shape) -> list[Json]:
     """One unionAll branch per concept of the kind (per word of its value set for a
-    condition read by its diagnosis): the resource itself where its code matches."""
-    branches = []
+    condition read by its diagnosis)."""
+    branches: list[Json] = []
     for key in ctx.concepts.keys(shape.kind):
         concept = ctx.concepts.concept(key)
-        value_set = concept.value.value_set
-        matches: list[tuple[str, str]] = []
         if concept.codings or shape.kind != "condition":
-            test = _concept_match(ctx, key, concept)
-            code = "{}"
-            if value_set and shape.value == "result":
-                code = _word(ctx, value_set, "value.ofType(CodeableConcept)",
-                             open_text=concept.value.open)  # fmt: skip
-            matches.append((f"{shape.code}.{test}", code))
-        elif value_set:  # a diagnosis: each word of its value set is the concept's value
-            for word, coded in ctx.terminology.data.concepts.get(value_set, {}).items():
-                test = _matches(_coding_test(ctx, coded.codings))
-                if test is not None:
-                    matches.append((f"{shape.code}.{test}", fhirpath_string(word)))
-        for where, code in matches:
-            branches.append({
-                "forEach": f"where({where})",
-                "column": [_column("concept", fhirpath_string(key)), _column("value_code", code)],
-            })  # fmt: skip
+            branches.append(_concept_branch(ctx, shape, key))
+        elif concept.value.value_set:  # a diagnosis: each word of its value set is its value
+            name = _column("concept", fhirpath_string(key))
+            tests, _ = _word_tests(ctx, concept.value.value_set, shape.code)
+            branches += [
+                {"forEach": f"where({cond})", "column": [name, _column("value_code", word)]}
+                for cond, word in tests
+            ]
     return branches
 
 
 def event_view(ctx: MappingContext, shape: Shape, centres: Sequence[Centre]) -> Json:
-    id_kind = ID_KINDS[shape.resource]
-    fallback = f"{fhirpath_string(id_kind + '-')} + id"
     columns = [
         _column("patient_key", "subject.getReferenceKey(Patient)"),
-        _column("event_id", _identifier(centres, id_kind, fallback)),
         *_time_columns(ctx, "when", shape.when),
         *_time_columns(ctx, "end", shape.end),
         *_value_columns(shape),
         *_text_columns(ctx),
-        *_attribute_columns(ctx, shape),
     ]
-    select = [{"column": columns}, {"unionAll": _concept_branches(ctx, shape)}]
+    plain, coded = _attributes(ctx, ctx.concepts.data.attributes, shape.resource)
+    select = [
+        {"column": columns + plain},
+        _event_id(centres, ID_KINDS[shape.resource]),
+        {"unionAll": _concept_branches(ctx, shape)},
+        *coded,
+    ]
     title = f"fhir_cart events table: {shape.kind} events ({shape.resource})"
     view = _view(f"events_{shape.kind}", shape.resource, title, select)
     where = _status_filters(statuses_in(ctx.memo), shape.resource)
@@ -414,8 +463,8 @@ def _patient_event_view(ctx: MappingContext, kind: str, key: str) -> Json:
         ]
         select = [{"column": columns}, {"forEach": f"extension({url})", "column": inner}]
         where = f"extension({url}).exists()"
-    view = _view(f"events_{kind}", "Patient", f"fhir_cart events table: {kind} events (Patient)",
-                 select)  # fmt: skip
+    title = f"fhir_cart events table: {kind} events (Patient)"
+    view = _view(f"events_{kind}", "Patient", title, select)
     view["where"] = [{"path": where}]
     return view
 
