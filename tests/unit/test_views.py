@@ -239,3 +239,10 @@ def test_fhirpath_strings_are_escaped() -> None:
     view = view_definitions(ctx, [Centre("o'brien", "https://x.org/id")])["patients"]
     assert "'o\\'brien'" in _paths(view).replace("\\\\", "\\")
     assert copy.deepcopy(view) == view
+
+
+def test_docs_list_every_column_a_view_cannot_express() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = text.split("## `fhir-cart views", 1)[1].split("\n## ", 1)[0]
+    missing = [key for key in NOT_EXPRESSED if f"`{key}`" not in section]
+    assert missing == []
