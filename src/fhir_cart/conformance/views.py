@@ -73,6 +73,8 @@ NOT_EXPRESSED: dict[str, str] = {
     "words and codings that fit several words; an Observation's coded result given in "
     "interpretation is not read",
     "events.status": "excluded statuses are filtered out (where); the flags are not given",
+    "events.attributes": "only the attributes the kind's concepts declare (each coded one "
+    "is a unionAll: the engines' cost grows with their number)",
     "events.specimen": "a Specimen (contained or referenced) is read through a reference: "
     "not given",
     "events.interpretation": "not given",
@@ -428,7 +430,11 @@ def event_view(ctx: MappingContext, shape: Shape, centres: Sequence[Centre]) -> 
         *_value_columns(shape),
         *_text_columns(ctx),
     ]
-    plain, coded = _attributes(ctx, ctx.concepts.data.attributes, shape.resource)
+    declared = {
+        a for key in ctx.concepts.keys(shape.kind) for a in ctx.concepts.concept(key).attributes
+    }
+    attrs = {k: a for k, a in ctx.concepts.data.attributes.items() if k in declared}
+    plain, coded = _attributes(ctx, attrs, shape.resource)
     select = [
         {"column": columns + plain},
         _event_id(centres, ID_KINDS[shape.resource]),
