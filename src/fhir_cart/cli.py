@@ -716,6 +716,22 @@ def tables_command(
     _print_pulled_summary(result.cases, definition)
 
 
+@app.command("views", cls=_Command)
+def views_command(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder of the ViewDefinitions.")],
+    centre: Annotated[str, typer.Option(help="Centre id for patients without one.")] = "ehr",
+) -> None:
+    """Write the study tables as SQL-on-FHIR v2 ViewDefinitions (one JSON file per table),
+    generated from the concept library, for any SQL-on-FHIR engine to run."""
+    from fhir_cart.conformance.views import centres_in, view_definitions, write_views
+
+    application = _app()
+    ctx = application.pull_context()
+    centres = centres_in(ctx, application.mappings_dir / "centres")
+    written = write_views(view_definitions(ctx, centres, default_centre=centre), out_dir)
+    out.print(f"wrote {_plural(len(written), 'ViewDefinition')} to {out_dir}")
+
+
 @app.command("demo", cls=_Command)
 def demo_command(
     keep_server: Annotated[
