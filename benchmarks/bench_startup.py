@@ -27,8 +27,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_startup.json"
 
 
 def _fhir_cart() -> list[str]:
-    script = Path(sys.executable).with_name("fhir-cart")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "fhir_cart.cli"]
+    """The console script of this venv (what a user runs)."""
+    return [str(Path(sys.executable).with_name("fhir-cart"))]
 
 
 def _seconds(argv: list[str]) -> float:

@@ -116,7 +116,7 @@ def test_openapi_writes_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_table_titles_do_not_wrap() -> None:
     from rich.console import Console
 
-    from fhir_cart.cli import _table
+    from fhir_cart.cli.common import table as _table
 
     table = _table("push run 12 (transaction, 19 bundles)")
     table.add_column("outcome")

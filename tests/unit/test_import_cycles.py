@@ -148,6 +148,64 @@ def test_the_cli_loads_no_database_arrow_or_linkage_library_until_a_command_need
     assert loaded == "[]"
 
 
+HEAVY = (
+    "pydantic", "yaml", "openpyxl", "httpx", "sqlalchemy", "pyarrow", "splink", "duckdb",
+    "fastapi", "fhir_cart.application", "fhir_cart.settings", "fhir_cart.mappers",
+    "fhir_cart.study", "fhir_cart.summary", "fhir_cart.concepts", "fhir_cart.terminology",
+    "fhir_cart.cache", "fhir_cart.sync", "fhir_cart.registry", "fhir_cart.service",
+)  # fmt: skip
+
+
+def _loaded_after(statements: str, *argv: str) -> list[str]:
+    """The heavy modules (or any module of a heavy package) loaded by running
+    ``statements`` in a fresh interpreter with ``sys.argv[1:] == argv``."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.argv = ['fhir-cart', *{list(argv)!r}]\n"
+        "try:\n" + "".join(f"    {line}\n" for line in statements.splitlines()) +
+        "except SystemExit:\n    pass\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(sorted({h for m in sys.modules for h in heavy "
+        "if m == h or m.startswith(h + '.')}), file=sys.stderr)"
+    )  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stderr.splitlines() if line.startswith("[")]
+
+
+def test_help_and_version_load_no_heavy_module() -> None:
+    """Issue 24: `fhir-cart --help` and `--version` start in well under 0.2 s because they
+    load neither the application, settings (pydantic), the study reader, the mappers, the
+    cache nor any data library (measured by benchmarks/bench_startup.py); the console
+    script's `--version` does not even build the command group."""
+    entry = "from fhir_cart.cli import entry\nentry()"
+    assert _loaded_after(entry, "--version") == ["[]"]
+    assert _loaded_after(entry, "--help") == ["[]"]
+    # a command's --help loads none of fhir_cart's heavy modules either; typer 0.29 itself
+    # imports pydantic there, to coerce the root's --version flag before the command runs
+    assert _loaded_after(entry, "registry", "--help") == ["['pydantic']"]
+    assert _loaded_after(entry, "map", "--help") == ["['pydantic']"]
+    # the fixture proves the check can fail: a command that runs loads the application
+    assert "fhir_cart.application" in _loaded_after(entry, "codesystem")[0]
+
+
+def test_version_answers_before_typer_loads() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.argv = ['fhir-cart', '--version']\n"
+        "from fhir_cart.cli import entry\n"
+        "try:\n    entry()\nexcept SystemExit:\n    pass\n"
+        "print('typer' in sys.modules, 'rich' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[0].startswith("fhir-cart ")
+    assert done.stdout.strip().endswith("False False")
+
+
 def test_the_reader_and_the_sync_jobs_have_no_module_over_700_lines() -> None:
     """Issue 21: the reader (once one 1,900-line module) and the sync jobs (once one module
     of seven jobs) stay split along their seams."""

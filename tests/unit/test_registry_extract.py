@@ -185,7 +185,7 @@ def test_a_registry_file_names_a_centre_by_data_and_mapping_or_by_extract(
 def test_registry_extract_on_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_cart.registry.cli import registry_app
+    from fhir_cart.cli.registry import registry_app
 
     centres = write_centres(tmp_path / "centres", "relative")
     monkeypatch.setenv("FHIR_CART_REGISTRY_KEY", KEY.decode())

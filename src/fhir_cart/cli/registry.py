@@ -9,18 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
+
+from fhir_cart.cli.common import out
 
 if TYPE_CHECKING:  # the build (pyarrow, splink) loads when a registry command runs
+    from rich.progress import TaskID
+
     from fhir_cart.registry.build import BuildResult
 
 
@@ -29,7 +23,6 @@ __all__ = ["registry_app"]
 registry_app = typer.Typer(
     help="Pool several centres into one pseudonymised, linked registry.", no_args_is_help=True
 )
-out = Console()
 
 
 @registry_app.callback()
@@ -68,6 +61,8 @@ def build_command(
     """Read every centre, pseudonymise, link, merge, and write tables, reports and FHIR.
 
     The key comes from FHIR_CART_REGISTRY_KEY (or registry_key in settings)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from fhir_cart.application import Application
 
     with Progress(
@@ -174,6 +169,8 @@ def decide_command(
 
 
 def _report(result: BuildResult, pushed: str | None) -> None:
+    from rich.table import Table
+
     if result.skipped:
         out.print(f"{result.out}: up to date (no input changed); nothing written")
     for note in result.notes:

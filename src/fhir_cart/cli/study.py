@@ -1,0 +1,297 @@
+"""``fhir-cart map``, ``summary``, ``codesystem`` and ``artefacts``: the study-side commands.
+
+Each parses its arguments, calls the application and shows the outcome."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from fhir_cart.cli.common import (
+    ContinueOpt,
+    MappingOpt,
+    StrictOpt,
+    application,
+    err,
+    out,
+    report_rejects,
+    table,
+    warn,
+    warn_unmapped,
+    warn_unverified,
+)
+from fhir_cart.errors import FatalError
+
+if TYPE_CHECKING:
+    from fhir_cart.errors import Reject
+    from fhir_cart.mappers.context import MappingContext
+    from fhir_cart.mappers.from_fhir import Unmapped
+    from fhir_cart.records import Case
+    from fhir_cart.summary import StudyDefinition
+
+__all__ = [
+    "artefacts_command",
+    "cases_from_path",
+    "codesystem_command",
+    "map_command",
+    "read_cases",
+    "study_for",
+    "summary_command",
+]
+
+
+def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:
+    """Read a study file with its mapping (CSV, XLSX, JSON)."""
+    from fhir_cart.mapjob import open_study
+
+    application()  # settings first: their mappings folder is where mappings are read
+    stream, mapping = open_study(path, mapping_file)
+    warn_unmapped(stream.unmapped_columns)
+    cases = list(stream)
+    return cases, stream.rejects, mapping
+
+
+def map_command(
+    study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    mapping: MappingOpt = None,
+    bundle_size: Annotated[int, typer.Option(help="Entries per transaction bundle.")] = 100,
+    mode: Annotated[str, typer.Option(help="update (PUT) or create (POST ifNoneExist).")] = (
+        "update"
+    ),
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Validate every resource with fhir.resources.")
+    ] = False,
+    strict: StrictOpt = False,
+    keep_going: ContinueOpt = False,
+) -> None:
+    """Map a study file to FHIR R4: transaction bundles and NDJSON, one file per type."""
+    import orjson
+
+    from fhir_cart.mapjob import open_study, run_map
+    from fhir_cart.summary import missing_anchor
+
+    if mode not in ("update", "create"):
+        raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
+    app = application()  # settings first: their mappings folder is where mappings are read
+    stream, study_mapping = open_study(study_file, mapping)
+    warn_unmapped(stream.unmapped_columns)
+    ctx = app.mapping_context(study_mapping, strict=strict)
+
+    def extras(folder: Path) -> None:
+        _write_code_system(ctx, folder)
+        unverified = ctx.terminology.unverified_report()
+        if unverified:
+            (folder / "unverified-codes.json").write_bytes(
+                orjson.dumps(unverified, option=orjson.OPT_INDENT_2)
+            )
+
+    anchor = app.anchor_of(study_mapping)
+
+    def check_anchor(case: Case) -> None:
+        if anchor is not None:
+            warn(missing_anchor([case], anchor))
+
+    result = run_map(
+        stream, ctx, out_dir, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
+        validate=validate, write_extras=extras, on_case=check_anchor,
+        check_rejects=lambda rejects: report_rejects(rejects, out_dir, keep_going),
+    )  # fmt: skip
+    warn_unverified(ctx)
+    _print_counts(result.patients, result.counts, result.bundles, out_dir)
+
+
+def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:
+    import orjson
+
+    from fhir_cart.conformance.artefacts import own_code_system
+
+    resource = own_code_system(ctx)
+    (out_dir / "CodeSystem-fhir-cart.json").write_bytes(
+        orjson.dumps(resource, option=orjson.OPT_INDENT_2)
+    )
+
+
+def _print_counts(patients: int, counts: dict[str, int], bundles: int, out_dir: Path) -> None:
+    shown = table(f"{patients} patients mapped to FHIR R4")
+    shown.add_column("resource type")
+    shown.add_column("count", justify="right")
+    for rtype, n in sorted(counts.items()):
+        shown.add_row(rtype, str(n))
+    shown.add_row("[bold]total[/bold]", str(sum(counts.values())))
+    out.print(shown)
+    out.print(
+        f"{bundles} transaction bundles in {out_dir / 'bundles'}; NDJSON in {out_dir / 'ndjson'}"
+    )
+
+
+def _fhir_paths(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(path.glob("*.ndjson"))
+        return found or sorted((path / "ndjson").glob("*.ndjson"))
+    return [path] if path.suffix == ".ndjson" else []
+
+
+def cases_from_path(
+    path: Path, mapping_file: Path | None, keep_going: bool
+) -> tuple[list[Case], list[Unmapped], Any]:
+    """Cases from a study file, or from FHIR NDJSON (file or folder) by reverse mapping;
+    with the mapping read (None for FHIR input)."""
+    from fhir_cart.bundle import read_ndjson
+    from fhir_cart.mappers.from_fhir import cases_from_fhir
+
+    fhir_paths = _fhir_paths(path)
+    if fhir_paths:
+        ctx = application().pull_context()
+        result = cases_from_fhir(ctx, read_ndjson(fhir_paths))
+        return result.cases, result.unmapped, None
+    cases, rejects, mapping = read_cases(path, mapping_file)
+    report_rejects(rejects, None, keep_going)
+    return cases, [], mapping
+
+
+def study_for(study: str | None, mapping: Any) -> StudyDefinition | None:
+    """The study definition named on the command line, else the one the mapping names."""
+    name = study or getattr(mapping, "study", None)
+    return None if name is None else application().study(name)
+
+
+def summary_command(
+    source: Annotated[Path, typer.Argument(help="Study file, or FHIR NDJSON file/folder.")],
+    mapping: MappingOpt = None,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study",
+            help="Study definition: a name in mappings/studies/ or a path (default: the "
+            "mapping's `study`).",
+        ),
+    ] = None,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Show the numbers the study reports beside.")
+    ] = False,
+    plots: Annotated[
+        Path | None,
+        typer.Option("--plots", help="Write a swimmer plot and Kaplan-Meier curves (PNG, SVG)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    keep_going: ContinueOpt = False,
+) -> None:
+    """Print the measures a case-series paper reports, as the study definition says."""
+    import orjson
+
+    from fhir_cart.summary import missing_anchor, summarise, unmatched_text_tests
+    from fhir_cart.tables import summary_table
+
+    cases, unmapped, study_mapping = cases_from_path(source, mapping, keep_going)
+    for item in unmapped:
+        err.print(f"[yellow]not mapped[/yellow] {item.reference}: {escape(item.reason)}")
+    definition = study_for(study, study_mapping)
+    if definition is None:
+        raise FatalError(
+            "name a study definition with --study (a file in mappings/studies/ or a path), "
+            "or set `study:` in the mapping file",
+            exit_code=2,
+        )
+    results = summarise(cases, definition)
+    warn(missing_anchor(cases, definition.anchor))
+    warn(unmatched_text_tests(cases, definition))
+    if plots is not None:
+        from fhir_cart.plots import write_plots
+
+        for path in write_plots(cases, definition, plots):
+            err.print(f"wrote {path}")
+    if as_json:
+        for result in results:  # stdout keeps its shape; the caveat goes beside it
+            if result.partial:
+                err.print(f"[yellow]{result.id}[/yellow] rests on a partial date (a year or a "
+                          f"month) for {', '.join(result.partial)}")  # fmt: skip
+        data = {r.id: r.value for r in results}
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    out.print(summary_table(results, paper, definition.name))
+
+
+def codesystem_command(
+    out_file: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+) -> None:
+    """Export the project's own code system as a FHIR CodeSystem resource."""
+    import orjson
+
+    from fhir_cart.conformance.artefacts import own_code_system
+
+    resource = own_code_system(application().mapping_context(None, strict=False))
+    data = orjson.dumps(resource, option=orjson.OPT_INDENT_2)
+    if out_file is None:
+        sys.stdout.write(data.decode() + "\n")
+    else:
+        out_file.write_bytes(data)
+
+
+def artefacts_command(
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder of the artefacts (checked in).")
+    ] = Path("api/fhir"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Only compare with the folder; exit 1 on a difference.")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option("--server", "-s", help="Also PUT them to this server.")
+    ] = None,
+) -> None:
+    """Write the conformance artefacts (extension StructureDefinitions, the own CodeSystem,
+    ValueSets, per-centre ConceptMaps) generated from the mapping data; push them with
+    --server (PUT <type>/<id>, so a re-push updates the same resources)."""
+    import asyncio
+
+    import orjson
+
+    from fhir_cart.conformance.artefacts import build_artefacts, load_centres
+
+    app = application()
+    ctx = app.mapping_context()
+    artefacts = build_artefacts(ctx, load_centres(app.mappings_dir / "centres"))
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+    wanted = {a.filename: orjson.dumps(a.resource, option=option) + b"\n" for a in artefacts}
+    if check:
+        present = {p.name for p in out_dir.glob("*.json")} if out_dir.is_dir() else set()
+        stale = sorted(
+            name
+            for name in present | set(wanted)
+            if name not in wanted
+            or name not in present
+            or (out_dir / name).read_bytes() != wanted[name]
+        )
+        if stale:
+            err.print(f"{out_dir}: out of date (run fhir-cart artefacts): {', '.join(stale)}")
+            raise typer.Exit(1)
+        out.print(f"{out_dir}: {len(wanted)} artefacts up to date")
+        return
+    if server is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in out_dir.glob("*.json"):
+            if old.name not in wanted:
+                old.unlink()
+        for name, data in wanted.items():
+            (out_dir / name).write_bytes(data)
+        out.print(f"wrote {len(wanted)} artefacts to {out_dir}")
+        return
+
+    async def put_all() -> int:
+        async with app.client(server) as client:
+            for artefact in artefacts:
+                r = artefact.resource
+                response = await client.request(
+                    "PUT", f"{r['resourceType']}/{r['id']}", body=r, idempotent=True
+                )
+                if response.status_code >= 300:
+                    raise FatalError(
+                        f"PUT {r['resourceType']}/{r['id']}: HTTP {response.status_code}"
+                    )
+        return len(artefacts)
+
+    out.print(f"pushed {asyncio.run(put_all())} artefacts to {server}")
