@@ -111,21 +111,77 @@ def test_a_pull_keeps_a_centres_own_identifier_base(tmp_path: Path) -> None:
     assert {c.patient.centre for c in lost} == {"ehr"}
 
 
+FRONT_ENDS = ("fhir_cart.cli", "fhir_cart.service")
+"""The CLI (its demo and registry commands included) and the web service (its worker
+included): they parse input, call the application and present the outcome."""
+INTERNALS = ("fhir_cart.sync", "fhir_cart.cache", "fhir_cart.study", "fhir_cart.mapjob")
+"""What the application composes for them: the sync jobs, the cache, the study reader and
+the map job. Their types and the job queue's names come through fhir_cart.application."""
+
+
+def _every_import(path: Path) -> set[str]:
+    """The modules a file imports, anywhere in it (inside functions and under
+    ``if TYPE_CHECKING:`` too): ``from x import y`` counts ``x`` and ``x.y``."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _front_end_files(src: Path) -> list[Path]:
+    return [*sorted((src / "cli").rglob("*.py")), *sorted((src / "service").rglob("*.py"))]
+
+
+def _internals_imported(src: Path) -> dict[str, list[str]]:
+    found = {}
+    for path in _front_end_files(src):
+        bad = sorted(m for m in _every_import(path)
+                     if any(m == i or m.startswith(i + ".") for i in INTERNALS))  # fmt: skip
+        if bad:
+            found[str(path.relative_to(src))] = bad
+    return found
+
+
 def test_every_front_end_goes_through_the_application_layer() -> None:
     graph = import_graph()
-    for front_end in ("cli.common", "cli.demo", "service.jobs", "service.deps", "cli.registry"):
+    for front_end in ("cli.common", "cli.demo", "cli.registry", "service.jobs", "service.deps"):
         assert "fhir_cart.application" in graph[f"fhir_cart.{front_end}"], front_end
     for module in ("service.app", "service.jobs", "application"):
         assert not any(m.startswith("fhir_cart.cli") for m in graph[f"fhir_cart.{module}"]), module
-    # what settings decide is decided by the application only: no front end opens a cache,
-    # builds a mapping context or runs a push or pull itself
     src = Path(fhir_cart.__file__).parent
-    front_ends = [*sorted((src / "cli").rglob("*.py")), src / "registry" / "workflow.py",
-                  *sorted((src / "service").rglob("*.py"))]  # fmt: skip
-    own_calls = re.compile(r"(?<![.\w])(open_cache|mapping_context|run_push|run_pull|client_for)\(")
-    for path in front_ends:
+    assert len(_front_end_files(src)) > 15  # the walk found both front ends
+    # front ends import nothing of the sync jobs, the cache, the study reader or the map job
+    assert _internals_imported(src) == {}
+    # what settings decide is decided by the application only: no front end opens a cache,
+    # builds a mapping context, maps cases or runs a push or pull itself
+    own_calls = re.compile(
+        r"(?<!\w)(open_cache|mapping_context|pull_context|run_push|run_pull|client_for|"
+        r"map_cases|map_case|transaction_bundles|run_map|open_study|stream_study)\("
+    )
+    for path in [*_front_end_files(src), src / "registry" / "workflow.py"]:
         found = own_calls.findall(path.read_text(encoding="utf-8"))
         assert not found, (path.name, found)
+
+
+def test_the_import_rule_sees_an_internal_imported_anywhere(tmp_path: Path) -> None:
+    """The rule counts deferred and TYPE_CHECKING imports, not only module-level ones."""
+    for folder in ("cli", "service"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "cli" / "a.py").write_text("def f():\n    from fhir_cart.sync.pull import x\n")
+    (tmp_path / "service" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fhir_cart import cache\n"
+    )
+    (tmp_path / "service" / "c.py").write_text("from fhir_cart.application import Cache\n")
+    assert _internals_imported(tmp_path) == {
+        "cli/a.py": ["fhir_cart.sync.pull", "fhir_cart.sync.pull.x"],
+        "service/b.py": ["fhir_cart.cache"],
+    }
 
 
 def test_every_loader_reads_the_mappings_dir_settings_name(

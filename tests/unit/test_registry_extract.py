@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from fhir_cart.concepts import ConceptLibrary, load_concepts
 from fhir_cart.errors import ConfigError
-from fhir_cart.registry.build import build_registry, extract_centre
+from fhir_cart.registry.build import build_registry
+from fhir_cart.registry.centre_side import extract_centre
 from fhir_cart.registry.definition import load_registry
 from fhir_cart.registry.extract import Shift
 from fhir_cart.registry.pseudonyms import Pseudonymiser

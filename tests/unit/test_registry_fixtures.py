@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 from fhir_cart.concepts import load_concepts
-from fhir_cart.registry.build import build_registry, resolve_rows
+from fhir_cart.registry.build import build_registry
+from fhir_cart.registry.centre_side import resolve_rows
 from fhir_cart.registry.definition import load_registry
 from fhir_cart.terminology import load_terminology
 from tests.registry_helpers import KEY, output_files

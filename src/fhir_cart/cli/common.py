@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from fhir_cart.application import Application
-    from fhir_cart.mappers.context import MappingContext
 
 __all__ = [
     "CacheOpt",
@@ -153,8 +152,8 @@ def report_rejects(rejects: Sequence[Reject], out_dir: Path | None, keep_going: 
         raise InputError(f"{len(rejects)} rows or values rejected", list(rejects), listed=True)
 
 
-def warn_unverified(ctx: MappingContext) -> None:
-    for item in ctx.terminology.unverified_report():
+def warn_unverified(unverified: Sequence[dict[str, Any]]) -> None:
+    for item in unverified:
         err.print(
             f"[yellow]warning[/yellow] unverified code {item['code']} emitted for "
             f"{item['concept']} (see mappings/terminology.yaml; --strict refuses it)"

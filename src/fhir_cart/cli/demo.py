@@ -15,18 +15,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fhir_cart.application import Application
+from fhir_cart.application import Application, PullRequest, PullSelection
 from fhir_cart.errors import FatalError
 from fhir_cart.records import Case
 from fhir_cart.summary import StudyDefinition, summarise
-from fhir_cart.sync.pull import PullSelection
 from fhir_cart.tables import agrees, summary_table
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
 __all__ = ["run_demo"]
 
-ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]  # src/fhir_cart (or the installed package)
+ROOT = PACKAGE.parents[1]
 
 
 def seed_paths(application: Application) -> tuple[Path, Path]:
@@ -34,7 +34,7 @@ def seed_paths(application: Application) -> tuple[Path, Path]:
     the mappings folder settings name)."""
     study = ROOT / "fixtures" / "seed" / "seed_cohort.xlsx"
     if not study.exists():
-        study = Path(__file__).resolve().parent / "_fixtures" / "seed" / "seed_cohort.xlsx"
+        study = PACKAGE / "_fixtures" / "seed" / "seed_cohort.xlsx"
     return study, application.mapping_file("seed")
 
 
@@ -79,8 +79,10 @@ def run_demo(
                 console.print(_counts_table(f"{attempt}: {took:.2f} s", pushed.report.counts))
             patients = pushed.ctx.identifier_system(mapping.centre, "patient")
             pulled = asyncio.run(
-                application.pull(PullSelection(kind="search", query=f"identifier={patients}|"),
-                                 server=fhir.base_url, cache=cache)
+                application.pull(
+                    PullRequest(PullSelection(kind="search", query=f"identifier={patients}|")),
+                    server=fhir.base_url, cache=cache,
+                )
             )  # fmt: skip
             console.print(f"pulled {len(pulled.cases)} patients, "
                           f"{sum(pulled.stats.resources.values())} resources; "

@@ -151,20 +151,11 @@ def decide_command(
 
     Kept in the registry's decisions file (linkage.decisions, default decisions.csv beside
     the registry file) with who and when; every later build honours it."""
-    import datetime as dt
+    from fhir_cart.application import Application
 
-    from fhir_cart.registry import tables
-    from fhir_cart.registry.decisions import Decision, check_decision, with_decision
-    from fhir_cart.registry.definition import load_registry
-
-    definition = load_registry(registry_file)
-    path = definition.resolve(definition.linkage.decisions)
-    when = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    decision = Decision(left.strip(), right.strip(), link, by.strip(), when)
-    check_decision(decision, "the pair given")
-    tables._write_if_changed(path, with_decision(path, decision))
+    done = Application().registry_decide(registry_file, left, right, link=link, by=by)
     verb = "one patient" if link else "not one patient"
-    out.print(f"{path.name}: {decision.left} and {decision.right}: {verb} (by {by})",
+    out.print(f"{done.path.name}: {done.left} and {done.right}: {verb} (by {by})",
               highlight=False)  # fmt: skip
 
 

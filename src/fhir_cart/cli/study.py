@@ -27,11 +27,8 @@ from fhir_cart.cli.common import (
 from fhir_cart.errors import FatalError
 
 if TYPE_CHECKING:
-    from fhir_cart.errors import Reject
-    from fhir_cart.mappers.context import MappingContext
-    from fhir_cart.mappers.from_fhir import Unmapped
-    from fhir_cart.records import Case
     from fhir_cart.summary import StudyDefinition
+    from fhir_cart.usecases.study import CasesRead
 
 __all__ = [
     "artefacts_command",
@@ -44,15 +41,12 @@ __all__ = [
 ]
 
 
-def read_cases(path: Path, mapping_file: Path | None) -> tuple[list[Case], list[Reject], Any]:
-    """Read a study file with its mapping (CSV, XLSX, JSON)."""
-    from fhir_cart.mapjob import open_study
-
-    application()  # settings first: their mappings folder is where mappings are read
-    stream, mapping = open_study(path, mapping_file)
-    warn_unmapped(stream.unmapped_columns)
-    cases = list(stream)
-    return cases, stream.rejects, mapping
+def read_cases(path: Path, mapping_file: Path | None) -> CasesRead:
+    """A study file read with its mapping (CSV, XLSX, folder, JSON); unmapped columns
+    warned about."""
+    read = application().read(path, mapping_file)
+    warn_unmapped(read.unmapped_columns)
+    return read
 
 
 def map_command(
@@ -70,50 +64,20 @@ def map_command(
     keep_going: ContinueOpt = False,
 ) -> None:
     """Map a study file to FHIR R4: transaction bundles and NDJSON, one file per type."""
-    import orjson
-
-    from fhir_cart.mapjob import open_study, run_map
-    from fhir_cart.summary import missing_anchor
+    from fhir_cart.application import MapRequest
 
     if mode not in ("update", "create"):
         raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
-    app = application()  # settings first: their mappings folder is where mappings are read
-    stream, study_mapping = open_study(study_file, mapping)
-    warn_unmapped(stream.unmapped_columns)
-    ctx = app.mapping_context(study_mapping, strict=strict)
-
-    def extras(folder: Path) -> None:
-        _write_code_system(ctx, folder)
-        unverified = ctx.terminology.unverified_report()
-        if unverified:
-            (folder / "unverified-codes.json").write_bytes(
-                orjson.dumps(unverified, option=orjson.OPT_INDENT_2)
-            )
-
-    anchor = app.anchor_of(study_mapping)
-
-    def check_anchor(case: Case) -> None:
-        if anchor is not None:
-            warn(missing_anchor([case], anchor))
-
-    result = run_map(
-        stream, ctx, out_dir, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
-        validate=validate, write_extras=extras, on_case=check_anchor,
+    request = MapRequest(
+        study_file, out_dir, mapping, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
+        validate=validate, strict=strict,
+    )  # fmt: skip
+    result, unverified = application().map(
+        request, on_unmapped_columns=warn_unmapped, on_warnings=warn,
         check_rejects=lambda rejects: report_rejects(rejects, out_dir, keep_going),
     )  # fmt: skip
-    warn_unverified(ctx)
+    warn_unverified(unverified)
     _print_counts(result.patients, result.counts, result.bundles, out_dir)
-
-
-def _write_code_system(ctx: MappingContext, out_dir: Path) -> None:
-    import orjson
-
-    from fhir_cart.conformance.artefacts import own_code_system
-
-    resource = own_code_system(ctx)
-    (out_dir / "CodeSystem-fhir-cart.json").write_bytes(
-        orjson.dumps(resource, option=orjson.OPT_INDENT_2)
-    )
 
 
 def _print_counts(patients: int, counts: dict[str, int], bundles: int, out_dir: Path) -> None:
@@ -129,29 +93,12 @@ def _print_counts(patients: int, counts: dict[str, int], bundles: int, out_dir: 
     )
 
 
-def _fhir_paths(path: Path) -> list[Path]:
-    if path.is_dir():
-        found = sorted(path.glob("*.ndjson"))
-        return found or sorted((path / "ndjson").glob("*.ndjson"))
-    return [path] if path.suffix == ".ndjson" else []
-
-
-def cases_from_path(
-    path: Path, mapping_file: Path | None, keep_going: bool
-) -> tuple[list[Case], list[Unmapped], Any]:
-    """Cases from a study file, or from FHIR NDJSON (file or folder) by reverse mapping;
-    with the mapping read (None for FHIR input)."""
-    from fhir_cart.bundle import read_ndjson
-    from fhir_cart.mappers.from_fhir import cases_from_fhir
-
-    fhir_paths = _fhir_paths(path)
-    if fhir_paths:
-        ctx = application().pull_context()
-        result = cases_from_fhir(ctx, read_ndjson(fhir_paths))
-        return result.cases, result.unmapped, None
-    cases, rejects, mapping = read_cases(path, mapping_file)
-    report_rejects(rejects, None, keep_going)
-    return cases, [], mapping
+def cases_from_path(path: Path, mapping_file: Path | None, keep_going: bool) -> CasesRead:
+    """Cases from a study file, or from FHIR NDJSON (file or folder) by reverse mapping."""
+    read = application().read(path, mapping_file, fhir=True)
+    warn_unmapped(read.unmapped_columns)
+    report_rejects(read.rejects, None, keep_going)
+    return read
 
 
 def study_for(study: str | None, mapping: Any) -> StudyDefinition | None:
@@ -184,36 +131,31 @@ def summary_command(
     """Print the measures a case-series paper reports, as the study definition says."""
     import orjson
 
-    from fhir_cart.summary import missing_anchor, summarise, unmatched_text_tests
     from fhir_cart.tables import summary_table
 
-    cases, unmapped, study_mapping = cases_from_path(source, mapping, keep_going)
-    for item in unmapped:
+    read = cases_from_path(source, mapping, keep_going)
+    for item in read.unmapped:
         err.print(f"[yellow]not mapped[/yellow] {item.reference}: {escape(item.reason)}")
-    definition = study_for(study, study_mapping)
+    definition = study_for(study, read.mapping)
     if definition is None:
         raise FatalError(
             "name a study definition with --study (a file in mappings/studies/ or a path), "
             "or set `study:` in the mapping file",
             exit_code=2,
         )
-    results = summarise(cases, definition)
-    warn(missing_anchor(cases, definition.anchor))
-    warn(unmatched_text_tests(cases, definition))
-    if plots is not None:
-        from fhir_cart.plots import write_plots
-
-        for path in write_plots(cases, definition, plots):
-            err.print(f"wrote {path}")
+    done = application().summary(read.cases, definition, plots=plots)
+    warn(done.warnings)
+    for path in done.plots:
+        err.print(f"wrote {path}")
     if as_json:
-        for result in results:  # stdout keeps its shape; the caveat goes beside it
+        for result in done.results:  # stdout keeps its shape; the caveat goes beside it
             if result.partial:
                 err.print(f"[yellow]{result.id}[/yellow] rests on a partial date (a year or a "
                           f"month) for {', '.join(result.partial)}")  # fmt: skip
-        data = {r.id: r.value for r in results}
+        data = {r.id: r.value for r in done.results}
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    out.print(summary_table(results, paper, definition.name))
+    out.print(summary_table(done.results, paper, definition.name))
 
 
 def codesystem_command(
@@ -222,9 +164,7 @@ def codesystem_command(
     """Export the project's own code system as a FHIR CodeSystem resource."""
     import orjson
 
-    from fhir_cart.conformance.artefacts import own_code_system
-
-    resource = own_code_system(application().mapping_context(None, strict=False))
+    resource = application().own_code_system()
     data = orjson.dumps(resource, option=orjson.OPT_INDENT_2)
     if out_file is None:
         sys.stdout.write(data.decode() + "\n")
@@ -250,11 +190,8 @@ def artefacts_command(
 
     import orjson
 
-    from fhir_cart.conformance.artefacts import build_artefacts, load_centres
-
     app = application()
-    ctx = app.mapping_context()
-    artefacts = build_artefacts(ctx, load_centres(app.mappings_dir / "centres"))
+    artefacts = app.artefacts()
     option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
     wanted = {a.filename: orjson.dumps(a.resource, option=option) + b"\n" for a in artefacts}
     if check:
@@ -281,17 +218,4 @@ def artefacts_command(
         out.print(f"wrote {len(wanted)} artefacts to {out_dir}")
         return
 
-    async def put_all() -> int:
-        async with app.client(server) as client:
-            for artefact in artefacts:
-                r = artefact.resource
-                response = await client.request(
-                    "PUT", f"{r['resourceType']}/{r['id']}", body=r, idempotent=True
-                )
-                if response.status_code >= 300:
-                    raise FatalError(
-                        f"PUT {r['resourceType']}/{r['id']}: HTTP {response.status_code}"
-                    )
-        return len(artefacts)
-
-    out.print(f"pushed {asyncio.run(put_all())} artefacts to {server}")
+    out.print(f"pushed {asyncio.run(app.put_artefacts(server, artefacts))} artefacts to {server}")

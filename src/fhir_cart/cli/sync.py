@@ -34,12 +34,9 @@ from fhir_cart.errors import FatalError
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from fhir_cart.application import PullOutcome, PullSelection, PushPlan, PushReport, TypeCount
     from fhir_cart.records import Case
     from fhir_cart.summary import StudyDefinition
-    from fhir_cart.sync.accounting import TypeCount
-    from fhir_cart.sync.jobs import PullOutcome
-    from fhir_cart.sync.pull import PullSelection
-    from fhir_cart.sync.push import PushPlan, PushReport
 
 __all__ = ["pull_command", "push_command", "tables_command"]
 
@@ -57,7 +54,8 @@ def push_command(
 ) -> None:
     """Push a cohort: only what changed since the last push, as conditional updates."""
     app = application()
-    cases, rejects, study_mapping = read_cases(study_file, mapping)
+    read = read_cases(study_file, mapping)
+    cases, rejects, study_mapping = read.cases, read.rejects, read.mapping
     target = app.server(server)
     with app.opened_cache(cache_url) as cache:
         app.keep_rejects(cache, rejects)
@@ -73,11 +71,11 @@ def push_command(
                          strict=strict, dry_run=dry_run, on_bundle_done=advance,
                          rejects=rejects, continue_on_error=keep_going)
             )  # fmt: skip
-        warn_unverified(pushed.ctx)
+        warn_unverified(pushed.ctx.terminology.unverified_report())
         _print_push(pushed.plan, pushed.report)
     report = pushed.report
     if report is not None and report.failures:
-        from fhir_cart.sync.push import failure_causes
+        from fhir_cart.application import failure_causes
 
         causes = len(failure_causes(report.failures))
         raise FatalError(
@@ -88,7 +86,7 @@ def push_command(
 
 
 def _print_push(plan: PushPlan, report: PushReport | None) -> None:
-    from fhir_cart.sync.push import failure_causes
+    from fhir_cart.application import failure_causes
 
     if report is None:
         counts: dict[str, int] = {}
@@ -139,8 +137,8 @@ def _selection(
     since: str | None,
     types: str | None = None,
 ) -> PullSelection:
+    from fhir_cart.application import PullSelection, parse_types
     from fhir_cart.references import id_problem
-    from fhir_cart.sync.pull import PullSelection, parse_types
 
     chosen = [x for x in (patients, group, search) if x is not None]
     if len(chosen) != 1:
@@ -242,6 +240,7 @@ def pull_command(
     cache_url: CacheOpt = None,
 ) -> None:
     """Pull a cohort into study tables; resources not understood are listed, never dropped."""
+    from fhir_cart.application import PullRequest
     from fhir_cart.writers import FORMATS, write_study, write_unmapped
 
     if fmt not in FORMATS:
@@ -251,11 +250,9 @@ def pull_command(
     target = app.server(server)
     with app.opened_cache(cache_url) as cache, progress() as bar:
         task = bar.add_task("pulling patients", total=None)
-        result = asyncio.run(
-            app.pull(selection, server=target, cache=cache, use_export=export,
-                     default_centre=centre,
-                     on_patient=lambda n: bar.update(task, completed=n))
-        )  # fmt: skip
+        request = PullRequest(selection, use_export=export, default_centre=centre,
+                              on_patient=lambda n: bar.update(task, completed=n))  # fmt: skip
+        result = asyncio.run(app.pull(request, server=target, cache=cache))
     written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
         path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")

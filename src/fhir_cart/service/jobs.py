@@ -21,14 +21,20 @@ from typing import Any
 
 import orjson
 
-from fhir_cart.application import Application
-from fhir_cart.cache import Cache, run_owner, worker_name
-from fhir_cart.cache.models import SyncRun
+from fhir_cart.application import (
+    Application,
+    Cache,
+    PullOutcome,
+    PullRequest,
+    PullSelection,
+    SyncRun,
+    parse_types,
+    run_owner,
+    worker_name,
+)
 from fhir_cart.private import private_dir
 from fhir_cart.settings import Settings
 from fhir_cart.summary import summarise
-from fhir_cart.sync.jobs import PullOutcome
-from fhir_cart.sync.pull import PullSelection, parse_types
 from fhir_cart.writers import write_study, write_unmapped
 
 __all__ = ["JOB_KINDS", "Workers", "execute", "job_dir", "run_worker", "worker_name"]
@@ -67,12 +73,12 @@ async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: C
         types=parse_types(params.get("types")),
     )  # fmt: skip
     out, study = private_dir(job_dir(app.settings, run_id)), params.get("study")
-    await app.pull(
-        selection, server=app.server(params["server"], url_allowed=False), cache=cache,
-        run_id=run_id, use_export=bool(params.get("use_export")),
+    request = PullRequest(
+        selection, run_id=run_id, use_export=bool(params.get("use_export")),
         on_patient=lambda n: cache.update_run(run_id, progress_done=n),
         on_mapped=lambda outcome: _write_pull_outputs(app, outcome, out, study),
     )  # fmt: skip
+    await app.pull(request, server=app.server(params["server"], url_allowed=False), cache=cache)
 
 
 def _write_pull_outputs(

@@ -11,11 +11,10 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from fhir_cart.cache import Cache
-from fhir_cart.service.deps import Auth, CacheDep, JobId, SettingsDep, get_job
+from fhir_cart.application import Cache
+from fhir_cart.service.deps import AppDep, Auth, CacheDep, JobId, SettingsDep, get_job
 from fhir_cart.service.jobs import job_dir
 from fhir_cart.settings import Settings
-from fhir_cart.study import read_study
 from fhir_cart.writers import write_study
 
 __all__ = ["router"]
@@ -40,13 +39,14 @@ def job_summary(settings: SettingsDep, cache: CacheDep, job_id: JobId) -> dict[s
 
 @router.get("/jobs/{job_id:int}/export", responses={200: {"content": {"application/zip": {}}}})
 def export(
+    app: AppDep,
     settings: SettingsDep,
     cache: CacheDep,
     job_id: JobId,
     format: Annotated[Literal["csv", "xlsx", "parquet", "json"], Query()] = "csv",
 ) -> Response:
     folder = pull_output(settings, cache, job_id)
-    cases = read_study(folder / "study.json").cases
+    cases = app.read_study(folder / "study.json", None).cases
     other_file = folder / "other.json"
     other = orjson.loads(other_file.read_bytes()) if other_file.exists() else []
     target = folder / f"export-{format}"
