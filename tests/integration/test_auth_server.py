@@ -27,8 +27,8 @@ from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.testing import SekmetServer
-from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.integration.test_sync import SEED_QUERY, by_id, expected_totals, written
+from tests.support import SEED_FILE, SEED_MAPPING
 
 pytestmark = pytest.mark.integration
 CLIENT = "fhir-cart-tests"

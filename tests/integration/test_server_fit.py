@@ -17,7 +17,6 @@ from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.testing.fhir_server import free_port
-from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.integration.test_sync import (
     SEED_QUERY,
     by_id,
@@ -25,6 +24,7 @@ from tests.integration.test_sync import (
     server_totals,
     written,
 )
+from tests.support import SEED_FILE, SEED_MAPPING
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from fhir_cart.summary import load_study, summarise
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.writers import canonical_mapping
-from tests.conftest import SEED_FILE, SEED_MAPPING
+from tests.support import SEED_FILE, SEED_MAPPING
 
 pytestmark = pytest.mark.integration
 TYPES = (

@@ -15,10 +15,11 @@ from fhir_cart.application import Application
 from fhir_cart.bundle import map_cases
 from fhir_cart.cache import open_cache
 from fhir_cart.cli import main
+from fhir_cart.client import FhirClient
 from fhir_cart.mappers.from_fhir import cases_from_fhir
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
-from tests.conftest import MAPPINGS, SEED_FILE, SEED_MAPPING
+from tests.support import MAPPINGS, SEED_FILE, SEED_MAPPING
 from tests.unit.test_import_cycles import import_graph
 
 
@@ -39,10 +40,18 @@ def test_cli_push_and_pull_use_the_data_dir_cache_as_serve_and_worker_do(
 ) -> None:
     data = no_config / "data"
     monkeypatch.setenv("FHIR_CART_DATA_DIR", str(data))
+    retries: list[int] = []
+
+    def no_backoff(client: FhirClient, attempt: int, hinted: float | None) -> float:
+        retries.append(attempt)
+        return 0.0  # the retries happen; none is waited out (they took 7.5 s of backoff)
+
+    monkeypatch.setattr(FhirClient, "_delay", no_backoff)
     push = ["push", str(SEED_FILE), "-m", str(SEED_MAPPING), "--server", _nowhere(), "--dry-run"]
     assert main(push) == 0
     pull = ["pull", "--server", _nowhere(), "--search", "_id=x", "--out", str(no_config / "o")]
     assert main(pull) == 6  # the server cannot be reached; the run is recorded all the same
+    assert retries == [1, 2, 3, 4]  # settings' max_retries, against the dead port
     assert not (no_config / "fhir-cart-data").exists()
     cache = open_cache(f"sqlite:///{data / 'cache.sqlite'}")
     try:

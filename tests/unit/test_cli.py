@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from fhir_cart.cli import main
-from tests.conftest import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
+from tests.support import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
 
 
 def test_map_writes_bundles_ndjson_codesystem_and_flags_unverified(

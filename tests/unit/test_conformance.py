@@ -32,8 +32,8 @@ from fhir_cart.mappers.context import mapping_context
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
 from fhir_cart.terminology import default_mappings_dir, load_terminology
-from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, need
 from tests.fhir_schema import SchemaChecker
+from tests.support import CENTRE_B_FILE, CENTRE_B_MAPPING, need
 from tests.unit.fixture_cases import adult_cases, hsct_cases
 from tests.unit.seed_cases import seed_cases
 

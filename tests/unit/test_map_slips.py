@@ -25,7 +25,7 @@ from fhir_cart.summary import (
     summarise,
     unmatched_text_tests,
 )
-from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
+from tests.support import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
 
 KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 

@@ -28,8 +28,8 @@ from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.terminology import load_terminology
 from fhir_cart.writers import OTHER_COLUMNS
-from tests.conftest import MAPPINGS, ROOT, need
 from tests.fhir_schema import SchemaChecker
+from tests.support import MAPPINGS, ROOT, need
 
 AS_OF = dt.date(2026, 1, 1)
 Json = dict[str, Any]

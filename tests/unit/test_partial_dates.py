@@ -32,8 +32,8 @@ from fhir_cart.study import ReadResult, read_study
 from fhir_cart.study_mapping import StudyMapping
 from fhir_cart.summary import MeasureResult, TimeResolver, parse_study, summarise
 from fhir_cart.writers import canonical_mapping, write_study
-from tests.conftest import ROOT
 from tests.fhir_schema import SchemaChecker
+from tests.support import ROOT
 
 Json = dict[str, Any]
 FIXTURE = ROOT / "fixtures" / "ehr" / "partial_dates.json"

@@ -22,7 +22,7 @@ from fhir_cart.study_mapping import (
     spec_names,
     validation_reason,
 )
-from tests.conftest import MAPPINGS, ROOT
+from tests.support import MAPPINGS, ROOT
 
 MINIMAL = """\
 centre: st-elsewhere

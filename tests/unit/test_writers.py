@@ -28,8 +28,8 @@ from fhir_cart.writers import (
     write_rejects,
     write_study,
 )
-from tests.conftest import MAPPINGS
 from tests.strategies import cohorts
+from tests.support import MAPPINGS
 
 
 def _by_id(cases: list[Case]) -> list[Case]:
