@@ -13,9 +13,17 @@ servers are decided here once, the same way for all of them:
   mapping's own identifier base (a centre's patients keep their centre and study id);
 - ``server(name)`` / ``client(name)``: servers named in settings (or, where allowed, a URL
   needing no authentication);
-- ``push``, ``pull``: the use cases, on a cache the caller holds; ``tables`` (a folder of
-  NDJSON -> study tables, patient by patient); ``registry_build`` (which pushes through the
-  cache settings name).
+- the use cases, the only door the front ends use (docs/architecture.md, "The front
+  door"): ``map`` (a ``MapRequest``), ``read``/``read_study``, ``summary``, ``preview``,
+  ``push`` and ``pull`` (a ``PullRequest``) on a cache the caller holds, ``tables`` (a
+  folder of NDJSON -> study tables, patient by patient), ``artefacts``/``put_artefacts``,
+  ``own_code_system``, ``registry_build`` (which pushes through the cache settings name),
+  ``registry_extract``, ``registry_resolve``, ``registry_decide``. The longer ones are
+  composed in :mod:`fhir_cart.usecases`.
+
+Front ends take the types and names they need of the cache and the sync jobs from this
+module (``Cache``, ``PullRequest``, ``PullSelection``, ``parse_types``, ...), loaded on first
+use, so that they import nothing from ``sync``, ``cache`` or ``study`` themselves.
 """
 
 from __future__ import annotations

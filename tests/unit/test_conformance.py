@@ -111,6 +111,7 @@ def medplum_errors(resources: list[Json]) -> list[str]:
     return out
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_medplum_finds_no_error(name: str) -> None:
     errors = medplum_errors(emitted()[name])
@@ -138,6 +139,7 @@ def test_references_meet_the_profiles_they_require(name: str, definitions: Defin
     assert issues == [], "\n".join(issues[:30])
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_the_checks_catch_what_the_issue_found(definitions: Definitions) -> None:
     """The old shapes fail: relapse phase as the status value, a Patient with no profile
     (so the subject of every mCODE resource breaks), a CancerPatient without a name."""

@@ -173,6 +173,7 @@ def open_cases(draw: st.DrawFn) -> Case:
 # -- round trips and validity -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=open_cases())
 def test_round_trip_record_fhir_record_is_identity(case: Case) -> None:
@@ -183,6 +184,7 @@ def test_round_trip_record_fhir_record_is_identity(case: Case) -> None:
     assert result.cases == [normalise(case)]
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=open_cases())
 def test_generated_resources_are_valid_r4_by_both_checks(case: Case) -> None:
@@ -205,6 +207,7 @@ except (ImportError, AttributeError):  # until the rewrite of tests/strategies.p
     shared_cases = None
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_round_trip_on_the_shared_case_strategy(data: st.DataObject) -> None:

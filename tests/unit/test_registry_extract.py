@@ -72,6 +72,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("mode", ["relative", "shift"])
 def test_a_build_from_extracts_gives_the_same_links_and_outputs_as_from_files(
     tmp_path: Path, library: ConceptLibrary, mode: str
@@ -274,6 +275,7 @@ def test_a_date_attribute_moves_and_one_that_is_no_date_is_withheld() -> None:
     assert found["stage"] == 2
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_a_changed_extract_is_built_again(tmp_path: Path, library: ConceptLibrary) -> None:
     centres = write_centres(tmp_path / "centres", "relative")
     made = _extracts(tmp_path, centres, library)

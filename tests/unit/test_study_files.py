@@ -125,6 +125,7 @@ def test_write_then_read_is_identity_on_fixtures(
     assert result.cases == cases
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(
     max_examples=25,
     deadline=None,

@@ -72,6 +72,7 @@ def test_fixtures_read_back_unchanged(
     assert _read_back(cases, tmp_path / "out", fmt) == cases
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(
     max_examples=60,
     deadline=None,

@@ -5,7 +5,6 @@ Each parses its arguments, calls the application and shows the outcome."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -65,6 +64,8 @@ def push_command(
 
             def advance(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
+
+            import asyncio
 
             pushed = asyncio.run(
                 app.push(cases, mapping=study_mapping, server=target, cache=cache,
@@ -252,6 +253,8 @@ def pull_command(
         task = bar.add_task("pulling patients", total=None)
         request = PullRequest(selection, use_export=export, default_centre=centre,
                               on_patient=lambda n: bar.update(task, completed=n))  # fmt: skip
+        import asyncio
+
         result = asyncio.run(app.pull(request, server=target, cache=cache))
     written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
     if result.unmapped:
