@@ -18,7 +18,7 @@ from rich.table import Table
 from fhir_cart.application import Application, PullRequest, PullSelection
 from fhir_cart.errors import FatalError
 from fhir_cart.records import Case
-from fhir_cart.summary import StudyDefinition, summarise
+from fhir_cart.summary import StudyDefinition
 from fhir_cart.tables import agrees, summary_table
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
@@ -90,7 +90,8 @@ def run_demo(
             for fmt in ("csv", "xlsx"):
                 write_study(pulled.cases, work / "pulled", fmt, other=pulled.other)
             console.print(f"study tables written to {work / 'pulled'}")
-            _compare(console, pulled.cases, application.study(mapping.study or "seed"))
+            _compare(console, application, pulled.cases,
+                     application.study(mapping.study or "seed"))  # fmt: skip
             if keep_server:
                 console.print("server running; Ctrl-C to stop")
                 while True:
@@ -99,8 +100,10 @@ def run_demo(
         cache.close()
 
 
-def _compare(console: Console, cases: list[Case], study: StudyDefinition) -> None:
-    results = summarise(cases, study)
+def _compare(
+    console: Console, application: Application, cases: list[Case], study: StudyDefinition
+) -> None:
+    results = application.summary(cases, study).results
     console.print(summary_table(results, compare=True, title=study.name))
     wrong = [r.id for r in results if r.expected is not None and not agrees(r.value, r.expected)]
     if wrong:

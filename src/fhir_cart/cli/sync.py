@@ -278,10 +278,9 @@ def pull_command(
 def _print_pulled_summary(cases: Sequence[Case], definition: StudyDefinition | None) -> None:
     """The study's measures over pulled cases (no reported numbers beside them)."""
     if definition is not None:
-        from fhir_cart.summary import summarise
         from fhir_cart.tables import summary_table
 
-        results = summarise(cases, definition)
+        results = application().summary(cases, definition).results
         out.print(summary_table(results, compare=False, title=definition.name))
 
 

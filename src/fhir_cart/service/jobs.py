@@ -34,7 +34,6 @@ from fhir_cart.application import (
 )
 from fhir_cart.private import private_dir
 from fhir_cart.settings import Settings
-from fhir_cart.summary import summarise
 from fhir_cart.writers import write_study, write_unmapped
 
 __all__ = ["JOB_KINDS", "Workers", "execute", "job_dir", "run_worker", "worker_name"]
@@ -92,7 +91,7 @@ def _write_pull_outputs(
     write_unmapped(outcome.excluded, out / "excluded.csv")
     summary: dict[str, Any] = {"patients": len(outcome.cases)}
     if study:
-        results = summarise(outcome.cases, app.study(study))
+        results = app.summary(outcome.cases, app.study(study)).results
         summary = {r.id: r.value for r in results}
         partial = {r.id: list(r.partial) for r in results if r.partial}
         if partial:  # "-" is in no measure id: the key cannot be taken by a measure
