@@ -1,8 +1,7 @@
-"""Fixtures shared by unit and integration tests."""
+"""Fixtures shared by unit and integration tests (helpers to import: ``tests.support``)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -13,30 +12,19 @@ import pytest
 from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.records import Case
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "fixtures"
-MAPPINGS = ROOT / "mappings"
-SEED_FILE = FIXTURES / "seed" / "seed_cohort.xlsx"
-SEED_MAPPING = MAPPINGS / "centres" / "seed.yaml"
-CENTRE_B_FILE = FIXTURES / "centre_b" / "centre_b.csv"
-CENTRE_B_MAPPING = MAPPINGS / "centres" / "centre_b.yaml"
-POSTGRES_URL = os.environ.get(
-    "FHIR_CART_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.support import (  # noqa: F401  (ROOT ... need: for tests not yet importing tests.support)
+    CENTRE_B_FILE,
+    CENTRE_B_MAPPING,
+    FIXTURES,
+    MAPPINGS,
+    POSTGRES_URL,
+    ROOT,
+    SEED_FILE,
+    SEED_MAPPING,
+    UNVERIFIED_CODING,
+    in_ci,
+    need,
 )
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip with a visible reason on a laptop; fail under CI=true, where nothing may skip."""
-    if condition:
-        return
-    if in_ci():
-        pytest.fail(f"required under CI=true: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -112,12 +100,6 @@ def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'cache.sqlite'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
-
-
-UNVERIFIED_CODING = (
-    "      - {system: ncit, code: C126102, display: Chimeric Antigen Receptor T-Cell Therapy, "
-    "source: test only, verified: false}\n"
-)
 
 
 @pytest.fixture

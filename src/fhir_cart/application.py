@@ -13,23 +13,29 @@ servers are decided here once, the same way for all of them:
   mapping's own identifier base (a centre's patients keep their centre and study id);
 - ``server(name)`` / ``client(name)``: servers named in settings (or, where allowed, a URL
   needing no authentication);
-- ``push``, ``pull``: the use cases, on a cache the caller holds; ``tables`` (a folder of
-  NDJSON -> study tables, patient by patient); ``registry_build`` (which pushes through the
-  cache settings name).
+- the use cases, the only door the front ends use (docs/architecture.md, "The front
+  door"): ``map`` (a ``MapRequest``), ``read``/``read_study``, ``summary``, ``preview``,
+  ``push`` and ``pull`` (a ``PullRequest``) on a cache the caller holds, ``tables`` (a
+  folder of NDJSON -> study tables, patient by patient), ``artefacts``/``put_artefacts``,
+  ``own_code_system``, ``registry_build`` (which pushes through the cache settings name),
+  ``registry_extract``, ``registry_resolve``, ``registry_decide``. The longer ones are
+  composed in :mod:`fhir_cart.usecases`.
+
+Front ends take the types and names they need of the cache and the sync jobs from this
+module (``Cache``, ``PullRequest``, ``PullSelection``, ``parse_types``, ...), loaded on first
+use, so that they import nothing from ``sync``, ``cache`` or ``study`` themselves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fhir_cart.errors import ConfigError, InputError, Reject
+from fhir_cart.errors import ConfigError, FatalError, InputError, Reject
 from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.library.studies import StudyDefinition, load_study
@@ -41,18 +47,81 @@ from fhir_cart.settings import ServerSettings, Settings, load_settings
 from fhir_cart.study import ReadResult, read_study
 
 if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command needs them
-    from fhir_cart.cache import Cache
+    from fhir_cart.cache import Cache as Cache
+    from fhir_cart.cache import run_owner as run_owner
+    from fhir_cart.cache import worker_name as worker_name
+    from fhir_cart.cache.base import now as now
+    from fhir_cart.cache.models import SyncRun as SyncRun
     from fhir_cart.client import FhirClient
+    from fhir_cart.conformance.package import Package
+    from fhir_cart.mapjob import MapResult
     from fhir_cart.ndjson_tables import TablesOutcome
-    from fhir_cart.registry.build import BuildResult, CentreReader, ExtractResult, Progress
-    from fhir_cart.registry.definition import RegistryDef
-    from fhir_cart.summary import MeasureResult
-    from fhir_cart.sync.jobs import PullOutcome
-    from fhir_cart.sync.pull import PullSelection
-    from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
+    from fhir_cart.registry.build import BuildResult, CentreReader, Progress
+    from fhir_cart.registry.centre_side import ExtractResult
+    from fhir_cart.report.evaluate import MeasureResult
+    from fhir_cart.sync.accounting import TypeCount as TypeCount
+    from fhir_cart.sync.jobs import PullOutcome as PullOutcome
+    from fhir_cart.sync.jobs import PullRequest as PullRequest
+    from fhir_cart.sync.pull import PullSelection as PullSelection
+    from fhir_cart.sync.pull import parse_types as parse_types
+    from fhir_cart.sync.push import FailureCause as FailureCause
+    from fhir_cart.sync.push import PushPlan as PushPlan
+    from fhir_cart.sync.push import PushReport as PushReport
+    from fhir_cart.sync.push import failure_causes as failure_causes
+    from fhir_cart.usecases.registry import Decided
+    from fhir_cart.usecases.study import CasesRead, Preview, StudySummary
     from fhir_cart.writers import Format
 
-__all__ = ["Application", "PushOutcome"]
+from fhir_cart.usecases.study import MapRequest
+
+__all__ = [
+    "Application",
+    "Cache",
+    "FailureCause",
+    "MapRequest",
+    "PullOutcome",
+    "PullRequest",
+    "PullSelection",
+    "PushOutcome",
+    "PushPlan",
+    "PushReport",
+    "SyncRun",
+    "TypeCount",
+    "failure_causes",
+    "now",
+    "parse_types",
+    "run_owner",
+    "worker_name",
+]
+
+_LAZY = {
+    "Cache": "fhir_cart.cache",
+    "run_owner": "fhir_cart.cache",
+    "worker_name": "fhir_cart.cache",
+    "now": "fhir_cart.cache.base",
+    "SyncRun": "fhir_cart.cache.models",
+    "TypeCount": "fhir_cart.sync.accounting",
+    "PullOutcome": "fhir_cart.sync.jobs",
+    "PullRequest": "fhir_cart.sync.jobs",
+    "PullSelection": "fhir_cart.sync.pull",
+    "parse_types": "fhir_cart.sync.pull",
+    "FailureCause": "fhir_cart.sync.push",
+    "PushPlan": "fhir_cart.sync.push",
+    "PushReport": "fhir_cart.sync.push",
+    "failure_causes": "fhir_cart.sync.push",
+}
+"""What front ends need of the cache and the sync jobs (types, the job queue's worker
+names), given here so that they import nothing from ``sync``, ``cache`` or ``study``
+(tests/unit/test_application.py); each loads on first use, so a command that needs no
+cache loads no SQLAlchemy."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -202,6 +271,90 @@ class Application:
     def read_study(self, path: Path, mapping: StudyMapping | None) -> ReadResult:
         return read_study(path, mapping, self.library.for_mapping(mapping))
 
+    def read(self, path: Path, mapping_file: Path | None, *, fhir: bool = False) -> CasesRead:
+        """A study file read with its mapping file (with ``fhir``: or FHIR NDJSON, a file or a
+        folder, read back as a pull reads it): cases, rejects, unmapped columns."""
+        from fhir_cart.usecases import study
+
+        return study.read(self, path, mapping_file, fhir=fhir)
+
+    def map(
+        self,
+        request: MapRequest,
+        *,
+        check_rejects: Callable[[Sequence[Reject]], None],
+        on_unmapped_columns: Callable[[Sequence[Any]], None] = lambda columns: None,
+        on_warnings: Callable[[Sequence[str]], None] = lambda warnings: None,
+    ) -> tuple[MapResult, list[dict[str, Any]]]:
+        """Map a study file to FHIR R4 (bundles and NDJSON), patient by patient: the outcome
+        and the unverified codes emitted (see :func:`fhir_cart.usecases.study.map_study`)."""
+        from fhir_cart.usecases import study
+
+        return study.map_study(self, request, check_rejects=check_rejects,
+                               on_unmapped_columns=on_unmapped_columns,
+                               on_warnings=on_warnings)  # fmt: skip
+
+    def summary(
+        self,
+        cases: Sequence[Case],
+        definition: StudyDefinition,
+        *,
+        plots: Path | None = None,
+        mapping: StudyMapping | None = None,
+    ) -> StudySummary:
+        """A study's measures over ``cases``, the warnings that qualify them, its plots
+        (with the concepts ``mapping``'s own library file adds)."""
+        from fhir_cart.usecases import study
+
+        return study.summary(self, cases, definition, plots, mapping)
+
+    def preview(
+        self, cases: Sequence[Case], mapping: StudyMapping | None, *, size: int, limit: int
+    ) -> Preview:
+        """The first ``limit`` transaction bundles of ``size`` entries the cases map to."""
+        from fhir_cart.usecases import study
+
+        return study.preview(self, cases, mapping, size, limit)
+
+    def own_code_system(self) -> dict[str, Any]:
+        """The project's own code system as a FHIR CodeSystem resource."""
+        from fhir_cart.usecases import study
+
+        return study.own_code_system(self)
+
+    def artefacts(self, mapping_file: Path | None = None) -> Package:
+        """The conformance artefacts as a FHIR package (a study's own, with its mapping)."""
+        from fhir_cart.usecases import study
+
+        return study.artefacts(self, mapping_file)
+
+    def artefact_files(self, package: Package) -> dict[str, bytes]:
+        """The package's files (``package/...``, the data dictionary) by path."""
+        from fhir_cart.usecases import study
+
+        return study.artefact_files(self, package)
+
+    async def put_artefacts(self, server: str, package: Package) -> int:
+        """PUT each resource of the package but the ImplementationGuide as ``<type>/<id>``
+        (a re-push updates the same resources)."""
+        resources = [r for r in package.resources if r["resourceType"] != "ImplementationGuide"]
+        async with self.client(server) as client:
+            for r in resources:
+                response = await client.request(
+                    "PUT", f"{r['resourceType']}/{r['id']}", body=r, idempotent=True
+                )
+                if response.status_code >= 300:
+                    raise FatalError(
+                        f"PUT {r['resourceType']}/{r['id']}: HTTP {response.status_code}"
+                    )
+        return len(resources)
+
+    def views(self, out_dir: Path, *, default_centre: str = "ehr") -> list[Path]:
+        """The study tables as SQL-on-FHIR v2 ViewDefinitions, one JSON file per table."""
+        from fhir_cart.usecases import study
+
+        return study.views(self, out_dir, default_centre)
+
     def keep_rejects(
         self, cache: Cache, rejects: Sequence[Reject], *, run_id: int | None = None
     ) -> list[Reject]:
@@ -243,26 +396,14 @@ class Application:
         )  # fmt: skip
         return PushOutcome(ctx, plan, report)
 
-    async def pull(
-        self,
-        selection: PullSelection,
-        *,
-        server: str | ServerSettings,
-        cache: Cache,
-        use_export: bool = False,
-        default_centre: str = "ehr",
-        run_id: int | None = None,
-        on_patient: Callable[[int], None] | None = None,
-        on_mapped: Callable[[PullOutcome], None] | None = None,
-    ) -> PullOutcome:
-        """Pull a cohort into the cache and read it back as study records."""
+    async def pull(self, request: PullRequest, *, server: str | ServerSettings, cache: Cache
+                   ) -> PullOutcome:  # fmt: skip
+        """Pull a cohort into the cache and read it back as study records, with the pull's
+        context (every centre mapping's identifier base known)."""
         from fhir_cart.sync.jobs import run_pull
 
-        return await run_pull(
-            selection=selection, ctx=self.pull_context(), server=self.server(server),
-            cache=cache, use_export=use_export, default_centre=default_centre, run_id=run_id,
-            on_patient=on_patient, on_mapped=on_mapped,
-        )  # fmt: skip
+        return await run_pull(request, ctx=self.pull_context(), server=self.server(server),
+                              cache=cache)  # fmt: skip
 
     def tables(
         self,
@@ -305,145 +446,39 @@ class Application:
         (ConfigError, before anything is built) while the server still holds patients pushed
         under the old key: every patient would arrive a second time under new pseudonyms.
         ``allow_new_key`` pushes anyway (both sets stay on the server)."""
-        from fhir_cart.registry.build import build_registry
-        from fhir_cart.registry.definition import load_registry
-        from fhir_cart.registry.pseudonyms import registry_key
-        from fhir_cart.registry.workflow import study_summariser
+        from fhir_cart.usecases import registry
 
-        definition = load_registry(registry_file)
-        if spark:
-            linkage = definition.linkage.model_copy(update={"backend": "spark"})
-            definition = definition.model_copy(update={"linkage": linkage})
-        configured = self.settings.registry_key
-        key = registry_key(configured.get_secret_value() if configured else None)
-        work = work or self.data_dir / "registry" / definition.id
-        if push is not None and not allow_new_key:
-            asyncio.run(self._check_registry_key(definition, key, push, work))
-        result = build_registry(
-            definition, out, key=key, library=self._fresh_concepts(), reader=self._reader(),
-            summariser=study_summariser(definition, self.library), progress=progress,
-            force=force, work=work,
+        return registry.build(
+            self, registry_file, out, push=push, force=force, spark=spark, work=work,
+            progress=progress, allow_new_key=allow_new_key,
         )  # fmt: skip
-        if push is None:
-            return result, None
-        if result.registry is None:
-            return result, "no input changed: nothing to push"
-        message = asyncio.run(self._push_registry(result, definition, push, work))
-        self._record_registry_key(result, key, push, work)
-        return result, message
 
     def registry_extract(
         self, centre_file: Path, mapping: Path, registry_file: Path, centre: str, out: Path
     ) -> ExtractResult:
         """At a centre: its file and mapping sealed under the registry key into one extract
         (``ExtractResult``), what the centre sends instead of its file."""
-        from fhir_cart.registry.build import extract_centre
-        from fhir_cart.registry.definition import load_registry
-        from fhir_cart.registry.pseudonyms import registry_key
+        from fhir_cart.usecases import registry
 
-        definition = load_registry(registry_file)
-        configured = self.settings.registry_key
-        key = registry_key(configured.get_secret_value() if configured else None)
-        return extract_centre(
-            definition, centre, centre_file, mapping, out, key=key,
-            library=self._fresh_concepts(), reader=self._reader(),
-        )  # fmt: skip
+        return registry.extract(self, centre_file, mapping, registry_file, centre, out)
 
     def registry_resolve(
         self, registry_file: Path, tokens: Sequence[str], centres: Sequence[str] = ()
     ) -> dict[str, tuple[str, str] | None]:
         """At a centre: which row of its file each Provenance row token stands for (the key
         as for the build; reads the centre's file with its mapping)."""
-        from fhir_cart.registry.build import resolve_rows
-        from fhir_cart.registry.definition import load_registry
-        from fhir_cart.registry.pseudonyms import registry_key
+        from fhir_cart.usecases import registry
 
-        definition = load_registry(registry_file)
-        configured = self.settings.registry_key
-        key = registry_key(configured.get_secret_value() if configured else None)
-        return resolve_rows(definition, tokens, key=key, centres=centres, reader=self._reader())
+        return registry.resolve(self, registry_file, tokens, centres)
 
-    def _pushed_key_file(self, work: Path, server: str) -> Path:
-        name = hashlib.sha256(self.server(server).base_url.encode()).hexdigest()[:16]
-        return work / f"pushed-key-{name}.json"
+    def registry_decide(
+        self, registry_file: Path, left: str, right: str, *, link: bool, by: str
+    ) -> Decided:
+        """Keep people's decision on a pair of centre records (one patient, or not) in the
+        registry's decisions file, with who and when; every later build honours it."""
+        from fhir_cart.usecases import registry
 
-    async def _check_registry_key(
-        self, definition: RegistryDef, key: bytes, server: str, work: Path
-    ) -> None:
-        """Refuse a push under a new key while the server holds the old key's patients."""
-        import orjson
-
-        from fhir_cart.registry.pseudonyms import Pseudonymiser
-
-        record = self._pushed_key_file(work, server)
-        if not record.exists():
-            return
-        try:
-            last = orjson.loads(record.read_bytes())
-            fingerprint, patients = str(last["key"]), [str(p) for p in last["patients"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return  # unreadable: nothing known about the last push
-        current = Pseudonymiser(key).fingerprint()
-        if fingerprint == current or not patients:
-            return
-        system = f"{definition.fhir.identifier_base.rstrip('/')}/{definition.id}/patient"
-        held = 0
-        async with self.client(server) as client:
-            for patient in patients:
-                params = {"identifier": f"{system}|{patient}", "_elements": "id"}
-                held += sum([1 async for _ in client.search("Patient", params)])
-        if held:
-            raise ConfigError(
-                f"registry {definition.id}: the registry key changed since the last push to "
-                f"{server} (key fingerprint {fingerprint} -> {current}), and the server still "
-                f"holds patients pushed under the old key ({held} of {len(patients)} checked). "
-                "Pushing now would add every patient a second time under new pseudonyms. "
-                "Fix: build with the old key again; or first remove from the server the "
-                f"patients of identifier system {system} and the resources that refer to them; "
-                "or pass --allow-new-key to push anyway and keep both sets."
-            )
-
-    def _record_registry_key(
-        self, result: BuildResult, key: bytes, server: str, work: Path
-    ) -> None:
-        import orjson
-
-        from fhir_cart.registry.files import write_atomically
-        from fhir_cart.registry.pseudonyms import Pseudonymiser
-
-        assert result.registry is not None
-        patients = sorted(c.patient.study_id for c in result.registry.cases)[:20]
-        data = {"key": Pseudonymiser(key).fingerprint(), "patients": patients}
-        write_atomically(self._pushed_key_file(work, server), orjson.dumps(data))
-
-    async def _push_registry(
-        self, result: BuildResult, definition: RegistryDef, server: str, work: Path
-    ) -> str:
-        """The registry's patients through the idempotent push (only what changed is sent),
-        then its ConceptMaps and Provenance (only those whose content changed)."""
-        from fhir_cart.registry.artefacts import PushedHashes, push_artefacts
-        from fhir_cart.sync.jobs import run_push
-
-        registry = result.registry
-        assert registry is not None
-        target = self.server(server)
-        ctx = mapping_context(
-            identifier_base=definition.fhir.identifier_base, library=self.library,
-            strict=self.settings.strict_terminology,
-        )  # fmt: skip
-        with self.opened_cache() as cache:
-            plan, report = await run_push(cases=registry.cases, ctx=ctx, server=target, cache=cache)
-        name = hashlib.sha256(target.base_url.encode()).hexdigest()[:16]
-        pushed = PushedHashes(work / f"pushed-artefacts-{name}.json")
-        async with self.client(target) as client:
-            resources = [*registry.concept_maps, *registry.provenance]
-            extra = await push_artefacts(client, resources, pushed)
-        changed = sum(len(resources) for resources in plan.to_send)
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) if report else ""
-        return (
-            f"pushed to {server}: {changed} of {plan.total} resources changed; {counts}; "
-            f"{extra} ConceptMap/Provenance resources sent"
-        )
+        return registry.decide(registry_file, left, right, link=link, by=by)
 
     def failure_causes(self, cache: Cache, run_id: int) -> list[FailureCause]:
         """A run's failed resources grouped by cause, biggest first, each with a hint."""
@@ -485,8 +520,8 @@ class Application:
     ) -> tuple[StudyDefinition, list[MeasureResult], list[Path]]:
         """A study's measures over the cases (beside the paper's numbers), and its plots as
         SVG in ``plots_dir`` when given (PNG beside them, as ``summary --plots`` writes)."""
-        from fhir_cart.plots import write_plots
-        from fhir_cart.summary import summarise
+        from fhir_cart.report.evaluate import summarise
+        from fhir_cart.report.plots import write_plots
 
         definition = self.study(study)
         results = summarise(cases, definition)

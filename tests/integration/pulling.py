@@ -14,7 +14,7 @@ from fhir_cart.cache import open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped
 from fhir_cart.settings import ServerSettings
-from fhir_cart.sync.jobs import PullOutcome, run_pull
+from fhir_cart.sync.jobs import PullOutcome, PullRequest, run_pull
 from fhir_cart.sync.pull import PullSelection
 
 Json = dict[str, Any]
@@ -66,7 +66,7 @@ def pull_fresh(base: str, ctx: MappingContext, patient_ids: list[str], folder: P
     try:
         selection = PullSelection(kind="search", query="_id=" + ",".join(patient_ids))
         server = ServerSettings(base_url=base)
-        outcome = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        outcome = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
         ids = cache.records.received_ids(server=base)
         fetched = {key(r): r for r in cache.records.received_content(server=base, ids=ids)}
     finally:

@@ -18,7 +18,7 @@ from schemathesis.checks import positive_data_acceptance
 from fhir_cart.cache import open_cache
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import ServerSettings, Settings
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import httpx
 import orjson
 
 from fhir_cart.cli import main
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_artefacts_are_pushed_and_read_back(fhir_server: str) -> None:

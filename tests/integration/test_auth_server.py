@@ -24,11 +24,11 @@ from fhir_cart.errors import AuthError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import AuthSettings, ServerSettings
-from fhir_cart.sync.jobs import run_pull, run_push
+from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.testing import SekmetServer
-from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.integration.test_sync import SEED_QUERY, by_id, expected_totals, written
+from tests.support import SEED_FILE, SEED_MAPPING
 
 pytestmark = pytest.mark.integration
 CLIENT = "fhir-cart-tests"
@@ -117,7 +117,7 @@ def test_push_and_pull_with_smart_backend_services_and_a_token_that_expires(
         # the other types' searches go at the same time, all with the expired token
         monkeypatch.setattr(fhir_cart.sync.pull, "matches", wait_out_the_token)
         selection = PullSelection(kind="search", query=SEED_QUERY)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
     assert by_id(pulled.cases) == by_id(seed_cases)

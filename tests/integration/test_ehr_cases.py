@@ -17,7 +17,7 @@ from fhir_cart.cache import open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult
 from fhir_cart.settings import ServerSettings
-from fhir_cart.sync.jobs import run_pull
+from fhir_cart.sync.jobs import PullRequest, run_pull
 from fhir_cart.sync.pull import PullSelection
 from tests.ehr_cases import EhrCase, check, key_of, load_cases
 from tests.integration.pulling import load
@@ -56,8 +56,8 @@ def test_medications_pulled_by_bulk_export(
     server = ServerSettings(base_url=sekmet_server)
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
     try:
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache,
-                                      use_export=True))  # fmt: skip
+        pulled = asyncio.run(run_pull(PullRequest(selection, use_export=True), ctx=ctx,
+                                      server=server, cache=cache))  # fmt: skip
     finally:
         cache.close()
     other: Any = pulled.other

@@ -24,9 +24,9 @@ import pytest
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir
 from fhir_cart.sync.accounting import PLACES, places
-from tests.conftest import FIXTURES
 from tests.ehr_cases import EhrCase, check
 from tests.integration.pulling import Key, Pulled, key, load, pull_fresh, reasons, subject
+from tests.support import FIXTURES
 
 pytestmark = pytest.mark.integration
 Json = dict[str, Any]

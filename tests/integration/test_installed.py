@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import ROOT, SEED_FILE, SEED_MAPPING
+from tests.support import ROOT, SEED_FILE, SEED_MAPPING
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

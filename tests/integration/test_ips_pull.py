@@ -22,8 +22,8 @@ import pytest
 
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.sync.accounting import PLACES, places
-from tests.conftest import ROOT, need
 from tests.integration.pulling import Pulled, key, load, pull_fresh, reasons, subject
+from tests.support import ROOT, need
 
 pytestmark = pytest.mark.integration
 Json = dict[str, Any]

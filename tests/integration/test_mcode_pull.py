@@ -29,7 +29,7 @@ from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir, event_id
 from fhir_cart.records import Case, Event
 from fhir_cart.sync.pull import PullSelection, PullStats, pull_resources
 from fhir_cart.testing import SekmetServer
-from tests.conftest import MAPPINGS, ROOT, need
+from tests.support import MAPPINGS, ROOT, need
 
 pytestmark = pytest.mark.integration
 Json = dict[str, Any]

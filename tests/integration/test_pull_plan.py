@@ -19,7 +19,7 @@ from fhir_cart.cache import open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
-from fhir_cart.sync.jobs import run_pull, run_push
+from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import EVENT_TYPES, PullSelection
 from tests.integration.test_sync import SEED_QUERY, by_id
 
@@ -68,7 +68,7 @@ def test_a_cohort_is_pulled_in_few_requests_and_whole(
         assert report.failures == []
         sent.clear()
         selection = PullSelection(kind="search", query=SEED_QUERY)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
     assert pulled.unmapped == []
@@ -116,7 +116,7 @@ def test_a_group_is_read_by_few_requests(
         created = httpx.post(f"{fhir_server}/Group", json=group).json()
         sent.clear()
         selection = PullSelection(kind="group", group_id=created["id"])
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
     assert by_id(pulled.cases) == by_id(cases)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cart.testing.fhir_server import free_port
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SKIPPED = ("bash scripts/setup", "source ")  # set-up of this very environment

@@ -17,7 +17,7 @@ from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import cluster, linkage_record, probabilistic_links
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.testing.registry_data import Corruption, make_registry
-from tests.conftest import need
+from tests.support import need
 
 pytestmark = [
     pytest.mark.integration,

@@ -14,10 +14,9 @@ from fhir_cart.cli import main
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
-from fhir_cart.sync.jobs import run_pull, run_push
+from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.testing.fhir_server import free_port
-from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.integration.test_sync import (
     SEED_QUERY,
     by_id,
@@ -25,6 +24,7 @@ from tests.integration.test_sync import (
     server_totals,
     written,
 )
+from tests.support import SEED_FILE, SEED_MAPPING
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_seed_cohort_arrives_whole_and_pulls_back(
         assert report.mode == ("batch" if bundle_type == "batch" else "transaction")
         assert _push(seed_cases, ctx, server, cache).counts == {"unchanged": sum(expected.values())}
         selection = PullSelection(kind="search", query=SEED_QUERY)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
         assert pulled.unmapped == []
         assert by_id(pulled.cases) == by_id(seed_cases)
     finally:
@@ -107,7 +107,7 @@ def test_a_search_parameter_the_server_refuses_is_learned(
         _push(seed_cases, ctx, ServerSettings(base_url=sekmet_server), cache)
         server = ServerSettings(base_url=sekmet_server, search_params={"AdverseEvent": ["subject"]})
         selection = PullSelection(kind="search", query=SEED_QUERY)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
     assert by_id(pulled.cases) == by_id(seed_cases)

@@ -22,7 +22,7 @@ from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import ServerSettings, Settings
-from tests.conftest import FIXTURES, ROOT, SEED_FILE
+from tests.support import FIXTURES, ROOT, SEED_FILE
 
 pytestmark = pytest.mark.integration
 KEY = {"X-API-Key": "test-key-123-0123456789abcdef0123"}

@@ -23,10 +23,10 @@ from fhir_cart.records import Case
 from fhir_cart.report.evaluate import summarise
 from fhir_cart.settings import ServerSettings
 from fhir_cart.study import read_study
-from fhir_cart.sync.jobs import run_pull, run_push
+from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from fhir_cart.writers import canonical_mapping
-from tests.conftest import SEED_FILE, SEED_MAPPING
+from tests.support import SEED_FILE, SEED_MAPPING
 
 pytestmark = pytest.mark.integration
 TYPES = (
@@ -108,7 +108,7 @@ def test_push_twice_then_pull_back_gives_the_same_records_and_numbers(
         assert server_totals(fhir_server) == expected
         server = ServerSettings(base_url=fhir_server)
         selection = PullSelection(kind="search", query=SEED_QUERY)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
         assert pulled.unmapped == []
         assert by_id(pulled.cases) == by_id(seed_cases)
         results = summarise(pulled.cases, load_study("seed"))
@@ -335,7 +335,7 @@ def test_pull_by_group(
     push(seed_cases, ctx, fhir_server, cache)
     selection = PullSelection(kind="group", group_id=_group_of_everyone(fhir_server))
     server = ServerSettings(base_url=fhir_server)
-    pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+    pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     assert by_id(pulled.cases) == by_id(seed_cases)
     cache.close()
 
@@ -349,7 +349,7 @@ def test_pull_by_group_with_bulk_export(
     selection = PullSelection(kind="group", group_id=_group_of_everyone(sekmet_server))
     server = ServerSettings(base_url=sekmet_server)
     pulled = asyncio.run(
-        run_pull(selection=selection, ctx=ctx, server=server, cache=cache, use_export=True)
+        run_pull(PullRequest(selection, use_export=True), ctx=ctx, server=server, cache=cache)
     )
     assert by_id(pulled.cases) == by_id(seed_cases)
     cache.close()
@@ -375,7 +375,7 @@ def test_resources_not_understood_are_kept_and_listed(
     )
     server = ServerSettings(base_url=fhir_server)
     selection = PullSelection(kind="search", query=SEED_QUERY)
-    pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+    pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     (unmapped,) = pulled.unmapped
     assert unmapped.resource_type == "Observation"
     (kept,) = cache.unmapped(server=fhir_server)
@@ -433,7 +433,7 @@ def test_push_and_pull_write_no_patient_identifier_to_any_log(
         wanted = tuple(f"{system}|{case.patient.study_id}" for case in seed_cases)
         selection = PullSelection(kind="patients", identifiers=wanted)  # ids in query strings
         server = ServerSettings(base_url=fhir_server)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
     assert len(pulled.cases) == len(seed_cases)
@@ -501,7 +501,7 @@ def test_pulls_reflect_resources_deleted_on_the_server(
 
     def pull(since: str | None = None) -> Any:
         selection = PullSelection(kind="search", query=SEED_QUERY, since=since)
-        return asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        return asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
 
     first = pull()
     observations = httpx.get(f"{fhir_server}/Observation", params={"_count": "2"}).json()
@@ -586,7 +586,7 @@ def test_withdrawn_rows_stay_withdrawn_when_pulled_with_a_fresh_cache(
     assert report.counts.get("entered-in-error", 0) == 3
     fresh = open_cache(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
     selection = PullSelection(kind="search", query=SEED_QUERY)
-    pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=fresh))
+    pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=fresh))
     notes = [r.note for r in fresh.records.unmapped(server=fhir_server)]
     fresh.close()
     assert sorted(notes) == ["excluded: status entered-in-error: recorded in error"] * 3

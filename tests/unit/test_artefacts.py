@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from fhir_cart.cli import app
@@ -63,6 +64,7 @@ def test_the_check_fails_on_a_stale_artefact(tmp_path: Path) -> None:
     assert runner.invoke(app, ["artefacts", "--check", "--out", str(tmp_path)]).exit_code == 0
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_medplum_and_the_json_schema_find_no_error_in_the_artefacts(
     fhir_schema_path: Path,
 ) -> None:

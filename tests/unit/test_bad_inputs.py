@@ -23,7 +23,7 @@ from fhir_cart.client import bundle_links, entry_results
 from fhir_cart.errors import AuthError, BadResponse, ConfigError
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import AuthSettings, ServerSettings, Settings
-from tests.conftest import CENTRE_B_FILE, MAPPINGS, ROOT, SEED_FILE
+from tests.support import CENTRE_B_FILE, MAPPINGS, ROOT, SEED_FILE
 
 KEY = {"X-API-Key": "bad-inputs-key-0123456789abcdef0123"}
 

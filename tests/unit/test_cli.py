@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from fhir_cart.cli import main
-from tests.conftest import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
+from tests.support import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
 
 
 def test_map_writes_bundles_ndjson_codesystem_and_flags_unverified(
@@ -71,6 +71,7 @@ def test_summary_from_ndjson_matches_the_paper(
     assert "--study" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_summary_plots_are_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["summary", str(SEED_FILE), "-m", str(SEED_MAPPING), "--plots", str(tmp_path)]
     assert main(args) == 0
@@ -96,6 +97,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"fhir-cart {version('fhir-cart')}"
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_flags_show_no_value_in_help_and_accept_a_written_boolean(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,7 +118,7 @@ def test_openapi_writes_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_table_titles_do_not_wrap() -> None:
     from rich.console import Console
 
-    from fhir_cart.cli import _table
+    from fhir_cart.cli.common import table as _table
 
     table = _table("push run 12 (transaction, 19 bundles)")
     table.add_column("outcome")

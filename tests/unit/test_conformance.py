@@ -33,8 +33,8 @@ from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
-from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, need
 from tests.fhir_schema import SchemaChecker
+from tests.support import CENTRE_B_FILE, CENTRE_B_MAPPING, need
 from tests.unit.fixture_cases import adult_cases, hsct_cases
 from tests.unit.seed_cases import seed_cases
 
@@ -112,6 +112,7 @@ def medplum_errors(resources: list[Json]) -> list[str]:
     return out
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_medplum_finds_no_error(name: str) -> None:
     errors = medplum_errors(emitted()[name])
@@ -139,6 +140,7 @@ def test_references_meet_the_profiles_they_require(name: str, definitions: Defin
     assert issues == [], "\n".join(issues[:30])
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_the_checks_catch_what_the_issue_found(definitions: Definitions) -> None:
     """The old shapes fail: relapse phase as the status value, a Patient with no profile
     (so the subject of every mCODE resource breaks), a CancerPatient without a name."""

@@ -12,7 +12,7 @@ from openpyxl import Workbook
 from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.records import Case, Value, When
 from fhir_cart.study import read_study
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def _worked_example_mapping() -> str:

@@ -17,8 +17,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import cases_from_fhir
 from fhir_cart.records import Case
-from tests.conftest import ROOT
 from tests.fhir_schema import SchemaChecker
+from tests.support import ROOT
 from tests.unit.test_mappers import normalise
 
 sys.path.insert(0, str(ROOT / "scripts"))

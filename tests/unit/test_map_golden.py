@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fhir_cart.cli import main
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 EXPECTED = json.loads((ROOT / "tests" / "data" / "map_golden" / "expected.json").read_text())
 

@@ -20,7 +20,7 @@ from fhir_cart.report.evaluate import missing_anchor, summarise, unmatched_text_
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
 from fhir_cart.study import ReadResult, read_study
-from tests.conftest import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
+from tests.support import CENTRE_B_FILE, CENTRE_B_MAPPING, MAPPINGS, ROOT
 
 KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 

@@ -18,7 +18,7 @@ from fhir_cart.cli import main
 from fhir_cart.mappers.context import _NAMESPACE, MappingContext, uuid5_text
 from fhir_cart.mappers.to_fhir import map_case
 from fhir_cart.records import Case
-from tests.conftest import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
+from tests.support import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
 
 
 @given(st.text())

@@ -28,8 +28,8 @@ from fhir_cart.mappers.from_fhir import cases_from_fhir, event_order, reference_
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.writers import OTHER_COLUMNS
-from tests.conftest import MAPPINGS, ROOT, need
 from tests.fhir_schema import SchemaChecker
+from tests.support import MAPPINGS, ROOT, need
 
 AS_OF = dt.date(2026, 1, 1)
 Json = dict[str, Any]
@@ -173,6 +173,7 @@ def open_cases(draw: st.DrawFn) -> Case:
 # -- round trips and validity -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=open_cases())
 def test_round_trip_record_fhir_record_is_identity(case: Case) -> None:
@@ -183,6 +184,7 @@ def test_round_trip_record_fhir_record_is_identity(case: Case) -> None:
     assert result.cases == [normalise(case)]
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=open_cases())
 def test_generated_resources_are_valid_r4_by_both_checks(case: Case) -> None:
@@ -205,6 +207,7 @@ except (ImportError, AttributeError):  # until the rewrite of tests/strategies.p
     shared_cases = None
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_round_trip_on_the_shared_case_strategy(data: st.DataObject) -> None:

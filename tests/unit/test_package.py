@@ -148,7 +148,7 @@ def test_concept_maps_name_value_sets_and_code_systems_the_package_publishes() -
 
 
 def test_the_data_dictionary_lists_every_extension_and_each_code_with_its_source() -> None:
-    from fhir_cart.terminology import load_terminology
+    from fhir_cart.library.terminology import load_terminology
 
     page = (written() / "data-dictionary.md").read_text()
     resources = _resources(written())

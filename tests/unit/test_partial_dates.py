@@ -33,8 +33,8 @@ from fhir_cart.records import (
 from fhir_cart.report.evaluate import MeasureResult, TimeResolver, summarise
 from fhir_cart.study import ReadResult, read_study
 from fhir_cart.writers import canonical_mapping, write_study
-from tests.conftest import ROOT
 from tests.fhir_schema import SchemaChecker
+from tests.support import ROOT
 
 Json = dict[str, Any]
 FIXTURE = ROOT / "fixtures" / "ehr" / "partial_dates.json"

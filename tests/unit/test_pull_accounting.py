@@ -288,7 +288,7 @@ def _row_flat(text: str, rtype: str) -> list[str]:
 
 
 def test_the_pull_end_sums_exclusions_by_reason(capsys: pytest.CaptureFixture[str]) -> None:
-    from fhir_cart.cli import _print_account
+    from fhir_cart.cli.sync import print_account
     from fhir_cart.sync.jobs import PullOutcome
 
     excluded = [
@@ -299,7 +299,7 @@ def test_the_pull_end_sums_exclusions_by_reason(capsys: pytest.CaptureFixture[st
     outcome = PullOutcome(1, excluded=excluded,
                           by_type={"Condition": TypeCount(fetched=2, excluded=2),
                                    "Procedure": TypeCount(fetched=1, excluded=1)})  # fmt: skip
-    _print_account(outcome)
+    print_account(outcome)
     text = capsys.readouterr().out
     assert "excluded 2: verificationStatus entered-in-error" in text
     assert "excluded 1: status not-done" in text
@@ -307,11 +307,11 @@ def test_the_pull_end_sums_exclusions_by_reason(capsys: pytest.CaptureFixture[st
 
 
 def test_a_resource_not_accounted_for_is_shown_in_red(capsys: pytest.CaptureFixture[str]) -> None:
-    from fhir_cart.cli import _print_account
+    from fhir_cart.cli.sync import print_account
     from fhir_cart.sync.jobs import PullOutcome
 
     outcome = PullOutcome(1, by_type={"Encounter": TypeCount(fetched=2, other=1, unaccounted=1)})
-    _print_account(outcome)
+    print_account(outcome)
     got = capsys.readouterr()
     assert "unacc" in got.out  # the column appears only when needed (narrow: cut short)
     assert "1 resources not accounted for exactly once" in got.err

@@ -21,7 +21,8 @@ from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.records import Case, Event, Value, When
 from fhir_cart.study import ReadResult, UnmappedColumn, fit_unit, parse_quantity, read_study
 from fhir_cart.writers import write_study
-from tests.conftest import (
+from tests.strategies import attribute_values, library, values
+from tests.support import (
     CENTRE_B_FILE,
     CENTRE_B_MAPPING,
     FIXTURES,
@@ -29,7 +30,6 @@ from tests.conftest import (
     SEED_FILE,
     SEED_MAPPING,
 )
-from tests.strategies import attribute_values, library, values
 
 
 def _mapping(data: dict[str, Any]) -> StudyMapping:

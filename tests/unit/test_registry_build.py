@@ -141,6 +141,7 @@ def test_changed_key_changes_every_pseudonym(tmp_path: Path, library: ConceptLib
     assert KEY.decode() not in json.dumps(state)
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_one_changed_centre_is_read_and_scored_again(
     tmp_path: Path, library: ConceptLibrary
 ) -> None:
@@ -172,6 +173,7 @@ def test_one_changed_centre_is_read_and_scored_again(
     assert output_files(out) == output_files(tmp_path / "fresh")
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("damaged", ["centres/berlin.json", "links.json"])
 def test_a_truncated_work_file_is_stale_not_fatal(
     tmp_path: Path, library: ConceptLibrary, damaged: str

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from fhir_cart.cli.registry import registry_app
 from fhir_cart.errors import ConfigError
-from fhir_cart.registry.cli import registry_app
 from fhir_cart.registry.definition import load_registry
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"

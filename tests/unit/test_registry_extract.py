@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from fhir_cart.errors import ConfigError
 from fhir_cart.library.concepts import ConceptLibrary, load_concepts
 from fhir_cart.library.terminology import load_terminology
-from fhir_cart.registry.build import build_registry, extract_centre
+from fhir_cart.registry.build import build_registry
+from fhir_cart.registry.centre_side import extract_centre
 from fhir_cart.registry.definition import load_registry
 from fhir_cart.registry.extract import Shift
 from fhir_cart.registry.pseudonyms import Pseudonymiser
@@ -71,6 +72,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("mode", ["relative", "shift"])
 def test_a_build_from_extracts_gives_the_same_links_and_outputs_as_from_files(
     tmp_path: Path, library: ConceptLibrary, mode: str
@@ -185,7 +187,7 @@ def test_a_registry_file_names_a_centre_by_data_and_mapping_or_by_extract(
 def test_registry_extract_on_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_cart.registry.cli import registry_app
+    from fhir_cart.cli.registry import registry_app
 
     centres = write_centres(tmp_path / "centres", "relative")
     monkeypatch.setenv("FHIR_CART_REGISTRY_KEY", KEY.decode())
@@ -273,6 +275,7 @@ def test_a_date_attribute_moves_and_one_that_is_no_date_is_withheld() -> None:
     assert found["stage"] == 2
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_a_changed_extract_is_built_again(tmp_path: Path, library: ConceptLibrary) -> None:
     centres = write_centres(tmp_path / "centres", "relative")
     made = _extracts(tmp_path, centres, library)

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from fhir_cart.library.concepts import load_concepts
 from fhir_cart.library.terminology import load_terminology
-from fhir_cart.registry.build import build_registry, resolve_rows
+from fhir_cart.registry.build import build_registry
+from fhir_cart.registry.centre_side import resolve_rows
 from fhir_cart.registry.definition import load_registry
 from tests.registry_helpers import KEY, output_files
 
@@ -57,6 +60,7 @@ def test_outputs_hold_no_name_identifier_or_date(tmp_path: Path) -> None:
         assert [s for s in SECRETS if s in text] == [], name
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     build(tmp_path / "a")
     build(tmp_path / "b")

@@ -9,6 +9,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from fhir_cart.records import Case
 from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.ids import IdLedger, Retired, assign_ids
@@ -85,6 +87,7 @@ def _anna_at(cases: dict[str, list[Case]], centre: str) -> Case:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_build_keeps_ids_when_a_new_centre_record_joins(tmp_path: Path) -> None:
     cases = three_centres()
     registry = definition(tmp_path)

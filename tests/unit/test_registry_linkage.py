@@ -50,6 +50,7 @@ def quality(
     return precision, recall, f1
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_probabilistic_linkage_f1_on_corrupted_centres() -> None:
     """3,000 invented persons in 5 centres, 15 % shared, corrupted (benchmarks/bench_linkage.py
     measures 10,000)."""
@@ -58,6 +59,7 @@ def test_probabilistic_linkage_f1_on_corrupted_centres() -> None:
     assert f1 >= 0.98
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_linkage_blind_to_birth_month_misses_the_bar() -> None:
     """The F1 test can fail: the same data with birth months hidden falls below it."""
     _, _, f1 = quality(3000, LinkageDef(), blind_month=True)
@@ -149,6 +151,7 @@ def test_typed_again_patient_links_with_priors(swap: bool) -> None:
     assert len(set(found.patient_of.values())) == 3
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_links_do_not_depend_on_the_key() -> None:
     """3,000 invented persons, the model trained from the data (u by seeded sampling): two
     keys give the same links with the same probabilities (issue 20: 1,774 / 1,775 / 1,776

@@ -90,6 +90,7 @@ def _f1(linkage: LinkageDef, seed: int) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_names_lift_pair_f1_at_3000() -> None:
     """The project's generator with names (misspelt, transliterated, in capitals, missing
     at the second centre): F1 0.987 without names (seed 12), 0.99 or more with them."""

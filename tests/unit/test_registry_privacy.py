@@ -91,6 +91,7 @@ def run(
     return build_registry(registry, tmp / "out", key=key, reader=reader_of(cases), library=library)
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("mode", ["relative", "shift"])
 def test_no_identifier_name_or_date_in_any_output(
     tmp_path: Path, library: ConceptLibrary, mode: str, caplog: pytest.LogCaptureFixture,

@@ -290,6 +290,7 @@ def library() -> ConceptLibrary:
     return load_concepts(load_terminology())
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("mode", ["relative", "shift"])
 def test_no_source_value_reaches_any_output(
     tmp_path: Path, library: ConceptLibrary, mode: str, caplog: pytest.LogCaptureFixture

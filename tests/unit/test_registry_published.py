@@ -104,6 +104,7 @@ def test_event_ids_hold_no_source_cell(tmp_path: Path, library: ConceptLibrary) 
     assert "events-20" not in text
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_event_ids_are_keyed_and_stable(tmp_path: Path, library: ConceptLibrary) -> None:
     first = build(tmp_path / "a", library, dated_ids())
     again = build(tmp_path / "b", library, dated_ids())
@@ -155,6 +156,7 @@ def test_open_text_that_names_a_child_never_leaves(
         assert word not in text, word
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_open_text_leaves_only_when_kept_and_clean(tmp_path: Path, library: ConceptLibrary) -> None:
     dropped = build(tmp_path / "a", library, with_product("kymriah-batch"))
     assert "kymriah-batch" not in products(dropped)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fhir_cart.library.concepts import ConceptLibrary, load_concepts
 from fhir_cart.library.terminology import load_terminology
 from fhir_cart.records import Case
@@ -29,6 +31,7 @@ def plan(cases: list[Case], last: dict[object, str]):  # type: ignore[no-untyped
     )  # fmt: skip
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_rebuild_pushes_nothing_and_a_change_pushes_only_its_patient(tmp_path: Path) -> None:
     library: ConceptLibrary = load_concepts(load_terminology())
     cases = three_centres()

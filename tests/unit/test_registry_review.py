@@ -14,10 +14,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from fhir_cart.cli.registry import registry_app
 from fhir_cart.errors import ConfigError
 from fhir_cart.records import Case
 from fhir_cart.registry.build import BuildResult, build_registry
-from fhir_cart.registry.cli import registry_app
 from fhir_cart.registry.decisions import parse_decisions
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from tests.registry_helpers import KEY, definition, diagnosis, event, patient, reader_of

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from fhir_cart.service.app import create_app
 from fhir_cart.service.jobs import run_worker
 from fhir_cart.settings import ServerSettings, Settings
-from tests.conftest import FIXTURES
+from tests.support import FIXTURES
 
 KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import ServerSettings, Settings
-from tests.conftest import CENTRE_B_FILE
+from tests.support import CENTRE_B_FILE
 
 KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 

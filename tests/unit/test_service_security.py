@@ -26,7 +26,7 @@ from starlette.routing import Route
 from fhir_cart.cache import open_cache
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings
-from tests.conftest import CENTRE_B_FILE
+from tests.support import CENTRE_B_FILE
 
 KEY = {"X-API-Key": "test-key-123-0123456789abcdef0123"}
 LIMIT = 200_000

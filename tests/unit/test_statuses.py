@@ -12,7 +12,7 @@ import yaml
 
 from fhir_cart.errors import ConfigError
 from fhir_cart.library.statuses import load_statuses
-from tests.conftest import ROOT, need
+from tests.support import ROOT, need
 
 TABLE = yaml.safe_load((ROOT / "mappings" / "statuses.yaml").read_text())
 DEFINITIONS = (

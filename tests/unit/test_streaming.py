@@ -20,7 +20,7 @@ import pytest
 
 from fhir_cart.library.study_mapping import load_study_mapping
 from fhir_cart.study import ReadResult, read, read_study, sources, stream_study
-from tests.conftest import FIXTURES, MAPPINGS
+from tests.support import FIXTURES, MAPPINGS
 
 BAD = MAPPINGS / "centres" / "bad.yaml"
 

@@ -17,7 +17,8 @@ from fhir_cart.library.study_mapping import load_study_mapping
 from fhir_cart.records import Case, When
 from fhir_cart.study import read_study
 from fhir_cart.writers import canonical_mapping, write_study
-from tests.conftest import (
+from tests.strategies import cohorts
+from tests.support import (
     CENTRE_B_FILE,
     CENTRE_B_MAPPING,
     FIXTURES,
@@ -25,7 +26,6 @@ from tests.conftest import (
     SEED_FILE,
     SEED_MAPPING,
 )
-from tests.strategies import cohorts
 
 
 def _by_id(cases: list[Case]) -> list[Case]:
@@ -125,6 +125,7 @@ def test_write_then_read_is_identity_on_fixtures(
     assert result.cases == cases
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(
     max_examples=25,
     deadline=None,

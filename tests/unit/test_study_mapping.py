@@ -22,7 +22,7 @@ from fhir_cart.library.study_mapping import (
     validation_reason,
 )
 from fhir_cart.study import read_study
-from tests.conftest import MAPPINGS, ROOT
+from tests.support import MAPPINGS, ROOT
 
 MINIMAL = """\
 centre: st-elsewhere

@@ -687,6 +687,7 @@ def test_swimmer_rows_hand_checked() -> None:
     assert (rows["G"].end, rows["G"].markers) == (365, (("relapse", 30),))
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 def test_plots_are_written_as_png_and_svg(tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 

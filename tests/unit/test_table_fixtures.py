@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+from fhir_cart.library.study_mapping import load_study_mapping
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import cases_from_fhir
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case
 from fhir_cart.study import read_study
-from fhir_cart.study_mapping import load_study_mapping
 from fhir_cart.summary import load_study, summarise
 from tests.conftest import FIXTURES, MAPPINGS
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.mappers.from_fhir import cases_from_fhir
 from fhir_cart.mappers.to_fhir import case_to_fhir
 from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.study import ReadResult, read_study
 from fhir_cart.study.values import parse_band, parse_quantity, parse_time
-from fhir_cart.study_mapping import StudyMapping
 from fhir_cart.summary import parse_study, summarise
 
 
@@ -288,8 +288,8 @@ def test_a_band_is_written_to_the_tables_and_read_back(tmp_path: Path) -> None:
 
 
 def test_a_band_goes_into_the_registry_tables() -> None:
+    from fhir_cart.library.study_mapping import default_library
     from fhir_cart.registry.tables import event_table
-    from fhir_cart.study_mapping import default_library
 
     events = (Event(event_id="crs", concept="crs", attributes={"grade": "3-4"}),)
     case = Case(patient=PatientRecord(study_id="R1", centre="test"), events=events)

@@ -14,8 +14,8 @@ import pytest
 
 from fhir_cart.cli import main
 from fhir_cart.sync.pull import EVENT_TYPES
-from tests.conftest import SEED_FILE, SEED_MAPPING
 from tests.hostile import Answer, HostileServer, Seen, bundle, capabilities, fhir_json
+from tests.support import SEED_FILE, SEED_MAPPING
 
 TOKEN = "tok-SECRET-4711"
 EVENTS = EVENT_TYPES  # every type a pull fetches, so the scripted server answers each

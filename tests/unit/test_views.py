@@ -18,7 +18,6 @@ import pytest
 
 from fhir_cart.application import Application
 from fhir_cart.cli import main
-from fhir_cart.concepts import ConceptsFile
 from fhir_cart.conformance.views import (
     NOT_EXPRESSED,
     VIEW_TYPE,
@@ -27,6 +26,7 @@ from fhir_cart.conformance.views import (
     view_definitions,
     write_views,
 )
+from fhir_cart.library.concepts import ConceptsFile
 from fhir_cart.mappers.context import mapping_context
 from tests.conftest import MAPPINGS, ROOT, need
 from tests.sof import compare

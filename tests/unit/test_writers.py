@@ -28,8 +28,8 @@ from fhir_cart.writers import (
     write_rejects,
     write_study,
 )
-from tests.conftest import MAPPINGS
 from tests.strategies import cohorts
+from tests.support import MAPPINGS
 
 
 def _by_id(cases: list[Case]) -> list[Case]:
@@ -72,6 +72,7 @@ def test_fixtures_read_back_unchanged(
     assert _read_back(cases, tmp_path / "out", fmt) == cases
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @settings(
     max_examples=60,
     deadline=None,

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_cart.conformance.artefacts import CANONICAL, common, value_set_url
+from fhir_cart.library.study_mapping import StudyMapping, normalise_word
 from fhir_cart.mappers.context import MappingContext, mapping_context
-from fhir_cart.study_mapping import StudyMapping, normalise_word
 
 __all__ = ["concept_maps"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fhir_cart.concepts import ConceptDef, ConceptLibrary
+from fhir_cart.library.concepts import ConceptDef, ConceptLibrary
+from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.mappers.to_fhir import _PLACES as ELEMENT_PLACES
-from fhir_cart.study_mapping import StudyMapping
 
 __all__ = ["Contexts", "build_contexts"]
 

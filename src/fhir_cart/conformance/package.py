@@ -30,8 +30,8 @@ from fhir_cart.conformance.artefacts import (
 from fhir_cart.conformance.conceptmaps import concept_maps
 from fhir_cart.conformance.dictionary import data_dictionary
 from fhir_cart.conformance.snapshot import snapshot
+from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.study_mapping import StudyMapping
 
 __all__ = [
     "DEPENDENCIES",

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir_cart.concepts import AttributeDef, ConceptDef
+from fhir_cart.library.concepts import AttributeDef, ConceptDef
+from fhir_cart.library.statuses import StatusTable
+from fhir_cart.library.terminology import Coding
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url
-from fhir_cart.statuses import StatusTable, statuses_in
-from fhir_cart.terminology import Coding
 
 __all__ = [
     "NOT_EXPRESSED",
@@ -443,7 +443,7 @@ def event_view(ctx: MappingContext, shape: Shape, centres: Sequence[Centre]) -> 
     ]
     title = f"fhir_cart events table: {shape.kind} events ({shape.resource})"
     view = _view(f"events_{shape.kind}", shape.resource, title, select)
-    where = _status_filters(statuses_in(ctx.memo), shape.resource)
+    where = _status_filters(ctx.statuses, shape.resource)
     if where:
         view["where"] = where
     return view

@@ -14,10 +14,8 @@ links that touch a changed centre are computed again.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,6 @@ from typing import Any
 import orjson
 
 from fhir_cart import __version__
-from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.errors import ConfigError, Reject
 from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
@@ -38,7 +35,6 @@ from fhir_cart.registry.extract import (
     RecordKeys,
     Sealed,
     read_extract,
-    read_manifest,
     seal,
     unseal,
 )
@@ -58,10 +54,12 @@ from fhir_cart.registry.merge import (
     registry_event_id,
     registry_event_namer,
 )
+from fhir_cart.registry.output import json_bytes, read_ids, write_registry
 from fhir_cart.registry.protect import Protection
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.quality import centre_quality
-from fhir_cart.registry.review import REVIEW_HEADER, ReviewItem, Settled, settle
+from fhir_cart.registry.review import ReviewItem, Settled, settle
+from fhir_cart.registry.sources import centre_sources, input_hashes, sha256_of
 
 __all__ = [
     "BuildResult",
@@ -69,7 +67,6 @@ __all__ = [
     "Registry",
     "build_registry",
     "read_centre",
-    "resolve_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -253,64 +250,6 @@ def _opened(sealed: Sealed) -> CentreData:
     )  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _mtime(path: Path) -> float:
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    return max((f.stat().st_mtime for f in files), default=0.0)
-
-
-def _sources(definition: RegistryDef) -> dict[str, fhir.SourceInfo]:
-    found = {}
-    for centre in definition.centres:
-        if centre.extract is not None:
-            found[centre.id] = _extract_source(centre.id, definition.resolve(centre.extract))
-            continue
-        assert centre.data is not None
-        assert centre.mapping is not None
-        data, mapping = definition.resolve(centre.data), definition.resolve(centre.mapping)
-        found[centre.id] = source_info(centre.id, data, mapping)
-    return found
-
-
-def source_info(centre: str, data: Path, mapping: Path) -> fhir.SourceInfo:
-    """A centre file and its mapping as Provenance cites them."""
-    for path in (data, mapping):
-        if not path.exists():
-            raise ConfigError(f"centre {centre}: {path} does not exist")
-    newest = float(os.environ.get("SOURCE_DATE_EPOCH") or max(_mtime(data), _mtime(mapping)))
-    recorded = dt.datetime.fromtimestamp(int(newest), tz=dt.UTC).isoformat()
-    return fhir.SourceInfo(
-        centre, data.name, _sha256(data), mapping.name, _sha256(mapping), recorded
-    )
-
-
-def _extract_source(centre: str, path: Path) -> fhir.SourceInfo:
-    """What the extract's manifest says of the centre's file (the build never sees it)."""
-    if not path.exists():
-        raise ConfigError(f"centre {centre}: extract {path} does not exist")
-    source = read_manifest(path)["source"]
-    return fhir.SourceInfo(
-        centre, "", source["file_sha256"], "", source["mapping_sha256"], source["recorded"]
-    )  # fmt: skip
-
-
-def _inputs(sources: dict[str, fhir.SourceInfo]) -> dict[str, str]:
-    return {
-        c: hashlib.sha256(f"{s.file_sha256}:{s.mapping_sha256}".encode()).hexdigest()
-        for c, s in sorted(sources.items())
-    }
-
-
 def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
     text = definition.linkage.model_dump_json() + pseudonyms.fingerprint() + __version__
     return hashlib.sha256(text.encode()).hexdigest()
@@ -321,7 +260,7 @@ def _state(
 ) -> dict[str, Any]:
     decisions = definition.resolve(definition.linkage.decisions)
     extracts = {
-        c.id: _sha256(definition.resolve(c.extract))
+        c.id: sha256_of(definition.resolve(c.extract))
         for c in definition.centres
         if c.extract is not None
     }
@@ -329,7 +268,7 @@ def _state(
         **({"extracts": extracts} if extracts else {}),  # a new extract of the same file
         "fhir_cart": __version__,
         "definition": definition.fingerprint(),
-        "decisions": _sha256(decisions) if decisions.is_file() else None,
+        "decisions": sha256_of(decisions) if decisions.is_file() else None,
         "key": key.fingerprint(),
         "centres": {
             c: {"data": s.file_sha256, "mapping": s.mapping_sha256}
@@ -628,7 +567,7 @@ def assemble(
     ``previous``: the link state of an earlier run, whose scores of unchanged centres'
     pairs are reused; ``ids``: the ledger of the last build, whose ids are kept."""
     step = progress or (lambda *_: None)
-    state = LinkState(_linkage_fingerprint(definition, pseudonyms), _inputs(sources))
+    state = LinkState(_linkage_fingerprint(definition, pseudonyms), input_hashes(sources))
     patients, found, state, ledger, settled = _link(
         data, definition, pseudonyms, spark, step, state, previous, ids, decisions
     )
@@ -664,138 +603,6 @@ def assemble(
     )
 
 
-# -- outputs ---------------------------------------------------------------------------
-
-
-def _json(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
-
-
-def _ndjson(items: Sequence[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(i, option=orjson.OPT_SORT_KEYS) + b"\n" for i in items)
-
-
-def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
-    return csv_bytes(
-        ["patient", "field", "centre", "value", "rule", "chosen", "result"],
-        (
-            [row["patient"], row["field"], centre, value, row["rule"], row["chosen"],
-             row["result"]]
-            for row in sorted(rows, key=lambda r: (r["patient"], r["field"]))
-            for centre, value in sorted(row["values"].items())
-        ),
-    )  # fmt: skip
-
-
-def _links_csv(links: list[Link], refused: list[Link], blocked: list[Link]) -> bytes:
-    return csv_bytes(
-        ["left", "right", "method", "probability", "taken"],
-        [
-            *([k.left, k.right, k.method, f"{k.probability:.6f}", "yes"] for k in links),
-            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (same centre)"]
-              for k in refused),
-            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (decided apart)"]
-              for k in blocked),
-        ],
-    )  # fmt: skip
-
-
-def _crosswalk_csv(ledger: IdLedger | None) -> bytes:
-    retired = {} if ledger is None else ledger.retired
-    return csv_bytes(
-        ["old_id", "new_id", "change"],
-        (
-            [old, new, entry.reason]
-            for old, entry in sorted(retired.items())
-            for new in (entry.successors or ("",))
-        ),
-    )
-
-
-IDS_FILE = "registry-ids.json"
-
-
-def read_ids(out: Path) -> tuple[IdLedger | None, list[str]]:
-    """The last build's id ledger in ``out`` (None on a first build), and a note when it
-    could not be read (every patient then gets a fresh id, which the note says)."""
-    path = out / IDS_FILE
-    if not path.exists():
-        return None, []
-    try:
-        return IdLedger.from_json(orjson.loads(path.read_bytes())), []
-    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        note = (
-            f"{IDS_FILE} could not be read ({type(exc).__name__}): registry ids start afresh "
-            "(restore the file from a backup and build again with --force to keep them)"
-        )
-        log.warning("registry %s", note)
-        return None, [note]
-
-
-def write_registry(
-    out: Path, registry: Registry, definition: RegistryDef, library: ConceptLibrary | None
-) -> list[Path]:
-    source_of = {m.case.patient.study_id: m.source_of for m in registry.merged}
-    order = definition.centre_order()
-    centres_of: dict[str, Sequence[str]] = {
-        m.case.patient.study_id: sorted(m.centres, key=order.index) for m in registry.merged
-    }
-    built = {
-        "patients": tables.patient_table(registry.cases, centres_of, library),
-        "events": tables.event_table(registry.cases, source_of, library),
-    }
-    files = tables.write_tables(out / "tables", built, definition.outputs.formats)
-    outputs = {
-        "reports/conflicts.csv": _conflicts_csv(registry.conflicts),
-        "reports/conflicts.json": _json(
-            sorted(registry.conflicts, key=lambda r: (r["patient"], r["field"]))
-        ),
-        "reports/quality.json": _json(registry.quality),
-        "reports/links.csv": _links_csv(registry.links, registry.refused, registry.blocked),
-        "reports/review.csv": csv_bytes(REVIEW_HEADER, (r.row() for r in registry.review)),
-        "reports/crosswalk.csv": _crosswalk_csv(registry.ids),
-        IDS_FILE: _json(None if registry.ids is None else registry.ids.as_json()),
-        "summaries.json": _json(registry.summaries),
-        "fhir/Provenance.ndjson": _ndjson(registry.provenance),
-        **{f"fhir/ConceptMap-{m['id']}.json": _json(m) for m in registry.concept_maps},
-    }
-    for name, data in outputs.items():
-        path = out / name
-        tables._write_if_changed(path, data)
-        files.append(path)
-    return files
-
-
-def resolve_rows(
-    definition: RegistryDef,
-    tokens: Sequence[str],
-    *,
-    key: bytes,
-    centres: Sequence[str] = (),
-    reader: CentreReader = read_centre,
-) -> dict[str, tuple[str, str] | None]:
-    """At a centre: each Provenance row token -> (centre, ``file, sheet S, row N``), or None
-    when no row of the centres read (``centres``, default all whose files are here) gives
-    it. Reads the centre's file with its mapping and recomputes every row's token."""
-    pseudonyms = Pseudonymiser(key)
-    wanted = set(tokens)
-    found: dict[str, tuple[str, str] | None] = dict.fromkeys(tokens)
-    chosen = [c for c in definition.centres if not centres or c.id in centres]
-    unknown = sorted(set(centres) - {c.id for c in definition.centres})
-    if unknown:
-        raise ConfigError(f"registry file: no centre {', '.join(unknown)}")
-    for centre in chosen:
-        if centre.data is None or (not centres and not definition.resolve(centre.data).exists()):
-            continue  # another centre's file: not held here
-        data = reader(centre, definition)
-        for located in data.sources.values():
-            for location in located.values():
-                token = pseudonyms.source_row(centre.id, location)
-                if token in wanted:
-                    found[token] = (centre.id, location)
-    return found
-
-
 def build_registry(
     definition: RegistryDef,
     out: Path,
@@ -813,7 +620,7 @@ def build_registry(
     whose inputs did not change since the last build are not read again, and only the
     pairs that touch a changed centre are scored again."""
     pseudonyms = Pseudonymiser(key)
-    sources = _sources(definition)
+    sources = centre_sources(definition)
     state = _state(definition, sources, pseudonyms)
     state_file = out / "state.json"
     if not force and state_file.exists() and orjson.loads(state_file.read_bytes()) == state:
@@ -822,7 +629,7 @@ def build_registry(
     ids, id_notes = read_ids(out)
     decisions = read_decisions(definition.resolve(definition.linkage.decisions))
     folder = None if work is None else WorkFolder(work)
-    inputs = _inputs(sources)
+    inputs = input_hashes(sources)
     data: dict[str, CentreData] = {}
     read: list[str] = []
     for n, centre in enumerate(definition.centres, start=1):
@@ -849,61 +656,6 @@ def build_registry(
     if folder is not None and registry.link_state is not None:
         folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)
-    tables._write_if_changed(state_file, _json(state))
+    tables._write_if_changed(state_file, json_bytes(state))
     notes = id_notes + registry.notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)
-
-
-@dataclass
-class ExtractResult:
-    out: Path
-    records: int
-    rejects: int
-    key_fingerprint: str
-
-
-def extract_centre(
-    definition: RegistryDef,
-    centre_id: str,
-    data_path: Path,
-    mapping_path: Path,
-    out: Path,
-    *,
-    key: bytes,
-    library: ConceptLibrary | None = None,
-    reader: CentreReader = read_centre,
-) -> ExtractResult:
-    """At a centre: its file read with its mapping, sealed under the registry key and
-    written as one extract (:mod:`.extract`) for the registry holder."""
-    from fhir_cart.registry.extract import Manifest, write_extract
-
-    try:
-        known = definition.centre(centre_id)
-    except KeyError:
-        names = ", ".join(c.id for c in definition.centres)
-        raise ConfigError(
-            f"registry file: no centre {centre_id} (it names {names}); use --centre with one "
-            "of these"
-        ) from None
-    pseudonyms = Pseudonymiser(key)
-    source = source_info(centre_id, data_path, mapping_path)
-    centre = known.model_copy(update={"data": data_path.resolve(), "mapping":
-                                      mapping_path.resolve(), "extract": None})  # fmt: skip
-    data = reader(centre, definition)
-    sealed = seal(
-        centre_id, data.cases, data.rejects, [str(c) for c in data.unmapped_columns],
-        data.sources, definition, pseudonyms, library,
-    )  # fmt: skip
-    manifest = Manifest(
-        centre=centre_id,
-        registry=definition.id,
-        key=pseudonyms.fingerprint(),
-        records=len(sealed.cases),
-        source={
-            "file_sha256": source.file_sha256,
-            "mapping_sha256": source.mapping_sha256,
-            "recorded": source.recorded,
-        },
-    )
-    write_extract(out, sealed, manifest)
-    return ExtractResult(out, len(sealed.cases), len(data.rejects), pseudonyms.fingerprint())

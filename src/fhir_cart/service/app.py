@@ -25,8 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fhir_cart import __version__
-from fhir_cart.application import Application
-from fhir_cart.cache import Cache
+from fhir_cart.application import Application, Cache
 from fhir_cart.errors import ConfigError
 from fhir_cart.private import tighten
 from fhir_cart.service.deps import problem, public_paths

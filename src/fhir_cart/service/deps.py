@@ -12,8 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from fhir_cart.application import Application
-from fhir_cart.cache import Cache
+from fhir_cart.application import Application, Cache
 from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.service import schemas as s
 from fhir_cart.service.access import Principal, can_see_job, principal_for_key

@@ -21,14 +21,19 @@ from typing import Any
 
 import orjson
 
-from fhir_cart.application import Application
-from fhir_cart.cache import Cache, run_owner, worker_name
-from fhir_cart.cache.models import SyncRun
+from fhir_cart.application import (
+    Application,
+    Cache,
+    PullOutcome,
+    PullRequest,
+    PullSelection,
+    SyncRun,
+    parse_types,
+    run_owner,
+    worker_name,
+)
 from fhir_cart.private import private_dir
-from fhir_cart.report.evaluate import summarise
 from fhir_cart.settings import Settings
-from fhir_cart.sync.jobs import PullOutcome
-from fhir_cart.sync.pull import PullSelection, parse_types
 from fhir_cart.writers import write_study, write_unmapped
 
 __all__ = ["JOB_KINDS", "Workers", "execute", "job_dir", "run_worker", "worker_name"]
@@ -67,12 +72,12 @@ async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: C
         types=parse_types(params.get("types")),
     )  # fmt: skip
     out, study = private_dir(job_dir(app.settings, run_id)), params.get("study")
-    await app.pull(
-        selection, server=app.server(params["server"], url_allowed=False), cache=cache,
-        run_id=run_id, use_export=bool(params.get("use_export")),
+    request = PullRequest(
+        selection, run_id=run_id, use_export=bool(params.get("use_export")),
         on_patient=lambda n: cache.update_run(run_id, progress_done=n),
         on_mapped=lambda outcome: _write_pull_outputs(app, outcome, out, study),
     )  # fmt: skip
+    await app.pull(request, server=app.server(params["server"], url_allowed=False), cache=cache)
 
 
 def _write_pull_outputs(
@@ -86,7 +91,7 @@ def _write_pull_outputs(
     write_unmapped(outcome.excluded, out / "excluded.csv")
     summary: dict[str, Any] = {"patients": len(outcome.cases)}
     if study:
-        results = summarise(outcome.cases, app.study(study))
+        results = app.summary(outcome.cases, app.study(study)).results
         summary = {r.id: r.value for r in results}
         partial = {r.id: list(r.partial) for r in results if r.partial}
         if partial:  # "-" is in no measure id: the key cannot be taken by a measure

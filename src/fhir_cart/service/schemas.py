@@ -8,9 +8,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fhir_cart.cache.models import SyncRun
+from fhir_cart.application import SyncRun, parse_types
 from fhir_cart.references import id_problem
-from fhir_cart.sync.pull import parse_types
 
 __all__ = [
     "FailureCauseOut", "Health", "Job", "OutcomeOut", "PatientOut", "Preview", "PullRequest",

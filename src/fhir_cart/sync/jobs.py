@@ -477,41 +477,37 @@ def _gc_frozen() -> Iterator[None]:
             gc.unfreeze()
 
 
+@dataclass(frozen=True)
+class PullRequest:
+    """What a caller asks of a pull: which patients (``selection``), read by
+    ``$export`` or by search, the centre of patients without one, the run it belongs to
+    (None: a new run), and callbacks: ``on_patient`` (patients fetched so far) and
+    ``on_mapped`` (writing the study tables, say: it runs before the run is marked
+    succeeded, so whoever sees a succeeded run finds its outputs complete)."""
+
+    selection: PullSelection
+    use_export: bool = False
+    default_centre: str = "ehr"
+    run_id: int | None = None
+    on_patient: Callable[[int], None] | None = None
+    on_mapped: Callable[[PullOutcome], None] | None = None
+
+
 async def run_pull(
-    *,
-    selection: PullSelection,
-    ctx: MappingContext,
-    server: ServerSettings,
-    cache: Cache,
-    use_export: bool = False,
-    default_centre: str = "ehr",
-    run_id: int | None = None,
-    on_patient: Callable[[int], None] | None = None,
-    on_mapped: Callable[[PullOutcome], None] | None = None,
+    request: PullRequest, *, ctx: MappingContext, server: ServerSettings, cache: Cache
 ) -> PullOutcome:
-    """Fetch the cohort into the cache, reverse-mapping it as it arrives. ``on_mapped``
-    (writing the study tables, say) runs before the run is marked succeeded, so whoever sees
-    a succeeded run finds its outputs complete."""
+    """Fetch the cohort into the cache, reverse-mapping it as it arrives."""
     with _gc_frozen():
-        return await _run_pull(
-            selection=selection, ctx=ctx, server=server, cache=cache, use_export=use_export,
-            default_centre=default_centre, run_id=run_id, on_patient=on_patient,
-            on_mapped=on_mapped,
-        )  # fmt: skip
+        return await _run_pull(request, ctx=ctx, server=server, cache=cache)
 
 
 async def _run_pull(
-    *,
-    selection: PullSelection,
-    ctx: MappingContext,
-    server: ServerSettings,
-    cache: Cache,
-    use_export: bool,
-    default_centre: str,
-    run_id: int | None,
-    on_patient: Callable[[int], None] | None,
-    on_mapped: Callable[[PullOutcome], None] | None,
+    request: PullRequest, *, ctx: MappingContext, server: ServerSettings, cache: Cache
 ) -> PullOutcome:
+    selection, use_export, default_centre = (
+        request.selection, request.use_export, request.default_centre
+    )  # fmt: skip
+    run_id, on_patient, on_mapped = request.run_id, request.on_patient, request.on_mapped
     key = server.base_url
     if run_id is None:
         cache.mark_dead_workers()

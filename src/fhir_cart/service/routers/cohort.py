@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 
-from fhir_cart.cache import Cache
+from fhir_cart.application import Cache
 from fhir_cart.service.deps import (
     AppDep,
     Auth,
@@ -23,7 +23,6 @@ from fhir_cart.service.deps import (
 )
 from fhir_cart.service.jobs import job_dir
 from fhir_cart.settings import Settings
-from fhir_cart.study import read_study
 from fhir_cart.writers import write_study
 
 __all__ = ["router"]
@@ -55,7 +54,7 @@ def export(
     format: Annotated[Literal["csv", "xlsx", "parquet", "json"], Query()] = "csv",
 ) -> Response:
     folder = pull_output(settings, cache, job_id)
-    cases = read_study(folder / "study.json").cases
+    cases = app.read_study(folder / "study.json", None).cases
     other_file = folder / "other.json"
     other = orjson.loads(other_file.read_bytes()) if other_file.exists() else []
     target = folder / f"export-{format}"

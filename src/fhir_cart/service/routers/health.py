@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
 
 from fhir_cart import __version__
-from fhir_cart.cache.base import now
+from fhir_cart.application import now
 from fhir_cart.service import schemas as s
 from fhir_cart.service.deps import Auth, CacheDep
 from fhir_cart.service.jobs import JOB_KINDS, Workers

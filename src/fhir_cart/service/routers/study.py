@@ -16,9 +16,7 @@ import orjson
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from fhir_cart.application import Application
-from fhir_cart.bundle import map_cases, transaction_bundles
-from fhir_cart.cache import Cache
+from fhir_cart.application import Application, Cache
 from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.private import private_dir, write_private
 from fhir_cart.records import Case
@@ -199,13 +197,8 @@ def preview(
 ) -> s.Preview:
     visible_upload(app, upload_id, principal)
     cases, mapping, _ = read_upload(app, upload_id)
-    ctx = app.mapping_context(mapping)
-    bundles = []
     try:
-        for bundle in transaction_bundles(map_cases(ctx, cases), size=bundle_size):
-            bundles.append(bundle)
-            if len(bundles) >= limit:
-                break
+        shown = app.preview(cases, mapping, size=bundle_size, limit=limit)
     except FhirCartError as exc:  # e.g. an unverified code under strict_terminology
         raise unprocessable(exc) from exc
-    return s.Preview(bundles=bundles, unverified_codes=ctx.terminology.unverified_report())
+    return s.Preview(bundles=shown.bundles, unverified_codes=shown.unverified)

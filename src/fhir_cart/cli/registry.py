@@ -9,18 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
+
+from fhir_cart.cli.common import out
 
 if TYPE_CHECKING:  # the build (pyarrow, splink) loads when a registry command runs
+    from rich.progress import TaskID
+
     from fhir_cart.registry.build import BuildResult
 
 
@@ -29,7 +23,6 @@ __all__ = ["registry_app"]
 registry_app = typer.Typer(
     help="Pool several centres into one pseudonymised, linked registry.", no_args_is_help=True
 )
-out = Console()
 
 
 @registry_app.callback()
@@ -68,6 +61,8 @@ def build_command(
     """Read every centre, pseudonymise, link, merge, and write tables, reports and FHIR.
 
     The key comes from FHIR_CART_REGISTRY_KEY (or registry_key in settings)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from fhir_cart.application import Application
 
     with Progress(
@@ -156,24 +151,17 @@ def decide_command(
 
     Kept in the registry's decisions file (linkage.decisions, default decisions.csv beside
     the registry file) with who and when; every later build honours it."""
-    import datetime as dt
+    from fhir_cart.application import Application
 
-    from fhir_cart.registry import tables
-    from fhir_cart.registry.decisions import Decision, check_decision, with_decision
-    from fhir_cart.registry.definition import load_registry
-
-    definition = load_registry(registry_file)
-    path = definition.resolve(definition.linkage.decisions)
-    when = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    decision = Decision(left.strip(), right.strip(), link, by.strip(), when)
-    check_decision(decision, "the pair given")
-    tables._write_if_changed(path, with_decision(path, decision))
+    done = Application().registry_decide(registry_file, left, right, link=link, by=by)
     verb = "one patient" if link else "not one patient"
-    out.print(f"{path.name}: {decision.left} and {decision.right}: {verb} (by {by})",
+    out.print(f"{done.path.name}: {done.left} and {done.right}: {verb} (by {by})",
               highlight=False)  # fmt: skip
 
 
 def _report(result: BuildResult, pushed: str | None) -> None:
+    from rich.table import Table
+
     if result.skipped:
         out.print(f"{result.out}: up to date (no input changed); nothing written")
     for note in result.notes:

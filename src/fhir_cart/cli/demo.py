@@ -15,19 +15,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fhir_cart.application import Application
+from fhir_cart.application import Application, PullRequest, PullSelection
 from fhir_cart.errors import FatalError
 from fhir_cart.library.studies import StudyDefinition
 from fhir_cart.records import Case
-from fhir_cart.report.evaluate import summarise
 from fhir_cart.report.tables import agrees, summary_table
-from fhir_cart.sync.pull import PullSelection
 from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
 __all__ = ["run_demo"]
 
-ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]  # src/fhir_cart (or the installed package)
+ROOT = PACKAGE.parents[1]
 
 
 def seed_paths(application: Application) -> tuple[Path, Path]:
@@ -35,7 +34,7 @@ def seed_paths(application: Application) -> tuple[Path, Path]:
     the mappings folder settings name)."""
     study = ROOT / "fixtures" / "seed" / "seed_cohort.xlsx"
     if not study.exists():
-        study = Path(__file__).resolve().parent / "_fixtures" / "seed" / "seed_cohort.xlsx"
+        study = PACKAGE / "_fixtures" / "seed" / "seed_cohort.xlsx"
     return study, application.mapping_file("seed")
 
 
@@ -80,8 +79,10 @@ def run_demo(
                 console.print(_counts_table(f"{attempt}: {took:.2f} s", pushed.report.counts))
             patients = pushed.ctx.identifier_system(mapping.centre, "patient")
             pulled = asyncio.run(
-                application.pull(PullSelection(kind="search", query=f"identifier={patients}|"),
-                                 server=fhir.base_url, cache=cache)
+                application.pull(
+                    PullRequest(PullSelection(kind="search", query=f"identifier={patients}|")),
+                    server=fhir.base_url, cache=cache,
+                )
             )  # fmt: skip
             console.print(f"pulled {len(pulled.cases)} patients, "
                           f"{sum(pulled.stats.resources.values())} resources; "
@@ -95,7 +96,8 @@ def run_demo(
                     other=pulled.other,
                 )
             console.print(f"study tables written to {work / 'pulled'}")
-            _compare(console, pulled.cases, application.study(mapping.study or "seed"))
+            _compare(console, application, pulled.cases,
+                     application.study(mapping.study or "seed"))  # fmt: skip
             if keep_server:
                 console.print("server running; Ctrl-C to stop")
                 while True:
@@ -104,8 +106,10 @@ def run_demo(
         cache.close()
 
 
-def _compare(console: Console, cases: list[Case], study: StudyDefinition) -> None:
-    results = summarise(cases, study)
+def _compare(
+    console: Console, application: Application, cases: list[Case], study: StudyDefinition
+) -> None:
+    results = application.summary(cases, study).results
     console.print(summary_table(results, compare=True, title=study.name))
     wrong = [r.id for r in results if r.expected is not None and not agrees(r.value, r.expected)]
     if wrong:
