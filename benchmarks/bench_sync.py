@@ -86,6 +86,8 @@ EVENT_TYPES = (
     "Observation",
     "AdverseEvent",
     "MedicationRequest",
+    "MedicationStatement",
+    "MedicationDispense",
     "Specimen",
 )  # fmt: skip  (fhir_cart.sync.pull.EVENT_TYPES; checked equal in main)
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.ndjson_tables import TablesOutcome
     from fhir_cart.registry.build import BuildResult, ExtractResult, Progress
     from fhir_cart.registry.definition import RegistryDef
-    from fhir_cart.sync.jobs import PullOutcome
+    from fhir_cart.sync.jobs import PullOutcome, PullTables
     from fhir_cart.sync.pull import PullSelection
     from fhir_cart.sync.push import FailureCause, PushPlan, PushReport
     from fhir_cart.writers import Format
@@ -270,14 +270,16 @@ class Application:
         run_id: int | None = None,
         on_patient: Callable[[int], None] | None = None,
         on_mapped: Callable[[PullOutcome], None] | None = None,
+        tables: PullTables | None = None,
     ) -> PullOutcome:
-        """Pull a cohort into the cache and read it back as study records."""
+        """Pull a cohort into the cache and read it back as study records (with ``tables``:
+        written as they are made, in memory flat in the cohort)."""
         from fhir_cart.sync.jobs import run_pull
 
         return await run_pull(
             selection=selection, ctx=self.pull_context(), server=self.server(server),
             cache=cache, use_export=use_export, default_centre=default_centre, run_id=run_id,
-            on_patient=on_patient, on_mapped=on_mapped,
+            on_patient=on_patient, on_mapped=on_mapped, tables=tables,
         )  # fmt: skip
 
     def tables(

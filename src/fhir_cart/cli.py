@@ -186,6 +186,9 @@ def map_command(
     ] = False,
     strict: StrictOpt = False,
     keep_going: ContinueOpt = False,
+    indent: Annotated[
+        bool, typer.Option("--indent", help="Indent the bundles' JSON (compact by default).")
+    ] = False,
 ) -> None:
     """Map a study file to FHIR R4: transaction bundles and NDJSON, one file per type."""
     from fhir_cart.mapjob import open_study, run_map
@@ -213,7 +216,7 @@ def map_command(
 
     result = run_map(
         stream, ctx, out_dir, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
-        validate=validate, write_extras=extras, on_case=check_anchor,
+        validate=validate, write_extras=extras, on_case=check_anchor, indent=indent,
         check_rejects=lambda rejects: _report_rejects(rejects, out_dir, keep_going),
     )  # fmt: skip
     _warn_unverified(ctx)
@@ -577,10 +580,7 @@ def _print_faults(counts: Mapping[str, TypeCount]) -> None:
 
 def _print_account(result: PullOutcome) -> None:
     """Where every fetched resource ended, per type, and what was not asked for."""
-    reasons: dict[str, int] = {}
-    for item in result.excluded:
-        reasons[item.reason] = reasons.get(item.reason, 0) + 1
-    _print_types(result.by_type, reasons)
+    _print_types(result.by_type, result.excluded_reasons)
     if result.stats.not_asked:
         out.print(f"not asked for (--types): {escape(', '.join(result.stats.not_asked))}")
     if result.stats.not_searchable:
@@ -628,37 +628,40 @@ def pull_command(
     cache_url: CacheOpt = None,
 ) -> None:
     """Pull a cohort into study tables; resources not understood are listed, never dropped."""
-    from fhir_cart.writers import FORMATS, write_study, write_unmapped
+    from fhir_cart.sync.jobs import PullTables
+    from fhir_cart.writers import FORMATS
 
     if fmt not in FORMATS:
         raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
     application = _app()
     selection = _selection(patients, group, search, since, types)
     target = application.server(server)
+    definition = study_for(study, None)
+    tables = PullTables(out_dir, fmt, keep_cases=definition is not None)  # type: ignore[arg-type]
     with application.opened_cache(cache_url) as cache, _progress() as progress:
         task = progress.add_task("pulling patients", total=None)
         result = asyncio.run(
             application.pull(selection, server=target, cache=cache, use_export=export,
-                             default_centre=centre,
+                             default_centre=centre, tables=tables,
                              on_patient=lambda n: progress.update(task, completed=n))
         )  # fmt: skip
-    written = write_study(result.cases, out_dir, fmt, other=result.other)  # type: ignore[arg-type]
-    if result.unmapped:
-        path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
-        err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
-    if result.excluded:
-        path = write_unmapped(result.excluded, out_dir / "excluded.csv")
-        err.print(f"{len(result.excluded)} resources excluded by their status "
-                  f"(entered-in-error, refuted, not done, ...): {path}")  # fmt: skip
+    assert result.tables is not None
+    written = result.tables
+    if written.unmapped_file is not None:
+        err.print(f"[yellow]{written.unmapped} resources not mapped[/yellow]: "
+                  f"{written.unmapped_file}")  # fmt: skip
+    if written.excluded_file is not None:
+        err.print(f"{written.excluded} resources excluded by their status (entered-in-error, "
+                  f"refuted, not done, ...): {written.excluded_file}")  # fmt: skip
     for note in result.stats.learned:
         err.print(f"note: {escape(note)}")
-    out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
+    out.print(f"{written.patients} patients pulled (run {result.run_id}); "
               f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
-    out.print(f"wrote {_plural(len(written), 'file')} to {out_dir}")
-    if result.other:
-        out.print(f"{len(result.other)} resources matched no concept: see the `other` table")
+    out.print(f"wrote {_plural(len(written.written), 'file')} to {out_dir}")
+    if written.other:
+        out.print(f"{written.other} resources matched no concept: see the `other` table")
     _print_account(result)
-    _print_pulled_summary(result.cases, study_for(study, None))
+    _print_pulled_summary(result.cases, definition)
 
 
 def _print_pulled_summary(cases: Sequence[Case], definition: StudyDefinition | None) -> None:

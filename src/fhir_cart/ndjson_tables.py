@@ -4,7 +4,8 @@ memory that does not grow with the cohort.
 NDJSON files hold one resource type each, so a patient's resources are spread over every
 file. Two passes:
 
-1. Every line is read once and stored, as its bytes, in a temporary SQLite file keyed by the
+1. Every line is read once and stored, as its bytes, in a temporary SQLite file
+   (:class:`~fhir_cart.patient_index.PatientIndex`) keyed by the
    patient it references (``subject`` or ``patient``), so a patient's resources can be read
    back together. Specimens and Medications are held in memory instead: any patient's
    resources may reference them (they are few: one per sample or drug).
@@ -22,32 +23,27 @@ The per-type account (:mod:`fhir_cart.sync.accounting`) is counted as a pull cou
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from fhir_cart.collector import bulk_collection
 from fhir_cart.errors import FatalError
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.mappers.from_fhir import PatientByPatient, ReverseResult, Unmapped
+from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped
+from fhir_cart.patient_index import PatientIndex, map_index
 from fhir_cart.records import Case
-from fhir_cart.references import reference_key
-from fhir_cart.sync.accounting import TypeCount, by_type, places
+from fhir_cart.sync.accounting import TypeCount
 from fhir_cart.writers import Format, StudyTableWriter, UnmappedWriter
 
 __all__ = ["TablesOutcome", "ndjson_files", "tables_from_ndjson"]
 
 Json = dict[str, Any]
-Key = tuple[str, str]
-_HELD = frozenset({"Specimen", "Medication"})
-_BATCH = 2000  # rows per SQLite insert
-_COUNTS = tuple(f.name for f in fields(TypeCount))
 
 
 @dataclass
@@ -107,103 +103,24 @@ def _lines(paths: Iterable[Path]) -> Iterator[tuple[Json, bytes]]:
                 yield resource, line
 
 
-def _subject(resource: Json) -> str | None:
-    subject = resource.get("subject") or resource.get("patient") or {}
-    ref = subject.get("reference") if isinstance(subject, dict) else None
-    return reference_key(ref) if isinstance(ref, str) else None
-
-
-@dataclass
-class _Index:
-    db: sqlite3.Connection
-    specimens: dict[str, Json]
-    medications: dict[str, Json]
-    fetched: dict[str, int]
-
-
-def _index(paths: Iterable[Path], db: sqlite3.Connection) -> _Index:
-    """Pass 1: every resource stored by the patient it belongs to (Patients by their id)."""
-    db.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, patient TEXT, is_patient INTEGER, "
-               "body BLOB)")  # fmt: skip
-    index = _Index(db, {}, {}, {})
-    batch: list[tuple[int, str | None, int, bytes]] = []
-    for seq, (resource, line) in enumerate(_lines(paths)):
-        rtype = str(resource.get("resourceType", "(unknown)"))
-        index.fetched[rtype] = index.fetched.get(rtype, 0) + 1
-        if rtype in _HELD:
-            held = index.specimens if rtype == "Specimen" else index.medications
-            held[str(resource.get("id"))] = resource
-            continue
-        if rtype == "Patient":
-            batch.append((seq, str(resource.get("id")), 1, line))
-        else:
-            batch.append((seq, _subject(resource), 0, line))
-        if len(batch) >= _BATCH:
-            db.executemany("INSERT INTO r VALUES (?, ?, ?, ?)", batch)
-            batch.clear()
-    db.executemany("INSERT INTO r VALUES (?, ?, ?, ?)", batch)
-    db.execute("CREATE INDEX r_patient ON r (patient, is_patient, seq)")
-    return index
-
-
-def _patients(db: sqlite3.Connection) -> Iterator[tuple[Json, list[Json]]]:
-    """Pass 2's input: each Patient (in the order read) with the resources naming it."""
-    patients = db.execute(
-        "SELECT patient, body FROM r WHERE seq IN (SELECT MAX(seq) FROM r WHERE is_patient = 1 "
-        "GROUP BY patient) ORDER BY seq"
-    )  # a Patient listed twice: its last copy, as a pull keeps the last version received
-    reader = db.cursor()
-    for pid, body in patients:
-        rows = reader.execute("SELECT body FROM r WHERE patient = ? AND is_patient = 0 "
-                              "ORDER BY seq", (pid,))  # fmt: skip
-        yield orjson.loads(body), [orjson.loads(b) for (b,) in rows]
-
-
-def _orphans(db: sqlite3.Connection) -> Iterator[Json]:
-    """Resources naming no Patient of the folder (or none at all), in the order read."""
-    rows = db.execute(
-        "SELECT body FROM r WHERE is_patient = 0 AND (patient IS NULL OR patient NOT IN "
-        "(SELECT patient FROM r WHERE is_patient = 1)) ORDER BY seq"
-    )
-    for (body,) in rows:
-        yield orjson.loads(body)
-
-
-def _add_counts(total: dict[str, TypeCount], part: dict[str, TypeCount]) -> None:
-    for rtype, count in part.items():
-        into = total.setdefault(rtype, TypeCount())
-        for name in _COUNTS:
-            setattr(into, name, getattr(into, name) + getattr(count, name))
-
-
-def _held_places(mapper: PatientByPatient, result: ReverseResult) -> dict[Key, list[str]]:
-    """Where each Specimen and Medication ended: an ``other`` row, or used by an event."""
-    other = {(row["resource_type"], str(row["resource_id"])) for row in result.other}
-    run = mapper.run
-    found: dict[tuple[str, str], list[str]] = {}
-    for rtype, held, used in (("Specimen", run.specimens, run.used_specimens),
-                              ("Medication", run.medications, run.used_medications)):  # fmt: skip
-        for rid in held:
-            key = (rtype, rid)
-            found[key] = [*(["other"] if key in other else []), *(["used"] if rid in used else [])]
-    return found
-
-
 class _Sink:
     """Where results go: table rows, unmapped.csv and excluded.csv (each made when its
     first row comes, as a pull writes them only when it has rows), and the counts."""
 
-    def __init__(self, out: Path, tables: StudyTableWriter, outcome: TablesOutcome) -> None:
+    def __init__(
+        self, out: Path, tables: StudyTableWriter, outcome: TablesOutcome, keep_cases: bool
+    ) -> None:
         self.tables = tables
         self.outcome = outcome
+        self.keep_cases = keep_cases
         self.unmapped = UnmappedWriter(out / "unmapped.csv")
         self.excluded = UnmappedWriter(out / "excluded.csv")
 
-    def add(self, result: ReverseResult, keep_cases: bool) -> None:
+    def add(self, result: ReverseResult) -> None:
         outcome = self.outcome
         for case in result.cases:
             self.tables.add_case(case)
-            if keep_cases:
+            if self.keep_cases:
                 outcome.cases.append(case)
         for row in result.other:
             self.tables.add_other(dict(row))
@@ -243,47 +160,22 @@ def tables_from_ndjson(
     same resources. ``work``: where the temporary index goes (default: the system's)."""
     paths = ndjson_files(folder)
     outcome = TablesOutcome(files=paths)
-    with tempfile.TemporaryDirectory(prefix="fhir-cart-tables-", dir=work) as tmp:
-        db = sqlite3.connect(Path(tmp) / "index.sqlite")
-        with contextlib.closing(db):
-            db.execute("PRAGMA journal_mode = OFF")
-            db.execute("PRAGMA synchronous = OFF")
-            db.execute("PRAGMA cache_size = -16000")  # 16 MiB of pages at most
-            index = _index(paths, db)
-            outcome.resources = sum(index.fetched.values())
-            mapper = PatientByPatient(ctx, index.specimens, index.medications,
-                                      default_centre=default_centre)  # fmt: skip
-            sink = _Sink(out, StudyTableWriter(out, fmt), outcome)
-            counts: dict[str, TypeCount] = {}
-            try:
-                for number, (patient, resources) in enumerate(_patients(db), start=1):
-                    result = mapper.patient(patient, resources)
-                    sink.add(result, keep_cases)
-                    found = places(ctx, [patient, *resources], result, centre=default_centre)
-                    _add_counts(counts, by_type(found))
-                    if on_patient is not None:
-                        on_patient(number)
-                for chunk in _chunks(_orphans(db), _BATCH):
-                    result = mapper.orphans(chunk)
-                    sink.add(result, keep_cases)
-                    _add_counts(counts, by_type(places(ctx, chunk, result, centre=default_centre)))
-                result = mapper.held()
-                sink.add(result, keep_cases)
-                _add_counts(counts, by_type(_held_places(mapper, result)))
-            finally:
-                sink.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="fhir-cart-tables-", dir=work) as tmp,
+        PatientIndex(Path(tmp) / "index.sqlite") as index,
+    ):
+        with bulk_collection() as collector:
+            for resource, line in _lines(paths):
+                index.add(resource, line)
+                collector.step()
+        outcome.resources = sum(index.fetched.values())
+        sink = _Sink(out, StudyTableWriter(out, fmt), outcome, keep_cases)
+        try:
+            counts = map_index(ctx, index, sink, default_centre=default_centre,
+                               on_patient=on_patient)  # fmt: skip
+        finally:
+            sink.close()
     for rtype, number in index.fetched.items():
         counts.setdefault(rtype, TypeCount()).fetched = number
     outcome.by_type = dict(sorted(counts.items()))
     return outcome
-
-
-def _chunks(items: Iterable[Json], size: int) -> Iterator[list[Json]]:
-    chunk: list[Json] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
