@@ -291,6 +291,7 @@ class Application:
         default_centre: str = "ehr",
         keep_cases: bool = False,
         on_patient: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> TablesOutcome:
         """A folder of FHIR NDJSON (a bulk export, or ``fhir-cart map`` output) -> the study
         tables, ``unmapped.csv`` and ``excluded.csv`` a pull writes for the same resources,
@@ -300,7 +301,7 @@ class Application:
 
         return tables_from_ndjson(
             self.pull_context(), folder, out, fmt, default_centre=default_centre,
-            keep_cases=keep_cases, on_patient=on_patient,
+            keep_cases=keep_cases, on_patient=on_patient, workers=workers,
         )  # fmt: skip
 
     def registry_build(

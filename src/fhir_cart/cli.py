@@ -97,6 +97,17 @@ ContinueOpt = Annotated[
         help="Go on past rejected rows (they are written to rejects.csv) and exit 0.",
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="Processes to map with (default: the number of cores); the "
+        "output is the same bytes whatever the number.",
+    ),
+]  # fmt: skip
+
+
+def _workers(asked: int | None) -> int:
+    return asked if asked is not None else (os.cpu_count() or 1)
 
 
 def _table(title: str) -> Table:
@@ -683,6 +694,7 @@ def tables_command(
         str | None,
         typer.Option("--study", help="Study definition whose summary to print afterwards."),
     ] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Turn a folder of FHIR NDJSON (a bulk export, or `fhir-cart map` output) into study
     tables, as a pull of the same resources gives them, patient by patient."""
@@ -696,7 +708,7 @@ def tables_command(
         task = progress.add_task("mapping patients", total=None)
         result = application.tables(
             folder, out_dir, fmt, default_centre=centre,  # type: ignore[arg-type]
-            keep_cases=definition is not None,
+            keep_cases=definition is not None, workers=_workers(workers),
             on_patient=lambda n: progress.update(task, completed=n),
         )  # fmt: skip
     if result.unmapped_file is not None:

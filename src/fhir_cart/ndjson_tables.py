@@ -24,6 +24,8 @@ The per-type account (:mod:`fhir_cart.sync.accounting`) is counted as a pull cou
 from __future__ import annotations
 
 import gzip
+import multiprocessing
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +37,8 @@ import orjson
 from fhir_cart.collector import bulk_collection
 from fhir_cart.errors import FatalError
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped
-from fhir_cart.patient_index import PatientIndex, map_index
+from fhir_cart.mappers.from_fhir import PatientByPatient, ReverseResult, Unmapped
+from fhir_cart.patient_index import PatientIndex, add_counts, map_index, map_patients, map_rest
 from fhir_cart.records import Case
 from fhir_cart.sync.accounting import TypeCount
 from fhir_cart.writers import Format, StudyTableWriter, UnmappedWriter
@@ -154,10 +156,13 @@ def tables_from_ndjson(
     keep_cases: bool = False,
     work: Path | None = None,
     on_patient: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> TablesOutcome:
     """Read every ``*.ndjson``/``*.ndjson.gz`` of ``folder`` and write the study tables,
     ``unmapped.csv`` and ``excluded.csv`` into ``out`` as ``fhir-cart pull`` does for the
-    same resources. ``work``: where the temporary index goes (default: the system's)."""
+    same resources. ``work``: where the temporary index goes (default: the system's).
+    ``workers`` > 1: CSV tables are mapped by that many processes, each a run of patients,
+    and joined in order (the same bytes as one process writes)."""
     paths = ndjson_files(folder)
     outcome = TablesOutcome(files=paths)
     with (
@@ -169,13 +174,153 @@ def tables_from_ndjson(
                 index.add(resource, line)
                 collector.step()
         outcome.resources = sum(index.fetched.values())
-        sink = _Sink(out, StudyTableWriter(out, fmt), outcome, keep_cases)
-        try:
-            counts = map_index(ctx, index, sink, default_centre=default_centre,
-                               on_patient=on_patient)  # fmt: skip
-        finally:
-            sink.close()
+        ids = index.patient_ids() if workers > 1 and fmt == "csv" else []
+        runs = _runs(ids, workers)
+        if len(runs) > 1:
+            counts = _in_workers(ctx, index, runs, out, Path(tmp), outcome,
+                                 default_centre=default_centre, keep_cases=keep_cases,
+                                 on_patient=on_patient)  # fmt: skip
+        else:
+            sink = _Sink(out, StudyTableWriter(out, fmt), outcome, keep_cases)
+            try:
+                counts = map_index(ctx, index, sink, default_centre=default_centre,
+                                   on_patient=on_patient)  # fmt: skip
+            finally:
+                sink.close()
     for rtype, number in index.fetched.items():
         counts.setdefault(rtype, TypeCount()).fetched = number
     outcome.by_type = dict(sorted(counts.items()))
     return outcome
+
+
+# -- in worker processes ----------------------------------------------------------------------
+
+_LEAST_PER_WORKER = 500
+"""Fewer patients than this per worker: not worth starting a process."""
+
+
+def _runs(ids: list[str], workers: int) -> list[list[str]]:
+    """``ids`` cut into at most ``workers`` runs of consecutive patients, of about equal
+    length, none shorter than :data:`_LEAST_PER_WORKER` (one run: map in this process)."""
+    count = max(1, min(workers, len(ids) // _LEAST_PER_WORKER))
+    size = -(-len(ids) // count) if ids else 0
+    return [ids[i : i + size] for i in range(0, len(ids), size)] if size else [ids]
+
+
+@dataclass
+class _Part:
+    """What one worker made of its run of patients (its rows are in its folder)."""
+
+    outcome: TablesOutcome
+    counts: dict[str, TypeCount]
+    used_specimens: set[str]
+    used_medications: set[str]
+    specimen_notes: dict[str, str]
+    study_ids: dict[str, str]
+
+
+_JOB: dict[str, Any] = {}
+"""What every worker needs, set before the processes are forked (they inherit it)."""
+
+
+def _work(number: int) -> _Part:
+    """Worker ``number``: map its run of patients into its own folder of CSV files."""
+    ctx, index, runs, tmp = _JOB["ctx"], _JOB["index"], _JOB["runs"], _JOB["tmp"]
+    folder = tmp / f"part-{number}"
+    outcome = TablesOutcome(files=[])
+    mapper = PatientByPatient(ctx, index.specimens, index.medications,
+                              default_centre=_JOB["default_centre"])  # fmt: skip
+    with PatientIndex(index.path, keyed=index.keyed, existing=True) as mine:
+        patients = (mine.patient(pid) for pid in runs[number])
+        sink = _Sink(folder, StudyTableWriter(folder, "csv"), outcome, _JOB["keep_cases"])
+        try:
+            counts = map_patients(ctx, mapper, patients, sink)
+        finally:
+            sink.close()
+    run = mapper.run
+    return _Part(outcome, counts, run.used_specimens, run.used_medications, run.specimen_notes,
+                 mapper.study_ids)  # fmt: skip
+
+
+def _in_workers(
+    ctx: MappingContext,
+    index: PatientIndex,
+    runs: list[list[str]],
+    out: Path,
+    tmp: Path,
+    outcome: TablesOutcome,
+    *,
+    default_centre: str,
+    keep_cases: bool,
+    on_patient: Callable[[int], None] | None,
+) -> dict[str, TypeCount]:
+    """Each run of patients mapped by a forked process into a folder of its own; then, in
+    this process, what names no patient and the unused Specimens and Medications (with
+    what every worker used), and the folders joined in order into ``out``."""
+    _JOB.update(ctx=ctx, index=index, runs=runs, tmp=tmp, default_centre=default_centre,
+                keep_cases=keep_cases)  # fmt: skip
+    try:
+        with multiprocessing.get_context("fork").Pool(len(runs)) as pool:
+            parts = []
+            for part in pool.imap(_work, range(len(runs))):
+                parts.append(part)
+                if on_patient is not None:
+                    on_patient(sum(p.outcome.patients for p in parts))
+    finally:
+        _JOB.clear()
+    mapper = PatientByPatient(ctx, index.specimens, index.medications,
+                              default_centre=default_centre)  # fmt: skip
+    counts: dict[str, TypeCount] = {}
+    for part in parts:
+        add_counts(counts, part.counts)
+        mapper.run.used_specimens |= part.used_specimens
+        mapper.run.used_medications |= part.used_medications
+        mapper.run.specimen_notes.update(part.specimen_notes)
+        mapper.study_ids.update(part.study_ids)
+        _add_outcome(outcome, part.outcome)
+    last = tmp / "part-rest"
+    rest = TablesOutcome(files=[])
+    sink = _Sink(last, StudyTableWriter(last, "csv"), rest, keep_cases)
+    try:
+        add_counts(counts, map_rest(ctx, mapper, index, sink))
+    finally:
+        sink.close()
+    _add_outcome(outcome, rest)
+    folders = [tmp / f"part-{n}" for n in range(len(runs))] + [last]
+    _join(folders, out, outcome)
+    return counts
+
+
+def _add_outcome(total: TablesOutcome, part: TablesOutcome) -> None:
+    total.patients += part.patients
+    total.other += part.other
+    total.unmapped += part.unmapped
+    total.excluded += part.excluded
+    total.cases += part.cases
+    for reason, number in part.excluded_reasons.items():
+        total.excluded_reasons[reason] = total.excluded_reasons.get(reason, 0) + number
+
+
+_FILES = ("patients.csv", "events.csv", "other.csv")
+
+
+def _join(folders: list[Path], out: Path, outcome: TablesOutcome) -> None:
+    """Every part's CSV files joined in order into ``out``, each header once (a file only
+    where a part has it: ``other``, ``unmapped`` and ``excluded`` are made for rows only)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*_FILES, "unmapped.csv", "excluded.csv"):
+        parts = [f / name for f in folders if (f / name).exists()]
+        if not parts:
+            continue
+        with (out / name).open("wb") as joined:
+            for number, path in enumerate(parts):
+                with path.open("rb") as part:
+                    if number:
+                        part.readline()  # the header (column names: one line)
+                    shutil.copyfileobj(part, joined)
+        if name in _FILES:
+            outcome.written.append(out / name)
+        elif name == "unmapped.csv":
+            outcome.unmapped_file = out / name
+        else:
+            outcome.excluded_file = out / name

@@ -56,21 +56,23 @@ class PatientIndex:
     """Resources by the patient they belong to, in a SQLite file at ``path`` (see the module
     docstring for ``keyed``). Use as a context manager (the file is closed at the end)."""
 
-    def __init__(self, path: Path, *, keyed: bool = False) -> None:
+    def __init__(self, path: Path, *, keyed: bool = False, existing: bool = False) -> None:
+        self.path = path
         self.keyed = keyed
-        self.db = sqlite3.connect(path)
-        self.db.execute("PRAGMA journal_mode = OFF")
-        self.db.execute("PRAGMA synchronous = OFF")
+        self.db = sqlite3.connect(f"file:{path}?mode=ro" if existing else path, uri=existing)
         self.db.execute("PRAGMA cache_size = -16000")  # 16 MiB of pages at most
-        unique = ", UNIQUE (rtype, rid) ON CONFLICT REPLACE" if keyed else ""
-        self.db.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, rtype TEXT, rid TEXT, "
-                        f"patient TEXT, is_patient INTEGER, body BLOB{unique})")  # fmt: skip
+        if not existing:
+            self.db.execute("PRAGMA journal_mode = OFF")
+            self.db.execute("PRAGMA synchronous = OFF")
+            unique = ", UNIQUE (rtype, rid) ON CONFLICT REPLACE" if keyed else ""
+            self.db.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, rtype TEXT, rid TEXT, "
+                            f"patient TEXT, is_patient INTEGER, body BLOB{unique})")  # fmt: skip
         self.specimens: dict[str, Json] = {}
         self.medications: dict[str, Json] = {}
         self.fetched: dict[str, int] = {}
         """Resources added, per type (each line counts, repeated ones too)."""
         self._batch: list[tuple[str, str, str | None, int, bytes]] = []
-        self._indexed = False
+        self._indexed = existing
 
     def __enter__(self) -> PatientIndex:
         return self
@@ -128,7 +130,23 @@ class PatientIndex:
         self._flush()
         if not self._indexed:
             self.db.execute("CREATE INDEX r_patient ON r (patient, is_patient, rtype, rid, seq)")
+            self.db.commit()  # readable by other processes from here on (``existing``)
             self._indexed = True
+
+    def patient_ids(self) -> list[str]:
+        """The Patients' ids in :meth:`patients` order."""
+        self._finish()
+        query = _KEYED_IDS if self.keyed else _READ_IDS
+        return [str(pid) for (pid,) in self.db.execute(query)]
+
+    def patient(self, pid: str) -> tuple[Json, list[Json]]:
+        """One Patient (its last copy) with the resources naming it, as :meth:`patients`
+        gives it."""
+        self._finish()
+        (body,) = self.db.execute(_ONE_PATIENT, (pid,)).fetchone()
+        of_patient = _KEYED_OF_PATIENT if self.keyed else _READ_OF_PATIENT
+        rows = self.db.execute(of_patient, (pid,))
+        return orjson.loads(body), [orjson.loads(b) for (b,) in rows]
 
     def patients(self) -> Iterator[tuple[Json, list[Json]]]:
         """Each Patient with the resources naming it (see the module docstring for order)."""
@@ -157,6 +175,12 @@ _READ_PATIENTS = (  # a Patient listed twice: its last copy, as a pull keeps the
     "GROUP BY patient) ORDER BY seq"
 )
 _READ_OF_PATIENT = "SELECT body FROM r WHERE patient = ? AND is_patient = 0 ORDER BY seq"
+_KEYED_IDS = "SELECT patient FROM r WHERE is_patient = 1 ORDER BY patient"
+_READ_IDS = (
+    "SELECT patient FROM r WHERE seq IN (SELECT MAX(seq) FROM r WHERE is_patient = 1 "
+    "GROUP BY patient) ORDER BY seq"
+)
+_ONE_PATIENT = "SELECT body FROM r WHERE patient = ? AND is_patient = 1 ORDER BY seq DESC LIMIT 1"
 _ORPHANS = (
     "SELECT body FROM r WHERE is_patient = 0 AND (patient IS NULL OR patient NOT IN "
     "(SELECT patient FROM r WHERE is_patient = 1)) ORDER BY "
@@ -202,16 +226,40 @@ def map_index(
     ``fetched``, which the caller knows)."""
     mapper = PatientByPatient(ctx, index.specimens, index.medications,
                               default_centre=default_centre)  # fmt: skip
+    counts = map_patients(ctx, mapper, index.patients(), sink, on_patient=on_patient)
+    add_counts(counts, map_rest(ctx, mapper, index, sink))
+    return counts
+
+
+def map_patients(
+    ctx: MappingContext,
+    mapper: PatientByPatient,
+    patients: Iterable[tuple[Json, list[Json]]],
+    sink: ResultSink,
+    *,
+    on_patient: Callable[[int], None] | None = None,
+) -> dict[str, TypeCount]:
+    """Map each Patient with its resources into ``sink``; their account per type."""
     counts: dict[str, TypeCount] = {}
     with bulk_collection() as collector:
-        for number, (patient, resources) in enumerate(index.patients(), start=1):
+        for number, (patient, resources) in enumerate(patients, start=1):
             result = mapper.patient(patient, resources)
             sink.add(result)
             add_counts(counts, by_type(places(ctx, [patient, *resources], result,
-                                              centre=default_centre)))  # fmt: skip
+                                              centre=mapper.default_centre)))  # fmt: skip
             collector.step()
             if on_patient is not None:
                 on_patient(number)
+    return counts
+
+
+def map_rest(
+    ctx: MappingContext, mapper: PatientByPatient, index: PatientIndex, sink: ResultSink
+) -> dict[str, TypeCount]:
+    """After every patient: the resources naming no Patient of the index, then the
+    Specimens and Medications no event used; their account per type."""
+    default_centre = mapper.default_centre
+    counts: dict[str, TypeCount] = {}
     for chunk in _chunks(index.orphans(), _BATCH):
         result = mapper.orphans(chunk)
         sink.add(result)
