@@ -99,6 +99,8 @@ def one_size(patients: int, pairs: int, before: str | None, tmp: Path) -> dict[s
 
         for index in range(pairs):
             rows.append(pair(index, {"ours": ours, "bare": bare}, f"pull {patients:,}"))
+            print(f"    peak RSS ours {rows[-1]['ours']['peak_rss_mib']} MiB, bare "
+                  f"{rows[-1]['bare']['peak_rss_mib']} MiB", flush=True)  # fmt: skip
         if before:
             ran = _pull(before, url, query, out, tmp / "before.sqlite", tmp)
             result["before"] = {"executable": before, "wall_s": round(ran.wall_s, 2),
@@ -127,19 +129,12 @@ def main() -> None:
     args = parser.parse_args()
     load_start, uptime_start = load(), uptime()
     print(uptime_start, flush=True)
-    sizes = []
+    sizes: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-pull-") as name:
         for patients in args.patients:
             sizes.append(one_size(patients, args.pairs, args.before, Path(name)))
-    result = {
-        "command": ".venv/bin/python benchmarks/bench_pull.py " + " ".join(sys.argv[1:]),
-        "machine": machine(),
-        "server": "sekmet-fhir on 127.0.0.1, on the same cores as the client",
-        "load_average_start": load_start, "load_average_end": load(),
-        "uptime_start": uptime_start, "uptime_end": uptime(), "sizes": sizes,
-    }  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+            _write(args, sizes, load_start, uptime_start)  # each size as it is measured
+    result = _write(args, sizes, load_start, uptime_start)
     print()
     for got in sizes:
         ours, bare = got["ours"], got["bare"]
@@ -151,6 +146,24 @@ def main() -> None:
               + (f"; before: peak {got['before']['peak_rss_mib']} MiB, {got['before']['wall_s']} s"
                  if "before" in got else ""))  # fmt: skip
     print(f"load average start / end: {load_start} / {result['load_average_end']}")
+
+
+def _write(
+    args: argparse.Namespace,
+    sizes: list[dict[str, Any]],
+    load_start: list[float],
+    uptime_start: str,
+) -> dict[str, Any]:
+    result = {
+        "command": ".venv/bin/python benchmarks/bench_pull.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "server": "sekmet-fhir on 127.0.0.1, on the same cores as the client",
+        "load_average_start": load_start, "load_average_end": load(),
+        "uptime_start": uptime_start, "uptime_end": uptime(), "sizes": sizes,
+    }  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -220,3 +220,8 @@ def test_two_workers_write_the_bytes_one_writes(
     assert two.written == [tmp_path / "two" / p.name for p in one.written]
     assert (two.patients, two.other, two.unmapped, two.excluded, two.excluded_reasons) == (
         one.patients, one.other, one.unmapped, one.excluded, one.excluded_reasons)  # fmt: skip
+    # the command line: `--workers 1` is a number, not a flag (`serve --workers` is one)
+    for workers in ("1", "2"):
+        out = tmp_path / f"cli-{workers}"
+        assert main(["tables", str(folder), "--out", str(out), "--workers", workers]) == 0
+        assert _bytes(out) == _bytes(tmp_path / "one")
