@@ -239,8 +239,6 @@ class PullStats:
             return False
         return True
 
-    seen: set[tuple[str, str]] = field(default_factory=set)
-    """(type, id) of every resource received in this pull."""
     complete: set[str] = field(default_factory=set)
     """Types received in full for the selected patients: any other of their resources of
     these types the cache holds was deleted on the server."""
@@ -248,7 +246,6 @@ class PullStats:
     def count(self, resource: Json) -> None:
         rtype = str(resource.get("resourceType"))
         self.resources[rtype] = self.resources.get(rtype, 0) + 1
-        self.seen.add((rtype, str(resource.get("id"))))
         if self.limit is not None and sum(self.resources.values()) > self.limit:
             raise LimitExceeded(f"the pull received more than {self.limit} resources "
                                 "(setting max_resources_per_pull)")  # fmt: skip
