@@ -374,13 +374,16 @@ async def _search_missing(
     search = PatientSearch(client, stats, selection.since, concurrency)
     fetcher = await ResourceFetcher.start(search, {t: params[t] for t in types})
     ids = sorted(patient_ids)
-    for start in range(0, len(ids), CHUNK):
-        part = ids[start : start + CHUNK]
-        found = await fetcher.of(part)
-        resources = [r for pid in part for r in found[pid]]
-        for resource in resources:
-            stats.count(resource)
-        await received.add(resources)
+    try:
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start : start + CHUNK]
+            found = await fetcher.of(part)
+            resources = [r for pid in part for r in found[pid]]
+            for resource in resources:
+                stats.count(resource)
+            await received.add(resources)
+    finally:
+        fetcher.close()
 
 
 _NO_HISTORY = frozenset({400, 404, 405, 501})
