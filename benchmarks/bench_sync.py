@@ -86,6 +86,8 @@ EVENT_TYPES = (
     "Observation",
     "AdverseEvent",
     "MedicationRequest",
+    "MedicationStatement",
+    "MedicationDispense",
     "Specimen",
 )
 

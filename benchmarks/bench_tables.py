@@ -10,8 +10,9 @@ per resource type (untimed). Sides (each started with this machine's Python, tim
 start to exit; CPU time from ``os.wait4``, peak RSS from the process's VmHWM read every
 10 ms, as benchmarks/bench_sync.py measures):
 
-- ours: ``fhir-cart tables DIR --out OUT`` (read, index by patient, reverse-map, write CSV
-  tables, unmapped/excluded lists and the per-type account);
+- ours: ``fhir-cart tables DIR --out OUT --workers 1`` (read, index by patient,
+  reverse-map, write CSV tables, unmapped/excluded lists and the per-type account); ours2:
+  the same with ``--workers 2`` (the speed-up is ours' wall time / ours2's);
 - fhiry: each file's lines parsed with orjson into one Bundle, ``Fhiry.process_bundle_dict``,
   ``DataFrame.to_csv`` (fhiry's fastest path; a flatten, no study tables);
 - plain: orjson lines -> ``pandas.json_normalize`` -> ``DataFrame.to_csv`` per type (the
@@ -80,7 +81,8 @@ def bench(patients: int, pairs: int, tmp: Path, only: list[str]) -> dict[str, An
     resources = _make(patients, ndjson)
     out = tmp / "out"
     sides = {
-        "ours": [FHIR_CART, "tables", str(ndjson), "--out", str(out)],
+        "ours": [FHIR_CART, "tables", str(ndjson), "--out", str(out), "--workers", "1"],
+        "ours2": [FHIR_CART, "tables", str(ndjson), "--out", str(out), "--workers", "2"],
         "fhiry": [PYTHON, str(Path(__file__)), "_fhiry", str(ndjson), str(out)],
         "plain": [PYTHON, str(Path(__file__)), "_plain", str(ndjson), str(out)],
     }
@@ -96,19 +98,25 @@ def bench(patients: int, pairs: int, tmp: Path, only: list[str]) -> dict[str, An
             ran = run_process(sides[name], tmp)
             row[name] = _side(ran)
             said = f"{patients} patients from {resources} resources"
-            if name == "ours" and said not in ran.stdout:
+            if name.startswith("ours") and said not in ran.stdout:
                 raise SystemExit(f"fhir-cart tables did not read every patient:\n{ran.stdout}")
-        for name in set(sides) - {"ours"}:
+        for name in set(sides) - {"ours", "ours2"}:
             row[f"ratio_{name}"] = round(row[name]["wall_s"] / row["ours"]["wall_s"], 3)
-        print(
-            f"  {patients:,} pair {index + 1} ({row['first']} first): "
-            + ", ".join(f"{n} {row[n]['wall_s']} s {row[n]['peak_rss_mib']} MiB" for n in sides),
-            flush=True,
-        )
+            if "ours2" in sides:
+                row[f"ratio_{name}_2"] = round(row[name]["wall_s"] / row["ours2"]["wall_s"], 3)
+        if "ours2" in sides:
+            row["speedup_2_workers"] = round(row["ours"]["wall_s"] / row["ours2"]["wall_s"], 3)
+        print(f"  {patients:,} pair {index + 1} ({row['first']} first): "
+              + ", ".join(f"{n} {row[n]['wall_s']} s {row[n]['peak_rss_mib']} MiB"
+                          for n in sides), flush=True)  # fmt: skip
         rows.append(row)
     got: dict[str, Any] = {"patients": patients, "resources": resources}
-    for name in sorted(set(sides) - {"ours"}):
+    for name in sorted(set(sides) - {"ours", "ours2"}):
         got[f"ratio_{name}_wall_over_ours"] = spread([r[f"ratio_{name}"] for r in rows])
+        if "ours2" in sides:
+            got[f"ratio_{name}_wall_over_ours2"] = spread([r[f"ratio_{name}_2"] for r in rows])
+    if "ours2" in sides:
+        got["speedup_2_workers_over_1"] = spread([r["speedup_2_workers"] for r in rows])
     for name in sides:
         walls = [r[name]["wall_s"] for r in rows]
         got[name] = {
@@ -135,7 +143,7 @@ def main() -> None:
     parser.add_argument(
         "--sides",
         nargs="+",
-        default=["ours", "fhiry", "plain"],
+        default=["ours", "ours2", "fhiry", "plain"],
         help="which processes to run (e.g. only 'ours' at 100,000: the baselines hold every "
         "resource, several GB)",
     )
@@ -145,7 +153,8 @@ def main() -> None:
         parser.error("--sides must include ours")
     result: dict[str, Any] = {
         "command": ".venv/bin/python benchmarks/bench_tables.py " + " ".join(sys.argv[1:]),
-        "job": "fhir-cart tables DIR --out OUT (a process; CSV tables out)",
+        "job": "fhir-cart tables DIR --out OUT --workers 1 (ours) and --workers 2 (ours2) "
+        "(a process; CSV tables out)",
         "baselines": {
             "fhiry": "a process: orjson lines -> one Bundle per file -> "
             "Fhiry.process_bundle_dict -> DataFrame.to_csv",
@@ -169,9 +178,14 @@ def main() -> None:
     for size in result["sizes"]:
         said = [f"{size['patients']:,} patients ({size['resources']:,} resources):"]
         for name in args.sides:
-            ratio = size.get(f"ratio_{name}_wall_over_ours")
-            if ratio is not None:
-                said.append(f"vs {name} {ratio['min']}-{ratio['median']}-{ratio['max']};")
+            for ours in ("ours", "ours2"):
+                ratio = size.get(f"ratio_{name}_wall_over_{ours}")
+                if ratio is not None:
+                    said.append(f"{ours} vs {name} {ratio['min']}-{ratio['median']}-"
+                                f"{ratio['max']};")  # fmt: skip
+        if "speedup_2_workers_over_1" in size:
+            up = size["speedup_2_workers_over_1"]
+            said.append(f"2 workers / 1: {up['min']}-{up['median']}-{up['max']};")
         said += [f"peak RSS {n} {size[n]['peak_rss_mib']['max']} MiB" for n in args.sides]
         print(" ".join(said))
 

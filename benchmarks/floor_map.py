@@ -69,7 +69,7 @@ def run(study: Path, reference: Path, out: Path) -> None:
         count += 1
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         path = bundles / f"bundle-{count:04d}.json"
-        path.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+        path.write_bytes(orjson.dumps(bundle))
         entries = []
 
     with (

@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.sync.accounting import TypeCount as TypeCount
     from fhir_cart.sync.jobs import PullOutcome as PullOutcome
     from fhir_cart.sync.jobs import PullRequest as PullRequest
+    from fhir_cart.sync.jobs import PullTables as PullTables
     from fhir_cart.sync.pull import PullSelection as PullSelection
     from fhir_cart.sync.pull import parse_types as parse_types
     from fhir_cart.sync.push import FailureCause as FailureCause
@@ -82,6 +83,7 @@ __all__ = [
     "PullOutcome",
     "PullRequest",
     "PullSelection",
+    "PullTables",
     "PushOutcome",
     "PushPlan",
     "PushReport",
@@ -103,6 +105,7 @@ _LAZY = {
     "TypeCount": "fhir_cart.sync.accounting",
     "PullOutcome": "fhir_cart.sync.jobs",
     "PullRequest": "fhir_cart.sync.jobs",
+    "PullTables": "fhir_cart.sync.jobs",
     "PullSelection": "fhir_cart.sync.pull",
     "parse_types": "fhir_cart.sync.pull",
     "FailureCause": "fhir_cart.sync.push",
@@ -414,6 +417,7 @@ class Application:
         default_centre: str = "ehr",
         keep_cases: bool = False,
         on_patient: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> TablesOutcome:
         """A folder of FHIR NDJSON (a bulk export, or ``fhir-cart map`` output) -> the study
         tables, ``unmapped.csv`` and ``excluded.csv`` a pull writes for the same resources,
@@ -423,7 +427,7 @@ class Application:
 
         return tables_from_ndjson(
             self.pull_context(), folder, out, fmt, default_centre=default_centre,
-            keep_cases=keep_cases, on_patient=on_patient,
+            keep_cases=keep_cases, on_patient=on_patient, workers=workers,
         )  # fmt: skip
 
     def registry_build(

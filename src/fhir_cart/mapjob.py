@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from fhir_cart.bundle import BundleMode, NdjsonWriter, entry_for, validate_resource
+from fhir_cart.collector import bulk_collection
 from fhir_cart.errors import FatalError, Reject
 from fhir_cart.library import Library
 from fhir_cart.mappers.context import MappingContext
@@ -58,14 +59,17 @@ def open_study(
 class BundleWriter:
     """Transaction bundles of at most ``size`` entries written as patients come (a
     patient's entries stay in one bundle; one with more than ``size`` gets its own), as
-    :func:`fhir_cart.bundle.transaction_bundles` makes them."""
+    :func:`fhir_cart.bundle.transaction_bundles` makes them. Compact JSON unless ``indent``
+    (two spaces): indentation made bundles about 40 % larger and cost most of the job's
+    system time at 100,000 patients."""
 
-    def __init__(self, folder: Path, size: int, mode: BundleMode) -> None:
+    def __init__(self, folder: Path, size: int, mode: BundleMode, *, indent: bool = False) -> None:
         if size < 1:
             raise ValueError("bundle size must be at least 1")
         self.folder = folder
         self.size = size
         self.mode = mode
+        self.option = orjson.OPT_INDENT_2 if indent else 0
         self.count = 0
         self._entries: list[Json] = []
         folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,7 @@ class BundleWriter:
         self.count += 1
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": self._entries}
         path = self.folder / f"bundle-{self.count:04d}.json"
-        path.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+        path.write_bytes(orjson.dumps(bundle, option=self.option))
         self._entries = []
 
 
@@ -106,20 +110,23 @@ def run_map(
     check_rejects: Callable[[list[Reject]], None] = lambda rejects: None,
     write_extras: Callable[[Path], None] = lambda staging: None,
     on_case: Callable[[Case], None] = lambda case: None,
+    indent: bool = False,
 ) -> MapResult:
     """Map and write the stream into ``out_dir`` (ndjson/, bundles/). ``check_rejects`` is
     given every reject once the file is read; it raises to stop the job, and then nothing
     but what it wrote itself is left in ``out_dir``. ``write_extras`` writes further files
     into the staging folder, after the mapping (it may use what the mapping learned).
-    ``on_case`` sees each case as it is read (e.g. to warn of a missing anchor)."""
+    ``on_case`` sees each case as it is read (e.g. to warn of a missing anchor).
+    ``indent``: bundles indented by two spaces (compact by default)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fhir-cart-map-", dir=out_dir))
     result = MapResult()
     relative = ctx.with_style("relative")
     try:
-        with NdjsonWriter(staging / "ndjson") as writer:
-            bundles = BundleWriter(staging / "bundles", bundle_size, mode)
+        with NdjsonWriter(staging / "ndjson") as writer, bulk_collection() as collector:
+            bundles = BundleWriter(staging / "bundles", bundle_size, mode, indent=indent)
             for case in stream:
+                collector.step()
                 on_case(case)
                 resources, restyle = map_case(relative, case)
                 if validate:

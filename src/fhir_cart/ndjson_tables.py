@@ -4,7 +4,8 @@ memory that does not grow with the cohort.
 NDJSON files hold one resource type each, so a patient's resources are spread over every
 file. Two passes:
 
-1. Every line is read once and stored, as its bytes, in a temporary SQLite file keyed by the
+1. Every line is read once and stored, as its bytes, in a temporary SQLite file
+   (:class:`~fhir_cart.patient_index.PatientIndex`) keyed by the
    patient it references (``subject`` or ``patient``), so a patient's resources can be read
    back together. Specimens and Medications are held in memory instead: any patient's
    resources may reference them (they are few: one per sample or drug).
@@ -22,32 +23,28 @@ The per-type account (:mod:`fhir_cart.sync.accounting`) is counted as a pull cou
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import sqlite3
+import multiprocessing
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
+from fhir_cart.collector import bulk_collection
 from fhir_cart.errors import FatalError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import PatientByPatient, ReverseResult, Unmapped
+from fhir_cart.patient_index import PatientIndex, add_counts, map_index, map_patients, map_rest
 from fhir_cart.records import Case
-from fhir_cart.references import reference_key
-from fhir_cart.sync.accounting import TypeCount, by_type, places
+from fhir_cart.sync.accounting import TypeCount
 from fhir_cart.types import Json
 from fhir_cart.writers import Format, StudyTableWriter, UnmappedWriter
 
 __all__ = ["TablesOutcome", "ndjson_files", "tables_from_ndjson"]
-
-Key = tuple[str, str]
-_HELD = frozenset({"Specimen", "Medication"})
-_BATCH = 2000  # rows per SQLite insert
-_COUNTS = tuple(f.name for f in fields(TypeCount))
 
 
 @dataclass
@@ -107,103 +104,24 @@ def _lines(paths: Iterable[Path]) -> Iterator[tuple[Json, bytes]]:
                 yield resource, line
 
 
-def _subject(resource: Json) -> str | None:
-    subject = resource.get("subject") or resource.get("patient") or {}
-    ref = subject.get("reference") if isinstance(subject, dict) else None
-    return reference_key(ref) if isinstance(ref, str) else None
-
-
-@dataclass
-class _Index:
-    db: sqlite3.Connection
-    specimens: dict[str, Json]
-    medications: dict[str, Json]
-    fetched: dict[str, int]
-
-
-def _index(paths: Iterable[Path], db: sqlite3.Connection) -> _Index:
-    """Pass 1: every resource stored by the patient it belongs to (Patients by their id)."""
-    db.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, patient TEXT, is_patient INTEGER, "
-               "body BLOB)")  # fmt: skip
-    index = _Index(db, {}, {}, {})
-    batch: list[tuple[int, str | None, int, bytes]] = []
-    for seq, (resource, line) in enumerate(_lines(paths)):
-        rtype = str(resource.get("resourceType", "(unknown)"))
-        index.fetched[rtype] = index.fetched.get(rtype, 0) + 1
-        if rtype in _HELD:
-            held = index.specimens if rtype == "Specimen" else index.medications
-            held[str(resource.get("id"))] = resource
-            continue
-        if rtype == "Patient":
-            batch.append((seq, str(resource.get("id")), 1, line))
-        else:
-            batch.append((seq, _subject(resource), 0, line))
-        if len(batch) >= _BATCH:
-            db.executemany("INSERT INTO r VALUES (?, ?, ?, ?)", batch)
-            batch.clear()
-    db.executemany("INSERT INTO r VALUES (?, ?, ?, ?)", batch)
-    db.execute("CREATE INDEX r_patient ON r (patient, is_patient, seq)")
-    return index
-
-
-def _patients(db: sqlite3.Connection) -> Iterator[tuple[Json, list[Json]]]:
-    """Pass 2's input: each Patient (in the order read) with the resources naming it."""
-    patients = db.execute(
-        "SELECT patient, body FROM r WHERE seq IN (SELECT MAX(seq) FROM r WHERE is_patient = 1 "
-        "GROUP BY patient) ORDER BY seq"
-    )  # a Patient listed twice: its last copy, as a pull keeps the last version received
-    reader = db.cursor()
-    for pid, body in patients:
-        rows = reader.execute("SELECT body FROM r WHERE patient = ? AND is_patient = 0 "
-                              "ORDER BY seq", (pid,))  # fmt: skip
-        yield orjson.loads(body), [orjson.loads(b) for (b,) in rows]
-
-
-def _orphans(db: sqlite3.Connection) -> Iterator[Json]:
-    """Resources naming no Patient of the folder (or none at all), in the order read."""
-    rows = db.execute(
-        "SELECT body FROM r WHERE is_patient = 0 AND (patient IS NULL OR patient NOT IN "
-        "(SELECT patient FROM r WHERE is_patient = 1)) ORDER BY seq"
-    )
-    for (body,) in rows:
-        yield orjson.loads(body)
-
-
-def _add_counts(total: dict[str, TypeCount], part: dict[str, TypeCount]) -> None:
-    for rtype, count in part.items():
-        into = total.setdefault(rtype, TypeCount())
-        for name in _COUNTS:
-            setattr(into, name, getattr(into, name) + getattr(count, name))
-
-
-def _held_places(mapper: PatientByPatient, result: ReverseResult) -> dict[Key, list[str]]:
-    """Where each Specimen and Medication ended: an ``other`` row, or used by an event."""
-    other = {(row["resource_type"], str(row["resource_id"])) for row in result.other}
-    run = mapper.run
-    found: dict[tuple[str, str], list[str]] = {}
-    for rtype, held, used in (("Specimen", run.specimens, run.used_specimens),
-                              ("Medication", run.medications, run.used_medications)):  # fmt: skip
-        for rid in held:
-            key = (rtype, rid)
-            found[key] = [*(["other"] if key in other else []), *(["used"] if rid in used else [])]
-    return found
-
-
 class _Sink:
     """Where results go: table rows, unmapped.csv and excluded.csv (each made when its
     first row comes, as a pull writes them only when it has rows), and the counts."""
 
-    def __init__(self, out: Path, tables: StudyTableWriter, outcome: TablesOutcome) -> None:
+    def __init__(
+        self, out: Path, tables: StudyTableWriter, outcome: TablesOutcome, keep_cases: bool
+    ) -> None:
         self.tables = tables
         self.outcome = outcome
+        self.keep_cases = keep_cases
         self.unmapped = UnmappedWriter(out / "unmapped.csv")
         self.excluded = UnmappedWriter(out / "excluded.csv")
 
-    def add(self, result: ReverseResult, keep_cases: bool) -> None:
+    def add(self, result: ReverseResult) -> None:
         outcome = self.outcome
         for case in result.cases:
             self.tables.add_case(case)
-            if keep_cases:
+            if self.keep_cases:
                 outcome.cases.append(case)
         for row in result.other:
             self.tables.add_other(dict(row))
@@ -237,39 +155,35 @@ def tables_from_ndjson(
     keep_cases: bool = False,
     work: Path | None = None,
     on_patient: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> TablesOutcome:
     """Read every ``*.ndjson``/``*.ndjson.gz`` of ``folder`` and write the study tables,
     ``unmapped.csv`` and ``excluded.csv`` into ``out`` as ``fhir-cart pull`` does for the
-    same resources. ``work``: where the temporary index goes (default: the system's)."""
+    same resources. ``work``: where the temporary index goes (default: the system's).
+    ``workers`` > 1: CSV tables are mapped by that many processes, each a run of patients,
+    and joined in order (the same bytes as one process writes)."""
     paths = ndjson_files(folder)
     outcome = TablesOutcome(files=paths)
-    with tempfile.TemporaryDirectory(prefix="fhir-cart-tables-", dir=work) as tmp:
-        db = sqlite3.connect(Path(tmp) / "index.sqlite")
-        with contextlib.closing(db):
-            db.execute("PRAGMA journal_mode = OFF")
-            db.execute("PRAGMA synchronous = OFF")
-            db.execute("PRAGMA cache_size = -16000")  # 16 MiB of pages at most
-            index = _index(paths, db)
-            outcome.resources = sum(index.fetched.values())
-            mapper = PatientByPatient(ctx, index.specimens, index.medications,
-                                      default_centre=default_centre)  # fmt: skip
-            sink = _Sink(out, StudyTableWriter(out, fmt, ctx.concepts), outcome)
-            counts: dict[str, TypeCount] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="fhir-cart-tables-", dir=work) as tmp,
+        PatientIndex(Path(tmp) / "index.sqlite") as index,
+    ):
+        with bulk_collection() as collector:
+            for resource, line in _lines(paths):
+                index.add(resource, line)
+                collector.step()
+        outcome.resources = sum(index.fetched.values())
+        ids = index.patient_ids() if workers > 1 and fmt == "csv" else []
+        runs = _runs(ids, workers)
+        if len(runs) > 1:
+            counts = _in_workers(ctx, index, runs, out, Path(tmp), outcome,
+                                 default_centre=default_centre, keep_cases=keep_cases,
+                                 on_patient=on_patient)  # fmt: skip
+        else:
+            sink = _Sink(out, StudyTableWriter(out, fmt, ctx.concepts), outcome, keep_cases)
             try:
-                for number, (patient, resources) in enumerate(_patients(db), start=1):
-                    result = mapper.patient(patient, resources)
-                    sink.add(result, keep_cases)
-                    found = places(ctx, [patient, *resources], result, centre=default_centre)
-                    _add_counts(counts, by_type(found))
-                    if on_patient is not None:
-                        on_patient(number)
-                for chunk in _chunks(_orphans(db), _BATCH):
-                    result = mapper.orphans(chunk)
-                    sink.add(result, keep_cases)
-                    _add_counts(counts, by_type(places(ctx, chunk, result, centre=default_centre)))
-                result = mapper.held()
-                sink.add(result, keep_cases)
-                _add_counts(counts, by_type(_held_places(mapper, result)))
+                counts = map_index(ctx, index, sink, default_centre=default_centre,
+                                   on_patient=on_patient)  # fmt: skip
             finally:
                 sink.close()
     for rtype, number in index.fetched.items():
@@ -278,12 +192,136 @@ def tables_from_ndjson(
     return outcome
 
 
-def _chunks(items: Iterable[Json], size: int) -> Iterator[list[Json]]:
-    chunk: list[Json] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+# -- in worker processes ----------------------------------------------------------------------
+
+_LEAST_PER_WORKER = 500
+"""Fewer patients than this per worker: not worth starting a process."""
+
+
+def _runs(ids: list[str], workers: int) -> list[list[str]]:
+    """``ids`` cut into at most ``workers`` runs of consecutive patients, of about equal
+    length, none shorter than :data:`_LEAST_PER_WORKER` (one run: map in this process)."""
+    count = max(1, min(workers, len(ids) // _LEAST_PER_WORKER))
+    size = -(-len(ids) // count) if ids else 0
+    return [ids[i : i + size] for i in range(0, len(ids), size)] if size else [ids]
+
+
+@dataclass
+class _Part:
+    """What one worker made of its run of patients (its rows are in its folder)."""
+
+    outcome: TablesOutcome
+    counts: dict[str, TypeCount]
+    used_specimens: set[str]
+    used_medications: set[str]
+    specimen_notes: dict[str, str]
+    study_ids: dict[str, str]
+
+
+_JOB: dict[str, Any] = {}
+"""What every worker needs, set before the processes are forked (they inherit it)."""
+
+
+def _work(number: int) -> _Part:
+    """Worker ``number``: map its run of patients into its own folder of CSV files."""
+    ctx, index, runs, tmp = _JOB["ctx"], _JOB["index"], _JOB["runs"], _JOB["tmp"]
+    folder = tmp / f"part-{number}"
+    outcome = TablesOutcome(files=[])
+    mapper = PatientByPatient(ctx, index.specimens, index.medications,
+                              default_centre=_JOB["default_centre"])  # fmt: skip
+    with PatientIndex(index.path, keyed=index.keyed, existing=True) as mine:
+        patients = (mine.patient(pid) for pid in runs[number])
+        sink = _Sink(
+            folder, StudyTableWriter(folder, "csv", ctx.concepts), outcome, _JOB["keep_cases"]
+        )
+        try:
+            counts = map_patients(ctx, mapper, patients, sink)
+        finally:
+            sink.close()
+    run = mapper.run
+    return _Part(outcome, counts, run.used_specimens, run.used_medications, run.specimen_notes,
+                 mapper.study_ids)  # fmt: skip
+
+
+def _in_workers(
+    ctx: MappingContext,
+    index: PatientIndex,
+    runs: list[list[str]],
+    out: Path,
+    tmp: Path,
+    outcome: TablesOutcome,
+    *,
+    default_centre: str,
+    keep_cases: bool,
+    on_patient: Callable[[int], None] | None,
+) -> dict[str, TypeCount]:
+    """Each run of patients mapped by a forked process into a folder of its own; then, in
+    this process, what names no patient and the unused Specimens and Medications (with
+    what every worker used), and the folders joined in order into ``out``."""
+    _JOB.update(ctx=ctx, index=index, runs=runs, tmp=tmp, default_centre=default_centre,
+                keep_cases=keep_cases)  # fmt: skip
+    try:
+        with multiprocessing.get_context("fork").Pool(len(runs)) as pool:
+            parts = []
+            for part in pool.imap(_work, range(len(runs))):
+                parts.append(part)
+                if on_patient is not None:
+                    on_patient(sum(p.outcome.patients for p in parts))
+    finally:
+        _JOB.clear()
+    mapper = PatientByPatient(ctx, index.specimens, index.medications,
+                              default_centre=default_centre)  # fmt: skip
+    counts: dict[str, TypeCount] = {}
+    for part in parts:
+        add_counts(counts, part.counts)
+        mapper.run.used_specimens |= part.used_specimens
+        mapper.run.used_medications |= part.used_medications
+        mapper.run.specimen_notes.update(part.specimen_notes)
+        mapper.study_ids.update(part.study_ids)
+        _add_outcome(outcome, part.outcome)
+    last = tmp / "part-rest"
+    rest = TablesOutcome(files=[])
+    sink = _Sink(last, StudyTableWriter(last, "csv", ctx.concepts), rest, keep_cases)
+    try:
+        add_counts(counts, map_rest(ctx, mapper, index, sink))
+    finally:
+        sink.close()
+    _add_outcome(outcome, rest)
+    folders = [tmp / f"part-{n}" for n in range(len(runs))] + [last]
+    _join(folders, out, outcome)
+    return counts
+
+
+def _add_outcome(total: TablesOutcome, part: TablesOutcome) -> None:
+    total.patients += part.patients
+    total.other += part.other
+    total.unmapped += part.unmapped
+    total.excluded += part.excluded
+    total.cases += part.cases
+    for reason, number in part.excluded_reasons.items():
+        total.excluded_reasons[reason] = total.excluded_reasons.get(reason, 0) + number
+
+
+_FILES = ("patients.csv", "events.csv", "other.csv")
+
+
+def _join(folders: list[Path], out: Path, outcome: TablesOutcome) -> None:
+    """Every part's CSV files joined in order into ``out``, each header once (a file only
+    where a part has it: ``other``, ``unmapped`` and ``excluded`` are made for rows only)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*_FILES, "unmapped.csv", "excluded.csv"):
+        parts = [f / name for f in folders if (f / name).exists()]
+        if not parts:
+            continue
+        with (out / name).open("wb") as joined:
+            for number, path in enumerate(parts):
+                with path.open("rb") as part:
+                    if number:
+                        part.readline()  # the header (column names: one line)
+                    shutil.copyfileobj(part, joined)
+        if name in _FILES:
+            outcome.written.append(out / name)
+        elif name == "unmapped.csv":
+            outcome.unmapped_file = out / name
+        else:
+            outcome.excluded_file = out / name

@@ -38,3 +38,32 @@ def test_map_output_is_byte_identical_to_the_in_memory_job(
     out = tmp_path / name
     assert main(["map", *case["argv"], "-o", str(out)]) == case["exit"]
     assert _hashes(out) == case["files"]
+
+
+INDENTED_SEED_BUNDLES = {  # expected.json's seed bundles before bundles were compact
+    "bundles/bundle-0001.json": "51eea467bbe537608539df4965d162dbba003facdf01d6e2f97001825c35ef63",
+    "bundles/bundle-0002.json": "555c8b2624312d5b4e6297a972af9fdd52b42b51ea9a627362638eb868b62332",
+}
+
+
+def test_indent_writes_the_bundles_as_before_and_compact_ones_hold_the_same_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bundles are compact by default; `--indent` gives the indented bytes map wrote before,
+    with the same JSON in them; nothing else changes."""
+    case = EXPECTED["seed"]
+    monkeypatch.chdir(ROOT)
+    assert main(["map", *case["argv"], "--indent", "-o", str(tmp_path / "indented")]) == 0
+    indented = _hashes(tmp_path / "indented")
+    assert {k: v for k, v in indented.items() if k.startswith("bundles/")} == INDENTED_SEED_BUNDLES
+    compact = case["files"]
+    assert {k: v for k, v in indented.items() if not k.startswith("bundles/")} == {
+        k: v for k, v in compact.items() if not k.startswith("bundles/")
+    }
+    assert main(["map", *case["argv"], "-o", str(tmp_path / "compact")]) == 0
+    for name in INDENTED_SEED_BUNDLES:
+        small = (tmp_path / "compact" / name).read_bytes()
+        big = (tmp_path / "indented" / name).read_bytes()
+        assert b"\n" not in small
+        assert len(small) < len(big)
+        assert json.loads(small) == json.loads(big)

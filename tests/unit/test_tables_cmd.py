@@ -183,3 +183,45 @@ def test_centre_names_patients_whose_identifiers_name_none(tmp_path: Path) -> No
     with (tmp_path / "out" / "patients.csv").open(newline="", encoding="utf-8") as handle:
         centres = {row["centre"] for row in csv.DictReader(handle)}
     assert centres == {"uhx"}
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_two_workers_write_the_bytes_one_writes(
+    ctx: MappingContext, seed_cases: list[Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Patients split over two processes (a run each, joined in order), with the resources
+    of no patient and the Specimens and Medications left for the end, where what each
+    worker used is known: one observation names another patient's specimen, a patient's
+    events say nothing of another's drugs, unused ones are listed once."""
+    import fhir_cart.ndjson_tables as tables
+
+    resources = [
+        *hostile_resources(ctx, seed_cases),
+        *(r for c in load_cases() for r in c.resources),
+    ]
+    folder = _write_ndjson(resources, tmp_path / "ndjson")
+    app = Application()
+    one = app.tables(folder, tmp_path / "one", keep_cases=True)
+    patients = sum(1 for r in resources if r["resourceType"] == "Patient")
+    monkeypatch.setattr(tables, "_LEAST_PER_WORKER", patients // 3)
+    assert len(tables._runs([str(n) for n in range(patients)], 2)) == 2
+    seen: list[int] = []
+    two = app.tables(folder, tmp_path / "two", keep_cases=True, workers=2, on_patient=seen.append)
+    assert _bytes(tmp_path / "two") == _bytes(tmp_path / "one")
+    assert {"patients.csv", "events.csv", "other.csv", "unmapped.csv"} <= set(
+        _bytes(tmp_path / "one")
+    )
+    assert len(seen) == 2  # once per worker
+    assert two.by_type == one.by_type
+    assert two.cases == one.cases
+    assert two.written == [tmp_path / "two" / p.name for p in one.written]
+    assert (two.patients, two.other, two.unmapped, two.excluded, two.excluded_reasons) == (
+        one.patients, one.other, one.unmapped, one.excluded, one.excluded_reasons)  # fmt: skip
+    # the command line: `--workers 1` is a number, not a flag (`serve --workers` is one)
+    for workers in ("1", "2"):
+        out = tmp_path / f"cli-{workers}"
+        assert main(["tables", str(folder), "--out", str(out), "--workers", workers]) == 0
+        assert _bytes(out) == _bytes(tmp_path / "one")

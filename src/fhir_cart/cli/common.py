@@ -81,6 +81,22 @@ ContinueOpt = Annotated[
         help="Go on past rejected rows (they are written to rejects.csv) and exit 0.",
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="Processes to map with (default: the number of cores); the "
+        "output is the same bytes whatever the number.",
+    ),
+]  # fmt: skip
+
+
+def workers(asked: int | None) -> int:
+    """``--workers``, else the number of cores."""
+    import os
+
+    return asked if asked is not None else (os.cpu_count() or 1)
+
+
 ServerOpt = Annotated[
     str,
     typer.Option(

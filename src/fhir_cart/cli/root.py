@@ -78,8 +78,10 @@ def flag_values(argv: Sequence[str]) -> list[str]:
     """``--validate true`` / ``--validate false`` as ``--validate`` / nothing: flags take no
     value, but writing one is a common reflex and click would refuse the stray word."""
     command = typer.main.get_command(app)
-    flags: dict[str, bool] = {}
-    for sub in getattr(command, "commands", {}).values():
+    commands = getattr(command, "commands", {})
+    named = next((commands[a] for a in argv if a in commands), None)  # the command's own
+    flags: dict[str, bool] = {}  # flags only: `serve --workers` is one, `tables --workers 2` not
+    for sub in [named] if named is not None else commands.values():
         for param in sub.params:
             if isinstance(param, TyperOption) and param.is_flag:
                 flags.update(dict.fromkeys(param.opts, True))

@@ -64,6 +64,9 @@ def map_command(
     ] = False,
     strict: StrictOpt = False,
     keep_going: ContinueOpt = False,
+    indent: Annotated[
+        bool, typer.Option("--indent", help="Indent the bundles' JSON (compact by default).")
+    ] = False,
 ) -> None:
     """Map a study file to FHIR R4: transaction bundles and NDJSON, one file per type."""
     from fhir_cart.application import MapRequest
@@ -72,7 +75,7 @@ def map_command(
         raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
     request = MapRequest(
         study_file, out_dir, mapping, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
-        validate=validate, strict=strict,
+        validate=validate, strict=strict, indent=indent,
     )  # fmt: skip
     result, unverified = application().map(
         request, on_unmapped_columns=warn_unmapped, on_warnings=warn,

@@ -18,6 +18,7 @@ from fhir_cart.cli.common import (
     MappingOpt,
     ServerOpt,
     StrictOpt,
+    WorkersOpt,
     application,
     err,
     out,
@@ -27,6 +28,7 @@ from fhir_cart.cli.common import (
     table,
     warn_unverified,
 )
+from fhir_cart.cli.common import workers as cli_workers
 from fhir_cart.cli.study import read_cases, study_for
 from fhir_cart.errors import FatalError
 
@@ -191,10 +193,7 @@ def _print_faults(counts: Mapping[str, TypeCount]) -> None:
 
 def print_account(result: PullOutcome) -> None:
     """Where every fetched resource ended, per type, and what was not asked for."""
-    reasons: dict[str, int] = {}
-    for item in result.excluded:
-        reasons[item.reason] = reasons.get(item.reason, 0) + 1
-    _print_types(result.by_type, reasons)
+    _print_types(result.by_type, result.excluded_reasons)
     if result.stats.not_asked:
         out.print(f"not asked for (--types): {escape(', '.join(result.stats.not_asked))}")
     if result.stats.not_searchable:
@@ -241,39 +240,40 @@ def pull_command(
     cache_url: CacheOpt = None,
 ) -> None:
     """Pull a cohort into study tables; resources not understood are listed, never dropped."""
-    from fhir_cart.application import PullRequest
-    from fhir_cart.writers import FORMATS, write_study, write_unmapped
+    from fhir_cart.application import PullRequest, PullTables
+    from fhir_cart.writers import FORMATS
 
     if fmt not in FORMATS:
         raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
     app = application()
     selection = _selection(patients, group, search, since, types)
     target = app.server(server)
+    definition = study_for(study, None)
+    tables = PullTables(out_dir, fmt, keep_cases=definition is not None)  # type: ignore[arg-type]
     with app.opened_cache(cache_url) as cache, progress() as bar:
         task = bar.add_task("pulling patients", total=None)
-        request = PullRequest(selection, use_export=export, default_centre=centre,
+        request = PullRequest(selection, use_export=export, default_centre=centre, tables=tables,
                               on_patient=lambda n: bar.update(task, completed=n))  # fmt: skip
         import asyncio
 
         result = asyncio.run(app.pull(request, server=target, cache=cache))
-    concepts = app.library.concepts()
-    written = write_study(result.cases, out_dir, fmt, concepts, other=result.other)  # type: ignore[arg-type]
-    if result.unmapped:
-        path = write_unmapped(result.unmapped, out_dir / "unmapped.csv")
-        err.print(f"[yellow]{len(result.unmapped)} resources not mapped[/yellow]: {path}")
-    if result.excluded:
-        path = write_unmapped(result.excluded, out_dir / "excluded.csv")
-        err.print(f"{len(result.excluded)} resources excluded by their status "
-                  f"(entered-in-error, refuted, not done, ...): {path}")  # fmt: skip
+    assert result.tables is not None
+    written = result.tables
+    if written.unmapped_file is not None:
+        err.print(f"[yellow]{written.unmapped} resources not mapped[/yellow]: "
+                  f"{written.unmapped_file}")  # fmt: skip
+    if written.excluded_file is not None:
+        err.print(f"{written.excluded} resources excluded by their status (entered-in-error, "
+                  f"refuted, not done, ...): {written.excluded_file}")  # fmt: skip
     for note in result.stats.learned:
         err.print(f"note: {escape(note)}")
-    out.print(f"{len(result.cases)} patients pulled (run {result.run_id}); "
+    out.print(f"{written.patients} patients pulled (run {result.run_id}); "
               f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
-    out.print(f"wrote {plural(len(written), 'file')} to {out_dir}")
-    if result.other:
-        out.print(f"{len(result.other)} resources matched no concept: see the `other` table")
+    out.print(f"wrote {plural(len(written.written), 'file')} to {out_dir}")
+    if written.other:
+        out.print(f"{written.other} resources matched no concept: see the `other` table")
     print_account(result)
-    _print_pulled_summary(result.cases, study_for(study, None))
+    _print_pulled_summary(result.cases, definition)
 
 
 def _print_pulled_summary(cases: Sequence[Case], definition: StudyDefinition | None) -> None:
@@ -296,6 +296,7 @@ def tables_command(
         str | None,
         typer.Option("--study", help="Study definition whose summary to print afterwards."),
     ] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Turn a folder of FHIR NDJSON (a bulk export, or `fhir-cart map` output) into study
     tables, as a pull of the same resources gives them, patient by patient."""
@@ -309,7 +310,7 @@ def tables_command(
         task = bar.add_task("mapping patients", total=None)
         result = app.tables(
             folder, out_dir, fmt, default_centre=centre,  # type: ignore[arg-type]
-            keep_cases=definition is not None,
+            keep_cases=definition is not None, workers=cli_workers(workers),
             on_patient=lambda n: bar.update(task, completed=n),
         )  # fmt: skip
     if result.unmapped_file is not None:

@@ -12,15 +12,12 @@ codes it maps (``icd-10-cm-to-icd-10-gm-source`` / ``-target``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fhir_cart.conformance.artefacts import CANONICAL, common, value_set_url
 from fhir_cart.library.study_mapping import StudyMapping, normalise_word
 from fhir_cart.mappers.context import MappingContext, mapping_context
+from fhir_cart.types import Json
 
 __all__ = ["concept_maps"]
-
-Json = dict[str, Any]
 
 
 def _name(tail: str) -> str:

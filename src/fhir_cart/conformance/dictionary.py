@@ -5,13 +5,10 @@ verified in a published artefact."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fhir_cart.mappers.context import MappingContext
+from fhir_cart.types import Json
 
 __all__ = ["data_dictionary"]
-
-Json = dict[str, Any]
 
 
 def _cell(text: object) -> str:

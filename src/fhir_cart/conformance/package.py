@@ -16,7 +16,6 @@ adds its own concepts or attributes gets its own package the same way
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -32,6 +31,7 @@ from fhir_cart.conformance.dictionary import data_dictionary
 from fhir_cart.conformance.snapshot import snapshot
 from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.mappers.context import MappingContext
+from fhir_cart.types import Json
 
 __all__ = [
     "DEPENDENCIES",
@@ -44,7 +44,6 @@ __all__ = [
     "write_files",
 ]
 
-Json = dict[str, Any]
 PACKAGE_ID = "dev.fhir-cart.case-series"
 # the R4 release the resources are written in, and the mCODE release whose profiles they
 # claim (mappings/profiles.yaml)

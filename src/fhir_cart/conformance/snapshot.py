@@ -19,13 +19,13 @@ from __future__ import annotations
 import copy
 from functools import cache
 from importlib import resources
-from typing import Any
 
 import orjson
 
+from fhir_cart.types import Json
+
 __all__ = ["SnapshotError", "base_extension", "snapshot"]
 
-Json = dict[str, Any]
 _BASE_URL = "http://hl7.org/fhir/StructureDefinition/Extension"
 
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fhir_cart.library.concepts import AttributeDef, ConceptDef
 from fhir_cart.library.statuses import StatusTable
 from fhir_cart.library.terminology import Coding
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url
+from fhir_cart.types import Json
 
 __all__ = [
     "NOT_EXPRESSED",
@@ -44,7 +44,6 @@ __all__ = [
     "write_views",
 ]
 
-Json = dict[str, Any]
 
 VIEW_TYPE = "https://sql-on-fhir.org/ig/StructureDefinition/ViewDefinition"
 """``resourceType`` of a ViewDefinition: the logical model's URL (SQL on FHIR 2.0.0)."""

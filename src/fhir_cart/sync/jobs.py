@@ -8,28 +8,23 @@ running the same push again sends only what the server has not acknowledged.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from fhir_cart.cache import Cache, worker_name
 from fhir_cart.cache.locks import exclusive
 from fhir_cart.client import FhirClient
+from fhir_cart.collector import Collector, bulk_collection
 from fhir_cart.errors import FhirClientError
 from fhir_cart.mappers.context import MappingContext
-from fhir_cart.mappers.from_fhir import (
-    ReverseResult,
-    ReverseStream,
-    Unmapped,
-    cases_from_fhir,
-    other_row,
-)
+from fhir_cart.mappers.from_fhir import ReverseResult, Unmapped, other_row
+from fhir_cart.patient_index import PatientIndex, add_counts, map_index
 from fhir_cart.records import Case
-from fhir_cart.references import server_id, subject_patient_id
 from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.accounting import TypeCount, by_type, places
 from fhir_cart.sync.connect import client_for, discover
@@ -46,10 +41,21 @@ from fhir_cart.sync.pull import (
     pull_resources,
     server_capabilities,
 )
+from fhir_cart.sync.pulled import (
+    MEDICATION_TYPES,
+    Collected,
+    PullTables,
+    Written,
+    medication_ids,
+    settle,
+)
 from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, verify_on_server
 from fhir_cart.sync.retract import removed_records, retract
 
-__all__ = ["PullOutcome", "push_locks", "run_pull", "run_push"]
+__all__ = [
+    "MEDICATION_TYPES", "PullOutcome", "PullTables", "medication_ids", "push_locks", "run_pull",
+    "run_push",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +191,8 @@ async def _retract_removed(
 class PullOutcome:
     run_id: int
     cases: list[Case] = field(default_factory=list)
+    """Every case, unless the pull wrote its tables as it mapped (``tables``): then only if
+    asked (``PullTables.keep_cases``)."""
     unmapped: list[Unmapped] = field(default_factory=list)
     stats: PullStats = field(default_factory=PullStats)
     other: list[dict[str, Any]] = field(default_factory=list)
@@ -195,6 +203,9 @@ class PullOutcome:
     by_type: dict[str, TypeCount] = field(default_factory=dict)
     """Per resource type: fetched, and where each ended (patients, events, used, other,
     excluded); ``unaccounted`` and ``twice`` are 0 unless fhir_cart is at fault."""
+    tables: Written | None = None
+    """When the pull wrote its tables as it mapped: the files and the counts (the lists
+    above are then empty)."""
 
     def __repr__(self) -> str:
         # counts only: asyncio.run reprs the finished task's result when it restores its
@@ -204,22 +215,39 @@ class PullOutcome:
                 f"unmapped={len(self.unmapped)}, other={len(self.other)}, "
                 f"excluded={len(self.excluded)})")  # fmt: skip
 
+    @property
+    def excluded_reasons(self) -> dict[str, int]:
+        """How many resources were excluded for each reason."""
+        if self.tables is not None:
+            return dict(self.tables.excluded_reasons)
+        reasons: dict[str, int] = {}
+        for item in self.excluded:
+            reasons[item.reason] = reasons.get(item.reason, 0) + 1
+        return reasons
+
 
 class _Received:
     """What a pull received: written to the cache on its own thread while the pull goes on
-    (one transaction per batch, in the order received, at most one batch waiting), and
-    kept here, the last version of each (type, id) as the cache keeps it, so the study
-    records are made without reading back what was just written."""
+    (one transaction per batch, in the order received, at most one batch waiting), and to
+    the pull's patient index (on disk), so the study records are made without reading back
+    what was just written and without holding the cohort in memory."""
 
-    def __init__(self, cache: Cache, key: str) -> None:
+    def __init__(self, cache: Cache, key: str, index: PatientIndex) -> None:
         self.cache = cache
         self.key = key
-        self.resources: dict[tuple[str, str], dict[str, Any]] = {}
+        self.index = index
+        self.named_drugs: set[str] = set()
+        """Ids of the Medications received resources name."""
+        self.drugs: set[str] = set()
+        """Ids of the Medications received."""
         self._writing: asyncio.Future[int] | None = None
 
     async def add(self, resources: list[dict[str, Any]]) -> None:
         for resource in resources:
-            self.resources[(str(resource["resourceType"]), str(resource.get("id")))] = resource
+            self.index.add(resource)
+            if resource.get("resourceType") == "Medication":
+                self.drugs.add(str(resource.get("id")))
+        self.named_drugs |= medication_ids(resources)
         await self.flush()
         if resources:
             record = self.cache.record_received
@@ -248,19 +276,19 @@ async def _fetch(
     selection: PullSelection,
     stats: PullStats,
     on_patient: Callable[[int], None] | None,
-    stream: ReverseStream,
     search_params: dict[str, list[str]] | None = None,
     concurrency: int = 4,
 ) -> set[str]:
-    """Fetch the selected patients' resources into the cache, mapping each patient's as
-    they arrive (while the next are fetched); the ids of the patients received."""
+    """Fetch the selected patients' resources into the cache and the index; the ids of
+    the patients received."""
     patient_ids: set[str] = set()
     pulled = pull_resources(client, selection, stats, search_params, concurrency=concurrency)
     batch: list[dict[str, Any]] = []
+    collector = Collector(True, every=2_000)
     async for patient, resources in pulled:
+        collector.step()
         patient_ids.add(str(patient["id"]))
         batch += [patient, *resources]
-        stream.add(batch[-1 - len(resources) :])
         if len(batch) >= _RECORD_BATCH:  # one transaction per batch, not per patient
             await received.add(batch)
             batch = []
@@ -271,14 +299,10 @@ async def _fetch(
     return patient_ids
 
 
-async def _fetch_medications(
-    client: FhirClient, received: _Received, stats: PullStats, stream: ReverseStream
-) -> None:
+async def _fetch_medications(client: FhirClient, received: _Received, stats: PullStats) -> None:
     """The Medications the received resources name in ``medicationReference`` (not in the
     patient compartment, so no patient search finds them): ``Medication?_id=a,b,...``."""
-    wanted = sorted(medication_ids(received.resources.values()) - {
-        rid for rtype, rid in received.resources if rtype == "Medication"
-    })  # fmt: skip
+    wanted = sorted(received.named_drugs - received.drugs)
     for start in range(0, len(wanted), _MEDICATIONS_PER_SEARCH):
         ids = wanted[start : start + _MEDICATIONS_PER_SEARCH]
         batch = []
@@ -287,29 +311,9 @@ async def _fetch_medications(
                 stats.count(resource)
                 batch.append(resource)
         await received.add(batch)
-        stream.add(batch)
 
 
 _MEDICATIONS_PER_SEARCH = 50
-
-MEDICATION_TYPES = frozenset(
-    {"MedicationAdministration", "MedicationRequest", "MedicationStatement", "MedicationDispense"}
-)
-
-
-def medication_ids(resources: Iterable[dict[str, Any]]) -> set[str]:
-    """Ids of the Medications (not contained ones) that medication resources reference."""
-    out: set[str] = set()
-    for resource in resources:
-        if resource.get("resourceType") not in MEDICATION_TYPES:
-            continue
-        reference = resource.get("medicationReference")
-        found = server_id(reference.get("reference") if isinstance(reference, dict) else None,
-                          "Medication")  # fmt: skip
-        if found is not None:
-            out.add(found)
-    return out
-
 
 _RECORD_BATCH = 2_000
 """Resources received written to the cache in one transaction (a commit per patient made
@@ -370,67 +374,16 @@ async def _search_missing(
     search = PatientSearch(client, stats, selection.since, concurrency)
     fetcher = await ResourceFetcher.start(search, {t: params[t] for t in types})
     ids = sorted(patient_ids)
-    for start in range(0, len(ids), CHUNK):
-        part = ids[start : start + CHUNK]
-        found = await fetcher.of(part)
-        resources = [r for pid in part for r in found[pid]]
-        for resource in resources:
-            stats.count(resource)
-        await received.add(resources)
-
-
-def _belongs(resource: dict[str, Any], patient_ids: set[str]) -> bool:
-    if resource.get("resourceType") == "Patient":
-        return str(resource.get("id")) in patient_ids
-    return subject_patient_id(resource) in patient_ids
-
-
-def _cache_order(resource: dict[str, Any]) -> tuple[str, str]:
-    return str(resource["resourceType"]), str(resource.get("id"))
-
-
-def _current(
-    cache: Cache,
-    key: str,
-    ids: set[str],
-    stats: PullStats,
-    gone: set[tuple[str, str]],
-    received: dict[tuple[str, str], dict[str, Any]],
-    *,
-    full: bool,
-) -> tuple[list[dict[str, Any]], int]:
-    """The selected patients' resources as the server holds them now, in the cache's order
-    (type, id), and how many the cache held that the server has deleted (dropped from the
-    cache). A full pull received every resource of its patients, so anything else the cache
-    holds for them is gone; an incremental one learns deletions from ``_history``
-    (``gone``). What this pull received (``received``) is not read back from the cache:
-    only the content of resources the cache held before it."""
-    # what this pull received, all of it: a resource whose subject is a Patient not pulled
-    # (a server matching it through another path) is listed as an ``other`` row, not lost
-    held = list(received.values())
-    older: list[tuple[str, str]] = []
-    if cache.records.received_count(server=key) > len(received):  # it holds more than these
-        older = [k for k in cache.records.received_ids(server=key) if k not in received]
-    if older:
-        earlier = cache.records.received_content(server=key, ids=older)
-        held += [r for r in earlier if _belongs(r, ids)]
-        # Medications belong to the patients whose resources name them (those this pull
-        # received are in ``held`` already)
-        drugs = medication_ids(held)
-        held += [r for r in earlier if _is_medication_of(r, drugs)]
-    held.sort(key=_cache_order)
-    if full:
-        known = {(str(r["resourceType"]), str(r.get("id"))) for r in held}
-        gone = {(t, i) for t, i in known if t in stats.complete} - stats.seen
-    deleted = cache.forget_received(server=key, ids=sorted(gone)) if gone else 0
-    if deleted:
-        log.info("%d resources deleted on the server since the last pull: removed", deleted)
-    keep = [r for r in held if (str(r["resourceType"]), str(r.get("id"))) not in gone]
-    return keep, deleted
-
-
-def _is_medication_of(resource: dict[str, Any], drugs: set[str]) -> bool:
-    return resource.get("resourceType") == "Medication" and str(resource.get("id")) in drugs
+    try:
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start : start + CHUNK]
+            found = await fetcher.of(part)
+            resources = [r for pid in part for r in found[pid]]
+            for resource in resources:
+                stats.count(resource)
+            await received.add(resources)
+    finally:
+        fetcher.close()
 
 
 _NO_HISTORY = frozenset({400, 404, 405, 501})
@@ -455,35 +408,15 @@ async def _deletions(
     return replace(selection, since=None), set()
 
 
-_frozen = 0
-
-
-@contextmanager
-def _gc_frozen() -> Iterator[None]:
-    """What is alive when a pull starts (modules, the concept library, ...) is left out of
-    the garbage collector's scans until it ends (``gc.freeze``): a pull keeps every
-    resource it receives, and each full collection would walk those and all of that
-    (about 0.3 s of a 1,000-patient pull's CPU here). Pulls side by side in one process
-    unfreeze when the last one ends."""
-    global _frozen
-    if _frozen == 0:
-        gc.freeze()
-    _frozen += 1
-    try:
-        yield
-    finally:
-        _frozen -= 1
-        if _frozen == 0:
-            gc.unfreeze()
-
-
 @dataclass(frozen=True)
 class PullRequest:
     """What a caller asks of a pull: which patients (``selection``), read by
     ``$export`` or by search, the centre of patients without one, the run it belongs to
-    (None: a new run), and callbacks: ``on_patient`` (patients fetched so far) and
+    (None: a new run), callbacks: ``on_patient`` (patients fetched so far) and
     ``on_mapped`` (writing the study tables, say: it runs before the run is marked
-    succeeded, so whoever sees a succeeded run finds its outputs complete)."""
+    succeeded, so whoever sees a succeeded run finds its outputs complete), and ``tables``:
+    the study tables written as patients are mapped (the outcome then holds counts, not
+    records: memory flat in the cohort)."""
 
     selection: PullSelection
     use_export: bool = False
@@ -491,23 +424,35 @@ class PullRequest:
     run_id: int | None = None
     on_patient: Callable[[int], None] | None = None
     on_mapped: Callable[[PullOutcome], None] | None = None
+    tables: PullTables | None = None
 
 
 async def run_pull(
     request: PullRequest, *, ctx: MappingContext, server: ServerSettings, cache: Cache
 ) -> PullOutcome:
-    """Fetch the cohort into the cache, reverse-mapping it as it arrives."""
-    with _gc_frozen():
-        return await _run_pull(request, ctx=ctx, server=server, cache=cache)
+    """Fetch the cohort into the cache (and a temporary patient index), then map it patient
+    by patient (:mod:`fhir_cart.sync.pulled`), as :class:`PullRequest` says."""
+    with (
+        bulk_collection(),
+        tempfile.TemporaryDirectory(prefix="fhir-cart-pull-") as work,
+        PatientIndex(Path(work) / "index.sqlite", keyed=True) as index,
+    ):
+        return await _run_pull(request, ctx=ctx, server=server, cache=cache, index=index)
 
 
 async def _run_pull(
-    request: PullRequest, *, ctx: MappingContext, server: ServerSettings, cache: Cache
+    request: PullRequest,
+    *,
+    ctx: MappingContext,
+    server: ServerSettings,
+    cache: Cache,
+    index: PatientIndex,
 ) -> PullOutcome:
     selection, use_export, default_centre = (
         request.selection, request.use_export, request.default_centre
     )  # fmt: skip
     run_id, on_patient, on_mapped = request.run_id, request.on_patient, request.on_mapped
+    tables = request.tables
     key = server.base_url
     if run_id is None:
         cache.mark_dead_workers()
@@ -515,8 +460,7 @@ async def _run_pull(
             kind="pull", server=key, params={"selection": selection.kind}, worker=worker_name()
         )
     stats = PullStats(limit=server.max_resources_per_pull)
-    received = _Received(cache, key)
-    stream = ReverseStream(ctx, default_centre=default_centre)
+    received = _Received(cache, key, index)
     try:
         try:
             async with client_for(server) as client:
@@ -524,11 +468,10 @@ async def _run_pull(
                 if use_export:
                     ids = await _fetch_export(client, received, selection, stats,
                                               server.concurrency)  # fmt: skip
-                    await _fetch_medications(client, received, stats, stream)
                 else:
-                    ids = await _fetch(client, received, selection, stats, on_patient, stream,
+                    ids = await _fetch(client, received, selection, stats, on_patient,
                                        server.search_params, server.concurrency)  # fmt: skip
-                    await _fetch_medications(client, received, stats, stream)
+                await _fetch_medications(client, received, stats)
         except BaseException:
             await received.settle()  # a batch on its way to the cache: written whole, or not
             raise
@@ -536,23 +479,20 @@ async def _run_pull(
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
-    resources, deleted = _current(cache, key, ids, stats, gone, received.resources,
-                                  full=selection.since is None)  # fmt: skip
-    if use_export:
-        result = cases_from_fhir(ctx, resources, default_centre=default_centre)
-    else:  # mapped while fetched: only what waited for a later patient or specimen is left
-        result = stream.result(resources)
-    dropped = [Unmapped(ref, rtype, reason) for ref, rtype, reason in stats.dropped]
-    result.unmapped[:0] = dropped
-    result.other[:0] = [other_row(r, None, reason) for r, reason in stats.unowned]
-    unmapped = {(u.resource_type, u.reference.split("/", 1)[-1]): u.reason for u in result.unmapped}
-    unmapped |= {(u.resource_type, u.reference.split("/", 1)[-1]): f"excluded: {u.reason}"
-                 for u in result.excluded}  # fmt: skip
-    cache.mark_mapped(server=key, unmapped=unmapped)
-    accounted = _account(ctx, resources, result, stats, default_centre)
+    deleted = settle(cache, key, index, ids, stats, gone, received.named_drugs,
+                     full=selection.since is None)  # fmt: skip
+    sink: Collected | Written = Collected() if tables is None else Written(tables, ctx.concepts)
+    try:
+        accounted = _map(ctx, index, sink, stats, default_centre)
+    finally:
+        if isinstance(sink, Written):
+            sink.close()
+    cache.mark_mapped(server=key, unmapped=sink.marks)
+    unmapped = len(sink.unmapped) if isinstance(sink, Collected) else sink.unmapped
+    excluded = len(sink.excluded) if isinstance(sink, Collected) else sink.excluded
     counts: dict[str, Any] = {
-        "patients": len(result.cases), "unmapped": len(result.unmapped),
-        "excluded": len(result.excluded), **stats.resources,
+        "patients": sink.patients, "unmapped": unmapped, "excluded": excluded,
+        **stats.resources,
     }  # fmt: skip
     if deleted:
         counts["deleted_on_server"] = deleted
@@ -561,31 +501,42 @@ async def _run_pull(
         counts["not_asked"] = stats.not_asked
     if stats.not_searchable:
         counts["not_searchable"] = stats.not_searchable
-    other = [dict(row) for row in result.other]
-    outcome = PullOutcome(run_id, result.cases, result.unmapped, stats, other,
-                          list(result.excluded), accounted)  # fmt: skip
+    if isinstance(sink, Collected):
+        outcome = PullOutcome(run_id, sink.cases, sink.unmapped, stats, sink.other,
+                              sink.excluded, accounted)  # fmt: skip
+    else:
+        outcome = PullOutcome(run_id, sink.cases, stats=stats, by_type=accounted, tables=sink)
     if on_mapped is not None:
         on_mapped(outcome)
     cache.finish_run(run_id, status="succeeded", counts=counts)
     return outcome
 
 
-def _account(
+def _map(
     ctx: MappingContext,
-    resources: list[dict[str, Any]],
-    result: ReverseResult,
+    index: PatientIndex,
+    sink: Collected | Written,
     stats: PullStats,
     centre: str,
 ) -> dict[str, TypeCount]:
-    """The pull's account per type (see :mod:`fhir_cart.sync.accounting`): the resources
-    mapped and those received without a Patient subject (``other`` rows)."""
+    """Map what the index holds into ``sink``, after what the pull received and could not
+    keep (listed first, as ``other`` rows when they name no Patient); the account per type
+    (see :mod:`fhir_cart.sync.accounting`)."""
     unowned = [r for r, _ in stats.unowned if isinstance(r, dict)]
-    found = places(ctx, [*resources, *unowned], result, centre=centre)
+    first = ReverseResult(
+        unmapped=[Unmapped(ref, rtype, reason) for ref, rtype, reason in stats.dropped],
+        other=[other_row(r, None, reason) for r, reason in stats.unowned],
+    )
+    sink.add(first)
+    accounted = by_type(places(ctx, unowned, first, centre=centre))
+    add_counts(accounted, map_index(ctx, index, sink, default_centre=centre))
     fetched = dict(stats.resources)
     for resource in unowned:
         rtype = str(resource.get("resourceType", "(unknown)"))
         fetched[rtype] = fetched.get(rtype, 0) + 1
-    accounted = by_type(found, fetched)
+    for rtype, number in fetched.items():
+        accounted.setdefault(rtype, TypeCount()).fetched = number
+    accounted = dict(sorted(accounted.items()))
     faults = {t: c for t, c in accounted.items() if c.unaccounted or c.twice}
     if faults:
         log.warning("resources not accounted for exactly once (a fhir_cart fault): %s",

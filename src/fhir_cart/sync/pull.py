@@ -37,6 +37,7 @@ from fhir_cart.sync.capabilities import (
     ServerCapabilities,
     is_unknown_search_param,
 )
+from fhir_cart.sync.scanned import ScanStore, by_type_scan
 from fhir_cart.types import Json
 
 __all__ = [
@@ -229,8 +230,6 @@ class PullStats:
             return False
         return True
 
-    seen: set[tuple[str, str]] = field(default_factory=set)
-    """(type, id) of every resource received in this pull."""
     complete: set[str] = field(default_factory=set)
     """Types received in full for the selected patients: any other of their resources of
     these types the cache holds was deleted on the server."""
@@ -238,7 +237,6 @@ class PullStats:
     def count(self, resource: Json) -> None:
         rtype = str(resource.get("resourceType"))
         self.resources[rtype] = self.resources.get(rtype, 0) + 1
-        self.seen.add((rtype, str(resource.get("id"))))
         if self.limit is not None and sum(self.resources.values()) > self.limit:
             raise LimitExceeded(f"the pull received more than {self.limit} resources "
                                 "(setting max_resources_per_pull)")  # fmt: skip
@@ -427,42 +425,14 @@ class PatientSearch:
         return any((r.get("resourceType"), r.get("id")) not in ids for r in alone)
 
 
-async def by_type_scan(
-    client: SearchClient, types: list[str], since: str | None, stats: PullStats
-) -> dict[str, list[Json]]:
-    """Types the server cannot search by patient: read them by type once, group by subject
-    (those naming no Patient are of no selected patient: counted in
-    ``stats.not_selected``, as the selected patients' resources are found later)."""
-    grouped: dict[str, list[Json]] = {}
-    for rtype in types:
-        # expected, not alarming: sekmet declares no patient search for AdverseEvent
-        log.info("%s: server has no patient search parameter; reading by type", rtype)
-        params = {"_count": str(_page_size(client))}
-        if since:
-            params["_lastUpdated"] = f"gt{since}"
-        try:
-            found = await matches(client, rtype, params)
-        except Truncated as cut:
-            raise BadResponse(f"{rtype} search: the server answered {cut.got} of {cut.total} "
-                              "matches with no next page") from None  # fmt: skip
-        for resource in found:
-            if not stats.keep(resource):
-                continue
-            pid = subject_patient_id(resource)
-            if pid is None:  # of no patient, so of none selected: counted, not kept
-                stats.not_selected[rtype] = stats.not_selected.get(rtype, 0) + 1
-                continue
-            grouped.setdefault(pid, []).append(resource)
-    return grouped
-
-
 @dataclass
 class ResourceFetcher:
     """The selected patients' resources of every event type, a chunk of patients at a time."""
 
     search: PatientSearch
     params_by_type: dict[str, str | None]
-    scanned: dict[str, list[Json]] = field(default_factory=dict)
+    scanned: ScanStore = field(default_factory=ScanStore)
+    """Resources of types read by type, by patient, on disk (closed with :meth:`close`)."""
 
     @classmethod
     async def start(
@@ -475,19 +445,19 @@ class ResourceFetcher:
     async def _scan(self, types: list[str]) -> None:
         if not types:
             return
-        found = await by_type_scan(self.search.client, types, self.search.since, self.search.stats)
-        for owner, items in found.items():
-            self.scanned.setdefault(owner, []).extend(items)
+        search = self.search
+        await by_type_scan(search.client, types, search.since, search.stats, self.scanned,
+                           _page_size(search.client))  # fmt: skip
 
     def count_not_selected(self, pulled: set[str]) -> None:
         """Resources read by type whose patient was not selected: counted per type in
         ``stats.not_selected``, never kept (they are no part of the cohort)."""
-        for owner, items in self.scanned.items():
-            if owner not in pulled:
-                for resource in items:
-                    rtype = str(resource.get("resourceType"))
-                    counts = self.search.stats.not_selected
-                    counts[rtype] = counts.get(rtype, 0) + 1
+        counts = self.search.stats.not_selected
+        for rtype, number in self.scanned.not_selected(pulled).items():
+            counts[rtype] = counts.get(rtype, 0) + number
+
+    def close(self) -> None:
+        self.scanned.close()
 
     async def of(self, patient_ids: list[str]) -> dict[str, list[Json]]:
         """Per patient id: resources read by type first, then each type's search matches,
@@ -509,7 +479,7 @@ class ResourceFetcher:
                     # another chunk may have learned it meanwhile: one scan only
                     self.params_by_type[refused.resource_type] = None
                     await self._scan([refused.resource_type])
-        out: dict[str, list[Json]] = {pid: list(self.scanned.get(pid, ())) for pid in patient_ids}
+        out: dict[str, list[Json]] = {pid: self.scanned.get(pid) for pid in patient_ids}
         for found in results:
             for resource in found:
                 if not self.search.stats.keep(resource, needs_subject=True):
@@ -647,6 +617,7 @@ async def pull_resources(
             task.cancel()
         if pending:
             await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+        fetcher.close()
 
 
 async def _done(

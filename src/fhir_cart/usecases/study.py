@@ -49,6 +49,8 @@ class MapRequest:
     mode: Literal["update", "create"] = "update"
     validate: bool = False
     strict: bool = False
+    indent: bool = False
+    """Indent the bundles' JSON (compact by default)."""
 
 
 @dataclass
@@ -104,6 +106,7 @@ def map_study(
     result = run_map(
         stream, ctx, request.out_dir, bundle_size=request.bundle_size, mode=request.mode,
         validate=request.validate, write_extras=extras, on_case=check_anchor,
+        indent=request.indent,
         check_rejects=check_rejects,
     )  # fmt: skip
     return result, ctx.terminology.unverified_report()
