@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from fhir_cart.application import Application
-from fhir_cart.cache import Cache
+from fhir_cart.application import Application, Cache
 from fhir_cart.errors import ConfigError
 from fhir_cart.service import schemas as s
 from fhir_cart.service.access import Principal, can_see_job, owner_params
