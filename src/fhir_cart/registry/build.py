@@ -241,9 +241,9 @@ def sealed_centre(
     memory): the build works on this form only, so a file and an extract build alike."""
     sealed = seal(
         centre, data.cases, data.rejects, [str(c) for c in data.unmapped_columns],
-        data.sources, definition, pseudonyms, library,
+        data.sources, definition, pseudonyms, library, moved=False,
     )  # fmt: skip
-    return _opened(unseal(sealed, pseudonyms))
+    return _opened(sealed)
 
 
 def _opened(sealed: Sealed) -> CentreData:
