@@ -319,8 +319,8 @@ def test_sealing_in_place_is_sealing_and_moving_back(monkeypatch: pytest.MonkeyP
     that must be exactly what sealing and moving the dates back gives (ISO dates written
     another way, partial dates and values that are no date included)."""
     from fhir_cart.records import Case, Event, PatientRecord, When
-    from fhir_cart.registry.definition import RegistryDef
     from fhir_cart.registry import extract
+    from fhir_cart.registry.definition import RegistryDef
     from fhir_cart.registry.extract import seal, unseal
 
     # the concept library has no date attribute yet: a mapping's own concepts may have

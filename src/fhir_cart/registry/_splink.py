@@ -39,6 +39,10 @@ _SEX_PRIORS = ((0.98, 0.5), (0.02, 0.5))
 # A name: the same spelling (random pairs share a common one a few times in a hundred; the
 # term frequencies adjust this per name when trained), the same sound, else.
 _NAME_PRIORS = ((0.9, 0.03), (0.07, 0.02), (0.03, 0.95))
+U_PAIRS = 5e5
+"""Random pairs u is estimated from. 2e6 gave the same links on 3,000 and 30,000 generated
+persons and a 1.2 GiB spike whatever the registry's size (benchmarks/results/registry.md);
+at 5e5 a date's exact agreement (u about 1/3,650) is still seen about 140 times."""
 EXPECTED_SHARED = 0.15
 """Share of records expected to have a match in another centre (prior of the model)."""
 
@@ -168,7 +172,9 @@ def _sex_comparison(priors: bool) -> Any:
 def _settings(
     linkage: LinkageDef, names: list[str], priors: bool, prior_match: float, levels: bool = False
 ) -> Any:
-    from splink import SettingsCreator, block_on
+    from splink import SettingsCreator
+
+    from fhir_cart.registry.blocking import blocking_rules
 
     comparisons = [_date_comparison(name, priors) for name in names]
     comparisons += [_name_comparison(kind, priors) for kind in linkage.names]
@@ -176,13 +182,10 @@ def _settings(
         comparisons.insert(0, _birth_comparison(priors))
     if linkage.sex:
         comparisons.insert(1 if linkage.birth else 0, _sex_comparison(priors))
-    blocking: list[Any] = [block_on(name) for name in names]
-    if linkage.birth:
-        blocking.insert(0, block_on("birth_ym", "sex") if linkage.sex else block_on("birth_ym"))
     return SettingsCreator(
         link_type="link_only",
         comparisons=comparisons,
-        blocking_rules_to_generate_predictions=blocking,
+        blocking_rules_to_generate_predictions=blocking_rules(linkage),
         probability_two_random_records_match=prior_match,
         # splink keeps the levels (gamma) only beside the compared values; those stay in
         # memory (:func:`comparison_vectors` reads the levels alone)
@@ -242,7 +245,7 @@ def _tables(columns: dict[str, list[Any]], centres: list[str], spark: Any) -> li
 def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
     from splink import block_on
 
-    linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=linkage.seed)
+    linker.training.estimate_u_using_random_sampling(max_pairs=U_PAIRS, seed=linkage.seed)
     # Each pass learns m of the fields its blocking rule leaves free. Exact-date blocks are
     # small (a few records per day); the birth month block is large, so it comes last.
     rules = [block_on(name) for name in names[:2]]
