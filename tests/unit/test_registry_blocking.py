@@ -40,14 +40,16 @@ def test_candidate_pairs_share_a_date_or_a_name() -> None:
         _record("a", 1, "Anna", "Schmidt", born),
         _record("b", 1, "Anna", "Berg", dt.date(2012, 6, 3)),  # only the given name
         _record("b", 2, "Ana", "Schmitt", born),  # only the family name's sound
-        _record("b", 3, "Jule", "Meyer", born),  # birth month and sex alone
+        _record("b", 3, "Jule", "Meyer", dt.date(2012, 5, 20)),  # birth month and sex alone
         _record("b", 4, "Lea", "Becker", dt.date(2001, 1, 1), dt.date(2019, 3, 7)),
         _record("a", 2, "Mia", "Wolf", dt.date(2003, 1, 1), dt.date(2019, 3, 7)),  # a date
+        _record("b", 5, "Ida", "Kern", born),  # the same birth day
     ]
     order = {r.pseudonym: n for n, r in enumerate(records)}
     pairs = {tuple(sorted((order[a], order[b]))) for a, b in
              _splink.comparison_vectors(records, NAMES)}  # fmt: skip
     assert (0, 2) in pairs  # Schmidt / Schmitt: the same sound, born the same month
+    assert (0, 6) in pairs  # nothing shared but the birth day
     assert (4, 5) in pairs  # the same diagnosis day
     assert (0, 3) not in pairs  # born the same month, same sex, nothing else shared
     assert (0, 1) not in pairs  # only the given name, born another month

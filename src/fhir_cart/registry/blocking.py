@@ -4,7 +4,7 @@ A pair is compared when it agrees exactly on at least one rule's columns. With n
 (``linkage.names``), every rule is narrow, so the candidate pairs grow about linearly with
 the records:
 
-- each event date (``diagnosis_date`` ...): the same day;
+- each event date (``diagnosis_date`` ...) and the whole birth date: the same day;
 - birth year-month and one name, as written (keyed token of the normalised spelling) or as
   it sounds (keyed token of its Soundex code): a mistyped name still shares its sound, a
   mistyped date still shares the name;
@@ -32,6 +32,8 @@ def blocking_columns(linkage: LinkageDef) -> list[tuple[str, ...]]:
     """The column sets pairs are blocked on, in the order splink gets them (pure)."""
     found: list[tuple[str, ...]] = [(name,) for name in linkage.dates]
     names = list(linkage.names)
+    if linkage.birth:
+        found.append(("birth_date",))
     if not names:
         if linkage.birth:
             found.append(("birth_ym", "sex") if linkage.sex else ("birth_ym",))

@@ -131,8 +131,9 @@ class WorkFolder:
     """The registry holder's working copy, so that a rebuild reads again only the centres
     whose files changed and scores only the pairs that touch them.
 
-    It holds each centre's records as read (identifiers and dates included): keep it where
-    the centre files are kept, never beside the registry output."""
+    It holds each centre's records sealed as the build uses them (identifiers, names and
+    free text only as keyed tokens, but the dates as read): keep it where the centre files
+    are kept, never beside the registry output."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -160,7 +161,12 @@ class WorkFolder:
                 [Reject(**r) for r in raw["rejects"]],
                 list(raw["unmapped"]),
                 dict(raw.get("sources", {})),
-            )
+                {
+                    name: RecordKeys(tuple(k[0]), {n: None if v is None else tuple(v)
+                                                   for n, v in k[1].items()})
+                    for name, k in raw["keys"].items()
+                },
+            )  # fmt: skip
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self._unreadable(path, exc, f"centre {centre_id} is read again")
             return None
@@ -173,7 +179,12 @@ class WorkFolder:
             "rejects": [r.as_dict() for r in data.rejects],
             "unmapped": [str(u) for u in data.unmapped_columns],
             "sources": data.sources,
-        }
+            "keys": {
+                name: [list(k.identifiers), {n: None if v is None else list(v)
+                                             for n, v in k.names.items()}]
+                for name, k in (data.keys or {}).items()
+            },
+        }  # fmt: skip
         tables._write_if_changed(self.folder / "centres" / f"{centre_id}.json", orjson.dumps(raw))
 
     def link_state(self) -> LinkState | None:
@@ -309,6 +320,13 @@ def _inputs(sources: dict[str, fhir.SourceInfo]) -> dict[str, str]:
         c: hashlib.sha256(f"{s.file_sha256}:{s.mapping_sha256}".encode()).hexdigest()
         for c, s in sorted(sources.items())
     }
+
+
+def _sealing_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
+    """What a centre's sealed records depend on besides its files: the key, what linkage
+    compares and what is dropped (the work folder's records are sealed under them)."""
+    text = definition.linkage.model_dump_json() + definition.pseudonymisation.model_dump_json()
+    return hashlib.sha256((text + pseudonyms.fingerprint()).encode()).hexdigest()
 
 
 def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
@@ -832,13 +850,15 @@ def build_registry(
             read.append(centre.id)
             step("read", n, len(definition.centres))
             continue
-        cached = None if folder is None or force else folder.centre(centre.id, inputs[centre.id])
+        sealing = f"{inputs[centre.id]}:{_sealing_fingerprint(definition, pseudonyms)}"
+        cached = None if folder is None or force else folder.centre(centre.id, sealing)
         if cached is None:
-            cached = reader(centre, definition)
+            read_now = reader(centre, definition)
             read.append(centre.id)
+            cached = sealed_centre(centre.id, read_now, definition, pseudonyms, library)
             if folder is not None:
-                folder.save_centre(centre.id, inputs[centre.id], cached)
-        data[centre.id] = sealed_centre(centre.id, cached, definition, pseudonyms, library)
+                folder.save_centre(centre.id, sealing, cached)
+        data[centre.id] = cached
         step("read", n, len(definition.centres))
     registry = assemble(
         definition, data, sources, pseudonyms=pseudonyms, library=library,

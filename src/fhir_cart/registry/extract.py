@@ -71,7 +71,7 @@ class RecordKeys:
     """A sealed record's linkage keys in keyed form (what the build compares)."""
 
     identifiers: tuple[str, ...] = ()
-    names: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    names: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -412,7 +412,7 @@ def read_extract(path: Path, centre: str, pseudonyms: Pseudonymiser) -> Sealed:
         cases.append(case)
         keys[name] = RecordKeys(
             tuple(item["identifiers"]),
-            {k: None if v is None else (str(v[0]), str(v[1])) for k, v in item["names"].items()},
+            {k: None if v is None else tuple(str(x) for x in v) for k, v in item["names"].items()},
         )
         sources[name] = dict(item["rows"])
     rejects = [
