@@ -429,6 +429,9 @@ def identifier_evidence(
     for side in (0, 1):
         chosen = [by_name[pair[side]] for pair in pairs]
         columns = {**_rows(chosen, names), **_name_columns(chosen, linkage.names)}
+        # twins share the birth date, and a co-twin's number is the likeliest identifier
+        # mix-up: the same birth date is no evidence for the link, only the month is
+        columns["birth_date"] = columns["birth_date_swap"] = [None] * len(pairs)
         columns["unique_id"] = [f"{n:09d}{'lr'[side]}" for n in range(len(pairs))]
         columns["pair"] = [f"{n:09d}" for n in range(len(pairs))]
         columns["centre"] = [str(side)] * len(pairs)
