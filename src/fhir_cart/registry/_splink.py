@@ -91,7 +91,8 @@ def _dice_sql(kind: str, at_least: float) -> str:
     shared = " + ".join(
         f"CAST(bit_count(CAST({w}_l AS BIGINT) & CAST({w}_r AS BIGINT)) AS INT)" for w in words
     )
-    return f"(2.0 * ({shared}) >= {at_least} * ({count('l')} + {count('r')}))"
+    percent = round(at_least * 100)  # whole numbers: no decimal or float rounding to differ
+    return f"(200 * ({shared}) >= {percent} * ({count('l')} + {count('r')}))"
 
 
 def _name_comparison(kind: str, priors: bool) -> Any:
