@@ -155,3 +155,14 @@ def test_splink_compares_bloom_filters_by_dice_as_python_does() -> None:
         assert levels["name_given_name"] == expected, (score, levels)
     pair = (min(one.pseudonym, other.pseudonym), max(one.pseudonym, other.pseudonym))
     assert vectors[pair]["name_given_name"] == 2
+
+
+def test_bloom_words_reach_duckdb_with_every_bit() -> None:
+    """A column of 64-bit words with a missing name among them: through a float column the
+    low bits were lost and Dice levels came out wrong (the Spark test found it)."""
+    from fhir_cart.registry import _splink
+
+    word = 4612816610586066946  # not a float's integer
+    columns = {"unique_id": ["1", "2"], "centre": ["a", "a"], "name_x_b0": [word, None]}
+    frame = _splink._tables(columns, ["a"], None, {"name_x_b0"})[0]
+    assert int(frame["name_x_b0"][0]) == word

@@ -293,10 +293,11 @@ def _tables(
         return [
             spark.createDataFrame([r for c, r in rows if c == centre], schema) for centre in centres
         ]
-    frame = pd.DataFrame(columns)
-    for name in columns:  # 64-bit words, kept as such (a float would lose bits)
-        if name in words:
-            frame[name] = frame[name].astype("Int64")
+    # 64-bit words straight into a nullable integer array: through a float column (what
+    # pandas makes of ints and None) they would lose their low bits
+    frame = pd.DataFrame(
+        {n: pd.array(v, dtype="Int64") if n in words else v for n, v in columns.items()}
+    )
     return [
         frame[frame["centre"] == c].drop(columns=["centre"]).reset_index(drop=True) for c in centres
     ]
