@@ -315,3 +315,38 @@ def test_registry_event_ids_are_those_of_the_clear_records(tmp_path: Path) -> No
     found = {e.event_id for case in built.registry.cases for e in case.events}
     assert found
     assert found <= expected
+
+
+def test_sealing_in_place_is_sealing_and_moving_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build from a file seals its records with the dates left in place (one pass):
+    that must be exactly what sealing and moving the dates back gives (ISO dates written
+    another way, partial dates and values that are no date included)."""
+    from fhir_cart.records import Case, Event, PatientRecord, When
+    from fhir_cart.registry import extract
+    from fhir_cart.registry.definition import RegistryDef
+    from fhir_cart.registry.extract import seal, unseal
+
+    # the concept library has no date attribute yet: a mapping's own concepts may have
+    monkeypatch.setattr(extract, "_date_attributes", lambda _: {"relapse_date", "surgery_date"})
+    events = (
+        Event(event_id="d1", concept="diagnosis", when=When(date=dt.date(2019, 3, 7)),
+              attributes={"relapse_date": "20190514", "surgery_date": "05/2019"}),
+        Event(event_id="h1", concept="hsct", when=When(date=dt.date(2020, 1, 1),
+              precision="year"), end=When(date=dt.date(2020, 2, 29))),
+    )  # fmt: skip
+    case = Case(
+        patient=PatientRecord(study_id="B-1", centre="berlin", birth_date=dt.date(2012, 2, 29),
+                              attributes={"relapse_date": "2019-05-14"}),
+        events=events,
+    )  # fmt: skip
+    definition = RegistryDef.model_validate(
+        {"name": "x", "centres": [{"id": "berlin", "extract": "b.zip"}]}
+    )
+    key = Pseudonymiser(KEY)
+    args = ("berlin", [case], [], [], {"B-1": {"": "f, row 2"}}, definition, key, None)
+    in_place = seal(*args, moved=False)
+    assert in_place == unseal(seal(*args), key)
+    assert in_place.cases[0].events[0].when == events[0].when
+    assert in_place.cases[0].patient.study_id != "B-1"
+    assert in_place.cases[0].patient.attributes["relapse_date"] == "2019-05-14"
+    assert str(in_place.cases[0].events[0].attributes["surgery_date"]).startswith("#")

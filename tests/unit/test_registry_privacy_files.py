@@ -5,8 +5,9 @@ files, built in both date modes. Every output is searched (Parquet values, colum
 and metadata, CSV, XLSX, JSON, NDJSON, the logs) for every source identifier, name, date in
 several renderings, row reference, file name and piece of free text.
 
-The work folder is not an output (it holds the centres' records by design) and is kept
-elsewhere."""
+The names are read and linked on (``linkage.names``). The work folder is not an output (it
+holds the centres' dates by design) and is kept elsewhere; names, identifiers, free text and
+rows reach it only as keyed tokens."""
 
 from __future__ import annotations
 
@@ -97,9 +98,10 @@ date_formats: ["%d.%m.%Y"]
 csv_delimiter: ";"
 patient_attributes:
   national_id: {label: Insurance number, type: text}
+  patient_name: {label: Name, type: text}
 patients:
   columns: {study_id: Patienten-ID, sex: Geschlecht, birth_date: Geburtsdatum,
-            national_id: Versichertennummer}
+            national_id: Versichertennummer, patient_name: Name}
   values:
     sex: {w: female, m: male}
 events:
@@ -112,7 +114,6 @@ events:
     concept: cart_infusion
     columns: {when_date: CAR-T Datum, product: Produkt}
 ignore:
-  Name: direct identifier
   Bemerkung: free text
 """
 
@@ -120,9 +121,11 @@ ROTTERDAM_MAPPING = """\
 centre: rotterdam
 patient_attributes:
   national_id: {label: Insurance number, type: text}
+  patient_name: {label: Name, type: text}
 patients:
   source: patients.csv
-  columns: {study_id: patient, sex: sex, birth_date: birth_date, national_id: insurance_number}
+  columns: {study_id: patient, sex: sex, birth_date: birth_date, national_id: insurance_number,
+            patient_name: name}
 events:
   - name: events
     source: events.csv
@@ -132,7 +135,6 @@ events:
       concept: {CAR-T infusion: {concept: cart_infusion}, MRD: mrd, diagnosis: diagnosis}
       value: {B-ALL: b_all, neg: negative}
 ignore:
-  name: direct identifier
   note: free text
 """
 
@@ -140,9 +142,11 @@ LONDON_MAPPING = """\
 centre: london
 patient_attributes:
   national_id: {label: Insurance number, type: text}
+  patient_name: {label: Name, type: text}
 patients:
   source: Patients
-  columns: {study_id: Patient ID, sex: Sex, birth_date: DOB, national_id: NHS number}
+  columns: {study_id: Patient ID, sex: Sex, birth_date: DOB, national_id: NHS number,
+            patient_name: Patient name}
   values:
     sex: {F: female, M: male}
 events:
@@ -155,7 +159,6 @@ events:
       concept: {CAR-T: {concept: cart_infusion}, MRD: mrd, Diagnosis: diagnosis}
       value: {B-ALL: b_all, neg: negative}
 ignore:
-  Patient name: direct identifier
   Comment: free text
 """
 
@@ -231,7 +234,7 @@ centres:
   - {{id: berlin, mapping: mappings/berlin.yaml, data: berlin/berlin.csv, roles: [referring]}}
   - {{id: rotterdam, mapping: mappings/rotterdam.yaml, data: rotterdam, roles: [treating]}}
   - {{id: london, mapping: mappings/london.yaml, data: london/london.xlsx, roles: [treating]}}
-linkage: {{identifiers: [national_id], threshold: 0.9}}
+linkage: {{identifiers: [national_id], names: [patient_name], threshold: 0.9}}
 pseudonymisation: {{dates: {mode}, anchor: diagnosis, keep_text: [product]}}
 conflicts:
   rules:
@@ -327,3 +330,11 @@ def test_no_source_value_reaches_any_output(
     assert {k: v for k, v in found.items() if v} == {}
     rows = {where: re.findall(r"(?i)\brow \d+", text) for where, text in outputs.items()}
     assert {k: v for k, v in rows.items() if v} == {}
+    # the work folder holds the dates as read, but names, identifiers, study ids, free text
+    # and rows only as keyed tokens (names compared as tokens and Bloom filters)
+    work = every_output(tmp_path / "work")
+    assert any("centres" in where for where in work)
+    held = centres.identifiers | centres.names | centres.free_text | centres.files
+    found = {where: leaks(text, held) for where, text in work.items()}
+    assert {k: v for k, v in found.items() if v} == {}
+    assert all(re.search(r"(?i)\brow \d+", text) is None for text in work.values())

@@ -36,8 +36,8 @@ def _case(centre: str, sid: str, sex: str, birth: D, dx: D, inf: D | None = None
 def centres() -> dict[str, list[Case]]:
     """Twins' mix-up: London typed twin T1's national id into co-twin T2's record (same
     birth date; another sex, diagnosis and infusion). S1/S2 share an id and are one child
-    (diagnosis typed ten days off). N1/N2 have no id in common and one date nearly
-    agreeing: a hard case. F1/F2 are two other children."""
+    (diagnosis typed ten days off). N1/N2 have no id in common, are born the same month
+    (another day) and one date nearly agrees: a hard case. F1/F2 are two other children."""
     return {
         "berlin": [
             _case("berlin", "T1", "female", D(2012, 5, 14), D(2019, 3, 7), D(2019, 9, 1), "111"),
@@ -48,7 +48,7 @@ def centres() -> dict[str, list[Case]]:
         "london": [
             _case("london", "T2", "male", D(2012, 5, 14), D(2020, 10, 1), D(2021, 2, 2), "111"),
             _case("london", "S2", "male", D(2010, 1, 20), D(2016, 2, 12), nid="222"),
-            _case("london", "N2", "female", D(2014, 6, 10), D(2020, 5, 25), D(2021, 9, 9)),
+            _case("london", "N2", "female", D(2014, 6, 12), D(2020, 5, 25), D(2021, 9, 9)),
             _case("london", "F2", "female", D(2011, 8, 8), D(2018, 8, 8)),
         ],
         "rotterdam": [],
@@ -203,3 +203,15 @@ def test_a_pair_an_identifier_links_is_not_put_to_review() -> None:
     assert [k.method for k in settled.links] == ["identifier"]
     contradicted = settle(identifier, band, {(a, b): band[0]}, {}, {a, b}, 0.9)
     assert [r.reason for r in contradicted.review] == ["identifier contradicted"]
+
+
+def test_name_and_birth_levels_are_described_in_words() -> None:
+    from fhir_cart.registry.review import describe
+
+    agree, differ, missing = describe(
+        [("birth_ym", 5), ("name_family_name", 3), ("name_given_name", 2), ("sex", 0)]
+    )
+    assert agree == ["birth_ym: same birth date", "name_family_name: same sound",
+                     "name_given_name: most letter pairs shared"]  # fmt: skip
+    assert differ == ["sex"]
+    assert missing == []

@@ -17,6 +17,7 @@ from typing import Any
 
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, content_order
+from fhir_cart.registry.names import BLOOM_BITS, bloom_words
 
 __all__ = ["comparison_vectors", "identifier_evidence", "predict"]
 
@@ -34,11 +35,30 @@ _DATE_PRIORS = (
     (0.02, 0.012),
     (0.02, 0.98),
 )
-_BIRTH_PRIORS = ((0.9, 0.005), (0.06, 0.06), (0.02, 0.05), (0.02, 0.885))
+# Birth: the same day, day and month transposed, the same month, the same year, one
+# character of year-month typed wrong, else (random pairs of children share a birthday
+# about once in 5,000 when born within 15 years).
+_BIRTH_PRIORS = (
+    (0.85, 0.0002),
+    (0.02, 0.0002),
+    (0.05, 0.005),
+    (0.04, 0.06),
+    (0.02, 0.05),
+    (0.02, 0.8846),
+)
 _SEX_PRIORS = ((0.98, 0.5), (0.02, 0.5))
 # A name: the same spelling (random pairs share a common one a few times in a hundred; the
-# term frequencies adjust this per name when trained), the same sound, else.
-_NAME_PRIORS = ((0.9, 0.03), (0.07, 0.02), (0.03, 0.95))
+# term frequencies adjust this per name when trained), the same sound, most letter pairs
+# shared (Dice of the Bloom filters), many shared, else.
+_NAME_PRIORS = ((0.9, 0.03), (0.04, 0.02), (0.03, 0.005), (0.015, 0.02), (0.015, 0.925))
+DICE_LEVELS = (0.75, 0.55)
+"""Dice of two names' Bloom filters for the name levels below the same sound: one letter
+typed wrong or written another way in an eight-letter name gives about 0.7-0.85, two
+unrelated names about 0.2 (random bits of 256 shared)."""
+U_PAIRS = 5e5
+"""Random pairs u is estimated from. 2e6 gave the same links on 3,000 and 30,000 generated
+persons and a 1.2 GiB spike whatever the registry's size (benchmarks/results/registry.md);
+at 5e5 a date's exact agreement (u about 1/3,650) is still seen about 140 times."""
 EXPECTED_SHARED = 0.15
 """Share of records expected to have a match in another centre (prior of the model)."""
 
@@ -49,27 +69,56 @@ def _name_columns(records: Sequence[Any], kinds: Sequence[str]) -> dict[str, lis
         tokens = [getattr(r, "names", {}).get(kind) for r in records]
         columns[f"name_{kind}"] = [None if t is None else t[0] for t in tokens]
         columns[f"name_{kind}_sound"] = [None if t is None else t[1] for t in tokens]
+        words = [bloom_words(None if t is None or len(t) < 3 else t[2]) for t in tokens]
+        for n in range(BLOOM_BITS // 64):  # an older extract has none: no Dice level fires
+            columns[f"name_{kind}_b{n}"] = [w[n] for w in words]
     return columns
+
+
+def _bloom_columns(kinds: Sequence[str]) -> set[str]:
+    return {f"name_{kind}_b{n}" for kind in kinds for n in range(BLOOM_BITS // 64)}
+
+
+def _dice_sql(kind: str, at_least: float) -> str:
+    """Dice of the two Bloom filters of a name field at least ``at_least``, in SQL that
+    DuckDB and Spark read alike (unquoted column names, ``bit_count`` on 64-bit words,
+    counted as INT: DuckDB's is an 8-bit integer that overflows when summed)."""
+    words = [f"name_{kind}_b{n}" for n in range(BLOOM_BITS // 64)]
+
+    def count(side: str) -> str:
+        return " + ".join(f"CAST(bit_count(CAST({w}_{side} AS BIGINT)) AS INT)" for w in words)
+
+    shared = " + ".join(
+        f"CAST(bit_count(CAST({w}_l AS BIGINT) & CAST({w}_r AS BIGINT)) AS INT)" for w in words
+    )
+    percent = round(at_least * 100)  # whole numbers: no decimal or float rounding to differ
+    return f"(200 * ({shared}) >= {percent} * ({count('l')} + {count('r')}))"
 
 
 def _name_comparison(kind: str, priors: bool) -> Any:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
-    p = _NAME_PRIORS if priors else (None,) * 3
+    p = _NAME_PRIORS if priors else (None,) * 5
+    dice = [
+        _level(cll.CustomLevel(_dice_sql(kind, at), f"Dice of letter pairs >= {at}"), p[2 + n])
+        for n, at in enumerate(DICE_LEVELS)
+    ]
     return cl.CustomComparison(
         output_column_name=f"name_{kind}",
         comparison_levels=[
             cll.NullLevel(f"name_{kind}"),
             _level(cll.ExactMatchLevel(f"name_{kind}", term_frequency_adjustments=True), p[0]),
             _level(cll.ExactMatchLevel(f"name_{kind}_sound"), p[1]),
-            _level(cll.ElseLevel(), p[2]),
+            *dice,
+            _level(cll.ElseLevel(), p[4]),
         ],
     )
 
 
 def _rows(records: Sequence[Any], names: list[str]) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {"unique_id": [], "sex": [], "birth_year": [], "birth_ym": []}
+    columns: dict[str, list[Any]] = {"unique_id": [], "sex": [], "birth_year": [], "birth_ym": [],
+                                     "birth_date": [], "birth_date_swap": []}  # fmt: skip
     for name in names:
         columns[name] = []
         columns[f"{name}_swap"] = []
@@ -79,6 +128,9 @@ def _rows(records: Sequence[Any], names: list[str]) -> dict[str, list[Any]]:
         year, month = record.birth_year, record.birth_month
         columns["birth_year"].append(None if year is None else str(year))
         columns["birth_ym"].append(None if year is None or month is None else f"{year}-{month:02}")
+        born = getattr(record, "birth_date", None)
+        columns["birth_date"].append(None if born is None else born.isoformat())
+        columns["birth_date_swap"].append(_swapped(born))
         for name in names:
             value = record.dates.get(name)
             columns[name].append(None if value is None else value.isoformat())
@@ -137,15 +189,21 @@ def _birth_comparison(priors: bool) -> Any:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
-    p = _BIRTH_PRIORS if priors else (None,) * 4
+    p = _BIRTH_PRIORS if priors else (None,) * 6
+    swapped = cll.Or(
+        cll.ColumnsReversedLevel("birth_date_swap", "birth_date"),
+        cll.ColumnsReversedLevel("birth_date", "birth_date_swap"),
+    ).configure(label_for_charts="day and month transposed")
     return cl.CustomComparison(
         output_column_name="birth_ym",
         comparison_levels=[
             cll.NullLevel("birth_ym"),
-            _level(cll.ExactMatchLevel("birth_ym"), p[0]),
-            _level(cll.ExactMatchLevel("birth_year"), p[1]),
-            _level(cll.LevenshteinLevel("birth_ym", 1), p[2]),
-            _level(cll.ElseLevel(), p[3]),
+            _level(cll.ExactMatchLevel("birth_date"), p[0]),
+            _level(swapped, p[1]),
+            _level(cll.ExactMatchLevel("birth_ym"), p[2]),
+            _level(cll.ExactMatchLevel("birth_year"), p[3]),
+            _level(cll.LevenshteinLevel("birth_ym", 1), p[4]),
+            _level(cll.ElseLevel(), p[5]),
         ],
     )
 
@@ -168,7 +226,9 @@ def _sex_comparison(priors: bool) -> Any:
 def _settings(
     linkage: LinkageDef, names: list[str], priors: bool, prior_match: float, levels: bool = False
 ) -> Any:
-    from splink import SettingsCreator, block_on
+    from splink import SettingsCreator
+
+    from fhir_cart.registry.blocking import blocking_rules
 
     comparisons = [_date_comparison(name, priors) for name in names]
     comparisons += [_name_comparison(kind, priors) for kind in linkage.names]
@@ -176,13 +236,10 @@ def _settings(
         comparisons.insert(0, _birth_comparison(priors))
     if linkage.sex:
         comparisons.insert(1 if linkage.birth else 0, _sex_comparison(priors))
-    blocking: list[Any] = [block_on(name) for name in names]
-    if linkage.birth:
-        blocking.insert(0, block_on("birth_ym", "sex") if linkage.sex else block_on("birth_ym"))
     return SettingsCreator(
         link_type="link_only",
         comparisons=comparisons,
-        blocking_rules_to_generate_predictions=blocking,
+        blocking_rules_to_generate_predictions=blocking_rules(linkage),
         probability_two_random_records_match=prior_match,
         # splink keeps the levels (gamma) only beside the compared values; those stay in
         # memory (:func:`comparison_vectors` reads the levels alone)
@@ -221,19 +278,26 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
     return DuckDBAPI(connection=connection), None
 
 
-def _tables(columns: dict[str, list[Any]], centres: list[str], spark: Any) -> list[Any]:
+def _tables(
+    columns: dict[str, list[Any]], centres: list[str], spark: Any, words: set[str]
+) -> list[Any]:
+    """One table per centre; ``words``: the columns of 64-bit words (Bloom filters)."""
     import pandas as pd  # type: ignore[import-untyped]
 
     if spark is not None:  # rows straight to Spark: no pandas conversion on the way
         names = [n for n in columns if n != "centre"]
-        schema = ", ".join(f"{n} string" for n in names)
+        schema = ", ".join(f"{n} {'bigint' if n in words else 'string'}" for n in names)
         rows = list(
             zip(columns["centre"], zip(*(columns[n] for n in names), strict=True), strict=True)
         )
         return [
             spark.createDataFrame([r for c, r in rows if c == centre], schema) for centre in centres
         ]
-    frame = pd.DataFrame(columns)
+    # 64-bit words straight into a nullable integer array: through a float column (what
+    # pandas makes of ints and None) they would lose their low bits
+    frame = pd.DataFrame(
+        {n: pd.array(v, dtype="Int64") if n in words else v for n, v in columns.items()}
+    )
     return [
         frame[frame["centre"] == c].drop(columns=["centre"]).reset_index(drop=True) for c in centres
     ]
@@ -242,7 +306,7 @@ def _tables(columns: dict[str, list[Any]], centres: list[str], spark: Any) -> li
 def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
     from splink import block_on
 
-    linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=linkage.seed)
+    linker.training.estimate_u_using_random_sampling(max_pairs=U_PAIRS, seed=linkage.seed)
     # Each pass learns m of the fields its blocking rule leaves free. Exact-date blocks are
     # small (a few records per day); the birth month block is large, so it comes last.
     rules = [block_on(name) for name in names[:2]]
@@ -295,7 +359,7 @@ def _linker(
         }
     db_api, spark = _db_api(linkage, spark)
     linker = Linker(
-        _tables(columns, centres, spark),
+        _tables(columns, centres, spark, _bloom_columns(linkage.names)),
         settings,
         db_api,
         set_up_basic_logging=False,
@@ -367,6 +431,9 @@ def identifier_evidence(
     for side in (0, 1):
         chosen = [by_name[pair[side]] for pair in pairs]
         columns = {**_rows(chosen, names), **_name_columns(chosen, linkage.names)}
+        # twins share the birth date, and a co-twin's number is the likeliest identifier
+        # mix-up: the same birth date is no evidence for the link, only the month is
+        columns["birth_date"] = columns["birth_date_swap"] = [None] * len(pairs)
         columns["unique_id"] = [f"{n:09d}{'lr'[side]}" for n in range(len(pairs))]
         columns["pair"] = [f"{n:09d}" for n in range(len(pairs))]
         columns["centre"] = [str(side)] * len(pairs)
@@ -384,8 +451,9 @@ def identifier_evidence(
         "retain_intermediate_calculation_columns": True,
     }
     db_api, spark = _db_api(linkage, spark)
+    tables = _tables(merged, ["0", "1"], spark, _bloom_columns(linkage.names))
     linker = Linker(
-        _tables(merged, ["0", "1"], spark), settings, db_api, set_up_basic_logging=False,
+        tables, settings, db_api, set_up_basic_logging=False,
         input_table_aliases=[f"ids_{uuid.uuid4().hex[:12]}_{n}" for n in range(2)],
     )  # fmt: skip
     found = linker.inference.predict()

@@ -128,8 +128,9 @@ class WorkFolder:
     """The registry holder's working copy, so that a rebuild reads again only the centres
     whose files changed and scores only the pairs that touch them.
 
-    It holds each centre's records as read (identifiers and dates included): keep it where
-    the centre files are kept, never beside the registry output."""
+    It holds each centre's records sealed as the build uses them (identifiers, names and
+    free text only as keyed tokens, but the dates as read): keep it where the centre files
+    are kept, never beside the registry output."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -157,7 +158,12 @@ class WorkFolder:
                 [Reject(**r) for r in raw["rejects"]],
                 list(raw["unmapped"]),
                 dict(raw.get("sources", {})),
-            )
+                {
+                    name: RecordKeys(tuple(k[0]), {n: None if v is None else tuple(v)
+                                                   for n, v in k[1].items()})
+                    for name, k in raw["keys"].items()
+                },
+            )  # fmt: skip
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self._unreadable(path, exc, f"centre {centre_id} is read again")
             return None
@@ -170,7 +176,12 @@ class WorkFolder:
             "rejects": [r.as_dict() for r in data.rejects],
             "unmapped": [str(u) for u in data.unmapped_columns],
             "sources": data.sources,
-        }
+            "keys": {
+                name: [list(k.identifiers), {n: None if v is None else list(v)
+                                             for n, v in k.names.items()}]
+                for name, k in (data.keys or {}).items()
+            },
+        }  # fmt: skip
         tables._write_if_changed(self.folder / "centres" / f"{centre_id}.json", orjson.dumps(raw))
 
     def link_state(self) -> LinkState | None:
@@ -238,9 +249,9 @@ def sealed_centre(
     memory): the build works on this form only, so a file and an extract build alike."""
     sealed = seal(
         centre, data.cases, data.rejects, [str(c) for c in data.unmapped_columns],
-        data.sources, definition, pseudonyms, library,
+        data.sources, definition, pseudonyms, library, moved=False,
     )  # fmt: skip
-    return _opened(unseal(sealed, pseudonyms))
+    return _opened(sealed)
 
 
 def _opened(sealed: Sealed) -> CentreData:
@@ -248,6 +259,13 @@ def _opened(sealed: Sealed) -> CentreData:
         sealed.cases, sealed.rejects, list(sealed.unmapped_columns), sealed.sources,
         sealed.keys,
     )  # fmt: skip
+
+
+def _sealing_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
+    """What a centre's sealed records depend on besides its files: the key, what linkage
+    compares and what is dropped (the work folder's records are sealed under them)."""
+    text = definition.linkage.model_dump_json() + definition.pseudonymisation.model_dump_json()
+    return hashlib.sha256((text + pseudonyms.fingerprint()).encode()).hexdigest()
 
 
 def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
@@ -639,13 +657,15 @@ def build_registry(
             read.append(centre.id)
             step("read", n, len(definition.centres))
             continue
-        cached = None if folder is None or force else folder.centre(centre.id, inputs[centre.id])
+        sealing = f"{inputs[centre.id]}:{_sealing_fingerprint(definition, pseudonyms)}"
+        cached = None if folder is None or force else folder.centre(centre.id, sealing)
         if cached is None:
-            cached = reader(centre, definition)
+            read_now = reader(centre, definition)
             read.append(centre.id)
+            cached = sealed_centre(centre.id, read_now, definition, pseudonyms, library)
             if folder is not None:
-                folder.save_centre(centre.id, inputs[centre.id], cached)
-        data[centre.id] = sealed_centre(centre.id, cached, definition, pseudonyms, library)
+                folder.save_centre(centre.id, sealing, cached)
+        data[centre.id] = cached
         step("read", n, len(definition.centres))
     registry = assemble(
         definition, data, sources, pseudonyms=pseudonyms, library=library,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -224,8 +225,20 @@ class RegistryDef(BaseModel):
         listed = list(self.conflicts.default)
         return listed + [c.id for c in self.centres if c.id not in listed]
 
+    @cached_property
+    def preferences(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Fields asked so far -> :meth:`preference` (the merge asks for every patient)."""
+        return {}
+
     def preference(self, field: str) -> tuple[list[str], str]:
         """Centres in the order trusted for ``field``, and the rule's description."""
+        known = self.preferences.get(field)
+        if known is None:
+            order, rule = self._preference(field)
+            known = self.preferences[field] = (tuple(order), rule)
+        return list(known[0]), known[1]
+
+    def _preference(self, field: str) -> tuple[list[str], str]:
         order = self.centre_order()
         for rule in self.conflicts.rules:
             if rule.field == field:

@@ -71,7 +71,7 @@ class RecordKeys:
     """A sealed record's linkage keys in keyed form (what the build compares)."""
 
     identifiers: tuple[str, ...] = ()
-    names: dict[str, tuple[str, str] | None] = field(default_factory=dict)
+    names: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,22 +85,34 @@ class Shift:
     def of(cls, pseudonyms: Pseudonymiser) -> Shift:
         return cls(pseudonyms.offset("extract-days", 3650), pseudonyms.offset("extract-years", 20))
 
+    @property
+    def none(self) -> bool:
+        """No move at all (:func:`seal` with ``moved=False``: the dates stay in place)."""
+        return self.days == 0 and self.years == 0
+
     def date(self, value: dt.date, precision: Precision, back: bool = False) -> dt.date:
+        if self.none:
+            return value
         sign = -1 if back else 1
         if precision == "day":
             return value + dt.timedelta(days=sign * self.days)
         return value.replace(year=value.year + sign * self.years)
 
     def when(self, when: When | None, back: bool = False) -> When | None:
-        if when is None or when.date is None:
+        if when is None or when.date is None or self.none:
             return when
         return when.model_copy(update={"date": self.date(when.date, when.precision, back)})
 
     def iso(self, value: Scalar, back: bool = False) -> Scalar:
+        moved = self.iso_date(value, back)
+        return value if moved is None else moved
+
+    def iso_date(self, value: Scalar, back: bool = False) -> str | None:
+        """An ISO date moved (written as ISO), None when the value is no ISO date."""
         try:
             parsed = dt.date.fromisoformat(str(value))
         except ValueError:
-            return value
+            return None
         return self.date(parsed, "day", back).isoformat()
 
 
@@ -151,8 +163,8 @@ def _attributes(
         if key in hidden:
             found[key] = withheld(pseudonyms, str(value))
         elif key in dates:
-            moved = shift.iso(value)  # a value that is no ISO date cannot move: withheld
-            found[key] = withheld(pseudonyms, str(value)) if moved == value else moved
+            moved = shift.iso_date(value)  # a value that is no ISO date cannot move: withheld
+            found[key] = withheld(pseudonyms, str(value)) if moved is None else moved
         elif isinstance(value, str):
             found[key] = _text(pseudonyms, value) or value
         else:
@@ -209,11 +221,16 @@ def seal(
     definition: RegistryDef,
     pseudonyms: Pseudonymiser,
     library: ConceptLibrary | None,
+    *,
+    moved: bool = True,
 ) -> Sealed:
-    """One centre's records as read from its file, sealed (pure)."""
+    """One centre's records as read from its file, sealed (pure). ``moved=False``: the
+    dates stay where they are, in one pass what :func:`unseal` gives of the sealed records
+    (the build's form of a centre read from its file)."""
     from fhir_cart.registry.linkage import linkage_record
 
-    shift, dates = Shift.of(pseudonyms), _date_attributes(library)
+    shift = Shift.of(pseudonyms) if moved else Shift(0, 0)
+    dates = _date_attributes(library)
     linkage = definition.linkage
     hidden = set(linkage.identifiers) | set(linkage.names)
     hidden |= set(definition.pseudonymisation.drop_patient_attributes)
@@ -395,7 +412,7 @@ def read_extract(path: Path, centre: str, pseudonyms: Pseudonymiser) -> Sealed:
         cases.append(case)
         keys[name] = RecordKeys(
             tuple(item["identifiers"]),
-            {k: None if v is None else (str(v[0]), str(v[1])) for k, v in item["names"].items()},
+            {k: None if v is None else tuple(str(x) for x in v) for k, v in item["names"].items()},
         )
         sources[name] = dict(item["rows"])
     rejects = [

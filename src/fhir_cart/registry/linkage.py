@@ -1,8 +1,9 @@
 """Linking one patient's records across centres.
 
 1. Deterministic: records whose shared identifiers (compared as keyed pseudonyms) agree.
-2. Probabilistic (Fellegi-Sunter, with splink): birth year and month, sex and the first date
-   of key events (diagnosis, CAR-T infusion, transplant). Each date comparison knows the
+2. Probabilistic (Fellegi-Sunter, with splink): the birth date (whole, or year and month),
+   sex, the names (keyed tokens and Bloom filters, :mod:`.names`) and the first date of key
+   events (diagnosis, CAR-T infusion, transplant). Each date comparison knows the
    usual corruptions: exact, day and month transposed, one typed character, within 30 days.
    splink runs embedded on DuckDB; the same model runs on Spark (``backend: spark``) when a
    registry outgrows one machine.
@@ -26,7 +27,7 @@ from typing import Any
 from fhir_cart.records import Case
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, Method, content_order
-from fhir_cart.registry.names import normalise_name, soundex
+from fhir_cart.registry.names import bloom, normalise_name, soundex
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 
 __all__ = [
@@ -53,10 +54,14 @@ class LinkRecord:
     sex: str | None = None
     birth_year: int | None = None
     birth_month: int | None = None
+    birth_date: dt.date | None = None
+    """The whole birth date, when the centre recorded its day."""
     dates: dict[str, dt.date | None] = field(default_factory=dict)
     identifiers: tuple[str, ...] = ()
-    names: dict[str, tuple[str, str] | None] = field(default_factory=dict)
-    """Name attribute -> keyed tokens of its normalised spelling and of its sound."""
+    names: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+    """Name attribute -> keyed tokens of its normalised spelling and of its sound, and its
+    keyed Bloom filter (:func:`~fhir_cart.registry.names.bloom`; absent from an extract
+    made by an older fhir-cart)."""
 
 
 @dataclass
@@ -94,7 +99,7 @@ def linkage_record(
     case: Case,
     linkage: LinkageDef,
     pseudonyms: Pseudonymiser,
-    keyed: tuple[tuple[str, ...], dict[str, tuple[str, str] | None]] | None = None,
+    keyed: tuple[tuple[str, ...], dict[str, tuple[str, ...] | None]] | None = None,
 ) -> LinkRecord:
     """The linkage keys of one centre's patient. ``keyed``: the record is sealed
     (:mod:`.extract`): its study id is already its pseudonym, and these are its identifier
@@ -107,12 +112,13 @@ def linkage_record(
         raw = patient.study_id if kind == "study_id" else patient.attributes.get(kind)
         if raw is not None and str(raw).strip():
             identifiers.append(pseudonyms.identifier(kind, str(raw)))
-    names: dict[str, tuple[str, str] | None] = {}
+    names: dict[str, tuple[str, ...] | None] = {}
     for kind in linkage.names:
         clear = normalise_name(str(patient.attributes.get(kind) or ""))
         names[kind] = (
             (pseudonyms.token(f"name:{kind}", clear),
-             pseudonyms.token(f"name-sound:{kind}", soundex(clear)))
+             pseudonyms.token(f"name-sound:{kind}", soundex(clear)),
+             bloom(clear, pseudonyms.bloom_key(kind)))
             if clear else None
         )  # fmt: skip
     pseudonym = pseudonyms.patient(patient.centre, patient.study_id)
@@ -124,7 +130,7 @@ def _record(
     linkage: LinkageDef,
     pseudonym: str,
     identifiers: tuple[str, ...],
-    names: dict[str, tuple[str, str] | None],
+    names: dict[str, tuple[str, ...] | None],
 ) -> LinkRecord:
     patient = case.patient
     birth = patient.birth_date if linkage.birth else None
@@ -135,6 +141,7 @@ def _record(
         sex=sex,
         birth_year=birth.year if birth else None,
         birth_month=birth.month if birth and patient.birth_precision != "year" else None,
+        birth_date=birth if birth and patient.birth_precision == "day" else None,
         dates={name: _first_date(case, concept) for name, concept in linkage.dates.items()},
         identifiers=tuple(identifiers),
         names=names,

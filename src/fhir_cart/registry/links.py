@@ -28,5 +28,6 @@ def content_order(record: Any) -> tuple[Any, ...]:
     dates), the pseudonym last: sorting by it does not depend on the key, except between
     records identical in every compared field."""
     dates = tuple("" if v is None else v.isoformat() for _, v in sorted(record.dates.items()))
+    born = getattr(record, "birth_date", None)
     return (record.centre, record.sex or "", record.birth_year or 0, record.birth_month or 0,
-            dates, record.pseudonym)  # fmt: skip
+            "" if born is None else born.isoformat(), dates, record.pseudonym)  # fmt: skip

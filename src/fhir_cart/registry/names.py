@@ -1,15 +1,18 @@
 """Names as linkage keys, in keyed form only: a name is normalised (case, accents,
 transliteration of umlauts and ß, particles and hyphens, anything but letters) and then
 compared as two HMAC tokens under the registry key, of the normalised form and of its sound
-(American Soundex, https://www.archives.gov/research/census/soundex). The clear name never
-leaves :func:`name_tokens`."""
+(American Soundex, https://www.archives.gov/research/census/soundex), and as a keyed Bloom
+filter of its letter pairs (:func:`bloom`), compared by Dice, so that a mistyped or
+differently transliterated name still agrees in part. The clear name never leaves
+:func:`fhir_cart.registry.linkage.linkage_record`."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
-__all__ = ["normalise_name", "soundex"]
+__all__ = ["bigrams", "bloom", "bloom_words", "dice", "normalise_name", "soundex"]
 
 _TRANSLITERATE = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae",
                                 "ø": "oe", "å": "aa", "œ": "oe", "ł": "l", "đ": "d"})  # fmt: skip
@@ -42,3 +45,50 @@ def soundex(name: str) -> str:
         if char not in "hw":
             last = code
     return (first + "".join(digits) + "000")[:4]
+
+
+BLOOM_BITS = 256
+"""Bits of a name's Bloom filter (four 64-bit words, so every SQL engine splink runs on
+counts the bits they share with ``bit_count``)."""
+BLOOM_HASHES = 8
+"""Bits set per bigram: about 60 of 256 for an eight-letter name."""
+_WORDS = BLOOM_BITS // 64
+
+
+def bigrams(name: str) -> list[str]:
+    """The letter pairs of a normalised name, padded (``_an``, ``nn``, ``na``, ``a_``)."""
+    padded = f"_{name}_"
+    return [padded[i : i + 2] for i in range(len(padded) - 1)] if name else []
+
+
+def bloom(name: str, key: bytes) -> str:
+    """A keyed Bloom filter of the name's bigrams, as clkhash encodes them with BLAKE2
+    (https://clkhash.readthedocs.io, ``blakeHash``): each bigram's keyed BLAKE2b digest is
+    cut into ``BLOOM_HASHES`` bytes, each a bit to set. ``key``: a per-registry, per-field
+    key (:meth:`Pseudonymiser.bloom_key`). Written as four signed 64-bit words joined by
+    ``.`` ('' for an empty name); Dice on two of them is about how many bigrams they share."""
+    if not name:
+        return ""
+    words = [0] * _WORDS
+    for gram in bigrams(name):
+        digest = hashlib.blake2b(gram.encode(), key=key, digest_size=BLOOM_HASHES).digest()
+        for byte in digest:
+            words[byte // 64] |= 1 << (byte % 64)
+    signed = [w - (1 << 64) if w >= 1 << 63 else w for w in words]
+    return ".".join(str(w) for w in signed)
+
+
+def bloom_words(encoded: str | None) -> list[int | None]:
+    """The four words of :func:`bloom` (None each for a missing or empty encoding)."""
+    if not encoded:
+        return [None] * _WORDS
+    return [int(w) for w in encoded.split(".")]
+
+
+def dice(one: str, other: str) -> float:
+    """Dice coefficient of two encodings (the SQL of the linkage model computes the same)."""
+    a = [int(w) & ((1 << 64) - 1) for w in one.split(".")]
+    b = [int(w) & ((1 << 64) - 1) for w in other.split(".")]
+    shared = sum(bin(x & y).count("1") for x, y in zip(a, b, strict=True))
+    total = sum(bin(x).count("1") for x in a) + sum(bin(y).count("1") for y in b)
+    return 2 * shared / total if total else 0.0

@@ -80,6 +80,11 @@ class Pseudonymiser:
         """A centre's patient, as the registry sees them."""
         return "p" + self.token("patient", f"{centre}\x1f{study_id}")
 
+    def bloom_key(self, kind: str) -> bytes:
+        """The key of a name field's Bloom filters (:func:`~fhir_cart.registry.names.bloom`):
+        derived from the registry key, one per field."""
+        return hmac.new(self.key, f"name-bloom\x1f{kind}".encode(), hashlib.sha256).digest()
+
     def identifier(self, kind: str, value: str) -> str:
         """A shared identifier (compared across centres, never stored)."""
         return self.token(f"identifier:{kind}", normalise_identifier(value))

@@ -23,7 +23,19 @@ _DATE_LEVELS = {
 }
 _LEVELS: dict[str, dict[int, str]] = {
     "sex": {1: "same"},
-    "birth_ym": {3: "same year and month", 2: "same year", 1: "one character off"},
+    "birth_ym": {
+        5: "same birth date",
+        4: "day and month transposed",
+        3: "same year and month",
+        2: "same year",
+        1: "one character off",
+    },
+}
+_NAME_LEVELS = {
+    4: "same spelling",
+    3: "same sound",
+    2: "most letter pairs shared",
+    1: "many letter pairs shared",
 }
 
 
@@ -37,7 +49,8 @@ def describe(evidence: Iterable[tuple[str, int]]) -> tuple[list[str], list[str],
         elif level == 0:
             differ.append(name)
         else:
-            label = _LEVELS.get(name, _DATE_LEVELS).get(level, f"level {level}")
+            levels = _NAME_LEVELS if name.startswith("name_") else _DATE_LEVELS
+            label = _LEVELS.get(name, levels).get(level, f"level {level}")
             agree.append(f"{name}: {label}")
     return agree, differ, missing
 
