@@ -293,9 +293,13 @@ class Application:
         and the unverified codes emitted (see :func:`fhir_cart.usecases.study.map_study`)."""
         from fhir_cart.usecases import study
 
-        return study.map_study(self, request, check_rejects=check_rejects,
-                               on_unmapped_columns=on_unmapped_columns,
-                               on_warnings=on_warnings)  # fmt: skip
+        return study.map_study(
+            self,
+            request,
+            check_rejects=check_rejects,
+            on_unmapped_columns=on_unmapped_columns,
+            on_warnings=on_warnings,
+        )
 
     def summary(
         self,
@@ -394,19 +398,26 @@ class Application:
 
         ctx = self.mapping_context(mapping, strict=strict)
         plan, report = await run_push(
-            cases=cases, ctx=ctx, server=target, cache=cache, dry_run=dry_run, run_id=run_id,
+            cases=cases,
+            ctx=ctx,
+            server=target,
+            cache=cache,
+            dry_run=dry_run,
+            run_id=run_id,
             on_bundle_done=on_bundle_done,
-        )  # fmt: skip
+        )
         return PushOutcome(ctx, plan, report)
 
-    async def pull(self, request: PullRequest, *, server: str | ServerSettings, cache: Cache
-                   ) -> PullOutcome:  # fmt: skip
+    async def pull(
+        self, request: PullRequest, *, server: str | ServerSettings, cache: Cache
+    ) -> PullOutcome:
         """Pull a cohort into the cache and read it back as study records, with the pull's
         context (every centre mapping's identifier base known)."""
         from fhir_cart.sync.jobs import run_pull
 
-        return await run_pull(request, ctx=self.pull_context(), server=self.server(server),
-                              cache=cache)  # fmt: skip
+        return await run_pull(
+            request, ctx=self.pull_context(), server=self.server(server), cache=cache
+        )
 
     def tables(
         self,
@@ -426,9 +437,15 @@ class Application:
         from fhir_cart.ndjson_tables import tables_from_ndjson
 
         return tables_from_ndjson(
-            self.pull_context(), folder, out, fmt, default_centre=default_centre,
-            keep_cases=keep_cases, on_patient=on_patient, workers=workers,
-        )  # fmt: skip
+            self.pull_context(),
+            folder,
+            out,
+            fmt,
+            default_centre=default_centre,
+            keep_cases=keep_cases,
+            on_patient=on_patient,
+            workers=workers,
+        )
 
     def registry_build(
         self,
@@ -453,9 +470,16 @@ class Application:
         from fhir_cart.usecases import registry
 
         return registry.build(
-            self, registry_file, out, push=push, force=force, spark=spark, work=work,
-            progress=progress, allow_new_key=allow_new_key,
-        )  # fmt: skip
+            self,
+            registry_file,
+            out,
+            push=push,
+            force=force,
+            spark=spark,
+            work=work,
+            progress=progress,
+            allow_new_key=allow_new_key,
+        )
 
     def registry_extract(
         self, centre_file: Path, mapping: Path, registry_file: Path, centre: str, out: Path
@@ -493,10 +517,14 @@ class Application:
         while True:
             rows = cache.outcomes(run_id=run_id, limit=page, offset=offset)
             failed += [
-                ((r.resource_type, r.identifier_system, r.identifier_value), r.status_code,
-                 r.reason or "")
-                for r in rows if r.outcome == "failed"
-            ]  # fmt: skip
+                (
+                    (r.resource_type, r.identifier_system, r.identifier_value),
+                    r.status_code,
+                    r.reason or "",
+                )
+                for r in rows
+                if r.outcome == "failed"
+            ]
             if len(rows) < page:
                 return failure_causes(failed)
             offset += page

@@ -69,13 +69,16 @@ class TablesOutcome:
 def ndjson_files(folder: Path) -> list[Path]:
     """The ``*.ndjson`` and ``*.ndjson.gz`` files of ``folder``, by name."""
     if not folder.is_dir():
-        raise FatalError(f"{folder}: not a folder; give the folder holding the .ndjson files",
-                         exit_code=2)  # fmt: skip
+        raise FatalError(
+            f"{folder}: not a folder; give the folder holding the .ndjson files", exit_code=2
+        )
     found = sorted([*folder.glob("*.ndjson"), *folder.glob("*.ndjson.gz")])
     if not found:
-        raise FatalError(f"{folder}: no .ndjson or .ndjson.gz files in it; give the folder of "
-                         "a bulk export or of `fhir-cart map` output (its ndjson/ folder)",
-                         exit_code=2)  # fmt: skip
+        raise FatalError(
+            f"{folder}: no .ndjson or .ndjson.gz files in it; give the folder of "
+            "a bulk export or of `fhir-cart map` output (its ndjson/ folder)",
+            exit_code=2,
+        )
     return found
 
 
@@ -96,11 +99,16 @@ def _lines(paths: Iterable[Path]) -> Iterator[tuple[Json, bytes]]:
                 try:
                     resource = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    raise FatalError(f"{path} line {number}: not JSON ({exc}); fix or remove "
-                                     "the line", exit_code=2) from exc  # fmt: skip
+                    raise FatalError(
+                        f"{path} line {number}: not JSON ({exc}); fix or remove the line",
+                        exit_code=2,
+                    ) from exc
                 if not isinstance(resource, dict):
-                    raise FatalError(f"{path} line {number}: not a FHIR resource (a JSON "
-                                     "object); fix or remove the line", exit_code=2)  # fmt: skip
+                    raise FatalError(
+                        f"{path} line {number}: not a FHIR resource (a JSON "
+                        "object); fix or remove the line",
+                        exit_code=2,
+                    )
                 yield resource, line
 
 
@@ -176,14 +184,23 @@ def tables_from_ndjson(
         ids = index.patient_ids() if workers > 1 and fmt == "csv" else []
         runs = _runs(ids, workers)
         if len(runs) > 1:
-            counts = _in_workers(ctx, index, runs, out, Path(tmp), outcome,
-                                 default_centre=default_centre, keep_cases=keep_cases,
-                                 on_patient=on_patient)  # fmt: skip
+            counts = _in_workers(
+                ctx,
+                index,
+                runs,
+                out,
+                Path(tmp),
+                outcome,
+                default_centre=default_centre,
+                keep_cases=keep_cases,
+                on_patient=on_patient,
+            )
         else:
             sink = _Sink(out, StudyTableWriter(out, fmt, ctx.concepts), outcome, keep_cases)
             try:
-                counts = map_index(ctx, index, sink, default_centre=default_centre,
-                                   on_patient=on_patient)  # fmt: skip
+                counts = map_index(
+                    ctx, index, sink, default_centre=default_centre, on_patient=on_patient
+                )
             finally:
                 sink.close()
     for rtype, number in index.fetched.items():
@@ -227,8 +244,9 @@ def _work(number: int) -> _Part:
     ctx, index, runs, tmp = _JOB["ctx"], _JOB["index"], _JOB["runs"], _JOB["tmp"]
     folder = tmp / f"part-{number}"
     outcome = TablesOutcome(files=[])
-    mapper = PatientByPatient(ctx, index.specimens, index.medications,
-                              default_centre=_JOB["default_centre"])  # fmt: skip
+    mapper = PatientByPatient(
+        ctx, index.specimens, index.medications, default_centre=_JOB["default_centre"]
+    )
     with PatientIndex(index.path, keyed=index.keyed, existing=True) as mine:
         patients = (mine.patient(pid) for pid in runs[number])
         sink = _Sink(
@@ -239,8 +257,14 @@ def _work(number: int) -> _Part:
         finally:
             sink.close()
     run = mapper.run
-    return _Part(outcome, counts, run.used_specimens, run.used_medications, run.specimen_notes,
-                 mapper.study_ids)  # fmt: skip
+    return _Part(
+        outcome,
+        counts,
+        run.used_specimens,
+        run.used_medications,
+        run.specimen_notes,
+        mapper.study_ids,
+    )
 
 
 def _in_workers(
@@ -258,8 +282,14 @@ def _in_workers(
     """Each run of patients mapped by a forked process into a folder of its own; then, in
     this process, what names no patient and the unused Specimens and Medications (with
     what every worker used), and the folders joined in order into ``out``."""
-    _JOB.update(ctx=ctx, index=index, runs=runs, tmp=tmp, default_centre=default_centre,
-                keep_cases=keep_cases)  # fmt: skip
+    _JOB.update(
+        ctx=ctx,
+        index=index,
+        runs=runs,
+        tmp=tmp,
+        default_centre=default_centre,
+        keep_cases=keep_cases,
+    )
     try:
         with multiprocessing.get_context("fork").Pool(len(runs)) as pool:
             parts = []
@@ -269,8 +299,9 @@ def _in_workers(
                     on_patient(sum(p.outcome.patients for p in parts))
     finally:
         _JOB.clear()
-    mapper = PatientByPatient(ctx, index.specimens, index.medications,
-                              default_centre=default_centre)  # fmt: skip
+    mapper = PatientByPatient(
+        ctx, index.specimens, index.medications, default_centre=default_centre
+    )
     counts: dict[str, TypeCount] = {}
     for part in parts:
         add_counts(counts, part.counts)

@@ -65,8 +65,10 @@ class PatientIndex:
             self.db.execute("PRAGMA journal_mode = OFF")
             self.db.execute("PRAGMA synchronous = OFF")
             unique = ", UNIQUE (rtype, rid) ON CONFLICT REPLACE" if keyed else ""
-            self.db.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, rtype TEXT, rid TEXT, "
-                            f"patient TEXT, is_patient INTEGER, body BLOB{unique})")  # fmt: skip
+            self.db.execute(
+                "CREATE TABLE r (seq INTEGER PRIMARY KEY, rtype TEXT, rid TEXT, "
+                f"patient TEXT, is_patient INTEGER, body BLOB{unique})"
+            )
         self.specimens: dict[str, Json] = {}
         self.medications: dict[str, Json] = {}
         self.fetched: dict[str, int] = {}
@@ -206,8 +208,10 @@ def _held_places(mapper: PatientByPatient, result: ReverseResult) -> dict[Key, l
     other = {(row["resource_type"], str(row["resource_id"])) for row in result.other}
     run = mapper.run
     found: dict[tuple[str, str], list[str]] = {}
-    for rtype, held, used in (("Specimen", run.specimens, run.used_specimens),
-                              ("Medication", run.medications, run.used_medications)):  # fmt: skip
+    for rtype, held, used in (
+        ("Specimen", run.specimens, run.used_specimens),
+        ("Medication", run.medications, run.used_medications),
+    ):
         for rid in held:
             key = (rtype, rid)
             found[key] = [*(["other"] if key in other else []), *(["used"] if rid in used else [])]
@@ -224,8 +228,9 @@ def map_index(
 ) -> dict[str, TypeCount]:
     """Map everything the index holds into ``sink``; the account per type (without
     ``fetched``, which the caller knows)."""
-    mapper = PatientByPatient(ctx, index.specimens, index.medications,
-                              default_centre=default_centre)  # fmt: skip
+    mapper = PatientByPatient(
+        ctx, index.specimens, index.medications, default_centre=default_centre
+    )
     counts = map_patients(ctx, mapper, index.patients(), sink, on_patient=on_patient)
     add_counts(counts, map_rest(ctx, mapper, index, sink))
     return counts
@@ -245,8 +250,10 @@ def map_patients(
         for number, (patient, resources) in enumerate(patients, start=1):
             result = mapper.patient(patient, resources)
             sink.add(result)
-            add_counts(counts, by_type(places(ctx, [patient, *resources], result,
-                                              centre=mapper.default_centre)))  # fmt: skip
+            add_counts(
+                counts,
+                by_type(places(ctx, [patient, *resources], result, centre=mapper.default_centre)),
+            )
             collector.step()
             if on_patient is not None:
                 on_patient(number)

@@ -69,9 +69,17 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 """Fixed columns of ``events`` (attribute keys follow, sorted)."""
 OTHER_COLUMNS: tuple[str, ...] = (
-    "study_id", "resource_type", "resource_id", "code_system", "code", "display", "value",
-    "unit", "time", "reason",
-)  # fmt: skip
+    "study_id",
+    "resource_type",
+    "resource_id",
+    "code_system",
+    "code",
+    "display",
+    "value",
+    "unit",
+    "time",
+    "reason",
+)
 """Columns of ``other``: pulled resources that match no concept."""
 
 
@@ -274,8 +282,12 @@ def _write_xlsx(
     path.parent.mkdir(parents=True, exist_ok=True)
     book.save(path)
     if book.escaped:
-        log.warning("%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
-                    "(as Excel writes them)", path.name, book.escaped)  # fmt: skip
+        log.warning(
+            "%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
+            "(as Excel writes them)",
+            path.name,
+            book.escaped,
+        )
     return [path]
 
 
@@ -311,8 +323,13 @@ def _arrow_type(column: str, table: str, library: ConceptLibrary) -> Any:
     kind = _ARROW_FIXED.get(column) if table != "other" else None
     if kind is None and table != "other" and column not in EVENT_COLUMNS + PATIENT_COLUMNS:
         kind = _ARROW_ATTRIBUTE.get(library.attribute(column).type)
-    types = {"date": pa.date32(), "int": pa.int32(), "int64": pa.int64(),
-             "number": pa.float64(), "boolean": pa.bool_()}  # fmt: skip
+    types = {
+        "date": pa.date32(),
+        "int": pa.int32(),
+        "int64": pa.int64(),
+        "number": pa.float64(),
+        "boolean": pa.bool_(),
+    }
     return types.get(kind or "", pa.string())
 
 
@@ -482,8 +499,12 @@ class StudyTableWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._book.save(path)
         if self._book.escaped:
-            log.warning("%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
-                        "(as Excel writes them)", path.name, self._book.escaped)  # fmt: skip
+            log.warning(
+                "%s: %d cell(s) held control characters, written as _xHHHH_ escapes "
+                "(as Excel writes them)",
+                path.name,
+                self._book.escaped,
+            )
         return [path]
 
 

@@ -238,3 +238,22 @@ def test_version_answers_before_typer_loads() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[0].startswith("fhir-cart ")
     assert done.stdout.strip().endswith("False False")
+
+
+def formatter_skips(src: Path = SRC) -> list[str]:
+    """Lines of ``src/fhir_cart`` that keep ruff format out (``# fmt: skip``/``off``)."""
+    marks = ("# fmt: skip", "# fmt: off")
+    return [
+        f"{path.relative_to(src).as_posix()}:{number}"
+        for path in sorted((src / PACKAGE).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if any(mark in line for mark in marks)
+    ]
+
+
+def test_the_formatter_decides_the_layout_of_src(tmp_path: Path) -> None:
+    """Issue 21: no `# fmt: skip` fights the formatter in src/ (there were 259)."""
+    assert formatter_skips() == []
+    (tmp_path / PACKAGE).mkdir()
+    (tmp_path / PACKAGE / "m.py").write_text("x = [1,2]  # fmt: " + "skip\n")
+    assert formatter_skips(tmp_path) == [f"{PACKAGE}/m.py:1"]

@@ -84,10 +84,12 @@ ContinueOpt = Annotated[
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
-        "--workers", min=1, help="Processes to map with (default: the number of cores); the "
+        "--workers",
+        min=1,
+        help="Processes to map with (default: the number of cores); the "
         "output is the same bytes whatever the number.",
     ),
-]  # fmt: skip
+]
 
 
 def workers(asked: int | None) -> int:
@@ -100,10 +102,11 @@ def workers(asked: int | None) -> int:
 ServerOpt = Annotated[
     str,
     typer.Option(
-        "--server", "-s",
+        "--server",
+        "-s",
         help="Server name from settings (credentials live there), or a URL needing no auth.",
     ),
-]  # fmt: skip
+]
 CacheOpt = Annotated[
     str | None,
     typer.Option(

@@ -48,9 +48,13 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
 
 
 def run_demo(
-    console: Console, *, keep_server: bool = False, work: Path | None = None,
-    port: int | None = None, application: Application | None = None,
-) -> None:  # fmt: skip
+    console: Console,
+    *,
+    keep_server: bool = False,
+    work: Path | None = None,
+    port: int | None = None,
+    application: Application | None = None,
+) -> None:
     """The demo through the application layer, on a cache of its own in ``work`` (default
     ``<data_dir>/demo``), so it never mixes with a real cohort's cache."""
     application = application or Application()
@@ -71,9 +75,10 @@ def run_demo(
             for attempt in ("first push", "second push (changes only)"):
                 started = time.perf_counter()
                 pushed = asyncio.run(
-                    application.push(study.cases, mapping=mapping, server=fhir.base_url,
-                                     cache=cache)
-                )  # fmt: skip
+                    application.push(
+                        study.cases, mapping=mapping, server=fhir.base_url, cache=cache
+                    )
+                )
                 assert pushed.report is not None
                 took = time.perf_counter() - started
                 console.print(_counts_table(f"{attempt}: {took:.2f} s", pushed.report.counts))
@@ -81,12 +86,15 @@ def run_demo(
             pulled = asyncio.run(
                 application.pull(
                     PullRequest(PullSelection(kind="search", query=f"identifier={patients}|")),
-                    server=fhir.base_url, cache=cache,
+                    server=fhir.base_url,
+                    cache=cache,
                 )
-            )  # fmt: skip
-            console.print(f"pulled {len(pulled.cases)} patients, "
-                          f"{sum(pulled.stats.resources.values())} resources; "
-                          f"{len(pulled.unmapped)} not mapped")  # fmt: skip
+            )
+            console.print(
+                f"pulled {len(pulled.cases)} patients, "
+                f"{sum(pulled.stats.resources.values())} resources; "
+                f"{len(pulled.unmapped)} not mapped"
+            )
             for fmt in ("csv", "xlsx"):
                 write_study(
                     pulled.cases,
@@ -96,8 +104,7 @@ def run_demo(
                     other=pulled.other,
                 )
             console.print(f"study tables written to {work / 'pulled'}")
-            _compare(console, application, pulled.cases,
-                     application.study(mapping.study or "seed"))  # fmt: skip
+            _compare(console, application, pulled.cases, application.study(mapping.study or "seed"))
             if keep_server:
                 console.print("server running; Ctrl-C to stop")
                 while True:

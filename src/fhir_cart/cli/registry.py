@@ -66,9 +66,13 @@ def build_command(
     from fhir_cart.application import Application
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=out, transient=False,
-    ) as progress:  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    ) as progress:
         tasks: dict[str, TaskID] = {}
 
         def step(name: str, done: int, total: int) -> None:
@@ -77,9 +81,15 @@ def build_command(
             progress.update(tasks[name], completed=done, total=total)
 
         result, pushed = Application().registry_build(
-            registry_file, out_dir, push=push, force=force, spark=spark, work=work,
-            progress=step, allow_new_key=allow_new_key,
-        )  # fmt: skip
+            registry_file,
+            out_dir,
+            push=push,
+            force=force,
+            spark=spark,
+            work=work,
+            progress=step,
+            allow_new_key=allow_new_key,
+        )
     _report(result, pushed)
 
 
@@ -155,8 +165,7 @@ def decide_command(
 
     done = Application().registry_decide(registry_file, left, right, link=link, by=by)
     verb = "one patient" if link else "not one patient"
-    out.print(f"{done.path.name}: {done.left} and {done.right}: {verb} (by {by})",
-              highlight=False)  # fmt: skip
+    out.print(f"{done.path.name}: {done.left} and {done.right}: {verb} (by {by})", highlight=False)
 
 
 def _report(result: BuildResult, pushed: str | None) -> None:

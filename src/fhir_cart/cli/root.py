@@ -139,6 +139,9 @@ def _internal_error(exc: Exception) -> int:
     ``FHIR_CART_DEBUG=1`` shows the traceback to whoever runs the command."""
     if os.environ.get("FHIR_CART_DEBUG"):
         raise exc
-    err.print(f"[red]internal error[/red] ({exc.__class__.__name__}); "
-              "FHIR_CART_DEBUG=1 shows the traceback", highlight=False)  # fmt: skip
+    err.print(
+        f"[red]internal error[/red] ({exc.__class__.__name__}); "
+        "FHIR_CART_DEBUG=1 shows the traceback",
+        highlight=False,
+    )
     return INTERNAL_EXIT

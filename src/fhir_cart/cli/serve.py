@@ -53,8 +53,9 @@ def serve_command(
     if not app.settings.api_keys:
         raise FatalError("set at least one API key (FHIR_CART_API_KEYS='[\"...\"]')", exit_code=2)
     os.umask(0o077)  # what the service writes (cache, uploads, job outputs) is its own only
-    uvicorn.run(create_app(application=app, run_workers=workers), host=host, port=port,
-                access_log=False)  # fmt: skip
+    uvicorn.run(
+        create_app(application=app, run_workers=workers), host=host, port=port, access_log=False
+    )
 
 
 fhir_server_app = typer.Typer(
@@ -80,8 +81,10 @@ def fhir_server_start(
     if port_in_use(port):
         raise FatalError(f"port {port} on 127.0.0.1 is already in use", exit_code=2)
     url = start_detached(SERVERS[kind](port=port), application().data_dir)
-    out.print(f"FHIR R4 server ({kind}) running at {url}; "
-              f"'fhir-cart fhir-server stop --port {port}' stops it")  # fmt: skip
+    out.print(
+        f"FHIR R4 server ({kind}) running at {url}; "
+        f"'fhir-cart fhir-server stop --port {port}' stops it"
+    )
 
 
 def fhir_server_stop(port: PortOpt = 8080) -> None:
@@ -110,8 +113,10 @@ def worker_command() -> None:
                 asyncio.run(run_worker(app, cache))
                 return
             except asyncio.CancelledError:  # a cancellation that belongs to no job
-                err.print("the worker's loop was cancelled by something outside any job; "
-                          "restarted", highlight=False)  # fmt: skip
+                err.print(
+                    "the worker's loop was cancelled by something outside any job; restarted",
+                    highlight=False,
+                )
 
 
 def openapi_command(

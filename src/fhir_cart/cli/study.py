@@ -74,13 +74,21 @@ def map_command(
     if mode not in ("update", "create"):
         raise FatalError("--mode must be 'update' or 'create'", exit_code=2)
     request = MapRequest(
-        study_file, out_dir, mapping, bundle_size=bundle_size, mode=mode,  # type: ignore[arg-type]
-        validate=validate, strict=strict, indent=indent,
-    )  # fmt: skip
+        study_file,
+        out_dir,
+        mapping,
+        bundle_size=bundle_size,
+        mode=mode,  # type: ignore[arg-type]
+        validate=validate,
+        strict=strict,
+        indent=indent,
+    )
     result, unverified = application().map(
-        request, on_unmapped_columns=warn_unmapped, on_warnings=warn,
+        request,
+        on_unmapped_columns=warn_unmapped,
+        on_warnings=warn,
         check_rejects=lambda rejects: report_rejects(rejects, out_dir, keep_going),
-    )  # fmt: skip
+    )
     warn_unverified(unverified)
     _print_counts(result.patients, result.counts, result.bundles, out_dir)
 
@@ -155,8 +163,10 @@ def summary_command(
     if as_json:
         for result in done.results:  # stdout keeps its shape; the caveat goes beside it
             if result.partial:
-                err.print(f"[yellow]{result.id}[/yellow] rests on a partial date (a year or a "
-                          f"month) for {', '.join(result.partial)}")  # fmt: skip
+                err.print(
+                    f"[yellow]{result.id}[/yellow] rests on a partial date (a year or a "
+                    f"month) for {', '.join(result.partial)}"
+                )
         data = {r.id: r.value for r in done.results}
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return

@@ -70,10 +70,18 @@ def push_command(
             import asyncio
 
             pushed = asyncio.run(
-                app.push(cases, mapping=study_mapping, server=target, cache=cache,
-                         strict=strict, dry_run=dry_run, on_bundle_done=advance,
-                         rejects=rejects, continue_on_error=keep_going)
-            )  # fmt: skip
+                app.push(
+                    cases,
+                    mapping=study_mapping,
+                    server=target,
+                    cache=cache,
+                    strict=strict,
+                    dry_run=dry_run,
+                    on_bundle_done=advance,
+                    rejects=rejects,
+                    continue_on_error=keep_going,
+                )
+            )
         warn_unverified(pushed.ctx.terminology.unverified_report())
         _print_push(pushed.plan, pushed.report)
     report = pushed.report
@@ -126,11 +134,13 @@ def _patients_file(path: Path) -> list[str]:
     except FileNotFoundError:
         raise FatalError(f"--patients {path.name}: no such file; {expected}", exit_code=2) from None
     except UnicodeDecodeError as exc:
-        raise FatalError(f"--patients {path.name}: not UTF-8 text (byte {exc.start}); {expected}",
-                         exit_code=2) from None  # fmt: skip
+        raise FatalError(
+            f"--patients {path.name}: not UTF-8 text (byte {exc.start}); {expected}", exit_code=2
+        ) from None
     except OSError as exc:
-        raise FatalError(f"--patients {path.name}: cannot be read ({exc.strerror}); {expected}",
-                         exit_code=2) from None  # fmt: skip
+        raise FatalError(
+            f"--patients {path.name}: cannot be read ({exc.strerror}); {expected}", exit_code=2
+        ) from None
 
 
 def _selection(
@@ -156,8 +166,11 @@ def _selection(
         return PullSelection(kind="patients", identifiers=ids, since=since, types=asked)
     if group is not None:
         if problem := id_problem(group):
-            raise FatalError(f"--group {group[:70]!r}: {problem}; give the Group's id on the "
-                             "server (as in Group/<id>)", exit_code=2)  # fmt: skip
+            raise FatalError(
+                f"--group {group[:70]!r}: {problem}; give the Group's id on the "
+                "server (as in Group/<id>)",
+                exit_code=2,
+            )
         return PullSelection(kind="group", group_id=group, since=since, types=asked)
     return PullSelection(kind="search", query=search, since=since, types=asked)
 
@@ -166,8 +179,7 @@ def _account_table(counts: Mapping[str, TypeCount]) -> Table:
     """The account per resource type (``PullOutcome.by_type``, ``TablesOutcome.by_type``)."""
     shown = table("Resources by type")
     columns = ["fetched", "patients", "events", "used", "other", "excluded"]
-    faults = [c for c in ("unaccounted", "twice")
-              if any(getattr(n, c) for n in counts.values())]  # fmt: skip
+    faults = [c for c in ("unaccounted", "twice") if any(getattr(n, c) for n in counts.values())]
     shown.add_column("type")
     for column in [*columns, *faults]:
         shown.add_column(column, justify="right")
@@ -187,8 +199,10 @@ def _print_types(counts: Mapping[str, TypeCount], excluded: Mapping[str, int]) -
 def _print_faults(counts: Mapping[str, TypeCount]) -> None:
     faults = sum(c.unaccounted + c.twice for c in counts.values())
     if faults:
-        err.print(f"[red]{faults} resources not accounted for exactly once[/red] (a fhir_cart "
-                  "fault: please report it)")  # fmt: skip
+        err.print(
+            f"[red]{faults} resources not accounted for exactly once[/red] (a fhir_cart "
+            "fault: please report it)"
+        )
 
 
 def print_account(result: PullOutcome) -> None:
@@ -198,11 +212,15 @@ def print_account(result: PullOutcome) -> None:
         out.print(f"not asked for (--types): {escape(', '.join(result.stats.not_asked))}")
     if result.stats.not_searchable:
         names = escape(", ".join(result.stats.not_searchable))
-        out.print("not asked for (the server declares no patient search for them; "
-                  f"--types reads one by type): {names}")  # fmt: skip
+        out.print(
+            "not asked for (the server declares no patient search for them; "
+            f"--types reads one by type): {names}"
+        )
     for rtype, number in sorted(result.stats.not_selected.items()):
-        out.print(f"{rtype}: read by type (no patient search); {number} resources of patients "
-                  "not selected left out")  # fmt: skip
+        out.print(
+            f"{rtype}: read by type (no patient search); {number} resources of patients "
+            "not selected left out"
+        )
     _print_faults(result.by_type)
 
 
@@ -252,23 +270,33 @@ def pull_command(
     tables = PullTables(out_dir, fmt, keep_cases=definition is not None)  # type: ignore[arg-type]
     with app.opened_cache(cache_url) as cache, progress() as bar:
         task = bar.add_task("pulling patients", total=None)
-        request = PullRequest(selection, use_export=export, default_centre=centre, tables=tables,
-                              on_patient=lambda n: bar.update(task, completed=n))  # fmt: skip
+        request = PullRequest(
+            selection,
+            use_export=export,
+            default_centre=centre,
+            tables=tables,
+            on_patient=lambda n: bar.update(task, completed=n),
+        )
         import asyncio
 
         result = asyncio.run(app.pull(request, server=target, cache=cache))
     assert result.tables is not None
     written = result.tables
     if written.unmapped_file is not None:
-        err.print(f"[yellow]{written.unmapped} resources not mapped[/yellow]: "
-                  f"{written.unmapped_file}")  # fmt: skip
+        err.print(
+            f"[yellow]{written.unmapped} resources not mapped[/yellow]: {written.unmapped_file}"
+        )
     if written.excluded_file is not None:
-        err.print(f"{written.excluded} resources excluded by their status (entered-in-error, "
-                  f"refuted, not done, ...): {written.excluded_file}")  # fmt: skip
+        err.print(
+            f"{written.excluded} resources excluded by their status (entered-in-error, "
+            f"refuted, not done, ...): {written.excluded_file}"
+        )
     for note in result.stats.learned:
         err.print(f"note: {escape(note)}")
-    out.print(f"{written.patients} patients pulled (run {result.run_id}); "
-              f"{sum(result.stats.resources.values())} resources kept in the cache")  # fmt: skip
+    out.print(
+        f"{written.patients} patients pulled (run {result.run_id}); "
+        f"{sum(result.stats.resources.values())} resources kept in the cache"
+    )
     out.print(f"wrote {plural(len(written.written), 'file')} to {out_dir}")
     if written.other:
         out.print(f"{written.other} resources matched no concept: see the `other` table")
@@ -309,18 +337,27 @@ def tables_command(
     with progress() as bar:
         task = bar.add_task("mapping patients", total=None)
         result = app.tables(
-            folder, out_dir, fmt, default_centre=centre,  # type: ignore[arg-type]
-            keep_cases=definition is not None, workers=cli_workers(workers),
+            folder,
+            out_dir,
+            fmt,  # type: ignore[arg-type]
+            default_centre=centre,
+            keep_cases=definition is not None,
+            workers=cli_workers(workers),
             on_patient=lambda n: bar.update(task, completed=n),
-        )  # fmt: skip
+        )
     if result.unmapped_file is not None:
-        err.print(f"[yellow]{result.unmapped} resources not mapped[/yellow]: "
-                  f"{result.unmapped_file}")  # fmt: skip
+        err.print(
+            f"[yellow]{result.unmapped} resources not mapped[/yellow]: {result.unmapped_file}"
+        )
     if result.excluded_file is not None:
-        err.print(f"{result.excluded} resources excluded by their status (entered-in-error, "
-                  f"refuted, not done, ...): {result.excluded_file}")  # fmt: skip
-    out.print(f"{result.patients} patients from {result.resources} resources in "
-              f"{plural(len(result.files), 'file')}")  # fmt: skip
+        err.print(
+            f"{result.excluded} resources excluded by their status (entered-in-error, "
+            f"refuted, not done, ...): {result.excluded_file}"
+        )
+    out.print(
+        f"{result.patients} patients from {result.resources} resources in "
+        f"{plural(len(result.files), 'file')}"
+    )
     out.print(f"wrote {plural(len(result.written), 'file')} to {out_dir}")
     if result.other:
         out.print(f"{result.other} resources matched no concept: see the `other` table")

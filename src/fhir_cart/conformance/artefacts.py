@@ -63,20 +63,31 @@ _TIME_PARTS: list[tuple[str, list[str], str]] = [
 # Extensions the mappers write besides the attributes: name -> (value types, description);
 # an empty type list is a complex extension (sub-extensions in _COMPLEX).
 _STRUCTURAL: dict[str, tuple[list[str], str]] = {
-    "relative-day": ([], "A time relative to an anchor concept, on the element holding the "
-                     "date (FHIR JSON primitive extension); day or window and the anchor."),
-    "end": ([], "End of an event where the resource has no element for it (AdverseEvent, "
-            "Patient events): a date and/or a relative day."),
-    "value": (["Quantity", "Range", "boolean", "string", "integer"],
-              "The event's value on resources with no value element (Procedure, AdverseEvent, "
-              "MedicationAdministration with a comparator)."),
+    "relative-day": (
+        [],
+        "A time relative to an anchor concept, on the element holding the "
+        "date (FHIR JSON primitive extension); day or window and the anchor.",
+    ),
+    "end": (
+        [],
+        "End of an event where the resource has no element for it (AdverseEvent, "
+        "Patient events): a date and/or a relative day.",
+    ),
+    "value": (
+        ["Quantity", "Range", "boolean", "string", "integer"],
+        "The event's value on resources with no value element (Procedure, AdverseEvent, "
+        "MedicationAdministration with a comparator).",
+    ),
     "value-code": (["CodeableConcept"], "A coded value beside (or instead of) the value."),
     "source-text": (["string"], "The source's own words for the event (e.g. 'low pos')."),
     "origin": (["string"], "Resource type the event was pulled from (e.g. MedicationRequest)."),
-    "assumed": (["string"], "Why the mapping supplied a time or value the source does not "
-                "state (its `assumed:` reason): the element it set is an assumption."),
+    "assumed": (
+        ["string"],
+        "Why the mapping supplied a time or value the source does not "
+        "state (its `assumed:` reason): the element it set is an assumption.",
+    ),
     "event-id": (["string"], "The event's stable id where the resource has no identifier."),
-}  # fmt: skip
+}
 _PATIENT_EVENTS = {
     "follow_up": "{label} of the patient: a date and/or a relative day, and its details.",
     "death": "A second {label} event of one patient (a data problem kept beside "

@@ -39,10 +39,25 @@ def own_share(counts: Counter[str], own_system: str) -> float:
 
 
 _CODEABLE_KEYS = frozenset(
-    ("code", "valueCodeableConcept", "usedCode", "reasonCode", "event", "category", "method",
-     "type", "interpretation", "medicationCodeableConcept", "clinicalStatus",
-     "verificationStatus", "bodySite", "severity", "outcome", "seriousness")
-)  # fmt: skip
+    (
+        "code",
+        "valueCodeableConcept",
+        "usedCode",
+        "reasonCode",
+        "event",
+        "category",
+        "method",
+        "type",
+        "interpretation",
+        "medicationCodeableConcept",
+        "clinicalStatus",
+        "verificationStatus",
+        "bodySite",
+        "severity",
+        "outcome",
+        "seriousness",
+    )
+)
 """Elements whose value is a CodeableConcept (or a list of them) on the resources written:
 a dict there with only ``text`` is a CodeableConcept without any coding."""
 

@@ -100,7 +100,10 @@ def _local_code_system(ctx: MappingContext, centre: str, vocabulary: str, words:
     rid = f"local-{centre}-{vocabulary.replace('_', '-')}"
     return {
         **_head(
-            ctx, "CodeSystem", rid, f"Local words of centre {centre}, vocabulary {vocabulary}",
+            ctx,
+            "CodeSystem",
+            rid,
+            f"Local words of centre {centre}, vocabulary {vocabulary}",
             f"The words centre {centre}'s mapping file maps to vocabulary '{vocabulary}' "
             "(as normalised by the reader); the source codes of its ConceptMap.",
         ),
@@ -108,7 +111,7 @@ def _local_code_system(ctx: MappingContext, centre: str, vocabulary: str, words:
         "content": "complete",
         "count": len(words),
         "concept": [{"code": c, "display": d} for c, d in sorted(words.items())],
-    }  # fmt: skip
+    }
 
 
 def _centre_artefacts(ctx: MappingContext, name: str, mapping: StudyMapping) -> list[Json]:
@@ -123,21 +126,26 @@ def _centre_artefacts(ctx: MappingContext, name: str, mapping: StudyMapping) -> 
     systems = [_local_code_system(ctx, centre, v, w) for v, w in sorted(words.items())]
     source = {
         **_head(
-            ctx, "ValueSet", f"local-{centre}", f"Local words of centre {centre}",
+            ctx,
+            "ValueSet",
+            f"local-{centre}",
+            f"Local words of centre {centre}",
             f"Every local word centre {centre} maps to a vocabulary: the source of "
             f"ConceptMap centre-{centre}.",
         ),
         "compose": {"include": [{"system": cs["url"]} for cs in systems]},
-    }  # fmt: skip
+    }
     target = {
         **_head(
-            ctx, "ValueSet", f"centre-{centre}-targets",
+            ctx,
+            "ValueSet",
+            f"centre-{centre}-targets",
             f"Standard codes centre {centre}'s words map to",
             f"The vocabularies centre {centre}'s words map to: the target of "
             f"ConceptMap centre-{centre}.",
         ),
         "compose": {"include": [{"valueSet": [value_set_url(v)]} for v in sorted(words)]},
-    }  # fmt: skip
+    }
     out_groups = []
     for (vocabulary, target_system), elements in sorted(groups.items()):
         unique = {(e["code"], e["target"][0]["code"]): e for e in elements}
@@ -150,7 +158,9 @@ def _centre_artefacts(ctx: MappingContext, name: str, mapping: StudyMapping) -> 
         )
     concept_map = {
         **_head(
-            ctx, "ConceptMap", f"centre-{centre}",
+            ctx,
+            "ConceptMap",
+            f"centre-{centre}",
             f"Local words of centre {centre} -> standard codes",
             f"From mappings/centres/{name}: each local word (as normalised by the reader) "
             "to the codes of the canonical word it stands for.",
@@ -158,7 +168,7 @@ def _centre_artefacts(ctx: MappingContext, name: str, mapping: StudyMapping) -> 
         "sourceCanonical": source["url"],
         "targetCanonical": target["url"],
         "group": out_groups,
-    }  # fmt: skip
+    }
     return [*systems, source, target, concept_map]
 
 
@@ -244,7 +254,9 @@ def _crosswalk_artefacts(
         value_sets.append(
             {
                 **_head(
-                    ctx, "ValueSet", f"{rid}-{part}",
+                    ctx,
+                    "ValueSet",
+                    f"{rid}-{part}",
                     f"The {part} codes of the ICD-10-CM -> ICD-10-GM crosswalk",
                     f"The codes ConceptMap {rid} maps {'from' if part == 'source' else 'to'}.",
                 ),
@@ -260,10 +272,13 @@ def _crosswalk_artefacts(
                     ]
                 },
             }
-        )  # fmt: skip
+        )
     concept_map = {
         **_head(
-            ctx, "ConceptMap", rid, "ICD-10-CM -> ICD-10-GM crosswalk of the disease-state codes",
+            ctx,
+            "ConceptMap",
+            rid,
+            "ICD-10-CM -> ICD-10-GM crosswalk of the disease-state codes",
             "What a centre of a country excluding ICD-10-CM gets instead "
             "(mappings/terminology.yaml country_excluded_systems; BfArM ICD-10-GM, DKR 0208c).",
         ),
@@ -273,5 +288,5 @@ def _crosswalk_artefacts(
             {"source": s, "target": t, "element": list(elements.values())}
             for (s, t), elements in sorted(groups.items())
         ],
-    }  # fmt: skip
+    }
     return [*value_sets, concept_map]

@@ -79,9 +79,15 @@ def _vocabulary_rows(ctx: MappingContext, group: str) -> list[str]:
             code = f"`{c.code}`" + (" and children" if c.prefix else "")
             countries = f" ({', '.join(c.countries)})" if c.countries else ""
             rows.append(
-                _row(word, terms.system(c.system) + countries, code, c.display, c.source,
-                     "yes" if c.verified else "**no**")
-            )  # fmt: skip
+                _row(
+                    word,
+                    terms.system(c.system) + countries,
+                    code,
+                    c.display,
+                    c.source,
+                    "yes" if c.verified else "**no**",
+                )
+            )
     return rows
 
 

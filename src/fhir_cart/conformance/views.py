@@ -108,19 +108,38 @@ class Shape:
 
 
 SHAPES: tuple[Shape, ...] = (
-    Shape("Condition", "condition", "code", ("onset.ofType(dateTime)",),
-          ("abatement.ofType(dateTime)",)),
-    Shape("MedicationAdministration", "medication", "medication.ofType(CodeableConcept)",
-          ("effective.ofType(dateTime)", "effective.ofType(Period).start"),
-          ("effective.ofType(Period).end",), "dose"),
-    Shape("Procedure", "procedure", "code",
-          ("performed.ofType(dateTime)", "performed.ofType(Period).start"),
-          ("performed.ofType(Period).end",)),
-    Shape("Observation", "observation", "code",
-          ("effective.ofType(dateTime)", "effective.ofType(Period).start"),
-          ("effective.ofType(Period).end",), "result"),
+    Shape(
+        "Condition",
+        "condition",
+        "code",
+        ("onset.ofType(dateTime)",),
+        ("abatement.ofType(dateTime)",),
+    ),
+    Shape(
+        "MedicationAdministration",
+        "medication",
+        "medication.ofType(CodeableConcept)",
+        ("effective.ofType(dateTime)", "effective.ofType(Period).start"),
+        ("effective.ofType(Period).end",),
+        "dose",
+    ),
+    Shape(
+        "Procedure",
+        "procedure",
+        "code",
+        ("performed.ofType(dateTime)", "performed.ofType(Period).start"),
+        ("performed.ofType(Period).end",),
+    ),
+    Shape(
+        "Observation",
+        "observation",
+        "code",
+        ("effective.ofType(dateTime)", "effective.ofType(Period).start"),
+        ("effective.ofType(Period).end",),
+        "result",
+    ),
     Shape("AdverseEvent", "adverse_event", "event", ("date",)),
-)  # fmt: skip
+)
 """The event kinds read from their own resource type (death and follow-up are Patient's)."""
 
 
@@ -281,10 +300,12 @@ def _time_columns(ctx: MappingContext, name: str, paths: Sequence[str]) -> list[
         return []
     day = f".extension({fhirpath_string(ctx.ext('relative-day'))})"
     return [_column(f"{name}_date", _either(paths))] + [
-        _column(f"{name}_{part.replace('-', '_')}",
-                _either(paths, f"{day}.extension('{part}').value.ofType(integer)"))
+        _column(
+            f"{name}_{part.replace('-', '_')}",
+            _either(paths, f"{day}.extension('{part}').value.ofType(integer)"),
+        )
         for part in ("day", "earliest-day", "latest-day")
-    ]  # fmt: skip
+    ]
 
 
 def _value_columns(shape: Shape) -> list[Json]:
@@ -326,10 +347,12 @@ def _event_id(centres: Sequence[Centre], id_kind: str) -> Json:
     if not centres:
         return {"column": [_column("event_id", "id")]}
     found = f"identifier.where({_systems(centres, id_kind)})"
-    return _one_of([
-        (f"{found}.exists()", [_column("event_id", f"{found}.value.first()")]),
-        (f"{found}.empty()", [_column("event_id", "id")]),
-    ])  # fmt: skip
+    return _one_of(
+        [
+            (f"{found}.exists()", [_column("event_id", f"{found}.value.first()")]),
+            (f"{found}.empty()", [_column("event_id", "id")]),
+        ]
+    )
 
 
 # -- where: statuses ----------------------------------------------------------------------------
@@ -371,8 +394,10 @@ def patients_view(ctx: MappingContext, centres: Sequence[Centre], default_centre
     branches = []
     for name in names:
         found = f"identifier.where({_systems([c for c in centres if c.name == name], 'patient')})"
-        cols = [_column("study_id", f"{found}.value.first()"),
-                _column("centre", fhirpath_string(name))]  # fmt: skip
+        cols = [
+            _column("study_id", f"{found}.value.first()"),
+            _column("centre", fhirpath_string(name)),
+        ]
         branches.append((f"{found}.exists()", cols))
     known = f"identifier.where({_systems(centres, 'patient')}).empty()" if centres else "true"
     default = [_column("study_id", "id"), _column("centre", fhirpath_string(default_centre))]

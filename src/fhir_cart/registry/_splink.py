@@ -117,8 +117,14 @@ def _name_comparison(kind: str, priors: bool) -> Any:
 
 
 def _rows(records: Sequence[Any], names: list[str]) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {"unique_id": [], "sex": [], "birth_year": [], "birth_ym": [],
-                                     "birth_date": [], "birth_date_swap": []}  # fmt: skip
+    columns: dict[str, list[Any]] = {
+        "unique_id": [],
+        "sex": [],
+        "birth_year": [],
+        "birth_ym": [],
+        "birth_date": [],
+        "birth_date_swap": [],
+    }
     for name in names:
         columns[name] = []
         columns[f"{name}_swap"] = []
@@ -406,8 +412,7 @@ def _links(frame: Any, pseudonym_of: dict[str, str]) -> list[Link]:
     ):
         a, b = pseudonym_of[str(row[0])], pseudonym_of[str(row[1])]
         evidence = tuple((g[6:], int(v)) for g, v in zip(gammas, row[3:], strict=True))
-        found.append(Link(min(a, b), max(a, b), round(float(row[2]), 6), "probabilistic",
-                          evidence))  # fmt: skip
+        found.append(Link(min(a, b), max(a, b), round(float(row[2]), 6), "probabilistic", evidence))
     return sorted(found)
 
 
@@ -453,9 +458,12 @@ def identifier_evidence(
     db_api, spark = _db_api(linkage, spark)
     tables = _tables(merged, ["0", "1"], spark, _bloom_columns(linkage.names))
     linker = Linker(
-        tables, settings, db_api, set_up_basic_logging=False,
+        tables,
+        settings,
+        db_api,
+        set_up_basic_logging=False,
         input_table_aliases=[f"ids_{uuid.uuid4().hex[:12]}_{n}" for n in range(2)],
-    )  # fmt: skip
+    )
     found = linker.inference.predict()
     links = _links(found.as_pandas_dataframe(), pseudonym_of)  # type: ignore[no-untyped-call]
     found.drop_table_from_database_and_remove_from_cache()

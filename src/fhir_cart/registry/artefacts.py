@@ -73,9 +73,11 @@ async def push_artefacts(
     }
     gone = {f"{t}/{i}" for t, i, _ in await verify_on_server(client, believed)} if same else set()
     if gone:
-        log.warning("%d registry artefacts recorded as pushed are not on the server as "
-                    "recorded (wiped, restored or changed there): sending them again",
-                    len(gone))  # fmt: skip
+        log.warning(
+            "%d registry artefacts recorded as pushed are not on the server as "
+            "recorded (wiped, restored or changed there): sending them again",
+            len(gone),
+        )
     sent = 0
     for resource in resources:
         key = name(resource)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from fhir_cart import __version__
-from fhir_cart.errors import ConfigError, Reject
+from fhir_cart.errors import ConfigError
 from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case
@@ -32,7 +32,6 @@ from fhir_cart.registry import fhir, tables
 from fhir_cart.registry.decisions import Decision, read_decisions
 from fhir_cart.registry.definition import CentreDef, RegistryDef
 from fhir_cart.registry.extract import (
-    RecordKeys,
     Sealed,
     read_extract,
     seal,
@@ -60,6 +59,7 @@ from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.quality import centre_quality
 from fhir_cart.registry.review import ReviewItem, Settled, settle
 from fhir_cart.registry.sources import centre_sources, input_hashes, sha256_of
+from fhir_cart.registry.work import CentreData, LinkState, WorkFolder
 
 __all__ = [
     "BuildResult",
@@ -75,20 +75,6 @@ Progress = Callable[[str, int, int], None]
 """(step, done, total)."""
 Summariser = Callable[[Sequence[Case]], list[dict[str, Any]]]
 """Cases -> measures ({id, label, value}) of the registry's study definition."""
-
-
-@dataclass
-class CentreData:
-    """What a centre's reader gives (spec: ``ReadResult(cases, rejects, unmapped_columns)``)."""
-
-    cases: list[Case]
-    rejects: list[Reject] = field(default_factory=list)
-    unmapped_columns: list[Any] = field(default_factory=list)
-    sources: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Study id -> {"" (the patient's row) and event id -> ``file, sheet S, row N``}."""
-    keys: dict[str, RecordKeys] | None = None
-    """Sealed records (:mod:`.extract`): record pseudonym -> its keyed linkage keys; study
-    ids are then pseudonyms and ``sources`` holds row tokens."""
 
 
 CentreReader = Callable[[CentreDef, RegistryDef], CentreData]
@@ -122,80 +108,6 @@ def _column_name(where: Any) -> str:
     if any(parts):
         return " / ".join(str(p) for p in parts if p)
     return str(where)
-
-
-class WorkFolder:
-    """The registry holder's working copy, so that a rebuild reads again only the centres
-    whose files changed and scores only the pairs that touch them.
-
-    It holds each centre's records sealed as the build uses them (identifiers, names and
-    free text only as keyed tokens, but the dates as read): keep it where the centre files
-    are kept, never beside the registry output."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.notes: list[str] = []
-        """What could not be reused, and why (a work file that could not be read)."""
-
-    def _unreadable(self, path: Path, exc: Exception, then: str) -> None:
-        note = f"work file {path.name} could not be read ({type(exc).__name__}): {then}"
-        log.warning("registry %s", note)
-        self.notes.append(note)
-
-    def centre(self, centre_id: str, inputs: str) -> CentreData | None:
-        """The centre's records as last read, or None when they must be read again: the
-        inputs changed, or the work file is missing or unreadable (a truncated file from an
-        older version killed mid-write is treated as stale, never as an error)."""
-        path = self.folder / "centres" / f"{centre_id}.json"
-        if not path.exists():
-            return None
-        try:
-            raw = orjson.loads(path.read_bytes())
-            if raw.get("inputs") != inputs or raw.get("fhir_cart") != __version__:
-                return None
-            return CentreData(
-                [Case.model_validate(c) for c in raw["cases"]],
-                [Reject(**r) for r in raw["rejects"]],
-                list(raw["unmapped"]),
-                dict(raw.get("sources", {})),
-                {
-                    name: RecordKeys(tuple(k[0]), {n: None if v is None else tuple(v)
-                                                   for n, v in k[1].items()})
-                    for name, k in raw["keys"].items()
-                },
-            )  # fmt: skip
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._unreadable(path, exc, f"centre {centre_id} is read again")
-            return None
-
-    def save_centre(self, centre_id: str, inputs: str, data: CentreData) -> None:
-        raw = {
-            "inputs": inputs,
-            "fhir_cart": __version__,
-            "cases": [c.model_dump(mode="json") for c in data.cases],
-            "rejects": [r.as_dict() for r in data.rejects],
-            "unmapped": [str(u) for u in data.unmapped_columns],
-            "sources": data.sources,
-            "keys": {
-                name: [list(k.identifiers), {n: None if v is None else list(v)
-                                             for n, v in k.names.items()}]
-                for name, k in (data.keys or {}).items()
-            },
-        }  # fmt: skip
-        tables._write_if_changed(self.folder / "centres" / f"{centre_id}.json", orjson.dumps(raw))
-
-    def link_state(self) -> LinkState | None:
-        path = self.folder / "links.json"
-        if not path.exists():
-            return None
-        try:
-            return LinkState.from_json(orjson.loads(path.read_bytes()))
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._unreadable(path, exc, "every pair is scored again")
-            return None
-
-    def save_link_state(self, state: LinkState) -> None:
-        tables._write_if_changed(self.folder / "links.json", orjson.dumps(state.as_json()))
 
 
 @dataclass
@@ -248,17 +160,27 @@ def sealed_centre(
     """A centre's records as its extract would give them (sealed, dates moved back in
     memory): the build works on this form only, so a file and an extract build alike."""
     sealed = seal(
-        centre, data.cases, data.rejects, [str(c) for c in data.unmapped_columns],
-        data.sources, definition, pseudonyms, library, moved=False,
-    )  # fmt: skip
+        centre,
+        data.cases,
+        data.rejects,
+        [str(c) for c in data.unmapped_columns],
+        data.sources,
+        definition,
+        pseudonyms,
+        library,
+        moved=False,
+    )
     return _opened(sealed)
 
 
 def _opened(sealed: Sealed) -> CentreData:
     return CentreData(
-        sealed.cases, sealed.rejects, list(sealed.unmapped_columns), sealed.sources,
+        sealed.cases,
+        sealed.rejects,
+        list(sealed.unmapped_columns),
+        sealed.sources,
         sealed.keys,
-    )  # fmt: skip
+    )
 
 
 def _sealing_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
@@ -296,36 +218,6 @@ def _state(
 
 
 # -- the pipeline ----------------------------------------------------------------------
-
-
-@dataclass
-class LinkState:
-    """What a later run may reuse: the probabilistic links (pseudonyms and probabilities
-    only) scored for each centre's inputs, and the model that scored them."""
-
-    linkage: str
-    centres: dict[str, str]
-    links: list[Link] = field(default_factory=list)
-    model: dict[str, Any] | None = None
-    scored: list[str] = field(default_factory=list)
-    """Centres whose pairs this run scored (all of them on a first run)."""
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "linkage": self.linkage,
-            "centres": self.centres,
-            "links": [[k.left, k.right, k.probability, dict(k.evidence)] for k in self.links],
-            "model": self.model,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> LinkState:
-        links = [
-            Link(k[0], k[1], float(k[2]), "probabilistic",
-                 tuple((str(n), int(v)) for n, v in (k[3] if len(k) > 3 else {}).items()))
-            for k in raw["links"]
-        ]  # fmt: skip
-        return cls(raw["linkage"], dict(raw["centres"]), links, raw.get("model"))
 
 
 def _probabilistic(
@@ -390,9 +282,13 @@ def _link(
     state = _probabilistic(records, definition, state, previous, spark)
     identifier = deterministic_links(records)
     settled = settle(
-        identifier, state.links, _contradicted(records, identifier, definition, state, spark),
-        decisions or {}, set(case_of), definition.linkage.threshold,
-    )  # fmt: skip
+        identifier,
+        state.links,
+        _contradicted(records, identifier, definition, state, spark),
+        decisions or {},
+        set(case_of),
+        definition.linkage.threshold,
+    )
     found = cluster(records, settled.links, definition.linkage.threshold, settled.apart)
     progress("link", 1, 1)
     clusters = list(found.members().values())
@@ -561,9 +457,17 @@ def _fhir(
             ]
             rows = _rows(patient, cases, centre, data[centre], pseudonyms)
             provenance.append(
-                fhir.provenance(case, events, sources[centre], registry=definition.id, base=base,
-                                library=library, version=__version__, rows=rows)
-            )  # fmt: skip
+                fhir.provenance(
+                    case,
+                    events,
+                    sources[centre],
+                    registry=definition.id,
+                    base=base,
+                    library=library,
+                    version=__version__,
+                    rows=rows,
+                )
+            )
     return maps, provenance
 
 
@@ -668,11 +572,18 @@ def build_registry(
         data[centre.id] = cached
         step("read", n, len(definition.centres))
     registry = assemble(
-        definition, data, sources, pseudonyms=pseudonyms, library=library,
-        summariser=summariser, spark=spark, progress=progress,
-        previous=None if folder is None or force else folder.link_state(), ids=ids,
+        definition,
+        data,
+        sources,
+        pseudonyms=pseudonyms,
+        library=library,
+        summariser=summariser,
+        spark=spark,
+        progress=progress,
+        previous=None if folder is None or force else folder.link_state(),
+        ids=ids,
         decisions=decisions,
-    )  # fmt: skip
+    )
     if folder is not None and registry.link_state is not None:
         folder.save_link_state(registry.link_state)
     files = write_registry(out, registry, definition, library)

@@ -82,13 +82,20 @@ def extract_centre(
         ) from None
     pseudonyms = Pseudonymiser(key)
     source = source_info(centre_id, data_path, mapping_path)
-    centre = known.model_copy(update={"data": data_path.resolve(), "mapping":
-                                      mapping_path.resolve(), "extract": None})  # fmt: skip
+    centre = known.model_copy(
+        update={"data": data_path.resolve(), "mapping": mapping_path.resolve(), "extract": None}
+    )
     data = reader(centre, definition)
     sealed = seal(
-        centre_id, data.cases, data.rejects, [str(c) for c in data.unmapped_columns],
-        data.sources, definition, pseudonyms, library,
-    )  # fmt: skip
+        centre_id,
+        data.cases,
+        data.rejects,
+        [str(c) for c in data.unmapped_columns],
+        data.sources,
+        definition,
+        pseudonyms,
+        library,
+    )
     manifest = Manifest(
         centre=centre_id,
         registry=definition.id,

@@ -254,10 +254,11 @@ def seal(
         sealed_cases.append(Case(patient=sealed_patient, events=events))
         rows = sources.get(patient.study_id, {})
         located[name] = {
-            ("" if event_id == "" else event_key(pseudonyms, centre, patient.study_id, event_id)):
-                pseudonyms.source_row(centre, row)
+            (
+                "" if event_id == "" else event_key(pseudonyms, centre, patient.study_id, event_id)
+            ): pseudonyms.source_row(centre, row)
             for event_id, row in rows.items()
-        }  # fmt: skip
+        }
     sealed_rejects = [
         Reject(source="", row=None, column=r.column, value=None, reason="", table=r.table)
         for r in rejects
@@ -304,9 +305,14 @@ def unseal(sealed: Sealed, pseudonyms: Pseudonymiser) -> Sealed:
         )
         cases.append(Case(patient=moved, events=events))
     return Sealed(
-        sealed.centre, cases, sealed.keys, sealed.rejects, sealed.unmapped_columns,
-        sealed.sources, sealed.date_attributes,
-    )  # fmt: skip
+        sealed.centre,
+        cases,
+        sealed.keys,
+        sealed.rejects,
+        sealed.unmapped_columns,
+        sealed.sources,
+        sealed.date_attributes,
+    )
 
 
 # -- the file --------------------------------------------------------------------------
@@ -363,8 +369,10 @@ def write_extract(path: Path, sealed: Sealed, manifest: Manifest) -> None:
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in (("manifest.json", _dumps(manifest.as_json())),
-                           ("records.json", _dumps(records))):  # fmt: skip
+        for name, data in (
+            ("manifest.json", _dumps(manifest.as_json())),
+            ("records.json", _dumps(records)),
+        ):
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
@@ -420,9 +428,14 @@ def read_extract(path: Path, centre: str, pseudonyms: Pseudonymiser) -> Sealed:
         for r in raw["rejects"]
     ]
     return Sealed(
-        centre, cases, keys, rejects, list(raw["unmapped_columns"]), sources,
+        centre,
+        cases,
+        keys,
+        rejects,
+        list(raw["unmapped_columns"]),
+        sources,
         list(raw["date_attributes"]),
-    )  # fmt: skip
+    )
 
 
 def file_digest(path: Path) -> str:

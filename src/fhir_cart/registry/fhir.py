@@ -106,10 +106,14 @@ def concept_map(
             "code": word,
             "display": word,
             "target": [
-                {"code": target["code"], "display": target["display"], "equivalence": "equivalent",
-                 "comment": f"value set {value_set}, registry word {code}"}
+                {
+                    "code": target["code"],
+                    "display": target["display"],
+                    "equivalence": "equivalent",
+                    "comment": f"value set {value_set}, registry word {code}",
+                }
             ],
-        }  # fmt: skip
+        }
         groups.setdefault(target["system"], []).append(element)
     return {
         "resourceType": "ConceptMap",
@@ -174,11 +178,18 @@ def provenance(
         "entity": [
             _entity(source.file_sha256, "source data file"),
             _entity(source.mapping_sha256, "centre mapping file"),
-            *({"role": "source", "what": {"identifier": {"system": rows_system, "value": row},
-                                          "display": f"a row of centre {source.centre}'s file"}}
-              for row in rows),
+            *(
+                {
+                    "role": "source",
+                    "what": {
+                        "identifier": {"system": rows_system, "value": row},
+                        "display": f"a row of centre {source.centre}'s file",
+                    },
+                }
+                for row in rows
+            ),
         ],
-    }  # fmt: skip
+    }
 
 
 def _participant(code: str) -> dict[str, Any]:

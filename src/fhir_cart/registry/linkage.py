@@ -116,11 +116,14 @@ def linkage_record(
     for kind in linkage.names:
         clear = normalise_name(str(patient.attributes.get(kind) or ""))
         names[kind] = (
-            (pseudonyms.token(f"name:{kind}", clear),
-             pseudonyms.token(f"name-sound:{kind}", soundex(clear)),
-             bloom(clear, pseudonyms.bloom_key(kind)))
-            if clear else None
-        )  # fmt: skip
+            (
+                pseudonyms.token(f"name:{kind}", clear),
+                pseudonyms.token(f"name-sound:{kind}", soundex(clear)),
+                bloom(clear, pseudonyms.bloom_key(kind)),
+            )
+            if clear
+            else None
+        )
     pseudonym = pseudonyms.patient(patient.centre, patient.study_id)
     return _record(case, linkage, pseudonym, tuple(identifiers), names)
 

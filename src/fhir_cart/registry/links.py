@@ -29,5 +29,12 @@ def content_order(record: Any) -> tuple[Any, ...]:
     records identical in every compared field."""
     dates = tuple("" if v is None else v.isoformat() for _, v in sorted(record.dates.items()))
     born = getattr(record, "birth_date", None)
-    return (record.centre, record.sex or "", record.birth_year or 0, record.birth_month or 0,
-            "" if born is None else born.isoformat(), dates, record.pseudonym)  # fmt: skip
+    return (
+        record.centre,
+        record.sex or "",
+        record.birth_year or 0,
+        record.birth_month or 0,
+        "" if born is None else born.isoformat(),
+        dates,
+        record.pseudonym,
+    )

@@ -14,12 +14,50 @@ import unicodedata
 
 __all__ = ["bigrams", "bloom", "bloom_words", "dice", "normalise_name", "soundex"]
 
-_TRANSLITERATE = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "æ": "ae",
-                                "ø": "oe", "å": "aa", "œ": "oe", "ł": "l", "đ": "d"})  # fmt: skip
-_PARTICLES = {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "le", "la",
-              "ter", "ten", "zu", "y", "el", "al", "bin", "ibn"}  # fmt: skip
-_CODES = {**dict.fromkeys("bfpv", "1"), **dict.fromkeys("cgjkqsxz", "2"),
-          **dict.fromkeys("dt", "3"), "l": "4", **dict.fromkeys("mn", "5"), "r": "6"}  # fmt: skip
+_TRANSLITERATE = str.maketrans(
+    {
+        "ä": "ae",
+        "ö": "oe",
+        "ü": "ue",
+        "ß": "ss",
+        "æ": "ae",
+        "ø": "oe",
+        "å": "aa",
+        "œ": "oe",
+        "ł": "l",
+        "đ": "d",
+    }
+)
+_PARTICLES = {
+    "van",
+    "von",
+    "der",
+    "den",
+    "de",
+    "del",
+    "della",
+    "di",
+    "da",
+    "du",
+    "le",
+    "la",
+    "ter",
+    "ten",
+    "zu",
+    "y",
+    "el",
+    "al",
+    "bin",
+    "ibn",
+}
+_CODES = {
+    **dict.fromkeys("bfpv", "1"),
+    **dict.fromkeys("cgjkqsxz", "2"),
+    **dict.fromkeys("dt", "3"),
+    "l": "4",
+    **dict.fromkeys("mn", "5"),
+    "r": "6",
+}
 
 
 def normalise_name(value: str) -> str:

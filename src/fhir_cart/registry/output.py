@@ -38,12 +38,11 @@ def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
     return csv_bytes(
         ["patient", "field", "centre", "value", "rule", "chosen", "result"],
         (
-            [row["patient"], row["field"], centre, value, row["rule"], row["chosen"],
-             row["result"]]
+            [row["patient"], row["field"], centre, value, row["rule"], row["chosen"], row["result"]]
             for row in sorted(rows, key=lambda r: (r["patient"], r["field"]))
             for centre, value in sorted(row["values"].items())
         ),
-    )  # fmt: skip
+    )
 
 
 def _links_csv(links: list[Link], refused: list[Link], blocked: list[Link]) -> bytes:
@@ -51,12 +50,16 @@ def _links_csv(links: list[Link], refused: list[Link], blocked: list[Link]) -> b
         ["left", "right", "method", "probability", "taken"],
         [
             *([k.left, k.right, k.method, f"{k.probability:.6f}", "yes"] for k in links),
-            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (same centre)"]
-              for k in refused),
-            *([k.left, k.right, k.method, f"{k.probability:.6f}", "no (decided apart)"]
-              for k in blocked),
+            *(
+                [k.left, k.right, k.method, f"{k.probability:.6f}", "no (same centre)"]
+                for k in refused
+            ),
+            *(
+                [k.left, k.right, k.method, f"{k.probability:.6f}", "no (decided apart)"]
+                for k in blocked
+            ),
         ],
-    )  # fmt: skip
+    )
 
 
 def _crosswalk_csv(ledger: IdLedger | None) -> bytes:

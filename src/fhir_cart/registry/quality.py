@@ -95,9 +95,13 @@ def _range_problems(
         (low is not None and number < low) or (high is not None and number > high)
     ):
         found.append(
-            {"patient": pseudonym, "field": event.concept, "allowed": [low, high],
-             "direction": "below" if low is not None and number < low else "above"}
-        )  # fmt: skip
+            {
+                "patient": pseudonym,
+                "field": event.concept,
+                "allowed": [low, high],
+                "direction": "below" if low is not None and number < low else "above",
+            }
+        )
     for key, value in event.attributes.items():
         if library is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue

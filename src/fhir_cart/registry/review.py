@@ -63,8 +63,15 @@ class ReviewItem:
 
     def row(self) -> list[str]:
         agree, differ, missing = describe(self.link.evidence)
-        return [self.link.left, self.link.right, f"{self.link.probability:.6f}", self.reason,
-                "; ".join(agree), "; ".join(differ), "; ".join(missing)]  # fmt: skip
+        return [
+            self.link.left,
+            self.link.right,
+            f"{self.link.probability:.6f}",
+            self.reason,
+            "; ".join(agree),
+            "; ".join(differ),
+            "; ".join(missing),
+        ]
 
 
 REVIEW_HEADER = ["left", "right", "probability", "reason", "agree", "differ", "missing"]

@@ -64,7 +64,7 @@ def _extract_source(centre: str, path: Path) -> fhir.SourceInfo:
     source = read_manifest(path)["source"]
     return fhir.SourceInfo(
         centre, "", source["file_sha256"], "", source["mapping_sha256"], source["recorded"]
-    )  # fmt: skip
+    )
 
 
 def input_hashes(sources: dict[str, fhir.SourceInfo]) -> dict[str, str]:

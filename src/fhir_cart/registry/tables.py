@@ -26,12 +26,32 @@ from fhir_cart.registry.files import write_atomically
 __all__ = ["EVENT_COLUMNS", "event_table", "patient_table", "write_tables"]
 
 EVENT_COLUMNS = (
-    "study_id", "event_id", "concept",
-    "when_date", "when_day", "when_anchor", "when_earliest_day", "when_latest_day",
-    "end_date", "end_day", "end_anchor", "end_earliest_day", "end_latest_day",
-    "value_number", "value_unit", "value_comparator", "value_low", "value_high", "value_code",
-    "value_boolean", "value_text", "source_text", "origin", "assumed", "status",
-)  # fmt: skip
+    "study_id",
+    "event_id",
+    "concept",
+    "when_date",
+    "when_day",
+    "when_anchor",
+    "when_earliest_day",
+    "when_latest_day",
+    "end_date",
+    "end_day",
+    "end_anchor",
+    "end_earliest_day",
+    "end_latest_day",
+    "value_number",
+    "value_unit",
+    "value_comparator",
+    "value_low",
+    "value_high",
+    "value_code",
+    "value_boolean",
+    "value_text",
+    "source_text",
+    "origin",
+    "assumed",
+    "status",
+)
 _INT = {
     "when_day",
     "when_earliest_day",
@@ -69,8 +89,12 @@ def _event_row(study_id: str, event: Event) -> dict[str, Any]:
     row |= _when("when", event.when) | _when("end", event.end)
     for name in ("number", "unit", "comparator", "low", "high", "code", "boolean", "text"):
         row[f"value_{name}"] = None if value is None else getattr(value, name)
-    row |= {"source_text": event.source_text, "origin": event.origin, "assumed": event.assumed,
-            "status": event.status}  # fmt: skip
+    row |= {
+        "source_text": event.source_text,
+        "origin": event.origin,
+        "assumed": event.assumed,
+        "status": event.status,
+    }
     return row | dict(event.attributes)
 
 
@@ -125,10 +149,15 @@ def patient_table(
         centres = list(centres_of.get(patient.study_id, [patient.centre]))
         birth = patient.birth_text
         rows.append(
-            {"centre": centres[0], "study_id": patient.study_id,
-             "centres": ";".join(sorted(centres)), "sex": patient.sex, "birth_date": birth,
-             **patient.attributes}
-        )  # fmt: skip
+            {
+                "centre": centres[0],
+                "study_id": patient.study_id,
+                "centres": ";".join(sorted(centres)),
+                "sex": patient.sex,
+                "birth_date": birth,
+                **patient.attributes,
+            }
+        )
     known = set(library.data.patient_attributes) if library is not None else set()
     attributes = sorted(known | {k for c in cases for k in c.patient.attributes})
     types = {k: _type(k, library) for k in attributes}

@@ -30,9 +30,15 @@ from typing import Any, Literal
 from fhir_cart.settings import Settings
 
 __all__ = [
-    "Principal", "can_see_job", "can_see_upload", "check_password", "hash_password",
-    "owner_params", "principal_for_key", "principal_for_password",
-]  # fmt: skip
+    "Principal",
+    "can_see_job",
+    "can_see_upload",
+    "check_password",
+    "hash_password",
+    "owner_params",
+    "principal_for_key",
+    "principal_for_password",
+]
 
 Role = Literal["centre", "registry", "admin"]
 

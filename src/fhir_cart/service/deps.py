@@ -20,10 +20,25 @@ from fhir_cart.service.guard import key_accepted
 from fhir_cart.settings import Settings
 
 __all__ = [
-    "AppDep", "Auth", "CacheDep", "JobId", "PrincipalDep", "ProblemError", "SettingsDep",
-    "admin_only", "get_app", "get_cache", "get_job", "get_principal", "get_settings",
-    "problem", "public_paths", "require_key", "unprocessable", "visible_job",
-]  # fmt: skip
+    "AppDep",
+    "Auth",
+    "CacheDep",
+    "JobId",
+    "PrincipalDep",
+    "ProblemError",
+    "SettingsDep",
+    "admin_only",
+    "get_app",
+    "get_cache",
+    "get_job",
+    "get_principal",
+    "get_settings",
+    "problem",
+    "public_paths",
+    "require_key",
+    "unprocessable",
+    "visible_job",
+]
 
 
 def problem(

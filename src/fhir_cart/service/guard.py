@@ -51,19 +51,24 @@ MIN_KEY_LENGTH = 32
 def weak_keys(settings: Settings) -> str | None:
     """Why the configured API keys cannot be used, or None: the service refuses to start
     with a key shorter than :data:`MIN_KEY_LENGTH` (a guessable key guards nothing)."""
-    short = [n for n, k in enumerate(settings.api_keys, 1)
-             if len(k.get_secret_value()) < MIN_KEY_LENGTH]  # fmt: skip
+    short = [
+        n for n, k in enumerate(settings.api_keys, 1) if len(k.get_secret_value()) < MIN_KEY_LENGTH
+    ]
     for user in settings.users:
         if user.api_key is not None and len(user.api_key.get_secret_value()) < MIN_KEY_LENGTH:
-            return (f"users: the api_key of {user.name!r} is shorter than {MIN_KEY_LENGTH} "
-                    "characters; make one with: python -c 'import secrets; "
-                    "print(secrets.token_urlsafe(32))'")  # fmt: skip
+            return (
+                f"users: the api_key of {user.name!r} is shorter than {MIN_KEY_LENGTH} "
+                "characters; make one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'"
+            )
     if not short:
         return None
     which = ", ".join(map(str, short))
-    return (f"api_keys: key {which} of {len(settings.api_keys)} is shorter than "
-            f"{MIN_KEY_LENGTH} characters; make one with: python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))'")  # fmt: skip
+    return (
+        f"api_keys: key {which} of {len(settings.api_keys)} is shorter than "
+        f"{MIN_KEY_LENGTH} characters; make one with: python -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))'"
+    )
 
 
 def key_accepted(given: str | None, settings: Settings) -> bool:
@@ -81,10 +86,11 @@ def _given_key(headers: dict[bytes, bytes]) -> str | None:
 
 
 async def _problem(send: Send, status: int, title: str, detail: str) -> None:
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
-                         "detail": detail})  # fmt: skip
-    headers = [(b"content-type", b"application/problem+json"),
-               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -131,8 +137,12 @@ class Guard:
     ) -> Principal | None:
         given = _given_key(headers)
         if not self.settings.api_keys and not self.settings.users:
-            await _problem(send, 403, "Forbidden", "no API keys are configured: every request "
-                           "is refused (set api_keys)")  # fmt: skip
+            await _problem(
+                send,
+                403,
+                "Forbidden",
+                "no API keys are configured: every request is refused (set api_keys)",
+            )
             return None
         if given is None and self.sessions is not None and path.startswith(SESSION_PATHS):
             cookies = cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
@@ -180,8 +190,9 @@ class Guard:
             if not state["over"]:
                 log.error("unexpected error: %s", exc.__class__.__name__)
                 if not state["started"]:
-                    await _problem(send, 500, "Internal Server Error",
-                                   "the error was logged without details")  # fmt: skip
+                    await _problem(
+                        send, 500, "Internal Server Error", "the error was logged without details"
+                    )
                 return
         if state["over"]:
             await _problem(send, 413, "Content Too Large", f"request body over {limit} bytes")

@@ -57,26 +57,35 @@ async def _push(run: SyncRun, params: dict[str, Any], app: Application, cache: C
     app.keep_rejects(cache, result.rejects, run_id=run.id)
     # as the CLI: a file with rejected rows is not pushed in part unless asked
     await app.push(
-        result.cases, mapping=mapping, server=app.server(params["server"], url_allowed=False),
-        cache=cache, run_id=run.id, rejects=result.rejects,
+        result.cases,
+        mapping=mapping,
+        server=app.server(params["server"], url_allowed=False),
+        cache=cache,
+        run_id=run.id,
+        rejects=result.rejects,
         continue_on_error=bool(params.get("continue_on_error")),
-    )  # fmt: skip
+    )
 
 
 async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: Cache) -> None:
     assert run.id is not None
     run_id = run.id
     selection = PullSelection(
-        kind=params["selection"], identifiers=tuple(params.get("identifiers") or ()),
-        group_id=params.get("group_id"), query=params.get("query"), since=params.get("since"),
+        kind=params["selection"],
+        identifiers=tuple(params.get("identifiers") or ()),
+        group_id=params.get("group_id"),
+        query=params.get("query"),
+        since=params.get("since"),
         types=parse_types(params.get("types")),
-    )  # fmt: skip
+    )
     out, study = private_dir(job_dir(app.settings, run_id)), params.get("study")
     request = PullRequest(
-        selection, run_id=run_id, use_export=bool(params.get("use_export")),
+        selection,
+        run_id=run_id,
+        use_export=bool(params.get("use_export")),
         on_patient=lambda n: cache.update_run(run_id, progress_done=n),
         on_mapped=lambda outcome: _write_pull_outputs(app, outcome, out, study),
-    )  # fmt: skip
+    )
     await app.pull(request, server=app.server(params["server"], url_allowed=False), cache=cache)
 
 
@@ -110,14 +119,23 @@ async def _registry(run: SyncRun, params: dict[str, Any], app: Application, cach
 
     out = private_dir(job_dir(app.settings, run_id))
     result, _ = await asyncio.to_thread(
-        app.registry_build, Path(params["registry_file"]), out,
-        push=params.get("server"), force=bool(params.get("force")), progress=progress,
-    )  # fmt: skip
+        app.registry_build,
+        Path(params["registry_file"]),
+        out,
+        push=params.get("server"),
+        force=bool(params.get("force")),
+        progress=progress,
+    )
     registry = result.registry
-    counts = {} if registry is None else {
-        "patients": len(registry.cases), "links": len(registry.links),
-        "conflicts": len(registry.conflicts),
-    }  # fmt: skip
+    counts = (
+        {}
+        if registry is None
+        else {
+            "patients": len(registry.cases),
+            "links": len(registry.links),
+            "conflicts": len(registry.conflicts),
+        }
+    )
     cache.finish_run(run_id, status="succeeded", counts=counts)
 
 

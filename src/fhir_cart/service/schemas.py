@@ -12,9 +12,19 @@ from fhir_cart.application import SyncRun, parse_types
 from fhir_cart.references import id_problem
 
 __all__ = [
-    "FailureCauseOut", "Health", "Job", "OutcomeOut", "PatientOut", "Preview", "PullRequest",
-    "PushRequest", "RegistryRequest", "RejectOut", "ResourceOut", "UploadReport",
-]  # fmt: skip
+    "FailureCauseOut",
+    "Health",
+    "Job",
+    "OutcomeOut",
+    "PatientOut",
+    "Preview",
+    "PullRequest",
+    "PushRequest",
+    "RegistryRequest",
+    "RejectOut",
+    "ResourceOut",
+    "UploadReport",
+]
 
 
 class Health(BaseModel):
@@ -77,15 +87,18 @@ class PullRequest(BaseModel):
     since: str | None = Field(default=None, max_length=40)
     use_export: bool = False
     types: str | None = Field(
-        default=None, max_length=2000,
+        default=None,
+        max_length=2000,
         description="Resource types to ask for: 'all' (default: every type the server can "
         "search by patient), 'library' (the types the concept library reads) or a comma "
         "list such as 'library,AllergyIntolerance'; types left out are listed in the job",
-    )  # fmt: skip
+    )
     study: str | None = Field(
-        default=None, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$",
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_\-]*$",
         description="Study definition (a name in mappings/studies/) whose summary to compute",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="after")
     def _matches(self) -> PullRequest:
@@ -102,13 +115,17 @@ class RegistryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     registry: str = Field(
-        min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_\-]*$",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_\-]*$",
         description="A registry file the service holds: <data_dir>/registries/<registry>.yaml",
-    )  # fmt: skip
+    )
     server: str | None = Field(
-        default=None, min_length=1, max_length=64,
+        default=None,
+        min_length=1,
+        max_length=64,
         description="Push the built registry to this server (a name in settings)",
-    )  # fmt: skip
+    )
     force: bool = Field(default=False, description="Build even when no input changed")
 
 
@@ -145,14 +162,21 @@ class Job(BaseModel):
         assert run.id is not None
         counts = orjson.loads(run.counts or "{}")
         return cls(
-            id=run.id, kind=run.kind, status=run.status, progress_done=run.progress_done,
+            id=run.id,
+            kind=run.kind,
+            status=run.status,
+            progress_done=run.progress_done,
             progress_total=run.progress_total,
             counts={k: v for k, v in counts.items() if isinstance(v, int)},
-            by_type=counts.get("by_type") or {}, not_asked=counts.get("not_asked") or [],
+            by_type=counts.get("by_type") or {},
+            not_asked=counts.get("not_asked") or [],
             not_searchable=counts.get("not_searchable") or [],
-            error=run.error, worker=run.worker, created_at=run.created_at,
-            started_at=run.started_at, finished_at=run.finished_at,
-        )  # fmt: skip
+            error=run.error,
+            worker=run.worker,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+        )
 
 
 class OutcomeOut(BaseModel):

@@ -164,10 +164,17 @@ def _censored_event(
             f"yet {stray[0]} is filled; correct one of the two cells",
         )
     return _make_event(
-        event_id=event_id, concept=ctx.concept_key(censor), when=when, end=None, value=None,
-        attributes={}, source_text=_to_text(cells["when_day"])[:1000], origin=None,
-        assumed=None, status=None,
-    )  # fmt: skip
+        event_id=event_id,
+        concept=ctx.concept_key(censor),
+        when=when,
+        end=None,
+        value=None,
+        attributes={},
+        source_text=_to_text(cells["when_day"])[:1000],
+        origin=None,
+        assumed=None,
+        status=None,
+    )
 
 
 _CENSOR_FIELDS = frozenset(("concept", "when_day", "when_anchor", "study_id", "when_date"))

@@ -101,9 +101,14 @@ def _text_date(text: str, formats: tuple[str, ...]) -> tuple[dt.date, Precision]
 
 
 _DATE_PARTS = {
-    "%d": r"(?P<d>\d{1,2})", "%m": r"(?P<m>\d{1,2})", "%Y": r"(?P<Y>\d{4})",
-    "%y": r"(?P<y>\d{2})", "%H": r"\d{1,2}", "%M": r"\d{1,2}", "%S": r"\d{1,2}",
-}  # fmt: skip
+    "%d": r"(?P<d>\d{1,2})",
+    "%m": r"(?P<m>\d{1,2})",
+    "%Y": r"(?P<Y>\d{4})",
+    "%y": r"(?P<y>\d{2})",
+    "%H": r"\d{1,2}",
+    "%M": r"\d{1,2}",
+    "%S": r"\d{1,2}",
+}
 
 
 @lru_cache(maxsize=64)
@@ -141,8 +146,20 @@ def _impossible_date(text: str, fmt: str) -> str | None:
     return f"day {day} does not exist in {_MONTHS[month - 1]} {year}"
 
 
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")  # fmt: skip
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 class _Unholdable(ValueError):

@@ -53,9 +53,14 @@ from fhir_cart.sync.push import Key, PushPlan, PushReport, plan_push, push, veri
 from fhir_cart.sync.retract import removed_records, retract
 
 __all__ = [
-    "MEDICATION_TYPES", "PullOutcome", "PullTables", "medication_ids", "push_locks", "run_pull",
+    "MEDICATION_TYPES",
+    "PullOutcome",
+    "PullTables",
+    "medication_ids",
+    "push_locks",
+    "run_pull",
     "run_push",
-]  # fmt: skip
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +96,12 @@ async def run_push(
         if run_id is None:
             await cache.call(cache.mark_dead_workers)  # a push killed earlier: its journal
             run_id = await cache.call(  # may now be cleared
-                cache.create_run, kind="push", server=key, params={"patients": len(cases)},
+                cache.create_run,
+                kind="push",
+                server=key,
+                params={"patients": len(cases)},
                 worker=worker_name(),
-            )  # fmt: skip
+            )
         return await _send(ctx, cases, server, cache, run_id, on_bundle_done)
 
 
@@ -130,8 +138,11 @@ async def _verified_plan(
     gone = await verify_on_server(client, believed)
     if not gone:
         return plan
-    log.warning("%d resources the cache recorded are not on the server as recorded "
-                "(wiped, restored or changed there): sending them again", len(gone))  # fmt: skip
+    log.warning(
+        "%d resources the cache recorded are not on the server as recorded "
+        "(wiped, restored or changed there): sending them again",
+        len(gone),
+    )
     return await cache.call(_plan, ctx, cases, cache, key, gone)
 
 
@@ -148,10 +159,16 @@ async def _send(
         async with client_for(server) as client:
             plan = await _verified_plan(ctx, cases, cache, key, client)
             report = await push(
-                plan, client=client, cache=cache, server=key, run_id=run_id,
-                bundle_size=server.bundle_size, concurrency=server.concurrency,
-                on_bundle_done=on_bundle_done, capabilities=await discover(client, server),
-            )  # fmt: skip
+                plan,
+                client=client,
+                cache=cache,
+                server=key,
+                run_id=run_id,
+                bundle_size=server.bundle_size,
+                concurrency=server.concurrency,
+                on_bundle_done=on_bundle_done,
+                capabilities=await discover(client, server),
+            )
             if not report.failures:
                 await _retract_removed(plan, client, cache, server, report, ctx.resource_id)
     except BaseException as exc:
@@ -211,9 +228,11 @@ class PullOutcome:
         # counts only: asyncio.run reprs the finished task's result when it restores its
         # SIGINT handler (Python 3.11), and the whole cohort's repr took 0.3 s per 1,000
         # patients
-        return (f"PullOutcome(run_id={self.run_id}, cases={len(self.cases)}, "
-                f"unmapped={len(self.unmapped)}, other={len(self.other)}, "
-                f"excluded={len(self.excluded)})")  # fmt: skip
+        return (
+            f"PullOutcome(run_id={self.run_id}, cases={len(self.cases)}, "
+            f"unmapped={len(self.unmapped)}, other={len(self.other)}, "
+            f"excluded={len(self.excluded)})"
+        )
 
     @property
     def excluded_reasons(self) -> dict[str, int]:
@@ -320,8 +339,13 @@ _RECORD_BATCH = 2_000
 the cache, not the server, the bottleneck of a pull)."""
 
 
-async def _fetch_export(client: FhirClient, received: _Received, selection: PullSelection,
-                        stats: PullStats, concurrency: int = 4) -> set[str]:  # fmt: skip
+async def _fetch_export(
+    client: FhirClient,
+    received: _Received,
+    selection: PullSelection,
+    stats: PullStats,
+    concurrency: int = 4,
+) -> set[str]:
     # every type of the group's compartment by default (no _type): Bulk Data exports all
     types = None if selection.types is None else ["Patient", *selection.types]
     manifest = await client.export_manifest(
@@ -351,8 +375,7 @@ async def _fetch_export(client: FhirClient, received: _Received, selection: Pull
     wanted = EVENT_TYPES if selection.types is None else selection.types
     missing = [t for t in wanted if t not in stats.complete]
     if missing and patient_ids:
-        await _search_missing(client, received, missing, patient_ids, selection, stats,
-                              concurrency)  # fmt: skip
+        await _search_missing(client, received, missing, patient_ids, selection, stats, concurrency)
         stats.complete |= set(missing)  # searched per patient: received in full now
     stats.asked = sorted(stats.complete - {"Patient"})
     return patient_ids
@@ -449,8 +472,10 @@ async def _run_pull(
     index: PatientIndex,
 ) -> PullOutcome:
     selection, use_export, default_centre = (
-        request.selection, request.use_export, request.default_centre
-    )  # fmt: skip
+        request.selection,
+        request.use_export,
+        request.default_centre,
+    )
     run_id, on_patient, on_mapped = request.run_id, request.on_patient, request.on_mapped
     tables = request.tables
     key = server.base_url
@@ -466,11 +491,19 @@ async def _run_pull(
             async with client_for(server) as client:
                 selection, gone = await _deletions(client, selection, server.search_params)
                 if use_export:
-                    ids = await _fetch_export(client, received, selection, stats,
-                                              server.concurrency)  # fmt: skip
+                    ids = await _fetch_export(
+                        client, received, selection, stats, server.concurrency
+                    )
                 else:
-                    ids = await _fetch(client, received, selection, stats, on_patient,
-                                       server.search_params, server.concurrency)  # fmt: skip
+                    ids = await _fetch(
+                        client,
+                        received,
+                        selection,
+                        stats,
+                        on_patient,
+                        server.search_params,
+                        server.concurrency,
+                    )
                 await _fetch_medications(client, received, stats)
         except BaseException:
             await received.settle()  # a batch on its way to the cache: written whole, or not
@@ -479,8 +512,9 @@ async def _run_pull(
     except BaseException as exc:
         cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
-    deleted = settle(cache, key, index, ids, stats, gone, received.named_drugs,
-                     full=selection.since is None)  # fmt: skip
+    deleted = settle(
+        cache, key, index, ids, stats, gone, received.named_drugs, full=selection.since is None
+    )
     sink: Collected | Written = Collected() if tables is None else Written(tables, ctx.concepts)
     try:
         accounted = _map(ctx, index, sink, stats, default_centre)
@@ -491,9 +525,11 @@ async def _run_pull(
     unmapped = len(sink.unmapped) if isinstance(sink, Collected) else sink.unmapped
     excluded = len(sink.excluded) if isinstance(sink, Collected) else sink.excluded
     counts: dict[str, Any] = {
-        "patients": sink.patients, "unmapped": unmapped, "excluded": excluded,
+        "patients": sink.patients,
+        "unmapped": unmapped,
+        "excluded": excluded,
         **stats.resources,
-    }  # fmt: skip
+    }
     if deleted:
         counts["deleted_on_server"] = deleted
     counts["by_type"] = {t: c.as_dict() for t, c in accounted.items()}
@@ -502,8 +538,9 @@ async def _run_pull(
     if stats.not_searchable:
         counts["not_searchable"] = stats.not_searchable
     if isinstance(sink, Collected):
-        outcome = PullOutcome(run_id, sink.cases, sink.unmapped, stats, sink.other,
-                              sink.excluded, accounted)  # fmt: skip
+        outcome = PullOutcome(
+            run_id, sink.cases, sink.unmapped, stats, sink.other, sink.excluded, accounted
+        )
     else:
         outcome = PullOutcome(run_id, sink.cases, stats=stats, by_type=accounted, tables=sink)
     if on_mapped is not None:
@@ -539,6 +576,8 @@ def _map(
     accounted = dict(sorted(accounted.items()))
     faults = {t: c for t, c in accounted.items() if c.unaccounted or c.twice}
     if faults:
-        log.warning("resources not accounted for exactly once (a fhir_cart fault): %s",
-                    {t: (c.unaccounted, c.twice) for t, c in faults.items()})  # fmt: skip
+        log.warning(
+            "resources not accounted for exactly once (a fhir_cart fault): %s",
+            {t: (c.unaccounted, c.twice) for t, c in faults.items()},
+        )
     return accounted

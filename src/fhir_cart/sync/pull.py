@@ -41,10 +41,19 @@ from fhir_cart.sync.scanned import ScanStore, by_type_scan
 from fhir_cart.types import Json
 
 __all__ = [
-    "CHUNK", "EVENT_TYPES", "PatientSearch", "PullSelection", "PullStats", "ResourceFetcher",
-    "asked_types", "deleted_since", "parse_types", "patient_searches", "pull_resources",
+    "CHUNK",
+    "EVENT_TYPES",
+    "PatientSearch",
+    "PullSelection",
+    "PullStats",
+    "ResourceFetcher",
+    "asked_types",
+    "deleted_since",
+    "parse_types",
+    "patient_searches",
+    "pull_resources",
     "unsearchable",
-]  # fmt: skip
+]
 
 log = logging.getLogger(__name__)
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -68,8 +77,10 @@ def parse_types(text: str | None) -> tuple[str, ...] | None:
     for part in (p.strip() for p in text.split(",")):
         names = EVENT_TYPES if part == "library" else (part,)
         if part == "Patient":
-            raise ValueError("--types: Patient is always pulled (it is the selection); name "
-                             "the other types, e.g. 'library,AllergyIntolerance'")  # fmt: skip
+            raise ValueError(
+                "--types: Patient is always pulled (it is the selection); name "
+                "the other types, e.g. 'library,AllergyIntolerance'"
+            )
         if not all(_TYPE_NAME.match(n) for n in names):
             raise ValueError(
                 f"--types: {part!r} is not a resource type; expected 'all', 'library' or "
@@ -238,8 +249,10 @@ class PullStats:
         rtype = str(resource.get("resourceType"))
         self.resources[rtype] = self.resources.get(rtype, 0) + 1
         if self.limit is not None and sum(self.resources.values()) > self.limit:
-            raise LimitExceeded(f"the pull received more than {self.limit} resources "
-                                "(setting max_resources_per_pull)")  # fmt: skip
+            raise LimitExceeded(
+                f"the pull received more than {self.limit} resources "
+                "(setting max_resources_per_pull)"
+            )
 
     def learn(self, note: str) -> None:
         if note not in self.learned:
@@ -391,8 +404,10 @@ class PatientSearch:
                 self.verified.add(scope)
             elif await self._or_ignored(rtype, param, part, got, extra):
                 self.limits[key] = 1
-                self.stats.learn(f"the server does not combine values of {key} with commas "
-                                 "(OR); searching one value at a time")  # fmt: skip
+                self.stats.learn(
+                    f"the server does not combine values of {key} with commas "
+                    "(OR); searching one value at a time"
+                )
                 return await self.search(rtype, param, part, owner, extra, key)
         return got
 
@@ -410,8 +425,10 @@ class PatientSearch:
         smaller = max(1, len(part) // 2)
         if self.limits.get(key, self.chunk) > smaller:
             self.limits[key] = smaller
-            self.stats.learn(f"a search of {key} naming {len(part)} values: the server {why}; "
-                             f"naming at most {smaller} from now on")  # fmt: skip
+            self.stats.learn(
+                f"a search of {key} naming {len(part)} values: the server {why}; "
+                f"naming at most {smaller} from now on"
+            )
         return await self.search(rtype, param, part, owner, extra, scope)
 
     async def _or_ignored(
@@ -446,8 +463,14 @@ class ResourceFetcher:
         if not types:
             return
         search = self.search
-        await by_type_scan(search.client, types, search.since, search.stats, self.scanned,
-                           _page_size(search.client))  # fmt: skip
+        await by_type_scan(
+            search.client,
+            types,
+            search.since,
+            search.stats,
+            self.scanned,
+            _page_size(search.client),
+        )
 
     def count_not_selected(self, pulled: set[str]) -> None:
         """Resources read by type whose patient was not selected: counted per type in
@@ -566,8 +589,10 @@ async def _selected_chunks(
                     batch = []
             total = page.get("total")
             if isinstance(total, int) and not _next(page) and len(seen) < total:
-                raise BadResponse(f"Patient search: the server answered {len(seen)} of {total}"
-                                  " matches with no next page")  # fmt: skip
+                raise BadResponse(
+                    f"Patient search: the server answered {len(seen)} of {total}"
+                    " matches with no next page"
+                )
     if batch:
         yield batch
 

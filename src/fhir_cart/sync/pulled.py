@@ -29,8 +29,13 @@ from fhir_cart.types import Json
 from fhir_cart.writers import Format, StudyTableWriter, UnmappedWriter
 
 __all__ = [
-    "MEDICATION_TYPES", "Collected", "PullTables", "Written", "medication_ids", "settle",
-]  # fmt: skip
+    "MEDICATION_TYPES",
+    "Collected",
+    "PullTables",
+    "Written",
+    "medication_ids",
+    "settle",
+]
 
 Key = tuple[str, str]
 
@@ -46,8 +51,9 @@ def medication_ids(resources: Iterable[Json]) -> set[str]:
         if resource.get("resourceType") not in MEDICATION_TYPES:
             continue
         reference = resource.get("medicationReference")
-        found = server_id(reference.get("reference") if isinstance(reference, dict) else None,
-                          "Medication")  # fmt: skip
+        found = server_id(
+            reference.get("reference") if isinstance(reference, dict) else None, "Medication"
+        )
         if found is not None:
             out.add(found)
     return out

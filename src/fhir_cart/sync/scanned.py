@@ -43,8 +43,9 @@ class ScanStore:
             # "": a private temporary database on disk, deleted when the connection closes
             self._db = sqlite3.connect("")
             self._db.execute("PRAGMA cache_size = -4000")  # 4 MiB of pages at most
-            self._db.execute("CREATE TABLE s (seq INTEGER PRIMARY KEY, patient TEXT, "
-                             "rtype TEXT, body BLOB)")  # fmt: skip
+            self._db.execute(
+                "CREATE TABLE s (seq INTEGER PRIMARY KEY, patient TEXT, rtype TEXT, body BLOB)"
+            )
             self._db.execute("CREATE INDEX s_patient ON s (patient, seq)")
         return self._db
 
@@ -111,5 +112,6 @@ async def by_type_scan(
             for pid, items in grouped.items():
                 store.extend(pid, items)
         if total is not None and got < total:
-            raise BadResponse(f"{rtype} search: the server answered {got} of {total} "
-                              "matches with no next page")  # fmt: skip
+            raise BadResponse(
+                f"{rtype} search: the server answered {got} of {total} matches with no next page"
+            )

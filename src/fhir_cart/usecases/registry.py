@@ -70,10 +70,16 @@ def build(
     if push is not None and not allow_new_key:
         asyncio.run(_check_key(app, definition, key, push, work))
     result = build_registry(
-        definition, out, key=key, library=_library(app), reader=_reader(app),
-        summariser=study_summariser(definition, app.library), progress=progress, force=force,
+        definition,
+        out,
+        key=key,
+        library=_library(app),
+        reader=_reader(app),
+        summariser=study_summariser(definition, app.library),
+        progress=progress,
+        force=force,
         work=work,
-    )  # fmt: skip
+    )
     if push is None:
         return result, None
     if result.registry is None:
@@ -209,9 +215,10 @@ async def _push(
     assert registry is not None
     target = app.server(server)
     ctx = mapping_context(
-        identifier_base=definition.fhir.identifier_base, library=app.library,
+        identifier_base=definition.fhir.identifier_base,
+        library=app.library,
         strict=app.settings.strict_terminology,
-    )  # fmt: skip
+    )
     with app.opened_cache() as cache:
         plan, report = await run_push(cases=registry.cases, ctx=ctx, server=target, cache=cache)
     name = hashlib.sha256(target.base_url.encode()).hexdigest()[:16]

@@ -104,11 +104,17 @@ def map_study(
             on_warnings(missing_anchor([case], anchor))
 
     result = run_map(
-        stream, ctx, request.out_dir, bundle_size=request.bundle_size, mode=request.mode,
-        validate=request.validate, write_extras=extras, on_case=check_anchor,
+        stream,
+        ctx,
+        request.out_dir,
+        bundle_size=request.bundle_size,
+        mode=request.mode,
+        validate=request.validate,
+        write_extras=extras,
+        on_case=check_anchor,
         indent=request.indent,
         check_rejects=check_rejects,
-    )  # fmt: skip
+    )
     return result, ctx.terminology.unverified_report()
 
 

@@ -12,6 +12,10 @@ from fhir_cart.service.routers import cache, cohort, health, jobs, study
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (
-    health.router, study.router, jobs.router, cohort.router, cache.router,
-)  # fmt: skip
+    health.router,
+    study.router,
+    jobs.router,
+    cohort.router,
+    cache.router,
+)
 """In the order the routes were always declared (the OpenAPI document lists them so)."""

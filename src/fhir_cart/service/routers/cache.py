@@ -16,9 +16,10 @@ router = APIRouter(tags=["cache"], dependencies=[*Auth, Depends(admin_only)])
 
 @router.get("/cache/patients", response_model=list[s.PatientOut])
 def cache_patients(cache: CacheDep) -> list[s.PatientOut]:
-    return [s.PatientOut(centre=c.patient.centre, study_id=c.patient.study_id,
-                         events=len(c.events))
-            for c in cache.study_records()]  # fmt: skip
+    return [
+        s.PatientOut(centre=c.patient.centre, study_id=c.patient.study_id, events=len(c.events))
+        for c in cache.study_records()
+    ]
 
 
 @router.get("/cache/resources", response_model=list[s.ResourceOut])

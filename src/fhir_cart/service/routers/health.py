@@ -18,9 +18,10 @@ router = APIRouter(tags=["service"])
 
 
 @router.get(
-    "/health", response_model=s.Health,
+    "/health",
+    response_model=s.Health,
     responses={503: {"model": s.Health, "description": "the job worker is dead"}},
-)  # fmt: skip
+)
 def health(request: Request, response: Response, cache: CacheDep) -> s.Health:
     """200 while the service's job worker is alive (or jobs run elsewhere), 503 while it
     is dead (it is restarted within a second or so; a 503 that lasts means it keeps dying:
@@ -32,10 +33,12 @@ def health(request: Request, response: Response, cache: CacheDep) -> s.Health:
     if worker == "dead":
         response.status_code = 503
     return s.Health(
-        status="ok" if worker != "dead" else "worker dead", version=__version__, worker=worker,
+        status="ok" if worker != "dead" else "worker dead",
+        version=__version__,
+        worker=worker,
         worker_restarts=None if workers is None else workers.restarts,
         oldest_pending_seconds=waited,
-    )  # fmt: skip
+    )
 
 
 @router.get("/ready", response_model=s.Health, response_model_exclude_none=True, dependencies=Auth)

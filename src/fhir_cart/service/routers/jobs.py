@@ -20,7 +20,7 @@ from fhir_cart.service.deps import (
     PrincipalDep,
     get_job,
     visible_job,
-)  # fmt: skip
+)
 from fhir_cart.service.routers.study import NAME, read_upload, visible_upload
 from fhir_cart.settings import ServerSettings
 
@@ -44,10 +44,14 @@ def start_push(app: AppDep, cache: CacheDep, body: s.PushRequest, principal: Pri
     server = named_server(app, body.server)
     visible_upload(app, body.upload_id, principal)
     _, _, meta = read_upload(app, body.upload_id)
-    params = {**meta, "server": body.server, "upload_id": body.upload_id,
-              "continue_on_error": body.continue_on_error, "job": True}  # fmt: skip
-    run_id = cache.create_run(kind="push", server=server.base_url, params=params,
-                              status="pending")  # fmt: skip
+    params = {
+        **meta,
+        "server": body.server,
+        "upload_id": body.upload_id,
+        "continue_on_error": body.continue_on_error,
+        "job": True,
+    }
+    run_id = cache.create_run(kind="push", server=server.base_url, params=params, status="pending")
     return get_job(cache, run_id)
 
 
@@ -57,8 +61,7 @@ def start_pull(app: AppDep, cache: CacheDep, body: s.PullRequest, principal: Pri
         raise HTTPException(403, "the registry role cannot pull a cohort (registry builds only)")
     server = named_server(app, body.server)
     params = {**body.model_dump(), "job": True, **owner_params(principal)}
-    run_id = cache.create_run(kind="pull", server=server.base_url, params=params,
-                              status="pending")  # fmt: skip
+    run_id = cache.create_run(kind="pull", server=server.base_url, params=params, status="pending")
     return get_job(cache, run_id)
 
 
@@ -76,8 +79,13 @@ def start_registry(
     if not registry_file.is_file():
         raise HTTPException(404, f"no registry named {body.registry!r}")
     server = named_server(app, body.server).base_url if body.server else ""
-    params = {"registry_file": str(registry_file), "server": body.server,
-              "force": body.force, "job": True, **owner_params(principal)}  # fmt: skip
+    params = {
+        "registry_file": str(registry_file),
+        "server": body.server,
+        "force": body.force,
+        "job": True,
+        **owner_params(principal),
+    }
     run_id = cache.create_run(kind="registry", server=server, params=params, status="pending")
     return get_job(cache, run_id)
 
@@ -144,7 +152,8 @@ def failures(app: AppDep, cache: CacheDep, job_id: JobId) -> list[s.FailureCause
     each with how many of which type and a hint: what the CLI prints after a push."""
     get_job(cache, job_id)
     return [
-        s.FailureCauseOut(status=c.status, reason=c.reason, count=c.count, types=c.types,
-                          hint=c.hint)
+        s.FailureCauseOut(
+            status=c.status, reason=c.reason, count=c.count, types=c.types, hint=c.hint
+        )
         for c in app.failure_causes(cache, job_id)
-    ]  # fmt: skip
+    ]

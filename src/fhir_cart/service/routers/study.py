@@ -135,8 +135,11 @@ def _accept_upload(
         study = _save_upload(settings, data, folder, suffix)
         if mapping_text is not None:
             mapping_file = write_private(folder / "mapping.yaml", mapping_text)
-        meta = {"study_file": str(study), "mapping_file": str(mapping_file or "") or None,
-                **(owner_params(principal) if principal else {})}  # fmt: skip
+        meta = {
+            "study_file": str(study),
+            "mapping_file": str(mapping_file or "") or None,
+            **(owner_params(principal) if principal else {}),
+        }
         write_private(folder / "meta.json", orjson.dumps(meta))
         try:
             mapping = app.load_mapping(mapping_file)
@@ -151,12 +154,13 @@ def _accept_upload(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return s.UploadReport(
-        upload_id=upload_id, patients=len(result.cases),
+        upload_id=upload_id,
+        patients=len(result.cases),
         events=sum(len(c.events) for c in result.cases),
         rejects=[s.RejectOut(**r.as_dict()) for r in listed],
         rejects_total=len(result.rejects),
         warnings=missing_anchor(result.cases, anchor) if anchor is not None else [],
-    )  # fmt: skip
+    )
 
 
 def read_upload(app: Application, upload_id: str) -> tuple[list[Case], Any, dict[str, Any]]:

@@ -96,17 +96,24 @@ def grids(
 
 
 _FIXES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"unknown word; expected one of"), "write one of the expected words, or add "
-     "this word to the column's values in the mapping file"),
+    (
+        re.compile(r"unknown word; expected one of"),
+        "write one of the expected words, or add "
+        "this word to the column's values in the mapping file",
+    ),
     (re.compile(r"duplicate patient id"), "give each patient one row (merge or renumber)"),
-    (re.compile(r"does not exist|not a date|date"), "write a real date in the mapping's "
-     "date format"),
+    (
+        re.compile(r"does not exist|not a date|date"),
+        "write a real date in the mapping's date format",
+    ),
     (re.compile(r"cannot exceed 100"), "write a percentage between 0 and 100"),
     (re.compile(r"expected one of"), "write one of the expected values"),
-    (re.compile(r"no such sheet|file named in the mapping"), "name the sheet or file as the "
-     "study file has it, in the mapping file"),
+    (
+        re.compile(r"no such sheet|file named in the mapping"),
+        "name the sheet or file as the study file has it, in the mapping file",
+    ),
     (re.compile(r"column"), "rename the column in the file, or the column in the mapping file"),
-)  # fmt: skip
+)
 
 
 def fix_for(reject: Reject) -> str:

@@ -30,7 +30,7 @@ from fhir_cart.service.access import (
     can_see_upload,
     principal_for_key,
     principal_for_password,
-)  # fmt: skip
+)
 from fhir_cart.service.deps import AppDep, CacheDep, PrincipalDep, get_job, visible_job
 from fhir_cart.service.routers import cohort as cohort_routes
 from fhir_cart.service.routers import jobs as job_routes
@@ -47,8 +47,10 @@ templates.env.globals["fix_for"] = fix_for
 router = APIRouter(include_in_schema=False)
 
 FINISHED = frozenset({"succeeded", "failed", "interrupted"})
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")  # fmt: skip
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
 _MAPPING_LIMIT = 256 * 1024
 
 
@@ -114,8 +116,14 @@ def _new_token() -> str:
 
 
 def _set_cookie(request: Request, answer: Response, name: str, value: str, path: str) -> None:
-    answer.set_cookie(name, value, httponly=True, samesite="strict", path=path,
-                      secure=request.url.scheme == "https")  # fmt: skip
+    answer.set_cookie(
+        name,
+        value,
+        httponly=True,
+        samesite="strict",
+        path=path,
+        secure=request.url.scheme == "https",
+    )
 
 
 @router.post("/ui/login")
@@ -143,9 +151,13 @@ def login(
     if principal is None:
         _sessions(request).failed(client)
         log.info("page sign-in refused")
-        return _page(request, "login.html", status=401, login_csrf=csrf,
-                     error="Not signed in: the name and password, or the key, are not "
-                     "accepted.")  # fmt: skip
+        return _page(
+            request,
+            "login.html",
+            status=401,
+            login_csrf=csrf,
+            error="Not signed in: the name and password, or the key, are not accepted.",
+        )
     token, _ = _sessions(request).create(principal)
     log.info("page sign-in: %s", principal.role)
     answer = RedirectResponse("/ui/", status_code=303)
@@ -175,8 +187,14 @@ def _uploads(app: Any, principal: Principal) -> list[dict[str, Any]]:
             study = Path(meta["study_file"])
             mapping = Path(meta["mapping_file"]).stem if meta.get("mapping_file") else "none"
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(path.stat().st_mtime))
-            found.append({"id": path.parent.name, "kind": study.suffix.lstrip("."),
-                          "mapping": mapping, "when": when})  # fmt: skip
+            found.append(
+                {
+                    "id": path.parent.name,
+                    "kind": study.suffix.lstrip("."),
+                    "mapping": mapping,
+                    "when": when,
+                }
+            )
     return found[:50]
 
 
@@ -185,8 +203,14 @@ def home(request: Request, app: AppDep, cache: CacheDep, principal: PrincipalDep
     _with_session(request)
     jobs = [s.Job.from_run(r) for r in job_routes.visible_runs(cache, principal, 20, 0)]
     uploads = _uploads(app, principal) if principal.role != "registry" else []
-    return _page(request, "home.html", jobs=jobs, uploads=uploads,
-                 mappings=app.mapping_names(), servers=sorted(app.settings.servers))  # fmt: skip
+    return _page(
+        request,
+        "home.html",
+        jobs=jobs,
+        uploads=uploads,
+        mappings=app.mapping_names(),
+        servers=sorted(app.settings.servers),
+    )
 
 
 @router.get("/ui/jobs-table")
@@ -219,16 +243,29 @@ async def upload(
         named = study_routes.mapping_path(app, mapping) if mapping and not mapping_text else None
         suffix = study_routes._suffix(file)
         report = await run_in_threadpool(
-            study_routes._accept_upload, app, cache, file.file, suffix, named, principal,
+            study_routes._accept_upload,
+            app,
+            cache,
+            file.file,
+            suffix,
+            named,
+            principal,
             mapping_text,
-        )  # fmt: skip
+        )
     except HTTPException as exc:
         errors = getattr(exc, "members", {}).get("errors", [])
         jobs = [s.Job.from_run(r) for r in job_routes.visible_runs(cache, principal, 20, 0)]
-        return _page(request, "home.html", status=exc.status_code, error=str(exc.detail),
-                     errors=errors, jobs=jobs, uploads=_uploads(app, principal),
-                     mappings=app.mapping_names(),
-                     servers=sorted(app.settings.servers))  # fmt: skip
+        return _page(
+            request,
+            "home.html",
+            status=exc.status_code,
+            error=str(exc.detail),
+            errors=errors,
+            jobs=jobs,
+            uploads=_uploads(app, principal),
+            mappings=app.mapping_names(),
+            servers=sorted(app.settings.servers),
+        )
     return RedirectResponse(f"/ui/uploads/{report.upload_id}", status_code=303)
 
 
@@ -245,8 +282,10 @@ def _check(app: Any, upload_id: str, principal: Principal) -> dict[str, Any]:
         options = {"encoding": mapping.encoding, "delimiter": mapping.csv_delimiter}
     header_row = mapping.header_row if mapping is not None else 1
     sheets = read_sheets(study_file, **options)
-    records = [(c.patient.study_id, len(c.events),
-                sorted({e.concept for e in c.events})) for c in result.cases[:50]]  # fmt: skip
+    records = [
+        (c.patient.study_id, len(c.events), sorted({e.concept for e in c.events}))
+        for c in result.cases[:50]
+    ]
     preview: str | None = None
     preview_error: str | None = None
     if result.cases:
@@ -256,13 +295,17 @@ def _check(app: Any, upload_id: str, principal: Principal) -> dict[str, Any]:
         except FhirCartError as exc:
             preview_error = str(exc)
     return {
-        "upload_id": upload_id, "rejects": result.rejects,
+        "upload_id": upload_id,
+        "rejects": result.rejects,
         "grids": grids(sheets, result.rejects, header_row),
-        "patients": len(result.cases), "events": sum(len(c.events) for c in result.cases),
-        "records": records, "preview": preview, "preview_error": preview_error,
+        "patients": len(result.cases),
+        "events": sum(len(c.events) for c in result.cases),
+        "records": records,
+        "preview": preview,
+        "preview_error": preview_error,
         "preview_patient": result.cases[0].patient.study_id if result.cases else None,
         "mapping": Path(meta["mapping_file"]).stem if meta["mapping_file"] else None,
-    }  # fmt: skip
+    }
 
 
 @router.get("/ui/uploads/{upload_id}")
@@ -286,8 +329,13 @@ def _summary(app: Any, upload_id: str, principal: Principal) -> dict[str, Any]:
     cases = app.read_study(Path(meta["study_file"]), mapping).cases
     plots_dir = study_routes.upload_dir(app.settings, upload_id) / "plots"
     definition, results, plots = app.study_summary(cases, study, plots_dir)
-    return {"upload_id": upload_id, "study": definition, "results": results,
-            "plots": [p.name for p in plots], "patients": len(cases)}  # fmt: skip
+    return {
+        "upload_id": upload_id,
+        "study": definition,
+        "results": results,
+        "plots": [p.name for p in plots],
+        "patients": len(cases),
+    }
 
 
 @router.get("/ui/uploads/{upload_id}/summary")
@@ -345,8 +393,9 @@ def pull(
 ) -> Response:
     _check_csrf(request, csrf)
     try:
-        body = s.PullRequest(server=server, selection="search", query=query or None,
-                             study=study or None)  # fmt: skip
+        body = s.PullRequest(
+            server=server, selection="search", query=query or None, study=study or None
+        )
     except ValueError as exc:
         raise HTTPException(422, str(exc).splitlines()[-1]) from None
     job = job_routes.start_pull(app, cache, body, principal)
@@ -408,8 +457,12 @@ def job_events(request: Request, cache: CacheDep, principal: PrincipalDep, job_i
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
             job = await asyncio.to_thread(get_job, cache, job_id)
-            state = {"status": job.status, "done": job.progress_done,
-                     "total": job.progress_total, "counts": job.counts}  # fmt: skip
+            state = {
+                "status": job.status,
+                "done": job.progress_done,
+                "total": job.progress_total,
+                "counts": job.counts,
+            }
             if state != last:
                 yield b"event: progress\ndata: " + orjson.dumps(state) + b"\n\n"
                 last = state
