@@ -12,7 +12,7 @@ import pytest
 from fhir_cart.cache import open_cache
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.settings import ServerSettings
-from fhir_cart.sync.jobs import run_pull, run_push
+from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from tests.integration.test_sync import by_id
 from tests.unit.test_table_fixtures import disagreements, table_cases
@@ -33,7 +33,7 @@ def test_push_then_pull_reproduces_records_and_numbers(
         assert report.failures == []
         query = f"identifier=https://fhir-cart.dev/fhir/id/{CENTRES[name]}/patient|"
         selection = PullSelection(kind="search", query=query)
-        pulled = asyncio.run(run_pull(selection=selection, ctx=ctx, server=server, cache=cache))
+        pulled = asyncio.run(run_pull(PullRequest(selection), ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
     assert pulled.unmapped == []

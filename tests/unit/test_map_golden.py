@@ -41,8 +41,8 @@ def test_map_output_is_byte_identical_to_the_in_memory_job(
 
 
 INDENTED_SEED_BUNDLES = {  # expected.json's seed bundles before bundles were compact
-    "bundles/bundle-0001.json": "51eea467bbe537608539df4965d162dbba003facdf01d6e2f97001825c35ef63",
-    "bundles/bundle-0002.json": "555c8b2624312d5b4e6297a972af9fdd52b42b51ea9a627362638eb868b62332",
+    "bundles/bundle-0001.json": "9ccae46cad94a2fdab1b1da7d8ed415fa40f008a0f3da0f94cfc95d7a39f7532",
+    "bundles/bundle-0002.json": "e4d49ec2197ede6a608531e20039e2768ac214bc20b5da24421c9e606eed08cf",
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from fhir_cart.application import Application
 from fhir_cart.cli import main
-from fhir_cart.sync.jobs import PullTables
+from fhir_cart.sync.jobs import PullRequest, PullTables
 from fhir_cart.sync.pull import EVENT_TYPES, PullSelection
 from tests.ehr_cases import load_cases
 from tests.hostile import HostileServer, bundle, capabilities
@@ -51,12 +51,12 @@ def test_the_pulls_tables_are_those_of_the_whole_cohort_mapped_at_once(
         _settings(monkeypatch, tmp_path, server.url, "job")
         app = Application()
         with app.opened_cache(None) as cache:
-            kept = asyncio.run(app.pull(PullSelection(kind="search", query="name=x"),
-                                        server="h", cache=cache))  # fmt: skip
-            written = asyncio.run(app.pull(
-                PullSelection(kind="search", query="name=x"), server="h", cache=cache,
-                tables=PullTables(tmp_path / "again", keep_cases=True),
-            ))  # fmt: skip
+            selection = PullSelection(kind="search", query="name=x")
+            kept = asyncio.run(app.pull(PullRequest(selection), server="h", cache=cache))
+            again = PullTables(tmp_path / "again", keep_cases=True)
+            written = asyncio.run(
+                app.pull(PullRequest(selection, tables=again), server="h", cache=cache)
+            )
     ctx = Application().pull_context()
     _pulled(ctx, resources, tmp_path / "whole")
     want = _folder_rows(tmp_path / "whole")
