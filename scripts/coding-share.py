@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.unit.fixture_cases import adult_cases, hsct_cases  # noqa: E402
+from tests.unit.report.test_table_fixtures import table_cases  # noqa: E402
 from tests.unit.seed_cases import seed_cases  # noqa: E402
-from tests.unit.test_table_fixtures import table_cases  # noqa: E402
 
 from fhir_cart.conformance.codings import (  # noqa: E402
     coding_counts,

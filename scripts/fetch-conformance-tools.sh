@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Put the validators of tests/unit/test_conformance.py and tests/unit/test_package.py
+# Put the validators of tests/unit/conformance/test_conformance.py and tests/unit/conformance/test_package.py
 # (tests/fhir_validate/validate.cjs, validate_package.cjs) in .cache (idempotent):
 #   .cache/mcode-package/package   the npm package hl7.fhir.us.mcode@4.0.0 (StructureDefinitions,
 #                                  ValueSets; profiles and bindings to check against)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two SQL-on-FHIR v2 engines independent of fhir_cart, in their own virtualenv
-# (.cache/sof-venv, idempotent), for tests/unit/test_views.py: fhir4ds (PyPI fhir4ds-v2,
+# (.cache/sof-venv, idempotent), for tests/unit/conformance/test_views.py: fhir4ds (PyPI fhir4ds-v2,
 # ViewDefinitions compiled to DuckDB SQL; it pins its own duckdb, hence the separate venv)
 # and sqlonfhir (PyPI, the Python port of the SQL-on-FHIR reference implementation on
 # fhirpathpy). Pinned: the comparison's figures are for these versions.

@@ -10,7 +10,7 @@ MedicationRequest on drug concepts. Ids and free text look like numbers or formu
 keep at most 12 significant digits (Excel keeps 15).
 
 Other tests (the FHIR mappers') use ``cases()``/``cohorts()``/``events()`` too: keep them
-public and valid for the reader (tests/unit/test_writers.py reads every draw back).
+public and valid for the reader (tests/unit/study/test_writers.py reads every draw back).
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ def test_auth_limits_and_problem_documents(client: TestClient, tmp_path: Path) -
     assert too_big.status_code == 413
     assert too_big.json()["status"] == 413
     assert too_big.headers["content-type"] == "application/problem+json"
-    # file names that traverse: tests/unit/test_service_security.py, derived from the app
+    # file names that traverse: tests/unit/service/test_service_security.py, derived from the app
     assert (
         client.post(
             "/jobs/push", headers=KEY, json={"upload_id": "0" * 32, "server": "elsewhere"}

@@ -15,7 +15,7 @@ from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from tests.integration.test_sync import by_id
-from tests.unit.test_table_fixtures import disagreements, table_cases
+from tests.unit.report.test_table_fixtures import disagreements, table_cases
 
 pytestmark = pytest.mark.integration
 CENTRES = {"lymphoma_cart": "lymphoma-cart", "myeloma_cart": "myeloma-cart"}

@@ -1,5 +1,5 @@
 """Compare the rows a SQL-on-FHIR engine gives for fhir_cart's ViewDefinitions with the
-study tables `fhir-cart tables` writes for the same NDJSON (tests/unit/test_views.py).
+study tables `fhir-cart tables` writes for the same NDJSON (tests/unit/conformance/test_views.py).
 
 Only what a view expresses is compared (fhir_cart.conformance.views.NOT_EXPRESSED says what
 it does not): the columns each view has, after three documented normalisations, the same

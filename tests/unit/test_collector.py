@@ -16,7 +16,7 @@ from fhir_cart.cli import main
 from fhir_cart.collector import bulk_collection
 from tests.conftest import ROOT
 from tests.ehr_cases import load_cases
-from tests.unit.test_tables_cmd import _write_ndjson
+from tests.unit.cli.test_tables_cmd import _write_ndjson
 
 
 def _hashes(folder: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ another extension (``type: extension``, its URL). The rules below follow the map
 each concept that carries it (unless that resource has an element for it), patient
 attributes on the Patient, and an event the Patient holds (a death, a follow-up) carries
 its details inside its own extension or on ``Patient.deceased[x]``. The validation test
-(tests/unit/test_package.py) checks every fixture's extensions against these contexts.
+(tests/unit/conformance/test_package.py) checks every fixture's extensions against these contexts.
 """
 
 from __future__ import annotations

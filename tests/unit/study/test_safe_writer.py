@@ -17,7 +17,7 @@ from fhir_cart.library.terminology import load_terminology
 from fhir_cart.registry.build import build_registry
 from tests.registry_helpers import KEY, definition, reader_of, three_centres
 
-SRC = Path(__file__).parents[2] / "src" / "fhir_cart"
+SRC = Path(__file__).parents[3] / "src" / "fhir_cart"
 WRITER = SRC / "csv_safety.py"
 FORBIDDEN = re.compile(
     r"\bcsv\s*\.\s*(?:writer|DictWriter)\b|\bWorkbook\s*\(|\bWriteOnlyCell\b|\.cell\s*\(|"

@@ -38,7 +38,7 @@ from tests.support import CENTRE_B_FILE, CENTRE_B_MAPPING, need
 from tests.unit.fixture_cases import adult_cases, hsct_cases
 from tests.unit.seed_cases import seed_cases
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODULES = ROOT / ".cache" / "fhir-validate" / "node_modules"
 MCODE = ROOT / ".cache" / "mcode-package" / "package"
 R4 = MODULES / "@medplum" / "definitions" / "dist" / "fhir" / "r4"

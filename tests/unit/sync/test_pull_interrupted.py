@@ -15,7 +15,7 @@ import pytest
 
 from fhir_cart.sync import jobs
 from tests.hostile import Answer, HostileServer, Seen, bundle, capabilities, fhir_json
-from tests.unit.test_untrusted_server import EVENTS, pull, settings_env
+from tests.unit.sync.test_untrusted_server import EVENTS, pull, settings_env
 
 PATIENTS = [
     {"resourceType": "Patient", "id": f"p{i}", "gender": "female", "birthDate": "2010-01-01"}

@@ -23,7 +23,7 @@ from fhir_cart.records import Case
 from fhir_cart.sync.accounting import by_type, places
 from fhir_cart.writers import write_study, write_unmapped
 from tests.ehr_cases import load_cases
-from tests.unit.test_reverse_stream import _resources as hostile_resources
+from tests.unit.mappers.test_reverse_stream import _resources as hostile_resources
 
 Json = dict[str, Any]
 

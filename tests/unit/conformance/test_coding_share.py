@@ -13,7 +13,7 @@ from fhir_cart.conformance.codings import codeable_concepts, without_standard_co
 
 OWN = "https://fhir-cart.dev/fhir/CodeSystem/case-series"
 SNOMED = "http://snomed.info/sct"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _own(code: str) -> dict[str, object]:

@@ -14,9 +14,9 @@ from fhir_cart.cli import app
 from fhir_cart.conformance.codings import iter_codings
 from fhir_cart.mappers.context import mapping_context
 from tests.fhir_schema import SchemaChecker
-from tests.unit.test_conformance import MCODE, emitted, medplum_errors
+from tests.unit.conformance.test_conformance import MCODE, emitted, medplum_errors
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 API = ROOT / "api" / "fhir" / "package"
 Json = dict[str, Any]
 _VERSION_GAP = "'4.0.1' is not one of"

@@ -18,7 +18,7 @@ from fhir_cart.records import Case, Event, PatientRecord, Value, When
 from fhir_cart.report.evaluate import MeasureResult, TimeResolver, summarise
 from tests.unit.seed_cases import seed_cases
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STUDIES = ROOT / "mappings" / "studies"
 _ids = itertools.count(1)
 

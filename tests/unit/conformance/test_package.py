@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from fhir_cart.cli import app
 from fhir_cart.conformance.snapshot import base_extension
 from tests.conftest import need
-from tests.unit.test_conformance import MCODE, MODULES, R4, emitted
+from tests.unit.conformance.test_conformance import MCODE, MODULES, R4, emitted
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 API = ROOT / "api" / "fhir"
 VALIDATE = ROOT / "tests" / "fhir_validate" / "validate_package.cjs"
 EXT = "https://fhir-cart.dev/fhir/StructureDefinition/"

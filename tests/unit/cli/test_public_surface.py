@@ -2,7 +2,7 @@
 (registry and fhir-server commands included), and the OpenAPI document the service publishes.
 
 A change to a help text or to the API is a change users see: regenerate the golden files
-with ``FHIR_CART_UPDATE_HELP=1 .venv/bin/pytest tests/unit/test_public_surface.py`` (or
+with ``FHIR_CART_UPDATE_HELP=1 .venv/bin/pytest tests/unit/cli/test_public_surface.py`` (or
 ``fhir-cart openapi``) and review the diff in the same commit as the change.
 
 The help is rendered at a fixed width (100 columns, no colour) so the files do not depend on

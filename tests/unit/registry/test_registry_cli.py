@@ -12,7 +12,7 @@ from fhir_cart.cli.registry import registry_app
 from fhir_cart.errors import ConfigError
 from fhir_cart.registry.definition import load_registry
 
-FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"
+FIXTURES = Path(__file__).parents[3] / "fixtures" / "registry"
 KEY = "cli-test-key-0123456789abcdef0123456789"
 
 

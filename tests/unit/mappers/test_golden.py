@@ -19,7 +19,7 @@ from fhir_cart.mappers.from_fhir import cases_from_fhir
 from fhir_cart.records import Case
 from tests.fhir_schema import SchemaChecker
 from tests.support import ROOT
-from tests.unit.test_mappers import normalise
+from tests.unit.mappers.test_mappers import normalise
 
 sys.path.insert(0, str(ROOT / "scripts"))
 update_golden = __import__("update-golden")

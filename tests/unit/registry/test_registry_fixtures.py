@@ -17,7 +17,7 @@ from fhir_cart.registry.centre_side import resolve_rows
 from fhir_cart.registry.definition import load_registry
 from tests.registry_helpers import KEY, output_files
 
-FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"
+FIXTURES = Path(__file__).parents[3] / "fixtures" / "registry"
 SECRETS = [
     "Anna Kowalski", "Ben Okafor", "Clara Rossi", "Emma Nakamura", "Greta Petrov",
     "A123456789", "A 1234 56789", "B-01", "B-02", "L7", "L12", "R-100", "R-101",

@@ -127,7 +127,7 @@ OUT_OF_SCOPE = [(r, j) for j, seen in sorted(SEES_JOB.items()) for r in ROLES if
 def test_job_events_are_not_streamed_outside_the_scope(
     world: tuple[TestClient, dict[str, Any]], role: str, job: str
 ) -> None:
-    """(A job in scope streams until it ends: tests/unit/test_workbench_pages.py.)"""
+    """(A job in scope streams until it ends: tests/unit/service/test_workbench_pages.py.)"""
     client, made = world
     answer = client.get(f"/ui/jobs/{made[job]}/events", headers=headers(role))
     assert answer.status_code == 404

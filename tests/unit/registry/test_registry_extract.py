@@ -25,7 +25,12 @@ from fhir_cart.registry.definition import load_registry
 from fhir_cart.registry.extract import Shift
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from tests.registry_helpers import KEY
-from tests.unit.test_registry_privacy_files import Centres, leaks, renderings, write_centres
+from tests.unit.registry.test_registry_privacy_files import (
+    Centres,
+    leaks,
+    renderings,
+    write_centres,
+)
 
 SENT = ("berlin", "london")
 

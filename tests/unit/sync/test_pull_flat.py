@@ -17,7 +17,7 @@ from fhir_cart.sync.jobs import PullRequest, PullTables
 from fhir_cart.sync.pull import EVENT_TYPES, PullSelection
 from tests.ehr_cases import load_cases
 from tests.hostile import HostileServer, bundle, capabilities
-from tests.unit.test_tables_cmd import _folder_rows, _pulled
+from tests.unit.cli.test_tables_cmd import _folder_rows, _pulled
 
 Json = dict[str, Any]
 
