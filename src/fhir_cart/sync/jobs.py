@@ -510,7 +510,11 @@ async def _run_pull(
             raise
         await received.flush()
     except BaseException as exc:
-        cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
+        if request.run_id is None or not isinstance(exc, Exception):
+            # a run made here, or a cancellation: interrupted (a re-run resumes it). An
+            # ordinary failure of a caller's run (a service job) is the caller's to record,
+            # so that whoever polls the run never sees it interrupted before it is failed.
+            cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
     deleted = settle(
         cache, key, index, ids, stats, gone, received.named_drugs, full=selection.since is None

@@ -418,3 +418,37 @@ def test_a_server_answer_that_is_not_fhir_fails_the_job_with_its_reason(
             job = client.get(f"/jobs/{job['id']}", headers=KEY).json()
     assert job["status"] == "failed", job
     assert words in job["error"]
+
+
+@pytest.mark.parametrize("owned_by_caller", [False, True])
+def test_a_failed_pull_is_left_to_the_caller_that_made_its_run(
+    tmp_path: Path, owned_by_caller: bool
+) -> None:
+    """A pull that fails on a bad server answer marks a run it made itself interrupted (a
+    re-run resumes it); a run its caller made (a service job, which marks it failed) is left
+    running for the caller, so a client polling it never sees it interrupted first."""
+    import asyncio
+
+    from fhir_cart.application import Application
+    from fhir_cart.sync.jobs import PullRequest, run_pull
+    from fhir_cart.sync.pull import PullSelection
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    server = _fake_server("pull", tmp_path)
+    run_id = cache.create_run(kind="pull", server=server.base_url, params={}, worker="w")
+    request = PullRequest(
+        PullSelection(kind="search", query="identifier=x|"),
+        run_id=run_id if owned_by_caller else None,
+    )
+    ctx = Application(Settings(data_dir=tmp_path / "data")).pull_context()
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="fhir.test").mock(side_effect=_not_fhir)
+        with pytest.raises(BadResponse):
+            asyncio.run(run_pull(request, ctx=ctx, server=server, cache=cache))
+    runs = {run.id: run.status for run in cache.list_runs()}
+    cache.close()
+    if owned_by_caller:
+        assert runs[run_id] == "running"
+    else:
+        assert runs[run_id] == "running"  # not the pull's: it made a run of its own
+        assert sorted(s for i, s in runs.items() if i != run_id) == ["interrupted"]
