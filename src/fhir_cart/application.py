@@ -29,7 +29,6 @@ use, so that they import nothing from ``sync``, ``cache`` or ``study`` themselve
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_cart.errors import ConfigError, FatalError, InputError, Reject
 from fhir_cart.library import Library
-from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.library.studies import StudyDefinition, load_study
 from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
 from fhir_cart.library.yamlfile import read_yaml
@@ -56,7 +54,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.conformance.package import Package
     from fhir_cart.mapjob import MapResult
     from fhir_cart.ndjson_tables import TablesOutcome
-    from fhir_cart.registry.build import BuildResult, CentreReader, Progress
+    from fhir_cart.registry.build import BuildResult, Progress
     from fhir_cart.registry.centre_side import ExtractResult
     from fhir_cart.report.evaluate import MeasureResult
     from fhir_cart.sync.accounting import TypeCount as TypeCount
@@ -236,16 +234,6 @@ class Application:
             if isinstance(base, str):
                 found.add(base)
         return tuple(sorted(found))
-
-    def _fresh_concepts(self) -> ConceptLibrary:
-        """The library's concepts with a terminology of their own (what one build emits)."""
-        return self.library.concepts(terminology=self.library.terminology())
-
-    def _reader(self) -> CentreReader:
-        """The registry's centre reader, reading with this library."""
-        from fhir_cart.registry.build import read_centre
-
-        return functools.partial(read_centre, library=self.library)
 
     def registry_file(self, name: str) -> Path:
         """A registry file the service may build by name: ``<data_dir>/registries/<name>.yaml``

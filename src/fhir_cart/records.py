@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_valid
 __all__ = [
     "COMPARATORS",
     "DAYS_PER",
+    "MONTH_NAMES",
     "Case",
     "Event",
     "PatientRecord",
@@ -55,7 +56,7 @@ month *together with* its precision, and every reader of it uses the span
 
 _PARTIAL = re.compile(r"(\d{4})(?:-(\d{2}))?")
 _DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_MONTHS = (
+MONTH_NAMES = (
     "January",
     "February",
     "March",
@@ -97,7 +98,7 @@ def _day(text: str) -> dt.date:
     try:
         return dt.date(year, month, day)
     except ValueError:
-        where = f"{_MONTHS[month - 1]} {year}"
+        where = f"{MONTH_NAMES[month - 1]} {year}"
         raise ValueError(f"{text!r} is not a date: day {day} does not exist in {where}") from None
 
 

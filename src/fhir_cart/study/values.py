@@ -15,7 +15,7 @@ from typing import Any
 
 from fhir_cart.library.concepts import convert_unit, is_ucum, units_compatible
 from fhir_cart.library.study_mapping import normalise_word
-from fhir_cart.records import DAYS_PER, Precision, days_of
+from fhir_cart.records import DAYS_PER, MONTH_NAMES, Precision, days_of
 
 __all__ = [
     "TimeAmount",
@@ -143,23 +143,7 @@ def _impossible_date(text: str, fmt: str) -> str | None:
         return f"year {year} does not exist"
     if 1 <= day <= calendar.monthrange(year, month)[1]:
         return None  # the date exists: something else in the text is wrong
-    return f"day {day} does not exist in {_MONTHS[month - 1]} {year}"
-
-
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
+    return f"day {day} does not exist in {MONTH_NAMES[month - 1]} {year}"
 
 
 class _Unholdable(ValueError):
