@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,7 @@ from fhir_cart import __version__
 from fhir_cart.application import Application, Cache
 from fhir_cart.errors import ConfigError
 from fhir_cart.private import tighten
+from fhir_cart.service.access import credential_proof
 from fhir_cart.service.deps import problem, public_paths
 from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
@@ -136,7 +138,11 @@ def create_app(
         redoc_url=None,
     )
     app.state.application = application
-    app.state.sessions = Sessions(settings.session_hours)
+    app.state.sessions = Sessions(
+        settings.session_hours,
+        settings.data_dir / "sessions",
+        functools.partial(credential_proof, settings=settings),
+    )
     app.add_middleware(Guard, settings=settings, sessions=app.state.sessions)
     _handlers(app)
     for router in ROUTERS:
