@@ -35,7 +35,7 @@ from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
 from fhir_cart.service.routers.study import expire_uploads
-from fhir_cart.service.web import pages, registry_pages
+from fhir_cart.service.web import checks, pages, registry_pages
 from fhir_cart.service.web.session import Sessions
 from fhir_cart.settings import Settings
 
@@ -126,6 +126,7 @@ def create_app(
             await sweeper
         if workers is not None:
             await asyncio.to_thread(workers.close)
+        app.state.checks.close()
         if own_cache:
             app.state.cache.close()
 
@@ -149,6 +150,8 @@ def create_app(
         app.include_router(router)
     app.include_router(pages.router)
     app.include_router(registry_pages.router)
+    app.include_router(checks.router)
+    app.state.checks = checks.Checks()
     _document_problems(app)
     return app
 
