@@ -553,7 +553,7 @@ class Application:
         self, cases: Sequence[Case], study: str, plots_dir: Path | None = None
     ) -> tuple[StudyDefinition, list[MeasureResult], list[Path]]:
         """A study's measures over the cases (beside the paper's numbers), and its plots as
-        SVG in ``plots_dir`` when given (PNG beside them, as ``summary --plots`` writes)."""
+        SVG in ``plots_dir`` when given (the pages show SVG only: no PNG is drawn)."""
         from fhir_cart.report.evaluate import summarise
         from fhir_cart.report.plots import write_plots
 
@@ -561,5 +561,5 @@ class Application:
         results = summarise(cases, definition)
         plots: list[Path] = []
         if plots_dir is not None:
-            plots = [p for p in write_plots(cases, definition, plots_dir) if p.suffix == ".svg"]
+            plots = write_plots(cases, definition, plots_dir, formats=("svg",))
         return definition, results, plots

@@ -16,6 +16,7 @@ that is asked for a check it did not start works the check out itself).
 
 from __future__ import annotations
 
+import csv
 import functools
 import logging
 import shutil
@@ -35,7 +36,7 @@ from fastapi.responses import Response
 from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.private import private_dir, write_private
 from fhir_cart.service.access import Principal, can_see_upload, owner_params
-from fhir_cart.service.deps import PrincipalDep
+from fhir_cart.service.deps import PrincipalDep, unprocessable
 from fhir_cart.service.routers import study as study_routes
 
 __all__ = ["BACKGROUND_BYTES", "KEPT", "CheckState", "Checks", "count_rows", "kept", "upload_key"]
@@ -212,9 +213,11 @@ def store(
     named: Path | None,
     principal: Principal,
     mapping_text: bytes | None,
+    background: bool,
 ) -> str:
-    """A large upload stored as the API stores one, its check started in the background;
-    the upload's id (its check page shows the progress)."""
+    """An upload stored as the API stores one and checked once, its check kept for its
+    page: in the background (its check page shows the progress), or now (a file the
+    mapping does not fit is a 422 with its rejects, and nothing is kept). The upload's id."""
     from fhir_cart.service.web.pages import _check
 
     settings = app.settings
@@ -243,7 +246,17 @@ def store(
         checks.checks.put(upload_key(upload_id, meta), context)
         app.keep_rejects(cache, context["rejects"])
 
-    checks.start(upload_id, meta, work, lambda: shutil.rmtree(folder, ignore_errors=True))
+    if background:
+        checks.start(upload_id, meta, work, lambda: shutil.rmtree(folder, ignore_errors=True))
+        return upload_id
+    try:
+        work(lambda _: None)
+    except FhirCartError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise unprocessable(exc) from exc
+    except csv.Error as exc:  # e.g. a field over the csv module's 131,072 characters
+        shutil.rmtree(folder, ignore_errors=True)
+        raise HTTPException(422, f"the CSV file cannot be read: {exc}") from exc
     return upload_id
 
 

@@ -243,13 +243,11 @@ async def upload(
     try:
         named = study_routes.mapping_path(app, mapping) if mapping and not mapping_text else None
         suffix = study_routes._suffix(file)
-        if (file.size or 0) > checks.BACKGROUND_BYTES:  # checked while a progress bar shows
-            stored = await run_in_threadpool(
-                checks.store, request, app, cache, file.file, suffix, named, principal, mapping_text
-            )
-            return RedirectResponse(f"/ui/uploads/{stored}", status_code=303)
-        report = await run_in_threadpool(
-            study_routes._accept_upload,
+        # checked once, its check kept for the page; a large file in the background
+        background = (file.size or 0) > checks.BACKGROUND_BYTES
+        upload_id = await run_in_threadpool(
+            checks.store,
+            request,
             app,
             cache,
             file.file,
@@ -257,6 +255,7 @@ async def upload(
             named,
             principal,
             mapping_text,
+            background,
         )
     except HTTPException as exc:
         errors = getattr(exc, "members", {}).get("errors", [])
@@ -272,7 +271,7 @@ async def upload(
             mappings=app.mapping_names(),
             servers=sorted(app.settings.servers),
         )
-    return RedirectResponse(f"/ui/uploads/{report.upload_id}", status_code=303)
+    return RedirectResponse(f"/ui/uploads/{upload_id}", status_code=303)
 
 
 # -- the check ---------------------------------------------------------------------------------
