@@ -81,6 +81,13 @@ class _Kept:
     def __init__(self) -> None:
         self._held: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def making(self, key: tuple[Any, ...]) -> threading.Lock:
+        """The lock of one key's work: worked out once while others wait for it (a summary
+        writes its plots' files: twice at once would interleave them)."""
+        with self._lock:
+            return self._making.setdefault(key, threading.Lock())
 
     def get(self, key: tuple[Any, ...]) -> Any:
         with self._lock:
@@ -107,9 +114,13 @@ def kept(store: _Kept, upload_id: str, meta: dict[str, Any], work: Callable[[], 
     """What ``work`` gives for the upload, worked out once while the upload is unchanged."""
     key = upload_key(upload_id, meta)
     found = store.get(key)
-    if found is None:
-        found = work()
-        store.put(key, found)
+    if found is not None:
+        return found
+    with store.making(key):
+        found = store.get(key)
+        if found is None:
+            found = work()
+            store.put(key, found)
     return found
 
 
@@ -122,6 +133,23 @@ class Checks:
         self._lock = threading.Lock()
         self.checks = _Kept()
         self.summaries = _Kept()
+
+    def prepare_summary(
+        self, app: Any, upload_id: str, meta: dict[str, Any], principal: Principal
+    ) -> None:
+        """The upload's summary worked out in the pool now, so that its page is ready when
+        asked for (a failure is the page's to show when it is asked for)."""
+        from fhir_cart.service.web.pages import _summary
+
+        work = functools.partial(_summary, app, upload_id, principal)
+
+        def run() -> None:
+            try:
+                kept(self.summaries, upload_id, meta, work)
+            except Exception as exc:
+                log.info("summary not prepared: %s", exc.__class__.__name__)
+
+        self._pool.submit(run)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -245,6 +273,7 @@ def store(
         context = _check(app, upload_id, principal, progress)
         checks.checks.put(upload_key(upload_id, meta), context)
         app.keep_rejects(cache, context["rejects"])
+        checks.prepare_summary(app, upload_id, meta, principal)
 
     if background:
         checks.start(upload_id, meta, work, lambda: shutil.rmtree(folder, ignore_errors=True))
