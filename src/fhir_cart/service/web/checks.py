@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import Response
+from fastapi import HTTPException, Request
 
 from fhir_cart.errors import FhirCartError, InputError
 from fhir_cart.private import private_dir, write_private
 from fhir_cart.service.access import Principal, can_see_upload, owner_params
-from fhir_cart.service.deps import PrincipalDep, unprocessable
+from fhir_cart.service.deps import unprocessable
 from fhir_cart.service.routers import study as study_routes
 
 __all__ = ["BACKGROUND_BYTES", "KEPT", "CheckState", "Checks", "count_rows", "kept", "upload_key"]
@@ -135,13 +134,10 @@ class Checks:
         self.summaries = _Kept()
 
     def prepare_summary(
-        self, app: Any, upload_id: str, meta: dict[str, Any], principal: Principal
+        self, upload_id: str, meta: dict[str, Any], work: Callable[[], Any]
     ) -> None:
-        """The upload's summary worked out in the pool now, so that its page is ready when
-        asked for (a failure is the page's to show when it is asked for)."""
-        from fhir_cart.service.web.pages import _summary
-
-        work = functools.partial(_summary, app, upload_id, principal)
+        """The upload's summary (``work``) worked out in the pool now, so that its page is
+        ready when asked for (a failure is the page's to show when it is asked for)."""
 
         def run() -> None:
             try:
@@ -216,19 +212,23 @@ def page_state(request: Request, upload_id: str, principal: Principal) -> CheckS
     return None if state is None or state.status == "done" else state
 
 
-def kept_check(request: Request, app: Any, upload_id: str, principal: Principal) -> Any:
-    from fhir_cart.service.web.pages import _check
+Work = Callable[..., dict[str, Any]]
+"""The pages' check or summary of an upload: (app, upload_id, principal[, progress])."""
 
+
+def kept_check(
+    request: Request, app: Any, upload_id: str, principal: Principal, check: Work
+) -> Any:
     meta = study_routes.visible_upload(app, upload_id, principal)
-    work = functools.partial(_check, app, upload_id, principal)
+    work = functools.partial(check, app, upload_id, principal)
     return kept(_checks(request).checks, upload_id, meta, work)
 
 
-def kept_summary(request: Request, app: Any, upload_id: str, principal: Principal) -> Any:
-    from fhir_cart.service.web.pages import _summary
-
+def kept_summary(
+    request: Request, app: Any, upload_id: str, principal: Principal, summary: Work
+) -> Any:
     meta = study_routes.visible_upload(app, upload_id, principal)
-    work = functools.partial(_summary, app, upload_id, principal)
+    work = functools.partial(summary, app, upload_id, principal)
     return kept(_checks(request).summaries, upload_id, meta, work)
 
 
@@ -242,12 +242,12 @@ def store(
     principal: Principal,
     mapping_text: bytes | None,
     background: bool,
+    check: Work,
+    summary: Work,
 ) -> str:
     """An upload stored as the API stores one and checked once, its check kept for its
     page: in the background (its check page shows the progress), or now (a file the
     mapping does not fit is a 422 with its rejects, and nothing is kept). The upload's id."""
-    from fhir_cart.service.web.pages import _check
-
     settings = app.settings
     study_routes.expire_uploads(settings)
     upload_id = uuid.uuid4().hex
@@ -270,10 +270,11 @@ def store(
     checks = _checks(request)
 
     def work(progress: Callable[[int], None]) -> None:
-        context = _check(app, upload_id, principal, progress)
+        context = check(app, upload_id, principal, progress)
         checks.checks.put(upload_key(upload_id, meta), context)
         app.keep_rejects(cache, context["rejects"])
-        checks.prepare_summary(app, upload_id, meta, principal)
+        summarise = functools.partial(summary, app, upload_id, principal)
+        checks.prepare_summary(upload_id, meta, summarise)
 
     if background:
         checks.start(upload_id, meta, work, lambda: shutil.rmtree(folder, ignore_errors=True))
@@ -287,22 +288,3 @@ def store(
         shutil.rmtree(folder, ignore_errors=True)
         raise HTTPException(422, f"the CSV file cannot be read: {exc}") from exc
     return upload_id
-
-
-router = APIRouter(include_in_schema=False)
-
-
-@router.get("/ui/uploads/{upload_id}/progress")
-def progress(request: Request, principal: PrincipalDep, upload_id: str) -> Response:
-    """The progress bar of a background check (htmx swaps it in every second); when the
-    check has ended, htmx is told to load the check page again."""
-    from fhir_cart.service.web.pages import _page, _with_session
-
-    _with_session(request)
-    state = _checks(request).state(upload_id, principal)
-    if state is None:
-        raise HTTPException(404, "no check of this upload runs here")
-    answer = _page(request, "_progress.html", upload_id=upload_id, state=state)
-    if state.finished:
-        answer.headers["HX-Refresh"] = "true"
-    return answer

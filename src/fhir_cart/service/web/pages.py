@@ -256,6 +256,8 @@ async def upload(
             principal,
             mapping_text,
             background,
+            _check,
+            _summary,
         )
     except HTTPException as exc:
         errors = getattr(exc, "members", {}).get("errors", [])
@@ -324,7 +326,9 @@ async def check_page(
         state = checks.page_state(request, upload_id, principal)
         if state is not None:  # checked in the background: its progress, or its failure
             return _page(request, "checking.html", upload_id=upload_id, state=state)
-        context = await run_in_threadpool(checks.kept_check, request, app, upload_id, principal)
+        context = await run_in_threadpool(
+            checks.kept_check, request, app, upload_id, principal, _check
+        )
     except FhirCartError as exc:
         raise HTTPException(422, str(exc)) from exc
     return _page(request, "check.html", servers=sorted(app.settings.servers), **context)
@@ -355,7 +359,9 @@ async def summary_page(
     """The study's measures over the upload beside the paper's, and its plots (SVG)."""
     _with_session(request)
     try:
-        context = await run_in_threadpool(checks.kept_summary, request, app, upload_id, principal)
+        context = await run_in_threadpool(
+            checks.kept_summary, request, app, upload_id, principal, _summary
+        )
     except FhirCartError as exc:
         raise HTTPException(422, str(exc)) from exc
     return _page(request, "summary.html", **context)
