@@ -85,3 +85,11 @@ def test_a_thousand_patients_are_drawn_without_a_label_each(tmp_path: Path) -> N
     shown = texts(svg)
     assert "1000 patients, by length of follow-up" in shown
     assert not any(t.startswith("P0") for t in shown)
+
+
+def test_the_swimmer_plot_draws_a_concept_in_its_own_style(tmp_path: Path) -> None:
+    symbol, colour = marker_style("hsct")
+    for n, markers in enumerate(({"HSCT": "hsct"}, {"transplant": "hsct", "x": "death"})):
+        study = plotted(swimmer={"end": ["last_follow_up"], "markers": markers})
+        (svg,) = plot_swimmer(_km_cohort(), study, tmp_path / str(n), formats=("svg",))
+        assert f"fill: {colour}" in svg.read_text()
