@@ -88,7 +88,7 @@ def test_a_thousand_patients_are_drawn_without_a_label_each(tmp_path: Path) -> N
 
 
 def test_the_swimmer_plot_draws_a_concept_in_its_own_style(tmp_path: Path) -> None:
-    symbol, colour = marker_style("hsct")
+    _, colour = marker_style("hsct")
     for n, markers in enumerate(({"HSCT": "hsct"}, {"transplant": "hsct", "x": "death"})):
         study = plotted(swimmer={"end": ["last_follow_up"], "markers": markers})
         (svg,) = plot_swimmer(_km_cohort(), study, tmp_path / str(n), formats=("svg",))
