@@ -42,7 +42,7 @@ from fhir_cart.library.yamlfile import read_yaml
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings, Settings, load_settings
-from fhir_cart.study import ReadResult, read_study
+from fhir_cart.study import ReadResult, read_study, stream_study
 
 if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command needs them
     from fhir_cart.cache import Cache as Cache
@@ -259,8 +259,22 @@ class Application:
 
     # -- use cases ------------------------------------------------------------------------
 
-    def read_study(self, path: Path, mapping: StudyMapping | None) -> ReadResult:
-        return read_study(path, mapping, self.library.for_mapping(mapping))
+    def read_study(
+        self,
+        path: Path,
+        mapping: StudyMapping | None,
+        *,
+        on_patient: Callable[[int], None] | None = None,
+    ) -> ReadResult:
+        """The study file read; ``on_patient(n)`` after each patient (a page's progress)."""
+        library = self.library.for_mapping(mapping)
+        if on_patient is None:
+            return read_study(path, mapping, library)
+        stream, cases = stream_study(path, mapping, library), []
+        for case in stream:
+            cases.append(case)
+            on_patient(len(cases))
+        return ReadResult(cases, stream.rejects, stream.unmapped_columns, stream.sources)
 
     def read(self, path: Path, mapping_file: Path | None, *, fhir: bool = False) -> CasesRead:
         """A study file read with its mapping file (with ``fhir``: or FHIR NDJSON, a file or a
@@ -539,7 +553,7 @@ class Application:
         self, cases: Sequence[Case], study: str, plots_dir: Path | None = None
     ) -> tuple[StudyDefinition, list[MeasureResult], list[Path]]:
         """A study's measures over the cases (beside the paper's numbers), and its plots as
-        SVG in ``plots_dir`` when given (PNG beside them, as ``summary --plots`` writes)."""
+        SVG in ``plots_dir`` when given (the pages show SVG only: no PNG is drawn)."""
         from fhir_cart.report.evaluate import summarise
         from fhir_cart.report.plots import write_plots
 
@@ -547,5 +561,5 @@ class Application:
         results = summarise(cases, definition)
         plots: list[Path] = []
         if plots_dir is not None:
-            plots = [p for p in write_plots(cases, definition, plots_dir) if p.suffix == ".svg"]
+            plots = write_plots(cases, definition, plots_dir, formats=("svg",))
         return definition, results, plots

@@ -5,6 +5,7 @@ Only parses, shows progress and prints the outcome; the work is the application 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # the build (pyarrow, splink) loads when a registry command r
     from rich.progress import TaskID
 
     from fhir_cart.registry.build import BuildResult
+    from fhir_cart.registry.links import Link
 
 
 __all__ = ["registry_app"]
@@ -90,7 +92,13 @@ def build_command(
             progress=step,
             allow_new_key=allow_new_key,
         )
-    _report(result, pushed)
+    _report(result, pushed, _registry_name(registry_file))
+
+
+def _registry_name(registry_file: Path) -> str:
+    from fhir_cart.registry.definition import load_registry
+
+    return load_registry(registry_file).name
 
 
 @registry_app.command("extract")
@@ -168,7 +176,7 @@ def decide_command(
     out.print(f"{done.path.name}: {done.left} and {done.right}: {verb} (by {by})", highlight=False)
 
 
-def _report(result: BuildResult, pushed: str | None) -> None:
+def _report(result: BuildResult, pushed: str | None, name: str) -> None:
     from rich.table import Table
 
     if result.skipped:
@@ -177,7 +185,7 @@ def _report(result: BuildResult, pushed: str | None) -> None:
         out.print(note, highlight=False)
     registry = result.registry
     if registry is not None:
-        table = Table(title=f"registry {result.out}")
+        table = Table(title=name, caption=f"written to {result.out}")
         table.add_column("centre")
         table.add_column("records", justify="right")
         table.add_column("completeness (mean)", justify="right")
@@ -191,7 +199,7 @@ def _report(result: BuildResult, pushed: str | None) -> None:
         shared = sum(1 for m in registry.merged if len(m.centres) > 1)
         out.print(
             f"{len(registry.cases)} patients ({shared} in more than one centre), "
-            f"{len(registry.links)} links, {len(registry.conflicts)} conflicts "
+            f"{_pairs(registry.links)} links, {len(registry.conflicts)} conflicts "
             f"(reports/conflicts.csv), quality in reports/quality.json"
         )
         if registry.review:
@@ -201,3 +209,9 @@ def _report(result: BuildResult, pushed: str | None) -> None:
             )
     if pushed:
         out.print(pushed)
+
+
+def _pairs(links: Sequence[Link]) -> int:
+    """Pairs of records linked, each once: a pair an identifier and splink both link is
+    one link."""
+    return len({(min(k.left, k.right), max(k.left, k.right)) for k in links})

@@ -74,13 +74,13 @@ def fhir_server_start(
 ) -> None:
     """Start an empty FHIR R4 server at http://127.0.0.1:PORT/fhir and leave it running."""
     from fhir_cart.testing import SERVERS
-    from fhir_cart.testing.fhir_server import port_in_use, start_detached
+    from fhir_cart.testing.fhir_server import port_in_use, start_detached, state_dir
 
     if kind not in SERVERS:
         raise FatalError(f"--kind must be one of {', '.join(sorted(SERVERS))}", exit_code=2)
     if port_in_use(port):
         raise FatalError(f"port {port} on 127.0.0.1 is already in use", exit_code=2)
-    url = start_detached(SERVERS[kind](port=port), application().data_dir)
+    url = start_detached(SERVERS[kind](port=port), state_dir())
     out.print(
         f"FHIR R4 server ({kind}) running at {url}; "
         f"'fhir-cart fhir-server stop --port {port}' stops it"
@@ -89,11 +89,12 @@ def fhir_server_start(
 
 def fhir_server_stop(port: PortOpt = 8080) -> None:
     """Stop the server 'fhir-server start' left on PORT and delete its data."""
-    from fhir_cart.testing.fhir_server import stop_detached
+    from fhir_cart.testing.fhir_server import state_dir, stop_detached
 
-    url = stop_detached(application().data_dir, port)
+    # noted in the user's state folder (any working folder); before, in the data folder
+    url = stop_detached(state_dir(), port) or stop_detached(application().data_dir, port)
     if url is None:
-        raise FatalError(f"no FHIR server was started on port {port} from here", exit_code=2)
+        raise FatalError(f"no FHIR server was started on port {port}", exit_code=2)
     out.print(f"stopped the FHIR server at {url}")
 
 

@@ -160,6 +160,8 @@ def summary_command(
     warn(done.warnings)
     for path in done.plots:
         err.print(f"wrote {path}")
+    if plots is not None and not done.plots:
+        err.print(_no_plots(definition), highlight=False)
     if as_json:
         for result in done.results:  # stdout keeps its shape; the caveat goes beside it
             if result.partial:
@@ -171,6 +173,19 @@ def summary_command(
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
     out.print(summary_table(done.results, paper, definition.name))
+
+
+def _no_plots(definition: StudyDefinition) -> str:
+    """Why ``--plots`` wrote nothing."""
+    if definition.plots.swimmer is None and not definition.plots.survival:
+        return (
+            f"no plots written: the study {definition.name!r} defines none (add a `plots:` "
+            "section with `swimmer` or `survival` to its study file: docs/study-file.md)"
+        )
+    return (
+        "no plots written: no patient has the days the study's plots need (the anchor "
+        f"{definition.anchor!r} and an end or event with an exact date)"
+    )
 
 
 def codesystem_command(

@@ -295,6 +295,8 @@ class Plots(BaseModel):
 
     swimmer: SwimmerPlot | None = None
     survival: dict[str, SurvivalCurve] = Field(default_factory=dict)
+    survival_title: str | None = None
+    """The Kaplan-Meier plot's title (default: says the curves are of the data given)."""
 
 
 class StudyDefinition(BaseModel):

@@ -33,6 +33,9 @@ from fhir_cart.report.evaluate import _Patient
 __all__ = [
     "SurvivalData",
     "SwimmerRow",
+    "at_risk",
+    "km_title",
+    "marker_style",
     "plot_km",
     "plot_swimmer",
     "survival_data",
@@ -56,6 +59,29 @@ _COLOURS = (
 )
 """Marker colours: none is the red of a bar ended by death."""
 _LABELS = {"overall": "Overall survival", "event_free": "Event-free survival"}
+LABELLED_ROWS = 60
+"""A swimmer plot names each patient on its axis up to this many rows; above, the bars
+are drawn thinner and unnamed (a thousand labels take matplotlib minutes to lay out)."""
+
+
+def marker_style(key: str, taken: Iterable[tuple[str, str]] = ()) -> tuple[str, str]:
+    """The (marker, colour) of a concept (or marker name): picked by a hash of ``key`` alone,
+    so a concept looks the same in every study's plot; a pair ``taken`` already in the same
+    plot moves to the next one."""
+    import hashlib
+
+    start = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+    used = set(taken)
+    pairs = [(m, c) for m in _MARKERS for c in _COLOURS]
+    for step in range(len(pairs)):
+        pair = pairs[(start + step) % len(pairs)]
+        if pair not in used:
+            return pair
+    return pairs[start % len(pairs)]
+
+
+def _marker_key(name: str, selector: EventTest) -> str:
+    return selector.concept[0] if selector.concept else name
 
 
 @dataclass(frozen=True)
@@ -168,10 +194,10 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
-def _save(figure: Any, out_dir: Path, stem: str) -> list[Path]:
+def _save(figure: Any, out_dir: Path, stem: str, formats: Sequence[str] = FORMATS) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for fmt in FORMATS:
+    for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
         figure.savefig(path, format=fmt, metadata=metadata)
@@ -199,6 +225,7 @@ def plot_swimmer(
     study: StudyDefinition,
     out_dir: Path,
     library: ConceptLibrary | None = None,
+    formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """swimmer.png and swimmer.svg (nothing when the study has no swimmer plot)."""
     config = study.plots.swimmer
@@ -206,22 +233,28 @@ def plot_swimmer(
     if config is None or not rows:
         return []
     rows.sort(key=lambda r: r.end)
-    figure = _figure(8, 1.2 + 0.45 * len(rows))
+    named = len(rows) <= LABELLED_ROWS
+    figure = _figure(8, 1.2 + 0.45 * len(rows) if named else min(6 + 0.01 * len(rows), 24))
     ax = figure.add_subplot()
     colours = {"death": "#b2182b"}
-    for y, row in enumerate(rows):
-        colour = colours.get(row.ended_by, "#4393c3")
-        ax.barh(y, row.end, left=0, height=0.55, color=colour, alpha=0.85)
-    symbol = dict(zip(config.markers, _MARKERS * 3, strict=False))
-    for index, name in enumerate(config.markers):
+    ends, bars = [row.end for row in rows], [colours.get(r.ended_by, "#4393c3") for r in rows]
+    if named:
+        ax.barh(range(len(rows)), ends, left=0, height=0.55, color=bars, alpha=0.85)
+    else:  # one line collection: a thousand bar patches took seconds to lay out and draw
+        width = 0.8 * figure.get_figheight() * 72 / len(rows)
+        ax.hlines(range(len(rows)), 0, ends, colors=bars, linewidth=width, alpha=0.85)
+    styles: dict[str, tuple[str, str]] = {}
+    for name, selector in sorted(config.markers.items()):
+        styles[name] = marker_style(_marker_key(name, selector), styles.values())
+    for name in config.markers:
         xs = [day for row in rows for marker, day in row.markers if marker == name]
         ys = [y for y, row in enumerate(rows) for marker, _ in row.markers if marker == name]
-        colour = _COLOURS[index % len(_COLOURS)]
+        symbol, colour = styles[name]
         ax.scatter(
             xs,
             ys,
-            marker=symbol[name],
-            s=70,
+            marker=symbol,
+            s=70 if named else 12,
             zorder=3,
             color=colour,
             edgecolors="black",
@@ -236,13 +269,38 @@ def plot_swimmer(
         Patch(color="#b2182b", label="ended by death"),
     ]
     ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.9)
-    ax.set_yticks(range(len(rows)), [r.study_id for r in rows])
+    if named:
+        ax.set_yticks(range(len(rows)), [r.study_id for r in rows])
+    else:
+        ax.set_yticks([])
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"Days after {_anchor_label(study, library)}")
-    ax.set_ylabel("Patient")
+    ax.set_ylabel("Patient" if named else f"{len(rows)} patients, by length of follow-up")
     ax.set_title(config.title or f"{study.name} — course after {_anchor_label(study, library)}")
     ax.grid(axis="x", alpha=0.3)
-    return _save(figure, out_dir, "swimmer")
+    return _save(figure, out_dir, "swimmer", formats)
+
+
+def _step_at(times: Sequence[float], values: Sequence[float], at: float) -> float:
+    """A step function's value at ``at`` (the last step at or before it): what lifelines'
+    ``predict`` gives, without a pandas lookup per point."""
+    import bisect
+
+    return float(values[max(bisect.bisect_right(times, at) - 1, 0)])
+
+
+def at_risk(durations: Sequence[float], times: Sequence[float]) -> list[int]:
+    """Patients still at risk at each time: those whose duration (event or censoring) is
+    not before it."""
+    return [sum(1 for d in durations if d >= t) for t in times]
+
+
+def km_title(study: StudyDefinition, patients: int) -> str:
+    """The study's own ``plots.survival_title``, else one that says whose data it is: the
+    curves are of the patients given, under the study's definitions (never the paper's)."""
+    if study.plots.survival_title:
+        return study.plots.survival_title
+    return f"Kaplan–Meier estimate, {patients} patients of this data set"
 
 
 def plot_km(
@@ -250,17 +308,20 @@ def plot_km(
     study: StudyDefinition,
     out_dir: Path,
     library: ConceptLibrary | None = None,
+    formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
-    """km.png and km.svg: every survival curve of the study on one axes (nothing when the
-    study defines none)."""
-    curves = [survival_data(list(cases), study, n) for n in study.plots.survival]
+    """km.png and km.svg: every survival curve of the study on one axes, each with its
+    labelled 95 % confidence band and censoring ticks, and a number-at-risk table below
+    (nothing when the study defines no curve)."""
+    cases = list(cases)
+    curves = [survival_data(cases, study, n) for n in study.plots.survival]
     curves = [c for c in curves if c.durations]
     if not curves:
         return []
     from lifelines import KaplanMeierFitter
 
-    figure = _figure(7, 4.5)
-    ax = figure.add_subplot()
+    figure = _figure(7, 5.2 + 0.25 * len(curves))
+    ax, table = figure.subplots(2, 1, sharex=True, height_ratios=[4, 0.6 + 0.3 * len(curves)])
     for index, data in enumerate(curves):
         fitter = KaplanMeierFitter()
         fitter.fit(list(data.durations), event_observed=list(data.events), label=data.label)
@@ -284,18 +345,30 @@ def plot_km(
             color=colour,
             alpha=0.15,
             linewidth=0,
+            label=f"95 % confidence band, {data.label.lower()}",
         )
         censored = [d for d, e in zip(data.durations, data.events, strict=True) if not e]
-        heights = [float(fitter.predict(d)) for d in censored]
+        heights = [_step_at(times, survival, d) for d in censored]
         ax.scatter(censored, heights, marker="|", s=120, color=colour, zorder=3)
+    longest = max(max(c.durations) for c in curves)
     ax.set_ylim(0, 1.05)
-    ax.set_xlim(left=0)
-    ax.set_xlabel(f"Days after {_anchor_label(study, library)}")
+    ax.set_xlim(0, longest * 1.02 or 1)
     ax.set_ylabel("Probability")
-    ax.set_title(f"{study.name} — Kaplan-Meier (| censored)")
+    ax.set_title(km_title(study, len(cases)))
     ax.legend(loc="lower left", fontsize="small")
     ax.grid(alpha=0.3)
-    return _save(figure, out_dir, "km")
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= longest]
+    for row, data in enumerate(reversed(curves)):
+        for tick, count in zip(ticks, at_risk(data.durations, ticks), strict=True):
+            table.text(tick, row, str(count), ha="center", va="center", fontsize="small")
+    table.set_ylim(-0.6, len(curves) - 0.4)
+    table.set_yticks(range(len(curves)), [c.label for c in reversed(curves)], fontsize="small")
+    table.set_title("Number at risk", fontsize="small", loc="left")
+    table.tick_params(axis="y", length=0)
+    for side in ("top", "right", "left"):
+        table.spines[side].set_visible(False)
+    table.set_xlabel(f"Days after {_anchor_label(study, library)} (| censored)")
+    return _save(figure, out_dir, "km", formats)
 
 
 def write_plots(
@@ -303,8 +376,11 @@ def write_plots(
     study: StudyDefinition,
     out_dir: Path,
     library: ConceptLibrary | None = None,
+    formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
-    """Every plot the study configures, as PNG and SVG in ``out_dir``; the files written
-    (``library``: only for the anchor's label on the axes)."""
+    """Every plot the study configures, as PNG and SVG (``formats``) in ``out_dir``; the
+    files written (``library``: only for the anchor's label on the axes)."""
     cases = list(cases)
-    return plot_swimmer(cases, study, out_dir, library) + plot_km(cases, study, out_dir, library)
+    return plot_swimmer(cases, study, out_dir, library, formats) + plot_km(
+        cases, study, out_dir, library, formats
+    )

@@ -34,6 +34,7 @@ __all__ = [
     "can_see_job",
     "can_see_upload",
     "check_password",
+    "credential_proof",
     "hash_password",
     "owner_params",
     "principal_for_key",
@@ -105,6 +106,25 @@ def principal_for_password(name: str, password: str, settings: Settings) -> Prin
     if user is None or not ok:
         return None
     return Principal(user.name, user.role, user.centre)
+
+
+def credential_proof(principal: Principal, settings: Settings) -> str | None:
+    """A digest of the credential that stands for ``principal`` in ``settings`` now (None:
+    no such user or key): a page session is kept with it, and ends when it changes (a new
+    password or key, a user removed or given another role or centre)."""
+    material: list[str] = []
+    if principal.name.startswith("api-key-") and principal.role == "admin":
+        n = principal.name.removeprefix("api-key-")
+        if n.isdigit() and 1 <= int(n) <= len(settings.api_keys):
+            material = [settings.api_keys[int(n) - 1].get_secret_value()]
+    who = (principal.name, principal.role, principal.centre)
+    for user in settings.users:
+        if (user.name, user.role, user.centre) == who:
+            secrets_ = (user.password_hash, user.api_key)
+            material = [s.get_secret_value() if s is not None else "" for s in secrets_]
+    if not material:
+        return None
+    return hashlib.sha256("\0".join(material).encode()).hexdigest()
 
 
 def owner_params(principal: Principal) -> dict[str, Any]:

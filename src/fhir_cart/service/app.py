@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,12 +29,13 @@ from fhir_cart import __version__
 from fhir_cart.application import Application, Cache
 from fhir_cart.errors import ConfigError
 from fhir_cart.private import tighten
+from fhir_cart.service.access import credential_proof
 from fhir_cart.service.deps import problem, public_paths
 from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
 from fhir_cart.service.routers.study import expire_uploads
-from fhir_cart.service.web import pages
+from fhir_cart.service.web import check_pages, checks, pages, registry_pages
 from fhir_cart.service.web.session import Sessions
 from fhir_cart.settings import Settings
 
@@ -124,6 +126,7 @@ def create_app(
             await sweeper
         if workers is not None:
             await asyncio.to_thread(workers.close)
+        app.state.checks.close()
         if own_cache:
             app.state.cache.close()
 
@@ -136,12 +139,19 @@ def create_app(
         redoc_url=None,
     )
     app.state.application = application
-    app.state.sessions = Sessions(settings.session_hours)
+    app.state.sessions = Sessions(
+        settings.session_hours,
+        settings.data_dir / "sessions",
+        functools.partial(credential_proof, settings=settings),
+    )
     app.add_middleware(Guard, settings=settings, sessions=app.state.sessions)
     _handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(pages.router)
+    app.include_router(registry_pages.router)
+    app.include_router(check_pages.router)
+    app.state.checks = checks.Checks()
     _document_problems(app)
     return app
 

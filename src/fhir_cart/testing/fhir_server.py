@@ -214,6 +214,14 @@ class SekmetServer(LocalFhirServer):
 _DETACHED: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def state_dir() -> Path:
+    """Where a server left running is noted, whatever the working folder (so that
+    ``fhir-server stop`` works from any folder): ``$XDG_STATE_HOME/fhir-cart``, by default
+    ``~/.local/state/fhir-cart``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "fhir-cart"
+
+
 def _state_file(state_dir: Path, port: int) -> Path:
     return state_dir / f"fhir-server-{port}.json"
 

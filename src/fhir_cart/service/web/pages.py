@@ -35,6 +35,7 @@ from fhir_cart.service.deps import AppDep, CacheDep, PrincipalDep, get_job, visi
 from fhir_cart.service.routers import cohort as cohort_routes
 from fhir_cart.service.routers import jobs as job_routes
 from fhir_cart.service.routers import study as study_routes
+from fhir_cart.service.web import checks
 from fhir_cart.service.web.grid import fix_for, grids, read_sheets
 from fhir_cart.service.web.session import COOKIE, LOGIN_COOKIE, Session, Sessions, same_token
 
@@ -242,8 +243,11 @@ async def upload(
     try:
         named = study_routes.mapping_path(app, mapping) if mapping and not mapping_text else None
         suffix = study_routes._suffix(file)
-        report = await run_in_threadpool(
-            study_routes._accept_upload,
+        # checked once, its check kept for the page; a large file in the background
+        background = (file.size or 0) > checks.BACKGROUND_BYTES
+        upload_id = await run_in_threadpool(
+            checks.store,
+            request,
             app,
             cache,
             file.file,
@@ -251,6 +255,9 @@ async def upload(
             named,
             principal,
             mapping_text,
+            background,
+            _check,
+            _summary,
         )
     except HTTPException as exc:
         errors = getattr(exc, "members", {}).get("errors", [])
@@ -266,17 +273,19 @@ async def upload(
             mappings=app.mapping_names(),
             servers=sorted(app.settings.servers),
         )
-    return RedirectResponse(f"/ui/uploads/{report.upload_id}", status_code=303)
+    return RedirectResponse(f"/ui/uploads/{upload_id}", status_code=303)
 
 
 # -- the check ---------------------------------------------------------------------------------
 
 
-def _check(app: Any, upload_id: str, principal: Principal) -> dict[str, Any]:
+def _check(
+    app: Any, upload_id: str, principal: Principal, on_patient: Any = None
+) -> dict[str, Any]:
     meta = study_routes.visible_upload(app, upload_id, principal)
     mapping = app.load_mapping(Path(meta["mapping_file"]) if meta["mapping_file"] else None)
     study_file = Path(meta["study_file"])
-    result = app.read_study(study_file, mapping)
+    result = app.read_study(study_file, mapping, on_patient=on_patient)
     options: dict[str, Any] = {}
     if mapping is not None:
         options = {"encoding": mapping.encoding, "delimiter": mapping.csv_delimiter}
@@ -314,7 +323,12 @@ async def check_page(
 ) -> Response:
     _with_session(request)
     try:
-        context = await run_in_threadpool(_check, app, upload_id, principal)
+        state = checks.page_state(request, upload_id, principal)
+        if state is not None:  # checked in the background: its progress, or its failure
+            return _page(request, "checking.html", upload_id=upload_id, state=state)
+        context = await run_in_threadpool(
+            checks.kept_check, request, app, upload_id, principal, _check
+        )
     except FhirCartError as exc:
         raise HTTPException(422, str(exc)) from exc
     return _page(request, "check.html", servers=sorted(app.settings.servers), **context)
@@ -345,7 +359,9 @@ async def summary_page(
     """The study's measures over the upload beside the paper's, and its plots (SVG)."""
     _with_session(request)
     try:
-        context = await run_in_threadpool(_summary, app, upload_id, principal)
+        context = await run_in_threadpool(
+            checks.kept_summary, request, app, upload_id, principal, _summary
+        )
     except FhirCartError as exc:
         raise HTTPException(422, str(exc)) from exc
     return _page(request, "summary.html", **context)

@@ -1,0 +1,95 @@
+"""What a new user saw in the plots (issue 22 item 8): a concept had another marker and
+colour in each study; the Kaplan-Meier plot had no number-at-risk table, no label for its
+band and the seed paper's name as title over any data; a thousand patients took minutes."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_cart.library.studies import parse_study
+from fhir_cart.records import Case
+from fhir_cart.report.plots import at_risk, km_title, marker_style, plot_km, plot_swimmer
+from tests.unit.report.test_summary import _km_cohort, case, ev
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def plotted(**plots: Any) -> Any:
+    return parse_study({"name": "Paper 2022 — seed", "anchor": "cart_infusion",
+                        "measures": [{"id": "n", "count": "all"}], "plots": plots})  # fmt: skip
+
+
+def texts(svg: Path) -> list[str]:
+    """The SVG's text, as matplotlib writes it: each string in a comment before its glyphs."""
+    import re
+
+    return re.findall(r"<!-- (.*?) -->", svg.read_text())
+
+
+def test_a_concept_has_one_marker_and_colour_in_every_study() -> None:
+    one = {"relapse": {"concept": "disease_status", "value": "relapse"}, "HSCT": "hsct"}
+    other = {"transplant": "hsct", "death": "death", "crs": "crs", "icans": "icans"}
+    styles = []
+    for markers in (one, other):
+        study = plotted(swimmer={"end": ["last_follow_up"], "markers": markers})
+        assert study.plots.swimmer is not None
+        taken: list[tuple[str, str]] = []
+        found = {}
+        for name, selector in sorted(study.plots.swimmer.markers.items()):
+            found[name] = marker_style(selector.concept[0] if selector.concept else name, taken)
+            taken.append(found[name])
+        styles.append(found)
+    assert styles[0]["HSCT"] == styles[1]["transplant"]  # hsct, whatever the marker's name
+    assert len(set(styles[1].values())) == 4  # never two markers alike in one plot
+
+
+def test_a_taken_style_moves_to_the_next() -> None:
+    first = marker_style("hsct")
+    assert marker_style("hsct", [first]) != first
+    assert marker_style("hsct") == first
+
+
+def test_number_at_risk_hand_checked() -> None:
+    assert at_risk([0, 50, 100, 250, 365, 400], [0, 100, 200, 300, 400]) == [6, 4, 3, 2, 1]
+
+
+def test_the_km_plot_has_its_table_its_labelled_band_and_a_title_of_its_own(
+    tmp_path: Path,
+) -> None:
+    survival = {"overall": {"event": "death", "censor": "last_follow_up"}}
+    (svg,) = plot_km(_km_cohort(), plotted(survival=survival), tmp_path, formats=("svg",))
+    shown = texts(svg)
+    assert ET.fromstring(svg.read_bytes()).tag == f"{SVG}svg"
+    assert "Number at risk" in shown
+    assert "95 % confidence band, overall survival" in shown
+    assert km_title(plotted(survival=survival), 7) in shown
+    assert not any("Paper 2022" in t for t in shown)  # the paper's name is not the data's
+    # the table's counts: 5 patients at day 0, 4 at 100 (A's death at 100 still at risk)
+    assert {"5", "4"} <= set(shown)
+    own = plotted(survival=survival, survival_title="Our centre, 2019–2024")
+    (again,) = plot_km(_km_cohort(), own, tmp_path / "own", formats=("svg",))
+    assert "Our centre, 2019–2024" in texts(again)
+
+
+@pytest.mark.slow
+def test_a_thousand_patients_are_drawn_without_a_label_each(tmp_path: Path) -> None:
+    cases: list[Case] = [
+        case(f"P{n:04d}", ev("last_follow_up", 100 + n % 300), ev("hsct", 50)) for n in range(1000)
+    ]
+    study = plotted(swimmer={"end": ["last_follow_up"], "markers": {"HSCT": "hsct"}})
+    (svg,) = plot_swimmer(cases, study, tmp_path, formats=("svg",))
+    shown = texts(svg)
+    assert "1000 patients, by length of follow-up" in shown
+    assert not any(t.startswith("P0") for t in shown)
+
+
+def test_the_swimmer_plot_draws_a_concept_in_its_own_style(tmp_path: Path) -> None:
+    _, colour = marker_style("hsct")
+    for n, markers in enumerate(({"HSCT": "hsct"}, {"transplant": "hsct", "x": "death"})):
+        study = plotted(swimmer={"end": ["last_follow_up"], "markers": markers})
+        (svg,) = plot_swimmer(_km_cohort(), study, tmp_path / str(n), formats=("svg",))
+        assert f"fill: {colour}" in svg.read_text()
