@@ -104,6 +104,9 @@ def table_columns(library: ConceptLibrary | None = None) -> dict[str, list[str]]
     }
 
 
+_OWN_KEYS = {"concepts", "attributes", "patient_attributes"}
+
+
 def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = None) -> StudyMapping:
     """The mapping that reads what :func:`write_study` writes (CSV folder or XLSX);
     ``extra``: the study's own concepts and attributes (their columns are read too)."""
@@ -113,7 +116,7 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
     merged = merge_concepts(shared, extra)
     patients = [*PATIENT_COLUMNS, *merged.patient_attributes]
     events = [*EVENT_COLUMNS, *sorted(merged.attributes)]
-    own = {} if extra is None else extra.model_dump(exclude_defaults=True)
+    own = {} if extra is None else extra.model_dump(exclude_defaults=True, include=_OWN_KEYS)
     return StudyMapping(
         centre=centre,
         date_formats=CANONICAL_DATE_FORMATS,

@@ -34,7 +34,13 @@ from pydantic import (
 
 from fhir_cart.errors import ConfigError, validation_reason
 from fhir_cart.library.checks import Checker
-from fhir_cart.library.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
+from fhir_cart.library.concepts import (
+    AttributeDef,
+    ConceptDef,
+    ConceptsFile,
+    StudyLibraryFile,
+    is_ucum,
+)
 from fhir_cart.library.core import Library, names_a_file
 from fhir_cart.library.yamlfile import load_model, validate_model
 from fhir_cart.records import DAYS_PER
@@ -280,7 +286,7 @@ class StudyMapping(BaseModel):
     events: tuple[EventSpec, ...] = ()
     ignore: dict[str, str] = Field(default_factory=dict)
     """Source columns deliberately not mapped -> why."""
-    _additions: ConceptsFile | None = PrivateAttr(default=None)
+    _additions: StudyLibraryFile | None = PrivateAttr(default=None)
     """What the ``library`` file adds (read by :func:`load_study_mapping`)."""
 
     @model_validator(mode="after")
@@ -302,20 +308,25 @@ class StudyMapping(BaseModel):
             raise ValueError("; ".join(found))
         return self
 
-    def own_concepts(self) -> ConceptsFile | None:
+    def own_concepts(self) -> StudyLibraryFile | None:
         """The study's own concepts and attributes: those of its ``library`` file and of the
-        mapping itself (None when it adds none)."""
-        extra = self._additions or ConceptsFile()
+        mapping itself (None when it adds none), published under the library file's
+        ``canonical`` when it has one."""
+        extra = self._additions or StudyLibraryFile()
         concepts = {**extra.concepts, **self.concepts}
         attributes = {**extra.attributes, **self.attributes}
         patient_attributes = {**extra.patient_attributes, **self.patient_attributes}
         if not (concepts or attributes or patient_attributes):
             return None
-        return ConceptsFile(
-            concepts=concepts, attributes=attributes, patient_attributes=patient_attributes
-        )
+        return StudyLibraryFile(
+            concepts=concepts,
+            attributes=attributes,
+            patient_attributes=patient_attributes,
+            canonical=extra.canonical,
+            code_system=extra.code_system,
+        ).published()
 
-    def with_additions(self, additions: ConceptsFile, where: str) -> StudyMapping:
+    def with_additions(self, additions: StudyLibraryFile, where: str) -> StudyMapping:
         """The mapping with its library file's concepts (``where``: that file); a key the
         mapping itself defines too is refused."""
         twice = sorted(
@@ -627,6 +638,12 @@ def _beside(mapping: StudyMapping, folder: Path) -> StudyMapping:
     return mapping.model_copy(update=update) if update else mapping
 
 
+def read_study_library(path: Path) -> StudyLibraryFile:
+    """A study's own library file (errors name the file, key and line), published under its
+    ``canonical``."""
+    return load_model(path, StudyLibraryFile, "library file").published()
+
+
 def load_study_mapping(path: Path, library: Library | None = None) -> StudyMapping:
     """Read and validate a centre mapping, also against the concept library of ``library``
     (default: the shipped one) plus the mapping's own concepts; errors name the file and the
@@ -639,7 +656,7 @@ def load_study_mapping(path: Path, library: Library | None = None) -> StudyMappi
     mapping = _beside(validate_model(raw, StudyMapping, "mapping file", path), path.parent)
     if mapping.library is not None:
         own = Path(mapping.library)
-        additions = load_model(own, ConceptsFile, "library file")
+        additions = load_model(own, StudyLibraryFile, "library file")
         try:
             mapping = mapping.with_additions(additions, str(own))
         except (ConfigError, ValidationError) as exc:
