@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_cart.errors import ConfigError, FatalError, InputError, Reject
 from fhir_cart.library import Library
-from fhir_cart.library.studies import StudyDefinition, load_study
 from fhir_cart.library.concepts import StudyLibraryFile
+from fhir_cart.library.studies import StudyDefinition, load_study
 from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping, read_study_library
 from fhir_cart.library.yamlfile import read_yaml
 from fhir_cart.mappers.context import MappingContext, mapping_context

@@ -53,10 +53,12 @@ def test_a_study_concept_survives_push_and_pull_with_its_attributes(
         _, report = asyncio.run(run_push(cases=read.cases, ctx=ctx, server=server, cache=cache))
     finally:
         cache.close()
-    assert report is not None and report.failures == []
+    assert report is not None
+    assert report.failures == []
 
     pulled = _pull(app, fhir_server, tmp_path, own=True)
-    assert pulled.unmapped == [] and pulled.other == []
+    assert pulled.unmapped == []
+    assert pulled.other == []
     assert by_id(pulled.cases) == by_id(read.cases)
     lines = {c.patient.study_id: c.patient.attributes["prior_lines"] for c in pulled.cases}
     assert lines == {"P1": 3, "P2": 2}

@@ -373,9 +373,9 @@ class ConceptLibrary:
             if not isinstance(key, str):
                 continue
             system = coding.get("system")
-            if system == self.local_system or system == self.own_systems.get(key):
-                if self.has(key) and self.concept(key).kind in kinds:
-                    return key
+            ours = system == self.local_system or system == self.own_systems.get(key)
+            if ours and self.has(key) and self.concept(key).kind in kinds:
+                return key
         word = self.terminology.word("concept", codeable)
         if word is not None and self.concept(word).kind in kinds:
             return word

@@ -37,7 +37,6 @@ from fhir_cart.library.checks import Checker
 from fhir_cart.library.concepts import (
     AttributeDef,
     ConceptDef,
-    ConceptsFile,
     StudyLibraryFile,
     is_ucum,
 )

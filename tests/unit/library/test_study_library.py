@@ -187,3 +187,43 @@ def test_without_the_library_the_added_concepts_are_other_rows_not_a_crash(
     other = _csv(out / "other.csv")
     assert sorted(r["code"] for r in other) == ["bridging_note", "bridging_note"]
     assert "prior_lines" not in _csv(out / "patients.csv")[0]
+
+
+def test_artefacts_publish_the_study_codes_and_extensions_under_its_canonical(
+    travelling: Path,
+) -> None:
+    """Every code of the study's CodeSystem and every extension URL under its canonical
+    that the mapped NDJSON uses is defined by ``artefacts --mapping``'s package."""
+    out = travelling / "art"
+    assert main(["artefacts", "--mapping", "mapping.yaml", "--out", str(out)]) == 0
+    package = out / "package"
+    manifest = orjson.loads((package / "package.json").read_bytes())
+    assert manifest["canonical"] == CANONICAL
+    resources = [orjson.loads(p.read_bytes()) for p in package.glob("*-*.json")]
+    code_systems = [r for r in resources if r["resourceType"] == "CodeSystem"]
+    systems = {r["url"]: {c["code"] for c in r["concept"]} for r in code_systems}
+    extensions = {r["url"] for r in resources if r["resourceType"] == "StructureDefinition"}
+    used_codes: set[tuple[str, str]] = set()
+    used_urls: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if str(node.get("system", "")).startswith(CANONICAL):
+                used_codes.add((node["system"], node["code"]))
+            if str(node.get("url", "")).startswith(CANONICAL):
+                used_urls.add(node["url"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for rtype in ("Patient", "Observation"):
+        walk(_ndjson(travelling, rtype))
+    assert used_codes == {(f"{CANONICAL}/CodeSystem/study-concepts", "bridging_note")}
+    assert all(code in systems.get(system, set()) for system, code in used_codes)
+    assert used_urls == {
+        f"{CANONICAL}/StructureDefinition/bridging-regimen",
+        f"{CANONICAL}/StructureDefinition/prior-lines",
+    }
+    assert used_urls <= extensions
