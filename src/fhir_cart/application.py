@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.cache.models import SyncRun as SyncRun
     from fhir_cart.client import FhirClient
     from fhir_cart.conformance.package import Package
+    from fhir_cart.library.study_library import LibraryReport
     from fhir_cart.mapjob import MapResult
     from fhir_cart.ndjson_tables import TablesOutcome
     from fhir_cart.registry.build import BuildResult, Progress
@@ -226,6 +227,13 @@ class Application:
         )
         ctx.terminology.read_text = self.settings.classify_by_text
         return replace(ctx, other_bases=self.centre_identifier_bases())
+
+    def check_library(self, path: Path) -> LibraryReport:
+        """A study's library file checked against this library, before any data is read:
+        what it adds, where it is published, and what is refused (``problems``)."""
+        from fhir_cart.library.study_library import check_library_file
+
+        return check_library_file(path, self.library)
 
     def study_library(
         self, mapping: Path | None = None, library: Path | None = None
