@@ -208,14 +208,22 @@ class StudyLibraryFile(ConceptsFile):
         return f"{self.canonical}/StructureDefinition/{key.replace('_', '-')}"
 
     def combined(self, other: StudyLibraryFile) -> StudyLibraryFile:
-        """This file and ``other`` as one (a key in both, or two canonicals, is refused)."""
+        """This file and ``other`` as one (the same key defined two different ways, or two
+        canonicals, is refused; the same definition twice is one)."""
         twice = sorted(
-            {*self.concepts} & {*other.concepts}
-            | {*self.attributes} & {*other.attributes}
-            | {*self.patient_attributes} & {*other.patient_attributes}
+            key
+            for mine, theirs in (
+                (self.concepts, other.concepts),
+                (self.attributes, other.attributes),
+                (self.patient_attributes, other.patient_attributes),
+            )
+            for key in {*mine} & {*theirs}
+            if mine[key] != theirs[key]
         )
         if twice:
-            raise ConfigError(f"{', '.join(twice)}: defined twice; keep one definition")
+            raise ConfigError(
+                f"{', '.join(twice)}: defined two different ways; keep one definition"
+            )
         if None not in (self.canonical, other.canonical) and self.canonical != other.canonical:
             raise ConfigError(
                 f"canonical {other.canonical!r} differs from {self.canonical!r}; "
