@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
+import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,54 @@ def test_cli_push_and_pull_with_the_study_mapping(
         regimens = [r["bridging_regimen"] for r in csv.DictReader(handle)]
     assert "R-GemOx" in regimens
     assert not (tmp_path / "pulled" / "other.csv").exists()
+
+
+def test_the_service_uploads_pushes_and_pulls_with_a_mapping_naming_its_library(
+    tmp_path: Path, fhir_server: str
+) -> None:
+    """A centre mapping on the service (mappings/centres/) naming its library file
+    (mappings/libraries/): the upload reads the added concepts, and a pull job given the
+    mapping reads them back, its export having their columns; a mapping whose library file
+    is broken is refused when the pull is asked for, before any job runs."""
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from fhir_cart.service.app import create_app
+    from tests.integration.test_service import KEY, upload, wait
+    from tests.support import MAPPINGS
+
+    mappings = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS, mappings)
+    (mappings / "libraries").mkdir()
+    (mappings / "libraries" / "lib.yaml").write_text(TRAVELLING, encoding="utf-8")
+    own = OWN_MAPPING.replace("library: lib.yaml", "library: ../libraries/lib.yaml")
+    own = own.replace("  source: data.csv\n", "")  # an upload is one file
+    (mappings / "centres" / "libtest.yaml").write_text(own, encoding="utf-8")
+    broken = own.replace("../libraries/lib.yaml", "../libraries/missing.yaml")
+    (mappings / "centres" / "libbroken.yaml").write_text(broken, encoding="utf-8")
+    (tmp_path / "data.csv").write_text(DATA, encoding="utf-8")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        servers={"local": ServerSettings(base_url=fhir_server)},
+        api_keys=[SecretStr(KEY["X-API-Key"])],
+        mappings_dir=mappings,
+    )
+    with TestClient(create_app(settings)) as client:
+        sent = upload(client, tmp_path / "data.csv", "libtest")
+        assert sent.status_code == 201, sent.text
+        assert (sent.json()["patients"], sent.json()["rejects"]) == (2, [])
+        body = {"upload_id": sent.json()["upload_id"], "server": "local"}
+        pushed = wait(client, client.post("/jobs/push", headers=KEY, json=body).json()["id"])
+        assert pushed["status"] == "succeeded", pushed
+        asked = {"server": "local", "selection": "search", "query": QUERY, "mapping": "libtest"}
+        refused = client.post("/jobs/pull", headers=KEY, json={**asked, "mapping": "libbroken"})
+        assert refused.status_code == 422
+        assert "missing.yaml" in refused.text
+        job = client.post("/jobs/pull", headers=KEY, json=asked).json()
+        assert wait(client, job["id"])["status"] == "succeeded"
+        exported = client.get(f"/jobs/{job['id']}/export", params={"format": "csv"}, headers=KEY)
+        archive = zipfile.ZipFile(io.BytesIO(exported.content))
+        patients = list(csv.DictReader(io.TextIOWrapper(archive.open("patients.csv"))))
+        assert sorted(r["prior_lines"] for r in patients) == ["2", "3"]
+        assert "other.csv" not in archive.namelist()
