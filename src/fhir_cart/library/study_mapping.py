@@ -41,6 +41,7 @@ from fhir_cart.library.concepts import (
     is_ucum,
 )
 from fhir_cart.library.core import Library, names_a_file
+from fhir_cart.library.list_spec import ListSpec
 from fhir_cart.library.yamlfile import load_model, validate_model
 from fhir_cart.records import DAYS_PER
 
@@ -230,6 +231,8 @@ class EventSpec(_Spec):
     """The concept a censored time ('15+' in ``when_day``: the event had not happened by
     then) records instead of this spec's event, e.g. ``last_follow_up``; without it such a
     cell is refused."""
+    list: ListSpec | None = None
+    """A column of lists ("CRS 2, ICANS 1"): one event per item, ids ``<spec>-<n>``."""
 
     @model_validator(mode="after")
     def _check(self) -> EventSpec:
@@ -238,10 +241,19 @@ class EventSpec(_Spec):
             found.append("columns.study_id: a spec with its own source needs the patient id column")
         if self.source is None and (self.header_row is not None or self.key):
             found.append("header_row, key: only for a spec with its own source")
-        if self.concept is None and not ({"concept"} & (set(self.columns) | set(self.constants))):
+        listed = set(self.list.fields()) if self.list is not None else set()
+        if self.concept is None and not (
+            {"concept"} & (set(self.columns) | set(self.constants) | listed)
+        ):
             found.append("concept: give the concept, or map or set the field `concept`")
         if self.concept is not None and "concept" in self.columns:
             found.append("concept: set as a constant and mapped as a column")
+        unmapped = self.list is not None and self.list.column not in self.columns.values()
+        if self.list is not None and self.list.item is None and unmapped:
+            found.append(
+                f"list.column: {self.list.column!r} is mapped to no field; map it in "
+                "`columns` or give `list.item` with named groups"
+            )
         if found:
             raise ValueError("; ".join(p.removeprefix(".") for p in found))
         return self
@@ -251,6 +263,8 @@ class EventSpec(_Spec):
         if self.concept is not None:
             return self.concept
         if "concept" in self.columns or "concept" in self.values:
+            return None
+        if self.list is not None and "concept" in self.list.fields():
             return None
         constant = self.constants.get("concept")
         return None if constant is None else str(constant)
