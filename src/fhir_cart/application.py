@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_cart.errors import ConfigError, FatalError, InputError, Reject
 from fhir_cart.library import Library
+from fhir_cart.library.concepts import StudyLibraryFile
 from fhir_cart.library.studies import StudyDefinition, load_study
-from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping
+from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping, read_study_library
 from fhir_cart.library.yamlfile import read_yaml
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.records import Case
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.cache.models import SyncRun as SyncRun
     from fhir_cart.client import FhirClient
     from fhir_cart.conformance.package import Package
+    from fhir_cart.library.study_library import LibraryReport
     from fhir_cart.mapjob import MapResult
     from fhir_cart.ndjson_tables import TablesOutcome
     from fhir_cart.registry.build import BuildResult, Progress
@@ -216,10 +218,39 @@ class Application:
         ctx.terminology.read_text = self.settings.classify_by_text
         return ctx
 
-    def pull_context(self) -> MappingContext:
+    def pull_context(self, own: StudyLibraryFile | None = None) -> MappingContext:
         """The context FHIR is read back with: every centre mapping's own identifier base is
-        known, so a centre's patients keep their centre and study id."""
-        return replace(self.mapping_context(), other_bases=self.centre_identifier_bases())
+        known, so a centre's patients keep their centre and study id; ``own``: a study's
+        own concepts (:meth:`study_library`), read back by their codes."""
+        ctx = mapping_context(
+            strict=self.settings.strict_terminology, extra=own, library=self.library
+        )
+        ctx.terminology.read_text = self.settings.classify_by_text
+        return replace(ctx, other_bases=self.centre_identifier_bases())
+
+    def check_library(self, path: Path) -> LibraryReport:
+        """A study's library file checked against this library, before any data is read:
+        what it adds, where it is published, and what is refused (``problems``)."""
+        from fhir_cart.library.study_library import check_library_file
+
+        return check_library_file(path, self.library)
+
+    def study_library(
+        self, mapping: Path | None = None, library: Path | None = None
+    ) -> StudyLibraryFile | None:
+        """A study's own concepts for reading FHIR back: those of the mapping file (its
+        ``library:`` file and its own ``concepts``) and/or of a library file."""
+        found = self.load_mapping(mapping)
+        own = found.own_concepts() if found is not None else None
+        if library is None:
+            return own
+        extra = read_study_library(library)
+        if own is None:
+            return extra
+        try:
+            return own.combined(extra)
+        except ConfigError as exc:
+            raise ConfigError(f"library file {library}: {exc.message}") from exc
 
     def centre_identifier_bases(self) -> tuple[str, ...]:
         """The ``identifier_base`` of each centre mapping in the mappings folder (read as
@@ -411,14 +442,20 @@ class Application:
         return PushOutcome(ctx, plan, report)
 
     async def pull(
-        self, request: PullRequest, *, server: str | ServerSettings, cache: Cache
+        self,
+        request: PullRequest,
+        *,
+        server: str | ServerSettings,
+        cache: Cache,
+        own: StudyLibraryFile | None = None,
     ) -> PullOutcome:
         """Pull a cohort into the cache and read it back as study records, with the pull's
-        context (every centre mapping's identifier base known)."""
+        context (every centre mapping's identifier base known; ``own``: a study's own
+        concepts, :meth:`study_library`)."""
         from fhir_cart.sync.jobs import run_pull
 
         return await run_pull(
-            request, ctx=self.pull_context(), server=self.server(server), cache=cache
+            request, ctx=self.pull_context(own), server=self.server(server), cache=cache
         )
 
     def tables(
@@ -431,6 +468,7 @@ class Application:
         keep_cases: bool = False,
         on_patient: Callable[[int], None] | None = None,
         workers: int = 1,
+        own: StudyLibraryFile | None = None,
     ) -> TablesOutcome:
         """A folder of FHIR NDJSON (a bulk export, or ``fhir-cart map`` output) -> the study
         tables, ``unmapped.csv`` and ``excluded.csv`` a pull writes for the same resources,
@@ -439,7 +477,7 @@ class Application:
         from fhir_cart.ndjson_tables import tables_from_ndjson
 
         return tables_from_ndjson(
-            self.pull_context(),
+            self.pull_context(own),
             folder,
             out,
             fmt,

@@ -104,6 +104,9 @@ def table_columns(library: ConceptLibrary | None = None) -> dict[str, list[str]]
     }
 
 
+_OWN_KEYS = {"concepts", "attributes", "patient_attributes"}
+
+
 def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = None) -> StudyMapping:
     """The mapping that reads what :func:`write_study` writes (CSV folder or XLSX);
     ``extra``: the study's own concepts and attributes (their columns are read too)."""
@@ -113,7 +116,7 @@ def canonical_mapping(centre: str = "canonical", extra: ConceptsFile | None = No
     merged = merge_concepts(shared, extra)
     patients = [*PATIENT_COLUMNS, *merged.patient_attributes]
     events = [*EVENT_COLUMNS, *sorted(merged.attributes)]
-    own = {} if extra is None else extra.model_dump(exclude_defaults=True)
+    own = {} if extra is None else extra.model_dump(exclude_defaults=True, include=_OWN_KEYS)
     return StudyMapping(
         centre=centre,
         date_formats=CANONICAL_DATE_FORMATS,
@@ -185,11 +188,33 @@ def _unknown(row: Row, columns: list[str], what: str) -> None:
         )
 
 
+UNDECLARED_FIX = (
+    "not in the concept library read with; give the study's library "
+    "(--mapping M naming it with `library:`, or --library FILE) to get it as a column"
+)
+
+
+def _undeclared(row: Row, columns: frozenset[str], sid: str, what: str) -> Iterator[Row]:
+    """The attributes of ``row`` the library does not declare (a study's own, read back
+    without its library file), each as an ``other`` row, taken out of ``row``: kept with
+    the reason and the fix, never dropped and never a crash half way through a pull."""
+    for key in sorted(set(row) - columns):
+        value = row.pop(key)
+        yield {
+            "study_id": sid,
+            "resource_type": what,
+            "code_system": "attribute",
+            "code": key,
+            "value": None if value is None else str(value),
+            "reason": f"attribute {key!r} {UNDECLARED_FIX}",
+        }
+
+
 def table_rows(
     cases: Iterable[Case], library: ConceptLibrary | None = None
 ) -> Iterator[tuple[str, Row]]:
-    """(table, row) for every patient and event, patients first within each case. Raises
-    ValueError for an attribute the library does not define (nothing is dropped)."""
+    """(table, row) for every patient and event, patients first within each case; an
+    attribute the library does not define becomes an ``other`` row (nothing is dropped)."""
     columns = table_columns(library)
     for case in cases:
         yield from _case_rows(case, columns)
@@ -198,15 +223,31 @@ def table_rows(
 def _case_rows(case: Case, columns: dict[str, list[str]]) -> Iterator[tuple[str, Row]]:
     sid = case.patient.study_id
     row = _patient_row(case)
-    if not set(columns["patients"]).issuperset(row):
-        _unknown(row, columns["patients"], f"patient {sid}")
+    patients = frozenset(columns["patients"])
+    undeclared: list[Row] = []
+    if not patients.issuperset(row):
+        undeclared += _undeclared(row, patients, sid, "Patient")
     yield "patients", row
-    events = set(columns["events"])
+    events = frozenset(columns["events"])
     for event in case.events:
         row = _event_row(sid, event)
         if not events.issuperset(row):
-            _unknown(row, columns["events"], f"patient {sid} event {event.event_id}")
+            where = f"{event.origin or event.concept} event {event.event_id}"
+            undeclared += _undeclared(row, events, sid, where)
         yield "events", row
+    for found in undeclared:
+        yield "other", found
+
+
+def has_undeclared(cases: Iterable[Case], library: ConceptLibrary | None = None) -> bool:
+    """Whether any patient or event carries an attribute ``library`` does not define."""
+    columns = table_columns(library)
+    patients, events = frozenset(columns["patients"]), frozenset(columns["events"])
+    return any(
+        not patients.issuperset(case.patient.attributes)
+        or any(not events.issuperset(e.attributes) for e in case.events)
+        for case in cases
+    )
 
 
 def _all_rows(
@@ -220,9 +261,11 @@ def _all_rows(
         yield "other", row
 
 
-def _tables(library: ConceptLibrary | None, other: list[Row]) -> dict[str, list[str]]:
+def _tables(
+    library: ConceptLibrary | None, other: list[Row], undeclared: bool = False
+) -> dict[str, list[str]]:
     tables = table_columns(library)
-    if other:
+    if other or undeclared:
         tables["other"] = list(OTHER_COLUMNS)
     return tables
 
@@ -385,7 +428,8 @@ def write_study(
     extra = [dict(row) for row in other]
     if fmt == "json":
         return _write_json(cases, extra, out)
-    tables = _tables(library, extra)
+    cases = list(cases)
+    tables = _tables(library, extra, has_undeclared(cases, library))
     rows = _all_rows(cases, library, extra)
     if fmt == "csv":
         return _write_csv(tables, rows, out)
@@ -437,6 +481,8 @@ class StudyTableWriter:
         self._blank = {t: [""] * len(cs) for t, cs in every.items()}
         self._cases: list[Case] = []
         self._other: list[Row] = []
+        self.undeclared = 0
+        """Attributes the library does not define, written as ``other`` rows (CSV, XLSX)."""
         self._csv: dict[str, tuple[Any, Any]] = {}
         self._book: Any = None
         if fmt == "csv":
@@ -476,6 +522,7 @@ class StudyTableWriter:
             self._cases.append(case)
             return
         for table, row in _case_rows(case, self.columns):
+            self.undeclared += table == "other"
             self._row(table, row)
 
     def add_other(self, row: Mapping[str, Any]) -> None:

@@ -41,6 +41,22 @@ if TYPE_CHECKING:
 
 __all__ = ["pull_command", "push_command", "tables_command"]
 
+OwnMappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        "-m",
+        help="A study's mapping: its own concepts (its library: file) are read back by "
+        "their codes, as columns.",
+    ),
+]
+OwnLibraryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--library", help="A study's library file: its concepts are read back by their codes."
+    ),
+]
+
 
 def push_command(
     study_file: Annotated[Path, typer.Argument(help="Study file: .xlsx, .csv, folder, .json")],
@@ -256,6 +272,8 @@ def pull_command(
         typer.Option("--study", help="Study definition whose summary to print after the pull."),
     ] = None,
     cache_url: CacheOpt = None,
+    mapping: OwnMappingOpt = None,
+    library: OwnLibraryOpt = None,
 ) -> None:
     """Pull a cohort into study tables; resources not understood are listed, never dropped."""
     from fhir_cart.application import PullRequest, PullTables
@@ -266,7 +284,8 @@ def pull_command(
     app = application()
     selection = _selection(patients, group, search, since, types)
     target = app.server(server)
-    definition = study_for(study, None)
+    own = app.study_library(mapping, library)
+    definition = _study_of(study, mapping)
     tables = PullTables(out_dir, fmt, keep_cases=definition is not None)  # type: ignore[arg-type]
     with app.opened_cache(cache_url) as cache, progress() as bar:
         task = bar.add_task("pulling patients", total=None)
@@ -279,7 +298,7 @@ def pull_command(
         )
         import asyncio
 
-        result = asyncio.run(app.pull(request, server=target, cache=cache))
+        result = asyncio.run(app.pull(request, server=target, cache=cache, own=own))
     assert result.tables is not None
     written = result.tables
     if written.unmapped_file is not None:
@@ -300,8 +319,25 @@ def pull_command(
     out.print(f"wrote {plural(len(written.written), 'file')} to {out_dir}")
     if written.other:
         out.print(f"{written.other} resources matched no concept: see the `other` table")
+    _print_undeclared(written.tables.undeclared)
     print_account(result)
     _print_pulled_summary(result.cases, definition)
+
+
+def _study_of(study: str | None, mapping: Path | None) -> StudyDefinition | None:
+    """The study definition, checked with the concepts ``mapping`` adds (its library)."""
+    if study is None or mapping is None:
+        return study_for(study, None)
+    return application().study(study, application().load_mapping(mapping))
+
+
+def _print_undeclared(count: int) -> None:
+    if count:
+        err.print(
+            f"[yellow]{count} attribute values not in the concept library[/yellow] are rows "
+            "of the `other` table; give the study's library (--mapping or --library) to get "
+            "them as columns"
+        )
 
 
 def _print_pulled_summary(cases: Sequence[Case], definition: StudyDefinition | None) -> None:
@@ -325,6 +361,8 @@ def tables_command(
         typer.Option("--study", help="Study definition whose summary to print afterwards."),
     ] = None,
     workers: WorkersOpt = None,
+    mapping: OwnMappingOpt = None,
+    library: OwnLibraryOpt = None,
 ) -> None:
     """Turn a folder of FHIR NDJSON (a bulk export, or `fhir-cart map` output) into study
     tables, as a pull of the same resources gives them, patient by patient."""
@@ -333,7 +371,8 @@ def tables_command(
     if fmt not in FORMATS:
         raise FatalError(f"--format must be one of {', '.join(FORMATS)}", exit_code=2)
     app = application()
-    definition = study_for(study, None)
+    own = app.study_library(mapping, library)
+    definition = _study_of(study, mapping)
     with progress() as bar:
         task = bar.add_task("mapping patients", total=None)
         result = app.tables(
@@ -344,6 +383,7 @@ def tables_command(
             keep_cases=definition is not None,
             workers=cli_workers(workers),
             on_patient=lambda n: bar.update(task, completed=n),
+            own=own,
         )
     if result.unmapped_file is not None:
         err.print(

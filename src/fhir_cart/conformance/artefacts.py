@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fhir_cart.conformance.contexts import PATIENT_EVENT_KINDS, build_contexts
-from fhir_cart.library.concepts import AttributeDef, ConceptLibrary
+from fhir_cart.conformance.contexts import PATIENT_EVENT_KINDS, build_contexts, own_additions
+from fhir_cart.library.concepts import AttributeDef, ConceptLibrary, StudyLibraryFile
 from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.library.terminology import Coding
 from fhir_cart.mappers.context import MappingContext
@@ -35,6 +35,8 @@ __all__ = [
     "extension_urls",
     "load_centres",
     "own_code_system",
+    "study_canonicals",
+    "study_code_system",
     "value_sets",
 ]
 
@@ -100,8 +102,9 @@ def _attribute_defs(library: ConceptLibrary, mappings: Iterable[StudyMapping]) -
     for source in (library.data.attributes, library.data.patient_attributes):
         out.update(source)
     for mapping in mappings:
-        out.update(mapping.attributes)
-        out.update(mapping.patient_attributes)
+        own = own_additions(mapping)
+        out.update(own.attributes)
+        out.update(own.patient_attributes)
     return dict(sorted(out.items()))
 
 
@@ -126,7 +129,7 @@ def _patient_events(
     """Extension name of each Patient event concept -> (label, description)."""
     concepts = dict(library.data.concepts)
     for mapping in mappings:
-        concepts.update(mapping.concepts)
+        concepts.update(own_additions(mapping).concepts)
     return {
         key.replace("_", "-"): (c.label, _PATIENT_EVENTS[c.kind].format(label=c.label))
         for key, c in sorted(concepts.items())
@@ -249,6 +252,7 @@ def extension_sds(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Jso
     events = _patient_events(ctx.concepts, mappings)
     urls = {name: ctx.ext(name) for name in [*_STRUCTURAL, *events]}
     contexts = build_contexts(ctx.concepts, mappings, urls)
+    bases = (ctx.profiles.extension_base, *study_canonicals(mappings))
     found: list[tuple[str, Json]] = []
     for name, (types, text) in _STRUCTURAL.items():
         found.append((name, _extension_sd(urls[name], name, text, types)))
@@ -259,7 +263,7 @@ def extension_sds(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Jso
         if attr.value_set:
             text += f" Words of vocabulary '{attr.value_set}' (ValueSet {attr.value_set})."
         url = _attribute_url(ctx, key, attr)
-        if url.startswith(ctx.profiles.extension_base):
+        if url.startswith(bases):
             sd = _extension_sd(url, attr.label, text, _EXT_TYPES[attr.type], _value_rules(attr))
             found.append((key, sd))
     out = []
@@ -269,6 +273,52 @@ def extension_sds(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Jso
             continue  # an attribute no concept carries and no resource has room for
         out.append({**sd, **common(ctx), "context": context})
     return out
+
+
+def study_canonicals(mappings: Iterable[StudyMapping]) -> tuple[str, ...]:
+    """The canonical base of each mapping's library file that names one (``canonical:``)."""
+    found = []
+    for mapping in mappings:
+        own = mapping.own_concepts()
+        if isinstance(own, StudyLibraryFile) and own.canonical is not None:
+            found.append(own.canonical + "/")
+    return tuple(found)
+
+
+def study_code_system(ctx: MappingContext, mapping: StudyMapping) -> Json | None:
+    """The study's own CodeSystem (``<canonical>/CodeSystem/<code_system>`` of its library
+    file): a code for each concept it adds without a standard coding (None: the library file
+    names no ``canonical``, or adds no such concept)."""
+    own = mapping.own_concepts()
+    if not isinstance(own, StudyLibraryFile) or own.system_url is None:
+        return None
+    concepts = [
+        {
+            "code": key,
+            "display": c.label,
+            "definition": f"{c.label} (concept '{key}' of the library of study centre "
+            f"'{mapping.centre}'; FHIR target: {c.kind}).",
+        }
+        for key, c in sorted(own.concepts.items())
+        if not c.codings
+    ]
+    if not concepts:
+        return None
+    return {
+        "resourceType": "CodeSystem",
+        "id": own.code_system,
+        "url": own.system_url,
+        **common(ctx),
+        "name": _name(own.code_system),
+        "title": f"Concepts of {mapping.centre} without a standard code",
+        "experimental": False,
+        "description": f"The concepts the study library of '{mapping.centre}' adds to the "
+        "fhir_cart concept library with no standard code verified for them.",
+        "caseSensitive": True,
+        "content": "complete",
+        "count": len(concepts),
+        "concept": concepts,
+    }
 
 
 def _own_codes(ctx: MappingContext) -> dict[str, Json]:

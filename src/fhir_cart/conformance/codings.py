@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "coding_counts",
     "iter_codings",
     "own_share",
+    "unverified_codings",
     "without_standard_code",
 ]
 
@@ -82,14 +83,38 @@ def codeable_concepts(node: Any, key: str | None = None) -> Iterator[dict[str, A
             yield from codeable_concepts(item, key)
 
 
-def without_standard_code(resources: Iterable[dict[str, Any]], own_system: str) -> tuple[int, int]:
+def without_standard_code(
+    resources: Iterable[dict[str, Any]],
+    own_system: str,
+    unverified: frozenset[tuple[str, str]] = frozenset(),
+) -> tuple[int, int]:
     """(CodeableConcepts with no coding of a standard system, all CodeableConcepts) over
     ``resources``: one whose codings are all the project's own (or that has none) counts as
-    without; one with a standard coding beside an own one does not."""
+    without; one with a standard coding beside an own one does not. A standard coding in
+    ``unverified`` ((system URL, code) marked ``verified: false`` in the mappings: not read
+    in a published artefact) does not count as standard either."""
     without = total = 0
     for resource in resources:
         for concept in codeable_concepts(resource):
             total += 1
-            systems = {c.get("system") for c in concept.get("coding") or () if isinstance(c, dict)}
-            without += not (systems - {own_system})
+            standard = {
+                (c.get("system"), c.get("code"))
+                for c in concept.get("coding") or ()
+                if isinstance(c, dict) and c.get("system") != own_system
+            }
+            without += not (standard - unverified)
     return without, total
+
+
+def unverified_codings(
+    concepts: Mapping[str, Mapping[str, Any]], systems: Mapping[str, str]
+) -> frozenset[tuple[str, str]]:
+    """(system URL, code) of every coding marked ``verified: false`` in terminology groups
+    ``concepts`` (word -> an object with ``codings``), systems by key."""
+    return frozenset(
+        (systems.get(c.system, c.system), c.code)
+        for words in concepts.values()
+        for meaning in words.values()
+        for c in getattr(meaning, "codings", ())
+        if not c.verified
+    )

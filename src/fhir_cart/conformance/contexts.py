@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fhir_cart.library.concepts import ConceptDef, ConceptLibrary
+from fhir_cart.library.concepts import ConceptDef, ConceptLibrary, ConceptsFile
 from fhir_cart.library.study_mapping import StudyMapping
 from fhir_cart.mappers.to_fhir import _PLACES as ELEMENT_PLACES
 
-__all__ = ["Contexts", "build_contexts"]
+__all__ = ["Contexts", "build_contexts", "own_additions"]
 
 Json = dict[str, object]
 # concept kind -> the resource an event of it becomes (to_fhir._MAPPERS)
@@ -57,6 +57,12 @@ _STRUCTURAL_RESOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
+def own_additions(mapping: StudyMapping) -> ConceptsFile:
+    """What a mapping adds to the library: its own concepts and those of its library file
+    (attributes with their extension URLs under the library's ``canonical``)."""
+    return mapping.own_concepts() or ConceptsFile()
+
+
 def patient_event_name(key: str) -> str:
     """The extension name of a Patient event concept (to_fhir._patient_event)."""
     return key.replace("_", "-")
@@ -81,7 +87,7 @@ def _all_concepts(
 ) -> dict[str, ConceptDef]:
     out = dict(library.data.concepts)
     for mapping in mappings:
-        out.update(mapping.concepts)
+        out.update(own_additions(mapping).concepts)
     return out
 
 
@@ -125,8 +131,9 @@ def _attribute_contexts(
     attrs = dict(library.data.attributes)
     patient_attrs = dict(library.data.patient_attributes)
     for mapping in mappings:
-        attrs.update(mapping.attributes)
-        patient_attrs.update(mapping.patient_attributes)
+        own = own_additions(mapping)
+        attrs.update(own.attributes)
+        patient_attrs.update(own.patient_attributes)
     for key in patient_attrs:
         out.add(key, "element", "Patient")
     for concept_key, concept in sorted(concepts.items()):

@@ -24,6 +24,8 @@ from fhir_cart.conformance.artefacts import (
     common,
     extension_sds,
     own_code_system,
+    study_canonicals,
+    study_code_system,
     value_sets,
 )
 from fhir_cart.conformance.conceptmaps import concept_maps
@@ -56,12 +58,18 @@ class Package:
     """One package: its id, title, dependencies and resources (IG last)."""
 
     def __init__(
-        self, package_id: str, title: str, dependencies: dict[str, str], resources: list[Json]
+        self,
+        package_id: str,
+        title: str,
+        dependencies: dict[str, str],
+        resources: list[Json],
+        canonical: str = CANONICAL,
     ) -> None:
         self.package_id = package_id
         self.title = title
         self.dependencies = dependencies
         self.resources = resources
+        self.canonical = canonical
 
 
 def build_package(ctx: MappingContext, centres: dict[str, StudyMapping]) -> Package:
@@ -82,13 +90,19 @@ def build_study_package(ctx: MappingContext, name: str, mapping: StudyMapping) -
     its mapping adds to the library, and its ConceptMap; depends on the project's package."""
     own = {sd["url"] for sd in extension_sds(ctx, [])}
     resources = [snapshot(sd) for sd in extension_sds(ctx, [mapping]) if sd["url"] not in own]
+    code_system = study_code_system(ctx, mapping)
+    if code_system is not None:
+        resources.append(code_system)
     resources += concept_maps(ctx, {name: mapping}, crosswalk=False)
     package_id = f"dev.fhir-cart.{mapping.centre}"
     title = f"fhir_cart additions of {mapping.centre}"
     version = common(ctx)["version"]
     dependencies = {**DEPENDENCIES, PACKAGE_ID: version}
-    resources.append(_implementation_guide(ctx, package_id, title, dependencies, resources))
-    return Package(package_id, title, dependencies, resources)
+    canonical = next(iter(study_canonicals([mapping])), CANONICAL + "/").removesuffix("/")
+    resources.append(
+        _implementation_guide(ctx, package_id, title, dependencies, resources, canonical)
+    )
+    return Package(package_id, title, dependencies, resources, canonical)
 
 
 def _implementation_guide(
@@ -97,6 +111,7 @@ def _implementation_guide(
     title: str,
     dependencies: dict[str, str],
     resources: list[Json],
+    canonical: str = CANONICAL,
 ) -> Json:
     depends = [{"uri": _MCODE_IG, "packageId": "hl7.fhir.us.mcode", "version": "4.0.0"}]
     if PACKAGE_ID in dependencies:
@@ -110,7 +125,7 @@ def _implementation_guide(
     return {
         "resourceType": "ImplementationGuide",
         "id": package_id,
-        "url": f"{CANONICAL}/ImplementationGuide/{package_id}",
+        "url": f"{canonical}/ImplementationGuide/{package_id}",
         **common(ctx),
         "name": "".join(p[:1].upper() + p[1:] for p in package_id.replace("-", ".").split(".")),
         "title": title,
@@ -152,8 +167,8 @@ def _manifest(ctx: MappingContext, package: Package) -> Json:
     return {
         "name": package.package_id,
         "version": common(ctx)["version"],
-        "canonical": CANONICAL,
-        "url": CANONICAL,
+        "canonical": package.canonical,
+        "url": package.canonical,
         "title": package.title,
         "description": f"{package.title} (FHIR R4): extensions, code systems, value sets, "
         "concept maps.",

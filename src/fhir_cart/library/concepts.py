@@ -42,6 +42,7 @@ __all__ = [
     "ConceptDef",
     "ConceptLibrary",
     "ConceptsFile",
+    "StudyLibraryFile",
     "ValueDef",
     "convert_unit",
     "is_ucum",
@@ -180,6 +181,85 @@ class ConceptsFile(BaseModel):
         return self
 
 
+class StudyLibraryFile(ConceptsFile):
+    """A study's own library file (the ``library:`` of a mapping, or ``--library FILE``):
+    concepts and attributes as in ``mappings/concepts.yaml``, and where the study publishes
+    them. With ``canonical``, its concepts without standard codings are coded in the study's
+    own CodeSystem ``<canonical>/CodeSystem/<code_system>`` and its attributes are
+    extensions ``<canonical>/StructureDefinition/<key>`` (``fhir-cart artefacts --mapping``
+    publishes both); without it they share fhir_cart's (``case-series-local``, and the
+    extension base of mappings/profiles.yaml)."""
+
+    canonical: str | None = Field(default=None, pattern=r"^https?://\S+[^/]$")
+    """The study's canonical base URL (no trailing slash)."""
+    code_system: str = Field(default="concepts", pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
+    """Id of the study's CodeSystem (its URL's tail)."""
+
+    @property
+    def system_url(self) -> str | None:
+        """The URL of the study's CodeSystem (None without ``canonical``)."""
+        if self.canonical is None:
+            return None
+        return f"{self.canonical}/CodeSystem/{self.code_system}"
+
+    def extension_url(self, key: str) -> str | None:
+        if self.canonical is None:
+            return None
+        return f"{self.canonical}/StructureDefinition/{key.replace('_', '-')}"
+
+    def combined(self, other: StudyLibraryFile) -> StudyLibraryFile:
+        """This file and ``other`` as one (the same key defined two different ways, or two
+        canonicals, is refused; the same definition twice is one)."""
+        twice = sorted(
+            key
+            for mine, theirs in (
+                (self.concepts, other.concepts),
+                (self.attributes, other.attributes),
+                (self.patient_attributes, other.patient_attributes),
+            )
+            for key in {*mine} & {*theirs}
+            if mine[key] != theirs[key]
+        )
+        if twice:
+            raise ConfigError(
+                f"{', '.join(twice)}: defined two different ways; keep one definition"
+            )
+        if None not in (self.canonical, other.canonical) and self.canonical != other.canonical:
+            raise ConfigError(
+                f"canonical {other.canonical!r} differs from {self.canonical!r}; "
+                "a study publishes under one"
+            )
+        mine = self.canonical is not None
+        return StudyLibraryFile(
+            concepts={**self.concepts, **other.concepts},
+            attributes={**self.attributes, **other.attributes},
+            patient_attributes={**self.patient_attributes, **other.patient_attributes},
+            canonical=self.canonical if mine else other.canonical,
+            code_system=self.code_system if mine else other.code_system,
+        ).published()
+
+    def published(self) -> StudyLibraryFile:
+        """The file with each attribute's ``extension_url`` set under ``canonical`` (unless
+        the attribute names its own)."""
+        if self.canonical is None:
+            return self
+
+        def placed(group: dict[str, AttributeDef]) -> dict[str, AttributeDef]:
+            return {
+                k: a
+                if a.extension_url is not None or a.fhir != "extension"
+                else a.model_copy(update={"extension_url": self.extension_url(k)})
+                for k, a in group.items()
+            }
+
+        return self.model_copy(
+            update={
+                "attributes": placed(self.attributes),
+                "patient_attributes": placed(self.patient_attributes),
+            }
+        )
+
+
 @cache
 def _ureg() -> Any:
     from ucumvert import PintUcumRegistry
@@ -241,6 +321,9 @@ class ConceptLibrary:
     data: ConceptsFile
     terminology: Terminology
     local_system: str
+    own_systems: dict[str, str] = field(default_factory=dict)
+    """Concept key -> the study's own CodeSystem its local code is in (a study library with
+    ``canonical``); other concepts without standard codings use ``local_system``."""
     _by_kind: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -277,7 +360,8 @@ class ConceptLibrary:
         concept = self.concept(key)
         if concept.codings:
             return self.terminology.concept("concept", key)
-        coding = {"system": self.local_system, "code": key, "display": concept.label}
+        system = self.own_systems.get(key, self.local_system)
+        coding = {"system": system, "code": key, "display": concept.label}
         return {"text": concept.label, "coding": [coding]}
 
     def attribute_codeable(self, key: str) -> dict[str, Any]:
@@ -293,10 +377,13 @@ class ConceptLibrary:
         if not codeable:
             return None
         for coding in codeable.get("coding", ()):
-            if coding.get("system") == self.local_system:
-                key = coding.get("code")
-                if isinstance(key, str) and self.has(key) and self.concept(key).kind in kinds:
-                    return key
+            key = coding.get("code")
+            if not isinstance(key, str):
+                continue
+            system = coding.get("system")
+            ours = system == self.local_system or system == self.own_systems.get(key)
+            if ours and self.has(key) and self.concept(key).kind in kinds:
+                return key
         word = self.terminology.word("concept", codeable)
         if word is not None and self.concept(word).kind in kinds:
             return word
@@ -383,7 +470,11 @@ def read_concepts_file(path: Path) -> ConceptsFile:
 
 
 def build_library(
-    data: ConceptsFile, terminology: Terminology, *, where: str = "concept library"
+    data: ConceptsFile,
+    terminology: Terminology,
+    *,
+    where: str = "concept library",
+    own_systems: dict[str, str] | None = None,
 ) -> ConceptLibrary:
     problems = library_problems(data, terminology.data)
     if problems:
@@ -398,7 +489,9 @@ def build_library(
     terms.unverified_used = terminology.unverified_used
     terms.read_text = terminology.read_text
     local = terminology.own_system.rstrip("/") + "-local"
-    return ConceptLibrary(data=data, terminology=terms, local_system=local)
+    return ConceptLibrary(
+        data=data, terminology=terms, local_system=local, own_systems=own_systems or {}
+    )
 
 
 def load_concepts(
@@ -408,4 +501,11 @@ def load_concepts(
 ) -> ConceptLibrary:
     """The shared library (``mappings/concepts.yaml``) plus a study's own concepts."""
     data = read_concepts_file(path or shipped_folder() / "concepts.yaml")
-    return build_library(merge_concepts(data, extra), terminology)
+    return build_library(merge_concepts(data, extra), terminology, own_systems=own_systems(extra))
+
+
+def own_systems(extra: ConceptsFile | None) -> dict[str, str]:
+    """Concept key -> the study's own CodeSystem, for a study library with ``canonical``."""
+    if not isinstance(extra, StudyLibraryFile) or extra.system_url is None:
+        return {}
+    return {key: extra.system_url for key, c in extra.concepts.items() if not c.codings}

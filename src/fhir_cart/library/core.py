@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fhir_cart.errors import ConfigError
+from fhir_cart.library.bindings import bound_value_problems
 from fhir_cart.library.concepts import ConceptLibrary, ConceptsFile, load_concepts
 from fhir_cart.library.folder import shipped_folder
 from fhir_cart.library.profiles import Profiles, load_profiles
@@ -67,6 +69,10 @@ class Library:
                 self._shared = load_concepts(self.terminology(), self.folder / "concepts.yaml")
             return self._shared
         terms = terminology if terminology is not None else self.terminology()
+        if extra is not None:
+            problems = bound_value_problems(extra.concepts, terms.data, self.profiles())
+            if problems:
+                raise ConfigError("; ".join(problems))
         return load_concepts(terms, self.folder / "concepts.yaml", extra)
 
     def for_mapping(self, mapping: StudyMapping | None) -> ConceptLibrary:

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fhir_cart.library.yamlfile import load_model
 
-__all__ = ["Profiles", "load_profiles"]
+__all__ = ["BoundValues", "Profiles", "load_profiles"]
+
+
+class BoundValues(BaseModel):
+    """A required binding of a profile's value element, with the bound value set expanded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    element: str
+    strength: str
+    value_set: str
+    source: str
+    codes: frozenset[str]
+    """``<system URL>|<code>`` of every code of the value set."""
 
 
 class Profiles(BaseModel):
@@ -25,6 +38,10 @@ class Profiles(BaseModel):
     """Words of the ``reason`` attribute that make a drug or procedure cancer-related: only
     with one of them (or no reason) does it claim the cancer profile and point its
     ``reasonReference`` at the cancer diagnosis."""
+
+    bound_values: dict[str, BoundValues] = Field(default_factory=dict)
+    """Profile key -> the required binding its value must meet (a concept claiming the
+    profile codes every word of its value set inside it)."""
 
     def cancer_related(self, reason: object) -> bool:
         """Whether an event given for this ``reason`` (a word) is about the cancer."""

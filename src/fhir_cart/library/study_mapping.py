@@ -34,8 +34,14 @@ from pydantic import (
 
 from fhir_cart.errors import ConfigError, validation_reason
 from fhir_cart.library.checks import Checker
-from fhir_cart.library.concepts import AttributeDef, ConceptDef, ConceptsFile, is_ucum
+from fhir_cart.library.concepts import (
+    AttributeDef,
+    ConceptDef,
+    StudyLibraryFile,
+    is_ucum,
+)
 from fhir_cart.library.core import Library, names_a_file
+from fhir_cart.library.list_spec import ListSpec
 from fhir_cart.library.yamlfile import load_model, validate_model
 from fhir_cart.records import DAYS_PER
 
@@ -225,6 +231,8 @@ class EventSpec(_Spec):
     """The concept a censored time ('15+' in ``when_day``: the event had not happened by
     then) records instead of this spec's event, e.g. ``last_follow_up``; without it such a
     cell is refused."""
+    list: ListSpec | None = None
+    """A column of lists ("CRS 2, ICANS 1"): one event per item, ids ``<spec>-<n>``."""
 
     @model_validator(mode="after")
     def _check(self) -> EventSpec:
@@ -233,10 +241,19 @@ class EventSpec(_Spec):
             found.append("columns.study_id: a spec with its own source needs the patient id column")
         if self.source is None and (self.header_row is not None or self.key):
             found.append("header_row, key: only for a spec with its own source")
-        if self.concept is None and not ({"concept"} & (set(self.columns) | set(self.constants))):
+        listed = set(self.list.fields()) if self.list is not None else set()
+        if self.concept is None and not (
+            {"concept"} & (set(self.columns) | set(self.constants) | listed)
+        ):
             found.append("concept: give the concept, or map or set the field `concept`")
         if self.concept is not None and "concept" in self.columns:
             found.append("concept: set as a constant and mapped as a column")
+        unmapped = self.list is not None and self.list.column not in self.columns.values()
+        if self.list is not None and self.list.item is None and unmapped:
+            found.append(
+                f"list.column: {self.list.column!r} is mapped to no field; map it in "
+                "`columns` or give `list.item` with named groups"
+            )
         if found:
             raise ValueError("; ".join(p.removeprefix(".") for p in found))
         return self
@@ -246,6 +263,8 @@ class EventSpec(_Spec):
         if self.concept is not None:
             return self.concept
         if "concept" in self.columns or "concept" in self.values:
+            return None
+        if self.list is not None and "concept" in self.list.fields():
             return None
         constant = self.constants.get("concept")
         return None if constant is None else str(constant)
@@ -280,7 +299,7 @@ class StudyMapping(BaseModel):
     events: tuple[EventSpec, ...] = ()
     ignore: dict[str, str] = Field(default_factory=dict)
     """Source columns deliberately not mapped -> why."""
-    _additions: ConceptsFile | None = PrivateAttr(default=None)
+    _additions: StudyLibraryFile | None = PrivateAttr(default=None)
     """What the ``library`` file adds (read by :func:`load_study_mapping`)."""
 
     @model_validator(mode="after")
@@ -302,20 +321,25 @@ class StudyMapping(BaseModel):
             raise ValueError("; ".join(found))
         return self
 
-    def own_concepts(self) -> ConceptsFile | None:
+    def own_concepts(self) -> StudyLibraryFile | None:
         """The study's own concepts and attributes: those of its ``library`` file and of the
-        mapping itself (None when it adds none)."""
-        extra = self._additions or ConceptsFile()
+        mapping itself (None when it adds none), published under the library file's
+        ``canonical`` when it has one."""
+        extra = self._additions or StudyLibraryFile()
         concepts = {**extra.concepts, **self.concepts}
         attributes = {**extra.attributes, **self.attributes}
         patient_attributes = {**extra.patient_attributes, **self.patient_attributes}
         if not (concepts or attributes or patient_attributes):
             return None
-        return ConceptsFile(
-            concepts=concepts, attributes=attributes, patient_attributes=patient_attributes
-        )
+        return StudyLibraryFile(
+            concepts=concepts,
+            attributes=attributes,
+            patient_attributes=patient_attributes,
+            canonical=extra.canonical,
+            code_system=extra.code_system,
+        ).published()
 
-    def with_additions(self, additions: ConceptsFile, where: str) -> StudyMapping:
+    def with_additions(self, additions: StudyLibraryFile, where: str) -> StudyMapping:
         """The mapping with its library file's concepts (``where``: that file); a key the
         mapping itself defines too is refused."""
         twice = sorted(
@@ -627,6 +651,12 @@ def _beside(mapping: StudyMapping, folder: Path) -> StudyMapping:
     return mapping.model_copy(update=update) if update else mapping
 
 
+def read_study_library(path: Path) -> StudyLibraryFile:
+    """A study's own library file (errors name the file, key and line), published under its
+    ``canonical``."""
+    return load_model(path, StudyLibraryFile, "library file").published()
+
+
 def load_study_mapping(path: Path, library: Library | None = None) -> StudyMapping:
     """Read and validate a centre mapping, also against the concept library of ``library``
     (default: the shipped one) plus the mapping's own concepts; errors name the file and the
@@ -639,7 +669,7 @@ def load_study_mapping(path: Path, library: Library | None = None) -> StudyMappi
     mapping = _beside(validate_model(raw, StudyMapping, "mapping file", path), path.parent)
     if mapping.library is not None:
         own = Path(mapping.library)
-        additions = load_model(own, ConceptsFile, "library file")
+        additions = load_model(own, StudyLibraryFile, "library file")
         try:
             mapping = mapping.with_additions(additions, str(own))
         except (ConfigError, ValidationError) as exc:

@@ -187,6 +187,10 @@ class RegistryDef(BaseModel):
     """The registry's own key: the ``centre`` of its pooled records."""
     study: str | None = None
     """Study definition (name in mappings/studies or a path) whose summaries are written."""
+    library: tuple[Path, ...] = ()
+    """Library files (relative to the registry file) overlaid on the shipped library for the
+    pooled registry, as a mapping's ``library:`` is for one study; the concepts the centres'
+    mappings add are known too."""
     centres: tuple[CentreDef, ...] = Field(min_length=1)
     linkage: LinkageDef = Field(default_factory=LinkageDef)
     pseudonymisation: PseudonymisationDef = Field(default_factory=PseudonymisationDef)

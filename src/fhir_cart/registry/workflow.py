@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cart.library import Library, names_a_file
+from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.library.studies import load_study
 from fhir_cart.records import Case
 from fhir_cart.registry.build import Summariser
@@ -19,13 +20,17 @@ from fhir_cart.report.evaluate import summarise
 __all__ = ["study_summariser"]
 
 
-def study_summariser(definition: RegistryDef, library: Library | None = None) -> Summariser | None:
+def study_summariser(
+    definition: RegistryDef, library: Library | None = None, concepts: ConceptLibrary | None = None
+) -> Summariser | None:
     """The measures of the registry's study definition (spec §5), as plain dicts; a study
-    name is one of ``library`` (default: the shipped one)."""
+    name is one of ``library`` (default: the shipped one), checked against ``concepts``
+    (default: the library's; the registry's own library files add to them)."""
     if definition.study is None:
         return None
     name = definition.study  # a path resolves from the registry file, never the cwd
-    study = load_study(definition.resolve(Path(name)) if names_a_file(name) else name, library)
+    where = definition.resolve(Path(name)) if names_a_file(name) else name
+    study = load_study(where, library, concepts=concepts)
 
     def measures(cases: Sequence[Case]) -> list[dict[str, Any]]:
         return [

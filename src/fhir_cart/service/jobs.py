@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -35,6 +35,9 @@ from fhir_cart.application import (
 from fhir_cart.private import private_dir
 from fhir_cart.settings import Settings
 from fhir_cart.writers import write_study, write_unmapped
+
+if TYPE_CHECKING:
+    from fhir_cart.library.study_mapping import StudyMapping
 
 __all__ = ["JOB_KINDS", "Workers", "execute", "job_dir", "run_worker", "worker_name"]
 
@@ -79,28 +82,36 @@ async def _pull(run: SyncRun, params: dict[str, Any], app: Application, cache: C
         types=parse_types(params.get("types")),
     )
     out, study = private_dir(job_dir(app.settings, run_id)), params.get("study")
+    name = params.get("mapping")
+    mapping = app.load_mapping(app.mapping_file(name)) if name else None
+    own = mapping.own_concepts() if mapping is not None else None
     request = PullRequest(
         selection,
         run_id=run_id,
         use_export=bool(params.get("use_export")),
         on_patient=lambda n: cache.update_run(run_id, progress_done=n),
-        on_mapped=lambda outcome: _write_pull_outputs(app, outcome, out, study),
+        on_mapped=lambda outcome: _write_pull_outputs(app, outcome, out, study, mapping),
     )
-    await app.pull(request, server=app.server(params["server"], url_allowed=False), cache=cache)
+    server = app.server(params["server"], url_allowed=False)
+    await app.pull(request, server=server, cache=cache, own=own)
 
 
 def _write_pull_outputs(
-    app: Application, outcome: PullOutcome, out: Path, study: str | None
+    app: Application,
+    outcome: PullOutcome,
+    out: Path,
+    study: str | None,
+    mapping: StudyMapping | None = None,
 ) -> None:
     """A pull job's files: the study records, other rows, unmapped and excluded lists and
-    summary."""
-    write_study(outcome.cases, out, "json", app.library.concepts())
+    summary (``mapping``: the centre mapping whose own concepts were read back)."""
+    write_study(outcome.cases, out, "json", app.library.for_mapping(mapping))
     (out / "other.json").write_bytes(orjson.dumps(outcome.other))
     write_unmapped(outcome.unmapped, out / "unmapped.csv")
     write_unmapped(outcome.excluded, out / "excluded.csv")
     summary: dict[str, Any] = {"patients": len(outcome.cases)}
     if study:
-        results = app.summary(outcome.cases, app.study(study)).results
+        results = app.summary(outcome.cases, app.study(study, mapping)).results
         summary = {r.id: r.value for r in results}
         partial = {r.id: list(r.partial) for r in results if r.partial}
         if partial:  # "-" is in no measure id: the key cannot be taken by a measure

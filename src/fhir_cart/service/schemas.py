@@ -99,6 +99,13 @@ class PullRequest(BaseModel):
         pattern=r"^[a-z0-9][a-z0-9_\-]*$",
         description="Study definition (a name in mappings/studies/) whose summary to compute",
     )
+    mapping: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_\-]*$",
+        description="A centre mapping (a name in mappings/centres/) whose own concepts (its "
+        "library: file) are read back by their codes",
+    )
 
     @model_validator(mode="after")
     def _matches(self) -> PullRequest:

@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from fhir_cart.errors import Reject, validation_reason
-from fhir_cart.library.study_mapping import ASSUMABLE, SEXES, WordTarget, normalise_word
+from fhir_cart.library.list_spec import ListSpec
+from fhir_cart.library.study_mapping import (
+    ASSUMABLE,
+    SEXES,
+    WordTarget,
+    normalise_word,
+)
 from fhir_cart.records import Case, Event, PatientRecord, date_span
 from fhir_cart.study.build import _ID_TEXT, _NOT_ID, _make_event
 from fhir_cart.study.fields import (
@@ -217,6 +223,50 @@ def _event_id(plan: _Plan, where: _Where, cells: Mapping[str, Any], ordinal: int
     return event_id
 
 
+# -- list cells ------------------------------------------------------------------------------
+
+
+def _items(cell: Any, separator: str) -> list[str]:
+    """The items of a list cell ("CRS 2, ICANS 1"), trimmed, blanks left out."""
+    return [part.strip() for part in _to_text(cell).split(separator) if part.strip()]
+
+
+def _item_row(
+    plan: _Plan, raw: Row, listed: ListSpec, item: str, n: int
+) -> tuple[Row | None, dict[str, Any]]:
+    """The row as one item of its list cell gives it: without ``item``, the item stands in
+    the list column's cell; with it, the item's named groups are fields (translated by the
+    spec's ``values``) and the list column is left out. None: a word means 'no event'."""
+    if listed.item is None:
+        return {**raw, listed.column: item}, {}
+    match = re.fullmatch(listed.item, item)
+    if match is None:
+        raise _FieldError(
+            "list",
+            f"item {n} {item!r} does not match list.item {listed.item!r}; write each item as "
+            "the pattern says (e.g. 'CRS 2'), separated by "
+            f"{listed.separator!r}, or change list.item in the mapping",
+        )
+    row = {k: v for k, v in raw.items() if k != listed.column}
+    extra: dict[str, Any] = {}
+    for fld, text in match.groupdict().items():
+        if text is None or not text.strip():
+            continue
+        lookup = plan.words.get(fld)
+        word = normalise_word(text)
+        if lookup is not None and word in lookup:
+            target = lookup[word]
+            if target is None:
+                return None, {}
+            if isinstance(target, dict):
+                extra.update(target)
+                continue
+            extra[fld] = target
+        else:
+            extra[fld] = text.strip()
+    return row, extra
+
+
 # -- patients --------------------------------------------------------------------------------
 
 
@@ -379,11 +429,41 @@ class _Assembly:
         return self.patients[sid]
 
     def event(self, order: int, where: _Where) -> None:
+        listed = where.plan.event.list if where.plan.event is not None else None
+        if listed is None:
+            self._event(order, where)
+            return
+        cell = where.raw.get(listed.column)
+        if _blank(cell):
+            return
+        for n, item in enumerate(_items(cell, listed.separator), start=1):
+            try:
+                raw, extra = _item_row(where.plan, where.raw, listed, item, n)
+            except _FieldError as exc:
+                located = _Where(where.sheet, where.plan, where.row, where.raw, {})
+                located.columns["list"] = listed.column
+                self._reject(order, located, "list", str(exc))
+                continue
+            if raw is not None:
+                item_where = _Where(where.sheet, where.plan, where.row, raw, where.columns)
+                self._event(order, item_where, extra, n)
+
+    def _event(
+        self,
+        order: int,
+        where: _Where,
+        extra: Mapping[str, Any] | None = None,
+        item: int | None = None,
+    ) -> None:
         plan = where.plan
         gathered = _gather(plan, where.raw)
         if gathered is None:
             return
         cells, columns = gathered
+        if extra:
+            listed = plan.event.list if plan.event is not None else None
+            cells.update(extra)
+            columns.update(dict.fromkeys(extra, listed.column if listed else ""))
         if not plan.own_sheet:
             if not set(columns) - {"study_id"}:
                 return
@@ -396,6 +476,8 @@ class _Assembly:
             self.ordinals[(plan.name, owner.record.study_id)] += 1
             ordinal = self.ordinals[(plan.name, owner.record.study_id)]
             event_id = _event_id(plan, where, cells, ordinal)
+            if item is not None:
+                event_id = f"{event_id[:60]}-{item}"
             if event_id in owner.ids:
                 raise _FieldError(
                     "event_id", f"event id {event_id!r} already used ({owner.ids[event_id]})"

@@ -277,6 +277,8 @@ def _needed_columns(plan: _Plan) -> dict[str, str]:
     needed = {column: fld for fld, column in plan.spec.columns.items()}
     for column in plan.event.key if plan.event is not None else ():
         needed.setdefault(column, "key")
+    if plan.event is not None and plan.event.list is not None:
+        needed.setdefault(plan.event.list.column, "list")
     return needed
 
 

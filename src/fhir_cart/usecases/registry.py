@@ -15,7 +15,7 @@ from fhir_cart.errors import ConfigError
 
 if TYPE_CHECKING:
     from fhir_cart.application import Application
-    from fhir_cart.library.concepts import ConceptLibrary
+    from fhir_cart.library.concepts import ConceptLibrary, StudyLibraryFile
     from fhir_cart.registry.build import BuildResult, CentreReader, Progress
     from fhir_cart.registry.centre_side import ExtractResult
     from fhir_cart.registry.definition import RegistryDef
@@ -30,9 +30,32 @@ def _key(app: Application) -> bytes:
     return registry_key(configured.get_secret_value() if configured else None)
 
 
-def _library(app: Application) -> ConceptLibrary:
-    """The library's concepts with a terminology of their own (what one build emits)."""
-    return app.library.concepts(terminology=app.library.terminology())
+def _library(app: Application, own: StudyLibraryFile | None = None) -> ConceptLibrary:
+    """The library's concepts with a terminology of their own (what one build emits), plus
+    ``own``: the registry's own concepts (:func:`registry_own`)."""
+    return app.library.concepts(own, terminology=app.library.terminology())
+
+
+def registry_own(app: Application, definition: RegistryDef) -> StudyLibraryFile | None:
+    """What the registry adds to the shipped library: its ``library`` files and the library
+    file each centre's mapping names (``library:``; concepts a mapping defines inline stay
+    that centre's); one key defined two different ways is refused, naming the file."""
+    from fhir_cart.library.study_mapping import read_study_library
+
+    found: StudyLibraryFile | None = None
+    files = [definition.resolve(path) for path in definition.library]
+    for centre in definition.centres:
+        if centre.mapping is not None:
+            mapping = app.load_mapping(definition.resolve(centre.mapping))
+            if mapping is not None and mapping.library is not None:
+                files.append(Path(mapping.library))
+    for path in files:
+        where, part = str(path), read_study_library(path)
+        try:
+            found = part if found is None else found.combined(part)
+        except ConfigError as exc:
+            raise ConfigError(f"registry library: {where}: {exc.message}") from exc
+    return found
 
 
 def _reader(app: Application) -> CentreReader:
@@ -69,13 +92,14 @@ def build(
     work = work or app.data_dir / "registry" / definition.id
     if push is not None and not allow_new_key:
         asyncio.run(_check_key(app, definition, key, push, work))
+    concepts = _library(app, registry_own(app, definition))
     result = build_registry(
         definition,
         out,
         key=key,
-        library=_library(app),
+        library=concepts,
         reader=_reader(app),
-        summariser=study_summariser(definition, app.library),
+        summariser=study_summariser(definition, app.library, concepts),
         progress=progress,
         force=force,
         work=work,
@@ -218,6 +242,7 @@ async def _push(
         identifier_base=definition.fhir.identifier_base,
         library=app.library,
         strict=app.settings.strict_terminology,
+        extra=registry_own(app, definition),
     )
     with app.opened_cache() as cache:
         plan, report = await run_push(cases=registry.cases, ctx=ctx, server=target, cache=cache)

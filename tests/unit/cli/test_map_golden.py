@@ -40,8 +40,8 @@ def test_map_output_is_byte_identical_to_the_in_memory_job(
     assert _hashes(out) == case["files"]
 
 
-INDENTED_SEED_BUNDLES = {  # expected.json's seed bundles before bundles were compact
-    "bundles/bundle-0001.json": "9ccae46cad94a2fdab1b1da7d8ed415fa40f008a0f3da0f94cfc95d7a39f7532",
+INDENTED_SEED_BUNDLES = {  # expected.json's seed bundles indented (bundle 1 since the NCIt codes)
+    "bundles/bundle-0001.json": "becec9590efac31bcb7abdf8f64d217496e521933fbec0b97de5d3fe100ee659",
     "bundles/bundle-0002.json": "e4d49ec2197ede6a608531e20039e2768ac214bc20b5da24421c9e606eed08cf",
 }
 

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fhir_cart.conformance.codings import codeable_concepts, without_standard_code
+from fhir_cart.conformance.codings import (
+    codeable_concepts,
+    unverified_codings,
+    without_standard_code,
+)
 
 OWN = "https://fhir-cart.dev/fhir/CodeSystem/case-series"
 SNOMED = "http://snomed.info/sct"
@@ -66,3 +70,23 @@ def test_the_script_reports_each_fixture(capsys: pytest.CaptureFixture[str]) -> 
         "myeloma",
     ]
     assert all("clinical CodeableConcepts without a standard code" in line for line in lines)
+
+
+def test_an_unverified_standard_code_is_not_counted_as_standard() -> None:
+    """A standard coding marked ``verified: false`` (not read in a published artefact) does
+    not make a concept standard; the terminology's unverified codings are found by system."""
+    from fhir_cart.library import Library
+
+    procedure = RESOURCES[1]
+    assert without_standard_code([procedure], OWN) == (1, 2)
+    assert without_standard_code([procedure], OWN, frozenset({(SNOMED, "1")})) == (2, 2)
+    data = Library.default().concepts().terminology.data
+    found = unverified_codings(data.concepts, data.systems)
+    assert (
+        "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+        "C8644",
+    ) in found  # read_only, unverified
+    assert (
+        "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+        "C143394",
+    ) not in found  # verified

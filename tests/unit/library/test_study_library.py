@@ -4,6 +4,7 @@ study's mapping, study file and summary."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import orjson
@@ -89,3 +90,140 @@ def test_a_library_file_may_not_redefine_what_the_mapping_or_the_shipped_library
 def test_map_reads_the_study_anchor_with_the_added_concepts(study: Path) -> None:
     args = ["map", str(SEED_FILE), "-m", str(study / "mapping.yaml"), "-o", str(study / "out")]
     assert main(args) == 0
+
+
+# -- a study library that travels: codes under its canonical, read back by them -------------
+
+CANONICAL = "https://example.org/fhir/lymphoma-study"
+TRAVELLING = f"""\
+canonical: {CANONICAL}
+code_system: study-concepts
+attributes:
+  bridging_regimen: {{label: Bridging regimen, type: text}}
+patient_attributes:
+  prior_lines: {{label: Prior lines of therapy, type: integer, min: 0}}
+concepts:
+  bridging_note:
+    label: Note on bridging therapy
+    kind: observation
+    value: {{type: text}}
+    attributes: [bridging_regimen]
+"""
+DATA = """\
+id,sex,infusion,lines,note,regimen
+P1,f,2021-01-10,3,bridged,R-GemOx
+P2,m,2021-02-11,2,not bridged,
+"""
+OWN_MAPPING = """\
+centre: libtest
+library: lib.yaml
+anchor: cart_infusion
+patients:
+  source: data.csv
+  columns: {study_id: id, sex: sex, anchor_date: infusion, prior_lines: lines}
+  values:
+    sex: {f: female, m: male}
+events:
+  - concept: cart_infusion
+    columns: {when_date: infusion}
+  - concept: bridging_note
+    columns: {value: note, bridging_regimen: regimen}
+    constants: {when_day: -5}
+"""
+
+
+@pytest.fixture
+def travelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A study with a library file under its own canonical, mapped to NDJSON in ``out``."""
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lib.yaml").write_text(TRAVELLING, encoding="utf-8")
+    (tmp_path / "data.csv").write_text(DATA, encoding="utf-8")
+    (tmp_path / "mapping.yaml").write_text(OWN_MAPPING, encoding="utf-8")
+    args = ["map", "data.csv", "-m", "mapping.yaml", "-o", str(tmp_path / "out")]
+    assert main(args) == 0
+    return tmp_path
+
+
+def _ndjson(folder: Path, rtype: str) -> list[dict[str, object]]:
+    lines = (folder / "out" / "ndjson" / f"{rtype}.ndjson").read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines]
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_study_codes_and_extensions_are_under_its_canonical(travelling: Path) -> None:
+    notes = [o for o in _ndjson(travelling, "Observation") if "bridged" in str(o)]
+    assert [c["system"] for o in notes for c in o["code"]["coding"]] == [  # type: ignore[index]
+        f"{CANONICAL}/CodeSystem/study-concepts"
+    ] * 2
+    urls = {e["url"] for p in _ndjson(travelling, "Patient") for e in p["extension"]}  # type: ignore[attr-defined]
+    assert f"{CANONICAL}/StructureDefinition/prior-lines" in urls
+
+
+@pytest.mark.parametrize("how", [["-m", "mapping.yaml"], ["--library", "lib.yaml"]])
+def test_tables_read_the_added_concepts_back_by_their_codes(
+    travelling: Path, how: list[str]
+) -> None:
+    out = travelling / "tables"
+    assert main(["tables", str(travelling / "out" / "ndjson"), "-o", str(out), *how]) == 0
+    assert [r["prior_lines"] for r in _csv(out / "patients.csv")] == ["3", "2"]
+    notes = [r for r in _csv(out / "events.csv") if r["concept"] == "bridging_note"]
+    assert [(r["value_text"], r["bridging_regimen"], r["when_day"]) for r in notes] == [
+        ("bridged", "R-GemOx", "-5"),
+        ("not bridged", "", "-5"),
+    ]
+    assert not (out / "other.csv").exists()
+
+
+def test_without_the_library_the_added_concepts_are_other_rows_not_a_crash(
+    travelling: Path,
+) -> None:
+    out = travelling / "tables"
+    assert main(["tables", str(travelling / "out" / "ndjson"), "-o", str(out)]) == 0
+    other = _csv(out / "other.csv")
+    assert sorted(r["code"] for r in other) == ["bridging_note", "bridging_note"]
+    assert "prior_lines" not in _csv(out / "patients.csv")[0]
+
+
+def test_artefacts_publish_the_study_codes_and_extensions_under_its_canonical(
+    travelling: Path,
+) -> None:
+    """Every code of the study's CodeSystem and every extension URL under its canonical
+    that the mapped NDJSON uses is defined by ``artefacts --mapping``'s package."""
+    out = travelling / "art"
+    assert main(["artefacts", "--mapping", "mapping.yaml", "--out", str(out)]) == 0
+    package = out / "package"
+    manifest = orjson.loads((package / "package.json").read_bytes())
+    assert manifest["canonical"] == CANONICAL
+    resources = [orjson.loads(p.read_bytes()) for p in package.glob("*-*.json")]
+    code_systems = [r for r in resources if r["resourceType"] == "CodeSystem"]
+    systems = {r["url"]: {c["code"] for c in r["concept"]} for r in code_systems}
+    extensions = {r["url"] for r in resources if r["resourceType"] == "StructureDefinition"}
+    used_codes: set[tuple[str, str]] = set()
+    used_urls: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if str(node.get("system", "")).startswith(CANONICAL):
+                used_codes.add((node["system"], node["code"]))
+            if str(node.get("url", "")).startswith(CANONICAL):
+                used_urls.add(node["url"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for rtype in ("Patient", "Observation"):
+        walk(_ndjson(travelling, rtype))
+    assert used_codes == {(f"{CANONICAL}/CodeSystem/study-concepts", "bridging_note")}
+    assert all(code in systems.get(system, set()) for system, code in used_codes)
+    assert used_urls == {
+        f"{CANONICAL}/StructureDefinition/bridging-regimen",
+        f"{CANONICAL}/StructureDefinition/prior-lines",
+    }
+    assert used_urls <= extensions

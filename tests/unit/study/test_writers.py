@@ -22,6 +22,7 @@ from fhir_cart.study import read_study
 from fhir_cart.writers import (
     EVENT_COLUMNS,
     OTHER_COLUMNS,
+    StudyTableWriter,
     canonical_mapping,
     table_columns,
     table_rows,
@@ -172,10 +173,45 @@ def test_no_other_table_without_other_rows(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-def test_an_attribute_the_library_lacks_is_an_error_not_a_drop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
+def test_an_attribute_the_library_lacks_is_an_other_row_not_a_drop(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A study's own attribute read back without its library (issue 18: a pull crashed on
+    it, leaving header-only CSVs): an ``other`` row with the fix, in both writers."""
     case = _case(attributes={"ward": "7B"})
-    with pytest.raises(ValueError, match="ward not in the concept library"):
-        write_study([case], tmp_path, "csv")
+    write_study([case], tmp_path / "whole", fmt)  # type: ignore[arg-type]
+    streamed = StudyTableWriter(tmp_path / "streamed", fmt)  # type: ignore[arg-type]
+    streamed.add_case(case)
+    streamed.close()
+    for folder in ("whole", "streamed"):
+        rows = _other_rows(tmp_path / folder, fmt)
+        assert [(r["code"], r["value"]) for r in rows] == [("ward", "7B")]
+        assert "--library FILE" in str(rows[0]["reason"])
+        assert "ward" not in _first_row(tmp_path / folder, fmt, "patients")
+    assert streamed.undeclared == (0 if fmt == "parquet" else 1)
+
+
+def _other_rows(folder: Path, fmt: str) -> list[dict[str, object]]:
+    if fmt == "csv":
+        with (folder / "other.csv").open(encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    if fmt == "parquet":
+        return list(pq.read_table(folder / "other.parquet").to_pylist())
+    book = load_workbook(folder / "study.xlsx")
+    rows = list(book["other"].iter_rows(values_only=True))
+    return [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]  # type: ignore[arg-type]
+
+
+def _first_row(folder: Path, fmt: str, table: str) -> dict[str, object]:
+    if fmt == "csv":
+        with (folder / f"{table}.csv").open(encoding="utf-8") as handle:
+            return next(csv.DictReader(handle))
+    if fmt == "parquet":
+        return dict(pq.read_table(folder / f"{table}.parquet").to_pylist()[0])
+    book = load_workbook(folder / "study.xlsx")
+    rows = list(book[table].iter_rows(values_only=True))
+    return dict(zip(rows[0], rows[1], strict=True))  # type: ignore[arg-type]
 
 
 def test_a_studys_own_concepts_are_columns_and_read_back(tmp_path: Path) -> None:
@@ -188,7 +224,11 @@ def test_a_studys_own_concepts_are_columns_and_read_back(tmp_path: Path) -> None
         }
     )  # fmt: skip
     mapping = canonical_mapping("own", extra=own)
-    assert mapping.own_concepts() == own
+    found = mapping.own_concepts()
+    assert found is not None
+    assert found.model_dump(include={"concepts", "attributes", "patient_attributes"}) == (
+        own.model_dump()
+    )
     from fhir_cart.library.study_mapping import default_library
 
     library = default_library(mapping)

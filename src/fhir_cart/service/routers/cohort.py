@@ -54,12 +54,15 @@ def export(
     format: Annotated[Literal["csv", "xlsx", "parquet", "json"], Query()] = "csv",
 ) -> Response:
     folder = pull_output(settings, cache, job_id)
+    run = cache.get_run(job_id)
+    name = orjson.loads(run.params or "{}").get("mapping") if run is not None else None
+    mapping = app.load_mapping(app.mapping_file(name)) if name else None  # its own concepts
     cases = app.read_study(folder / "study.json", None).cases
     other_file = folder / "other.json"
     other = orjson.loads(other_file.read_bytes()) if other_file.exists() else []
     target = folder / f"export-{format}"
     files = [
-        *write_study(cases, target, format, app.library.concepts(), other=other),
+        *write_study(cases, target, format, app.library.for_mapping(mapping), other=other),
         folder / "unmapped.csv",
     ]
     buffer = io.BytesIO()

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from fhir_cart.application import Application, Cache
-from fhir_cart.errors import ConfigError
+from fhir_cart.errors import ConfigError, FhirCartError
 from fhir_cart.service import schemas as s
 from fhir_cart.service.access import Principal, can_see_job, owner_params
 from fhir_cart.service.deps import (
@@ -19,9 +19,10 @@ from fhir_cart.service.deps import (
     JobId,
     PrincipalDep,
     get_job,
+    unprocessable,
     visible_job,
 )
-from fhir_cart.service.routers.study import NAME, read_upload, visible_upload
+from fhir_cart.service.routers.study import NAME, mapping_path, read_upload, visible_upload
 from fhir_cart.settings import ServerSettings
 
 __all__ = ["router"]
@@ -60,6 +61,11 @@ def start_pull(app: AppDep, cache: CacheDep, body: s.PullRequest, principal: Pri
     if principal.role == "registry":
         raise HTTPException(403, "the registry role cannot pull a cohort (registry builds only)")
     server = named_server(app, body.server)
+    if body.mapping is not None:
+        try:  # a mapping or library file that cannot be read: refused now, not in the job
+            app.study_library(mapping_path(app, body.mapping))
+        except FhirCartError as exc:
+            raise unprocessable(exc) from exc
     params = {**body.model_dump(), "job": True, **owner_params(principal)}
     run_id = cache.create_run(kind="pull", server=server.base_url, params=params, status="pending")
     return get_job(cache, run_id)
