@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.registry.build import BuildResult, Progress
     from fhir_cart.registry.centre_side import ExtractResult
     from fhir_cart.report.evaluate import MeasureResult
+    from fhir_cart.study.draft import ColumnChoice as ColumnChoice
+    from fhir_cart.study.draft import FileSuggestions as FileSuggestions
     from fhir_cart.sync.accounting import TypeCount as TypeCount
     from fhir_cart.sync.jobs import PullOutcome as PullOutcome
     from fhir_cart.sync.jobs import PullRequest as PullRequest
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.sync.push import PushPlan as PushPlan
     from fhir_cart.sync.push import PushReport as PushReport
     from fhir_cart.sync.push import failure_causes as failure_causes
+    from fhir_cart.usecases.mappings import StoredMapping as StoredMapping
     from fhir_cart.usecases.registry import Decided
     from fhir_cart.usecases.study import CasesRead, Preview, StudySummary
     from fhir_cart.writers import Format
@@ -76,7 +79,9 @@ from fhir_cart.usecases.study import MapRequest
 __all__ = [
     "Application",
     "Cache",
+    "ColumnChoice",
     "FailureCause",
+    "FileSuggestions",
     "MapRequest",
     "PullOutcome",
     "PullRequest",
@@ -85,6 +90,7 @@ __all__ = [
     "PushOutcome",
     "PushPlan",
     "PushReport",
+    "StoredMapping",
     "SyncRun",
     "TypeCount",
     "failure_causes",
@@ -110,6 +116,9 @@ _LAZY = {
     "PushPlan": "fhir_cart.sync.push",
     "PushReport": "fhir_cart.sync.push",
     "failure_causes": "fhir_cart.sync.push",
+    "ColumnChoice": "fhir_cart.study.draft",
+    "FileSuggestions": "fhir_cart.study.draft",
+    "StoredMapping": "fhir_cart.usecases.mappings",
 }
 """What front ends need of the cache and the sync jobs (types, the job queue's worker
 names), given here so that they import nothing from ``sync``, ``cache`` or ``study``
@@ -549,3 +558,45 @@ class Application:
         if plots_dir is not None:
             plots = [p for p in write_plots(cases, definition, plots_dir) if p.suffix == ".svg"]
         return definition, results, plots
+
+    # -- the mapping assistant and kept mapping files (issue 22) ---------------------------
+
+    def suggest_mapping(self, path: Path) -> FileSuggestions:
+        """What each column of a file with no mapping most likely holds (docs/service.md)."""
+        from fhir_cart.study.draft import suggest_file
+
+        return suggest_file(path, self.library.concepts())
+
+    def draft_mapping(
+        self,
+        suggestions: FileSuggestions,
+        choices: Sequence[ColumnChoice],
+        *,
+        centre: str,
+        study: str | None = None,
+        anchor: str | None = None,
+    ) -> str:
+        """The mapping file (YAML) for the confirmed choices."""
+        from fhir_cart.study.draft import draft_mapping
+
+        concepts = self.library.concepts()
+        return draft_mapping(
+            suggestions, choices, concepts, centre=centre, study=study, anchor=anchor
+        )
+
+    def store_mapping(self, owner: str, name: str, text: bytes) -> StoredMapping:
+        """Check a mapping file and keep it as the next version of ``owner``'s ``name``."""
+        from fhir_cart.usecases import mappings
+
+        return mappings.store(self, owner, name, text)
+
+    def stored_mappings(self, owner: str | None) -> list[StoredMapping]:
+        from fhir_cart.usecases import mappings
+
+        return mappings.list_stored(self, owner)
+
+    def stored_mapping(self, owner: str, name: str, version: int | None) -> StoredMapping:
+        """One kept version (None: the latest); KeyError if there is none."""
+        from fhir_cart.usecases import mappings
+
+        return mappings.read_stored(self, owner, name, version)

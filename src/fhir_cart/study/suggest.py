@@ -64,11 +64,15 @@ unknown)."""
 NO_EVENT = ("none", "no", "nein", "non", "0", "-", "n.a.", "na", "n/a", "nd", "not done", "keine")
 """Cell words that say nothing happened: suggested as ``null`` (the row makes no event)."""
 YES = ("yes", "y", "ja", "j", "x", "oui", "si", "1", "true")
-_STOP = frozenset("of the a in on at and or to for with by from at".split())
-DAY_WORDS = frozenset("day days tag tage jour jours dia giorno".split())
-DATE_WORDS = frozenset("date datum dt fecha data when".split())
-END_WORDS = frozenset("end stop ende bis fin until".split())
-TIME_WORDS = DAY_WORDS | DATE_WORDS | END_WORDS | frozenset("start begin beginn onset von".split())
+_STOP = frozenset(
+    ["of", "the", "a", "in", "on", "at", "and", "or", "to", "for", "with", "by", "from", "at"]
+)
+DAY_WORDS = frozenset(["day", "days", "tag", "tage", "jour", "jours", "dia", "giorno"])
+DATE_WORDS = frozenset(["date", "datum", "dt", "fecha", "data", "when"])
+END_WORDS = frozenset(["end", "stop", "ende", "bis", "fin", "until"])
+TIME_WORDS = (
+    DAY_WORDS | DATE_WORDS | END_WORDS | frozenset(["start", "begin", "beginn", "onset", "von"])
+)
 _TIMEPOINT = re.compile(r"^(d|day|tag)?\d+$")
 """Header words that say when (``start``, ``Datum``, ``d28``), not what."""
 _SPLIT = re.compile(r"[^0-9a-z]+")
@@ -173,10 +177,15 @@ def word_score(word: str, names: Sequence[str]) -> tuple[float, str]:
             score, reason = 0.8, f"{word!r} holds {name!r}"
         elif len(phrase) >= 3 and re.search(rf"(^| ){re.escape(phrase)}( |$)", whole):
             score, reason = 0.7, f"{word!r} is a word of {name!r}"
-        elif any(len(p) >= 2 and p == _initials(name) for p in parts) and len(_content(tokens(name))) >= 2:
+        elif (
+            any(len(p) >= 2 and p == _initials(name) for p in parts)
+            and len(_content(tokens(name))) >= 2
+        ):
             score, reason = 0.8, f"{word!r} are the initials of {name!r}"
         elif any(
-            len(p) >= 4 and t.startswith(p) and t != p for p in parts for t in _content(tokens(name))
+            len(p) >= 4 and t.startswith(p) and t != p
+            for p in parts
+            for t in _content(tokens(name))
         ):
             score, reason = 0.75, f"{word!r} begins a word of {name!r}"
         else:
@@ -250,9 +259,7 @@ def _words_of(cells: Sequence[Any]) -> dict[str, int]:
 
 def _value_names(library: ConceptLibrary, value_set: str) -> dict[str, list[str]]:
     groups = library.terminology.data.concepts.get(value_set, {})
-    return {
-        word: [word, concept.text, *concept.synonyms] for word, concept in groups.items()
-    }
+    return {word: [word, concept.text, *concept.synonyms] for word, concept in groups.items()}
 
 
 def _candidates_for_word(word: str, names: dict[str, list[str]], no_event: bool) -> list[Candidate]:
@@ -298,14 +305,13 @@ def _fit(words: dict[str, int], names: dict[str, list[str]]) -> float:
 
 
 def _codes(library: ConceptLibrary, key: str) -> tuple[str, ...]:
-    systems = library.terminology.data.systems
     concept = library.concept(key)
     shown = []
     for coding in concept.codings:
         if coding.written:
             flag = "" if coding.verified else " (unverified)"
             shown.append(f"{coding.system} {coding.code} {coding.display}{flag}")
-    return tuple(shown) or (f"own code {key} ({systems.get('fhir-cart', 'fhir-cart')})",)
+    return tuple(shown) or ("no coding in the library",)
 
 
 def header_score(header: str, library: ConceptLibrary, key: str) -> tuple[float, str]:
@@ -403,7 +409,7 @@ def _concept_candidates(
     header: str, kind: str, words: dict[str, int], library: ConceptLibrary
 ) -> list[tuple[Candidate, str | None]]:
     found = []
-    for key in library.keys():
+    for key in library.keys(None):
         head, why = header_score(header, library, key)
         field_, fit = concept_field(library, key, kind, words, header)
         field_ = time_field(header, field_)
@@ -418,12 +424,19 @@ def _concept_candidates(
         if head and fit < 0.5:
             reason += f"; but the cells do not fit it ({fit:.0%})"
         label = library.concept(key).label
-        found.append((Candidate(f"concept:{key}", round(score, 3), label, _codes(library, key), reason), field_))
+        found.append(
+            (
+                Candidate(f"concept:{key}", round(score, 3), label, _codes(library, key), reason),
+                field_,
+            )
+        )
     found += _stated_value_candidates(header, kind, library)
     for key, attr in library.data.patient_attributes.items():
         head, why = word_score(header, [key, attr.label, *attr.synonyms])
         if head:
-            found.append((Candidate(f"attribute:{key}", round(head * 0.9, 3), attr.label, why=why), None))
+            found.append(
+                (Candidate(f"attribute:{key}", round(head * 0.9, 3), attr.label, why=why), None)
+            )
     return found
 
 
@@ -434,8 +447,8 @@ def _stated_value_candidates(
     concept with that value, the column giving its time (``concept:disease_status=relapse``)."""
     if kind not in ("date", "number"):
         return []
-    found = []
-    for key in library.keys():
+    found: list[tuple[Candidate, str | None]] = []
+    for key in library.keys(None):
         concept = library.concept(key)
         if concept.value.type != "coded" or concept.value.value_set is None:
             continue
@@ -448,11 +461,20 @@ def _stated_value_candidates(
                 label = f"{concept.label}: {names[1]}"
                 target = f"concept:{key}={word}"
                 reason = f"{why} (a value of {concept.label})"
-                found.append((Candidate(target, round(score * 0.9, 3), label, _codes(library, key), reason), field_))
+                found.append(
+                    (
+                        Candidate(
+                            target, round(score * 0.9, 3), label, _codes(library, key), reason
+                        ),
+                        field_,
+                    )
+                )
     return found
 
 
-def suggest_column(header: str, cells: Sequence[Any], rows: int, library: ConceptLibrary) -> ColumnSuggestion:
+def suggest_column(
+    header: str, cells: Sequence[Any], rows: int, library: ConceptLibrary
+) -> ColumnSuggestion:
     """The candidates for one column, best first, and the choice when sure."""
     kind = cell_kind(cells)
     words = _words_of(cells)
@@ -492,7 +514,9 @@ def concept_of(target: str) -> tuple[str, str | None]:
     return key, word or None
 
 
-def _word_names(target: str | None, field_: str | None, library: ConceptLibrary) -> dict[str, list[str]] | None:
+def _word_names(
+    target: str | None, field_: str | None, library: ConceptLibrary
+) -> dict[str, list[str]] | None:
     if target == "sex":
         return _sex_names()
     if target is None or not target.startswith("concept:"):
@@ -528,7 +552,9 @@ def _one_each(found: list[ColumnSuggestion]) -> list[ColumnSuggestion]:
             best = max(holders, key=lambda s: s.candidates[0].score)
             note = f"another column ({best.header!r}) was taken as {target}"
             found = [
-                replace(s, choice=None, notes=(*s.notes, note)) if s in holders and s is not best else s
+                replace(s, choice=None, notes=(*s.notes, note))
+                if s in holders and s is not best
+                else s
                 for s in found
             ]
     return found
