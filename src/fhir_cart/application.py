@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.report.evaluate import MeasureResult
     from fhir_cart.study.draft import ColumnChoice as ColumnChoice
     from fhir_cart.study.draft import FileSuggestions as FileSuggestions
+    from fhir_cart.study.suggest import ColumnSuggestion as ColumnSuggestion
     from fhir_cart.sync.accounting import TypeCount as TypeCount
     from fhir_cart.sync.jobs import PullOutcome as PullOutcome
     from fhir_cart.sync.jobs import PullRequest as PullRequest
@@ -583,6 +584,27 @@ class Application:
         return draft_mapping(
             suggestions, choices, concepts, centre=centre, study=study, anchor=anchor
         )
+
+    def retarget_column(
+        self, suggestions: FileSuggestions, index: int, target: str | None
+    ) -> tuple[ColumnSuggestion, list[str]]:
+        """A column's suggestion for the target a person picked, and the canonical words
+        its cells may stand for."""
+        from fhir_cart.study.suggest import retarget, word_options
+
+        concepts = self.library.concepts()
+        column = retarget(suggestions.table, index, target, concepts)
+        return column, word_options(column.choice, column.field, concepts)
+
+    def concept_choices(self) -> list[tuple[str, str]]:
+        """(key, label) of every concept and patient attribute, for the assistant's lists."""
+        concepts = self.library.concepts()
+        found = [(f"concept:{k}", concepts.concept(k).label) for k in concepts.keys(None)]
+        found += [(f"attribute:{k}", a.label) for k, a in concepts.data.patient_attributes.items()]
+        return found
+
+    def study_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.mappings_dir / "studies").glob("*.yaml"))
 
     def store_mapping(self, owner: str, name: str, text: bytes) -> StoredMapping:
         """Check a mapping file and keep it as the next version of ``owner``'s ``name``."""

@@ -33,7 +33,7 @@ from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
 from fhir_cart.service.routers.study import expire_uploads
-from fhir_cart.service.web import pages
+from fhir_cart.service.web import assistant, pages
 from fhir_cart.service.web.session import Sessions
 from fhir_cart.settings import Settings
 
@@ -142,6 +142,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(pages.router)
+    app.include_router(assistant.router)
     _document_problems(app)
     return app
 

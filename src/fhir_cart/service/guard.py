@@ -110,7 +110,7 @@ class Guard:
         self.sessions = sessions
 
     def limit(self, path: str) -> int:
-        if path.rstrip("/") == "/uploads":
+        if path.rstrip("/") in ("/uploads", "/ui/assistant"):
             return self.settings.max_upload_bytes + _MULTIPART_SLACK
         return self.settings.max_body_bytes
 

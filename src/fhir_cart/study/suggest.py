@@ -35,8 +35,10 @@ __all__ = [
     "concept_of",
     "date_formats",
     "header_score",
+    "retarget",
     "suggest_columns",
     "suggest_words",
+    "word_options",
     "word_score",
 ]
 
@@ -558,3 +560,28 @@ def _one_each(found: list[ColumnSuggestion]) -> list[ColumnSuggestion]:
                 for s in found
             ]
     return found
+
+
+def retarget(
+    table: Table, index: int, target: str | None, library: ConceptLibrary
+) -> ColumnSuggestion:
+    """The column's suggestion with ``target`` chosen by the person: the field it fills and
+    its value table for that target."""
+    header, cells = table.header[index], table.cells(index)
+    base = suggest_column(header, cells, len(table.rows), library)
+    if target is None:
+        return replace(base, choice=None, field=None, words=())
+    kind, words = base.kind, _words_of(cells)
+    field_ = None
+    if target.startswith("concept:"):
+        key, _ = concept_of(target)
+        field_ = time_field(header, concept_field(library, key, kind, words, header)[0])
+    if field_ == "grade":
+        words = {"0": n} if (n := sum(1 for c in cells if normalise_word(c) == "0")) else {}
+    return with_words(replace(base, choice=target, field=field_), target, field_, words, library)
+
+
+def word_options(target: str | None, field_: str | None, library: ConceptLibrary) -> list[str]:
+    """The canonical words a cell word of the column may stand for."""
+    names = _word_names(target, field_, library)
+    return list(names) if names else []

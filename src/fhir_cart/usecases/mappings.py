@@ -3,7 +3,8 @@
 A mapping file a person writes in the assistant or uploads through the API is checked like
 any mapping (``load_study_mapping``: every key, concept, word and unit, errors naming the
 key, the line and the fix) and kept under the service's data folder, one folder per owner
-(a centre's id, or ``admin``) and name, versioned: ``mappings/<owner>/<name>/v<N>.yaml``.
+(a centre's id, or ``admin``) and name, versioned:
+``mappings/<owner>/<name>/<name>-v<N>.yaml``.
 A version is never overwritten; a new one is the next number.
 
 Called through :class:`fhir_cart.application.Application`.
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["NAME", "StoredMapping", "check_text", "list_stored", "read_stored", "store"]
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
-_VERSION = re.compile(r"^v([1-9][0-9]{0,5})\.yaml$")
+_VERSION = re.compile(r"^(.+)-v([1-9][0-9]{0,5})\.yaml$")
 MAX_BYTES = 256 * 1024
 
 
@@ -91,7 +92,7 @@ def store(app: Application, owner: str, name: str, text: bytes) -> StoredMapping
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     version = max((v.version for v in _versions(owner, folder)), default=0) + 1
     while True:
-        path = folder / f"v{version}.yaml"
+        path = folder / f"{name}-v{version}.yaml"
         try:  # O_EXCL: two writers never get the same version
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -109,10 +110,10 @@ def _stored(owner: str, name: str, version: int, path: Path) -> StoredMapping:
 
 def _versions(owner: str, folder: Path) -> list[StoredMapping]:
     found = []
-    for path in folder.glob("v*.yaml"):
+    for path in folder.glob("*-v*.yaml"):
         match = _VERSION.match(path.name)
-        if match:
-            found.append(_stored(owner, folder.name, int(match.group(1)), path))
+        if match and match.group(1) == folder.name:
+            found.append(_stored(owner, folder.name, int(match.group(2)), path))
     return sorted(found, key=lambda m: m.version)
 
 
