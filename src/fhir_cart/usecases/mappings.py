@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fhir_cart.errors import ConfigError
+from fhir_cart.library.core import names_a_file
+from fhir_cart.library.yamlfile import read_yaml
 from fhir_cart.private import private_dir
 
 if TYPE_CHECKING:
@@ -62,21 +64,30 @@ def check_text(app: Application, text: bytes, where: str = "mapping file") -> St
         path = Path(folder) / "mapping.yaml"
         path.write_bytes(text)
         try:
+            _no_server_files(app, read_yaml(path, "mapping file"), where)
             mapping = app.load_mapping(path)
         except ConfigError as exc:
             message = str(exc).replace(f"mapping file {path}", where)
             raise ConfigError(message.replace(str(path), where)) from None
     assert mapping is not None
-    if mapping.library is not None:
+    return mapping
+
+
+def _no_server_files(app: Application, raw: object, where: str) -> None:
+    """Before anything is read: a kept mapping names no file of the server."""
+    if not isinstance(raw, dict):
+        return
+    if raw.get("library") is not None:
         raise ConfigError(
             f"{where}: library: a kept mapping cannot name a library file; put its concepts "
             "under concepts: in the mapping itself"
         )
-    if mapping.study is not None and ("/" in mapping.study or mapping.study.endswith(".yaml")):
+    study = raw.get("study")
+    if isinstance(study, str) and names_a_file(study):
         raise ConfigError(
-            f"{where}: study: name a study of the library ({', '.join(_studies(app))}), not a file"
+            f"{where}: study: name a study of the library ({', '.join(_studies(app))}), "
+            "not a file"
         )
-    return mapping
 
 
 def _studies(app: Application) -> list[str]:

@@ -202,3 +202,12 @@ def test_on_the_shipped_tables_every_choice_is_the_shipped_mappings(
     ]
     assert wrong == []
     assert len(chosen) >= chosen_at_least
+
+
+def test_two_concepts_the_header_names_equally_are_left_for_the_person(
+    library: ConceptLibrary,
+) -> None:
+    # "GvHD" is acute or chronic GvHD: the first one found is no answer
+    found = column(library, "GvHD", ["2021-03-01", "2022-01-05", "2022-02-01"])
+    assert found.choice is None
+    assert set(targets(found)[:2]) == {"concept:acute_gvhd", "concept:chronic_gvhd"}
