@@ -81,8 +81,8 @@ def test_cells_alone_never_choose(library: ConceptLibrary) -> None:
         ("CRS grade", [0, 2, 1], "concept:crs", "grade"),  # initials + an attribute word
         ("ICANS Grad", ["0", "3", "1"], "concept:icans", "grade"),
         ("Todesdatum", ["2021-03-01", "", "2022-01-05"], "concept:death", "when_date"),
-        ("Blina Ende", ["2021-03-01", "2021-04-01", "2021-05-01"], "concept:blinatumomab", "end_date"),
-        ("Relapse date", ["2021-03-01", "2022-01-05", "2022-02-05"], "concept:disease_status=relapse", "when_date"),
+        ("Blina Ende", ["2021-03-01", "2021-04-01"], "concept:blinatumomab", "end_date"),
+        ("Relapse date", ["2021-03-01", "2022-01-05"], "concept:disease_status=relapse", "when_date"),
         ("MRD d28 (%)", ["0.01", "<0.01%", "neg"], "concept:mrd", "value"),
         ("Geschlecht", ["w", "m", "w"], "sex", None),
         ("Geburtsdatum", ["03.04.2012", "21.11.2009", "01.01.2010"], "birth_date", None),
@@ -198,7 +198,9 @@ def test_on_the_shipped_tables_every_choice_is_the_shipped_mappings(
     suggestions = suggest_file(ROOT / fixture, library)
     chosen = [c for c in suggestions.columns if c.choice is not None]
     wrong = [
-        (c.header, c.choice) for c in chosen if c.choice.split("=")[0] not in truth.get(c.header, ())
+        (c.header, c.choice)
+        for c in chosen
+        if c.choice is not None and c.choice.split("=")[0] not in truth.get(c.header, ())
     ]
     assert wrong == []
     assert len(chosen) >= chosen_at_least
