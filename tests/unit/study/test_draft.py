@@ -65,8 +65,7 @@ def test_an_unsure_column_is_ignored_with_its_candidates_in_a_comment(table: Pat
     library = Library.default().concepts()
     suggestions = suggest_file(table, library)
     choices = [
-        ColumnChoice(c.header, None) if c.header == "Blina" else c
-        for c in suggestions.choices()
+        ColumnChoice(c.header, None) if c.header == "Blina" else c for c in suggestions.choices()
     ]
     text = draft_mapping(suggestions, choices, library, centre="kh-nord")
     assert "#   'Blina': blinatumomab (0.75)" in text
@@ -85,9 +84,7 @@ def test_a_word_outside_the_value_set_is_refused_when_drafted(table: Path) -> No
     library = Library.default().concepts()
     suggestions = suggest_file(table, library)
     choices = [
-        ColumnChoice(c.header, c.target, c.field, {"b-all": "b_alll"})
-        if c.header == "Dx"
-        else c
+        ColumnChoice(c.header, c.target, c.field, {"b-all": "b_alll"}) if c.header == "Dx" else c
         for c in suggestions.choices()
     ]
     with pytest.raises(ConfigError, match="'b_alll' is not one of"):
