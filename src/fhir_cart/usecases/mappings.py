@@ -85,8 +85,7 @@ def _no_server_files(app: Application, raw: object, where: str) -> None:
     study = raw.get("study")
     if isinstance(study, str) and names_a_file(study):
         raise ConfigError(
-            f"{where}: study: name a study of the library ({', '.join(_studies(app))}), "
-            "not a file"
+            f"{where}: study: name a study of the library ({', '.join(_studies(app))}), not a file"
         )
 
 
