@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,7 +81,9 @@ def test_a_list_holds_what_the_reader_may_see(client: TestClient, reader: str) -
 
 @pytest.mark.parametrize("owner", ["admin", "centre_a", "centre_b"])
 @pytest.mark.parametrize("reader", ["admin", "centre_a", "centre_b"])
-def test_every_pair_of_roles_fetching_a_mapping(client: TestClient, owner: str, reader: str) -> None:
+def test_every_pair_of_roles_fetching_a_mapping(
+    client: TestClient, owner: str, reader: str
+) -> None:
     answer = client.get(f"/mappings/kohorte?owner={owner}&version=1", headers=headers(reader))
     if reader in ("admin", owner):
         assert answer.status_code == 200
@@ -135,8 +136,10 @@ def sign_in(client: TestClient, user: str) -> str:
 
 def upload_to_map(client: TestClient, csrf: str) -> str:
     with TABLE.open("rb") as handle:
-        answer = client.post("/ui/assistant", data={"csrf": csrf},
-                             files={"file": ("kohorte.csv", handle)}, follow_redirects=False)  # fmt: skip
+        files = {"file": ("kohorte.csv", handle)}
+        answer = client.post(
+            "/ui/assistant", data={"csrf": csrf}, files=files, follow_redirects=False
+        )
     assert answer.status_code == 303, answer.text
     found = re.match(r"/ui/uploads/([0-9a-f]{32})/assistant$", answer.headers["location"])
     assert found is not None
@@ -146,7 +149,8 @@ def upload_to_map(client: TestClient, csrf: str) -> str:
 def form_as_shown(page: str) -> dict[str, str]:
     """The assistant's form as a person who changes nothing sends it."""
     form = dict(re.findall(r'<input type="hidden" name="(wv[^"]+)" value="([^"]*)"', page))
-    for name, options in re.findall(r'<select id="[^"]+" name="([^"]+)"[^>]*>(.*?)</select>', page, re.S):
+    selects = r'<select id="[^"]+" name="([^"]+)"[^>]*>(.*?)</select>'
+    for name, options in re.findall(selects, page, re.S):
         chosen = re.search(r'<option value="([^"]*)"[^>]* selected', options)
         form[name] = chosen.group(1) if chosen else ""
     return form
@@ -157,7 +161,8 @@ def test_the_assistant_writes_a_kept_mapping_and_checks_the_file(client: TestCli
     upload_id = upload_to_map(client, csrf)
     page = client.get(f"/ui/uploads/{upload_id}/assistant")
     assert page.status_code == 200
-    assert "Blinatumomab" in page.text and "rxnorm 1597258" in page.text  # label and codes
+    assert "Blinatumomab" in page.text  # the library's label
+    assert "rxnorm 1597258" in page.text  # and codes
     assert 'class="unsure"' in page.text  # columns left for the person are marked
     form = form_as_shown(page.text) | {"csrf": csrf, "name": "assistiert", "study": "seed"}
     answer = client.post(f"/ui/uploads/{upload_id}/assistant", data=form, follow_redirects=False)
@@ -170,8 +175,10 @@ def test_the_assistant_writes_a_kept_mapping_and_checks_the_file(client: TestCli
     assert kept.status_code == 200
     assert b"study: seed" in kept.content
     # the retarget fragment: the words of the concept the person picks
-    fragment = client.get(f"/ui/uploads/{upload_id}/assistant/columns/14?t14=concept:disease_status")
-    assert 'name="f14"' in fragment.text and "complete_remission" in fragment.text
+    url = f"/ui/uploads/{upload_id}/assistant/columns/14?t14=concept:disease_status"
+    fragment = client.get(url)
+    assert 'name="f14"' in fragment.text
+    assert "complete_remission" in fragment.text
 
 
 def test_a_form_without_its_token_changes_nothing(client: TestClient) -> None:
