@@ -75,6 +75,7 @@ END_WORDS = frozenset(["end", "stop", "ende", "bis", "fin", "until"])
 TIME_WORDS = (
     DAY_WORDS | DATE_WORDS | END_WORDS | frozenset(["start", "begin", "beginn", "onset", "von"])
 )
+_ANSWERS = frozenset(YES + NO_EVENT) - {"0", "1", "-"}
 _TIMEPOINT = re.compile(r"^(d|day|tag)?\d+$")
 """Header words that say when (``start``, ``Datum``, ``d28``), not what."""
 _SPLIT = re.compile(r"[^0-9a-z]+")
@@ -148,7 +149,12 @@ def tokens(text: str) -> list[str]:
 
 
 def _content(words: Iterable[str]) -> list[str]:
-    return [w for w in words if w not in _STOP and w not in TIME_WORDS and not _TIMEPOINT.match(w)]
+    """The words that say what (not when, nor the format: ``(ja/nein)``)."""
+    return [
+        w
+        for w in words
+        if w not in _STOP and w not in TIME_WORDS and w not in _ANSWERS and not _TIMEPOINT.match(w)
+    ]
 
 
 def _initials(text: str) -> str:

@@ -78,6 +78,7 @@ def test_cells_alone_never_choose(library: ConceptLibrary) -> None:
     [
         ("Dx", ["B-ALL", "BCP-ALL", "B-ALL"], "concept:diagnosis", "value"),  # a synonym
         ("Blina", ["ja", "nein", "ja"], "concept:blinatumomab", "concept"),  # a prefix
+        ("Blina (ja/nein)", ["ja", "nein"], "concept:blinatumomab", "concept"),  # the format
         ("CRS grade", [0, 2, 1], "concept:crs", "grade"),  # initials + an attribute word
         ("ICANS Grad", ["0", "3", "1"], "concept:icans", "grade"),
         ("Todesdatum", ["2021-03-01", "", "2022-01-05"], "concept:death", "when_date"),
