@@ -68,6 +68,7 @@ def suggest_command(
         study=study,
         anchor=anchor,
     )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(text, encoding="utf-8")
     app.load_mapping(out_file)  # what was written loads as a mapping
     unsure = sum(1 for c in suggestions.columns if c.choice is None)

@@ -275,7 +275,7 @@ def _candidates_for_word(word: str, names: dict[str, list[str]], no_event: bool)
     for canonical, spellings in names.items():
         score, why = word_score(word, spellings)
         if score > 0:
-            found.append(Candidate(canonical, score, spellings[1], why=why))
+            found.append(Candidate(canonical, score, spellings[1], why=f"{why}: {canonical}"))
     if no_event and normalise_word(word) in NO_EVENT:
         found.append(Candidate("", 0.7, "no event", why=f"{word!r} says nothing happened"))
     return sorted(found, key=lambda c: -c.score)
