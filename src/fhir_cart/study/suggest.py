@@ -18,6 +18,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from fhir_cart.library.concepts import ConceptLibrary
@@ -144,8 +145,13 @@ class ColumnSuggestion:
 
 def tokens(text: str) -> list[str]:
     """Lower-case word pieces of a header or label (camelCase and punctuation split)."""
-    spaced = _CAMEL.sub(" ", str(text)).casefold()
-    return [t for t in _SPLIT.split(spaced) if t]
+    return list(_tokens(str(text)))
+
+
+@lru_cache(maxsize=65536)
+def _tokens(text: str) -> tuple[str, ...]:
+    spaced = _CAMEL.sub(" ", text).casefold()
+    return tuple(t for t in _SPLIT.split(spaced) if t)
 
 
 def _content(words: Iterable[str]) -> list[str]:
@@ -167,9 +173,15 @@ def _phrase(text: str) -> str:
 
 def word_score(word: str, names: Sequence[str]) -> tuple[float, str]:
     """How well a header or cell ``word`` names something called ``names`` (its key,
-    label, synonyms; the first is the key): 1 the whole phrase, 0.9 a synonym or key as one
-    of its words, 0.8 the initials (``CRS``), 0.75 a prefix of 4+ letters (``blina``), else
-    the share of content words in common."""
+    label, synonyms; the first is the key): 1 the whole phrase (a name or synonym), 0.8 a
+    name among its words (``Death date``) or the name's initials (``CRS``), 0.75 a prefix of
+    4+ letters of a word of the name (``blina``), 0.7 one word of a longer name, else up to
+    0.6 for the share of content words in common."""
+    return _word_score(str(word), tuple(names))
+
+
+@lru_cache(maxsize=262144)
+def _word_score(word: str, names: tuple[str, ...]) -> tuple[float, str]:
     phrase = _phrase(word)
     if not phrase:
         return 0.0, ""
@@ -209,15 +221,26 @@ def word_score(word: str, names: Sequence[str]) -> tuple[float, str]:
 # -- what the cells are ---------------------------------------------------------------------
 
 
+_DATE_SHAPE = re.compile(r"^\d{1,4}[-./]\d{1,2}([-./]\d{1,4})?$")
+"""What a date written as text looks like: only such cells are tried with strptime."""
+
+
 def _is_date(cell: Any) -> bool:
     if isinstance(cell, (dt.date, dt.datetime)):
         return True
-    return bool(date_formats([str(cell)]))
+    return _date_text(str(cell).strip())
+
+
+@lru_cache(maxsize=65536)
+def _date_text(text: str) -> bool:
+    return bool(_DATE_SHAPE.match(text)) and bool(date_formats([text]))
 
 
 def date_formats(cells: Iterable[Any]) -> list[str]:
     """The ``strptime`` formats every text cell parses with (spreadsheet dates need none)."""
-    texts = [str(c).strip() for c in cells if not isinstance(c, (dt.date, dt.datetime))]
+    texts = list(
+        dict.fromkeys(str(c).strip() for c in cells if not isinstance(c, (dt.date, dt.datetime)))
+    )
     found = []
     for fmt in _DATE_FORMATS:
         try:
@@ -248,7 +271,12 @@ def _is_number(cell: Any) -> bool:
         return False
     if isinstance(cell, (int, float)):
         return True
-    return bool(_NUMBER.match(str(cell).strip())) and not _is_date(cell)
+    return _number_text(str(cell).strip())
+
+
+@lru_cache(maxsize=65536)
+def _number_text(text: str) -> bool:
+    return bool(_NUMBER.match(text)) and not _date_text(text)
 
 
 def _words_of(cells: Sequence[Any]) -> dict[str, int]:
@@ -305,7 +333,8 @@ def _fit(words: dict[str, int], names: dict[str, list[str]]) -> float:
     if not words:
         return 0.0
     total = sum(words.values())
-    good = sum(n for w, n in words.items() if _decide(_candidates_for_word(w, names, True)))
+    common = sorted(words.items(), key=lambda kv: -kv[1])[:MAX_WORDS]  # a free-text column
+    good = sum(n for w, n in common if _decide(_candidates_for_word(w, names, True)))
     return good / total
 
 
