@@ -596,6 +596,12 @@ class Application:
         column = retarget(suggestions.table, index, target, concepts)
         return column, word_options(column.choice, column.field, concepts)
 
+    def word_choices(self, target: str | None, field: str | None) -> list[str]:
+        """The canonical words a cell of a column with this target and field may stand for."""
+        from fhir_cart.study.suggest import word_options
+
+        return word_options(target, field, self.library.concepts())
+
     def concept_choices(self) -> list[tuple[str, str]]:
         """(key, label) of every concept and patient attribute, for the assistant's lists."""
         concepts = self.library.concepts()

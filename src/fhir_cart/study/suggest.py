@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -257,8 +258,9 @@ def cell_kind(cells: Sequence[Any]) -> str:
     or ``empty``."""
     if not cells:
         return "empty"
-    dates = sum(1 for c in cells if _is_date(c))
-    numbers = sum(1 for c in cells if _is_number(c))
+    counts = Counter(cells)  # each distinct cell is looked at once
+    dates = sum(n for c, n in counts.items() if _is_date(c))
+    numbers = sum(n for c, n in counts.items() if _is_number(c))
     if dates >= 0.8 * len(cells):
         return "date"
     if numbers >= 0.8 * len(cells):
@@ -282,12 +284,17 @@ def _number_text(text: str) -> bool:
 def _words_of(cells: Sequence[Any]) -> dict[str, int]:
     """Distinct non-number words of a column (normalised) with how often each is written."""
     counts: dict[str, int] = {}
-    for cell in cells:
+    for cell, n in Counter(cells).items():
         if _is_number(cell) or _is_date(cell):
             continue
-        key = normalise_word(cell)
-        counts[key] = counts.get(key, 0) + 1
+        key = _norm(cell)
+        counts[key] = counts.get(key, 0) + n
     return counts
+
+
+@lru_cache(maxsize=65536)
+def _norm(cell: Any) -> str:
+    return normalise_word(cell)
 
 
 # -- value words ----------------------------------------------------------------------------
@@ -425,7 +432,7 @@ def concept_field(
 
 def _patient_candidates(header: str, kind: str, cells: Sequence[Any], rows: int) -> list[Candidate]:
     found = []
-    distinct = len({normalise_word(c) for c in cells})
+    distinct = len({_norm(c) for c in set(cells)})
     for name, words in PATIENT_FIELDS.items():
         score, why = word_score(header, [name, *words])
         if name == "study_id":
@@ -522,12 +529,17 @@ def suggest_column(
     choice = _decide(candidates)
     field_ = next((f for c, f in pairs if c.target == choice), None) if choice else None
     if field_ == "grade":  # grade 0 is no event (CTCAE grades are 1-5)
-        words = {"0": n} if (n := sum(1 for c in cells if normalise_word(c) == "0")) else {}
-    examples = tuple(dict.fromkeys(str(c) for c in cells))[:4]
-    suggestion = ColumnSuggestion(
-        header, kind, len(set(map(normalise_word, cells))), candidates, choice, field_, (), examples
-    )
+        words = _zeros(cells)
+    examples = tuple(dict.fromkeys(str(c) for c in cells[:200]))[:4]
+    distinct = len({_norm(c) for c in set(cells)})
+    suggestion = ColumnSuggestion(header, kind, distinct, candidates, choice, field_, (), examples)
     return with_words(suggestion, choice, field_, words, library)
+
+
+def _zeros(cells: Sequence[Any]) -> dict[str, int]:
+    """Grade 0 cells: no event (CTCAE grades are 1-5)."""
+    n = sum(k for c, k in Counter(cells).items() if _norm(c) == "0")
+    return {"0": n} if n else {}
 
 
 def with_words(
@@ -612,7 +624,7 @@ def retarget(
         key, _ = concept_of(target)
         field_ = time_field(header, concept_field(library, key, kind, words, header)[0])
     if field_ == "grade":
-        words = {"0": n} if (n := sum(1 for c in cells if normalise_word(c) == "0")) else {}
+        words = _zeros(cells)
     return with_words(replace(base, choice=target, field=field_), target, field_, words, library)
 
 

@@ -104,7 +104,7 @@ def _centre_id(principal: Principal) -> str:
 def _context(app: Application, upload_id: str, suggestions: FileSuggestions) -> dict[str, Any]:
     columns = []
     for i, column in enumerate(suggestions.columns):
-        _, options = app.retarget_column(suggestions, i, column.choice)
+        options = app.word_choices(column.choice, column.field)
         columns.append({"index": i, "s": column, "word_options": options})
     concepts = app.concept_choices()
     return {
