@@ -114,7 +114,7 @@ def test_an_unseen_table_mapped_pushed_pulled_and_summarised(
 
     context = browser.new_context(bypass_csp=True, viewport={"width": 1400, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(60_000)  # a loaded machine: the summary draws plots
     page.goto(service.url + "/ui/login")
     page.fill("#user", "ana")
     page.fill("#password", PASSWORD)
@@ -191,7 +191,7 @@ def test_an_unseen_table_mapped_pushed_pulled_and_summarised(
     assert all(f"K-{n:02d}" in patients for n in range(1, 8))
 
     # the study's summary and plots for the mapped file
-    page.goto(upload_url + "/summary")
+    page.goto(upload_url + "/summary", timeout=180_000)
     page.wait_for_selector("#measures")
     assert page.locator("img.plot").count() >= 1
     accessible(page)
