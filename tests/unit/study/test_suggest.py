@@ -188,6 +188,7 @@ def _shipped_targets(mapping_file: Path, table: str) -> dict[str, set[str]]:
         ("fixtures/centre_b/centre_b.csv", "mappings/centres/centre_b.yaml", 13),
         ("fixtures/hsct_series/hsct_series.csv", "mappings/centres/hsct_series.yaml", 16),
         ("fixtures/myeloma_cart/myeloma_cart.csv", "mappings/centres/myeloma_cart.yaml", 8),
+        ("fixtures/lymphoma_cart/patients.csv", "mappings/centres/lymphoma_cart.yaml", 5),
     ],
 )
 def test_on_the_shipped_tables_every_choice_is_the_shipped_mappings(
