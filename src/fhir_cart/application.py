@@ -59,6 +59,9 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.registry.build import BuildResult, Progress
     from fhir_cart.registry.centre_side import ExtractResult
     from fhir_cart.report.evaluate import MeasureResult
+    from fhir_cart.study.draft import ColumnChoice as ColumnChoice
+    from fhir_cart.study.draft import FileSuggestions as FileSuggestions
+    from fhir_cart.study.suggest import ColumnSuggestion as ColumnSuggestion
     from fhir_cart.sync.accounting import TypeCount as TypeCount
     from fhir_cart.sync.jobs import PullOutcome as PullOutcome
     from fhir_cart.sync.jobs import PullRequest as PullRequest
@@ -69,6 +72,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.sync.push import PushPlan as PushPlan
     from fhir_cart.sync.push import PushReport as PushReport
     from fhir_cart.sync.push import failure_causes as failure_causes
+    from fhir_cart.usecases.mappings import StoredMapping as StoredMapping
     from fhir_cart.usecases.registry import Decided
     from fhir_cart.usecases.study import CasesRead, Preview, StudySummary
     from fhir_cart.writers import Format
@@ -78,7 +82,9 @@ from fhir_cart.usecases.study import MapRequest
 __all__ = [
     "Application",
     "Cache",
+    "ColumnChoice",
     "FailureCause",
+    "FileSuggestions",
     "MapRequest",
     "PullOutcome",
     "PullRequest",
@@ -87,6 +93,7 @@ __all__ = [
     "PushOutcome",
     "PushPlan",
     "PushReport",
+    "StoredMapping",
     "SyncRun",
     "TypeCount",
     "failure_causes",
@@ -112,6 +119,9 @@ _LAZY = {
     "PushPlan": "fhir_cart.sync.push",
     "PushReport": "fhir_cart.sync.push",
     "failure_causes": "fhir_cart.sync.push",
+    "ColumnChoice": "fhir_cart.study.draft",
+    "FileSuggestions": "fhir_cart.study.draft",
+    "StoredMapping": "fhir_cart.usecases.mappings",
 }
 """What front ends need of the cache and the sync jobs (types, the job queue's worker
 names), given here so that they import nothing from ``sync``, ``cache`` or ``study``
@@ -601,3 +611,72 @@ class Application:
         if plots_dir is not None:
             plots = write_plots(cases, definition, plots_dir, formats=("svg",))
         return definition, results, plots
+
+    # -- the mapping assistant and kept mapping files (issue 22) ---------------------------
+
+    def suggest_mapping(self, path: Path) -> FileSuggestions:
+        """What each column of a file with no mapping most likely holds (docs/service.md)."""
+        from fhir_cart.study.draft import suggest_file
+
+        return suggest_file(path, self.library.concepts())
+
+    def draft_mapping(
+        self,
+        suggestions: FileSuggestions,
+        choices: Sequence[ColumnChoice],
+        *,
+        centre: str,
+        study: str | None = None,
+        anchor: str | None = None,
+    ) -> str:
+        """The mapping file (YAML) for the confirmed choices."""
+        from fhir_cart.study.draft import draft_mapping
+
+        concepts = self.library.concepts()
+        return draft_mapping(
+            suggestions, choices, concepts, centre=centre, study=study, anchor=anchor
+        )
+
+    def retarget_column(
+        self, suggestions: FileSuggestions, index: int, target: str | None
+    ) -> tuple[ColumnSuggestion, list[str]]:
+        """A column's suggestion for the target a person picked, and the canonical words
+        its cells may stand for."""
+        from fhir_cart.study.suggest import retarget, word_options
+
+        concepts = self.library.concepts()
+        column = retarget(suggestions.table, index, target, concepts)
+        return column, word_options(column.choice, column.field, concepts)
+
+    def word_choices(self, target: str | None, field: str | None) -> list[str]:
+        """The canonical words a cell of a column with this target and field may stand for."""
+        from fhir_cart.study.suggest import word_options
+
+        return word_options(target, field, self.library.concepts())
+
+    def concept_choices(self) -> list[tuple[str, str]]:
+        """(key, label) of every concept and patient attribute, for the assistant's lists."""
+        concepts = self.library.concepts()
+        found = [(f"concept:{k}", concepts.concept(k).label) for k in concepts.keys(None)]
+        found += [(f"attribute:{k}", a.label) for k, a in concepts.data.patient_attributes.items()]
+        return found
+
+    def study_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.mappings_dir / "studies").glob("*.yaml"))
+
+    def store_mapping(self, owner: str, name: str, text: bytes) -> StoredMapping:
+        """Check a mapping file and keep it as the next version of ``owner``'s ``name``."""
+        from fhir_cart.usecases import mappings
+
+        return mappings.store(self, owner, name, text)
+
+    def stored_mappings(self, owner: str | None) -> list[StoredMapping]:
+        from fhir_cart.usecases import mappings
+
+        return mappings.list_stored(self, owner)
+
+    def stored_mapping(self, owner: str, name: str, version: int | None) -> StoredMapping:
+        """One kept version (None: the latest); KeyError if there is none."""
+        from fhir_cart.usecases import mappings
+
+        return mappings.read_stored(self, owner, name, version)

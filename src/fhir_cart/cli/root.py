@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperOption
 
-from fhir_cart.cli import library, registry, serve, study, sync
+from fhir_cart.cli import library, mapping, registry, serve, study, sync
 from fhir_cart.cli.common import Command, Group, err
 from fhir_cart.cli.version import package_version
 from fhir_cart.errors import FatalError, FhirClientError, RetryableError
@@ -72,6 +72,7 @@ def _root(
 app.add_typer(registry.registry_app, name="registry")
 library.library_app.command("check", cls=Command)(library.check_command)
 app.add_typer(library.library_app, name="library")
+app.add_typer(mapping.mapping_app, name="mapping")
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 

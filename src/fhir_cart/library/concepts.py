@@ -107,6 +107,9 @@ class AttributeDef(BaseModel):
     model_config = _STRICT
 
     label: str
+    synonyms: tuple[str, ...] = ()
+    """Other words for it (abbreviations, other languages) that the mapping assistant
+    recognises in a column header; never read as values."""
     type: AttributeType = "text"
     value_set: str | None = None
     open: bool = False
@@ -142,6 +145,10 @@ class ConceptDef(BaseModel):
     model_config = _STRICT
 
     label: str
+    synonyms: tuple[str, ...] = ()
+    """Other words for it (``dx``, ``blina``, ``Diagnose``) that the mapping assistant
+    (``fhir-cart mapping suggest``) recognises in column headers and cells; the study
+    reader does not accept them as values unless a mapping's ``values`` lists them."""
     kind: Kind
     codings: tuple[Coding, ...] = ()
     """Standard codings (none: the concept is written with a local code and its label)."""

@@ -71,6 +71,9 @@ class Concept(BaseModel):
 
     text: str
     codings: tuple[Coding, ...]
+    synonyms: tuple[str, ...] = ()
+    """Other words for it (``CR``, ``neg``) that the mapping assistant recognises in cells;
+    never read as values without a mapping's ``values`` saying so."""
     within: str | None = None
     """A broader word of the same group (b_all within all): a resource coded with both is
     the narrower one, not an ambiguity."""

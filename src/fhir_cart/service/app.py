@@ -35,7 +35,7 @@ from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
 from fhir_cart.service.routers.study import expire_uploads
-from fhir_cart.service.web import check_pages, checks, pages, registry_pages
+from fhir_cart.service.web import assistant, check_pages, checks, pages, registry_pages
 from fhir_cart.service.web.session import Sessions
 from fhir_cart.settings import Settings
 
@@ -152,6 +152,7 @@ def create_app(
     app.include_router(registry_pages.router)
     app.include_router(check_pages.router)
     app.state.checks = checks.Checks()
+    app.include_router(assistant.router)
     _document_problems(app)
     return app
 

@@ -110,7 +110,8 @@ class Guard:
         self.sessions = sessions
 
     def limit(self, path: str) -> int:
-        if path.rstrip("/") in ("/uploads", "/ui/uploads"):  # the API's and the page's
+        # the API's upload and the pages' (check, assistant) take files
+        if path.rstrip("/") in ("/uploads", "/ui/uploads", "/ui/assistant"):
             return self.settings.max_upload_bytes + _MULTIPART_SLACK
         return self.settings.max_body_bytes
 

@@ -1,13 +1,14 @@
 """The service's routes, one APIRouter per area, each with its own dependencies:
 ``health`` (liveness, readiness), ``study`` (uploads and previews), ``jobs`` (queueing
 push, pull and registry jobs; status, outcomes, failures by cause), ``cohort`` (what a pull
-job produced) and ``cache`` (browsing the cache)."""
+job produced), ``cache`` (browsing the cache) and ``mappings`` (mapping files the service
+keeps, versioned)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from fhir_cart.service.routers import cache, cohort, health, jobs, study
+from fhir_cart.service.routers import cache, cohort, health, jobs, mappings, study
 
 __all__ = ["ROUTERS"]
 
@@ -17,5 +18,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     cohort.router,
     cache.router,
+    mappings.router,
 )
 """In the order the routes were always declared (the OpenAPI document lists them so)."""
