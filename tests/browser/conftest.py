@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
+from fhir_cart.devservers import SekmetServer
+from fhir_cart.devservers.fhir_server import free_port
 from fhir_cart.service.access import hash_password
-from fhir_cart.testing import SekmetServer
-from fhir_cart.testing.fhir_server import free_port
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,13 +20,13 @@ import fhir_cart.auth
 import fhir_cart.sync.pull
 from fhir_cart.cache import open_cache
 from fhir_cart.cli import main
+from fhir_cart.devservers import SekmetServer
 from fhir_cart.errors import AuthError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.testing import SekmetServer
 from tests.integration.test_sync import SEED_QUERY, by_id, expected_totals, written
 from tests.support import SEED_FILE, SEED_MAPPING
 

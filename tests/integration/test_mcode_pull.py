@@ -23,12 +23,12 @@ import orjson
 import pytest
 
 from fhir_cart.client import FhirClient
+from fhir_cart.devservers import SekmetServer
 from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir, event_id_of
 from fhir_cart.records import Case, Event
 from fhir_cart.sync.pull import PullSelection, PullStats, pull_resources
-from fhir_cart.testing import SekmetServer
 from tests.support import MAPPINGS, ROOT, need
 
 pytestmark = pytest.mark.integration

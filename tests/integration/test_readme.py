@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_cart.testing.fhir_server import free_port
+from fhir_cart.devservers.fhir_server import free_port
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

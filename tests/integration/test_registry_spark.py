@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from fhir_cart.devservers.registry_data import Corruption, make_registry
 from fhir_cart.registry import _splink
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import cluster, linkage_record, probabilistic_links
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.testing.registry_data import Corruption, make_registry
 from tests.support import need
 
 pytestmark = [

@@ -11,12 +11,12 @@ import pytest
 
 from fhir_cart.cache import open_cache
 from fhir_cart.cli import main
+from fhir_cart.devservers.fhir_server import free_port
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.testing.fhir_server import free_port
 from tests.integration.test_sync import (
     SEED_QUERY,
     by_id,

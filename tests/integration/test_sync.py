@@ -450,7 +450,7 @@ def test_a_wiped_server_gets_everything_again_and_no_dangling_reference(
 ) -> None:
     """The cache says "unchanged", the server was wiped and restarted at the same address:
     the push checks, re-sends everything, and an edited Observation's Patient exists."""
-    from fhir_cart.testing import SekmetServer
+    from fhir_cart.devservers import SekmetServer
 
     total = sum(expected_totals(ctx, seed_cases).values())
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")

@@ -452,3 +452,37 @@ def test_a_failed_pull_is_left_to_the_caller_that_made_its_run(
     else:
         assert runs[run_id] == "running"  # not the pull's: it made a run of its own
         assert sorted(s for i, s in runs.items() if i != run_id) == ["interrupted"]
+
+
+@pytest.mark.parametrize("owned_by_caller", [False, True])
+def test_a_failed_push_is_left_to_the_caller_that_made_its_run(
+    tmp_path: Path, owned_by_caller: bool
+) -> None:
+    """The pull's rule for a push: a push that fails on a bad server answer marks a run it
+    made itself interrupted; a run its caller made (a service job, which marks it failed)
+    is left running for the caller, so a client polling it never sees it interrupted first."""
+    import asyncio
+
+    from fhir_cart.application import Application
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    server = _fake_server("push", tmp_path)
+    run_id = cache.create_run(kind="push", server=server.base_url, params={}, worker="w")
+    app = Application(Settings(data_dir=tmp_path / "data"))
+    read = app.read(SEED_FILE, MAPPINGS / "centres" / "seed.yaml")
+    push = app.push(
+        read.cases,
+        mapping=read.mapping,
+        server=server,
+        cache=cache,
+        run_id=run_id if owned_by_caller else None,
+    )
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="fhir.test").mock(side_effect=_not_fhir)
+        with pytest.raises(BadResponse):
+            asyncio.run(push)
+    runs = {run.id: run.status for run in cache.list_runs()}
+    cache.close()
+    assert runs[run_id] == "running"  # the caller's to record, or not the push's at all
+    if not owned_by_caller:
+        assert sorted(s for i, s in runs.items() if i != run_id) == ["interrupted"]

@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 
+from fhir_cart.devservers.registry_data import make_registry, true_pairs
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import (
     Link,
@@ -18,7 +19,6 @@ from fhir_cart.registry.linkage import (
     linkage_record,
 )
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.testing.registry_data import make_registry, true_pairs
 
 KEY = Pseudonymiser(b"0123456789abcdef0123456789abcdef")
 

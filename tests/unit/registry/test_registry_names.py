@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from fhir_cart.devservers.registry_data import make_registry, true_pairs
 from fhir_cart.records import Case, PatientRecord
 from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import LinkRecord, link_records, linkage_record
 from fhir_cart.registry.names import normalise_name, soundex
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.testing.registry_data import make_registry, true_pairs
 from tests.registry_helpers import KEY as KEY_BYTES
 from tests.registry_helpers import definition, output_files, reader_of, three_centres
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from fhir_cart.devservers.registry_data import make_registry
 from fhir_cart.library.concepts import ConceptLibrary, load_concepts
 from fhir_cart.library.terminology import load_terminology
 from fhir_cart.records import Case
 from fhir_cart.registry.build import BuildResult, build_registry
-from fhir_cart.testing.registry_data import make_registry
 from tests.registry_helpers import KEY, OTHER_KEY, definition, reader_of
 
 
