@@ -71,6 +71,7 @@ def _run(
     return _hashes(out)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_map_and_tables_write_the_same_bytes_with_and_without_tuning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,6 +37,7 @@ def test_case_maps_as_expected(case: EhrCase, ctx: MappingContext) -> None:
     assert check(result, case, ctx) == []
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_case_maps_the_same_as_it_arrives(case: EhrCase, ctx: MappingContext) -> None:
     """As a pull maps them: resources one by one, patients last."""

@@ -10,6 +10,8 @@ import ast
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "fhir_cart"
 
@@ -134,6 +136,7 @@ def test_the_cycle_finder_finds_a_cycle_through_a_deferred_import(tmp_path: Path
     assert cycles(graph) == [["fhir_cart.a", "fhir_cart.c", "fhir_cart.sub.b"]]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_the_cli_loads_no_database_arrow_or_linkage_library_until_a_command_needs_it() -> None:
     """`fhir-cart --help` and `map` start without SQLAlchemy (the cache), pyarrow or splink
     (issue 13: importing the CLI took 0.53 s, half of it the SQL cache)."""
@@ -210,6 +213,7 @@ def _loaded_after(statements: str, *argv: str) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.startswith("[")]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_help_and_version_load_no_heavy_module() -> None:
     """Issue 24: `fhir-cart --help` and `--version` start in well under 0.2 s because they
     load neither the application, settings (pydantic), the study reader, the mappers, the

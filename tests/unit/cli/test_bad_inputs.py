@@ -391,6 +391,7 @@ def test_a_server_answer_that_is_not_fhir_is_a_clear_error_in_the_cli(
     assert f"error: the FHIR server cannot be used: {words}" in err
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize(("command", "words"), SERVER_ANSWERS)
 def test_a_server_answer_that_is_not_fhir_fails_the_job_with_its_reason(
     tmp_path: Path, command: str, words: str

@@ -50,6 +50,7 @@ def test_checked_in_artefacts_equal_the_generated_ones() -> None:
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_the_check_fails_on_a_stale_artefact(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["artefacts", "--out", str(tmp_path)]).exit_code == 0

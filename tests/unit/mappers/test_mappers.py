@@ -234,6 +234,7 @@ FIXTURE_COHORTS = {
 }
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("style", ["urn", "relative"])
 @pytest.mark.parametrize("name", sorted(FIXTURE_COHORTS))
 def test_fixture_cohorts_are_valid_r4_and_round_trip(

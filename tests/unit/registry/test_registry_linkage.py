@@ -121,6 +121,7 @@ def test_below_threshold_is_not_linked() -> None:
     assert found.patient_of["a1"] != found.patient_of["b1"]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("swap", [True, False])
 def test_typed_again_patient_links_with_priors(swap: bool) -> None:
     """Two centres, one child typed twice with day and month of the diagnosis transposed."""

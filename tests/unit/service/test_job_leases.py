@@ -40,6 +40,7 @@ def queue(cache: Cache) -> int:
     return cache.create_run(kind="push", server="s", params={"job": True}, status="pending")
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(cache: Cache) -> None:
     run_id = queue(cache)
     first = cache.claim_next_run(worker="a", lease=1.0)
@@ -82,6 +83,7 @@ def _slow_job(seconds: float, calls: list[str], blocking: bool = True) -> Any:
     return job
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_live_workers_job_outlasting_its_lease_is_not_taken(
     cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +155,7 @@ def _finish_then_block(seconds: float, done: list[int]) -> Any:
     return job
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_heartbeat_after_the_job_ended_never_cancels_the_worker_loop(
     cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,6 +185,7 @@ def test_a_heartbeat_after_the_job_ended_never_cancels_the_worker_loop(
     assert [cache.get_run(r).status for r in runs] == ["succeeded"] * 3  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_dead_job_worker_is_reported_by_health_and_restarted(
     cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -291,6 +295,7 @@ def test_two_workers_with_a_one_second_lease_finish_200_jobs(
         opened.close()
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_outcomes_after_a_takeover_are_one_per_resource(cache_url: str) -> None:
     """The first worker recorded 3 of 5 resources, then went silent; the worker that took
     the job over resumes it: the 3 are unchanged now, the 2 others created. One row each,

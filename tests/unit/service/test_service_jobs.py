@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -33,6 +34,7 @@ def _wait(client: TestClient, job_id: int) -> dict[str, Any]:
     raise AssertionError(f"job {job_id} did not finish")
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_file_with_rejects_is_not_pushed_in_part_unless_asked(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",

@@ -264,6 +264,7 @@ def test_refused_uploads_leave_nothing_on_disk(app: FastAPI, tmp_path: Path) -> 
     assert not uploads.exists() or list(uploads.iterdir()) == []
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 async def test_a_slow_upload_does_not_block_health(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

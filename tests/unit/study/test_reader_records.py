@@ -47,6 +47,7 @@ def same(fast: Callable[..., BaseModel], slow: Callable[..., BaseModel], **field
     assert made.model_fields_set == expected.model_fields_set
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=400)
 @given(dates, days, texts, days, days)
 def test_when(date: Any, day: Any, anchor: Any, earliest: Any, latest: Any) -> None:
@@ -56,6 +57,7 @@ def test_when(date: Any, day: Any, anchor: Any, earliest: Any, latest: Any) -> N
     same(fast, When, date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=400)
 @given(
     st.dictionaries(
@@ -68,6 +70,7 @@ def test_value(fields: dict[str, Any]) -> None:
     same(_make_value, Value, **fields)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=300)
 @given(
     texts,

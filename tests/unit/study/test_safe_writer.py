@@ -52,6 +52,7 @@ def library() -> ConceptLibrary:
     return load_concepts(load_terminology())
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_registry_outputs_hold_no_formula(tmp_path: Path, library: ConceptLibrary) -> None:
     cases = three_centres()
     for n, case in enumerate(cases["berlin"] + cases["london"]):

@@ -232,6 +232,7 @@ def test_parquet_gives_the_same_rows(
         assert read.to_pylist() == _arrow_rows(table, cases), table
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cohort=cohorts())
 def test_parquet_gives_the_same_rows_generated(

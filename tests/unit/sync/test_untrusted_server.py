@@ -103,6 +103,7 @@ def test_an_export_status_url_on_another_origin_is_refused(
 NDJSON_PATIENT = b'{"resourceType": "Patient", "id": "p9"}\n'
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize(
     ("requires_token", "allow", "code"),
     [(True, "true", 6), (False, "false", 6), (False, "true", 0)],
@@ -124,6 +125,7 @@ def test_export_files_on_another_origin_go_without_credentials_or_not_at_all(
         assert "Authorization" not in foreign.seen[0].headers
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize(
     ("answer", "words"),
     [
@@ -167,6 +169,7 @@ def test_resources_without_id_or_subject_are_listed_not_lost(
     assert any(ref.endswith("Observation/o3") for ref, _ in listed), listed
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_endless_next_links_stop_at_the_page_budget(
     server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
