@@ -43,12 +43,18 @@ def bundle(resources: list[dict[str, Any]], next_url: str | None = None) -> Answ
 
 
 def capabilities(*types: str) -> Answer:
-    return fhir_json({
-        "resourceType": "CapabilityStatement",
-        "rest": [{"mode": "server", "interaction": [{"code": "transaction"}],
-                  "resource": [{"type": t, "searchParam": [{"name": "subject"}]}
-                               for t in types]}],
-    })  # fmt: skip
+    return fhir_json(
+        {
+            "resourceType": "CapabilityStatement",
+            "rest": [
+                {
+                    "mode": "server",
+                    "interaction": [{"code": "transaction"}],
+                    "resource": [{"type": t, "searchParam": [{"name": "subject"}]} for t in types],
+                }
+            ],
+        }
+    )
 
 
 @dataclass

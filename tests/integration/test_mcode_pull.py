@@ -199,10 +199,7 @@ def test_diagnoses_are_what_the_conditions_say(
 def test_disease_statuses_are_what_the_observations_say(
     pulled: tuple[list[Json], list[Json], dict[str, str]], mapped: ReverseResult
 ) -> None:
-    statuses = [
-        r for r in pulled[1]
-        if r["resourceType"] == "Observation" and _claims(r, STATUS)
-    ]  # fmt: skip
+    statuses = [r for r in pulled[1] if r["resourceType"] == "Observation" and _claims(r, STATUS)]
     assert len(statuses) == 3
     for resource in statuses:
         event = _event_of(mapped, resource)

@@ -523,9 +523,13 @@ def test_pulls_reflect_resources_deleted_on_the_server(
 
 
 def orjson_counts(outcome: Any, deleted: int) -> str:
-    run_counts = {"patients": len(outcome.cases), "unmapped": len(outcome.unmapped),
-                  "excluded": len(outcome.excluded), **outcome.stats.resources,
-                  "deleted_on_server": deleted}  # fmt: skip
+    run_counts = {
+        "patients": len(outcome.cases),
+        "unmapped": len(outcome.unmapped),
+        "excluded": len(outcome.excluded),
+        **outcome.stats.resources,
+        "deleted_on_server": deleted,
+    }
     return orjson.dumps(run_counts).decode()
 
 
@@ -551,8 +555,9 @@ def test_records_removed_from_the_study_file_are_withdrawn_and_reported(
     assert report.counts.get("deleted", 0) == gone_ae + 1 - withdrawn
     assert not report.failures
     system = ctx.identifier_system("seed", "observation")
-    found = httpx.get(f"{fhir_server}/Observation",
-                      params={"identifier": f"{system}|P01/{mrd.event_id}"}).json()  # fmt: skip
+    found = httpx.get(
+        f"{fhir_server}/Observation", params={"identifier": f"{system}|P01/{mrd.event_id}"}
+    ).json()
     if mode == "delete":
         assert found.get("entry", []) == []
     else:

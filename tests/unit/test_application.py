@@ -154,8 +154,11 @@ def _front_end_files(src: Path) -> list[Path]:
 def _internals_imported(src: Path) -> dict[str, list[str]]:
     found = {}
     for path in _front_end_files(src):
-        bad = sorted(m for m in _every_import(path)
-                     if any(m == i or m.startswith(i + ".") for i in INTERNALS))  # fmt: skip
+        bad = sorted(
+            m
+            for m in _every_import(path)
+            if any(m == i or m.startswith(i + ".") for i in INTERNALS)
+        )
         if bad:
             found[str(path.relative_to(src))] = bad
     return found

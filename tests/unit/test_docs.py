@@ -31,8 +31,19 @@ def test_worked_example_in_the_mapping_reference(tmp_path: Path) -> None:
     sheet = book.active
     assert sheet is not None
     sheet.title = "Cohort"
-    sheet.append(["UPN", "Gender", "Infusion", "Cyclo dose", "MRD d28", "MRD before HSCT",
-                  "Relapse (day)", "CD19 at relapse", "Comment"])  # fmt: skip
+    sheet.append(
+        [
+            "UPN",
+            "Gender",
+            "Infusion",
+            "Cyclo dose",
+            "MRD d28",
+            "MRD before HSCT",
+            "Relapse (day)",
+            "CD19 at relapse",
+            "Comment",
+        ]
+    )
     sheet.append([17, "F", "12/03/2022", "1,5 g/m²", "neg", None, None, None, None])
     sheet.append(
         [23, "M", "02/05/2022", 500, "0.02%", "negative", 180, "negative", "second opinion"]
@@ -57,11 +68,13 @@ def test_worked_example_in_the_mapping_reference(tmp_path: Path) -> None:
     assert second.of("cyclophosphamide")[0].value == Value(number=500.0, unit="mg/m2")
     d28, before_hsct = second.of("mrd")
     assert (d28.value, d28.when.date if d28.when else None) == (
-        Value(number=0.02, unit="%"), dt.date(2022, 5, 30),
-    )  # fmt: skip
+        Value(number=0.02, unit="%"),
+        dt.date(2022, 5, 30),
+    )
     assert (before_hsct.value, before_hsct.when) == (
-        Value(code="negative"), When(latest_day=-1, anchor="hsct"),
-    )  # fmt: skip
+        Value(code="negative"),
+        When(latest_day=-1, anchor="hsct"),
+    )
     (relapse,) = second.of("disease_status")
     assert (relapse.value, relapse.attributes) == (Value(code="relapse"), {"cd19": "negative"})
     assert relapse.when == When(date=dt.date(2022, 10, 29), day=180, anchor="cart_infusion")

@@ -62,10 +62,12 @@ def _case(tmp_path: Path, resources: list[dict[str, object]], expect: dict[str, 
 
 PATIENT = {"resourceType": "Patient", "id": "h-p1", "gender": "female", "birthDate": "2012-03-04"}
 COND = {
-    "resourceType": "Condition", "id": "h-c1", "subject": {"reference": "Patient/h-p1"},
+    "resourceType": "Condition",
+    "id": "h-c1",
+    "subject": {"reference": "Patient/h-p1"},
     "code": {"coding": [{"system": "http://snomed.info/sct", "code": "277571004"}]},
     "onsetDateTime": "2019-05-02",
-}  # fmt: skip
+}
 
 
 def test_check_reports_each_kind_of_mismatch(tmp_path: Path, ctx: MappingContext) -> None:

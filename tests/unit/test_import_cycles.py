@@ -187,11 +187,27 @@ def test_the_size_check_finds_a_long_module(tmp_path: Path) -> None:
 
 
 HEAVY = (
-    "pydantic", "yaml", "openpyxl", "httpx", "sqlalchemy", "pyarrow", "splink", "duckdb",
-    "fastapi", "fhir_cart.application", "fhir_cart.settings", "fhir_cart.mappers",
-    "fhir_cart.study", "fhir_cart.summary", "fhir_cart.library", "fhir_cart.report",
-    "fhir_cart.cache", "fhir_cart.sync", "fhir_cart.registry", "fhir_cart.service",
-)  # fmt: skip
+    "pydantic",
+    "yaml",
+    "openpyxl",
+    "httpx",
+    "sqlalchemy",
+    "pyarrow",
+    "splink",
+    "duckdb",
+    "fastapi",
+    "fhir_cart.application",
+    "fhir_cart.settings",
+    "fhir_cart.mappers",
+    "fhir_cart.study",
+    "fhir_cart.summary",
+    "fhir_cart.library",
+    "fhir_cart.report",
+    "fhir_cart.cache",
+    "fhir_cart.sync",
+    "fhir_cart.registry",
+    "fhir_cart.service",
+)
 
 
 def _loaded_after(statements: str, *argv: str) -> list[str]:
@@ -202,12 +218,13 @@ def _loaded_after(statements: str, *argv: str) -> list[str]:
 
     code = (
         f"import sys; sys.argv = ['fhir-cart', *{list(argv)!r}]\n"
-        "try:\n" + "".join(f"    {line}\n" for line in statements.splitlines()) +
-        "except SystemExit:\n    pass\n"
+        "try:\n"
+        + "".join(f"    {line}\n" for line in statements.splitlines())
+        + "except SystemExit:\n    pass\n"
         f"heavy = {HEAVY!r}\n"
         "print(sorted({h for m in sys.modules for h in heavy "
         "if m == h or m.startswith(h + '.')}), file=sys.stderr)"
-    )  # fmt: skip
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return [line for line in done.stderr.splitlines() if line.startswith("[")]

@@ -71,8 +71,12 @@ def test_medplum_and_the_json_schema_find_no_error_in_the_artefacts(
 ) -> None:
     artefacts = _artefacts()
     assert {a["resourceType"] for a in artefacts} == {
-        "StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap", "ImplementationGuide"
-    }  # fmt: skip
+        "StructureDefinition",
+        "CodeSystem",
+        "ValueSet",
+        "ConceptMap",
+        "ImplementationGuide",
+    }
     assert medplum_errors(artefacts) == []
     schema = SchemaChecker(fhir_schema_path)
     # The HL7 R4 JSON Schema was built for 4.0.0: its FHIRVersion enum stops there, so it

@@ -32,8 +32,12 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
 
 
 def settings(tmp_path: Path, lease: float = 1.0) -> Settings:
-    return Settings(data_dir=tmp_path, cache_url=f"sqlite:///{tmp_path / 'c.sqlite'}",
-                    api_keys=[SecretStr("k" * 32)], job_lease_seconds=lease)  # fmt: skip
+    return Settings(
+        data_dir=tmp_path,
+        cache_url=f"sqlite:///{tmp_path / 'c.sqlite'}",
+        api_keys=[SecretStr("k" * 32)],
+        job_lease_seconds=lease,
+    )
 
 
 def queue(cache: Cache) -> int:
@@ -92,8 +96,9 @@ def test_a_live_workers_job_outlasting_its_lease_is_not_taken(
     run_id = queue(cache)
     claimed = cache.claim_next_run(worker="a", lease=1.0)
     assert claimed is not None
-    worker = threading.Thread(target=asyncio.run,
-                              args=(jobs.execute(claimed, settings(tmp_path), cache),))  # fmt: skip
+    worker = threading.Thread(
+        target=asyncio.run, args=(jobs.execute(claimed, settings(tmp_path), cache),)
+    )
     worker.start()
     for _ in range(5):
         time.sleep(0.5)
@@ -113,8 +118,9 @@ def test_a_worker_that_lost_its_job_stops_and_writes_nothing(
     claimed = cache.claim_next_run(worker="a", lease=1.0)
     assert claimed is not None
     started = time.monotonic()
-    worker = threading.Thread(target=asyncio.run,
-                              args=(jobs.execute(claimed, settings(tmp_path), cache),))  # fmt: skip
+    worker = threading.Thread(
+        target=asyncio.run, args=(jobs.execute(claimed, settings(tmp_path), cache),)
+    )
     worker.start()
     time.sleep(0.5)
     with cache.engine.begin() as conn:  # b took the job over (a was cut off for a while)
@@ -167,8 +173,11 @@ def test_a_heartbeat_after_the_job_ended_never_cancels_the_worker_loop(
 
     def work() -> None:
         try:
-            outcome.append(asyncio.run(jobs.run_worker(settings(tmp_path), cache, name="w",
-                                                       poll=0.05, stop=stop)))  # fmt: skip
+            outcome.append(
+                asyncio.run(
+                    jobs.run_worker(settings(tmp_path), cache, name="w", poll=0.05, stop=stop)
+                )
+            )
         except BaseException as exc:  # what killed the worker's loop
             outcome.append(exc)
 
@@ -313,8 +322,9 @@ def test_outcomes_after_a_takeover_are_one_per_resource(cache_url: str) -> None:
         taken = opened.claim_next_run(worker="b", lease=1.0)
         assert taken is not None
         assert taken.id == run_id
-        opened.journal_push(run_id=run_id, groups=[],
-                            unchanged=[Outcome(k, "unchanged") for k in keys[:3]])  # fmt: skip
+        opened.journal_push(
+            run_id=run_id, groups=[], unchanged=[Outcome(k, "unchanged") for k in keys[:3]]
+        )
         created = [Outcome(k, "created", 201) for k in keys[3:]]
         opened.record_bundle_group(server="s", run_id=run_id, sent=[], outcomes=created)
         rows = opened.outcomes(run_id=run_id)

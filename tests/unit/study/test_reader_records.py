@@ -88,19 +88,45 @@ def test_value(fields: dict[str, Any]) -> None:
     st.one_of(texts, st.text(alphabet="ab; -", min_size=195, max_size=205)),
 )
 def test_event(
-    event_id: Any, concept: Any, when: Any, value: Any, attributes: Any, source: Any, origin: Any,
-    assumed: Any, status: Any,
-) -> None:  # fmt: skip
+    event_id: Any,
+    concept: Any,
+    when: Any,
+    value: Any,
+    attributes: Any,
+    source: Any,
+    origin: Any,
+    assumed: Any,
+    status: Any,
+) -> None:
     same(
-        _make_event, Event, event_id=event_id, concept=concept, when=when, end=None,
-        value=value, attributes=attributes, source_text=source, origin=origin, assumed=assumed,
+        _make_event,
+        Event,
+        event_id=event_id,
+        concept=concept,
+        when=when,
+        end=None,
+        value=value,
+        attributes=attributes,
+        source_text=source,
+        origin=origin,
+        assumed=assumed,
         status=status,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("status", [None, "", "preliminary", " x", "a" * 200, "a" * 201])
 def test_event_status(status: Any) -> None:
     same(
-        _make_event, Event, event_id="e1", concept="mrd", when=None, end=None, value=None,
-        attributes={}, source_text=None, origin=None, assumed=None, status=status,
-    )  # fmt: skip
+        _make_event,
+        Event,
+        event_id="e1",
+        concept="mrd",
+        when=None,
+        end=None,
+        value=None,
+        attributes={},
+        source_text=None,
+        origin=None,
+        assumed=None,
+        status=status,
+    )
