@@ -148,3 +148,25 @@ def test_worked_example_of_the_study_file_reference_reproduces_its_numbers(
     results = summarise(seed_cases, study)
     assert len(study.expected) == 5
     assert {r.id: r.value for r in results if r.expected is not None} == study.expected
+
+
+def _readme_layout() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout\n", 1)[1]
+    match = re.search(r"```\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+def test_the_readme_layout_names_every_package_module_and_top_folder() -> None:
+    """The README's layout is complete: every package of src/fhir_cart (as ``name/``), every
+    module at its top, every tracked top-level folder."""
+    layout = _readme_layout()
+    words = set(re.findall(r"\.?[A-Za-z_][\w.-]*/?", layout))
+    src = ROOT / "src" / "fhir_cart"
+    packages = {p.parent.name for p in src.glob("*/__init__.py")}
+    modules = {p.stem for p in src.glob("*.py")} - {"__init__"}
+    folders = {"api", "benchmarks", "docs", "fixtures", "mappings", "scripts", "tests", ".ci"}
+    assert {f"{p}/" for p in packages} - words == set()
+    assert {m for m in modules if m not in words and f"{m}.py" not in words} == set()
+    assert {f"{f}/" for f in folders} - words == set()
