@@ -163,8 +163,12 @@ OTHER_TYPE_NAMES = {
 
 def _files_naming_written_types() -> set[str]:
     found = set()
+    quoted = [f"{q}{t}{q}" for t in WRITTEN_TYPES for q in "\"'"]
     for path in SRC.rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not any(q in text for q in quoted):
+            continue  # no string literal names one
+        tree = ast.parse(text)
         if any(isinstance(n, ast.Constant) and n.value in WRITTEN_TYPES for n in ast.walk(tree)):
             found.add(str(path.relative_to(SRC)))
     return found

@@ -249,6 +249,7 @@ def test_a_wrong_value_type_fails() -> None:
     assert "AdverseEvent.extension[" in errors[0]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.integration
 def test_a_value_outside_the_library_bounds_fails() -> None:
     event, grade = _with_extension("AdverseEvent", EXT + "grade")

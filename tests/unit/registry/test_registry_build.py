@@ -48,6 +48,7 @@ def test_links_shared_children_and_keeps_the_others(
     assert sorted(m.centres for m in shared) == [("berlin", "london"), ("berlin", "rotterdam")]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_source_of_truth_rules_and_conflict_report(tmp_path: Path, library: ConceptLibrary) -> None:
     result = build(tmp_path, library)
     assert result.registry is not None
@@ -68,6 +69,7 @@ def test_source_of_truth_rules_and_conflict_report(tmp_path: Path, library: Conc
     assert csv.count("cart_infusion") == 2  # one line per centre's value
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_pooled_events_keep_their_centre_and_words(tmp_path: Path, library: ConceptLibrary) -> None:
     build(tmp_path, library)
     events = ds.dataset(tmp_path / "out" / "tables" / "events", partitioning="hive").to_table()

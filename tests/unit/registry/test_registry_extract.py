@@ -302,6 +302,7 @@ def test_a_changed_extract_is_built_again(tmp_path: Path, library: ConceptLibrar
     assert again.registry.centre_records["berlin"] == first.registry.centre_records["berlin"] - 1
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_registry_event_ids_are_those_of_the_clear_records(tmp_path: Path) -> None:
     """The build works on sealed records, yet names every event as it named it from the
     clear ones (a server the registry was pushed to keeps its resources)."""

@@ -93,6 +93,7 @@ def every_output(out: Path) -> str:
     return "\n".join(found)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_event_ids_hold_no_source_cell(tmp_path: Path, library: ConceptLibrary) -> None:
     result = build(tmp_path, library, dated_ids())
     assert result.registry is not None

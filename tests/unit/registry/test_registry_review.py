@@ -100,6 +100,7 @@ def test_an_identifier_link_the_other_fields_contradict_goes_to_review(tmp_path:
     assert twins["differ"].split("; ") == ["sex", "diagnosis_date", "infusion_date"]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_without_the_contradiction_check_the_twins_merge(tmp_path: Path) -> None:
     """The fixture tells the rule apart: unchecked, the mixed-up id merges the twins."""
     assert TWINS in together(build(tmp_path, contradiction=0))
@@ -159,6 +160,7 @@ def test_decisions_are_kept_with_who_and_when_and_honoured(tmp_path: Path) -> No
     assert SAME in together(build(tmp_path))
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_decision_on_records_not_in_the_build_is_reported(tmp_path: Path) -> None:
     other = P.patient("berlin", "gone")
     assert decide(tmp_path, other, HARD[0], "--link", "--by", "Dr Weber").exit_code == 0
