@@ -144,14 +144,12 @@ def test_a_loader_for_a_new_yaml_file_speaks_like_every_other(tmp_path: Path) ->
 WRITTEN_TYPES = {k.type for k in RESOURCE_KINDS if k.concept_kind is not None}
 
 KIND_RECIPE_FILES = {
-    "mappers/kinds.py",  # the row
+    "mappers/kinds.py",  # the row (with where the views read it, where extensions go)
     "mappers/to_fhir.py",  # the builder (and where attributes may go on the type)
     "mappers/from_resources.py",  # the reverse mapper
-    "conformance/views.py",  # the type's shape in the SQL-on-FHIR views
-    "conformance/contexts.py",  # which elements of the type its extensions may sit on
 }
-"""The source files holding a table by resource type that a new kind must join (besides the
-``Kind`` literal in library/concepts.py, a word list of concept kinds)."""
+"""The source files holding a table by resource type that a new kind must join; the fourth
+file is library/concepts.py (the ``Kind`` literal, a word list of concept kinds)."""
 
 OTHER_TYPE_NAMES = {
     "sync/capabilities.py": "R4's Patient compartment: a fact of R4, every type already in",
@@ -183,9 +181,10 @@ def _recipe(title: str) -> str:
 
 def test_a_new_resource_kind_touches_the_files_its_recipe_names() -> None:
     """Every file that keeps a table by resource type is one the recipe names (so a new
-    kind joins them all), and the recipe says which."""
+    kind joins them all); with the ``Kind`` literal, four files, and the recipe says which."""
     tables = _files_naming_written_types() - set(OTHER_TYPE_NAMES)
     assert tables == KIND_RECIPE_FILES
+    assert len(KIND_RECIPE_FILES | {"library/concepts.py"}) <= 4
     recipe = _recipe("Add a FHIR resource kind")
     for name in [*KIND_RECIPE_FILES, "library/concepts.py"]:
         assert f"`{name}`" in recipe, name
