@@ -7,7 +7,7 @@ previews and push jobs, on a SQLite and on a PostgreSQL cache.
 Each database gets a fresh service: ``fhir-cart serve`` (API and its one job worker, as
 shipped; with ``--separate-worker``, ``serve --no-workers`` beside one ``fhir-cart worker``
 process, so jobs do not share the API's interpreter) in a process of its own on 127.0.0.1,
-with a fresh data folder, pushing to a fresh sekmet-fhir server (fhir_cart.testing), and
+with a fresh data folder, pushing to a fresh sekmet-fhir server (fhir_cart.devservers), and
 for PostgreSQL a fresh schema that is dropped afterwards. The load generator is another
 process on the same machine (this file run with ``_load``): ``--clients`` asyncio tasks
 over one httpx client, each looping for ``--seconds`` over a weighted draw of
@@ -327,7 +327,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    from fhir_cart.testing import SekmetServer
+    from fhir_cart.devservers import SekmetServer
 
     runs = []
     for database in args.databases.split(","):

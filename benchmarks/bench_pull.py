@@ -64,7 +64,7 @@ def _rows(path: Path) -> int:
 def one_size(patients: int, pairs: int, before: str | None, tmp: Path) -> dict[str, Any]:
     from cohort import cohort
 
-    from fhir_cart.testing import SekmetServer
+    from fhir_cart.devservers import SekmetServer
     from fhir_cart.writers import write_study
 
     study = tmp / "study"

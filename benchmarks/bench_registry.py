@@ -4,7 +4,7 @@ with the linkage quality it reaches, its wall time and its peak memory.
     .venv/bin/python benchmarks/bench_registry.py [--persons 3000 30000] [--centres 10]
         [--profile 3000]
 
-For each size, the project's generator (:func:`fhir_cart.testing.registry_data.make_registry`,
+For each size, the project's generator (:func:`fhir_cart.devservers.registry_data.make_registry`,
 ``with_names``: names misspelt, transliterated, in capitals or missing; dates mistyped,
 transposed, shifted or missing; sex flipped; 15 % of persons at 2-3 centres; 30 % of records
 with the shared insurance number) writes one CSV per centre and a mapping for it (one
@@ -89,7 +89,7 @@ HEADER = [
 
 def _write_centres(persons: int, centres: int, folder: Path) -> dict[tuple[str, str], int]:
     """Centre files, mappings and the registry file in ``folder``; the truth returned."""
-    from fhir_cart.testing.registry_data import make_registry
+    from fhir_cart.devservers.registry_data import make_registry
 
     data = make_registry(persons, centres=centres, seed=SEED, identifiers=0.3, with_names=True)
     (folder / "mappings").mkdir()
@@ -323,7 +323,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work",
         "python": platform.python_version(),
-        "generator": "fhir_cart.testing.registry_data.make_registry(persons, centres, "
+        "generator": "fhir_cart.devservers.registry_data.make_registry(persons, centres, "
         f"seed={SEED}, identifiers=0.3, with_names=True)",
         "builds": [],
     }

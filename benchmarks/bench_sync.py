@@ -444,7 +444,7 @@ def prepare(study: Path, tmp: Path) -> tuple[int, Path, str]:
 
 
 def bench_push(study: Path, bundles: Path, resources: int, pairs: int, tmp: Path) -> dict[str, Any]:
-    from fhir_cart.testing import SekmetServer
+    from fhir_cart.devservers import SekmetServer
 
     rows = []
     for index in range(pairs):
@@ -485,7 +485,7 @@ def bench_push(study: Path, bundles: Path, resources: int, pairs: int, tmp: Path
 def bench_pull(
     bundles: Path, resources: int, query: str, patients: int, pairs: int, tmp: Path
 ) -> dict[str, Any]:
-    from fhir_cart.testing import SekmetServer
+    from fhir_cart.devservers import SekmetServer
 
     out = tmp / "pulled"
     rows = []
@@ -751,7 +751,7 @@ def main() -> None:
         return
     from cohort import cohort
 
-    from fhir_cart.testing.fhir_server import SEKMET_VERSION
+    from fhir_cart.devservers.fhir_server import SEKMET_VERSION
     from fhir_cart.writers import write_study
 
     load_start, uptime_start = load(), uptime()

@@ -34,12 +34,12 @@ from sqlalchemy import event
 
 from fhir_cart.bundle import content_hash, map_cases
 from fhir_cart.cache import Outcome, SentEntry, open_cache
+from fhir_cart.devservers import SekmetServer
 from fhir_cart.mappers.context import mapping_context
 from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.jobs import run_push
 from fhir_cart.sync.push import resource_key
 from fhir_cart.sync.retract import removed_records
-from fhir_cart.testing import SekmetServer
 
 
 class Counter:

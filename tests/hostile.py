@@ -43,12 +43,18 @@ def bundle(resources: list[dict[str, Any]], next_url: str | None = None) -> Answ
 
 
 def capabilities(*types: str) -> Answer:
-    return fhir_json({
-        "resourceType": "CapabilityStatement",
-        "rest": [{"mode": "server", "interaction": [{"code": "transaction"}],
-                  "resource": [{"type": t, "searchParam": [{"name": "subject"}]}
-                               for t in types]}],
-    })  # fmt: skip
+    return fhir_json(
+        {
+            "resourceType": "CapabilityStatement",
+            "rest": [
+                {
+                    "mode": "server",
+                    "interaction": [{"code": "transaction"}],
+                    "resource": [{"type": t, "searchParam": [{"name": "subject"}]} for t in types],
+                }
+            ],
+        }
+    )
 
 
 @dataclass
@@ -84,7 +90,11 @@ class HostileServer:
                 return None
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # a short poll: shutdown() waits up to one poll (the default 0.5 s was most of
+        # the time of the tests that use this server)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
         self._thread.start()
         return self
 

@@ -117,8 +117,14 @@ def whens(draw: st.DrawFn, lib: ConceptLibrary | None = None) -> r.When:
     anchor = draw(anchors) if day is not None or "window" in form else None
     precision = draw(precisions) if date is not None else "day"
     date = None if date is None else _at(date, precision)
-    return r.When(date=date, precision=precision, day=day, anchor=anchor, earliest_day=earliest,
-                  latest_day=latest)  # fmt: skip
+    return r.When(
+        date=date,
+        precision=precision,
+        day=day,
+        anchor=anchor,
+        earliest_day=earliest,
+        latest_day=latest,
+    )
 
 
 def _unit(draw: st.DrawFn, value: ValueDef) -> str | None:

@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.library.study_library import LibraryReport
     from fhir_cart.mapjob import MapResult
     from fhir_cart.ndjson_tables import TablesOutcome
-    from fhir_cart.registry.build import BuildResult, Progress
+    from fhir_cart.registry.build import BuildResult
     from fhir_cart.registry.centre_side import ExtractResult
     from fhir_cart.report.evaluate import MeasureResult
     from fhir_cart.study.draft import ColumnChoice as ColumnChoice
@@ -73,6 +73,7 @@ if TYPE_CHECKING:  # the cache (SQLAlchemy) and sync modules load when a command
     from fhir_cart.sync.push import PushReport as PushReport
     from fhir_cart.sync.push import failure_causes as failure_causes
     from fhir_cart.usecases.mappings import StoredMapping as StoredMapping
+    from fhir_cart.usecases.registry import BuildRequest as BuildRequest
     from fhir_cart.usecases.registry import Decided
     from fhir_cart.usecases.study import CasesRead, Preview, StudySummary
     from fhir_cart.writers import Format
@@ -81,6 +82,7 @@ from fhir_cart.usecases.study import MapRequest
 
 __all__ = [
     "Application",
+    "BuildRequest",
     "Cache",
     "ColumnChoice",
     "FailureCause",
@@ -104,6 +106,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "BuildRequest": "fhir_cart.usecases.registry",
     "Cache": "fhir_cart.cache",
     "run_owner": "fhir_cart.cache",
     "worker_name": "fhir_cart.cache",
@@ -497,39 +500,19 @@ class Application:
             workers=workers,
         )
 
-    def registry_build(
-        self,
-        registry_file: Path,
-        out: Path,
-        *,
-        push: str | None = None,
-        force: bool = False,
-        spark: bool = False,
-        work: Path | None = None,
-        progress: Progress | None = None,
-        allow_new_key: bool = False,
-    ) -> tuple[BuildResult, str | None]:
-        """Build the registry of ``registry_file`` into ``out`` (and push it to the server
-        ``push`` names, when asked). The key comes from settings' ``registry_key`` or the
-        environment; the working copy defaults to ``<data_dir>/registry/<id>``.
+    def registry_build(self, request: BuildRequest) -> tuple[BuildResult, str | None]:
+        """Build the registry of ``request.registry_file`` into ``request.out`` (and push it
+        to the server ``request.push`` names, when asked). The key comes from settings'
+        ``registry_key`` or the environment; the working copy defaults to
+        ``<data_dir>/registry/<id>``.
 
         A push under a key other than the one of the last push to that server is refused
         (ConfigError, before anything is built) while the server still holds patients pushed
         under the old key: every patient would arrive a second time under new pseudonyms.
-        ``allow_new_key`` pushes anyway (both sets stay on the server)."""
+        ``request.allow_new_key`` pushes anyway (both sets stay on the server)."""
         from fhir_cart.usecases import registry
 
-        return registry.build(
-            self,
-            registry_file,
-            out,
-            push=push,
-            force=force,
-            spark=spark,
-            work=work,
-            progress=progress,
-            allow_new_key=allow_new_key,
-        )
+        return registry.build(self, request)
 
     def registry_extract(
         self, centre_file: Path, mapping: Path, registry_file: Path, centre: str, out: Path

@@ -18,18 +18,23 @@ import httpx
 import pytest
 import yaml
 
+from fhir_cart.devservers import SekmetServer
+from fhir_cart.devservers.fhir_server import free_port
 from fhir_cart.service.access import hash_password
-from fhir_cart.testing import SekmetServer
-from fhir_cart.testing.fhir_server import free_port
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = ROOT / ".cache" / "axe-core" / "4.10.3" / "axe.min.js"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ADMIN_KEY = "browser-admin-key-0123456789abcdef0123"
 PASSWORD = "a long synthetic password"
 
@@ -57,20 +62,33 @@ def service(tmp_path: Path) -> Iterator[Service]:
     with SekmetServer() as fhir:
         port = free_port()
         config = tmp_path / "fhir-cart.yaml"
-        config.write_text(yaml.safe_dump({
-            "data_dir": str(tmp_path / "data"),
-            "api_keys": [ADMIN_KEY],
-            "users": [{"name": "ana", "role": "centre", "centre": "centre_b",
-                       "password_hash": hash_password(PASSWORD)}],
-            "servers": {"local": {"base_url": fhir.base_url}},
-        }))  # fmt: skip
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "data_dir": str(tmp_path / "data"),
+                    "api_keys": [ADMIN_KEY],
+                    "users": [
+                        {
+                            "name": "ana",
+                            "role": "centre",
+                            "centre": "centre_b",
+                            "password_hash": hash_password(PASSWORD),
+                        }
+                    ],
+                    "servers": {"local": {"base_url": fhir.base_url}},
+                }
+            )
+        )
         env = {**os.environ, "FHIR_CART_CONFIG": str(config)}
         log = tmp_path / "service.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-c", SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-            )  # fmt: skip
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
             try:
                 url = f"http://127.0.0.1:{port}"
                 deadline = time.monotonic() + 60

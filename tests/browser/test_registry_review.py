@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from fhir_cart.service.access import hash_password
-from fhir_cart.testing.fhir_server import free_port
+from fhir_cart.devservers.fhir_server import free_port
 from tests.browser.conftest import ADMIN_KEY, PASSWORD, ROOT, SERVE, axe_violations
 from tests.support.registry_net import REGISTRY_KEY, install_net
 

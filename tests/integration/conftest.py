@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fhir_cart.testing import SERVERS, SekmetServer
+from fhir_cart.devservers import SERVERS, SekmetServer
 
 
 @pytest.fixture(params=sorted(SERVERS))

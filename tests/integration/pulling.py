@@ -37,8 +37,9 @@ def load(base: str, resources: list[Json]) -> dict[str, str]:
     refused: dict[str, str] = {}
     for start in range(0, len(resources), BATCH):
         part = resources[start : start + BATCH]
-        entries = [{"resource": r, "request": {"method": "PUT", "url": "/".join(key(r))}}
-                   for r in part]  # fmt: skip
+        entries = [
+            {"resource": r, "request": {"method": "PUT", "url": "/".join(key(r))}} for r in part
+        ]
         bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
         answer = httpx.post(base, json=bundle, timeout=120).json()
         for resource, entry in zip(part, answer["entry"], strict=True):
@@ -78,8 +79,7 @@ def pull_fresh(base: str, ctx: MappingContext, patient_ids: list[str], folder: P
 
 def reasons(result: ReverseResult) -> dict[Key, str]:
     """The reason given for each ``other`` row and each excluded resource."""
-    out = {(str(r["resource_type"]), str(r["resource_id"])): str(r["reason"])
-           for r in result.other}  # fmt: skip
+    out = {(str(r["resource_type"]), str(r["resource_id"])): str(r["reason"]) for r in result.other}
     for item in result.excluded:
         out[_unmapped_key(item)] = item.reason
     return out

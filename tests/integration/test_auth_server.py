@@ -20,13 +20,13 @@ import fhir_cart.auth
 import fhir_cart.sync.pull
 from fhir_cart.cache import open_cache
 from fhir_cart.cli import main
+from fhir_cart.devservers import SekmetServer
 from fhir_cart.errors import AuthError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import AuthSettings, ServerSettings
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.testing import SekmetServer
 from tests.integration.test_sync import SEED_QUERY, by_id, expected_totals, written
 from tests.support import SEED_FILE, SEED_MAPPING
 
@@ -38,14 +38,20 @@ TOKEN_LIFETIME_S = 2
 def _key_pair(tmp_path: Path) -> tuple[Path, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = tmp_path / "client.pem"
-    private.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))  # fmt: skip
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     public = tmp_path / "client.pub.pem"
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
-    ))  # fmt: skip
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
     return private, public
 
 
@@ -96,8 +102,12 @@ def test_push_and_pull_with_smart_backend_services_and_a_token_that_expires(
     monkeypatch.setattr(fhir_cart.auth, "_EARLY", 0.0)
     frozen = time.monotonic()
     monkeypatch.setattr(fhir_cart.auth, "time", _FrozenMonotonic(frozen))
-    auth = AuthSettings(type="smart_backend", client_id=CLIENT, private_key_file=private,
-                        scope="system/*.read system/*.write")  # fmt: skip
+    auth = AuthSettings(
+        type="smart_backend",
+        client_id=CLIENT,
+        private_key_file=private,
+        scope="system/*.read system/*.write",
+    )
     server = ServerSettings(base_url=base, auth=auth)
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
     try:

@@ -199,12 +199,28 @@ def test_a_cache_with_outcomes_counted_twice_keeps_the_latest_of_each(cache_url:
 
     at = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
-        conn.execute(insert(SyncRun).values(id=1, kind="push", server="s", status="succeeded",
-                                            params="{}", counts="{}", created_at=at))  # fmt: skip
+        conn.execute(
+            insert(SyncRun).values(
+                id=1,
+                kind="push",
+                server="s",
+                status="succeeded",
+                params="{}",
+                counts="{}",
+                created_at=at,
+            )
+        )
         for outcome in ("created", "unchanged", "updated"):
-            conn.execute(insert(ResourceOutcome).values(
-                run_id=1, resource_type=KEY[0], identifier_system=KEY[1],
-                identifier_value=KEY[2], outcome=outcome, at=at))  # fmt: skip
+            conn.execute(
+                insert(ResourceOutcome).values(
+                    run_id=1,
+                    resource_type=KEY[0],
+                    identifier_system=KEY[1],
+                    identifier_value=KEY[2],
+                    outcome=outcome,
+                    at=at,
+                )
+            )
     engine.dispose()
     cache = open_cache(cache_url)
     try:

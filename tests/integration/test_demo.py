@@ -16,9 +16,14 @@ def test_readme_first_command_runs_the_main_job(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/demo" in readme
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo")], cwd=tmp_path, capture_output=True,
-        text=True, timeout=600, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+        ["bash", str(ROOT / "scripts" / "demo")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "all numbers the paper reports are reproduced" in done.stdout
     assert "Median follow-up (days after infusion)" in done.stdout

@@ -48,16 +48,22 @@ def test_medications_pulled_by_bulk_export(
     refused = set(load(sekmet_server, copy.deepcopy(case.resources)))
     assert refused <= INVALID_ON_PURPOSE
     patients = [r["id"] for r in case.resources if r["resourceType"] == "Patient"]
-    group = {"resourceType": "Group", "type": "person", "actual": True,
-             "member": [{"entity": {"reference": f"Patient/{p}"}} for p in patients]}  # fmt: skip
-    created = httpx.post(f"{sekmet_server}/Group", json=group,
-                         headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    group = {
+        "resourceType": "Group",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{p}"}} for p in patients],
+    }
+    created = httpx.post(
+        f"{sekmet_server}/Group", json=group, headers={"Content-Type": "application/fhir+json"}
+    )
     selection = PullSelection(kind="group", group_id=str(created.json()["id"]))
     server = ServerSettings(base_url=sekmet_server)
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
     try:
-        pulled = asyncio.run(run_pull(PullRequest(selection, use_export=True), ctx=ctx,
-                                      server=server, cache=cache))  # fmt: skip
+        pulled = asyncio.run(
+            run_pull(PullRequest(selection, use_export=True), ctx=ctx, server=server, cache=cache)
+        )
     finally:
         cache.close()
     other: Any = pulled.other

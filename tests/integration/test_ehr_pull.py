@@ -103,8 +103,9 @@ def pulled(fhir_server: str, ctx: MappingContext, tmp_path: Path) -> tuple[Pulle
     assert {k: s for k, s in refused.items() if k not in refusable} == {}
     taken = [[r for r in case["resources"] if "/".join(key(r)) not in refused] for case in files]
     files = [{**case, "resources": kept} for case, kept in zip(files, taken, strict=True)]
-    patients = [r["id"] for case in files for r in case["resources"]
-                if r["resourceType"] == "Patient"]  # fmt: skip
+    patients = [
+        r["id"] for case in files for r in case["resources"] if r["resourceType"] == "Patient"
+    ]
     return pull_fresh(fhir_server, ctx, patients, tmp_path), files
 
 
@@ -117,8 +118,9 @@ def test_ehr_resources_round_trip_a_real_server(
     stats = got.outcome.stats
     # (a) what was not fetched is what no pull could ask for (and the pull named its type)
     missed = [k for k in resources if k not in got.fetched]
-    assert [k for k in missed
-            if not _not_fetchable(resources[k], patients, stats.not_searchable)] == []  # fmt: skip
+    assert [
+        k for k in missed if not _not_fetchable(resources[k], patients, stats.not_searchable)
+    ] == []
     assert set(got.fetched) <= set(resources)
     result = got.result()
     where = places(ctx, list(got.fetched.values()), result)
@@ -139,6 +141,7 @@ def test_ehr_resources_round_trip_a_real_server(
     for path, case in zip(FILES, files, strict=True):
         here = [r for r in case["resources"] if key(r) in got.fetched]
         names = {"/".join(key(r)) for r in here}
-        part = EhrCase(path, case["about"], here,
-                       {k: v for k, v in case["expect"].items() if k in names})  # fmt: skip
+        part = EhrCase(
+            path, case["about"], here, {k: v for k, v in case["expect"].items() if k in names}
+        )
         assert check(result, part, ctx) == [], path.name

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from fhir_cart.cli import main
-from fhir_cart.testing.fhir_server import free_port
+from fhir_cart.devservers.fhir_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -26,33 +26,61 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("installed")
     dist = base / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-         "--disable-pip-version-check", str(ROOT), "-w", str(dist)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(ROOT),
+            "-w",
+            str(dist),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = dist.glob("fhir_cart-*.whl")
     env_dir = base / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     (Path(purelib) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
-         "--disable-pip-version-check", str(wheel)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return env_dir / "bin"
 
 
 def _run(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_CART_")}
     return subprocess.run(
-        [str(bin_dir / "fhir-cart"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        [str(bin_dir / "fhir-cart"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_the_installed_package_maps_the_seed_from_another_folder(
@@ -60,8 +88,11 @@ def test_the_installed_package_maps_the_seed_from_another_folder(
 ) -> None:
     where = subprocess.run(
         [str(installed / "python"), "-c", "import fhir_cart; print(fhir_cart.__file__)"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     assert str(installed.parent) in where  # the wheel's copy, not the checkout's
     study = tmp_path / "seed.xlsx"
     study.write_bytes(SEED_FILE.read_bytes())

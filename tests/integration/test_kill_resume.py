@@ -49,8 +49,17 @@ def test_sigkill_mid_push_then_rerun_leaves_one_copy_of_each(
     (study,) = write_study(cohort, tmp_path, "json")
     cache_url = f"sqlite:///{tmp_path / 'cache.sqlite'}"
     code = "import sys; from fhir_cart.cli import main; sys.exit(main(sys.argv[1:]))"
-    args = [sys.executable, "-c", code, "push", str(study), "--server", fhir_server,
-            "--cache", cache_url]  # fmt: skip
+    args = [
+        sys.executable,
+        "-c",
+        code,
+        "push",
+        str(study),
+        "--server",
+        fhir_server,
+        "--cache",
+        cache_url,
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while _progress(cache_url) < 5 and time.monotonic() < deadline and proc.poll() is None:

@@ -23,12 +23,12 @@ import orjson
 import pytest
 
 from fhir_cart.client import FhirClient
+from fhir_cart.devservers import SekmetServer
 from fhir_cart.library.terminology import load_terminology
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.mappers.from_fhir import ReverseResult, cases_from_fhir, event_id_of
 from fhir_cart.records import Case, Event
 from fhir_cart.sync.pull import PullSelection, PullStats, pull_resources
-from fhir_cart.testing import SekmetServer
 from tests.support import MAPPINGS, ROOT, need
 
 pytestmark = pytest.mark.integration
@@ -199,10 +199,7 @@ def test_diagnoses_are_what_the_conditions_say(
 def test_disease_statuses_are_what_the_observations_say(
     pulled: tuple[list[Json], list[Json], dict[str, str]], mapped: ReverseResult
 ) -> None:
-    statuses = [
-        r for r in pulled[1]
-        if r["resourceType"] == "Observation" and _claims(r, STATUS)
-    ]  # fmt: skip
+    statuses = [r for r in pulled[1] if r["resourceType"] == "Observation" and _claims(r, STATUS)]
     assert len(statuses) == 3
     for resource in statuses:
         event = _event_of(mapped, resource)

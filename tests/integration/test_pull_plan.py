@@ -110,9 +110,11 @@ def test_a_group_is_read_by_few_requests(
             for r in [r["resource"]]
         ]
         group = {
-            "resourceType": "Group", "type": "person", "actual": True,
+            "resourceType": "Group",
+            "type": "person",
+            "actual": True,
             "member": [{"entity": {"reference": f"Patient/{i}"}} for i in ids],
-        }  # fmt: skip
+        }
         created = httpx.post(f"{fhir_server}/Group", json=group).json()
         sent.clear()
         selection = PullSelection(kind="group", group_id=created["id"])

@@ -48,11 +48,16 @@ class Seen:
 
 def _cohort(seed_cases: list[Case], copies: int, prefix: str) -> list[Case]:
     return [
-        case.model_copy(update={"patient": case.patient.model_copy(
-            update={"study_id": f"{prefix}{n}-{case.patient.study_id}"})})
+        case.model_copy(
+            update={
+                "patient": case.patient.model_copy(
+                    update={"study_id": f"{prefix}{n}-{case.patient.study_id}"}
+                )
+            }
+        )
         for n in range(copies)
         for case in seed_cases
-    ]  # fmt: skip
+    ]
 
 
 def _send(
@@ -60,10 +65,11 @@ def _send(
 ) -> tuple[PushReport, Seen]:
     """Plan as ``fhir-cart push`` does, then count what sending the plan does to the cache."""
     plan = plan_push(
-        ctx, cases,
+        ctx,
+        cases,
         changed=lambda items: cache.changed(server=base, items=items),
         server_ids=lambda keys: cache.server_ids(server=base, keys=keys),
-    )  # fmt: skip
+    )
     run_id = cache.create_run(kind="push", server=base, params={})
     seen = Seen().watch(cache)
 
@@ -71,9 +77,13 @@ def _send(
         seen.loop = threading.get_ident()
         async with client_for(ServerSettings(base_url=base)) as client:
             return await push(
-                plan, client=client, cache=cache, server=base, run_id=run_id,
+                plan,
+                client=client,
+                cache=cache,
+                server=base,
+                run_id=run_id,
                 bundle_size=bundle_size,
-            )  # fmt: skip
+            )
 
     report = asyncio.run(go())
     event.remove(cache.engine, "commit", seen._commit)
@@ -121,10 +131,16 @@ def test_an_unchanged_push_reads_hashes_not_content_and_sends_nothing(
         assert second.bundles == 0
         reads = [s for s in seen.statements if s.lstrip().upper().startswith("SELECT")]
         assert any("fhir_resource.content_hash" in s for s in reads)  # change detection ran
-        assert not [s for s in reads if "fhir_resource.content," in s
-                    or s.rstrip().endswith("fhir_resource.content")]  # fmt: skip
-        writes = [s for s in seen.statements if "fhir_resource" in s.split("FROM")[0]
-                  and not s.lstrip().upper().startswith("SELECT")]  # fmt: skip
+        assert not [
+            s
+            for s in reads
+            if "fhir_resource.content," in s or s.rstrip().endswith("fhir_resource.content")
+        ]
+        writes = [
+            s
+            for s in seen.statements
+            if "fhir_resource" in s.split("FROM")[0] and not s.lstrip().upper().startswith("SELECT")
+        ]
         assert writes == []  # nothing recorded as sent again
         assert seen.commits <= 6  # study records unchanged, run, outcomes, finish
         (outcomes,) = {o.outcome for o in cache.outcomes(run_id=second.run_id, limit=10_000)}

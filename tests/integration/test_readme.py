@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_cart.testing.fhir_server import free_port
+from fhir_cart.devservers.fhir_server import free_port
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,9 +46,15 @@ def _env_and_folder(tmp_path: Path) -> dict[str, str]:
 def _run_all(commands: list[str], cwd: Path, env: dict[str, str], port: str = "8080") -> None:
     for command in commands:
         done = subprocess.run(
-            command.replace("8080", port), shell=True, cwd=cwd, env=env,
-            capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            command.replace("8080", port),
+            shell=True,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
 
 
@@ -67,8 +73,13 @@ def test_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
     try:
         _run_all(commands, tmp_path, env, port)
     finally:
-        subprocess.run(["fhir-cart", "fhir-server", "stop", "--port", port], cwd=tmp_path,
-                       env=env, capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            ["fhir-cart", "fhir-server", "stop", "--port", port],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
     assert (tmp_path / "out" / "pulled" / "study.xlsx").exists() or list(
         (tmp_path / "out" / "pulled").glob("*.xlsx")
     )

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from fhir_cart.application import BuildRequest
 from fhir_cart.settings import Settings
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "registry"
@@ -41,7 +42,7 @@ def test_push_sends_only_what_changed(
 
     def build() -> str | None:
         _, message = Application(settings).registry_build(
-            registry / "registry.yaml", tmp_path / "out", push=fhir_server
+            BuildRequest(registry / "registry.yaml", tmp_path / "out", push=fhir_server)
         )
         return message
 
@@ -86,15 +87,19 @@ def test_a_new_key_does_not_double_the_patients_on_the_server(
     registry = tmp_path / "registry"
     shutil.copytree(FIXTURES, registry)
     old = _application(tmp_path, "integration-test-key-0123456789abcdef")
-    old.registry_build(registry / "registry.yaml", tmp_path / "out", push=fhir_server)
+    old.registry_build(BuildRequest(registry / "registry.yaml", tmp_path / "out", push=fhir_server))
     assert total(fhir_server, "Patient") == 8
     new = _application(tmp_path, "a-new-integration-key-0123456789abcdef")
     with pytest.raises(ConfigError, match="the registry key changed") as refused:
-        new.registry_build(registry / "registry.yaml", tmp_path / "out", push=fhir_server)
+        new.registry_build(
+            BuildRequest(registry / "registry.yaml", tmp_path / "out", push=fhir_server)
+        )
     assert "--allow-new-key" in refused.value.message
     assert total(fhir_server, "Patient") == 8
     new.registry_build(
-        registry / "registry.yaml", tmp_path / "out", push=fhir_server, allow_new_key=True
+        BuildRequest(
+            registry / "registry.yaml", tmp_path / "out", push=fhir_server, allow_new_key=True
+        )
     )
     assert total(fhir_server, "Patient") == 16  # asked for: both sets
 
@@ -102,7 +107,7 @@ def test_a_new_key_does_not_double_the_patients_on_the_server(
 def test_a_wiped_server_gets_the_concept_maps_and_provenance_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_cart.testing import SekmetServer
+    from fhir_cart.devservers import SekmetServer
 
     monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
     registry = tmp_path / "registry"
@@ -111,13 +116,17 @@ def test_a_wiped_server_gets_the_concept_maps_and_provenance_again(
     server = SekmetServer()
     try:
         server.start()
-        app.registry_build(registry / "registry.yaml", tmp_path / "out", push=server.base_url)
+        app.registry_build(
+            BuildRequest(registry / "registry.yaml", tmp_path / "out", push=server.base_url)
+        )
         server.stop()
         shutil.rmtree(server.workdir / "data")
         server.start()
         assert total(server.base_url, "Patient") == 0
         _, message = app.registry_build(
-            registry / "registry.yaml", tmp_path / "out", push=server.base_url, force=True
+            BuildRequest(
+                registry / "registry.yaml", tmp_path / "out", push=server.base_url, force=True
+            )
         )
         assert message is not None
         assert "13 ConceptMap/Provenance resources sent" in message

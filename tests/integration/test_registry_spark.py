@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from fhir_cart.devservers.registry_data import Corruption, make_registry
 from fhir_cart.registry import _splink
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import cluster, linkage_record, probabilistic_links
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.testing.registry_data import Corruption, make_registry
 from tests.support import need
 
 pytestmark = [
@@ -101,8 +101,14 @@ def test_spark_compares_every_pair_at_the_duckdb_level(spark: Any) -> None:
     spark_linkage = linkage.model_copy(update={"backend": "spark"})
     on_spark = _splink.comparison_vectors(records, spark_linkage, spark=spark)
     met = {(name, level) for vector in on_duckdb.values() for name, level in vector.items()}
-    levels = (("sex", 1), ("birth_ym", 5), ("diagnosis_date", 5), ("infusion_date", 5),
-              ("name_given_name", 4), ("name_family_name", 4))  # fmt: skip
+    levels = (
+        ("sex", 1),
+        ("birth_ym", 5),
+        ("diagnosis_date", 5),
+        ("infusion_date", 5),
+        ("name_given_name", 4),
+        ("name_family_name", 4),
+    )
     for name, top in levels:
         assert {level for n, level in met if n == name} == set(range(-1, top + 1)), name
     assert on_spark == on_duckdb

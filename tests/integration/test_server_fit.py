@@ -11,12 +11,12 @@ import pytest
 
 from fhir_cart.cache import open_cache
 from fhir_cart.cli import main
+from fhir_cart.devservers.fhir_server import free_port
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.records import Case
 from fhir_cart.settings import ServerSettings
 from fhir_cart.sync.jobs import PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
-from fhir_cart.testing.fhir_server import free_port
 from tests.integration.test_sync import (
     SEED_QUERY,
     by_id,
@@ -119,18 +119,29 @@ def test_a_transaction_is_all_or_nothing(fhir_server: str) -> None:
     import httpx
 
     patient = {"resourceType": "Patient", "identifier": [{"system": "urn:t", "value": "1"}]}
-    bad = {"resourceType": "Observation", "identifier": [{"system": "urn:t", "value": "2"}],
-           "status": "final", "code": {"text": "x"}, "foo": 1}  # fmt: skip
+    bad = {
+        "resourceType": "Observation",
+        "identifier": [{"system": "urn:t", "value": "2"}],
+        "status": "final",
+        "code": {"text": "x"},
+        "foo": 1,
+    }
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:9f3c1a8e-0000-4000-8000-000000000001", "resource": patient,
-             "request": {"method": "PUT", "url": "Patient?identifier=urn:t|1"}},
-            {"fullUrl": "urn:uuid:9f3c1a8e-0000-4000-8000-000000000002", "resource": bad,
-             "request": {"method": "PUT", "url": "Observation?identifier=urn:t|2"}},
+            {
+                "fullUrl": "urn:uuid:9f3c1a8e-0000-4000-8000-000000000001",
+                "resource": patient,
+                "request": {"method": "PUT", "url": "Patient?identifier=urn:t|1"},
+            },
+            {
+                "fullUrl": "urn:uuid:9f3c1a8e-0000-4000-8000-000000000002",
+                "resource": bad,
+                "request": {"method": "PUT", "url": "Observation?identifier=urn:t|2"},
+            },
         ],
-    }  # fmt: skip
+    }
     headers = {"Content-Type": "application/fhir+json"}
     answer = httpx.post(fhir_server, json=bundle, headers=headers, timeout=30)
     assert answer.status_code >= 400
@@ -149,8 +160,12 @@ def test_what_refers_to_a_failed_resource_is_not_sent(
 
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
     try:
-        plan = plan_push(ctx, seed_cases[:2], changed=lambda items: {k for k, _ in items},
-                         server_ids=lambda keys: {})  # fmt: skip
+        plan = plan_push(
+            ctx,
+            seed_cases[:2],
+            changed=lambda items: {k for k, _ in items},
+            server_ids=lambda keys: {},
+        )
         first = plan.to_send[0]
         patient = next(r for r in first if r["resourceType"] == "Patient")
         patient["notAnElement"] = True  # every server refuses this one
@@ -161,8 +176,14 @@ def test_what_refers_to_a_failed_resource_is_not_sent(
                     await client.capabilities(), max_transaction_entries=4
                 )
                 run_id = cache.create_run(kind="push", server=fhir_server, params={})
-                return await push(plan, client=client, cache=cache, server=fhir_server,
-                                  run_id=run_id, capabilities=caps)  # fmt: skip
+                return await push(
+                    plan,
+                    client=client,
+                    cache=cache,
+                    server=fhir_server,
+                    run_id=run_id,
+                    capabilities=caps,
+                )
 
         report = asyncio.run(send())
     finally:
@@ -194,8 +215,14 @@ def _push_declared(fhir_server: str, cache: Any, plan: Any, **flags: bool) -> An
             statement = _declared(await client.capabilities(), "Procedure", **flags)
             caps = ServerCapabilities.from_statement(statement)
             run_id = cache.create_run(kind="push", server=fhir_server, params={})
-            return await push(plan, client=client, cache=cache, server=fhir_server,
-                              run_id=run_id, capabilities=caps)  # fmt: skip
+            return await push(
+                plan,
+                client=client,
+                cache=cache,
+                server=fhir_server,
+                run_id=run_id,
+                capabilities=caps,
+            )
 
     return asyncio.run(send())
 
@@ -212,8 +239,12 @@ def test_a_type_without_conditional_update_is_written_by_its_stable_id(
 
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
     try:
-        plan = plan_push(ctx, seed_cases[:3], changed=lambda items: {k for k, _ in items},
-                         server_ids=lambda keys: {})  # fmt: skip
+        plan = plan_push(
+            ctx,
+            seed_cases[:3],
+            changed=lambda items: {k for k, _ in items},
+            server_ids=lambda keys: {},
+        )
         ours = {r["id"] for p in plan.to_send for r in p if r["resourceType"] == "Procedure"}
         assert ours
         for _ in range(2):
@@ -239,8 +270,12 @@ def test_a_type_the_server_cannot_write_idempotently_stops_the_push_before_sendi
 
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
     try:
-        plan = plan_push(ctx, seed_cases[:2], changed=lambda items: {k for k, _ in items},
-                         server_ids=lambda keys: {})  # fmt: skip
+        plan = plan_push(
+            ctx,
+            seed_cases[:2],
+            changed=lambda items: {k for k, _ in items},
+            server_ids=lambda keys: {},
+        )
         with pytest.raises(FatalHttpError, match=r"Procedure.*nothing was sent"):
             _push_declared(fhir_server, cache, plan, conditionalUpdate=False, updateCreate=False)
     finally:

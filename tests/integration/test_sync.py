@@ -450,7 +450,7 @@ def test_a_wiped_server_gets_everything_again_and_no_dangling_reference(
 ) -> None:
     """The cache says "unchanged", the server was wiped and restarted at the same address:
     the push checks, re-sends everything, and an edited Observation's Patient exists."""
-    from fhir_cart.testing import SekmetServer
+    from fhir_cart.devservers import SekmetServer
 
     total = sum(expected_totals(ctx, seed_cases).values())
     cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
@@ -523,9 +523,13 @@ def test_pulls_reflect_resources_deleted_on_the_server(
 
 
 def orjson_counts(outcome: Any, deleted: int) -> str:
-    run_counts = {"patients": len(outcome.cases), "unmapped": len(outcome.unmapped),
-                  "excluded": len(outcome.excluded), **outcome.stats.resources,
-                  "deleted_on_server": deleted}  # fmt: skip
+    run_counts = {
+        "patients": len(outcome.cases),
+        "unmapped": len(outcome.unmapped),
+        "excluded": len(outcome.excluded),
+        **outcome.stats.resources,
+        "deleted_on_server": deleted,
+    }
     return orjson.dumps(run_counts).decode()
 
 
@@ -551,8 +555,9 @@ def test_records_removed_from_the_study_file_are_withdrawn_and_reported(
     assert report.counts.get("deleted", 0) == gone_ae + 1 - withdrawn
     assert not report.failures
     system = ctx.identifier_system("seed", "observation")
-    found = httpx.get(f"{fhir_server}/Observation",
-                      params={"identifier": f"{system}|P01/{mrd.event_id}"}).json()  # fmt: skip
+    found = httpx.get(
+        f"{fhir_server}/Observation", params={"identifier": f"{system}|P01/{mrd.event_id}"}
+    ).json()
     if mode == "delete":
         assert found.get("entry", []) == []
     else:

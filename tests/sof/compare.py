@@ -36,8 +36,11 @@ def engine_rows(engine: str, ndjson: Path, views: Path) -> dict[str, list[Row]]:
     """Rows per view, as the engine gives them (every value a string or None)."""
     done = subprocess.run(
         [str(SOF_PYTHON), str(RUNNER), "--engine", engine, str(ndjson), str(views)],
-        capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
         raise AssertionError(f"{engine} engine failed (exit {done.returncode})")
@@ -65,10 +68,12 @@ def _same(want: str | None, got: str | None) -> bool:
 
 
 _ID_KINDS = {
-    "events_condition": "condition", "events_medication": "medication-administration",
-    "events_procedure": "procedure", "events_observation": "observation",
+    "events_condition": "condition",
+    "events_medication": "medication-administration",
+    "events_procedure": "procedure",
+    "events_observation": "observation",
     "events_adverse_event": "adverse-event",
-}  # fmt: skip
+}
 """View -> the kind fhir_cart puts before a resource id in an EHR event's id."""
 
 

@@ -35,6 +35,7 @@ def _nowhere() -> str:
     return "http://127.0.0.1:9/fhir"  # discard port: nothing answers
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_cli_push_and_pull_use_the_data_dir_cache_as_serve_and_worker_do(
     no_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,6 +75,7 @@ def unverified_copy(unverified_mappings: Path, monkeypatch: pytest.MonkeyPatch) 
     return unverified_mappings
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_cli_map_reads_the_mappings_dir_settings_name(
     no_config: Path, unverified_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,6 +88,7 @@ def test_cli_map_reads_the_mappings_dir_settings_name(
     assert "C126102" in (out / "unverified-codes.json").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_strict_terminology_in_settings_is_strict_for_the_cli(
     no_config: Path, unverified_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,6 +101,7 @@ def test_strict_terminology_in_settings_is_strict_for_the_cli(
     assert main(push_args) == 4
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_pull_keeps_a_centres_own_identifier_base(tmp_path: Path) -> None:
     folder = tmp_path / "mappings"
     shutil.copytree(MAPPINGS, folder)
@@ -150,8 +154,11 @@ def _front_end_files(src: Path) -> list[Path]:
 def _internals_imported(src: Path) -> dict[str, list[str]]:
     found = {}
     for path in _front_end_files(src):
-        bad = sorted(m for m in _every_import(path)
-                     if any(m == i or m.startswith(i + ".") for i in INTERNALS))  # fmt: skip
+        bad = sorted(
+            m
+            for m in _every_import(path)
+            if any(m == i or m.startswith(i + ".") for i in INTERNALS)
+        )
         if bad:
             found[str(path.relative_to(src))] = bad
     return found

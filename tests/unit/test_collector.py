@@ -20,8 +20,11 @@ from tests.unit.cli.test_tables_cmd import _write_ndjson
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_the_block_freezes_and_stops_the_collector_then_restores_it() -> None:
@@ -71,6 +74,7 @@ def _run(
     return _hashes(out)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_map_and_tables_write_the_same_bytes_with_and_without_tuning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

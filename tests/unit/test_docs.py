@@ -31,8 +31,19 @@ def test_worked_example_in_the_mapping_reference(tmp_path: Path) -> None:
     sheet = book.active
     assert sheet is not None
     sheet.title = "Cohort"
-    sheet.append(["UPN", "Gender", "Infusion", "Cyclo dose", "MRD d28", "MRD before HSCT",
-                  "Relapse (day)", "CD19 at relapse", "Comment"])  # fmt: skip
+    sheet.append(
+        [
+            "UPN",
+            "Gender",
+            "Infusion",
+            "Cyclo dose",
+            "MRD d28",
+            "MRD before HSCT",
+            "Relapse (day)",
+            "CD19 at relapse",
+            "Comment",
+        ]
+    )
     sheet.append([17, "F", "12/03/2022", "1,5 g/m²", "neg", None, None, None, None])
     sheet.append(
         [23, "M", "02/05/2022", 500, "0.02%", "negative", 180, "negative", "second opinion"]
@@ -57,11 +68,13 @@ def test_worked_example_in_the_mapping_reference(tmp_path: Path) -> None:
     assert second.of("cyclophosphamide")[0].value == Value(number=500.0, unit="mg/m2")
     d28, before_hsct = second.of("mrd")
     assert (d28.value, d28.when.date if d28.when else None) == (
-        Value(number=0.02, unit="%"), dt.date(2022, 5, 30),
-    )  # fmt: skip
+        Value(number=0.02, unit="%"),
+        dt.date(2022, 5, 30),
+    )
     assert (before_hsct.value, before_hsct.when) == (
-        Value(code="negative"), When(latest_day=-1, anchor="hsct"),
-    )  # fmt: skip
+        Value(code="negative"),
+        When(latest_day=-1, anchor="hsct"),
+    )
     (relapse,) = second.of("disease_status")
     assert (relapse.value, relapse.attributes) == (Value(code="relapse"), {"cd19": "negative"})
     assert relapse.when == When(date=dt.date(2022, 10, 29), day=180, anchor="cart_infusion")
@@ -135,3 +148,25 @@ def test_worked_example_of_the_study_file_reference_reproduces_its_numbers(
     results = summarise(seed_cases, study)
     assert len(study.expected) == 5
     assert {r.id: r.value for r in results if r.expected is not None} == study.expected
+
+
+def _readme_layout() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout\n", 1)[1]
+    match = re.search(r"```\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+def test_the_readme_layout_names_every_package_module_and_top_folder() -> None:
+    """The README's layout is complete: every package of src/fhir_cart (as ``name/``), every
+    module at its top, every tracked top-level folder."""
+    layout = _readme_layout()
+    words = set(re.findall(r"\.?[A-Za-z_][\w.-]*/?", layout))
+    src = ROOT / "src" / "fhir_cart"
+    packages = {p.parent.name for p in src.glob("*/__init__.py")}
+    modules = {p.stem for p in src.glob("*.py")} - {"__init__"}
+    folders = {"api", "benchmarks", "docs", "fixtures", "mappings", "scripts", "tests", ".ci"}
+    assert {f"{p}/" for p in packages} - words == set()
+    assert {m for m in modules if m not in words and f"{m}.py" not in words} == set()
+    assert {f"{f}/" for f in folders} - words == set()

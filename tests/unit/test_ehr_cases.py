@@ -37,6 +37,7 @@ def test_case_maps_as_expected(case: EhrCase, ctx: MappingContext) -> None:
     assert check(result, case, ctx) == []
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_case_maps_the_same_as_it_arrives(case: EhrCase, ctx: MappingContext) -> None:
     """As a pull maps them: resources one by one, patients last."""
@@ -61,10 +62,12 @@ def _case(tmp_path: Path, resources: list[dict[str, object]], expect: dict[str, 
 
 PATIENT = {"resourceType": "Patient", "id": "h-p1", "gender": "female", "birthDate": "2012-03-04"}
 COND = {
-    "resourceType": "Condition", "id": "h-c1", "subject": {"reference": "Patient/h-p1"},
+    "resourceType": "Condition",
+    "id": "h-c1",
+    "subject": {"reference": "Patient/h-p1"},
     "code": {"coding": [{"system": "http://snomed.info/sct", "code": "277571004"}]},
     "onsetDateTime": "2019-05-02",
-}  # fmt: skip
+}
 
 
 def test_check_reports_each_kind_of_mismatch(tmp_path: Path, ctx: MappingContext) -> None:

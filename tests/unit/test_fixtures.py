@@ -348,12 +348,25 @@ def test_adult_series_summary() -> None:
     results = {r.id: r for r in summarise(cases, load_study("adult_cart"))}
     # wrong rules give other numbers: MRD "on day 28" (the results have no day) and any HSCT
     # (three had one before CAR-T, A01 both before and after)
-    wrong = {r.id: r.value for r in summarise(cases, parse_study({
-        "name": "wrong", "anchor": "cart_infusion", "measures": [
-            {"id": "mrd_day_28", "count": {"event": {"concept": "mrd", "value": "negative",
-                                                      "day": 28}}},
-            {"id": "any_hsct", "count": {"event": {"concept": "hsct"}}},
-        ]}))}  # fmt: skip
+    wrong = {
+        r.id: r.value
+        for r in summarise(
+            cases,
+            parse_study(
+                {
+                    "name": "wrong",
+                    "anchor": "cart_infusion",
+                    "measures": [
+                        {
+                            "id": "mrd_day_28",
+                            "count": {"event": {"concept": "mrd", "value": "negative", "day": 28}},
+                        },
+                        {"id": "any_hsct", "count": {"event": {"concept": "hsct"}}},
+                    ],
+                }
+            ),
+        )
+    }
     assert wrong == {"mrd_day_28": 0, "any_hsct": 5}
     negative = results["mrd_negative_after_t_cells"]
     assert negative.patients == tuple(f"A0{i}" for i in range(1, 9))  # every patient

@@ -10,6 +10,8 @@ import ast
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "fhir_cart"
 
@@ -134,6 +136,7 @@ def test_the_cycle_finder_finds_a_cycle_through_a_deferred_import(tmp_path: Path
     assert cycles(graph) == [["fhir_cart.a", "fhir_cart.c", "fhir_cart.sub.b"]]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_the_cli_loads_no_database_arrow_or_linkage_library_until_a_command_needs_it() -> None:
     """`fhir-cart --help` and `map` start without SQLAlchemy (the cache), pyarrow or splink
     (issue 13: importing the CLI took 0.53 s, half of it the SQL cache)."""
@@ -184,11 +187,27 @@ def test_the_size_check_finds_a_long_module(tmp_path: Path) -> None:
 
 
 HEAVY = (
-    "pydantic", "yaml", "openpyxl", "httpx", "sqlalchemy", "pyarrow", "splink", "duckdb",
-    "fastapi", "fhir_cart.application", "fhir_cart.settings", "fhir_cart.mappers",
-    "fhir_cart.study", "fhir_cart.summary", "fhir_cart.library", "fhir_cart.report",
-    "fhir_cart.cache", "fhir_cart.sync", "fhir_cart.registry", "fhir_cart.service",
-)  # fmt: skip
+    "pydantic",
+    "yaml",
+    "openpyxl",
+    "httpx",
+    "sqlalchemy",
+    "pyarrow",
+    "splink",
+    "duckdb",
+    "fastapi",
+    "fhir_cart.application",
+    "fhir_cart.settings",
+    "fhir_cart.mappers",
+    "fhir_cart.study",
+    "fhir_cart.summary",
+    "fhir_cart.library",
+    "fhir_cart.report",
+    "fhir_cart.cache",
+    "fhir_cart.sync",
+    "fhir_cart.registry",
+    "fhir_cart.service",
+)
 
 
 def _loaded_after(statements: str, *argv: str) -> list[str]:
@@ -199,17 +218,19 @@ def _loaded_after(statements: str, *argv: str) -> list[str]:
 
     code = (
         f"import sys; sys.argv = ['fhir-cart', *{list(argv)!r}]\n"
-        "try:\n" + "".join(f"    {line}\n" for line in statements.splitlines()) +
-        "except SystemExit:\n    pass\n"
+        "try:\n"
+        + "".join(f"    {line}\n" for line in statements.splitlines())
+        + "except SystemExit:\n    pass\n"
         f"heavy = {HEAVY!r}\n"
         "print(sorted({h for m in sys.modules for h in heavy "
         "if m == h or m.startswith(h + '.')}), file=sys.stderr)"
-    )  # fmt: skip
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return [line for line in done.stderr.splitlines() if line.startswith("[")]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_help_and_version_load_no_heavy_module() -> None:
     """Issue 24: `fhir-cart --help` and `--version` start in well under 0.2 s because they
     load neither the application, settings (pydantic), the study reader, the mappers, the

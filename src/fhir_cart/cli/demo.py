@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from fhir_cart.application import Application, PullRequest, PullSelection
+from fhir_cart.devservers import SekmetServer
 from fhir_cart.errors import FatalError
 from fhir_cart.library.studies import StudyDefinition
 from fhir_cart.records import Case
 from fhir_cart.report.tables import agrees, summary_table
-from fhir_cart.testing import SekmetServer
 from fhir_cart.writers import write_study
 
 __all__ = ["run_demo"]

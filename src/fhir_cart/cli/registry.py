@@ -65,7 +65,7 @@ def build_command(
     The key comes from FHIR_CART_REGISTRY_KEY (or registry_key in settings)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fhir_cart.application import Application
+    from fhir_cart.application import Application, BuildRequest
 
     with Progress(
         TextColumn("{task.description}"),
@@ -82,7 +82,7 @@ def build_command(
                 tasks[name] = progress.add_task(_STEPS.get(name, name), total=total)
             progress.update(tasks[name], completed=done, total=total)
 
-        result, pushed = Application().registry_build(
+        request = BuildRequest(
             registry_file,
             out_dir,
             push=push,
@@ -92,6 +92,7 @@ def build_command(
             progress=step,
             allow_new_key=allow_new_key,
         )
+        result, pushed = Application().registry_build(request)
     _report(result, pushed, _registry_name(registry_file))
 
 

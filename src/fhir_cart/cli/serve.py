@@ -73,8 +73,8 @@ def fhir_server_start(
     ] = "sekmet",
 ) -> None:
     """Start an empty FHIR R4 server at http://127.0.0.1:PORT/fhir and leave it running."""
-    from fhir_cart.testing import SERVERS
-    from fhir_cart.testing.fhir_server import port_in_use, start_detached, state_dir
+    from fhir_cart.devservers import SERVERS
+    from fhir_cart.devservers.fhir_server import port_in_use, start_detached, state_dir
 
     if kind not in SERVERS:
         raise FatalError(f"--kind must be one of {', '.join(sorted(SERVERS))}", exit_code=2)
@@ -89,7 +89,7 @@ def fhir_server_start(
 
 def fhir_server_stop(port: PortOpt = 8080) -> None:
     """Stop the server 'fhir-server start' left on PORT and delete its data."""
-    from fhir_cart.testing.fhir_server import state_dir, stop_detached
+    from fhir_cart.devservers.fhir_server import state_dir, stop_detached
 
     # noted in the user's state folder (any working folder); before, in the data folder
     url = stop_detached(state_dir(), port) or stop_detached(application().data_dir, port)

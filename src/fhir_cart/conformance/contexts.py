@@ -16,40 +16,29 @@ from collections.abc import Iterable
 
 from fhir_cart.library.concepts import ConceptDef, ConceptLibrary, ConceptsFile
 from fhir_cart.library.study_mapping import StudyMapping
+from fhir_cart.mappers.kinds import RESOURCE_KINDS
 from fhir_cart.mappers.to_fhir import _PLACES as ELEMENT_PLACES
 
 __all__ = ["Contexts", "build_contexts", "own_additions"]
 
 Json = dict[str, object]
 # concept kind -> the resource an event of it becomes (to_fhir._MAPPERS)
-RESOURCE_OF_KIND = {
-    "condition": "Condition",
-    "medication": "MedicationAdministration",
-    "procedure": "Procedure",
-    "observation": "Observation",
-    "adverse_event": "AdverseEvent",
-}
+RESOURCE_OF_KIND = {k.concept_kind: k.type for k in RESOURCE_KINDS if k.concept_kind}
 PATIENT_EVENT_KINDS = ("death", "follow_up")
 DECEASED = "Patient.deceased[x]"
 # the date elements that carry ``relative-day`` (to_fhir._put_time callers); a Period's
 # start and end are named on the Period datatype (Procedure.performedPeriod,
 # Observation.effectivePeriod, MedicationAdministration.effectivePeriod)
-RELATIVE_DAY_HOSTS = (
-    "AdverseEvent.date",
-    "Condition.abatement[x]",
-    "Condition.onset[x]",
-    "Observation.effective[x]",
-    "Patient.deceased[x]",
-    "Period.end",
-    "Period.start",
-    "Procedure.performed[x]",
+RELATIVE_DAY_HOSTS = tuple(
+    sorted({*(host for k in RESOURCE_KINDS for host in k.day_hosts), "Period.end", "Period.start"})
 )
 # structural extension -> resource types (of the kinds present) it goes on; patient-event
 # hosts are added to all of these (to_fhir._event_details)
 _STRUCTURAL_RESOURCES: dict[str, tuple[str, ...]] = {
-    "value": ("Condition", "MedicationAdministration", "Procedure", "AdverseEvent"),
-    "value-code": ("MedicationAdministration", "Procedure", "AdverseEvent"),
-    "end": ("AdverseEvent",),
+    **{
+        name: tuple(k.type for k in RESOURCE_KINDS if name in k.extensions)
+        for name in ("value", "value-code", "end")
+    },
     "source-text": tuple(RESOURCE_OF_KIND.values()),
     "origin": tuple(RESOURCE_OF_KIND.values()),
     "assumed": tuple(RESOURCE_OF_KIND.values()),

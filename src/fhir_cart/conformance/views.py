@@ -30,6 +30,7 @@ from fhir_cart.library.concepts import AttributeDef, ConceptDef
 from fhir_cart.library.statuses import StatusTable
 from fhir_cart.library.terminology import Coding
 from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.kinds import RESOURCE_KINDS
 from fhir_cart.mappers.to_fhir import ID_KINDS, attribute_url
 from fhir_cart.types import Json
 
@@ -107,38 +108,10 @@ class Shape:
     """``result`` (value[x] of an Observation), ``dose`` (a MedicationAdministration's)."""
 
 
-SHAPES: tuple[Shape, ...] = (
-    Shape(
-        "Condition",
-        "condition",
-        "code",
-        ("onset.ofType(dateTime)",),
-        ("abatement.ofType(dateTime)",),
-    ),
-    Shape(
-        "MedicationAdministration",
-        "medication",
-        "medication.ofType(CodeableConcept)",
-        ("effective.ofType(dateTime)", "effective.ofType(Period).start"),
-        ("effective.ofType(Period).end",),
-        "dose",
-    ),
-    Shape(
-        "Procedure",
-        "procedure",
-        "code",
-        ("performed.ofType(dateTime)", "performed.ofType(Period).start"),
-        ("performed.ofType(Period).end",),
-    ),
-    Shape(
-        "Observation",
-        "observation",
-        "code",
-        ("effective.ofType(dateTime)", "effective.ofType(Period).start"),
-        ("effective.ofType(Period).end",),
-        "result",
-    ),
-    Shape("AdverseEvent", "adverse_event", "event", ("date",)),
+SHAPES: tuple[Shape, ...] = tuple(
+    Shape(k.type, k.concept_kind, k.code, k.when, k.end, k.view_value)
+    for k in RESOURCE_KINDS
+    if k.concept_kind is not None
 )
 """The event kinds read from their own resource type (death and follow-up are Patient's)."""
 
@@ -267,7 +240,7 @@ def _scalar(holder: str, attr: AttributeDef) -> str:
     return f"{holder}.ofType({fhir_type[attr.type]})"
 
 
-_ONLY_ON = {"method": "Observation", "component": "Observation", "used_code": "Procedure"}
+_ONLY_ON = {place: k.type for k in RESOURCE_KINDS for place in k.only_places}
 
 
 def _attributes(

@@ -4,9 +4,11 @@ Every consumer reads this table instead of keeping its own list: the identifier 
 business identifier (``<base>/<centre>/<kind>``, :mod:`.to_fhir`, :mod:`.context`), the
 concept kind a resource stands for (:mod:`.from_fhir`), whether the server can find it by
 identifier (:mod:`fhir_cart.bundle`, a conditional write), how a removed record is
-withdrawn (:mod:`fhir_cart.sync.retract`), and which types a pull fetches per patient
-(:mod:`fhir_cart.sync.pull`). docs/architecture.md, "Add a FHIR resource kind", says which
-files a new kind touches.
+withdrawn (:mod:`fhir_cart.sync.retract`), which types a pull fetches per patient
+(:mod:`fhir_cart.sync.pull`), where the SQL-on-FHIR views read an event
+(:mod:`fhir_cart.conformance.views`) and which elements its extensions may sit on
+(:mod:`fhir_cart.conformance.contexts`). docs/architecture.md, "Add a FHIR resource kind",
+says which files a new kind touches.
 """
 
 from __future__ import annotations
@@ -51,14 +53,74 @@ class ResourceKind:
     """``identifier`` is 0..1 in R4 (one object, not a list): AdverseEvent."""
     withdrawal: Withdrawal = "status"
     """How a record removed from the study file is withdrawn (see :data:`Withdrawal`)."""
+    code: str = "code"
+    """FHIRPath of the element holding the concept's code (the SQL-on-FHIR views)."""
+    when: tuple[str, ...] = ()
+    """FHIRPaths of the event's time (start), in the order the views try them."""
+    end: tuple[str, ...] = ()
+    """FHIRPaths of the event's end."""
+    view_value: str = "none"
+    """What the views read as the value: ``result`` (an Observation's value[x]), ``dose`` (a
+    MedicationAdministration's), ``none``."""
+    day_hosts: tuple[str, ...] = ()
+    """Elements of the type that carry the ``relative-day`` extension (a Period's start and
+    end are named on the Period datatype)."""
+    extensions: tuple[str, ...] = ()
+    """Structural extensions the type carries besides ``source-text``, ``origin`` and
+    ``assumed`` (which every event type carries): ``value``, ``value-code``, ``end``."""
+    only_places: tuple[str, ...] = ()
+    """Attribute places (``AttributeDef.fhir``) that exist on this type alone."""
 
 
 RESOURCE_KINDS: tuple[ResourceKind, ...] = (
-    ResourceKind("Patient", "patient", None, patient_param="_id", withdrawal="never"),
-    ResourceKind("Condition", "condition", "condition", withdrawal="verification"),
-    ResourceKind("MedicationAdministration", "medication-administration", "medication"),
-    ResourceKind("Procedure", "procedure", "procedure"),
-    ResourceKind("Observation", "observation", "observation"),
+    ResourceKind(
+        "Patient",
+        "patient",
+        None,
+        patient_param="_id",
+        withdrawal="never",
+        day_hosts=("Patient.deceased[x]",),
+    ),
+    ResourceKind(
+        "Condition",
+        "condition",
+        "condition",
+        withdrawal="verification",
+        when=("onset.ofType(dateTime)",),
+        end=("abatement.ofType(dateTime)",),
+        day_hosts=("Condition.onset[x]", "Condition.abatement[x]"),
+        extensions=("value",),
+    ),
+    ResourceKind(
+        "MedicationAdministration",
+        "medication-administration",
+        "medication",
+        code="medication.ofType(CodeableConcept)",
+        when=("effective.ofType(dateTime)", "effective.ofType(Period).start"),
+        end=("effective.ofType(Period).end",),
+        view_value="dose",
+        extensions=("value", "value-code"),
+    ),
+    ResourceKind(
+        "Procedure",
+        "procedure",
+        "procedure",
+        when=("performed.ofType(dateTime)", "performed.ofType(Period).start"),
+        end=("performed.ofType(Period).end",),
+        day_hosts=("Procedure.performed[x]",),
+        extensions=("value", "value-code"),
+        only_places=("used_code",),
+    ),
+    ResourceKind(
+        "Observation",
+        "observation",
+        "observation",
+        when=("effective.ofType(dateTime)", "effective.ofType(Period).start"),
+        end=("effective.ofType(Period).end",),
+        view_value="result",
+        day_hosts=("Observation.effective[x]",),
+        only_places=("method", "component"),
+    ),
     ResourceKind(
         "AdverseEvent",
         "adverse-event",
@@ -66,6 +128,10 @@ RESOURCE_KINDS: tuple[ResourceKind, ...] = (
         identifier_search=False,
         single_identifier=True,
         withdrawal="delete",
+        code="event",
+        when=("date",),
+        day_hosts=("AdverseEvent.date",),
+        extensions=("value", "value-code", "end"),
     ),
 )
 """Every type fhir_cart writes, in the order a patient's resources are written."""

@@ -23,6 +23,7 @@ import orjson
 
 from fhir_cart.application import (
     Application,
+    BuildRequest,
     Cache,
     PullOutcome,
     PullRequest,
@@ -129,14 +130,14 @@ async def _registry(run: SyncRun, params: dict[str, Any], app: Application, cach
         cache.update_run(run_id, progress_done=done, progress_total=total)
 
     out = private_dir(job_dir(app.settings, run_id))
-    result, _ = await asyncio.to_thread(
-        app.registry_build,
+    request = BuildRequest(
         Path(params["registry_file"]),
         out,
         push=params.get("server"),
         force=bool(params.get("force")),
         progress=progress,
     )
+    result, _ = await asyncio.to_thread(app.registry_build, request)
     registry = result.registry
     counts = (
         {}

@@ -93,6 +93,7 @@ async def run_push(
     if dry_run:
         return await cache.call(_plan, ctx, cases, cache, key), None
     async with exclusive(cache, push_locks(key, cases), waiting=_WAITING):
+        callers = run_id is not None
         if run_id is None:
             await cache.call(cache.mark_dead_workers)  # a push killed earlier: its journal
             run_id = await cache.call(  # may now be cleared
@@ -102,7 +103,7 @@ async def run_push(
                 params={"patients": len(cases)},
                 worker=worker_name(),
             )
-        return await _send(ctx, cases, server, cache, run_id, on_bundle_done)
+        return await _send(ctx, cases, server, cache, run_id, on_bundle_done, callers=callers)
 
 
 def _plan(
@@ -153,7 +154,11 @@ async def _send(
     cache: Cache,
     run_id: int,
     on_bundle_done: Callable[[int, int], None] | None,
+    *,
+    callers: bool,
 ) -> tuple[PushPlan, PushReport]:
+    """Send the plan; ``callers`` says the run is the caller's (a service job's), as for a
+    pull: a failure of it is left to the caller to record."""
     key = server.base_url
     try:
         async with client_for(server) as client:
@@ -172,7 +177,11 @@ async def _send(
             if not report.failures:
                 await _retract_removed(plan, client, cache, server, report, ctx.resource_id)
     except BaseException as exc:
-        cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
+        if not callers or not isinstance(exc, Exception):
+            # a run made here, or a cancellation: interrupted (a re-run resumes it). An
+            # ordinary failure of a caller's run (a service job) is the caller's to record,
+            # so that whoever polls the run never sees it interrupted before it is failed.
+            cache.finish_run(run_id, status="interrupted", counts={}, error=exc.__class__.__name__)
         raise
     status = "failed" if report.failures else "succeeded"
     await cache.call(cache.finish_run, run_id, status=status, counts=report.counts)

@@ -1,7 +1,24 @@
-"""Helpers for tests and demos: real local FHIR servers (sekmet-fhir, Medplum's router)."""
+"""Kept for code written against ``fhir_cart.testing`` (the dev servers' package before it
+became :mod:`fhir_cart.devservers`): its names, and its modules ``fhir_server``,
+``medplum_server`` and ``registry_data`` as the very same module objects (so patching one
+patches the other). New code imports from :mod:`fhir_cart.devservers`."""
 
-from fhir_cart.testing.fhir_server import LocalFhirServer, SekmetServer, ensure_sekmet
-from fhir_cart.testing.medplum_server import MedplumServer, ensure_medplum
+import sys
+
+from fhir_cart.devservers import (
+    SERVERS,
+    LocalFhirServer,
+    MedplumServer,
+    SekmetServer,
+    ensure_medplum,
+    ensure_sekmet,
+    fhir_server,
+    medplum_server,
+    registry_data,
+)
+
+for _module in (fhir_server, medplum_server, registry_data):
+    sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
 
 __all__ = [
     "SERVERS",
@@ -11,6 +28,3 @@ __all__ = [
     "ensure_medplum",
     "ensure_sekmet",
 ]
-
-SERVERS: dict[str, type[LocalFhirServer]] = {"sekmet": SekmetServer, "medplum": MedplumServer}
-"""The local FHIR server implementations, by name."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fhir_cart.registry.centre_side import ExtractResult
     from fhir_cart.registry.definition import RegistryDef
 
-__all__ = ["Decided", "build", "decide", "extract", "resolve"]
+__all__ = ["BuildRequest", "Decided", "build", "decide", "extract", "resolve"]
 
 
 def _key(app: Application) -> bytes:
@@ -67,41 +67,51 @@ def _reader(app: Application) -> CentreReader:
     return functools.partial(read_centre, library=app.library)
 
 
-def build(
-    app: Application,
-    registry_file: Path,
-    out: Path,
-    *,
-    push: str | None = None,
-    force: bool = False,
-    spark: bool = False,
-    work: Path | None = None,
-    progress: Progress | None = None,
-    allow_new_key: bool = False,
-) -> tuple[BuildResult, str | None]:
+@dataclass(frozen=True)
+class BuildRequest:
+    """One registry build: the registry file, the folder its registry goes to, and how.
+
+    ``push`` names the server to push to (a name in settings or a base URL), ``force``
+    rebuilds though no input changed, ``spark`` links with the Spark backend, ``work`` is the
+    working copy (default ``<data_dir>/registry/<id>``), ``progress`` is told each step,
+    ``allow_new_key`` pushes under a new key while the server holds patients pushed under
+    the old one (see :meth:`fhir_cart.application.Application.registry_build`)."""
+
+    registry_file: Path
+    out: Path
+    push: str | None = None
+    force: bool = False
+    spark: bool = False
+    work: Path | None = None
+    progress: Progress | None = None
+    allow_new_key: bool = False
+
+
+def build(app: Application, request: BuildRequest) -> tuple[BuildResult, str | None]:
     """See :meth:`fhir_cart.application.Application.registry_build`."""
     from fhir_cart.registry.build import build_registry
     from fhir_cart.registry.definition import load_registry
     from fhir_cart.registry.workflow import study_summariser
 
-    definition = load_registry(registry_file)
-    if spark:
+    definition = load_registry(request.registry_file)
+    push, work = request.push, request.work
+    if request.spark:
         linkage = definition.linkage.model_copy(update={"backend": "spark"})
         definition = definition.model_copy(update={"linkage": linkage})
     key = _key(app)
     work = work or app.data_dir / "registry" / definition.id
-    if push is not None and not allow_new_key:
+    if push is not None and not request.allow_new_key:
         asyncio.run(_check_key(app, definition, key, push, work))
     concepts = _library(app, registry_own(app, definition))
     result = build_registry(
         definition,
-        out,
+        request.out,
         key=key,
         library=concepts,
         reader=_reader(app),
         summariser=study_summariser(definition, app.library, concepts),
-        progress=progress,
-        force=force,
+        progress=request.progress,
+        force=request.force,
         work=work,
     )
     if push is None:

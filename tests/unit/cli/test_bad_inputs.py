@@ -82,12 +82,18 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.mark.parametrize(("name", "content", "mapping", "status", "words"), STUDY_FILES,
-                         ids=[f[0] for f in STUDY_FILES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "content", "mapping", "status", "words"), STUDY_FILES, ids=[f[0] for f in STUDY_FILES]
+)
 def test_a_bad_study_file_is_a_clear_error_in_the_cli(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    name: str, content: bytes, mapping: str, status: int, words: list[str],
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: bytes,
+    mapping: str,
+    status: int,
+    words: list[str],
+) -> None:
     path = tmp_path / name
     path.write_bytes(content)
     mapping_file = MAPPINGS / "centres" / f"{mapping}.yaml"
@@ -102,23 +108,33 @@ def test_a_bad_study_file_is_a_clear_error_in_the_cli(
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[FastAPI]:
-    settings = Settings(data_dir=tmp_path / "data", api_keys=[SecretStr(KEY["X-API-Key"])],
-                        cache_url=f"sqlite:///{tmp_path / 'c.sqlite'}")  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        api_keys=[SecretStr(KEY["X-API-Key"])],
+        cache_url=f"sqlite:///{tmp_path / 'c.sqlite'}",
+    )
     app = create_app(settings, run_workers=False)
     app.state.cache = open_cache(settings.effective_cache_url())
     yield app
     app.state.cache.close()
 
 
-@pytest.mark.parametrize(("name", "content", "mapping", "status", "words"), STUDY_FILES,
-                         ids=[f[0] for f in STUDY_FILES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "content", "mapping", "status", "words"), STUDY_FILES, ids=[f[0] for f in STUDY_FILES]
+)
 def test_a_bad_study_file_is_a_clear_error_in_the_service(
-    service: FastAPI, tmp_path: Path,
-    name: str, content: bytes, mapping: str, status: int, words: list[str],
-) -> None:  # fmt: skip
+    service: FastAPI,
+    tmp_path: Path,
+    name: str,
+    content: bytes,
+    mapping: str,
+    status: int,
+    words: list[str],
+) -> None:
     with TestClient(service) as client:
-        answer = client.post("/uploads", headers=KEY, data={"mapping": mapping},
-                             files={"file": (name, content)})  # fmt: skip
+        answer = client.post(
+            "/uploads", headers=KEY, data={"mapping": mapping}, files={"file": (name, content)}
+        )
     detail = answer.json()["detail"]
     assert answer.status_code == status, detail
     stored = "study" + Path(name).suffix  # the service names the file it stores, not the client
@@ -163,8 +179,9 @@ async def test_oversized_smart_and_token_answers_are_refused() -> None:
     token = b'{"access_token": "' + b"t" * MAX_AUTH_ANSWER + b'"}'
     respx.post("https://a.test/t").mock(return_value=httpx.Response(200, content=token))
     smart = SmartBackendServices(client_id="c", private_key_pem=SecretStr("unused"))
-    credentials = ClientCredentials(token_url="https://a.test/t", client_id="c",
-                                    client_secret=SecretStr("s"))  # fmt: skip
+    credentials = ClientCredentials(
+        token_url="https://a.test/t", client_id="c", client_secret=SecretStr("s")
+    )
     async with httpx.AsyncClient() as http:
         with pytest.raises(AuthError, match="smart-configuration answered with more than"):
             await smart.headers(http, "https://fhir.test/r4")
@@ -175,8 +192,17 @@ async def test_oversized_smart_and_token_answers_are_refused() -> None:
 def test_pull_patients_from_a_missing_file_names_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["pull", "--patients", str(tmp_path / "missing.txt"),
-                 "--server", "http://127.0.0.1:9/fhir", "--out", str(tmp_path / "o")])  # fmt: skip
+    code = main(
+        [
+            "pull",
+            "--patients",
+            str(tmp_path / "missing.txt"),
+            "--server",
+            "http://127.0.0.1:9/fhir",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = _flat(capsys.readouterr().err)
     assert code == 2, err
     assert "--patients missing.txt: no such file; give a UTF-8 text file" in err
@@ -188,8 +214,17 @@ def test_a_group_id_that_is_not_a_fhir_id_is_refused_everywhere(
     group: str, tmp_path: Path, service: FastAPI, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``Group/../$export`` is the system-wide ``$export``: never sent."""
-    code = main(["pull", "--group", group, "--server", "http://127.0.0.1:9/fhir",
-                 "--out", str(tmp_path / "o")])  # fmt: skip
+    code = main(
+        [
+            "pull",
+            "--group",
+            group,
+            "--server",
+            "http://127.0.0.1:9/fhir",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2
     assert "--group" in capsys.readouterr().err
     with TestClient(service) as client:
@@ -237,8 +272,12 @@ def test_errors_name_files_relative_to_the_data_folder_not_by_server_path(
 
     patients = (ROOT / "fixtures" / "adult_cart" / "patients.csv").read_bytes()
     with TestClient(service) as client:  # a mapping of four CSVs, one uploaded
-        answer = client.post("/uploads", headers=KEY, data={"mapping": "adult_cart"},
-                             files={"file": ("patients.csv", patients)})  # fmt: skip
+        answer = client.post(
+            "/uploads",
+            headers=KEY,
+            data={"mapping": "adult_cart"},
+            files={"file": ("patients.csv", patients)},
+        )
     detail = answer.json()["detail"]
     assert answer.status_code == 422, detail
     assert detail.startswith("uploads/")
@@ -265,19 +304,26 @@ def test_the_data_folder_uploads_and_cache_are_the_owners_only(tmp_path: Path) -
         data = shared / "data"
         settings = Settings(data_dir=data, api_keys=[SecretStr(KEY["X-API-Key"])])
         with TestClient(create_app(settings, run_workers=False)) as client:
-            answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
-                                 files={"file": ("b.csv", CENTRE_B_FILE.read_bytes())})  # fmt: skip
+            answer = client.post(
+                "/uploads",
+                headers=KEY,
+                data={"mapping": "centre_b"},
+                files={"file": ("b.csv", CENTRE_B_FILE.read_bytes())},
+            )
             assert answer.status_code == 201, answer.text
         (upload,) = (data / "uploads").iterdir()
         assert [mode(p) for p in (data, data / "uploads", upload)] == [0o700] * 3
-        assert {p.name: mode(p) for p in upload.iterdir()} == {"study.csv": 0o600,
-                                                               "meta.json": 0o600}  # fmt: skip
+        assert {p.name: mode(p) for p in upload.iterdir()} == {
+            "study.csv": 0o600,
+            "meta.json": 0o600,
+        }
         assert mode(data / "cache.sqlite") == 0o600
         wide = tmp_path / "wide"
         wide.mkdir(mode=0o755)
         os.chmod(wide, 0o755)
-        with TestClient(create_app(settings.model_copy(update={"data_dir": wide}),
-                                   run_workers=False)):  # fmt: skip
+        with TestClient(
+            create_app(settings.model_copy(update={"data_dir": wide}), run_workers=False)
+        ):
             pass
         assert mode(wide) == 0o700  # an existing data folder is tightened at start-up
         assert mode(shared) == 0o755  # what the service did not create is left alone
@@ -293,8 +339,12 @@ def test_uploads_expire_after_their_ttl(service: FastAPI) -> None:
     assert settings.upload_ttl_hours == 24
 
     def upload(client: TestClient) -> str:
-        answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
-                             files={"file": ("b.csv", CENTRE_B_FILE.read_bytes())})  # fmt: skip
+        answer = client.post(
+            "/uploads",
+            headers=KEY,
+            data={"mapping": "centre_b"},
+            files={"file": ("b.csv", CENTRE_B_FILE.read_bytes())},
+        )
         assert answer.status_code == 201, answer.text
         upload_id: str = answer.json()["upload_id"]
         return upload_id
@@ -321,16 +371,40 @@ def test_uploads_expire_after_their_ttl(service: FastAPI) -> None:
 # -- servers answering what is not FHIR: the CLI and a service job say so -------------------
 
 FAKE = "https://fhir.test/r4"
-_TYPES = ["Patient", "Observation", "Condition", "Procedure", "MedicationAdministration",
-          "MedicationRequest", "AdverseEvent", "Encounter", "Group"]  # fmt: skip
+_TYPES = [
+    "Patient",
+    "Observation",
+    "Condition",
+    "Procedure",
+    "MedicationAdministration",
+    "MedicationRequest",
+    "AdverseEvent",
+    "Encounter",
+    "Group",
+]
 _CAPABILITIES = {
-    "resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
-    "fhirVersion": "4.0.1", "format": ["json"],
-    "rest": [{"mode": "server", "interaction": [{"code": "transaction"}], "resource": [
-        {"type": t, "interaction": [{"code": c} for c in ("read", "search-type", "update")],
-         "searchParam": [{"name": n, "type": "token"} for n in ("identifier", "patient", "_id")]}
-        for t in _TYPES]}],
-}  # fmt: skip
+    "resourceType": "CapabilityStatement",
+    "status": "active",
+    "kind": "instance",
+    "fhirVersion": "4.0.1",
+    "format": ["json"],
+    "rest": [
+        {
+            "mode": "server",
+            "interaction": [{"code": "transaction"}],
+            "resource": [
+                {
+                    "type": t,
+                    "interaction": [{"code": c} for c in ("read", "search-type", "update")],
+                    "searchParam": [
+                        {"name": n, "type": "token"} for n in ("identifier", "patient", "_id")
+                    ],
+                }
+                for t in _TYPES
+            ],
+        }
+    ],
+}
 
 
 def _not_fhir(request: httpx.Request) -> httpx.Response:
@@ -343,11 +417,13 @@ def _not_fhir(request: httpx.Request) -> httpx.Response:
     if request.url.path.endswith("/metadata"):
         return httpx.Response(200, json=_CAPABILITIES)
     if request.method == "GET":
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
-                                         "link": "next", "entry": []})  # fmt: skip
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "searchset", "link": "next", "entry": []}
+        )
     entries = [{"response": {"status": "OK"}} for _ in orjson.loads(request.content)["entry"]]
-    return httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response",
-                                     "entry": entries})  # fmt: skip
+    return httpx.Response(
+        200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
+    )
 
 
 SERVER_ANSWERS = [
@@ -370,15 +446,19 @@ def _fake_server(command: str, tmp_path: Path) -> ServerSettings:
 
 @pytest.mark.parametrize(("command", "words"), SERVER_ANSWERS)
 def test_a_server_answer_that_is_not_fhir_is_a_clear_error_in_the_cli(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    command: str, words: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    words: str,
+) -> None:
     cache = ["--cache", f"sqlite:///{tmp_path / 'c.sqlite'}"]
     pull = ["pull", "--search", "identifier=x|", "--out", str(tmp_path / "o")]
     args = {
-        "pull": pull, "smart": pull,
+        "pull": pull,
+        "smart": pull,
         "push": ["push", str(SEED_FILE), "-m", str(MAPPINGS / "centres" / "seed.yaml")],
-    }[command]  # fmt: skip
+    }[command]
     config = tmp_path / "fhir-cart.yaml"
     server = _fake_server(command, tmp_path).model_dump(mode="json", exclude_defaults=True)
     config.write_bytes(orjson.dumps({"servers": {"fake": server}}))  # JSON is YAML
@@ -391,16 +471,19 @@ def test_a_server_answer_that_is_not_fhir_is_a_clear_error_in_the_cli(
     assert f"error: the FHIR server cannot be used: {words}" in err
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize(("command", "words"), SERVER_ANSWERS)
 def test_a_server_answer_that_is_not_fhir_fails_the_job_with_its_reason(
     tmp_path: Path, command: str, words: str
 ) -> None:
     import time
 
-    settings = Settings(data_dir=tmp_path / "data", api_keys=[SecretStr(KEY["X-API-Key"])],
-                        servers={"h": _fake_server(command, tmp_path)})  # fmt: skip
-    with respx.mock(assert_all_called=False) as mock, \
-            TestClient(create_app(settings)) as client:  # fmt: skip
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        api_keys=[SecretStr(KEY["X-API-Key"])],
+        servers={"h": _fake_server(command, tmp_path)},
+    )
+    with respx.mock(assert_all_called=False) as mock, TestClient(create_app(settings)) as client:
         mock.route(host="fhir.test").mock(side_effect=_not_fhir)
         mock.route(host="testserver").pass_through()
         if command == "push":
@@ -451,4 +534,38 @@ def test_a_failed_pull_is_left_to_the_caller_that_made_its_run(
         assert runs[run_id] == "running"
     else:
         assert runs[run_id] == "running"  # not the pull's: it made a run of its own
+        assert sorted(s for i, s in runs.items() if i != run_id) == ["interrupted"]
+
+
+@pytest.mark.parametrize("owned_by_caller", [False, True])
+def test_a_failed_push_is_left_to_the_caller_that_made_its_run(
+    tmp_path: Path, owned_by_caller: bool
+) -> None:
+    """The pull's rule for a push: a push that fails on a bad server answer marks a run it
+    made itself interrupted; a run its caller made (a service job, which marks it failed)
+    is left running for the caller, so a client polling it never sees it interrupted first."""
+    import asyncio
+
+    from fhir_cart.application import Application
+
+    cache = open_cache(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    server = _fake_server("push", tmp_path)
+    run_id = cache.create_run(kind="push", server=server.base_url, params={}, worker="w")
+    app = Application(Settings(data_dir=tmp_path / "data"))
+    read = app.read(SEED_FILE, MAPPINGS / "centres" / "seed.yaml")
+    push = app.push(
+        read.cases,
+        mapping=read.mapping,
+        server=server,
+        cache=cache,
+        run_id=run_id if owned_by_caller else None,
+    )
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="fhir.test").mock(side_effect=_not_fhir)
+        with pytest.raises(BadResponse):
+            asyncio.run(push)
+    runs = {run.id: run.status for run in cache.list_runs()}
+    cache.close()
+    assert runs[run_id] == "running"  # the caller's to record, or not the push's at all
+    if not owned_by_caller:
         assert sorted(s for i, s in runs.items() if i != run_id) == ["interrupted"]

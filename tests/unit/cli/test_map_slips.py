@@ -27,9 +27,10 @@ KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        data_dir=tmp_path / "data",
+        cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
         api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
-    )  # fmt: skip
+    )
 
 
 def _centre_b(tmp_path: Path, old: str, new: str, *, rows: int | None = None) -> Path:
@@ -48,8 +49,9 @@ def _centre_b(tmp_path: Path, old: str, new: str, *, rows: int | None = None) ->
 def _upload(tmp_path: Path, study: Path, mapping: str = "centre_b") -> tuple[int, Any]:
     app = create_app(_settings(tmp_path), run_workers=False)
     with TestClient(app) as client, study.open("rb") as handle:
-        answer = client.post("/uploads", headers=KEY, data={"mapping": mapping},
-                             files={"file": (study.name, handle)})  # fmt: skip
+        answer = client.post(
+            "/uploads", headers=KEY, data={"mapping": mapping}, files={"file": (study.name, handle)}
+        )
     return answer.status_code, answer.json()
 
 
@@ -78,12 +80,14 @@ def test_a_misspelt_column_names_the_column_spec_and_close_match_in_the_service(
     assert "did you mean 'Brith'?" in body["detail"]
     assert body["errors"] == [
         {
-            "source": "study.csv", "table": "patients", "row": 1, "column": "Birth",
+            "source": "study.csv",
+            "table": "patients",
+            "row": 1,
+            "column": "Birth",
             "value": None,
-            "reason": "column for patients.birth_date is not in the header; "
-            "did you mean 'Brith'?",
+            "reason": "column for patients.birth_date is not in the header; did you mean 'Brith'?",
         }
-    ]  # fmt: skip
+    ]
 
 
 # -- 8. numbers a double cannot hold; a file with no data rows --------------------------------
@@ -96,9 +100,13 @@ def _events(tmp_path: Path, rows: str, spec: dict[str, Any], **top: Any) -> Read
     (folder / "patients.csv").write_text("ID\nA\nB\n", encoding="utf-8")
     (folder / "events.csv").write_text(rows, encoding="utf-8")
     spec = {"source": "events", **spec, "columns": {"study_id": "ID", **spec["columns"]}}
-    data = {"centre": "test", "anchor": "cart_infusion",
-            "patients": {"source": "patients", "columns": {"study_id": "ID"}},
-            "events": [spec], **top}  # fmt: skip
+    data = {
+        "centre": "test",
+        "anchor": "cart_infusion",
+        "patients": {"source": "patients", "columns": {"study_id": "ID"}},
+        "events": [spec],
+        **top,
+    }
     return read_study(folder, StudyMapping.model_validate(data))
 
 
@@ -130,8 +138,9 @@ def test_numbers_a_double_cannot_hold_are_rejects_with_their_place(
 
 @pytest.mark.parametrize("cell", ["inf", "nan", "1e999", "-Infinity"])
 def test_canonical_numbers_must_be_finite(tmp_path: Path, cell: str) -> None:
-    result = _events(tmp_path, f"ID,N\nA,{cell}\n",
-                     {"concept": "mrd", "columns": {"value_number": "N"}})  # fmt: skip
+    result = _events(
+        tmp_path, f"ID,N\nA,{cell}\n", {"concept": "mrd", "columns": {"value_number": "N"}}
+    )
     assert [(r.row, r.column, r.value) for r in result.rejects] == [(2, "N", cell)]
 
 
@@ -181,9 +190,12 @@ def test_a_file_whose_rows_are_all_blank_is_an_error_too(tmp_path: Path) -> None
 def test_an_impossible_date_says_why(
     tmp_path: Path, cell: str, formats: list[str], reason: str
 ) -> None:
-    result = _events(tmp_path, f"ID,C,D\nA,apheresis,{cell}\n",
-                     {"columns": {"concept": "C", "when_date": "D"}},
-                     date_formats=formats)  # fmt: skip
+    result = _events(
+        tmp_path,
+        f"ID,C,D\nA,apheresis,{cell}\n",
+        {"columns": {"concept": "C", "when_date": "D"}},
+        date_formats=formats,
+    )
     assert [(r.row, r.column, r.value) for r in result.rejects] == [(2, "D", cell)]
     assert result.rejects[0].reason.startswith(reason)
 
@@ -192,24 +204,42 @@ def test_a_bad_anchor_date_is_one_reject(tmp_path: Path) -> None:
     """The infusion date is the patient's anchor date and the date of two events on the same
     row: one cause, one reject (it printed three times)."""
     study = tmp_path / "cohort.csv"
-    study.write_text("UPN,Infusion,MRD d28\n17,31.02.2024,neg\n23,02.05.2022,0.02%\n",
-                     encoding="utf-8")  # fmt: skip
-    mapping = StudyMapping.model_validate({
-        "centre": "st-elsewhere", "date_formats": ["%d.%m.%Y"], "anchor": "cart_infusion",
-        "patients": {"columns": {"study_id": "UPN", "anchor_date": "Infusion"}},
-        "events": [
-            {"name": "infusion", "concept": "cart_infusion", "columns": {"when_date": "Infusion"},
-             "constants": {"when_day": 0}},
-            {"name": "mrd-d28", "concept": "mrd", "columns": {"value": "MRD d28"},
-             "values": {"value": {"neg": "negative"}}, "constants": {"when_day": 28}},
-        ],
-    })  # fmt: skip
+    study.write_text(
+        "UPN,Infusion,MRD d28\n17,31.02.2024,neg\n23,02.05.2022,0.02%\n", encoding="utf-8"
+    )
+    mapping = StudyMapping.model_validate(
+        {
+            "centre": "st-elsewhere",
+            "date_formats": ["%d.%m.%Y"],
+            "anchor": "cart_infusion",
+            "patients": {"columns": {"study_id": "UPN", "anchor_date": "Infusion"}},
+            "events": [
+                {
+                    "name": "infusion",
+                    "concept": "cart_infusion",
+                    "columns": {"when_date": "Infusion"},
+                    "constants": {"when_day": 0},
+                },
+                {
+                    "name": "mrd-d28",
+                    "concept": "mrd",
+                    "columns": {"value": "MRD d28"},
+                    "values": {"value": {"neg": "negative"}},
+                    "constants": {"when_day": 28},
+                },
+            ],
+        }
+    )
     result = read_study(study, mapping)
     assert [(r.row, r.column, r.value, r.reason) for r in result.rejects] == [
-        (2, "Infusion", "31.02.2024",
-         "day 31 does not exist in February 2024 (read as %d.%m.%Y); the patient and their "
-         "events on this row are not read"),
-    ]  # fmt: skip
+        (
+            2,
+            "Infusion",
+            "31.02.2024",
+            "day 31 does not exist in February 2024 (read as %d.%m.%Y); the patient and their "
+            "events on this row are not read",
+        ),
+    ]
     assert [c.patient.study_id for c in result.cases] == ["23"]
 
 
@@ -250,8 +280,9 @@ def test_a_unit_of_the_columns_kind_or_a_listed_one_is_read(
 
 def test_a_fixed_dose_in_a_per_area_column_is_a_reject_with_the_fix(tmp_path: Path) -> None:
     """`1,5 g` in a column of mg/m²: almost surely a typo for g/m² (it became 1,500 mg)."""
-    result = _events(tmp_path, 'ID,Dose\nA,"1,5 g"\nB,"1,5 g/m²"\n',
-                     {**CYCLO, "units": {"value": "mg/m2"}})  # fmt: skip
+    result = _events(
+        tmp_path, 'ID,Dose\nA,"1,5 g"\nB,"1,5 g/m²"\n', {**CYCLO, "units": {"value": "mg/m2"}}
+    )
     assert [(r.source, r.row, r.column, r.value) for r in result.rejects] == [
         ("events.csv", 2, "Dose", "1,5 g")
     ]
@@ -263,15 +294,20 @@ def test_a_fixed_dose_in_a_per_area_column_is_a_reject_with_the_fix(tmp_path: Pa
 
 def test_a_unit_column_is_not_checked_against_the_columns_default(tmp_path: Path) -> None:
     """A unit the row states in its own unit column is the source's word: kept as before."""
-    result = _events(tmp_path, "ID,Dose,Unit\nA,2,mg\n",
-                     {**CYCLO, "columns": {"value": "Dose", "unit": "Unit"},
-                      "units": {"value": "mg/m2"}})  # fmt: skip
+    result = _events(
+        tmp_path,
+        "ID,Dose,Unit\nA,2,mg\n",
+        {**CYCLO, "columns": {"value": "Dose", "unit": "Unit"}, "units": {"value": "mg/m2"}},
+    )
     assert result.rejects == []
 
 
 def test_cells_in_a_cells_per_kg_attribute_column_are_a_reject(tmp_path: Path) -> None:
-    spec = {"concept": "cart_infusion", "columns": {"cell_dose": "Cells"},
-            "units": {"cell_dose": "10*6/kg"}}  # fmt: skip
+    spec = {
+        "concept": "cart_infusion",
+        "columns": {"cell_dose": "Cells"},
+        "units": {"cell_dose": "10*6/kg"},
+    }
     result = _events(tmp_path, "ID,Cells\nA,200 x10^6\nB,2.1\n", spec)
     assert [(r.row, r.column, r.value) for r in result.rejects] == [(2, "Cells", "200 x10^6")]
     reason = result.rejects[0].reason
@@ -282,9 +318,12 @@ def test_cells_in_a_cells_per_kg_attribute_column_are_a_reject(tmp_path: Path) -
 
 def test_allowed_units_are_checked_when_the_mapping_is_loaded(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
-    path.write_text("centre: x\npatients: {columns: {study_id: ID}}\nevents:\n"
-                    "  - {concept: cyclophosphamide, columns: {value: Dose},"
-                    " units: {value: [mg/m2, gramm]}}\n", encoding="utf-8")  # fmt: skip
+    path.write_text(
+        "centre: x\npatients: {columns: {study_id: ID}}\nevents:\n"
+        "  - {concept: cyclophosphamide, columns: {value: Dose},"
+        " units: {value: [mg/m2, gramm]}}\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError, match=r"events\[0\]\.units\.value: 'gramm' is not a UCUM"):
         load_study_mapping(path)
     path.write_text(path.read_text().replace("[mg/m2, gramm]", "[]"), encoding="utf-8")
@@ -315,8 +354,9 @@ def test_a_mappings_study_path_resolves_from_the_mapping_file(
     assert main(["summary", str(CENTRE_B_FILE), "-m", str(mapping)]) == 0
     assert "Our own study 2022" in capsys.readouterr().out
     # an absolute path keeps working
-    mapping.write_text(text.replace("studies/ours.yaml", str(folder / "studies" / "ours.yaml")),
-                       encoding="utf-8")  # fmt: skip
+    mapping.write_text(
+        text.replace("studies/ours.yaml", str(folder / "studies" / "ours.yaml")), encoding="utf-8"
+    )
     assert load_study_mapping(mapping).study == str(folder / "studies" / "ours.yaml")
     # a study name stays a name (mappings/studies)
     mapping.write_text(CENTRE_B_MAPPING.read_text(encoding="utf-8"), encoding="utf-8")
@@ -344,16 +384,18 @@ def test_a_registrys_study_path_never_falls_back_to_the_current_directory(
 # -- 5. text tests ignore case and spaces, and say when they match nothing --------------------
 
 
-def _ae(sid: str, text: str | None = None, concept: str = "adverse_event_other",
-        **attributes: Any) -> Case:  # fmt: skip
+def _ae(
+    sid: str, text: str | None = None, concept: str = "adverse_event_other", **attributes: Any
+) -> Case:
     value = Value(text=text) if text is not None else None
     event = Event(event_id="e1", concept=concept, value=value, attributes=attributes)
     return Case(patient=PatientRecord(study_id=sid, centre="test"), events=(event,))
 
 
 def _measure(count: dict[str, Any]) -> StudyDefinition:
-    return parse_study({"name": "t", "anchor": "cart_infusion",
-                        "measures": [{"id": "m", "count": count}]})  # fmt: skip
+    return parse_study(
+        {"name": "t", "anchor": "cart_infusion", "measures": [{"id": "m", "count": count}]}
+    )
 
 
 def test_a_text_test_ignores_case_and_spaces() -> None:
@@ -397,9 +439,11 @@ def test_the_summary_command_prints_unmatched_text_tests(
     data = tmp_path / "cases.json"
     data.write_bytes(orjson.dumps([c.model_dump(mode="json") for c in cases]))
     study = tmp_path / "study.yaml"
-    study.write_text("name: t\nanchor: cart_infusion\nmeasures:\n  - id: m\n    count: "
-                     "{event: {concept: adverse_event_other, value: Hypotensoin}}\n",
-                     encoding="utf-8")  # fmt: skip
+    study.write_text(
+        "name: t\nanchor: cart_infusion\nmeasures:\n  - id: m\n    count: "
+        "{event: {concept: adverse_event_other, value: Hypotensoin}}\n",
+        encoding="utf-8",
+    )
     assert main(["summary", str(data), "--study", str(study), "--json"]) == 0
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "'Hypotensoin' matches no event; closest values present: 'Hypotension'" in err
@@ -445,16 +489,23 @@ def test_an_upload_warns_of_a_patient_without_the_anchor(tmp_path: Path) -> None
 
 # -- 4. a constant the source does not state is refused, or marked as assumed ----------------
 
-CSA = {"name": "csa", "columns": {"concept": "CsA"}, "values": {"concept": {"x": "ciclosporin"}},
-       "constants": {"when_day": -1}}  # fmt: skip
+CSA = {
+    "name": "csa",
+    "columns": {"concept": "CsA"},
+    "values": {"concept": {"x": "ciclosporin"}},
+    "constants": {"when_day": -1},
+}
 REASON = "the file marks only that ciclosporin was given; day -1 is the protocol's start day"
 
 
 def _csa_mapping(tmp_path: Path, **spec: Any) -> Path:
     path = tmp_path / "csa.yaml"
-    data = {"centre": "test", "anchor": "hsct",
-            "patients": {"columns": {"study_id": "ID", "anchor_date": "HSCT"}},
-            "events": [{**CSA, **spec}]}  # fmt: skip
+    data = {
+        "centre": "test",
+        "anchor": "hsct",
+        "patients": {"columns": {"study_id": "ID", "anchor_date": "HSCT"}},
+        "events": [{**CSA, **spec}],
+    }
     path.write_text(orjson.dumps(data).decode(), encoding="utf-8")  # JSON is YAML
     return path
 
@@ -471,22 +522,32 @@ def test_a_constant_day_for_a_row_that_only_says_x_is_refused(tmp_path: Path) ->
     "spec",
     [
         {"concept": "mrd", "columns": {"value": "MRD d28"}, "constants": {"when_day": 28}},
-        {"concept": "disease_status", "columns": {"when_day": "Relapse"},
-         "constants": {"value": "relapse"}},
+        {
+            "concept": "disease_status",
+            "columns": {"when_day": "Relapse"},
+            "constants": {"value": "relapse"},
+        },
         {"concept": "hsct", "columns": {"donor_type": "Donor"}, "constants": {"when_day": 0}},
-        {"concept": "disease_status", "columns": {"value": "Status"},
-         "values": {"value": {"CR1": {"value": "complete_remission", "remission_number": 1}}},
-         "constants": {"when_window": "before hsct"}},
+        {
+            "concept": "disease_status",
+            "columns": {"value": "Status"},
+            "values": {"value": {"CR1": {"value": "complete_remission", "remission_number": 1}}},
+            "constants": {"when_window": "before hsct"},
+        },
     ],
-)  # fmt: skip
+)
 def test_a_constant_beside_a_stated_time_or_value_is_no_assumption(
     tmp_path: Path, spec: dict[str, Any]
 ) -> None:
     """A day beside a value cell is what the column states (MRD d28); the anchor's own day 0
     is its definition."""
     path = tmp_path / "m.yaml"
-    data = {"centre": "test", "anchor": "hsct", "patients": {"columns": {"study_id": "ID"}},
-            "events": [spec]}  # fmt: skip
+    data = {
+        "centre": "test",
+        "anchor": "hsct",
+        "patients": {"columns": {"study_id": "ID"}},
+        "events": [spec],
+    }
     path.write_text(orjson.dumps(data).decode(), encoding="utf-8")
     assert load_study_mapping(path).events[0].assumed is None
 
@@ -523,8 +584,12 @@ def test_an_assumed_constant_is_marked_on_the_event_the_tables_and_fhir(tmp_path
 
 
 def test_a_filled_cell_is_never_marked_as_assumed(tmp_path: Path) -> None:
-    spec = {"concept": "ciclosporin", "columns": {"concept": "CsA", "when_day": "Day"},
-            "constants": {"when_day": -1}, "assumed": REASON}  # fmt: skip
+    spec = {
+        "concept": "ciclosporin",
+        "columns": {"concept": "CsA", "when_day": "Day"},
+        "constants": {"when_day": -1},
+        "assumed": REASON,
+    }
     spec["concept"] = None
     spec.pop("concept")
     spec["values"] = {"concept": {"x": "ciclosporin"}}
@@ -565,8 +630,9 @@ def test_canonical_tables_written_before_assumed_existed_still_read(tmp_path: Pa
     events = folder / "events.csv"
     rows = [line.split(",") for line in events.read_text(encoding="utf-8").splitlines()]
     index = rows[0].index("assumed")
-    events.write_text("\n".join(",".join(r[:index] + r[index + 1 :]) for r in rows) + "\n",
-                      encoding="utf-8")  # fmt: skip
+    events.write_text(
+        "\n".join(",".join(r[:index] + r[index + 1 :]) for r in rows) + "\n", encoding="utf-8"
+    )
     assert read_study(folder, canonical_mapping()).cases == cases
     bad = canonical_mapping().events[0].model_copy(update={"optional": ("nothing",)})
     mapping = canonical_mapping().model_copy(update={"events": (bad,)})

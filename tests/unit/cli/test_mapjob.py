@@ -21,6 +21,7 @@ from fhir_cart.records import Case
 from tests.support import FIXTURES, MAPPINGS, SEED_FILE, SEED_MAPPING
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @given(st.text())
 def test_uuid5_text_is_uuid5(name: str) -> None:
     assert uuid5_text(name) == str(uuid.uuid5(_NAMESPACE, name))

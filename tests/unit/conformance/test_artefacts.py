@@ -50,6 +50,7 @@ def test_checked_in_artefacts_equal_the_generated_ones() -> None:
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_the_check_fails_on_a_stale_artefact(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["artefacts", "--out", str(tmp_path)]).exit_code == 0
@@ -70,8 +71,12 @@ def test_medplum_and_the_json_schema_find_no_error_in_the_artefacts(
 ) -> None:
     artefacts = _artefacts()
     assert {a["resourceType"] for a in artefacts} == {
-        "StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap", "ImplementationGuide"
-    }  # fmt: skip
+        "StructureDefinition",
+        "CodeSystem",
+        "ValueSet",
+        "ConceptMap",
+        "ImplementationGuide",
+    }
     assert medplum_errors(artefacts) == []
     schema = SchemaChecker(fhir_schema_path)
     # The HL7 R4 JSON Schema was built for 4.0.0: its FHIRVersion enum stops there, so it

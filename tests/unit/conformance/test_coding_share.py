@@ -44,9 +44,12 @@ RESOURCES = [
             ]
         },
     },
-    {"resourceType": "Procedure", "code": {"coding": [{"system": SNOMED, "code": "1"}]},
-     "usedCode": [{"text": "ACAD-CAR19"}]},  # text only: without
-]  # fmt: skip
+    {
+        "resourceType": "Procedure",
+        "code": {"coding": [{"system": SNOMED, "code": "1"}]},
+        "usedCode": [{"text": "ACAD-CAR19"}],
+    },  # text only: without
+]
 
 
 def test_counts_clinical_concepts_not_anchors() -> None:

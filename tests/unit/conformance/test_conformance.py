@@ -119,6 +119,7 @@ def test_medplum_finds_no_error(name: str) -> None:
     assert errors == [], "\n".join(errors[:30])
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_json_schema_finds_no_error(name: str, fhir_schema_path: Path) -> None:
     schema = SchemaChecker(fhir_schema_path)
@@ -126,6 +127,7 @@ def test_json_schema_finds_no_error(name: str, fhir_schema_path: Path) -> None:
     assert errors == [], "\n".join(errors[:30])
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_coded_values_are_inside_required_and_maximum_bindings(
     name: str, definitions: Definitions

@@ -218,6 +218,7 @@ def test_a_study_addition_gets_its_own_package(tmp_path: Path) -> None:
 # -- validation against the package (node) --------------------------------------------------
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["seed", "hsct", "adult", "golden", "centre_b"])
 def test_every_fixture_validates_against_the_package(name: str) -> None:
@@ -236,6 +237,7 @@ def _with_extension(rtype: str, url: str) -> tuple[Json, Json]:
     return resource, next(e for e in resource["extension"] if e["url"] == url)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.integration
 def test_a_wrong_value_type_fails() -> None:
     event, grade = _with_extension("AdverseEvent", EXT + "grade")
@@ -247,6 +249,7 @@ def test_a_wrong_value_type_fails() -> None:
     assert "AdverseEvent.extension[" in errors[0]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.integration
 def test_a_value_outside_the_library_bounds_fails() -> None:
     event, grade = _with_extension("AdverseEvent", EXT + "grade")
@@ -256,6 +259,7 @@ def test_a_value_outside_the_library_bounds_fails() -> None:
     assert f"extension {EXT}grade: valueInteger 7 is outside 1..5" in errors[0]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.integration
 def test_an_extension_on_the_wrong_element_fails() -> None:
     _, grade = _with_extension("AdverseEvent", EXT + "grade")
@@ -270,6 +274,7 @@ def test_an_extension_on_the_wrong_element_fails() -> None:
     )
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.integration
 def test_a_code_outside_a_required_binding_fails() -> None:
     condition, state = _with_extension("Condition", EXT + "disease-state")
@@ -287,6 +292,7 @@ def test_a_code_outside_a_required_binding_fails() -> None:
     ) in errors[0]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.integration
 def test_a_structure_definition_without_snapshot_is_reported(tmp_path: Path) -> None:
     folder = tmp_path / "copy"

@@ -35,8 +35,13 @@ Json = dict[str, Any]
 SEED = ROOT / "fixtures" / "seed" / "seed_cohort.xlsx"
 MCODE = ROOT / ".cache" / "mcode-4.0.0"
 ENGINES = ("duckdb", "reference")
-FAST_ON_DUCKDB = ("patients", "events_condition", "events_adverse_event", "events_death",
-                  "events_follow_up")  # fmt: skip
+FAST_ON_DUCKDB = (
+    "patients",
+    "events_condition",
+    "events_adverse_event",
+    "events_death",
+    "events_follow_up",
+)
 """Views fhir4ds runs in seconds: its SQL for the others is megabytes (each coded attribute
 is a unionAll it inlines) and takes minutes; the reference engine runs them all."""
 _FROM_OTHER_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationDispense")
@@ -126,8 +131,10 @@ def _check(engine: str, ndjson: Path, views: Path, tmp_path: Path) -> tuple[int,
         events, compare.view_events(rows), not_covered=_not_covered(ndjson, views)
     )
     assert problems + found == [], "\n".join(problems + found)
-    print(f"{engine}: {len(patients)} patients, {compared} of {len(events)} events compared, "
-          f"{left_out} left out (no view run gives them)")  # fmt: skip
+    print(
+        f"{engine}: {len(patients)} patients, {compared} of {len(events)} events compared, "
+        f"{left_out} left out (no view run gives them)"
+    )
     assert compared + left_out == len(events)
     return len(patients), compared
 
@@ -217,11 +224,26 @@ def test_every_concept_of_the_library_is_matched_by_its_codings() -> None:
 
 
 def test_a_study_concept_gets_its_branch_and_an_unknown_status_no_row() -> None:
-    extra = ConceptsFile.model_validate({"concepts": {"ferritin_x": {
-        "label": "Ferritin", "kind": "observation",
-        "codings": [{"system": "loinc", "code": "2276-4", "display": "Ferritin",
-                     "source": "test", "verified": True}],
-        "value": {"type": "quantity", "units": ["ug/L"]}}}})  # fmt: skip
+    extra = ConceptsFile.model_validate(
+        {
+            "concepts": {
+                "ferritin_x": {
+                    "label": "Ferritin",
+                    "kind": "observation",
+                    "codings": [
+                        {
+                            "system": "loinc",
+                            "code": "2276-4",
+                            "display": "Ferritin",
+                            "source": "test",
+                            "verified": True,
+                        }
+                    ],
+                    "value": {"type": "quantity", "units": ["ug/L"]},
+                }
+            }
+        }
+    )
     ctx = mapping_context(extra=extra)
     view = view_definitions(ctx, [])["events_observation"]
     concepts = next(s for s in view["select"] if "'ferritin_x'" in json.dumps(s))

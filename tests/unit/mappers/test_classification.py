@@ -21,18 +21,31 @@ SYS = "urn:test:codes"
 
 
 def _coding(code: str, prefix: bool = False) -> dict[str, Any]:
-    return {"system": "t", "code": code, "display": code, "source": "test", "verified": True,
-            "prefix": prefix}  # fmt: skip
+    return {
+        "system": "t",
+        "code": code,
+        "display": code,
+        "source": "test",
+        "verified": True,
+        "prefix": prefix,
+    }
 
 
 def _terms(words: dict[str, dict[str, Any]]) -> Terminology:
-    data = TerminologyFile.model_validate({
-        "systems": {"t": SYS, "own": "urn:test:own"},
-        "own_code_system": {"key": "own", "name": "T", "title": "T", "version": "1",
-                            "publisher": "t"},
-        "concepts": {"g": words},
-        "units": {},
-    })  # fmt: skip
+    data = TerminologyFile.model_validate(
+        {
+            "systems": {"t": SYS, "own": "urn:test:own"},
+            "own_code_system": {
+                "key": "own",
+                "name": "T",
+                "title": "T",
+                "version": "1",
+                "publisher": "t",
+            },
+            "concepts": {"g": words},
+            "units": {},
+        }
+    )
     return Terminology(data)
 
 
@@ -44,20 +57,24 @@ def _cc(*codes: str, text: str | None = None) -> dict[str, Any]:
 
 
 def test_the_closest_fit_wins_not_the_first_name() -> None:
-    terms = _terms({
-        "a_broad": {"text": "A", "codings": [_coding("X"), _coding("Y")]},
-        "z_exact": {"text": "Z", "codings": [_coding("X")]},
-    })  # fmt: skip
+    terms = _terms(
+        {
+            "a_broad": {"text": "A", "codings": [_coding("X"), _coding("Y")]},
+            "z_exact": {"text": "Z", "codings": [_coding("X")]},
+        }
+    )
     assert terms.word("g", _cc("X")) == "z_exact"
     assert terms.word("g", _cc("X", "Y")) == "a_broad"
 
 
 def test_equal_fits_and_disagreeing_codes_are_ambiguous() -> None:
-    terms = _terms({
-        "b": {"text": "B", "codings": [_coding("X")]},
-        "a": {"text": "A", "codings": [_coding("X")]},
-        "c": {"text": "C", "codings": [_coding("Q")]},
-    })  # fmt: skip
+    terms = _terms(
+        {
+            "b": {"text": "B", "codings": [_coding("X")]},
+            "a": {"text": "A", "codings": [_coding("X")]},
+            "c": {"text": "C", "codings": [_coding("Q")]},
+        }
+    )
     with pytest.raises(AmbiguousCode, match="ambiguous: matches a and b"):
         terms.word("g", _cc("X"))
     with pytest.raises(AmbiguousCode, match="ambiguous: matches a and b and c"):
@@ -65,10 +82,12 @@ def test_equal_fits_and_disagreeing_codes_are_ambiguous() -> None:
 
 
 def test_a_narrower_word_wins_over_its_broader_word() -> None:
-    terms = _terms({
-        "all": {"text": "broad", "codings": [_coding("C91.0", prefix=True)]},
-        "b_all": {"text": "narrow", "within": "all", "codings": [_coding("N")]},
-    })  # fmt: skip
+    terms = _terms(
+        {
+            "all": {"text": "broad", "codings": [_coding("C91.0", prefix=True)]},
+            "b_all": {"text": "narrow", "within": "all", "codings": [_coding("N")]},
+        }
+    )
     assert terms.word("g", _cc("N", "C91.00")) == "b_all"
     assert terms.word("g", _cc("C91.00")) == "all"
     assert terms.word("g", _cc("C91.0")) == "all"
@@ -77,17 +96,20 @@ def test_a_narrower_word_wins_over_its_broader_word() -> None:
 
 
 def test_the_longest_prefix_decides() -> None:
-    terms = _terms({
-        "leukaemia": {"text": "L", "codings": [_coding("C9", prefix=True)]},
-        "all": {"text": "ALL", "codings": [_coding("C91.0", prefix=True)]},
-    })  # fmt: skip
+    terms = _terms(
+        {
+            "leukaemia": {"text": "L", "codings": [_coding("C9", prefix=True)]},
+            "all": {"text": "ALL", "codings": [_coding("C91.0", prefix=True)]},
+        }
+    )
     assert terms.word("g", _cc("C91.02")) == "all"
     assert terms.word("g", _cc("C95.1")) == "leukaemia"
 
 
 def test_prefix_codes_are_never_written() -> None:
-    terms = _terms({"all": {"text": "ALL", "codings": [_coding("C91.0", prefix=True),
-                                                       _coding("W")]}})  # fmt: skip
+    terms = _terms(
+        {"all": {"text": "ALL", "codings": [_coding("C91.0", prefix=True), _coding("W")]}}
+    )
     assert terms.concept("g", "all")["coding"] == [{"system": SYS, "code": "W", "display": "W"}]
 
 
@@ -101,10 +123,12 @@ def test_text_only_when_there_is_no_coding_and_the_setting_allows_it() -> None:
 
 
 def test_two_words_with_one_text_are_ambiguous() -> None:
-    terms = _terms({
-        "a": {"text": "Same", "codings": [_coding("X")]},
-        "b": {"text": "same", "codings": [_coding("Y")]},
-    })  # fmt: skip
+    terms = _terms(
+        {
+            "a": {"text": "Same", "codings": [_coding("X")]},
+            "b": {"text": "same", "codings": [_coding("Y")]},
+        }
+    )
     terms.read_text = True
     with pytest.raises(AmbiguousCode):
         terms.word("g", {"text": "same"})
@@ -113,16 +137,26 @@ def test_two_words_with_one_text_are_ambiguous() -> None:
 def _text_only_hsct() -> list[dict[str, Any]]:
     return [
         {"resourceType": "Patient", "id": "tx-p1"},
-        {"resourceType": "Procedure", "id": "tx-pr1", "status": "stopped",
-         "subject": {"reference": "Patient/tx-p1"},
-         "code": {"text": "haematopoietic  STEM cell transplant"},
-         "performedDateTime": "2020-01-02"},
-        {"resourceType": "Procedure", "id": "tx-pr2", "status": "completed",
-         "subject": {"reference": "Patient/tx-p1"},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "234336002"}],
-                  "text": "Apheresis"},
-         "performedDateTime": "2020-01-03"},
-    ]  # fmt: skip
+        {
+            "resourceType": "Procedure",
+            "id": "tx-pr1",
+            "status": "stopped",
+            "subject": {"reference": "Patient/tx-p1"},
+            "code": {"text": "haematopoietic  STEM cell transplant"},
+            "performedDateTime": "2020-01-02",
+        },
+        {
+            "resourceType": "Procedure",
+            "id": "tx-pr2",
+            "status": "completed",
+            "subject": {"reference": "Patient/tx-p1"},
+            "code": {
+                "coding": [{"system": "http://snomed.info/sct", "code": "234336002"}],
+                "text": "Apheresis",
+            },
+            "performedDateTime": "2020-01-03",
+        },
+    ]
 
 
 def test_an_event_read_from_text_says_so(ctx: MappingContext) -> None:

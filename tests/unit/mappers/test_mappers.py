@@ -234,6 +234,7 @@ FIXTURE_COHORTS = {
 }
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("style", ["urn", "relative"])
 @pytest.mark.parametrize("name", sorted(FIXTURE_COHORTS))
 def test_fixture_cohorts_are_valid_r4_and_round_trip(
@@ -279,12 +280,17 @@ def test_resource_order_identifiers_and_references(ctx: MappingContext) -> None:
     )
     resources = case_to_fhir(ctx, case)
     assert [r["resourceType"] for r in resources] == [
-        "Patient", "Condition", "AdverseEvent", "Observation",
-    ]  # fmt: skip
+        "Patient",
+        "Condition",
+        "AdverseEvent",
+        "Observation",
+    ]
     base = "https://fhir-cart.dev/fhir/id/c1"
     assert resources[0]["identifier"][0] == {
-        "system": f"{base}/patient", "value": "P1", "assigner": {"display": "c1"},
-    }  # fmt: skip
+        "system": f"{base}/patient",
+        "value": "P1",
+        "assigner": {"display": "c1"},
+    }
     assert resources[1]["identifier"] == [{"system": f"{base}/condition", "value": "P1/dx"}]
     assert resources[2]["identifier"] == {"system": f"{base}/adverse-event", "value": "P1/crs-1"}
     assert resources[3]["identifier"][0]["system"] == f"{base}/observation"
@@ -296,11 +302,19 @@ def test_resource_order_identifiers_and_references(ctx: MappingContext) -> None:
 
 def test_relative_day_and_window_ride_on_the_element(ctx: MappingContext) -> None:
     case = _case(
-        Event(event_id="m", concept="mrd", value=Value(code="negative"),
-              when=When(latest_day=-1, anchor="hsct")),
-        Event(event_id="b", concept="blinatumomab",
-              when=_day(-70, date=dt.date(2020, 1, 1)), end=_day(-42)),
-    )  # fmt: skip
+        Event(
+            event_id="m",
+            concept="mrd",
+            value=Value(code="negative"),
+            when=When(latest_day=-1, anchor="hsct"),
+        ),
+        Event(
+            event_id="b",
+            concept="blinatumomab",
+            when=_day(-70, date=dt.date(2020, 1, 1)),
+            end=_day(-42),
+        ),
+    )
     _, mrd, drug = case_to_fhir(ctx, case)
     assert "effectiveDateTime" not in mrd
     (rel,) = mrd["_effectiveDateTime"]["extension"]
@@ -320,11 +334,13 @@ def test_undated_drug_still_has_a_valid_effective_element(
 ) -> None:
     (_, drug) = case_to_fhir(ctx, _case(Event(event_id="f", concept="fludarabine")))
     assert drug["effectivePeriod"] == {
-        "extension": [{
-            "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
-            "valueCode": "unknown",
-        }]
-    }  # fmt: skip
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                "valueCode": "unknown",
+            }
+        ]
+    }
     _valid(drug, schema)
 
 
@@ -332,19 +348,34 @@ def test_observation_values_and_attribute_places(
     ctx: MappingContext, schema: SchemaChecker
 ) -> None:
     mrd = Event(
-        event_id="m", concept="mrd", when=_day(28),
+        event_id="m",
+        concept="mrd",
+        when=_day(28),
         value=Value(number=0.005, unit="%", comparator="<", code="positive_below_quantification"),
-        attributes={"method": "pcr", "specimen": "peripheral_blood", "sensitivity": 1e-4,
-                    "interpretation": "positive", "marker": "IGH", "timepoint": "day 28"},
-    )  # fmt: skip
-    status = Event(event_id="s", concept="disease_status", value=Value(code="relapse"),
-                   attributes={"cd19": "negative", "remission_number": 2})  # fmt: skip
+        attributes={
+            "method": "pcr",
+            "specimen": "peripheral_blood",
+            "sensitivity": 1e-4,
+            "interpretation": "positive",
+            "marker": "IGH",
+            "timepoint": "day 28",
+        },
+    )
+    status = Event(
+        event_id="s",
+        concept="disease_status",
+        value=Value(code="relapse"),
+        attributes={"cd19": "negative", "remission_number": 2},
+    )
     lines = Event(event_id="l", concept="prior_lines", value=Value(number=3))
     _, obs, st_obs, lines_obs = case_to_fhir(ctx, _case(mrd, status, lines))
     assert obs["valueQuantity"] == {
-        "value": 0.005, "comparator": "<", "unit": "%",
-        "system": "http://unitsofmeasure.org", "code": "%",
-    }  # fmt: skip
+        "value": 0.005,
+        "comparator": "<",
+        "unit": "%",
+        "system": "http://unitsofmeasure.org",
+        "code": "%",
+    }
     # R4 ObservationInterpretation first, then the word's own codings (positive below the
     # quantitative range: SNOMED positive + the own code that tells it from positive)
     codes = [[c["code"] for c in i["coding"]] for i in obs["interpretation"]]
@@ -367,8 +398,13 @@ def test_observation_values_and_attribute_places(
 
 
 def test_source_text_and_origin_are_kept(ctx: MappingContext) -> None:
-    event = Event(event_id="b", concept="blinatumomab", value=Value(number=15, unit="ug/m2/d"),
-                  source_text="15 µg/m²/d", origin="MedicationRequest")  # fmt: skip
+    event = Event(
+        event_id="b",
+        concept="blinatumomab",
+        value=Value(number=15, unit="ug/m2/d"),
+        source_text="15 µg/m²/d",
+        origin="MedicationRequest",
+    )
     _, drug = case_to_fhir(ctx, _case(event))
     urls = {e["url"].rsplit("/", 1)[1]: e["valueString"] for e in drug["extension"][1:]}
     assert urls == {"source-text": "15 µg/m²/d", "origin": "MedicationRequest"}
@@ -387,16 +423,27 @@ def test_source_text_and_origin_are_kept(ctx: MappingContext) -> None:
 
 
 def test_a_study_concept_maps_and_comes_back(ctx: MappingContext) -> None:
-    extra = ConceptsFile.model_validate({
-        "attributes": {"site": {"label": "Site", "type": "text"}},
-        "concepts": {"gvhd_prophylaxis": {
-            "label": "GVHD prophylaxis", "kind": "procedure", "attributes": ["site"],
-            "value": {"type": "quantity", "units": ["d"]},
-        }},
-    })  # fmt: skip
+    extra = ConceptsFile.model_validate(
+        {
+            "attributes": {"site": {"label": "Site", "type": "text"}},
+            "concepts": {
+                "gvhd_prophylaxis": {
+                    "label": "GVHD prophylaxis",
+                    "kind": "procedure",
+                    "attributes": ["site"],
+                    "value": {"type": "quantity", "units": ["d"]},
+                }
+            },
+        }
+    )
     study = mapping_context(extra=extra)
-    event = Event(event_id="g", concept="gvhd_prophylaxis", when=_day(-1, "hsct"),
-                  value=Value(number=100, unit="d"), attributes={"site": "ward 3"})  # fmt: skip
+    event = Event(
+        event_id="g",
+        concept="gvhd_prophylaxis",
+        when=_day(-1, "hsct"),
+        value=Value(number=100, unit="d"),
+        attributes={"site": "ward 3"},
+    )
     resources = case_to_fhir(study, _case(event))
     assert resources[1]["code"]["coding"][0]["code"] == "gvhd_prophylaxis"
     assert cases_from_fhir(study, resources).cases[0].events == (event,)
@@ -422,8 +469,12 @@ SCT = "http://snomed.info/sct"
 
 
 def _ehr(*resources: Json) -> list[Json]:
-    patient = {"resourceType": "Patient", "id": "ehr-1", "gender": "female",
-               "birthDate": "2010-02-03"}  # fmt: skip
+    patient = {
+        "resourceType": "Patient",
+        "id": "ehr-1",
+        "gender": "female",
+        "birthDate": "2010-02-03",
+    }
     return [patient, *resources]
 
 
@@ -432,21 +483,33 @@ def _on(resource: Json, ref: str = "Patient/ehr-1") -> Json:
 
 
 def test_unknown_diagnosis_gives_no_event_and_is_listed_and_kept(ctx: MappingContext) -> None:
-    unknown = _on({
-        "resourceType": "Condition", "id": "c1", "onsetDateTime": "2019-04-01",
-        "code": {"coding": [{"system": SCT, "code": "254637007", "display": "NSCLC"}]},
-    })  # fmt: skip
+    unknown = _on(
+        {
+            "resourceType": "Condition",
+            "id": "c1",
+            "onsetDateTime": "2019-04-01",
+            "code": {"coding": [{"system": SCT, "code": "254637007", "display": "NSCLC"}]},
+        }
+    )
     unknown["code"]["coding"][0]["code"] = "999999999"
-    known = _on({
-        "resourceType": "Condition", "id": "c2", "onsetDateTime": "2020-05-06T10:00:00Z",
-        "code": {"coding": [{"system": SCT, "code": "277571004"}]},
-    })  # fmt: skip
+    known = _on(
+        {
+            "resourceType": "Condition",
+            "id": "c2",
+            "onsetDateTime": "2020-05-06T10:00:00Z",
+            "code": {"coding": [{"system": SCT, "code": "277571004"}]},
+        }
+    )
     result = cases_from_fhir(ctx, _ehr(unknown, known))
     (case,) = result.cases
     assert case.events == (
-        Event(event_id="condition-c2", concept="diagnosis", value=Value(code="b_all"),
-              when=When(date=dt.date(2020, 5, 6))),
-    )  # fmt: skip
+        Event(
+            event_id="condition-c2",
+            concept="diagnosis",
+            value=Value(code="b_all"),
+            when=When(date=dt.date(2020, 5, 6)),
+        ),
+    )
     (unmapped,) = result.unmapped
     assert unmapped.reference == "Condition/c1"
     assert "999999999" in unmapped.reason
@@ -464,39 +527,78 @@ def test_unknown_diagnosis_gives_no_event_and_is_listed_and_kept(ctx: MappingCon
 def test_ehr_resources_classified_by_codings_or_kept_as_other(ctx: MappingContext) -> None:
     loinc = "http://loinc.org"
     resources = _ehr(
-        _on({"resourceType": "Observation", "id": "hb", "status": "final",
-             "code": {"coding": [{"system": loinc, "code": "718-7", "display": "Hemoglobin"}]},
-             "valueQuantity": {"value": 6.7, "unit": "g/dL", "code": "g/dL"},
-             "effectiveDateTime": "2024-01-04"}),
-        _on({"resourceType": "Observation", "id": "ds", "status": "final",
-             "code": {"coding": [{"system": loinc, "code": "97509-4"}]},
-             "valueCodeableConcept": {"coding": [{"system": SCT, "code": "268910001"}]},
-             "effectiveDateTime": "2024-02-08"}),
-        _on({"resourceType": "Observation", "id": "ds2", "status": "final",
-             "code": {"coding": [{"system": loinc, "code": "97509-4"}]},
-             "valueCodeableConcept": {"coding": [{"system": SCT, "code": "1"}]}}),
-        _on({"resourceType": "Procedure", "id": "p1", "status": "completed",
-             "code": {"coding": [{"system": SCT, "code": "127788007"}]},
-             "performedDateTime": "2021-13"}),
-        _on({"resourceType": "Procedure", "id": "p2", "status": "completed",
-             "code": {"text": "Apheresis (leukapheresis for CAR-T manufacturing)"},
-             "performedDateTime": "2021-05-03"}),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "hb",
+                "status": "final",
+                "code": {"coding": [{"system": loinc, "code": "718-7", "display": "Hemoglobin"}]},
+                "valueQuantity": {"value": 6.7, "unit": "g/dL", "code": "g/dL"},
+                "effectiveDateTime": "2024-01-04",
+            }
+        ),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "ds",
+                "status": "final",
+                "code": {"coding": [{"system": loinc, "code": "97509-4"}]},
+                "valueCodeableConcept": {"coding": [{"system": SCT, "code": "268910001"}]},
+                "effectiveDateTime": "2024-02-08",
+            }
+        ),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "ds2",
+                "status": "final",
+                "code": {"coding": [{"system": loinc, "code": "97509-4"}]},
+                "valueCodeableConcept": {"coding": [{"system": SCT, "code": "1"}]},
+            }
+        ),
+        _on(
+            {
+                "resourceType": "Procedure",
+                "id": "p1",
+                "status": "completed",
+                "code": {"coding": [{"system": SCT, "code": "127788007"}]},
+                "performedDateTime": "2021-13",
+            }
+        ),
+        _on(
+            {
+                "resourceType": "Procedure",
+                "id": "p2",
+                "status": "completed",
+                "code": {"text": "Apheresis (leukapheresis for CAR-T manufacturing)"},
+                "performedDateTime": "2021-05-03",
+            }
+        ),
         _on({"resourceType": "Encounter", "id": "e1"}),
         _on({"resourceType": "Condition", "id": "c9"}, "Patient/gone"),
         {"resourceType": "Practitioner", "id": "dr"},
-    )  # fmt: skip
+    )
     result = cases_from_fhir(ctx, resources, default_centre="ehr")
     (case,) = result.cases
     assert (case.patient.study_id, case.patient.centre) == ("ehr-1", "ehr")
     assert case.events == (
-        Event(event_id="observation-ds", concept="disease_status", value=Value(code="improved"),
-              when=When(date=dt.date(2024, 2, 8))),
-    )  # fmt: skip
+        Event(
+            event_id="observation-ds",
+            concept="disease_status",
+            value=Value(code="improved"),
+            when=When(date=dt.date(2024, 2, 8)),
+        ),
+    )
     reasons = {u.reference: u.reason for u in result.unmapped}
     assert set(reasons) == {
-        "Observation/hb", "Observation/ds2", "Procedure/p1", "Procedure/p2", "Encounter/e1",
-        "Condition/c9", "Practitioner/dr",
-    }  # fmt: skip
+        "Observation/hb",
+        "Observation/ds2",
+        "Procedure/p1",
+        "Procedure/p2",
+        "Encounter/e1",
+        "Condition/c9",
+        "Practitioner/dr",
+    }
     assert "matches no observation concept" in reasons["Observation/hb"]
     assert "not a word of value set 'disease_status'" in reasons["Observation/ds2"]
     assert "month 13 does not exist" in reasons["Procedure/p1"]
@@ -519,9 +621,15 @@ def test_malformed_resources_are_kept_with_a_reason(ctx: MappingContext) -> None
     resources = _ehr(
         _on({"resourceType": "Observation", "id": "bad1", "code": "718-7"}),
         _on({"resourceType": "Procedure", "id": "bad2", "code": {"coding": ["x"]}}),
-        _on({"resourceType": "Condition", "id": "bad3", "code": {"coding": [{"code": 1}]},
-             "onsetDateTime": 20200101}),
-    )  # fmt: skip
+        _on(
+            {
+                "resourceType": "Condition",
+                "id": "bad3",
+                "code": {"coding": [{"code": 1}]},
+                "onsetDateTime": 20200101,
+            }
+        ),
+    )
     result = cases_from_fhir(ctx, resources)
     assert [c.events for c in result.cases] == [()]
     assert {o["resource_id"] for o in result.other} == {"bad1", "bad2", "bad3"}
@@ -532,22 +640,55 @@ def test_medication_request_and_specimens(ctx: MappingContext) -> None:
     rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
     cyclo = {"coding": [{"system": rxnorm, "code": "3002"}]}
     resources = _ehr(
-        _on({"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
-             "intent": "order", "medicationCodeableConcept": cyclo, "authoredOn": "2024-01-09"}),
-        _on({"resourceType": "MedicationRequest", "id": "mr2", "status": "active",
-             "intent": "order", "medicationCodeableConcept": cyclo, "authoredOn": "2024-01-01",
-             "dosageInstruction": [{
-                 "timing": {"repeat": {"boundsPeriod": {"start": "2024-01-10",
-                                                        "end": "2024-01-12"}}},
-                 "doseAndRate": [{"doseQuantity": {"value": 500, "unit": "mg", "code": "mg"}}]}]}),
-        _on({"resourceType": "Observation", "id": "chim", "status": "final",
-             "code": {"coding": [{"system": ctx.concepts.local_system, "code": "chimerism"}]},
-             "valueQuantity": {"value": 98, "code": "%"},
-             "specimen": {"reference": "Specimen/s1"}}),
-        _on({"resourceType": "Specimen", "id": "s1",
-             "type": ctx.terminology.concept("specimen", "peripheral_blood")}),
+        _on(
+            {
+                "resourceType": "MedicationRequest",
+                "id": "mr1",
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": cyclo,
+                "authoredOn": "2024-01-09",
+            }
+        ),
+        _on(
+            {
+                "resourceType": "MedicationRequest",
+                "id": "mr2",
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": cyclo,
+                "authoredOn": "2024-01-01",
+                "dosageInstruction": [
+                    {
+                        "timing": {
+                            "repeat": {"boundsPeriod": {"start": "2024-01-10", "end": "2024-01-12"}}
+                        },
+                        "doseAndRate": [
+                            {"doseQuantity": {"value": 500, "unit": "mg", "code": "mg"}}
+                        ],
+                    }
+                ],
+            }
+        ),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "chim",
+                "status": "final",
+                "code": {"coding": [{"system": ctx.concepts.local_system, "code": "chimerism"}]},
+                "valueQuantity": {"value": 98, "code": "%"},
+                "specimen": {"reference": "Specimen/s1"},
+            }
+        ),
+        _on(
+            {
+                "resourceType": "Specimen",
+                "id": "s1",
+                "type": ctx.terminology.concept("specimen", "peripheral_blood"),
+            }
+        ),
         _on({"resourceType": "Specimen", "id": "s2", "type": {"text": "lung"}}),
-    )  # fmt: skip
+    )
     result = cases_from_fhir(ctx, resources)
     (case,) = result.cases
     mr1, mr2, chim = (case.events[i] for i in (0, 1, 2))
@@ -588,10 +729,16 @@ def test_reference_key_reads_every_form(reference: str, key: str) -> None:
 def test_events_find_their_patient_by_any_reference_form(
     ctx: MappingContext, reference: str
 ) -> None:
-    status = _on({"resourceType": "Observation", "id": "o", "status": "final",
-                  "code": ctx.concepts.codeable("disease_status"),
-                  "valueCodeableConcept": ctx.terminology.concept("disease_status", "stable")},
-                 reference)  # fmt: skip
+    status = _on(
+        {
+            "resourceType": "Observation",
+            "id": "o",
+            "status": "final",
+            "code": ctx.concepts.codeable("disease_status"),
+            "valueCodeableConcept": ctx.terminology.concept("disease_status", "stable"),
+        },
+        reference,
+    )
     (case,) = cases_from_fhir(ctx, _ehr(status)).cases
     assert [e.value for e in case.events] == [Value(code="stable")]
 
@@ -604,12 +751,17 @@ def _cohort() -> list[Case]:
         _case(
             Event(event_id="dx", concept="diagnosis", value=Value(code="b_all")),
             Event(event_id="inf", concept="cart_infusion", when=_day(0)),
-            Event(event_id="m", concept="mrd", value=Value(code="negative"), when=_day(28),
-                  attributes={"specimen": "bone_marrow"}),
+            Event(
+                event_id="m",
+                concept="mrd",
+                value=Value(code="negative"),
+                when=_day(28),
+                attributes={"specimen": "bone_marrow"},
+            ),
             Event(event_id="crs", concept="crs", when=_day(2), attributes={"grade": 1}),
         ).model_copy(update={"patient": PatientRecord(study_id=f"P{i:02d}", centre="seed")})
         for i in range(1, 8)
-    ]  # fmt: skip
+    ]
 
 
 def test_bundle_references_resolve_inside_the_bundle(ctx: MappingContext) -> None:
@@ -653,9 +805,14 @@ def test_bundles_keep_each_patient_together_and_entries_are_conditional(
     assert created["entry"][0]["request"]["ifNoneExist"].startswith("identifier=")
     # a corrected value keeps the resource (same id) and changes its content hash
     case = _cohort()[0]
-    fixed = case.model_copy(update={"events": tuple(
-        e.model_copy(update={"value": Value(code="positive")}) if e.event_id == "m" else e
-        for e in case.events)})  # fmt: skip
+    fixed = case.model_copy(
+        update={
+            "events": tuple(
+                e.model_copy(update={"value": Value(code="positive")}) if e.event_id == "m" else e
+                for e in case.events
+            )
+        }
+    )
     before, after = case_to_fhir(ctx, case)[3], case_to_fhir(ctx, fixed)[3]
     assert before["id"] == after["id"]
     assert content_hash(before) != content_hash(after)
@@ -757,9 +914,16 @@ def test_the_patient_claims_cancer_patient_with_a_masked_name(ctx: MappingContex
     assert patient["meta"]["profile"] == [
         "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-patient"
     ]
-    assert patient["name"] == [{"extension": [{
-        "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
-        "valueCode": "masked"}]}]  # fmt: skip
+    assert patient["name"] == [
+        {
+            "extension": [
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                    "valueCode": "masked",
+                }
+            ]
+        }
+    ]
 
 
 def test_an_adverse_event_timed_from_the_infusion_names_it_as_suspect(
@@ -788,8 +952,12 @@ def test_a_german_centre_gets_icd_10_gm_and_never_icd_10_cm() -> None:
             [(gm, "C91.00"), (gm, "C95.8!"), ("own", "state-relapsed-refractory")],
         ),
     ):
-        event = Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"),
-                      attributes={"disease_state": word})  # fmt: skip
+        event = Event(
+            event_id="dx",
+            concept="diagnosis",
+            value=Value(code="b_all"),
+            attributes={"disease_state": word},
+        )
         case = _case(event)
         condition = case_to_fhir(german, case)[1]
         state = condition["extension"][0]["valueCodeableConcept"]["coding"]

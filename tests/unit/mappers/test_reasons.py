@@ -46,8 +46,15 @@ def test_the_profile_and_reason_reference_follow_the_reason_not_the_drug() -> No
     claims = {k: CANCER_PROFILE in r.get("meta", {}).get("profile", []) for k, r in found.items()}
     points = {k: "reasonReference" in r for k, r in found.items()}
     # post-transplant cyclophosphamide and ciclosporin in the same role: neither is cancer-related
-    about_cancer = {"ptcy": False, "csa": False, "ld": True, "toci": False,
-                    "steroids": False, "flu": True, "blina": True}  # fmt: skip
+    about_cancer = {
+        "ptcy": False,
+        "csa": False,
+        "ld": True,
+        "toci": False,
+        "steroids": False,
+        "flu": True,
+        "blina": True,
+    }
     assert claims == about_cancer
     assert points == about_cancer
     reasons = {

@@ -41,34 +41,95 @@ def _resources(ctx: MappingContext, seed_cases: list[Case]) -> list[Json]:
         {"resourceType": "Patient", "id": "ehr-bad", "birthDate": "2010-02-30"},  # no such day
         {"resourceType": "Patient", "id": "twin-a", "identifier": seed_identifier},
         {"resourceType": "Patient", "id": "twin-b", "identifier": seed_identifier},
-        _on({"resourceType": "Observation", "id": "hb", "status": "final",
-             "code": {"coding": [{"system": LOINC, "code": "718-7", "display": "Hemoglobin"}]},
-             "valueQuantity": {"value": 6.7, "unit": "g/dL", "code": "g/dL"},
-             "effectiveDateTime": "2024-01-04"}, "ehr-1"),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "hb",
+                "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": "718-7", "display": "Hemoglobin"}]},
+                "valueQuantity": {"value": 6.7, "unit": "g/dL", "code": "g/dL"},
+                "effectiveDateTime": "2024-01-04",
+            },
+            "ehr-1",
+        ),
         _on({"resourceType": "Observation", "id": "bad1", "code": "718-7"}, "ehr-1"),
-        _on({"resourceType": "Condition", "id": "c9", "onsetDateTime": "2020-01-01",
-             "code": {"coding": [{"system": SCT, "code": "277571004"}]}}, "gone"),
-        _on({"resourceType": "Condition", "id": "c8", "onsetDateTime": "2020-01-01",
-             "code": {"coding": [{"system": SCT, "code": "277571004"}]}}, "ehr-bad"),
+        _on(
+            {
+                "resourceType": "Condition",
+                "id": "c9",
+                "onsetDateTime": "2020-01-01",
+                "code": {"coding": [{"system": SCT, "code": "277571004"}]},
+            },
+            "gone",
+        ),
+        _on(
+            {
+                "resourceType": "Condition",
+                "id": "c8",
+                "onsetDateTime": "2020-01-01",
+                "code": {"coding": [{"system": SCT, "code": "277571004"}]},
+            },
+            "ehr-bad",
+        ),
         _on({"resourceType": "Encounter", "id": "e1"}, "ehr-2"),
-        _on({"resourceType": "Observation", "id": "chim1", "status": "final", "code": chim,
-             "valueQuantity": {"value": 98, "code": "%"},
-             "specimen": {"reference": "Specimen/s1"}}, "ehr-1"),
-        _on({"resourceType": "Observation", "id": "chim2", "status": "final", "code": chim,
-             "valueQuantity": {"value": 97, "code": "%"},
-             "specimen": {"reference": "Specimen/s9"}}, "ehr-2"),  # ehr-1's specimen
-        _on({"resourceType": "Observation", "id": "chim3", "status": "final", "code": chim,
-             "valueQuantity": {"value": 96, "code": "%"},
-             "specimen": {"reference": "Specimen/s2"}}, "ehr-2"),  # unknown type
-        _on({"resourceType": "Observation", "id": "chim4", "status": "final", "code": chim,
-             "valueQuantity": {"value": 96, "code": "%"}}, "twin-a"),
-        _on({"resourceType": "Observation", "id": "chim5", "status": "final", "code": chim,
-             "valueQuantity": {"value": 95, "code": "%"}}, "twin-b"),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "chim1",
+                "status": "final",
+                "code": chim,
+                "valueQuantity": {"value": 98, "code": "%"},
+                "specimen": {"reference": "Specimen/s1"},
+            },
+            "ehr-1",
+        ),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "chim2",
+                "status": "final",
+                "code": chim,
+                "valueQuantity": {"value": 97, "code": "%"},
+                "specimen": {"reference": "Specimen/s9"},
+            },
+            "ehr-2",
+        ),  # ehr-1's specimen
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "chim3",
+                "status": "final",
+                "code": chim,
+                "valueQuantity": {"value": 96, "code": "%"},
+                "specimen": {"reference": "Specimen/s2"},
+            },
+            "ehr-2",
+        ),  # unknown type
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "chim4",
+                "status": "final",
+                "code": chim,
+                "valueQuantity": {"value": 96, "code": "%"},
+            },
+            "twin-a",
+        ),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "chim5",
+                "status": "final",
+                "code": chim,
+                "valueQuantity": {"value": 95, "code": "%"},
+            },
+            "twin-b",
+        ),
         _on({"resourceType": "Specimen", "id": "s1", "type": blood}, "ehr-1"),
         _on({"resourceType": "Specimen", "id": "s9", "type": blood}, "ehr-1"),
         _on({"resourceType": "Specimen", "id": "s2", "type": {"text": "lung"}}, "ehr-2"),
         _on({"resourceType": "Specimen", "id": "s3", "type": blood}, "ehr-2"),  # unused
-    ]  # fmt: skip
+    ]
     return sorted(out, key=lambda r: (r["resourceType"], r["id"]))  # the cache's order
 
 

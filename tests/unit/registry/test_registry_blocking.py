@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from fhir_cart.records import Case, Event, PatientRecord, When
 from fhir_cart.registry import _splink
 from fhir_cart.registry.blocking import blocking_columns
@@ -34,6 +36,7 @@ def test_without_names_birth_month_and_sex_block_with_names_they_do_not() -> Non
     assert all(len(c) > 1 or c[0].endswith("_date") for c in with_names)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_candidate_pairs_share_a_date_or_a_name() -> None:
     born = dt.date(2012, 5, 3)
     records = [

@@ -35,6 +35,7 @@ def build(folder: Path, library: ConceptLibrary, key: bytes = KEY, **overrides: 
     )  # fmt: skip
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_links_shared_children_and_keeps_the_others(
     tmp_path: Path, library: ConceptLibrary
 ) -> None:
@@ -47,6 +48,7 @@ def test_links_shared_children_and_keeps_the_others(
     assert sorted(m.centres for m in shared) == [("berlin", "london"), ("berlin", "rotterdam")]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_source_of_truth_rules_and_conflict_report(tmp_path: Path, library: ConceptLibrary) -> None:
     result = build(tmp_path, library)
     assert result.registry is not None
@@ -67,6 +69,7 @@ def test_source_of_truth_rules_and_conflict_report(tmp_path: Path, library: Conc
     assert csv.count("cart_infusion") == 2  # one line per centre's value
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_pooled_events_keep_their_centre_and_words(tmp_path: Path, library: ConceptLibrary) -> None:
     build(tmp_path, library)
     events = ds.dataset(tmp_path / "out" / "tables" / "events", partitioning="hive").to_table()
@@ -89,6 +92,7 @@ def test_pooled_events_keep_their_centre_and_words(tmp_path: Path, library: Conc
     assert set(patients.column("birth_date").to_pylist()) == {None}
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_reports_summaries_and_fhir(tmp_path: Path, library: ConceptLibrary) -> None:
     build(tmp_path, library)
     out = tmp_path / "out"
@@ -115,6 +119,7 @@ def test_reports_summaries_and_fhir(tmp_path: Path, library: ConceptLibrary) -> 
         Provenance.model_validate(item)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_same_inputs_same_bytes_and_nothing_rewritten(
     tmp_path: Path, library: ConceptLibrary
 ) -> None:
@@ -127,6 +132,7 @@ def test_same_inputs_same_bytes_and_nothing_rewritten(
     assert again.skipped
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_changed_key_changes_every_pseudonym(tmp_path: Path, library: ConceptLibrary) -> None:
     from tests.registry_helpers import OTHER_KEY
 

@@ -52,6 +52,7 @@ def test_the_documented_example_loads() -> None:
     assert registry.preference("diagnosis")[0][0] == "berlin"
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_build_prints_the_outcome_and_is_up_to_date_the_second_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,6 +77,7 @@ def test_build_prints_the_outcome_and_is_up_to_date_the_second_time(
     assert "up to date" in " ".join(second.output.split())  # rich wraps long paths
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_provenance_cites_rows_by_token_that_only_the_centre_resolves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

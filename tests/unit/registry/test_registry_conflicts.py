@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from fhir_cart.records import Case, Value
 from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.merge import merge_patient
@@ -85,6 +87,7 @@ def test_value_missing_at_one_centre_is_no_conflict(tmp_path: Path) -> None:
                       patient("london", "L", other)).conflicts) == 1  # fmt: skip
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_quality_counts_what_a_centre_lacks_that_a_linked_centre_has(tmp_path: Path) -> None:
     cases = three_centres()
     # Ben at Rotterdam: no sex recorded (Berlin has one)

@@ -106,6 +106,7 @@ def test_a_build_from_extracts_gives_the_same_links_and_outputs_as_from_files(
 FREE_VALUE = "B-ALL laut Dr Wagner, Telefon 0176 4499123"
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_no_source_value_is_in_an_extract(tmp_path: Path, library: ConceptLibrary) -> None:
     centres = write_centres(tmp_path / "centres", "relative")
     # free text where a coded value belongs (kept by the reader as the value's text)
@@ -301,6 +302,7 @@ def test_a_changed_extract_is_built_again(tmp_path: Path, library: ConceptLibrar
     assert again.registry.centre_records["berlin"] == first.registry.centre_records["berlin"] - 1
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_registry_event_ids_are_those_of_the_clear_records(tmp_path: Path) -> None:
     """The build works on sealed records, yet names every event as it named it from the
     clear ones (a server the registry was pushed to keeps its resources)."""

@@ -30,6 +30,7 @@ def build(out: Path):  # type: ignore[no-untyped-def]
     return build_registry(definition, out, key=KEY, library=load_concepts(load_terminology()))
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     result = build(tmp_path / "out")
     registry = result.registry
@@ -51,6 +52,7 @@ def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     assert {"neg", "low pos"} <= words
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_outputs_hold_no_name_identifier_or_date(tmp_path: Path) -> None:
     build(tmp_path / "out")
     for name, data in output_files(tmp_path / "out").items():
@@ -84,6 +86,7 @@ def test_summaries_come_from_the_registry_study_definition() -> None:
     assert measures["mrd_negative_latest"] == 2
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_provenance_tokens_resolve_to_the_file_sheet_and_row_of_every_fact(
     tmp_path: Path,
 ) -> None:

@@ -107,6 +107,7 @@ def test_build_keeps_ids_when_a_new_centre_record_joins(tmp_path: Path) -> None:
     assert sorted(ledger["patients"]) == sorted(after.values())
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_build_retires_the_id_of_a_patient_that_splits(tmp_path: Path) -> None:
     """Ben is linked by his national id; typed differently at Rotterdam (and with other
     dates, so nothing else links him) he is two patients: his id is retired, listed in the

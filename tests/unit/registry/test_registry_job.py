@@ -15,19 +15,18 @@ from fhir_cart.settings import Settings
 async def test_a_worker_runs_a_queued_registry_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_cart.application import Application
+    from fhir_cart.application import Application, BuildRequest
     from fhir_cart.cache import open_cache
     from fhir_cart.registry.build import BuildResult
     from fhir_cart.service.jobs import run_worker
 
     calls: list[dict[str, Any]] = []
 
-    def fake_build(
-        app: Application, registry_file: Path, out: Path, **options: Any
-    ) -> tuple[BuildResult, None]:
-        calls.append({"file": registry_file, "out": out, "settings": app.settings, **options})
-        options["progress"]("read", 1, 3)
-        return BuildResult(out=out, skipped=True), None
+    def fake_build(app: Application, request: BuildRequest) -> tuple[BuildResult, None]:
+        calls.append({"request": request, "settings": app.settings})
+        assert request.progress is not None
+        request.progress("read", 1, 3)
+        return BuildResult(out=request.out, skipped=True), None
 
     monkeypatch.setattr(Application, "registry_build", fake_build)
     monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
@@ -45,6 +44,6 @@ async def test_a_worker_runs_a_queued_registry_build(
         assert orjson.loads(run.counts) == {}
     finally:
         cache.close()
-    assert calls[0]["file"] == Path("r.yaml")
-    assert calls[0]["out"] == tmp_path / "jobs" / str(run_id)
+    assert calls[0]["request"].registry_file == Path("r.yaml")
+    assert calls[0]["request"].out == tmp_path / "jobs" / str(run_id)
     assert calls[0]["settings"] is settings  # the worker's own settings

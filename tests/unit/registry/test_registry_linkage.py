@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 
+from fhir_cart.devservers.registry_data import make_registry, true_pairs
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import (
     Link,
@@ -18,7 +19,6 @@ from fhir_cart.registry.linkage import (
     linkage_record,
 )
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.testing.registry_data import make_registry, true_pairs
 
 KEY = Pseudonymiser(b"0123456789abcdef0123456789abcdef")
 
@@ -121,6 +121,7 @@ def test_below_threshold_is_not_linked() -> None:
     assert found.patient_of["a1"] != found.patient_of["b1"]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("swap", [True, False])
 def test_typed_again_patient_links_with_priors(swap: bool) -> None:
     """Two centres, one child typed twice with day and month of the diagnosis transposed."""

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from fhir_cart.devservers.registry_data import make_registry, true_pairs
 from fhir_cart.records import Case, PatientRecord
 from fhir_cart.registry.build import build_registry
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.linkage import LinkRecord, link_records, linkage_record
 from fhir_cart.registry.names import normalise_name, soundex
 from fhir_cart.registry.pseudonyms import Pseudonymiser
-from fhir_cart.testing.registry_data import make_registry, true_pairs
 from tests.registry_helpers import KEY as KEY_BYTES
 from tests.registry_helpers import definition, output_files, reader_of, three_centres
 
@@ -99,6 +99,7 @@ def test_names_lift_pair_f1_at_3000() -> None:
     assert _f1(LinkageDef(), seed=12) < 0.99
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_name_used_for_linkage_is_in_no_output(tmp_path: Path) -> None:
     """Even listed in keep_text and written in lower case (which the open-text screen
     cannot tell from a word), a linkage name never reaches an output."""
@@ -132,6 +133,7 @@ def test_a_bloom_filter_is_keyed_and_close_for_a_mistyped_name() -> None:
     assert dice(bloom("kowalczyk", key), bloom("peterson", key)) < 0.55
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_splink_compares_bloom_filters_by_dice_as_python_does() -> None:
     """The SQL level (bit counts of 64-bit words) agrees with :func:`dice`: Christina and
     Kristina differ in spelling and sound, yet agree on the Dice level."""

@@ -12,11 +12,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from fhir_cart.devservers.registry_data import make_registry
 from fhir_cart.library.concepts import ConceptLibrary, load_concepts
 from fhir_cart.library.terminology import load_terminology
 from fhir_cart.records import Case
 from fhir_cart.registry.build import BuildResult, build_registry
-from fhir_cart.testing.registry_data import make_registry
 from tests.registry_helpers import KEY, OTHER_KEY, definition, reader_of
 
 
@@ -112,6 +112,7 @@ def test_no_identifier_name_or_date_in_any_output(
     assert {k: v for k, v in found.items() if v} == {}
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_shifted_dates_move_by_one_nonzero_offset_per_patient(
     tmp_path: Path, library: ConceptLibrary
 ) -> None:
@@ -128,6 +129,7 @@ def test_shifted_dates_move_by_one_nonzero_offset_per_patient(
         assert 0 not in shifts
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_pseudonyms_depend_on_the_key(tmp_path: Path, library: ConceptLibrary) -> None:
     """A pseudonym made without the key (a plain hash) would be the same under both keys."""
     cases, _, _ = centres()
@@ -142,6 +144,7 @@ def test_pseudonyms_depend_on_the_key(tmp_path: Path, library: ConceptLibrary) -
     assert tokens[0].isdisjoint(tokens[1])
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_the_key_is_never_written(tmp_path: Path, library: ConceptLibrary) -> None:
     cases, _, _ = centres()
     run(tmp_path, cases, library, KEY, "relative")

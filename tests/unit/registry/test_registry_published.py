@@ -93,6 +93,7 @@ def every_output(out: Path) -> str:
     return "\n".join(found)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_event_ids_hold_no_source_cell(tmp_path: Path, library: ConceptLibrary) -> None:
     result = build(tmp_path, library, dated_ids())
     assert result.registry is not None
@@ -143,6 +144,7 @@ def products(result) -> set[object]:  # type: ignore[no-untyped-def]
     }
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("keep", [(), ("product",)])
 def test_open_text_that_names_a_child_never_leaves(
     tmp_path: Path, library: ConceptLibrary, keep: tuple[str, ...]
@@ -170,6 +172,7 @@ def test_open_text_leaves_only_when_kept_and_clean(tmp_path: Path, library: Conc
     assert "tisagenlecleucel" in products(known)  # a word of the library's value set is data
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_quality_report_quotes_no_source_value(tmp_path: Path, library: ConceptLibrary) -> None:
     cases = three_centres()
     bad = Reject("berlin.csv", 7, "Diagnosedatum", "31.02.2019", "'31.02.2019' is not a date",
@@ -189,6 +192,7 @@ def test_quality_report_quotes_no_source_value(tmp_path: Path, library: ConceptL
     assert result.registry.quality["berlin"]["out_of_range"][0]["direction"] == "above"
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_birth_date_conflict_shows_no_age_in_days(tmp_path: Path, library: ConceptLibrary) -> None:
     cases = three_centres()
     anna = cases["london"][0]

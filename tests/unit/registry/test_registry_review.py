@@ -87,6 +87,7 @@ def review(tmp_path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_an_identifier_link_the_other_fields_contradict_goes_to_review(tmp_path: Path) -> None:
     result = build(tmp_path)
     joined = together(result)
@@ -99,11 +100,13 @@ def test_an_identifier_link_the_other_fields_contradict_goes_to_review(tmp_path:
     assert twins["differ"].split("; ") == ["sex", "diagnosis_date", "infusion_date"]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_without_the_contradiction_check_the_twins_merge(tmp_path: Path) -> None:
     """The fixture tells the rule apart: unchecked, the mixed-up id merges the twins."""
     assert TWINS in together(build(tmp_path, contradiction=0))
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_the_review_band_lists_pairs_with_encoded_evidence_only(tmp_path: Path) -> None:
     result = build(tmp_path)
     assert HARD not in together(result)
@@ -132,6 +135,7 @@ def decide(tmp_path: Path, left: str, right: str, *flags: str) -> Any:
     return CliRunner().invoke(registry_app, ["decide", str(registry), left, right, *flags])
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_decisions_are_kept_with_who_and_when_and_honoured(tmp_path: Path) -> None:
     assert decide(tmp_path, *HARD, "--link", "--by", "Dr Weber").exit_code == 0
     assert decide(tmp_path, *SAME, "--no-link", "--by", "Dr Weber").exit_code == 0
@@ -156,6 +160,7 @@ def test_decisions_are_kept_with_who_and_when_and_honoured(tmp_path: Path) -> No
     assert SAME in together(build(tmp_path))
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_decision_on_records_not_in_the_build_is_reported(tmp_path: Path) -> None:
     other = P.patient("berlin", "gone")
     assert decide(tmp_path, other, HARD[0], "--link", "--by", "Dr Weber").exit_code == 0

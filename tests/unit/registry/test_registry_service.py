@@ -7,6 +7,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -27,6 +28,7 @@ def _settings(tmp_path: Path) -> Settings:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_registry_build_queued_over_http_is_run_by_a_worker(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     shutil.copytree(FIXTURES / "registry", settings.data_dir / "registries")

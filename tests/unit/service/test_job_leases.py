@@ -32,14 +32,19 @@ def cache(tmp_path: Path) -> Iterator[Cache]:
 
 
 def settings(tmp_path: Path, lease: float = 1.0) -> Settings:
-    return Settings(data_dir=tmp_path, cache_url=f"sqlite:///{tmp_path / 'c.sqlite'}",
-                    api_keys=[SecretStr("k" * 32)], job_lease_seconds=lease)  # fmt: skip
+    return Settings(
+        data_dir=tmp_path,
+        cache_url=f"sqlite:///{tmp_path / 'c.sqlite'}",
+        api_keys=[SecretStr("k" * 32)],
+        job_lease_seconds=lease,
+    )
 
 
 def queue(cache: Cache) -> int:
     return cache.create_run(kind="push", server="s", params={"job": True}, status="pending")
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(cache: Cache) -> None:
     run_id = queue(cache)
     first = cache.claim_next_run(worker="a", lease=1.0)
@@ -82,6 +87,7 @@ def _slow_job(seconds: float, calls: list[str], blocking: bool = True) -> Any:
     return job
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_live_workers_job_outlasting_its_lease_is_not_taken(
     cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,8 +96,9 @@ def test_a_live_workers_job_outlasting_its_lease_is_not_taken(
     run_id = queue(cache)
     claimed = cache.claim_next_run(worker="a", lease=1.0)
     assert claimed is not None
-    worker = threading.Thread(target=asyncio.run,
-                              args=(jobs.execute(claimed, settings(tmp_path), cache),))  # fmt: skip
+    worker = threading.Thread(
+        target=asyncio.run, args=(jobs.execute(claimed, settings(tmp_path), cache),)
+    )
     worker.start()
     for _ in range(5):
         time.sleep(0.5)
@@ -111,8 +118,9 @@ def test_a_worker_that_lost_its_job_stops_and_writes_nothing(
     claimed = cache.claim_next_run(worker="a", lease=1.0)
     assert claimed is not None
     started = time.monotonic()
-    worker = threading.Thread(target=asyncio.run,
-                              args=(jobs.execute(claimed, settings(tmp_path), cache),))  # fmt: skip
+    worker = threading.Thread(
+        target=asyncio.run, args=(jobs.execute(claimed, settings(tmp_path), cache),)
+    )
     worker.start()
     time.sleep(0.5)
     with cache.engine.begin() as conn:  # b took the job over (a was cut off for a while)
@@ -153,6 +161,7 @@ def _finish_then_block(seconds: float, done: list[int]) -> Any:
     return job
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_heartbeat_after_the_job_ended_never_cancels_the_worker_loop(
     cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,8 +173,11 @@ def test_a_heartbeat_after_the_job_ended_never_cancels_the_worker_loop(
 
     def work() -> None:
         try:
-            outcome.append(asyncio.run(jobs.run_worker(settings(tmp_path), cache, name="w",
-                                                       poll=0.05, stop=stop)))  # fmt: skip
+            outcome.append(
+                asyncio.run(
+                    jobs.run_worker(settings(tmp_path), cache, name="w", poll=0.05, stop=stop)
+                )
+            )
         except BaseException as exc:  # what killed the worker's loop
             outcome.append(exc)
 
@@ -182,6 +194,7 @@ def test_a_heartbeat_after_the_job_ended_never_cancels_the_worker_loop(
     assert [cache.get_run(r).status for r in runs] == ["succeeded"] * 3  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_dead_job_worker_is_reported_by_health_and_restarted(
     cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -291,6 +304,7 @@ def test_two_workers_with_a_one_second_lease_finish_200_jobs(
         opened.close()
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_outcomes_after_a_takeover_are_one_per_resource(cache_url: str) -> None:
     """The first worker recorded 3 of 5 resources, then went silent; the worker that took
     the job over resumes it: the 3 are unchanged now, the 2 others created. One row each,
@@ -308,8 +322,9 @@ def test_outcomes_after_a_takeover_are_one_per_resource(cache_url: str) -> None:
         taken = opened.claim_next_run(worker="b", lease=1.0)
         assert taken is not None
         assert taken.id == run_id
-        opened.journal_push(run_id=run_id, groups=[],
-                            unchanged=[Outcome(k, "unchanged") for k in keys[:3]])  # fmt: skip
+        opened.journal_push(
+            run_id=run_id, groups=[], unchanged=[Outcome(k, "unchanged") for k in keys[:3]]
+        )
         created = [Outcome(k, "created", 201) for k in keys[3:]]
         opened.record_bundle_group(server="s", run_id=run_id, sent=[], outcomes=created)
         rows = opened.outcomes(run_id=run_id)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -33,19 +34,25 @@ def _wait(client: TestClient, job_id: int) -> dict[str, Any]:
     raise AssertionError(f"job {job_id} did not finish")
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_file_with_rejects_is_not_pushed_in_part_unless_asked(tmp_path: Path) -> None:
     settings = Settings(
-        data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        data_dir=tmp_path / "data",
+        cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
         api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
         servers={"h": ServerSettings(base_url=_nowhere(), max_retries=0)},
-    )  # fmt: skip
+    )
     bad = tmp_path / "bad.csv"
     text = CENTRE_B_FILE.read_text(encoding="utf-8")
     bad.write_text(text.replace("B-101,w,03.04.2012", "B-101,w,99.99.2012"), encoding="utf-8")
     with TestClient(create_app(settings)) as client:
         with bad.open("rb") as handle:
-            upload = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
-                                 files={"file": ("bad.csv", handle)}).json()  # fmt: skip
+            upload = client.post(
+                "/uploads",
+                headers=KEY,
+                data={"mapping": "centre_b"},
+                files={"file": ("bad.csv", handle)},
+            ).json()
         assert upload["rejects"], upload
         body = {"upload_id": upload["upload_id"], "server": "h"}
         refused = _wait(client, client.post("/jobs/push", headers=KEY, json=body).json()["id"])
@@ -59,17 +66,23 @@ def test_a_file_with_rejects_is_not_pushed_in_part_unless_asked(tmp_path: Path) 
 
 def test_an_upload_lists_and_stores_at_most_max_rejects_reported(tmp_path: Path) -> None:
     settings = Settings(
-        data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")], max_rejects_reported=3,
-    )  # fmt: skip
+        data_dir=tmp_path / "data",
+        cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
+        max_rejects_reported=3,
+    )
     header, row = CENTRE_B_FILE.read_text(encoding="utf-8").splitlines()[:2]
     bad_rows = [row.replace("B-101,w,03.04.2012", f"B-9{i:02d},w,99.99.2012") for i in range(40)]
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([header, *bad_rows]) + "\n", encoding="utf-8")
     with TestClient(create_app(settings, run_workers=False)) as client:
         with bad.open("rb") as handle:
-            answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
-                                 files={"file": ("bad.csv", handle)})  # fmt: skip
+            answer = client.post(
+                "/uploads",
+                headers=KEY,
+                data={"mapping": "centre_b"},
+                files={"file": ("bad.csv", handle)},
+            )
         report = answer.json()
         assert answer.status_code == 201, report
         assert len(report["rejects"]) == 3
@@ -81,9 +94,10 @@ def test_a_jobs_failures_are_grouped_by_cause_with_a_hint(tmp_path: Path) -> Non
     from fhir_cart.cache import Outcome
 
     settings = Settings(
-        data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        data_dir=tmp_path / "data",
+        cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
         api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
-    )  # fmt: skip
+    )
     too_many = "Transaction requires strict isolation but has too many entries"
     with TestClient(create_app(settings, run_workers=False)) as client:
         cache = client.app.state.cache  # type: ignore[attr-defined]

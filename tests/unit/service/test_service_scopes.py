@@ -38,14 +38,16 @@ def scoped_settings(tmp_path: Path) -> Settings:
         cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
         api_keys=[SecretStr(KEYS["admin"])],
         users=[
-            UserSettings(name="a", role="centre", centre="centre_a",
-                         api_key=SecretStr(KEYS["centre_a"])),
-            UserSettings(name="b", role="centre", centre="centre_b",
-                         api_key=SecretStr(KEYS["centre_b"])),
+            UserSettings(
+                name="a", role="centre", centre="centre_a", api_key=SecretStr(KEYS["centre_a"])
+            ),
+            UserSettings(
+                name="b", role="centre", centre="centre_b", api_key=SecretStr(KEYS["centre_b"])
+            ),
             UserSettings(name="reg", role="registry", api_key=SecretStr(KEYS["registry"])),
         ],
         servers={"local": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,12 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
 
 def upload(client: TestClient, role: str) -> Any:
     with CENTRE_B_FILE.open("rb") as handle:
-        return client.post("/uploads", headers=headers(role), data={"mapping": "centre_b"},
-                           files={"file": ("centre_b.csv", handle)})  # fmt: skip
+        return client.post(
+            "/uploads",
+            headers=headers(role),
+            data={"mapping": "centre_b"},
+            files={"file": ("centre_b.csv", handle)},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +101,15 @@ SEES_JOB = {
     "registry": {"admin", "registry"},
 }
 JOB_ROUTES = [
-    ("GET", "/jobs/{id}"), ("GET", "/jobs/{id}/outcomes"), ("GET", "/jobs/{id}/failures"),
-    ("POST", "/jobs/{id}/resume"), ("GET", "/jobs/{id}/summary"), ("GET", "/jobs/{id}/export"),
-    ("GET", "/ui/jobs/{id}"), ("GET", "/ui/jobs/{id}/export"),
-]  # fmt: skip
+    ("GET", "/jobs/{id}"),
+    ("GET", "/jobs/{id}/outcomes"),
+    ("GET", "/jobs/{id}/failures"),
+    ("POST", "/jobs/{id}/resume"),
+    ("GET", "/jobs/{id}/summary"),
+    ("GET", "/jobs/{id}/export"),
+    ("GET", "/ui/jobs/{id}"),
+    ("GET", "/ui/jobs/{id}/export"),
+]
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -115,7 +126,9 @@ def test_a_job_is_seen_only_within_its_scope(
         assert answer.status_code == 404, answer.text
         none = client.request(method, route.format(id=999_999), headers=headers(role))
         assert (none.status_code, none.headers["content-type"]) == (
-            404, answer.headers["content-type"])  # fmt: skip
+            404,
+            answer.headers["content-type"],
+        )
         if not route.startswith("/ui/"):
             assert answer.json() == none.json()
 
@@ -165,8 +178,9 @@ def test_an_upload_is_seen_and_pushed_only_within_its_scope(
     upload_id = made[which]
     preview = client.get(f"/uploads/{upload_id}/preview", headers=headers(role))
     page = client.get(f"/ui/uploads/{upload_id}", headers=headers(role))
-    push = client.post("/jobs/push", headers=headers(role),
-                       json={"upload_id": upload_id, "server": "local"})  # fmt: skip
+    push = client.post(
+        "/jobs/push", headers=headers(role), json={"upload_id": upload_id, "server": "local"}
+    )
     home = client.get("/ui/", headers=headers(role)).text
     plot = client.get(f"/ui/uploads/{upload_id}/plots/swimmer.svg", headers=headers(role))
     assert plot.status_code == 404  # no plot drawn yet; whose upload it is decides the why
@@ -199,14 +213,19 @@ def test_what_a_role_may_never_do_is_403(
     }
     answers = {
         "upload": upload(client, role).status_code,
-        "pull": client.post("/jobs/pull", headers=headers(role),
-                            json={"server": "local", "selection": "search", "query": "_id=x"},
-                            ).status_code,
-        "registry": client.post("/jobs/registry", headers=headers(role),
-                                json={"registry": "net"}).status_code,
-        "cache": max(client.get("/cache/patients", headers=headers(role)).status_code,
-                     client.get("/cache/resources", headers=headers(role)).status_code),
-    }  # fmt: skip
+        "pull": client.post(
+            "/jobs/pull",
+            headers=headers(role),
+            json={"server": "local", "selection": "search", "query": "_id=x"},
+        ).status_code,
+        "registry": client.post(
+            "/jobs/registry", headers=headers(role), json={"registry": "net"}
+        ).status_code,
+        "cache": max(
+            client.get("/cache/patients", headers=headers(role)).status_code,
+            client.get("/cache/resources", headers=headers(role)).status_code,
+        ),
+    }
     for what, ok in allowed.items():
         if ok:
             assert answers[what] in (200, 201, 202), (what, answers)

@@ -137,19 +137,29 @@ class Body:
 
 
 # a well-formed start of a multipart upload, so the parser keeps reading the file part
-PART = (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n'
-        b"Content-Type: text/csv\r\n\r\n")  # fmt: skip
+PART = (
+    b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n'
+    b"Content-Type: text/csv\r\n\r\n"
+)
 
 
 async def call(
     app: FastAPI, method: str, path: str, body: Body, headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-    }  # fmt: skip
+    }
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -226,8 +236,12 @@ def test_a_traversing_file_name_writes_only_inside_the_upload_folder(
     name = f"evil-{uuid.uuid4().hex}.csv"
     data_dir = tmp_path / "data"
     with TestClient(app) as client, CENTRE_B_FILE.open("rb") as handle:
-        answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
-                             files={"file": (f"../../../../{name}", handle)})  # fmt: skip
+        answer = client.post(
+            "/uploads",
+            headers=KEY,
+            data={"mapping": "centre_b"},
+            files={"file": (f"../../../../{name}", handle)},
+        )
     assert answer.status_code == 201, answer.text
     folder = data_dir / "uploads" / answer.json()["upload_id"]
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "study.csv"]
@@ -256,14 +270,19 @@ def test_refused_uploads_leave_nothing_on_disk(app: FastAPI, tmp_path: Path) -> 
             ("c.csv", b"x" * (LIMIT + 1), 413, "larger than"),
             ("d.csv", b"study_id\n" + b"y" * 140_000 + b"\n", 422, "field larger"),
         ]:
-            answer = client.post("/uploads", headers=KEY, data={"mapping": "centre_b"},
-                                 files={"file": (name, content)})  # fmt: skip
+            answer = client.post(
+                "/uploads",
+                headers=KEY,
+                data={"mapping": "centre_b"},
+                files={"file": (name, content)},
+            )
             assert answer.status_code == status, (name, answer.text)
             assert words in answer.json()["detail"]
     uploads = tmp_path / "data" / "uploads"
     assert not uploads.exists() or list(uploads.iterdir()) == []
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 async def test_a_slow_upload_does_not_block_health(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,8 +331,10 @@ def test_a_near_miss_key_is_refused_by_the_guard(app: FastAPI, headers: dict[str
             answer = client.get(path, headers=headers)
             assert answer.status_code in (401, 403), (path, headers)
             assert client.get(path, headers=KEY).status_code == 200
-        assert client.get("/jobs", headers={"Authorization": f"bearer {KEY['X-API-Key']}"}
-                          ).status_code == 200  # fmt: skip
+        assert (
+            client.get("/jobs", headers={"Authorization": f"bearer {KEY['X-API-Key']}"}).status_code
+            == 200
+        )
 
 
 @pytest.mark.parametrize("headers", [{}, *_near_misses()])

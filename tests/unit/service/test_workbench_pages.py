@@ -166,6 +166,7 @@ def test_a_page_error_is_a_page(app: FastAPI) -> None:
         assert "no such upload" in answer.text
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_job_events_follow_a_job_to_its_end(app: FastAPI) -> None:
     cache = app.state.cache
     owner = {"owner_role": "centre", "owner_centre": "centre_b"}

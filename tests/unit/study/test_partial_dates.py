@@ -68,11 +68,17 @@ def test_partial_dates_parse_at_their_precision(text: str, date: dt.date, precis
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("2019-13", "month 13"), ("2019-00", "month 0"),
-     ("2019-02-30", "day 30 does not exist in February 2019"), ("2019-5", "not a date"),
-     ("19", "not a date"), ("20.12.2019", "not a date"),
-     ("2019-05-03x", "not a date"), ("2019-00-01", "month 0")],
-)  # fmt: skip
+    [
+        ("2019-13", "month 13"),
+        ("2019-00", "month 0"),
+        ("2019-02-30", "day 30 does not exist in February 2019"),
+        ("2019-5", "not a date"),
+        ("19", "not a date"),
+        ("20.12.2019", "not a date"),
+        ("2019-05-03x", "not a date"),
+        ("2019-00-01", "month 0"),
+    ],
+)
 def test_impossible_dates_are_refused_with_the_reason(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_partial_date(text)
@@ -98,14 +104,17 @@ def test_a_partial_date_is_the_first_day_of_its_period() -> None:
     with pytest.raises(ValueError, match="first day of its month"):
         When(date=dt.date(2019, 5, 3), precision="month")
     with pytest.raises(ValueError, match="first day of its year"):
-        PatientRecord(study_id="a", centre="c", birth_date=dt.date(2012, 5, 1),
-                      birth_precision="year")  # fmt: skip
+        PatientRecord(
+            study_id="a", centre="c", birth_date=dt.date(2012, 5, 1), birth_precision="year"
+        )
 
 
 def test_records_dump_partial_dates_as_written_and_day_dates_as_before() -> None:
     month = When(date=dt.date(2019, 5, 1), precision="month")
     assert month.model_dump(mode="json", exclude_none=True) == {
-        "date": "2019-05", "precision": "month"}  # fmt: skip
+        "date": "2019-05",
+        "precision": "month",
+    }
     assert When.model_validate({"date": "2019-05"}) == month
     assert When.model_validate_json(month.model_dump_json()) == month
     with pytest.raises(ValueError, match="of month precision, not year"):
@@ -151,20 +160,38 @@ def test_no_patient_or_event_is_lost_to_a_partial_date(ctx: MappingContext) -> N
 
 def _partial_case() -> Case:
     return Case(
-        patient=PatientRecord(study_id="P1", centre="ehr", sex="female",
-                              birth_date=dt.date(2012, 1, 1), birth_precision="year"),
-        events=(
-            Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"),
-                  when=When(date=dt.date(2019, 5, 1), precision="month")),
-            Event(event_id="blin1", concept="blinatumomab",
-                  when=When(date=dt.date(2019, 9, 1), precision="month"),
-                  end=When(date=dt.date(2019, 10, 12))),
-            Event(event_id="cart", concept="cart_infusion",
-                  when=When(date=dt.date(2020, 1, 1), precision="year")),
-            Event(event_id="fu", concept="last_follow_up",
-                  when=When(date=dt.date(2021, 6, 1), precision="month")),
+        patient=PatientRecord(
+            study_id="P1",
+            centre="ehr",
+            sex="female",
+            birth_date=dt.date(2012, 1, 1),
+            birth_precision="year",
         ),
-    )  # fmt: skip
+        events=(
+            Event(
+                event_id="dx",
+                concept="diagnosis",
+                value=Value(code="b_all"),
+                when=When(date=dt.date(2019, 5, 1), precision="month"),
+            ),
+            Event(
+                event_id="blin1",
+                concept="blinatumomab",
+                when=When(date=dt.date(2019, 9, 1), precision="month"),
+                end=When(date=dt.date(2019, 10, 12)),
+            ),
+            Event(
+                event_id="cart",
+                concept="cart_infusion",
+                when=When(date=dt.date(2020, 1, 1), precision="year"),
+            ),
+            Event(
+                event_id="fu",
+                concept="last_follow_up",
+                when=When(date=dt.date(2021, 6, 1), precision="month"),
+            ),
+        ),
+    )
 
 
 def test_fhir_output_keeps_the_precision_and_round_trips(
@@ -176,7 +203,9 @@ def test_fhir_output_keeps_the_precision_and_round_trips(
     assert by_type["Patient"]["birthDate"] == "2012"
     assert by_type["Condition"]["onsetDateTime"] == "2019-05"
     assert by_type["MedicationAdministration"]["effectivePeriod"] == {
-        "start": "2019-09", "end": "2019-10-12"}  # fmt: skip
+        "start": "2019-09",
+        "end": "2019-10-12",
+    }
     assert by_type["Procedure"]["performedDateTime"] == "2020"
     follow_up = [e for e in by_type["Patient"]["extension"] if "follow-up" in e["url"]]
     assert {"url": "date", "valueDate": "2021-06"} in follow_up[0]["extension"]
@@ -196,8 +225,12 @@ def test_tables_write_a_year_or_month_as_written_and_read_it_back(tmp_path: Path
             assert next(csv.DictReader(handle))["birth_date"] == "2012"
         with (tmp_path / "out" / "events.csv").open(newline="") as handle:
             dates = {r["event_id"]: (r["when_date"], r["end_date"]) for r in csv.DictReader(handle)}
-        assert dates == {"dx": ("2019-05", ""), "blin1": ("2019-09", "2019-10-12"),
-                         "cart": ("2020", ""), "fu": ("2021-06", "")}  # fmt: skip
+        assert dates == {
+            "dx": ("2019-05", ""),
+            "blin1": ("2019-09", "2019-10-12"),
+            "cart": ("2020", ""),
+            "fu": ("2021-06", ""),
+        }
     elif fmt == "xlsx":
         sheet = load_workbook(written[0], read_only=True)["patients"]
         rows = list(sheet.iter_rows(values_only=True))
@@ -227,14 +260,29 @@ def _study(tmp_path: Path, patients: str, events: str, formats: list[str]) -> Re
     folder.mkdir(parents=True)
     (folder / "patients.csv").write_text(patients, encoding="utf-8")
     (folder / "events.csv").write_text(events, encoding="utf-8")
-    mapping = StudyMapping.model_validate({
-        "centre": "test", "anchor": "cart_infusion", "date_formats": formats,
-        "patients": {"source": "patients.csv",
-                     "columns": {"study_id": "ID", "birth_date": "DOB", "anchor_date": "CART"}},
-        "events": [{"source": "events.csv", "concept": "disease_status",
-                    "columns": {"study_id": "ID", "when_date": "Date", "when_day": "Day",
-                                "value": "Status"}}],
-    })  # fmt: skip
+    mapping = StudyMapping.model_validate(
+        {
+            "centre": "test",
+            "anchor": "cart_infusion",
+            "date_formats": formats,
+            "patients": {
+                "source": "patients.csv",
+                "columns": {"study_id": "ID", "birth_date": "DOB", "anchor_date": "CART"},
+            },
+            "events": [
+                {
+                    "source": "events.csv",
+                    "concept": "disease_status",
+                    "columns": {
+                        "study_id": "ID",
+                        "when_date": "Date",
+                        "when_day": "Day",
+                        "value": "Status",
+                    },
+                }
+            ],
+        }
+    )
     return read_study(folder, mapping)
 
 
@@ -260,20 +308,24 @@ def test_study_files_read_partial_dates_where_the_formats_allow(tmp_path: Path) 
 
 
 def test_study_files_refuse_what_the_formats_do_not_allow(tmp_path: Path) -> None:
-    result = _study(tmp_path, "ID,DOB,CART\nA,2012,2020\n", "ID,Date,Day,Status\n",
-                    ["%d.%m.%Y", "%Y"])  # fmt: skip
+    result = _study(
+        tmp_path, "ID,DOB,CART\nA,2012,2020\n", "ID,Date,Day,Status\n", ["%d.%m.%Y", "%Y"]
+    )
     reasons = {(r.column, r.value): r.reason for r in result.rejects}
     assert "gives no day" in reasons[("CART", "2020")]
-    result = _study(tmp_path / "b", "ID,DOB,CART\nA,05/2012,\n", "ID,Date,Day,Status\n",
-                    ["%d.%m.%Y"])  # fmt: skip
+    result = _study(
+        tmp_path / "b", "ID,DOB,CART\nA,05/2012,\n", "ID,Date,Day,Status\n", ["%d.%m.%Y"]
+    )
     assert [r.column for r in result.rejects] == ["DOB"]
 
 
 def test_a_partial_date_must_hold_the_day_given_beside_it(tmp_path: Path) -> None:
     result = _study(
-        tmp_path, "ID,DOB,CART\nB,2011,14.02.2020\n",
-        "ID,Date,Day,Status\nB,03/2020,12,complete_remission\n", ["%d.%m.%Y", "%m/%Y", "%Y"],
-    )  # fmt: skip
+        tmp_path,
+        "ID,DOB,CART\nB,2011,14.02.2020\n",
+        "ID,Date,Day,Status\nB,03/2020,12,complete_remission\n",
+        ["%d.%m.%Y", "%m/%Y", "%Y"],
+    )
     (reject,) = result.rejects
     assert (reject.column, reject.value) == ("Date", "03/2020")
     assert "2020-03 is days 16 to 46 after" in reject.reason
@@ -283,9 +335,11 @@ def test_plausibility_uses_the_whole_span(tmp_path: Path) -> None:
     # born in May 2019: an event in 2019 may be after it (its first day is not); one in
     # April 2019 cannot
     result = _study(
-        tmp_path, "ID,DOB,CART\nA,05/2019,\n",
-        "ID,Date,Day,Status\nA,2019,,relapse\nA,04/2019,,relapse\n", ["%m/%Y", "%Y"],
-    )  # fmt: skip
+        tmp_path,
+        "ID,DOB,CART\nA,05/2019,\n",
+        "ID,Date,Day,Status\nA,2019,,relapse\nA,04/2019,,relapse\n",
+        ["%m/%Y", "%Y"],
+    )
     assert [(r.column, r.value) for r in result.rejects] == [("Date", "04/2019")]
     assert "2019-04 is before the birth date 2019-05" in result.rejects[0].reason
 
@@ -322,8 +376,13 @@ def _measure(cases: list[Case], measure: dict[str, Any]) -> MeasureResult:
 
 
 def test_days_from_a_partial_date_are_a_window_not_its_first_day() -> None:
-    c = _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("crs", "2021-04"),
-              _ev("death", "2021"), _ev("icans", "2021-03-20"))  # fmt: skip
+    c = _case(
+        "A",
+        _ev("cart_infusion", INFUSION.isoformat()),
+        _ev("crs", "2021-04"),
+        _ev("death", "2021"),
+        _ev("icans", "2021-03-20"),
+    )
     time = TimeResolver(c, "cart_infusion")
     spans = [time.interval(e.when) for e in c.events]
     assert spans == [(0, 0), (24, 53), (-66, 298), (12, 12)]
@@ -331,8 +390,7 @@ def test_days_from_a_partial_date_are_a_window_not_its_first_day() -> None:
 
 
 def test_relative_days_from_a_partial_anchor_are_a_window() -> None:
-    c = _case("A", _ev("cart_infusion", "2021-03"), _ev("crs", "2021-04-15"),
-              _ev("icans", day=5))  # fmt: skip
+    c = _case("A", _ev("cart_infusion", "2021-03"), _ev("crs", "2021-04-15"), _ev("icans", day=5))
     time = TimeResolver(c, "cart_infusion")
     assert time.interval(c.events[1].when) == (15, 45)  # 15 April after 1 to 31 March
     assert time.day(c.events[2]) == 5  # stated relative to the infusion: exact
@@ -340,15 +398,23 @@ def test_relative_days_from_a_partial_anchor_are_a_window() -> None:
 
 def test_a_day_test_holds_only_for_the_whole_span_and_says_it_rested_on_one() -> None:
     cohort = [
-        _case("A", _ev("cart_infusion", INFUSION.isoformat()),
-              _ev("disease_status", "2021-03-20", code="relapse")),
+        _case(
+            "A",
+            _ev("cart_infusion", INFUSION.isoformat()),
+            _ev("disease_status", "2021-03-20", code="relapse"),
+        ),
         # April 2021 is days 24 to 53: not wholly within the first 30 days (its 1st is)
-        _case("B", _ev("cart_infusion", INFUSION.isoformat()),
-              _ev("disease_status", "2021-04", code="relapse")),
+        _case(
+            "B",
+            _ev("cart_infusion", INFUSION.isoformat()),
+            _ev("disease_status", "2021-04", code="relapse"),
+        ),
         _case("C", _ev("cart_infusion", INFUSION.isoformat())),
-    ]  # fmt: skip
-    test = {"event": {"concept": "disease_status", "value": "relapse"},
-            "test": {"between": [0, 30]}}  # fmt: skip
+    ]
+    test = {
+        "event": {"concept": "disease_status", "value": "relapse"},
+        "test": {"between": [0, 30]},
+    }
     result = _measure(cohort, {"count": test})
     assert (result.value, result.patients, result.partial) == (1, ("A",), ("B",))
     assert result.as_dict()["partial"] == ["B"]
@@ -371,17 +437,27 @@ def test_km_leaves_out_an_event_known_only_to_a_month(tmp_path: Path) -> None:
     cohort = [
         _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("death", day=90)),
         # died in June 2021, followed up to day 60: not censored at 60, and no event day
-        _case("B", _ev("cart_infusion", INFUSION.isoformat()), _ev("death", "2021-06"),
-              _ev("last_follow_up", day=60)),
+        _case(
+            "B",
+            _ev("cart_infusion", INFUSION.isoformat()),
+            _ev("death", "2021-06"),
+            _ev("last_follow_up", day=60),
+        ),
         _case("C", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=120)),
-    ]  # fmt: skip
-    definition = parse_study({
-        "name": "t", "anchor": "cart_infusion", "measures": [{"id": "n", "count": "all"}],
-        "plots": {"survival": {"overall": {"event": "death", "censor": "last_follow_up"}}},
-    })  # fmt: skip
+    ]
+    definition = parse_study(
+        {
+            "name": "t",
+            "anchor": "cart_infusion",
+            "measures": [{"id": "n", "count": "all"}],
+            "plots": {"survival": {"overall": {"event": "death", "censor": "last_follow_up"}}},
+        }
+    )
     data = survival_data(cohort, definition, "overall")
     assert dict(zip(data.patients, zip(data.durations, data.events, strict=True), strict=True)) == {
-        "A": (90, True), "C": (120, False)}  # fmt: skip
+        "A": (90, True),
+        "C": (120, False),
+    }
     assert (data.excluded, data.partial) == (("B",), ("B",))
 
 
@@ -393,11 +469,14 @@ def test_relative_days_from_a_partial_date_or_anchor_are_a_window() -> None:
 
     day_anchor = DateTransform("relative", "diagnosis", anchor_date=dt.date(2020, 1, 10))
     assert day_anchor.when(When(date=dt.date(2020, 2, 1), precision="month")) == When(
-        earliest_day=22, latest_day=50, anchor="diagnosis")  # fmt: skip
-    month_anchor = DateTransform("relative", "diagnosis", anchor_date=dt.date(2020, 1, 1),
-                                 anchor_precision="month")  # fmt: skip
+        earliest_day=22, latest_day=50, anchor="diagnosis"
+    )
+    month_anchor = DateTransform(
+        "relative", "diagnosis", anchor_date=dt.date(2020, 1, 1), anchor_precision="month"
+    )
     assert month_anchor.when(When(date=dt.date(2020, 2, 15))) == When(
-        earliest_day=15, latest_day=45, anchor="diagnosis")  # fmt: skip
+        earliest_day=15, latest_day=45, anchor="diagnosis"
+    )
     # a day relative to an anchor stays as the source said it
     kept = When(date=dt.date(2020, 2, 1), precision="month", day=28, anchor="cart_infusion")
     assert day_anchor.when(kept) == When(day=28, anchor="cart_infusion")
@@ -410,11 +489,13 @@ def test_a_shift_by_days_never_turns_a_year_or_month_into_a_day() -> None:
     assert shift.when(When(date=dt.date(2020, 1, 10))) == When(date=dt.date(2019, 12, 29))
     # the month is kept as the window of days after the anchor it may be, not shifted
     assert shift.when(When(date=dt.date(2020, 2, 1), precision="month")) == When(
-        earliest_day=22, latest_day=50, anchor="diagnosis")  # fmt: skip
+        earliest_day=22, latest_day=50, anchor="diagnosis"
+    )
     no_anchor = DateTransform("shift", "diagnosis", offset=-12)
     assert no_anchor.when(When(date=dt.date(2020, 2, 1), precision="month")) is None
-    born = PatientRecord(study_id="a", centre="c", birth_date=dt.date(2012, 1, 1),
-                         birth_precision="year")  # fmt: skip
+    born = PatientRecord(
+        study_id="a", centre="c", birth_date=dt.date(2012, 1, 1), birth_precision="year"
+    )
     moved = transform_patient(born, shift)
     assert (moved.birth_date, moved.birth_precision) == (None, "day")
     assert PatientRecord.model_validate(moved.model_dump(mode="json")) == moved
@@ -426,14 +507,22 @@ def test_merge_keeps_the_birth_precision_and_a_year_is_not_a_day_in_it() -> None
     from fhir_cart.registry.definition import RegistryDef
     from fhir_cart.registry.merge import merge_patient
 
-    definition = RegistryDef.model_validate({
-        "name": "r", "base_dir": Path(),
-        "centres": [{"id": "a", "mapping": "a.yaml", "data": "a.csv"},
-                    {"id": "b", "mapping": "b.yaml", "data": "b.csv"}],
-        "conflicts": {"default": ["a", "b"]},
-    })  # fmt: skip
-    a = Case(patient=PatientRecord(study_id="A1", centre="a", birth_date=dt.date(2012, 1, 1),
-                                   birth_precision="year"))  # fmt: skip
+    definition = RegistryDef.model_validate(
+        {
+            "name": "r",
+            "base_dir": Path(),
+            "centres": [
+                {"id": "a", "mapping": "a.yaml", "data": "a.csv"},
+                {"id": "b", "mapping": "b.yaml", "data": "b.csv"},
+            ],
+            "conflicts": {"default": ["a", "b"]},
+        }
+    )
+    a = Case(
+        patient=PatientRecord(
+            study_id="A1", centre="a", birth_date=dt.date(2012, 1, 1), birth_precision="year"
+        )
+    )
     b = Case(patient=PatientRecord(study_id="B1", centre="b", birth_date=dt.date(2012, 1, 1)))
     merged = merge_patient("r1", [a, b], definition)
     assert merged.case.patient.birth_text == "2012"  # not 2012-01-01
@@ -448,11 +537,18 @@ def test_linkage_takes_no_month_from_a_birth_year_and_no_day_from_a_month() -> N
 
     linkage = LinkageDef.model_validate({"birth": True, "dates": {"diagnosis": "diagnosis"}})
     case = Case(
-        patient=PatientRecord(study_id="A1", centre="a", birth_date=dt.date(2012, 1, 1),
-                              birth_precision="year"),
-        events=(Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"),
-                      when=When(date=dt.date(2019, 5, 1), precision="month")),),
-    )  # fmt: skip
+        patient=PatientRecord(
+            study_id="A1", centre="a", birth_date=dt.date(2012, 1, 1), birth_precision="year"
+        ),
+        events=(
+            Event(
+                event_id="dx",
+                concept="diagnosis",
+                value=Value(code="b_all"),
+                when=When(date=dt.date(2019, 5, 1), precision="month"),
+            ),
+        ),
+    )
     record = linkage_record(case, linkage, Pseudonymiser(b"k" * 32))
     assert (record.birth_year, record.birth_month) == (2012, None)
     assert record.dates == {"diagnosis": None}
@@ -485,8 +581,10 @@ def test_the_printed_summary_marks_a_value_resting_on_a_partial_date() -> None:
 
     from fhir_cart.report.tables import summary_table
 
-    results = [MeasureResult("fu", "Median follow-up", 100, patients=("A",), partial=("B",)),
-               MeasureResult("n", "Patients", 2, patients=("A", "B"))]  # fmt: skip
+    results = [
+        MeasureResult("fu", "Median follow-up", 100, patients=("A",), partial=("B",)),
+        MeasureResult("n", "Patients", 2, patients=("A", "B")),
+    ]
     console = Console(width=120, record=True)
     console.print(summary_table(results, compare=False, title="t"))
     text = " ".join(console.export_text().split())  # the caption wraps to the table's width
@@ -526,13 +624,21 @@ def test_swimmer_draws_no_bar_whose_end_is_known_only_to_a_month() -> None:
     cohort = [
         _case("A", _ev("cart_infusion", INFUSION.isoformat()), _ev("last_follow_up", day=90)),
         # followed up to day 60 and died in June 2021: the bar's end cannot be told
-        _case("B", _ev("cart_infusion", INFUSION.isoformat()), _ev("death", "2021-06"),
-              _ev("last_follow_up", day=60)),
-    ]  # fmt: skip
-    definition = parse_study({
-        "name": "t", "anchor": "cart_infusion", "measures": [{"id": "n", "count": "all"}],
-        "plots": {"swimmer": {"end": ["last_follow_up", "death"], "markers": {}}},
-    })  # fmt: skip
+        _case(
+            "B",
+            _ev("cart_infusion", INFUSION.isoformat()),
+            _ev("death", "2021-06"),
+            _ev("last_follow_up", day=60),
+        ),
+    ]
+    definition = parse_study(
+        {
+            "name": "t",
+            "anchor": "cart_infusion",
+            "measures": [{"id": "n", "count": "all"}],
+            "plots": {"swimmer": {"end": ["last_follow_up", "death"], "markers": {}}},
+        }
+    )
     assert [(r.study_id, r.end) for r in swimmer_rows(cohort, definition)] == [("A", 90)]
 
 

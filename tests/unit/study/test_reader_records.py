@@ -47,6 +47,7 @@ def same(fast: Callable[..., BaseModel], slow: Callable[..., BaseModel], **field
     assert made.model_fields_set == expected.model_fields_set
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=400)
 @given(dates, days, texts, days, days)
 def test_when(date: Any, day: Any, anchor: Any, earliest: Any, latest: Any) -> None:
@@ -56,6 +57,7 @@ def test_when(date: Any, day: Any, anchor: Any, earliest: Any, latest: Any) -> N
     same(fast, When, date=date, day=day, anchor=anchor, earliest_day=earliest, latest_day=latest)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=400)
 @given(
     st.dictionaries(
@@ -68,6 +70,7 @@ def test_value(fields: dict[str, Any]) -> None:
     same(_make_value, Value, **fields)
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=300)
 @given(
     texts,
@@ -85,19 +88,45 @@ def test_value(fields: dict[str, Any]) -> None:
     st.one_of(texts, st.text(alphabet="ab; -", min_size=195, max_size=205)),
 )
 def test_event(
-    event_id: Any, concept: Any, when: Any, value: Any, attributes: Any, source: Any, origin: Any,
-    assumed: Any, status: Any,
-) -> None:  # fmt: skip
+    event_id: Any,
+    concept: Any,
+    when: Any,
+    value: Any,
+    attributes: Any,
+    source: Any,
+    origin: Any,
+    assumed: Any,
+    status: Any,
+) -> None:
     same(
-        _make_event, Event, event_id=event_id, concept=concept, when=when, end=None,
-        value=value, attributes=attributes, source_text=source, origin=origin, assumed=assumed,
+        _make_event,
+        Event,
+        event_id=event_id,
+        concept=concept,
+        when=when,
+        end=None,
+        value=value,
+        attributes=attributes,
+        source_text=source,
+        origin=origin,
+        assumed=assumed,
         status=status,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("status", [None, "", "preliminary", " x", "a" * 200, "a" * 201])
 def test_event_status(status: Any) -> None:
     same(
-        _make_event, Event, event_id="e1", concept="mrd", when=None, end=None, value=None,
-        attributes={}, source_text=None, origin=None, assumed=None, status=status,
-    )  # fmt: skip
+        _make_event,
+        Event,
+        event_id="e1",
+        concept="mrd",
+        when=None,
+        end=None,
+        value=None,
+        attributes={},
+        source_text=None,
+        origin=None,
+        assumed=None,
+        status=status,
+    )

@@ -980,6 +980,7 @@ def _as_written(value: Value) -> str:
     return value.code or value.text or ""
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -38,8 +38,13 @@ def test_no_csv_or_xlsx_writer_outside_the_safe_writer() -> None:
 
 def test_the_rule_sees_a_writer(tmp_path: Path) -> None:
     """The pattern is not vacuous: each way of writing a cell is caught."""
-    for line in ("w = csv.writer(h)", "csv.DictWriter(h, f)", "book = Workbook()",
-                 "ws.cell(row=1, column=1, value=x)", "from openpyxl import Workbook"):  # fmt: skip
+    for line in (
+        "w = csv.writer(h)",
+        "csv.DictWriter(h, f)",
+        "book = Workbook()",
+        "ws.cell(row=1, column=1, value=x)",
+        "from openpyxl import Workbook",
+    ):
         assert FORBIDDEN.search(line), line
     assert not FORBIDDEN.search("from openpyxl import load_workbook")
 
@@ -52,6 +57,7 @@ def library() -> ConceptLibrary:
     return load_concepts(load_terminology())
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_registry_outputs_hold_no_formula(tmp_path: Path, library: ConceptLibrary) -> None:
     cases = three_centres()
     for n, case in enumerate(cases["berlin"] + cases["london"]):
@@ -59,9 +65,13 @@ def test_registry_outputs_hold_no_formula(tmp_path: Path, library: ConceptLibrar
         case.patient.__dict__["attributes"] = attributes  # frozen model: test data only
     registry = definition(
         tmp_path,
-        pseudonymisation={"dates": "relative", "anchor": "diagnosis", "keep_text": ["ethnicity"],
-                          "drop_patient_attributes": ["patient_name"]},
-    )  # fmt: skip
+        pseudonymisation={
+            "dates": "relative",
+            "anchor": "diagnosis",
+            "keep_text": ["ethnicity"],
+            "drop_patient_attributes": ["patient_name"],
+        },
+    )
     result = build_registry(
         registry, tmp_path / "out", key=KEY, reader=reader_of(cases), library=library
     )

@@ -20,8 +20,9 @@ from fhir_cart.study.values import parse_band, parse_quantity, parse_time
 from fhir_cart.summary import parse_study, summarise
 
 
-def _read(tmp_path: Path, rows: str, specs: list[dict[str, Any]], people: str = "ID\nA\nB\n",
-          **top: Any) -> ReadResult:  # fmt: skip
+def _read(
+    tmp_path: Path, rows: str, specs: list[dict[str, Any]], people: str = "ID\nA\nB\n", **top: Any
+) -> ReadResult:
     folder = tmp_path / "study"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "patients.csv").write_text(people, encoding="utf-8")
@@ -29,9 +30,13 @@ def _read(tmp_path: Path, rows: str, specs: list[dict[str, Any]], people: str = 
     events = [
         {"source": "events", **s, "columns": {"study_id": "ID", **s["columns"]}} for s in specs
     ]
-    data = {"centre": "test", "anchor": "cart_infusion",
-            "patients": {"source": "patients", "columns": {"study_id": "ID"}},
-            "events": events, **top}  # fmt: skip
+    data = {
+        "centre": "test",
+        "anchor": "cart_infusion",
+        "patients": {"source": "patients", "columns": {"study_id": "ID"}},
+        "events": events,
+        **top,
+    }
     return read_study(folder, StudyMapping.model_validate(data))
 
 
@@ -98,9 +103,17 @@ def test_a_plus_beside_a_comparator_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("cell", "expected"),
-    [("3", 3), ("3.0", 3), ("grade 3–4", (3, 4)), ("1–2 cycles", (1, 2)), ("3/4", (3, 4)),
-     ("3 or 4", (3, 4)), ("Grade 2", 2), (4.0, 4)],
-)  # fmt: skip
+    [
+        ("3", 3),
+        ("3.0", 3),
+        ("grade 3–4", (3, 4)),
+        ("1–2 cycles", (1, 2)),
+        ("3/4", (3, 4)),
+        ("3 or 4", (3, 4)),
+        ("Grade 2", 2),
+        (4.0, 4),
+    ],
+)
 def test_bands_stay_bands(cell: object, expected: object) -> None:
     assert parse_band(cell) == expected
 
@@ -120,8 +133,9 @@ def test_censored_survival_becomes_last_follow_up_not_death(tmp_path: Path) -> N
     result = _read(tmp_path, "ID,OS\nA,15+\nB,7\n", [{**OS, "censored": "last_follow_up"}])
     assert result.rejects == []
     a, b = ([(e.concept, e.when) for e in c.events] for c in result.cases)
-    assert a == [("last_follow_up", When(day=457, anchor="cart_infusion", stated=15,
-                                         stated_unit="mo"))]  # fmt: skip
+    assert a == [
+        ("last_follow_up", When(day=457, anchor="cart_infusion", stated=15, stated_unit="mo"))
+    ]
     assert b == [("death", When(day=213, anchor="cart_infusion", stated=7, stated_unit="mo"))]
     assert result.cases[0].events[0].source_text == "15+"
 
@@ -167,16 +181,26 @@ def test_a_grade_band_is_kept_and_counted_only_where_every_grade_fits(tmp_path: 
     def grade(allowed: list[int]) -> dict[str, Any]:
         return {"event": {"concept": "crs", "attributes": {"grade": allowed}}}
 
-    study = parse_study({"name": "t", "anchor": "cart_infusion", "measures": [
-        {"id": "g3", "label": "grade >= 3", "count": grade([3, 4, 5])},
-        {"id": "g4", "label": "grade >= 4", "count": grade([4, 5])},
-    ]})  # fmt: skip
+    study = parse_study(
+        {
+            "name": "t",
+            "anchor": "cart_infusion",
+            "measures": [
+                {"id": "g3", "label": "grade >= 3", "count": grade([3, 4, 5])},
+                {"id": "g4", "label": "grade >= 4", "count": grade([4, 5])},
+            ],
+        }
+    )
     assert [r.value for r in summarise(result.cases, study)] == [1, 0]
 
 
 def test_cell_doses_per_kg_flat_and_as_powers_of_ten(tmp_path: Path) -> None:
-    per_kg = {"name": "kg", "concept": "cart_infusion", "columns": {"cell_dose": "Dose"},
-              "units": {"cell_dose": "/kg"}}  # fmt: skip
+    per_kg = {
+        "name": "kg",
+        "concept": "cart_infusion",
+        "columns": {"cell_dose": "Dose"},
+        "units": {"cell_dose": "/kg"},
+    }
     result = _read(tmp_path, "ID,Dose\nA,0.4 × 10^6\nB,2e5\n", [per_kg])
     assert result.rejects == []
     assert [c.events[0].attributes for c in result.cases] == [
@@ -204,12 +228,20 @@ def test_stated_times_and_bands_survive_fhir_both_ways() -> None:
         patient=PatientRecord(study_id="P1", centre="test"),
         events=(
             Event(event_id="inf", concept="cart_infusion", when=When(day=0, anchor=ANCHOR)),
-            Event(event_id="crs", concept="crs", attributes={"grade": "3-4"},
-                  when=When(day=3, anchor="cart_infusion")),
-            Event(event_id="lfu", concept="last_follow_up", source_text="15+",
-                  when=When(day=457, anchor="cart_infusion", stated=15, stated_unit="mo")),
+            Event(
+                event_id="crs",
+                concept="crs",
+                attributes={"grade": "3-4"},
+                when=When(day=3, anchor="cart_infusion"),
+            ),
+            Event(
+                event_id="lfu",
+                concept="last_follow_up",
+                source_text="15+",
+                when=When(day=457, anchor="cart_infusion", stated=15, stated_unit="mo"),
+            ),
         ),
-    )  # fmt: skip
+    )
     resources = case_to_fhir(ctx, case)
     back = cases_from_fhir(ctx, resources)
     assert back.unmapped == []
@@ -242,23 +274,37 @@ def test_at_least_counts_only_where_it_is_known_to_pass() -> None:
     def within(**bounds: float) -> dict[str, Any]:
         return {"event": {"concept": "first_remission_duration", **bounds}}
 
-    study = parse_study({"name": "t", "anchor": "cart_infusion", "measures": [
-        {"id": "over_12", "label": "> 12", "count": within(number_min=12)},
-        {"id": "under_20", "label": "<= 20", "count": within(number_max=20)},
-        {"id": "under_14", "label": "<= 14", "count": within(number_max=14)},
-        {"id": "under_12", "label": "<= 12", "count": within(number_max=12)},
-    ]})  # fmt: skip
+    study = parse_study(
+        {
+            "name": "t",
+            "anchor": "cart_infusion",
+            "measures": [
+                {"id": "over_12", "label": "> 12", "count": within(number_min=12)},
+                {"id": "under_20", "label": "<= 20", "count": within(number_max=20)},
+                {"id": "under_14", "label": "<= 14", "count": within(number_max=14)},
+                {"id": "under_12", "label": "<= 12", "count": within(number_max=12)},
+            ],
+        }
+    )
     found = {r.id: list(r.patients) for r in summarise(cases, study)}
-    assert found == {"over_12": ["A"], "under_20": ["B", "C"], "under_14": ["B", "C"],
-                     "under_12": ["C"]}  # fmt: skip
+    assert found == {
+        "over_12": ["A"],
+        "under_20": ["B", "C"],
+        "under_14": ["B", "C"],
+        "under_12": ["C"],
+    }
 
 
 def test_a_count_or_a_duration_written_as_a_range_stays_a_range(tmp_path: Path) -> None:
     specs = [
         {"name": "lines", "concept": "prior_lines", "columns": {"value": "Lines"}},
-        {"name": "cr1", "concept": "first_remission_duration", "columns": {"value": "CR1"},
-         "units": {"value": "mo"}},
-    ]  # fmt: skip
+        {
+            "name": "cr1",
+            "concept": "first_remission_duration",
+            "columns": {"value": "CR1"},
+            "units": {"value": "mo"},
+        },
+    ]
     rows = "ID,Lines,CR1\nA,2–3 lines,10 to 14\nB,4,6\nC,3-2,1\n"
     result = _read(tmp_path, rows, specs, "ID\nA\nB\nC\n")
     assert [(r.row, r.column) for r in result.rejects] == [(4, "Lines")]  # low above high

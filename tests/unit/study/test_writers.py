@@ -96,11 +96,15 @@ def test_csv_folder_has_a_file_per_table(tmp_path: Path, seed_cases: list[Case])
     assert len(rows) == sum(len(c.events) for c in seed_cases)
     cyclo = next(r for r in rows if r["concept"] == "cyclophosphamide")
     assert (cyclo["value_number"], cyclo["value_unit"], cyclo["intent"]) == (
-        "500.0", "mg/m2", "lymphodepletion",
-    )  # fmt: skip
+        "500.0",
+        "mg/m2",
+        "lymphodepletion",
+    )
     assert (cyclo["when_day"], cyclo["when_anchor"], cyclo["when_date"]) == (
-        "-6", "cart_infusion", "2019-04-30",
-    )  # fmt: skip
+        "-6",
+        "cart_infusion",
+        "2019-04-30",
+    )
 
 
 def test_workbook_has_a_sheet_per_table_and_real_dates(
@@ -140,10 +144,19 @@ def test_text_that_looks_like_a_formula_stays_text(tmp_path: Path) -> None:
 
 
 OTHER = [
-    {"study_id": "007", "resource_type": "Observation", "resource_id": "o1", "code_system":
-     "http://loinc.org", "code": "718-7", "display": "Hemoglobin", "value": 12.5, "unit": "g/dL",
-     "time": "2021-01-01", "reason": "no concept has this code"},
-]  # fmt: skip
+    {
+        "study_id": "007",
+        "resource_type": "Observation",
+        "resource_id": "o1",
+        "code_system": "http://loinc.org",
+        "code": "718-7",
+        "display": "Hemoglobin",
+        "value": 12.5,
+        "unit": "g/dL",
+        "time": "2021-01-01",
+        "reason": "no concept has this code",
+    },
+]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
@@ -169,8 +182,9 @@ def test_other_rows_are_written_when_given(tmp_path: Path, fmt: str) -> None:
 
 def test_no_other_table_without_other_rows(tmp_path: Path) -> None:
     assert write_study([_case()], tmp_path, "csv") == [
-        tmp_path / "patients.csv", tmp_path / "events.csv",
-    ]  # fmt: skip
+        tmp_path / "patients.csv",
+        tmp_path / "events.csv",
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
@@ -218,11 +232,16 @@ def test_a_studys_own_concepts_are_columns_and_read_back(tmp_path: Path) -> None
     own = ConceptsFile.model_validate(
         {
             "attributes": {"ward": {"label": "Ward", "type": "text"}},
-            "concepts": {"ferritin": {"label": "Ferritin", "kind": "observation",
-                                      "value": {"type": "quantity", "units": ["ug/L"]},
-                                      "attributes": ["ward"]}},
+            "concepts": {
+                "ferritin": {
+                    "label": "Ferritin",
+                    "kind": "observation",
+                    "value": {"type": "quantity", "units": ["ug/L"]},
+                    "attributes": ["ward"],
+                }
+            },
         }
-    )  # fmt: skip
+    )
     mapping = canonical_mapping("own", extra=own)
     found = mapping.own_concepts()
     assert found is not None
@@ -234,9 +253,15 @@ def test_a_studys_own_concepts_are_columns_and_read_back(tmp_path: Path) -> None
     library = default_library(mapping)
     case = Case(
         patient=PatientRecord(study_id="A", centre="own"),
-        events=(Event(event_id="f1", concept="ferritin", value=Value(number=350.0, unit="ug/L"),
-                      attributes={"ward": "7B"}),),
-    )  # fmt: skip
+        events=(
+            Event(
+                event_id="f1",
+                concept="ferritin",
+                value=Value(number=350.0, unit="ug/L"),
+                attributes={"ward": "7B"},
+            ),
+        ),
+    )
     write_study([case], tmp_path, "csv", library=library)
     result = read_study(tmp_path, mapping)
     assert result.rejects == []
@@ -272,6 +297,7 @@ def test_parquet_gives_the_same_rows(
         assert read.to_pylist() == _arrow_rows(table, cases), table
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cohort=cohorts())
 def test_parquet_gives_the_same_rows_generated(
@@ -334,9 +360,11 @@ FORMULAS = ['=HYPERLINK("http://x.test","y")', "+1+1", "-2+3", "@SUM(A1)", "\t=1
 @pytest.mark.parametrize("text", FORMULAS)
 def test_csv_cells_that_look_like_formulas_are_escaped(tmp_path: Path, text: str) -> None:
     event = Event(
-        event_id="1.0", concept="hsct", when=When(day=-3, anchor="hsct"),
+        event_id="1.0",
+        concept="hsct",
+        when=When(day=-3, anchor="hsct"),
         attributes={"conditioning": text},
-    )  # fmt: skip
+    )
     case = Case(patient=PatientRecord(study_id="007", centre="x"), events=(event,))
     write_study([case], tmp_path, "csv")
     with (tmp_path / "events.csv").open(newline="") as handle:
@@ -385,7 +413,8 @@ def test_control_characters_are_escaped_in_a_workbook_not_fatal(
     column = table_columns()["events"].index("conditioning") + 1
     sheet = load_workbook(path)["events"]
     assert [sheet.cell(row=r, column=column).value for r in (2, 3)] == [
-        "Flu_x0007_ _x005F_x0041_ ok", "line\nbreak\ttab",
-    ]  # fmt: skip
+        "Flu_x0007_ _x005F_x0041_ ok",
+        "line\nbreak\ttab",
+    ]
     assert "1 cell(s) held control characters" in caplog.text
     assert "Flu" not in caplog.text

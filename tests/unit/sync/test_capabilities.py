@@ -16,13 +16,16 @@ STATEMENT: dict[str, Any] = {
         {
             "interaction": [{"code": "batch"}],
             "resource": [
-                {"type": "Observation", "conditionalUpdate": True,
-                 "searchParam": [{"name": "patient"}, {"name": "identifier"}]},
+                {
+                    "type": "Observation",
+                    "conditionalUpdate": True,
+                    "searchParam": [{"name": "patient"}, {"name": "identifier"}],
+                },
                 {"type": "AdverseEvent", "searchParam": [{"name": "subject"}]},
             ],
         }
     ],
-}  # fmt: skip
+}
 
 
 def test_capabilities_come_from_the_statement_and_settings_override() -> None:
@@ -41,15 +44,20 @@ def test_capabilities_come_from_the_statement_and_settings_override() -> None:
 def test_the_search_side_is_read_and_gives_the_pull_plan() -> None:
     statement = {
         "resourceType": "CapabilityStatement",
-        "rest": [{
-            "operation": [{"name": "export"}],
-            "resource": [
-                {"type": "Patient", "searchRevInclude": ["Observation:subject"],
-                 "operation": [{"name": "everything"}]},
-                {"type": "Observation", "searchParam": [{"name": "subject"}]},
-            ],
-        }],
-    }  # fmt: skip
+        "rest": [
+            {
+                "operation": [{"name": "export"}],
+                "resource": [
+                    {
+                        "type": "Patient",
+                        "searchRevInclude": ["Observation:subject"],
+                        "operation": [{"name": "everything"}],
+                    },
+                    {"type": "Observation", "searchParam": [{"name": "subject"}]},
+                ],
+            }
+        ],
+    }
     caps = ServerCapabilities.from_statement(statement)
     assert caps.search_rev_include["Patient"] == {"Observation:subject"}
     assert caps.operations == {"": {"export"}, "Patient": {"everything"}, "Observation": set()}
@@ -84,13 +92,20 @@ def test_size_refusals_are_told_from_content_errors(status: int, message: str, s
 
 
 def _res(rtype: str, rid: str, *refs: str) -> dict[str, Any]:
-    return {"resourceType": rtype, "id": rid,
-            "focus": [{"reference": f"urn:uuid:{r}"} for r in refs]}  # fmt: skip
+    return {
+        "resourceType": rtype,
+        "id": rid,
+        "focus": [{"reference": f"urn:uuid:{r}"} for r in refs],
+    }
 
 
 def test_dependency_order_puts_what_is_referred_to_first() -> None:
-    resources = [_res("Observation", "o", "c", "p"), _res("Condition", "c", "p"),
-                 _res("Patient", "p"), _res("Procedure", "x", "p")]  # fmt: skip
+    resources = [
+        _res("Observation", "o", "c", "p"),
+        _res("Condition", "c", "p"),
+        _res("Patient", "p"),
+        _res("Procedure", "x", "p"),
+    ]
     order = [(depth, r["id"]) for depth, r in dependency_order(resources)]
     assert order == [(0, "p"), (1, "c"), (1, "x"), (2, "o")]
 
@@ -114,26 +129,32 @@ def _statement(**types: dict[str, bool]) -> dict[str, Any]:
 
 
 def test_how_each_type_is_written_follows_conditional_update_and_update_create() -> None:
-    caps = ServerCapabilities.from_statement(_statement(
-        Observation={"conditionalUpdate": True},
-        Procedure={"conditionalUpdate": False, "updateCreate": True},
-        Condition={},  # not said: tried as a conditional update, as before
-    ))  # fmt: skip
+    caps = ServerCapabilities.from_statement(
+        _statement(
+            Observation={"conditionalUpdate": True},
+            Procedure={"conditionalUpdate": False, "updateCreate": True},
+            Condition={},  # not said: tried as a conditional update, as before
+        )
+    )
     assert not caps.writes_by_id("Observation")
     assert caps.writes_by_id("Procedure")
     assert not caps.writes_by_id("Condition")
     assert not caps.writes_by_id("Patient")  # not listed at all
     assert caps.writes_by_id("AdverseEvent", by_identifier=False)
-    assert caps.unwritable(["Observation", "Procedure", "Condition", "AdverseEvent"],
-                           ["AdverseEvent"]) == ""  # fmt: skip
+    assert (
+        caps.unwritable(["Observation", "Procedure", "Condition", "AdverseEvent"], ["AdverseEvent"])
+        == ""
+    )
 
 
 def test_a_type_with_neither_conditional_update_nor_update_create_is_refused() -> None:
-    caps = ServerCapabilities.from_statement(_statement(
-        Observation={"conditionalUpdate": False, "updateCreate": False},
-        AdverseEvent={"conditionalUpdate": True, "updateCreate": False},
-        Procedure={"conditionalUpdate": True, "updateCreate": False},
-    ))  # fmt: skip
+    caps = ServerCapabilities.from_statement(
+        _statement(
+            Observation={"conditionalUpdate": False, "updateCreate": False},
+            AdverseEvent={"conditionalUpdate": True, "updateCreate": False},
+            Procedure={"conditionalUpdate": True, "updateCreate": False},
+        )
+    )
     problem = caps.unwritable(["Observation", "AdverseEvent", "Procedure"], ["AdverseEvent"])
     assert "AdverseEvent, Observation:" in problem  # Procedure has its conditional update
     assert "Hint:" in problem

@@ -504,16 +504,17 @@ async def test_an_answer_larger_than_the_limit_is_refused(
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        (httpx.Response(200, text="<html>login</html>", headers={"Content-Type": "text/html"}),
-         "not JSON \\(text/html\\)"),
-        (httpx.Response(200, content=b'{"resourceType": "Bundle", "entry": [{"res'),
-         "not JSON"),
+        (
+            httpx.Response(200, text="<html>login</html>", headers={"Content-Type": "text/html"}),
+            "not JSON \\(text/html\\)",
+        ),
+        (httpx.Response(200, content=b'{"resourceType": "Bundle", "entry": [{"res'), "not JSON"),
         (httpx.Response(200, json=[1, 2]), "not an object"),
         (httpx.Response(200, json={"resourceType": "Patient", "id": "x"}), "not a Bundle"),
         (httpx.Response(200, json={"resourceType": "Bundle", "entry": {"a": 1}}), "not a Bundle"),
         (httpx.Response(200, json={"resourceType": "Bundle", "entry": [1]}), "not a JSON object"),
     ],
-)  # fmt: skip
+)
 async def test_a_malformed_search_answer_is_a_bad_response(
     mock: respx.MockRouter, sleeps: Sleeps, answer: httpx.Response, message: str
 ) -> None:
@@ -548,11 +549,14 @@ class _CountingAuth:
         return None
 
 
-@pytest.mark.parametrize("url", [
-    "https://elsewhere.test/r4/Patient",  # another host
-    "http://fhir.test:8443/r4/Patient",  # same host and port, another scheme
-    "https://fhir.test:9443/r4/Patient",  # another port
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://elsewhere.test/r4/Patient",  # another host
+        "http://fhir.test:8443/r4/Patient",  # same host and port, another scheme
+        "https://fhir.test:9443/r4/Patient",  # another port
+    ],
+)
 @respx.mock
 async def test_send_never_attaches_credentials_off_origin(url: str) -> None:
     """The one place credentials are attached checks the origin itself, whoever calls it."""

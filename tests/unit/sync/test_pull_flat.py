@@ -39,6 +39,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, name: s
     monkeypatch.setenv("FHIR_CART_SERVERS__H__BASE_URL", f"{url}/fhir")
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_the_pulls_tables_are_those_of_the_whole_cohort_mapped_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,6 +38,7 @@ def observations(broken: bool) -> Callable[[Seen], Answer]:
     return answer
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_a_pull_that_dies_part_way_leaves_whole_patients_and_an_interrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

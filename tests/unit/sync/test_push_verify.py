@@ -22,8 +22,11 @@ class Server:
         self.asked.append(len(ids))
         for rid in ids:
             if rid in self.held.get(rtype, {}):
-                yield {"resourceType": rtype, "id": rid,
-                       "meta": {"versionId": self.held[rtype][rid]}}  # fmt: skip
+                yield {
+                    "resourceType": rtype,
+                    "id": rid,
+                    "meta": {"versionId": self.held[rtype][rid]},
+                }
 
 
 def _believed(n: int, version: str = "1") -> dict[tuple[str, str, str], tuple[str, str | None]]:

@@ -51,8 +51,18 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, **ex
 
 def pull(tmp_path: Path, *args: str) -> int:
     out = tmp_path / "out"
-    return main(["pull", "--server", "h", "--out", str(out), *(args or ("--search", "name=x")),
-                 "--format", "csv"])  # fmt: skip
+    return main(
+        [
+            "pull",
+            "--server",
+            "h",
+            "--out",
+            str(out),
+            *(args or ("--search", "name=x")),
+            "--format",
+            "csv",
+        ]
+    )
 
 
 def one_clean_error(capsys: pytest.CaptureFixture[str], words: str) -> str:
@@ -69,9 +79,12 @@ PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate
 
 
 def test_a_next_link_to_another_origin_is_refused_and_gets_no_token(
-    server: HostileServer, foreign: HostileServer, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    server: HostileServer,
+    foreign: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     foreign.routes["/fhir/Patient"] = bundle([{"resourceType": "Patient", "id": "evil"}])
     server.routes["/fhir/Patient"] = bundle([PATIENT], f"{foreign.url}/fhir/Patient?page=2")
     settings_env(monkeypatch, tmp_path, f"{server.url}/fhir")
@@ -89,9 +102,12 @@ def _export(server: HostileServer, status_url: str, manifest: dict[str, Any] | N
 
 
 def test_an_export_status_url_on_another_origin_is_refused(
-    server: HostileServer, foreign: HostileServer, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    server: HostileServer,
+    foreign: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     _export(server, f"{foreign.url}/status/1", None)
     foreign.routes["/status/1"] = fhir_json({"output": []})
     settings_env(monkeypatch, tmp_path, f"{server.url}/fhir")
@@ -103,14 +119,20 @@ def test_an_export_status_url_on_another_origin_is_refused(
 NDJSON_PATIENT = b'{"resourceType": "Patient", "id": "p9"}\n'
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize(
     ("requires_token", "allow", "code"),
     [(True, "true", 6), (False, "false", 6), (False, "true", 0)],
 )
 def test_export_files_on_another_origin_go_without_credentials_or_not_at_all(
-    server: HostileServer, foreign: HostileServer, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, requires_token: bool, allow: str, code: int,
-) -> None:  # fmt: skip
+    server: HostileServer,
+    foreign: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    requires_token: bool,
+    allow: str,
+    code: int,
+) -> None:
     foreign.routes["/files/p.ndjson"] = (200, {}, NDJSON_PATIENT)
     output = {"type": "Patient", "url": f"{foreign.url}/files/p.ndjson"}
     manifest = {"requiresAccessToken": requires_token, "output": [output]}
@@ -124,19 +146,26 @@ def test_export_files_on_another_origin_go_without_credentials_or_not_at_all(
         assert "Authorization" not in foreign.seen[0].headers
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize(
     ("answer", "words"),
     [
         ((200, {"Content-Type": "text/html"}, b"<html>sign in</html>"), "not JSON (text/html)"),
-        ((200, {"Content-Type": "application/fhir+json"}, b'{"resourceType": "Bundle", "en'),
-         "not JSON"),
+        (
+            (200, {"Content-Type": "application/fhir+json"}, b'{"resourceType": "Bundle", "en'),
+            "not JSON",
+        ),
         (fhir_json({"resourceType": "OperationOutcome"}), "not a Bundle"),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_answer_ends_in_one_line_and_exit_6(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], answer: Answer, words: str,
-) -> None:  # fmt: skip
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: Answer,
+    words: str,
+) -> None:
     server.routes["/fhir/Patient"] = answer
     settings_env(monkeypatch, tmp_path, f"{server.url}/fhir")
     assert pull(tmp_path) == 6
@@ -149,11 +178,13 @@ def test_resources_without_id_or_subject_are_listed_not_lost(
     nameless = {"resourceType": "Patient", "gender": "male"}
     server.routes["/fhir/Patient"] = bundle([PATIENT, nameless])
     obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
-    server.routes["/fhir/Observation"] = bundle([
-        {**obs, "subject": {"reference": "Patient/p1/_history/3"}},  # no id
-        {**obs, "id": "o2"},  # no subject
-        {**obs, "id": "o3", "subject": {"reference": "Patient/p1/_history/3"}},
-    ])  # fmt: skip
+    server.routes["/fhir/Observation"] = bundle(
+        [
+            {**obs, "subject": {"reference": "Patient/p1/_history/3"}},  # no id
+            {**obs, "id": "o2"},  # no subject
+            {**obs, "id": "o3", "subject": {"reference": "Patient/p1/_history/3"}},
+        ]
+    )
     settings_env(monkeypatch, tmp_path, f"{server.url}/fhir")
     assert pull(tmp_path) == 0
     assert (tmp_path / "out" / "patients.csv").exists()
@@ -167,10 +198,13 @@ def test_resources_without_id_or_subject_are_listed_not_lost(
     assert any(ref.endswith("Observation/o3") for ref, _ in listed), listed
 
 
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_endless_next_links_stop_at_the_page_budget(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     def page(seen: Seen) -> Answer:
         n = len(server.seen)
         return bundle([PATIENT], f"{server.url}/fhir/Patient?page={n}")
@@ -183,9 +217,11 @@ def test_endless_next_links_stop_at_the_page_budget(
 
 
 def test_too_many_resources_stop_the_pull(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     server.routes["/fhir/Patient"] = bundle([{**PATIENT, "id": f"p{i}"} for i in range(5)])
     settings_env(monkeypatch, tmp_path, f"{server.url}/fhir", max_resources_per_pull="3")
     assert pull(tmp_path) == 6

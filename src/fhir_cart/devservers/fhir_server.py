@@ -7,7 +7,7 @@ Two independent implementations, so that nothing depends on one server's quirks:
   127.0.0.1`` (it listens on every interface otherwise), a fresh ``data_dir``, and the
   built-in simulator off.
 - Medplum's FHIR router on its in-memory repository (Node), see
-  :mod:`fhir_cart.testing.medplum_server`.
+  :mod:`fhir_cart.devservers.medplum_server`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from fhir_cart.testing.fhir_server import LocalFhirServer, cache_dir
+from fhir_cart.devservers.fhir_server import LocalFhirServer, cache_dir
 
 __all__ = ["MEDPLUM_VERSION", "MedplumServer", "ensure_medplum"]
 
@@ -32,7 +32,7 @@ def ensure_medplum(target: Path | None = None) -> Path:
     """Path of ``server.js`` with its node_modules installed (``npm ci``) beside it."""
     target = target or default_dir()
     target.mkdir(parents=True, exist_ok=True)
-    shipped = resources.files("fhir_cart.testing") / "medplum_server"
+    shipped = resources.files("fhir_cart.devservers") / "medplum_server"
     changed = False
     for name in _FILES:
         data = (shipped / name).read_bytes()
