@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from fhir_cart.service.access import hash_password
 from fhir_cart.devservers.fhir_server import free_port
+from fhir_cart.service.access import hash_password
 from tests.browser.conftest import ADMIN_KEY, PASSWORD, ROOT, SERVE, axe_violations
 from tests.support.registry_net import REGISTRY_KEY, install_net
 
