@@ -65,7 +65,7 @@ class Group(TyperGroup):
 
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages name files: never break a path
 
 MappingOpt = Annotated[
     Path | None,
