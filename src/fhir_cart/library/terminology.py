@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ _WORDS_HELD = 50_000
 again): memory stays bounded whatever the input."""
 
 
-def _codings_key(group: str, codings: list[Mapping[str, Any]]) -> tuple[Any, ...] | None:
+def _codings_key(group: str, codings: Sequence[Mapping[str, Any]]) -> tuple[Any, ...] | None:
     """What :meth:`Terminology.word` reads of these codings: their (system, code) pairs, in
     order (None when one is not text: a malformed coding is not remembered)."""
     key: list[Any] = [group]
@@ -172,7 +172,7 @@ class Terminology:
         self._reverse: dict[str, dict[tuple[str, str], set[str]]] = {}
         self._prefixes: dict[str, list[tuple[str, str, str]]] = {}
         self._all_codings: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
-        self._words: dict[tuple[Any, ...], str | AmbiguousCode] = {}
+        self._words: dict[tuple[Any, ...], str | AmbiguousCode | None] = {}
         """:meth:`word` by (group, the codings' (system, code) pairs): what it found (a
         word, or the words it could not decide between), for codings seen before."""
         self._build()
@@ -255,8 +255,9 @@ class Terminology:
         key = _codings_key(group, codings)
         if key is None:
             return self._coded_word(group, codings)
-        known = self._words.get(key)
-        if known is None:
+        if key in self._words:
+            known = self._words[key]
+        else:
             try:
                 known = self._coded_word(group, codings)
             except AmbiguousCode as exc:
@@ -268,7 +269,7 @@ class Terminology:
             raise AmbiguousCode(group, known.words)
         return known
 
-    def _coded_word(self, group: str, codings: list[Mapping[str, Any]]) -> str | None:
+    def _coded_word(self, group: str, codings: Sequence[Mapping[str, Any]]) -> str | None:
         """:meth:`word` of a CodeableConcept with these codings (one at least)."""
         per_coding = [w for w in (self._words_of(group, c) for c in codings) if w]
         if not per_coding:
