@@ -9,10 +9,10 @@ runs of :data:`RUN` consecutive patients, to forked processes that map each case
 entries (:func:`patient_output`); the parent writes each run's output when its turn comes.
 At most two runs per worker are out at a time, so memory stays bounded whatever the study's
 size. The first :data:`FIRST` patients are mapped in the parent as they are read (a
-smaller study starts no process). The unverified codes the workers emitted are added to the parent's terminology
-(the job's ``unverified-codes.json``); an error raised while mapping (``--strict`` and an
-unverified code, an invalid resource under ``--validate``) stops the job as it would in
-one process.
+smaller study starts no process). The unverified codes the workers emitted are added to
+the parent's terminology (the job's ``unverified-codes.json``); an error raised while
+mapping (``--strict`` and an unverified code, an invalid resource under ``--validate``)
+stops the job as it would in one process.
 """
 
 from __future__ import annotations
@@ -33,7 +33,15 @@ from fhir_cart.mappers.to_fhir import map_case
 from fhir_cart.records import Case
 from fhir_cart.types import Json
 
-__all__ = ["FIRST", "RUN", "Job", "PatientOutput", "bundle_entries", "mapped_outputs", "patient_output"]
+__all__ = [
+    "FIRST",
+    "RUN",
+    "Job",
+    "PatientOutput",
+    "bundle_entries",
+    "mapped_outputs",
+    "patient_output",
+]
 
 RUN = 250
 """Patients per run handed to a worker."""
