@@ -1,7 +1,11 @@
 """Benchmark: the whole `fhir-cart map` job beside its plain-Python floor, both as processes.
 
     .venv/bin/python benchmarks/bench_map.py --patients 1000 10000 100000 [--pairs 5]
-        [--memory-only 1000000]
+        [--workers 1 2] [--memory-only 1000000]
+
+``--workers``: the `fhir-cart map --workers N` counts to run (default 1 and 2), each a side
+of every pair (checked once to write the same bytes as the floor); the speed-up of each
+over the first is reported.
 
 For each size N, once and untimed: a synthetic study of N patients (benchmarks/cohort.py)
 is written as the canonical CSV tables (patients.csv, events.csv), `fhir-cart map` runs once
