@@ -15,10 +15,10 @@ import pytest
 import fhir_cart.ndjson_tables as ndjson_tables
 from fhir_cart.application import Application
 from fhir_cart.cli import main
-from tests.conftest import MAPPINGS, ROOT, need
 from tests.ehr_cases import load_cases
+from tests.support import MAPPINGS, ROOT, SEED_FILE, need
 
-SEED = ROOT / "fixtures" / "seed" / "seed_cohort.xlsx"
+SEED = SEED_FILE
 MCODE = ROOT / ".cache" / "mcode-4.0.0"
 
 BEFORE = {
