@@ -1,7 +1,11 @@
 """Benchmark: the whole `fhir-cart map` job beside its plain-Python floor, both as processes.
 
     .venv/bin/python benchmarks/bench_map.py --patients 1000 10000 100000 [--pairs 5]
-        [--memory-only 1000000]
+        [--workers 1 2] [--memory-only 1000000]
+
+``--workers``: the `fhir-cart map --workers N` counts to run (default 1 and 2), each a side
+of every pair (checked once to write the same bytes as the floor); the speed-up of each
+over the first is reported.
 
 For each size N, once and untimed: a synthetic study of N patients (benchmarks/cohort.py)
 is written as the canonical CSV tables (patients.csv, events.csv), `fhir-cart map` runs once
@@ -76,8 +80,11 @@ def run(argv: list[str]) -> dict[str, float]:
     }
 
 
-def ours(study: Path, out: Path) -> list[str]:
-    return [str(FHIR_CART), "map", str(study), "-m", str(CANONICAL), "-o", str(out)]
+def ours(study: Path, out: Path, workers: int = 1) -> list[str]:
+    return [
+        *(str(FHIR_CART), "map", str(study), "-m", str(CANONICAL), "-o", str(out)),
+        *("--workers", str(workers)),
+    ]
 
 
 def floor(study: Path, reference: Path, out: Path) -> list[str]:
@@ -109,40 +116,44 @@ def study_of(patients: int, base: Path) -> Path:
     return study
 
 
-def bench_size(patients: int, pairs: int, base: Path) -> dict[str, Any]:
+def bench_size(patients: int, pairs: int, base: Path, workers: list[int]) -> dict[str, Any]:
     study = study_of(patients, base)
     reference, out = base / "reference", base / "out"
-    warm = run(ours(study, reference))
+    warm = run(ours(study, reference, workers[0]))
     resources = resources_in(reference)
     run(floor(study, reference, out))
     same_tree(reference, out)
+    for count in workers[1:]:  # every worker count writes the same bytes
+        shutil.rmtree(out, ignore_errors=True)
+        run(ours(study, out, count))
+        same_tree(reference, out)
     output_mib = sum(p.stat().st_size for p in reference.rglob("*")) / 2**20
     input_mib = sum(p.stat().st_size for p in study.iterdir()) / 2**20
     print(f"{patients:,} patients, {resources:,} resources; {pairs} pairs", flush=True)
     load_start = load()
     rows = []
+    names = [f"ours{w}" for w in workers]
     for index in range(pairs):
-        sides = [("ours", ours(study, out)), ("floor", floor(study, reference, out))]
-        if index % 2:
-            sides.reverse()
+        sides = [(f"ours{w}", ours(study, out, w)) for w in workers]
+        sides.append(("floor", floor(study, reference, out)))
+        shift = index % len(sides)
+        sides = sides[shift:] + sides[:shift]  # which side runs first rotates
         got: dict[str, dict[str, float]] = {}
         for name, argv in sides:
             shutil.rmtree(out, ignore_errors=True)
             got[name] = run(argv)
-        row = {
-            "first": sides[0][0],
-            "ours": got["ours"],
-            "floor": got["floor"],
-            "wall_ratio": round(got["ours"]["wall_s"] / got["floor"]["wall_s"], 3),
-            "cpu_ratio": round(got["ours"]["cpu_s"] / got["floor"]["cpu_s"], 3),
-        }
+        row: dict[str, Any] = {"first": sides[0][0], "load_1m": load()[0], **got}
+        for name in names:
+            row[f"wall_ratio_{name}"] = round(got[name]["wall_s"] / got["floor"]["wall_s"], 3)
+            row[f"cpu_ratio_{name}"] = round(got[name]["cpu_s"] / got["floor"]["cpu_s"], 3)
         rows.append(row)
         print(
-            f"  pair {index + 1} ({row['first']} first): fhir-cart map "
-            f"{got['ours']['wall_s']:.2f} s wall / {got['ours']['cpu_s']:.2f} s CPU / "
-            f"{got['ours']['peak_rss_mib']} MiB; floor {got['floor']['wall_s']:.2f} s / "
-            f"{got['floor']['cpu_s']:.2f} s / {got['floor']['peak_rss_mib']} MiB; "
-            f"ratio wall {row['wall_ratio']}, CPU {row['cpu_ratio']}",
+            f"  pair {index + 1} ({row['first']} first): "
+            + "; ".join(
+                f"{n} {got[n]['wall_s']:.2f} s wall / {got[n]['cpu_s']:.2f} s CPU / "
+                f"{got[n]['peak_rss_mib']} MiB"
+                for n in [*names, "floor"]
+            ),
             flush=True,
         )
     load_end = load()
@@ -152,19 +163,33 @@ def bench_size(patients: int, pairs: int, base: Path) -> dict[str, Any]:
     def median(side: str, key: str) -> float:
         return round(statistics.median(r[side][key] for r in rows), 3)
 
+    by_workers = {
+        str(w): {
+            "ratio_wall_time_ours_over_floor": spread([r[f"wall_ratio_ours{w}"] for r in rows]),
+            "throughput_ours_over_floor": spread(
+                [round(1 / r[f"wall_ratio_ours{w}"], 3) for r in rows]
+            ),
+            "ratio_cpu_time_ours_over_floor": spread([r[f"cpu_ratio_ours{w}"] for r in rows]),
+            "ours_wall_s_median": median(f"ours{w}", "wall_s"),
+            "ours_resources_per_s_median": round(resources / median(f"ours{w}", "wall_s")),
+            "ours_peak_rss_mib": spread([r[f"ours{w}"]["peak_rss_mib"] for r in rows], 1),
+        }
+        for w in workers
+    }
+    if len(workers) > 1:
+        for w in workers[1:]:
+            by_workers[str(w)]["speedup_over_workers_" + str(workers[0])] = spread(
+                [round(r[f"ours{workers[0]}"]["wall_s"] / r[f"ours{w}"]["wall_s"], 3) for r in rows]
+            )
     return {
         "patients": patients,
         "resources": resources,
         "input_mib": round(input_mib, 1),
         "output_mib": round(output_mib, 1),
         "pairs": pairs,
-        "ratio_wall_time_ours_over_floor": spread([r["wall_ratio"] for r in rows]),
-        "ratio_cpu_time_ours_over_floor": spread([r["cpu_ratio"] for r in rows]),
-        "ours_wall_s_median": median("ours", "wall_s"),
+        "workers": by_workers,
         "floor_wall_s_median": median("floor", "wall_s"),
-        "ours_resources_per_s_median": round(resources / median("ours", "wall_s")),
         "floor_resources_per_s_median": round(resources / median("floor", "wall_s")),
-        "ours_peak_rss_mib": spread([r["ours"]["peak_rss_mib"] for r in rows], 1),
         "floor_peak_rss_mib": spread([r["floor"]["peak_rss_mib"] for r in rows], 1),
         "warm_up_run": warm,
         "load_average_start": load_start,
@@ -217,6 +242,9 @@ def main() -> None:
     parser.add_argument("--patients", type=int, nargs="*", default=[1_000, 10_000])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--memory-only", type=int, nargs="*", default=[])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="`map --workers` counts to run"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_map.json")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for studies and outputs")
     args = parser.parse_args()
@@ -225,12 +253,13 @@ def main() -> None:
     sizes, memory = [], []
     with tempfile.TemporaryDirectory(prefix="bench-map-", dir=args.tmp) as tmp:
         for patients in args.patients:
-            sizes.append(bench_size(patients, args.pairs, Path(tmp)))
+            sizes.append(bench_size(patients, args.pairs, Path(tmp), args.workers))
         for patients in args.memory_only:
             memory.append(memory_only(patients, Path(tmp)))
     result = {
         "command": "benchmarks/bench_map.py " + " ".join(sys.argv[1:]),
-        "job": "fhir-cart map STUDY -m mappings/centres/canonical.yaml -o OUT (subprocess)",
+        "job": "fhir-cart map STUDY -m mappings/centres/canonical.yaml -o OUT --workers N "
+        "(subprocess)",
         "floor": "benchmarks/floor_map.py STUDY REFERENCE OUT (subprocess): csv.reader over "
         "the same CSVs, each row's resources parsed from fhir_cart's output (orjson.loads), "
         "the same NDJSON, bundles and files written with orjson (byte-identical, checked)",
@@ -245,14 +274,16 @@ def main() -> None:
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     print()
     for size in sizes:
-        wall, cpu = size["ratio_wall_time_ours_over_floor"], size["ratio_cpu_time_ours_over_floor"]
-        print(
-            f"{size['patients']:>9,} patients: ratio wall {wall['min']}-{wall['median']}-"
-            f"{wall['max']}, CPU {cpu['min']}-{cpu['median']}-{cpu['max']}; peak RSS "
-            f"{size['ours_peak_rss_mib']['max']} MiB (floor "
-            f"{size['floor_peak_rss_mib']['max']} MiB); load "
-            f"{size['load_average_start']} -> {size['load_average_end']}"
-        )
+        for count, got in size["workers"].items():
+            wall = got["ratio_wall_time_ours_over_floor"]
+            cpu = got["ratio_cpu_time_ours_over_floor"]
+            print(
+                f"{size['patients']:>9,} patients, --workers {count}: ratio wall "
+                f"{wall['min']}-{wall['median']}-{wall['max']}, CPU {cpu['min']}-"
+                f"{cpu['median']}-{cpu['max']}; peak RSS {got['ours_peak_rss_mib']['max']} MiB "
+                f"(floor {size['floor_peak_rss_mib']['max']} MiB); load "
+                f"{size['load_average_start']} -> {size['load_average_end']}"
+            )
     for size in memory:
         print(f"{size['patients']:>9,} patients: peak RSS {size['ours']['peak_rss_mib']} MiB")
     print(f"written to {args.out}")

@@ -2,7 +2,8 @@
 ``python -c pass`` (issue 24: both under 0.2 s).
 
 Each command runs as a whole process (the console script of this venv), alternating with
-the baseline, ``--runs`` times after one warm-up; min, median and max wall-clock seconds,
+the baseline, ``--runs`` times after one warm-up (``--before SRC``: an older fhir_cart's
+``--version`` and ``--help`` too, in the same rotation); min, median and max wall-clock seconds,
 and the CPU seconds (user + system) of the process, which a loaded machine inflates less,
 are printed and written to ``benchmarks/results/bench_startup.json`` with the load average
 at start and end. Usage::
@@ -38,10 +39,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _seconds(argv: list[str]) -> tuple[float, float]:
+def _seconds(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall-clock and CPU seconds of one run."""
     cpu, started = _cpu(), time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - started, _cpu() - cpu
 
 
@@ -56,20 +57,33 @@ def _figures(times: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="the src/ folder of an older fhir_cart: its --version and --help (the same "
+        "console script, that folder first on PYTHONPATH) alternate with this one's",
+    )
     args = parser.parse_args()
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "fhir-cart --version": [*_fhir_cart(), "--version"],
         "fhir-cart --help": [*_fhir_cart(), "--help"],
     }
+    envs: dict[str, dict[str, str] | None] = {name: None for name in commands}
+    if args.before is not None:
+        older = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+        for flag in ("--version", "--help"):
+            commands[f"before: fhir-cart {flag}"] = [*_fhir_cart(), flag]
+            envs[f"before: fhir-cart {flag}"] = older
     load_start = os.getloadavg()
-    for argv in commands.values():  # warm the file cache once
-        _seconds(argv)
+    for name, argv in commands.items():  # warm the file cache once
+        _seconds(argv, envs[name])
     times: dict[str, list[float]] = {name: [] for name in commands}
     cpu: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.runs):
         for name, argv in commands.items():
-            wall, used = _seconds(argv)
+            wall, used = _seconds(argv, envs[name])
             times[name].append(wall)
             cpu[name].append(used)
     load_end = os.getloadavg()

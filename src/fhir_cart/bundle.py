@@ -168,12 +168,16 @@ class NdjsonWriter:
             handle.close()
 
     def write(self, resource: Json) -> None:
-        rtype = resource["resourceType"]
+        self.write_line(resource["resourceType"], orjson.dumps(resource))
+
+    def write_line(self, rtype: str, line: bytes) -> None:
+        """A resource of type ``rtype`` already serialised (``orjson.dumps``), as
+        :meth:`write` writes it."""
         handle = self._files.get(rtype)
         if handle is None:
             handle = self._files[rtype] = (self.out_dir / f"{rtype}.ndjson").open("wb")
             self.counts[rtype] = 0
-        handle.write(orjson.dumps(resource))
+        handle.write(line)
         handle.write(b"\n")
         self.counts[rtype] += 1
 

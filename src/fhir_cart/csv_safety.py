@@ -72,6 +72,16 @@ class SafeCsvWriter:
         for row in rows:
             self.writerow(row)
 
+    def write_sparse(self, width: int, cells: Iterable[tuple[int, Any]]) -> None:
+        """One row of ``width`` cells, empty but for ``cells`` ((position, value), each
+        value through :func:`safe_csv_cell`; ``None`` is empty): the same line as
+        :meth:`writerow` of the whole row, without visiting its blank cells."""
+        row: list[Any] = [""] * width
+        for position, value in cells:
+            if value is not None:
+                row[position] = safe_csv_cell(value)
+        self._writer.writerow(row)
+
 
 def csv_writer(handle: IO[str], lineterminator: str = "\r\n") -> SafeCsvWriter:
     return SafeCsvWriter(handle, lineterminator)

@@ -250,10 +250,16 @@ def map_patients(
         for number, (patient, resources) in enumerate(patients, start=1):
             result = mapper.patient(patient, resources)
             sink.add(result)
-            add_counts(
-                counts,
-                by_type(places(ctx, [patient, *resources], result, centre=mapper.default_centre)),
+            pid = str(patient.get("id"))
+            sid = mapper.study_ids.get(pid)  # the mapping named it (its id is read once)
+            found = places(
+                ctx,
+                [patient, *resources],
+                result,
+                centre=mapper.default_centre,
+                study_ids={pid: sid} if sid is not None else {},
             )
+            add_counts(counts, by_type(found))
             collector.step()
             if on_patient is not None:
                 on_patient(number)

@@ -15,6 +15,7 @@ corrected value updates the same FHIR resource.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from typing import Any, Literal, Self
@@ -72,6 +73,7 @@ MONTH_NAMES = (
 )
 
 
+@functools.lru_cache(maxsize=8192)  # a cohort's dates repeat; what it returns is immutable
 def parse_partial_date(text: str) -> tuple[dt.date, Precision]:
     """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (a dateTime's time and zone after the day are
     ignored: the date is the one written) as (first day, precision). ValueError otherwise,

@@ -14,6 +14,7 @@ with the same :func:`_path`.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -42,6 +43,7 @@ def _path(reference: str) -> list[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=16384)  # a patient's resources all name it: read once
 def reference_key(reference: str) -> str:
     """The logical id a reference points at, whatever its form: ``Patient/p1``,
     ``Patient/p1/_history/3``, ``http://host/fhir/Patient/p1[/_history/3]``, ``urn:uuid:X``,

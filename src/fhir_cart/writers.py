@@ -293,19 +293,14 @@ def _write_csv(
     # rows are sparse (an event fills a few of the columns): cells start blank, as None is
     # written, and only the row's own values are turned into text
     where = {t: {c: i for i, c in enumerate(columns)} for t, columns in tables.items()}
-    blank = {t: [""] * len(columns) for t, columns in tables.items()}
     try:
         writers = {t: csv_writer(h) for t, h in handles.items()}
         for table, writer in writers.items():
             writer.writerow(tables[table])
         for table, row in rows:
-            cells = blank[table].copy()
             index = where[table]
-            for column, value in row.items():
-                at = index.get(column)
-                if at is not None:
-                    cells[at] = _csv_cell(value)
-            writers[table].writerow(cells)
+            cells = [(index[c], _csv_cell(v)) for c, v in row.items() if c in index]
+            writers[table].write_sparse(len(index), cells)
     finally:
         for handle in handles.values():
             handle.close()
@@ -478,7 +473,6 @@ class StudyTableWriter:
         self._known["other"] = frozenset(OTHER_COLUMNS)
         every = {**self.columns, "other": list(OTHER_COLUMNS)}
         self._where = {t: {c: i for i, c in enumerate(cs)} for t, cs in every.items()}
-        self._blank = {t: [""] * len(cs) for t, cs in every.items()}
         self._cases: list[Case] = []
         self._other: list[Row] = []
         self.undeclared = 0
@@ -505,11 +499,9 @@ class StudyTableWriter:
         if self.fmt == "csv":
             if table not in self._csv:
                 self._open_csv(table, list(OTHER_COLUMNS))
-            cells = self._blank[table].copy()  # rows are sparse: see _write_csv
-            index = self._where[table]
-            for column, value in row.items():
-                cells[index[column]] = _csv_cell(value)
-            self._csv[table][1].writerow(cells)
+            index = self._where[table]  # rows are sparse: see _write_csv
+            cells = [(index[column], _csv_cell(value)) for column, value in row.items()]
+            self._csv[table][1].write_sparse(len(index), cells)
         else:
             if table not in self._sheets:
                 self._book.sheet(table, list(OTHER_COLUMNS))

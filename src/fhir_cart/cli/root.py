@@ -104,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; turn a FatalError into its message and exit code (no traceback)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = flag_values(list(argv) if argv is not None else sys.argv[1:])
+    if not args or "--help" in args:
+        from fhir_cart.cli.help_start import load_help_formatter
+
+        load_help_formatter()
     try:
         result = app(args=args, standalone_mode=False)
     except FatalError as exc:

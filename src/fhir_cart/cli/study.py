@@ -15,6 +15,7 @@ from fhir_cart.cli.common import (
     ContinueOpt,
     MappingOpt,
     StrictOpt,
+    WorkersOpt,
     application,
     err,
     out,
@@ -25,6 +26,7 @@ from fhir_cart.cli.common import (
     warn_unmapped,
     warn_unverified,
 )
+from fhir_cart.cli.common import workers as cli_workers
 from fhir_cart.errors import FatalError
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ def map_command(
     indent: Annotated[
         bool, typer.Option("--indent", help="Indent the bundles' JSON (compact by default).")
     ] = False,
+    workers: WorkersOpt = None,
 ) -> None:
     """Map a study file to FHIR R4: transaction bundles and NDJSON, one file per type."""
     from fhir_cart.application import MapRequest
@@ -82,6 +85,7 @@ def map_command(
         validate=validate,
         strict=strict,
         indent=indent,
+        workers=cli_workers(workers),
     )
     result, unverified = application().map(
         request,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,23 @@ class AmbiguousCode(ValueError):
         super().__init__(f"ambiguous: matches {' and '.join(words)} ({group})")
 
 
+_WORDS_HELD = 50_000
+"""At most this many coding sets remembered by :meth:`Terminology.word` (then it starts
+again): memory stays bounded whatever the input."""
+
+
+def _codings_key(group: str, codings: Sequence[Mapping[str, Any]]) -> tuple[Any, ...] | None:
+    """What :meth:`Terminology.word` reads of these codings: their (system, code) pairs, in
+    order (None when one is not text: a malformed coding is not remembered)."""
+    key: list[Any] = [group]
+    for coding in codings:
+        system, code = coding.get("system"), coding.get("code")
+        if not (isinstance(system, str | None) and isinstance(code, str | None)):
+            return None
+        key.append((system, code))
+    return tuple(key)
+
+
 class Unit(BaseModel):
     model_config = _STRICT
 
@@ -158,6 +175,9 @@ class Terminology:
         self._reverse: dict[str, dict[tuple[str, str], set[str]]] = {}
         self._prefixes: dict[str, list[tuple[str, str, str]]] = {}
         self._all_codings: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
+        self._words: dict[tuple[Any, ...], str | AmbiguousCode | None] = {}
+        """:meth:`word` by (group, the codings' (system, code) pairs): what it found (a
+        word, or the words it could not decide between), for codings seen before."""
         self._build()
 
     def _build(self) -> None:
@@ -235,6 +255,25 @@ class Terminology:
         codings = [c for c in codeable.get("coding") or () if isinstance(c, dict)]
         if not codings:
             return self._text_word(group, codeable.get("text"))
+        key = _codings_key(group, codings)
+        if key is None:
+            return self._coded_word(group, codings)
+        if key in self._words:
+            known = self._words[key]
+        else:
+            try:
+                known = self._coded_word(group, codings)
+            except AmbiguousCode as exc:
+                known = exc
+            if len(self._words) >= _WORDS_HELD:
+                self._words.clear()
+            self._words[key] = known
+        if isinstance(known, AmbiguousCode):
+            raise AmbiguousCode(group, known.words)
+        return known
+
+    def _coded_word(self, group: str, codings: Sequence[Mapping[str, Any]]) -> str | None:
+        """:meth:`word` of a CodeableConcept with these codings (one at least)."""
         per_coding = [w for w in (self._words_of(group, c) for c in codings) if w]
         if not per_coding:
             return None  # codes none of the words holds: the text never overrides them

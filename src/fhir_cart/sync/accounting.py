@@ -84,13 +84,21 @@ def _study_ids(ctx: MappingContext, resources: Iterable[Json], centre: str) -> d
 
 
 def places(
-    ctx: MappingContext, resources: list[Json], result: ReverseResult, *, centre: str = "ehr"
+    ctx: MappingContext,
+    resources: list[Json],
+    result: ReverseResult,
+    *,
+    centre: str = "ehr",
+    study_ids: Mapping[str, str] | None = None,
 ) -> dict[Key, list[str]]:
     """Per resource (type, id), where it ended (see :data:`PLACES`): one place each, unless
-    something is wrong (none, or more than one)."""
+    something is wrong (none, or more than one). ``study_ids``: Patient id -> study id of
+    the Patients among ``resources`` the reverse mapping read, when the caller has them
+    (else they are read again)."""
     other = {(row["resource_type"], str(row["resource_id"])) for row in result.other}
     excluded = {tuple(u.reference.split("/", 1)) for u in result.excluded}
-    study_ids = _study_ids(ctx, resources, centre)
+    if study_ids is None:
+        study_ids = _study_ids(ctx, resources, centre)
     events = {c.patient.study_id: {e.event_id for e in c.events} for c in result.cases}
     out: dict[Key, list[str]] = {}
     as_events: list[Json] = []

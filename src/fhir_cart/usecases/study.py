@@ -51,6 +51,8 @@ class MapRequest:
     strict: bool = False
     indent: bool = False
     """Indent the bundles' JSON (compact by default)."""
+    workers: int = 1
+    """Processes mapping the cases while this one reads the study (the same bytes)."""
 
 
 @dataclass
@@ -114,6 +116,7 @@ def map_study(
         on_case=check_anchor,
         indent=request.indent,
         check_rejects=check_rejects,
+        workers=request.workers,
     )
     return result, ctx.terminology.unverified_report()
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -62,15 +63,15 @@ def test_patients_are_written_before_the_study_is_read_to_the_end(
         stream._cases = logged()
         return stream, mapping
 
-    write = NdjsonWriter.write
+    write = NdjsonWriter.write_line
 
-    def logged_write(self: NdjsonWriter, resource: dict[str, Any]) -> None:
-        if resource["resourceType"] == "Patient":
-            log.append(f"wrote {resource['identifier'][0]['value']}")
-        write(self, resource)
+    def logged_write(self: NdjsonWriter, rtype: str, line: bytes) -> None:
+        if rtype == "Patient":
+            log.append(f"wrote {orjson.loads(line)['identifier'][0]['value']}")
+        write(self, rtype, line)
 
     monkeypatch.setattr(mapjob, "open_study", logged_open)
-    monkeypatch.setattr(NdjsonWriter, "write", logged_write)
+    monkeypatch.setattr(NdjsonWriter, "write_line", logged_write)
     assert main(["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path)]) == 0
     ids = [f"P0{i}" for i in range(1, 8)]
     assert log == [line for sid in ids for line in (f"read {sid}", f"wrote {sid}")]
@@ -89,3 +90,47 @@ def test_bundle_search_quotes_as_urllib_does(system: str, value: str) -> None:
     from fhir_cart.bundle import _quoted
 
     assert _quoted(system) + "%7C" + _quoted(value) == quote(f"{system}|{value}", safe=":/")
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(("indent", "first"), [(False, 0), (False, 3), (True, 0)])
+def test_workers_write_the_bytes_one_process_writes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unverified_mappings: Path,
+    indent: bool,
+    first: int,
+) -> None:
+    """`map --workers 2`: the seed's 7 patients, the first ``first`` mapped by the parent,
+    the rest one per run by two processes (more runs than may be out at once); every file
+    (NDJSON, bundles across runs, the unverified codes the workers emitted) is the same
+    bytes as with one worker."""
+    from fhir_cart import map_workers
+
+    monkeypatch.setattr(map_workers, "RUN", 1)
+    monkeypatch.setattr(map_workers, "FIRST", first)
+    args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "--bundle-size", "5"]
+    args += ["--indent"] if indent else []
+    assert main([*args, "-o", str(tmp_path / "one"), "--workers", "1"]) == 0
+    assert main([*args, "-o", str(tmp_path / "two"), "--workers", "2"]) == 0
+    one = _tree(tmp_path / "one")
+    assert len([n for n in one if n.startswith("bundles")]) > 2
+    assert "unverified-codes.json" in one
+    assert _tree(tmp_path / "two") == one
+
+
+def test_a_workers_error_stops_the_job_as_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unverified_mappings: Path
+) -> None:
+    """`--strict` with an unverified code met in a worker: exit 4, no NDJSON left."""
+    from fhir_cart import map_workers
+
+    monkeypatch.setattr(map_workers, "RUN", 2)
+    monkeypatch.setattr(map_workers, "FIRST", 0)
+    args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "--strict"]
+    assert main([*args, "-o", str(tmp_path / "one"), "--workers", "1"]) == 4
+    assert main([*args, "-o", str(tmp_path / "two"), "--workers", "2"]) == 4
+    assert not any((tmp_path / "two").rglob("*.ndjson"))
