@@ -23,17 +23,20 @@ _DATE_LEVELS = {
 }
 _LEVELS: dict[str, dict[int, str]] = {
     "sex": {1: "same"},
+    "identifier": {1: "same"},
     "birth_ym": {
-        5: "same birth date",
-        4: "day and month transposed",
+        6: "same birth date",
+        5: "day and month transposed",
+        4: "same year and month, another day",
         3: "same year and month",
         2: "same year",
         1: "one character off",
     },
 }
 _NAME_LEVELS = {
-    4: "same spelling",
-    3: "same sound",
+    5: "same spelling",
+    4: "same sound",
+    3: "a word in common",
     2: "most letter pairs shared",
     1: "many letter pairs shared",
 }
