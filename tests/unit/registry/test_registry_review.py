@@ -112,8 +112,10 @@ def test_the_review_band_lists_pairs_with_encoded_evidence_only(tmp_path: Path) 
     assert hard["reason"] == "review band"
     assert 0.01 <= float(hard["probability"]) < 0.9
     assert hard["agree"].split("; ") == [
-        "birth_ym: same year and month", "sex: same", "diagnosis_date: one character off"
-    ]  # fmt: skip
+        "birth_ym: same year and month, another day",
+        "sex: same",
+        "diagnosis_date: one character off",
+    ]
     assert hard["differ"] == "infusion_date"
     text = (tmp_path / "out" / "reports" / "review.csv").read_text()
     for clear in ("2014", "2020", "05-05", "N1", "N2", "111", "female"):
@@ -209,9 +211,22 @@ def test_name_and_birth_levels_are_described_in_words() -> None:
     from fhir_cart.registry.review import describe
 
     agree, differ, missing = describe(
-        [("birth_ym", 5), ("name_family_name", 3), ("name_given_name", 2), ("sex", 0)]
+        [
+            ("birth_ym", 6),
+            ("name_family_name", 4),
+            ("name_given_name", 2),
+            ("birth_ym", 4),
+            ("name_family_name", 3),
+            ("identifier", 0),
+            ("sex", 0),
+        ]
     )
-    assert agree == ["birth_ym: same birth date", "name_family_name: same sound",
-                     "name_given_name: most letter pairs shared"]  # fmt: skip
-    assert differ == ["sex"]
+    assert agree == [
+        "birth_ym: same birth date",
+        "name_family_name: same sound",
+        "name_given_name: most letter pairs shared",
+        "birth_ym: same year and month, another day",
+        "name_family_name: a word in common",
+    ]
+    assert differ == ["identifier", "sex"]
     assert missing == []
