@@ -678,7 +678,10 @@ def _family_written(person: Person, layout: Layout, rng: random.Random) -> tuple
                 + ", "
                 + " ".join(w for w in words if w.lower() in particles)
             )
-    elif len(words) == 2 or "-" in family:  # double or hyphenated surname
+    elif (len(words) == 2 or "-" in family) and family[:3] not in (
+        "Al-",
+        "El-",
+    ):  # double or hyphenated
         parts = family.replace("-", " ").split(" ")
         roll = rng.random()
         if roll < 0.35:
