@@ -187,7 +187,11 @@ def _sealing_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> 
     """What a centre's sealed records depend on besides its files: the key, what linkage
     compares and what is dropped (the work folder's records are sealed under them)."""
     text = definition.linkage.model_dump_json() + definition.pseudonymisation.model_dump_json()
+    text += _SEALED_KEYS  # what a sealed record's keys hold (older work folders: read again)
     return hashlib.sha256((text + pseudonyms.fingerprint()).encode()).hexdigest()
+
+
+_SEALED_KEYS = "names: spelling, sound, bloom, first word, last word"
 
 
 def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
