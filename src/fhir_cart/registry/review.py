@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fhir_cart.registry.decisions import Decision
 from fhir_cart.registry.links import Link
 
-__all__ = ["ReviewItem", "Settled", "describe", "settle"]
+__all__ = ["ReviewItem", "Settled", "describe", "rivalled", "settle"]
 
 _DATE_LEVELS = {
     5: "exact",
@@ -120,3 +120,28 @@ def settle(
             review.append(ReviewItem(link, "review band"))
     unknown = [d for p, d in sorted(decisions.items()) if p not in decided]
     return Settled(links, apart, sorted(review, key=lambda r: r.link), unknown)
+
+
+def rivalled(
+    identifier: Iterable[Link],
+    probabilistic: Iterable[Link],
+    centre_of: Mapping[str, str],
+    threshold: float,
+) -> set[tuple[str, str]]:
+    """Identifier pairs (smaller pseudonym first) where one record is linked by probability
+    (at ``threshold`` or more) to another record of the other's centre: it cannot be both
+    patients. That is how a twin's insurance number typed into the co-twin's record looks
+    when the co-twin is seen at the same centres (the record matches its own twin's record
+    there by every other field), even when the twins share sex, names and dates enough for
+    the contradiction check to let the identifier link pass."""
+    strong: dict[tuple[str, str], set[str]] = {}
+    for link in probabilistic:
+        if link.probability >= threshold:
+            for a, b in ((link.left, link.right), (link.right, link.left)):
+                strong.setdefault((a, centre_of.get(b, "")), set()).add(b)
+    found = set()
+    for link in identifier:
+        for a, b in ((link.left, link.right), (link.right, link.left)):
+            if strong.get((a, centre_of.get(b, "")), set()) - {b}:
+                found.add((min(a, b), max(a, b)))
+    return found

@@ -171,7 +171,11 @@ def test_bloom_words_reach_duckdb_with_every_bit() -> None:
     from fhir_cart.registry import _splink
 
     word = 4612816610586066946  # not a float's integer
-    columns = {"unique_id": ["1", "2"], "centre": ["a", "a"], "name_x_b0": [word, None]}
+    columns: dict[str, list[object]] = {
+        "unique_id": ["1", "2"],
+        "centre": ["a", "a"],
+        "name_x_b0": [word, None],
+    }
     frame = _splink._tables(columns, ["a"], None, {"name_x_b0"})[0]
     assert int(frame["name_x_b0"][0]) == word
 
