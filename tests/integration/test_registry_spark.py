@@ -79,9 +79,10 @@ NAMED = LinkageDef(train="never", names=("given_name", "family_name"), identifie
 
 def _every_level_records() -> list[Any]:
     """Invented centres typed again with many errors (every kind, often), one record in
-    forty without a sex, half of them with the shared identifier, one family name in
-    twelve given a second surname and one given name in fifteen a second name, so that
-    every level of every comparison is met by some pair."""
+    forty without a sex, one in thirty with the birth month only, half of them with the
+    shared identifier, one family name in twelve given a second surname and one given
+    name in fifteen a second name, so that every level of every comparison is met by some
+    pair."""
     errors = Corruption(missing=0.08, typo=0.08, transposed=0.15, shifted=0.08, sex_flip=0.05)
     data = make_registry(
         1500, centres=3, seed=4, corruption=errors, with_names=True, identifiers=0.5
@@ -97,7 +98,13 @@ def _every_level_records() -> list[Any]:
         if n % 15 == 0 and given:
             case.patient.attributes["given_name"] = f"{given}-Maria"
     records = [linkage_record(c, linkage, key) for c in cases]
-    return [dataclasses.replace(r, sex=None) if n % 40 == 0 else r for n, r in enumerate(records)]
+    records = [
+        dataclasses.replace(r, sex=None) if n % 40 == 0 else r for n, r in enumerate(records)
+    ]
+    # one in thirty knows the birth month only
+    return [
+        dataclasses.replace(r, birth_date=None) if n % 30 == 7 else r for n, r in enumerate(records)
+    ]
 
 
 @pytest.mark.slow

@@ -230,3 +230,22 @@ def test_name_and_birth_levels_are_described_in_words() -> None:
     ]
     assert differ == ["identifier", "sex"]
     assert missing == []
+
+
+def test_an_identifier_link_rivalled_by_a_probabilistic_one_goes_to_review() -> None:
+    """A twin's record at centre y holds the co-twin's number, so the identifier links it
+    to the co-twin's record at x; by every other field it matches its own twin's record
+    at x. It cannot be both: the identifier link goes to review. Broken on purpose (no
+    rival looked for), the pair was not returned."""
+    from fhir_cart.registry.links import Link
+    from fhir_cart.registry.review import rivalled
+
+    centre_of = {"a_x": "x", "a_y": "y", "b_x": "x", "c_z": "z"}
+    identifier = [Link("a_y", "b_x", 1.0, "identifier"), Link("a_y", "c_z", 1.0, "identifier")]
+    own = Link("a_x", "a_y", 0.99, "probabilistic")
+    assert rivalled(identifier, [own], centre_of, 0.95) == {("a_y", "b_x")}
+    assert (
+        rivalled(identifier, [Link("a_y", "b_x", 0.99, "probabilistic")], centre_of, 0.95) == set()
+    )
+    weak = Link("a_x", "a_y", 0.9, "probabilistic")  # below the threshold: no rival
+    assert rivalled(identifier, [weak], centre_of, 0.95) == set()
