@@ -106,14 +106,18 @@ def settle(
     apart = sorted(p for p, d in decided.items() if not d.link)
     review = []
     listed = set(decided)
+    held = set()  # contradicted identifier pairs wait for people, whatever their score
     for link in identifier:
         pair = (min(link.left, link.right), max(link.left, link.right))
         listed.add(pair)  # in review once at most, and never when an identifier links it
         if pair in contradicted and pair not in decided:
             review.append(ReviewItem(contradicted[pair], "identifier contradicted"))
+            held.add(pair)
         elif pair not in contradicted:
             links.append(link)
     for link in probabilistic:
+        if (link.left, link.right) in held:
+            continue  # twins share birth date and names: their score can reach 1.0
         if link.probability >= threshold:
             links.append(link)
         elif (link.left, link.right) not in listed:

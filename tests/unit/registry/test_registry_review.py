@@ -249,3 +249,18 @@ def test_an_identifier_link_rivalled_by_a_probabilistic_one_goes_to_review() -> 
     )
     weak = Link("a_x", "a_y", 0.9, "probabilistic")  # below the threshold: no rival
     assert rivalled(identifier, [weak], centre_of, 0.95) == set()
+
+
+def test_a_contradicted_identifier_pair_is_not_linked_by_probability_either() -> None:
+    """Twins share birth date and family name, so the model can score the mixed-up pair
+    at 1.0: the pair waits for people all the same. Broken on purpose (the probabilistic
+    link kept), the pair was linked."""
+    from fhir_cart.registry.links import Link
+    from fhir_cart.registry.review import settle
+
+    a, b = sorted((P.patient("berlin", "X"), P.patient("london", "Y")))
+    identifier = [Link(b, a, 1.0, "identifier")]
+    scored = [Link(a, b, 1.0, "probabilistic")]
+    settled = settle(identifier, scored, {(a, b): scored[0]}, {}, {a, b}, 0.9)
+    assert settled.links == []
+    assert [r.reason for r in settled.review] == ["identifier contradicted"]
