@@ -95,7 +95,7 @@ def test_an_identifier_link_the_other_fields_contradict_goes_to_review(tmp_path:
     rows = {(r["left"], r["right"]): r for r in review(tmp_path)}
     twins = rows[TWINS]
     assert twins["reason"] == "identifier contradicted"
-    assert twins["agree"] == "birth_ym: same year and month"
+    assert twins["agree"] == ""  # the birth month is no evidence: twins share it
     assert twins["differ"].split("; ") == ["sex", "diagnosis_date", "infusion_date"]
 
 
