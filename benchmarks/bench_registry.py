@@ -233,11 +233,33 @@ def _env(folder: Path) -> dict[str, str]:
     }
 
 
-def measure(persons: int, centres: int) -> dict[str, Any]:
+def _write_truth(
+    persons: int, centres: int, folder: Path
+) -> tuple[dict[tuple[str, str], int], dict[str, Any]]:
+    """The independent generator's centres (benchmarks/registry_truth.py, nine layouts)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import registry_truth
+
+    people, truth = registry_truth.make_persons(persons, centres=centres, seed=SEED)
+    registry_truth.write_centres(people, truth, folder, seed=SEED, centres=centres)
+    extra = {
+        "generated": registry_truth.describe(people, truth),
+        "twins": truth.twins,
+        "mixups": truth.mixups,
+    }
+    return truth.person_of, extra
+
+
+def measure(persons: int, centres: int, data: str = "own") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        truth = _write_centres(persons, centres, folder)
-        size = sum(p.stat().st_size for p in folder.glob("*.csv"))
+        extra: dict[str, Any] = {}
+        if data == "truth":
+            truth, extra = _write_truth(persons, centres, folder)
+        else:
+            truth = _write_centres(persons, centres, folder)
+        size = sum(p.stat().st_size for p in folder.glob("c*.*") if p.is_file())
+        size = max(size, sum(p.stat().st_size for p in folder.glob("*.csv")))
         command = [
             str(FHIR_CART),
             "registry",
@@ -259,7 +281,36 @@ def measure(persons: int, centres: int) -> dict[str, Any]:
             "load_at_end": round(os.getloadavg()[0], 1),
             **run,
             **_quality(truth, folder / "out"),
+            **({} if not extra else _twins(truth, extra, folder / "out")),
+            **({"generated": extra["generated"]} if extra else {}),
         }
+
+
+def _twins(truth: dict[tuple[str, str], int], extra: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Twin pairs put into one registry patient (with and without an identifier mix-up),
+    and the mix-ups sent to review as 'identifier contradicted'."""
+    from fhir_cart.registry.pseudonyms import Pseudonymiser
+
+    key = Pseudonymiser(KEY.encode())
+    person_of = {key.patient(c, s): person for (c, s), person in truth.items()}
+    ledger = json.loads((out / "registry-ids.json").read_text())
+    persons_in = [{person_of[m] for m in members} for members in ledger["patients"].values()]
+    mixed = {frozenset((truth[(c, s)], twin)) for c, s, twin in extra["mixups"]}
+    merged = [frozenset(pair) for pair in extra["twins"] if any(set(pair) <= p for p in persons_in)]
+    review = out / "reports" / "review.csv"
+    contradicted = 0
+    if review.exists():
+        with review.open() as stream:
+            for row in csv.DictReader(stream):
+                if row.get("reason") == "identifier contradicted":
+                    pair = {person_of.get(row["left"]), person_of.get(row["right"])}
+                    contradicted += frozenset(pair) in mixed
+    return {
+        "twin_pairs": len(extra["twins"]),
+        "twin_pairs_merged": len(merged),
+        "twin_pairs_merged_with_identifier_mixup": sum(m in mixed for m in merged),
+        "mixups_sent_to_review": contradicted,
+    }
 
 
 _STAGES = {
@@ -318,22 +369,36 @@ def main() -> None:
     parser.add_argument("--persons", type=int, nargs="*", default=[3_000, 30_000])
     parser.add_argument("--centres", type=int, default=10)
     parser.add_argument("--profile", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS / "bench_registry.json")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--data",
+        choices=["own", "truth"],
+        default="own",
+        help="own: the project's generator; truth: benchmarks/registry_truth.py (independent)",
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work",
         "python": platform.python_version(),
-        "generator": "fhir_cart.devservers.registry_data.make_registry(persons, centres, "
-        f"seed={SEED}, identifiers=0.3, with_names=True)",
+        "generator": (
+            f"benchmarks/registry_truth.py make_persons(persons, centres, seed={SEED})"
+            if args.data == "truth"
+            else "fhir_cart.devservers.registry_data.make_registry(persons, centres, "
+            f"seed={SEED}, identifiers=0.3, with_names=True)"
+        ),
+        "load_average_at_start": os.getloadavg(),
         "builds": [],
     }
     for persons in args.persons:
-        found = measure(persons, args.centres)
+        found = measure(persons, args.centres, args.data)
         results["builds"].append(found)
         print(json.dumps({k: v for k, v in found.items() if k != "rss_samples_mib"}), flush=True)
     if args.profile:
         results["profile"] = profile(args.profile, args.centres)
         print(json.dumps(results["profile"]), flush=True)
+    if args.out is None:
+        name = "bench_registry_truth.json" if args.data == "truth" else "bench_registry.json"
+        args.out = RESULTS / name
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out}")

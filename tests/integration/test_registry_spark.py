@@ -74,18 +74,37 @@ def test_spark_backend_finds_the_duckdb_links(spark: Any) -> None:
     assert len(set(clusters.patient_of.values())) < len(records)
 
 
-NAMED = LinkageDef(train="never", names=("given_name", "family_name"))
+NAMED = LinkageDef(train="never", names=("given_name", "family_name"), identifiers=("national_id",))
 
 
 def _every_level_records() -> list[Any]:
-    """Invented centres typed again with many errors (every kind, often), and one record in
-    forty without a sex, so that every level of every comparison is met by some pair."""
+    """Invented centres typed again with many errors (every kind, often), one record in
+    forty without a sex, one in thirty with the birth month only, half of them with the
+    shared identifier, one family name in twelve given a second surname and one given
+    name in fifteen a second name, so that every level of every comparison is met by some
+    pair."""
     errors = Corruption(missing=0.08, typo=0.08, transposed=0.15, shifted=0.08, sex_flip=0.05)
-    data = make_registry(1500, centres=3, seed=4, corruption=errors, with_names=True)
+    data = make_registry(
+        1500, centres=3, seed=4, corruption=errors, with_names=True, identifiers=0.5
+    )
     key = Pseudonymiser(b"spark-test-key-0123456789abcdefgh")
     linkage = NAMED
-    records = [linkage_record(c, linkage, key) for cases in data.cases.values() for c in cases]
-    return [dataclasses.replace(r, sex=None) if n % 40 == 0 else r for n, r in enumerate(records)]
+    cases = [c for cases in data.cases.values() for c in cases]
+    for n, case in enumerate(cases):
+        family = case.patient.attributes.get("family_name")
+        given = case.patient.attributes.get("given_name")
+        if n % 12 == 0 and family:
+            case.patient.attributes["family_name"] = f"{family} García"
+        if n % 15 == 0 and given:
+            case.patient.attributes["given_name"] = f"{given}-Maria"
+    records = [linkage_record(c, linkage, key) for c in cases]
+    records = [
+        dataclasses.replace(r, sex=None) if n % 40 == 0 else r for n, r in enumerate(records)
+    ]
+    # one in thirty knows the birth month only
+    return [
+        dataclasses.replace(r, birth_date=None) if n % 30 == 7 else r for n, r in enumerate(records)
+    ]
 
 
 @pytest.mark.slow
@@ -103,11 +122,12 @@ def test_spark_compares_every_pair_at_the_duckdb_level(spark: Any) -> None:
     met = {(name, level) for vector in on_duckdb.values() for name, level in vector.items()}
     levels = (
         ("sex", 1),
-        ("birth_ym", 5),
+        ("birth_ym", 6),
         ("diagnosis_date", 5),
         ("infusion_date", 5),
-        ("name_given_name", 4),
-        ("name_family_name", 4),
+        ("name_given_name", 5),
+        ("name_family_name", 5),
+        ("identifier", 1),
     )
     for name, top in levels:
         assert {level for n, level in met if n == name} == set(range(-1, top + 1)), name

@@ -8,8 +8,9 @@ the records:
 - birth year-month and one name, as written (keyed token of the normalised spelling) or as
   it sounds (keyed token of its Soundex code): a mistyped name still shares its sound, a
   mistyped date still shares the name;
-- with two names or more: all names as written (a birth date mistyped), and the birth year
-  with all names as they sound.
+- with two names or more, for each two of them (a birth name is missing from most
+  records, so all of three names would rarely agree): both as written (a birth date
+  mistyped), and the birth year with both as they sound.
 
 Without names the birth year-month and sex are the only wide key left, and that block grows
 as the square of the records in it (a few thousand records per block at 100,000 persons).
@@ -21,6 +22,7 @@ year-month and sex with the dates left 5 uncompared with 1.5 million candidates.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from fhir_cart.registry.definition import LinkageDef
@@ -43,9 +45,9 @@ def blocking_columns(linkage: LinkageDef) -> list[tuple[str, ...]]:
             found += [("birth_ym", f"name_{kind}"), ("birth_ym", f"name_{kind}_sound")]
         else:
             found.append((f"name_{kind}",))
-    if len(names) > 1:
-        found.append(tuple(f"name_{kind}" for kind in names))
-        sounds = tuple(f"name_{kind}_sound" for kind in names)
+    for pair in itertools.combinations(names, 2):  # a third name is often missing
+        found.append(tuple(f"name_{kind}" for kind in pair))
+        sounds = tuple(f"name_{kind}_sound" for kind in pair)
         found.append(("birth_year", *sounds) if linkage.birth else sounds)
     return found
 

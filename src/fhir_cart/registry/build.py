@@ -57,7 +57,7 @@ from fhir_cart.registry.output import json_bytes, read_ids, write_registry
 from fhir_cart.registry.protect import Protection
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.quality import centre_quality
-from fhir_cart.registry.review import ReviewItem, Settled, settle
+from fhir_cart.registry.review import ReviewItem, Settled, rivalled, settle
 from fhir_cart.registry.sources import centre_sources, input_hashes, sha256_of
 from fhir_cart.registry.work import CentreData, LinkState, WorkFolder
 
@@ -187,7 +187,11 @@ def _sealing_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> 
     """What a centre's sealed records depend on besides its files: the key, what linkage
     compares and what is dropped (the work folder's records are sealed under them)."""
     text = definition.linkage.model_dump_json() + definition.pseudonymisation.model_dump_json()
+    text += _SEALED_KEYS  # what a sealed record's keys hold (older work folders: read again)
     return hashlib.sha256((text + pseudonyms.fingerprint()).encode()).hexdigest()
+
+
+_SEALED_KEYS = "names: spelling, sound, bloom, first word, last word"
 
 
 def _linkage_fingerprint(definition: RegistryDef, pseudonyms: Pseudonymiser) -> str:
@@ -307,7 +311,9 @@ def _contradicted(
     spark: Any,
 ) -> dict[tuple[str, str], Link]:
     """Identifier pairs whose other fields, from even odds, give a probability below
-    ``linkage.contradiction`` (a twin's number typed into the co-twin's record)."""
+    ``linkage.contradiction``, or whose one record is linked by probability to another
+    record of the other's centre (:func:`~fhir_cart.registry.review.rivalled`): a twin's
+    number typed into the co-twin's record."""
     from fhir_cart.registry import _splink
 
     linkage = definition.linkage
@@ -315,7 +321,9 @@ def _contradicted(
         return {}
     pairs = [(k.left, k.right) for k in identifier]
     scored = _splink.identifier_evidence(records, pairs, linkage, state.model, spark=spark)
-    return {p: k for p, k in scored.items() if k.probability < linkage.contradiction}
+    centre_of = {r.pseudonym: r.centre for r in records}
+    rivals = rivalled(identifier, state.links, centre_of, linkage.threshold)
+    return {p: k for p, k in scored.items() if k.probability < linkage.contradiction or p in rivals}
 
 
 def _merge(

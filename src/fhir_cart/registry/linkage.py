@@ -27,7 +27,7 @@ from typing import Any
 from fhir_cart.records import Case
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, Method, content_order
-from fhir_cart.registry.names import bloom, normalise_name, soundex
+from fhir_cart.registry.names import bloom, name_words, soundex
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 
 __all__ = [
@@ -59,9 +59,10 @@ class LinkRecord:
     dates: dict[str, dt.date | None] = field(default_factory=dict)
     identifiers: tuple[str, ...] = ()
     names: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
-    """Name attribute -> keyed tokens of its normalised spelling and of its sound, and its
-    keyed Bloom filter (:func:`~fhir_cart.registry.names.bloom`; absent from an extract
-    made by an older fhir-cart)."""
+    """Name attribute -> keyed tokens of its normalised spelling and of its sound, its
+    keyed Bloom filter (:func:`~fhir_cart.registry.names.bloom`), and keyed tokens of its
+    first and last word (a double surname written in part: 'García López', 'García').
+    An extract made by an older fhir-cart lacks the filter or the words."""
 
 
 @dataclass
@@ -114,12 +115,15 @@ def linkage_record(
             identifiers.append(pseudonyms.identifier(kind, str(raw)))
     names: dict[str, tuple[str, ...] | None] = {}
     for kind in linkage.names:
-        clear = normalise_name(str(patient.attributes.get(kind) or ""))
+        words = name_words(str(patient.attributes.get(kind) or ""))
+        clear = "".join(words)
         names[kind] = (
             (
                 pseudonyms.token(f"name:{kind}", clear),
                 pseudonyms.token(f"name-sound:{kind}", soundex(clear)),
                 bloom(clear, pseudonyms.bloom_key(kind)),
+                pseudonyms.token(f"name-word:{kind}", words[0]),
+                pseudonyms.token(f"name-word:{kind}", words[-1]),
             )
             if clear
             else None

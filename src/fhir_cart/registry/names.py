@@ -12,7 +12,15 @@ import hashlib
 import re
 import unicodedata
 
-__all__ = ["bigrams", "bloom", "bloom_words", "dice", "normalise_name", "soundex"]
+__all__ = [
+    "bigrams",
+    "bloom",
+    "bloom_words",
+    "dice",
+    "name_words",
+    "normalise_name",
+    "soundex",
+]
 
 _TRANSLITERATE = str.maketrans(
     {
@@ -60,15 +68,21 @@ _CODES = {
 }
 
 
-def normalise_name(value: str) -> str:
-    """'Müller-Lüdenscheidt', 'MUELLER LUEDENSCHEIDT' and 'von Müller' all give
-    'muellerluedenscheidt' (particles dropped when other words remain)."""
+def name_words(value: str) -> list[str]:
+    """The words of a name, normalised (lower case, umlauts and ß transliterated, accents
+    dropped) and without particles when other words remain: 'García-López' gives
+    ['garcia', 'lopez'], 'van den Berg' ['berg']."""
     text = value.lower().translate(_TRANSLITERATE)
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c))
     words = [w for w in re.split(r"[^a-z]+", text) if w]
-    kept = [w for w in words if w not in _PARTICLES] or words
-    return "".join(kept)
+    return [w for w in words if w not in _PARTICLES] or words
+
+
+def normalise_name(value: str) -> str:
+    """'Müller-Lüdenscheidt', 'MUELLER LUEDENSCHEIDT' and 'von Müller' all give
+    'muellerluedenscheidt' (particles dropped when other words remain)."""
+    return "".join(name_words(value))
 
 
 def soundex(name: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fhir_cart.registry.decisions import Decision
 from fhir_cart.registry.links import Link
 
-__all__ = ["ReviewItem", "Settled", "describe", "settle"]
+__all__ = ["ReviewItem", "Settled", "describe", "rivalled", "settle"]
 
 _DATE_LEVELS = {
     5: "exact",
@@ -23,17 +23,20 @@ _DATE_LEVELS = {
 }
 _LEVELS: dict[str, dict[int, str]] = {
     "sex": {1: "same"},
+    "identifier": {1: "same"},
     "birth_ym": {
-        5: "same birth date",
-        4: "day and month transposed",
+        6: "same birth date",
+        5: "day and month transposed",
+        4: "same year and month, another day",
         3: "same year and month",
         2: "same year",
         1: "one character off",
     },
 }
 _NAME_LEVELS = {
-    4: "same spelling",
-    3: "same sound",
+    5: "same spelling",
+    4: "same sound",
+    3: "a word in common",
     2: "most letter pairs shared",
     1: "many letter pairs shared",
 }
@@ -103,17 +106,46 @@ def settle(
     apart = sorted(p for p, d in decided.items() if not d.link)
     review = []
     listed = set(decided)
+    held = set()  # contradicted identifier pairs wait for people, whatever their score
     for link in identifier:
         pair = (min(link.left, link.right), max(link.left, link.right))
         listed.add(pair)  # in review once at most, and never when an identifier links it
         if pair in contradicted and pair not in decided:
             review.append(ReviewItem(contradicted[pair], "identifier contradicted"))
+            held.add(pair)
         elif pair not in contradicted:
             links.append(link)
     for link in probabilistic:
+        if (link.left, link.right) in held:
+            continue  # twins share birth date and names: their score can reach 1.0
         if link.probability >= threshold:
             links.append(link)
         elif (link.left, link.right) not in listed:
             review.append(ReviewItem(link, "review band"))
     unknown = [d for p, d in sorted(decisions.items()) if p not in decided]
     return Settled(links, apart, sorted(review, key=lambda r: r.link), unknown)
+
+
+def rivalled(
+    identifier: Iterable[Link],
+    probabilistic: Iterable[Link],
+    centre_of: Mapping[str, str],
+    threshold: float,
+) -> set[tuple[str, str]]:
+    """Identifier pairs (smaller pseudonym first) where one record is linked by probability
+    (at ``threshold`` or more) to another record of the other's centre: it cannot be both
+    patients. That is how a twin's insurance number typed into the co-twin's record looks
+    when the co-twin is seen at the same centres (the record matches its own twin's record
+    there by every other field), even when the twins share sex, names and dates enough for
+    the contradiction check to let the identifier link pass."""
+    strong: dict[tuple[str, str], set[str]] = {}
+    for link in probabilistic:
+        if link.probability >= threshold:
+            for a, b in ((link.left, link.right), (link.right, link.left)):
+                strong.setdefault((a, centre_of.get(b, "")), set()).add(b)
+    found = set()
+    for link in identifier:
+        for a, b in ((link.left, link.right), (link.right, link.left)):
+            if strong.get((a, centre_of.get(b, "")), set()) - {b}:
+                found.add((min(a, b), max(a, b)))
+    return found

@@ -56,3 +56,28 @@ def test_candidate_pairs_share_a_date_or_a_name() -> None:
     assert (4, 5) in pairs  # the same diagnosis day
     assert (0, 3) not in pairs  # born the same month, same sex, nothing else shared
     assert (0, 1) not in pairs  # only the given name, born another month
+
+
+def test_with_three_names_two_agreeing_names_still_block() -> None:
+    """With a birth name among the names (missing from most records), a pair whose given
+    and family names agree but whose birth month was mistyped is still compared (blocking
+    on all three names together compared it only when both had a birth name)."""
+    three = LinkageDef(names=("given_name", "family_name", "birth_name"), train="never")
+    assert ("name_given_name", "name_family_name") in blocking_columns(three)
+    records = [
+        linkage_record(
+            Case(
+                patient=PatientRecord(
+                    study_id="1",
+                    centre=centre,
+                    sex="female",
+                    birth_date=born,
+                    attributes={"given_name": "Małgorzata", "family_name": "Nowak"},
+                )
+            ),
+            three,
+            KEY,
+        )
+        for centre, born in (("a", dt.date(2002, 10, 28)), ("b", dt.date(2002, 11, 28)))
+    ]
+    assert len(_splink.comparison_vectors(records, three)) == 1

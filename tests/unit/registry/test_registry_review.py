@@ -96,7 +96,7 @@ def test_an_identifier_link_the_other_fields_contradict_goes_to_review(tmp_path:
     rows = {(r["left"], r["right"]): r for r in review(tmp_path)}
     twins = rows[TWINS]
     assert twins["reason"] == "identifier contradicted"
-    assert twins["agree"] == "birth_ym: same year and month"
+    assert twins["agree"] == ""  # the birth month is no evidence: twins share it
     assert twins["differ"].split("; ") == ["sex", "diagnosis_date", "infusion_date"]
 
 
@@ -115,8 +115,10 @@ def test_the_review_band_lists_pairs_with_encoded_evidence_only(tmp_path: Path) 
     assert hard["reason"] == "review band"
     assert 0.01 <= float(hard["probability"]) < 0.9
     assert hard["agree"].split("; ") == [
-        "birth_ym: same year and month", "sex: same", "diagnosis_date: one character off"
-    ]  # fmt: skip
+        "birth_ym: same year and month, another day",
+        "sex: same",
+        "diagnosis_date: one character off",
+    ]
     assert hard["differ"] == "infusion_date"
     text = (tmp_path / "out" / "reports" / "review.csv").read_text()
     for clear in ("2014", "2020", "05-05", "N1", "N2", "111", "female"):
@@ -214,9 +216,56 @@ def test_name_and_birth_levels_are_described_in_words() -> None:
     from fhir_cart.registry.review import describe
 
     agree, differ, missing = describe(
-        [("birth_ym", 5), ("name_family_name", 3), ("name_given_name", 2), ("sex", 0)]
+        [
+            ("birth_ym", 6),
+            ("name_family_name", 4),
+            ("name_given_name", 2),
+            ("birth_ym", 4),
+            ("name_family_name", 3),
+            ("identifier", 0),
+            ("sex", 0),
+        ]
     )
-    assert agree == ["birth_ym: same birth date", "name_family_name: same sound",
-                     "name_given_name: most letter pairs shared"]  # fmt: skip
-    assert differ == ["sex"]
+    assert agree == [
+        "birth_ym: same birth date",
+        "name_family_name: same sound",
+        "name_given_name: most letter pairs shared",
+        "birth_ym: same year and month, another day",
+        "name_family_name: a word in common",
+    ]
+    assert differ == ["identifier", "sex"]
     assert missing == []
+
+
+def test_an_identifier_link_rivalled_by_a_probabilistic_one_goes_to_review() -> None:
+    """A twin's record at centre y holds the co-twin's number, so the identifier links it
+    to the co-twin's record at x; by every other field it matches its own twin's record
+    at x. It cannot be both: the identifier link goes to review. Broken on purpose (no
+    rival looked for), the pair was not returned."""
+    from fhir_cart.registry.links import Link
+    from fhir_cart.registry.review import rivalled
+
+    centre_of = {"a_x": "x", "a_y": "y", "b_x": "x", "c_z": "z"}
+    identifier = [Link("a_y", "b_x", 1.0, "identifier"), Link("a_y", "c_z", 1.0, "identifier")]
+    own = Link("a_x", "a_y", 0.99, "probabilistic")
+    assert rivalled(identifier, [own], centre_of, 0.95) == {("a_y", "b_x")}
+    assert (
+        rivalled(identifier, [Link("a_y", "b_x", 0.99, "probabilistic")], centre_of, 0.95) == set()
+    )
+    weak = Link("a_x", "a_y", 0.9, "probabilistic")  # below the threshold: no rival
+    assert rivalled(identifier, [weak], centre_of, 0.95) == set()
+
+
+def test_a_contradicted_identifier_pair_is_not_linked_by_probability_either() -> None:
+    """Twins share birth date and family name, so the model can score the mixed-up pair
+    at 1.0: the pair waits for people all the same. Broken on purpose (the probabilistic
+    link kept), the pair was linked."""
+    from fhir_cart.registry.links import Link
+    from fhir_cart.registry.review import settle
+
+    a, b = sorted((P.patient("berlin", "X"), P.patient("london", "Y")))
+    identifier = [Link(b, a, 1.0, "identifier")]
+    scored = [Link(a, b, 1.0, "probabilistic")]
+    settled = settle(identifier, scored, {(a, b): scored[0]}, {}, {a, b}, 0.9)
+    assert settled.links == []
+    assert [r.reason for r in settled.review] == ["identifier contradicted"]
