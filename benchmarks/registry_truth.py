@@ -1,5 +1,5 @@
 """Truth-labelled multi-centre registry data (SYNTHETIC), written apart from the project's
-own generator (``fhir_cart.testing.registry_data``): this module imports nothing of
+own generator (``fhir_cart.devservers.registry_data``): this module imports nothing of
 fhir_cart, so what the benchmark measures is not what the code under test assumes.
 
     persons = make_persons(30_000, seed=7)
