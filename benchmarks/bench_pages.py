@@ -116,8 +116,11 @@ def measure(patients: int, runs: int) -> dict[str, Any]:
         made: list[str] = []
 
         def upload() -> Any:
-            answer = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "centre_b"},
-                                 files={"file": ("study.csv", body)})  # fmt: skip
+            answer = client.post(
+                "/ui/uploads",
+                data={"csrf": csrf, "mapping": "centre_b"},
+                files={"file": ("study.csv", body)},
+            )
             made.append(answer.headers["location"].rsplit("/", 1)[1])
             return answer
 
@@ -128,13 +131,18 @@ def measure(patients: int, runs: int) -> dict[str, Any]:
             app.state.checks.checks = checks._Kept()
             app.state.checks.summaries = checks._Kept()
 
-        for page, path in (("check", f"/ui/uploads/{upload_id}"),
-                           ("summary", f"/ui/uploads/{upload_id}/summary")):  # fmt: skip
+        for page, path in (
+            ("check", f"/ui/uploads/{upload_id}"),
+            ("summary", f"/ui/uploads/{upload_id}/summary"),
+        ):
             results[f"{page} (cold)"] = _timed(lambda p=path: client.get(p), runs, forget)  # type: ignore[misc]
             results[f"{page} (warm)"] = _timed(lambda p=path: client.get(p), runs)  # type: ignore[misc]
         job = cache.list_runs(limit=1)[0].id
-        for page, path in (("home", "/ui/"), ("jobs-table", "/ui/jobs-table"),
-                           ("job", f"/ui/jobs/{job}")):  # fmt: skip
+        for page, path in (
+            ("home", "/ui/"),
+            ("jobs-table", "/ui/jobs-table"),
+            ("job", f"/ui/jobs/{job}"),
+        ):
             results[page] = _timed(lambda p=path: client.get(p), runs)  # type: ignore[misc]
     with TestClient(app, follow_redirects=False) as client:
         csrf = _sign_in(client, "rui")
@@ -172,8 +180,10 @@ def main() -> None:
     args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     for page, figures in pages.items():
         wall, cpu = figures["wall_ms"], figures["cpu_ms"]
-        print(f"{page:18} wall {wall[0]:8.1f} {wall[1]:8.1f} {wall[2]:8.1f} ms   "
-              f"cpu {cpu[0]:8.1f} {cpu[1]:8.1f} {cpu[2]:8.1f} ms")  # fmt: skip
+        print(
+            f"{page:18} wall {wall[0]:8.1f} {wall[1]:8.1f} {wall[2]:8.1f} ms   "
+            f"cpu {cpu[0]:8.1f} {cpu[1]:8.1f} {cpu[2]:8.1f} ms"
+        )
     print(f"load {report['load_before']} -> {report['load_after']}")
 
 

@@ -51,9 +51,23 @@ from bench_sync import (  # noqa: E402  (after the path: benchmarks/ is no packa
 
 def _pull(executable: str, url: str, query: str, out: Path, cache: Path, tmp: Path) -> Ran:
     shutil.rmtree(out, ignore_errors=True)
-    return run_process([executable, "pull", "--server", url, "--search", query, "--out",
-                        str(out), "--cache", f"sqlite:///{cache}", "--types", "library"],
-                       tmp)  # fmt: skip
+    return run_process(
+        [
+            executable,
+            "pull",
+            "--server",
+            url,
+            "--search",
+            query,
+            "--out",
+            str(out),
+            "--cache",
+            f"sqlite:///{cache}",
+            "--types",
+            "library",
+        ],
+        tmp,
+    )
 
 
 def _rows(path: Path) -> int:
@@ -79,8 +93,10 @@ def one_size(patients: int, pairs: int, before: str | None, tmp: Path) -> dict[s
         started = time.perf_counter()
         asyncio.run(bare_push(url, study, bundles, CONCURRENCY))
         result["load_s"] = round(time.perf_counter() - started, 1)
-        print(f"{patients:,} patients, {resources:,} resources loaded in {result['load_s']} s",
-              flush=True)  # fmt: skip
+        print(
+            f"{patients:,} patients, {resources:,} resources loaded in {result['load_s']} s",
+            flush=True,
+        )
         runs = iter(range(1_000))
 
         def ours() -> Ran:
@@ -91,21 +107,37 @@ def one_size(patients: int, pairs: int, before: str | None, tmp: Path) -> dict[s
 
         def bare() -> Ran:
             shutil.rmtree(out, ignore_errors=True)
-            ran = run_process([PYTHON, str(HERE / "bench_sync.py"), "_bare-pull", url, query,
-                               str(out), str(CONCURRENCY)], tmp)  # fmt: skip
+            ran = run_process(
+                [
+                    PYTHON,
+                    str(HERE / "bench_sync.py"),
+                    "_bare-pull",
+                    url,
+                    query,
+                    str(out),
+                    str(CONCURRENCY),
+                ],
+                tmp,
+            )
             if int(ran.stdout.split()[1]) != resources:
                 raise SystemExit(f"bare pull got {ran.stdout.split()[1]} resources")
             return ran
 
         for index in range(pairs):
             rows.append(pair(index, {"ours": ours, "bare": bare}, f"pull {patients:,}"))
-            print(f"    peak RSS ours {rows[-1]['ours']['peak_rss_mib']} MiB, bare "
-                  f"{rows[-1]['bare']['peak_rss_mib']} MiB", flush=True)  # fmt: skip
+            print(
+                f"    peak RSS ours {rows[-1]['ours']['peak_rss_mib']} MiB, bare "
+                f"{rows[-1]['bare']['peak_rss_mib']} MiB",
+                flush=True,
+            )
         if before:
             ran = _pull(before, url, query, out, tmp / "before.sqlite", tmp)
-            result["before"] = {"executable": before, "wall_s": round(ran.wall_s, 2),
-                                "cpu_s": round(ran.cpu_s, 2),
-                                "peak_rss_mib": round(ran.rss_mib, 1)}  # fmt: skip
+            result["before"] = {
+                "executable": before,
+                "wall_s": round(ran.wall_s, 2),
+                "cpu_s": round(ran.cpu_s, 2),
+                "peak_rss_mib": round(ran.rss_mib, 1),
+            }
             print(f"  before: {result['before']}", flush=True)
     result["ratio_bare_wall_over_ours"] = spread([r["ratio"] for r in rows])
     result["cpu_ratio_ours_over_bare"] = spread([r["cpu_ratio"] for r in rows])
@@ -113,9 +145,10 @@ def one_size(patients: int, pairs: int, before: str | None, tmp: Path) -> dict[s
         walls = [r[side]["wall_s"] for r in rows]
         result[side] = {
             "resources_per_s_median": round(resources / statistics.median(walls)),
-            "wall_s": spread(walls), "cpu_s": spread([r[side]["cpu_s"] for r in rows]),
+            "wall_s": spread(walls),
+            "cpu_s": spread([r[side]["cpu_s"] for r in rows]),
             "peak_rss_mib": spread([r[side]["peak_rss_mib"] for r in rows], 1),
-        }  # fmt: skip
+        }
     result["pairs"] = rows
     return result
 
@@ -139,12 +172,17 @@ def main() -> None:
     for got in sizes:
         ours, bare = got["ours"], got["bare"]
         ratio = got["ratio_bare_wall_over_ours"]
-        print(f"{got['patients']:,} patients ({got['resources']:,} resources): ours "
-              f"{ours['resources_per_s_median']:,}/s, peak {ours['peak_rss_mib']['max']} MiB; "
-              f"bare {bare['resources_per_s_median']:,}/s, peak {bare['peak_rss_mib']['max']} "
-              f"MiB; ratio {ratio['min']} - {ratio['median']} - {ratio['max']}"
-              + (f"; before: peak {got['before']['peak_rss_mib']} MiB, {got['before']['wall_s']} s"
-                 if "before" in got else ""))  # fmt: skip
+        print(
+            f"{got['patients']:,} patients ({got['resources']:,} resources): ours "
+            f"{ours['resources_per_s_median']:,}/s, peak {ours['peak_rss_mib']['max']} MiB; "
+            f"bare {bare['resources_per_s_median']:,}/s, peak {bare['peak_rss_mib']['max']} "
+            f"MiB; ratio {ratio['min']} - {ratio['median']} - {ratio['max']}"
+            + (
+                f"; before: peak {got['before']['peak_rss_mib']} MiB, {got['before']['wall_s']} s"
+                if "before" in got
+                else ""
+            )
+        )
     print(f"load average start / end: {load_start} / {result['load_average_end']}")
 
 
@@ -158,9 +196,12 @@ def _write(
         "command": ".venv/bin/python benchmarks/bench_pull.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "server": "sekmet-fhir on 127.0.0.1, on the same cores as the client",
-        "load_average_start": load_start, "load_average_end": load(),
-        "uptime_start": uptime_start, "uptime_end": uptime(), "sizes": sizes,
-    }  # fmt: skip
+        "load_average_start": load_start,
+        "load_average_end": load(),
+        "uptime_start": uptime_start,
+        "uptime_end": uptime(),
+        "sizes": sizes,
+    }
     RESULTS.mkdir(exist_ok=True)
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     return result

@@ -102,8 +102,10 @@ def main() -> None:
     print(f"{args.runs} runs each, load {load_start[0]:.2f} -> {load_end[0]:.2f}")
     for name in commands:
         wall, used = _figures(times[name]), _figures(cpu[name])
-        print(f"  {name:22} wall min {wall['min']:.3f} s  median {wall['median']:.3f} s  "
-              f"max {wall['max']:.3f} s;  CPU median {used['median']:.3f} s")  # fmt: skip
+        print(
+            f"  {name:22} wall min {wall['min']:.3f} s  median {wall['median']:.3f} s  "
+            f"max {wall['max']:.3f} s;  CPU median {used['median']:.3f} s"
+        )
     print(f"written to {RESULTS.relative_to(ROOT)}")
 
 

@@ -106,9 +106,11 @@ def bench(patients: int, pairs: int, tmp: Path, only: list[str]) -> dict[str, An
                 row[f"ratio_{name}_2"] = round(row[name]["wall_s"] / row["ours2"]["wall_s"], 3)
         if "ours2" in sides:
             row["speedup_2_workers"] = round(row["ours"]["wall_s"] / row["ours2"]["wall_s"], 3)
-        print(f"  {patients:,} pair {index + 1} ({row['first']} first): "
-              + ", ".join(f"{n} {row[n]['wall_s']} s {row[n]['peak_rss_mib']} MiB"
-                          for n in sides), flush=True)  # fmt: skip
+        print(
+            f"  {patients:,} pair {index + 1} ({row['first']} first): "
+            + ", ".join(f"{n} {row[n]['wall_s']} s {row[n]['peak_rss_mib']} MiB" for n in sides),
+            flush=True,
+        )
         rows.append(row)
     got: dict[str, Any] = {"patients": patients, "resources": resources}
     for name in sorted(set(sides) - {"ours", "ours2"}):
@@ -181,8 +183,9 @@ def main() -> None:
             for ours in ("ours", "ours2"):
                 ratio = size.get(f"ratio_{name}_wall_over_{ours}")
                 if ratio is not None:
-                    said.append(f"{ours} vs {name} {ratio['min']}-{ratio['median']}-"
-                                f"{ratio['max']};")  # fmt: skip
+                    said.append(
+                        f"{ours} vs {name} {ratio['min']}-{ratio['median']}-{ratio['max']};"
+                    )
         if "speedup_2_workers_over_1" in size:
             up = size["speedup_2_workers_over_1"]
             said.append(f"2 workers / 1: {up['min']}-{up['median']}-{up['max']};")

@@ -35,35 +35,86 @@ def three_centres() -> dict[str, list[Case]]:
     (Berlin B-02, Rotterdam R-100) shares his national id, and the centres disagree on his
     infusion date (and sex, a typo in Berlin)."""
     berlin = [
-        patient("berlin", "B-01", diagnosis(dt.date(2019, 3, 7)), sex="female",
-                birth_date=dt.date(2012, 5, 14), attributes={"patient_name": "Anna Kowalski"}),
-        patient("berlin", "B-02", diagnosis(dt.date(2018, 1, 20)),
-                event("car-t", "cart_infusion", dt.date(2018, 9, 1)),
-                sex="female", birth_date=dt.date(2010, 11, 2),
-                attributes={"national_id": "4711 0815 42", "patient_name": "Ben Okafor"}),
-        patient("berlin", "B-03", diagnosis(dt.date(2020, 6, 30)), sex="male",
-                birth_date=dt.date(2015, 2, 1), attributes={"patient_name": "Clara Rossi"}),
-    ]  # fmt: skip
+        patient(
+            "berlin",
+            "B-01",
+            diagnosis(dt.date(2019, 3, 7)),
+            sex="female",
+            birth_date=dt.date(2012, 5, 14),
+            attributes={"patient_name": "Anna Kowalski"},
+        ),
+        patient(
+            "berlin",
+            "B-02",
+            diagnosis(dt.date(2018, 1, 20)),
+            event("car-t", "cart_infusion", dt.date(2018, 9, 1)),
+            sex="female",
+            birth_date=dt.date(2010, 11, 2),
+            attributes={"national_id": "4711 0815 42", "patient_name": "Ben Okafor"},
+        ),
+        patient(
+            "berlin",
+            "B-03",
+            diagnosis(dt.date(2020, 6, 30)),
+            sex="male",
+            birth_date=dt.date(2015, 2, 1),
+            attributes={"patient_name": "Clara Rossi"},
+        ),
+    ]
     london = [
-        patient("london", "L7", diagnosis(dt.date(2019, 7, 3)),
-                event("infusion", "cart_infusion", dt.date(2020, 1, 15),
-                      attributes={"cell_dose": 2.5, "product": "tisagenlecleucel"}),
-                event("mrd-d28", "mrd", dt.date(2020, 2, 12),
-                      value=Value(code="negative"), source_text="neg"),
-                sex="female", birth_date=dt.date(2012, 5, 14)),
-        patient("london", "L9", diagnosis(dt.date(2017, 10, 11)), sex="male",
-                birth_date=dt.date(2009, 8, 23)),
-    ]  # fmt: skip
+        patient(
+            "london",
+            "L7",
+            diagnosis(dt.date(2019, 7, 3)),
+            event(
+                "infusion",
+                "cart_infusion",
+                dt.date(2020, 1, 15),
+                attributes={"cell_dose": 2.5, "product": "tisagenlecleucel"},
+            ),
+            event(
+                "mrd-d28",
+                "mrd",
+                dt.date(2020, 2, 12),
+                value=Value(code="negative"),
+                source_text="neg",
+            ),
+            sex="female",
+            birth_date=dt.date(2012, 5, 14),
+        ),
+        patient(
+            "london",
+            "L9",
+            diagnosis(dt.date(2017, 10, 11)),
+            sex="male",
+            birth_date=dt.date(2009, 8, 23),
+        ),
+    ]
     rotterdam = [
-        patient("rotterdam", "R-100", diagnosis(dt.date(2018, 1, 20)),
-                event("infusion-1", "cart_infusion", dt.date(2018, 9, 3)),
-                event("mrd-1", "mrd", dt.date(2018, 10, 1),
-                      value=Value(number=0.01, unit="%", comparator="<"), source_text="<0,01 %"),
-                sex="male", birth_date=dt.date(2010, 11, 2),
-                attributes={"national_id": "4711081542"}),
-        patient("rotterdam", "R-101", diagnosis(dt.date(2021, 4, 4)), sex="female",
-                birth_date=dt.date(2016, 12, 24)),
-    ]  # fmt: skip
+        patient(
+            "rotterdam",
+            "R-100",
+            diagnosis(dt.date(2018, 1, 20)),
+            event("infusion-1", "cart_infusion", dt.date(2018, 9, 3)),
+            event(
+                "mrd-1",
+                "mrd",
+                dt.date(2018, 10, 1),
+                value=Value(number=0.01, unit="%", comparator="<"),
+                source_text="<0,01 %",
+            ),
+            sex="male",
+            birth_date=dt.date(2010, 11, 2),
+            attributes={"national_id": "4711081542"},
+        ),
+        patient(
+            "rotterdam",
+            "R-101",
+            diagnosis(dt.date(2021, 4, 4)),
+            sex="female",
+            birth_date=dt.date(2016, 12, 24),
+        ),
+    ]
     return {"berlin": berlin, "london": london, "rotterdam": rotterdam}
 
 
@@ -75,8 +126,9 @@ def add_negative_mrd(
     case = cases[centre][index]
     first = case.events[0].when
     assert first is not None
-    extra = Event(event_id="mrd-2", concept="mrd", when=When(date=first.date),
-                  value=Value(code="negative"))  # fmt: skip
+    extra = Event(
+        event_id="mrd-2", concept="mrd", when=When(date=first.date), value=Value(code="negative")
+    )
     cases[centre][index] = case.model_copy(update={"events": (*case.events, extra)})
 
 
@@ -95,20 +147,33 @@ def definition(folder: Path, **overrides: Any) -> RegistryDef:
             if not path.exists():
                 path.write_text(f"synthetic {centre}\n")
                 os.utime(path, (1_700_000_000, 1_700_000_000))  # copies of the same files
-        centres.append(CentreDef(id=centre, mapping=Path(f"inputs/{centre}.yaml"),
-                                 data=Path(f"inputs/{centre}.csv"), roles=roles))  # fmt: skip
+        centres.append(
+            CentreDef(
+                id=centre,
+                mapping=Path(f"inputs/{centre}.yaml"),
+                data=Path(f"inputs/{centre}.csv"),
+                roles=roles,
+            )
+        )
     raw: dict[str, Any] = {
         "name": "Test registry",
         "centres": centres,
         "linkage": {"identifiers": ["national_id"], "threshold": 0.9},
-        "pseudonymisation": {"dates": "relative", "anchor": "diagnosis",
-                             "drop_patient_attributes": ["patient_name"]},
-        "conflicts": {"rules": [{"field": "diagnosis", "prefer": "referring"},
-                                {"field": "cart_infusion", "prefer": "treating"},
-                                {"field": "sex", "prefer": "treating"}]},
+        "pseudonymisation": {
+            "dates": "relative",
+            "anchor": "diagnosis",
+            "drop_patient_attributes": ["patient_name"],
+        },
+        "conflicts": {
+            "rules": [
+                {"field": "diagnosis", "prefer": "referring"},
+                {"field": "cart_infusion", "prefer": "treating"},
+                {"field": "sex", "prefer": "treating"},
+            ]
+        },
         "outputs": {"formats": ["parquet", "csv", "xlsx"]},
         "base_dir": folder,
-    }  # fmt: skip
+    }
     raw.update(overrides)
     return RegistryDef.model_validate(raw)
 

@@ -76,19 +76,21 @@ def unseen_table(path: Path, draw: random.Random) -> dict[str, str]:
         mrd = _first(case, "mrd", timepoint="day_28")
         crs = _first(case, "crs")
         death = _first(case, "death")
-        rows.append([
-            f"K-{case.patient.study_id[1:]}",
-            words[case.patient.sex or "female"],
-            case.patient.birth_date.strftime(day) if case.patient.birth_date else "",
-            words["b_all"],
-            words["yes"] if _first(case, "blinatumomab") else words["no"],
-            _first(case, "cart_infusion").when.date.strftime(day),
-            str(crs.attributes["grade"]) if crs else "0",
-            words["negative" if mrd.value.code == "negative" else "positive"] if mrd else "",
-            death.when.date.strftime(day) if death else "",
-            _first(case, "last_follow_up").when.date.strftime(day),
-            "synthetic test row",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"K-{case.patient.study_id[1:]}",
+                words[case.patient.sex or "female"],
+                case.patient.birth_date.strftime(day) if case.patient.birth_date else "",
+                words["b_all"],
+                words["yes"] if _first(case, "blinatumomab") else words["no"],
+                _first(case, "cart_infusion").when.date.strftime(day),
+                str(crs.attributes["grade"]) if crs else "0",
+                words["negative" if mrd.value.code == "negative" else "positive"] if mrd else "",
+                death.when.date.strftime(day) if death else "",
+                _first(case, "last_follow_up").when.date.strftime(day),
+                "synthetic test row",
+            ]
+        )
     with path.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle, delimiter=";").writerows([header, *rows])
     return names

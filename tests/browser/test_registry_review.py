@@ -33,20 +33,29 @@ def registry_service(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`fhir-cart serve` with the two-centre test registry and a registry manager, rui."""
     install_net(tmp_path / "data")
     config = tmp_path / "fhir-cart.yaml"
-    config.write_text(yaml.safe_dump({
-        "data_dir": str(tmp_path / "data"),
-        "api_keys": [ADMIN_KEY],
-        "registry_key": REGISTRY_KEY,
-        "users": [{"name": "rui", "role": "registry", "password_hash": hash_password(PASSWORD)}],
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(tmp_path / "data"),
+                "api_keys": [ADMIN_KEY],
+                "registry_key": REGISTRY_KEY,
+                "users": [
+                    {"name": "rui", "role": "registry", "password_hash": hash_password(PASSWORD)}
+                ],
+            }
+        )
+    )
     port = free_port()
     log = tmp_path / "service.log"
     env = {**os.environ, "FHIR_CART_CONFIG": str(config)}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             for _ in range(300):
@@ -76,8 +85,10 @@ def build(page: Any) -> None:
 
 def queue(page: Any) -> list[tuple[str, str]]:
     rows = page.locator("#review-queue tbody tr")
-    return [(rows.nth(n).get_attribute("data-left"), rows.nth(n).get_attribute("data-right"))
-            for n in range(rows.count())]  # fmt: skip
+    return [
+        (rows.nth(n).get_attribute("data-left"), rows.nth(n).get_attribute("data-right"))
+        for n in range(rows.count())
+    ]
 
 
 def test_review_confirm_refuse_rebuild(registry_service: tuple[str, Path], browser: Any) -> None:

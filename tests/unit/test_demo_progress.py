@@ -21,8 +21,13 @@ def demo_with(tmp_path: Path, setup: str) -> subprocess.CompletedProcess[str]:
     fake = tmp_path / ".venv" / "bin" / "fhir-cart"
     fake.write_text('#!/usr/bin/env bash\necho "fhir-cart $*"\n')
     fake.chmod(0o755)
-    return subprocess.run(["bash", str(tmp_path / "scripts" / "demo"), "--keep"],
-                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "demo"), "--keep"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_steps_are_shown_and_the_noise_is_not(tmp_path: Path) -> None:

@@ -33,11 +33,14 @@ def test_the_first_mapping_runs_as_written(
     monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
     assert main(["map", "my-centre.csv", "-m", "my-centre.yaml", "-o", "out"]) == 0
     assert "reject" not in capsys.readouterr().err.lower()
-    assert main(["summary", "my-centre.csv", "-m", "my-centre.yaml", "--study", "seed",
-                 "--json"]) == 0  # fmt: skip
+    assert (
+        main(["summary", "my-centre.csv", "-m", "my-centre.yaml", "--study", "seed", "--json"]) == 0
+    )
     assert '"patients": 4' in capsys.readouterr().out
-    assert not (tmp_path / "out" / "rejects.csv").exists() or len(
-        (tmp_path / "out" / "rejects.csv").read_text().splitlines()) <= 1  # fmt: skip
+    assert (
+        not (tmp_path / "out" / "rejects.csv").exists()
+        or len((tmp_path / "out" / "rejects.csv").read_text().splitlines()) <= 1
+    )
 
 
 def test_the_first_mapping_says_where_keys_and_words_are() -> None:

@@ -77,7 +77,10 @@ def _same_as_pull(
     assert not any(c.unaccounted or c.twice for c in got.by_type.values())
     assert got.patients == len(result.cases)
     assert (got.other, got.unmapped, got.excluded) == (
-        len(result.other), len(result.unmapped), len(result.excluded))  # fmt: skip
+        len(result.other),
+        len(result.unmapped),
+        len(result.excluded),
+    )
 
 
 def _seed_resources(ctx: MappingContext, seed_cases: list[Case]) -> list[Json]:
@@ -108,8 +111,9 @@ def test_hostile_resources_patients_last_and_gzipped(
     one file gzipped: the index groups them, whatever their order."""
     resources = hostile_resources(ctx, seed_cases)
     patients = [r for r in resources if r["resourceType"] == "Patient"][::-1]
-    folder = _write_ndjson([r for r in resources if r["resourceType"] != "Patient"],
-                           tmp_path / "ndjson")  # fmt: skip
+    folder = _write_ndjson(
+        [r for r in resources if r["resourceType"] != "Patient"], tmp_path / "ndjson"
+    )
     _write_ndjson(patients, folder, name="zz-{}.ndjson")
     plain = folder / "Observation.ndjson"
     (folder / "Observation.ndjson.gz").write_bytes(gzip.compress(plain.read_bytes()))
@@ -170,8 +174,7 @@ def test_a_patient_listed_twice_is_read_from_its_last_copy(
     first = next(r for r in resources if r["resourceType"] == "Patient")
     changed = {**first, "gender": "other" if first.get("gender") != "other" else "male"}
     resources.append(changed)
-    _same_as_pull(resources, tmp_path, _write_ndjson(resources, tmp_path / "ndjson"),
-                  account=False)  # fmt: skip
+    _same_as_pull(resources, tmp_path, _write_ndjson(resources, tmp_path / "ndjson"), account=False)
     rows = _file_rows(tmp_path / "tables" / "patients.csv")
     assert len(rows) == len(seed_cases) + 1
 
@@ -219,7 +222,12 @@ def test_two_workers_write_the_bytes_one_writes(
     assert two.cases == one.cases
     assert two.written == [tmp_path / "two" / p.name for p in one.written]
     assert (two.patients, two.other, two.unmapped, two.excluded, two.excluded_reasons) == (
-        one.patients, one.other, one.unmapped, one.excluded, one.excluded_reasons)  # fmt: skip
+        one.patients,
+        one.other,
+        one.unmapped,
+        one.excluded,
+        one.excluded_reasons,
+    )
     # the command line: `--workers 1` is a number, not a flag (`serve --workers` is one)
     for workers in ("1", "2"):
         out = tmp_path / f"cli-{workers}"

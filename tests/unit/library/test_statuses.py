@@ -16,9 +16,17 @@ from tests.support import ROOT, need
 
 TABLE = yaml.safe_load((ROOT / "mappings" / "statuses.yaml").read_text())
 DEFINITIONS = (
-    ROOT / ".cache" / "fhir-validate" / "node_modules" / "@medplum" / "definitions" / "dist"
-    / "fhir" / "r4" / "valuesets.json"
-)  # fmt: skip
+    ROOT
+    / ".cache"
+    / "fhir-validate"
+    / "node_modules"
+    / "@medplum"
+    / "definitions"
+    / "dist"
+    / "fhir"
+    / "r4"
+    / "valuesets.json"
+)
 ELEMENTS = [(rtype, name) for rtype, elements in TABLE.items() for name in elements]
 
 
@@ -126,21 +134,35 @@ def test_a_flagged_status_is_pushed_as_it_came_and_read_back(ctx: Any) -> None:
 
     day = When(date=dt.date(2021, 5, 6))
     events = (
-        Event(event_id="dx", concept="diagnosis", value=Value(code="b_all"), when=day,
-              status="unconfirmed"),
-        Event(event_id="ds", concept="disease_status", value=Value(code="stable"), when=day,
-              status="preliminary; read from text"),
+        Event(
+            event_id="dx",
+            concept="diagnosis",
+            value=Value(code="b_all"),
+            when=day,
+            status="unconfirmed",
+        ),
+        Event(
+            event_id="ds",
+            concept="disease_status",
+            value=Value(code="stable"),
+            when=day,
+            status="preliminary; read from text",
+        ),
         Event(event_id="tx", concept="hsct", when=day, status="stopped"),
         Event(event_id="bl", concept="blinatumomab", when=day, status="on-hold"),
         Event(event_id="ap", concept="apheresis", when=day),
         Event(event_id="odd", concept="apheresis", when=day, status="read from text"),
-    )  # fmt: skip
+    )
     case = Case(patient=PatientRecord(study_id="S1", centre="seed"), events=events)
     resources = case_to_fhir(ctx.with_style("relative"), case)
-    status = {r["resourceType"] + "/" + str(r.get("identifier", [{}])[0].get("value", ""))
-              if isinstance(r.get("identifier"), list) else r["resourceType"]:
-              r.get("status") or r.get("verificationStatus", {}).get("coding", [{}])[0].get("code")
-              for r in resources if r["resourceType"] != "Patient"}  # fmt: skip
+    status = {
+        r["resourceType"] + "/" + str(r.get("identifier", [{}])[0].get("value", ""))
+        if isinstance(r.get("identifier"), list)
+        else r["resourceType"]: r.get("status")
+        or r.get("verificationStatus", {}).get("coding", [{}])[0].get("code")
+        for r in resources
+        if r["resourceType"] != "Patient"
+    }
     assert status == {
         "Condition/S1/dx": "unconfirmed",
         "Observation/S1/ds": "preliminary",
@@ -151,6 +173,10 @@ def test_a_flagged_status_is_pushed_as_it_came_and_read_back(ctx: Any) -> None:
     }
     (back,) = cases_from_fhir(ctx, resources).cases
     assert {e.event_id: e.status for e in back.events} == {
-        "dx": "unconfirmed", "ds": "preliminary", "tx": "stopped", "bl": "on-hold",
-        "ap": None, "odd": None,
-    }  # fmt: skip
+        "dx": "unconfirmed",
+        "ds": "preliminary",
+        "tx": "stopped",
+        "bl": "on-hold",
+        "ap": None,
+        "odd": None,
+    }

@@ -31,12 +31,19 @@ class Server:
         rtype = request.url.path.rsplit("/", 1)[-1]
         ids = request.url.params["_id"].split(",")
         entries = [
-            {"resource": {"resourceType": rtype, "id": i,
-                          "meta": {"versionId": str(self.held[(rtype, i)])}}}
-            for i in ids if (rtype, i) in self.held
-        ]  # fmt: skip
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
-                                         "entry": entries})  # fmt: skip
+            {
+                "resource": {
+                    "resourceType": rtype,
+                    "id": i,
+                    "meta": {"versionId": str(self.held[(rtype, i)])},
+                }
+            }
+            for i in ids
+            if (rtype, i) in self.held
+        ]
+        return httpx.Response(
+            200, json={"resourceType": "Bundle", "type": "searchset", "entry": entries}
+        )
 
     def mock(self, mock: respx.MockRouter) -> respx.Route:
         mock.get(url__regex=r".*/(ConceptMap|Provenance)\?.*").mock(side_effect=self.search)
@@ -76,8 +83,10 @@ async def test_only_changed_artefacts_are_sent_again(tmp_path: Path) -> None:
             changed = [resources[0], {**resources[1], "recorded": "2021-01-01T00:00:00+00:00"}]
             assert await push_artefacts(client, changed, PushedHashes(hashes)) == 1
         assert [str(c.request.url).removeprefix(BASE) for c in route.calls] == [
-            "/ConceptMap/reg-berlin", "/Provenance/abc", "/Provenance/abc",
-        ]  # fmt: skip
+            "/ConceptMap/reg-berlin",
+            "/Provenance/abc",
+            "/Provenance/abc",
+        ]
 
 
 async def test_a_refused_artefact_is_tried_again_next_time(tmp_path: Path) -> None:

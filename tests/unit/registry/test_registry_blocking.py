@@ -19,13 +19,26 @@ KEY = Pseudonymiser(b"0123456789abcdef0123456789abcdef")
 NAMES = LinkageDef(names=("given_name", "family_name"), train="never")
 
 
-def _record(centre: str, number: int, given: str, family: str, born: dt.date,
-            diagnosed: dt.date | None = None) -> LinkRecord:  # fmt: skip
-    events = () if diagnosed is None else (
-        Event(event_id="d", concept="diagnosis", when=When(date=diagnosed)),
-    )  # fmt: skip
-    patient = PatientRecord(study_id=str(number), centre=centre, sex="female", birth_date=born,
-                            attributes={"given_name": given, "family_name": family})  # fmt: skip
+def _record(
+    centre: str,
+    number: int,
+    given: str,
+    family: str,
+    born: dt.date,
+    diagnosed: dt.date | None = None,
+) -> LinkRecord:
+    events = (
+        ()
+        if diagnosed is None
+        else (Event(event_id="d", concept="diagnosis", when=When(date=diagnosed)),)
+    )
+    patient = PatientRecord(
+        study_id=str(number),
+        centre=centre,
+        sex="female",
+        birth_date=born,
+        attributes={"given_name": given, "family_name": family},
+    )
     return linkage_record(Case(patient=patient, events=events), NAMES, KEY)
 
 
@@ -49,8 +62,9 @@ def test_candidate_pairs_share_a_date_or_a_name() -> None:
         _record("b", 5, "Ida", "Kern", born),  # the same birth day
     ]
     order = {r.pseudonym: n for n, r in enumerate(records)}
-    pairs = {tuple(sorted((order[a], order[b]))) for a, b in
-             _splink.comparison_vectors(records, NAMES)}  # fmt: skip
+    pairs = {
+        tuple(sorted((order[a], order[b]))) for a, b in _splink.comparison_vectors(records, NAMES)
+    }
     assert (0, 2) in pairs  # Schmidt / Schmitt: the same sound, born the same month
     assert (0, 6) in pairs  # nothing shared but the birth day
     assert (4, 5) in pairs  # the same diagnosis day

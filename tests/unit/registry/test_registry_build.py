@@ -30,9 +30,13 @@ def library() -> ConceptLibrary:
 def build(folder: Path, library: ConceptLibrary, key: bytes = KEY, **overrides: object):  # type: ignore[no-untyped-def]
     registry = definition(folder, **overrides)
     return build_registry(
-        registry, folder / "out", key=key, reader=reader_of(three_centres()), library=library,
+        registry,
+        folder / "out",
+        key=key,
+        reader=reader_of(three_centres()),
+        library=library,
         summariser=lambda cases: [{"id": "patients", "label": "Patients", "value": len(cases)}],
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop

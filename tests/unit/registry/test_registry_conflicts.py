@@ -27,11 +27,12 @@ def merged(tmp_path: Path, *members: Case):  # type: ignore[no-untyped-def]
 def test_a_detail_one_centre_lacks_is_no_conflict(tmp_path: Path) -> None:
     result = merged(
         tmp_path,
-        patient("berlin", "B", infusion(DAY, cell_dose=2.5), sex="female",
-                attributes={"weight_kg": 30}),
+        patient(
+            "berlin", "B", infusion(DAY, cell_dose=2.5), sex="female", attributes={"weight_kg": 30}
+        ),
         patient("london", "L", infusion(DAY), sex="unknown"),
         patient("rotterdam", "R", infusion(None, cell_dose=2.5)),
-    )  # fmt: skip
+    )
     assert result.conflicts == []
     assert sorted(result.gaps) == [
         ("london", "attributes.weight_kg"),
@@ -83,8 +84,12 @@ def test_value_missing_at_one_centre_is_no_conflict(tmp_path: Path) -> None:
         merged(tmp_path, patient("berlin", "B", coded), patient("london", "L", bare)).conflicts
         == []
     )
-    assert len(merged(tmp_path, patient("berlin", "B", coded),
-                      patient("london", "L", other)).conflicts) == 1  # fmt: skip
+    assert (
+        len(
+            merged(tmp_path, patient("berlin", "B", coded), patient("london", "L", other)).conflicts
+        )
+        == 1
+    )
 
 
 @pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
@@ -95,8 +100,9 @@ def test_quality_counts_what_a_centre_lacks_that_a_linked_centre_has(tmp_path: P
     cases["rotterdam"][0] = ben.model_copy(
         update={"patient": ben.patient.model_copy(update={"sex": None})}
     )
-    result = build_registry(definition(tmp_path), tmp_path / "out", key=KEY,
-                            reader=reader_of(cases))  # fmt: skip
+    result = build_registry(
+        definition(tmp_path), tmp_path / "out", key=KEY, reader=reader_of(cases)
+    )
     assert result.registry is not None
     assert {r["field"] for r in result.registry.conflicts} == {"diagnosis", "cart_infusion"}
     gaps = result.registry.quality["rotterdam"]["missing_where_a_linked_centre_has"]

@@ -49,9 +49,14 @@ def _extracts(folder: Path, centres: Centres, library: ConceptLibrary) -> dict[s
         assert spec.mapping is not None
         made[centre] = folder / f"{centre}-extract.zip"
         extract_centre(
-            definition, centre, definition.resolve(spec.data), definition.resolve(spec.mapping),
-            made[centre], key=KEY, library=library,
-        )  # fmt: skip
+            definition,
+            centre,
+            definition.resolve(spec.data),
+            definition.resolve(spec.mapping),
+            made[centre],
+            key=KEY,
+            library=library,
+        )
     return made
 
 
@@ -159,8 +164,15 @@ def test_the_manifest_names_format_centre_and_key_but_not_the_key(
     spec = definition.centre("berlin")
     assert spec.data is not None
     assert spec.mapping is not None
-    extract_centre(definition, "berlin", definition.resolve(spec.data),
-                   definition.resolve(spec.mapping), again, key=KEY, library=library)  # fmt: skip
+    extract_centre(
+        definition,
+        "berlin",
+        definition.resolve(spec.data),
+        definition.resolve(spec.mapping),
+        again,
+        key=KEY,
+        library=library,
+    )
     assert again.read_bytes() == made["berlin"].read_bytes()
 
 
@@ -201,20 +213,38 @@ def test_registry_extract_on_the_command_line(
     out = tmp_path / "sent" / "berlin.zip"
     result = CliRunner().invoke(
         registry_app,
-        ["extract", str(folder / "berlin" / "berlin.csv"), "--mapping",
-         str(folder / "mappings" / "berlin.yaml"), "--registry", str(centres.registry),
-         "--centre", "berlin", "--out", str(out)],
-    )  # fmt: skip
+        [
+            "extract",
+            str(folder / "berlin" / "berlin.csv"),
+            "--mapping",
+            str(folder / "mappings" / "berlin.yaml"),
+            "--registry",
+            str(centres.registry),
+            "--centre",
+            "berlin",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "16 records" in result.output
     assert Pseudonymiser(KEY).fingerprint() in result.output
     assert out.exists()
     wrong = CliRunner().invoke(
         registry_app,
-        ["extract", str(folder / "berlin" / "berlin.csv"), "--mapping",
-         str(folder / "mappings" / "berlin.yaml"), "--registry", str(centres.registry),
-         "--centre", "paris", "--out", str(out)],
-    )  # fmt: skip
+        [
+            "extract",
+            str(folder / "berlin" / "berlin.csv"),
+            "--mapping",
+            str(folder / "mappings" / "berlin.yaml"),
+            "--registry",
+            str(centres.registry),
+            "--centre",
+            "paris",
+            "--out",
+            str(out),
+        ],
+    )
     assert wrong.exit_code != 0
     assert "no centre paris" in str(wrong.exception) + wrong.output
 
@@ -241,19 +271,32 @@ def test_open_text_leaves_only_as_a_keyed_token_and_a_measurement_as_written() -
 
     free = "seen by Dr Wagner on 07.03.2019"
     events = (
-        Event(event_id="d1", concept="diagnosis", value=Value(text=free), source_text=free,
-              when=When(date=dt.date(2019, 3, 7)), status=free),
-        Event(event_id="m1", concept="weight", value=Value(number=125000.0),
-              source_text="125.000"),
-    )  # fmt: skip
+        Event(
+            event_id="d1",
+            concept="diagnosis",
+            value=Value(text=free),
+            source_text=free,
+            when=When(date=dt.date(2019, 3, 7)),
+            status=free,
+        ),
+        Event(event_id="m1", concept="weight", value=Value(number=125000.0), source_text="125.000"),
+    )
     case = Case(patient=PatientRecord(study_id="B-1", centre="berlin"), events=events)
     definition = RegistryDef.model_validate(
         {"name": "x", "centres": [{"id": "berlin", "extract": "b.zip"}]}
     )
     key = Pseudonymiser(KEY)
     one = seal("berlin", [case], [], [], {}, definition, key, None)
-    other = seal("london", [case.model_copy(update={"patient": case.patient.model_copy(
-        update={"centre": "london"})})], [], [], {}, definition, key, None)  # fmt: skip
+    other = seal(
+        "london",
+        [case.model_copy(update={"patient": case.patient.model_copy(update={"centre": "london"})})],
+        [],
+        [],
+        {},
+        definition,
+        key,
+        None,
+    )
     sealed = one.cases[0].events
     text = repr(one)
     assert "Wagner" not in text
@@ -274,8 +317,11 @@ def test_a_date_attribute_moves_and_one_that_is_no_date_is_withheld() -> None:
     shift = Shift.of(key)
     found = _attributes(
         {"relapse_date": "2019-05-14", "surgery_date": "05/2019", "stage": 2},
-        key, shift, {"relapse_date", "surgery_date"}, set(),
-    )  # fmt: skip
+        key,
+        shift,
+        {"relapse_date", "surgery_date"},
+        set(),
+    )
     assert found["relapse_date"] == shift.date(dt.date(2019, 5, 14), "day").isoformat()
     assert re.fullmatch(r"#\d{24}", str(found["surgery_date"]))
     assert found["stage"] == 2
@@ -336,16 +382,28 @@ def test_sealing_in_place_is_sealing_and_moving_back(monkeypatch: pytest.MonkeyP
     # the concept library has no date attribute yet: a mapping's own concepts may have
     monkeypatch.setattr(extract, "_date_attributes", lambda _: {"relapse_date", "surgery_date"})
     events = (
-        Event(event_id="d1", concept="diagnosis", when=When(date=dt.date(2019, 3, 7)),
-              attributes={"relapse_date": "20190514", "surgery_date": "05/2019"}),
-        Event(event_id="h1", concept="hsct", when=When(date=dt.date(2020, 1, 1),
-              precision="year"), end=When(date=dt.date(2020, 2, 29))),
-    )  # fmt: skip
+        Event(
+            event_id="d1",
+            concept="diagnosis",
+            when=When(date=dt.date(2019, 3, 7)),
+            attributes={"relapse_date": "20190514", "surgery_date": "05/2019"},
+        ),
+        Event(
+            event_id="h1",
+            concept="hsct",
+            when=When(date=dt.date(2020, 1, 1), precision="year"),
+            end=When(date=dt.date(2020, 2, 29)),
+        ),
+    )
     case = Case(
-        patient=PatientRecord(study_id="B-1", centre="berlin", birth_date=dt.date(2012, 2, 29),
-                              attributes={"relapse_date": "2019-05-14"}),
+        patient=PatientRecord(
+            study_id="B-1",
+            centre="berlin",
+            birth_date=dt.date(2012, 2, 29),
+            attributes={"relapse_date": "2019-05-14"},
+        ),
         events=events,
-    )  # fmt: skip
+    )
     definition = RegistryDef.model_validate(
         {"name": "x", "centres": [{"id": "berlin", "extract": "b.zip"}]}
     )

@@ -19,10 +19,26 @@ from tests.registry_helpers import KEY, output_files
 
 FIXTURES = Path(__file__).parents[3] / "fixtures" / "registry"
 SECRETS = [
-    "Anna Kowalski", "Ben Okafor", "Clara Rossi", "Emma Nakamura", "Greta Petrov",
-    "A123456789", "A 1234 56789", "B-01", "B-02", "L7", "L12", "R-100", "R-101",
-    "2012-05-14", "14.05.2012", "2018-09-03", "01.09.2018", "07.03.2019", "2019-07-03",
-]  # fmt: skip
+    "Anna Kowalski",
+    "Ben Okafor",
+    "Clara Rossi",
+    "Emma Nakamura",
+    "Greta Petrov",
+    "A123456789",
+    "A 1234 56789",
+    "B-01",
+    "B-02",
+    "L7",
+    "L12",
+    "R-100",
+    "R-101",
+    "2012-05-14",
+    "14.05.2012",
+    "2018-09-03",
+    "01.09.2018",
+    "07.03.2019",
+    "2019-07-03",
+]
 
 
 def build(out: Path):  # type: ignore[no-untyped-def]
@@ -47,8 +63,13 @@ def test_three_centres_build_into_one_registry(tmp_path: Path) -> None:
     # Ben's disease state is only in Berlin: a gap in Rotterdam's record, not a conflict
     assert quality["rotterdam"]["missing_where_a_linked_centre_has"] == {"diagnosis": 1}
     assert quality["rotterdam"]["unit_conversions"] == {"cyclophosphamide: converted to mg/m2": 1}
-    words = {e["code"] for m in registry.concept_maps if m["id"].endswith("london")
-             for g in m["group"] for e in g["element"]}  # fmt: skip
+    words = {
+        e["code"]
+        for m in registry.concept_maps
+        if m["id"].endswith("london")
+        for g in m["group"]
+        for e in g["element"]
+    }
     assert {"neg", "low pos"} <= words
 
 
@@ -68,8 +89,10 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
     build(tmp_path / "b")
     assert output_files(tmp_path / "a") == output_files(tmp_path / "b")
     assert json.loads((tmp_path / "a" / "state.json").read_text())["centres"].keys() == {
-        "berlin", "london", "rotterdam"
-    }  # fmt: skip
+        "berlin",
+        "london",
+        "rotterdam",
+    }
 
 
 def test_summaries_come_from_the_registry_study_definition() -> None:

@@ -82,9 +82,8 @@ def _anna_at(cases: dict[str, list[Case]], centre: str) -> Case:
     number = next(n for n in numbers if PSEUDONYMS.patient(centre, n) < smallest)
     london = cases["london"][0]
     return london.model_copy(
-        update={"patient": london.patient.model_copy(update={"centre": centre,
-                                                             "study_id": number})}
-    )  # fmt: skip
+        update={"patient": london.patient.model_copy(update={"centre": centre, "study_id": number})}
+    )
 
 
 @pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
@@ -117,13 +116,20 @@ def test_build_retires_the_id_of_a_patient_that_splits(tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = build_registry(registry, out, key=KEY, reader=reader_of(cases))
     assert first.registry is not None
-    ben = next(m.case.patient.study_id for m in first.registry.merged
-               if m.centres == ("berlin", "rotterdam"))  # fmt: skip
+    ben = next(
+        m.case.patient.study_id
+        for m in first.registry.merged
+        if m.centres == ("berlin", "rotterdam")
+    )
     rotterdam = cases["rotterdam"][0]
     cases["rotterdam"][0] = patient(
-        "rotterdam", "R-100", diagnosis(dt.date(2014, 4, 4)), sex="male",
-        birth_date=dt.date(2001, 1, 1), attributes={"national_id": "999"},
-    )  # fmt: skip
+        "rotterdam",
+        "R-100",
+        diagnosis(dt.date(2014, 4, 4)),
+        sex="male",
+        birth_date=dt.date(2001, 1, 1),
+        attributes={"national_id": "999"},
+    )
     assert rotterdam.patient.study_id == "R-100"
     (tmp_path / "inputs" / "rotterdam.csv").write_text("synthetic rotterdam, Ben retyped\n")
     second = build_registry(registry, out, key=KEY, reader=reader_of(cases))

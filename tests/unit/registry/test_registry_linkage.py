@@ -190,8 +190,11 @@ def test_equally_likely_links_are_chosen_alike_under_any_key() -> None:
         ]
         found = cluster([a, one, two], links, 0.9)
         back = {a.pseudonym: "B1", one.pseudonym: "L1", two.pseudonym: "L2"}
-        chosen.add(back[next(m for m in found.members()[found.patient_of[a.pseudonym]]
-                             if m != a.pseudonym)])  # fmt: skip
+        chosen.add(
+            back[
+                next(m for m in found.members()[found.patient_of[a.pseudonym]] if m != a.pseudonym)
+            ]
+        )
     assert len(chosen) == 1
 
 

@@ -47,9 +47,17 @@ def test_names_are_normalised(written: str, normalised: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "code"),
-    [("robert", "r163"), ("rupert", "r163"), ("rubin", "r150"), ("ashcraft", "a261"),
-     ("tymczak", "t522"), ("pfister", "p236"), ("honeyman", "h555"), ("", "")],
-)  # fmt: skip
+    [
+        ("robert", "r163"),
+        ("rupert", "r163"),
+        ("rubin", "r150"),
+        ("ashcraft", "a261"),
+        ("tymczak", "t522"),
+        ("pfister", "p236"),
+        ("honeyman", "h555"),
+        ("", ""),
+    ],
+)
 def test_soundex_as_the_national_archives_define_it(name: str, code: str) -> None:
     assert soundex(name) == code
 
@@ -111,8 +119,11 @@ def test_a_name_used_for_linkage_is_in_no_output(tmp_path: Path) -> None:
     cannot tell from a word), a linkage name never reaches an output."""
     cases = three_centres()
     anna = cases["berlin"][0]
-    cases["berlin"][0] = anna.model_copy(update={"patient": anna.patient.model_copy(
-        update={"attributes": {"patient_name": "kowalski"}})})  # fmt: skip
+    cases["berlin"][0] = anna.model_copy(
+        update={
+            "patient": anna.patient.model_copy(update={"attributes": {"patient_name": "kowalski"}})
+        }
+    )
     registry = definition(
         tmp_path,
         linkage={"identifiers": ["national_id"], "names": ["patient_name"], "threshold": 0.9},
@@ -150,8 +161,13 @@ def test_splink_compares_bloom_filters_by_dice_as_python_does() -> None:
 
     def record(centre: str, given: str) -> LinkRecord:
         born = dt.date(2012, 5, 3)
-        patient = PatientRecord(study_id="1", centre=centre, sex="female", birth_date=born,
-                                attributes={"given_name": given})  # fmt: skip
+        patient = PatientRecord(
+            study_id="1",
+            centre=centre,
+            sex="female",
+            birth_date=born,
+            attributes={"given_name": given},
+        )
         return linkage_record(Case(patient=patient), linkage, KEY)
 
     one, other, third = record("a", "Christina"), record("b", "Kristina"), record("c", "Peter")

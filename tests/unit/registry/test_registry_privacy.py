@@ -40,11 +40,16 @@ def centres() -> tuple[dict[str, list[Case]], set[str], set[dt.date]]:
                 update={"centre": renamed[centre], "attributes": attributes}
             )
             events = tuple(
-                e.model_copy(update={"attributes": {**e.attributes, "subtype": f"note on {name}"},
-                                     "event_id": f"{case.patient.study_id}-dx"})
-                if e.concept == "diagnosis" else e
+                e.model_copy(
+                    update={
+                        "attributes": {**e.attributes, "subtype": f"note on {name}"},
+                        "event_id": f"{case.patient.study_id}-dx",
+                    }
+                )
+                if e.concept == "diagnosis"
+                else e
                 for e in case.events
-            )  # fmt: skip
+            )
             cases.setdefault(renamed[centre], []).append(Case(patient=patient, events=events))
             secrets |= {case.patient.study_id, name, *name.split()[1:]}
             secrets |= {str(v) for v in case.patient.attributes.values()}
@@ -67,8 +72,13 @@ def texts(out: Path) -> dict[str, str]:
 
 
 def date_forms(date: dt.date) -> list[str]:
-    return [date.isoformat(), date.strftime("%d.%m.%Y"), date.strftime("%d/%m/%Y"),
-            date.strftime("%m/%d/%Y"), date.strftime("%Y%m%d")]  # fmt: skip
+    return [
+        date.isoformat(),
+        date.strftime("%d.%m.%Y"),
+        date.strftime("%d/%m/%Y"),
+        date.strftime("%m/%d/%Y"),
+        date.strftime("%Y%m%d"),
+    ]
 
 
 def leaks(text: str, needles: set[str]) -> list[str]:
@@ -94,9 +104,12 @@ def run(
 @pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
 @pytest.mark.parametrize("mode", ["relative", "shift"])
 def test_no_identifier_name_or_date_in_any_output(
-    tmp_path: Path, library: ConceptLibrary, mode: str, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    library: ConceptLibrary,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     caplog.set_level(logging.DEBUG)
     cases, secrets, dates = centres()
     result = run(tmp_path, cases, library, KEY, mode)

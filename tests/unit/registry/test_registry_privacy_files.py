@@ -175,15 +175,19 @@ def write_centres(folder: Path, mode: str) -> Centres:
 
     def note(i: int, person: Person) -> str:
         text = FREE_TEXT[i % len(FREE_TEXT)].format(
-            name=person.name, birth=person.birth.strftime("%d %B %Y"),
-            phone=f"0176 {4400000 + i}", day=person.diagnosis.strftime("%d.%m.%Y"),
-        )  # fmt: skip
+            name=person.name,
+            birth=person.birth.strftime("%d %B %Y"),
+            phone=f"0176 {4400000 + i}",
+            day=person.diagnosis.strftime("%d.%m.%Y"),
+        )
         texts.add(text)
         return text
 
     (folder / "berlin").mkdir(parents=True)
-    lines = ["Patienten-ID;Name;Geschlecht;Geburtsdatum;Versichertennummer;Diagnose;"
-             "Diagnosedatum;CAR-T Datum;Produkt;Bemerkung"]  # fmt: skip
+    lines = [
+        "Patienten-ID;Name;Geschlecht;Geburtsdatum;Versichertennummer;Diagnose;"
+        "Diagnosedatum;CAR-T Datum;Produkt;Bemerkung"
+    ]
     for i, p in enumerate(berlin):
         product = note(i, p) if i % 2 == 0 else "tisagenlecleucel"
         lines.append(
@@ -200,8 +204,11 @@ def write_centres(folder: Path, mode: str) -> Centres:
         sid = f"R-{100 + i}"
         spaced = f"{p.national_id[0]} {p.national_id[1:5]} {p.national_id[5:]}"
         patients.append(f'{sid},{p.name},{p.sex},{p.birth},{spaced},"{note(i, p)}"')
-        events += [f"{sid},diagnosis,{p.diagnosis},B-ALL,", f"{sid},CAR-T infusion,{p.infusion},,",
-                   f"{sid},MRD,{p.mrd},neg,\"{note(i + 2, p)}\""]  # fmt: skip
+        events += [
+            f"{sid},diagnosis,{p.diagnosis},B-ALL,",
+            f"{sid},CAR-T infusion,{p.infusion},,",
+            f'{sid},MRD,{p.mrd},neg,"{note(i + 2, p)}"',
+        ]
     (folder / "rotterdam" / "patients.csv").write_text("\n".join(patients) + "\n")
     (folder / "rotterdam" / "events.csv").write_text("\n".join(events) + "\n")
 
@@ -241,7 +248,7 @@ conflicts:
     - {{field: birth_date, prefer: referring}}
     - {{field: cart_infusion, prefer: treating}}
 outputs: {{formats: [parquet, csv, xlsx]}}
-""")  # fmt: skip
+""")
     sids = {f"B-{i + 1:03}" for i in range(len(berlin))}
     sids |= {f"R-{100 + i}" for i in range(len(rotterdam))} | {
         f"L{i + 7}" for i in range(len(london))
@@ -310,8 +317,10 @@ def test_no_source_value_reaches_any_output(
     assert sum(len(m.centres) > 1 for m in registry.merged) >= 8
     assert any(r["field"] == "birth_date" for r in registry.conflicts)
     assert {m.source_of[e] for m in registry.merged for e in m.source_of} == {
-        "berlin", "london", "rotterdam"
-    }  # fmt: skip
+        "berlin",
+        "london",
+        "rotterdam",
+    }
     published = set()
     if mode == "shift":  # a shifted date may fall on another child's real date: not a leak
         for case in registry.cases:

@@ -149,8 +149,12 @@ def products(result) -> set[object]:  # type: ignore[no-untyped-def]
 def test_open_text_that_names_a_child_never_leaves(
     tmp_path: Path, library: ConceptLibrary, keep: tuple[str, ...]
 ) -> None:
-    pseudonymisation = {"dates": "relative", "anchor": "diagnosis", "keep_text": list(keep),
-                        "drop_patient_attributes": ["patient_name"]}  # fmt: skip
+    pseudonymisation = {
+        "dates": "relative",
+        "anchor": "diagnosis",
+        "keep_text": list(keep),
+        "drop_patient_attributes": ["patient_name"],
+    }
     result = build(tmp_path, library, with_product(LEAKY_TEXT), pseudonymisation=pseudonymisation)
     assert LEAKY_TEXT not in products(result)
     text = every_output(tmp_path / "out")
@@ -162,8 +166,12 @@ def test_open_text_that_names_a_child_never_leaves(
 def test_open_text_leaves_only_when_kept_and_clean(tmp_path: Path, library: ConceptLibrary) -> None:
     dropped = build(tmp_path / "a", library, with_product("kymriah-batch"))
     assert "kymriah-batch" not in products(dropped)
-    pseudonymisation = {"dates": "relative", "anchor": "diagnosis", "keep_text": ["product"],
-                        "drop_patient_attributes": ["patient_name"]}  # fmt: skip
+    pseudonymisation = {
+        "dates": "relative",
+        "anchor": "diagnosis",
+        "keep_text": ["product"],
+        "drop_patient_attributes": ["patient_name"],
+    }
     kept = build(
         tmp_path / "b", library, with_product("kymriah-batch"), pseudonymisation=pseudonymisation
     )
@@ -175,10 +183,17 @@ def test_open_text_leaves_only_when_kept_and_clean(tmp_path: Path, library: Conc
 @pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_quality_report_quotes_no_source_value(tmp_path: Path, library: ConceptLibrary) -> None:
     cases = three_centres()
-    bad = Reject("berlin.csv", 7, "Diagnosedatum", "31.02.2019", "'31.02.2019' is not a date",
-                 table="diagnosis")  # fmt: skip
-    high = event("blasts", "marrow_blasts", dt.date(2019, 3, 20),
-                 value=Value(number=4711081542.0, unit="%"))  # fmt: skip
+    bad = Reject(
+        "berlin.csv",
+        7,
+        "Diagnosedatum",
+        "31.02.2019",
+        "'31.02.2019' is not a date",
+        table="diagnosis",
+    )
+    high = event(
+        "blasts", "marrow_blasts", dt.date(2019, 3, 20), value=Value(number=4711081542.0, unit="%")
+    )
     cases["berlin"][0] = cases["berlin"][0].model_copy(
         update={"events": (*cases["berlin"][0].events, high)}
     )

@@ -25,10 +25,11 @@ def plan(cases: list[Case], last: dict[object, str]):  # type: ignore[no-untyped
 
     ctx = mapping_context(identifier_base="https://registry.example.org/fhir-cart")
     return plan_push(
-        ctx, cases,
+        ctx,
+        cases,
         changed=lambda items: {k for k, h in items if last.get(k) != h},
         server_ids=lambda keys: {},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop

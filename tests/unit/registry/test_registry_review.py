@@ -26,8 +26,9 @@ D = dt.date
 P = Pseudonymiser(KEY)
 
 
-def _case(centre: str, sid: str, sex: str, birth: D, dx: D, inf: D | None = None,
-          nid: str | None = None) -> Case:  # fmt: skip
+def _case(
+    centre: str, sid: str, sex: str, birth: D, dx: D, inf: D | None = None, nid: str | None = None
+) -> Case:
     events = [diagnosis(dx)] + ([event("cart", "cart_infusion", inf)] if inf else [])
     attributes = {"national_id": nid} if nid else {}
     return patient(centre, sid, *events, sex=sex, birth_date=birth, attributes=attributes)
@@ -67,8 +68,12 @@ HARD = pair(("berlin", "N1"), ("london", "N2"))
 
 def build(tmp_path: Path, **linkage: Any) -> BuildResult:
     settings = {"identifiers": ["national_id"], "threshold": 0.9, "review": 0.01, **linkage}
-    return build_registry(definition(tmp_path, linkage=settings), tmp_path / "out", key=KEY,
-                          reader=reader_of(centres()))  # fmt: skip
+    return build_registry(
+        definition(tmp_path, linkage=settings),
+        tmp_path / "out",
+        key=KEY,
+        reader=reader_of(centres()),
+    )
 
 
 def together(result: BuildResult) -> set[tuple[str, str]]:
@@ -132,8 +137,11 @@ def test_the_review_band_lists_pairs_with_encoded_evidence_only(tmp_path: Path) 
 def decide(tmp_path: Path, left: str, right: str, *flags: str) -> Any:
     registry = tmp_path / "registry.yaml"
     if not registry.exists():
-        registry.write_text(yaml.safe_dump({"name": "T", "centres": [
-            {"id": "berlin", "mapping": "m.yaml", "data": "b.csv"}]}))  # fmt: skip
+        registry.write_text(
+            yaml.safe_dump(
+                {"name": "T", "centres": [{"id": "berlin", "mapping": "m.yaml", "data": "b.csv"}]}
+            )
+        )
     return CliRunner().invoke(registry_app, ["decide", str(registry), left, right, *flags])
 
 

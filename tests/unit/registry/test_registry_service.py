@@ -21,11 +21,12 @@ KEY = {"X-API-Key": "k-123-0123456789abcdef0123456789ab"}
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
+        data_dir=tmp_path / "data",
+        cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
         api_keys=[SecretStr("k-123-0123456789abcdef0123456789ab")],
         registry_key=SecretStr("r" * 64),
         servers={"registry": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
@@ -65,7 +66,8 @@ def test_a_registry_job_names_a_registry_and_a_server_the_service_holds(tmp_path
             assert answer.status_code == status, (body, answer.text)
             assert answer.headers["content-type"] == "application/problem+json"
         assert client.get("/jobs", headers=KEY).json() == []  # nothing was queued
-        queued = client.post("/jobs/registry", headers=KEY,
-                             json={"registry": "registry", "server": "registry"})  # fmt: skip
+        queued = client.post(
+            "/jobs/registry", headers=KEY, json={"registry": "registry", "server": "registry"}
+        )
         assert queued.status_code == 202
         assert queued.json()["kind"] == "registry"

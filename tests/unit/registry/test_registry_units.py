@@ -65,18 +65,29 @@ def test_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_quality_report() -> None:
     library = load_concepts(load_terminology())
     events = (
-        Event(event_id="b1", concept="marrow_blasts", when=When(date=dt.date(2020, 1, 1)),
-              value=Value(number=120, unit="%"), source_text="120"),
-        Event(event_id="c1", concept="cyclophosphamide", when=When(date=dt.date(2020, 1, 2)),
-              value=Value(number=1500, unit="mg/m2"), source_text="1,5 g/m²"),
+        Event(
+            event_id="b1",
+            concept="marrow_blasts",
+            when=When(date=dt.date(2020, 1, 1)),
+            value=Value(number=120, unit="%"),
+            source_text="120",
+        ),
+        Event(
+            event_id="c1",
+            concept="cyclophosphamide",
+            when=When(date=dt.date(2020, 1, 2)),
+            value=Value(number=1500, unit="mg/m2"),
+            source_text="1,5 g/m²",
+        ),
         Event(event_id="k1", concept="chemotherapy", attributes={"regimen": "local block X"}),
-    )  # fmt: skip
+    )
     cases = [
         Case(patient=PatientRecord(study_id="A", centre="c", sex="female"), events=events),
         Case(patient=PatientRecord(study_id="B", centre="c")),
     ]
-    bad = Reject("c.csv", 4, "Diagnosedatum", "14.05.2012", "'14.05.2012' is not a date",
-                 table="diagnosis")  # fmt: skip
+    bad = Reject(
+        "c.csv", 4, "Diagnosedatum", "14.05.2012", "'14.05.2012' is not a date", table="diagnosis"
+    )
     report = centre_quality("c", cases, library=library, pseudonyms=KEY, rejects=[bad])
     assert report.completeness["sex"] == 0.5
     assert report.completeness["cyclophosphamide.value"] == 0.5
@@ -96,9 +107,13 @@ def test_quality_report() -> None:
 
 @pytest.mark.parametrize(
     ("word", "shown"),
-    [("local block x", "local block x"), ("local block for Anna", "(withheld)"),
-     ("block 14.05.2012", "(withheld)"), ("block 4711081542", "(withheld)")],
-)  # fmt: skip
+    [
+        ("local block x", "local block x"),
+        ("local block for Anna", "(withheld)"),
+        ("block 14.05.2012", "(withheld)"),
+        ("block 4711081542", "(withheld)"),
+    ],
+)
 def test_quality_shows_a_kept_words_only_when_it_passes_the_screen(word: str, shown: str) -> None:
     library = load_concepts(load_terminology())
     event = Event(event_id="k1", concept="chemotherapy", attributes={"regimen": word})
@@ -138,9 +153,15 @@ def test_public_names() -> None:
     import fhir_cart.registry as registry
 
     assert registry.__all__ == [
-        "BuildResult", "CentreData", "Pseudonymiser", "Registry", "RegistryDef",
-        "build_registry", "load_registry", "registry_key",
-    ]  # fmt: skip
+        "BuildResult",
+        "CentreData",
+        "Pseudonymiser",
+        "Registry",
+        "RegistryDef",
+        "build_registry",
+        "load_registry",
+        "registry_key",
+    ]
 
 
 def test_concept_map_words_for_values_and_for_concepts() -> None:
@@ -191,8 +212,12 @@ def test_identifiers_are_dropped_whatever_their_type() -> None:
         pseudonymisation={"drop_patient_attributes": ["chart_number"]},
     )
     protection = Protection(definition, KEY, _typed_library())
-    attributes = {"insurance_number": 4711081542, "hospital": "tisagenlecleucel",
-                  "chart_number": 120455.0, "age_at_diagnosis": 7.5}  # fmt: skip
+    attributes = {
+        "insurance_number": 4711081542,
+        "hospital": "tisagenlecleucel",
+        "chart_number": 120455.0,
+        "age_at_diagnosis": 7.5,
+    }
     case = Case(patient=PatientRecord(study_id="A", centre="a", attributes=attributes))
     kept = protection.case(case, protection.transform_for(case))
     assert kept.patient.attributes == {"age_at_diagnosis": 7.5}
@@ -200,9 +225,16 @@ def test_identifiers_are_dropped_whatever_their_type() -> None:
 
 @pytest.mark.parametrize(
     ("word", "kept"),
-    [("14.05.2012", False), ("2012-05-14", False), ("14 May 2012", False), ("neg", True),
-     ("<0,01 %", True), ("seen by Dr Anna Kowalski", False), ("4711 0815 42", False)],
-)  # fmt: skip
+    [
+        ("14.05.2012", False),
+        ("2012-05-14", False),
+        ("14 May 2012", False),
+        ("neg", True),
+        ("<0,01 %", True),
+        ("seen by Dr Anna Kowalski", False),
+        ("4711 0815 42", False),
+    ],
+)
 def test_source_words_that_hold_a_date_name_or_number_are_dropped(word: str, kept: bool) -> None:
     """Mutation protect.py:92 (date-like source words kept)."""
     from fhir_cart.registry.protect import Protection
@@ -238,8 +270,9 @@ def test_a_date_attribute_in_a_conflict_is_shown_as_the_table_holds_it(mode: str
     )
     library = load_concepts(load_terminology(), extra=extra)
     protection = Protection(registry(pseudonymisation={"dates": mode}), KEY, library)
-    conflict = Conflict("r1", "attributes.enrolled", {"a": "2019-03-07", "b": "2019-03-09"},
-                        "prefer a", "a")  # fmt: skip
+    conflict = Conflict(
+        "r1", "attributes.enrolled", {"a": "2019-03-07", "b": "2019-03-09"}, "prefer a", "a"
+    )
     case = Case(patient=PatientRecord(study_id="r1", centre="r"))
     shown = protection.conflict(conflict, protection.transform_for(case))
     assert not {"2019-03-07", "2019-03-09"} & set(shown.values())
@@ -249,13 +282,25 @@ def test_a_date_attribute_in_a_conflict_is_shown_as_the_table_holds_it(mode: str
 
 @pytest.mark.parametrize(
     ("text", "why"),
-    [("Kymriah lot 12 for Anna Kowalski born 14 May 2012", "date"), ("14.05.2012", "date"),
-     ("5/14/12", "date"), ("Mai 2012", "date"), ("since 2019", "date"),
-     ("A123456789", "identifier-like number"), ("0176 4400012", "identifier-like number"),
-     ("seen by Dr Wagner", "name-like word"), ("for anna Kowalski", "name-like word"),
-     ("Kymriah", None), ("tisagenlecleucel", None), ("CAR-T infusion", None),
-     ("0.5 g/m2", None), ("<0,01 %", None), ("lot 12", None), ("Rezidiv/refraktaer", None)],
-)  # fmt: skip
+    [
+        ("Kymriah lot 12 for Anna Kowalski born 14 May 2012", "date"),
+        ("14.05.2012", "date"),
+        ("5/14/12", "date"),
+        ("Mai 2012", "date"),
+        ("since 2019", "date"),
+        ("A123456789", "identifier-like number"),
+        ("0176 4400012", "identifier-like number"),
+        ("seen by Dr Wagner", "name-like word"),
+        ("for anna Kowalski", "name-like word"),
+        ("Kymriah", None),
+        ("tisagenlecleucel", None),
+        ("CAR-T infusion", None),
+        ("0.5 g/m2", None),
+        ("<0,01 %", None),
+        ("lot 12", None),
+        ("Rezidiv/refraktaer", None),
+    ],
+)
 def test_the_open_text_screen(text: str, why: str | None) -> None:
     from fhir_cart.registry.screen import refusal
 

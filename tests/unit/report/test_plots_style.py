@@ -19,8 +19,14 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def plotted(**plots: Any) -> Any:
-    return parse_study({"name": "Paper 2022 — seed", "anchor": "cart_infusion",
-                        "measures": [{"id": "n", "count": "all"}], "plots": plots})  # fmt: skip
+    return parse_study(
+        {
+            "name": "Paper 2022 — seed",
+            "anchor": "cart_infusion",
+            "measures": [{"id": "n", "count": "all"}],
+            "plots": plots,
+        }
+    )
 
 
 def texts(svg: Path) -> list[str]:

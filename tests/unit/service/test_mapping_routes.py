@@ -45,14 +45,28 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         cache_url=f"sqlite:///{tmp / 'cache.sqlite'}",
         api_keys=[SecretStr(KEYS["admin"])],
         users=[
-            UserSettings(name="a", role="centre", centre="centre_a",
-                         api_key=SecretStr(KEYS["centre_a"]), password_hash=hashed),
-            UserSettings(name="b", role="centre", centre="centre_b",
-                         api_key=SecretStr(KEYS["centre_b"]), password_hash=hashed),
-            UserSettings(name="reg", role="registry", api_key=SecretStr(KEYS["registry"]),
-                         password_hash=hashed),
+            UserSettings(
+                name="a",
+                role="centre",
+                centre="centre_a",
+                api_key=SecretStr(KEYS["centre_a"]),
+                password_hash=hashed,
+            ),
+            UserSettings(
+                name="b",
+                role="centre",
+                centre="centre_b",
+                api_key=SecretStr(KEYS["centre_b"]),
+                password_hash=hashed,
+            ),
+            UserSettings(
+                name="reg",
+                role="registry",
+                api_key=SecretStr(KEYS["registry"]),
+                password_hash=hashed,
+            ),
         ],
-    )  # fmt: skip
+    )
     with TestClient(create_app(settings, run_workers=False)) as made:
         for role in OWNERS:
             answer = post_mapping(made, role, "kohorte", GOOD)
@@ -61,8 +75,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def post_mapping(client: TestClient, role: str, name: str, text: bytes) -> Any:
-    return client.post(f"/mappings/{name}", headers=headers(role),
-                       files={"file": ("m.yaml", text)})  # fmt: skip
+    return client.post(f"/mappings/{name}", headers=headers(role), files={"file": ("m.yaml", text)})
 
 
 def test_the_registry_role_keeps_no_mapping(client: TestClient) -> None:
@@ -109,9 +122,14 @@ def test_an_invalid_mapping_is_a_problem_naming_key_line_and_fix(client: TestCli
     assert answer.headers["content-type"] == "application/problem+json"
     problem = answer.json()
     assert problem["errors"] == [
-        {"key": "colour", "reason": "Extra inputs are not permitted", "line": 4,
-         "value": "'red'", "fix": "remove the key, or correct its spelling"},
-    ]  # fmt: skip
+        {
+            "key": "colour",
+            "reason": "Extra inputs are not permitted",
+            "line": 4,
+            "value": "'red'",
+            "fix": "remove the key, or correct its spelling",
+        },
+    ]
     assert "mapping 'kaputt'" in problem["detail"]
     listed = client.get("/mappings", headers=headers("centre_a")).json()
     assert "kaputt" not in {m["name"] for m in listed}

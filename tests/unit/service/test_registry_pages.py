@@ -39,11 +39,15 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
         cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
         registry_key=SecretStr(REGISTRY_KEY),
         users=[
-            UserSettings(name=name, role=role, centre="berlin" if role == "centre" else None,
-                         password_hash=SecretStr(hash_password(PASSWORD)))
+            UserSettings(
+                name=name,
+                role=role,
+                centre="berlin" if role == "centre" else None,
+                password_hash=SecretStr(hash_password(PASSWORD)),
+            )
             for role, name in USERS.items()
         ],
-    )  # fmt: skip
+    )
     install_net(tmp_path / "data")
     application = create_app(settings, run_workers=False)
     application.state.cache = open_cache(settings.effective_cache_url())
@@ -59,8 +63,9 @@ def csrf_of(html: str) -> str:
 
 def sign_in(client: TestClient, role: str) -> str:
     form = client.get("/ui/login")
-    answer = client.post("/ui/login", data={"csrf": csrf_of(form.text), "user": USERS[role],
-                                            "password": PASSWORD})  # fmt: skip
+    answer = client.post(
+        "/ui/login", data={"csrf": csrf_of(form.text), "user": USERS[role], "password": PASSWORD}
+    )
     assert answer.status_code == 303, answer.text
     return csrf_of(client.get("/ui/").text)
 
@@ -75,7 +80,7 @@ ROUTES = [
     ("GET", "/ui/registries/net", {}),
     ("POST", "/ui/registries/net/build", {}),
     ("POST", "/ui/registries/net/decide", {"left": PAIR[0], "right": PAIR[1], "decision": "link"}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("role", sorted(USERS))
@@ -85,8 +90,9 @@ def test_every_registry_route_is_for_registry_managers_and_admins_only(
 ) -> None:
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client, role)
-        answer = client.request(method, route, data={**form, "csrf": csrf} if form or
-                                method == "POST" else None)  # fmt: skip
+        answer = client.request(
+            method, route, data={**form, "csrf": csrf} if form or method == "POST" else None
+        )
         if role == "centre":
             assert answer.status_code == 403, answer.text
             assert "centre role cannot see the registry" in answer.text
@@ -128,12 +134,21 @@ def test_an_unknown_registry_or_a_bad_pair_is_refused(app: FastAPI) -> None:
 
 
 def test_the_heat_map_writes_each_value_and_shades_by_step() -> None:
-    centres, rows = heat_map({"b": {"completeness": {"sex": 1.0, "mrd": 0.0}},
-                              "a": {"completeness": {"sex": 0.5}}})  # fmt: skip
+    centres, rows = heat_map(
+        {"b": {"completeness": {"sex": 1.0, "mrd": 0.0}}, "a": {"completeness": {"sex": 0.5}}}
+    )
     assert centres == ["a", "b"]
     assert [(r.variable, r.cells) for r in rows] == [("mrd", [None, 0.0]), ("sex", [0.5, 1.0])]
     assert [shade(v) for v in (None, 0.0, 0.01, 0.2, 0.21, 0.5, 0.99, 1.0)] == [
-        "qn", "q0", "q1", "q1", "q2", "q3", "q5", "q5"]  # fmt: skip
+        "qn",
+        "q0",
+        "q1",
+        "q1",
+        "q2",
+        "q3",
+        "q5",
+        "q5",
+    ]
 
 
 def test_a_pair_found_by_two_methods_is_one_link() -> None:
@@ -147,8 +162,10 @@ def review_rows(html: str) -> list[tuple[str, str]]:
 
 def links(app: FastAPI, job: int) -> dict[tuple[str, str], str]:
     text = (job_dir(app.state.application.settings, job) / "reports" / "links.csv").read_text()
-    return {tuple(sorted((r["left"], r["right"]))): f"{r['method']} {r['taken']}"  # type: ignore[misc]
-            for r in csv.DictReader(io.StringIO(text))}  # fmt: skip
+    return {
+        tuple(sorted((r["left"], r["right"]))): f"{r['method']} {r['taken']}"  # type: ignore[misc]
+        for r in csv.DictReader(io.StringIO(text))
+    }
 
 
 @pytest.mark.slow
@@ -167,11 +184,16 @@ def test_decide_in_the_page_and_the_next_build_honours_it(app: FastAPI, tmp_path
         assert "<caption>Test network registry (synthetic)</caption>" in page
         assert re.search(r'<td id="linked">1</td>', page)
         # completeness as a heat map, each value written in its cell
-        assert re.search(r'<th scope="row">cart_infusion</th><td class="q4">75%</td>'
-                         r'<td class="q5">100%</td>', page)  # fmt: skip
+        assert re.search(
+            r'<th scope="row">cart_infusion</th><td class="q4">75%</td>'
+            r'<td class="q5">100%</td>',
+            page,
+        )
         # the conflict with the rule that chose
-        conflict = (r"<td>cart_infusion</td><td>berlin: day \+212 from diagnosis; london: "
-                    r"day \+214 .*</td><td>prefer treating</td><td>london</td>")  # fmt: skip
+        conflict = (
+            r"<td>cart_infusion</td><td>berlin: day \+212 from diagnosis; london: "
+            r"day \+214 .*</td><td>prefer treating</td><td>london</td>"
+        )
         assert re.search(conflict, page)
         # the review queue: two pairs, encoded evidence only
         queue = review_rows(page)
@@ -181,14 +203,18 @@ def test_decide_in_the_page_and_the_next_build_honours_it(app: FastAPI, tmp_path
             assert clear not in page
         confirm, refuse = (tuple(sorted(p)) for p in queue)
         for pair, decision in ((confirm, "link"), (refuse, "no-link")):
-            answer = client.post("/ui/registries/net/decide", data={
-                "csrf": csrf, "left": pair[0], "right": pair[1], "decision": decision})  # fmt: skip
+            answer = client.post(
+                "/ui/registries/net/decide",
+                data={"csrf": csrf, "left": pair[0], "right": pair[1], "decision": decision},
+            )
             assert answer.status_code == 303
         decided = client.get("/ui/registries/net").text
         assert decided.count("by rui at ") == 2
         kept = read_decisions(tmp_path / "data" / "registries" / "net" / "decisions.csv")
         assert {p: (d.link, d.by) for p, d in kept.items()} == {
-            confirm: (True, "rui"), refuse: (False, "rui")}  # fmt: skip
+            confirm: (True, "rui"),
+            refuse: (False, "rui"),
+        }
         assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d.when) for d in kept.values())
         assert links(app, first).keys() & {confirm, refuse} == set()  # neither linked yet
 

@@ -30,10 +30,16 @@ def settings_for(tmp_path: Path, password_hash: str | None = None) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        users=[UserSettings(name="ana", role="centre", centre="centre_b",
-                            password_hash=SecretStr(password_hash or HASH))],
+        users=[
+            UserSettings(
+                name="ana",
+                role="centre",
+                centre="centre_b",
+                password_hash=SecretStr(password_hash or HASH),
+            )
+        ],
         servers={"local": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
-    )  # fmt: skip
+    )
 
 
 HASH = hash_password(PASSWORD)
@@ -60,8 +66,9 @@ def signed_in(tmp_path: Path) -> tuple[str, str]:
     """A session opened on one worker (which then stops): its cookie and CSRF token."""
     for client in worker(settings_for(tmp_path)):
         form = client.get("/ui/login")
-        answer = client.post("/ui/login", data={"csrf": csrf_of(form.text), "user": "ana",
-                                                "password": PASSWORD})  # fmt: skip
+        answer = client.post(
+            "/ui/login", data={"csrf": csrf_of(form.text), "user": "ana", "password": PASSWORD}
+        )
         assert answer.status_code == 303
         cookie = next(h for h in answer.headers.get_list("set-cookie") if h.startswith(COOKIE))
         assert "HttpOnly" in cookie
@@ -96,8 +103,9 @@ def test_a_changed_password_ends_the_session(tmp_path: Path, signed_in: tuple[st
         client.cookies.set(COOKIE, token)
         answer = client.get("/ui/")
         assert (answer.status_code, answer.headers["location"]) == (303, "/ui/login")
-    removed = settings_for(tmp_path).model_copy(update={"users": [], "api_keys": [
-        SecretStr("an-admin-key-0123456789abcdef0123456")]})  # fmt: skip
+    removed = settings_for(tmp_path).model_copy(
+        update={"users": [], "api_keys": [SecretStr("an-admin-key-0123456789abcdef0123456")]}
+    )
     for client in worker(removed):
         client.cookies.set(COOKIE, token)
         assert client.get("/ui/").status_code == 303

@@ -35,10 +35,16 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
     settings = Settings(
         data_dir=tmp_path / "data",
         cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
-        users=[UserSettings(name=name, role="centre", centre=centre,
-                            password_hash=SecretStr(hash_password(PASSWORD)))
-               for name, centre in (("ana", "centre_b"), ("bo", "centre_a"))],
-    )  # fmt: skip
+        users=[
+            UserSettings(
+                name=name,
+                role="centre",
+                centre=centre,
+                password_hash=SecretStr(hash_password(PASSWORD)),
+            )
+            for name, centre in (("ana", "centre_b"), ("bo", "centre_a"))
+        ],
+    )
     application = create_app(settings, run_workers=False)
     application.state.cache = open_cache(settings.effective_cache_url())
     yield application
@@ -90,8 +96,11 @@ def test_a_large_upload_is_checked_in_the_background_while_other_pages_answer(
     inside, release = held_reading(app, monkeypatch)
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client)
-        sent = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "centre_b"},
-                           files={"file": ("b.csv", BAD_FILE.read_bytes())})  # fmt: skip
+        sent = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "centre_b"},
+            files={"file": ("b.csv", BAD_FILE.read_bytes())},
+        )
         assert sent.status_code == 303
         upload_id = sent.headers["location"].rsplit("/", 1)[1]
         assert inside.wait(WAIT)  # the check is now held inside its reading
@@ -124,8 +133,11 @@ def test_a_failed_background_check_is_shown_and_leaves_nothing(
     monkeypatch.setattr(checks, "BACKGROUND_BYTES", 100)
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client)
-        sent = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "seed"},
-                           files={"file": ("b.csv", BAD_FILE.read_bytes())})  # fmt: skip
+        sent = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "seed"},
+            files={"file": ("b.csv", BAD_FILE.read_bytes())},
+        )
         upload_id = sent.headers["location"].rsplit("/", 1)[1]
         until_ended(client, upload_id)
         page = client.get(f"/ui/uploads/{upload_id}")
@@ -148,8 +160,11 @@ def test_a_check_and_a_summary_are_worked_out_once_per_upload(
     monkeypatch.setattr(application, "read_study", counted)
     with TestClient(app) as client:
         csrf = sign_in(client)
-        answer = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "centre_b"},
-                             files={"file": ("b.csv", BAD_FILE.read_bytes())})  # fmt: skip
+        answer = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "centre_b"},
+            files={"file": ("b.csv", BAD_FILE.read_bytes())},
+        )
         upload_id = str(answer.url).rsplit("/", 1)[1]
         pages = [client.get(f"/ui/uploads/{upload_id}").text for _ in range(3)]
         summaries = [client.get(f"/ui/uploads/{upload_id}/summary").text for _ in range(3)]
@@ -168,8 +183,11 @@ def test_a_10000_patient_upload_is_checked_in_the_background(app: FastAPI, tmp_p
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client)
         with big.open("rb") as handle:
-            sent = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "centre_b"},
-                               files={"file": ("big.csv", handle)})  # fmt: skip
+            sent = client.post(
+                "/ui/uploads",
+                data={"csrf": csrf, "mapping": "centre_b"},
+                files={"file": ("big.csv", handle)},
+            )
         upload_id = sent.headers["location"].rsplit("/", 1)[1]
         first = client.get(f"/ui/uploads/{upload_id}/progress")
         assert 'id="check-bar" max="10000"' in first.text

@@ -34,10 +34,16 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
         data_dir=tmp_path / "data",
         cache_url=f"sqlite:///{tmp_path / 'cache.sqlite'}",
         api_keys=[SecretStr(ADMIN_KEY)],
-        users=[UserSettings(name="ana", role="centre", centre="centre_b",
-                            password_hash=SecretStr(hash_password(PASSWORD)))],
+        users=[
+            UserSettings(
+                name="ana",
+                role="centre",
+                centre="centre_b",
+                password_hash=SecretStr(hash_password(PASSWORD)),
+            )
+        ],
         servers={"local": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
-    )  # fmt: skip
+    )
     application = create_app(settings, run_workers=False)
     application.state.cache = open_cache(settings.effective_cache_url())
     yield application
@@ -53,9 +59,11 @@ def csrf_of(html: str) -> str:
 def sign_in(client: TestClient, user: str = "ana", password: str = PASSWORD) -> str:
     """Signs in; the session's CSRF token (from the home page)."""
     form = client.get("/ui/login")
-    answer = client.post("/ui/login", data={"csrf": csrf_of(form.text), "user": user,
-                                            "password": password},
-                         follow_redirects=False)  # fmt: skip
+    answer = client.post(
+        "/ui/login",
+        data={"csrf": csrf_of(form.text), "user": user, "password": password},
+        follow_redirects=False,
+    )
     assert answer.status_code == 303, answer.text
     return csrf_of(client.get("/ui/").text)
 
@@ -63,15 +71,19 @@ def sign_in(client: TestClient, user: str = "ana", password: str = PASSWORD) -> 
 def test_sign_in_sets_an_httponly_samesite_cookie_and_sign_out_ends_it(app: FastAPI) -> None:
     with TestClient(app, follow_redirects=False) as client:
         form = client.get("/ui/login")
-        wrong = client.post("/ui/login", data={"csrf": csrf_of(form.text), "user": "ana",
-                                               "password": "wrong password!"})  # fmt: skip
+        wrong = client.post(
+            "/ui/login",
+            data={"csrf": csrf_of(form.text), "user": "ana", "password": "wrong password!"},
+        )
         assert wrong.status_code == 401
         assert "fhir_cart_session" not in client.cookies
-        right = client.post("/ui/login", data={"csrf": csrf_of(form.text), "user": "ana",
-                                               "password": PASSWORD})  # fmt: skip
+        right = client.post(
+            "/ui/login", data={"csrf": csrf_of(form.text), "user": "ana", "password": PASSWORD}
+        )
         assert (right.status_code, right.headers["location"]) == (303, "/ui/")
-        cookie = next(h for h in right.headers.get_list("set-cookie")
-                      if h.startswith("fhir_cart_session="))  # fmt: skip
+        cookie = next(
+            h for h in right.headers.get_list("set-cookie") if h.startswith("fhir_cart_session=")
+        )
         assert "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
         home = client.get("/ui/")
@@ -88,18 +100,20 @@ def test_the_sign_in_form_needs_its_own_csrf_cookie(app: FastAPI) -> None:
     with TestClient(app, follow_redirects=False) as client:
         token = csrf_of(client.get("/ui/login").text)
         client.cookies.clear()  # a cross-site post carries no cookie of ours
-        answer = client.post("/ui/login", data={"csrf": token, "user": "ana",
-                                                "password": PASSWORD})  # fmt: skip
+        answer = client.post("/ui/login", data={"csrf": token, "user": "ana", "password": PASSWORD})
         assert answer.status_code == 403
 
 
 def test_every_form_post_needs_the_session_csrf_token(app: FastAPI, tmp_path: Path) -> None:
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client)
-        posts = [("/ui/uploads", {"mapping": "centre_b"}, True), ("/ui/logout", {}, False),
-                 ("/ui/jobs/pull", {"server": "local", "query": "_id=x"}, False),
-                 (f"/ui/uploads/{'0' * 32}/push", {"server": "local"}, False),
-                 ("/ui/jobs/1/resume", {}, False)]  # fmt: skip
+        posts = [
+            ("/ui/uploads", {"mapping": "centre_b"}, True),
+            ("/ui/logout", {}, False),
+            ("/ui/jobs/pull", {"server": "local", "query": "_id=x"}, False),
+            (f"/ui/uploads/{'0' * 32}/push", {"server": "local"}, False),
+            ("/ui/jobs/1/resume", {}, False),
+        ]
         for path, data, with_file in posts:
             files = {"file": ("b.csv", BAD_FILE.read_bytes())} if with_file else None
             for token in (None, "wrong", csrf[:-1]):
@@ -111,8 +125,11 @@ def test_every_form_post_needs_the_session_csrf_token(app: FastAPI, tmp_path: Pa
         assert not uploads.exists() or not any(uploads.iterdir())
         assert app.state.cache.list_runs() == []
         # the same token as a header (what htmx sends) is accepted
-        answer = client.post("/ui/jobs/pull", data={"server": "local", "query": "_id=x"},
-                             headers={"X-CSRF-Token": csrf})  # fmt: skip
+        answer = client.post(
+            "/ui/jobs/pull",
+            data={"server": "local", "query": "_id=x"},
+            headers={"X-CSRF-Token": csrf},
+        )
         assert answer.status_code == 303
 
 
@@ -130,9 +147,14 @@ def test_the_check_of_an_upload_with_its_own_mapping_marks_the_bad_cells(app: Fa
     mapping = (MAPPINGS / "centres" / "centre_b.yaml").read_bytes()
     with TestClient(app) as client:
         csrf = sign_in(client)
-        answer = client.post("/ui/uploads", data={"csrf": csrf},
-                             files={"file": ("b.csv", BAD_FILE.read_bytes()),
-                                    "mapping_file": ("mine.yaml", mapping)})  # fmt: skip
+        answer = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf},
+            files={
+                "file": ("b.csv", BAD_FILE.read_bytes()),
+                "mapping_file": ("mine.yaml", mapping),
+            },
+        )
         assert answer.status_code == 200
         assert re.search(r"/ui/uploads/[0-9a-f]{32}$", str(answer.url))
         page = answer.text
@@ -149,8 +171,11 @@ def test_the_check_of_an_upload_with_its_own_mapping_marks_the_bad_cells(app: Fa
 def test_an_upload_the_mapping_does_not_fit_is_shown_on_the_page(app: FastAPI) -> None:
     with TestClient(app) as client:
         csrf = sign_in(client)
-        answer = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "seed"},
-                             files={"file": ("b.csv", BAD_FILE.read_bytes())})  # fmt: skip
+        answer = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "seed"},
+            files={"file": ("b.csv", BAD_FILE.read_bytes())},
+        )
         assert answer.status_code == 422
         assert answer.headers["content-type"].startswith("text/html")
         assert 'role="alert"' in answer.text
@@ -205,10 +230,21 @@ def test_passwords_are_hashed_and_checked() -> None:
 
 
 def test_grids_mark_the_rejected_cells_of_their_sheet() -> None:
-    sheets = [("s.csv", [["id", "sex", "date"], ["1", "x", "2020-01-01"], ["2", "m", "bad"],
-                         ["3", "f", "2020-01-03"]])]  # fmt: skip
-    rejects = [Reject("s.csv", 2, "sex", "x", "unknown word; expected one of m, f", "patients"),
-               Reject("s.csv", 3, "date", "bad", "not a date", "events")]  # fmt: skip
+    sheets = [
+        (
+            "s.csv",
+            [
+                ["id", "sex", "date"],
+                ["1", "x", "2020-01-01"],
+                ["2", "m", "bad"],
+                ["3", "f", "2020-01-03"],
+            ],
+        )
+    ]
+    rejects = [
+        Reject("s.csv", 2, "sex", "x", "unknown word; expected one of m, f", "patients"),
+        Reject("s.csv", 3, "date", "bad", "not a date", "events"),
+    ]
     (grid,) = grids(sheets, rejects)
     assert grid.header == ["id", "sex", "date"]
     assert set(grid.bad) == {(2, "sex"), (3, "date")}
@@ -242,8 +278,11 @@ def test_the_check_of_a_workbook_shows_its_sheets(app: FastAPI) -> None:
     with TestClient(app) as client:
         csrf = sign_in(client)
         workbook = (FIXTURES / "seed" / "seed_cohort.xlsx").read_bytes()
-        answer = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "seed"},
-                             files={"file": ("seed.xlsx", workbook)})  # fmt: skip
+        answer = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "seed"},
+            files={"file": ("seed.xlsx", workbook)},
+        )
         assert answer.status_code == 200, answer.text[:2000]
         captions = re.findall(r"<caption>([^<(]+)", answer.text)
         assert len([c for c in captions if not c.startswith("The first")]) >= 2  # sheets
@@ -257,14 +296,16 @@ def test_the_summary_page_shows_the_measures_beside_the_paper_and_the_plots(
     with TestClient(app) as client:
         csrf = sign_in(client)
         workbook = (FIXTURES / "seed" / "seed_cohort.xlsx").read_bytes()
-        check = client.post("/ui/uploads", data={"csrf": csrf, "mapping": "seed"},
-                            files={"file": ("seed.xlsx", workbook)})  # fmt: skip
+        check = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "seed"},
+            files={"file": ("seed.xlsx", workbook)},
+        )
         upload_id = str(check.url).rsplit("/", 1)[1]
         page = client.get(f"/ui/uploads/{upload_id}/summary")
         assert page.status_code == 200
         assert re.search(r'<p id="study">Study <strong>Marschollek 2022', page.text)
-        rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>",
-                          page.text)  # fmt: skip
+        rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>", page.text)
         assert len(rows) >= 5
         assert any(paper != "not reported" for _, _, paper in rows)
         plots = re.findall(r'<img src="([^"]+\.svg)"', page.text)
@@ -279,10 +320,10 @@ def test_sign_ins_stop_after_five_failures_from_one_address(app: FastAPI) -> Non
     with TestClient(app, follow_redirects=False) as client:
         token = csrf_of(client.get("/ui/login").text)
         for _ in range(5):
-            wrong = client.post("/ui/login", data={"csrf": token, "user": "ana",
-                                                   "password": "wrong password!"})  # fmt: skip
+            wrong = client.post(
+                "/ui/login", data={"csrf": token, "user": "ana", "password": "wrong password!"}
+            )
             assert wrong.status_code == 401
-        right = client.post("/ui/login", data={"csrf": token, "user": "ana",
-                                               "password": PASSWORD})  # fmt: skip
+        right = client.post("/ui/login", data={"csrf": token, "user": "ana", "password": PASSWORD})
         assert right.status_code == 429
         assert "fhir_cart_session" not in client.cookies

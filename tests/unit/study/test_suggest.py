@@ -88,7 +88,7 @@ def test_cells_alone_never_choose(library: ConceptLibrary) -> None:
         ("Geschlecht", ["w", "m", "w"], "sex", None),
         ("Geburtsdatum", ["03.04.2012", "21.11.2009", "01.01.2010"], "birth_date", None),
     ],
-)  # fmt: skip
+)
 def test_unseen_headers_are_read(
     library: ConceptLibrary, header: str, cells: list[object], target: str, field: str | None
 ) -> None:

@@ -38,22 +38,49 @@ def _ehr(ctx: MappingContext) -> list[Json]:
     blood = ctx.terminology.concept("specimen", "peripheral_blood")
     return [
         {"resourceType": "Patient", "id": "ehr-1", "gender": "female", "birthDate": "2010-02-03"},
-        _on({"resourceType": "Observation", "id": "chim1", "status": "final", "code": chim,
-             "valueQuantity": {"value": 98, "code": "%"},
-             "specimen": {"reference": "Specimen/s1"}}, "ehr-1"),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "chim1",
+                "status": "final",
+                "code": chim,
+                "valueQuantity": {"value": 98, "code": "%"},
+                "specimen": {"reference": "Specimen/s1"},
+            },
+            "ehr-1",
+        ),
         _on({"resourceType": "Specimen", "id": "s1", "type": blood}, "ehr-1"),
         _on({"resourceType": "Specimen", "id": "s3", "type": blood}, "ehr-1"),  # unused
-        _on({"resourceType": "Observation", "id": "hb", "status": "final",
-             "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
-             "valueQuantity": {"value": 6.7, "code": "g/dL"}}, "ehr-1"),
-        _on({"resourceType": "AllergyIntolerance", "id": "a1",
-             "code": {"text": "penicillin"}}, "ehr-1", "patient"),
-        _on({"resourceType": "Immunization", "id": "i1", "status": "completed",
-             "vaccineCode": {"text": "MMR"}}, "ehr-1", "patient"),
+        _on(
+            {
+                "resourceType": "Observation",
+                "id": "hb",
+                "status": "final",
+                "code": {"coding": [{"system": LOINC, "code": "718-7"}]},
+                "valueQuantity": {"value": 6.7, "code": "g/dL"},
+            },
+            "ehr-1",
+        ),
+        _on(
+            {"resourceType": "AllergyIntolerance", "id": "a1", "code": {"text": "penicillin"}},
+            "ehr-1",
+            "patient",
+        ),
+        _on(
+            {
+                "resourceType": "Immunization",
+                "id": "i1",
+                "status": "completed",
+                "vaccineCode": {"text": "MMR"},
+            },
+            "ehr-1",
+            "patient",
+        ),
         _on({"resourceType": "Encounter", "id": "e1", "status": "finished"}, "ehr-1"),
-        _on({"resourceType": "Condition", "id": "ghost1",
-             "code": {"text": "fever"}}, "ghost"),  # a patient not in the data set
-    ]  # fmt: skip
+        _on(
+            {"resourceType": "Condition", "id": "ghost1", "code": {"text": "fever"}}, "ghost"
+        ),  # a patient not in the data set
+    ]
 
 
 def _resources(ctx: MappingContext, seed_cases: list[Case]) -> list[Json]:
@@ -75,16 +102,22 @@ def test_each_resource_ends_in_exactly_one_place(
     assert where[("Specimen", "s1")] == "used"
     assert where[("Specimen", "s3")] == "other"
     assert where[("Observation", "hb")] == "other"
-    for key in (("AllergyIntolerance", "a1"), ("Immunization", "i1"), ("Encounter", "e1"),
-                ("Condition", "ghost1")):  # fmt: skip
+    for key in (
+        ("AllergyIntolerance", "a1"),
+        ("Immunization", "i1"),
+        ("Encounter", "e1"),
+        ("Condition", "ghost1"),
+    ):
         assert where[key] == "other", key
     seed_events = sum(len(c.events) for c in result.cases if c.patient.study_id != "ehr-1")
     per_type = by_type(found)
     assert sum(c.events for c in per_type.values()) >= seed_events - 2 * 3  # patient-held
     assert per_type["Specimen"] == TypeCount(fetched=2, used=1, other=1)
     assert per_type["Patient"] == TypeCount(fetched=3, patients=3)
-    assert all(c.fetched == c.patients + c.events + c.used + c.other + c.excluded
-               for c in per_type.values())  # fmt: skip
+    assert all(
+        c.fetched == c.patients + c.events + c.used + c.other + c.excluded
+        for c in per_type.values()
+    )
 
 
 def test_a_resource_lost_by_the_mapping_is_unaccounted_not_an_event(
@@ -127,8 +160,12 @@ def test_fetched_counts_come_from_the_pull_when_given(
 
 def test_a_job_shows_the_account_per_type() -> None:
     condition = TypeCount(fetched=2, events=1, other=1).as_dict()
-    counts = {"patients": 1, "Condition": 2, "not_asked": ["Flag"],
-              "by_type": {"Condition": condition}}  # fmt: skip
+    counts = {
+        "patients": 1,
+        "Condition": 2,
+        "not_asked": ["Flag"],
+        "by_type": {"Condition": condition},
+    }
     run = SyncRun(id=1, kind="pull", status="succeeded", counts=orjson.dumps(counts).decode())
     job = Job.from_run(run)
     assert job.counts == {"patients": 1, "Condition": 2}
@@ -148,27 +185,57 @@ def server() -> Any:
         resources = [{"type": t, "searchParam": [{"name": "subject"}]} for t in EVENT_TYPES]
         resources += [{"type": t, "searchParam": [{"name": "patient"}]} for t in COMPARTMENT]
         resources += [{"type": "Medication", "searchParam": [{"name": "code"}]}]
-        hostile.routes["/fhir/metadata"] = fhir_json({
-            "resourceType": "CapabilityStatement",
-            "rest": [{"mode": "server", "resource": resources}],
-        })  # fmt: skip
+        hostile.routes["/fhir/metadata"] = fhir_json(
+            {
+                "resourceType": "CapabilityStatement",
+                "rest": [{"mode": "server", "resource": resources}],
+            }
+        )
         for rtype in (*EVENT_TYPES, *COMPARTMENT):
             hostile.routes[f"/fhir/{rtype}"] = bundle([])
         hostile.routes["/fhir/Patient"] = bundle([PATIENT])
-        hostile.routes["/fhir/AllergyIntolerance"] = bundle([
-            _on({"resourceType": "AllergyIntolerance", "id": "a1",
-                 "code": {"text": "penicillin"}}, "p1", "patient"),
-        ])  # fmt: skip
-        hostile.routes["/fhir/Immunization"] = bundle([
-            _on({"resourceType": "Immunization", "id": "i1", "status": "completed",
-                 "vaccineCode": {"text": "MMR"}}, "p1", "patient"),
-        ])  # fmt: skip
+        hostile.routes["/fhir/AllergyIntolerance"] = bundle(
+            [
+                _on(
+                    {
+                        "resourceType": "AllergyIntolerance",
+                        "id": "a1",
+                        "code": {"text": "penicillin"},
+                    },
+                    "p1",
+                    "patient",
+                ),
+            ]
+        )
+        hostile.routes["/fhir/Immunization"] = bundle(
+            [
+                _on(
+                    {
+                        "resourceType": "Immunization",
+                        "id": "i1",
+                        "status": "completed",
+                        "vaccineCode": {"text": "MMR"},
+                    },
+                    "p1",
+                    "patient",
+                ),
+            ]
+        )
         # a match whose subject is a Patient the pull did not select (a server matching
         # through another path): cached, so it must be listed and counted
-        hostile.routes["/fhir/Observation"] = bundle([
-            _on({"resourceType": "Observation", "id": "o-ghost", "status": "final",
-                 "code": {"text": "x"}}, "ghost"),
-        ])  # fmt: skip
+        hostile.routes["/fhir/Observation"] = bundle(
+            [
+                _on(
+                    {
+                        "resourceType": "Observation",
+                        "id": "o-ghost",
+                        "status": "final",
+                        "code": {"text": "x"},
+                    },
+                    "ghost",
+                ),
+            ]
+        )
         yield hostile
 
 
@@ -184,8 +251,7 @@ def _pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, *args: str)
 
 def _other(tmp_path: Path) -> dict[tuple[str, str], str]:
     with (tmp_path / "out" / "other.csv").open() as handle:
-        return {(r["resource_type"], r["resource_id"]): r["reason"]
-                for r in csv.DictReader(handle)}  # fmt: skip
+        return {(r["resource_type"], r["resource_id"]): r["reason"] for r in csv.DictReader(handle)}
 
 
 def _row(text: str, rtype: str) -> list[str]:
@@ -194,9 +260,11 @@ def _row(text: str, rtype: str) -> list[str]:
 
 
 def test_the_pull_asks_every_compartment_type_and_accounts_for_each(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     assert _pull(tmp_path, monkeypatch, f"{server.url}/fhir") == 0
     asked = {seen.path.rsplit("/", 1)[-1] for seen in server.seen}
     assert set(COMPARTMENT) <= asked
@@ -214,9 +282,11 @@ def test_the_pull_asks_every_compartment_type_and_accounts_for_each(
 
 
 def test_types_left_out_are_listed_and_not_asked(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     assert _pull(tmp_path, monkeypatch, f"{server.url}/fhir", "--types", "library") == 0
     asked = {seen.path.rsplit("/", 1)[-1] for seen in server.seen}
     assert not set(COMPARTMENT) & asked
@@ -225,9 +295,11 @@ def test_types_left_out_are_listed_and_not_asked(
 
 
 def test_a_bad_types_option_names_the_part_and_the_fix(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     code = _pull(tmp_path, monkeypatch, f"{server.url}/fhir", "--types", "library,allergy")
     assert code == 2
     err = capsys.readouterr().err
@@ -236,9 +308,11 @@ def test_a_bad_types_option_names_the_part_and_the_fix(
 
 
 def test_compartment_types_the_server_cannot_search_by_patient_are_named(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     """The scripted server declares no patient search for Goal, FamilyMemberHistory, ...:
     it may hold them, so the pull says it did not ask for them."""
     assert _pull(tmp_path, monkeypatch, f"{server.url}/fhir") == 0
@@ -251,25 +325,36 @@ def test_compartment_types_the_server_cannot_search_by_patient_are_named(
 
 
 def test_a_type_read_by_type_keeps_only_the_selected_patients_and_counts_the_rest(
-    server: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: HostileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     """AdverseEvent without a patient search (as on sekmet) is read by type: the server's
     others, of another patient or of none, are no part of the cohort: counted, not listed."""
     declared = [t for t in EVENT_TYPES if t != "AdverseEvent"]
-    server.routes["/fhir/metadata"] = fhir_json({
-        "resourceType": "CapabilityStatement",
-        "rest": [{"mode": "server", "resource": [
-            *({"type": t, "searchParam": [{"name": "subject"}]} for t in declared),
-            {"type": "AdverseEvent", "searchParam": [{"name": "date"}]},
-        ]}],
-    })  # fmt: skip
+    server.routes["/fhir/metadata"] = fhir_json(
+        {
+            "resourceType": "CapabilityStatement",
+            "rest": [
+                {
+                    "mode": "server",
+                    "resource": [
+                        *({"type": t, "searchParam": [{"name": "subject"}]} for t in declared),
+                        {"type": "AdverseEvent", "searchParam": [{"name": "date"}]},
+                    ],
+                }
+            ],
+        }
+    )
     event = {"resourceType": "AdverseEvent", "actuality": "actual", "event": {"text": "x"}}
-    server.routes["/fhir/AdverseEvent"] = bundle([
-        _on({**event, "id": "ae-mine"}, "p1"),
-        _on({**event, "id": "ae-theirs"}, "someone-else"),
-        {**event, "id": "ae-nobody"},
-    ])  # fmt: skip
+    server.routes["/fhir/AdverseEvent"] = bundle(
+        [
+            _on({**event, "id": "ae-mine"}, "p1"),
+            _on({**event, "id": "ae-theirs"}, "someone-else"),
+            {**event, "id": "ae-nobody"},
+        ]
+    )
     assert _pull(tmp_path, monkeypatch, f"{server.url}/fhir", "--types", "library") == 0
     other = _other(tmp_path)
     assert ("AdverseEvent", "ae-mine") in other
@@ -296,9 +381,14 @@ def test_the_pull_end_sums_exclusions_by_reason(capsys: pytest.CaptureFixture[st
         Unmapped("Condition/c2", "Condition", "verificationStatus entered-in-error"),
         Unmapped("Procedure/p1", "Procedure", "status not-done"),
     ]
-    outcome = PullOutcome(1, excluded=excluded,
-                          by_type={"Condition": TypeCount(fetched=2, excluded=2),
-                                   "Procedure": TypeCount(fetched=1, excluded=1)})  # fmt: skip
+    outcome = PullOutcome(
+        1,
+        excluded=excluded,
+        by_type={
+            "Condition": TypeCount(fetched=2, excluded=2),
+            "Procedure": TypeCount(fetched=1, excluded=1),
+        },
+    )
     print_account(outcome)
     text = capsys.readouterr().out
     assert "excluded 2: verificationStatus entered-in-error" in text
@@ -319,9 +409,13 @@ def test_a_resource_not_accounted_for_is_shown_in_red(capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("library,allergy", "'allergy' is not a resource type"), ("library,", "'' is not"),
-     ("Patient", "Patient is always pulled"), (" , ", "is not a resource type")],
-)  # fmt: skip
+    [
+        ("library,allergy", "'allergy' is not a resource type"),
+        ("library,", "'' is not"),
+        ("Patient", "Patient is always pulled"),
+        (" , ", "is not a resource type"),
+    ],
+)
 def test_types_are_checked_before_anything_is_asked(text: str, words: str) -> None:
     from fhir_cart.sync.pull import parse_types
 

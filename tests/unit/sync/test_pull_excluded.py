@@ -18,9 +18,14 @@ RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 def _given(rid: str, status: str) -> dict[str, Any]:
     drug = {"coding": [{"system": RX, "code": "1597258"}]}
-    return {"resourceType": "MedicationAdministration", "id": rid, "status": status,
-            "subject": {"reference": "Patient/p1"}, "effectivePeriod": {"start": "2021-01-02"},
-            "medicationCodeableConcept": drug}  # fmt: skip
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": rid,
+        "status": status,
+        "subject": {"reference": "Patient/p1"},
+        "effectivePeriod": {"start": "2021-01-02"},
+        "medicationCodeableConcept": drug,
+    }
 
 
 def test_pull_writes_the_excluded_list_and_counts_it(
@@ -31,10 +36,14 @@ def test_pull_writes_the_excluded_list_and_counts_it(
         for rtype in EVENT_TYPES:
             server.routes[f"/fhir/{rtype}"] = bundle([])
         server.routes["/fhir/Patient"] = bundle([{"resourceType": "Patient", "id": "p1"}])
-        server.routes["/fhir/MedicationAdministration"] = bundle([
-            _given("m1", "completed"), _given("m2", "not-done"), _given("m3", "in-progress"),
-            _given("m4", "entered-in-error"),
-        ])  # fmt: skip
+        server.routes["/fhir/MedicationAdministration"] = bundle(
+            [
+                _given("m1", "completed"),
+                _given("m2", "not-done"),
+                _given("m3", "in-progress"),
+                _given("m4", "entered-in-error"),
+            ]
+        )
         monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
         monkeypatch.setenv("FHIR_CART_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("FHIR_CART_CACHE_URL", f"sqlite:///{tmp_path / 'cache.sqlite'}")
@@ -51,6 +60,8 @@ def test_pull_writes_the_excluded_list_and_counts_it(
     ]
     with (out / "events.csv").open(newline="") as handle:
         events = {r["event_id"]: r["status"] for r in csv.DictReader(handle)}
-    assert events == {"medication-administration-m1": "",
-                      "medication-administration-m3": "in-progress"}  # fmt: skip
+    assert events == {
+        "medication-administration-m1": "",
+        "medication-administration-m3": "in-progress",
+    }
     assert not (out / "unmapped.csv").exists()

@@ -47,8 +47,22 @@ def test_the_pulls_tables_are_those_of_the_whole_cohort_mapped_at_once(
     with HostileServer() as server:
         _serve(server, resources)
         _settings(monkeypatch, tmp_path, server.url, "cli")
-        assert main(["pull", "--server", "h", "--out", str(tmp_path / "pull"),
-                     "--search", "name=x", "--types", "all"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "pull",
+                    "--server",
+                    "h",
+                    "--out",
+                    str(tmp_path / "pull"),
+                    "--search",
+                    "name=x",
+                    "--types",
+                    "all",
+                ]
+            )
+            == 0
+        )
         _settings(monkeypatch, tmp_path, server.url, "job")
         app = Application()
         with app.opened_cache(None) as cache:
@@ -71,5 +85,8 @@ def test_the_pulls_tables_are_those_of_the_whole_cohort_mapped_at_once(
     assert written.tables is not None
     assert written.tables.patients == len(kept.cases)
     assert (written.tables.other, written.tables.unmapped, written.tables.excluded) == (
-        len(kept.other), len(kept.unmapped), len(kept.excluded))  # fmt: skip
+        len(kept.other),
+        len(kept.unmapped),
+        len(kept.excluded),
+    )
     assert written.by_type == kept.by_type

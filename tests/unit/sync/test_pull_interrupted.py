@@ -29,11 +29,18 @@ def observations(broken: bool) -> Callable[[Seen], Answer]:
         ids = [ref.split("/")[-1] for ref in refs if ref]
         if broken and "p200" in ids:  # the third chunk of patients
             return 200, {"Content-Type": "application/fhir+json"}, b'{"resourceType": "Bun'
-        return bundle([
-            {"resourceType": "Observation", "id": f"o-{pid}", "status": "final",
-             "code": {"text": "x"}, "subject": {"reference": f"Patient/{pid}"}}
-            for pid in ids
-        ])  # fmt: skip
+        return bundle(
+            [
+                {
+                    "resourceType": "Observation",
+                    "id": f"o-{pid}",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "subject": {"reference": f"Patient/{pid}"},
+                }
+                for pid in ids
+            ]
+        )
 
     return answer
 
@@ -47,10 +54,14 @@ def test_a_pull_that_dies_part_way_leaves_whole_patients_and_an_interrupted_run(
         server.routes["/fhir/metadata"] = capabilities(*EVENTS)
         for rtype in EVENTS:
             server.routes[f"/fhir/{rtype}"] = bundle([])
-        server.routes["/fhir/Patient"] = fhir_json({
-            "resourceType": "Bundle", "type": "searchset", "total": len(PATIENTS),
-            "entry": [{"resource": p, "search": {"mode": "match"}} for p in PATIENTS],
-        })  # fmt: skip
+        server.routes["/fhir/Patient"] = fhir_json(
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(PATIENTS),
+                "entry": [{"resource": p, "search": {"mode": "match"}} for p in PATIENTS],
+            }
+        )
         server.routes["/fhir/Observation"] = observations(broken=True)
         settings_env(monkeypatch, tmp_path, f"{server.url}/fhir")
         assert pull(tmp_path, "--search", "name=x") == 6

@@ -26,12 +26,23 @@ SYSTEM = "urn:sys"
 def capabilities() -> Json:
     return {
         "resourceType": "CapabilityStatement",
-        "rest": [{"mode": "server", "resource": [
-            {"type": t, "searchParam": [{"name": "subject"}, {"name": "_id"},
-                                        {"name": "identifier"}]}
-            for t in ("Patient", *EVENT_TYPES)
-        ]}],
-    }  # fmt: skip
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {
+                        "type": t,
+                        "searchParam": [
+                            {"name": "subject"},
+                            {"name": "_id"},
+                            {"name": "identifier"},
+                        ],
+                    }
+                    for t in ("Patient", *EVENT_TYPES)
+                ],
+            }
+        ],
+    }
 
 
 @dataclass
@@ -48,19 +59,26 @@ class Scripted:
 
     def __post_init__(self) -> None:
         self.data["Patient"] = [
-            {"resourceType": "Patient", "id": f"p{i}",
-             "identifier": [{"system": SYSTEM, "value": f"v{i}"}]}
+            {
+                "resourceType": "Patient",
+                "id": f"p{i}",
+                "identifier": [{"system": SYSTEM, "value": f"v{i}"}],
+            }
             for i in range(self.patients)
-        ]  # fmt: skip
+        ]
         self.data["Condition"] = [
             {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/p{i}"}}
             for i in range(self.patients)
         ]
         self.data["Observation"] = [
-            {"resourceType": "Observation", "id": f"o{i}-{k}",
-             "subject": {"reference": f"Patient/p{i}"}}
-            for i in range(self.patients) for k in range(2)
-        ]  # fmt: skip
+            {
+                "resourceType": "Observation",
+                "id": f"o{i}-{k}",
+                "subject": {"reference": f"Patient/p{i}"},
+            }
+            for i in range(self.patients)
+            for k in range(2)
+        ]
 
     def values(self, raw: str) -> list[str]:
         if self.or_mode == "literal":
@@ -94,8 +112,12 @@ class Scripted:
         else:
             page, more = matched[offset : offset + count], offset + count < len(matched)
         entries = [{"resource": r, "search": {"mode": "match"}} for r in page]
-        bundle: Json = {"resourceType": "Bundle", "type": "searchset", "total": len(matched),
-                        "entry": entries}  # fmt: skip
+        bundle: Json = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(matched),
+            "entry": entries,
+        }
         if more:
             query = {**dict(request.url.params), "_offset": str(offset + count)}
             url = str(request.url.copy_with(params=query))
@@ -117,8 +139,9 @@ class Scripted:
 
     @staticmethod
     def json(body: Json, status: int = 200) -> httpx.Response:
-        return httpx.Response(status, content=orjson.dumps(body),
-                              headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+        return httpx.Response(
+            status, content=orjson.dumps(body), headers={"Content-Type": "application/fhir+json"}
+        )
 
     def per_type(self) -> Counter[str]:
         return Counter(u.path.rsplit("/", 1)[-1] for u in self.seen)
@@ -219,10 +242,13 @@ def test_compartment_types_are_asked_by_the_same_chunks(monkeypatch: pytest.Monk
     monkeypatch.setattr(f"{__name__}.capabilities", lambda: statement)
     server = Scripted(patients=250)
     server.data["AllergyIntolerance"] = [
-        {"resourceType": "AllergyIntolerance", "id": f"a{i}",
-         "subject": {"reference": f"Patient/p{i}"}}
+        {
+            "resourceType": "AllergyIntolerance",
+            "id": f"a{i}",
+            "subject": {"reference": f"Patient/p{i}"},
+        }
         for i in range(0, 250, 2)
-    ]  # fmt: skip
+    ]
     got, stats = run(server)
     want = expected(250)
     for i in range(0, 250, 2):
