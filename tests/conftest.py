@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,11 @@ from tests.support import (  # noqa: F401  (ROOT ... need: for tests not yet imp
     in_ci,
     need,
 )
+
+# Keep compiled modules (and pytest's rewritten tests) between runs even where
+# PYTHONDONTWRITEBYTECODE is set, as on the project's machines: without them every run
+# parses and rewrites each test module again, about half of the fast loop's collection.
+sys.dont_write_bytecode = False
 
 
 @pytest.fixture
