@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from fhir_cart import __version__
 from fhir_cart.application import Application, Cache
@@ -44,10 +45,27 @@ __all__ = ["create_app", "problem"]
 log = logging.getLogger(__name__)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route of this path answers in full (a path can have one route per
+    method, as ``GET`` and ``POST /mappings/{name}``), asked of each route through its
+    public ``matches``."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    )
+
+
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         headers = dict(exc.headers) if exc.headers else None  # e.g. Allow on a 405
+        if exc.status_code == 405:  # starlette names the first route's methods only
+            headers = {**(headers or {}), "Allow": _allowed(request)}
         members = getattr(exc, "members", None)  # ProblemError's extension members
         detail = public_paths(str(exc.detail), request.app.state.application)
         if request.url.path.startswith("/ui/"):  # a page's error is a page

@@ -227,3 +227,15 @@ def test_the_registry_role_has_no_assistant(client: TestClient) -> None:
     sign_in(client, "reg")
     assert client.get("/ui/assistant").status_code == 403
     assert client.get("/ui/mappings").status_code == 403
+
+
+def test_a_405_names_every_method_of_the_path(client: TestClient) -> None:
+    """`GET` and `POST /mappings/{name}` are two routes: a 405 on the path lists both in
+    `Allow` (starlette names the first route's only; the API contract test caught it)."""
+    answer = client.request("OPTIONS", "/mappings/x", headers=headers("admin"))
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET, POST"
+    answer = client.request("DELETE", "/uploads", headers=headers("admin"))
+    assert answer.status_code == 405
+    assert "DELETE" not in answer.headers["allow"]
+    assert "POST" in answer.headers["allow"]
