@@ -239,3 +239,13 @@ def test_a_405_names_every_method_of_the_path(client: TestClient) -> None:
     assert answer.status_code == 405
     assert "DELETE" not in answer.headers["allow"]
     assert "POST" in answer.headers["allow"]
+
+
+def test_a_query_parameter_given_twice_is_refused(client: TestClient) -> None:
+    """Which owner was meant by `owner=a&owner=b` cannot be told (the API contract test
+    sent one such request and it was answered with the last one's list)."""
+    for path in ("/mappings?owner=centre_a&owner=centre_b", "/mappings/x?version=1&version=2"):
+        answer = client.get(path, headers=headers("admin"))
+        assert answer.status_code == 422, path
+        assert "given more than once" in answer.json()["detail"]
+    assert client.get("/mappings?owner=centre_a", headers=headers("admin")).status_code == 200
