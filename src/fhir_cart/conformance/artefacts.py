@@ -24,7 +24,8 @@ from typing import Any
 from fhir_cart.conformance.contexts import PATIENT_EVENT_KINDS, build_contexts, own_additions
 from fhir_cart.library.concepts import AttributeDef, ConceptLibrary, StudyLibraryFile
 from fhir_cart.library.study_mapping import StudyMapping
-from fhir_cart.library.terminology import Coding
+from fhir_cart.library.terminology import Coding, Concept
+from fhir_cart.library.words import STUDY_SYSTEM, words_data
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.types import Json
 
@@ -37,6 +38,8 @@ __all__ = [
     "own_code_system",
     "study_canonicals",
     "study_code_system",
+    "study_value_set_urls",
+    "study_value_sets",
     "value_sets",
 ]
 
@@ -214,12 +217,12 @@ def _extension_sd(
     }
 
 
-def _value_rules(attr: AttributeDef) -> Json:
+def _value_rules(attr: AttributeDef, study_sets: dict[str, str] | None = None) -> Json:
     """The binding of a coded attribute, the bounds of a number (R4 minValue[x] and
     maxValue[x] apply to integer and decimal values; a quantity's bounds are in its
     canonical unit, so they stay in the library)."""
     out: Json = {}
-    binding = _binding(attr)
+    binding = _binding(attr, study_sets or {})
     if binding is not None:
         out["binding"] = binding
     suffix = {"integer": "Integer", "number": "Decimal"}.get(attr.type)
@@ -232,14 +235,15 @@ def _value_rules(attr: AttributeDef) -> Json:
     return out
 
 
-def _binding(attr: AttributeDef) -> Json | None:
+def _binding(attr: AttributeDef, study_sets: dict[str, str]) -> Json | None:
     """A coded attribute's value set: required when the vocabulary is closed, extensible when
-    it is open (a word outside it is kept as text, R4 terminologies.html#extensible)."""
+    it is open (a word outside it is kept as text, R4 terminologies.html#extensible); the
+    study's ValueSet of a vocabulary its library file adds words to."""
     if attr.type != "coded" or attr.value_set is None:
         return None
     return {
         "strength": "extensible" if attr.open else "required",
-        "valueSet": value_set_url(attr.value_set),
+        "valueSet": study_sets.get(attr.value_set) or value_set_url(attr.value_set),
     }
 
 
@@ -253,6 +257,13 @@ def extension_sds(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Jso
     urls = {name: ctx.ext(name) for name in [*_STRUCTURAL, *events]}
     contexts = build_contexts(ctx.concepts, mappings, urls)
     bases = (ctx.profiles.extension_base, *study_canonicals(mappings))
+    study_sets = study_value_set_urls(mappings)
+    study_attributes = {
+        key
+        for mapping in mappings
+        for group in (own_additions(mapping).attributes, own_additions(mapping).patient_attributes)
+        for key in group
+    }
     found: list[tuple[str, Json]] = []
     for name, (types, text) in _STRUCTURAL.items():
         found.append((name, _extension_sd(urls[name], name, text, types)))
@@ -264,7 +275,8 @@ def extension_sds(ctx: MappingContext, mappings: list[StudyMapping]) -> list[Jso
             text += f" Words of vocabulary '{attr.value_set}' (ValueSet {attr.value_set})."
         url = _attribute_url(ctx, key, attr)
         if url.startswith(bases):
-            sd = _extension_sd(url, attr.label, text, _EXT_TYPES[attr.type], _value_rules(attr))
+            rules = _value_rules(attr, study_sets if key in study_attributes else None)
+            sd = _extension_sd(url, attr.label, text, _EXT_TYPES[attr.type], rules)
             found.append((key, sd))
     out = []
     for name, sd in found:
@@ -302,6 +314,22 @@ def study_code_system(ctx: MappingContext, mapping: StudyMapping) -> Json | None
         for key, c in sorted(own.concepts.items())
         if not c.codings
     ]
+    seen = {c["code"] for c in concepts}
+    for group, words in sorted(own.value_sets.items()):
+        for word, meaning in sorted(words.items()):
+            for coding in meaning.codings:
+                if coding.system != STUDY_SYSTEM or coding.code in seen:
+                    continue
+                seen.add(coding.code)
+                concepts.append(
+                    {
+                        "code": coding.code,
+                        "display": coding.display,
+                        "definition": f"{meaning.text} (word '{word}' of vocabulary '{group}' "
+                        f"in the library of study centre '{mapping.centre}'; source: "
+                        f"{coding.source}).",
+                    }
+                )
     if not concepts:
         return None
     return {
@@ -312,8 +340,8 @@ def study_code_system(ctx: MappingContext, mapping: StudyMapping) -> Json | None
         "name": _name(own.code_system),
         "title": f"Concepts of {mapping.centre} without a standard code",
         "experimental": False,
-        "description": f"The concepts the study library of '{mapping.centre}' adds to the "
-        "fhir_cart concept library with no standard code verified for them.",
+        "description": "The concepts and vocabulary words the study library of "
+        f"'{mapping.centre}' adds to the fhir_cart library with codes of the study's own.",
         "caseSensitive": True,
         "content": "complete",
         "count": len(concepts),
@@ -370,30 +398,78 @@ def own_code_system(ctx: MappingContext) -> Json:
     }
 
 
+def _include(systems: dict[str, str], words: Iterable[Concept]) -> list[Json]:
+    """``compose.include`` of the codes of ``words`` (a prefix code: it and its children)."""
+    by_system: dict[str, dict[str, Json]] = {}
+    families: set[tuple[str, str]] = set()
+    for concept in words:
+        for c in concept.codings:
+            system = systems[c.system]
+            if c.prefix:  # the code and its children
+                families.add((system, c.code))
+                continue
+            by_system.setdefault(system, {}).setdefault(
+                c.code, {"code": c.code, "display": c.display}
+            )
+    include: list[Json] = [
+        {"system": system, "concept": list(codes.values())}
+        for system, codes in sorted(by_system.items())
+    ]
+    include += [
+        {"system": system, "filter": [{"property": "concept", "op": "is-a", "value": code}]}
+        for system, code in sorted(families)
+    ]
+    return include
+
+
+def study_value_set_urls(mappings: Iterable[StudyMapping]) -> dict[str, str]:
+    """Vocabulary -> the study's ValueSet of it (``<canonical>/ValueSet/<vocabulary>``), for
+    each vocabulary a mapping's library file (with ``canonical``) adds words to."""
+    found: dict[str, str] = {}
+    for mapping in mappings:
+        own = mapping.own_concepts()
+        if isinstance(own, StudyLibraryFile) and own.canonical is not None:
+            for group in own.value_sets:
+                found[group] = f"{own.canonical}/ValueSet/{group.replace('_', '-')}"
+    return found
+
+
+def study_value_sets(ctx: MappingContext, mapping: StudyMapping) -> list[Json]:
+    """The study's ValueSet of each vocabulary its library file adds words to: every code of
+    the vocabulary, the shipped words' and the study's (none without ``canonical``)."""
+    own = mapping.own_concepts()
+    urls = study_value_set_urls([mapping])
+    if not isinstance(own, StudyLibraryFile) or not urls:
+        return []
+    data = words_data(ctx.terminology.data, own.value_sets, own.system_url)
+    out = []
+    for group, url in sorted(urls.items()):
+        words = data.concepts[group]
+        shipped = group in ctx.terminology.data.concepts
+        whose = f"the fhir_cart vocabulary '{group}' with" if shipped else "vocabulary"
+        out.append(
+            {
+                "resourceType": "ValueSet",
+                "id": url.rsplit("/", 1)[1],
+                "url": url,
+                **common(ctx),
+                "name": _name(url.rsplit("/", 1)[1]),
+                "title": f"Vocabulary {group} of {mapping.centre}",
+                "description": f"Codes of {whose} the words the study library of "
+                f"'{mapping.centre}' adds ({', '.join(own.value_sets[group])}); all words: "
+                f"{', '.join(words)}.",
+                "compose": {"include": _include(data.systems, words.values())},
+            }
+        )
+    return out
+
+
 def value_sets(ctx: MappingContext) -> list[Json]:
     """A ValueSet per vocabulary (terminology group)."""
     terms = ctx.terminology
     out = []
     for group, words in terms.data.concepts.items():
-        by_system: dict[str, dict[str, Json]] = {}
-        families: set[tuple[str, str]] = set()
-        for concept in words.values():
-            for c in concept.codings:
-                system = terms.system(c.system)
-                if c.prefix:  # the code and its children
-                    families.add((system, c.code))
-                    continue
-                by_system.setdefault(system, {}).setdefault(
-                    c.code, {"code": c.code, "display": c.display}
-                )
-        include: list[Json] = [
-            {"system": system, "concept": list(codes.values())}
-            for system, codes in sorted(by_system.items())
-        ]
-        include += [
-            {"system": system, "filter": [{"property": "concept", "op": "is-a", "value": code}]}
-            for system, code in sorted(families)
-        ]
+        include = _include(terms.data.systems, words.values())
         out.append(
             {
                 "resourceType": "ValueSet",

@@ -26,6 +26,7 @@ from fhir_cart.conformance.artefacts import (
     own_code_system,
     study_canonicals,
     study_code_system,
+    study_value_sets,
     value_sets,
 )
 from fhir_cart.conformance.conceptmaps import concept_maps
@@ -93,6 +94,7 @@ def build_study_package(ctx: MappingContext, name: str, mapping: StudyMapping) -
     code_system = study_code_system(ctx, mapping)
     if code_system is not None:
         resources.append(code_system)
+    resources += study_value_sets(ctx, mapping)
     resources += concept_maps(ctx, {name: mapping}, crosswalk=False)
     package_id = f"dev.fhir-cart.{mapping.centre}"
     title = f"fhir_cart additions of {mapping.centre}"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fhir_cart.library.concepts import ConceptDef
+from fhir_cart.library.concepts import ConceptDef, ConceptsFile, StudyLibraryFile
 from fhir_cart.library.profiles import Profiles
 from fhir_cart.library.terminology import TerminologyFile
+from fhir_cart.library.words import STUDY_SYSTEM, word_problems
 
-__all__ = ["bound_value_problems"]
+__all__ = ["bound_value_problems", "study_word_problems"]
 
 
 def bound_value_problems(
@@ -45,5 +46,47 @@ def bound_value_problems(
                     f"{where}; word {word!r} of value set {value.value_set!r} has no code "
                     f"in it ({shown}); give the word a coding of that value set "
                     f"({bound.source}), use another value set, or {fix}"
+                )
+    return found
+
+
+def study_word_problems(
+    own: StudyLibraryFile, shared: ConceptsFile, terms: TerminologyFile, profiles: Profiles
+) -> list[str]:
+    """What refuses the words a study's library file adds (``value_sets``): those of
+    :func:`fhir_cart.library.words.word_problems`, a word added to a vocabulary whose values
+    a concept writes into a profile's required binding (mCODE's disease status) without a
+    code of the bound value set, and a word added to a closed shipped vocabulary that a
+    shipped extension binds (required): the study's FHIR would not validate there."""
+    found = word_problems(own.value_sets, terms, own.system_url)
+    systems = {**terms.systems, STUDY_SYSTEM: own.system_url or STUDY_SYSTEM}
+    concepts = {**shared.concepts, **own.concepts}
+    for group, words in own.value_sets.items():
+        for key, concept in concepts.items():
+            bound = profiles.bound_values.get(concept.profile or "")
+            if bound is None or concept.value.value_set != group:
+                continue
+            for word, meaning in words.items():
+                codes = {f"{systems.get(c.system, c.system)}|{c.code}" for c in meaning.codings}
+                if codes & bound.codes:
+                    continue
+                found.append(
+                    f"value_sets.{group}.{word}: concept {key!r} writes the words of "
+                    f"{group!r} into {bound.element} of profile {concept.profile!r}, bound "
+                    f"({bound.strength}) to {bound.value_set}, and the word has no code in it "
+                    f"({', '.join(sorted(codes)) or 'no coding'}); add the coding of the status "
+                    f"it falls under ({bound.source}) beside its own code, with `within:` that "
+                    "word, or put the word in a vocabulary of the study's own concept without "
+                    "`profile:`"
+                )
+        if group not in terms.concepts:
+            continue
+        for key, attr in {**shared.attributes, **shared.patient_attributes}.items():
+            if attr.value_set == group and attr.fhir == "extension" and not attr.open:
+                found.append(
+                    f"value_sets.{group}: the shipped vocabulary {group!r} is the required "
+                    f"binding of the shipped extension of attribute {key!r} (closed: not "
+                    "`open`); a word added to it would not validate there; give the study "
+                    "its own attribute with a vocabulary of its own"
                 )
     return found

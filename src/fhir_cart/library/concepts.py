@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from fhir_cart.errors import ConfigError
 from fhir_cart.library.folder import shipped_folder
 from fhir_cart.library.terminology import Coding, Concept, Terminology, TerminologyFile
+from fhir_cart.library.words import with_words
 from fhir_cart.library.yamlfile import load_model
 
 __all__ = [
@@ -201,6 +202,30 @@ class StudyLibraryFile(ConceptsFile):
     """The study's canonical base URL (no trailing slash)."""
     code_system: str = Field(default="concepts", pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
     """Id of the study's CodeSystem (its URL's tail)."""
+    value_sets: dict[str, dict[str, Concept]] = Field(default_factory=dict)
+    """Words added to a vocabulary (terminology group) of mappings/terminology.yaml, or to a
+    vocabulary of the study's own: vocabulary -> word -> its text and codings (with their
+    sources), as terminology.yaml writes them; ``system: study`` is the study's CodeSystem
+    (fhir_cart.library.words)."""
+
+    @model_validator(mode="after")
+    def _word_keys(self) -> StudyLibraryFile:
+        import re
+
+        bad = [
+            f"value_sets.{group}{'' if word is None else '.' + word}: not a key "
+            "(lower case letters, digits, _)"
+            for group, words in self.value_sets.items()
+            for word in (None, *words)
+            if not re.match(_KEY, group if word is None else word)
+        ]
+        if bad:
+            raise ValueError("; ".join(dict.fromkeys(bad)))
+        return self
+
+    @property
+    def words_added(self) -> int:
+        return sum(len(words) for words in self.value_sets.values())
 
     @property
     def system_url(self) -> str | None:
@@ -227,6 +252,12 @@ class StudyLibraryFile(ConceptsFile):
             for key in {*mine} & {*theirs}
             if mine[key] != theirs[key]
         )
+        twice += sorted(
+            f"value_sets.{group}.{word}"
+            for group, words in other.value_sets.items()
+            for word, meaning in words.items()
+            if self.value_sets.get(group, {}).get(word, meaning) != meaning
+        )
         if twice:
             raise ConfigError(
                 f"{', '.join(twice)}: defined two different ways; keep one definition"
@@ -241,6 +272,10 @@ class StudyLibraryFile(ConceptsFile):
             concepts={**self.concepts, **other.concepts},
             attributes={**self.attributes, **other.attributes},
             patient_attributes={**self.patient_attributes, **other.patient_attributes},
+            value_sets={
+                group: {**self.value_sets.get(group, {}), **other.value_sets.get(group, {})}
+                for group in {**self.value_sets, **other.value_sets}
+            },
             canonical=self.canonical if mine else other.canonical,
             code_system=self.code_system if mine else other.code_system,
         ).published()
@@ -506,8 +541,12 @@ def load_concepts(
     path: Path | None = None,
     extra: ConceptsFile | None = None,
 ) -> ConceptLibrary:
-    """The shared library (``mappings/concepts.yaml``) plus a study's own concepts."""
+    """The shared library (``mappings/concepts.yaml``) plus a study's own concepts (and the
+    words its library file adds to the terminology, checked by the caller:
+    :meth:`fhir_cart.library.Library.concepts`)."""
     data = read_concepts_file(path or shipped_folder() / "concepts.yaml")
+    if isinstance(extra, StudyLibraryFile) and extra.value_sets:
+        terminology = with_words(terminology, extra.value_sets, extra.system_url)
     return build_library(merge_concepts(data, extra), terminology, own_systems=own_systems(extra))
 
 

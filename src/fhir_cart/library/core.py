@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fhir_cart.errors import ConfigError
-from fhir_cart.library.bindings import bound_value_problems
-from fhir_cart.library.concepts import ConceptLibrary, ConceptsFile, load_concepts
+from fhir_cart.library.bindings import bound_value_problems, study_word_problems
+from fhir_cart.library.concepts import (
+    ConceptLibrary,
+    ConceptsFile,
+    StudyLibraryFile,
+    load_concepts,
+)
 from fhir_cart.library.folder import shipped_folder
 from fhir_cart.library.profiles import Profiles, load_profiles
 from fhir_cart.library.statuses import StatusTable, load_statuses
 from fhir_cart.library.terminology import Terminology, load_terminology
+from fhir_cart.library.words import words_data
 
 if TYPE_CHECKING:
     from fhir_cart.library.study_mapping import StudyMapping
@@ -70,7 +76,12 @@ class Library:
             return self._shared
         terms = terminology if terminology is not None else self.terminology()
         if extra is not None:
-            problems = bound_value_problems(extra.concepts, terms.data, self.profiles())
+            data, problems = terms.data, []
+            if isinstance(extra, StudyLibraryFile) and extra.value_sets:
+                shared = self.concepts().data
+                problems = study_word_problems(extra, shared, data, self.profiles())
+                data = words_data(data, extra.value_sets, extra.system_url)
+            problems += bound_value_problems(extra.concepts, data, self.profiles())
             if problems:
                 raise ConfigError("; ".join(problems))
         return load_concepts(terms, self.folder / "concepts.yaml", extra)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fhir_cart.errors import ConfigError
-from fhir_cart.library.bindings import bound_value_problems
+from fhir_cart.library.bindings import bound_value_problems, study_word_problems
 from fhir_cart.library.concepts import (
     ConceptsFile,
     StudyLibraryFile,
@@ -27,6 +27,7 @@ from fhir_cart.library.concepts import (
 from fhir_cart.library.core import Library
 from fhir_cart.library.profiles import Profiles
 from fhir_cart.library.terminology import TerminologyFile
+from fhir_cart.library.words import STUDY_SYSTEM, words_data
 
 __all__ = ["LibraryReport", "bound_value_problems", "check_library_file"]
 
@@ -53,16 +54,19 @@ def check_library_file(path: Path, library: Library) -> LibraryReport:
     except ConfigError as exc:
         report.problems.append(exc.message)
         return report
-    terms = library.terminology().data
+    shipped = library.terminology().data
     shared = read_concepts_file(library.folder / "concepts.yaml")
     try:
         merged = merge_concepts(shared, own)
     except ConfigError as exc:
         report.problems.append(exc.message)
         merged = _without_clashes(shared, own)
+    report.problems += study_word_problems(own, shared, shipped, library.profiles())
+    terms = words_data(shipped, own.value_sets, own.system_url)
     report.problems += library_problems(merged, terms)
     report.problems += bound_value_problems(own.concepts, terms, library.profiles())
     _describe(report, own, terms, library.profiles())
+    _describe_words(report, own, shipped)
     return report
 
 
@@ -108,14 +112,42 @@ def _describe(
             url = attr.extension_url or f"(extension base)/{key.replace('_', '-')}"
             report.notes.append(f"attribute {key} ({attr.type}): {attr.fhir} {url}")
     if own.canonical is None:
-        if any(not c.codings for c in own.concepts.values()) or own.attributes:
+        if any(not c.codings for c in own.concepts.values()) or own.attributes or own.value_sets:
             report.warnings.append(
-                f"no `canonical:`: the own codes are in {local} and the extensions under "
-                "fhir_cart's extension base, which no package of this study publishes; set "
-                "`canonical:` to the study's base URL"
+                f"no `canonical:`: the own codes are in {local}, the extensions under "
+                "fhir_cart's extension base and the added words in no ValueSet, which no "
+                "package of this study publishes; set `canonical:` to the study's base URL"
             )
     else:
         report.notes.append(
             f"published by `fhir-cart artefacts --mapping M`: CodeSystem {own.system_url}, "
             f"extensions {own.canonical}/StructureDefinition/<key>"
+            + (f", value sets {own.canonical}/ValueSet/<vocabulary>" if own.value_sets else "")
         )
+
+
+def _describe_words(report: LibraryReport, own: StudyLibraryFile, shipped: TerminologyFile) -> None:
+    """A note per added word (its vocabulary, shipped or the study's, and its codes), a
+    warning per unverified code."""
+    if not own.value_sets:
+        return
+    report.notes.append(
+        f"adds {own.words_added} words to {len(own.value_sets)} vocabularies (value_sets)"
+    )
+    systems = {**shipped.systems, STUDY_SYSTEM: own.system_url or STUDY_SYSTEM}
+    for group, words in own.value_sets.items():
+        whose = "shipped vocabulary" if group in shipped.concepts else "the study's vocabulary"
+        for word, meaning in words.items():
+            codes = ", ".join(
+                f"{systems.get(c.system, c.system)}|{c.code}"
+                + ("" if c.verified else " (unverified)")
+                for c in meaning.codings
+            )
+            within = f", within {meaning.within}" if meaning.within else ""
+            report.notes.append(f"word {word} of {whose} {group}{within}: {codes}")
+            report.warnings += [
+                f"value_sets.{group}.{word}: coding {c.system}|{c.code} is verified: false "
+                f"(source {c.source!r}); --strict runs refuse it"
+                for c in meaning.codings
+                if not c.verified
+            ]

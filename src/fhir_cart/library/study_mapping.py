@@ -329,12 +329,13 @@ class StudyMapping(BaseModel):
         concepts = {**extra.concepts, **self.concepts}
         attributes = {**extra.attributes, **self.attributes}
         patient_attributes = {**extra.patient_attributes, **self.patient_attributes}
-        if not (concepts or attributes or patient_attributes):
+        if not (concepts or attributes or patient_attributes or extra.value_sets):
             return None
         return StudyLibraryFile(
             concepts=concepts,
             attributes=attributes,
             patient_attributes=patient_attributes,
+            value_sets=extra.value_sets,
             canonical=extra.canonical,
             code_system=extra.code_system,
         ).published()

@@ -322,6 +322,16 @@ class Terminology:
         theirs = {(s, c) for s, c, _ in self._all_codings[(group, broad)]}
         return bool((given & mine) - theirs)
 
+    def broader_words(self, group: str, word: str) -> list[str]:
+        """The words ``word`` is ``within``, the nearest first (b_all: [all])."""
+        out: list[str] = []
+        words = self.data.concepts.get(group, {})
+        up = words[word].within if word in words else None
+        while up is not None and up not in out:
+            out.append(up)
+            up = words[up].within if up in words else None
+        return out
+
     def _broader(self, group: str, word: str) -> set[str]:
         out: set[str] = set()
         words = self.data.concepts.get(group, {})

@@ -81,13 +81,26 @@ def _clinical_status(ctx: MappingContext, events: tuple[Event, ...] | list[Event
         value, when = event.value, event.when
         if value is None or value.code is None or when is None:
             continue
-        status = ctx.concepts.concept(event.concept).value.condition_status.get(value.code)
+        status = _condition_status(ctx, event.concept, value.code)
         if status is None or (when.date is None and when.day is None):
             continue
         key = (when.date is not None, when.date or when.day, when.day or 0)
         if latest is None or key >= latest:
             latest, found = key, status
     return found
+
+
+def _condition_status(ctx: MappingContext, concept_key: str, word: str) -> str | None:
+    """The word's ``condition_status``, else that of the nearest word it is ``within`` (a
+    word a study's library adds to a response scale sets the status its broader word does)."""
+    value = ctx.concepts.concept(concept_key).value
+    statuses = value.condition_status
+    if word in statuses or not statuses or value.value_set is None:
+        return statuses.get(word)
+    for broader in ctx.terminology.broader_words(value.value_set, word):
+        if broader in statuses:
+            return statuses[broader]
+    return None
 
 
 class _Refs:
