@@ -55,6 +55,9 @@ class TablesOutcome:
     resources: int = 0
     patients: int = 0
     other: int = 0
+    undeclared: int = 0
+    """Attribute values and extensions the concept library read with does not declare, each
+    a row of the ``other`` table (as ``fhir-cart pull`` counts them)."""
     unmapped: int = 0
     excluded: int = 0
     written: list[Path] = field(default_factory=list)
@@ -133,6 +136,8 @@ class _Sink:
                 outcome.cases.append(case)
         for row in result.other:
             self.tables.add_other(dict(row))
+        for row in result.undeclared:
+            self.tables.add_undeclared(dict(row))
         self._listed(result.unmapped, self.unmapped)
         self._listed(result.excluded, self.excluded)
         for item in result.excluded:
@@ -149,6 +154,7 @@ class _Sink:
 
     def close(self) -> None:
         self.outcome.written = self.tables.close()
+        self.outcome.undeclared += self.tables.undeclared
         self.outcome.unmapped_file = self.unmapped.close()
         self.outcome.excluded_file = self.excluded.close()
 
@@ -326,6 +332,7 @@ def _in_workers(
 def _add_outcome(total: TablesOutcome, part: TablesOutcome) -> None:
     total.patients += part.patients
     total.other += part.other
+    total.undeclared += part.undeclared
     total.unmapped += part.unmapped
     total.excluded += part.excluded
     total.cases += part.cases

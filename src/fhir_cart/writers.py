@@ -476,7 +476,8 @@ class StudyTableWriter:
         self._cases: list[Case] = []
         self._other: list[Row] = []
         self.undeclared = 0
-        """Attributes the library does not define, written as ``other`` rows (CSV, XLSX)."""
+        """Attributes the library does not define, written as ``other`` rows (CSV, XLSX),
+        and extensions no attribute has (:meth:`add_undeclared`, every format)."""
         self._csv: dict[str, tuple[Any, Any]] = {}
         self._book: Any = None
         if fmt == "csv":
@@ -512,10 +513,19 @@ class StudyTableWriter:
     def add_case(self, case: Case) -> None:
         if self.fmt in ("json", "parquet"):
             self._cases.append(case)
+            self.undeclared += len(set(case.patient.attributes) - self._known["patients"])
+            events = self._known["events"]
+            self.undeclared += sum(len(set(e.attributes) - events) for e in case.events)
             return
         for table, row in _case_rows(case, self.columns):
             self.undeclared += table == "other"
             self._row(table, row)
+
+    def add_undeclared(self, row: Mapping[str, Any]) -> None:
+        """An ``other`` row of what the library does not declare (an extension no attribute
+        has), counted with :attr:`undeclared`."""
+        self.undeclared += 1
+        self.add_other(row)
 
     def add_other(self, row: Mapping[str, Any]) -> None:
         found = dict(row)

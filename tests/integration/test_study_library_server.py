@@ -21,7 +21,7 @@ from fhir_cart.settings import ServerSettings, Settings
 from fhir_cart.sync.jobs import PullOutcome, PullRequest, run_pull, run_push
 from fhir_cart.sync.pull import PullSelection
 from tests.integration.test_sync import by_id
-from tests.unit.library.test_study_library import DATA, OWN_MAPPING, TRAVELLING
+from tests.unit.library.test_study_library import CANONICAL, DATA, OWN_MAPPING, TRAVELLING
 
 pytestmark = pytest.mark.integration
 QUERY = "identifier=https://fhir-cart.dev/fhir/id/libtest/patient|"
@@ -72,8 +72,12 @@ def test_a_study_concept_survives_push_and_pull_with_its_attributes(
     ]
 
     plain = _pull(app, fhir_server, tmp_path, own=False)  # no library: kept, not a crash
-    assert sorted(str(row["code"]) for row in plain.other) == ["bridging_note"] * 2
+    url = f"{CANONICAL}/StructureDefinition/prior-lines"  # its patient attribute: named
+    assert sorted(str(row["code"]) for row in plain.other) == ["bridging_note"] * 2 + [url] * 2
     assert all(not c.patient.attributes for c in plain.cases)
+    unread = sorted((r["study_id"], r["value"]) for r in plain.other if r["code"] == url)
+    assert unread == [("P1", "3"), ("P2", "2")]
+    assert all("--library FILE" in str(r["reason"]) for r in plain.other if r["code"] == url)
 
 
 def test_cli_push_and_pull_with_the_study_mapping(

@@ -319,7 +319,7 @@ def pull_command(
     out.print(f"wrote {plural(len(written.written), 'file')} to {out_dir}")
     if written.other:
         out.print(f"{written.other} resources matched no concept: see the `other` table")
-    _print_undeclared(written.tables.undeclared)
+    _print_undeclared(written.tables.undeclared, out_dir)
     print_account(result)
     _print_pulled_summary(result.cases, definition)
 
@@ -331,12 +331,12 @@ def _study_of(study: str | None, mapping: Path | None) -> StudyDefinition | None
     return application().study(study, application().load_mapping(mapping))
 
 
-def _print_undeclared(count: int) -> None:
+def _print_undeclared(count: int, out_dir: Path) -> None:
     if count:
         err.print(
             f"[yellow]{count} attribute values not in the concept library[/yellow] are rows "
-            "of the `other` table; give the study's library (--mapping or --library) to get "
-            "them as columns"
+            f"of the `other` table in {out_dir} (each with its reason); give the study's "
+            "library (--mapping or --library) to get them as columns"
         )
 
 
@@ -401,6 +401,7 @@ def tables_command(
     out.print(f"wrote {plural(len(result.written), 'file')} to {out_dir}")
     if result.other:
         out.print(f"{result.other} resources matched no concept: see the `other` table")
+    _print_undeclared(result.undeclared, out_dir)
     _print_types(result.by_type, result.excluded_reasons)
     _print_faults(result.by_type)
     _print_pulled_summary(result.cases, definition)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+import orjson
+
 from fhir_cart.library.concepts import KINDS, AttributeDef, ConceptDef
 from fhir_cart.mappers.context import MappingContext, extension_value
 from fhir_cart.mappers.kinds import ID_KINDS
@@ -74,6 +76,10 @@ class ReverseResult:
     excluded: list[Unmapped] = field(default_factory=list)
     """Resources deliberately not read as events (entered-in-error, refuted, not-done,
     cancelled, ...), each with the reason: neither events nor ``other`` rows."""
+    undeclared: list[OtherRow] = field(default_factory=list)
+    """Extensions of a Patient that name no attribute of the library (a study's own, under
+    its ``canonical``, read without its library file): an ``other`` row each naming the
+    URL, where it was and the fix; the Patient itself is read."""
 
 
 class _NoConcept(ValueError):
@@ -285,8 +291,14 @@ def _attribute_scalar(ctx: MappingContext, attr: AttributeDef | None, holder: Js
 
 
 def _extension_attributes(
-    ctx: MappingContext, extensions: list[Json] | None, *, patient: bool = False
+    ctx: MappingContext,
+    extensions: list[Json] | None,
+    *,
+    patient: bool = False,
+    unread: list[Json] | None = None,
 ) -> dict[str, Scalar]:
+    """The attributes the extensions hold; ``unread`` gets each extension outside
+    fhir_cart's extension base that names no attribute of the library."""
     urls = _attribute_urls(ctx, patient)
     data = ctx.concepts.data
     library = data.patient_attributes if patient else data.attributes
@@ -304,7 +316,39 @@ def _extension_attributes(
                 key = name.replace("-", "_")
         if key is not None:
             out[key] = _attribute_scalar(ctx, library.get(key), ext)
+        elif unread is not None and not url.startswith(base):
+            unread.append(ext)
     return out
+
+
+UNREAD_FIX = (
+    "no attribute of the concept library read with has this extension URL; if it is a "
+    "study's own attribute, give the study's library (--mapping M naming it with "
+    "`library:`, or --library FILE) to get it as a column"
+)
+
+
+def unread_row(study_id: str, resource: Json, ext: Json) -> OtherRow:
+    """An extension :func:`_extension_attributes` did not read, as an ``other`` row."""
+    url = str(ext.get("url", ""))
+    values = [v for k, v in ext.items() if k.startswith("value")]
+    value = values[0] if values else None
+    shown = None if value is None else value if isinstance(value, str) else str(value)
+    if isinstance(value, dict | list):
+        shown = orjson.dumps(value).decode()
+    return OtherRow(
+        study_id=study_id,
+        resource_type=str(resource.get("resourceType", "?")),
+        resource_id=resource.get("id"),
+        code_system="extension",
+        code=url,
+        display=None,
+        value=shown,
+        unit=None,
+        time=None,
+        reason=f"extension {url} of {resource.get('resourceType', '?')}/"
+        f"{resource.get('id', '?')} not read: {UNREAD_FIX}",
+    )
 
 
 def _reserved(ctx: MappingContext) -> frozenset[str]:

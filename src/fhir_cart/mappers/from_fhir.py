@@ -28,6 +28,7 @@ from fhir_cart.mappers.from_elements import (
     Unmapped,
     _ref_of,
     event_id_of,
+    unread_row,
 )
 from fhir_cart.mappers.from_resources import (
     _EVENT_MAPPERS,
@@ -149,6 +150,8 @@ def _build_case(result: ReverseResult, patient: _Patient) -> None:
         _keep(result, patient.resource, patient.record.study_id, reason)
         return
     result.cases.append(case)
+    sid = patient.record.study_id
+    result.undeclared += [unread_row(sid, patient.resource, ext) for ext in patient.unread]
 
 
 def _patients(

@@ -45,6 +45,8 @@ class _Patient:
     record: PatientRecord
     resource: Json
     events: list[Event] = field(default_factory=list)
+    unread: list[Json] = field(default_factory=list)
+    """Its extensions that name no attribute of the library (``ReverseResult.undeclared``)."""
 
 
 @dataclass
@@ -370,15 +372,19 @@ def patient_record(ctx: MappingContext, resource: Json, default_centre: str) -> 
     centre, study_id = _centre_and_study_id(ctx, resource)
     birth = resource.get("birthDate")
     born, precision = _parse_date(birth, "birthDate") if birth else (None, "day")
+    unread: list[Json] = []
     record = PatientRecord(
         study_id=study_id,
         centre=centre or default_centre,
         sex=resource.get("gender"),
         birth_date=born,
         birth_precision=precision,
-        attributes=_extension_attributes(ctx, resource.get("extension"), patient=True),
+        attributes=_extension_attributes(
+            ctx, resource.get("extension"), patient=True, unread=unread
+        ),
     )
-    return _Patient(record, resource, _patient_events(ctx, resource, record.study_id))
+    events = _patient_events(ctx, resource, record.study_id)
+    return _Patient(record, resource, events, unread)
 
 
 def _patient_events(ctx: MappingContext, resource: Json, study_id: str) -> list[Event]:

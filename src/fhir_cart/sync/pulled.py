@@ -80,12 +80,16 @@ class Collected:
     marks: dict[Key, str] = field(default_factory=dict)
     """(type, id) -> note of every resource not read as an event (the cache's flags)."""
     patients: int = 0
+    undeclared: int = 0
+    """Extensions no attribute of the library has (in ``other``)."""
 
     def add(self, result: ReverseResult) -> None:
         self.patients += len(result.cases)
         self.cases += result.cases
         self.unmapped += result.unmapped
         self.other += [dict(row) for row in result.other]
+        self.other += [dict(row) for row in result.undeclared]
+        self.undeclared += len(result.undeclared)
         self.excluded += result.excluded
         _mark(self.marks, result)
 
@@ -120,6 +124,8 @@ class Written:
             self.cases += result.cases
         for row in result.other:
             self.tables.add_other(dict(row))
+        for row in result.undeclared:
+            self.tables.add_undeclared(dict(row))
         for item in result.unmapped:
             self.unmapped_writer.add(item)
         for item in result.excluded:

@@ -180,13 +180,32 @@ def test_tables_read_the_added_concepts_back_by_their_codes(
 
 
 def test_without_the_library_the_added_concepts_are_other_rows_not_a_crash(
-    travelling: Path,
+    travelling: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A patient attribute under the study's canonical, read without its library, is an
+    ``other`` row naming the extension URL, the Patient and the fix (it was dropped without
+    a word), and ``tables`` counts it as ``pull`` does."""
     out = travelling / "tables"
     assert main(["tables", str(travelling / "out" / "ndjson"), "-o", str(out)]) == 0
     other = _csv(out / "other.csv")
-    assert sorted(r["code"] for r in other) == ["bridging_note", "bridging_note"]
+    url = f"{CANONICAL}/StructureDefinition/prior-lines"
+    assert sorted(r["code"] for r in other) == ["bridging_note", "bridging_note", url, url]
     assert "prior_lines" not in _csv(out / "patients.csv")[0]
+    unread = [r for r in other if r["code"] == url]
+    assert [(r["study_id"], r["resource_type"], r["value"]) for r in unread] == [
+        ("P1", "Patient", "3"),
+        ("P2", "Patient", "2"),
+    ]
+    assert unread[0]["reason"].startswith(f"extension {url} of Patient/")
+    assert (
+        "give the study's library (--mapping M naming it with `library:`, or --library"
+        in (unread[0]["reason"])
+    )
+    printed = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"2 attribute values not in the concept library are rows of the `other` table in {out}"
+        in printed
+    )
 
 
 def test_artefacts_publish_the_study_codes_and_extensions_under_its_canonical(
@@ -227,3 +246,30 @@ def test_artefacts_publish_the_study_codes_and_extensions_under_its_canonical(
         f"{CANONICAL}/StructureDefinition/prior-lines",
     }
     assert used_urls <= extensions
+
+
+UNDECLARED = {
+    "resourceType": "Patient",
+    "id": "p1",
+    "extension": [
+        {"url": "https://fhir-cart.dev/fhir/StructureDefinition/frailty-score", "valueInteger": 3},
+        {"url": "https://example.org/fhir/StructureDefinition/karnofsky", "valueInteger": 80},
+    ],
+}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_tables_counts_the_undeclared_attributes_as_pull_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """One undeclared attribute under fhir_cart's extension base, one extension under
+    another URL: both rows of the ``other`` table, and ``tables`` says how many and where."""
+    folder = tmp_path / "ndjson"
+    folder.mkdir()
+    (folder / "Patient.ndjson").write_bytes(orjson.dumps(UNDECLARED) + b"\n")
+    out = tmp_path / "tables"
+    assert main(["tables", str(folder), "-o", str(out), "-f", fmt]) == 0
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "2 attribute values not in the concept library are rows of the `other` table" in (
+        printed
+    )
