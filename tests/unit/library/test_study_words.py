@@ -271,3 +271,14 @@ def test_what_the_words_may_not_do(words: Path, old: str, new: str, expected: st
     message, problems = _refused(words, old, new)
     assert expected in message
     assert any(expected in p for p in problems)
+
+
+def test_the_example_of_the_mapping_reference_loads_and_checks(tmp_path: Path) -> None:
+    """The `my-myeloma-library.yaml` block of docs/mapping-file.md: library check passes it
+    with the notes of its words."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "mapping-file.md").read_text()
+    block = text.split("# my-myeloma-library.yaml", 1)[1].split("```", 1)[0]
+    (tmp_path / "lib.yaml").write_text(block.split("\n", 2)[2], encoding="utf-8")
+    report = check_library_file(tmp_path / "lib.yaml", Library.default())
+    assert report.problems == []
+    assert "adds 3 words to 2 vocabularies (value_sets)" in report.notes
