@@ -282,3 +282,29 @@ def test_the_example_of_the_mapping_reference_loads_and_checks(tmp_path: Path) -
     report = check_library_file(tmp_path / "lib.yaml", Library.default())
     assert report.problems == []
     assert "adds 3 words to 2 vocabularies (value_sets)" in report.notes
+
+
+STUDY = """\
+name: A study counting an added word
+anchor: cart_infusion
+measures:
+  - id: seq_mrd_neg
+    label: Sequencing MRD-negative
+    count: {event: {concept: disease_status, value: sequencing_mrd_negative}}
+  - id: cr_or_better
+    label: Complete remission or better
+    count: {event: {concept: disease_status, value: complete_remission}}
+"""
+
+
+def test_a_study_file_counts_the_added_word(
+    words: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (words / "study.yaml").write_text(STUDY, encoding="utf-8")
+    mapping = words / "mapping.yaml"
+    mapping.write_text(
+        mapping.read_text().replace("library: lib.yaml\n", "library: lib.yaml\nstudy: study.yaml\n")
+    )
+    assert main(["summary", "data.csv", "-m", "mapping.yaml", "--json"]) == 0
+    found = orjson.loads(capsys.readouterr().out)
+    assert (found["seq_mrd_neg"], found["cr_or_better"]) == (1, 1)
