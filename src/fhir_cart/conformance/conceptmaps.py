@@ -12,7 +12,12 @@ codes it maps (``icd-10-cm-to-icd-10-gm-source`` / ``-target``).
 
 from __future__ import annotations
 
-from fhir_cart.conformance.artefacts import CANONICAL, common, value_set_url
+from fhir_cart.conformance.artefacts import (
+    CANONICAL,
+    common,
+    study_value_set_urls,
+    value_set_url,
+)
 from fhir_cart.library.study_mapping import StudyMapping, normalise_word
 from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.types import Json
@@ -119,6 +124,7 @@ def _centre_artefacts(ctx: MappingContext, name: str, mapping: StudyMapping) -> 
     if not groups:
         return []
     centre = mapping.centre
+    studies = study_value_set_urls([mapping])  # the study's ValueSets of its words
     words: dict[str, dict[str, str]] = {}
     for (vocabulary, _), elements in groups.items():
         for e in elements:
@@ -144,7 +150,9 @@ def _centre_artefacts(ctx: MappingContext, name: str, mapping: StudyMapping) -> 
             f"The vocabularies centre {centre}'s words map to: the target of "
             f"ConceptMap centre-{centre}.",
         ),
-        "compose": {"include": [{"valueSet": [value_set_url(v)]} for v in sorted(words)]},
+        "compose": {
+            "include": [{"valueSet": [studies.get(v) or value_set_url(v)]} for v in sorted(words)]
+        },
     }
     out_groups = []
     for (vocabulary, target_system), elements in sorted(groups.items()):
@@ -180,7 +188,8 @@ def concept_maps(
     out: list[Json] = []
     for name in sorted(centres):
         mapping = centres[name]
-        local = ctx if mapping.country is None else mapping_context(country=mapping.country)
+        same = mapping.country in (None, ctx.terminology.country)
+        local = ctx if same else mapping_context(country=mapping.country)
         out += _centre_artefacts(local, name, mapping)
     if crosswalk:
         out += _country_crosswalk(ctx)

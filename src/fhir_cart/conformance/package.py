@@ -33,7 +33,7 @@ from fhir_cart.conformance.conceptmaps import concept_maps
 from fhir_cart.conformance.dictionary import data_dictionary
 from fhir_cart.conformance.snapshot import snapshot
 from fhir_cart.library.study_mapping import StudyMapping
-from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.context import MappingContext, mapping_context
 from fhir_cart.types import Json
 
 __all__ = [
@@ -95,7 +95,11 @@ def build_study_package(ctx: MappingContext, name: str, mapping: StudyMapping) -
     if code_system is not None:
         resources.append(code_system)
     resources += study_value_sets(ctx, mapping)
-    resources += concept_maps(ctx, {name: mapping}, crosswalk=False)
+    # the library with the study's own concepts and words: its local words map to them too
+    mine = mapping_context(
+        library=ctx.library, extra=mapping.own_concepts(), country=mapping.country
+    )
+    resources += concept_maps(mine, {name: mapping}, crosswalk=False)
     package_id = f"dev.fhir-cart.{mapping.centre}"
     title = f"fhir_cart additions of {mapping.centre}"
     version = common(ctx)["version"]

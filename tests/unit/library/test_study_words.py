@@ -209,6 +209,17 @@ def test_artefacts_publish_the_words_in_the_study_code_system_and_value_sets(
         for c in i.get("concept", ())
     }
     assert {u for u in used if u[0] == SYSTEM and u[1] != "bridging_note"} <= published
+    # the mapping's local words map to the added words' codes (they were left out)
+    (concept_map,) = [r for r in resources.values() if r["resourceType"] == "ConceptMap"]
+    mapped = {
+        (e["code"], group["target"], e["target"][0]["code"])
+        for group in concept_map["group"]
+        for e in group["element"]
+    }
+    assert ("mrd-neg ngs", SYSTEM, "imwg-seq-mrd-neg") in mapped
+    assert ("yes", SYSTEM, "bridging-responded") in mapped
+    targets = resources["ValueSet-centre-words-targets.json"]["compose"]["include"]
+    assert {"valueSet": [f"{CANONICAL}/ValueSet/disease-status"]} in targets
 
 
 def test_library_check_reports_the_added_words(words: Path) -> None:
