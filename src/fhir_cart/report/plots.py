@@ -195,6 +195,15 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
+def _title(ax: Any, figure: Any, title: str) -> None:
+    """The axes' title, broken into lines that fit the figure's width (constrained layout
+    makes room for lines, never for a line that runs past the edge)."""
+    import textwrap
+
+    fits = int(figure.get_figwidth() * 8.5)  # characters of the title font per line
+    ax.set_title(textwrap.fill(title, fits, break_long_words=False))
+
+
 def _save(figure: Any, out_dir: Path, stem: str, formats: Sequence[str] = FORMATS) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -266,7 +275,9 @@ def plot_swimmer(
         ax.barh(range(len(rows)), ends, left=0, height=0.55, color=bars, alpha=0.85)
     else:  # one line collection: a thousand bar patches took seconds to lay out and draw
         width = 0.8 * figure.get_figheight() * 72 / len(rows)
-        ax.hlines(range(len(rows)), 0, ends, colors=bars, linewidth=width, alpha=0.85)
+        ax.hlines(
+            range(len(rows)), 0, ends, colors=bars, linewidth=width, alpha=0.85, rasterized=True
+        )
     styles: dict[str, tuple[str, str]] = {}
     for name, selector in sorted(config.markers.items()):
         styles[name] = marker_style(_marker_key(name, selector), styles.values())
@@ -284,6 +295,7 @@ def plot_swimmer(
             edgecolors="black",
             linewidths=0.6,
             label=name,
+            rasterized=not named,
         )
     from matplotlib.patches import Patch
 
@@ -300,7 +312,7 @@ def plot_swimmer(
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"Days after {_anchor_label(study, library)}")
     ax.set_ylabel("Patient" if named else f"{len(rows)} patients, by length of follow-up")
-    ax.set_title(swimmer_title(study, len(rows), len(cases), about, library))
+    _title(ax, figure, swimmer_title(study, len(rows), len(cases), about, library))
     ax.grid(axis="x", alpha=0.3)
     return _save(figure, out_dir, "swimmer", formats)
 
@@ -389,12 +401,13 @@ def plot_km(
         )
         censored = [d for d, e in zip(data.durations, data.events, strict=True) if not e]
         heights = [_step_at(times, survival, d) for d in censored]
-        ax.scatter(censored, heights, marker="|", s=120, color=colour, zorder=3)
+        many = len(censored) > LABELLED_ROWS  # drawn as an image in the SVG: paths are slow
+        ax.scatter(censored, heights, marker="|", s=120, color=colour, zorder=3, rasterized=many)
     longest = max(max(c.durations) for c in curves)
     ax.set_ylim(0, 1.05)
     ax.set_xlim(0, longest * 1.02 or 1)
     ax.set_ylabel("Probability")
-    ax.set_title(km_title(study, curves, len(cases), about))
+    _title(ax, figure, km_title(study, curves, len(cases), about))
     ax.legend(loc="lower left", fontsize="small")
     ax.grid(alpha=0.3)
     ticks = [t for t in ax.get_xticks() if 0 <= t <= longest]
