@@ -581,10 +581,16 @@ class Application:
         return sorted(p.stem for p in (self.mappings_dir / "centres").glob("*.yaml"))
 
     def study_summary(
-        self, cases: Sequence[Case], study: str, plots_dir: Path | None = None
+        self,
+        cases: Sequence[Case],
+        study: str,
+        plots_dir: Path | None = None,
+        about: str | None = None,
     ) -> tuple[StudyDefinition, list[MeasureResult], list[Path]]:
         """A study's measures over the cases (beside the paper's numbers), and its plots as
-        SVG in ``plots_dir`` when given (the pages show SVG only: no PNG is drawn)."""
+        SVG in ``plots_dir`` when given (the pages show SVG only: no PNG is drawn); ``about``
+        names the cases (e.g. "upload 1a2b3c4d") for the plots' titles, which then do not
+        show the study's own (they describe its cohort)."""
         from fhir_cart.report.evaluate import summarise
         from fhir_cart.report.plots import write_plots
 
@@ -592,7 +598,7 @@ class Application:
         results = summarise(cases, definition)
         plots: list[Path] = []
         if plots_dir is not None:
-            plots = write_plots(cases, definition, plots_dir, formats=("svg",))
+            plots = write_plots(cases, definition, plots_dir, formats=("svg",), about=about)
         return definition, results, plots
 
     # -- the mapping assistant and kept mapping files (issue 22) ---------------------------

@@ -5,23 +5,17 @@ reason, except under CI=true, where they fail."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
 from fhir_cart.devservers import SekmetServer
-from fhir_cart.devservers.fhir_server import free_port
 from fhir_cart.service.access import hash_password
 from tests.conftest import need
+from tests.support.serve import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,15 +33,6 @@ ADMIN_KEY = "browser-admin-key-0123456789abcdef0123"
 PASSWORD = "a long synthetic password"
 
 
-SERVE = (
-    "import logging, sys; logging.basicConfig(level=logging.WARNING); "
-    "logging.getLogger('fhir_cart').setLevel(logging.DEBUG); "
-    "sys.argv[0] = 'fhir-cart'; from fhir_cart.cli import entry; entry()"
-)
-"""``fhir-cart serve`` with every log line of fhir_cart's own written (the CLI shows
-warnings only): the test reads all that the service could log."""
-
-
 @dataclass
 class Service:
     url: str
@@ -60,50 +45,21 @@ def service(tmp_path: Path) -> Iterator[Service]:
     """``fhir-cart serve`` as a user runs it, its settings in a YAML file, its output (the
     server log) in a file the test reads."""
     with SekmetServer() as fhir:
-        port = free_port()
-        config = tmp_path / "fhir-cart.yaml"
-        config.write_text(
-            yaml.safe_dump(
+        settings = {
+            "data_dir": str(tmp_path / "data"),
+            "api_keys": [ADMIN_KEY],
+            "users": [
                 {
-                    "data_dir": str(tmp_path / "data"),
-                    "api_keys": [ADMIN_KEY],
-                    "users": [
-                        {
-                            "name": "ana",
-                            "role": "centre",
-                            "centre": "centre_b",
-                            "password_hash": hash_password(PASSWORD),
-                        }
-                    ],
-                    "servers": {"local": {"base_url": fhir.base_url}},
+                    "name": "ana",
+                    "role": "centre",
+                    "centre": "centre_b",
+                    "password_hash": hash_password(PASSWORD),
                 }
-            )
-        )
-        env = {**os.environ, "FHIR_CART_CONFIG": str(config)}
-        log = tmp_path / "service.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-c", SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-            try:
-                url = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    try:
-                        if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.2)
-                else:
-                    raise RuntimeError(f"the service did not start:\n{log.read_text()[-2000:]}")
-                yield Service(url, fhir.base_url, log)
-            finally:
-                process.terminate()
-                process.wait(timeout=20)
+            ],
+            "servers": {"local": {"base_url": fhir.base_url}},
+        }
+        with serve(settings, tmp_path) as (url, log):
+            yield Service(url, fhir.base_url, log)
 
 
 @pytest.fixture

@@ -155,8 +155,10 @@ def test_an_unseen_table_mapped_pushed_pulled_and_summarised(
     accessible(page)
     page.click("button:has-text('Write the mapping and check the file')")
 
-    # the check of the file with the kept mapping: clean
+    # the check of the file with the kept mapping (in the background: the page follows it
+    # and shows the check when it ends): clean
     assert page.url == upload_url
+    page.wait_for_selector("#check-summary", timeout=120_000)
     assert "kohorte-neu-v1" in page.inner_text("#check-summary")
     assert "No problems found." in page.inner_text("#check-summary")
     assert "7</strong> patients" in page.inner_html("#check-summary")
@@ -193,7 +195,7 @@ def test_an_unseen_table_mapped_pushed_pulled_and_summarised(
     assert all(f"K-{n:02d}" in patients for n in range(1, 8))
 
     # the study's summary and plots for the mapped file
-    page.goto(upload_url + "/summary", timeout=180_000)
-    page.wait_for_selector("#measures")
+    page.goto(upload_url + "/summary")
+    page.wait_for_selector("#measures", timeout=180_000)  # worked out in the background
     assert page.locator("img.plot").count() >= 1
     accessible(page)

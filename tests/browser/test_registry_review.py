@@ -5,23 +5,17 @@ or critical violation. The registry page's screenshot goes to docs/img/ (README 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
-from fhir_cart.devservers.fhir_server import free_port
 from fhir_cart.service.access import hash_password
-from tests.browser.conftest import ADMIN_KEY, PASSWORD, ROOT, SERVE, axe_violations
+from tests.browser.conftest import ADMIN_KEY, PASSWORD, ROOT, axe_violations
 from tests.support.registry_net import REGISTRY_KEY, install_net
+from tests.support.serve import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,44 +26,14 @@ SHOTS = ROOT / "docs" / "img"
 def registry_service(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`fhir-cart serve` with the two-centre test registry and a registry manager, rui."""
     install_net(tmp_path / "data")
-    config = tmp_path / "fhir-cart.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "data_dir": str(tmp_path / "data"),
-                "api_keys": [ADMIN_KEY],
-                "registry_key": REGISTRY_KEY,
-                "users": [
-                    {"name": "rui", "role": "registry", "password_hash": hash_password(PASSWORD)}
-                ],
-            }
-        )
-    )
-    port = free_port()
-    log = tmp_path / "service.log"
-    env = {**os.environ, "FHIR_CART_CONFIG": str(config)}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            else:
-                raise RuntimeError(f"the service did not start:\n{log.read_text()[-2000:]}")
-            yield url, tmp_path
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    settings = {
+        "data_dir": str(tmp_path / "data"),
+        "api_keys": [ADMIN_KEY],
+        "registry_key": REGISTRY_KEY,
+        "users": [{"name": "rui", "role": "registry", "password_hash": hash_password(PASSWORD)}],
+    }
+    with serve(settings, tmp_path) as (url, _):
+        yield url, tmp_path
 
 
 def accessible(page: Any) -> None:

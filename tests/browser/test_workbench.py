@@ -62,6 +62,8 @@ def test_sign_in_upload_check_push(service: Service, browser: Any) -> None:
     shot(page, "home")
     page.click("button:has-text('Check the file')")
     assert re.search(r"/ui/uploads/[0-9a-f]{32}$", page.url)
+    # checked in the background: the page follows the check and shows it when it ends
+    page.wait_for_selector("#check-summary", timeout=120_000)
     assert fhir_patients(service) == 0
     bad = page.locator("td.bad", has_text="31.02.2021")
     assert bad.count() == 1
@@ -89,8 +91,15 @@ def test_sign_in_upload_check_push(service: Service, browser: Any) -> None:
     # the study's measures and plots for the file
     page.go_back()
     page.click("text=The study's measures and plots for this file")
-    page.wait_for_selector("#measures")
+    page.wait_for_selector("#measures", timeout=120_000)  # worked out in the background
     assert page.locator("img.plot").count() >= 1
+    # the plots name the upload (centre B's file under the seed study), not the seed cohort
+    upload = re.search(r"/ui/uploads/([0-9a-f]{8})", page.url)
+    assert upload is not None
+    for src in page.locator("img.plot").evaluate_all("imgs => imgs.map(i => i.src)"):
+        svg = page.request.get(src).text()
+        assert "seed cohort" not in svg
+        assert f"pload {upload.group(1)}" in svg
     accessible(page)
     shot(page, "summary")
 

@@ -40,6 +40,7 @@ __all__ = [
     "plot_swimmer",
     "survival_data",
     "swimmer_rows",
+    "swimmer_title",
     "write_plots",
 ]
 
@@ -194,6 +195,15 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
+def _title(ax: Any, figure: Any, title: str) -> None:
+    """The axes' title, broken into lines that fit the figure's width (constrained layout
+    makes room for lines, never for a line that runs past the edge)."""
+    import textwrap
+
+    fits = int(figure.get_figwidth() * 8.5)  # characters of the title font per line
+    ax.set_title(textwrap.fill(title, fits, break_long_words=False))
+
+
 def _save(figure: Any, out_dir: Path, stem: str, formats: Sequence[str] = FORMATS) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -220,15 +230,38 @@ def _anchor_label(study: StudyDefinition, library: ConceptLibrary | None) -> str
     return study.anchor.replace("_", " ")
 
 
+def swimmer_title(
+    study: StudyDefinition,
+    rows: int,
+    patients: int,
+    about: str | None = None,
+    library: ConceptLibrary | None = None,
+) -> str:
+    """The study's own ``plots.swimmer.title`` when no ``about`` is given (it describes the
+    study's cohort); else one naming the data shown (``about``, e.g. an upload), with the
+    patients drawn of those given when some have no bar."""
+    config = study.plots.swimmer
+    course = f"course after {_anchor_label(study, library)}"
+    if about is None:
+        if config is not None and config.title:
+            return config.title
+        return f"{study.name} — {course}"
+    drawn = f", {rows} of {patients} patients" if rows != patients else ""
+    return f"{about[:1].upper()}{about[1:]} — {course}{drawn}"
+
+
 def plot_swimmer(
     cases: Iterable[Case],
     study: StudyDefinition,
     out_dir: Path,
     library: ConceptLibrary | None = None,
     formats: Sequence[str] = FORMATS,
+    about: str | None = None,
 ) -> list[Path]:
-    """swimmer.png and swimmer.svg (nothing when the study has no swimmer plot)."""
+    """swimmer.png and swimmer.svg (nothing when the study has no swimmer plot); ``about``:
+    what the patients are, for the title (:func:`swimmer_title`)."""
     config = study.plots.swimmer
+    cases = list(cases)
     rows = swimmer_rows(cases, study)
     if config is None or not rows:
         return []
@@ -242,7 +275,9 @@ def plot_swimmer(
         ax.barh(range(len(rows)), ends, left=0, height=0.55, color=bars, alpha=0.85)
     else:  # one line collection: a thousand bar patches took seconds to lay out and draw
         width = 0.8 * figure.get_figheight() * 72 / len(rows)
-        ax.hlines(range(len(rows)), 0, ends, colors=bars, linewidth=width, alpha=0.85)
+        ax.hlines(
+            range(len(rows)), 0, ends, colors=bars, linewidth=width, alpha=0.85, rasterized=True
+        )
     styles: dict[str, tuple[str, str]] = {}
     for name, selector in sorted(config.markers.items()):
         styles[name] = marker_style(_marker_key(name, selector), styles.values())
@@ -260,6 +295,7 @@ def plot_swimmer(
             edgecolors="black",
             linewidths=0.6,
             label=name,
+            rasterized=not named,
         )
     from matplotlib.patches import Patch
 
@@ -276,7 +312,7 @@ def plot_swimmer(
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"Days after {_anchor_label(study, library)}")
     ax.set_ylabel("Patient" if named else f"{len(rows)} patients, by length of follow-up")
-    ax.set_title(config.title or f"{study.name} — course after {_anchor_label(study, library)}")
+    _title(ax, figure, swimmer_title(study, len(rows), len(cases), about, library))
     ax.grid(axis="x", alpha=0.3)
     return _save(figure, out_dir, "swimmer", formats)
 
@@ -295,12 +331,26 @@ def at_risk(durations: Sequence[float], times: Sequence[float]) -> list[int]:
     return [sum(1 for d in durations if d >= t) for t in times]
 
 
-def km_title(study: StudyDefinition, patients: int) -> str:
-    """The study's own ``plots.survival_title``, else one that says whose data it is: the
-    curves are of the patients given, under the study's definitions (never the paper's)."""
-    if study.plots.survival_title:
+def km_title(
+    study: StudyDefinition,
+    curves: Sequence[SurvivalData],
+    patients: int,
+    about: str | None = None,
+) -> str:
+    """The study's own ``plots.survival_title`` when no ``about`` is given (it describes the
+    study's cohort), else one that says whose data it is (``about``, e.g. an upload, or
+    "this data set") and how many of the ``patients`` given are in the curves: a patient
+    with no event or censoring day after the anchor is in none (never the paper's name)."""
+    if about is None and study.plots.survival_title:
         return study.plots.survival_title
-    return f"Kaplan–Meier estimate, {patients} patients of this data set"
+    whose = about or "this data set"
+    counts = sorted({len(c.durations) for c in curves})
+    if counts == [patients]:
+        return f"Kaplan–Meier estimate, {patients} patients of {whose}"
+    if len(counts) == 1:
+        return f"Kaplan–Meier estimate, {counts[0]} of {patients} patients of {whose}"
+    shown = f"{counts[0]}–{counts[-1]} of {patients} patients"  # the legend: each curve's n
+    return f"Kaplan–Meier estimate, {shown} of {whose} (n per curve)"
 
 
 def plot_km(
@@ -309,10 +359,12 @@ def plot_km(
     out_dir: Path,
     library: ConceptLibrary | None = None,
     formats: Sequence[str] = FORMATS,
+    about: str | None = None,
 ) -> list[Path]:
     """km.png and km.svg: every survival curve of the study on one axes, each with its
     labelled 95 % confidence band and censoring ticks, and a number-at-risk table below
-    (nothing when the study defines no curve)."""
+    (nothing when the study defines no curve); ``about``: what the patients are, for the
+    title (:func:`km_title`)."""
     cases = list(cases)
     curves = [survival_data(cases, study, n) for n in study.plots.survival]
     curves = [c for c in curves if c.durations]
@@ -349,12 +401,13 @@ def plot_km(
         )
         censored = [d for d, e in zip(data.durations, data.events, strict=True) if not e]
         heights = [_step_at(times, survival, d) for d in censored]
-        ax.scatter(censored, heights, marker="|", s=120, color=colour, zorder=3)
+        many = len(censored) > LABELLED_ROWS  # drawn as an image in the SVG: paths are slow
+        ax.scatter(censored, heights, marker="|", s=120, color=colour, zorder=3, rasterized=many)
     longest = max(max(c.durations) for c in curves)
     ax.set_ylim(0, 1.05)
     ax.set_xlim(0, longest * 1.02 or 1)
     ax.set_ylabel("Probability")
-    ax.set_title(km_title(study, len(cases)))
+    _title(ax, figure, km_title(study, curves, len(cases), about))
     ax.legend(loc="lower left", fontsize="small")
     ax.grid(alpha=0.3)
     ticks = [t for t in ax.get_xticks() if 0 <= t <= longest]
@@ -377,10 +430,13 @@ def write_plots(
     out_dir: Path,
     library: ConceptLibrary | None = None,
     formats: Sequence[str] = FORMATS,
+    about: str | None = None,
 ) -> list[Path]:
     """Every plot the study configures, as PNG and SVG (``formats``) in ``out_dir``; the
-    files written (``library``: only for the anchor's label on the axes)."""
+    files written (``library``: only for the anchor's label on the axes). ``about`` names
+    the data when it is not the study's own cohort (e.g. "upload 1a2b3c4d"): the titles
+    then name it, not the study's configured titles."""
     cases = list(cases)
-    return plot_swimmer(cases, study, out_dir, library, formats) + plot_km(
-        cases, study, out_dir, library, formats
+    return plot_swimmer(cases, study, out_dir, library, formats, about) + plot_km(
+        cases, study, out_dir, library, formats, about
     )

@@ -12,7 +12,15 @@ import pytest
 
 from fhir_cart.library.studies import parse_study
 from fhir_cart.records import Case
-from fhir_cart.report.plots import at_risk, km_title, marker_style, plot_km, plot_swimmer
+from fhir_cart.report.plots import (
+    SurvivalData,
+    at_risk,
+    km_title,
+    marker_style,
+    plot_km,
+    plot_swimmer,
+    write_plots,
+)
 from tests.unit.report.test_summary import _km_cohort, case, ev
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -30,10 +38,12 @@ def plotted(**plots: Any) -> Any:
 
 
 def texts(svg: Path) -> list[str]:
-    """The SVG's text, as matplotlib writes it: each string in a comment before its glyphs."""
+    """The SVG's text, as matplotlib writes it: each string in a comment before its glyphs
+    (a title broken into lines: its lines joined again)."""
     import re
 
-    return re.findall(r"<!-- (.*?) -->", svg.read_text())
+    found = re.findall(r"<!-- (.*?) -->", svg.read_text())
+    return [*found, " ".join(found)]
 
 
 def test_a_concept_has_one_marker_and_colour_in_every_study() -> None:
@@ -72,13 +82,54 @@ def test_the_km_plot_has_its_table_its_labelled_band_and_a_title_of_its_own(
     assert ET.fromstring(svg.read_bytes()).tag == f"{SVG}svg"
     assert "Number at risk" in shown
     assert "95 % confidence band, overall survival" in shown
-    assert km_title(plotted(survival=survival), 7) in shown
+    # the title counts the patients in the curve (D and F have no day: left out)
+    assert "Kaplan–Meier estimate, 5 of 7 patients of this data set" in shown
     assert not any("Paper 2022" in t for t in shown)  # the paper's name is not the data's
     # the table's counts: 5 patients at day 0, 4 at 100 (A's death at 100 still at risk)
     assert {"5", "4"} <= set(shown)
     own = plotted(survival=survival, survival_title="Our centre, 2019–2024")
     (again,) = plot_km(_km_cohort(), own, tmp_path / "own", formats=("svg",))
     assert "Our centre, 2019–2024" in texts(again)
+
+
+def test_the_plots_of_other_data_name_that_data_not_the_studys_cohort(tmp_path: Path) -> None:
+    """An upload of centre B under the seed study showed "SYNTHETIC seed cohort" over its
+    swimmer plot: the study's own titles describe its cohort, not the data shown."""
+    study = plotted(
+        swimmer={"title": "SYNTHETIC seed cohort — course", "end": ["last_follow_up", "death"]},
+        survival={"overall": {"event": "death", "censor": "last_follow_up"}},
+        survival_title="Seed cohort, 2019–2024",
+    )
+    about = "upload 1a2b3c4d (mapping centre_b)"
+    swimmer, km = write_plots(_km_cohort(), study, tmp_path, formats=("svg",), about=about)
+    shown = " ".join(texts(swimmer) + texts(km))
+    assert "seed cohort" not in shown.lower()
+    # 5 of the 7 patients have a day for their bar and are in the curve (D, F: no day)
+    assert (
+        "Upload 1a2b3c4d (mapping centre_b) — course after CAR T-cell infusion, 5 of 7 patients"
+        in shown
+    )
+    assert "Kaplan–Meier estimate, 5 of 7 patients of upload 1a2b3c4d (mapping centre_b)" in shown
+    # the study's own data, with no ``about``: its own titles
+    swimmer, km = write_plots(_km_cohort(), study, tmp_path / "own", formats=("svg",))
+    assert "SYNTHETIC seed cohort — course" in texts(swimmer)
+    assert "Seed cohort, 2019–2024" in texts(km)
+
+
+def test_the_km_title_gives_the_patients_in_the_curves() -> None:
+    def curve(n: int) -> SurvivalData:
+        ids = tuple(str(i) for i in range(n))
+        return SurvivalData("c", "C", ids, tuple(range(n)), (True,) * n)
+
+    study = plotted(survival={"overall": {"event": "death", "censor": "last_follow_up"}})
+    # the seed-under-centre-B case: 2 patients given, 1 with an infusion in the curves
+    assert km_title(study, [curve(1), curve(1)], 2) == (
+        "Kaplan–Meier estimate, 1 of 2 patients of this data set"
+    )
+    assert km_title(study, [curve(2)], 2) == "Kaplan–Meier estimate, 2 patients of this data set"
+    assert km_title(study, [curve(3), curve(5)], 9, "upload x") == (
+        "Kaplan–Meier estimate, 3–5 of 9 patients of upload x (n per curve)"
+    )
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from fhir_cart.service.access import hash_password
 from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings, UserSettings
 from tests.support import ROOT
+from tests.support.pages import checked
 
 KEYS = {
     "admin": "admin-key-0123456789abcdef0123456789",
@@ -186,7 +187,7 @@ def test_the_assistant_writes_a_kept_mapping_and_checks_the_file(client: TestCli
     answer = client.post(f"/ui/uploads/{upload_id}/assistant", data=form, follow_redirects=False)
     assert answer.status_code == 303
     assert answer.headers["location"] == f"/ui/uploads/{upload_id}"
-    check = client.get(answer.headers["location"])
+    check = checked(client, upload_id)  # checked again, in the background
     assert "assistiert-v1" in check.text
     assert "No problems found." in check.text
     kept = client.get("/mappings/assistiert?version=1", headers=headers("centre_b"))

@@ -1,7 +1,8 @@
-"""Large uploads in the pages (issue 22): checked in the background with a progress bar,
-other pages answering meanwhile (shown by the order of events: the check is held inside
-its reading while another page is asked for); a failed background check is shown on the
-page and leaves nothing; each upload's check and summary are worked out once."""
+"""Uploads in the pages (issue 22): every upload checked in the background with a progress
+bar, the form answering before the check and other pages answering meanwhile (shown by the
+order of events: the check is held inside its reading while pages are asked for); a failed
+background check is shown on the page and leaves nothing; each upload is read once for its
+check and summary; the summary worked out in the background, its page following it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from fhir_cart.service.web import checks
 from fhir_cart.settings import Settings, UserSettings
 from tests.support import FIXTURES
 from tests.support.big_study import centre_b_file
+from tests.support.pages import checked, summarised, upload_id_of
 
 PASSWORD = "a long synthetic password"
 BAD_FILE = FIXTURES / "bad" / "centre_b_bad.csv"
@@ -89,10 +91,9 @@ def until_ended(client: TestClient, upload_id: str) -> None:
     raise AssertionError("the check did not end")
 
 
-def test_a_large_upload_is_checked_in_the_background_while_other_pages_answer(
+def test_an_upload_is_checked_in_the_background_while_other_pages_answer(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checks, "BACKGROUND_BYTES", 100)
     inside, release = held_reading(app, monkeypatch)
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client)
@@ -128,9 +129,8 @@ def test_a_large_upload_is_checked_in_the_background_while_other_pages_answer(
 
 
 def test_a_failed_background_check_is_shown_and_leaves_nothing(
-    app: FastAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(checks, "BACKGROUND_BYTES", 100)
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client)
         sent = client.post(
@@ -146,7 +146,7 @@ def test_a_failed_background_check_is_shown_and_leaves_nothing(
     assert not (tmp_path / "data" / "uploads" / upload_id).exists()
 
 
-def test_a_check_and_a_summary_are_worked_out_once_per_upload(
+def test_an_upload_is_read_once_for_its_check_and_its_summary(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     application = app.state.application
@@ -165,21 +165,108 @@ def test_a_check_and_a_summary_are_worked_out_once_per_upload(
             data={"csrf": csrf, "mapping": "centre_b"},
             files={"file": ("b.csv", BAD_FILE.read_bytes())},
         )
-        upload_id = str(answer.url).rsplit("/", 1)[1]
+        upload_id = upload_id_of(answer)
+        checked(client, upload_id)
+        summarised(client, upload_id)
         pages = [client.get(f"/ui/uploads/{upload_id}").text for _ in range(3)]
         summaries = [client.get(f"/ui/uploads/{upload_id}/summary").text for _ in range(3)]
-    # one read for the upload's check, one for its summary (prepared in the background
-    # after the upload, or by the first view: never both, never again)
-    assert len(reads) == 2
+    # one read: the check's records are the summary's (worked out in the background after
+    # the check), and both are kept for every view after
+    assert len(reads) == 1
+    assert "<h1>Check of upload" in pages[0]
     assert len(set(pages)) == 1
     assert 'id="measures"' in summaries[0]
     assert len(set(summaries)) == 1
 
 
+def held_summary(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, ...]:
+    """The application's study summary, held until released."""
+    application = app.state.application
+    original = application.study_summary
+    inside, release = threading.Event(), threading.Event()
+
+    def summary(*args: Any, **options: Any) -> Any:
+        inside.set()
+        assert release.wait(WAIT)
+        return original(*args, **options)
+
+    monkeypatch.setattr(application, "study_summary", summary)
+    return inside, release
+
+
+def test_the_summary_page_follows_its_work_in_the_background(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside, release = held_summary(app, monkeypatch)
+    with TestClient(app) as client:
+        csrf = sign_in(client)
+        answer = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "centre_b"},
+            files={"file": ("b.csv", BAD_FILE.read_bytes())},
+        )
+        upload_id = upload_id_of(answer)
+        assert "<h1>Check of upload" in checked(client, upload_id).text
+        assert inside.wait(WAIT)  # the summary is now held inside its work
+        page = client.get(f"/ui/uploads/{upload_id}/summary")
+        assert page.status_code == 200
+        assert 'hx-get="/ui/uploads/' + upload_id + '/summary/progress"' in page.text
+        assert "Computing the measures" in page.text
+        assert 'id="measures"' not in page.text
+        note = client.get(f"/ui/uploads/{upload_id}/summary/progress")
+        assert "hx-refresh" not in note.headers
+        assert client.get("/ui/").status_code == 200  # other pages answer meanwhile
+        release.set()
+        for _ in range(10_000):
+            note = client.get(f"/ui/uploads/{upload_id}/summary/progress")
+            if note.headers.get("hx-refresh"):
+                break
+            threading.Event().wait(0.05)
+        assert note.headers.get("hx-refresh") == "true"
+        done = client.get(f"/ui/uploads/{upload_id}/summary")
+        plots = [client.get(src).text for src in re.findall(r'<img src="([^"]+)"', done.text)]
+    assert 'id="measures"' in done.text
+    assert "summary-progress" not in done.text
+    # centre B's file under the seed study: the plots name the upload, not the seed cohort
+    assert len(plots) == 2
+    for svg in plots:
+        shown = " ".join(re.findall(r"<!-- (.*?) -->", svg))  # a title's lines joined
+        assert "seed cohort" not in shown
+        assert f"pload {upload_id[:8]} (mapping centre_b)" in shown
+
+
+def test_a_check_not_kept_here_is_started_again_in_the_background(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a second worker, or after a restart, is asked for an upload's page: the page
+    starts the check in the pool and follows it; it never reads the file itself."""
+    with TestClient(app, follow_redirects=False) as client:
+        csrf = sign_in(client)
+        answer = client.post(
+            "/ui/uploads",
+            data={"csrf": csrf, "mapping": "centre_b"},
+            files={"file": ("b.csv", BAD_FILE.read_bytes())},
+        )
+        upload_id = upload_id_of(answer)
+        checked(client, upload_id)
+        summarised(client, upload_id)
+        app.state.checks.close()
+        app.state.checks = checks.Checks()  # nothing kept, nothing running here
+        inside, release = held_reading(app, monkeypatch)
+        page = client.get(f"/ui/uploads/{upload_id}")
+        assert inside.wait(WAIT)
+        assert "<h1>Checking upload" in page.text
+        summary = client.get(f"/ui/uploads/{upload_id}/summary")
+        assert "The file is being checked first" in summary.text
+        release.set()
+        assert "<h1>Check of upload" in checked(client, upload_id).text
+        assert 'id="measures"' in summarised(client, upload_id).text
+    assert (app.state.application.settings.data_dir / "uploads" / upload_id).is_dir()
+
+
 @pytest.mark.slow
 def test_a_10000_patient_upload_is_checked_in_the_background(app: FastAPI, tmp_path: Path) -> None:
     big = centre_b_file(10_000, tmp_path / "big.csv")
-    assert big.stat().st_size > checks.BACKGROUND_BYTES
     with TestClient(app, follow_redirects=False) as client:
         csrf = sign_in(client)
         with big.open("rb") as handle:

@@ -22,6 +22,7 @@ from fhir_cart.service.app import create_app
 from fhir_cart.service.web.grid import fix_for, grids
 from fhir_cart.settings import ServerSettings, Settings, UserSettings
 from tests.conftest import FIXTURES, MAPPINGS
+from tests.support.pages import checked, summarised, upload_id_of
 
 PASSWORD = "a long synthetic password"
 ADMIN_KEY = "pages-admin-key-0123456789abcdef01234"
@@ -157,7 +158,7 @@ def test_the_check_of_an_upload_with_its_own_mapping_marks_the_bad_cells(app: Fa
         )
         assert answer.status_code == 200
         assert re.search(r"/ui/uploads/[0-9a-f]{32}$", str(answer.url))
-        page = answer.text
+        page = checked(client, upload_id_of(answer)).text
         assert "Mapping: <strong>mapping</strong>" in page  # the upload's own mapping file
         bad = re.findall(r'<td class="bad" title="([^"]*)">.*?</td>', page, re.S)
         assert len(bad) == 5
@@ -176,10 +177,12 @@ def test_an_upload_the_mapping_does_not_fit_is_shown_on_the_page(app: FastAPI) -
             data={"csrf": csrf, "mapping": "seed"},
             files={"file": ("b.csv", BAD_FILE.read_bytes())},
         )
-        assert answer.status_code == 422
-        assert answer.headers["content-type"].startswith("text/html")
-        assert 'role="alert"' in answer.text
-        assert "<table" in answer.text
+        page = checked(client, upload_id_of(answer))  # checked in the background
+        assert page.status_code == 422
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'role="alert"' in page.text
+        assert "<table" in page.text  # the rejects
+        assert "The upload was not kept" in page.text
 
 
 def test_a_page_error_is_a_page(app: FastAPI) -> None:
@@ -284,9 +287,10 @@ def test_the_check_of_a_workbook_shows_its_sheets(app: FastAPI) -> None:
             files={"file": ("seed.xlsx", workbook)},
         )
         assert answer.status_code == 200, answer.text[:2000]
-        captions = re.findall(r"<caption>([^<(]+)", answer.text)
+        page = checked(client, upload_id_of(answer)).text
+        captions = re.findall(r"<caption>([^<(]+)", page)
         assert len([c for c in captions if not c.startswith("The first")]) >= 2  # sheets
-        assert "No problems found." in answer.text
+        assert "No problems found." in page
 
 
 @pytest.mark.slow
@@ -301,8 +305,8 @@ def test_the_summary_page_shows_the_measures_beside_the_paper_and_the_plots(
             data={"csrf": csrf, "mapping": "seed"},
             files={"file": ("seed.xlsx", workbook)},
         )
-        upload_id = str(check.url).rsplit("/", 1)[1]
-        page = client.get(f"/ui/uploads/{upload_id}/summary")
+        upload_id = upload_id_of(check)
+        page = summarised(client, upload_id)
         assert page.status_code == 200
         assert re.search(r'<p id="study">Study <strong>Marschollek 2022', page.text)
         rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>", page.text)

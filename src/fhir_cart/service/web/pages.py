@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from fhir_cart.errors import FhirCartError
+from fhir_cart.records import Case
 from fhir_cart.service import schemas as s
 from fhir_cart.service.access import (
     Principal,
@@ -243,8 +244,7 @@ async def upload(
     try:
         named = study_routes.mapping_path(app, mapping) if mapping and not mapping_text else None
         suffix = study_routes._suffix(file)
-        # checked once, its check kept for the page; a large file in the background
-        background = (file.size or 0) > checks.BACKGROUND_BYTES
+        # stored now, checked in the background (the page follows it), read once
         upload_id = await run_in_threadpool(
             checks.store,
             request,
@@ -255,7 +255,6 @@ async def upload(
             named,
             principal,
             mapping_text,
-            background,
             _check,
             _summary,
         )
@@ -281,7 +280,8 @@ async def upload(
 
 def _check(
     app: Any, upload_id: str, principal: Principal, on_patient: Any = None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Sequence[Case]]:
+    """The check page's context of an upload, and the records read (for its summary)."""
     meta = study_routes.visible_upload(app, upload_id, principal)
     mapping = app.load_mapping(Path(meta["mapping_file"]) if meta["mapping_file"] else None)
     study_file = Path(meta["study_file"])
@@ -303,7 +303,7 @@ def _check(
             preview = orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode()
         except FhirCartError as exc:
             preview_error = str(exc)
-    return {
+    context = {
         "upload_id": upload_id,
         "rejects": result.rejects,
         "grids": grids(sheets, result.rejects, header_row),
@@ -315,34 +315,25 @@ def _check(
         "preview_patient": result.cases[0].patient.study_id if result.cases else None,
         "mapping": Path(meta["mapping_file"]).stem if meta["mapping_file"] else None,
     }
+    return context, result.cases
 
 
-@router.get("/ui/uploads/{upload_id}")
-async def check_page(
-    request: Request, app: AppDep, principal: PrincipalDep, upload_id: str
-) -> Response:
-    _with_session(request)
-    try:
-        state = checks.page_state(request, upload_id, principal)
-        if state is not None:  # checked in the background: its progress, or its failure
-            return _page(request, "checking.html", upload_id=upload_id, state=state)
-        context = await run_in_threadpool(
-            checks.kept_check, request, app, upload_id, principal, _check
-        )
-    except FhirCartError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    return _page(request, "check.html", servers=sorted(app.settings.servers), **context)
-
-
-def _summary(app: Any, upload_id: str, principal: Principal) -> dict[str, Any]:
+def _summary(
+    app: Any, upload_id: str, principal: Principal, cases: Sequence[Case] | None = None
+) -> dict[str, Any]:
+    """The summary page's context of an upload: over ``cases`` (the records its check
+    read), or the file read again. The plots' titles name the upload and its mapping: the
+    study's own titles describe the study's cohort, not this file."""
     meta = study_routes.visible_upload(app, upload_id, principal)
     mapping = app.load_mapping(Path(meta["mapping_file"]) if meta["mapping_file"] else None)
     study = mapping.study if mapping is not None else None
     if study is None:
         return {"upload_id": upload_id, "study": None}
-    cases = app.read_study(Path(meta["study_file"]), mapping).cases
+    if cases is None:
+        cases = app.read_study(Path(meta["study_file"]), mapping).cases
     plots_dir = study_routes.upload_dir(app.settings, upload_id) / "plots"
-    definition, results, plots = app.study_summary(cases, study, plots_dir)
+    about = f"upload {upload_id[:8]} (mapping {Path(meta['mapping_file']).stem})"
+    definition, results, plots = app.study_summary(cases, study, plots_dir, about)
     return {
         "upload_id": upload_id,
         "study": definition,
@@ -350,21 +341,6 @@ def _summary(app: Any, upload_id: str, principal: Principal) -> dict[str, Any]:
         "plots": [p.name for p in plots],
         "patients": len(cases),
     }
-
-
-@router.get("/ui/uploads/{upload_id}/summary")
-async def summary_page(
-    request: Request, app: AppDep, principal: PrincipalDep, upload_id: str
-) -> Response:
-    """The study's measures over the upload beside the paper's, and its plots (SVG)."""
-    _with_session(request)
-    try:
-        context = await run_in_threadpool(
-            checks.kept_summary, request, app, upload_id, principal, _summary
-        )
-    except FhirCartError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    return _page(request, "summary.html", **context)
 
 
 @router.get("/ui/uploads/{upload_id}/plots/{name}")
