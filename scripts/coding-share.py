@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,14 +31,20 @@ from fhir_cart.conformance.codings import (  # noqa: E402
     own_share,
     unverified_codings,
     without_standard_code,
+    without_standard_code_by_code,
 )
 from fhir_cart.library import shipped_folder  # noqa: E402
 from fhir_cart.library.terminology import load_terminology  # noqa: E402
 from fhir_cart.mappers.context import mapping_context  # noqa: E402
 from fhir_cart.mappers.to_fhir import case_to_fhir  # noqa: E402
 
+Share = tuple[int, int, Counter[str], Counter[str]]
+"""(without a standard code, all clinical CodeableConcepts, codings by system, the ones
+without by what they carry)."""
 
-def main() -> None:
+
+def shares() -> dict[str, Share]:
+    """Each fixture's figures, terminology as of 2026-01-01."""
     terms = load_terminology(shipped_folder() / "terminology.yaml", as_of=dt.date(2026, 1, 1))
     ctx = mapping_context(terminology=terms, ref_style="relative")
     own = terms.system("fhir-cart")
@@ -50,11 +57,19 @@ def main() -> None:
         "lymphoma": table_cases("lymphoma_cart"),
         "myeloma": table_cases("myeloma_cart"),
     }
+    out: dict[str, Share] = {}
     for name, cases in fixtures.items():
         resources = [r for case in cases for r in case_to_fhir(ctx, case)]
-        counts = coding_counts(resources)
-        total = sum(counts.values())
         without, concepts = without_standard_code(resources, own, unverified)
+        by_code = without_standard_code_by_code(resources, own, unverified)
+        out[name] = (without, concepts, coding_counts(resources), by_code)
+    return out
+
+
+def main() -> None:
+    own = load_terminology(shipped_folder() / "terminology.yaml").system("fhir-cart")
+    for name, (without, concepts, counts, by_code) in shares().items():
+        total = sum(counts.values())
         print(
             f"{name}: {without} of {concepts} clinical CodeableConcepts without a standard "
             f"code ({without / concepts:.1%}); codings: {counts[own]} of {total} own "
@@ -62,6 +77,9 @@ def main() -> None:
         )
         for system, n in counts.most_common():
             print(f"  {n:5d} {system}")
+        print("  without a standard code, by what they carry:")
+        for codes, n in by_code.most_common():
+            print(f"    {n:5d} {codes}")
 
 
 if __name__ == "__main__":

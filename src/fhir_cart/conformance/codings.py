@@ -13,6 +13,7 @@ __all__ = [
     "own_share",
     "unverified_codings",
     "without_standard_code",
+    "without_standard_code_by_code",
 ]
 
 
@@ -104,6 +105,29 @@ def without_standard_code(
             }
             without += not (standard - unverified)
     return without, total
+
+
+def without_standard_code_by_code(
+    resources: Iterable[dict[str, Any]],
+    own_system: str,
+    unverified: frozenset[tuple[str, str]] = frozenset(),
+) -> Counter[str]:
+    """The CodeableConcepts :func:`without_standard_code` counts as without, by what they
+    carry: their codes joined with ``+`` (the project's own, or standard ones marked
+    unverified), or ``text: ...`` for one with no coding; which concepts keep a fixture's
+    share up."""
+    found: Counter[str] = Counter()
+    for resource in resources:
+        for concept in codeable_concepts(resource):
+            codings = [c for c in concept.get("coding") or () if isinstance(c, dict)]
+            standard = {
+                (c.get("system"), c.get("code")) for c in codings if c.get("system") != own_system
+            }
+            if standard - unverified:
+                continue
+            codes = "+".join(str(c.get("code")) for c in codings)
+            found[codes or f"text: {concept.get('text', '')}"] += 1
+    return found
 
 
 def unverified_codings(

@@ -13,6 +13,7 @@ from fhir_cart.conformance.codings import (
     codeable_concepts,
     unverified_codings,
     without_standard_code,
+    without_standard_code_by_code,
 )
 
 OWN = "https://fhir-cart.dev/fhir/CodeSystem/case-series"
@@ -59,6 +60,34 @@ def test_counts_clinical_concepts_not_anchors() -> None:
     texts = [c.get("text") for c in codeable_concepts(RESOURCES)]
     assert "cart-infusion" not in texts
     assert "ACAD-CAR19" in texts
+
+
+def test_lists_what_the_concepts_without_a_standard_code_carry() -> None:
+    assert without_standard_code_by_code(RESOURCES, OWN) == {"mrd": 1, "text: ACAD-CAR19": 1}
+    unverified = frozenset({(SNOMED, "1")})
+    found = without_standard_code_by_code(RESOURCES, OWN, unverified)
+    assert found == {"mrd": 1, "text: ACAD-CAR19": 1, "1": 1}
+
+
+TARGETS = {"seed": 0.10, "hsct": 0.15, "adult": 0.15, "lymphoma": 0.15, "myeloma": 0.15}
+NOT_MET = {"seed": 65, "hsct": 96, "adult": 103}
+"""Fixtures still above their target (issue 18 item 5): at most this many concepts without a
+standard code, so the share cannot grow unnoticed; docs/library-coverage.md says which
+concepts keep them up and why no code was found. Lower a figure (or move the fixture out)
+when codes are added."""
+
+
+@pytest.mark.slow
+def test_each_fixture_meets_its_target_or_does_not_grow() -> None:
+    script = runpy.run_path(str(ROOT / "scripts" / "coding-share.py"), run_name="coding_share")
+    figures = script["shares"]()
+    assert set(figures) == set(TARGETS)
+    for name, (without, concepts, _, by_code) in figures.items():
+        if name in NOT_MET:
+            assert without <= NOT_MET[name], (name, by_code.most_common(8))
+            assert without / concepts > TARGETS[name], f"{name} meets its target: move it out"
+        else:
+            assert without / concepts <= TARGETS[name], (name, by_code.most_common(8))
 
 
 @pytest.mark.slow
