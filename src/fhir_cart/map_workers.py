@@ -1,12 +1,17 @@
-"""`fhir-cart map --workers N`: cases mapped and serialised by N processes while the parent
-reads the study, the output written by the parent in the study's order (the same bytes as
-one process writes).
+"""`fhir-cart map --workers N`: patients checked, mapped and serialised by N processes while
+the parent reads the study's rows, the output written by the parent in the study's order
+(the same bytes as one process writes).
 
-Reading and checking the study stays in the parent (a patient's rows are checked against
-the patients read before: duplicate ids, one reject per cause). The cases it reads go, in
-runs of :data:`RUN` consecutive patients, to forked processes that map each case
+A study read patient by patient (:attr:`fhir_cart.study.StudyStream.split`: patient ids
+known distinct, each patient's rows together) is split: the parent reads the CSV rows and
+hands each patient's rows, in runs of :data:`RUN` consecutive patients, to forked
+processes that check and assemble them into cases
+(:meth:`~fhir_cart.study.read.PatientRows.assemble`), map each case
 (:func:`~fhir_cart.mappers.to_fhir.map_case`) and serialise its NDJSON lines and bundle
-entries (:func:`patient_output`); the parent writes each run's output when its turn comes.
+entries (:func:`patient_output`); the parent writes each run's output when its turn comes
+and keeps its rejects in order (the reject report is the same). A study that must be held
+whole (ids repeated, or made by a mapping's word) is read and checked in the parent, and
+only its cases go to the workers.
 At most two runs per worker are out at a time, so memory stays bounded whatever the study's
 size. The first :data:`FIRST` patients are mapped in the parent as they are read (a
 smaller study starts no process). The unverified codes the workers emitted are added to
@@ -20,8 +25,8 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -31,6 +36,8 @@ from fhir_cart.errors import FatalError
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.to_fhir import map_case
 from fhir_cart.records import Case
+from fhir_cart.study import StudyStream
+from fhir_cart.study.read import Assembled, PatientRows, PatientUnit
 from fhir_cart.types import Json
 
 __all__ = [
@@ -63,6 +70,8 @@ class PatientOutput:
 
     lines: list[tuple[str, bytes]]
     entries: list[Any]
+    warnings: list[str] = field(default_factory=list)
+    """What :attr:`Job.warn` said of the case (shown by the parent, in order)."""
 
 
 @dataclass
@@ -73,6 +82,8 @@ class Job:
     mode: BundleMode
     validate: bool
     indent: bool
+    warn: Callable[[Case], list[str]] = lambda case: []
+    """Warnings about a case (a missing anchor event), made where the case is mapped."""
 
 
 def patient_output(job: Job, case: Case) -> PatientOutput:
@@ -83,15 +94,17 @@ def patient_output(job: Job, case: Case) -> PatientOutput:
             validate_resource(resource)
     lines = [(str(r["resourceType"]), orjson.dumps(r)) for r in resources]
     restyle("urn")
-    return PatientOutput(lines, bundle_entries(resources, job.mode, job.indent))
+    return PatientOutput(lines, bundle_entries(resources, job.mode, job.indent), job.warn(case))
 
 
 @dataclass
 class _Done:
-    """A run mapped in a worker: each patient's output, and the unverified codes used."""
+    """A run mapped in a worker: each patient's output, the unverified codes used, and
+    (a run of patients' rows) what the stream must learn of them, without the cases."""
 
     outputs: list[PatientOutput]
     unverified: set[tuple[str, str, str]]
+    assembled: Assembled | None = None
 
 
 @dataclass
@@ -103,8 +116,8 @@ class _Failed:
     exit_code: int
 
 
-_JOB: dict[str, Job] = {}
-"""The job, set before the workers are forked (they inherit it)."""
+_JOB: dict[str, Any] = {}
+"""The job (and the study's split), set before the workers are forked (they inherit it)."""
 
 
 def _map_run(cases: list[Case]) -> _Done | _Failed:
@@ -117,10 +130,20 @@ def _map_run(cases: list[Case]) -> _Done | _Failed:
     return _Done(outputs, set(terminology.unverified_used))
 
 
-def _runs(cases: Iterable[Case]) -> Iterator[list[Case]]:
-    run: list[Case] = []
-    for case in cases:
-        run.append(case)
+def _assemble_run(units: list[PatientUnit]) -> _Done | _Failed:
+    split: PatientRows = _JOB["split"]
+    assembled = split.assemble(units)
+    done = _map_run(assembled.cases)
+    if isinstance(done, _Done):
+        assembled.cases = []  # mapped here: only their rejects go back
+        done.assembled = assembled
+    return done
+
+
+def _runs(items: Iterable[Any]) -> Iterator[list[Any]]:
+    run: list[Any] = []
+    for item in items:
+        run.append(item)
         if len(run) >= RUN:
             yield run
             run = []
@@ -128,34 +151,60 @@ def _runs(cases: Iterable[Case]) -> Iterator[list[Case]]:
         yield run
 
 
-def _received(job: Job, done: _Done | _Failed) -> list[PatientOutput]:
+def _received(job: Job, done: _Done | _Failed, split: PatientRows | None) -> list[PatientOutput]:
     if isinstance(done, _Failed):
         error = done.kind.__new__(done.kind)
         FatalError.__init__(error, done.message, exit_code=done.exit_code)
         raise error
     job.relative.terminology.unverified_used |= done.unverified
+    if split is not None and done.assembled is not None:
+        split.learn(done.assembled)
     return done.outputs
 
 
-def mapped_outputs(job: Job, cases: Iterable[Case], workers: int) -> Iterator[PatientOutput]:
-    """Each case's output, in the order the cases come: the first :data:`FIRST` cases (all
-    of them with one worker) mapped here as they come, the rest by ``workers`` processes."""
-    cases = iter(cases)
+def mapped_outputs(job: Job, stream: StudyStream, workers: int) -> Iterator[PatientOutput]:
+    """Each case's output, in the study's order: the first :data:`FIRST` patients (all of
+    them with one worker) read and mapped here, the rest by ``workers`` processes (with
+    the study's split, checked there too)."""
+    split = stream.split if workers > 1 else None
+    if split is None:
+        yield from _from_cases(job, iter(stream), workers)
+        return
+    units = split.units()
+    for unit in itertools.islice(units, FIRST):
+        assembled = split.assemble([unit])
+        split.learn(assembled)
+        for case in assembled.cases:
+            yield patient_output(job, case)
+    yield from _in_workers(job, _assemble_run, _runs(units), workers, split)
+    split.finish()
+
+
+def _from_cases(job: Job, cases: Iterator[Case], workers: int) -> Iterator[PatientOutput]:
     for case in itertools.islice(cases, FIRST if workers > 1 else None):
         yield patient_output(job, case)
-    runs = _runs(cases)
+    yield from _in_workers(job, _map_run, _runs(cases), workers, None)
+
+
+def _in_workers(
+    job: Job,
+    work: Callable[[list[Any]], _Done | _Failed],
+    runs: Iterator[list[Any]],
+    workers: int,
+    split: PatientRows | None,
+) -> Iterator[PatientOutput]:
     first = next(runs, None)
     if first is None:
         return
-    _JOB["job"] = job
+    _JOB.update(job=job, split=split)
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            pending: deque[Any] = deque([pool.apply_async(_map_run, (first,))])
+            pending: deque[Any] = deque([pool.apply_async(work, (first,))])
             for run in runs:
                 if len(pending) >= 2 * workers:
-                    yield from _received(job, pending.popleft().get())
-                pending.append(pool.apply_async(_map_run, (run,)))
+                    yield from _received(job, pending.popleft().get(), split)
+                pending.append(pool.apply_async(work, (run,)))
             while pending:
-                yield from _received(job, pending.popleft().get())
+                yield from _received(job, pending.popleft().get(), split)
     finally:
         _JOB.clear()

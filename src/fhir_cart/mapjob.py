@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,8 @@ def run_map(
     validate: bool = False,
     check_rejects: Callable[[list[Reject]], None] = lambda rejects: None,
     write_extras: Callable[[Path], None] = lambda staging: None,
-    on_case: Callable[[Case], None] = lambda case: None,
+    warn: Callable[[Case], list[str]] = lambda case: [],
+    on_warnings: Callable[[list[str]], None] = lambda warnings: None,
     indent: bool = False,
     workers: int = 1,
 ) -> MapResult:
@@ -127,10 +128,12 @@ def run_map(
     given every reject once the file is read; it raises to stop the job, and then nothing
     but what it wrote itself is left in ``out_dir``. ``write_extras`` writes further files
     into the staging folder, after the mapping (it may use what the mapping learned).
-    ``on_case`` sees each case as it is read (e.g. to warn of a missing anchor).
+    ``warn`` says what to warn of each case (e.g. a missing anchor), where it is mapped;
+    ``on_warnings`` is given those warnings here, in the study's order.
     ``indent``: bundles indented by two spaces (compact by default). ``workers`` > 1:
-    cases are mapped and serialised by that many processes while this one reads the study
-    (:mod:`fhir_cart.map_workers`); the files are the same bytes."""
+    patients are checked, mapped and serialised by that many processes while this one
+    reads the study's rows (:mod:`fhir_cart.map_workers`); the files and the rejects are
+    the same."""
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fhir-cart-map-", dir=out_dir))
     result = MapResult()
@@ -138,15 +141,11 @@ def run_map(
     try:
         with NdjsonWriter(staging / "ndjson") as writer, bulk_collection() as collector:
             bundles = BundleWriter(staging / "bundles", bundle_size, mode, indent=indent)
-
-            def read() -> Iterator[Case]:
-                for case in stream:
-                    collector.step()
-                    on_case(case)
-                    yield case
-
-            job = Job(relative, mode, validate, indent)
-            for output in mapped_outputs(job, read(), workers):
+            job = Job(relative, mode, validate, indent, warn)
+            for output in mapped_outputs(job, stream, workers):
+                collector.step()
+                if output.warnings:
+                    on_warnings(output.warnings)
                 for rtype, line in output.lines:
                     writer.write_line(rtype, line)
                 bundles.add_entries(output.entries)

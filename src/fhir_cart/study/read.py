@@ -39,8 +39,17 @@ from fhir_cart.study.sources import (
     _unmapped,
 )
 from fhir_cart.study.stream import _Feed, _feeds, _plain_sid, _sid
+from fhir_cart.study.values import Row
 
-__all__ = ["ReadResult", "StudyStream", "read_study", "stream_study"]
+__all__ = [
+    "Assembled",
+    "PatientRows",
+    "PatientUnit",
+    "ReadResult",
+    "StudyStream",
+    "read_study",
+    "stream_study",
+]
 
 
 @dataclass
@@ -67,6 +76,7 @@ class StudyStream:
         unmapped_columns: list[UnmappedColumn],
         streamed: bool,
         sources: dict[str, dict[str, str]] | None = None,
+        split: PatientRows | None = None,
     ) -> None:
         self._cases = cases
         self.rejects = rejects
@@ -75,9 +85,113 @@ class StudyStream:
         self.sources: dict[str, dict[str, str]] = {} if sources is None else sources
         """With ``keep_sources``: study id -> {"" (the patient's row) and event id -> where
         its row is (``file, sheet S, row N``)}, filled as cases are given out."""
+        self.split = split
+        """A file read patient by patient (None: held): its rows, patient by patient, to
+        be assembled in other processes (:class:`PatientRows`); iterate either this
+        stream or its ``split``, once."""
 
     def __iter__(self) -> Iterator[Case]:
         return self._cases
+
+
+@dataclass
+class PatientUnit:
+    """One patient's rows as read (plain data, so another process can take it): the
+    patient-table row, and each of its rows of the event sheets as (spec index, row, cells)."""
+
+    row: int
+    raw: Row
+    events: list[tuple[int, int, Row]]
+
+
+@dataclass
+class Assembled:
+    """Patients assembled apart (:meth:`PatientRows.assemble`): their cases, and what the
+    stream must learn of them (:meth:`PatientRows.learn`)."""
+
+    cases: list[Case]
+    rejects: list[tuple[int, int, Reject]]
+    sources: dict[str, dict[str, str]]
+
+
+class PatientRows:
+    """A study read patient by patient, split in two: :meth:`units` reads the rows of each
+    patient (in this process, in file order); :meth:`assemble` turns a run of them into
+    cases with their rejects, in any process forked after the stream was opened (a
+    patient's rows are checked against nothing but each other: the patient ids are known
+    distinct and each patient's rows are together). The results go back through
+    :meth:`learn` in the patients' order; then :meth:`finish` reads the rows of no patient
+    and fills the stream's ``rejects``, in file order, as when the stream is iterated."""
+
+    def __init__(
+        self,
+        acc: _Assembly,
+        plans: list[_Plan],
+        sheets: list[_Sheet],
+        feeds: dict[int, _Feed],
+        stack: ExitStack,
+        rejects: list[Reject],
+    ) -> None:
+        self._acc = acc
+        self._plans = plans
+        self._sheets = sheets
+        self._feeds = feeds
+        self._stack = stack
+        self._rejects = rejects
+
+    def units(self) -> Iterator[PatientUnit]:
+        """Each patient's rows, in the patient table's order (then call :meth:`finish`)."""
+        plans, sheets, feeds = self._plans, self._sheets, self._feeds
+        try:
+            column = _plain_sid(plans[0])
+            assert column is not None
+            own = [i for i, plan in enumerate(plans) if i and plan.own_sheet]
+            for row, raw in sheets[0].rows():
+                sid = _sid(raw.get(column))
+                events: list[tuple[int, int, Row]] = []
+                if sid is not None:
+                    for order in own:
+                        events.extend((order, n, cells) for n, cells in feeds[order].take(sid))
+                yield PatientUnit(row, raw, events)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def finish(self) -> None:
+        """After every unit was assembled and learned: the rows of no patient (rejected)
+        read, the files closed, and the stream's ``rejects`` filled in file order."""
+        plans, sheets, acc = self._plans, self._sheets, self._acc
+        with self._stack:
+            for order, plan in enumerate(plans):
+                if order and plan.own_sheet:
+                    for number, cells in self._feeds[order].loose():
+                        acc.event(order, _Where(sheets[order], plan, number, cells, {}))
+        _sorted_rejects(acc, self._rejects)
+
+    def assemble(self, units: list[PatientUnit]) -> Assembled:
+        """The cases of ``units`` (patients in the order given) and their rejects."""
+        plans, sheets = self._plans, self._sheets
+        acc = _Assembly(self._acc.ctx, plans, keep_sources=self._acc.keep_sources)
+        patients, plan = sheets[0], plans[0]
+        cases: list[Case] = []
+        for unit in units:
+            acc.patient(_Where(patients, plan, unit.row, unit.raw, {}))
+            rows = iter(unit.events)
+            row = next(rows, None)
+            for order in range(1, len(plans)):  # every spec in turn, as the mapping lists them
+                spec = plans[order]
+                if not spec.own_sheet:
+                    acc.event(order, _Where(patients, spec, unit.row, unit.raw, {}))
+                while row is not None and row[0] == order:
+                    acc.event(order, _Where(sheets[order], spec, row[1], row[2], {}))
+                    row = next(rows, None)
+            cases += acc.release()
+        return Assembled(cases, acc.rejects, acc.sources)
+
+    def learn(self, assembled: Assembled) -> None:
+        """Keep the rejects (and sources) of patients assembled apart, in their order."""
+        self._acc.rejects += assembled.rejects
+        self._acc.sources.update(assembled.sources)
 
 
 def _stream_mapped(
@@ -103,56 +217,42 @@ def _stream_mapped(
         stack.close()
         raise
     acc = _Assembly(ctx, plans, keep_sources=keep_sources)
-    cases = _assemble(acc, plans, sheets, feeds, stack, rejects)
-    return StudyStream(cases, rejects, unmapped, feeds is not None, acc.sources)
+    split = None if feeds is None else PatientRows(acc, plans, sheets, feeds, stack, rejects)
+    cases = _assemble(acc, plans, sheets, split, stack, rejects)
+    return StudyStream(cases, rejects, unmapped, feeds is not None, acc.sources, split)
 
 
 def _assemble(
     acc: _Assembly,
     plans: list[_Plan],
     sheets: list[_Sheet],
-    feeds: dict[int, _Feed] | None,
+    split: PatientRows | None,
     stack: ExitStack,
     rejects: list[Reject],
 ) -> Iterator[Case]:
     """The cases; at the end, ``rejects`` gets every reject in file order."""
+    if split is not None:
+        for unit in split.units():
+            assembled = split.assemble([unit])
+            split.learn(assembled)
+            yield from assembled.cases
+        split.finish()
+        return
     with stack:
-        if feeds is None:
-            for order, (sheet, plan) in enumerate(zip(sheets, plans, strict=True)):
-                for row, raw in sheet.rows():
-                    where = _Where(sheet, plan, row, raw, {})
-                    if order == 0:
-                        acc.patient(where)
-                    else:
-                        acc.event(order, where)
-            yield from acc.cases()
-        else:
-            yield from _assemble_streamed(acc, plans, sheets, feeds)
+        for order, (sheet, plan) in enumerate(zip(sheets, plans, strict=True)):
+            for row, raw in sheet.rows():
+                where = _Where(sheet, plan, row, raw, {})
+                if order == 0:
+                    acc.patient(where)
+                else:
+                    acc.event(order, where)
+        yield from acc.cases()
+    _sorted_rejects(acc, rejects)
+
+
+def _sorted_rejects(acc: _Assembly, rejects: list[Reject]) -> None:
     acc.rejects.sort(key=itemgetter(0, 1))
     rejects.extend(r for _, _, r in acc.rejects)
-
-
-def _assemble_streamed(
-    acc: _Assembly, plans: list[_Plan], sheets: list[_Sheet], feeds: dict[int, _Feed]
-) -> Iterator[Case]:
-    patients, plan = sheets[0], plans[0]
-    column = _plain_sid(plan)
-    assert column is not None
-    events = list(enumerate(zip(plans, sheets, strict=True)))[1:]
-    for row, raw in patients.rows():
-        acc.patient(_Where(patients, plan, row, raw, {}))
-        sid = _sid(raw.get(column))
-        for order, (spec, sheet) in events:
-            if not spec.own_sheet:
-                acc.event(order, _Where(patients, spec, row, raw, {}))
-            elif sid is not None:
-                for number, cells in feeds[order].take(sid):
-                    acc.event(order, _Where(sheet, spec, number, cells, {}))
-        yield from acc.release()
-    for order, (spec, sheet) in events:
-        if spec.own_sheet:
-            for number, cells in feeds[order].loose():
-                acc.event(order, _Where(sheet, spec, number, cells, {}))
 
 
 def _read_json(path: Path) -> ReadResult:

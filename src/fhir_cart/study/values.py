@@ -68,6 +68,8 @@ def _blank(value: Any) -> bool:
 def _to_date(value: Any, formats: tuple[str, ...]) -> tuple[dt.date, Precision]:
     """A date cell as (date, precision): a date cell is a day; text is read by the first of
     the mapping's ``date_formats`` that fits, at that format's precision."""
+    if type(value) is str:
+        return _text_date(value.strip(), formats)
     if isinstance(value, dt.datetime):
         return value.date(), "day"
     if isinstance(value, dt.date):
@@ -338,6 +340,17 @@ def parse_time(cell: Any, unit: str | None = None) -> TimeAmount:
     '≥ 12 months' (censored at 12). ``unit``: the column's unit when the cell states none
     (default days). ValueError for anything else, '<' included (a time known only to be
     below a bound is not an event time)."""
+    if type(cell) is str:  # a study repeats its days: each text read once (errors are not kept)
+        return _text_time(cell, unit)
+    return _parse_time(cell, unit)
+
+
+@lru_cache(maxsize=16384)
+def _text_time(cell: str, unit: str | None) -> TimeAmount:
+    return _parse_time(cell, unit)
+
+
+def _parse_time(cell: Any, unit: str | None) -> TimeAmount:
     if isinstance(cell, int | float) and not isinstance(cell, bool):
         amount, written, censored = float(cell), None, False
     else:

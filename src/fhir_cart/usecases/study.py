@@ -101,9 +101,8 @@ def map_study(
 
     anchor = app.anchor_of(mapping)
 
-    def check_anchor(case: Case) -> None:
-        if anchor is not None:
-            on_warnings(missing_anchor([case], anchor))
+    def check_anchor(case: Case) -> list[str]:
+        return [] if anchor is None else missing_anchor([case], anchor)
 
     result = run_map(
         stream,
@@ -113,7 +112,8 @@ def map_study(
         mode=request.mode,
         validate=request.validate,
         write_extras=extras,
-        on_case=check_anchor,
+        warn=check_anchor,
+        on_warnings=on_warnings,
         indent=request.indent,
         check_rejects=check_rejects,
         workers=request.workers,

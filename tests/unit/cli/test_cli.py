@@ -109,6 +109,29 @@ def test_flags_show_no_value_in_help_and_accept_a_written_boolean(
     assert main([*args, "-o", str(tmp_path / "c"), "--strict", "no"]) == 0
 
 
+def test_written_booleans_are_read_without_building_the_commands_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--validate true` becomes `--validate`, `--strict no` goes; arguments with no such
+    word are left as they are without building the command tree (`--help` builds it once)."""
+    import typer
+
+    from fhir_cart.cli.root import flag_values
+
+    assert flag_values(["map", "x", "--validate", "true", "--strict", "no"]) == [
+        "map",
+        "x",
+        "--validate",
+    ]
+
+    def refused(app: object) -> None:
+        raise AssertionError("the command tree was built")
+
+    monkeypatch.setattr(typer.main, "get_command", refused)
+    assert flag_values(["--help"]) == ["--help"]
+    assert flag_values(["map", "x", "-o", "out"]) == ["map", "x", "-o", "out"]
+
+
 def test_openapi_writes_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no api/ folder here
     assert main(["openapi"]) == 0

@@ -72,7 +72,8 @@ def test_patients_are_written_before_the_study_is_read_to_the_end(
 
     monkeypatch.setattr(mapjob, "open_study", logged_open)
     monkeypatch.setattr(NdjsonWriter, "write_line", logged_write)
-    assert main(["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path)]) == 0
+    args = ["map", str(SEED_FILE), "-m", str(SEED_MAPPING), "-o", str(tmp_path)]
+    assert main([*args, "--workers", "1"]) == 0  # in one process (the workers: see below)
     ids = [f"P0{i}" for i in range(1, 8)]
     assert log == [line for sid in ids for line in (f"read {sid}", f"wrote {sid}")]
 
@@ -134,3 +135,101 @@ def test_a_workers_error_stops_the_job_as_in_one_process(
     assert main([*args, "-o", str(tmp_path / "one"), "--workers", "1"]) == 4
     assert main([*args, "-o", str(tmp_path / "two"), "--workers", "2"]) == 4
     assert not any((tmp_path / "two").rglob("*.ndjson"))
+
+
+_MAPPING = """
+centre: c
+anchor: cart_infusion
+patients:
+  source: patients.csv
+  columns: {study_id: id, sex: sex, birth_date: born, anchor_date: infused}
+events:
+  - name: diagnosis
+    concept: diagnosis
+    columns: {when_date: dx}
+    constants: {value: b_all}
+  - name: labs
+    source: events.csv
+    columns: {study_id: id, concept: what, when_day: day, value: result}
+  - name: death
+    concept: death
+    columns: {when_day: died}
+"""
+_PATIENTS = """id,sex,born,infused,dx,died
+P1,female,2010-01-01,2020-01-10,2019-06-01,
+P2,alien,2010-01-01,2020-01-10,2019-06-01,
+P3,male,2011-05-05,,2019-01-01,
+P4,male,2009-02-02,2021-03-03,2020-13-01,400
+P5,female,2012-02-02,2021-03-03,2020-12-01,30
+"""
+_EVENTS = [
+    "P1,cart_infusion,0,",
+    "P1,mrd,28,negative",
+    "P1,mrd,28x,negative",
+    "P2,cart_infusion,0,",
+    "P3,mrd,10,negative",
+    "P4,cart_infusion,0,",
+    "P4,mrd,28,maybe",
+    "P5,cart_infusion,0,",
+    "P9,cart_infusion,0,",
+    ",mrd,3,negative",
+]
+
+
+@pytest.mark.parametrize("order", ["grouped", "reversed"])
+@pytest.mark.parametrize("first", [0, 2])
+def test_workers_read_the_rows_and_report_as_one_process(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    order: str,
+    first: int,
+) -> None:
+    """`map --workers 2` on a CSV study read patient by patient: the workers check and
+    assemble each patient's rows too. Rejects (a bad patient row and its events, bad cells,
+    rows of no patient, a blank id), the missing-anchor warnings and every file are what
+    one process gives, for event rows grouped by patient and in another order (sorted on
+    disk), with events from the patient row before and after the event file's."""
+    from fhir_cart import map_workers
+
+    monkeypatch.setattr(map_workers, "RUN", 1)
+    monkeypatch.setattr(map_workers, "FIRST", first)
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "patients.csv").write_text(_PATIENTS, encoding="utf-8")
+    rows = _EVENTS if order == "grouped" else _EVENTS[::-1]
+    (study / "events.csv").write_text("id,what,day,result\n" + "\n".join(rows) + "\n")
+    (tmp_path / "mapping.yaml").write_text(_MAPPING, encoding="utf-8")
+    args = ["map", str(study), "-m", str(tmp_path / "mapping.yaml"), "--continue-on-error"]
+    said = {}
+    for workers in ("1", "2"):
+        assert main([*args, "-o", str(tmp_path / workers), "--workers", workers]) == 0
+        said[workers] = capsys.readouterr()
+    one = _tree(tmp_path / "1")
+    rejects = one["rejects.csv"].decode()
+    for reason in ("alien", "rejected", "28x", "maybe", "no patient with this id", "13"):
+        assert reason in rejects
+    assert "P9" in rejects
+    assert "P3: no cart_infusion event" in said["1"].err.replace("\n", " ")
+    assert _tree(tmp_path / "2") == one
+    assert said["2"].err.replace(str(tmp_path / "2"), "") == said["1"].err.replace(
+        str(tmp_path / "1"), ""
+    )
+
+
+def test_a_patients_events_come_in_the_mappings_order(tmp_path: Path) -> None:
+    """Read patient by patient, events from the patient row and from the event file come
+    in the order the mapping lists their specs (diagnosis, labs, death), as when the file
+    is held."""
+    from fhir_cart.library.study_mapping import load_study_mapping
+    from fhir_cart.study import read_study
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "patients.csv").write_text(_PATIENTS, encoding="utf-8")
+    (study / "events.csv").write_text("id,what,day,result\n" + "\n".join(_EVENTS) + "\n")
+    (tmp_path / "mapping.yaml").write_text(_MAPPING, encoding="utf-8")
+    read = read_study(study, load_study_mapping(tmp_path / "mapping.yaml"))
+    concepts = {c.patient.study_id: [e.concept for e in c.events] for c in read.cases}
+    assert concepts["P5"] == ["diagnosis", "cart_infusion", "death"]
+    assert concepts["P1"] == ["diagnosis", "cart_infusion", "mrd"]
