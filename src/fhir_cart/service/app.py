@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,7 +31,7 @@ from fhir_cart.application import Application, Cache
 from fhir_cart.errors import ConfigError
 from fhir_cart.private import tighten
 from fhir_cart.service.access import credential_proof
-from fhir_cart.service.deps import problem, public_paths
+from fhir_cart.service.deps import problem, public_paths, single_values
 from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
@@ -153,6 +153,8 @@ def create_app(
         version=__version__,
         summary="Move clinical case-series data between study format and FHIR R4.",
         lifespan=lifespan,
+        # every route refuses a single-valued query parameter given twice (deps.py)
+        dependencies=[Depends(single_values)],
         docs_url=None,  # /docs and /redoc are the workbench's, with assets from the wheel
         redoc_url=None,
     )
