@@ -166,9 +166,40 @@ class Cache:
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration; a cache already there is not handed to
-        alembic (its import and run cost about 0.2 s of every command's start)."""
+        alembic (its import and run cost about 0.2 s of every command's start), nor is a
+        new SQLite cache (see :meth:`_new_sqlite_from_template`)."""
         if self.schema_is_current():
             return
+        if self.dialect == "sqlite" and self._new_sqlite_from_template():
+            return
+        self._upgrade()
+
+    def _new_sqlite_from_template(self) -> bool:
+        """A SQLite cache with no table yet gets, in one transaction, the schema the
+        migrations made in an in-memory database once per process (:func:`_sqlite_schema`:
+        the same statements, the same ``alembic_version``), instead of running alembic
+        again (about 70 ms of CPU each time, in every test's fresh cache). False, and
+        nothing done, if the database has any table: alembic then upgrades it."""
+        statements = _sqlite_schema()
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("BEGIN IMMEDIATE")  # two processes opening one new file: one wins
+            try:
+                if cursor.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raw.rollback()
+                    return False
+                for statement in statements:
+                    cursor.execute(statement)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+        finally:
+            raw.close()
+        return True
+
+    def _upgrade(self) -> None:
         from alembic import command
         from alembic.config import Config
 
@@ -246,6 +277,25 @@ class Cache:
             self.runs.add_outcomes(run_id=run_id, outcomes=unchanged, conn=conn)
             for number, items in groups:
                 self.runs.begin_pending(run_id=run_id, bundle_no=number, items=items, conn=conn)
+
+
+@functools.cache
+def _sqlite_schema() -> tuple[str, ...]:
+    """The statements that make a new SQLite cache what the migrations make it: alembic run
+    once per process on an in-memory database, dumped (tables, indexes, the
+    ``alembic_version`` row) without the dump's own transaction."""
+    engine = create_engine("sqlite://")  # one in-memory database (a pool of one connection)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        Cache(engine)._upgrade()
+        raw = engine.raw_connection()
+        try:
+            dump = list(raw.driver_connection.iterdump())  # type: ignore[union-attr]
+        finally:
+            raw.close()
+    finally:
+        engine.dispose()
+    return tuple(line for line in dump if line not in ("BEGIN TRANSACTION;", "COMMIT;"))
 
 
 def open_cache(url: str | None = None, *, migrate: bool = True) -> Cache:

@@ -7,11 +7,12 @@ non-zero unless told to continue."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -21,6 +22,9 @@ from fhir_cart.cli import library, mapping, registry, serve, study, sync
 from fhir_cart.cli.common import Command, Group, err
 from fhir_cart.cli.version import package_version
 from fhir_cart.errors import FatalError, FhirClientError, RetryableError
+
+if TYPE_CHECKING:
+    from typer._click import Command as ClickCommand  # typer's own copy of click
 
 __all__ = ["INTERNAL_EXIT", "SERVER_EXIT", "app", "flag_values", "main"]
 
@@ -77,14 +81,21 @@ app.add_typer(mapping.mapping_app, name="mapping")
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
+@functools.cache
+def _command() -> ClickCommand:
+    """The click command typer builds from ``app``, once per process: building it reads
+    every command's signature (typer did it twice per :func:`main`, once here and once to
+    run it: most of the CPU of a short command in a test)."""
+    return typer.main.get_command(app)
+
+
 def flag_values(argv: Sequence[str]) -> list[str]:
     """``--validate true`` / ``--validate false`` as ``--validate`` / nothing: flags take no
     value, but writing one is a common reflex and click would refuse the stray word. Only
-    when such a word is there is the command tree built (``--help`` builds it once, not
-    twice: about a sixth of its time)."""
+    when such a word is there is the command tree looked at (it is built once per process)."""
     if not any(a.lower() in _TRUE or a.lower() in _FALSE for a in argv):
         return list(argv)
-    command = typer.main.get_command(app)
+    command = _command()
     commands = getattr(command, "commands", {})
     named = next((commands[a] for a in argv if a in commands), None)  # the command's own
     flags: dict[str, bool] = {}  # flags only: `serve --workers` is one, `tables --workers 2` not
@@ -113,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         load_help_formatter()
     try:
-        result = app(args=args, standalone_mode=False)
+        result = _command()(args=args, standalone_mode=False)
     except FatalError as exc:
         err.print(f"[red]error:[/red] {escape(exc.describe())}", highlight=False)
         return exc.exit_code

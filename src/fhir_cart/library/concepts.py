@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ from fhir_cart.errors import ConfigError
 from fhir_cart.library.folder import shipped_folder
 from fhir_cart.library.terminology import Coding, Concept, Terminology, TerminologyFile
 from fhir_cart.library.words import with_words
-from fhir_cart.library.yamlfile import load_model
+from fhir_cart.library.yamlfile import load_model, read_yaml_text, validate_model
 
 __all__ = [
     "KINDS",
@@ -508,7 +508,20 @@ def library_problems(data: ConceptsFile, terms: TerminologyFile) -> list[str]:
 
 
 def read_concepts_file(path: Path) -> ConceptsFile:
-    return load_model(path, ConceptsFile, "concept library")
+    """``path`` as a checked :class:`ConceptsFile`, parsed and checked once per path and
+    content in a process: the model is frozen and never changed, so one object is shared
+    (every application, mapping context and CLI command read ``concepts.yaml`` again)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return load_model(path, ConceptsFile, "concept library")  # its error, as before
+    return _concepts_file(path, text)
+
+
+@lru_cache(maxsize=16)
+def _concepts_file(path: Path, text: str) -> ConceptsFile:
+    raw = read_yaml_text(text, path, "concept library")
+    return validate_model(raw, ConceptsFile, "concept library", path)
 
 
 def build_library(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from fhir_cart.errors import ConfigError
 
-__all__ = ["describe_errors", "load_model", "read_yaml", "validate_model"]
+__all__ = ["describe_errors", "load_model", "read_yaml", "read_yaml_text", "validate_model"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,8 +60,17 @@ def read_yaml(path: Path, what: str) -> Any:
     """The parsed YAML of ``path`` (safe loader); ConfigError 'cannot read <what> <path>: ...'
     when the file is missing, unreadable or not YAML. Checking the shape is the caller's."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - safe
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    return read_yaml_text(text, path, what)
+
+
+def read_yaml_text(text: str, path: Path, what: str) -> Any:
+    """:func:`read_yaml` of a file's text already read."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - safe
+    except yaml.YAMLError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
 
 

@@ -20,18 +20,18 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from fhir_cart import __version__
 from fhir_cart.application import Application, Cache
 from fhir_cart.errors import ConfigError
 from fhir_cart.private import tighten
 from fhir_cart.service.access import credential_proof
-from fhir_cart.service.deps import problem, public_paths
+from fhir_cart.service.deps import problem, public_paths, single_values
 from fhir_cart.service.guard import Guard, weak_keys
 from fhir_cart.service.jobs import Workers
 from fhir_cart.service.routers import ROUTERS
@@ -164,15 +164,28 @@ def create_app(
     )
     app.add_middleware(Guard, settings=settings, sessions=app.state.sessions)
     _handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
-    app.include_router(pages.router)
-    app.include_router(registry_pages.router)
-    app.include_router(check_pages.router)
+    app.router.routes.extend(_service_routes())
     app.state.checks = checks.Checks()
-    app.include_router(assistant.router)
     _document_problems(app)
     return app
+
+
+@functools.cache
+def _service_routes() -> tuple[BaseRoute, ...]:
+    """The API's and the pages' routes, built once per process and shared read-only by
+    every app made in it (they hold no state of their own: a request finds its app, and so
+    its application and settings, in ``request.app``). FastAPI builds an included route's
+    parameters and validators on the first request that reaches it, once per inclusion
+    (about 7 ms of CPU a route): included into each new app, every app paid it again,
+    which was most of the CPU of the service's unit tests. Every route's first dependency
+    refuses a single-valued query parameter given twice (``single_values``).
+    ``app.dependency_overrides`` does not reach these routes: give :func:`create_app` the
+    settings or the application instead."""
+    shared = APIRouter(dependencies=[Depends(single_values)])
+    for router in (*ROUTERS, pages.router, registry_pages.router, check_pages.router):
+        shared.include_router(router)
+    shared.include_router(assistant.router)
+    return tuple(shared.routes)
 
 
 _PROBLEM_SCHEMA = {

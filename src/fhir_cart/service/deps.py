@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi._compat import field_annotation_is_sequence
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -36,6 +38,8 @@ __all__ = [
     "problem",
     "public_paths",
     "require_key",
+    "single_valued_query",
+    "single_values",
     "unprocessable",
     "visible_job",
 ]
@@ -69,6 +73,44 @@ def public_paths(text: str, app: Application) -> str:
     for root in sorted(roots, key=len, reverse=True):
         text = text.replace(root, roots[root])
     return text
+
+
+def single_valued_query(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route reads one value of, derived from what it declares (its
+    own parameters and its dependencies'): every one whose type is not a list."""
+    names: set[str] = set()
+    seen: set[int] = set()
+    todo = [dependant]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        names.update(
+            field.alias
+            for field in current.query_params
+            if not field_annotation_is_sequence(field.field_info.annotation)
+        )
+        todo.extend(current.dependencies)
+    return frozenset(names)
+
+
+def single_values(request: Request) -> None:
+    """Every route's first check (the app's own dependency): a single-valued query
+    parameter given twice (``owner=a&owner=b``) is refused, never read as its last value,
+    since which one was meant cannot be told."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if not isinstance(dependant, Dependant):
+        return
+    query = request.query_params
+    repeated = sorted(n for n in single_valued_query(dependant) if len(query.getlist(n)) > 1)
+    if repeated:
+        names = ", ".join(repr(n) for n in repeated)
+        which = "it" if len(repeated) == 1 else "each"
+        raise HTTPException(
+            422, f"query parameter {names} given more than once: give {which} once (one value)"
+        )
 
 
 def get_app(request: Request) -> Application:

@@ -149,3 +149,27 @@ def test_table_titles_do_not_wrap() -> None:
     console = Console(width=80, record=True)
     console.print(table)
     assert "push run 12 (transaction, 19 bundles)" in console.export_text()
+
+
+def test_the_click_command_is_built_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typer builds the click command from every command's signature; main built it twice
+    a call (for ``--flag true`` and to run): now once per process."""
+    import typer.main
+
+    from fhir_cart.cli import root
+
+    built: list[object] = []
+    build = typer.main.get_command
+
+    def counted(app: typer.Typer) -> object:
+        built.append(app)
+        return build(app)
+
+    monkeypatch.setattr(typer.main, "get_command", counted)
+    root._command.cache_clear()
+    try:
+        for _ in range(3):
+            assert main(["map", "--help"]) == 0
+    finally:
+        root._command.cache_clear()
+    assert built == [root.app]

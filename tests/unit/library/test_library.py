@@ -12,7 +12,7 @@ from fhir_cart.application import Application
 from fhir_cart.errors import ConfigError
 from fhir_cart.library import Library
 from fhir_cart.settings import Settings
-from tests.conftest import MAPPINGS, SEED_FILE, SEED_MAPPING
+from tests.conftest import MAPPINGS, ROOT, SEED_FILE, SEED_MAPPING
 
 
 @pytest.fixture
@@ -92,3 +92,21 @@ def test_both_cross_checks_build_on_the_one_checker() -> None:
     assert all(issubclass(c, Checker) for c in checkers)
     with pytest.raises(ConfigError, match=r"anchor: unknown concept 'cart_infusio' \(did you"):
         studies.parse_study({"name": "s", "anchor": "cart_infusio", "measures": []})
+
+
+def test_a_concept_library_file_is_checked_once_per_content(tmp_path: Path) -> None:
+    """concepts.yaml was parsed and checked again by every application, mapping context and
+    command: one object per path and content is shared (the model is frozen)."""
+    from fhir_cart.library.concepts import read_concepts_file
+
+    path = tmp_path / "concepts.yaml"
+    path.write_text((ROOT / "mappings" / "concepts.yaml").read_text(encoding="utf-8"))
+    first = read_concepts_file(path)
+    assert read_concepts_file(path) is first
+    assert first.model_config.get("frozen") is True
+    with path.open("a", encoding="utf-8") as changed:
+        changed.write("\n# a comment: the content changed\n")
+    assert read_concepts_file(path) is not first  # changed content: read again
+    path.write_text("concepts: {x: 1}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="concept library"):
+        read_concepts_file(path)

@@ -72,6 +72,7 @@ def test_candidate_pairs_share_a_date_or_a_name() -> None:
     assert (0, 1) not in pairs  # only the given name, born another month
 
 
+@pytest.mark.slow  # splink and DuckDB: seconds; the full suite runs it, not the fast loop
 def test_with_three_names_two_agreeing_names_still_block() -> None:
     """With a birth name among the names (missing from most records), a pair whose given
     and family names agree but whose birth month was mistyped is still compared (blocking

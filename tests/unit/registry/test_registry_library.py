@@ -90,6 +90,7 @@ def _build(folder: Path, out: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow  # splink and DuckDB: seconds; the full suite runs it, not the fast loop
 def test_the_registry_counts_tables_and_codes_the_added_concepts(
     registry: Path, tmp_path: Path
 ) -> None:

@@ -227,6 +227,7 @@ def _person(centre: str, family: str, **fields: object) -> Case:
     return Case(patient=patient)
 
 
+@pytest.mark.slow  # splink and DuckDB: seconds; the full suite runs it, not the fast loop
 def test_a_double_surname_written_in_part_shares_a_word() -> None:
     """'García López' at one centre, 'García' at another: different spelling and sound,
     Dice below both levels, but the first word is the same (level 3 of the name). Broken
@@ -248,6 +249,7 @@ def test_a_double_surname_written_in_part_shares_a_word() -> None:
     assert level[frozenset("ad")] == 0
 
 
+@pytest.mark.slow  # splink and DuckDB: seconds; the full suite runs it, not the fast loop
 def test_a_look_alike_with_another_identifier_and_birth_day_counts_against() -> None:
     """Two girls of the same names born the same month: both days are known and differ
     (birth level 4, below 3 'same month' where one record knows the month only), and both
@@ -282,6 +284,7 @@ def test_a_look_alike_with_another_identifier_and_birth_day_counts_against() -> 
     assert both < 0.05
 
 
+@pytest.mark.slow  # splink and DuckDB: seconds; the full suite runs it, not the fast loop
 def test_the_same_identifier_adds_nothing_to_the_probability() -> None:
     """The identifier link decides by itself (and people review it when the other fields
     contradict it); the model must not add the same identifier as evidence, or a twin's

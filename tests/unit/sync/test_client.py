@@ -576,3 +576,23 @@ def test_an_origin_is_scheme_host_and_port() -> None:
     assert origin("https://FHIR.test/r4") == ("https", "fhir.test", 443)
     assert origin("http://fhir.test:443/r4") == ("http", "fhir.test", 443)
     assert origin("http://fhir.test:443/r4") != origin("https://fhir.test/r4")
+
+
+async def test_clients_share_one_tls_context_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle cost tens of milliseconds per client: it is done once per
+    process, and every client verifies servers with that same default context."""
+    import ssl
+
+    from fhir_cart import client as module
+
+    shared = module._tls()
+    assert shared.verify_mode == ssl.CERT_REQUIRED
+    assert shared.check_hostname
+
+    def refuse(*_: object, **__: object) -> ssl.SSLContext:
+        raise AssertionError("a TLS context was made again")
+
+    monkeypatch.setattr(ssl, "create_default_context", refuse)
+    for _ in range(2):
+        async with FhirClient(base_url=BASE) as client:
+            assert client.http is not None

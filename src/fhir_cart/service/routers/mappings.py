@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -114,15 +114,7 @@ def upload_mapping(
     return MappingVersion.of(keep(app, principal, name, text))
 
 
-def _once(request: Request) -> None:
-    """A query parameter given twice (``owner=a&owner=b``) is refused, never read as its
-    last value: which owner or version was meant cannot be told."""
-    for name in ("owner", "version"):
-        if len(request.query_params.getlist(name)) > 1:
-            raise HTTPException(422, f"query parameter {name!r} given more than once: give it once")
-
-
-@router.get("/mappings", response_model=list[MappingVersion], dependencies=[Depends(_once)])
+@router.get("/mappings", response_model=list[MappingVersion])
 def list_mappings(
     app: AppDep,
     principal: PrincipalDep,
@@ -134,7 +126,6 @@ def list_mappings(
 
 @router.get(
     "/mappings/{name}",
-    dependencies=[Depends(_once)],
     response_class=Response,
     responses={200: {"content": {"application/yaml": {}}, "description": "The mapping file"}},
 )
