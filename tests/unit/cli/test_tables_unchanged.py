@@ -28,7 +28,10 @@ BEFORE = {
     },
     "mcode": {
         "events.csv": "98908c87831dc26557bb2c8c0121865624d6123921b040946b2c1e94cd2b094c",
-        "other.csv": "89d01beab417e05cdfc7ffab583dce9ada97f42b88ae8dda84db9a7bb7b47b3e",
+        # re-recorded when Patient extensions no attribute has became other rows (issue 18:
+        # the US Core race, ethnicity and birth-sex extensions were dropped without a word);
+        # a diff against the old file showed 19 added rows of those and nothing else
+        "other.csv": "4dd29f78b5c85d69f87efae89d9c7e180c2a8be1ced32b1cd91a6ba225ca1fc2",
         "patients.csv": "cd30960e027609b5fab26e99d49447a1e4f40e5a01776a0c4df3c05d10f77357",
         "unmapped.csv": "b367c70251e91fe9bfdfd68e3b22d8f24ca08b10558df7594f4d066deb6b72e4",
     },
