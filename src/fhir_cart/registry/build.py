@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from fhir_cart import __version__
+from fhir_cart.collector import bulk_collection
 from fhir_cart.errors import ConfigError
 from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
@@ -499,42 +500,48 @@ def build_registry(
     decisions = read_decisions(definition.resolve(definition.linkage.decisions))
     folder = None if work is None else WorkFolder(work)
     inputs = input_hashes(sources)
-    data: dict[str, CentreData] = {}
-    read: list[str] = []
-    for n, centre in enumerate(definition.centres, start=1):
-        if centre.extract is not None:
-            path = definition.resolve(centre.extract)
-            data[centre.id] = _opened(unseal(read_extract(path, centre.id, pseudonyms), pseudonyms))
-            read.append(centre.id)
+    # the build makes millions of objects that live until written: automatic collections
+    # would walk them all again and again (:mod:`fhir_cart.collector`); one per centre read
+    with bulk_collection(every=1) as collector:
+        data: dict[str, CentreData] = {}
+        read: list[str] = []
+        for n, centre in enumerate(definition.centres, start=1):
+            if centre.extract is not None:
+                path = definition.resolve(centre.extract)
+                data[centre.id] = _opened(
+                    unseal(read_extract(path, centre.id, pseudonyms), pseudonyms)
+                )
+                read.append(centre.id)
+                step("read", n, len(definition.centres))
+                continue
+            sealing = f"{inputs[centre.id]}:{_sealing_fingerprint(definition, pseudonyms)}"
+            cached = None if folder is None or force else folder.centre(centre.id, sealing)
+            if cached is None:
+                read_now = reader(centre, definition)
+                read.append(centre.id)
+                cached = sealed_centre(centre.id, read_now, definition, pseudonyms, library)
+                if folder is not None:
+                    folder.save_centre(centre.id, sealing, cached)
+            data[centre.id] = cached
+            collector.step()  # what reading left: collected once per centre
             step("read", n, len(definition.centres))
-            continue
-        sealing = f"{inputs[centre.id]}:{_sealing_fingerprint(definition, pseudonyms)}"
-        cached = None if folder is None or force else folder.centre(centre.id, sealing)
-        if cached is None:
-            read_now = reader(centre, definition)
-            read.append(centre.id)
-            cached = sealed_centre(centre.id, read_now, definition, pseudonyms, library)
-            if folder is not None:
-                folder.save_centre(centre.id, sealing, cached)
-        data[centre.id] = cached
-        step("read", n, len(definition.centres))
-    registry = assemble(
-        definition,
-        data,
-        sources,
-        pseudonyms=pseudonyms,
-        library=library,
-        summariser=summariser,
-        spark=spark,
-        progress=progress,
-        previous=None if folder is None or force else folder.link_state(),
-        ids=ids,
-        decisions=decisions,
-        keep=keep,
-    )
-    if folder is not None and registry.link_state is not None:
-        folder.save_link_state(registry.link_state)
-    files = write_registry(out, registry, definition, library)
+        registry = assemble(
+            definition,
+            data,
+            sources,
+            pseudonyms=pseudonyms,
+            library=library,
+            summariser=summariser,
+            spark=spark,
+            progress=progress,
+            previous=None if folder is None or force else folder.link_state(),
+            ids=ids,
+            decisions=decisions,
+            keep=keep,
+        )
+        if folder is not None and registry.link_state is not None:
+            folder.save_link_state(registry.link_state)
+        files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, json_bytes(state))
     notes = id_notes + registry.notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)
