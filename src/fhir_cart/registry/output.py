@@ -11,6 +11,7 @@ import orjson
 
 from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.registry import tables
+from fhir_cart.registry.files import write_stream_if_changed
 from fhir_cart.registry.ids import IdLedger
 from fhir_cart.registry.review import REVIEW_HEADER
 
@@ -97,7 +98,7 @@ def write_registry(
         raise ValueError("a registry is written from what its build gathered (published)")
     built = {"patients": published.patients, "events": published.events}
     files = tables.write_tables(out / "tables", built, definition.outputs.formats)
-    outputs = {
+    outputs: dict[str, bytes | None] = {
         "reports/conflicts.csv": _conflicts_csv(registry.conflicts),
         "reports/conflicts.json": json_bytes(
             sorted(registry.conflicts, key=lambda r: (r["patient"], r["field"]))
@@ -108,11 +109,15 @@ def write_registry(
         "reports/crosswalk.csv": _crosswalk_csv(registry.ids),
         IDS_FILE: json_bytes(None if registry.ids is None else registry.ids.as_json()),
         "summaries.json": json_bytes(registry.summaries),
-        "fhir/Provenance.ndjson": published.provenance,
+        "fhir/Provenance.ndjson": None,  # streamed from the build's temporary file
         **{f"fhir/ConceptMap-{m['id']}.json": json_bytes(m) for m in registry.concept_maps},
     }
     for name, data in outputs.items():
         path = out / name
-        tables._write_if_changed(path, data)
+        if data is None:
+            with published.provenance as stream:  # the temporary file goes when written
+                write_stream_if_changed(path, stream)
+        else:
+            tables._write_if_changed(path, data)
         files.append(path)
     return files

@@ -6,10 +6,10 @@ list of every merged, protected or Provenance object is held unless ``keep`` ask
 
 from __future__ import annotations
 
-import io
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa
@@ -36,8 +36,9 @@ class Published:
     patients: pa.Table
     events: pa.Table
     conflicts: list[dict[str, Any]]
-    provenance: bytes
-    """``fhir/Provenance.ndjson`` as written."""
+    provenance: BinaryIO
+    """``fhir/Provenance.ndjson`` as written, in an unnamed temporary file (at 100,000
+    patients it is some 200 MB: never held in memory); read from its start."""
     gaps: dict[str, dict[str, int]]
     """Centre -> field -> how many of its linked patients lack it (see ``MergedPatient.gaps``)."""
     count: int
@@ -76,10 +77,10 @@ def publish(
     order = definition.centre_order()
     patient_rows = tables.patient_builder(sources.library)
     event_rows = tables.event_builder(sources.library)
-    provenance = io.BytesIO()
+    provenance = tempfile.TemporaryFile()  # noqa: SIM115 (the Published holds it open)
     conflicts: list[dict[str, Any]] = []
     gaps: dict[str, dict[str, int]] = {centre: {} for centre in sorted(sources.data)}
-    kept = Published(pa.table({}), pa.table({}), conflicts, b"", gaps, 0, 0)
+    kept = Published(pa.table({}), pa.table({}), conflicts, provenance, gaps, 0, 0)
     base = definition.fhir.identifier_base.rstrip("/")
     for n, (name, members) in enumerate(patients, start=1):
         patient = merge_patient(name, members, definition, namer)
@@ -105,7 +106,7 @@ def publish(
         if n % 1000 == 0 or n == total:
             progress("merge", n, total)
     kept.patients, kept.events = patient_rows.table(), event_rows.table()
-    kept.provenance = provenance.getvalue()
+    provenance.seek(0)
     return kept
 
 

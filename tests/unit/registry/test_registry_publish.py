@@ -92,3 +92,24 @@ def test_a_build_that_keeps_nothing_writes_the_same_bytes(
         written[keep] = output_files(folder / "out")
     assert written[True] == written[False]
     assert any(name.startswith("fhir/Provenance") for name in written[True])
+
+
+def test_a_streamed_file_is_written_only_when_its_bytes_change(tmp_path: Path) -> None:
+    """Provenance goes from the build's temporary file to its place: an unchanged file is
+    left alone (same inode), a changed one replaced whole, from where the stream stands."""
+    import io
+
+    from fhir_cart.registry.files import write_stream_if_changed
+
+    path = tmp_path / "fhir" / "Provenance.ndjson"
+    write_stream_if_changed(path, io.BytesIO(b'{"a": 1}\n'))
+    assert path.read_bytes() == b'{"a": 1}\n'
+    inode = path.stat().st_ino
+    write_stream_if_changed(path, io.BytesIO(b'{"a": 1}\n'))
+    assert path.stat().st_ino == inode  # not rewritten
+    stream = io.BytesIO(b'skip{"b": 2}\n')
+    stream.seek(4)
+    write_stream_if_changed(path, stream)
+    assert path.read_bytes() == b'{"b": 2}\n'
+    assert path.stat().st_ino != inode
+    assert [p.name for p in path.parent.iterdir()] == ["Provenance.ndjson"]
