@@ -322,8 +322,9 @@ def _contradicted(
 ) -> dict[tuple[str, str], Link]:
     """Identifier pairs whose other fields, from even odds, give a probability below
     ``linkage.contradiction``, or whose one record is linked by probability to another
-    record of the other's centre (:func:`~fhir_cart.registry.review.rivalled`): a twin's
-    number typed into the co-twin's record."""
+    record of the other's centre (:func:`~fhir_cart.registry.review.rivalled`), or whose
+    given names differ outright (:func:`~fhir_cart.registry._splink.given_name_differs`):
+    a twin's number typed into the co-twin's record."""
     from fhir_cart.registry import _splink
 
     linkage = definition.linkage
@@ -333,7 +334,13 @@ def _contradicted(
     scored = _splink.identifier_evidence(records, pairs, linkage, state.model, spark=spark)
     centre_of = {r.pseudonym: r.centre for r in records}
     rivals = rivalled(identifier, state.links, centre_of, linkage.threshold)
-    return {p: k for p, k in scored.items() if k.probability < linkage.contradiction or p in rivals}
+    return {
+        p: k
+        for p, k in scored.items()
+        if k.probability < linkage.contradiction
+        or p in rivals
+        or _splink.given_name_differs(k.evidence, linkage.names)
+    }
 
 
 def _publish(
