@@ -319,9 +319,10 @@ _STAGES = {
     "seal every centre's records (the extract form)": "sealed_centre",
     "linkage (pseudonyms, splink, clusters)": "_link",
     "  splink predict (DuckDB)": "predict",
-    "merge and protection": "_merge",
+    "merge, protection, table rows, Provenance (patient by patient)": "_publish",
+    "  of which Provenance": "_provenance",
     "quality report": "_quality",
-    "FHIR artefacts (ConceptMaps, Provenance)": "_fhir",
+    "ConceptMaps": "_concept_maps",
     "study summaries": "_summaries",
     "write tables and reports": "write_registry",
 }

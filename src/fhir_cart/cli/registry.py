@@ -197,9 +197,9 @@ def _report(result: BuildResult, pushed: str | None, name: str) -> None:
             words = sum(quality.get("unmapped_words", {}).values())
             table.add_row(centre, str(count), f"{sum(values) / len(values):.0%}", str(words))
         out.print(table)
-        shared = sum(1 for m in registry.merged if len(m.centres) > 1)
         out.print(
-            f"{len(registry.cases)} patients ({shared} in more than one centre), "
+            f"{registry.patient_count} patients ({registry.shared_count} in more than one "
+            "centre), "
             f"{_pairs(registry.links)} links, {len(registry.conflicts)} conflicts "
             f"(reports/conflicts.csv), quality in reports/quality.json"
         )

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from fhir_cart import __version__
+from fhir_cart.collector import bulk_collection
 from fhir_cart.errors import ConfigError
 from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
@@ -46,16 +47,11 @@ from fhir_cart.registry.linkage import (
     deterministic_links,
     linkage_record,
 )
-from fhir_cart.registry.merge import (
-    Conflict,
-    MergedPatient,
-    merge_patient,
-    registry_event_id,
-    registry_event_namer,
-)
+from fhir_cart.registry.merge import MergedPatient, registry_event_id, registry_event_namer
 from fhir_cart.registry.output import json_bytes, read_ids, write_registry
 from fhir_cart.registry.protect import Protection
 from fhir_cart.registry.pseudonyms import Pseudonymiser
+from fhir_cart.registry.publish import Published, Sources, publish
 from fhir_cart.registry.quality import centre_quality
 from fhir_cart.registry.review import ReviewItem, Settled, rivalled, settle
 from fhir_cart.registry.sources import centre_sources, input_hashes, sha256_of
@@ -115,7 +111,8 @@ class Registry:
     """The outcome in memory (tests and the push use it)."""
 
     cases: list[Case]
-    """Protected registry patients (pseudonyms, no identifiers, protected dates)."""
+    """Protected registry patients (pseudonyms, no identifiers, protected dates); empty when
+    the build was asked not to keep them (``keep=False``: the files have them)."""
     merged: list[MergedPatient]
     conflicts: list[dict[str, Any]]
     links: list[Link]
@@ -133,6 +130,19 @@ class Registry:
     blocked: list[Link] = field(default_factory=list)
     """Links not taken because people decided the records apart."""
     notes: list[str] = field(default_factory=list)
+    published: Published | None = None
+    """What the files need (tables, Provenance bytes, counts), gathered patient by patient."""
+
+    @property
+    def patient_count(self) -> int:
+        return len(self.cases) if self.published is None else self.published.count
+
+    @property
+    def shared_count(self) -> int:
+        """Patients with records at more than one centre."""
+        if self.published is None:
+            return sum(1 for m in self.merged if len(m.centres) > 1)
+        return self.published.shared
 
 
 @dataclass
@@ -312,8 +322,9 @@ def _contradicted(
 ) -> dict[tuple[str, str], Link]:
     """Identifier pairs whose other fields, from even odds, give a probability below
     ``linkage.contradiction``, or whose one record is linked by probability to another
-    record of the other's centre (:func:`~fhir_cart.registry.review.rivalled`): a twin's
-    number typed into the co-twin's record."""
+    record of the other's centre (:func:`~fhir_cart.registry.review.rivalled`), or whose
+    given names differ outright (:func:`~fhir_cart.registry._splink.given_name_differs`):
+    a twin's number typed into the co-twin's record."""
     from fhir_cart.registry import _splink
 
     linkage = definition.linkage
@@ -323,49 +334,34 @@ def _contradicted(
     scored = _splink.identifier_evidence(records, pairs, linkage, state.model, spark=spark)
     centre_of = {r.pseudonym: r.centre for r in records}
     rivals = rivalled(identifier, state.links, centre_of, linkage.threshold)
-    return {p: k for p, k in scored.items() if k.probability < linkage.contradiction or p in rivals}
+    return {
+        p: k
+        for p, k in scored.items()
+        if k.probability < linkage.contradiction
+        or p in rivals
+        or _splink.given_name_differs(k.evidence, linkage.names)
+    }
 
 
-def _merge(
+def _publish(
     patients: dict[str, list[Case]],
     definition: RegistryDef,
     protection: Protection,
     progress: Progress,
-    sealed: bool = False,
-) -> tuple[list[MergedPatient], list[Case], list[dict[str, Any]]]:
-    """``sealed``: the records' event ids are already the keyed tokens
-    (:func:`~fhir_cart.registry.extract.event_key`)."""
-    merged, protected, conflicts = [], [], []
+    sources: Sources,
+    keep: bool,
+) -> Published:
+    """Merged, protected and gathered patient by patient (:mod:`.publish`). Sealed records'
+    event ids are already the keyed tokens (:func:`~fhir_cart.registry.extract.event_key`)."""
+    sealed = bool(sources.data) and all(d.keys is not None for d in sources.data.values())
     namer = (
         (lambda centre, _, e: registry_event_id(centre, f"{e.concept}-{e.event_id}"))
         if sealed
         else registry_event_namer(protection.pseudonyms.token)
     )
-    total = len(patients)
-    for n, (name, members) in enumerate(patients.items(), start=1):
-        patient = merge_patient(name, members, definition, namer)
-        transform = protection.transform_for(patient.case)
-        merged.append(patient)
-        protected.append(protection.case(patient.case, transform))
-        conflicts += [
-            _conflict_row(c, protection.conflict(c, transform), patient) for c in patient.conflicts
-        ]
-        if n % 1000 == 0 or n == total:
-            progress("merge", n, total)
-    return merged, protected, conflicts
-
-
-def _conflict_row(
-    conflict: Conflict, shown: dict[str, str], patient: MergedPatient
-) -> dict[str, Any]:
-    return {
-        "patient": conflict.patient,
-        "field": conflict.field,
-        "values": shown,
-        "rule": conflict.rule,
-        "chosen": conflict.chosen,
-        "result": shown[conflict.chosen],
-    }
+    return publish(
+        patients.items(), len(patients), definition, protection, namer, sources, progress, keep
+    )
 
 
 def _quality(
@@ -389,94 +385,37 @@ def _quality(
     }
 
 
-def _gaps(quality: dict[str, Any], merged: Sequence[MergedPatient]) -> dict[str, Any]:
+def _gaps(quality: dict[str, Any], counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     """Each centre's quality with ``missing_where_a_linked_centre_has``: field -> how many
     of its linked patients lack it (or a detail of it) while another centre has it."""
-    counts: dict[str, dict[str, int]] = {centre: {} for centre in quality}
-    for patient in merged:
-        for centre, name in patient.gaps:
-            counts[centre][name] = counts[centre].get(name, 0) + 1
     return {
         centre: {
             **report,
-            "missing_where_a_linked_centre_has": dict(sorted(counts[centre].items())),
+            "missing_where_a_linked_centre_has": dict(sorted(counts.get(centre, {}).items())),
         }
         for centre, report in quality.items()
     }
 
 
 def _summaries(
-    summariser: Summariser | None, merged: list[MergedPatient], data: dict[str, CentreData]
+    summariser: Summariser | None, merged: list[Case], data: dict[str, CentreData]
 ) -> dict[str, Any]:
     if summariser is None:
         return {}
     return {
-        "pooled": summariser([m.case for m in merged]),
+        "pooled": summariser(merged),
         "centres": {c: summariser(data[c].cases) for c in sorted(data)},
     }
 
 
-def _rows(
-    patient: MergedPatient,
-    members: Sequence[Case],
-    centre: str,
-    data: CentreData,
-    pseudonyms: Pseudonymiser,
-) -> list[str]:
-    """Where in the centre's file this registry patient's facts were read: the patient's
-    row, then each kept event's row, each once, as keyed tokens
-    (:meth:`Pseudonymiser.source_row`: never the file and row themselves)."""
-    member = next((m for m in members if m.patient.centre == centre), None)
-    if member is None:
-        return []
-    located = data.sources.get(member.patient.study_id, {})
-    rows = [located[""]] if "" in located else []
-    for origin, event_id in sorted(patient.origin_of.values()):
-        row = located.get(event_id) if origin == centre else None
-        if row is not None and row not in rows:
-            rows.append(row)
-    if data.keys is not None:
-        return rows  # sealed: already row tokens
-    return [pseudonyms.source_row(centre, row) for row in rows]
-
-
-def _fhir(
-    definition: RegistryDef,
-    merged: list[MergedPatient],
-    protected: list[Case],
-    members: list[list[Case]],
-    data: dict[str, CentreData],
-    sources: dict[str, fhir.SourceInfo],
-    library: ConceptLibrary | None,
-    pseudonyms: Pseudonymiser,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _concept_maps(
+    definition: RegistryDef, data: dict[str, CentreData], library: ConceptLibrary | None
+) -> list[dict[str, Any]]:
     base = definition.fhir.identifier_base.rstrip("/")
-    maps = [
+    return [
         fhir.concept_map(definition.id, c, fhir.local_words(data[c].cases, library), base, library)
         for c in sorted(data)
     ]
-    provenance = []
-    for patient, case, cases in zip(merged, protected, members, strict=True):
-        for centre in patient.centres:
-            events = [
-                (e.event_id, e.concept)
-                for e in case.events
-                if patient.source_of[e.event_id] == centre
-            ]
-            rows = _rows(patient, cases, centre, data[centre], pseudonyms)
-            provenance.append(
-                fhir.provenance(
-                    case,
-                    events,
-                    sources[centre],
-                    registry=definition.id,
-                    base=base,
-                    library=library,
-                    version=__version__,
-                    rows=rows,
-                )
-            )
-    return maps, provenance
 
 
 def assemble(
@@ -492,37 +431,42 @@ def assemble(
     previous: LinkState | None = None,
     ids: IdLedger | None = None,
     decisions: dict[tuple[str, str], Decision] | None = None,
+    keep: bool = True,
 ) -> Registry:
     """The registry in memory from each centre's records (pure but for splink's engine).
     ``previous``: the link state of an earlier run, whose scores of unchanged centres'
-    pairs are reused; ``ids``: the ledger of the last build, whose ids are kept."""
+    pairs are reused; ``ids``: the ledger of the last build, whose ids are kept; ``keep``:
+    the registry keeps its merged, protected and Provenance objects (``cases``, ``merged``,
+    ``provenance``); without it only what the files need (``published``) and the counts."""
     step = progress or (lambda *_: None)
     state = LinkState(_linkage_fingerprint(definition, pseudonyms), input_hashes(sources))
     patients, found, state, ledger, settled = _link(
         data, definition, pseudonyms, spark, step, state, previous, ids, decisions
     )
     protection = Protection(definition, pseudonyms, library)
-    sealed = bool(data) and all(d.keys is not None for d in data.values())
-    merged, protected, conflicts = _merge(patients, definition, protection, step, sealed)
-    members = list(patients.values())
-    maps, provenance = _fhir(
-        definition, merged, protected, members, data, sources, library, pseudonyms
+    where = Sources(data, sources, library, pseudonyms)
+    # the objects are kept for a caller that asks and for the pooled summaries
+    published = _publish(
+        patients, definition, protection, step, where, keep or summariser is not None
     )
+    del patients
     return Registry(
-        cases=protected,
-        merged=merged,
-        conflicts=conflicts,
+        cases=published.cases if keep else [],
+        merged=published.merged if keep else [],
+        conflicts=published.conflicts,
         links=found.links,
         refused=found.refused,
         quality=_gaps(
-            _quality(data, library, pseudonyms, definition.pseudonymisation.keep_text), merged
+            _quality(data, library, pseudonyms, definition.pseudonymisation.keep_text),
+            published.gaps,
         ),
-        summaries=_summaries(summariser, merged, data),
-        concept_maps=maps,
-        provenance=provenance,
+        summaries=_summaries(summariser, [m.case for m in published.merged], data),
+        concept_maps=_concept_maps(definition, data, library),
+        provenance=published.provenance_resources if keep else [],
         centre_records={c: len(d.cases) for c, d in sorted(data.items())},
         link_state=state,
         ids=ledger,
+        published=published,
         review=settled.review,
         blocked=found.blocked,
         notes=[
@@ -545,10 +489,13 @@ def build_registry(
     progress: Progress | None = None,
     force: bool = False,
     work: Path | None = None,
+    keep: bool = True,
 ) -> BuildResult:
     """Build (or bring up to date) the registry in ``out``. With a ``work`` folder, centres
     whose inputs did not change since the last build are not read again, and only the
-    pairs that touch a changed centre are scored again."""
+    pairs that touch a changed centre are scored again. ``keep``: the result's registry
+    holds every patient's objects (:func:`assemble`); a build that only writes its files
+    passes False and holds none of them."""
     pseudonyms = Pseudonymiser(key)
     sources = centre_sources(definition)
     state = _state(definition, sources, pseudonyms)
@@ -560,41 +507,48 @@ def build_registry(
     decisions = read_decisions(definition.resolve(definition.linkage.decisions))
     folder = None if work is None else WorkFolder(work)
     inputs = input_hashes(sources)
-    data: dict[str, CentreData] = {}
-    read: list[str] = []
-    for n, centre in enumerate(definition.centres, start=1):
-        if centre.extract is not None:
-            path = definition.resolve(centre.extract)
-            data[centre.id] = _opened(unseal(read_extract(path, centre.id, pseudonyms), pseudonyms))
-            read.append(centre.id)
+    # the build makes millions of objects that live until written: automatic collections
+    # would walk them all again and again (:mod:`fhir_cart.collector`); one per centre read
+    with bulk_collection(every=1) as collector:
+        data: dict[str, CentreData] = {}
+        read: list[str] = []
+        for n, centre in enumerate(definition.centres, start=1):
+            if centre.extract is not None:
+                path = definition.resolve(centre.extract)
+                data[centre.id] = _opened(
+                    unseal(read_extract(path, centre.id, pseudonyms), pseudonyms)
+                )
+                read.append(centre.id)
+                step("read", n, len(definition.centres))
+                continue
+            sealing = f"{inputs[centre.id]}:{_sealing_fingerprint(definition, pseudonyms)}"
+            cached = None if folder is None or force else folder.centre(centre.id, sealing)
+            if cached is None:
+                read_now = reader(centre, definition)
+                read.append(centre.id)
+                cached = sealed_centre(centre.id, read_now, definition, pseudonyms, library)
+                if folder is not None:
+                    folder.save_centre(centre.id, sealing, cached)
+            data[centre.id] = cached
+            collector.step()  # what reading left: collected once per centre
             step("read", n, len(definition.centres))
-            continue
-        sealing = f"{inputs[centre.id]}:{_sealing_fingerprint(definition, pseudonyms)}"
-        cached = None if folder is None or force else folder.centre(centre.id, sealing)
-        if cached is None:
-            read_now = reader(centre, definition)
-            read.append(centre.id)
-            cached = sealed_centre(centre.id, read_now, definition, pseudonyms, library)
-            if folder is not None:
-                folder.save_centre(centre.id, sealing, cached)
-        data[centre.id] = cached
-        step("read", n, len(definition.centres))
-    registry = assemble(
-        definition,
-        data,
-        sources,
-        pseudonyms=pseudonyms,
-        library=library,
-        summariser=summariser,
-        spark=spark,
-        progress=progress,
-        previous=None if folder is None or force else folder.link_state(),
-        ids=ids,
-        decisions=decisions,
-    )
-    if folder is not None and registry.link_state is not None:
-        folder.save_link_state(registry.link_state)
-    files = write_registry(out, registry, definition, library)
+        registry = assemble(
+            definition,
+            data,
+            sources,
+            pseudonyms=pseudonyms,
+            library=library,
+            summariser=summariser,
+            spark=spark,
+            progress=progress,
+            previous=None if folder is None or force else folder.link_state(),
+            ids=ids,
+            decisions=decisions,
+            keep=keep,
+        )
+        if folder is not None and registry.link_state is not None:
+            folder.save_link_state(registry.link_state)
+        files = write_registry(out, registry, definition, library)
     tables._write_if_changed(state_file, json_bytes(state))
     notes = id_notes + registry.notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)

@@ -8,6 +8,7 @@ differently transliterated name still agrees in part. The clear name never leave
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -123,11 +124,21 @@ def bloom(name: str, key: bytes) -> str:
         return ""
     words = [0] * _WORDS
     for gram in bigrams(name):
-        digest = hashlib.blake2b(gram.encode(), key=key, digest_size=BLOOM_HASHES).digest()
-        for byte in digest:
-            words[byte // 64] |= 1 << (byte % 64)
+        for word, bits in enumerate(_gram_bits(gram, key)):
+            words[word] |= bits
     signed = [w - (1 << 64) if w >= 1 << 63 else w for w in words]
     return ".".join(str(w) for w in signed)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _gram_bits(gram: str, key: bytes) -> tuple[int, ...]:
+    """The bits one bigram sets, per word (a registry's names share a few thousand bigrams:
+    each is hashed once per field key)."""
+    words = [0] * _WORDS
+    digest = hashlib.blake2b(gram.encode(), key=key, digest_size=BLOOM_HASHES).digest()
+    for byte in digest:
+        words[byte // 64] |= 1 << (byte % 64)
+    return tuple(words)
 
 
 def bloom_words(encoded: str | None) -> list[int | None]:

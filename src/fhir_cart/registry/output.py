@@ -4,7 +4,6 @@ ledger), each only when its bytes changed; and the last build's id ledger read b
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +11,7 @@ import orjson
 
 from fhir_cart.csv_safety import csv_bytes
 from fhir_cart.registry import tables
+from fhir_cart.registry.files import write_stream_if_changed
 from fhir_cart.registry.ids import IdLedger
 from fhir_cart.registry.review import REVIEW_HEADER
 
@@ -28,10 +28,6 @@ log = logging.getLogger("fhir_cart.registry.build")
 
 def json_bytes(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
-
-
-def _ndjson(items: Sequence[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(i, option=orjson.OPT_SORT_KEYS) + b"\n" for i in items)
 
 
 def _conflicts_csv(rows: list[dict[str, Any]]) -> bytes:
@@ -97,17 +93,12 @@ def read_ids(out: Path) -> tuple[IdLedger | None, list[str]]:
 def write_registry(
     out: Path, registry: Registry, definition: RegistryDef, library: ConceptLibrary | None
 ) -> list[Path]:
-    source_of = {m.case.patient.study_id: m.source_of for m in registry.merged}
-    order = definition.centre_order()
-    centres_of: dict[str, Sequence[str]] = {
-        m.case.patient.study_id: sorted(m.centres, key=order.index) for m in registry.merged
-    }
-    built = {
-        "patients": tables.patient_table(registry.cases, centres_of, library),
-        "events": tables.event_table(registry.cases, source_of, library),
-    }
+    published = registry.published
+    if published is None:
+        raise ValueError("a registry is written from what its build gathered (published)")
+    built = {"patients": published.patients, "events": published.events}
     files = tables.write_tables(out / "tables", built, definition.outputs.formats)
-    outputs = {
+    outputs: dict[str, bytes | None] = {
         "reports/conflicts.csv": _conflicts_csv(registry.conflicts),
         "reports/conflicts.json": json_bytes(
             sorted(registry.conflicts, key=lambda r: (r["patient"], r["field"]))
@@ -118,11 +109,15 @@ def write_registry(
         "reports/crosswalk.csv": _crosswalk_csv(registry.ids),
         IDS_FILE: json_bytes(None if registry.ids is None else registry.ids.as_json()),
         "summaries.json": json_bytes(registry.summaries),
-        "fhir/Provenance.ndjson": _ndjson(registry.provenance),
+        "fhir/Provenance.ndjson": None,  # streamed from the build's temporary file
         **{f"fhir/ConceptMap-{m['id']}.json": json_bytes(m) for m in registry.concept_maps},
     }
     for name, data in outputs.items():
         path = out / name
-        tables._write_if_changed(path, data)
+        if data is None:
+            with published.provenance as stream:  # the temporary file goes when written
+                write_stream_if_changed(path, stream)
+        else:
+            tables._write_if_changed(path, data)
         files.append(path)
     return files

@@ -74,7 +74,8 @@ class Pseudonymiser:
 
     def token(self, namespace: str, value: str) -> str:
         message = f"{namespace}\x1f{value}".encode()
-        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:_PSEUDONYM_HEX]
+        # the one-shot HMAC (the same bytes as hmac.new(...).hexdigest(), without the object)
+        return hmac.digest(self.key, message, "sha256").hex()[:_PSEUDONYM_HEX]
 
     def patient(self, centre: str, study_id: str) -> str:
         """A centre's patient, as the registry sees them."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,17 @@ from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case, Event, When
 from fhir_cart.registry.files import write_atomically
 
-__all__ = ["EVENT_COLUMNS", "event_table", "patient_table", "write_tables"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "TableBuilder",
+    "add_events",
+    "add_patient",
+    "event_builder",
+    "event_table",
+    "patient_builder",
+    "patient_table",
+    "write_tables",
+]
 
 EVENT_COLUMNS = (
     "study_id",
@@ -115,53 +125,121 @@ def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
-def _table(
-    rows: list[dict[str, Any]], columns: list[str], types: dict[str, pa.DataType]
-) -> pa.Table:
-    arrays = [_column([r.get(c) for r in rows], types.get(c, pa.string())) for c in columns]
-    return pa.Table.from_arrays(arrays, names=columns)
+class TableBuilder:
+    """A registry table gathered row by row, as Arrow every ``chunk`` rows (never a list of
+    every row's dict): the columns are ``fixed`` then the sorted attribute keys (``known``
+    and every row's own), typed as :func:`event_table` and :func:`patient_table` type them,
+    so the table is the one those give for the same rows."""
+
+    def __init__(
+        self,
+        fixed: Sequence[str],
+        types: dict[str, pa.DataType],
+        known: set[str],
+        library: ConceptLibrary | None,
+        chunk: int = 20_000,
+    ) -> None:
+        self._fixed, self._types, self._library = list(fixed), types, library
+        self._attributes: set[str] = set(known)
+        self._rows: list[dict[str, Any]] = []
+        self._chunks: list[tuple[int, dict[str, pa.Array]]] = []
+        self._chunk = chunk
+
+    def add(self, row: dict[str, Any], attributes: Iterable[str]) -> None:
+        """One row; ``attributes``: its attribute keys (columns after the fixed ones)."""
+        self._attributes.update(attributes)
+        self._rows.append(row)
+        if len(self._rows) >= self._chunk:
+            self._flush()
+
+    def _kind(self, column: str) -> pa.DataType:
+        if column in self._attributes:
+            return _type(column, self._library)
+        return self._types.get(column, pa.string())
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        keys = {k for r in rows for k in r}
+        arrays = {c: _column([r.get(c) for r in rows], self._kind(c)) for c in sorted(keys)}
+        self._chunks.append((len(rows), arrays))
+
+    def table(self) -> pa.Table:
+        """The whole table (one chunk per column, as from one list of rows)."""
+        self._flush()
+        columns = [*self._fixed, *sorted(self._attributes)]
+        arrays = []
+        for name in columns:
+            parts = [(n, found.get(name)) for n, found in self._chunks]
+            kinds = {a.type for _, a in parts if a is not None and a.type != pa.null()}
+            kind = self._kind(name)
+            if kind == pa.int64() and pa.string() in kinds:
+                kind = pa.string()  # a band in some chunk: the whole column is text
+            pieces = [
+                pa.nulls(n, type=kind) if a is None else a.cast(kind) if a.type != kind else a
+                for n, a in parts
+            ]
+            arrays.append(pa.chunked_array(pieces, type=kind).combine_chunks())
+        return pa.Table.from_arrays(arrays, names=columns)
+
+
+def event_builder(library: ConceptLibrary | None) -> TableBuilder:
+    """The events table's builder; rows from :func:`event_rows`."""
+    known = set(library.data.attributes) if library is not None else set()
+    types = {c: pa.int64() for c in _INT} | {c: pa.float64() for c in _FLOAT}
+    return TableBuilder(
+        ["centre", *EVENT_COLUMNS], types | {"value_boolean": pa.bool_()}, known, library
+    )
+
+
+def add_events(builder: TableBuilder, case: Case, sources: dict[str, str]) -> None:
+    """A registry patient's events, sorted; ``sources``: event id -> its centre."""
+    for event in sorted(case.events, key=lambda e: e.event_id):
+        row = _event_row(case.patient.study_id, event)
+        centre = sources.get(event.event_id, case.patient.centre)
+        builder.add(row | {"centre": centre}, event.attributes)
+
+
+def patient_builder(library: ConceptLibrary | None) -> TableBuilder:
+    """The patients table's builder; rows from :func:`add_patient`."""
+    known = set(library.data.patient_attributes) if library is not None else set()
+    return TableBuilder(["centre", "study_id", "centres", "sex", "birth_date"], {}, known, library)
+
+
+def add_patient(builder: TableBuilder, case: Case, centres: Sequence[str]) -> None:
+    """A registry patient's row; ``centres``: theirs, most trusted first."""
+    patient = case.patient
+    centres = list(centres or [patient.centre])
+    row = {
+        "centre": centres[0],
+        "study_id": patient.study_id,
+        "centres": ";".join(sorted(centres)),
+        "sex": patient.sex,
+        "birth_date": patient.birth_text,
+        **patient.attributes,
+    }
+    builder.add(row, patient.attributes)
 
 
 def event_table(
     cases: Sequence[Case], source_of: dict[str, dict[str, str]], library: ConceptLibrary | None
 ) -> pa.Table:
     """Events of registry patients; ``source_of[patient][event_id]`` is the centre."""
-    rows = []
+    builder = event_builder(library)
     for case in sorted(cases, key=lambda c: c.patient.study_id):
-        sources = source_of.get(case.patient.study_id, {})
-        for event in sorted(case.events, key=lambda e: e.event_id):
-            row = _event_row(case.patient.study_id, event)
-            rows.append(row | {"centre": sources.get(event.event_id, case.patient.centre)})
-    known = set(library.data.attributes) if library is not None else set()
-    attributes = sorted(known | {k for c in cases for e in c.events for k in e.attributes})
-    types = {c: pa.int64() for c in _INT} | {c: pa.float64() for c in _FLOAT}
-    types |= {"value_boolean": pa.bool_()} | {k: _type(k, library) for k in attributes}
-    return _table(rows, ["centre", *EVENT_COLUMNS, *attributes], types)
+        add_events(builder, case, source_of.get(case.patient.study_id, {}))
+    return builder.table()
 
 
 def patient_table(
     cases: Sequence[Case], centres_of: dict[str, Sequence[str]], library: ConceptLibrary | None
 ) -> pa.Table:
     """Registry patients; ``centres_of[patient]`` are their centres, most trusted first."""
-    rows = []
+    builder = patient_builder(library)
     for case in sorted(cases, key=lambda c: c.patient.study_id):
-        patient = case.patient
-        centres = list(centres_of.get(patient.study_id, [patient.centre]))
-        birth = patient.birth_text
-        rows.append(
-            {
-                "centre": centres[0],
-                "study_id": patient.study_id,
-                "centres": ";".join(sorted(centres)),
-                "sex": patient.sex,
-                "birth_date": birth,
-                **patient.attributes,
-            }
-        )
-    known = set(library.data.patient_attributes) if library is not None else set()
-    attributes = sorted(known | {k for c in cases for k in c.patient.attributes})
-    types = {k: _type(k, library) for k in attributes}
-    return _table(rows, ["centre", "study_id", "centres", "sex", "birth_date", *attributes], types)
+        add_patient(builder, case, centres_of.get(case.patient.study_id, [case.patient.centre]))
+    return builder.table()
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:

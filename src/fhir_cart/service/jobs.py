@@ -143,7 +143,7 @@ async def _registry(run: SyncRun, params: dict[str, Any], app: Application, cach
         {}
         if registry is None
         else {
-            "patients": len(registry.cases),
+            "patients": registry.patient_count,
             "links": len({(min(k.left, k.right), max(k.left, k.right)) for k in registry.links}),
             "conflicts": len(registry.conflicts),
         }

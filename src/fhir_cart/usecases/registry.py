@@ -113,6 +113,7 @@ def build(app: Application, request: BuildRequest) -> tuple[BuildResult, str | N
         progress=request.progress,
         force=request.force,
         work=work,
+        keep=push is not None,  # a push sends the objects; the files alone need none
     )
     if push is None:
         return result, None

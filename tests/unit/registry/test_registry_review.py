@@ -277,3 +277,46 @@ def test_a_contradicted_identifier_pair_is_not_linked_by_probability_either() ->
     settled = settle(identifier, scored, {(a, b): scored[0]}, {}, {a, b}, 0.9)
     assert settled.links == []
     assert [r.reason for r in settled.review] == ["identifier contradicted"]
+
+
+def _named(centre: str, sid: str, given: str, family: str, dx: D, nid: str | None) -> Case:
+    attributes = {"given_name": given, "family_name": family}
+    attributes |= {"national_id": nid} if nid else {}
+    born = D(2007, 11, 6)
+    return patient(centre, sid, diagnosis(dx), sex="female", birth_date=born, attributes=attributes)
+
+
+@pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
+def test_a_given_name_that_differs_outright_holds_an_identifier_link(tmp_path: Path) -> None:
+    """The twin pair merged at 100,000 truth persons: Büşra Çetin (Berlin only) and her twin
+    Zeynep, written Cecin (London only), both girls born the same day, diagnosed three weeks
+    apart; London typed Büşra's number into Zeynep's record. Each has one record, so no
+    rival link shows the mix-up, and sex and the diagnosis date outweigh the given name in
+    the check from even odds. Lea / Lena Weber (one child, a typo) keep their link."""
+    cases = {
+        "berlin": [
+            _named("berlin", "B1", "Büşra", "Çetin", D(2017, 6, 13), "B599083437"),
+            _named("berlin", "W1", "Lena", "Weber", D(2016, 3, 1), "K100200300"),
+        ],
+        "london": [
+            _named("london", "Z1", "Zeynep", "Cecin", D(2017, 5, 21), "b599083437"),
+            _named("london", "W2", "Lea", "Weber", D(2016, 3, 1), "K100200300"),
+        ],
+        "rotterdam": [],
+    }
+    settings = {
+        "identifiers": ["national_id"],
+        "names": ["given_name", "family_name"],
+        "threshold": 0.9,
+        "review": 0.5,
+    }
+    result = build_registry(
+        definition(tmp_path, linkage=settings), tmp_path / "out", key=KEY, reader=reader_of(cases)
+    )
+    joined = together(result)
+    assert pair(("berlin", "W1"), ("london", "W2")) in joined
+    twins = pair(("berlin", "B1"), ("london", "Z1"))
+    assert twins not in joined
+    rows = {(r["left"], r["right"]): r for r in review(tmp_path)}
+    assert rows[twins]["reason"] == "identifier contradicted"
+    assert "name_given_name" in rows[twins]["differ"].split("; ")

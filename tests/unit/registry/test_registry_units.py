@@ -305,3 +305,24 @@ def test_the_open_text_screen(text: str, why: str | None) -> None:
     from fhir_cart.registry.screen import refusal
 
     assert refusal(text) == why
+
+
+def test_pseudonyms_and_bloom_filters_stay_what_a_key_gave_before() -> None:
+    """The same key gives the same pseudonyms and name filters (a faster HMAC call and
+    cached bigram bits must not change one bit): checked against the plain definitions."""
+    import hashlib
+    import hmac
+
+    from fhir_cart.registry.names import BLOOM_HASHES, bloom
+
+    key = b"unit-test-key-0123456789abcdef0123"
+    message = b"patient\x1fberlin\x1fB-01"
+    assert KEY.patient("berlin", "B-01") == "p" + hmac.new(key, message, "sha256").hexdigest()[:32]
+    words = [0, 0, 0, 0]
+    for gram in ("_m", "mu", "ul", "ll", "le", "er", "r_"):
+        digest = hashlib.blake2b(gram.encode(), key=key, digest_size=BLOOM_HASHES).digest()
+        for byte in digest:
+            words[byte // 64] |= 1 << (byte % 64)
+    signed = [w - (1 << 64) if w >= 1 << 63 else w for w in words]
+    for _ in range(2):  # the second time from the cache
+        assert bloom("muller", key) == ".".join(str(w) for w in signed)
