@@ -58,7 +58,12 @@ class Pulled:
 
     def result(self) -> ReverseResult:
         o = self.outcome
-        return ReverseResult(o.cases, list(o.unmapped), list(o.other), list(o.excluded))  # type: ignore[arg-type]
+        # the outcome's other rows hold whole resources and, since issue 18, a read Patient's
+        # extensions that no attribute has (code_system "extension"): those are the
+        # result's ``undeclared``, rows about a part of a resource that is in its place
+        parts = [row for row in o.other if row.get("code_system") == "extension"]
+        whole = [row for row in o.other if row.get("code_system") != "extension"]
+        return ReverseResult(o.cases, list(o.unmapped), whole, list(o.excluded), parts)  # type: ignore[arg-type]
 
 
 def pull_fresh(base: str, ctx: MappingContext, patient_ids: list[str], folder: Path) -> Pulled:
