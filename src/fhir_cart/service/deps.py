@@ -100,11 +100,15 @@ def single_values(request: Request) -> None:
     parameter given twice (``owner=a&owner=b``) is refused, never read as its last value,
     since which one was meant cannot be told."""
     route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if not isinstance(dependant, Dependant):
-        return
+    single = getattr(route, "single_valued_query", None)  # worked out once per route
+    if single is None:
+        dependant = getattr(route, "dependant", None)
+        if not isinstance(dependant, Dependant):
+            return
+        single = single_valued_query(dependant)
+        route.single_valued_query = single  # type: ignore[union-attr]
     query = request.query_params
-    repeated = sorted(n for n in single_valued_query(dependant) if len(query.getlist(n)) > 1)
+    repeated = sorted(n for n in single if len(query.getlist(n)) > 1)
     if repeated:
         names = ", ".join(repr(n) for n in repeated)
         which = "it" if len(repeated) == 1 else "each"
