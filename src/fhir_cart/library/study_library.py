@@ -12,6 +12,7 @@ when a mapping or a pull loads the library (:meth:`fhir_cart.library.Library.con
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from fhir_cart.library.concepts import (
 )
 from fhir_cart.library.core import Library
 from fhir_cart.library.profiles import Profiles
-from fhir_cart.library.terminology import TerminologyFile
+from fhir_cart.library.terminology import Coding, TerminologyFile
 from fhir_cart.library.words import STUDY_SYSTEM, words_data
 
 __all__ = ["LibraryReport", "bound_value_problems", "check_library_file"]
@@ -89,11 +90,7 @@ def _describe(
     )
     for key, concept in own.concepts.items():
         if concept.codings:
-            codes = ", ".join(
-                f"{terms.systems.get(c.system, c.system)}|{c.code}"
-                + ("" if c.verified else " (unverified)")
-                for c in concept.codings
-            )
+            codes = _codes_text(concept.codings, terms.systems)
             report.notes.append(f"concept {key} ({concept.kind}): {codes}")
             report.warnings += [
                 f"concept {key}: coding {c.system}|{c.code} is verified: false (source "
@@ -126,6 +123,15 @@ def _describe(
         )
 
 
+def _codes_text(codings: Iterable[Coding], systems: Mapping[str, str]) -> str:
+    """``system|code`` of each coding (the system's URL where known), unverified ones
+    marked: how ``library check`` lists a concept's or a word's codes."""
+    return ", ".join(
+        f"{systems.get(c.system, c.system)}|{c.code}" + ("" if c.verified else " (unverified)")
+        for c in codings
+    )
+
+
 def _describe_words(report: LibraryReport, own: StudyLibraryFile, shipped: TerminologyFile) -> None:
     """A note per added word (its vocabulary, shipped or the study's, and its codes), a
     warning per unverified code."""
@@ -138,11 +144,7 @@ def _describe_words(report: LibraryReport, own: StudyLibraryFile, shipped: Termi
     for group, words in own.value_sets.items():
         whose = "shipped vocabulary" if group in shipped.concepts else "the study's vocabulary"
         for word, meaning in words.items():
-            codes = ", ".join(
-                f"{systems.get(c.system, c.system)}|{c.code}"
-                + ("" if c.verified else " (unverified)")
-                for c in meaning.codings
-            )
+            codes = _codes_text(meaning.codings, systems)
             within = f", within {meaning.within}" if meaning.within else ""
             report.notes.append(f"word {word} of {whose} {group}{within}: {codes}")
             report.warnings += [

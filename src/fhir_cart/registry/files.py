@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,13 +17,19 @@ __all__ = ["write_atomically", "write_stream_if_changed"]
 def write_atomically(path: Path, data: bytes) -> None:
     """``data`` to ``path`` through a temporary file beside it and ``os.replace``: a kill at
     any moment leaves the old file or the new one, never a truncated one."""
+    _replace(path, lambda target: target.write(data))
+
+
+def _replace(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """``path`` replaced by what ``fill`` writes to a temporary file beside it (flushed and
+    synced first); the temporary file is removed if anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+        with os.fdopen(handle, "wb") as target:
+            fill(target)
+            target.flush()
+            os.fsync(target.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -47,15 +54,4 @@ def write_stream_if_changed(path: Path, stream: BinaryIO) -> None:
         if same:
             return
         stream.seek(start)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as target:
-            shutil.copyfileobj(stream, target, 1 << 20)
-            target.flush()
-            os.fsync(target.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    _replace(path, lambda target: shutil.copyfileobj(stream, target, 1 << 20))
