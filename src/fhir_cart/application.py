@@ -354,12 +354,14 @@ class Application:
         *,
         plots: Path | None = None,
         mapping: StudyMapping | None = None,
+        about: str | None = None,
     ) -> StudySummary:
         """A study's measures over ``cases``, the warnings that qualify them, its plots
-        (with the concepts ``mapping``'s own library file adds)."""
+        (with the concepts ``mapping``'s own library file adds; titled after ``about``, the
+        data shown, or with the study's own titles when it is None)."""
         from fhir_cart.usecases import study
 
-        return study.summary(self, cases, definition, plots, mapping)
+        return study.summary(self, cases, definition, plots, mapping, about)
 
     def preview(
         self, cases: Sequence[Case], mapping: StudyMapping | None, *, size: int, limit: int

@@ -142,6 +142,14 @@ def summary_command(
         Path | None,
         typer.Option("--plots", help="Write a swimmer plot and Kaplan-Meier curves (PNG, SVG)."),
     ] = None,
+    study_titles: Annotated[
+        bool,
+        typer.Option(
+            "--study-titles",
+            help="Title the plots with the study file's own titles (they describe the "
+            "study's cohort); by default the titles name SOURCE.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     keep_going: ContinueOpt = False,
 ) -> None:
@@ -160,7 +168,10 @@ def summary_command(
             "or set `study:` in the mapping file",
             exit_code=2,
         )
-    done = application().summary(read.cases, definition, plots=plots, mapping=read.mapping)
+    about = None if study_titles else f"file {source.name}"
+    done = application().summary(
+        read.cases, definition, plots=plots, mapping=read.mapping, about=about
+    )
     warn(done.warnings)
     for path in done.plots:
         err.print(f"wrote {path}")

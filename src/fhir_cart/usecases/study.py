@@ -162,9 +162,11 @@ def summary(
     definition: StudyDefinition,
     plots: Path | None,
     mapping: StudyMapping | None = None,
+    about: str | None = None,
 ) -> StudySummary:
-    """The measures the study definition names (and its plots into ``plots``), with the
-    concepts of the library plus those ``mapping``'s own library file adds."""
+    """The measures the study definition names (and its plots into ``plots``, titled after
+    ``about``), with the concepts of the library plus those ``mapping``'s own library file
+    adds."""
     from fhir_cart.report.evaluate import missing_anchor, summarise, unmatched_text_tests
 
     concepts = app.library.for_mapping(mapping)
@@ -177,7 +179,7 @@ def summary(
     if plots is not None:
         from fhir_cart.report.plots import write_plots
 
-        written = list(write_plots(cases, definition, plots, concepts))
+        written = list(write_plots(cases, definition, plots, concepts, about=about))
     return StudySummary(definition, list(results), warnings, written)
 
 

@@ -25,3 +25,31 @@ def test_a_study_without_plots_says_so(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no plots written" in err
     assert "defines none" in err
     assert not (tmp_path / "plots").exists() or not any((tmp_path / "plots").iterdir())
+
+
+def _titles(folder: Path) -> str:
+    """The SVG plots' text (matplotlib writes each string in a comment before its glyphs)."""
+    import re
+
+    return " ".join(
+        " ".join(re.findall(r"<!-- (.*?) -->", svg.read_text(encoding="utf-8")))
+        for svg in sorted(folder.glob("*.svg"))
+    )
+
+
+def test_summary_plots_name_the_file_unless_the_study_titles_are_asked_for(
+    tmp_path: Path,
+) -> None:
+    """`summary --plots` drew the study file's own titles ("SYNTHETIC seed cohort") over any
+    file it was given, another centre's included; the titles now name the file shown, and
+    `--study-titles` keeps the study's own (for the study's own cohort)."""
+    args = ["summary", str(SEED_FILE), "-m", str(SEED_MAPPING)]
+    assert main([*args, "--plots", str(tmp_path / "file")]) == 0
+    shown = _titles(tmp_path / "file")
+    assert f"File {SEED_FILE.name} — course after" in shown
+    assert f"patients of file {SEED_FILE.name}" in shown
+    assert "SYNTHETIC seed cohort" not in shown
+    assert main([*args, "--study-titles", "--plots", str(tmp_path / "own")]) == 0
+    own = _titles(tmp_path / "own")
+    assert "SYNTHETIC seed cohort" in own
+    assert SEED_FILE.name not in own
