@@ -267,7 +267,9 @@ def plot_swimmer(
         return []
     rows.sort(key=lambda r: r.end)
     named = len(rows) <= LABELLED_ROWS
-    figure = _figure(8, 1.2 + 0.45 * len(rows) if named else min(6 + 0.01 * len(rows), 24))
+    legend = len(config.markers) + 2  # the markers, then the two bar colours
+    tall = max(1.2 + 0.45 * len(rows), 0.5 + 0.2 * legend)  # the legend fits beside the bars
+    figure = _figure(8, tall if named else min(6 + 0.01 * len(rows), 24))
     ax = figure.add_subplot()
     colours = {"death": "#b2182b"}
     ends, bars = [row.end for row in rows], [colours.get(r.ended_by, "#4393c3") for r in rows]
@@ -304,7 +306,8 @@ def plot_swimmer(
         Patch(color="#4393c3", label="alive at last follow-up"),
         Patch(color="#b2182b", label="ended by death"),
     ]
-    ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.9)
+    # beside the axes: inside them it covered the only bar of a one- or two-patient plot
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     if named:
         ax.set_yticks(range(len(rows)), [r.study_id for r in rows])
     else:

@@ -150,3 +150,33 @@ def test_the_swimmer_plot_draws_a_concept_in_its_own_style(tmp_path: Path) -> No
         study = plotted(swimmer={"end": ["last_follow_up"], "markers": markers})
         (svg,) = plot_swimmer(_km_cohort(), study, tmp_path / str(n), formats=("svg",))
         assert f"fill: {colour}" in svg.read_text()
+
+
+def test_the_swimmer_legend_covers_no_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one or two patients the legend (inside the axes, lower right) was drawn over the
+    only bar; it now stands beside the axes, clear of every bar and marker."""
+    from fhir_cart.report import plots
+
+    drawn: list[Any] = []
+    monkeypatch.setattr(plots, "_save", lambda figure, *_: drawn.append(figure) or [])
+    study = plotted(
+        swimmer={
+            "end": ["last_follow_up", "death"],
+            "markers": {
+                "relapse": {"concept": "disease_status", "value": "relapse"},
+                **{
+                    name: {"concept": name}
+                    for name in ("hsct", "death", "crs", "icans", "acute_gvhd")
+                },
+            },
+        }
+    )
+    one = [case("B-202", ev("cart_infusion", 0), ev("last_follow_up", 309))]
+    plot_swimmer(one, study, tmp_path, formats=("svg",))
+    (figure,) = drawn
+    figure.canvas.draw()
+    (ax,) = figure.axes
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes.x1  # beside the axes, not over them
+    assert figure.bbox.contains(legend.x1 - 1, legend.y0 + 1)  # and inside the figure
+    assert figure.bbox.contains(legend.x1 - 1, legend.y1 - 1)  # all of its eight entries
