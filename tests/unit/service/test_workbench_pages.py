@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,17 +194,45 @@ def test_a_page_error_is_a_page(app: FastAPI) -> None:
 
 
 @pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
-def test_job_events_follow_a_job_to_its_end(app: FastAPI) -> None:
+def test_job_events_follow_a_job_to_its_end(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each change of the job is sent once, in order, then "end". The job moves on only
+    after the stream has read its last change (no sleeps: a loaded machine once made the
+    stream miss a step that lasted 0.6 s)."""
+    from fhir_cart.service.web import pages
+
     cache = app.state.cache
     owner = {"owner_role": "centre", "owner_centre": "centre_b"}
     run_id = cache.create_run(kind="push", server="x", status="pending", params=owner)
+    reads = [0]
+    read = threading.Condition()
+    real = pages.get_job
+
+    def counted(*args: object) -> object:
+        job = real(*args)  # type: ignore[arg-type]
+        with read:
+            reads[0] += 1
+            read.notify_all()
+        return job
+
+    def seen(after: int) -> None:
+        """Until a read has begun after the change made when ``after`` reads were done: it
+        saw the change, and the stream sends it before it reads again."""
+        with read:
+            assert read.wait_for(lambda: reads[0] >= after + 2, timeout=60)
+
+    monkeypatch.setattr(pages, "get_job", counted)
+    steps = [
+        *({"status": "running", "progress_done": d, "progress_total": 3} for d in (1, 2, 3)),
+        {"status": "succeeded"},
+    ]
 
     def work() -> None:
-        for done in (1, 2, 3):
-            time.sleep(0.6)
-            cache.update_run(run_id, status="running", progress_done=done, progress_total=3)
-        time.sleep(0.6)
-        cache.update_run(run_id, status="succeeded")
+        now = 0  # the job was made before any read
+        for step in steps:
+            seen(now)
+            with read:
+                now = reads[0]
+            cache.update_run(run_id, **step)
 
     with TestClient(app) as client:
         sign_in(client)
@@ -218,8 +245,13 @@ def test_job_events_follow_a_job_to_its_end(app: FastAPI) -> None:
     events = re.findall(r"event: (\w+)\ndata: (.*)\n\n", text)
     assert [name for name, _ in events][-1] == "end"
     progress = [data for name, data in events if name == "progress"]
+    assert [name for name, _ in events] == ["progress"] * 5 + ["end"]
     assert '"status":"pending"' in progress[0]
-    assert any('"done":2' in p for p in progress)
+    assert [p[p.index('"done"') :][:8] for p in progress[1:4]] == [
+        '"done":1',
+        '"done":2',
+        '"done":3',
+    ]
     assert '"status":"succeeded"' in progress[-1]
 
 
