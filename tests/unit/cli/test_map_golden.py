@@ -41,7 +41,7 @@ def test_map_output_is_byte_identical_to_the_in_memory_job(
 
 
 INDENTED_SEED_BUNDLES = {  # expected.json's seed bundles indented (issue 18 codes)
-    "bundles/bundle-0001.json": "761438ea06cc864520fe77e14d8c3629c443b6b7ab3482c95642dae5fcb53efb",
+    "bundles/bundle-0001.json": "e0f6f3a16bdb6c4967c7c352fcb51407aa32ce47c4806cd562015761002bcb11",
     "bundles/bundle-0002.json": "19e8be9082a6f1b0f154b8fc2e531af7ff6c8da5a6ea22f9815f726aedce8668",
 }
 

@@ -117,9 +117,11 @@ def test_a_broader_code_is_written_but_never_read_as_the_word_alone() -> None:
         {
             "icans": {"text": "I", "codings": [_coding("OTHER", broader=True), _coding("OWN")]},
             "seizure": {"text": "S", "codings": [_coding("SZ")]},
+            "pres": {"text": "P", "codings": [_coding("OTHER", broader=True), _coding("P")]},
         }
     )
-    assert terms.word("g", _cc("OTHER")) is None
+    assert terms.word("g", _cc("OTHER")) is None  # shared by two words, and broader
+    assert terms.word("g", _cc("OTHER", "P")) == "pres"
     assert terms.word("g", _cc("OTHER", "OWN")) == "icans"
     assert terms.word("g", _cc("OTHER", "SZ")) == "seizure"
     assert [c["code"] for c in terms.concept("g", "icans")["coding"]] == ["OTHER", "OWN"]
