@@ -63,6 +63,16 @@ def _shared(ctx: MappingContext, vocabulary: str, coding: Json) -> bool:
     )
 
 
+def _broader_code(ctx: MappingContext, vocabulary: str, word: str, coding: Json) -> bool:
+    """Whether ``coding`` is one of the word's ``broader`` codes (a class it is one of)."""
+    concept = ctx.terminology.data.concepts[vocabulary][word]
+    system, code = coding["system"], coding["code"]
+    return any(
+        c.broader and ctx.terminology.system(c.system) == system and c.code == code
+        for c in concept.codings
+    )
+
+
 def _centre_groups(ctx: MappingContext, mapping: StudyMapping) -> dict[tuple[str, str], list[Json]]:
     """(vocabulary, target system) -> map elements (local word -> a code of its word)."""
     terms = ctx.terminology
@@ -84,8 +94,13 @@ def _centre_groups(ctx: MappingContext, mapping: StudyMapping) -> dict[tuple[str
                 for source in sources:
                     for coding in codeable.get("coding", ()):
                         # wider: the standard code also stands for another word of the
-                        # vocabulary, or several local words share the canonical word
-                        shared = len(sources) > 1 or _shared(ctx, vocabulary, coding)
+                        # vocabulary, or several local words share the canonical word, or
+                        # it is a broader class the word is one of
+                        shared = (
+                            len(sources) > 1
+                            or _shared(ctx, vocabulary, coding)
+                            or _broader_code(ctx, vocabulary, target, coding)
+                        )
                         element = {
                             "code": normalise_word(source),
                             "display": str(source),

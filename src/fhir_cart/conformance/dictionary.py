@@ -77,6 +77,7 @@ def _vocabulary_rows(ctx: MappingContext, group: str) -> list[str]:
     for word, concept in terms.data.concepts[group].items():
         for c in concept.codings:
             code = f"`{c.code}`" + (" and children" if c.prefix else "")
+            code += " (broader: never read as the word alone)" if c.broader else ""
             countries = f" ({', '.join(c.countries)})" if c.countries else ""
             rows.append(
                 _row(

@@ -133,10 +133,11 @@ def _column(name: str, path: str, kind: str | None = None) -> Json:
 
 def _coding_test(ctx: MappingContext, codings: Iterable[Coding]) -> list[str]:
     """One test per exact coding; prefix codings (ICD-10 ``C91.0`` for its children) need
-    ``startsWith``, which Pathling lacks: left out (NOT_EXPRESSED)."""
+    ``startsWith``, which Pathling lacks: left out (NOT_EXPRESSED). A ``broader`` coding
+    never says the word by itself (Terminology.word ignores it): not a test either."""
     out = []
     for coding in codings:
-        if not coding.prefix:
+        if not (coding.prefix or coding.broader):
             system = fhirpath_string(ctx.terminology.system(coding.system))
             out.append(f"(system = {system} and code = {fhirpath_string(coding.code)})")
     return out

@@ -51,6 +51,19 @@ class Coding(BaseModel):
     C91.0 for C91.00, C91.01, C91.02: a category and its children). Never written."""
     read_only: bool = False
     """Read back only, never written: a code other systems use for the word."""
+    broader: bool = False
+    """A code for a broader class the word is one of (a CTCAE body system's "Other,
+    specify"): written beside the word's other codes, never read as the word by itself (a
+    resource with only it is not this word, nor is a SQL view row)."""
+
+    @model_validator(mode="after")
+    def _broader_is_written(self) -> Coding:
+        if self.broader and not self.written:
+            raise ValueError(
+                f"code {self.code}: broader is a written code's flag; "
+                "remove prefix/read_only or broader"
+            )
+        return self
 
     @property
     def written(self) -> bool:
@@ -77,6 +90,19 @@ class Concept(BaseModel):
     within: str | None = None
     """A broader word of the same group (b_all within all): a resource coded with both is
     the narrower one, not an ambiguity."""
+
+    @model_validator(mode="after")
+    def _read_back_by_another_code(self) -> Concept:
+        """A word with a ``broader`` code needs a written code of its own beside it: else
+        what is written of it could never be read back as it."""
+        if any(c.broader for c in self.codings) and not any(
+            c.written and not c.broader for c in self.codings
+        ):
+            raise ValueError(
+                f"{self.text}: a broader code needs a written code of the word's own beside "
+                "it (an own code), or the word is never read back"
+            )
+        return self
 
 
 class AmbiguousCode(ValueError):
@@ -193,6 +219,8 @@ class Terminology:
                 for coding in concept.codings:
                     system = self.data.systems[coding.system]
                     mine.append((system, coding.code, coding.prefix))
+                    if coding.broader:  # never read as the word by itself
+                        continue
                     reverse.setdefault((system, coding.code), set()).add(word)
                     if coding.prefix:
                         prefixes.append((system, coding.code, word))

@@ -40,9 +40,9 @@ def test_map_output_is_byte_identical_to_the_in_memory_job(
     assert _hashes(out) == case["files"]
 
 
-INDENTED_SEED_BUNDLES = {  # expected.json's seed bundles indented (bundle 1 since the NCIt codes)
-    "bundles/bundle-0001.json": "becec9590efac31bcb7abdf8f64d217496e521933fbec0b97de5d3fe100ee659",
-    "bundles/bundle-0002.json": "e4d49ec2197ede6a608531e20039e2768ac214bc20b5da24421c9e606eed08cf",
+INDENTED_SEED_BUNDLES = {  # expected.json's seed bundles indented (issue 18 codes)
+    "bundles/bundle-0001.json": "e0f6f3a16bdb6c4967c7c352fcb51407aa32ce47c4806cd562015761002bcb11",
+    "bundles/bundle-0002.json": "19e8be9082a6f1b0f154b8fc2e531af7ff6c8da5a6ea22f9815f726aedce8668",
 }
 
 

@@ -165,6 +165,8 @@ def test_the_data_dictionary_lists_every_extension_and_each_code_with_its_source
             for c in concept.codings:
                 assert f"`{c.code}`" in page, (group, c.code)
                 assert c.source.replace("|", "\\|") in page, (group, c.source)
+    icans = next(line for line in page.splitlines() if "`C143702`" in line)
+    assert "`C143702` (broader: never read as the word alone)" in icans
 
 
 def test_the_copied_r4_extension_is_the_one_medplum_ships() -> None:

@@ -7,11 +7,13 @@ these use a made-up vocabulary so that alphabetical order would give another ans
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from fhir_cart.application import Application
+from fhir_cart.conformance.conceptmaps import _broader_code
 from fhir_cart.library.terminology import AmbiguousCode, Terminology, TerminologyFile
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import cases_from_fhir
@@ -20,7 +22,7 @@ from fhir_cart.settings import Settings
 SYS = "urn:test:codes"
 
 
-def _coding(code: str, prefix: bool = False) -> dict[str, Any]:
+def _coding(code: str, prefix: bool = False, broader: bool = False) -> dict[str, Any]:
     return {
         "system": "t",
         "code": code,
@@ -28,6 +30,7 @@ def _coding(code: str, prefix: bool = False) -> dict[str, Any]:
         "source": "test",
         "verified": True,
         "prefix": prefix,
+        "broader": broader,
     }
 
 
@@ -104,6 +107,57 @@ def test_the_longest_prefix_decides() -> None:
     )
     assert terms.word("g", _cc("C91.02")) == "all"
     assert terms.word("g", _cc("C95.1")) == "leukaemia"
+
+
+def test_a_broader_code_is_written_but_never_read_as_the_word_alone() -> None:
+    """ICANS carries CTCAE's "Nervous system disorders - Other, specify": a resource with
+    only that code may be any nervous system event, so it is no word; beside the own code
+    it is the word, and it is written."""
+    terms = _terms(
+        {
+            "icans": {"text": "I", "codings": [_coding("OTHER", broader=True), _coding("OWN")]},
+            "seizure": {"text": "S", "codings": [_coding("SZ")]},
+            "pres": {"text": "P", "codings": [_coding("OTHER", broader=True), _coding("P")]},
+        }
+    )
+    assert terms.word("g", _cc("OTHER")) is None  # shared by two words, and broader
+    assert terms.word("g", _cc("OTHER", "P")) == "pres"
+    assert terms.word("g", _cc("OTHER", "OWN")) == "icans"
+    assert terms.word("g", _cc("OTHER", "SZ")) == "seizure"
+    assert [c["code"] for c in terms.concept("g", "icans")["coding"]] == ["OTHER", "OWN"]
+
+
+def test_a_broader_code_needs_a_written_code_of_the_word_beside_it() -> None:
+    with pytest.raises(ValueError, match="a broader code needs a written code"):
+        _terms({"icans": {"text": "I", "codings": [_coding("OTHER", broader=True)]}})
+    with pytest.raises(ValueError, match="broader is a written code's flag"):
+        _terms(
+            {
+                "a": {
+                    "text": "A",
+                    "codings": [_coding("C9", prefix=True, broader=True), _coding("W")],
+                }
+            }
+        )
+
+
+def test_a_concept_map_says_a_broader_code_is_wider() -> None:
+    terms = _terms(
+        {"icans": {"text": "I", "codings": [_coding("OTHER", broader=True), _coding("OWN")]}}
+    )
+    ctx = cast(MappingContext, SimpleNamespace(terminology=terms))
+    assert _broader_code(ctx, "g", "icans", {"system": SYS, "code": "OTHER"})
+    assert not _broader_code(ctx, "g", "icans", {"system": SYS, "code": "OWN"})
+
+
+def test_a_lone_other_specify_code_is_not_icans_in_the_library() -> None:
+    library = Application().pull_context().concepts
+    other = {"system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "code": "C143702"}
+    own = {"system": "https://fhir-cart.dev/fhir/CodeSystem/case-series", "code": "icans"}
+    assert library.classify({"coding": [other]}, ["adverse_event"]) is None
+    assert library.classify({"coding": [other, own]}, ["adverse_event"]) == "icans"
+    written = library.codeable("icans")["coding"]
+    assert {"system": other["system"], "code": "C143702"}.items() <= written[0].items()
 
 
 def test_prefix_codes_are_never_written() -> None:
