@@ -85,8 +85,7 @@ def _event(run: _Run, resource: Json, study_id: str, key: str, **fields: Any) ->
     source = _own(ctx, resource, "source-text")
     origin = _own(ctx, resource, "origin")
     assumed = _own(ctx, resource, "assumed")
-    run.unread = [e for e in unread if not _written_basis(ctx, e, value.get("unit"))]
-    return Event(
+    event = Event(
         event_id=event_id_of(ctx, resource, study_id),
         concept=key,
         value=_make_value(value),
@@ -96,6 +95,8 @@ def _event(run: _Run, resource: Json, study_id: str, key: str, **fields: Any) ->
         assumed=assumed.get("valueString") if assumed else None,
         **fields,
     )
+    run.unread = [e for e in unread if not _written_basis(ctx, e, value.get("unit"))]
+    return event
 
 
 def _written_basis(ctx: MappingContext, ext: Json, unit: Any) -> bool:
