@@ -28,6 +28,7 @@ from fhir_cart.library.concepts import (
 from fhir_cart.library.core import Library
 from fhir_cart.library.profiles import Profiles
 from fhir_cart.library.terminology import Coding, TerminologyFile
+from fhir_cart.library.units import unit_problems, unit_warnings
 from fhir_cart.library.words import STUDY_SYSTEM, words_data
 
 __all__ = ["LibraryReport", "bound_value_problems", "check_library_file"]
@@ -66,9 +67,23 @@ def check_library_file(path: Path, library: Library) -> LibraryReport:
     terms = words_data(shipped, own.value_sets, own.system_url)
     report.problems += library_problems(merged, terms)
     report.problems += bound_value_problems(own.concepts, terms, library.profiles())
+    report.problems += unit_problems(own.units, shipped)
+    report.warnings += unit_warnings(own.units)
     _describe(report, own, terms, library.profiles())
     _describe_words(report, own, shipped)
+    _describe_units(report, own, shipped)
     return report
+
+
+def _describe_units(report: LibraryReport, own: StudyLibraryFile, shipped: TerminologyFile) -> None:
+    """A note per added unit (or synonyms of a shipped one)."""
+    for key, unit in own.units.items():
+        spelt = f", read from {', '.join(unit.synonyms)}" if unit.synonyms else ""
+        old = shipped.units.get(key)
+        if old is not None:
+            report.notes.append(f"unit {key} (shipped, {old.display!r}){spelt}")
+        else:
+            report.notes.append(f"unit {key} ({unit.display!r}){spelt}")
 
 
 def _without_clashes(shared: ConceptsFile, own: StudyLibraryFile) -> ConceptsFile:
