@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_cart.errors import ConfigError, FatalError, InputError, Reject
 from fhir_cart.library import Library
-from fhir_cart.library.concepts import StudyLibraryFile
+from fhir_cart.library.concepts import ConceptLibrary, StudyLibraryFile
 from fhir_cart.library.studies import StudyDefinition, load_study
 from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping, read_study_library
 from fhir_cart.library.yamlfile import read_yaml
@@ -603,11 +603,19 @@ class Application:
 
     # -- the mapping assistant and kept mapping files (issue 22) ---------------------------
 
-    def suggest_mapping(self, path: Path) -> FileSuggestions:
-        """What each column of a file with no mapping most likely holds (docs/service.md)."""
+    def assistant_library(self, library: Path | None = None) -> ConceptLibrary:
+        """The concept library the mapping assistant suggests from: the shipped one, plus a
+        study's own library file (its concepts, words and their synonyms) when given."""
+        if library is None:
+            return self.library.concepts()
+        return self.library.concepts(read_study_library(library))
+
+    def suggest_mapping(self, path: Path, library: Path | None = None) -> FileSuggestions:
+        """What each column of a file with no mapping most likely holds (docs/service.md),
+        from the shipped library and ``library`` (a study's own library file)."""
         from fhir_cart.study.draft import suggest_file
 
-        return suggest_file(path, self.library.concepts())
+        return suggest_file(path, self.assistant_library(library))
 
     def draft_mapping(
         self,
@@ -617,13 +625,23 @@ class Application:
         centre: str,
         study: str | None = None,
         anchor: str | None = None,
+        library: Path | None = None,
+        library_ref: str | None = None,
     ) -> str:
-        """The mapping file (YAML) for the confirmed choices."""
+        """The mapping file (YAML) for the confirmed choices, checked against the shipped
+        library plus ``library`` (a study's library file), which it names as ``library:
+        <library_ref>`` (the path from the mapping file's folder)."""
         from fhir_cart.study.draft import draft_mapping
 
-        concepts = self.library.concepts()
+        concepts = self.assistant_library(library)
         return draft_mapping(
-            suggestions, choices, concepts, centre=centre, study=study, anchor=anchor
+            suggestions,
+            choices,
+            concepts,
+            centre=centre,
+            study=study,
+            anchor=anchor,
+            library_file=library_ref,
         )
 
     def retarget_column(

@@ -247,9 +247,11 @@ def draft_mapping(
     centre: str,
     study: str | None = None,
     anchor: str | None = None,
+    library_file: str | None = None,
 ) -> str:
     """The mapping file (YAML text with comments) for the confirmed ``choices``; a
-    ConfigError naming the key and the fix when the choices do not make a mapping."""
+    ConfigError naming the key and the fix when the choices do not make a mapping.
+    ``library_file``: the study's library file the choices were made with (``library:``)."""
     if not any(c.target == "study_id" for c in choices):
         raise ConfigError(
             "patients.columns.study_id: no column is the patient id; choose 'study_id' for "
@@ -258,6 +260,8 @@ def draft_mapping(
     data: dict[str, Any] = {"centre": centre}
     if study:
         data["study"] = study
+    if library_file:
+        data["library"] = library_file
     if suggestions.is_csv and suggestions.delimiter != ",":
         data["csv_delimiter"] = suggestions.delimiter
     if suggestions.is_csv and suggestions.encoding != "utf-8-sig":
