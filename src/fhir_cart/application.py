@@ -608,7 +608,11 @@ class Application:
         study's own library file (its concepts, words and their synonyms) when given."""
         if library is None:
             return self.library.concepts()
-        return self.library.concepts(read_study_library(library))
+        own = read_study_library(library)
+        try:
+            return self.library.concepts(own)
+        except ConfigError as exc:
+            raise ConfigError(f"library file {library} is refused: {exc.message}") from None
 
     def suggest_mapping(self, path: Path, library: Path | None = None) -> FileSuggestions:
         """What each column of a file with no mapping most likely holds (docs/service.md),
@@ -630,10 +634,15 @@ class Application:
     ) -> str:
         """The mapping file (YAML) for the confirmed choices, checked against the shipped
         library plus ``library`` (a study's library file), which it names as ``library:
-        <library_ref>`` (the path from the mapping file's folder)."""
+        <library_ref>`` (the path from the mapping file's folder) or, without
+        ``library_ref``, carries inline (its concepts, words and units in the mapping)."""
+        from fhir_cart.library.yamlfile import load_model
         from fhir_cart.study.draft import draft_mapping
 
         concepts = self.assistant_library(library)
+        inline = None
+        if library is not None and library_ref is None:
+            inline = load_model(library, StudyLibraryFile, "library file")
         return draft_mapping(
             suggestions,
             choices,
@@ -642,28 +651,35 @@ class Application:
             study=study,
             anchor=anchor,
             library_file=library_ref,
+            inline=inline,
         )
 
     def retarget_column(
-        self, suggestions: FileSuggestions, index: int, target: str | None
+        self,
+        suggestions: FileSuggestions,
+        index: int,
+        target: str | None,
+        library: Path | None = None,
     ) -> tuple[ColumnSuggestion, list[str]]:
         """A column's suggestion for the target a person picked, and the canonical words
-        its cells may stand for."""
+        its cells may stand for (``library``: a study's library file besides)."""
         from fhir_cart.study.suggest import retarget, word_options
 
-        concepts = self.library.concepts()
+        concepts = self.assistant_library(library)
         column = retarget(suggestions.table, index, target, concepts)
         return column, word_options(column.choice, column.field, concepts)
 
-    def word_choices(self, target: str | None, field: str | None) -> list[str]:
+    def word_choices(
+        self, target: str | None, field: str | None, library: Path | None = None
+    ) -> list[str]:
         """The canonical words a cell of a column with this target and field may stand for."""
         from fhir_cart.study.suggest import word_options
 
-        return word_options(target, field, self.library.concepts())
+        return word_options(target, field, self.assistant_library(library))
 
-    def concept_choices(self) -> list[tuple[str, str]]:
+    def concept_choices(self, library: Path | None = None) -> list[tuple[str, str]]:
         """(key, label) of every concept and patient attribute, for the assistant's lists."""
-        concepts = self.library.concepts()
+        concepts = self.assistant_library(library)
         found = [(f"concept:{k}", concepts.concept(k).label) for k in concepts.keys(None)]
         found += [(f"attribute:{k}", a.label) for k, a in concepts.data.patient_attributes.items()]
         return found

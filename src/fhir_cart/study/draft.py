@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cart.errors import ConfigError, InputError
-from fhir_cart.library.concepts import ConceptLibrary
+from fhir_cart.library.concepts import ConceptLibrary, StudyLibraryFile
 from fhir_cart.library.study_mapping import (
     StudyMapping,
     check_mapping,
@@ -248,10 +248,12 @@ def draft_mapping(
     study: str | None = None,
     anchor: str | None = None,
     library_file: str | None = None,
+    inline: StudyLibraryFile | None = None,
 ) -> str:
     """The mapping file (YAML text with comments) for the confirmed ``choices``; a
     ConfigError naming the key and the fix when the choices do not make a mapping.
-    ``library_file``: the study's library file the choices were made with (``library:``)."""
+    ``library_file``: the study's library file the choices were made with (``library:``);
+    ``inline``: such a file's content, written into the mapping instead."""
     if not any(c.target == "study_id" for c in choices):
         raise ConfigError(
             "patients.columns.study_id: no column is the patient id; choose 'study_id' for "
@@ -262,6 +264,8 @@ def draft_mapping(
         data["study"] = study
     if library_file:
         data["library"] = library_file
+    if inline is not None:
+        data.update(inline.model_dump(mode="json", exclude_defaults=True))
     if suggestions.is_csv and suggestions.delimiter != ",":
         data["csv_delimiter"] = suggestions.delimiter
     if suggestions.is_csv and suggestions.encoding != "utf-8-sig":
