@@ -604,15 +604,11 @@ class Application:
     # -- the mapping assistant and kept mapping files (issue 22) ---------------------------
 
     def assistant_library(self, library: Path | None = None) -> ConceptLibrary:
-        """The concept library the mapping assistant suggests from: the shipped one, plus a
-        study's own library file (its concepts, words and their synonyms) when given."""
-        if library is None:
-            return self.library.concepts()
-        own = read_study_library(library)
-        try:
-            return self.library.concepts(own)
-        except ConfigError as exc:
-            raise ConfigError(f"library file {library} is refused: {exc.message}") from None
+        """What the mapping assistant suggests from (:func:`~fhir_cart.library.study_library.
+        with_library_file`: the shipped library, plus a study's library file)."""
+        from fhir_cart.library.study_library import with_library_file
+
+        return with_library_file(self.library, library)
 
     def suggest_mapping(self, path: Path, library: Path | None = None) -> FileSuggestions:
         """What each column of a file with no mapping most likely holds (docs/service.md),
@@ -636,13 +632,10 @@ class Application:
         library plus ``library`` (a study's library file), which it names as ``library:
         <library_ref>`` (the path from the mapping file's folder) or, without
         ``library_ref``, carries inline (its concepts, words and units in the mapping)."""
-        from fhir_cart.library.yamlfile import load_model
         from fhir_cart.study.draft import draft_mapping
 
         concepts = self.assistant_library(library)
-        inline = None
-        if library is not None and library_ref is None:
-            inline = load_model(library, StudyLibraryFile, "library file")
+        inline = library if library_ref is None else None
         return draft_mapping(
             suggestions,
             choices,

@@ -19,6 +19,7 @@ from pathlib import Path
 from fhir_cart.errors import ConfigError
 from fhir_cart.library.bindings import bound_value_problems, study_word_problems
 from fhir_cart.library.concepts import (
+    ConceptLibrary,
     ConceptsFile,
     StudyLibraryFile,
     library_problems,
@@ -31,7 +32,7 @@ from fhir_cart.library.terminology import Coding, TerminologyFile
 from fhir_cart.library.units import unit_problems, unit_warnings
 from fhir_cart.library.words import STUDY_SYSTEM, words_data
 
-__all__ = ["LibraryReport", "bound_value_problems", "check_library_file"]
+__all__ = ["LibraryReport", "bound_value_problems", "check_library_file", "with_library_file"]
 
 
 @dataclass
@@ -84,6 +85,21 @@ def _describe_units(report: LibraryReport, own: StudyLibraryFile, shipped: Termi
             report.notes.append(f"unit {key} (shipped, {old.display!r}){spelt}")
         else:
             report.notes.append(f"unit {key} ({unit.display!r}){spelt}")
+
+
+def with_library_file(library: Library, path: Path | None) -> ConceptLibrary:
+    """The concept library of ``library`` plus a study's library file (its concepts, words
+    with their synonyms, units), for the mapping assistant; a file that does not check is a
+    ConfigError naming it and each reason."""
+    from fhir_cart.library.study_mapping import read_study_library
+
+    if path is None:
+        return library.concepts()
+    own = read_study_library(path)
+    try:
+        return library.concepts(own)
+    except ConfigError as exc:
+        raise ConfigError(f"library file {path} is refused: {exc.message}") from None
 
 
 def _without_clashes(shared: ConceptsFile, own: StudyLibraryFile) -> ConceptsFile:
