@@ -183,5 +183,6 @@ def test_tables_prints_the_count_of_event_extension_rows(
     assert main(["tables", str(folder), "-o", str(out)]) == 0
     printed = " ".join(capsys.readouterr().err.split())
     assert "4 attribute values not in the concept library are rows of the `other` table" in printed
+    assert "a published guide's extension (mCODE, US Core, IPS) needs an attribute" in printed
     other = (out / "other.csv").read_text()
     assert other.count(",extension,") == 4
