@@ -330,25 +330,49 @@ UNREAD_FIX = (
 )
 
 
+_HELD_AS = {
+    "valueCodeableConcept": "a coded attribute (`type: coded`, its `value_set` holding the "
+    "codes it carries)",
+    "valueString": "an attribute of `type: text`",
+    "valueCode": "an attribute of `type: text`",
+    "valueDateTime": "an attribute of `type: text`",
+    "valueDate": "an attribute of `type: date`",
+    "valueInteger": "an attribute of `type: integer`",
+    "valuePositiveInt": "an attribute of `type: integer`",
+    "valueUnsignedInt": "an attribute of `type: integer`",
+    "valueDecimal": "an attribute of `type: number`",
+    "valueBoolean": "an attribute of `type: boolean`",
+    "valueQuantity": "an attribute of `type: quantity` (with its units)",
+}
+"""The attribute that can hold an extension's value[x] (what ``_attribute_scalar`` reads)."""
+
+
 def unread_fix(ctx: MappingContext, ext: Json) -> str:
     """Why an extension was not read and what to do, by what it is: a published guide's
     extension (mappings/profiles.yaml ``guide_extensions``: giving the study's library does
-    not help, an attribute with its ``extension_url`` does, unless it has nested parts and
-    no value), or an unknown one (perhaps a study's own attribute: :data:`UNREAD_FIX`)."""
+    not help, an attribute of the type its value needs with its ``extension_url`` does,
+    unless no attribute can hold its value), or an unknown one (perhaps a study's own
+    attribute: :data:`UNREAD_FIX`)."""
     url = str(ext.get("url", ""))
     guide = ctx.profiles.guide_of(url)
     if guide is None:
         return f"an extension of no guide fhir_cart knows; {UNREAD_FIX}"
-    head = f"an extension of {guide} (a published guide's, not a study's), which no attribute"
-    if not any(k.startswith("value") for k in ext):
+    head = (
+        f"an extension of {guide} (a published guide's, not a study's), which no attribute "
+        "of the concept library reads"
+    )
+    name = next((k for k in ext if k.startswith("value")), None)
+    if name is None:
         return (
-            f"{head} of the concept library reads; it has nested parts and no single value, "
-            "which an attribute cannot hold, so it stays this row (value: its parts)"
+            f"{head}; it has nested parts and no single value, which an attribute cannot "
+            "hold, so it stays this row (value: its parts)"
         )
+    held = _HELD_AS.get(name)
+    if held is None:
+        return f"{head}; its {name} is of a type no attribute holds, so it stays this row"
     return (
-        f"{head} of the concept library reads; to get it as a column, declare an attribute "
-        f"with `extension_url: {url}` in the study's library file (--library FILE, or "
-        "`library:` of the mapping)"
+        f"{head}; to get it as a column, declare {held} with `extension_url: {url}` in the "
+        "study's library file (--library FILE, or `library:` of the mapping)"
     )
 
 

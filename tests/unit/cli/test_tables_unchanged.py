@@ -34,8 +34,8 @@ BEFORE = {
         # again when extensions of resources read as events did too: a diff showed 20 added
         # rows (mCODE histology 3, normalization basis 8, procedure intent 6, disease-status
         # evidence 3), the race and ethnicity rows' value now their parts, and each row's
-        # reason naming its guide, nothing else
-        "other.csv": "20886b789b82c6a483ef66e299ddec2ee6b7763c01b1e30625556b7b64bba001",
+        # reason naming its guide and the attribute type its value needs, nothing else
+        "other.csv": "959889782a02711f81093e45ce4fd9fa3f44ba3f136e1b2cc7654d8ce18a55b3",
         "patients.csv": "cd30960e027609b5fab26e99d49447a1e4f40e5a01776a0c4df3c05d10f77357",
         "unmapped.csv": "b367c70251e91fe9bfdfd68e3b22d8f24ca08b10558df7594f4d066deb6b72e4",
     },

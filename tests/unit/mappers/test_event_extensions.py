@@ -7,6 +7,7 @@ resource, the value and the fix, which names the case: a published guide's exten
 from __future__ import annotations
 
 import copy
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,10 @@ def test_the_fix_names_the_case(ctx: MappingContext) -> None:
         r["reason"] for r in cases_from_fhir(ctx, _resources(ctx)).undeclared
     )
     assert f"extension {INTENT} of Procedure/pr1 not read: an extension of mCODE" in intent
-    assert f"declare an attribute with `extension_url: {INTENT}`" in intent
+    assert (
+        "declare a coded attribute (`type: coded`, its `value_set` holding the codes it " in intent
+    )
+    assert f"carries) with `extension_url: {INTENT}`" in intent
     assert "give the study's library" not in intent
     assert "an extension of US Core" in race
     assert "nested parts and no single value" in race
@@ -186,3 +190,60 @@ def test_tables_prints_the_count_of_event_extension_rows(
     assert "a published guide's extension (mCODE, US Core, IPS) needs an attribute" in printed
     other = (out / "other.csv").read_text()
     assert other.count(",extension,") == 4
+
+
+@pytest.mark.parametrize(
+    ("holder", "expected"),
+    [
+        ({"valueString": "x"}, "declare an attribute of `type: text` with `extension_url: "),
+        ({"valueQuantity": {"value": 1}}, "declare an attribute of `type: quantity` (with its"),
+        ({"valueInteger": 3}, "declare an attribute of `type: integer` with"),
+        ({"valueCoding": {"code": "a"}}, "its valueCoding is of a type no attribute holds"),
+    ],
+)
+def test_the_fix_names_the_attribute_that_can_hold_the_value(
+    ctx: MappingContext, holder: Json, expected: str
+) -> None:
+    from fhir_cart.mappers.from_elements import unread_fix
+
+    assert expected in unread_fix(ctx, {"url": INTENT, **holder})
+
+
+FIX_LIBRARY = f"""\
+attributes:
+  procedure_intent:
+    label: Procedure intent (mCODE)
+    type: coded
+    value_set: mcode_intent
+    extension_url: {INTENT}
+value_sets:
+  mcode_intent:
+    curative:
+      text: Curative
+      codings:
+        - {{system: snomed, code: "373808002", display: Curative - procedure intent,
+           source: the mCODE 4.0.0 examples' procedure intent, verified: false}}
+"""
+
+
+def test_the_fix_the_row_names_reads_the_extension_as_a_column(
+    ctx: MappingContext, tmp_path: Path
+) -> None:
+    """The advice is true: a coded attribute with the guide extension's URL, in the study's
+    library, reads it back as a column, and it is no longer a row."""
+    folder = tmp_path / "ndjson"
+    folder.mkdir()
+    by_type: dict[str, list[bytes]] = {}
+    for resource in _resources(ctx):
+        by_type.setdefault(resource["resourceType"], []).append(orjson.dumps(resource))
+    for rtype, lines in by_type.items():
+        (folder / f"{rtype}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "lib.yaml").write_text(FIX_LIBRARY, encoding="utf-8")
+    out = tmp_path / "tables"
+    assert (
+        main(["tables", str(folder), "-o", str(out), "--library", str(tmp_path / "lib.yaml")]) == 0
+    )
+    with (out / "events.csv").open(encoding="utf-8") as handle:
+        events = {row["event_id"]: row for row in csv.DictReader(handle)}
+    assert events["procedure-pr1"]["procedure_intent"] == "curative"
+    assert INTENT not in (out / "other.csv").read_text()
