@@ -148,6 +148,14 @@ def test_without_the_synonym_the_cell_is_refused(study: Path) -> None:
 
 
 REFUSALS = [
+    (  # the added word without its own code: it would read back as complete_remission
+        """        - {system: study, code: imwg-seq-mrd-neg, display: Sequencing MRD-negative,
+           source: the study's own code, verified: true}
+""",
+        "",
+        "value_sets.disease_status.sequencing_mrd_negative: every code of it is a code of "
+        "word 'complete_remission' too, so written to FHIR it cannot be told from",
+    ),
     (
         '"10*9/L": {display',
         '"Mio/L": {display',
