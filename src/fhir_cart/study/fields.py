@@ -68,6 +68,8 @@ class _Context:
             return None
         if self._synonyms is None:
             self._synonyms = unit_synonyms(self.library.terminology.data)
+        if not self._synonyms:  # the shipped units have none: the hot path stays as it was
+            return written
         return self._synonyms.get(written) or self._synonyms.get(unit_text(written)) or written
 
     def quantity(self, cell: Any) -> tuple[str | None, float, str | None]:
