@@ -138,7 +138,9 @@ def _describe(
     for group in (own.attributes, own.patient_attributes):
         for key, attr in group.items():
             url = attr.extension_url or f"(extension base)/{key.replace('_', '-')}"
-            report.notes.append(f"attribute {key} ({attr.type}): {attr.fhir} {url}")
+            guide = profiles.guide_of(url)
+            whose = f" ({guide}'s: read and written as is, not published)" if guide else ""
+            report.notes.append(f"attribute {key} ({attr.type}): {attr.fhir} {url}{whose}")
     if own.canonical is None:
         if any(not c.codings for c in own.concepts.values()) or own.attributes or own.value_sets:
             report.warnings.append(

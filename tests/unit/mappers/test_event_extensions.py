@@ -247,3 +247,16 @@ def test_the_fix_the_row_names_reads_the_extension_as_a_column(
         events = {row["event_id"]: row for row in csv.DictReader(handle)}
     assert events["procedure-pr1"]["procedure_intent"] == "curative"
     assert INTENT not in (out / "other.csv").read_text()
+
+
+def test_library_check_says_the_attribute_reads_a_guides_extension(tmp_path: Path) -> None:
+    from fhir_cart.library import Library
+    from fhir_cart.library.study_library import check_library_file
+
+    (tmp_path / "lib.yaml").write_text(FIX_LIBRARY, encoding="utf-8")
+    report = check_library_file(tmp_path / "lib.yaml", Library.default())
+    assert report.problems == []
+    assert (
+        f"attribute procedure_intent (coded): extension {INTENT} (mCODE's: read and written "
+        "as is, not published)"
+    ) in report.notes
