@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_cart.errors import ConfigError, FatalError, InputError, Reject
 from fhir_cart.library import Library
-from fhir_cart.library.concepts import StudyLibraryFile
+from fhir_cart.library.concepts import ConceptLibrary, StudyLibraryFile
 from fhir_cart.library.studies import StudyDefinition, load_study
 from fhir_cart.library.study_mapping import StudyMapping, load_study_mapping, read_study_library
 from fhir_cart.library.yamlfile import read_yaml
@@ -605,11 +605,19 @@ class Application:
 
     # -- the mapping assistant and kept mapping files (issue 22) ---------------------------
 
-    def suggest_mapping(self, path: Path) -> FileSuggestions:
-        """What each column of a file with no mapping most likely holds (docs/service.md)."""
+    def assistant_library(self, library: Path | None = None) -> ConceptLibrary:
+        """What the mapping assistant suggests from (:func:`~fhir_cart.library.study_library.
+        with_library_file`: the shipped library, plus a study's library file)."""
+        from fhir_cart.library.study_library import with_library_file
+
+        return with_library_file(self.library, library)
+
+    def suggest_mapping(self, path: Path, library: Path | None = None) -> FileSuggestions:
+        """What each column of a file with no mapping most likely holds (docs/service.md),
+        from the shipped library and ``library`` (a study's own library file)."""
         from fhir_cart.study.draft import suggest_file
 
-        return suggest_file(path, self.library.concepts())
+        return suggest_file(path, self.assistant_library(library))
 
     def draft_mapping(
         self,
@@ -619,35 +627,54 @@ class Application:
         centre: str,
         study: str | None = None,
         anchor: str | None = None,
+        library: Path | None = None,
+        library_ref: str | None = None,
     ) -> str:
-        """The mapping file (YAML) for the confirmed choices."""
+        """The mapping file (YAML) for the confirmed choices, checked against the shipped
+        library plus ``library`` (a study's library file), which it names as ``library:
+        <library_ref>`` (the path from the mapping file's folder) or, without
+        ``library_ref``, carries inline (its concepts, words and units in the mapping)."""
         from fhir_cart.study.draft import draft_mapping
 
-        concepts = self.library.concepts()
+        concepts = self.assistant_library(library)
+        inline = library if library_ref is None else None
         return draft_mapping(
-            suggestions, choices, concepts, centre=centre, study=study, anchor=anchor
+            suggestions,
+            choices,
+            concepts,
+            centre=centre,
+            study=study,
+            anchor=anchor,
+            library_file=library_ref,
+            inline=inline,
         )
 
     def retarget_column(
-        self, suggestions: FileSuggestions, index: int, target: str | None
+        self,
+        suggestions: FileSuggestions,
+        index: int,
+        target: str | None,
+        library: Path | None = None,
     ) -> tuple[ColumnSuggestion, list[str]]:
         """A column's suggestion for the target a person picked, and the canonical words
-        its cells may stand for."""
+        its cells may stand for (``library``: a study's library file besides)."""
         from fhir_cart.study.suggest import retarget, word_options
 
-        concepts = self.library.concepts()
+        concepts = self.assistant_library(library)
         column = retarget(suggestions.table, index, target, concepts)
         return column, word_options(column.choice, column.field, concepts)
 
-    def word_choices(self, target: str | None, field: str | None) -> list[str]:
+    def word_choices(
+        self, target: str | None, field: str | None, library: Path | None = None
+    ) -> list[str]:
         """The canonical words a cell of a column with this target and field may stand for."""
         from fhir_cart.study.suggest import word_options
 
-        return word_options(target, field, self.library.concepts())
+        return word_options(target, field, self.assistant_library(library))
 
-    def concept_choices(self) -> list[tuple[str, str]]:
+    def concept_choices(self, library: Path | None = None) -> list[tuple[str, str]]:
         """(key, label) of every concept and patient attribute, for the assistant's lists."""
-        concepts = self.library.concepts()
+        concepts = self.assistant_library(library)
         found = [(f"concept:{k}", concepts.concept(k).label) for k in concepts.keys(None)]
         found += [(f"attribute:{k}", a.label) for k, a in concepts.data.patient_attributes.items()]
         return found

@@ -285,3 +285,22 @@ def test_specimens_and_unknown_observations_are_other_rows_with_reasons(
         "2024-01-04",
     )
     assert "matches no observation concept" in hb["reason"]
+
+
+def test_extensions_of_resources_read_as_events_are_rows_of_their_own(
+    pulled: tuple[list[Json], list[Json], dict[str, str]], mapped: ReverseResult
+) -> None:
+    """Every extension of a pulled resource read as an event is an ``other`` row naming its
+    URL and its guide (none is fhir_cart's, and the examples' doses are in mg, so even the
+    per-m2 normalization basis is not what the dose says); a resource that is an ``other``
+    row itself has none (issue 18: they were dropped without a word)."""
+    wanted = {
+        (r["resourceType"], r["id"], ext["url"])
+        for r in pulled[1]
+        if r["resourceType"] != "Patient" and _event_of(mapped, r) is not None
+        for ext in r.get("extension") or ()
+    }
+    rows = [row for row in mapped.undeclared if row["resource_type"] != "Patient"]
+    assert len(wanted) >= 10
+    assert sorted((r["resource_type"], r["resource_id"], r["code"]) for r in rows) == sorted(wanted)
+    assert all("an extension of mCODE (a published guide's" in str(r["reason"]) for r in rows)

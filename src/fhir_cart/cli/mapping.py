@@ -48,6 +48,13 @@ def suggest_command(
     anchor: Annotated[
         str | None, typer.Option(help="Concept that relative days count from (e.g. hsct).")
     ] = None,
+    library: Annotated[
+        Path | None,
+        typer.Option(
+            help="A study's own library file: its concepts and words are suggested like "
+            "shipped ones, and the draft names it (library:)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Suggest each column's concept and each cell word's value from the header, the cells
@@ -59,7 +66,7 @@ def suggest_command(
     if out_file.exists() and not force:
         raise ConfigError(f"{out_file} exists; give --force to overwrite it")
     app = application()
-    suggestions = app.suggest_mapping(study_file)
+    suggestions = app.suggest_mapping(study_file, library)
     _print(suggestions)
     text = app.draft_mapping(
         suggestions,
@@ -67,6 +74,8 @@ def suggest_command(
         centre=centre or default_centre(study_file),
         study=study,
         anchor=anchor,
+        library=library,
+        library_ref=_from(library, out_file.parent) if library is not None else None,
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(text, encoding="utf-8")
@@ -78,6 +87,16 @@ def suggest_command(
         f"fhir-cart summary {escape(str(study_file))} -m {escape(str(out_file))}",
         highlight=False,
     )
+
+
+def _from(path: Path, folder: Path) -> str:
+    """``path`` as the mapping file in ``folder`` names it (relative where it can be)."""
+    import os
+
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # another drive
+        return str(path.resolve())
 
 
 def _print(suggestions: FileSuggestions) -> None:

@@ -335,8 +335,9 @@ def _print_undeclared(count: int, out_dir: Path) -> None:
     if count:
         err.print(
             f"[yellow]{count} attribute values not in the concept library[/yellow] are rows "
-            f"of the `other` table in {out_dir} (each with its reason); give the study's "
-            "library (--mapping or --library) to get them as columns"
+            f"of the `other` table in {out_dir}, each with its reason: a study's own come as "
+            "columns with the study's library (--mapping or --library); a published guide's "
+            "extension (mCODE, US Core, IPS) needs an attribute with its extension_url"
         )
 
 

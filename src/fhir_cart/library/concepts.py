@@ -22,10 +22,9 @@ follow_up      Patient extension ``last-follow-up``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from fhir_cart.errors import ConfigError
 from fhir_cart.library.folder import shipped_folder
 from fhir_cart.library.terminology import Coding, Concept, Terminology, TerminologyFile
+from fhir_cart.library.units import (
+    StudyUnit,
+    convert_unit,
+    is_ucum,
+    units_compatible,
+    with_units,
+)
 from fhir_cart.library.words import with_words
 from fhir_cart.library.yamlfile import load_model, read_yaml_text, validate_model
 
@@ -202,6 +208,9 @@ class StudyLibraryFile(ConceptsFile):
     """The study's canonical base URL (no trailing slash)."""
     code_system: str = Field(default="concepts", pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
     """Id of the study's CodeSystem (its URL's tail)."""
+    units: dict[str, StudyUnit] = Field(default_factory=dict)
+    """UCUM units added to the terminology's ``units`` (or synonyms for a shipped one):
+    unit -> its display and the spellings a table writes for it (fhir_cart.library.units)."""
     value_sets: dict[str, dict[str, Concept]] = Field(default_factory=dict)
     """Words added to a vocabulary (terminology group) of mappings/terminology.yaml, or to a
     vocabulary of the study's own: vocabulary -> word -> its text and codings (with their
@@ -258,6 +267,9 @@ class StudyLibraryFile(ConceptsFile):
             for word, meaning in words.items()
             if self.value_sets.get(group, {}).get(word, meaning) != meaning
         )
+        twice += sorted(
+            f"units.{key}" for key, unit in other.units.items() if self.units.get(key, unit) != unit
+        )
         if twice:
             raise ConfigError(
                 f"{', '.join(twice)}: defined two different ways; keep one definition"
@@ -276,6 +288,7 @@ class StudyLibraryFile(ConceptsFile):
                 group: {**self.value_sets.get(group, {}), **other.value_sets.get(group, {})}
                 for group in {**self.value_sets, **other.value_sets}
             },
+            units={**self.units, **other.units},
             canonical=self.canonical if mine else other.canonical,
             code_system=self.code_system if mine else other.code_system,
         ).published()
@@ -300,60 +313,6 @@ class StudyLibraryFile(ConceptsFile):
                 "patient_attributes": placed(self.patient_attributes),
             }
         )
-
-
-@cache
-def _ureg() -> Any:
-    from ucumvert import PintUcumRegistry
-
-    return PintUcumRegistry()
-
-
-@cache
-def _ucum(unit: str) -> Any:
-    try:
-        return _ureg().from_ucum(unit)
-    except Exception as exc:  # ucumvert raises lark and pint errors alike
-        raise ValueError(f"{unit!r} is not a UCUM unit") from exc
-
-
-@cache
-def _factor(source: str, target: str) -> float:
-    if source == target:
-        return 1.0
-    try:
-        return float((1 * _ucum(source)).to(_ucum(target)).magnitude)
-    except ValueError:
-        raise
-    except Exception as exc:  # pint's DimensionalityError
-        raise ValueError(f"{source!r} cannot be converted to {target!r}") from exc
-
-
-def convert_unit(number: float, source: str, target: str) -> float:
-    """``number`` in UCUM ``source`` expressed in UCUM ``target`` (ValueError when either is
-    not UCUM or they measure different things). Rounded to 12 significant digits so that
-    1.5 g/m2 is 1500 mg/m2, not 1499.9999999999998."""
-    value = number * _factor(source, target)
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, 11 - math.floor(math.log10(abs(value))))
-
-
-def is_ucum(unit: str) -> bool:
-    """Whether ``unit`` is a UCUM unit (``mg/m2``, ``10*6/kg``, ``%``)."""
-    try:
-        _ucum(unit)
-    except ValueError:
-        return False
-    return True
-
-
-def units_compatible(source: str, target: str) -> bool:
-    try:
-        _factor(source, target)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -560,6 +519,8 @@ def load_concepts(
     data = read_concepts_file(path or shipped_folder() / "concepts.yaml")
     if isinstance(extra, StudyLibraryFile) and extra.value_sets:
         terminology = with_words(terminology, extra.value_sets, extra.system_url)
+    if isinstance(extra, StudyLibraryFile) and extra.units:
+        terminology = with_units(terminology, extra.units)
     return build_library(merge_concepts(data, extra), terminology, own_systems=own_systems(extra))
 
 

@@ -25,6 +25,7 @@ from fhir_cart.library.folder import shipped_folder
 from fhir_cart.library.profiles import Profiles, load_profiles
 from fhir_cart.library.statuses import StatusTable, load_statuses
 from fhir_cart.library.terminology import Terminology, load_terminology
+from fhir_cart.library.units import unit_problems
 from fhir_cart.library.words import words_data
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class Library:
                 shared = self.concepts().data
                 problems = study_word_problems(extra, shared, data, self.profiles())
                 data = words_data(data, extra.value_sets, extra.system_url)
+            if isinstance(extra, StudyLibraryFile) and extra.units:
+                problems += unit_problems(extra.units, data)
             problems += bound_value_problems(extra.concepts, data, self.profiles())
             if problems:
                 raise ConfigError("; ".join(problems))

@@ -39,9 +39,18 @@ class Profiles(BaseModel):
     with one of them (or no reason) does it claim the cancer profile and point its
     ``reasonReference`` at the cancer diagnosis."""
 
+    guide_extensions: dict[str, str] = Field(default_factory=dict)
+    """Name of a published guide (mCODE, US Core, IPS, FHIR R4 core) -> the URL base of its
+    extensions: an unread extension under one is named as that guide's, not a study's."""
+
     bound_values: dict[str, BoundValues] = Field(default_factory=dict)
     """Profile key -> the required binding its value must meet (a concept claiming the
     profile codes every word of its value set inside it)."""
+
+    def guide_of(self, url: str) -> str | None:
+        """The published guide whose extension ``url`` is (longest base first), or None."""
+        found = [(len(b), name) for name, b in self.guide_extensions.items() if url.startswith(b)]
+        return max(found)[1] if found else None
 
     def cancer_related(self, reason: object) -> bool:
         """Whether an event given for this ``reason`` (a word) is about the cancer."""

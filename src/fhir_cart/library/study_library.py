@@ -19,6 +19,7 @@ from pathlib import Path
 from fhir_cart.errors import ConfigError
 from fhir_cart.library.bindings import bound_value_problems, study_word_problems
 from fhir_cart.library.concepts import (
+    ConceptLibrary,
     ConceptsFile,
     StudyLibraryFile,
     library_problems,
@@ -28,9 +29,10 @@ from fhir_cart.library.concepts import (
 from fhir_cart.library.core import Library
 from fhir_cart.library.profiles import Profiles
 from fhir_cart.library.terminology import Coding, TerminologyFile
+from fhir_cart.library.units import unit_problems, unit_warnings
 from fhir_cart.library.words import STUDY_SYSTEM, words_data
 
-__all__ = ["LibraryReport", "bound_value_problems", "check_library_file"]
+__all__ = ["LibraryReport", "bound_value_problems", "check_library_file", "with_library_file"]
 
 
 @dataclass
@@ -66,9 +68,38 @@ def check_library_file(path: Path, library: Library) -> LibraryReport:
     terms = words_data(shipped, own.value_sets, own.system_url)
     report.problems += library_problems(merged, terms)
     report.problems += bound_value_problems(own.concepts, terms, library.profiles())
+    report.problems += unit_problems(own.units, shipped)
+    report.warnings += unit_warnings(own.units)
     _describe(report, own, terms, library.profiles())
     _describe_words(report, own, shipped)
+    _describe_units(report, own, shipped)
     return report
+
+
+def _describe_units(report: LibraryReport, own: StudyLibraryFile, shipped: TerminologyFile) -> None:
+    """A note per added unit (or synonyms of a shipped one)."""
+    for key, unit in own.units.items():
+        spelt = f", read from {', '.join(unit.synonyms)}" if unit.synonyms else ""
+        old = shipped.units.get(key)
+        if old is not None:
+            report.notes.append(f"unit {key} (shipped, {old.display!r}){spelt}")
+        else:
+            report.notes.append(f"unit {key} ({unit.display!r}){spelt}")
+
+
+def with_library_file(library: Library, path: Path | None) -> ConceptLibrary:
+    """The concept library of ``library`` plus a study's library file (its concepts, words
+    with their synonyms, units), for the mapping assistant; a file that does not check is a
+    ConfigError naming it and each reason."""
+    from fhir_cart.library.study_mapping import read_study_library
+
+    if path is None:
+        return library.concepts()
+    own = read_study_library(path)
+    try:
+        return library.concepts(own)
+    except ConfigError as exc:
+        raise ConfigError(f"library file {path} is refused: {exc.message}") from None
 
 
 def _without_clashes(shared: ConceptsFile, own: StudyLibraryFile) -> ConceptsFile:
@@ -107,7 +138,9 @@ def _describe(
     for group in (own.attributes, own.patient_attributes):
         for key, attr in group.items():
             url = attr.extension_url or f"(extension base)/{key.replace('_', '-')}"
-            report.notes.append(f"attribute {key} ({attr.type}): {attr.fhir} {url}")
+            guide = profiles.guide_of(url)
+            whose = f" ({guide}'s: read and written as is, not published)" if guide else ""
+            report.notes.append(f"attribute {key} ({attr.type}): {attr.fhir} {url}{whose}")
     if own.canonical is None:
         if any(not c.codings for c in own.concepts.values()) or own.attributes or own.value_sets:
             report.warnings.append(

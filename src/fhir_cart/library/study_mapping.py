@@ -42,7 +42,9 @@ from fhir_cart.library.concepts import (
 )
 from fhir_cart.library.core import Library, names_a_file
 from fhir_cart.library.list_spec import ListSpec
-from fhir_cart.library.yamlfile import load_model, validate_model
+from fhir_cart.library.terminology import Concept
+from fhir_cart.library.units import StudyUnit, unit_synonyms, unit_text
+from fhir_cart.library.yamlfile import WrittenKeysLoader, load_model, validate_model
 from fhir_cart.records import DAYS_PER
 
 if TYPE_CHECKING:
@@ -295,6 +297,15 @@ class StudyMapping(BaseModel):
     concepts: dict[str, ConceptDef] = Field(default_factory=dict)
     attributes: dict[str, AttributeDef] = Field(default_factory=dict)
     patient_attributes: dict[str, AttributeDef] = Field(default_factory=dict)
+    value_sets: dict[str, dict[str, Concept]] = Field(default_factory=dict)
+    """Words added to a vocabulary, as a study's library file adds them (checked the same
+    way; ``system: study`` needs ``canonical``, here or in the library file)."""
+    canonical: str | None = Field(default=None, pattern=r"^https?://\S+[^/]$")
+    """The study's canonical base URL, as a library file sets it (one of the two)."""
+    code_system: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9\-]*$", max_length=64)
+    """Id of the study's CodeSystem, as a library file sets it (with ``canonical``)."""
+    units: dict[str, StudyUnit] = Field(default_factory=dict)
+    """Units added (or synonyms for a shipped one), as a study's library file adds them."""
     patients: PatientSpec
     events: tuple[EventSpec, ...] = ()
     ignore: dict[str, str] = Field(default_factory=dict)
@@ -329,15 +340,21 @@ class StudyMapping(BaseModel):
         concepts = {**extra.concepts, **self.concepts}
         attributes = {**extra.attributes, **self.attributes}
         patient_attributes = {**extra.patient_attributes, **self.patient_attributes}
-        if not (concepts or attributes or patient_attributes or extra.value_sets):
+        value_sets = {
+            group: {**extra.value_sets.get(group, {}), **self.value_sets.get(group, {})}
+            for group in {**extra.value_sets, **self.value_sets}
+        }
+        units = {**extra.units, **self.units}
+        if not (concepts or attributes or patient_attributes or value_sets or units):
             return None
         return StudyLibraryFile(
             concepts=concepts,
             attributes=attributes,
             patient_attributes=patient_attributes,
-            value_sets=extra.value_sets,
-            canonical=extra.canonical,
-            code_system=extra.code_system,
+            value_sets=value_sets,
+            units=units,
+            canonical=extra.canonical or self.canonical,
+            code_system=self.code_system or extra.code_system,
         ).published()
 
     def with_additions(self, additions: StudyLibraryFile, where: str) -> StudyMapping:
@@ -347,7 +364,16 @@ class StudyMapping(BaseModel):
             {*additions.concepts} & {*self.concepts}
             | {*additions.attributes} & {*self.attributes}
             | {*additions.patient_attributes} & {*self.patient_attributes}
+            | {f"units.{k}" for k in {*additions.units} & {*self.units}}
+            | {
+                f"value_sets.{group}.{word}"
+                for group, words in self.value_sets.items()
+                for word in {*words} & {*additions.value_sets.get(group, {})}
+            }
         )
+        for key in ("canonical", "code_system"):
+            if getattr(self, key) is not None and key in additions.model_fields_set:
+                twice.append(key)
         if twice:
             raise ConfigError(
                 f"{', '.join(twice)}: defined both in the mapping and in its library file "
@@ -465,9 +491,13 @@ class _MappingChecker(Checker):
                 self.problems.append(f"{where}.units.{name}: not a value or a quantity attribute")
             if not units:
                 self.problems.append(f"{where}.units.{name}: list at least one unit")
+            synonyms = unit_synonyms(self.lib.terminology.data)
             for unit in units:
-                if not is_ucum(unit):
-                    self.problems.append(f"{where}.units.{name}: {unit!r} is not a UCUM unit")
+                if not is_ucum(unit) and unit_text(unit) not in synonyms:
+                    self.problems.append(
+                        f"{where}.units.{name}: {unit!r} is not a UCUM unit (nor a synonym "
+                        "of one: a study's library may add it under `units:`)"
+                    )
 
     def event(self, spec: EventSpec, where: str) -> None:
         concepts = self.concepts(spec, where)
@@ -600,30 +630,6 @@ def check_mapping(mapping: StudyMapping, library: ConceptLibrary) -> list[str]:
 # -- YAML ------------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML, but every mapping key is the text as written (``1: male`` maps the word
-    '1', ``no: negative`` the word 'no', not a boolean) and a key given twice is an error."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            key: Any = key_node.value
-        else:
-            key = loader.construct_object(key_node, deep=True)
-        if key in out:
-            line = key_node.start_mark.line + 1
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} given twice (line {line})", key_node.start_mark
-            )
-        out[key] = loader.construct_object(value_node, deep=deep)
-    return out
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def dump_study_mapping(mapping: StudyMapping) -> str:
     """The mapping as YAML text that :func:`load_study_mapping` reads back unchanged."""
     data = mapping.model_dump(mode="json", exclude_defaults=True)
@@ -664,7 +670,7 @@ def load_study_mapping(path: Path, library: Library | None = None) -> StudyMappi
     key."""
     try:
         with path.open(encoding="utf-8") as handle:
-            raw = yaml.load(handle, Loader=_Loader)  # noqa: S506 - a SafeLoader
+            raw = yaml.load(handle, Loader=WrittenKeysLoader)  # noqa: S506 - a SafeLoader
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read mapping file {path}: {exc}") from exc
     mapping = _beside(validate_model(raw, StudyMapping, "mapping file", path), path.parent)

@@ -135,6 +135,9 @@ class Unit(BaseModel):
 
     code: str
     display: str
+    synonyms: tuple[str, ...] = ()
+    """Spellings a table writes for it (``G/L`` for ``10*9/L``), read as this unit (a
+    study's library file adds them: fhir_cart.library.units)."""
 
 
 class OwnCodeSystem(BaseModel):

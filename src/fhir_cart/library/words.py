@@ -44,6 +44,13 @@ def word_problems(words: Words, terms: TerminologyFile, study_system: str | None
                     "it a standard code with its source, or its own code with `system: study` "
                     "(the study's CodeSystem, needs `canonical:`)"
                 )
+            twin = _same_codes(meaning, {**shipped, **added}, word)
+            if twin is not None:
+                found.append(
+                    f"{where}: every code of it is a code of word {twin!r} too, so written to "
+                    f"FHIR it cannot be told from {twin!r} when read back; give it a code of "
+                    "its own (a standard one, or `system: study` with `canonical:`)"
+                )
             for coding in meaning.codings:
                 if coding.system == STUDY_SYSTEM and study_system is None:
                     found.append(
@@ -56,6 +63,17 @@ def word_problems(words: Words, terms: TerminologyFile, study_system: str | None
                         "mappings/terminology.yaml, or `study`)"
                     )
     return found
+
+
+def _same_codes(meaning: Concept, words: Mapping[str, Concept], word: str) -> str | None:
+    """Another word of the vocabulary carrying every code ``meaning`` carries, if any."""
+    mine = {(c.system, c.code) for c in meaning.codings}
+    if not mine:
+        return None
+    for other, concept in words.items():
+        if other != word and mine <= {(c.system, c.code) for c in concept.codings}:
+            return other
+    return None
 
 
 def words_data(data: TerminologyFile, words: Words, study_system: str | None) -> TerminologyFile:

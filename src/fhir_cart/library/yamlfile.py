@@ -22,7 +22,14 @@ from pydantic import BaseModel, ValidationError
 
 from fhir_cart.errors import ConfigError
 
-__all__ = ["describe_errors", "load_model", "read_yaml", "read_yaml_text", "validate_model"]
+__all__ = [
+    "WrittenKeysLoader",
+    "describe_errors",
+    "load_model",
+    "read_yaml",
+    "read_yaml_text",
+    "validate_model",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -192,3 +199,31 @@ def _child(node: yaml.Node, part: int | str) -> tuple[yaml.Node, yaml.Node] | No
         item = node.value[part]
         return item, item
     return None
+
+
+class WrittenKeysLoader(yaml.SafeLoader):
+    """Safe YAML, but every mapping key is the text as written (``1: male`` maps the word
+    '1', ``no: negative`` the word 'no', not a boolean) and a key given twice is an error."""
+
+
+def _construct_mapping(
+    loader: WrittenKeysLoader, node: yaml.MappingNode, deep: bool = False
+) -> Any:
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode):
+            key: Any = key_node.value
+        else:
+            key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            line = key_node.start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice (line {line})", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=deep)
+    return out
+
+
+WrittenKeysLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)

@@ -77,9 +77,11 @@ class ReverseResult:
     """Resources deliberately not read as events (entered-in-error, refuted, not-done,
     cancelled, ...), each with the reason: neither events nor ``other`` rows."""
     undeclared: list[OtherRow] = field(default_factory=list)
-    """Extensions of a Patient that name no attribute of the library (a study's own, under
-    its ``canonical``, read without its library file): an ``other`` row each naming the
-    URL, where it was and the fix; the Patient itself is read."""
+    """Extensions of a Patient, or of a resource read as an event, that no attribute of the
+    library reads (a study's own, under its ``canonical``, read without its library file; a
+    published guide's, US Core race, mCODE procedure intent): an ``other`` row each naming
+    the URL, the resource, the value and the fix; the resource itself is read. A resource
+    that is an ``other`` row itself gives none."""
 
 
 class _NoConcept(ValueError):
@@ -328,11 +330,57 @@ UNREAD_FIX = (
 )
 
 
-def unread_row(study_id: str, resource: Json, ext: Json) -> OtherRow:
+_HELD_AS = {
+    "valueCodeableConcept": "a coded attribute (`type: coded`, its `value_set` holding the "
+    "codes it carries)",
+    "valueString": "an attribute of `type: text`",
+    "valueCode": "an attribute of `type: text`",
+    "valueDateTime": "an attribute of `type: text`",
+    "valueDate": "an attribute of `type: date`",
+    "valueInteger": "an attribute of `type: integer`",
+    "valuePositiveInt": "an attribute of `type: integer`",
+    "valueUnsignedInt": "an attribute of `type: integer`",
+    "valueDecimal": "an attribute of `type: number`",
+    "valueBoolean": "an attribute of `type: boolean`",
+    "valueQuantity": "an attribute of `type: quantity` (with its units)",
+}
+"""The attribute that can hold an extension's value[x] (what ``_attribute_scalar`` reads)."""
+
+
+def unread_fix(ctx: MappingContext, ext: Json) -> str:
+    """Why an extension was not read and what to do, by what it is: a published guide's
+    extension (mappings/profiles.yaml ``guide_extensions``: giving the study's library does
+    not help, an attribute of the type its value needs with its ``extension_url`` does,
+    unless no attribute can hold its value), or an unknown one (perhaps a study's own
+    attribute: :data:`UNREAD_FIX`)."""
+    url = str(ext.get("url", ""))
+    guide = ctx.profiles.guide_of(url)
+    if guide is None:
+        return f"an extension of no guide fhir_cart knows; {UNREAD_FIX}"
+    head = (
+        f"an extension of {guide} (a published guide's, not a study's), which no attribute "
+        "of the concept library reads"
+    )
+    name = next((k for k in ext if k.startswith("value")), None)
+    if name is None:
+        return (
+            f"{head}; it has nested parts and no single value, which an attribute cannot "
+            "hold, so it stays this row (value: its parts)"
+        )
+    held = _HELD_AS.get(name)
+    if held is None:
+        return f"{head}; its {name} is of a type no attribute holds, so it stays this row"
+    return (
+        f"{head}; to get it as a column, declare {held} with `extension_url: {url}` in the "
+        "study's library file (--library FILE, or `library:` of the mapping)"
+    )
+
+
+def unread_row(ctx: MappingContext, study_id: str, resource: Json, ext: Json) -> OtherRow:
     """An extension :func:`_extension_attributes` did not read, as an ``other`` row."""
     url = str(ext.get("url", ""))
     values = [v for k, v in ext.items() if k.startswith("value")]
-    value = values[0] if values else None
+    value: Any = values[0] if values else ext.get("extension")
     shown = None if value is None else value if isinstance(value, str) else str(value)
     if isinstance(value, dict | list):
         shown = orjson.dumps(value).decode()
@@ -347,7 +395,7 @@ def unread_row(study_id: str, resource: Json, ext: Json) -> OtherRow:
         unit=None,
         time=None,
         reason=f"extension {url} of {resource.get('resourceType', '?')}/"
-        f"{resource.get('id', '?')} not read: {UNREAD_FIX}",
+        f"{resource.get('id', '?')} not read: {unread_fix(ctx, ext)}",
     )
 
 

@@ -111,6 +111,7 @@ def _mapped(run: _Run, resource: Json, study_id: str) -> tuple[Event | None, str
     if verdict.unknown is not None:
         return None, verdict.unknown, "other"
     run.from_text = False
+    run.unread = []
     used = set(run.used_medications)
     try:
         event = mapper(run, resource, study_id)
@@ -135,13 +136,17 @@ def _map_resource(run: _Run, result: ReverseResult, resource: Json, patient: _Pa
     event, reason, where = _mapped(run, resource, study_id)
     if event is not None:
         patient.events.append(event)
+        patient.events_unread += [(resource, ext) for ext in run.unread]
     elif where == "excluded":
         _exclude(result, resource, str(reason))
     else:
         _keep(result, resource, study_id, str(reason))
 
 
-def _build_case(result: ReverseResult, patient: _Patient) -> None:
+def _build_case(ctx: MappingContext, result: ReverseResult, patient: _Patient) -> None:
+    """The patient's case; its Patient's and its events' resources' extensions that no
+    attribute reads are ``undeclared`` rows (none when the case fails: the Patient is then
+    an ``other`` row itself, so nothing of it is counted twice)."""
     events = tuple(sorted(patient.events, key=event_order))
     try:
         case = Case(patient=patient.record, events=events)
@@ -151,7 +156,8 @@ def _build_case(result: ReverseResult, patient: _Patient) -> None:
         return
     result.cases.append(case)
     sid = patient.record.study_id
-    result.undeclared += [unread_row(sid, patient.resource, ext) for ext in patient.unread]
+    result.undeclared += [unread_row(ctx, sid, patient.resource, ext) for ext in patient.unread]
+    result.undeclared += [unread_row(ctx, sid, res, ext) for res, ext in patient.events_unread]
 
 
 def _patients(
@@ -203,7 +209,7 @@ def cases_from_fhir(
         if mid not in run.used_medications:
             _keep(result, medication, None, _UNUSED_MEDICATION)
     for patient in patients.values():
-        _build_case(result, patient)
+        _build_case(ctx, result, patient)
     return result
 
 
@@ -222,6 +228,8 @@ class _Outcome:
     used: set[str] = field(default_factory=set)
     notes: dict[str, str] = field(default_factory=dict)
     used_medications: set[str] = field(default_factory=set)
+    unread: list[Json] = field(default_factory=list)
+    """The event's resource's extensions that no attribute reads."""
 
 
 def _names_missing(resource: Json, name: str, received: Mapping[str, Json]) -> bool:
@@ -303,6 +311,7 @@ class ReverseStream:
         )
         event, reason, where = _mapped(run, resource, patient.record.study_id)
         outcome.event, outcome.reason, outcome.excluded = event, reason, where == "excluded"
+        outcome.unread = run.unread if event is not None else []
         return outcome
 
     def _same(self, resources: list[Json]) -> bool:
@@ -326,6 +335,7 @@ class ReverseStream:
             if rtype == "Patient" and rid in self.failed_patients:
                 _keep(result, resource, None, self.failed_patients[rid])
         events: dict[int, list[Event]] = {}  # by id() of the patient's _Patient
+        unread_events: dict[int, list[tuple[Json, Json]]] = {}
         used: set[str] = set()
         used_medications: set[str] = set()
         notes: dict[str, str] = {}
@@ -340,6 +350,8 @@ class ReverseStream:
             notes.update(outcome.notes)
             if outcome.event is not None and outcome.patient is not None:
                 events.setdefault(id(outcome.patient), []).append(outcome.event)
+                held = unread_events.setdefault(id(outcome.patient), [])
+                held += [(resource, ext) for ext in outcome.unread]
                 continue
             if outcome.excluded:
                 _exclude(result, resource, str(outcome.reason))
@@ -358,9 +370,15 @@ class ReverseStream:
             patient = self.patients.get(rid) if rtype == "Patient" else None
             if patient is not None:
                 mine = events.get(id(patient), [])
-                _build_case(
-                    result, _Patient(patient.record, patient.resource, [*patient.events, *mine])
+                unread = unread_events.get(id(patient), [])
+                whole = _Patient(
+                    patient.record,
+                    patient.resource,
+                    [*patient.events, *mine],
+                    patient.unread,
+                    [*patient.events_unread, *unread],
                 )
+                _build_case(self.ctx, result, whole)
         return result
 
 
@@ -404,7 +422,7 @@ class PatientByPatient:
         self.study_ids[str(resource.get("id"))] = patient.record.study_id
         for other in resources:
             _map_resource(self.run, result, other, patient)
-        _build_case(result, patient)
+        _build_case(self.ctx, result, patient)
         return result
 
     def orphans(self, resources: Iterable[Json]) -> ReverseResult:

@@ -28,6 +28,7 @@ from fhir_cart.mappers.from_elements import (
     _when,
     event_id_of,
 )
+from fhir_cart.mappers.to_fhir import normalization_basis
 from fhir_cart.records import (
     Event,
     PatientRecord,
@@ -47,6 +48,8 @@ class _Patient:
     events: list[Event] = field(default_factory=list)
     unread: list[Json] = field(default_factory=list)
     """Its extensions that name no attribute of the library (``ReverseResult.undeclared``)."""
+    events_unread: list[tuple[Json, Json]] = field(default_factory=list)
+    """(resource, extension) of its events' resources' extensions that no attribute reads."""
 
 
 @dataclass
@@ -62,11 +65,16 @@ class _Run:
     used_medications: set[str] = field(default_factory=set)
     from_text: bool = False
     """The resource being mapped was classified by its text (it has no coding at all)."""
+    unread: list[Json] = field(default_factory=list)
+    """The extensions of the resource just mapped that no attribute reads (set by each
+    event it makes; ``ReverseResult.undeclared`` once its case is built)."""
 
 
-def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **fields: Any) -> Event:
+def _event(run: _Run, resource: Json, study_id: str, key: str, **fields: Any) -> Event:
+    ctx = run.ctx
     concept = ctx.concepts.concept(key)
-    attributes = _extension_attributes(ctx, resource.get("extension"))
+    unread: list[Json] = []
+    attributes = _extension_attributes(ctx, resource.get("extension"), unread=unread)
     attributes.update(fields.pop("attributes", {}))
     for codeable in resource.get("reasonCode") or ():  # why it was given (GVHD prophylaxis)
         found = _placed_word(ctx, concept, "reason", codeable)
@@ -77,7 +85,7 @@ def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **field
     source = _own(ctx, resource, "source-text")
     origin = _own(ctx, resource, "origin")
     assumed = _own(ctx, resource, "assumed")
-    return Event(
+    event = Event(
         event_id=event_id_of(ctx, resource, study_id),
         concept=key,
         value=_make_value(value),
@@ -87,6 +95,23 @@ def _event(ctx: MappingContext, resource: Json, study_id: str, key: str, **field
         assumed=assumed.get("valueString") if assumed else None,
         **fields,
     )
+    run.unread = [e for e in unread if not _written_basis(ctx, e, value.get("unit"))]
+    return event
+
+
+def _written_basis(ctx: MappingContext, ext: Json, unit: Any) -> bool:
+    """Whether ``ext`` is the mCODE normalization-basis extension fhir_cart writes beside a
+    dose in ``unit`` (per m2, per kg, else fixed): the dose's unit says what it says, so it
+    is read. Any other basis (one the unit does not give) is not read."""
+    if ext.get("url") != ctx.profiles.normalization_basis or not isinstance(unit, str):
+        return False
+    written = normalization_basis(ctx, unit)["valueCodeableConcept"]
+    return bool(_code_pairs(written) & _code_pairs(ext.get("valueCodeableConcept")))
+
+
+def _code_pairs(codeable: Any) -> set[tuple[Any, Any]]:
+    codings = codeable.get("coding") if isinstance(codeable, dict) else None
+    return {(c.get("system"), c.get("code")) for c in codings or () if isinstance(c, dict)}
 
 
 def _classify(run: _Run, codeable: Json | None, kind: str, what: str) -> str:
@@ -129,7 +154,7 @@ def condition_event(run: _Run, resource: Json, study_id: str) -> Event:
         raise _NoConcept(f"diagnosis code {_codes(code)} is in no value set of the library")
     run.from_text = _text_only(code)
     when, end = _when(ctx, resource, "onsetDateTime"), _when(ctx, resource, "abatementDateTime")
-    return _event(ctx, resource, study_id, key, value=value, when=when, end=end)
+    return _event(run, resource, study_id, key, value=value, when=when, end=end)
 
 
 def _period(ctx: MappingContext, resource: Json, single: str, period: str) -> dict[str, Any]:
@@ -192,7 +217,7 @@ def medication_administration_event(run: _Run, resource: Json, study_id: str) ->
     dosage = resource.get("dosage") or {}
     number, unit = _quantity(dosage.get("dose") or dosage.get("rateQuantity"))
     times = _period(ctx, resource, "effectiveDateTime", "effectivePeriod")
-    return _event(ctx, resource, study_id, key, value={"number": number, "unit": unit}, **times)
+    return _event(run, resource, study_id, key, value={"number": number, "unit": unit}, **times)
 
 
 def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
@@ -209,7 +234,7 @@ def medication_request_event(run: _Run, resource: Json, study_id: str) -> Event:
     dose = rate.get("doseQuantity")
     number, unit = _quantity(dose)
     value = {"number": number, "unit": unit}
-    return _event(ctx, resource, study_id, key, value=value, origin="MedicationRequest", **times)
+    return _event(run, resource, study_id, key, value=value, origin="MedicationRequest", **times)
 
 
 def _first_dose(dosages: Any) -> dict[str, Any]:
@@ -225,9 +250,7 @@ def medication_statement_event(run: _Run, resource: Json, study_id: str) -> Even
     key = _medication_key(run, resource)
     times = _period(run.ctx, resource, "effectiveDateTime", "effectivePeriod")
     value = _first_dose(resource.get("dosage"))
-    return _event(
-        run.ctx, resource, study_id, key, value=value, origin="MedicationStatement", **times
-    )
+    return _event(run, resource, study_id, key, value=value, origin="MedicationStatement", **times)
 
 
 def medication_dispense_event(run: _Run, resource: Json, study_id: str) -> Event:
@@ -237,7 +260,7 @@ def medication_dispense_event(run: _Run, resource: Json, study_id: str) -> Event
     name = "whenHandedOver" if "whenHandedOver" in resource else "whenPrepared"
     value = _first_dose(resource.get("dosageInstruction"))
     return _event(
-        run.ctx,
+        run,
         resource,
         study_id,
         key,
@@ -257,7 +280,7 @@ def procedure_event(run: _Run, resource: Json, study_id: str) -> Event:
         if found is not None:
             attributes[found[0]] = found[1]
     times = _period(ctx, resource, "performedDateTime", "performedPeriod")
-    return _event(ctx, resource, study_id, key, attributes=attributes, **times)
+    return _event(run, resource, study_id, key, attributes=attributes, **times)
 
 
 def adverse_event_event(run: _Run, resource: Json, study_id: str) -> Event:
@@ -265,7 +288,7 @@ def adverse_event_event(run: _Run, resource: Json, study_id: str) -> Event:
     key = _classify(run, resource.get("event"), "adverse_event", "adverse event")
     when = _when(ctx, resource, "date")
     end = _time_extension(ctx, _own(ctx, resource, "end"))
-    return _event(ctx, resource, study_id, key, when=when, end=end)
+    return _event(run, resource, study_id, key, when=when, end=end)
 
 
 def observation_event(run: _Run, resource: Json, study_id: str) -> Event:
@@ -275,7 +298,7 @@ def observation_event(run: _Run, resource: Json, study_id: str) -> Event:
     value = _value_fields(ctx, concept, resource)
     attributes = _observation_attributes(run, concept, resource, value)
     times = _period(ctx, resource, "effectiveDateTime", "effectivePeriod")
-    return _event(ctx, resource, study_id, key, value=value, attributes=attributes, **times)
+    return _event(run, resource, study_id, key, value=value, attributes=attributes, **times)
 
 
 def _observation_attributes(

@@ -443,14 +443,14 @@ def medication_administration(
         per_day = value.unit is not None and value.unit.endswith("/d")
         out["dosage"] = {"rateQuantity" if per_day else "dose": quantity}
         if value.unit is not None:
-            extensions.append(_normalization_basis(ctx, value.unit))
+            extensions.append(normalization_basis(ctx, value.unit))
         value = value.model_copy(update={"number": None, "unit": None})
     if value is not None:
         extensions.extend(_value_extensions(ctx, concept, value))
     return _finish(ctx, out, event, extensions)
 
 
-def _normalization_basis(ctx: MappingContext, unit: str) -> Json:
+def normalization_basis(ctx: MappingContext, unit: str) -> Json:
     """mCODE normalization-basis extension: per m2 (BSA), per kg (weight), else fixed."""
     parts = unit.split("/")[1:]
     word = "fixed_dose"

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from fhir_cart.errors import ConfigError, InputError
-from fhir_cart.library.concepts import ConceptLibrary
+from fhir_cart.library.concepts import ConceptLibrary, StudyLibraryFile
 from fhir_cart.library.study_mapping import (
     StudyMapping,
     check_mapping,
     dump_study_mapping,
 )
-from fhir_cart.library.yamlfile import validate_model
+from fhir_cart.library.yamlfile import load_model, validate_model
 from fhir_cart.study.suggest import (
     PATIENT_FIELDS,
     ColumnSuggestion,
@@ -247,9 +247,13 @@ def draft_mapping(
     centre: str,
     study: str | None = None,
     anchor: str | None = None,
+    library_file: str | None = None,
+    inline: Path | None = None,
 ) -> str:
     """The mapping file (YAML text with comments) for the confirmed ``choices``; a
-    ConfigError naming the key and the fix when the choices do not make a mapping."""
+    ConfigError naming the key and the fix when the choices do not make a mapping.
+    ``library_file``: the study's library file the choices were made with (``library:``);
+    ``inline``: such a file, whose content is written into the mapping instead."""
     if not any(c.target == "study_id" for c in choices):
         raise ConfigError(
             "patients.columns.study_id: no column is the patient id; choose 'study_id' for "
@@ -258,6 +262,11 @@ def draft_mapping(
     data: dict[str, Any] = {"centre": centre}
     if study:
         data["study"] = study
+    if library_file:
+        data["library"] = library_file
+    if inline is not None:
+        own = load_model(inline, StudyLibraryFile, "library file")
+        data.update(own.model_dump(mode="json", exclude_defaults=True))
     if suggestions.is_csv and suggestions.delimiter != ",":
         data["csv_delimiter"] = suggestions.delimiter
     if suggestions.is_csv and suggestions.encoding != "utf-8-sig":

@@ -20,6 +20,7 @@ from fhir_cart.library.study_mapping import (
     normalise_word,
     parse_window,
 )
+from fhir_cart.library.units import unit_synonyms, unit_text
 from fhir_cart.records import Precision, Scalar, Value, When, band_text, date_span, date_text
 from fhir_cart.study.build import _make_value, _make_when
 from fhir_cart.study.values import (
@@ -58,6 +59,27 @@ class _Context:
     _concepts: dict[str, str] = field(default_factory=dict)
     today: dt.date = field(default_factory=dt.date.today)
     """The day of the read (a date after it is in the future)."""
+    _synonyms: dict[str, str] | None = None
+
+    def unit(self, written: str | None) -> str | None:
+        """A unit as a cell or a mapping writes it, as the UCUM unit a synonym of the
+        library's units (a study's ``units:``) stands for; any other as written."""
+        if written is None:
+            return None
+        if self._synonyms is None:
+            self._synonyms = unit_synonyms(self.library.terminology.data)
+        if not self._synonyms:  # the shipped units have none: the hot path stays as it was
+            return written
+        return self._synonyms.get(written) or self._synonyms.get(unit_text(written)) or written
+
+    def quantity(self, cell: Any) -> tuple[str | None, float, str | None]:
+        """:func:`parse_quantity` with the cell's unit read through the synonyms."""
+        cmp, number, written = parse_quantity(cell)
+        return cmp, number, self.unit(written)
+
+    def declared(self, units: tuple[str, ...]) -> tuple[str, ...]:
+        """A column's units (the mapping's ``units``) read through the synonyms."""
+        return tuple(self.unit(u) or u for u in units)
 
     def __post_init__(self) -> None:
         for key in self.library.data.concepts:
@@ -122,7 +144,7 @@ def _attribute(
     if kind in ("integer", "number", "quantity"):
         number: float
         if kind == "quantity":
-            _, number, written = parse_quantity(cell)
+            _, number, written = ctx.quantity(cell)
             written = per_column(written, declared)
             if not attr.by_unit:
                 _column_kind(written, declared, name)
@@ -150,9 +172,14 @@ def _attribute(
 
 
 def _quantity(
-    value: ValueDef, cell: Any, unit: str | None, comparator: str | None, declared: tuple[str, ...]
+    ctx: _Context,
+    value: ValueDef,
+    cell: Any,
+    unit: str | None,
+    comparator: str | None,
+    declared: tuple[str, ...],
 ) -> Value:
-    cmp, number, written = parse_quantity(cell)
+    cmp, number, written = ctx.quantity(cell)
     written = per_column(written, declared)
     _column_kind(written, declared)
     given = written or unit
@@ -171,12 +198,14 @@ def _is_band(cell: Any) -> bool:
     return isinstance(cell, str) and _RANGE.match(cell.strip()) is not None
 
 
-def _range(value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ...]) -> Value:
+def _range(
+    ctx: _Context, value: ValueDef, cell: Any, unit: str | None, declared: tuple[str, ...]
+) -> Value:
     match = _RANGE.match(_to_text(cell))
     if match is None:
         raise ValueError("expected a range such as '1-2' or '1–2 mg'")
     low, high = (_number(match[k]) for k in ("low", "high"))
-    written = _unit_text(match["unit"]) if match["unit"] else None
+    written = ctx.unit(_unit_text(match["unit"])) if match["unit"] else None
     _column_kind(written, declared)
     if not value.units:  # a count ('1–2 cycles', '2-3 lines'): the word after it is no unit
         if value.type == "integer" and not (low.is_integer() and high.is_integer()):
@@ -210,7 +239,7 @@ def _typed_value(
     if kind == "boolean":
         return _make_value(boolean=_to_bool(cell))
     if kind == "range" or (kind in ("quantity", "integer") and _is_band(cell)):
-        return _range(value, cell, unit, declared)  # '1–2 cycles' stays a range
+        return _range(ctx, value, cell, unit, declared)  # '1–2 cycles' stays a range
     if kind in ("coded", "quantity_or_coded"):
         assert value.value_set is not None
         word = ctx.word(value.value_set, cell)
@@ -227,7 +256,7 @@ def _typed_value(
         except ValueError:
             words = ", ".join(ctx.library.words(value.value_set))
             raise ValueError(f"expected one of {words}, or a number such as '<0.01 %'") from None
-    return _quantity(value, cell, unit, comparator, declared)
+    return _quantity(ctx, value, cell, unit, comparator, declared)
 
 
 def _canonical_value(ctx: _Context, concept: ConceptDef, cells: Mapping[str, Any]) -> Value:
@@ -276,12 +305,12 @@ def _value(
         if extra:
             raise _FieldError(extra[0], "given without a value")
         return None
-    declared = units.get("value", ())
+    declared = ctx.declared(units.get("value", ()))
     if "unit" in cells:  # the row states its unit: the column's default does not apply
-        unit: str | None = _unit_text(_to_text(cells["unit"]))
+        unit = ctx.unit(_unit_text(_to_text(cells["unit"])))
         declared = ()
     else:
-        unit = _unit_text(declared[0]) if declared else None
+        unit = ctx.unit(_unit_text(declared[0])) if declared else None
     cmp = _comparators(_to_text(cells["comparator"])) if "comparator" in cells else None
     try:
         return _typed_value(ctx, concept, cells[name], unit, cmp, declared)
@@ -448,10 +477,11 @@ def _attributes(
             reason = f"concept {concept} has no attribute {name}; it allows {listed}"
             raise _FieldError(name, reason)
         try:
-            key, attr = _routed(ctx, name, attr, cell, units.get(name, ()))
+            declared = ctx.declared(units.get(name, ()))
+            key, attr = _routed(ctx, name, attr, cell, declared)
             if key != name and key not in allowed:
                 raise ValueError(f"concept {concept} has no attribute {key} for this unit")
-            out[key] = _attribute(ctx, attr, cell, units.get(name, ()), name)
+            out[key] = _attribute(ctx, attr, cell, declared, name)
         except ValueError as exc:
             raise _FieldError(name, str(exc)) from None
     return out
@@ -464,7 +494,7 @@ def _routed(
     the cell's unit (a flat dose '10^8 cells' in a cell_dose column is cell_dose_flat)."""
     if not attr.by_unit:
         return name, attr
-    _, number, written = parse_quantity(cell)
+    _, number, written = ctx.quantity(cell)
     given = per_column(written, declared) or (declared[0] if declared else attr.units[0])
     _, fitted = fit_unit(number, given, (attr.units[0], *attr.by_unit), True)
     key = attr.by_unit.get(fitted, name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from fhir_cart.library.concepts import convert_unit, is_ucum, units_compatible
 from fhir_cart.library.study_mapping import normalise_word
+from fhir_cart.library.units import unit_text
 from fhir_cart.records import DAYS_PER, MONTH_NAMES, Precision, days_of
 
 __all__ = [
@@ -49,7 +50,6 @@ _RANGE = re.compile(
 )
 _NONZERO_DIGIT = re.compile(r"[1-9]")
 _EXPONENT = re.compile(r"[eE]")
-_UNIT_TEXT = str.maketrans({"²": "2", "³": "3", "µ": "u", "μ": "u", "×": "x"})
 
 
 class _FieldError(ValueError):
@@ -226,9 +226,7 @@ def _in_bounds(number: float, low: float | None, high: float | None) -> None:
 def _unit_text(text: str) -> str:
     """A unit as written -> UCUM spelling: 'g/m²' -> 'g/m2', 'µg' -> 'ug',
     'x10^6/kg' -> '10*6/kg'; spaces dropped."""
-    unit = "".join(text.translate(_UNIT_TEXT).split())
-    unit = re.sub(r"^x(?=10)", "", unit)
-    return unit.replace("10^", "10*")
+    return unit_text(text)
 
 
 def _comparators(text: str) -> str:

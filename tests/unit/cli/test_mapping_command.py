@@ -39,3 +39,56 @@ def test_an_existing_file_is_kept_unless_forced(
     assert out.read_text(encoding="utf-8") == "mine\n"
     assert "give --force" in capsys.readouterr().err
     assert main(["mapping", "suggest", str(TABLE), "--out", str(out), "--force"]) == 0
+
+
+STUDY_TABLE = """\
+id,sex,infusion,response,bridging
+P1,f,2021-01-10,MRD-neg NGS,bridged
+P2,m,2021-02-11,CR,bridged
+P3,f,2021-03-12,MRD-neg NGS,none
+P4,m,2021-04-13,PR,bridged
+"""
+STUDY_LIBRARY = """\
+canonical: https://example.org/fhir/myeloma-study
+concepts:
+  bridging_note:
+    label: Note on bridging therapy
+    synonyms: [bridging]
+    kind: observation
+    value: {type: text}
+value_sets:
+  disease_status:
+    sequencing_mrd_negative:
+      text: Sequencing MRD-negative (IMWG 2016)
+      synonyms: [MRD-neg NGS]
+      within: complete_remission
+      codings:
+        - {system: snomed, code: "103338009", display: In full remission,
+           source: mCODE ConditionStatusTrendMaxVS, verified: true}
+        - {system: study, code: imwg-seq-mrd-neg, display: Sequencing MRD-negative,
+           source: the study's own code, verified: true}
+"""
+
+
+def test_with_a_study_library_its_concepts_and_words_are_suggested(tmp_path: Path) -> None:
+    """The study's concept (by its synonym) and its added word (by its synonym) are chosen
+    as shipped ones are, and the draft names the library file, from its own folder."""
+    (tmp_path / "table.csv").write_text(STUDY_TABLE, encoding="utf-8")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "study.yaml").write_text(STUDY_LIBRARY, encoding="utf-8")
+    out = tmp_path / "drafts" / "draft.yaml"
+    table = str(tmp_path / "table.csv")
+    library = ["--library", str(tmp_path / "lib" / "study.yaml")]
+    assert main(["mapping", "suggest", table, "--out", str(out), *library]) == 0
+    mapping = load_study_mapping(out)
+    assert mapping.library == str(tmp_path / "drafts" / "../lib/study.yaml")
+    specs = {spec.concept: spec for spec in mapping.events}
+    assert specs["bridging_note"].columns == {"value": "bridging"}
+    words = specs["disease_status"].values["value"]
+    assert words["mrd-neg ngs"] == "sequencing_mrd_negative"
+    # without it, neither is known: the column is left, the word untranslated
+    plain = tmp_path / "plain.yaml"
+    assert main(["mapping", "suggest", table, "--out", str(plain)]) == 0
+    text = plain.read_text(encoding="utf-8")
+    assert "bridging: not mapped in the mapping assistant" in text
+    assert "sequencing_mrd_negative" not in text

@@ -30,8 +30,12 @@ BEFORE = {
         "events.csv": "98908c87831dc26557bb2c8c0121865624d6123921b040946b2c1e94cd2b094c",
         # re-recorded when Patient extensions no attribute has became other rows (issue 18:
         # the US Core race, ethnicity and birth-sex extensions were dropped without a word);
-        # a diff against the old file showed 19 added rows of those and nothing else
-        "other.csv": "4dd29f78b5c85d69f87efae89d9c7e180c2a8be1ced32b1cd91a6ba225ca1fc2",
+        # a diff against the old file showed 19 added rows of those and nothing else;
+        # again when extensions of resources read as events did too: a diff showed 20 added
+        # rows (mCODE histology 3, normalization basis 8, procedure intent 6, disease-status
+        # evidence 3), the race and ethnicity rows' value now their parts, and each row's
+        # reason naming its guide and the attribute type its value needs, nothing else
+        "other.csv": "959889782a02711f81093e45ce4fd9fa3f44ba3f136e1b2cc7654d8ce18a55b3",
         "patients.csv": "cd30960e027609b5fab26e99d49447a1e4f40e5a01776a0c4df3c05d10f77357",
         "unmapped.csv": "b367c70251e91fe9bfdfd68e3b22d8f24ca08b10558df7594f4d066deb6b72e4",
     },

@@ -6,6 +6,7 @@ is a problem document naming the key, line and fix."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -250,3 +251,62 @@ def test_a_query_parameter_given_twice_is_refused(client: TestClient) -> None:
         assert answer.status_code == 422, path
         assert "given more than once" in answer.json()["detail"]
     assert client.get("/mappings?owner=centre_a", headers=headers("admin")).status_code == 200
+
+
+STUDY_TABLE = b"""\
+id,sex,infusion,response,bridging
+P1,f,2021-01-10,MRD-neg NGS,bridged
+P2,m,2021-02-11,CR,bridged
+P3,f,2021-03-12,MRD-neg NGS,none
+"""
+STUDY_LIBRARY = b"""\
+canonical: https://example.org/fhir/myeloma-study
+concepts:
+  bridging_note:
+    label: Note on bridging therapy
+    synonyms: [bridging]
+    kind: observation
+    value: {type: text}
+value_sets:
+  disease_status:
+    sequencing_mrd_negative:
+      text: Sequencing MRD-negative (IMWG 2016)
+      synonyms: [MRD-neg NGS]
+      within: complete_remission
+      codings:
+        - {system: snomed, code: "103338009", display: In full remission,
+           source: mCODE ConditionStatusTrendMaxVS, verified: true}
+        - {system: study, code: imwg-seq-mrd-neg, display: Sequencing MRD-negative,
+           source: the study's own code, verified: true}
+"""
+
+
+def test_with_a_study_library_the_assistant_suggests_its_words_and_keeps_them_inline(
+    client: TestClient,
+) -> None:
+    """The study's library file given with the table: its concept and its added word are
+    suggested like shipped ones, and the kept mapping carries them (it stands alone)."""
+    csrf = sign_in(client, "b")
+    files = {"file": ("myeloma.csv", STUDY_TABLE), "library": ("study.yaml", STUDY_LIBRARY)}
+    answer = client.post("/ui/assistant", data={"csrf": csrf}, files=files, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    upload_id = answer.headers["location"].split("/")[3]
+    page = client.get(f"/ui/uploads/{upload_id}/assistant")
+    assert "Note on bridging therapy" in page.text
+    # every column's list offers the study's concept, as the anchor list does
+    assert page.text.count('<option value="concept:bridging_note"') >= 6  # and anchor's
+    assert re.search(r'<option value="sequencing_mrd_negative"[^>]* selected', page.text)
+    form = form_as_shown(page.text) | {"csrf": csrf, "name": "myeloma"}
+    answer = client.post(f"/ui/uploads/{upload_id}/assistant", data=form, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    kept = client.get("/mappings/myeloma?version=1", headers=headers("centre_b")).text
+    assert "canonical: https://example.org/fhir/myeloma-study" in kept
+    assert "mrd-neg ngs: sequencing_mrd_negative" in kept
+    assert "concept: bridging_note" in kept
+    # a library file that does not check is refused with its own name and the reason
+    bad = {"file": ("m.csv", STUDY_TABLE), "library": ("mine.yaml", b"units: {Mio/L: {}}\n")}
+    refused = client.post("/ui/assistant", data={"csrf": csrf}, files=bad)
+    assert refused.status_code == 422
+    said = html.unescape(refused.text)
+    assert "library file mine.yaml is refused: units.Mio/L: 'Mio/L' is not a UCUM unit" in said
+    assert "library.yaml" not in said  # where the service keeps it is not shown

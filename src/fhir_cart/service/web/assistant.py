@@ -50,8 +50,31 @@ def start_page(request: Request, principal: PrincipalDep) -> Response:
     return _page(request, "assistant_start.html")
 
 
-def _store_upload(app: Application, data: Any, suffix: str, principal: Principal) -> str:
-    """Keep a file to map (no mapping yet, so nothing is read but the workbook check)."""
+LIBRARY_LIMIT = 1024 * 1024
+"""Bytes of a study's library file the assistant takes (a YAML of concepts and words)."""
+
+
+def _store_library(app: Application, folder: Path, data: bytes, name: str) -> str:
+    """A study's library file beside the upload, checked as ``library check`` reads it
+    (a ConfigError names the uploaded file's name, not where it is kept)."""
+    path = folder / "library.yaml"
+    write_private(path, data)
+    try:
+        app.assistant_library(path)
+    except ConfigError as exc:
+        raise ConfigError(exc.message.replace(str(path), name or "the library file")) from None
+    return str(path)
+
+
+def _store_upload(
+    app: Application,
+    data: Any,
+    suffix: str,
+    principal: Principal,
+    library: tuple[bytes, str] | None = None,
+) -> str:
+    """Keep a file to map (no mapping yet, so nothing is read but the workbook check), and
+    the study's library file when one is given."""
     import shutil
     import uuid
 
@@ -63,6 +86,8 @@ def _store_upload(app: Application, data: Any, suffix: str, principal: Principal
     try:
         study = study_routes._save_upload(settings, data, folder, suffix)
         meta = {"study_file": str(study), "mapping_file": None, **owner_params(principal)}
+        if library is not None:
+            meta["library_file"] = _store_library(app, folder, *library)
         write_private(folder / "meta.json", orjson.dumps(meta))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -77,20 +102,36 @@ async def upload_to_map(
     principal: PrincipalDep,
     file: Annotated[UploadFile, File()],
     csrf: Annotated[str, Form()] = "",
+    library: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     _check_csrf(request, csrf)
     _no_registry(principal)
     suffix = study_routes._suffix(file)
     if suffix == ".json":
         raise HTTPException(415, "canonical JSON needs no mapping: check it on the home page")
-    upload_id = await run_in_threadpool(_store_upload, app, file.file, suffix, principal)
+    own = None
+    if library is not None and library.filename:
+        text = await library.read(LIBRARY_LIMIT + 1)
+        if len(text) > LIBRARY_LIMIT:
+            raise HTTPException(413, f"a library file of more than {LIBRARY_LIMIT} bytes")
+        own = (text, Path(library.filename).name)
+    try:
+        upload_id = await run_in_threadpool(_store_upload, app, file.file, suffix, principal, own)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from exc
     return RedirectResponse(f"/ui/uploads/{upload_id}/assistant", status_code=303)
+
+
+def _library(app: Application, upload_id: str, principal: Principal) -> Path | None:
+    """The study's library file given with the upload, if any."""
+    found = study_routes.visible_upload(app, upload_id, principal).get("library_file")
+    return Path(found) if found else None
 
 
 def _suggestions(app: Application, upload_id: str, principal: Principal) -> FileSuggestions:
     meta = study_routes.visible_upload(app, upload_id, principal)
     try:
-        return app.suggest_mapping(Path(meta["study_file"]))
+        return app.suggest_mapping(Path(meta["study_file"]), _library(app, upload_id, principal))
     except FhirCartError as exc:
         raise HTTPException(422, str(exc)) from exc
 
@@ -101,12 +142,14 @@ def _centre_id(principal: Principal) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:32] or "my-centre"
 
 
-def _context(app: Application, upload_id: str, suggestions: FileSuggestions) -> dict[str, Any]:
+def _context(
+    app: Application, upload_id: str, suggestions: FileSuggestions, library: Path | None
+) -> dict[str, Any]:
     columns = []
     for i, column in enumerate(suggestions.columns):
-        options = app.word_choices(column.choice, column.field)
+        options = app.word_choices(column.choice, column.field, library)
         columns.append({"index": i, "s": column, "word_options": options})
-    concepts = app.concept_choices()
+    concepts = app.concept_choices(library)
     return {
         "upload_id": upload_id,
         "suggestions": suggestions,
@@ -126,7 +169,7 @@ async def assistant_page(
     _with_session(request)
     _no_registry(principal)
     suggestions = await run_in_threadpool(_suggestions, app, upload_id, principal)
-    context = _context(app, upload_id, suggestions)
+    context = _context(app, upload_id, suggestions, _library(app, upload_id, principal))
     return _page(request, "assistant.html", centre=_centre_id(principal), **context)
 
 
@@ -145,7 +188,8 @@ def column_fragment(
     if not 0 <= index < len(suggestions.columns):
         raise HTTPException(404, "no such column")
     target = request.query_params.get(f"t{index}") or None  # the select's own name
-    column, options = app.retarget_column(suggestions, index, target)
+    library = _library(app, upload_id, principal)
+    column, options = app.retarget_column(suggestions, index, target, library)
     item = {"index": index, "s": column, "word_options": options}
     return _page(request, "_assistant_column.html", c=item, fields=FIELDS)
 
@@ -175,6 +219,7 @@ def _write(
     """Draft, keep and attach the mapping; (the kept version's label, or None and the error
     context to show again)."""
     suggestions = _suggestions(app, upload_id, principal)
+    library = _library(app, upload_id, principal)
     name = str(form.get("name") or "")
     try:
         if not study_routes.NAME.match(name):
@@ -185,12 +230,14 @@ def _write(
             centre=str(form.get("centre") or _centre_id(principal)),
             study=str(form.get("study") or "") or None,
             anchor=str(form.get("anchor") or "").removeprefix("concept:") or None,
+            library=library,  # carried inline: the kept mapping stands alone
         )
         kept = mapping_routes.keep(app, principal, name, text.encode())
     except ConfigError as exc:
-        return None, {"error": str(exc), **_context(app, upload_id, suggestions)}
+        return None, {"error": str(exc), **_context(app, upload_id, suggestions, library)}
     except HTTPException as exc:
-        return None, {"error": str(exc.detail), **_context(app, upload_id, suggestions)}
+        detail = str(exc.detail)
+        return None, {"error": detail, **_context(app, upload_id, suggestions, library)}
     folder = study_routes.upload_dir(app.settings, upload_id)
     meta = orjson.loads((folder / "meta.json").read_bytes())
     meta["mapping_file"] = str(kept.path)
