@@ -30,7 +30,7 @@ from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
-from fhir_cart.registry.compact import FieldSets
+from fhir_cart.registry.compact import FieldSets, Tokens
 from fhir_cart.registry.decisions import Decision, read_decisions
 from fhir_cart.registry.definition import CentreDef, RegistryDef
 from fhir_cart.registry.extract import (
@@ -529,7 +529,8 @@ def build_registry(
     with bulk_collection(every=1) as collector:
         data: dict[str, CentreData] = {}
         read: list[str] = []
-        shared = FieldSets()  # the records live until written: in less memory (.compact)
+        # the records live until written: in less memory (.compact)
+        shared, tokens = FieldSets(), Tokens()
         for n, centre in enumerate(definition.centres, start=1):
             if centre.extract is not None:
                 path = definition.resolve(centre.extract)
@@ -537,6 +538,7 @@ def build_registry(
                     unseal(read_extract(path, centre.id, pseudonyms), pseudonyms)
                 )
                 shared.share(data[centre.id].cases)
+                data[centre.id].keys = tokens.share(data[centre.id].keys)
                 read.append(centre.id)
                 step("read", n, len(definition.centres))
                 continue
@@ -549,9 +551,11 @@ def build_registry(
                 if folder is not None:
                     folder.save_centre(centre.id, sealing, cached)
             shared.share(cached.cases)
+            cached.keys = tokens.share(cached.keys)
             data[centre.id] = cached
             collector.step()  # what reading left: collected once per centre
             step("read", n, len(definition.centres))
+        del shared, tokens  # their tables: the records hold what they share
         registry = assemble(
             definition,
             data,

@@ -17,7 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["FieldSets"]
+from fhir_cart.registry.extract import RecordKeys
+
+__all__ = ["FieldSets", "Tokens"]
 
 
 class FieldSets:
@@ -52,3 +54,28 @@ class FieldSets:
         elif isinstance(value, dict):
             for item in value.values():
                 self._value(item)
+
+
+class Tokens:
+    """One string object per keyed token for the build: names that recur (common given and
+    family names, their sounds and words) give the same tokens in thousands of records,
+    each read back from the work folder as its own string."""
+
+    def __init__(self) -> None:
+        self._strings: dict[str, str] = {}
+
+    def share(self, keys: dict[str, RecordKeys] | None) -> dict[str, RecordKeys] | None:
+        """The same keys (equal, token by token), their strings shared."""
+        if keys is None:
+            return None
+        return {name: self._keys(k) for name, k in keys.items()}
+
+    def _keys(self, keys: RecordKeys) -> RecordKeys:
+        return RecordKeys(
+            self._tuple(keys.identifiers),
+            {kind: None if t is None else self._tuple(t) for kind, t in keys.names.items()},
+        )
+
+    def _tuple(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        strings = self._strings
+        return tuple(strings.setdefault(t, t) if isinstance(t, str) else t for t in tokens)

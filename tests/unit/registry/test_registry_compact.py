@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 from fhir_cart.records import Case, Value
-from fhir_cart.registry.compact import FieldSets
+from fhir_cart.registry.compact import FieldSets, Tokens
+from fhir_cart.registry.extract import RecordKeys
 from tests.registry_helpers import event, patient
 
 DAY = dt.date(2019, 3, 7)
@@ -61,3 +62,24 @@ def test_a_copy_with_an_update_leaves_the_shared_set_alone() -> None:
     changed = first.events[0].model_copy(update={"source_text": "B-ALL"})
     assert "source_text" in changed.model_fields_set
     assert second.events[0].model_fields_set == shared
+
+
+def test_equal_tokens_are_one_string_and_the_keys_stay_equal() -> None:
+    def keys(ident: str) -> dict[str, RecordKeys]:
+        # as read back from a work folder: every token its own string object
+        names = {"given_name": tuple("".join(["ab", c]) for c in "cdc"), "birth_name": None}
+        return {"p": RecordKeys(("".join(["id", ident]),), names)}
+
+    first, second = keys("1"), keys("2")
+    assert first["p"].names["given_name"][0] is not second["p"].names["given_name"][0]
+    tokens = Tokens()
+    shared = [tokens.share(first), tokens.share(second)]
+    assert shared == [first, second]
+    assert tokens.share(None) is None
+    one, other = (s["p"] for s in shared if s is not None)
+    given, again = one.names["given_name"], other.names["given_name"]
+    assert given is not None
+    assert again is not None
+    assert given[0] is again[0]
+    assert given[0] is given[2]  # within one record too
+    assert one.identifiers != other.identifiers
