@@ -10,11 +10,15 @@ the same model.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import re
+import tempfile
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
 from fhir_cart.registry.definition import LinkageDef
 from fhir_cart.registry.links import Link, content_order
@@ -23,6 +27,7 @@ from fhir_cart.registry.names import BLOOM_BITS, bloom_words
 __all__ = ["comparison_vectors", "identifier_evidence", "predict"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # m (agreement among true matches) and u (among non-matches) of each level, for when there
 # is too little data to estimate them. Orders of magnitude from the corruption rates seen in
@@ -77,6 +82,11 @@ persons and a 1.2 GiB spike whatever the registry's size (benchmarks/results/reg
 at 5e5 a date's exact agreement (u about 1/3,650) is still seen about 140 times."""
 EXPECTED_SHARED = 0.15
 """Share of records expected to have a match in another centre (prior of the model)."""
+DUCKDB_MEMORY = "384MB"
+"""DuckDB's memory limit: past it, joins and sorts spill to a folder of the registry's work
+folder (:func:`_spill_folder`) instead of growing. Unlimited, DuckDB took up to 1.5 GiB at
+100,000 persons on top of the records (benchmarks/results/registry.md); the scores do not
+depend on it."""
 
 
 def _name_columns(records: Sequence[Any], kinds: Sequence[str]) -> dict[str, list[Any]]:
@@ -317,7 +327,19 @@ def _prior_match(sizes: list[int]) -> float:
     return min(0.5, max(1e-9, EXPECTED_SHARED * total / 2 / max(pairs, 1.0)))
 
 
-def _db_api(linkage: LinkageDef, spark: Any) -> Any:
+@contextmanager
+def _spill_folder(spill: Path | None) -> Iterator[Path]:
+    """A new folder for DuckDB's temporary files, inside ``spill`` (the work folder) or the
+    system's temporary folder, removed afterwards."""
+    if spill is not None:
+        spill.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="duckdb-", dir=spill) as name:
+        yield Path(name)
+
+
+def _db_api(
+    linkage: LinkageDef, spark: Any, spill: Path | None = None, limit: str | None = DUCKDB_MEMORY
+) -> Any:
     if linkage.backend == "spark":
         from splink.backends.spark import SparkAPI
 
@@ -338,6 +360,11 @@ def _db_api(linkage: LinkageDef, spark: Any) -> Any:
 
     connection = duckdb.connect(":memory:")
     connection.execute("SET threads TO 1")
+    if spill is not None:
+        quoted = spill.as_posix().replace("'", "''")
+        connection.execute(f"SET temp_directory = '{quoted}'")
+        if limit is not None:  # never without a folder: DuckDB's default is the cwd
+            connection.execute(f"SET memory_limit = '{limit}'")
     return DuckDBAPI(connection=connection), None
 
 
@@ -345,8 +372,6 @@ def _tables(
     columns: dict[str, list[Any]], centres: list[str], spark: Any, words: set[str]
 ) -> list[Any]:
     """One table per centre; ``words``: the columns of 64-bit words (Bloom filters)."""
-    import pandas as pd  # type: ignore[import-untyped]
-
     if spark is not None:  # rows straight to Spark: no pandas conversion on the way
         names = [n for n in columns if n != "centre"]
         schema = ", ".join(f"{n} {'bigint' if n in words else 'string'}" for n in names)
@@ -356,14 +381,16 @@ def _tables(
         return [
             spark.createDataFrame([r for c, r in rows if c == centre], schema) for centre in centres
         ]
-    # 64-bit words straight into a nullable integer array: through a float column (what
-    # pandas makes of ints and None) they would lose their low bits
-    frame = pd.DataFrame(
-        {n: pd.array(v, dtype="Int64") if n in words else v for n, v in columns.items()}
+    # Arrow tables, which DuckDB reads in place: every value in Arrow's buffers, none as a
+    # Python object (the caller drops its lists); 64-bit words as 64-bit integers (through a
+    # float column they would lose their low bits), everything else as text
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    whole = pa.table(
+        {n: pa.array(v, type=pa.int64() if n in words else pa.string()) for n, v in columns.items()}
     )
-    return [
-        frame[frame["centre"] == c].drop(columns=["centre"]).reset_index(drop=True) for c in centres
-    ]
+    return [whole.filter(pc.equal(whole["centre"], c)).drop_columns(["centre"]) for c in centres]
 
 
 def _train(linker: Any, linkage: LinkageDef, names: list[str]) -> None:
@@ -388,6 +415,8 @@ def _linker(
     only: set[str] | None,
     model: dict[str, Any] | None,
     levels: bool = False,
+    spill: Path | None = None,
+    limit: str | None = DUCKDB_MEMORY,
 ) -> tuple[Any, dict[str, str]]:
     """A splink Linker over the records (trained when the definition asks), and splink's
     row ids -> pseudonyms."""
@@ -420,9 +449,11 @@ def _linker(
             "retain_matching_columns": levels,
             "retain_intermediate_calculation_columns": levels,
         }
-    db_api, spark = _db_api(linkage, spark)
+    db_api, spark = _db_api(linkage, spark, spill, limit)
+    tables = _tables(columns, centres, spark, _bloom_columns(linkage.names))
+    del columns, ordered  # the tables hold the values now
     linker = Linker(
-        _tables(columns, centres, spark, _bloom_columns(linkage.names)),
+        tables,
         settings,
         db_api,
         set_up_basic_logging=False,
@@ -443,22 +474,65 @@ def predict(
     spark: Any = None,
     only: set[str] | None = None,
     model: dict[str, Any] | None = None,
+    spill: Path | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Links between records of different centres with probability >= the threshold (or
     >= ``linkage.review``, then with each comparison's level as evidence), and the model
     used (splink settings with its parameters, to score later runs alike).
 
     ``only``: score just the pairs that touch these centres (the others are one table, so
-    splink does not compare them with each other). ``model``: a model of an earlier run."""
+    splink does not compare them with each other). ``model``: a model of an earlier run.
+    ``spill``: the folder DuckDB spills to past :data:`DUCKDB_MEMORY` (a folder inside it,
+    removed afterwards; default: the system's temporary folder)."""
+    return _limited(lambda limit: _predict(records, linkage, spark, only, model, spill, limit))
+
+
+def _predict(
+    records: Sequence[Any],
+    linkage: LinkageDef,
+    spark: Any,
+    only: set[str] | None,
+    model: dict[str, Any] | None,
+    spill: Path | None,
+    limit: str | None,
+) -> tuple[list[Any], dict[str, Any]]:
     levels = linkage.review is not None
-    linker, pseudonym_of = _linker(records, linkage, spark, only, model, levels)
-    lowest = linkage.threshold if linkage.review is None else linkage.review
-    found = linker.inference.predict(threshold_match_probability=lowest)
-    links = _links(found.as_pandas_dataframe(), pseudonym_of)
-    found.drop_table_from_database_and_remove_from_cache()
-    saved = dict(linker.misc.save_model_to_json())
+    with _spill_folder(spill) as folder:
+        linker, pseudonym_of = _linker(records, linkage, spark, only, model, levels, folder, limit)
+        lowest = linkage.threshold if linkage.review is None else linkage.review
+        found = linker.inference.predict(threshold_match_probability=lowest)
+        links = _links(found.as_pandas_dataframe(), pseudonym_of)
+        found.drop_table_from_database_and_remove_from_cache()
+        saved = dict(linker.misc.save_model_to_json())
+        _close(linker)
     saved.update(retain_matching_columns=False, retain_intermediate_calculation_columns=False)
     return links, saved
+
+
+def _limited(run: Callable[[str | None], _T]) -> _T:
+    """``run`` under DuckDB's memory limit; when DuckDB runs out of memory under it (a
+    registry larger than any it was measured on), ``run`` again without one, and say so."""
+    try:
+        return run(DUCKDB_MEMORY)
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+    log.warning(
+        "registry linkage: DuckDB needed more than %s; linked again without a memory limit",
+        DUCKDB_MEMORY,
+    )
+    return run(None)
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Whether DuckDB's out-of-memory error is ``exc`` or what caused it (splink wraps it)."""
+    import duckdb
+
+    while exc is not None:
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _links(frame: Any, pseudonym_of: dict[str, str]) -> list[Link]:
@@ -494,6 +568,7 @@ def identifier_evidence(
     model: dict[str, Any],
     *,
     spark: Any = None,
+    spill: Path | None = None,
 ) -> dict[tuple[str, str], Link]:
     """What the other fields say of pairs linked by an identifier: each pair scored by the
     model from even odds (probability 0.5 before the comparisons), with its levels."""
@@ -534,19 +609,39 @@ def identifier_evidence(
         "retain_matching_columns": True,
         "retain_intermediate_calculation_columns": True,
     }
-    db_api, spark = _db_api(linkage, spark)
-    tables = _tables(merged, ["0", "1"], spark, _bloom_columns(linkage.names))
-    linker = Linker(
-        tables,
-        settings,
-        db_api,
-        set_up_basic_logging=False,
-        input_table_aliases=[f"ids_{uuid.uuid4().hex[:12]}_{n}" for n in range(2)],
-    )
-    found = linker.inference.predict()
-    links = _links(found.as_pandas_dataframe(), pseudonym_of)  # type: ignore[no-untyped-call]
-    found.drop_table_from_database_and_remove_from_cache()
-    return {(k.left, k.right): k for k in links}
+    del sides
+
+    def run(limit: str | None) -> list[Link]:
+        with _spill_folder(spill) as folder:
+            db_api, session = _db_api(linkage, spark, folder, limit)
+            tables = _tables(merged, ["0", "1"], session, _bloom_columns(linkage.names))
+            linker = Linker(
+                tables,
+                settings,
+                db_api,
+                set_up_basic_logging=False,
+                input_table_aliases=[f"ids_{uuid.uuid4().hex[:12]}_{n}" for n in range(2)],
+            )
+            found = linker.inference.predict()
+            links = _links(found.as_pandas_dataframe(), pseudonym_of)  # type: ignore[no-untyped-call]
+            found.drop_table_from_database_and_remove_from_cache()
+            _close(linker)
+        return links
+
+    return {(k.left, k.right): k for k in _limited(run)}
+
+
+def _close(linker: Any) -> None:
+    """Close a DuckDB linker's connection (its spilled files go with it; a Spark session is
+    the caller's and stays open), and collect what splink left: its SQL syntax trees are
+    reference cycles, and a build turns automatic collection off
+    (:func:`fhir_cart.collector.bulk_collection`), so they would stay until the end. Only
+    the youngest generation: what was made since the last collection (a full one would walk
+    every record read, seconds at 100,000 persons)."""
+    connection = getattr(linker._db_api, "_con", None)
+    if connection is not None:
+        connection.close()
+    gc.collect(0)
 
 
 def comparison_vectors(
@@ -555,13 +650,15 @@ def comparison_vectors(
     """Every candidate pair (pseudonyms, smaller first) -> the level each comparison gave
     it (splink's gamma: -1 null, then levels from the weakest, 0, up to exact): what the
     model saw, whatever the probability."""
-    linker, pseudonym_of = _linker(records, linkage, spark, None, None, levels=True)
-    found = linker.inference.predict()
-    frame = found.as_pandas_dataframe()
+    with _spill_folder(None) as folder:
+        linker, pseudonym_of = _linker(records, linkage, spark, None, None, True, folder)
+        found = linker.inference.predict()
+        frame = found.as_pandas_dataframe()
+        found.drop_table_from_database_and_remove_from_cache()
+        _close(linker)
     gammas = [c for c in frame.columns if str(c).startswith("gamma_")]
     vectors = {}
     for row in frame.to_dict("records"):
         a, b = pseudonym_of[str(row["unique_id_l"])], pseudonym_of[str(row["unique_id_r"])]
         vectors[(min(a, b), max(a, b))] = {str(g)[6:]: int(row[g]) for g in gammas}
-    found.drop_table_from_database_and_remove_from_cache()
     return dict(sorted(vectors.items()))

@@ -30,6 +30,7 @@ from fhir_cart.library import Library
 from fhir_cart.library.concepts import ConceptLibrary
 from fhir_cart.records import Case
 from fhir_cart.registry import fhir, tables
+from fhir_cart.registry.compact import FieldSets, Tokens
 from fhir_cart.registry.decisions import Decision, read_decisions
 from fhir_cart.registry.definition import CentreDef, RegistryDef
 from fhir_cart.registry.extract import (
@@ -48,7 +49,7 @@ from fhir_cart.registry.linkage import (
     linkage_record,
 )
 from fhir_cart.registry.merge import MergedPatient, registry_event_id, registry_event_namer
-from fhir_cart.registry.output import json_bytes, read_ids, write_registry
+from fhir_cart.registry.output import IDS_FILE, json_bytes, read_ids, write_registry
 from fhir_cart.registry.protect import Protection
 from fhir_cart.registry.pseudonyms import Pseudonymiser
 from fhir_cart.registry.publish import Published, Sources, publish
@@ -240,6 +241,7 @@ def _probabilistic(
     state: LinkState,
     previous: LinkState | None,
     spark: Any,
+    spill: Path | None = None,
 ) -> LinkState:
     """Score the pairs that touch a centre whose inputs changed; reuse the others."""
     from fhir_cart.registry import _splink
@@ -248,7 +250,7 @@ def _probabilistic(
         return state
     reuse = previous is not None and previous.linkage == state.linkage and previous.model
     if not reuse or previous is None:
-        links, model = _splink.predict(records, definition.linkage, spark=spark)
+        links, model = _splink.predict(records, definition.linkage, spark=spark, spill=spill)
         return LinkState(state.linkage, state.centres, links, model, sorted(state.centres))
     same = {c for c, h in state.centres.items() if previous.centres.get(c) == h}
     centre_of = {r.pseudonym: r.centre for r in records}
@@ -261,7 +263,12 @@ def _probabilistic(
     new: list[Link] = []
     if changed:
         new, _ = _splink.predict(
-            records, definition.linkage, spark=spark, only=changed, model=previous.model
+            records,
+            definition.linkage,
+            spark=spark,
+            only=changed,
+            model=previous.model,
+            spill=spill,
         )
     return LinkState(
         state.linkage, state.centres, sorted(kept + new), previous.model, sorted(changed)
@@ -278,6 +285,7 @@ def _link(
     previous: LinkState | None = None,
     ids: IdLedger | None = None,
     decisions: dict[tuple[str, str], Decision] | None = None,
+    spill: Path | None = None,
 ) -> tuple[dict[str, list[Case]], Linkage, LinkState, IdLedger, Settled]:
     """Registry pseudonym -> that patient's centre records, the clusters, what a later run
     may reuse, the registry ids' ledger (``ids``: the last build's), and what people
@@ -293,12 +301,12 @@ def _link(
             records.append(record)
             case_of[record.pseudonym] = case
     progress("link", 0, 1)
-    state = _probabilistic(records, definition, state, previous, spark)
+    state = _probabilistic(records, definition, state, previous, spark, spill)
     identifier = deterministic_links(records)
     settled = settle(
         identifier,
         state.links,
-        _contradicted(records, identifier, definition, state, spark),
+        _contradicted(records, identifier, definition, state, spark, spill),
         decisions or {},
         set(case_of),
         definition.linkage.threshold,
@@ -319,6 +327,7 @@ def _contradicted(
     definition: RegistryDef,
     state: LinkState,
     spark: Any,
+    spill: Path | None = None,
 ) -> dict[tuple[str, str], Link]:
     """Identifier pairs whose other fields, from even odds, give a probability below
     ``linkage.contradiction``, or whose one record is linked by probability to another
@@ -331,7 +340,9 @@ def _contradicted(
     if not identifier or state.model is None or linkage.contradiction <= 0:
         return {}
     pairs = [(k.left, k.right) for k in identifier]
-    scored = _splink.identifier_evidence(records, pairs, linkage, state.model, spark=spark)
+    scored = _splink.identifier_evidence(
+        records, pairs, linkage, state.model, spark=spark, spill=spill
+    )
     centre_of = {r.pseudonym: r.centre for r in records}
     rivals = rivalled(identifier, state.links, centre_of, linkage.threshold)
     return {
@@ -432,16 +443,18 @@ def assemble(
     ids: IdLedger | None = None,
     decisions: dict[tuple[str, str], Decision] | None = None,
     keep: bool = True,
+    spill: Path | None = None,
 ) -> Registry:
     """The registry in memory from each centre's records (pure but for splink's engine).
     ``previous``: the link state of an earlier run, whose scores of unchanged centres'
     pairs are reused; ``ids``: the ledger of the last build, whose ids are kept; ``keep``:
     the registry keeps its merged, protected and Provenance objects (``cases``, ``merged``,
-    ``provenance``); without it only what the files need (``published``) and the counts."""
+    ``provenance``); without it only what the files need (``published``) and the counts;
+    ``spill``: where DuckDB may spill linkage past its memory limit (the work folder)."""
     step = progress or (lambda *_: None)
     state = LinkState(_linkage_fingerprint(definition, pseudonyms), input_hashes(sources))
     patients, found, state, ledger, settled = _link(
-        data, definition, pseudonyms, spark, step, state, previous, ids, decisions
+        data, definition, pseudonyms, spark, step, state, previous, ids, decisions, spill
     )
     protection = Protection(definition, pseudonyms, library)
     where = Sources(data, sources, library, pseudonyms)
@@ -503,21 +516,29 @@ def build_registry(
     if not force and state_file.exists() and orjson.loads(state_file.read_bytes()) == state:
         return BuildResult(out=out, skipped=True)
     step = progress or (lambda *_: None)
-    ids, id_notes = read_ids(out)
-    decisions = read_decisions(definition.resolve(definition.linkage.decisions))
     folder = None if work is None else WorkFolder(work)
+    ids, id_notes = read_ids(out)
+    if ids is None and not id_notes and folder is not None:
+        # a build into a new folder (the service's job folders): the work folder keeps the
+        # last build's ledger, so ids last across them
+        ids, id_notes = read_ids(folder.folder)
+    decisions = read_decisions(definition.resolve(definition.linkage.decisions))
     inputs = input_hashes(sources)
     # the build makes millions of objects that live until written: automatic collections
     # would walk them all again and again (:mod:`fhir_cart.collector`); one per centre read
     with bulk_collection(every=1) as collector:
         data: dict[str, CentreData] = {}
         read: list[str] = []
+        # the records live until written: in less memory (.compact)
+        shared, tokens = FieldSets(), Tokens()
         for n, centre in enumerate(definition.centres, start=1):
             if centre.extract is not None:
                 path = definition.resolve(centre.extract)
                 data[centre.id] = _opened(
                     unseal(read_extract(path, centre.id, pseudonyms), pseudonyms)
                 )
+                shared.share(data[centre.id].cases)
+                data[centre.id].keys = tokens.share(data[centre.id].keys)
                 read.append(centre.id)
                 step("read", n, len(definition.centres))
                 continue
@@ -529,9 +550,12 @@ def build_registry(
                 cached = sealed_centre(centre.id, read_now, definition, pseudonyms, library)
                 if folder is not None:
                     folder.save_centre(centre.id, sealing, cached)
+            shared.share(cached.cases)
+            cached.keys = tokens.share(cached.keys)
             data[centre.id] = cached
             collector.step()  # what reading left: collected once per centre
             step("read", n, len(definition.centres))
+        del shared, tokens  # their tables: the records hold what they share
         registry = assemble(
             definition,
             data,
@@ -545,10 +569,13 @@ def build_registry(
             ids=ids,
             decisions=decisions,
             keep=keep,
+            spill=None if folder is None else folder.folder,
         )
         if folder is not None and registry.link_state is not None:
             folder.save_link_state(registry.link_state)
         files = write_registry(out, registry, definition, library)
+        if folder is not None:
+            folder.save_ids((out / IDS_FILE).read_bytes())
     tables._write_if_changed(state_file, json_bytes(state))
     notes = id_notes + registry.notes + ([] if folder is None else folder.notes)
     return BuildResult(out, False, registry, [*files, state_file], sorted(read), notes)

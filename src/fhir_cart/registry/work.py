@@ -147,3 +147,8 @@ class WorkFolder:
 
     def save_link_state(self, state: LinkState) -> None:
         tables._write_if_changed(self.folder / "links.json", orjson.dumps(state.as_json()))
+
+    def save_ids(self, ledger: bytes) -> None:
+        """A copy of the build's id ledger (``registry-ids.json``: pseudonyms and registry
+        ids only), read when a build writes to a folder that has none (a new job's)."""
+        tables._write_if_changed(self.folder / "registry-ids.json", ledger)

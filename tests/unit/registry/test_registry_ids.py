@@ -106,6 +106,30 @@ def test_build_keeps_ids_when_a_new_centre_record_joins(tmp_path: Path) -> None:
     assert sorted(ledger["patients"]) == sorted(after.values())
 
 
+@pytest.mark.slow  # several seconds: the full suite runs it, not the fast loop
+def test_ids_last_across_builds_into_new_folders_with_one_work_folder(tmp_path: Path) -> None:
+    """The service builds each job into a new folder: the work folder's copy of the ledger
+    keeps the ids (issue 19, item 4)."""
+    cases = three_centres()
+    registry = definition(tmp_path)
+    work = tmp_path / "work"
+    first = build_registry(registry, tmp_path / "job1", key=KEY, reader=reader_of(cases), work=work)
+    assert first.registry is not None
+    before = {tuple(m.centres): m.case.patient.study_id for m in first.registry.merged}
+    assert (work / "registry-ids.json").read_bytes() == (
+        tmp_path / "job1" / "registry-ids.json"
+    ).read_bytes()
+    cases["rotterdam"].append(_anna_at(cases, "rotterdam"))
+    (tmp_path / "inputs" / "rotterdam.csv").write_text("synthetic rotterdam, Anna too\n")
+    second = build_registry(
+        registry, tmp_path / "job2", key=KEY, reader=reader_of(cases), work=work
+    )
+    assert second.registry is not None
+    after = {tuple(m.centres): m.case.patient.study_id for m in second.registry.merged}
+    assert after[("berlin", "london", "rotterdam")] == before[("berlin", "london")]
+    assert set(after.values()) == set(before.values())
+
+
 @pytest.mark.slow  # takes seconds: the full suite runs it, not the fast loop
 def test_build_retires_the_id_of_a_patient_that_splits(tmp_path: Path) -> None:
     """Ben is linked by his national id; typed differently at Rotterdam (and with other
