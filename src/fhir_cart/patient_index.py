@@ -35,7 +35,7 @@ from fhir_cart.collector import bulk_collection
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import PatientByPatient, ReverseResult
 from fhir_cart.references import reference_key
-from fhir_cart.sync.accounting import TypeCount, by_type, places
+from fhir_cart.sync.accounting import TypeCount, add_places, by_type, places
 from fhir_cart.types import Json
 
 __all__ = ["PatientIndex", "ResultSink", "add_counts", "map_index"]
@@ -259,7 +259,7 @@ def map_patients(
                 centre=mapper.default_centre,
                 study_ids={pid: sid} if sid is not None else {},
             )
-            add_counts(counts, by_type(found))
+            add_places(counts, found)
             collector.step()
             if on_patient is not None:
                 on_patient(number)
