@@ -147,6 +147,7 @@ def test_places_added_in_place_are_what_by_type_counts() -> None:
             for name in (f.name for f in dataclasses.fields(TypeCount)):
                 setattr(into, name, getattr(into, name) + getattr(count, name))
     assert dict(sorted(total.items())) == dict(sorted(expected.items()))
+    assert total["Observation"] == TypeCount(fetched=5, events=3, other=1)
     assert total["Condition"].twice == 1
     assert total["Specimen"].unaccounted == 1
 
