@@ -131,7 +131,9 @@ class PatientIndex:
     def _finish(self) -> None:
         self._flush()
         if not self._indexed:
-            self.db.execute("CREATE INDEX r_patient ON r (patient, is_patient, rtype, rid, seq)")
+            # in the order each patient's resources are read back (no sort per patient)
+            order = "rtype, rid" if self.keyed else "seq"
+            self.db.execute(f"CREATE INDEX r_patient ON r (patient, is_patient, {order})")
             self.db.commit()  # readable by other processes from here on (``existing``)
             self._indexed = True
 

@@ -12,9 +12,13 @@ import io
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from fhir_cart.csv_safety import SafeCsvWriter
+from fhir_cart.mappers import from_elements
 from fhir_cart.mappers.context import MappingContext
+from fhir_cart.mappers.from_elements import _made, _made_key
+from fhir_cart.mappers.from_fhir import PatientByPatient, cases_from_fhir
 from fhir_cart.records import Event, Value, When
 from fhir_cart.sync.accounting import TypeCount, add_places, by_type
 from fhir_cart.writers import EVENT_COLUMNS, _csv_cell, _event_row
@@ -219,3 +223,89 @@ def test_reading_by_text_is_in_what_is_remembered(ctx: MappingContext) -> None:
     assert concepts.classify({"text": label}, ("procedure",)) == key
     ctx.terminology.read_text = False
     assert concepts.classify({"text": label}, ("procedure",)) is None
+
+
+# -- times and values made once -----------------------------------------------------------
+
+
+def test_the_same_fields_give_the_same_record() -> None:
+    fields = {"date": dt.date(2020, 1, 2), "precision": "day", "day": 3, "anchor": "x"}
+    first = _made(When, dict(fields))
+    assert _made(When, dict(fields)) is first
+    assert first == When(**fields)
+    assert _made(Value, {"code": "negative"}) is _made(Value, {"code": "negative"})
+
+
+def test_equal_fields_of_other_types_are_other_records() -> None:
+    """1, 1.0 and True are equal keys; -0.0 and 0.0 too, but their cells differ."""
+    assert _made(Value, {"number": 2.0}).number == 2.0
+    assert _made(Value, {"number": 2}).number == 2.0  # validated afresh, not the float's
+    assert _made_key(Value, {"number": 2}) != _made_key(Value, {"number": 2.0})
+    assert _made_key(Value, {"boolean": True}) != _made_key(Value, {"number": 1})
+    assert str(_made(Value, {"number": 0.0}).number) == "0.0"
+    assert str(_made(Value, {"number": -0.0}).number) == "-0.0"
+    assert _made_key(Value, {"number": float("nan")}) is None
+    assert _made_key(When, {"day": [1]}) is None  # not hashable: made afresh
+    assert _made_key(Value, {"text": _Text("x")}) is None
+
+
+def test_what_does_not_validate_raises_each_time_and_is_not_kept() -> None:
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            _made(When, {"day": 3})  # a relative day needs its anchor
+    assert _made_key(When, {"day": 3}) not in from_elements._MADE
+
+
+def test_what_is_kept_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(from_elements, "_MADE", {})
+    monkeypatch.setattr(from_elements, "_MADE_HELD", 3)
+    for day in range(10):
+        _made(When, {"day": day, "anchor": "x"})
+    assert 1 <= len(from_elements._MADE) <= 3
+
+
+# -- the drugs a resource uses ------------------------------------------------------------
+
+
+def _drugs(ctx: MappingContext, dose_date: str) -> list[dict[str, Any]]:
+    code = ctx.concepts.codeable("blinatumomab")
+    return [
+        {"resourceType": "Patient", "id": "p1"},
+        {"resourceType": "Medication", "id": "m1", "code": code},
+        {"resourceType": "Medication", "id": "m2", "code": code},
+        {
+            "resourceType": "MedicationAdministration",
+            "id": "ma1",
+            "status": "completed",
+            "subject": {"reference": "Patient/p1"},
+            "medicationReference": {"reference": "Medication/m1"},
+            "effectiveDateTime": dose_date,
+        },
+        {
+            "resourceType": "MedicationAdministration",
+            "id": "ma2",
+            "status": "completed",
+            "subject": {"reference": "Patient/p1"},
+            "medicationReference": {"reference": "Medication/m2"},
+            "effectiveDateTime": "2020-01-03",
+        },
+    ]
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_drug_of_no_event_is_unused_and_one_of_an_event_used(
+    ctx: MappingContext, whole: bool
+) -> None:
+    for bad, unused in (("2020-01-02", set()), ("2020-13-02", {"m1"})):
+        resources = _drugs(ctx, bad)
+        if whole:
+            result = cases_from_fhir(ctx, resources)
+        else:
+            held = {r["id"]: r for r in resources if r["resourceType"] == "Medication"}
+            mapper = PatientByPatient(ctx, {}, held)
+            result = mapper.patient(resources[0], resources[3:])
+            result.other += mapper.held().other
+        listed = {r["resource_id"] for r in result.other if r["resource_type"] == "Medication"}
+        assert listed == unused
+        events = [e.event_id for c in result.cases for e in c.events]
+        assert len(events) == (2 if not unused else 1)
