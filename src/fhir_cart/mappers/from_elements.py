@@ -342,6 +342,8 @@ def _extension_attributes(
 ) -> dict[str, Scalar]:
     """The attributes the extensions hold; ``unread`` gets each extension outside
     fhir_cart's extension base that names no attribute of the library."""
+    if not extensions:
+        return {}
     urls = _attribute_urls(ctx, patient)
     data = ctx.concepts.data
     library = data.patient_attributes if patient else data.attributes
