@@ -35,7 +35,7 @@ from fhir_cart.collector import bulk_collection
 from fhir_cart.mappers.context import MappingContext
 from fhir_cart.mappers.from_fhir import PatientByPatient, ReverseResult
 from fhir_cart.references import reference_key
-from fhir_cart.sync.accounting import TypeCount, by_type, places
+from fhir_cart.sync.accounting import TypeCount, add_places, by_type, places
 from fhir_cart.types import Json
 
 __all__ = ["PatientIndex", "ResultSink", "add_counts", "map_index"]
@@ -131,7 +131,9 @@ class PatientIndex:
     def _finish(self) -> None:
         self._flush()
         if not self._indexed:
-            self.db.execute("CREATE INDEX r_patient ON r (patient, is_patient, rtype, rid, seq)")
+            # in the order each patient's resources are read back (no sort per patient)
+            order = "rtype, rid" if self.keyed else "seq"
+            self.db.execute(f"CREATE INDEX r_patient ON r (patient, is_patient, {order})")
             self.db.commit()  # readable by other processes from here on (``existing``)
             self._indexed = True
 
@@ -259,7 +261,7 @@ def map_patients(
                 centre=mapper.default_centre,
                 study_ids={pid: sid} if sid is not None else {},
             )
-            add_counts(counts, by_type(found))
+            add_places(counts, found)
             collector.step()
             if on_patient is not None:
                 on_patient(number)

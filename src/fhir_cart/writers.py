@@ -25,7 +25,7 @@ from fhir_cart.csv_safety import csv_writer, xlsx_book
 from fhir_cart.errors import Reject
 from fhir_cart.library.concepts import ConceptLibrary, ConceptsFile
 from fhir_cart.library.study_mapping import EventSpec, PatientSpec, StudyMapping
-from fhir_cart.records import Case, Event, Precision, Value, When, date_text
+from fhir_cart.records import Case, Event, Precision, When, date_text
 
 if TYPE_CHECKING:
     from fhir_cart.mappers.from_fhir import Unmapped
@@ -146,27 +146,43 @@ def _date_cell(date: dt.date | None, precision: Precision) -> dt.date | str | No
     return date_text(date, precision)
 
 
-def _time_cells(name: str, when: When | None) -> Row:
-    if when is None:
-        return {}
-    row = {f"{name}_{part}": getattr(when, part) for part in _TIME_PARTS}
-    row[f"{name}_date"] = _date_cell(when.date, when.precision)
-    return row
+def _add_time(row: Row, when: When, columns: tuple[str, ...]) -> None:
+    """A time's cells (``columns``: its ``*_date``, ``*_day``, ``*_anchor``,
+    ``*_earliest_day`` and ``*_latest_day`` column) written into ``row``."""
+    date, day, anchor, earliest, latest = columns
+    row[date] = _date_cell(when.date, when.precision)
+    row[day] = when.day
+    row[anchor] = when.anchor
+    row[earliest] = when.earliest_day
+    row[latest] = when.latest_day
 
 
-def _value_cells(value: Value | None) -> Row:
-    if value is None:
-        return {}
-    return {f"value_{part}": getattr(value, part) for part in _VALUE_PARTS}
+_WHEN = tuple(f"when_{part}" for part in _TIME_PARTS)
+_END = tuple(f"end_{part}" for part in _TIME_PARTS)
 
 
 def _event_row(study_id: str, event: Event) -> Row:
+    """An event's cells, keys in column order then its attributes, None left out (written
+    out field by field: this runs once per event of every table written)."""
     row: Row = {"study_id": study_id, "event_id": event.event_id, "concept": event.concept}
-    row.update(_time_cells("when", event.when))
-    row.update(_time_cells("end", event.end))
-    row.update(_value_cells(event.value))
-    row.update(source_text=event.source_text, origin=event.origin, assumed=event.assumed)
-    row.update(status=event.status)
+    if event.when is not None:
+        _add_time(row, event.when, _WHEN)
+    if event.end is not None:
+        _add_time(row, event.end, _END)
+    value = event.value
+    if value is not None:
+        row["value_number"] = value.number
+        row["value_unit"] = value.unit
+        row["value_comparator"] = value.comparator
+        row["value_low"] = value.low
+        row["value_high"] = value.high
+        row["value_code"] = value.code
+        row["value_boolean"] = value.boolean
+        row["value_text"] = value.text
+    row["source_text"] = event.source_text
+    row["origin"] = event.origin
+    row["assumed"] = event.assumed
+    row["status"] = event.status
     row.update(event.attributes)
     return {k: v for k, v in row.items() if v is not None}
 
@@ -500,9 +516,8 @@ class StudyTableWriter:
         if self.fmt == "csv":
             if table not in self._csv:
                 self._open_csv(table, list(OTHER_COLUMNS))
-            index = self._where[table]  # rows are sparse: see _write_csv
-            cells = [(index[column], _csv_cell(value)) for column, value in row.items()]
-            self._csv[table][1].write_sparse(len(index), cells)
+            # rows are sparse (see _write_csv): only the row's own cells are visited
+            self._csv[table][1].write_named(self._where[table], row, _csv_cell)
         else:
             if table not in self._sheets:
                 self._book.sheet(table, list(OTHER_COLUMNS))

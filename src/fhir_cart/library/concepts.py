@@ -326,6 +326,10 @@ class ConceptLibrary:
     """Concept key -> the study's own CodeSystem its local code is in (a study library with
     ``canonical``); other concepts without standard codings use ``local_system``."""
     _by_kind: dict[str, list[str]] = field(default_factory=dict)
+    _classified: dict[tuple[Any, ...], str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """:meth:`classify` per coding set and kinds (bounded: :data:`_CLASSIFIED_HELD`)."""
 
     def __post_init__(self) -> None:
         for key, concept in self.data.concepts.items():
@@ -377,6 +381,20 @@ class ConceptLibrary:
         at all and the terminology's ``read_text`` is on."""
         if not codeable:
             return None
+        key = _classify_key(codeable, kinds, self.terminology.read_text)
+        if key is None:
+            return self._classify(codeable, kinds)
+        try:
+            return self._classified[key]
+        except KeyError:
+            pass
+        found = self._classify(codeable, kinds)  # AmbiguousCode: raised, not remembered
+        if len(self._classified) >= _CLASSIFIED_HELD:
+            self._classified.clear()
+        self._classified[key] = found
+        return found
+
+    def _classify(self, codeable: Mapping[str, Any], kinds: Sequence[str]) -> str | None:
         for coding in codeable.get("coding", ()):
             key = coding.get("code")
             if not isinstance(key, str):
@@ -392,6 +410,37 @@ class ConceptLibrary:
 
     def classify_attribute(self, codeable: Mapping[str, Any] | None) -> str | None:
         return self.terminology.word("attribute", codeable)
+
+
+_CLASSIFIED_HELD = 50_000
+"""At most this many coding sets remembered by :meth:`ConceptLibrary.classify` (then it
+starts again): memory stays bounded whatever the input."""
+
+
+def _classify_key(
+    codeable: Mapping[str, Any], kinds: Sequence[str], read_text: bool
+) -> tuple[Any, ...] | None:
+    """All that :meth:`ConceptLibrary.classify` reads of ``codeable``: its codings' (system,
+    code) pairs in order, and its text when it has no coding (with ``read_text``, which
+    decides whether the text is read); None when anything is not of the plain shape (a
+    malformed coding is classified afresh each time, with the error it gives)."""
+    codings = codeable.get("coding", ())
+    if type(kinds) is not tuple or type(codings) not in (list, tuple):
+        return None
+    pairs: list[Any] = [kinds]
+    for coding in codings:
+        if type(coding) is not dict:
+            return None
+        system, code = coding.get("system"), coding.get("code")
+        if not ((system is None or type(system) is str) and (code is None or type(code) is str)):
+            return None
+        pairs.append((system, code))
+    if len(pairs) == 1:
+        text = codeable.get("text")
+        if not (text is None or type(text) is str):
+            return None
+        pairs += ["#text", text, read_text]
+    return tuple(pairs)
 
 
 def _concept_group(data: ConceptsFile) -> dict[str, Concept]:

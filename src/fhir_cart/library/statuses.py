@@ -53,6 +53,10 @@ class StatusVerdict:
     """A status that is no code of its value set (the resource is kept as an ``other`` row)."""
 
 
+_NOTHING_SAID = StatusVerdict()
+"""The verdict of most resources (one, frozen, rather than one made per resource)."""
+
+
 @dataclass(frozen=True)
 class StatusTable:
     elements: Mapping[str, Mapping[str, _Element]]
@@ -89,7 +93,7 @@ class StatusTable:
                 return StatusVerdict(excluded=f"{name} {code}: {rule.exclude}")
             if rule == "flag":
                 flags.append(code)
-        return StatusVerdict(flags=tuple(flags))
+        return StatusVerdict(flags=tuple(flags)) if flags else _NOTHING_SAID
 
 
 def _code(value: Any, element: _Element) -> str | None:

@@ -32,6 +32,10 @@ RefStyle = Literal["urn", "relative"]
 ``relative``: ``Patient/<id>`` with ``id`` set on every resource (NDJSON)."""
 
 
+_CENTRES_HELD = 10_000
+"""At most this many identifier systems remembered by :meth:`MappingContext.centre_of_system`
+(then it starts again): memory stays bounded whatever the input."""
+
 _NAMESPACE = uuid.UUID("5b0a2f9e-2f43-4a53-9a4b-6b1f6f0c7c11")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
 
@@ -67,6 +71,11 @@ class MappingContext:
     _ext_urls: dict[str, str] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)
     """Look-ups derived from the library, built on first use by the mappers (no I/O)."""
+    _centres: dict[str, str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """:meth:`centre_of_system` per system seen (not carried over by ``replace``: the bases
+    may differ there)."""
 
     @property
     def terminology(self) -> Terminology:
@@ -96,6 +105,19 @@ class MappingContext:
     def centre_of_system(self, system: str) -> str | None:
         """Inverse of :meth:`identifier_system`, under ``identifier_base`` or one of
         ``other_bases`` (None for a foreign system)."""
+        if type(system) is not str:  # malformed input fails as it always did
+            return self._centre_of_system(system)
+        try:
+            return self._centres[system]
+        except KeyError:
+            pass
+        found = self._centre_of_system(system)
+        if len(self._centres) >= _CENTRES_HELD:
+            self._centres.clear()
+        self._centres[system] = found
+        return found
+
+    def _centre_of_system(self, system: str) -> str | None:
         for base in (self.identifier_base, *self.other_bases):
             prefix = base.rstrip("/") + "/"
             if system.startswith(prefix):

@@ -9,7 +9,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import orjson
 
@@ -139,7 +139,7 @@ def _when(ctx: MappingContext, obj: Mapping[str, Any], name: str) -> When | None
     fields = _relative(ctx, ext.get("extension", [])) if ext else {}
     if isinstance(value, str):
         fields["date"], fields["precision"] = _parse_date(value, name)
-    return When(**fields) if fields else None
+    return _made(When, fields) if fields else None
 
 
 def _time_extension(ctx: MappingContext, ext: Json | None) -> When | None:
@@ -150,7 +150,7 @@ def _time_extension(ctx: MappingContext, ext: Json | None) -> When | None:
     date = extension_value(parts, "date")
     if date is not None:
         fields["date"], fields["precision"] = _parse_date(date.get("valueDate"), "date")
-    return When(**fields) if fields else None
+    return _made(When, fields) if fields else None
 
 
 def _identifiers(resource: Json) -> list[Json]:
@@ -228,7 +228,50 @@ def _value_fields(ctx: MappingContext, concept: ConceptDef, holder: Json) -> dic
 
 def _make_value(fields: dict[str, Any]) -> Value | None:
     fields = {k: v for k, v in fields.items() if v is not None}
-    return Value(**fields) if fields else None
+    return _made(Value, fields) if fields else None
+
+
+# -- times and values made once ---------------------------------------------------------------
+
+_Made = TypeVar("_Made", When, Value)
+_MADE: dict[tuple[Any, ...], Any] = {}
+_MADE_HELD = 30_000
+"""At most this many times and values remembered by :func:`_made` (then it starts again):
+memory stays bounded whatever the input."""
+_PLAIN = frozenset({str, int, bool, dt.date})
+
+
+def _made(model: type[_Made], fields: dict[str, Any]) -> _Made:
+    """``model(**fields)``: the same (frozen) record for the same fields, since a cohort's
+    times and values repeat (the day of an infusion, a result "negative"). Only fields of
+    plain hashable types are remembered; what does not validate raises as it did and is
+    not remembered."""
+    key = _made_key(model, fields)
+    if key is None:
+        return model(**fields)
+    found: _Made | None = _MADE.get(key)
+    if found is None:
+        found = model(**fields)
+        if len(_MADE) >= _MADE_HELD:
+            _MADE.clear()
+        _MADE[key] = found
+    return found
+
+
+def _made_key(model: type[Any], fields: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The fields with their types (``1``, ``1.0`` and ``True`` are equal keys, not equal
+    cells); None for anything else than text, numbers, booleans and dates, and for a float
+    zero or NaN (``-0.0`` equals ``0.0`` but is written ``-0.0``)."""
+    key: list[Any] = [model]
+    for name, value in fields.items():
+        kind = type(value)
+        if kind is float:
+            if not value or value != value:
+                return None
+        elif kind not in _PLAIN:
+            return None
+        key.append((name, kind, value))
+    return tuple(key)
 
 
 def _extension_value(ctx: MappingContext, concept: ConceptDef, resource: Json) -> dict[str, Any]:
@@ -301,6 +344,8 @@ def _extension_attributes(
 ) -> dict[str, Scalar]:
     """The attributes the extensions hold; ``unread`` gets each extension outside
     fhir_cart's extension base that names no attribute of the library."""
+    if not extensions:
+        return {}
     urls = _attribute_urls(ctx, patient)
     data = ctx.concepts.data
     library = data.patient_attributes if patient else data.attributes

@@ -112,12 +112,18 @@ def _mapped(run: _Run, resource: Json, study_id: str) -> tuple[Event | None, str
         return None, verdict.unknown, "other"
     run.from_text = False
     run.unread = []
-    used = set(run.used_medications)
+    # the drugs this resource uses, apart (a copy of all used so far per resource grew
+    # with the cohort): kept only when it is an event, a drug of no event is not used
+    used, run.used_medications = run.used_medications, set()
     try:
         event = mapper(run, resource, study_id)
     except _BAD_INPUT as exc:  # ValidationError is a ValueError
-        run.used_medications.intersection_update(used)  # a drug of no event is not used
+        run.used_medications = used
         return None, _reason(exc), "other"
+    finally:
+        if run.used_medications is not used:
+            used |= run.used_medications
+            run.used_medications = used
     return _flagged(event, verdict, run.from_text), None, ""
 
 

@@ -22,7 +22,7 @@ from fhir_cart.mappers.from_resources import patient_record
 from fhir_cart.references import reference_key
 from fhir_cart.types import Json
 
-__all__ = ["PLACES", "TypeCount", "by_type", "places"]
+__all__ = ["PLACES", "TypeCount", "add_places", "by_type", "places"]
 
 Key = tuple[str, str]
 
@@ -105,7 +105,10 @@ def places(
     for resource in resources:
         key = _key(resource)
         found = out.setdefault(key, [])
-        found += [name for name, keys in (("other", other), ("excluded", excluded)) if key in keys]
+        if key in other:
+            found.append("other")
+        if key in excluded:
+            found.append("excluded")
         if key[0] == "Patient":
             if study_ids.get(key[1]) in events:
                 found.append("patients")
@@ -129,16 +132,28 @@ def by_type(
     """Per type, how many resources ended where; ``fetched`` per type as the pull received
     them (by default: the resources accounted for)."""
     out: dict[str, TypeCount] = {}
-    for (rtype, _), where in sorted(found.items()):
-        count = out.setdefault(rtype, TypeCount())
-        if fetched is None:
+    add_places(out, dict(sorted(found.items())), count_fetched=fetched is None)
+    for rtype, number in (fetched or {}).items():
+        out.setdefault(rtype, TypeCount()).fetched = number
+    return dict(sorted(out.items()))
+
+
+def add_places(
+    total: dict[str, TypeCount], found: Mapping[Key, list[str]], *, count_fetched: bool = True
+) -> None:
+    """Add where each resource of ``found`` ended into ``total`` (per type; each resource
+    also counted as fetched, unless not ``count_fetched``): what ``by_type`` counts, added
+    in place without a dict of counts per call (a bulk job calls it per patient)."""
+    for (rtype, _), where in found.items():
+        count = total.get(rtype)
+        if count is None:
+            count = total[rtype] = TypeCount()
+        if count_fetched:
             count.fetched += 1
         if not where:
             count.unaccounted += 1
         elif len(where) > 1:
             count.twice += 1
         else:
-            setattr(count, where[0], getattr(count, where[0]) + 1)
-    for rtype, number in (fetched or {}).items():
-        out.setdefault(rtype, TypeCount()).fetched = number
-    return dict(sorted(out.items()))
+            place = where[0]
+            setattr(count, place, getattr(count, place) + 1)
