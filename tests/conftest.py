@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -31,6 +32,9 @@ from tests.support import (  # noqa: F401  (ROOT ... need: for tests not yet imp
 # PYTHONDONTWRITEBYTECODE is set, as on the project's machines: without them every run
 # parses and rewrites each test module again, about half of the fast loop's collection.
 sys.dont_write_bytecode = False
+# No test writes typer's help renderings into the user's cache folder (fhir_cart.cli.help_cache);
+# the tests of that cache turn it on in a folder of their own.
+os.environ["FHIR_CART_HELP_CACHE"] = "off"
 
 
 @pytest.fixture
