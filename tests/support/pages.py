@@ -6,12 +6,23 @@ bounds a broken check)."""
 from __future__ import annotations
 
 import threading
+from functools import cache
 from typing import Any
 
-__all__ = ["WAIT", "checked", "summarised", "upload_id_of"]
+from fhir_cart.service.access import hash_password
+
+__all__ = ["WAIT", "checked", "hashed", "summarised", "upload_id_of"]
 
 WAIT = 120.0
 """Seconds a page is asked for before the test gives up."""
+
+
+@cache
+def hashed(password: str) -> str:
+    """``hash_password(password)``, worked out once per test process: a fixture's users
+    share it (scrypt takes about 50 ms a hash, and the page fixtures made one for each user
+    of each test). Signing in still checks the password against it with scrypt."""
+    return hash_password(password)
 
 
 def _until(client: Any, path: str, busy: str) -> Any:

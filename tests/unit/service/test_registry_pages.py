@@ -21,11 +21,11 @@ from pydantic import SecretStr
 
 from fhir_cart.cache import open_cache
 from fhir_cart.registry.decisions import read_decisions
-from fhir_cart.service.access import hash_password
 from fhir_cart.service.app import create_app
 from fhir_cart.service.jobs import job_dir, run_worker
 from fhir_cart.service.web.registry_view import heat_map, linked_pairs, shade
 from fhir_cart.settings import Settings, UserSettings
+from tests.support.pages import hashed
 from tests.support.registry_net import REGISTRY_KEY, install_net
 
 PASSWORD = "a long synthetic password"
@@ -43,7 +43,7 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
                 name=name,
                 role=role,
                 centre="berlin" if role == "centre" else None,
-                password_hash=SecretStr(hash_password(PASSWORD)),
+                password_hash=SecretStr(hashed(PASSWORD)),
             )
             for role, name in USERS.items()
         ],

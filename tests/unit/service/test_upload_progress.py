@@ -18,13 +18,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from fhir_cart.cache import open_cache
-from fhir_cart.service.access import hash_password
 from fhir_cart.service.app import create_app
 from fhir_cart.service.web import checks
 from fhir_cart.settings import Settings, UserSettings
 from tests.support import FIXTURES
 from tests.support.big_study import centre_b_file
-from tests.support.pages import checked, summarised, upload_id_of
+from tests.support.pages import checked, hashed, summarised, upload_id_of
 
 PASSWORD = "a long synthetic password"
 BAD_FILE = FIXTURES / "bad" / "centre_b_bad.csv"
@@ -42,7 +41,7 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
                 name=name,
                 role="centre",
                 centre=centre,
-                password_hash=SecretStr(hash_password(PASSWORD)),
+                password_hash=SecretStr(hashed(PASSWORD)),
             )
             for name, centre in (("ana", "centre_b"), ("bo", "centre_a"))
         ],

@@ -21,7 +21,7 @@ from fhir_cart.service.app import create_app
 from fhir_cart.service.web.grid import fix_for, grids
 from fhir_cart.settings import ServerSettings, Settings, UserSettings
 from tests.conftest import FIXTURES, MAPPINGS
-from tests.support.pages import checked, summarised, upload_id_of
+from tests.support.pages import checked, hashed, summarised, upload_id_of
 
 PASSWORD = "a long synthetic password"
 ADMIN_KEY = "pages-admin-key-0123456789abcdef01234"
@@ -39,7 +39,7 @@ def app(tmp_path: Path) -> Iterator[FastAPI]:
                 name="ana",
                 role="centre",
                 centre="centre_b",
-                password_hash=SecretStr(hash_password(PASSWORD)),
+                password_hash=SecretStr(hashed(PASSWORD)),
             )
         ],
         servers={"local": ServerSettings(base_url="http://127.0.0.1:9/fhir")},
