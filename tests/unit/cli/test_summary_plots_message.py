@@ -37,6 +37,7 @@ def _titles(folder: Path) -> str:
     )
 
 
+@pytest.mark.slow  # draws the seed's plots twice (PNG and SVG): 5-7 s, the full suite runs it
 def test_summary_plots_name_the_file_unless_the_study_titles_are_asked_for(
     tmp_path: Path,
 ) -> None:
