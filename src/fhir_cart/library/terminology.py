@@ -209,6 +209,15 @@ class Terminology:
         word, or the words it could not decide between), for codings seen before."""
         self._build()
 
+    def over(self, data: TerminologyFile) -> Terminology:
+        """A terminology over ``data`` with this one's settings (strict, date, country, text
+        reading) and the unverified codes it has emitted (shared, not copied): a study's
+        words or units added."""
+        out = Terminology(data, strict=self.strict, as_of=self.as_of, country=self.country)
+        out.unverified_used = self.unverified_used
+        out.read_text = self.read_text
+        return out
+
     def _build(self) -> None:
         for group, words in self.data.concepts.items():
             reverse = self._reverse.setdefault(group, {})

@@ -191,12 +191,4 @@ def with_units(terminology: Terminology, units: Mapping[str, StudyUnit]) -> Term
     """A terminology like ``terminology`` with the units added."""
     if not units:
         return terminology
-    out = Terminology(
-        units_data(terminology.data, units),
-        strict=terminology.strict,
-        as_of=terminology.as_of,
-        country=terminology.country,
-    )
-    out.unverified_used = terminology.unverified_used
-    out.read_text = terminology.read_text
-    return out
+    return terminology.over(units_data(terminology.data, units))

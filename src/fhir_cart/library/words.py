@@ -94,12 +94,4 @@ def with_words(terminology: Terminology, words: Words, study_system: str | None)
     the words added."""
     if not words:
         return terminology
-    out = Terminology(
-        words_data(terminology.data, words, study_system),
-        strict=terminology.strict,
-        as_of=terminology.as_of,
-        country=terminology.country,
-    )
-    out.unverified_used = terminology.unverified_used
-    out.read_text = terminology.read_text
-    return out
+    return terminology.over(words_data(terminology.data, words, study_system))

@@ -233,3 +233,24 @@ def test_a_cell_in_another_quantity_is_refused_against_the_columns_synonym_unit(
     assert main(["map", "data.csv", "-m", "mapping.yaml", "-o", str(study / "o3")]) == 3
     rejects = (study / "o3" / "rejects.csv").read_text()
     assert "unit 'mg' does not measure what this column's unit '10*9/L' measures" in rejects
+
+
+def test_a_study_terminology_keeps_the_settings_and_shares_the_unverified_codes() -> None:
+    """A study's words and units make a new terminology over the added data: it reads as
+    the shipped one does (strict, date, country, text reading), and an unverified code it
+    emits is reported with the run's others (the set is shared, not copied)."""
+    import datetime as dt
+
+    from fhir_cart.library.terminology import load_terminology
+
+    base = load_terminology(strict=True, as_of=dt.date(2024, 5, 1), country="DE")
+    base.read_text = True
+    out = base.over(base.data)
+    assert (out.strict, out.as_of, out.country, out.read_text) == (
+        True,
+        dt.date(2024, 5, 1),
+        "DE",
+        True,
+    )
+    out.unverified_used.add(("http://example.org/cs", "x", "X"))
+    assert ("http://example.org/cs", "x", "X") in base.unverified_used
