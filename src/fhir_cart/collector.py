@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Collector", "bulk_collection"]
+__all__ = ["Collector", "bulk_collection", "collect_in_bulk"]
 
 _EVERY = 2_000
 
@@ -64,3 +64,11 @@ def bulk_collection(every: int = _EVERY) -> Iterator[Collector]:
             gc.unfreeze()
             if was_enabled:
                 gc.enable()
+
+
+def collect_in_bulk() -> None:
+    """A collection now if :func:`bulk_collection` turned automatic collection off: for bulk
+    work that has no per-patient step (a pull reading a type whole, page by page, before
+    its first patient), whose cycles would otherwise stay until the block ends."""
+    if _depth > 0 and not gc.isenabled():
+        gc.collect()
