@@ -10,8 +10,11 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from fhir_cart.collector import bulk_collection, collect_in_bulk
-from fhir_cart.sync.pull import PullStats
+from fhir_cart.sync import jobs
+from fhir_cart.sync.pull import PullSelection, PullStats
 from fhir_cart.sync.scanned import ScanStore, by_type_scan
 from fhir_cart.types import Json
 
@@ -65,3 +68,37 @@ def test_a_read_by_type_collects_each_pages_cycles() -> None:
         assert [r["id"] for r in store.get("p1")] == ["ae1"]  # still stored as before
     finally:
         store.close()
+
+
+def test_the_fetch_collects_its_cycles_every_so_many_patients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cycle made as the first patient arrives is gone by the time the
+    ``_COLLECT_EVERY``-th patient after it arrives."""
+    every = jobs._COLLECT_EVERY
+    seen: list[bool] = []
+    first: list[weakref.ref[_Node]] = []
+
+    async def pulled(*_: Any, **__: Any) -> AsyncIterator[tuple[Json, list[Json]]]:
+        for n in range(every + 2):
+            if n == 0:
+                node = _Node()
+                first.append(weakref.ref(node))
+                del node
+            else:
+                seen.append(first[0]() is not None)
+            yield {"resourceType": "Patient", "id": f"p{n}"}, []
+
+    class _Received:
+        async def add(self, resources: list[Json]) -> None:
+            pass
+
+    monkeypatch.setattr(jobs, "pull_resources", pulled)
+    selection = PullSelection(kind="search", query="x=y")
+    with bulk_collection():
+        ids = asyncio.run(
+            jobs._fetch(None, _Received(), selection, PullStats(), None)  # type: ignore[arg-type]
+        )
+    assert len(ids) == every + 2
+    assert seen[0] is True  # not collected at once: no automatic collection in the block
+    assert seen[-1] is False  # collected within ``every`` patients
