@@ -5,7 +5,7 @@ runs a collection every 700 new container objects and a full one every so often,
 one walks every object alive, the program's modules and the concept library included. During
 bulk work, :func:`bulk_collection` freezes what is alive when it starts (``gc.freeze``: left
 out of every later scan), turns automatic collection off, and collects what the bulk work
-left (cycles are few: an exception kept with its traceback, say) every ``every`` steps
+left (cycles: an HTTP response, an exception kept with its traceback) every ``every`` steps
 (:meth:`Collector.step`), so memory stays bounded. The output does not depend on it (a test
 compares the bytes); ``FHIR_CART_GC=default`` leaves the collector as Python sets it (for
 measuring, or to rule it out).
@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Collector", "bulk_collection"]
+__all__ = ["Collector", "bulk_collection", "collect_in_bulk"]
 
 _EVERY = 2_000
 
@@ -64,3 +64,11 @@ def bulk_collection(every: int = _EVERY) -> Iterator[Collector]:
             gc.unfreeze()
             if was_enabled:
                 gc.enable()
+
+
+def collect_in_bulk() -> None:
+    """A collection now if :func:`bulk_collection` turned automatic collection off: for bulk
+    work that has no per-patient step (a pull reading a type whole, page by page, before
+    its first patient), whose cycles would otherwise stay until the block ends."""
+    if _depth > 0 and not gc.isenabled():
+        gc.collect()

@@ -312,7 +312,7 @@ async def _fetch(
     patient_ids: set[str] = set()
     pulled = pull_resources(client, selection, stats, search_params, concurrency=concurrency)
     batch: list[dict[str, Any]] = []
-    collector = Collector(True, every=2_000)
+    collector = Collector(True, every=_COLLECT_EVERY)
     async for patient, resources in pulled:
         collector.step()
         patient_ids.add(str(patient["id"]))
@@ -325,6 +325,11 @@ async def _fetch(
     await received.add(batch)
     stats.complete = {"Patient", *stats.asked}  # each searched by patient or read by type
     return patient_ids
+
+
+_COLLECT_EVERY = 200
+"""Patients fetched between collections of their cycles (2,000 let a 10,000-patient pull's
+peak memory grow by some 18 MiB: benchmarks/bench_pull_memory.py, issue 24)."""
 
 
 async def _fetch_medications(client: FhirClient, received: _Received, stats: PullStats) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from fhir_cart.collector import collect_in_bulk
 from fhir_cart.errors import BadResponse
 from fhir_cart.references import subject_patient_id
 from fhir_cart.types import Json
@@ -111,6 +112,7 @@ async def by_type_scan(
                 grouped.setdefault(pid, []).append(resource)
             for pid, items in grouped.items():
                 store.extend(pid, items)
+            collect_in_bulk()  # a page's cycles: memory flat in the server's size
         if total is not None and got < total:
             raise BadResponse(
                 f"{rtype} search: the server answered {got} of {total} matches with no next page"
