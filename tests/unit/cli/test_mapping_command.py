@@ -10,6 +10,7 @@ import pytest
 from fhir_cart.cli import main
 from fhir_cart.library.study_mapping import load_study_mapping
 from tests.support import ROOT
+from tests.support.study_library import STUDY_LIBRARY
 
 TABLE = ROOT / "fixtures" / "hsct_series" / "hsct_series.csv"
 
@@ -47,26 +48,6 @@ P1,f,2021-01-10,MRD-neg NGS,bridged
 P2,m,2021-02-11,CR,bridged
 P3,f,2021-03-12,MRD-neg NGS,none
 P4,m,2021-04-13,PR,bridged
-"""
-STUDY_LIBRARY = """\
-canonical: https://example.org/fhir/myeloma-study
-concepts:
-  bridging_note:
-    label: Note on bridging therapy
-    synonyms: [bridging]
-    kind: observation
-    value: {type: text}
-value_sets:
-  disease_status:
-    sequencing_mrd_negative:
-      text: Sequencing MRD-negative (IMWG 2016)
-      synonyms: [MRD-neg NGS]
-      within: complete_remission
-      codings:
-        - {system: snomed, code: "103338009", display: In full remission,
-           source: mCODE ConditionStatusTrendMaxVS, verified: true}
-        - {system: study, code: imwg-seq-mrd-neg, display: Sequencing MRD-negative,
-           source: the study's own code, verified: true}
 """
 
 

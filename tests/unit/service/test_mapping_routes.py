@@ -20,6 +20,7 @@ from fhir_cart.service.app import create_app
 from fhir_cart.settings import Settings, UserSettings
 from tests.support import ROOT
 from tests.support.pages import checked
+from tests.support.study_library import STUDY_LIBRARY
 
 KEYS = {
     "admin": "admin-key-0123456789abcdef0123456789",
@@ -259,26 +260,6 @@ P1,f,2021-01-10,MRD-neg NGS,bridged
 P2,m,2021-02-11,CR,bridged
 P3,f,2021-03-12,MRD-neg NGS,none
 """
-STUDY_LIBRARY = b"""\
-canonical: https://example.org/fhir/myeloma-study
-concepts:
-  bridging_note:
-    label: Note on bridging therapy
-    synonyms: [bridging]
-    kind: observation
-    value: {type: text}
-value_sets:
-  disease_status:
-    sequencing_mrd_negative:
-      text: Sequencing MRD-negative (IMWG 2016)
-      synonyms: [MRD-neg NGS]
-      within: complete_remission
-      codings:
-        - {system: snomed, code: "103338009", display: In full remission,
-           source: mCODE ConditionStatusTrendMaxVS, verified: true}
-        - {system: study, code: imwg-seq-mrd-neg, display: Sequencing MRD-negative,
-           source: the study's own code, verified: true}
-"""
 
 
 def test_with_a_study_library_the_assistant_suggests_its_words_and_keeps_them_inline(
@@ -287,7 +268,10 @@ def test_with_a_study_library_the_assistant_suggests_its_words_and_keeps_them_in
     """The study's library file given with the table: its concept and its added word are
     suggested like shipped ones, and the kept mapping carries them (it stands alone)."""
     csrf = sign_in(client, "b")
-    files = {"file": ("myeloma.csv", STUDY_TABLE), "library": ("study.yaml", STUDY_LIBRARY)}
+    files = {
+        "file": ("myeloma.csv", STUDY_TABLE),
+        "library": ("study.yaml", STUDY_LIBRARY.encode()),
+    }
     answer = client.post("/ui/assistant", data={"csrf": csrf}, files=files, follow_redirects=False)
     assert answer.status_code == 303, answer.text
     upload_id = answer.headers["location"].split("/")[3]
